@@ -1,0 +1,189 @@
+//! The stable API between Docent and its connectors.
+//!
+//! A connector crawls a source and then watches it, sending [`Change`]s into a bounded channel
+//! (backpressure: a slow index slows the crawl, it never buffers without bound). Every document
+//! carries its [`Acl`]; there is no "unknown ACL" value. A connector that cannot determine a
+//! document's ACL must send [`Change::Skipped`] for it, never an upsert with a guessed ACL.
+//!
+//! Checkpoints sent with [`Change::Checkpoint`] are committed by the index in the same atomic
+//! commit as every change sent before them, so a connector that resumes from its last checkpoint
+//! neither loses nor duplicates documents.
+
+mod acl;
+
+pub use acl::{Acl, AclError, Principal};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Identifies a document across the whole daemon: the connector that owns it plus the id the
+/// source uses (a path, a page id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DocKey {
+    pub connector: String,
+    pub native_id: String,
+}
+
+impl DocKey {
+    pub fn new(connector: impl Into<String>, native_id: impl Into<String>) -> Self {
+        Self {
+            connector: connector.into(),
+            native_id: native_id.into(),
+        }
+    }
+
+    /// Parses the `connector:native_id` form produced by `Display`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (c, n) = s.split_once(':')?;
+        (!c.is_empty() && !n.is_empty()).then(|| Self::new(c, n))
+    }
+}
+
+impl fmt::Display for DocKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.connector, self.native_id)
+    }
+}
+
+/// A document as the source holds it, before parsing.
+#[derive(Debug, Clone)]
+pub struct SourceDocument {
+    pub key: DocKey,
+    /// Where a user can open the document (`file:///...`, `https://wiki/...`).
+    pub uri: String,
+    /// Title when the source knows one; otherwise the parser derives it.
+    pub title: Option<String>,
+    /// Media type when known; otherwise the parser uses `name_hint`'s extension.
+    pub mime: Option<String>,
+    /// File name or similar, used for format detection and as the last-resort title.
+    pub name_hint: String,
+    pub content: Vec<u8>,
+    /// Opaque version of the content (mtime and size, an etag, a revision id). Unchanged
+    /// version and ACL means the document need not be read again.
+    pub version: String,
+    /// Unix seconds.
+    pub modified_at: Option<i64>,
+    pub attributes: BTreeMap<String, String>,
+    pub acl: Acl,
+}
+
+/// A connector's opaque resume position, committed atomically with the data before it.
+pub type Checkpoint = serde_json::Value;
+
+/// What a connector tells the pipeline.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Upsert(Box<SourceDocument>),
+    Delete(DocKey),
+    /// The document exists but will not be indexed; `reason` says why (shown to admins).
+    Skipped {
+        key: DocKey,
+        reason: String,
+    },
+    /// Everything sent before this is covered by the checkpoint.
+    Checkpoint {
+        connector: String,
+        checkpoint: Checkpoint,
+    },
+}
+
+/// What the index holds for one document, as a connector needs to know it to skip unchanged
+/// documents without reading them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedDoc {
+    pub version: String,
+    pub acl_fingerprint: String,
+}
+
+/// Read access to the index's per-document state, for incremental crawls and reconciliation.
+pub trait IndexedState: Send + Sync {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc>;
+    /// Native ids of every indexed document of `connector`.
+    fn native_ids(&self, connector: &str) -> Vec<String>;
+}
+
+/// Runtime status a connector reports, shown by the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorState {
+    /// "starting", "crawling", "watching", "failed", "stopped".
+    pub phase: String,
+    /// Unix seconds of the last completed full scan.
+    pub last_full_scan: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Shared handle to a connector's [`ConnectorState`].
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle(Arc<Mutex<ConnectorState>>);
+
+impl StatusHandle {
+    pub fn set_phase(&self, phase: &str) {
+        self.lock().phase = phase.to_string();
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        self.lock().last_error = error;
+    }
+
+    pub fn full_scan_done(&self, at: i64) {
+        self.lock().last_full_scan = Some(at);
+    }
+
+    pub fn snapshot(&self) -> ConnectorState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectorState> {
+        // A panic while holding this lock leaves plain data behind; keep serving it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything a running connector gets from the daemon.
+pub struct ConnectorContext {
+    /// Bounded: `send` waits when the pipeline is behind.
+    pub sink: mpsc::Sender<Change>,
+    pub indexed: Arc<dyn IndexedState>,
+    /// The last committed checkpoint of this connector, if any.
+    pub checkpoint: Option<Checkpoint>,
+    pub shutdown: CancellationToken,
+    pub status: StatusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("connector {connector}: {message}")]
+    Failed { connector: String, message: String },
+    #[error("connector {connector}: the pipeline is gone")]
+    SinkClosed { connector: String },
+}
+
+/// A source plugin. `run` crawls, then watches until `ctx.shutdown` is cancelled.
+pub trait Connector: Send + 'static {
+    fn id(&self) -> &str;
+    fn kind(&self) -> &'static str;
+    fn run(
+        self: Box<Self>,
+        ctx: ConnectorContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_key_round_trips_through_display() {
+        let k = DocKey::new("share", "/srv/a:b.txt");
+        assert_eq!(k.to_string(), "share:/srv/a:b.txt");
+        assert_eq!(DocKey::parse(&k.to_string()), Some(k));
+        assert_eq!(DocKey::parse("nocolon"), None);
+        assert_eq!(DocKey::parse(":x"), None);
+    }
+}

@@ -1,0 +1,526 @@
+//! File-share connector: crawls one or more roots, then watches them with `notify` and rescans
+//! them periodically (network mounts drop events; the periodic reconciliation is what makes the
+//! index converge regardless).
+//!
+//! Invariants:
+//! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, possibly
+//!   replaced or extended by configured rules; a file nobody may read is skipped, never indexed;
+//! - an unchanged file (same version and ACL as indexed) is not read;
+//! - symlinks are followed with loop detection; loops, special files and oversized files are
+//!   reported as skipped with a reason, and the crawl goes on.
+
+mod acl_rules;
+mod posix_names;
+
+pub use acl_rules::{AclRule, RuleMode};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use docent_connector_api::{
+    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedState, Principal,
+    SourceDocument, StatusHandle,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use posix_names::PosixNames;
+
+/// Validated configuration of one file-share connector.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub id: String,
+    pub roots: Vec<PathBuf>,
+    /// Globs matched against the path relative to its root; empty means everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub max_file_size: u64,
+    pub reconcile_interval: Duration,
+    /// How long to gather filesystem events before acting on them.
+    pub debounce: Duration,
+    pub watch: bool,
+    pub follow_symlinks: bool,
+    pub acl_rules: Vec<AclRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsConfigError {
+    #[error("invalid glob {glob:?}: {message}")]
+    Glob { glob: String, message: String },
+}
+
+/// The connector, built from a validated config.
+pub struct FsConnector {
+    cfg: Arc<FsConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl FsConnector {
+    pub fn new(cfg: FsConfig) -> Result<Self, FsConfigError> {
+        let include = if cfg.include.is_empty() {
+            None
+        } else {
+            Some(glob_set(&cfg.include)?)
+        };
+        let exclude = glob_set(&cfg.exclude)?;
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            include,
+            exclude,
+        })
+    }
+}
+
+fn glob_set(globs: &[String]) -> Result<GlobSet, FsConfigError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        let glob = Glob::new(g).map_err(|e| FsConfigError::Glob {
+            glob: g.clone(),
+            message: e.kind().to_string(),
+        })?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| FsConfigError::Glob {
+        glob: globs.join(","),
+        message: e.to_string(),
+    })
+}
+
+impl Connector for FsConnector {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: ConnectorContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        async move { run(*self, ctx).await }.boxed()
+    }
+}
+
+/// What the blocking scanner needs; cloned into `spawn_blocking`.
+#[derive(Clone)]
+struct Scanner {
+    cfg: Arc<FsConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    names: Arc<PosixNames>,
+    sink: mpsc::Sender<Change>,
+    indexed: Arc<dyn IndexedState>,
+    shutdown: CancellationToken,
+}
+
+async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+    let FsConnector {
+        cfg,
+        include,
+        exclude,
+    } = conn;
+    let status = ctx.status.clone();
+    let scanner = Scanner {
+        cfg: cfg.clone(),
+        include,
+        exclude,
+        names: Arc::new(PosixNames::load()),
+        sink: ctx.sink.clone(),
+        indexed: ctx.indexed.clone(),
+        shutdown: ctx.shutdown.clone(),
+    };
+
+    // Start watching before the first scan so nothing changed during the crawl is missed.
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<PathBuf>();
+    let _watcher = if cfg.watch {
+        match start_watcher(&cfg.roots, ev_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(connector = %cfg.id, error = %e, "watch unavailable, relying on reconciliation");
+                status.set_error(Some(format!("watch unavailable: {e}")));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    full_scan(&scanner, &status).await?;
+    status.set_phase("watching");
+
+    let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
+    reconcile.tick().await; // the first tick is immediate; the crawl just happened
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = reconcile.tick() => full_scan(&scanner, &status).await?,
+            Some(first) = ev_rx.recv() => {
+                // Gather a burst of events, then act once per path on its current state.
+                let mut paths = BTreeSet::from([first]);
+                let deadline = tokio::time::sleep(cfg.debounce);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        _ = &mut deadline => break,
+                        Some(p) = ev_rx.recv() => { paths.insert(p); }
+                    }
+                }
+                let s = scanner.clone();
+                let paths: Vec<PathBuf> = paths.into_iter().collect();
+                blocking(move || s.apply_paths(&paths)).await?;
+            }
+        }
+    }
+    status.set_phase("stopped");
+    Ok(())
+}
+
+async fn full_scan(scanner: &Scanner, status: &StatusHandle) -> Result<(), ConnectorError> {
+    status.set_phase("crawling");
+    let s = scanner.clone();
+    blocking(move || s.reconcile_all()).await?;
+    let now = unix_now();
+    status.full_scan_done(now);
+    status.set_phase("watching");
+    scanner
+        .send(Change::Checkpoint {
+            connector: scanner.cfg.id.clone(),
+            checkpoint: serde_json::json!({ "last_full_scan": now }),
+        })
+        .await
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<(), ConnectorError> + Send + 'static,
+) -> Result<(), ConnectorError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ConnectorError::Failed {
+            connector: "fs".into(),
+            message: format!("scan task panicked: {e}"),
+        })
+    })
+}
+
+fn start_watcher(
+    roots: &[PathBuf],
+    tx: mpsc::UnboundedSender<PathBuf>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        // Opening and closing files for reading changes nothing.
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return;
+        }
+        for p in ev.paths {
+            let _ = tx.send(p);
+        }
+    })?;
+    for r in roots {
+        watcher.watch(r, RecursiveMode::Recursive)?;
+    }
+    Ok(watcher)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Scanner {
+    fn key(&self, path: &Path) -> DocKey {
+        DocKey::new(&self.cfg.id, path.to_string_lossy())
+    }
+
+    fn send_blocking(&self, change: Change) -> Result<(), ConnectorError> {
+        self.sink
+            .blocking_send(change)
+            .map_err(|_| ConnectorError::SinkClosed {
+                connector: self.cfg.id.clone(),
+            })
+    }
+
+    async fn send(&self, change: Change) -> Result<(), ConnectorError> {
+        self.sink
+            .send(change)
+            .await
+            .map_err(|_| ConnectorError::SinkClosed {
+                connector: self.cfg.id.clone(),
+            })
+    }
+
+    fn root_of(&self, path: &Path) -> Option<&Path> {
+        self.cfg
+            .roots
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|r| path.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+    }
+
+    /// Include/exclude globs, matched on the path relative to its root.
+    fn selected(&self, root: &Path, path: &Path) -> bool {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        if self.exclude.is_match(rel) {
+            return false;
+        }
+        self.include.as_ref().is_none_or(|inc| inc.is_match(rel))
+    }
+
+    fn excluded_dir(&self, root: &Path, path: &Path) -> bool {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
+    }
+
+    /// Walks every root; upserts what changed and deletes what disappeared.
+    fn reconcile_all(&self) -> Result<(), ConnectorError> {
+        let mut seen = BTreeSet::new();
+        for root in &self.cfg.roots {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            self.walk(root, root, &mut seen)?;
+        }
+        if self.shutdown.is_cancelled() {
+            // A partial walk must not delete what it did not reach.
+            return Ok(());
+        }
+        for id in self.indexed.native_ids(&self.cfg.id) {
+            if !seen.contains(&id) {
+                self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks `dir` (inside `root`), recording every file it accounts for in `seen`.
+    fn walk(
+        &self,
+        root: &Path,
+        dir: &Path,
+        seen: &mut BTreeSet<String>,
+    ) -> Result<(), ConnectorError> {
+        let walker = walkdir::WalkDir::new(dir)
+            .follow_links(self.cfg.follow_symlinks)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !(e.file_type().is_dir() && self.excluded_dir(root, e.path())));
+        for entry in walker {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| dir.to_path_buf());
+                    let reason = if e.loop_ancestor().is_some() {
+                        "symlink loop".to_string()
+                    } else {
+                        e.io_error()
+                            .map(|io| format!("unreadable: {io}"))
+                            .unwrap_or_else(|| e.to_string())
+                    };
+                    // Keep the already indexed version of a file we momentarily cannot read.
+                    seen.insert(path.to_string_lossy().into_owned());
+                    self.send_blocking(Change::Skipped {
+                        key: self.key(&path),
+                        reason,
+                    })?;
+                    continue;
+                }
+            };
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let path = entry.path();
+            if !self.selected(root, path) {
+                continue;
+            }
+            seen.insert(path.to_string_lossy().into_owned());
+            self.visit_file(root, path)?;
+        }
+        Ok(())
+    }
+
+    /// Acts on each changed path according to what is there now.
+    fn apply_paths(&self, paths: &[PathBuf]) -> Result<(), ConnectorError> {
+        for path in paths {
+            let Some(root) = self.root_of(path) else {
+                continue;
+            };
+            match std::fs::symlink_metadata(path) {
+                Ok(_) if path.is_dir() => {
+                    if self.excluded_dir(root, path) {
+                        continue;
+                    }
+                    let mut seen = BTreeSet::new();
+                    self.walk(root, path, &mut seen)?;
+                    self.delete_missing_under(path, &seen)?;
+                }
+                Ok(_) => {
+                    if self.selected(root, path) {
+                        self.visit_file(root, path)?;
+                    }
+                }
+                Err(_) => {
+                    // Gone: the file itself, or a whole directory moved or deleted.
+                    self.delete_missing_under(path, &BTreeSet::new())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes indexed documents at `path` or below it that are not in `seen`.
+    fn delete_missing_under(
+        &self,
+        path: &Path,
+        seen: &BTreeSet<String>,
+    ) -> Result<(), ConnectorError> {
+        let exact = path.to_string_lossy().into_owned();
+        let mut prefix = exact.clone();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        for id in self.indexed.native_ids(&self.cfg.id) {
+            if (id == exact || id.starts_with(&prefix))
+                && !seen.contains(&id)
+                && !Path::new(&id).exists()
+            {
+                self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_file(&self, root: &Path, path: &Path) -> Result<(), ConnectorError> {
+        let key = self.key(path);
+        match self.read_if_changed(root, path, &key) {
+            Ok(Some(doc)) => self.send_blocking(Change::Upsert(Box::new(doc))),
+            Ok(None) => Ok(()),
+            Err(reason) => self.send_blocking(Change::Skipped { key, reason }),
+        }
+    }
+
+    /// Returns the document when it is new or changed, `None` when unchanged, or the reason it
+    /// cannot be indexed.
+    fn read_if_changed(
+        &self,
+        root: &Path,
+        path: &Path,
+        key: &DocKey,
+    ) -> Result<Option<SourceDocument>, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {e}"))?;
+        if !meta.is_file() {
+            return Err("not a regular file".to_string());
+        }
+        if meta.len() > self.cfg.max_file_size {
+            return Err(format!(
+                "too large: {} bytes > max_file_size {} bytes",
+                meta.len(),
+                self.cfg.max_file_size
+            ));
+        }
+        let acl = self.acl_for(root, path, &meta);
+        if acl.is_closed() {
+            return Err("no principal may read this file (ACL allows nobody)".to_string());
+        }
+        let version = format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len());
+        if let Some(prev) = self.indexed.get(key)
+            && prev.version == version
+            && prev.acl_fingerprint == acl.fingerprint()
+        {
+            return Ok(None);
+        }
+        let content = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+        let name_hint = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        let mut attributes = BTreeMap::new();
+        attributes.insert("path".to_string(), path.to_string_lossy().into_owned());
+        attributes.insert(
+            "relative_path".to_string(),
+            rel.to_string_lossy().into_owned(),
+        );
+        if let Some(ext) = path.extension() {
+            attributes.insert(
+                "file_type".to_string(),
+                ext.to_string_lossy().to_lowercase(),
+            );
+        }
+        Ok(Some(SourceDocument {
+            key: key.clone(),
+            uri: file_uri(path),
+            title: None,
+            mime: None,
+            name_hint,
+            content,
+            version,
+            modified_at: Some(meta.mtime()),
+            attributes,
+            acl,
+        }))
+    }
+
+    fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Acl {
+        let mode = meta.mode();
+        let mut allow = BTreeSet::new();
+        if mode & 0o400 != 0 {
+            allow.insert(Principal::User(self.names.user(meta.uid())));
+        }
+        if mode & 0o040 != 0 {
+            allow.insert(Principal::Group(self.names.group(meta.gid())));
+        }
+        if mode & 0o004 != 0 {
+            allow.insert(Principal::Everyone);
+        }
+        let posix = Acl {
+            allow,
+            deny: BTreeSet::new(),
+        };
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        acl_rules::apply(&self.cfg.acl_rules, rel, posix)
+    }
+}
+
+fn file_uri(path: &Path) -> String {
+    let mut s = String::from("file://");
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                s.push(b as char)
+            }
+            _ => s.push_str(&format!("%{b:02X}")),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uri_percent_encodes() {
+        assert_eq!(
+            file_uri(Path::new("/srv/a b/ü.txt")),
+            "file:///srv/a%20b/%C3%BC.txt"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! The authorized scope of a query.
+//!
+//! [`AclScope`] is a proof type: it has no public constructor, and the only way to mint one is
+//! [`authorize`], which takes an authenticated [`Caller`] (itself only produced by
+//! authentication in `identity`). Every retrieval function takes an `&AclScope`, so a query
+//! cannot be built without an authorized scope. The scope is applied inside both retrieval legs,
+//! before top-k; it is never a post-filter.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use docent_connector_api::Acl;
+
+use crate::identity::Caller;
+
+#[derive(Debug, Clone)]
+pub struct AclScope {
+    user: String,
+    /// Principal tokens: `user:<id>` and aliases, `group:<g>` (nested groups resolved), `everyone`.
+    principals: Arc<BTreeSet<String>>,
+}
+
+/// Turns an authenticated caller into the scope its queries run under.
+pub fn authorize(caller: &Caller) -> AclScope {
+    AclScope {
+        user: caller.user_id().to_string(),
+        principals: Arc::new(caller.principals().clone()),
+    }
+}
+
+impl AclScope {
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn principals(&self) -> impl Iterator<Item = &str> {
+        self.principals.iter().map(String::as_str)
+    }
+
+    /// Whether a document with `acl` is readable in this scope (deny wins).
+    pub fn permits(&self, acl: &Acl) -> bool {
+        acl.permits(|t| self.principals.contains(t))
+    }
+
+    /// A scope for unit tests that exercise retrieval without the identity layer.
+    #[cfg(test)]
+    pub fn for_tests(user: &str, principals: &[&str]) -> Self {
+        Self {
+            user: user.to_string(),
+            principals: Arc::new(principals.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Answers built from retrieved passages.
+//!
+//! The extractive answerer (the default; no LLM) picks the sentences of the top passages that
+//! best cover the question's terms, orders them by support, and tags each with the citation of
+//! the passage it came from. When the best passage is not similar enough to the question it says
+//! that nothing relevant was found instead of guessing.
+//!
+//! Invariants: every answer sentence is verbatim text of a passage it cites; every citation
+//! refers to a passage that was handed in (which retrieval already scoped to the caller).
+
+use std::collections::HashMap;
+
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::retrieve::Hit;
+
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerConfig {
+    /// Below this query–passage cosine similarity, passages are not evidence.
+    pub min_similarity: f32,
+    pub max_sentences: usize,
+    /// How many top passages sentences are drawn from.
+    pub max_passages: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Citation {
+    pub document_key: String,
+    pub title: String,
+    pub uri: String,
+    pub chunk_id: String,
+    pub span: std::ops::Range<usize>,
+    pub snippet: String,
+    pub heading_path: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerSentence {
+    pub text: String,
+    /// Indexes into `Answer::citations`.
+    pub citations: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerStatus {
+    Answered,
+    NoAnswer,
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: AnswerStatus,
+    pub sentences: Vec<AnswerSentence>,
+    pub citations: Vec<Citation>,
+    pub message: String,
+}
+
+pub const NO_ANSWER_MESSAGE: &str =
+    "I could not find anything relevant to this question in the documents you have access to.";
+
+impl Answer {
+    pub fn no_answer() -> Self {
+        Self {
+            status: AnswerStatus::NoAnswer,
+            sentences: Vec::new(),
+            citations: Vec::new(),
+            message: NO_ANSWER_MESSAGE.to_string(),
+        }
+    }
+
+    /// Display text with citation markers: "Sentence one [1]. Sentence two [2]".
+    pub fn text(&self) -> String {
+        if self.status != AnswerStatus::Answered {
+            return self.message.clone();
+        }
+        self.sentences
+            .iter()
+            .map(|s| {
+                let marks: String = s
+                    .citations
+                    .iter()
+                    .map(|c| format!(" [{}]", c + 1))
+                    .collect();
+                format!("{}{}", s.text, marks)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Shortens text to about `max` bytes at a word boundary.
+pub fn snippet(text: &str, max: usize) -> String {
+    let t = crate::parse::collapse_ws(text);
+    if t.len() <= max {
+        return t;
+    }
+    let mut end = max;
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = t[..end].rfind(' ').filter(|&i| i > max / 2).unwrap_or(end);
+    format!("{}…", &t[..cut])
+}
+
+pub fn citation_for(hit: &Hit) -> Citation {
+    let c = &hit.chunk;
+    Citation {
+        document_key: c.doc_key.clone(),
+        title: c.title.clone(),
+        uri: c.uri.clone(),
+        chunk_id: c.chunk_id.clone(),
+        span: c.span.clone(),
+        snippet: snippet(&c.text, 320),
+        heading_path: c.heading_path.clone(),
+    }
+}
+
+struct Candidate<'a> {
+    text: &'a str,
+    passage: usize,
+    score: f32,
+    position: usize,
+}
+
+/// Headings, titles and fragments are not answers.
+fn is_statement(s: &str, hit: &Hit) -> bool {
+    if s.len() < 12 || !s.contains(' ') {
+        return false;
+    }
+    let norm = crate::parse::collapse_ws(s);
+    let norm = norm.trim_end_matches([':', '.']);
+    !(hit.chunk.title == norm || hit.chunk.heading_path.iter().any(|h| h == norm))
+}
+
+/// Builds an extractive answer. `terms` are the analyzed question terms with their weights
+/// (idf); `analyze` tokenizes a sentence the same way.
+pub fn extractive(
+    hits: &[Hit],
+    terms: &[(String, f32)],
+    analyze: &dyn Fn(&str) -> Vec<String>,
+    cfg: &AnswerConfig,
+) -> Answer {
+    let evidence: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.similarity.is_some_and(|s| s >= cfg.min_similarity))
+        .take(cfg.max_passages)
+        .collect();
+    if evidence.is_empty() {
+        return Answer::no_answer();
+    }
+    let total: f32 = terms.iter().map(|(_, w)| w.max(0.0)).sum();
+    let weights: HashMap<&str, f32> = terms
+        .iter()
+        .map(|(t, w)| (t.as_str(), w.max(0.0)))
+        .collect();
+
+    let mut candidates = Vec::new();
+    for (pi, h) in evidence.iter().enumerate() {
+        let sim = h.similarity.unwrap_or(0.0);
+        for (position, s) in h.chunk.text.split_sentence_bounds().enumerate() {
+            let s = s.trim();
+            if !is_statement(s, h) {
+                continue;
+            }
+            let mut seen = std::collections::HashSet::new();
+            let covered: f32 = analyze(s)
+                .into_iter()
+                .filter(|t| seen.insert(t.clone()))
+                .filter_map(|t| weights.get(t.as_str()).copied())
+                .sum();
+            let coverage = if total > 0.0 { covered / total } else { 0.0 };
+            if coverage <= 0.0 {
+                continue;
+            }
+            candidates.push(Candidate {
+                text: s,
+                passage: pi,
+                score: coverage + 0.5 * sim - 0.02 * pi as f32,
+                position,
+            });
+        }
+    }
+    if candidates.is_empty() {
+        // Similar passages without shared terms (paraphrase): lead with the best passage's
+        // opening sentences, which is still verbatim, cited text.
+        let best = evidence[0];
+        for (position, s) in best.chunk.text.split_sentence_bounds().enumerate() {
+            let s = s.trim();
+            if is_statement(s, best) {
+                candidates.push(Candidate {
+                    text: s,
+                    passage: 0,
+                    score: 1.0 - position as f32 * 0.01,
+                    position,
+                });
+            }
+        }
+        candidates.truncate(2);
+    }
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.passage.cmp(&b.passage))
+            .then(a.position.cmp(&b.position))
+    });
+
+    let mut answer = Answer {
+        status: AnswerStatus::Answered,
+        sentences: Vec::new(),
+        citations: Vec::new(),
+        message: String::new(),
+    };
+    let mut cited: HashMap<usize, usize> = HashMap::new();
+    let mut used_texts = std::collections::HashSet::new();
+    for c in candidates {
+        if answer.sentences.len() >= cfg.max_sentences {
+            break;
+        }
+        // Overlapping chunks repeat sentences; say each once.
+        if !used_texts.insert(crate::parse::collapse_ws(c.text)) {
+            continue;
+        }
+        let ci = *cited.entry(c.passage).or_insert_with(|| {
+            answer.citations.push(citation_for(evidence[c.passage]));
+            answer.citations.len() - 1
+        });
+        answer.sentences.push(AnswerSentence {
+            text: crate::parse::collapse_ws(c.text),
+            citations: vec![ci],
+        });
+    }
+    if answer.sentences.is_empty() {
+        return Answer::no_answer();
+    }
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::StoredChunk;
+
+    fn hit(id: &str, text: &str, sim: f32) -> Hit {
+        Hit {
+            chunk: StoredChunk {
+                chunk_id: format!("{id}#0"),
+                doc_key: id.into(),
+                source: "s".into(),
+                title: id.into(),
+                uri: format!("file:///{id}"),
+                text: text.into(),
+                span: 0..text.len(),
+                heading_path: vec![],
+                acl: Default::default(),
+                attributes: Default::default(),
+            },
+            score: 1.0,
+            bm25_rank: Some(1),
+            dense_rank: Some(1),
+            similarity: Some(sim),
+        }
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    }
+
+    const CFG: AnswerConfig = AnswerConfig {
+        min_similarity: 0.3,
+        max_sentences: 2,
+        max_passages: 5,
+    };
+
+    #[test]
+    fn picks_covering_sentences_and_cites_them() {
+        let hits = [
+            hit(
+                "a",
+                "The office opens at nine. Parking is free for staff on level two.",
+                0.6,
+            ),
+            hit(
+                "b",
+                "Staff parking permits are issued by facilities. Lunch is at noon.",
+                0.5,
+            ),
+        ];
+        let terms = vec![("parking".to_string(), 2.0), ("staff".to_string(), 1.0)];
+        let a = extractive(&hits, &terms, &words, &CFG);
+        assert_eq!(a.status, AnswerStatus::Answered);
+        assert_eq!(a.sentences.len(), 2);
+        assert_eq!(
+            a.sentences[0].text,
+            "Parking is free for staff on level two."
+        );
+        assert_eq!(a.citations[a.sentences[0].citations[0]].document_key, "a");
+        assert_eq!(a.citations[a.sentences[1].citations[0]].document_key, "b");
+        assert!(a.text().contains("level two. [1]"));
+        for s in &a.sentences {
+            for &c in &s.citations {
+                let cited = hits
+                    .iter()
+                    .find(|h| h.chunk.doc_key == a.citations[c].document_key)
+                    .unwrap();
+                assert!(cited.chunk.text.contains(&s.text));
+            }
+        }
+    }
+
+    #[test]
+    fn weak_evidence_is_no_answer() {
+        let hits = [hit("a", "Parking is free for staff on level two.", 0.1)];
+        let terms = vec![("parking".to_string(), 2.0)];
+        let a = extractive(&hits, &terms, &words, &CFG);
+        assert_eq!(a.status, AnswerStatus::NoAnswer);
+        assert!(a.citations.is_empty());
+        assert_eq!(a.text(), NO_ANSWER_MESSAGE);
+        assert_eq!(
+            extractive(&[], &terms, &words, &CFG).status,
+            AnswerStatus::NoAnswer
+        );
+    }
+
+    #[test]
+    fn snippet_cuts_at_words() {
+        assert_eq!(snippet("a  b\nc", 10), "a b c");
+        assert_eq!(snippet("alpha beta gamma delta", 12), "alpha beta…");
+    }
+}

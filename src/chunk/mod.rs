@@ -1,0 +1,399 @@
+//! Chunking: a parsed document → passages small enough for the embedding model, each with its
+//! byte span in the extracted text and the heading path it sits under.
+//!
+//! Structure first: a heading always starts a new chunk; chunks prefer to end at paragraph
+//! boundaries, then at sentence boundaries; only a sentence longer than the budget is split at
+//! word boundaries (and a "word" longer than the budget at char boundaries). Consecutive chunks of
+//! one section overlap by up to `overlap_tokens` of whole sentences.
+//!
+//! Invariants (property-tested): every chunk's span lies on char boundaries of the text, chunk
+//! text is exactly `text[span]`, chunk starts strictly increase, every non-whitespace byte of
+//! every block is in some chunk, and no chunk exceeds `max_tokens` by the counter's measure.
+
+use std::ops::Range;
+
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::parse::{BlockKind, ParsedDoc};
+
+/// Counts model tokens in a string (without special tokens).
+pub trait TokenCounter: Send + Sync {
+    fn count(&self, s: &str) -> usize;
+}
+
+/// Whitespace words; for tests and as a cheap approximation.
+pub struct WordCounter;
+
+impl TokenCounter for WordCounter {
+    fn count(&self, s: &str) -> usize {
+        s.split_whitespace().count()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkerConfig {
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub ord: u32,
+    pub span: Range<usize>,
+    pub heading_path: Vec<String>,
+}
+
+/// A sentence-or-smaller unit: span, tokens, index of its block.
+#[derive(Debug, Clone)]
+struct Unit {
+    span: Range<usize>,
+    tokens: usize,
+    block: usize,
+}
+
+pub fn chunk(doc: &ParsedDoc, cfg: ChunkerConfig, counter: &dyn TokenCounter) -> Vec<Chunk> {
+    let max = cfg.max_tokens.max(1);
+    let mut out = Vec::new();
+    let mut section_start = 0;
+    for i in 1..=doc.blocks.len() {
+        let boundary = i == doc.blocks.len() || matches!(doc.blocks[i].kind, BlockKind::Heading(_));
+        if boundary {
+            chunk_section(
+                doc,
+                section_start..i,
+                max,
+                cfg.overlap_tokens,
+                counter,
+                &mut out,
+            );
+            section_start = i;
+        }
+    }
+    for (i, c) in out.iter_mut().enumerate() {
+        c.ord = i as u32;
+    }
+    out
+}
+
+fn chunk_section(
+    doc: &ParsedDoc,
+    blocks: Range<usize>,
+    max: usize,
+    overlap: usize,
+    counter: &dyn TokenCounter,
+    out: &mut Vec<Chunk>,
+) {
+    let Some(first) = doc.blocks.get(blocks.start) else {
+        return;
+    };
+    let mut heading_path = first.heading_path.clone();
+    if matches!(first.kind, BlockKind::Heading(_)) {
+        heading_path.push(crate::parse::collapse_ws(&doc.text[first.span.clone()]));
+    }
+    let mut block_tokens = Vec::new();
+    let mut units = Vec::new();
+    for bi in blocks.clone() {
+        let span = doc.blocks[bi].span.clone();
+        let before = units.len();
+        split_to_fit(&doc.text, span, max, counter, bi, &mut units);
+        block_tokens.push(
+            units[before..]
+                .iter()
+                .map(|u: &Unit| u.tokens)
+                .sum::<usize>(),
+        );
+    }
+
+    let mut cur: Vec<Unit> = Vec::new();
+    let mut cur_tokens = 0;
+    // Whether `cur` holds something beyond the overlap carried in.
+    let mut has_new = false;
+    for u in units {
+        let starts_block = cur.last().is_none_or(|l| l.block != u.block);
+        let whole_block = block_tokens[u.block - blocks.start];
+        let overflow = cur_tokens + u.tokens > max;
+        // Prefer ending at a paragraph boundary once the chunk is reasonably full.
+        let early = starts_block && cur_tokens + whole_block > max && cur_tokens * 2 >= max;
+        if has_new && (overflow || early) {
+            out.push(make_chunk(&cur, &heading_path));
+            // Carry whole trailing sentences of this block as overlap.
+            let mut carried = Vec::new();
+            let mut t = 0;
+            for prev in cur.iter().rev() {
+                if t + prev.tokens > overlap
+                    || prev.block != u.block
+                    || t + prev.tokens + u.tokens > max
+                {
+                    break;
+                }
+                t += prev.tokens;
+                carried.push(prev.clone());
+            }
+            carried.reverse();
+            cur = carried;
+            cur_tokens = t;
+        }
+        cur_tokens += u.tokens;
+        cur.push(u);
+        has_new = true;
+    }
+    if has_new {
+        out.push(make_chunk(&cur, &heading_path));
+    }
+}
+
+fn make_chunk(units: &[Unit], heading_path: &[String]) -> Chunk {
+    Chunk {
+        ord: 0,
+        span: units[0].span.start..units[units.len() - 1].span.end,
+        heading_path: heading_path.to_vec(),
+    }
+}
+
+/// Splits `span` into units of at most `max` tokens: sentences, then words, then char halves.
+fn split_to_fit(
+    text: &str,
+    span: Range<usize>,
+    max: usize,
+    counter: &dyn TokenCounter,
+    block: usize,
+    out: &mut Vec<Unit>,
+) {
+    let s = &text[span.clone()];
+    let tokens = counter.count(s);
+    if tokens <= max {
+        if !s.trim().is_empty() {
+            out.push(Unit {
+                span,
+                tokens,
+                block,
+            });
+        }
+        return;
+    }
+    let pieces: Vec<Range<usize>> = {
+        let sentences = trimmed_pieces(s.split_sentence_bound_indices());
+        if sentences.len() > 1 {
+            sentences
+        } else {
+            let words = trimmed_pieces(
+                s.split_word_bound_indices()
+                    .filter(|(_, w)| !w.trim().is_empty()),
+            );
+            if words.len() > 1 {
+                return pack_words(text, span.start, &words, max, counter, block, out);
+            }
+            let half = s.len() / 2;
+            let mid = (half.max(1)..s.len())
+                .find(|&m| s.is_char_boundary(m))
+                .or_else(|| (1..half).rev().find(|&m| s.is_char_boundary(m)));
+            let Some(mid) = mid else {
+                // A single char over budget: nothing smaller exists.
+                out.push(Unit {
+                    span,
+                    tokens,
+                    block,
+                });
+                return;
+            };
+            vec![0..mid, mid..s.len()]
+        }
+    };
+    for p in pieces {
+        split_to_fit(
+            text,
+            span.start + p.start..span.start + p.end,
+            max,
+            counter,
+            block,
+            out,
+        );
+    }
+}
+
+/// Greedily packs word pieces (relative to `base`) into units of at most `max` tokens.
+fn pack_words(
+    text: &str,
+    base: usize,
+    words: &[Range<usize>],
+    max: usize,
+    counter: &dyn TokenCounter,
+    block: usize,
+    out: &mut Vec<Unit>,
+) {
+    let mut i = 0;
+    while i < words.len() {
+        let start = words[i].start;
+        let mut j = i;
+        let mut best = None;
+        while j < words.len() {
+            let span = base + start..base + words[j].end;
+            let t = counter.count(&text[span.clone()]);
+            if t > max {
+                break;
+            }
+            best = Some((j, span, t));
+            j += 1;
+        }
+        match best {
+            Some((j, span, tokens)) => {
+                out.push(Unit {
+                    span,
+                    tokens,
+                    block,
+                });
+                i = j + 1;
+            }
+            None => {
+                // One word over budget: split it by chars.
+                split_to_fit(
+                    text,
+                    base + words[i].start..base + words[i].end,
+                    max,
+                    counter,
+                    block,
+                    out,
+                );
+                i += 1;
+            }
+        }
+    }
+}
+
+fn trimmed_pieces<'a>(pieces: impl Iterator<Item = (usize, &'a str)>) -> Vec<Range<usize>> {
+    pieces
+        .filter_map(|(i, p)| {
+            let lead = p.len() - p.trim_start().len();
+            let t = p.trim();
+            (!t.is_empty()).then(|| i + lead..i + lead + t.len())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Block, parse};
+    use proptest::prelude::*;
+
+    fn cfg(max: usize, overlap: usize) -> ChunkerConfig {
+        ChunkerConfig {
+            max_tokens: max,
+            overlap_tokens: overlap,
+        }
+    }
+
+    fn check_invariants(doc: &ParsedDoc, chunks: &[Chunk], max: usize) {
+        let mut prev_start = None;
+        for c in chunks {
+            assert!(c.span.start < c.span.end);
+            assert!(c.span.end <= doc.text.len());
+            assert!(
+                doc.text.is_char_boundary(c.span.start) && doc.text.is_char_boundary(c.span.end)
+            );
+            if let Some(p) = prev_start {
+                assert!(c.span.start > p, "starts must increase");
+            }
+            prev_start = Some(c.span.start);
+            let t = &doc.text[c.span.clone()];
+            // Only a single unsplittable char may exceed the budget.
+            assert!(
+                WordCounter.count(t) <= max || t.chars().count() == 1,
+                "chunk over budget: {t:?}"
+            );
+        }
+        for b in &doc.blocks {
+            for (i, ch) in doc.text[b.span.clone()].char_indices() {
+                if ch.is_whitespace() {
+                    continue;
+                }
+                let at = b.span.start + i;
+                assert!(
+                    chunks.iter().any(|c| c.span.contains(&at)),
+                    "byte {at} uncovered"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn headings_start_chunks_and_carry_paths() {
+        let doc = parse(
+            b"# Leave\n\nYou get 25 days.\n\n## Parental\n\nSixteen weeks paid.\n",
+            None,
+            "a.md",
+        )
+        .unwrap();
+        let chunks = chunk(&doc, cfg(100, 10), &WordCounter);
+        let texts: Vec<&str> = chunks.iter().map(|c| &doc.text[c.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "Leave\n\nYou get 25 days.",
+                "Parental\n\nSixteen weeks paid."
+            ]
+        );
+        assert_eq!(chunks[1].heading_path, ["Leave", "Parental"]);
+        assert_eq!(chunks[1].ord, 1);
+    }
+
+    #[test]
+    fn long_paragraphs_split_at_sentences_with_overlap() {
+        let para = "One two three four. Five six seven eight. Nine ten eleven twelve. Thirteen fourteen fifteen sixteen.";
+        let doc = parse(para.as_bytes(), None, "a.txt").unwrap();
+        let chunks = chunk(&doc, cfg(8, 4), &WordCounter);
+        let texts: Vec<&str> = chunks.iter().map(|c| &doc.text[c.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "One two three four. Five six seven eight.",
+                "Five six seven eight. Nine ten eleven twelve.",
+                "Nine ten eleven twelve. Thirteen fourteen fifteen sixteen."
+            ]
+        );
+        check_invariants(&doc, &chunks, 8);
+    }
+
+    #[test]
+    fn giant_word_is_split_by_chars() {
+        let doc = ParsedDoc {
+            title: String::new(),
+            text: "x".repeat(50),
+            blocks: vec![Block {
+                kind: BlockKind::Paragraph,
+                span: 0..50,
+                heading_path: vec![],
+            }],
+        };
+        struct Chars;
+        impl TokenCounter for Chars {
+            fn count(&self, s: &str) -> usize {
+                s.chars().count()
+            }
+        }
+        let chunks = chunk(&doc, cfg(16, 0), &Chars);
+        assert!(chunks.iter().all(|c| c.span.len() <= 16));
+        assert_eq!(chunks.iter().map(|c| c.span.len()).sum::<usize>(), 50);
+    }
+
+    proptest! {
+        #[test]
+        fn span_invariants_hold(
+            paras in prop::collection::vec(
+                prop::collection::vec("[a-zA-Zé ]{1,12}[.!?]? ?", 1..30), 1..12),
+            headings in prop::collection::vec(any::<bool>(), 12),
+            max in 3usize..40, overlap in 0usize..10,
+        ) {
+            let mut src = String::new();
+            for (i, p) in paras.iter().enumerate() {
+                if headings[i] { src.push_str("## Head "); src.push_str(&i.to_string()); src.push_str("\n\n"); }
+                src.push_str(&p.concat());
+                src.push_str("\n\n");
+            }
+            if let Ok(doc) = parse(src.as_bytes(), None, "a.md") {
+                let chunks = chunk(&doc, cfg(max, overlap), &WordCounter);
+                check_invariants(&doc, &chunks, max);
+            }
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! Configuration: one TOML file, `version = 1`.
+//!
+//! Parsing happens in two steps, as in quickwit: the TOML is deserialized section by section into
+//! raw structs (`deny_unknown_fields` everywhere), then validated into types that cannot hold bad
+//! values. Every problem is reported with its TOML path, and all of them at once. `${VAR}` in any
+//! string is replaced by the environment variable (for secrets). Relative paths are relative to
+//! the config file's directory.
+
+mod raw;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use docent_connector_api::Principal;
+use docent_fs_connector::{AclRule, FsConfig, RuleMode};
+
+use crate::answer::AnswerConfig;
+use crate::chunk::ChunkerConfig;
+use crate::embed::EmbedderConfig;
+use crate::identity::{GroupSpec, IdentitySpec, IdentityStore};
+use crate::retrieve::RetrievalConfig;
+
+/// One configuration problem and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// TOML path, e.g. `connectors[0].roots`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid config {} ({} problem",
+            self.file.display(),
+            self.issues.len()
+        )?;
+        if self.issues.len() != 1 {
+            f.write_str("s")?;
+        }
+        f.write_str("):")?;
+        for i in &self.issues {
+            write!(f, "\n  - {i}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    pub data_dir: PathBuf,
+    pub commit_interval: Duration,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConnectorConfig {
+    Fs(FsConfig),
+}
+
+impl ConnectorConfig {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Fs(c) => &c.id,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub index: IndexConfig,
+    pub embedding: EmbedderConfig,
+    pub chunking: ChunkerConfig,
+    pub retrieval: RetrievalConfig,
+    pub answer: AnswerConfig,
+    pub identities: Vec<IdentitySpec>,
+    pub groups: Vec<GroupSpec>,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            issues: vec![ConfigIssue {
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|issues| ConfigError {
+            file: file.to_path_buf(),
+            issues,
+        })
+    }
+
+    /// Parses and validates; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, Vec<ConfigIssue>> {
+        let (raw, mut issues) = raw::parse(text)?;
+        match validate(raw, base) {
+            Ok(c) if issues.is_empty() => Ok(c),
+            Ok(_) => Err(issues),
+            Err(more) => {
+                issues.extend(more);
+                Err(issues)
+            }
+        }
+    }
+
+    pub fn identity_store(&self) -> IdentityStore {
+        IdentityStore::new(self.identities.clone(), self.groups.clone())
+    }
+}
+
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, v: T, lo: T, hi: T) -> T {
+        if v < lo || v > hi {
+            self.add(path, format!("must be between {lo} and {hi}, got {v}"));
+        }
+        v
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn principals(issues: &mut Issues, path: &str, list: &[String]) -> Vec<Principal> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s.parse::<Principal>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                issues.add(format!("{path}[{i}]"), e.to_string());
+                None
+            }
+        })
+        .collect()
+}
+
+fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    let mut is = Issues(Vec::new());
+    if raw.version != 1 {
+        is.add(
+            "version",
+            format!(
+                "unsupported version {}; this build reads version 1",
+                raw.version
+            ),
+        );
+    }
+
+    let listen = match raw.server.listen.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            is.add(
+                "server.listen",
+                format!("not a socket address: {:?}", raw.server.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+        (Some(c), Some(k)) => Some(TlsConfig {
+            cert: resolve(base, c),
+            key: resolve(base, k),
+        }),
+        (None, None) => None,
+        _ => {
+            is.add("server", "tls_cert and tls_key must be given together");
+            None
+        }
+    };
+
+    let index = IndexConfig {
+        data_dir: resolve(base, &raw.index.data_dir),
+        commit_interval: Duration::from_millis(is.range(
+            "index.commit_interval_ms",
+            raw.index.commit_interval_ms,
+            10,
+            600_000,
+        )),
+        queue_capacity: is.range(
+            "index.queue_capacity",
+            raw.index.queue_capacity,
+            1,
+            1_000_000,
+        ),
+    };
+
+    let e = &raw.embedding;
+    let embedding = EmbedderConfig {
+        model_id: e.model_id.clone(),
+        model_dir: resolve(base, &e.model_dir),
+        onnxruntime_lib: resolve(base, &e.onnxruntime_lib),
+        max_length: is.range("embedding.max_length", e.max_length, 16, 8192),
+        batch_size: is.range("embedding.batch_size", e.batch_size, 1, 1024),
+        threads: is.range("embedding.threads", e.threads, 1, 256),
+    };
+    if e.model_id.trim().is_empty() {
+        is.add("embedding.model_id", "must not be empty");
+    }
+
+    let chunking = ChunkerConfig {
+        max_tokens: is.range("chunking.max_tokens", raw.chunking.max_tokens, 16, 8192),
+        overlap_tokens: raw.chunking.overlap_tokens,
+    };
+    if chunking.overlap_tokens >= chunking.max_tokens {
+        is.add(
+            "chunking.overlap_tokens",
+            "must be smaller than chunking.max_tokens",
+        );
+    }
+    if chunking.max_tokens + 32 > embedding.max_length {
+        is.add(
+            "chunking.max_tokens",
+            format!(
+                "{} leaves no room for the title within embedding.max_length {}",
+                chunking.max_tokens, embedding.max_length
+            ),
+        );
+    }
+
+    let retrieval = RetrievalConfig {
+        rrf_k: is.range("retrieval.rrf_k", raw.retrieval.rrf_k, 0.0, 10_000.0),
+        candidates: is.range("retrieval.candidates", raw.retrieval.candidates, 1, 10_000),
+    };
+    let answer = AnswerConfig {
+        min_similarity: is.range(
+            "answer.min_similarity",
+            raw.answer.min_similarity,
+            -1.0,
+            1.0,
+        ),
+        max_sentences: is.range("answer.max_sentences", raw.answer.max_sentences, 1, 20),
+        max_passages: is.range("answer.max_passages", raw.answer.max_passages, 1, 50),
+    };
+
+    let mut group_ids = BTreeSet::new();
+    let groups: Vec<GroupSpec> = raw
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            if g.id.trim().is_empty() || g.id.contains(char::is_whitespace) {
+                is.add(
+                    format!("groups[{i}].id"),
+                    "must be a non-empty id without spaces",
+                );
+            }
+            if !group_ids.insert(g.id.clone()) {
+                is.add(
+                    format!("groups[{i}].id"),
+                    format!("duplicate group {:?}", g.id),
+                );
+            }
+            GroupSpec {
+                id: g.id.clone(),
+                member_of: g.member_of.clone(),
+            }
+        })
+        .collect();
+
+    let mut ids = BTreeSet::new();
+    let mut tokens = BTreeSet::new();
+    let identities: Vec<IdentitySpec> = raw
+        .identities
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let p = format!("identities[{i}]");
+            if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
+                is.add(format!("{p}.id"), "must be a non-empty id without spaces");
+            }
+            if !ids.insert(r.id.clone()) {
+                is.add(format!("{p}.id"), format!("duplicate identity {:?}", r.id));
+            }
+            let token = r.token_sha256.as_ref().map(|h| h.to_ascii_lowercase());
+            if let Some(h) = &token {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    is.add(
+                        format!("{p}.token_sha256"),
+                        "must be 64 hex digits (sha256 of the token)",
+                    );
+                } else if !tokens.insert(h.clone()) {
+                    is.add(
+                        format!("{p}.token_sha256"),
+                        "the same token is given to another identity",
+                    );
+                }
+            }
+            IdentitySpec {
+                id: r.id.clone(),
+                aliases: r.aliases.clone(),
+                groups: r.groups.clone(),
+                token_sha256: token,
+                admin: r.admin,
+            }
+        })
+        .collect();
+    for (i, g) in raw.groups.iter().enumerate() {
+        for (j, parent) in g.member_of.iter().enumerate() {
+            if !group_ids.contains(parent) {
+                is.add(
+                    format!("groups[{i}].member_of[{j}]"),
+                    format!("unknown group {parent:?}"),
+                );
+            }
+        }
+    }
+    let store = IdentityStore::new(identities.clone(), groups.clone());
+    for cycle in store.group_cycles() {
+        is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
+    }
+
+    let mut connector_ids = BTreeSet::new();
+    let mut connectors = Vec::new();
+    for (i, c) in raw.connectors.iter().enumerate() {
+        let p = format!("connectors[{i}]");
+        if c.kind != "fs" {
+            is.add(
+                format!("{p}.type"),
+                format!("unknown connector type {:?}; known: fs", c.kind),
+            );
+            continue;
+        }
+        if c.id.is_empty()
+            || !c
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            is.add(
+                format!("{p}.id"),
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            );
+        }
+        if !connector_ids.insert(c.id.clone()) {
+            is.add(
+                format!("{p}.id"),
+                format!("duplicate connector id {:?}", c.id),
+            );
+        }
+        if c.roots.is_empty() {
+            is.add(format!("{p}.roots"), "at least one root is required");
+        }
+        let mut roots = Vec::new();
+        for (j, r) in c.roots.iter().enumerate() {
+            let path = resolve(base, r);
+            match path.canonicalize() {
+                Ok(abs) if abs.is_dir() => roots.push(abs),
+                Ok(_) => is.add(
+                    format!("{p}.roots[{j}]"),
+                    format!("{} is not a directory", path.display()),
+                ),
+                Err(e) => is.add(
+                    format!("{p}.roots[{j}]"),
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
+            for (j, g) in globs.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(g) {
+                    is.add(
+                        format!("{p}.{field}[{j}]"),
+                        format!("invalid glob: {}", e.kind()),
+                    );
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for (j, r) in c.acl_rules.iter().enumerate() {
+            let rp = format!("{p}.acl_rules[{j}]");
+            let mode = match r.mode.as_str() {
+                "replace" => RuleMode::Replace,
+                "extend" => RuleMode::Extend,
+                other => {
+                    is.add(
+                        format!("{rp}.mode"),
+                        format!("must be \"replace\" or \"extend\", got {other:?}"),
+                    );
+                    RuleMode::Replace
+                }
+            };
+            rules.push(AclRule {
+                path_prefix: r.path_prefix.clone(),
+                allow: principals(&mut is, &format!("{rp}.allow"), &r.allow),
+                deny: principals(&mut is, &format!("{rp}.deny"), &r.deny),
+                mode,
+            });
+        }
+        connectors.push(ConnectorConfig::Fs(FsConfig {
+            id: c.id.clone(),
+            roots,
+            include: c.include.clone(),
+            exclude: c.exclude.clone(),
+            max_file_size: is.range(
+                &format!("{p}.max_file_size_bytes"),
+                c.max_file_size_bytes,
+                1,
+                1 << 40,
+            ),
+            reconcile_interval: Duration::from_secs(is.range(
+                &format!("{p}.reconcile_interval_secs"),
+                c.reconcile_interval_secs,
+                1,
+                86_400 * 7,
+            )),
+            debounce: Duration::from_millis(is.range(
+                &format!("{p}.debounce_ms"),
+                c.debounce_ms,
+                0,
+                60_000,
+            )),
+            watch: c.watch,
+            follow_symlinks: c.follow_symlinks,
+            acl_rules: rules,
+        }));
+    }
+
+    if !is.0.is_empty() {
+        return Err(is.0);
+    }
+    Ok(Config {
+        server: ServerConfig { listen, tls },
+        index,
+        embedding,
+        chunking,
+        retrieval,
+        answer,
+        identities,
+        groups,
+        connectors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+version = 1
+[index]
+data_dir = "data"
+[embedding]
+model_dir = "models/m"
+onnxruntime_lib = "models/ort.so"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.index.data_dir, Path::new("/etc/docent/data"));
+        assert_eq!(c.server.listen.port(), 7878);
+        assert_eq!(c.chunking.max_tokens, 200);
+        assert!(c.connectors.is_empty());
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let text = r#"
+version = 2
+bogus = 1
+[server]
+listen = "nowhere"
+[index]
+data_dir = "d"
+commit_interval_ms = 1
+[embedding]
+model_dir = "m"
+onnxruntime_lib = "o"
+typo_key = 3
+[[groups]]
+id = "a"
+member_of = ["b"]
+[[groups]]
+id = "b"
+member_of = ["a", "ghost"]
+[[identities]]
+id = "alice"
+token_sha256 = "xyz"
+[[connectors]]
+type = "fs"
+id = "bad id"
+roots = ["/definitely/not/here"]
+[[connectors.acl_rules]]
+path_prefix = "hr"
+allow = ["grp:hr"]
+mode = "merge"
+[[connectors]]
+type = "ftp"
+id = "x"
+"#;
+        let issues = Config::parse(text, Path::new("/")).unwrap_err();
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        for want in [
+            "bogus",
+            "embedding",
+            "version",
+            "server.listen",
+            "index.commit_interval_ms",
+            "groups[1].member_of[1]",
+            "groups",
+            "identities[0].token_sha256",
+            "connectors[0].id",
+            "connectors[0].roots[0]",
+            "connectors[0].acl_rules[0].mode",
+            "connectors[0].acl_rules[0].allow[0]",
+            "connectors[1].type",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {issues:#?}");
+        }
+        let embedding = issues.iter().find(|i| i.path == "embedding").unwrap();
+        assert!(embedding.message.contains("typo_key"), "{embedding:?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let issues = Config::parse("version = 1\n[index\n", Path::new("/")).unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].message.contains("line 2"), "{issues:?}");
+    }
+
+    #[test]
+    fn env_vars_are_interpolated() {
+        // SAFETY-free: a unique variable name only this test reads.
+        let text = MINIMAL.replace("\"data\"", "\"${DOCENT_TEST_UNSET_VAR_XYZ}\"");
+        let issues = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert_eq!(issues[0].path, "index.data_dir");
+        assert!(issues[0].message.contains("DOCENT_TEST_UNSET_VAR_XYZ"));
+        let home = MINIMAL.replace("\"data\"", "\"${HOME}/d\"");
+        let c = Config::parse(&home, Path::new("/")).unwrap();
+        assert!(c.index.data_dir.ends_with("d"));
+        assert!(!c.index.data_dir.to_string_lossy().contains('$'));
+    }
+}

@@ -1,0 +1,369 @@
+//! Raw config as written: serde structs with defaults, deserialized section by section so that
+//! one section's error does not hide another's.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::ConfigIssue;
+
+const SECTIONS: &[&str] = &[
+    "version",
+    "server",
+    "index",
+    "embedding",
+    "chunking",
+    "retrieval",
+    "answer",
+    "identities",
+    "groups",
+    "connectors",
+];
+
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub version: i64,
+    pub server: RawServer,
+    pub index: RawIndex,
+    pub embedding: RawEmbedding,
+    pub chunking: RawChunking,
+    pub retrieval: RawRetrieval,
+    pub answer: RawAnswer,
+    pub identities: Vec<RawIdentity>,
+    pub groups: Vec<RawGroup>,
+    pub connectors: Vec<RawConnector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7878".into(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIndex {
+    pub data_dir: String,
+    pub commit_interval_ms: u64,
+    pub queue_capacity: usize,
+}
+
+impl Default for RawIndex {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".into(),
+            commit_interval_ms: 1000,
+            queue_capacity: 256,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEmbedding {
+    pub model_id: String,
+    pub model_dir: String,
+    pub onnxruntime_lib: String,
+    pub max_length: usize,
+    pub batch_size: usize,
+    pub threads: usize,
+}
+
+impl Default for RawEmbedding {
+    fn default() -> Self {
+        Self {
+            model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            model_dir: String::new(),
+            onnxruntime_lib: String::new(),
+            max_length: 256,
+            batch_size: 32,
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawChunking {
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+impl Default for RawChunking {
+    fn default() -> Self {
+        Self {
+            max_tokens: 200,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetrieval {
+    pub rrf_k: f32,
+    pub candidates: usize,
+}
+
+impl Default for RawRetrieval {
+    fn default() -> Self {
+        Self {
+            rrf_k: 60.0,
+            candidates: 100,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnswer {
+    pub min_similarity: f32,
+    pub max_sentences: usize,
+    pub max_passages: usize,
+}
+
+impl Default for RawAnswer {
+    fn default() -> Self {
+        Self {
+            min_similarity: 0.4,
+            max_sentences: 3,
+            max_passages: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub id: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub id: String,
+    #[serde(default)]
+    pub member_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default)]
+    pub roots: Vec<String>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default = "default_exclude")]
+    pub exclude: Vec<String>,
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size_bytes: u64,
+    #[serde(default = "default_reconcile")]
+    pub reconcile_interval_secs: u64,
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    #[serde(default = "yes")]
+    pub watch: bool,
+    #[serde(default = "yes")]
+    pub follow_symlinks: bool,
+    #[serde(default)]
+    pub acl_rules: Vec<RawAclRule>,
+}
+
+fn default_exclude() -> Vec<String> {
+    vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
+}
+fn default_max_file_size() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_reconcile() -> u64 {
+    300
+}
+fn default_debounce() -> u64 {
+    200
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAclRule {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_mode() -> String {
+    "replace".into()
+}
+
+fn issue(path: impl Into<String>, message: impl Into<String>) -> ConfigIssue {
+    ConfigIssue {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Replaces `${VAR}` in every string; a missing variable is an issue at that string's path.
+fn interpolate(v: &mut toml::Value, path: &str, issues: &mut Vec<ConfigIssue>) {
+    match v {
+        toml::Value::String(s) => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("${") {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + 2..];
+                let Some(end) = after.find('}') else {
+                    issues.push(issue(path, "unterminated ${ in string"));
+                    return;
+                };
+                let name = &after[..end];
+                match std::env::var(name) {
+                    Ok(val) => out.push_str(&val),
+                    Err(_) => issues.push(issue(
+                        path,
+                        format!("environment variable {name} is not set"),
+                    )),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate(x, &format!("{path}[{i}]"), issues);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                interpolate(x, &p, issues);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn section<T: DeserializeOwned + Default>(
+    table: &toml::Table,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> T {
+    match table.get(key) {
+        None => T::default(),
+        Some(v) => v.clone().try_into().unwrap_or_else(|e: toml::de::Error| {
+            issues.push(issue(key, e.message().trim().to_string()));
+            T::default()
+        }),
+    }
+}
+
+fn list<T: DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<T> {
+    match table.get(key) {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v.clone().try_into() {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    let e: toml::de::Error = e;
+                    issues.push(issue(format!("{key}[{i}]"), e.message().trim().to_string()));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            issues.push(issue(key, "must be an array of tables ([[...]])"));
+            Vec::new()
+        }
+    }
+}
+
+/// The raw config (sections with errors replaced by defaults) and the issues found; only a TOML
+/// syntax error stops here.
+pub fn parse(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), Vec<ConfigIssue>> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: {}", e.message().trim())
+            }
+            None => e.message().trim().to_string(),
+        };
+        vec![issue("", msg)]
+    })?;
+    let mut issues = Vec::new();
+    for k in table.keys() {
+        if !SECTIONS.contains(&k.as_str()) {
+            issues.push(issue(
+                k.clone(),
+                format!("unknown key; expected one of: {}", SECTIONS.join(", ")),
+            ));
+        }
+    }
+    let mut root = toml::Value::Table(std::mem::take(&mut table));
+    interpolate(&mut root, "", &mut issues);
+    let toml::Value::Table(table) = root else {
+        unreachable!("root stays a table")
+    };
+    let version = match table.get("version") {
+        Some(toml::Value::Integer(v)) => *v,
+        Some(_) => {
+            issues.push(issue("version", "must be an integer"));
+            0
+        }
+        None => {
+            issues.push(issue("version", "missing; this build reads version = 1"));
+            0
+        }
+    };
+    let raw = RawConfig {
+        version,
+        server: section(&table, "server", &mut issues),
+        index: section(&table, "index", &mut issues),
+        embedding: section(&table, "embedding", &mut issues),
+        chunking: section(&table, "chunking", &mut issues),
+        retrieval: section(&table, "retrieval", &mut issues),
+        answer: section(&table, "answer", &mut issues),
+        identities: list(&table, "identities", &mut issues),
+        groups: list(&table, "groups", &mut issues),
+        connectors: list(&table, "connectors", &mut issues),
+    };
+    Ok((raw, issues))
+}

@@ -1,0 +1,265 @@
+//! Embeddings: text → unit-length dense vectors.
+//!
+//! The production embedder is fastembed over ONNX Runtime with a model loaded from local files
+//! (the runtime library and the model directory are named by the config; nothing is downloaded).
+//! Embedding is CPU work: callers run it off the async runtime. Two sessions are kept, one for
+//! ingestion batches and one for queries, so a crawl never makes a question wait for a batch.
+//!
+//! Invariant: vectors are L2-normalised, so dot product is cosine similarity.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::chunk::TokenCounter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    Runtime { path: PathBuf, message: String },
+    #[error("cannot read model file {path}: {source}")]
+    ModelFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot initialise model from {dir}: {message}")]
+    Model { dir: PathBuf, message: String },
+    #[error("embedding failed: {0}")]
+    Inference(String),
+}
+
+/// Turns text into vectors. Implementations are thread-safe and blocking.
+pub trait Embedder: Send + Sync {
+    /// Identifies the model; the index refuses to serve vectors from another model.
+    fn model_id(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// Embeds passages in batches.
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
+    /// Counts tokens the way the model does, for chunking.
+    fn token_counter(&self) -> Arc<dyn TokenCounter>;
+}
+
+/// Where the model comes from; validated config.
+#[derive(Debug, Clone)]
+pub struct EmbedderConfig {
+    pub model_id: String,
+    pub model_dir: PathBuf,
+    pub onnxruntime_lib: PathBuf,
+    pub max_length: usize,
+    pub batch_size: usize,
+    /// Threads for the ingestion session (the query session uses one).
+    pub threads: usize,
+}
+
+pub struct FastEmbedder {
+    model_id: String,
+    dim: usize,
+    batch_size: usize,
+    passages: Mutex<fastembed::TextEmbedding>,
+    queries: Mutex<fastembed::TextEmbedding>,
+    counter: Arc<HfTokenCounter>,
+    _env: ort::environment::Environment,
+}
+
+impl FastEmbedder {
+    pub fn load(cfg: &EmbedderConfig) -> Result<Self, EmbedError> {
+        let env = runtime(&cfg.onnxruntime_lib)?;
+        let read = |name: &str| {
+            let path = cfg.model_dir.join(name);
+            std::fs::read(&path).map_err(|source| EmbedError::ModelFile { path, source })
+        };
+        let onnx = read("model.onnx")?;
+        let tokenizer_files = fastembed::TokenizerFiles {
+            tokenizer_file: read("tokenizer.json")?,
+            config_file: read("config.json")?,
+            special_tokens_map_file: read("special_tokens_map.json")?,
+            tokenizer_config_file: read("tokenizer_config.json")?,
+        };
+        let counter = HfTokenCounter::new(&tokenizer_files.tokenizer_file, &cfg.model_dir)?;
+        let build = |threads: usize| {
+            let model =
+                fastembed::UserDefinedEmbeddingModel::new(onnx.clone(), tokenizer_files.clone())
+                    .with_pooling(fastembed::Pooling::Mean);
+            let opts = fastembed::InitOptionsUserDefined::new()
+                .with_environment(env.clone())
+                .with_max_length(cfg.max_length)
+                .with_intra_threads(threads.max(1));
+            fastembed::TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
+                EmbedError::Model {
+                    dir: cfg.model_dir.clone(),
+                    message: e.to_string(),
+                }
+            })
+        };
+        let mut passages = build(cfg.threads)?;
+        let queries = build(1)?;
+        let probe = passages
+            .embed(["dimension probe"], None)
+            .map_err(|e| EmbedError::Inference(e.to_string()))?;
+        let dim = probe.first().map(Vec::len).unwrap_or(0);
+        if dim == 0 {
+            return Err(EmbedError::Model {
+                dir: cfg.model_dir.clone(),
+                message: "model produced an empty vector".into(),
+            });
+        }
+        Ok(Self {
+            model_id: cfg.model_id.clone(),
+            dim,
+            batch_size: cfg.batch_size.max(1),
+            passages: Mutex::new(passages),
+            queries: Mutex::new(queries),
+            counter: Arc::new(counter),
+            _env: env,
+        })
+    }
+}
+
+/// ONNX Runtime is loaded once per process; later loads reuse it (a process cannot hold two
+/// runtimes).
+fn runtime(lib: &Path) -> Result<ort::environment::Environment, EmbedError> {
+    static ENV: Mutex<Option<ort::environment::Environment>> = Mutex::new(None);
+    let mut guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = guard.as_ref() {
+        return Ok(env.clone());
+    }
+    let err = |e: &dyn std::fmt::Display| EmbedError::Runtime {
+        path: lib.to_path_buf(),
+        message: e.to_string(),
+    };
+    if !lib.is_file() {
+        return Err(err(&"file not found (run scripts/setup-models.sh)"));
+    }
+    let env = ort::init_from(lib)
+        .map_err(|e| err(&e))?
+        .with_name("docent")
+        .build()
+        .map_err(|e| err(&e))?;
+    *guard = Some(env.clone());
+    Ok(env)
+}
+
+fn run(
+    model: &Mutex<fastembed::TextEmbedding>,
+    texts: &[&str],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = m
+        .embed(texts, Some(batch))
+        .map_err(|e| EmbedError::Inference(e.to_string()))?;
+    for v in &mut out {
+        normalize(v);
+    }
+    Ok(out)
+}
+
+impl Embedder for FastEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        run(&self.passages, &refs, self.batch_size)
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        run(&self.queries, &[text], 1)?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
+    }
+
+    fn token_counter(&self) -> Arc<dyn TokenCounter> {
+        self.counter.clone()
+    }
+}
+
+/// Token counts from the model's own tokenizer, without truncation or special tokens.
+pub struct HfTokenCounter(tokenizers::Tokenizer);
+
+impl HfTokenCounter {
+    fn new(tokenizer_json: &[u8], dir: &Path) -> Result<Self, EmbedError> {
+        let mut t =
+            tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| EmbedError::Model {
+                dir: dir.to_path_buf(),
+                message: format!("tokenizer.json: {e}"),
+            })?;
+        t.with_truncation(None).map_err(|e| EmbedError::Model {
+            dir: dir.to_path_buf(),
+            message: format!("tokenizer.json: {e}"),
+        })?;
+        t.with_padding(None);
+        Ok(Self(t))
+    }
+}
+
+impl TokenCounter for HfTokenCounter {
+    fn count(&self, s: &str) -> usize {
+        self.0
+            .encode(s, false)
+            .map(|e| e.len())
+            // A string the tokenizer rejects is still bounded: fall back to a generous estimate.
+            .unwrap_or_else(|_| s.len() / 2 + 1)
+    }
+}
+
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        for x in v {
+            *x /= n;
+        }
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A deterministic bag-of-words embedder for unit tests only: never used by the daemon.
+#[cfg(test)]
+pub mod test_embedder {
+    use super::*;
+    use crate::chunk::WordCounter;
+
+    pub struct BagOfWords;
+
+    impl Embedder for BagOfWords {
+        fn model_id(&self) -> &str {
+            "test-bag-of-words"
+        }
+        fn dim(&self) -> usize {
+            64
+        }
+        fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts.iter().map(|t| self.embed_query(t).unwrap()).collect())
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+            let mut v = vec![0.0f32; 64];
+            for w in text
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
+                let h = w
+                    .to_lowercase()
+                    .bytes()
+                    .fold(5381u32, |h, b| h.wrapping_mul(33) ^ b as u32);
+                v[(h % 64) as usize] += 1.0;
+            }
+            v[0] += 0.01;
+            normalize(&mut v);
+            Ok(v)
+        }
+        fn token_counter(&self) -> Arc<dyn TokenCounter> {
+            Arc::new(WordCounter)
+        }
+    }
+}

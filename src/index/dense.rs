@@ -1,0 +1,210 @@
+//! Dense retrieval over tantivy segments: each segment's vectors are decoded once from the
+//! `vector` bytes fast field into a flat array (segments are immutable, so the cache is keyed by
+//! segment id and never stale), and a collector scores exactly the documents the scope query
+//! matches. Deleted documents never reach the collector.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::index::SegmentId;
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader};
+
+pub fn encode(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// One segment's vectors, `dim` floats per doc id; a doc without a vector has NaN in slot 0.
+pub struct SegmentVectors {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl SegmentVectors {
+    pub fn vector(&self, doc: DocId) -> Option<&[f32]> {
+        let start = doc as usize * self.dim;
+        let v = self.data.get(start..start + self.dim)?;
+        (!v[0].is_nan()).then_some(v)
+    }
+}
+
+pub struct VectorCache {
+    dim: usize,
+    segments: Mutex<HashMap<SegmentId, Arc<SegmentVectors>>>,
+}
+
+impl VectorCache {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            segments: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, seg: &SegmentReader) -> tantivy::Result<Arc<SegmentVectors>> {
+        let id = seg.segment_id();
+        if let Some(v) = self
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(v.clone());
+        }
+        // Decode outside the lock; two racing loads produce identical data.
+        let loaded = Arc::new(self.load(seg)?);
+        self.segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn load(&self, seg: &SegmentReader) -> tantivy::Result<SegmentVectors> {
+        let max = seg.max_doc() as usize;
+        let mut data = vec![0.0f32; max * self.dim];
+        for d in 0..max {
+            data[d * self.dim] = f32::NAN;
+        }
+        if let Some(col) = seg.fast_fields().bytes("vector")? {
+            let mut buf = Vec::new();
+            for doc in 0..max as u32 {
+                if let Some(ord) = col.term_ords(doc).next() {
+                    buf.clear();
+                    col.ord_to_bytes(ord, &mut buf)?;
+                    if buf.len() == self.dim * 4 {
+                        let out = &mut data[doc as usize * self.dim..(doc as usize + 1) * self.dim];
+                        for (o, b) in out.iter_mut().zip(buf.chunks_exact(4)) {
+                            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(SegmentVectors {
+            dim: self.dim,
+            data,
+        })
+    }
+
+    /// Forgets segments that no longer exist (merged or deleted).
+    pub fn retain(&self, searcher: &Searcher) {
+        let live: Vec<SegmentId> = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.segment_id())
+            .collect();
+        self.segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| live.contains(id));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Hit(f32, DocAddress);
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    /// Reversed so the heap's top is the worst hit kept; ties broken by address for determinism.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then_with(|| {
+            (self.1.segment_ord, self.1.doc_id).cmp(&(other.1.segment_ord, other.1.doc_id))
+        })
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn push(heap: &mut BinaryHeap<Hit>, k: usize, hit: Hit) {
+    if heap.len() < k {
+        heap.push(hit);
+    } else if let Some(worst) = heap.peek()
+        && hit < *worst
+    {
+        heap.pop();
+        heap.push(hit);
+    }
+}
+
+pub struct DenseCollector {
+    cache: Arc<VectorCache>,
+    query: Arc<Vec<f32>>,
+    k: usize,
+}
+
+impl DenseCollector {
+    pub fn new(cache: Arc<VectorCache>, query: Vec<f32>, k: usize) -> Self {
+        Self {
+            cache,
+            query: Arc::new(query),
+            k,
+        }
+    }
+}
+
+pub struct DenseSegmentCollector {
+    seg: SegmentOrdinal,
+    vectors: Arc<SegmentVectors>,
+    query: Arc<Vec<f32>>,
+    k: usize,
+    heap: BinaryHeap<Hit>,
+}
+
+impl Collector for DenseCollector {
+    type Fruit = Vec<(f32, DocAddress)>;
+    type Child = DenseSegmentCollector;
+
+    fn for_segment(
+        &self,
+        seg: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Self::Child> {
+        Ok(DenseSegmentCollector {
+            seg,
+            vectors: self.cache.get(reader)?,
+            query: self.query.clone(),
+            k: self.k,
+            heap: BinaryHeap::with_capacity(self.k + 1),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
+        let mut heap = BinaryHeap::with_capacity(self.k + 1);
+        for (s, a) in fruits.into_iter().flatten() {
+            push(&mut heap, self.k, Hit(s, a));
+        }
+        let mut v: Vec<Hit> = heap.into_vec();
+        v.sort();
+        Ok(v.into_iter().map(|h| (h.0, h.1)).collect())
+    }
+}
+
+impl SegmentCollector for DenseSegmentCollector {
+    type Fruit = Vec<(f32, DocAddress)>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(v) = self.vectors.vector(doc) {
+            let s = crate::embed::dot(&self.query, v);
+            push(
+                &mut self.heap,
+                self.k,
+                Hit(s, DocAddress::new(self.seg, doc)),
+            );
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.heap.into_iter().map(|h| (h.0, h.1)).collect()
+    }
+}

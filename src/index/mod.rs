@@ -1,0 +1,689 @@
+//! The hybrid index: one tantivy index per data directory. A chunk is a tantivy document holding
+//! its text (BM25), its embedding (a bytes fast field, searched by brute force over tantivy's own
+//! segments), its document's ACL (raw `acl_allow` / `acl_deny` terms) and attributes.
+//!
+//! Invariants:
+//! - one tantivy commit covers chunks, vectors, ACLs and connector checkpoints (the commit
+//!   payload), so a crash never separates data from the checkpoint that covers it;
+//! - a document's chunks are replaced by delete-then-add inside one commit, so a document is
+//!   never present twice nor half-replaced;
+//! - every search takes an [`AclScope`] and applies it inside the query, before top-k;
+//! - the model id and dimension are recorded at creation; opening with another model fails.
+
+mod dense;
+mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use docent_connector_api::{Acl, DocKey, IndexedDoc, IndexedState, Principal};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{
+    DocAddress, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
+
+use crate::acl::AclScope;
+pub use dense::VectorCache;
+pub use schema::Fields;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index at {path}: {source}")]
+    Tantivy {
+        path: PathBuf,
+        source: tantivy::TantivyError,
+    },
+    #[error(
+        "index at {path} was built with model {found_model} ({found_dim} dims) but the config uses {want_model} ({want_dim} dims); rebuild the index or use the same model"
+    )]
+    ModelMismatch {
+        path: PathBuf,
+        found_model: String,
+        found_dim: usize,
+        want_model: String,
+        want_dim: usize,
+    },
+    #[error("index at {path}: corrupt commit payload: {message}")]
+    Payload { path: PathBuf, message: String },
+    #[error("index: {0}")]
+    Op(#[from] tantivy::TantivyError),
+    #[error("index: cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What each commit records besides the data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommitPayload {
+    pub model_id: String,
+    pub dim: usize,
+    /// Connector id → its checkpoint, committed with the data it covers.
+    #[serde(default)]
+    pub checkpoints: BTreeMap<String, serde_json::Value>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub committed_at: i64,
+}
+
+/// One chunk, ready to write.
+#[derive(Debug, Clone)]
+pub struct ChunkRecord {
+    pub ord: u32,
+    pub span: std::ops::Range<usize>,
+    pub heading_path: Vec<String>,
+    pub text: String,
+    /// Hash of what was embedded, to reuse vectors across re-ingests.
+    pub hash: String,
+    pub vector: Vec<f32>,
+}
+
+/// One document with all its chunks.
+#[derive(Debug, Clone)]
+pub struct DocumentRecord {
+    pub key: DocKey,
+    pub uri: String,
+    pub title: String,
+    pub version: String,
+    pub modified_at: Option<i64>,
+    pub attributes: BTreeMap<String, String>,
+    pub acl: Acl,
+    pub content_hash: String,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+/// Per-document state kept in memory (rebuilt from the index at open).
+#[derive(Debug, Clone)]
+pub struct DocEntry {
+    pub version: String,
+    pub acl: Acl,
+    pub acl_fingerprint: String,
+    pub content_hash: String,
+    pub chunks: u32,
+}
+
+/// A chunk as stored, for results and citations.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub chunk_id: String,
+    pub doc_key: String,
+    pub source: String,
+    pub title: String,
+    pub uri: String,
+    pub text: String,
+    pub span: std::ops::Range<usize>,
+    pub heading_path: Vec<String>,
+    pub acl: Acl,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Narrowing filters; they are ANDed with the ACL scope and can only remove results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    pub sources: Vec<String>,
+    pub uri_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IndexStats {
+    pub documents: u64,
+    pub chunks: u64,
+    pub segments: u64,
+    pub model_id: String,
+    pub dim: usize,
+    pub disk_bytes: u64,
+    pub last_commit: i64,
+}
+
+enum PendingOp {
+    Upsert(String, DocEntry),
+    Delete(String),
+}
+
+pub struct Index {
+    path: PathBuf,
+    index: tantivy::Index,
+    fields: Fields,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    docs: RwLock<HashMap<String, DocEntry>>,
+    pending: Mutex<Vec<PendingOp>>,
+    payload: RwLock<CommitPayload>,
+    vectors: Arc<VectorCache>,
+}
+
+impl Index {
+    /// Opens the index in `dir`, creating it if absent, and checks it was built with this model.
+    pub fn open(dir: &Path, model_id: &str, dim: usize) -> Result<Self, IndexError> {
+        let tan = |source| IndexError::Tantivy {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let schema = schema::build();
+        let exists = dir.join("meta.json").exists();
+        let index = if exists {
+            tantivy::Index::open_in_dir(dir).map_err(tan)?
+        } else {
+            tantivy::Index::create_in_dir(dir, schema.clone()).map_err(tan)?
+        };
+        schema::register_tokenizers(&index);
+        let fields = Fields::resolve(&index.schema()).map_err(|m| IndexError::Payload {
+            path: dir.to_path_buf(),
+            message: format!("incompatible schema: {m}"),
+        })?;
+        let metas = index.load_metas().map_err(tan)?;
+        let payload: Option<CommitPayload> = match metas.payload.as_deref() {
+            Some(p) => Some(serde_json::from_str(p).map_err(|e| IndexError::Payload {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        if let Some(p) = &payload
+            && (p.model_id != model_id || p.dim != dim)
+        {
+            return Err(IndexError::ModelMismatch {
+                path: dir.to_path_buf(),
+                found_model: p.model_id.clone(),
+                found_dim: p.dim,
+                want_model: model_id.to_string(),
+                want_dim: dim,
+            });
+        }
+        let writer: IndexWriter = index.writer_with_num_threads(1, 64 << 20).map_err(tan)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tan)?;
+        let this = Self {
+            path: dir.to_path_buf(),
+            fields,
+            reader,
+            writer: Mutex::new(writer),
+            docs: RwLock::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            payload: RwLock::new(payload.clone().unwrap_or_else(|| CommitPayload {
+                model_id: model_id.to_string(),
+                dim,
+                ..Default::default()
+            })),
+            vectors: Arc::new(VectorCache::new(dim)),
+            index,
+        };
+        if payload.is_none() {
+            // Record the model at creation, so a later open with another model is refused.
+            this.commit(BTreeMap::new())?;
+        }
+        this.load_doc_table()?;
+        Ok(this)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dim(&self) -> usize {
+        self.read_payload().dim
+    }
+
+    fn read_payload(&self) -> std::sync::RwLockReadGuard<'_, CommitPayload> {
+        self.payload.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last committed checkpoint of every connector.
+    pub fn checkpoints(&self) -> BTreeMap<String, serde_json::Value> {
+        self.read_payload().checkpoints.clone()
+    }
+
+    fn load_doc_table(&self) -> Result<(), IndexError> {
+        let searcher = self.reader.searcher();
+        let f = &self.fields;
+        let q = TermQuery::new(
+            Term::from_field_u64(f.chunk_ord, 0),
+            IndexRecordOption::Basic,
+        );
+        let addrs = searcher.search(&q, &DocSetCollector)?;
+        let mut table = HashMap::with_capacity(addrs.len());
+        for addr in addrs {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let key = get_str(&doc, f.doc_key);
+            let acl = read_acl(&doc, f);
+            table.insert(
+                key,
+                DocEntry {
+                    version: get_str(&doc, f.version),
+                    acl_fingerprint: acl.fingerprint(),
+                    acl,
+                    content_hash: get_str(&doc, f.content_hash),
+                    chunks: doc
+                        .get_first(f.doc_chunks)
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0) as u32,
+                },
+            );
+        }
+        *self.docs.write().unwrap_or_else(|e| e.into_inner()) = table;
+        Ok(())
+    }
+
+    pub fn doc_entry(&self, key: &str) -> Option<DocEntry> {
+        self.docs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn document_count(&self) -> usize {
+        self.docs.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Documents per connector id.
+    pub fn documents_by_source(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for k in self.docs.read().unwrap_or_else(|e| e.into_inner()).keys() {
+            if let Some(dk) = DocKey::parse(k) {
+                *out.entry(dk.connector).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Replaces all chunks of a document (visible after the next commit).
+    pub fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {
+        let f = &self.fields;
+        let key = doc.key.to_string();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.delete_term(Term::from_field_text(f.doc_key, &key));
+        let attrs = serde_json::to_string(&doc.attributes).unwrap_or_else(|_| "{}".into());
+        let n = doc.chunks.len() as u64;
+        for c in &doc.chunks {
+            let mut d = TantivyDocument::default();
+            d.add_text(f.chunk_id, format!("{key}#{}", c.ord));
+            d.add_text(f.doc_key, &key);
+            d.add_text(f.source, &doc.key.connector);
+            d.add_text(f.uri, &doc.uri);
+            d.add_text(f.title, &doc.title);
+            d.add_text(f.heading, c.heading_path.join(" > "));
+            d.add_text(f.text, &c.text);
+            for p in &doc.acl.allow {
+                d.add_text(f.acl_allow, p.token());
+            }
+            for p in &doc.acl.deny {
+                d.add_text(f.acl_deny, p.token());
+            }
+            d.add_u64(f.chunk_ord, c.ord as u64);
+            d.add_u64(f.doc_chunks, n);
+            d.add_u64(f.span_start, c.span.start as u64);
+            d.add_u64(f.span_end, c.span.end as u64);
+            d.add_text(f.version, &doc.version);
+            d.add_text(f.content_hash, &doc.content_hash);
+            d.add_text(f.chunk_hash, &c.hash);
+            d.add_i64(f.modified, doc.modified_at.unwrap_or(0));
+            d.add_text(f.attributes, &attrs);
+            d.add_bytes(f.vector, &dense::encode(&c.vector));
+            writer.add_document(d)?;
+        }
+        drop(writer);
+        let entry = DocEntry {
+            version: doc.version,
+            acl_fingerprint: doc.acl.fingerprint(),
+            acl: doc.acl,
+            content_hash: doc.content_hash,
+            chunks: n as u32,
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PendingOp::Upsert(key, entry));
+        Ok(())
+    }
+
+    /// Removes a document (visible after the next commit).
+    pub fn delete(&self, key: &DocKey) {
+        let key = key.to_string();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.delete_term(Term::from_field_text(self.fields.doc_key, &key));
+        drop(writer);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PendingOp::Delete(key));
+    }
+
+    /// Commits everything written so far together with `checkpoints` (merged into the previous
+    /// ones), then makes it visible to searches.
+    pub fn commit(
+        &self,
+        checkpoints: BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), IndexError> {
+        let mut payload = self.read_payload().clone();
+        payload.checkpoints.extend(checkpoints);
+        payload.committed_at = unix_now();
+        let json = serde_json::to_string(&payload).map_err(|e| IndexError::Payload {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&json);
+        prepared.commit()?;
+        drop(writer);
+        *self.payload.write().unwrap_or_else(|e| e.into_inner()) = payload;
+        let ops = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        {
+            let mut docs = self.docs.write().unwrap_or_else(|e| e.into_inner());
+            for op in ops {
+                match op {
+                    PendingOp::Upsert(k, e) => {
+                        docs.insert(k, e);
+                    }
+                    PendingOp::Delete(k) => {
+                        docs.remove(&k);
+                    }
+                }
+            }
+        }
+        self.reader.reload()?;
+        self.vectors.retain(&self.reader.searcher());
+        Ok(())
+    }
+
+    /// Drops uncommitted writes (after a failed batch).
+    pub fn rollback(&self) -> Result<(), IndexError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.rollback()?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// Vectors of a document's committed chunks by chunk hash, so unchanged chunks of an edited
+    /// document are not embedded again.
+    pub fn chunk_vectors(&self, key: &DocKey) -> Result<HashMap<String, Vec<f32>>, IndexError> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.doc_key, &key.to_string()),
+            IndexRecordOption::Basic,
+        );
+        let mut out = HashMap::new();
+        for addr in searcher.search(&q, &DocSetCollector)? {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let seg = &searcher.segment_readers()[addr.segment_ord as usize];
+            if let Some(v) = self.vectors.get(seg)?.vector(addr.doc_id) {
+                out.insert(get_str(&doc, self.fields.chunk_hash), v.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            index: self,
+            searcher: self.reader.searcher(),
+        }
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        let searcher = self.reader.searcher();
+        let p = self.read_payload().clone();
+        IndexStats {
+            documents: self.document_count() as u64,
+            chunks: searcher.num_docs(),
+            segments: searcher.segment_readers().len() as u64,
+            model_id: p.model_id,
+            dim: p.dim,
+            disk_bytes: dir_size(&self.path),
+            last_commit: p.committed_at,
+        }
+    }
+}
+
+/// A consistent view for one query: both legs and the chunk loads use the same searcher.
+pub struct Snapshot<'a> {
+    index: &'a Index,
+    searcher: Searcher,
+}
+
+/// Address of a chunk within a snapshot, with its score in one leg.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub addr: DocAddress,
+    pub score: f32,
+}
+
+impl Snapshot<'_> {
+    /// ACL scope and filters as query clauses. The scope is mandatory by signature.
+    fn scope_clauses(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = &self.index.fields;
+        let principals = || {
+            scope
+                .principals()
+                .map(|p| Term::from_field_text(f.acl_allow, p))
+        };
+        let deny_terms = scope
+            .principals()
+            .map(|p| Term::from_field_text(f.acl_deny, p));
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(TermSetQuery::new(principals())),
+                    0.0,
+                )),
+            ),
+            (Occur::MustNot, Box::new(TermSetQuery::new(deny_terms))),
+        ];
+        if !filter.sources.is_empty() {
+            let terms = filter
+                .sources
+                .iter()
+                .map(|s| Term::from_field_text(f.source, s));
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(TermSetQuery::new(terms)),
+                    0.0,
+                )),
+            ));
+        }
+        if let Some(prefix) = filter.uri_prefix.as_deref().filter(|p| !p.is_empty()) {
+            let lo = Term::from_field_text(f.uri, prefix);
+            let hi = Term::from_field_text(f.uri, &format!("{prefix}{}", char::MAX));
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(RangeQuery::new(Bound::Included(lo), Bound::Excluded(hi))),
+                    0.0,
+                )),
+            ));
+        }
+        clauses
+    }
+
+    /// BM25 over title, headings and text, restricted to the scope before top-k.
+    pub fn bm25(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        depth: usize,
+    ) -> Result<Vec<Scored>, IndexError> {
+        let f = &self.index.fields;
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (field, boost) in [(f.title, 0.5f32), (f.heading, 0.3), (f.text, 1.0)] {
+            for token in schema::analyze(&self.index.index, query) {
+                let q = TermQuery::new(
+                    Term::from_field_text(field, &token),
+                    IndexRecordOption::WithFreqs,
+                );
+                should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost))));
+            }
+        }
+        if should.is_empty() || depth == 0 {
+            return Ok(Vec::new());
+        }
+        let mut clauses = self.scope_clauses(scope, filter);
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+        let top = self.searcher.search(
+            &BooleanQuery::new(clauses),
+            &TopDocs::with_limit(depth).order_by_score(),
+        )?;
+        Ok(top
+            .into_iter()
+            .map(|(score, addr)| Scored { addr, score })
+            .collect())
+    }
+
+    /// Exact nearest neighbours by cosine over the chunks in scope (brute force per segment).
+    pub fn dense(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &[f32],
+        depth: usize,
+    ) -> Result<Vec<Scored>, IndexError> {
+        if depth == 0 || query.len() != self.index.dim() {
+            return Ok(Vec::new());
+        }
+        let collector =
+            dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth);
+        let q = BooleanQuery::new(self.scope_clauses(scope, filter));
+        let top = self.searcher.search(&q, &collector)?;
+        Ok(top
+            .into_iter()
+            .map(|(score, addr)| Scored { addr, score })
+            .collect())
+    }
+
+    /// The stored chunk at `addr`.
+    pub fn chunk(&self, addr: DocAddress) -> Result<StoredChunk, IndexError> {
+        let f = &self.index.fields;
+        let doc: TantivyDocument = self.searcher.doc(addr)?;
+        let heading = get_str(&doc, f.heading);
+        Ok(StoredChunk {
+            chunk_id: get_str(&doc, f.chunk_id),
+            doc_key: get_str(&doc, f.doc_key),
+            source: get_str(&doc, f.source),
+            title: get_str(&doc, f.title),
+            uri: get_str(&doc, f.uri),
+            text: get_str(&doc, f.text),
+            span: get_u64(&doc, f.span_start) as usize..get_u64(&doc, f.span_end) as usize,
+            heading_path: if heading.is_empty() {
+                Vec::new()
+            } else {
+                heading.split(" > ").map(str::to_string).collect()
+            },
+            acl: read_acl(&doc, f),
+            attributes: serde_json::from_str(&get_str(&doc, f.attributes)).unwrap_or_default(),
+        })
+    }
+
+    /// The chunk's embedding, for answer-time relevance checks.
+    pub fn vector(&self, addr: DocAddress) -> Result<Option<Vec<f32>>, IndexError> {
+        let seg = &self.searcher.segment_readers()[addr.segment_ord as usize];
+        Ok(self
+            .index
+            .vectors
+            .get(seg)?
+            .vector(addr.doc_id)
+            .map(<[f32]>::to_vec))
+    }
+
+    /// Inverse document frequency of a query token in the text field (for sentence scoring).
+    pub fn idf(&self, token: &str) -> f32 {
+        let f = &self.index.fields;
+        let n = self.searcher.num_docs() as f32;
+        let df = self
+            .searcher
+            .doc_freq(&Term::from_field_text(f.text, token))
+            .unwrap_or(0) as f32;
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    }
+
+    /// Analyzes text the way the BM25 text field does.
+    pub fn analyze(&self, text: &str) -> Vec<String> {
+        schema::analyze(&self.index.index, text)
+    }
+}
+
+impl IndexedState for Index {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
+        self.doc_entry(&key.to_string()).map(|e| IndexedDoc {
+            version: e.version,
+            acl_fingerprint: e.acl_fingerprint,
+        })
+    }
+
+    fn native_ids(&self, connector: &str) -> Vec<String> {
+        let prefix = format!("{connector}:");
+        self.docs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+}
+
+fn get_str(doc: &TantivyDocument, field: tantivy::schema::Field) -> String {
+    doc.get_first(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn get_u64(doc: &TantivyDocument, field: tantivy::schema::Field) -> u64 {
+    doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
+    let read = |field| {
+        doc.get_all(field)
+            .filter_map(|v| v.as_str())
+            .filter_map(|s| s.parse::<Principal>().ok())
+            .collect()
+    };
+    Acl {
+        allow: read(f.acl_allow),
+        deny: read(f.acl_deny),
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

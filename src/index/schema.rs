@@ -1,0 +1,122 @@
+//! Tantivy schema and analyzers. Changing a field here changes the on-disk format: the `Fields`
+//! check at open refuses an index whose schema lacks a field.
+
+use tantivy::schema::{
+    BytesOptions, FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+
+/// The analyzer of the BM25 fields: words, lowercased, English stop words removed, stemmed.
+pub const ANALYZER: &str = "docent_en";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub chunk_id: Field,
+    pub doc_key: Field,
+    pub source: Field,
+    pub uri: Field,
+    pub title: Field,
+    pub heading: Field,
+    pub text: Field,
+    pub acl_allow: Field,
+    pub acl_deny: Field,
+    pub chunk_ord: Field,
+    pub doc_chunks: Field,
+    pub span_start: Field,
+    pub span_end: Field,
+    pub version: Field,
+    pub content_hash: Field,
+    pub chunk_hash: Field,
+    pub modified: Field,
+    pub attributes: Field,
+    pub vector: Field,
+}
+
+pub fn build() -> Schema {
+    let mut b = Schema::builder();
+    let text = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    b.add_text_field("chunk_id", STRING | STORED);
+    b.add_text_field("doc_key", STRING | STORED);
+    b.add_text_field("source", STRING | STORED);
+    b.add_text_field("uri", STRING | STORED);
+    b.add_text_field("title", text.clone());
+    b.add_text_field("heading", text.clone());
+    b.add_text_field("text", text);
+    b.add_text_field("acl_allow", STRING | STORED);
+    b.add_text_field("acl_deny", STRING | STORED);
+    b.add_u64_field("chunk_ord", INDEXED | STORED);
+    b.add_u64_field("doc_chunks", STORED);
+    b.add_u64_field("span_start", STORED);
+    b.add_u64_field("span_end", STORED);
+    b.add_text_field("version", STORED);
+    b.add_text_field("content_hash", STORED);
+    b.add_text_field("chunk_hash", STORED);
+    b.add_i64_field("modified", INDEXED | STORED | FAST);
+    b.add_text_field("attributes", STORED);
+    b.add_bytes_field("vector", BytesOptions::default() | FAST);
+    b.build()
+}
+
+impl Fields {
+    pub fn resolve(schema: &Schema) -> Result<Self, String> {
+        let get = |n: &str| {
+            schema
+                .get_field(n)
+                .map_err(|_| format!("missing field {n}"))
+        };
+        Ok(Self {
+            chunk_id: get("chunk_id")?,
+            doc_key: get("doc_key")?,
+            source: get("source")?,
+            uri: get("uri")?,
+            title: get("title")?,
+            heading: get("heading")?,
+            text: get("text")?,
+            acl_allow: get("acl_allow")?,
+            acl_deny: get("acl_deny")?,
+            chunk_ord: get("chunk_ord")?,
+            doc_chunks: get("doc_chunks")?,
+            span_start: get("span_start")?,
+            span_end: get("span_end")?,
+            version: get("version")?,
+            content_hash: get("content_hash")?,
+            chunk_hash: get("chunk_hash")?,
+            modified: get("modified")?,
+            attributes: get("attributes")?,
+            vector: get("vector")?,
+        })
+    }
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).expect("English stop words are built in"))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+pub fn register_tokenizers(index: &tantivy::Index) {
+    index.tokenizers().register(ANALYZER, analyzer());
+}
+
+/// Tokens of `text` as the BM25 fields index them.
+pub fn analyze(index: &tantivy::Index, text: &str) -> Vec<String> {
+    let mut a = index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer);
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
+}

@@ -1,0 +1,384 @@
+//! Ingestion: connectors' changes → parse → chunk → embed → index, with commits that carry the
+//! connectors' checkpoints.
+//!
+//! Changes arrive on one bounded channel (backpressure reaches the connectors). The pipeline
+//! gathers what is ready into a batch, does the CPU work off the async runtime, embeds all new
+//! chunks of the batch together, writes, and commits on a timer, on a checkpoint, or when enough
+//! has been written. Invariants:
+//! - a failure on one document (parse error, oversize, binary) is recorded with its id and
+//!   reason and never stops the pipeline;
+//! - a document that becomes unindexable (skipped, unparseable) is removed, so stale text or a
+//!   stale ACL never outlives the change that invalidated it;
+//! - unchanged content is never re-embedded: vectors are reused by chunk hash.
+//!
+//! Must never: log document text above debug.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use docent_connector_api::{Change, DocKey, SourceDocument};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::chunk::{self, ChunkerConfig};
+use crate::embed::Embedder;
+use crate::index::{ChunkRecord, DocumentRecord, Index, IndexError};
+use crate::parse;
+
+/// Counters since start, for admins and tests.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub documents_indexed: AtomicU64,
+    pub documents_deleted: AtomicU64,
+    pub documents_failed: AtomicU64,
+    pub chunks_embedded: AtomicU64,
+    pub chunks_reused: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// Skipped and failed documents per connector: a total and the most recent ones.
+#[derive(Debug, Default)]
+pub struct SkipLog {
+    inner: Mutex<HashMap<String, ConnectorSkips>>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectorSkips {
+    total: u64,
+    /// (native id, reason), most recent first.
+    recent: VecDeque<(String, String)>,
+}
+
+const SKIP_LOG_KEEP: usize = 200;
+
+impl SkipLog {
+    pub fn record(&self, key: &DocKey, reason: &str) {
+        tracing::info!(connector = %key.connector, id = %key.native_id, reason, "document skipped");
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let s = m.entry(key.connector.clone()).or_default();
+        s.total += 1;
+        s.recent.retain(|(id, _)| id != &key.native_id);
+        s.recent
+            .push_front((key.native_id.clone(), reason.to_string()));
+        s.recent.truncate(SKIP_LOG_KEEP);
+    }
+
+    /// (total, most recent first)
+    pub fn get(&self, connector: &str) -> (u64, Vec<(String, String)>) {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(connector)
+            .map(|s| (s.total, s.recent.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub chunking: ChunkerConfig,
+    pub commit_interval: Duration,
+    /// Changes gathered into one batch at most.
+    pub max_batch: usize,
+}
+
+pub struct Pipeline {
+    index: Arc<Index>,
+    embedder: Arc<dyn Embedder>,
+    cfg: PipelineConfig,
+    stats: Arc<IngestStats>,
+    skips: Arc<SkipLog>,
+}
+
+/// A document parsed and chunked, waiting for vectors.
+struct Prepared {
+    record: DocumentRecord,
+    /// Per chunk: the text to embed when no vector could be reused.
+    to_embed: Vec<Option<String>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        index: Arc<Index>,
+        embedder: Arc<dyn Embedder>,
+        cfg: PipelineConfig,
+        stats: Arc<IngestStats>,
+        skips: Arc<SkipLog>,
+    ) -> Self {
+        Self {
+            index,
+            embedder,
+            cfg,
+            stats,
+            skips,
+        }
+    }
+
+    /// Runs until every sender is dropped, then commits what remains.
+    pub async fn run(self, mut rx: mpsc::Receiver<Change>) -> Result<(), IndexError> {
+        let this = Arc::new(self);
+        let mut dirty = false;
+        let mut last_commit = Instant::now();
+        let mut checkpoints = BTreeMap::new();
+        loop {
+            let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
+            let first = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(c) => Some(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline), if dirty => None,
+            };
+            let mut batch = Vec::new();
+            if let Some(c) = first {
+                batch.push(c);
+                while batch.len() < this.cfg.max_batch {
+                    match rx.try_recv() {
+                        Ok(c) => batch.push(c),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut checkpoint_seen = false;
+            if !batch.is_empty() {
+                let p = this.clone();
+                let result = tokio::task::spawn_blocking(move || p.process(batch)).await;
+                match result {
+                    Ok(Ok(cps)) => {
+                        checkpoint_seen = !cps.is_empty();
+                        checkpoints.extend(cps);
+                        dirty = true;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "index write failed; batch rolled back");
+                        this.index.rollback()?;
+                        checkpoints.clear();
+                        dirty = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "ingest batch panicked; batch rolled back");
+                        this.index.rollback()?;
+                        checkpoints.clear();
+                        dirty = false;
+                        continue;
+                    }
+                }
+            }
+            if dirty && (checkpoint_seen || last_commit.elapsed() >= this.cfg.commit_interval) {
+                this.commit(std::mem::take(&mut checkpoints)).await?;
+                dirty = false;
+                last_commit = Instant::now();
+            }
+        }
+        if dirty {
+            this.commit(checkpoints).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        self: &Arc<Self>,
+        checkpoints: BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), IndexError> {
+        let p = self.clone();
+        tokio::task::spawn_blocking(move || p.index.commit(checkpoints))
+            .await
+            .unwrap_or_else(|e| {
+                Err(IndexError::Op(tantivy::TantivyError::InternalError(
+                    e.to_string(),
+                )))
+            })?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("index committed");
+        Ok(())
+    }
+
+    /// Blocking: handles one batch; returns the checkpoints it contained.
+    pub fn process(
+        &self,
+        batch: Vec<Change>,
+    ) -> Result<BTreeMap<String, serde_json::Value>, IndexError> {
+        let mut checkpoints = BTreeMap::new();
+        // Writes in arrival order; embeddings for the whole batch are computed first.
+        enum Op {
+            Write(Box<Prepared>),
+            Delete(DocKey),
+        }
+        let mut ops = Vec::with_capacity(batch.len());
+        for change in batch {
+            match change {
+                Change::Upsert(doc) => match self.prepare(*doc) {
+                    Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
+                    Ok(None) => {}
+                    Err((key, reason)) => {
+                        self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+                        self.skips.record(&key, &reason);
+                        ops.push(Op::Delete(key));
+                    }
+                },
+                Change::Delete(key) => ops.push(Op::Delete(key)),
+                Change::Skipped { key, reason } => {
+                    self.skips.record(&key, &reason);
+                    ops.push(Op::Delete(key));
+                }
+                Change::Checkpoint {
+                    connector,
+                    checkpoint,
+                } => {
+                    checkpoints.insert(connector, checkpoint);
+                }
+            }
+        }
+        let texts: Vec<String> = ops
+            .iter_mut()
+            .filter_map(|op| match op {
+                Op::Write(p) => Some(p.to_embed.iter_mut().filter_map(Option::take)),
+                Op::Delete(_) => None,
+            })
+            .flatten()
+            .collect();
+        let mut vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            match self.embedder.embed_passages(&texts) {
+                Ok(v) => v,
+                Err(e) => {
+                    // The model failing is not a document's fault, but no half-embedded document
+                    // may be written: record the failures and keep the previous versions.
+                    tracing::error!(error = %e, "embedding failed for a batch");
+                    for op in &ops {
+                        if let Op::Write(p) = op {
+                            self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+                            self.skips
+                                .record(&p.record.key, &format!("embedding failed: {e}"));
+                        }
+                    }
+                    return Ok(checkpoints);
+                }
+            }
+        }
+        .into_iter();
+        self.stats
+            .chunks_embedded
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        for op in ops {
+            match op {
+                Op::Write(p) => {
+                    let mut record = p.record;
+                    for c in &mut record.chunks {
+                        if c.vector.is_empty() {
+                            c.vector = vectors.next().unwrap_or_default();
+                        }
+                    }
+                    self.index.upsert(record)?;
+                    self.stats.documents_indexed.fetch_add(1, Ordering::Relaxed);
+                }
+                Op::Delete(key) => {
+                    if self.index.doc_entry(&key.to_string()).is_some() {
+                        self.index.delete(&key);
+                        self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(checkpoints)
+    }
+
+    /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
+    fn prepare(&self, doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String)> {
+        let key_str = doc.key.to_string();
+        let previous = self.index.doc_entry(&key_str);
+        if let Some(prev) = &previous
+            && prev.version == doc.version
+            && prev.acl_fingerprint == doc.acl.fingerprint()
+        {
+            return Ok(None);
+        }
+        if doc.acl.is_closed() {
+            return Err((
+                doc.key,
+                "no principal may read this document (ACL allows nobody)".into(),
+            ));
+        }
+        let parsed = parse::parse(&doc.content, doc.mime.as_deref(), &doc.name_hint)
+            .map_err(|e| (doc.key.clone(), e.to_string()))?;
+        let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
+        let title = doc
+            .title
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or(parsed.title.clone());
+        let counter = self.embedder.token_counter();
+        let chunks = chunk::chunk(&parsed, self.cfg.chunking, counter.as_ref());
+        if chunks.is_empty() {
+            return Err((doc.key, "no text extracted".into()));
+        }
+        // Vectors of the previous version, reusable for chunks whose embedded text is unchanged.
+        let old = match &previous {
+            Some(_) => self.index.chunk_vectors(&doc.key).unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        let mut records = Vec::with_capacity(chunks.len());
+        let mut to_embed = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let text = parsed.text[c.span.clone()].to_string();
+            let embed_text = embedding_input(&title, &c.heading_path, &text);
+            let hash = hex::encode(&Sha256::digest(embed_text.as_bytes())[..16]);
+            let vector = match old.get(&hash) {
+                Some(v) => {
+                    self.stats.chunks_reused.fetch_add(1, Ordering::Relaxed);
+                    to_embed.push(None);
+                    v.clone()
+                }
+                None => {
+                    to_embed.push(Some(embed_text));
+                    Vec::new()
+                }
+            };
+            records.push(ChunkRecord {
+                ord: c.ord,
+                span: c.span,
+                heading_path: c.heading_path,
+                text,
+                hash,
+                vector,
+            });
+        }
+        let mut attributes = doc.attributes;
+        attributes.insert("source".into(), doc.key.connector.clone());
+        if let Some(m) = doc.modified_at {
+            attributes.insert("modified_at".into(), m.to_string());
+        }
+        Ok(Some(Prepared {
+            record: DocumentRecord {
+                key: doc.key,
+                uri: doc.uri,
+                title,
+                version: doc.version,
+                modified_at: doc.modified_at,
+                attributes,
+                acl: doc.acl,
+                content_hash,
+                chunks: records,
+            },
+            to_embed,
+        }))
+    }
+}
+
+/// What the embedding model sees for a chunk: title and headings give a passage its context.
+pub fn embedding_input(title: &str, heading_path: &[String], text: &str) -> String {
+    let mut s = String::with_capacity(title.len() + text.len() + 16);
+    if !title.is_empty() {
+        s.push_str(title);
+        s.push_str(". ");
+    }
+    let last = heading_path.last().filter(|h| h.as_str() != title);
+    if let Some(h) = last {
+        s.push_str(h);
+        s.push_str(". ");
+    }
+    s.push_str(text);
+    s
+}

@@ -1,0 +1,23 @@
+//! Docent: a self-hosted enterprise knowledge assistant.
+//!
+//! Data flows through the modules in this order (see ARCHITECTURE.md): connectors (crates under
+//! `connectors/`) → [`ingest`] (→ [`parse`] → [`chunk`] → [`embed`]) → [`index`]; queries go
+//! [`service`] (authentication via [`identity`], scope via [`acl`]) → [`guardrail`] →
+//! [`retrieve`] → [`answer`] → [`guardrail`] → caller.
+
+pub mod acl;
+pub mod answer;
+pub mod chunk;
+pub mod cli;
+pub mod config;
+pub mod embed;
+pub mod guardrail;
+pub mod identity;
+pub mod index;
+pub mod ingest;
+pub mod parse;
+pub mod retrieve;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,48 @@
+//! Plain text: the extracted text is the source itself; blocks are paragraphs separated by blank
+//! lines, so offsets point straight into the file.
+
+use super::{Block, BlockKind, ParsedDoc};
+
+pub fn parse(src: &str) -> ParsedDoc {
+    let mut blocks = Vec::new();
+    let mut pos = 0;
+    for para in src.split("\n\n") {
+        let start = pos + (para.len() - para.trim_start().len());
+        let end = pos + para.trim_end().len();
+        if end > start {
+            blocks.push(Block {
+                kind: BlockKind::Paragraph,
+                span: start..end,
+                heading_path: Vec::new(),
+            });
+        }
+        pos += para.len() + 2;
+    }
+    let title = src
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .filter(|l| l.len() <= 120)
+        .unwrap_or_default()
+        .to_string();
+    ParsedDoc {
+        title,
+        text: src.to_string(),
+        blocks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paragraphs_point_into_source() {
+        let src = "Title line\n\n  First para\ncontinues.  \n\n\n\nSecond.\n";
+        let d = parse(src);
+        assert_eq!(d.title, "Title line");
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &src[b.span.clone()]).collect();
+        assert_eq!(texts, ["Title line", "First para\ncontinues.", "Second."]);
+        crate::parse::assert_spans_valid(&d);
+    }
+}

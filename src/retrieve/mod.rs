@@ -1,0 +1,140 @@
+//! Retrieval: BM25 and dense legs over one index snapshot, each restricted to the caller's
+//! [`AclScope`] inside the query (before top-k), fused by reciprocal rank fusion.
+//!
+//! Never post-filter a top-k list: filtering after ranking leaks through counts and starves
+//! results. Every function here takes the scope; there is no unscoped entry point.
+
+mod fusion;
+
+use std::sync::Arc;
+
+pub use fusion::rrf;
+
+use crate::acl::AclScope;
+use crate::embed::{EmbedError, Embedder};
+use crate::index::{Index, IndexError, SearchFilter, StoredChunk};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Hybrid,
+    Bm25,
+    Dense,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetrievalConfig {
+    /// RRF constant k: larger flattens the rank contribution.
+    pub rrf_k: f32,
+    /// Candidates taken from each leg before fusion.
+    pub candidates: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+/// One retrieved chunk.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub chunk: StoredChunk,
+    pub score: f32,
+    /// 1-based rank in each leg, if the leg returned it.
+    pub bm25_rank: Option<u32>,
+    pub dense_rank: Option<u32>,
+    /// Cosine similarity between the query and the chunk (when the query was embedded).
+    pub similarity: Option<f32>,
+}
+
+pub struct Retriever {
+    index: Arc<Index>,
+    embedder: Arc<dyn Embedder>,
+    cfg: RetrievalConfig,
+}
+
+impl Retriever {
+    pub fn new(index: Arc<Index>, embedder: Arc<dyn Embedder>, cfg: RetrievalConfig) -> Self {
+        Self {
+            index,
+            embedder,
+            cfg,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Blocking: embeds the query (unless BM25-only) and searches. Returns at most `limit` hits.
+    pub fn search(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        mode: Mode,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        let qvec = match mode {
+            Mode::Bm25 => None,
+            Mode::Hybrid | Mode::Dense => Some(self.embedder.embed_query(query)?),
+        };
+        let snap = self.index.snapshot();
+        let depth = self.cfg.candidates.max(limit);
+        let bm25 = match mode {
+            Mode::Dense => Vec::new(),
+            _ => snap.bm25(scope, filter, query, depth)?,
+        };
+        let dense = match &qvec {
+            Some(v) => snap.dense(scope, filter, v, depth)?,
+            None => Vec::new(),
+        };
+        let fused = match mode {
+            Mode::Bm25 => fusion::single(&bm25),
+            Mode::Dense => fusion::single(&dense),
+            Mode::Hybrid => rrf(&[&bm25, &dense], self.cfg.rrf_k),
+        };
+        let mut hits = Vec::with_capacity(limit.min(fused.len()));
+        for f in fused.into_iter().take(limit) {
+            let chunk = snap.chunk(f.addr)?;
+            let similarity = match &qvec {
+                Some(q) => snap.vector(f.addr)?.map(|v| crate::embed::dot(q, &v)),
+                None => None,
+            };
+            let (bm25_rank, dense_rank) = match mode {
+                Mode::Bm25 => (f.ranks[0], None),
+                Mode::Dense => (None, f.ranks[0]),
+                Mode::Hybrid => (f.ranks[0], f.ranks[1]),
+            };
+            hits.push(Hit {
+                chunk,
+                score: f.score,
+                bm25_rank,
+                dense_rank,
+                similarity,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Query-term weights for answer extraction, from the same snapshot statistics as BM25.
+    pub fn term_weights(&self, query: &str) -> Vec<(String, f32)> {
+        let snap = self.index.snapshot();
+        let mut terms = snap.analyze(query);
+        terms.sort();
+        terms.dedup();
+        terms
+            .into_iter()
+            .map(|t| {
+                let w = snap.idf(&t);
+                (t, w)
+            })
+            .collect()
+    }
+
+    pub fn analyze(&self, text: &str) -> Vec<String> {
+        self.index.snapshot().analyze(text)
+    }
+}

@@ -1,0 +1,244 @@
+//! The daemon: opens the index, starts the ingest pipeline and the connectors, and serves gRPC
+//! until shutdown. `main` and the integration tests run the same [`start`], so tests exercise the
+//! real daemon on a real socket.
+//!
+//! Shutdown order: stop accepting requests and cancel connectors; the pipeline drains what the
+//! connectors sent, commits it with their checkpoints, and only then does [`Daemon::shutdown`]
+//! return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use docent_connector_api::{Connector, ConnectorContext, IndexedState, StatusHandle};
+use docent_fs_connector::FsConnector;
+use docent_proto::v1::{admin_server::AdminServer, assistant_server::AssistantServer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::config::{Config, ConnectorConfig};
+use crate::embed::Embedder;
+use crate::index::{Index, IndexError};
+use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
+use crate::retrieve::Retriever;
+use crate::service::{AdminService, AppState, AssistantService, AuthInterceptor, ConnectorInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("connector {id}: {message}")]
+    Connector { id: String, message: String },
+    #[error("tls: cannot read {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("task failed: {0}")]
+    Join(String),
+}
+
+pub struct Daemon {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    pipeline: JoinHandle<Result<(), IndexError>>,
+    connectors: Vec<JoinHandle<()>>,
+    state: Arc<AppState>,
+}
+
+impl Daemon {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// A token that, when cancelled, shuts the daemon down (e.g. on SIGTERM).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the daemon stops (after the shutdown token is cancelled), with everything
+    /// ingested so far committed.
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        let server = self
+            .server
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))?;
+        self.shutdown.cancel();
+        for c in self.connectors {
+            let _ = c.await;
+        }
+        let pipeline = self
+            .pipeline
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))?;
+        server?;
+        pipeline?;
+        Ok(())
+    }
+
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+pub async fn start(
+    config: Config,
+    embedder: Arc<dyn Embedder>,
+    listener: TcpListener,
+) -> Result<Daemon, DaemonError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Join(e.to_string()))?;
+    let shutdown = CancellationToken::new();
+
+    let data_dir = config.index.data_dir.clone();
+    let (model_id, dim) = (embedder.model_id().to_string(), embedder.dim());
+    let index = Arc::new(
+        tokio::task::spawn_blocking(move || Index::open(&data_dir, &model_id, dim))
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))??,
+    );
+    tracing::info!(path = %index.path().display(), documents = index.document_count(), "index open");
+
+    let stats = Arc::new(IngestStats::default());
+    let skips = Arc::new(SkipLog::default());
+    let (tx, rx) = mpsc::channel(config.index.queue_capacity);
+    let pipeline = Pipeline::new(
+        index.clone(),
+        embedder.clone(),
+        PipelineConfig {
+            chunking: config.chunking,
+            commit_interval: config.index.commit_interval,
+            max_batch: 64,
+        },
+        stats.clone(),
+        skips.clone(),
+    );
+    let pipeline = tokio::spawn(pipeline.run(rx));
+
+    let checkpoints = index.checkpoints();
+    let mut infos = Vec::new();
+    let mut connectors = Vec::new();
+    for cc in &config.connectors {
+        let conn: Box<dyn Connector> = match cc {
+            ConnectorConfig::Fs(fs) => {
+                Box::new(
+                    FsConnector::new(fs.clone()).map_err(|e| DaemonError::Connector {
+                        id: fs.id.clone(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+        };
+        let status = StatusHandle::default();
+        status.set_phase("starting");
+        infos.push(ConnectorInfo {
+            id: conn.id().to_string(),
+            kind: conn.kind(),
+            status: status.clone(),
+        });
+        let ctx = ConnectorContext {
+            sink: tx.clone(),
+            indexed: index.clone() as Arc<dyn IndexedState>,
+            checkpoint: checkpoints.get(cc.id()).cloned(),
+            shutdown: shutdown.child_token(),
+            status: status.clone(),
+        };
+        let id = cc.id().to_string();
+        connectors.push(tokio::spawn(async move {
+            if let Err(e) = conn.run(ctx).await {
+                tracing::error!(connector = %id, error = %e, "connector stopped with an error");
+                status.set_phase("failed");
+                status.set_error(Some(e.to_string()));
+            }
+        }));
+    }
+    // The pipeline ends when every connector has dropped its sender.
+    drop(tx);
+
+    let retriever = Arc::new(Retriever::new(
+        index.clone(),
+        embedder.clone(),
+        config.retrieval,
+    ));
+    let identities = Arc::new(config.identity_store());
+    let state = Arc::new(AppState {
+        index,
+        retriever,
+        identities: identities.clone(),
+        answer: config.answer,
+        connectors: infos,
+        skips,
+        stats,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AssistantServer<AssistantService>>()
+        .await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(docent_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Reflection(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(docent_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| DaemonError::Reflection(e.to_string()))?;
+
+    let auth = AuthInterceptor::new(identities);
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.server.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| DaemonError::TlsFile {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(InterceptedService::new(
+            AssistantServer::new(AssistantService::new(state.clone())),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AdminServer::new(AdminService::new(state.clone())),
+            auth,
+        ));
+    let token = shutdown.clone();
+    let server = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+            .await
+    });
+    tracing::info!(%addr, tls = config.server.tls.is_some(), "serving");
+    Ok(Daemon {
+        addr,
+        shutdown,
+        server,
+        pipeline,
+        connectors,
+        state,
+    })
+}

@@ -1,0 +1,86 @@
+//! Service errors: user errors (bad request, no credentials) and internal ones, each with a
+//! stable reason code in a `google.rpc.ErrorInfo` detail (domain `docent.v1`). Internal details
+//! go to the log, never to the caller.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub const ERROR_DOMAIN: &str = "docent.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("invalid bearer token")]
+    InvalidToken,
+    #[error("this method requires an admin identity")]
+    AdminRequired,
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        reason: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Stable machine-readable code, documented in the proto.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "MISSING_TOKEN",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::AdminRequired => "ADMIN_REQUIRED",
+            Self::InvalidArgument { reason, .. } => reason,
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::MissingToken | Self::InvalidToken => Code::Unauthenticated,
+            Self::AdminRequired => Code::PermissionDenied,
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        if let ServiceError::Internal(detail) = &e {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let mut meta = HashMap::new();
+        if let ServiceError::InvalidArgument { field, .. } = &e {
+            meta.insert("field".to_string(), field.to_string());
+        }
+        Status::with_error_details(
+            e.code(),
+            e.to_string(),
+            ErrorDetails::with_error_info(e.reason(), ERROR_DOMAIN, meta),
+        )
+    }
+}
+
+impl From<crate::guardrail::RequestError> for ServiceError {
+    fn from(e: crate::guardrail::RequestError) -> Self {
+        use crate::guardrail::RequestError;
+        let (reason, field) = match &e {
+            RequestError::Empty { field } => ("EMPTY_TEXT", *field),
+            RequestError::TooLong { field, .. } => ("TEXT_TOO_LONG", *field),
+        };
+        Self::InvalidArgument {
+            reason,
+            field,
+            message: e.to_string(),
+        }
+    }
+}
