@@ -52,7 +52,7 @@ impl pb::admin_server::Admin for AdminService {
                         .into_iter()
                         .map(|(id, reason)| pb::SkippedDocument { id, reason })
                         .collect(),
-                    last_full_scan: s.last_full_scan.unwrap_or(0),
+                    last_full_scan: s.last_full_scan_ms.map(|ms| ms / 1000).unwrap_or(0),
                     last_error: s.last_error.unwrap_or_default(),
                 }
             })

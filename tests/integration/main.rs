@@ -1,1 +1,11 @@
+//! Integration tests: one binary (linking is the slow step), each test against a real daemon on
+//! 127.0.0.1:0 with the real embedding model and a temp data dir.
 
+mod harness;
+
+mod acl_answers;
+mod auth;
+mod bad_input;
+mod config_files;
+mod live_updates;
+mod restart;

@@ -113,8 +113,8 @@ pub trait IndexedState: Send + Sync {
 pub struct ConnectorState {
     /// "starting", "crawling", "watching", "failed", "stopped".
     pub phase: String,
-    /// Unix seconds of the last completed full scan.
-    pub last_full_scan: Option<i64>,
+    /// Unix milliseconds of the last completed full scan.
+    pub last_full_scan_ms: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -131,8 +131,9 @@ impl StatusHandle {
         self.lock().last_error = error;
     }
 
-    pub fn full_scan_done(&self, at: i64) {
-        self.lock().last_full_scan = Some(at);
+    /// `at_ms`: Unix milliseconds.
+    pub fn full_scan_done(&self, at_ms: i64) {
+        self.lock().last_full_scan_ms = Some(at_ms);
     }
 
     pub fn snapshot(&self) -> ConnectorState {

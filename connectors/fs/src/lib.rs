@@ -189,13 +189,13 @@ async fn full_scan(scanner: &Scanner, status: &StatusHandle) -> Result<(), Conne
     status.set_phase("crawling");
     let s = scanner.clone();
     blocking(move || s.reconcile_all()).await?;
-    let now = unix_now();
-    status.full_scan_done(now);
+    let now_ms = unix_millis();
+    status.full_scan_done(now_ms);
     status.set_phase("watching");
     scanner
         .send(Change::Checkpoint {
             connector: scanner.cfg.id.clone(),
-            checkpoint: serde_json::json!({ "last_full_scan": now }),
+            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms }),
         })
         .await
 }
@@ -231,10 +231,10 @@ fn start_watcher(
     Ok(watcher)
 }
 
-fn unix_now() -> i64 {
+fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 

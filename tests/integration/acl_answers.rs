@@ -1,0 +1,203 @@
+//! ACLs at work on the example corpus: an HR-only fact reaches HR and nobody else, through
+//! answers, snippets, titles or counts.
+
+use crate::harness::*;
+use docent_proto::v1 as pb;
+
+const HR_QUESTION: &str = "What is the salary band for a senior software engineer?";
+/// Strings that only occur in hr/ files of the example corpus.
+const HR_ONLY: &[&str] = &[
+    "148,000",
+    "Compensation bands",
+    "compensation-bands",
+    "/hr/",
+    "Project Heron",
+    "PL-27",
+    "Aurelia",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hr_fact_is_answered_for_hr_and_invisible_to_engineers() {
+    let env = Env::example();
+    let d = env.start().await;
+
+    let hr = d.ask(HANA, HR_QUESTION).await.unwrap();
+    assert_eq!(hr.status, pb::AnswerStatus::Answered as i32, "{hr:?}");
+    assert!(
+        hr.answer.contains("148,000 to 172,000 EUR"),
+        "{}",
+        hr.answer
+    );
+    assert!(
+        hr.citations
+            .iter()
+            .any(|c| c.uri.ends_with("/hr/compensation-bands-2027.md")),
+        "{:?}",
+        hr.citations
+    );
+    // Each sentence cites a passage that contains it, and the span points into that document.
+    for s in &hr.sentences {
+        assert!(!s.citations.is_empty());
+        for &ci in &s.citations {
+            let c = &hr.citations[ci as usize];
+            let span = c.span.unwrap();
+            assert!(span.start < span.end);
+        }
+    }
+
+    for question in [
+        HR_QUESTION,
+        "Project Heron reorganisation severance",
+        "parental leave top-up payroll code",
+        "group insurance contract number",
+    ] {
+        let eng = d.ask(ALICE, question).await.unwrap();
+        let text = answer_text(&eng);
+        for s in HR_ONLY {
+            assert!(
+                !text.contains(s),
+                "engineer's answer to {question:?} leaks {s:?}: {text}"
+            );
+        }
+        let found = d.search(ALICE, question, 100).await.unwrap();
+        let text = search_text(&found);
+        for s in HR_ONLY {
+            assert!(
+                !text.contains(s),
+                "engineer's search for {question:?} leaks {s:?}"
+            );
+        }
+        // Counts: the engineer sees exactly as many hits as a non-HR identity with the same
+        // groups would if hr/ did not exist: no hit comes from hr/, and none is missing.
+        assert!(
+            found
+                .hits
+                .iter()
+                .all(|h| !h.citation.as_ref().unwrap().uri.contains("/hr/"))
+        );
+    }
+
+    // Finance sees finance, not HR; HR does not see finance.
+    let fin = d
+        .search(FELIX, "operating budget 2027 by department", 100)
+        .await
+        .unwrap();
+    assert!(fin.hits.iter().any(|h| {
+        h.citation
+            .as_ref()
+            .unwrap()
+            .uri
+            .contains("/finance/budget-2027.md")
+    }));
+    assert!(
+        fin.hits
+            .iter()
+            .all(|h| !h.citation.as_ref().unwrap().uri.contains("/hr/"))
+    );
+    let hr_fin = d
+        .search(HANA, "operating budget 2027 by department", 100)
+        .await
+        .unwrap();
+    assert!(
+        hr_fin
+            .hits
+            .iter()
+            .all(|h| !h.citation.as_ref().unwrap().uri.contains("/finance/"))
+    );
+
+    // Nothing relevant for anyone: says so instead of guessing.
+    let none = d
+        .ask(ALICE, "What is the capital of Australia?")
+        .await
+        .unwrap();
+    assert_eq!(none.status, pb::AnswerStatus::NoAnswer as i32, "{none:?}");
+    assert!(none.citations.is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_filters_narrow_and_stream_matches_unary() {
+    let env = Env::example();
+    let d = env.start().await;
+    let prefix = format!("file://{}/it/", env.corpus().display());
+    let r = d
+        .search_req(
+            HANA,
+            pb::SearchRequest {
+                query: "password".into(),
+                limit: 50,
+                mode: pb::RetrievalMode::Bm25 as i32,
+                filter: Some(pb::Filter {
+                    sources: vec!["share".into()],
+                    uri_prefix: prefix.clone(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!r.hits.is_empty());
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| h.citation.as_ref().unwrap().uri.starts_with(&prefix))
+    );
+    assert!(r.hits.iter().all(|h| h.bm25_rank > 0 && h.dense_rank == 0));
+    let other = d
+        .search_req(
+            HANA,
+            pb::SearchRequest {
+                query: "password".into(),
+                limit: 50,
+                mode: 0,
+                filter: Some(pb::Filter {
+                    sources: vec!["no-such-source".into()],
+                    uri_prefix: String::new(),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(other.hits.is_empty());
+
+    let unary = d
+        .ask(ALICE, "How do I reset my VPN password?")
+        .await
+        .unwrap();
+    assert_eq!(unary.status, pb::AnswerStatus::Answered as i32);
+    assert!(
+        unary
+            .citations
+            .iter()
+            .any(|c| c.uri.ends_with("/it/vpn.md"))
+    );
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let mut stream = c
+        .ask_stream(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "How do I reset my VPN password?".into(),
+                filter: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pieces = Vec::new();
+    let mut citations = None;
+    let mut fin = None;
+    while let Some(ev) = stream.message().await.unwrap() {
+        assert!(fin.is_none(), "final must be the last event");
+        match ev.event.unwrap() {
+            pb::ask_stream_event::Event::Piece(p) => {
+                assert!(citations.is_none(), "pieces come before citations");
+                pieces.push(p)
+            }
+            pb::ask_stream_event::Event::Citations(c) => citations = Some(c.citations),
+            pb::ask_stream_event::Event::Final(f) => fin = Some(f),
+        }
+    }
+    assert_eq!(pieces, unary.sentences);
+    assert_eq!(citations.unwrap(), unary.citations);
+    assert_eq!(fin.unwrap().status, pb::AnswerStatus::Answered as i32);
+    d.stop().await;
+}

@@ -1,0 +1,90 @@
+//! Hostile files are skipped with a reason and the rest is indexed.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_skipped_with_reasons() {
+    let env = Env::empty();
+    let c = env.corpus();
+    std::fs::write(
+        c.join("good.md"),
+        "# Good\n\nThe quarterly town hall is on the first Monday.",
+    )
+    .unwrap();
+    std::fs::write(c.join("empty.txt"), "").unwrap();
+    std::fs::write(c.join("huge.txt"), "word ".repeat(300_000)).unwrap(); // 1.5 MB > 1 MB limit
+    std::fs::write(
+        c.join("binary.txt"),
+        [0x89, b'P', b'N', b'G', 0, 0, 0, 13, 0xff],
+    )
+    .unwrap();
+    std::fs::write(c.join("latin1.txt"), b"caf\xe9 cr\xe8me").unwrap();
+    std::fs::write(c.join("picture.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    std::fs::write(c.join("closed.txt"), "nobody may read this").unwrap();
+    std::fs::set_permissions(c.join("closed.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::create_dir(c.join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", c.join("loop/back")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", c.join("dangling.txt")).unwrap();
+
+    let mut config = env.config();
+    let docent::config::ConnectorConfig::Fs(fs) = &mut config.connectors[0];
+    fs.max_file_size = 1 << 20;
+    // Keep POSIX modes for this test (the example's root rule would open everything to staff).
+    fs.acl_rules.clear();
+    let d = env.start_with(config).await;
+
+    let st = d.connectors().await;
+    let share = &st.connectors[0];
+    let reason = |name: &str| {
+        share
+            .skipped
+            .iter()
+            .find(|s| s.id.ends_with(name))
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| panic!("{name} not reported as skipped: {:?}", share.skipped))
+    };
+    assert_eq!(reason("/empty.txt"), "empty document");
+    assert!(
+        reason("/huge.txt").starts_with("too large: 1500000 bytes"),
+        "{}",
+        reason("/huge.txt")
+    );
+    assert!(
+        reason("/binary.txt").starts_with("binary content"),
+        "{}",
+        reason("/binary.txt")
+    );
+    assert_eq!(reason("/latin1.txt"), "invalid UTF-8 at byte 3");
+    assert_eq!(reason("/picture.png"), "unsupported file type: .png");
+    assert!(
+        reason("/closed.txt").contains("allows nobody"),
+        "{}",
+        reason("/closed.txt")
+    );
+    assert_eq!(reason("/loop/back"), "symlink loop");
+    assert!(
+        reason("/dangling.txt").starts_with("unreadable"),
+        "{}",
+        reason("/dangling.txt")
+    );
+
+    assert_eq!(share.documents, 1, "only good.md is indexed");
+    assert_eq!(share.state, "watching");
+    // good.md is world-readable by POSIX mode: everyone may find it.
+    let r = d.search(ALICE, "town hall", 10).await.unwrap();
+    assert_eq!(r.hits.len(), 1);
+    assert!(
+        r.hits[0]
+            .citation
+            .as_ref()
+            .unwrap()
+            .uri
+            .ends_with("/good.md")
+    );
+    let stats = d.stats().await;
+    assert_eq!(stats.documents, 1);
+    assert!(stats.documents_failed >= 4, "{stats:?}");
+    d.stop().await;
+}

@@ -1,0 +1,258 @@
+//! Shared test harness: the real model (loaded once per process), a temp copy of the example
+//! corpus, a config written for it, and a daemon started with `docent::server::start`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use docent::config::Config;
+use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
+use docent::server::Daemon;
+use docent_proto::v1 as pb;
+use tonic::transport::Channel;
+
+pub const ALICE: &str = "alice-dev-token"; // engineering
+pub const HANA: &str = "hana-dev-token"; // people-leads → hr
+pub const FELIX: &str = "felix-dev-token"; // finance
+pub const ADMIN: &str = "admin-dev-token";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real all-MiniLM-L6-v2 model over ONNX Runtime, loaded once for the whole test binary.
+pub fn embedder() -> Arc<dyn Embedder> {
+    static E: OnceLock<Arc<FastEmbedder>> = OnceLock::new();
+    E.get_or_init(|| {
+        let models = repo().join("models");
+        let cfg = EmbedderConfig {
+            model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            model_dir: models.join("all-MiniLM-L6-v2"),
+            onnxruntime_lib: models.join("onnxruntime/libonnxruntime.so.1.31.1"),
+            max_length: 256,
+            batch_size: 32,
+            threads: 2,
+        };
+        Arc::new(
+            FastEmbedder::load(&cfg)
+                .unwrap_or_else(|e| panic!("{e}\nrun scripts/setup-models.sh first")),
+        )
+    })
+    .clone()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// A temp workspace: corpus copy, data dir and config.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// The example corpus and the example config's identities and ACL rules.
+    pub fn example() -> Self {
+        let env = Self::empty();
+        copy_dir(&repo().join("examples/corpus"), &env.corpus());
+        env
+    }
+
+    pub fn empty() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("corpus")).unwrap();
+        Self { dir }
+    }
+
+    pub fn corpus(&self) -> PathBuf {
+        self.dir.path().join("corpus")
+    }
+
+    /// The example config pointed at this env's corpus and data dir, with fast commits.
+    pub fn config(&self) -> Config {
+        let text = std::fs::read_to_string(repo().join("config/docent.example.toml")).unwrap();
+        let text = text
+            .replace(
+                "\"../data/example\"",
+                &format!("{:?}", self.dir.path().join("data")),
+            )
+            .replace(
+                "[\"../examples/corpus\"]",
+                &format!("[{:?}]", self.corpus()),
+            )
+            .replace("commit_interval_ms = 1000", "commit_interval_ms = 100")
+            .replace("debounce_ms = 200", "debounce_ms = 100")
+            .replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:0\"");
+        Config::parse(&text, &repo().join("config")).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    pub async fn start(&self) -> Running {
+        self.start_with(self.config()).await
+    }
+
+    pub async fn start_with(&self, config: Config) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let daemon = docent::server::start(config, embedder(), listener)
+            .await
+            .unwrap();
+        let r = Running { daemon };
+        r.wait_until_watching().await;
+        r
+    }
+}
+
+pub struct Running {
+    pub daemon: Daemon,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.daemon.local_addr())
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every connector finished its first crawl and that crawl is committed.
+    pub async fn wait_until_watching(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.daemon.state();
+            // Done when each connector's end-of-crawl checkpoint is committed with its data.
+            let committed = st.index.checkpoints();
+            let done = st.connectors.iter().all(|c| {
+                let scanned = c.status.snapshot().last_full_scan_ms;
+                let cp = committed
+                    .get(&c.id)
+                    .and_then(|v| v["last_full_scan_ms"].as_i64());
+                scanned.is_some() && cp >= scanned
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connectors did not finish crawling"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn ask(&self, token: &str, question: &str) -> Result<pb::AskResponse, tonic::Status> {
+        let mut c = pb::assistant_client::AssistantClient::new(self.channel().await);
+        c.ask(authed(
+            token,
+            pb::AskRequest {
+                question: question.into(),
+                filter: None,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    pub async fn search(
+        &self,
+        token: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<pb::SearchResponse, tonic::Status> {
+        self.search_req(
+            token,
+            pb::SearchRequest {
+                query: query.into(),
+                limit,
+                mode: 0,
+                filter: None,
+            },
+        )
+        .await
+    }
+
+    pub async fn search_req(
+        &self,
+        token: &str,
+        req: pb::SearchRequest,
+    ) -> Result<pb::SearchResponse, tonic::Status> {
+        let mut c = pb::assistant_client::AssistantClient::new(self.channel().await);
+        c.search(authed(token, req)).await.map(|r| r.into_inner())
+    }
+
+    pub async fn stats(&self) -> pb::IndexStatsResponse {
+        let mut c = pb::admin_client::AdminClient::new(self.channel().await);
+        c.index_stats(authed(ADMIN, pb::IndexStatsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn connectors(&self) -> pb::ListConnectorsResponse {
+        let mut c = pb::admin_client::AdminClient::new(self.channel().await);
+        c.list_connectors(authed(ADMIN, pb::ListConnectorsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn stop(self) {
+        self.daemon.shutdown().await.unwrap();
+    }
+}
+
+pub fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if !token.is_empty() {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    r
+}
+
+/// Polls `check` until it returns true or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every string a search response exposes (titles, uris, snippets, keys, attributes).
+pub fn search_text(r: &pb::SearchResponse) -> String {
+    let mut s = String::new();
+    for h in &r.hits {
+        if let Some(c) = &h.citation {
+            s.push_str(&format!("{c:?}\n"));
+        }
+        s.push_str(&format!("{:?}\n", h.attributes));
+    }
+    s
+}
+
+pub fn answer_text(r: &pb::AskResponse) -> String {
+    format!("{r:?}")
+}

@@ -1,0 +1,76 @@
+//! A restart keeps the index and re-embeds nothing unchanged; changes made while the daemon was
+//! down are picked up by the startup crawl.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_index_and_reembeds_nothing_unchanged() {
+    let env = Env::example();
+    let d = env.start().await;
+    let first = d.stats().await;
+    assert_eq!(first.documents, 29);
+    assert!(first.chunks_embedded >= first.chunks, "{first:?}");
+    let before = d
+        .ask(ALICE, "How do I reset my VPN password?")
+        .await
+        .unwrap();
+    d.stop().await;
+
+    // Restart with nothing changed: same index, no parsing, no embedding.
+    let d = env.start().await;
+    let second = d.stats().await;
+    assert_eq!(second.documents, 29);
+    assert_eq!(second.chunks, first.chunks);
+    assert_eq!(second.documents_indexed, 0, "{second:?}");
+    assert_eq!(second.chunks_embedded, 0, "{second:?}");
+    let after = d
+        .ask(ALICE, "How do I reset my VPN password?")
+        .await
+        .unwrap();
+    assert_eq!(before.answer, after.answer);
+    d.stop().await;
+
+    // While down: one edit (one paragraph changed) and one delete.
+    let c = env.corpus();
+    let vpn = std::fs::read_to_string(c.join("it/vpn.md")).unwrap();
+    std::fs::write(
+        c.join("it/vpn.md"),
+        vpn.replace("extension 4357", "extension 5000"),
+    )
+    .unwrap();
+    std::fs::remove_file(c.join("it/laptops.md")).unwrap();
+    let d = env.start().await;
+    let third = d.stats().await;
+    assert_eq!(third.documents, 28);
+    assert_eq!(third.documents_indexed, 1, "{third:?}");
+    // Only the edited chunk is embedded again; the other chunks of vpn.md keep their vectors.
+    assert!(
+        third.chunks_embedded >= 1 && third.chunks_reused >= 1,
+        "{third:?}"
+    );
+    let a = d
+        .ask(
+            ALICE,
+            "Which extension do I call if the VPN reset page does not accept my code?",
+        )
+        .await
+        .unwrap();
+    assert!(a.answer.contains("extension 5000"), "{}", a.answer);
+    for c in a.citations.iter().filter(|c| c.uri.ends_with("/it/vpn.md")) {
+        assert!(
+            !c.snippet.contains("extension 4357"),
+            "stale snippet: {}",
+            c.snippet
+        );
+    }
+    let old = d
+        .search(ALICE, "VPN reset extension 4357", 20)
+        .await
+        .unwrap();
+    assert!(
+        old.hits
+            .iter()
+            .all(|h| !h.citation.as_ref().unwrap().uri.ends_with("/it/laptops.md"))
+    );
+    d.stop().await;
+}
