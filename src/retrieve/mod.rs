@@ -4,6 +4,8 @@
 //! Never post-filter a top-k list: filtering after ranking leaks through counts and starves
 //! results. Every function here takes the scope; there is no unscoped entry point.
 
+#[cfg(test)]
+mod acl_props;
 mod fusion;
 
 use std::sync::Arc;
