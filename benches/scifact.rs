@@ -1,1 +1,356 @@
-fn main() {}
+//! SciFact benchmark driver (not a test; prints a table).
+//!
+//! 1. Ingestion: the SciFact corpus through the real pipeline (parse → chunk → embed → index)
+//!    versus raw fastembed on exactly the same chunk inputs; pipeline overhead in percent.
+//! 2. Retrieval quality on the train queries: nDCG@10 and recall@100 for BM25, dense, hybrid.
+//! 3. Latency over gRPC against a real daemon serving that index: Search (hybrid, BM25) and Ask
+//!    p50/p99, next to the query-embedding time alone; peak RSS.
+//!
+//! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR]
+//! Needs scripts/setup-models.sh and ../shared/data/scifact.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docent::acl::authorize;
+use docent::chunk::ChunkerConfig;
+use docent::config::Config;
+use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
+use docent::eval;
+use docent::identity::{IdentitySpec, IdentityStore, token_hash};
+use docent::index::{Index, SearchFilter};
+use docent::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog, embedding_input};
+use docent::retrieve::{Mode, RetrievalConfig, Retriever};
+use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
+use docent_proto::v1 as pb;
+
+const TOKEN: &str = "bench-token";
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn authed<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("ascii token"),
+    );
+    r
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data = arg("--data")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("../shared/data/scifact"));
+    let max_docs: usize = arg("--docs")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
+    let max_queries: usize = arg("--queries")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
+    let chunking = ChunkerConfig {
+        max_tokens: arg("--max-tokens")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200),
+        overlap_tokens: 32,
+    };
+    let retrieval = RetrievalConfig {
+        rrf_k: arg("--rrf-k").and_then(|s| s.parse().ok()).unwrap_or(60.0),
+        candidates: 100,
+    };
+
+    let ecfg = EmbedderConfig {
+        model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+        model_dir: repo.join("models/all-MiniLM-L6-v2"),
+        onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
+        max_length: 256,
+        batch_size: 32,
+        threads: 2,
+    };
+    let embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
+    let corpus: Vec<_> = eval::load_corpus(&data.join("corpus.jsonl"))?
+        .into_iter()
+        .take(max_docs)
+        .collect();
+    let queries = eval::load_queries(&data.join("queries.jsonl"))?;
+    let qrels = eval::load_qrels(&data.join("qrels/train.tsv"))?;
+    let queries: Vec<_> = queries
+        .into_iter()
+        .filter(|q| qrels.contains_key(&q.id))
+        .take(max_queries)
+        .collect();
+    println!(
+        "corpus: {} docs, {} judged train queries",
+        corpus.len(),
+        queries.len()
+    );
+
+    let docs: Vec<SourceDocument> = corpus
+        .iter()
+        .map(|d| SourceDocument {
+            key: DocKey::new("scifact", &d.id),
+            uri: format!("scifact:{}", d.id),
+            title: Some(d.title.clone()),
+            mime: Some("text/plain".into()),
+            name_hint: format!("{}.txt", d.id),
+            content: d.text.clone().into_bytes(),
+            version: "1".into(),
+            modified_at: None,
+            attributes: BTreeMap::new(),
+            acl: Acl::new([Principal::Everyone], []),
+        })
+        .collect();
+
+    // Raw embedder on the same chunk inputs the pipeline embeds.
+    let counter = embedder.token_counter();
+    let mut inputs = Vec::new();
+    for d in &docs {
+        if let Ok(p) = docent::parse::parse(&d.content, d.mime.as_deref(), &d.name_hint) {
+            let title = d.title.clone().unwrap_or_default();
+            for c in docent::chunk::chunk(&p, chunking, counter.as_ref()) {
+                inputs.push(embedding_input(
+                    &title,
+                    &c.heading_path,
+                    &p.text[c.span.clone()],
+                ));
+            }
+        }
+    }
+    let t = Instant::now();
+    for batch in inputs.chunks(256) {
+        embedder.embed_passages(batch)?;
+    }
+    let raw = t.elapsed();
+
+    // The pipeline, end to end into a fresh index.
+    let dir = tempfile::tempdir()?;
+    let index_dir = dir.path().join("index");
+    let stats = Arc::new(IngestStats::default());
+    {
+        let index = Arc::new(Index::open(
+            &index_dir,
+            embedder.model_id(),
+            embedder.dim(),
+        )?);
+        let pipeline = Pipeline::new(
+            index.clone(),
+            embedder.clone(),
+            PipelineConfig {
+                chunking,
+                commit_interval: Duration::from_secs(1),
+                max_batch: 64,
+            },
+            stats.clone(),
+            Arc::new(SkipLog::default()),
+        );
+        let t = Instant::now();
+        for batch in docs.chunks(64) {
+            pipeline.process(
+                batch
+                    .iter()
+                    .cloned()
+                    .map(|d| Change::Upsert(Box::new(d)))
+                    .collect(),
+            )?;
+        }
+        index.commit(BTreeMap::new())?;
+        let piped = t.elapsed();
+        let chunks = stats
+            .chunks_embedded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "\n## Ingestion ({} docs, {} chunks; raw inputs {})",
+            docs.len(),
+            chunks,
+            inputs.len()
+        );
+        println!("| what | seconds | chunks/s | docs/s |");
+        println!("|---|---|---|---|");
+        println!(
+            "| raw fastembed | {:.1} | {:.1} | |",
+            raw.as_secs_f64(),
+            inputs.len() as f64 / raw.as_secs_f64()
+        );
+        println!(
+            "| pipeline (parse+chunk+embed+index+commit) | {:.1} | {:.1} | {:.1} |",
+            piped.as_secs_f64(),
+            chunks as f64 / piped.as_secs_f64(),
+            docs.len() as f64 / piped.as_secs_f64()
+        );
+        println!(
+            "pipeline overhead over raw embedder: {:+.1}%",
+            (piped.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0
+        );
+
+        // Retrieval quality, through the same retriever the service uses, under a real scope.
+        let store = IdentityStore::new(
+            vec![IdentitySpec {
+                id: "bench".into(),
+                aliases: vec![],
+                groups: vec![],
+                token_sha256: Some(hex::encode(token_hash(TOKEN))),
+                admin: true,
+            }],
+            vec![],
+        );
+        let scope = authorize(&store.authenticate_token(TOKEN).expect("token"));
+        let retriever = Retriever::new(index.clone(), embedder.clone(), retrieval);
+        println!(
+            "\n## Retrieval quality (SciFact train, {} queries)",
+            queries.len()
+        );
+        println!("| mode | nDCG@10 | recall@100 | MRR@10 |");
+        println!("|---|---|---|---|");
+        for (name, mode) in [
+            ("BM25", Mode::Bm25),
+            ("dense", Mode::Dense),
+            ("hybrid (RRF)", Mode::Hybrid),
+        ] {
+            let (mut n, mut r, mut m) = (0.0, 0.0, 0.0);
+            for q in &queries {
+                let hits =
+                    retriever.search(&scope, &q.text, mode, &SearchFilter::default(), 100)?;
+                let ranked = eval::dedup_docs(
+                    hits.into_iter()
+                        .map(|h| h.chunk.doc_key.trim_start_matches("scifact:").to_string()),
+                );
+                let rels = &qrels[&q.id];
+                n += eval::ndcg_at_k(&ranked, rels, 10);
+                r += eval::recall_at_k(&ranked, rels, 100);
+                m += eval::mrr_at_k(&ranked, rels, 10);
+            }
+            let k = queries.len() as f64;
+            println!("| {name} | {:.4} | {:.4} | {:.4} |", n / k, r / k, m / k);
+        }
+    }
+
+    // Latency over gRPC against the real daemon on that index.
+    let mut embed_times: Vec<Duration> = queries
+        .iter()
+        .map(|q| {
+            let t = Instant::now();
+            embedder.embed_query(&q.text).map(|_| t.elapsed())
+        })
+        .collect::<Result<_, _>>()?;
+    let config = Config::parse(
+        &format!(
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[index]\ndata_dir = {:?}\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n",
+            index_dir,
+            ecfg.model_dir,
+            ecfg.onnxruntime_lib,
+            hex::encode(token_hash(TOKEN))
+        ),
+        &repo,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let daemon = docent::server::start(config, embedder.clone(), listener).await?;
+        let ch = tonic::transport::Channel::from_shared(format!("http://{}", daemon.local_addr()))?
+            .connect()
+            .await?;
+        let mut client = pb::assistant_client::AssistantClient::new(ch);
+        let mut rows = Vec::new();
+        for (name, mode) in [
+            ("Search hybrid", pb::RetrievalMode::Hybrid),
+            ("Search BM25", pb::RetrievalMode::Bm25),
+        ] {
+            let mut times = Vec::new();
+            let t0 = Instant::now();
+            for q in &queries {
+                let t = Instant::now();
+                client
+                    .search(authed(tonic::Request::new(pb::SearchRequest {
+                        query: q.text.clone(),
+                        limit: 10,
+                        mode: mode as i32,
+                        filter: None,
+                    })))
+                    .await?;
+                times.push(t.elapsed());
+            }
+            let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
+            rows.push((
+                name,
+                percentile(&mut times.clone(), 0.5),
+                percentile(&mut times, 0.99),
+                qps,
+            ));
+        }
+        let mut times = Vec::new();
+        let t0 = Instant::now();
+        for q in &queries {
+            let t = Instant::now();
+            client
+                .ask(authed(tonic::Request::new(pb::AskRequest {
+                    question: q.text.clone(),
+                    filter: None,
+                })))
+                .await?;
+            times.push(t.elapsed());
+        }
+        let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
+        rows.push((
+            "Ask (extractive)",
+            percentile(&mut times.clone(), 0.5),
+            percentile(&mut times, 0.99),
+            qps,
+        ));
+        println!(
+            "\n## Latency over gRPC (sequential, 1 client, {} queries)",
+            queries.len()
+        );
+        println!("| call | p50 ms | p99 ms | queries/s |");
+        println!("|---|---|---|---|");
+        println!(
+            "| query embedding alone (in-process) | {:.2} | {:.2} | |",
+            ms(percentile(&mut embed_times.clone(), 0.5)),
+            ms(percentile(&mut embed_times, 0.99))
+        );
+        for (name, p50, p99, qps) in rows {
+            println!("| {name} | {:.2} | {:.2} | {:.0} |", ms(p50), ms(p99), qps);
+        }
+        daemon.shutdown().await?;
+        anyhow::Ok(())
+    })?;
+    println!("\npeak RSS: {:.0} MB", peak_rss_mb());
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod embed;
+pub mod eval;
 pub mod guardrail;
 pub mod identity;
 pub mod index;

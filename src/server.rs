@@ -15,6 +15,7 @@ use docent_proto::v1::{admin_server::AdminServer, assistant_server::AssistantSer
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -227,9 +228,16 @@ pub async fn start(
             auth,
         ));
     let token = shutdown.clone();
+    // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per call.
+    let incoming = TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     let server = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await
     });
     tracing::info!(%addr, tls = config.server.tls.is_some(), "serving");

@@ -24,7 +24,9 @@ use crate::index::{ChunkRecord, DocumentRecord, Index, SearchFilter};
 
 const USERS: usize = 6;
 const GROUPS: usize = 5;
-const WORDS: &[&str] = &["budget", "salary", "vpn", "parking", "holiday", "laptop", "review", "travel"];
+const WORDS: &[&str] = &[
+    "budget", "salary", "vpn", "parking", "holiday", "laptop", "review", "travel",
+];
 
 #[derive(Debug, Clone)]
 struct DocSpec {
@@ -64,7 +66,11 @@ fn doc_strategy() -> impl Strategy<Value = DocSpec> {
 fn reachable(direct: &[usize], parents: &[Vec<usize>]) -> BTreeSet<usize> {
     let mut set: BTreeSet<usize> = direct.iter().copied().collect();
     loop {
-        let next: BTreeSet<usize> = set.iter().flat_map(|g| parents[*g].iter().copied()).chain(set.iter().copied()).collect();
+        let next: BTreeSet<usize> = set
+            .iter()
+            .flat_map(|g| parents[*g].iter().copied())
+            .chain(set.iter().copied())
+            .collect();
         if next == set {
             return set;
         }
@@ -86,12 +92,21 @@ fn oracle_can_read(user: usize, groups: &BTreeSet<usize>, doc: &DocSpec) -> bool
     !doc.deny.iter().any(|&c| holds(c)) && doc.allow.iter().any(|&c| holds(c))
 }
 
-fn check_case(docs: &[DocSpec], parents: &[Vec<usize>], memberships: &[Vec<usize>]) -> Result<(), TestCaseError> {
+fn check_case(
+    docs: &[DocSpec],
+    parents: &[Vec<usize>],
+    memberships: &[Vec<usize>],
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
     let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
     for (i, d) in docs.iter().enumerate() {
-        let text: String = d.words.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
+        let text: String = d
+            .words
+            .iter()
+            .map(|&w| WORDS[w])
+            .collect::<Vec<_>>()
+            .join(" ");
         let vector = embedder.embed_query(&text).unwrap();
         index
             .upsert(DocumentRecord {
@@ -101,7 +116,10 @@ fn check_case(docs: &[DocSpec], parents: &[Vec<usize>], memberships: &[Vec<usize
                 version: "1".into(),
                 modified_at: None,
                 attributes: BTreeMap::new(),
-                acl: Acl::new(d.allow.iter().map(|&c| principal(c)), d.deny.iter().map(|&c| principal(c))),
+                acl: Acl::new(
+                    d.allow.iter().map(|&c| principal(c)),
+                    d.deny.iter().map(|&c| principal(c)),
+                ),
                 content_hash: format!("{i}"),
                 chunks: vec![ChunkRecord {
                     ord: 0,
@@ -132,32 +150,56 @@ fn check_case(docs: &[DocSpec], parents: &[Vec<usize>], memberships: &[Vec<usize
         })
         .collect();
     let store = IdentityStore::new(identities, groups);
-    let retriever = Retriever::new(index.clone(), embedder.clone(), RetrievalConfig { rrf_k: 60.0, candidates: 100 });
+    let retriever = Retriever::new(
+        index.clone(),
+        embedder.clone(),
+        RetrievalConfig {
+            rrf_k: 60.0,
+            candidates: 100,
+        },
+    );
     let cfg = AnswerConfig {
         min_similarity: 0.0,
         max_sentences: 5,
         max_passages: 10,
     };
 
-    for u in 0..USERS {
-        let caller = store.authenticate_token(&format!("tok{u}")).expect("configured token");
+    for (u, direct) in memberships.iter().enumerate() {
+        let caller = store
+            .authenticate_token(&format!("tok{u}"))
+            .expect("configured token");
         let scope = authorize(&caller);
-        let groups = reachable(&memberships[u], parents);
+        let groups = reachable(direct, parents);
         let readable: BTreeSet<String> = docs
             .iter()
             .enumerate()
             .filter(|(_, d)| oracle_can_read(u, &groups, d))
             .map(|(i, _)| format!("t:d{i}"))
             .collect();
-        for q in ["budget salary", "vpn laptop travel", "holiday review parking budget"] {
+        for q in [
+            "budget salary",
+            "vpn laptop travel",
+            "holiday review parking budget",
+        ] {
             for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
-                let hits = retriever.search(&scope, q, mode, &SearchFilter::default(), 100).unwrap();
+                let hits = retriever
+                    .search(&scope, q, mode, &SearchFilter::default(), 100)
+                    .unwrap();
                 for h in &hits {
-                    prop_assert!(readable.contains(&h.chunk.doc_key), "user u{u} got unreadable {} in {mode:?}", h.chunk.doc_key);
+                    prop_assert!(
+                        readable.contains(&h.chunk.doc_key),
+                        "user u{u} got unreadable {} in {mode:?}",
+                        h.chunk.doc_key
+                    );
                 }
                 if mode == Mode::Dense {
-                    let got: BTreeSet<String> = hits.iter().map(|h| h.chunk.doc_key.clone()).collect();
-                    prop_assert_eq!(&got, &readable, "dense leg must see exactly the readable docs");
+                    let got: BTreeSet<String> =
+                        hits.iter().map(|h| h.chunk.doc_key.clone()).collect();
+                    prop_assert_eq!(
+                        &got,
+                        &readable,
+                        "dense leg must see exactly the readable docs"
+                    );
                 }
                 if mode == Mode::Hybrid {
                     let terms = retriever.term_weights(q);
@@ -175,7 +217,10 @@ fn check_case(docs: &[DocSpec], parents: &[Vec<usize>], memberships: &[Vec<usize
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
 }
 
 proptest! {
