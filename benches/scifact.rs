@@ -161,6 +161,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let index_dir = dir.path().join("index");
     let stats = Arc::new(IngestStats::default());
+    let mut in_process = None;
     {
         let index = Arc::new(Index::open(
             &index_dir,
@@ -257,6 +258,21 @@ fn main() -> anyhow::Result<()> {
             let k = queries.len() as f64;
             println!("| {name} | {:.4} | {:.4} | {:.4} |", n / k, r / k, m / k);
         }
+        // In-process latency of the same search, without gRPC.
+        let mut t_embed = Vec::new();
+        let mut t_search = Vec::new();
+        for q in &queries {
+            let t = Instant::now();
+            embedder.embed_query(&q.text)?;
+            t_embed.push(t.elapsed());
+            let t = Instant::now();
+            retriever.search(&scope, &q.text, Mode::Hybrid, &SearchFilter::default(), 10)?;
+            t_search.push(t.elapsed());
+        }
+        in_process = Some((
+            percentile(&mut t_embed, 0.5),
+            percentile(&mut t_search, 0.5),
+        ));
     }
 
     // Latency over gRPC against the real daemon on that index.
@@ -345,6 +361,9 @@ fn main() -> anyhow::Result<()> {
             ms(percentile(&mut embed_times.clone(), 0.5)),
             ms(percentile(&mut embed_times, 0.99))
         );
+        if let Some((e, h)) = in_process {
+            println!("| in-process: query embedding / hybrid search (embedding included) | {:.2} / {:.2} | | |", ms(e), ms(h));
+        }
         for (name, p50, p99, qps) in rows {
             println!("| {name} | {:.2} | {:.2} | {:.0} |", ms(p50), ms(p99), qps);
         }

@@ -79,16 +79,27 @@ impl Retriever {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<Hit>, RetrieveError> {
-        let qvec = match mode {
-            Mode::Bm25 => None,
-            Mode::Hybrid | Mode::Dense => Some(self.embedder.embed_query(query)?),
-        };
         let snap = self.index.snapshot();
         let depth = self.cfg.candidates.max(limit);
-        let bm25 = match mode {
-            Mode::Dense => Vec::new(),
-            _ => snap.bm25(scope, filter, query, depth)?,
-        };
+        // The BM25 leg needs no vector: run it while the query is being embedded.
+        let (qvec, bm25) = std::thread::scope(|s| {
+            let embedding = match mode {
+                Mode::Bm25 => None,
+                Mode::Hybrid | Mode::Dense => Some(s.spawn(|| self.embedder.embed_query(query))),
+            };
+            let bm25 = match mode {
+                Mode::Dense => Ok(Vec::new()),
+                _ => snap.bm25(scope, filter, query, depth),
+            };
+            let qvec = match embedding {
+                Some(h) => Some(
+                    h.join()
+                        .map_err(|_| EmbedError::Inference("embedding thread panicked".into()))?,
+                ),
+                None => None,
+            };
+            Ok::<_, RetrieveError>((qvec.transpose()?, bm25?))
+        })?;
         let dense = match &qvec {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
