@@ -22,7 +22,7 @@ use docent::eval;
 use docent::identity::{IdentitySpec, IdentityStore, token_hash};
 use docent::index::{Index, SearchFilter};
 use docent::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog, embedding_input};
-use docent::retrieve::{Mode, RetrievalConfig, Retriever};
+use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever};
 use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
 use docent_proto::v1 as pb;
 
@@ -89,9 +89,16 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(200),
         overlap_tokens: 32,
     };
+    let flag = |name: &str, default: f32| arg(name).and_then(|s| s.parse().ok()).unwrap_or(default);
     let retrieval = RetrievalConfig {
-        rrf_k: arg("--rrf-k").and_then(|s| s.parse().ok()).unwrap_or(60.0),
-        candidates: 100,
+        fusion: match arg("--alpha") {
+            Some(a) => Fusion::Convex { alpha: a.parse()? },
+            None => Fusion::Rrf,
+        },
+        rrf_k: flag("--rrf-k", 60.0),
+        candidates: flag("--candidates", 100.0) as usize,
+        title_boost: flag("--title-boost", 0.5),
+        heading_boost: flag("--heading-boost", 0.3),
     };
 
     let ecfg = EmbedderConfig {
@@ -136,88 +143,26 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
 
-    // Raw embedder on the same chunk inputs the pipeline embeds.
-    let counter = embedder.token_counter();
-    let mut inputs = Vec::new();
-    for d in &docs {
-        if let Ok(p) = docent::parse::parse(&d.content, d.mime.as_deref(), &d.name_hint) {
-            let title = d.title.clone().unwrap_or_default();
-            for c in docent::chunk::chunk(&p, chunking, counter.as_ref()) {
-                inputs.push(embedding_input(
-                    &title,
-                    &c.heading_path,
-                    &p.text[c.span.clone()],
-                ));
-            }
-        }
-    }
-    let t = Instant::now();
-    for batch in inputs.chunks(256) {
-        embedder.embed_passages(batch)?;
-    }
-    let raw = t.elapsed();
-
-    // The pipeline, end to end into a fresh index.
+    // `--index DIR` keeps the index for later runs (retrieval tuning without re-embedding).
     let dir = tempfile::tempdir()?;
-    let index_dir = dir.path().join("index");
-    let stats = Arc::new(IngestStats::default());
-    let mut in_process = None;
+    let index_dir = arg("--index")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("index"));
+    if index_dir.join("meta.json").exists() {
+        println!(
+            "reusing the index at {} (ingestion not measured)",
+            index_dir.display()
+        );
+    } else {
+        ingest(&docs, &embedder, chunking, &index_dir)?;
+    }
+    let in_process;
     {
         let index = Arc::new(Index::open(
             &index_dir,
             embedder.model_id(),
             embedder.dim(),
         )?);
-        let pipeline = Pipeline::new(
-            index.clone(),
-            embedder.clone(),
-            PipelineConfig {
-                chunking,
-                commit_interval: Duration::from_secs(1),
-                max_batch: 64,
-            },
-            stats.clone(),
-            Arc::new(SkipLog::default()),
-        );
-        let t = Instant::now();
-        for batch in docs.chunks(64) {
-            pipeline.process(
-                batch
-                    .iter()
-                    .cloned()
-                    .map(|d| Change::Upsert(Box::new(d)))
-                    .collect(),
-            )?;
-        }
-        index.commit(BTreeMap::new())?;
-        let piped = t.elapsed();
-        let chunks = stats
-            .chunks_embedded
-            .load(std::sync::atomic::Ordering::Relaxed);
-        println!(
-            "\n## Ingestion ({} docs, {} chunks; raw inputs {})",
-            docs.len(),
-            chunks,
-            inputs.len()
-        );
-        println!("| what | seconds | chunks/s | docs/s |");
-        println!("|---|---|---|---|");
-        println!(
-            "| raw fastembed | {:.1} | {:.1} | |",
-            raw.as_secs_f64(),
-            inputs.len() as f64 / raw.as_secs_f64()
-        );
-        println!(
-            "| pipeline (parse+chunk+embed+index+commit) | {:.1} | {:.1} | {:.1} |",
-            piped.as_secs_f64(),
-            chunks as f64 / piped.as_secs_f64(),
-            docs.len() as f64 / piped.as_secs_f64()
-        );
-        println!(
-            "pipeline overhead over raw embedder: {:+.1}%",
-            (piped.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0
-        );
-
         // Retrieval quality, through the same retriever the service uses, under a real scope.
         let store = IdentityStore::new(
             vec![IdentitySpec {
@@ -269,12 +214,44 @@ fn main() -> anyhow::Result<()> {
             retriever.search(&scope, &q.text, Mode::Hybrid, &SearchFilter::default(), 10)?;
             t_search.push(t.elapsed());
         }
-        in_process = Some((
+        in_process = (
             percentile(&mut t_embed, 0.5),
             percentile(&mut t_search, 0.5),
-        ));
+        );
+        // Stage breakdown of the non-embedding part.
+        let (mut t_bm25, mut t_dense, mut t_load) = (Vec::new(), Vec::new(), Vec::new());
+        for q in &queries {
+            let v = embedder.embed_query(&q.text)?;
+            let snap = index.snapshot();
+            let t = Instant::now();
+            let b = snap.bm25(
+                &scope,
+                &SearchFilter::default(),
+                &q.text,
+                100,
+                (retrieval.title_boost, retrieval.heading_boost),
+            )?;
+            t_bm25.push(t.elapsed());
+            let t = Instant::now();
+            let d = snap.dense(&scope, &SearchFilter::default(), &v, 100)?;
+            t_dense.push(t.elapsed());
+            let t = Instant::now();
+            for s in b.iter().chain(&d).take(10) {
+                snap.chunk(s.addr)?;
+            }
+            t_load.push(t.elapsed());
+        }
+        println!(
+            "\nstages p50 (ms): bm25 leg {:.3}, dense leg {:.3}, load 10 chunks {:.3}",
+            ms(percentile(&mut t_bm25, 0.5)),
+            ms(percentile(&mut t_dense, 0.5)),
+            ms(percentile(&mut t_load, 0.5))
+        );
     }
 
+    if std::env::args().any(|a| a == "--quality-only") {
+        return Ok(());
+    }
     // Latency over gRPC against the real daemon on that index.
     let mut embed_times: Vec<Duration> = queries
         .iter()
@@ -361,9 +338,11 @@ fn main() -> anyhow::Result<()> {
             ms(percentile(&mut embed_times.clone(), 0.5)),
             ms(percentile(&mut embed_times, 0.99))
         );
-        if let Some((e, h)) = in_process {
-            println!("| in-process: query embedding / hybrid search (embedding included) | {:.2} / {:.2} | | |", ms(e), ms(h));
-        }
+        println!(
+            "| in-process: query embedding / hybrid search (embedding included) | {:.2} / {:.2} | | |",
+            ms(in_process.0),
+            ms(in_process.1)
+        );
         for (name, p50, p99, qps) in rows {
             println!("| {name} | {:.2} | {:.2} | {:.0} |", ms(p50), ms(p99), qps);
         }
@@ -371,5 +350,90 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     println!("\npeak RSS: {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// Raw fastembed on the pipeline's exact chunk inputs, then the pipeline into `index_dir`.
+fn ingest(
+    docs: &[SourceDocument],
+    embedder: &Arc<dyn Embedder>,
+    chunking: ChunkerConfig,
+    index_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    // Raw embedder on the same chunk inputs the pipeline embeds.
+    let counter = embedder.token_counter();
+    let mut inputs = Vec::new();
+    for d in docs {
+        if let Ok(p) = docent::parse::parse(&d.content, d.mime.as_deref(), &d.name_hint) {
+            let title = d.title.clone().unwrap_or_default();
+            for c in docent::chunk::chunk(&p, chunking, counter.as_ref()) {
+                inputs.push(embedding_input(
+                    &title,
+                    &c.heading_path,
+                    &p.text[c.span.clone()],
+                ));
+            }
+        }
+    }
+    let t = Instant::now();
+    for batch in inputs.chunks(256) {
+        embedder.embed_passages(batch)?;
+    }
+    let raw = t.elapsed();
+
+    // The pipeline, end to end into a fresh index.
+    let stats = Arc::new(IngestStats::default());
+    {
+        let index = Arc::new(Index::open(index_dir, embedder.model_id(), embedder.dim())?);
+        let pipeline = Pipeline::new(
+            index.clone(),
+            embedder.clone(),
+            PipelineConfig {
+                chunking,
+                commit_interval: Duration::from_secs(1),
+                max_batch: 64,
+            },
+            stats.clone(),
+            Arc::new(SkipLog::default()),
+        );
+        let t = Instant::now();
+        for batch in docs.chunks(64) {
+            pipeline.process(
+                batch
+                    .iter()
+                    .cloned()
+                    .map(|d| Change::Upsert(Box::new(d)))
+                    .collect(),
+            )?;
+        }
+        index.commit(BTreeMap::new())?;
+        let piped = t.elapsed();
+        let chunks = stats
+            .chunks_embedded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "\n## Ingestion ({} docs, {} chunks; raw inputs {})",
+            docs.len(),
+            chunks,
+            inputs.len()
+        );
+        println!("| what | seconds | chunks/s | docs/s |");
+        println!("|---|---|---|---|");
+        println!(
+            "| raw fastembed | {:.1} | {:.1} | |",
+            raw.as_secs_f64(),
+            inputs.len() as f64 / raw.as_secs_f64()
+        );
+        println!(
+            "| pipeline (parse+chunk+embed+index+commit) | {:.1} | {:.1} | {:.1} |",
+            piped.as_secs_f64(),
+            chunks as f64 / piped.as_secs_f64(),
+            docs.len() as f64 / piped.as_secs_f64()
+        );
+        println!(
+            "pipeline overhead over raw embedder: {:+.1}%",
+            (piped.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0
+        );
+    }
     Ok(())
 }

@@ -31,6 +31,7 @@ fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let token = conn
         .token
         .as_deref()
+        .filter(|t| !t.is_empty())
         .context("no API token: pass --token or set DOCENT_TOKEN")?;
     let v: MetadataValue<_> = format!("Bearer {token}")
         .parse()

@@ -21,7 +21,7 @@ use crate::answer::AnswerConfig;
 use crate::chunk::ChunkerConfig;
 use crate::embed::EmbedderConfig;
 use crate::identity::{GroupSpec, IdentitySpec, IdentityStore};
-use crate::retrieve::RetrievalConfig;
+use crate::retrieve::{Fusion, RetrievalConfig};
 
 /// One configuration problem and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,9 +270,26 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         );
     }
 
+    let r = &raw.retrieval;
+    let fusion = match r.fusion.as_str() {
+        "rrf" => Fusion::Rrf,
+        "convex" => Fusion::Convex {
+            alpha: is.range("retrieval.convex_alpha", r.convex_alpha, 0.0, 1.0),
+        },
+        other => {
+            is.add(
+                "retrieval.fusion",
+                format!("must be \"rrf\" or \"convex\", got {other:?}"),
+            );
+            Fusion::Rrf
+        }
+    };
     let retrieval = RetrievalConfig {
-        rrf_k: is.range("retrieval.rrf_k", raw.retrieval.rrf_k, 0.0, 10_000.0),
-        candidates: is.range("retrieval.candidates", raw.retrieval.candidates, 1, 10_000),
+        fusion,
+        rrf_k: is.range("retrieval.rrf_k", r.rrf_k, 0.0, 10_000.0),
+        candidates: is.range("retrieval.candidates", r.candidates, 1, 10_000),
+        title_boost: is.range("retrieval.title_boost", r.title_boost, 0.0, 100.0),
+        heading_boost: is.range("retrieval.heading_boost", r.heading_boost, 0.0, 100.0),
     };
     let answer = AnswerConfig {
         min_similarity: is.range(

@@ -112,15 +112,23 @@ impl Default for RawChunking {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRetrieval {
+    pub fusion: String,
     pub rrf_k: f32,
+    pub convex_alpha: f32,
     pub candidates: usize,
+    pub title_boost: f32,
+    pub heading_boost: f32,
 }
 
 impl Default for RawRetrieval {
     fn default() -> Self {
         Self {
+            fusion: "rrf".into(),
             rrf_k: 60.0,
+            convex_alpha: 0.5,
             candidates: 100,
+            title_boost: 0.5,
+            heading_boost: 0.3,
         }
     }
 }

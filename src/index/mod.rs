@@ -527,10 +527,15 @@ impl Snapshot<'_> {
         filter: &SearchFilter,
         query: &str,
         depth: usize,
+        boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError> {
         let f = &self.index.fields;
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for (field, boost) in [(f.title, 0.5f32), (f.heading, 0.3), (f.text, 1.0)] {
+        // `boosts`: weights of title and heading matches relative to the text.
+        for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
+            if boost <= 0.0 {
+                continue;
+            }
             for token in schema::analyze(&self.index.index, query) {
                 let q = TermQuery::new(
                     Term::from_field_text(field, &token),
@@ -686,4 +691,91 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, text: &str, acl: Acl) -> DocumentRecord {
+        DocumentRecord {
+            key: DocKey::new("t", key),
+            uri: format!("file:///{key}"),
+            title: key.into(),
+            version: "v1".into(),
+            modified_at: Some(1),
+            attributes: BTreeMap::new(),
+            acl,
+            content_hash: "h".into(),
+            chunks: vec![ChunkRecord {
+                ord: 0,
+                span: 0..text.len(),
+                heading_path: vec!["H".into()],
+                text: text.into(),
+                hash: format!("{key}-0"),
+                vector: vec![1.0, 0.0, 0.0, 0.0],
+            }],
+        }
+    }
+
+    #[test]
+    fn refuses_another_model_and_keeps_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let idx = Index::open(dir.path(), "model-a", 4).unwrap();
+            idx.upsert(record(
+                "a",
+                "alpha text",
+                Acl::new([Principal::Everyone], []),
+            ))
+            .unwrap();
+            idx.commit(BTreeMap::from([(
+                "t".to_string(),
+                serde_json::json!({"pos": 7}),
+            )]))
+            .unwrap();
+        }
+        let err = Index::open(dir.path(), "model-b", 4)
+            .err()
+            .expect("must refuse");
+        assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("model-a") && err.to_string().contains("model-b"));
+        assert!(matches!(
+            Index::open(dir.path(), "model-a", 8),
+            Err(IndexError::ModelMismatch { .. })
+        ));
+        let idx = Index::open(dir.path(), "model-a", 4).unwrap();
+        assert_eq!(idx.checkpoints()["t"]["pos"], 7);
+        assert_eq!(idx.document_count(), 1);
+        assert_eq!(idx.doc_entry("t:a").unwrap().version, "v1");
+    }
+
+    #[test]
+    fn uncommitted_writes_are_invisible_and_rollback_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.upsert(record("a", "alpha", Acl::new([Principal::Everyone], [])))
+            .unwrap();
+        assert_eq!(idx.document_count(), 0);
+        idx.rollback().unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        assert_eq!(idx.document_count(), 0);
+        assert_eq!(idx.stats().chunks, 0);
+        // Replacing a document never leaves two versions.
+        idx.upsert(record("a", "alpha", Acl::new([Principal::Everyone], [])))
+            .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        idx.upsert(record(
+            "a",
+            "alpha two",
+            Acl::new([Principal::Everyone], []),
+        ))
+        .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        assert_eq!(idx.stats().chunks, 1);
+        idx.delete(&DocKey::new("t", "a"));
+        idx.commit(BTreeMap::new()).unwrap();
+        assert_eq!(idx.stats().chunks, 0);
+        assert!(idx.doc_entry("t:a").is_none());
+    }
 }

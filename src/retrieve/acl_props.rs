@@ -150,14 +150,7 @@ fn check_case(
         })
         .collect();
     let store = IdentityStore::new(identities, groups);
-    let retriever = Retriever::new(
-        index.clone(),
-        embedder.clone(),
-        RetrievalConfig {
-            rrf_k: 60.0,
-            candidates: 100,
-        },
-    );
+    let retriever = Retriever::new(index.clone(), embedder.clone(), RetrievalConfig::default());
     let cfg = AnswerConfig {
         min_similarity: 0.0,
         max_sentences: 5,

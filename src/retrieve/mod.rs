@@ -23,12 +23,37 @@ pub enum Mode {
     Dense,
 }
 
+/// How the two legs are combined in hybrid mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fusion {
+    /// Reciprocal rank fusion with constant `rrf_k`.
+    Rrf,
+    /// Convex combination of min-max normalised scores; `alpha` weighs BM25.
+    Convex { alpha: f32 },
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetrievalConfig {
+    pub fusion: Fusion,
     /// RRF constant k: larger flattens the rank contribution.
     pub rrf_k: f32,
     /// Candidates taken from each leg before fusion.
     pub candidates: usize,
+    /// BM25 weight of a match in the title and in the heading path, relative to the text (1.0).
+    pub title_boost: f32,
+    pub heading_boost: f32,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        Self {
+            fusion: Fusion::Rrf,
+            rrf_k: 60.0,
+            candidates: 100,
+            title_boost: 0.5,
+            heading_boost: 0.3,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +114,13 @@ impl Retriever {
             };
             let bm25 = match mode {
                 Mode::Dense => Ok(Vec::new()),
-                _ => snap.bm25(scope, filter, query, depth),
+                _ => snap.bm25(
+                    scope,
+                    filter,
+                    query,
+                    depth,
+                    (self.cfg.title_boost, self.cfg.heading_boost),
+                ),
             };
             let qvec = match embedding {
                 Some(h) => Some(
@@ -105,9 +136,14 @@ impl Retriever {
             None => Vec::new(),
         };
         let fused = match mode {
-            Mode::Bm25 => fusion::single(&bm25),
+            // Raw BM25 scores depend on corpus-wide term statistics, including documents the
+            // caller cannot read; expose only rank-based scores.
+            Mode::Bm25 => rrf(&[&bm25], self.cfg.rrf_k),
             Mode::Dense => fusion::single(&dense),
-            Mode::Hybrid => rrf(&[&bm25, &dense], self.cfg.rrf_k),
+            Mode::Hybrid => match self.cfg.fusion {
+                Fusion::Rrf => rrf(&[&bm25, &dense], self.cfg.rrf_k),
+                Fusion::Convex { alpha } => fusion::convex(&bm25, &dense, alpha),
+            },
         };
         let mut hits = Vec::with_capacity(limit.min(fused.len()));
         for f in fused.into_iter().take(limit) {

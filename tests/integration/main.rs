@@ -6,6 +6,7 @@ mod harness;
 mod acl_answers;
 mod auth;
 mod bad_input;
+mod cli;
 mod config_files;
 mod live_updates;
 mod restart;

@@ -334,8 +334,8 @@ impl Scanner {
                             .map(|io| format!("unreadable: {io}"))
                             .unwrap_or_else(|| e.to_string())
                     };
-                    // Keep the already indexed version of a file we momentarily cannot read.
-                    seen.insert(path.to_string_lossy().into_owned());
+                    // Reported as skipped, which also removes any indexed version: a file we
+                    // cannot read now must not keep serving old text under an old ACL.
                     self.send_blocking(Change::Skipped {
                         key: self.key(&path),
                         reason,
