@@ -10,7 +10,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use super::{ClientArgs, FilterArgs, SearchMode};
 
-async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
+pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
     let mut ep = Channel::from_shared(conn.addr.clone())
         .with_context(|| format!("invalid address {}", conn.addr))?;
     if conn.addr.starts_with("https://") {
@@ -26,7 +26,7 @@ async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to {}", conn.addr))
 }
 
-fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
+pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(msg);
     let token = conn
         .token

@@ -2,6 +2,7 @@
 //! `status`) and offline tools (`config check`, `hash-token`).
 
 mod client;
+mod eval;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Measure retrieval or answer quality on a labelled set.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// Print the sha256 of an API token, for `token_sha256` in the config (reads stdin if no
     /// token is given, so the token stays out of shell history).
     HashToken { token: Option<String> },
@@ -77,6 +83,38 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate a config file and report every problem with its path.
     Check { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Retrieval quality (nDCG@10, recall@10/100, MRR@10 for BM25, dense and hybrid) on a set in
+    /// BEIR layout (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv). Uses the config's embedding,
+    /// chunking and retrieval settings.
+    Beir {
+        #[arg(long, short, env = "DOCENT_CONFIG")]
+        config: PathBuf,
+        /// Directory with corpus.jsonl, queries.jsonl and qrels/.
+        data: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Keep the index here and reuse it on later runs (default: a temporary index).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Evaluate only the first N judged queries.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer quality of a running daemon on a JSONL question set: one
+    /// {"question", "gold": [doc key or uri suffix], "answer": expected text, "unanswerable"} per line.
+    Qa {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -130,6 +168,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::Eval {
+            command:
+                EvalCommand::Beir {
+                    config,
+                    data,
+                    split,
+                    index,
+                    limit,
+                    json,
+                },
+        } => eval::beir(&config, &data, &split, index, limit, json).await,
+        Command::Eval {
+            command: EvalCommand::Qa { file, conn, json },
+        } => eval::qa(&conn, &file, json).await,
         Command::HashToken { token } => {
             let token = match token {
                 Some(t) => t,

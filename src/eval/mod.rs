@@ -2,6 +2,9 @@
 //! `qrels/<split>.tsv`): loaders and trec_eval-style metrics (mean over the queries that have
 //! judgments; graded relevance with linear gain, as pytrec_eval computes nDCG).
 
+pub mod qa;
+pub mod run;
+
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;

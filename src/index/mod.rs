@@ -178,6 +178,12 @@ impl Index {
         } else {
             tantivy::Index::create_in_dir(dir, schema.clone()).map_err(tan)?
         };
+        if exists && index.schema() != schema {
+            return Err(IndexError::Payload {
+                path: dir.to_path_buf(),
+                message: "the index was written by another version of the schema; remove the directory and let Docent rebuild it".into(),
+            });
+        }
         schema::register_tokenizers(&index);
         let fields = Fields::resolve(&index.schema()).map_err(|m| IndexError::Payload {
             path: dir.to_path_buf(),
@@ -475,23 +481,28 @@ impl Snapshot<'_> {
         filter: &SearchFilter,
     ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = &self.index.fields;
-        let principals = || {
-            scope
-                .principals()
-                .map(|p| Term::from_field_text(f.acl_allow, p))
+        // A union of term queries, not a TermSetQuery: principal sets are small, and a
+        // TermSetQuery builds an FST per query.
+        let any_of = |field| -> Box<dyn Query> {
+            Box::new(BooleanQuery::new(
+                scope
+                    .principals()
+                    .map(|p| {
+                        let q: Box<dyn Query> = Box::new(TermQuery::new(
+                            Term::from_field_text(field, p),
+                            IndexRecordOption::Basic,
+                        ));
+                        (Occur::Should, q)
+                    })
+                    .collect(),
+            ))
         };
-        let deny_terms = scope
-            .principals()
-            .map(|p| Term::from_field_text(f.acl_deny, p));
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
                 Occur::Must,
-                Box::new(ConstScoreQuery::new(
-                    Box::new(TermSetQuery::new(principals())),
-                    0.0,
-                )),
+                Box::new(ConstScoreQuery::new(any_of(f.acl_allow), 0.0)),
             ),
-            (Occur::MustNot, Box::new(TermSetQuery::new(deny_terms))),
+            (Occur::MustNot, any_of(f.acl_deny)),
         ];
         if !filter.sources.is_empty() {
             let terms = filter
@@ -578,6 +589,32 @@ impl Snapshot<'_> {
             .into_iter()
             .map(|(score, addr)| Scored { addr, score })
             .collect())
+    }
+
+    /// Document keys of scored chunks, from the `doc_key` fast field (no stored-document reads).
+    pub fn doc_keys(&self, hits: &[Scored]) -> Result<Vec<String>, IndexError> {
+        let mut columns: HashMap<u32, Option<tantivy::columnar::StrColumn>> = HashMap::new();
+        let mut out = Vec::with_capacity(hits.len());
+        for h in hits {
+            let seg = h.addr.segment_ord;
+            let col = match columns.entry(seg) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    self.searcher.segment_readers()[seg as usize]
+                        .fast_fields()
+                        .str("doc_key")?,
+                ),
+            };
+            let mut key = String::new();
+            if let Some(c) = col
+                && let Some(ord) = c.term_ords(h.addr.doc_id).next()
+            {
+                c.ord_to_str(ord, &mut key)
+                    .map_err(|e| IndexError::Op(e.into()))?;
+            }
+            out.push(key);
+        }
+        Ok(out)
     }
 
     /// The stored chunk at `addr`.

@@ -45,7 +45,7 @@ pub fn build() -> Schema {
         )
         .set_stored();
     b.add_text_field("chunk_id", STRING | STORED);
-    b.add_text_field("doc_key", STRING | STORED);
+    b.add_text_field("doc_key", STRING | STORED | FAST);
     b.add_text_field("source", STRING | STORED);
     b.add_text_field("uri", STRING | STORED);
     b.add_text_field("title", text.clone());

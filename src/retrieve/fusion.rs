@@ -1,4 +1,7 @@
-//! Rank fusion. Pure functions over ranked lists of addresses.
+//! Rank fusion over documents. Each leg ranks chunks; fusion collapses every leg to documents
+//! first (a document ranks where its best chunk ranks), so a document whose abstract matches
+//! BM25 in one chunk and the embedding in another still gets the agreement boost. The chunk
+//! that represents a document is its best-ranked chunk in any leg.
 
 use std::collections::HashMap;
 
@@ -6,79 +9,61 @@ use tantivy::DocAddress;
 
 use crate::index::Scored;
 
+/// One leg: chunks in rank order and the document key of each.
+#[derive(Clone, Copy)]
+pub struct Leg<'a> {
+    pub hits: &'a [Scored],
+    pub keys: &'a [String],
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
+    /// The chunk that represents the document.
     pub addr: DocAddress,
     pub score: f32,
-    /// 1-based rank in each input list (same order as the inputs); at most two legs.
+    /// 1-based document rank in each leg (same order as the inputs); at most two legs.
     pub ranks: [Option<u32>; 2],
 }
 
-/// Reciprocal rank fusion: score = Σ 1 / (k + rank). Ties are broken by the best single rank,
-/// then by address, so results are deterministic.
-pub fn rrf(lists: &[&[Scored]], k: f32) -> Vec<Fused> {
-    let mut by_addr: HashMap<DocAddress, Fused> = HashMap::new();
-    for (leg, list) in lists.iter().enumerate().take(2) {
-        for (i, s) in list.iter().enumerate() {
-            let rank = i as u32 + 1;
-            let e = by_addr.entry(s.addr).or_insert(Fused {
-                addr: s.addr,
-                score: 0.0,
-                ranks: [None, None],
-            });
-            e.score += 1.0 / (k + rank as f32);
-            e.ranks[leg] = Some(rank);
+/// Per leg: (document key, chunk, chunk score, 1-based document rank), best chunk per document.
+fn collapse<'a>(leg: &Leg<'a>) -> Vec<(&'a str, Scored, u32)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (s, k) in leg.hits.iter().zip(leg.keys) {
+        if seen.insert(k.as_str()) {
+            out.push((k.as_str(), *s, out.len() as u32 + 1));
         }
     }
-    let mut out: Vec<Fused> = by_addr.into_values().collect();
-    sort(&mut out);
     out
 }
 
-fn best_rank(f: &Fused) -> u32 {
-    f.ranks.iter().flatten().copied().min().unwrap_or(u32::MAX)
-}
-
-/// Convex combination of min-max normalised leg scores: `alpha * bm25 + (1 - alpha) * dense`; a
-/// chunk missing from a leg gets 0 for it. Normalisation is over the scoped candidates only.
-pub fn convex(bm25: &[Scored], dense: &[Scored], alpha: f32) -> Vec<Fused> {
-    fn normalised(list: &[Scored]) -> impl Iterator<Item = (usize, &Scored, f32)> {
-        let max = list
-            .iter()
-            .map(|s| s.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        let min = list.iter().map(|s| s.score).fold(f32::INFINITY, f32::min);
-        let range = max - min;
-        list.iter().enumerate().map(move |(i, s)| {
-            (
-                i,
-                s,
-                if range > 0.0 {
-                    (s.score - min) / range
-                } else {
-                    1.0
+/// Combines legs with `weigh(leg, doc rank, chunk score, all of the leg)` summed per document.
+fn fuse(
+    legs: &[Leg<'_>],
+    weigh: impl Fn(usize, u32, f32, &[(&str, Scored, u32)]) -> f32,
+) -> Vec<Fused> {
+    let mut by_doc: HashMap<&str, (Fused, u32)> = HashMap::new();
+    for (li, leg) in legs.iter().enumerate().take(2) {
+        let docs = collapse(leg);
+        for (key, s, rank) in &docs {
+            let w = weigh(li, *rank, s.score, &docs);
+            let e = by_doc.entry(key).or_insert((
+                Fused {
+                    addr: s.addr,
+                    score: 0.0,
+                    ranks: [None, None],
                 },
-            )
-        })
-    }
-    let mut by_addr: HashMap<DocAddress, Fused> = HashMap::new();
-    for (leg, list, w) in [(0, bm25, alpha), (1, dense, 1.0 - alpha)] {
-        for (i, s, n) in normalised(list) {
-            let e = by_addr.entry(s.addr).or_insert(Fused {
-                addr: s.addr,
-                score: 0.0,
-                ranks: [None, None],
-            });
-            e.score += w * n;
-            e.ranks[leg] = Some(i as u32 + 1);
+                u32::MAX,
+            ));
+            e.0.score += w;
+            e.0.ranks[li] = Some(*rank);
+            if *rank < e.1 {
+                e.0.addr = s.addr;
+                e.1 = *rank;
+            }
         }
     }
-    let mut out: Vec<Fused> = by_addr.into_values().collect();
-    sort(&mut out);
-    out
-}
-
-fn sort(out: &mut [Fused]) {
+    let mut out: Vec<Fused> = by_doc.into_values().map(|(f, _)| f).collect();
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -87,16 +72,50 @@ fn sort(out: &mut [Fused]) {
                 (a.addr.segment_ord, a.addr.doc_id).cmp(&(b.addr.segment_ord, b.addr.doc_id))
             })
     });
+    out
 }
 
-/// A single leg, as fused results (score kept from the leg).
-pub fn single(list: &[Scored]) -> Vec<Fused> {
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| Fused {
+fn best_rank(f: &Fused) -> u32 {
+    f.ranks.iter().flatten().copied().min().unwrap_or(u32::MAX)
+}
+
+/// Reciprocal rank fusion: score = Σ 1 / (k + document rank). Ties are broken by the best single
+/// rank, then by address, so results are deterministic.
+pub fn rrf(legs: &[Leg<'_>], k: f32) -> Vec<Fused> {
+    fuse(legs, |_, rank, _, _| 1.0 / (k + rank as f32))
+}
+
+/// Convex combination of min-max normalised document scores (a document scores as its best
+/// chunk): `alpha * bm25 + (1 - alpha) * dense`; a document missing from a leg gets 0 for it.
+/// Normalisation is over the scoped candidates only.
+pub fn convex(bm25: Leg<'_>, dense: Leg<'_>, alpha: f32) -> Vec<Fused> {
+    fuse(&[bm25, dense], |leg, _, score, docs| {
+        let max = docs
+            .iter()
+            .map(|d| d.1.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let min = docs.iter().map(|d| d.1.score).fold(f32::INFINITY, f32::min);
+        let n = if max > min {
+            (score - min) / (max - min)
+        } else {
+            1.0
+        };
+        if leg == 0 {
+            alpha * n
+        } else {
+            (1.0 - alpha) * n
+        }
+    })
+}
+
+/// A single leg collapsed to documents, keeping the leg's score.
+pub fn single(leg: Leg<'_>) -> Vec<Fused> {
+    collapse(&leg)
+        .into_iter()
+        .map(|(_, s, rank)| Fused {
             addr: s.addr,
             score: s.score,
-            ranks: [Some(i as u32 + 1), None],
+            ranks: [Some(rank), None],
         })
         .collect()
 }
@@ -106,57 +125,133 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn s(doc: u32) -> Scored {
+    fn s(doc: u32, score: f32) -> Scored {
         Scored {
             addr: DocAddress::new(0, doc),
-            score: 0.0,
+            score,
         }
+    }
+
+    /// Chunk n belongs to document "d{n / 10}".
+    fn keys(hits: &[Scored]) -> Vec<String> {
+        hits.iter()
+            .map(|h| format!("d{}", h.addr.doc_id / 10))
+            .collect()
     }
 
     #[test]
     fn agreement_beats_single_leg() {
-        let a = [s(1), s(2), s(3)];
-        let b = [s(3), s(4), s(1)];
-        let f = rrf(&[&a, &b], 60.0);
+        let a = [s(10, 0.0), s(20, 0.0), s(30, 0.0)];
+        let b = [s(30, 0.0), s(40, 0.0), s(10, 0.0)];
+        let (ka, kb) = (keys(&a), keys(&b));
+        let f = rrf(
+            &[
+                Leg {
+                    hits: &a,
+                    keys: &ka,
+                },
+                Leg {
+                    hits: &b,
+                    keys: &kb,
+                },
+            ],
+            60.0,
+        );
         let order: Vec<u32> = f.iter().map(|x| x.addr.doc_id).collect();
-        assert_eq!(order, [1, 3, 2, 4]);
+        assert_eq!(order, [10, 30, 20, 40]);
         assert_eq!(f[0].ranks, [Some(1), Some(3)]);
         assert_eq!(f[3].ranks, [None, Some(2)]);
         assert!((f[0].score - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
     }
 
     #[test]
+    fn documents_fuse_across_their_chunks() {
+        // Document d1 is first in BM25 through chunk 11 and first in dense through chunk 12.
+        let a = [s(11, 0.0), s(20, 0.0), s(12, 0.0)];
+        let b = [s(12, 0.0), s(20, 0.0)];
+        let (ka, kb) = (keys(&a), keys(&b));
+        let f = rrf(
+            &[
+                Leg {
+                    hits: &a,
+                    keys: &ka,
+                },
+                Leg {
+                    hits: &b,
+                    keys: &kb,
+                },
+            ],
+            60.0,
+        );
+        assert_eq!(f.len(), 2, "one result per document");
+        assert_eq!(f[0].ranks, [Some(1), Some(1)]);
+        assert_eq!(
+            f[0].addr.doc_id, 11,
+            "best-ranked chunk represents the document"
+        );
+        assert_eq!(f[1].ranks, [Some(2), Some(2)]);
+        let single = single(Leg {
+            hits: &a,
+            keys: &ka,
+        });
+        assert_eq!(
+            single.iter().map(|x| x.addr.doc_id).collect::<Vec<_>>(),
+            [11, 20]
+        );
+    }
+
+    #[test]
     fn convex_weights_normalised_scores() {
-        let sc = |d: u32, score: f32| Scored {
-            addr: DocAddress::new(0, d),
-            score,
-        };
-        let bm25 = [sc(1, 10.0), sc(2, 5.0), sc(3, 0.0)];
-        let dense = [sc(3, 0.9), sc(1, 0.5)];
-        let f = convex(&bm25, &dense, 0.5);
+        let bm25 = [s(10, 10.0), s(20, 5.0), s(30, 0.0)];
+        let dense = [s(30, 0.9), s(10, 0.5)];
+        let (kb, kd) = (keys(&bm25), keys(&dense));
+        let f = convex(
+            Leg {
+                hits: &bm25,
+                keys: &kb,
+            },
+            Leg {
+                hits: &dense,
+                keys: &kd,
+            },
+            0.5,
+        );
         let got: Vec<(u32, f32)> = f.iter().map(|x| (x.addr.doc_id, x.score)).collect();
-        assert_eq!(got, [(1, 0.5), (3, 0.5), (2, 0.25)]);
+        assert_eq!(got, [(10, 0.5), (30, 0.5), (20, 0.25)]);
         assert_eq!(f[0].ranks, [Some(1), Some(2)]);
-        // alpha = 1 is BM25 order.
-        let only_bm25: Vec<u32> = convex(&bm25, &dense, 1.0)
-            .iter()
-            .take(3)
-            .map(|x| x.addr.doc_id)
-            .collect();
-        assert_eq!(only_bm25, [1, 2, 3]);
+        let only_bm25 = convex(
+            Leg {
+                hits: &bm25,
+                keys: &kb,
+            },
+            Leg {
+                hits: &dense,
+                keys: &kd,
+            },
+            1.0,
+        );
+        assert_eq!(
+            only_bm25
+                .iter()
+                .take(3)
+                .map(|x| x.addr.doc_id)
+                .collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
     }
 
     proptest! {
         #[test]
-        fn fused_is_the_union_without_duplicates(
-            a in prop::collection::hash_set(0u32..50, 0..20),
-            b in prop::collection::hash_set(0u32..50, 0..20),
+        fn fused_is_the_union_of_documents(
+            a in prop::collection::hash_set(0u32..60, 0..20),
+            b in prop::collection::hash_set(0u32..60, 0..20),
         ) {
-            let la: Vec<Scored> = a.iter().map(|&d| s(d)).collect();
-            let lb: Vec<Scored> = b.iter().map(|&d| s(d)).collect();
-            let f = rrf(&[&la, &lb], 60.0);
-            let got: std::collections::BTreeSet<u32> = f.iter().map(|x| x.addr.doc_id).collect();
-            let want: std::collections::BTreeSet<u32> = a.union(&b).copied().collect();
+            let la: Vec<Scored> = a.iter().map(|&d| s(d, 0.0)).collect();
+            let lb: Vec<Scored> = b.iter().map(|&d| s(d, 0.0)).collect();
+            let (ka, kb) = (keys(&la), keys(&lb));
+            let f = rrf(&[Leg { hits: &la, keys: &ka }, Leg { hits: &lb, keys: &kb }], 60.0);
+            let got: std::collections::BTreeSet<u32> = f.iter().map(|x| x.addr.doc_id / 10).collect();
+            let want: std::collections::BTreeSet<u32> = a.union(&b).map(|d| d / 10).collect();
             prop_assert_eq!(f.len(), want.len());
             prop_assert_eq!(got, want);
             for w in f.windows(2) {

@@ -10,7 +10,7 @@ mod fusion;
 
 use std::sync::Arc;
 
-pub use fusion::rrf;
+pub use fusion::{Leg, rrf};
 
 use crate::acl::AclScope;
 use crate::embed::{EmbedError, Embedder};
@@ -135,14 +135,23 @@ impl Retriever {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
         };
+        let (bm25_keys, dense_keys) = (snap.doc_keys(&bm25)?, snap.doc_keys(&dense)?);
+        let bm25_leg = Leg {
+            hits: &bm25,
+            keys: &bm25_keys,
+        };
+        let dense_leg = Leg {
+            hits: &dense,
+            keys: &dense_keys,
+        };
         let fused = match mode {
             // Raw BM25 scores depend on corpus-wide term statistics, including documents the
             // caller cannot read; expose only rank-based scores.
-            Mode::Bm25 => rrf(&[&bm25], self.cfg.rrf_k),
-            Mode::Dense => fusion::single(&dense),
+            Mode::Bm25 => rrf(&[bm25_leg], self.cfg.rrf_k),
+            Mode::Dense => fusion::single(dense_leg),
             Mode::Hybrid => match self.cfg.fusion {
-                Fusion::Rrf => rrf(&[&bm25, &dense], self.cfg.rrf_k),
-                Fusion::Convex { alpha } => fusion::convex(&bm25, &dense, alpha),
+                Fusion::Rrf => rrf(&[bm25_leg, dense_leg], self.cfg.rrf_k),
+                Fusion::Convex { alpha } => fusion::convex(bm25_leg, dense_leg, alpha),
             },
         };
         let mut hits = Vec::with_capacity(limit.min(fused.len()));

@@ -1,0 +1,139 @@
+//! Answer-quality evaluation on question sets (JSONL): does the answer cite the gold passage,
+//! contain the expected text, cite only relevant passages, and abstain when it should?
+
+use serde::{Deserialize, Serialize};
+
+/// One labelled question. `gold` entries match a citation whose document key equals them or whose
+/// uri ends with them; `answer` is text the answer should contain (case-insensitive).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QaItem {
+    pub question: String,
+    #[serde(default)]
+    pub gold: Vec<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
+    #[serde(default)]
+    pub unanswerable: bool,
+}
+
+/// What the assistant returned for one question.
+#[derive(Debug, Clone)]
+pub struct QaOutcome {
+    pub answered: bool,
+    pub answer: String,
+    /// (document key, uri) of each citation.
+    pub citations: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct QaReport {
+    pub questions: usize,
+    /// Answerable questions with gold whose answer cites a gold passage.
+    pub gold_cited_rate: f64,
+    /// Questions with expected text whose answer contains it.
+    pub answer_contains_rate: f64,
+    /// Cited passages that are gold, over all citations of questions with gold.
+    pub citation_precision: f64,
+    /// Unanswerable questions answered with "nothing relevant found".
+    pub no_answer_rate_unanswerable: f64,
+    /// Answerable questions wrongly answered with "nothing relevant found".
+    pub no_answer_rate_answerable: f64,
+}
+
+fn is_gold(gold: &[String], key: &str, uri: &str) -> bool {
+    gold.iter().any(|g| key == g || uri.ends_with(g.as_str()))
+}
+
+fn ratio(n: usize, d: usize) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+pub fn score(items: &[QaItem], outcomes: &[QaOutcome]) -> QaReport {
+    let (mut gold_q, mut gold_hit) = (0, 0);
+    let (mut ans_q, mut ans_hit) = (0, 0);
+    let (mut cites, mut good_cites) = (0, 0);
+    let (mut unans, mut unans_ok) = (0, 0);
+    let (mut answerable, mut wrongly_empty) = (0, 0);
+    for (item, out) in items.iter().zip(outcomes) {
+        if item.unanswerable {
+            unans += 1;
+            unans_ok += usize::from(!out.answered);
+            continue;
+        }
+        answerable += 1;
+        wrongly_empty += usize::from(!out.answered);
+        if !item.gold.is_empty() {
+            gold_q += 1;
+            let good = out
+                .citations
+                .iter()
+                .filter(|(k, u)| is_gold(&item.gold, k, u))
+                .count();
+            gold_hit += usize::from(good > 0);
+            cites += out.citations.len();
+            good_cites += good;
+        }
+        if let Some(a) = &item.answer {
+            ans_q += 1;
+            ans_hit += usize::from(out.answer.to_lowercase().contains(&a.to_lowercase()));
+        }
+    }
+    QaReport {
+        questions: items.len(),
+        gold_cited_rate: ratio(gold_hit, gold_q),
+        answer_contains_rate: ratio(ans_hit, ans_q),
+        citation_precision: ratio(good_cites, cites),
+        no_answer_rate_unanswerable: ratio(unans_ok, unans),
+        no_answer_rate_answerable: ratio(wrongly_empty, answerable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_hand_computed_set() {
+        let item = |gold: &[&str], answer: Option<&str>, unanswerable| QaItem {
+            question: "q".into(),
+            gold: gold.iter().map(|s| s.to_string()).collect(),
+            answer: answer.map(str::to_string),
+            unanswerable,
+        };
+        let out = |answered, answer: &str, cites: &[(&str, &str)]| QaOutcome {
+            answered,
+            answer: answer.into(),
+            citations: cites
+                .iter()
+                .map(|(k, u)| (k.to_string(), u.to_string()))
+                .collect(),
+        };
+        let items = [
+            item(&["it/vpn.md"], Some("14 characters"), false),
+            item(&["s:doc2"], None, false),
+            item(&[], None, true),
+            item(&[], None, true),
+        ];
+        let outcomes = [
+            out(
+                true,
+                "At least 14 Characters.",
+                &[
+                    ("s:1", "file:///x/it/vpn.md"),
+                    ("s:9", "file:///x/other.md"),
+                ],
+            ),
+            out(false, "", &[]),
+            out(false, "", &[]),
+            out(true, "made up", &[("s:3", "file:///y")]),
+        ];
+        let r = score(&items, &outcomes);
+        assert_eq!(r.questions, 4);
+        assert_eq!(r.gold_cited_rate, 0.5);
+        assert_eq!(r.answer_contains_rate, 1.0);
+        assert_eq!(r.citation_precision, 0.5);
+        assert_eq!(r.no_answer_rate_unanswerable, 0.5);
+        assert_eq!(r.no_answer_rate_answerable, 0.5);
+    }
+}
