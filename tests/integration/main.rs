@@ -8,5 +8,6 @@ mod auth;
 mod bad_input;
 mod cli;
 mod config_files;
+mod eval;
 mod live_updates;
 mod restart;
