@@ -16,6 +16,7 @@ pub mod guardrail;
 pub mod identity;
 pub mod index;
 pub mod ingest;
+pub mod metrics;
 pub mod parse;
 pub mod retrieve;
 pub mod server;

@@ -43,12 +43,18 @@ pub enum DaemonError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("task failed: {0}")]
     Join(String),
 }
 
 pub struct Daemon {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     pipeline: JoinHandle<Result<(), IndexError>>,
@@ -59,6 +65,11 @@ pub struct Daemon {
 impl Daemon {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -177,6 +188,7 @@ pub async fn start(
         config.retrieval,
     ));
     let identities = Arc::new(config.identity_store());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AppState {
         index,
         retriever,
@@ -185,7 +197,27 @@ pub async fn start(
         connectors: infos,
         skips,
         stats,
+        metrics: metrics.clone(),
     });
+    let metrics_addr = match config.server.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| DaemonError::Bind { addr, source })?;
+            let st = state.clone();
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                Arc::new(move || st.render_metrics()),
+                shutdown.clone(),
+            ));
+            tracing::info!(addr = %bound, "metrics endpoint");
+            Some(bound)
+        }
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -204,7 +236,7 @@ pub async fn start(
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
 
     let auth = AuthInterceptor::new(identities);
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().layer(crate::metrics::MetricsLayer::new(metrics));
     if let Some(tls) = &config.server.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|source| DaemonError::TlsFile {
@@ -243,6 +275,7 @@ pub async fn start(
     tracing::info!(%addr, tls = config.server.tls.is_some(), "serving");
     Ok(Daemon {
         addr,
+        metrics_addr,
         shutdown,
         server,
         pipeline,

@@ -76,6 +76,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Prometheus `/metrics` over HTTP; off when absent.
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: Option<TlsConfig>,
 }
 
@@ -208,6 +210,19 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
+    };
+    let metrics_listen = match &raw.server.metrics_listen {
+        None => None,
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                is.add(
+                    "server.metrics_listen",
+                    format!("not a socket address: {s:?}"),
+                );
+                None
+            }
+        },
     };
     let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
         (Some(c), Some(k)) => Some(TlsConfig {
@@ -489,7 +504,11 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         return Err(is.0);
     }
     Ok(Config {
-        server: ServerConfig { listen, tls },
+        server: ServerConfig {
+            listen,
+            metrics_listen,
+            tls,
+        },
         index,
         embedding,
         chunking,

@@ -37,6 +37,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub listen: String,
+    pub metrics_listen: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
 }
@@ -45,6 +46,7 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7878".into(),
+            metrics_listen: None,
             tls_cert: None,
             tls_key: None,
         }

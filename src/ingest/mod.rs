@@ -36,6 +36,23 @@ pub struct IngestStats {
     pub chunks_embedded: AtomicU64,
     pub chunks_reused: AtomicU64,
     pub commits: AtomicU64,
+    /// Connector id → (indexed, failed) since start.
+    per_connector: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl IngestStats {
+    fn count(&self, connector: &str, indexed: u64, failed: u64) {
+        let mut m = self.per_connector.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(connector.to_string()).or_default();
+        e.0 += indexed;
+        e.1 += failed;
+    }
+
+    /// (indexed, failed) since start for one connector.
+    pub fn connector(&self, connector: &str) -> (u64, u64) {
+        let m = self.per_connector.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(connector).copied().unwrap_or_default()
+    }
 }
 
 /// Skipped and failed documents per connector: a total and the most recent ones.
@@ -213,12 +230,14 @@ impl Pipeline {
                     Ok(None) => {}
                     Err((key, reason)) => {
                         self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+                        self.stats.count(&key.connector, 0, 1);
                         self.skips.record(&key, &reason);
                         ops.push(Op::Delete(key));
                     }
                 },
                 Change::Delete(key) => ops.push(Op::Delete(key)),
                 Change::Skipped { key, reason } => {
+                    self.stats.count(&key.connector, 0, 1);
                     self.skips.record(&key, &reason);
                     ops.push(Op::Delete(key));
                 }
@@ -271,8 +290,10 @@ impl Pipeline {
                             c.vector = vectors.next().unwrap_or_default();
                         }
                     }
+                    let connector = record.key.connector.clone();
                     self.index.upsert(record)?;
                     self.stats.documents_indexed.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count(&connector, 1, 0);
                 }
                 Op::Delete(key) => {
                     if self.index.doc_entry(&key.to_string()).is_some() {

@@ -10,9 +10,10 @@ use tonic::{Request, Response, Status};
 use super::auth::caller;
 use super::{AppState, ServiceError, convert};
 use crate::acl::{AclScope, authorize};
-use crate::answer::{self, Answer};
+use crate::answer::{self, Answer, AnswerStatus};
 use crate::guardrail;
 use crate::index::SearchFilter;
+use crate::metrics::AnswerOutcome;
 use crate::retrieve::{Hit, Mode};
 
 const DEFAULT_LIMIT: usize = 10;
@@ -38,9 +39,7 @@ impl AssistantService {
         let st = self.state.clone();
         tokio::task::spawn_blocking(move || {
             let hits = st.retriever.search(&scope, &query, mode, &filter, limit)?;
-            Ok::<_, crate::retrieve::RetrieveError>(guardrail::recheck_hits(
-                &st.index, &scope, hits,
-            ))
+            Ok::<_, crate::retrieve::RetrieveError>(recheck_hits(&st, &scope, hits))
         })
         .await
         .map_err(ServiceError::internal)?
@@ -61,15 +60,24 @@ impl AssistantService {
             let hits = st
                 .retriever
                 .search(&scope, &question, Mode::Hybrid, &filter, limit)?;
-            let hits = guardrail::recheck_hits(&st.index, &scope, hits);
+            let hits = recheck_hits(&st, &scope, hits);
             let terms = st.retriever.term_weights(&question);
             let analyze = |s: &str| st.retriever.analyze(s);
             let a = answer::extractive(&hits, &terms, &analyze, &st.answer);
-            Ok::<_, crate::retrieve::RetrieveError>(guardrail::recheck_answer(&st.index, &scope, a))
+            let cited = a.citations.len();
+            let a = guardrail::recheck_answer(&st.index, &scope, a);
+            st.metrics
+                .guardrail_block((cited - a.citations.len()) as u64);
+            Ok::<_, crate::retrieve::RetrieveError>(a)
         })
         .await
         .map_err(ServiceError::internal)?
         .map_err(ServiceError::internal)?;
+        self.state.metrics.answer(match answer.status {
+            AnswerStatus::Answered => AnswerOutcome::Answered,
+            AnswerStatus::NoAnswer => AnswerOutcome::NoAnswer,
+            AnswerStatus::Blocked => AnswerOutcome::Blocked,
+        });
         tracing::info!(
             user = caller.user_id(),
             status = ?answer.status,
@@ -78,6 +86,14 @@ impl AssistantService {
         );
         Ok(answer)
     }
+}
+
+/// The ACL recheck of hits, counting what it stops.
+fn recheck_hits(st: &AppState, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
+    let before = hits.len();
+    let kept = guardrail::recheck_hits(&st.index, scope, hits);
+    st.metrics.guardrail_block((before - kept.len()) as u64);
+    kept
 }
 
 type AskStream = Pin<Box<dyn Stream<Item = Result<pb::AskStreamEvent, Status>> + Send>>;
@@ -95,7 +111,10 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::AskRequest>,
     ) -> Result<Response<AskStream>, Status> {
+        let start = std::time::Instant::now();
         let a = self.answer(&req).await?;
+        // The extractive answer is complete before the first piece is sent.
+        self.state.metrics.first_piece(start.elapsed());
         use pb::ask_stream_event::Event;
         let mut events: Vec<Result<pb::AskStreamEvent, Status>> = convert::sentences(&a)
             .into_iter()

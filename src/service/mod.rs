@@ -43,4 +43,28 @@ pub struct AppState {
     pub connectors: Vec<ConnectorInfo>,
     pub skips: Arc<SkipLog>,
     pub stats: Arc<IngestStats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl AppState {
+    /// The Prometheus exposition of everything this daemon counts.
+    pub fn render_metrics(&self) -> String {
+        let by_source = self.index.documents_by_source();
+        let connectors: Vec<(String, u64, u64, u64)> = self
+            .connectors
+            .iter()
+            .map(|c| {
+                let (indexed, failed) = self.stats.connector(&c.id);
+                (
+                    c.id.clone(),
+                    by_source.get(&c.id).copied().unwrap_or(0),
+                    indexed,
+                    failed,
+                )
+            })
+            .collect();
+        let s = self.index.stats();
+        self.metrics
+            .render(&connectors, (s.documents, s.chunks, s.disk_bytes))
+    }
 }

@@ -10,4 +10,5 @@ mod cli;
 mod config_files;
 mod eval;
 mod live_updates;
+mod metrics;
 mod restart;
