@@ -3,8 +3,9 @@
 //! 1. Ingestion: the SciFact corpus through the real pipeline (parse → chunk → embed → index)
 //!    versus raw fastembed on exactly the same chunk inputs; pipeline overhead in percent.
 //! 2. Retrieval quality on the train queries: nDCG@10 and recall@100 for BM25, dense, hybrid.
-//! 3. Latency over gRPC against a real daemon serving that index: Search (hybrid, BM25) and Ask
-//!    p50/p99, next to the query-embedding time alone; peak RSS.
+//! 3. Over gRPC against a real daemon serving that index: Search (hybrid, BM25) and Ask p50/p99
+//!    and throughput at 1, 8 and 32 concurrent clients (non-OK statuses counted), next to the
+//!    query-embedding time alone; peak RSS.
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR]
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
@@ -280,71 +281,41 @@ fn main() -> anyhow::Result<()> {
         let ch = tonic::transport::Channel::from_shared(format!("http://{}", daemon.local_addr()))?
             .connect()
             .await?;
-        let mut client = pb::assistant_client::AssistantClient::new(ch);
-        let mut rows = Vec::new();
-        for (name, mode) in [
-            ("Search hybrid", pb::RetrievalMode::Hybrid),
-            ("Search BM25", pb::RetrievalMode::Bm25),
-        ] {
-            let mut times = Vec::new();
-            let t0 = Instant::now();
-            for q in &queries {
-                let t = Instant::now();
-                client
-                    .search(authed(tonic::Request::new(pb::SearchRequest {
-                        query: q.text.clone(),
-                        limit: 10,
-                        mode: mode as i32,
-                        filter: None,
-                    })))
-                    .await?;
-                times.push(t.elapsed());
-            }
-            let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
-            rows.push((
-                name,
-                percentile(&mut times.clone(), 0.5),
-                percentile(&mut times, 0.99),
-                qps,
-            ));
-        }
-        let mut times = Vec::new();
-        let t0 = Instant::now();
-        for q in &queries {
-            let t = Instant::now();
-            client
-                .ask(authed(tonic::Request::new(pb::AskRequest {
-                    question: q.text.clone(),
-                    filter: None,
-                })))
-                .await?;
-            times.push(t.elapsed());
-        }
-        let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
-        rows.push((
-            "Ask (extractive)",
-            percentile(&mut times.clone(), 0.5),
-            percentile(&mut times, 0.99),
-            qps,
-        ));
+        let client = pb::assistant_client::AssistantClient::new(ch);
+        let queries: Arc<Vec<String>> = Arc::new(queries.iter().map(|q| q.text.clone()).collect());
+        println!("\n## Over gRPC ({} queries per run; one HTTP/2 connection shared by the clients)", queries.len());
         println!(
-            "\n## Latency over gRPC (sequential, 1 client, {} queries)",
-            queries.len()
-        );
-        println!("| call | p50 ms | p99 ms | queries/s |");
-        println!("|---|---|---|---|");
-        println!(
-            "| query embedding alone (in-process) | {:.2} | {:.2} | |",
+            "query embedding alone, in-process: p50 {:.2} ms, p99 {:.2} ms; in-process hybrid search p50 {:.2} ms (embedding {:.2} ms)",
             ms(percentile(&mut embed_times.clone(), 0.5)),
-            ms(percentile(&mut embed_times, 0.99))
+            ms(percentile(&mut embed_times, 0.99)),
+            ms(in_process.1),
+            ms(in_process.0)
         );
-        println!(
-            "| in-process: query embedding / hybrid search (embedding included) | {:.2} / {:.2} | | |",
-            ms(in_process.0),
-            ms(in_process.1)
-        );
-        for (name, p50, p99, qps) in rows {
-            println!("| {name} | {:.2} | {:.2} | {:.0} |", ms(p50), ms(p99), qps);
+        println!("| call | clients | p50 ms | p99 ms | queries/s | non-OK |");
+        println!("|---|---|---|---|---|---|");
+        let mut bm25_qps: Vec<(usize, f64)> = Vec::new();
+        for call in [Call::SearchHybrid, Call::SearchBm25, Call::Ask] {
+            for clients in [1usize, 8, 32] {
+                let r = load(&client, &queries, call, clients).await;
+                if matches!(call, Call::SearchBm25) {
+                    bm25_qps.push((clients, r.qps));
+                }
+                println!(
+                    "| {} | {clients} | {:.2} | {:.2} | {:.0} | {} |",
+                    call.name(),
+                    ms(r.p50),
+                    ms(r.p99),
+                    r.qps,
+                    r.errors
+                );
+            }
+        }
+        if let Some(base) = arg("--bm25s-qps").and_then(|s| s.parse::<f64>().ok()) {
+            println!("\n## BM25: Docent Search over gRPC vs bm25s (PyPI, one query per call, in-process)");
+            println!("bm25s: {base:.0} queries/s");
+            for (clients, qps) in &bm25_qps {
+                println!("Docent BM25 Search, {clients} client(s): {qps:.0} queries/s = {:.2}x bm25s", qps / base);
+            }
         }
         daemon.shutdown().await?;
         anyhow::Ok(())
@@ -436,4 +407,93 @@ fn ingest(
         );
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Call {
+    SearchHybrid,
+    SearchBm25,
+    Ask,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Self::SearchHybrid => "Search hybrid",
+            Self::SearchBm25 => "Search BM25",
+            Self::Ask => "Ask (extractive)",
+        }
+    }
+}
+
+struct LoadResult {
+    p50: Duration,
+    p99: Duration,
+    qps: f64,
+    errors: usize,
+}
+
+/// `clients` concurrent callers take queries from a shared cursor until all are asked once.
+/// Every non-OK status is counted, not hidden.
+async fn load(
+    client: &pb::assistant_client::AssistantClient<tonic::transport::Channel>,
+    queries: &Arc<Vec<String>>,
+    call: Call,
+    clients: usize,
+) -> LoadResult {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (mut client, queries, next) = (client.clone(), queries.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut times, mut errors) = (Vec::new(), 0usize);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(q) = queries.get(i) else { break };
+                let t = Instant::now();
+                let ok = match call {
+                    Call::SearchHybrid | Call::SearchBm25 => {
+                        let mode = if matches!(call, Call::SearchBm25) {
+                            pb::RetrievalMode::Bm25
+                        } else {
+                            pb::RetrievalMode::Hybrid
+                        };
+                        client
+                            .search(authed(tonic::Request::new(pb::SearchRequest {
+                                query: q.clone(),
+                                limit: 10,
+                                mode: mode as i32,
+                                filter: None,
+                            })))
+                            .await
+                            .is_ok()
+                    }
+                    Call::Ask => client
+                        .ask(authed(tonic::Request::new(pb::AskRequest {
+                            question: q.clone(),
+                            filter: None,
+                        })))
+                        .await
+                        .is_ok(),
+                };
+                times.push(t.elapsed());
+                errors += usize::from(!ok);
+            }
+            (times, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (times, e) = t.await.expect("load task");
+        all.extend(times);
+        errors += e;
+    }
+    let elapsed = t0.elapsed();
+    LoadResult {
+        p50: percentile(&mut all.clone(), 0.5),
+        p99: percentile(&mut all, 0.99),
+        qps: queries.len() as f64 / elapsed.as_secs_f64(),
+        errors,
+    }
 }

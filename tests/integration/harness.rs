@@ -92,7 +92,8 @@ impl Env {
             .replace("commit_interval_ms = 1000", "commit_interval_ms = 100")
             .replace("debounce_ms = 200", "debounce_ms = 100")
             .replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:0\"");
-        let mut c = Config::parse(&text, &repo().join("config")).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut c =
+            Config::parse(&text, &repo().join("config")).unwrap_or_else(|e| panic!("{e:?}"));
         // Tests run daemons in parallel: no fixed ports.
         c.server.metrics_listen = None;
         c
