@@ -15,16 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docent::acl::authorize;
 use docent::chunk::ChunkerConfig;
 use docent::config::Config;
 use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
-use docent::eval;
-use docent::identity::{IdentitySpec, IdentityStore, token_hash};
+use docent::eval::{self, run};
+use docent::identity::token_hash;
 use docent::index::{Index, SearchFilter};
 use docent::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog, embedding_input};
 use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever};
-use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
+use docent_connector_api::{Change, SourceDocument};
 use docent_proto::v1 as pb;
 
 const TOKEN: &str = "bench-token";
@@ -92,13 +91,15 @@ fn main() -> anyhow::Result<()> {
     };
     let flag = |name: &str, default: f32| arg(name).and_then(|s| s.parse().ok()).unwrap_or(default);
     let retrieval = RetrievalConfig {
-        fusion: match arg("--alpha") {
-            Some(a) => Fusion::Convex { alpha: a.parse()? },
-            None => Fusion::Rrf,
+        // The config defaults unless overridden: --alpha A (convex) or --rrf (reciprocal rank).
+        fusion: match (arg("--alpha"), std::env::args().any(|a| a == "--rrf")) {
+            (_, true) => Fusion::Rrf,
+            (Some(a), false) => Fusion::Convex { alpha: a.parse()? },
+            (None, false) => RetrievalConfig::default().fusion,
         },
         rrf_k: flag("--rrf-k", 60.0),
         candidates: flag("--candidates", 100.0) as usize,
-        title_boost: flag("--title-boost", 0.5),
+        title_boost: flag("--title-boost", RetrievalConfig::default().title_boost),
         heading_boost: flag("--heading-boost", 0.3),
     };
 
@@ -128,21 +129,7 @@ fn main() -> anyhow::Result<()> {
         queries.len()
     );
 
-    let docs: Vec<SourceDocument> = corpus
-        .iter()
-        .map(|d| SourceDocument {
-            key: DocKey::new("scifact", &d.id),
-            uri: format!("scifact:{}", d.id),
-            title: Some(d.title.clone()),
-            mime: Some("text/plain".into()),
-            name_hint: format!("{}.txt", d.id),
-            content: d.text.clone().into_bytes(),
-            version: "1".into(),
-            modified_at: None,
-            attributes: BTreeMap::new(),
-            acl: Acl::new([Principal::Everyone], []),
-        })
-        .collect();
+    let docs = run::source_documents(&corpus);
 
     // `--index DIR` keeps the index for later runs (retrieval tuning without re-embedding).
     let dir = tempfile::tempdir()?;
@@ -164,45 +151,25 @@ fn main() -> anyhow::Result<()> {
             embedder.model_id(),
             embedder.dim(),
         )?);
-        // Retrieval quality, through the same retriever the service uses, under a real scope.
-        let store = IdentityStore::new(
-            vec![IdentitySpec {
-                id: "bench".into(),
-                aliases: vec![],
-                groups: vec![],
-                token_sha256: Some(hex::encode(token_hash(TOKEN))),
-                admin: true,
-            }],
-            vec![],
-        );
-        let scope = authorize(&store.authenticate_token(TOKEN).expect("token"));
+        // Retrieval quality, through the same code as `docent eval beir`, under a real scope.
+        let scope = run::eval_scope();
         let retriever = Retriever::new(index.clone(), embedder.clone(), retrieval);
         println!(
             "\n## Retrieval quality (SciFact train, {} queries)",
             queries.len()
         );
-        println!("| mode | nDCG@10 | recall@100 | MRR@10 |");
-        println!("|---|---|---|---|");
+        println!("| mode | nDCG@10 | recall@10 | recall@100 | MRR@10 |");
+        println!("|---|---|---|---|---|");
         for (name, mode) in [
             ("BM25", Mode::Bm25),
             ("dense", Mode::Dense),
-            ("hybrid (RRF)", Mode::Hybrid),
+            ("hybrid", Mode::Hybrid),
         ] {
-            let (mut n, mut r, mut m) = (0.0, 0.0, 0.0);
-            for q in &queries {
-                let hits =
-                    retriever.search(&scope, &q.text, mode, &SearchFilter::default(), 100)?;
-                let ranked = eval::dedup_docs(
-                    hits.into_iter()
-                        .map(|h| h.chunk.doc_key.trim_start_matches("scifact:").to_string()),
-                );
-                let rels = &qrels[&q.id];
-                n += eval::ndcg_at_k(&ranked, rels, 10);
-                r += eval::recall_at_k(&ranked, rels, 100);
-                m += eval::mrr_at_k(&ranked, rels, 10);
-            }
-            let k = queries.len() as f64;
-            println!("| {name} | {:.4} | {:.4} | {:.4} |", n / k, r / k, m / k);
+            let m = run::evaluate(&retriever, &scope, &queries, &qrels, mode)?;
+            println!(
+                "| {name} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10
+            );
         }
         // In-process latency of the same search, without gRPC.
         let mut t_embed = Vec::new();

@@ -125,11 +125,11 @@ pub struct RawRetrieval {
 impl Default for RawRetrieval {
     fn default() -> Self {
         Self {
-            fusion: "rrf".into(),
+            fusion: "convex".into(),
             rrf_k: 60.0,
             convex_alpha: 0.5,
             candidates: 100,
-            title_boost: 0.5,
+            title_boost: 0.15,
             heading_boost: 0.3,
         }
     }

@@ -47,10 +47,10 @@ pub struct RetrievalConfig {
 impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
-            fusion: Fusion::Rrf,
+            fusion: Fusion::Convex { alpha: 0.5 },
             rrf_k: 60.0,
             candidates: 100,
-            title_boost: 0.5,
+            title_boost: 0.15,
             heading_boost: 0.3,
         }
     }
