@@ -591,8 +591,11 @@ impl Snapshot<'_> {
             .collect())
     }
 
-    /// Document keys of scored chunks, from the `doc_key` fast field (no stored-document reads).
-    pub fn doc_keys(&self, hits: &[Scored]) -> Result<Vec<String>, IndexError> {
+    /// A document identity for each scored chunk, valid within this snapshot: the segment and
+    /// the `doc_key` term ordinal from the fast field (no dictionary or stored-document reads).
+    /// A document's chunks always share a segment: they are written in one batch, and merges
+    /// move them together.
+    pub fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
         let mut columns: HashMap<u32, Option<tantivy::columnar::StrColumn>> = HashMap::new();
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
@@ -605,14 +608,12 @@ impl Snapshot<'_> {
                         .str("doc_key")?,
                 ),
             };
-            let mut key = String::new();
-            if let Some(c) = col
-                && let Some(ord) = c.term_ords(h.addr.doc_id).next()
-            {
-                c.ord_to_str(ord, &mut key)
-                    .map_err(|e| IndexError::Op(e.into()))?;
-            }
-            out.push(key);
+            // Without a doc_key value, a chunk stands for itself.
+            let ord = col
+                .as_ref()
+                .and_then(|c| c.term_ords(h.addr.doc_id).next())
+                .unwrap_or((1 << 39) | h.addr.doc_id as u64);
+            out.push(((seg as u64) << 40) | ord);
         }
         Ok(out)
     }

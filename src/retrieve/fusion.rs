@@ -13,7 +13,8 @@ use crate::index::Scored;
 #[derive(Clone, Copy)]
 pub struct Leg<'a> {
     pub hits: &'a [Scored],
-    pub keys: &'a [String],
+    /// Document identity of each chunk within one snapshot (see `Snapshot::doc_ids`).
+    pub keys: &'a [u64],
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,12 +27,12 @@ pub struct Fused {
 }
 
 /// Per leg: (document key, chunk, chunk score, 1-based document rank), best chunk per document.
-fn collapse<'a>(leg: &Leg<'a>) -> Vec<(&'a str, Scored, u32)> {
+fn collapse(leg: &Leg<'_>) -> Vec<(u64, Scored, u32)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (s, k) in leg.hits.iter().zip(leg.keys) {
-        if seen.insert(k.as_str()) {
-            out.push((k.as_str(), *s, out.len() as u32 + 1));
+        if seen.insert(*k) {
+            out.push((*k, *s, out.len() as u32 + 1));
         }
     }
     out
@@ -40,14 +41,14 @@ fn collapse<'a>(leg: &Leg<'a>) -> Vec<(&'a str, Scored, u32)> {
 /// Combines legs with `weigh(leg, doc rank, chunk score, all of the leg)` summed per document.
 fn fuse(
     legs: &[Leg<'_>],
-    weigh: impl Fn(usize, u32, f32, &[(&str, Scored, u32)]) -> f32,
+    weigh: impl Fn(usize, u32, f32, &[(u64, Scored, u32)]) -> f32,
 ) -> Vec<Fused> {
-    let mut by_doc: HashMap<&str, (Fused, u32)> = HashMap::new();
+    let mut by_doc: HashMap<u64, (Fused, u32)> = HashMap::new();
     for (li, leg) in legs.iter().enumerate().take(2) {
         let docs = collapse(leg);
         for (key, s, rank) in &docs {
             let w = weigh(li, *rank, s.score, &docs);
-            let e = by_doc.entry(key).or_insert((
+            let e = by_doc.entry(*key).or_insert((
                 Fused {
                     addr: s.addr,
                     score: 0.0,
@@ -132,11 +133,9 @@ mod tests {
         }
     }
 
-    /// Chunk n belongs to document "d{n / 10}".
-    fn keys(hits: &[Scored]) -> Vec<String> {
-        hits.iter()
-            .map(|h| format!("d{}", h.addr.doc_id / 10))
-            .collect()
+    /// Chunk n belongs to document n / 10.
+    fn keys(hits: &[Scored]) -> Vec<u64> {
+        hits.iter().map(|h| (h.addr.doc_id / 10) as u64).collect()
     }
 
     #[test]

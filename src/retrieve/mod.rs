@@ -135,7 +135,7 @@ impl Retriever {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
         };
-        let (bm25_keys, dense_keys) = (snap.doc_keys(&bm25)?, snap.doc_keys(&dense)?);
+        let (bm25_keys, dense_keys) = (snap.doc_ids(&bm25)?, snap.doc_ids(&dense)?);
         let bm25_leg = Leg {
             hits: &bm25,
             keys: &bm25_keys,
