@@ -60,6 +60,16 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Key figures gathered along the way, printed together as one table at the end.
+static SUMMARY: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn note(what: impl Into<String>, value: impl Into<String>) {
+    SUMMARY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((what.into(), value.into()));
+}
+
 fn authed<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
     r.metadata_mut().insert(
         "authorization",
@@ -166,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             ("hybrid", Mode::Hybrid),
         ] {
             let m = run::evaluate(&retriever, &scope, &queries, &qrels, mode)?;
+            note(format!("nDCG@10 {name}"), format!("{:.4}", m.ndcg_at_10));
             println!(
                 "| {name} | {:.4} | {:.4} | {:.4} | {:.4} |",
                 m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10
@@ -258,6 +269,10 @@ fn main() -> anyhow::Result<()> {
             ms(in_process.1),
             ms(in_process.0)
         );
+        note(
+            "query embedding alone p50 (in-process)",
+            format!("{:.2} ms", ms(percentile(&mut embed_times.clone(), 0.5))),
+        );
         println!("| call | clients | p50 ms | p99 ms | queries/s | non-OK |");
         println!("|---|---|---|---|---|---|");
         let mut bm25_qps: Vec<(usize, f64)> = Vec::new();
@@ -267,6 +282,10 @@ fn main() -> anyhow::Result<()> {
                 if matches!(call, Call::SearchBm25) {
                     bm25_qps.push((clients, r.qps));
                 }
+                note(
+                    format!("{} @ {clients} client(s): p50 / p99 ms, queries/s, non-OK", call.name()),
+                    format!("{:.2} / {:.2}, {:.0}, {}", ms(r.p50), ms(r.p99), r.qps, r.errors),
+                );
                 println!(
                     "| {} | {clients} | {:.2} | {:.2} | {:.0} | {} |",
                     call.name(),
@@ -280,14 +299,25 @@ fn main() -> anyhow::Result<()> {
         if let Some(base) = arg("--bm25s-qps").and_then(|s| s.parse::<f64>().ok()) {
             println!("\n## BM25: Docent Search over gRPC vs bm25s (PyPI, one query per call, in-process)");
             println!("bm25s: {base:.0} queries/s");
+            note("bm25s queries/s (in-process)", format!("{base:.0}"));
             for (clients, qps) in &bm25_qps {
+                note(format!("Docent BM25 Search / bm25s @ {clients} client(s)"), format!("{:.2}x", qps / base));
                 println!("Docent BM25 Search, {clients} client(s): {qps:.0} queries/s = {:.2}x bm25s", qps / base);
             }
         }
         daemon.shutdown().await?;
         anyhow::Ok(())
     })?;
-    println!("\npeak RSS: {:.0} MB", peak_rss_mb());
+    note(
+        "peak RSS while serving (model loaded)",
+        format!("{:.0} MB", peak_rss_mb()),
+    );
+    println!("\n## Summary");
+    println!("| figure | value |");
+    println!("|---|---|");
+    for (k, v) in SUMMARY.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        println!("| {k} | {v} |");
+    }
     Ok(())
 }
 
@@ -368,9 +398,15 @@ fn ingest(
             chunks as f64 / piped.as_secs_f64(),
             docs.len() as f64 / piped.as_secs_f64()
         );
-        println!(
-            "pipeline overhead over raw embedder: {:+.1}%",
-            (piped.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0
+        let overhead = (piped.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0;
+        println!("pipeline overhead over raw embedder: {overhead:+.1}%");
+        note(
+            "ingestion: pipeline vs raw fastembed (chunks/s)",
+            format!(
+                "{:.1} vs {:.1} ({overhead:+.1}%)",
+                chunks as f64 / piped.as_secs_f64(),
+                inputs.len() as f64 / raw.as_secs_f64()
+            ),
         );
     }
     Ok(())
