@@ -10,7 +10,6 @@
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR]
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +20,9 @@ use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
 use docent::eval::{self, run};
 use docent::identity::token_hash;
 use docent::index::{Index, SearchFilter};
-use docent::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog, embedding_input};
+use docent::ingest::embedding_input;
 use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever};
-use docent_connector_api::{Change, SourceDocument};
+use docent_connector_api::SourceDocument;
 use docent_proto::v1 as pb;
 
 const TOKEN: &str = "bench-token";
@@ -349,36 +348,11 @@ fn ingest(
     }
     let raw = t.elapsed();
 
-    // The pipeline, end to end into a fresh index.
-    let stats = Arc::new(IngestStats::default());
+    // The pipeline, end to end into a fresh index (the same code as `docent eval beir`).
     {
         let index = Arc::new(Index::open(index_dir, embedder.model_id(), embedder.dim())?);
-        let pipeline = Pipeline::new(
-            index.clone(),
-            embedder.clone(),
-            PipelineConfig {
-                chunking,
-                commit_interval: Duration::from_secs(1),
-                max_batch: 64,
-            },
-            stats.clone(),
-            Arc::new(SkipLog::default()),
-        );
-        let t = Instant::now();
-        for batch in docs.chunks(64) {
-            pipeline.process(
-                batch
-                    .iter()
-                    .cloned()
-                    .map(|d| Change::Upsert(Box::new(d)))
-                    .collect(),
-            )?;
-        }
-        index.commit(BTreeMap::new())?;
-        let piped = t.elapsed();
-        let chunks = stats
-            .chunks_embedded
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let report = run::ingest(&index, embedder, chunking, docs)?;
+        let (piped, chunks) = (report.elapsed, report.chunks);
         println!(
             "\n## Ingestion ({} docs, {} chunks; raw inputs {})",
             docs.len(),

@@ -189,7 +189,10 @@ mod tests {
     fn ties_in_grades_are_order_invariant() {
         // Two documents with the same grade: either order is ideal.
         let g = rels(&[("a", 2), ("b", 2)]);
-        assert_eq!(ndcg_at_k(&r(&["a", "b"]), &g, 10), ndcg_at_k(&r(&["b", "a"]), &g, 10));
+        assert_eq!(
+            ndcg_at_k(&r(&["a", "b"]), &g, 10),
+            ndcg_at_k(&r(&["b", "a"]), &g, 10)
+        );
         assert!((ndcg_at_k(&r(&["b", "a", "x"]), &g, 10) - 1.0).abs() < 1e-12);
         // A duplicate in the ranking counts only where dedup_docs keeps it.
         let ranked = dedup_docs(r(&["x", "a", "a", "b"]));
