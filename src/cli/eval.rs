@@ -122,7 +122,7 @@ pub async fn qa(conn: &ClientArgs, file: &Path, as_json: bool) -> anyhow::Result
             citations: r
                 .citations
                 .into_iter()
-                .map(|c| (c.document_key, c.uri))
+                .map(|c| (c.document_key, c.uri, c.chunk_id))
                 .collect(),
         });
     }

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One labelled question. `gold` entries match a citation whose document key equals them or whose
-/// uri ends with them; `answer` is text the answer should contain (case-insensitive).
+/// One labelled question. `gold` entries match a citation whose document key or chunk id (a gold
+/// passage) equals them, or whose uri ends with them; `answer` is text the answer should contain (case-insensitive).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QaItem {
@@ -22,8 +22,8 @@ pub struct QaItem {
 pub struct QaOutcome {
     pub answered: bool,
     pub answer: String,
-    /// (document key, uri) of each citation.
-    pub citations: Vec<(String, String)>,
+    /// (document key, uri, chunk id) of each citation.
+    pub citations: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -41,8 +41,9 @@ pub struct QaReport {
     pub no_answer_rate_answerable: f64,
 }
 
-fn is_gold(gold: &[String], key: &str, uri: &str) -> bool {
-    gold.iter().any(|g| key == g || uri.ends_with(g.as_str()))
+fn is_gold(gold: &[String], key: &str, uri: &str, chunk: &str) -> bool {
+    gold.iter()
+        .any(|g| key == g || chunk == g || uri.ends_with(g.as_str()))
 }
 
 fn ratio(n: usize, d: usize) -> f64 {
@@ -68,7 +69,7 @@ pub fn score(items: &[QaItem], outcomes: &[QaOutcome]) -> QaReport {
             let good = out
                 .citations
                 .iter()
-                .filter(|(k, u)| is_gold(&item.gold, k, u))
+                .filter(|(k, u, c)| is_gold(&item.gold, k, u, c))
                 .count();
             gold_hit += usize::from(good > 0);
             cites += out.citations.len();
@@ -106,14 +107,16 @@ mod tests {
             answer: answer.into(),
             citations: cites
                 .iter()
-                .map(|(k, u)| (k.to_string(), u.to_string()))
+                .map(|(k, u)| (k.to_string(), u.to_string(), format!("{k}#0")))
                 .collect(),
         };
         let items = [
             item(&["it/vpn.md"], Some("14 characters"), false),
-            item(&["s:doc2"], None, false),
+            // A gold passage (chunk id).
+            item(&["s:doc2#0"], None, false),
             item(&[], None, true),
             item(&[], None, true),
+            item(&[], Some("expected"), false),
         ];
         let outcomes = [
             out(
@@ -124,16 +127,17 @@ mod tests {
                     ("s:9", "file:///x/other.md"),
                 ],
             ),
-            out(false, "", &[]),
+            out(true, "something", &[("s:doc2", "file:///z")]),
             out(false, "", &[]),
             out(true, "made up", &[("s:3", "file:///y")]),
+            out(false, "", &[]),
         ];
         let r = score(&items, &outcomes);
-        assert_eq!(r.questions, 4);
-        assert_eq!(r.gold_cited_rate, 0.5);
-        assert_eq!(r.answer_contains_rate, 1.0);
-        assert_eq!(r.citation_precision, 0.5);
+        assert_eq!(r.questions, 5);
+        assert_eq!(r.gold_cited_rate, 1.0);
+        assert_eq!(r.answer_contains_rate, 0.5);
+        assert!((r.citation_precision - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.no_answer_rate_unanswerable, 0.5);
-        assert_eq!(r.no_answer_rate_answerable, 0.5);
+        assert!((r.no_answer_rate_answerable - 1.0 / 3.0).abs() < 1e-12);
     }
 }
