@@ -107,7 +107,7 @@ pub enum EvalCommand {
         json: bool,
     },
     /// Answer quality of a running daemon on a JSONL question set: one
-    /// {"question", "gold": [doc key or uri suffix], "answer": expected text, "unanswerable"} per line.
+    /// {"question", "gold": [doc key, chunk id or uri suffix], "answer": expected text, "unanswerable"} per line.
     Qa {
         file: PathBuf,
         #[command(flatten)]
