@@ -5,7 +5,7 @@
 //! the passage it came from. When the best passage is not similar enough to the question it says
 //! that nothing relevant was found instead of guessing.
 //!
-//! Invariants: every answer sentence is verbatim text of a passage it cites; every citation
+//! Invariants: every answer sentence is verbatim text (whitespace collapsed) of a passage it cites; every citation
 //! refers to a passage that was handed in (which retrieval already scoped to the caller).
 
 use std::collections::HashMap;

@@ -40,7 +40,7 @@ fn principal(code: u8) -> Principal {
     let c = code as usize;
     if c < USERS {
         // Even users are named by id, odd users by their email alias.
-        if c % 2 == 0 {
+        if c.is_multiple_of(2) {
             Principal::user(format!("u{c}"))
         } else {
             Principal::user(format!("u{c}@corp.example"))

@@ -138,24 +138,19 @@ mod tests {
         hits.iter().map(|h| (h.addr.doc_id / 10) as u64).collect()
     }
 
+    fn rrf2(a: &[Scored], b: &[Scored]) -> Vec<Fused> {
+        let (ka, kb) = (keys(a), keys(b));
+        rrf(
+            &[Leg { hits: a, keys: &ka }, Leg { hits: b, keys: &kb }],
+            60.0,
+        )
+    }
+
     #[test]
     fn agreement_beats_single_leg() {
         let a = [s(10, 0.0), s(20, 0.0), s(30, 0.0)];
         let b = [s(30, 0.0), s(40, 0.0), s(10, 0.0)];
-        let (ka, kb) = (keys(&a), keys(&b));
-        let f = rrf(
-            &[
-                Leg {
-                    hits: &a,
-                    keys: &ka,
-                },
-                Leg {
-                    hits: &b,
-                    keys: &kb,
-                },
-            ],
-            60.0,
-        );
+        let f = rrf2(&a, &b);
         let order: Vec<u32> = f.iter().map(|x| x.addr.doc_id).collect();
         assert_eq!(order, [10, 30, 20, 40]);
         assert_eq!(f[0].ranks, [Some(1), Some(3)]);
@@ -168,20 +163,7 @@ mod tests {
         // Document d1 is first in BM25 through chunk 11 and first in dense through chunk 12.
         let a = [s(11, 0.0), s(20, 0.0), s(12, 0.0)];
         let b = [s(12, 0.0), s(20, 0.0)];
-        let (ka, kb) = (keys(&a), keys(&b));
-        let f = rrf(
-            &[
-                Leg {
-                    hits: &a,
-                    keys: &ka,
-                },
-                Leg {
-                    hits: &b,
-                    keys: &kb,
-                },
-            ],
-            60.0,
-        );
+        let f = rrf2(&a, &b);
         assert_eq!(f.len(), 2, "one result per document");
         assert_eq!(f[0].ranks, [Some(1), Some(1)]);
         assert_eq!(
@@ -189,6 +171,7 @@ mod tests {
             "best-ranked chunk represents the document"
         );
         assert_eq!(f[1].ranks, [Some(2), Some(2)]);
+        let ka = keys(&a);
         let single = single(Leg {
             hits: &a,
             keys: &ka,
@@ -204,7 +187,7 @@ mod tests {
         let bm25 = [s(10, 10.0), s(20, 5.0), s(30, 0.0)];
         let dense = [s(30, 0.9), s(10, 0.5)];
         let (kb, kd) = (keys(&bm25), keys(&dense));
-        let f = convex(
+        let legs = (
             Leg {
                 hits: &bm25,
                 keys: &kb,
@@ -213,22 +196,12 @@ mod tests {
                 hits: &dense,
                 keys: &kd,
             },
-            0.5,
         );
+        let f = convex(legs.0, legs.1, 0.5);
         let got: Vec<(u32, f32)> = f.iter().map(|x| (x.addr.doc_id, x.score)).collect();
         assert_eq!(got, [(10, 0.5), (30, 0.5), (20, 0.25)]);
         assert_eq!(f[0].ranks, [Some(1), Some(2)]);
-        let only_bm25 = convex(
-            Leg {
-                hits: &bm25,
-                keys: &kb,
-            },
-            Leg {
-                hits: &dense,
-                keys: &kd,
-            },
-            1.0,
-        );
+        let only_bm25 = convex(legs.0, legs.1, 1.0);
         assert_eq!(
             only_bm25
                 .iter()
@@ -247,8 +220,7 @@ mod tests {
         ) {
             let la: Vec<Scored> = a.iter().map(|&d| s(d, 0.0)).collect();
             let lb: Vec<Scored> = b.iter().map(|&d| s(d, 0.0)).collect();
-            let (ka, kb) = (keys(&la), keys(&lb));
-            let f = rrf(&[Leg { hits: &la, keys: &ka }, Leg { hits: &lb, keys: &kb }], 60.0);
+            let f = rrf2(&la, &lb);
             let got: std::collections::BTreeSet<u32> = f.iter().map(|x| x.addr.doc_id / 10).collect();
             let want: std::collections::BTreeSet<u32> = a.union(&b).map(|d| d / 10).collect();
             prop_assert_eq!(f.len(), want.len());
