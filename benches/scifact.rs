@@ -441,7 +441,7 @@ async fn load(
                                 query: q.clone(),
                                 limit: 10,
                                 mode: mode as i32,
-                                filter: None,
+                                ..Default::default()
                             })))
                             .await
                             .is_ok()
@@ -449,7 +449,7 @@ async fn load(
                     Call::Ask => client
                         .ask(authed(tonic::Request::new(pb::AskRequest {
                             question: q.clone(),
-                            filter: None,
+                            ..Default::default()
                         })))
                         .await
                         .is_ok(),

@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod answer;
+pub mod audit;
 pub mod chunk;
 pub mod cli;
 pub mod config;

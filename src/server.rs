@@ -19,7 +19,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{Config, ConnectorConfig};
 use crate::embed::Embedder;
@@ -50,6 +50,30 @@ pub enum DaemonError {
     },
     #[error("task failed: {0}")]
     Join(String),
+    #[error("identities: {0}")]
+    Identity(String),
+    #[error("audit log {path}: {source}")]
+    Audit {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("guardrail topics: {0}")]
+    Guardrails(String),
+    #[error(
+        "refusing to serve plaintext on {0}, which is not a loopback address: configure \
+         server.tls_cert/tls_key, or pass --insecure-dev for a development setup"
+    )]
+    PlaintextExposed(SocketAddr),
+}
+
+/// How the daemon was started (beyond its config).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Development only: accept requests without credentials that name their user in the
+    /// `x-docent-user` header, and allow plaintext on non-loopback addresses.
+    pub insecure_dev: bool,
+    /// The config file, for identity reloads (Admin ReloadIdentities, SIGHUP).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 pub struct Daemon {
@@ -112,10 +136,49 @@ pub async fn start(
     embedder: Arc<dyn Embedder>,
     listener: TcpListener,
 ) -> Result<Daemon, DaemonError> {
+    start_with(config, embedder, listener, StartOptions::default()).await
+}
+
+pub async fn start_with(
+    config: Config,
+    embedder: Arc<dyn Embedder>,
+    listener: TcpListener,
+    opts: StartOptions,
+) -> Result<Daemon, DaemonError> {
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Join(e.to_string()))?;
+    if config.server.tls.is_none() && !addr.ip().is_loopback() && !opts.insecure_dev {
+        return Err(DaemonError::PlaintextExposed(addr));
+    }
+    if opts.insecure_dev {
+        tracing::warn!(
+            "INSECURE DEVELOPMENT MODE: requests without credentials are accepted as the user \
+             named in the x-docent-user header. Never run this way with real data."
+        );
+    }
     let shutdown = CancellationToken::new();
+    let identities = Arc::new(arc_swap::ArcSwap::from_pointee(
+        config.identity_store().map_err(DaemonError::Identity)?,
+    ));
+    let audit = match &config.audit {
+        Some(a) => Some(Arc::new(crate::audit::AuditLog::open(a.clone()).map_err(
+            |source| DaemonError::Audit {
+                path: a.path.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    let guardrails = {
+        let (cfg, e) = (config.guardrails.clone(), embedder.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::guardrail::Guardrails::new(cfg, e.as_ref()))
+                .await
+                .map_err(|e| DaemonError::Join(e.to_string()))?
+                .map_err(|e| DaemonError::Guardrails(e.to_string()))?,
+        )
+    };
 
     let data_dir = config.index.data_dir.clone();
     let (model_id, dim) = (embedder.model_id().to_string(), embedder.dim());
@@ -187,12 +250,14 @@ pub async fn start(
         embedder.clone(),
         config.retrieval,
     ));
-    let identities = Arc::new(config.identity_store());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let state = Arc::new(AppState {
         index,
         retriever,
         identities: identities.clone(),
+        guardrails,
+        audit,
+        config_path: opts.config_path.clone(),
         answer: config.answer,
         connectors: infos,
         skips,
@@ -235,7 +300,7 @@ pub async fn start(
         .build_v1alpha()
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
 
-    let auth = AuthInterceptor::new(identities);
+    let auth = AuthInterceptor::new(identities, opts.insecure_dev);
     let mut builder = Server::builder().layer(crate::metrics::MetricsLayer::new(metrics));
     if let Some(tls) = &config.server.tls {
         let read = |p: &std::path::Path| {
@@ -245,7 +310,13 @@ pub async fn start(
             })
         };
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        let mut tls_cfg = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            tls_cfg = tls_cfg
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(!tls.client_auth_required);
+        }
+        builder = builder.tls_config(tls_cfg)?;
     }
     let router = builder
         .add_service(health_service)
@@ -272,7 +343,13 @@ pub async fn start(
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await
     });
-    tracing::info!(%addr, tls = config.server.tls.is_some(), "serving");
+    tracing::info!(
+        %addr,
+        tls = config.server.tls.is_some(),
+        mtls = config.server.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        insecure_dev = opts.insecure_dev,
+        "serving"
+    );
     Ok(Daemon {
         addr,
         metrics_addr,

@@ -1,4 +1,4 @@
-//! Process signals that stop the daemon gracefully.
+//! Process signals: SIGINT/SIGTERM stop the daemon gracefully; SIGHUP reloads identities.
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
@@ -22,4 +22,21 @@ pub async fn signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Calls `reload` (off the async runtime) on every SIGHUP, for the life of the process.
+pub async fn on_reload(reload: impl Fn() + Send + Sync + Clone + 'static) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let r = reload.clone();
+            let _ = tokio::task::spawn_blocking(r).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
 }

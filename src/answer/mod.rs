@@ -69,6 +69,16 @@ impl Answer {
         }
     }
 
+    /// A question a guardrail blocked; `message` is the administrator's.
+    pub fn blocked(message: &str) -> Self {
+        Self {
+            status: AnswerStatus::Blocked,
+            sentences: Vec::new(),
+            citations: Vec::new(),
+            message: message.to_string(),
+        }
+    }
+
     /// Display text with citation markers: "Sentence one [1]. Sentence two [2]".
     pub fn text(&self) -> String {
         if self.status != AnswerStatus::Answered {
@@ -239,27 +249,9 @@ pub fn extractive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::StoredChunk;
 
     fn hit(id: &str, text: &str, sim: f32) -> Hit {
-        Hit {
-            chunk: StoredChunk {
-                chunk_id: format!("{id}#0"),
-                doc_key: id.into(),
-                source: "s".into(),
-                title: id.into(),
-                uri: format!("file:///{id}"),
-                text: text.into(),
-                span: 0..text.len(),
-                heading_path: vec![],
-                acl: Default::default(),
-                attributes: Default::default(),
-            },
-            score: 1.0,
-            bm25_rank: Some(1),
-            dense_rank: Some(1),
-            similarity: Some(sim),
-        }
+        crate::retrieve::test_hit(id, text, sim)
     }
 
     fn words(s: &str) -> Vec<String> {

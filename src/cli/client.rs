@@ -6,7 +6,7 @@ use anyhow::Context;
 use docent_proto::v1 as pb;
 use serde_json::json;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::{ClientArgs, FilterArgs, SearchMode};
 
@@ -15,9 +15,16 @@ pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
         .with_context(|| format!("invalid address {}", conn.addr))?;
     if conn.addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+        };
         if let Some(ca) = &conn.ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&conn.cert, &conn.key) {
+            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (None, None) => {}
+            _ => anyhow::bail!("--cert and --key must be given together"),
         }
         ep = ep.tls_config(tls)?;
     }
@@ -28,16 +35,35 @@ pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
 
 pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
     let mut req = tonic::Request::new(msg);
-    let token = conn
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .context("no API token: pass --token or set DOCENT_TOKEN")?;
-    let v: MetadataValue<_> = format!("Bearer {token}")
-        .parse()
-        .context("token has invalid characters")?;
-    req.metadata_mut().insert("authorization", v);
+    match conn.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let v: MetadataValue<_> = format!("Bearer {token}")
+                .parse()
+                .context("token has invalid characters")?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        None if conn.cert.is_some() => {}
+        None => match &conn.dev_user {
+            Some(user) => {
+                let v: MetadataValue<_> = user.parse().context("user has invalid characters")?;
+                req.metadata_mut()
+                    .insert(crate::service::DEV_USER_HEADER, v);
+            }
+            None => anyhow::bail!(
+                "no credentials: pass --token (or set DOCENT_TOKEN), or --cert/--key for mTLS"
+            ),
+        },
+    }
     Ok(req)
+}
+
+fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {
+    v.iter()
+        .map(|v| {
+            json!({"stage": v.stage, "action": v.action, "code": v.code, "rule": v.rule,
+                "message": v.message, "count": v.count})
+        })
+        .collect()
 }
 
 fn filter(f: &FilterArgs) -> pb::Filter {
@@ -73,6 +99,7 @@ pub async fn ask(
     conn: &ClientArgs,
     f: &FilterArgs,
     question: String,
+    on_behalf_of: Option<String>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut client = pb::assistant_client::AssistantClient::new(channel(conn).await?);
@@ -82,6 +109,7 @@ pub async fn ask(
             pb::AskRequest {
                 question,
                 filter: Some(filter(f)),
+                on_behalf_of: on_behalf_of.unwrap_or_default(),
             },
         )?)
         .await?
@@ -93,6 +121,7 @@ pub async fn ask(
             "message": resp.message,
             "sentences": resp.sentences.iter().map(|s| json!({"text": s.text, "citations": s.citations})).collect::<Vec<_>>(),
             "citations": resp.citations.iter().map(citation_json).collect::<Vec<_>>(),
+            "guardrails": verdicts_json(&resp.guardrails),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -115,14 +144,22 @@ pub async fn ask(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn search(
-    conn: &ClientArgs,
-    f: &FilterArgs,
-    query: String,
-    limit: u32,
-    mode: SearchMode,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
+pub struct SearchArgs {
+    pub query: String,
+    pub limit: u32,
+    pub mode: SearchMode,
+    pub on_behalf_of: Option<String>,
+    pub json: bool,
+}
+
+pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow::Result<ExitCode> {
+    let SearchArgs {
+        query,
+        limit,
+        mode,
+        on_behalf_of,
+        json: as_json,
+    } = a;
     let mode = match mode {
         SearchMode::Hybrid => pb::RetrievalMode::Hybrid,
         SearchMode::Bm25 => pb::RetrievalMode::Bm25,
@@ -137,6 +174,7 @@ pub async fn search(
                 limit,
                 mode: mode as i32,
                 filter: Some(filter(f)),
+                on_behalf_of: on_behalf_of.unwrap_or_default(),
             },
         )?)
         .await?
@@ -160,8 +198,15 @@ pub async fn search(
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "hits": hits }))?
+            serde_json::to_string_pretty(&json!({
+                "hits": hits,
+                "blocked": resp.blocked,
+                "message": resp.message,
+                "guardrails": verdicts_json(&resp.guardrails),
+            }))?
         );
+    } else if resp.blocked {
+        println!("{}", resp.message);
     } else if resp.hits.is_empty() {
         println!("No results.");
     } else {
@@ -227,5 +272,90 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
             println!("  skipped {}: {}", s.id, s.reason);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `docent admin ...`: identity tools.
+pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Result<ExitCode> {
+    use super::AdminCommand;
+    let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
+    let v = match cmd {
+        AdminCommand::Whois { user, json } => {
+            let w = client
+                .who_is(request(conn, pb::WhoIsRequest { user })?)
+                .await?
+                .into_inner();
+            if !json {
+                println!("{}", w.id);
+                println!("  aliases:     {}", w.aliases.join(", "));
+                println!(
+                    "  groups:      {} (direct: {})",
+                    w.groups.join(", "),
+                    w.direct_groups.join(", ")
+                );
+                println!("  principals:  {}", w.principals.join(", "));
+                println!("  permissions: {}", w.permissions.join(", "));
+                return Ok(ExitCode::SUCCESS);
+            }
+            json!({"id": w.id, "aliases": w.aliases, "direct_groups": w.direct_groups,
+                "groups": w.groups, "principals": w.principals, "permissions": w.permissions})
+        }
+        AdminCommand::CanRead {
+            user,
+            document_key,
+            json,
+        } => {
+            let r = client
+                .check_access(request(
+                    conn,
+                    pb::CheckAccessRequest {
+                        user: user.clone(),
+                        document_key: document_key.clone(),
+                    },
+                )?)
+                .await?
+                .into_inner();
+            if !json {
+                let verdict = if r.allowed { "yes" } else { "no" };
+                println!(
+                    "{verdict}: {user} {} {document_key}",
+                    if r.allowed { "can read" } else { "cannot read" }
+                );
+                println!("  {}", r.explanation);
+                return Ok(if r.allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"allowed": r.allowed, "decision": r.decision,
+                    "entry": r.entry, "explanation": r.explanation})
+                )?
+            );
+            return Ok(if r.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        AdminCommand::Reload { json } => {
+            let r = client
+                .reload_identities(request(conn, pb::ReloadIdentitiesRequest {})?)
+                .await?
+                .into_inner();
+            if !json {
+                println!(
+                    "reloaded: {} identities, {} groups, {} API keys",
+                    r.identities, r.groups, r.api_keys
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            json!({"identities": r.identities, "groups": r.groups, "api_keys": r.api_keys})
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
 }

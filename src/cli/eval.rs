@@ -110,6 +110,7 @@ pub async fn qa(conn: &ClientArgs, file: &Path, as_json: bool) -> anyhow::Result
             .ask(super::client::request(
                 conn,
                 pb::AskRequest {
+                    on_behalf_of: String::new(),
                     question: item.question.clone(),
                     filter: None,
                 },

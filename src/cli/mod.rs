@@ -31,6 +31,11 @@ pub enum Command {
     Serve {
         #[arg(long, short, env = "DOCENT_CONFIG")]
         config: PathBuf,
+        /// DEVELOPMENT ONLY: accept requests without credentials that name their user in the
+        /// x-docent-user header (`--dev-user` in the CLI), and allow plaintext on non-loopback
+        /// addresses. Logged loudly at start.
+        #[arg(long)]
+        insecure_dev: bool,
     },
     /// Ask a question; prints the answer with its sources.
     Ask {
@@ -39,7 +44,10 @@ pub enum Command {
         conn: ClientArgs,
         #[command(flatten)]
         filter: FilterArgs,
-        /// Print JSON: {"answer", "status", "sentences", "citations"}.
+        /// Ask on behalf of this user (needs an identity or key with the act_as permission).
+        #[arg(long = "as", value_name = "USER")]
+        on_behalf_of: Option<String>,
+        /// Print JSON: {"answer", "status", "sentences", "citations", "guardrails"}.
         #[arg(long)]
         json: bool,
     },
@@ -54,6 +62,9 @@ pub enum Command {
         limit: u32,
         #[arg(long, value_enum, default_value_t = SearchMode::Hybrid)]
         mode: SearchMode,
+        /// Search on behalf of this user (needs the act_as permission).
+        #[arg(long = "as", value_name = "USER")]
+        on_behalf_of: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +74,13 @@ pub enum Command {
         conn: ClientArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Identity administration (admin identities only).
+    Admin {
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Configuration tools.
     Config {
@@ -77,6 +95,28 @@ pub enum Command {
     /// Print the sha256 of an API token, for `token_sha256` in the config (reads stdin if no
     /// token is given, so the token stays out of shell history).
     HashToken { token: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Who is this user (id or any alias): canonical id, aliases, groups, permissions.
+    Whois {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Can this user read this document, and which ACL entry decided (exit 1 when not).
+    CanRead {
+        user: String,
+        document_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read identities, groups, API keys, identity files and the JWKS without a restart.
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +175,15 @@ pub struct ClientArgs {
     /// CA certificate (PEM) to trust for https addresses.
     #[arg(long, env = "DOCENT_CA")]
     pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS; with --key.
+    #[arg(long, env = "DOCENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "DOCENT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Against a daemon started with --insecure-dev only: act as this user without a token.
+    #[arg(long, env = "DOCENT_DEV_USER")]
+    pub dev_user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -149,21 +198,36 @@ pub struct FilterArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve {
+            config,
+            insecure_dev,
+        } => serve(config, insecure_dev).await,
         Command::Ask {
             question,
             conn,
             filter,
+            on_behalf_of,
             json,
-        } => client::ask(&conn, &filter, question, json).await,
+        } => client::ask(&conn, &filter, question, on_behalf_of, json).await,
         Command::Search {
             query,
             conn,
             filter,
             limit,
             mode,
+            on_behalf_of,
             json,
-        } => client::search(&conn, &filter, query, limit, mode, json).await,
+        } => {
+            let a = client::SearchArgs {
+                query,
+                limit,
+                mode,
+                on_behalf_of,
+                json,
+            };
+            client::search(&conn, &filter, a).await
+        }
+        Command::Admin { conn, command } => client::admin(&conn, command).await,
         Command::Status { conn, json } => client::status(&conn, json).await,
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -228,7 +292,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
     let ecfg = config.embedding.clone();
     let t0 = std::time::Instant::now();
@@ -244,7 +308,17 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    let daemon = crate::server::start(config, Arc::new(embedder), listener).await?;
+    let opts = crate::server::StartOptions {
+        insecure_dev,
+        config_path: Some(config_path.clone()),
+    };
+    let daemon = crate::server::start_with(config, Arc::new(embedder), listener, opts).await?;
+    let state = daemon.state().clone();
+    tokio::spawn(crate::shutdown::on_reload(move || {
+        if let Err(e) = state.reload_identities() {
+            tracing::error!(error = %e, "identity reload failed; keeping the current identities");
+        }
+    }));
     let token = daemon.shutdown_token();
     tokio::spawn(async move {
         crate::shutdown::signal().await;

@@ -7,6 +7,7 @@
 //! the config file's directory.
 
 mod raw;
+mod security;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -18,9 +19,13 @@ use docent_connector_api::Principal;
 use docent_fs_connector::{AclRule, FsConfig, RuleMode};
 
 use crate::answer::AnswerConfig;
+use crate::audit::AuditConfig;
 use crate::chunk::ChunkerConfig;
 use crate::embed::EmbedderConfig;
-use crate::identity::{GroupSpec, IdentitySpec, IdentityStore};
+use crate::guardrail::GuardrailConfig;
+use crate::identity::jwt::{JwtConfig, JwtVerifier};
+use crate::identity::sources::{self, IdentitySource};
+use crate::identity::{ApiKeySpec, GroupSpec, IdentitySpec, IdentityStore};
 use crate::retrieve::{Fusion, RetrievalConfig};
 
 /// One configuration problem and where it is.
@@ -71,6 +76,10 @@ impl fmt::Display for ConfigError {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CA bundle that client certificates must chain to (mTLS); none: no client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse the TLS handshake without a client certificate (else a bearer token is enough).
+    pub client_auth_required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +121,11 @@ pub struct Config {
     pub answer: AnswerConfig,
     pub identities: Vec<IdentitySpec>,
     pub groups: Vec<GroupSpec>,
+    pub identity_sources: Vec<IdentitySource>,
+    pub api_keys: Vec<ApiKeySpec>,
+    pub jwt: Option<JwtConfig>,
+    pub guardrails: GuardrailConfig,
+    pub audit: Option<AuditConfig>,
     pub connectors: Vec<ConnectorConfig>,
 }
 
@@ -144,8 +158,16 @@ impl Config {
         }
     }
 
-    pub fn identity_store(&self) -> IdentityStore {
-        IdentityStore::new(self.identities.clone(), self.groups.clone())
+    /// The identity store: configured identities and groups, the identity source files, API
+    /// keys and the JWKS. Reads the files now (start and every reload).
+    pub fn identity_store(&self) -> Result<IdentityStore, String> {
+        let loaded = sources::load_all(&self.identity_sources)?;
+        let (ids, groups) = sources::merge(self.identities.clone(), self.groups.clone(), loaded);
+        let mut store = IdentityStore::new(ids, groups).with_api_keys(self.api_keys.clone());
+        if let Some(j) = &self.jwt {
+            store = store.with_jwt(JwtVerifier::load(j.clone())?);
+        }
+        Ok(store)
     }
 }
 
@@ -224,10 +246,23 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             }
         },
     };
+    let client_auth_required = match raw.server.tls_client_auth.as_str() {
+        "optional" => false,
+        "required" => true,
+        other => {
+            is.add(
+                "server.tls_client_auth",
+                format!("must be \"optional\" or \"required\", got {other:?}"),
+            );
+            false
+        }
+    };
     let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
         (Some(c), Some(k)) => Some(TlsConfig {
             cert: resolve(base, c),
             key: resolve(base, k),
+            client_ca: raw.server.tls_client_ca.as_ref().map(|p| resolve(base, p)),
+            client_auth_required,
         }),
         (None, None) => None,
         _ => {
@@ -235,6 +270,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             None
         }
     };
+    if raw.server.tls_client_ca.is_some() && tls.is_none() {
+        is.add(
+            "server.tls_client_ca",
+            "client certificates need tls_cert and tls_key",
+        );
+    }
 
     let index = IndexConfig {
         data_dir: resolve(base, &raw.index.data_dir),
@@ -376,6 +417,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 groups: r.groups.clone(),
                 token_sha256: token,
                 admin: r.admin,
+                act_as: r.act_as,
             }
         })
         .collect();
@@ -389,10 +431,33 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             }
         }
     }
-    let store = IdentityStore::new(identities.clone(), groups.clone());
-    for cycle in store.group_cycles() {
-        is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
+    let identity_sources = security::sources(&mut is, base, &raw.identity_sources);
+    let api_keys = security::api_keys(&mut is, &raw.api_keys);
+    let jwt = security::jwt(&mut is, base, &raw.auth);
+    match sources::load_all(&identity_sources) {
+        Err(e) => is.add("identity_sources", e),
+        Ok(loaded) => {
+            let (ids, gs) = sources::merge(identities.clone(), groups.clone(), loaded);
+            let store = IdentityStore::new(ids, gs);
+            for cycle in store.group_cycles() {
+                is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
+            }
+            for (i, k) in api_keys.iter().enumerate() {
+                if store.resolve(&k.identity).is_none() {
+                    is.add(
+                        format!("api_keys[{i}].identity"),
+                        format!("unknown identity {:?}", k.identity),
+                    );
+                }
+            }
+        }
     }
+    if let Some(j) = &jwt
+        && let Err(e) = JwtVerifier::load(j.clone())
+    {
+        is.add("auth.jwks_file", e);
+    }
+    let audit = security::audit(&mut is, base, &raw.audit);
 
     let mut connector_ids = BTreeSet::new();
     let mut connectors = Vec::new();
@@ -500,6 +565,9 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         }));
     }
 
+    let connector_ids: Vec<String> = connectors.iter().map(|c| c.id().to_string()).collect();
+    let guardrails = security::guardrails(&mut is, &raw.guardrails, &connector_ids);
+
     if !is.0.is_empty() {
         return Err(is.0);
     }
@@ -516,6 +584,11 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         answer,
         identities,
         groups,
+        identity_sources,
+        api_keys,
+        jwt,
+        guardrails,
+        audit,
         connectors,
     })
 }

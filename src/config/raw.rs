@@ -14,8 +14,13 @@ const SECTIONS: &[&str] = &[
     "chunking",
     "retrieval",
     "answer",
+    "auth",
     "identities",
     "groups",
+    "identity_sources",
+    "api_keys",
+    "guardrails",
+    "audit",
     "connectors",
 ];
 
@@ -28,8 +33,13 @@ pub struct RawConfig {
     pub chunking: RawChunking,
     pub retrieval: RawRetrieval,
     pub answer: RawAnswer,
+    pub auth: RawAuth,
     pub identities: Vec<RawIdentity>,
     pub groups: Vec<RawGroup>,
+    pub identity_sources: Vec<RawIdentitySource>,
+    pub api_keys: Vec<RawApiKey>,
+    pub guardrails: RawGuardrails,
+    pub audit: RawAudit,
     pub connectors: Vec<RawConnector>,
 }
 
@@ -40,6 +50,8 @@ pub struct RawServer {
     pub metrics_listen: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub tls_client_ca: Option<String>,
+    pub tls_client_auth: String,
 }
 
 impl Default for RawServer {
@@ -49,6 +61,185 @@ impl Default for RawServer {
             metrics_listen: None,
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: "optional".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub jwks_file: Option<String>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_user_claim: String,
+    pub jwt_leeway_secs: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            jwks_file: None,
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            jwt_user_claim: "sub".into(),
+            jwt_leeway_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentitySource {
+    pub format: String,
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub id: String,
+    pub identity: String,
+    pub sha256: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["query".into()]
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGuardrails {
+    pub blocked_phrases: Vec<RawBlockedPhrases>,
+    pub topics: Vec<RawTopic>,
+    pub injection: RawInjection,
+    pub pii: RawPii,
+    pub grounding: RawGrounding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockedPhrases {
+    pub phrases: Vec<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub applies_to: Vec<String>,
+    #[serde(default)]
+    pub exempt: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopic {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default = "default_topic_threshold")]
+    pub threshold: f32,
+    #[serde(default = "default_topic_action")]
+    pub action: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub applies_to: Vec<String>,
+    #[serde(default)]
+    pub exempt: Vec<String>,
+}
+
+fn default_topic_threshold() -> f32 {
+    0.6
+}
+fn default_topic_action() -> String {
+    "block".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInjection {
+    pub enabled: bool,
+    pub screen_question: bool,
+    pub screen_passages: bool,
+    pub message: Option<String>,
+    pub exempt: Vec<String>,
+}
+
+impl Default for RawInjection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            screen_question: true,
+            screen_passages: true,
+            message: None,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPii {
+    pub enabled: bool,
+    pub entities: Vec<String>,
+    pub exempt: Vec<String>,
+}
+
+impl Default for RawPii {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            entities: crate::guardrail::pii::Entity::ALL
+                .iter()
+                .map(|e| e.name().to_string())
+                .collect(),
+            exempt: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGrounding {
+    pub enabled: bool,
+    pub min_support: f32,
+}
+
+impl Default for RawGrounding {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_support: 0.6,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub path: Option<String>,
+    pub include_question: bool,
+    pub max_bytes: u64,
+    pub keep: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            path: None,
+            include_question: false,
+            max_bytes: 64 * 1024 * 1024,
+            keep: 5,
         }
     }
 }
@@ -165,6 +356,8 @@ pub struct RawIdentity {
     pub token_sha256: Option<String>,
     #[serde(default)]
     pub admin: bool,
+    #[serde(default)]
+    pub act_as: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,8 +564,13 @@ pub fn parse(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), Vec<ConfigIssu
         chunking: section(&table, "chunking", &mut issues),
         retrieval: section(&table, "retrieval", &mut issues),
         answer: section(&table, "answer", &mut issues),
+        auth: section(&table, "auth", &mut issues),
         identities: list(&table, "identities", &mut issues),
         groups: list(&table, "groups", &mut issues),
+        identity_sources: list(&table, "identity_sources", &mut issues),
+        api_keys: list(&table, "api_keys", &mut issues),
+        guardrails: section(&table, "guardrails", &mut issues),
+        audit: section(&table, "audit", &mut issues),
         connectors: list(&table, "connectors", &mut issues),
     };
     Ok((raw, issues))

@@ -95,7 +95,7 @@ pub fn eval_scope() -> AclScope {
             aliases: vec![],
             groups: vec![],
             token_sha256: Some(hex::encode(token_hash(token))),
-            admin: false,
+            ..Default::default()
         }],
         vec![],
     );

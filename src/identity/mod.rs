@@ -1,20 +1,102 @@
-//! Identities: who a caller is and which principals they hold.
+//! Identities: who a caller is, which principals they hold and what they may do.
 //!
-//! Each person has one canonical id, aliases (emails, `DOMAIN\user`, uid) and groups; groups may
-//! be members of other groups (resolved transitively, cycles tolerated). A caller's principal set
-//! is `user:<id>`, `user:<alias>` for each alias, `group:<g>` for every group reached, and
-//! `everyone`. API tokens are stored as SHA-256 hashes; an unknown token authenticates nobody.
+//! Each person has one canonical id, aliases across sources (emails, `DOMAIN\user`, POSIX uid or
+//! name, Slack id, certificate names) and groups; groups may be members of other groups (resolved
+//! transitively; cycles are reported by config validation and tolerated here). A caller's
+//! principal set is `user:<id>`, `user:<alias>` for each alias, `group:<g>` for every group
+//! reached, and `everyone`.
+//!
+//! Credentials: personal tokens and API keys are stored as SHA-256 hashes (API keys carry scopes,
+//! an expiry and a revoked flag), JWTs are verified against a local JWKS file ([`jwt`]), and client
+//! certificates map to an identity through their names ([`IdentityStore::authenticate_cert`]).
+//! Every path fails closed: an unknown, expired, revoked or unverifiable credential authenticates
+//! nobody.
+//!
+//! Must never: construct a [`Caller`] other than from a verified credential, from an explicit
+//! `--insecure-dev` user, or for an `act_as` target after the actor's permission was checked.
+
+pub mod jwt;
+pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use docent_connector_api::{Acl, AclDecision};
 use sha2::{Digest, Sha256};
 
-/// An authenticated caller. Only this module constructs it.
+/// What an identity or a credential may do. A credential's permissions are those of its
+/// identity intersected with its scopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Ask and Search.
+    pub query: bool,
+    /// The Admin API.
+    pub admin: bool,
+    /// Ask and Search on behalf of another user (`on_behalf_of`).
+    pub act_as: bool,
+}
+
+impl Permissions {
+    pub const ALL: Self = Self {
+        query: true,
+        admin: true,
+        act_as: true,
+    };
+    pub const QUERY: Self = Self {
+        query: true,
+        admin: false,
+        act_as: false,
+    };
+    /// Scope names as written in the config (`scopes = ["query", "admin", "act_as"]`).
+    pub const SCOPE_NAMES: [&'static str; 3] = ["query", "admin", "act_as"];
+
+    /// Builds permissions from scope names; `Err(name)` for an unknown one.
+    pub fn from_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut p = Self::default();
+        for n in names {
+            match n {
+                "query" => p.query = true,
+                "admin" => p.admin = true,
+                "act_as" => p.act_as = true,
+                other => return Err(other.to_string()),
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn intersect(self, o: Self) -> Self {
+        Self {
+            query: self.query && o.query,
+            admin: self.admin && o.admin,
+            act_as: self.act_as && o.act_as,
+        }
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.query {
+            v.push("query");
+        }
+        if self.admin {
+            v.push("admin");
+        }
+        if self.act_as {
+            v.push("act_as");
+        }
+        v
+    }
+}
+
+/// An authenticated caller (or, after `act_as`, the user a service acts for). Only this module
+/// constructs it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     user_id: String,
     principals: BTreeSet<String>,
-    admin: bool,
+    perms: Permissions,
+    /// How the caller proved who they are: "token", "api_key:<id>", "jwt", "mtls", "insecure-dev".
+    credential: String,
+    /// The service identity acting on this user's behalf, if any.
+    actor: Option<String>,
 }
 
 impl Caller {
@@ -26,75 +108,346 @@ impl Caller {
         &self.principals
     }
 
+    pub fn permissions(&self) -> Permissions {
+        self.perms
+    }
+
     pub fn is_admin(&self) -> bool {
-        self.admin
+        self.perms.admin
+    }
+
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    /// The identity that asked on this user's behalf (`on_behalf_of`), if any.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 }
 
-/// One configured identity (validated).
-#[derive(Debug, Clone)]
+/// One identity (validated).
+#[derive(Debug, Clone, Default)]
 pub struct IdentitySpec {
     pub id: String,
     pub aliases: Vec<String>,
     pub groups: Vec<String>,
-    /// Lowercase hex SHA-256 of the API token, if the identity may call the API.
+    /// Lowercase hex SHA-256 of a personal API token (all of the identity's permissions).
     pub token_sha256: Option<String>,
     pub admin: bool,
+    /// May ask on behalf of other users.
+    pub act_as: bool,
 }
 
-/// One configured group and the groups it belongs to.
+/// One group and the groups it belongs to.
 #[derive(Debug, Clone)]
 pub struct GroupSpec {
     pub id: String,
     pub member_of: Vec<String>,
 }
 
+/// An API key: a hashed secret bound to an identity, with scopes, an optional expiry and a
+/// revoked flag.
+#[derive(Debug, Clone)]
+pub struct ApiKeySpec {
+    /// Names the key in logs and the audit trail (never the secret).
+    pub id: String,
+    pub identity: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    pub scopes: Permissions,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+}
+
+/// Why authentication failed. Every variant authenticates nobody.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send a bearer token or a client certificate")]
+    MissingCredentials,
+    #[error("invalid bearer token")]
+    InvalidToken,
+    #[error("API key {0} has expired")]
+    KeyExpired(String),
+    #[error("API key {0} has been revoked")]
+    KeyRevoked(String),
+    #[error("JWT rejected: {0}")]
+    Jwt(#[from] jwt::JwtError),
+    #[error("the credential names no known identity")]
+    UnknownIdentity,
+    #[error("the client certificate maps to no identity")]
+    UnknownCertificate,
+}
+
+impl AuthError {
+    /// Stable reason code for `ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "MISSING_TOKEN",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::KeyExpired(_) => "KEY_EXPIRED",
+            Self::KeyRevoked(_) => "KEY_REVOKED",
+            Self::Jwt(e) => e.reason(),
+            Self::UnknownIdentity => "UNKNOWN_IDENTITY",
+            Self::UnknownCertificate => "UNKNOWN_CLIENT_CERT",
+        }
+    }
+}
+
+/// Why an `act_as` request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActAsError {
+    #[error("{0} may not act on behalf of other users")]
+    NotPermitted(String),
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+}
+
+/// What the Admin API tells about one identity.
+#[derive(Debug, Clone)]
+pub struct WhoIs {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub direct_groups: Vec<String>,
+    /// Direct groups and every group they reach.
+    pub groups: Vec<String>,
+    pub principals: Vec<String>,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Personal(usize),
+    Key(usize),
+}
+
 #[derive(Debug, Default)]
 pub struct IdentityStore {
-    by_token: HashMap<[u8; 32], usize>,
     identities: Vec<IdentitySpec>,
+    /// Canonical ids and aliases → index into `identities`.
+    by_name: HashMap<String, usize>,
+    by_token: HashMap<[u8; 32], Credential>,
+    keys: Vec<ApiKeySpec>,
     parents: BTreeMap<String, Vec<String>>,
+    jwt: Option<jwt::JwtVerifier>,
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+fn hash_from_hex(h: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(h).ok()?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl IdentityStore {
-    /// Token hashes must be valid 64-char hex; config validation guarantees it.
+    /// Identities with the same id are merged (aliases and groups united, permissions or-ed);
+    /// token hashes must be valid 64-char hex (config validation guarantees it).
     pub fn new(identities: Vec<IdentitySpec>, groups: Vec<GroupSpec>) -> Self {
-        let mut by_token = HashMap::new();
-        for (i, id) in identities.iter().enumerate() {
-            if let Some(h) = &id.token_sha256
-                && let Ok(bytes) = hex::decode(h)
-                && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
-            {
-                by_token.insert(arr, i);
+        let mut merged: Vec<IdentitySpec> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for spec in identities {
+            match index.get(&spec.id) {
+                Some(&i) => {
+                    let m = &mut merged[i];
+                    for a in spec.aliases {
+                        if !m.aliases.contains(&a) {
+                            m.aliases.push(a);
+                        }
+                    }
+                    for g in spec.groups {
+                        if !m.groups.contains(&g) {
+                            m.groups.push(g);
+                        }
+                    }
+                    m.admin |= spec.admin;
+                    m.act_as |= spec.act_as;
+                    m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
+                }
+                None => {
+                    index.insert(spec.id.clone(), merged.len());
+                    merged.push(spec);
+                }
             }
         }
-        let parents = groups.into_iter().map(|g| (g.id, g.member_of)).collect();
+        let mut by_name = HashMap::new();
+        let mut by_token = HashMap::new();
+        for (i, id) in merged.iter().enumerate() {
+            by_name.insert(id.id.clone(), i);
+            if let Some(h) = id.token_sha256.as_deref().and_then(hash_from_hex) {
+                by_token.insert(h, Credential::Personal(i));
+            }
+        }
+        // Aliases never shadow a canonical id.
+        for (i, id) in merged.iter().enumerate() {
+            for a in &id.aliases {
+                by_name.entry(a.clone()).or_insert(i);
+            }
+        }
+        let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for g in groups {
+            let e = parents.entry(g.id).or_default();
+            for p in g.member_of {
+                if !e.contains(&p) {
+                    e.push(p);
+                }
+            }
+        }
         Self {
+            identities: merged,
+            by_name,
             by_token,
-            identities,
+            keys: Vec::new(),
             parents,
+            jwt: None,
         }
     }
 
-    /// The caller a bearer token belongs to; `None` for an unknown token.
+    /// Adds API keys; keys bound to an unknown identity are ignored (validation reports them).
+    pub fn with_api_keys(mut self, keys: Vec<ApiKeySpec>) -> Self {
+        for k in keys {
+            if let Some(h) = hash_from_hex(&k.sha256) {
+                self.by_token.insert(h, Credential::Key(self.keys.len()));
+                self.keys.push(k);
+            }
+        }
+        self
+    }
+
+    pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    pub fn identity_count(&self) -> usize {
+        self.identities.len()
+    }
+
+    pub fn group_count(&self) -> usize {
+        let mut all: BTreeSet<&str> = self.parents.keys().map(String::as_str).collect();
+        for i in &self.identities {
+            all.extend(i.groups.iter().map(String::as_str));
+        }
+        all.len()
+    }
+
+    pub fn api_key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn lookup(&self, name: &str) -> Option<&IdentitySpec> {
+        self.by_name.get(name).map(|&i| &self.identities[i])
+    }
+
+    /// Authenticates a bearer token: a JWT (when a JWKS is configured and the token has the
+    /// JWT shape), else a personal token or an API key.
+    pub fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
+        self.authenticate_bearer_at(token, now_unix())
+    }
+
+    pub fn authenticate_bearer_at(&self, token: &str, now: i64) -> Result<Caller, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::MissingCredentials);
+        }
+        if let Some(v) = &self.jwt
+            && token.bytes().filter(|&b| b == b'.').count() == 2
+        {
+            let subject = v.verify(token, now)?;
+            let spec = self.lookup(&subject).ok_or(AuthError::UnknownIdentity)?;
+            return Ok(self.caller(spec, Permissions::ALL, "jwt".into()));
+        }
+        match self.by_token.get(&token_hash(token)) {
+            None => Err(AuthError::InvalidToken),
+            Some(Credential::Personal(i)) => {
+                Ok(self.caller(&self.identities[*i], Permissions::ALL, "token".into()))
+            }
+            Some(Credential::Key(k)) => {
+                let key = &self.keys[*k];
+                if key.revoked {
+                    return Err(AuthError::KeyRevoked(key.id.clone()));
+                }
+                if key.expires_at.is_some_and(|t| now >= t) {
+                    return Err(AuthError::KeyExpired(key.id.clone()));
+                }
+                let spec = self
+                    .lookup(&key.identity)
+                    .ok_or(AuthError::UnknownIdentity)?;
+                Ok(self.caller(spec, key.scopes, format!("api_key:{}", key.id)))
+            }
+        }
+    }
+
+    /// The caller a bearer token belongs to; `None` for any failure.
     pub fn authenticate_token(&self, token: &str) -> Option<Caller> {
-        let i = *self.by_token.get(&token_hash(token))?;
-        Some(self.caller(&self.identities[i]))
+        self.authenticate_bearer(token).ok()
     }
 
-    /// The caller for a configured identity id (used by `config check` and tests).
-    pub fn resolve(&self, id: &str) -> Option<Caller> {
-        self.identities
+    /// Maps a verified client certificate's names (SAN e-mail addresses and DNS names, then the
+    /// subject common name) to the first identity that has one of them as id or alias.
+    pub fn authenticate_cert(&self, names: &[String]) -> Result<Caller, AuthError> {
+        names
             .iter()
-            .find(|s| s.id == id)
-            .map(|s| self.caller(s))
+            .find_map(|n| self.lookup(n))
+            .map(|spec| self.caller(spec, Permissions::ALL, "mtls".into()))
+            .ok_or(AuthError::UnknownCertificate)
     }
 
-    fn caller(&self, spec: &IdentitySpec) -> Caller {
+    /// `--insecure-dev`: the named identity without any credential.
+    pub fn insecure_dev_user(&self, name: &str) -> Result<Caller, AuthError> {
+        let spec = self.lookup(name).ok_or(AuthError::UnknownIdentity)?;
+        Ok(self.caller(spec, Permissions::ALL, "insecure-dev".into()))
+    }
+
+    /// The caller for an identity id or alias with all its permissions (`config check`, tests,
+    /// the Admin API's access checks).
+    pub fn resolve(&self, name: &str) -> Option<Caller> {
+        self.lookup(name)
+            .map(|s| self.caller(s, Permissions::ALL, "resolved".into()))
+    }
+
+    /// On-behalf-of: `actor` asks as `user` (id or alias). Requires the actor's `act_as`
+    /// permission; the result holds only the user's principals and may only query.
+    pub fn act_as(&self, actor: &Caller, user: &str) -> Result<Caller, ActAsError> {
+        if !actor.perms.act_as {
+            return Err(ActAsError::NotPermitted(actor.user_id.clone()));
+        }
+        let spec = self
+            .lookup(user)
+            .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
+        let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
+        c.actor = Some(actor.user_id.clone());
+        Ok(c)
+    }
+
+    pub fn whois(&self, name: &str) -> Option<WhoIs> {
+        let spec = self.lookup(name)?;
+        let c = self.caller(spec, Permissions::ALL, String::new());
+        Some(WhoIs {
+            id: spec.id.clone(),
+            aliases: spec.aliases.clone(),
+            direct_groups: spec.groups.clone(),
+            groups: self.expand_groups(&spec.groups).into_iter().collect(),
+            principals: c.principals.into_iter().collect(),
+            permissions: c.perms,
+        })
+    }
+
+    /// Whether `name` may read a document with `acl`, and which entry decided.
+    pub fn explain(&self, name: &str, acl: &Acl) -> Option<AclDecision> {
+        let c = self.resolve(name)?;
+        Some(acl.decide(|t| c.principals.contains(t)))
+    }
+
+    fn caller(&self, spec: &IdentitySpec, scopes: Permissions, credential: String) -> Caller {
         let mut principals = BTreeSet::from(["everyone".to_string(), format!("user:{}", spec.id)]);
         for a in &spec.aliases {
             principals.insert(format!("user:{a}"));
@@ -102,10 +455,17 @@ impl IdentityStore {
         for g in self.expand_groups(&spec.groups) {
             principals.insert(format!("group:{g}"));
         }
+        let own = Permissions {
+            query: true,
+            admin: spec.admin,
+            act_as: spec.act_as,
+        };
         Caller {
             user_id: spec.id.clone(),
             principals,
-            admin: spec.admin,
+            perms: own.intersect(scopes),
+            credential,
+            actor: None,
         }
     }
 
@@ -123,7 +483,7 @@ impl IdentityStore {
         out
     }
 
-    /// Group membership cycles, for config validation (each reported once, as a path).
+    /// Group membership cycles, for validation (each reported once, as a path).
     pub fn group_cycles(&self) -> Vec<Vec<String>> {
         let mut cycles = Vec::new();
         for start in self.parents.keys() {
@@ -163,16 +523,24 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use docent_connector_api::Principal;
 
     fn store() -> IdentityStore {
         IdentityStore::new(
-            vec![IdentitySpec {
-                id: "alice".into(),
-                aliases: vec!["alice@corp.example".into(), "1001".into()],
-                groups: vec!["payroll".into()],
-                token_sha256: Some(hex::encode(token_hash("secret-a"))),
-                admin: false,
-            }],
+            vec![
+                IdentitySpec {
+                    id: "alice".into(),
+                    aliases: vec!["alice@corp.example".into(), "1001".into()],
+                    groups: vec!["payroll".into()],
+                    token_sha256: Some(hex::encode(token_hash("secret-a"))),
+                    ..Default::default()
+                },
+                IdentitySpec {
+                    id: "bridge".into(),
+                    act_as: true,
+                    ..Default::default()
+                },
+            ],
             vec![
                 GroupSpec {
                     id: "payroll".into(),
@@ -188,15 +556,45 @@ mod tests {
                 },
             ],
         )
+        .with_api_keys(vec![
+            ApiKeySpec {
+                id: "k-live".into(),
+                identity: "bridge".into(),
+                sha256: hex::encode(token_hash("key-live")),
+                scopes: Permissions::from_scopes(["query", "act_as"]).unwrap(),
+                expires_at: Some(2_000),
+                revoked: false,
+            },
+            ApiKeySpec {
+                id: "k-revoked".into(),
+                identity: "alice".into(),
+                sha256: hex::encode(token_hash("key-revoked")),
+                scopes: Permissions::QUERY,
+                expires_at: None,
+                revoked: true,
+            },
+            ApiKeySpec {
+                id: "k-query".into(),
+                identity: "bridge".into(),
+                sha256: hex::encode(token_hash("key-query")),
+                scopes: Permissions::QUERY,
+                expires_at: None,
+                revoked: false,
+            },
+        ])
     }
 
     #[test]
     fn token_maps_to_principals_with_nested_groups() {
         let s = store();
         assert!(s.authenticate_token("wrong").is_none());
-        assert!(s.authenticate_token("").is_none());
+        assert_eq!(
+            s.authenticate_bearer("").unwrap_err(),
+            AuthError::MissingCredentials
+        );
         let c = s.authenticate_token("secret-a").unwrap();
         assert_eq!(c.user_id(), "alice");
+        assert_eq!(c.credential(), "token");
         let p: Vec<&str> = c.principals().iter().map(String::as_str).collect();
         assert_eq!(
             p,
@@ -209,6 +607,79 @@ mod tests {
                 "user:alice",
                 "user:alice@corp.example"
             ]
+        );
+    }
+
+    #[test]
+    fn api_keys_have_scopes_expiry_and_revocation() {
+        let s = store();
+        let c = s.authenticate_bearer_at("key-live", 1_999).unwrap();
+        assert_eq!(c.credential(), "api_key:k-live");
+        assert_eq!(
+            c.permissions(),
+            Permissions::from_scopes(["query", "act_as"]).unwrap()
+        );
+        assert_eq!(
+            s.authenticate_bearer_at("key-live", 2_000).unwrap_err(),
+            AuthError::KeyExpired("k-live".into())
+        );
+        assert_eq!(
+            s.authenticate_bearer_at("key-revoked", 0).unwrap_err(),
+            AuthError::KeyRevoked("k-revoked".into())
+        );
+        // Scopes never add what the identity lacks: alice has no admin, the key no act_as.
+        let q = s.authenticate_bearer_at("key-query", 0).unwrap();
+        assert!(!q.permissions().act_as && !q.permissions().admin);
+    }
+
+    #[test]
+    fn act_as_needs_the_permission_and_yields_the_users_scope() {
+        let s = store();
+        let bridge = s.authenticate_bearer_at("key-live", 0).unwrap();
+        let as_alice = s.act_as(&bridge, "alice@corp.example").unwrap();
+        assert_eq!(as_alice.user_id(), "alice");
+        assert_eq!(as_alice.actor(), Some("bridge"));
+        assert!(as_alice.principals().contains("group:payroll"));
+        assert!(!as_alice.principals().contains("user:bridge"));
+        assert_eq!(as_alice.permissions(), Permissions::QUERY);
+        assert_eq!(
+            s.act_as(&bridge, "nobody").unwrap_err(),
+            ActAsError::UnknownUser("nobody".into())
+        );
+        let limited = s.authenticate_bearer_at("key-query", 0).unwrap();
+        assert!(matches!(
+            s.act_as(&limited, "alice"),
+            Err(ActAsError::NotPermitted(_))
+        ));
+        let alice = s.authenticate_token("secret-a").unwrap();
+        assert!(s.act_as(&alice, "bridge").is_err());
+    }
+
+    #[test]
+    fn aliases_resolve_and_explain_names_the_entry() {
+        let s = store();
+        assert_eq!(s.resolve("1001").unwrap().user_id(), "alice");
+        let w = s.whois("alice@corp.example").unwrap();
+        assert_eq!(w.groups, ["hr", "payroll", "staff"]);
+        let acl = Acl::new([Principal::group("staff")], [Principal::user("1001")]);
+        assert_eq!(
+            s.explain("alice", &acl),
+            Some(AclDecision::Denied(Principal::user("1001")))
+        );
+        assert_eq!(s.explain("bridge", &acl), Some(AclDecision::NoMatch));
+        assert!(s.explain("ghost", &acl).is_none());
+    }
+
+    #[test]
+    fn cert_names_map_through_aliases() {
+        let s = store();
+        let c = s
+            .authenticate_cert(&["unknown.example".into(), "alice@corp.example".into()])
+            .unwrap();
+        assert_eq!((c.user_id(), c.credential()), ("alice", "mtls"));
+        assert_eq!(
+            s.authenticate_cert(&["x".into()]).unwrap_err(),
+            AuthError::UnknownCertificate
         );
     }
 

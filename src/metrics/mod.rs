@@ -21,6 +21,9 @@ pub const METHODS: &[&str] = &[
     "Search",
     "ListConnectors",
     "IndexStats",
+    "WhoIs",
+    "CheckAccess",
+    "ReloadIdentities",
     "other",
 ];
 
@@ -101,12 +104,24 @@ pub enum AnswerOutcome {
 
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
+/// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 8] = [
+    ("acl", "drop"),
+    ("blocked_phrases", "block"),
+    ("injection", "block"),
+    ("injection", "drop"),
+    ("topics", "block"),
+    ("topics", "restrict"),
+    ("grounding", "remove"),
+    ("pii", "redact"),
+];
+
 pub struct Metrics {
     requests: Vec<[AtomicU64; 17]>,
     latency: Vec<Histogram>,
     first_piece: Histogram,
     answers: [AtomicU64; 3],
-    guardrail_blocks: AtomicU64,
+    guardrail: [AtomicU64; GUARDRAIL_ACTIONS.len()],
 }
 
 impl Default for Metrics {
@@ -116,7 +131,7 @@ impl Default for Metrics {
             latency: METHODS.iter().map(|_| Histogram::default()).collect(),
             first_piece: Histogram::default(),
             answers: Default::default(),
-            guardrail_blocks: AtomicU64::new(0),
+            guardrail: Default::default(),
         }
     }
 }
@@ -146,8 +161,17 @@ impl Metrics {
         self.answers[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn guardrail_block(&self, n: u64) {
-        self.guardrail_blocks.fetch_add(n, Ordering::Relaxed);
+    /// Counts `n` items a guardrail stage acted on; unknown pairs are a bug and are ignored.
+    pub fn guardrail(&self, stage: &str, action: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match GUARDRAIL_ACTIONS.iter().position(|&p| p == (stage, action)) {
+            Some(i) => {
+                self.guardrail[i].fetch_add(n, Ordering::Relaxed);
+            }
+            None => debug_assert!(false, "unknown guardrail label {stage}/{action}"),
+        }
     }
 
     /// Text exposition. `connectors` gives (id, documents in the index, indexed since start,
@@ -185,12 +209,14 @@ impl Metrics {
                 self.answers[i].load(Ordering::Relaxed)
             );
         }
-        o.push_str("# HELP docent_guardrail_blocks_total Requests, hits or citations stopped by a guardrail.\n# TYPE docent_guardrail_blocks_total counter\n");
-        let _ = writeln!(
-            o,
-            "docent_guardrail_blocks_total {}",
-            self.guardrail_blocks.load(Ordering::Relaxed)
-        );
+        o.push_str("# HELP docent_guardrail_verdicts_total Items a guardrail stage acted on: blocked requests, dropped passages or hits, removed sentences, redacted entities.\n# TYPE docent_guardrail_verdicts_total counter\n");
+        for (i, (stage, action)) in GUARDRAIL_ACTIONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "docent_guardrail_verdicts_total{{stage=\"{stage}\",action=\"{action}\"}} {}",
+                self.guardrail[i].load(Ordering::Relaxed)
+            );
+        }
         o.push_str("# HELP docent_connector_documents Documents of a connector in the index.\n# TYPE docent_connector_documents gauge\n");
         for (id, docs, _, _) in connectors {
             let _ = writeln!(o, "docent_connector_documents{{connector=\"{id}\"}} {docs}");
@@ -254,6 +280,7 @@ mod tests {
             Duration::from_millis(1),
         );
         m.answer(AnswerOutcome::NoAnswer);
+        m.guardrail("pii", "redact", 2);
         let t = m.render(&[("share".into(), 3, 4, 1)], (3, 9, 1000));
         assert!(
             t.contains("docent_requests_total{method=\"Ask\",code=\"OK\"} 1"),
@@ -271,5 +298,7 @@ mod tests {
         assert!(t.contains("docent_answers_total{status=\"no_answer\"} 1"));
         assert!(t.contains("docent_documents_failed_total{connector=\"share\"} 1"));
         assert!(t.contains("docent_index_chunks 9"));
+        assert!(t.contains("docent_guardrail_verdicts_total{stage=\"pii\",action=\"redact\"} 2"));
+        assert!(t.contains("docent_guardrail_verdicts_total{stage=\"acl\",action=\"drop\"} 0"));
     }
 }

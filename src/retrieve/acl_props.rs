@@ -134,15 +134,24 @@ fn check_case(
     }
     index.commit(BTreeMap::new()).unwrap();
 
-    let identities: Vec<IdentitySpec> = (0..USERS)
+    let mut identities: Vec<IdentitySpec> = (0..USERS)
         .map(|u| IdentitySpec {
             id: format!("u{u}"),
             aliases: vec![format!("u{u}@corp.example")],
             groups: memberships[u].iter().map(|g| format!("g{g}")).collect(),
             token_sha256: Some(hex::encode(token_hash(&format!("tok{u}")))),
-            admin: false,
+            ..Default::default()
         })
         .collect();
+    // A service identity in every group, acting for odd users: its own access must not leak
+    // into theirs.
+    identities.push(IdentitySpec {
+        id: "bridge".into(),
+        groups: (0..GROUPS).map(|g| format!("g{g}")).collect(),
+        token_sha256: Some(hex::encode(token_hash("tok-bridge"))),
+        act_as: true,
+        ..Default::default()
+    });
     let groups: Vec<GroupSpec> = (0..GROUPS)
         .map(|g| GroupSpec {
             id: format!("g{g}"),
@@ -158,9 +167,18 @@ fn check_case(
     };
 
     for (u, direct) in memberships.iter().enumerate() {
-        let caller = store
-            .authenticate_token(&format!("tok{u}"))
-            .expect("configured token");
+        let caller = if u % 2 == 1 {
+            let bridge = store
+                .authenticate_token("tok-bridge")
+                .expect("bridge token");
+            store
+                .act_as(&bridge, &format!("u{u}@corp.example"))
+                .expect("bridge may act as users")
+        } else {
+            store
+                .authenticate_token(&format!("tok{u}"))
+                .expect("configured token")
+        };
         let scope = authorize(&caller);
         let groups = reachable(direct, parents);
         let readable: BTreeSet<String> = docs

@@ -104,13 +104,35 @@ impl Retriever {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<Hit>, RetrieveError> {
+        self.search_embedded(scope, query, None, mode, filter, limit)
+    }
+
+    /// Embeds a query with the query encoder (for callers that need the vector before
+    /// searching, e.g. topic guardrails; pass it on to [`Self::search_embedded`]).
+    pub fn embed_query(&self, query: &str) -> Result<Vec<f32>, RetrieveError> {
+        Ok(self.embedder.embed_query(query)?)
+    }
+
+    /// [`Self::search`] with the query's embedding when the caller already has it.
+    pub fn search_embedded(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        qvec: Option<Vec<f32>>,
+        mode: Mode,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<Hit>, RetrieveError> {
         let snap = self.index.snapshot();
         let depth = self.cfg.candidates.max(limit);
+        let given = if mode == Mode::Bm25 { None } else { qvec };
         // The BM25 leg needs no vector: run it while the query is being embedded.
         let (qvec, bm25) = std::thread::scope(|s| {
-            let embedding = match mode {
-                Mode::Bm25 => None,
-                Mode::Hybrid | Mode::Dense => Some(s.spawn(|| self.embedder.embed_query(query))),
+            let embedding = match (mode, &given) {
+                (Mode::Bm25, _) | (_, Some(_)) => None,
+                (Mode::Hybrid | Mode::Dense, None) => {
+                    Some(s.spawn(|| self.embedder.embed_query(query)))
+                }
             };
             let bm25 = match mode {
                 Mode::Dense => Ok(Vec::new()),
@@ -131,6 +153,7 @@ impl Retriever {
             };
             Ok::<_, RetrieveError>((qvec.transpose()?, bm25?))
         })?;
+        let qvec = qvec.or(given);
         let dense = match &qvec {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
@@ -194,5 +217,28 @@ impl Retriever {
 
     pub fn analyze(&self, text: &str) -> Vec<String> {
         self.index.snapshot().analyze(text)
+    }
+}
+
+/// A hit on chunk `<id>#0` of document `<id>` (source "s"), for unit tests of later stages.
+#[cfg(test)]
+pub fn test_hit(id: &str, text: &str, sim: f32) -> Hit {
+    Hit {
+        chunk: StoredChunk {
+            chunk_id: format!("{id}#0"),
+            doc_key: id.into(),
+            source: "s".into(),
+            title: id.into(),
+            uri: format!("file:///{id}"),
+            text: text.into(),
+            span: 0..text.len(),
+            heading_path: vec![],
+            acl: Default::default(),
+            attributes: Default::default(),
+        },
+        score: 1.0,
+        bm25_rank: Some(1),
+        dense_rank: Some(1),
+        similarity: Some(sim),
     }
 }

@@ -1,4 +1,8 @@
 //! `docent.v1.Assistant`: Ask, AskStream, Search.
+//!
+//! Each request: authenticated caller → (optional `on_behalf_of`, checked) → request checks →
+//! guardrails on the question → retrieval under the scope → ACL recheck → injection screening of
+//! passages → answer → grounding → ACL recheck of citations → PII redaction → audit.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,13 +12,14 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
-use super::{AppState, ServiceError, convert};
+use super::{AppState, Audited, ServiceError, convert};
 use crate::acl::{AclScope, authorize};
 use crate::answer::{self, Answer, AnswerStatus};
-use crate::guardrail;
+use crate::guardrail::{self, QuestionScreen, Verdict};
+use crate::identity::{ActAsError, Caller};
 use crate::index::SearchFilter;
 use crate::metrics::AnswerOutcome;
-use crate::retrieve::{Hit, Mode};
+use crate::retrieve::{Hit, Mode, RetrieveError};
 
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
@@ -23,52 +28,92 @@ pub struct AssistantService {
     state: Arc<AppState>,
 }
 
+/// Hits (or a block) after the question guardrails, retrieval and passage screening.
+struct Retrieved {
+    hits: Vec<Hit>,
+    verdicts: Vec<Verdict>,
+    blocked: Option<Verdict>,
+}
+
 impl AssistantService {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
     }
 
-    async fn search_blocking(
+    /// The identity the request runs as: the caller, or the user it acts for (`on_behalf_of`,
+    /// which needs the `act_as` permission). Refusals are audited with both ids.
+    fn effective_caller(
         &self,
-        scope: AclScope,
-        query: String,
-        mode: Mode,
-        filter: SearchFilter,
-        limit: usize,
-    ) -> Result<Vec<Hit>, ServiceError> {
-        let st = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            let hits = st.retriever.search(&scope, &query, mode, &filter, limit)?;
-            Ok::<_, crate::retrieve::RetrieveError>(recheck_hits(&st, &scope, hits))
-        })
-        .await
-        .map_err(ServiceError::internal)?
-        .map_err(ServiceError::internal)
+        authn: Caller,
+        on_behalf_of: &str,
+        method: &'static str,
+    ) -> Result<Caller, ServiceError> {
+        let on_behalf_of = on_behalf_of.trim();
+        let caller = if on_behalf_of.is_empty() {
+            authn
+        } else {
+            let store = self.state.identities.load();
+            match store.act_as(&authn, on_behalf_of) {
+                Ok(c) => c,
+                Err(e) => {
+                    let outcome = match e {
+                        ActAsError::NotPermitted(_) => "ACT_AS_DENIED",
+                        ActAsError::UnknownUser(_) => "UNKNOWN_USER",
+                    };
+                    tracing::warn!(caller = authn.user_id(), %on_behalf_of, outcome, "act_as refused");
+                    self.state.record(Audited {
+                        method,
+                        caller: &authn,
+                        outcome,
+                        documents: Vec::new(),
+                        verdicts: &[],
+                        question: None,
+                    });
+                    return Err(e.into());
+                }
+            }
+        };
+        if !caller.permissions().query {
+            return Err(ServiceError::ScopeDenied("ask or search"));
+        }
+        Ok(caller)
     }
 
-    /// The whole Ask path: validate, retrieve under the caller's scope, answer, recheck.
-    async fn answer(&self, req: &Request<pb::AskRequest>) -> Result<Answer, ServiceError> {
-        let caller = caller(req)?;
+    /// The Ask path after authentication.
+    async fn answer(
+        &self,
+        req: &Request<pb::AskRequest>,
+        method: &'static str,
+    ) -> Result<(Answer, Vec<Verdict>), ServiceError> {
         let msg = req.get_ref();
+        let caller = self.effective_caller(caller(req)?, &msg.on_behalf_of, method)?;
         guardrail::check_question("question", &msg.question)?;
-        let scope = authorize(&caller);
         let filter = convert::filter(msg.filter.clone());
         let question = msg.question.clone();
         let st = self.state.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        let c = caller.clone();
+        let (answer, verdicts) = tokio::task::spawn_blocking(move || {
             let limit = st.answer.max_passages.max(DEFAULT_LIMIT);
-            let hits = st
-                .retriever
-                .search(&scope, &question, Mode::Hybrid, &filter, limit)?;
-            let hits = recheck_hits(&st, &scope, hits);
+            let r = retrieve(&st, &c, &question, Mode::Hybrid, filter, limit)?;
+            let mut verdicts = r.verdicts;
+            if let Some(b) = r.blocked {
+                let a = Answer::blocked(&b.message);
+                verdicts.push(b);
+                return Ok::<_, RetrieveError>((a, verdicts));
+            }
+            let hits = r.hits;
             let terms = st.retriever.term_weights(&question);
             let analyze = |s: &str| st.retriever.analyze(s);
             let a = answer::extractive(&hits, &terms, &analyze, &st.answer);
+            let (a, v) = st.guardrails.ground(a, &hits, &analyze);
+            verdicts.extend(v);
+            let scope = authorize(&c);
             let cited = a.citations.len();
-            let a = guardrail::recheck_answer(&st.index, &scope, a);
+            let mut a = guardrail::recheck_answer(&st.index, &scope, a);
             st.metrics
-                .guardrail_block((cited - a.citations.len()) as u64);
-            Ok::<_, crate::retrieve::RetrieveError>(a)
+                .guardrail("acl", "drop", (cited - a.citations.len()) as u64);
+            verdicts.extend(st.guardrails.redact_answer(c.principals(), &mut a));
+            Ok((a, verdicts))
         })
         .await
         .map_err(ServiceError::internal)?
@@ -78,21 +123,108 @@ impl AssistantService {
             AnswerStatus::NoAnswer => AnswerOutcome::NoAnswer,
             AnswerStatus::Blocked => AnswerOutcome::Blocked,
         });
+        let outcome = match answer.status {
+            AnswerStatus::Answered => "answered",
+            AnswerStatus::NoAnswer => "no_answer",
+            AnswerStatus::Blocked => "blocked",
+        };
+        self.state.record(Audited {
+            method,
+            caller: &caller,
+            outcome,
+            documents: answer
+                .citations
+                .iter()
+                .map(|c| c.document_key.as_str())
+                .collect(),
+            verdicts: &verdicts,
+            question: Some(&msg.question),
+        });
         tracing::info!(
             user = caller.user_id(),
-            status = ?answer.status,
+            actor = caller.actor(),
+            status = outcome,
             citations = answer.citations.len(),
             "ask"
         );
-        Ok(answer)
+        Ok((answer, verdicts))
     }
+}
+
+/// Question guardrails (with the question embedding when a topic applies), retrieval under the
+/// caller's scope (narrowed by a topic restriction), the ACL recheck and passage screening.
+/// Blocking.
+fn retrieve(
+    st: &AppState,
+    caller: &Caller,
+    query: &str,
+    mode: Mode,
+    mut filter: SearchFilter,
+    limit: usize,
+) -> Result<Retrieved, RetrieveError> {
+    let principals = caller.principals();
+    let qvec = if st.guardrails.needs_question_vector(principals) {
+        Some(st.retriever.embed_query(query)?)
+    } else {
+        None
+    };
+    let mut verdicts = match st
+        .guardrails
+        .screen_question(principals, query, qvec.as_deref())
+    {
+        QuestionScreen::Block(v) => {
+            return Ok(Retrieved {
+                hits: Vec::new(),
+                verdicts: Vec::new(),
+                blocked: Some(v),
+            });
+        }
+        QuestionScreen::Allow {
+            restrict_sources,
+            verdicts,
+        } => {
+            if let Some(allowed) = restrict_sources {
+                // A restriction only narrows: intersect with what the request asked for.
+                filter.sources = if filter.sources.is_empty() {
+                    allowed
+                } else {
+                    filter
+                        .sources
+                        .into_iter()
+                        .filter(|s| allowed.contains(s))
+                        .collect()
+                };
+                if filter.sources.is_empty() {
+                    return Ok(Retrieved {
+                        hits: Vec::new(),
+                        verdicts,
+                        blocked: None,
+                    });
+                }
+            }
+            verdicts
+        }
+    };
+    let scope = authorize(caller);
+    let hits = st
+        .retriever
+        .search_embedded(&scope, query, qvec, mode, &filter, limit)?;
+    let hits = recheck_hits(st, &scope, hits);
+    let (hits, v) = st.guardrails.screen_passages(principals, hits);
+    verdicts.extend(v);
+    Ok(Retrieved {
+        hits,
+        verdicts,
+        blocked: None,
+    })
 }
 
 /// The ACL recheck of hits, counting what it stops.
 fn recheck_hits(st: &AppState, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
     let before = hits.len();
     let kept = guardrail::recheck_hits(&st.index, scope, hits);
-    st.metrics.guardrail_block((before - kept.len()) as u64);
+    st.metrics
+        .guardrail("acl", "drop", (before - kept.len()) as u64);
     kept
 }
 
@@ -101,8 +233,8 @@ type AskStream = Pin<Box<dyn Stream<Item = Result<pb::AskStreamEvent, Status>> +
 #[tonic::async_trait]
 impl pb::assistant_server::Assistant for AssistantService {
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        let a = self.answer(&req).await?;
-        Ok(Response::new(convert::answer(&a)))
+        let (a, verdicts) = self.answer(&req, "Ask").await?;
+        Ok(Response::new(convert::answer(&a, &verdicts)))
     }
 
     type AskStreamStream = AskStream;
@@ -112,7 +244,7 @@ impl pb::assistant_server::Assistant for AssistantService {
         req: Request<pb::AskRequest>,
     ) -> Result<Response<AskStream>, Status> {
         let start = std::time::Instant::now();
-        let a = self.answer(&req).await?;
+        let (a, verdicts) = self.answer(&req, "AskStream").await?;
         // The extractive answer is complete before the first piece is sent.
         self.state.metrics.first_piece(start.elapsed());
         use pb::ask_stream_event::Event;
@@ -133,6 +265,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             event: Some(Event::Final(pb::AskFinal {
                 status: convert::status(a.status) as i32,
                 message: a.message.clone(),
+                guardrails: verdicts.iter().map(convert::verdict).collect(),
             })),
         }));
         Ok(Response::new(Box::pin(futures::stream::iter(events))))
@@ -142,8 +275,9 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        let caller = caller(&req)?;
+        let authn = caller(&req)?;
         let msg = req.into_inner();
+        let caller = self.effective_caller(authn, &msg.on_behalf_of, "Search")?;
         guardrail::check_question("query", &msg.query).map_err(ServiceError::from)?;
         let limit = match msg.limit as usize {
             0 => DEFAULT_LIMIT,
@@ -162,13 +296,46 @@ impl pb::assistant_server::Assistant for AssistantService {
             field: "mode",
             message: format!("unknown retrieval mode {}", msg.mode),
         })?;
-        let scope = authorize(&caller);
-        let hits = self
-            .search_blocking(scope, msg.query, mode, convert::filter(msg.filter), limit)
-            .await?;
-        tracing::info!(user = caller.user_id(), hits = hits.len(), "search");
+        let st = self.state.clone();
+        let c = caller.clone();
+        let query = msg.query.clone();
+        let filter = convert::filter(msg.filter);
+        let r = tokio::task::spawn_blocking(move || {
+            let mut r = retrieve(&st, &c, &query, mode, filter, limit)?;
+            r.verdicts
+                .extend(st.guardrails.redact_hits(c.principals(), &mut r.hits));
+            Ok::<_, RetrieveError>(r)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)?;
+        let mut verdicts = r.verdicts;
+        let blocked = r.blocked.is_some();
+        let message = r
+            .blocked
+            .as_ref()
+            .map(|b| b.message.clone())
+            .unwrap_or_default();
+        verdicts.extend(r.blocked);
+        self.state.record(Audited {
+            method: "Search",
+            caller: &caller,
+            outcome: if blocked { "blocked" } else { "ok" },
+            documents: r.hits.iter().map(|h| h.chunk.doc_key.as_str()).collect(),
+            verdicts: &verdicts,
+            question: Some(&msg.query),
+        });
+        tracing::info!(
+            user = caller.user_id(),
+            actor = caller.actor(),
+            hits = r.hits.len(),
+            "search"
+        );
         Ok(Response::new(pb::SearchResponse {
-            hits: hits.iter().map(convert::hit).collect(),
+            hits: r.hits.iter().map(convert::hit).collect(),
+            guardrails: verdicts.iter().map(convert::verdict).collect(),
+            blocked,
+            message,
         }))
     }
 }

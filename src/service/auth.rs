@@ -1,45 +1,104 @@
-//! Bearer-token authentication as a tonic interceptor: the caller is resolved before any handler
-//! runs and placed in the request extensions. No token or an unknown token: UNAUTHENTICATED.
+//! Authentication as a tonic interceptor: the caller is resolved before any handler runs and
+//! placed in the request extensions. Order: a bearer token (JWT, personal token or API key) if
+//! one is sent; else a verified client certificate (mTLS) mapped to an identity through its
+//! names; else, only under `--insecure-dev`, the `x-docent-user` header. Anything else:
+//! UNAUTHENTICATED with a stable reason. The identity store is read per request from a swap
+//! cell, so a reload takes effect for the next request.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tonic::{Request, Status};
 
 use super::ServiceError;
-use crate::identity::{Caller, IdentityStore};
+use crate::identity::{AuthError, Caller, IdentityStore};
+
+/// The current identity store; replaced whole on reload.
+pub type SharedIdentities = Arc<ArcSwap<IdentityStore>>;
+
+/// Header naming the user under `--insecure-dev` (no credential checked).
+pub const DEV_USER_HEADER: &str = "x-docent-user";
 
 #[derive(Clone)]
 pub struct AuthInterceptor {
-    identities: Arc<IdentityStore>,
+    identities: SharedIdentities,
+    insecure_dev: bool,
 }
 
 impl AuthInterceptor {
-    pub fn new(identities: Arc<IdentityStore>) -> Self {
-        Self { identities }
+    pub fn new(identities: SharedIdentities, insecure_dev: bool) -> Self {
+        Self {
+            identities,
+            insecure_dev,
+        }
+    }
+
+    fn authenticate(&self, req: &Request<()>) -> Result<Caller, AuthError> {
+        let store = self.identities.load();
+        let md = req.metadata();
+        if let Some(h) = md.get("authorization") {
+            let h = h.to_str().map_err(|_| AuthError::InvalidToken)?;
+            let token = h
+                .strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+                .ok_or(AuthError::InvalidToken)?
+                .trim();
+            return store.authenticate_bearer(token);
+        }
+        if let Some(certs) = req.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            // rustls has verified the chain against the configured client CA.
+            return store.authenticate_cert(&cert_names(leaf.as_ref()));
+        }
+        if self.insecure_dev
+            && let Some(user) = md.get(DEV_USER_HEADER).and_then(|v| v.to_str().ok())
+        {
+            return store.insecure_dev_user(user.trim());
+        }
+        Err(AuthError::MissingCredentials)
     }
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or(ServiceError::MissingToken)?
-            .to_str()
-            .map_err(|_| ServiceError::InvalidToken)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(ServiceError::InvalidToken)?
-            .trim();
-        let caller = self
-            .identities
-            .authenticate_token(token)
-            .ok_or(ServiceError::InvalidToken)?;
-        tracing::debug!(user = caller.user_id(), "authenticated");
+        let caller = self.authenticate(&req).map_err(ServiceError::from)?;
+        tracing::debug!(
+            user = caller.user_id(),
+            credential = caller.credential(),
+            "authenticated"
+        );
         req.extensions_mut().insert(caller);
         Ok(req)
     }
+}
+
+/// A certificate's names in mapping order: SAN e-mail addresses, SAN DNS names, SAN URIs, then
+/// the subject common name. An unparsable certificate has none (and so maps to nobody).
+pub fn cert_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for rank in 0..3 {
+            for n in &san.value.general_names {
+                match (rank, n) {
+                    (0, GeneralName::RFC822Name(s))
+                    | (1, GeneralName::DNSName(s))
+                    | (2, GeneralName::URI(s)) => names.push(s.to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            names.push(s.to_string());
+        }
+    }
+    names
 }
 
 /// The authenticated caller of a request; fails closed if the interceptor did not run.
@@ -47,5 +106,27 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, ServiceError> {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or(ServiceError::MissingToken)
+        .ok_or(ServiceError::Auth(AuthError::MissingCredentials))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_names_in_mapping_order() {
+        let mut p = rcgen::CertificateParams::new(vec!["bridge.corp.example".to_string()]).unwrap();
+        p.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "bridge@corp.example".try_into().unwrap(),
+        ));
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "slack-bridge");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            cert_names(cert.der()),
+            ["bridge@corp.example", "bridge.corp.example", "slack-bridge"]
+        );
+        assert!(cert_names(b"not a certificate").is_empty());
+    }
 }

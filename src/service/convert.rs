@@ -3,6 +3,7 @@
 use docent_proto::v1 as pb;
 
 use crate::answer::{Answer, AnswerStatus, Citation};
+use crate::guardrail::Verdict;
 use crate::index::SearchFilter;
 use crate::retrieve::{Hit, Mode};
 
@@ -50,13 +51,25 @@ pub fn sentences(a: &Answer) -> Vec<pb::AnswerSentence> {
         .collect()
 }
 
-pub fn answer(a: &Answer) -> pb::AskResponse {
+pub fn verdict(v: &Verdict) -> pb::GuardrailVerdict {
+    pb::GuardrailVerdict {
+        stage: v.stage.to_string(),
+        action: v.action.to_string(),
+        code: v.code.to_string(),
+        rule: v.rule.clone(),
+        message: v.message.clone(),
+        count: v.count,
+    }
+}
+
+pub fn answer(a: &Answer, verdicts: &[Verdict]) -> pb::AskResponse {
     pb::AskResponse {
         answer: a.text(),
         sentences: sentences(a),
         citations: a.citations.iter().map(citation).collect(),
         status: status(a.status) as i32,
         message: a.message.clone(),
+        guardrails: verdicts.iter().map(verdict).collect(),
     }
 }
 

@@ -11,16 +11,29 @@ pub const ERROR_DOMAIN: &str = "docent.v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("missing bearer token")]
-    MissingToken,
-    #[error("invalid bearer token")]
-    InvalidToken,
+    #[error("{0}")]
+    Auth(#[from] crate::identity::AuthError),
     #[error("this method requires an admin identity")]
     AdminRequired,
+    #[error("this credential may not {0}")]
+    ScopeDenied(&'static str),
+    #[error("{0}")]
+    ActAs(#[from] crate::identity::ActAsError),
+    #[error("{what} {name:?} not found")]
+    NotFound {
+        reason: &'static str,
+        what: &'static str,
+        name: String,
+    },
     #[error("{field}: {message}")]
     InvalidArgument {
         reason: &'static str,
         field: &'static str,
+        message: String,
+    },
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
         message: String,
     },
     #[error("internal error")]
@@ -31,9 +44,12 @@ impl ServiceError {
     /// Stable machine-readable code, documented in the proto.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::MissingToken => "MISSING_TOKEN",
-            Self::InvalidToken => "INVALID_TOKEN",
+            Self::Auth(e) => e.reason(),
             Self::AdminRequired => "ADMIN_REQUIRED",
+            Self::ScopeDenied(_) => "SCOPE_DENIED",
+            Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => "ACT_AS_DENIED",
+            Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) => "UNKNOWN_USER",
+            Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument { reason, .. } => reason,
             Self::Internal(_) => "INTERNAL",
         }
@@ -41,9 +57,14 @@ impl ServiceError {
 
     fn code(&self) -> Code {
         match self {
-            Self::MissingToken | Self::InvalidToken => Code::Unauthenticated,
-            Self::AdminRequired => Code::PermissionDenied,
+            Self::Auth(_) => Code::Unauthenticated,
+            Self::AdminRequired | Self::ScopeDenied(_) => Code::PermissionDenied,
+            Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => Code::PermissionDenied,
+            Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) | Self::NotFound { .. } => {
+                Code::NotFound
+            }
             Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -17,11 +17,13 @@ use docent_connector_api::StatusHandle;
 
 pub use admin::AdminService;
 pub use assistant::AssistantService;
-pub use auth::AuthInterceptor;
+pub use auth::{AuthInterceptor, DEV_USER_HEADER, SharedIdentities, cert_names};
 pub use error::ServiceError;
 
 use crate::answer::AnswerConfig;
-use crate::identity::IdentityStore;
+use crate::audit::{AuditLog, AuditRecord};
+use crate::guardrail::{Guardrails, Verdict};
+use crate::identity::Caller;
 use crate::index::Index;
 use crate::ingest::{IngestStats, SkipLog};
 use crate::retrieve::Retriever;
@@ -38,7 +40,11 @@ pub struct ConnectorInfo {
 pub struct AppState {
     pub index: Arc<Index>,
     pub retriever: Arc<Retriever>,
-    pub identities: Arc<IdentityStore>,
+    pub identities: SharedIdentities,
+    pub guardrails: Arc<Guardrails>,
+    pub audit: Option<Arc<AuditLog>>,
+    /// The config file identities are reloaded from (none in tests built from text).
+    pub config_path: Option<std::path::PathBuf>,
     pub answer: AnswerConfig,
     pub connectors: Vec<ConnectorInfo>,
     pub skips: Arc<SkipLog>,
@@ -46,7 +52,64 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// What one request did, for the audit log.
+pub struct Audited<'a> {
+    pub method: &'static str,
+    pub caller: &'a Caller,
+    pub outcome: &'a str,
+    pub documents: Vec<&'a str>,
+    pub verdicts: &'a [Verdict],
+    pub question: Option<&'a str>,
+}
+
 impl AppState {
+    /// Re-reads the identity sections, identity source files and JWKS from the config file and
+    /// swaps the store; on any error the current store stays. Returns (identities, groups, keys).
+    pub fn reload_identities(&self) -> Result<(usize, usize, usize), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("the daemon was not started from a config file")?;
+        let cfg = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+        let store = cfg.identity_store()?;
+        let counts = (
+            store.identity_count(),
+            store.group_count(),
+            store.api_key_count(),
+        );
+        self.identities.store(Arc::new(store));
+        tracing::info!(
+            identities = counts.0,
+            groups = counts.1,
+            api_keys = counts.2,
+            "identities reloaded"
+        );
+        Ok(counts)
+    }
+
+    /// Writes an audit record (when an audit log is configured) and counts the verdicts.
+    pub fn record(&self, a: Audited<'_>) {
+        for v in a.verdicts {
+            self.metrics.guardrail(v.stage, v.action, v.count as u64);
+        }
+        let Some(log) = &self.audit else { return };
+        let (caller, on_behalf_of) = match a.caller.actor() {
+            Some(actor) => (actor, Some(a.caller.user_id())),
+            None => (a.caller.user_id(), None),
+        };
+        log.write(&AuditRecord {
+            time: crate::audit::now_rfc3339(),
+            method: a.method,
+            caller,
+            credential: a.caller.credential(),
+            on_behalf_of,
+            outcome: a.outcome,
+            documents: a.documents,
+            guardrails: a.verdicts,
+            question: a.question.filter(|_| log.include_question()),
+        });
+    }
+
     /// The Prometheus exposition of everything this daemon counts.
     pub fn render_metrics(&self) -> String {
         let by_source = self.index.documents_by_source();

@@ -147,6 +147,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
                     sources: vec!["share".into()],
                     uri_prefix: prefix.clone(),
                 }),
+                ..Default::default()
             },
         )
         .await
@@ -169,6 +170,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
                     sources: vec!["no-such-source".into()],
                     uri_prefix: String::new(),
                 }),
+                ..Default::default()
             },
         )
         .await
@@ -192,7 +194,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
             ALICE,
             pb::AskRequest {
                 question: "How do I reset my VPN password?".into(),
-                filter: None,
+                ..Default::default()
             },
         ))
         .await

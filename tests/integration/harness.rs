@@ -77,26 +77,50 @@ impl Env {
         self.dir.path().join("corpus")
     }
 
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit/audit.log")
+    }
+
+    /// The audit log's records so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// The example config pointed at this env's corpus and data dir, with fast commits.
     pub fn config(&self) -> Config {
-        let text = std::fs::read_to_string(repo().join("config/docent.example.toml")).unwrap();
-        let text = text
-            .replace(
-                "\"../data/example\"",
-                &format!("{:?}", self.dir.path().join("data")),
-            )
-            .replace(
-                "[\"../examples/corpus\"]",
-                &format!("[{:?}]", self.corpus()),
-            )
-            .replace("commit_interval_ms = 1000", "commit_interval_ms = 100")
-            .replace("debounce_ms = 200", "debounce_ms = 100")
-            .replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:0\"");
-        let mut c =
-            Config::parse(&text, &repo().join("config")).unwrap_or_else(|e| panic!("{e:?}"));
+        self.config_from(&self.config_text())
+    }
+
+    /// Parses config text (relative paths resolve against the repo's `config/`).
+    pub fn config_from(&self, text: &str) -> Config {
+        let mut c = Config::parse(text, &repo().join("config")).unwrap_or_else(|e| panic!("{e:?}"));
         // Tests run daemons in parallel: no fixed ports.
         c.server.metrics_listen = None;
         c
+    }
+
+    /// The example config's text, pointed at this env (see [`Env::config`]).
+    pub fn config_text(&self) -> String {
+        let text = std::fs::read_to_string(repo().join("config/docent.example.toml")).unwrap();
+        text.replace(
+            "\"../data/example\"",
+            &format!("{:?}", self.dir.path().join("data")),
+        )
+        .replace(
+            "[\"../examples/corpus\"]",
+            &format!("[{:?}]", self.corpus()),
+        )
+        .replace(
+            "\"../data/audit/audit.log\"",
+            &format!("{:?}", self.audit_log()),
+        )
+        .replace("commit_interval_ms = 1000", "commit_interval_ms = 100")
+        .replace("debounce_ms = 200", "debounce_ms = 100")
+        .replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:0\"")
     }
 
     pub async fn start(&self) -> Running {
@@ -104,8 +128,12 @@ impl Env {
     }
 
     pub async fn start_with(&self, config: Config) -> Running {
+        self.start_opts(config, Default::default()).await
+    }
+
+    pub async fn start_opts(&self, config: Config, opts: docent::server::StartOptions) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let daemon = docent::server::start(config, embedder(), listener)
+        let daemon = docent::server::start_with(config, embedder(), listener, opts)
             .await
             .unwrap();
         let r = Running { daemon };
@@ -162,7 +190,7 @@ impl Running {
             token,
             pb::AskRequest {
                 question: question.into(),
-                filter: None,
+                ..Default::default()
             },
         ))
         .await
@@ -180,8 +208,7 @@ impl Running {
             pb::SearchRequest {
                 query: query.into(),
                 limit,
-                mode: 0,
-                filter: None,
+                ..Default::default()
             },
         )
         .await

@@ -5,6 +5,7 @@ mod harness;
 
 mod acl_answers;
 mod auth;
+mod authn;
 mod bad_input;
 mod cli;
 mod config_files;

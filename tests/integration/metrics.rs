@@ -52,7 +52,7 @@ async fn metrics_endpoint_counts_requests_answers_and_documents() {
         "docent_documents_indexed_total{connector=\"share\"} 29",
         "docent_documents_failed_total{connector=\"share\"} 0",
         "docent_index_documents 29",
-        "docent_guardrail_blocks_total 0",
+        "docent_guardrail_verdicts_total{stage=\"acl\",action=\"drop\"} 0",
     ] {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }

@@ -82,6 +82,33 @@ impl From<Principal> for String {
     }
 }
 
+/// The entry that decided an access check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclDecision {
+    /// A deny entry matched (deny wins over any allow).
+    Denied(Principal),
+    /// No deny entry matched; this allow entry did.
+    Allowed(Principal),
+    /// No entry matched: not readable.
+    NoMatch,
+}
+
+impl AclDecision {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Self::Allowed(_))
+    }
+}
+
+impl fmt::Display for AclDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Denied(p) => write!(f, "denied by deny entry {p}"),
+            Self::Allowed(p) => write!(f, "allowed by allow entry {p}"),
+            Self::NoMatch => f.write_str("not allowed: no allow entry matches"),
+        }
+    }
+}
+
 /// A document's ACL. Never optional: a document without a known ACL is not indexed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acl {
@@ -104,6 +131,18 @@ impl Acl {
     /// matches and no deny entry does.
     pub fn permits(&self, has: impl Fn(&str) -> bool) -> bool {
         !self.deny.iter().any(|p| has(&p.token())) && self.allow.iter().any(|p| has(&p.token()))
+    }
+
+    /// Why a caller holding `has` may or may not read: the deny entry that matched (deny wins),
+    /// else the allow entry that matched, else no entry. Agrees with [`Acl::permits`].
+    pub fn decide(&self, has: impl Fn(&str) -> bool) -> AclDecision {
+        if let Some(p) = self.deny.iter().find(|p| has(&p.token())) {
+            return AclDecision::Denied(p.clone());
+        }
+        match self.allow.iter().find(|p| has(&p.token())) {
+            Some(p) => AclDecision::Allowed(p.clone()),
+            None => AclDecision::NoMatch,
+        }
     }
 
     /// True when nobody can read the document.
@@ -142,6 +181,30 @@ mod tests {
         assert!(acl.permits(set(&["user:alice", "group:hr"])));
         assert!(!acl.permits(set(&["user:mallory", "group:hr"])));
         assert!(!acl.permits(set(&["user:bob", "group:eng", "everyone"])));
+    }
+
+    #[test]
+    fn decide_names_the_deciding_entry_and_agrees_with_permits() {
+        let acl = Acl::new(
+            [Principal::group("hr"), Principal::Everyone],
+            [Principal::user("mallory")],
+        );
+        let cases: [(&[&str], AclDecision); 3] = [
+            (
+                &["user:mallory", "group:hr", "everyone"],
+                AclDecision::Denied(Principal::user("mallory")),
+            ),
+            (
+                &["user:a", "group:hr"],
+                AclDecision::Allowed(Principal::group("hr")),
+            ),
+            (&["user:b"], AclDecision::NoMatch),
+        ];
+        for (tokens, want) in cases {
+            let d = acl.decide(set(tokens));
+            assert_eq!(d.allowed(), acl.permits(set(tokens)));
+            assert_eq!(d, want);
+        }
     }
 
     #[test]

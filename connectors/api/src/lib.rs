@@ -11,7 +11,7 @@
 
 mod acl;
 
-pub use acl::{Acl, AclError, Principal};
+pub use acl::{Acl, AclDecision, AclError, Principal};
 
 use std::collections::BTreeMap;
 use std::fmt;

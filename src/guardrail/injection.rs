@@ -1,0 +1,138 @@
+//! Prompt-injection screening for questions and retrieved passages.
+//!
+//! A transparent rule set, not a model: each rule is a pattern for one attack family (overriding
+//! instructions, reassigning the assistant's role, extracting its prompt, instructions addressed
+//! to an AI inside a document, chat-template markers, exfiltration links). Patterns require the
+//! *object* of the attack (instructions, prompt, the assistant) so that everyday questions about
+//! ignoring, forgetting or overriding things do not trip them. The labelled cases in
+//! `cases/injection.tsv` (attacks and hard negatives) are the test and the measurement.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// One rule that matched: its id (stable, for counters and the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub rule: &'static str,
+}
+
+struct Rule {
+    id: &'static str,
+    re: Regex,
+}
+
+const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|developer|hidden|existing|current|your|all(?:\s+(?:of\s+)?(?:the|your|my|these|those))?)";
+const OBJ: &str = r"(?:instructions?|prompts?|rules|directions?|guidelines|guardrails|programming|constraints|directives?|system\s+messages?|safety\s+(?:rules|filters|guidelines|policies))";
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    let rules: Vec<(&'static str, String)> = vec![
+        (
+            "override_instructions",
+            format!(
+                r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|discard|neglect)\s+(?:\w+\s+){{0,2}}?{QUAL}\s+(?:\w+\s+){{0,2}}?{OBJ}\b"
+            ),
+        ),
+        (
+            "override_instructions",
+            format!(r"(?i)\b(?:do\s+not|don't|stop)\s+(?:follow|obey)(?:ing)?\s+(?:\w+\s+){{0,2}}?{OBJ}\b"),
+        ),
+        (
+            "new_instructions",
+            r"(?i)(?:^|[\n.!:])\s*(?:new|updated|real|actual|true)\s+(?:system\s+)?instructions?\s*:".into(),
+        ),
+        (
+            "role_reassignment",
+            r"(?i)\byou\s+are\s+(?:now|no\s+longer)\b|\bfrom\s+now\s+on,?\s+(?:you|your)\b|\b(?:act|behave|respond)\s+as\s+(?:if\s+you\s+(?:are|were)\s+)?(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|different)\b|\bpretend\s+(?:that\s+)?(?:you\s+are|to\s+be)\s+(?:an?\s+)?(?:ai|assistant|model|chatbot|unrestricted|unfiltered|dan|different|evil)\b".into(),
+        ),
+        (
+            "jailbreak",
+            r"(?i)\b(?:jailbreak(?:ing)?|developer\s+mode|DAN\s+mode|do\s+anything\s+now|god\s+mode)\b".into(),
+        ),
+        (
+            "prompt_extraction",
+            r"(?i)\b(?:reveal|show|print|output|repeat|recite|display|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|initial\s+prompt|hidden\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|(?:instructions|prompt)\s+(?:you\s+were\s+given|above))\b|\b(?:your|the)\s+system\s+prompt\b".into(),
+        ),
+        (
+            "addressed_to_ai",
+            r"(?i)\b(?:if\s+you\s+are\s+an?|attention|note\s+to\s+(?:the\s+)?|dear|hey)\s*,?\s*(?:ai|llm|language\s+model|chatbot|gpt|assistant|ai\s+assistant|ai\s+model)s?\b\s*[,:!.]?\s*(?:reading|processing|summari[sz]ing|you\s+must|you\s+should|please|ignore|always|never|do\s+not|respond|answer|say|tell)".into(),
+        ),
+        (
+            "addressed_to_ai",
+            r"(?i)\b(?:ai|llm|language\s+model|assistant)s?\s+(?:reading|processing|summari[sz]ing)\s+this\b".into(),
+        ),
+        (
+            "answer_manipulation",
+            r"(?i)\bwhen\s+(?:you\s+are\s+|the\s+assistant\s+is\s+)?asked\s+(?:about|for|to)\b[^.\n]{0,80}\b(?:always\s+)?(?:say|respond|reply|answer|tell\s+(?:them|the\s+user))\s+(?:that|with|only)\b|\b(?:respond|reply|answer)\s+only\s+with\b|\bdo\s+not\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?to)\s+the\s+user\b".into(),
+        ),
+        (
+            "chat_template",
+            r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|<<\s*SYS\s*>>|(?:^|\n)\s*(?:#{2,}\s*system\s*(?:\n|:)|(?:system|assistant)\s*:)\s*(?:you\s|ignore|always|never|from\s+now|respond|answer|do\s+not)".into(),
+        ),
+        (
+            "exfiltration",
+            r"(?i)\b(?:send|forward|post|upload|email|exfiltrate)\s+(?:[\w']+\s+){0,4}?(?:conversation|chat\s+history|credentials|passwords?|api\s+keys?|tokens?|user\s+data|the\s+(?:answer|question|documents?))\s+(?:\w+\s+){0,3}?to\s+(?:https?://|\S+@\S+)|!\[[^\]]*\]\(https?://[^)\s]*\{".into(),
+        ),
+    ];
+    rules
+        .into_iter()
+        .map(|(id, p)| Rule {
+            id,
+            re: Regex::new(&p).expect("valid built-in injection pattern"),
+        })
+        .collect()
+});
+
+/// The first rule that matches `text`, if any.
+pub fn detect(text: &str) -> Option<Detection> {
+    RULES
+        .iter()
+        .find(|r| r.re.is_match(text))
+        .map(|r| Detection { rule: r.id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `attack|benign <TAB> kind <TAB> text`, one case per line; `#` comments.
+    const CASES: &str = include_str!("cases/injection.tsv");
+
+    #[test]
+    fn labelled_cases_detection_and_false_positive_rates() {
+        let (mut attacks, mut caught, mut benign, mut flagged) = (0, 0, 0, 0);
+        let mut misses = Vec::new();
+        for line in CASES
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            let mut f = line.splitn(3, '\t');
+            let (label, _kind, text) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            let text = text.replace("\\n", "\n");
+            let hit = detect(&text);
+            match label {
+                "attack" => {
+                    attacks += 1;
+                    if hit.is_some() {
+                        caught += 1;
+                    } else {
+                        misses.push(format!("missed: {text}"));
+                    }
+                }
+                "benign" => {
+                    benign += 1;
+                    if let Some(d) = hit {
+                        flagged += 1;
+                        misses.push(format!("false positive ({}): {text}", d.rule));
+                    }
+                }
+                other => panic!("bad label {other:?} in {line}"),
+            }
+        }
+        eprintln!(
+            "injection: detected {caught}/{attacks} attacks, flagged {flagged}/{benign} benign"
+        );
+        assert!(attacks >= 40 && benign >= 40, "too few labelled cases");
+        assert!(misses.is_empty(), "{}", misses.join("\n"));
+    }
+}

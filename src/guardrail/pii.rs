@@ -1,0 +1,347 @@
+//! PII and secret detection with redaction. Each entity type is a pattern plus, where the format
+//! has one, a checksum (Luhn for payment cards, ISO 7064 mod 97 for IBANs) or structural rule
+//! (US SSN area/group/serial ranges, a digit count for phone numbers), which keeps order numbers,
+//! dates and version strings out.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entity {
+    Email,
+    Phone,
+    PaymentCard,
+    UsSsn,
+    Iban,
+    Secret,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 6] = [
+        Self::Email,
+        Self::Phone,
+        Self::PaymentCard,
+        Self::UsSsn,
+        Self::Iban,
+        Self::Secret,
+    ];
+
+    /// Config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::PaymentCard => "payment_card",
+            Self::UsSsn => "us_ssn",
+            Self::Iban => "iban",
+            Self::Secret => "secret",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+
+    fn placeholder(self) -> &'static str {
+        match self {
+            Self::Email => "[REDACTED:email]",
+            Self::Phone => "[REDACTED:phone]",
+            Self::PaymentCard => "[REDACTED:payment_card]",
+            Self::UsSsn => "[REDACTED:us_ssn]",
+            Self::Iban => "[REDACTED:iban]",
+            Self::Secret => "[REDACTED:secret]",
+        }
+    }
+}
+
+fn re(p: &str) -> Regex {
+    Regex::new(p).expect("valid built-in pattern")
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+    )
+});
+static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){12,18}\b"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})-(\d{2})-(\d{4})\b"));
+static IBAN: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"));
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b|(?:\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}|\b\d{2,4}[ .-]\d{3,4}[ .-]\d{3,5})\b",
+    )
+});
+static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        // PEM private keys, with or without their END line.
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+        r"\bAKIA[0-9A-Z]{16}\b",
+        r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
+        r"\bgithub_pat_[A-Za-z0-9_]{30,}\b",
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+        r"\bsk-[A-Za-z0-9_-]{20,}",
+        r"\bAIza[0-9A-Za-z_-]{35}\b",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        // key = value assignments of credentials with a long opaque value.
+        r#"(?i)\b(?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)\s*[:=]\s*["']?[A-Za-z0-9/+_.=-]{12,}"#,
+    ]
+    .iter()
+    .map(|p| re(p))
+    .collect()
+});
+
+fn digits(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+pub fn luhn(ds: &[u8]) -> bool {
+    let sum: u32 = ds
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = d as u32;
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn card_ok(s: &str) -> bool {
+    let ds = digits(s);
+    if !(13..=19).contains(&ds.len()) || !luhn(&ds) {
+        return false;
+    }
+    // Issuer prefixes: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay.
+    let p2 = ds[0] * 10 + ds[1];
+    let p4 = p2 as u32 * 100 + (ds[2] * 10 + ds[3]) as u32;
+    ds[0] == 4
+        || (51..=55).contains(&p2)
+        || (2221..=2720).contains(&p4)
+        || p2 == 34
+        || p2 == 37
+        || p4 == 6011
+        || p2 == 65
+        || (3528..=3589).contains(&p4)
+        || p2 == 36
+        || p2 == 62
+}
+
+fn ssn_ok(c: &regex::Captures<'_>) -> bool {
+    let area: u32 = c[1].parse().unwrap_or(0);
+    let group: u32 = c[2].parse().unwrap_or(0);
+    let serial: u32 = c[3].parse().unwrap_or(0);
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+pub fn iban_ok(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem: u32 = 0;
+    for &b in tail.iter().chain(head) {
+        let v = match b {
+            b'0'..=b'9' => (b - b'0') as u32,
+            b'A'..=b'Z' => (b - b'A') as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+fn phone_ok(text: &str, m: &regex::Match<'_>) -> bool {
+    let n = digits(m.as_str()).len();
+    // Part of a longer dotted or grouped number (an IP address, a card-like number)?
+    let (before, after) = (&text.as_bytes()[..m.start()], &text.as_bytes()[m.end()..]);
+    let joined = |sep: Option<&u8>, digit: Option<&u8>| {
+        sep.is_some_and(|b| b" .-".contains(b)) && digit.is_some_and(u8::is_ascii_digit)
+    };
+    (9..=15).contains(&n)
+        && !joined(after.first(), after.get(1))
+        && !joined(
+            before.last(),
+            before.len().checked_sub(2).map(|i| &before[i]),
+        )
+}
+
+/// One detected entity: byte range in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub entity: Entity,
+    pub range: std::ops::Range<usize>,
+}
+
+/// Every finding of the enabled entity types, non-overlapping, in text order. Where two overlap
+/// the earlier (then longer) one wins; secrets and cards are matched before phones.
+pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
+    let on = |e| enabled.contains(&e);
+    let mut found: Vec<Finding> = Vec::new();
+    let mut push = |entity, m: regex::Match<'_>| {
+        found.push(Finding {
+            entity,
+            range: m.range(),
+        })
+    };
+    if on(Entity::Secret) {
+        for r in SECRETS.iter() {
+            r.find_iter(text).for_each(|m| push(Entity::Secret, m));
+        }
+    }
+    if on(Entity::Email) {
+        EMAIL.find_iter(text).for_each(|m| push(Entity::Email, m));
+    }
+    if on(Entity::PaymentCard) {
+        CARD.find_iter(text)
+            .filter(|m| card_ok(m.as_str()))
+            .for_each(|m| push(Entity::PaymentCard, m));
+    }
+    if on(Entity::UsSsn) {
+        for c in SSN.captures_iter(text) {
+            if ssn_ok(&c) {
+                push(Entity::UsSsn, c.get(0).expect("group 0"));
+            }
+        }
+    }
+    if on(Entity::Iban) {
+        IBAN.find_iter(text)
+            .filter(|m| iban_ok(m.as_str()))
+            .for_each(|m| push(Entity::Iban, m));
+    }
+    if on(Entity::Phone) {
+        PHONE
+            .find_iter(text)
+            .filter(|m| phone_ok(text, m))
+            .for_each(|m| push(Entity::Phone, m));
+    }
+    found.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
+    let mut out: Vec<Finding> = Vec::new();
+    for f in found {
+        if out.last().is_none_or(|l| f.range.start >= l.range.end) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Replaces every finding with a typed placeholder; returns the text and what was redacted.
+pub fn redact(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
+    let found = detect(text, enabled);
+    if found.is_empty() {
+        return (text.to_string(), Vec::new());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in &found {
+        out.push_str(&text[at..f.range.start]);
+        out.push_str(f.entity.placeholder());
+        at = f.range.end;
+    }
+    out.push_str(&text[at..]);
+    (out, found.into_iter().map(|f| f.entity).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labelled cases: (text, entities that must be found). Hard negatives expect nothing.
+    const CASES: &[(&str, &[Entity])] = &[
+        (
+            "Write to jane.doe@fernhill.example for access.",
+            &[Entity::Email],
+        ),
+        (
+            "Call +1 415-555-0132 or (020) 7946 0958.",
+            &[Entity::Phone, Entity::Phone],
+        ),
+        ("Security on-call: +32 9 555 0199.", &[Entity::Phone]),
+        (
+            "Card 4111 1111 1111 1111 was charged.",
+            &[Entity::PaymentCard],
+        ),
+        ("Amex 3782-822463-10005 on file", &[Entity::PaymentCard]),
+        ("SSN 123-45-6789 belongs to the employee.", &[Entity::UsSsn]),
+        (
+            "Pay to DE89 3704 0044 0532 0130 00 by Friday.",
+            &[Entity::Iban],
+        ),
+        ("IBAN GB82WEST12345698765432", &[Entity::Iban]),
+        ("key AKIAIOSFODNN7EXAMPLE in the script", &[Entity::Secret]),
+        (
+            "token ghp_abcdefghijklmnopqrstuvwxyz0123456789AB",
+            &[Entity::Secret],
+        ),
+        ("api_key = \"f3a9c2e7b1d84f60a2c9\"", &[Entity::Secret]),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+            &[Entity::Secret],
+        ),
+        ("password: hunter2hunter2hunter2", &[Entity::Secret]),
+        // Hard negatives.
+        ("The policy changed on 2024-01-15 at 10:30.", &[]),
+        (
+            "Order number 4111 1111 1111 1112 is invalid (fails Luhn).",
+            &[],
+        ),
+        ("Version 1.24.3 of the tool; build 20240115.", &[]),
+        ("Invoice INV-2024-000123 totals 12,500.00 EUR.", &[]),
+        ("Room 000-12-3456 is not an SSN (area 000).", &[]),
+        ("DE00 1234 5678 9012 3456 78 fails the IBAN checksum.", &[]),
+        ("Set the password field to at least 12 characters.", &[]),
+        ("Email the team lead; no address here.", &[]),
+        ("Parental leave is 16 weeks at full pay.", &[]),
+        ("The VPN gateway is 192.168.100.200 inside the office.", &[]),
+        ("Claim 2024-000123-77 was filed.", &[]),
+    ];
+
+    #[test]
+    fn labelled_cases() {
+        let (mut tp, mut fp, mut pos) = (0, 0, 0);
+        for (text, want) in CASES {
+            let got: Vec<Entity> = detect(text, &Entity::ALL)
+                .into_iter()
+                .map(|f| f.entity)
+                .collect();
+            assert_eq!(&got, want, "{text}");
+            pos += want.len();
+            tp += got.iter().filter(|e| want.contains(e)).count();
+            fp += usize::from(want.is_empty() && !got.is_empty());
+        }
+        assert_eq!((tp, fp), (pos, 0));
+    }
+
+    #[test]
+    fn redaction_replaces_only_enabled_types() {
+        let t = "Mail bob@x.example, SSN 123-45-6789.";
+        let (r, found) = redact(t, &[Entity::UsSsn]);
+        assert_eq!(r, "Mail bob@x.example, SSN [REDACTED:us_ssn].");
+        assert_eq!(found, [Entity::UsSsn]);
+        let (r, _) = redact(t, &Entity::ALL);
+        assert_eq!(r, "Mail [REDACTED:email], SSN [REDACTED:us_ssn].");
+    }
+
+    #[test]
+    fn checksums() {
+        assert!(luhn(&digits("4111111111111111")));
+        assert!(!luhn(&digits("4111111111111112")));
+        assert!(iban_ok("DE89370400440532013000"));
+        assert!(!iban_ok("DE89370400440532013001"));
+    }
+}

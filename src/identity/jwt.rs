@@ -1,0 +1,240 @@
+//! JWT verification against a local JWKS file (no network): RS256, ES256 (P-256) and HS256
+//! (`oct` keys). The algorithm is fixed by the key, never taken from the token alone, so a token
+//! cannot pick a weaker algorithm than its key. Issuer, audience, expiry and not-before are
+//! always checked; `exp`, `iss`, `aud` and the user claim are required.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub jwks_file: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    /// The claim naming the user (an identity id or alias); default `sub`.
+    pub user_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("no key in the JWKS matches the token's kid and algorithm")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet (nbf)")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("missing claim {0}")]
+    MissingClaim(String),
+}
+
+impl JwtError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "JWT_MALFORMED",
+            Self::UnknownKey => "JWT_UNKNOWN_KEY",
+            Self::BadSignature => "JWT_BAD_SIGNATURE",
+            Self::Expired => "JWT_EXPIRED",
+            Self::NotYetValid => "JWT_NOT_YET_VALID",
+            Self::WrongIssuer => "JWT_WRONG_ISSUER",
+            Self::WrongAudience => "JWT_WRONG_AUDIENCE",
+            Self::MissingClaim(_) => "JWT_MISSING_CLAIM",
+        }
+    }
+}
+
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+pub struct JwtVerifier {
+    keys: Vec<Key>,
+    cfg: JwtConfig,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys.len())
+            .field("issuer", &self.cfg.issuer)
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    /// Reads the JWKS file. Keys of unsupported types are an error (not silently skipped).
+    pub fn load(cfg: JwtConfig) -> Result<Self, String> {
+        let text = std::fs::read_to_string(&cfg.jwks_file)
+            .map_err(|e| format!("{}: {e}", cfg.jwks_file.display()))?;
+        Self::from_jwks(&text, cfg)
+    }
+
+    pub fn from_jwks(text: &str, cfg: JwtConfig) -> Result<Self, String> {
+        let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+                _ => {
+                    return Err(format!(
+                        "keys[{i}]: unsupported key type (RSA, EC P-256, oct)"
+                    ));
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
+            keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err("the JWKS has no keys".into());
+        }
+        Ok(Self { keys, cfg })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.cfg.jwks_file
+    }
+
+    /// Verifies the token at time `now` (unix seconds) and returns the user claim.
+    pub fn verify(&self, token: &str, now: i64) -> Result<String, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        let key = self
+            .keys
+            .iter()
+            .filter(|k| k.alg == header.alg)
+            .find(|k| match (&header.kid, &k.kid) {
+                (Some(want), Some(have)) => want == have,
+                (None, _) => true,
+                (Some(_), None) => false,
+            })
+            .ok_or(JwtError::UnknownKey)?;
+        let mut v = Validation::new(key.alg);
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_audience(&[&self.cfg.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.validate_nbf = true;
+        // Time checks are done here against `now` so tests can pin the clock.
+        v.validate_exp = false;
+        v.leeway = self.cfg.leeway_secs;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidSignature => JwtError::BadSignature,
+                    ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
+                    ErrorKind::InvalidAudience => JwtError::WrongAudience,
+                    ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+                    ErrorKind::ExpiredSignature => JwtError::Expired,
+                    ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c.clone()),
+                    ErrorKind::InvalidAlgorithm => JwtError::UnknownKey,
+                    _ => JwtError::Malformed,
+                })?;
+        let claims = data.claims;
+        let leeway = self.cfg.leeway_secs as i64;
+        let num = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+        let exp = num("exp").ok_or_else(|| JwtError::MissingClaim("exp".into()))?;
+        if now > exp + leeway {
+            return Err(JwtError::Expired);
+        }
+        if let Some(nbf) = num("nbf")
+            && now + leeway < nbf
+        {
+            return Err(JwtError::NotYetValid);
+        }
+        claims
+            .get(&self.cfg.user_claim)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| JwtError::MissingClaim(self.cfg.user_claim.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &[u8] = b"test-only-hs256-secret-0123456789";
+
+    fn verifier() -> JwtVerifier {
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "oct", "kid": "hs1", "alg": "HS256",
+            "k": base64url(SECRET),
+        }]});
+        JwtVerifier::from_jwks(
+            &jwks.to_string(),
+            JwtConfig {
+                jwks_file: PathBuf::new(),
+                issuer: "https://idp.test".into(),
+                audience: "docent".into(),
+                user_claim: "sub".into(),
+                leeway_secs: 0,
+            },
+        )
+        .unwrap()
+    }
+
+    fn base64url(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("hs1".into());
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[test]
+    fn claims_are_checked() {
+        let v = verifier();
+        let ok = serde_json::json!({"sub": "alice", "iss": "https://idp.test", "aud": "docent",
+            "exp": 1_000, "nbf": 500});
+        assert_eq!(v.verify(&token(ok.clone()), 700), Ok("alice".into()));
+        assert_eq!(v.verify(&token(ok.clone()), 1_001), Err(JwtError::Expired));
+        assert_eq!(
+            v.verify(&token(ok.clone()), 499),
+            Err(JwtError::NotYetValid)
+        );
+        let mut wrong = ok.clone();
+        wrong["iss"] = "https://evil.test".into();
+        assert_eq!(v.verify(&token(wrong), 700), Err(JwtError::WrongIssuer));
+        let mut wrong = ok.clone();
+        wrong["aud"] = "other".into();
+        assert_eq!(v.verify(&token(wrong), 700), Err(JwtError::WrongAudience));
+        let mut no_sub = ok.clone();
+        no_sub.as_object_mut().unwrap().remove("sub");
+        assert_eq!(
+            v.verify(&token(no_sub), 700),
+            Err(JwtError::MissingClaim("sub".into()))
+        );
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &ok,
+            &EncodingKey::from_secret(b"another secret"),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&forged, 700), Err(JwtError::BadSignature));
+        assert_eq!(v.verify("a.b.c", 700), Err(JwtError::Malformed));
+    }
+}
