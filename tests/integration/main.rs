@@ -10,6 +10,8 @@ mod bad_input;
 mod cli;
 mod config_files;
 mod eval;
+mod guardrails;
+mod identity_admin;
 mod live_updates;
 mod metrics;
 mod restart;

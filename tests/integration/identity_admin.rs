@@ -1,0 +1,226 @@
+//! Identity administration against a daemon started from a config file: who is X (by alias),
+//! can X read D and which entry decided, identities from an /etc/group-style file, reload without
+//! restart (a bad config keeps the current store), `--insecure-dev`, and the refusal to serve
+//! plaintext beyond loopback.
+
+use docent::server::StartOptions;
+use docent_proto::v1 as pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::harness::*;
+
+const HR_DOC: &str = "hr/compensation-bands-2027.md";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_check_access_reload_and_insecure_dev() {
+    let env = Env::example();
+    let groups = env.dir.path().join("groups");
+    // POSIX names and e-mail addresses both land on configured identities.
+    std::fs::write(
+        &groups,
+        "# hr via the group file\npayroll:x:2001:FERNHILL\\alice\n",
+    )
+    .unwrap();
+    let text = env.config_text().replace(
+        "# [[identity_sources]]\n# format = \"group_file\"\n# path = \"/etc/docent/groups\"",
+        &format!("[[identity_sources]]\nformat = \"group_file\"\npath = {groups:?}"),
+    );
+    let cfg_path = env.dir.path().join("docent.toml");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let config = env.config_from(&text);
+    let d = env
+        .start_opts(
+            config,
+            StartOptions {
+                insecure_dev: false,
+                config_path: Some(cfg_path.clone()),
+            },
+        )
+        .await;
+    let key = format!("share:{}", env.corpus().join(HR_DOC).display());
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+
+    let w = admin
+        .who_is(authed(
+            ADMIN,
+            pb::WhoIsRequest {
+                user: "hana@fernhill.example".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.id, "hana");
+    assert_eq!(w.direct_groups, ["people-leads"]);
+    assert_eq!(w.groups, ["hr", "people-leads", "staff"]);
+    assert!(
+        w.principals
+            .contains(&"user:hana@fernhill.example".to_string())
+    );
+    assert_eq!(w.permissions, ["query"]);
+    let alice = admin
+        .who_is(authed(
+            ADMIN,
+            pb::WhoIsRequest {
+                user: "alice".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(alice.groups, ["engineering", "payroll", "staff"]);
+    let e = admin
+        .who_is(authed(
+            ADMIN,
+            pb::WhoIsRequest {
+                user: "ghost".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = admin
+        .who_is(authed(
+            ALICE,
+            pb::WhoIsRequest {
+                user: "hana".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let check = |user: &str| pb::CheckAccessRequest {
+        user: user.into(),
+        document_key: key.clone(),
+    };
+    let hana = admin
+        .check_access(authed(ADMIN, check("hana")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hana.allowed);
+    assert_eq!(
+        (hana.decision.as_str(), hana.entry.as_str()),
+        ("allow", "group:hr")
+    );
+    assert_eq!(hana.explanation, "allowed by allow entry group:hr");
+    let no = admin
+        .check_access(authed(ADMIN, check("alice")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!no.allowed);
+    assert_eq!(no.decision, "no_match");
+    let e = admin
+        .check_access(authed(
+            ADMIN,
+            pb::CheckAccessRequest {
+                user: "hana".into(),
+                document_key: "share:/no/such/doc".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.get_details_error_info().unwrap().reason,
+        "UNKNOWN_DOCUMENT"
+    );
+
+    // Reload: the group file now makes payroll part of hr, so alice reads HR documents.
+    let sees_hr = |r: &pb::SearchResponse| search_text(r).contains(HR_DOC);
+    assert!(!sees_hr(
+        &d.search(ALICE, "salary band senior engineer", 10)
+            .await
+            .unwrap()
+    ));
+    std::fs::write(
+        &groups,
+        "payroll:x:2001:FERNHILL\\alice\nhr:x:2002:payroll-svc\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg_path,
+        text.clone() + "\n[[groups]]\nid = \"payroll\"\nmember_of = [\"hr\"]\n",
+    )
+    .unwrap();
+    let r = admin
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.identities >= 6 && r.api_keys == 1, "{r:?}");
+    assert!(sees_hr(
+        &d.search(ALICE, "salary band senior engineer", 10)
+            .await
+            .unwrap()
+    ));
+    let yes = admin
+        .check_access(authed(ADMIN, check("FERNHILL\\alice")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(yes.allowed, "{yes:?}");
+
+    // A broken config is refused and the current identities stay.
+    std::fs::write(&cfg_path, text.replace("version = 1", "version = 9")).unwrap();
+    let e = admin
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("version"), "{e:?}");
+    assert!(sees_hr(
+        &d.search(ALICE, "salary band senior engineer", 10)
+            .await
+            .unwrap()
+    ));
+    d.stop().await;
+
+    // Without --insecure-dev the dev header authenticates nobody; with it, it names the user.
+    let dev_req = |user: &str| {
+        let mut r = tonic::Request::new(pb::SearchRequest {
+            query: "salary band senior engineer".into(),
+            limit: 10,
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert(docent::service::DEV_USER_HEADER, user.parse().unwrap());
+        r
+    };
+    let d = env.start().await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let e = c.search(dev_req("hana")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    d.stop().await;
+    let d = env
+        .start_opts(
+            env.config(),
+            StartOptions {
+                insecure_dev: true,
+                config_path: None,
+            },
+        )
+        .await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    assert!(sees_hr(
+        &c.search(dev_req("hana")).await.unwrap().into_inner()
+    ));
+    assert!(!sees_hr(
+        &c.search(dev_req("alice")).await.unwrap().into_inner()
+    ));
+    assert_eq!(
+        c.search(dev_req("ghost")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    d.stop().await;
+
+    // Plaintext beyond loopback needs TLS or --insecure-dev.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = docent::server::start(env.config(), embedder(), listener)
+        .await
+        .err()
+        .expect("plaintext on 0.0.0.0 must be refused");
+    assert!(err.to_string().contains("--insecure-dev"), "{err}");
+}
