@@ -159,7 +159,7 @@ pub struct RawTopic {
 }
 
 fn default_topic_threshold() -> f32 {
-    0.6
+    0.45
 }
 fn default_topic_action() -> String {
     "block".into()

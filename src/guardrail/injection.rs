@@ -23,19 +23,32 @@ struct Rule {
 }
 
 const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|developer|hidden|existing|current|your|all(?:\s+(?:of\s+)?(?:the|your|my|these|those))?)";
-const OBJ: &str = r"(?:instructions?|prompts?|rules|directions?|guidelines|guardrails|programming|constraints|directives?|system\s+messages?|safety\s+(?:rules|filters|guidelines|policies))";
+const OBJ: &str = r"(?:instructions?|prompts?|rules|directions?|guidelines|guidance|guardrails|programming|constraints|directives?|context|system\s+messages?|safety\s+(?:rules|filters|guidelines|policies))";
+const VERB: &str = r"(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|discard|neglect|overlook|erase|suspend|(?:set|put|cast)\s+aside)";
+/// Ways a text names an AI model as its addressee.
+const MODEL: &str = r"(?:ai|a\.i\.|llm|large\s+language\s+model|language\s+model|chatbot|bot|gpt(?:-?\d+)?|chatgpt|claude|gemini|copilot|llama|ai\s+assistant|ai\s+model|assistants?\s+(?:reading|processing))";
 
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     let rules: Vec<(&'static str, String)> = vec![
         (
             "override_instructions",
             format!(
-                r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|discard|neglect)\s+(?:\w+\s+){{0,2}}?{QUAL}\s+(?:\w+\s+){{0,2}}?{OBJ}\b"
+                r"(?i)\b{VERB}\s+(?:\w+\s+){{0,2}}?{QUAL}\s+(?:\w+\s+){{0,2}}?{OBJ}\b"
             ),
         ),
         (
             "override_instructions",
-            format!(r"(?i)\b(?:do\s+not|don't|stop)\s+(?:follow|obey)(?:ing)?\s+(?:\w+\s+){{0,2}}?{OBJ}\b"),
+            format!(
+                r"(?i)\b{VERB}\s+(?:\w+\s+){{0,3}}?{OBJ}\s+(?:(?:you\s+(?:were|have\s+been)\s+)?(?:given|told|provided)|from\s+(?:before|earlier|above))\b"
+            ),
+        ),
+        (
+            "override_instructions",
+            format!(r"(?i)\b{VERB}\s+(?:everything|anything|all)\s+(?:\w+\s+)?(?:above|before|prior|previously|you\s+(?:were|have\s+been)\s+(?:told|given))\b"),
+        ),
+        (
+            "override_instructions",
+            format!(r"(?i)\b(?:do\s+not|don't|stop)\s+(?:follow|obey)(?:ing)?\s+(?:\w+\s+){{0,2}}?{OBJ}\b|\b(?:system|admin|developer|security)\s+override\b"),
         ),
         (
             "new_instructions",
@@ -43,7 +56,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         (
             "role_reassignment",
-            r"(?i)\byou\s+are\s+(?:now|no\s+longer)\b|\bfrom\s+now\s+on,?\s+(?:you|your)\b|\b(?:act|behave|respond)\s+as\s+(?:if\s+you\s+(?:are|were)\s+)?(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|different)\b|\bpretend\s+(?:that\s+)?(?:you\s+are|to\s+be)\s+(?:an?\s+)?(?:ai|assistant|model|chatbot|unrestricted|unfiltered|dan|different|evil)\b".into(),
+            r"(?i)\byou\s+are\s+(?:now\s+)?(?:an?\s+|the\s+|my\s+)?(?:\w+\s+)?(?:assistant|ai|bot|model|chatbot|pirate|hacker|character|persona|dan)\s+now\b|\byou\s+are\s+now\s+(?:an?\s+|my\s+|in\s+\w+\s+mode|free\b|unrestricted|unfiltered|uncensored|jailbroken|called|named|dan\b)|\byou\s+are\s+no\s+longer\s+(?:an?\s+)?(?:\w+\s+)?(?:assistant|ai|bot|model|chatbot)\b|\bfrom\s+now\s+on,?\s+(?:you|your)\b|\b(?:act|behave|respond)\s+as\s+(?:if\s+you\s+(?:are|were)\s+)?(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|different)\b|\bpretend\s+(?:that\s+)?(?:you\s+are|to\s+be)\s+(?:an?\s+)?(?:ai|assistant|model|chatbot|unrestricted|unfiltered|dan|different|evil)\b|\b(?:answer|respond|reply)\s+as\s+an?\s+(?:uncensored|unfiltered|unrestricted|jailbroken)\b".into(),
         ),
         (
             "jailbreak",
@@ -51,7 +64,11 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         (
             "prompt_extraction",
-            r"(?i)\b(?:reveal|show|print|output|repeat|recite|display|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|initial\s+prompt|hidden\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|(?:instructions|prompt)\s+(?:you\s+were\s+given|above))\b|\b(?:your|the)\s+system\s+prompt\b".into(),
+            r#"(?i)\b(?:reveal|show|print|output|repeat|recite|display|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|initial\s+prompt|hidden\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|(?:instructions|prompt)\s+(?:you\s+were\s+given|above))\b|\b(?:your|the)\s+system\s+prompt\b|\b(?:repeat|print|output|show|recite|copy|echo)\s+(?:\w+\s+){0,3}?(?:text|words|everything|content|messages?|lines)\s+(?:above|before\s+this)|\bstarting\s+with\s+["'“]?you\s+are\b"#.into(),
+        ),
+        (
+            "addressed_to_ai",
+            format!(r"(?i)\b(?:if\s+you\s+are\s+an?|attention|note\s+to\s+(?:the\s+)?|dear|hey|hi|hello)\s*,?\s*{MODEL}s?\b\s*[,:!.]"),
         ),
         (
             "addressed_to_ai",
@@ -59,19 +76,19 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         (
             "addressed_to_ai",
-            r"(?i)\b(?:ai|llm|language\s+model|assistant)s?\s+(?:reading|processing|summari[sz]ing)\s+this\b".into(),
+            format!(r"(?i)\b(?:ai|llm|language\s+models?|assistants?|chatbots?)s?\s+(?:reading|processing|summari[sz]ing)\s+this\b|\binstructions?\s+(?:for|to)\s+(?:the\s+)?(?:{MODEL}|assistants?|models?)\s*:"),
         ),
         (
             "answer_manipulation",
-            r"(?i)\bwhen\s+(?:you\s+are\s+|the\s+assistant\s+is\s+)?asked\s+(?:about|for|to)\b[^.\n]{0,80}\b(?:always\s+)?(?:say|respond|reply|answer|tell\s+(?:them|the\s+user))\s+(?:that|with|only)\b|\b(?:respond|reply|answer)\s+only\s+with\b|\bdo\s+not\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?to)\s+the\s+user\b".into(),
+            r"(?i)\bwhen\s+(?:you\s+are\s+|the\s+assistant\s+is\s+)?asked\s+(?:about|for|to)\b[^.\n]{0,80}\b(?:always\s+)?(?:say|respond|reply|answer|tell\s+(?:them|the\s+user))\s+(?:that|with|only)\b|\b(?:respond|reply|answer)\s+only\s+with\b|\bdo\s+not\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+(?:\w+\s+)?)?to)\s+the\s+user\b".into(),
         ),
         (
             "chat_template",
-            r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|<<\s*SYS\s*>>|(?:^|\n)\s*(?:#{2,}\s*system\s*(?:\n|:)|(?:system|assistant)\s*:)\s*(?:you\s|ignore|always|never|from\s+now|respond|answer|do\s+not)".into(),
+            r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|\[/?INST\]|\[(?:system|sys|assistant)\]|<<\s*SYS\s*>>|(?:^|\n)\s*(?:#{2,}\s*system\s*(?:\n|:)|(?:system|assistant)\s*:)\s*(?:you\s|ignore|always|never|from\s+now|respond|answer|do\s+not)".into(),
         ),
         (
             "exfiltration",
-            r"(?i)\b(?:send|forward|post|upload|email|exfiltrate)\s+(?:[\w']+\s+){0,4}?(?:conversation|chat\s+history|credentials|passwords?|api\s+keys?|tokens?|user\s+data|the\s+(?:answer|question|documents?))\s+(?:\w+\s+){0,3}?to\s+(?:https?://|\S+@\S+)|!\[[^\]]*\]\(https?://[^)\s]*\{".into(),
+            r"(?i)\b(?:send|forward|post|upload|email|exfiltrate|append|attach|add|include|embed)\s+(?:[\w']+\s+){0,4}?(?:conversation|chat\s+history|credentials|passwords?|api\s+keys?|tokens?|user'?s?\s+(?:data|question|prompt|messages?)|the\s+(?:answer|documents?))\s+(?:\w+\s+){0,3}?(?:to|into|in)\s+(?:https?://|\S+@\S+)|!\[[^\]]*\]\(https?://[^)\s]*\{".into(),
         ),
     ];
     rules
@@ -96,13 +113,30 @@ mod tests {
     use super::*;
 
     /// `attack|benign <TAB> kind <TAB> text`, one case per line; `#` comments.
-    const CASES: &str = include_str!("cases/injection.tsv");
+    const CASES: [&str; 2] = [
+        include_str!("cases/injection.tsv"),
+        include_str!("cases/injection_round2.tsv"),
+    ];
+    const HOLDOUT: &str = include_str!("cases/injection_holdout.tsv");
 
-    #[test]
-    fn labelled_cases_detection_and_false_positive_rates() {
-        let (mut attacks, mut caught, mut benign, mut flagged) = (0, 0, 0, 0);
-        let mut misses = Vec::new();
-        for line in CASES
+    struct Score {
+        attacks: usize,
+        caught: usize,
+        benign: usize,
+        flagged: usize,
+        /// Misses and false positives, described.
+        errors: Vec<String>,
+    }
+
+    fn score(cases: &str) -> Score {
+        let mut s = Score {
+            attacks: 0,
+            caught: 0,
+            benign: 0,
+            flagged: 0,
+            errors: Vec::new(),
+        };
+        for line in cases
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         {
@@ -112,27 +146,48 @@ mod tests {
             let hit = detect(&text);
             match label {
                 "attack" => {
-                    attacks += 1;
-                    if hit.is_some() {
-                        caught += 1;
-                    } else {
-                        misses.push(format!("missed: {text}"));
+                    s.attacks += 1;
+                    match hit {
+                        Some(_) => s.caught += 1,
+                        None => s.errors.push(format!("missed: {text}")),
                     }
                 }
                 "benign" => {
-                    benign += 1;
+                    s.benign += 1;
                     if let Some(d) = hit {
-                        flagged += 1;
-                        misses.push(format!("false positive ({}): {text}", d.rule));
+                        s.flagged += 1;
+                        s.errors
+                            .push(format!("false positive ({}): {text}", d.rule));
                     }
                 }
                 other => panic!("bad label {other:?} in {line}"),
             }
         }
         eprintln!(
-            "injection: detected {caught}/{attacks} attacks, flagged {flagged}/{benign} benign"
+            "injection: detected {}/{} attacks, flagged {}/{} benign\n{}",
+            s.caught,
+            s.attacks,
+            s.flagged,
+            s.benign,
+            s.errors.join("\n")
         );
-        assert!(attacks >= 40 && benign >= 40, "too few labelled cases");
-        assert!(misses.is_empty(), "{}", misses.join("\n"));
+        s
+    }
+
+    #[test]
+    fn labelled_cases_detection_and_false_positive_rates() {
+        let s = score(&CASES.concat());
+        assert!(s.attacks >= 50 && s.benign >= 50, "too few labelled cases");
+        assert!(s.errors.is_empty(), "{}", s.errors.join("\n"));
+    }
+
+    #[test]
+    fn holdout_cases_keep_a_floor() {
+        let s = score(HOLDOUT);
+        assert!(s.attacks >= 15 && s.benign >= 15, "too few held-out cases");
+        // Floors, not targets: a rule change that loses held-out detections or adds false
+        // positives fails here.
+        assert!(s.caught * 10 >= s.attacks * 6, "detection below 60%");
+        assert!(s.flagged * 10 <= s.benign, "false positives above 10%");
     }
 }

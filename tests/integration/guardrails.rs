@@ -201,3 +201,77 @@ allow = ["group:staff"]
     }));
     d.stop().await;
 }
+
+/// Labelled questions for the example config's topic: on-topic paraphrases (none is one of the
+/// topic's examples) and hard negatives about work, contracts and complaints.
+const ON_TOPIC: &[&str] = &[
+    "Can I sue my employer's client for defamation?",
+    "My neighbour's tree damaged my car, should I take them to court?",
+    "Do I need a lawyer for my divorce?",
+    "How do I file a lawsuit against my landlord?",
+    "Is it worth suing the airline for my lost luggage?",
+    "Can you recommend an attorney for my custody case?",
+    "What are my chances if I sue the builder who renovated my house?",
+    "Should I press charges against the driver who hit my bike?",
+];
+const OFF_TOPIC: &[&str] = &[
+    "Who approves vendor contracts?",
+    "What does the code of conduct say about conflicts of interest?",
+    "How do I report a harassment complaint?",
+    "What is the travel policy for trains?",
+    "How do I request a new laptop?",
+    "Who do I contact about my employment contract?",
+    "What are the rules for accepting gifts from suppliers?",
+    "Which court does the finance team use for debt collection of unpaid invoices?",
+];
+
+#[test]
+fn topic_detection_on_labelled_questions() {
+    use docent::guardrail::{Guardrails, QuestionScreen};
+    let cfg = Env::empty().config();
+    let g = Guardrails::new(cfg.guardrails, embedder().as_ref()).unwrap();
+    let who: std::collections::BTreeSet<String> = ["user:alice", "group:staff", "everyone"]
+        .map(String::from)
+        .into();
+    let blocked = |q: &str| {
+        let v = embedder().embed_query(q).unwrap();
+        matches!(
+            g.screen_question(&who, q, Some(&v)),
+            QuestionScreen::Block(ref b) if b.code == "TOPIC_BLOCKED"
+        )
+    };
+    if std::env::var("DOCENT_TOPIC_DEBUG").is_ok() {
+        let cfgt = &g.config().topics[0];
+        let refs: Vec<Vec<f32>> = std::iter::once(&cfgt.description)
+            .chain(&cfgt.examples)
+            .map(|t| embedder().embed_query(t).unwrap())
+            .collect();
+        for q in ON_TOPIC.iter().chain(OFF_TOPIC) {
+            let v = embedder().embed_query(q).unwrap();
+            let sims: Vec<f32> = refs.iter().map(|r| docent::embed::dot(&v, r)).collect();
+            eprintln!("{sims:.2?} {q}");
+        }
+    }
+    let caught: Vec<&str> = ON_TOPIC.iter().copied().filter(|q| blocked(q)).collect();
+    let flagged: Vec<&str> = OFF_TOPIC.iter().copied().filter(|q| blocked(q)).collect();
+    eprintln!(
+        "topics: blocked {}/{} on-topic, {}/{} hard negatives",
+        caught.len(),
+        ON_TOPIC.len(),
+        flagged.len(),
+        OFF_TOPIC.len()
+    );
+    // Embedding similarity separates the sets imperfectly with this small model: the example
+    // config's threshold (0.45) catches 6 of 8 paraphrases with no false positive; the misses
+    // score 0.37 and 0.43 against a nearest hard negative at 0.38 (DOCENT_TOPIC_DEBUG=1 prints
+    // the similarities). The bar: no false positive, at least 6 of 8 caught.
+    assert!(flagged.is_empty(), "false positives: {flagged:?}");
+    assert!(
+        caught.len() >= 6,
+        "missed: {:?}",
+        ON_TOPIC
+            .iter()
+            .filter(|q| !caught.contains(q))
+            .collect::<Vec<_>>()
+    );
+}
