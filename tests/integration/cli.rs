@@ -98,3 +98,146 @@ fn config_check_exit_codes() {
         "{err}"
     );
 }
+
+/// `docent serve` as a process: SIGHUP reloads identities; `docent admin` and `ask --as` work
+/// against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_identities_on_sighup() {
+    let env = Env::example();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = env
+        .config_text()
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("metrics_listen = \"127.0.0.1:9464\"", "")
+        .replace(
+            "\"../models/",
+            &format!("\"{}/", repo().join("models").display()),
+        );
+    let cfg = env.dir.path().join("docent.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_docent"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("http://127.0.0.1:{port}");
+    let hr_key = format!(
+        "share:{}",
+        env.corpus().join("hr/compensation-bands-2027.md").display()
+    );
+    let a = addr.clone();
+    let run = move |args: Vec<String>, token: &'static str| {
+        let a = a.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                docent(&args, &a, token)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut ready = false;
+    for _ in 0..600 {
+        // The document table is complete once the crawl is committed.
+        let out = run(args(&["admin", "can-read", "hana", &hr_key]), ADMIN).await;
+        if out.status.success() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(ready, "daemon did not come up");
+
+    let who = run(
+        args(&["admin", "whois", "--json", "FERNHILL\\alice"]),
+        ADMIN,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(v["id"], "alice");
+    assert_eq!(v["groups"], serde_json::json!(["engineering", "staff"]));
+    let no = run(args(&["admin", "can-read", "alice", &hr_key]), ADMIN).await;
+    assert_eq!(no.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no.stdout).contains("no allow entry matches"));
+
+    let obo = run(
+        args(&[
+            "ask",
+            "--json",
+            "--as",
+            "hana",
+            "What is the salary band for a senior software engineer?",
+        ]),
+        "slack-bridge-dev-key",
+    )
+    .await;
+    assert!(
+        obo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&obo.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&obo.stdout).unwrap();
+    assert_eq!(v["status"], "answered");
+    assert!(v["guardrails"].is_array());
+    let denied = run(args(&["ask", "--as", "hana", "salary band"]), ALICE).await;
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("act"),
+        "{denied:?}"
+    );
+
+    // Alice joins hr in the config; SIGHUP applies it without a restart.
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "groups = [\"engineering\"]",
+            "groups = [\"engineering\", \"hr\"]",
+        ),
+    )
+    .unwrap();
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if run(args(&["admin", "can-read", "alice", &hr_key]), ADMIN)
+            .await
+            .status
+            .success()
+        {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload identities");
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the daemon"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.wait().unwrap().success());
+}
