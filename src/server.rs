@@ -158,9 +158,8 @@ pub async fn start_with(
         );
     }
     let shutdown = CancellationToken::new();
-    let identities = Arc::new(arc_swap::ArcSwap::from_pointee(
-        config.identity_store().map_err(DaemonError::Identity)?,
-    ));
+    let identities =
+        Arc::new(crate::identity::IdentityRegistry::new(&config).map_err(DaemonError::Identity)?);
     let audit = match &config.audit {
         Some(a) => Some(Arc::new(crate::audit::AuditLog::open(a.clone()).map_err(
             |source| DaemonError::Audit {
@@ -228,6 +227,7 @@ pub async fn start_with(
         });
         let ctx = ConnectorContext {
             sink: tx.clone(),
+            memberships: identities.clone(),
             indexed: index.clone() as Arc<dyn IndexedState>,
             checkpoint: checkpoints.get(cc.id()).cloned(),
             shutdown: shutdown.child_token(),
@@ -300,7 +300,7 @@ pub async fn start_with(
         .build_v1alpha()
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
 
-    let auth = AuthInterceptor::new(identities, opts.insecure_dev);
+    let auth = AuthInterceptor::new(identities.shared(), opts.insecure_dev);
     let mut builder = Server::builder().layer(crate::metrics::MetricsLayer::new(metrics));
     if let Some(tls) = &config.server.tls {
         let read = |p: &std::path::Path| {

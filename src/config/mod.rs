@@ -161,7 +161,16 @@ impl Config {
     /// The identity store: configured identities and groups, the identity source files, API
     /// keys and the JWKS. Reads the files now (start and every reload).
     pub fn identity_store(&self) -> Result<IdentityStore, String> {
-        let loaded = sources::load_all(&self.identity_sources)?;
+        self.identity_store_with(Vec::new())
+    }
+
+    /// [`Self::identity_store`] plus identity data from elsewhere (connector-reported groups).
+    pub fn identity_store_with(
+        &self,
+        extra: Vec<sources::Loaded>,
+    ) -> Result<IdentityStore, String> {
+        let mut loaded = sources::load_all(&self.identity_sources)?;
+        loaded.extend(extra);
         let (ids, groups) = sources::merge(self.identities.clone(), self.groups.clone(), loaded);
         let mut store = IdentityStore::new(ids, groups).with_api_keys(self.api_keys.clone());
         if let Some(j) = &self.jwt {
@@ -562,6 +571,9 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             watch: c.watch,
             follow_symlinks: c.follow_symlinks,
             acl_rules: rules,
+            passwd_file: resolve(base, &c.passwd_file),
+            group_file: resolve(base, &c.group_file),
+            report_memberships: c.report_memberships,
         }));
     }
 

@@ -392,6 +392,19 @@ pub struct RawConnector {
     pub follow_symlinks: bool,
     #[serde(default)]
     pub acl_rules: Vec<RawAclRule>,
+    #[serde(default = "default_passwd")]
+    pub passwd_file: String,
+    #[serde(default = "default_group")]
+    pub group_file: String,
+    #[serde(default)]
+    pub report_memberships: bool,
+}
+
+fn default_passwd() -> String {
+    "/etc/passwd".into()
+}
+fn default_group() -> String {
+    "/etc/group".into()
 }
 
 fn default_exclude() -> Vec<String> {

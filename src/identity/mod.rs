@@ -16,7 +16,10 @@
 //! `--insecure-dev` user, or for an `act_as` target after the actor's permission was checked.
 
 pub mod jwt;
+mod registry;
 pub mod sources;
+
+pub use registry::{Counts, IdentityRegistry, SharedIdentities};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -103,7 +103,7 @@ impl pb::admin_server::Admin for AdminService {
         let w = self
             .state
             .identities
-            .load()
+            .current()
             .whois(user)
             .ok_or_else(|| unknown_user(user))?;
         self.state.record(Audited {
@@ -149,7 +149,7 @@ impl pb::admin_server::Admin for AdminService {
         let d = self
             .state
             .identities
-            .load()
+            .current()
             .explain(user, &entry.acl)
             .ok_or_else(|| unknown_user(user))?;
         self.state.record(Audited {

@@ -52,7 +52,7 @@ impl AssistantService {
         let caller = if on_behalf_of.is_empty() {
             authn
         } else {
-            let store = self.state.identities.load();
+            let store = self.state.identities.current();
             match store.act_as(&authn, on_behalf_of) {
                 Ok(c) => c,
                 Err(e) => {

@@ -5,16 +5,10 @@
 //! UNAUTHENTICATED with a stable reason. The identity store is read per request from a swap
 //! cell, so a reload takes effect for the next request.
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use tonic::{Request, Status};
 
 use super::ServiceError;
-use crate::identity::{AuthError, Caller, IdentityStore};
-
-/// The current identity store; replaced whole on reload.
-pub type SharedIdentities = Arc<ArcSwap<IdentityStore>>;
+use crate::identity::{AuthError, Caller, SharedIdentities};
 
 /// Header naming the user under `--insecure-dev` (no credential checked).
 pub const DEV_USER_HEADER: &str = "x-docent-user";

@@ -17,7 +17,7 @@ use docent_connector_api::StatusHandle;
 
 pub use admin::AdminService;
 pub use assistant::AssistantService;
-pub use auth::{AuthInterceptor, DEV_USER_HEADER, SharedIdentities, cert_names};
+pub use auth::{AuthInterceptor, DEV_USER_HEADER, cert_names};
 pub use error::ServiceError;
 
 use crate::answer::AnswerConfig;
@@ -40,7 +40,7 @@ pub struct ConnectorInfo {
 pub struct AppState {
     pub index: Arc<Index>,
     pub retriever: Arc<Retriever>,
-    pub identities: SharedIdentities,
+    pub identities: Arc<crate::identity::IdentityRegistry>,
     pub guardrails: Arc<Guardrails>,
     pub audit: Option<Arc<AuditLog>>,
     /// The config file identities are reloaded from (none in tests built from text).
@@ -71,13 +71,7 @@ impl AppState {
             .as_ref()
             .ok_or("the daemon was not started from a config file")?;
         let cfg = crate::config::Config::load(path).map_err(|e| e.to_string())?;
-        let store = cfg.identity_store()?;
-        let counts = (
-            store.identity_count(),
-            store.group_count(),
-            store.api_key_count(),
-        );
-        self.identities.store(Arc::new(store));
+        let counts = self.identities.reload(cfg)?;
         tracing::info!(
             identities = counts.0,
             groups = counts.1,

@@ -224,3 +224,44 @@ async fn whois_check_access_reload_and_insecure_dev() {
         .expect("plaintext on 0.0.0.0 must be refused");
     assert!(err.to_string().contains("--insecure-dev"), "{err}");
 }
+
+/// A connector reports the group database it reads; memberships reach the identity store (and
+/// follow the database on the next full scan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_reported_memberships_grant_access() {
+    let env = Env::example();
+    let (passwd, group) = (env.dir.path().join("passwd"), env.dir.path().join("group"));
+    std::fs::write(&passwd, "alice:x:1001:3000::/home/alice:/bin/sh\n").unwrap();
+    std::fs::write(&group, "hr:x:2001:felix\nlisbon:x:3000:\n").unwrap();
+    let text = env
+        .config_text()
+        .replace("report_memberships = false", "report_memberships = true")
+        .replace("\"/etc/passwd\"", &format!("{passwd:?}"))
+        .replace("\"/etc/group\"", &format!("{group:?}"));
+    let d = env.start_with(env.config_from(&text)).await;
+    let store = d.daemon.state().identities.current();
+    // felix is in hr by the group file; alice's primary group is lisbon.
+    assert_eq!(
+        store.whois("felix").unwrap().groups,
+        ["finance", "hr", "staff"]
+    );
+    assert!(
+        store
+            .whois("alice")
+            .unwrap()
+            .groups
+            .contains(&"lisbon".to_string())
+    );
+    let sees_hr = |r: &docent_proto::v1::SearchResponse| search_text(r).contains(HR_DOC);
+    assert!(sees_hr(
+        &d.search(FELIX, "salary band senior engineer", 10)
+            .await
+            .unwrap()
+    ));
+    assert!(!sees_hr(
+        &d.search(ALICE, "salary band senior engineer", 10)
+            .await
+            .unwrap()
+    ));
+    d.stop().await;
+}

@@ -147,9 +147,32 @@ impl StatusHandle {
 }
 
 /// Everything a running connector gets from the daemon.
+/// Group memberships a source knows (a share's group database, a wiki's groups): `members` are
+/// `user:<name>` or `group:<name>` principals of `group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    pub group: String,
+    pub members: Vec<Principal>,
+}
+
+/// Where connectors report group memberships; the daemon merges them into the identity store.
+pub trait MembershipSink: Send + Sync {
+    /// Replaces everything `connector` reported before.
+    fn report(&self, connector: &str, groups: Vec<GroupMembership>);
+}
+
+/// A sink that drops reports (for tests and tools without an identity store).
+pub struct NoMemberships;
+
+impl MembershipSink for NoMemberships {
+    fn report(&self, _connector: &str, _groups: Vec<GroupMembership>) {}
+}
+
 pub struct ConnectorContext {
     /// Bounded: `send` waits when the pipeline is behind.
     pub sink: mpsc::Sender<Change>,
+    /// Group memberships the connector learns from its source.
+    pub memberships: Arc<dyn MembershipSink>,
     pub indexed: Arc<dyn IndexedState>,
     /// The last committed checkpoint of this connector, if any.
     pub checkpoint: Option<Checkpoint>,

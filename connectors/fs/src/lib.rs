@@ -48,6 +48,11 @@ pub struct FsConfig {
     pub watch: bool,
     pub follow_symlinks: bool,
     pub acl_rules: Vec<AclRule>,
+    /// The POSIX user and group databases for uid/gid → name (default /etc/passwd, /etc/group).
+    pub passwd_file: PathBuf,
+    pub group_file: PathBuf,
+    /// After each full scan, report the group database's memberships to the identity store.
+    pub report_memberships: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +139,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         cfg: cfg.clone(),
         include,
         exclude,
-        names: Arc::new(PosixNames::load()),
+        names: Arc::new(PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -155,6 +160,8 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         None
     };
 
+    // Memberships first: when the crawl's documents become visible, access follows them.
+    report_memberships(&cfg, ctx.memberships.as_ref());
     full_scan(&scanner, &status).await?;
     status.set_phase("watching");
 
@@ -163,7 +170,10 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            _ = reconcile.tick() => full_scan(&scanner, &status).await?,
+            _ = reconcile.tick() => {
+                report_memberships(&cfg, ctx.memberships.as_ref());
+                full_scan(&scanner, &status).await?;
+            }
             Some(first) = ev_rx.recv() => {
                 // Gather a burst of events, then act once per path on its current state.
                 let mut paths = BTreeSet::from([first]);
@@ -183,6 +193,17 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     }
     status.set_phase("stopped");
     Ok(())
+}
+
+/// Reports the group database's memberships when configured (re-read each time: it changes).
+fn report_memberships(cfg: &FsConfig, sink: &dyn docent_connector_api::MembershipSink) {
+    if !cfg.report_memberships {
+        return;
+    }
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let m = posix_names::memberships(&read(&cfg.passwd_file), &read(&cfg.group_file));
+    tracing::debug!(connector = %cfg.id, groups = m.len(), "reporting group memberships");
+    sink.report(&cfg.id, m);
 }
 
 async fn full_scan(scanner: &Scanner, status: &StatusHandle) -> Result<(), ConnectorError> {

@@ -2,7 +2,10 @@
 //! unsafe code, and NSS lookups would block on network directories anyway). Unknown ids are
 //! returned as numbers, which identities can list as aliases.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use docent_connector_api::{GroupMembership, Principal};
 
 #[derive(Debug, Default)]
 pub struct PosixNames {
@@ -11,10 +14,10 @@ pub struct PosixNames {
 }
 
 impl PosixNames {
-    pub fn load() -> Self {
+    pub fn load(passwd: &Path, group: &Path) -> Self {
         Self {
-            users: parse(&std::fs::read_to_string("/etc/passwd").unwrap_or_default()),
-            groups: parse(&std::fs::read_to_string("/etc/group").unwrap_or_default()),
+            users: parse(&std::fs::read_to_string(passwd).unwrap_or_default()),
+            groups: parse(&std::fs::read_to_string(group).unwrap_or_default()),
         }
     }
 
@@ -46,9 +49,70 @@ fn parse(text: &str) -> HashMap<u32, String> {
         .collect()
 }
 
+/// Group memberships from a passwd file (primary groups) and a group file (member lists).
+pub fn memberships(passwd: &str, group: &str) -> Vec<GroupMembership> {
+    let gid_names = parse(group);
+    let mut members: BTreeMap<String, Vec<Principal>> = BTreeMap::new();
+    for l in group.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() == 4 && !f[0].is_empty() {
+            let m = members.entry(f[0].to_string()).or_default();
+            for u in f[3].split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                m.push(Principal::user(u));
+            }
+        }
+    }
+    for l in passwd.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4
+            && !f[0].is_empty()
+            && let Some(g) = f[3].parse::<u32>().ok().and_then(|gid| gid_names.get(&gid))
+        {
+            members
+                .entry(g.clone())
+                .or_default()
+                .push(Principal::user(f[0]));
+        }
+    }
+    members
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(group, mut members)| {
+            members.sort();
+            members.dedup();
+            GroupMembership { group, members }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memberships_from_group_lists_and_primary_groups() {
+        let m = memberships(
+            "alice:x:1001:2001::/home/alice:/bin/sh\nbob:x:1002:1002::/home/bob:/bin/sh\n",
+            "hr:x:2001:carol,bob\nbob:x:1002:\nempty:x:3000:\n",
+        );
+        assert_eq!(
+            m,
+            [
+                GroupMembership {
+                    group: "bob".into(),
+                    members: vec![Principal::user("bob")]
+                },
+                GroupMembership {
+                    group: "hr".into(),
+                    members: vec![
+                        Principal::user("alice"),
+                        Principal::user("bob"),
+                        Principal::user("carol")
+                    ]
+                },
+            ]
+        );
+    }
 
     #[test]
     fn parses_passwd_lines() {
