@@ -9,7 +9,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::bytes::{Regex, RegexSet};
 
 /// One rule that matched: its id (stable, for counters and the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         (
             "prompt_extraction",
-            r#"(?i)\b(?:reveal|show|print|output|repeat|recite|display|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|initial\s+prompt|hidden\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|(?:instructions|prompt)\s+(?:you\s+were\s+given|above))\b|\b(?:your|the)\s+system\s+prompt\b|\b(?:repeat|print|output|show|recite|copy|echo)\s+(?:\w+\s+){0,3}?(?:text|words|everything|content|messages?|lines)\s+(?:above|before\s+this)|\bstarting\s+with\s+["'“]?you\s+are\b"#.into(),
+            r#"(?i)\b(?:reveal|show|print|output|repeat|recite|display|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:\w+\s+){0,2}?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|initial\s+prompt|hidden\s+(?:prompt|instructions)|original\s+(?:prompt|instructions)|(?:instructions|prompt)\s+(?:you\s+were\s+given|above))\b|\b(?:your|the)\s+system\s+prompt\b|\b(?:repeat|print|output|show|recite|copy|echo)\s+(?:\w+\s+){0,3}?(?:text|words|everything|content|messages?|lines)\s+(?:above|before\s+this)|\bstarting\s+with\s+(?:["']|“)?you\s+are\b"#.into(),
         ),
         (
             "addressed_to_ai",
@@ -95,16 +95,40 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         .into_iter()
         .map(|(id, p)| Rule {
             id,
-            re: Regex::new(&p).expect("valid built-in injection pattern"),
+            // ASCII classes and word boundaries (`-u`): Unicode `\b` keeps the regex engine off
+            // its DFA on non-ASCII text, which made screening ~20x slower. The patterns are
+            // English words; case folding stays on.
+            re: Regex::new(&p.replacen("(?i)", "(?i-u)", 1))
+                .expect("valid built-in injection pattern"),
         })
         .collect()
 });
 
+/// All rules in one automaton: one pass over the text instead of one per rule (most passages
+/// match nothing, and this is the hot path of every Search and Ask).
+static SET: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(RULES.iter().map(|r| r.re.as_str())).expect("valid built-in injection patterns")
+});
+
+/// The number of rules.
+pub fn rule_count() -> usize {
+    RULES.len()
+}
+
+/// Whether rule `i` matches (benchmarks).
+pub fn rule_matches_at(i: usize, text: &str) -> bool {
+    RULES[i].re.is_match(text.as_bytes())
+}
+
 /// The first rule that matches `text`, if any.
 pub fn detect(text: &str) -> Option<Detection> {
+    let bytes = text.as_bytes();
+    if !SET.is_match(bytes) {
+        return None;
+    }
     RULES
         .iter()
-        .find(|r| r.re.is_match(text))
+        .find(|r| r.re.is_match(bytes))
         .map(|r| Detection { rule: r.id })
 }
 

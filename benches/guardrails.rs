@@ -1,0 +1,61 @@
+//! Cost of the text guardrails per retrieved passage: injection screening and PII detection over
+//! SciFact abstracts (the passages Search and Ask screen on every request). Prints a table.
+//!
+//! cargo bench --bench guardrails [-- --data DIR]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use docent::guardrail::{injection, pii};
+
+fn main() -> anyhow::Result<()> {
+    let data = std::env::args()
+        .skip_while(|a| a != "--data")
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/scifact")
+        });
+    let corpus = docent::eval::load_corpus(&data.join("corpus.jsonl"))?;
+    let texts: Vec<String> = corpus
+        .iter()
+        .take(3000)
+        .map(|d| format!("{}\n{}", d.title, d.text))
+        .collect();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    println!(
+        "{} passages, {:.1} KB on average",
+        texts.len(),
+        bytes as f64 / texts.len() as f64 / 1024.0
+    );
+    println!("| check | µs per passage | MB/s | flagged |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&str) -> bool| {
+        let mut flagged = 0;
+        let t = Instant::now();
+        for _ in 0..3 {
+            flagged = texts.iter().filter(|t| f(t)).count();
+        }
+        let secs = t.elapsed().as_secs_f64() / 3.0;
+        println!(
+            "| {name} | {:.1} | {:.0} | {flagged} |",
+            secs * 1e6 / texts.len() as f64,
+            bytes as f64 / secs / 1e6
+        );
+    };
+    row("injection::detect", &|t| injection::detect(t).is_some());
+    for i in 0..injection::rule_count() {
+        row(&format!("injection rule {i}"), &|t| {
+            injection::rule_matches_at(i, t)
+        });
+    }
+    row("pii::detect (all entities)", &|t| {
+        !pii::detect(t, &pii::Entity::ALL).is_empty()
+    });
+    for e in pii::Entity::ALL {
+        row(&format!("pii::detect ({})", e.name()), &|t| {
+            !pii::detect(t, &[e]).is_empty()
+        });
+    }
+    Ok(())
+}
