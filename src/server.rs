@@ -198,6 +198,11 @@ pub async fn start_with(
             chunking: config.chunking,
             commit_interval: config.index.commit_interval,
             max_batch: 64,
+            limits: config
+                .connectors
+                .iter()
+                .map(|c| (c.id().to_string(), c.limits()))
+                .collect(),
         },
         stats.clone(),
         skips.clone(),
@@ -208,16 +213,15 @@ pub async fn start_with(
     let mut infos = Vec::new();
     let mut connectors = Vec::new();
     for cc in &config.connectors {
-        let conn: Box<dyn Connector> = match cc {
-            ConnectorConfig::Fs(fs) => {
-                Box::new(
-                    FsConnector::new(fs.clone()).map_err(|e| DaemonError::Connector {
+        let conn: Box<dyn Connector> =
+            match cc {
+                ConnectorConfig::Fs(fs, _) => Box::new(FsConnector::new(fs.clone()).map_err(
+                    |e| DaemonError::Connector {
                         id: fs.id.clone(),
                         message: e.to_string(),
-                    })?,
-                )
-            }
-        };
+                    },
+                )?),
+            };
         let status = StatusHandle::default();
         status.set_phase("starting");
         infos.push(ConnectorInfo {

@@ -32,6 +32,8 @@ pub struct Citation {
     pub span: std::ops::Range<usize>,
     pub snippet: String,
     pub heading_path: Vec<String>,
+    /// 1-based page where the format has pages.
+    pub page: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +125,7 @@ pub fn citation_for(hit: &Hit) -> Citation {
         span: c.span.clone(),
         snippet: snippet(&c.text, 320),
         heading_path: c.heading_path.clone(),
+        page: c.page,
     }
 }
 

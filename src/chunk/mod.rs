@@ -41,6 +41,8 @@ pub struct Chunk {
     pub ord: u32,
     pub span: Range<usize>,
     pub heading_path: Vec<String>,
+    /// The page the chunk is on (chunks never span pages).
+    pub page: Option<u32>,
 }
 
 /// A sentence-or-smaller unit: span, tokens, index of its block.
@@ -56,7 +58,10 @@ pub fn chunk(doc: &ParsedDoc, cfg: ChunkerConfig, counter: &dyn TokenCounter) ->
     let mut out = Vec::new();
     let mut section_start = 0;
     for i in 1..=doc.blocks.len() {
-        let boundary = i == doc.blocks.len() || matches!(doc.blocks[i].kind, BlockKind::Heading(_));
+        // Sections end at headings and page breaks, so a chunk cites one page.
+        let boundary = i == doc.blocks.len()
+            || matches!(doc.blocks[i].kind, BlockKind::Heading(_))
+            || doc.blocks[i].page != doc.blocks[i - 1].page;
         if boundary {
             chunk_section(
                 doc,
@@ -86,6 +91,7 @@ fn chunk_section(
     let Some(first) = doc.blocks.get(blocks.start) else {
         return;
     };
+    let page = first.page;
     let mut heading_path = first.heading_path.clone();
     if matches!(first.kind, BlockKind::Heading(_)) {
         heading_path.push(crate::parse::collapse_ws(&doc.text[first.span.clone()]));
@@ -115,7 +121,7 @@ fn chunk_section(
         // Prefer ending at a paragraph boundary once the chunk is reasonably full.
         let early = starts_block && cur_tokens + whole_block > max && cur_tokens * 2 >= max;
         if has_new && (overflow || early) {
-            out.push(make_chunk(&cur, &heading_path));
+            out.push(make_chunk(&cur, &heading_path, page));
             // Carry whole trailing sentences of this block as overlap.
             let mut carried = Vec::new();
             let mut t = 0;
@@ -138,15 +144,16 @@ fn chunk_section(
         has_new = true;
     }
     if has_new {
-        out.push(make_chunk(&cur, &heading_path));
+        out.push(make_chunk(&cur, &heading_path, page));
     }
 }
 
-fn make_chunk(units: &[Unit], heading_path: &[String]) -> Chunk {
+fn make_chunk(units: &[Unit], heading_path: &[String], page: Option<u32>) -> Chunk {
     Chunk {
         ord: 0,
         span: units[0].span.start..units[units.len() - 1].span.end,
         heading_path: heading_path.to_vec(),
+        page,
     }
 }
 
@@ -363,6 +370,7 @@ mod tests {
                 kind: BlockKind::Paragraph,
                 span: 0..50,
                 heading_path: vec![],
+                page: None,
             }],
         };
         struct Chars;

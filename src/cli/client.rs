@@ -83,6 +83,7 @@ fn citation_json(c: &pb::Citation) -> serde_json::Value {
         "span": {"start": span.start, "end": span.end},
         "snippet": c.snippet,
         "heading_path": c.heading_path,
+        "page": c.page,
     })
 }
 
@@ -130,8 +131,13 @@ pub async fn ask(
             println!("Sources:");
             for (i, c) in resp.citations.iter().enumerate() {
                 let span = c.span.unwrap_or_default();
+                let page = if c.page > 0 {
+                    format!("page {}, ", c.page)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "  [{}] {} — {} (bytes {}..{})",
+                    "  [{}] {} — {} ({page}bytes {}..{})",
                     i + 1,
                     c.title,
                     c.uri,

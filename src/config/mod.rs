@@ -99,13 +99,20 @@ pub struct IndexConfig {
 
 #[derive(Debug, Clone)]
 pub enum ConnectorConfig {
-    Fs(FsConfig),
+    Fs(FsConfig, crate::parse::ParseLimits),
 }
 
 impl ConnectorConfig {
+    /// Parse limits for this connector's documents.
+    pub fn limits(&self) -> crate::parse::ParseLimits {
+        match self {
+            Self::Fs(_, l) => *l,
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
-            Self::Fs(c) => &c.id,
+            Self::Fs(c, _) => &c.id,
         }
     }
 }
@@ -545,36 +552,52 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 mode,
             });
         }
-        connectors.push(ConnectorConfig::Fs(FsConfig {
-            id: c.id.clone(),
-            roots,
-            include: c.include.clone(),
-            exclude: c.exclude.clone(),
-            max_file_size: is.range(
-                &format!("{p}.max_file_size_bytes"),
-                c.max_file_size_bytes,
-                1,
-                1 << 40,
-            ),
-            reconcile_interval: Duration::from_secs(is.range(
-                &format!("{p}.reconcile_interval_secs"),
-                c.reconcile_interval_secs,
-                1,
-                86_400 * 7,
-            )),
-            debounce: Duration::from_millis(is.range(
-                &format!("{p}.debounce_ms"),
-                c.debounce_ms,
-                0,
-                60_000,
-            )),
-            watch: c.watch,
-            follow_symlinks: c.follow_symlinks,
-            acl_rules: rules,
-            passwd_file: resolve(base, &c.passwd_file),
-            group_file: resolve(base, &c.group_file),
-            report_memberships: c.report_memberships,
-        }));
+        connectors.push(ConnectorConfig::Fs(
+            FsConfig {
+                id: c.id.clone(),
+                roots,
+                include: c.include.clone(),
+                exclude: c.exclude.clone(),
+                max_file_size: is.range(
+                    &format!("{p}.max_file_size_bytes"),
+                    c.max_file_size_bytes,
+                    1,
+                    1 << 40,
+                ),
+                reconcile_interval: Duration::from_secs(is.range(
+                    &format!("{p}.reconcile_interval_secs"),
+                    c.reconcile_interval_secs,
+                    1,
+                    86_400 * 7,
+                )),
+                debounce: Duration::from_millis(is.range(
+                    &format!("{p}.debounce_ms"),
+                    c.debounce_ms,
+                    0,
+                    60_000,
+                )),
+                watch: c.watch,
+                follow_symlinks: c.follow_symlinks,
+                acl_rules: rules,
+                passwd_file: resolve(base, &c.passwd_file),
+                group_file: resolve(base, &c.group_file),
+                report_memberships: c.report_memberships,
+            },
+            crate::parse::ParseLimits {
+                max_text_bytes: is.range(
+                    &format!("{p}.max_text_bytes"),
+                    c.max_text_bytes,
+                    1024,
+                    1 << 32,
+                ) as usize,
+                timeout: Duration::from_secs(is.range(
+                    &format!("{p}.parse_timeout_secs"),
+                    c.parse_timeout_secs,
+                    1,
+                    3600,
+                )),
+            },
+        ));
     }
 
     let connector_ids: Vec<String> = connectors.iter().map(|c| c.id().to_string()).collect();

@@ -398,6 +398,17 @@ pub struct RawConnector {
     pub group_file: String,
     #[serde(default)]
     pub report_memberships: bool,
+    #[serde(default = "default_max_text")]
+    pub max_text_bytes: u64,
+    #[serde(default = "default_parse_timeout")]
+    pub parse_timeout_secs: u64,
+}
+
+fn default_max_text() -> u64 {
+    5 * 1024 * 1024
+}
+fn default_parse_timeout() -> u64 {
+    30
 }
 
 fn default_passwd() -> String {
@@ -411,7 +422,7 @@ fn default_exclude() -> Vec<String> {
     vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
 }
 fn default_max_file_size() -> u64 {
-    10 * 1024 * 1024
+    50 * 1024 * 1024
 }
 fn default_reconcile() -> u64 {
     300

@@ -62,6 +62,7 @@ pub fn ingest(
             chunking,
             commit_interval: Duration::from_secs(1),
             max_batch: 64,
+            limits: Default::default(),
         },
         stats.clone(),
         Arc::new(SkipLog::default()),

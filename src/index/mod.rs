@@ -79,6 +79,8 @@ pub struct CommitPayload {
 pub struct ChunkRecord {
     pub ord: u32,
     pub span: std::ops::Range<usize>,
+    /// 1-based page where the format has pages.
+    pub page: Option<u32>,
     pub heading_path: Vec<String>,
     pub text: String,
     /// Hash of what was embedded, to reuse vectors across re-ingests.
@@ -121,6 +123,7 @@ pub struct StoredChunk {
     pub text: String,
     pub span: std::ops::Range<usize>,
     pub heading_path: Vec<String>,
+    pub page: Option<u32>,
     pub acl: Acl,
     pub attributes: BTreeMap<String, String>,
 }
@@ -178,7 +181,7 @@ impl Index {
         } else {
             tantivy::Index::create_in_dir(dir, schema.clone()).map_err(tan)?
         };
-        if exists && index.schema() != schema {
+        if exists && !schema::accepted().contains(&index.schema()) {
             return Err(IndexError::Payload {
                 path: dir.to_path_buf(),
                 message: "the index was written by another version of the schema; remove the directory and let Docent rebuild it".into(),
@@ -341,6 +344,9 @@ impl Index {
             d.add_i64(f.modified, doc.modified_at.unwrap_or(0));
             d.add_text(f.attributes, &attrs);
             d.add_bytes(f.vector, &dense::encode(&c.vector));
+            if let (Some(field), Some(page)) = (f.page, c.page) {
+                d.add_u64(field, page as u64);
+            }
             writer.add_document(d)?;
         }
         drop(writer);
@@ -636,6 +642,7 @@ impl Snapshot<'_> {
             } else {
                 heading.split(" > ").map(str::to_string).collect()
             },
+            page: f.page.map(|p| get_u64(&doc, p) as u32).filter(|&p| p > 0),
             acl: read_acl(&doc, f),
             attributes: serde_json::from_str(&get_str(&doc, f.attributes)).unwrap_or_default(),
         })
@@ -748,6 +755,7 @@ mod tests {
             chunks: vec![ChunkRecord {
                 ord: 0,
                 span: 0..text.len(),
+                page: None,
                 heading_path: vec!["H".into()],
                 text: text.into(),
                 hash: format!("{key}-0"),

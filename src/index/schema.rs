@@ -33,9 +33,23 @@ pub struct Fields {
     pub modified: Field,
     pub attributes: Field,
     pub vector: Field,
+    /// 1-based page of the chunk (0: none). Optional: indexes written before pages existed lack
+    /// it and still open; their chunks have no page.
+    pub page: Option<Field>,
 }
 
+/// The current schema.
 pub fn build() -> Schema {
+    build_with(true)
+}
+
+/// Schemas an existing index may have and still open: the current one, and the first one
+/// (before chunks carried pages).
+pub fn accepted() -> [Schema; 2] {
+    [build_with(true), build_with(false)]
+}
+
+fn build_with(page: bool) -> Schema {
     let mut b = Schema::builder();
     let text = TextOptions::default()
         .set_indexing_options(
@@ -63,6 +77,9 @@ pub fn build() -> Schema {
     b.add_i64_field("modified", INDEXED | STORED | FAST);
     b.add_text_field("attributes", STORED);
     b.add_bytes_field("vector", BytesOptions::default() | FAST);
+    if page {
+        b.add_u64_field("page", STORED);
+    }
     b.build()
 }
 
@@ -93,6 +110,7 @@ impl Fields {
             modified: get("modified")?,
             attributes: get("attributes")?,
             vector: get("vector")?,
+            page: schema.get_field("page").ok(),
         })
     }
 }

@@ -91,12 +91,14 @@ impl SkipLog {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub chunking: ChunkerConfig,
     pub commit_interval: Duration,
     /// Changes gathered into one batch at most.
     pub max_batch: usize,
+    /// Parse limits per connector id; connectors not listed get the defaults.
+    pub limits: HashMap<String, parse::ParseLimits>,
 }
 
 pub struct Pipeline {
@@ -307,7 +309,7 @@ impl Pipeline {
     }
 
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
-    fn prepare(&self, doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String)> {
+    fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String)> {
         let key_str = doc.key.to_string();
         let previous = self.index.doc_entry(&key_str);
         if let Some(prev) = &previous
@@ -322,8 +324,19 @@ impl Pipeline {
                 "no principal may read this document (ACL allows nobody)".into(),
             ));
         }
-        let parsed = parse::parse(&doc.content, doc.mime.as_deref(), &doc.name_hint)
-            .map_err(|e| (doc.key.clone(), e.to_string()))?;
+        let limits = self
+            .cfg
+            .limits
+            .get(&doc.key.connector)
+            .copied()
+            .unwrap_or_default();
+        let parsed = parse::parse_limited(
+            std::mem::take(&mut doc.content),
+            doc.mime.clone(),
+            doc.name_hint.clone(),
+            limits,
+        )
+        .map_err(|e| (doc.key.clone(), e.to_string()))?;
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
         let title = doc
             .title
@@ -360,6 +373,7 @@ impl Pipeline {
             records.push(ChunkRecord {
                 ord: c.ord,
                 span: c.span,
+                page: c.page,
                 heading_path: c.heading_path,
                 text,
                 hash,

@@ -7,6 +7,10 @@
 
 mod html;
 mod markdown;
+mod office;
+mod pdf;
+pub mod samples;
+mod table;
 mod text;
 
 use std::ops::Range;
@@ -28,6 +32,8 @@ pub struct Block {
     pub span: Range<usize>,
     /// Headings enclosing this block, outermost first (a heading's own path excludes itself).
     pub heading_path: Vec<String>,
+    /// 1-based page (PDF page, PPTX slide) where the format has pages.
+    pub page: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,6 +55,14 @@ pub enum ParseError {
     Empty,
     #[error("no text extracted")]
     NoText,
+    #[error("no text layer (a scanned PDF needs OCR first)")]
+    NoTextLayer,
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("extracted text is {len} bytes; the limit is {max}")]
+    TooMuchText { len: usize, max: usize },
+    #[error("parsing took longer than {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// The formats this build parses.
@@ -57,7 +71,60 @@ pub enum Format {
     Text,
     Markdown,
     Html,
+    /// Source code and config files: text whose whitespace matters.
+    Code,
+    Pdf,
+    Docx,
+    Pptx,
+    Xlsx,
+    Csv,
+    Json,
 }
+
+const CODE_EXTENSIONS: &[&str] = &[
+    "rs",
+    "py",
+    "js",
+    "mjs",
+    "ts",
+    "tsx",
+    "jsx",
+    "go",
+    "java",
+    "kt",
+    "kts",
+    "scala",
+    "c",
+    "h",
+    "cc",
+    "cpp",
+    "hpp",
+    "cs",
+    "rb",
+    "php",
+    "swift",
+    "sh",
+    "bash",
+    "zsh",
+    "ps1",
+    "sql",
+    "yaml",
+    "yml",
+    "toml",
+    "ini",
+    "cfg",
+    "conf",
+    "proto",
+    "graphql",
+    "tf",
+    "lua",
+    "r",
+    "pl",
+    "dockerfile",
+    "makefile",
+    "gradle",
+    "xml",
+];
 
 impl Format {
     /// From a media type if given, else from the name's extension.
@@ -68,15 +135,37 @@ impl Format {
                 "text/plain" => Ok(Self::Text),
                 "text/markdown" | "text/x-markdown" => Ok(Self::Markdown),
                 "text/html" | "application/xhtml+xml" => Ok(Self::Html),
+                "application/pdf" => Ok(Self::Pdf),
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => {
+                    Ok(Self::Docx)
+                }
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation" => {
+                    Ok(Self::Pptx)
+                }
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                | "application/vnd.ms-excel"
+                | "application/vnd.oasis.opendocument.spreadsheet" => Ok(Self::Xlsx),
+                "text/csv" => Ok(Self::Csv),
+                "application/json" => Ok(Self::Json),
+                m if m.starts_with("text/x-") || m == "application/x-sh" => Ok(Self::Code),
                 other => Err(ParseError::Unsupported(other.to_string())),
             };
         }
-        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+        let ext = base.rsplit_once('.').map(|(_, e)| e.to_string());
         match ext.as_deref() {
             Some("txt" | "text" | "log" | "rst") => Ok(Self::Text),
             Some("md" | "markdown" | "mdx") => Ok(Self::Markdown),
             Some("html" | "htm" | "xhtml") => Ok(Self::Html),
+            Some("pdf") => Ok(Self::Pdf),
+            Some("docx") => Ok(Self::Docx),
+            Some("pptx") => Ok(Self::Pptx),
+            Some("xlsx" | "xlsm" | "xls" | "ods") => Ok(Self::Xlsx),
+            Some("csv") => Ok(Self::Csv),
+            Some("json") => Ok(Self::Json),
+            Some(e) if CODE_EXTENSIONS.contains(&e) => Ok(Self::Code),
             Some(e) => Err(ParseError::Unsupported(format!(".{e}"))),
+            None if matches!(base.as_str(), "dockerfile" | "makefile") => Ok(Self::Code),
             None => Err(ParseError::Unsupported("no extension".to_string())),
         }
     }
@@ -85,11 +174,20 @@ impl Format {
 /// Parses a document. `name` is the file name, the title of last resort.
 pub fn parse(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, ParseError> {
     let format = Format::detect(mime, name)?;
-    let src = decode_text(bytes)?;
+    if bytes.is_empty() {
+        return Err(ParseError::Empty);
+    }
     let mut doc = match format {
-        Format::Text => text::parse(src),
-        Format::Markdown => markdown::parse(src),
-        Format::Html => html::parse(src),
+        Format::Pdf => pdf::parse(bytes)?,
+        Format::Docx => office::docx(bytes)?,
+        Format::Pptx => office::pptx(bytes)?,
+        Format::Xlsx => table::xlsx(bytes)?,
+        Format::Text => text::parse(decode_text(bytes)?),
+        Format::Code => text::code(decode_text(bytes)?),
+        Format::Markdown => markdown::parse(decode_text(bytes)?),
+        Format::Html => html::parse(decode_text(bytes)?),
+        Format::Csv => table::csv(decode_text(bytes)?)?,
+        Format::Json => table::json(decode_text(bytes)?)?,
     };
     if doc.blocks.is_empty() || doc.text.trim().is_empty() {
         return Err(ParseError::NoText);
@@ -98,6 +196,62 @@ pub fn parse(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, 
         doc.title = title_from_name(name);
     }
     doc.title = collapse_ws(&doc.title);
+    Ok(doc)
+}
+
+/// Per-connector limits on parsing (published defaults in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Most bytes of extracted text per document.
+    pub max_text_bytes: usize,
+    /// Longest a parse may take.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 5 * 1024 * 1024,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// [`parse`] under limits: on a worker thread with a deadline (a parser stuck on hostile input is
+/// abandoned, its document reported as timed out; the thread finishes on its own), and with a cap
+/// on the extracted text.
+pub fn parse_limited(
+    bytes: Vec<u8>,
+    mime: Option<String>,
+    name: String,
+    limits: ParseLimits,
+) -> Result<ParsedDoc, ParseError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("docent-parse".into())
+        .spawn(move || {
+            let _ = tx.send(parse(&bytes, mime.as_deref(), &name));
+        });
+    if spawned.is_err() {
+        return Err(ParseError::Malformed("cannot start a parser thread".into()));
+    }
+    let doc = match rx.recv_timeout(limits.timeout) {
+        Ok(r) => r?,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            return Err(ParseError::Timeout(limits.timeout));
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(ParseError::Malformed(
+                "the parser failed on this file".into(),
+            ));
+        }
+    };
+    if doc.text.len() > limits.max_text_bytes {
+        return Err(ParseError::TooMuchText {
+            len: doc.text.len(),
+            max: limits.max_text_bytes,
+        });
+    }
     Ok(doc)
 }
 
@@ -134,9 +288,16 @@ pub(crate) struct TextBuilder {
     /// (level, heading text)
     headings: Vec<(u8, String)>,
     open: Option<(BlockKind, usize)>,
+    page: Option<u32>,
 }
 
 impl TextBuilder {
+    /// The page of blocks started from now on.
+    pub fn set_page(&mut self, page: Option<u32>) {
+        self.finish();
+        self.page = page;
+    }
+
     pub fn start(&mut self, kind: BlockKind) {
         self.finish();
         if !self.text.is_empty() {
@@ -198,6 +359,7 @@ impl TextBuilder {
             kind,
             span: start..self.text.len(),
             heading_path,
+            page: self.page,
         });
         if let BlockKind::Heading(level) = kind {
             self.headings.push((level, collapse_ws(&heading_text)));
@@ -214,16 +376,31 @@ impl TextBuilder {
     }
 }
 
+impl ParsedDoc {
+    /// Checks the span invariant: blocks are non-empty, in order, non-overlapping, on char
+    /// boundaries of `text`, and trimmed. (Used by tests and the fuzz targets.)
+    pub fn validate(&self) -> Result<(), String> {
+        let mut prev_end = 0;
+        for b in &self.blocks {
+            let ok = b.span.start < b.span.end
+                && b.span.start >= prev_end
+                && b.span.end <= self.text.len()
+                && self.text.is_char_boundary(b.span.start)
+                && self.text.is_char_boundary(b.span.end)
+                && self.text[b.span.clone()].trim() == &self.text[b.span.clone()];
+            if !ok {
+                return Err(format!("invalid block {b:?} (previous end {prev_end})"));
+            }
+            prev_end = b.span.end;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn assert_spans_valid(doc: &ParsedDoc) {
-    let mut prev_end = 0;
-    for b in &doc.blocks {
-        assert!(b.span.start < b.span.end, "empty block {b:?}");
-        assert!(b.span.start >= prev_end, "overlapping block {b:?}");
-        assert!(b.span.end <= doc.text.len());
-        assert!(doc.text.is_char_boundary(b.span.start) && doc.text.is_char_boundary(b.span.end));
-        assert_eq!(doc.text[b.span.clone()].trim(), &doc.text[b.span.clone()]);
-        prev_end = b.span.end;
+    if let Err(e) = doc.validate() {
+        panic!("{e}");
     }
 }
 
@@ -252,7 +429,7 @@ mod tests {
             ParseError::Unsupported(".png".into())
         );
         assert!(matches!(
-            parse(b"x", Some("application/pdf"), "a").unwrap_err(),
+            parse(b"x", Some("application/x-msdownload"), "a").unwrap_err(),
             ParseError::Unsupported(_)
         ));
     }
@@ -265,8 +442,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_utf8_parses_to_valid_spans(s in "\\PC{0,300}", fmt in 0..3usize) {
-            let name = ["a.txt", "a.md", "a.html"][fmt];
+        fn any_utf8_parses_to_valid_spans(s in "\\PC{0,300}", fmt in 0..6usize) {
+            let name = ["a.txt", "a.md", "a.html", "a.rs", "a.csv", "a.json"][fmt];
             if let Ok(doc) = parse(s.as_bytes(), None, name) {
                 assert_spans_valid(&doc);
             }

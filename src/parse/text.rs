@@ -4,6 +4,19 @@
 use super::{Block, BlockKind, ParsedDoc};
 
 pub fn parse(src: &str) -> ParsedDoc {
+    split(src, BlockKind::Paragraph)
+}
+
+/// Source code: the same paragraph split (blank lines separate functions and sections), blocks
+/// marked as code, so chunking keeps their whitespace.
+pub fn code(src: &str) -> ParsedDoc {
+    let mut d = split(src, BlockKind::Code);
+    // A first line like `fn main() {` is no title: use the file name.
+    d.title.clear();
+    d
+}
+
+fn split(src: &str, kind: BlockKind) -> ParsedDoc {
     let mut blocks = Vec::new();
     let mut pos = 0;
     for para in src.split("\n\n") {
@@ -11,9 +24,10 @@ pub fn parse(src: &str) -> ParsedDoc {
         let end = pos + para.trim_end().len();
         if end > start {
             blocks.push(Block {
-                kind: BlockKind::Paragraph,
+                kind,
                 span: start..end,
                 heading_path: Vec::new(),
+                page: None,
             });
         }
         pos += para.len() + 2;

@@ -122,6 +122,7 @@ fn check_case(
                 ),
                 content_hash: format!("{i}"),
                 chunks: vec![ChunkRecord {
+                    page: None,
                     ord: 0,
                     span: 0..text.len(),
                     heading_path: vec![],

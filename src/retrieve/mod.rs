@@ -233,6 +233,7 @@ pub fn test_hit(id: &str, text: &str, sim: f32) -> Hit {
             text: text.into(),
             span: 0..text.len(),
             heading_path: vec![],
+            page: None,
             acl: Default::default(),
             attributes: Default::default(),
         },

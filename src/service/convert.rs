@@ -19,7 +19,7 @@ pub fn citation(c: &Citation) -> pb::Citation {
         }),
         snippet: c.snippet.clone(),
         heading_path: c.heading_path.clone(),
-        page: 0,
+        page: c.page.unwrap_or(0),
     }
 }
 

@@ -27,10 +27,33 @@ async fn bad_files_are_skipped_with_reasons() {
     std::fs::create_dir(c.join("loop")).unwrap();
     std::os::unix::fs::symlink("..", c.join("loop/back")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", c.join("dangling.txt")).unwrap();
+    // Hostile documents of the binary formats.
+    use docent::parse::samples;
+    std::fs::write(c.join("broken.pdf"), b"%PDF-1.4\n1 0 obj << /Type /Catalog").unwrap();
+    std::fs::write(c.join("scan.pdf"), samples::pdf(&[&[], &[]])).unwrap();
+    std::fs::write(c.join("notzip.docx"), b"PK\x03\x04 this is no archive").unwrap();
+    // A zip bomb: 80 MB of one repeated character, a few hundred kB compressed.
+    let bomb = format!(
+        "<w:document><w:body><w:p><w:t>{}</w:t></w:p></w:body></w:document>",
+        "a".repeat(80 << 20)
+    );
+    std::fs::write(
+        c.join("bomb.docx"),
+        samples::zip(&[("word/document.xml", &bomb)]),
+    )
+    .unwrap();
+    std::fs::write(c.join("bad.json"), "{\"a\": [1, 2,").unwrap();
+    // Valid, but its extracted text exceeds the connector's max_text_bytes (set to 4096 below).
+    std::fs::write(
+        c.join("long.csv"),
+        "id,note\n".to_string() + &"7,some note text\n".repeat(400),
+    )
+    .unwrap();
 
     let mut config = env.config();
-    let docent::config::ConnectorConfig::Fs(fs) = &mut config.connectors[0];
+    let docent::config::ConnectorConfig::Fs(fs, limits) = &mut config.connectors[0];
     fs.max_file_size = 1 << 20;
+    limits.max_text_bytes = 4096;
     // Keep POSIX modes for this test (the example's root rule would open everything to staff).
     fs.acl_rules.clear();
     let d = env.start_with(config).await;
@@ -70,6 +93,18 @@ async fn bad_files_are_skipped_with_reasons() {
         reason("/dangling.txt")
     );
 
+    for (name, want) in [
+        ("/broken.pdf", "malformed: PDF"),
+        ("/scan.pdf", "no text layer"),
+        ("/notzip.docx", "malformed: not a valid zip archive"),
+        ("/bomb.docx", "uncompressed"),
+        ("/bad.json", "malformed: JSON"),
+        ("/long.csv", "the limit is 4096"),
+    ] {
+        let r = reason(name);
+        assert!(r.contains(want), "{name}: {r}");
+    }
+
     assert_eq!(share.documents, 1, "only good.md is indexed");
     assert_eq!(share.state, "watching");
     // good.md is world-readable by POSIX mode: everyone may find it.
@@ -85,6 +120,6 @@ async fn bad_files_are_skipped_with_reasons() {
     );
     let stats = d.stats().await;
     assert_eq!(stats.documents, 1);
-    assert!(stats.documents_failed >= 4, "{stats:?}");
+    assert!(stats.documents_failed >= 10, "{stats:?}");
     d.stop().await;
 }

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod config_files;
 mod eval;
+mod formats;
 mod guardrails;
 mod identity_admin;
 mod live_updates;

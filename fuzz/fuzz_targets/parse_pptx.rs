@@ -1,0 +1,8 @@
+#![no_main]
+//! Any bytes as a `pptx` file: the parser returns a document with valid spans, or an error.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(doc) = docent::parse::parse(data, None, "doc.pptx") {
+        doc.validate().expect("block spans must be valid");
+    }
+});

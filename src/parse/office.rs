@@ -1,0 +1,325 @@
+//! Office Open XML: DOCX (paragraphs with heading styles) and PPTX (slides as pages, title
+//! placeholders as headings), read with `zip` and a streaming `quick-xml` pass. XLSX goes
+//! through `calamine` in `table.rs`. Archives are read with size caps, so a zip bomb is an error
+//! rather than an allocation.
+
+use std::io::{Cursor, Read};
+
+use quick_xml::events::{BytesStart, Event};
+
+use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
+
+/// Largest uncompressed XML part read from an archive.
+const MAX_PART_BYTES: u64 = 64 * 1024 * 1024;
+
+fn malformed(what: &str, e: impl std::fmt::Display) -> ParseError {
+    ParseError::Malformed(format!("{what}: {e}"))
+}
+
+pub(super) fn archive(bytes: &[u8]) -> Result<zip::ZipArchive<Cursor<&[u8]>>, ParseError> {
+    zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| malformed("not a valid zip archive", e))
+}
+
+/// One part of the archive, or `None` if absent. Parts above [`MAX_PART_BYTES`] are an error.
+pub(super) fn part(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+) -> Result<Option<Vec<u8>>, ParseError> {
+    let f = match zip.by_name(name) {
+        Ok(f) => f,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(malformed(name, e)),
+    };
+    let mut out = Vec::new();
+    f.take(MAX_PART_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| malformed(name, e))?;
+    if out.len() as u64 > MAX_PART_BYTES {
+        return Err(ParseError::Malformed(format!(
+            "{name}: more than {MAX_PART_BYTES} bytes uncompressed"
+        )));
+    }
+    Ok(Some(out))
+}
+
+fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
+    e.attributes().flatten().find_map(|a| {
+        let key = a.key.local_name();
+        (key.as_ref() == local).then(|| a.value.to_string())
+    })
+}
+
+/// Resolves `&amp;`-style and numeric references (quick-xml reports them as separate events).
+fn entity(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => {
+            let n = name.strip_prefix('#')?;
+            let v = match n.strip_prefix(['x', 'X']) {
+                Some(h) => u32::from_str_radix(h, 16).ok()?,
+                None => n.parse().ok()?,
+            };
+            char::from_u32(v)
+        }
+    }
+}
+
+/// Streams `xml`, calling `on` for start/empty elements (with `true` for empty ones), end
+/// elements and text (including resolved references).
+enum Ev<'a> {
+    Start(&'a BytesStart<'a>, bool),
+    End(&'a str),
+    Text(&'a str),
+}
+
+fn walk(xml: &[u8], mut on: impl FnMut(Ev<'_>)) -> Result<(), ParseError> {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    loop {
+        match r.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => on(Ev::Start(&e, false)),
+            Ok(Event::Empty(e)) => on(Ev::Start(&e, true)),
+            Ok(Event::End(e)) => on(Ev::End(e.local_name().as_ref())),
+            Ok(Event::Text(t)) => on(Ev::Text(&t.xml10_content())),
+            Ok(Event::CData(t)) => on(Ev::Text(&t.xml10_content())),
+            Ok(Event::GeneralRef(g)) => {
+                if let Some(c) = entity(&g.xml10_content()) {
+                    on(Ev::Text(c.encode_utf8(&mut [0; 4])));
+                }
+            }
+            Ok(Event::Eof) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(malformed("invalid XML", e)),
+        }
+        buf.clear();
+    }
+}
+
+/// The document title from `docProps/core.xml` (`dc:title`), if any.
+fn core_title(zip: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<String, ParseError> {
+    let Some(xml) = part(zip, "docProps/core.xml")? else {
+        return Ok(String::new());
+    };
+    let (mut inside, mut title) = (false, String::new());
+    walk(&xml, |ev| match ev {
+        Ev::Start(e, empty) => inside = !empty && e.local_name().as_ref() == "title",
+        Ev::End(_) => inside = false,
+        Ev::Text(t) if inside => title.push_str(t),
+        Ev::Text(_) => {}
+    })?;
+    Ok(title.trim().to_string())
+}
+
+/// Heading level of a Word paragraph style id ("Heading1", "Title", localized "berschrift2").
+fn heading_level(style: &str) -> Option<u8> {
+    let s = style.to_ascii_lowercase();
+    if s == "title" {
+        return Some(1);
+    }
+    let digits = s.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let prefix = &s[..s.len() - digits.len()];
+    if prefix.contains("heading") || prefix.contains("berschrift") || prefix.contains("titre") {
+        return digits.parse::<u8>().ok().map(|n| n.clamp(1, 6));
+    }
+    None
+}
+
+pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
+    let mut zip = archive(bytes)?;
+    let xml = part(&mut zip, "word/document.xml")?
+        .ok_or_else(|| ParseError::Malformed("DOCX without word/document.xml".into()))?;
+    let mut b = TextBuilder::default();
+    // A paragraph's style comes after its start tag: gather its text, emit it at the end.
+    let (mut para, mut style, mut in_text) = (String::new(), None::<u8>, false);
+    walk(&xml, |ev| match ev {
+        Ev::Start(e, empty) => match e.local_name().as_ref() {
+            "p" if !empty => {
+                para.clear();
+                style = None;
+            }
+            "pStyle" => style = attr(e, "val").as_deref().and_then(heading_level),
+            "t" => in_text = !empty,
+            "tab" | "br" | "cr" => para.push(' '),
+            _ => {}
+        },
+        Ev::End(name) => match name {
+            "t" => in_text = false,
+            "p" => {
+                if !para.trim().is_empty() {
+                    b.start(style.map_or(BlockKind::Paragraph, BlockKind::Heading));
+                    b.push(&para, false);
+                }
+                para.clear();
+            }
+            _ => {}
+        },
+        Ev::Text(t) if in_text => para.push_str(t),
+        Ev::Text(_) => {}
+    })?;
+    let title = core_title(&mut zip)?;
+    let (text, blocks) = b.into_parts();
+    Ok(ParsedDoc {
+        title,
+        text,
+        blocks,
+    })
+}
+
+pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
+    let mut zip = archive(bytes)?;
+    let mut slides: Vec<(u32, String)> = zip
+        .file_names()
+        .filter_map(|n| {
+            let n = n.ok()?;
+            let num = n
+                .strip_prefix("ppt/slides/slide")?
+                .strip_suffix(".xml")?
+                .parse()
+                .ok()?;
+            Some((num, n.to_string()))
+        })
+        .collect();
+    slides.sort();
+    if slides.is_empty() {
+        return Err(ParseError::Malformed("PPTX without slides".into()));
+    }
+    let mut b = TextBuilder::default();
+    let mut title = String::new();
+    for (page, (_, name)) in slides.iter().enumerate() {
+        let xml = part(&mut zip, name)?.unwrap_or_default();
+        b.set_page(Some(page as u32 + 1));
+        // Paragraphs of a title placeholder become headings.
+        let (mut para, mut in_text, mut title_shape) = (String::new(), false, false);
+        walk(&xml, |ev| match ev {
+            Ev::Start(e, empty) => match e.local_name().as_ref() {
+                "sp" if !empty => title_shape = false,
+                "ph" => {
+                    title_shape = matches!(attr(e, "type").as_deref(), Some("title" | "ctrTitle"))
+                }
+                "p" if !empty => para.clear(),
+                "t" => in_text = !empty,
+                "br" => para.push(' '),
+                _ => {}
+            },
+            Ev::End(name) => match name {
+                "t" => in_text = false,
+                "p" => {
+                    if !para.trim().is_empty() {
+                        if title_shape && title.is_empty() {
+                            title = para.trim().to_string();
+                        }
+                        b.start(if title_shape {
+                            BlockKind::Heading(1)
+                        } else {
+                            BlockKind::Paragraph
+                        });
+                        b.push(&para, false);
+                    }
+                    para.clear();
+                }
+                _ => {}
+            },
+            Ev::Text(t) if in_text => para.push_str(t),
+            Ev::Text(_) => {}
+        })?;
+    }
+    let core = core_title(&mut zip)?;
+    let (text, blocks) = b.into_parts();
+    Ok(ParsedDoc {
+        title: if core.is_empty() { title } else { core },
+        text,
+        blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{assert_spans_valid, parse};
+
+    #[test]
+    fn docx_paragraphs_headings_entities_and_title() {
+        let bytes = crate::parse::samples::docx(
+            &[
+                (Some("Heading1"), "Travel policy"),
+                (
+                    None,
+                    "Book trains for trips under 500 km &amp; keep receipts.",
+                ),
+                (Some("Heading2"), "Hotels"),
+                (None, "Up to 140 EUR per night."),
+            ],
+            Some("Travel 2027"),
+        );
+        let d = parse(&bytes, None, "travel.docx").unwrap();
+        assert_spans_valid(&d);
+        assert_eq!(d.title, "Travel 2027");
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "Travel policy",
+                "Book trains for trips under 500 km & keep receipts.",
+                "Hotels",
+                "Up to 140 EUR per night."
+            ]
+        );
+        assert_eq!(d.blocks[0].kind, BlockKind::Heading(1));
+        assert_eq!(d.blocks[3].heading_path, ["Travel policy", "Hotels"]);
+    }
+
+    #[test]
+    fn pptx_slides_are_pages() {
+        let bytes = crate::parse::samples::pptx(&[
+            ("Quarterly review", &["Revenue grew 12%."]),
+            (
+                "Next steps",
+                &["Hire two engineers.", "Open the Lisbon office."],
+            ),
+        ]);
+        let d = parse(&bytes, None, "q3.pptx").unwrap();
+        assert_spans_valid(&d);
+        assert_eq!(d.title, "Quarterly review");
+        let pages: Vec<(Option<u32>, &str)> = d
+            .blocks
+            .iter()
+            .map(|b| (b.page, &d.text[b.span.clone()]))
+            .collect();
+        assert_eq!(
+            pages,
+            [
+                (Some(1), "Quarterly review"),
+                (Some(1), "Revenue grew 12%."),
+                (Some(2), "Next steps"),
+                (Some(2), "Hire two engineers."),
+                (Some(2), "Open the Lisbon office."),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_packages_are_errors() {
+        for (bytes, name) in [
+            (b"PK\x03\x04 definitely not a zip".to_vec(), "a.docx"),
+            (
+                crate::parse::samples::zip(&[("other.xml", "<x/>")]),
+                "a.docx",
+            ),
+            (
+                crate::parse::samples::zip(&[("word/document.xml", "<w:p><w:t>unclosed")]),
+                "a.docx",
+            ),
+            (crate::parse::samples::zip(&[("x", "y")]), "a.pptx"),
+        ] {
+            let e = parse(&bytes, None, name).unwrap_err();
+            assert!(
+                matches!(e, ParseError::Malformed(_) | ParseError::NoText),
+                "{name}: {e:?}"
+            );
+        }
+    }
+}

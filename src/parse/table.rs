@@ -1,0 +1,239 @@
+//! Tables: XLSX (via `calamine`) and CSV. Each row becomes one block rendered with its header
+//! ("Name: Dana; Team: Finance; Budget: 12000"), so a single cell can be found and cited with
+//! its meaning; each sheet is a heading. JSON documents are flattened to `path: value` lines.
+
+use std::io::Cursor;
+
+use calamine::{Data, Reader};
+
+use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
+
+/// Renders one row with the header's names; cells without a header get "column N".
+fn row_text(header: &[String], cells: &[String]) -> String {
+    cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.trim().is_empty())
+        .map(
+            |(i, c)| match header.get(i).filter(|h| !h.trim().is_empty()) {
+                Some(h) => format!("{}: {}", h.trim(), c.trim()),
+                None => format!("column {}: {}", i + 1, c.trim()),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Emits a heading then one block per non-empty row after the first non-empty row (the header).
+fn rows(b: &mut TextBuilder, heading: Option<&str>, rows: impl Iterator<Item = Vec<String>>) {
+    if let Some(h) = heading {
+        b.start(BlockKind::Heading(1));
+        b.push(h, false);
+    }
+    let mut header: Option<Vec<String>> = None;
+    for cells in rows {
+        if cells.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        match &header {
+            None => header = Some(cells),
+            Some(h) => {
+                b.start(BlockKind::TableCell);
+                b.push(&row_text(h, &cells), false);
+            }
+        }
+    }
+}
+
+fn cell(d: &Data) -> String {
+    match d {
+        Data::Empty => String::new(),
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        other => other.to_string(),
+    }
+}
+
+pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
+    let mut wb = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
+        .map_err(|e| ParseError::Malformed(format!("spreadsheet: {e}")))?;
+    let mut b = TextBuilder::default();
+    for name in wb.sheet_names() {
+        let range = wb
+            .worksheet_range(&name)
+            .map_err(|e| ParseError::Malformed(format!("sheet {name:?}: {e}")))?;
+        rows(
+            &mut b,
+            Some(&name),
+            range.rows().map(|r| r.iter().map(cell).collect()),
+        );
+    }
+    let (text, blocks) = b.into_parts();
+    Ok(ParsedDoc {
+        title: String::new(),
+        text,
+        blocks,
+    })
+}
+
+pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(src.as_bytes());
+    let mut records = Vec::new();
+    for (i, r) in rd.records().enumerate() {
+        let r = r.map_err(|e| ParseError::Malformed(format!("CSV record {}: {e}", i + 1)))?;
+        records.push(r.iter().map(str::to_string).collect::<Vec<_>>());
+    }
+    let mut b = TextBuilder::default();
+    rows(&mut b, None, records.into_iter());
+    let (text, blocks) = b.into_parts();
+    Ok(ParsedDoc {
+        title: String::new(),
+        text,
+        blocks,
+    })
+}
+
+/// JSON: one block per leaf, `a.b[2].c: value`, objects in document order.
+pub fn json(src: &str) -> Result<ParsedDoc, ParseError> {
+    let v: serde_json::Value =
+        serde_json::from_str(src).map_err(|e| ParseError::Malformed(format!("JSON: {e}")))?;
+    let mut b = TextBuilder::default();
+    let mut title = String::new();
+    fn walk(v: &serde_json::Value, path: &mut String, b: &mut TextBuilder, title: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(x, path, b, title);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(x, path, b, title);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Null => {}
+            leaf => {
+                let val = match leaf {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if val.trim().is_empty() {
+                    return;
+                }
+                if title.is_empty() && matches!(path.as_str(), "title" | "name") {
+                    *title = val.clone();
+                }
+                b.start(BlockKind::Paragraph);
+                let line = if path.is_empty() {
+                    val
+                } else {
+                    format!("{path}: {val}")
+                };
+                b.push(&line, false);
+            }
+        }
+    }
+    walk(&v, &mut String::new(), &mut b, &mut title);
+    let (text, blocks) = b.into_parts();
+    Ok(ParsedDoc {
+        title,
+        text,
+        blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse::{BlockKind, ParseError, assert_spans_valid, parse};
+
+    #[test]
+    fn xlsx_rows_carry_their_header() {
+        let bytes = crate::parse::samples::xlsx(
+            "Budgets",
+            &[
+                &["Team", "Owner", "Budget"],
+                &["Finance", "Dana", "12000"],
+                &["", "", ""],
+                &["Platform", "Rui", "48000.5"],
+            ],
+        );
+        let d = parse(&bytes, None, "budgets-2027.xlsx").unwrap();
+        assert_spans_valid(&d);
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "Budgets",
+                "Team: Finance; Owner: Dana; Budget: 12000",
+                "Team: Platform; Owner: Rui; Budget: 48000.5"
+            ]
+        );
+        assert_eq!(d.blocks[1].kind, BlockKind::TableCell);
+        assert_eq!(d.blocks[1].heading_path, ["Budgets"]);
+        assert_eq!(d.title, "budgets 2027");
+    }
+
+    #[test]
+    fn csv_rows_quotes_and_ragged_lines() {
+        let src =
+            "name,role,phone\n\"Doe, Jane\",\"Lead \"\"QA\"\"\",1234\nBob,Dev\nAl,Ops,1,extra\n";
+        let d = parse(src.as_bytes(), None, "team.csv").unwrap();
+        assert_spans_valid(&d);
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "name: Doe, Jane; role: Lead \"QA\"; phone: 1234",
+                "name: Bob; role: Dev",
+                "name: Al; role: Ops; phone: 1; column 4: extra"
+            ]
+        );
+        assert!(matches!(
+            parse(b"a,b\n\"unterminated,1\n", None, "x.csv"),
+            Ok(_) | Err(ParseError::Malformed(_))
+        ));
+        assert_eq!(
+            parse(b"only,a,header\n", None, "x.csv").unwrap_err(),
+            ParseError::NoText
+        );
+    }
+
+    #[test]
+    fn json_leaves_with_paths() {
+        let src = r#"{"title": "On-call", "rota": [{"week": 1, "who": "Ana"}, {"week": 2, "who": null}], "notes": ""}"#;
+        let d = parse(src.as_bytes(), None, "oncall.json").unwrap();
+        assert_spans_valid(&d);
+        assert_eq!(d.title, "On-call");
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "title: On-call",
+                "rota[0].week: 1",
+                "rota[0].who: Ana",
+                "rota[1].week: 2"
+            ]
+        );
+        assert!(matches!(
+            parse(b"{\"a\": ", None, "x.json").unwrap_err(),
+            ParseError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn corrupt_spreadsheet_is_an_error() {
+        let e = parse(b"PK\x03\x04garbage", None, "x.xlsx").unwrap_err();
+        assert!(matches!(e, ParseError::Malformed(_)), "{e:?}");
+    }
+}
