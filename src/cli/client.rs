@@ -70,7 +70,77 @@ fn filter(f: &FilterArgs) -> pb::Filter {
     pb::Filter {
         sources: f.sources.clone(),
         uri_prefix: f.uri_prefix.clone().unwrap_or_default(),
+        attributes: (!f.conditions.is_empty()).then(|| pb::AttributeFilter {
+            op: Some(pb::attribute_filter::Op::All(pb::AttributeFilters {
+                filters: f.conditions.clone(),
+            })),
+        }),
     }
+}
+
+/// Parses one `--where` condition (see `FilterArgs::conditions`).
+pub fn parse_where(s: &str) -> Result<pb::AttributeFilter, String> {
+    use pb::attribute_filter::Op;
+    let op = |op| pb::AttributeFilter { op: Some(op) };
+    let one = |c: &str| -> Result<pb::AttributeFilter, String> {
+        let c = c.trim();
+        if let Some(rest) = c.strip_prefix('!') {
+            let inner = one_cond(rest)?;
+            return Ok(op(Op::Not(Box::new(inner))));
+        }
+        one_cond(c)
+    };
+    fn one_cond(c: &str) -> Result<pb::AttributeFilter, String> {
+        let op = |op| pb::AttributeFilter { op: Some(op) };
+        // Two-character operators first, so `>=` is not read as `=`.
+        for (sym, make) in [
+            ("!=", 0u8),
+            ("^=", 1),
+            (">=", 2),
+            ("<=", 3),
+            ("=", 4),
+            (":", 5),
+        ] {
+            if let Some((k, v)) = c.split_once(sym) {
+                let key = k.trim().to_string();
+                if key.is_empty() {
+                    return Err(format!("{c:?}: missing attribute name"));
+                }
+                let v = v.trim().to_string();
+                return Ok(match make {
+                    0 => op(Op::Not(Box::new(op(Op::Equals(pb::AttributeEquals {
+                        key,
+                        value: v,
+                    }))))),
+                    1 => op(Op::Prefix(pb::AttributePrefix { key, prefix: v })),
+                    2 => op(Op::Range(pb::AttributeRange {
+                        key,
+                        gte: v,
+                        lte: String::new(),
+                    })),
+                    3 => op(Op::Range(pb::AttributeRange {
+                        key,
+                        gte: String::new(),
+                        lte: v,
+                    })),
+                    4 => op(Op::Equals(pb::AttributeEquals { key, value: v })),
+                    _ => op(Op::OneOf(pb::AttributeOneOf {
+                        key,
+                        values: v.split(',').map(|x| x.trim().to_string()).collect(),
+                    })),
+                });
+            }
+        }
+        Err(format!(
+            "{c:?}: expected key=value, key!=value, key^=prefix, key>=x, key<=x or key:a,b"
+        ))
+    }
+    let alts = s.split('|').map(one).collect::<Result<Vec<_>, _>>()?;
+    Ok(if alts.len() == 1 {
+        alts.into_iter().next().expect("one alternative")
+    } else {
+        op(Op::Any(pb::AttributeFilters { filters: alts }))
+    })
 }
 
 fn citation_json(c: &pb::Citation) -> serde_json::Value {
@@ -364,4 +434,40 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::attribute_filter::Op;
+
+    fn op(s: &str) -> Op {
+        parse_where(s).unwrap().op.unwrap()
+    }
+
+    #[test]
+    fn where_conditions_parse() {
+        assert_eq!(
+            op("file_type=pdf"),
+            Op::Equals(pb::AttributeEquals {
+                key: "file_type".into(),
+                value: "pdf".into()
+            })
+        );
+        assert!(
+            matches!(op("modified_at>=1767225600"), Op::Range(r) if r.gte == "1767225600" && r.lte.is_empty())
+        );
+        assert!(matches!(op("level<=3"), Op::Range(r) if r.lte == "3" && r.gte.is_empty()));
+        assert!(matches!(op("path^=/share/hr"), Op::Prefix(p) if p.prefix == "/share/hr"));
+        assert!(matches!(op("team:red, blue"), Op::OneOf(o) if o.values == ["red", "blue"]));
+        assert!(matches!(op("team!=red"), Op::Not(_)));
+        assert!(matches!(op("!path^=/tmp"), Op::Not(n) if matches!(n.op, Some(Op::Prefix(_)))));
+        let Op::Any(alts) = op("file_type=pdf|file_type=docx") else {
+            panic!("expected alternatives")
+        };
+        assert_eq!(alts.filters.len(), 2);
+        for bad in ["nonsense", "=x", "a=b|", ">=3"] {
+            assert!(parse_where(bad).is_err(), "{bad}");
+        }
+    }
 }

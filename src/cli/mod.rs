@@ -194,6 +194,11 @@ pub struct FilterArgs {
     /// Only documents whose uri starts with this.
     #[arg(long)]
     pub uri_prefix: Option<String>,
+    /// Attribute condition (repeatable; all must hold): `key=value`, `key!=value`,
+    /// `key^=prefix`, `key>=x`, `key<=x`, `key:a,b,c` (one of); a leading `!` negates; `|`
+    /// separates alternatives. E.g. `--where file_type=pdf|file_type=docx --where modified_at>=1767225600`.
+    #[arg(long = "where", value_name = "COND", value_parser = client::parse_where)]
+    pub conditions: Vec<docent_proto::v1::AttributeFilter>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

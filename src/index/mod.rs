@@ -22,7 +22,8 @@ use docent_connector_api::{Acl, DocKey, IndexedDoc, IndexedState, Principal};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
@@ -133,6 +134,63 @@ pub struct StoredChunk {
 pub struct SearchFilter {
     pub sources: Vec<String>,
     pub uri_prefix: Option<String>,
+    pub attributes: Option<AttrFilter>,
+}
+
+/// A condition on document attributes. Evaluated inside both retrieval legs (before top-k);
+/// [`AttrFilter::matches`] is the reference semantics the index must agree with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrFilter {
+    Equals {
+        key: String,
+        value: String,
+    },
+    In {
+        key: String,
+        values: Vec<String>,
+    },
+    /// Inclusive bounds. Numeric when the value and every given bound parse as numbers, else by
+    /// string order (ISO dates compare correctly).
+    Range {
+        key: String,
+        gte: Option<String>,
+        lte: Option<String>,
+    },
+    Prefix {
+        key: String,
+        prefix: String,
+    },
+    And(Vec<AttrFilter>),
+    Or(Vec<AttrFilter>),
+    Not(Box<AttrFilter>),
+}
+
+fn in_range(v: &str, gte: Option<&str>, lte: Option<&str>) -> bool {
+    let num = |s: &str| s.trim().parse::<f64>().ok().filter(|x| x.is_finite());
+    if let Some(x) = num(v)
+        && gte.is_none_or(|b| num(b).is_some())
+        && lte.is_none_or(|b| num(b).is_some())
+    {
+        return gte.is_none_or(|b| x >= num(b).unwrap_or(f64::NEG_INFINITY))
+            && lte.is_none_or(|b| x <= num(b).unwrap_or(f64::INFINITY));
+    }
+    gte.is_none_or(|b| v >= b) && lte.is_none_or(|b| v <= b)
+}
+
+impl AttrFilter {
+    pub fn matches(&self, attrs: &BTreeMap<String, String>) -> bool {
+        match self {
+            Self::Equals { key, value } => attrs.get(key) == Some(value),
+            Self::In { key, values } => attrs.get(key).is_some_and(|v| values.contains(v)),
+            Self::Range { key, gte, lte } => attrs
+                .get(key)
+                .is_some_and(|v| in_range(v, gte.as_deref(), lte.as_deref())),
+            Self::Prefix { key, prefix } => attrs.get(key).is_some_and(|v| v.starts_with(prefix)),
+            Self::And(fs) => fs.iter().all(|f| f.matches(attrs)),
+            Self::Or(fs) => fs.iter().any(|f| f.matches(attrs)),
+            Self::Not(f) => !f.matches(attrs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -347,6 +405,11 @@ impl Index {
             if let (Some(field), Some(page)) = (f.page, c.page) {
                 d.add_u64(field, page as u64);
             }
+            if let Some(field) = f.attr {
+                for (k, v) in &doc.attributes {
+                    d.add_text(field, format!("{k}{}{v}", schema::ATTR_SEP));
+                }
+            }
             writer.add_document(d)?;
         }
         drop(writer);
@@ -523,6 +586,12 @@ impl Snapshot<'_> {
                 )),
             ));
         }
+        if let Some(a) = &filter.attributes {
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(self.attr_query(a), 0.0)),
+            ));
+        }
         if let Some(prefix) = filter.uri_prefix.as_deref().filter(|p| !p.is_empty()) {
             let lo = Term::from_field_text(f.uri, prefix);
             let hi = Term::from_field_text(f.uri, &format!("{prefix}{}", char::MAX));
@@ -535,6 +604,74 @@ impl Snapshot<'_> {
             ));
         }
         clauses
+    }
+
+    /// The query for an attribute filter. Without the `attr` field (an older index) nothing
+    /// matches: a filter never widens.
+    fn attr_query(&self, a: &AttrFilter) -> Box<dyn Query> {
+        let Some(field) = self.index.fields.attr else {
+            return Box::new(BooleanQuery::new(Vec::new()));
+        };
+        let term =
+            |k: &str, v: &str| Term::from_field_text(field, &format!("{k}{}{v}", schema::ATTR_SEP));
+        let union = |terms: Vec<Term>| -> Box<dyn Query> { Box::new(TermSetQuery::new(terms)) };
+        match a {
+            AttrFilter::Equals { key, value } => {
+                Box::new(TermQuery::new(term(key, value), IndexRecordOption::Basic))
+            }
+            AttrFilter::In { key, values } => union(values.iter().map(|v| term(key, v)).collect()),
+            AttrFilter::Prefix { key, prefix } => {
+                let lo = term(key, prefix);
+                let hi = term(key, &format!("{prefix}{}", char::MAX));
+                Box::new(RangeQuery::new(Bound::Included(lo), Bound::Excluded(hi)))
+            }
+            AttrFilter::Range { key, gte, lte } => {
+                // The key's distinct values, from the term dictionaries, filtered with the
+                // reference semantics (numeric or string order): exact for both.
+                let mut terms = Vec::new();
+                let prefix = format!("{key}{}", schema::ATTR_SEP);
+                for seg in self.searcher.segment_readers() {
+                    let Ok(inv) = seg.inverted_index(field) else {
+                        continue;
+                    };
+                    let Ok(mut stream) = inv
+                        .terms()
+                        .range()
+                        .ge(prefix.as_bytes())
+                        .lt(format!("{key}{}", char::from_u32(0x20).unwrap_or(' ')).as_bytes())
+                        .into_stream()
+                    else {
+                        continue;
+                    };
+                    while stream.advance() {
+                        if let Ok(t) = std::str::from_utf8(stream.key())
+                            && let Some(v) = t.strip_prefix(&prefix)
+                            && in_range(v, gte.as_deref(), lte.as_deref())
+                        {
+                            terms.push(term(key, v));
+                        }
+                    }
+                }
+                terms.sort();
+                terms.dedup();
+                union(terms)
+            }
+            AttrFilter::And(fs) if fs.is_empty() => Box::new(AllQuery),
+            AttrFilter::And(fs) => Box::new(BooleanQuery::new(
+                fs.iter()
+                    .map(|f| (Occur::Must, self.attr_query(f)))
+                    .collect(),
+            )),
+            AttrFilter::Or(fs) => Box::new(BooleanQuery::new(
+                fs.iter()
+                    .map(|f| (Occur::Should, self.attr_query(f)))
+                    .collect(),
+            )),
+            AttrFilter::Not(f) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                (Occur::MustNot, self.attr_query(f)),
+            ])),
+        }
     }
 
     /// BM25 over title, headings and text, restricted to the scope before top-k.

@@ -36,7 +36,13 @@ pub struct Fields {
     /// 1-based page of the chunk (0: none). Optional: indexes written before pages existed lack
     /// it and still open; their chunks have no page.
     pub page: Option<Field>,
+    /// Document attributes as `key\x1fvalue` terms, for filters. Optional like `page`: in an
+    /// older index no attribute filter matches (a filter never widens).
+    pub attr: Option<Field>,
 }
+
+/// Separates an attribute's key from its value in `attr` terms.
+pub const ATTR_SEP: char = '\u{1f}';
 
 /// The current schema.
 pub fn build() -> Schema {
@@ -44,7 +50,7 @@ pub fn build() -> Schema {
 }
 
 /// Schemas an existing index may have and still open: the current one, and the first one
-/// (before chunks carried pages).
+/// (before chunks carried pages and attribute terms).
 pub fn accepted() -> [Schema; 2] {
     [build_with(true), build_with(false)]
 }
@@ -79,6 +85,7 @@ fn build_with(page: bool) -> Schema {
     b.add_bytes_field("vector", BytesOptions::default() | FAST);
     if page {
         b.add_u64_field("page", STORED);
+        b.add_text_field("attr", STRING);
     }
     b.build()
 }
@@ -111,6 +118,7 @@ impl Fields {
             attributes: get("attributes")?,
             vector: get("vector")?,
             page: schema.get_field("page").ok(),
+            attr: schema.get_field("attr").ok(),
         })
     }
 }

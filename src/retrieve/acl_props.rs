@@ -3,6 +3,10 @@
 //! hybrid) and every Ask citation is readable by the caller, and the scope never starves a leg:
 //! with enough depth, the dense leg returns exactly the readable documents.
 //!
+//! Attribute filters combine with the scope and never widen it: with a random filter (equals,
+//! one-of, numeric range, prefix, and/or/not), the dense leg returns exactly the readable
+//! documents the filter matches, and no leg returns anything else.
+//!
 //! The expected readability is computed here independently of `IdentityStore` and `Acl`.
 //! `PROPTEST_CASES` raises the number of cases for a soak run (each case checks 12 identities ×
 //! 3 queries × 3 modes plus an answer).
@@ -20,7 +24,7 @@ use crate::embed::Embedder;
 use crate::embed::test_embedder::BagOfWords;
 use crate::guardrail;
 use crate::identity::{GroupSpec, IdentitySpec, IdentityStore, token_hash};
-use crate::index::{ChunkRecord, DocumentRecord, Index, SearchFilter};
+use crate::index::{AttrFilter, ChunkRecord, DocumentRecord, Index, SearchFilter};
 
 const USERS: usize = 6;
 const GROUPS: usize = 5;
@@ -33,6 +37,51 @@ struct DocSpec {
     words: Vec<usize>,
     allow: Vec<u8>,
     deny: Vec<u8>,
+    /// Attributes: team (index into TEAMS; none when out of range) and a numeric level.
+    team: usize,
+    level: u8,
+}
+
+const TEAMS: &[&str] = &["red", "green", "blue", "grey"];
+
+fn attributes(d: &DocSpec) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::from([("level".to_string(), d.level.to_string())]);
+    if let Some(t) = TEAMS.get(d.team) {
+        a.insert("team".into(), t.to_string());
+    }
+    a
+}
+
+fn filter_strategy() -> impl Strategy<Value = AttrFilter> {
+    let team = prop::sample::select(vec!["red", "green", "blue", "grey", "pink"]);
+    let leaf = prop_oneof![
+        team.clone().prop_map(|t| AttrFilter::Equals {
+            key: "team".into(),
+            value: t.into()
+        }),
+        prop::collection::vec(team, 0..3).prop_map(|ts| AttrFilter::In {
+            key: "team".into(),
+            values: ts.into_iter().map(String::from).collect()
+        }),
+        (prop::option::of(0u8..13), prop::option::of(0u8..13)).prop_map(|(lo, hi)| {
+            AttrFilter::Range {
+                key: "level".into(),
+                gte: lo.map(|x| x.to_string()),
+                lte: hi.map(|x| x.to_string()),
+            }
+        }),
+        prop::sample::select(vec!["", "g", "gr", "r", "x"]).prop_map(|p| AttrFilter::Prefix {
+            key: "team".into(),
+            prefix: p.into()
+        }),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(AttrFilter::And),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(AttrFilter::Or),
+            inner.prop_map(|f| AttrFilter::Not(Box::new(f))),
+        ]
+    })
 }
 
 /// Principal codes: 0..USERS users (by alias or id), then groups, then everyone.
@@ -58,8 +107,16 @@ fn doc_strategy() -> impl Strategy<Value = DocSpec> {
         prop::collection::vec(0..WORDS.len(), 1..6),
         prop::collection::vec(code.clone(), 0..4),
         prop::collection::vec(code, 0..2),
+        0..TEAMS.len() + 1,
+        0u8..12,
     )
-        .prop_map(|(words, allow, deny)| DocSpec { words, allow, deny })
+        .prop_map(|(words, allow, deny, team, level)| DocSpec {
+            words,
+            allow,
+            deny,
+            team,
+            level,
+        })
 }
 
 /// Independent oracle: groups reachable from `direct` through `parents` (fixed point).
@@ -96,6 +153,7 @@ fn check_case(
     docs: &[DocSpec],
     parents: &[Vec<usize>],
     memberships: &[Vec<usize>],
+    filter: &AttrFilter,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
@@ -115,7 +173,7 @@ fn check_case(
                 title: format!("doc {i}"),
                 version: "1".into(),
                 modified_at: None,
-                attributes: BTreeMap::new(),
+                attributes: attributes(d),
                 acl: Acl::new(
                     d.allow.iter().map(|&c| principal(c)),
                     d.deny.iter().map(|&c| principal(c)),
@@ -188,6 +246,31 @@ fn check_case(
             .filter(|(_, d)| oracle_can_read(u, &groups, d))
             .map(|(i, _)| format!("t:d{i}"))
             .collect();
+        // Filtered: exactly the readable documents the filter matches (dense), a subset of them
+        // (BM25, hybrid).
+        let filtered: BTreeSet<String> = docs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| oracle_can_read(u, &groups, d) && filter.matches(&attributes(d)))
+            .map(|(i, _)| format!("t:d{i}"))
+            .collect();
+        let sf = SearchFilter {
+            attributes: Some(filter.clone()),
+            ..Default::default()
+        };
+        for mode in [Mode::Dense, Mode::Bm25, Mode::Hybrid] {
+            let hits = retriever
+                .search(&scope, "budget salary vpn parking", mode, &sf, 100)
+                .unwrap();
+            let got: BTreeSet<String> = hits.iter().map(|h| h.chunk.doc_key.clone()).collect();
+            prop_assert!(
+                got.is_subset(&filtered),
+                "user u{u}, {mode:?}, {filter:?}: {got:?} not within {filtered:?}"
+            );
+            if mode == Mode::Dense {
+                prop_assert_eq!(&got, &filtered, "dense with {:?}", filter);
+            }
+        }
         for q in [
             "budget salary",
             "vpn laptop travel",
@@ -243,7 +326,8 @@ proptest! {
         docs in prop::collection::vec(doc_strategy(), 1..30),
         parents in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..2), GROUPS),
         memberships in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..3), USERS),
+        filter in filter_strategy(),
     ) {
-        check_case(&docs, &parents, &memberships)?;
+        check_case(&docs, &parents, &memberships, &filter)?;
     }
 }

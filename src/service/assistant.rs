@@ -88,7 +88,7 @@ impl AssistantService {
         let msg = req.get_ref();
         let caller = self.effective_caller(caller(req)?, &msg.on_behalf_of, method)?;
         guardrail::check_question("question", &msg.question)?;
-        let filter = convert::filter(msg.filter.clone());
+        let filter = convert::filter(msg.filter.clone()).map_err(bad_filter)?;
         let question = msg.question.clone();
         let st = self.state.clone();
         let c = caller.clone();
@@ -219,6 +219,14 @@ fn retrieve(
     })
 }
 
+fn bad_filter(message: String) -> ServiceError {
+    ServiceError::InvalidArgument {
+        reason: "INVALID_FILTER",
+        field: "filter",
+        message,
+    }
+}
+
 /// The ACL recheck of hits, counting what it stops.
 fn recheck_hits(st: &AppState, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
     let before = hits.len();
@@ -299,7 +307,7 @@ impl pb::assistant_server::Assistant for AssistantService {
         let st = self.state.clone();
         let c = caller.clone();
         let query = msg.query.clone();
-        let filter = convert::filter(msg.filter);
+        let filter = convert::filter(msg.filter).map_err(bad_filter)?;
         let r = tokio::task::spawn_blocking(move || {
             let mut r = retrieve(&st, &c, &query, mode, filter, limit)?;
             r.verdicts

@@ -4,7 +4,7 @@ use docent_proto::v1 as pb;
 
 use crate::answer::{Answer, AnswerStatus, Citation};
 use crate::guardrail::Verdict;
-use crate::index::SearchFilter;
+use crate::index::{AttrFilter, SearchFilter};
 use crate::retrieve::{Hit, Mode};
 
 pub fn citation(c: &Citation) -> pb::Citation {
@@ -73,12 +73,60 @@ pub fn answer(a: &Answer, verdicts: &[Verdict]) -> pb::AskResponse {
     }
 }
 
-pub fn filter(f: Option<pb::Filter>) -> SearchFilter {
+/// Deepest attribute filter accepted (bounds the recursion on hostile requests).
+pub const MAX_FILTER_DEPTH: usize = 16;
+
+pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
     let f = f.unwrap_or_default();
-    SearchFilter {
+    Ok(SearchFilter {
         sources: f.sources,
         uri_prefix: (!f.uri_prefix.is_empty()).then_some(f.uri_prefix),
+        attributes: f.attributes.map(|a| attr_filter(a, 0)).transpose()?,
+    })
+}
+
+fn attr_filter(a: pb::AttributeFilter, depth: usize) -> Result<AttrFilter, String> {
+    use pb::attribute_filter::Op;
+    if depth >= MAX_FILTER_DEPTH {
+        return Err(format!("nested deeper than {MAX_FILTER_DEPTH} levels"));
     }
+    let key = |k: String| {
+        if k.is_empty() {
+            Err("an attribute key must not be empty".to_string())
+        } else {
+            Ok(k)
+        }
+    };
+    let list = |fs: pb::AttributeFilters| {
+        fs.filters
+            .into_iter()
+            .map(|f| attr_filter(f, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(
+        match a.op.ok_or("an attribute filter needs an operation")? {
+            Op::Equals(e) => AttrFilter::Equals {
+                key: key(e.key)?,
+                value: e.value,
+            },
+            Op::OneOf(o) => AttrFilter::In {
+                key: key(o.key)?,
+                values: o.values,
+            },
+            Op::Range(r) => AttrFilter::Range {
+                key: key(r.key)?,
+                gte: (!r.gte.is_empty()).then_some(r.gte),
+                lte: (!r.lte.is_empty()).then_some(r.lte),
+            },
+            Op::Prefix(p) => AttrFilter::Prefix {
+                key: key(p.key)?,
+                prefix: p.prefix,
+            },
+            Op::All(fs) => AttrFilter::And(list(fs)?),
+            Op::Any(fs) => AttrFilter::Or(list(fs)?),
+            Op::Not(f) => AttrFilter::Not(Box::new(attr_filter(*f, depth + 1)?)),
+        },
+    )
 }
 
 pub fn mode(m: i32) -> Option<Mode> {

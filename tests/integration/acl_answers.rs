@@ -146,6 +146,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
                 filter: Some(pb::Filter {
                     sources: vec!["share".into()],
                     uri_prefix: prefix.clone(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },
@@ -169,6 +170,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
                 filter: Some(pb::Filter {
                     sources: vec!["no-such-source".into()],
                     uri_prefix: String::new(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },
