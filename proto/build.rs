@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "docent/v1/types.proto",
     "docent/v1/assistant.proto",
     "docent/v1/admin.proto",
+    "docent/v1/ingest.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

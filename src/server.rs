@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use docent_connector_api::{Connector, ConnectorContext, IndexedState, StatusHandle};
 use docent_fs_connector::FsConnector;
-use docent_proto::v1::{admin_server::AdminServer, assistant_server::AssistantServer};
+use docent_proto::v1::{
+    admin_server::AdminServer, assistant_server::AssistantServer, ingest_server::IngestServer,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,7 +28,9 @@ use crate::embed::Embedder;
 use crate::index::{Index, IndexError};
 use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
 use crate::retrieve::Retriever;
-use crate::service::{AdminService, AppState, AssistantService, AuthInterceptor, ConnectorInfo};
+use crate::service::{
+    AdminService, AppState, AssistantService, AuthInterceptor, ConnectorInfo, IngestService,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -212,6 +216,7 @@ pub async fn start_with(
     let checkpoints = index.checkpoints();
     let mut infos = Vec::new();
     let mut connectors = Vec::new();
+    let mut push = std::collections::HashMap::new();
     for cc in &config.connectors {
         let conn: Box<dyn Connector> =
             match cc {
@@ -221,6 +226,11 @@ pub async fn start_with(
                         message: e.to_string(),
                     },
                 )?),
+                ConnectorConfig::Push(p, limits) => {
+                    let (source, conn) = crate::ingest::push::push_connector(p.clone(), *limits);
+                    push.insert(p.id.clone(), source);
+                    Box::new(conn)
+                }
             };
         let status = StatusHandle::default();
         status.set_phase("starting");
@@ -264,6 +274,7 @@ pub async fn start_with(
         config_path: opts.config_path.clone(),
         answer: config.answer,
         connectors: infos,
+        push,
         skips,
         stats,
         metrics: metrics.clone(),
@@ -293,6 +304,7 @@ pub async fn start_with(
         .set_serving::<AssistantServer<AssistantService>>()
         .await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<IngestServer<IngestService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(docent_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -332,6 +344,12 @@ pub async fn start_with(
         ))
         .add_service(InterceptedService::new(
             AdminServer::new(AdminService::new(state.clone())),
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            // Documents up to the push sources' size limit fit in one message.
+            IngestServer::new(IngestService::new(state.clone()))
+                .max_decoding_message_size(256 * 1024 * 1024),
             auth,
         ));
     let token = shutdown.clone();

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use docent_proto::v1 as pb;
+use prost::Message;
 use serde_json::json;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -349,6 +350,187 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub struct IngestArgs {
+    pub source: String,
+    pub files: Vec<std::path::PathBuf>,
+    pub jsonl: Option<std::path::PathBuf>,
+    pub delete: Vec<String>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub json: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlDoc {
+    key: String,
+    version: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    uri: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    #[serde(default)]
+    mime_type: String,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    attributes: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    modified_at: i64,
+}
+
+fn push_docs(a: &IngestArgs) -> anyhow::Result<Vec<pb::PushDocument>> {
+    use base64::Engine;
+    use pb::push_document::Content;
+    if let Some(path) = &a.jsonl {
+        let text = if path.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        return text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let d: JsonlDoc = serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+                let content = match (d.text, d.data_base64) {
+                    (Some(t), None) => Content::Text(t),
+                    (None, Some(b)) => Content::Data(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b)
+                            .with_context(|| format!("line {}: data_base64", i + 1))?,
+                    ),
+                    _ => anyhow::bail!("line {}: give exactly one of text and data_base64", i + 1),
+                };
+                Ok(pb::PushDocument {
+                    key: d.key,
+                    version: d.version,
+                    title: d.title,
+                    uri: d.uri,
+                    content: Some(content),
+                    mime_type: d.mime_type,
+                    allow: d.allow,
+                    deny: d.deny,
+                    attributes: d.attributes,
+                    modified_at: d.modified_at,
+                })
+            })
+            .collect();
+    }
+    a.files
+        .iter()
+        .map(|f| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
+            let key = f.to_string_lossy().into_owned();
+            Ok(pb::PushDocument {
+                uri: format!("file://{}", std::fs::canonicalize(f)?.display()),
+                version: format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len()),
+                content: Some(Content::Data(std::fs::read(f)?)),
+                allow: a.allow.clone(),
+                deny: a.deny.clone(),
+                modified_at: meta.mtime(),
+                key,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// `docent ingest`: pushes or deletes in batches; prints one line per rejected item and totals.
+pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let mut client = pb::ingest_client::IngestClient::new(channel(conn).await?)
+        .max_encoding_message_size(256 * 1024 * 1024);
+    let mut results = Vec::new();
+    if !a.delete.is_empty() {
+        for keys in a.delete.chunks(1000) {
+            let r = client
+                .delete_documents(request(
+                    conn,
+                    pb::DeleteDocumentsRequest {
+                        source: a.source.clone(),
+                        keys: keys.to_vec(),
+                    },
+                )?)
+                .await?
+                .into_inner();
+            results.extend(r.results);
+        }
+    } else {
+        let docs = push_docs(&a)?;
+        anyhow::ensure!(!docs.is_empty(), "nothing to push: give files or --jsonl");
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut docs = docs.into_iter().peekable();
+        while let Some(d) = docs.next() {
+            bytes += d.encoded_len();
+            batch.push(d);
+            let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
+            if full || docs.peek().is_none() {
+                let r = client
+                    .put_documents(request(
+                        conn,
+                        pb::PutDocumentsRequest {
+                            source: a.source.clone(),
+                            documents: std::mem::take(&mut batch),
+                        },
+                    )?)
+                    .await?
+                    .into_inner();
+                results.extend(r.results);
+                bytes = 0;
+            }
+        }
+    }
+    let name = |s: i32| match pb::ItemStatus::try_from(s) {
+        Ok(pb::ItemStatus::Accepted) => "accepted",
+        Ok(pb::ItemStatus::Unchanged) => "unchanged",
+        Ok(pb::ItemStatus::Rejected) => "rejected",
+        Ok(pb::ItemStatus::Deleted) => "deleted",
+        Ok(pb::ItemStatus::NotFound) => "not_found",
+        _ => "unknown",
+    };
+    let rejected = results
+        .iter()
+        .filter(|r| r.status == pb::ItemStatus::Rejected as i32)
+        .count();
+    if a.json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|r| json!({"key": r.key, "status": name(r.status), "reason": r.reason}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "results": v }))?
+        );
+    } else {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &results {
+            *counts.entry(name(r.status)).or_insert(0usize) += 1;
+            if r.status == pb::ItemStatus::Rejected as i32 {
+                eprintln!("rejected {}: {}", r.key, r.reason);
+            }
+        }
+        let totals: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("{}", totals.join(", "));
+    }
+    Ok(if rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `docent admin ...`: identity tools.

@@ -75,6 +75,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push documents to a `type = "push"` source, or delete them (needs the ingest permission).
+    /// Files: the key is the path as given, the version its mtime and size. JSONL: one document
+    /// per line, {"key", "version", "title", "uri", "text" or "data_base64", "mime_type",
+    /// "allow", "deny", "attributes", "modified_at"}.
+    Ingest {
+        #[command(flatten)]
+        conn: ClientArgs,
+        /// The push source (connector id).
+        #[arg(long)]
+        source: String,
+        /// Files to push (documents of any supported format).
+        files: Vec<PathBuf>,
+        /// Read documents from a JSONL file instead ("-" for stdin).
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        /// Delete these keys instead of pushing.
+        #[arg(long, num_args = 1.., conflicts_with_all = ["files", "jsonl"])]
+        delete: Vec<String>,
+        /// ACL of pushed files: principals that may read (repeatable), e.g. group:staff.
+        #[arg(long)]
+        allow: Vec<String>,
+        #[arg(long)]
+        deny: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Identity administration (admin identities only).
     Admin {
         #[command(flatten)]
@@ -233,6 +259,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::search(&conn, &filter, a).await
         }
         Command::Admin { conn, command } => client::admin(&conn, command).await,
+        Command::Ingest {
+            conn,
+            source,
+            files,
+            jsonl,
+            delete,
+            allow,
+            deny,
+            json,
+        } => {
+            let what = client::IngestArgs {
+                source,
+                files,
+                jsonl,
+                delete,
+                allow,
+                deny,
+                json,
+            };
+            client::ingest(&conn, what).await
+        }
         Command::Status { conn, json } => client::status(&conn, json).await,
         Command::Config {
             command: ConfigCommand::Check { file },

@@ -100,19 +100,31 @@ pub struct IndexConfig {
 #[derive(Debug, Clone)]
 pub enum ConnectorConfig {
     Fs(FsConfig, crate::parse::ParseLimits),
+    /// Documents arrive through the push API (`docent.v1.Ingest`).
+    Push(PushConfig, crate::parse::ParseLimits),
+}
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub id: String,
+    /// Changes that may wait for the pipeline before PutDocuments waits.
+    pub queue_capacity: usize,
+    /// Largest document accepted (bytes of content).
+    pub max_document_bytes: u64,
 }
 
 impl ConnectorConfig {
     /// Parse limits for this connector's documents.
     pub fn limits(&self) -> crate::parse::ParseLimits {
         match self {
-            Self::Fs(_, l) => *l,
+            Self::Fs(_, l) | Self::Push(_, l) => *l,
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
             Self::Fs(c, _) => &c.id,
+            Self::Push(c, _) => &c.id,
         }
     }
 }
@@ -434,6 +446,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 token_sha256: token,
                 admin: r.admin,
                 act_as: r.act_as,
+                ingest: r.ingest,
             }
         })
         .collect();
@@ -479,10 +492,10 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     let mut connectors = Vec::new();
     for (i, c) in raw.connectors.iter().enumerate() {
         let p = format!("connectors[{i}]");
-        if c.kind != "fs" {
+        if c.kind != "fs" && c.kind != "push" {
             is.add(
                 format!("{p}.type"),
-                format!("unknown connector type {:?}; known: fs", c.kind),
+                format!("unknown connector type {:?}; known: fs, push", c.kind),
             );
             continue;
         }
@@ -502,6 +515,48 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 format!("{p}.id"),
                 format!("duplicate connector id {:?}", c.id),
             );
+        }
+        let limits = crate::parse::ParseLimits {
+            max_text_bytes: is.range(
+                &format!("{p}.max_text_bytes"),
+                c.max_text_bytes,
+                1024,
+                1 << 32,
+            ) as usize,
+            timeout: Duration::from_secs(is.range(
+                &format!("{p}.parse_timeout_secs"),
+                c.parse_timeout_secs,
+                1,
+                3600,
+            )),
+        };
+        let max_file_size = is.range(
+            &format!("{p}.max_file_size_bytes"),
+            c.max_file_size_bytes,
+            1,
+            1 << 40,
+        );
+        if c.kind == "push" {
+            if !c.roots.is_empty() || !c.acl_rules.is_empty() {
+                is.add(
+                    &p,
+                    "roots and acl_rules are for fs connectors; pushed documents carry their ACLs",
+                );
+            }
+            connectors.push(ConnectorConfig::Push(
+                PushConfig {
+                    id: c.id.clone(),
+                    queue_capacity: is.range(
+                        &format!("{p}.queue_capacity"),
+                        c.queue_capacity,
+                        1,
+                        1_000_000,
+                    ),
+                    max_document_bytes: max_file_size,
+                },
+                limits,
+            ));
+            continue;
         }
         if c.roots.is_empty() {
             is.add(format!("{p}.roots"), "at least one root is required");
@@ -558,12 +613,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 roots,
                 include: c.include.clone(),
                 exclude: c.exclude.clone(),
-                max_file_size: is.range(
-                    &format!("{p}.max_file_size_bytes"),
-                    c.max_file_size_bytes,
-                    1,
-                    1 << 40,
-                ),
+                max_file_size,
                 reconcile_interval: Duration::from_secs(is.range(
                     &format!("{p}.reconcile_interval_secs"),
                     c.reconcile_interval_secs,
@@ -583,20 +633,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 group_file: resolve(base, &c.group_file),
                 report_memberships: c.report_memberships,
             },
-            crate::parse::ParseLimits {
-                max_text_bytes: is.range(
-                    &format!("{p}.max_text_bytes"),
-                    c.max_text_bytes,
-                    1024,
-                    1 << 32,
-                ) as usize,
-                timeout: Duration::from_secs(is.range(
-                    &format!("{p}.parse_timeout_secs"),
-                    c.parse_timeout_secs,
-                    1,
-                    3600,
-                )),
-            },
+            limits,
         ));
     }
 

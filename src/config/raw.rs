@@ -358,6 +358,8 @@ pub struct RawIdentity {
     pub admin: bool,
     #[serde(default)]
     pub act_as: bool,
+    #[serde(default)]
+    pub ingest: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,6 +376,9 @@ pub struct RawConnector {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,
+    /// Push connectors: how many changes may wait for the pipeline.
+    #[serde(default = "default_push_queue")]
+    pub queue_capacity: usize,
     #[serde(default)]
     pub roots: Vec<String>,
     #[serde(default)]
@@ -404,6 +409,9 @@ pub struct RawConnector {
     pub parse_timeout_secs: u64,
 }
 
+fn default_push_queue() -> usize {
+    256
+}
 fn default_max_text() -> u64 {
     5 * 1024 * 1024
 }

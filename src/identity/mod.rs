@@ -36,6 +36,8 @@ pub struct Permissions {
     pub admin: bool,
     /// Ask and Search on behalf of another user (`on_behalf_of`).
     pub act_as: bool,
+    /// The push API (`docent.v1.Ingest`).
+    pub ingest: bool,
 }
 
 impl Permissions {
@@ -43,14 +45,16 @@ impl Permissions {
         query: true,
         admin: true,
         act_as: true,
+        ingest: true,
     };
     pub const QUERY: Self = Self {
         query: true,
         admin: false,
         act_as: false,
+        ingest: false,
     };
-    /// Scope names as written in the config (`scopes = ["query", "admin", "act_as"]`).
-    pub const SCOPE_NAMES: [&'static str; 3] = ["query", "admin", "act_as"];
+    /// Scope names as written in the config (`scopes = ["query", "admin", "act_as", "ingest"]`).
+    pub const SCOPE_NAMES: [&'static str; 4] = ["query", "admin", "act_as", "ingest"];
 
     /// Builds permissions from scope names; `Err(name)` for an unknown one.
     pub fn from_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
@@ -60,6 +64,7 @@ impl Permissions {
                 "query" => p.query = true,
                 "admin" => p.admin = true,
                 "act_as" => p.act_as = true,
+                "ingest" => p.ingest = true,
                 other => return Err(other.to_string()),
             }
         }
@@ -71,6 +76,7 @@ impl Permissions {
             query: self.query && o.query,
             admin: self.admin && o.admin,
             act_as: self.act_as && o.act_as,
+            ingest: self.ingest && o.ingest,
         }
     }
 
@@ -84,6 +90,9 @@ impl Permissions {
         }
         if self.act_as {
             v.push("act_as");
+        }
+        if self.ingest {
+            v.push("ingest");
         }
         v
     }
@@ -140,6 +149,8 @@ pub struct IdentitySpec {
     pub admin: bool,
     /// May ask on behalf of other users.
     pub act_as: bool,
+    /// May call the push API.
+    pub ingest: bool,
 }
 
 /// One group and the groups it belongs to.
@@ -274,6 +285,7 @@ impl IdentityStore {
                     }
                     m.admin |= spec.admin;
                     m.act_as |= spec.act_as;
+                    m.ingest |= spec.ingest;
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
                 }
                 None => {
@@ -462,6 +474,7 @@ impl IdentityStore {
             query: true,
             admin: spec.admin,
             act_as: spec.act_as,
+            ingest: spec.ingest,
         };
         Caller {
             user_id: spec.id.clone(),

@@ -13,6 +13,8 @@
 //!
 //! Must never: log document text above debug.
 
+pub mod push;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

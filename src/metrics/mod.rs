@@ -24,6 +24,8 @@ pub const METHODS: &[&str] = &[
     "WhoIs",
     "CheckAccess",
     "ReloadIdentities",
+    "PutDocuments",
+    "DeleteDocuments",
     "other",
 ];
 

@@ -10,6 +10,7 @@ mod assistant;
 mod auth;
 mod convert;
 mod error;
+mod ingest;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub use admin::AdminService;
 pub use assistant::AssistantService;
 pub use auth::{AuthInterceptor, DEV_USER_HEADER, cert_names};
 pub use error::ServiceError;
+pub use ingest::IngestService;
 
 use crate::answer::AnswerConfig;
 use crate::audit::{AuditLog, AuditRecord};
@@ -47,6 +49,8 @@ pub struct AppState {
     pub config_path: Option<std::path::PathBuf>,
     pub answer: AnswerConfig,
     pub connectors: Vec<ConnectorInfo>,
+    /// Push sources by connector id (the push API's targets).
+    pub push: std::collections::HashMap<String, crate::ingest::push::PushSource>,
     pub skips: Arc<SkipLog>,
     pub stats: Arc<IngestStats>,
     pub metrics: Arc<crate::metrics::Metrics>,

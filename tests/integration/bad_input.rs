@@ -51,7 +51,9 @@ async fn bad_files_are_skipped_with_reasons() {
     .unwrap();
 
     let mut config = env.config();
-    let docent::config::ConnectorConfig::Fs(fs, limits) = &mut config.connectors[0];
+    let docent::config::ConnectorConfig::Fs(fs, limits) = &mut config.connectors[0] else {
+        panic!("the example's connector is a file share")
+    };
     fs.max_file_size = 1 << 20;
     limits.max_text_bytes = 4096;
     // Keep POSIX modes for this test (the example's root rule would open everything to staff).

@@ -166,7 +166,8 @@ impl Running {
             let st = self.daemon.state();
             // Done when each connector's end-of-crawl checkpoint is committed with its data.
             let committed = st.index.checkpoints();
-            let done = st.connectors.iter().all(|c| {
+            // Push sources have no crawl.
+            let done = st.connectors.iter().filter(|c| c.kind != "push").all(|c| {
                 let scanned = c.status.snapshot().last_full_scan_ms;
                 let cp = committed
                     .get(&c.id)

@@ -15,4 +15,5 @@ mod guardrails;
 mod identity_admin;
 mod live_updates;
 mod metrics;
+mod push;
 mod restart;

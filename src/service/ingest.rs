@@ -1,0 +1,254 @@
+//! `docent.v1.Ingest`: the push API. Each document is validated on its own (key, version, ACL,
+//! size, and a parse of its content under the source's limits) and gets its own result; valid
+//! ones are queued to the source's push connector. Idempotent by key and version: a document
+//! the index already holds with the same version and ACL is UNCHANGED.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
+use docent_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::auth::caller;
+use super::{AppState, Audited, ServiceError};
+use crate::ingest::push::PushSource;
+
+pub const MAX_PUT: usize = 100;
+pub const MAX_DELETE: usize = 1000;
+const MAX_KEY_BYTES: usize = 1024;
+
+pub struct IngestService {
+    state: Arc<AppState>,
+}
+
+impl IngestService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    fn source<T>(
+        &self,
+        req: &Request<T>,
+        source: &str,
+    ) -> Result<(crate::identity::Caller, PushSource), ServiceError> {
+        let c = caller(req)?;
+        if !c.permissions().ingest {
+            return Err(ServiceError::ScopeDenied("ingest documents"));
+        }
+        let src = self
+            .state
+            .push
+            .get(source)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound {
+                reason: "UNKNOWN_SOURCE",
+                what: "push source",
+                name: source.to_string(),
+            })?;
+        Ok((c, src))
+    }
+}
+
+fn result(key: &str, status: pb::ItemStatus, reason: impl Into<String>) -> pb::ItemResult {
+    pb::ItemResult {
+        key: key.to_string(),
+        status: status as i32,
+        reason: reason.into(),
+    }
+}
+
+fn key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("the key is empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Some(format!(
+            "the key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    key.chars()
+        .any(char::is_control)
+        .then(|| "the key contains control characters".into())
+}
+
+fn principals(list: &[String]) -> Result<Vec<Principal>, String> {
+    list.iter()
+        .map(|p| p.parse::<Principal>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Validates one document: `Ok(doc)` to queue, `Err(result)` otherwise.
+fn validate(
+    st: &AppState,
+    src: &PushSource,
+    d: pb::PushDocument,
+) -> Result<SourceDocument, pb::ItemResult> {
+    use pb::ItemStatus::{Rejected, Unchanged};
+    let key = d.key.clone();
+    let reject = |reason: String| result(&key, Rejected, reason);
+    if let Some(p) = key_problem(&key) {
+        return Err(reject(p));
+    }
+    if d.version.is_empty() {
+        return Err(reject("the version is empty".into()));
+    }
+    let acl = Acl::new(
+        principals(&d.allow).map_err(reject)?,
+        principals(&d.deny).map_err(reject)?,
+    );
+    if acl.is_closed() {
+        return Err(reject(
+            "no principal may read this document (the ACL allows nobody); it is not indexed".into(),
+        ));
+    }
+    let doc_key = DocKey::new(&src.config.id, &key);
+    if let Some(e) = st.index.doc_entry(&doc_key.to_string())
+        && e.version == d.version
+        && e.acl_fingerprint == acl.fingerprint()
+    {
+        return Err(result(&key, Unchanged, ""));
+    }
+    let (content, default_mime) = match d.content {
+        Some(pb::push_document::Content::Text(t)) => (t.into_bytes(), Some("text/plain")),
+        Some(pb::push_document::Content::Data(b)) => (b, None),
+        None => return Err(reject("no content (text or data)".into())),
+    };
+    if content.len() as u64 > src.config.max_document_bytes {
+        return Err(reject(format!(
+            "too large: {} bytes > {} bytes",
+            content.len(),
+            src.config.max_document_bytes
+        )));
+    }
+    let mime = (!d.mime_type.is_empty())
+        .then(|| d.mime_type.clone())
+        .or_else(|| {
+            // Bytes without a media type: the key's extension names the format.
+            crate::parse::Format::detect(None, &key)
+                .is_err()
+                .then(|| default_mime.map(String::from))
+                .flatten()
+        });
+    // Parse now, so a malformed or unsupported document is rejected with its reason here rather
+    // than only showing up in the admin's skip list. (The pipeline parses it again.)
+    crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits)
+        .map_err(|e| reject(e.to_string()))?;
+    let mut attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
+    attributes.remove("source");
+    Ok(SourceDocument {
+        key: doc_key,
+        uri: if d.uri.is_empty() {
+            format!("push://{}/{}", src.config.id, key)
+        } else {
+            d.uri
+        },
+        title: (!d.title.trim().is_empty()).then_some(d.title),
+        mime,
+        name_hint: key.clone(),
+        content,
+        version: d.version,
+        modified_at: (d.modified_at > 0).then_some(d.modified_at),
+        acl,
+        attributes,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::ingest_server::Ingest for IngestService {
+    async fn put_documents(
+        &self,
+        req: Request<pb::PutDocumentsRequest>,
+    ) -> Result<Response<pb::PutDocumentsResponse>, Status> {
+        let (who, src) = self.source(&req, &req.get_ref().source)?;
+        let msg = req.into_inner();
+        if msg.documents.len() > MAX_PUT {
+            return Err(ServiceError::InvalidArgument {
+                reason: "BATCH_TOO_LARGE",
+                field: "documents",
+                message: format!(
+                    "{} documents; at most {MAX_PUT} per request",
+                    msg.documents.len()
+                ),
+            }
+            .into());
+        }
+        let (st, s2) = (self.state.clone(), src.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            msg.documents
+                .into_iter()
+                .map(|d| validate(&st, &s2, d))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ServiceError::internal)?;
+        let mut results = Vec::with_capacity(checked.len());
+        let mut accepted = Vec::new();
+        for c in checked {
+            match c {
+                Ok(doc) => {
+                    let key = doc.key.native_id.clone();
+                    accepted.push(doc.key.to_string());
+                    if !src.send(Change::Upsert(Box::new(doc))).await {
+                        return Err(Status::unavailable("the daemon is shutting down"));
+                    }
+                    results.push(result(&key, pb::ItemStatus::Accepted, ""));
+                }
+                Err(r) => results.push(r),
+            }
+        }
+        self.state.record(Audited {
+            method: "PutDocuments",
+            caller: &who,
+            outcome: "ok",
+            documents: accepted.iter().map(String::as_str).collect(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::PutDocumentsResponse { results }))
+    }
+
+    async fn delete_documents(
+        &self,
+        req: Request<pb::DeleteDocumentsRequest>,
+    ) -> Result<Response<pb::DeleteDocumentsResponse>, Status> {
+        let (who, src) = self.source(&req, &req.get_ref().source)?;
+        let msg = req.into_inner();
+        if msg.keys.len() > MAX_DELETE {
+            return Err(ServiceError::InvalidArgument {
+                reason: "BATCH_TOO_LARGE",
+                field: "keys",
+                message: format!("{} keys; at most {MAX_DELETE} per request", msg.keys.len()),
+            }
+            .into());
+        }
+        let mut results = Vec::with_capacity(msg.keys.len());
+        let mut deleted = Vec::new();
+        for key in msg.keys {
+            if let Some(p) = key_problem(&key) {
+                results.push(result(&key, pb::ItemStatus::Rejected, p));
+                continue;
+            }
+            let doc_key = DocKey::new(&src.config.id, &key);
+            if self.state.index.doc_entry(&doc_key.to_string()).is_none() {
+                results.push(result(&key, pb::ItemStatus::NotFound, ""));
+                continue;
+            }
+            deleted.push(doc_key.to_string());
+            if !src.send(Change::Delete(doc_key)).await {
+                return Err(Status::unavailable("the daemon is shutting down"));
+            }
+            results.push(result(&key, pb::ItemStatus::Deleted, ""));
+        }
+        self.state.record(Audited {
+            method: "DeleteDocuments",
+            caller: &who,
+            outcome: "ok",
+            documents: deleted.iter().map(String::as_str).collect(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::DeleteDocumentsResponse { results }))
+    }
+}

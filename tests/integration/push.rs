@@ -1,0 +1,225 @@
+//! The push API: per-item results (accepted, unchanged, rejected with a reason), idempotency by
+//! key and version, deletes, permission and source checks, and `docent ingest` with JSONL.
+
+use docent::parse::samples;
+use docent_proto::v1 as pb;
+use pb::push_document::Content;
+use tonic::Code;
+
+use crate::harness::*;
+
+const BOT: &str = "crm-bot-token";
+
+fn doc(key: &str, version: &str, content: Content, allow: &[&str]) -> pb::PushDocument {
+    pb::PushDocument {
+        key: key.into(),
+        version: version.into(),
+        content: Some(content),
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn statuses(r: &[pb::ItemResult]) -> Vec<(String, i32)> {
+    r.iter().map(|r| (r.key.clone(), r.status)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_documents_idempotently_with_per_item_results() {
+    let env = Env::empty();
+    let text = env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\n",
+            hex::encode(docent::identity::token_hash(BOT))
+        );
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let put = |docs: Vec<pb::PushDocument>| {
+        authed(
+            BOT,
+            pb::PutDocumentsRequest {
+                source: "crm".into(),
+                documents: docs,
+            },
+        )
+    };
+    let acme = |v: &str, when: &str| {
+        doc(
+            "acct-1",
+            v,
+            Content::Text(format!(
+                "Account Acme renews its contract on {when}; the owner is Dana."
+            )),
+            &["group:staff"],
+        )
+    };
+    let docx = samples::docx(&[(None, "Globex pays invoices within 45 days.")], None);
+    let r = c
+        .put_documents(put(vec![
+            acme("1", "1 March 2027"),
+            doc("acct-2.docx", "7", Content::Data(docx), &["group:finance"]),
+            doc("closed", "1", Content::Text("secret".into()), &[]),
+            doc("bad-acl", "1", Content::Text("x".into()), &["staff"]),
+            pb::PushDocument {
+                mime_type: "application/octet-stream".into(),
+                ..doc("blob", "1", Content::Data(vec![0, 1, 2]), &["everyone"])
+            },
+            doc(
+                "broken.pdf",
+                "1",
+                Content::Data(b"%PDF-1.7 nope".to_vec()),
+                &["everyone"],
+            ),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (ok, rej) = (
+        pb::ItemStatus::Accepted as i32,
+        pb::ItemStatus::Rejected as i32,
+    );
+    assert_eq!(
+        statuses(&r.results),
+        [
+            ("acct-1".into(), ok),
+            ("acct-2.docx".into(), ok),
+            ("closed".into(), rej),
+            ("bad-acl".into(), rej),
+            ("blob".into(), rej),
+            ("broken.pdf".into(), rej),
+        ]
+    );
+    assert!(r.results[2].reason.contains("allows nobody"));
+    assert!(r.results[3].reason.contains("invalid principal"));
+    assert!(r.results[4].reason.contains("unsupported"));
+    assert!(r.results[5].reason.contains("PDF"));
+
+    let finds = |token: &'static str, q: &'static str, needle: &'static str| {
+        let d = &d;
+        async move { search_text(&d.search(token, q, 10).await.unwrap()).contains(needle) }
+    };
+    eventually(10, "pushed documents searchable", || {
+        finds(ALICE, "Acme contract renewal", "push://crm/acct-1")
+    })
+    .await;
+    // ACLs of pushed documents apply: the docx is finance-only.
+    eventually(10, "docx indexed", || {
+        finds(FELIX, "Globex invoices", "acct-2.docx")
+    })
+    .await;
+    assert!(!finds(ALICE, "Globex invoices", "acct-2.docx").await);
+
+    // The same key and version again: unchanged. A new version: accepted and replaces the text.
+    let r = c
+        .put_documents(put(vec![acme("1", "1 March 2027")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Unchanged as i32);
+    let r = c
+        .put_documents(put(vec![acme("2", "9 June 2027")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, ok);
+    eventually(10, "new version searchable", || {
+        finds(ALICE, "Acme contract renewal", "9 June 2027")
+    })
+    .await;
+    assert!(!finds(ALICE, "Acme contract renewal", "1 March 2027").await);
+
+    // Deletes: idempotent.
+    let del = |keys: &[&str]| {
+        authed(
+            BOT,
+            pb::DeleteDocumentsRequest {
+                source: "crm".into(),
+                keys: keys.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    };
+    let r = c
+        .delete_documents(del(&["acct-1", "nope"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        statuses(&r.results),
+        [
+            ("acct-1".into(), pb::ItemStatus::Deleted as i32),
+            ("nope".into(), pb::ItemStatus::NotFound as i32)
+        ]
+    );
+    eventually(10, "deleted document gone", || async {
+        !finds(ALICE, "Acme contract renewal", "push://crm/acct-1").await
+    })
+    .await;
+
+    // Permission and source checks.
+    let e = c
+        .put_documents(authed(
+            ALICE,
+            pb::PutDocumentsRequest {
+                source: "crm".into(),
+                documents: vec![acme("3", "x")],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = c
+        .put_documents(authed(
+            BOT,
+            pb::PutDocumentsRequest {
+                source: "share".into(),
+                documents: vec![],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // `docent ingest --jsonl`.
+    let jsonl = env.dir.path().join("docs.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"key\": \"kb-1\", \"version\": \"1\", \"text\": \"The Lisbon office closes at 19:00 on Fridays.\", \"allow\": [\"everyone\"], \"attributes\": {\"team\": \"facilities\"}}\n\
+         {\"key\": \"kb-2\", \"version\": \"1\", \"text\": \"nobody\", \"allow\": []}\n",
+    )
+    .unwrap();
+    let url = d.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
+            .args(["ingest", "--source", "crm", "--json", "--jsonl"])
+            .arg(&jsonl)
+            .env("DOCENT_ADDR", url)
+            .env("DOCENT_TOKEN", BOT)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rejected item makes the exit code 1"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["status"], "accepted");
+    assert_eq!(v["results"][1]["status"], "rejected");
+    eventually(10, "JSONL document searchable", || {
+        finds(HANA, "Lisbon office Friday closing", "push://crm/kb-1")
+    })
+    .await;
+    let r = d
+        .search(HANA, "Lisbon office Friday closing", 3)
+        .await
+        .unwrap();
+    let hit = r
+        .hits
+        .iter()
+        .find(|h| h.citation.as_ref().unwrap().uri == "push://crm/kb-1")
+        .unwrap();
+    assert_eq!(hit.attributes["team"], "facilities");
+    d.stop().await;
+}
