@@ -234,12 +234,16 @@ pub async fn start_with(
             };
         let status = StatusHandle::default();
         status.set_phase("starting");
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        skips.register(conn.id(), status.clone());
         infos.push(ConnectorInfo {
             id: conn.id().to_string(),
             kind: conn.kind(),
             status: status.clone(),
+            commands: cmd_tx,
         });
         let ctx = ConnectorContext {
+            commands: cmd_rx,
             sink: tx.clone(),
             memberships: identities.clone(),
             indexed: index.clone() as Arc<dyn IndexedState>,

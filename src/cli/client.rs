@@ -533,6 +533,176 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
     })
 }
 
+fn job_json(j: &pb::Job) -> serde_json::Value {
+    let c = j.counts.unwrap_or_default();
+    json!({
+        "id": j.id, "connector": j.connector, "kind": j.kind, "trigger": j.trigger,
+        "started_ms": j.started_ms, "ended_ms": j.ended_ms, "state": j.state, "reason": j.reason,
+        "counts": {"scanned": c.scanned, "added": c.added, "modified": c.modified,
+                   "deleted": c.deleted, "unchanged": c.unchanged, "failed": c.failed},
+        "failures": j.failures.iter().map(|f| json!({"id": f.id, "reason": f.reason})).collect::<Vec<_>>(),
+    })
+}
+
+fn job_line(j: &pb::Job) -> String {
+    let c = j.counts.unwrap_or_default();
+    let secs = if j.ended_ms > 0 {
+        format!("{:.1} s", (j.ended_ms - j.started_ms) as f64 / 1000.0)
+    } else {
+        "running".to_string()
+    };
+    format!(
+        "job {} ({} by {}): {} in {secs}; scanned {}, added {}, modified {}, deleted {}, unchanged {}, failed {}{}",
+        j.id,
+        j.kind,
+        j.trigger,
+        j.state,
+        c.scanned,
+        c.added,
+        c.modified,
+        c.deleted,
+        c.unchanged,
+        c.failed,
+        if j.reason.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {}", j.reason)
+        }
+    )
+}
+
+/// `docent sync`: starts a reconciliation; with `wait`, shows progress until it ends.
+pub async fn sync(
+    conn: &ClientArgs,
+    connector: &str,
+    force_deletions: bool,
+    wait: bool,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
+    let id = client
+        .sync_now(request(
+            conn,
+            pb::SyncNowRequest {
+                connector: connector.to_string(),
+                force_deletions,
+            },
+        )?)
+        .await?
+        .into_inner()
+        .job_id;
+    if !wait {
+        if as_json {
+            println!("{}", json!({ "job_id": id }));
+        } else {
+            println!("job {id} started");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = if as_json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let job = loop {
+        let jobs = client
+            .list_jobs(request(
+                conn,
+                pb::ListJobsRequest {
+                    connector: connector.to_string(),
+                },
+            )?)
+            .await?
+            .into_inner()
+            .jobs;
+        match jobs.into_iter().find(|j| j.id == id) {
+            Some(j) if j.state != "running" => break j,
+            Some(j) => {
+                let c = j.counts.unwrap_or_default();
+                bar.set_message(format!(
+                    "job {id}: {} scanned, {} added, {} modified, {} deleted, {} failed",
+                    c.scanned, c.added, c.modified, c.deleted, c.failed
+                ));
+            }
+            None => bar.set_message(format!("job {id}: waiting to start")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+    } else {
+        println!("{}", job_line(&job));
+    }
+    Ok(if job.state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn jobs(
+    conn: &ClientArgs,
+    connector: &str,
+    id: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
+    let jobs: Vec<pb::Job> = client
+        .list_jobs(request(
+            conn,
+            pb::ListJobsRequest {
+                connector: connector.to_string(),
+            },
+        )?)
+        .await?
+        .into_inner()
+        .jobs
+        .into_iter()
+        .filter(|j| id.is_none_or(|id| j.id == id))
+        .collect();
+    if id.is_some() && jobs.is_empty() {
+        anyhow::bail!(
+            "no job {} on {connector} (only the last 50 are kept)",
+            id.unwrap_or(0)
+        );
+    }
+    if as_json {
+        let v: Vec<_> = jobs.iter().map(job_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "jobs": v }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for j in &jobs {
+        println!("{}", job_line(j));
+        if id.is_some() {
+            for f in &j.failures {
+                println!("  failed {}: {}", f.id, f.reason);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn pause(conn: &ClientArgs, connector: &str, pause: bool) -> anyhow::Result<ExitCode> {
+    let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
+    let r = pb::ConnectorRequest {
+        connector: connector.to_string(),
+    };
+    let s = if pause {
+        client.pause_connector(request(conn, r)?).await?
+    } else {
+        client.resume_connector(request(conn, r)?).await?
+    }
+    .into_inner();
+    println!(
+        "connector {}: {}",
+        s.id,
+        if s.paused { "paused" } else { "resumed" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `docent admin ...`: identity tools.
 pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Result<ExitCode> {
     use super::AdminCommand;

@@ -101,6 +101,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reconcile a connector now (admin identities only); prints the job id, or with --wait a
+    /// progress bar and the job's outcome (exit 1 unless it succeeded).
+    Sync {
+        connector: String,
+        #[command(flatten)]
+        conn: ClientArgs,
+        /// Let this sync delete past the deletion-protection threshold.
+        #[arg(long)]
+        force_deletions: bool,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A connector's sync jobs, most recent first (admin identities only).
+    Jobs {
+        connector: String,
+        /// Show one job in full (its failures).
+        #[arg(long)]
+        id: Option<u64>,
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop acting on a connector's changes until resumed (admin identities only).
+    Pause {
+        connector: String,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Resume a paused connector; it first catches up with a reconciliation.
+    Resume {
+        connector: String,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
     /// Identity administration (admin identities only).
     Admin {
         #[command(flatten)]
@@ -259,6 +296,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::search(&conn, &filter, a).await
         }
         Command::Admin { conn, command } => client::admin(&conn, command).await,
+        Command::Sync {
+            connector,
+            conn,
+            force_deletions,
+            wait,
+            json,
+        } => client::sync(&conn, &connector, force_deletions, wait, json).await,
+        Command::Jobs {
+            connector,
+            id,
+            conn,
+            json,
+        } => client::jobs(&conn, &connector, id, json).await,
+        Command::Pause { connector, conn } => client::pause(&conn, &connector, true).await,
+        Command::Resume { connector, conn } => client::pause(&conn, &connector, false).await,
         Command::Ingest {
             conn,
             source,

@@ -632,6 +632,13 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 passwd_file: resolve(base, &c.passwd_file),
                 group_file: resolve(base, &c.group_file),
                 report_memberships: c.report_memberships,
+                deletion_protection_percent: is.range(
+                    &format!("{p}.deletion_protection_percent"),
+                    c.deletion_protection_percent,
+                    0,
+                    100,
+                ),
+                deletion_protection_min_docs: c.deletion_protection_min_docs,
             },
             limits,
         ));

@@ -403,12 +403,22 @@ pub struct RawConnector {
     pub group_file: String,
     #[serde(default)]
     pub report_memberships: bool,
+    #[serde(default = "default_deletion_percent")]
+    pub deletion_protection_percent: u32,
+    #[serde(default = "default_deletion_min")]
+    pub deletion_protection_min_docs: u64,
     #[serde(default = "default_max_text")]
     pub max_text_bytes: u64,
     #[serde(default = "default_parse_timeout")]
     pub parse_timeout_secs: u64,
 }
 
+fn default_deletion_percent() -> u32 {
+    15
+}
+fn default_deletion_min() -> u64 {
+    5
+}
 fn default_push_queue() -> usize {
     256
 }

@@ -35,6 +35,7 @@ pub fn source_documents(corpus: &[CorpusDoc]) -> Vec<SourceDocument> {
             modified_at: None,
             attributes: BTreeMap::new(),
             acl: Acl::new([Principal::Everyone], []),
+            job: None,
         })
         .collect()
 }

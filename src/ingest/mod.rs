@@ -61,6 +61,8 @@ impl IngestStats {
 #[derive(Debug, Default)]
 pub struct SkipLog {
     inner: Mutex<HashMap<String, ConnectorSkips>>,
+    /// Connectors' status handles, to attribute pipeline-side failures to their sync jobs.
+    jobs: Mutex<HashMap<String, docent_connector_api::StatusHandle>>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +84,44 @@ impl SkipLog {
         s.recent
             .push_front((key.native_id.clone(), reason.to_string()));
         s.recent.truncate(SKIP_LOG_KEEP);
+    }
+
+    /// Attributes later failures of `connector`'s documents to its sync jobs.
+    pub fn register(&self, connector: &str, status: docent_connector_api::StatusHandle) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(connector.to_string(), status);
+    }
+
+    /// A document the connector sent (and counted as added or modified) that the pipeline
+    /// could not index: recorded, and moved to `failed` in the job that sent it.
+    pub fn record_failed_upsert(
+        &self,
+        key: &DocKey,
+        reason: &str,
+        job: Option<u64>,
+        was_indexed: bool,
+    ) {
+        self.record(key, reason);
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
+            status.update_job(job, |j| {
+                let c = &mut j.counts;
+                if was_indexed {
+                    c.modified = c.modified.saturating_sub(1);
+                } else {
+                    c.added = c.added.saturating_sub(1);
+                }
+                c.failed += 1;
+                if j.failures.len() < docent_connector_api::jobs::JOB_FAILURES {
+                    j.failures.push(docent_connector_api::jobs::JobFailure {
+                        id: key.native_id.clone(),
+                        reason: reason.to_string(),
+                    });
+                }
+            });
+        }
     }
 
     /// (total, most recent first)
@@ -229,16 +269,21 @@ impl Pipeline {
         let mut ops = Vec::with_capacity(batch.len());
         for change in batch {
             match change {
-                Change::Upsert(doc) => match self.prepare(*doc) {
-                    Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
-                    Ok(None) => {}
-                    Err((key, reason)) => {
-                        self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
-                        self.stats.count(&key.connector, 0, 1);
-                        self.skips.record(&key, &reason);
-                        ops.push(Op::Delete(key));
+                Change::Upsert(doc) => {
+                    let job = doc.job;
+                    match self.prepare(*doc) {
+                        Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
+                        Ok(None) => {}
+                        Err((key, reason)) => {
+                            self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+                            self.stats.count(&key.connector, 0, 1);
+                            let was_indexed = self.index.doc_entry(&key.to_string()).is_some();
+                            self.skips
+                                .record_failed_upsert(&key, &reason, job, was_indexed);
+                            ops.push(Op::Delete(key));
+                        }
                     }
-                },
+                }
                 Change::Delete(key) => ops.push(Op::Delete(key)),
                 Change::Skipped { key, reason } => {
                     self.stats.count(&key.connector, 0, 1);

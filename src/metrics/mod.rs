@@ -26,6 +26,10 @@ pub const METHODS: &[&str] = &[
     "ReloadIdentities",
     "PutDocuments",
     "DeleteDocuments",
+    "ListJobs",
+    "SyncNow",
+    "PauseConnector",
+    "ResumeConnector",
     "other",
 ];
 

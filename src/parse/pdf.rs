@@ -68,6 +68,15 @@ mod tests {
         assert_eq!(page_of("seven years"), Some(2));
     }
 
+    /// Found by `cargo fuzz` (parse_pdf): pdf-extract panics on a page without required keys; the
+    /// panic must become a per-document error.
+    #[test]
+    fn fuzz_regression_pdf_extract_panic() {
+        let bytes = include_bytes!("regressions/pdf-extract-panic-1.pdf");
+        let e = parse(bytes, None, "crash.pdf").unwrap_err();
+        assert!(matches!(e, ParseError::Malformed(_)), "{e:?}");
+    }
+
     #[test]
     fn scans_and_garbage_are_reported() {
         let scan = crate::parse::samples::pdf(&[&[], &[]]);

@@ -20,6 +20,66 @@ impl AdminService {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
     }
+
+    fn connector(&self, id: &str) -> Result<&super::ConnectorInfo, ServiceError> {
+        self.state
+            .connectors
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| ServiceError::NotFound {
+                reason: "UNKNOWN_CONNECTOR",
+                what: "connector",
+                name: id.to_string(),
+            })
+    }
+
+    fn connector_status(&self, c: &super::ConnectorInfo) -> pb::ConnectorStatus {
+        let counts = self.state.index.documents_by_source();
+        let s = c.status.snapshot();
+        let (skipped_total, recent) = self.state.skips.get(&c.id);
+        pb::ConnectorStatus {
+            id: c.id.clone(),
+            kind: c.kind.to_string(),
+            state: s.phase,
+            documents: counts.get(&c.id).copied().unwrap_or(0),
+            skipped_total,
+            skipped: recent
+                .into_iter()
+                .map(|(id, reason)| pb::SkippedDocument { id, reason })
+                .collect(),
+            last_full_scan: s.last_full_scan_ms.map(|ms| ms / 1000).unwrap_or(0),
+            last_error: s.last_error.unwrap_or_default(),
+            paused: s.paused,
+        }
+    }
+
+    /// Sends a command to a connector, auditing it.
+    async fn command(
+        &self,
+        req: &Request<impl Send>,
+        connector: &str,
+        method: &'static str,
+        cmd: docent_connector_api::jobs::ConnectorCommand,
+    ) -> Result<(), ServiceError> {
+        let admin = require_admin(req)?;
+        let c = self.connector(connector)?;
+        let sent = c.commands.send(cmd).await.is_ok();
+        self.state.record(Audited {
+            method,
+            caller: &admin,
+            outcome: if sent { "ok" } else { "connector_stopped" },
+            documents: Vec::new(),
+            verdicts: &[],
+            question: Some(connector),
+        });
+        if !sent {
+            return Err(ServiceError::FailedPrecondition {
+                reason: "CONNECTOR_STOPPED",
+                message: format!("connector {connector} is not running"),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn require_admin<T>(req: &Request<T>) -> Result<crate::identity::Caller, ServiceError> {
@@ -28,6 +88,44 @@ fn require_admin<T>(req: &Request<T>) -> Result<crate::identity::Caller, Service
         Ok(c)
     } else {
         Err(ServiceError::AdminRequired)
+    }
+}
+
+fn job(connector: &str, j: &docent_connector_api::jobs::JobRecord) -> pb::Job {
+    use docent_connector_api::jobs::JobState;
+    let (state, reason) = match &j.state {
+        JobState::Running => ("running", String::new()),
+        JobState::Succeeded => ("succeeded", String::new()),
+        JobState::Failed(r) => ("failed", r.clone()),
+        JobState::Blocked(r) => ("blocked", r.clone()),
+        JobState::Cancelled => ("cancelled", String::new()),
+    };
+    let c = j.counts;
+    pb::Job {
+        id: j.id,
+        connector: connector.to_string(),
+        kind: j.kind.to_string(),
+        trigger: j.trigger.to_string(),
+        started_ms: j.started_ms,
+        ended_ms: j.ended_ms.unwrap_or(0),
+        state: state.to_string(),
+        reason,
+        counts: Some(pb::JobCounts {
+            scanned: c.scanned,
+            added: c.added,
+            modified: c.modified,
+            deleted: c.deleted,
+            unchanged: c.unchanged,
+            failed: c.failed,
+        }),
+        failures: j
+            .failures
+            .iter()
+            .map(|f| pb::SkippedDocument {
+                id: f.id.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -46,28 +144,11 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::ListConnectorsRequest>,
     ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
         require_admin(&req)?;
-        let counts = self.state.index.documents_by_source();
         let connectors = self
             .state
             .connectors
             .iter()
-            .map(|c| {
-                let s = c.status.snapshot();
-                let (skipped_total, recent) = self.state.skips.get(&c.id);
-                pb::ConnectorStatus {
-                    id: c.id.clone(),
-                    kind: c.kind.to_string(),
-                    state: s.phase,
-                    documents: counts.get(&c.id).copied().unwrap_or(0),
-                    skipped_total,
-                    skipped: recent
-                        .into_iter()
-                        .map(|(id, reason)| pb::SkippedDocument { id, reason })
-                        .collect(),
-                    last_full_scan: s.last_full_scan_ms.map(|ms| ms / 1000).unwrap_or(0),
-                    last_error: s.last_error.unwrap_or_default(),
-                }
-            })
+            .map(|c| self.connector_status(c))
             .collect();
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
     }
@@ -200,5 +281,69 @@ impl pb::admin_server::Admin for AdminService {
             groups: groups as u64,
             api_keys: api_keys as u64,
         }))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        require_admin(&req)?;
+        let c = self.connector(&req.get_ref().connector)?;
+        let jobs = c
+            .status
+            .snapshot()
+            .jobs
+            .iter()
+            .map(|j| job(&c.id, j))
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn sync_now(
+        &self,
+        req: Request<pb::SyncNowRequest>,
+    ) -> Result<Response<pb::SyncNowResponse>, Status> {
+        use docent_connector_api::jobs::ConnectorCommand;
+        let msg = req.get_ref().clone();
+        let c = self.connector(&msg.connector)?;
+        if c.kind == "push" {
+            return Err(ServiceError::FailedPrecondition {
+                reason: "NOT_SYNCABLE",
+                message: format!("{} is a push source: its client sends the changes", c.id),
+            }
+            .into());
+        }
+        let job_id = c.status.reserve_job_id();
+        let cmd = ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: msg.force_deletions,
+        };
+        self.command(&req, &msg.connector, "SyncNow", cmd).await?;
+        Ok(Response::new(pb::SyncNowResponse { job_id }))
+    }
+
+    async fn pause_connector(
+        &self,
+        req: Request<pb::ConnectorRequest>,
+    ) -> Result<Response<pb::ConnectorStatus>, Status> {
+        use docent_connector_api::jobs::ConnectorCommand;
+        let id = req.get_ref().connector.clone();
+        self.command(&req, &id, "PauseConnector", ConnectorCommand::Pause)
+            .await?;
+        // The connector applies it on its next turn; the answer already says so.
+        self.connector(&id)?.status.set_paused(true);
+        Ok(Response::new(self.connector_status(self.connector(&id)?)))
+    }
+
+    async fn resume_connector(
+        &self,
+        req: Request<pb::ConnectorRequest>,
+    ) -> Result<Response<pb::ConnectorStatus>, Status> {
+        use docent_connector_api::jobs::ConnectorCommand;
+        let id = req.get_ref().connector.clone();
+        self.command(&req, &id, "ResumeConnector", ConnectorCommand::Resume)
+            .await?;
+        self.connector(&id)?.status.set_paused(false);
+        Ok(Response::new(self.connector_status(self.connector(&id)?)))
     }
 }

@@ -152,6 +152,7 @@ fn validate(
         modified_at: (d.modified_at > 0).then_some(d.modified_at),
         acl,
         attributes,
+        job: None,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct ConnectorInfo {
     pub id: String,
     pub kind: &'static str,
     pub status: StatusHandle,
+    /// Sync now / pause / resume.
+    pub commands: tokio::sync::mpsc::Sender<docent_connector_api::jobs::ConnectorCommand>,
 }
 
 /// Everything the handlers share.

@@ -17,3 +17,4 @@ mod live_updates;
 mod metrics;
 mod push;
 mod restart;
+mod sync_jobs;

@@ -10,6 +10,7 @@
 //! neither loses nor duplicates documents.
 
 mod acl;
+pub mod jobs;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};
 
@@ -71,6 +72,8 @@ pub struct SourceDocument {
     pub modified_at: Option<i64>,
     pub attributes: BTreeMap<String, String>,
     pub acl: Acl,
+    /// The connector's sync job that sent this version (failures found later are counted in it).
+    pub job: Option<u64>,
 }
 
 /// A connector's opaque resume position, committed atomically with the data before it.
@@ -116,6 +119,11 @@ pub struct ConnectorState {
     /// Unix milliseconds of the last completed full scan.
     pub last_full_scan_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// Paused by an admin: changes are not acted on until resumed.
+    pub paused: bool,
+    /// Jobs, most recent first (at most [`jobs::JOB_HISTORY`]).
+    pub jobs: std::collections::VecDeque<jobs::JobRecord>,
+    pub next_job_id: u64,
 }
 
 /// Shared handle to a connector's [`ConnectorState`].
@@ -140,13 +148,64 @@ impl StatusHandle {
         self.lock().clone()
     }
 
+    pub fn set_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+    }
+
+    /// An id for a job that will start later (the admin API returns it with "sync now").
+    pub fn reserve_job_id(&self) -> u64 {
+        let mut s = self.lock();
+        s.next_job_id += 1;
+        s.next_job_id
+    }
+
+    /// Starts a job (with `id`, or a fresh one) and returns its id.
+    pub fn start_job(
+        &self,
+        id: Option<u64>,
+        kind: &'static str,
+        trigger: &'static str,
+        now_ms: i64,
+    ) -> u64 {
+        let mut s = self.lock();
+        let id = id.unwrap_or_else(|| {
+            s.next_job_id += 1;
+            s.next_job_id
+        });
+        s.jobs.push_front(jobs::JobRecord {
+            id,
+            kind,
+            trigger,
+            started_ms: now_ms,
+            ended_ms: None,
+            state: jobs::JobState::Running,
+            counts: jobs::JobCounts::default(),
+            failures: Vec::new(),
+        });
+        s.jobs.truncate(jobs::JOB_HISTORY);
+        id
+    }
+
+    /// Updates a running job's counts (and failures) in place.
+    pub fn update_job(&self, id: u64, f: impl FnOnce(&mut jobs::JobRecord)) {
+        if let Some(j) = self.lock().jobs.iter_mut().find(|j| j.id == id) {
+            f(j);
+        }
+    }
+
+    pub fn finish_job(&self, id: u64, state: jobs::JobState, now_ms: i64) {
+        self.update_job(id, |j| {
+            j.state = state;
+            j.ended_ms = Some(now_ms);
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ConnectorState> {
         // A panic while holding this lock leaves plain data behind; keep serving it.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Everything a running connector gets from the daemon.
 /// Group memberships a source knows (a share's group database, a wiki's groups): `members` are
 /// `user:<name>` or `group:<name>` principals of `group`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +227,10 @@ impl MembershipSink for NoMemberships {
     fn report(&self, _connector: &str, _groups: Vec<GroupMembership>) {}
 }
 
+/// Everything a running connector gets from the daemon.
 pub struct ConnectorContext {
+    /// Commands from the admin API (sync now, pause, resume).
+    pub commands: mpsc::Receiver<jobs::ConnectorCommand>,
     /// Bounded: `send` waits when the pipeline is behind.
     pub sink: mpsc::Sender<Change>,
     /// Group memberships the connector learns from its source.

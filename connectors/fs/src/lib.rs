@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use docent_connector_api::jobs::{ConnectorCommand, JobState};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedState, Principal,
     SourceDocument, StatusHandle,
@@ -53,6 +54,11 @@ pub struct FsConfig {
     pub group_file: PathBuf,
     /// After each full scan, report the group database's memberships to the identity store.
     pub report_memberships: bool,
+    /// Deletion protection: a reconciliation that would delete more than this percentage of the
+    /// connector's indexed documents (and at least `deletion_protection_min_docs`) deletes
+    /// nothing and reports a blocked job until an admin forces it.
+    pub deletion_protection_percent: u32,
+    pub deletion_protection_min_docs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +129,9 @@ struct Scanner {
     include: Option<GlobSet>,
     exclude: GlobSet,
     names: Arc<PosixNames>,
+    status: StatusHandle,
+    /// The job the scanner's outcomes are counted in.
+    job: Arc<std::sync::atomic::AtomicU64>,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
@@ -140,6 +149,8 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         include,
         exclude,
         names: Arc::new(PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
+        status: ctx.status.clone(),
+        job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -162,18 +173,38 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
 
     // Memberships first: when the crawl's documents become visible, access follows them.
     report_memberships(&cfg, ctx.memberships.as_ref());
-    full_scan(&scanner, &status).await?;
+    reconcile(&scanner, &status, None, "start", false).await?;
     status.set_phase("watching");
 
-    let mut reconcile = tokio::time::interval(cfg.reconcile_interval);
-    reconcile.tick().await; // the first tick is immediate; the crawl just happened
+    let mut commands = ctx.commands;
+    let mut paused = false;
+    let mut reconcile_tick = tokio::time::interval(cfg.reconcile_interval);
+    reconcile_tick.tick().await; // the first tick is immediate; the crawl just happened
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            _ = reconcile.tick() => {
-                report_memberships(&cfg, ctx.memberships.as_ref());
-                full_scan(&scanner, &status).await?;
+            _ = reconcile_tick.tick() => {
+                if !paused {
+                    report_memberships(&cfg, ctx.memberships.as_ref());
+                    reconcile(&scanner, &status, None, "schedule", false).await?;
+                }
             }
+            Some(cmd) = commands.recv() => match cmd {
+                ConnectorCommand::SyncNow { job_id, force_deletions } => {
+                    reconcile(&scanner, &status, Some(job_id), "admin", force_deletions).await?;
+                }
+                ConnectorCommand::Pause => {
+                    paused = true;
+                    status.set_paused(true);
+                    status.set_phase("paused");
+                }
+                ConnectorCommand::Resume => {
+                    paused = false;
+                    status.set_paused(false);
+                    // Catch up on whatever changed while paused.
+                    reconcile(&scanner, &status, None, "resume", false).await?;
+                }
+            },
             Some(first) = ev_rx.recv() => {
                 // Gather a burst of events, then act once per path on its current state.
                 let mut paths = BTreeSet::from([first]);
@@ -185,9 +216,16 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                         Some(p) = ev_rx.recv() => { paths.insert(p); }
                     }
                 }
+                if paused {
+                    // Resuming reconciles, so nothing dropped here is lost.
+                    continue;
+                }
+                let id = status.start_job(None, "watch", "watch", unix_millis());
+                scanner.job.store(id, std::sync::atomic::Ordering::Relaxed);
                 let s = scanner.clone();
                 let paths: Vec<PathBuf> = paths.into_iter().collect();
                 blocking(move || s.apply_paths(&paths)).await?;
+                status.finish_job(id, JobState::Succeeded, unix_millis());
             }
         }
     }
@@ -206,19 +244,73 @@ fn report_memberships(cfg: &FsConfig, sink: &dyn docent_connector_api::Membershi
     sink.report(&cfg.id, m);
 }
 
-async fn full_scan(scanner: &Scanner, status: &StatusHandle) -> Result<(), ConnectorError> {
+/// A reconciliation job: walks everything, upserts what changed, deletes what disappeared
+/// (unless deletion protection stops it), then commits a checkpoint.
+async fn reconcile(
+    scanner: &Scanner,
+    status: &StatusHandle,
+    job_id: Option<u64>,
+    trigger: &'static str,
+    force_deletions: bool,
+) -> Result<(), ConnectorError> {
     status.set_phase("crawling");
+    let id = status.start_job(job_id, "reconcile", trigger, unix_millis());
+    scanner.job.store(id, std::sync::atomic::Ordering::Relaxed);
     let s = scanner.clone();
-    blocking(move || s.reconcile_all()).await?;
+    let outcome = tokio::task::spawn_blocking(move || s.reconcile_all(force_deletions))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConnectorError::Failed {
+                connector: "fs".into(),
+                message: format!("scan task panicked: {e}"),
+            })
+        });
     let now_ms = unix_millis();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            status.finish_job(id, JobState::Failed(e.to_string()), now_ms);
+            return Err(e);
+        }
+    };
+    let state = match outcome {
+        Reconciled::Done => JobState::Succeeded,
+        Reconciled::Cancelled => JobState::Cancelled,
+        Reconciled::DeletionsBlocked(why) => {
+            tracing::warn!(connector = %scanner.cfg.id, "{why}");
+            status.set_error(Some(why.clone()));
+            JobState::Blocked(why)
+        }
+    };
+    if state == JobState::Succeeded {
+        // A forced or ordinary sync that completed clears a deletion-protection alarm.
+        if status
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.starts_with("deletion protection"))
+        {
+            status.set_error(None);
+        }
+    }
+    status.finish_job(id, state, now_ms);
     status.full_scan_done(now_ms);
-    status.set_phase("watching");
+    status.set_phase(if status.snapshot().paused {
+        "paused"
+    } else {
+        "watching"
+    });
     scanner
         .send(Change::Checkpoint {
             connector: scanner.cfg.id.clone(),
             checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms }),
         })
         .await
+}
+
+enum Reconciled {
+    Done,
+    Cancelled,
+    DeletionsBlocked(String),
 }
 
 async fn blocking(
@@ -304,25 +396,65 @@ impl Scanner {
         !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
     }
 
-    /// Walks every root; upserts what changed and deletes what disappeared.
-    fn reconcile_all(&self) -> Result<(), ConnectorError> {
+    /// Counts an outcome in the current job.
+    fn count(&self, f: impl FnOnce(&mut docent_connector_api::jobs::JobRecord)) {
+        let id = self.job.load(std::sync::atomic::Ordering::Relaxed);
+        self.status.update_job(id, f);
+    }
+
+    fn count_failure(&self, id: &str, reason: &str) {
+        self.count(|j| {
+            j.counts.failed += 1;
+            if j.failures.len() < docent_connector_api::jobs::JOB_FAILURES {
+                j.failures.push(docent_connector_api::jobs::JobFailure {
+                    id: id.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        });
+    }
+
+    /// Walks every root; upserts what changed and deletes what disappeared, unless that is more
+    /// than deletion protection allows and `force_deletions` is off.
+    fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         let mut seen = BTreeSet::new();
         for root in &self.cfg.roots {
             if self.shutdown.is_cancelled() {
-                return Ok(());
+                return Ok(Reconciled::Cancelled);
             }
             self.walk(root, root, &mut seen)?;
         }
         if self.shutdown.is_cancelled() {
             // A partial walk must not delete what it did not reach.
-            return Ok(());
+            return Ok(Reconciled::Cancelled);
         }
-        for id in self.indexed.native_ids(&self.cfg.id) {
-            if !seen.contains(&id) {
-                self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
-            }
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        let gone: Vec<String> = indexed
+            .iter()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        let (n, total) = (gone.len() as u64, indexed.len() as u64);
+        if !force_deletions
+            && docent_connector_api::jobs::deletion_blocked(
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            )
+        {
+            return Ok(Reconciled::DeletionsBlocked(format!(
+                "deletion protection: this sync would delete {n} of {total} documents ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
+                n as f64 * 100.0 / total.max(1) as f64,
+                self.cfg.deletion_protection_percent,
+                self.cfg.id
+            )));
         }
-        Ok(())
+        for id in gone {
+            self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
+            self.count(|j| j.counts.deleted += 1);
+        }
+        Ok(Reconciled::Done)
     }
 
     /// Walks `dir` (inside `root`), recording every file it accounts for in `seen`.
@@ -357,6 +489,7 @@ impl Scanner {
                     };
                     // Reported as skipped, which also removes any indexed version: a file we
                     // cannot read now must not keep serving old text under an old ACL.
+                    self.count_failure(&path.to_string_lossy(), &reason);
                     self.send_blocking(Change::Skipped {
                         key: self.key(&path),
                         reason,
@@ -423,6 +556,7 @@ impl Scanner {
                 && !Path::new(&id).exists()
             {
                 self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
+                self.count(|j| j.counts.deleted += 1);
             }
         }
         Ok(())
@@ -430,10 +564,31 @@ impl Scanner {
 
     fn visit_file(&self, root: &Path, path: &Path) -> Result<(), ConnectorError> {
         let key = self.key(path);
+        let known = self.indexed.get(&key).is_some();
         match self.read_if_changed(root, path, &key) {
-            Ok(Some(doc)) => self.send_blocking(Change::Upsert(Box::new(doc))),
-            Ok(None) => Ok(()),
-            Err(reason) => self.send_blocking(Change::Skipped { key, reason }),
+            Ok(Some(doc)) => {
+                self.count(|j| {
+                    j.counts.scanned += 1;
+                    if known {
+                        j.counts.modified += 1;
+                    } else {
+                        j.counts.added += 1;
+                    }
+                });
+                self.send_blocking(Change::Upsert(Box::new(doc)))
+            }
+            Ok(None) => {
+                self.count(|j| {
+                    j.counts.scanned += 1;
+                    j.counts.unchanged += 1;
+                });
+                Ok(())
+            }
+            Err(reason) => {
+                self.count(|j| j.counts.scanned += 1);
+                self.count_failure(&key.native_id, &reason);
+                self.send_blocking(Change::Skipped { key, reason })
+            }
         }
     }
 
@@ -496,6 +651,7 @@ impl Scanner {
             modified_at: Some(meta.mtime()),
             attributes,
             acl,
+            job: Some(self.job.load(std::sync::atomic::Ordering::Relaxed)),
         }))
     }
 
