@@ -10,6 +10,7 @@
 //! neither loses nor duplicates documents.
 
 mod acl;
+pub mod conformance;
 pub mod jobs;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};
