@@ -134,7 +134,11 @@ allow = ["everyone"]
             let id = c.status.reserve_job_id();
             let t = Instant::now();
             c.commands
-                .send(ConnectorCommand::SyncNow { job_id: id, force_deletions: false })
+                .send(ConnectorCommand::SyncNow {
+                    job_id: id,
+                    force_deletions: false,
+                    full: false,
+                })
                 .await?;
             let job = loop {
                 if let Some(j) = c.status.snapshot().jobs.iter().find(|j| j.id == id)

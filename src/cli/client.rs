@@ -571,14 +571,21 @@ fn job_line(j: &pb::Job) -> String {
     )
 }
 
+pub struct SyncHow {
+    pub force_deletions: bool,
+    pub full: bool,
+    pub wait: bool,
+    pub json: bool,
+}
+
 /// `docent sync`: starts a reconciliation; with `wait`, shows progress until it ends.
-pub async fn sync(
-    conn: &ClientArgs,
-    connector: &str,
-    force_deletions: bool,
-    wait: bool,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::Result<ExitCode> {
+    let SyncHow {
+        force_deletions,
+        full,
+        wait,
+        json: as_json,
+    } = how;
     let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
     let id = client
         .sync_now(request(
@@ -586,6 +593,7 @@ pub async fn sync(
             pb::SyncNowRequest {
                 connector: connector.to_string(),
                 force_deletions,
+                full,
             },
         )?)
         .await?

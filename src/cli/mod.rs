@@ -110,6 +110,9 @@ pub enum Command {
         /// Let this sync delete past the deletion-protection threshold.
         #[arg(long)]
         force_deletions: bool,
+        /// Re-read and re-parse every document, not only those whose version changed.
+        #[arg(long)]
+        full: bool,
         #[arg(long)]
         wait: bool,
         #[arg(long)]
@@ -300,9 +303,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connector,
             conn,
             force_deletions,
+            full,
             wait,
             json,
-        } => client::sync(&conn, &connector, force_deletions, wait, json).await,
+        } => {
+            let how = client::SyncHow {
+                force_deletions,
+                full,
+                wait,
+                json,
+            };
+            client::sync(&conn, &connector, how).await
+        }
         Command::Jobs {
             connector,
             id,

@@ -36,6 +36,7 @@ pub fn source_documents(corpus: &[CorpusDoc]) -> Vec<SourceDocument> {
             attributes: BTreeMap::new(),
             acl: Acl::new([Principal::Everyone], []),
             job: None,
+            reparse: false,
         })
         .collect()
 }

@@ -362,6 +362,7 @@ impl Pipeline {
         if let Some(prev) = &previous
             && prev.version == doc.version
             && prev.acl_fingerprint == doc.acl.fingerprint()
+            && !doc.reparse
         {
             return Ok(None);
         }

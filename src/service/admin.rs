@@ -317,6 +317,7 @@ impl pb::admin_server::Admin for AdminService {
         let cmd = ConnectorCommand::SyncNow {
             job_id,
             force_deletions: msg.force_deletions,
+            full: msg.full,
         };
         self.command(&req, &msg.connector, "SyncNow", cmd).await?;
         Ok(Response::new(pb::SyncNowResponse { job_id }))

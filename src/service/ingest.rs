@@ -153,6 +153,7 @@ fn validate(
         acl,
         attributes,
         job: None,
+        reparse: false,
     })
 }
 

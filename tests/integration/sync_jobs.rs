@@ -34,6 +34,10 @@ async fn finished(d: &Running, pick: impl Fn(&pb::Job) -> bool) -> pb::Job {
 }
 
 async fn sync(d: &Running, force: bool) -> pb::Job {
+    sync_how(d, force, false).await
+}
+
+async fn sync_how(d: &Running, force: bool, full: bool) -> pb::Job {
     let mut a = pb::admin_client::AdminClient::new(d.channel().await);
     let id = a
         .sync_now(authed(
@@ -41,6 +45,7 @@ async fn sync(d: &Running, force: bool) -> pb::Job {
             pb::SyncNowRequest {
                 connector: "share".into(),
                 force_deletions: force,
+                full,
             },
         ))
         .await
@@ -152,6 +157,18 @@ async fn check(env: &Env, d: &Running) {
     assert!(j.failures[0].id.ends_with("company/empty.md"));
     assert_eq!(j.failures[0].reason, "empty document");
     assert_eq!(c.unchanged, 29 - removed);
+
+    // A full sync re-reads and re-parses everything and re-embeds nothing unchanged.
+    let before = d.stats().await;
+    let full = sync_how(d, false, true).await;
+    assert_eq!(full.state, "succeeded");
+    eventually(10, "full sync re-parsed the documents", || async {
+        d.stats().await.chunks_reused > before.chunks_reused
+    })
+    .await;
+    let after = d.stats().await;
+    assert_eq!(after.chunks_embedded, before.chunks_embedded, "{after:?}");
+    assert_eq!(after.documents, before.documents);
 
     // The CLI waits for a job and reports it.
     let url = d.url();

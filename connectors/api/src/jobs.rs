@@ -60,7 +60,13 @@ pub struct JobRecord {
 pub enum ConnectorCommand {
     /// Reconcile now, as job `job_id` (reserved with `StatusHandle::reserve_job_id`);
     /// `force_deletions` lets this one job delete past the deletion-protection threshold.
-    SyncNow { job_id: u64, force_deletions: bool },
+    /// Incremental (`full: false`) skips documents whose version and ACL are unchanged; full
+    /// re-reads and re-parses every document (edits that keep the version, parser upgrades).
+    SyncNow {
+        job_id: u64,
+        force_deletions: bool,
+        full: bool,
+    },
     /// Stop acting on changes until resumed (scheduled syncs are skipped too).
     Pause,
     /// Act again, starting with a reconciliation that catches up on what was missed.

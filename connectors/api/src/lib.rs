@@ -75,6 +75,8 @@ pub struct SourceDocument {
     pub acl: Acl,
     /// The connector's sync job that sent this version (failures found later are counted in it).
     pub job: Option<u64>,
+    /// Parse and chunk again even if the version and ACL are what the index holds (a full sync).
+    pub reparse: bool,
 }
 
 /// A connector's opaque resume position, committed atomically with the data before it.

@@ -132,6 +132,8 @@ struct Scanner {
     status: StatusHandle,
     /// The job the scanner's outcomes are counted in.
     job: Arc<std::sync::atomic::AtomicU64>,
+    /// A full sync: read and re-parse every file, changed or not.
+    full: Arc<std::sync::atomic::AtomicBool>,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
@@ -151,6 +153,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         names: Arc::new(PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -190,8 +193,11 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 }
             }
             Some(cmd) = commands.recv() => match cmd {
-                ConnectorCommand::SyncNow { job_id, force_deletions } => {
-                    reconcile(&scanner, &status, Some(job_id), "admin", force_deletions).await?;
+                ConnectorCommand::SyncNow { job_id, force_deletions, full } => {
+                    scanner.full.store(full, std::sync::atomic::Ordering::Relaxed);
+                    let r = reconcile(&scanner, &status, Some(job_id), "admin", force_deletions).await;
+                    scanner.full.store(false, std::sync::atomic::Ordering::Relaxed);
+                    r?;
                 }
                 ConnectorCommand::Pause => {
                     paused = true;
@@ -616,9 +622,11 @@ impl Scanner {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
         let version = format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len());
+        let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(prev) = self.indexed.get(key)
             && prev.version == version
             && prev.acl_fingerprint == acl.fingerprint()
+            && !full
         {
             return Ok(None);
         }
@@ -652,6 +660,7 @@ impl Scanner {
             attributes,
             acl,
             job: Some(self.job.load(std::sync::atomic::Ordering::Relaxed)),
+            reparse: full,
         }))
     }
 
