@@ -5,10 +5,42 @@
 
 use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
 
+/// Deepest page-tree ancestry accepted (real documents have a handful of levels).
+const MAX_PAGE_TREE_DEPTH: usize = 64;
+
+/// Rejects page trees pdf-extract would loop on: a page whose `/Parent` chain has a cycle (it
+/// follows the chain for inherited attributes without a visited set; found by fuzzing) or is
+/// absurdly deep.
+fn check_page_tree(bytes: &[u8]) -> Result<(), ParseError> {
+    let doc =
+        lopdf::Document::load_mem(bytes).map_err(|e| ParseError::Malformed(format!("PDF: {e}")))?;
+    for (page, id) in doc.get_pages() {
+        let mut seen = std::collections::HashSet::from([id]);
+        let mut cur = id;
+        loop {
+            let parent = doc
+                .get_dictionary(cur)
+                .ok()
+                .and_then(|d| d.get(b"Parent").ok())
+                .and_then(|p| p.as_reference().ok());
+            let Some(parent) = parent else { break };
+            if !seen.insert(parent) || seen.len() > MAX_PAGE_TREE_DEPTH {
+                return Err(ParseError::Malformed(format!(
+                    "PDF: the page tree above page {page} has a cycle or is too deep"
+                )));
+            }
+            cur = parent;
+        }
+    }
+    Ok(())
+}
+
 pub fn parse(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     if !bytes.starts_with(b"%PDF-") {
         return Err(ParseError::Malformed("not a PDF (no %PDF- header)".into()));
     }
+    std::panic::catch_unwind(|| check_page_tree(bytes))
+        .map_err(|_| ParseError::Malformed("PDF: the parser failed on this file".into()))??;
     let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
         .map_err(|_| ParseError::Malformed("PDF: the parser failed on this file".into()))?
         .map_err(|e| ParseError::Malformed(format!("PDF: {e}")))?;
@@ -75,6 +107,18 @@ mod tests {
         let bytes = include_bytes!("regressions/pdf-extract-panic-1.pdf");
         let e = parse(bytes, None, "crash.pdf").unwrap_err();
         assert!(matches!(e, ParseError::Malformed(_)), "{e:?}");
+    }
+
+    /// Found by `cargo fuzz` (parse_pdf, a timeout): a page that is its own parent made
+    /// pdf-extract recurse forever.
+    #[test]
+    fn fuzz_regression_parent_cycle() {
+        let bytes = include_bytes!("regressions/pdf-parent-cycle-1.pdf");
+        let e = parse(bytes, None, "cycle.pdf").unwrap_err();
+        assert!(
+            matches!(&e, ParseError::Malformed(m) if m.contains("cycle")),
+            "{e:?}"
+        );
     }
 
     #[test]
