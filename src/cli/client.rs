@@ -471,6 +471,11 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
     } else {
         let docs = push_docs(&a)?;
         anyhow::ensure!(!docs.is_empty(), "nothing to push: give files or --jsonl");
+        let bar = if a.json || docs.len() < 2 {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(docs.len() as u64)
+        };
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         let mut docs = docs.into_iter().peekable();
@@ -489,10 +494,12 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
                     )?)
                     .await?
                     .into_inner();
+                bar.inc(r.results.len() as u64);
                 results.extend(r.results);
                 bytes = 0;
             }
         }
+        bar.finish_and_clear();
     }
     let name = |s: i32| match pb::ItemStatus::try_from(s) {
         Ok(pb::ItemStatus::Accepted) => "accepted",
