@@ -214,6 +214,9 @@ fn sigkill_during_ingestion_loses_and_duplicates_nothing() {
     std::fs::create_dir_all(&corpus).unwrap();
     // Latest revision of each live note; None once deleted.
     let mut rev: Vec<Option<u64>> = vec![Some(0); DOCS];
+    // Per note: the last revision written (kept after deletion) and the one before it.
+    let mut last: Vec<u64> = vec![0; DOCS];
+    let mut before: Vec<Option<u64>> = vec![None; DOCS];
     for i in 0..DOCS {
         write_note(&corpus, i, 0);
     }
@@ -242,6 +245,8 @@ fn sigkill_during_ingestion_loses_and_duplicates_nothing() {
         for _ in 0..12 {
             let i = (rng.next() % rev.len() as u64) as usize;
             if rev[i].is_some() {
+                before[i] = Some(last[i]);
+                last[i] = round + 1;
                 rev[i] = Some(round + 1);
                 write_note(&corpus, i, round + 1);
             }
@@ -252,6 +257,8 @@ fn sigkill_during_ingestion_loses_and_duplicates_nothing() {
                 std::fs::remove_file(corpus.join(format!("note-{i:03}.md"))).unwrap();
             }
             rev.push(Some(round + 1));
+            last.push(round + 1);
+            before.push(None);
             write_note(&corpus, rev.len() - 1, round + 1);
         }
     }
@@ -264,32 +271,35 @@ fn sigkill_during_ingestion_loses_and_duplicates_nothing() {
     // One chunk per note: more chunks than documents would be a duplicate.
     assert_eq!(index["chunks"], files as u64, "{done}");
     assert_eq!(index["documents_failed"], 0, "{done}");
-    // Latest versions only; deleted notes are gone.
-    let mut checked = 0;
+    // Latest versions only (the revision before an edit is gone); deleted notes are gone.
+    let (mut edited, mut deleted) = (0, 0);
     for (i, r) in rev.iter().enumerate() {
-        let name = format!("/note-{i:03}.md");
-        match r {
-            Some(r) if *r > 0 => {
+        match (r, before[i]) {
+            (Some(r), Some(old)) if edited < 25 => {
                 let hits = find(port, &marker(i, *r));
                 assert_eq!(hits.len(), 1, "note {i} rev {r}: {hits:?}");
-                assert!(hits[0].ends_with(&name));
+                assert!(hits[0].ends_with(&format!("/note-{i:03}.md")));
                 assert!(
-                    find(port, &marker(i, 0)).is_empty(),
-                    "note {i}: stale revision 0 still indexed"
+                    find(port, &marker(i, old)).is_empty(),
+                    "note {i}: stale revision {old} still indexed"
                 );
-                checked += 1;
+                edited += 1;
             }
-            None => assert!(
-                find(port, &marker(i, 0))
-                    .iter()
-                    .all(|u| !u.ends_with(&name))
-            ),
+            (None, _) => {
+                assert!(
+                    find(port, &marker(i, last[i])).is_empty(),
+                    "deleted note {i} (rev {}) still indexed",
+                    last[i]
+                );
+                deleted += 1;
+            }
             _ => {}
         }
-        if checked >= 25 {
-            break;
-        }
     }
+    assert!(
+        edited > 0 && deleted > 0,
+        "the rounds must edit and delete notes"
+    );
     let committed = |log: &Path| -> u64 {
         let text = read(log);
         text.lines()

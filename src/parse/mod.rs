@@ -271,6 +271,17 @@ pub fn decode_text(bytes: &[u8]) -> Result<&str, ParseError> {
     Ok(s)
 }
 
+/// The first non-empty line, when short enough to be a title (plain text, PDF).
+pub(crate) fn first_line_title<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    lines
+        .into_iter()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .filter(|l| l.len() <= 120)
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn title_from_name(name: &str) -> String {
     let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
     stem.replace(['_', '-'], " ")
@@ -373,6 +384,16 @@ impl TextBuilder {
     pub fn into_parts(mut self) -> (String, Vec<Block>) {
         self.finish();
         (self.text, self.blocks)
+    }
+
+    /// The finished document with `title` (empty: the parser found none).
+    pub fn into_doc(self, title: String) -> ParsedDoc {
+        let (text, blocks) = self.into_parts();
+        ParsedDoc {
+            title,
+            text,
+            blocks,
+        }
     }
 }
 

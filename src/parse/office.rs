@@ -161,12 +161,7 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         Ev::Text(_) => {}
     })?;
     let title = core_title(&mut zip)?;
-    let (text, blocks) = b.into_parts();
-    Ok(ParsedDoc {
-        title,
-        text,
-        blocks,
-    })
+    Ok(b.into_doc(title))
 }
 
 pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
@@ -228,12 +223,7 @@ pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         })?;
     }
     let core = core_title(&mut zip)?;
-    let (text, blocks) = b.into_parts();
-    Ok(ParsedDoc {
-        title: if core.is_empty() { title } else { core },
-        text,
-        blocks,
-    })
+    Ok(b.into_doc(if core.is_empty() { title } else { core }))
 }
 
 #[cfg(test)]

@@ -57,20 +57,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
             }
         }
     }
-    let title = pages
-        .iter()
-        .flat_map(|p| p.lines())
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .filter(|l| l.len() <= 120)
-        .unwrap_or_default()
-        .to_string();
-    let (text, blocks) = b.into_parts();
-    Ok(ParsedDoc {
-        title,
-        text,
-        blocks,
-    })
+    let title = super::first_line_title(pages.iter().flat_map(|p| p.lines()));
+    Ok(b.into_doc(title))
 }
 
 #[cfg(test)]

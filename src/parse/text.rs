@@ -32,13 +32,7 @@ fn split(src: &str, kind: BlockKind) -> ParsedDoc {
         }
         pos += para.len() + 2;
     }
-    let title = src
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .filter(|l| l.len() <= 120)
-        .unwrap_or_default()
-        .to_string();
+    let title = super::first_line_title(src.lines());
     ParsedDoc {
         title,
         text: src.to_string(),

@@ -4,15 +4,6 @@ use std::process::Command;
 
 use crate::harness::*;
 
-fn docent(args: &[&str], addr: &str, token: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_docent"))
-        .args(args)
-        .env("DOCENT_ADDR", addr)
-        .env("DOCENT_TOKEN", token)
-        .output()
-        .expect("run docent")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_client_commands() {
     let env = Env::example();

@@ -108,18 +108,12 @@ async fn eval_qa_scores_a_running_daemon() {
         .join("\n"),
     )
     .unwrap();
-    let url = d.url();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_docent"))
-            .args(["eval", "qa", "--json"])
-            .arg(&qa)
-            .env("DOCENT_ADDR", url)
-            .env("DOCENT_TOKEN", ALICE)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = docent_async(
+        &["eval", "qa", "--json", qa.to_str().unwrap()],
+        &d.url(),
+        ALICE,
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

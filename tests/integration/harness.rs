@@ -288,3 +288,25 @@ pub fn search_text(r: &pb::SearchResponse) -> String {
 pub fn answer_text(r: &pb::AskResponse) -> String {
     format!("{r:?}")
 }
+
+/// Runs the `docent` binary with `args` against `addr` as `token`.
+pub fn docent(args: &[&str], addr: &str, token: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
+        .args(args)
+        .env("DOCENT_ADDR", addr)
+        .env("DOCENT_TOKEN", token)
+        .output()
+        .expect("run docent")
+}
+
+/// [`docent`] off the async runtime.
+pub async fn docent_async(args: &[&str], addr: &str, token: &str) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (addr, token) = (addr.to_string(), token.to_string());
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docent(&args, &addr, &token)
+    })
+    .await
+    .expect("docent task")
+}

@@ -187,18 +187,19 @@ async fn push_documents_idempotently_with_per_item_results() {
          {\"key\": \"kb-2\", \"version\": \"1\", \"text\": \"nobody\", \"allow\": []}\n",
     )
     .unwrap();
-    let url = d.url();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
-            .args(["ingest", "--source", "crm", "--json", "--jsonl"])
-            .arg(&jsonl)
-            .env("DOCENT_ADDR", url)
-            .env("DOCENT_TOKEN", BOT)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = docent_async(
+        &[
+            "ingest",
+            "--source",
+            "crm",
+            "--json",
+            "--jsonl",
+            jsonl.to_str().unwrap(),
+        ],
+        &d.url(),
+        BOT,
+    )
+    .await;
     assert_eq!(
         out.status.code(),
         Some(1),

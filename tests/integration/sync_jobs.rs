@@ -171,17 +171,7 @@ async fn check(env: &Env, d: &Running) {
     assert_eq!(after.documents, before.documents);
 
     // The CLI waits for a job and reports it.
-    let url = d.url();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
-            .args(["sync", "share", "--wait", "--json"])
-            .env("DOCENT_ADDR", url)
-            .env("DOCENT_TOKEN", ADMIN)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = docent_async(&["sync", "share", "--wait", "--json"], &d.url(), ADMIN).await;
     assert!(
         out.status.success(),
         "{}",

@@ -570,8 +570,9 @@ impl Scanner {
 
     fn visit_file(&self, root: &Path, path: &Path) -> Result<(), ConnectorError> {
         let key = self.key(path);
-        let known = self.indexed.get(&key).is_some();
-        match self.read_if_changed(root, path, &key) {
+        let prev = self.indexed.get(&key);
+        let known = prev.is_some();
+        match self.read_if_changed(root, path, &key, prev) {
             Ok(Some(doc)) => {
                 self.count(|j| {
                     j.counts.scanned += 1;
@@ -605,6 +606,7 @@ impl Scanner {
         root: &Path,
         path: &Path,
         key: &DocKey,
+        prev: Option<docent_connector_api::IndexedDoc>,
     ) -> Result<Option<SourceDocument>, String> {
         let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {e}"))?;
         if !meta.is_file() {
@@ -623,7 +625,7 @@ impl Scanner {
         }
         let version = format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len());
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(prev) = self.indexed.get(key)
+        if let Some(prev) = prev
             && prev.version == version
             && prev.acl_fingerprint == acl.fingerprint()
             && !full
