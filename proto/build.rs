@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("docent_descriptor.bin"))
+        // Malformed request messages are INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::codec::DocentCodec")
         .compile_with_config(config, &PROTOS, &["."])?;
     Ok(())
 }

@@ -6,6 +6,12 @@
 //! Lines are written synchronously under a mutex and flushed, so a line is on disk (in the page
 //! cache) before the response leaves; a write error is logged and counted, never returned to the
 //! caller.
+//!
+//! Refused requests (authentication failures, missing permissions, invalid arguments, shed
+//! load) are audited too, by [`AuditLog::refusal`]: method, caller if known, peer address and the
+//! reason code, never the request body. They are rate-limited by a token bucket
+//! ([`REFUSALS_BURST`], [`REFUSALS_PER_SEC`]) so a flood cannot fill the disk; the number left out
+//! is written with the next refusal that gets through (`suppressed`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -46,6 +52,45 @@ pub struct AuditRecord<'a> {
     pub question: Option<&'a str>,
 }
 
+/// One refused request.
+#[derive(Debug, Serialize)]
+pub struct RefusalRecord<'a> {
+    pub time: String,
+    pub method: &'a str,
+    /// The authenticated identity, when authentication succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Docent's stable reason code (as `outcome` of other records holds an error reason).
+    pub outcome: &'a str,
+    /// The gRPC status code.
+    pub code: &'a str,
+    /// Always true: the request was refused before or instead of its work.
+    pub refused: bool,
+    /// Refusals left out by the rate limit since the last one written.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Refusal records written at once before the rate limit applies.
+pub const REFUSALS_BURST: f64 = 100.0;
+/// Refusal records per second in the long run.
+pub const REFUSALS_PER_SEC: f64 = 10.0;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
 struct Sink {
     file: File,
     size: u64,
@@ -54,6 +99,7 @@ struct Sink {
 pub struct AuditLog {
     cfg: AuditConfig,
     sink: Mutex<Option<Sink>>,
+    refusals: Mutex<Bucket>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -79,6 +125,11 @@ impl AuditLog {
         Ok(Self {
             cfg,
             sink: Mutex::new(Some(sink)),
+            refusals: Mutex::new(Bucket {
+                tokens: REFUSALS_BURST,
+                last: std::time::Instant::now(),
+                suppressed: 0,
+            }),
         })
     }
 
@@ -90,7 +141,26 @@ impl AuditLog {
         &self.cfg.path
     }
 
-    pub fn write(&self, rec: &AuditRecord<'_>) {
+    /// Writes a refused request's record unless the refusal rate limit is spent (then it is
+    /// counted, and the count goes with the next record written).
+    pub fn refusal(&self, mut rec: RefusalRecord<'_>) {
+        {
+            let mut b = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(b.last).as_secs_f64() * REFUSALS_PER_SEC;
+            b.tokens = (b.tokens + refill).min(REFUSALS_BURST);
+            b.last = now;
+            if b.tokens < 1.0 {
+                b.suppressed += 1;
+                return;
+            }
+            b.tokens -= 1.0;
+            rec.suppressed = std::mem::take(&mut b.suppressed);
+        }
+        self.write(&rec);
+    }
+
+    pub fn write(&self, rec: &impl Serialize) {
         let mut line = match serde_json::to_vec(rec) {
             Ok(l) => l,
             Err(e) => {
@@ -199,5 +269,45 @@ mod tests {
         // The newest record is in the live file, nothing is split across files.
         assert!(current.trim_end().ends_with('}'));
         assert!(current.contains("share:doc11.md"));
+    }
+
+    #[test]
+    fn refusals_are_rate_limited_and_count_what_they_leave_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            include_question: false,
+            max_bytes: 1 << 30,
+            keep: 1,
+        })
+        .unwrap();
+        let refusal = || RefusalRecord {
+            time: now_rfc3339(),
+            method: "/docent.v1.Admin/SyncNow",
+            caller: Some("eve"),
+            credential: Some("token"),
+            peer: None,
+            outcome: "ADMIN_REQUIRED",
+            code: "PermissionDenied",
+            refused: true,
+            suppressed: 0,
+        };
+        for _ in 0..1000 {
+            log.refusal(refusal());
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        // The burst, plus what refilled while the loop ran (well under a second when idle).
+        assert!(
+            (100..=300).contains(&lines),
+            "{lines} lines for 1000 refusals"
+        );
+        // Wait for one token, then the next record carries the count of those left out.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        log.refusal(refusal());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["outcome"], "ADMIN_REQUIRED");
+        assert_eq!(last["suppressed"].as_u64().unwrap() as usize, 1000 - lines);
     }
 }

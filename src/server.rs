@@ -30,6 +30,7 @@ use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
 use crate::retrieve::Retriever;
 use crate::service::{
     AdminService, AppState, AssistantService, AuthInterceptor, ConnectorInfo, IngestService,
+    LimitLayer, Limiter, RefusalAuditLayer, Requirement,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -321,7 +322,21 @@ pub async fn start_with(
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
 
     let auth = AuthInterceptor::new(identities.shared(), opts.insecure_dev);
-    let mut builder = Server::builder().layer(crate::metrics::MetricsLayer::new(metrics));
+    let limits = LimitLayer::new(Arc::new(Limiter::new(
+        config.server.max_concurrent_requests,
+        config.server.max_concurrent_per_caller,
+    )));
+    // A push request is decoded before its handler runs: the largest any push source accepts
+    // bounds it (and only callers with the ingest permission get that far).
+    let ingest_limit = state
+        .push
+        .values()
+        .map(|s| s.config.max_request_bytes as usize)
+        .max()
+        .unwrap_or(64 * 1024);
+    let mut builder = Server::builder()
+        .layer(crate::metrics::MetricsLayer::new(metrics))
+        .layer(RefusalAuditLayer::new(state.audit.clone()));
     if let Some(tls) = &config.server.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|source| DaemonError::TlsFile {
@@ -342,19 +357,27 @@ pub async fn start_with(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
+        // Each service: authentication (and the service's requirement) on the headers, then
+        // the concurrency limits, then decoding (tonic's default limit of 4 MiB per message for
+        // the Assistant and Admin services) and the handler.
         .add_service(InterceptedService::new(
-            AssistantServer::new(AssistantService::new(state.clone())),
-            auth.clone(),
+            tower_layer::Layer::layer(
+                &limits,
+                AssistantServer::new(AssistantService::new(state.clone())),
+            ),
+            auth.requiring(Requirement::Authenticated),
         ))
         .add_service(InterceptedService::new(
-            AdminServer::new(AdminService::new(state.clone())),
-            auth.clone(),
+            tower_layer::Layer::layer(&limits, AdminServer::new(AdminService::new(state.clone()))),
+            auth.requiring(Requirement::Admin),
         ))
         .add_service(InterceptedService::new(
-            // Documents up to the push sources' size limit fit in one message.
-            IngestServer::new(IngestService::new(state.clone()))
-                .max_decoding_message_size(256 * 1024 * 1024),
-            auth,
+            tower_layer::Layer::layer(
+                &limits,
+                IngestServer::new(IngestService::new(state.clone()))
+                    .max_decoding_message_size(ingest_limit),
+            ),
+            auth.requiring(Requirement::Ingest),
         ));
     let token = shutdown.clone();
     // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per call.

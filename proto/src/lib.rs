@@ -5,6 +5,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("docent.v1");
 }

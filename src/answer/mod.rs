@@ -30,7 +30,11 @@ pub struct Citation {
     pub uri: String,
     pub chunk_id: String,
     pub span: std::ops::Range<usize>,
+    /// The passage cut to [`SNIPPET_BYTES`]; after PII redaction, cut from the redacted passage.
     pub snippet: String,
+    /// The whole passage text the snippet is cut from. Not sent: PII redaction runs on it, so a
+    /// value the cut would halve is still recognised, and then cuts the snippet again.
+    pub passage: String,
     pub heading_path: Vec<String>,
     /// 1-based page where the format has pages.
     pub page: Option<u32>,
@@ -101,6 +105,9 @@ impl Answer {
     }
 }
 
+/// Length of citation and hit snippets, in bytes (before the ellipsis).
+pub const SNIPPET_BYTES: usize = 320;
+
 /// Shortens text to about `max` bytes at a word boundary.
 pub fn snippet(text: &str, max: usize) -> String {
     let t = crate::parse::collapse_ws(text);
@@ -123,7 +130,8 @@ pub fn citation_for(hit: &Hit) -> Citation {
         uri: c.uri.clone(),
         chunk_id: c.chunk_id.clone(),
         span: c.span.clone(),
-        snippet: snippet(&c.text, 320),
+        snippet: snippet(&c.text, SNIPPET_BYTES),
+        passage: c.text.clone(),
         heading_path: c.heading_path.clone(),
         page: c.page,
     }

@@ -14,6 +14,10 @@ use super::{ClientArgs, FilterArgs, SearchMode};
 pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
     let mut ep = Channel::from_shared(conn.addr.clone())
         .with_context(|| format!("invalid address {}", conn.addr))?;
+    let has_token = conn.token.as_deref().is_some_and(|t| !t.is_empty());
+    if let Some(w) = plaintext_warning(&conn.addr, has_token) {
+        eprintln!("{w}");
+    }
     if conn.addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         let read = |p: &std::path::Path| {
@@ -32,6 +36,27 @@ pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
     ep.connect()
         .await
         .with_context(|| format!("cannot connect to {}", conn.addr))
+}
+
+/// A warning when a bearer token would cross the network in plaintext: `http://` to a host
+/// that is not loopback.
+pub(super) fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
+    let rest = addr.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (has_token && !loopback).then(|| {
+        format!(
+            "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
+             can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
+        )
+    })
 }
 
 pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
@@ -836,5 +861,16 @@ mod tests {
         for bad in ["nonsense", "=x", "a=b|", ">=3"] {
             assert!(parse_where(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn warns_before_a_token_crosses_the_network_in_plaintext() {
+        assert!(plaintext_warning("http://docent.corp.example:7878", true).is_some());
+        assert!(plaintext_warning("http://10.1.2.3:7878", true).is_some());
+        assert!(plaintext_warning("http://127.0.0.1:7878", true).is_none());
+        assert!(plaintext_warning("http://localhost:7878", true).is_none());
+        assert!(plaintext_warning("http://[::1]:7878", true).is_none());
+        assert!(plaintext_warning("https://docent.corp.example", true).is_none());
+        assert!(plaintext_warning("http://docent.corp.example:7878", false).is_none());
     }
 }

@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// Prometheus `/metrics` over HTTP; off when absent.
     pub metrics_listen: Option<SocketAddr>,
     pub tls: Option<TlsConfig>,
+    /// Requests in flight at once, over all callers; more are refused (RESOURCE_EXHAUSTED).
+    pub max_concurrent_requests: usize,
+    /// Requests in flight at once per authenticated identity.
+    pub max_concurrent_per_caller: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +115,14 @@ pub struct PushConfig {
     pub queue_capacity: usize,
     /// Largest document accepted (bytes of content).
     pub max_document_bytes: u64,
+    /// Largest PutDocuments request accepted (bytes, encoded).
+    pub max_request_bytes: u64,
+    /// Who may write to this source (besides holding the `ingest` permission).
+    pub writers: Vec<Principal>,
+    /// The principals a pushed document may allow; `None`: any.
+    pub grantable: Option<std::collections::BTreeSet<Principal>>,
+    /// Prefixes a pushed uri must start with; empty: any `http://` or `https://` uri.
+    pub uri_prefixes: Vec<String>,
 }
 
 impl ConnectorConfig {
@@ -190,7 +202,8 @@ impl Config {
     ) -> Result<IdentityStore, String> {
         let mut loaded = sources::load_all(&self.identity_sources)?;
         loaded.extend(extra);
-        let (ids, groups) = sources::merge(self.identities.clone(), self.groups.clone(), loaded);
+        let (ids, groups) = sources::merge(self.identities.clone(), self.groups.clone(), loaded)
+            .map_err(|c| sources::conflicts_error(&c))?;
         let mut store = IdentityStore::new(ids, groups).with_api_keys(self.api_keys.clone());
         if let Some(j) = &self.jwt {
             store = store.with_jwt(JwtVerifier::load(j.clone())?);
@@ -465,21 +478,30 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     let jwt = security::jwt(&mut is, base, &raw.auth);
     match sources::load_all(&identity_sources) {
         Err(e) => is.add("identity_sources", e),
-        Ok(loaded) => {
-            let (ids, gs) = sources::merge(identities.clone(), groups.clone(), loaded);
-            let store = IdentityStore::new(ids, gs);
-            for cycle in store.group_cycles() {
-                is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
-            }
-            for (i, k) in api_keys.iter().enumerate() {
-                if store.resolve(&k.identity).is_none() {
-                    is.add(
-                        format!("api_keys[{i}].identity"),
-                        format!("unknown identity {:?}", k.identity),
-                    );
+        Ok(loaded) => match sources::merge(identities.clone(), groups.clone(), loaded) {
+            Err(conflicts) => {
+                for c in conflicts {
+                    is.add(c.config_path(), c.config_message());
                 }
             }
-        }
+            Ok((ids, gs)) => {
+                let store = IdentityStore::new(ids, gs);
+                for cycle in store.group_cycles() {
+                    is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
+                }
+                for (i, k) in api_keys.iter().enumerate() {
+                    if store.resolve(&k.identity).is_none() {
+                        is.add(
+                            format!("api_keys[{i}].identity"),
+                            format!("unknown identity {:?}", k.identity),
+                        );
+                    }
+                }
+            }
+        },
+    }
+    for (p, m) in crate::identity::credential_collisions(&identities, &api_keys) {
+        is.add(p, m);
     }
     if let Some(j) = &jwt
         && let Err(e) = JwtVerifier::load(j.clone())
@@ -543,6 +565,34 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                     "roots and acl_rules are for fs connectors; pushed documents carry their ACLs",
                 );
             }
+            let writers = principals(&mut is, &format!("{p}.writers"), &c.writers);
+            if c.writers.is_empty() {
+                is.add(
+                    format!("{p}.writers"),
+                    "a push source needs writers: the principals (user:<id>, group:<g>) that may push to it",
+                );
+            }
+            let grantable = (!c.grantable.is_empty())
+                .then(|| principals(&mut is, &format!("{p}.grantable"), &c.grantable))
+                .map(|v| v.into_iter().collect());
+            for (j, u) in c.uri_prefixes.iter().enumerate() {
+                let host_and_path = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"))
+                    .unwrap_or("");
+                // Ends at a path boundary, so "https://crm.example.com" cannot admit
+                // "https://crm.example.com.evil.example/".
+                if host_and_path.split('/').next().unwrap_or("").is_empty() || !u.ends_with('/') {
+                    is.add(
+                        format!("{p}.uri_prefixes[{j}]"),
+                        "must be an http(s) prefix naming a host and ending with '/', e.g. \"https://crm.example.com/\"",
+                    );
+                }
+            }
+            let max_request_bytes = match c.max_request_bytes {
+                Some(n) => is.range(&format!("{p}.max_request_bytes"), n, 64 * 1024, 1 << 30),
+                None => (max_file_size + (1 << 20)).min(1 << 30),
+            };
             connectors.push(ConnectorConfig::Push(
                 PushConfig {
                     id: c.id.clone(),
@@ -553,10 +603,24 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                         1_000_000,
                     ),
                     max_document_bytes: max_file_size,
+                    max_request_bytes,
+                    writers,
+                    grantable,
+                    uri_prefixes: c.uri_prefixes.clone(),
                 },
                 limits,
             ));
             continue;
+        }
+        if !c.writers.is_empty()
+            || !c.grantable.is_empty()
+            || !c.uri_prefixes.is_empty()
+            || c.max_request_bytes.is_some()
+        {
+            is.add(
+                &p,
+                "writers, grantable, uri_prefixes and max_request_bytes are for push connectors",
+            );
         }
         if c.roots.is_empty() {
             is.add(format!("{p}.roots"), "at least one root is required");
@@ -655,6 +719,18 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             listen,
             metrics_listen,
             tls,
+            max_concurrent_requests: is.range(
+                "server.max_concurrent_requests",
+                raw.server.max_concurrent_requests,
+                1,
+                100_000,
+            ),
+            max_concurrent_per_caller: is.range(
+                "server.max_concurrent_per_caller",
+                raw.server.max_concurrent_per_caller,
+                1,
+                100_000,
+            ),
         },
         index,
         embedding,

@@ -52,6 +52,8 @@ pub struct RawServer {
     pub tls_key: Option<String>,
     pub tls_client_ca: Option<String>,
     pub tls_client_auth: String,
+    pub max_concurrent_requests: usize,
+    pub max_concurrent_per_caller: usize,
 }
 
 impl Default for RawServer {
@@ -63,6 +65,8 @@ impl Default for RawServer {
             tls_key: None,
             tls_client_ca: None,
             tls_client_auth: "optional".into(),
+            max_concurrent_requests: 64,
+            max_concurrent_per_caller: 16,
         }
     }
 }
@@ -379,6 +383,20 @@ pub struct RawConnector {
     /// Push connectors: how many changes may wait for the pipeline.
     #[serde(default = "default_push_queue")]
     pub queue_capacity: usize,
+    /// Push connectors: the principals (`user:<id>`, `group:<g>`) that may write to and delete
+    /// from this source; required (the `ingest` permission alone names no source).
+    #[serde(default)]
+    pub writers: Vec<String>,
+    /// Push connectors: the principals a pushed document may allow; empty: any.
+    #[serde(default)]
+    pub grantable: Vec<String>,
+    /// Push connectors: prefixes a pushed document's uri must start with; empty: any http(s) uri.
+    #[serde(default)]
+    pub uri_prefixes: Vec<String>,
+    /// Push connectors: the largest PutDocuments request (bytes); default: max_file_size_bytes
+    /// plus 1 MiB.
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
     #[serde(default)]
     pub roots: Vec<String>,
     #[serde(default)]
@@ -393,7 +411,7 @@ pub struct RawConnector {
     pub debounce_ms: u64,
     #[serde(default = "yes")]
     pub watch: bool,
-    #[serde(default = "yes")]
+    #[serde(default)]
     pub follow_symlinks: bool,
     #[serde(default)]
     pub acl_rules: Vec<RawAclRule>,

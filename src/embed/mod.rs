@@ -25,6 +25,9 @@ pub enum EmbedError {
     Model { dir: PathBuf, message: String },
     #[error("embedding failed: {0}")]
     Inference(String),
+    /// The request gave up (deadline passed, client gone) before the model ran.
+    #[error("cancelled before embedding")]
+    Cancelled,
 }
 
 /// Turns text into vectors. Implementations are thread-safe and blocking.
@@ -35,6 +38,19 @@ pub trait Embedder: Send + Sync {
     /// Embeds passages in batches.
     fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
+    /// [`Self::embed_query`] for a request that may give up: `cancelled` is asked once the
+    /// model is free, so requests that queued behind others and were abandoned meanwhile do not
+    /// run the model at all.
+    fn embed_query_until(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        if cancelled() {
+            return Err(EmbedError::Cancelled);
+        }
+        self.embed_query(text)
+    }
     /// Counts tokens the way the model does, for chunking.
     fn token_counter(&self) -> Arc<dyn TokenCounter>;
 }
@@ -147,8 +163,12 @@ fn run(
     model: &Mutex<fastembed::TextEmbedding>,
     texts: &[&str],
     batch: usize,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
     let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+    if cancelled() {
+        return Err(EmbedError::Cancelled);
+    }
     let mut out = m
         .embed(texts, Some(batch))
         .map_err(|e| EmbedError::Inference(e.to_string()))?;
@@ -175,7 +195,7 @@ impl Embedder for FastEmbedder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let refs: Vec<&str> = order.iter().map(|&i| texts[i].as_str()).collect();
-        let sorted = run(&self.passages, &refs, self.batch_size)?;
+        let sorted = run(&self.passages, &refs, self.batch_size, &|| false)?;
         let mut out = vec![Vec::new(); texts.len()];
         for (v, &i) in sorted.into_iter().zip(&order) {
             out[i] = v;
@@ -184,7 +204,15 @@ impl Embedder for FastEmbedder {
     }
 
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        run(&self.queries, &[text], 1)?
+        self.embed_query_until(text, &|| false)
+    }
+
+    fn embed_query_until(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        run(&self.queries, &[text], 1, cancelled)?
             .pop()
             .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
     }

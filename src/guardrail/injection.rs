@@ -4,8 +4,9 @@
 //! instructions, reassigning the assistant's role, extracting its prompt, instructions addressed
 //! to an AI inside a document, chat-template markers, exfiltration links). Patterns require the
 //! *object* of the attack (instructions, prompt, the assistant) so that everyday questions about
-//! ignoring, forgetting or overriding things do not trip them. The labelled cases in
-//! `cases/injection.tsv` (attacks and hard negatives) are the test and the measurement.
+//! ignoring, forgetting or overriding things do not trip them. Text is normalised before matching
+//! (Unicode spaces, zero-width and format characters, fullwidth forms; see `normalize.rs`). The
+//! labelled cases in `cases/*.tsv` (attacks and hard negatives) are the test and the measurement.
 
 use std::sync::LazyLock;
 
@@ -115,13 +116,24 @@ pub fn rule_count() -> usize {
     RULES.len()
 }
 
-/// Whether rule `i` matches (benchmarks).
+/// Whether rule `i` matches the normalised text (benchmarks).
 pub fn rule_matches_at(i: usize, text: &str) -> bool {
-    RULES[i].re.is_match(text.as_bytes())
+    super::normalize::forms(text)
+        .iter()
+        .any(|t| RULES[i].re.is_match(t.as_bytes()))
 }
 
-/// The first rule that matches `text`, if any.
+/// The first rule that matches `text`, if any. The rules match the text's normalised forms
+/// ([`super::normalize::forms`]): invisible characters, Unicode spaces and fullwidth forms cannot
+/// split, join or disguise the words they look for.
 pub fn detect(text: &str) -> Option<Detection> {
+    super::normalize::forms(text)
+        .iter()
+        .find_map(detect_normalized)
+}
+
+/// [`detect`] on one normalised form of a text.
+pub fn detect_normalized(text: &str) -> Option<Detection> {
     let bytes = text.as_bytes();
     if !SET.is_match(bytes) {
         return None;
@@ -137,9 +149,10 @@ mod tests {
     use super::*;
 
     /// `attack|benign <TAB> kind <TAB> text`, one case per line; `#` comments.
-    const CASES: [&str; 2] = [
+    const CASES: [&str; 3] = [
         include_str!("cases/injection.tsv"),
         include_str!("cases/injection_round2.tsv"),
+        include_str!("cases/injection_unicode.tsv"),
     ];
     const HOLDOUT: &str = include_str!("cases/injection_holdout.tsv");
 
@@ -150,6 +163,33 @@ mod tests {
         flagged: usize,
         /// Misses and false positives, described.
         errors: Vec<String>,
+    }
+
+    /// A case's text: `\n` is a newline and `\u{XXXX}` the character U+XXXX.
+    fn unescape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find('\\') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix("\\n") {
+                out.push('\n');
+                rest = r;
+            } else if let Some((hex, r)) = rest.strip_prefix("\\u{").and_then(|r| r.split_once('}'))
+            {
+                let c = u32::from_str_radix(hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or_else(|| panic!("bad escape \\u{{{hex}}} in {text}"));
+                out.push(c);
+                rest = r;
+            } else {
+                out.push('\\');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     fn score(cases: &str) -> Score {
@@ -166,7 +206,7 @@ mod tests {
         {
             let mut f = line.splitn(3, '\t');
             let (label, _kind, text) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-            let text = text.replace("\\n", "\n");
+            let text = unescape(text);
             let hit = detect(&text);
             match label {
                 "attack" => {
@@ -203,6 +243,25 @@ mod tests {
         let s = score(&CASES.concat());
         assert!(s.attacks >= 50 && s.benign >= 50, "too few labelled cases");
         assert!(s.errors.is_empty(), "{}", s.errors.join("\n"));
+    }
+
+    /// The Unicode cases are evasions: the rules alone miss every attack, and only
+    /// normalisation catches them.
+    #[test]
+    fn unicode_attacks_need_normalisation() {
+        let cases = include_str!("cases/injection_unicode.tsv");
+        let mut attacks = 0;
+        for line in cases.lines().filter(|l| l.starts_with("attack\t")) {
+            let text = unescape(line.splitn(3, '\t').nth(2).unwrap());
+            assert_eq!(
+                detect_normalized(&text),
+                None,
+                "caught without normalising: {text}"
+            );
+            assert!(detect(&text).is_some(), "missed: {text}");
+            attacks += 1;
+        }
+        assert!(attacks >= 10);
     }
 
     #[test]

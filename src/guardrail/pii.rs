@@ -1,11 +1,13 @@
 //! PII and secret detection with redaction. Each entity type is a pattern plus, where the format
 //! has one, a checksum (Luhn for payment cards, ISO 7064 mod 97 for IBANs) or structural rule
 //! (US SSN area/group/serial ranges, a digit count for phone numbers), which keeps order numbers,
-//! dates and version strings out.
+//! dates and version strings out. Text with Unicode spaces, invisible characters, hyphens or
+//! fullwidth forms is matched both as written and folded to ASCII; redaction always replaces byte
+//! ranges of the original text.
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entity {
@@ -43,7 +45,8 @@ impl Entity {
         Self::ALL.into_iter().find(|e| e.name() == s)
     }
 
-    fn placeholder(self) -> &'static str {
+    /// What a redacted value is replaced with.
+    pub fn placeholder(self) -> &'static str {
         match self {
             Self::Email => "[REDACTED:email]",
             Self::Phone => "[REDACTED:phone]",
@@ -55,44 +58,53 @@ impl Entity {
     }
 }
 
-/// Compiles with ASCII word boundaries and digits: Unicode `\b` keeps the regex engine off its
-/// DFA on non-ASCII text (several times slower), and the formats are ASCII anyway.
-fn re(p: &str) -> Regex {
-    let p = p.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]");
-    Regex::new(&p).expect("valid built-in pattern")
+/// A pattern with ASCII word boundaries and digits: Unicode `\b` keeps the regex engine off its
+/// DFA on non-ASCII text (several times slower), and the formats are ASCII anyway. Text is
+/// folded to ASCII forms first where that matters (see [`fold`]).
+fn ascii(p: &str) -> String {
+    p.replace(r"\b", r"(?-u:\b)").replace(r"\d", "[0-9]")
 }
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+fn re(p: &str) -> Regex {
+    Regex::new(&ascii(p)).expect("valid built-in pattern")
+}
+
+const EMAIL_P: &str = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b";
+const CARD_P: &str = r"\b\d(?:[ -]?\d){12,18}\b";
+const SSN_P: &str = r"\b(\d{3})-(\d{2})-(\d{4})\b";
+const IBAN_P: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b";
+const PHONE_P: &str = r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b|(?:\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}|\b\d{2,4}[ .-]\d{3,4}[ .-]\d{3,5})\b";
+const SECRET_P: [&str; 9] = [
+    // PEM private keys, with or without their END line.
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+    r"\bAKIA[0-9A-Z]{16}\b",
+    r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
+    r"\bgithub_pat_[A-Za-z0-9_]{30,}\b",
+    r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+    r"\bsk-[A-Za-z0-9_-]{20,}",
+    r"\bAIza[0-9A-Za-z_-]{35}\b",
+    r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    // key = value assignments of credentials with a long opaque value.
+    r#"(?i)\b(?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)\s*[:=]\s*["']?[A-Za-z0-9/+_.=-]{12,}"#,
+];
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| re(EMAIL_P));
+static CARD: LazyLock<Regex> = LazyLock::new(|| re(CARD_P));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(SSN_P));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| re(IBAN_P));
+static PHONE: LazyLock<Regex> = LazyLock::new(|| re(PHONE_P));
+static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| SECRET_P.iter().map(|p| re(p)).collect());
+
+/// Every pattern in one automaton: most texts (titles, attribute values, most passages) match
+/// none, and one pass settles that before the per-entity patterns and checksums run.
+static ANY: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(
+        [EMAIL_P, CARD_P, SSN_P, IBAN_P, PHONE_P]
+            .iter()
+            .chain(&SECRET_P)
+            .map(|p| ascii(p)),
     )
-});
-static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){12,18}\b"));
-static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})-(\d{2})-(\d{4})\b"));
-static IBAN: LazyLock<Regex> =
-    LazyLock::new(|| re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"));
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b|(?:\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}|\b\d{2,4}[ .-]\d{3,4}[ .-]\d{3,5})\b",
-    )
-});
-static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    [
-        // PEM private keys, with or without their END line.
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
-        r"\bAKIA[0-9A-Z]{16}\b",
-        r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
-        r"\bgithub_pat_[A-Za-z0-9_]{30,}\b",
-        r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
-        r"\bsk-[A-Za-z0-9_-]{20,}",
-        r"\bAIza[0-9A-Za-z_-]{35}\b",
-        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-        // key = value assignments of credentials with a long opaque value.
-        r#"(?i)\b(?:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)\s*[:=]\s*["']?[A-Za-z0-9/+_.=-]{12,}"#,
-    ]
-    .iter()
-    .map(|p| re(p))
-    .collect()
+    .expect("valid built-in patterns")
 });
 
 fn digits(s: &str) -> Vec<u8> {
@@ -191,11 +203,57 @@ pub struct Finding {
     pub range: std::ops::Range<usize>,
 }
 
-/// Every finding of the enabled entity types, non-overlapping, in text order. Where two overlap
-/// the earlier (then longer) one wins; secrets and cards are matched before phones.
-pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
+/// How one character reads for detection: kept, dropped (invisible), or replaced by ASCII.
+enum Fold {
+    Keep,
+    Drop,
+    Ascii(u8),
+}
+
+fn fold_char(c: char) -> Fold {
+    match c as u32 {
+        0..0x80 => Fold::Keep,
+        _ if super::normalize::is_invisible(c) => Fold::Drop,
+        _ if c.is_whitespace() => Fold::Ascii(b' '),
+        // Hyphens, the non-breaking hyphen, the figure dash, minus signs. (Not the en dash:
+        // ranges in scientific text use it, and it would send much text down this path.)
+        0x2010..=0x2012 | 0x2212 | 0xFE63 => Fold::Ascii(b'-'),
+        // Fullwidth forms of ASCII (digits, letters, `＠`, `．`, `－`).
+        f @ 0xFF01..=0xFF5E => Fold::Ascii((f - 0xFF01 + 0x21) as u8),
+        // Mathematical digits (bold, double-struck, sans-serif, monospace).
+        d @ 0x1D7CE..=0x1D7FF => Fold::Ascii(b'0' + ((d - 0x1D7CE) % 10) as u8),
+        _ => Fold::Keep,
+    }
+}
+
+/// The text with invisible characters dropped and Unicode spaces, hyphens, fullwidth forms and
+/// mathematical digits replaced by ASCII, and for each of its bytes the byte offset of
+/// the original character it came from; `None` when that changes nothing.
+fn fold(text: &str) -> Option<(String, Vec<u32>)> {
+    if text.is_ascii()
+        || !super::normalize::non_ascii(text).any(|c| !matches!(fold_char(c), Fold::Keep))
+    {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut from = Vec::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        match fold_char(c) {
+            Fold::Keep => out.push(c),
+            Fold::Drop => {}
+            Fold::Ascii(b) => out.push(char::from(b)),
+        }
+        from.resize(out.len(), i as u32);
+    }
+    Some((out, from))
+}
+
+/// Findings of the enabled entity types in `text`, unordered and possibly overlapping.
+fn find(text: &str, enabled: &[Entity], found: &mut Vec<Finding>) {
+    if !ANY.is_match(text) {
+        return;
+    }
     let on = |e| enabled.contains(&e);
-    let mut found: Vec<Finding> = Vec::new();
     let mut push = |entity, m: regex::Match<'_>| {
         found.push(Finding {
             entity,
@@ -232,6 +290,29 @@ pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
             .find_iter(text)
             .filter(|m| phone_ok(text, m))
             .for_each(|m| push(Entity::Phone, m));
+    }
+}
+
+/// Every finding of the enabled entity types, non-overlapping, in text order, as byte ranges of
+/// `text`. Where two overlap the earlier (then longer) one wins; secrets and cards are matched
+/// before phones. Text with Unicode spaces, invisible characters or fullwidth forms is also
+/// matched in its ASCII fold (a card number in fullwidth digits, an IBAN with non-breaking
+/// spaces), whose findings are mapped back to the original characters they cover.
+pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
+    let mut found: Vec<Finding> = Vec::new();
+    find(text, enabled, &mut found);
+    if let Some((folded, from)) = fold(text) {
+        let mut more = Vec::new();
+        find(&folded, enabled, &mut more);
+        for f in more {
+            let start = from[f.range.start] as usize;
+            let last = from[f.range.end - 1] as usize;
+            let end = last + text[last..].chars().next().map_or(0, char::len_utf8);
+            found.push(Finding {
+                entity: f.entity,
+                range: start..end,
+            });
+        }
     }
     found.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
     let mut out: Vec<Finding> = Vec::new();
@@ -338,6 +419,58 @@ mod tests {
         assert_eq!(found, [Entity::UsSsn]);
         let (r, _) = redact(t, &Entity::ALL);
         assert_eq!(r, "Mail [REDACTED:email], SSN [REDACTED:us_ssn].");
+    }
+
+    #[test]
+    fn unicode_spaces_invisibles_and_fullwidth_digits_are_detected() {
+        let cases: &[(&str, &str, Entity)] = &[
+            // Fullwidth digits.
+            (
+                "Card ４１１１ １１１１ １１１１ １１１１ on file.",
+                "４１１１ １１１１ １１１１ １１１１",
+                Entity::PaymentCard,
+            ),
+            // Non-breaking and narrow non-breaking spaces between the groups.
+            (
+                "Pay to DE89\u{A0}3704\u{A0}0044\u{202F}0532 0130 00 by Friday.",
+                "DE89\u{A0}3704\u{A0}0044\u{202F}0532 0130 00",
+                Entity::Iban,
+            ),
+            // Zero-width spaces and a soft hyphen inside the number.
+            (
+                "Card 4111\u{200B}1111\u{AD}1111\u{200B}1111.",
+                "4111\u{200B}1111\u{AD}1111\u{200B}1111",
+                Entity::PaymentCard,
+            ),
+            // Non-breaking hyphens in an SSN; a fullwidth at sign in an email.
+            (
+                "SSN 123\u{2011}45\u{2011}6789 here.",
+                "123\u{2011}45\u{2011}6789",
+                Entity::UsSsn,
+            ),
+            (
+                "Mail jane＠fernhill.example now",
+                "jane＠fernhill.example",
+                Entity::Email,
+            ),
+        ];
+        for &(text, want, entity) in cases {
+            let found = detect(text, &Entity::ALL);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].entity, entity, "{text}");
+            assert_eq!(&text[found[0].range.clone()], want, "{text}");
+            // Redaction replaces exactly the original characters.
+            let (r, _) = redact(text, &Entity::ALL);
+            assert_eq!(r, text.replace(want, entity.placeholder()));
+        }
+        // Plain-ASCII findings next to non-ASCII text keep their ranges.
+        let t = "Café: call +1 415-555-0132 — or 4111 1111 1111 1111.";
+        let (r, found) = redact(t, &Entity::ALL);
+        assert_eq!(found, [Entity::Phone, Entity::PaymentCard]);
+        assert_eq!(
+            r,
+            "Café: call [REDACTED:phone] — or [REDACTED:payment_card]."
+        );
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //! Every path fails closed: an unknown, expired, revoked or unverifiable credential authenticates
 //! nobody.
 //!
+//! One name, one identity; one secret, one credential. A name (id or alias) names at most one
+//! identity: [`sources::merge`] refuses a name given to two identities (config check reports it, a
+//! start or reload fails), and a store built from such data anyway drops the clashing aliases (a
+//! canonical id keeps its name; an alias someone else also has names nobody and grants no
+//! principal). A token or key hash shared by two credentials authenticates nobody
+//! ([`credential_collisions`] reports it), and a certificate whose names map to two identities
+//! is refused. Names are compared exactly (case-sensitively), as lookups and ACL matches are.
+//!
 //! Must never: construct a [`Caller`] other than from a verified credential, from an explicit
 //! `--insecure-dev` user, or for an `act_as` target after the actor's permission was checked.
 
@@ -21,7 +29,7 @@ pub mod sources;
 
 pub use registry::{Counts, IdentityRegistry, SharedIdentities};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use docent_connector_api::{Acl, AclDecision};
 use sha2::{Digest, Sha256};
@@ -192,6 +200,8 @@ pub enum AuthError {
     UnknownIdentity,
     #[error("the client certificate maps to no identity")]
     UnknownCertificate,
+    #[error("the client certificate's names map to more than one identity")]
+    AmbiguousCertificate,
 }
 
 impl AuthError {
@@ -204,7 +214,7 @@ impl AuthError {
             Self::KeyRevoked(_) => "KEY_REVOKED",
             Self::Jwt(e) => e.reason(),
             Self::UnknownIdentity => "UNKNOWN_IDENTITY",
-            Self::UnknownCertificate => "UNKNOWN_CLIENT_CERT",
+            Self::UnknownCertificate | Self::AmbiguousCertificate => "UNKNOWN_CLIENT_CERT",
         }
     }
 }
@@ -242,6 +252,8 @@ pub struct IdentityStore {
     /// Canonical ids and aliases → index into `identities`.
     by_name: HashMap<String, usize>,
     by_token: HashMap<[u8; 32], Credential>,
+    /// Hashes given to more than one credential: they authenticate nobody.
+    clashing_tokens: HashSet<[u8; 32]>,
     keys: Vec<ApiKeySpec>,
     parents: BTreeMap<String, Vec<String>>,
     jwt: Option<jwt::JwtVerifier>,
@@ -256,6 +268,58 @@ fn hash_from_hex(h: &str) -> Option<[u8; 32]> {
     <[u8; 32]>::try_from(bytes.as_slice()).ok()
 }
 
+/// API keys whose hash is also an identity's personal token or another key's (one secret would
+/// be two credentials; the store lets it authenticate nobody): `(api_keys[j].sha256, message
+/// naming the first place)`. Hashes are compared as lowercase hex, as validation stores them.
+/// Personal tokens shared by two identities are reported by config validation itself.
+pub fn credential_collisions(
+    identities: &[IdentitySpec],
+    keys: &[ApiKeySpec],
+) -> Vec<(String, String)> {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, id) in identities.iter().enumerate() {
+        if let Some(h) = &id.token_sha256 {
+            seen.entry(h.to_ascii_lowercase())
+                .or_insert_with(|| format!("identities[{i}].token_sha256"));
+        }
+    }
+    let mut out = Vec::new();
+    for (j, k) in keys.iter().enumerate() {
+        let place = format!("api_keys[{j}].sha256");
+        match seen.get(&k.sha256.to_ascii_lowercase()) {
+            Some(first) => out.push((
+                place,
+                format!(
+                    "the same secret is already {first}; a secret must belong to one credential"
+                ),
+            )),
+            None => {
+                seen.insert(k.sha256.to_ascii_lowercase(), place);
+            }
+        }
+    }
+    out
+}
+
+/// Adds a credential unless its hash is taken: then neither authenticates.
+fn add_credential(
+    by_token: &mut HashMap<[u8; 32], Credential>,
+    clashing: &mut HashSet<[u8; 32]>,
+    h: [u8; 32],
+    c: Credential,
+) {
+    if clashing.contains(&h) {
+        return;
+    }
+    if by_token.insert(h, c).is_some() {
+        by_token.remove(&h);
+        clashing.insert(h);
+        tracing::error!(
+            "one token or API key hash is given to two credentials; it authenticates nobody"
+        );
+    }
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -265,7 +329,10 @@ fn now_unix() -> i64 {
 
 impl IdentityStore {
     /// Identities with the same id are merged (aliases and groups united, permissions or-ed);
-    /// token hashes must be valid 64-char hex (config validation guarantees it).
+    /// token hashes must be valid 64-char hex (config validation guarantees it). Names must be
+    /// unique across identities ([`sources::merge`] checks it with the places); here an alias that
+    /// another identity also has (as id or alias) is dropped, so it names nobody and grants no one
+    /// its principal.
     pub fn new(identities: Vec<IdentitySpec>, groups: Vec<GroupSpec>) -> Self {
         let mut merged: Vec<IdentitySpec> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -294,15 +361,42 @@ impl IdentityStore {
                 }
             }
         }
+        // Every name → the identities that claim it (ids are unique after the merge above).
+        let mut claims: HashMap<&str, BTreeSet<usize>> = HashMap::new();
+        for (i, id) in merged.iter().enumerate() {
+            claims.entry(id.id.as_str()).or_default().insert(i);
+            for a in &id.aliases {
+                claims.entry(a.as_str()).or_default().insert(i);
+            }
+        }
+        let clashing: BTreeSet<String> = claims
+            .into_iter()
+            .filter(|(_, owners)| owners.len() > 1)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !clashing.is_empty() {
+            tracing::error!(
+                names = ?clashing,
+                "names given to more than one identity; as aliases they name nobody"
+            );
+            for id in &mut merged {
+                id.aliases.retain(|a| *a == id.id || !clashing.contains(a));
+            }
+        }
         let mut by_name = HashMap::new();
         let mut by_token = HashMap::new();
+        let mut clashing_tokens = HashSet::new();
         for (i, id) in merged.iter().enumerate() {
             by_name.insert(id.id.clone(), i);
             if let Some(h) = id.token_sha256.as_deref().and_then(hash_from_hex) {
-                by_token.insert(h, Credential::Personal(i));
+                add_credential(
+                    &mut by_token,
+                    &mut clashing_tokens,
+                    h,
+                    Credential::Personal(i),
+                );
             }
         }
-        // Aliases never shadow a canonical id.
         for (i, id) in merged.iter().enumerate() {
             for a in &id.aliases {
                 by_name.entry(a.clone()).or_insert(i);
@@ -321,6 +415,7 @@ impl IdentityStore {
             identities: merged,
             by_name,
             by_token,
+            clashing_tokens,
             keys: Vec::new(),
             parents,
             jwt: None,
@@ -328,10 +423,17 @@ impl IdentityStore {
     }
 
     /// Adds API keys; keys bound to an unknown identity are ignored (validation reports them).
+    /// A key whose hash is another credential's authenticates nobody, nor does the other one
+    /// ([`credential_collisions`] reports it).
     pub fn with_api_keys(mut self, keys: Vec<ApiKeySpec>) -> Self {
         for k in keys {
             if let Some(h) = hash_from_hex(&k.sha256) {
-                self.by_token.insert(h, Credential::Key(self.keys.len()));
+                add_credential(
+                    &mut self.by_token,
+                    &mut self.clashing_tokens,
+                    h,
+                    Credential::Key(self.keys.len()),
+                );
                 self.keys.push(k);
             }
         }
@@ -407,12 +509,22 @@ impl IdentityStore {
     }
 
     /// Maps a verified client certificate's names (SAN e-mail addresses and DNS names, then the
-    /// subject common name) to the first identity that has one of them as id or alias.
+    /// subject common name) to the identity that has them as id or alias. Names no identity has
+    /// are skipped; names of two different identities refuse the certificate.
     pub fn authenticate_cert(&self, names: &[String]) -> Result<Caller, AuthError> {
-        names
-            .iter()
-            .find_map(|n| self.lookup(n))
-            .map(|spec| self.caller(spec, Permissions::ALL, "mtls".into()))
+        let mut found: Option<usize> = None;
+        for n in names {
+            match (self.by_name.get(n.as_str()), found) {
+                (Some(&i), Some(f)) if i != f => {
+                    tracing::warn!(names = ?names, "client certificate names two identities; refused");
+                    return Err(AuthError::AmbiguousCertificate);
+                }
+                (Some(&i), _) => found = Some(i),
+                (None, _) => {}
+            }
+        }
+        found
+            .map(|i| self.caller(&self.identities[i], Permissions::ALL, "mtls".into()))
             .ok_or(AuthError::UnknownCertificate)
     }
 
@@ -696,6 +808,131 @@ mod tests {
         assert_eq!(
             s.authenticate_cert(&["x".into()]).unwrap_err(),
             AuthError::UnknownCertificate
+        );
+    }
+
+    #[test]
+    fn cert_names_of_two_identities_are_refused() {
+        let s = store();
+        // SAN e-mail of alice, CN of the bridge: which one is it? Neither.
+        assert_eq!(
+            s.authenticate_cert(&["alice@corp.example".into(), "bridge".into()])
+                .unwrap_err(),
+            AuthError::AmbiguousCertificate
+        );
+        assert_eq!(
+            AuthError::AmbiguousCertificate.reason(),
+            "UNKNOWN_CLIENT_CERT"
+        );
+        // Several names of one identity are fine.
+        let c = s
+            .authenticate_cert(&["1001".into(), "alice".into(), "x".into()])
+            .unwrap();
+        assert_eq!(c.user_id(), "alice");
+    }
+
+    #[test]
+    fn a_store_built_with_a_shared_name_grants_nobody_the_other_identitys_principal() {
+        // `sources::merge` refuses such data; a store built from it anyway fails closed.
+        let s = IdentityStore::new(
+            vec![
+                IdentitySpec {
+                    id: "alice".into(),
+                    aliases: vec!["a@corp.example".into()],
+                    ..Default::default()
+                },
+                IdentitySpec {
+                    id: "bob".into(),
+                    aliases: vec!["alice".into(), "shared".into(), "bob@corp.example".into()],
+                    ..Default::default()
+                },
+                IdentitySpec {
+                    id: "carol".into(),
+                    aliases: vec!["shared".into()],
+                    ..Default::default()
+                },
+            ],
+            vec![],
+        );
+        assert_eq!(s.resolve("alice").unwrap().user_id(), "alice");
+        let bob = s.resolve("bob@corp.example").unwrap();
+        assert!(!bob.principals().contains("user:alice"), "{bob:?}");
+        assert!(!bob.principals().contains("user:shared"), "{bob:?}");
+        assert!(s.resolve("shared").is_none());
+        assert!(
+            !s.resolve("carol")
+                .unwrap()
+                .principals()
+                .contains("user:shared")
+        );
+        assert_eq!(s.whois("bob").unwrap().aliases, ["bob@corp.example"]);
+    }
+
+    #[test]
+    fn a_secret_shared_by_two_credentials_authenticates_nobody() {
+        let key = |id: &str, identity: &str, secret: &str| ApiKeySpec {
+            id: id.into(),
+            identity: identity.into(),
+            sha256: hex::encode(token_hash(secret)),
+            scopes: Permissions::ALL,
+            expires_at: None,
+            revoked: false,
+        };
+        let ids = vec![
+            IdentitySpec {
+                id: "alice".into(),
+                token_sha256: Some(hex::encode(token_hash("shared"))),
+                ..Default::default()
+            },
+            IdentitySpec {
+                id: "bob".into(),
+                token_sha256: Some(hex::encode(token_hash("bob-own"))),
+                ..Default::default()
+            },
+        ];
+        let keys = vec![
+            key("k1", "bob", "shared"),
+            key("k2", "bob", "twice"),
+            key("k3", "alice", "twice"),
+            key("k4", "bob", "fine"),
+        ];
+        assert_eq!(
+            credential_collisions(&ids, &keys),
+            [
+                (
+                    "api_keys[0].sha256".to_string(),
+                    "the same secret is already identities[0].token_sha256; a secret must \
+                     belong to one credential"
+                        .to_string()
+                ),
+                (
+                    "api_keys[2].sha256".to_string(),
+                    "the same secret is already api_keys[1].sha256; a secret must belong to one \
+                     credential"
+                        .to_string()
+                ),
+            ]
+        );
+        let s = IdentityStore::new(ids.clone(), vec![]).with_api_keys(keys);
+        for secret in ["shared", "twice"] {
+            assert_eq!(
+                s.authenticate_bearer_at(secret, 0).unwrap_err(),
+                AuthError::InvalidToken,
+                "{secret}"
+            );
+        }
+        assert_eq!(s.authenticate_token("bob-own").unwrap().user_id(), "bob");
+        assert_eq!(
+            s.authenticate_token("fine").unwrap().credential(),
+            "api_key:k4"
+        );
+        // Two identities with one personal token (config validation reports it).
+        let mut twins = ids;
+        twins[1].token_sha256 = twins[0].token_sha256.clone();
+        assert!(
+            IdentityStore::new(twins, vec![])
+                .authenticate_token("shared")
+                .is_none()
         );
     }
 

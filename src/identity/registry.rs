@@ -1,16 +1,18 @@
 //! The daemon's identity store over time: built from the config (identities, groups, API keys,
 //! identity files, JWKS) plus the group memberships connectors report, rebuilt whole when either
 //! changes and swapped atomically, so each request sees one consistent store. A rebuild that
-//! fails (an unreadable file, a bad config on reload) keeps the current store.
+//! fails (an unreadable file, a bad config on reload, a name given to two identities) keeps the
+//! current store. A report only adds groups to identities the config and identity files define
+//! ([`super::sources::merge`]): it never creates an identity or moves a name to another one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use docent_connector_api::{GroupMembership, MembershipSink, Principal};
+use docent_connector_api::{GroupMembership, MembershipSink};
 
+use super::IdentityStore;
 use super::sources::Loaded;
-use super::{GroupSpec, IdentitySpec, IdentityStore};
 use crate::config::Config;
 
 /// The current store, shared with the authentication interceptor.
@@ -28,29 +30,6 @@ pub type Counts = (usize, usize, usize);
 
 fn counts(s: &IdentityStore) -> Counts {
     (s.identity_count(), s.group_count(), s.api_key_count())
-}
-
-/// Connector memberships as identity data: `user:x` members get the group, `group:y` members
-/// become its subgroups.
-fn as_loaded(groups: &[GroupMembership]) -> Loaded {
-    let mut out = Loaded::default();
-    for g in groups {
-        for m in &g.members {
-            match m {
-                Principal::User(u) => out.identities.push(IdentitySpec {
-                    id: u.clone(),
-                    groups: vec![g.group.clone()],
-                    ..Default::default()
-                }),
-                Principal::Group(sub) => out.groups.push(GroupSpec {
-                    id: sub.clone(),
-                    member_of: vec![g.group.clone()],
-                }),
-                Principal::Everyone => {}
-            }
-        }
-    }
-    out
 }
 
 impl IdentityRegistry {
@@ -76,8 +55,8 @@ impl IdentityRegistry {
             .reported
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|g| as_loaded(g))
+            .iter()
+            .map(|(connector, g)| Loaded::reported(connector, g))
             .collect();
         let store = base.identity_store_with(extra)?;
         let c = counts(&store);
@@ -108,5 +87,142 @@ impl MembershipSink for IdentityRegistry {
                 tracing::error!(connector, error = %e, "identity rebuild failed; keeping the current store")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docent_connector_api::Principal;
+    use std::path::Path;
+
+    fn config(dir: &Path, identities: &str) -> Result<Config, Vec<crate::config::ConfigIssue>> {
+        let text = format!(
+            r#"
+version = 1
+[index]
+data_dir = "data"
+[embedding]
+model_dir = "models/m"
+onnxruntime_lib = "models/ort.so"
+[[identity_sources]]
+format = "json"
+path = "users.json"
+{identities}"#
+        );
+        Config::parse(&text, dir)
+    }
+
+    const PEOPLE: &str = r#"
+[[identities]]
+id = "alice"
+aliases = ["alice@corp.example"]
+token_sha256 = "8989ee243a8829e3364b6eb9cae74f1edfa53e327e5718fe337d23d6ab8b4625"
+[[identities]]
+id = "bob"
+aliases = ["bob@corp.example"]
+"#;
+
+    fn users(dir: &Path, json: &str) {
+        std::fs::write(dir.join("users.json"), json).unwrap();
+    }
+
+    #[test]
+    fn config_check_reports_a_name_of_two_identities_with_both_places() {
+        let dir = tempfile::tempdir().unwrap();
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol","aliases":["bob@corp.example"]}]}"#,
+        );
+        let issues = config(
+            dir.path(),
+            &format!("{PEOPLE}[[identities]]\nid = \"mallory\"\naliases = [\"alice\"]\n"),
+        )
+        .unwrap_err();
+        let alias = issues
+            .iter()
+            .find(|i| i.path == "identities[2].aliases[0]")
+            .unwrap_or_else(|| panic!("{issues:#?}"));
+        assert!(alias.message.contains("identities[0].id"), "{alias}");
+        let file = issues
+            .iter()
+            .find(|i| i.path == "identity_sources[0]")
+            .unwrap_or_else(|| panic!("{issues:#?}"));
+        let users_json = dir.path().join("users.json");
+        assert!(
+            file.message
+                .contains(&format!("{}: users[0].aliases[0]", users_json.display()))
+                && file.message.contains("identities[1].aliases[0]"),
+            "{file}"
+        );
+    }
+
+    #[test]
+    fn a_reload_with_a_name_of_two_identities_keeps_the_current_store() {
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[{"id":"carol","aliases":["U1"]}]}"#);
+        let cfg = config(dir.path(), PEOPLE).unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let before = reg.current();
+        // The file changes after validation: carol now claims alice's alias.
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol","aliases":["U1","alice@corp.example"]}]}"#,
+        );
+        let e = reg.reload(cfg.clone()).unwrap_err();
+        assert!(
+            e.contains("users.json: users[0].aliases[1]") && e.contains("identities[0].aliases[0]"),
+            "{e}"
+        );
+        assert!(Arc::ptr_eq(&before, &reg.current()));
+        // A start with it fails the same way.
+        assert!(IdentityRegistry::new(&cfg).is_err());
+        // A config that fails validation never reaches the registry (`reload_identities` loads
+        // it first), and the registry still serves the old store.
+        assert!(config(dir.path(), PEOPLE).is_err());
+        let alice = reg.current().authenticate_token("alice-dev-token").unwrap();
+        assert_eq!(alice.user_id(), "alice");
+        assert!(
+            !reg.current()
+                .resolve("carol")
+                .unwrap()
+                .principals()
+                .contains("user:alice@corp.example")
+        );
+    }
+
+    #[test]
+    fn reported_members_never_create_or_move_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol","aliases":["posix-carol"]}]}"#,
+        );
+        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
+        let n = reg.current().identity_count();
+        reg.report(
+            "share",
+            vec![GroupMembership {
+                group: "hr".into(),
+                members: vec![
+                    // carol's alias from the identity file: her groups, not a new "posix-carol".
+                    Principal::user("posix-carol"),
+                    Principal::user("bob@corp.example"),
+                    // Nobody: ignored, with a warning.
+                    Principal::user("mallory"),
+                ],
+            }],
+        );
+        let s = reg.current();
+        assert_eq!(s.identity_count(), n);
+        assert_eq!(s.whois("posix-carol").unwrap().id, "carol");
+        assert_eq!(s.whois("carol").unwrap().groups, ["hr"]);
+        assert_eq!(s.whois("bob").unwrap().groups, ["hr"]);
+        assert!(s.whois("mallory").is_none());
+        let alice = s.whois("alice").unwrap();
+        assert!(alice.groups.is_empty(), "{alice:?}");
+        // A later report replaces the connector's previous one.
+        reg.report("share", vec![]);
+        assert!(reg.current().whois("carol").unwrap().groups.is_empty());
     }
 }

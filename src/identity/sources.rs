@@ -1,7 +1,13 @@
 //! Identity data from files an admin points at: an `/etc/group`-style file, a JSON export and a
-//! CSV export. Loaded at start and on every reload; merged with the config's identities by
-//! canonical id, where a file's user name that is an alias of a configured identity means that
-//! identity.
+//! CSV export. Loaded at start and on every reload; merged with the config's identities (and the
+//! memberships connectors report) by [`merge`].
+//!
+//! One name, one identity: a canonical id or alias may name only one identity across the config,
+//! every identity file and every report. A file entry whose id is an existing identity's id or
+//! alias enriches that identity (so a POSIX name or e-mail in a group file lands on the right
+//! person); a name that would belong to two different identities fails the merge with both places
+//! (config check reports it, a reload is refused). Names are compared exactly (case-sensitively),
+//! as every lookup and ACL match is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,10 +43,176 @@ pub struct IdentitySource {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Default)]
+/// Where identity data came from (for error messages and the merge order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The config's `[[identities]]` sections.
+    Config,
+    /// `identity_sources[index]` of the config, read from `path`.
+    File { index: usize, path: PathBuf },
+    /// A connector's group-membership report: it may only add groups to known identities.
+    Connector(String),
+}
+
+/// Where an entry is inside its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// A keyed record: `identities[2]` (config), `users[3]` (JSON).
+    Key(String),
+    /// A line: a group file's group line, a CSV record's line.
+    Line(usize),
+    /// A member of a reported group.
+    Group(String),
+}
+
+/// One identity entry of a source and where it is.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub spec: IdentitySpec,
+    pub at: At,
+}
+
+/// The identity data of one source.
+#[derive(Debug)]
 pub struct Loaded {
-    pub identities: Vec<IdentitySpec>,
+    pub source: Source,
+    pub identities: Vec<Entry>,
     pub groups: Vec<GroupSpec>,
+}
+
+impl Loaded {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            identities: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// Parsed file data whose path and index [`load`] and [`load_all`] fill in.
+    fn file() -> Self {
+        Self::new(Source::File {
+            index: 0,
+            path: PathBuf::new(),
+        })
+    }
+
+    /// A connector's report: `user:x` members get the group (when `x` names an identity),
+    /// `group:y` members become its subgroups.
+    pub fn reported(connector: &str, groups: &[docent_connector_api::GroupMembership]) -> Self {
+        use docent_connector_api::Principal;
+        let mut out = Self::new(Source::Connector(connector.to_string()));
+        for g in groups {
+            for m in &g.members {
+                match m {
+                    Principal::User(u) => out.identities.push(Entry {
+                        spec: IdentitySpec {
+                            id: u.clone(),
+                            groups: vec![g.group.clone()],
+                            ..Default::default()
+                        },
+                        at: At::Group(g.group.clone()),
+                    }),
+                    Principal::Group(sub) => out.groups.push(GroupSpec {
+                        id: sub.clone(),
+                        member_of: vec![g.group.clone()],
+                    }),
+                    Principal::Everyone => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A name's place: its source and where in it (`identities[0].aliases[1]`,
+/// `/etc/docent/users.json: users[3].id`, `/etc/docent/groups: line 4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub source: Source,
+    pub at: String,
+}
+
+impl Place {
+    fn new(source: &Source, at: &At, alias: Option<usize>) -> Self {
+        let at = match (at, alias) {
+            (At::Key(k), None) => format!("{k}.id"),
+            (At::Key(k), Some(j)) => format!("{k}.aliases[{j}]"),
+            (At::Line(n), None) => format!("line {n}"),
+            (At::Line(n), Some(j)) => format!("line {n}, aliases[{j}]"),
+            (At::Group(g), _) => format!("member of group {g:?}"),
+        };
+        Self {
+            source: source.clone(),
+            at,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Config => f.write_str(&self.at),
+            Source::File { path, .. } => write!(f, "{}: {}", path.display(), self.at),
+            Source::Connector(c) => write!(f, "connector {c:?}: {}", self.at),
+        }
+    }
+}
+
+/// One name given to two different identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub name: String,
+    /// Where the name was first given, and the identity it names there.
+    pub first: Place,
+    pub first_identity: String,
+    /// Where it was given again, to another identity.
+    pub second: Place,
+    pub second_identity: String,
+}
+
+impl Conflict {
+    /// The config key to report the conflict under: the second place itself when it is in the
+    /// config, else the identity source it is in.
+    pub fn config_path(&self) -> String {
+        match &self.second.source {
+            Source::Config => self.second.at.clone(),
+            Source::File { index, .. } => format!("identity_sources[{index}]"),
+            Source::Connector(c) => format!("connector {c:?}"),
+        }
+    }
+
+    /// The message under [`Self::config_path`]: both places.
+    pub fn config_message(&self) -> String {
+        let what = format!(
+            "{:?} is already {} (identity {:?}); it cannot also name identity {:?} (a name \
+             must belong to one identity)",
+            self.name, self.first, self.first_identity, self.second_identity
+        );
+        match self.second.source {
+            Source::Config => what,
+            _ => format!("{}: {what}", self.second),
+        }
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.second.source {
+            Source::Config => write!(f, "{}: {}", self.second, self.config_message()),
+            _ => f.write_str(&self.config_message()),
+        }
+    }
+}
+
+/// Conflicts as one error message (a store build or reload that fails on them).
+pub fn conflicts_error(conflicts: &[Conflict]) -> String {
+    let all: Vec<String> = conflicts.iter().map(Conflict::to_string).collect();
+    format!(
+        "ambiguous identity name{}: {}",
+        if conflicts.len() == 1 { "" } else { "s" },
+        all.join("; ")
+    )
 }
 
 fn id_ok(s: &str) -> bool {
@@ -49,6 +221,11 @@ fn id_ok(s: &str) -> bool {
 
 /// Reads one source. Errors name the file and the line or record.
 pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
+    load_at(0, src)
+}
+
+/// [`load`] for `identity_sources[index]`.
+fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, String> {
     let text =
         std::fs::read_to_string(&src.path).map_err(|e| format!("{}: {e}", src.path.display()))?;
     let r = match src.format {
@@ -56,12 +233,18 @@ pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
         SourceFormat::Json => json(&text),
         SourceFormat::Csv => csv_export(&text),
     };
-    r.map_err(|e| format!("{}: {e}", src.path.display()))
+    let mut l = r.map_err(|e| format!("{}: {e}", src.path.display()))?;
+    l.source = Source::File {
+        index,
+        path: src.path.clone(),
+    };
+    Ok(l)
 }
 
 fn group_file(text: &str) -> Result<Loaded, String> {
-    let mut members: HashMap<String, Vec<String>> = HashMap::new();
-    let mut out = Loaded::default();
+    // Member name → (first line, groups).
+    let mut members: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+    let mut out = Loaded::file();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -88,7 +271,8 @@ fn group_file(text: &str) -> Result<Loaded, String> {
             }
             members
                 .entry(m.to_string())
-                .or_default()
+                .or_insert_with(|| (n + 1, Vec::new()))
+                .1
                 .push(fields[0].to_string());
         }
     }
@@ -96,10 +280,13 @@ fn group_file(text: &str) -> Result<Loaded, String> {
     users.sort();
     out.identities = users
         .into_iter()
-        .map(|(id, groups)| IdentitySpec {
-            id,
-            groups,
-            ..Default::default()
+        .map(|(id, (line, groups))| Entry {
+            spec: IdentitySpec {
+                id,
+                groups,
+                ..Default::default()
+            },
+            at: At::Line(line),
         })
         .collect();
     Ok(out)
@@ -134,18 +321,21 @@ struct JsonGroup {
 
 fn json(text: &str) -> Result<Loaded, String> {
     let e: JsonExport = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let mut out = Loaded::default();
+    let mut out = Loaded::file();
     for (i, u) in e.users.into_iter().enumerate() {
         if !id_ok(&u.id) {
             return Err(format!(
                 "users[{i}].id: must be a non-empty id without spaces"
             ));
         }
-        out.identities.push(IdentitySpec {
-            id: u.id,
-            aliases: u.aliases,
-            groups: u.groups,
-            ..Default::default()
+        out.identities.push(Entry {
+            spec: IdentitySpec {
+                id: u.id,
+                aliases: u.aliases,
+                groups: u.groups,
+                ..Default::default()
+            },
+            at: At::Key(format!("users[{i}]")),
         });
     }
     for (i, g) in e.groups.into_iter().enumerate() {
@@ -181,55 +371,201 @@ fn csv_export(text: &str) -> Result<Loaded, String> {
             })
             .unwrap_or_default()
     };
-    let mut out = Loaded::default();
+    let mut out = Loaded::file();
     for (i, rec) in rd.records().enumerate() {
         let rec = rec.map_err(|e| format!("record {}: {e}", i + 1))?;
         let id = rec.get(id_col).unwrap_or("");
         if !id_ok(id) {
             return Err(format!("record {}: bad id {id:?}", i + 1));
         }
-        out.identities.push(IdentitySpec {
-            id: id.to_string(),
-            aliases: list(&rec, aliases_col),
-            groups: list(&rec, groups_col),
-            ..Default::default()
+        let line = rec.position().map_or(i + 2, |p| p.line() as usize);
+        out.identities.push(Entry {
+            spec: IdentitySpec {
+                id: id.to_string(),
+                aliases: list(&rec, aliases_col),
+                groups: list(&rec, groups_col),
+                ..Default::default()
+            },
+            at: At::Line(line),
         });
     }
     Ok(out)
 }
 
-/// Merges file identities into the configured ones: a file user whose name is a configured id or
-/// alias becomes that identity (so a POSIX name or e-mail in a group file lands on the right
-/// person); others become identities of their own (no credentials).
+/// Merges identity data onto the configured identities (`identities[i]` is the config's
+/// `[[identities]]` section `i`), in this order:
+///
+/// 1. configured identities: each id is a new identity (the same id twice is one identity;
+///    config validation reports it), and its id and aliases become its names;
+/// 2. file entries that declare aliases (in source order), then 3. file entries that only name a
+///    user (group-file members; so they land on whoever has the name, whichever file gives it):
+///    an entry whose id is a known name enriches that identity, any other entry is a new identity
+///    (without credentials); its aliases become names of the identity it landed on;
+/// 4. connector reports: a reported `user:x` adds the group to the identity `x` names; a name no
+///    identity has is ignored (a report never creates or renames an identity) and logged.
+///
+/// A name (id or alias) that would name two different identities is a [`Conflict`]; all of them
+/// are returned, each with both places.
 pub fn merge(
-    mut identities: Vec<IdentitySpec>,
+    identities: Vec<IdentitySpec>,
     mut groups: Vec<GroupSpec>,
     loaded: Vec<Loaded>,
-) -> (Vec<IdentitySpec>, Vec<GroupSpec>) {
-    let mut canonical: HashMap<String, String> = HashMap::new();
-    for i in &identities {
-        for a in &i.aliases {
-            canonical.entry(a.clone()).or_insert_with(|| i.id.clone());
-        }
+) -> Result<(Vec<IdentitySpec>, Vec<GroupSpec>), Vec<Conflict>> {
+    let mut m = Merger::default();
+    for (i, spec) in identities.into_iter().enumerate() {
+        m.add(
+            &Source::Config,
+            Entry {
+                spec,
+                at: At::Key(format!("identities[{i}]")),
+            },
+            true,
+        );
     }
-    for i in &identities {
-        canonical.insert(i.id.clone(), i.id.clone());
-    }
+    let mut naming_only = Vec::new();
+    let mut reported = Vec::new();
     for l in loaded {
-        for mut u in l.identities {
-            if let Some(c) = canonical.get(&u.id) {
-                u.id = c.clone();
-            }
-            identities.push(u);
-        }
         groups.extend(l.groups);
+        match &l.source {
+            Source::Connector(c) => reported.push((c.clone(), l.identities)),
+            src => {
+                for e in l.identities {
+                    if e.spec.aliases.is_empty() {
+                        naming_only.push((src.clone(), e));
+                    } else {
+                        m.add(src, e, false);
+                    }
+                }
+            }
+        }
     }
-    (identities, groups)
+    for (src, e) in naming_only {
+        m.add(&src, e, false);
+    }
+    for (connector, entries) in reported {
+        m.attach_reported(&connector, entries);
+    }
+    if m.conflicts.is_empty() {
+        Ok((m.identities, groups))
+    } else {
+        Err(m.conflicts)
+    }
+}
+
+#[derive(Default)]
+struct Merger {
+    identities: Vec<IdentitySpec>,
+    /// Every id and alias → (the identity it names, where it was first given).
+    names: HashMap<String, (usize, Place)>,
+    conflicts: Vec<Conflict>,
+}
+
+impl Merger {
+    /// Gives `name` to identity `owner`; true when it is (now or already) `owner`'s.
+    fn claim(&mut self, name: &str, owner: usize, place: Place) -> bool {
+        match self.names.get(name) {
+            None => {
+                self.names.insert(name.to_string(), (owner, place));
+                true
+            }
+            Some((o, _)) if *o == owner => true,
+            Some((o, first)) => {
+                self.conflicts.push(Conflict {
+                    name: name.to_string(),
+                    first: first.clone(),
+                    first_identity: self.identities[*o].id.clone(),
+                    second: place,
+                    second_identity: self.identities[owner].id.clone(),
+                });
+                false
+            }
+        }
+    }
+
+    /// Adds one entry. Configured entries (`configured`) join an existing identity only by its
+    /// canonical id; file entries by any of its names.
+    fn add(&mut self, source: &Source, e: Entry, configured: bool) {
+        let Entry { spec, at } = e;
+        let existing = self
+            .names
+            .get(&spec.id)
+            .map(|&(o, _)| o)
+            .filter(|&o| !configured || self.identities[o].id == spec.id);
+        let owner = match existing {
+            Some(o) => {
+                let m = &mut self.identities[o];
+                for g in &spec.groups {
+                    if !m.groups.contains(g) {
+                        m.groups.push(g.clone());
+                    }
+                }
+                m.admin |= spec.admin;
+                m.act_as |= spec.act_as;
+                m.ingest |= spec.ingest;
+                if m.token_sha256.is_none() {
+                    m.token_sha256 = spec.token_sha256.clone();
+                }
+                o
+            }
+            None => {
+                let o = self.identities.len();
+                self.identities.push(IdentitySpec {
+                    aliases: Vec::new(),
+                    ..spec.clone()
+                });
+                self.claim(&spec.id, o, Place::new(source, &at, None));
+                o
+            }
+        };
+        for (j, a) in spec.aliases.iter().enumerate() {
+            if self.claim(a, owner, Place::new(source, &at, Some(j))) {
+                let m = &mut self.identities[owner];
+                if *a != m.id && !m.aliases.contains(a) {
+                    m.aliases.push(a.clone());
+                }
+            }
+        }
+    }
+
+    /// A connector's reported members: groups for identities their names resolve to; nothing
+    /// else.
+    fn attach_reported(&mut self, connector: &str, entries: Vec<Entry>) {
+        let mut unknown = Vec::new();
+        for Entry { spec, at } in entries {
+            let Some(&(o, _)) = self.names.get(&spec.id) else {
+                if let At::Group(g) = at {
+                    unknown.push(format!("user:{} in {g}", spec.id));
+                }
+                continue;
+            };
+            let m = &mut self.identities[o];
+            for g in spec.groups {
+                if !m.groups.contains(&g) {
+                    m.groups.push(g);
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            tracing::warn!(
+                connector,
+                ignored = unknown.len(),
+                first = ?&unknown[..unknown.len().min(5)],
+                "reported members that name no identity are ignored (a report only adds groups \
+                 to identities the config and identity files define)"
+            );
+        }
+    }
 }
 
 /// Loads every source; the first failure stops (a reload keeps the previous store).
 pub fn load_all(sources: &[IdentitySource]) -> Result<Vec<Loaded>, String> {
-    sources.iter().map(load).collect()
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| load_at(i, s))
+        .collect()
 }
 
 /// Paths of the sources, for logs.
@@ -260,7 +596,8 @@ mod tests {
             }],
             vec![],
             vec![gf, js, cs],
-        );
+        )
+        .unwrap();
         let s = IdentityStore::new(ids, groups);
         let alice = s.whois("FERNHILL\\alice").unwrap();
         assert_eq!(alice.id, "alice");
@@ -284,5 +621,224 @@ mod tests {
                 .contains("users[0]")
         );
         assert!(csv_export("name\nx\n").unwrap_err().contains("id"));
+    }
+
+    fn id(id: &str, aliases: &[&str]) -> IdentitySpec {
+        IdentitySpec {
+            id: id.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// `l` as `identity_sources[index]` read from `path`.
+    fn at(mut l: Loaded, index: usize, path: &str) -> Loaded {
+        l.source = Source::File {
+            index,
+            path: path.into(),
+        };
+        l
+    }
+
+    fn conflicts(
+        identities: Vec<IdentitySpec>,
+        loaded: Vec<Loaded>,
+    ) -> Vec<(String, String, String)> {
+        merge(identities, vec![], loaded)
+            .unwrap_err()
+            .into_iter()
+            .map(|c| (c.name, c.first.to_string(), c.second.to_string()))
+            .collect()
+    }
+
+    fn conflict(name: &str, first: &str, second: &str) -> (String, String, String) {
+        (name.into(), first.into(), second.into())
+    }
+
+    #[test]
+    fn config_alias_equal_to_another_identitys_id_is_refused_with_both_places() {
+        let c = merge(
+            vec![
+                id("alice", &["alice@corp.example"]),
+                id("carol", &[]),
+                id("bob", &["bob@corp.example", "alice"]),
+            ],
+            vec![],
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(c.len(), 1, "{c:?}");
+        let c = &c[0];
+        assert_eq!(
+            (
+                c.name.as_str(),
+                c.first_identity.as_str(),
+                c.second_identity.as_str()
+            ),
+            ("alice", "alice", "bob")
+        );
+        assert_eq!(c.config_path(), "identities[2].aliases[1]");
+        assert!(c.config_message().contains("identities[0].id"), "{c}");
+        let text = c.to_string();
+        assert!(
+            text.contains("identities[2].aliases[1]") && text.contains("identities[0].id"),
+            "{text}"
+        );
+        // The other order: an id that an earlier identity has as alias.
+        assert_eq!(
+            conflicts(vec![id("bob", &["alice"]), id("alice", &[])], vec![]),
+            [conflict(
+                "alice",
+                "identities[0].aliases[0]",
+                "identities[1].id"
+            )]
+        );
+    }
+
+    #[test]
+    fn config_alias_equal_to_another_identitys_alias_is_refused() {
+        assert_eq!(
+            conflicts(
+                vec![
+                    id("alice", &["1001", "a@corp.example"]),
+                    id("bob", &["a@corp.example"]),
+                ],
+                vec![],
+            ),
+            [conflict(
+                "a@corp.example",
+                "identities[0].aliases[1]",
+                "identities[1].aliases[0]"
+            )]
+        );
+        // An identity repeating its own names is no conflict.
+        assert!(
+            merge(
+                vec![id("alice", &["alice", "1001", "1001"])],
+                vec![],
+                vec![]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn file_entry_introducing_another_identitys_alias_is_refused() {
+        let configured = || vec![id("alice", &["alice@corp.example"]), id("bob", &[])];
+        // A new identity claiming alice's alias.
+        let js =
+            json(r#"{"users":[{"id":"carol"},{"id":"mallory","aliases":["alice@corp.example"]}]}"#)
+                .unwrap();
+        let c = merge(
+            configured(),
+            vec![],
+            vec![at(js, 1, "/etc/docent/users.json")],
+        )
+        .unwrap_err();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].config_path(), "identity_sources[1]");
+        let msg = c[0].config_message();
+        assert!(
+            msg.contains("/etc/docent/users.json: users[1].aliases[0]")
+                && msg.contains("identities[0].aliases[0]")
+                && msg.contains("\"mallory\""),
+            "{msg}"
+        );
+        // An entry that enriches alice (by her alias) must not take bob's id as an alias.
+        let cs =
+            csv_export("id,aliases\ncarol,\nalice@corp.example,FERNHILL\\alice;bob\n").unwrap();
+        assert_eq!(
+            conflicts(configured(), vec![at(cs, 0, "/etc/docent/users.csv")]),
+            [conflict(
+                "bob",
+                "identities[1].id",
+                "/etc/docent/users.csv: line 3, aliases[1]"
+            )]
+        );
+        // Two files giving one alias to two new identities: both file places.
+        let a = json(r#"{"users":[{"id":"u1","aliases":["U024BE7LH"]}]}"#).unwrap();
+        let b = csv_export("id,aliases\nu2,U024BE7LH\n").unwrap();
+        assert_eq!(
+            conflicts(
+                configured(),
+                vec![at(a, 0, "/srv/a.json"), at(b, 1, "/srv/b.csv")]
+            ),
+            [conflict(
+                "U024BE7LH",
+                "/srv/a.json: users[0].aliases[0]",
+                "/srv/b.csv: line 2, aliases[0]"
+            )]
+        );
+    }
+
+    #[test]
+    fn entries_naming_an_identity_by_id_or_alias_enrich_it_in_any_source_order() {
+        // The group file names carol by the alias a later JSON file gives her, and alice by her
+        // configured alias: both enrich, nothing is a new identity or a conflict.
+        let gf = group_file("hr:x:1:posix-carol,alice@corp.example\n").unwrap();
+        let js = json(r#"{"users":[{"id":"carol","aliases":["posix-carol"],"groups":["ops"]}]}"#)
+            .unwrap();
+        let (ids, groups) = merge(
+            vec![id("alice", &["alice@corp.example"])],
+            vec![],
+            vec![at(gf, 0, "/g"), at(js, 1, "/u.json")],
+        )
+        .unwrap();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        let s = IdentityStore::new(ids, groups);
+        assert_eq!(s.whois("posix-carol").unwrap().id, "carol");
+        assert_eq!(s.whois("carol").unwrap().groups, ["hr", "ops"]);
+        assert_eq!(s.whois("alice").unwrap().groups, ["hr"]);
+    }
+
+    #[test]
+    fn names_are_compared_exactly_like_lookups() {
+        // Lookups, principals and ACL matches are case-sensitive, so differently-cased names
+        // are different names: no conflict, and each resolves to its own identity.
+        let (ids, groups) = merge(
+            vec![
+                id("alice", &["alice@corp.example"]),
+                id("alice2", &["Alice@corp.example"]),
+            ],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        let s = IdentityStore::new(ids, groups);
+        assert_eq!(s.whois("alice@corp.example").unwrap().id, "alice");
+        assert_eq!(s.whois("Alice@corp.example").unwrap().id, "alice2");
+        assert!(s.whois("ALICE@corp.example").is_none());
+    }
+
+    #[test]
+    fn reports_only_add_groups_to_the_identities_their_names_resolve_to() {
+        use docent_connector_api::{GroupMembership, Principal};
+        let js = json(r#"{"users":[{"id":"carol","aliases":["posix-carol"]}]}"#).unwrap();
+        let report = Loaded::reported(
+            "share",
+            &[GroupMembership {
+                group: "hr".into(),
+                members: vec![
+                    Principal::user("posix-carol"),
+                    Principal::user("alice@corp.example"),
+                    Principal::user("ghost"),
+                    Principal::group("payroll"),
+                ],
+            }],
+        );
+        let (ids, groups) = merge(
+            vec![id("alice", &["alice@corp.example"])],
+            vec![],
+            vec![report, at(js, 0, "/u.json")],
+        )
+        .unwrap();
+        // No identity for "posix-carol" (which would make the name ambiguous) or "ghost".
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        let s = IdentityStore::new(ids, groups);
+        assert_eq!(s.whois("posix-carol").unwrap().id, "carol");
+        assert_eq!(s.whois("carol").unwrap().groups, ["hr"]);
+        assert_eq!(s.whois("alice").unwrap().groups, ["hr"]);
+        assert!(s.whois("ghost").is_none());
+        assert_eq!(s.expand_groups(&["payroll".into()]).len(), 2);
     }
 }

@@ -204,19 +204,17 @@ pub struct IndexStats {
     pub last_commit: i64,
 }
 
-enum PendingOp {
-    Upsert(String, DocEntry),
-    Delete(String),
-}
-
 pub struct Index {
     path: PathBuf,
     index: tantivy::Index,
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    /// The committed document table (what searches see).
     docs: RwLock<HashMap<String, DocEntry>>,
-    pending: Mutex<Vec<PendingOp>>,
+    /// Written since the last commit, by key: the newest entry, or `None` for a delete. Applied
+    /// to `docs` by the commit, dropped by a rollback.
+    pending: Mutex<HashMap<String, Option<DocEntry>>>,
     payload: RwLock<CommitPayload>,
     vectors: Arc<VectorCache>,
 }
@@ -281,7 +279,7 @@ impl Index {
             reader,
             writer: Mutex::new(writer),
             docs: RwLock::new(HashMap::new()),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
             payload: RwLock::new(payload.clone().unwrap_or_else(|| CommitPayload {
                 model_id: model_id.to_string(),
                 dim,
@@ -346,12 +344,25 @@ impl Index {
         Ok(())
     }
 
+    /// The committed entry of a document: what searches and ACL checks see.
     pub fn doc_entry(&self, key: &str) -> Option<DocEntry> {
         self.docs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// The newest entry of a document, counting writes not committed yet: what the next commit
+    /// will hold. Deciding "unchanged" or "nothing to delete" must look here, or a change that
+    /// follows an uncommitted one is lost.
+    pub fn latest_entry(&self, key: &str) -> Option<DocEntry> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pending.get(key) {
+            return p.clone();
+        }
+        // Still holding `pending`, so a commit cannot move the entry between the two tables.
+        self.doc_entry(key)
     }
 
     pub fn document_count(&self) -> usize {
@@ -423,11 +434,11 @@ impl Index {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(PendingOp::Upsert(key, entry));
+            .insert(key, Some(entry));
         Ok(())
     }
 
-    /// Removes a document (visible after the next commit).
+    /// Removes a document (visible after the next commit), also one written but not committed.
     pub fn delete(&self, key: &DocKey) {
         let key = key.to_string();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -436,7 +447,7 @@ impl Index {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(PendingOp::Delete(key));
+            .insert(key, None);
     }
 
     /// Commits everything written so far together with `checkpoints` (merged into the previous
@@ -458,15 +469,17 @@ impl Index {
         prepared.commit()?;
         drop(writer);
         *self.payload.write().unwrap_or_else(|e| e.into_inner()) = payload;
-        let ops = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         {
+            // Both locks at once (pending, then docs, as everywhere), so no reader sees a write
+            // in neither table.
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             let mut docs = self.docs.write().unwrap_or_else(|e| e.into_inner());
-            for op in ops {
+            for (k, op) in pending.drain() {
                 match op {
-                    PendingOp::Upsert(k, e) => {
+                    Some(e) => {
                         docs.insert(k, e);
                     }
-                    PendingOp::Delete(k) => {
+                    None => {
                         docs.remove(&k);
                     }
                 }
@@ -813,9 +826,11 @@ impl Snapshot<'_> {
     }
 }
 
+/// Connectors see the newest state, uncommitted writes included, so a change that follows an
+/// uncommitted one (a delete after a create, a revert after an edit) is never skipped.
 impl IndexedState for Index {
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
-        self.doc_entry(&key.to_string()).map(|e| IndexedDoc {
+        self.latest_entry(&key.to_string()).map(|e| IndexedDoc {
             version: e.version,
             acl_fingerprint: e.acl_fingerprint,
         })
@@ -823,10 +838,12 @@ impl IndexedState for Index {
 
     fn native_ids(&self, connector: &str) -> Vec<String> {
         let prefix = format!("{connector}:");
-        self.docs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let docs = self.docs.read().unwrap_or_else(|e| e.into_inner());
+        let committed = docs.keys().filter(|k| !pending.contains_key(*k));
+        let written = pending.iter().filter(|(_, e)| e.is_some()).map(|(k, _)| k);
+        committed
+            .chain(written)
             .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
             .collect()
     }

@@ -9,7 +9,9 @@
 //!   reason and never stops the pipeline;
 //! - a document that becomes unindexable (skipped, unparseable) is removed, so stale text or a
 //!   stale ACL never outlives the change that invalidated it;
-//! - unchanged content is never re-embedded: vectors are reused by chunk hash.
+//! - unchanged content is never re-embedded: vectors are reused by chunk hash;
+//! - changes apply in arrival order against the newest state (uncommitted writes included): a
+//!   delete of a key whose upsert is not committed yet wins over that upsert.
 //!
 //! Must never: log document text above debug.
 
@@ -267,27 +269,37 @@ impl Pipeline {
             Delete(DocKey),
         }
         let mut ops = Vec::with_capacity(batch.len());
+        // Keys an earlier change of this batch wrote or deleted: "unchanged" is judged against
+        // the index, which does not show those yet, so a later upsert of them is always applied.
+        let mut touched = std::collections::HashSet::new();
         for change in batch {
             match change {
-                Change::Upsert(doc) => {
+                Change::Upsert(mut doc) => {
                     let job = doc.job;
+                    if !touched.insert(doc.key.clone()) {
+                        doc.reparse = true;
+                    }
                     match self.prepare(*doc) {
                         Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
                         Ok(None) => {}
                         Err((key, reason)) => {
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
-                            let was_indexed = self.index.doc_entry(&key.to_string()).is_some();
+                            let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
                             self.skips
                                 .record_failed_upsert(&key, &reason, job, was_indexed);
                             ops.push(Op::Delete(key));
                         }
                     }
                 }
-                Change::Delete(key) => ops.push(Op::Delete(key)),
+                Change::Delete(key) => {
+                    touched.insert(key.clone());
+                    ops.push(Op::Delete(key));
+                }
                 Change::Skipped { key, reason } => {
                     self.stats.count(&key.connector, 0, 1);
                     self.skips.record(&key, &reason);
+                    touched.insert(key.clone());
                     ops.push(Op::Delete(key));
                 }
                 Change::Checkpoint {
@@ -313,7 +325,9 @@ impl Pipeline {
                 Ok(v) => v,
                 Err(e) => {
                     // The model failing is not a document's fault, but no half-embedded document
-                    // may be written: record the failures and keep the previous versions.
+                    // may be written: record the failures, keep the previous versions, still
+                    // apply the deletions (removed content must not stay searchable), and
+                    // claim no checkpoint (the batch was not fully applied).
                     tracing::error!(error = %e, "embedding failed for a batch");
                     for op in &ops {
                         if let Op::Write(p) = op {
@@ -322,7 +336,15 @@ impl Pipeline {
                                 .record(&p.record.key, &format!("embedding failed: {e}"));
                         }
                     }
-                    return Ok(checkpoints);
+                    for op in ops {
+                        if let Op::Delete(key) = op
+                            && self.index.latest_entry(&key.to_string()).is_some()
+                        {
+                            self.index.delete(&key);
+                            self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    return Ok(BTreeMap::new());
                 }
             }
         }
@@ -345,7 +367,9 @@ impl Pipeline {
                     self.stats.count(&connector, 1, 0);
                 }
                 Op::Delete(key) => {
-                    if self.index.doc_entry(&key.to_string()).is_some() {
+                    // The newest state, not the committed one: a delete that follows an
+                    // uncommitted upsert of the same key must win over it.
+                    if self.index.latest_entry(&key.to_string()).is_some() {
                         self.index.delete(&key);
                         self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -358,7 +382,8 @@ impl Pipeline {
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
     fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String)> {
         let key_str = doc.key.to_string();
-        let previous = self.index.doc_entry(&key_str);
+        // Compared with the newest state: an edit reverted before the commit is a change.
+        let previous = self.index.latest_entry(&key_str);
         if let Some(prev) = &previous
             && prev.version == doc.version
             && prev.acl_fingerprint == doc.acl.fingerprint()
@@ -464,4 +489,124 @@ pub fn embedding_input(title: &str, heading_path: &[String], text: &str) -> Stri
     }
     s.push_str(text);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    //! Interleaved put / delete / move / commit sequences against a model where the last change
+    //! of each key wins, whatever the batching and commit points (issue 9: a delete that arrived
+    //! before the commit of the upsert it cancels was lost).
+
+    use std::collections::BTreeMap;
+
+    use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::embed::test_embedder::BagOfWords;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Put(u8, u8),
+        Delete(u8),
+        /// Key `from` disappears and its content shows up under `to` (a rename).
+        Move(u8, u8),
+        /// Ends the current batch.
+        Flush,
+        /// Ends the batch and commits.
+        Commit,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..4, 0u8..3).prop_map(|(k, v)| Step::Put(k, v)),
+            3 => (0u8..4).prop_map(Step::Delete),
+            2 => (0u8..4, 0u8..4).prop_map(|(a, b)| Step::Move(a, b)),
+            2 => Just(Step::Flush),
+            1 => Just(Step::Commit),
+        ]
+    }
+
+    fn doc(k: u8, v: u8) -> SourceDocument {
+        SourceDocument {
+            key: DocKey::new("c", format!("doc{k}.md")),
+            uri: format!("push://c/doc{k}.md"),
+            title: None,
+            mime: Some("text/markdown".into()),
+            name_hint: format!("doc{k}.md"),
+            content: format!("# Note {k}\n\nRevision {v} of note {k} about kestrels.").into_bytes(),
+            version: v.to_string(),
+            modified_at: None,
+            attributes: BTreeMap::new(),
+            acl: Acl::new([Principal::Everyone], []),
+            job: None,
+            reparse: false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn the_last_change_of_each_key_wins(steps in prop::collection::vec(step(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+            let index =
+                Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+            let pipeline = Pipeline::new(
+                index.clone(),
+                embedder,
+                PipelineConfig {
+                    chunking: ChunkerConfig { max_tokens: 64, overlap_tokens: 8 },
+                    commit_interval: Duration::from_secs(3600),
+                    max_batch: 64,
+                    limits: HashMap::new(),
+                },
+                Arc::default(),
+                Arc::default(),
+            );
+            // key → version, for keys that exist.
+            let mut model: BTreeMap<u8, u8> = BTreeMap::new();
+            let mut batch = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Put(k, v) => {
+                        model.insert(k, v);
+                        batch.push(Change::Upsert(Box::new(doc(k, v))));
+                    }
+                    Step::Delete(k) => {
+                        model.remove(&k);
+                        batch.push(Change::Delete(DocKey::new("c", format!("doc{k}.md"))));
+                    }
+                    Step::Move(a, b) => {
+                        if let Some(v) = model.remove(&a) {
+                            batch.push(Change::Delete(DocKey::new("c", format!("doc{a}.md"))));
+                            model.insert(b, v);
+                            batch.push(Change::Upsert(Box::new(doc(b, v))));
+                        }
+                    }
+                    Step::Flush => {
+                        pipeline.process(std::mem::take(&mut batch)).unwrap();
+                    }
+                    Step::Commit => {
+                        pipeline.process(std::mem::take(&mut batch)).unwrap();
+                        index.commit(BTreeMap::new()).unwrap();
+                    }
+                }
+            }
+            pipeline.process(batch).unwrap();
+            index.commit(BTreeMap::new()).unwrap();
+            for k in 0..4u8 {
+                let entry = index.doc_entry(&format!("c:doc{k}.md"));
+                prop_assert_eq!(
+                    entry.map(|e| e.version),
+                    model.get(&k).map(|v| v.to_string()),
+                    "key {}", k
+                );
+            }
+            // What searches see agrees with the table: each note is one chunk, so one chunk per
+            // live key (no orphaned chunks of a deleted or moved note).
+            prop_assert_eq!(index.stats().chunks, model.len() as u64);
+        }
+    }
 }

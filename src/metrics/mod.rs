@@ -254,6 +254,12 @@ impl Metrics {
             o,
             "# HELP docent_index_size_bytes Bytes on disk of the index.\n# TYPE docent_index_size_bytes gauge\ndocent_index_size_bytes {bytes}"
         );
+        let _ = writeln!(
+            o,
+            "# HELP docent_parsers_overdue Parser threads still running on documents that timed out (documents are refused while {} are).\n# TYPE docent_parsers_overdue gauge\ndocent_parsers_overdue {}",
+            crate::parse::MAX_OVERDUE_PARSERS,
+            crate::parse::overdue_parsers()
+        );
         o
     }
 }

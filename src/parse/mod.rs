@@ -63,6 +63,22 @@ pub enum ParseError {
     TooMuchText { len: usize, max: usize },
     #[error("parsing took longer than {0:?}")]
     Timeout(std::time::Duration),
+    #[error(
+        "{0} parsers are still running on documents that timed out; this one is retried at the next sync"
+    )]
+    ParsersStuck(usize),
+}
+
+/// Parser threads still running after their document timed out (Rust cannot stop a thread).
+static OVERDUE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// At most this many overdue parser threads; past it, documents are refused until some finish,
+/// so hostile inputs cannot pile up spinning threads.
+pub const MAX_OVERDUE_PARSERS: usize = 4;
+
+/// Parser threads still running on documents that timed out (reported in `/metrics`).
+pub fn overdue_parsers() -> usize {
+    OVERDUE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The formats this build parses.
@@ -226,11 +242,24 @@ pub fn parse_limited(
     name: String,
     limits: ParseLimits,
 ) -> Result<ParsedDoc, ParseError> {
+    use std::sync::atomic::Ordering;
+    let overdue = OVERDUE.load(Ordering::Relaxed);
+    if overdue >= MAX_OVERDUE_PARSERS {
+        return Err(ParseError::ParsersStuck(overdue));
+    }
+    // (abandoned by the caller, finished): whoever comes second settles the overdue count.
+    let fate = std::sync::Arc::new(std::sync::Mutex::new((false, false)));
+    let thread_fate = fate.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("docent-parse".into())
         .spawn(move || {
             let _ = tx.send(parse(&bytes, mime.as_deref(), &name));
+            let mut f = thread_fate.lock().unwrap_or_else(|e| e.into_inner());
+            f.1 = true;
+            if f.0 {
+                OVERDUE.fetch_sub(1, Ordering::Relaxed);
+            }
         });
     if spawned.is_err() {
         return Err(ParseError::Malformed("cannot start a parser thread".into()));
@@ -238,6 +267,16 @@ pub fn parse_limited(
     let doc = match rx.recv_timeout(limits.timeout) {
         Ok(r) => r?,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let mut f = fate.lock().unwrap_or_else(|e| e.into_inner());
+            if !f.1 {
+                f.0 = true;
+                let n = OVERDUE.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    overdue = n,
+                    max = MAX_OVERDUE_PARSERS,
+                    "a parser timed out and keeps running"
+                );
+            }
             return Err(ParseError::Timeout(limits.timeout));
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {

@@ -64,6 +64,13 @@ pub enum RetrieveError {
     Embed(#[from] EmbedError),
 }
 
+impl RetrieveError {
+    /// The request gave up (deadline, client gone): not a server fault.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Embed(EmbedError::Cancelled))
+    }
+}
+
 /// One retrieved chunk.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -123,6 +130,34 @@ impl Retriever {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<Hit>, RetrieveError> {
+        self.search_until(scope, query, qvec, mode, filter, limit, &|| false)
+    }
+
+    /// Embeds a query unless the request gave up first (see [`Embedder::embed_query_until`]).
+    pub fn embed_query_until(
+        &self,
+        query: &str,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<f32>, RetrieveError> {
+        Ok(self.embedder.embed_query_until(query, cancelled)?)
+    }
+
+    /// [`Self::search_embedded`] for a request that may give up: `cancelled` is asked before
+    /// each costly step (embedding, the dense leg), so abandoned requests stop using the CPU.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_until(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        qvec: Option<Vec<f32>>,
+        mode: Mode,
+        filter: &SearchFilter,
+        limit: usize,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        if cancelled() {
+            return Err(EmbedError::Cancelled.into());
+        }
         let snap = self.index.snapshot();
         let depth = self.cfg.candidates.max(limit);
         let given = if mode == Mode::Bm25 { None } else { qvec };
@@ -131,7 +166,7 @@ impl Retriever {
             let embedding = match (mode, &given) {
                 (Mode::Bm25, _) | (_, Some(_)) => None,
                 (Mode::Hybrid | Mode::Dense, None) => {
-                    Some(s.spawn(|| self.embedder.embed_query(query)))
+                    Some(s.spawn(|| self.embedder.embed_query_until(query, cancelled)))
                 }
             };
             let bm25 = match mode {
@@ -154,6 +189,9 @@ impl Retriever {
             Ok::<_, RetrieveError>((qvec.transpose()?, bm25?))
         })?;
         let qvec = qvec.or(given);
+        if cancelled() {
+            return Err(EmbedError::Cancelled.into());
+        }
         let dense = match &qvec {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),

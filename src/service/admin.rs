@@ -1,6 +1,9 @@
 //! `docent.v1.Admin`: connector status, index stats and identity tools (who is X, can X read D
 //! and why, reload), for admin identities only. Identity answers name documents by key only
 //! after the admin asked for that key.
+//!
+//! Every method checks the admin right first, before looking at its request (the interceptor
+//! has already refused non-admins; this is the second lock on the same door).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -304,6 +307,9 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::SyncNowRequest>,
     ) -> Result<Response<pb::SyncNowResponse>, Status> {
         use docent_connector_api::jobs::ConnectorCommand;
+        // Authorization before anything that depends on the request: a non-admin learns no
+        // connector names or kinds and consumes no job ids.
+        require_admin(&req)?;
         let msg = req.get_ref().clone();
         let c = self.connector(&msg.connector)?;
         if c.kind == "push" {

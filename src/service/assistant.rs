@@ -12,6 +12,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
+use super::limits::Budget;
 use super::{AppState, Audited, ServiceError, convert};
 use crate::acl::{AclScope, authorize};
 use crate::answer::{self, Answer, AnswerStatus};
@@ -41,13 +42,8 @@ impl AssistantService {
     }
 
     /// The identity the request runs as: the caller, or the user it acts for (`on_behalf_of`,
-    /// which needs the `act_as` permission). Refusals are audited with both ids.
-    fn effective_caller(
-        &self,
-        authn: Caller,
-        on_behalf_of: &str,
-        method: &'static str,
-    ) -> Result<Caller, ServiceError> {
+    /// which needs the `act_as` permission). Refusals are audited by the refusal layer.
+    fn effective_caller(&self, authn: Caller, on_behalf_of: &str) -> Result<Caller, ServiceError> {
         let on_behalf_of = on_behalf_of.trim();
         let caller = if on_behalf_of.is_empty() {
             authn
@@ -61,14 +57,6 @@ impl AssistantService {
                         ActAsError::UnknownUser(_) => "UNKNOWN_USER",
                     };
                     tracing::warn!(caller = authn.user_id(), %on_behalf_of, outcome, "act_as refused");
-                    self.state.record(Audited {
-                        method,
-                        caller: &authn,
-                        outcome,
-                        documents: Vec::new(),
-                        verdicts: &[],
-                        question: None,
-                    });
                     return Err(e.into());
                 }
             }
@@ -86,15 +74,16 @@ impl AssistantService {
         method: &'static str,
     ) -> Result<(Answer, Vec<Verdict>), ServiceError> {
         let msg = req.get_ref();
-        let caller = self.effective_caller(caller(req)?, &msg.on_behalf_of, method)?;
+        let caller = self.effective_caller(caller(req)?, &msg.on_behalf_of)?;
         guardrail::check_question("question", &msg.question)?;
         let filter = convert::filter(msg.filter.clone()).map_err(bad_filter)?;
         let question = msg.question.clone();
         let st = self.state.clone();
         let c = caller.clone();
+        let (budget, _guard) = Budget::of(req);
         let (answer, verdicts) = tokio::task::spawn_blocking(move || {
             let limit = st.answer.max_passages.max(DEFAULT_LIMIT);
-            let r = retrieve(&st, &c, &question, Mode::Hybrid, filter, limit)?;
+            let r = retrieve(&st, &c, &question, Mode::Hybrid, filter, limit, &budget)?;
             let mut verdicts = r.verdicts;
             if let Some(b) = r.blocked {
                 let a = Answer::blocked(&b.message);
@@ -117,7 +106,7 @@ impl AssistantService {
         })
         .await
         .map_err(ServiceError::internal)?
-        .map_err(ServiceError::internal)?;
+        .map_err(retrieve_error)?;
         self.state.metrics.answer(match answer.status {
             AnswerStatus::Answered => AnswerOutcome::Answered,
             AnswerStatus::NoAnswer => AnswerOutcome::NoAnswer,
@@ -161,10 +150,15 @@ fn retrieve(
     mode: Mode,
     mut filter: SearchFilter,
     limit: usize,
+    budget: &Budget,
 ) -> Result<Retrieved, RetrieveError> {
     let principals = caller.principals();
+    let spent = || budget.spent();
+    // Topic guardrails compare this vector too: embed the normalised text, so invisible or
+    // compatibility characters cannot move a question away from a blocked topic.
     let qvec = if st.guardrails.needs_question_vector(principals) {
-        Some(st.retriever.embed_query(query)?)
+        let normalized = guardrail::normalize::normalize(query);
+        Some(st.retriever.embed_query_until(&normalized, &spent)?)
     } else {
         None
     };
@@ -208,7 +202,7 @@ fn retrieve(
     let scope = authorize(caller);
     let hits = st
         .retriever
-        .search_embedded(&scope, query, qvec, mode, &filter, limit)?;
+        .search_until(&scope, query, qvec, mode, &filter, limit, &spent)?;
     let hits = recheck_hits(st, &scope, hits);
     let (hits, v) = st.guardrails.screen_passages(principals, hits);
     verdicts.extend(v);
@@ -217,6 +211,15 @@ fn retrieve(
         verdicts,
         blocked: None,
     })
+}
+
+/// A request that gave up is not a server fault (the client is usually gone by then).
+fn retrieve_error(e: RetrieveError) -> ServiceError {
+    if e.is_cancelled() {
+        ServiceError::Cancelled
+    } else {
+        ServiceError::internal(e)
+    }
 }
 
 fn bad_filter(message: String) -> ServiceError {
@@ -284,8 +287,9 @@ impl pb::assistant_server::Assistant for AssistantService {
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let authn = caller(&req)?;
+        let (budget, _guard) = Budget::of(&req);
         let msg = req.into_inner();
-        let caller = self.effective_caller(authn, &msg.on_behalf_of, "Search")?;
+        let caller = self.effective_caller(authn, &msg.on_behalf_of)?;
         guardrail::check_question("query", &msg.query).map_err(ServiceError::from)?;
         let limit = match msg.limit as usize {
             0 => DEFAULT_LIMIT,
@@ -309,14 +313,14 @@ impl pb::assistant_server::Assistant for AssistantService {
         let query = msg.query.clone();
         let filter = convert::filter(msg.filter).map_err(bad_filter)?;
         let r = tokio::task::spawn_blocking(move || {
-            let mut r = retrieve(&st, &c, &query, mode, filter, limit)?;
+            let mut r = retrieve(&st, &c, &query, mode, filter, limit, &budget)?;
             r.verdicts
                 .extend(st.guardrails.redact_hits(c.principals(), &mut r.hits));
             Ok::<_, RetrieveError>(r)
         })
         .await
         .map_err(ServiceError::internal)?
-        .map_err(ServiceError::internal)?;
+        .map_err(retrieve_error)?;
         let mut verdicts = r.verdicts;
         let blocked = r.blocked.is_some();
         let message = r

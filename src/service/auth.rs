@@ -4,6 +4,12 @@
 //! names; else, only under `--insecure-dev`, the `x-docent-user` header. Anything else:
 //! UNAUTHENTICATED with a stable reason. The identity store is read per request from a swap
 //! cell, so a reload takes effect for the next request.
+//!
+//! A service can demand a permission of every caller ([`Requirement`]): the Admin service
+//! demands an admin, the Ingest service the `ingest` permission. The interceptor runs on the
+//! request headers, before the body is read or decoded, so a caller without that permission
+//! learns nothing (no connector or source name, no job id) and cannot make the daemon buffer
+//! a large request body.
 
 use tonic::{Request, Status};
 
@@ -13,10 +19,40 @@ use crate::identity::{AuthError, Caller, SharedIdentities};
 /// Header naming the user under `--insecure-dev` (no credential checked).
 pub const DEV_USER_HEADER: &str = "x-docent-user";
 
+/// What a whole service demands of every caller, checked before the request body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Authentication only; handlers check the rest (Assistant: the effective caller's query
+    /// permission, after `on_behalf_of`).
+    Authenticated,
+    Admin,
+    Ingest,
+}
+
+/// Filled by the interceptor with who the caller is, for layers outside it (the refusal audit)
+/// that see the request before authentication and the response after it.
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>);
+
+impl CallerSlot {
+    fn set(&self, caller: &Caller) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+            caller.user_id().to_string(),
+            caller.credential().to_string(),
+        ));
+    }
+
+    /// (identity id, credential kind), if the request was authenticated.
+    pub fn get(&self) -> Option<(String, String)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthInterceptor {
     identities: SharedIdentities,
     insecure_dev: bool,
+    requires: Requirement,
 }
 
 impl AuthInterceptor {
@@ -24,6 +60,15 @@ impl AuthInterceptor {
         Self {
             identities,
             insecure_dev,
+            requires: Requirement::Authenticated,
+        }
+    }
+
+    /// The same interceptor demanding `r` of every caller.
+    pub fn requiring(&self, r: Requirement) -> Self {
+        Self {
+            requires: r,
+            ..self.clone()
         }
     }
 
@@ -62,6 +107,19 @@ impl tonic::service::Interceptor for AuthInterceptor {
             credential = caller.credential(),
             "authenticated"
         );
+        if let Some(slot) = req.extensions().get::<CallerSlot>() {
+            slot.set(&caller);
+        }
+        match self.requires {
+            Requirement::Authenticated => {}
+            Requirement::Admin if !caller.is_admin() => {
+                return Err(ServiceError::AdminRequired.into());
+            }
+            Requirement::Ingest if !caller.permissions().ingest => {
+                return Err(ServiceError::ScopeDenied("ingest documents").into());
+            }
+            Requirement::Admin | Requirement::Ingest => {}
+        }
         req.extensions_mut().insert(caller);
         Ok(req)
     }

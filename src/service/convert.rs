@@ -7,6 +7,8 @@ use crate::guardrail::Verdict;
 use crate::index::{AttrFilter, SearchFilter};
 use crate::retrieve::{Hit, Mode};
 
+/// A citation as sent: the snippet, never the whole passage. Every string here is as
+/// [`crate::guardrail::Guardrails::redact_answer`] left it.
 pub fn citation(c: &Citation) -> pb::Citation {
     pb::Citation {
         document_key: c.document_key.clone(),
@@ -23,9 +25,24 @@ pub fn citation(c: &Citation) -> pb::Citation {
     }
 }
 
+/// A search hit: its citation (the snippet cut from the passage) and attributes. Every string
+/// here is as [`crate::guardrail::Guardrails::redact_hits`] left it.
 pub fn hit(h: &Hit) -> pb::SearchHit {
+    let c = &h.chunk;
     pb::SearchHit {
-        citation: Some(citation(&crate::answer::citation_for(h))),
+        citation: Some(pb::Citation {
+            document_key: c.doc_key.clone(),
+            title: c.title.clone(),
+            uri: c.uri.clone(),
+            chunk_id: c.chunk_id.clone(),
+            span: Some(pb::Span {
+                start: c.span.start as u64,
+                end: c.span.end as u64,
+            }),
+            snippet: crate::answer::snippet(&c.text, crate::answer::SNIPPET_BYTES),
+            heading_path: c.heading_path.clone(),
+            page: c.page.unwrap_or(0),
+        }),
         score: h.score,
         bm25_rank: h.bm25_rank.unwrap_or(0),
         dense_rank: h.dense_rank.unwrap_or(0),
@@ -134,5 +151,127 @@ pub fn mode(m: i32) -> Option<Mode> {
         pb::RetrievalMode::Unspecified | pb::RetrievalMode::Hybrid => Some(Mode::Hybrid),
         pb::RetrievalMode::Bm25 => Some(Mode::Bm25),
         pb::RetrievalMode::Dense => Some(Mode::Dense),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::answer::{AnswerSentence, citation_for};
+    use crate::embed::test_embedder::BagOfWords;
+    use crate::guardrail::{GuardrailConfig, Guardrails};
+    use crate::retrieve::test_hit;
+
+    const IBAN: &str = "DE89 3704 0044 0532 0130 00";
+
+    fn guardrails() -> Guardrails {
+        Guardrails::new(GuardrailConfig::default(), &BagOfWords).unwrap()
+    }
+
+    fn who() -> BTreeSet<String> {
+        ["user:a".to_string()].into()
+    }
+
+    /// A hit with the IBAN in every string field that is sent, but not in its text.
+    fn iban_hit() -> Hit {
+        let mut h = test_hit("a", "The refund account is kept by finance.", 0.9);
+        let c = &mut h.chunk;
+        c.title = format!("Refund account {IBAN}");
+        c.uri = "file:///finance/GB82WEST12345698765432.md".into();
+        c.heading_path = vec!["Payments".into(), format!("Account {IBAN}")];
+        c.attributes.insert("account".into(), IBAN.into());
+        h
+    }
+
+    /// Every string of a protobuf citation.
+    fn strings(c: &pb::Citation) -> Vec<&str> {
+        let mut v = vec![
+            c.document_key.as_str(),
+            &c.title,
+            &c.uri,
+            &c.chunk_id,
+            &c.snippet,
+        ];
+        v.extend(c.heading_path.iter().map(String::as_str));
+        v
+    }
+
+    fn assert_no_iban(s: &str) {
+        for part in ["DE89", "3704 0044", "GB82", "WEST1234"] {
+            assert!(!s.contains(part), "{part} in {s:?}");
+        }
+    }
+
+    #[test]
+    fn iban_in_heading_title_uri_and_attributes_is_redacted_in_search_hits() {
+        let g = guardrails();
+        let mut hits = vec![iban_hit()];
+        let v = g.redact_hits(&who(), &mut hits).unwrap();
+        assert_eq!((v.rule.as_str(), v.count), ("iban", 4));
+        let pb = hit(&hits[0]);
+        let c = pb.citation.as_ref().unwrap();
+        strings(c).into_iter().for_each(assert_no_iban);
+        pb.attributes.values().for_each(|v| assert_no_iban(v));
+        assert_eq!(c.title, "Refund account [REDACTED:iban]");
+        assert_eq!(c.heading_path, ["Payments", "Account [REDACTED:iban]"]);
+        assert_eq!(pb.attributes["account"], "[REDACTED:iban]");
+    }
+
+    #[test]
+    fn iban_in_heading_title_and_uri_is_redacted_in_ask_citations() {
+        let g = guardrails();
+        let hits = [iban_hit()];
+        let mut a = Answer {
+            status: AnswerStatus::Answered,
+            sentences: vec![AnswerSentence {
+                text: "The refund account is kept by finance.".into(),
+                citations: vec![0],
+            }],
+            citations: hits.iter().map(citation_for).collect(),
+            message: String::new(),
+        };
+        let v = g.redact_answer(&who(), &mut a).unwrap();
+        assert_eq!((v.rule.as_str(), v.count), ("iban", 3));
+        let verdicts = [v];
+        let pb = answer(&a, &verdicts);
+        assert_eq!(pb.citations.len(), 1);
+        strings(&pb.citations[0])
+            .into_iter()
+            .for_each(assert_no_iban);
+        assert_eq!(pb.citations[0].uri, "file:///finance/[REDACTED:iban].md");
+        assert_eq!(pb.guardrails[0].code, "PII_REDACTED");
+        assert_eq!(pb.guardrails[0].count, 3);
+    }
+
+    #[test]
+    fn card_straddling_the_cut_or_split_by_nbsp_is_not_in_the_sent_snippet() {
+        let g = guardrails();
+        // 309 bytes of words, then the card: a cut snippet would end in "4111 1111".
+        let lead = "word ".repeat(61) + "xxx ";
+        let straddling = lead + "4111 1111 1111 1111 is the company card.";
+        // Non-breaking spaces between the groups: the snippet collapses them to plain spaces.
+        let nbsp = "Company card: 4111\u{A0}1111\u{A0}1111\u{A0}1111.";
+        for text in [straddling.as_str(), nbsp] {
+            let original = vec![test_hit("a", text, 0.9)];
+            let mut hits = original.clone();
+            g.redact_hits(&who(), &mut hits).unwrap();
+            let s = hit(&hits[0]).citation.unwrap().snippet;
+            assert!(!s.contains("4111"), "{s}");
+            let mut a = Answer {
+                status: AnswerStatus::Answered,
+                sentences: vec![],
+                citations: original.iter().map(citation_for).collect(),
+                message: String::new(),
+            };
+            g.redact_answer(&who(), &mut a).unwrap();
+            let s = &answer(&a, &[]).citations[0].snippet;
+            assert!(!s.contains("4111"), "{s}");
+            assert!(
+                s.contains("[REDACTED:payment_card]") || text.len() > 320,
+                "{s}"
+            );
+        }
     }
 }

@@ -17,6 +17,12 @@ pub enum ServiceError {
     AdminRequired,
     #[error("this credential may not {0}")]
     ScopeDenied(&'static str),
+    /// Not a writer of the push source (or no such source: the two are not told apart, so a
+    /// caller learns no source names).
+    #[error("this credential may not write to push source {0:?}")]
+    SourceDenied(String),
+    #[error("{0}")]
+    Overloaded(&'static str),
     #[error("{0}")]
     ActAs(#[from] crate::identity::ActAsError),
     #[error("{what} {name:?} not found")]
@@ -36,6 +42,9 @@ pub enum ServiceError {
         reason: &'static str,
         message: String,
     },
+    /// The client's deadline passed (or it went away) before the work was done.
+    #[error("the request's deadline passed before it was answered")]
+    Cancelled,
     #[error("internal error")]
     Internal(String),
 }
@@ -47,10 +56,13 @@ impl ServiceError {
             Self::Auth(e) => e.reason(),
             Self::AdminRequired => "ADMIN_REQUIRED",
             Self::ScopeDenied(_) => "SCOPE_DENIED",
+            Self::SourceDenied(_) => "SOURCE_DENIED",
+            Self::Overloaded(_) => "OVERLOADED",
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => "ACT_AS_DENIED",
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) => "UNKNOWN_USER",
             Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument { reason, .. } => reason,
+            Self::Cancelled => "DEADLINE_EXCEEDED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -58,13 +70,17 @@ impl ServiceError {
     fn code(&self) -> Code {
         match self {
             Self::Auth(_) => Code::Unauthenticated,
-            Self::AdminRequired | Self::ScopeDenied(_) => Code::PermissionDenied,
+            Self::AdminRequired | Self::ScopeDenied(_) | Self::SourceDenied(_) => {
+                Code::PermissionDenied
+            }
+            Self::Overloaded(_) => Code::ResourceExhausted,
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => Code::PermissionDenied,
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) | Self::NotFound { .. } => {
                 Code::NotFound
             }
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::Cancelled => Code::DeadlineExceeded,
             Self::Internal(_) => Code::Internal,
         }
     }

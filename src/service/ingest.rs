@@ -2,6 +2,12 @@
 //! size, and a parse of its content under the source's limits) and gets its own result; valid
 //! ones are queued to the source's push connector. Idempotent by key and version: a document
 //! the index already holds with the same version and ACL is UNCHANGED.
+//!
+//! Trust: the `ingest` permission is checked by the gate before the request body is read; a
+//! caller must also be one of the source's `writers`. A pushed document cannot set the
+//! attributes Docent owns ([`RESERVED_ATTRIBUTES`]), may only allow the source's `grantable`
+//! principals (when configured), and its uri must be http(s) (under the source's
+//! `uri_prefixes`, when configured): a pushed document cannot pose as a file of a share.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +23,8 @@ use crate::ingest::push::PushSource;
 pub const MAX_PUT: usize = 100;
 pub const MAX_DELETE: usize = 1000;
 const MAX_KEY_BYTES: usize = 1024;
+/// Attributes Docent sets itself; clients may not.
+pub const RESERVED_ATTRIBUTES: [&str; 4] = ["source", "path", "relative_path", "modified_at"];
 
 pub struct IngestService {
     state: Arc<AppState>,
@@ -36,16 +44,14 @@ impl IngestService {
         if !c.permissions().ingest {
             return Err(ServiceError::ScopeDenied("ingest documents"));
         }
+        // An unknown source and one the caller may not write to answer alike.
         let src = self
             .state
             .push
             .get(source)
+            .filter(|s| s.writable_by(c.principals()))
             .cloned()
-            .ok_or_else(|| ServiceError::NotFound {
-                reason: "UNKNOWN_SOURCE",
-                what: "push source",
-                name: source.to_string(),
-            })?;
+            .ok_or_else(|| ServiceError::SourceDenied(source.to_string()))?;
         Ok((c, src))
     }
 }
@@ -71,6 +77,23 @@ fn key_problem(key: &str) -> Option<String> {
     key.chars()
         .any(char::is_control)
         .then(|| "the key contains control characters".into())
+}
+
+/// Why a pushed uri is refused: only http(s) links (so no pushed document poses as a file of a
+/// share), under the source's prefixes when it has some. Empty is fine (Docent makes one).
+fn uri_problem(uri: &str, prefixes: &[String]) -> Option<String> {
+    if uri.is_empty() {
+        return None;
+    }
+    if uri.len() > 4096 || uri.chars().any(char::is_control) {
+        return Some("the uri is over 4096 bytes or contains control characters".into());
+    }
+    if !prefixes.is_empty() {
+        return (!prefixes.iter().any(|p| uri.starts_with(p.as_str())))
+            .then(|| format!("the uri must start with one of {}", prefixes.join(", ")));
+    }
+    (!(uri.starts_with("https://") || uri.starts_with("http://")))
+        .then(|| "the uri must be an http:// or https:// link".into())
 }
 
 fn principals(list: &[String]) -> Result<Vec<Principal>, String> {
@@ -103,8 +126,27 @@ fn validate(
             "no principal may read this document (the ACL allows nobody); it is not indexed".into(),
         ));
     }
+    if let Some(grantable) = &src.config.grantable
+        && let Some(p) = acl.allow.iter().find(|p| !grantable.contains(p))
+    {
+        return Err(reject(format!(
+            "this source may not grant access to {}",
+            p.token()
+        )));
+    }
+    if let Some(a) = RESERVED_ATTRIBUTES
+        .iter()
+        .find(|a| d.attributes.contains_key(**a))
+    {
+        return Err(reject(format!(
+            "attribute {a:?} is set by Docent, not by clients"
+        )));
+    }
+    if let Some(p) = uri_problem(&d.uri, &src.config.uri_prefixes) {
+        return Err(reject(p));
+    }
     let doc_key = DocKey::new(&src.config.id, &key);
-    if let Some(e) = st.index.doc_entry(&doc_key.to_string())
+    if let Some(e) = st.index.latest_entry(&doc_key.to_string())
         && e.version == d.version
         && e.acl_fingerprint == acl.fingerprint()
     {
@@ -135,8 +177,7 @@ fn validate(
     // than only showing up in the admin's skip list. (The pipeline parses it again.)
     crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits)
         .map_err(|e| reject(e.to_string()))?;
-    let mut attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
-    attributes.remove("source");
+    let attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
     Ok(SourceDocument {
         key: doc_key,
         uri: if d.uri.is_empty() {
@@ -165,6 +206,18 @@ impl pb::ingest_server::Ingest for IngestService {
     ) -> Result<Response<pb::PutDocumentsResponse>, Status> {
         let (who, src) = self.source(&req, &req.get_ref().source)?;
         let msg = req.into_inner();
+        let size = prost::Message::encoded_len(&msg) as u64;
+        if size > src.config.max_request_bytes {
+            return Err(ServiceError::InvalidArgument {
+                reason: "REQUEST_TOO_LARGE",
+                field: "documents",
+                message: format!(
+                    "{size} bytes; this source accepts at most {} bytes per request",
+                    src.config.max_request_bytes
+                ),
+            }
+            .into());
+        }
         if msg.documents.len() > MAX_PUT {
             return Err(ServiceError::InvalidArgument {
                 reason: "BATCH_TOO_LARGE",
@@ -192,6 +245,7 @@ impl pb::ingest_server::Ingest for IngestService {
                 Ok(doc) => {
                     let key = doc.key.native_id.clone();
                     accepted.push(doc.key.to_string());
+                    src.remember(&key, &self.state.index);
                     if !src.send(Change::Upsert(Box::new(doc))).await {
                         return Err(Status::unavailable("the daemon is shutting down"));
                     }
@@ -233,7 +287,16 @@ impl pb::ingest_server::Ingest for IngestService {
                 continue;
             }
             let doc_key = DocKey::new(&src.config.id, &key);
-            if self.state.index.doc_entry(&doc_key.to_string()).is_none() {
+            // Known if indexed, written but not committed, or accepted and still queued: the
+            // delete is queued behind that upsert and wins over it.
+            let accepted = src.forget(&key);
+            if !accepted
+                && self
+                    .state
+                    .index
+                    .latest_entry(&doc_key.to_string())
+                    .is_none()
+            {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }

@@ -11,6 +11,8 @@ mod auth;
 mod convert;
 mod error;
 mod ingest;
+pub mod limits;
+mod refusals;
 
 use std::sync::Arc;
 
@@ -18,9 +20,11 @@ use docent_connector_api::StatusHandle;
 
 pub use admin::AdminService;
 pub use assistant::AssistantService;
-pub use auth::{AuthInterceptor, DEV_USER_HEADER, cert_names};
+pub use auth::{AuthInterceptor, CallerSlot, DEV_USER_HEADER, Requirement, cert_names};
 pub use error::ServiceError;
 pub use ingest::IngestService;
+pub use limits::{LimitLayer, Limiter};
+pub use refusals::RefusalAuditLayer;
 
 use crate::answer::AnswerConfig;
 use crate::audit::{AuditLog, AuditRecord};

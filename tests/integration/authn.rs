@@ -11,7 +11,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_types::StatusExt;
 
 use crate::harness::*;
 
@@ -88,12 +87,6 @@ fn search_req(token: &str, on_behalf_of: &str) -> tonic::Request<pb::SearchReque
             ..Default::default()
         },
     )
-}
-
-fn reason(e: &tonic::Status) -> String {
-    e.get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

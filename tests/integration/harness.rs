@@ -285,6 +285,14 @@ pub fn search_text(r: &pb::SearchResponse) -> String {
     s
 }
 
+/// The stable reason code of an error (`google.rpc.ErrorInfo`), or "".
+pub fn reason(e: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    e.get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
 pub fn answer_text(r: &pb::AskResponse) -> String {
     format!("{r:?}")
 }

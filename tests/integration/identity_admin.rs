@@ -1,7 +1,7 @@
 //! Identity administration against a daemon started from a config file: who is X (by alias),
 //! can X read D and which entry decided, identities from an /etc/group-style file, reload without
-//! restart (a bad config keeps the current store), `--insecure-dev`, and the refusal to serve
-//! plaintext beyond loopback.
+//! restart (a bad config keeps the current store), `--insecure-dev`, the refusal to serve
+//! plaintext beyond loopback, and `config check` refusing a name given to two identities.
 
 use docent::server::StartOptions;
 use docent_proto::v1 as pb;
@@ -264,4 +264,65 @@ async fn connector_reported_memberships_grant_access() {
             .unwrap()
     ));
     d.stop().await;
+}
+
+/// `docent config check` refuses a name that would belong to two identities (an alias that is
+/// another identity's id, an identity file entry claiming another identity's alias), naming both
+/// places, so nobody reads another person's `user:` documents.
+#[test]
+fn config_check_refuses_a_name_of_two_identities() {
+    let env = Env::empty();
+    let check = |text: &str| {
+        let path = env.dir.path().join("docent.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let users = env.dir.path().join("users.json");
+    let with_file = env.config_text().replace(
+        "# [[identity_sources]]\n# format = \"group_file\"\n# path = \"/etc/docent/groups\"",
+        &format!("[[identity_sources]]\nformat = \"json\"\npath = {users:?}"),
+    );
+    assert!(with_file.contains("format = \"json\""));
+    let n = with_file
+        .lines()
+        .filter(|l| l.trim() == "[[identities]]")
+        .count();
+    // Enriching hana by her id is fine; mallory taking her e-mail is not.
+    std::fs::write(
+        &users,
+        r#"{"users":[{"id":"hana","aliases":["FERNHILL\\hana"]}]}"#,
+    )
+    .unwrap();
+    let ok = check(&with_file);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    std::fs::write(
+        &users,
+        r#"{"users":[{"id":"hana","aliases":["FERNHILL\\hana"]},{"id":"mallory","aliases":["hana@fernhill.example"]}]}"#,
+    )
+    .unwrap();
+    let bad = with_file
+        + "\n[[identities]]\nid = \"bob\"\naliases = [\"bob@fernhill.example\", \"alice\"]\n";
+    let out = check(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "identities[{n}].aliases[1]: \"alice\" is already identities[0].id"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: users[1].aliases[0]", users.display()))
+            && err.contains("\"hana@fernhill.example\" is already identities[1].aliases[0]"),
+        "{err}"
+    );
 }

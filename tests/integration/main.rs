@@ -4,6 +4,7 @@
 mod harness;
 
 mod acl_answers;
+mod attacks;
 mod auth;
 mod authn;
 mod bad_input;

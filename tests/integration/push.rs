@@ -29,7 +29,7 @@ async fn push_documents_idempotently_with_per_item_results() {
     let env = Env::empty();
     let text = env.config_text()
         + &format!(
-            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\n",
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
             hex::encode(docent::identity::token_hash(BOT))
         );
     let d = env.start_with(env.config_from(&text)).await;
@@ -177,7 +177,8 @@ async fn push_documents_idempotently_with_per_item_results() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    // An unknown source and one the caller may not write to answer alike.
+    assert_eq!(e.code(), Code::PermissionDenied);
 
     // `docent ingest --jsonl`.
     let jsonl = env.dir.path().join("docs.jsonl");

@@ -6,8 +6,13 @@
 //! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, possibly
 //!   replaced or extended by configured rules; a file nobody may read is skipped, never indexed;
 //! - an unchanged file (same version and ACL as indexed) is not read;
-//! - symlinks are followed with loop detection; loops, special files and oversized files are
-//!   reported as skipped with a reason, and the crawl goes on.
+//! - symbolic links are not followed unless `follow_symlinks` is set; when they are, a file is
+//!   indexed only if its resolved path lies inside a root, and its ACL is computed from the
+//!   resolved path (path rules) and the target's own owner and mode, never from the link's
+//!   path; loops, links leaving the roots, special files and oversized files are reported as
+//!   skipped with a reason, and the crawl goes on;
+//! - a deletion or move is acted on even when the upsert it cancels has not been committed yet
+//!   (`Scanner::sent` remembers upserts the index may not show yet).
 
 mod acl_rules;
 mod posix_names;
@@ -134,6 +139,11 @@ struct Scanner {
     job: Arc<std::sync::atomic::AtomicU64>,
     /// A full sync: read and re-parse every file, changed or not.
     full: Arc<std::sync::atomic::AtomicBool>,
+    /// Each root as configured and with every symbolic link in it resolved.
+    roots: Arc<Vec<(PathBuf, PathBuf)>>,
+    /// Native ids upserted that the index may not show yet (queued or uncommitted): a delete
+    /// or move that follows must still reach them.
+    sent: Arc<std::sync::Mutex<BTreeSet<String>>>,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
@@ -154,6 +164,13 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        roots: Arc::new(
+            cfg.roots
+                .iter()
+                .map(|r| (r.clone(), r.canonicalize().unwrap_or_else(|_| r.clone())))
+                .collect(),
+        ),
+        sent: Arc::default(),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -435,10 +452,10 @@ impl Scanner {
             return Ok(Reconciled::Cancelled);
         }
         let indexed = self.indexed.native_ids(&self.cfg.id);
-        let gone: Vec<String> = indexed
-            .iter()
-            .filter(|id| !seen.contains(*id))
-            .cloned()
+        let gone: Vec<String> = self
+            .known_ids(&indexed)
+            .into_iter()
+            .filter(|id| !seen.contains(id))
             .collect();
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force_deletions
@@ -457,10 +474,29 @@ impl Scanner {
             )));
         }
         for id in gone {
-            self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
-            self.count(|j| j.counts.deleted += 1);
+            self.send_delete(id)?;
         }
         Ok(Reconciled::Done)
+    }
+
+    /// Every native id the index holds or may soon hold (sent, not yet visible); forgets sent
+    /// ids the index now shows.
+    fn known_ids(&self, indexed: &[String]) -> BTreeSet<String> {
+        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.retain(|id| !known.contains(id));
+        known.extend(sent.iter().cloned());
+        known
+    }
+
+    fn send_delete(&self, id: String) -> Result<(), ConnectorError> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
+        self.count(|j| j.counts.deleted += 1);
+        Ok(())
     }
 
     /// Walks `dir` (inside `root`), recording every file it accounts for in `seen`.
@@ -506,12 +542,18 @@ impl Scanner {
             if entry.file_type().is_dir() {
                 continue;
             }
+            if entry.path_is_symlink() && !self.cfg.follow_symlinks {
+                // Not followed: as if it were not there (an earlier indexed version is deleted).
+                continue;
+            }
             let path = entry.path();
             if !self.selected(root, path) {
                 continue;
             }
             seen.insert(path.to_string_lossy().into_owned());
-            self.visit_file(root, path)?;
+            // Without `follow_symlinks` the walk never passes through a link, so the path needs
+            // no resolving; with it, every file is checked.
+            self.visit_file(root, path, !self.cfg.follow_symlinks)?;
         }
         Ok(())
     }
@@ -523,6 +565,10 @@ impl Scanner {
                 continue;
             };
             match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() && !self.cfg.follow_symlinks => {
+                    // Not followed: whatever was indexed under this path goes.
+                    self.delete_under(path, |_| true)?;
+                }
                 Ok(_) if path.is_dir() => {
                     if self.excluded_dir(root, path) {
                         continue;
@@ -533,7 +579,7 @@ impl Scanner {
                 }
                 Ok(_) => {
                     if self.selected(root, path) {
-                        self.visit_file(root, path)?;
+                        self.visit_file(root, path, false)?;
                     }
                 }
                 Err(_) => {
@@ -545,35 +591,44 @@ impl Scanner {
         Ok(())
     }
 
-    /// Deletes indexed documents at `path` or below it that are not in `seen`.
+    /// Deletes indexed (or sent) documents at `path` or below it that are not in `seen`.
     fn delete_missing_under(
         &self,
         path: &Path,
         seen: &BTreeSet<String>,
     ) -> Result<(), ConnectorError> {
+        self.delete_under(path, |id| {
+            !seen.contains(id) && std::fs::symlink_metadata(id).is_err()
+        })
+    }
+
+    /// Deletes the documents at `path` or below it, indexed or sent, for which `gone` holds.
+    fn delete_under(&self, path: &Path, gone: impl Fn(&str) -> bool) -> Result<(), ConnectorError> {
         let exact = path.to_string_lossy().into_owned();
         let mut prefix = exact.clone();
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        for id in self.indexed.native_ids(&self.cfg.id) {
-            if (id == exact || id.starts_with(&prefix))
-                && !seen.contains(&id)
-                && !Path::new(&id).exists()
-            {
-                self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
-                self.count(|j| j.counts.deleted += 1);
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        for id in self.known_ids(&indexed) {
+            if (id == exact || id.starts_with(&prefix)) && gone(&id) {
+                self.send_delete(id)?;
             }
         }
         Ok(())
     }
 
-    fn visit_file(&self, root: &Path, path: &Path) -> Result<(), ConnectorError> {
+    /// `walked`: the path came from a walk that follows no links (no resolving needed).
+    fn visit_file(&self, root: &Path, path: &Path, walked: bool) -> Result<(), ConnectorError> {
         let key = self.key(path);
         let prev = self.indexed.get(&key);
         let known = prev.is_some();
-        match self.read_if_changed(root, path, &key, prev) {
+        match self.read_if_changed(root, path, walked, &key, prev) {
             Ok(Some(doc)) => {
+                self.sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.native_id.clone());
                 self.count(|j| {
                     j.counts.scanned += 1;
                     if known {
@@ -605,10 +660,13 @@ impl Scanner {
         &self,
         root: &Path,
         path: &Path,
+        walked: bool,
         key: &DocKey,
         prev: Option<docent_connector_api::IndexedDoc>,
     ) -> Result<Option<SourceDocument>, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {e}"))?;
+        // The file actually read, and the root its ACL is computed against.
+        let (acl_root, target) = self.resolve(root, path, walked)?;
+        let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
         if !meta.is_file() {
             return Err("not a regular file".to_string());
         }
@@ -619,7 +677,7 @@ impl Scanner {
                 self.cfg.max_file_size
             ));
         }
-        let acl = self.acl_for(root, path, &meta);
+        let acl = self.acl_for(&acl_root, &target, &meta);
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
@@ -632,7 +690,7 @@ impl Scanner {
         {
             return Ok(None);
         }
-        let content = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+        let content = read_file(&target).map_err(|e| format!("unreadable: {e}"))?;
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -666,6 +724,52 @@ impl Scanner {
         }))
     }
 
+    /// Where `path` (under `root`) really is, and the root whose ACL rules apply there.
+    /// Without `follow_symlinks` a path through a link is refused; with it, the resolved path
+    /// must lie inside a root (the one that then decides the ACL).
+    fn resolve(
+        &self,
+        root: &Path,
+        path: &Path,
+        walked: bool,
+    ) -> Result<(PathBuf, PathBuf), String> {
+        if !self.cfg.follow_symlinks {
+            if walked {
+                return Ok((root.to_path_buf(), path.to_path_buf()));
+            }
+            let resolved = path
+                .canonicalize()
+                .map_err(|e| format!("unreadable: {e}"))?;
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            let canonical_root = self
+                .roots
+                .iter()
+                .find(|(r, _)| r == root)
+                .map(|(_, c)| c.as_path())
+                .unwrap_or(root);
+            if resolved != canonical_root.join(rel) {
+                return Err("symbolic link not followed (follow_symlinks = false)".into());
+            }
+            return Ok((root.to_path_buf(), path.to_path_buf()));
+        }
+        let resolved = path
+            .canonicalize()
+            .map_err(|e| format!("unreadable: {e}"))?;
+        let inside = self
+            .roots
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| resolved.starts_with(c))
+            .max_by_key(|c| c.as_os_str().len());
+        match inside {
+            Some(c) => Ok((c.clone(), resolved)),
+            None => Err(format!(
+                "symbolic link target {} lies outside the crawled roots",
+                resolved.display()
+            )),
+        }
+    }
+
     fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Acl {
         let mode = meta.mode();
         let mut allow = BTreeSet::new();
@@ -685,6 +789,20 @@ impl Scanner {
         let rel = path.strip_prefix(root).unwrap_or(path);
         acl_rules::apply(&self.cfg.acl_rules, rel, posix)
     }
+}
+
+/// Reads a resolved path without following a link swapped in at its last component since it
+/// was resolved.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 fn file_uri(path: &Path) -> String {

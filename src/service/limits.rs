@@ -1,0 +1,266 @@
+//! Load shedding and request budgets, so one caller cannot stall everyone.
+//!
+//! - [`LimitLayer`] sits inside the authentication interceptor of each service: a request takes
+//!   a permit from the global pool and one from its caller's pool, or is refused at once with
+//!   RESOURCE_EXHAUSTED (reason OVERLOADED) before any work starts. Permits are held until the
+//!   response body ends, so a stream counts for as long as it runs.
+//! - [`Budget`] carries the client's deadline (`grpc-timeout`) and a cancellation flag into the
+//!   blocking work. The handler's future holds a [`BudgetGuard`]; when the future is dropped
+//!   (deadline passed, client gone) the guard raises the flag, and the work checks it before each
+//!   costly step (the question embedding waits for a shared model session: an abandoned request
+//!   that reaches it runs nothing).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ServiceError;
+use crate::identity::Caller;
+
+/// Concurrency limits shared by every service of the daemon.
+pub struct Limiter {
+    global: Arc<Semaphore>,
+    per_caller: usize,
+    callers: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Both permits of an admitted request.
+pub struct Permits {
+    _global: OwnedSemaphorePermit,
+    _caller: OwnedSemaphorePermit,
+}
+
+impl Limiter {
+    pub fn new(global: usize, per_caller: usize) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(global.max(1))),
+            per_caller: per_caller.max(1),
+            callers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Admits a request of `caller` (its authenticated identity) or says which limit it hit.
+    pub fn try_admit(&self, caller: &str) -> Result<Permits, &'static str> {
+        let pool = {
+            let mut m = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+            // Callers are authenticated identities (a bounded set), but drop idle pools anyway.
+            if m.len() > 4096 {
+                m.retain(|_, s| s.available_permits() < self.per_caller);
+            }
+            m.entry(caller.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_caller)))
+                .clone()
+        };
+        let caller = pool
+            .try_acquire_owned()
+            .map_err(|_| "too many concurrent requests from this caller; retry later")?;
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "the server is at its concurrent request limit; retry later")?;
+        Ok(Permits {
+            _global: global,
+            _caller: caller,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct LimitLayer {
+    limiter: Arc<Limiter>,
+}
+
+impl LimitLayer {
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for LimitLayer {
+    type Service = Limited<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Limited {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Limited<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for Limited<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Inside the interceptor: the caller is known (an unauthenticated request never gets
+        // here). The authenticated identity is the unit, so a service acting for many users
+        // shares one pool; size `max_concurrent_per_caller` for it.
+        let who = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.actor().unwrap_or(c.user_id()).to_string())
+            .unwrap_or_default();
+        let permits = match self.limiter.try_admit(&who) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(caller = %who, why, "request shed");
+                let status: tonic::Status = ServiceError::Overloaded(why).into();
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|body| {
+                tonic::body::Body::new(body.map_frame(move |f| {
+                    let _held = &permits;
+                    f
+                }))
+            }))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Limited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// A request's deadline and cancellation, for the blocking work it starts.
+#[derive(Clone)]
+pub struct Budget {
+    deadline: Option<Instant>,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Raises the budget's cancellation flag when dropped (with the handler's future).
+pub struct BudgetGuard(Arc<AtomicBool>);
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Budget {
+    /// From the request's `grpc-timeout` header (none: no deadline), with the guard the
+    /// handler keeps until it returns.
+    pub fn of<T>(req: &tonic::Request<T>) -> (Self, BudgetGuard) {
+        let timeout = req
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                deadline: timeout.map(|t| Instant::now() + t),
+                cancelled: cancelled.clone(),
+            },
+            BudgetGuard(cancelled),
+        )
+    }
+
+    /// A budget that never runs out (tools, tests).
+    pub fn unlimited() -> Self {
+        Self {
+            deadline: None,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the work should stop: the client gave up or its deadline passed.
+    pub fn spent(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("1m"), Some(Duration::from_millis(1)));
+        assert_eq!(parse_grpc_timeout("20S"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+    }
+
+    #[test]
+    fn per_caller_and_global_limits_shed_and_release() {
+        let l = Limiter::new(3, 2);
+        let a1 = l.try_admit("a").unwrap();
+        let _a2 = l.try_admit("a").unwrap();
+        assert!(
+            l.try_admit("a").is_err(),
+            "a third request of one caller is shed"
+        );
+        let _b1 = l.try_admit("b").unwrap();
+        assert!(
+            l.try_admit("c").is_err(),
+            "the global pool (3) is full with a, a, b"
+        );
+        drop(a1);
+        assert!(l.try_admit("c").is_ok(), "a released permit admits again");
+    }
+
+    #[test]
+    fn a_dropped_guard_spends_the_budget() {
+        let req = tonic::Request::new(());
+        let (b, guard) = Budget::of(&req);
+        assert!(!b.spent());
+        drop(guard);
+        assert!(b.spent());
+        let mut req = tonic::Request::new(());
+        req.metadata_mut()
+            .insert("grpc-timeout", "1n".parse().unwrap());
+        let (b, _guard) = Budget::of(&req);
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(b.spent(), "a passed deadline spends the budget");
+    }
+}

@@ -1,0 +1,122 @@
+//! A tower layer around the gRPC server that audits refused requests: authentication failures,
+//! missing permissions (admin, ingest, act_as, a push source), invalid arguments, unknown names
+//! and shed load. It sees every request before authentication and every response after the
+//! handler, so no refusal path can forget to audit; the interceptor tells it who the caller was
+//! through a [`CallerSlot`]. Request bodies are never read or written; the audit log rate-limits
+//! these records.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::auth::CallerSlot;
+use crate::audit::{AuditLog, RefusalRecord};
+
+#[derive(Clone)]
+pub struct RefusalAuditLayer {
+    log: Option<Arc<AuditLog>>,
+}
+
+impl RefusalAuditLayer {
+    pub fn new(log: Option<Arc<AuditLog>>) -> Self {
+        Self { log }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RefusalAuditLayer {
+    type Service = RefusalAudit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RefusalAudit {
+            inner,
+            log: self.log.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RefusalAudit<S> {
+    inner: S,
+    log: Option<Arc<AuditLog>>,
+}
+
+/// Codes that mean "refused" rather than "answered" or "failed inside".
+fn is_refusal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::ResourceExhausted
+            | Code::OutOfRange
+    )
+}
+
+fn peer<B>(req: &http::Request<B>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.to_string())
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for RefusalAudit<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let Some(log) = self.log.clone() else {
+            return Box::pin(self.inner.call(req));
+        };
+        let slot = CallerSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let method = req.uri().path().to_string();
+        let peer = peer(&req);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if let Ok(r) = &res
+                && let Some(status) = tonic::Status::from_header_map(r.headers())
+                && is_refusal(status.code())
+            {
+                let code = format!("{:?}", status.code());
+                let reason = status
+                    .get_error_details()
+                    .error_info()
+                    .map(|i| i.reason.clone())
+                    .unwrap_or_else(|| code.clone());
+                let who = slot.get();
+                log.refusal(RefusalRecord {
+                    time: crate::audit::now_rfc3339(),
+                    method: &method,
+                    caller: who.as_ref().map(|w| w.0.as_str()),
+                    credential: who.as_ref().map(|w| w.1.as_str()),
+                    peer,
+                    outcome: &reason,
+                    code: &code,
+                    refused: true,
+                    suppressed: 0,
+                });
+            }
+            res
+        })
+    }
+}

@@ -1,0 +1,724 @@
+//! Attack tests: each reproduction of the outside security review (issue 9) kept against a real
+//! daemon, so the class of bug stays closed. Each test is named after what the attacker tried.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use docent::embed::{EmbedError, Embedder};
+
+use docent_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::*;
+
+/// A figure only `hr/compensation-bands-2027.md` holds.
+const SALARY: &str = "148,000";
+/// A marker only the secret file outside the roots holds.
+const SECRET: &str = "zqxhmackeymaterial";
+
+fn key(env: &Env, rel: &str) -> String {
+    let root = env.corpus().canonicalize().unwrap();
+    format!("share:{}", root.join(rel).display())
+}
+
+/// `company/bands.md` → the HR salary bands; `company/keys.md` → a mode-600 secret outside the
+/// crawled roots (as a JWKS with an HMAC key would be).
+fn plant_links(env: &Env) {
+    let secret = env.dir.path().join("jwks.json");
+    std::fs::write(
+        &secret,
+        format!("{{\"keys\": [{{\"kty\": \"oct\", \"k\": \"{SECRET}\"}}]}}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = env.corpus();
+    std::os::unix::fs::symlink(
+        c.join("hr/compensation-bands-2027.md"),
+        c.join("company/bands.md"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, c.join("company/keys.md")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_are_not_followed_by_default() {
+    let env = Env::example();
+    plant_links(&env);
+    let d = env.start().await;
+    let index = &d.daemon.state().index;
+    assert!(index.doc_entry(&key(&env, "company/bands.md")).is_none());
+    assert!(index.doc_entry(&key(&env, "company/keys.md")).is_none());
+    let r = d
+        .search(ALICE, "Senior Software Engineer salary band relocation", 20)
+        .await
+        .unwrap();
+    assert!(!search_text(&r).contains(SALARY), "{}", search_text(&r));
+    let r = d.search(ADMIN, SECRET, 20).await.unwrap();
+    assert!(!search_text(&r).contains(SECRET));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_symlinks_take_the_targets_acl_and_stay_inside_the_roots() {
+    let env = Env::example();
+    plant_links(&env);
+    let text = env
+        .config_text()
+        .replace("follow_symlinks = false", "follow_symlinks = true");
+    let d = env.start_with(env.config_from(&text)).await;
+    let index = &d.daemon.state().index;
+    // The link is indexed, but under the target's ACL (hr), not the link's (company → staff).
+    let link = index
+        .doc_entry(&key(&env, "company/bands.md"))
+        .expect("a link inside the roots is followed");
+    assert_eq!(
+        link.acl,
+        index
+            .doc_entry(&key(&env, "hr/compensation-bands-2027.md"))
+            .unwrap()
+            .acl
+    );
+    let r = d
+        .search(ALICE, "Senior Software Engineer salary band relocation", 20)
+        .await
+        .unwrap();
+    assert!(!search_text(&r).contains(SALARY), "{}", search_text(&r));
+    let r = d
+        .search(HANA, "Senior Software Engineer salary band relocation", 20)
+        .await
+        .unwrap();
+    assert!(search_text(&r).contains("company/bands.md"));
+    // The link leaving the roots is skipped with its reason, never indexed.
+    assert!(index.doc_entry(&key(&env, "company/keys.md")).is_none());
+    let r = d.search(ADMIN, SECRET, 20).await.unwrap();
+    assert!(!search_text(&r).contains(SECRET));
+    let share = d.connectors().await.connectors.remove(0);
+    assert!(
+        share
+            .skipped
+            .iter()
+            .any(|s| s.id.ends_with("company/keys.md")
+                && s.reason.contains("outside the crawled roots")),
+        "{:?}",
+        share.skipped
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moved_into_hr_before_the_commit_leaves_nothing_behind() {
+    let env = Env::example();
+    // Commits only on a checkpoint or every 30 s: the create is still uncommitted at the move.
+    let text = env
+        .config_text()
+        .replace("commit_interval_ms = 100", "commit_interval_ms = 30000");
+    let d = env.start_with(env.config_from(&text)).await;
+    let index = d.daemon.state().index.clone();
+    let (old, new) = (key(&env, "company/plover.md"), key(&env, "hr/plover.md"));
+    std::fs::write(
+        env.corpus().join("company/plover.md"),
+        "# Plover\n\nThe plover-kestrel reorganisation moves the Ghent team in May.\n",
+    )
+    .unwrap();
+    eventually(20, "the create is written (not committed)", || {
+        let i = index.clone();
+        let old = old.clone();
+        async move { i.latest_entry(&old).is_some() }
+    })
+    .await;
+    assert!(index.doc_entry(&old).is_none(), "not committed yet");
+    std::fs::rename(
+        env.corpus().join("company/plover.md"),
+        env.corpus().join("hr/plover.md"),
+    )
+    .unwrap();
+    eventually(20, "the move is written", || {
+        let i = index.clone();
+        let new = new.clone();
+        async move { i.latest_entry(&new).is_some() }
+    })
+    .await;
+    // A sync commits (its checkpoint forces the commit).
+    let out = docent_async(&["sync", "share", "--wait"], &d.url(), ADMIN).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(20, "the move is committed", || {
+        let i = index.clone();
+        let new = new.clone();
+        async move { i.doc_entry(&new).is_some() }
+    })
+    .await;
+    assert!(
+        index.doc_entry(&old).is_none(),
+        "the old path was left behind"
+    );
+    let r = d
+        .search(ALICE, "plover-kestrel reorganisation", 10)
+        .await
+        .unwrap();
+    assert!(!search_text(&r).contains("plover"), "{}", search_text(&r));
+    d.stop().await;
+}
+
+const BOT: &str = "crm-bot-token";
+const OTHER_BOT: &str = "wiki-bot-token";
+
+/// Two push sources, each with its own writer; `crm` may only grant staff and link into the CRM.
+fn push_config(env: &Env, extra: &str) -> docent::config::Config {
+    let text = env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n\
+             [[identities]]\nid = \"wiki-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n\
+             [[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n\
+             grantable = [\"group:staff\", \"group:finance\"]\n\
+             uri_prefixes = [\"https://crm.fernhill.example/\"]\nmax_request_bytes = 65536\n\n\
+             [[connectors]]\ntype = \"push\"\nid = \"wiki\"\nwriters = [\"user:wiki-bot\"]\n{extra}",
+            hex::encode(docent::identity::token_hash(BOT)),
+            hex::encode(docent::identity::token_hash(OTHER_BOT)),
+        );
+    env.config_from(&text)
+}
+
+fn note(key: &str, text: &str) -> pb::PushDocument {
+    pb::PushDocument {
+        key: key.into(),
+        version: "1".into(),
+        content: Some(pb::push_document::Content::Text(text.into())),
+        allow: vec!["group:staff".into()],
+        ..Default::default()
+    }
+}
+
+fn put(
+    token: &str,
+    source: &str,
+    documents: Vec<pb::PushDocument>,
+) -> tonic::Request<pb::PutDocumentsRequest> {
+    authed(
+        token,
+        pb::PutDocumentsRequest {
+            source: source.into(),
+            documents,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_delete_right_after_the_put_wins() {
+    let env = Env::example();
+    let d = env.start_with(push_config(&env, "")).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    c.put_documents(put(
+        BOT,
+        "crm",
+        vec![note("acct-9", "Account Wrenfield renews in October.")],
+    ))
+    .await
+    .unwrap();
+    let r = c
+        .delete_documents(authed(
+            BOT,
+            pb::DeleteDocumentsRequest {
+                source: "crm".into(),
+                keys: vec!["acct-9".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Deleted as i32);
+    // A later document becoming searchable means everything before it was committed.
+    c.put_documents(put(
+        BOT,
+        "crm",
+        vec![note("acct-10", "Account Tamsin renews in December.")],
+    ))
+    .await
+    .unwrap();
+    eventually(10, "the later document is searchable", || {
+        let d = &d;
+        async move {
+            search_text(&d.search(ALICE, "Tamsin renews", 5).await.unwrap()).contains("acct-10")
+        }
+    })
+    .await;
+    assert!(d.daemon.state().index.doc_entry("crm:acct-9").is_none());
+    let r = d
+        .search(ALICE, "Wrenfield renews October", 5)
+        .await
+        .unwrap();
+    assert!(!search_text(&r).contains("acct-9"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_requests_are_refused_before_their_body_is_read() {
+    let env = Env::example();
+    let d = env.start_with(push_config(&env, "")).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    // 1 MiB: over the largest request any push source accepts (64 KiB), so a daemon that
+    // decoded it first would answer "too large"; the permission check comes first.
+    let big = vec![note("big", &"word ".repeat(200_000))];
+    let e = c
+        .put_documents(put(ALICE, "crm", big.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::PermissionDenied, "SCOPE_DENIED")
+    );
+    let e = c
+        .put_documents(put("", "crm", big.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // A writer gets past the gate and is stopped by the size limit.
+    let e = c.put_documents(put(BOT, "crm", big)).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument
+        ),
+        "{e:?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_trust_is_bound_to_sources_acls_uris_and_attributes() {
+    let env = Env::example();
+    let d = env.start_with(push_config(&env, "")).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    // Another source's writer, and a source that does not exist, answer alike.
+    for source in ["crm", "no-such-source"] {
+        let e = c
+            .put_documents(put(OTHER_BOT, source, vec![note("x", "x")]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e).as_str()),
+            (Code::PermissionDenied, "SOURCE_DENIED")
+        );
+    }
+    let e = c
+        .delete_documents(authed(
+            OTHER_BOT,
+            pb::DeleteDocumentsRequest {
+                source: "crm".into(),
+                keys: vec!["acct-1".into()],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SOURCE_DENIED");
+    let posing = |mut n: pb::PushDocument, f: &dyn Fn(&mut pb::PushDocument)| {
+        f(&mut n);
+        n
+    };
+    let docs = vec![
+        posing(note("a", "HR salary bands"), &|n| {
+            n.uri = "file:///srv/share/hr/compensation-bands-2027.md".into()
+        }),
+        posing(note("b", "HR salary bands"), &|n| {
+            n.attributes
+                .insert("relative_path".into(), "hr/bands.md".into());
+        }),
+        posing(note("c", "HR salary bands"), &|n| {
+            n.attributes.insert("modified_at".into(), "1".into());
+        }),
+        posing(note("d", "HR salary bands"), &|n| {
+            n.allow = vec!["group:hr".into()]
+        }),
+        posing(note("e", "Renewal notes"), &|n| {
+            n.uri = "https://crm.fernhill.example/accounts/e".into();
+            n.modified_at = 1_767_225_600;
+        }),
+    ];
+    let r = c
+        .put_documents(put(BOT, "crm", docs))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<i32> = r.results.iter().map(|r| r.status).collect();
+    let (rej, ok) = (
+        pb::ItemStatus::Rejected as i32,
+        pb::ItemStatus::Accepted as i32,
+    );
+    assert_eq!(got, [rej, rej, rej, rej, ok], "{:?}", r.results);
+    assert!(r.results[0].reason.contains("http"));
+    assert!(r.results[1].reason.contains("set by Docent"));
+    assert!(r.results[3].reason.contains("may not grant"));
+    // Docent sets modified_at from the field, as the proto says.
+    eventually(10, "accepted document searchable", || {
+        let d = &d;
+        async move {
+            search_text(&d.search(ALICE, "Renewal notes", 5).await.unwrap())
+                .contains("crm.fernhill.example/accounts/e")
+        }
+    })
+    .await;
+    let r = d.search(ALICE, "Renewal notes", 5).await.unwrap();
+    let hit = r
+        .hits
+        .iter()
+        .find(|h| h.citation.as_ref().unwrap().uri.ends_with("/accounts/e"))
+        .unwrap();
+    assert_eq!(hit.attributes["modified_at"], "1767225600");
+    assert_eq!(hit.attributes["source"], "crm");
+    d.stop().await;
+}
+
+/// The error of a call (an OK status if it succeeded, which the caller's assertions reject).
+macro_rules! error_of {
+    ($call:expr) => {
+        $call
+            .await
+            .err()
+            .unwrap_or_else(|| tonic::Status::ok("the call succeeded"))
+    };
+}
+
+/// Every Admin method as `token`, with `connector` where the method takes one.
+async fn admin_calls(
+    ch: tonic::transport::Channel,
+    token: &str,
+    connector: &str,
+) -> Vec<(&'static str, tonic::Status)> {
+    let mut c = pb::admin_client::AdminClient::new(ch);
+    let conn = || {
+        authed(
+            token,
+            pb::ConnectorRequest {
+                connector: connector.into(),
+            },
+        )
+    };
+    let who_is = pb::WhoIsRequest {
+        user: "hana".into(),
+    };
+    let check = pb::CheckAccessRequest {
+        user: "hana".into(),
+        document_key: "share:/nope".into(),
+    };
+    let jobs = pb::ListJobsRequest {
+        connector: connector.into(),
+    };
+    let sync = pb::SyncNowRequest {
+        connector: connector.into(),
+        ..Default::default()
+    };
+    vec![
+        (
+            "ListConnectors",
+            error_of!(c.list_connectors(authed(token, pb::ListConnectorsRequest {}))),
+        ),
+        (
+            "IndexStats",
+            error_of!(c.index_stats(authed(token, pb::IndexStatsRequest {}))),
+        ),
+        ("WhoIs", error_of!(c.who_is(authed(token, who_is)))),
+        (
+            "CheckAccess",
+            error_of!(c.check_access(authed(token, check))),
+        ),
+        (
+            "ReloadIdentities",
+            error_of!(c.reload_identities(authed(token, pb::ReloadIdentitiesRequest {}))),
+        ),
+        ("ListJobs", error_of!(c.list_jobs(authed(token, jobs)))),
+        ("SyncNow", error_of!(c.sync_now(authed(token, sync)))),
+        ("PauseConnector", error_of!(c.pause_connector(conn()))),
+        ("ResumeConnector", error_of!(c.resume_connector(conn()))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_methods_refuse_non_admins_before_looking_at_the_request() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let sync = |c: &str| {
+        authed(
+            ADMIN,
+            pb::SyncNowRequest {
+                connector: c.into(),
+                ..Default::default()
+            },
+        )
+    };
+    let first = admin
+        .sync_now(sync("share"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    // The same answer whether the connector exists or not: no names, kinds or job ids leak.
+    for connector in ["share", "no-such-connector"] {
+        for (method, e) in admin_calls(d.channel().await, ALICE, connector).await {
+            assert_eq!(
+                (e.code(), reason(&e).as_str()),
+                (Code::PermissionDenied, "ADMIN_REQUIRED"),
+                "{method} for {connector}"
+            );
+        }
+    }
+    let next = admin
+        .sync_now(sync("share"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    assert_eq!(next, first + 1, "refused calls consumed no job ids");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_audited_without_their_bodies() {
+    let env = Env::example();
+    let d = env.start().await;
+    let ch = d.channel().await;
+    let mut admin = pb::admin_client::AdminClient::new(ch.clone());
+    admin
+        .sync_now(authed(
+            ALICE,
+            pb::SyncNowRequest {
+                connector: "share".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    let mut ask = pb::assistant_client::AssistantClient::new(ch);
+    ask.search(authed(
+        "not-a-real-token",
+        pb::SearchRequest {
+            query: "salary bands".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap_err();
+    ask.search(authed(
+        ALICE,
+        pb::SearchRequest {
+            query: "salary bands".into(),
+            limit: 100_000,
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap_err();
+    let records = env.audit_records();
+    let refused: Vec<_> = records.iter().filter(|r| r["refused"] == true).collect();
+    let has = |method: &str, outcome: &str, caller: Option<&str>| {
+        refused.iter().any(|r| {
+            r["method"] == method
+                && r["outcome"] == outcome
+                && caller.is_none_or(|c| r["caller"] == c)
+                && (caller.is_some() || r.get("caller").is_none())
+                && r["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("127.0.0.1:"))
+        })
+    };
+    assert!(
+        has("/docent.v1.Admin/SyncNow", "ADMIN_REQUIRED", Some("alice")),
+        "{refused:?}"
+    );
+    assert!(
+        has("/docent.v1.Assistant/Search", "INVALID_TOKEN", None),
+        "{refused:?}"
+    );
+    assert!(
+        has(
+            "/docent.v1.Assistant/Search",
+            "LIMIT_OUT_OF_RANGE",
+            Some("alice")
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.to_string().contains("salary bands"))
+    );
+    d.stop().await;
+}
+
+/// A message with one bytes field 1, to send bytes where a string is expected.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawBytes {
+    #[prost(bytes = "vec", tag = "1")]
+    value: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_invalid_argument() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut grpc = tonic::client::Grpc::new(d.channel().await);
+    grpc.ready().await.unwrap();
+    // Field 1 of SearchRequest is a string; these bytes are not UTF-8.
+    let garbage = RawBytes {
+        value: vec![0xff, 0xfe, 0xfd],
+    };
+    let e = grpc
+        .unary::<_, pb::SearchResponse, _>(
+            authed(ALICE, garbage),
+            "/docent.v1.Assistant/Search".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_flood_is_shed_while_others_are_served() {
+    let env = Env::example();
+    let text = env
+        .config_text()
+        .replace("[server]\n", "[server]\nmax_concurrent_per_caller = 2\n");
+    let d = env.start_with(env.config_from(&text)).await;
+    let ch = d.channel().await;
+    let search = |token: &'static str, timeout: Option<Duration>| {
+        let mut c = pb::assistant_client::AssistantClient::new(ch.clone());
+        async move {
+            let mut req = authed(
+                token,
+                pb::SearchRequest {
+                    query: "How do I request a new laptop?".into(),
+                    ..Default::default()
+                },
+            );
+            if let Some(t) = timeout {
+                req.set_timeout(t);
+            }
+            c.search(req).await
+        }
+    };
+    // One caller floods: past its two slots it is shed at once, with a stable reason.
+    let flood: Vec<_> = (0..30).map(|_| tokio::spawn(search(ALICE, None))).collect();
+    let others = tokio::spawn(search(HANA, None));
+    let mut shed = 0;
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(
+                    (e.code(), reason(&e).as_str()),
+                    (Code::ResourceExhausted, "OVERLOADED")
+                );
+                shed += 1;
+            }
+        }
+    }
+    assert!(
+        shed > 0,
+        "30 concurrent searches of one caller, 2 slots: some are shed"
+    );
+    others
+        .await
+        .unwrap()
+        .expect("another caller is served during the flood");
+
+    d.stop().await;
+}
+
+/// Counts the query embeddings the model actually runs.
+struct Counting(Arc<dyn Embedder>, AtomicUsize);
+
+impl Embedder for Counting {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.0.embed_passages(texts)
+    }
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.embed_query_until(text, &|| false)
+    }
+    fn embed_query_until(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        self.0.embed_query_until(text, &|| {
+            let c = cancelled();
+            if !c {
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
+            c
+        })
+    }
+    fn token_counter(&self) -> Arc<dyn docent::chunk::TokenCounter> {
+        self.0.token_counter()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_past_their_deadline_run_nothing_more() {
+    let env = Env::example();
+    let counting = Arc::new(Counting(embedder(), AtomicUsize::new(0)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let d = Running {
+        daemon: docent::server::start_with(
+            env.config(),
+            counting.clone(),
+            listener,
+            Default::default(),
+        )
+        .await
+        .unwrap(),
+    };
+    d.wait_until_watching().await;
+    let ch = d.channel().await;
+    let before = counting.1.load(Ordering::SeqCst);
+    // Twelve searches with a 1 ms deadline at once: they queue for the one query session, and
+    // those whose deadline passed meanwhile (nearly all) give up before running the model.
+    let abandoned: Vec<_> = (0..12)
+        .map(|_| {
+            let mut c = pb::assistant_client::AssistantClient::new(ch.clone());
+            tokio::spawn(async move {
+                let mut req = authed(
+                    ALICE,
+                    pb::SearchRequest {
+                        query: "How do I request a new laptop?".into(),
+                        ..Default::default()
+                    },
+                );
+                req.set_timeout(Duration::from_millis(1));
+                c.search(req).await
+            })
+        })
+        .collect();
+    for a in abandoned {
+        let r = a.await.unwrap();
+        assert!(
+            r.is_err(),
+            "a 1 ms deadline cannot be met by a hybrid search"
+        );
+    }
+    // Let every blocking task that was still queued finish (or give up).
+    let ok = d.search(HANA, "How do I request a new laptop?", 5).await;
+    assert!(
+        ok.is_ok(),
+        "a well-behaved search after the flood is served"
+    );
+    let runs = counting.1.load(Ordering::SeqCst) - before;
+    // The last search ran the model once; of the twelve abandoned ones at most a few did.
+    assert!(
+        runs <= 6,
+        "{runs} model runs for 12 abandoned searches and 1 served"
+    );
+    d.stop().await;
+}
