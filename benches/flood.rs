@@ -3,7 +3,7 @@
 //! concurrent loops of hybrid searches from one identity, half of them with a 1 ms deadline
 //! (abandoned work must stop). Not a test: run it with
 //!
-//!     cargo bench --bench flood -- [--requests N] [--flooders N]
+//!     cargo bench --bench flood -- [--requests N] [--flooders N] [--per-caller N]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,6 +107,9 @@ fn main() -> anyhow::Result<()> {
     let mut config =
         Config::parse(&text, &repo.join("config")).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     config.server.metrics_listen = None;
+    if let Some(n) = arg("--per-caller") {
+        config.server.max_concurrent_per_caller = n;
+    }
     let (global, per_caller) = (
         config.server.max_concurrent_requests,
         config.server.max_concurrent_per_caller,

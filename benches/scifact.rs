@@ -240,7 +240,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let config = Config::parse(
         &format!(
-            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n[index]\ndata_dir = {:?}\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n",
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[index]\ndata_dir = {:?}\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n",
             index_dir,
             ecfg.model_dir,
             ecfg.onnxruntime_lib,

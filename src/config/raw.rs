@@ -66,7 +66,7 @@ impl Default for RawServer {
             tls_client_ca: None,
             tls_client_auth: "optional".into(),
             max_concurrent_requests: 64,
-            max_concurrent_per_caller: 16,
+            max_concurrent_per_caller: 4,
         }
     }
 }

@@ -582,9 +582,10 @@ async fn a_malformed_message_is_invalid_argument() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_callers_flood_is_shed_while_others_are_served() {
     let env = Env::example();
-    let text = env
-        .config_text()
-        .replace("[server]\n", "[server]\nmax_concurrent_per_caller = 2\n");
+    let text = env.config_text().replace(
+        "max_concurrent_per_caller = 4",
+        "max_concurrent_per_caller = 2",
+    );
     let d = env.start_with(env.config_from(&text)).await;
     let ch = d.channel().await;
     let search = |token: &'static str, timeout: Option<Duration>| {
@@ -670,9 +671,14 @@ async fn searches_past_their_deadline_run_nothing_more() {
     let env = Env::example();
     let counting = Arc::new(Counting(embedder(), AtomicUsize::new(0)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Room for all twelve: this test is about deadlines, not shedding.
+    let text = env.config_text().replace(
+        "max_concurrent_per_caller = 4",
+        "max_concurrent_per_caller = 16",
+    );
     let d = Running {
         daemon: docent::server::start_with(
-            env.config(),
+            env.config_from(&text),
             counting.clone(),
             listener,
             Default::default(),
