@@ -9,9 +9,11 @@
 //!
 //! Refused requests (authentication failures, missing permissions, invalid arguments, shed
 //! load) are audited too, by [`AuditLog::refusal`]: method, caller if known, peer address and the
-//! reason code, never the request body. They are rate-limited by a token bucket
-//! ([`REFUSALS_BURST`], [`REFUSALS_PER_SEC`]) so a flood cannot fill the disk; the number left out
-//! is written with the next refusal that gets through (`suppressed`).
+//! reason code, never the request body. They are rate-limited by token buckets
+//! ([`REFUSALS_BURST`], [`REFUSALS_PER_SEC`]) so a flood cannot fill the disk: one bucket for
+//! refusals of authenticated callers and one for unauthenticated peers, so a flood of anonymous
+//! requests cannot crowd out the record of an authenticated caller probing what it may not do.
+//! The number left out is written with the next refusal of the same bucket (`suppressed`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -99,7 +101,8 @@ struct Sink {
 pub struct AuditLog {
     cfg: AuditConfig,
     sink: Mutex<Option<Sink>>,
-    refusals: Mutex<Bucket>,
+    /// [authenticated, unauthenticated]
+    refusals: [Mutex<Bucket>; 2],
 }
 
 pub fn now_rfc3339() -> String {
@@ -125,10 +128,12 @@ impl AuditLog {
         Ok(Self {
             cfg,
             sink: Mutex::new(Some(sink)),
-            refusals: Mutex::new(Bucket {
-                tokens: REFUSALS_BURST,
-                last: std::time::Instant::now(),
-                suppressed: 0,
+            refusals: std::array::from_fn(|_| {
+                Mutex::new(Bucket {
+                    tokens: REFUSALS_BURST,
+                    last: std::time::Instant::now(),
+                    suppressed: 0,
+                })
             }),
         })
     }
@@ -145,7 +150,8 @@ impl AuditLog {
     /// counted, and the count goes with the next record written).
     pub fn refusal(&self, mut rec: RefusalRecord<'_>) {
         {
-            let mut b = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let bucket = &self.refusals[usize::from(rec.caller.is_none())];
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
             let refill = now.duration_since(b.last).as_secs_f64() * REFUSALS_PER_SEC;
             b.tokens = (b.tokens + refill).min(REFUSALS_BURST);
@@ -284,7 +290,7 @@ mod tests {
         .unwrap();
         let refusal = || RefusalRecord {
             time: now_rfc3339(),
-            method: "/docent.v1.Admin/SyncNow",
+            method: "SyncNow",
             caller: Some("eve"),
             credential: Some("token"),
             peer: None,
@@ -309,5 +315,23 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["outcome"], "ADMIN_REQUIRED");
         assert_eq!(last["suppressed"].as_u64().unwrap() as usize, 1000 - lines);
+        // Anonymous refusals have a bucket of their own: a flood of them leaves room for the
+        // next authenticated one (a shared bucket would be empty after the flood).
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        for _ in 0..1000 {
+            log.refusal(RefusalRecord {
+                caller: None,
+                credential: None,
+                ..refusal()
+            });
+        }
+        let before = std::fs::read_to_string(&path).unwrap().lines().count();
+        log.refusal(refusal());
+        let after = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(
+            after,
+            before + 1,
+            "an authenticated refusal is still written"
+        );
     }
 }

@@ -325,6 +325,7 @@ pub async fn start_with(
     let limits = LimitLayer::new(Arc::new(Limiter::new(
         config.server.max_concurrent_requests,
         config.server.max_concurrent_per_caller,
+        config.server.max_concurrent_per_service,
     )));
     // A push request is decoded before its handler runs: the largest any push source accepts
     // bounds it (and only callers with the ingest permission get that far).

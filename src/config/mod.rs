@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Requests in flight at once per authenticated identity.
     pub max_concurrent_per_caller: usize,
+    /// The same for identities with `act_as` (bridges asking for many users).
+    pub max_concurrent_per_service: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -728,6 +730,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             max_concurrent_per_caller: is.range(
                 "server.max_concurrent_per_caller",
                 raw.server.max_concurrent_per_caller,
+                1,
+                100_000,
+            ),
+            max_concurrent_per_service: is.range(
+                "server.max_concurrent_per_service",
+                raw.server.max_concurrent_per_service,
                 1,
                 100_000,
             ),

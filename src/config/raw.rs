@@ -54,6 +54,7 @@ pub struct RawServer {
     pub tls_client_auth: String,
     pub max_concurrent_requests: usize,
     pub max_concurrent_per_caller: usize,
+    pub max_concurrent_per_service: usize,
 }
 
 impl Default for RawServer {
@@ -67,6 +68,7 @@ impl Default for RawServer {
             tls_client_auth: "optional".into(),
             max_concurrent_requests: 64,
             max_concurrent_per_caller: 4,
+            max_concurrent_per_service: 32,
         }
     }
 }

@@ -13,8 +13,9 @@
 //! 6. after answering: the grounding check (every sentence must be supported by a passage it
 //!    cites, else it is removed; nothing left → "not found"), the ACL recheck of every citation,
 //!    and PII redaction of everything returned that comes from documents: answer sentences, and
-//!    the titles, URIs, heading paths, passages (redacted whole, then cut into snippets) and
-//!    attribute values of citations and hits.
+//!    the document keys, chunk ids, titles, URIs, heading paths, passages (redacted whole, then
+//!    cut into snippets) and attribute values of citations and hits. Keys, chunk ids and URIs
+//!    are also checked percent-decoded; a redacted key no longer names its document.
 //!
 //! Every stage that matches text (blocked phrases, injection screening of questions and
 //! passages) matches the text's normalised forms ([`normalize::forms`]: NFKC, Unicode whitespace
@@ -440,8 +441,16 @@ impl Guardrails {
     }
 
     /// Redacts PII in everything of an answer that leaves the daemon: the sentences (hence the
-    /// answer text) and each citation's title, URI, heading path and passage, whose snippet is
-    /// then cut again from the redacted passage (spans keep pointing into the source text).
+    /// answer text) and each citation's document key, chunk id, title, URI, heading path and
+    /// passage, whose snippet is then cut again from the redacted passage (spans keep pointing
+    /// into the source text). Keys, chunk ids and URIs are also read percent-decoded
+    /// ([`pii::redact_escaped`]).
+    ///
+    /// A redacted key or chunk id names no document: a client cannot look such a document up,
+    /// filter on it or match it to other responses. That is accepted for PII-bearing keys only
+    /// (an fs key is the file's path, a push key is client-chosen): the alternative is sending
+    /// the IBAN or card number in clear. Call this last: grounding and the ACL recheck read keys
+    /// and chunk ids.
     pub fn redact_answer(
         &self,
         principals: &BTreeSet<String>,
@@ -453,8 +462,10 @@ impl Guardrails {
             redact_field(&mut s.text, entities, &mut found);
         }
         for c in &mut answer.citations {
+            redact_id(&mut c.document_key, entities, &mut found);
+            redact_id(&mut c.chunk_id, entities, &mut found);
             redact_field(&mut c.title, entities, &mut found);
-            redact_field(&mut c.uri, entities, &mut found);
+            redact_id(&mut c.uri, entities, &mut found);
             for h in &mut c.heading_path {
                 redact_field(h, entities, &mut found);
             }
@@ -466,16 +477,21 @@ impl Guardrails {
         pii_verdict(found)
     }
 
-    /// Redacts PII in everything of a search hit that leaves the daemon: title, URI, heading
-    /// path, attribute values, and the passage the snippet is cut from (a passage with findings
-    /// is replaced by its redacted, whitespace-collapsed text, which cuts into the same snippet).
+    /// Redacts PII in everything of a search hit that leaves the daemon: document key, chunk id,
+    /// title, URI, heading path, attribute values, and the passage the snippet is cut from (a
+    /// passage with findings is replaced by its redacted, whitespace-collapsed text, which cuts
+    /// into the same snippet). Keys, chunk ids and URIs are also read percent-decoded. As in
+    /// [`Self::redact_answer`], a redacted key no longer works for lookups, which is accepted for
+    /// PII-bearing keys; call this after the ACL recheck, which reads the keys.
     pub fn redact_hits(&self, principals: &BTreeSet<String>, hits: &mut [Hit]) -> Option<Verdict> {
         let entities = self.pii_entities(principals)?;
         let mut found = Vec::new();
         for h in hits {
             let c = &mut h.chunk;
+            redact_id(&mut c.doc_key, entities, &mut found);
+            redact_id(&mut c.chunk_id, entities, &mut found);
             redact_field(&mut c.title, entities, &mut found);
-            redact_field(&mut c.uri, entities, &mut found);
+            redact_id(&mut c.uri, entities, &mut found);
             for p in &mut c.heading_path {
                 redact_field(p, entities, &mut found);
             }
@@ -493,6 +509,16 @@ impl Guardrails {
 /// Redacts one field in place, recording what it found.
 fn redact_field(s: &mut String, entities: &[pii::Entity], found: &mut Vec<pii::Entity>) {
     let (r, f) = pii::redact(s, entities);
+    if !f.is_empty() {
+        *s = r;
+        found.extend(f);
+    }
+}
+
+/// [`redact_field`] for an identifier that may be percent-encoded (URI, document key, chunk id):
+/// its decoded readings are checked too, and their findings replace the escapes they came from.
+fn redact_id(s: &mut String, entities: &[pii::Entity], found: &mut Vec<pii::Entity>) {
+    let (r, f) = pii::redact_escaped(s, entities);
     if !f.is_empty() {
         *s = r;
         found.extend(f);

@@ -68,6 +68,7 @@ pub fn is_invisible(c: char) -> bool {
                 | 0x17B4..=0x17B5
                 | 0x180B..=0x180D // Mongolian variation selectors
                 | 0x180F
+                | 0x2800 // Braille pattern blank, renders as a space
                 | 0x3164
                 | 0xFE00..=0xFE0F // variation selectors
                 | 0xFFA0

@@ -5,6 +5,7 @@
 //! fullwidth forms is matched both as written and folded to ASCII; redaction always replaces byte
 //! ranges of the original text.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::{Regex, RegexSet};
@@ -200,7 +201,7 @@ fn phone_ok(text: &str, m: &regex::Match<'_>) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub entity: Entity,
-    pub range: std::ops::Range<usize>,
+    pub range: Range<usize>,
 }
 
 /// How one character reads for detection: kept, dropped (invisible), or replaced by ASCII.
@@ -314,6 +315,12 @@ pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
             });
         }
     }
+    non_overlapping(found)
+}
+
+/// The findings in text order, each kept only when it starts after the previous kept one ends
+/// (so at one start the longer wins).
+fn non_overlapping(mut found: Vec<Finding>) -> Vec<Finding> {
     found.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
     let mut out: Vec<Finding> = Vec::new();
     for f in found {
@@ -324,21 +331,126 @@ pub fn detect(text: &str, enabled: &[Entity]) -> Vec<Finding> {
     out
 }
 
-/// Replaces every finding with a typed placeholder; returns the text and what was redacted.
-pub fn redact(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
-    let found = detect(text, enabled);
-    if found.is_empty() {
-        return (text.to_string(), Vec::new());
+/// How many times [`detect_escaped`] percent-decodes a text: once for the escapes a uri is
+/// written with, and again for a name that itself holds escapes (`%2520` → `%20` → ` `).
+pub const MAX_DECODES: usize = 2;
+
+/// The text with every `%XX` escape decoded (bytes that do not form UTF-8 read as U+FFFD), and
+/// for each of its bytes the byte range of `text` it came from (the whole escape for a decoded
+/// byte; for a U+FFFD, the escapes of the bytes it stands for); `None` when `text` holds no escape.
+fn percent_decode(text: &str) -> Option<(String, Vec<Range<usize>>)> {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let b = text.as_bytes();
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut from = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&h| hex(h)),
+            b.get(i + 2).and_then(|&l| hex(l)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                bytes.push((h * 16 + l) as u8);
+                from.push(i..i + 3);
+                i += 3;
+            }
+            (c, ..) => {
+                bytes.push(c);
+                from.push(i..i + 1);
+                i += 1;
+            }
+        }
     }
+    if bytes.len() == b.len() {
+        return None; // No escape decoded.
+    }
+    let mut out = String::with_capacity(bytes.len());
+    let mut map = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        map.extend_from_slice(&from[at..at + chunk.valid().len()]);
+        at += chunk.valid().len();
+        let bad = chunk.invalid().len();
+        if bad > 0 {
+            out.push(char::REPLACEMENT_CHARACTER);
+            let r = from[at].start..from[at + bad - 1].end;
+            map.resize(out.len(), r);
+            at += bad;
+        }
+    }
+    Some((out, map))
+}
+
+/// [`detect`] for text that may be percent-encoded (uris, and keys and ids derived from paths or
+/// chosen by clients): the findings of the text as written and of its percent-decoded readings
+/// (up to [`MAX_DECODES`] rounds), as non-overlapping byte ranges of `text` in text order. A
+/// finding in a decoded reading covers every escape its characters came from, so
+/// `file:///srv/4111%201111%201111%201111.md` has one card finding, `4111%201111%201111%201111`.
+pub fn detect_escaped(text: &str, enabled: &[Entity]) -> Vec<Finding> {
+    let mut found = detect(text, enabled);
+    // The current reading, and for each of its bytes the range of `text` it came from (`None`:
+    // the text itself).
+    let mut reading: Option<(String, Vec<Range<usize>>)> = None;
+    for _ in 0..MAX_DECODES {
+        let current = reading.as_ref().map_or(text, |(r, _)| r.as_str());
+        let Some((decoded, mut from)) = percent_decode(current) else {
+            break;
+        };
+        if let Some((_, outer)) = &reading {
+            for r in &mut from {
+                *r = outer[r.start].start..outer[r.end - 1].end;
+            }
+        }
+        found.extend(detect(&decoded, enabled).into_iter().map(|f| Finding {
+            entity: f.entity,
+            range: from[f.range.start].start..from[f.range.end - 1].end,
+        }));
+        reading = Some((decoded, from));
+    }
+    non_overlapping(found)
+}
+
+/// `text` with each finding (non-overlapping, in text order) replaced by its placeholder.
+fn replace(text: &str, found: &[Finding]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    for f in &found {
+    for f in found {
         out.push_str(&text[at..f.range.start]);
         out.push_str(f.entity.placeholder());
         at = f.range.end;
     }
     out.push_str(&text[at..]);
-    (out, found.into_iter().map(|f| f.entity).collect())
+    out
+}
+
+/// Replaces every finding with a typed placeholder; returns the text and what was redacted.
+pub fn redact(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
+    redact_found(text, detect(text, enabled))
+}
+
+/// [`redact`] with [`detect_escaped`]: for uris, document keys and chunk ids.
+///
+/// The placeholder replaces the escapes in place, and everything else stays encoded as it was:
+/// `file:///srv/a%20b/4111%201111%201111%201111.md` → `file:///srv/a%20b/[REDACTED:payment_card].md`,
+/// the same uri as when the name is written unencoded. Sending the decoded uri instead would put
+/// into it what its escapes keep out (spaces, `#` and `?` in names, control and bidi characters,
+/// bytes that are not UTF-8); re-encoding the decoded text cannot restore the encoding, which
+/// differs by source (the file connector escapes all but unreserved characters and `/`, a push
+/// client's `https` uri keeps `?`, `=` and `&`).
+pub fn redact_escaped(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
+    redact_found(text, detect_escaped(text, enabled))
+}
+
+fn redact_found(text: &str, found: Vec<Finding>) -> (String, Vec<Entity>) {
+    if found.is_empty() {
+        return (text.to_string(), Vec::new());
+    }
+    (
+        replace(text, &found),
+        found.into_iter().map(|f| f.entity).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -471,6 +583,91 @@ mod tests {
             r,
             "Café: call [REDACTED:phone] — or [REDACTED:payment_card]."
         );
+    }
+
+    #[test]
+    fn percent_encoded_values_are_detected_and_redacted_in_place() {
+        let cases: &[(&str, &str)] = &[
+            // Spaces as `%20`; the rest of the uri stays encoded.
+            (
+                "file:///srv/a%20b/4111%201111%201111%201111.md",
+                "file:///srv/a%20b/[REDACTED:payment_card].md",
+            ),
+            // Lowercase hex, an encoded digit, and non-breaking spaces (`%C2%A0`, read through
+            // the ASCII fold).
+            (
+                "file:///srv/DE89%c2%a03704%C2%A00044%200532%200130%20%30%30.md",
+                "file:///srv/[REDACTED:iban].md",
+            ),
+            // Encoded twice: a name that itself holds `%20`.
+            (
+                "file:///srv/4111%25201111%25201111%25201111.md",
+                "file:///srv/[REDACTED:payment_card].md",
+            ),
+            // Next to bytes that are not UTF-8 and to raw non-ASCII characters.
+            (
+                "https://x.example/%FF%FE/ü/4111%201111%201111%201111?q=%E2%82",
+                "https://x.example/%FF%FE/ü/[REDACTED:payment_card]?q=%E2%82",
+            ),
+            // A finding as written is still found; decoding does not lose it.
+            (
+                "file:///srv/GB82WEST12345698765432%41.md",
+                "file:///srv/[REDACTED:iban]%41.md",
+            ),
+        ];
+        for &(text, want) in cases {
+            let (r, found) = redact_escaped(text, &Entity::ALL);
+            assert_eq!(r, want, "{text}");
+            assert_eq!(found.len(), 1, "{text}");
+            // Plain redaction misses the encoded ones.
+            assert!(
+                redact(text, &Entity::ALL).0 == text || text.contains("GB82"),
+                "{text}"
+            );
+        }
+        // Nothing found: unchanged, whatever the escapes (including a bad one and a lone `%`).
+        for text in [
+            "file:///srv/a%20b/%C3%BC.txt",
+            "file:///srv/100%/%zz/%2",
+            "share:/srv/share/handbook.md#3",
+            "%",
+        ] {
+            assert_eq!(
+                redact_escaped(text, &Entity::ALL),
+                (text.to_string(), vec![])
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any mix of escapes (valid, partial, not UTF-8, encoded twice), raw non-ASCII text and
+        /// digits: findings are ordered, disjoint and on character boundaries, so redaction
+        /// never panics, and a text without findings comes back unchanged.
+        #[test]
+        fn escaped_findings_are_char_aligned(parts in proptest::collection::vec(
+            proptest::sample::select(&[
+                "%20", "%2520", "%C3", "%BC", "%C3%BC", "%FF", "%E2%82%AC", "%E2%82", "%", "%2",
+                "%zz", "%C2%A0", "ü", "€", "\u{A0}", "4111", "1111", " ", "/", "DE89", "3704",
+                "0044", "0532", "0130", "00", "%30", "-", "#0",
+            ][..]),
+            0..24,
+        )) {
+            let text: String = parts.concat();
+            let found = detect_escaped(&text, &Entity::ALL);
+            for w in found.windows(2) {
+                proptest::prop_assert!(w[0].range.end <= w[1].range.start);
+            }
+            for f in &found {
+                proptest::prop_assert!(f.range.start < f.range.end);
+                proptest::prop_assert!(text.is_char_boundary(f.range.start));
+                proptest::prop_assert!(text.is_char_boundary(f.range.end));
+            }
+            let (r, entities) = redact_escaped(&text, &Entity::ALL);
+            proptest::prop_assert_eq!(entities.len(), found.len());
+            if found.is_empty() {
+                proptest::prop_assert_eq!(r, text);
+            }
+        }
     }
 
     #[test]

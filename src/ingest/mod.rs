@@ -282,13 +282,17 @@ impl Pipeline {
                     match self.prepare(*doc) {
                         Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
                         Ok(None) => {}
-                        Err((key, reason)) => {
+                        Err((key, reason, transient)) => {
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
                             self.skips
                                 .record_failed_upsert(&key, &reason, job, was_indexed);
-                            ops.push(Op::Delete(key));
+                            // A transient refusal (parsers busy) keeps the previous version; the
+                            // next sync sees the version differ and sends it again.
+                            if !transient {
+                                ops.push(Op::Delete(key));
+                            }
                         }
                     }
                 }
@@ -310,6 +314,11 @@ impl Pipeline {
                 }
             }
         }
+        // Writes whose every chunk reuses a vector (an ACL-only change, a re-parse) need no model.
+        let needs_model: Vec<bool> = ops
+            .iter()
+            .map(|op| matches!(op, Op::Write(p) if p.to_embed.iter().any(Option::is_some)))
+            .collect();
         let texts: Vec<String> = ops
             .iter_mut()
             .filter_map(|op| match op {
@@ -325,23 +334,28 @@ impl Pipeline {
                 Ok(v) => v,
                 Err(e) => {
                     // The model failing is not a document's fault, but no half-embedded document
-                    // may be written: record the failures, keep the previous versions, still
-                    // apply the deletions (removed content must not stay searchable), and
-                    // claim no checkpoint (the batch was not fully applied).
+                    // may be written: record the failures and keep the previous versions of
+                    // what needed the model; still apply the deletions and the writes that need
+                    // no model (removed content and narrowed ACLs must not wait), and claim no
+                    // checkpoint (the batch was not fully applied).
                     tracing::error!(error = %e, "embedding failed for a batch");
-                    for op in &ops {
-                        if let Op::Write(p) = op {
-                            self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
-                            self.skips
-                                .record(&p.record.key, &format!("embedding failed: {e}"));
-                        }
-                    }
-                    for op in ops {
-                        if let Op::Delete(key) = op
-                            && self.index.latest_entry(&key.to_string()).is_some()
-                        {
-                            self.index.delete(&key);
-                            self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+                    for (op, needs) in ops.into_iter().zip(needs_model) {
+                        match op {
+                            Op::Write(p) if needs => {
+                                self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+                                self.skips
+                                    .record(&p.record.key, &format!("embedding failed: {e}"));
+                            }
+                            Op::Write(p) => {
+                                self.index.upsert(p.record)?;
+                                self.stats.documents_indexed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Op::Delete(key) => {
+                                if self.index.latest_entry(&key.to_string()).is_some() {
+                                    self.index.delete(&key);
+                                    self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
                     return Ok(BTreeMap::new());
@@ -380,7 +394,8 @@ impl Pipeline {
     }
 
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
-    fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String)> {
+    /// `Err((key, reason, transient))`: transient failures keep the previous version.
+    fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String, bool)> {
         let key_str = doc.key.to_string();
         // Compared with the newest state: an edit reverted before the commit is a change.
         let previous = self.index.latest_entry(&key_str);
@@ -395,6 +410,7 @@ impl Pipeline {
             return Err((
                 doc.key,
                 "no principal may read this document (ACL allows nobody)".into(),
+                false,
             ));
         }
         let limits = self
@@ -409,7 +425,10 @@ impl Pipeline {
             doc.name_hint.clone(),
             limits,
         )
-        .map_err(|e| (doc.key.clone(), e.to_string()))?;
+        .map_err(|e| {
+            let transient = matches!(e, parse::ParseError::ParsersStuck(_));
+            (doc.key.clone(), e.to_string(), transient)
+        })?;
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
         let title = doc
             .title
@@ -419,7 +438,7 @@ impl Pipeline {
         let counter = self.embedder.token_counter();
         let chunks = chunk::chunk(&parsed, self.cfg.chunking, counter.as_ref());
         if chunks.is_empty() {
-            return Err((doc.key, "no text extracted".into()));
+            return Err((doc.key, "no text extracted".into(), false));
         }
         // Vectors of the previous version, reusable for chunks whose embedded text is unchanged.
         let old = match &previous {

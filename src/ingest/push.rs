@@ -2,10 +2,12 @@
 //! put changes on a bounded queue; this connector forwards them to the pipeline like any
 //! crawler, so pushed documents are parsed, embedded, committed and deleted by the same code.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use docent_connector_api::{BoxFuture, Change, Connector, ConnectorContext, ConnectorError};
+use docent_connector_api::{
+    BoxFuture, Change, Connector, ConnectorContext, ConnectorError, DocKey,
+};
 use tokio::sync::mpsc;
 
 use crate::config::PushConfig;
@@ -17,12 +19,20 @@ pub struct PushSource {
     pub config: PushConfig,
     pub limits: ParseLimits,
     queue: mpsc::Sender<Change>,
-    /// Keys accepted whose upsert the index may not show yet (queued, or written and not
-    /// committed), so a delete that follows at once finds them.
-    accepted: Arc<Mutex<HashSet<String>>>,
+    /// What was last accepted per key — an upsert of (version, ACL fingerprint) or a delete
+    /// (`None`) — until the index shows the same, so "unchanged" and "not found" are judged
+    /// against the newest state even while changes wait in the queue.
+    sent: Arc<Mutex<Sent>>,
 }
 
-/// Accepted keys remembered before the ones the index already shows are forgotten.
+#[derive(Default)]
+struct Sent {
+    last: HashMap<String, Option<(String, String)>>,
+    /// Size at which entries the index already shows are dropped.
+    prune_at: usize,
+}
+
+/// Accepted changes remembered before the ones the index already shows are forgotten.
 const ACCEPTED_PRUNE_AT: usize = 4096;
 
 impl PushSource {
@@ -40,27 +50,36 @@ impl PushSource {
             .any(|w| principals.contains(&w.token()))
     }
 
-    /// Remembers an accepted key (before it is queued); forgets keys the index now shows.
-    pub fn remember(&self, key: &str, index: &crate::index::Index) {
-        let mut a = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
-        if a.len() >= ACCEPTED_PRUNE_AT {
-            a.retain(|k| {
-                index
-                    .latest_entry(
-                        &docent_connector_api::DocKey::new(&self.config.id, k).to_string(),
-                    )
-                    .is_none()
-            });
+    /// The newest state of `key` as (version, ACL fingerprint), `None` if it does not exist:
+    /// what was last accepted, else what the index holds (uncommitted writes included).
+    pub fn newest(&self, key: &str, index: &crate::index::Index) -> Option<(String, String)> {
+        if let Some(last) = self.lock().last.get(key) {
+            return last.clone();
         }
-        a.insert(key.to_string());
+        index
+            .latest_entry(&DocKey::new(&self.config.id, key).to_string())
+            .map(|e| (e.version, e.acl_fingerprint))
     }
 
-    /// Forgets an accepted key; whether it was remembered.
-    pub fn forget(&self, key: &str) -> bool {
-        self.accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key)
+    /// Records an accepted upsert (`Some`) or delete (`None`) of `key`, before it is queued.
+    pub fn record(&self, key: &str, state: Option<(String, String)>, index: &crate::index::Index) {
+        let mut sent = self.lock();
+        if sent.last.len() >= sent.prune_at.max(ACCEPTED_PRUNE_AT) {
+            let id = &self.config.id;
+            sent.last.retain(|k, last| {
+                let now = index
+                    .latest_entry(&DocKey::new(id, k.as_str()).to_string())
+                    .map(|e| (e.version, e.acl_fingerprint));
+                now != *last
+            });
+            // Amortised: the next prune waits until the map has doubled.
+            sent.prune_at = sent.last.len() * 2;
+        }
+        sent.last.insert(key.to_string(), state);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -78,7 +97,7 @@ pub fn push_connector(config: PushConfig, limits: ParseLimits) -> (PushSource, P
             config,
             limits,
             queue: tx,
-            accepted: Arc::default(),
+            sent: Arc::default(),
         },
         PushConnector { id, rx },
     )

@@ -64,7 +64,7 @@ pub enum ParseError {
     #[error("parsing took longer than {0:?}")]
     Timeout(std::time::Duration),
     #[error(
-        "{0} parsers are still running on documents that timed out; this one is retried at the next sync"
+        "{0} parsers are still running on documents that timed out; this document is tried again when it changes, at a full sync or after a restart"
     )]
     ParsersStuck(usize),
 }

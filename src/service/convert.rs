@@ -7,8 +7,9 @@ use crate::guardrail::Verdict;
 use crate::index::{AttrFilter, SearchFilter};
 use crate::retrieve::{Hit, Mode};
 
-/// A citation as sent: the snippet, never the whole passage. Every string here is as
-/// [`crate::guardrail::Guardrails::redact_answer`] left it.
+/// A citation as sent: the snippet, never the whole passage. Every string here, the document key
+/// and chunk id included, is as [`crate::guardrail::Guardrails::redact_answer`] left it (a key
+/// with PII in it is sent redacted, and then names no document).
 pub fn citation(c: &Citation) -> pb::Citation {
     pb::Citation {
         document_key: c.document_key.clone(),
@@ -26,7 +27,8 @@ pub fn citation(c: &Citation) -> pb::Citation {
 }
 
 /// A search hit: its citation (the snippet cut from the passage) and attributes. Every string
-/// here is as [`crate::guardrail::Guardrails::redact_hits`] left it.
+/// here, the document key and chunk id included, is as
+/// [`crate::guardrail::Guardrails::redact_hits`] left it.
 pub fn hit(h: &Hit) -> pb::SearchHit {
     let c = &h.chunk;
     pb::SearchHit {
@@ -243,6 +245,70 @@ mod tests {
         assert_eq!(pb.citations[0].uri, "file:///finance/[REDACTED:iban].md");
         assert_eq!(pb.guardrails[0].code, "PII_REDACTED");
         assert_eq!(pb.guardrails[0].count, 3);
+    }
+
+    /// A file-share hit whose path holds the IBAN: the key is the raw path, the chunk id the key
+    /// plus the chunk's number, the uri the path percent-encoded (spaces as `%20`).
+    fn iban_path_hit() -> Hit {
+        let mut h = test_hit("a", "Refunds are paid at the end of each month.", 0.9);
+        let c = &mut h.chunk;
+        c.doc_key = format!("share:/srv/share/refunds/{IBAN}.md");
+        c.chunk_id = format!("{}#0", c.doc_key);
+        c.uri = format!("file:///srv/share/refunds/{}.md", IBAN.replace(' ', "%20"));
+        h
+    }
+
+    fn answer_citing(hits: &[Hit]) -> Answer {
+        Answer {
+            status: AnswerStatus::Answered,
+            sentences: vec![AnswerSentence {
+                text: hits[0].chunk.text.clone(),
+                citations: vec![0],
+            }],
+            citations: hits.iter().map(citation_for).collect(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn iban_in_document_key_chunk_id_and_encoded_uri_is_redacted_in_hits_and_citations() {
+        let g = guardrails();
+        let redacted_key = "share:/srv/share/refunds/[REDACTED:iban].md";
+        let check = |c: &pb::Citation| {
+            strings(c).into_iter().for_each(assert_no_iban);
+            assert_eq!(c.document_key, redacted_key);
+            assert_eq!(c.chunk_id, format!("{redacted_key}#0"));
+            assert_eq!(c.uri, "file:///srv/share/refunds/[REDACTED:iban].md");
+        };
+        let mut hits = vec![iban_path_hit()];
+        let v = g.redact_hits(&who(), &mut hits).unwrap();
+        // Key, chunk id and uri.
+        assert_eq!((v.rule.as_str(), v.count), ("iban", 3));
+        check(hit(&hits[0]).citation.as_ref().unwrap());
+
+        let mut a = answer_citing(&[iban_path_hit()]);
+        let v = g.redact_answer(&who(), &mut a).unwrap();
+        assert_eq!((v.rule.as_str(), v.count), ("iban", 3));
+        let pb = answer(&a, &[v]);
+        check(&pb.citations[0]);
+        assert_eq!(pb.guardrails[0].count, 3);
+    }
+
+    #[test]
+    fn percent_encoded_card_in_uri_is_redacted_in_hits_and_citations() {
+        let g = guardrails();
+        let mut h = test_hit("a", "The company card is kept by finance.", 0.9);
+        h.chunk.uri = "file:///srv/a%20b/4111%201111%201111%201111.md".into();
+        let want = "file:///srv/a%20b/[REDACTED:payment_card].md";
+        let mut hits = vec![h.clone()];
+        let v = g.redact_hits(&who(), &mut hits).unwrap();
+        assert_eq!((v.rule.as_str(), v.count), ("payment_card", 1));
+        assert_eq!(hit(&hits[0]).citation.unwrap().uri, want);
+
+        let mut a = answer_citing(&[h]);
+        let v = g.redact_answer(&who(), &mut a).unwrap();
+        assert_eq!((v.rule.as_str(), v.count), ("payment_card", 1));
+        assert_eq!(answer(&a, &[]).citations[0].uri, want);
     }
 
     #[test]

@@ -79,6 +79,24 @@ fn key_problem(key: &str) -> Option<String> {
         .then(|| "the key contains control characters".into())
 }
 
+/// Why a pushed attribute is refused. Keys are plain names: the index stores `key␟value`, so a
+/// key holding the separator (or any control character) could pose as another key's value.
+fn attribute_problem(key: &str, value: &str) -> Option<String> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !key_ok {
+        return Some(format!(
+            "attribute name {key:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
+        ));
+    }
+    (value.len() > 4096 || value.chars().any(char::is_control)).then(|| {
+        format!("attribute {key:?}: the value is over 4096 bytes or contains control characters")
+    })
+}
+
 /// Why a pushed uri is refused: only http(s) links (so no pushed document poses as a file of a
 /// share), under the source's prefixes when it has some. Empty is fine (Docent makes one).
 fn uri_problem(uri: &str, prefixes: &[String]) -> Option<String> {
@@ -142,14 +160,20 @@ fn validate(
             "attribute {a:?} is set by Docent, not by clients"
         )));
     }
+    if let Some(p) = d
+        .attributes
+        .iter()
+        .find_map(|(k, v)| attribute_problem(k, v))
+    {
+        return Err(reject(p));
+    }
     if let Some(p) = uri_problem(&d.uri, &src.config.uri_prefixes) {
         return Err(reject(p));
     }
     let doc_key = DocKey::new(&src.config.id, &key);
-    if let Some(e) = st.index.latest_entry(&doc_key.to_string())
-        && e.version == d.version
-        && e.acl_fingerprint == acl.fingerprint()
-    {
+    // Against the newest state: a re-put of an indexed version after a newer one was accepted
+    // (and still waits in the queue) is a change.
+    if src.newest(&key, &st.index) == Some((d.version.clone(), acl.fingerprint())) {
         return Err(result(&key, Unchanged, ""));
     }
     let (content, default_mime) = match d.content {
@@ -245,7 +269,11 @@ impl pb::ingest_server::Ingest for IngestService {
                 Ok(doc) => {
                     let key = doc.key.native_id.clone();
                     accepted.push(doc.key.to_string());
-                    src.remember(&key, &self.state.index);
+                    src.record(
+                        &key,
+                        Some((doc.version.clone(), doc.acl.fingerprint())),
+                        &self.state.index,
+                    );
                     if !src.send(Change::Upsert(Box::new(doc))).await {
                         return Err(Status::unavailable("the daemon is shutting down"));
                     }
@@ -289,17 +317,11 @@ impl pb::ingest_server::Ingest for IngestService {
             let doc_key = DocKey::new(&src.config.id, &key);
             // Known if indexed, written but not committed, or accepted and still queued: the
             // delete is queued behind that upsert and wins over it.
-            let accepted = src.forget(&key);
-            if !accepted
-                && self
-                    .state
-                    .index
-                    .latest_entry(&doc_key.to_string())
-                    .is_none()
-            {
+            if src.newest(&key, &self.state.index).is_none() {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }
+            src.record(&key, None, &self.state.index);
             deleted.push(doc_key.to_string());
             if !src.send(Change::Delete(doc_key)).await {
                 return Err(Status::unavailable("the daemon is shutting down"));

@@ -28,6 +28,8 @@ use crate::identity::Caller;
 pub struct Limiter {
     global: Arc<Semaphore>,
     per_caller: usize,
+    /// For identities with `act_as` (bridges asking for many users).
+    per_service: usize,
     callers: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -38,24 +40,31 @@ pub struct Permits {
 }
 
 impl Limiter {
-    pub fn new(global: usize, per_caller: usize) -> Self {
+    pub fn new(global: usize, per_caller: usize, per_service: usize) -> Self {
         Self {
             global: Arc::new(Semaphore::new(global.max(1))),
             per_caller: per_caller.max(1),
+            per_service: per_service.max(1),
             callers: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Admits a request of `caller` (its authenticated identity) or says which limit it hit.
-    pub fn try_admit(&self, caller: &str) -> Result<Permits, &'static str> {
+    /// Admits a request of `caller` (its authenticated identity; `service`: it may act for
+    /// others) or says which limit it hit.
+    pub fn try_admit(&self, caller: &str, service: bool) -> Result<Permits, &'static str> {
+        let limit = if service {
+            self.per_service
+        } else {
+            self.per_caller
+        };
         let pool = {
             let mut m = self.callers.lock().unwrap_or_else(|e| e.into_inner());
             // Callers are authenticated identities (a bounded set), but drop idle pools anyway.
             if m.len() > 4096 {
-                m.retain(|_, s| s.available_permits() < self.per_caller);
+                m.retain(|_, s| s.available_permits() < self.per_caller.min(self.per_service));
             }
             m.entry(caller.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_caller)))
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
                 .clone()
         };
         let caller = pool
@@ -117,14 +126,19 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Inside the interceptor: the caller is known (an unauthenticated request never gets
-        // here). The authenticated identity is the unit, so a service acting for many users
-        // shares one pool; size `max_concurrent_per_caller` for it.
-        let who = req
+        // here). The authenticated identity is the unit; a service acting for many users (the
+        // `act_as` permission) has the larger `max_concurrent_per_service` pool.
+        let (who, service) = req
             .extensions()
             .get::<Caller>()
-            .map(|c| c.actor().unwrap_or(c.user_id()).to_string())
+            .map(|c| {
+                (
+                    c.actor().unwrap_or(c.user_id()).to_string(),
+                    c.permissions().act_as,
+                )
+            })
             .unwrap_or_default();
-        let permits = match self.limiter.try_admit(&who) {
+        let permits = match self.limiter.try_admit(&who, service) {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!(caller = %who, why, "request shed");
@@ -233,20 +247,31 @@ mod tests {
 
     #[test]
     fn per_caller_and_global_limits_shed_and_release() {
-        let l = Limiter::new(3, 2);
-        let a1 = l.try_admit("a").unwrap();
-        let _a2 = l.try_admit("a").unwrap();
+        let l = Limiter::new(3, 2, 3);
+        let a1 = l.try_admit("a", false).unwrap();
+        let _a2 = l.try_admit("a", false).unwrap();
         assert!(
-            l.try_admit("a").is_err(),
+            l.try_admit("a", false).is_err(),
             "a third request of one caller is shed"
         );
-        let _b1 = l.try_admit("b").unwrap();
+        let _b1 = l.try_admit("b", false).unwrap();
         assert!(
-            l.try_admit("c").is_err(),
+            l.try_admit("c", false).is_err(),
             "the global pool (3) is full with a, a, b"
         );
         drop(a1);
-        assert!(l.try_admit("c").is_ok(), "a released permit admits again");
+        assert!(
+            l.try_admit("c", false).is_ok(),
+            "a released permit admits again"
+        );
+        let l = Limiter::new(10, 1, 3);
+        let _s: Vec<_> = (0..3)
+            .map(|_| l.try_admit("bridge", true).unwrap())
+            .collect();
+        assert!(
+            l.try_admit("bridge", true).is_err(),
+            "a service has its own, larger limit"
+        );
     }
 
     #[test]

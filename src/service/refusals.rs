@@ -88,7 +88,9 @@ where
         };
         let slot = CallerSlot::default();
         req.extensions_mut().insert(slot.clone());
-        let method = req.uri().path().to_string();
+        // A name from the fixed method list ("other" for anything else): a peer cannot choose
+        // what is written.
+        let method = crate::metrics::METHODS[crate::metrics::method_index(req.uri().path())];
         let peer = peer(&req);
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -106,7 +108,7 @@ where
                 let who = slot.get();
                 log.refusal(RefusalRecord {
                     time: crate::audit::now_rfc3339(),
-                    method: &method,
+                    method,
                     caller: who.as_ref().map(|w| w.0.as_str()),
                     credential: who.as_ref().map(|w| w.1.as_str()),
                     peer,

@@ -360,3 +360,79 @@ async fn unicode_evasions_are_blocked_and_pii_in_headings_is_redacted() {
     }
     d.stop().await;
 }
+
+/// Issue 9, second review: PII in a file's name reaches the document key (the raw path), the
+/// chunk ids (key plus number) and the uri (percent-encoded, `%20` for each space). All three are
+/// redacted in search hits and Ask citations, the encoded uri included, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_in_file_names_is_redacted_in_keys_chunk_ids_and_uris() {
+    let env = Env::example();
+    let dir = env.corpus().join("company");
+    std::fs::write(
+        dir.join("supplier-refund DE89 3704 0044 0532 0130 00.md"),
+        "# Supplier refunds\n\nSupplier refunds are wired back within ten working days.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fuel-card 4111 1111 1111 1111.md"),
+        "# Fuel card\n\nThe fuel card may only be used for company vehicles.\n",
+    )
+    .unwrap();
+    let d = env.start().await;
+    let leaks = |s: &str| {
+        ["DE89", "3704", "0130", "4111", "1111"]
+            .iter()
+            .any(|p| s.contains(p))
+    };
+    for (question, stem, placeholder) in [
+        (
+            "How soon are supplier refunds wired back?",
+            "supplier-refund",
+            "[REDACTED:iban]",
+        ),
+        (
+            "What may the fuel card be used for?",
+            "fuel-card",
+            "[REDACTED:payment_card]",
+        ),
+    ] {
+        let s = d.search(ALICE, question, 5).await.unwrap();
+        let c = s
+            .hits
+            .iter()
+            .filter_map(|h| h.citation.as_ref())
+            .find(|c| c.document_key.contains(stem))
+            .unwrap_or_else(|| panic!("no {stem} hit: {s:?}"));
+        let name = format!("{stem} {placeholder}.md");
+        assert!(c.document_key.ends_with(&name), "{c:?}");
+        assert!(c.chunk_id.starts_with(&c.document_key), "{c:?}");
+        assert!(
+            c.uri.ends_with(&format!("{stem}%20{placeholder}.md")),
+            "{c:?}"
+        );
+        assert!(!leaks(&search_text(&s)), "{s:?}");
+        let v = s
+            .guardrails
+            .iter()
+            .find(|v| v.code == "PII_REDACTED")
+            .unwrap_or_else(|| panic!("no redaction verdict: {s:?}"));
+        // Key, chunk id and uri of the one hit at least.
+        assert!(v.count >= 3, "{v:?}");
+
+        let r = d.ask(ALICE, question).await.unwrap();
+        assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+        let c = r
+            .citations
+            .iter()
+            .find(|c| c.document_key.contains(stem))
+            .unwrap_or_else(|| panic!("no {stem} citation: {r:?}"));
+        assert!(c.document_key.ends_with(&name), "{c:?}");
+        assert!(
+            c.uri.ends_with(&format!("{stem}%20{placeholder}.md")),
+            "{c:?}"
+        );
+        assert!(!leaks(&answer_text(&r)), "{r:?}");
+        assert!(codes(&r.guardrails).contains(&"PII_REDACTED"), "{r:?}");
+    }
+    d.stop().await;
+}

@@ -285,6 +285,13 @@ pub fn search_text(r: &pb::SearchResponse) -> String {
     s
 }
 
+/// `text` with `from` replaced by `to`; panics when `from` is not there, so a test never runs
+/// the default config believing it changed it.
+pub fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in the text");
+    text.replace(from, to)
+}
+
 /// The stable reason code of an error (`google.rpc.ErrorInfo`), or "".
 pub fn reason(e: &tonic::Status) -> String {
     use tonic_types::StatusExt;

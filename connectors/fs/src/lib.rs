@@ -11,15 +11,21 @@
 //!   resolved path (path rules) and the target's own owner and mode, never from the link's
 //!   path; loops, links leaving the roots, special files and oversized files are reported as
 //!   skipped with a reason, and the crawl goes on;
-//! - a deletion or move is acted on even when the upsert it cancels has not been committed yet
-//!   (`Scanner::sent` remembers upserts the index may not show yet).
+//! - a deletion or move is acted on even when the upsert it cancels has not been committed yet,
+//!   and "unchanged" is judged against the last change sent, not only the index
+//!   (`Scanner::sent` remembers what the index may not show yet);
+//! - what is indexed is what was read: the file is opened without following a last-component
+//!   link, its real path is read back from the open descriptor and checked against the roots,
+//!   and its ACL and version come from that descriptor's metadata (a file swapped between the
+//!   check and the read cannot borrow another path's ACL); a file with several hard links is
+//!   skipped, since one path cannot tell its ACL.
 
 mod acl_rules;
 mod posix_names;
 
 pub use acl_rules::{AclRule, RuleMode};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,8 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{ConnectorCommand, JobState};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedState, Principal,
-    SourceDocument, StatusHandle,
+    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    Principal, SourceDocument, StatusHandle,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -141,9 +147,11 @@ struct Scanner {
     full: Arc<std::sync::atomic::AtomicBool>,
     /// Each root as configured and with every symbolic link in it resolved.
     roots: Arc<Vec<(PathBuf, PathBuf)>>,
-    /// Native ids upserted that the index may not show yet (queued or uncommitted): a delete
-    /// or move that follows must still reach them.
-    sent: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// What was last sent per native id — an upsert of that version and ACL (`Some`) or a
+    /// delete (`None`) — until the index shows the same: a delete or move that follows an
+    /// unapplied upsert must still reach it, and a change back to the indexed state after an
+    /// unapplied change is still a change.
+    sent: Arc<std::sync::Mutex<HashMap<String, Option<IndexedDoc>>>>,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
@@ -351,7 +359,7 @@ fn start_watcher(
     roots: &[PathBuf],
     tx: mpsc::UnboundedSender<PathBuf>,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+    let handler = move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         // Opening and closing files for reading changes nothing.
         if matches!(ev.kind, EventKind::Access(_)) {
@@ -360,7 +368,14 @@ fn start_watcher(
         for p in ev.paths {
             let _ = tx.send(p);
         }
-    })?;
+    };
+    // Never follow links while adding watches: a link planted in a root would otherwise take
+    // over the watch of the directory it points to (its events would arrive under the link's
+    // path) or make the watcher walk the whole filesystem.
+    let mut watcher = notify::RecommendedWatcher::new(
+        handler,
+        notify::Config::default().with_follow_symlinks(false),
+    )?;
     for r in roots {
         watcher.watch(r, RecursiveMode::Recursive)?;
     }
@@ -479,21 +494,45 @@ impl Scanner {
         Ok(Reconciled::Done)
     }
 
-    /// Every native id the index holds or may soon hold (sent, not yet visible); forgets sent
-    /// ids the index now shows.
+    /// Every native id the index holds or will hold once what was sent is applied; forgets
+    /// sent entries the index already shows.
     fn known_ids(&self, indexed: &[String]) -> BTreeSet<String> {
         let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|id| !known.contains(id));
-        known.extend(sent.iter().cloned());
+        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
+        for (id, last) in sent.iter() {
+            if last.is_some() {
+                known.insert(id.clone());
+            } else {
+                known.remove(id);
+            }
+        }
         known
     }
 
-    fn send_delete(&self, id: String) -> Result<(), ConnectorError> {
+    /// The newest state of a document as far as this scanner knows: what it sent last, else
+    /// what the index holds.
+    fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
+        if let Some(last) = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.native_id)
+        {
+            return last.clone();
+        }
+        self.indexed.get(key)
+    }
+
+    fn remember(&self, id: &str, last: Option<IndexedDoc>) {
         self.sent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+            .insert(id.to_string(), last);
+    }
+
+    fn send_delete(&self, id: String) -> Result<(), ConnectorError> {
+        self.remember(&id, None);
         self.send_blocking(Change::Delete(DocKey::new(&self.cfg.id, id)))?;
         self.count(|j| j.counts.deleted += 1);
         Ok(())
@@ -565,8 +604,12 @@ impl Scanner {
                 continue;
             };
             match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_symlink() && !self.cfg.follow_symlinks => {
-                    // Not followed: whatever was indexed under this path goes.
+                Ok(m)
+                    if !self.cfg.follow_symlinks
+                        && (m.file_type().is_symlink() || !self.link_free(root, path)) =>
+                {
+                    // Not followed (a link, or a path through one): whatever was indexed under
+                    // this path goes.
                     self.delete_under(path, |_| true)?;
                 }
                 Ok(_) if path.is_dir() => {
@@ -618,17 +661,21 @@ impl Scanner {
         Ok(())
     }
 
-    /// `walked`: the path came from a walk that follows no links (no resolving needed).
+    /// `walked`: the path came from a walk that follows no links (no resolving needed before
+    /// the read; the read itself is always checked).
     fn visit_file(&self, root: &Path, path: &Path, walked: bool) -> Result<(), ConnectorError> {
         let key = self.key(path);
-        let prev = self.indexed.get(&key);
+        let prev = self.last_known(&key);
         let known = prev.is_some();
         match self.read_if_changed(root, path, walked, &key, prev) {
             Ok(Some(doc)) => {
-                self.sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.native_id.clone());
+                self.remember(
+                    &key.native_id,
+                    Some(IndexedDoc {
+                        version: doc.version.clone(),
+                        acl_fingerprint: doc.acl.fingerprint(),
+                    }),
+                );
                 self.count(|j| {
                     j.counts.scanned += 1;
                     if known {
@@ -649,9 +696,35 @@ impl Scanner {
             Err(reason) => {
                 self.count(|j| j.counts.scanned += 1);
                 self.count_failure(&key.native_id, &reason);
+                // A skipped document is removed from the index.
+                self.remember(&key.native_id, None);
                 self.send_blocking(Change::Skipped { key, reason })
             }
         }
+    }
+
+    /// Whether `path` (under `root`) passes through no symbolic link below the root.
+    fn link_free(&self, root: &Path, path: &Path) -> bool {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        path.canonicalize()
+            .is_ok_and(|real| real == self.canonical_root(root).join(rel))
+    }
+
+    fn canonical_root<'a>(&'a self, root: &'a Path) -> &'a Path {
+        self.roots
+            .iter()
+            .find(|(r, _)| r == root)
+            .map(|(_, c)| c.as_path())
+            .unwrap_or(root)
+    }
+
+    /// Where a real path lies: the canonical root holding it, if any.
+    fn root_holding(&self, real: &Path) -> Option<&Path> {
+        self.roots
+            .iter()
+            .map(|(_, c)| c.as_path())
+            .filter(|c| real.starts_with(c))
+            .max_by_key(|c| c.as_os_str().len())
     }
 
     /// Returns the document when it is new or changed, `None` when unchanged, or the reason it
@@ -664,24 +737,11 @@ impl Scanner {
         key: &DocKey,
         prev: Option<docent_connector_api::IndexedDoc>,
     ) -> Result<Option<SourceDocument>, String> {
-        // The file actually read, and the root its ACL is computed against.
+        // By path first, to skip unchanged files without opening them: the file the path leads
+        // to, and the root whose rules apply to it.
         let (acl_root, target) = self.resolve(root, path, walked)?;
         let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
-        if !meta.is_file() {
-            return Err("not a regular file".to_string());
-        }
-        if meta.len() > self.cfg.max_file_size {
-            return Err(format!(
-                "too large: {} bytes > max_file_size {} bytes",
-                meta.len(),
-                self.cfg.max_file_size
-            ));
-        }
-        let acl = self.acl_for(&acl_root, &target, &meta);
-        if acl.is_closed() {
-            return Err("no principal may read this file (ACL allows nobody)".to_string());
-        }
-        let version = format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len());
+        let (acl, version) = self.acl_and_version(&acl_root, &target, &meta)?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(prev) = prev
             && prev.version == version
@@ -690,7 +750,39 @@ impl Scanner {
         {
             return Ok(None);
         }
-        let content = read_file(&target).map_err(|e| format!("unreadable: {e}"))?;
+        // Then what is indexed is decided by what is opened: the real path of the open file is
+        // checked again, and its ACL and version come from the descriptor, so a path swapped
+        // for a link (or another file) since the check cannot lend its ACL to other content.
+        let (mut file, real) = self.open_verified(root, path, &target)?;
+        let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+        let acl_root = if self.cfg.follow_symlinks {
+            self.root_holding(&real)
+                .map(Path::to_path_buf)
+                .ok_or("symbolic link target lies outside the crawled roots")?
+        } else {
+            acl_root
+        };
+        let rules_path = if self.cfg.follow_symlinks {
+            &real
+        } else {
+            &target
+        };
+        let (acl, version) = self.acl_and_version(&acl_root, rules_path, &meta)?;
+        let content = {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            (&mut file)
+                .take(self.cfg.max_file_size + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("unreadable: {e}"))?;
+            if buf.len() as u64 > self.cfg.max_file_size {
+                return Err(format!(
+                    "too large: over max_file_size {} bytes",
+                    self.cfg.max_file_size
+                ));
+            }
+            buf
+        };
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -724,6 +816,75 @@ impl Scanner {
         }))
     }
 
+    /// The ACL and version of a regular file from its metadata, or why it cannot be indexed.
+    fn acl_and_version(
+        &self,
+        acl_root: &Path,
+        rules_path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<(Acl, String), String> {
+        if !meta.is_file() {
+            return Err("not a regular file".to_string());
+        }
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "the file has {} hard links: one path cannot tell its ACL",
+                meta.nlink()
+            ));
+        }
+        if meta.len() > self.cfg.max_file_size {
+            return Err(format!(
+                "too large: {} bytes > max_file_size {} bytes",
+                meta.len(),
+                self.cfg.max_file_size
+            ));
+        }
+        let acl = self.acl_for(acl_root, rules_path, meta);
+        if acl.is_closed() {
+            return Err("no principal may read this file (ACL allows nobody)".to_string());
+        }
+        let version = format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len());
+        Ok((acl, version))
+    }
+
+    /// Opens `target` (without following a link at its last component, without blocking on a
+    /// FIFO) and checks where the open file really is: without `follow_symlinks`, exactly
+    /// `path` with no link below its root; with it, inside a root and selected there.
+    fn open_verified(
+        &self,
+        root: &Path,
+        path: &Path,
+        target: &Path,
+    ) -> Result<(std::fs::File, PathBuf), String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(target)
+            .map_err(|e| format!("unreadable: {e}"))?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|e| format!("cannot verify where the open file is: {e}"))?;
+        if self.cfg.follow_symlinks {
+            match self.root_holding(&real) {
+                Some(c) if self.selected(c, &real) => {}
+                Some(_) => return Err("symbolic link target is excluded by include/exclude".into()),
+                None => {
+                    return Err("symbolic link target lies outside the crawled roots".into());
+                }
+            }
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            if real != self.canonical_root(root).join(rel) {
+                return Err(
+                    "the path led through a symbolic link when it was opened (follow_symlinks = false)"
+                        .into(),
+                );
+            }
+        }
+        Ok((file, real))
+    }
+
     /// Where `path` (under `root`) really is, and the root whose ACL rules apply there.
     /// Without `follow_symlinks` a path through a link is refused; with it, the resolved path
     /// must lie inside a root (the one that then decides the ACL).
@@ -741,13 +902,7 @@ impl Scanner {
                 .canonicalize()
                 .map_err(|e| format!("unreadable: {e}"))?;
             let rel = path.strip_prefix(root).unwrap_or(path);
-            let canonical_root = self
-                .roots
-                .iter()
-                .find(|(r, _)| r == root)
-                .map(|(_, c)| c.as_path())
-                .unwrap_or(root);
-            if resolved != canonical_root.join(rel) {
+            if resolved != self.canonical_root(root).join(rel) {
                 return Err("symbolic link not followed (follow_symlinks = false)".into());
             }
             return Ok((root.to_path_buf(), path.to_path_buf()));
@@ -755,14 +910,10 @@ impl Scanner {
         let resolved = path
             .canonicalize()
             .map_err(|e| format!("unreadable: {e}"))?;
-        let inside = self
-            .roots
-            .iter()
-            .map(|(_, c)| c)
-            .filter(|c| resolved.starts_with(c))
-            .max_by_key(|c| c.as_os_str().len());
-        match inside {
-            Some(c) => Ok((c.clone(), resolved)),
+        match self.root_holding(&resolved) {
+            // The globs apply to the target too: a link must not bring in an excluded file.
+            Some(c) if self.selected(c, &resolved) => Ok((c.to_path_buf(), resolved)),
+            Some(_) => Err("symbolic link target is excluded by include/exclude".into()),
             None => Err(format!(
                 "symbolic link target {} lies outside the crawled roots",
                 resolved.display()
@@ -789,20 +940,6 @@ impl Scanner {
         let rel = path.strip_prefix(root).unwrap_or(path);
         acl_rules::apply(&self.cfg.acl_rules, rel, posix)
     }
-}
-
-/// Reads a resolved path without following a link swapped in at its last component since it
-/// was resolved.
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 fn file_uri(path: &Path) -> String {
