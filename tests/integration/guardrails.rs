@@ -11,6 +11,14 @@ fn codes(v: &[pb::GuardrailVerdict]) -> Vec<&str> {
     v.iter().map(|v| v.code.as_str()).collect()
 }
 
+/// The PII redaction verdict of a response; panics when there is none.
+fn pii_verdict(verdicts: &[pb::GuardrailVerdict]) -> &pb::GuardrailVerdict {
+    verdicts
+        .iter()
+        .find(|v| v.code == "PII_REDACTED")
+        .unwrap_or_else(|| panic!("no redaction verdict: {verdicts:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guardrail_chain_blocks_restricts_drops_and_redacts() {
     let env = Env::example();
@@ -314,11 +322,7 @@ async fn unicode_evasions_are_blocked_and_pii_in_headings_is_redacted() {
         "{hit:?}"
     );
     assert!(!leaks(&search_text(&s)), "{s:?}");
-    let v = s
-        .guardrails
-        .iter()
-        .find(|v| v.code == "PII_REDACTED")
-        .unwrap_or_else(|| panic!("no redaction verdict: {s:?}"));
+    let v = pii_verdict(&s.guardrails);
     assert!(v.count >= 2, "{v:?}");
 
     let r = d
@@ -411,11 +415,7 @@ async fn pii_in_file_names_is_redacted_in_keys_chunk_ids_and_uris() {
             "{c:?}"
         );
         assert!(!leaks(&search_text(&s)), "{s:?}");
-        let v = s
-            .guardrails
-            .iter()
-            .find(|v| v.code == "PII_REDACTED")
-            .unwrap_or_else(|| panic!("no redaction verdict: {s:?}"));
+        let v = pii_verdict(&s.guardrails);
         // Key, chunk id and uri of the one hit at least.
         assert!(v.count >= 3, "{v:?}");
 

@@ -17,8 +17,8 @@
 //! - what is indexed is what was read: the file is opened without following a last-component
 //!   link, its real path is read back from the open descriptor and checked against the roots,
 //!   and its ACL and version come from that descriptor's metadata (a file swapped between the
-//!   check and the read cannot borrow another path's ACL); a file with several hard links is
-//!   skipped, since one path cannot tell its ACL.
+//!   check and the read cannot borrow another path's ACL); with ACL rules, a file with several
+//!   hard links is skipped, since one path cannot tell its ACL.
 
 mod acl_rules;
 mod posix_names;
@@ -826,9 +826,11 @@ impl Scanner {
         if !meta.is_file() {
             return Err("not a regular file".to_string());
         }
-        if meta.nlink() > 1 {
+        // Path rules decide ACLs by path, and a hard link gives the inode a second path: with
+        // rules, one path cannot tell the ACL. Without rules the ACL comes from the inode alone.
+        if meta.nlink() > 1 && !self.cfg.acl_rules.is_empty() {
             return Err(format!(
-                "the file has {} hard links: one path cannot tell its ACL",
+                "the file has {} hard links and ACL rules apply by path: one path cannot tell its ACL",
                 meta.nlink()
             ));
         }
