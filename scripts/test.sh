@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Second command: run the whole test suite (unit, property and integration tests against a real
-# daemon with the real embedding model). Fetches the model first if it is missing.
+# daemon with the real embedding model and a real LLM server). Fetches the models first if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-models.sh
+# The real LLM for the generative-answer tests (compiled once, then from pip's wheel cache).
+scripts/setup-llm.sh
 cargo test --workspace --locked "$@"

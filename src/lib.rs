@@ -2,11 +2,12 @@
 //!
 //! Data flows through the modules in this order (see ARCHITECTURE.md): connectors (crates under
 //! `connectors/`) → [`ingest`] (→ [`parse`] → [`chunk`] → [`embed`]) → [`index`]; queries go
-//! [`service`] (authentication via [`identity`], scope via [`acl`]) → [`guardrail`] →
-//! [`retrieve`] → [`answer`] → [`guardrail`] → caller.
+//! [`service`] (authentication via [`identity`]) → [`assistant`] (scope via [`acl`] →
+//! [`guardrail`] → [`retrieve`] → [`guardrail`] → an answerer → verification) → caller.
 
 pub mod acl;
 pub mod answer;
+pub mod assistant;
 pub mod audit;
 pub mod chunk;
 pub mod cli;

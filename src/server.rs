@@ -64,6 +64,10 @@ pub enum DaemonError {
     },
     #[error("guardrail topics: {0}")]
     Guardrails(String),
+    #[error("llm: {0}")]
+    Llm(String),
+    #[error("{0}")]
+    AssistantStore(#[from] crate::assistant::store::StoreError),
     #[error(
         "refusing to serve plaintext on {0}, which is not a loopback address: configure \
          server.tls_cert/tls_key, or pass --insecure-dev for a development setup"
@@ -270,14 +274,56 @@ pub async fn start_with(
         config.retrieval,
     ));
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let state = Arc::new(AppState {
-        index,
+    let llm = match &config.llm {
+        Some(c) => Some(Arc::new(
+            crate::assistant::LlmClient::new(c.clone()).map_err(DaemonError::Llm)?,
+        )),
+        None => None,
+    };
+    let store = if config.conversations {
+        let path = config.index.data_dir.join("assistant.redb");
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || crate::assistant::Store::open(&path))
+                .await
+                .map_err(|e| DaemonError::Join(e.to_string()))??,
+        ))
+    } else {
+        None
+    };
+    let assistant = Arc::new(crate::assistant::Assistant::new(
+        index.clone(),
         retriever,
-        identities: identities.clone(),
         guardrails,
+        metrics.clone(),
+        config.assistant.clone(),
+        llm,
+        store,
+    ));
+    {
+        // Conversations past their retention go at start and then hourly.
+        let a = assistant.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let x = a.clone();
+                match tokio::task::spawn_blocking(move || x.expire_conversations()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "conversations expired"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "conversation expiry failed"),
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    let state = Arc::new(AppState {
+        assistant,
+        index,
+        identities: identities.clone(),
         audit,
         config_path: opts.config_path.clone(),
-        answer: config.answer,
         connectors: infos,
         push,
         skips,

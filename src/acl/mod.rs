@@ -20,12 +20,23 @@ pub struct AclScope {
     principals: Arc<BTreeSet<String>>,
 }
 
-/// Turns an authenticated caller into the scope its queries run under.
-pub fn authorize(caller: &Caller) -> AclScope {
-    AclScope {
+/// Why a caller gets no scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthzError {
+    #[error("{0} may not query (the credential lacks the `query` permission)")]
+    NoQueryPermission(String),
+}
+
+/// Turns an authenticated caller into the scope its queries run under: once per request, and
+/// only for a caller holding the `query` permission.
+pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
+    if !caller.permissions().query {
+        return Err(AuthzError::NoQueryPermission(caller.user_id().to_string()));
+    }
+    Ok(AclScope {
         user: caller.user_id().to_string(),
         principals: Arc::new(caller.principals().clone()),
-    }
+    })
 }
 
 impl AclScope {
@@ -35,6 +46,11 @@ impl AclScope {
 
     pub fn principals(&self) -> impl Iterator<Item = &str> {
         self.principals.iter().map(String::as_str)
+    }
+
+    /// The principal set (guardrail audiences match against it).
+    pub fn principal_set(&self) -> &BTreeSet<String> {
+        &self.principals
     }
 
     /// Whether a document with `acl` is readable in this scope (deny wins).

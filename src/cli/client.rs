@@ -83,7 +83,7 @@ pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Req
     Ok(req)
 }
 
-fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {
+pub(super) fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {
     v.iter()
         .map(|v| {
             json!({"stage": v.stage, "action": v.action, "code": v.code, "rule": v.rule,
@@ -92,7 +92,7 @@ fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn filter(f: &FilterArgs) -> pb::Filter {
+pub(super) fn filter(f: &FilterArgs) -> pb::Filter {
     pb::Filter {
         sources: f.sources.clone(),
         uri_prefix: f.uri_prefix.clone().unwrap_or_default(),
@@ -169,7 +169,7 @@ pub fn parse_where(s: &str) -> Result<pb::AttributeFilter, String> {
     })
 }
 
-fn citation_json(c: &pb::Citation) -> serde_json::Value {
+pub(super) fn citation_json(c: &pb::Citation) -> serde_json::Value {
     let span = c.span.unwrap_or_default();
     json!({
         "document_key": c.document_key,
@@ -183,67 +183,13 @@ fn citation_json(c: &pb::Citation) -> serde_json::Value {
     })
 }
 
-fn status_name(s: i32) -> &'static str {
+pub(super) fn status_name(s: i32) -> &'static str {
     match pb::AnswerStatus::try_from(s) {
         Ok(pb::AnswerStatus::Answered) => "answered",
         Ok(pb::AnswerStatus::NoAnswer) => "no_answer",
         Ok(pb::AnswerStatus::Blocked) => "blocked",
         _ => "unknown",
     }
-}
-
-pub async fn ask(
-    conn: &ClientArgs,
-    f: &FilterArgs,
-    question: String,
-    on_behalf_of: Option<String>,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut client = pb::assistant_client::AssistantClient::new(channel(conn).await?);
-    let resp = client
-        .ask(request(
-            conn,
-            pb::AskRequest {
-                question,
-                filter: Some(filter(f)),
-                on_behalf_of: on_behalf_of.unwrap_or_default(),
-            },
-        )?)
-        .await?
-        .into_inner();
-    if as_json {
-        let v = json!({
-            "answer": resp.answer,
-            "status": status_name(resp.status),
-            "message": resp.message,
-            "sentences": resp.sentences.iter().map(|s| json!({"text": s.text, "citations": s.citations})).collect::<Vec<_>>(),
-            "citations": resp.citations.iter().map(citation_json).collect::<Vec<_>>(),
-            "guardrails": verdicts_json(&resp.guardrails),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("{}\n", resp.answer);
-        if !resp.citations.is_empty() {
-            println!("Sources:");
-            for (i, c) in resp.citations.iter().enumerate() {
-                let span = c.span.unwrap_or_default();
-                let page = if c.page > 0 {
-                    format!("page {}, ", c.page)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "  [{}] {} — {} ({page}bytes {}..{})",
-                    i + 1,
-                    c.title,
-                    c.uri,
-                    span.start,
-                    span.end
-                );
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub struct SearchArgs {
@@ -748,6 +694,51 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
     use super::AdminCommand;
     let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
     let v = match cmd {
+        AdminCommand::Usage { days, json } => {
+            let r = client
+                .usage(request(conn, pb::UsageRequest { days })?)
+                .await?
+                .into_inner();
+            if !json {
+                println!(
+                    "{:<24} {:>12} {:>12} {:>9} {:>12}",
+                    "identity", "prompt", "completion", "requests", "est. cost"
+                );
+                for u in &r.identities {
+                    println!(
+                        "{:<24} {:>12} {:>12} {:>9} {:>8.4} {}",
+                        u.identity,
+                        u.prompt_tokens,
+                        u.completion_tokens,
+                        u.requests,
+                        u.estimated_cost,
+                        r.currency
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            json!({"currency": r.currency, "identities": r.identities.iter().map(|u| json!({
+                "identity": u.identity, "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens, "requests": u.requests,
+                "estimated_cost": u.estimated_cost})).collect::<Vec<_>>()})
+        }
+        AdminCommand::FeedbackExport => {
+            let r = client
+                .export_feedback(request(conn, pb::ExportFeedbackRequest {})?)
+                .await?
+                .into_inner();
+            // JSON lines, one record each.
+            for f in &r.records {
+                println!(
+                    "{}",
+                    json!({"identity": f.identity, "conversation_id": f.conversation_id,
+                        "turn": f.turn, "vote": if f.up { "up" } else { "down" },
+                        "reasons": f.reasons, "comment": f.comment, "time_ms": f.time_ms,
+                        "question": f.question, "documents": f.documents})
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         AdminCommand::Whois { user, json } => {
             let w = client
                 .who_is(request(conn, pb::WhoIsRequest { user })?)

@@ -91,7 +91,13 @@ pub async fn beir(
     .await?
 }
 
-pub async fn qa(conn: &ClientArgs, file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+pub async fn qa(
+    conn: &ClientArgs,
+    file: &Path,
+    modes: &[super::AnswerModeArg],
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    use super::AnswerModeArg;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let items: Vec<qa::QaItem> = text
@@ -104,54 +110,97 @@ pub async fn qa(conn: &ClientArgs, file: &Path, as_json: bool) -> anyhow::Result
         .collect::<Result<_, _>>()?;
     let mut client =
         pb::assistant_client::AssistantClient::new(super::client::channel(conn).await?);
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in &items {
-        let r = client
-            .ask(super::client::request(
-                conn,
-                pb::AskRequest {
-                    on_behalf_of: String::new(),
-                    question: item.question.clone(),
-                    filter: None,
-                },
-            )?)
-            .await?
-            .into_inner();
-        outcomes.push(qa::QaOutcome {
-            answered: r.status == pb::AnswerStatus::Answered as i32,
-            answer: r.answer,
-            citations: r
-                .citations
-                .into_iter()
-                .map(|c| (c.document_key, c.uri, c.chunk_id))
-                .collect(),
-        });
-    }
-    let report = qa::score(&items, &outcomes);
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let modes: Vec<Option<AnswerModeArg>> = if modes.is_empty() {
+        vec![None]
     } else {
-        println!("questions                        {}", report.questions);
-        println!(
-            "gold passage cited               {:.3}",
-            report.gold_cited_rate
-        );
-        println!(
-            "expected text in answer          {:.3}",
-            report.answer_contains_rate
-        );
-        println!(
-            "citation precision               {:.3}",
-            report.citation_precision
-        );
-        println!(
-            "no-answer rate (unanswerable)    {:.3}",
-            report.no_answer_rate_unanswerable
-        );
-        println!(
-            "no-answer rate (answerable)      {:.3}",
-            report.no_answer_rate_answerable
-        );
+        modes.iter().copied().map(Some).collect()
+    };
+    let mut reports = Vec::new();
+    for m in &modes {
+        let (mode, name) = match m {
+            None => (pb::AnswerMode::Unspecified, "default"),
+            Some(AnswerModeArg::Extractive) => (pb::AnswerMode::Extractive, "extractive"),
+            Some(AnswerModeArg::Generative) => (pb::AnswerMode::Generative, "generative"),
+            Some(AnswerModeArg::Auto) => (pb::AnswerMode::Auto, "auto"),
+        };
+        let bar = crate::cli::progress_bar(items.len() as u64, name);
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut fallbacks = 0usize;
+        for item in &items {
+            let r = client
+                .ask(super::client::request(
+                    conn,
+                    pb::AskRequest {
+                        question: item.question.clone(),
+                        mode: mode as i32,
+                        ..Default::default()
+                    },
+                )?)
+                .await?
+                .into_inner();
+            fallbacks += usize::from(
+                r.details
+                    .as_ref()
+                    .is_some_and(|d| !d.fallback_reason.is_empty()),
+            );
+            outcomes.push(qa::QaOutcome {
+                answered: r.status == pb::AnswerStatus::Answered as i32,
+                answer: r.answer,
+                citations: r
+                    .citations
+                    .into_iter()
+                    .map(|c| (c.document_key, c.uri, c.chunk_id))
+                    .collect(),
+            });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        reports.push((name, qa::score(&items, &outcomes), fallbacks));
     }
+    if as_json {
+        let v: serde_json::Map<String, serde_json::Value> = reports
+            .iter()
+            .map(|(n, r, f)| {
+                let mut v = serde_json::to_value(r).expect("report serialises");
+                v["fallbacks"] = (*f).into();
+                (n.to_string(), v)
+            })
+            .collect();
+        // One mode: the report itself, as before; several: keyed by mode.
+        let out = if reports.len() == 1 {
+            v.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+        } else {
+            serde_json::Value::Object(v)
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{:<34}", "");
+    for (n, _, _) in &reports {
+        print!("{n:>12}");
+    }
+    println!();
+    let row = |label: &str, f: &dyn Fn(&qa::QaReport) -> f64| {
+        print!("{label:<34}");
+        for (_, r, _) in &reports {
+            print!("{:>12.3}", f(r));
+        }
+        println!();
+    };
+    row("questions", &|r| r.questions as f64);
+    row("gold passage cited", &|r| r.gold_cited_rate);
+    row("expected text in answer", &|r| r.answer_contains_rate);
+    row("citation precision", &|r| r.citation_precision);
+    row("no-answer rate (unanswerable)", &|r| {
+        r.no_answer_rate_unanswerable
+    });
+    row("no-answer rate (answerable)", &|r| {
+        r.no_answer_rate_answerable
+    });
+    print!("{:<34}", "fallbacks to extractive");
+    for (_, _, f) in &reports {
+        print!("{f:>12}");
+    }
+    println!();
     Ok(ExitCode::SUCCESS)
 }

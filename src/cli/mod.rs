@@ -1,6 +1,7 @@
 //! The `docent` command line: the daemon (`serve`), client commands over gRPC (`ask`, `search`,
 //! `status`) and offline tools (`config check`, `hash-token`).
 
+mod chat;
 mod client;
 mod eval;
 
@@ -37,7 +38,7 @@ pub enum Command {
         #[arg(long)]
         insecure_dev: bool,
     },
-    /// Ask a question; prints the answer with its sources.
+    /// Ask a question; prints the answer as it streams, then its sources.
     Ask {
         question: String,
         #[command(flatten)]
@@ -47,9 +48,59 @@ pub enum Command {
         /// Ask on behalf of this user (needs an identity or key with the act_as permission).
         #[arg(long = "as", value_name = "USER")]
         on_behalf_of: Option<String>,
-        /// Print JSON: {"answer", "status", "sentences", "citations", "guardrails"}.
+        /// Who writes the answer (default: the daemon's `answer.mode`).
+        #[arg(long, value_enum)]
+        mode: Option<AnswerModeArg>,
+        /// Continue this conversation.
+        #[arg(long, value_name = "ID", conflicts_with = "new_conversation")]
+        conversation: Option<String>,
+        /// Start a conversation (its id is printed on stderr).
+        #[arg(long)]
+        new_conversation: bool,
+        /// Print JSON (unary Ask): {"answer", "status", "sentences", "citations", "guardrails", "details"}.
         #[arg(long)]
         json: bool,
+    },
+    /// Interactive questions in one conversation, answers streamed.
+    Chat {
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long = "as", value_name = "USER")]
+        on_behalf_of: Option<String>,
+        #[arg(long, value_enum)]
+        mode: Option<AnswerModeArg>,
+        /// Continue this conversation instead of starting one.
+        #[arg(long, value_name = "ID")]
+        conversation: Option<String>,
+    },
+    /// Your conversations: list, show ID, delete ID.
+    Conversations {
+        #[command(subcommand)]
+        command: ConversationsCommand,
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[arg(long = "as", value_name = "USER")]
+        on_behalf_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate an answer: `docent feedback CONVERSATION TURN up|down [--reason R]… [--comment C]`.
+    Feedback {
+        conversation: String,
+        turn: u32,
+        #[arg(value_parser = ["up", "down"])]
+        vote: String,
+        /// not_factually_correct, harmful, document_not_relevant, incomplete, other (repeatable).
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        conn: ClientArgs,
+        #[arg(long = "as", value_name = "USER")]
+        on_behalf_of: Option<String>,
     },
     /// Search passages (retrieval only).
     Search {
@@ -164,7 +215,30 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    List,
+    Show { id: String },
+    Delete { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AnswerModeArg {
+    Extractive,
+    Generative,
+    Auto,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// LLM tokens per identity over the last DAYS days, with the estimated cost.
+    Usage {
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every feedback record as JSON lines.
+    FeedbackExport,
     /// Who is this user (id or any alias): canonical id, aliases, groups, permissions.
     Whois {
         user: String,
@@ -218,6 +292,9 @@ pub enum EvalCommand {
         file: PathBuf,
         #[command(flatten)]
         conn: ClientArgs,
+        /// Answer modes to evaluate, side by side (repeatable; default: the daemon's default).
+        #[arg(long = "mode", value_enum)]
+        modes: Vec<AnswerModeArg>,
         #[arg(long)]
         json: bool,
     },
@@ -278,8 +355,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conn,
             filter,
             on_behalf_of,
+            mode,
+            conversation,
+            new_conversation,
             json,
-        } => client::ask(&conn, &filter, question, on_behalf_of, json).await,
+        } => {
+            let a = chat::AskArgs {
+                question,
+                on_behalf_of,
+                mode,
+                conversation,
+                new_conversation,
+                json,
+            };
+            chat::ask(&conn, &filter, a).await
+        }
+        Command::Chat {
+            conn,
+            filter,
+            on_behalf_of,
+            mode,
+            conversation,
+        } => chat::chat(&conn, &filter, on_behalf_of, mode, conversation).await,
+        Command::Conversations {
+            command,
+            conn,
+            on_behalf_of,
+            json,
+        } => {
+            let cmd = match command {
+                ConversationsCommand::List => chat::ConversationsCmd::List,
+                ConversationsCommand::Show { id } => chat::ConversationsCmd::Show(id),
+                ConversationsCommand::Delete { id } => chat::ConversationsCmd::Delete(id),
+            };
+            chat::conversations(&conn, cmd, on_behalf_of, json).await
+        }
+        Command::Feedback {
+            conversation,
+            turn,
+            vote,
+            reasons,
+            comment,
+            conn,
+            on_behalf_of,
+        } => {
+            let a = chat::FeedbackArgs {
+                conversation,
+                turn,
+                up: vote == "up",
+                reasons,
+                comment,
+                on_behalf_of,
+            };
+            chat::feedback(&conn, a).await
+        }
         Command::Search {
             query,
             conn,
@@ -360,8 +489,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => eval::beir(&config, &data, &split, index, limit, json).await,
         Command::Eval {
-            command: EvalCommand::Qa { file, conn, json },
-        } => eval::qa(&conn, &file, json).await,
+            command:
+                EvalCommand::Qa {
+                    file,
+                    conn,
+                    modes,
+                    json,
+                },
+        } => eval::qa(&conn, &file, &modes, json).await,
         Command::HashToken { token } => {
             let token = match token {
                 Some(t) => t,
@@ -443,4 +578,14 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
     });
     daemon.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr for long client-side loops (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {eta}") {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_string());
+    bar
 }

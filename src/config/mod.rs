@@ -152,6 +152,12 @@ pub struct Config {
     pub chunking: ChunkerConfig,
     pub retrieval: RetrievalConfig,
     pub answer: AnswerConfig,
+    /// Answer mode, response scopes, conversations and quotas (its `answer` is `answer` above).
+    pub assistant: crate::assistant::AssistantConfig,
+    /// `[llm]`: an OpenAI-compatible server for generative answers.
+    pub llm: Option<crate::assistant::LlmConfig>,
+    /// Whether conversations, feedback and usage are stored (`[conversations] enabled`).
+    pub conversations: bool,
     pub identities: Vec<IdentitySpec>,
     pub groups: Vec<GroupSpec>,
     pub identity_sources: Vec<IdentitySource>,
@@ -230,6 +236,139 @@ impl Issues {
         }
         v
     }
+}
+
+/// `[answer]` modes and scopes, `[llm]`, `[conversations]` and `[quotas]`.
+fn assistant_config(
+    is: &mut Issues,
+    raw: &raw::RawConfig,
+    answer: AnswerConfig,
+    base: &Path,
+) -> (
+    crate::assistant::AssistantConfig,
+    Option<crate::assistant::LlmConfig>,
+) {
+    use crate::assistant::{
+        AnswerMode, AssistantConfig, LlmConfig, QuotaConfig, ResponseScope, RewriteMode,
+    };
+    use std::time::Duration;
+    let a = &raw.answer;
+    let default_mode = AnswerMode::parse(&a.mode).unwrap_or_else(|| {
+        is.add(
+            "answer.mode",
+            format!("must be extractive, generative or auto, got {:?}", a.mode),
+        );
+        AnswerMode::Extractive
+    });
+    let mut scope = |path: String, v: &str| {
+        ResponseScope::parse(v).unwrap_or_else(|| {
+            is.add(
+                path,
+                format!("must be enterprise_only or allow_general_knowledge, got {v:?}"),
+            );
+            ResponseScope::EnterpriseOnly
+        })
+    };
+    let response_scope = scope("answer.response_scope".into(), &a.response_scope);
+    let group_response_scopes = a
+        .response_scope_groups
+        .iter()
+        .map(|(g, v)| {
+            (
+                format!("group:{g}"),
+                scope(format!("answer.response_scope_groups.{g}"), v),
+            )
+        })
+        .collect();
+    let c = &raw.conversations;
+    let rewrite = match c.rewrite.as_str() {
+        "heuristic" => RewriteMode::Heuristic,
+        "llm" => RewriteMode::Llm,
+        other => {
+            is.add(
+                "conversations.rewrite",
+                format!("must be heuristic or llm, got {other:?}"),
+            );
+            RewriteMode::Heuristic
+        }
+    };
+    let retention_days = is.range("conversations.retention_days", c.retention_days, 1, 3650);
+    let q = &raw.quotas;
+    for (g, v) in &q.daily_tokens_per_group {
+        if *v == 0 {
+            is.add(
+                format!("quotas.daily_tokens_per_group.{g}"),
+                "must be at least 1",
+            );
+        }
+    }
+    let quotas = QuotaConfig {
+        daily_tokens_per_identity: q.daily_tokens_per_identity,
+        daily_tokens_per_group: q
+            .daily_tokens_per_group
+            .iter()
+            .map(|(g, v)| (format!("group:{g}"), *v))
+            .collect(),
+    };
+    let llm = raw.llm.as_ref().map(|l| {
+        if !(l.base_url.starts_with("http://") || l.base_url.starts_with("https://")) {
+            is.add(
+                "llm.base_url",
+                format!(
+                    "must be an http(s) URL like http://127.0.0.1:8088/v1, got {:?}",
+                    l.base_url
+                ),
+            );
+        }
+        if l.model.trim().is_empty() {
+            is.add("llm.model", "must name the model");
+        }
+        let ms = |is: &mut Issues, path: &str, v: u64| {
+            Duration::from_millis(is.range(path, v, 1, 3_600_000))
+        };
+        LlmConfig {
+            base_url: l.base_url.clone(),
+            model: l.model.clone(),
+            api_key: l.api_key.clone().filter(|k| !k.is_empty()),
+            ca_file: l.ca_file.as_deref().map(|p| resolve(base, p)),
+            connect_timeout: ms(is, "llm.connect_timeout_ms", l.connect_timeout_ms),
+            first_token_timeout: ms(is, "llm.first_token_timeout_ms", l.first_token_timeout_ms),
+            total_timeout: ms(is, "llm.total_timeout_ms", l.total_timeout_ms),
+            max_tokens: is.range("llm.max_tokens", l.max_tokens, 1, 32_768),
+            temperature: is.range("llm.temperature", l.temperature, 0.0, 2.0),
+            context_tokens: is.range("llm.context_tokens", l.context_tokens, 256, 1_000_000),
+            max_concurrent: is.range("llm.max_concurrent", l.max_concurrent, 1, 1024),
+            stream: l.stream,
+            price_prompt_per_1k: is.range(
+                "llm.price_prompt_per_1k",
+                l.price_prompt_per_1k,
+                0.0,
+                1e6,
+            ),
+            price_completion_per_1k: is.range(
+                "llm.price_completion_per_1k",
+                l.price_completion_per_1k,
+                0.0,
+                1e6,
+            ),
+            currency: l.currency.clone(),
+        }
+    });
+    if llm.is_none() && default_mode == AnswerMode::Generative {
+        is.add("answer.mode", "generative needs an [llm] section");
+    }
+    (
+        AssistantConfig {
+            answer,
+            default_mode,
+            response_scope,
+            group_response_scopes,
+            retention_days,
+            rewrite,
+            quotas,
+        },
+        llm,
+    )
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -400,6 +539,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         max_sentences: is.range("answer.max_sentences", raw.answer.max_sentences, 1, 20),
         max_passages: is.range("answer.max_passages", raw.answer.max_passages, 1, 50),
     };
+    let (assistant, llm) = assistant_config(&mut is, &raw, answer, base);
 
     let mut group_ids = BTreeSet::new();
     let groups: Vec<GroupSpec> = raw
@@ -492,7 +632,10 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                     is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
                 }
                 for (i, k) in api_keys.iter().enumerate() {
-                    if store.resolve(&k.identity).is_none() {
+                    if store
+                        .resolve(&k.identity, crate::identity::ResolveReason::ConfigCheck)
+                        .is_none()
+                    {
                         is.add(
                             format!("api_keys[{i}].identity"),
                             format!("unknown identity {:?}", k.identity),
@@ -745,6 +888,9 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         chunking,
         retrieval,
         answer,
+        assistant,
+        llm,
+        conversations: raw.conversations.enabled,
         identities,
         groups,
         identity_sources,

@@ -14,6 +14,9 @@ const SECTIONS: &[&str] = &[
     "chunking",
     "retrieval",
     "answer",
+    "llm",
+    "conversations",
+    "quotas",
     "auth",
     "identities",
     "groups",
@@ -33,6 +36,9 @@ pub struct RawConfig {
     pub chunking: RawChunking,
     pub retrieval: RawRetrieval,
     pub answer: RawAnswer,
+    pub llm: Option<RawLlm>,
+    pub conversations: RawConversations,
+    pub quotas: RawQuotas,
     pub auth: RawAuth,
     pub identities: Vec<RawIdentity>,
     pub groups: Vec<RawGroup>,
@@ -338,6 +344,82 @@ pub struct RawAnswer {
     pub min_similarity: f32,
     pub max_sentences: usize,
     pub max_passages: usize,
+    /// "extractive", "generative" or "auto".
+    pub mode: String,
+    /// "enterprise_only" or "allow_general_knowledge".
+    pub response_scope: String,
+    /// Group id → response scope.
+    pub response_scope_groups: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLlm {
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub first_token_timeout_ms: u64,
+    pub total_timeout_ms: u64,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub context_tokens: usize,
+    pub max_concurrent: usize,
+    pub stream: bool,
+    pub price_prompt_per_1k: f64,
+    pub price_completion_per_1k: f64,
+    pub currency: String,
+}
+
+impl Default for RawLlm {
+    fn default() -> Self {
+        let d = crate::assistant::LlmConfig::default();
+        Self {
+            base_url: String::new(),
+            model: String::new(),
+            api_key: None,
+            ca_file: None,
+            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            first_token_timeout_ms: d.first_token_timeout.as_millis() as u64,
+            total_timeout_ms: d.total_timeout.as_millis() as u64,
+            max_tokens: d.max_tokens,
+            temperature: d.temperature,
+            context_tokens: d.context_tokens,
+            max_concurrent: d.max_concurrent,
+            stream: d.stream,
+            price_prompt_per_1k: 0.0,
+            price_completion_per_1k: 0.0,
+            currency: d.currency,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConversations {
+    pub enabled: bool,
+    pub retention_days: u32,
+    /// "heuristic" or "llm".
+    pub rewrite: String,
+}
+
+impl Default for RawConversations {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+            rewrite: "heuristic".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuotas {
+    pub daily_tokens_per_identity: Option<u64>,
+    /// Group id → daily tokens shared by its members.
+    pub daily_tokens_per_group: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for RawAnswer {
@@ -346,6 +428,9 @@ impl Default for RawAnswer {
             min_similarity: 0.4,
             max_sentences: 3,
             max_passages: 5,
+            mode: "extractive".into(),
+            response_scope: "enterprise_only".into(),
+            response_scope_groups: Default::default(),
         }
     }
 }
@@ -626,6 +711,11 @@ pub fn parse(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), Vec<ConfigIssu
         chunking: section(&table, "chunking", &mut issues),
         retrieval: section(&table, "retrieval", &mut issues),
         answer: section(&table, "answer", &mut issues),
+        llm: table
+            .contains_key("llm")
+            .then(|| section(&table, "llm", &mut issues)),
+        conversations: section(&table, "conversations", &mut issues),
+        quotas: section(&table, "quotas", &mut issues),
         auth: section(&table, "auth", &mut issues),
         identities: list(&table, "identities", &mut issues),
         groups: list(&table, "groups", &mut issues),

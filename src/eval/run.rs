@@ -107,6 +107,7 @@ pub fn eval_scope() -> AclScope {
             .authenticate_token(token)
             .expect("the eval identity has this token"),
     )
+    .expect("the eval identity may query")
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::acl::AclScope;
-use crate::answer::{Answer, AnswerStatus};
+use crate::answer::{Answer, AnswerStatus, Citation};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::Index;
 use crate::retrieve::Hit;
@@ -434,6 +434,18 @@ impl Guardrails {
         (answer, Some(verdict))
     }
 
+    /// Whether `sentence` is supported by `passages` (verbatim text of one, or at least
+    /// `min_support` of its terms in them); always true when grounding is off.
+    pub fn supports(
+        &self,
+        sentence: &str,
+        passages: &[&str],
+        analyze: &dyn Fn(&str) -> Vec<String>,
+    ) -> bool {
+        let g = self.cfg.grounding;
+        !g.enabled || supported(sentence, passages, g.min_support, analyze)
+    }
+
     fn pii_entities(&self, principals: &BTreeSet<String>) -> Option<&[pii::Entity]> {
         let p = &self.cfg.pii;
         (p.enabled && !p.entities.is_empty() && p.audience.covers(principals))
@@ -456,25 +468,51 @@ impl Guardrails {
         principals: &BTreeSet<String>,
         answer: &mut Answer,
     ) -> Option<Verdict> {
-        let entities = self.pii_entities(principals)?;
-        let mut found = Vec::new();
+        let mut found = PiiFindings::default();
         for s in &mut answer.sentences {
-            redact_field(&mut s.text, entities, &mut found);
+            self.redact_sentence(principals, &mut s.text, &mut found);
         }
         for c in &mut answer.citations {
-            redact_id(&mut c.document_key, entities, &mut found);
-            redact_id(&mut c.chunk_id, entities, &mut found);
-            redact_field(&mut c.title, entities, &mut found);
-            redact_id(&mut c.uri, entities, &mut found);
-            for h in &mut c.heading_path {
-                redact_field(h, entities, &mut found);
-            }
-            if let Some(p) = redact_passage(&c.passage, entities, &mut found) {
-                c.passage = p;
-            }
-            c.snippet = crate::answer::snippet(&c.passage, crate::answer::SNIPPET_BYTES);
+            self.redact_citation(principals, c, &mut found);
         }
-        pii_verdict(found)
+        found.verdict()
+    }
+
+    /// Redacts PII in one answer sentence (streamed answers redact piece by piece).
+    pub fn redact_sentence(
+        &self,
+        principals: &BTreeSet<String>,
+        text: &mut String,
+        found: &mut PiiFindings,
+    ) {
+        if let Some(entities) = self.pii_entities(principals) {
+            redact_field(text, entities, &mut found.0);
+        }
+    }
+
+    /// Redacts PII in a citation: document key, chunk id, title, URI, heading path and passage,
+    /// whose snippet is then cut again from the redacted passage (see [`Self::redact_answer`]).
+    pub fn redact_citation(
+        &self,
+        principals: &BTreeSet<String>,
+        c: &mut Citation,
+        found: &mut PiiFindings,
+    ) {
+        let Some(entities) = self.pii_entities(principals) else {
+            return;
+        };
+        let found = &mut found.0;
+        redact_id(&mut c.document_key, entities, found);
+        redact_id(&mut c.chunk_id, entities, found);
+        redact_field(&mut c.title, entities, found);
+        redact_id(&mut c.uri, entities, found);
+        for h in &mut c.heading_path {
+            redact_field(h, entities, found);
+        }
+        if let Some(p) = redact_passage(&c.passage, entities, found) {
+            c.passage = p;
+        }
+        c.snippet = crate::answer::snippet(&c.passage, crate::answer::SNIPPET_BYTES);
     }
 
     /// Redacts PII in everything of a search hit that leaves the daemon: document key, chunk id,
@@ -572,6 +610,38 @@ fn redact_passage(
     changed.then_some(t)
 }
 
+/// PII found while redacting one response, for its verdict.
+#[derive(Debug, Default)]
+pub struct PiiFindings(Vec<pii::Entity>);
+
+impl PiiFindings {
+    pub fn verdict(self) -> Option<Verdict> {
+        pii_verdict(self.0)
+    }
+}
+
+/// How much of `sentence` `passage` supports: 1 when the sentence is verbatim passage text
+/// (whitespace collapsed), else the fraction of its analyzed terms that occur in the passage.
+pub fn support_fraction(
+    sentence: &str,
+    passage: &str,
+    analyze: &dyn Fn(&str) -> Vec<String>,
+) -> f32 {
+    let s = crate::parse::collapse_ws(sentence);
+    if s.is_empty() {
+        return 0.0;
+    }
+    if crate::parse::collapse_ws(passage).contains(&s) {
+        return 1.0;
+    }
+    let terms = analyze(sentence);
+    if terms.is_empty() {
+        return 0.0;
+    }
+    let have: BTreeSet<String> = analyze(passage).into_iter().collect();
+    terms.iter().filter(|t| have.contains(*t)).count() as f32 / terms.len() as f32
+}
+
 fn pii_verdict(mut found: Vec<pii::Entity>) -> Option<Verdict> {
     if found.is_empty() {
         return None;
@@ -642,7 +712,7 @@ pub fn check_question(field: &'static str, text: &str) -> Result<(), RequestErro
 }
 
 /// Whether the scope may read `doc_key` according to the index's current document table.
-fn readable(index: &Index, scope: &AclScope, doc_key: &str) -> bool {
+pub fn readable(index: &Index, scope: &AclScope, doc_key: &str) -> bool {
     index
         .doc_entry(doc_key)
         .is_some_and(|e| scope.permits(&e.acl))

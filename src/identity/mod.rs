@@ -246,6 +246,27 @@ enum Credential {
     Key(usize),
 }
 
+/// Why a caller is resolved without a credential ([`IdentityStore::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveReason {
+    /// `docent config check`: that API keys name existing identities.
+    ConfigCheck,
+    /// Admin `can-read` / `who-is`: explaining a user's access to an administrator.
+    AccessExplanation,
+    /// Unit and integration tests.
+    Test,
+}
+
+impl ResolveReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConfigCheck => "resolved:config-check",
+            Self::AccessExplanation => "resolved:access-explanation",
+            Self::Test => "resolved:test",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct IdentityStore {
     identities: Vec<IdentitySpec>,
@@ -534,11 +555,12 @@ impl IdentityStore {
         Ok(self.caller(spec, Permissions::ALL, "insecure-dev".into()))
     }
 
-    /// The caller for an identity id or alias with all its permissions (`config check`, tests,
-    /// the Admin API's access checks).
-    pub fn resolve(&self, name: &str) -> Option<Caller> {
+    /// The caller for an identity id or alias with all its permissions, for a stated reason
+    /// (which becomes the caller's credential label, so it shows wherever the caller is logged).
+    /// No request is ever served by such a caller: requests authenticate.
+    pub fn resolve(&self, name: &str, why: ResolveReason) -> Option<Caller> {
         self.lookup(name)
-            .map(|s| self.caller(s, Permissions::ALL, "resolved".into()))
+            .map(|s| self.caller(s, Permissions::ALL, why.label().into()))
     }
 
     /// On-behalf-of: `actor` asks as `user` (id or alias). Requires the actor's `act_as`
@@ -570,7 +592,7 @@ impl IdentityStore {
 
     /// Whether `name` may read a document with `acl`, and which entry decided.
     pub fn explain(&self, name: &str, acl: &Acl) -> Option<AclDecision> {
-        let c = self.resolve(name)?;
+        let c = self.resolve(name, ResolveReason::AccessExplanation)?;
         Some(acl.decide(|t| c.principals.contains(t)))
     }
 
@@ -786,7 +808,10 @@ mod tests {
     #[test]
     fn aliases_resolve_and_explain_names_the_entry() {
         let s = store();
-        assert_eq!(s.resolve("1001").unwrap().user_id(), "alice");
+        assert_eq!(
+            s.resolve("1001", ResolveReason::Test).unwrap().user_id(),
+            "alice"
+        );
         let w = s.whois("alice@corp.example").unwrap();
         assert_eq!(w.groups, ["hr", "payroll", "staff"]);
         let acl = Acl::new([Principal::group("staff")], [Principal::user("1001")]);
@@ -854,13 +879,16 @@ mod tests {
             ],
             vec![],
         );
-        assert_eq!(s.resolve("alice").unwrap().user_id(), "alice");
-        let bob = s.resolve("bob@corp.example").unwrap();
+        assert_eq!(
+            s.resolve("alice", ResolveReason::Test).unwrap().user_id(),
+            "alice"
+        );
+        let bob = s.resolve("bob@corp.example", ResolveReason::Test).unwrap();
         assert!(!bob.principals().contains("user:alice"), "{bob:?}");
         assert!(!bob.principals().contains("user:shared"), "{bob:?}");
-        assert!(s.resolve("shared").is_none());
+        assert!(s.resolve("shared", ResolveReason::Test).is_none());
         assert!(
-            !s.resolve("carol")
+            !s.resolve("carol", ResolveReason::Test)
                 .unwrap()
                 .principals()
                 .contains("user:shared")

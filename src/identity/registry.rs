@@ -184,7 +184,7 @@ aliases = ["bob@corp.example"]
         assert_eq!(alice.user_id(), "alice");
         assert!(
             !reg.current()
-                .resolve("carol")
+                .resolve("carol", crate::identity::ResolveReason::Test)
                 .unwrap()
                 .principals()
                 .contains("user:alice@corp.example")

@@ -30,6 +30,12 @@ pub const METHODS: &[&str] = &[
     "SyncNow",
     "PauseConnector",
     "ResumeConnector",
+    "ListConversations",
+    "GetConversation",
+    "DeleteConversation",
+    "Feedback",
+    "Usage",
+    "ExportFeedback",
     "other",
 ];
 
@@ -111,7 +117,7 @@ pub enum AnswerOutcome {
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
 /// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
-pub const GUARDRAIL_ACTIONS: [(&str, &str); 8] = [
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 11] = [
     ("acl", "drop"),
     ("blocked_phrases", "block"),
     ("injection", "block"),
@@ -119,10 +125,25 @@ pub const GUARDRAIL_ACTIONS: [(&str, &str); 8] = [
     ("topics", "block"),
     ("topics", "restrict"),
     ("grounding", "remove"),
+    ("grounding", "drop"),
+    ("grounding", "reattribute"),
+    ("grounding", "uncited"),
     ("pii", "redact"),
 ];
 
+/// Outcomes of LLM calls (`ok` or a fallback reason code).
+pub const LLM_OUTCOMES: [&str; 5] = [
+    "ok",
+    "LLM_UNAVAILABLE",
+    "LLM_TIMEOUT",
+    "LLM_ERROR",
+    "LLM_BUSY",
+];
+
 pub struct Metrics {
+    llm: [AtomicU64; LLM_OUTCOMES.len()],
+    llm_tokens: [AtomicU64; 2],
+    feedback: [AtomicU64; 2],
     requests: Vec<[AtomicU64; 17]>,
     latency: Vec<Histogram>,
     first_piece: Histogram,
@@ -138,6 +159,9 @@ impl Default for Metrics {
             first_piece: Histogram::default(),
             answers: Default::default(),
             guardrail: Default::default(),
+            llm: Default::default(),
+            llm_tokens: Default::default(),
+            feedback: Default::default(),
         }
     }
 }
@@ -157,6 +181,22 @@ impl Metrics {
         let m = method.min(METHODS.len() - 1);
         self.requests[m][code.min(16)].fetch_add(1, Ordering::Relaxed);
         self.latency[m].observe(elapsed);
+    }
+
+    /// An LLM call's outcome (`ok` or a fallback reason from [`LLM_OUTCOMES`]).
+    pub fn llm(&self, outcome: &str) {
+        if let Some(i) = LLM_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.llm[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn llm_tokens(&self, prompt: u64, completion: u64) {
+        self.llm_tokens[0].fetch_add(prompt, Ordering::Relaxed);
+        self.llm_tokens[1].fetch_add(completion, Ordering::Relaxed);
+    }
+
+    pub fn feedback(&self, up: bool) {
+        self.feedback[usize::from(!up)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn first_piece(&self, elapsed: Duration) {
@@ -221,6 +261,30 @@ impl Metrics {
                 o,
                 "docent_guardrail_verdicts_total{{stage=\"{stage}\",action=\"{action}\"}} {}",
                 self.guardrail[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP docent_llm_requests_total LLM calls by outcome (ok, or the reason the answer fell back).\n# TYPE docent_llm_requests_total counter\n");
+        for (i, name) in LLM_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "docent_llm_requests_total{{outcome=\"{name}\"}} {}",
+                self.llm[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP docent_llm_tokens_total LLM tokens spent (all identities together).\n# TYPE docent_llm_tokens_total counter\n");
+        for (i, kind) in ["prompt", "completion"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "docent_llm_tokens_total{{kind=\"{kind}\"}} {}",
+                self.llm_tokens[i].load(Ordering::Relaxed)
+            );
+        }
+        o.push_str("# HELP docent_feedback_total Feedback on answers by vote.\n# TYPE docent_feedback_total counter\n");
+        for (i, vote) in ["up", "down"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "docent_feedback_total{{vote=\"{vote}\"}} {}",
+                self.feedback[i].load(Ordering::Relaxed)
             );
         }
         o.push_str("# HELP docent_connector_documents Documents of a connector in the index.\n# TYPE docent_connector_documents gauge\n");

@@ -238,7 +238,7 @@ fn check_case(
                 .authenticate_token(&format!("tok{u}"))
                 .expect("configured token")
         };
-        let scope = authorize(&caller);
+        let scope = authorize(&caller).expect("test callers may query");
         let groups = reachable(direct, parents);
         let readable: BTreeSet<String> = docs
             .iter()

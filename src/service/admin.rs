@@ -213,6 +213,113 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn usage(
+        &self,
+        req: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let admin = require_admin(&req)?;
+        let days = match req.get_ref().days {
+            0 => 1,
+            d @ 1..=366 => d,
+            d => {
+                return Err(ServiceError::InvalidArgument {
+                    reason: "DAYS_OUT_OF_RANGE",
+                    field: "days",
+                    message: format!("{d} is not in 1..=366"),
+                }
+                .into());
+            }
+        };
+        let st = self.state.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            let Some(store) = st.assistant.store() else {
+                return Ok(Vec::new());
+            };
+            let first = crate::assistant::store::day_of(
+                crate::assistant::store::now_ms() - i64::from(days - 1) * 86_400_000,
+            );
+            store.usage_since(&first)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)?;
+        let (pp, pc, currency) = match self.state.assistant.llm() {
+            Some(l) => {
+                let c = l.config();
+                (
+                    c.price_prompt_per_1k,
+                    c.price_completion_per_1k,
+                    c.currency.clone(),
+                )
+            }
+            None => (0.0, 0.0, String::new()),
+        };
+        self.state.record(Audited {
+            method: "Usage",
+            caller: &admin,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::UsageResponse {
+            identities: rows
+                .into_iter()
+                .filter_map(|(p, u)| {
+                    let id = p.strip_prefix("user:")?.to_string();
+                    Some(pb::IdentityUsage {
+                        identity: id,
+                        prompt_tokens: u.prompt,
+                        completion_tokens: u.completion,
+                        requests: u.requests,
+                        estimated_cost: u.prompt as f64 / 1000.0 * pp
+                            + u.completion as f64 / 1000.0 * pc,
+                    })
+                })
+                .collect(),
+            currency,
+        }))
+    }
+
+    async fn export_feedback(
+        &self,
+        req: Request<pb::ExportFeedbackRequest>,
+    ) -> Result<Response<pb::ExportFeedbackResponse>, Status> {
+        let admin = require_admin(&req)?;
+        let st = self.state.clone();
+        let records = tokio::task::spawn_blocking(move || match st.assistant.store() {
+            Some(s) => s.feedback(),
+            None => Ok(Vec::new()),
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)?;
+        self.state.record(Audited {
+            method: "ExportFeedback",
+            caller: &admin,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::ExportFeedbackResponse {
+            records: records
+                .into_iter()
+                .map(|f| pb::FeedbackRecord {
+                    identity: f.identity,
+                    conversation_id: f.conversation_id,
+                    turn: f.turn,
+                    up: f.up,
+                    reasons: f.reasons,
+                    comment: f.comment,
+                    time_ms: f.time_ms,
+                    question: f.question,
+                    documents: f.documents,
+                })
+                .collect(),
+        }))
+    }
+
     async fn check_access(
         &self,
         req: Request<pb::CheckAccessRequest>,

@@ -1,39 +1,28 @@
-//! `docent.v1.Assistant`: Ask, AskStream, Search.
-//!
-//! Each request: authenticated caller → (optional `on_behalf_of`, checked) → request checks →
-//! guardrails on the question → retrieval under the scope → ACL recheck → injection screening of
-//! passages → answer → grounding → ACL recheck of citations → PII redaction → audit.
+//! `docent.v1.Assistant`: Ask, AskStream, Search, conversations and feedback — thin adapters
+//! over [`crate::assistant`], which holds the pipeline and the order of its guardrail stages.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use docent_proto::v1 as pb;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::caller;
-use super::limits::Budget;
+use super::limits::{Budget, BudgetGuard};
 use super::{AppState, Audited, ServiceError, convert};
-use crate::acl::{AclScope, authorize};
-use crate::answer::{self, Answer, AnswerStatus};
-use crate::guardrail::{self, QuestionScreen, Verdict};
+use crate::assistant::{
+    AnswerMode, AskEvent, AskInput, AskOutcome, AssistantError, ConversationChoice,
+};
 use crate::identity::{ActAsError, Caller};
-use crate::index::SearchFilter;
-use crate::metrics::AnswerOutcome;
-use crate::retrieve::{Hit, Mode, RetrieveError};
 
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
+const MAX_COMMENT_BYTES: usize = 2000;
 
 pub struct AssistantService {
     state: Arc<AppState>,
-}
-
-/// Hits (or a block) after the question guardrails, retrieval and passage screening.
-struct Retrieved {
-    hits: Vec<Hit>,
-    verdicts: Vec<Verdict>,
-    blocked: Option<Verdict>,
 }
 
 impl AssistantService {
@@ -45,180 +34,106 @@ impl AssistantService {
     /// which needs the `act_as` permission). Refusals are audited by the refusal layer.
     fn effective_caller(&self, authn: Caller, on_behalf_of: &str) -> Result<Caller, ServiceError> {
         let on_behalf_of = on_behalf_of.trim();
-        let caller = if on_behalf_of.is_empty() {
-            authn
-        } else {
-            let store = self.state.identities.current();
-            match store.act_as(&authn, on_behalf_of) {
-                Ok(c) => c,
-                Err(e) => {
-                    let outcome = match e {
-                        ActAsError::NotPermitted(_) => "ACT_AS_DENIED",
-                        ActAsError::UnknownUser(_) => "UNKNOWN_USER",
-                    };
-                    tracing::warn!(caller = authn.user_id(), %on_behalf_of, outcome, "act_as refused");
-                    return Err(e.into());
-                }
-            }
-        };
-        if !caller.permissions().query {
-            return Err(ServiceError::ScopeDenied("ask or search"));
+        if on_behalf_of.is_empty() {
+            return Ok(authn);
         }
-        Ok(caller)
+        let store = self.state.identities.current();
+        store.act_as(&authn, on_behalf_of).map_err(|e| {
+            let outcome = match e {
+                ActAsError::NotPermitted(_) => "ACT_AS_DENIED",
+                ActAsError::UnknownUser(_) => "UNKNOWN_USER",
+            };
+            tracing::warn!(caller = authn.user_id(), %on_behalf_of, outcome, "act_as refused");
+            e.into()
+        })
     }
 
-    /// The Ask path after authentication.
-    async fn answer(
-        &self,
-        req: &Request<pb::AskRequest>,
-        method: &'static str,
-    ) -> Result<(Answer, Vec<Verdict>), ServiceError> {
-        let msg = req.get_ref();
-        let caller = self.effective_caller(caller(req)?, &msg.on_behalf_of)?;
-        guardrail::check_question("question", &msg.question)?;
+    fn ask_input(msg: &pb::AskRequest) -> Result<AskInput, ServiceError> {
         let filter = convert::filter(msg.filter.clone()).map_err(bad_filter)?;
-        let question = msg.question.clone();
-        let st = self.state.clone();
-        let c = caller.clone();
-        let (budget, _guard) = Budget::of(req);
-        let (answer, verdicts) = tokio::task::spawn_blocking(move || {
-            let limit = st.answer.max_passages.max(DEFAULT_LIMIT);
-            let r = retrieve(&st, &c, &question, Mode::Hybrid, filter, limit, &budget)?;
-            let mut verdicts = r.verdicts;
-            if let Some(b) = r.blocked {
-                let a = Answer::blocked(&b.message);
-                verdicts.push(b);
-                return Ok::<_, RetrieveError>((a, verdicts));
+        let mode = match pb::AnswerMode::try_from(msg.mode) {
+            Ok(pb::AnswerMode::Unspecified) => None,
+            Ok(pb::AnswerMode::Extractive) => Some(AnswerMode::Extractive),
+            Ok(pb::AnswerMode::Generative) => Some(AnswerMode::Generative),
+            Ok(pb::AnswerMode::Auto) => Some(AnswerMode::Auto),
+            Err(_) => {
+                return Err(ServiceError::InvalidArgument {
+                    reason: "UNKNOWN_MODE",
+                    field: "mode",
+                    message: format!("unknown answer mode {}", msg.mode),
+                });
             }
-            let hits = r.hits;
-            let terms = st.retriever.term_weights(&question);
-            let analyze = |s: &str| st.retriever.analyze(s);
-            let a = answer::extractive(&hits, &terms, &analyze, &st.answer);
-            let (a, v) = st.guardrails.ground(a, &hits, &analyze);
-            verdicts.extend(v);
-            let scope = authorize(&c);
-            let cited = a.citations.len();
-            let mut a = guardrail::recheck_answer(&st.index, &scope, a);
-            st.metrics
-                .guardrail("acl", "drop", (cited - a.citations.len()) as u64);
-            verdicts.extend(st.guardrails.redact_answer(c.principals(), &mut a));
-            Ok((a, verdicts))
+        };
+        let conversation = match (msg.conversation_id.trim(), msg.new_conversation) {
+            ("", false) => ConversationChoice::None,
+            ("", true) => ConversationChoice::New,
+            (_, true) => {
+                return Err(ServiceError::InvalidArgument {
+                    reason: "CONFLICTING_CONVERSATION",
+                    field: "new_conversation",
+                    message: "give a conversation_id or new_conversation, not both".into(),
+                });
+            }
+            (id, false) => ConversationChoice::Continue(id.to_string()),
+        };
+        Ok(AskInput {
+            question: msg.question.clone(),
+            filter,
+            mode,
+            conversation,
         })
-        .await
-        .map_err(ServiceError::internal)?
-        .map_err(retrieve_error)?;
-        self.state.metrics.answer(match answer.status {
-            AnswerStatus::Answered => AnswerOutcome::Answered,
-            AnswerStatus::NoAnswer => AnswerOutcome::NoAnswer,
-            AnswerStatus::Blocked => AnswerOutcome::Blocked,
-        });
-        let outcome = match answer.status {
-            AnswerStatus::Answered => "answered",
-            AnswerStatus::NoAnswer => "no_answer",
-            AnswerStatus::Blocked => "blocked",
+    }
+
+    fn audit_ask(&self, method: &'static str, caller: &Caller, question: &str, o: &AskOutcome) {
+        let outcome = match o.answer.status {
+            crate::answer::AnswerStatus::Answered => "answered",
+            crate::answer::AnswerStatus::NoAnswer => "no_answer",
+            crate::answer::AnswerStatus::Blocked => "blocked",
         };
         self.state.record(Audited {
             method,
-            caller: &caller,
+            caller,
             outcome,
-            documents: answer
+            documents: o
+                .answer
                 .citations
                 .iter()
                 .map(|c| c.document_key.as_str())
                 .collect(),
-            verdicts: &verdicts,
-            question: Some(&msg.question),
+            verdicts: &o.verdicts,
+            question: Some(question),
         });
         tracing::info!(
             user = caller.user_id(),
             actor = caller.actor(),
             status = outcome,
-            citations = answer.citations.len(),
+            mode = o.details.mode.name(),
+            fallback = o.details.fallback_reason,
+            citations = o.answer.citations.len(),
             "ask"
         );
-        Ok((answer, verdicts))
     }
 }
 
-/// Question guardrails (with the question embedding when a topic applies), retrieval under the
-/// caller's scope (narrowed by a topic restriction), the ACL recheck and passage screening.
-/// Blocking.
-fn retrieve(
-    st: &AppState,
-    caller: &Caller,
-    query: &str,
-    mode: Mode,
-    mut filter: SearchFilter,
-    limit: usize,
-    budget: &Budget,
-) -> Result<Retrieved, RetrieveError> {
-    let principals = caller.principals();
-    let spent = || budget.spent();
-    // Topic guardrails compare this vector too: embed the normalised text, so invisible or
-    // compatibility characters cannot move a question away from a blocked topic.
-    let qvec = if st.guardrails.needs_question_vector(principals) {
-        let normalized = guardrail::normalize::normalize(query);
-        Some(st.retriever.embed_query_until(&normalized, &spent)?)
-    } else {
-        None
-    };
-    let mut verdicts = match st
-        .guardrails
-        .screen_question(principals, query, qvec.as_deref())
-    {
-        QuestionScreen::Block(v) => {
-            return Ok(Retrieved {
-                hits: Vec::new(),
-                verdicts: Vec::new(),
-                blocked: Some(v),
-            });
+impl From<AssistantError> for ServiceError {
+    fn from(e: AssistantError) -> Self {
+        match e {
+            AssistantError::Unauthorized(_) => ServiceError::ScopeDenied("ask or search"),
+            AssistantError::Request(r) => r.into(),
+            AssistantError::ConversationNotFound(id) => ServiceError::NotFound {
+                reason: "CONVERSATION_NOT_FOUND",
+                what: "conversation",
+                name: id,
+            },
+            AssistantError::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
+            AssistantError::NoStore => ServiceError::FailedPrecondition {
+                reason: "NO_CONVERSATION_STORE",
+                message: e.to_string(),
+            },
+            AssistantError::Retrieve(r) if r.is_cancelled() => ServiceError::Cancelled,
+            AssistantError::Retrieve(r) => ServiceError::internal(r),
+            AssistantError::Store(s) => ServiceError::internal(s),
+            AssistantError::Internal(s) => ServiceError::Internal(s),
         }
-        QuestionScreen::Allow {
-            restrict_sources,
-            verdicts,
-        } => {
-            if let Some(allowed) = restrict_sources {
-                // A restriction only narrows: intersect with what the request asked for.
-                filter.sources = if filter.sources.is_empty() {
-                    allowed
-                } else {
-                    filter
-                        .sources
-                        .into_iter()
-                        .filter(|s| allowed.contains(s))
-                        .collect()
-                };
-                if filter.sources.is_empty() {
-                    return Ok(Retrieved {
-                        hits: Vec::new(),
-                        verdicts,
-                        blocked: None,
-                    });
-                }
-            }
-            verdicts
-        }
-    };
-    let scope = authorize(caller);
-    let hits = st
-        .retriever
-        .search_until(&scope, query, qvec, mode, &filter, limit, &spent)?;
-    let hits = recheck_hits(st, &scope, hits);
-    let (hits, v) = st.guardrails.screen_passages(principals, hits);
-    verdicts.extend(v);
-    Ok(Retrieved {
-        hits,
-        verdicts,
-        blocked: None,
-    })
-}
-
-/// A request that gave up is not a server fault (the client is usually gone by then).
-fn retrieve_error(e: RetrieveError) -> ServiceError {
-    if e.is_cancelled() {
-        ServiceError::Cancelled
-    } else {
-        ServiceError::internal(e)
     }
 }
 
@@ -230,22 +145,65 @@ fn bad_filter(message: String) -> ServiceError {
     }
 }
 
-/// The ACL recheck of hits, counting what it stops.
-fn recheck_hits(st: &AppState, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
-    let before = hits.len();
-    let kept = guardrail::recheck_hits(&st.index, scope, hits);
-    st.metrics
-        .guardrail("acl", "drop", (before - kept.len()) as u64);
-    kept
+type AskStream = Pin<Box<dyn Stream<Item = Result<pb::AskStreamEvent, Status>> + Send>>;
+
+/// The event stream of one AskStream call; dropping it (the client went away) raises the
+/// request's cancellation flag and stops the answerer at its next piece.
+struct Events {
+    rx: tokio::sync::mpsc::UnboundedReceiver<AskEvent>,
+    _guard: BudgetGuard,
 }
 
-type AskStream = Pin<Box<dyn Stream<Item = Result<pb::AskStreamEvent, Status>> + Send>>;
+impl Stream for Events {
+    type Item = Result<pb::AskStreamEvent, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use pb::ask_stream_event::Event;
+        self.rx.poll_recv(cx).map(|e| {
+            e.map(|e| {
+                Ok(pb::AskStreamEvent {
+                    event: Some(match e {
+                        AskEvent::Piece(v) => {
+                            Event::Piece(convert::sentence(&v.sentence, v.uncited))
+                        }
+                        AskEvent::Citations(c) => Event::Citations(pb::Citations {
+                            citations: c.iter().map(convert::citation).collect(),
+                        }),
+                        AskEvent::Final(o) => Event::Final(pb::AskFinal {
+                            status: convert::status(o.answer.status) as i32,
+                            message: o.answer.message.clone(),
+                            guardrails: o.verdicts.iter().map(convert::verdict).collect(),
+                            details: Some(convert::details(&o.details)),
+                        }),
+                    }),
+                })
+            })
+        })
+    }
+}
 
 #[tonic::async_trait]
 impl pb::assistant_server::Assistant for AssistantService {
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        let (a, verdicts) = self.answer(&req, "Ask").await?;
-        Ok(Response::new(convert::answer(&a, &verdicts)))
+        let started = Instant::now();
+        let (budget, _guard) = Budget::of(&req);
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let input = Self::ask_input(req.get_ref())?;
+        let prepared = self
+            .state
+            .assistant
+            .prepare(&caller, input, budget)
+            .await
+            .map_err(ServiceError::from)?;
+        let o = prepared
+            .run(None, started)
+            .await
+            .map_err(ServiceError::from)?;
+        self.audit_ask("Ask", &caller, &req.get_ref().question, &o);
+        Ok(Response::new(convert::answer(&o)))
     }
 
     type AskStreamStream = AskStream;
@@ -254,32 +212,31 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::AskRequest>,
     ) -> Result<Response<AskStream>, Status> {
-        let start = std::time::Instant::now();
-        let (a, verdicts) = self.answer(&req, "AskStream").await?;
-        // The extractive answer is complete before the first piece is sent.
-        self.state.metrics.first_piece(start.elapsed());
-        use pb::ask_stream_event::Event;
-        let mut events: Vec<Result<pb::AskStreamEvent, Status>> = convert::sentences(&a)
-            .into_iter()
-            .map(|s| {
-                Ok(pb::AskStreamEvent {
-                    event: Some(Event::Piece(s)),
-                })
-            })
-            .collect();
-        events.push(Ok(pb::AskStreamEvent {
-            event: Some(Event::Citations(pb::Citations {
-                citations: a.citations.iter().map(convert::citation).collect(),
-            })),
-        }));
-        events.push(Ok(pb::AskStreamEvent {
-            event: Some(Event::Final(pb::AskFinal {
-                status: convert::status(a.status) as i32,
-                message: a.message.clone(),
-                guardrails: verdicts.iter().map(convert::verdict).collect(),
-            })),
-        }));
-        Ok(Response::new(Box::pin(futures::stream::iter(events))))
+        let started = Instant::now();
+        let (budget, guard) = Budget::of(&req);
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let input = Self::ask_input(req.get_ref())?;
+        let prepared = self
+            .state
+            .assistant
+            .prepare(&caller, input, budget)
+            .await
+            .map_err(ServiceError::from)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let st = self.state.clone();
+        let question = req.into_inner().question;
+        let svc = AssistantService { state: st };
+        tokio::spawn(async move {
+            match prepared.run(Some(&tx), started).await {
+                Ok(o) => svc.audit_ask("AskStream", &caller, &question, &o),
+                Err(e) => {
+                    // The pieces already sent stay; the stream ends without a final event.
+                    let status: Status = ServiceError::from(e).into();
+                    tracing::warn!(code = ?status.code(), "AskStream failed after it started");
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(Events { rx, _guard: guard })))
     }
 
     async fn search(
@@ -290,7 +247,6 @@ impl pb::assistant_server::Assistant for AssistantService {
         let (budget, _guard) = Budget::of(&req);
         let msg = req.into_inner();
         let caller = self.effective_caller(authn, &msg.on_behalf_of)?;
-        guardrail::check_question("query", &msg.query).map_err(ServiceError::from)?;
         let limit = match msg.limit as usize {
             0 => DEFAULT_LIMIT,
             n if n <= MAX_LIMIT => n,
@@ -313,14 +269,12 @@ impl pb::assistant_server::Assistant for AssistantService {
         let query = msg.query.clone();
         let filter = convert::filter(msg.filter).map_err(bad_filter)?;
         let r = tokio::task::spawn_blocking(move || {
-            let mut r = retrieve(&st, &c, &query, mode, filter, limit, &budget)?;
-            r.verdicts
-                .extend(st.guardrails.redact_hits(c.principals(), &mut r.hits));
-            Ok::<_, RetrieveError>(r)
+            st.assistant
+                .search(&c, &query, mode, filter, limit, &budget)
         })
         .await
         .map_err(ServiceError::internal)?
-        .map_err(retrieve_error)?;
+        .map_err(ServiceError::from)?;
         let mut verdicts = r.verdicts;
         let blocked = r.blocked.is_some();
         let message = r
@@ -349,5 +303,114 @@ impl pb::assistant_server::Assistant for AssistantService {
             blocked,
             message,
         }))
+    }
+
+    async fn list_conversations(
+        &self,
+        req: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let st = self.state.clone();
+        let list = tokio::task::spawn_blocking(move || st.assistant.conversations(&caller))
+            .await
+            .map_err(ServiceError::internal)?
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations: list.iter().map(convert::conversation_summary).collect(),
+        }))
+    }
+
+    async fn get_conversation(
+        &self,
+        req: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let st = self.state.clone();
+        let id = req.into_inner().conversation_id;
+        let (c, turns) =
+            tokio::task::spawn_blocking(move || st.assistant.conversation(&caller, &id))
+                .await
+                .map_err(ServiceError::internal)?
+                .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::Conversation {
+            summary: Some(convert::conversation_summary(&c)),
+            turns: turns.iter().map(convert::turn).collect(),
+        }))
+    }
+
+    async fn delete_conversation(
+        &self,
+        req: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::DeleteConversationResponse>, Status> {
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let st = self.state.clone();
+        let id = req.into_inner().conversation_id;
+        let c = caller.clone();
+        tokio::task::spawn_blocking(move || st.assistant.delete_conversation(&c, &id))
+            .await
+            .map_err(ServiceError::internal)?
+            .map_err(ServiceError::from)?;
+        self.state.record(Audited {
+            method: "DeleteConversation",
+            caller: &caller,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::DeleteConversationResponse {}))
+    }
+
+    async fn feedback(
+        &self,
+        req: Request<pb::FeedbackRequest>,
+    ) -> Result<Response<pb::FeedbackResponse>, Status> {
+        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let msg = req.into_inner();
+        if msg.comment.len() > MAX_COMMENT_BYTES {
+            return Err(ServiceError::InvalidArgument {
+                reason: "TEXT_TOO_LONG",
+                field: "comment",
+                message: format!(
+                    "{} bytes; the limit is {MAX_COMMENT_BYTES}",
+                    msg.comment.len()
+                ),
+            }
+            .into());
+        }
+        let reasons = msg
+            .reasons
+            .iter()
+            .map(|&r| convert::feedback_reason(r))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ServiceError::InvalidArgument {
+                reason: "UNKNOWN_FEEDBACK_REASON",
+                field: "reasons",
+                message: "unknown feedback reason".into(),
+            })?;
+        let st = self.state.clone();
+        let c = caller.clone();
+        tokio::task::spawn_blocking(move || {
+            st.assistant.feedback(
+                &c,
+                &msg.conversation_id,
+                msg.turn,
+                msg.up,
+                reasons,
+                &msg.comment,
+            )
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::from)?;
+        self.state.record(Audited {
+            method: "Feedback",
+            caller: &caller,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+        });
+        Ok(Response::new(pb::FeedbackResponse {}))
     }
 }

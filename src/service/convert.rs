@@ -2,7 +2,8 @@
 
 use docent_proto::v1 as pb;
 
-use crate::answer::{Answer, AnswerStatus, Citation};
+use crate::answer::{AnswerSentence, AnswerStatus, Citation};
+use crate::assistant::{AnswerMode, AskOutcome, Details, store};
 use crate::guardrail::Verdict;
 use crate::index::{AttrFilter, SearchFilter};
 use crate::retrieve::{Hit, Mode};
@@ -60,14 +61,35 @@ pub fn status(s: AnswerStatus) -> pb::AnswerStatus {
     }
 }
 
-pub fn sentences(a: &Answer) -> Vec<pb::AnswerSentence> {
-    a.sentences
-        .iter()
-        .map(|s| pb::AnswerSentence {
-            text: s.text.clone(),
-            citations: s.citations.iter().map(|&c| c as u32).collect(),
-        })
-        .collect()
+pub fn sentence(s: &AnswerSentence, uncited: bool) -> pb::AnswerSentence {
+    pb::AnswerSentence {
+        text: s.text.clone(),
+        citations: s.citations.iter().map(|&c| c as u32).collect(),
+        uncited,
+    }
+}
+
+pub fn answer_mode(m: AnswerMode) -> pb::AnswerMode {
+    match m {
+        AnswerMode::Extractive => pb::AnswerMode::Extractive,
+        AnswerMode::Generative => pb::AnswerMode::Generative,
+        AnswerMode::Auto => pb::AnswerMode::Auto,
+    }
+}
+
+pub fn details(d: &Details) -> pb::AnswerDetails {
+    pb::AnswerDetails {
+        mode: answer_mode(d.mode) as i32,
+        fallback_reason: d.fallback_reason.unwrap_or_default().to_string(),
+        conversation_id: d.conversation_id.clone().unwrap_or_default(),
+        turn: d.turn,
+        rewritten_question: d.rewritten.clone().unwrap_or_default(),
+        usage: Some(pb::TokenUsage {
+            prompt_tokens: d.usage.prompt,
+            completion_tokens: d.usage.completion,
+            estimated: d.usage.estimated,
+        }),
+    }
 }
 
 pub fn verdict(v: &Verdict) -> pb::GuardrailVerdict {
@@ -81,15 +103,96 @@ pub fn verdict(v: &Verdict) -> pb::GuardrailVerdict {
     }
 }
 
-pub fn answer(a: &Answer, verdicts: &[Verdict]) -> pb::AskResponse {
+pub fn answer(o: &AskOutcome) -> pb::AskResponse {
+    let a = &o.answer;
     pb::AskResponse {
         answer: a.text(),
-        sentences: sentences(a),
+        sentences: a
+            .sentences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| sentence(s, o.uncited.get(i).copied().unwrap_or(false)))
+            .collect(),
         citations: a.citations.iter().map(citation).collect(),
         status: status(a.status) as i32,
         message: a.message.clone(),
-        guardrails: verdicts.iter().map(verdict).collect(),
+        guardrails: o.verdicts.iter().map(verdict).collect(),
+        details: Some(details(&o.details)),
     }
+}
+
+pub fn conversation_summary(c: &store::ConversationRecord) -> pb::ConversationSummary {
+    pb::ConversationSummary {
+        conversation_id: c.id.clone(),
+        title: c.title.clone(),
+        created_ms: c.created_ms,
+        updated_ms: c.updated_ms,
+        turns: c.turns,
+    }
+}
+
+/// A stored turn as [`crate::assistant::visible_turn`] left it.
+pub fn turn(t: &store::TurnRecord) -> pb::Turn {
+    let status = match t.status.as_str() {
+        "answered" => pb::AnswerStatus::Answered,
+        "blocked" => pb::AnswerStatus::Blocked,
+        _ => pb::AnswerStatus::NoAnswer,
+    };
+    let mode = AnswerMode::parse(&t.mode).unwrap_or_default();
+    pb::Turn {
+        question: t.question.clone(),
+        rewritten_question: t.rewritten.clone(),
+        answer: t.answer.clone(),
+        sentences: t
+            .sentences
+            .iter()
+            .map(|s| pb::AnswerSentence {
+                text: s.text.clone(),
+                citations: s.citations.iter().map(|&c| c as u32).collect(),
+                uncited: s.uncited,
+            })
+            .collect(),
+        citations: t
+            .citations
+            .iter()
+            .map(|c| pb::Citation {
+                document_key: c.document_key.clone(),
+                title: c.title.clone(),
+                uri: c.uri.clone(),
+                chunk_id: c.chunk_id.clone(),
+                span: Some(pb::Span {
+                    start: c.span.0 as u64,
+                    end: c.span.1 as u64,
+                }),
+                snippet: c.snippet.clone(),
+                heading_path: c.heading_path.clone(),
+                page: c.page.unwrap_or(0),
+            })
+            .collect(),
+        status: status as i32,
+        mode: answer_mode(mode) as i32,
+        usage: Some(pb::TokenUsage {
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            estimated: false,
+        }),
+        time_ms: t.time_ms,
+    }
+}
+
+/// A feedback reason's stable name; `None` for an unknown or unspecified value.
+pub fn feedback_reason(r: i32) -> Option<String> {
+    Some(
+        match pb::FeedbackReason::try_from(r).ok()? {
+            pb::FeedbackReason::Unspecified => return None,
+            pb::FeedbackReason::NotFactuallyCorrect => "not_factually_correct",
+            pb::FeedbackReason::Harmful => "harmful",
+            pb::FeedbackReason::DocumentNotRelevant => "document_not_relevant",
+            pb::FeedbackReason::Incomplete => "incomplete",
+            pb::FeedbackReason::Other => "other",
+        }
+        .to_string(),
+    )
 }
 
 /// Deepest attribute filter accepted (bounds the recursion on hostile requests).
@@ -161,6 +264,16 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::answer::Answer;
+
+    fn outcome(answer: Answer, verdicts: Vec<Verdict>) -> AskOutcome {
+        AskOutcome {
+            answer,
+            uncited: Vec::new(),
+            verdicts,
+            details: Details::default(),
+        }
+    }
     use crate::answer::{AnswerSentence, citation_for};
     use crate::embed::test_embedder::BagOfWords;
     use crate::guardrail::{GuardrailConfig, Guardrails};
@@ -237,7 +350,7 @@ mod tests {
         let v = g.redact_answer(&who(), &mut a).unwrap();
         assert_eq!((v.rule.as_str(), v.count), ("iban", 3));
         let verdicts = [v];
-        let pb = answer(&a, &verdicts);
+        let pb = answer(&outcome(a.clone(), verdicts.to_vec()));
         assert_eq!(pb.citations.len(), 1);
         strings(&pb.citations[0])
             .into_iter()
@@ -289,7 +402,7 @@ mod tests {
         let mut a = answer_citing(&[iban_path_hit()]);
         let v = g.redact_answer(&who(), &mut a).unwrap();
         assert_eq!((v.rule.as_str(), v.count), ("iban", 3));
-        let pb = answer(&a, &[v]);
+        let pb = answer(&outcome(a.clone(), vec![v]));
         check(&pb.citations[0]);
         assert_eq!(pb.guardrails[0].count, 3);
     }
@@ -308,7 +421,7 @@ mod tests {
         let mut a = answer_citing(&[h]);
         let v = g.redact_answer(&who(), &mut a).unwrap();
         assert_eq!((v.rule.as_str(), v.count), ("payment_card", 1));
-        assert_eq!(answer(&a, &[]).citations[0].uri, want);
+        assert_eq!(answer(&outcome(a.clone(), vec![])).citations[0].uri, want);
     }
 
     #[test]
@@ -332,7 +445,7 @@ mod tests {
                 message: String::new(),
             };
             g.redact_answer(&who(), &mut a).unwrap();
-            let s = &answer(&a, &[]).citations[0].snippet;
+            let s = &answer(&outcome(a.clone(), vec![])).citations[0].snippet;
             assert!(!s.contains("4111"), "{s}");
             assert!(
                 s.contains("[REDACTED:payment_card]") || text.len() > 320,

@@ -23,6 +23,9 @@ pub enum ServiceError {
     SourceDenied(String),
     #[error("{0}")]
     Overloaded(&'static str),
+    /// A daily LLM token budget is spent (checked before the model is called).
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     ActAs(#[from] crate::identity::ActAsError),
     #[error("{what} {name:?} not found")]
@@ -58,6 +61,7 @@ impl ServiceError {
             Self::ScopeDenied(_) => "SCOPE_DENIED",
             Self::SourceDenied(_) => "SOURCE_DENIED",
             Self::Overloaded(_) => "OVERLOADED",
+            Self::QuotaExceeded(_) => "TOKEN_QUOTA_EXCEEDED",
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => "ACT_AS_DENIED",
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) => "UNKNOWN_USER",
             Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
@@ -73,7 +77,7 @@ impl ServiceError {
             Self::AdminRequired | Self::ScopeDenied(_) | Self::SourceDenied(_) => {
                 Code::PermissionDenied
             }
-            Self::Overloaded(_) => Code::ResourceExhausted,
+            Self::Overloaded(_) | Self::QuotaExceeded(_) => Code::ResourceExhausted,
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => Code::PermissionDenied,
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) | Self::NotFound { .. } => {
                 Code::NotFound

@@ -26,13 +26,11 @@ pub use ingest::IngestService;
 pub use limits::{LimitLayer, Limiter};
 pub use refusals::RefusalAuditLayer;
 
-use crate::answer::AnswerConfig;
 use crate::audit::{AuditLog, AuditRecord};
-use crate::guardrail::{Guardrails, Verdict};
+use crate::guardrail::Verdict;
 use crate::identity::Caller;
 use crate::index::Index;
 use crate::ingest::{IngestStats, SkipLog};
-use crate::retrieve::Retriever;
 
 /// A running connector as admins see it.
 #[derive(Clone)]
@@ -46,14 +44,12 @@ pub struct ConnectorInfo {
 
 /// Everything the handlers share.
 pub struct AppState {
+    pub assistant: Arc<crate::assistant::Assistant>,
     pub index: Arc<Index>,
-    pub retriever: Arc<Retriever>,
     pub identities: Arc<crate::identity::IdentityRegistry>,
-    pub guardrails: Arc<Guardrails>,
     pub audit: Option<Arc<AuditLog>>,
     /// The config file identities are reloaded from (none in tests built from text).
     pub config_path: Option<std::path::PathBuf>,
-    pub answer: AnswerConfig,
     pub connectors: Vec<ConnectorInfo>,
     /// Push sources by connector id (the push API's targets).
     pub push: std::collections::HashMap<String, crate::ingest::push::PushSource>,

@@ -1,0 +1,445 @@
+//! The LLM answerer: any OpenAI-compatible chat-completions server (llama.cpp, vLLM, Ollama,
+//! OpenAI itself), streamed over SSE.
+//!
+//! The model sees numbered passages and is asked to cite them with `[n]` markers. Nothing it
+//! writes is trusted: each sentence goes through the pipeline's verifier (markers, grounding,
+//! ACL recheck, PII) before it is sent. The client enforces a connect timeout, a first-token
+//! timeout and a total timeout, and a concurrency limit (a request that cannot get a slot
+//! within the first-token timeout is answered extractively instead).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::verify::{Draft, ResponseScope, SentenceSplitter};
+use super::{AnswerError, Answerer, DraftSink, Question, Usage};
+use crate::retrieve::Hit;
+
+/// `[llm]` in the config.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// Up to and including the version segment: `http://127.0.0.1:8088/v1`; requests go to
+    /// `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    /// A PEM CA bundle trusted in addition to the system roots (https servers).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub total_timeout: Duration,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Prompt budget in tokens (estimated as bytes / 4): passages are packed by rank until full.
+    pub context_tokens: usize,
+    pub max_concurrent: usize,
+    /// SSE streaming (the default); false waits for the whole completion.
+    pub stream: bool,
+    pub price_prompt_per_1k: f64,
+    pub price_completion_per_1k: f64,
+    pub currency: String,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            model: String::new(),
+            api_key: None,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(2),
+            first_token_timeout: Duration::from_secs(10),
+            total_timeout: Duration::from_secs(60),
+            max_tokens: 256,
+            temperature: 0.0,
+            context_tokens: 2048,
+            max_concurrent: 4,
+            stream: true,
+            price_prompt_per_1k: 0.0,
+            price_completion_per_1k: 0.0,
+            currency: "USD".into(),
+        }
+    }
+}
+
+/// Why a model call failed; each maps to a fallback reason code.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the LLM server is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the LLM server did not answer in time ({0})")]
+    Timeout(&'static str),
+    #[error("the LLM server failed: {0}")]
+    Failed(String),
+    #[error("the LLM server's response is malformed: {0}")]
+    Malformed(String),
+    #[error("all LLM slots are busy")]
+    Busy,
+}
+
+impl LlmError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "LLM_UNAVAILABLE",
+            Self::Timeout(_) => "LLM_TIMEOUT",
+            Self::Failed(_) | Self::Malformed(_) => "LLM_ERROR",
+            Self::Busy => "LLM_BUSY",
+        }
+    }
+}
+
+/// Rough token count of text for servers that report no usage: bytes / 4, rounded up.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+pub struct LlmClient {
+    http: reqwest::Client,
+    cfg: LlmConfig,
+    slots: tokio::sync::Semaphore,
+}
+
+/// One chat message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub role: &'static str,
+    pub content: String,
+}
+
+impl LlmClient {
+    pub fn new(cfg: LlmConfig) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true);
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            slots: tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)),
+            http,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.cfg
+    }
+
+    /// Runs a chat completion, calling `on_text` with each piece of generated text as it
+    /// arrives (it returns false to stop early). Returns the usage (the server's, else counted).
+    pub async fn chat(
+        &self,
+        messages: &[Message],
+        max_tokens: u32,
+        on_text: &mut (dyn FnMut(&str) -> bool + Send),
+    ) -> Result<Usage, LlmError> {
+        let start = Instant::now();
+        let first_deadline = start + self.cfg.first_token_timeout;
+        let total_deadline = start + self.cfg.total_timeout;
+        let _slot = tokio::time::timeout(self.cfg.first_token_timeout, self.slots.acquire())
+            .await
+            .map_err(|_| LlmError::Busy)?
+            .map_err(|_| LlmError::Busy)?;
+        let body = json!({
+            "model": self.cfg.model,
+            "messages": messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "max_tokens": max_tokens,
+            "temperature": self.cfg.temperature,
+            "stream": self.cfg.stream,
+        });
+        let url = format!(
+            "{}/chat/completions",
+            self.cfg.base_url.trim_end_matches('/')
+        );
+        let mut req = self.http.post(&url).json(&body);
+        if let Some(k) = &self.cfg.api_key {
+            req = req.bearer_auth(k);
+        }
+        let resp = tokio::time::timeout_at(first_deadline.into(), req.send())
+            .await
+            .map_err(|_| LlmError::Timeout("first token"))?
+            .map_err(|e| {
+                if e.is_connect() {
+                    LlmError::Unavailable(e.to_string())
+                } else if e.is_timeout() {
+                    LlmError::Timeout("connect")
+                } else {
+                    LlmError::Failed(e.to_string())
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = tokio::time::timeout_at(total_deadline.into(), resp.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let text: String = text.chars().take(200).collect();
+            return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
+        }
+        let prompt_estimate: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+        if !self.cfg.stream {
+            let v: Value = tokio::time::timeout_at(total_deadline.into(), resp.json())
+                .await
+                .map_err(|_| LlmError::Timeout("total"))?
+                .map_err(|e| LlmError::Malformed(e.to_string()))?;
+            let text = v["choices"][0]["message"]["content"]
+                .as_str()
+                .ok_or_else(|| LlmError::Malformed("no choices[0].message.content".into()))?;
+            on_text(text);
+            return Ok(usage_of(&v).unwrap_or(Usage {
+                prompt: prompt_estimate,
+                completion: estimate_tokens(text),
+                estimated: true,
+            }));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pieces = 0u64;
+        let mut usage = None;
+        let mut got_first = false;
+        loop {
+            let deadline = if got_first {
+                total_deadline
+            } else {
+                first_deadline.min(total_deadline)
+            };
+            let next = tokio::time::timeout_at(deadline.into(), body.next())
+                .await
+                .map_err(|_| LlmError::Timeout(if got_first { "total" } else { "first token" }))?;
+            let Some(chunk) = next else {
+                return Err(LlmError::Malformed("the stream ended before [DONE]".into()));
+            };
+            let chunk = chunk.map_err(|e| LlmError::Failed(e.to_string()))?;
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let line = std::str::from_utf8(&line)
+                    .map_err(|_| LlmError::Malformed("an SSE line is not UTF-8".into()))?
+                    .trim_end_matches(['\r', '\n']);
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue; // blank lines, comments, `event:` and `id:` fields
+                };
+                let data = data.trim_start();
+                if data == "[DONE]" {
+                    return Ok(usage.unwrap_or(Usage {
+                        prompt: prompt_estimate,
+                        completion: pieces,
+                        estimated: true,
+                    }));
+                }
+                let v: Value = serde_json::from_str(data)
+                    .map_err(|e| LlmError::Malformed(format!("an SSE event is not JSON: {e}")))?;
+                if let Some(err) = v.get("error") {
+                    return Err(LlmError::Failed(
+                        err.to_string().chars().take(200).collect(),
+                    ));
+                }
+                if let Some(u) = usage_of(&v) {
+                    usage = Some(u);
+                }
+                if let Some(text) = v["choices"][0]["delta"]["content"].as_str()
+                    && !text.is_empty()
+                {
+                    got_first = true;
+                    pieces += 1;
+                    if !on_text(text) {
+                        return Ok(usage.unwrap_or(Usage {
+                            prompt: prompt_estimate,
+                            completion: pieces,
+                            estimated: true,
+                        }));
+                    }
+                }
+            }
+            if buf.len() > 1 << 20 {
+                return Err(LlmError::Malformed("an SSE line is over 1 MiB".into()));
+            }
+        }
+    }
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    let u = v.get("usage")?;
+    Some(Usage {
+        prompt: u.get("prompt_tokens")?.as_u64()?,
+        completion: u.get("completion_tokens")?.as_u64()?,
+        estimated: false,
+    })
+}
+
+const SYSTEM_PROMPT: &str = "You answer questions for employees using only the numbered passages \
+you are given. After each sentence, cite the passage that supports it with its number in square \
+brackets, like [1]. Use the passages' own words where you can. Answer in at most three short \
+sentences. If the passages do not answer the question, reply exactly: I don't know.";
+
+const SYSTEM_PROMPT_GENERAL: &str = "You answer questions for employees. Prefer the numbered \
+passages you are given: after each sentence taken from them, cite the passage with its number in \
+square brackets, like [1]. You may add general knowledge, without a citation. Answer in at most \
+three short sentences.";
+
+/// Passages packed into the prompt by rank until `budget` tokens (estimated) are used; the first
+/// is always included, cut to the budget when it alone is larger.
+pub fn pack(passages: &[Hit], budget: usize) -> Vec<String> {
+    let mut used = 0usize;
+    let mut out = Vec::new();
+    for (i, h) in passages.iter().enumerate() {
+        let title = if h.chunk.title.is_empty() {
+            String::new()
+        } else {
+            format!("({}) ", h.chunk.title)
+        };
+        let mut text = format!(
+            "[{}] {}{}",
+            i + 1,
+            title,
+            crate::parse::collapse_ws(&h.chunk.text)
+        );
+        let cost = estimate_tokens(&text) as usize + 2;
+        if used + cost > budget {
+            if !out.is_empty() {
+                break;
+            }
+            let mut end = budget.saturating_mul(4).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        used += cost;
+        out.push(text);
+    }
+    out
+}
+
+pub struct LlmAnswerer {
+    pub client: std::sync::Arc<LlmClient>,
+}
+
+impl LlmAnswerer {
+    fn messages(&self, q: &Question<'_>, packed: &[String]) -> Vec<Message> {
+        let system = match q.response_scope {
+            ResponseScope::EnterpriseOnly => SYSTEM_PROMPT,
+            ResponseScope::AllowGeneralKnowledge => SYSTEM_PROMPT_GENERAL,
+        };
+        let mut user = String::from("Passages:\n");
+        for p in packed {
+            user.push_str(p);
+            user.push_str("\n\n");
+        }
+        user.push_str("Question: ");
+        user.push_str(q.text);
+        vec![
+            Message {
+                role: "system",
+                content: system.into(),
+            },
+            Message {
+                role: "user",
+                content: user,
+            },
+        ]
+    }
+
+    /// How many of the passages fit the prompt budget.
+    fn budget(&self) -> usize {
+        let c = &self.client.cfg;
+        c.context_tokens
+            .saturating_sub(c.max_tokens as usize)
+            .saturating_sub(estimate_tokens(SYSTEM_PROMPT_GENERAL) as usize + 64)
+            .max(64)
+    }
+}
+
+#[tonic::async_trait]
+impl Answerer for LlmAnswerer {
+    fn name(&self) -> &'static str {
+        "generative"
+    }
+
+    fn passages(&self, evidence: &[Hit]) -> usize {
+        pack(evidence, self.budget()).len()
+    }
+
+    async fn answer(
+        &self,
+        q: &Question<'_>,
+        passages: &[Hit],
+        sink: &mut (dyn DraftSink + Send),
+    ) -> Result<Usage, AnswerError> {
+        let packed = pack(passages, self.budget());
+        let messages = self.messages(q, &packed);
+        let mut splitter = SentenceSplitter::default();
+        let mut stop = false;
+        let mut on_text = |t: &str| {
+            for d in splitter.push(t) {
+                if !sink.draft(d) {
+                    stop = true;
+                }
+            }
+            !stop
+        };
+        let usage = self
+            .client
+            .chat(&messages, self.client.cfg.max_tokens, &mut on_text)
+            .await
+            .map_err(AnswerError::Llm)?;
+        if !stop && let Some(d) = splitter.finish() {
+            sink.draft(d);
+        }
+        Ok(usage)
+    }
+}
+
+/// The standalone form of a follow-up question, written by the model from the earlier questions.
+pub async fn rewrite(
+    client: &LlmClient,
+    earlier: &[String],
+    question: &str,
+) -> Result<String, LlmError> {
+    let mut user = String::from("Earlier questions:\n");
+    for q in earlier {
+        user.push_str("- ");
+        user.push_str(q);
+        user.push('\n');
+    }
+    user.push_str("Follow-up question: ");
+    user.push_str(question);
+    user.push_str(
+        "\nRewrite the follow-up as one standalone question. Reply with the question only.",
+    );
+    let messages = [
+        Message {
+            role: "system",
+            content: "You rewrite follow-up questions into standalone questions.".into(),
+        },
+        Message {
+            role: "user",
+            content: user,
+        },
+    ];
+    let mut out = String::new();
+    let mut on_text = |t: &str| {
+        out.push_str(t);
+        out.len() < 1024
+    };
+    client.chat(&messages, 64, &mut on_text).await?;
+    Ok(crate::parse::collapse_ws(
+        out.lines().next().unwrap_or("").trim(),
+    ))
+}
+
+/// Drafts a whole text at once (non-streamed answers, tests).
+pub fn drafts(text: &str) -> Vec<Draft> {
+    let mut s = SentenceSplitter::default();
+    let mut out = s.push(text);
+    out.extend(s.finish());
+    out
+}

@@ -1,0 +1,1062 @@
+//! The query side: one pipeline for Ask and Search, called by the gRPC handlers, the CLI's
+//! in-process tools, `docent eval` and the bridges.
+//!
+//! Order of stages (the only place it is written down):
+//! 1. `authorize`: the caller must hold `query`; the `AclScope` is minted once per request;
+//! 2. request checks (size, emptiness), answer mode, token quota (before any model call);
+//! 3. conversation: the caller's own, else NOT_FOUND; a follow-up is rewritten into a
+//!    standalone query from the earlier *questions* (never earlier answers, which may quote
+//!    documents the caller can no longer read);
+//! 4. question guardrails (phrases, injection, topics: block or restrict sources);
+//! 5. retrieval under the scope (inside both legs, before top-k);
+//! 6. the ACL recheck of every hit, then injection screening of every passage — no passage
+//!    reaches an answerer without both;
+//! 7. the evidence decision: no passage similar enough → "not found", no model call;
+//! 8. an [`Answerer`] drafts sentences with citation markers; each draft is verified as it
+//!    arrives ([`verify::Verifier`]: markers, grounding, ACL recheck of cited documents, PII)
+//!    and only then streamed;
+//! 9. citations (PII-redacted) and the final status; usage and the turn are recorded.
+//!
+//! Must never: send a sentence that has not passed the verifier, cite a passage the answerer was
+//! not given, or call the model for a request over its quota or without evidence.
+
+pub mod llm;
+pub mod store;
+pub mod verify;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::acl::{AclScope, AuthzError, authorize};
+use crate::answer::{self, Answer, AnswerConfig, AnswerSentence, AnswerStatus, Citation};
+use crate::guardrail::{self, Guardrails, QuestionScreen, RequestError, Verdict};
+use crate::identity::Caller;
+use crate::index::{Index, SearchFilter};
+use crate::metrics::{AnswerOutcome, Metrics};
+use crate::retrieve::{Hit, Mode, RetrieveError, Retriever};
+use crate::service::limits::Budget;
+
+pub use llm::{LlmClient, LlmConfig, LlmError};
+pub use store::Store;
+pub use verify::{Draft, ResponseScope, Verified, Verifier};
+
+/// Who writes the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerMode {
+    #[default]
+    Extractive,
+    Generative,
+    /// Generative when an LLM is configured, else extractive.
+    Auto,
+}
+
+impl AnswerMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "extractive" => Some(Self::Extractive),
+            "generative" => Some(Self::Generative),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Extractive => "extractive",
+            Self::Generative => "generative",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// How follow-up questions become standalone queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RewriteMode {
+    /// [`heuristic_rewrite`]: a follow-up is prefixed with the previous question.
+    #[default]
+    Heuristic,
+    /// The LLM rewrites (falls back to the heuristic on any model failure).
+    Llm,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QuotaConfig {
+    /// Daily token budget of each identity (prompt + completion, UTC days); none: unlimited.
+    pub daily_tokens_per_identity: Option<u64>,
+    /// Daily token budgets shared by the members of a group (`group:<name>`, budget).
+    pub daily_tokens_per_group: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssistantConfig {
+    pub answer: AnswerConfig,
+    pub default_mode: AnswerMode,
+    pub response_scope: ResponseScope,
+    /// Per-group response scopes (`group:<name>`); with several, enterprise_only wins.
+    pub group_response_scopes: Vec<(String, ResponseScope)>,
+    pub retention_days: u32,
+    pub rewrite: RewriteMode,
+    pub quotas: QuotaConfig,
+}
+
+impl Default for AssistantConfig {
+    fn default() -> Self {
+        Self {
+            answer: AnswerConfig {
+                min_similarity: 0.4,
+                max_sentences: 3,
+                max_passages: 5,
+            },
+            default_mode: AnswerMode::Extractive,
+            response_scope: ResponseScope::EnterpriseOnly,
+            group_response_scopes: Vec::new(),
+            retention_days: 90,
+            rewrite: RewriteMode::Heuristic,
+            quotas: QuotaConfig::default(),
+        }
+    }
+}
+
+/// Tokens a model call spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+    /// The server reported none; Docent counted.
+    pub estimated: bool,
+}
+
+/// The question as an answerer sees it.
+pub struct Question<'a> {
+    /// The standalone question (rewritten for a follow-up).
+    pub text: &'a str,
+    pub response_scope: ResponseScope,
+}
+
+/// Where an answerer puts its drafts; false means stop (the client went away).
+pub trait DraftSink {
+    fn draft(&mut self, d: Draft) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+}
+
+/// Something that writes an answer from passages the pipeline has already scoped, rechecked and
+/// screened. Its sentences are drafts: the pipeline verifies each before it leaves.
+#[tonic::async_trait]
+pub trait Answerer: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// How many of the (ranked) evidence passages it will use; only those are given.
+    fn passages(&self, evidence: &[Hit]) -> usize;
+    /// Drafts the answer into `sink`; citation markers are 1-based into `passages`.
+    async fn answer(
+        &self,
+        q: &Question<'_>,
+        passages: &[Hit],
+        sink: &mut (dyn DraftSink + Send),
+    ) -> Result<Usage, AnswerError>;
+}
+
+/// Sentences extracted verbatim from the passages (no model).
+pub struct ExtractiveAnswerer {
+    retriever: Arc<Retriever>,
+    cfg: AnswerConfig,
+}
+
+#[tonic::async_trait]
+impl Answerer for ExtractiveAnswerer {
+    fn name(&self) -> &'static str {
+        "extractive"
+    }
+
+    fn passages(&self, evidence: &[Hit]) -> usize {
+        evidence.len().min(self.cfg.max_passages)
+    }
+
+    async fn answer(
+        &self,
+        q: &Question<'_>,
+        passages: &[Hit],
+        sink: &mut (dyn DraftSink + Send),
+    ) -> Result<Usage, AnswerError> {
+        let terms = self.retriever.term_weights(q.text);
+        let analyze = |s: &str| self.retriever.analyze(s);
+        let a = answer::extractive(passages, &terms, &analyze, &self.cfg);
+        for s in a.sentences {
+            let cites = s
+                .citations
+                .iter()
+                .filter_map(|&c| a.citations.get(c))
+                .filter_map(|c| passages.iter().position(|h| h.chunk.chunk_id == c.chunk_id))
+                .map(|i| i + 1)
+                .collect();
+            if !sink.draft(Draft {
+                text: s.text,
+                cites,
+            }) {
+                break;
+            }
+        }
+        Ok(Usage::default())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssistantError {
+    #[error(transparent)]
+    Unauthorized(#[from] AuthzError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("conversation {0:?} not found")]
+    ConversationNotFound(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("conversations are not stored by this daemon")]
+    NoStore,
+    #[error(transparent)]
+    Retrieve(#[from] RetrieveError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Which conversation a question belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConversationChoice {
+    #[default]
+    None,
+    New,
+    Continue(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AskInput {
+    pub question: String,
+    pub filter: SearchFilter,
+    /// None: the configured default.
+    pub mode: Option<AnswerMode>,
+    pub conversation: ConversationChoice,
+}
+
+/// How an answer was made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Details {
+    /// Extractive or Generative (never Auto).
+    pub mode: AnswerMode,
+    pub fallback_reason: Option<&'static str>,
+    pub conversation_id: Option<String>,
+    pub turn: u32,
+    pub rewritten: Option<String>,
+    pub usage: Usage,
+}
+
+/// What a streamed Ask sends, in order: pieces, the citations, the final status.
+#[derive(Debug, Clone)]
+pub enum AskEvent {
+    Piece(Verified),
+    Citations(Vec<Citation>),
+    Final(Box<AskOutcome>),
+}
+
+/// A finished answer with everything the response and the audit log need.
+#[derive(Debug, Clone)]
+pub struct AskOutcome {
+    pub answer: Answer,
+    /// Per sentence of `answer`: generated text no passage supports (general knowledge).
+    pub uncited: Vec<bool>,
+    pub verdicts: Vec<Verdict>,
+    pub details: Details,
+}
+
+/// Search results with the guardrail verdicts.
+pub struct SearchOutcome {
+    pub hits: Vec<Hit>,
+    pub verdicts: Vec<Verdict>,
+    pub blocked: Option<Verdict>,
+}
+
+pub struct Assistant {
+    index: Arc<Index>,
+    retriever: Arc<Retriever>,
+    guardrails: Arc<Guardrails>,
+    metrics: Arc<Metrics>,
+    cfg: AssistantConfig,
+    llm: Option<Arc<LlmClient>>,
+    store: Option<Arc<Store>>,
+}
+
+/// A request that passed authorization, checks and retrieval, ready to answer.
+pub struct Prepared {
+    assistant: Arc<Assistant>,
+    caller: Caller,
+    scope: AclScope,
+    question: String,
+    query: String,
+    mode: AnswerMode,
+    fallback: Option<&'static str>,
+    conversation: ConversationChoice,
+    rewritten: Option<String>,
+    retrieved: SearchOutcome,
+}
+
+impl Assistant {
+    pub fn new(
+        index: Arc<Index>,
+        retriever: Arc<Retriever>,
+        guardrails: Arc<Guardrails>,
+        metrics: Arc<Metrics>,
+        cfg: AssistantConfig,
+        llm: Option<Arc<LlmClient>>,
+        store: Option<Arc<Store>>,
+    ) -> Self {
+        Self {
+            index,
+            retriever,
+            guardrails,
+            metrics,
+            cfg,
+            llm,
+            store,
+        }
+    }
+
+    pub fn config(&self) -> &AssistantConfig {
+        &self.cfg
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    pub fn llm(&self) -> Option<&Arc<LlmClient>> {
+        self.llm.as_ref()
+    }
+
+    fn store_or_err(&self) -> Result<&Arc<Store>, AssistantError> {
+        self.store.as_ref().ok_or(AssistantError::NoStore)
+    }
+
+    /// The response scope of a caller: a group's when one is configured for it (with several,
+    /// enterprise_only wins), else the default.
+    pub fn response_scope(&self, principals: &BTreeSet<String>) -> ResponseScope {
+        let mut matched = self
+            .cfg
+            .group_response_scopes
+            .iter()
+            .filter(|(g, _)| principals.contains(g))
+            .map(|(_, s)| *s)
+            .peekable();
+        if matched.peek().is_none() {
+            return self.cfg.response_scope;
+        }
+        if matched.any(|s| s == ResponseScope::EnterpriseOnly) {
+            ResponseScope::EnterpriseOnly
+        } else {
+            ResponseScope::AllowGeneralKnowledge
+        }
+    }
+
+    /// Refuses a generative request of a caller whose identity or a group of whom spent its
+    /// daily token budget.
+    fn check_quota(&self, caller: &Caller) -> Result<(), AssistantError> {
+        let q = &self.cfg.quotas;
+        if q.daily_tokens_per_identity.is_none() && q.daily_tokens_per_group.is_empty() {
+            return Ok(());
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if let Some(limit) = q.daily_tokens_per_identity {
+            let used = store
+                .usage_today(&format!("user:{}", caller.user_id()))?
+                .tokens();
+            if used >= limit {
+                return Err(AssistantError::QuotaExceeded(format!(
+                    "the daily token budget of {} is spent ({used} of {limit} tokens today, UTC); \
+                     extractive answers are still available",
+                    caller.user_id()
+                )));
+            }
+        }
+        for (group, limit) in &q.daily_tokens_per_group {
+            if caller.principals().contains(group) {
+                let used = store.usage_today(group)?.tokens();
+                if used >= *limit {
+                    return Err(AssistantError::QuotaExceeded(format!(
+                        "the daily token budget of {group} is spent ({used} of {limit} tokens \
+                         today, UTC); extractive answers are still available"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The principals a request's tokens count against: the identity and each group with a
+    /// budget that the caller is in.
+    fn usage_principals(&self, caller: &Caller) -> Vec<String> {
+        let mut v = vec![format!("user:{}", caller.user_id())];
+        for (g, _) in &self.cfg.quotas.daily_tokens_per_group {
+            if caller.principals().contains(g) {
+                v.push(g.clone());
+            }
+        }
+        v
+    }
+
+    /// Steps 1–6 for Ask. Errors here are the request's errors (nothing was answered).
+    pub async fn prepare(
+        self: &Arc<Self>,
+        caller: &Caller,
+        input: AskInput,
+        budget: Budget,
+    ) -> Result<Prepared, AssistantError> {
+        let scope = authorize(caller)?;
+        guardrail::check_question("question", &input.question)?;
+        let (mode, fallback) = match input.mode.unwrap_or(self.cfg.default_mode) {
+            AnswerMode::Extractive => (AnswerMode::Extractive, None),
+            AnswerMode::Auto if self.llm.is_none() => (AnswerMode::Extractive, None),
+            AnswerMode::Generative if self.llm.is_none() => {
+                (AnswerMode::Extractive, Some("LLM_NOT_CONFIGURED"))
+            }
+            AnswerMode::Generative | AnswerMode::Auto => (AnswerMode::Generative, None),
+        };
+        if mode == AnswerMode::Generative {
+            let me = self.clone();
+            let c = caller.clone();
+            tokio::task::spawn_blocking(move || me.check_quota(&c))
+                .await
+                .map_err(|e| AssistantError::Internal(e.to_string()))??;
+        }
+        let earlier = match &input.conversation {
+            ConversationChoice::Continue(id) => {
+                let store = self.store_or_err()?.clone();
+                let (owner, id) = (caller.user_id().to_string(), id.clone());
+                tokio::task::spawn_blocking(move || {
+                    store
+                        .conversation(&owner, &id)?
+                        .ok_or(AssistantError::ConversationNotFound(id.clone()))?;
+                    Ok::<_, AssistantError>(
+                        store
+                            .turns(&id)?
+                            .into_iter()
+                            .map(|t| {
+                                if t.rewritten.is_empty() {
+                                    t.question
+                                } else {
+                                    t.rewritten
+                                }
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .await
+                .map_err(|e| AssistantError::Internal(e.to_string()))??
+            }
+            ConversationChoice::New => {
+                self.store_or_err()?;
+                Vec::new()
+            }
+            ConversationChoice::None => Vec::new(),
+        };
+        let rewritten = self.rewrite(&earlier, &input.question).await;
+        let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
+        let me = self.clone();
+        let (s, q, f) = (scope.clone(), query.clone(), input.filter);
+        let limit = self.cfg.answer.max_passages.max(10);
+        let retrieved = tokio::task::spawn_blocking(move || {
+            me.retrieve(&s, &q, Mode::Hybrid, f, limit, &budget)
+        })
+        .await
+        .map_err(|e| AssistantError::Internal(e.to_string()))??;
+        Ok(Prepared {
+            assistant: self.clone(),
+            caller: caller.clone(),
+            scope,
+            question: input.question,
+            query,
+            mode,
+            fallback,
+            conversation: input.conversation,
+            rewritten,
+            retrieved,
+        })
+    }
+
+    /// The standalone query for a follow-up, or `None` when the question stands alone.
+    async fn rewrite(&self, earlier: &[String], question: &str) -> Option<String> {
+        let heuristic = heuristic_rewrite(earlier, question)?;
+        if self.cfg.rewrite == RewriteMode::Llm
+            && let Some(llm) = &self.llm
+        {
+            match llm::rewrite(llm, &earlier[earlier.len().saturating_sub(3)..], question).await {
+                Ok(r) if !r.is_empty() && r.len() <= 4 * question.len() + 400 => return Some(r),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic"),
+            }
+        }
+        Some(heuristic)
+    }
+
+    /// Search: steps 1, 2, 4–6 and PII redaction of the hits. Blocking.
+    pub fn search(
+        &self,
+        caller: &Caller,
+        query: &str,
+        mode: Mode,
+        filter: SearchFilter,
+        limit: usize,
+        budget: &Budget,
+    ) -> Result<SearchOutcome, AssistantError> {
+        let scope = authorize(caller)?;
+        guardrail::check_question("query", query)?;
+        let mut r = self.retrieve(&scope, query, mode, filter, limit, budget)?;
+        r.verdicts.extend(
+            self.guardrails
+                .redact_hits(scope.principal_set(), &mut r.hits),
+        );
+        Ok(r)
+    }
+
+    /// Question guardrails (with the question embedding when a topic applies), retrieval under
+    /// the scope (narrowed by a topic restriction), the ACL recheck and passage screening.
+    /// Blocking.
+    fn retrieve(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        mode: Mode,
+        mut filter: SearchFilter,
+        limit: usize,
+        budget: &Budget,
+    ) -> Result<SearchOutcome, RetrieveError> {
+        let principals = scope.principal_set();
+        let spent = || budget.spent();
+        // Topic guardrails compare this vector too: embed the normalised text, so invisible or
+        // compatibility characters cannot move a question away from a blocked topic.
+        let qvec = if self.guardrails.needs_question_vector(principals) {
+            let normalized = guardrail::normalize::normalize(query);
+            Some(self.retriever.embed_query_until(&normalized, &spent)?)
+        } else {
+            None
+        };
+        let mut verdicts = match self
+            .guardrails
+            .screen_question(principals, query, qvec.as_deref())
+        {
+            QuestionScreen::Block(v) => {
+                return Ok(SearchOutcome {
+                    hits: Vec::new(),
+                    verdicts: Vec::new(),
+                    blocked: Some(v),
+                });
+            }
+            QuestionScreen::Allow {
+                restrict_sources,
+                verdicts,
+            } => {
+                if let Some(allowed) = restrict_sources {
+                    // A restriction only narrows: intersect with what the request asked for.
+                    filter.sources = if filter.sources.is_empty() {
+                        allowed
+                    } else {
+                        filter
+                            .sources
+                            .into_iter()
+                            .filter(|s| allowed.contains(s))
+                            .collect()
+                    };
+                    if filter.sources.is_empty() {
+                        return Ok(SearchOutcome {
+                            hits: Vec::new(),
+                            verdicts,
+                            blocked: None,
+                        });
+                    }
+                }
+                verdicts
+            }
+        };
+        let hits = self
+            .retriever
+            .search_until(scope, query, qvec, mode, &filter, limit, &spent)?;
+        let before = hits.len();
+        let hits = guardrail::recheck_hits(&self.index, scope, hits);
+        self.metrics
+            .guardrail("acl", "drop", (before - hits.len()) as u64);
+        let (hits, v) = self.guardrails.screen_passages(principals, hits);
+        verdicts.extend(v);
+        Ok(SearchOutcome {
+            hits,
+            verdicts,
+            blocked: None,
+        })
+    }
+}
+
+/// Heuristic follow-up detection: a question with an anaphor ("it", "they", "that", …), one
+/// that opens like a continuation ("and …", "what about …", "also …"), or a short one (at most
+/// four words) follows up on the previous question; its standalone query is the previous
+/// (standalone) question followed by this one. Only questions are used, never answers.
+pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
+    let prev = earlier.last()?;
+    let words: Vec<String> = question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    const ANAPHORS: [&str; 16] = [
+        "it", "its", "it's", "they", "them", "their", "this", "that", "these", "those", "he",
+        "she", "his", "her", "there", "ones",
+    ];
+    const OPENERS: [&str; 5] = ["and", "also", "what about", "how about", "but"];
+    let lower = crate::parse::collapse_ws(&question.to_lowercase());
+    let follow_up = words.len() <= 4
+        || words.iter().any(|w| ANAPHORS.contains(&w.as_str()))
+        || OPENERS.iter().any(|o| lower.starts_with(&format!("{o} ")));
+    follow_up.then(|| format!("{} {}", prev.trim(), question.trim()))
+}
+
+/// Collects drafts through the verifier and streams what survives.
+struct Sink<'a> {
+    verifier: Verifier<'a>,
+    tx: Option<&'a UnboundedSender<AskEvent>>,
+    sentences: Vec<AnswerSentence>,
+    uncited: Vec<bool>,
+    started: std::time::Instant,
+    first_piece: Option<std::time::Duration>,
+    gone: bool,
+}
+
+impl DraftSink for Sink<'_> {
+    fn draft(&mut self, d: Draft) -> bool {
+        if self.gone {
+            return false;
+        }
+        if let Some(v) = self.verifier.check(d) {
+            if self.first_piece.is_none() {
+                self.first_piece = Some(self.started.elapsed());
+            }
+            if let Some(tx) = self.tx
+                && tx.send(AskEvent::Piece(v.clone())).is_err()
+            {
+                self.gone = true;
+            }
+            self.uncited.push(v.uncited);
+            self.sentences.push(v.sentence);
+        }
+        !self.gone
+    }
+}
+
+impl Prepared {
+    /// The conversation this request continues or starts (empty for none).
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Steps 7–9: answers, streaming each verified piece to `tx` (when given) as it is ready,
+    /// then the citations and the outcome. `started` is when the request arrived (time to first
+    /// piece is measured from it).
+    pub async fn run(
+        self,
+        tx: Option<&UnboundedSender<AskEvent>>,
+        started: std::time::Instant,
+    ) -> Result<AskOutcome, AssistantError> {
+        let a = self.assistant.clone();
+        let mut verdicts = self.retrieved.verdicts.clone();
+        let mut details = Details {
+            mode: self.mode,
+            fallback_reason: self.fallback,
+            rewritten: self.rewritten.clone(),
+            ..Details::default()
+        };
+        let outcome = if let Some(b) = self.retrieved.blocked.clone() {
+            let message = b.message.clone();
+            verdicts.push(b);
+            AskOutcome {
+                answer: Answer::blocked(&message),
+                uncited: Vec::new(),
+                verdicts,
+                details,
+            }
+        } else {
+            let evidence: Vec<Hit> = self
+                .retrieved
+                .hits
+                .iter()
+                .filter(|h| {
+                    h.similarity
+                        .is_some_and(|s| s >= a.cfg.answer.min_similarity)
+                })
+                .take(10)
+                .cloned()
+                .collect();
+            let (answer, uncited, v) = if evidence.is_empty() {
+                // Weak evidence: "not found" without spending a token.
+                (Answer::no_answer(), Vec::new(), Vec::new())
+            } else {
+                self.answer(&evidence, tx, started, &mut details).await
+            };
+            verdicts.extend(v);
+            AskOutcome {
+                answer,
+                uncited,
+                verdicts,
+                details,
+            }
+        };
+        let outcome = self.record(outcome).await?;
+        if let Some(tx) = tx {
+            let _ = tx.send(AskEvent::Citations(outcome.answer.citations.clone()));
+            let _ = tx.send(AskEvent::Final(Box::new(outcome.clone())));
+        }
+        Ok(outcome)
+    }
+
+    async fn answer(
+        &self,
+        evidence: &[Hit],
+        tx: Option<&UnboundedSender<AskEvent>>,
+        started: std::time::Instant,
+        details: &mut Details,
+    ) -> (Answer, Vec<bool>, Vec<Verdict>) {
+        let a = &self.assistant;
+        let analyze = |s: &str| a.retriever.analyze(s);
+        let extractive = ExtractiveAnswerer {
+            retriever: a.retriever.clone(),
+            cfg: a.cfg.answer,
+        };
+        let generative = a
+            .llm
+            .as_ref()
+            .map(|c| llm::LlmAnswerer { client: c.clone() });
+        let response_scope = match self.mode {
+            AnswerMode::Generative => a.response_scope(self.scope.principal_set()),
+            _ => ResponseScope::EnterpriseOnly,
+        };
+        let q = Question {
+            text: &self.query,
+            response_scope,
+        };
+        let attempt = |answerer: &dyn Answerer| {
+            let n = answerer.passages(evidence);
+            Sink {
+                verifier: Verifier::new(
+                    &evidence[..n],
+                    &a.guardrails,
+                    &a.index,
+                    &self.scope,
+                    &analyze,
+                    response_scope,
+                ),
+                tx,
+                sentences: Vec::new(),
+                uncited: Vec::new(),
+                started,
+                first_piece: None,
+                gone: false,
+            }
+        };
+        let mut sink = None;
+        if let (AnswerMode::Generative, Some(g)) = (self.mode, &generative) {
+            let mut s = attempt(g);
+            let n = g.passages(evidence);
+            match g.answer(&q, &evidence[..n], &mut s).await {
+                Ok(u) => {
+                    details.usage = u;
+                    a.metrics.llm("ok");
+                    sink = Some(s);
+                }
+                Err(AnswerError::Llm(e)) => {
+                    tracing::warn!(error = %e, "LLM answer failed");
+                    a.metrics.llm(e.reason());
+                    details.fallback_reason = Some(e.reason());
+                    if s.verifier.kept() > 0 {
+                        // Verified pieces were already sent: keep them, flagged.
+                        sink = Some(s);
+                    } else {
+                        details.mode = AnswerMode::Extractive;
+                    }
+                }
+            }
+        }
+        let s = match sink {
+            Some(s) => s,
+            None => {
+                details.mode = AnswerMode::Extractive;
+                let mut s = attempt(&extractive);
+                let n = extractive.passages(evidence);
+                let _ = extractive.answer(&q, &evidence[..n], &mut s).await;
+                s
+            }
+        };
+        if let Some(t) = s.first_piece {
+            a.metrics.first_piece(t);
+        }
+        let (citations, verdicts, acl_dropped) = s.verifier.finish();
+        a.metrics.guardrail("acl", "drop", acl_dropped as u64);
+        if s.sentences.is_empty() {
+            return (Answer::no_answer(), Vec::new(), verdicts);
+        }
+        (
+            Answer {
+                status: AnswerStatus::Answered,
+                sentences: s.sentences,
+                citations,
+                message: String::new(),
+            },
+            s.uncited,
+            verdicts,
+        )
+    }
+
+    /// Usage, metrics and the conversation turn.
+    async fn record(&self, mut o: AskOutcome) -> Result<AskOutcome, AssistantError> {
+        let a = self.assistant.clone();
+        a.metrics.answer(match o.answer.status {
+            AnswerStatus::Answered => AnswerOutcome::Answered,
+            AnswerStatus::NoAnswer => AnswerOutcome::NoAnswer,
+            AnswerStatus::Blocked => AnswerOutcome::Blocked,
+        });
+        let u = o.details.usage;
+        if u.prompt + u.completion > 0 {
+            a.metrics.llm_tokens(u.prompt, u.completion);
+        }
+        let Some(store) = a.store.clone() else {
+            return Ok(o);
+        };
+        let owner = self.caller.user_id().to_string();
+        let principals = a.usage_principals(&self.caller);
+        let conversation = self.conversation.clone();
+        let turn = turn_record(&self.question, self.rewritten.as_deref(), &o);
+        let (id, n) = tokio::task::spawn_blocking(move || {
+            if u.prompt + u.completion > 0 {
+                store.add_usage(&principals, u.prompt, u.completion)?;
+            }
+            let id = match conversation {
+                ConversationChoice::None => return Ok::<_, AssistantError>((None, 0)),
+                ConversationChoice::New => store.create(&owner, "")?.id,
+                ConversationChoice::Continue(id) => id,
+            };
+            // Deleted meanwhile (by its owner): the answer stands, the turn is not kept.
+            let n = store.append(&owner, &id, &turn)?;
+            Ok((n.map(|_| id), n.unwrap_or(0)))
+        })
+        .await
+        .map_err(|e| AssistantError::Internal(e.to_string()))??;
+        o.details.conversation_id = id;
+        o.details.turn = n;
+        Ok(o)
+    }
+}
+
+fn status_name(s: AnswerStatus) -> &'static str {
+    match s {
+        AnswerStatus::Answered => "answered",
+        AnswerStatus::NoAnswer => "no_answer",
+        AnswerStatus::Blocked => "blocked",
+    }
+}
+
+fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store::TurnRecord {
+    let a = &o.answer;
+    store::TurnRecord {
+        question: question.to_string(),
+        rewritten: rewritten.unwrap_or_default().to_string(),
+        answer: a.text(),
+        sentences: a
+            .sentences
+            .iter()
+            .zip(o.uncited.iter().copied().chain(std::iter::repeat(false)))
+            .map(|(s, uncited)| store::StoredSentence {
+                text: s.text.clone(),
+                citations: s.citations.clone(),
+                uncited,
+            })
+            .collect(),
+        citations: a
+            .citations
+            .iter()
+            .map(|c| store::StoredCitation {
+                document_key: c.document_key.clone(),
+                title: c.title.clone(),
+                uri: c.uri.clone(),
+                chunk_id: c.chunk_id.clone(),
+                span: (c.span.start, c.span.end),
+                snippet: c.snippet.clone(),
+                heading_path: c.heading_path.clone(),
+                page: c.page,
+            })
+            .collect(),
+        status: status_name(a.status).into(),
+        mode: o.details.mode.name().into(),
+        prompt_tokens: o.details.usage.prompt,
+        completion_tokens: o.details.usage.completion,
+        time_ms: store::now_ms(),
+    }
+}
+
+/// A stored turn as the caller may see it now: citations of documents the caller can no longer
+/// read are dropped, with the sentences that cited only them (and the answer text is rebuilt
+/// from what is left).
+pub fn visible_turn(
+    index: &Index,
+    scope: &AclScope,
+    mut t: store::TurnRecord,
+) -> store::TurnRecord {
+    let ok: Vec<bool> = t
+        .citations
+        .iter()
+        .map(|c| guardrail::readable(index, scope, &c.document_key))
+        .collect();
+    if ok.iter().all(|&b| b) {
+        return t;
+    }
+    let mut remap = vec![None; ok.len()];
+    let mut kept = Vec::new();
+    for (i, c) in t.citations.drain(..).enumerate() {
+        if ok[i] {
+            remap[i] = Some(kept.len());
+            kept.push(c);
+        }
+    }
+    t.citations = kept;
+    t.sentences.retain_mut(|s| {
+        let had = !s.citations.is_empty();
+        s.citations = s.citations.iter().filter_map(|&c| remap[c]).collect();
+        !had || !s.citations.is_empty()
+    });
+    t.answer = t
+        .sentences
+        .iter()
+        .map(|s| {
+            let marks: String = s
+                .citations
+                .iter()
+                .map(|c| format!(" [{}]", c + 1))
+                .collect();
+            format!("{}{marks}", s.text)
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if t.sentences.is_empty() && t.status == "answered" {
+        t.status = "no_answer".into();
+        t.answer = answer::NO_ANSWER_MESSAGE.into();
+    }
+    t
+}
+
+impl Assistant {
+    /// The caller's conversation with its turns as the caller may see them now.
+    pub fn conversation(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(store::ConversationRecord, Vec<store::TurnRecord>), AssistantError> {
+        let scope = authorize(caller)?;
+        let store = self.store_or_err()?;
+        let c = store
+            .conversation(caller.user_id(), id)?
+            .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
+        let turns = store
+            .turns(id)?
+            .into_iter()
+            .map(|t| visible_turn(&self.index, &scope, t))
+            .collect();
+        Ok((c, turns))
+    }
+
+    pub fn conversations(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<store::ConversationRecord>, AssistantError> {
+        authorize(caller)?;
+        Ok(self.store_or_err()?.list(caller.user_id())?)
+    }
+
+    pub fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<(), AssistantError> {
+        authorize(caller)?;
+        if self.store_or_err()?.delete(caller.user_id(), id)? {
+            Ok(())
+        } else {
+            Err(AssistantError::ConversationNotFound(id.to_string()))
+        }
+    }
+
+    /// Stores feedback on one of the caller's answers (the comment PII-redacted when the PII
+    /// guardrail applies to the caller).
+    pub fn feedback(
+        &self,
+        caller: &Caller,
+        id: &str,
+        turn: u32,
+        up: bool,
+        reasons: Vec<String>,
+        comment: &str,
+    ) -> Result<(), AssistantError> {
+        authorize(caller)?;
+        let store = self.store_or_err()?;
+        store
+            .conversation(caller.user_id(), id)?
+            .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
+        let t = store
+            .turn(id, turn)?
+            .ok_or_else(|| AssistantError::ConversationNotFound(format!("{id} turn {turn}")))?;
+        let mut comment = comment.to_string();
+        let mut found = guardrail::PiiFindings::default();
+        self.guardrails
+            .redact_sentence(caller.principals(), &mut comment, &mut found);
+        store.put_feedback(&store::FeedbackRecord {
+            identity: caller.user_id().to_string(),
+            conversation_id: id.to_string(),
+            turn,
+            up,
+            reasons,
+            comment,
+            time_ms: store::now_ms(),
+            question: t.question,
+            documents: t.citations.into_iter().map(|c| c.document_key).collect(),
+        })?;
+        self.metrics.feedback(up);
+        Ok(())
+    }
+
+    /// Deletes conversations past the retention; returns how many.
+    pub fn expire_conversations(&self) -> Result<usize, AssistantError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let cutoff = store::now_ms() - i64::from(self.cfg.retention_days) * 86_400_000;
+        Ok(store.expire(cutoff)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_ups_are_prefixed_with_the_previous_question() {
+        let earlier = vec!["How many vacation days do employees get?".to_string()];
+        assert_eq!(
+            heuristic_rewrite(&earlier, "And contractors?").as_deref(),
+            Some("How many vacation days do employees get? And contractors?")
+        );
+        assert!(heuristic_rewrite(&earlier, "Who approves it when the manager is away?").is_some());
+        assert_eq!(
+            heuristic_rewrite(
+                &earlier,
+                "What is the parental leave policy for new parents?"
+            ),
+            None
+        );
+        assert_eq!(heuristic_rewrite(&[], "And it?"), None);
+    }
+}

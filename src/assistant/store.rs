@@ -1,0 +1,473 @@
+//! Durable conversations, feedback and token usage: one redb database in the data directory
+//! (`assistant.redb`).
+//!
+//! Why redb: an embedded, pure-Rust, ACID key-value store (copy-on-write B-trees, one fsync per
+//! commit, crash-safe without a log to replay), no C build and no server; the data here is small
+//! per record and read by key or key range (a conversation's turns, a day's usage). SQLite
+//! would add a C build and SQL for what are three key-range tables; the tantivy index is the
+//! wrong shape (no in-place updates). Records are JSON values so fields can be added.
+//!
+//! Keys: conversations by id; turns by `conversation/turn(6 digits)`; an owner index by
+//! `owner\0conversation`; feedback by `conversation/turn/identity` (one vote per user and turn,
+//! the last wins); usage by `YYYY-MM-DD\0principal` (identities as `user:<id>`, groups as
+//! `group:<name>`). Blocking: call from a blocking thread.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
+const TURNS: TableDefinition<&str, &[u8]> = TableDefinition::new("turns");
+const BY_OWNER: TableDefinition<&str, ()> = TableDefinition::new("by_owner");
+const FEEDBACK: TableDefinition<&str, &[u8]> = TableDefinition::new("feedback");
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+
+#[derive(Debug, thiserror::Error)]
+#[error("assistant store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConversationRecord {
+    pub id: String,
+    pub owner: String,
+    pub title: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub turns: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredCitation {
+    pub document_key: String,
+    pub title: String,
+    pub uri: String,
+    pub chunk_id: String,
+    pub span: (usize, usize),
+    pub snippet: String,
+    pub heading_path: Vec<String>,
+    pub page: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredSentence {
+    pub text: String,
+    pub citations: Vec<usize>,
+    #[serde(default)]
+    pub uncited: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TurnRecord {
+    pub question: String,
+    pub rewritten: String,
+    pub answer: String,
+    pub sentences: Vec<StoredSentence>,
+    pub citations: Vec<StoredCitation>,
+    /// "answered", "no_answer", "blocked".
+    pub status: String,
+    /// "extractive" or "generative".
+    pub mode: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub time_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeedbackRecord {
+    pub identity: String,
+    pub conversation_id: String,
+    pub turn: u32,
+    pub up: bool,
+    pub reasons: Vec<String>,
+    pub comment: String,
+    pub time_ms: i64,
+    pub question: String,
+    pub documents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsageCounts {
+    pub prompt: u64,
+    pub completion: u64,
+    pub requests: u64,
+}
+
+impl UsageCounts {
+    pub fn tokens(&self) -> u64 {
+        self.prompt + self.completion
+    }
+}
+
+pub struct Store {
+    db: Database,
+}
+
+fn turn_key(conv: &str, turn: u32) -> String {
+    format!("{conv}/{turn:06}")
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn parse<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(err)
+}
+
+/// A new random conversation id (128 bits, hex).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
+}
+
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `YYYY-MM-DD` (UTC) of a time in Unix milliseconds.
+pub fn day_of(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let db = Database::create(path).map_err(err)?;
+        let tx = db.begin_write().map_err(err)?;
+        {
+            tx.open_table(CONVERSATIONS).map_err(err)?;
+            tx.open_table(TURNS).map_err(err)?;
+            tx.open_table(BY_OWNER).map_err(err)?;
+            tx.open_table(FEEDBACK).map_err(err)?;
+            tx.open_table(USAGE).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+
+    /// The conversation if `owner` owns it; anyone else gets `None`, exactly as for an unknown id.
+    pub fn conversation(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(CONVERSATIONS).map_err(err)?;
+        let Some(v) = t.get(id).map_err(err)? else {
+            return Ok(None);
+        };
+        let c: ConversationRecord = parse(v.value())?;
+        Ok((c.owner == owner).then_some(c))
+    }
+
+    pub fn create(&self, owner: &str, title: &str) -> Result<ConversationRecord, StoreError> {
+        let now = now_ms();
+        let c = ConversationRecord {
+            id: new_id(),
+            owner: owner.to_string(),
+            title: title.chars().take(80).collect(),
+            created_ms: now,
+            updated_ms: now,
+            turns: 0,
+        };
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            tx.open_table(CONVERSATIONS)
+                .map_err(err)?
+                .insert(c.id.as_str(), json(&c).as_slice())
+                .map_err(err)?;
+            tx.open_table(BY_OWNER)
+                .map_err(err)?
+                .insert(format!("{owner}\0{}", c.id).as_str(), ())
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(c)
+    }
+
+    /// Appends a turn to one of `owner`'s conversations; returns its index.
+    pub fn append(
+        &self,
+        owner: &str,
+        id: &str,
+        turn: &TurnRecord,
+    ) -> Result<Option<u32>, StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let n = {
+            let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
+                return Ok(None);
+            };
+            let mut c: ConversationRecord = parse(&v)?;
+            if c.owner != owner {
+                return Ok(None);
+            }
+            let n = c.turns;
+            c.turns += 1;
+            c.updated_ms = turn.time_ms;
+            if c.title.is_empty() {
+                c.title = turn.question.chars().take(80).collect();
+            }
+            convs.insert(id, json(&c).as_slice()).map_err(err)?;
+            tx.open_table(TURNS)
+                .map_err(err)?
+                .insert(turn_key(id, n).as_str(), json(turn).as_slice())
+                .map_err(err)?;
+            n
+        };
+        tx.commit().map_err(err)?;
+        Ok(Some(n))
+    }
+
+    pub fn turns(&self, id: &str) -> Result<Vec<TurnRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TURNS).map_err(err)?;
+        let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+        let mut out = Vec::new();
+        for e in t.range(lo.as_str()..hi.as_str()).map_err(err)? {
+            let (_, v) = e.map_err(err)?;
+            out.push(parse(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn turn(&self, id: &str, turn: u32) -> Result<Option<TurnRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TURNS).map_err(err)?;
+        t.get(turn_key(id, turn).as_str())
+            .map_err(err)?
+            .map(|v| parse(v.value()))
+            .transpose()
+    }
+
+    /// `owner`'s conversations, most recently updated first.
+    pub fn list(&self, owner: &str) -> Result<Vec<ConversationRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let idx = tx.open_table(BY_OWNER).map_err(err)?;
+        let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+        let (lo, hi) = (format!("{owner}\0"), format!("{owner}\u{1}"));
+        let mut out = Vec::new();
+        for e in idx.range(lo.as_str()..hi.as_str()).map_err(err)? {
+            let (k, _) = e.map_err(err)?;
+            let id = k.value().split('\0').nth(1).unwrap_or("").to_string();
+            if let Some(v) = convs.get(id.as_str()).map_err(err)? {
+                out.push(parse::<ConversationRecord>(v.value())?);
+            }
+        }
+        out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Deletes one of `owner`'s conversations with its turns and feedback; false when it is not
+    /// theirs (or does not exist).
+    pub fn delete(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        if self.conversation(owner, id)?.is_none() {
+            return Ok(false);
+        }
+        self.remove(owner, id)?;
+        Ok(true)
+    }
+
+    fn remove(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            tx.open_table(CONVERSATIONS)
+                .map_err(err)?
+                .remove(id)
+                .map_err(err)?;
+            tx.open_table(BY_OWNER)
+                .map_err(err)?
+                .remove(format!("{owner}\0{id}").as_str())
+                .map_err(err)?;
+            let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+            let mut turns = tx.open_table(TURNS).map_err(err)?;
+            turns
+                .retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+                .map_err(err)?;
+            let mut fb = tx.open_table(FEEDBACK).map_err(err)?;
+            fb.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Deletes conversations not updated since `cutoff_ms`; returns how many.
+    pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let old: Vec<ConversationRecord> = {
+            let tx = self.db.begin_read().map_err(err)?;
+            let t = tx.open_table(CONVERSATIONS).map_err(err)?;
+            let mut v = Vec::new();
+            for e in t.iter().map_err(err)? {
+                let (_, c) = e.map_err(err)?;
+                let c: ConversationRecord = parse(c.value())?;
+                if c.updated_ms < cutoff_ms {
+                    v.push(c);
+                }
+            }
+            v
+        };
+        for c in &old {
+            self.remove(&c.owner, &c.id)?;
+        }
+        Ok(old.len())
+    }
+
+    pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
+        let key = format!("{}/{}", turn_key(&f.conversation_id, f.turn), f.identity);
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.open_table(FEEDBACK)
+            .map_err(err)?
+            .insert(key.as_str(), json(f).as_slice())
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Every feedback record, oldest first.
+    pub fn feedback(&self) -> Result<Vec<FeedbackRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(FEEDBACK).map_err(err)?;
+        let mut out: Vec<FeedbackRecord> = Vec::new();
+        for e in t.iter().map_err(err)? {
+            let (_, v) = e.map_err(err)?;
+            out.push(parse(v.value())?);
+        }
+        out.sort_by_key(|f| f.time_ms);
+        Ok(out)
+    }
+
+    /// Adds a request's tokens to today's counters of each principal (`user:<id>`,
+    /// `group:<name>`).
+    pub fn add_usage(
+        &self,
+        principals: &[String],
+        prompt: u64,
+        completion: u64,
+    ) -> Result<(), StoreError> {
+        let day = day_of(now_ms());
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(USAGE).map_err(err)?;
+            for p in principals {
+                let key = format!("{day}\0{p}");
+                let mut u: UsageCounts = match t.get(key.as_str()).map_err(err)? {
+                    Some(v) => parse(v.value())?,
+                    None => UsageCounts::default(),
+                };
+                u.prompt += prompt;
+                u.completion += completion;
+                u.requests += 1;
+                t.insert(key.as_str(), json(&u).as_slice()).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Today's counters of one principal.
+    pub fn usage_today(&self, principal: &str) -> Result<UsageCounts, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(USAGE).map_err(err)?;
+        let key = format!("{}\0{principal}", day_of(now_ms()));
+        t.get(key.as_str())
+            .map_err(err)?
+            .map(|v| parse(v.value()))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Totals per principal over the days from `first_day` (inclusive, `YYYY-MM-DD`).
+    pub fn usage_since(&self, first_day: &str) -> Result<Vec<(String, UsageCounts)>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(USAGE).map_err(err)?;
+        let mut totals: std::collections::BTreeMap<String, UsageCounts> = Default::default();
+        for e in t.range(first_day..).map_err(err)? {
+            let (k, v) = e.map_err(err)?;
+            let Some((_, principal)) = k.value().split_once('\0') else {
+                continue;
+            };
+            let u: UsageCounts = parse(v.value())?;
+            let s = totals.entry(principal.to_string()).or_default();
+            s.prompt += u.prompt;
+            s.completion += u.completion;
+            s.requests += u.requests;
+        }
+        Ok(totals.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(q: &str) -> TurnRecord {
+        TurnRecord {
+            question: q.into(),
+            rewritten: String::new(),
+            answer: "a".into(),
+            sentences: vec![],
+            citations: vec![],
+            status: "answered".into(),
+            mode: "extractive".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn conversations_belong_to_their_owner_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.redb");
+        let id = {
+            let s = Store::open(&path).unwrap();
+            let c = s.create("alice", "").unwrap();
+            assert_eq!(s.append("alice", &c.id, &turn("q1")).unwrap(), Some(0));
+            assert_eq!(s.append("alice", &c.id, &turn("q2")).unwrap(), Some(1));
+            assert_eq!(s.append("bob", &c.id, &turn("x")).unwrap(), None);
+            c.id
+        };
+        let s = Store::open(&path).unwrap();
+        assert!(s.conversation("bob", &id).unwrap().is_none());
+        let c = s.conversation("alice", &id).unwrap().unwrap();
+        assert_eq!((c.turns, c.title.as_str()), (2, "q1"));
+        let qs: Vec<String> = s
+            .turns(&id)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.question)
+            .collect();
+        assert_eq!(qs, ["q1", "q2"]);
+        assert!(s.list("bob").unwrap().is_empty());
+        assert_eq!(s.list("alice").unwrap().len(), 1);
+        assert!(!s.delete("bob", &id).unwrap());
+        assert!(s.delete("alice", &id).unwrap());
+        assert!(s.turns(&id).unwrap().is_empty());
+        assert!(s.list("alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn usage_adds_up_per_principal_and_expiry_removes_old_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.redb")).unwrap();
+        let who = ["user:alice".to_string(), "group:eng".to_string()];
+        s.add_usage(&who, 10, 5).unwrap();
+        s.add_usage(&who[..1], 1, 1).unwrap();
+        assert_eq!(s.usage_today("user:alice").unwrap().tokens(), 17);
+        assert_eq!(s.usage_today("group:eng").unwrap().requests, 1);
+        let all = s.usage_since("2000-01-01").unwrap();
+        assert_eq!(all.len(), 2);
+        let c = s.create("alice", "t").unwrap();
+        assert_eq!(s.expire(now_ms() - 1000).unwrap(), 0);
+        assert_eq!(s.expire(now_ms() + 1000).unwrap(), 1);
+        assert!(s.conversation("alice", &c.id).unwrap().is_none());
+    }
+}

@@ -1,0 +1,451 @@
+//! Verification of answer sentences, whoever wrote them.
+//!
+//! Every sentence an answerer drafts passes through [`Verifier::check`] before it leaves:
+//! citation markers that point to no given passage are dropped; the sentence must be supported by
+//! the passages it cites (the grounding check), else Docent looks for the given passage that does
+//! support it and cites that one instead ("reattributed"), else the sentence is removed (or, with
+//! the response scope `allow_general_knowledge`, kept and marked uncited, without a citation);
+//! every cited document is rechecked against the caller's current access; the text is
+//! PII-redacted. Citations are numbered in order of first use, so pieces can be streamed as they
+//! are verified and the citation list sent after them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::acl::AclScope;
+use crate::answer::{AnswerSentence, Citation, citation_for};
+use crate::guardrail::{Guardrails, PiiFindings, Verdict, readable, support_fraction};
+use crate::index::Index;
+use crate::retrieve::Hit;
+
+/// Whether generated text no passage supports may be shown (as uncited) or is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseScope {
+    /// Answer only from documents: unsupported sentences are removed.
+    #[default]
+    EnterpriseOnly,
+    /// Unsupported generated sentences are kept, marked uncited, never with a citation.
+    AllowGeneralKnowledge,
+}
+
+impl ResponseScope {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enterprise_only" => Some(Self::EnterpriseOnly),
+            "allow_general_knowledge" => Some(Self::AllowGeneralKnowledge),
+            _ => None,
+        }
+    }
+}
+
+/// A sentence as an answerer drafted it: `cites` are 1-based passage numbers as the answerer
+/// wrote them (possibly out of range).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub text: String,
+    pub cites: Vec<usize>,
+}
+
+/// A verified sentence: citations index into [`Verifier::finish`]'s list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub sentence: AnswerSentence,
+    pub uncited: bool,
+}
+
+pub struct Verifier<'a> {
+    passages: &'a [Hit],
+    guardrails: &'a Guardrails,
+    index: &'a Index,
+    scope: &'a AclScope,
+    analyze: &'a (dyn Fn(&str) -> Vec<String> + Sync),
+    response_scope: ResponseScope,
+    citations: Vec<Citation>,
+    by_passage: HashMap<usize, usize>,
+    readable: Vec<Option<bool>>,
+    seen: HashSet<String>,
+    pii: PiiFindings,
+    removed: u32,
+    bad_markers: u32,
+    reattributed: u32,
+    uncited: u32,
+    acl_dropped: u32,
+    kept: usize,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(
+        passages: &'a [Hit],
+        guardrails: &'a Guardrails,
+        index: &'a Index,
+        scope: &'a AclScope,
+        analyze: &'a (dyn Fn(&str) -> Vec<String> + Sync),
+        response_scope: ResponseScope,
+    ) -> Self {
+        Self {
+            passages,
+            guardrails,
+            index,
+            scope,
+            analyze,
+            response_scope,
+            citations: Vec::new(),
+            by_passage: HashMap::new(),
+            readable: vec![None; passages.len()],
+            seen: HashSet::new(),
+            pii: PiiFindings::default(),
+            removed: 0,
+            bad_markers: 0,
+            reattributed: 0,
+            uncited: 0,
+            acl_dropped: 0,
+            kept: 0,
+        }
+    }
+
+    /// Whether the caller may still read passage `i`'s document (the ACL recheck, cached).
+    fn may_read(&mut self, i: usize) -> bool {
+        if let Some(ok) = self.readable[i] {
+            return ok;
+        }
+        let h = &self.passages[i];
+        let ok =
+            self.scope.permits(&h.chunk.acl) && readable(self.index, self.scope, &h.chunk.doc_key);
+        if !ok {
+            self.acl_dropped += 1;
+        }
+        self.readable[i] = Some(ok);
+        ok
+    }
+
+    /// The number of sentences kept so far.
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    /// Verifies one drafted sentence; `None` when it is removed (or repeats an earlier one).
+    pub fn check(&mut self, draft: Draft) -> Option<Verified> {
+        let text = crate::parse::collapse_ws(draft.text.trim());
+        if !text.chars().any(char::is_alphanumeric) {
+            return None;
+        }
+        let mut cited: Vec<usize> = Vec::new();
+        for n in draft.cites {
+            match n.checked_sub(1).filter(|&i| i < self.passages.len()) {
+                Some(i) if !cited.contains(&i) => cited.push(i),
+                Some(_) => {}
+                None => self.bad_markers += 1,
+            }
+        }
+        cited.retain(|&i| self.may_read(i));
+        let analyze = self.analyze;
+        let min = self.guardrails.config().grounding.min_support;
+        let texts: Vec<&str> = cited
+            .iter()
+            .map(|&i| self.passages[i].chunk.text.as_str())
+            .collect();
+        let mut support: Vec<usize> = Vec::new();
+        if !cited.is_empty() && self.guardrails.supports(&text, &texts, analyze) {
+            // Keep the cited passages that support the sentence on their own; when only
+            // their union does, all of them.
+            support = cited
+                .iter()
+                .copied()
+                .filter(|&i| support_fraction(&text, &self.passages[i].chunk.text, analyze) >= min)
+                .collect();
+            if support.is_empty() {
+                support = cited;
+            }
+        } else {
+            // Missing or wrong markers: the given passage that best supports the sentence.
+            let mut best: Option<(usize, f32)> = None;
+            for i in 0..self.passages.len() {
+                if !self.may_read(i) {
+                    continue;
+                }
+                let f = support_fraction(&text, &self.passages[i].chunk.text, analyze);
+                if f > best.map_or(0.0, |b| b.1) {
+                    best = Some((i, f));
+                }
+            }
+            if let Some((i, f)) = best
+                && (f >= min || !self.guardrails.config().grounding.enabled && f > 0.0)
+            {
+                support.push(i);
+                self.reattributed += 1;
+            }
+        }
+        if !self.seen.insert(text.to_lowercase()) {
+            return None;
+        }
+        let mut text = text;
+        self.guardrails
+            .redact_sentence(self.scope.principal_set(), &mut text, &mut self.pii);
+        if support.is_empty() {
+            if self.response_scope == ResponseScope::AllowGeneralKnowledge {
+                self.uncited += 1;
+                self.kept += 1;
+                return Some(Verified {
+                    sentence: AnswerSentence {
+                        text,
+                        citations: Vec::new(),
+                    },
+                    uncited: true,
+                });
+            }
+            self.removed += 1;
+            return None;
+        }
+        let citations = support
+            .into_iter()
+            .map(|i| {
+                *self.by_passage.entry(i).or_insert_with(|| {
+                    self.citations.push(citation_for(&self.passages[i]));
+                    self.citations.len() - 1
+                })
+            })
+            .collect();
+        self.kept += 1;
+        Some(Verified {
+            sentence: AnswerSentence { text, citations },
+            uncited: false,
+        })
+    }
+
+    /// The verified citations (PII-redacted) and the verdicts of everything removed or changed.
+    /// Also returns how many citations the ACL recheck stopped.
+    pub fn finish(mut self) -> (Vec<Citation>, Vec<Verdict>, u32) {
+        for c in &mut self.citations {
+            self.guardrails
+                .redact_citation(self.scope.principal_set(), c, &mut self.pii);
+        }
+        let mut verdicts = Vec::new();
+        let mut push = |action: &'static str, code: &'static str, count: u32| {
+            if count > 0 {
+                verdicts.push(Verdict {
+                    stage: "grounding",
+                    action,
+                    code,
+                    rule: "support".into(),
+                    message: String::new(),
+                    count,
+                });
+            }
+        };
+        push("remove", "UNGROUNDED_SENTENCE", self.removed);
+        push("drop", "UNKNOWN_CITATION_MARKER", self.bad_markers);
+        push("reattribute", "CITATION_REATTRIBUTED", self.reattributed);
+        push("uncited", "UNCITED_SENTENCE", self.uncited);
+        verdicts.extend(self.pii.verdict());
+        (self.citations, verdicts, self.acl_dropped)
+    }
+}
+
+/// Splits streamed text into sentences as it arrives, with the `[n]` markers that follow each.
+/// A sentence ends at `.`, `!` or `?` followed by whitespace (markers right after the
+/// punctuation belong to the sentence before), or at a blank line.
+#[derive(Debug, Default)]
+pub struct SentenceSplitter {
+    buf: String,
+}
+
+impl SentenceSplitter {
+    /// Adds streamed text; returns the sentences it completed.
+    pub fn push(&mut self, text: &str) -> Vec<Draft> {
+        self.buf.push_str(text);
+        let mut out = Vec::new();
+        while let Some(end) = sentence_end(&self.buf) {
+            let rest = self.buf.split_off(end);
+            let s = std::mem::replace(&mut self.buf, rest);
+            if let Some(d) = parse_draft(&s) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// The rest of the text at the end of the stream.
+    pub fn finish(&mut self) -> Option<Draft> {
+        let s = std::mem::take(&mut self.buf);
+        parse_draft(&s)
+    }
+}
+
+/// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
+/// enough has arrived to know it is complete.
+fn sentence_end(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\n' && b.get(i + 1) == Some(&b'\n') {
+            return Some(i + 2);
+        }
+        if matches!(c, b'.' | b'!' | b'?') {
+            // Markers may follow the punctuation: "… level two. [1] Next".
+            let mut j = i + 1;
+            loop {
+                let k = skip_spaces(b, j);
+                match marker_len(&b[k..]) {
+                    Some(n) => j = k + n,
+                    None => break,
+                }
+            }
+            let k = skip_spaces(b, j);
+            if b.get(k) == Some(&b'[') && partial_marker(&b[k..]) {
+                return None; // "… noon. [2" — the marker is still arriving
+            }
+            match b.get(j) {
+                None => return None, // the next piece may bring a marker or more text
+                Some(c) if c.is_ascii_whitespace() => {
+                    // Not the end of a decimal or an abbreviation-like "e.g." inside words.
+                    let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
+                    let next_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
+                    if !(prev_digit && next_digit) {
+                        return Some(j);
+                    }
+                }
+                Some(_) => {}
+            }
+            i = j.max(i + 1);
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+fn skip_spaces(b: &[u8], mut j: usize) -> usize {
+    while b.get(j) == Some(&b' ') {
+        j += 1;
+    }
+    j
+}
+
+/// Whether `b` (starting at `[`) could still become a marker: no `]` yet, short, only digits,
+/// commas, dashes and spaces so far.
+fn partial_marker(b: &[u8]) -> bool {
+    b.len() < 24
+        && !b.contains(&b']')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b',' | b' ' | b'-'))
+}
+
+/// Length of a citation marker `[n]` or `[n, m]` at the start of `b`.
+fn marker_len(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    let close = b.iter().take(24).position(|&c| c == b']')?;
+    let inner = &b[1..close];
+    (!inner.is_empty()
+        && inner
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b',' | b' ' | b'-'))
+        && inner.iter().any(u8::is_ascii_digit))
+    .then_some(close + 1)
+}
+
+/// A drafted sentence: its text without markers and the marker numbers.
+pub fn parse_draft(s: &str) -> Option<Draft> {
+    let mut text = String::with_capacity(s.len());
+    let mut cites = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        if b[i] == b'['
+            && let Some(n) = marker_len(&b[i..])
+        {
+            text.push_str(&s[last..i]);
+            for part in s[i + 1..i + n - 1].split([',', ' ', '-']) {
+                if let Ok(v) = part.trim().parse::<usize>() {
+                    cites.push(v);
+                }
+            }
+            i += n;
+            last = i;
+            continue;
+        }
+        i += 1;
+    }
+    text.push_str(&s[last..]);
+    // Markdown emphasis and list bullets are not content.
+    let text = text
+        .trim()
+        .trim_start_matches(['-', '*', '•'])
+        .replace("**", "");
+    let text = crate::parse::collapse_ws(text.trim());
+    // "… level two ." after removing a marker before the full stop.
+    let text = text
+        .replace(" .", ".")
+        .replace(" ,", ",")
+        .replace(" ?", "?")
+        .replace(" !", "!");
+    (!text.is_empty()).then_some(Draft { text, cites })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(pieces: &[&str]) -> Vec<Draft> {
+        let mut s = SentenceSplitter::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend(s.push(p));
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn sentences_complete_with_their_markers_across_pieces() {
+        let d = split_all(&[
+            "Parking is free",
+            " on level two [1]",
+            ". Lunch is",
+            " at noon. [2",
+            "] Bye",
+        ]);
+        assert_eq!(
+            d,
+            vec![
+                Draft {
+                    text: "Parking is free on level two.".into(),
+                    cites: vec![1]
+                },
+                Draft {
+                    text: "Lunch is at noon.".into(),
+                    cites: vec![2]
+                },
+                Draft {
+                    text: "Bye".into(),
+                    cites: vec![]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn decimals_do_not_end_sentences_and_lists_of_markers_parse() {
+        let d = split_all(&["The rate is 2.5 percent [1, 3]. Done."]);
+        assert_eq!(d[0].text, "The rate is 2.5 percent.");
+        assert_eq!(d[0].cites, vec![1, 3]);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn a_sentence_is_not_complete_until_text_follows_it() {
+        let mut s = SentenceSplitter::default();
+        assert!(s.push("It is free.").is_empty());
+        assert_eq!(s.push(" Next").len(), 1);
+    }
+
+    #[test]
+    fn bracketed_words_are_text_not_markers() {
+        let d = parse_draft("See [the handbook] for details [2].").unwrap();
+        assert_eq!(d.text, "See [the handbook] for details.");
+        assert_eq!(d.cites, vec![2]);
+    }
+}

@@ -1,0 +1,531 @@
+//! Generative answers: streaming, verified citations, fallbacks, conversations, feedback and
+//! quotas. The real model (llama.cpp server + SmolLM2-135M-Instruct) wherever it can show the
+//! behaviour; the scripted fake (see `llm.rs`) for protocol failures and exact model output.
+
+use std::time::{Duration, Instant};
+
+use docent::server::StartOptions;
+use docent_proto::v1 as pb;
+use tonic::Code;
+
+use crate::harness::*;
+use crate::llm::{FakeLlm, Script, real_llm};
+
+const HR_QUESTION: &str = "What is the salary band for a senior software engineer?";
+const HR_ONLY: &[&str] = &[
+    "148,000",
+    "172,000",
+    "compensation-bands",
+    "/hr/",
+    "Compensation bands",
+];
+
+fn with_llm(env: &Env, url: &str, extra: &str) -> String {
+    format!(
+        "{}\n[llm]\nbase_url = {url:?}\nmodel = \"smollm2\"\nfirst_token_timeout_ms = 20000\ntotal_timeout_ms = 60000\nmax_tokens = 96\n{extra}",
+        env.config_text()
+    )
+}
+
+fn generative(question: &str) -> pb::AskRequest {
+    pb::AskRequest {
+        question: question.into(),
+        mode: pb::AnswerMode::Generative as i32,
+        ..Default::default()
+    }
+}
+
+async fn client(d: &Running) -> pb::assistant_client::AssistantClient<tonic::transport::Channel> {
+    pb::assistant_client::AssistantClient::new(d.channel().await)
+}
+
+/// Every citation is a document `token`'s user may read (per Search under the same identity,
+/// which is scoped) and every sentence's citations exist.
+async fn assert_citations_readable(d: &Running, token: &str, question: &str, r: &pb::AskResponse) {
+    let readable = d.search(token, question, 100).await.unwrap();
+    let keys: std::collections::BTreeSet<String> = readable
+        .hits
+        .iter()
+        .map(|h| h.citation.as_ref().unwrap().document_key.clone())
+        .collect();
+    for c in &r.citations {
+        assert!(keys.contains(&c.document_key), "{} is not readable", c.uri);
+    }
+    for s in &r.sentences {
+        for &c in &s.citations {
+            assert!((c as usize) < r.citations.len());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_model_streams_verified_pieces_before_the_final_event() {
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &real_llm(), "")))
+        .await;
+    let mut c = client(&d).await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut req = generative(question);
+    req.new_conversation = true;
+    let started = Instant::now();
+    let mut stream = c.ask_stream(authed(HANA, req)).await.unwrap().into_inner();
+    let (mut pieces, mut citations, mut fin) = (Vec::new(), Vec::new(), None);
+    let mut first_piece_at = None;
+    while let Some(ev) = stream.message().await.unwrap() {
+        use pb::ask_stream_event::Event;
+        match ev.event.unwrap() {
+            Event::Piece(p) => {
+                assert!(fin.is_none(), "a piece after the final event");
+                first_piece_at.get_or_insert(started.elapsed());
+                pieces.push(p);
+            }
+            Event::Citations(cs) => citations = cs.citations,
+            Event::Final(f) => fin = Some((f, started.elapsed())),
+        }
+    }
+    let (fin, final_at) = fin.expect("a final event");
+    let details = fin.details.unwrap();
+    assert_eq!(
+        details.mode,
+        pb::AnswerMode::Generative as i32,
+        "{details:?}"
+    );
+    assert_eq!(details.fallback_reason, "");
+    assert_eq!(fin.status, pb::AnswerStatus::Answered as i32, "{pieces:?}");
+    assert!(first_piece_at.unwrap() < final_at);
+    assert!(details.usage.unwrap().completion_tokens > 0);
+    // Every piece cites a passage it was verified against; the pieces are the stored answer.
+    for p in &pieces {
+        assert!(!p.citations.is_empty() && !p.uncited, "{p:?}");
+        for &ci in &p.citations {
+            assert!((ci as usize) < citations.len());
+        }
+    }
+    let conv = c
+        .get_conversation(authed(
+            HANA,
+            pb::ConversationRequest {
+                conversation_id: details.conversation_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let joined: Vec<String> = pieces
+        .iter()
+        .map(|p| {
+            let marks: String = p
+                .citations
+                .iter()
+                .map(|c| format!(" [{}]", c + 1))
+                .collect();
+            format!("{}{marks}", p.text)
+        })
+        .collect();
+    assert_eq!(conv.turns[0].answer, joined.join(" "));
+    assert_eq!(conv.turns[0].citations.len(), citations.len());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fabricated_marker_is_dropped_and_an_unsupported_sentence_removed() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [9].".into(),
+        "The cafeteria serves free lobster to every visitor on Fridays [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let question = "How many days of parental leave do birth parents get?";
+    let r = client(&d)
+        .await
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+    assert_eq!(
+        r.details.as_ref().unwrap().mode,
+        pb::AnswerMode::Generative as i32
+    );
+    assert!(!r.answer.contains("lobster"), "{}", r.answer);
+    assert_eq!(r.sentences.len(), 2, "{:?}", r.sentences);
+    let code = |c: &str| r.guardrails.iter().find(|v| v.code == c).map(|v| v.count);
+    assert_eq!(code("UNGROUNDED_SENTENCE"), Some(1), "{:?}", r.guardrails);
+    assert_eq!(
+        code("UNKNOWN_CITATION_MARKER"),
+        Some(1),
+        "{:?}",
+        r.guardrails
+    );
+    // The sentence with the bogus [9] is passage 1's text: Docent cites passage 1 for it.
+    assert_eq!(code("CITATION_REATTRIBUTED"), Some(1), "{:?}", r.guardrails);
+    assert_eq!(r.citations.len(), 1);
+    assert_eq!(r.sentences[1].citations, [0]);
+    assert_citations_readable(&d, HANA, question, &r).await;
+    assert_eq!(fake.requests(), 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
+    let fake = FakeLlm::start(Script::Status(500)).await;
+    let env = Env::example();
+    let text = with_llm(&env, &fake.url, "").replace(
+        "first_token_timeout_ms = 20000",
+        "first_token_timeout_ms = 700",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    for (script, reason) in [
+        (Script::Status(500), "LLM_ERROR"),
+        (Script::Stall, "LLM_TIMEOUT"),
+        (Script::Malformed, "LLM_ERROR"),
+    ] {
+        fake.set(script);
+        let r = c
+            .ask(authed(HANA, generative(question)))
+            .await
+            .unwrap()
+            .into_inner();
+        let details = r.details.clone().unwrap();
+        assert_eq!(details.fallback_reason, reason, "{r:?}");
+        assert_eq!(details.mode, pb::AnswerMode::Extractive as i32);
+        assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+        assert!(!r.citations.is_empty());
+    }
+    d.stop().await;
+
+    // Nothing listening: unavailable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &format!("http://127.0.0.1:{port}/v1"), "")))
+        .await;
+    let r = client(&d)
+        .await
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.details.unwrap().fallback_reason, "LLM_UNAVAILABLE");
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_evidence_is_not_found_without_calling_the_model() {
+    let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let r = client(&d)
+        .await
+        .ask(authed(
+            ALICE,
+            generative("What is the airspeed velocity of an unladen swallow?"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::AnswerStatus::NoAnswer as i32, "{r:?}");
+    assert_eq!(fake.requests(), 0);
+    assert_eq!(r.details.unwrap().usage.unwrap().prompt_tokens, 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
+    let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
+    let env = Env::example();
+    let text = with_llm(
+        &env,
+        &fake.url,
+        "price_prompt_per_1k = 0.5\nprice_completion_per_1k = 1.5\n[quotas]\ndaily_tokens_per_identity = 50\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    let r = c
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let used = r.details.unwrap().usage.unwrap();
+    assert_eq!(used.prompt_tokens, 100);
+    let e = c.ask(authed(HANA, generative(question))).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&e), "TOKEN_QUOTA_EXCEEDED");
+    assert!(e.message().contains("hana"), "{e:?}");
+    assert_eq!(fake.requests(), 1, "the model was called over budget");
+    // Extractive answers need no tokens and stay available.
+    let mut ex = generative(question);
+    ex.mode = pb::AnswerMode::Extractive as i32;
+    assert!(c.ask(authed(HANA, ex)).await.is_ok());
+    // Another identity has its own budget.
+    assert!(
+        c.ask(authed(ALICE, generative("How do I connect to the VPN?")))
+            .await
+            .is_ok()
+    );
+
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let u = admin
+        .usage(authed(ADMIN, pb::UsageRequest { days: 1 }))
+        .await
+        .unwrap()
+        .into_inner();
+    let hana = u.identities.iter().find(|i| i.identity == "hana").unwrap();
+    assert_eq!(hana.prompt_tokens, 100);
+    assert_eq!(hana.requests, 1);
+    let want = 100.0 / 1000.0 * 0.5 + hana.completion_tokens as f64 / 1000.0 * 1.5;
+    assert!((hana.estimated_cost - want).abs() < 1e-9, "{hana:?}");
+    assert_eq!(
+        reason(
+            &admin
+                .usage(authed(HANA, pb::UsageRequest { days: 1 }))
+                .await
+                .unwrap_err()
+        ),
+        "ADMIN_REQUIRED"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = client(&d).await;
+    let mut req = pb::AskRequest {
+        question: "How do I connect to the VPN?".into(),
+        new_conversation: true,
+        ..Default::default()
+    };
+    let r = c
+        .ask(authed(ALICE, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = r.details.unwrap().conversation_id;
+    assert_eq!(id.len(), 32);
+    // A follow-up is rewritten from the earlier question.
+    req.new_conversation = false;
+    req.conversation_id = id.clone();
+    req.question = "And from a phone?".into();
+    let r2 = c
+        .ask(authed(ALICE, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let d2 = r2.details.unwrap();
+    assert_eq!(d2.turn, 1);
+    assert_eq!(
+        d2.rewritten_question,
+        "How do I connect to the VPN? And from a phone?"
+    );
+
+    // Another identity: NOT_FOUND everywhere, exactly like an unknown id.
+    let e = c.ask(authed(HANA, req.clone())).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::NotFound, "CONVERSATION_NOT_FOUND")
+    );
+    let get = |id: &str| pb::ConversationRequest {
+        conversation_id: id.into(),
+        ..Default::default()
+    };
+    let e = c
+        .get_conversation(authed(HANA, get(&id)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let unknown = c
+        .get_conversation(authed(HANA, get("0123")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.message().replace(&id, "X"),
+        unknown.message().replace("0123", "X")
+    );
+    assert!(c.delete_conversation(authed(HANA, get(&id))).await.is_err());
+    let fb = |up| pb::FeedbackRequest {
+        conversation_id: id.clone(),
+        turn: 1,
+        up,
+        reasons: vec![pb::FeedbackReason::Incomplete as i32],
+        comment: "needs the mobile app name".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.feedback(authed(HANA, fb(false)))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let listed = c
+        .list_conversations(authed(HANA, pb::ListConversationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.conversations.is_empty());
+
+    // The owner: list, show, feedback, export, delete.
+    let listed = c
+        .list_conversations(authed(ALICE, pb::ListConversationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.conversations.len(), 1);
+    assert_eq!(listed.conversations[0].turns, 2);
+    c.feedback(authed(ALICE, fb(false))).await.unwrap();
+    let export = pb::admin_client::AdminClient::new(d.channel().await)
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let f = &export.records[0];
+    assert_eq!((f.identity.as_str(), f.turn, f.up), ("alice", 1, false));
+    assert_eq!(f.reasons, ["incomplete"]);
+    assert_eq!(f.question, "And from a phone?");
+    let out = docent_async(&["admin", "feedback-export"], &d.url(), ADMIN).await;
+    assert!(out.status.success());
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["vote"], "down");
+    c.delete_conversation(authed(ALICE, get(&id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_conversation(authed(ALICE, get(&id)))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative_mode() {
+    let env = Env::example();
+    let text = with_llm(&env, &real_llm(), "");
+    let cfg_path = env.dir.path().join("docent.toml");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let d = env
+        .start_opts(
+            env.config_from(&text),
+            StartOptions {
+                insecure_dev: false,
+                config_path: Some(cfg_path.clone()),
+            },
+        )
+        .await;
+    let mut c = client(&d).await;
+    let mut req = generative(HR_QUESTION);
+    req.new_conversation = true;
+    let t1 = c.ask(authed(HANA, req.clone())).await.unwrap().into_inner();
+    let id = t1.details.as_ref().unwrap().conversation_id.clone();
+    // While in hr, hana may be answered from the compensation bands.
+    assert_citations_readable(&d, HANA, HR_QUESTION, &t1).await;
+    assert_eq!(t1.status, pb::AnswerStatus::Answered as i32, "{t1:?}");
+    assert!(
+        t1.citations.iter().any(|c| c.uri.contains("/hr/")),
+        "{t1:?}"
+    );
+
+    // hana leaves hr (people-leads → staff) and the identities are reloaded.
+    let edited = replaced(&text, "groups = [\"people-leads\"]", "groups = [\"staff\"]");
+    std::fs::write(&cfg_path, edited).unwrap();
+    pb::admin_client::AdminClient::new(d.channel().await)
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap();
+
+    req.new_conversation = false;
+    req.conversation_id = id.clone();
+    for q in [
+        "And for a staff engineer?",
+        HR_QUESTION,
+        "What are the compensation bands?",
+    ] {
+        req.question = q.into();
+        let t = c.ask(authed(HANA, req.clone())).await.unwrap().into_inner();
+        let all = format!("{t:?}");
+        for s in HR_ONLY {
+            assert!(!all.contains(s), "turn {q:?} leaks {s:?}: {all}");
+        }
+        assert_citations_readable(&d, HANA, q, &t).await;
+    }
+    // The stored first turn no longer shows what hana cannot read now.
+    let conv = c
+        .get_conversation(authed(
+            HANA,
+            pb::ConversationRequest {
+                conversation_id: id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let all = format!("{conv:?}");
+    assert!(!all.contains("/hr/"), "{all}");
+    assert_eq!(conv.turns.len(), 4);
+    assert_ne!(
+        conv.turns[0].status,
+        pb::AnswerStatus::Answered as i32,
+        "{:?}",
+        conv.turns[0]
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_streams_pieces_as_the_model_writes_them() {
+    // The fake writes slowly: the first piece must reach the client long before the last.
+    let fake = FakeLlm::start(Script::Write(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [1].".into(),
+        "{p1.3} [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let mut stream = client(&d)
+        .await
+        .ask_stream(authed(
+            HANA,
+            generative("How many days of parental leave do birth parents get?"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    let mut arrivals = Vec::new();
+    while let Some(ev) = stream.message().await.unwrap() {
+        if let Some(pb::ask_stream_event::Event::Piece(_)) = ev.event {
+            arrivals.push(started.elapsed());
+        }
+    }
+    assert!(arrivals.len() >= 2, "{arrivals:?}");
+    // Pieces arrive as sentences complete, not all at once at the end.
+    assert!(
+        arrivals[arrivals.len() - 1] - arrivals[0] > Duration::from_millis(20),
+        "{arrivals:?}"
+    );
+    d.stop().await;
+}

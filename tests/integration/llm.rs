@@ -1,0 +1,229 @@
+//! LLM servers for the generative-answer tests.
+//!
+//! [`real_llm`] is the real thing: llama-cpp-python's OpenAI-compatible server with
+//! SmolLM2-135M-Instruct (installed by `scripts/setup-llm.sh`), started once per test binary
+//! unless `DOCENT_LLM_URL` points at one already running.
+//!
+//! [`FakeLlm`] is a FAKE, scripted OpenAI-compatible server, used only for protocol edge cases a
+//! real server cannot be made to produce on demand (HTTP 500, a stall before the first token,
+//! malformed SSE) and for exact control over what the "model" writes (a fabricated citation
+//! marker, an unsupported sentence, token usage for quotas). Everything else runs against the
+//! real model.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The real server's base URL (`http://127.0.0.1:PORT/v1`).
+pub fn real_llm() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("DOCENT_LLM_URL") {
+            return u;
+        }
+        let dir = std::env::var("DOCENT_LLM_DIR").unwrap_or_else(|_| {
+            format!("{}/.cache/docent/llm", std::env::var("HOME").unwrap_or_default())
+        });
+        let python = format!("{dir}/venv/bin/python");
+        let model = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            std::path::Path::new(&python).exists() && std::path::Path::new(&model).exists(),
+            "the real LLM is not installed in {dir}: run scripts/setup-llm.sh (or set DOCENT_LLM_URL)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The server lives as long as this test process: the shell kills it when its stdin (a
+        // pipe held by this process) closes.
+        let script = format!(
+            "{python} -m llama_cpp.server --model {model} --host 127.0.0.1 --port {port} \
+             --n_threads 1 --n_ctx 4096 >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid"
+        );
+        let child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the LLM server");
+        // Keep the pipe open for the life of the process.
+        Box::leak(Box::new(child));
+        let url = format!("http://127.0.0.1:{port}/v1");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the LLM server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        url
+    })
+    .clone()
+}
+
+/// What the fake server does with each request.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// Streams `sentences`, where `{pN}` is replaced by the longest sentence of prompt passage N
+    /// (as the prompt gives it); reports usage (100 prompt tokens, one per piece).
+    Write(Vec<String>),
+    /// Answers with this HTTP status.
+    Status(u16),
+    /// Sends the headers, then nothing.
+    Stall,
+    /// Sends an event that is not JSON.
+    Malformed,
+}
+
+pub struct FakeLlm {
+    pub url: String,
+    requests: Arc<AtomicUsize>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl FakeLlm {
+    pub async fn start(script: Script) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(script));
+        let (n, s) = (requests.clone(), script.clone());
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (n, s) = (n.clone(), s.clone());
+                tokio::spawn(async move {
+                    let _ = serve(conn, n, s).await;
+                });
+            }
+        });
+        Self {
+            url,
+            requests,
+            script,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+}
+
+async fn serve(
+    mut conn: tokio::net::TcpStream,
+    n: Arc<AtomicUsize>,
+    script: Arc<Mutex<Script>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let header_end = loop {
+        let k = conn.read(&mut tmp).await?;
+        if k == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..k]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < header_end + len {
+        let k = conn.read(&mut tmp).await?;
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..k]);
+    }
+    n.fetch_add(1, Ordering::SeqCst);
+    let body: serde_json::Value =
+        serde_json::from_slice(&buf[header_end..]).unwrap_or(serde_json::Value::Null);
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let script = script.lock().unwrap().clone();
+    const SSE: &str =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+    match script {
+        Script::Status(code) => {
+            let body = r#"{"error":{"message":"scripted failure"}}"#;
+            let resp = format!(
+                "HTTP/1.1 {code} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(resp.as_bytes()).await?;
+        }
+        Script::Stall => {
+            conn.write_all(SSE.as_bytes()).await?;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Script::Malformed => {
+            conn.write_all(SSE.as_bytes()).await?;
+            conn.write_all(b"data: {\"choices\": [{\"delta\": {\"content\": \"Hel\n\n")
+                .await?;
+        }
+        Script::Write(sentences) => {
+            conn.write_all(SSE.as_bytes()).await?;
+            let text = sentences
+                .iter()
+                .map(|s| fill(s, &prompt))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut pieces = 0u64;
+            for word in text.split_inclusive(' ') {
+                let ev = serde_json::json!({"choices": [{"delta": {"content": word}, "index": 0}]});
+                conn.write_all(format!("data: {ev}\n\n").as_bytes()).await?;
+                pieces += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": pieces, "total_tokens": 100 + pieces}});
+            conn.write_all(format!("data: {usage}\n\ndata: [DONE]\n\n").as_bytes())
+                .await?;
+        }
+    }
+    conn.shutdown().await
+}
+
+/// Replaces `{pN}` with the longest sentence of passage N of the prompt (`[N] (title) text`),
+/// and `{pN.K}` with its K-th longest.
+fn fill(template: &str, prompt: &str) -> String {
+    let mut out = template.to_string();
+    for n in 1..=9 {
+        let line = prompt
+            .lines()
+            .find(|l| l.starts_with(&format!("[{n}] ")))
+            .unwrap_or("");
+        let text = line.split_once(") ").map_or(line, |x| x.1);
+        // Longest first: distinct from other passages' (chunks of one document share their
+        // heading lines).
+        let mut sentences: Vec<&str> = text.split(". ").map(|s| s.trim_end_matches('.')).collect();
+        sentences.sort_by_key(|s| std::cmp::Reverse(s.split_whitespace().count()));
+        for k in 1..=3 {
+            let key = if k == 1 {
+                format!("{{p{n}}}")
+            } else {
+                format!("{{p{n}.{k}}}")
+            };
+            if out.contains(&key) {
+                out = out.replace(&key, sentences.get(k - 1).copied().unwrap_or(""));
+            }
+        }
+    }
+    out
+}
