@@ -529,3 +529,106 @@ async fn ask_streams_pieces_as_the_model_writes_them() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn general_knowledge_is_kept_uncited_only_where_allowed() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "{p1} [1].".into(),
+        "Most countries also have statutory minimums set by law [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let text = replaced(
+        &with_llm(&env, &fake.url, ""),
+        "response_scope = \"enterprise_only\"",
+        "response_scope = \"enterprise_only\"\nresponse_scope_groups = { people-leads = \"allow_general_knowledge\" }",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    // hana (people-leads) may get general knowledge: kept, marked, never cited.
+    let r = c
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.sentences.len(), 2, "{r:?}");
+    assert!(!r.sentences[0].uncited && !r.sentences[0].citations.is_empty());
+    assert!(
+        r.sentences[1].uncited && r.sentences[1].citations.is_empty(),
+        "{r:?}"
+    );
+    assert!(!r.answer.contains("law [1]"), "{}", r.answer);
+    // felix is enterprise_only: the same model output loses the unsupported sentence.
+    let r = c
+        .ask(authed(FELIX, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.sentences
+            .iter()
+            .all(|s| !s.uncited && !s.citations.is_empty()),
+        "{r:?}"
+    );
+    assert!(!r.answer.contains("statutory minimums"), "{}", r.answer);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docent_chat_keeps_one_conversation_and_takes_feedback() {
+    use std::io::Write;
+    let env = Env::example();
+    let d = env.start().await;
+    let url = d.url();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
+            .arg("chat")
+            .env("DOCENT_ADDR", url)
+            .env("DOCENT_TOKEN", ALICE)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"How do I connect to the VPN?\nAnd from a phone?\n/down incomplete\n/quit\n",
+            )
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Sources:"), "{stdout}");
+    assert!(
+        stderr.contains("(searched for: How do I connect to the VPN? And from a phone?)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("thanks"), "{stderr}");
+    let mut c = client(&d).await;
+    let list = c
+        .list_conversations(authed(ALICE, pb::ListConversationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.conversations.len(), 1);
+    assert_eq!(list.conversations[0].turns, 2);
+    let export = pb::admin_client::AdminClient::new(d.channel().await)
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(export.records.len(), 1);
+    assert_eq!(export.records[0].turn, 1);
+    assert_eq!(export.records[0].reasons, ["incomplete"]);
+    d.stop().await;
+}
