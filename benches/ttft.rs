@@ -7,7 +7,8 @@
 //! Docent talks to the LLM through a recording pass-through proxy in this process (it adds a
 //! loopback hop to Docent's figure, so the overhead reported is an upper bound). Each question is
 //! asked over AskStream (generative); the recorded request is then replayed straight to the
-//! server, measuring its time to first token, its time to the end of the first complete sentence
+//! server (after an unrelated prompt on both sides, so neither reuses the other's cached prompt),
+//! measuring its time to first token, its time to the end of the first complete sentence
 //! (what Docent must wait for: it sends only verified sentences), and its tokens/s.
 
 use std::path::PathBuf;
@@ -109,6 +110,20 @@ async fn proxy(upstream: String, recorded: Arc<Mutex<Vec<Vec<u8>>>>) -> String {
     url
 }
 
+/// Makes the server evaluate an unrelated prompt, so the next request cannot reuse the previous
+/// prompt's cached prefix (llama.cpp keeps the last sequence's KV cache): both measurements
+/// start cold.
+async fn flush(upstream: &str) {
+    let body = serde_json::json!({"model": "x", "max_tokens": 1, "messages": [
+        {"role": "user", "content": "Name a colour."}]});
+    let _ = reqwest::Client::new()
+        .post(format!("{upstream}/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status());
+}
+
 /// Replays a recorded request straight to the server: (first token, first sentence, total, pieces).
 async fn replay(upstream: &str, body: Vec<u8>) -> (Duration, Duration, Duration, usize) {
     let t = Instant::now();
@@ -198,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         for round in 0..=rounds {
             for q in QUESTIONS {
                 recorded.lock().unwrap().clear();
+                flush(&upstream).await;
                 let mut req = tonic::Request::new(pb::AskRequest {
                     question: q.into(),
                     mode: pb::AnswerMode::Generative as i32,
@@ -225,6 +241,7 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("{q:?}: no generated piece (fallback {fallback:?}); skipped");
                     continue;
                 };
+                flush(&upstream).await;
                 let (tok, sentence, total, pieces) = replay(&upstream, body).await;
                 if round == 0 {
                     continue; // warm-up (the server's prompt cache, the model's pages)

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod chunk;
 pub mod cli;
 pub mod config;
+pub mod connectors;
 pub mod embed;
 pub mod eval;
 pub mod guardrail;

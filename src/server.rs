@@ -9,8 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use docent_connector_api::{Connector, ConnectorContext, IndexedState, StatusHandle};
-use docent_fs_connector::FsConnector;
+use docent_connector_api::{ConnectorContext, IndexedState, StatusHandle};
 use docent_proto::v1::{
     admin_server::AdminServer, assistant_server::AssistantServer, ingest_server::IngestServer,
 };
@@ -23,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::config::{Config, ConnectorConfig};
+use crate::config::Config;
 use crate::embed::Embedder;
 use crate::index::{Index, IndexError};
 use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
@@ -223,20 +222,18 @@ pub async fn start_with(
     let mut connectors = Vec::new();
     let mut push = std::collections::HashMap::new();
     for cc in &config.connectors {
-        let conn: Box<dyn Connector> =
-            match cc {
-                ConnectorConfig::Fs(fs, _) => Box::new(FsConnector::new(fs.clone()).map_err(
-                    |e| DaemonError::Connector {
-                        id: fs.id.clone(),
-                        message: e.to_string(),
-                    },
-                )?),
-                ConnectorConfig::Push(p, limits) => {
-                    let (source, conn) = crate::ingest::push::push_connector(p.clone(), *limits);
-                    push.insert(p.id.clone(), source);
-                    Box::new(conn)
-                }
-            };
+        let built = cc.spec.build().map_err(|message| DaemonError::Connector {
+            id: cc.id.clone(),
+            message,
+        })?;
+        // A handle the Ingest API writes to (push sources); crawlers have none.
+        if let Some(source) = built
+            .handle
+            .and_then(|h| h.downcast::<crate::ingest::push::PushSource>().ok())
+        {
+            push.insert(cc.id.clone(), (*source).clone());
+        }
+        let conn = built.connector;
         let status = StatusHandle::default();
         status.set_phase("starting");
         let (cmd_tx, cmd_rx) = mpsc::channel(16);

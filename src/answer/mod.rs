@@ -122,12 +122,54 @@ pub fn snippet(text: &str, max: usize) -> String {
     format!("{}…", &t[..cut])
 }
 
+/// The uri a citation of this chunk links to: the document's, plus the anchor of the chunk's
+/// innermost section when the source names its anchor style (attribute `anchor_style`:
+/// `mediawiki` or `dokuwiki`), so a wiki citation opens at its section.
+pub fn chunk_uri(c: &crate::index::StoredChunk) -> String {
+    let (Some(style), Some(heading)) = (c.attributes.get("anchor_style"), c.heading_path.last())
+    else {
+        return c.uri.clone();
+    };
+    if c.uri.contains('#') {
+        return c.uri.clone();
+    }
+    let anchor = match style.as_str() {
+        // MediaWiki (HTML5 fragments): spaces become underscores; '#', '%', '?' and spaces
+        // are escaped in the URL.
+        "mediawiki" => heading
+            .trim()
+            .replace(' ', "_")
+            .replace('%', "%25")
+            .replace('#', "%23")
+            .replace('?', "%3F"),
+        // DokuWiki's sectionID: lowercase, runs of anything but letters and digits become one
+        // underscore, trimmed.
+        "dokuwiki" => {
+            let mut out = String::new();
+            for ch in heading.trim().to_lowercase().chars() {
+                if ch.is_alphanumeric() {
+                    out.push(ch);
+                } else if !out.ends_with('_') {
+                    out.push('_');
+                }
+            }
+            out.trim_matches('_').to_string()
+        }
+        _ => return c.uri.clone(),
+    };
+    if anchor.is_empty() {
+        c.uri.clone()
+    } else {
+        format!("{}#{anchor}", c.uri)
+    }
+}
+
 pub fn citation_for(hit: &Hit) -> Citation {
     let c = &hit.chunk;
     Citation {
         document_key: c.doc_key.clone(),
         title: c.title.clone(),
-        uri: c.uri.clone(),
+        uri: chunk_uri(c),
         chunk_id: c.chunk_id.clone(),
         span: c.span.clone(),
         snippet: snippet(&c.text, SNIPPET_BYTES),
@@ -325,6 +367,28 @@ mod tests {
         assert_eq!(
             extractive(&[], &terms, &words, &CFG).status,
             AnswerStatus::NoAnswer
+        );
+    }
+
+    #[test]
+    fn wiki_citations_link_to_their_section() {
+        let mut h = hit("w", "text", 0.9);
+        h.chunk.uri = "http://wiki/index.php?title=Leave".into();
+        h.chunk.heading_path = vec!["Leave".into(), "Birth parents: 20 weeks?".into()];
+        assert_eq!(chunk_uri(&h.chunk), h.chunk.uri);
+        h.chunk
+            .attributes
+            .insert("anchor_style".into(), "mediawiki".into());
+        assert_eq!(
+            chunk_uri(&h.chunk),
+            "http://wiki/index.php?title=Leave#Birth_parents:_20_weeks%3F"
+        );
+        h.chunk
+            .attributes
+            .insert("anchor_style".into(), "dokuwiki".into());
+        assert_eq!(
+            chunk_uri(&h.chunk),
+            "http://wiki/index.php?title=Leave#birth_parents_20_weeks"
         );
     }
 

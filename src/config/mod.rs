@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use docent_connector_api::Principal;
-use docent_fs_connector::{AclRule, FsConfig, RuleMode};
 
 use crate::answer::AnswerConfig;
 use crate::audit::AuditConfig;
@@ -103,43 +102,25 @@ pub struct IndexConfig {
     pub queue_capacity: usize,
 }
 
+/// One configured connector: Docent's common settings and the spec its crate validated.
 #[derive(Debug, Clone)]
-pub enum ConnectorConfig {
-    Fs(FsConfig, crate::parse::ParseLimits),
-    /// Documents arrive through the push API (`docent.v1.Ingest`).
-    Push(PushConfig, crate::parse::ParseLimits),
-}
-
-#[derive(Debug, Clone)]
-pub struct PushConfig {
+pub struct ConnectorConfig {
     pub id: String,
-    /// Changes that may wait for the pipeline before PutDocuments waits.
-    pub queue_capacity: usize,
-    /// Largest document accepted (bytes of content).
-    pub max_document_bytes: u64,
-    /// Largest PutDocuments request accepted (bytes, encoded).
-    pub max_request_bytes: u64,
-    /// Who may write to this source (besides holding the `ingest` permission).
-    pub writers: Vec<Principal>,
-    /// The principals a pushed document may allow; `None`: any.
-    pub grantable: Option<std::collections::BTreeSet<Principal>>,
-    /// Prefixes a pushed uri must start with; empty: any `http://` or `https://` uri.
-    pub uri_prefixes: Vec<String>,
+    /// The `type`, as its factory registered it.
+    pub kind: &'static str,
+    /// Parse limits for this connector's documents (`max_text_bytes`, `parse_timeout_secs`).
+    pub limits: crate::parse::ParseLimits,
+    pub spec: std::sync::Arc<dyn docent_connector_api::registry::ConnectorSpec>,
 }
 
 impl ConnectorConfig {
     /// Parse limits for this connector's documents.
     pub fn limits(&self) -> crate::parse::ParseLimits {
-        match self {
-            Self::Fs(_, l) | Self::Push(_, l) => *l,
-        }
+        self.limits
     }
 
     pub fn id(&self) -> &str {
-        match self {
-            Self::Fs(c, _) => &c.id,
-            Self::Push(c, _) => &c.id,
-        }
+        &self.id
     }
 }
 
@@ -236,6 +217,101 @@ impl Issues {
         }
         v
     }
+}
+
+/// `[[connectors]]`: Docent's common keys here, the rest by the factory of the entry's `type`
+/// (see `crate::connectors`).
+fn connectors(is: &mut Issues, raw: &[toml::Table], base: &Path) -> Vec<ConnectorConfig> {
+    use docent_connector_api::registry::ConfigEnv;
+    let registry = crate::connectors::registry();
+    let mut ids = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, table) in raw.iter().enumerate() {
+        let p = format!("connectors[{i}]");
+        let mut table = table.clone();
+        let mut string = |is: &mut Issues, key: &str| match table.remove(key) {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => {
+                is.add(format!("{p}.{key}"), "must be a string");
+                String::new()
+            }
+            None => {
+                is.add(format!("{p}.{key}"), "missing");
+                String::new()
+            }
+        };
+        let kind = string(is, "type");
+        let id = string(is, "id");
+        let mut int =
+            |is: &mut Issues, key: &str, default: u64, lo: u64, hi: u64| match table.remove(key) {
+                None => default,
+                Some(toml::Value::Integer(v)) if v >= 0 => {
+                    is.range(&format!("{p}.{key}"), v as u64, lo, hi)
+                }
+                Some(_) => {
+                    is.add(format!("{p}.{key}"), "must be a non-negative integer");
+                    default
+                }
+            };
+        let max_file_size = int(is, "max_file_size_bytes", 50 * 1024 * 1024, 1, 1 << 40);
+        let max_text_bytes = int(is, "max_text_bytes", 5 * 1024 * 1024, 1024, 1 << 32);
+        let parse_timeout = Duration::from_secs(int(is, "parse_timeout_secs", 30, 1, 3600));
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            is.add(
+                format!("{p}.id"),
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            );
+        }
+        if !ids.insert(id.clone()) {
+            is.add(format!("{p}.id"), format!("duplicate connector id {id:?}"));
+        }
+        let Some(factory) = registry.iter().find(|f| f.kind() == kind) else {
+            if !kind.is_empty() {
+                let known: Vec<&str> = registry.iter().map(|f| f.kind()).collect();
+                is.add(
+                    format!("{p}.type"),
+                    format!(
+                        "unknown connector type {kind:?}; known: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+            continue;
+        };
+        let env = ConfigEnv {
+            id: id.clone(),
+            base_dir: base.to_path_buf(),
+            max_document_bytes: max_file_size,
+            max_text_bytes,
+            parse_timeout,
+        };
+        match factory.configure(table, &env) {
+            Ok(spec) => out.push(ConnectorConfig {
+                id,
+                kind: factory.kind(),
+                limits: crate::parse::ParseLimits {
+                    max_text_bytes: max_text_bytes as usize,
+                    timeout: parse_timeout,
+                },
+                spec,
+            }),
+            Err(issues) => {
+                for e in issues {
+                    let path = if e.path.is_empty() {
+                        p.clone()
+                    } else {
+                        format!("{p}.{}", e.path)
+                    };
+                    is.add(path, e.message);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `[answer]` modes and scopes, `[llm]`, `[conversations]` and `[quotas]`.
@@ -655,204 +731,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     }
     let audit = security::audit(&mut is, base, &raw.audit);
 
-    let mut connector_ids = BTreeSet::new();
-    let mut connectors = Vec::new();
-    for (i, c) in raw.connectors.iter().enumerate() {
-        let p = format!("connectors[{i}]");
-        if c.kind != "fs" && c.kind != "push" {
-            is.add(
-                format!("{p}.type"),
-                format!("unknown connector type {:?}; known: fs, push", c.kind),
-            );
-            continue;
-        }
-        if c.id.is_empty()
-            || !c
-                .id
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        {
-            is.add(
-                format!("{p}.id"),
-                "must be non-empty and use only letters, digits, '-' and '_'",
-            );
-        }
-        if !connector_ids.insert(c.id.clone()) {
-            is.add(
-                format!("{p}.id"),
-                format!("duplicate connector id {:?}", c.id),
-            );
-        }
-        let limits = crate::parse::ParseLimits {
-            max_text_bytes: is.range(
-                &format!("{p}.max_text_bytes"),
-                c.max_text_bytes,
-                1024,
-                1 << 32,
-            ) as usize,
-            timeout: Duration::from_secs(is.range(
-                &format!("{p}.parse_timeout_secs"),
-                c.parse_timeout_secs,
-                1,
-                3600,
-            )),
-        };
-        let max_file_size = is.range(
-            &format!("{p}.max_file_size_bytes"),
-            c.max_file_size_bytes,
-            1,
-            1 << 40,
-        );
-        if c.kind == "push" {
-            if !c.roots.is_empty() || !c.acl_rules.is_empty() {
-                is.add(
-                    &p,
-                    "roots and acl_rules are for fs connectors; pushed documents carry their ACLs",
-                );
-            }
-            let writers = principals(&mut is, &format!("{p}.writers"), &c.writers);
-            if c.writers.is_empty() {
-                is.add(
-                    format!("{p}.writers"),
-                    "a push source needs writers: the principals (user:<id>, group:<g>) that may push to it",
-                );
-            }
-            let grantable = (!c.grantable.is_empty())
-                .then(|| principals(&mut is, &format!("{p}.grantable"), &c.grantable))
-                .map(|v| v.into_iter().collect());
-            for (j, u) in c.uri_prefixes.iter().enumerate() {
-                let host_and_path = u
-                    .strip_prefix("https://")
-                    .or_else(|| u.strip_prefix("http://"))
-                    .unwrap_or("");
-                // Ends at a path boundary, so "https://crm.example.com" cannot admit
-                // "https://crm.example.com.evil.example/".
-                if host_and_path.split('/').next().unwrap_or("").is_empty() || !u.ends_with('/') {
-                    is.add(
-                        format!("{p}.uri_prefixes[{j}]"),
-                        "must be an http(s) prefix naming a host and ending with '/', e.g. \"https://crm.example.com/\"",
-                    );
-                }
-            }
-            let max_request_bytes = match c.max_request_bytes {
-                Some(n) => is.range(&format!("{p}.max_request_bytes"), n, 64 * 1024, 1 << 30),
-                None => (max_file_size + (1 << 20)).min(1 << 30),
-            };
-            connectors.push(ConnectorConfig::Push(
-                PushConfig {
-                    id: c.id.clone(),
-                    queue_capacity: is.range(
-                        &format!("{p}.queue_capacity"),
-                        c.queue_capacity,
-                        1,
-                        1_000_000,
-                    ),
-                    max_document_bytes: max_file_size,
-                    max_request_bytes,
-                    writers,
-                    grantable,
-                    uri_prefixes: c.uri_prefixes.clone(),
-                },
-                limits,
-            ));
-            continue;
-        }
-        if !c.writers.is_empty()
-            || !c.grantable.is_empty()
-            || !c.uri_prefixes.is_empty()
-            || c.max_request_bytes.is_some()
-        {
-            is.add(
-                &p,
-                "writers, grantable, uri_prefixes and max_request_bytes are for push connectors",
-            );
-        }
-        if c.roots.is_empty() {
-            is.add(format!("{p}.roots"), "at least one root is required");
-        }
-        let mut roots = Vec::new();
-        for (j, r) in c.roots.iter().enumerate() {
-            let path = resolve(base, r);
-            match path.canonicalize() {
-                Ok(abs) if abs.is_dir() => roots.push(abs),
-                Ok(_) => is.add(
-                    format!("{p}.roots[{j}]"),
-                    format!("{} is not a directory", path.display()),
-                ),
-                Err(e) => is.add(
-                    format!("{p}.roots[{j}]"),
-                    format!("{}: {e}", path.display()),
-                ),
-            }
-        }
-        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
-            for (j, g) in globs.iter().enumerate() {
-                if let Err(e) = globset::Glob::new(g) {
-                    is.add(
-                        format!("{p}.{field}[{j}]"),
-                        format!("invalid glob: {}", e.kind()),
-                    );
-                }
-            }
-        }
-        let mut rules = Vec::new();
-        for (j, r) in c.acl_rules.iter().enumerate() {
-            let rp = format!("{p}.acl_rules[{j}]");
-            let mode = match r.mode.as_str() {
-                "replace" => RuleMode::Replace,
-                "extend" => RuleMode::Extend,
-                other => {
-                    is.add(
-                        format!("{rp}.mode"),
-                        format!("must be \"replace\" or \"extend\", got {other:?}"),
-                    );
-                    RuleMode::Replace
-                }
-            };
-            rules.push(AclRule {
-                path_prefix: r.path_prefix.clone(),
-                allow: principals(&mut is, &format!("{rp}.allow"), &r.allow),
-                deny: principals(&mut is, &format!("{rp}.deny"), &r.deny),
-                mode,
-            });
-        }
-        connectors.push(ConnectorConfig::Fs(
-            FsConfig {
-                id: c.id.clone(),
-                roots,
-                include: c.include.clone(),
-                exclude: c.exclude.clone(),
-                max_file_size,
-                reconcile_interval: Duration::from_secs(is.range(
-                    &format!("{p}.reconcile_interval_secs"),
-                    c.reconcile_interval_secs,
-                    1,
-                    86_400 * 7,
-                )),
-                debounce: Duration::from_millis(is.range(
-                    &format!("{p}.debounce_ms"),
-                    c.debounce_ms,
-                    0,
-                    60_000,
-                )),
-                watch: c.watch,
-                follow_symlinks: c.follow_symlinks,
-                acl_rules: rules,
-                passwd_file: resolve(base, &c.passwd_file),
-                group_file: resolve(base, &c.group_file),
-                report_memberships: c.report_memberships,
-                deletion_protection_percent: is.range(
-                    &format!("{p}.deletion_protection_percent"),
-                    c.deletion_protection_percent,
-                    0,
-                    100,
-                ),
-                deletion_protection_min_docs: c.deletion_protection_min_docs,
-            },
-            limits,
-        ));
-    }
-
+    let connectors = connectors(&mut is, &raw.connectors, base);
     let connector_ids: Vec<String> = connectors.iter().map(|c| c.id().to_string()).collect();
     let guardrails = security::guardrails(&mut is, &raw.guardrails, &connector_ids);
 

@@ -46,7 +46,8 @@ pub struct RawConfig {
     pub api_keys: Vec<RawApiKey>,
     pub guardrails: RawGuardrails,
     pub audit: RawAudit,
-    pub connectors: Vec<RawConnector>,
+    /// `[[connectors]]` tables, validated by their connector's factory.
+    pub connectors: Vec<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,118 +460,6 @@ pub struct RawGroup {
     pub id: String,
     #[serde(default)]
     pub member_of: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConnector {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
-    /// Push connectors: how many changes may wait for the pipeline.
-    #[serde(default = "default_push_queue")]
-    pub queue_capacity: usize,
-    /// Push connectors: the principals (`user:<id>`, `group:<g>`) that may write to and delete
-    /// from this source; required (the `ingest` permission alone names no source).
-    #[serde(default)]
-    pub writers: Vec<String>,
-    /// Push connectors: the principals a pushed document may allow; empty: any.
-    #[serde(default)]
-    pub grantable: Vec<String>,
-    /// Push connectors: prefixes a pushed document's uri must start with; empty: any http(s) uri.
-    #[serde(default)]
-    pub uri_prefixes: Vec<String>,
-    /// Push connectors: the largest PutDocuments request (bytes); default: max_file_size_bytes
-    /// plus 1 MiB.
-    #[serde(default)]
-    pub max_request_bytes: Option<u64>,
-    #[serde(default)]
-    pub roots: Vec<String>,
-    #[serde(default)]
-    pub include: Vec<String>,
-    #[serde(default = "default_exclude")]
-    pub exclude: Vec<String>,
-    #[serde(default = "default_max_file_size")]
-    pub max_file_size_bytes: u64,
-    #[serde(default = "default_reconcile")]
-    pub reconcile_interval_secs: u64,
-    #[serde(default = "default_debounce")]
-    pub debounce_ms: u64,
-    #[serde(default = "yes")]
-    pub watch: bool,
-    #[serde(default)]
-    pub follow_symlinks: bool,
-    #[serde(default)]
-    pub acl_rules: Vec<RawAclRule>,
-    #[serde(default = "default_passwd")]
-    pub passwd_file: String,
-    #[serde(default = "default_group")]
-    pub group_file: String,
-    #[serde(default)]
-    pub report_memberships: bool,
-    #[serde(default = "default_deletion_percent")]
-    pub deletion_protection_percent: u32,
-    #[serde(default = "default_deletion_min")]
-    pub deletion_protection_min_docs: u64,
-    #[serde(default = "default_max_text")]
-    pub max_text_bytes: u64,
-    #[serde(default = "default_parse_timeout")]
-    pub parse_timeout_secs: u64,
-}
-
-fn default_deletion_percent() -> u32 {
-    15
-}
-fn default_deletion_min() -> u64 {
-    5
-}
-fn default_push_queue() -> usize {
-    256
-}
-fn default_max_text() -> u64 {
-    5 * 1024 * 1024
-}
-fn default_parse_timeout() -> u64 {
-    30
-}
-
-fn default_passwd() -> String {
-    "/etc/passwd".into()
-}
-fn default_group() -> String {
-    "/etc/group".into()
-}
-
-fn default_exclude() -> Vec<String> {
-    vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
-}
-fn default_max_file_size() -> u64 {
-    50 * 1024 * 1024
-}
-fn default_reconcile() -> u64 {
-    300
-}
-fn default_debounce() -> u64 {
-    200
-}
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAclRule {
-    pub path_prefix: String,
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
-    #[serde(default = "default_mode")]
-    pub mode: String,
-}
-
-fn default_mode() -> String {
-    "replace".into()
 }
 
 fn issue(path: impl Into<String>, message: impl Into<String>) -> ConfigIssue {

@@ -5,13 +5,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use docent_connector_api::registry::{
+    Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
+};
 use docent_connector_api::{
     BoxFuture, Change, Connector, ConnectorContext, ConnectorError, DocKey,
 };
 use tokio::sync::mpsc;
 
-use crate::config::PushConfig;
 use crate::parse::ParseLimits;
+
+/// A push source's settings (`type = "push"`).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub id: String,
+    /// Changes that may wait for the pipeline before PutDocuments waits.
+    pub queue_capacity: usize,
+    /// Largest document accepted (bytes of content).
+    pub max_document_bytes: u64,
+    /// Largest PutDocuments request accepted (bytes, encoded).
+    pub max_request_bytes: u64,
+    /// Who may write to this source (besides holding the `ingest` permission).
+    pub writers: Vec<docent_connector_api::Principal>,
+    /// The principals a pushed document may allow; `None`: any.
+    pub grantable: Option<std::collections::BTreeSet<docent_connector_api::Principal>>,
+    /// Prefixes a pushed uri must start with; empty: any `http://` or `https://` uri.
+    pub uri_prefixes: Vec<String>,
+}
 
 /// The handler side of one push source.
 #[derive(Clone)]
@@ -133,5 +153,215 @@ impl Connector for PushConnector {
             ctx.status.set_phase("stopped");
             Ok(())
         })
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    /// How many changes may wait for the pipeline.
+    #[serde(default = "default_queue")]
+    queue_capacity: usize,
+    /// The principals (`user:<id>`, `group:<g>`) that may write to and delete from this source;
+    /// required (the `ingest` permission alone names no source).
+    #[serde(default)]
+    writers: Vec<String>,
+    /// The principals a pushed document may allow; empty: any.
+    #[serde(default)]
+    grantable: Vec<String>,
+    /// Prefixes a pushed document's uri must start with; empty: any http(s) uri.
+    #[serde(default)]
+    uri_prefixes: Vec<String>,
+    /// The largest PutDocuments request (bytes); default: max_file_size_bytes plus 1 MiB.
+    #[serde(default)]
+    max_request_bytes: Option<u64>,
+}
+
+fn default_queue() -> usize {
+    256
+}
+
+/// Registers `type = "push"`: a source whose documents arrive through `docent.v1.Ingest`. The
+/// built connector's handle is the [`PushSource`] the Ingest handlers write to.
+pub struct Factory;
+
+#[derive(Debug)]
+struct Spec {
+    config: PushConfig,
+    limits: ParseLimits,
+}
+
+impl ConnectorSpec for Spec {
+    fn kind(&self) -> &'static str {
+        "push"
+    }
+
+    fn build(&self) -> Result<Built, String> {
+        let (source, conn) = push_connector(self.config.clone(), self.limits);
+        Ok(Built {
+            connector: Box::new(conn),
+            handle: Some(Arc::new(source)),
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        &self.config
+    }
+}
+
+impl ConnectorFactory for Factory {
+    fn kind(&self) -> &'static str {
+        "push"
+    }
+
+    fn configure(
+        &self,
+        table: toml::Table,
+        env: &ConfigEnv,
+    ) -> Result<Arc<dyn ConnectorSpec>, Vec<ConfigIssue>> {
+        let c: RawPush = parse_section(table)?;
+        let mut is = Issues::default();
+        let writers = is.principals("writers", &c.writers);
+        if c.writers.is_empty() {
+            is.add(
+                "writers",
+                "a push source needs writers: the principals (user:<id>, group:<g>) that may push to it",
+            );
+        }
+        let grantable = (!c.grantable.is_empty())
+            .then(|| is.principals("grantable", &c.grantable))
+            .map(|v| v.into_iter().collect());
+        for (j, u) in c.uri_prefixes.iter().enumerate() {
+            let host_and_path = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .unwrap_or("");
+            // Ends at a path boundary, so "https://crm.example.com" cannot admit
+            // "https://crm.example.com.evil.example/".
+            if host_and_path.split('/').next().unwrap_or("").is_empty() || !u.ends_with('/') {
+                is.add(
+                    format!("uri_prefixes[{j}]"),
+                    "must be an http(s) prefix naming a host and ending with '/', e.g. \"https://crm.example.com/\"",
+                );
+            }
+        }
+        let max_request_bytes = match c.max_request_bytes {
+            Some(n) => is.range("max_request_bytes", n, 64 * 1024, 1 << 30),
+            None => (env.max_document_bytes + (1 << 20)).min(1 << 30),
+        };
+        let config = PushConfig {
+            id: env.id.clone(),
+            queue_capacity: is.range("queue_capacity", c.queue_capacity, 1, 1_000_000),
+            max_document_bytes: env.max_document_bytes,
+            max_request_bytes,
+            writers,
+            grantable,
+            uri_prefixes: c.uri_prefixes,
+        };
+        let limits = ParseLimits {
+            max_text_bytes: env.max_text_bytes as usize,
+            timeout: env.parse_timeout,
+        };
+        is.finish(Arc::new(Spec { config, limits }) as Arc<dyn ConnectorSpec>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docent_connector_api::conformance::check_cancellation;
+    use docent_connector_api::{Acl, Principal, SourceDocument, StatusHandle};
+
+    fn spec(table: &str) -> Result<Arc<dyn ConnectorSpec>, Vec<ConfigIssue>> {
+        let env = ConfigEnv {
+            id: "crm".into(),
+            base_dir: std::path::PathBuf::from("/"),
+            max_document_bytes: 1 << 20,
+            max_text_bytes: 1 << 20,
+            parse_timeout: std::time::Duration::from_secs(5),
+        };
+        Factory.configure(toml::from_str(table).unwrap(), &env)
+    }
+
+    fn doc(key: &str, allow: &str) -> Change {
+        Change::Upsert(Box::new(SourceDocument {
+            key: DocKey::new("crm", key),
+            uri: format!("https://crm.example/{key}"),
+            title: None,
+            mime: Some("text/plain".into()),
+            name_hint: key.into(),
+            content: b"text".to_vec(),
+            version: "1".into(),
+            modified_at: None,
+            attributes: Default::default(),
+            acl: Acl {
+                allow: [allow.parse::<Principal>().unwrap()].into(),
+                deny: Default::default(),
+            },
+            job: None,
+            reparse: false,
+        }))
+    }
+
+    #[test]
+    fn the_section_is_validated_with_every_problem_named() {
+        let e = spec("writers = []\nuri_prefixes = [\"ftp://x\"]\nbogus = 1").unwrap_err();
+        assert!(e[0].message.contains("bogus"), "{e:?}");
+        let e = spec("writers = []\nuri_prefixes = [\"https://crm.example\"]").unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["writers", "uri_prefixes[0]"]);
+        assert!(spec("writers = [\"user:crm-bot\"]").is_ok());
+    }
+
+    /// What the conformance suite asks of a connector that does not crawl: it forwards
+    /// upserts, ACL changes and deletes in order, and stops promptly when cancelled.
+    #[tokio::test]
+    async fn forwards_changes_in_order_and_stops_when_cancelled() {
+        let built = spec("writers = [\"user:crm-bot\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let source = built
+            .handle
+            .unwrap()
+            .downcast::<PushSource>()
+            .expect("the handle is the push source");
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_cmd, commands) = mpsc::channel(1);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(built.connector.run(ConnectorContext {
+            commands,
+            sink: tx,
+            memberships: Arc::new(docent_connector_api::NoMemberships),
+            indexed: Arc::new(docent_connector_api::conformance::MemoryIndex::default()),
+            checkpoint: None,
+            shutdown: shutdown.clone(),
+            status: StatusHandle::default(),
+        }));
+        assert!(source.send(doc("a", "group:staff")).await);
+        assert!(source.send(doc("a", "group:hr")).await);
+        assert!(source.send(Change::Delete(DocKey::new("crm", "a"))).await);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(rx.recv().await.unwrap());
+        }
+        assert!(
+            matches!(&got[0], Change::Upsert(d) if d.acl.allow.iter().any(|p| p.token() == "group:staff"))
+        );
+        assert!(
+            matches!(&got[1], Change::Upsert(d) if d.acl.allow.iter().any(|p| p.token() == "group:hr"))
+        );
+        assert!(matches!(&got[2], Change::Delete(k) if k.native_id == "a"));
+        shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .expect("stops within 2 s")
+            .unwrap()
+            .unwrap();
+        let again = spec("writers = [\"user:crm-bot\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        check_cancellation(again.connector).await.unwrap();
     }
 }

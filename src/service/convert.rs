@@ -36,7 +36,7 @@ pub fn hit(h: &Hit) -> pb::SearchHit {
         citation: Some(pb::Citation {
             document_key: c.doc_key.clone(),
             title: c.title.clone(),
-            uri: c.uri.clone(),
+            uri: crate::answer::chunk_uri(c),
             chunk_id: c.chunk_id.clone(),
             span: Some(pb::Span {
                 start: c.span.start as u64,

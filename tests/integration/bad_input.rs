@@ -50,17 +50,19 @@ async fn bad_files_are_skipped_with_reasons() {
     )
     .unwrap();
 
-    let mut config = env.config();
-    let docent::config::ConnectorConfig::Fs(fs, limits) = &mut config.connectors[0] else {
-        panic!("the example's connector is a file share")
-    };
-    fs.max_file_size = 1 << 20;
-    limits.max_text_bytes = 4096;
+    let text = env.config_text();
+    let text = replaced(
+        &text,
+        "max_file_size_bytes = 52428800\nmax_text_bytes = 5242880",
+        "max_file_size_bytes = 1048576\nmax_text_bytes = 4096",
+    );
     // Links are not followed by default (then loops and dangling links are simply not there);
     // followed, a loop and a dangling link are skipped with their reasons.
-    fs.follow_symlinks = true;
+    let text = replaced(&text, "follow_symlinks = false", "follow_symlinks = true");
     // Keep POSIX modes for this test (the example's root rule would open everything to staff).
-    fs.acl_rules.clear();
+    let (head, rest) = text.split_once("# ACL rules by path prefix").unwrap();
+    let text = format!("{head}{}", &rest[rest.find("# A push source").unwrap()..]);
+    let config = env.config_from(&text);
     let d = env.start_with(config).await;
 
     let st = d.connectors().await;

@@ -21,3 +21,4 @@ mod metrics;
 mod push;
 mod restart;
 mod sync_jobs;
+mod wikis;

@@ -197,12 +197,18 @@ pub async fn run_all<F: Fixture>(make: impl Fn() -> F) -> Result<(), String> {
         return Err("ACL change: the document was sent with its old ACL".into());
     }
 
-    // Cancellation right away (during the crawl) also stops the connector. The receiver is
-    // drained, as the pipeline does on shutdown.
+    // Cancellation right away (during the crawl) also stops the connector.
     let mut fresh = make();
     for i in 0..50 {
         fresh.put(&format!("bulk-{i}"), "bulk document");
     }
+    check_cancellation(fresh.connector()).await
+}
+
+/// A connector cancelled right after it starts (during its crawl, if it crawls) stops within
+/// two seconds. The receiver is drained, as the pipeline does on shutdown. Applies to every
+/// connector, crawling or not (the push connector runs this check alone).
+pub async fn check_cancellation(connector: Box<dyn Connector>) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel(1);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let (_cmd_tx, cmd_rx) = mpsc::channel(1);
@@ -216,7 +222,7 @@ pub async fn run_all<F: Fixture>(make: impl Fn() -> F) -> Result<(), String> {
         shutdown: shutdown.clone(),
         status: StatusHandle::default(),
     };
-    let task = tokio::spawn(fresh.connector().run(ctx));
+    let task = tokio::spawn(connector.run(ctx));
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(2), task).await {
         Ok(Ok(_)) => Ok(()),

@@ -12,6 +12,7 @@
 mod acl;
 pub mod conformance;
 pub mod jobs;
+pub mod registry;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};
 
@@ -119,7 +120,9 @@ pub trait IndexedState: Send + Sync {
 pub struct ConnectorState {
     /// "starting", "crawling", "watching", "failed", "stopped".
     pub phase: String,
-    /// Unix milliseconds of the last completed full scan.
+    /// Unix milliseconds of the last completed full scan. A crawling connector's checkpoint
+    /// carries the same value under the key `last_full_scan_ms` once that scan is covered, so
+    /// tools can tell a finished first crawl is committed.
     pub last_full_scan_ms: Option<i64>,
     pub last_error: Option<String>,
     /// Paused by an admin: changes are not acted on until resumed.

@@ -21,9 +21,11 @@
 //!   hard links is skipped, since one path cannot tell its ACL.
 
 mod acl_rules;
+mod config;
 mod posix_names;
 
 pub use acl_rules::{AclRule, RuleMode};
+pub use config::Factory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;

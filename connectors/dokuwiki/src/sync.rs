@@ -1,0 +1,710 @@
+//! One sync pass against the wiki: an incremental poll of recent changes, or a full
+//! reconciliation of the page list. The run loop in `lib.rs` decides when; a pass decides how
+//! much (a poll becomes a reconciliation when the ACL rules changed or one is due).
+//!
+//! # Versions and the one-second problem
+//!
+//! DokuWiki revisions are whole seconds, and two edits within one second share one. A page's
+//! version is therefore `rev:<ts>:<hash of its HTML>`, and a page is left unread only when its
+//! revision and ACL are what was sent *and* the revision is older than the previous pass's start
+//! ([`Cursor::since`]): a page read during second `ts` may have been edited again within `ts`,
+//! which the change log lists again (it is searched from `since` inclusive), so it is read again
+//! and its hash decides. Invariant after a pass that started at server time `S`: every page
+//! whose revision is older than `S` was read after its last edit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use docent_connector_api::jobs::{JOB_FAILURES, JobFailure, JobRecord, JobState, deletion_blocked};
+use docent_connector_api::{
+    Acl, Change, DocKey, IndexedDoc, IndexedState, SourceDocument, StatusHandle,
+};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::acl::{AclRules, PageAcl};
+use crate::client::{CallError, Client};
+use crate::config::{DokuWikiConfig, LossyAcl};
+use crate::page;
+
+/// Bumped when the checkpoint's meaning changes; an unknown version starts over with a full
+/// reconciliation.
+const CURSOR_VERSION: u32 = 1;
+
+/// The resume position, committed with the changes before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Cursor {
+    pub v: u32,
+    /// Server time (Unix seconds) when the last completed pass started: changes at or after it
+    /// are not covered yet.
+    pub since: i64,
+    /// Server time when the last completed full reconciliation started.
+    pub last_full: i64,
+    /// Fingerprint of the ACL rules (and the ACL settings) the indexed ACLs were computed from.
+    pub acl: String,
+    /// Local Unix milliseconds when the last full reconciliation finished (the key every
+    /// crawling connector's checkpoint carries, see `ConnectorState::last_full_scan_ms`).
+    #[serde(default)]
+    pub last_full_scan_ms: i64,
+}
+
+impl Cursor {
+    pub fn from_checkpoint(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value::<Self>(v.clone())
+            .ok()
+            .filter(|c| c.v == CURSOR_VERSION)
+    }
+
+    pub fn to_checkpoint(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a plain struct serialises")
+    }
+}
+
+/// What the run loop asks of a pass.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    /// The job's trigger: "start", "watch", "admin", "resume".
+    pub trigger: &'static str,
+    /// Reconcile the whole page list even if no reconciliation is due.
+    pub full: bool,
+    pub force_deletions: bool,
+    /// Read and re-parse every page, changed or not.
+    pub reparse: bool,
+    /// A job id reserved by the admin API.
+    pub job_id: Option<u64>,
+}
+
+impl Request {
+    pub fn scheduled(trigger: &'static str) -> Self {
+        Self {
+            trigger,
+            full: false,
+            force_deletions: false,
+            reparse: false,
+            job_id: None,
+        }
+    }
+}
+
+/// A completed pass.
+#[derive(Debug)]
+pub(crate) struct Passed {
+    pub cursor: Cursor,
+    pub full: bool,
+    /// Whether any change was sent (so a checkpoint is worth committing).
+    pub sent: bool,
+    /// Deletion protection held deletions back (the reason).
+    pub blocked: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum PassError {
+    Cancelled,
+    SinkClosed,
+    /// The wiki failed the pass; nothing after the failure was acted on.
+    Wiki(String),
+}
+
+impl From<CallError> for PassError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Cancelled => Self::Cancelled,
+            e => Self::Wiki(e.to_string()),
+        }
+    }
+}
+
+/// Talks to the wiki and the pipeline; shared by every pass of one run.
+pub(crate) struct Syncer {
+    pub cfg: Arc<DokuWikiConfig>,
+    pub client: Client,
+    pub sink: mpsc::Sender<Change>,
+    pub indexed: Arc<dyn IndexedState>,
+    pub status: StatusHandle,
+    pub shutdown: CancellationToken,
+    /// What was last sent per page — an upsert of that version and ACL (`Some`) or a delete or
+    /// skip (`None`) — until the index shows the same: a delete that follows an unapplied
+    /// upsert must still be sent, and "unchanged" means unchanged from what was sent.
+    sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
+}
+
+/// A pass's job. A reconciliation is recorded from its start; a poll only once it sends
+/// something (or fails), so polls that find nothing to do leave no trace in the job history.
+struct Job<'a> {
+    status: &'a StatusHandle,
+    reserved: Option<u64>,
+    label: Mutex<(&'static str, &'static str)>,
+    id: OnceLock<u64>,
+    /// Counts gathered before the job is recorded; the lock also orders recording against
+    /// updates, so none is lost.
+    pending: Mutex<JobRecord>,
+}
+
+impl<'a> Job<'a> {
+    fn new(status: &'a StatusHandle, req: &Request) -> Self {
+        let kind = if req.full { "reconcile" } else { "watch" };
+        Self {
+            status,
+            reserved: req.job_id,
+            label: Mutex::new((kind, req.trigger)),
+            id: OnceLock::new(),
+            pending: Mutex::new(JobRecord {
+                id: 0,
+                kind,
+                trigger: req.trigger,
+                started_ms: unix_millis(),
+                ended_ms: None,
+                state: JobState::Running,
+                counts: Default::default(),
+                failures: Vec::new(),
+            }),
+        }
+    }
+
+    fn relabel(&self, kind: &'static str, trigger: &'static str) {
+        *self.label.lock().unwrap_or_else(|e| e.into_inner()) = (kind, trigger);
+    }
+
+    /// Records the job (once) and returns its id.
+    fn id(&self) -> u64 {
+        if let Some(id) = self.id.get() {
+            return *id;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = self.id.get() {
+            return *id;
+        }
+        let (kind, trigger) = *self.label.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self
+            .status
+            .start_job(self.reserved, kind, trigger, pending.started_ms);
+        let counts = pending.counts;
+        let failures = std::mem::take(&mut pending.failures);
+        self.status.update_job(id, |j| {
+            j.counts = counts;
+            j.failures = failures;
+        });
+        let _ = self.id.set(id);
+        id
+    }
+
+    fn update(&self, f: impl FnOnce(&mut JobRecord)) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match self.id.get() {
+            Some(id) => {
+                drop(pending);
+                self.status.update_job(*id, f);
+            }
+            None => f(&mut pending),
+        }
+    }
+
+    fn failure(&self, page: &str, reason: &str) {
+        self.update(|j| {
+            j.counts.failed += 1;
+            if j.failures.len() < JOB_FAILURES {
+                j.failures.push(JobFailure {
+                    id: page.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        });
+    }
+
+    /// Ends the job; `always`: record it even if it was not recorded yet (a reconciliation, a
+    /// failure, an admin's job).
+    fn finish(&self, state: JobState, always: bool) {
+        if always || self.id.get().is_some() {
+            self.status.finish_job(self.id(), state, unix_millis());
+        }
+    }
+}
+
+/// What every page of one pass shares.
+struct PassCtx<'a> {
+    rules: &'a AclRules,
+    /// Revisions older than this were read after their last edit (see the module doc).
+    settled_before: i64,
+    reparse: bool,
+    job: &'a Job<'a>,
+    sent_any: std::sync::atomic::AtomicBool,
+}
+
+impl Syncer {
+    pub fn new(
+        cfg: Arc<DokuWikiConfig>,
+        client: Client,
+        sink: mpsc::Sender<Change>,
+        indexed: Arc<dyn IndexedState>,
+        status: StatusHandle,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            cfg,
+            client,
+            sink,
+            indexed,
+            status,
+            shutdown,
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Runs one pass and records it as a job.
+    pub async fn pass(&self, req: &Request, prev: Option<&Cursor>) -> Result<Passed, PassError> {
+        let job = Job::new(&self.status, req);
+        let result = self.pass_inner(req, prev, &job).await;
+        match &result {
+            Ok(p) => {
+                let state = match &p.blocked {
+                    Some(why) => JobState::Blocked(why.clone()),
+                    None => JobState::Succeeded,
+                };
+                job.finish(state, p.full || req.job_id.is_some());
+            }
+            Err(PassError::Cancelled) => job.finish(JobState::Cancelled, false),
+            Err(PassError::SinkClosed) => {
+                job.finish(JobState::Failed("the pipeline is gone".into()), false)
+            }
+            Err(PassError::Wiki(e)) => job.finish(JobState::Failed(e.clone()), true),
+        }
+        result
+    }
+
+    async fn pass_inner(
+        &self,
+        req: &Request,
+        prev: Option<&Cursor>,
+        job: &Job<'_>,
+    ) -> Result<Passed, PassError> {
+        // The wiki's clock, before anything is read: the next pass looks at changes from here.
+        let now = self.client.server_time().await?;
+        // Rules are re-read every pass: an ACL change reaches the index within one pass.
+        let rules = self.client.acl_rules().await?;
+        let acl_fp = self.acl_fingerprint(&rules);
+
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let acl_changed = prev.is_some_and(|c| c.acl != acl_fp);
+        let due = prev.is_none_or(|c| {
+            now.saturating_sub(c.last_full) >= secs(self.cfg.full_reconcile_interval)
+                || now.saturating_sub(c.since) >= secs(self.cfg.recent_changes_retention)
+        });
+        let full = req.full || acl_changed || due;
+        let trigger = match req.trigger {
+            "watch" if due && !acl_changed => "schedule",
+            t => t,
+        };
+        job.relabel(if full { "reconcile" } else { "watch" }, trigger);
+        if acl_changed {
+            tracing::info!(connector = %self.cfg.id, "ACL rules changed: reconciling every page's ACL");
+        }
+
+        let ctx = PassCtx {
+            rules: &rules,
+            settled_before: prev.map_or(i64::MIN, |c| c.since),
+            reparse: req.reparse,
+            job,
+            sent_any: Default::default(),
+        };
+        let blocked = if full {
+            self.status.set_phase("crawling");
+            job.id();
+            self.reconcile(&ctx, req.force_deletions).await?
+        } else {
+            let since = prev.map_or(now, |c| c.since);
+            self.poll(&ctx, since).await?;
+            None
+        };
+        let done_ms = unix_millis();
+        if full {
+            self.status.full_scan_done(done_ms);
+        }
+        Ok(Passed {
+            cursor: Cursor {
+                v: CURSOR_VERSION,
+                since: now,
+                last_full: match (full, prev) {
+                    (true, _) | (false, None) => now,
+                    (false, Some(c)) => c.last_full,
+                },
+                acl: acl_fp,
+                last_full_scan_ms: match (full, prev) {
+                    (true, _) => done_ms,
+                    (false, Some(c)) => c.last_full_scan_ms,
+                    (false, None) => 0,
+                },
+            },
+            full,
+            sent: ctx.sent_any.load(std::sync::atomic::Ordering::Relaxed),
+            blocked,
+        })
+    }
+
+    /// The rules plus every setting that shapes ACLs: a change of either re-evaluates all pages.
+    fn acl_fingerprint(&self, rules: &AclRules) -> String {
+        let c = &self.cfg;
+        let mut h = Sha256::new();
+        h.update(rules.fingerprint().as_bytes());
+        h.update(format!("{:?}{:?}{:?}", c.superusers, c.mapping, c.lossy_acl).as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Acts on every page the change log lists from `since` on.
+    async fn poll(&self, ctx: &PassCtx<'_>, since: i64) -> Result<(), PassError> {
+        let changes = self.client.recent_changes(since).await?;
+        let ids: BTreeSet<String> = changes
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| self.cfg.in_scope(id))
+            .collect();
+        if !ids.is_empty() {
+            tracing::debug!(connector = %self.cfg.id, pages = ids.len(), since, "recent changes");
+        }
+        self.for_each(ids.into_iter().collect(), |id| {
+            self.sync_page(ctx, id, None)
+        })
+        .await
+    }
+
+    /// Lists every page, upserts what changed, deletes what is gone (deletion protection
+    /// permitting). Returns why deletions were held back, if they were.
+    async fn reconcile(
+        &self,
+        ctx: &PassCtx<'_>,
+        force_deletions: bool,
+    ) -> Result<Option<String>, PassError> {
+        // A listing that fails fails the pass: nothing is deleted on an outage.
+        let mut listed: BTreeMap<String, i64> = BTreeMap::new();
+        let namespaces: Vec<&str> = if self.cfg.namespaces.is_empty() {
+            vec![""]
+        } else {
+            self.cfg.namespaces.iter().map(String::as_str).collect()
+        };
+        for ns in namespaces {
+            for p in self.client.page_list(ns).await? {
+                if self.cfg.in_scope(&p.id) {
+                    listed.insert(p.id, p.rev);
+                }
+            }
+        }
+        let pages: Vec<(String, i64)> = listed.iter().map(|(id, rev)| (id.clone(), *rev)).collect();
+        self.for_each(pages, |(id, rev)| self.sync_page(ctx, id, Some(rev)))
+            .await?;
+        if self.shutdown.is_cancelled() {
+            return Err(PassError::Cancelled);
+        }
+
+        // What the index holds once everything sent is applied: the base of the percentage.
+        let known = self.known_ids();
+        let gone: Vec<String> = known
+            .iter()
+            .filter(|id| !listed.contains_key(*id))
+            .cloned()
+            .collect();
+        let (n, total) = (gone.len() as u64, known.len() as u64);
+        if n > 0 && !force_deletions {
+            let why = if listed.is_empty() {
+                Some(format!(
+                    "deletion protection: the wiki listed no pages, which would delete all {n} \
+                     indexed pages; nothing was deleted. If that is intended, run `docent sync {} \
+                     --force-deletions`",
+                    self.cfg.id
+                ))
+            } else if deletion_blocked(
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            ) {
+                Some(format!(
+                    "deletion protection: this sync would delete {n} of {total} pages ({:.0}%, more \
+                     than {}%); nothing was deleted. If that is intended, run `docent sync {} \
+                     --force-deletions`",
+                    n as f64 * 100.0 / total.max(1) as f64,
+                    self.cfg.deletion_protection_percent,
+                    self.cfg.id
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::warn!(connector = %self.cfg.id, deleting = n, indexed = total, "deletion protection held deletions back");
+                return Ok(Some(why));
+            }
+        }
+        // Each deletion is confirmed with the page itself: a page the listing missed is synced,
+        // one outside the configured namespaces is deleted.
+        self.for_each(gone, |id| async move {
+            match self.client.page_info(&id).await? {
+                Some(info) if self.cfg.in_scope(&id) => {
+                    self.sync_page(ctx, id, Some(info.rev)).await
+                }
+                _ => self.gone(ctx, &DocKey::new(&self.cfg.id, id)).await,
+            }
+        })
+        .await?;
+        Ok(None)
+    }
+
+    /// Runs `f` over `items`, `max_concurrent_requests` at a time; the first error stops it.
+    async fn for_each<T, F, Fut>(&self, items: Vec<T>, f: F) -> Result<(), PassError>
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<(), PassError>>,
+    {
+        futures::stream::iter(items.into_iter().map(Ok))
+            .try_for_each_concurrent(self.cfg.max_concurrent_requests, |item| {
+                let fut = f(item);
+                async move {
+                    if self.shutdown.is_cancelled() {
+                        return Err(PassError::Cancelled);
+                    }
+                    fut.await
+                }
+            })
+            .await
+    }
+
+    /// Brings one page up to date: upsert when its content or ACL changed, delete when it is
+    /// gone, skip when it cannot be indexed. `listed_rev`: its revision from a listing, if any.
+    async fn sync_page(
+        &self,
+        ctx: &PassCtx<'_>,
+        id: String,
+        listed_rev: Option<i64>,
+    ) -> Result<(), PassError> {
+        let key = DocKey::new(&self.cfg.id, id.as_str());
+        let prev = self.last_known(&key);
+        ctx.job.update(|j| j.counts.scanned += 1);
+        let (acl, narrowed) = match self.page_acl(ctx.rules, &id) {
+            Ok(a) => a,
+            Err(reason) => return self.skip(ctx, key, reason).await,
+        };
+        let acl_fp = acl.fingerprint();
+
+        // Unchanged without reading: same revision, same ACL, and settled (module doc).
+        let mut info_rev = None;
+        let rev = match listed_rev {
+            Some(r) => r,
+            None => match self.client.page_info(&id).await? {
+                Some(info) => *info_rev.insert(info.rev),
+                None => return self.gone(ctx, &key).await,
+            },
+        };
+        if !ctx.reparse
+            && let Some(p) = &prev
+            && p.acl_fingerprint == acl_fp
+            && page::version_rev(&p.version) == Some(rev)
+            && rev < ctx.settled_before
+        {
+            ctx.job.update(|j| j.counts.unchanged += 1);
+            return Ok(());
+        }
+
+        // The revision is read before the content: a version may pair an older revision with
+        // newer content (that edit's own revision lists the page again), but never a revision
+        // with older content, which a later pass would take for settled and never read again.
+        let rev = match info_rev {
+            Some(r) => r,
+            None => match self.client.page_info(&id).await? {
+                Some(info) => info.rev,
+                None => return self.gone(ctx, &key).await,
+            },
+        };
+        let html = match self.client.page_html(&id).await {
+            Ok(h) => h,
+            Err(e @ CallError::Remote { .. }) => {
+                return self
+                    .skip(ctx, key, format!("the wiki cannot render it: {e}"))
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if html.trim().is_empty() {
+            // DokuWiki renders a missing page as nothing, and deletes pages emptied by an edit.
+            return match self.client.page_info(&id).await? {
+                None => self.gone(ctx, &key).await,
+                Some(_) => self.skip(ctx, key, "the page renders empty".into()).await,
+            };
+        }
+        if html.len() as u64 > self.cfg.max_document_bytes {
+            let reason = format!(
+                "too large: {} bytes of HTML > max_file_size_bytes {}",
+                html.len(),
+                self.cfg.max_document_bytes
+            );
+            return self.skip(ctx, key, reason).await;
+        }
+        let entry = IndexedDoc {
+            version: page::version(rev, &html),
+            acl_fingerprint: acl_fp,
+        };
+        if !ctx.reparse && prev.as_ref() == Some(&entry) {
+            ctx.job.update(|j| j.counts.unchanged += 1);
+            return Ok(());
+        }
+        if let Some(reason) = narrowed {
+            tracing::warn!(connector = %self.cfg.id, page = %id, %reason, "indexed with an ACL narrower than the wiki's");
+        }
+        let known = prev.is_some();
+        let doc = SourceDocument {
+            uri: page::page_uri(&self.cfg.url, &id),
+            title: Some(page::first_heading(&html).unwrap_or_else(|| id.clone())),
+            mime: Some("text/html".into()),
+            name_hint: format!("{}.html", page::name(&id)),
+            version: entry.version.clone(),
+            modified_at: Some(rev),
+            attributes: BTreeMap::from([
+                ("namespace".to_string(), page::namespace(&id).to_string()),
+                // Citations link to the page's section (Docent derives DokuWiki's anchors).
+                ("anchor_style".to_string(), "dokuwiki".to_string()),
+            ]),
+            acl,
+            job: Some(ctx.job.id()),
+            reparse: ctx.reparse,
+            content: html.into_bytes(),
+            key,
+        };
+        self.remember(&id, Some(entry));
+        ctx.job.update(|j| {
+            if known {
+                j.counts.modified += 1;
+            } else {
+                j.counts.added += 1;
+            }
+        });
+        self.send(ctx, Change::Upsert(Box::new(doc))).await
+    }
+
+    /// The page's ACL (and why it is narrowed, if it is), or why it cannot be indexed.
+    fn page_acl(&self, rules: &AclRules, id: &str) -> Result<(Acl, Option<String>), String> {
+        match rules.page_acl(id, &self.cfg.superusers, &self.cfg.mapping) {
+            PageAcl::Exact(acl) => Ok((acl, None)),
+            PageAcl::Narrowed { acl, reason } => match self.cfg.lossy_acl {
+                LossyAcl::Narrow => Ok((acl, Some(reason))),
+                LossyAcl::Skip => Err(format!(
+                    "its wiki ACL has no exact Docent equivalent ({reason}); lossy_acl = \"skip\""
+                )),
+            },
+            PageAcl::Unrepresentable(reason) => Err(reason),
+        }
+    }
+
+    /// The page no longer exists (confirmed by the wiki): delete what was indexed or sent.
+    async fn gone(&self, ctx: &PassCtx<'_>, key: &DocKey) -> Result<(), PassError> {
+        if self.last_known(key).is_none() {
+            return Ok(());
+        }
+        self.remember(&key.native_id, None);
+        ctx.job.update(|j| j.counts.deleted += 1);
+        self.send(ctx, Change::Delete(key.clone())).await
+    }
+
+    /// Reported as skipped, which also removes an indexed version: a page that cannot be
+    /// indexed now must not keep serving old text under an old ACL.
+    async fn skip(&self, ctx: &PassCtx<'_>, key: DocKey, reason: String) -> Result<(), PassError> {
+        tracing::debug!(connector = %self.cfg.id, page = %key.native_id, %reason, "skipped");
+        ctx.job.failure(&key.native_id, &reason);
+        self.remember(&key.native_id, None);
+        self.send(ctx, Change::Skipped { key, reason }).await
+    }
+
+    async fn send(&self, ctx: &PassCtx<'_>, change: Change) -> Result<(), PassError> {
+        ctx.job.id();
+        ctx.sent_any
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(PassError::Cancelled),
+            r = self.sink.send(change) => r.map_err(|_| PassError::SinkClosed),
+        }
+    }
+
+    /// Commits `cursor` with everything sent before it.
+    pub async fn checkpoint(&self, cursor: &Cursor) -> Result<(), PassError> {
+        let change = Change::Checkpoint {
+            connector: self.cfg.id.clone(),
+            checkpoint: cursor.to_checkpoint(),
+        };
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(PassError::Cancelled),
+            r = self.sink.send(change) => r.map_err(|_| PassError::SinkClosed),
+        }
+    }
+
+    /// Every page id the index holds or will hold once what was sent is applied; forgets sent
+    /// entries the index already shows. The index is read after that, so a change the pipeline
+    /// applies meanwhile is seen in one or the other.
+    fn known_ids(&self) -> BTreeSet<String> {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
+        let mut known: BTreeSet<String> =
+            self.indexed.native_ids(&self.cfg.id).into_iter().collect();
+        for (id, last) in sent.iter() {
+            if last.is_some() {
+                known.insert(id.clone());
+            } else {
+                known.remove(id);
+            }
+        }
+        known
+    }
+
+    /// The newest state of a page as far as this run knows: what it sent last, else what the
+    /// index holds.
+    fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
+        if let Some(last) = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.native_id)
+        {
+            return last.clone();
+        }
+        self.indexed.get(key)
+    }
+
+    fn remember(&self, id: &str, last: Option<IndexedDoc>) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), last);
+    }
+}
+
+pub(crate) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_other_versions() {
+        let c = Cursor {
+            v: CURSOR_VERSION,
+            since: 1_796_153_449,
+            last_full: 1_796_150_000,
+            acl: "ab".into(),
+            last_full_scan_ms: 1_796_150_000_123,
+        };
+        assert_eq!(Cursor::from_checkpoint(&c.to_checkpoint()), Some(c));
+        assert_eq!(
+            Cursor::from_checkpoint(&serde_json::json!({"last_full_scan_ms": 1})),
+            None
+        );
+        let mut other = serde_json::json!({"v": 99, "since": 1, "last_full": 1, "acl": ""});
+        assert_eq!(Cursor::from_checkpoint(&other), None);
+        other["v"] = CURSOR_VERSION.into();
+        assert!(Cursor::from_checkpoint(&other).is_some());
+    }
+}

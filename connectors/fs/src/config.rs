@@ -1,0 +1,194 @@
+//! The fs connector's `[[connectors]]` section (`type = "fs"`): typed, unknown keys rejected,
+//! validated with every problem reported, and registered with Docent through [`Factory`].
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docent_connector_api::registry::{
+    Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
+};
+use serde::Deserialize;
+
+use crate::{AclRule, FsConfig, FsConnector, RuleMode};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFs {
+    #[serde(default)]
+    roots: Vec<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default = "default_exclude")]
+    exclude: Vec<String>,
+    #[serde(default = "default_reconcile")]
+    reconcile_interval_secs: u64,
+    #[serde(default = "default_debounce")]
+    debounce_ms: u64,
+    #[serde(default = "yes")]
+    watch: bool,
+    #[serde(default)]
+    follow_symlinks: bool,
+    #[serde(default)]
+    acl_rules: Vec<RawAclRule>,
+    #[serde(default = "default_passwd")]
+    passwd_file: String,
+    #[serde(default = "default_group")]
+    group_file: String,
+    #[serde(default)]
+    report_memberships: bool,
+    #[serde(default = "default_deletion_percent")]
+    deletion_protection_percent: u32,
+    #[serde(default = "default_deletion_min")]
+    deletion_protection_min_docs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAclRule {
+    path_prefix: String,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default = "default_mode")]
+    mode: String,
+}
+
+fn default_exclude() -> Vec<String> {
+    vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
+}
+fn default_reconcile() -> u64 {
+    300
+}
+fn default_debounce() -> u64 {
+    200
+}
+fn yes() -> bool {
+    true
+}
+fn default_passwd() -> String {
+    "/etc/passwd".into()
+}
+fn default_group() -> String {
+    "/etc/group".into()
+}
+fn default_deletion_percent() -> u32 {
+    15
+}
+fn default_deletion_min() -> u64 {
+    5
+}
+fn default_mode() -> String {
+    "replace".into()
+}
+
+/// Registers `type = "fs"`.
+pub struct Factory;
+
+#[derive(Debug)]
+struct Spec(FsConfig);
+
+impl ConnectorSpec for Spec {
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    fn build(&self) -> Result<Built, String> {
+        let c = FsConnector::new(self.0.clone()).map_err(|e| e.to_string())?;
+        Ok(Built::crawler(Box::new(c)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+}
+
+impl ConnectorFactory for Factory {
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    fn configure(
+        &self,
+        table: toml::Table,
+        env: &ConfigEnv,
+    ) -> Result<Arc<dyn ConnectorSpec>, Vec<ConfigIssue>> {
+        let c: RawFs = parse_section(table)?;
+        let mut is = Issues::default();
+        if c.roots.is_empty() {
+            is.add("roots", "at least one root is required");
+        }
+        let mut roots = Vec::new();
+        for (j, r) in c.roots.iter().enumerate() {
+            let path = env.resolve(r);
+            match path.canonicalize() {
+                Ok(abs) if abs.is_dir() => roots.push(abs),
+                Ok(_) => is.add(
+                    format!("roots[{j}]"),
+                    format!("{} is not a directory", path.display()),
+                ),
+                Err(e) => is.add(format!("roots[{j}]"), format!("{}: {e}", path.display())),
+            }
+        }
+        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
+            for (j, g) in globs.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(g) {
+                    is.add(
+                        format!("{field}[{j}]"),
+                        format!("invalid glob: {}", e.kind()),
+                    );
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for (j, r) in c.acl_rules.iter().enumerate() {
+            let rp = format!("acl_rules[{j}]");
+            let mode = match r.mode.as_str() {
+                "replace" => RuleMode::Replace,
+                "extend" => RuleMode::Extend,
+                other => {
+                    is.add(
+                        format!("{rp}.mode"),
+                        format!("must be \"replace\" or \"extend\", got {other:?}"),
+                    );
+                    RuleMode::Replace
+                }
+            };
+            rules.push(AclRule {
+                path_prefix: r.path_prefix.clone(),
+                allow: is.principals(&format!("{rp}.allow"), &r.allow),
+                deny: is.principals(&format!("{rp}.deny"), &r.deny),
+                mode,
+            });
+        }
+        let cfg = FsConfig {
+            id: env.id.clone(),
+            roots,
+            include: c.include,
+            exclude: c.exclude,
+            max_file_size: env.max_document_bytes,
+            reconcile_interval: Duration::from_secs(is.range(
+                "reconcile_interval_secs",
+                c.reconcile_interval_secs,
+                1,
+                86_400 * 7,
+            )),
+            debounce: Duration::from_millis(is.range("debounce_ms", c.debounce_ms, 0, 60_000)),
+            watch: c.watch,
+            follow_symlinks: c.follow_symlinks,
+            acl_rules: rules,
+            passwd_file: env.resolve(&c.passwd_file),
+            group_file: env.resolve(&c.group_file),
+            report_memberships: c.report_memberships,
+            deletion_protection_percent: is.range(
+                "deletion_protection_percent",
+                c.deletion_protection_percent,
+                0,
+                100,
+            ),
+            deletion_protection_min_docs: c.deletion_protection_min_docs,
+        };
+        is.finish(Arc::new(Spec(cfg)) as Arc<dyn ConnectorSpec>)
+    }
+}

@@ -1,0 +1,426 @@
+//! The MediaWiki action API over HTTP(S): one polite client per connector.
+//!
+//! Politeness, on every request: `maxlag` is sent (a lagging wiki answers "maxlag" and we wait);
+//! at most `max_concurrent_requests` requests are in flight (a semaphore); HTTP 429 and 503 are
+//! retried after the server's `Retry-After` (capped at [`RETRY_AFTER_CAP`]); other transient
+//! failures (connection refused, timeouts, 5xx) are retried with capped exponential backoff, at
+//! most [`ATTEMPTS`] times, before the error reaches the sync (which then fails as a whole and
+//! is retried later: a request that failed never turns into a deletion).
+//!
+//! Login: with credentials, `action=login` with a login token (a bot password, or a main
+//! account while MediaWiki still accepts it there); the session lives in the client's cookie
+//! store. Every later request carries `assert=user`, so a lost session is an error
+//! (`assertuserfailed`) that triggers one fresh login instead of silently crawling as an
+//! anonymous reader.
+//!
+//! Every wait (a request, a backoff, the login) ends as soon as the shutdown token is cancelled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Credentials, MediaWikiConfig};
+
+/// Tries per request before its error reaches the sync.
+pub const ATTEMPTS: u32 = 5;
+/// First backoff after a transient failure; it doubles up to [`BACKOFF_CAP`].
+pub const BACKOFF_START: Duration = Duration::from_millis(500);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` (or maxlag wait) honoured; a larger one is cut to this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
+
+/// Query parameters (the continuation keys are only known at run time).
+pub type Params = Vec<(String, String)>;
+
+/// Builds [`Params`] from string pairs.
+pub fn params<const N: usize>(pairs: [(&str, &str); N]) -> Params {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The wiki could not be reached or kept failing (connection refused, timeouts, 5xx, 429).
+    #[error("{url}: wiki unreachable after {attempts} attempts: {message}")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        message: String,
+    },
+    /// An HTTP status that retrying will not fix (404: a wrong `api_path`; 401/403).
+    #[error("{url}: http status {status}")]
+    Status { url: String, status: u16 },
+    /// `action=login` refused the credentials (or the account is throttled or blocked).
+    #[error("login as {user} failed: {reason}")]
+    Login { user: String, reason: String },
+    /// The API answered with an error object.
+    #[error("api error {code}: {info}")]
+    Api { code: String, info: String },
+    /// The answer was not what the API documents.
+    #[error("{url}: unexpected response: {message}")]
+    Invalid { url: String, message: String },
+    /// The shutdown token was cancelled while waiting.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl ApiError {
+    pub fn is_login(&self) -> bool {
+        matches!(self, Self::Login { .. })
+    }
+
+    /// The API error code, when the wiki answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// One connector's client for the wiki's `api.php`.
+pub struct Api {
+    client: reqwest::Client,
+    api_url: String,
+    maxlag: String,
+    credentials: Option<Credentials>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    /// Whether the cookie store holds a logged-in session.
+    logged_in: AtomicBool,
+    /// Single-flight login: concurrent requests that find no session wait for one login
+    /// instead of each starting their own (held across the login's requests on purpose).
+    login_lock: Mutex<()>,
+}
+
+/// What one attempt of a request came to.
+enum Attempt {
+    Done(Value),
+    /// Retry after the given delay (the server's `Retry-After`) or after backoff (`None`).
+    Retry(Option<Duration>, String),
+    Fail(ApiError),
+}
+
+impl Api {
+    pub fn new(cfg: &MediaWikiConfig, shutdown: CancellationToken) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .user_agent(format!(
+                "Docent-MediaWiki-Connector/{} (connector {})",
+                env!("CARGO_PKG_VERSION"),
+                cfg.id
+            ))
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .timeout(cfg.request_timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            api_url: cfg.api_url.clone(),
+            maxlag: cfg.maxlag.to_string(),
+            credentials: cfg.credentials.clone(),
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+            shutdown,
+            logged_in: AtomicBool::new(false),
+            login_lock: Mutex::new(()),
+        })
+    }
+
+    /// A read request (GET), logged in first when credentials are configured. A session the
+    /// wiki no longer knows is renewed once.
+    pub async fn get(&self, params: &[(String, String)]) -> Result<Value, ApiError> {
+        self.ensure_login().await?;
+        match self.request(false, params).await {
+            Err(e) if self.credentials.is_some() && is_session_lost(&e) => {
+                tracing::info!(api = %self.api_url, "session lost, logging in again");
+                self.logged_in.store(false, Ordering::SeqCst);
+                self.ensure_login().await?;
+                self.request(false, params).await
+            }
+            r => r,
+        }
+    }
+
+    /// Runs a query and follows its continuation (`continue` objects) to the end, handing
+    /// each response to `each`.
+    pub async fn query_all(
+        &self,
+        base: Params,
+        mut each: impl FnMut(&Value) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut cont: Params = Vec::new();
+        loop {
+            let mut p = base.clone();
+            p.extend(cont.iter().cloned());
+            let v = self.get(&p).await?;
+            each(&v)?;
+            match v.get("continue").and_then(Value::as_object) {
+                Some(c) if !c.is_empty() => {
+                    cont = c
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect();
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn ensure_login(&self) -> Result<(), ApiError> {
+        let Some(creds) = &self.credentials else {
+            return Ok(());
+        };
+        if self.logged_in.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _one = tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(ApiError::Cancelled),
+            g = self.login_lock.lock() => g,
+        };
+        if self.logged_in.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.login(creds).await?;
+        self.logged_in.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn login(&self, creds: &Credentials) -> Result<(), ApiError> {
+        let tokens = self
+            .request(
+                false,
+                &params([("action", "query"), ("meta", "tokens"), ("type", "login")]),
+            )
+            .await?;
+        let token = tokens
+            .pointer("/query/tokens/logintoken")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::Invalid {
+                url: self.api_url.clone(),
+                message: "no login token in meta=tokens".into(),
+            })?
+            .to_string();
+        let answer = self
+            .request(
+                true,
+                &params([
+                    ("action", "login"),
+                    ("lgname", &creds.username),
+                    ("lgpassword", &creds.password),
+                    ("lgtoken", &token),
+                ]),
+            )
+            .await?;
+        let result = answer
+            .pointer("/login/result")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if result == "Success" {
+            tracing::info!(api = %self.api_url, user = %creds.username, "logged in");
+            return Ok(());
+        }
+        let reason = answer
+            .pointer("/login/reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("the wiki answered {result:?}"));
+        Err(ApiError::Login {
+            user: creds.username.clone(),
+            reason,
+        })
+    }
+
+    /// One request with its retries. `post`: a form POST (login), else a GET.
+    async fn request(&self, post: bool, params: &[(String, String)]) -> Result<Value, ApiError> {
+        let mut all: Params = params.to_vec();
+        all.extend(crate::api::params([
+            ("format", "json"),
+            ("formatversion", "2"),
+            ("maxlag", &self.maxlag),
+        ]));
+        let action = params
+            .iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        if self.credentials.is_some() && action != "login" && !is_login_token_request(params) {
+            all.push(("assert".into(), "user".into()));
+        }
+        let mut backoff = BACKOFF_START;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let wait = match self.attempt(post, &all).await {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(after, why) => {
+                    tracing::debug!(api = %self.api_url, attempt, reason = %why, "request failed, retrying");
+                    last = why;
+                    let b = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    after.map_or(b, |a| a.min(RETRY_AFTER_CAP))
+                }
+            };
+            if attempt < ATTEMPTS {
+                self.sleep(wait).await?;
+            }
+        }
+        Err(ApiError::Unreachable {
+            url: self.api_url.clone(),
+            attempts: ATTEMPTS,
+            message: last,
+        })
+    }
+
+    async fn attempt(&self, post: bool, params: &[(String, String)]) -> Attempt {
+        let _permit = tokio::select! {
+            _ = self.shutdown.cancelled() => return Attempt::Fail(ApiError::Cancelled),
+            p = self.permits.acquire() => match p {
+                Ok(p) => p,
+                Err(_) => return Attempt::Fail(ApiError::Cancelled),
+            },
+        };
+        let req = if post {
+            self.client.post(&self.api_url).form(params)
+        } else {
+            self.client.get(&self.api_url).query(params)
+        };
+        let exchange = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                // Seconds; an HTTP-date (rare for APIs) falls back to backoff.
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        };
+        let (status, retry_after, body) = tokio::select! {
+            _ = self.shutdown.cancelled() => return Attempt::Fail(ApiError::Cancelled),
+            r = exchange => match r {
+                Ok(x) => x,
+                Err(e) => return Attempt::Retry(None, describe_reqwest(&e)),
+            },
+        };
+        if status.as_u16() == 429 || status.as_u16() == 503 {
+            return Attempt::Retry(retry_after, format!("http status {}", status.as_u16()));
+        }
+        if status.is_server_error() {
+            return Attempt::Retry(None, format!("http status {}", status.as_u16()));
+        }
+        if !status.is_success() {
+            return Attempt::Fail(ApiError::Status {
+                url: self.api_url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let v: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            // A PHP fatal error or a proxy's page; may pass.
+            Err(e) => return Attempt::Retry(None, format!("response is not JSON: {e}")),
+        };
+        if let Some(err) = v.get("error") {
+            let code = err.get("code").and_then(Value::as_str).unwrap_or("unknown");
+            let info = err
+                .get("info")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            return match code {
+                // The wiki asks us to slow down; these pass.
+                "maxlag" => Attempt::Retry(
+                    Some(retry_after.unwrap_or(Duration::from_secs(5))),
+                    format!("maxlag: {info}"),
+                ),
+                "ratelimited" | "readonly" | "internal_api_error_DBQueryError" => {
+                    Attempt::Retry(retry_after, format!("{code}: {info}"))
+                }
+                _ => Attempt::Fail(ApiError::Api {
+                    code: code.to_string(),
+                    info,
+                }),
+            };
+        }
+        Attempt::Done(v)
+    }
+
+    async fn sleep(&self, d: Duration) -> Result<(), ApiError> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(ApiError::Cancelled),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+}
+
+fn is_login_token_request(params: &[(String, String)]) -> bool {
+    params.iter().any(|(k, v)| k == "type" && v == "login")
+}
+
+fn is_session_lost(e: &ApiError) -> bool {
+    matches!(e.code(), Some("assertuserfailed" | "assertnameduserfailed"))
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    // reqwest's own message is generic ("error sending request"); the cause says why.
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Unix seconds of a MediaWiki ISO 8601 UTC timestamp (`2024-05-01T12:00:00Z`).
+pub fn parse_timestamp(ts: &str) -> Option<i64> {
+    let b = ts.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_to_unix_seconds() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_timestamp("2000-03-01T00:00:00Z"), Some(951_868_800));
+        assert_eq!(parse_timestamp("2026-12-01T19:29:13Z"), Some(1_796_153_353));
+        assert_eq!(parse_timestamp("2026-12-01 19:29:13"), None);
+        assert_eq!(parse_timestamp("2026-13-01T19:29:13Z"), None);
+    }
+}

@@ -1,0 +1,1037 @@
+//! Syncs: the full reconciliation (list every page, read what changed, delete what is gone) and
+//! the incremental poll (recent changes and log events since the checkpoint, each touched page
+//! judged by what the wiki holds now).
+//!
+//! Both end with a checkpoint ([`Position`]) that records where the recent-changes and log
+//! streams were read up to. A reconciliation takes those positions *before* it lists, so a
+//! change made during the listing is seen again by the next poll (read twice, never lost).
+//!
+//! Nothing is deleted on the strength of an error: a failed request fails the whole sync (no
+//! deletes, no checkpoint), and a reconciliation deletes only after a complete, non-empty
+//! listing, within deletion protection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use docent_connector_api::jobs::{self, JobRecord, JobState};
+use docent_connector_api::{
+    Acl, Change, DocKey, IndexedDoc, IndexedState, SourceDocument, StatusHandle,
+};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, ApiError, Params, params, parse_timestamp};
+use crate::config::MediaWikiConfig;
+
+/// Pages per `pageids=` state query (the API's limit for ordinary accounts).
+const STATE_BATCH: usize = 50;
+/// Log types whose events may change a page's existence, title, namespace or content.
+const PAGE_LOG_TYPES: &[&str] = &["delete", "move", "protect", "import", "merge", "upload"];
+
+/// The checkpoint: where the change streams were read up to, and when the last full
+/// reconciliation ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Timestamp (`2024-05-01T12:00:00Z`) and id of the newest recent-changes entry acted on;
+    /// empty and 0 when the wiki had none.
+    pub rc_timestamp: String,
+    pub rc_id: u64,
+    /// The same for the log (`list=logevents`).
+    pub log_timestamp: String,
+    pub log_id: u64,
+    /// Unix milliseconds of the last completed full reconciliation (named as every connector
+    /// names it in its checkpoint, see `ConnectorState::last_full_scan_ms`).
+    #[serde(rename = "last_full_scan_ms")]
+    pub last_full_ms: i64,
+    /// The configuration scope it was written under ([`MediaWikiConfig::scope`]).
+    pub scope: String,
+}
+
+impl Position {
+    pub fn from_checkpoint(v: &Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    pub fn to_checkpoint(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Why a sync stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Api(ApiError),
+    #[error("the pipeline is gone")]
+    SinkClosed,
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl From<ApiError> for SyncError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Cancelled => Self::Cancelled,
+            e => Self::Api(e),
+        }
+    }
+}
+
+/// How a sync ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Synced {
+    /// An incremental poll completed.
+    Polled,
+    /// A full reconciliation completed, deletes included.
+    Reconciled,
+    /// Deletion protection held back the deletes; everything else was done.
+    DeletionsBlocked(String),
+}
+
+/// A page as a listing or a state query shows it: enough to decide whether to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageMeta {
+    pub id: u64,
+    pub ns: i64,
+    pub title: String,
+    pub revid: u64,
+    pub timestamp: Option<String>,
+    pub redirect: bool,
+    /// In at least one configured category (meaningful only when categories are set).
+    pub in_categories: bool,
+}
+
+impl PageMeta {
+    /// Reads one element of a `pages` array (formatversion 2); `None` for a missing page.
+    fn from_json(p: &Value) -> Option<Self> {
+        if p.get("missing").is_some() || p.get("invalid").is_some() {
+            return None;
+        }
+        let rev = p.pointer("/revisions/0");
+        Some(Self {
+            id: p.get("pageid")?.as_u64()?,
+            ns: p.get("ns")?.as_i64()?,
+            title: p.get("title")?.as_str()?.to_string(),
+            revid: rev
+                .and_then(|r| r.get("revid"))
+                .or_else(|| p.get("lastrevid"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            timestamp: rev
+                .and_then(|r| r.get("timestamp"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            redirect: p.get("redirect").and_then(Value::as_bool).unwrap_or(false),
+            in_categories: p
+                .get("categories")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty()),
+        })
+    }
+}
+
+/// What to do about one page.
+enum Action {
+    Unchanged,
+    Upsert(Box<SourceDocument>),
+    Skip(String),
+    /// The wiki says the page does not exist (any more).
+    Gone,
+    /// The page moved between the listing and the read: the move's log entry (after the
+    /// checkpoint) brings it back, judged then.
+    Moved,
+}
+
+/// The sync machinery of one connector; shared by the run loop's jobs.
+pub struct Syncer {
+    pub cfg: Arc<MediaWikiConfig>,
+    pub api: Api,
+    pub status: StatusHandle,
+    pub sink: mpsc::Sender<Change>,
+    pub indexed: Arc<dyn IndexedState>,
+    pub shutdown: CancellationToken,
+    /// Where the change streams were read up to (the last checkpoint sent or received).
+    pub position: Mutex<Option<Position>>,
+    /// The job outcomes are counted in.
+    job: AtomicU64,
+    /// A full sync: read and re-parse every page, changed or not.
+    full: AtomicBool,
+    /// Send a checkpoint after the next sync even when nothing moved (the first one of a run
+    /// confirms the position it resumed from).
+    checkpoint_due: AtomicBool,
+    /// What was last sent per page id — an upsert of that version and ACL (`Some`) or a
+    /// delete/skip (`None`) — until the index shows the same (as the fs connector): "unchanged"
+    /// and "known" are judged against what was sent, not only what was committed.
+    sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
+}
+
+impl Syncer {
+    pub fn new(
+        cfg: Arc<MediaWikiConfig>,
+        api: Api,
+        status: StatusHandle,
+        sink: mpsc::Sender<Change>,
+        indexed: Arc<dyn IndexedState>,
+        shutdown: CancellationToken,
+        position: Option<Position>,
+    ) -> Self {
+        Self {
+            cfg,
+            api,
+            status,
+            sink,
+            indexed,
+            shutdown,
+            position: Mutex::new(position),
+            job: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            checkpoint_due: AtomicBool::new(true),
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Whether the next sync must be a full reconciliation: no usable checkpoint, one written
+    /// under another scope, or the reconciliation interval has passed.
+    pub fn reconcile_due(&self) -> bool {
+        let pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
+        match pos.as_ref() {
+            None => true,
+            Some(p) if p.scope != self.cfg.scope() => true,
+            Some(p) => {
+                unix_millis().saturating_sub(p.last_full_ms)
+                    >= self.cfg.full_reconcile_interval.as_millis() as i64
+            }
+        }
+    }
+
+    /// A full reconciliation as job `job_id` (or a new one). `full`: re-read every page;
+    /// `force_deletions`: delete past deletion protection (never past an empty listing).
+    pub async fn reconcile(
+        &self,
+        job_id: Option<u64>,
+        trigger: &'static str,
+        force_deletions: bool,
+        full: bool,
+    ) -> Result<Synced, SyncError> {
+        self.status.set_phase("crawling");
+        let id = self
+            .status
+            .start_job(job_id, "reconcile", trigger, unix_millis());
+        self.job.store(id, Ordering::Relaxed);
+        self.full.store(full, Ordering::Relaxed);
+        let r = self.reconcile_inner(force_deletions).await;
+        self.full.store(false, Ordering::Relaxed);
+        let now = unix_millis();
+        let (outcome, next) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                self.finish_failed(id, &e, now);
+                return Err(e);
+            }
+        };
+        let state = match &outcome {
+            Synced::DeletionsBlocked(why) => JobState::Blocked(why.clone()),
+            _ => JobState::Succeeded,
+        };
+        // The job and status are final before the checkpoint that ends the job is sent.
+        self.status.finish_job(id, state, now);
+        self.status.full_scan_done(now);
+        self.settle(&outcome);
+        self.commit(next, true).await?;
+        Ok(outcome)
+    }
+
+    /// The reconciliation's work; returns its outcome and the position to commit.
+    async fn reconcile_inner(
+        &self,
+        force_deletions: bool,
+    ) -> Result<(Synced, Position), SyncError> {
+        // Positions first: what changes while we list is seen again by the next poll.
+        let mut next = self.heads().await?;
+        let listed = self.list_all().await?;
+        tracing::debug!(connector = %self.cfg.id, pages = listed.len(), "listed the wiki");
+        self.apply(listed.values().cloned().collect()).await?;
+
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        let known = self.known_ids(&indexed);
+        let gone: Vec<String> = known
+            .iter()
+            .filter(|id| id.parse::<u64>().map_or(true, |n| !listed.contains_key(&n)))
+            .cloned()
+            .collect();
+        let (n, total) = (gone.len() as u64, known.len() as u64);
+        let mut outcome = Synced::Reconciled;
+        if n > 0 && listed.is_empty() {
+            // A wiki that lists nothing is far likelier broken (a wrong namespace, a lost
+            // permission) than empty: never act on it, forced or not.
+            outcome = Synced::DeletionsBlocked(format!(
+                "deletion protection: the wiki listed no pages in the configured scope, which would delete all {n} indexed pages; nothing was deleted"
+            ));
+        } else if !force_deletions
+            && jobs::deletion_blocked(
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            )
+        {
+            outcome = Synced::DeletionsBlocked(format!(
+                "deletion protection: this sync would delete {n} of {total} pages ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
+                n as f64 * 100.0 / total.max(1) as f64,
+                self.cfg.deletion_protection_percent,
+                self.cfg.id
+            ));
+        } else {
+            for id in gone {
+                self.send_delete(id).await?;
+            }
+        }
+        if let Synced::DeletionsBlocked(why) = &outcome {
+            tracing::warn!(connector = %self.cfg.id, "{why}");
+        }
+        next.last_full_ms = unix_millis();
+        Ok((outcome, next))
+    }
+
+    /// An incremental sync: the pages that recent changes and the log name since the
+    /// checkpoint, each judged by its current state. It records a job only when it found
+    /// something; a due reconciliation or a gap in recent changes (entries purged past the
+    /// checkpoint) makes it a full reconciliation.
+    pub async fn poll(&self, trigger: &'static str) -> Result<Synced, SyncError> {
+        if self.reconcile_due() {
+            return self.reconcile(None, trigger, false, false).await;
+        }
+        let Some(from) = self
+            .position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return self.reconcile(None, trigger, false, false).await;
+        };
+        let mut next = from.clone();
+        let mut touched = BTreeSet::new();
+        let gap = self.recent_changes(&from, &mut next, &mut touched).await?;
+        if gap {
+            tracing::warn!(connector = %self.cfg.id, rc_id = from.rc_id, "recent changes were purged past the checkpoint: reconciling");
+            return self.reconcile(None, trigger, false, false).await;
+        }
+        self.log_events(&from, &mut next, &mut touched).await?;
+        if !touched.is_empty() {
+            let id = self.status.start_job(None, "watch", trigger, unix_millis());
+            self.job.store(id, Ordering::Relaxed);
+            match self.apply_touched(&touched).await {
+                Ok(()) => self
+                    .status
+                    .finish_job(id, JobState::Succeeded, unix_millis()),
+                Err(e) => {
+                    self.finish_failed(id, &e, unix_millis());
+                    return Err(e);
+                }
+            }
+        }
+        self.settle(&Synced::Polled);
+        self.commit(next, false).await?;
+        Ok(Synced::Polled)
+    }
+
+    /// Acts on each touched page id according to what the wiki holds now.
+    async fn apply_touched(&self, touched: &BTreeSet<u64>) -> Result<(), SyncError> {
+        let states = self.page_states(touched).await?;
+        let mut live = Vec::new();
+        for page_id in touched {
+            match states.get(page_id) {
+                Some(meta) if self.in_scope(meta) => live.push(meta.clone()),
+                // Deleted, moved out of the crawled namespaces or categories, or turned into
+                // a redirect: no longer indexed.
+                _ => self.delete_if_known(*page_id).await?,
+            }
+        }
+        self.apply(live).await
+    }
+
+    /// Status after a sync that did not fail: a connection or login error is over; a
+    /// deletion-protection alarm lasts until a reconciliation completes without one.
+    fn settle(&self, outcome: &Synced) {
+        let state = self.status.snapshot();
+        match outcome {
+            Synced::DeletionsBlocked(why) => self.status.set_error(Some(why.clone())),
+            Synced::Reconciled => self.status.set_error(None),
+            Synced::Polled => {
+                let alarm = state
+                    .last_error
+                    .is_some_and(|e| e.starts_with("deletion protection"));
+                if !alarm {
+                    self.status.set_error(None);
+                }
+            }
+        }
+        self.status
+            .set_phase(if state.paused { "paused" } else { "watching" });
+    }
+
+    fn finish_failed(&self, id: u64, e: &SyncError, now: i64) {
+        let state = match e {
+            SyncError::Cancelled => JobState::Cancelled,
+            e => JobState::Failed(e.to_string()),
+        };
+        self.status.finish_job(id, state, now);
+    }
+
+    /// Sends the checkpoint for `next` when it moved (or one is due) and adopts it.
+    async fn commit(&self, mut next: Position, force: bool) -> Result<(), SyncError> {
+        next.scope = self.cfg.scope();
+        let moved = self
+            .position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            != Some(&next);
+        if moved || force || self.checkpoint_due.swap(false, Ordering::SeqCst) {
+            self.send(Change::Checkpoint {
+                connector: self.cfg.id.clone(),
+                checkpoint: next.to_checkpoint(),
+            })
+            .await?;
+            self.checkpoint_due.store(false, Ordering::SeqCst);
+        }
+        *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+        Ok(())
+    }
+
+    /// The newest recent-changes and log entries now: where a sync that starts now resumes.
+    async fn heads(&self) -> Result<Position, SyncError> {
+        let v = self
+            .api
+            .get(&params([
+                ("action", "query"),
+                ("list", "recentchanges|logevents"),
+                ("rcdir", "older"),
+                ("rclimit", "1"),
+                ("rcprop", "ids|timestamp"),
+                ("ledir", "older"),
+                ("lelimit", "1"),
+                ("leprop", "ids|timestamp"),
+            ]))
+            .await?;
+        let first = |list: &str, id: &str| {
+            v.pointer(&format!("/query/{list}/0"))
+                .map(|e| {
+                    (
+                        e.get("timestamp")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        e.get(id).and_then(Value::as_u64).unwrap_or(0),
+                    )
+                })
+                .unwrap_or_default()
+        };
+        let (rc_timestamp, rc_id) = first("recentchanges", "rcid");
+        let (log_timestamp, log_id) = first("logevents", "logid");
+        Ok(Position {
+            rc_timestamp,
+            rc_id,
+            log_timestamp,
+            log_id,
+            last_full_ms: 0,
+            scope: self.cfg.scope(),
+        })
+    }
+
+    /// Reads recent changes after `from` into `touched` (page ids) and `next`; true when
+    /// entries were purged past the checkpoint (a gap only a full reconciliation can close).
+    async fn recent_changes(
+        &self,
+        from: &Position,
+        next: &mut Position,
+        touched: &mut BTreeSet<u64>,
+    ) -> Result<bool, SyncError> {
+        let mut q = params([
+            ("action", "query"),
+            ("list", "recentchanges"),
+            ("rcdir", "newer"),
+            ("rcprop", "title|ids|timestamp|loginfo"),
+            ("rctype", "edit|new|log"),
+            ("rclimit", "max"),
+        ]);
+        if !from.rc_timestamp.is_empty() {
+            q.push(("rcstart".into(), from.rc_timestamp.clone()));
+        }
+        let mut position_seen = false;
+        self.api
+            .query_all(q, |v| {
+                for e in list(v, "recentchanges") {
+                    let rcid = e.get("rcid").and_then(Value::as_u64).unwrap_or(0);
+                    if rcid <= from.rc_id {
+                        // The checkpoint's own entry (or an older one of the same second).
+                        position_seen = true;
+                        continue;
+                    }
+                    if let Some(p) = e.get("pageid").and_then(Value::as_u64).filter(|p| *p > 0) {
+                        touched.insert(p);
+                    }
+                    if rcid > next.rc_id {
+                        next.rc_id = rcid;
+                        next.rc_timestamp = str_at(e, "timestamp");
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        if from.rc_id == 0 || position_seen {
+            return Ok(false);
+        }
+        // The checkpoint's entry is gone: purged by age (a gap) or removed with its deleted
+        // page (harmless; the deletion's log entry is there). Purging removes the oldest
+        // entries first, so it was a purge exactly when nothing up to the checkpoint remains.
+        let v = self
+            .api
+            .get(&params([
+                ("action", "query"),
+                ("list", "recentchanges"),
+                ("rcdir", "newer"),
+                ("rclimit", "1"),
+                ("rcprop", "ids"),
+            ]))
+            .await?;
+        Ok(rc_gap(
+            from.rc_id,
+            v.pointer("/query/recentchanges/0/rcid")
+                .and_then(Value::as_u64),
+        ))
+    }
+
+    /// Reads log events after `from` that may change pages into `touched` and `next`.
+    async fn log_events(
+        &self,
+        from: &Position,
+        next: &mut Position,
+        touched: &mut BTreeSet<u64>,
+    ) -> Result<(), SyncError> {
+        let mut q = params([
+            ("action", "query"),
+            ("list", "logevents"),
+            ("ledir", "newer"),
+            ("leprop", "ids|title|type|timestamp|details"),
+            ("lelimit", "max"),
+        ]);
+        if !from.log_timestamp.is_empty() {
+            q.push(("lestart".into(), from.log_timestamp.clone()));
+        }
+        self.api
+            .query_all(q, |v| {
+                for e in list(v, "logevents") {
+                    let logid = e.get("logid").and_then(Value::as_u64).unwrap_or(0);
+                    if logid <= from.log_id {
+                        continue;
+                    }
+                    let kind = e.get("type").and_then(Value::as_str).unwrap_or("");
+                    if PAGE_LOG_TYPES.contains(&kind) {
+                        // `logpage` is the page the action was on (kept across a move; the
+                        // deleted page's id for a deletion); `pageid` is whatever page has
+                        // the title now.
+                        for key in ["logpage", "pageid"] {
+                            if let Some(p) = e.get(key).and_then(Value::as_u64).filter(|p| *p > 0) {
+                                touched.insert(p);
+                            }
+                        }
+                    }
+                    if logid > next.log_id {
+                        next.log_id = logid;
+                        next.log_timestamp = str_at(e, "timestamp");
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The current state of each page id (absent: the page does not exist).
+    async fn page_states(&self, ids: &BTreeSet<u64>) -> Result<BTreeMap<u64, PageMeta>, SyncError> {
+        let ids: Vec<u64> = ids.iter().copied().collect();
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(STATE_BATCH) {
+            let joined: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let mut q = self.page_props();
+            q.push(("pageids".into(), joined.join("|")));
+            self.api
+                .query_all(q, |v| {
+                    merge_pages(&mut out, v);
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// `prop=` parameters that give a page's latest revision, redirect flag and (with
+    /// categories) membership.
+    fn page_props(&self) -> Params {
+        let mut q = params([
+            ("action", "query"),
+            ("prop", "info|revisions"),
+            ("rvprop", "ids|timestamp"),
+        ]);
+        if let Some(cats) = &self.cfg.categories {
+            q[1].1.push_str("|categories");
+            let titles: Vec<String> = cats.iter().map(|c| format!("Category:{c}")).collect();
+            q.push(("clcategories".into(), titles.join("|")));
+            q.push(("cllimit".into(), "max".into()));
+        }
+        q
+    }
+
+    /// Every page in scope: the configured namespaces (or their members of the configured
+    /// categories), redirects excluded. Any failure fails the listing as a whole.
+    async fn list_all(&self) -> Result<BTreeMap<u64, PageMeta>, SyncError> {
+        let mut out = BTreeMap::new();
+        let namespaces: Vec<String> = self.cfg.namespaces.iter().map(i64::to_string).collect();
+        let mut queries = Vec::new();
+        match &self.cfg.categories {
+            None => {
+                for ns in &namespaces {
+                    let mut q = self.page_props();
+                    q.extend(params([
+                        ("generator", "allpages"),
+                        ("gapnamespace", ns),
+                        ("gapfilterredir", "nonredirects"),
+                        ("gaplimit", "50"),
+                    ]));
+                    queries.push(q);
+                }
+            }
+            Some(cats) => {
+                for c in cats {
+                    let mut q = self.page_props();
+                    q.extend(params([
+                        ("generator", "categorymembers"),
+                        ("gcmtitle", &format!("Category:{c}")),
+                        ("gcmnamespace", &namespaces.join("|")),
+                        ("gcmlimit", "50"),
+                    ]));
+                    queries.push(q);
+                }
+            }
+        }
+        for q in queries {
+            self.api
+                .query_all(q, |v| {
+                    merge_pages(&mut out, v);
+                    Ok(())
+                })
+                .await?;
+            if self.shutdown.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+        }
+        out.retain(|_, m| self.in_scope(m));
+        Ok(out)
+    }
+
+    fn in_scope(&self, m: &PageMeta) -> bool {
+        self.cfg.namespaces.contains(&m.ns)
+            && !m.redirect
+            && (self.cfg.categories.is_none() || m.in_categories)
+    }
+
+    /// Reads (at most `max_concurrent_requests` at a time) and sends what changed of `pages`,
+    /// in order.
+    async fn apply(&self, pages: Vec<PageMeta>) -> Result<(), SyncError> {
+        let width = self.cfg.max_concurrent_requests;
+        let mut actions = futures::stream::iter(pages)
+            .map(|m| async move {
+                let a = self.action(&m).await?;
+                Ok::<_, SyncError>((m, a))
+            })
+            .buffered(width);
+        while let Some((meta, action)) = actions.try_next().await? {
+            // Unchanged pages need no request, so a long run of them never waits: check here.
+            if self.shutdown.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            let native = meta.id.to_string();
+            match action {
+                Action::Unchanged => self.count(|j| {
+                    j.counts.scanned += 1;
+                    j.counts.unchanged += 1;
+                }),
+                Action::Moved => {
+                    tracing::debug!(connector = %self.cfg.id, page = meta.id, "page moved while syncing; the next poll takes it");
+                    self.count(|j| j.counts.scanned += 1);
+                }
+                Action::Gone => self.delete_if_known(meta.id).await?,
+                Action::Skip(reason) => {
+                    self.count(|j| j.counts.scanned += 1);
+                    self.count_failure(&format!("{native} ({})", meta.title), &reason);
+                    self.remember(&native, None);
+                    self.send(Change::Skipped {
+                        key: DocKey::new(&self.cfg.id, native),
+                        reason,
+                    })
+                    .await?;
+                }
+                Action::Upsert(doc) => {
+                    let known = self.last_known(&doc.key).is_some();
+                    self.remember(
+                        &native,
+                        Some(IndexedDoc {
+                            version: doc.version.clone(),
+                            acl_fingerprint: doc.acl.fingerprint(),
+                        }),
+                    );
+                    self.count(|j| {
+                        j.counts.scanned += 1;
+                        if known {
+                            j.counts.modified += 1;
+                        } else {
+                            j.counts.added += 1;
+                        }
+                    });
+                    self.send(Change::Upsert(doc)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides about one page in scope, reading it only when its revision or ACL changed (or
+    /// the sync is full). Request errors fail the sync; page-level API errors skip the page.
+    async fn action(&self, meta: &PageMeta) -> Result<Action, SyncError> {
+        let acl = match self.cfg.permissions.acl_for(meta.ns) {
+            Ok(acl) => acl,
+            Err(reason) => return Ok(Action::Skip(reason)),
+        };
+        let key = DocKey::new(&self.cfg.id, meta.id.to_string());
+        let full = self.full.load(Ordering::Relaxed);
+        if let Some(prev) = self.last_known(&key)
+            && prev.version == meta.revid.to_string()
+            && prev.acl_fingerprint == acl.fingerprint()
+            && !full
+        {
+            return Ok(Action::Unchanged);
+        }
+        let id = meta.id.to_string();
+        let v = match self
+            .api
+            .get(&params([
+                ("action", "parse"),
+                ("pageid", &id),
+                ("prop", "text|sections|displaytitle|revid"),
+                ("disablelimitreport", "1"),
+                ("disableeditsection", "1"),
+            ]))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return match e.code() {
+                    Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),
+                    Some(code) => Ok(Action::Skip(format!(
+                        "the wiki would not render the page ({code}): {e}"
+                    ))),
+                    None => Err(e.into()),
+                };
+            }
+        };
+        let parse = v.get("parse").ok_or_else(|| {
+            SyncError::Api(ApiError::Invalid {
+                url: self.cfg.api_url.clone(),
+                message: format!("action=parse for page {id} returned no parse object"),
+            })
+        })?;
+        let title = str_at(parse, "title");
+        if title != meta.title {
+            return Ok(Action::Moved);
+        }
+        let revid = parse
+            .get("revid")
+            .and_then(Value::as_u64)
+            .unwrap_or(meta.revid);
+        let html = parse.get("text").and_then(Value::as_str).unwrap_or("");
+        let content = html_document(&title, html).into_bytes();
+        if content.len() as u64 > self.cfg.max_page_bytes {
+            return Ok(Action::Skip(format!(
+                "too large: the rendered page is {} bytes > max_file_size_bytes {}",
+                content.len(),
+                self.cfg.max_page_bytes
+            )));
+        }
+        Ok(Action::Upsert(Box::new(self.document(
+            meta, key, title, revid, content, acl, parse, full,
+        ))))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn document(
+        &self,
+        meta: &PageMeta,
+        key: DocKey,
+        title: String,
+        revid: u64,
+        content: Vec<u8>,
+        acl: Acl,
+        parse: &Value,
+        full: bool,
+    ) -> SourceDocument {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("namespace".to_string(), meta.ns.to_string());
+        attributes.insert("wiki_title".to_string(), title.clone());
+        attributes.insert("revision".to_string(), revid.to_string());
+        // Citations link to the section of the page (Docent derives MediaWiki's anchors).
+        attributes.insert("anchor_style".to_string(), "mediawiki".to_string());
+        let sections: Vec<&str> = parse
+            .get("sections")
+            .and_then(Value::as_array)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.get("line").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !sections.is_empty() {
+            attributes.insert("sections".to_string(), sections.join("\n"));
+        }
+        SourceDocument {
+            uri: self.cfg.page_uri(&title),
+            name_hint: format!("{title}.html"),
+            title: Some(title),
+            mime: Some("text/html".to_string()),
+            key,
+            content,
+            version: revid.to_string(),
+            // The timestamp belongs to the listed revision; a newer one read meanwhile is
+            // dated by the next poll.
+            modified_at: meta
+                .timestamp
+                .as_deref()
+                .filter(|_| revid == meta.revid)
+                .and_then(parse_timestamp),
+            attributes,
+            acl,
+            job: Some(self.job.load(Ordering::Relaxed)),
+            reparse: full,
+        }
+    }
+
+    async fn delete_if_known(&self, page_id: u64) -> Result<(), SyncError> {
+        let id = page_id.to_string();
+        if self
+            .last_known(&DocKey::new(&self.cfg.id, id.as_str()))
+            .is_some()
+        {
+            self.send_delete(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_delete(&self, id: String) -> Result<(), SyncError> {
+        self.remember(&id, None);
+        self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
+            .await?;
+        self.count(|j| j.counts.deleted += 1);
+        Ok(())
+    }
+
+    async fn send(&self, change: Change) -> Result<(), SyncError> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(SyncError::Cancelled),
+            r = self.sink.send(change) => r.map_err(|_| SyncError::SinkClosed),
+        }
+    }
+
+    /// Every page id the index holds or will hold once what was sent is applied; forgets sent
+    /// entries the index already shows.
+    fn known_ids(&self, indexed: &[String]) -> BTreeSet<String> {
+        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
+        for (id, last) in sent.iter() {
+            if last.is_some() {
+                known.insert(id.clone());
+            } else {
+                known.remove(id);
+            }
+        }
+        known
+    }
+
+    /// The newest state of a page as far as this connector knows: what it sent last, else
+    /// what the index holds.
+    fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
+        if let Some(last) = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.native_id)
+        {
+            return last.clone();
+        }
+        self.indexed.get(key)
+    }
+
+    fn remember(&self, id: &str, last: Option<IndexedDoc>) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), last);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut JobRecord)) {
+        self.status.update_job(self.job.load(Ordering::Relaxed), f);
+    }
+
+    fn count_failure(&self, id: &str, reason: &str) {
+        self.count(|j| {
+            j.counts.failed += 1;
+            if j.failures.len() < jobs::JOB_FAILURES {
+                j.failures.push(jobs::JobFailure {
+                    id: id.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        });
+    }
+}
+
+/// Whether recent changes lost entries past the checkpoint `rc_id`, given the oldest entry
+/// still there: purging removes the oldest first, so entries after the checkpoint are gone
+/// exactly when the oldest remaining one is newer than the one right after it.
+pub fn rc_gap(rc_id: u64, oldest: Option<u64>) -> bool {
+    rc_id > 0 && oldest.is_none_or(|o| o > rc_id + 1)
+}
+
+fn list<'a>(v: &'a Value, name: &str) -> impl Iterator<Item = &'a Value> {
+    v.pointer(&format!("/query/{name}"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn str_at(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Adds the `pages` of a query response to `out`. A page split across continued responses
+/// (its revision or categories arriving later) is merged.
+fn merge_pages(out: &mut BTreeMap<u64, PageMeta>, v: &Value) {
+    for p in list(v, "pages") {
+        let Some(meta) = PageMeta::from_json(p) else {
+            continue;
+        };
+        match out.get_mut(&meta.id) {
+            Some(have) => {
+                if have.timestamp.is_none() && meta.timestamp.is_some() {
+                    have.timestamp = meta.timestamp;
+                    have.revid = meta.revid;
+                }
+                have.in_categories |= meta.in_categories;
+            }
+            None => {
+                out.insert(meta.id, meta);
+            }
+        }
+    }
+}
+
+/// The rendered page (an HTML fragment) as a document whose `<title>` is the page title.
+fn html_document(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head><body>\n{body}\n</body></html>\n",
+        escape_html(title)
+    )
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_only_when_entries_after_the_checkpoint_were_purged() {
+        assert!(!rc_gap(0, None), "no checkpoint entry: nothing to lose");
+        assert!(!rc_gap(10, Some(3)));
+        assert!(!rc_gap(10, Some(11)), "the next entry is still there");
+        assert!(rc_gap(10, Some(12)));
+        assert!(rc_gap(10, None), "everything purged");
+    }
+
+    #[test]
+    fn pages_merge_across_continued_responses() {
+        let mut out = BTreeMap::new();
+        merge_pages(
+            &mut out,
+            &serde_json::json!({"query": {"pages": [
+                {"pageid": 2, "ns": 0, "title": "A", "lastrevid": 7},
+                {"pageid": 3, "ns": 0, "title": "B", "missing": true},
+                {"ns": 0, "title": "C", "missing": true},
+            ]}}),
+        );
+        merge_pages(
+            &mut out,
+            &serde_json::json!({"query": {"pages": [
+                {"pageid": 2, "ns": 0, "title": "A",
+                 "revisions": [{"revid": 7, "timestamp": "2024-01-01T00:00:00Z"}],
+                 "categories": [{"ns": 14, "title": "Category:X"}]},
+            ]}}),
+        );
+        assert_eq!(out.len(), 1);
+        let a = &out[&2];
+        assert_eq!(a.revid, 7);
+        assert_eq!(a.timestamp.as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert!(a.in_categories);
+    }
+
+    #[test]
+    fn titles_are_escaped_in_the_document() {
+        let d = html_document("A <b> & \"c\"", "<p>x</p>");
+        assert!(d.contains("<title>A &lt;b&gt; &amp; &quot;c&quot;</title>"));
+        assert!(d.contains("<p>x</p>"));
+    }
+
+    #[test]
+    fn checkpoint_round_trips() {
+        let p = Position {
+            rc_timestamp: "2024-01-01T00:00:00Z".into(),
+            rc_id: 4,
+            log_timestamp: String::new(),
+            log_id: 0,
+            last_full_ms: 5,
+            scope: "s".into(),
+        };
+        assert_eq!(Position::from_checkpoint(&p.to_checkpoint()), Some(p));
+        assert_eq!(
+            Position::from_checkpoint(&serde_json::json!({"x": 1})),
+            None
+        );
+    }
+}

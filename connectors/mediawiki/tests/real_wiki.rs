@@ -1,0 +1,608 @@
+//! The MediaWiki connector against a real MediaWiki 1.39 (PHP's built-in server, SQLite),
+//! started by `scripts/wiki/mediawiki.sh` for each test in a temporary directory.
+//! Every wait has a deadline; no test asserts timing.
+
+#[path = "real_wiki/harness.rs"]
+mod harness;
+#[path = "real_wiki/wiki.rs"]
+mod wiki;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use docent_connector_api::conformance::{Fixture, run_all};
+use docent_connector_api::jobs::{ConnectorCommand, JobState};
+use docent_connector_api::{Acl, Change, Connector, Principal};
+use tokio::runtime::Handle;
+
+use harness::{Running, TestIndex, bot_login, connector, crawl, deleted, upserted};
+use wiki::Wiki;
+
+const PUBLIC: &str = "permissions = \"public\"\n";
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| Handle::current().block_on(f))
+}
+
+// --- conformance ---------------------------------------------------------------------------
+
+/// The shared connector suite over Help: pages. `permissions = "namespaces"` maps Help (12) to
+/// `group:staff` and Project (4) to `group:admins`, so changing a page's ACL is moving it from
+/// Help: to Project: (its page id, the document key, stays; the move also adds a revision,
+/// which the suite does not mind).
+struct ConformanceWiki {
+    wiki: Wiki,
+    pages: BTreeMap<String, u64>,
+}
+
+impl ConformanceWiki {
+    fn new() -> Self {
+        Self {
+            wiki: block(Wiki::start()),
+            pages: BTreeMap::new(),
+        }
+    }
+}
+
+impl Fixture for ConformanceWiki {
+    fn connector(&self) -> Box<dyn Connector> {
+        connector(
+            &self.wiki,
+            r#"
+            namespaces = [12, 4]
+            poll_interval_secs = 3600
+            permissions = "namespaces"
+            [namespace_principals]
+            "12" = ["group:staff"]
+            "4" = ["group:admins"]
+            "#,
+        )
+    }
+
+    fn put(&mut self, id: &str, text: &str) {
+        let page = block(self.wiki.edit(&format!("Help:Doc {id}"), text));
+        self.pages.insert(id.to_string(), page);
+    }
+
+    fn remove(&mut self, id: &str) {
+        block(self.wiki.delete(&format!("Help:Doc {id}")));
+    }
+
+    fn change_acl(&mut self, id: &str) {
+        block(self.wiki.move_page(
+            &format!("Help:Doc {id}"),
+            &format!("Project:Doc {id}"),
+            false,
+        ));
+    }
+
+    fn native_id(&self, id: &str) -> String {
+        self.pages[id].to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mediawiki_connector_passes_the_conformance_suite() {
+    run_all(ConformanceWiki::new).await.unwrap();
+}
+
+// --- crawl -----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_sends_every_non_redirect_page_of_the_namespaces_as_rendered_html() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Template:Greeting", "Hello from a template")
+        .await;
+    let alpha = wiki
+        .edit("Alpha", "Alpha body. {{Greeting}}\n== Details ==\nMore.")
+        .await;
+    let beta = wiki.edit("Beta", "Beta body.").await;
+    wiki.edit("Gamma", "#REDIRECT [[Alpha]]").await;
+    let manual = wiki.edit("Help:Manual", "How to use it.").await;
+    wiki.edit("Project:Policy", "Not crawled.").await;
+    let main = wiki.page_id("Main Page").await.unwrap();
+
+    let (_, changes, _) = crawl(&wiki, &format!("namespaces = [0, 12]\n{PUBLIC}")).await;
+
+    let docs = upserted(&changes);
+    let ids: BTreeSet<String> = docs.iter().map(|d| d.key.native_id.clone()).collect();
+    let want: BTreeSet<String> = [main, alpha, beta, manual]
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    assert_eq!(ids, want, "{changes:?}");
+    assert_eq!(
+        docs.len(),
+        changes.len(),
+        "nothing but upserts: {changes:?}"
+    );
+    for d in &docs {
+        assert_eq!(d.mime.as_deref(), Some("text/html"));
+        assert_eq!(d.acl, Acl::new([Principal::Everyone], []));
+        assert!(d.modified_at.is_some());
+        assert_eq!(d.key.connector, harness::ID);
+    }
+    let a = docs
+        .iter()
+        .find(|d| d.key.native_id == alpha.to_string())
+        .unwrap();
+    let html = String::from_utf8(a.content.clone()).unwrap();
+    assert!(
+        html.contains("Hello from a template"),
+        "templates expanded: {html}"
+    );
+    assert!(html.contains("<title>Alpha</title>"), "{html}");
+    assert!(!html.contains("{{Greeting}}"));
+    assert_eq!(a.title.as_deref(), Some("Alpha"));
+    assert_eq!(a.name_hint, "Alpha.html");
+    assert_eq!(a.uri, format!("{}/index.php?title=Alpha", wiki.url));
+    assert_eq!(a.version, wiki.revision(alpha).await.to_string());
+    assert_eq!(a.attributes["namespace"], "0");
+    assert_eq!(a.attributes["wiki_title"], "Alpha");
+    assert_eq!(a.attributes["sections"], "Details");
+    let m = docs
+        .iter()
+        .find(|d| d.key.native_id == manual.to_string())
+        .unwrap();
+    assert_eq!(m.attributes["namespace"], "12");
+    assert_eq!(m.uri, format!("{}/index.php?title=Help:Manual", wiki.url));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn categories_limit_the_crawl_to_their_members() {
+    let wiki = Wiki::start().await;
+    let runbook = wiki
+        .edit("Restart the VPN", "Steps. [[Category:Runbooks]]")
+        .await;
+    wiki.edit("Lunch menu", "Soup. [[Category:Food]]").await;
+    wiki.edit("Help:Old runbook", "Help ns. [[Category:Runbooks]]")
+        .await;
+
+    let section = format!("categories = [\"Runbooks\"]\n{PUBLIC}");
+    let (index, changes, cp) = crawl(&wiki, &section).await;
+    let ids: Vec<String> = upserted(&changes)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![runbook.to_string()],
+        "only members in namespace 0"
+    );
+
+    // Leaving the category takes the page out of the index.
+    wiki.edit("Restart the VPN", "Steps, uncategorised.").await;
+    let mut run = Running::start(connector(&wiki, &section), index, Some(cp));
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(deleted(&changes), vec![runbook.to_string()], "{changes:?}");
+    run.stop().await;
+}
+
+// --- incremental sync ------------------------------------------------------------------------
+
+/// A wiki with three pages, crawled; the connector keeps running and polls every second.
+async fn watched() -> (Wiki, Running, [u64; 3]) {
+    let wiki = Wiki::start().await;
+    let ids = [
+        wiki.edit("Alpha", "Alpha body.").await,
+        wiki.edit("Beta", "Beta body.").await,
+        wiki.edit("Delta", "Delta body.").await,
+    ];
+    let mut run = Running::start(
+        connector(&wiki, PUBLIC),
+        std::sync::Arc::new(TestIndex::default()),
+        None,
+    );
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(upserted(&changes).len(), 4, "three pages and the Main Page");
+    (wiki, run, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_is_picked_up_by_one_poll_and_only_that_page_is_read() {
+    let (wiki, mut run, [_, beta, _]) = watched().await;
+    wiki.edit("Beta", "Beta body, edited.").await;
+
+    let (changes, _) = run.until_checkpoint().await;
+    let docs = upserted(&changes);
+    assert_eq!(docs.len(), 1, "{changes:?}");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let d = docs[0];
+    assert_eq!(d.key.native_id, beta.to_string());
+    assert!(String::from_utf8_lossy(&d.content).contains("Beta body, edited."));
+    assert_eq!(d.version, wiki.revision(beta).await.to_string());
+    // The poll's job looked at one page and read it: the others were not fetched.
+    let job = run.job(d.job.unwrap());
+    assert_eq!(job.kind, "watch");
+    assert_eq!(job.counts.scanned, 1, "{job:?}");
+    assert_eq!(job.counts.modified, 1, "{job:?}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_page_is_deleted() {
+    let (wiki, mut run, [_, beta, _]) = watched().await;
+    wiki.delete("Beta").await;
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(deleted(&changes), vec![beta.to_string()]);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_page_keeps_its_key_and_gets_its_new_title_and_uri() {
+    let (wiki, mut run, [_, beta, _]) = watched().await;
+    wiki.move_page("Beta", "Beta renamed", true).await;
+    let redirect = wiki
+        .page_id("Beta")
+        .await
+        .expect("a redirect is left behind");
+
+    let (changes, _) = run.until_checkpoint().await;
+    let docs = upserted(&changes);
+    assert_eq!(
+        docs.len(),
+        1,
+        "only the moved page, not its redirect: {changes:?}"
+    );
+    assert!(deleted(&changes).is_empty(), "{changes:?}");
+    let d = docs[0];
+    assert_eq!(d.key.native_id, beta.to_string());
+    assert_ne!(d.key.native_id, redirect.to_string());
+    assert_eq!(d.title.as_deref(), Some("Beta renamed"));
+    assert_eq!(d.uri, format!("{}/index.php?title=Beta_renamed", wiki.url));
+    assert_eq!(d.attributes["wiki_title"], "Beta renamed");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_moved_out_of_the_crawled_namespaces_is_deleted() {
+    let (wiki, mut run, [_, beta, _]) = watched().await;
+    wiki.move_page("Beta", "Project:Beta", false).await;
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(deleted(&changes), vec![beta.to_string()], "{changes:?}");
+    assert!(upserted(&changes).is_empty(), "{changes:?}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_page_comes_back_under_its_key() {
+    let (wiki, mut run, [_, beta, _]) = watched().await;
+    wiki.delete("Beta").await;
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(deleted(&changes), vec![beta.to_string()]);
+
+    wiki.undelete("Beta").await;
+    assert_eq!(
+        wiki.page_id("Beta").await,
+        Some(beta),
+        "restored under its id"
+    );
+    let (changes, _) = run.until_checkpoint().await;
+    let docs = upserted(&changes);
+    assert_eq!(docs.len(), 1, "{changes:?}");
+    assert_eq!(docs[0].key.native_id, beta.to_string());
+    assert_eq!(docs[0].title.as_deref(), Some("Beta"));
+    assert!(String::from_utf8_lossy(&docs[0].content).contains("Beta body."));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_changes_until_resume_catches_up() {
+    let (wiki, mut run, [alpha, _, _]) = watched().await;
+    run.commands.send(ConnectorCommand::Pause).await.unwrap();
+    run.wait_status("paused", |s| s.paused && s.phase == "paused")
+        .await;
+    wiki.edit("Alpha", "Alpha body, edited while paused.").await;
+    run.commands.send(ConnectorCommand::Resume).await.unwrap();
+
+    let (changes, _) = run.until_checkpoint().await;
+    let docs = upserted(&changes);
+    assert_eq!(docs.len(), 1, "{changes:?}");
+    assert_eq!(docs[0].key.native_id, alpha.to_string());
+    // No poll ran while paused: the job that read it is the resume's catch-up.
+    assert_eq!(run.job(docs[0].job.unwrap()).trigger, "resume");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_full_rereads_every_page() {
+    let (_wiki, mut run, _) = watched().await;
+    let job_id = run.status.reserve_job_id();
+    run.commands
+        .send(ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: false,
+            full: true,
+        })
+        .await
+        .unwrap();
+    let (changes, _) = run.until_checkpoint().await;
+    let docs = upserted(&changes);
+    assert_eq!(docs.len(), 4, "{changes:?}");
+    assert!(docs.iter().all(|d| d.reparse && d.job == Some(job_id)));
+    let job = run.job(job_id);
+    assert_eq!((job.kind, job.trigger), ("reconcile", "admin"));
+    assert_eq!(job.state, JobState::Succeeded);
+    run.stop().await;
+}
+
+// --- permissions -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_permissions_skip_pages_of_unmapped_namespaces() {
+    let wiki = Wiki::start().await;
+    let main = wiki.page_id("Main Page").await.unwrap();
+    let article = wiki.edit("Article", "Public-ish.").await;
+    let manual = wiki.edit("Help:Manual", "Staff only.").await;
+
+    let (index, changes, _) = crawl(
+        &wiki,
+        r#"
+        namespaces = [0, 12]
+        permissions = "namespaces"
+        [namespace_principals]
+        "12" = ["group:staff", "user:alice"]
+        "#,
+    )
+    .await;
+
+    let docs = upserted(&changes);
+    assert_eq!(docs.len(), 1, "{changes:?}");
+    assert_eq!(docs[0].key.native_id, manual.to_string());
+    assert_eq!(
+        docs[0].acl,
+        Acl::new([Principal::group("staff"), Principal::user("alice")], [])
+    );
+    let skipped: BTreeMap<String, String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Skipped { key, reason } => Some((key.native_id.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        skipped.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([main.to_string(), article.to_string()])
+    );
+    assert!(
+        skipped.values().all(|r| r.contains("namespace 0")),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        index.ids(),
+        vec![manual.to_string()],
+        "never indexed with a guess"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_wiki_is_crawled_with_the_bot_password() {
+    let wiki = Wiki::start_private().await;
+    let page = wiki.edit("Secret plan", "Only for members.").await;
+    let section = "permissions = \"group\"\ngroup = \"wiki-readers\"\n";
+
+    // Anonymous reading is refused by the wiki: an error, nothing sent.
+    let mut anon = Running::start(
+        connector(&wiki, section),
+        std::sync::Arc::new(TestIndex::default()),
+        None,
+    );
+    let sent = anon
+        .wait_status("anonymous crawl fails", |s| s.last_error.is_some())
+        .await;
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(anon.status.snapshot().phase, "failed");
+    anon.stop().await;
+
+    let (_, changes, _) = crawl(&wiki, &format!("{section}{}", bot_login())).await;
+    let docs = upserted(&changes);
+    assert!(
+        docs.iter().any(|d| d.key.native_id == page.to_string()
+            && d.acl == Acl::new([Principal::group("wiki-readers")], [])),
+        "{changes:?}"
+    );
+}
+
+// --- failures ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_password_is_an_error_state_with_its_reason_and_deletes_nothing() {
+    let wiki = Wiki::start_private().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let (index, _, cp) = crawl(&wiki, &format!("{PUBLIC}{}", bot_login())).await;
+    let before = index.ids();
+    assert_eq!(before.len(), 2);
+
+    let section = format!(
+        "{PUBLIC}username = \"{}\"\npassword = \"not-the-password\"\n",
+        wiki::BOT_USER
+    );
+    // With and without a checkpoint (a poll, and a first crawl), the same.
+    for checkpoint in [Some(cp), None] {
+        let mut run = Running::start(connector(&wiki, &section), index.clone(), checkpoint);
+        let sent = run
+            .wait_status("login failure reported", |s| {
+                s.phase == "failed"
+                    && s.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("login as Admin@docent failed"))
+            })
+            .await;
+        assert!(sent.is_empty(), "nothing is sent: {sent:?}");
+        let error = run.status.snapshot().last_error.unwrap();
+        assert!(error.contains("Incorrect username or password"), "{error}");
+        assert_eq!(index.ids(), before);
+        run.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiki_outage_mid_sync_deletes_nothing_and_the_sync_resumes_from_the_checkpoint() {
+    let mut wiki = Wiki::start().await;
+    let mut pages = BTreeMap::new();
+    for i in 0..16 {
+        let title = format!("Page {i:02}");
+        pages.insert(wiki.edit(&title, "First version.").await, title);
+    }
+    let (index, _, cp) = crawl(&wiki, PUBLIC).await;
+    let indexed = index.ids();
+    assert_eq!(indexed.len(), 17);
+
+    // Twelve edits for the next poll; a sink of one holds the connector mid-way through them.
+    let edited: BTreeSet<String> = pages
+        .iter()
+        .take(12)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    for (_, title) in pages.iter().take(12) {
+        wiki.edit(title, "Second version.").await;
+    }
+    let mut run =
+        Running::start_with_capacity(connector(&wiki, PUBLIC), index.clone(), Some(cp), 1);
+    let first = run
+        .next_within(harness::PATIENCE)
+        .await
+        .expect("the poll starts sending");
+    wiki.stop();
+
+    // The poll fails on the stopped wiki: an error, no delete, no checkpoint.
+    let mut seen = vec![first];
+    seen.extend(
+        run.wait_status("outage reported", |s| {
+            s.phase == "failed"
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("unreachable"))
+        })
+        .await,
+    );
+    assert!(deleted(&seen).is_empty(), "{seen:?}");
+    assert!(
+        !seen.iter().any(|c| matches!(c, Change::Checkpoint { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        upserted(&seen).len() < 12,
+        "the outage came mid-sync: {seen:?}"
+    );
+    assert_eq!(index.ids(), indexed);
+
+    // Back up: the retry resumes from the checkpoint and finishes the edits, nothing else.
+    wiki.restart().await;
+    let (changes, _) = run.until_checkpoint().await;
+    seen.extend(changes);
+    assert!(deleted(&seen).is_empty(), "{seen:?}");
+    let got: BTreeSet<String> = upserted(&seen)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert_eq!(got, edited);
+    assert_eq!(index.ids(), indexed);
+    assert_eq!(run.status.snapshot().last_error, None);
+    assert_eq!(run.status.snapshot().phase, "watching");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_reconciliation_deletes_pages_the_logs_never_showed() {
+    let wiki = Wiki::start().await;
+    for t in ["Alpha", "Beta", "Delta", "Epsilon"] {
+        wiki.edit(t, "Body.").await;
+    }
+    let section = format!("full_reconcile_interval_secs = 1\n{PUBLIC}");
+    let (index, _, cp) = crawl(&wiki, &section).await;
+    // A page the index holds but the wiki lost without a log entry (say, a restored backup).
+    index.insert("777777", "1");
+
+    let mut run = Running::start(connector(&wiki, &section), index.clone(), Some(cp));
+    let mut seen = Vec::new();
+    // Polls come first until the interval has passed; then a reconciliation lists the wiki.
+    while !deleted(&seen).contains(&"777777".to_string()) {
+        let (changes, _) = run.until_checkpoint().await;
+        assert!(
+            upserted(&changes).is_empty(),
+            "nothing changed: {changes:?}"
+        );
+        seen.extend(changes);
+    }
+    assert_eq!(deleted(&seen), vec!["777777".to_string()]);
+    let job = run.status.snapshot().jobs[0].clone();
+    assert_eq!((job.kind, &job.state), ("reconcile", &JobState::Succeeded));
+    assert_eq!(job.counts.unchanged, 5, "{job:?}");
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let index = std::sync::Arc::new(TestIndex::default());
+    // Pages the index holds that the wiki no longer has (say, deleted while the logs were
+    // not read): 10 of 12 is far past 15 %.
+    let ghosts: BTreeSet<String> = (90_001..90_011).map(|i: u64| i.to_string()).collect();
+    for g in &ghosts {
+        index.insert(g, "1");
+    }
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), None);
+    let (changes, _) = run.until_checkpoint().await;
+    assert!(deleted(&changes).is_empty(), "{changes:?}");
+    let state = run.status.snapshot();
+    assert!(
+        matches!(&state.jobs[0].state, JobState::Blocked(why) if why.contains("10 of 12")),
+        "{:?}",
+        state.jobs[0]
+    );
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("deletion protection"))
+    );
+
+    let job_id = run.status.reserve_job_id();
+    run.commands
+        .send(ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: true,
+            full: false,
+        })
+        .await
+        .unwrap();
+    let (changes, _) = run.until_checkpoint().await;
+    assert_eq!(
+        deleted(&changes).into_iter().collect::<BTreeSet<_>>(),
+        ghosts
+    );
+    assert_eq!(run.job(job_id).state, JobState::Succeeded);
+    assert_eq!(run.status.snapshot().last_error, None);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_listing_deletes_nothing_even_when_forced() {
+    let wiki = Wiki::start().await;
+    let index = std::sync::Arc::new(TestIndex::default());
+    index.insert("4242", "1");
+    // Project: (4) has no pages on a fresh wiki.
+    let section = format!("namespaces = [4]\n{PUBLIC}");
+    let mut run = Running::start(connector(&wiki, &section), index.clone(), None);
+    let (changes, _) = run.until_checkpoint().await;
+    assert!(changes.is_empty(), "{changes:?}");
+
+    let job_id = run.status.reserve_job_id();
+    run.commands
+        .send(ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: true,
+            full: false,
+        })
+        .await
+        .unwrap();
+    let (changes, _) = run.until_checkpoint().await;
+    assert!(changes.is_empty(), "{changes:?}");
+    assert!(
+        matches!(&run.job(job_id).state, JobState::Blocked(why) if why.contains("listed no pages"))
+    );
+    assert_eq!(index.ids(), vec!["4242".to_string()]);
+    run.stop().await;
+}
