@@ -45,7 +45,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use posix_names::PosixNames;
+pub use posix_names::{PosixNames, memberships};
 
 /// Validated configuration of one file-share connector.
 #[derive(Debug, Clone)]
@@ -926,24 +926,35 @@ impl Scanner {
     }
 
     fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Acl {
-        let mode = meta.mode();
-        let mut allow = BTreeSet::new();
-        if mode & 0o400 != 0 {
-            allow.insert(Principal::User(self.names.user(meta.uid())));
-        }
-        if mode & 0o040 != 0 {
-            allow.insert(Principal::Group(self.names.group(meta.gid())));
-        }
-        if mode & 0o004 != 0 {
-            allow.insert(Principal::Everyone);
-        }
-        let posix = Acl {
-            allow,
-            deny: BTreeSet::new(),
-        };
+        let posix = posix_acl(&self.names, meta.uid(), meta.gid(), meta.mode());
         let rel = path.strip_prefix(root).unwrap_or(path);
         acl_rules::apply(&self.cfg.acl_rules, rel, posix)
     }
+}
+
+/// The ACL POSIX owner, group and mode bits give a file: owner-readable → `user:<owner>`,
+/// group-readable → `group:<group>`, world-readable → `everyone` (names from `names`, numeric
+/// ids when unknown). Shared with the network-share connectors (NFS modes, Samba's Unix SIDs).
+pub fn posix_acl(names: &PosixNames, uid: u32, gid: u32, mode: u32) -> Acl {
+    let mut allow = BTreeSet::new();
+    if mode & 0o400 != 0 {
+        allow.insert(Principal::User(names.user(uid)));
+    }
+    if mode & 0o040 != 0 {
+        allow.insert(Principal::Group(names.group(gid)));
+    }
+    if mode & 0o004 != 0 {
+        allow.insert(Principal::Everyone);
+    }
+    Acl {
+        allow,
+        deny: BTreeSet::new(),
+    }
+}
+
+/// Path-prefix ACL rules applied to a relative path's ACL (shared with the network shares).
+pub fn apply_acl_rules(rules: &[AclRule], rel: &Path, acl: Acl) -> Acl {
+    acl_rules::apply(rules, rel, acl)
 }
 
 fn file_uri(path: &Path) -> String {
