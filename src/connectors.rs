@@ -10,5 +10,7 @@ pub fn registry() -> Vec<Box<dyn ConnectorFactory>> {
         Box::new(crate::ingest::push::Factory),
         Box::new(docent_mediawiki_connector::Factory),
         Box::new(docent_dokuwiki_connector::Factory),
+        Box::new(docent_nfs_connector::Factory),
+        Box::new(docent_smb_connector::Factory),
     ]
 }

@@ -1,0 +1,334 @@
+//! A thin NFSv3 session over `nfs3_client`: mount through the portmapper, list directories with
+//! READDIRPLUS, read files. Every call has a deadline (a server that stops answering must not hang
+//! a sync forever).
+//!
+//! Errors come in two layers: the outer `Result` is the transport (the server is unreachable,
+//! the connection broke, a call timed out: an outage, never a reason to delete), the inner one an
+//! NFS status for one object (permission denied, stale handle: that object's problem).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use nfs3_client::nfs3_types::nfs3::{self, Nfs3Option, Nfs3Result, fattr3, nfs_fh3, nfsstat3};
+use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
+use nfs3_client::nfs3_types::xdr_codec::Opaque;
+use nfs3_client::tokio::{TokioConnector, TokioIo};
+use nfs3_client::{ConnectError, Nfs3Client, Nfs3ConnectionBuilder};
+
+use crate::NfsConfig;
+
+type Io = TokioIo<tokio::net::TcpStream>;
+
+/// A transport failure: the server cannot be used right now.
+#[derive(Debug, thiserror::Error)]
+pub enum NfsError {
+    #[error("cannot resolve server {server:?}: {message}")]
+    Resolve { server: String, message: String },
+    #[error("cannot mount {export} on {server}: {message}")]
+    Mount {
+        server: String,
+        export: String,
+        message: String,
+    },
+    #[error("{op} {path:?} failed: {message}")]
+    Rpc {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("{op} {path:?} timed out after {secs} s")]
+    Timeout {
+        op: &'static str,
+        path: String,
+        secs: u64,
+    },
+}
+
+/// One directory entry with the attributes READDIRPLUS brought along (or a LOOKUP filled in).
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub fh: nfs_fh3,
+    pub attr: fattr3,
+}
+
+/// What a READ of a whole file gave: its bytes (at most `max + 1`) and the attributes the server
+/// sent with the last reply.
+pub struct ReadOutcome {
+    pub data: Vec<u8>,
+    pub attr: Option<fattr3>,
+}
+
+pub struct Session {
+    client: Nfs3Client<Io>,
+    pub root: nfs_fh3,
+    timeout: Duration,
+}
+
+/// Up to this many bytes per READ (servers cap it at their own maximum).
+const READ_CHUNK: u32 = 1024 * 1024;
+/// READDIRPLUS reply size.
+const DIR_CHUNK: u32 = 64 * 1024;
+
+impl Session {
+    pub async fn connect(cfg: &NfsConfig) -> Result<Self, NfsError> {
+        let ip = resolve(&cfg.server).await?;
+        let mount_err = |message: String| NfsError::Mount {
+            server: cfg.server.clone(),
+            export: cfg.export.clone(),
+            message,
+        };
+        let privileged = cfg.privileged_port.unwrap_or(true);
+        let conn = match mount(cfg, ip, privileged).await {
+            // Not root: binding a port below 1024 is refused. In auto mode fall back to an
+            // ordinary port (servers with `insecure` / `PrivilegedPort = false` accept it).
+            Err(Some(ConnectError::Io(e)))
+                if cfg.privileged_port.is_none()
+                    && e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                mount(cfg, ip, false).await
+            }
+            other => other,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(None) => {
+                return Err(NfsError::Timeout {
+                    op: "mount",
+                    path: cfg.export.clone(),
+                    secs: cfg.rpc_timeout.as_secs(),
+                });
+            }
+            Err(Some(e)) => return Err(mount_err(e.to_string())),
+        };
+        let root = conn.root_nfs_fh3();
+        Ok(Self {
+            client: conn.into_nfs3_client(),
+            root,
+            timeout: cfg.rpc_timeout,
+        })
+    }
+
+    pub async fn lookup(
+        &mut self,
+        dir: &nfs_fh3,
+        name: &[u8],
+        path: &str,
+    ) -> Result<Result<(nfs_fh3, Option<fattr3>), nfsstat3>, NfsError> {
+        let timeout = self.timeout;
+        let args = nfs3::LOOKUP3args {
+            what: nfs3::diropargs3 {
+                dir: dir.clone(),
+                name: nfs3::filename3(Opaque::borrowed(name)),
+            },
+        };
+        let res = with_deadline(timeout, "lookup", path, self.client.lookup(&args)).await?;
+        Ok(match res {
+            Nfs3Result::Ok(ok) => Ok((ok.object, option(ok.obj_attributes))),
+            Nfs3Result::Err((stat, _)) => Err(stat),
+        })
+    }
+
+    pub async fn getattr(
+        &mut self,
+        fh: &nfs_fh3,
+        path: &str,
+    ) -> Result<Result<fattr3, nfsstat3>, NfsError> {
+        let args = nfs3::GETATTR3args { object: fh.clone() };
+        let res = with_deadline(self.timeout, "getattr", path, self.client.getattr(&args)).await?;
+        Ok(match res {
+            Nfs3Result::Ok(ok) => Ok(ok.obj_attributes),
+            Nfs3Result::Err((stat, _)) => Err(stat),
+        })
+    }
+
+    /// Every entry of a directory but `.` and `..`, following READDIRPLUS cookies to the end.
+    pub async fn list(
+        &mut self,
+        dir: &nfs_fh3,
+        path: &str,
+    ) -> Result<Result<Vec<Entry>, nfsstat3>, NfsError> {
+        let mut out = Vec::new();
+        let mut cookie = 0;
+        let mut cookieverf = nfs3::cookieverf3::default();
+        loop {
+            let args = nfs3::READDIRPLUS3args {
+                dir: dir.clone(),
+                cookie,
+                cookieverf,
+                dircount: DIR_CHUNK,
+                maxcount: DIR_CHUNK * 4,
+            };
+            let res = with_deadline(
+                self.timeout,
+                "readdirplus",
+                path,
+                self.client.readdirplus(&args),
+            )
+            .await?;
+            let ok = match res {
+                Nfs3Result::Ok(ok) => ok,
+                Nfs3Result::Err((stat, _)) => return Ok(Err(stat)),
+            };
+            cookieverf = ok.cookieverf;
+            let eof = ok.reply.eof;
+            let entries = ok.reply.entries.into_inner();
+            let last = entries.last().map(|e| e.cookie);
+            for e in entries {
+                let name = e.name.0.as_ref().to_vec();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let (fh, attr) = match (e.name_handle, e.name_attributes) {
+                    (Nfs3Option::Some(fh), Nfs3Option::Some(attr)) => (fh, attr),
+                    // The server left something out: ask for it.
+                    _ => {
+                        let child = join(path, &String::from_utf8_lossy(&name));
+                        match self.lookup(dir, &name, &child).await? {
+                            Ok((fh, Some(attr))) => (fh, attr),
+                            Ok((fh, None)) => match self.getattr(&fh, &child).await? {
+                                Ok(attr) => (fh, attr),
+                                Err(nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE) => continue,
+                                Err(stat) => return Ok(Err(stat)),
+                            },
+                            // Gone between the listing and the lookup.
+                            Err(nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE) => continue,
+                            Err(stat) => return Ok(Err(stat)),
+                        }
+                    }
+                };
+                out.push(Entry { name, fh, attr });
+            }
+            match last {
+                Some(c) if !eof => cookie = c,
+                _ => break,
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Reads a file from the start until EOF or until more than `max` bytes arrived.
+    pub async fn read(
+        &mut self,
+        fh: &nfs_fh3,
+        max: u64,
+        path: &str,
+    ) -> Result<Result<ReadOutcome, nfsstat3>, NfsError> {
+        let mut data = Vec::new();
+        let mut attr = None;
+        loop {
+            let args = nfs3::READ3args {
+                file: fh.clone(),
+                offset: data.len() as u64,
+                // Never more than one byte past `max`: that byte is enough to tell "too large".
+                count: (max + 1)
+                    .saturating_sub(data.len() as u64)
+                    .clamp(1, u64::from(READ_CHUNK)) as u32,
+            };
+            let res = with_deadline(self.timeout, "read", path, self.client.read(&args)).await?;
+            let ok = match res {
+                Nfs3Result::Ok(ok) => ok,
+                Nfs3Result::Err((stat, _)) => return Ok(Err(stat)),
+            };
+            if let Some(a) = option(ok.file_attributes) {
+                attr = Some(a);
+            }
+            let chunk = ok.data.as_ref();
+            data.extend_from_slice(chunk);
+            if ok.eof || chunk.is_empty() || data.len() as u64 > max {
+                break;
+            }
+        }
+        Ok(Ok(ReadOutcome { data, attr }))
+    }
+}
+
+async fn with_deadline<T, E: std::fmt::Display>(
+    timeout: Duration,
+    op: &'static str,
+    path: &str,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, NfsError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(NfsError::Rpc {
+            op,
+            path: path.to_string(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(NfsError::Timeout {
+            op,
+            path: path.to_string(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// Mounts the export; `Err(None)` is a timeout.
+async fn mount(
+    cfg: &NfsConfig,
+    ip: IpAddr,
+    privileged: bool,
+) -> Result<nfs3_client::Nfs3Connection<Io>, Option<ConnectError>> {
+    let cred = opaque_auth::auth_unix(&auth_unix {
+        stamp: 0,
+        machinename: Opaque::borrowed(b"docent"),
+        uid: cfg.uid,
+        gid: cfg.gid,
+        gids: cfg.gids.clone(),
+    });
+    let mut b = Nfs3ConnectionBuilder::new(TokioConnector, ip.to_string(), &cfg.export)
+        .portmapper_port(cfg.portmapper_port)
+        .connect_from_privileged_port(privileged)
+        .credential(cred);
+    if let Some(p) = cfg.mount_port {
+        b = b.mount_port(p);
+    }
+    if let Some(p) = cfg.port {
+        b = b.nfs3_port(p);
+    }
+    match tokio::time::timeout(cfg.rpc_timeout, b.mount()).await {
+        Ok(r) => r.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+async fn resolve(server: &str) -> Result<IpAddr, NfsError> {
+    if let Ok(ip) = server.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let err = |message: String| NfsError::Resolve {
+        server: server.to_string(),
+        message,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((server, 0))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    // The privileged-port connector binds IPv4 sockets: prefer an IPv4 address.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .map(|a| a.ip())
+        .ok_or_else(|| err("no address".into()))
+}
+
+fn option<
+    T: nfs3_client::nfs3_types::xdr_codec::Pack + nfs3_client::nfs3_types::xdr_codec::Unpack,
+>(
+    o: Nfs3Option<T>,
+) -> Option<T> {
+    match o {
+        Nfs3Option::Some(v) => Some(v),
+        Nfs3Option::None => None,
+    }
+}
+
+/// `dir/name`, or `name` at the top.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}

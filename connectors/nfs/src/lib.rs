@@ -1,0 +1,757 @@
+//! NFS connector: mounts one export over NFSv3 (through the portmapper, with AUTH_SYS), crawls it
+//! with READDIRPLUS and polls it again every `reconcile_interval` (NFS has no change
+//! notifications).
+//!
+//! Invariants:
+//! - every upsert carries an ACL derived from the file's owner, group and mode bits exactly as
+//!   the fs connector derives it (`docent_fs_connector::posix_acl`, names from the configured
+//!   passwd/group files), possibly changed by configured path rules; a file nobody may read is
+//!   skipped with a reason, never indexed;
+//! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
+//!   (or last sent) is never read;
+//! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
+//!   timeout, or a listing that comes back empty while documents are indexed ends the sync as
+//!   failed (phase "failed", the reason in `last_error`) without deleting anything; the sync is
+//!   retried with exponential backoff and the next one picks up where the index stands;
+//! - a sub-directory that cannot be listed keeps its indexed documents (its files are not
+//!   known to be gone); deletions go through deletion protection like the fs connector's.
+//!
+//! ```toml
+//! [[connectors]]
+//! type = "nfs"
+//! id = "nas"
+//! server = "nas.example.internal"    # host name or IP; NFSv3 over TCP
+//! export = "/srv/share"              # as the server's mount service exports it
+//! # sub_path = "teams"               # crawl only this directory (ids stay export-relative)
+//! # port = 2049                      # NFS port; default: ask the portmapper (portmapper_port 111)
+//! # mount_port = 20048               # mount service port; default: ask the portmapper
+//! # include = ["**/*.md"]            # globs on the export-relative path (default: everything)
+//! # exclude = ["**/.*", "**/*~", "**/.git/**"]
+//! # passwd_file = "/etc/passwd"      # uid/gid -> names; must describe the *server's* ids
+//! # group_file = "/etc/group"
+//! # uid = 0                          # AUTH_SYS identity (needs no_root_squash to read all)
+//! # gid = 0
+//! # reconcile_interval_secs = 300    # polling interval
+//! # retry_max_secs = 300             # backoff cap after a failed sync
+//! # rpc_timeout_secs = 30
+//! # deletion_protection_percent = 15
+//! # deletion_protection_min_docs = 5
+//! # [[connectors.acl_rules]]         # as in the fs connector, prefixes relative to the export
+//! # path_prefix = "hr"
+//! # allow = ["group:hr"]
+//! ```
+
+mod client;
+mod config;
+
+pub use client::NfsError;
+pub use config::Factory;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
+use docent_connector_api::{
+    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    MembershipSink, SourceDocument, StatusHandle,
+};
+use docent_fs_connector::{AclRule, PosixNames, apply_acl_rules, posix_acl};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3};
+use tokio::sync::mpsc;
+
+use client::{Session, join};
+
+/// Validated configuration of one NFS connector.
+#[derive(Debug, Clone)]
+pub struct NfsConfig {
+    pub id: String,
+    /// Host name or IP address of the NFS server.
+    pub server: String,
+    /// The exported path, as the server's mount service knows it.
+    pub export: String,
+    /// Only this directory of the export is crawled (no leading or trailing `/`). Native ids stay
+    /// relative to the export.
+    pub sub_path: Option<String>,
+    /// NFS and mount service ports; `None` asks the portmapper.
+    pub port: Option<u16>,
+    pub mount_port: Option<u16>,
+    pub portmapper_port: u16,
+    /// Globs matched against the path relative to the export; empty include means everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Path-prefix rules (prefixes relative to the export), as in the fs connector.
+    pub acl_rules: Vec<AclRule>,
+    /// uid/gid → names for the ACL principals; they must describe the server's ids.
+    pub passwd_file: PathBuf,
+    pub group_file: PathBuf,
+    /// After each successful sync, report the group database's memberships.
+    pub report_memberships: bool,
+    pub max_file_size: u64,
+    /// How often the export is polled.
+    pub reconcile_interval: Duration,
+    /// The longest wait between retries after a failed sync (backoff starts at 1 s and doubles).
+    pub retry_max: Duration,
+    /// Deadline of each RPC (and of the mount).
+    pub rpc_timeout: Duration,
+    pub deletion_protection_percent: u32,
+    pub deletion_protection_min_docs: u64,
+    /// AUTH_SYS identity of the crawler. The default uid 0 / gid 0 lets the crawler read every
+    /// file of an export with `no_root_squash` (it must, to index non-public files with their
+    /// ACLs); where the server squashes root, it reads as the anonymous user and files it cannot
+    /// read are skipped with a reason. The export should be read-only for the crawler's host.
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+    /// Connect from a port below 1024: `Some(true)` always, `Some(false)` never, `None` when the
+    /// process may (falls back to an ordinary port when it is not root).
+    pub privileged_port: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NfsConfigError {
+    #[error("invalid glob {glob:?}: {message}")]
+    Glob { glob: String, message: String },
+}
+
+/// The connector, built from a validated config.
+pub struct NfsConnector {
+    cfg: Arc<NfsConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl NfsConnector {
+    pub fn new(cfg: NfsConfig) -> Result<Self, NfsConfigError> {
+        let include = if cfg.include.is_empty() {
+            None
+        } else {
+            Some(glob_set(&cfg.include)?)
+        };
+        let exclude = glob_set(&cfg.exclude)?;
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            include,
+            exclude,
+        })
+    }
+}
+
+fn glob_set(globs: &[String]) -> Result<GlobSet, NfsConfigError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        let glob = Glob::new(g).map_err(|e| NfsConfigError::Glob {
+            glob: g.clone(),
+            message: e.kind().to_string(),
+        })?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| NfsConfigError::Glob {
+        glob: globs.join(","),
+        message: e.to_string(),
+    })
+}
+
+impl Connector for NfsConnector {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn kind(&self) -> &'static str {
+        "nfs"
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: ConnectorContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        async move { run(*self, ctx).await }.boxed()
+    }
+}
+
+/// The first retry waits this long; each failure doubles it up to `retry_max`.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+    let ConnectorContext {
+        mut commands,
+        sink,
+        memberships,
+        indexed,
+        checkpoint,
+        shutdown,
+        status,
+    } = ctx;
+    status.set_phase("starting");
+    if let Some(ms) = checkpoint
+        .as_ref()
+        .and_then(|c| c.get("last_full_scan_ms"))
+        .and_then(serde_json::Value::as_i64)
+    {
+        status.full_scan_done(ms);
+    }
+    let cfg = conn.cfg.clone();
+    let mut syncer = Syncer {
+        cfg: conn.cfg,
+        include: conn.include,
+        exclude: conn.exclude,
+        status: status.clone(),
+        sink,
+        indexed,
+        sent: HashMap::new(),
+        job: 0,
+        full: false,
+    };
+
+    let mut next = tokio::time::Instant::now();
+    let mut trigger = "start";
+    let mut backoff = FIRST_RETRY.min(cfg.retry_max);
+    let mut paused = false;
+    let mut commands_open = true;
+    loop {
+        let due = async {
+            if paused {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(next).await
+            }
+        };
+        let (job_id, why, force, full) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            cmd = commands.recv(), if commands_open => match cmd {
+                None => {
+                    commands_open = false;
+                    continue;
+                }
+                Some(ConnectorCommand::SyncNow { job_id, force_deletions, full }) => {
+                    (Some(job_id), "admin", force_deletions, full)
+                }
+                Some(ConnectorCommand::Pause) => {
+                    paused = true;
+                    status.set_paused(true);
+                    status.set_phase("paused");
+                    continue;
+                }
+                Some(ConnectorCommand::Resume) => {
+                    paused = false;
+                    status.set_paused(false);
+                    // Catch up on whatever changed while paused.
+                    (None, "resume", false, false)
+                }
+            },
+            _ = due => (None, trigger, false, false),
+        };
+        syncer.full = full;
+        let outcome = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                syncer.cancel_job();
+                break;
+            }
+            r = syncer.sync(job_id, why, force) => r?,
+        };
+        syncer.full = false;
+        if outcome {
+            report_memberships(&cfg, memberships.as_ref());
+            backoff = FIRST_RETRY.min(cfg.retry_max);
+            next = tokio::time::Instant::now() + cfg.reconcile_interval;
+        } else {
+            tracing::info!(connector = %cfg.id, retry_in_ms = backoff.as_millis() as u64, "nfs sync failed, retrying");
+            next = tokio::time::Instant::now() + backoff;
+            backoff = (backoff * 2).min(cfg.retry_max);
+        }
+        trigger = "schedule";
+    }
+    status.set_phase("stopped");
+    Ok(())
+}
+
+/// Reports the group database's memberships when configured (re-read each time: it changes).
+fn report_memberships(cfg: &NfsConfig, sink: &dyn MembershipSink) {
+    if !cfg.report_memberships {
+        return;
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let m = docent_fs_connector::memberships(&read(&cfg.passwd_file), &read(&cfg.group_file));
+    sink.report(&cfg.id, m);
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a sync stopped early.
+enum SyncError {
+    /// The server could not be used: nothing is deleted, the sync is retried.
+    Outage(String),
+    /// The pipeline is gone: the connector stops.
+    Sink(ConnectorError),
+}
+
+impl From<NfsError> for SyncError {
+    fn from(e: NfsError) -> Self {
+        Self::Outage(e.to_string())
+    }
+}
+
+enum Reconciled {
+    Done,
+    DeletionsBlocked(String),
+}
+
+/// One file found by the walk.
+struct Found {
+    rel: String,
+    fh: nfs_fh3,
+    attr: fattr3,
+}
+
+struct Syncer {
+    cfg: Arc<NfsConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    status: StatusHandle,
+    sink: mpsc::Sender<Change>,
+    indexed: Arc<dyn IndexedState>,
+    /// What was last sent per native id — an upsert of that version and ACL (`Some`) or a
+    /// delete/skip (`None`) — until the index shows the same (as in the fs connector).
+    sent: HashMap<String, Option<IndexedDoc>>,
+    /// The running job.
+    job: u64,
+    /// A full sync: read and re-parse every file, changed or not.
+    full: bool,
+}
+
+impl Syncer {
+    /// One reconciliation job. `Ok(false)`: it failed on an outage (recorded in the status) and
+    /// should be retried.
+    async fn sync(
+        &mut self,
+        job_id: Option<u64>,
+        trigger: &'static str,
+        force_deletions: bool,
+    ) -> Result<bool, ConnectorError> {
+        self.status.set_phase("crawling");
+        self.job = self
+            .status
+            .start_job(job_id, "reconcile", trigger, unix_millis());
+        let outcome = self.reconcile(force_deletions).await;
+        let now_ms = unix_millis();
+        let state = match outcome {
+            Err(SyncError::Sink(e)) => {
+                self.status
+                    .finish_job(self.job, JobState::Failed(e.to_string()), now_ms);
+                return Err(e);
+            }
+            Err(SyncError::Outage(why)) => {
+                tracing::warn!(connector = %self.cfg.id, error = %why, "nfs sync failed; nothing was deleted");
+                self.status.set_error(Some(why.clone()));
+                self.status
+                    .finish_job(self.job, JobState::Failed(why), now_ms);
+                self.status.set_phase("failed");
+                return Ok(false);
+            }
+            Ok(Reconciled::Done) => {
+                // The server answered and the sync completed: earlier alarms are over.
+                self.status.set_error(None);
+                JobState::Succeeded
+            }
+            Ok(Reconciled::DeletionsBlocked(why)) => {
+                tracing::warn!(connector = %self.cfg.id, "{why}");
+                self.status.set_error(Some(why.clone()));
+                JobState::Blocked(why)
+            }
+        };
+        self.status.finish_job(self.job, state, now_ms);
+        self.status.full_scan_done(now_ms);
+        self.status.set_phase(if self.status.snapshot().paused {
+            "paused"
+        } else {
+            "watching"
+        });
+        self.send(Change::Checkpoint {
+            connector: self.cfg.id.clone(),
+            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms }),
+        })
+        .await
+        .map_err(|e| match e {
+            SyncError::Sink(e) => e,
+            SyncError::Outage(m) => ConnectorError::Failed {
+                connector: self.cfg.id.clone(),
+                message: m,
+            },
+        })?;
+        Ok(true)
+    }
+
+    /// Marks the running job cancelled (shutdown during a sync).
+    fn cancel_job(&self) {
+        if self
+            .status
+            .snapshot()
+            .jobs
+            .iter()
+            .any(|j| j.id == self.job && j.state == JobState::Running)
+        {
+            self.status
+                .finish_job(self.job, JobState::Cancelled, unix_millis());
+        }
+    }
+
+    async fn send(&self, change: Change) -> Result<(), SyncError> {
+        self.sink.send(change).await.map_err(|_| {
+            SyncError::Sink(ConnectorError::SinkClosed {
+                connector: self.cfg.id.clone(),
+            })
+        })
+    }
+
+    fn count(&self, f: impl FnOnce(&mut JobRecord)) {
+        self.status.update_job(self.job, f);
+    }
+
+    fn count_failure(&self, id: &str, reason: &str) {
+        self.count(|j| {
+            j.counts.failed += 1;
+            if j.failures.len() < docent_connector_api::jobs::JOB_FAILURES {
+                j.failures.push(JobFailure {
+                    id: id.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        });
+    }
+
+    fn selected(&self, rel: &str) -> bool {
+        if self.exclude.is_match(rel) {
+            return false;
+        }
+        self.include.as_ref().is_none_or(|inc| inc.is_match(rel))
+    }
+
+    /// Walks the export, upserts what changed, and deletes what is gone unless deletion
+    /// protection (or an outage) stops it.
+    async fn reconcile(&mut self, force_deletions: bool) -> Result<Reconciled, SyncError> {
+        let names = PosixNames::load(&self.cfg.passwd_file, &self.cfg.group_file);
+        let mut session = Session::connect(&self.cfg).await?;
+        let mut top = session.root.clone();
+        let mut top_rel = String::new();
+        if let Some(sub) = self.cfg.sub_path.clone() {
+            for part in sub.split('/') {
+                top_rel = join(&top_rel, part);
+                top = match session.lookup(&top, part.as_bytes(), &top_rel).await? {
+                    Ok((fh, _)) => fh,
+                    Err(stat) => {
+                        return Err(SyncError::Outage(format!(
+                            "sub_path {top_rel:?} cannot be opened on {}:{}: {stat}",
+                            self.cfg.server, self.cfg.export
+                        )));
+                    }
+                };
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        // Directories that could not be listed: what is indexed under them stays.
+        let mut unlisted: Vec<String> = Vec::new();
+        let mut dirs = vec![(top, top_rel.clone())];
+        let mut visited_dirs = BTreeSet::new();
+        while let Some((dir, rel_dir)) = dirs.pop() {
+            let entries = match session.list(&dir, &rel_dir).await? {
+                Ok(e) => e,
+                Err(stat) if rel_dir == top_rel => {
+                    return Err(SyncError::Outage(format!(
+                        "cannot list {:?} of {}:{}: {stat}",
+                        rel_dir, self.cfg.server, self.cfg.export
+                    )));
+                }
+                Err(stat) => {
+                    let reason = format!("directory cannot be listed: {stat}");
+                    self.count_failure(&rel_dir, &reason);
+                    unlisted.push(rel_dir);
+                    continue;
+                }
+            };
+            let mut files = Vec::new();
+            for e in entries {
+                let Ok(name) = String::from_utf8(e.name) else {
+                    self.count_failure(&rel_dir, "a file name is not UTF-8; it was left out");
+                    continue;
+                };
+                let rel = join(&rel_dir, &name);
+                match e.attr.type_ {
+                    ftype3::NF3DIR => {
+                        if !self.exclude.is_match(&rel)
+                            && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
+                        {
+                            dirs.push((e.fh, rel));
+                        }
+                    }
+                    // Symbolic links are not followed (as in the fs connector's default).
+                    ftype3::NF3LNK => {}
+                    _ if !self.selected(&rel) => {}
+                    _ => files.push(Found {
+                        rel,
+                        fh: e.fh,
+                        attr: e.attr,
+                    }),
+                }
+            }
+            files.sort_by(|a, b| a.rel.cmp(&b.rel));
+            for f in files {
+                seen.insert(f.rel.clone());
+                self.visit(&mut session, &names, f).await?;
+            }
+        }
+
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        let known = self.known_ids(&indexed);
+        let in_scope = |id: &str| match &self.cfg.sub_path {
+            Some(s) => id.starts_with(&format!("{s}/")),
+            None => true,
+        };
+        let under_unlisted = |id: &str| {
+            unlisted
+                .iter()
+                .any(|d| d.is_empty() || id.starts_with(&format!("{d}/")))
+        };
+        let gone: Vec<String> = known
+            .iter()
+            .filter(|id| in_scope(id) && !seen.contains(*id) && !under_unlisted(id))
+            .cloned()
+            .collect();
+        if seen.is_empty() && !gone.is_empty() {
+            return Err(SyncError::Outage(format!(
+                "the export {}:{} listed no files while {} documents are indexed; nothing was deleted (an empty or unmounted export?)",
+                self.cfg.server,
+                self.cfg.export,
+                gone.len()
+            )));
+        }
+        let (n, total) = (gone.len() as u64, indexed.len() as u64);
+        if !force_deletions
+            && docent_connector_api::jobs::deletion_blocked(
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            )
+        {
+            return Ok(Reconciled::DeletionsBlocked(format!(
+                "deletion protection: this sync would delete {n} of {total} documents ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
+                n as f64 * 100.0 / total.max(1) as f64,
+                self.cfg.deletion_protection_percent,
+                self.cfg.id
+            )));
+        }
+        for id in gone {
+            self.sent.insert(id.clone(), None);
+            self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
+                .await?;
+            self.count(|j| j.counts.deleted += 1);
+        }
+        Ok(Reconciled::Done)
+    }
+
+    /// Every native id the index holds or will hold once what was sent is applied; forgets
+    /// sent entries the index already shows.
+    fn known_ids(&mut self, indexed: &[String]) -> BTreeSet<String> {
+        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
+        let (id, ix) = (&self.cfg.id, &self.indexed);
+        self.sent
+            .retain(|n, last| ix.get(&DocKey::new(id, n.as_str())) != *last);
+        for (n, last) in &self.sent {
+            if last.is_some() {
+                known.insert(n.clone());
+            } else {
+                known.remove(n);
+            }
+        }
+        known
+    }
+
+    fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
+        if let Some(last) = self.sent.get(&key.native_id) {
+            return last.clone();
+        }
+        self.indexed.get(key)
+    }
+
+    /// The ACL and version of a file from its attributes, or why it cannot be indexed.
+    fn acl_and_version(
+        &self,
+        names: &PosixNames,
+        rel: &str,
+        a: &fattr3,
+    ) -> Result<(Acl, String), String> {
+        if a.type_ != ftype3::NF3REG {
+            return Err(format!("not a regular file ({})", a.type_));
+        }
+        if a.nlink > 1 && !self.cfg.acl_rules.is_empty() {
+            return Err(format!(
+                "the file has {} hard links and ACL rules apply by path: one path cannot tell its ACL",
+                a.nlink
+            ));
+        }
+        if a.size > self.cfg.max_file_size {
+            return Err(format!(
+                "too large: {} bytes > max_file_size {} bytes",
+                a.size, self.cfg.max_file_size
+            ));
+        }
+        let posix = posix_acl(names, a.uid, a.gid, a.mode);
+        let acl = apply_acl_rules(&self.cfg.acl_rules, Path::new(rel), posix);
+        if acl.is_closed() {
+            return Err("no principal may read this file (ACL allows nobody)".to_string());
+        }
+        Ok((acl, version(a)))
+    }
+
+    async fn visit(
+        &mut self,
+        session: &mut Session,
+        names: &PosixNames,
+        f: Found,
+    ) -> Result<(), SyncError> {
+        let key = DocKey::new(&self.cfg.id, f.rel.as_str());
+        let prev = self.last_known(&key);
+        let known = prev.is_some();
+        self.count(|j| j.counts.scanned += 1);
+        let doc = match self.read_if_changed(session, names, &f, &key, prev).await? {
+            Ok(Some(doc)) => doc,
+            Ok(None) => {
+                self.count(|j| j.counts.unchanged += 1);
+                return Ok(());
+            }
+            Err(reason) => {
+                self.count_failure(&f.rel, &reason);
+                // A skipped document is removed from the index: an unreadable file must not
+                // keep serving old text under an old ACL.
+                self.sent.insert(f.rel.clone(), None);
+                return self.send(Change::Skipped { key, reason }).await;
+            }
+        };
+        self.sent.insert(
+            f.rel.clone(),
+            Some(IndexedDoc {
+                version: doc.version.clone(),
+                acl_fingerprint: doc.acl.fingerprint(),
+            }),
+        );
+        self.count(|j| {
+            if known {
+                j.counts.modified += 1;
+            } else {
+                j.counts.added += 1;
+            }
+        });
+        self.send(Change::Upsert(Box::new(doc))).await
+    }
+
+    /// The document when new or changed, `None` when unchanged, or the reason it is skipped.
+    async fn read_if_changed(
+        &self,
+        session: &mut Session,
+        names: &PosixNames,
+        f: &Found,
+        key: &DocKey,
+        prev: Option<IndexedDoc>,
+    ) -> Result<Result<Option<SourceDocument>, String>, SyncError> {
+        let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr) {
+            Ok(v) => v,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if let Some(prev) = prev
+            && prev.version == version
+            && prev.acl_fingerprint == acl.fingerprint()
+            && !self.full
+        {
+            return Ok(Ok(None));
+        }
+        let max = self.cfg.max_file_size;
+        let read = match session.read(&f.fh, max, &f.rel).await? {
+            Ok(r) => r,
+            Err(stat) => return Ok(Err(format!("unreadable: {stat}"))),
+        };
+        if read.data.len() as u64 > max {
+            return Ok(Err(format!("too large: over max_file_size {max} bytes")));
+        }
+        // The attributes that came with the read describe what was read: a file changed (or
+        // chmod'ed) since the listing is indexed with its current ACL and version.
+        let attr = read.attr.as_ref().unwrap_or(&f.attr);
+        let (acl, version) = if read.attr.is_some() {
+            match self.acl_and_version(names, &f.rel, attr) {
+                Ok(v) => v,
+                Err(reason) => return Ok(Err(reason)),
+            }
+        } else {
+            (acl, version)
+        };
+        let name_hint = f.rel.rsplit('/').next().unwrap_or(&f.rel).to_string();
+        let mut attributes = BTreeMap::new();
+        attributes.insert("export_path".to_string(), f.rel.clone());
+        if let Some((_, ext)) = name_hint.rsplit_once('.')
+            && !ext.is_empty()
+        {
+            attributes.insert("file_type".to_string(), ext.to_lowercase());
+        }
+        Ok(Ok(Some(SourceDocument {
+            key: key.clone(),
+            uri: nfs_uri(&self.cfg.server, &self.cfg.export, &f.rel),
+            title: None,
+            mime: None,
+            name_hint,
+            content: read.data,
+            version,
+            modified_at: Some(attr.mtime.seconds as i64),
+            attributes,
+            acl,
+            job: Some(self.job),
+            reparse: self.full,
+        })))
+    }
+}
+
+/// (file id, size, mtime): a rewrite, a replacement under the same name or a touch all change it.
+fn version(a: &fattr3) -> String {
+    format!(
+        "{}:{}:{}.{:09}",
+        a.fileid, a.size, a.mtime.seconds, a.mtime.nseconds
+    )
+}
+
+/// `nfs://server/export/rel`, percent-encoded.
+fn nfs_uri(server: &str, export: &str, rel: &str) -> String {
+    let mut s = format!("nfs://{server}");
+    let path = format!("{}/{rel}", export.trim_end_matches('/'));
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                s.push(b as char)
+            }
+            _ => s.push_str(&format!("%{b:02X}")),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_percent_encodes() {
+        assert_eq!(
+            nfs_uri("nas", "/srv/share/", "a b/ü.txt"),
+            "nfs://nas/srv/share/a%20b/%C3%BC.txt"
+        );
+    }
+}

@@ -1,0 +1,749 @@
+//! The NFS connector against a real NFS server: nfs-ganesha (VFS FSAL) with rpcbind, started by
+//! `scripts/shares/nfs.sh` for each test in a temporary directory (installed first with
+//! `nfs.sh install` when missing). ganesha always binds port 2049, so the tests of this binary
+//! run one at a time (a global lock). The tests change the export directly on the local
+//! filesystem (write, remove, chmod, chown to numeric ids described by a test passwd/group file).
+//!
+//! Tests wait for outcomes with deadlines and never assert how long anything took.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use docent_connector_api::conformance::{self, Fixture};
+use docent_connector_api::jobs::{ConnectorCommand, JobState};
+use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
+use docent_connector_api::{
+    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    NoMemberships, Principal, SourceDocument, StatusHandle,
+};
+use docent_nfs_connector::Factory;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const CONNECTOR: &str = "nfs";
+const MAX_BYTES: u64 = 1000;
+
+const PASSWD: &str = "alice:x:1001:2001::/home/alice:/bin/sh\nbob:x:1002:2002::/home/bob:/bin/sh\n";
+const GROUP: &str = "staff:x:2001:\neng:x:2002:bob\n";
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/shares/nfs.sh")
+}
+
+fn run_script(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()))
+}
+
+fn ensure_installed() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        let present = Command::new("sh")
+            .args(["-c", "command -v ganesha.nfsd && command -v rpcbind"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if present {
+            return Ok(());
+        }
+        let out = run_script(&["install"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nfs-ganesha is not installed and `scripts/shares/nfs.sh install` failed (it needs \
+                 root and the Debian archive): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+/// One test at a time: ganesha's port is fixed.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running ganesha exporting `dir/export`, stopped on drop.
+struct Server {
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        ensure_installed();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("passwd"), PASSWD).unwrap();
+        std::fs::write(dir.path().join("group"), GROUP).unwrap();
+        let s = Self { dir };
+        s.up();
+        s
+    }
+
+    fn up(&self) {
+        let out = run_script(&["start", self.dir.path().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "nfs.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn down(&self) {
+        let out = run_script(&["stop", self.dir.path().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "nfs.sh stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn export(&self) -> PathBuf {
+        self.dir.path().join("export")
+    }
+
+    /// Writes `rel` with `text`, owner `uid:gid` and `mode`.
+    fn put(&self, rel: &str, text: &str, uid: u32, gid: u32, mode: u32) {
+        let p = self.export().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn chmod(&self, rel: &str, mode: u32) {
+        std::fs::set_permissions(
+            self.export().join(rel),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+    }
+
+    fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.export().join(rel)).unwrap();
+    }
+
+    /// The connector's config over this export.
+    fn connector(&self, extra: &str) -> Box<dyn Connector> {
+        let text = format!(
+            "server = \"127.0.0.1\"\nexport = \"{}\"\npasswd_file = \"{}\"\ngroup_file = \"{}\"\n\
+             reconcile_interval_secs = 3600\nretry_max_secs = 1\nrpc_timeout_secs = 10\n{extra}",
+            self.export().display(),
+            self.dir.path().join("passwd").display(),
+            self.dir.path().join("group").display(),
+        );
+        let env = ConfigEnv {
+            id: CONNECTOR.into(),
+            base_dir: self.dir.path().to_path_buf(),
+            max_document_bytes: MAX_BYTES,
+            max_text_bytes: MAX_BYTES,
+            parse_timeout: Duration::from_secs(5),
+        };
+        let spec = Factory
+            .configure(toml::from_str(&text).unwrap(), &env)
+            .unwrap_or_else(|e| panic!("config: {e:?}"));
+        spec.build().unwrap().connector
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = run_script(&["stop", self.dir.path().to_str().unwrap()]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A running connector over an in-memory index
+
+#[derive(Default)]
+struct Index {
+    docs: Mutex<BTreeMap<String, (IndexedDoc, SourceDocument)>>,
+}
+
+impl IndexedState for Index {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
+        self.docs
+            .lock()
+            .unwrap()
+            .get(&key.native_id)
+            .map(|(d, _)| d.clone())
+    }
+
+    fn native_ids(&self, _connector: &str) -> Vec<String> {
+        self.docs.lock().unwrap().keys().cloned().collect()
+    }
+}
+
+/// What one sync sent, up to and including its checkpoint.
+#[derive(Debug, Default)]
+struct Sent {
+    upserts: BTreeMap<String, Acl>,
+    deletes: BTreeSet<String>,
+    skipped: BTreeMap<String, String>,
+    checkpoint: Option<serde_json::Value>,
+}
+
+struct Running {
+    index: Arc<Index>,
+    status: StatusHandle,
+    rx: mpsc::Receiver<Change>,
+    commands: mpsc::Sender<ConnectorCommand>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ConnectorError>>,
+}
+
+impl Running {
+    fn start(connector: Box<dyn Connector>) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let status = StatusHandle::default();
+        let index = Arc::new(Index::default());
+        let ctx = ConnectorContext {
+            commands: cmd_rx,
+            sink: tx,
+            memberships: Arc::new(NoMemberships),
+            indexed: index.clone(),
+            checkpoint: None,
+            shutdown: shutdown.clone(),
+            status: status.clone(),
+        };
+        Self {
+            index,
+            status,
+            rx,
+            commands: cmd_tx,
+            shutdown,
+            task: tokio::spawn(connector.run(ctx)),
+        }
+    }
+
+    /// Applies changes until the next checkpoint and returns them.
+    async fn next_sync(&mut self) -> Sent {
+        let deadline = Instant::now() + DEADLINE;
+        let mut sent = Sent::default();
+        while sent.checkpoint.is_none() {
+            let change = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no checkpoint within {DEADLINE:?}: {sent:?}"))
+                .expect("the connector stopped");
+            let mut docs = self.index.docs.lock().unwrap();
+            match change {
+                Change::Upsert(d) => {
+                    assert!(!d.acl.allow.is_empty(), "{} without an ACL", d.key);
+                    sent.upserts.insert(d.key.native_id.clone(), d.acl.clone());
+                    let entry = IndexedDoc {
+                        version: d.version.clone(),
+                        acl_fingerprint: d.acl.fingerprint(),
+                    };
+                    docs.insert(d.key.native_id.clone(), (entry, *d));
+                }
+                Change::Delete(k) => {
+                    docs.remove(&k.native_id);
+                    sent.deletes.insert(k.native_id);
+                }
+                Change::Skipped { key, reason } => {
+                    docs.remove(&key.native_id);
+                    sent.skipped.insert(key.native_id, reason);
+                }
+                Change::Checkpoint { checkpoint, .. } => sent.checkpoint = Some(checkpoint),
+            }
+        }
+        sent
+    }
+
+    async fn sync_now(&mut self) -> Sent {
+        let job_id = self.status.reserve_job_id();
+        self.commands
+            .send(ConnectorCommand::SyncNow {
+                job_id,
+                force_deletions: false,
+                full: false,
+            })
+            .await
+            .unwrap();
+        self.next_sync().await
+    }
+
+    /// Waits until the most recent job is in a state `pred` accepts.
+    async fn wait_job(&self, what: &str, pred: impl Fn(&JobState) -> bool) -> JobState {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.status.snapshot();
+            if let Some(j) = s.jobs.front()
+                && pred(&j.state)
+            {
+                return j.state.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not reached within {DEADLINE:?}; jobs: {:?}",
+                s.jobs
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn doc(&self, id: &str) -> SourceDocument {
+        self.index
+            .docs
+            .lock()
+            .unwrap()
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not indexed"))
+            .1
+            .clone()
+    }
+
+    fn ids(&self) -> BTreeSet<String> {
+        self.index.docs.lock().unwrap().keys().cloned().collect()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the connector stops after cancellation")
+            .expect("the connector task does not panic")
+            .expect("the connector ends without error");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn acl(allow: &[Principal]) -> Acl {
+    Acl::new(allow.iter().cloned(), [])
+}
+
+fn ids(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn crawl_indexes_files_with_acls_from_owner_group_and_mode() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("team/plan.txt", "the plan", 1001, 2001, 0o640);
+    server.put("team/deep/notes.md", "notes", 1002, 2002, 0o600);
+    server.put("public.txt", "hello all", 1001, 2001, 0o644);
+    server.put("unknown-ids.txt", "numbers", 4242, 4343, 0o440);
+    server.put("nobody.txt", "locked", 1001, 2001, 0o000);
+    server.put(
+        "big.txt",
+        &"x".repeat(MAX_BYTES as usize + 1),
+        1001,
+        2001,
+        0o644,
+    );
+    server.put(".hidden", "excluded by default", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&[
+                "public.txt",
+                "team/deep/notes.md",
+                "team/plan.txt",
+                "unknown-ids.txt"
+            ])
+        );
+        assert_eq!(
+            sent.upserts["team/plan.txt"],
+            acl(&[Principal::user("alice"), Principal::group("staff")])
+        );
+        assert_eq!(
+            sent.upserts["team/deep/notes.md"],
+            acl(&[Principal::user("bob")])
+        );
+        assert_eq!(
+            sent.upserts["public.txt"],
+            acl(&[
+                Principal::user("alice"),
+                Principal::group("staff"),
+                Principal::Everyone
+            ])
+        );
+        assert_eq!(
+            sent.upserts["unknown-ids.txt"],
+            acl(&[Principal::user("4242"), Principal::group("4343")])
+        );
+        assert!(
+            sent.skipped["nobody.txt"].contains("allows nobody"),
+            "{sent:?}"
+        );
+        assert!(sent.skipped["big.txt"].contains("too large"), "{sent:?}");
+        let ms = sent.checkpoint.as_ref().unwrap()["last_full_scan_ms"]
+            .as_i64()
+            .expect("last_full_scan_ms in the checkpoint");
+        assert_eq!(c.status.snapshot().last_full_scan_ms, Some(ms));
+
+        let d = c.doc("team/plan.txt");
+        assert_eq!(d.content, b"the plan");
+        assert_eq!(d.name_hint, "plan.txt");
+        assert_eq!(d.mime, None);
+        assert_eq!(
+            d.uri,
+            format!("nfs://127.0.0.1{}/team/plan.txt", server.export().display())
+        );
+        let mtime = std::fs::metadata(server.export().join("team/plan.txt"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(d.modified_at, Some(mtime));
+        assert_eq!(d.attributes["export_path"], "team/plan.txt");
+        for reserved in ["source", "path", "relative_path", "modified_at"] {
+            assert!(!d.attributes.contains_key(reserved), "{reserved}");
+        }
+        assert_eq!(c.status.snapshot().phase, "watching");
+        c.stop().await;
+    });
+}
+
+#[test]
+fn edits_additions_and_deletions_follow_at_the_next_sync() {
+    let _serial = serial();
+    let server = Server::start();
+    for name in [
+        "a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt", "g.txt",
+    ] {
+        server.put(name, name, 1001, 2001, 0o640);
+    }
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        assert_eq!(c.next_sync().await.upserts.len(), 7);
+
+        // Nothing changed: nothing is sent (and nothing read).
+        let idle = c.sync_now().await;
+        assert!(
+            idle.upserts.is_empty() && idle.deletes.is_empty(),
+            "{idle:?}"
+        );
+
+        server.put("a.txt", "a.txt, edited", 1001, 2001, 0o640);
+        server.put("new.txt", "new", 1001, 2001, 0o640);
+        server.remove("b.txt");
+        let sent = c.sync_now().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["a.txt", "new.txt"])
+        );
+        assert_eq!(sent.deletes, ids(&["b.txt"]));
+        assert_eq!(c.doc("a.txt").content, b"a.txt, edited");
+        let job = c.status.snapshot().jobs.front().cloned().unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(
+            (
+                job.counts.added,
+                job.counts.modified,
+                job.counts.deleted,
+                job.counts.unchanged
+            ),
+            (1, 1, 1, 5)
+        );
+        c.stop().await;
+    });
+}
+
+#[test]
+fn a_chmod_alone_changes_the_acl_in_one_sync() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("report.txt", "report", 1001, 2001, 0o644);
+    server.put("other.txt", "other", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        server.chmod("report.txt", 0o600);
+        let sent = c.sync_now().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["report.txt"])
+        );
+        assert_eq!(sent.upserts["report.txt"], acl(&[Principal::user("alice")]));
+        c.stop().await;
+    });
+}
+
+#[test]
+fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
+    let _serial = serial();
+    let server = Server::start();
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        server.put(name, name, 1001, 2001, 0o644);
+    }
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        server.down();
+        let job_id = c.status.reserve_job_id();
+        c.commands
+            .send(ConnectorCommand::SyncNow {
+                job_id,
+                force_deletions: false,
+                full: false,
+            })
+            .await
+            .unwrap();
+        c.wait_job("a failed sync", |s| matches!(s, JobState::Failed(_)))
+            .await;
+        let s = c.status.snapshot();
+        assert_eq!(s.phase, "failed");
+        assert!(s.last_error.is_some());
+        assert_eq!(c.ids(), ids(&["a.txt", "b.txt", "c.txt"]));
+        // Nothing was sent while the server was away (no deletes, no skips).
+        assert!(c.rx.try_recv().is_err());
+
+        server.put("d.txt", "added while down", 1001, 2001, 0o644);
+        server.up();
+        // The retry (backoff capped at 1 s here) catches up without a command.
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["d.txt"])
+        );
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        let s = c.status.snapshot();
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.phase, "watching");
+        c.stop().await;
+    });
+}
+
+#[test]
+fn an_empty_listing_deletes_nothing() {
+    let _serial = serial();
+    let server = Server::start();
+    for name in ["a.txt", "b.txt"] {
+        server.put(name, name, 1001, 2001, 0o644);
+    }
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        server.remove("a.txt");
+        server.remove("b.txt");
+        let job_id = c.status.reserve_job_id();
+        c.commands
+            .send(ConnectorCommand::SyncNow {
+                job_id,
+                force_deletions: false,
+                full: false,
+            })
+            .await
+            .unwrap();
+        let state = c
+            .wait_job("a failed sync", |s| matches!(s, JobState::Failed(_)))
+            .await;
+        assert!(
+            format!("{state:?}").contains("listed no files"),
+            "{state:?}"
+        );
+        assert_eq!(c.ids(), ids(&["a.txt", "b.txt"]));
+        c.stop().await;
+    });
+}
+
+#[test]
+fn deletion_protection_blocks_a_mass_deletion() {
+    let _serial = serial();
+    let server = Server::start();
+    for i in 0..10 {
+        server.put(&format!("f{i}.txt"), "x", 1001, 2001, 0o644);
+    }
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        for i in 0..6 {
+            server.remove(&format!("f{i}.txt"));
+        }
+        let sent = c.sync_now().await;
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        assert_eq!(c.ids().len(), 10);
+        let s = c.status.snapshot();
+        assert!(matches!(s.jobs[0].state, JobState::Blocked(_)), "{s:?}");
+        assert!(s.last_error.unwrap().starts_with("deletion protection"));
+        c.stop().await;
+    });
+}
+
+#[test]
+fn acl_rules_and_globs_apply_to_paths_relative_to_the_export() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("hr/payroll.txt", "pay", 1001, 2001, 0o644);
+    server.put("hr/leave.txt", "leave", 1001, 2001, 0o600);
+    server.put("eng/design.txt", "design", 1002, 2002, 0o640);
+    server.put("eng/drafts/idea.txt", "idea", 1002, 2002, 0o640);
+    server.put("eng/image.bin", "bin", 1002, 2002, 0o640);
+    let extra = "include = [\"**/*.txt\"]\nexclude = [\"eng/drafts\", \"**/.*\"]\n\
+                 [[acl_rules]]\npath_prefix = \"hr\"\nallow = [\"group:hr\"]\n\
+                 [[acl_rules]]\npath_prefix = \"eng\"\nallow = [\"user:carol\"]\nmode = \"extend\"\n";
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(extra));
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["eng/design.txt", "hr/leave.txt", "hr/payroll.txt"])
+        );
+        assert_eq!(
+            sent.upserts["hr/payroll.txt"],
+            acl(&[Principal::group("hr")])
+        );
+        assert_eq!(sent.upserts["hr/leave.txt"], acl(&[Principal::group("hr")]));
+        assert_eq!(
+            sent.upserts["eng/design.txt"],
+            acl(&[
+                Principal::user("bob"),
+                Principal::group("eng"),
+                Principal::user("carol")
+            ])
+        );
+        c.stop().await;
+    });
+}
+
+#[test]
+fn a_crawler_without_access_skips_what_it_cannot_read_and_keeps_unlisted_directories() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("mine.txt", "alice's", 1001, 2001, 0o600);
+    server.put("bobs.txt", "bob's", 1002, 2002, 0o600);
+    server.put("closed/inside.txt", "inside", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        // First crawl as root: everything is indexed.
+        let mut root = Running::start(server.connector(""));
+        root.next_sync().await;
+        let indexed = root.index.docs.lock().unwrap().clone();
+        root.stop().await;
+
+        // Then as alice (uid 1001) over the same index, with "closed" unlistable for her.
+        std::fs::set_permissions(
+            server.export().join("closed"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        server.put("bobs.txt", "bob's, edited", 1002, 2002, 0o600);
+        let mut c = Running::start(server.connector("uid = 1001\ngid = 2001\n"));
+        *c.index.docs.lock().unwrap() = indexed;
+        let sent = c.next_sync().await;
+        assert!(sent.skipped["bobs.txt"].contains("unreadable"), "{sent:?}");
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        assert!(c.ids().contains("closed/inside.txt"));
+        let job = c.status.snapshot().jobs.front().cloned().unwrap();
+        assert!(
+            job.failures
+                .iter()
+                .any(|f| f.id == "closed" && f.reason.contains("cannot be listed")),
+            "{job:?}"
+        );
+        c.stop().await;
+    });
+}
+
+#[test]
+fn pause_holds_syncs_and_resume_catches_up() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("a.txt", "a", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        c.commands.send(ConnectorCommand::Pause).await.unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while !c.status.snapshot().paused {
+            assert!(Instant::now() < deadline, "not paused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(c.status.snapshot().phase, "paused");
+        server.put("b.txt", "b", 1001, 2001, 0o644);
+        c.commands.send(ConnectorCommand::Resume).await.unwrap();
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["b.txt"])
+        );
+        let s = c.status.snapshot();
+        assert_eq!(s.jobs[0].trigger, "resume");
+        assert!(!s.paused);
+        c.stop().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conformance
+
+/// Each fixture crawls its own sub-directory of the one running export (`sub_path`).
+struct NfsFixture {
+    server: Arc<Server>,
+    sub: String,
+}
+
+impl Fixture for NfsFixture {
+    fn connector(&self) -> Box<dyn Connector> {
+        self.server
+            .connector(&format!("sub_path = \"{}\"\n", self.sub))
+    }
+
+    fn put(&mut self, id: &str, text: &str) {
+        self.server
+            .put(&self.native_id(id), text, 1001, 2001, 0o644);
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.server.remove(&self.native_id(id));
+    }
+
+    fn change_acl(&mut self, id: &str) {
+        self.server.chmod(&self.native_id(id), 0o640);
+    }
+
+    fn native_id(&self, id: &str) -> String {
+        format!("{}/{id}.txt", self.sub)
+    }
+}
+
+#[test]
+fn conformance() {
+    let _serial = serial();
+    let server = Arc::new(Server::start());
+    let n = std::sync::atomic::AtomicU32::new(0);
+    runtime().block_on(async {
+        conformance::run_all(|| NfsFixture {
+            server: server.clone(),
+            sub: format!(
+                "fixture-{}",
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        })
+        .await
+        .unwrap();
+    });
+}

@@ -1,0 +1,206 @@
+//! Security descriptor → Docent [`Acl`]: which principals the DACL lets read a file.
+//!
+//! Invariants: an ACE whose SID maps to nobody never widens access (an unmapped allow is
+//! ignored); an unmapped deny that could apply to a reader makes the file unindexable (we cannot
+//! know whom it denies); a missing DACL (a NULL DACL: everyone in Windows) is `everyone` only
+//! when configured, else the file is skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use docent_connector_api::{Acl, Principal};
+use docent_fs_connector::PosixNames;
+
+/// FILE_READ_DATA, GENERIC_ALL, GENERIC_READ (FILE_GENERIC_READ and full control include
+/// FILE_READ_DATA).
+pub const READ_BITS: u32 = 0x0000_0001 | 0x1000_0000 | 0x8000_0000;
+
+/// One ACE as far as reading goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ace {
+    pub kind: AceKind,
+    pub sid: String,
+    pub mask: u32,
+    /// Applies only to children, not to this object.
+    pub inherit_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AceKind {
+    Allow,
+    Deny,
+    /// A conditional/object allow: never trusted to grant.
+    OtherAllow,
+    /// A conditional/object deny: treated as an unconditional deny.
+    OtherDeny,
+    /// Audit, label and the like: no effect on reading.
+    Ignored,
+}
+
+/// What to do with a NULL DACL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullDacl {
+    Skip,
+    Everyone,
+}
+
+/// SID → principal mapping.
+#[derive(Debug, Default)]
+pub struct SidMap {
+    pub names: PosixNames,
+    pub explicit: BTreeMap<String, Principal>,
+}
+
+impl SidMap {
+    pub fn principal(&self, sid: &str) -> Option<Principal> {
+        if let Some(p) = self.explicit.get(sid) {
+            return Some(p.clone());
+        }
+        match sid {
+            // Everyone, Authenticated Users, BUILTIN\Users.
+            "S-1-1-0" | "S-1-5-11" | "S-1-5-32-545" => return Some(Principal::Everyone),
+            _ => {}
+        }
+        if let Some(uid) = sid.strip_prefix("S-1-22-1-") {
+            return uid
+                .parse()
+                .ok()
+                .map(|u| Principal::User(self.names.user(u)));
+        }
+        if let Some(gid) = sid.strip_prefix("S-1-22-2-") {
+            return gid
+                .parse()
+                .ok()
+                .map(|g| Principal::Group(self.names.group(g)));
+        }
+        None
+    }
+}
+
+/// The outcome for one file: its ACL, or why it cannot be indexed; `unmapped` lists SIDs of
+/// read ACEs that map to nobody (for the status).
+#[derive(Debug)]
+pub struct Computed {
+    pub acl: Result<Acl, String>,
+    pub unmapped: BTreeSet<String>,
+}
+
+/// `dacl`: `None` for a NULL DACL.
+pub fn compute(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl) -> Computed {
+    let mut unmapped = BTreeSet::new();
+    let Some(aces) = dacl else {
+        let acl = match null_dacl {
+            NullDacl::Everyone => Ok(Acl {
+                allow: BTreeSet::from([Principal::Everyone]),
+                deny: BTreeSet::new(),
+            }),
+            NullDacl::Skip => Err(
+                "the file has no DACL (NULL DACL: everyone may read); set null_dacl = \"everyone\" to index such files"
+                    .to_string(),
+            ),
+        };
+        return Computed { acl, unmapped };
+    };
+    let mut allow = BTreeSet::new();
+    let mut deny = BTreeSet::new();
+    let mut unmapped_deny = None;
+    for ace in aces {
+        if ace.inherit_only || ace.mask & READ_BITS == 0 {
+            continue;
+        }
+        let p = map.principal(&ace.sid);
+        match (ace.kind, p) {
+            (AceKind::Allow, Some(p)) => {
+                allow.insert(p);
+            }
+            (AceKind::Deny | AceKind::OtherDeny, Some(p)) => {
+                deny.insert(p);
+            }
+            (AceKind::Allow, None) => {
+                unmapped.insert(ace.sid.clone());
+            }
+            (AceKind::Deny | AceKind::OtherDeny, None) => {
+                unmapped.insert(ace.sid.clone());
+                unmapped_deny.get_or_insert_with(|| ace.sid.clone());
+            }
+            (AceKind::OtherAllow | AceKind::Ignored, _) => {}
+        }
+    }
+    let acl = if let Some(sid) = unmapped_deny {
+        Err(format!(
+            "a deny ACE for {sid} cannot be mapped to a principal (add it to sid_principals)"
+        ))
+    } else {
+        let acl = Acl { allow, deny };
+        if acl.is_closed() {
+            Err("no mapped principal may read this file (DACL allows nobody Docent knows)".into())
+        } else {
+            Ok(acl)
+        }
+    };
+    Computed { acl, unmapped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ace(kind: AceKind, sid: &str, mask: u32) -> Ace {
+        Ace {
+            kind,
+            sid: sid.into(),
+            mask,
+            inherit_only: false,
+        }
+    }
+
+    fn map() -> SidMap {
+        SidMap {
+            names: PosixNames::default(),
+            explicit: BTreeMap::from([("S-1-5-21-1-2-3-1001".into(), Principal::user("alice"))]),
+        }
+    }
+
+    #[test]
+    fn allow_and_deny_map_to_principals() {
+        let aces = [
+            ace(AceKind::Deny, "S-1-5-21-1-2-3-1001", 0x0012_0089),
+            ace(AceKind::Allow, "S-1-1-0", 0x001f_01ff),
+            ace(AceKind::Allow, "S-1-22-2-1000", 0x8000_0000),
+            ace(AceKind::Allow, "S-1-5-18", 0x1000_0000),
+            ace(AceKind::Allow, "S-1-5-11", 0x0000_0002),
+        ];
+        let c = compute(Some(&aces), &map(), NullDacl::Skip);
+        let acl = c.acl.unwrap();
+        assert!(acl.allow.contains(&Principal::Everyone));
+        assert!(acl.allow.contains(&Principal::group("1000")));
+        assert_eq!(acl.deny, BTreeSet::from([Principal::user("alice")]));
+        assert_eq!(c.unmapped, BTreeSet::from(["S-1-5-18".to_string()]));
+    }
+
+    #[test]
+    fn unmapped_deny_skips_and_null_dacl_is_configurable() {
+        let aces = [
+            ace(AceKind::Allow, "S-1-1-0", 1),
+            ace(AceKind::Deny, "S-1-5-21-9-9-9-500", 1),
+        ];
+        assert!(compute(Some(&aces), &map(), NullDacl::Skip).acl.is_err());
+        assert!(compute(None, &map(), NullDacl::Skip).acl.is_err());
+        let acl = compute(None, &map(), NullDacl::Everyone).acl.unwrap();
+        assert_eq!(acl.allow, BTreeSet::from([Principal::Everyone]));
+        let only_unmapped = [ace(AceKind::Allow, "S-1-5-18", 1)];
+        assert!(
+            compute(Some(&only_unmapped), &map(), NullDacl::Skip)
+                .acl
+                .is_err()
+        );
+        let inherit_only = [Ace {
+            inherit_only: true,
+            ..ace(AceKind::Deny, "S-1-3-0", 1)
+        }];
+        assert!(
+            compute(Some(&inherit_only), &map(), NullDacl::Skip)
+                .acl
+                .is_err()
+        );
+    }
+}

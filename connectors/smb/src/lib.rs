@@ -1,0 +1,877 @@
+//! SMB connector: crawls one share (or a folder in it) with the pure-Rust `smb` client (NTLM),
+//! takes each file's permissions from its security descriptor's DACL, and reconciles
+//! periodically (SMB2 change notifications are not used: the periodic reconciliation is what
+//! makes the index converge).
+//!
+//! Invariants:
+//! - every upsert carries the ACL its DACL gives ([`dacl`]); a file whose DACL cannot be read,
+//!   has a NULL DACL (unless configured), or has a deny ACE for a SID we cannot map is skipped
+//!   with the reason, never indexed with a guessed ACL;
+//! - an unchanged file (same file id, size and last-write time, and the same ACL) is not read;
+//!   the DACL of every file is read on every reconciliation, so an ACL-only change reaches the
+//!   index within one sync;
+//! - outages are not deletions: an unreachable server, a failed login, a listing that fails or
+//!   comes back empty, or a connection lost mid-crawl end the sync without deleting or skipping
+//!   anything; the connector reports the reason, retries with backoff and resumes (documents
+//!   already indexed and unchanged are not read again);
+//! - deletions past `deletion_protection_percent` need an admin's force, as in the fs connector.
+
+mod config;
+pub mod dacl;
+
+pub use config::Factory;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
+use docent_connector_api::{
+    Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    Principal, SourceDocument, StatusHandle,
+};
+use docent_fs_connector::PosixNames;
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::sync::mpsc;
+
+use crate::dacl::{Ace, AceKind, NullDacl, SidMap};
+
+/// Validated configuration of one SMB connector.
+#[derive(Clone)]
+pub struct SmbConfig {
+    pub id: String,
+    pub server: String,
+    pub port: u16,
+    pub share: String,
+    /// Folder inside the share to crawl (`/`-separated, no leading slash); empty: the share.
+    pub sub_path: String,
+    pub username: String,
+    /// Already `${VAR}`-interpolated by Docent. Never logged.
+    pub password: String,
+    pub domain: Option<String>,
+    /// Globs matched against the path relative to `sub_path`; empty include means everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub max_file_size: u64,
+    pub reconcile_interval: Duration,
+    /// For Samba's Unix SIDs (S-1-22-1-uid, S-1-22-2-gid).
+    pub passwd_file: std::path::PathBuf,
+    pub group_file: std::path::PathBuf,
+    /// Other SIDs (domain users and groups) → principals.
+    pub sid_principals: BTreeMap<String, Principal>,
+    pub null_dacl: NullDacl,
+    pub deletion_protection_percent: u32,
+    pub deletion_protection_min_docs: u64,
+    /// Backoff after a failed sync: starts here, doubles, capped at `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Per SMB request.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmbConfig")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("share", &self.share)
+            .field("sub_path", &self.sub_path)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("include", &self.include)
+            .field("exclude", &self.exclude)
+            .field("max_file_size", &self.max_file_size)
+            .field("reconcile_interval", &self.reconcile_interval)
+            .field("sid_principals", &self.sid_principals)
+            .field("null_dacl", &self.null_dacl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmbConfigError {
+    #[error("invalid glob {glob:?}: {message}")]
+    Glob { glob: String, message: String },
+}
+
+/// The connector, built from a validated config.
+pub struct SmbConnector {
+    cfg: Arc<SmbConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl SmbConnector {
+    pub fn new(cfg: SmbConfig) -> Result<Self, SmbConfigError> {
+        let include = if cfg.include.is_empty() {
+            None
+        } else {
+            Some(glob_set(&cfg.include)?)
+        };
+        let exclude = glob_set(&cfg.exclude)?;
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            include,
+            exclude,
+        })
+    }
+}
+
+fn glob_set(globs: &[String]) -> Result<GlobSet, SmbConfigError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        b.add(Glob::new(g).map_err(|e| SmbConfigError::Glob {
+            glob: g.clone(),
+            message: e.kind().to_string(),
+        })?);
+    }
+    b.build().map_err(|e| SmbConfigError::Glob {
+        glob: globs.join(","),
+        message: e.to_string(),
+    })
+}
+
+impl Connector for SmbConnector {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn kind(&self) -> &'static str {
+        "smb"
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: ConnectorContext,
+    ) -> BoxFuture<'static, Result<(), ConnectorError>> {
+        async move { run(*self, ctx).await }.boxed()
+    }
+}
+
+/// Why a sync stopped early.
+enum SyncError {
+    /// The share cannot be trusted now (unreachable, login refused, connection lost): nothing
+    /// is deleted, the sync is retried.
+    Outage(String),
+    Sink,
+}
+
+enum Outcome {
+    Done,
+    Blocked(String),
+}
+
+/// A sync to run: (reserved job id, trigger, force deletions, full).
+type Pending = (Option<u64>, &'static str, bool, bool);
+
+struct Crawler {
+    cfg: Arc<SmbConfig>,
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    sids: SidMap,
+    status: StatusHandle,
+    sink: mpsc::Sender<Change>,
+    indexed: Arc<dyn IndexedState>,
+    /// What was last sent per native id until the index shows the same (see the fs connector).
+    sent: HashMap<String, Option<IndexedDoc>>,
+    job: u64,
+    unmapped: BTreeSet<String>,
+}
+
+async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
+    let SmbConnector {
+        cfg,
+        include,
+        exclude,
+    } = conn;
+    let status = ctx.status.clone();
+    status.set_phase("starting");
+    let mut crawler = Crawler {
+        sids: SidMap {
+            names: PosixNames::load(&cfg.passwd_file, &cfg.group_file),
+            explicit: cfg.sid_principals.clone(),
+        },
+        cfg: cfg.clone(),
+        include,
+        exclude,
+        status: status.clone(),
+        sink: ctx.sink.clone(),
+        indexed: ctx.indexed.clone(),
+        sent: HashMap::new(),
+        job: 0,
+        unmapped: BTreeSet::new(),
+    };
+    let shutdown = ctx.shutdown.clone();
+    let mut commands = ctx.commands;
+    let mut paused = false;
+    let mut pending: Option<Pending> = Some((None, "start", false, false));
+    let mut backoff = cfg.retry_initial;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(cfg.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        if let Some((job, trigger, force, full)) = pending.take() {
+            let r = tokio::select! {
+                r = crawler.reconcile(job, trigger, force, full) => r,
+                _ = shutdown.cancelled() => Ok(false),
+            };
+            match r {
+                Ok(true) => {
+                    backoff = cfg.retry_initial;
+                    retry_at = None;
+                }
+                Ok(false) => break,
+                Err(SyncError::Sink) => {
+                    return Err(ConnectorError::SinkClosed {
+                        connector: cfg.id.clone(),
+                    });
+                }
+                Err(SyncError::Outage(why)) => {
+                    tracing::warn!(connector = %cfg.id, retry_in_ms = backoff.as_millis() as u64, error = %why, "smb sync failed, will retry");
+                    retry_at = Some(tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(cfg.retry_max);
+                }
+            }
+        }
+        let retry_sleep = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = retry_sleep => {
+                retry_at = None;
+                if !paused {
+                    pending = Some((None, "schedule", false, false));
+                }
+            }
+            _ = tick.tick() => {
+                if !paused && retry_at.is_none() {
+                    pending = Some((None, "schedule", false, false));
+                }
+            }
+            Some(cmd) = commands.recv() => match cmd {
+                ConnectorCommand::SyncNow { job_id, force_deletions, full } => {
+                    pending = Some((Some(job_id), "admin", force_deletions, full));
+                }
+                ConnectorCommand::Pause => {
+                    paused = true;
+                    status.set_paused(true);
+                    status.set_phase("paused");
+                }
+                ConnectorCommand::Resume => {
+                    paused = false;
+                    status.set_paused(false);
+                    pending = Some((None, "resume", false, false));
+                }
+            },
+        }
+    }
+    status.set_phase("stopped");
+    Ok(())
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A file as the listing shows it.
+struct Listed {
+    /// Path within the share, `/`-separated.
+    rel: String,
+    file_id: u64,
+    size: u64,
+    last_write: u64,
+}
+
+impl Listed {
+    /// (file id, size, last-write time): any change means the content may have changed.
+    fn version(&self) -> String {
+        format!("{:x}:{}:{}", self.file_id, self.size, self.last_write)
+    }
+}
+
+/// Open, authenticated client on the configured share.
+struct Session {
+    client: smb::Client,
+    share: smb::UncPath,
+}
+
+impl Session {
+    fn unc(&self, rel: &str) -> smb::UncPath {
+        if rel.is_empty() {
+            self.share.clone()
+        } else {
+            self.share.clone().with_path(&rel.replace('/', "\\"))
+        }
+    }
+
+    async fn list(&self, rel: &str) -> Result<Vec<(String, bool, Listed)>, String> {
+        let res = self
+            .client
+            .create_file(
+                &self.unc(rel),
+                &smb::FileCreateArgs::make_open_existing(
+                    smb::FileAccessMask::new().with_generic_read(true),
+                ),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let dir = match res {
+            smb::Resource::Directory(d) => Arc::new(d),
+            other => {
+                let _ = close_resource(other).await;
+                return Err("not a directory".into());
+            }
+        };
+        let mut out = Vec::new();
+        let listed: Result<(), String> = async {
+            let mut stream =
+                smb::Directory::query::<smb::FileIdBothDirectoryInformation>(&dir, "*")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            while let Some(item) = stream.next().await {
+                let e = item.map_err(|e| e.to_string())?;
+                let name = e.file_name.to_string();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let child = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let is_dir = e.file_attributes.directory();
+                out.push((
+                    child.clone(),
+                    is_dir,
+                    Listed {
+                        rel: child,
+                        file_id: e.file_id,
+                        size: e.end_of_file,
+                        last_write: *e.last_write_time,
+                    },
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        let _ = dir.close().await;
+        listed.map(|()| out)
+    }
+
+    /// Whether the share still answers (tells a per-file error from a lost connection).
+    async fn alive(&self) -> bool {
+        match self
+            .client
+            .create_file(
+                &self.share,
+                &smb::FileCreateArgs::make_open_existing(
+                    smb::FileAccessMask::new().with_generic_read(true),
+                ),
+            )
+            .await
+        {
+            Ok(r) => {
+                let _ = close_resource(r).await;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+async fn close_resource(r: smb::Resource) -> smb::Result<()> {
+    match r {
+        smb::Resource::File(f) => f.close().await,
+        smb::Resource::Directory(d) => d.close().await,
+        smb::Resource::Pipe(p) => p.close().await,
+    }
+}
+
+fn ace_of(ace: &smb::ACE) -> Ace {
+    use smb::AceValue as V;
+    let m = |mask: [u8; 4]| u32::from_le_bytes(mask);
+    let (kind, sid, mask) = match &ace.value {
+        V::AccessAllowed(a) => (
+            AceKind::Allow,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessDenied(a) => (
+            AceKind::Deny,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessAllowedCallback(a) => (
+            AceKind::OtherAllow,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessDeniedCallback(a) => (
+            AceKind::OtherDeny,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessAllowedObject(a) => (
+            AceKind::OtherAllow,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessDeniedObject(a) => (
+            AceKind::OtherDeny,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessAllowedCallbackObject(a) => (
+            AceKind::OtherAllow,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        V::AccessDeniedCallbackObject(a) => (
+            AceKind::OtherDeny,
+            a.sid.to_string(),
+            m(a.access_mask.into_bytes()),
+        ),
+        _ => (AceKind::Ignored, String::new(), 0),
+    };
+    Ace {
+        kind,
+        sid,
+        mask,
+        inherit_only: ace.ace_flags.inherit_only(),
+    }
+}
+
+fn smb_uri(server: &str, share: &str, rel: &str) -> String {
+    let mut s = format!("smb://{server}/");
+    for (i, part) in std::iter::once(share).chain(rel.split('/')).enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        for b in part.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    s.push(b as char)
+                }
+                _ => s.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    s
+}
+
+impl Crawler {
+    async fn send(&self, change: Change) -> Result<(), SyncError> {
+        self.sink.send(change).await.map_err(|_| SyncError::Sink)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut JobRecord)) {
+        self.status.update_job(self.job, f);
+    }
+
+    fn count_failure(&self, id: &str, reason: &str) {
+        self.count(|j| {
+            j.counts.failed += 1;
+            if j.failures.len() < docent_connector_api::jobs::JOB_FAILURES {
+                j.failures.push(JobFailure {
+                    id: id.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        });
+    }
+
+    fn key(&self, rel: &str) -> DocKey {
+        DocKey::new(&self.cfg.id, rel)
+    }
+
+    /// Relative to the crawl root, for the globs.
+    fn scoped<'a>(&self, rel: &'a str) -> &'a str {
+        if self.cfg.sub_path.is_empty() {
+            rel
+        } else {
+            rel.strip_prefix(&self.cfg.sub_path)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(rel)
+        }
+    }
+
+    fn selected(&self, rel: &str) -> bool {
+        let r = self.scoped(rel);
+        !self.exclude.is_match(r) && self.include.as_ref().is_none_or(|i| i.is_match(r))
+    }
+
+    fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
+        if let Some(last) = self.sent.get(&key.native_id) {
+            return last.clone();
+        }
+        self.indexed.get(key)
+    }
+
+    fn known_ids(&mut self, indexed: &[String]) -> BTreeSet<String> {
+        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
+        let (id, ix) = (self.cfg.id.clone(), self.indexed.clone());
+        self.sent
+            .retain(|n, last| ix.get(&DocKey::new(&id, n.as_str())) != *last);
+        for (n, last) in &self.sent {
+            if last.is_some() {
+                known.insert(n.clone());
+            } else {
+                known.remove(n);
+            }
+        }
+        known
+    }
+
+    async fn connect(&self) -> Result<Session, String> {
+        let mut cc = smb::ClientConfig::default();
+        cc.connection.port = Some(self.cfg.port);
+        cc.connection.timeout = Some(self.cfg.timeout);
+        let client = smb::Client::new(cc);
+        let share = smb::UncPath::new(&self.cfg.server)
+            .and_then(|u| u.with_share(&self.cfg.share))
+            .map_err(|e| format!("invalid server or share: {e}"))?;
+        let user = match &self.cfg.domain {
+            Some(d) => format!("{d}\\{}", self.cfg.username),
+            None => self.cfg.username.clone(),
+        };
+        client
+            .share_connect(&share, &user, self.cfg.password.clone())
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot connect to \\\\{}\\{} as {user}: {e}",
+                    self.cfg.server, self.cfg.share
+                )
+            })?;
+        Ok(Session { client, share })
+    }
+
+    /// One reconciliation job (cancellation drops it at an await). `Ok(true)`: finished.
+    async fn reconcile(
+        &mut self,
+        job: Option<u64>,
+        trigger: &'static str,
+        force: bool,
+        full: bool,
+    ) -> Result<bool, SyncError> {
+        self.status.set_phase("crawling");
+        self.job = self
+            .status
+            .start_job(job, "reconcile", trigger, unix_millis());
+        self.unmapped.clear();
+        let outcome = match self.connect().await {
+            Ok(session) => {
+                let r = self.sync(&session, force, full).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.client.close()).await;
+                r
+            }
+            Err(e) => Err(SyncError::Outage(e)),
+        };
+        let now = unix_millis();
+        let state = match outcome {
+            Err(SyncError::Sink) => return Err(SyncError::Sink),
+            Err(SyncError::Outage(why)) => {
+                self.status.set_error(Some(why.clone()));
+                self.status
+                    .finish_job(self.job, JobState::Failed(why.clone()), now);
+                self.status.set_phase("failed");
+                return Err(SyncError::Outage(why));
+            }
+            Ok(Outcome::Blocked(why)) => {
+                tracing::warn!(connector = %self.cfg.id, "{why}");
+                self.status.set_error(Some(why.clone()));
+                JobState::Blocked(why)
+            }
+            Ok(Outcome::Done) => {
+                if self.unmapped.is_empty() {
+                    self.status.set_error(None);
+                } else {
+                    let list: Vec<&str> =
+                        self.unmapped.iter().take(10).map(String::as_str).collect();
+                    let msg = format!(
+                        "unmapped SIDs (their allow ACEs are ignored, their deny ACEs skip the file; map them in sid_principals): {}{}",
+                        list.join(", "),
+                        if self.unmapped.len() > 10 {
+                            ", …"
+                        } else {
+                            ""
+                        }
+                    );
+                    tracing::warn!(connector = %self.cfg.id, sids = %list.join(","), "unmapped SIDs");
+                    self.status.set_error(Some(msg));
+                }
+                JobState::Succeeded
+            }
+        };
+        self.status.finish_job(self.job, state, now);
+        self.status.full_scan_done(now);
+        self.status.set_phase(if self.status.snapshot().paused {
+            "paused"
+        } else {
+            "watching"
+        });
+        self.send(Change::Checkpoint {
+            connector: self.cfg.id.clone(),
+            checkpoint: serde_json::json!({ "last_full_scan_ms": now }),
+        })
+        .await?;
+        Ok(true)
+    }
+
+    async fn sync(
+        &mut self,
+        session: &Session,
+        force: bool,
+        full: bool,
+    ) -> Result<Outcome, SyncError> {
+        // List everything first: a listing that fails is an outage, and deletions are decided
+        // only from a complete listing.
+        let mut files = Vec::new();
+        let mut dirs = VecDeque::from([self.cfg.sub_path.clone()]);
+        while let Some(dir) = dirs.pop_front() {
+            let entries = session.list(&dir).await.map_err(|e| {
+                SyncError::Outage(format!(
+                    "cannot list {:?} on \\\\{}\\{}: {e}",
+                    if dir.is_empty() { "/" } else { dir.as_str() },
+                    self.cfg.server,
+                    self.cfg.share
+                ))
+            })?;
+            for (rel, is_dir, listed) in entries {
+                if is_dir {
+                    if !self.exclude.is_match(self.scoped(&rel)) {
+                        dirs.push_back(rel);
+                    }
+                } else if self.selected(&rel) {
+                    files.push(listed);
+                }
+            }
+        }
+        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        if files.is_empty() && !indexed.is_empty() && !force {
+            return Ok(Outcome::Blocked(format!(
+                "the listing of \\\\{}\\{} is empty while {} documents are indexed; nothing was deleted (an unmounted or emptied share?). If that is intended, run `docent sync {} --force-deletions`",
+                self.cfg.server,
+                self.cfg.share,
+                indexed.len(),
+                self.cfg.id
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for f in &files {
+            seen.insert(f.rel.clone());
+            self.visit(session, f, full).await?;
+        }
+        let gone: Vec<String> = self
+            .known_ids(&indexed)
+            .into_iter()
+            .filter(|id| !seen.contains(id))
+            .collect();
+        let (n, total) = (gone.len() as u64, indexed.len() as u64);
+        if !force
+            && docent_connector_api::jobs::deletion_blocked(
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            )
+        {
+            return Ok(Outcome::Blocked(format!(
+                "deletion protection: this sync would delete {n} of {total} documents ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
+                n as f64 * 100.0 / total.max(1) as f64,
+                self.cfg.deletion_protection_percent,
+                self.cfg.id
+            )));
+        }
+        for id in gone {
+            self.sent.insert(id.clone(), None);
+            self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
+                .await?;
+            self.count(|j| j.counts.deleted += 1);
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn visit(&mut self, session: &Session, f: &Listed, full: bool) -> Result<(), SyncError> {
+        let key = self.key(&f.rel);
+        let prev = self.last_known(&key);
+        let known = prev.is_some();
+        match self.read_if_changed(session, f, prev, full).await {
+            Ok(Some(doc)) => {
+                self.sent.insert(
+                    f.rel.clone(),
+                    Some(IndexedDoc {
+                        version: doc.version.clone(),
+                        acl_fingerprint: doc.acl.fingerprint(),
+                    }),
+                );
+                self.count(|j| {
+                    j.counts.scanned += 1;
+                    if known {
+                        j.counts.modified += 1;
+                    } else {
+                        j.counts.added += 1;
+                    }
+                });
+                self.send(Change::Upsert(Box::new(doc))).await
+            }
+            Ok(None) => {
+                self.count(|j| {
+                    j.counts.scanned += 1;
+                    j.counts.unchanged += 1;
+                });
+                Ok(())
+            }
+            Err(reason) => {
+                // A failure because the server went away is an outage, not this file's fault:
+                // skipping it would remove it from the index.
+                if !session.alive().await {
+                    return Err(SyncError::Outage(format!(
+                        "lost the connection to \\\\{}\\{} while reading {}: {reason}",
+                        self.cfg.server, self.cfg.share, f.rel
+                    )));
+                }
+                self.count(|j| j.counts.scanned += 1);
+                self.count_failure(&f.rel, &reason);
+                self.sent.insert(f.rel.clone(), None);
+                self.send(Change::Skipped { key, reason }).await
+            }
+        }
+    }
+
+    /// The document when new or changed, `None` when unchanged, or why it cannot be indexed.
+    async fn read_if_changed(
+        &mut self,
+        session: &Session,
+        f: &Listed,
+        prev: Option<IndexedDoc>,
+        full: bool,
+    ) -> Result<Option<SourceDocument>, String> {
+        let res = session
+            .client
+            .create_file(
+                &session.unc(&f.rel),
+                &smb::FileCreateArgs::make_open_existing(
+                    smb::FileAccessMask::new().with_generic_read(true),
+                ),
+            )
+            .await
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let file = match res {
+            smb::Resource::File(file) => file,
+            other => {
+                let _ = close_resource(other).await;
+                return Err("not a regular file".into());
+            }
+        };
+        let r = self.read_open(&file, f, prev, full).await;
+        let _ = file.close().await;
+        r
+    }
+
+    async fn read_open(
+        &mut self,
+        file: &smb::File,
+        f: &Listed,
+        prev: Option<IndexedDoc>,
+        full: bool,
+    ) -> Result<Option<SourceDocument>, String> {
+        // The DACL alone: smb 0.11's descriptor parser reads the parts in order rather than at
+        // their offsets, and Samba may place the DACL after the owner and group SIDs in a
+        // different order; with one part the layout is unambiguous. Owner and group do not
+        // grant read access by themselves, so the ACL needs only the DACL.
+        let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
+        let sd = file
+            .query_security_info(info)
+            .await
+            .map_err(|e| format!("cannot read the security descriptor (DACL): {e}"))?;
+        let aces: Option<Vec<Ace>> = sd
+            .dacl
+            .as_ref()
+            .map(|acl| acl.ace.iter().map(ace_of).collect());
+        let computed = dacl::compute(aces.as_deref(), &self.sids, self.cfg.null_dacl);
+        self.unmapped.extend(computed.unmapped);
+        let acl = computed.acl?;
+        let version = f.version();
+        if let Some(prev) = &prev
+            && prev.version == version
+            && prev.acl_fingerprint == acl.fingerprint()
+            && !full
+        {
+            return Ok(None);
+        }
+        let max = self.cfg.max_file_size;
+        if f.size > max {
+            return Err(format!(
+                "too large: {} bytes > max_file_size {max} bytes",
+                f.size
+            ));
+        }
+        let mut content = Vec::with_capacity(f.size.min(max) as usize);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read_block(&mut chunk, content.len() as u64, None, false)
+                .await
+                .map_err(|e| format!("unreadable: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            content.extend_from_slice(&chunk[..n]);
+            if content.len() as u64 > max {
+                return Err(format!("too large: over max_file_size {max} bytes"));
+            }
+        }
+        let name_hint = f.rel.rsplit('/').next().unwrap_or(&f.rel).to_string();
+        let mut attributes = BTreeMap::new();
+        attributes.insert("share_path".to_string(), f.rel.clone());
+        attributes.insert("share".to_string(), self.cfg.share.clone());
+        if let Some((_, ext)) = name_hint.rsplit_once('.') {
+            attributes.insert("file_type".to_string(), ext.to_lowercase());
+        }
+        // FILETIME: 100 ns ticks since 1601-01-01.
+        let modified_at =
+            (f.last_write != 0).then(|| (f.last_write / 10_000_000) as i64 - 11_644_473_600);
+        Ok(Some(SourceDocument {
+            key: self.key(&f.rel),
+            uri: smb_uri(&self.cfg.server, &self.cfg.share, &f.rel),
+            title: None,
+            mime: None,
+            name_hint,
+            content,
+            version,
+            modified_at,
+            attributes,
+            acl,
+            job: Some(self.job),
+            reparse: full,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_percent_encodes_each_segment() {
+        assert_eq!(
+            smb_uri("fs1", "Team Docs", "a b/ü#.txt"),
+            "smb://fs1/Team%20Docs/a%20b/%C3%BC%23.txt"
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! The SMB connector against a real Samba `smbd` started by `scripts/shares/smb.sh` (installed
+//! with apt when missing; the tests need root for its Unix accounts).
+//!
+//! `smbcacls` (Samba 4.17) only connects to port 445, so the tests that set Windows ACLs share
+//! one smbd on 127.0.0.1:445 (each test in its own folder); the tests that stop the server or
+//! need no ACL edits start their own on a free port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use docent_connector_api::{
+    Acl, Change, Checkpoint, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState,
+    NoMemberships, Principal, SourceDocument, StatusHandle, conformance,
+};
+use docent_smb_connector::SmbConfig;
+use docent_smb_connector::SmbConnector;
+use docent_smb_connector::dacl::NullDacl;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const PASS: &str = "Passw0rd!";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/shares/smb.sh")
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run a command");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ensure_installed() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("install")
+            .output()
+            .expect("run smb.sh install");
+        assert!(
+            out.status.success(),
+            "Samba is missing and `scripts/shares/smb.sh install` failed (needs root and apt): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Server {
+    fn start(port: u16) -> Server {
+        ensure_installed();
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server { dir, port };
+        s.launch();
+        s
+    }
+
+    fn launch(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .env("SMB_WATCH_PID", std::process::id().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "smbd did not start on port {}: {}{}",
+            self.port,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        sh(Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path()));
+    }
+
+    fn client(&self, cmds: &str) {
+        sh(Command::new("smbclient")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("//127.0.0.1/docs")
+            .arg("-U")
+            .arg(format!("crawler%{PASS}"))
+            .arg("-c")
+            .arg(cmds));
+    }
+
+    /// Creates or replaces `rel` (parents created) with `text`, through SMB.
+    fn put(&self, rel: &str, text: &str) {
+        let local = self.dir.path().join(format!("upload-{}", rand_name()));
+        std::fs::write(&local, text).unwrap();
+        let mut cmds = String::new();
+        let parts: Vec<&str> = rel.split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if !self.dir.path().join("share").join(&d).is_dir() {
+                cmds.push_str(&format!("mkdir \"{d}\"; "));
+            }
+        }
+        cmds.push_str(&format!("put \"{}\" \"{rel}\"", local.display()));
+        self.client(&cmds);
+        std::fs::remove_file(local).unwrap();
+    }
+
+    fn mkdir(&self, rel: &str) {
+        self.client(&format!("mkdir \"{rel}\""));
+    }
+
+    fn rm(&self, rel: &str) {
+        self.client(&format!("del \"{rel}\""));
+    }
+
+    fn rename(&self, from: &str, to: &str) {
+        self.client(&format!("rename \"{from}\" \"{to}\""));
+    }
+
+    /// smbcacls on `rel` with SDDL (only against the shared server on port 445). SDDL rather
+    /// than `ACL:` entries: smbcacls writes the latter with ACL revision 3, which the `smb`
+    /// crate's parser rejects (MS-DTYP allows only 2 and 4).
+    fn cacls(&self, rel: &str, args: &[&str]) -> String {
+        assert_eq!(self.port, 445, "smbcacls only reaches port 445");
+        sh(Command::new("smbcacls")
+            .arg("//127.0.0.1/docs")
+            .arg(rel)
+            .arg("-U")
+            .arg(format!("crawler%{PASS}"))
+            .arg("--sddl")
+            .args(args))
+    }
+
+    fn config(&self, id: &str, sub_path: &str) -> SmbConfig {
+        SmbConfig {
+            id: id.into(),
+            server: "127.0.0.1".into(),
+            port: self.port,
+            share: "docs".into(),
+            sub_path: sub_path.into(),
+            username: "crawler".into(),
+            password: PASS.into(),
+            domain: None,
+            include: vec![],
+            exclude: vec!["**/.*".into()],
+            max_file_size: 1 << 20,
+            reconcile_interval: Duration::from_secs(3600),
+            passwd_file: "/etc/passwd".into(),
+            group_file: "/etc/group".into(),
+            sid_principals: BTreeMap::new(),
+            null_dacl: NullDacl::Skip,
+            deletion_protection_percent: 100,
+            deletion_protection_min_docs: 5,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The smbd on port 445 that smbcacls can reach, shared by the ACL tests.
+fn shared() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        // A previous run's smbd stops within a few seconds of its test binary.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpListener::bind("127.0.0.1:445").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port 445 is in use: the ACL tests need it for smbcacls"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Server::start(445)
+    })
+}
+
+fn uid(name: &str) -> String {
+    sh(Command::new("id").arg("-u").arg(name))
+        .trim()
+        .to_string()
+}
+
+fn gid(name: &str) -> String {
+    sh(Command::new("getent").arg("group").arg(name))
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .to_string()
+}
+
+#[derive(Default)]
+struct Index(Mutex<BTreeMap<DocKey, (IndexedDoc, Acl)>>);
+
+impl IndexedState for Index {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
+        self.0.lock().unwrap().get(key).map(|(d, _)| d.clone())
+    }
+    fn native_ids(&self, connector: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.connector == connector)
+            .map(|k| k.native_id.clone())
+            .collect()
+    }
+}
+
+#[derive(Default, Debug)]
+struct Log {
+    upserts: BTreeMap<String, SourceDocument>,
+    deletes: BTreeSet<String>,
+    skipped: BTreeMap<String, String>,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl Log {
+    fn apply(&mut self, index: &Index, change: Change) {
+        let mut docs = index.0.lock().unwrap();
+        match change {
+            Change::Upsert(d) => {
+                docs.insert(
+                    d.key.clone(),
+                    (
+                        IndexedDoc {
+                            version: d.version.clone(),
+                            acl_fingerprint: d.acl.fingerprint(),
+                        },
+                        d.acl.clone(),
+                    ),
+                );
+                self.upserts.insert(d.key.native_id.clone(), *d);
+            }
+            Change::Delete(k) => {
+                docs.remove(&k);
+                self.deletes.insert(k.native_id);
+            }
+            Change::Skipped { key, reason } => {
+                docs.remove(&key);
+                self.skipped.insert(key.native_id, reason);
+            }
+            Change::Checkpoint { checkpoint, .. } => self.checkpoint = Some(checkpoint),
+        }
+    }
+}
+
+struct Running {
+    rx: mpsc::Receiver<Change>,
+    status: StatusHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), docent_connector_api::ConnectorError>>,
+}
+
+fn spawn(
+    cfg: SmbConfig,
+    index: &Arc<Index>,
+    checkpoint: Option<Checkpoint>,
+    cap: usize,
+) -> Running {
+    let (tx, rx) = mpsc::channel(cap);
+    let (_cmd_tx, cmd_rx) = mpsc::channel(1);
+    std::mem::forget(_cmd_tx);
+    let shutdown = CancellationToken::new();
+    let status = StatusHandle::default();
+    let ctx = ConnectorContext {
+        commands: cmd_rx,
+        sink: tx,
+        memberships: Arc::new(NoMemberships),
+        indexed: index.clone(),
+        checkpoint,
+        shutdown: shutdown.clone(),
+        status: status.clone(),
+    };
+    let conn: Box<dyn Connector> = Box::new(SmbConnector::new(cfg).unwrap());
+    let task = tokio::spawn(conn.run(ctx));
+    Running {
+        rx,
+        status,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    /// Applies changes until the next checkpoint.
+    async fn until_checkpoint(&mut self, index: &Index, log: &mut Log) {
+        log.checkpoint = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while log.checkpoint.is_none() {
+            let c = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no checkpoint within 60 s; status: {:?}",
+                        self.status.snapshot().last_error
+                    )
+                })
+                .expect("connector stopped");
+            log.apply(index, c);
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("stops within 5 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// One sync: run the connector until its checkpoint, then stop it.
+async fn sync(cfg: SmbConfig, index: &Arc<Index>, checkpoint: Option<Checkpoint>) -> Log {
+    let mut r = spawn(cfg, index, checkpoint, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(index, &mut log).await;
+    r.stop().await;
+    log
+}
+
+fn ids(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn principals(list: &[&str]) -> BTreeSet<Principal> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawls_a_share_with_documents_and_checkpoint() {
+    let s = Server::start(free_port());
+    s.put("readme.txt", "hello from the share");
+    s.put("team/notes.md", "# notes");
+    s.put("team/deep/plan.txt", "the plan");
+    s.put("team/.hidden.txt", "excluded by the default glob");
+    let index = Arc::new(Index::default());
+    let log = sync(s.config("smb", ""), &index, None).await;
+    assert_eq!(
+        log.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["readme.txt", "team/deep/plan.txt", "team/notes.md"]),
+        "skipped: {:?}",
+        log.skipped
+    );
+    let d = &log.upserts["team/deep/plan.txt"];
+    assert_eq!(d.content, b"the plan");
+    assert_eq!(d.uri, format!("smb://127.0.0.1/docs/team/deep/plan.txt"));
+    assert_eq!(d.name_hint, "plan.txt");
+    assert_eq!(d.attributes["share_path"], "team/deep/plan.txt");
+    assert!(d.modified_at.is_some_and(|t| t > 1_600_000_000));
+    assert!(!d.acl.allow.is_empty());
+    let cp = log.checkpoint.unwrap();
+    assert!(cp["last_full_scan_ms"].as_i64().is_some_and(|t| t > 0));
+
+    // A sub-path crawls only that folder.
+    let index = Arc::new(Index::default());
+    let log = sync(s.config("smb", "team/deep"), &index, None).await;
+    assert_eq!(
+        log.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["team/deep/plan.txt"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_adds_edits_renames_and_deletes() {
+    let s = Server::start(free_port());
+    for n in ["a", "b", "c", "d"] {
+        s.put(&format!("{n}.txt"), n);
+    }
+    let cfg = || s.config("smb", "");
+    let index = Arc::new(Index::default());
+    let first = sync(cfg(), &index, None).await;
+    assert_eq!(first.upserts.len(), 4);
+    let again = sync(cfg(), &index, first.checkpoint.clone()).await;
+    assert!(again.upserts.is_empty(), "unchanged files are not re-sent");
+
+    s.put("e.txt", "new");
+    s.put("b.txt", "b, edited and longer");
+    s.rename("c.txt", "c2.txt");
+    s.rm("d.txt");
+    let next = sync(cfg(), &index, again.checkpoint.clone()).await;
+    assert_eq!(
+        next.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&["b.txt", "c2.txt", "e.txt"])
+    );
+    assert_eq!(next.upserts["b.txt"].content, b"b, edited and longer");
+    assert_eq!(next.deletes, ids(&["c.txt", "d.txt"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_an_error_state_that_sends_nothing() {
+    let s = Server::start(free_port());
+    for n in ["a", "b", "c", "d", "e", "f"] {
+        s.put(&format!("{n}.txt"), n);
+    }
+    let index = Arc::new(Index::default());
+    let first = sync(s.config("smb", ""), &index, None).await;
+    assert_eq!(first.upserts.len(), 6);
+    let mut cfg = s.config("smb", "");
+    cfg.password = "wrong".into();
+    let mut r = spawn(cfg, &index, first.checkpoint, 8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Two failed attempts: an error state, then a retry that fails the same way.
+    loop {
+        let st = r.status.snapshot();
+        let failed = st
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.state, docent_connector_api::jobs::JobState::Failed(_)))
+            .count();
+        if failed >= 2 {
+            assert_eq!(st.phase, "failed");
+            let err = st.last_error.unwrap();
+            assert!(err.contains("cannot connect"), "{err}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no error state: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        r.rx.try_recv().is_err(),
+        "nothing is sent (no delete, no skip)"
+    );
+    r.stop().await;
+    assert_eq!(index.native_ids("smb").len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_mid_crawl_deletes_nothing_and_resumes() {
+    let s = Server::start(free_port());
+    for i in 0..30 {
+        s.put(&format!("f{i:02}.txt"), &format!("file {i}"));
+    }
+    let index = Arc::new(Index::default());
+    // Crawl once so there is something that could be wrongly deleted.
+    s.put("old.txt", "indexed before the outage");
+    let mut r = spawn(s.config("smb", ""), &index, None, 1);
+    let mut log = Log::default();
+    let first = r.rx.recv().await.unwrap();
+    log.apply(&index, first);
+    s.stop();
+    // Whatever the connector still had in hand may arrive; then an error state, nothing deleted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(c) = r.rx.try_recv() {
+            log.apply(&index, c);
+        }
+        let st = r.status.snapshot();
+        if st.phase == "failed" && st.last_error.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no error state: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(log.deletes.is_empty() && log.skipped.is_empty(), "{log:?}");
+    assert!(log.checkpoint.is_none());
+    let sent_before = log.upserts.len();
+    assert!(sent_before < 31);
+
+    s.launch();
+    r.until_checkpoint(&index, &mut log).await;
+    assert!(log.deletes.is_empty() && log.skipped.is_empty(), "{log:?}");
+    assert_eq!(
+        log.upserts.len(),
+        31,
+        "every file is indexed after the restart"
+    );
+    r.stop().await;
+
+    // A new run from the checkpoint reads nothing again.
+    let again = sync(s.config("smb", ""), &index, log.checkpoint.clone()).await;
+    assert!(again.upserts.is_empty() && again.deletes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dacl_allows_denies_and_inheritance_become_acls() {
+    let s = shared();
+    let base = format!("acl-{}", rand_name());
+    let (hr, eng) = (gid("hr"), gid("eng"));
+    let (alice, bob) = (uid("alice"), uid("bob"));
+    s.mkdir(&base);
+    s.put(&format!("{base}/hr.txt"), "salaries");
+    s.cacls(
+        &format!("{base}/hr.txt"),
+        &[
+            "--set",
+            &format!("D:(D;;FR;;;S-1-22-1-{bob})(A;;FR;;;S-1-22-2-{hr})"),
+        ],
+    );
+    // A folder whose ACEs are inherited by new files...
+    s.mkdir(&format!("{base}/eng"));
+    s.cacls(
+        &format!("{base}/eng"),
+        &["--set", &format!("D:(A;OICI;FR;;;S-1-22-2-{eng})")],
+    );
+    s.put(&format!("{base}/eng/design.txt"), "design");
+    // ...and one below it with inheritance turned off and its own ACE.
+    s.mkdir(&format!("{base}/eng/private"));
+    s.cacls(
+        &format!("{base}/eng/private"),
+        &[
+            "--set",
+            // P: protected, inheritance from eng/ turned off.
+            &format!("D:P(A;OICI;FA;;;S-1-22-1-{alice})"),
+        ],
+    );
+    s.put(&format!("{base}/eng/private/secret.txt"), "secret");
+    // A deny for a SID nobody maps: the file cannot be indexed safely.
+    s.put(&format!("{base}/unmapped.txt"), "unknown deny");
+    s.cacls(
+        &format!("{base}/unmapped.txt"),
+        &["--set", "D:(A;;FR;;;S-1-1-0)(D;;FR;;;S-1-5-21-1-2-3-4242)"],
+    );
+
+    let index = Arc::new(Index::default());
+    let mut r = spawn(s.config("smb-acl", &base), &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    let status = r.status.snapshot();
+    r.stop().await;
+    assert_eq!(
+        log.skipped.len(),
+        1,
+        "only unmapped.txt is skipped: {:?}",
+        log.skipped
+    );
+    let acl = |f: &str| log.upserts[&format!("{base}/{f}")].acl.clone();
+    assert_eq!(acl("hr.txt").allow, principals(&["group:hr"]));
+    assert_eq!(acl("hr.txt").deny, principals(&["user:bob"]));
+    assert_eq!(acl("eng/design.txt").allow, principals(&["group:eng"]));
+    assert_eq!(
+        acl("eng/private/secret.txt").allow,
+        principals(&["user:alice"])
+    );
+    assert!(acl("eng/private/secret.txt").deny.is_empty());
+    let why = &log.skipped[&format!("{base}/unmapped.txt")];
+    assert!(why.contains("S-1-5-21-1-2-3-4242"), "{why}");
+    // The unmapped SID is listed in the connector's status.
+    let err = status.last_error.unwrap_or_default();
+    assert!(
+        err.contains("unmapped SIDs") && err.contains("S-1-5-21-1-2-3-4242"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_only_change_is_resent_in_one_sync() {
+    let s = shared();
+    let base = format!("aclchange-{}", rand_name());
+    let (hr, eng) = (gid("hr"), gid("eng"));
+    s.put(&format!("{base}/doc.txt"), "same content");
+    let file = format!("{base}/doc.txt");
+    s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-2-{hr})")]);
+    let index = Arc::new(Index::default());
+    let first = sync(s.config("smb-aclchg", &base), &index, None).await;
+    assert_eq!(first.upserts[&file].acl.allow, principals(&["group:hr"]));
+
+    s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-2-{eng})")]);
+    let next = sync(s.config("smb-aclchg", &base), &index, first.checkpoint).await;
+    assert_eq!(
+        next.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&[&file])
+    );
+    assert_eq!(next.upserts[&file].acl.allow, principals(&["group:eng"]));
+    assert_eq!(next.upserts[&file].content, b"same content");
+}
+
+struct Fixture {
+    server: &'static Server,
+    base: String,
+}
+
+impl conformance::Fixture for Fixture {
+    fn connector(&self) -> Box<dyn Connector> {
+        Box::new(SmbConnector::new(self.server.config("smb-conf", &self.base)).unwrap())
+    }
+    fn put(&mut self, id: &str, text: &str) {
+        self.server.put(&format!("{}/{id}.txt", self.base), text);
+    }
+    fn remove(&mut self, id: &str) {
+        self.server.rm(&format!("{}/{id}.txt", self.base));
+    }
+    fn change_acl(&mut self, id: &str) {
+        self.server.cacls(
+            &format!("{}/{id}.txt", self.base),
+            &["--set", &format!("D:(A;;FR;;;S-1-22-2-{})", gid("eng"))],
+        );
+    }
+    fn native_id(&self, id: &str) -> String {
+        format!("{}/{id}.txt", self.base)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite() {
+    let s = shared();
+    conformance::run_all(|| {
+        let base = format!("conf-{}", rand_name());
+        s.mkdir(&base);
+        Fixture { server: s, base }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_listing_deletes_nothing() {
+    let s = Server::start(free_port());
+    for n in ["a", "b"] {
+        s.put(&format!("{n}.txt"), n);
+    }
+    let index = Arc::new(Index::default());
+    let first = sync(s.config("smb", ""), &index, None).await;
+    assert_eq!(first.upserts.len(), 2);
+    // As an unmounted volume behind the share would look: everything gone at once.
+    s.rm("a.txt");
+    s.rm("b.txt");
+    let mut r = spawn(s.config("smb", ""), &index, first.checkpoint, 8);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    let st = r.status.snapshot();
+    r.stop().await;
+    assert!(log.deletes.is_empty(), "{log:?}");
+    assert!(
+        matches!(&st.jobs[0].state, docent_connector_api::jobs::JobState::Blocked(why) if why.contains("empty")),
+        "{:?}",
+        st.jobs[0]
+    );
+    assert!(st.last_error.is_some_and(|e| e.contains("empty")));
+    assert_eq!(index.native_ids("smb").len(), 2);
+}
