@@ -67,12 +67,17 @@ pub fn real_llm() -> String {
     .clone()
 }
 
+const SSE: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+
 /// What the fake server does with each request.
 #[derive(Debug, Clone)]
 pub enum Script {
     /// Streams `sentences`, where `{pN}` is replaced by the longest sentence of prompt passage N
     /// (as the prompt gives it); reports usage (100 prompt tokens, one per piece).
     Write(Vec<String>),
+    /// Like `Write`, but after the first sentence the stream waits until the test calls
+    /// [`FakeLlm::open_gate`]: a client that sees a piece before the gate opens was streamed to.
+    Gated(Vec<String>),
     /// Answers with this HTTP status.
     Status(u16),
     /// Sends the headers, then nothing.
@@ -85,6 +90,7 @@ pub struct FakeLlm {
     pub url: String,
     requests: Arc<AtomicUsize>,
     script: Arc<Mutex<Script>>,
+    gate: Arc<tokio::sync::Notify>,
 }
 
 impl FakeLlm {
@@ -93,12 +99,13 @@ impl FakeLlm {
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new(script));
-        let (n, s) = (requests.clone(), script.clone());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let (n, s, g) = (requests.clone(), script.clone(), gate.clone());
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                let (n, s) = (n.clone(), s.clone());
+                let (n, s, g) = (n.clone(), s.clone(), g.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, n, s).await;
+                    let _ = serve(conn, n, s, g).await;
                 });
             }
         });
@@ -106,7 +113,13 @@ impl FakeLlm {
             url,
             requests,
             script,
+            gate,
         }
+    }
+
+    /// Lets a `Gated` stream go on past its first sentence.
+    pub fn open_gate(&self) {
+        self.gate.notify_one();
     }
 
     pub fn requests(&self) -> usize {
@@ -122,6 +135,7 @@ async fn serve(
     mut conn: tokio::net::TcpStream,
     n: Arc<AtomicUsize>,
     script: Arc<Mutex<Script>>,
+    gate: Arc<tokio::sync::Notify>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -158,8 +172,6 @@ async fn serve(
         .unwrap_or("")
         .to_string();
     let script = script.lock().unwrap().clone();
-    const SSE: &str =
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
     match script {
         Script::Status(code) => {
             let body = r#"{"error":{"message":"scripted failure"}}"#;
@@ -178,26 +190,38 @@ async fn serve(
             conn.write_all(b"data: {\"choices\": [{\"delta\": {\"content\": \"Hel\n\n")
                 .await?;
         }
-        Script::Write(sentences) => {
-            conn.write_all(SSE.as_bytes()).await?;
-            let text = sentences
-                .iter()
-                .map(|s| fill(s, &prompt))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let mut pieces = 0u64;
-            for word in text.split_inclusive(' ') {
-                let ev = serde_json::json!({"choices": [{"delta": {"content": word}, "index": 0}]});
-                conn.write_all(format!("data: {ev}\n\n").as_bytes()).await?;
-                pieces += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": pieces, "total_tokens": 100 + pieces}});
-            conn.write_all(format!("data: {usage}\n\ndata: [DONE]\n\n").as_bytes())
-                .await?;
-        }
+        Script::Write(sentences) => write(&mut conn, &sentences, &prompt, None).await?,
+        Script::Gated(sentences) => write(&mut conn, &sentences, &prompt, Some(&gate)).await?,
     }
     conn.shutdown().await
+}
+
+/// Streams `sentences` (templates filled from the prompt) word by word, waiting at `gate` (when
+/// given) after the first sentence, then the usage and `[DONE]`.
+async fn write(
+    conn: &mut tokio::net::TcpStream,
+    sentences: &[String],
+    prompt: &str,
+    gate: Option<&tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    conn.write_all(SSE.as_bytes()).await?;
+    let mut pieces = 0u64;
+    for (i, sentence) in sentences.iter().enumerate() {
+        if i == 1
+            && let Some(g) = gate
+        {
+            g.notified().await;
+        }
+        let text = format!("{} ", fill(sentence, prompt));
+        for word in text.split_inclusive(' ') {
+            let ev = serde_json::json!({"choices": [{"delta": {"content": word}, "index": 0}]});
+            conn.write_all(format!("data: {ev}\n\n").as_bytes()).await?;
+            pieces += 1;
+        }
+    }
+    let usage = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": pieces, "total_tokens": 100 + pieces}});
+    conn.write_all(format!("data: {usage}\n\ndata: [DONE]\n\n").as_bytes())
+        .await
 }
 
 /// Replaces `{pN}` with the longest sentence of passage N of the prompt (`[N] (title) text`),
