@@ -79,6 +79,26 @@ pub fn deletion_blocked(deleting: u64, indexed: u64, max_percent: u32, min_docs:
     deleting >= min_docs.max(1) && deleting * 100 > indexed * max_percent as u64
 }
 
+/// Deletion protection for a sync of `connector` that would delete `deleting` of its `indexed`
+/// documents: the reason to report (job "blocked", nothing deleted) when it exceeds the
+/// connector's `max_percent` (and `min_docs`), else `None`. Every connector words it this way.
+pub fn deletion_protection(
+    connector: &str,
+    deleting: u64,
+    indexed: u64,
+    max_percent: u32,
+    min_docs: u64,
+) -> Option<String> {
+    deletion_blocked(deleting, indexed, max_percent, min_docs).then(|| {
+        format!(
+            "deletion protection: this sync would delete {deleting} of {indexed} documents \
+             ({:.0}%, more than {max_percent}%); nothing was deleted. If that is intended, run \
+             `docent sync {connector} --force-deletions`",
+            deleting as f64 * 100.0 / indexed.max(1) as f64,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +113,15 @@ mod tests {
             "everything gone: an unmounted share"
         );
         assert!(!deletion_blocked(0, 0, 15, 5));
+        assert_eq!(deletion_protection("share", 15, 100, 15, 5), None);
+        let why = deletion_protection("share", 20, 100, 15, 5).unwrap();
+        assert!(
+            why.contains("delete 20 of 100 documents (20%, more than 15%)"),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("`docent sync share --force-deletions`"),
+            "{why}"
+        );
     }
 }

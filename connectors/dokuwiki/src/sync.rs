@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use docent_connector_api::jobs::{JOB_FAILURES, JobFailure, JobRecord, JobState, deletion_blocked};
+use docent_connector_api::jobs::{
+    JOB_FAILURES, JobFailure, JobRecord, JobState, deletion_protection,
+};
 use docent_connector_api::{
     Acl, Change, DocKey, IndexedDoc, IndexedState, SourceDocument, StatusHandle,
 };
@@ -414,22 +416,14 @@ impl Syncer {
                      --force-deletions`",
                     self.cfg.id
                 ))
-            } else if deletion_blocked(
-                n,
-                total,
-                self.cfg.deletion_protection_percent,
-                self.cfg.deletion_protection_min_docs,
-            ) {
-                Some(format!(
-                    "deletion protection: this sync would delete {n} of {total} pages ({:.0}%, more \
-                     than {}%); nothing was deleted. If that is intended, run `docent sync {} \
-                     --force-deletions`",
-                    n as f64 * 100.0 / total.max(1) as f64,
-                    self.cfg.deletion_protection_percent,
-                    self.cfg.id
-                ))
             } else {
-                None
+                deletion_protection(
+                    &self.cfg.id,
+                    n,
+                    total,
+                    self.cfg.deletion_protection_percent,
+                    self.cfg.deletion_protection_min_docs,
+                )
             };
             if let Some(why) = why {
                 tracing::warn!(connector = %self.cfg.id, deleting = n, indexed = total, "deletion protection held deletions back");

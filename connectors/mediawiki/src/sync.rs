@@ -273,19 +273,15 @@ impl Syncer {
                 "deletion protection: the wiki listed no pages in the configured scope, which would delete all {n} indexed pages; nothing was deleted"
             ));
         } else if !force_deletions
-            && jobs::deletion_blocked(
+            && let Some(why) = jobs::deletion_protection(
+                &self.cfg.id,
                 n,
                 total,
                 self.cfg.deletion_protection_percent,
                 self.cfg.deletion_protection_min_docs,
             )
         {
-            outcome = Synced::DeletionsBlocked(format!(
-                "deletion protection: this sync would delete {n} of {total} pages ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
-                n as f64 * 100.0 / total.max(1) as f64,
-                self.cfg.deletion_protection_percent,
-                self.cfg.id
-            ));
+            outcome = Synced::DeletionsBlocked(why);
         } else {
             for id in gone {
                 self.send_delete(id).await?;

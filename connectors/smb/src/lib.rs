@@ -683,19 +683,15 @@ impl Crawler {
             .collect();
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force
-            && docent_connector_api::jobs::deletion_blocked(
+            && let Some(why) = docent_connector_api::jobs::deletion_protection(
+                &self.cfg.id,
                 n,
                 total,
                 self.cfg.deletion_protection_percent,
                 self.cfg.deletion_protection_min_docs,
             )
         {
-            return Ok(Outcome::Blocked(format!(
-                "deletion protection: this sync would delete {n} of {total} documents ({:.0}%, more than {}%); nothing was deleted. If that is intended, run `docent sync {} --force-deletions`",
-                n as f64 * 100.0 / total.max(1) as f64,
-                self.cfg.deletion_protection_percent,
-                self.cfg.id
-            )));
+            return Ok(Outcome::Blocked(why));
         }
         for id in gone {
             self.sent.insert(id.clone(), None);
