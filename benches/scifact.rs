@@ -7,7 +7,8 @@
 //!    and throughput at 1, 8 and 32 concurrent clients (non-OK statuses counted), next to the
 //!    query-embedding time alone; peak RSS.
 //!
-//! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR]
+//! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
+//!        [--embed-cache FILE] [--quality-only] [retrieval flags, see `retrieval` below]
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use docent::eval::{self, run};
 use docent::identity::token_hash;
 use docent::index::{Index, SearchFilter};
 use docent::ingest::embedding_input;
-use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever};
+use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever, ScoreNorm};
 use docent_connector_api::SourceDocument;
 use docent_proto::v1 as pb;
 
@@ -99,18 +100,29 @@ fn main() -> anyhow::Result<()> {
         overlap_tokens: 32,
     };
     let flag = |name: &str, default: f32| arg(name).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let d = RetrievalConfig::default();
     let retrieval = RetrievalConfig {
         // The config defaults unless overridden: --alpha A (convex) or --rrf (reciprocal rank).
         fusion: match (arg("--alpha"), std::env::args().any(|a| a == "--rrf")) {
             (_, true) => Fusion::Rrf,
             (Some(a), false) => Fusion::Convex { alpha: a.parse()? },
-            (None, false) => RetrievalConfig::default().fusion,
+            (None, false) => d.fusion,
         },
-        rrf_k: flag("--rrf-k", 60.0),
-        candidates: flag("--candidates", 100.0) as usize,
-        title_boost: flag("--title-boost", RetrievalConfig::default().title_boost),
-        heading_boost: flag("--heading-boost", 0.3),
+        rrf_k: flag("--rrf-k", d.rrf_k),
+        candidates: flag("--candidates", d.candidates as f32) as usize,
+        title_boost: flag("--title-boost", d.title_boost),
+        heading_boost: flag("--heading-boost", d.heading_boost),
+        norm: match arg("--norm").as_deref() {
+            Some("std") => ScoreNorm::Std,
+            Some("minmax") => ScoreNorm::MinMax,
+            Some(other) => anyhow::bail!("--norm: minmax or std, got {other}"),
+            None => d.norm,
+        },
+        dense_feedback: flag("--dense-feedback", d.dense_feedback),
+        dense_feedback_chunks: flag("--dense-feedback-chunks", d.dense_feedback_chunks as f32)
+            as usize,
     };
+    println!("retrieval: {retrieval:?}");
 
     let ecfg = EmbedderConfig {
         model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
@@ -120,7 +132,19 @@ fn main() -> anyhow::Result<()> {
         batch_size: 32,
         threads: 2,
     };
-    let embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
+    let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
+    // `--zero-vectors`: every vector is zero (BM25 experiments without embedding; the dense and
+    // hybrid rows are then meaningless).
+    if std::env::args().any(|a| a == "--zero-vectors") {
+        embedder = Arc::new(ZeroEmbedder(embedder));
+    }
+    // `--embed-cache FILE` reuses passage and query vectors across runs (analyzer or fusion
+    // tuning rebuilds the index without re-embedding; ingestion timings are then meaningless).
+    if let Some(path) = arg("--embed-cache") {
+        let cached = eval::cache::CachedEmbedder::open(embedder, std::path::Path::new(&path))?;
+        println!("embedding cache {path}: {} vectors", cached.len());
+        embedder = Arc::new(cached);
+    }
     let corpus: Vec<_> = eval::load_corpus(&data.join("corpus.jsonl"))?
         .into_iter()
         .take(max_docs)
@@ -160,6 +184,13 @@ fn main() -> anyhow::Result<()> {
             embedder.model_id(),
             embedder.dim(),
         )?);
+        if std::env::args().any(|a| a == "--sweep") {
+            let boosts: Vec<(f32, f32)> = [0.15, 0.3, 0.5]
+                .iter()
+                .map(|&t| (t, retrieval.heading_boost))
+                .collect();
+            return sweep(&index, &embedder, &queries, &qrels, &boosts);
+        }
         // Retrieval quality, through the same code as `docent eval beir`, under a real scope.
         let scope = run::eval_scope();
         let retriever = Retriever::new(index.clone(), embedder.clone(), retrieval);
@@ -472,5 +503,246 @@ async fn load(
         p99: percentile(&mut all, 0.99),
         qps: queries.len() as f64 / elapsed.as_secs_f64(),
         errors,
+    }
+}
+
+/// One query's raw legs for the sweep: (document key, chunk score) in chunk rank order.
+struct Legs {
+    bm25: Vec<Vec<(String, f32)>>,
+    /// The dense leg, then the dense leg again after each pseudo-relevance-feedback weight.
+    dense: Vec<Vec<(String, f32)>>,
+}
+
+/// Documents of a chunk list, each at its best chunk's score, in rank order.
+fn collapse_max(list: &[(String, f32)]) -> Vec<(String, f32)> {
+    let mut seen = std::collections::HashSet::new();
+    list.iter()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .cloned()
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Norm {
+    MinMax,
+    Std,
+    Rrf(f32),
+}
+
+/// Fuses two chunk lists (truncated to `depth` chunks) per document.
+fn fuse_docs(
+    bm: &[(String, f32)],
+    de: &[(String, f32)],
+    alpha: f32,
+    norm: Norm,
+    depth: usize,
+) -> Vec<String> {
+    let mut acc: std::collections::HashMap<String, f32> = std::collections::HashMap::new();
+    for (leg, w) in [(bm, alpha), (de, 1.0 - alpha)] {
+        let docs = collapse_max(&leg[..leg.len().min(depth)]);
+        if docs.is_empty() {
+            continue;
+        }
+        let s: Vec<f32> = docs.iter().map(|d| d.1).collect();
+        let max = s.iter().copied().fold(f32::MIN, f32::max);
+        let min = s.iter().copied().fold(f32::MAX, f32::min);
+        let mean = s.iter().sum::<f32>() / s.len() as f32;
+        let sd = (s.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / s.len() as f32)
+            .sqrt()
+            .max(1e-6);
+        for (i, (k, x)) in docs.iter().enumerate() {
+            let n = match norm {
+                Norm::MinMax if max > min => (x - min) / (max - min),
+                Norm::MinMax => 1.0,
+                Norm::Std => (x - min) / sd,
+                Norm::Rrf(k) => 1.0 / (k + i as f32 + 1.0),
+            };
+            *acc.entry(k.clone()).or_default() += w * n;
+        }
+    }
+    let mut v: Vec<(String, f32)> = acc.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.into_iter().map(|d| d.0).collect()
+}
+
+/// `--sweep`: gathers each leg once per query (deep), then evaluates fusion variants in memory
+/// and prints the best. Exploration only: the chosen settings are then measured through the
+/// production path (the table without `--sweep`).
+fn sweep(
+    index: &Index,
+    embedder: &Arc<dyn Embedder>,
+    queries: &[eval::Query],
+    qrels: &eval::Qrels,
+    boosts: &[(f32, f32)],
+) -> anyhow::Result<()> {
+    let scope = run::eval_scope();
+    let snap = index.snapshot();
+    let prefix = format!("{}:", run::EVAL_SOURCE);
+    let mut names: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut keyed = |hits: &[docent::index::Scored]| -> anyhow::Result<Vec<(String, f32)>> {
+        let ids = snap.doc_ids(hits)?;
+        let mut out = Vec::new();
+        for (h, id) in hits.iter().zip(ids) {
+            let name = match names.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let k = snap.chunk(h.addr)?.doc_key;
+                    e.insert(k.strip_prefix(&prefix).unwrap_or(&k).to_string())
+                        .clone()
+                }
+            };
+            out.push((name, h.score));
+        }
+        Ok(out)
+    };
+    let depth = 300;
+    let prf = [0.3f32, 0.6];
+    let hf = [0.3f32, 0.6, 1.0];
+    let mut all = Vec::new();
+    let none = SearchFilter::default();
+    for q in queries {
+        let v = embedder.embed_query(&q.text)?;
+        let mut bm25 = Vec::new();
+        for b in boosts {
+            bm25.push(keyed(&snap.bm25(&scope, &none, &q.text, depth, *b)?)?);
+        }
+        let first = snap.dense(&scope, &none, &v, depth)?;
+        let mut dense = vec![keyed(&first)?];
+        // Rocchio on the top 3 chunks: q' = q + beta * mean(top chunks).
+        let mut centroid = vec![0.0f32; v.len()];
+        for s in first.iter().take(3) {
+            if let Some(c) = snap.vector(s.addr)? {
+                for (a, b) in centroid.iter_mut().zip(c) {
+                    *a += b / 3.0;
+                }
+            }
+        }
+        for beta in prf {
+            let q2: Vec<f32> = v.iter().zip(&centroid).map(|(a, c)| a + beta * c).collect();
+            let norm = q2.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            let q2: Vec<f32> = q2.iter().map(|x| x / norm).collect();
+            dense.push(keyed(&snap.dense(&scope, &none, &q2, depth)?)?);
+        }
+        // Hybrid feedback: the same Rocchio step on the fused top 3 documents' best chunks
+        // (title boost of the second boost setting, min-max convex 0.5 over 100 chunks).
+        let bm_hits = snap.bm25(&scope, &none, &q.text, 100, boosts[1.min(boosts.len() - 1)])?;
+        let first100 = &first[..first.len().min(100)];
+        let (kb, kd) = (snap.doc_ids(&bm_hits)?, snap.doc_ids(first100)?);
+        let fused = docent::retrieve::convex(
+            docent::retrieve::Leg {
+                hits: &bm_hits,
+                keys: &kb,
+            },
+            docent::retrieve::Leg {
+                hits: first100,
+                keys: &kd,
+            },
+            0.5,
+            ScoreNorm::MinMax,
+        );
+        let mut centroid = vec![0.0f32; v.len()];
+        for f in fused.iter().take(3) {
+            if let Some(c) = snap.vector(f.addr)? {
+                for (a, b) in centroid.iter_mut().zip(c) {
+                    *a += b / 3.0;
+                }
+            }
+        }
+        for beta in hf {
+            let q2: Vec<f32> = v.iter().zip(&centroid).map(|(a, c)| a + beta * c).collect();
+            let norm = q2.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            let q2: Vec<f32> = q2.iter().map(|x| x / norm).collect();
+            dense.push(keyed(&snap.dense(&scope, &none, &q2, depth)?)?);
+        }
+        all.push(Legs { bm25, dense });
+    }
+    let score = |rank: &dyn Fn(&Legs) -> Vec<String>| -> (f64, f64) {
+        let (mut n, mut r) = (0.0, 0.0);
+        for (q, l) in queries.iter().zip(&all) {
+            let ranked = rank(l);
+            n += eval::ndcg_at_k(&ranked, &qrels[&q.id], 10);
+            r += eval::recall_at_k(&ranked, &qrels[&q.id], 100);
+        }
+        (n / queries.len() as f64, r / queries.len() as f64)
+    };
+    println!("\n## Sweep (single legs)\n| variant | nDCG@10 | recall@100 |\n|---|---|---|");
+    let row = |name: &str, (n, r): (f64, f64)| println!("| {name} | {n:.4} | {r:.4} |");
+    for (bi, b) in boosts.iter().enumerate() {
+        row(
+            &format!("BM25 title {} heading {}", b.0, b.1),
+            score(&|l| collapse_max(&l.bm25[bi]).into_iter().map(|d| d.0).collect()),
+        );
+    }
+    let dense_names: Vec<String> = std::iter::once("dense".to_string())
+        .chain(prf.iter().map(|b| format!("dense PRF {b}")))
+        .chain(hf.iter().map(|b| format!("dense HF {b}")))
+        .collect();
+    for (di, name) in dense_names.iter().enumerate() {
+        row(
+            name,
+            score(&|l| {
+                collapse_max(&l.dense[di])
+                    .into_iter()
+                    .map(|d| d.0)
+                    .collect()
+            }),
+        );
+    }
+    let mut rows = Vec::new();
+    for (bi, b) in boosts.iter().enumerate() {
+        for (di, dname) in dense_names.iter().enumerate() {
+            for depth in [100, 300] {
+                let mut variants: Vec<(String, f32, Norm)> = Vec::new();
+                for norm in [Norm::MinMax, Norm::Std] {
+                    for alpha in [0.3, 0.4, 0.5, 0.6] {
+                        variants.push((format!("{norm:?} alpha {alpha}"), alpha, norm));
+                    }
+                }
+                for k in [10.0, 60.0] {
+                    variants.push((format!("rrf k {k}"), 0.5, Norm::Rrf(k)));
+                }
+                for (vname, alpha, norm) in variants {
+                    let m = score(&|l| fuse_docs(&l.bm25[bi], &l.dense[di], alpha, norm, depth));
+                    rows.push((format!("title {} {dname} depth {depth} {vname}", b.0), m));
+                }
+            }
+        }
+    }
+    rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    println!(
+        "\n## Sweep (hybrid, best 40 of {})\n| variant | nDCG@10 | recall@100 |\n|---|---|---|",
+        rows.len()
+    );
+    for (name, m) in rows.iter().take(40) {
+        row(name, *m);
+    }
+    println!("\n## Sweep (hybrid, title 0.15 rows)");
+    for (name, m) in rows
+        .iter()
+        .filter(|r| r.0.starts_with("title 0.15 dense depth 100"))
+    {
+        row(name, *m);
+    }
+    Ok(())
+}
+
+/// The model's identity and token counting, with zero vectors (see `--zero-vectors`).
+struct ZeroEmbedder(Arc<dyn Embedder>);
+
+impl Embedder for ZeroEmbedder {
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, docent::embed::EmbedError> {
+        Ok(vec![vec![0.0; self.dim()]; texts.len()])
+    }
+    fn embed_query(&self, _: &str) -> Result<Vec<f32>, docent::embed::EmbedError> {
+        Ok(vec![0.0; self.dim()])
+    }
+    fn token_counter(&self) -> Arc<dyn docent::chunk::TokenCounter> {
+        self.0.token_counter()
     }
 }

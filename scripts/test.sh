@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/setup-models.sh
 # The real LLM for the generative-answer tests (compiled once, then from pip's wheel cache).
 scripts/setup-llm.sh
+# slack_sdk and grpcio-tools for the Slack fake check and the Python example client.
+scripts/setup-python-tests.sh
 cargo test --workspace --locked "$@"

@@ -7,6 +7,10 @@
 
 pub mod codec;
 
+/// Header naming the user under a daemon's `--insecure-dev` (no credential checked). Defined
+/// here so the daemon and every Rust client use the same name.
+pub const DEV_USER_HEADER: &str = "x-docent-user";
+
 pub mod v1 {
     tonic::include_proto!("docent.v1");
 }

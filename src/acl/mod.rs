@@ -18,6 +18,9 @@ pub struct AclScope {
     user: String,
     /// Principal tokens: `user:<id>` and aliases, `group:<g>` (nested groups resolved), `everyone`.
     principals: Arc<BTreeSet<String>>,
+    /// An audience (a channel's members, not one person): a document with any deny entry is
+    /// out of scope, whoever it names (it may name one of the members).
+    strict_deny: bool,
 }
 
 /// Why a caller gets no scope.
@@ -36,6 +39,7 @@ pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
     Ok(AclScope {
         user: caller.user_id().to_string(),
         principals: Arc::new(caller.principals().clone()),
+        strict_deny: caller.is_audience(),
     })
 }
 
@@ -55,7 +59,13 @@ impl AclScope {
 
     /// Whether a document with `acl` is readable in this scope (deny wins).
     pub fn permits(&self, acl: &Acl) -> bool {
-        acl.permits(|t| self.principals.contains(t))
+        let denies_someone = !acl.deny.is_empty();
+        !(self.strict_deny && denies_someone) && acl.permits(|t| self.principals.contains(t))
+    }
+
+    /// Whether any deny entry excludes a document (an audience's scope).
+    pub fn strict_deny(&self) -> bool {
+        self.strict_deny
     }
 
     /// A scope for unit tests that exercise retrieval without the identity layer.
@@ -64,6 +74,36 @@ impl AclScope {
         Self {
             user: user.to_string(),
             principals: Arc::new(principals.iter().map(|s| s.to_string()).collect()),
+            strict_deny: false,
         }
+    }
+
+    /// An audience's scope for unit tests (see [`AclScope::strict_deny`]).
+    #[cfg(test)]
+    pub fn for_tests_audience(user: &str, principals: &[&str]) -> Self {
+        Self {
+            strict_deny: true,
+            ..Self::for_tests(user, principals)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docent_connector_api::Principal;
+
+    #[test]
+    fn an_audience_scope_refuses_any_document_with_a_deny_entry() {
+        let hr_but_bob = Acl::new([Principal::group("hr")], [Principal::user("bob")]);
+        let hr = Acl::new([Principal::group("hr")], []);
+        let person = AclScope::for_tests("alice", &["everyone", "group:hr", "user:alice"]);
+        assert!(person.permits(&hr_but_bob), "alice is not bob");
+        let channel = AclScope::for_tests_audience("group:hr", &["everyone", "group:hr"]);
+        assert!(
+            !channel.permits(&hr_but_bob),
+            "bob may be in the channel: the document is out of its scope"
+        );
+        assert!(channel.permits(&hr));
     }
 }

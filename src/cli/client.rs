@@ -6,81 +6,38 @@ use anyhow::Context;
 use docent_proto::v1 as pb;
 use prost::Message;
 use serde_json::json;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use super::{ClientArgs, FilterArgs, SearchMode};
 
+fn client_config(conn: &ClientArgs) -> docent_client::Config {
+    docent_client::Config {
+        addr: conn.addr.clone(),
+        ca: conn.ca.clone(),
+        cert: conn.cert.clone(),
+        key: conn.key.clone(),
+        token: conn.token.clone(),
+        dev_user: conn.dev_user.clone(),
+    }
+}
+
+/// The daemon's channel (TLS, CA and client identity from `conn`; see `docent_client`), after
+/// warning when a token would cross the network in plaintext.
 pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
-    let mut ep = Channel::from_shared(conn.addr.clone())
-        .with_context(|| format!("invalid address {}", conn.addr))?;
     let has_token = conn.token.as_deref().is_some_and(|t| !t.is_empty());
-    if let Some(w) = plaintext_warning(&conn.addr, has_token) {
+    if let Some(w) = docent_client::plaintext_warning(&conn.addr, has_token) {
         eprintln!("{w}");
     }
-    if conn.addr.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-        };
-        if let Some(ca) = &conn.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        match (&conn.cert, &conn.key) {
-            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
-            (None, None) => {}
-            _ => anyhow::bail!("--cert and --key must be given together"),
-        }
-        ep = ep.tls_config(tls)?;
-    }
-    ep.connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", conn.addr))
+    // Credentials are checked before connecting, so a missing one is named first.
+    Ok(docent_client::Client::connect(&client_config(conn))
+        .await?
+        .channel())
 }
 
-/// A warning when a bearer token would cross the network in plaintext: `http://` to a host
-/// that is not loopback.
-pub(super) fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
-    let rest = addr.strip_prefix("http://")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    (has_token && !loopback).then(|| {
-        format!(
-            "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
-             can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
-        )
-    })
-}
-
+/// `msg` with `conn`'s credential: bearer token, else the client certificate (nothing to add),
+/// else the `--insecure-dev` user.
 pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut req = tonic::Request::new(msg);
-    match conn.token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => {
-            let v: MetadataValue<_> = format!("Bearer {token}")
-                .parse()
-                .context("token has invalid characters")?;
-            req.metadata_mut().insert("authorization", v);
-        }
-        None if conn.cert.is_some() => {}
-        None => match &conn.dev_user {
-            Some(user) => {
-                let v: MetadataValue<_> = user.parse().context("user has invalid characters")?;
-                req.metadata_mut()
-                    .insert(crate::service::DEV_USER_HEADER, v);
-            }
-            None => anyhow::bail!(
-                "no credentials: pass --token (or set DOCENT_TOKEN), or --cert/--key for mTLS"
-            ),
-        },
-    }
-    Ok(req)
+    Ok(docent_client::authorized(&client_config(conn), msg)?)
 }
 
 pub(super) fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {
@@ -852,16 +809,5 @@ mod tests {
         for bad in ["nonsense", "=x", "a=b|", ">=3"] {
             assert!(parse_where(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn warns_before_a_token_crosses_the_network_in_plaintext() {
-        assert!(plaintext_warning("http://docent.corp.example:7878", true).is_some());
-        assert!(plaintext_warning("http://10.1.2.3:7878", true).is_some());
-        assert!(plaintext_warning("http://127.0.0.1:7878", true).is_none());
-        assert!(plaintext_warning("http://localhost:7878", true).is_none());
-        assert!(plaintext_warning("http://[::1]:7878", true).is_none());
-        assert!(plaintext_warning("https://docent.corp.example", true).is_none());
-        assert!(plaintext_warning("http://docent.corp.example:7878", false).is_none());
     }
 }

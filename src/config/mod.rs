@@ -25,7 +25,7 @@ use crate::guardrail::GuardrailConfig;
 use crate::identity::jwt::{JwtConfig, JwtVerifier};
 use crate::identity::sources::{self, IdentitySource};
 use crate::identity::{ApiKeySpec, GroupSpec, IdentitySpec, IdentityStore};
-use crate::retrieve::{Fusion, RetrievalConfig};
+use crate::retrieve::{Fusion, RetrievalConfig, ScoreNorm};
 
 /// One configuration problem and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,6 +604,24 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         candidates: is.range("retrieval.candidates", r.candidates, 1, 10_000),
         title_boost: is.range("retrieval.title_boost", r.title_boost, 0.0, 100.0),
         heading_boost: is.range("retrieval.heading_boost", r.heading_boost, 0.0, 100.0),
+        norm: match r.convex_normalization.as_str() {
+            "minmax" => ScoreNorm::MinMax,
+            "std" => ScoreNorm::Std,
+            other => {
+                is.add(
+                    "retrieval.convex_normalization",
+                    format!("must be \"minmax\" or \"std\", got {other:?}"),
+                );
+                ScoreNorm::MinMax
+            }
+        },
+        dense_feedback: is.range("retrieval.dense_feedback", r.dense_feedback, 0.0, 10.0),
+        dense_feedback_chunks: is.range(
+            "retrieval.dense_feedback_chunks",
+            r.dense_feedback_chunks,
+            1,
+            100,
+        ),
     };
     let answer = AnswerConfig {
         min_similarity: is.range(

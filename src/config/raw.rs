@@ -324,6 +324,9 @@ pub struct RawRetrieval {
     pub candidates: usize,
     pub title_boost: f32,
     pub heading_boost: f32,
+    pub convex_normalization: String,
+    pub dense_feedback: f32,
+    pub dense_feedback_chunks: usize,
 }
 
 impl Default for RawRetrieval {
@@ -331,10 +334,13 @@ impl Default for RawRetrieval {
         Self {
             fusion: "convex".into(),
             rrf_k: 60.0,
-            convex_alpha: 0.5,
-            candidates: 100,
+            convex_alpha: 0.4,
+            candidates: 300,
             title_boost: 0.15,
             heading_boost: 0.3,
+            convex_normalization: "std".into(),
+            dense_feedback: 0.0,
+            dense_feedback_chunks: 3,
         }
     }
 }

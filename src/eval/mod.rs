@@ -2,6 +2,7 @@
 //! `qrels/<split>.tsv`): loaders and trec_eval-style metrics (mean over the queries that have
 //! judgments; graded relevance with linear gain, as pytrec_eval computes nDCG).
 
+pub mod cache;
 pub mod qa;
 pub mod run;
 

@@ -117,9 +117,17 @@ pub struct Caller {
     credential: String,
     /// The service identity acting on this user's behalf, if any.
     actor: Option<String>,
+    /// An audience ([`Audience`]), not a person: any deny entry excludes a document, since it
+    /// may name one of the people the answer is shown to.
+    audience: bool,
 }
 
 impl Caller {
+    /// Whether this caller is an audience (see [`Audience`]).
+    pub fn is_audience(&self) -> bool {
+        self.audience
+    }
+
     pub fn user_id(&self) -> &str {
         &self.user_id
     }
@@ -215,6 +223,38 @@ impl AuthError {
             Self::Jwt(e) => e.reason(),
             Self::UnknownIdentity => "UNKNOWN_IDENTITY",
             Self::UnknownCertificate | Self::AmbiguousCertificate => "UNKNOWN_CLIENT_CERT",
+        }
+    }
+}
+
+/// An `act_as` target that is not one person but everybody who can see a shared place (a chat
+/// channel): `everyone`, or `group:<id>` for the members of a group. A bridge posting into such
+/// a place asks as its audience, so an answer there only uses documents every member may read
+/// (by allow entries; and since a deny entry may name one of its members, a document with any
+/// deny entry is never used for an audience). Audience callers hold no `user:` principal and may
+/// only query; their conversations and feedback belong to the audience id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    Everyone,
+    Group(&'a str),
+}
+
+impl<'a> Audience<'a> {
+    /// `everyone` or `group:<id>` (the principal syntax); anything else names a person.
+    pub fn parse(name: &'a str) -> Option<Self> {
+        if name == "everyone" {
+            return Some(Self::Everyone);
+        }
+        name.strip_prefix("group:")
+            .filter(|g| !g.is_empty())
+            .map(Self::Group)
+    }
+
+    /// The caller id an audience runs under (audit, conversations, usage).
+    pub fn id(self) -> String {
+        match self {
+            Self::Everyone => "everyone".into(),
+            Self::Group(g) => format!("group:{g}"),
         }
     }
 }
@@ -569,12 +609,48 @@ impl IdentityStore {
         if !actor.perms.act_as {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
         }
+        if let Some(audience) = Audience::parse(user) {
+            return self.audience_caller(actor, audience);
+        }
         let spec = self
             .lookup(user)
             .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
         let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
         c.actor = Some(actor.user_id.clone());
         Ok(c)
+    }
+
+    /// An audience caller (see [`Audience`]): `everyone`, plus for a group the group and every
+    /// group it belongs to — exactly what all of the group's members hold in common — and no
+    /// `user:` principal. A group no identity or group definition names is an unknown user (a
+    /// typo must not silently narrow or widen anything).
+    fn audience_caller(
+        &self,
+        actor: &Caller,
+        audience: Audience<'_>,
+    ) -> Result<Caller, ActAsError> {
+        let mut principals = BTreeSet::from(["everyone".to_string()]);
+        if let Audience::Group(g) = audience {
+            let known = self.parents.contains_key(g)
+                || self
+                    .identities
+                    .iter()
+                    .any(|i| i.groups.iter().any(|x| x == g));
+            if !known {
+                return Err(ActAsError::UnknownUser(format!("group:{g}")));
+            }
+            for g in self.expand_groups(&[g.to_string()]) {
+                principals.insert(format!("group:{g}"));
+            }
+        }
+        Ok(Caller {
+            user_id: audience.id(),
+            principals,
+            perms: Permissions::QUERY,
+            credential: actor.credential.clone(),
+            actor: Some(actor.user_id.clone()),
+            audience: true,
+        })
     }
 
     pub fn whois(&self, name: &str) -> Option<WhoIs> {
@@ -616,6 +692,7 @@ impl IdentityStore {
             perms: own.intersect(scopes),
             credential,
             actor: None,
+            audience: false,
         }
     }
 
@@ -803,6 +880,31 @@ mod tests {
         ));
         let alice = s.authenticate_token("secret-a").unwrap();
         assert!(s.act_as(&alice, "bridge").is_err());
+    }
+
+    #[test]
+    fn act_as_an_audience_holds_only_what_all_its_members_share() {
+        let s = store();
+        let bridge = s.authenticate_bearer_at("key-live", 0).unwrap();
+        let all = s.act_as(&bridge, "everyone").unwrap();
+        assert_eq!(all.principals(), &BTreeSet::from(["everyone".to_string()]));
+        assert_eq!(all.actor(), Some("bridge"));
+        assert_eq!(all.permissions(), Permissions::QUERY);
+        let hr = s.act_as(&bridge, "group:hr").unwrap();
+        assert_eq!(hr.user_id(), "group:hr");
+        let p: Vec<&str> = hr.principals().iter().map(String::as_str).collect();
+        // hr and its ancestors (staff, a cycle back to hr), never a member's own principals.
+        assert_eq!(p, ["everyone", "group:hr", "group:staff"]);
+        assert!(!hr.principals().contains("group:payroll"));
+        assert_eq!(
+            s.act_as(&bridge, "group:nosuch").unwrap_err(),
+            ActAsError::UnknownUser("group:nosuch".into())
+        );
+        let alice = s.authenticate_token("secret-a").unwrap();
+        assert!(matches!(
+            s.act_as(&alice, "everyone"),
+            Err(ActAsError::NotPermitted(_))
+        ));
     }
 
     #[test]

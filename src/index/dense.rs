@@ -1,11 +1,22 @@
 //! Dense retrieval over tantivy segments: each segment's vectors are decoded once from the
 //! `vector` bytes fast field into a flat array (segments are immutable, so the cache is keyed by
-//! segment id and never stale), and a collector scores exactly the documents the scope query
-//! matches. Deleted documents never reach the collector.
+//! segment id and never stale), and a collector scores the documents the scope query matches.
+//! Deleted documents never reach the collector.
+//!
+//! Every scope is scanned exactly today (int8, then the best `RESCORE * k` rescored in f32).
+//! The filtered-HNSW path is built but **off** ([`ANN_MIN_VECTORS`] is `usize::MAX`): its recall
+//! on 384-dimension synthetic vectors is too low to replace an exact scan (benches/RESULTS.md,
+//! session 5). When a segment of at least that many vectors is loaded, an HNSW graph
+//! ([`super::ann`]) is built in the background (the exact scan serves until it is ready); a
+//! scope admitting at least [`ANN_MIN_ADMITTED`] of its docs is then searched through the graph
+//! with the scope applied during the search (an admitted-docs bitset), and the candidates are
+//! rescored exactly like the scan's. The graph is derived from the immutable segment, so it
+//! always matches the committed documents; it is rebuilt on open, never persisted. Tests turn
+//! it on with [`VectorCache::with_ann_thresholds`].
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::index::SegmentId;
@@ -23,9 +34,32 @@ pub struct SegmentVectors {
     /// the baseline x86-64 target (SSE2) multiplies them with `pmaddwd`.
     q8: Vec<i16>,
     scale: Vec<f32>,
+    /// Set by a background build for large segments.
+    graph: OnceLock<super::ann::Hnsw>,
 }
 
+/// Segments with at least this many vectors get an HNSW graph: off (see the module docs).
+pub const ANN_MIN_VECTORS: usize = usize::MAX;
+/// A scope admitting fewer of a segment's docs than this is scanned exactly even when the
+/// segment has a graph (measured in `benches/ann.rs`: below it the scan is as fast and exact).
+pub const ANN_MIN_ADMITTED: usize = 20_000;
+/// The graph search's candidate list.
+const ANN_EF: usize = 128;
+
 impl SegmentVectors {
+    fn view(&self) -> super::ann::View<'_> {
+        super::ann::View {
+            dim: self.dim,
+            values: &self.q8,
+            scale: &self.scale,
+        }
+    }
+
+    /// Whether the segment's graph is built.
+    pub fn has_graph(&self) -> bool {
+        self.graph.get().is_some()
+    }
+
     pub fn vector(&self, doc: DocId) -> Option<&[f32]> {
         let start = doc as usize * self.dim;
         let v = self.data.get(start..start + self.dim)?;
@@ -49,6 +83,16 @@ pub struct Quantized {
     scale: f32,
 }
 
+impl Quantized {
+    pub fn values(&self) -> &[i16] {
+        &self.values
+    }
+
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+}
+
 pub fn quantize(v: &[f32]) -> Quantized {
     let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
@@ -68,7 +112,7 @@ pub fn quantize(v: &[f32]) -> Quantized {
 }
 
 /// Integer dot product of int8-range values; 16 independent lanes so it vectorizes.
-fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
+pub(crate) fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
     let mut acc = [0i32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: i32 = ca
@@ -88,6 +132,9 @@ fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
 pub struct VectorCache {
     dim: usize,
     segments: Mutex<HashMap<SegmentId, Arc<SegmentVectors>>>,
+    /// [`ANN_MIN_VECTORS`] and [`ANN_MIN_ADMITTED`] (lowered by tests).
+    ann_min_vectors: usize,
+    ann_min_admitted: usize,
 }
 
 impl VectorCache {
@@ -95,7 +142,16 @@ impl VectorCache {
         Self {
             dim,
             segments: Mutex::new(HashMap::new()),
+            ann_min_vectors: ANN_MIN_VECTORS,
+            ann_min_admitted: ANN_MIN_ADMITTED,
         }
+    }
+
+    /// Other thresholds for the graph (tests use small segments).
+    pub fn with_ann_thresholds(mut self, min_vectors: usize, min_admitted: usize) -> Self {
+        self.ann_min_vectors = min_vectors;
+        self.ann_min_admitted = min_admitted;
+        self
     }
 
     pub fn get(&self, seg: &SegmentReader) -> tantivy::Result<Arc<SegmentVectors>> {
@@ -110,10 +166,31 @@ impl VectorCache {
         }
         // Decode outside the lock; two racing loads produce identical data.
         let loaded = Arc::new(self.load(seg)?);
-        self.segments
+        let fresh = self
+            .segments
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, loaded.clone());
+            .insert(id, loaded.clone())
+            .is_none();
+        let vectors = loaded.scale.iter().filter(|s| **s != 0.0).count();
+        if fresh && vectors >= self.ann_min_vectors {
+            let v = loaded.clone();
+            let spawned = std::thread::Builder::new()
+                .name("docent-ann-build".into())
+                .spawn(move || {
+                    let started = std::time::Instant::now();
+                    let g = super::ann::Hnsw::build(v.view(), super::ann::Params::default());
+                    tracing::info!(
+                        vectors,
+                        secs = started.elapsed().as_secs_f64(),
+                        "built the HNSW graph of a segment"
+                    );
+                    let _ = v.graph.set(g);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the HNSW build; the segment is scanned exactly");
+            }
+        }
         Ok(loaded)
     }
 
@@ -154,6 +231,7 @@ impl VectorCache {
             data,
             q8,
             scale,
+            graph: OnceLock::new(),
         })
     }
 
@@ -227,11 +305,14 @@ impl DenseCollector {
 
 pub struct DenseSegmentCollector {
     seg: SegmentOrdinal,
+    min_admitted: usize,
     vectors: Arc<SegmentVectors>,
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
     k: usize,
     heap: BinaryHeap<Hit>,
+    /// With a graph: the admitted docs (a bitset) and their count, decided on at harvest.
+    admitted: Option<(Vec<u64>, usize)>,
 }
 
 impl Collector for DenseCollector {
@@ -243,13 +324,19 @@ impl Collector for DenseCollector {
         seg: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
+        let vectors = self.cache.get(reader)?;
+        let admitted = vectors
+            .has_graph()
+            .then(|| (vec![0u64; (reader.max_doc() as usize).div_ceil(64)], 0));
         Ok(DenseSegmentCollector {
             seg,
-            vectors: self.cache.get(reader)?,
+            min_admitted: self.cache.ann_min_admitted,
+            vectors,
             query: self.query.clone(),
             quantized: self.quantized.clone(),
             k: self.k,
             heap: BinaryHeap::with_capacity(self.k * RESCORE + 1),
+            admitted,
         })
     }
 
@@ -272,16 +359,46 @@ impl SegmentCollector for DenseSegmentCollector {
     type Fruit = Vec<(f32, DocAddress)>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        if let Some(s) = self.vectors.approx(doc, &self.quantized) {
-            push(
-                &mut self.heap,
-                self.k * RESCORE,
-                Hit(s, DocAddress::new(self.seg, doc)),
-            );
+        if let Some((bits, n)) = &mut self.admitted {
+            bits[doc as usize / 64] |= 1 << (doc % 64);
+            *n += 1;
+            return;
         }
+        self.scan(doc);
     }
 
-    fn harvest(self) -> Self::Fruit {
+    fn harvest(mut self) -> Self::Fruit {
+        if let Some((bits, n)) = self.admitted.take() {
+            match self.vectors.graph.get() {
+                Some(graph) if n >= self.min_admitted => {
+                    let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
+                    let found = graph.search(
+                        self.vectors.view(),
+                        self.quantized.values(),
+                        self.quantized.scale(),
+                        ANN_EF.max(self.k * RESCORE),
+                        &allowed,
+                    );
+                    for (s, d) in found {
+                        push(
+                            &mut self.heap,
+                            self.k * RESCORE,
+                            Hit(s, DocAddress::new(self.seg, d)),
+                        );
+                    }
+                }
+                _ => {
+                    for (w, word) in bits.iter().enumerate() {
+                        let mut word = *word;
+                        while word != 0 {
+                            let b = word.trailing_zeros();
+                            word &= word - 1;
+                            self.scan(w as u32 * 64 + b);
+                        }
+                    }
+                }
+            }
+        }
         let mut exact = BinaryHeap::with_capacity(self.k + 1);
         for h in self.heap {
             if let Some(v) = self.vectors.vector(h.1.doc_id) {
@@ -293,6 +410,19 @@ impl SegmentCollector for DenseSegmentCollector {
             }
         }
         exact.into_iter().map(|h| (h.0, h.1)).collect()
+    }
+}
+
+impl DenseSegmentCollector {
+    /// The int8 score of one admitted doc into the candidate heap.
+    fn scan(&mut self, doc: DocId) {
+        if let Some(s) = self.vectors.approx(doc, &self.quantized) {
+            push(
+                &mut self.heap,
+                self.k * RESCORE,
+                Hit(s, DocAddress::new(self.seg, doc)),
+            );
+        }
     }
 }
 
@@ -317,5 +447,75 @@ mod tests {
         );
         assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), 4 - 10 - 18);
         assert_eq!(quantize(&[0.0, 0.0]).scale, 0.0);
+    }
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::*;
+    use tantivy::query::TermQuery;
+    use tantivy::schema::{FAST, IndexRecordOption, STRING, Schema};
+    use tantivy::{Term, doc};
+
+    /// One segment of `n` clustered vectors; doc `d` carries the term `g<d % 10>`.
+    fn segment(n: usize, dim: usize) -> tantivy::Index {
+        let mut sb = Schema::builder();
+        let vector = sb.add_bytes_field("vector", FAST);
+        let group = sb.add_text_field("group", STRING);
+        let index = tantivy::Index::create_in_ram(sb.build());
+        let vs = super::super::ann::clustered_vectors(n, dim, 11);
+        let mut w = index.writer_with_num_threads(1, 50_000_000).unwrap();
+        for (d, v) in vs.iter().enumerate() {
+            w.add_document(doc!(vector => encode(v), group => format!("g{}", d % 10)))
+                .unwrap();
+        }
+        w.commit().unwrap();
+        index
+    }
+
+    fn top(searcher: &Searcher, cache: &Arc<VectorCache>, q: &[f32], group: &str) -> Vec<DocId> {
+        let field = searcher.schema().get_field("group").unwrap();
+        let query = TermQuery::new(
+            Term::from_field_text(field, group),
+            IndexRecordOption::Basic,
+        );
+        searcher
+            .search(&query, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
+            .unwrap()
+            .into_iter()
+            .map(|(_, a)| a.doc_id)
+            .collect()
+    }
+
+    #[test]
+    fn the_graph_path_keeps_the_scope_and_finds_what_the_scan_finds() {
+        let index = segment(2000, 32);
+        let searcher = index.reader().unwrap().searcher();
+        let seg = &searcher.segment_readers()[0];
+        let scan = Arc::new(VectorCache::new(32));
+        let graph = Arc::new(VectorCache::new(32).with_ann_thresholds(1000, 100));
+        let loaded = graph.get(seg).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !loaded.has_graph() {
+            assert!(std::time::Instant::now() < deadline, "graph not built");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            !scan.get(seg).unwrap().has_graph(),
+            "small segments are scanned"
+        );
+        let (mut same, mut total) = (0, 0);
+        for q in super::super::ann::clustered_vectors(30, 32, 77) {
+            let exact = top(&searcher, &scan, &q, "g3");
+            let approx = top(&searcher, &graph, &q, "g3");
+            assert!(
+                approx.iter().all(|d| d % 10 == 3),
+                "{approx:?} leaves the scope"
+            );
+            assert_eq!(approx.len(), 10);
+            same += approx.iter().filter(|d| exact.contains(d)).count();
+            total += exact.len();
+        }
+        assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
     }
 }

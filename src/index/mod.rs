@@ -10,7 +10,8 @@
 //! - every search takes an [`AclScope`] and applies it inside the query, before top-k;
 //! - the model id and dimension are recorded at creation; opening with another model fails.
 
-mod dense;
+pub mod ann;
+pub mod dense;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +23,8 @@ use docent_connector_api::{Acl, DocKey, IndexedDoc, IndexedState, Principal};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
-    TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, RegexQuery,
+    TermQuery, TermSetQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
@@ -584,7 +585,18 @@ impl Snapshot<'_> {
                 Occur::Must,
                 Box::new(ConstScoreQuery::new(any_of(f.acl_allow), 0.0)),
             ),
-            (Occur::MustNot, any_of(f.acl_deny)),
+            (
+                Occur::MustNot,
+                if scope.strict_deny() {
+                    // Any deny entry at all (an audience may include whoever it names).
+                    Box::new(
+                        RegexQuery::from_pattern(".+", f.acl_deny)
+                            .expect("a constant, valid pattern"),
+                    )
+                } else {
+                    any_of(f.acl_deny)
+                },
+            ),
         ];
         if !filter.sources.is_empty() {
             let terms = filter
@@ -948,6 +960,50 @@ mod tests {
         assert_eq!(idx.checkpoints()["t"]["pos"], 7);
         assert_eq!(idx.document_count(), 1);
         assert_eq!(idx.doc_entry("t:a").unwrap().version, "v1");
+    }
+
+    #[test]
+    fn an_audience_scope_excludes_documents_with_any_deny_inside_both_legs() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.upsert(record(
+            "open",
+            "quarterly plan",
+            Acl::new([Principal::group("hr")], []),
+        ))
+        .unwrap();
+        idx.upsert(record(
+            "denied",
+            "quarterly plan",
+            Acl::new([Principal::group("hr")], [Principal::user("bob")]),
+        ))
+        .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let filter = SearchFilter::default();
+        let keys = |hits: Vec<Scored>| -> Vec<String> {
+            let mut k: Vec<String> = hits
+                .iter()
+                .map(|h| snap.chunk(h.addr).unwrap().doc_key)
+                .collect();
+            k.sort();
+            k
+        };
+        let person = AclScope::for_tests("alice", &["everyone", "group:hr", "user:alice"]);
+        let channel = AclScope::for_tests_audience("group:hr", &["everyone", "group:hr"]);
+        for (scope, want) in [
+            (&person, vec!["t:denied", "t:open"]),
+            (&channel, vec!["t:open"]),
+        ] {
+            let bm25 = snap
+                .bm25(scope, &filter, "quarterly", 10, (1.0, 1.0))
+                .unwrap();
+            assert_eq!(keys(bm25), want, "bm25 for {}", scope.user());
+            let dense = snap
+                .dense(scope, &filter, &[1.0, 0.0, 0.0, 0.0], 10)
+                .unwrap();
+            assert_eq!(keys(dense), want, "dense for {}", scope.user());
+        }
     }
 
     #[test]

@@ -38,16 +38,36 @@ fn collapse(leg: &Leg<'_>) -> Vec<(u64, Scored, u32)> {
     out
 }
 
-/// Combines legs with `weigh(leg, doc rank, chunk score, all of the leg)` summed per document.
-fn fuse(
-    legs: &[Leg<'_>],
-    weigh: impl Fn(usize, u32, f32, &[(u64, Scored, u32)]) -> f32,
-) -> Vec<Fused> {
+/// Score statistics of one leg's documents (each at its best chunk).
+#[derive(Debug, Clone, Copy)]
+struct LegStats {
+    min: f32,
+    max: f32,
+    sd: f32,
+}
+
+impl LegStats {
+    fn of(docs: &[(u64, Scored, u32)]) -> Self {
+        let scores = || docs.iter().map(|d| d.1.score);
+        let len = docs.len().max(1) as f32;
+        let mean = scores().sum::<f32>() / len;
+        Self {
+            min: scores().fold(f32::INFINITY, f32::min),
+            max: scores().fold(f32::NEG_INFINITY, f32::max),
+            sd: (scores().map(|s| (s - mean) * (s - mean)).sum::<f32>() / len).sqrt(),
+        }
+    }
+}
+
+/// Combines legs with `weigh(leg, doc rank, chunk score, the leg's statistics)` summed per
+/// document.
+fn fuse(legs: &[Leg<'_>], weigh: impl Fn(usize, u32, f32, &LegStats) -> f32) -> Vec<Fused> {
     let mut by_doc: HashMap<u64, (Fused, u32)> = HashMap::new();
     for (li, leg) in legs.iter().enumerate().take(2) {
         let docs = collapse(leg);
+        let stats = LegStats::of(&docs);
         for (key, s, rank) in &docs {
-            let w = weigh(li, *rank, s.score, &docs);
+            let w = weigh(li, *rank, s.score, &stats);
             let e = by_doc.entry(*key).or_insert((
                 Fused {
                     addr: s.addr,
@@ -86,20 +106,26 @@ pub fn rrf(legs: &[Leg<'_>], k: f32) -> Vec<Fused> {
     fuse(legs, |_, rank, _, _| 1.0 / (k + rank as f32))
 }
 
-/// Convex combination of min-max normalised document scores (a document scores as its best
-/// chunk): `alpha * bm25 + (1 - alpha) * dense`; a document missing from a leg gets 0 for it.
+/// How [`convex`] puts each leg's document scores on one scale. Both map a leg's lowest
+/// candidate to 0, so a document missing from a leg gets what the leg's last candidate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreNorm {
+    /// `(s - min) / (max - min)`: every leg spans 0..1.
+    MinMax,
+    /// `(s - min) / standard deviation`: a leg whose top stands out from its candidates
+    /// (a confident leg) weighs more than one whose candidates all score alike.
+    Std,
+}
+
+/// Convex combination of normalised document scores (a document scores as its best chunk):
+/// `alpha * bm25 + (1 - alpha) * dense`; a document missing from a leg gets 0 for it.
 /// Normalisation is over the scoped candidates only.
-pub fn convex(bm25: Leg<'_>, dense: Leg<'_>, alpha: f32) -> Vec<Fused> {
-    fuse(&[bm25, dense], |leg, _, score, docs| {
-        let max = docs
-            .iter()
-            .map(|d| d.1.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        let min = docs.iter().map(|d| d.1.score).fold(f32::INFINITY, f32::min);
-        let n = if max > min {
-            (score - min) / (max - min)
-        } else {
-            1.0
+pub fn convex(bm25: Leg<'_>, dense: Leg<'_>, alpha: f32, norm: ScoreNorm) -> Vec<Fused> {
+    fuse(&[bm25, dense], |leg, _, score, st| {
+        let n = match norm {
+            ScoreNorm::MinMax if st.max > st.min => (score - st.min) / (st.max - st.min),
+            ScoreNorm::Std if st.sd > 0.0 => (score - st.min) / st.sd,
+            ScoreNorm::MinMax | ScoreNorm::Std => 1.0,
         };
         if leg == 0 {
             alpha * n
@@ -197,11 +223,11 @@ mod tests {
                 keys: &kd,
             },
         );
-        let f = convex(legs.0, legs.1, 0.5);
+        let f = convex(legs.0, legs.1, 0.5, ScoreNorm::MinMax);
         let got: Vec<(u32, f32)> = f.iter().map(|x| (x.addr.doc_id, x.score)).collect();
         assert_eq!(got, [(10, 0.5), (30, 0.5), (20, 0.25)]);
         assert_eq!(f[0].ranks, [Some(1), Some(2)]);
-        let only_bm25 = convex(legs.0, legs.1, 1.0);
+        let only_bm25 = convex(legs.0, legs.1, 1.0, ScoreNorm::MinMax);
         assert_eq!(
             only_bm25
                 .iter()

@@ -10,7 +10,7 @@ mod fusion;
 
 use std::sync::Arc;
 
-pub use fusion::{Leg, rrf};
+pub use fusion::{Leg, ScoreNorm, convex, rrf};
 
 use crate::acl::AclScope;
 use crate::embed::{EmbedError, Embedder};
@@ -42,16 +42,28 @@ pub struct RetrievalConfig {
     /// BM25 weight of a match in the title and in the heading path, relative to the text (1.0).
     pub title_boost: f32,
     pub heading_boost: f32,
+    /// How "convex" fusion puts the legs' scores on one scale.
+    pub norm: ScoreNorm,
+    /// Hybrid feedback (pseudo-relevance feedback for the dense leg, hybrid mode only): the
+    /// query vector plus this weight times the mean vector of the first fusion's top
+    /// [`Self::dense_feedback_chunks`] documents (their representative chunks, all in scope) is
+    /// searched again and fused again with the same BM25 leg. 0 turns it off. Similarities
+    /// reported with hits stay those of the plain query.
+    pub dense_feedback: f32,
+    pub dense_feedback_chunks: usize,
 }
 
 impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
-            fusion: Fusion::Convex { alpha: 0.5 },
+            fusion: Fusion::Convex { alpha: 0.4 },
             rrf_k: 60.0,
-            candidates: 100,
+            candidates: 300,
             title_boost: 0.15,
             heading_boost: 0.3,
+            norm: ScoreNorm::Std,
+            dense_feedback: 0.0,
+            dense_feedback_chunks: 3,
         }
     }
 }
@@ -196,24 +208,49 @@ impl Retriever {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
         };
-        let (bm25_keys, dense_keys) = (snap.doc_ids(&bm25)?, snap.doc_ids(&dense)?);
-        let bm25_leg = Leg {
-            hits: &bm25,
-            keys: &bm25_keys,
-        };
-        let dense_leg = Leg {
-            hits: &dense,
-            keys: &dense_keys,
+        let bm25_keys = snap.doc_ids(&bm25)?;
+        let hybrid = |dense: &[crate::index::Scored]| -> Result<Vec<fusion::Fused>, RetrieveError> {
+            let keys = snap.doc_ids(dense)?;
+            let (b, d) = (
+                Leg {
+                    hits: &bm25,
+                    keys: &bm25_keys,
+                },
+                Leg {
+                    hits: dense,
+                    keys: &keys,
+                },
+            );
+            Ok(match self.cfg.fusion {
+                Fusion::Rrf => rrf(&[b, d], self.cfg.rrf_k),
+                Fusion::Convex { alpha } => fusion::convex(b, d, alpha, self.cfg.norm),
+            })
         };
         let fused = match mode {
             // Raw BM25 scores depend on corpus-wide term statistics, including documents the
             // caller cannot read; expose only rank-based scores.
-            Mode::Bm25 => rrf(&[bm25_leg], self.cfg.rrf_k),
-            Mode::Dense => fusion::single(dense_leg),
-            Mode::Hybrid => match self.cfg.fusion {
-                Fusion::Rrf => rrf(&[bm25_leg, dense_leg], self.cfg.rrf_k),
-                Fusion::Convex { alpha } => fusion::convex(bm25_leg, dense_leg, alpha),
-            },
+            Mode::Bm25 => rrf(
+                &[Leg {
+                    hits: &bm25,
+                    keys: &bm25_keys,
+                }],
+                self.cfg.rrf_k,
+            ),
+            Mode::Dense => fusion::single(Leg {
+                hits: &dense,
+                keys: &snap.doc_ids(&dense)?,
+            }),
+            Mode::Hybrid => {
+                let first = hybrid(&dense)?;
+                let moved = match &qvec {
+                    Some(q) => self.feedback_vector(&snap, q, &first)?,
+                    None => None,
+                };
+                match moved {
+                    Some(m) if !cancelled() => hybrid(&snap.dense(scope, filter, &m, depth)?)?,
+                    _ => first,
+                }
+            }
         };
         let mut hits = Vec::with_capacity(limit.min(fused.len()));
         for f in fused.into_iter().take(limit) {
@@ -236,6 +273,35 @@ impl Retriever {
             });
         }
         Ok(hits)
+    }
+
+    /// Hybrid feedback: the query vector moved towards the vectors of the first fusion's top
+    /// documents (their representative chunks, all within the scope and filter), for a second
+    /// dense search under the same scope and filter. `None` when off or nothing to move to.
+    fn feedback_vector(
+        &self,
+        snap: &crate::index::Snapshot<'_>,
+        qvec: &[f32],
+        fused: &[fusion::Fused],
+    ) -> Result<Option<Vec<f32>>, RetrieveError> {
+        let (beta, n) = (self.cfg.dense_feedback, self.cfg.dense_feedback_chunks);
+        let top = fused.len().min(n);
+        if beta <= 0.0 || top == 0 {
+            return Ok(None);
+        }
+        let mut moved = qvec.to_vec();
+        for f in &fused[..top] {
+            if let Some(v) = snap.vector(f.addr)? {
+                for (m, x) in moved.iter_mut().zip(&v) {
+                    *m += beta * x / top as f32;
+                }
+            }
+        }
+        let norm = moved.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            moved.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(Some(moved))
     }
 
     /// Query-term weights for answer extraction, from the same snapshot statistics as BM25.

@@ -16,8 +16,9 @@ use tonic::{Request, Status};
 use super::ServiceError;
 use crate::identity::{AuthError, Caller, SharedIdentities};
 
-/// Header naming the user under `--insecure-dev` (no credential checked).
-pub const DEV_USER_HEADER: &str = "x-docent-user";
+/// Header naming the user under `--insecure-dev` (no credential checked); one definition, in
+/// the proto crate, shared with the clients.
+pub use docent_proto::DEV_USER_HEADER;
 
 /// What a whole service demands of every caller, checked before the request body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 mod acl;
 pub mod conformance;
 pub mod jobs;
+pub mod paths;
 pub mod registry;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};

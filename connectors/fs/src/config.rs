@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use docent_connector_api::paths::{PathFilter, defaults};
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
 };
@@ -21,7 +22,7 @@ struct RawFs {
     include: Vec<String>,
     #[serde(default = "default_exclude")]
     exclude: Vec<String>,
-    #[serde(default = "default_reconcile")]
+    #[serde(default = "defaults::reconcile_interval_secs")]
     reconcile_interval_secs: u64,
     #[serde(default = "default_debounce")]
     debounce_ms: u64,
@@ -31,15 +32,15 @@ struct RawFs {
     follow_symlinks: bool,
     #[serde(default)]
     acl_rules: Vec<RawAclRule>,
-    #[serde(default = "default_passwd")]
+    #[serde(default = "defaults::passwd_file")]
     passwd_file: String,
-    #[serde(default = "default_group")]
+    #[serde(default = "defaults::group_file")]
     group_file: String,
     #[serde(default)]
     report_memberships: bool,
-    #[serde(default = "default_deletion_percent")]
+    #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
-    #[serde(default = "default_deletion_min")]
+    #[serde(default = "defaults::deletion_protection_min_docs")]
     deletion_protection_min_docs: u64,
 }
 
@@ -51,36 +52,18 @@ struct RawAclRule {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
-    #[serde(default = "default_mode")]
+    #[serde(default = "defaults::acl_rule_mode")]
     mode: String,
 }
 
 fn default_exclude() -> Vec<String> {
     vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
 }
-fn default_reconcile() -> u64 {
-    300
-}
 fn default_debounce() -> u64 {
     200
 }
 fn yes() -> bool {
     true
-}
-fn default_passwd() -> String {
-    "/etc/passwd".into()
-}
-fn default_group() -> String {
-    "/etc/group".into()
-}
-fn default_deletion_percent() -> u32 {
-    15
-}
-fn default_deletion_min() -> u64 {
-    5
-}
-fn default_mode() -> String {
-    "replace".into()
 }
 
 /// Registers `type = "fs"`.
@@ -131,16 +114,7 @@ impl ConnectorFactory for Factory {
                 Err(e) => is.add(format!("roots[{j}]"), format!("{}: {e}", path.display())),
             }
         }
-        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
-            for (j, g) in globs.iter().enumerate() {
-                if let Err(e) = globset::Glob::new(g) {
-                    is.add(
-                        format!("{field}[{j}]"),
-                        format!("invalid glob: {}", e.kind()),
-                    );
-                }
-            }
-        }
+        PathFilter::validate(&c.include, &c.exclude, &mut is);
         let mut rules = Vec::new();
         for (j, r) in c.acl_rules.iter().enumerate() {
             let rp = format!("acl_rules[{j}]");

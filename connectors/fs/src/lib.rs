@@ -34,13 +34,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{ConnectorCommand, JobState};
+use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
     Principal, SourceDocument, StatusHandle,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,48 +74,19 @@ pub struct FsConfig {
     pub deletion_protection_min_docs: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FsConfigError {
-    #[error("invalid glob {glob:?}: {message}")]
-    Glob { glob: String, message: String },
-}
-
 /// The connector, built from a validated config.
 pub struct FsConnector {
     cfg: Arc<FsConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
 }
 
 impl FsConnector {
-    pub fn new(cfg: FsConfig) -> Result<Self, FsConfigError> {
-        let include = if cfg.include.is_empty() {
-            None
-        } else {
-            Some(glob_set(&cfg.include)?)
-        };
-        let exclude = glob_set(&cfg.exclude)?;
+    pub fn new(cfg: FsConfig) -> Result<Self, GlobError> {
         Ok(Self {
+            filter: PathFilter::new(&cfg.include, &cfg.exclude)?,
             cfg: Arc::new(cfg),
-            include,
-            exclude,
         })
     }
-}
-
-fn glob_set(globs: &[String]) -> Result<GlobSet, FsConfigError> {
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        let glob = Glob::new(g).map_err(|e| FsConfigError::Glob {
-            glob: g.clone(),
-            message: e.kind().to_string(),
-        })?;
-        b.add(glob);
-    }
-    b.build().map_err(|e| FsConfigError::Glob {
-        glob: globs.join(","),
-        message: e.to_string(),
-    })
 }
 
 impl Connector for FsConnector {
@@ -139,8 +110,7 @@ impl Connector for FsConnector {
 #[derive(Clone)]
 struct Scanner {
     cfg: Arc<FsConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
     names: Arc<PosixNames>,
     status: StatusHandle,
     /// The job the scanner's outcomes are counted in.
@@ -160,16 +130,11 @@ struct Scanner {
 }
 
 async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    let FsConnector {
-        cfg,
-        include,
-        exclude,
-    } = conn;
+    let FsConnector { cfg, filter } = conn;
     let status = ctx.status.clone();
     let scanner = Scanner {
         cfg: cfg.clone(),
-        include,
-        exclude,
+        filter,
         names: Arc::new(PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -424,16 +389,12 @@ impl Scanner {
 
     /// Include/exclude globs, matched on the path relative to its root.
     fn selected(&self, root: &Path, path: &Path) -> bool {
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        if self.exclude.is_match(rel) {
-            return false;
-        }
-        self.include.as_ref().is_none_or(|inc| inc.is_match(rel))
+        self.filter.selects(path.strip_prefix(root).unwrap_or(path))
     }
 
     fn excluded_dir(&self, root: &Path, path: &Path) -> bool {
         let rel = path.strip_prefix(root).unwrap_or(path);
-        !rel.as_os_str().is_empty() && self.exclude.is_match(rel)
+        !rel.as_os_str().is_empty() && self.filter.excludes(rel)
     }
 
     /// Counts an outcome in the current job.

@@ -2,15 +2,16 @@
 //! unsafe code, and NSS lookups would block on network directories anyway). Unknown ids are
 //! returned as numbers, which identities can list as aliases.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use docent_connector_api::{GroupMembership, Principal};
 
 #[derive(Debug, Default)]
 pub struct PosixNames {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
+    // Ordered: the SMB connector fingerprints the mapping through `Debug`.
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
 }
 
 impl PosixNames {
@@ -37,7 +38,7 @@ impl PosixNames {
 }
 
 /// `name:x:id:...` lines; the id is the third field in both files.
-fn parse(text: &str) -> HashMap<u32, String> {
+fn parse(text: &str) -> BTreeMap<u32, String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

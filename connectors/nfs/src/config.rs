@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use docent_connector_api::paths::{PathFilter, defaults};
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
 };
@@ -32,21 +33,21 @@ struct RawNfs {
     exclude: Vec<String>,
     #[serde(default)]
     acl_rules: Vec<RawAclRule>,
-    #[serde(default = "default_passwd")]
+    #[serde(default = "defaults::passwd_file")]
     passwd_file: String,
-    #[serde(default = "default_group")]
+    #[serde(default = "defaults::group_file")]
     group_file: String,
     #[serde(default)]
     report_memberships: bool,
-    #[serde(default = "default_reconcile")]
+    #[serde(default = "defaults::reconcile_interval_secs")]
     reconcile_interval_secs: u64,
-    #[serde(default = "default_retry_max")]
+    #[serde(default = "defaults::retry_max_secs")]
     retry_max_secs: u64,
     #[serde(default = "default_rpc_timeout")]
     rpc_timeout_secs: u64,
-    #[serde(default = "default_deletion_percent")]
+    #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
-    #[serde(default = "default_deletion_min")]
+    #[serde(default = "defaults::deletion_protection_min_docs")]
     deletion_protection_min_docs: u64,
     #[serde(default)]
     uid: u32,
@@ -66,7 +67,7 @@ struct RawAclRule {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
-    #[serde(default = "default_mode")]
+    #[serde(default = "defaults::acl_rule_mode")]
     mode: String,
 }
 
@@ -76,29 +77,8 @@ fn default_portmapper() -> u16 {
 fn default_exclude() -> Vec<String> {
     vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
 }
-fn default_passwd() -> String {
-    "/etc/passwd".into()
-}
-fn default_group() -> String {
-    "/etc/group".into()
-}
-fn default_reconcile() -> u64 {
-    300
-}
-fn default_retry_max() -> u64 {
-    300
-}
 fn default_rpc_timeout() -> u64 {
     30
-}
-fn default_deletion_percent() -> u32 {
-    15
-}
-fn default_deletion_min() -> u64 {
-    5
-}
-fn default_mode() -> String {
-    "replace".into()
 }
 
 /// Registers `type = "nfs"`.
@@ -156,16 +136,7 @@ impl ConnectorFactory for Factory {
                 format!("must be a plain relative path inside the export, got {s:?}"),
             );
         }
-        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
-            for (j, g) in globs.iter().enumerate() {
-                if let Err(e) = globset::Glob::new(g) {
-                    is.add(
-                        format!("{field}[{j}]"),
-                        format!("invalid glob: {}", e.kind()),
-                    );
-                }
-            }
-        }
+        PathFilter::validate(&c.include, &c.exclude, &mut is);
         let mut rules = Vec::new();
         for (j, r) in c.acl_rules.iter().enumerate() {
             let rp = format!("acl_rules[{j}]");

@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
+use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
     MembershipSink, SourceDocument, StatusHandle,
@@ -60,7 +61,6 @@ use docent_connector_api::{
 use docent_fs_connector::{AclRule, PosixNames, apply_acl_rules, posix_acl};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3};
 use tokio::sync::mpsc;
 
@@ -112,48 +112,19 @@ pub struct NfsConfig {
     pub privileged_port: Option<bool>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NfsConfigError {
-    #[error("invalid glob {glob:?}: {message}")]
-    Glob { glob: String, message: String },
-}
-
 /// The connector, built from a validated config.
 pub struct NfsConnector {
     cfg: Arc<NfsConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
 }
 
 impl NfsConnector {
-    pub fn new(cfg: NfsConfig) -> Result<Self, NfsConfigError> {
-        let include = if cfg.include.is_empty() {
-            None
-        } else {
-            Some(glob_set(&cfg.include)?)
-        };
-        let exclude = glob_set(&cfg.exclude)?;
+    pub fn new(cfg: NfsConfig) -> Result<Self, GlobError> {
         Ok(Self {
+            filter: PathFilter::new(&cfg.include, &cfg.exclude)?,
             cfg: Arc::new(cfg),
-            include,
-            exclude,
         })
     }
-}
-
-fn glob_set(globs: &[String]) -> Result<GlobSet, NfsConfigError> {
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        let glob = Glob::new(g).map_err(|e| NfsConfigError::Glob {
-            glob: g.clone(),
-            message: e.kind().to_string(),
-        })?;
-        b.add(glob);
-    }
-    b.build().map_err(|e| NfsConfigError::Glob {
-        glob: globs.join(","),
-        message: e.to_string(),
-    })
 }
 
 impl Connector for NfsConnector {
@@ -197,8 +168,7 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let cfg = conn.cfg.clone();
     let mut syncer = Syncer {
         cfg: conn.cfg,
-        include: conn.include,
-        exclude: conn.exclude,
+        filter: conn.filter,
         status: status.clone(),
         sink,
         indexed,
@@ -316,8 +286,7 @@ struct Found {
 
 struct Syncer {
     cfg: Arc<NfsConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
     status: StatusHandle,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
@@ -431,10 +400,7 @@ impl Syncer {
     }
 
     fn selected(&self, rel: &str) -> bool {
-        if self.exclude.is_match(rel) {
-            return false;
-        }
-        self.include.as_ref().is_none_or(|inc| inc.is_match(rel))
+        self.filter.selects(rel)
     }
 
     /// Walks the export, upserts what changed, and deletes what is gone unless deletion
@@ -489,7 +455,7 @@ impl Syncer {
                 let rel = join(&rel_dir, &name);
                 match e.attr.type_ {
                     ftype3::NF3DIR => {
-                        if !self.exclude.is_match(&rel)
+                        if !self.filter.excludes(&rel)
                             && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
                         {
                             dirs.push((e.fh, rel));

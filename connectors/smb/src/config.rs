@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use docent_connector_api::Principal;
+use docent_connector_api::paths::{PathFilter, defaults};
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
 };
+use docent_connector_api::{Acl, Principal};
 use serde::Deserialize;
 
 use crate::dacl::NullDacl;
@@ -37,26 +38,43 @@ struct RawSmb {
     include: Vec<String>,
     #[serde(default = "default_exclude")]
     exclude: Vec<String>,
-    #[serde(default = "default_reconcile")]
+    #[serde(default = "defaults::reconcile_interval_secs")]
     reconcile_interval_secs: u64,
-    #[serde(default = "default_passwd")]
+    #[serde(default = "defaults::passwd_file")]
     passwd_file: String,
-    #[serde(default = "default_group")]
+    #[serde(default = "defaults::group_file")]
     group_file: String,
     #[serde(default)]
     sid_principals: BTreeMap<String, String>,
     #[serde(default = "default_null_dacl")]
     null_dacl: String,
-    #[serde(default = "default_deletion_percent")]
+    #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
-    #[serde(default = "default_deletion_min")]
+    #[serde(default = "defaults::deletion_protection_min_docs")]
     deletion_protection_min_docs: u64,
     #[serde(default = "default_retry_initial")]
     retry_initial_ms: u64,
-    #[serde(default = "default_retry_max")]
+    #[serde(default = "defaults::retry_max_secs")]
     retry_max_secs: u64,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    /// SMB2 change notifications on the crawl root (recursive), on top of the reconciliation.
+    #[serde(default = "yes")]
+    watch: bool,
+    #[serde(default = "default_debounce")]
+    watch_debounce_ms: u64,
+    /// Share-level permissions (as set on the server's share), intersected with each file's.
+    #[serde(default)]
+    share_allow: Vec<String>,
+    #[serde(default)]
+    share_deny: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_debounce() -> u64 {
+    500
 }
 
 fn default_port() -> u16 {
@@ -65,29 +83,11 @@ fn default_port() -> u16 {
 fn default_exclude() -> Vec<String> {
     vec!["**/.*".into(), "**/*~".into(), "**/~$*".into()]
 }
-fn default_reconcile() -> u64 {
-    300
-}
-fn default_passwd() -> String {
-    "/etc/passwd".into()
-}
-fn default_group() -> String {
-    "/etc/group".into()
-}
 fn default_null_dacl() -> String {
     "skip".into()
 }
-fn default_deletion_percent() -> u32 {
-    15
-}
-fn default_deletion_min() -> u64 {
-    5
-}
 fn default_retry_initial() -> u64 {
     1000
-}
-fn default_retry_max() -> u64 {
-    300
 }
 fn default_timeout() -> u64 {
     30
@@ -142,16 +142,18 @@ impl ConnectorFactory for Factory {
         if c.port == 0 {
             is.add("port", "must not be 0");
         }
-        for (field, globs) in [("include", &c.include), ("exclude", &c.exclude)] {
-            for (j, g) in globs.iter().enumerate() {
-                if let Err(e) = globset::Glob::new(g) {
-                    is.add(
-                        format!("{field}[{j}]"),
-                        format!("invalid glob: {}", e.kind()),
-                    );
-                }
-            }
-        }
+        PathFilter::validate(&c.include, &c.exclude, &mut is);
+        let share_allow = is.principals("share_allow", &c.share_allow);
+        let share_deny = is.principals("share_deny", &c.share_deny);
+        // Only denies given: the share admits everyone else.
+        let share_acl = (!share_allow.is_empty() || !share_deny.is_empty()).then(|| Acl {
+            allow: if share_allow.is_empty() {
+                [Principal::Everyone].into()
+            } else {
+                share_allow.into_iter().collect()
+            },
+            deny: share_deny.into_iter().collect(),
+        });
         let mut sid_principals = BTreeMap::new();
         for (sid, p) in &c.sid_principals {
             if !sid.starts_with("S-1-") {
@@ -215,6 +217,14 @@ impl ConnectorFactory for Factory {
             )),
             retry_max: Duration::from_secs(is.range("retry_max_secs", c.retry_max_secs, 1, 86_400)),
             timeout: Duration::from_secs(is.range("timeout_secs", c.timeout_secs, 1, 3_600)),
+            watch: c.watch,
+            watch_debounce: Duration::from_millis(is.range(
+                "watch_debounce_ms",
+                c.watch_debounce_ms,
+                0,
+                60_000,
+            )),
+            share_acl,
         };
         is.finish(Arc::new(Spec(cfg)) as Arc<dyn ConnectorSpec>)
     }
@@ -260,10 +270,24 @@ mod tests {
         assert_eq!(cfg.null_dacl, NullDacl::Everyone);
         assert_eq!(cfg.deletion_protection_percent, 15);
         assert_eq!(cfg.max_file_size, 1 << 20);
+        assert!(cfg.watch, "notifications are on by default");
+        assert_eq!(cfg.share_acl, None);
         assert!(
             !format!("{cfg:?}").contains("secret"),
             "the password is redacted"
         );
+    }
+
+    #[test]
+    fn share_permissions_become_an_acl() {
+        let spec = configure(
+            "server = \"s\"\nshare = \"d\"\nusername = \"u\"\nshare_deny = [\"user:bob\"]",
+        )
+        .unwrap();
+        let cfg = spec.as_any().downcast_ref::<SmbConfig>().unwrap();
+        let acl = cfg.share_acl.as_ref().unwrap();
+        assert_eq!(acl.allow, [Principal::Everyone].into());
+        assert_eq!(acl.deny, [Principal::user("bob")].into());
     }
 
     #[test]
@@ -276,6 +300,7 @@ mod tests {
             sid_principals = { "S-1-5-21-1" = "alice", "bogus" = "user:x" }
             null_dacl = "maybe"
             reconcile_interval_secs = 0
+            share_allow = ["hr"]
             "#,
         )
         .unwrap_err();
@@ -287,6 +312,7 @@ mod tests {
             "include[0]",
             "null_dacl",
             "reconcile_interval_secs",
+            "share_allow[0]",
         ] {
             assert!(paths.contains(&p), "{p} missing from {issues:?}");
         }

@@ -140,6 +140,31 @@ pub fn compute(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl) -> Compu
     Computed { acl, unmapped }
 }
 
+/// Share-level permissions narrow a file's: the denies add up, and the allow set keeps only
+/// what both admit: where one side allows `everyone`, the other side's allow set; otherwise the
+/// principals both name. A user the file admits by name and the share only through a group
+/// (or the other way round) loses access: group membership is not known at index time, and
+/// narrowing never leaks. `Err` when nobody is left.
+pub fn intersect_share(file: Acl, share: &Acl) -> Result<Acl, String> {
+    let everyone = |a: &Acl| a.allow.contains(&Principal::Everyone);
+    let allow = if everyone(share) {
+        file.allow
+    } else if everyone(&file) {
+        share.allow.clone()
+    } else {
+        file.allow.intersection(&share.allow).cloned().collect()
+    };
+    let acl = Acl {
+        allow,
+        deny: file.deny.union(&share.deny).cloned().collect(),
+    };
+    if acl.is_closed() {
+        Err("the share-level permissions and the file's DACL admit nobody in common".into())
+    } else {
+        Ok(acl)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +200,34 @@ mod tests {
         assert!(acl.allow.contains(&Principal::group("1000")));
         assert_eq!(acl.deny, BTreeSet::from([Principal::user("alice")]));
         assert_eq!(c.unmapped, BTreeSet::from(["S-1-5-18".to_string()]));
+    }
+
+    #[test]
+    fn share_permissions_only_narrow() {
+        let acl = |allow: &[&str], deny: &[&str]| Acl {
+            allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
+            deny: deny.iter().map(|p| p.parse().unwrap()).collect(),
+        };
+        let file = acl(&["group:hr", "group:eng"], &[]);
+        assert_eq!(
+            intersect_share(file.clone(), &acl(&["everyone"], &["user:bob"])).unwrap(),
+            acl(&["group:hr", "group:eng"], &["user:bob"]),
+            "share denies add up; an everyone share keeps the file's allows"
+        );
+        let share_hr = acl(&["group:hr"], &[]);
+        assert_eq!(
+            intersect_share(file, &share_hr).unwrap(),
+            acl(&["group:hr"], &[])
+        );
+        assert_eq!(
+            intersect_share(acl(&["everyone"], &[]), &share_hr).unwrap(),
+            share_hr,
+            "a public file on an hr share is hr's"
+        );
+        assert!(
+            intersect_share(acl(&["group:eng"], &[]), &share_hr).is_err(),
+            "nobody in common: skipped, never widened"
+        );
     }
 
     #[test]

@@ -1,15 +1,25 @@
 //! SMB connector: crawls one share (or a folder in it) with the pure-Rust `smb` client (NTLM),
-//! takes each file's permissions from its security descriptor's DACL, and reconciles
-//! periodically (SMB2 change notifications are not used: the periodic reconciliation is what
-//! makes the index converge).
+//! takes each file's permissions from its security descriptor's DACL (intersected with the
+//! configured share-level permissions), follows SMB2 change notifications on the crawl root,
+//! and reconciles periodically (notifications get lost: the reconciliation is what makes the
+//! index converge).
 //!
 //! Invariants:
 //! - every upsert carries the ACL its DACL gives ([`dacl`]); a file whose DACL cannot be read,
 //!   has a NULL DACL (unless configured), or has a deny ACE for a SID we cannot map is skipped
-//!   with the reason, never indexed with a guessed ACL;
-//! - an unchanged file (same file id, size and last-write time, and the same ACL) is not read;
-//!   the DACL of every file is read on every reconciliation, so an ACL-only change reaches the
-//!   index within one sync;
+//!   with the reason, never indexed with a guessed ACL; share-level permissions only narrow;
+//! - an unchanged file's content is not read: its version is (file id, size, last-write time)
+//!   plus a fingerprint of the connector's ACL mapping (SID mappings, passwd/group names, share
+//!   permissions, NULL-DACL policy); its DACL is read on every sync (16 at a time: round trips
+//!   are the cost), because nothing in a listing tells an ACL change (Samba reports the
+//!   last-write time as ChangeTime), so an ACL-only change reaches the index within one sync.
+//!   Change notifications bring changes sooner: Samba tells a recursive watch of content
+//!   changes anywhere below it, but of security changes only in the
+//!   watched folder itself; deeper ACL changes wait for the reconciliation;
+//! - a notification is a hint, never a verdict: the named paths are looked up again (listing of
+//!   the parent folder) and only what the server then shows is sent; a path that cannot be
+//!   looked up because the server went away is an outage, not a deletion; an overflowed
+//!   notification buffer becomes a reconciliation;
 //! - outages are not deletions: an unreachable server, a failed login, a listing that fails or
 //!   comes back empty, or a connection lost mid-crawl end the sync without deleting or skipping
 //!   anything; the connector reports the reason, retries with backoff and resumes (documents
@@ -26,16 +36,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
+use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
-    Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
     Principal, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::PosixNames;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::dacl::{Ace, AceKind, NullDacl, SidMap};
 
@@ -70,6 +81,12 @@ pub struct SmbConfig {
     pub retry_max: Duration,
     /// Per SMB request.
     pub timeout: Duration,
+    /// Follow SMB2 change notifications (recursive, on the crawl root).
+    pub watch: bool,
+    /// Notifications are gathered this long before the paths they name are looked up.
+    pub watch_debounce: Duration,
+    /// Share-level permissions, intersected with each file's DACL ([`dacl::intersect_share`]).
+    pub share_acl: Option<Acl>,
 }
 
 impl std::fmt::Debug for SmbConfig {
@@ -89,51 +106,25 @@ impl std::fmt::Debug for SmbConfig {
             .field("reconcile_interval", &self.reconcile_interval)
             .field("sid_principals", &self.sid_principals)
             .field("null_dacl", &self.null_dacl)
+            .field("watch", &self.watch)
+            .field("share_acl", &self.share_acl)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SmbConfigError {
-    #[error("invalid glob {glob:?}: {message}")]
-    Glob { glob: String, message: String },
 }
 
 /// The connector, built from a validated config.
 pub struct SmbConnector {
     cfg: Arc<SmbConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
 }
 
 impl SmbConnector {
-    pub fn new(cfg: SmbConfig) -> Result<Self, SmbConfigError> {
-        let include = if cfg.include.is_empty() {
-            None
-        } else {
-            Some(glob_set(&cfg.include)?)
-        };
-        let exclude = glob_set(&cfg.exclude)?;
+    pub fn new(cfg: SmbConfig) -> Result<Self, GlobError> {
         Ok(Self {
+            filter: PathFilter::new(&cfg.include, &cfg.exclude)?,
             cfg: Arc::new(cfg),
-            include,
-            exclude,
         })
     }
-}
-
-fn glob_set(globs: &[String]) -> Result<GlobSet, SmbConfigError> {
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        b.add(Glob::new(g).map_err(|e| SmbConfigError::Glob {
-            glob: g.clone(),
-            message: e.kind().to_string(),
-        })?);
-    }
-    b.build().map_err(|e| SmbConfigError::Glob {
-        glob: globs.join(","),
-        message: e.to_string(),
-    })
 }
 
 impl Connector for SmbConnector {
@@ -166,13 +157,31 @@ enum Outcome {
     Blocked(String),
 }
 
+/// What one job does.
+enum Work {
+    /// Walk the whole crawl root: (force deletions, full).
+    Reconcile { force: bool, full: bool },
+    /// Look up the paths change notifications named.
+    Paths(BTreeSet<String>),
+}
+
 /// A sync to run: (reserved job id, trigger, force deletions, full).
 type Pending = (Option<u64>, &'static str, bool, bool);
 
+/// What the change-notification watcher reports.
+#[derive(Debug)]
+enum Notice {
+    /// A path (relative to the share, `/`-separated) was added, changed, removed or renamed.
+    Changed(String),
+    /// The server dropped notifications (its buffer overflowed): reconcile.
+    Overflow,
+    /// The watch ended (connection lost, not supported): the next reconciliation restarts it.
+    Ended(String),
+}
+
 struct Crawler {
     cfg: Arc<SmbConfig>,
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: PathFilter,
     sids: SidMap,
     status: StatusHandle,
     sink: mpsc::Sender<Change>,
@@ -180,15 +189,14 @@ struct Crawler {
     /// What was last sent per native id until the index shows the same (see the fs connector).
     sent: HashMap<String, Option<IndexedDoc>>,
     job: u64,
+    /// SIDs no mapping names, seen in the DACLs read since the last full sync.
     unmapped: BTreeSet<String>,
+    /// See [`acl_config`].
+    acl_config: String,
 }
 
 async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
-    let SmbConnector {
-        cfg,
-        include,
-        exclude,
-    } = conn;
+    let SmbConnector { cfg, filter } = conn;
     let status = ctx.status.clone();
     status.set_phase("starting");
     let mut crawler = Crawler {
@@ -197,15 +205,16 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             explicit: cfg.sid_principals.clone(),
         },
         cfg: cfg.clone(),
-        include,
-        exclude,
+        filter,
         status: status.clone(),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         sent: HashMap::new(),
         job: 0,
         unmapped: BTreeSet::new(),
+        acl_config: String::new(),
     };
+    crawler.acl_config = acl_config(&cfg, &crawler.sids);
     let shutdown = ctx.shutdown.clone();
     let mut commands = ctx.commands;
     let mut paused = false;
@@ -215,16 +224,29 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let mut tick = tokio::time::interval(cfg.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The watcher: started after each successful reconciliation when none runs.
+    let (notice_tx, mut notices) = mpsc::channel::<Notice>(1024);
+    let mut watcher: Option<CancellationToken> = None;
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut changed_at: Option<tokio::time::Instant> = None;
     loop {
         if let Some((job, trigger, force, full)) = pending.take() {
             let r = tokio::select! {
-                r = crawler.reconcile(job, trigger, force, full) => r,
+                r = crawler.job(job, trigger, Work::Reconcile { force, full }) => r,
                 _ = shutdown.cancelled() => Ok(false),
             };
             match r {
                 Ok(true) => {
                     backoff = cfg.retry_initial;
                     retry_at = None;
+                    // A reconciliation covers whatever was notified before it.
+                    changed.clear();
+                    changed_at = None;
+                    if cfg.watch && watcher.is_none() {
+                        let cancel = shutdown.child_token();
+                        tokio::spawn(watch(cfg.clone(), notice_tx.clone(), cancel.clone()));
+                        watcher = Some(cancel);
+                    }
                 }
                 Ok(false) => break,
                 Err(SyncError::Sink) => {
@@ -245,6 +267,12 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                 None => futures::future::pending().await,
             }
         };
+        let notified = async {
+            match changed_at {
+                Some(at) if !paused && retry_at.is_none() => tokio::time::sleep_until(at).await,
+                _ => futures::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = retry_sleep => {
@@ -256,6 +284,49 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             _ = tick.tick() => {
                 if !paused && retry_at.is_none() {
                     pending = Some((None, "schedule", false, false));
+                }
+            }
+            Some(notice) = notices.recv() => match notice {
+                Notice::Changed(rel) => {
+                    changed.insert(rel);
+                    changed_at.get_or_insert_with(|| tokio::time::Instant::now() + cfg.watch_debounce);
+                }
+                Notice::Overflow => {
+                    tracing::info!(connector = %cfg.id, "smb change notifications overflowed; reconciling");
+                    if let Some(w) = watcher.take() {
+                        w.cancel();
+                    }
+                    if !paused && retry_at.is_none() {
+                        pending = Some((None, "watch", false, false));
+                    }
+                }
+                Notice::Ended(why) => {
+                    tracing::warn!(connector = %cfg.id, error = %why, "smb change notifications stopped; the next reconciliation restarts them");
+                    if let Some(w) = watcher.take() {
+                        w.cancel();
+                    }
+                }
+            },
+            _ = notified => {
+                changed_at = None;
+                let paths = std::mem::take(&mut changed);
+                let r = tokio::select! {
+                    r = crawler.job(None, "watch", Work::Paths(paths)) => r,
+                    _ = shutdown.cancelled() => Ok(false),
+                };
+                match r {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(SyncError::Sink) => {
+                        return Err(ConnectorError::SinkClosed {
+                            connector: cfg.id.clone(),
+                        });
+                    }
+                    Err(SyncError::Outage(why)) => {
+                        tracing::warn!(connector = %cfg.id, error = %why, "smb watched changes failed; reconciling after backoff");
+                        retry_at = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(cfg.retry_max);
+                    }
                 }
             }
             Some(cmd) = commands.recv() => match cmd {
@@ -275,8 +346,95 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             },
         }
     }
+    if let Some(w) = watcher {
+        w.cancel();
+    }
     status.set_phase("stopped");
     Ok(())
+}
+
+/// Watches the crawl root (recursively) on a session of its own and forwards what the server
+/// notifies until cancelled or the watch fails.
+async fn watch(cfg: Arc<SmbConfig>, tx: mpsc::Sender<Notice>, cancel: CancellationToken) {
+    let end = |why: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(Notice::Ended(why)).await;
+        }
+    };
+    let session = tokio::select! {
+        s = connect(&cfg) => s,
+        _ = cancel.cancelled() => return,
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => return end(e).await,
+    };
+    let root = session.unc(&cfg.sub_path);
+    let dir = match session
+        .client
+        .create_file(
+            &root,
+            &smb::FileCreateArgs::make_open_existing(
+                smb::FileAccessMask::new().with_generic_read(true),
+            ),
+        )
+        .await
+    {
+        Ok(smb::Resource::Directory(d)) => Arc::new(d),
+        Ok(other) => {
+            let _ = close_resource(other).await;
+            return end("the crawl root is not a directory".into()).await;
+        }
+        Err(e) => return end(format!("cannot open the crawl root to watch it: {e}")).await,
+    };
+    let filter = smb::NotifyFilter::new()
+        .with_file_name(true)
+        .with_dir_name(true)
+        .with_size(true)
+        .with_last_write(true)
+        .with_security(true);
+    let stream =
+        match smb::Directory::watch_stream_cancellable(&dir, filter, true, cancel.child_token()) {
+            Ok(s) => s,
+            Err(e) => return end(format!("cannot watch: {e}")).await,
+        };
+    futures::pin_mut!(stream);
+    let prefix = if cfg.sub_path.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", cfg.sub_path)
+    };
+    tracing::debug!(connector = %cfg.id, "watching for smb change notifications");
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = cancel.cancelled() => break,
+        };
+        match item {
+            Some(Ok(info)) => {
+                let rel = format!("{prefix}{}", info.file_name.to_string().replace('\\', "/"));
+                if tx.send(Notice::Changed(rel)).await.is_err() {
+                    break;
+                }
+            }
+            Some(Err(smb::Error::BufferTooSmall { .. })) => {
+                let _ = tx.send(Notice::Overflow).await;
+                break;
+            }
+            Some(Err(e)) => {
+                end(e.to_string()).await;
+                break;
+            }
+            None => {
+                if !cancel.is_cancelled() {
+                    end("the server ended the watch".into()).await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), session.client.close()).await;
 }
 
 fn unix_millis() -> i64 {
@@ -296,10 +454,30 @@ struct Listed {
 }
 
 impl Listed {
-    /// (file id, size, last-write time): any change means the content may have changed.
-    fn version(&self) -> String {
-        format!("{:x}:{}:{}", self.file_id, self.size, self.last_write)
+    /// (file id, size, last-write time) and `acl_config` (what else decides the ACL: SID
+    /// mappings, share permissions): while it is unchanged, the content has not changed. The
+    /// ACL may have: a file's DACL is read on every sync (the change time cannot tell: Samba
+    /// reports the last-write time as ChangeTime).
+    fn version(&self, acl_config: &str) -> String {
+        format!(
+            "{:x}:{}:{}:{acl_config}",
+            self.file_id, self.size, self.last_write
+        )
     }
+}
+
+/// FNV-1a of what, besides the file's own DACL, decides its ACL (stable across runs and Rust
+/// versions): when it changes, every file's version changes and its ACL is computed again.
+fn acl_config(cfg: &SmbConfig, sids: &SidMap) -> String {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        cfg.share_acl, cfg.sid_principals, cfg.null_dacl, sids.names
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Open, authenticated client on the configured share.
@@ -390,6 +568,94 @@ impl Session {
             Err(_) => false,
         }
     }
+}
+
+/// Files whose DACLs are read ahead together, and how many of those reads are in flight.
+const DACL_BATCH: usize = 256;
+const DACL_CONCURRENCY: usize = 16;
+
+/// A file's path, its ACL or why not, and the unmapped SIDs seen.
+type Read = (String, Result<Acl, String>, BTreeSet<String>);
+
+/// A file's ACL from its DACL (and the share permissions), with the unmapped SIDs seen.
+async fn read_acl(session: &Session, sids: &SidMap, cfg: &SmbConfig, rel: String) -> Read {
+    let res = session
+        .client
+        .create_file(
+            &session.unc(&rel),
+            &smb::FileCreateArgs::make_open_existing(
+                smb::FileAccessMask::new().with_read_control(true),
+            ),
+        )
+        .await;
+    let file = match res {
+        Ok(smb::Resource::File(file)) => file,
+        Ok(other) => {
+            let _ = close_resource(other).await;
+            return (rel, Err("not a regular file".into()), BTreeSet::new());
+        }
+        Err(e) => return (rel, Err(format!("cannot open: {e}")), BTreeSet::new()),
+    };
+    let (acl, unmapped) = dacl_of(&file, sids, cfg).await;
+    let _ = file.close().await;
+    (rel, acl, unmapped)
+}
+
+/// The ACL the open file's DACL gives (see [`dacl`]), intersected with the share permissions.
+async fn dacl_of(
+    file: &smb::File,
+    sids: &SidMap,
+    cfg: &SmbConfig,
+) -> (Result<Acl, String>, BTreeSet<String>) {
+    // The DACL alone: smb 0.11's descriptor parser reads the parts in order rather than at
+    // their offsets, and Samba may place the DACL after the owner and group SIDs in a
+    // different order; with one part the layout is unambiguous. Owner and group do not grant
+    // read access by themselves, so the ACL needs only the DACL.
+    let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
+    let sd = match file.query_security_info(info).await {
+        Ok(sd) => sd,
+        Err(e) => {
+            return (
+                Err(format!("cannot read the security descriptor (DACL): {e}")),
+                BTreeSet::new(),
+            );
+        }
+    };
+    let aces: Option<Vec<Ace>> = sd
+        .dacl
+        .as_ref()
+        .map(|acl| acl.ace.iter().map(ace_of).collect());
+    let computed = dacl::compute(aces.as_deref(), sids, cfg.null_dacl);
+    let acl = computed.acl.and_then(|acl| match &cfg.share_acl {
+        Some(share) => dacl::intersect_share(acl, share),
+        None => Ok(acl),
+    });
+    (acl, computed.unmapped)
+}
+
+/// An authenticated client on the configured share.
+async fn connect(cfg: &SmbConfig) -> Result<Session, String> {
+    let mut cc = smb::ClientConfig::default();
+    cc.connection.port = Some(cfg.port);
+    cc.connection.timeout = Some(cfg.timeout);
+    let client = smb::Client::new(cc);
+    let share = smb::UncPath::new(&cfg.server)
+        .and_then(|u| u.with_share(&cfg.share))
+        .map_err(|e| format!("invalid server or share: {e}"))?;
+    let user = match &cfg.domain {
+        Some(d) => format!("{d}\\{}", cfg.username),
+        None => cfg.username.clone(),
+    };
+    client
+        .share_connect(&share, &user, cfg.password.clone())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to \\\\{}\\{} as {user}: {e}",
+                cfg.server, cfg.share
+            )
+        })?;
+    Ok(Session { client, share })
 }
 
 async fn close_resource(r: smb::Resource) -> smb::Result<()> {
@@ -509,8 +775,7 @@ impl Crawler {
     }
 
     fn selected(&self, rel: &str) -> bool {
-        let r = self.scoped(rel);
-        !self.exclude.is_match(r) && self.include.as_ref().is_none_or(|i| i.is_match(r))
+        self.filter.selects(self.scoped(rel))
     }
 
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
@@ -535,46 +800,27 @@ impl Crawler {
         known
     }
 
-    async fn connect(&self) -> Result<Session, String> {
-        let mut cc = smb::ClientConfig::default();
-        cc.connection.port = Some(self.cfg.port);
-        cc.connection.timeout = Some(self.cfg.timeout);
-        let client = smb::Client::new(cc);
-        let share = smb::UncPath::new(&self.cfg.server)
-            .and_then(|u| u.with_share(&self.cfg.share))
-            .map_err(|e| format!("invalid server or share: {e}"))?;
-        let user = match &self.cfg.domain {
-            Some(d) => format!("{d}\\{}", self.cfg.username),
-            None => self.cfg.username.clone(),
-        };
-        client
-            .share_connect(&share, &user, self.cfg.password.clone())
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot connect to \\\\{}\\{} as {user}: {e}",
-                    self.cfg.server, self.cfg.share
-                )
-            })?;
-        Ok(Session { client, share })
-    }
-
-    /// One reconciliation job (cancellation drops it at an await). `Ok(true)`: finished.
-    async fn reconcile(
+    /// One job (cancellation drops it at an await). `Ok(true)`: finished.
+    async fn job(
         &mut self,
         job: Option<u64>,
         trigger: &'static str,
-        force: bool,
-        full: bool,
+        work: Work,
     ) -> Result<bool, SyncError> {
-        self.status.set_phase("crawling");
-        self.job = self
-            .status
-            .start_job(job, "reconcile", trigger, unix_millis());
-        self.unmapped.clear();
-        let outcome = match self.connect().await {
+        let reconcile = matches!(work, Work::Reconcile { .. });
+        self.status
+            .set_phase(if reconcile { "crawling" } else { "syncing" });
+        let kind = if reconcile { "reconcile" } else { "watch" };
+        self.job = self.status.start_job(job, kind, trigger, unix_millis());
+        if matches!(work, Work::Reconcile { full: true, .. }) {
+            self.unmapped.clear();
+        }
+        let outcome = match connect(&self.cfg).await {
             Ok(session) => {
-                let r = self.sync(&session, force, full).await;
+                let r = match work {
+                    Work::Reconcile { force, full } => self.sync(&session, force, full).await,
+                    Work::Paths(paths) => self.sync_paths(&session, paths).await,
+                };
                 let _ = tokio::time::timeout(Duration::from_secs(2), session.client.close()).await;
                 r
             }
@@ -617,12 +863,15 @@ impl Crawler {
             }
         };
         self.status.finish_job(self.job, state, now);
-        self.status.full_scan_done(now);
         self.status.set_phase(if self.status.snapshot().paused {
             "paused"
         } else {
             "watching"
         });
+        if !reconcile {
+            return Ok(true);
+        }
+        self.status.full_scan_done(now);
         self.send(Change::Checkpoint {
             connector: self.cfg.id.clone(),
             checkpoint: serde_json::json!({ "last_full_scan_ms": now }),
@@ -639,28 +888,7 @@ impl Crawler {
     ) -> Result<Outcome, SyncError> {
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
-        let mut files = Vec::new();
-        let mut dirs = VecDeque::from([self.cfg.sub_path.clone()]);
-        while let Some(dir) = dirs.pop_front() {
-            let entries = session.list(&dir).await.map_err(|e| {
-                SyncError::Outage(format!(
-                    "cannot list {:?} on \\\\{}\\{}: {e}",
-                    if dir.is_empty() { "/" } else { dir.as_str() },
-                    self.cfg.server,
-                    self.cfg.share
-                ))
-            })?;
-            for (rel, is_dir, listed) in entries {
-                if is_dir {
-                    if !self.exclude.is_match(self.scoped(&rel)) {
-                        dirs.push_back(rel);
-                    }
-                } else if self.selected(&rel) {
-                    files.push(listed);
-                }
-            }
-        }
-        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let files = self.walk(session, self.cfg.sub_path.clone()).await?;
         let indexed = self.indexed.native_ids(&self.cfg.id);
         if files.is_empty() && !indexed.is_empty() && !force {
             return Ok(Outcome::Blocked(format!(
@@ -672,9 +900,16 @@ impl Crawler {
             )));
         }
         let mut seen = BTreeSet::new();
-        for f in &files {
-            seen.insert(f.rel.clone());
-            self.visit(session, f, full).await?;
+        for batch in files.chunks(DACL_BATCH) {
+            let acls = if full {
+                HashMap::new()
+            } else {
+                self.read_acls_ahead(session, batch).await
+            };
+            for f in batch {
+                seen.insert(f.rel.clone());
+                self.visit(session, f, full, acls.get(&f.rel)).await?;
+            }
         }
         let gone: Vec<String> = self
             .known_ids(&indexed)
@@ -702,10 +937,146 @@ impl Crawler {
         Ok(Outcome::Done)
     }
 
-    async fn visit(&mut self, session: &Session, f: &Listed, full: bool) -> Result<(), SyncError> {
+    /// Every selected file below `from` (a folder, relative to the share), sorted by path.
+    async fn walk(&self, session: &Session, from: String) -> Result<Vec<Listed>, SyncError> {
+        let mut files = Vec::new();
+        let mut dirs = VecDeque::from([from]);
+        while let Some(dir) = dirs.pop_front() {
+            let entries = session.list(&dir).await.map_err(|e| {
+                SyncError::Outage(format!(
+                    "cannot list {:?} on \\\\{}\\{}: {e}",
+                    if dir.is_empty() { "/" } else { dir.as_str() },
+                    self.cfg.server,
+                    self.cfg.share
+                ))
+            })?;
+            for (rel, is_dir, listed) in entries {
+                if is_dir {
+                    if !self.filter.excludes(self.scoped(&rel)) {
+                        dirs.push_back(rel);
+                    }
+                } else if self.selected(&rel) {
+                    files.push(listed);
+                }
+            }
+        }
+        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(files)
+    }
+
+    /// The paths change notifications named, looked up again: a file is visited (read only if
+    /// its version or ACL changed), a folder walked, and a path the parent's listing no longer
+    /// shows is deleted with everything indexed below it. Deletion protection applies.
+    async fn sync_paths(
+        &mut self,
+        session: &Session,
+        paths: BTreeSet<String>,
+    ) -> Result<Outcome, SyncError> {
+        let root = &self.cfg.sub_path;
+        let mut visit = Vec::new();
+        let mut gone = BTreeSet::new();
+        for rel in paths {
+            let inside = root.is_empty() || rel.starts_with(&format!("{root}/"));
+            if !inside
+                || rel
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
+            {
+                continue;
+            }
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            let entries = match session.list(parent).await {
+                Ok(entries) => Some(entries),
+                // The parent is gone too (a folder deleted or renamed) — unless the server is.
+                Err(_) if session.alive().await => None,
+                Err(e) => {
+                    return Err(SyncError::Outage(format!(
+                        "lost the connection to \\\\{}\\{} while looking up {rel}: {e}",
+                        self.cfg.server, self.cfg.share
+                    )));
+                }
+            };
+            let found = entries
+                .into_iter()
+                .flatten()
+                .find(|(child, _, _)| child.rsplit('/').next() == Some(name));
+            match found {
+                Some((child, true, _)) => {
+                    if !self.filter.excludes(self.scoped(&child)) {
+                        visit.extend(self.walk(session, child).await?);
+                    }
+                }
+                Some((child, false, listed)) => {
+                    if self.selected(&child) {
+                        visit.push(listed);
+                    } else {
+                        gone.insert(child);
+                    }
+                }
+                None => {
+                    gone.insert(rel);
+                }
+            }
+        }
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        let known = self.known_ids(&indexed);
+        let seen: BTreeSet<&str> = visit.iter().map(|f| f.rel.as_str()).collect();
+        let deletes: Vec<String> = known
+            .iter()
+            .filter(|id| {
+                !seen.contains(id.as_str())
+                    && gone.iter().any(|g| {
+                        *id == g
+                            || id
+                                .strip_prefix(g.as_str())
+                                .is_some_and(|r| r.starts_with('/'))
+                    })
+            })
+            .cloned()
+            .collect();
+        if let Some(why) = docent_connector_api::jobs::deletion_protection(
+            &self.cfg.id,
+            deletes.len() as u64,
+            indexed.len() as u64,
+            self.cfg.deletion_protection_percent,
+            self.cfg.deletion_protection_min_docs,
+        ) {
+            return Ok(Outcome::Blocked(why));
+        }
+        for f in &visit {
+            self.visit(session, f, false, None).await?;
+        }
+        for id in deletes {
+            self.sent.insert(id.clone(), None);
+            self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
+                .await?;
+            self.count(|j| j.counts.deleted += 1);
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn visit(
+        &mut self,
+        session: &Session,
+        f: &Listed,
+        full: bool,
+        known_acl: Option<&Result<Acl, String>>,
+    ) -> Result<(), SyncError> {
         let key = self.key(&f.rel);
         let prev = self.last_known(&key);
         let known = prev.is_some();
+        // Content unchanged and the DACL (read ahead, concurrently) gives the indexed ACL.
+        if !full
+            && let (Some(p), Some(Ok(acl))) = (&prev, known_acl)
+            && p.version == f.version(&self.acl_config)
+            && p.acl_fingerprint == acl.fingerprint()
+        {
+            self.count(|j| {
+                j.counts.scanned += 1;
+                j.counts.unchanged += 1;
+            });
+            return Ok(());
+        }
         match self.read_if_changed(session, f, prev, full).await {
             Ok(Some(doc)) => {
                 self.sent.insert(
@@ -749,6 +1120,40 @@ impl Crawler {
         }
     }
 
+    /// The ACLs of the files in `batch` whose content is unchanged, read `DACL_CONCURRENCY` at a
+    /// time (one open, one security query, one close each: round trips, not bandwidth, are the
+    /// cost, so they overlap). A failure here is only a hint: the file is then visited in full.
+    async fn read_acls_ahead(
+        &mut self,
+        session: &Session,
+        batch: &[Listed],
+    ) -> HashMap<String, Result<Acl, String>> {
+        let unchanged: Vec<&Listed> = batch
+            .iter()
+            .filter(|f| {
+                self.last_known(&self.key(&f.rel))
+                    .is_some_and(|p| p.version == f.version(&self.acl_config))
+            })
+            .collect();
+        let (sids, cfg) = (&self.sids, &*self.cfg);
+        // Boxed as `Send` futures up front: a stream of closures' futures borrowing from here
+        // trips the compiler's higher-ranked `Send` check.
+        let reads: Vec<futures::future::BoxFuture<'_, Read>> = unchanged
+            .into_iter()
+            .map(|f| read_acl(session, sids, cfg, f.rel.clone()).boxed())
+            .collect();
+        let read: Vec<Read> = futures::stream::iter(reads)
+            .buffer_unordered(DACL_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = HashMap::with_capacity(read.len());
+        for (rel, acl, unmapped) in read {
+            self.unmapped.extend(unmapped);
+            out.insert(rel, acl);
+        }
+        out
+    }
+
     /// The document when new or changed, `None` when unchanged, or why it cannot be indexed.
     async fn read_if_changed(
         &mut self,
@@ -786,23 +1191,10 @@ impl Crawler {
         prev: Option<IndexedDoc>,
         full: bool,
     ) -> Result<Option<SourceDocument>, String> {
-        // The DACL alone: smb 0.11's descriptor parser reads the parts in order rather than at
-        // their offsets, and Samba may place the DACL after the owner and group SIDs in a
-        // different order; with one part the layout is unambiguous. Owner and group do not
-        // grant read access by themselves, so the ACL needs only the DACL.
-        let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
-        let sd = file
-            .query_security_info(info)
-            .await
-            .map_err(|e| format!("cannot read the security descriptor (DACL): {e}"))?;
-        let aces: Option<Vec<Ace>> = sd
-            .dacl
-            .as_ref()
-            .map(|acl| acl.ace.iter().map(ace_of).collect());
-        let computed = dacl::compute(aces.as_deref(), &self.sids, self.cfg.null_dacl);
-        self.unmapped.extend(computed.unmapped);
-        let acl = computed.acl?;
-        let version = f.version();
+        let (acl, unmapped) = dacl_of(file, &self.sids, &self.cfg).await;
+        self.unmapped.extend(unmapped);
+        let acl = acl?;
+        let version = f.version(&self.acl_config);
         if let Some(prev) = &prev
             && prev.version == version
             && prev.acl_fingerprint == acl.fingerprint()

@@ -179,6 +179,10 @@ impl Server {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
+            // The notification tests turn it on; the others count changes per reconciliation.
+            watch: false,
+            watch_debounce: Duration::from_millis(100),
+            share_acl: None,
         }
     }
 }
@@ -681,4 +685,161 @@ async fn an_empty_listing_deletes_nothing() {
     );
     assert!(st.last_error.is_some_and(|e| e.contains("empty")));
     assert_eq!(index.native_ids("smb").len(), 2);
+}
+
+/// Applies changes until `done` holds for the index, failing after 60 s.
+async fn until(
+    r: &mut Running,
+    index: &Index,
+    log: &mut Log,
+    what: &str,
+    done: impl Fn(&Index) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(index) {
+        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
+            Ok(Some(c)) => log.apply(index, c),
+            Ok(None) => panic!("connector stopped"),
+            Err(_) => panic!("{what}: not within 60 s; status: {:?}", r.status.snapshot()),
+        }
+    }
+}
+
+fn indexed_ids(index: &Index) -> BTreeSet<String> {
+    index.native_ids("smb").into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_notifications_reach_the_index_without_a_reconciliation() {
+    let s = Server::start(free_port());
+    s.put("a.txt", "a");
+    s.put("b.txt", "b");
+    s.put("c.txt", "c");
+    s.put("team/d.txt", "d");
+    let mut cfg = s.config("smb", "");
+    cfg.watch = true;
+    // No scheduled reconciliation during the test: only notifications can bring the changes.
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    assert_eq!(
+        indexed_ids(&index),
+        ids(&["a.txt", "b.txt", "c.txt", "team/d.txt"])
+    );
+    log = Log::default();
+    // The watch starts right after the first reconciliation; give the server a moment to
+    // register it before changing anything.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    s.put("new.txt", "added while watched");
+    s.put("b.txt", "b, edited while watched");
+    s.rename("c.txt", "c2.txt");
+    s.rm("a.txt");
+    s.put("team/sub/e.txt", "in a new folder");
+    s.rename("team", "team2");
+    let want = ids(&[
+        "b.txt",
+        "c2.txt",
+        "new.txt",
+        "team2/d.txt",
+        "team2/sub/e.txt",
+    ]);
+    until(&mut r, &index, &mut log, "notified changes", |ix| {
+        indexed_ids(ix) == want
+    })
+    .await;
+    assert_eq!(log.upserts["b.txt"].content, b"b, edited while watched");
+    assert!(log.checkpoint.is_none(), "no reconciliation ran");
+    let st = r.status.snapshot();
+    assert!(
+        st.jobs
+            .iter()
+            .any(|j| j.kind == "watch" && j.counts.deleted >= 1),
+        "{:?}",
+        st.jobs
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_permissions_narrow_every_files_acl() {
+    let s = shared();
+    let base = format!("sharelevel-{}", rand_name());
+    let (hr, eng) = (gid("hr"), gid("eng"));
+    s.put(&format!("{base}/public.txt"), "for everyone");
+    s.cacls(
+        &format!("{base}/public.txt"),
+        &["--set", "D:(A;;FR;;;S-1-1-0)"],
+    );
+    s.put(&format!("{base}/eng.txt"), "for eng");
+    s.cacls(
+        &format!("{base}/eng.txt"),
+        &["--set", &format!("D:(A;;FR;;;S-1-22-2-{eng})")],
+    );
+    s.put(&format!("{base}/hr.txt"), "for hr");
+    s.cacls(
+        &format!("{base}/hr.txt"),
+        &["--set", &format!("D:(A;;FR;;;S-1-22-2-{hr})")],
+    );
+    let mut cfg = s.config("smb-share", &base);
+    cfg.share_acl = Some(Acl {
+        allow: principals(&["group:hr"]),
+        deny: principals(&["user:bob"]),
+    });
+    let index = Arc::new(Index::default());
+    let log = sync(cfg, &index, None).await;
+    let acl = |f: &str| log.upserts[&format!("{base}/{f}")].acl.clone();
+    assert_eq!(
+        acl("public.txt").allow,
+        principals(&["group:hr"]),
+        "a public file on an hr share"
+    );
+    assert_eq!(acl("hr.txt").allow, principals(&["group:hr"]));
+    for f in ["public.txt", "hr.txt"] {
+        assert_eq!(acl(f).deny, principals(&["user:bob"]), "{f}");
+    }
+    let why = &log.skipped[&format!("{base}/eng.txt")];
+    assert!(why.contains("share-level"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_only_change_in_the_watched_folder_is_notified() {
+    let s = shared();
+    let base = format!("aclnotify-{}", rand_name());
+    let (hr, eng) = (gid("hr"), gid("eng"));
+    let file = format!("{base}/doc.txt");
+    s.put(&file, "same content");
+    s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-2-{hr})")]);
+    // Samba reports a security change only to a watch on the file's own folder (a recursive
+    // watch higher up hears of content changes below it, not of ACL changes): the watch here is
+    // on the crawl root `base`, the file's folder. Deeper ACL changes wait for reconciliation.
+    let mut cfg = s.config("smb-aclnotify", &base);
+    cfg.watch = true;
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    assert_eq!(log.upserts[&file].acl.allow, principals(&["group:hr"]));
+    log = Log::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-2-{eng})")]);
+    let key = DocKey::new("smb-aclnotify", file.as_str());
+    let want = Acl {
+        allow: principals(&["group:eng"]),
+        deny: BTreeSet::new(),
+    };
+    until(&mut r, &index, &mut log, "the notified ACL change", |ix| {
+        ix.0.lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|(_, acl)| *acl == want)
+    })
+    .await;
+    assert!(log.checkpoint.is_none(), "no reconciliation ran");
+    assert_eq!(log.upserts[&file].content, b"same content");
+    r.stop().await;
 }

@@ -1,0 +1,804 @@
+//! What the bridge does with a verified request, after it was acknowledged: who is asking
+//! (Slack id, else e-mail, as a Docent identity alias), under whose access to ask, and where the
+//! answer goes.
+//!
+//! Channel safety: a channel post is seen by every member, so it is asked as the channel's
+//! audience (`everyone`, or `group:<id>` configured per channel; Docent's act_as of an audience
+//! holds only the principals all its members share) and never as the asker. The asker's own
+//! access is used only for answers that reach the asker alone: an ephemeral message (after
+//! they press "Answer with my access"), a slash command's ephemeral response, a direct message.
+//!
+//! A user who asked always gets an answer or an error message; a user Docent does not know gets
+//! a polite refusal and no answer (nothing is asked).
+//!
+//! Must never: post anything in a channel that was asked under a person's access, or add text
+//! to a post that did not come from Docent's response or this crate's fixed strings.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use docent_client::{Client, pb, reasons};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::cache::TtlMap;
+use crate::config::{Audience, Config};
+use crate::metrics::Metrics;
+use crate::render::{self, Message, Offers};
+use crate::slack::{SlackApi, SlackError};
+
+/// Work handed over by the HTTP handler once the request is verified and acknowledged.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A question in a message: a mention in a channel, a direct message, or a follow-up in a
+    /// channel thread the bridge answered in.
+    Question {
+        kind: QuestionKind,
+        channel: String,
+        user: String,
+        text: String,
+        /// The thread to answer in (the message's thread, or the message itself).
+        thread_ts: String,
+    },
+    /// A button press.
+    Action {
+        user: String,
+        channel: String,
+        thread_ts: Option<String>,
+        action_id: String,
+        value: String,
+        response_url: Option<String>,
+    },
+    /// `/docent question` (answered privately under the asker's access).
+    Command {
+        user: String,
+        channel: String,
+        text: String,
+        response_url: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestionKind {
+    Mention,
+    Direct,
+    FollowUp,
+}
+
+#[derive(Clone)]
+struct Pending {
+    question: String,
+    channel: String,
+    thread_ts: String,
+}
+
+/// Conversation key: (channel, thread, whose conversation).
+type ThreadKey = (String, String, String);
+
+struct State {
+    events: TtlMap<String, ()>,
+    messages: TtlMap<(String, String), ()>,
+    users: TtlMap<String, Option<String>>,
+    conversations: TtlMap<ThreadKey, String>,
+    /// Channel threads the bridge answered in (follow-ups there are questions).
+    threads: TtlMap<(String, String), ()>,
+    pending: TtlMap<String, Pending>,
+}
+
+pub struct Bridge {
+    cfg: Arc<Config>,
+    docent: Client,
+    slack: SlackApi,
+    pub metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    work: Semaphore,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    seq: AtomicU64,
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Fixed user-facing strings (never document content).
+mod text {
+    pub const UNMAPPED: &str = "Sorry, I can't match your Slack account to a Docent identity, so I can't answer. Please ask your Docent administrator to add your Slack ID or e-mail address as an alias.";
+    pub const HELP: &str =
+        "Ask me a question about our documents, e.g. \"@Docent how do I reset my VPN token?\"";
+    pub const DOCENT_DOWN: &str = "Sorry, Docent is not reachable right now, so I couldn't answer. Please try again in a few minutes.";
+    pub const DOCENT_BUSY: &str = "Sorry, Docent is busy right now. Please try again in a minute.";
+    pub const EXPIRED: &str = "That question is too old to answer privately now; please ask again.";
+    pub const NOT_YOURS: &str = "You can only rate answers given to you or to this channel.";
+    pub const THANKS: &str = "Thanks, your feedback was recorded.";
+    pub const PRIVATE_NOTE: &str = "Answered with your own access; only you can see this.";
+}
+
+fn channel_note(a: &Audience) -> String {
+    match a {
+        Audience::Everyone => "Answered from documents everyone may read. Use the button for an answer with your own access, visible only to you.".into(),
+        Audience::Group(g) => format!("Answered from documents all members of {g} may read. Use the button for an answer with your own access, visible only to you."),
+    }
+}
+
+fn docent_error_text(e: &docent_client::Error) -> String {
+    use docent_client::Error as E;
+    match e {
+        E::Connect { .. } => text::DOCENT_DOWN.into(),
+        E::Api(a) if a.code() == tonic::Code::Unavailable => text::DOCENT_DOWN.into(),
+        E::Api(a) if a.reason() == reasons::OVERLOADED => text::DOCENT_BUSY.into(),
+        E::Api(a) if a.reason() == reasons::TEXT_TOO_LONG => {
+            "Sorry, that question is too long for Docent. Please shorten it.".into()
+        }
+        E::Api(a) => format!(
+            "Sorry, something went wrong while asking Docent (error {}). Please try again or tell your Docent administrator.",
+            if a.reason().is_empty() {
+                "UNKNOWN"
+            } else {
+                a.reason()
+            }
+        ),
+        _ => {
+            "Sorry, the Slack bridge could not reach Docent. Please tell your Docent administrator."
+                .into()
+        }
+    }
+}
+
+fn error_label(e: &docent_client::Error) -> &'static str {
+    match e {
+        docent_client::Error::Api(a) if a.code() == tonic::Code::Unavailable => {
+            "docent_unavailable"
+        }
+        docent_client::Error::Connect { .. } => "docent_unavailable",
+        docent_client::Error::Api(_) => "docent_error",
+        _ => "client",
+    }
+}
+
+/// `<@U123>` mentions removed from a message's text.
+pub fn strip_mentions(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("<@") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find('>') {
+            Some(j) => rest = &rest[i + j + 1..],
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What a feedback button carries: whose conversation, which turn.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeedbackTarget {
+    o: String,
+    c: String,
+    t: u32,
+}
+
+impl Bridge {
+    pub fn new(cfg: Arc<Config>, docent: Client, metrics: Arc<Metrics>) -> Self {
+        let ttl = cfg.user_cache_ttl;
+        Self {
+            slack: SlackApi::new(&cfg, metrics.clone()),
+            work: Semaphore::new(cfg.max_concurrent_answers),
+            cfg,
+            docent,
+            metrics,
+            state: Mutex::new(State {
+                events: TtlMap::new(std::time::Duration::from_secs(3600), 100_000),
+                messages: TtlMap::new(std::time::Duration::from_secs(3600), 100_000),
+                users: TtlMap::new(ttl, 100_000),
+                conversations: TtlMap::new(DAY, 100_000),
+                threads: TtlMap::new(DAY, 100_000),
+                pending: TtlMap::new(DAY, 100_000),
+            }),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True the first time an event id is seen (within an hour).
+    pub fn first_event(&self, event_id: &str) -> bool {
+        self.state()
+            .events
+            .first_sighting(event_id.to_string(), (), Instant::now())
+    }
+
+    /// True the first time a message is seen (an `app_mention` and a `message` event share it).
+    pub fn first_message(&self, channel: &str, ts: &str) -> bool {
+        self.state()
+            .messages
+            .first_sighting((channel.into(), ts.into()), (), Instant::now())
+    }
+
+    /// Whether the bridge answered in this channel thread.
+    pub fn known_thread(&self, channel: &str, thread_ts: &str) -> bool {
+        self.state()
+            .threads
+            .get(&(channel.into(), thread_ts.into()), Instant::now())
+            .is_some()
+    }
+
+    /// Runs `work` on its own task; the caller has already acknowledged the request.
+    pub fn spawn(self: &Arc<Self>, work: Work) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            {
+                let _permit = me.work.acquire().await;
+                me.run(work).await;
+            }
+            if me.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                me.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits until no work is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let n = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    async fn run(&self, work: Work) {
+        match work {
+            Work::Question {
+                kind,
+                channel,
+                user,
+                text,
+                thread_ts,
+            } => {
+                self.question(kind, &channel, &user, &text, &thread_ts)
+                    .await
+            }
+            Work::Action {
+                user,
+                channel,
+                thread_ts,
+                action_id,
+                value,
+                response_url,
+            } => {
+                self.action(
+                    &user,
+                    &channel,
+                    thread_ts.as_deref(),
+                    &action_id,
+                    &value,
+                    response_url.as_deref(),
+                )
+                .await
+            }
+            Work::Command {
+                user,
+                channel,
+                text,
+                response_url,
+            } => self.command(&user, &channel, &text, &response_url).await,
+        }
+    }
+
+    /// Whether Docent knows `name` as an identity id or alias (an audience name is not a person).
+    async fn is_identity(&self, name: &str) -> Result<bool, docent_client::Error> {
+        if name.is_empty() || Audience::parse(name).is_some() {
+            return Ok(false);
+        }
+        match self.docent.act_as(name).list_conversations().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.reason() == Some(reasons::UNKNOWN_USER) => Ok(false),
+            Err(e) if e.reason() == Some("NO_CONVERSATION_STORE") => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The Docent name a Slack user asks as: their Slack id if it is an alias, else their
+    /// e-mail (`users.info`) if that is one; `None` when neither. Cached with the configured TTL.
+    async fn map_user(&self, user: &str) -> Result<Option<String>, Failure> {
+        if let Some(v) = self.state().users.get(&user.to_string(), Instant::now()) {
+            return Ok(v);
+        }
+        let found = if self.is_identity(user).await.map_err(Failure::Docent)? {
+            Some(user.to_string())
+        } else {
+            let info = self
+                .slack
+                .call_form("users.info", &[("user", user)])
+                .await
+                .map_err(Failure::Slack)?;
+            match info["user"]["profile"]["email"].as_str() {
+                Some(email) if self.is_identity(email).await.map_err(Failure::Docent)? => {
+                    Some(email.to_string())
+                }
+                _ => None,
+            }
+        };
+        self.state()
+            .users
+            .insert(user.to_string(), found.clone(), Instant::now());
+        Ok(found)
+    }
+
+    /// Asks as `who`, in the conversation of `key` when given (created on first use).
+    async fn ask(
+        &self,
+        who: &str,
+        question: &str,
+        key: Option<ThreadKey>,
+    ) -> Result<pb::AskResponse, docent_client::Error> {
+        let conv = key
+            .as_ref()
+            .and_then(|k| self.state().conversations.get(k, Instant::now()));
+        let client = self.docent.act_as(who);
+        let req = |conv: Option<&String>, keep: bool| pb::AskRequest {
+            question: question.to_string(),
+            conversation_id: conv.cloned().unwrap_or_default(),
+            new_conversation: keep && conv.is_none(),
+            ..Default::default()
+        };
+        let r = match client.ask(req(conv.as_ref(), key.is_some())).await {
+            Err(e) if e.reason() == Some("NO_CONVERSATION_STORE") => {
+                client.ask(req(None, false)).await
+            }
+            // The store forgot it (deleted, or a new data dir): start again.
+            Err(e) if e.reason() == Some(reasons::CONVERSATION_NOT_FOUND) => {
+                client.ask(req(None, true)).await
+            }
+            r => r,
+        }?;
+        if let Some(k) = key
+            && let Some(d) = &r.details
+            && !d.conversation_id.is_empty()
+        {
+            self.state()
+                .conversations
+                .insert(k, d.conversation_id.clone(), Instant::now());
+        }
+        Ok(r)
+    }
+
+    fn feedback_value(owner: &str, r: &pb::AskResponse) -> Option<String> {
+        let d = r
+            .details
+            .as_ref()
+            .filter(|d| !d.conversation_id.is_empty())?;
+        serde_json::to_string(&FeedbackTarget {
+            o: owner.into(),
+            c: d.conversation_id.clone(),
+            t: d.turn,
+        })
+        .ok()
+    }
+
+    fn count_answer(&self, place: &str, r: &pb::AskResponse) {
+        let status = match pb::AnswerStatus::try_from(r.status) {
+            Ok(pb::AnswerStatus::Answered) => "answered",
+            Ok(pb::AnswerStatus::NoAnswer) => "no_answer",
+            Ok(pb::AnswerStatus::Blocked) => "blocked",
+            _ => "unknown",
+        };
+        self.metrics.inc(
+            "docent_slack_answers_total",
+            &[("where", place), ("status", status)],
+        );
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+        msgs: &[Message],
+    ) -> Result<(), SlackError> {
+        for m in msgs {
+            self.slack
+                .call(
+                    "chat.postMessage",
+                    &json!({"channel": channel, "thread_ts": thread_ts, "text": m.text,
+                        "blocks": m.blocks, "unfurl_links": false, "unfurl_media": false}),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        thread_ts: Option<&str>,
+        msgs: &[Message],
+    ) -> Result<(), SlackError> {
+        for m in msgs {
+            let mut body =
+                json!({"channel": channel, "user": user, "text": m.text, "blocks": m.blocks});
+            if let Some(t) = thread_ts {
+                body["thread_ts"] = json!(t);
+            }
+            self.slack.call("chat.postEphemeral", &body).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers `msgs`; when Slack refuses them, tries to tell the user with a short message.
+    async fn deliver(&self, to: &Target<'_>, msgs: &[Message]) {
+        let r = match to {
+            Target::Thread { channel, thread_ts } => self.post(channel, thread_ts, msgs).await,
+            Target::Private {
+                channel,
+                user,
+                thread_ts,
+            } => self.post_ephemeral(channel, user, *thread_ts, msgs).await,
+            Target::ResponseUrl(url) => {
+                let mut r = Ok(());
+                for m in msgs {
+                    if let Err(e) = self
+                        .slack
+                        .respond(url, &json!({"response_type": "ephemeral", "text": m.text, "blocks": m.blocks}))
+                        .await
+                    {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                r
+            }
+        };
+        if let Err(e) = r {
+            self.metrics
+                .inc("docent_slack_errors_total", &[("cause", "slack_post")]);
+            let note = Message::plain(&format!(
+                "Sorry, Slack refused to show the answer (error {}). Please try again or tell your Docent administrator.",
+                e.code()
+            ));
+            let again = match to {
+                Target::Thread { channel, thread_ts } => self.post(channel, thread_ts, &note).await,
+                Target::Private {
+                    channel,
+                    user,
+                    thread_ts,
+                } => self.post_ephemeral(channel, user, *thread_ts, &note).await,
+                Target::ResponseUrl(url) => self
+                    .slack
+                    .respond(
+                        url,
+                        &json!({"response_type": "ephemeral", "text": note[0].text}),
+                    )
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e2) = again {
+                tracing::error!(
+                    first = e.code(),
+                    second = e2.code(),
+                    "could not tell the user that posting failed"
+                );
+            }
+        }
+    }
+
+    async fn fail(&self, to: &Target<'_>, f: Failure) {
+        let (label, text) = match &f {
+            Failure::Docent(e) => (error_label(e), docent_error_text(e)),
+            Failure::Slack(e) => (
+                "slack_lookup",
+                format!(
+                    "Sorry, I couldn't look up your Slack profile (error {}), so I couldn't answer. Please try again.",
+                    e.code()
+                ),
+            ),
+        };
+        tracing::warn!(cause = label, "answering with an error message");
+        self.metrics
+            .inc("docent_slack_errors_total", &[("cause", label)]);
+        self.deliver(to, &Message::plain(&text)).await;
+    }
+
+    async fn refuse(&self, to: &Target<'_>) {
+        self.metrics.inc(
+            "docent_slack_refusals_total",
+            &[("reason", "unmapped_user")],
+        );
+        self.deliver(to, &Message::plain(text::UNMAPPED)).await;
+    }
+
+    async fn question(
+        &self,
+        kind: QuestionKind,
+        channel: &str,
+        user: &str,
+        raw: &str,
+        thread_ts: &str,
+    ) {
+        let question = strip_mentions(raw);
+        let in_channel = kind != QuestionKind::Direct;
+        let public = Target::Thread { channel, thread_ts };
+        // Refusals and lookup failures in a channel go to the asker alone.
+        let asker = if in_channel {
+            Target::Private {
+                channel,
+                user,
+                thread_ts: Some(thread_ts),
+            }
+        } else {
+            Target::Thread { channel, thread_ts }
+        };
+        if question.is_empty() {
+            self.deliver(&asker, &Message::plain(text::HELP)).await;
+            return;
+        }
+        let name = match self.map_user(user).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return self.refuse(&asker).await,
+            Err(f) => {
+                // The thread, so the question visibly got a reply.
+                return self.fail(&public, f).await;
+            }
+        };
+        if !in_channel {
+            let key = (channel.to_string(), thread_ts.to_string(), name.clone());
+            match self.ask(&name, &question, Some(key)).await {
+                Ok(r) => {
+                    self.count_answer("direct", &r);
+                    let offers = Offers {
+                        feedback: Self::feedback_value(&name, &r),
+                        ..Default::default()
+                    };
+                    self.deliver(&public, &render::answer(&r, &offers)).await;
+                }
+                Err(e) => self.fail(&public, Failure::Docent(e)).await,
+            }
+            return;
+        }
+        let audience = self.cfg.audience(channel).clone();
+        let owner = audience.act_as();
+        let key = (channel.to_string(), thread_ts.to_string(), owner.clone());
+        match self.ask(&owner, &question, Some(key)).await {
+            Ok(r) => {
+                self.count_answer("channel", &r);
+                let id = format!(
+                    "q{}-{}",
+                    self.seq.fetch_add(1, Ordering::Relaxed),
+                    std::process::id()
+                );
+                {
+                    let mut st = self.state();
+                    st.pending.insert(
+                        id.clone(),
+                        Pending {
+                            question: question.clone(),
+                            channel: channel.into(),
+                            thread_ts: thread_ts.into(),
+                        },
+                        Instant::now(),
+                    );
+                    st.threads
+                        .insert((channel.into(), thread_ts.into()), (), Instant::now());
+                }
+                let offers = Offers {
+                    private: Some(id),
+                    feedback: Self::feedback_value(&owner, &r),
+                    note: Some(channel_note(&audience)),
+                };
+                self.deliver(&public, &render::answer(&r, &offers)).await;
+            }
+            Err(e) => self.fail(&public, Failure::Docent(e)).await,
+        }
+    }
+
+    async fn action(
+        &self,
+        user: &str,
+        channel: &str,
+        thread_ts: Option<&str>,
+        action_id: &str,
+        value: &str,
+        response_url: Option<&str>,
+    ) {
+        let to = match response_url {
+            // A press on an ephemeral message can only be answered through its response_url.
+            Some(url) if channel.is_empty() => Target::ResponseUrl(url),
+            _ => Target::Private {
+                channel,
+                user,
+                thread_ts,
+            },
+        };
+        let name = match self.map_user(user).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return self.refuse(&to).await,
+            Err(f) => return self.fail(&to, f).await,
+        };
+        match action_id {
+            render::ACTION_PRIVATE => {
+                let pending = self.state().pending.get(&value.to_string(), Instant::now());
+                let Some(p) = pending else {
+                    return self.deliver(&to, &Message::plain(text::EXPIRED)).await;
+                };
+                let to = Target::Private {
+                    channel: &p.channel,
+                    user,
+                    thread_ts: Some(&p.thread_ts),
+                };
+                let key = (p.channel.clone(), p.thread_ts.clone(), name.clone());
+                match self.ask(&name, &p.question, Some(key)).await {
+                    Ok(r) => {
+                        self.count_answer("private", &r);
+                        let offers = Offers {
+                            feedback: Self::feedback_value(&name, &r),
+                            note: Some(text::PRIVATE_NOTE.into()),
+                            ..Default::default()
+                        };
+                        self.deliver(&to, &render::answer(&r, &offers)).await;
+                    }
+                    Err(e) => self.fail(&to, Failure::Docent(e)).await,
+                }
+            }
+            render::ACTION_FEEDBACK_UP | render::ACTION_FEEDBACK_DOWN => {
+                let Ok(t) = serde_json::from_str::<FeedbackTarget>(value) else {
+                    tracing::warn!("feedback button with an unreadable value");
+                    return;
+                };
+                // Channel answers belong to the audience (any member may rate them); private
+                // ones to the person who got them.
+                if Audience::parse(&t.o).is_none() && t.o != name {
+                    return self.deliver(&to, &Message::plain(text::NOT_YOURS)).await;
+                }
+                let req = pb::FeedbackRequest {
+                    conversation_id: t.c,
+                    turn: t.t,
+                    up: action_id == render::ACTION_FEEDBACK_UP,
+                    ..Default::default()
+                };
+                match self.docent.act_as(&t.o).feedback(req).await {
+                    Ok(()) => {
+                        self.metrics.inc("docent_slack_feedback_total", &[]);
+                        self.deliver(&to, &Message::plain(text::THANKS)).await;
+                    }
+                    Err(e) => self.fail(&to, Failure::Docent(e)).await,
+                }
+            }
+            other => tracing::debug!(action = other, "unknown action ignored"),
+        }
+    }
+
+    async fn command(&self, user: &str, _channel: &str, raw: &str, response_url: &str) {
+        let to = Target::ResponseUrl(response_url);
+        let question = strip_mentions(raw);
+        if question.is_empty() {
+            return self.deliver(&to, &Message::plain(text::HELP)).await;
+        }
+        let name = match self.map_user(user).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return self.refuse(&to).await,
+            Err(f) => return self.fail(&to, f).await,
+        };
+        match self.ask(&name, &question, None).await {
+            Ok(r) => {
+                self.count_answer("command", &r);
+                let offers = Offers {
+                    note: Some(text::PRIVATE_NOTE.into()),
+                    ..Default::default()
+                };
+                self.deliver(&to, &render::answer(&r, &offers)).await;
+            }
+            Err(e) => self.fail(&to, Failure::Docent(e)).await,
+        }
+    }
+}
+
+enum Failure {
+    Docent(docent_client::Error),
+    Slack(SlackError),
+}
+
+/// Where a reply goes.
+enum Target<'a> {
+    /// A thread in a channel or DM: seen by everyone there.
+    Thread {
+        channel: &'a str,
+        thread_ts: &'a str,
+    },
+    /// An ephemeral message: seen by `user` alone.
+    Private {
+        channel: &'a str,
+        user: &'a str,
+        thread_ts: Option<&'a str>,
+    },
+    /// An interaction's response URL (ephemeral).
+    ResponseUrl(&'a str),
+}
+
+/// The work an Events API callback asks for, if any (`None`: nothing to do).
+pub fn event_work(bridge: &Bridge, ev: &Value) -> Option<Work> {
+    let s = |k: &str| ev[k].as_str().map(str::to_string);
+    // Our own posts, edits, joins and other bots' messages are not questions.
+    if ev.get("bot_id").is_some_and(|b| !b.is_null())
+        || ev.get("subtype").is_some_and(|b| !b.is_null())
+    {
+        return None;
+    }
+    let (channel, user, text, ts) = (
+        s("channel")?,
+        s("user")?,
+        s("text").unwrap_or_default(),
+        s("ts")?,
+    );
+    let thread = s("thread_ts");
+    let kind = match (ev["type"].as_str()?, ev["channel_type"].as_str()) {
+        ("app_mention", _) => QuestionKind::Mention,
+        ("message", Some("im")) => QuestionKind::Direct,
+        ("message", Some("channel" | "group" | "mpim")) => match &thread {
+            Some(t) if bridge.known_thread(&channel, t) => QuestionKind::FollowUp,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if !bridge.first_message(&channel, &ts) {
+        bridge.metrics.inc("docent_slack_duplicates_total", &[]);
+        return None;
+    }
+    Some(Work::Question {
+        kind,
+        channel,
+        user,
+        text,
+        thread_ts: thread.unwrap_or(ts),
+    })
+}
+
+/// The work a `block_actions` payload asks for.
+pub fn action_work(p: &Value) -> Option<Work> {
+    let a = &p["actions"][0];
+    let channel = p["channel"]["id"]
+        .as_str()
+        .or_else(|| p["container"]["channel_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let thread_ts = p["container"]["thread_ts"]
+        .as_str()
+        .or_else(|| p["message"]["thread_ts"].as_str())
+        .or_else(|| p["container"]["message_ts"].as_str())
+        .map(str::to_string);
+    Some(Work::Action {
+        user: p["user"]["id"].as_str()?.to_string(),
+        channel,
+        thread_ts,
+        action_id: a["action_id"].as_str()?.to_string(),
+        value: a["value"].as_str().unwrap_or_default().to_string(),
+        response_url: p["response_url"].as_str().map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_stripped_from_questions() {
+        assert_eq!(
+            strip_mentions("<@U0BOT> how do I  reset\nmy VPN?"),
+            "how do I reset my VPN?"
+        );
+        assert_eq!(strip_mentions("<@U0BOT>"), "");
+        assert_eq!(
+            strip_mentions("ask <@U1|bob> about <@U0BOT"),
+            "ask about <@U0BOT"
+        );
+    }
+}

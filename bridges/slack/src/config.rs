@@ -1,0 +1,445 @@
+//! The bridge's TOML config: raw structs (`deny_unknown_fields`), `${VAR}` interpolation for
+//! secrets, then validation into [`Config`] with every problem reported with its TOML path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Who may see what is posted in a channel: `everyone`, or the members of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    Everyone,
+    Group(String),
+}
+
+impl Audience {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "everyone" => Some(Self::Everyone),
+            _ => s
+                .strip_prefix("group:")
+                .filter(|g| !g.is_empty() && !g.contains(char::is_whitespace))
+                .map(|g| Self::Group(g.to_string())),
+        }
+    }
+
+    /// The `on_behalf_of` name Docent resolves to the audience's principals.
+    pub fn act_as(&self) -> String {
+        match self {
+            Self::Everyone => "everyone".into(),
+            Self::Group(g) => format!("group:{g}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub bot_token: String,
+    pub signing_secret: String,
+    /// Base URL of the Web API (`https://slack.com/api`), without a trailing slash.
+    pub api_url: String,
+    pub docent: docent_client::Config,
+    pub docent_timeout: Duration,
+    pub default_audience: Audience,
+    pub audiences: BTreeMap<String, Audience>,
+    pub user_cache_ttl: Duration,
+    /// Answers being produced at once; more events wait (they are acknowledged already).
+    pub max_concurrent_answers: usize,
+    /// Attempts per Web API call (429 and 5xx are retried; Retry-After is honoured).
+    pub slack_attempts: u32,
+    /// The longest Retry-After the bridge waits for before reporting the call as failed.
+    pub max_retry_after: Duration,
+}
+
+impl Config {
+    /// The audience of a channel: its configured group, else the default.
+    pub fn audience(&self, channel: &str) -> &Audience {
+        self.audiences
+            .get(channel)
+            .unwrap_or(&self.default_audience)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    version: u32,
+    #[serde(default)]
+    listen: Option<String>,
+    slack: RawSlack,
+    docent: RawDocent,
+    #[serde(default)]
+    channels: RawChannels,
+    #[serde(default)]
+    users: RawUsers,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    bot_token: String,
+    signing_secret: String,
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    attempts: Option<u32>,
+    #[serde(default)]
+    max_retry_after_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocent {
+    addr: String,
+    api_key: String,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChannels {
+    #[serde(default)]
+    default_audience: Option<String>,
+    #[serde(default)]
+    audiences: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsers {
+    #[serde(default)]
+    cache_ttl_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_concurrent_answers: Option<usize>,
+}
+
+/// One problem with the config, at a TOML path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Toml(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+/// `${VAR}` replaced by the environment variable's value (the variable must be set).
+fn interpolate(
+    value: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Vec<ConfigIssue>,
+) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            issues.push(ConfigIssue {
+                path: path.into(),
+                message: "unterminated ${".into(),
+            });
+            return out;
+        };
+        let name = &after[..end];
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => issues.push(ConfigIssue {
+                path: path.into(),
+                message: format!("environment variable {name} is not set"),
+            }),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses config text; relative paths resolve against `base`; `env` answers `${VAR}`.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let mut issues = Vec::new();
+        let mut issue = |path: &str, message: String| {
+            issues.push(ConfigIssue {
+                path: path.into(),
+                message,
+            })
+        };
+        if raw.version != 1 {
+            issue("version", format!("unsupported version {}", raw.version));
+        }
+        let mut addr = |path: &str, v: &str| -> Option<SocketAddr> {
+            v.parse()
+                .map_err(|e| issue(path, format!("{v:?}: {e}")))
+                .ok()
+        };
+        let listen = addr("listen", raw.listen.as_deref().unwrap_or("127.0.0.1:3000"));
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .as_deref()
+            .and_then(|v| addr("metrics.listen", v));
+        let mut ipol = Vec::new();
+        let bot_token = interpolate(&raw.slack.bot_token, "slack.bot_token", env, &mut ipol);
+        let signing_secret = interpolate(
+            &raw.slack.signing_secret,
+            "slack.signing_secret",
+            env,
+            &mut ipol,
+        );
+        let api_key = interpolate(&raw.docent.api_key, "docent.api_key", env, &mut ipol);
+        // An unset variable is reported once, not again as an empty value.
+        let unset: Vec<String> = ipol.iter().map(|i| i.path.clone()).collect();
+        let set = |path: &str| !unset.iter().any(|u| u == path);
+        issues.extend(ipol);
+        let mut issue = |path: &str, message: String| {
+            issues.push(ConfigIssue {
+                path: path.into(),
+                message,
+            })
+        };
+        if bot_token.is_empty() {
+            if set("slack.bot_token") {
+                issue("slack.bot_token", "must not be empty".into());
+            }
+        } else if !bot_token.starts_with("xoxb-") {
+            issue(
+                "slack.bot_token",
+                "expected a bot token (xoxb-…), not a user or app token".into(),
+            );
+        }
+        if signing_secret.is_empty() && set("slack.signing_secret") {
+            issue("slack.signing_secret", "must not be empty".into());
+        }
+        if api_key.is_empty() && set("docent.api_key") {
+            issue("docent.api_key", "must not be empty".into());
+        }
+        let api_url = raw
+            .slack
+            .api_url
+            .unwrap_or_else(|| "https://slack.com/api".into())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+            issue(
+                "slack.api_url",
+                format!("{api_url:?}: expected an http(s) URL"),
+            );
+        }
+        let docent_addr = raw.docent.addr.clone();
+        if !(docent_addr.starts_with("https://") || docent_addr.starts_with("http://")) {
+            issue(
+                "docent.addr",
+                format!("{docent_addr:?}: expected http:// or https://"),
+            );
+        }
+        if raw.docent.cert.is_some() != raw.docent.key.is_some() {
+            issue("docent.cert", "cert and key must be given together".into());
+        }
+        let abs = |p: Option<PathBuf>| p.map(|p| base.join(p));
+        let (ca, cert, key) = (
+            abs(raw.docent.ca),
+            abs(raw.docent.cert),
+            abs(raw.docent.key),
+        );
+        for (name, p) in [
+            ("docent.ca", &ca),
+            ("docent.cert", &cert),
+            ("docent.key", &key),
+        ] {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                issue(name, format!("{} does not exist", p.display()));
+            }
+        }
+        let audience = |path: &str, v: &str, issue: &mut dyn FnMut(&str, String)| {
+            Audience::parse(v).or_else(|| {
+                issue(
+                    path,
+                    format!("{v:?}: expected \"everyone\" or \"group:<id>\""),
+                );
+                None
+            })
+        };
+        let default_audience = audience(
+            "channels.default_audience",
+            raw.channels
+                .default_audience
+                .as_deref()
+                .unwrap_or("everyone"),
+            &mut issue,
+        );
+        let mut audiences = BTreeMap::new();
+        for (ch, v) in &raw.channels.audiences {
+            if let Some(a) = audience(&format!("channels.audiences.{ch}"), v, &mut issue) {
+                audiences.insert(ch.clone(), a);
+            }
+        }
+        let max_concurrent_answers = raw.limits.max_concurrent_answers.unwrap_or(16);
+        if max_concurrent_answers == 0 {
+            issue("limits.max_concurrent_answers", "must be at least 1".into());
+        }
+        let slack_attempts = raw.slack.attempts.unwrap_or(4);
+        if slack_attempts == 0 {
+            issue("slack.attempts", "must be at least 1".into());
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError::Invalid(issues));
+        }
+        Ok(Self {
+            listen: listen.expect("checked"),
+            metrics_listen,
+            bot_token,
+            signing_secret,
+            api_url,
+            docent: docent_client::Config {
+                addr: docent_addr,
+                ca,
+                cert,
+                key,
+                token: Some(api_key),
+                dev_user: None,
+            },
+            docent_timeout: Duration::from_secs(raw.docent.timeout_secs.unwrap_or(60)),
+            default_audience: default_audience.expect("checked"),
+            audiences,
+            user_cache_ttl: Duration::from_secs(raw.users.cache_ttl_secs.unwrap_or(600)),
+            max_concurrent_answers,
+            slack_attempts,
+            max_retry_after: Duration::from_secs(raw.slack.max_retry_after_secs.unwrap_or(60)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+version = 1
+listen = "127.0.0.1:0"
+[slack]
+bot_token = "${BOT}"
+signing_secret = "${SECRET}"
+[docent]
+addr = "http://127.0.0.1:7878"
+api_key = "${KEY}"
+[channels]
+default_audience = "everyone"
+audiences = { C0HR = "group:hr" }
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "BOT" => Some("xoxb-1".into()),
+            "SECRET" => Some("s3cret".into()),
+            "KEY" => Some("k".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_channels_have_audiences() {
+        let c = Config::parse(TEXT, Path::new("."), &env).unwrap();
+        assert_eq!(c.bot_token, "xoxb-1");
+        assert_eq!(c.signing_secret, "s3cret");
+        assert_eq!(c.docent.token.as_deref(), Some("k"));
+        assert_eq!(c.audience("C0HR"), &Audience::Group("hr".into()));
+        assert_eq!(c.audience("C0GENERAL"), &Audience::Everyone);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let bad = TEXT
+            .replace("group:hr", "hr")
+            .replace("${BOT}", "xoxp-user")
+            .replace("${KEY}", "${MISSING}");
+        let Err(ConfigError::Invalid(issues)) = Config::parse(&bad, Path::new("."), &env) else {
+            panic!("expected issues")
+        };
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert!(paths.contains(&"channels.audiences.C0HR"), "{issues:?}");
+        assert!(paths.contains(&"slack.bot_token"), "{issues:?}");
+        assert!(paths.contains(&"docent.api_key"), "{issues:?}");
+        let unknown = TEXT.replace("[channels]", "[channels]\nfoo = 1");
+        assert!(matches!(
+            Config::parse(&unknown, Path::new("."), &env),
+            Err(ConfigError::Toml(m)) if m.contains("foo")
+        ));
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../docent-slack.example.toml");
+        let env = |k: &str| {
+            Some(if k == "SLACK_BOT_TOKEN" {
+                "xoxb-x".into()
+            } else {
+                "v".into()
+            })
+        };
+        let c = Config::parse(text, Path::new("."), &env).unwrap();
+        assert_eq!(c.audience("C0123HRTEAM"), &Audience::Group("hr".into()));
+        assert!(c.metrics_listen.is_some());
+    }
+}

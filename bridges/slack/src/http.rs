@@ -1,0 +1,204 @@
+//! The HTTP endpoint Slack calls (hyper 1): Events API callbacks, interactivity payloads and
+//! slash commands all arrive at `/slack/events` (the other two paths are aliases), each
+//! verified on its raw body before anything is parsed, acknowledged at once, and worked on by a
+//! spawned task. `/metrics` is served on its own listener.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::{self, Bridge, Work};
+use crate::verify;
+
+/// Slack's payloads are small; anything larger is refused before it is read whole.
+const MAX_BODY: usize = 1 << 20;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("static response parts")
+}
+
+fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    reply(status, "text/plain", Bytes::new())
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Serves `handler` on `listener` until `stop`.
+pub async fn serve<F, Fut>(listener: TcpListener, stop: CancellationToken, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let h = handler.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let h = h.clone();
+                async move { Ok::<_, Infallible>(h(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+/// The Slack-facing handler.
+pub async fn slack(
+    bridge: Arc<Bridge>,
+    secret: Arc<str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => return reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::POST, "/slack/events" | "/slack/interactivity" | "/slack/commands") => {}
+        _ => return empty(StatusCode::NOT_FOUND),
+    }
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (ts, sig, ctype) = (
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        header("content-type").unwrap_or_default(),
+    );
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+    };
+    if let Err(e) = verify::verify(&secret, ts.as_deref(), sig.as_deref(), &body, now_unix()) {
+        tracing::warn!(why = e.label(), "slack request refused");
+        bridge
+            .metrics
+            .inc("docent_slack_rejected_total", &[("reason", e.label())]);
+        return empty(StatusCode::UNAUTHORIZED);
+    }
+    if ctype.starts_with("application/json") {
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return empty(StatusCode::BAD_REQUEST);
+        };
+        return events(&bridge, &v);
+    }
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
+    if let Some(payload) = form.get("payload") {
+        let Ok(p) = serde_json::from_str::<Value>(payload) else {
+            return empty(StatusCode::BAD_REQUEST);
+        };
+        bridge
+            .metrics
+            .inc("docent_slack_events_total", &[("kind", "interaction")]);
+        if p["type"] == "block_actions"
+            && let Some(w) = bridge::action_work(&p)
+        {
+            bridge.spawn(w);
+        }
+        return empty(StatusCode::OK);
+    }
+    if form.contains_key("command") {
+        bridge
+            .metrics
+            .inc("docent_slack_events_total", &[("kind", "command")]);
+        let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+        let url = f("response_url");
+        if url.is_empty() || f("user_id").is_empty() {
+            return empty(StatusCode::BAD_REQUEST);
+        }
+        bridge.spawn(Work::Command {
+            user: f("user_id"),
+            channel: f("channel_id"),
+            text: f("text"),
+            response_url: url,
+        });
+        return reply(
+            StatusCode::OK,
+            "application/json",
+            json!({"response_type": "ephemeral", "text": "Looking that up in Docent…"}).to_string(),
+        );
+    }
+    empty(StatusCode::BAD_REQUEST)
+}
+
+fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
+    match v["type"].as_str() {
+        Some("url_verification") => {
+            bridge
+                .metrics
+                .inc("docent_slack_events_total", &[("kind", "url_verification")]);
+            reply(
+                StatusCode::OK,
+                "application/json",
+                json!({"challenge": v["challenge"]}).to_string(),
+            )
+        }
+        Some("event_callback") => {
+            let kind = match v["event"]["type"].as_str() {
+                Some("app_mention") => "app_mention",
+                Some("message") => "message",
+                _ => "other",
+            };
+            bridge
+                .metrics
+                .inc("docent_slack_events_total", &[("kind", kind)]);
+            let id = v["event_id"].as_str().unwrap_or_default();
+            if !id.is_empty() && !bridge.first_event(id) {
+                bridge.metrics.inc("docent_slack_duplicates_total", &[]);
+                return empty(StatusCode::OK);
+            }
+            if let Some(w) = bridge::event_work(bridge, &v["event"]) {
+                bridge.spawn(w);
+            }
+            empty(StatusCode::OK)
+        }
+        _ => empty(StatusCode::OK),
+    }
+}
+
+/// The metrics handler.
+pub async fn metrics(bridge: Arc<Bridge>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            bridge.metrics.render(),
+        )
+    } else {
+        empty(StatusCode::NOT_FOUND)
+    }
+}

@@ -1,0 +1,524 @@
+//! A client for Docent's gRPC API (`docent.v1`), for developers scripting queries and for front
+//! ends (the `docent` CLI, the Slack bridge).
+//!
+//! It holds what every client repeats: the channel (plaintext for loopback, TLS with an optional
+//! private CA, an optional client certificate for mTLS), the credential on every request (a
+//! bearer token — personal token, API key or JWT —, or under a daemon's `--insecure-dev` the
+//! dev-user header), `act_as` (`on_behalf_of`) for service identities, and errors with the stable
+//! reason codes Docent sends in a `google.rpc.ErrorInfo` ([`ApiError::reason`]).
+//!
+//! Depends on the proto crate only: no index, no model runtime.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), docent_client::Error> {
+//! use docent_client::{Client, Config, pb};
+//! let client = Client::connect(&Config {
+//!     token: Some("slack-bridge-dev-key".into()),
+//!     ..Config::new("http://127.0.0.1:7878")
+//! })
+//! .await?;
+//! let answer = client
+//!     .act_as("alice")
+//!     .ask(pb::AskRequest { question: "How do I reset my VPN token?".into(), ..Default::default() })
+//!     .await?;
+//! println!("{}", answer.answer);
+//! # Ok(()) }
+//! ```
+//!
+//! Must never: send a credential it was not given, or drop the reason code of an error.
+
+use std::path::{Path, PathBuf};
+
+pub use docent_proto::DEV_USER_HEADER;
+pub use docent_proto::v1 as pb;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The `ErrorInfo` domain of Docent's errors.
+pub const ERROR_DOMAIN: &str = "docent.v1";
+
+/// Stable reason codes (`ApiError::reason`) clients commonly branch on; the proto documents
+/// the rest.
+pub mod reasons {
+    pub const MISSING_TOKEN: &str = "MISSING_TOKEN";
+    pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
+    pub const KEY_EXPIRED: &str = "KEY_EXPIRED";
+    pub const KEY_REVOKED: &str = "KEY_REVOKED";
+    pub const SCOPE_DENIED: &str = "SCOPE_DENIED";
+    pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
+    pub const ACT_AS_DENIED: &str = "ACT_AS_DENIED";
+    pub const UNKNOWN_USER: &str = "UNKNOWN_USER";
+    pub const OVERLOADED: &str = "OVERLOADED";
+    pub const TOKEN_QUOTA_EXCEEDED: &str = "TOKEN_QUOTA_EXCEEDED";
+    pub const CONVERSATION_NOT_FOUND: &str = "CONVERSATION_NOT_FOUND";
+    pub const TEXT_TOO_LONG: &str = "TEXT_TOO_LONG";
+    pub const EMPTY_TEXT: &str = "EMPTY_TEXT";
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// Where the daemon is and how to prove who we are.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `http://host:port` (loopback or `--insecure-dev` daemons) or `https://host:port`.
+    pub addr: String,
+    /// PEM file of the CA that signed the daemon's certificate.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key for mTLS (both or neither).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Bearer token: a personal token, an API key or a JWT. Empty counts as none.
+    pub token: Option<String>,
+    /// Only for a daemon started with `--insecure-dev`: the identity to ask as, without any
+    /// credential. Ignored when a token or a client certificate is given.
+    pub dev_user: Option<String>,
+}
+
+impl Config {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            ..Self::default()
+        }
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+/// Why a call failed: before it was sent (configuration, connection) or Docent's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid address {addr}: {message}")]
+    InvalidAddress { addr: String, message: String },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a client certificate and its key must be given together (--cert and --key)")]
+    HalfClientIdentity,
+    #[error("TLS settings for {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{0} has invalid characters")]
+    InvalidHeader(&'static str),
+    #[error("no credentials: pass --token (or set DOCENT_TOKEN), or --cert/--key for mTLS")]
+    NoCredentials,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl Error {
+    /// The stable reason code when Docent refused the call, else `None`.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Api(e) => Some(e.reason()),
+            _ => None,
+        }
+    }
+}
+
+/// An error status from Docent with its stable reason code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} ({code:?}, {reason})")]
+pub struct ApiError {
+    code: tonic::Code,
+    reason: String,
+    message: String,
+}
+
+impl ApiError {
+    /// The gRPC status code.
+    pub fn code(&self) -> tonic::Code {
+        self.code
+    }
+
+    /// The `ErrorInfo` reason (domain `docent.v1`), e.g. `ACT_AS_DENIED`; empty when the status
+    /// carried none (a transport failure, a proxy in between).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Docent's human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether trying again later may succeed (load shedding, deadlines, the daemon down).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::Unavailable
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::DeadlineExceeded
+        ) && self.reason != reasons::TOKEN_QUOTA_EXCEEDED
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic_types::StatusExt;
+        let reason = s
+            .get_details_error_info()
+            .filter(|i| i.domain == ERROR_DOMAIN)
+            .map(|i| i.reason)
+            .unwrap_or_default();
+        Self {
+            code: s.code(),
+            reason,
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        Self::Api(s.into())
+    }
+}
+
+/// A warning when a bearer token would cross the network in plaintext: `http://` to a host
+/// that is not loopback.
+pub fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
+    let rest = addr.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (has_token && !loopback).then(|| {
+        format!(
+            "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
+             can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
+        )
+    })
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(p).map_err(|source| Error::Read {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The channel described by `config`: TLS for `https://` (with its CA and client identity).
+/// Lazy (connects on the first call) when `lazy`, else connected now.
+async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
+    let addr = &config.addr;
+    let mut ep = Channel::from_shared(addr.clone()).map_err(|e| Error::InvalidAddress {
+        addr: addr.clone(),
+        message: e.to_string(),
+    })?;
+    if addr.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &config.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&config.cert, &config.key) {
+            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (None, None) => {}
+            _ => return Err(Error::HalfClientIdentity),
+        }
+        ep = ep.tls_config(tls).map_err(|source| Error::Tls {
+            addr: addr.clone(),
+            source,
+        })?;
+    }
+    if lazy {
+        return Ok(ep.connect_lazy());
+    }
+    ep.connect().await.map_err(|source| Error::Connect {
+        addr: addr.clone(),
+        source,
+    })
+}
+
+/// `msg` in a request carrying `config`'s credential (what [`Client::request`] does), for
+/// callers that manage their own channel.
+pub fn authorized<T>(config: &Config, msg: T) -> Result<tonic::Request<T>, Error> {
+    let mut req = tonic::Request::new(msg);
+    Auth::from_config(config)?.apply(&mut req);
+    Ok(req)
+}
+
+/// How each request proves who sends it.
+#[derive(Clone)]
+enum Auth {
+    Bearer(MetadataValue<tonic::metadata::Ascii>),
+    /// The TLS client certificate does it.
+    Certificate,
+    DevUser(MetadataValue<tonic::metadata::Ascii>),
+}
+
+impl Auth {
+    fn from_config(c: &Config) -> Result<Self, Error> {
+        if let Some(t) = c.token() {
+            return format!("Bearer {t}")
+                .parse()
+                .map(Self::Bearer)
+                .map_err(|_| Error::InvalidHeader("token"));
+        }
+        if c.cert.is_some() {
+            return Ok(Self::Certificate);
+        }
+        match &c.dev_user {
+            Some(u) => u
+                .parse()
+                .map(Self::DevUser)
+                .map_err(|_| Error::InvalidHeader("user")),
+            None => Err(Error::NoCredentials),
+        }
+    }
+
+    fn apply<T>(&self, req: &mut tonic::Request<T>) {
+        let md = req.metadata_mut();
+        match self {
+            Self::Bearer(v) => {
+                md.insert("authorization", v.clone());
+            }
+            Self::Certificate => {}
+            Self::DevUser(v) => {
+                md.insert(DEV_USER_HEADER, v.clone());
+            }
+        }
+    }
+}
+
+/// A connection to Docent with its credential. Cheap to clone (one HTTP/2 channel shared).
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    auth: Auth,
+    on_behalf_of: String,
+    timeout: Option<std::time::Duration>,
+}
+
+impl Client {
+    /// Connects now (fails fast on a wrong address or TLS settings). Prints nothing: see
+    /// [`plaintext_warning`] for the warning a CLI should show.
+    pub async fn connect(config: &Config) -> Result<Self, Error> {
+        let auth = Auth::from_config(config)?;
+        Ok(Self {
+            channel: channel(config, false).await?,
+            auth,
+            on_behalf_of: String::new(),
+            timeout: None,
+        })
+    }
+
+    /// Connects on the first call and reconnects after failures: for long-running services
+    /// (a bridge) that must start while the daemon is down.
+    pub async fn connect_lazy(config: &Config) -> Result<Self, Error> {
+        let auth = Auth::from_config(config)?;
+        Ok(Self {
+            channel: channel(config, true).await?,
+            auth,
+            on_behalf_of: String::new(),
+            timeout: None,
+        })
+    }
+
+    /// The same connection asking on behalf of `user` (an identity id or alias, or an
+    /// audience: `everyone` or `group:<id>`), for an identity with the `act_as` permission.
+    /// Sets `on_behalf_of` on every request of [`Client::ask`], [`Client::ask_stream`],
+    /// [`Client::search`], [`Client::feedback`] and the conversation calls.
+    pub fn act_as(&self, user: impl Into<String>) -> Self {
+        Self {
+            on_behalf_of: user.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The same connection with a deadline on every request (sent to Docent, which stops the
+    /// work when it passes).
+    pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// Who this client asks as (`""`: its own identity).
+    pub fn on_behalf_of(&self) -> &str {
+        &self.on_behalf_of
+    }
+
+    /// `msg` wrapped in a request carrying the credential, for calling the generated clients
+    /// ([`Client::assistant`], [`Client::admin`], [`Client::ingest`]) directly.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        self.auth.apply(&mut req);
+        if let Some(t) = self.timeout {
+            req.set_timeout(t);
+        }
+        req
+    }
+
+    /// The shared channel.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn assistant(&self) -> pb::assistant_client::AssistantClient<Channel> {
+        pb::assistant_client::AssistantClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> pb::admin_client::AdminClient<Channel> {
+        pb::admin_client::AdminClient::new(self.channel.clone())
+    }
+
+    pub fn ingest(&self) -> pb::ingest_client::IngestClient<Channel> {
+        pb::ingest_client::IngestClient::new(self.channel.clone())
+    }
+
+    fn obo(&self, field: &mut String) {
+        if field.is_empty() {
+            field.clone_from(&self.on_behalf_of);
+        }
+    }
+
+    pub async fn ask(&self, mut req: pb::AskRequest) -> Result<pb::AskResponse, Error> {
+        self.obo(&mut req.on_behalf_of);
+        Ok(self.assistant().ask(self.request(req)).await?.into_inner())
+    }
+
+    pub async fn ask_stream(
+        &self,
+        mut req: pb::AskRequest,
+    ) -> Result<tonic::Streaming<pb::AskStreamEvent>, Error> {
+        self.obo(&mut req.on_behalf_of);
+        Ok(self
+            .assistant()
+            .ask_stream(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn search(&self, mut req: pb::SearchRequest) -> Result<pb::SearchResponse, Error> {
+        self.obo(&mut req.on_behalf_of);
+        Ok(self
+            .assistant()
+            .search(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn feedback(&self, mut req: pb::FeedbackRequest) -> Result<(), Error> {
+        self.obo(&mut req.on_behalf_of);
+        self.assistant().feedback(self.request(req)).await?;
+        Ok(())
+    }
+
+    pub async fn list_conversations(&self) -> Result<pb::ListConversationsResponse, Error> {
+        let req = pb::ListConversationsRequest {
+            on_behalf_of: self.on_behalf_of.clone(),
+        };
+        Ok(self
+            .assistant()
+            .list_conversations(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_conversation(&self, id: &str) -> Result<pb::Conversation, Error> {
+        let req = pb::ConversationRequest {
+            conversation_id: id.to_string(),
+            on_behalf_of: self.on_behalf_of.clone(),
+        };
+        Ok(self
+            .assistant()
+            .get_conversation(self.request(req))
+            .await?
+            .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_before_a_token_crosses_the_network_in_plaintext() {
+        assert!(plaintext_warning("http://docent.corp.example:7878", true).is_some());
+        assert!(plaintext_warning("http://10.1.2.3:7878", true).is_some());
+        assert!(plaintext_warning("http://127.0.0.1:7878", true).is_none());
+        assert!(plaintext_warning("http://localhost:7878", true).is_none());
+        assert!(plaintext_warning("http://[::1]:7878", true).is_none());
+        assert!(plaintext_warning("https://docent.corp.example", true).is_none());
+        assert!(plaintext_warning("http://docent.corp.example:7878", false).is_none());
+    }
+
+    #[test]
+    fn credentials_are_chosen_token_then_certificate_then_dev_user() {
+        let req = |c: &Config| {
+            let mut r = tonic::Request::new(());
+            Auth::from_config(c).map(|a| {
+                a.apply(&mut r);
+                r.metadata().clone().into_headers()
+            })
+        };
+        let mut c = Config {
+            token: Some("k".into()),
+            dev_user: Some("alice".into()),
+            ..Config::new("http://127.0.0.1:1")
+        };
+        let h = req(&c).unwrap();
+        assert_eq!(h["authorization"], "Bearer k");
+        assert!(h.get(DEV_USER_HEADER).is_none());
+        c.token = Some(String::new());
+        let h = req(&c).unwrap();
+        assert_eq!(h[DEV_USER_HEADER], "alice");
+        assert!(h.get("authorization").is_none());
+        c.cert = Some("c.pem".into());
+        assert!(req(&c).unwrap().is_empty());
+        let none = Config::new("http://127.0.0.1:1");
+        assert!(matches!(req(&none), Err(Error::NoCredentials)));
+        c.cert = None;
+        c.token = Some("bad\ntoken".into());
+        assert!(matches!(req(&c), Err(Error::InvalidHeader("token"))));
+    }
+
+    #[test]
+    fn a_status_keeps_its_reason_code() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let s = tonic::Status::with_error_details(
+            tonic::Code::PermissionDenied,
+            "bridge may not act on behalf of other users",
+            ErrorDetails::with_error_info(reasons::ACT_AS_DENIED, ERROR_DOMAIN, []),
+        );
+        let e = Error::from(s);
+        assert_eq!(e.reason(), Some(reasons::ACT_AS_DENIED));
+        let Error::Api(api) = e else { panic!() };
+        assert_eq!(api.code(), tonic::Code::PermissionDenied);
+        assert!(!api.is_transient());
+        let plain = ApiError::from(tonic::Status::unavailable("connection refused"));
+        assert_eq!(plain.reason(), "");
+        assert!(plain.is_transient());
+    }
+
+    #[tokio::test]
+    async fn half_a_client_identity_is_refused_before_connecting() {
+        let c = Config {
+            cert: Some("c.pem".into()),
+            token: Some("k".into()),
+            ..Config::new("https://docent.example:7878")
+        };
+        assert!(matches!(
+            Client::connect(&c).await,
+            Err(Error::HalfClientIdentity)
+        ));
+    }
+}

@@ -1,0 +1,690 @@
+//! The Slack bridge (`bridges/slack`) against a real daemon and the fake Slack Web API
+//! (`fake_slack.rs`): signed events in, Web API calls out.
+
+use std::time::Duration;
+
+use docent_proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::fake_slack::{BOT_TOKEN, FakeSlack};
+use crate::harness::*;
+
+const SECRET: &str = "test-signing-secret";
+const HR_QUESTION: &str = "What is the salary band for a senior software engineer?";
+/// Strings that only occur in hr/ files of the example corpus (as in acl_answers.rs).
+const HR_ONLY: &[&str] = &[
+    "148,000",
+    "Compensation bands",
+    "compensation-bands",
+    "/hr/",
+    "Project Heron",
+    "PL-27",
+    "Aurelia",
+];
+/// A channel whose audience is `group:staff` (everyone at Fernhill; not HR).
+const STAFF_CHANNEL: &str = "C0STAFF";
+
+/// The example config with hana's Slack id as an alias (alice is found by e-mail).
+fn daemon_env() -> (Env, docent::config::Config) {
+    let env = Env::example();
+    let text = replaced(
+        &env.config_text(),
+        "aliases = [\"hana@fernhill.example\"]",
+        "aliases = [\"hana@fernhill.example\", \"U0HANA\"]",
+    );
+    let cfg = env.config_from(&text);
+    (env, cfg)
+}
+
+fn bridge_config(slack: &FakeSlack, docent_url: &str) -> docent_slack::Config {
+    let text = format!(
+        r#"
+version = 1
+listen = "127.0.0.1:0"
+[slack]
+bot_token = "${{BOT}}"
+signing_secret = "${{SECRET}}"
+api_url = "{}"
+max_retry_after_secs = 5
+[docent]
+addr = "{docent_url}"
+api_key = "${{KEY}}"
+timeout_secs = 60
+[channels]
+default_audience = "everyone"
+audiences = {{ {STAFF_CHANNEL} = "group:staff" }}
+"#,
+        slack.api_url()
+    );
+    docent_slack::Config::parse(&text, std::path::Path::new("."), &|k| match k {
+        "BOT" => Some(BOT_TOKEN.into()),
+        "SECRET" => Some(SECRET.into()),
+        "KEY" => Some("slack-bridge-dev-key".into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+struct Setup {
+    slack: FakeSlack,
+    bridge: docent_slack::Running,
+    env: Env,
+    daemon: Option<Running>,
+}
+
+async fn setup() -> Setup {
+    let (env, cfg) = daemon_env();
+    let daemon = env.start_with(cfg).await;
+    let slack = FakeSlack::start().await;
+    slack.add_user("U0ALICE", "alice@fernhill.example");
+    slack.add_user("U0NOBODY", "nobody@elsewhere.example");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = docent_slack::start(bridge_config(&slack, &daemon.url()), listener, None)
+        .await
+        .unwrap();
+    Setup {
+        slack,
+        bridge,
+        env,
+        daemon: Some(daemon),
+    }
+}
+
+fn now() -> i64 {
+    docent_slack::http::now_unix()
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        format!("http://{}/slack/events", self.bridge.local_addr())
+    }
+
+    /// Posts `body` signed like Slack at `ts`; returns the status and body.
+    async fn post_at(&self, ctype: &str, body: String, ts: i64, secret: &str) -> (u16, String) {
+        let ts = ts.to_string();
+        let sig = docent_slack::verify::sign(secret, &ts, body.as_bytes());
+        let r = reqwest::Client::new()
+            .post(self.url())
+            .header("content-type", ctype)
+            .header("x-slack-request-timestamp", ts)
+            .header("x-slack-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn event(&self, event_id: &str, event: Value) -> u16 {
+        let body = json!({"type": "event_callback", "team_id": "T0FAKE", "event_id": event_id,
+            "event_time": now(), "event": event});
+        self.post_at("application/json", body.to_string(), now(), SECRET)
+            .await
+            .0
+    }
+
+    async fn action(
+        &self,
+        user: &str,
+        channel: &str,
+        thread_ts: &str,
+        action_id: &str,
+        value: &str,
+    ) {
+        let payload = json!({"type": "block_actions", "user": {"id": user},
+            "channel": {"id": channel},
+            "container": {"type": "message", "channel_id": channel, "thread_ts": thread_ts},
+            "response_url": self.slack.response_url("a1"),
+            "actions": [{"action_id": action_id, "value": value, "type": "button"}]});
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish();
+        let (status, _) = self
+            .post_at("application/x-www-form-urlencoded", body, now(), SECRET)
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    async fn stop(self) {
+        self.bridge.shutdown().await;
+        if let Some(d) = self.daemon {
+            d.stop().await;
+        }
+    }
+}
+
+fn mention(user: &str, channel: &str, ts: &str, text: &str) -> Value {
+    json!({"type": "app_mention", "user": user, "channel": channel, "ts": ts,
+        "text": format!("<@U0BOT> {text}")})
+}
+
+/// Every string of a recorded message (text and blocks).
+fn shown(c: &crate::fake_slack::Call) -> String {
+    format!("{} {}", c.args["text"], c.args["blocks"])
+}
+
+/// The value of the first button with `action_id` in the recorded messages.
+fn button(calls: &[crate::fake_slack::Call], action_id: &str) -> String {
+    calls
+        .iter()
+        .flat_map(|c| c.args["blocks"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == action_id)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no {action_id} button in {calls:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_mention_gets_a_reply_in_its_thread_with_citations() {
+    let s = setup().await;
+    // alice has no Slack alias: she is found by her e-mail (users.info).
+    let ack = s
+        .event(
+            "Ev1",
+            mention(
+                "U0ALICE",
+                STAFF_CHANNEL,
+                "1700000001.000100",
+                "How do I connect to the VPN?",
+            ),
+        )
+        .await;
+    assert_eq!(ack, 200);
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let p = &posts[0];
+    assert_eq!(p.args["channel"], STAFF_CHANNEL);
+    assert_eq!(p.args["thread_ts"], "1700000001.000100");
+    let text = shown(p);
+    assert!(text.contains("Sources"), "{text}");
+    assert!(text.contains("[1] <file://"), "citation links: {text}");
+    assert!(text.contains("vpn.md"), "{text}");
+    assert_eq!(s.slack.calls_to("users.info").len(), 1);
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_answers_total",
+            &[("where", "channel"), ("status", "answered")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_answered_once() {
+    let s = setup().await;
+    let ev = mention(
+        "U0HANA",
+        STAFF_CHANNEL,
+        "1700000002.000100",
+        "How do I connect to the VPN?",
+    );
+    assert_eq!(s.event("Ev2", ev.clone()).await, 200);
+    // Slack retries with the same event id when the first delivery looked slow.
+    assert_eq!(s.event("Ev2", ev.clone()).await, 200);
+    // The same message as a plain `message` event (another subscription) is the same question.
+    let mut msg = ev.clone();
+    msg["type"] = json!("message");
+    msg["channel_type"] = json!("channel");
+    assert_eq!(s.event("Ev3", msg).await, 200);
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    assert_eq!(
+        s.bridge.metrics().get("docent_slack_duplicates_total", &[]),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signature_or_an_old_timestamp_is_401_and_nothing_is_asked() {
+    let s = setup().await;
+    let body = json!({"type": "event_callback", "event_id": "Ev4",
+        "event": mention("U0HANA", STAFF_CHANNEL, "1700000004.000100", HR_QUESTION)})
+    .to_string();
+    let (bad_sig, _) = s
+        .post_at("application/json", body.clone(), now(), "not-the-secret")
+        .await;
+    let (old, _) = s
+        .post_at("application/json", body.clone(), now() - 301, SECRET)
+        .await;
+    // A valid signature over a different body.
+    let ts = now().to_string();
+    let sig = docent_slack::verify::sign(SECRET, &ts, b"{}");
+    let forged = reqwest::Client::new()
+        .post(s.url())
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", &ts)
+        .header("x-slack-signature", sig)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!((bad_sig, old, forged), (401, 401, 401));
+    s.bridge.idle().await;
+    assert!(s.slack.calls().is_empty(), "{:?}", s.slack.calls());
+    assert!(
+        !s.env
+            .audit_records()
+            .iter()
+            .any(|r| r["caller"] == "slack-bridge"),
+        "nothing may be asked for an unverified request"
+    );
+    assert_eq!(
+        s.bridge.metrics().get("docent_slack_rejected_total", &[]),
+        3
+    );
+    // The same body, signed properly, is accepted: the refusals were about the signature.
+    assert_eq!(
+        s.post_at("application/json", body, now(), SECRET).await.0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_verification_returns_the_challenge() {
+    let s = setup().await;
+    let body = json!({"type": "url_verification", "token": "t", "challenge": "c-4f2a"}).to_string();
+    let (status, text) = s.post_at("application/json", body, now(), SECRET).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["challenge"],
+        "c-4f2a"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hr_question_in_a_channel_leaks_nothing_and_the_private_answer_reaches_only_the_asker() {
+    let s = setup().await;
+    let thread = "1700000005.000100";
+    s.event("Ev5", mention("U0HANA", STAFF_CHANNEL, thread, HR_QUESTION))
+        .await;
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert!(!posts.is_empty());
+    for p in &posts {
+        let text = shown(p);
+        for leak in HR_ONLY {
+            assert!(!text.contains(leak), "channel post leaks {leak:?}: {text}");
+        }
+    }
+    // hana asks for her own answer: it arrives as an ephemeral message to her alone.
+    let id = button(&posts, docent_slack::render::ACTION_PRIVATE);
+    s.action(
+        "U0HANA",
+        STAFF_CHANNEL,
+        thread,
+        docent_slack::render::ACTION_PRIVATE,
+        &id,
+    )
+    .await;
+    s.bridge.idle().await;
+    let private = s.slack.calls_to("chat.postEphemeral");
+    assert!(!private.is_empty());
+    assert!(private.iter().all(|c| c.args["user"] == "U0HANA"));
+    let text: String = private.iter().map(shown).collect();
+    assert!(text.contains("148,000 to 172,000 EUR"), "{text}");
+    assert!(text.contains("compensation-bands-2027.md"), "{text}");
+    // Nothing new was posted in the channel.
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), posts.len());
+    // Another member pressing the same button gets their own access: nothing from HR.
+    s.action(
+        "U0ALICE",
+        STAFF_CHANNEL,
+        thread,
+        docent_slack::render::ACTION_PRIVATE,
+        &id,
+    )
+    .await;
+    s.bridge.idle().await;
+    let alice: String = s
+        .slack
+        .calls_to("chat.postEphemeral")
+        .iter()
+        .filter(|c| c.args["user"] == "U0ALICE")
+        .map(shown)
+        .collect();
+    assert!(!alice.is_empty());
+    for leak in HR_ONLY {
+        assert!(
+            !alice.contains(leak),
+            "alice's private answer leaks {leak:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hr_question_in_a_dm_is_answered_with_citations() {
+    let s = setup().await;
+    let ev = json!({"type": "message", "channel_type": "im", "user": "U0HANA",
+        "channel": "D0HANA", "ts": "1700000006.000100", "text": HR_QUESTION});
+    s.event("Ev6", ev).await;
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].args["channel"], "D0HANA");
+    let text = shown(&posts[0]);
+    assert!(text.contains("148,000 to 172,000 EUR"), "{text}");
+    assert!(text.contains("compensation-bands-2027.md|"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmapped_user_is_refused_and_nothing_is_answered() {
+    let s = setup().await;
+    s.event(
+        "Ev7",
+        mention(
+            "U0NOBODY",
+            STAFF_CHANNEL,
+            "1700000007.000100",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    let refusal = s.slack.calls_to("chat.postEphemeral");
+    assert_eq!(refusal.len(), 1);
+    assert_eq!(refusal[0].args["user"], "U0NOBODY");
+    assert!(shown(&refusal[0]).contains("can't match your Slack account"));
+    assert!(
+        !s.env
+            .audit_records()
+            .iter()
+            .any(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask"))),
+        "nothing was asked"
+    );
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_refusals_total",
+            &[("reason", "unmapped_user")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docent_down_gives_an_error_message_in_the_thread() {
+    let slack = FakeSlack::start().await;
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = docent_slack::start(
+        bridge_config(&slack, &format!("http://{closed}")),
+        listener,
+        None,
+    )
+    .await
+    .unwrap();
+    let s = Setup {
+        slack,
+        bridge,
+        env: Env::empty(),
+        daemon: None,
+    };
+    s.event(
+        "Ev8",
+        mention(
+            "U0HANA",
+            STAFF_CHANNEL,
+            "1700000008.000100",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].args["thread_ts"], "1700000008.000100");
+    assert!(
+        shown(&posts[0]).contains("Docent is not reachable"),
+        "{posts:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_429_is_retried_after_retry_after() {
+    let s = setup().await;
+    s.slack.rate_limit("chat.postMessage", 1, 1);
+    s.event(
+        "Ev9",
+        mention(
+            "U0HANA",
+            STAFF_CHANNEL,
+            "1700000009.000100",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 2, "one refused with 429, then the retry");
+    assert!(
+        posts[1].at.duration_since(posts[0].at) >= Duration::from_secs(1),
+        "the retry waited for Retry-After"
+    );
+    assert_eq!(posts[1].args, posts[0].args);
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_api_retries_total",
+            &[("method", "chat.postMessage")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feedback_button_is_stored_in_docent() {
+    let s = setup().await;
+    let ev = json!({"type": "message", "channel_type": "im", "user": "U0HANA",
+        "channel": "D0HANA", "ts": "1700000010.000100", "text": "How do I connect to the VPN?"});
+    s.event("Ev10", ev).await;
+    s.bridge.idle().await;
+    let posts = s.slack.calls_to("chat.postMessage");
+    let value = button(&posts, docent_slack::render::ACTION_FEEDBACK_DOWN);
+    s.action(
+        "U0HANA",
+        "D0HANA",
+        "1700000010.000100",
+        docent_slack::render::ACTION_FEEDBACK_DOWN,
+        &value,
+    )
+    .await;
+    s.bridge.idle().await;
+    let d = s.daemon.as_ref().unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let records = admin
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].identity, "hana");
+    assert!(!records[0].up);
+    let thanks = s.slack.calls_to("chat.postEphemeral");
+    assert!(
+        thanks
+            .iter()
+            .any(|c| shown(c).contains("feedback was recorded"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slash_command_answers_privately_under_the_askers_access() {
+    let s = setup().await;
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("command", "/docent")
+        .append_pair("text", HR_QUESTION)
+        .append_pair("user_id", "U0HANA")
+        .append_pair("channel_id", STAFF_CHANNEL)
+        .append_pair("response_url", &s.slack.response_url("cmd1"))
+        .finish();
+    let (status, ack) = s
+        .post_at("application/x-www-form-urlencoded", body, now(), SECRET)
+        .await;
+    assert_eq!(status, 200);
+    assert!(ack.contains("ephemeral"), "{ack}");
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    let r = s.slack.calls_to("response_url");
+    assert!(r.iter().all(|c| c.args["response_type"] == "ephemeral"));
+    assert!(r.iter().map(shown).collect::<String>().contains("148,000"));
+    s.stop().await;
+}
+
+/// The Python venv of `scripts/setup-python-tests.sh`.
+pub fn python() -> std::path::PathBuf {
+    let env = std::env::var_os("DOCENT_PYENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/docent/pyenv")
+        });
+    let py = env.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup-python-tests.sh",
+        py.display()
+    );
+    py
+}
+
+pub async fn run_python(args: Vec<String>) -> std::process::Output {
+    let py = python();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .args(&args)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_sdk_web_client_accepts_the_fake() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("U0ALICE", "alice@fernhill.example");
+    slack.rate_limit("chat.postEphemeral", 1, 1);
+    let script = r#"
+import sys
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+c = WebClient(token=sys.argv[2], base_url=sys.argv[1] + "/")
+c.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
+assert c.auth_test()["user_id"] == "U0BOT"
+r = c.chat_postMessage(channel="C0STAFF", thread_ts="1.2", text="hi", blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}])
+assert r["ok"] and r["ts"] and r["channel"] == "C0STAFF", r
+assert c.chat_postEphemeral(channel="C0STAFF", user="U0ALICE", text="psst")["message_ts"]
+assert c.users_info(user="U0ALICE")["user"]["profile"]["email"] == "alice@fernhill.example"
+try:
+    c.users_info(user="U0NOBODY")
+    raise SystemExit("expected an error")
+except SlackApiError as e:
+    assert e.response["error"] == "user_not_found", e.response
+print("ok")
+"#;
+    let out = run_python(vec![
+        "-c".into(),
+        script.into(),
+        slack.api_url(),
+        BOT_TOKEN.into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // What slack_sdk sent, the fake parsed: JSON bodies and GET/form arguments alike.
+    assert_eq!(
+        slack.calls_to("chat.postMessage")[0].args["thread_ts"],
+        "1.2"
+    );
+    assert_eq!(slack.calls_to("users.info")[0].args["user"], "U0ALICE");
+    // The 429 was retried by slack_sdk's own handler.
+    assert_eq!(slack.calls_to("chat.postEphemeral").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_sdk_signature_verifier_agrees_with_ours() {
+    // Slack's documented test vector (shared/DEPS.md) and a fresh request signed by the bridge.
+    let vector_body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let vector_sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+    let ts = now().to_string();
+    let body = json!({"type": "event_callback", "event": {"text": "ünïcode & <@U1>"}}).to_string();
+    let ours = docent_slack::verify::sign(SECRET, &ts, body.as_bytes());
+    let script = r#"
+import sys, time
+from slack_sdk.signature import SignatureVerifier
+vsecret, vts, vbody, vsig, secret, ts, body, sig = sys.argv[1:]
+# The vector is from 2018: verify it at its own time.
+v = SignatureVerifier(vsecret, clock=type("C", (), {"now": lambda self: float(vts)})())
+assert v.is_valid(body=vbody, timestamp=vts, signature=vsig)
+assert v.generate_signature(timestamp=vts, body=vbody) == vsig
+s = SignatureVerifier(secret)
+assert s.is_valid(body=body, timestamp=ts, signature=sig)
+assert not s.is_valid(body=body + " ", timestamp=ts, signature=sig)
+assert not s.is_valid(body=body, timestamp=str(int(ts) - 301), signature=s.generate_signature(timestamp=str(int(ts) - 301), body=body))
+print(s.generate_signature(timestamp=ts, body=body))
+"#;
+    let out = run_python(
+        [
+            "-c",
+            script,
+            "8f742231b10e8888abcd99yyyzzz85a5",
+            "1531420618",
+            vector_body,
+            vector_sig,
+            SECRET,
+            &ts,
+            &body,
+            &ours,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(theirs, ours);
+    // And ours accepts what slack_sdk signs, and Slack's vector.
+    assert!(
+        docent_slack::verify::verify(SECRET, Some(&ts), Some(&theirs), body.as_bytes(), now())
+            .is_ok()
+    );
+    assert!(
+        docent_slack::verify::verify(
+            "8f742231b10e8888abcd99yyyzzz85a5",
+            Some("1531420618"),
+            Some(vector_sig),
+            vector_body.as_bytes(),
+            1531420618
+        )
+        .is_ok()
+    );
+}
