@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod config_files;
+mod deploy;
 mod eval;
 mod fake_slack;
 mod formats;
