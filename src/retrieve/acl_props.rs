@@ -8,6 +8,7 @@
 //! documents the filter matches, and no leg returns anything else.
 //!
 //! The expected readability is computed here independently of `IdentityStore` and `Acl`.
+//! Half the cases run with hybrid feedback on (`dense_feedback`: a second, moved dense search).
 //! `PROPTEST_CASES` raises the number of cases for a soak run (each case checks 12 identities ×
 //! 3 queries × 3 modes plus an answer).
 
@@ -154,6 +155,7 @@ fn check_case(
     parents: &[Vec<usize>],
     memberships: &[Vec<usize>],
     filter: &AttrFilter,
+    dense_feedback: bool,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
@@ -218,7 +220,12 @@ fn check_case(
         })
         .collect();
     let store = IdentityStore::new(identities, groups);
-    let retriever = Retriever::new(index.clone(), embedder.clone(), RetrievalConfig::default());
+    // Half the cases with hybrid feedback on (its second dense search must keep the scope too).
+    let config = RetrievalConfig {
+        dense_feedback: if dense_feedback { 0.5 } else { 0.0 },
+        ..RetrievalConfig::default()
+    };
+    let retriever = Retriever::new(index.clone(), embedder.clone(), config);
     let cfg = AnswerConfig {
         min_similarity: 0.0,
         max_sentences: 5,
@@ -327,7 +334,8 @@ proptest! {
         parents in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..2), GROUPS),
         memberships in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..3), USERS),
         filter in filter_strategy(),
+        dense_feedback in any::<bool>(),
     ) {
-        check_case(&docs, &parents, &memberships, &filter)?;
+        check_case(&docs, &parents, &memberships, &filter, dense_feedback)?;
     }
 }
