@@ -20,6 +20,7 @@ pub async fn beir(
     split: &str,
     index_dir: Option<PathBuf>,
     limit: Option<usize>,
+    embed_cache: Option<PathBuf>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config)?;
@@ -33,8 +34,18 @@ pub async fn beir(
         if let Some(n) = limit {
             queries.truncate(n);
         }
-        let embedder: Arc<dyn Embedder> =
+        let mut embedder: Arc<dyn Embedder> =
             Arc::new(FastEmbedder::load(&config.embedding).context("loading the embedding model")?);
+        if let Some(path) = &embed_cache {
+            let cached = eval::cache::CachedEmbedder::open(embedder, path)
+                .with_context(|| format!("opening the embedding cache {}", path.display()))?;
+            eprintln!(
+                "embedding cache {}: {} vectors",
+                path.display(),
+                cached.len()
+            );
+            embedder = Arc::new(cached);
+        }
         let tmp = tempfile::tempdir()?;
         let dir = index_dir.unwrap_or_else(|| tmp.path().join("index"));
         let (index, report) = run::open_or_build(&dir, &embedder, config.chunking, &corpus)?;

@@ -283,6 +283,11 @@ pub enum EvalCommand {
         /// Evaluate only the first N judged queries.
         #[arg(long)]
         limit: Option<usize>,
+        /// Reuse passage vectors from this file (created on first use; keyed by the exact text
+        /// embedded), so rebuilding the index after a change that keeps the vectors (analyzer,
+        /// fusion) skips the embedding.
+        #[arg(long)]
+        embed_cache: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -485,9 +490,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     split,
                     index,
                     limit,
+                    embed_cache,
                     json,
                 },
-        } => eval::beir(&config, &data, &split, index, limit, json).await,
+        } => eval::beir(&config, &data, &split, index, limit, embed_cache, json).await,
         Command::Eval {
             command:
                 EvalCommand::Qa {

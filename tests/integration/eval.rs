@@ -38,10 +38,8 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-#[test]
-fn eval_beir_reports_metrics_for_each_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A tiny BEIR-layout set in `d`.
+fn write_beir_set(d: &std::path::Path) {
     let corpus: String = CORPUS
         .iter()
         .map(|(id, title, text)| {
@@ -66,19 +64,45 @@ fn eval_beir_reports_metrics_for_each_mode() {
         "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t2\nq3\td5\t0\n",
     )
     .unwrap();
+}
 
+/// `docent eval beir --json` over the set in `d`: (report, stderr).
+fn eval_beir(d: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (serde_json::Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_docent"))
-        .args(["eval", "beir", "--json", "--config"])
+        .args(["eval", "beir", "--json"])
+        .args(extra)
+        .arg("--config")
         .arg(repo().join("config/docent.example.toml"))
         .arg(d)
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn eval_beir_with_an_embedding_cache_reuses_vectors_and_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    write_beir_set(dir.path());
+    let cache = dir.path().join("vectors.cache");
+    let flag = [std::ffi::OsStr::new("--embed-cache"), cache.as_os_str()];
+    let (first, err1) = eval_beir(dir.path(), &flag);
+    assert!(err1.contains(": 0 vectors"), "{err1}");
+    assert!(cache.exists());
+    let (again, err2) = eval_beir(dir.path(), &flag);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !err2.contains(": 0 vectors") && err2.contains("vectors"),
+        "the second run starts from the cached vectors: {err2}"
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first, again, "cached vectors give the same metrics");
+}
+
+#[test]
+fn eval_beir_reports_metrics_for_each_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    write_beir_set(dir.path());
+    let (v, _) = eval_beir(dir.path(), &[]);
     for mode in ["bm25", "dense", "hybrid"] {
         let m = &v[mode];
         assert_eq!(m["queries"], 3, "{v}");
