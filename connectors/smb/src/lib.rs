@@ -18,7 +18,8 @@
 //!   watched folder itself; deeper ACL changes wait for the reconciliation;
 //! - a notification is a hint, never a verdict: the named paths are looked up again (listing of
 //!   the parent folder) and only what the server then shows is sent; a path that cannot be
-//!   looked up because the server went away is an outage, not a deletion; an overflowed
+//!   looked up because the server went away is an outage, not a deletion, and one whose folder
+//!   cannot be listed (or is gone with its parent) is left to the reconciliation; an overflowed
 //!   notification buffer becomes a reconciliation;
 //! - outages are not deletions: an unreachable server, a failed login, a listing that fails or
 //!   comes back empty, or a connection lost mid-crawl end the sync without deleting or skipping
@@ -987,13 +988,31 @@ impl Crawler {
             let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
             let entries = match session.list(parent).await {
                 Ok(entries) => Some(entries),
-                // The parent is gone too (a folder deleted or renamed) — unless the server is.
-                Err(_) if session.alive().await => None,
                 Err(e) => {
-                    return Err(SyncError::Outage(format!(
-                        "lost the connection to \\\\{}\\{} while looking up {rel}: {e}",
-                        self.cfg.server, self.cfg.share
-                    )));
+                    if !session.alive().await {
+                        return Err(SyncError::Outage(format!(
+                            "lost the connection to \\\\{}\\{} while looking up {rel}: {e}",
+                            self.cfg.server, self.cfg.share
+                        )));
+                    }
+                    // Gone only when the grandparent's listing shows the parent gone (a folder
+                    // deleted or renamed); a parent that exists but cannot be listed, or a
+                    // deeper removal, is left to the reconciliation — never a deletion on doubt.
+                    let (grand, pname) = parent.rsplit_once('/').unwrap_or(("", parent));
+                    match session.list(grand).await {
+                        Ok(up)
+                            if !parent.is_empty()
+                                && !up
+                                    .iter()
+                                    .any(|(c, _, _)| c.rsplit('/').next() == Some(pname)) =>
+                        {
+                            None
+                        }
+                        _ => {
+                            tracing::debug!(connector = %self.cfg.id, path = %rel, error = %e, "notified path not looked up; the reconciliation will");
+                            continue;
+                        }
+                    }
                 }
             };
             let found = entries
