@@ -121,6 +121,9 @@ fn main() -> anyhow::Result<()> {
         dense_feedback: flag("--dense-feedback", d.dense_feedback),
         dense_feedback_chunks: flag("--dense-feedback-chunks", d.dense_feedback_chunks as f32)
             as usize,
+        // `--no-rerank`: the fused order (no second ranking stage).
+        rerank: !std::env::args().any(|a| a == "--no-rerank"),
+        rerank_depth: flag("--rerank-depth", d.rerank_depth as f32) as usize,
     };
     println!("retrieval: {retrieval:?}");
 

@@ -188,9 +188,9 @@ pub async fn start_with(
     };
 
     let data_dir = config.index.data_dir.clone();
-    let (model_id, dim) = (embedder.model_id().to_string(), embedder.dim());
+    let model = crate::index::ModelSignature::of(embedder.as_ref());
     let index = Arc::new(
-        tokio::task::spawn_blocking(move || Index::open(&data_dir, &model_id, dim))
+        tokio::task::spawn_blocking(move || Index::open_with(&data_dir, &model))
             .await
             .map_err(|e| DaemonError::Join(e.to_string()))??,
     );

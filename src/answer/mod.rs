@@ -1,9 +1,14 @@
 //! Answers built from retrieved passages.
 //!
-//! The extractive answerer (the default; no LLM) picks the sentences of the top passages that
-//! best cover the question's terms, orders them by support, and tags each with the citation of
-//! the passage it came from. When the best passage is not similar enough to the question it says
-//! that nothing relevant was found instead of guessing.
+//! The extractive answerer (the default; no LLM) picks the sentences of the evidence passages
+//! that best cover the question's terms, orders them by support, and tags each with the citation
+//! of the passage it came from. A further sentence is added only while its support stays within
+//! `support_ratio` of the best sentence's, so the answer stops when the evidence stops.
+//!
+//! Evidence: a passage whose calibrated relevance (the second ranking stage) reaches
+//! `min_relevance`, or, where that stage did not run, whose cosine with the question reaches
+//! `min_similarity`. Without evidence the answer is "not found" ([`is_evidence`]; every answerer
+//! gets the same evidence).
 //!
 //! Invariants: every answer sentence is verbatim text (whitespace collapsed) of a passage it cites; every citation
 //! refers to a passage that was handed in (which retrieval already scoped to the caller).
@@ -16,7 +21,12 @@ use crate::retrieve::Hit;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerConfig {
-    /// Below this query–passage cosine similarity, passages are not evidence.
+    /// Below this calibrated relevance (second ranking stage), passages are not evidence.
+    pub min_relevance: f32,
+    /// A further answer sentence needs at least this share of the best sentence's support.
+    pub support_ratio: f32,
+    /// Below this query–passage cosine similarity, passages are not evidence (used only for
+    /// hits the second stage did not score).
     pub min_similarity: f32,
     pub max_sentences: usize,
     /// How many top passages sentences are drawn from.
@@ -179,6 +189,22 @@ pub fn citation_for(hit: &Hit) -> Citation {
     }
 }
 
+/// Share of the best sentence's support a further sentence needs (see [`AnswerConfig`]).
+pub const DEFAULT_SUPPORT_RATIO: f32 = 0.8;
+
+/// How strongly a hit supports an answer: its calibrated relevance where the second stage ran,
+/// else its cosine with the question; `None` below the configured threshold (not evidence).
+pub fn evidence_strength(h: &Hit, cfg: &AnswerConfig) -> Option<f32> {
+    match h.relevance {
+        Some(r) => (r >= cfg.min_relevance).then_some(r),
+        None => h.similarity.filter(|&s| s >= cfg.min_similarity),
+    }
+}
+
+pub fn is_evidence(h: &Hit, cfg: &AnswerConfig) -> bool {
+    evidence_strength(h, cfg).is_some()
+}
+
 struct Candidate<'a> {
     text: &'a str,
     passage: usize,
@@ -204,9 +230,9 @@ pub fn extractive(
     analyze: &dyn Fn(&str) -> Vec<String>,
     cfg: &AnswerConfig,
 ) -> Answer {
-    let evidence: Vec<&Hit> = hits
+    let evidence: Vec<(&Hit, f32)> = hits
         .iter()
-        .filter(|h| h.similarity.is_some_and(|s| s >= cfg.min_similarity))
+        .filter_map(|h| evidence_strength(h, cfg).map(|s| (h, s)))
         .take(cfg.max_passages)
         .collect();
     if evidence.is_empty() {
@@ -219,8 +245,7 @@ pub fn extractive(
         .collect();
 
     let mut candidates = Vec::new();
-    for (pi, h) in evidence.iter().enumerate() {
-        let sim = h.similarity.unwrap_or(0.0);
+    for (pi, &(h, strength)) in evidence.iter().enumerate() {
         for (position, s) in h.chunk.text.split_sentence_bounds().enumerate() {
             let s = s.trim();
             if !is_statement(s, h) {
@@ -239,7 +264,7 @@ pub fn extractive(
             candidates.push(Candidate {
                 text: s,
                 passage: pi,
-                score: coverage + 0.5 * sim - 0.02 * pi as f32,
+                score: coverage + 0.5 * strength,
                 position,
             });
         }
@@ -247,7 +272,7 @@ pub fn extractive(
     if candidates.is_empty() {
         // Similar passages without shared terms (paraphrase): lead with the best passage's
         // opening sentences, which is still verbatim, cited text.
-        let best = evidence[0];
+        let best = evidence[0].0;
         for (position, s) in best.chunk.text.split_sentence_bounds().enumerate() {
             let s = s.trim();
             if is_statement(s, best) {
@@ -276,8 +301,12 @@ pub fn extractive(
     };
     let mut cited: HashMap<usize, usize> = HashMap::new();
     let mut used_texts = std::collections::HashSet::new();
+    let floor = candidates
+        .first()
+        .map_or(0.0, |c| c.score * cfg.support_ratio);
     for c in candidates {
-        if answer.sentences.len() >= cfg.max_sentences {
+        // The evidence stops: what is left supports the answer much less than its best sentence.
+        if answer.sentences.len() >= cfg.max_sentences || c.score < floor {
             break;
         }
         // Overlapping chunks repeat sentences; say each once.
@@ -285,7 +314,7 @@ pub fn extractive(
             continue;
         }
         let ci = *cited.entry(c.passage).or_insert_with(|| {
-            answer.citations.push(citation_for(evidence[c.passage]));
+            answer.citations.push(citation_for(evidence[c.passage].0));
             answer.citations.len() - 1
         });
         answer.sentences.push(AnswerSentence {
@@ -315,6 +344,8 @@ mod tests {
     }
 
     const CFG: AnswerConfig = AnswerConfig {
+        min_relevance: 0.5,
+        support_ratio: 0.5,
         min_similarity: 0.3,
         max_sentences: 2,
         max_passages: 5,
@@ -368,6 +399,78 @@ mod tests {
             extractive(&[], &terms, &words, &CFG).status,
             AnswerStatus::NoAnswer
         );
+    }
+
+    #[test]
+    fn not_found_flips_at_the_configured_relevance() {
+        // A labelled set: (relevance of the only passage, answered?) around the threshold of
+        // the shipped model, which the config uses by default.
+        let t = crate::retrieve::rerank::RankerModel::builtin().threshold;
+        let cfg = AnswerConfig {
+            min_relevance: t,
+            ..CFG
+        };
+        let terms = vec![("parking".to_string(), 2.0)];
+        for (relevance, answered) in [
+            (t - 0.2, false),
+            (t - 0.001, false),
+            (t, true),
+            (t + 0.001, true),
+            ((t + 1.0) / 2.0, true),
+        ] {
+            let mut h = hit("a", "Parking is free for staff on level two.", 0.9);
+            h.relevance = Some(relevance);
+            let a = extractive(&[h.clone()], &terms, &words, &cfg);
+            assert_eq!(
+                a.status == AnswerStatus::Answered,
+                answered,
+                "relevance {relevance} vs threshold {t}"
+            );
+            assert_eq!(is_evidence(&h, &cfg), answered);
+        }
+        // Without the second stage's relevance, the cosine threshold decides.
+        let h = hit("a", "Parking is free for staff on level two.", 0.29);
+        assert!(!is_evidence(&h, &cfg));
+    }
+
+    #[test]
+    fn the_answer_stops_when_the_evidence_stops() {
+        let mut strong = hit(
+            "a",
+            "Staff parking is free on level two of the garage.",
+            0.9,
+        );
+        strong.relevance = Some(0.95);
+        let mut weak = hit(
+            "b",
+            "The garage has a lift. Level two is for visitors.",
+            0.5,
+        );
+        weak.relevance = Some(0.6);
+        let terms = vec![
+            ("parking".to_string(), 2.0),
+            ("staff".to_string(), 1.5),
+            ("garage".to_string(), 0.5),
+            ("level".to_string(), 0.5),
+        ];
+        let cfg = AnswerConfig {
+            min_relevance: 0.5,
+            support_ratio: 0.7,
+            max_sentences: 3,
+            ..CFG
+        };
+        let a = extractive(&[strong.clone(), weak.clone()], &terms, &words, &cfg);
+        assert_eq!(a.sentences.len(), 1, "{:?}", a.sentences);
+        assert_eq!(a.citations.len(), 1);
+        assert_eq!(a.citations[0].document_key, "a");
+        // With a lower ratio the weaker passage's sentences come too, cited to it.
+        let loose = AnswerConfig {
+            support_ratio: 0.1,
+            ..cfg
+        };
+        let a = extractive(&[strong, weak], &terms, &words, &loose);
+        assert!(a.sentences.len() > 1);
+        assert!(a.citations.iter().any(|c| c.document_key == "b"));
     }
 
     #[test]

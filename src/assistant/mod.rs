@@ -35,7 +35,7 @@ use crate::guardrail::{self, Guardrails, QuestionScreen, RequestError, Verdict};
 use crate::identity::Caller;
 use crate::index::{Index, SearchFilter};
 use crate::metrics::{AnswerOutcome, Metrics};
-use crate::retrieve::{Hit, Mode, RetrieveError, Retriever};
+use crate::retrieve::{Hit, Limit, Mode, RetrieveError, Retriever};
 use crate::service::limits::Budget;
 
 pub use llm::{LlmClient, LlmConfig, LlmError};
@@ -105,6 +105,8 @@ impl Default for AssistantConfig {
     fn default() -> Self {
         Self {
             answer: AnswerConfig {
+                min_relevance: crate::retrieve::rerank::RankerModel::builtin().threshold,
+                support_ratio: answer::DEFAULT_SUPPORT_RATIO,
                 min_similarity: 0.4,
                 max_sentences: 3,
                 max_passages: 5,
@@ -469,7 +471,7 @@ impl Assistant {
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
-        let limit = self.cfg.answer.max_passages.max(10);
+        let limit = Limit::from(self.cfg.answer.max_passages.max(10));
         let retrieved = tokio::task::spawn_blocking(move || {
             me.retrieve(&s, &q, Mode::Hybrid, f, limit, &budget)
         })
@@ -511,7 +513,7 @@ impl Assistant {
         query: &str,
         mode: Mode,
         filter: SearchFilter,
-        limit: usize,
+        limit: Limit,
         budget: &Budget,
     ) -> Result<SearchOutcome, AssistantError> {
         let scope = authorize(caller)?;
@@ -533,7 +535,7 @@ impl Assistant {
         query: &str,
         mode: Mode,
         mut filter: SearchFilter,
-        limit: usize,
+        limit: Limit,
         budget: &Budget,
     ) -> Result<SearchOutcome, RetrieveError> {
         let principals = scope.principal_set();
@@ -691,10 +693,7 @@ impl Prepared {
                 .retrieved
                 .hits
                 .iter()
-                .filter(|h| {
-                    h.similarity
-                        .is_some_and(|s| s >= a.cfg.answer.min_similarity)
-                })
+                .filter(|h| answer::is_evidence(h, &a.cfg.answer))
                 .take(10)
                 .cloned()
                 .collect();

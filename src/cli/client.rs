@@ -154,6 +154,7 @@ pub struct SearchArgs {
     pub limit: u32,
     pub mode: SearchMode,
     pub on_behalf_of: Option<String>,
+    pub passages_per_document: u32,
     pub json: bool,
 }
 
@@ -163,6 +164,7 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
         limit,
         mode,
         on_behalf_of,
+        passages_per_document,
         json: as_json,
     } = a;
     let mode = match mode {
@@ -180,6 +182,7 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
                 mode: mode as i32,
                 filter: Some(filter(f)),
                 on_behalf_of: on_behalf_of.unwrap_or_default(),
+                passages_per_document,
             },
         )?)
         .await?
@@ -197,6 +200,7 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
                 v["score"] = json!(h.score);
                 v["bm25_rank"] = json!(h.bm25_rank);
                 v["dense_rank"] = json!(h.dense_rank);
+                v["relevance"] = json!(h.relevance);
                 v["attributes"] = json!(h.attributes);
                 v
             })

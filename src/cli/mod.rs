@@ -5,7 +5,7 @@ mod chat;
 mod client;
 mod eval;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -116,6 +116,9 @@ pub enum Command {
         /// Search on behalf of this user (needs the act_as permission).
         #[arg(long = "as", value_name = "USER")]
         on_behalf_of: Option<String>,
+        /// Passages per document (1..=5; several come from the second ranking stage).
+        #[arg(long = "passages", default_value_t = 1)]
+        passages_per_document: u32,
         #[arg(long)]
         json: bool,
     },
@@ -203,6 +206,21 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Build a new index beside an existing one, every stored chunk re-embedded with the model
+    /// of CONFIG, into CONFIG's index.data_dir (which must not exist yet). Documents, ACLs,
+    /// attributes and connector checkpoints are carried over, so no source is crawled again.
+    /// The old index is only read: the daemon may keep serving it meanwhile. Then start the
+    /// daemon with CONFIG.
+    Reindex {
+        /// The new config: its [embedding] model, and index.data_dir for the new index.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The existing index (the current config's index.data_dir).
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Measure retrieval or answer quality on a labelled set.
     Eval {
@@ -421,6 +439,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             mode,
             on_behalf_of,
+            passages_per_document,
             json,
         } => {
             let a = client::SearchArgs {
@@ -428,6 +447,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 mode,
                 on_behalf_of,
+                passages_per_document,
                 json,
             };
             client::search(&conn, &filter, a).await
@@ -482,6 +502,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::Reindex { config, from, json } => reindex(&config, &from, json).await,
         Command::Eval {
             command:
                 EvalCommand::Beir {
@@ -530,8 +551,11 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 c.groups.len()
             );
             for (p, what) in [
-                (&c.embedding.model_dir, "embedding.model_dir"),
-                (&c.embedding.onnxruntime_lib, "embedding.onnxruntime_lib"),
+                (&c.embedding.model.model_dir, "embedding.model_dir"),
+                (
+                    &c.embedding.model.onnxruntime_lib,
+                    "embedding.onnxruntime_lib",
+                ),
             ] {
                 if !p.exists() {
                     eprintln!(
@@ -583,6 +607,75 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
         token.cancel();
     });
     daemon.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `docent reindex`: re-embeds the index at `from` into the config's data dir.
+async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    use crate::ingest::reembed;
+    let config = Config::load(config_path)?;
+    let to = config.index.data_dir.clone();
+    // Before loading the model: a wrong path is known in a second.
+    reembed::check_paths(from, &to)?;
+    let ecfg = config.embedding.clone();
+    let embedder = tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))
+        .await?
+        .context("loading the embedding model")?;
+    let from = from.to_path_buf();
+    let max_length = config.embedding.model.max_length;
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar(0, "re-embedding");
+        if as_json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        eprintln!(
+            "re-embedding {} into {} with {}",
+            from.display(),
+            to.display(),
+            crate::index::ModelSignature::of(&embedder)
+        );
+        let r = reembed::reembed(
+            &from,
+            &to,
+            &embedder,
+            Some(max_length),
+            &mut |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        );
+        bar.finish_and_clear();
+        r.map(|r| (r, to))
+    })
+    .await?;
+    let (r, to) = report?;
+    if as_json {
+        let v = serde_json::json!({
+            "index": to, "documents": r.documents, "chunks": r.chunks,
+            "over_length": r.over_length, "from_model": r.from_model.to_string(),
+            "seconds": r.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "re-embedded {} documents ({} chunks, built with {}) into {} in {:.1} s",
+            r.documents,
+            r.chunks,
+            r.from_model,
+            to.display(),
+            r.elapsed.as_secs_f64()
+        );
+        if r.over_length > 0 {
+            println!(
+                "{} chunks are longer than embedding.max_length ({max_length}) in the new model's tokens: the model reads their beginning only (raise max_length, or `docent sync ID --full` to re-chunk them)",
+                r.over_length
+            );
+        }
+        println!(
+            "next: stop the daemon, copy assistant.redb (conversations) from the old directory if present, start it with {}",
+            config_path.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,7 +20,7 @@ use docent_connector_api::Principal;
 use crate::answer::AnswerConfig;
 use crate::audit::AuditConfig;
 use crate::chunk::ChunkerConfig;
-use crate::embed::EmbedderConfig;
+use crate::embed::{EmbedderConfig, EmbeddingConfig, Pooling, TextProfile};
 use crate::guardrail::GuardrailConfig;
 use crate::identity::jwt::{JwtConfig, JwtVerifier};
 use crate::identity::sources::{self, IdentitySource};
@@ -129,7 +129,7 @@ impl ConnectorConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub index: IndexConfig,
-    pub embedding: EmbedderConfig,
+    pub embedding: EmbeddingConfig,
     pub chunking: ChunkerConfig,
     pub retrieval: RetrievalConfig,
     pub answer: AnswerConfig,
@@ -447,6 +447,113 @@ fn assistant_config(
     )
 }
 
+/// `[embedding]`: a model named by `model` (id, prefixes and pooling come with it) or any model
+/// by `model_id` with its `query_prefix`, `passage_prefix` and `pooling`.
+fn embedding_section(e: &raw::RawEmbedding, base: &Path, is: &mut Issues) -> EmbeddingConfig {
+    let mut model_id = e
+        .model_id
+        .clone()
+        .unwrap_or_else(|| "sentence-transformers/all-MiniLM-L6-v2".into());
+    let mut text = TextProfile::default();
+    let mut expect_vocab = None;
+    let max_length = is.range("embedding.max_length", e.max_length, 16, 8192);
+    let known = crate::embed::KNOWN_MODELS
+        .iter()
+        .map(|m| format!("{:?}", m.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match e.model.as_deref().map(|n| (n, crate::embed::known_model(n))) {
+        Some((name, None)) => is.add(
+            "embedding.model",
+            format!(
+                "unknown model {name:?}; known models are {known} (any other: set model_id and its query_prefix/passage_prefix instead)"
+            ),
+        ),
+        Some((name, Some(m))) => {
+            if e.model_id.is_some() {
+                is.add(
+                    "embedding.model_id",
+                    format!("model = {name:?} sets the model id; give model or model_id, not both"),
+                );
+            }
+            for (key, set) in [
+                ("query_prefix", &e.query_prefix),
+                ("passage_prefix", &e.passage_prefix),
+                ("pooling", &e.pooling),
+            ] {
+                if set.is_some() {
+                    is.add(
+                        format!("embedding.{key}"),
+                        format!(
+                            "model = {name:?} sets it; remove it, or use model_id for a model with other settings"
+                        ),
+                    );
+                }
+            }
+            if e.model_dir.trim().is_empty() {
+                is.add(
+                    "embedding.model_dir",
+                    format!(
+                        "must name the folder with {name}'s model.onnx and tokenizer.json (scripts/setup-models.sh puts it in models/{name})"
+                    ),
+                );
+            }
+            if max_length > m.max_length {
+                is.add(
+                    "embedding.max_length",
+                    format!("{name} takes at most {} tokens, got {max_length}", m.max_length),
+                );
+            }
+            model_id = m.model_id.to_string();
+            text.query_prefix = m.query_prefix.to_string();
+            text.passage_prefix = m.passage_prefix.to_string();
+            expect_vocab = Some(m.vocab_size);
+        }
+        None => {
+            for (key, set) in [
+                ("query_prefix", &e.query_prefix),
+                ("passage_prefix", &e.passage_prefix),
+            ] {
+                let Some(p) = set else { continue };
+                if p.chars().count() > 64 || p.chars().any(|c| c.is_control()) {
+                    is.add(
+                        format!("embedding.{key}"),
+                        "must be at most 64 characters, without control characters",
+                    );
+                }
+            }
+            text.query_prefix = e.query_prefix.clone().unwrap_or_default();
+            text.passage_prefix = e.passage_prefix.clone().unwrap_or_default();
+            text.pooling = match e.pooling.as_deref() {
+                None | Some("mean") => Pooling::Mean,
+                Some("cls") => Pooling::Cls,
+                Some(other) => {
+                    is.add(
+                        "embedding.pooling",
+                        format!("must be \"mean\" or \"cls\", got {other:?}"),
+                    );
+                    Pooling::Mean
+                }
+            };
+        }
+    }
+    if model_id.trim().is_empty() {
+        is.add("embedding.model_id", "must not be empty");
+    }
+    EmbeddingConfig {
+        model: EmbedderConfig {
+            model_id,
+            model_dir: resolve(base, &e.model_dir),
+            onnxruntime_lib: resolve(base, &e.onnxruntime_lib),
+            max_length,
+            batch_size: is.range("embedding.batch_size", e.batch_size, 1, 1024),
+            threads: is.range("embedding.threads", e.threads, 1, 256),
+        },
+        text,
+        expect_vocab,
+    }
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -551,18 +658,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         ),
     };
 
-    let e = &raw.embedding;
-    let embedding = EmbedderConfig {
-        model_id: e.model_id.clone(),
-        model_dir: resolve(base, &e.model_dir),
-        onnxruntime_lib: resolve(base, &e.onnxruntime_lib),
-        max_length: is.range("embedding.max_length", e.max_length, 16, 8192),
-        batch_size: is.range("embedding.batch_size", e.batch_size, 1, 1024),
-        threads: is.range("embedding.threads", e.threads, 1, 256),
-    };
-    if e.model_id.trim().is_empty() {
-        is.add("embedding.model_id", "must not be empty");
-    }
+    let embedding = embedding_section(&raw.embedding, base, &mut is);
 
     let chunking = ChunkerConfig {
         max_tokens: is.range("chunking.max_tokens", raw.chunking.max_tokens, 16, 8192),
@@ -574,12 +670,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             "must be smaller than chunking.max_tokens",
         );
     }
-    if chunking.max_tokens + 32 > embedding.max_length {
+    if chunking.max_tokens + 32 > embedding.model.max_length {
         is.add(
             "chunking.max_tokens",
             format!(
                 "{} leaves no room for the title within embedding.max_length {}",
-                chunking.max_tokens, embedding.max_length
+                chunking.max_tokens, embedding.model.max_length
             ),
         );
     }
@@ -622,8 +718,15 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             1,
             100,
         ),
+        rerank: r.rerank,
+        rerank_depth: is.range("retrieval.rerank_depth", r.rerank_depth, 1, 200),
     };
     let answer = AnswerConfig {
+        min_relevance: match raw.answer.min_relevance {
+            Some(v) => is.range("answer.min_relevance", v, 0.0, 1.0),
+            None => crate::retrieve::rerank::RankerModel::builtin().threshold,
+        },
+        support_ratio: is.range("answer.support_ratio", raw.answer.support_ratio, 0.0, 1.0),
         min_similarity: is.range(
             "answer.min_similarity",
             raw.answer.min_similarity,
@@ -819,6 +922,87 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.server.listen.port(), 7878);
         assert_eq!(c.chunking.max_tokens, 200);
         assert!(c.connectors.is_empty());
+    }
+
+    #[test]
+    fn a_named_model_sets_its_id_and_prefixes() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
+        assert_eq!(
+            c.embedding.model.model_id,
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
+        assert_eq!(c.embedding.text, TextProfile::default());
+        let e5 = MINIMAL.replace(
+            "[embedding]\n",
+            "[embedding]\nmodel = \"multilingual-e5-small\"\nmax_length = 512\n",
+        );
+        let c = Config::parse(&e5, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.embedding.model.model_id, "intfloat/multilingual-e5-small");
+        assert_eq!(c.embedding.text.query_prefix, "query: ");
+        assert_eq!(c.embedding.text.passage_prefix, "passage: ");
+        assert_eq!(c.embedding.text.pooling, Pooling::Mean);
+        assert_eq!(c.embedding.expect_vocab, Some(250_002));
+        assert_eq!(c.embedding.model.max_length, 512);
+        // Any other model: its own id, prefixes and pooling.
+        let custom = MINIMAL.replace(
+            "[embedding]\n",
+            "[embedding]\nmodel_id = \"acme/embed\"\nquery_prefix = \"Q: \"\npooling = \"cls\"\n",
+        );
+        let c = Config::parse(&custom, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.embedding.model.model_id, "acme/embed");
+        assert_eq!(c.embedding.text.query_prefix, "Q: ");
+        assert_eq!(c.embedding.text.passage_prefix, "");
+        assert_eq!(c.embedding.text.pooling, Pooling::Cls);
+        assert_eq!(c.embedding.expect_vocab, None);
+    }
+
+    #[test]
+    fn model_settings_that_contradict_are_refused_with_their_paths() {
+        let issues = |extra: &str| -> Vec<String> {
+            let text = MINIMAL.replace("[embedding]\n", &format!("[embedding]\n{extra}\n"));
+            Config::parse(&text, Path::new("/etc/docent"))
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let one = |extra: &str, want: &str| {
+            let got = issues(extra);
+            assert!(got.len() == 1 && got[0].contains(want), "{extra}: {got:?}");
+        };
+        one(
+            "model = \"e5-huge\"",
+            "embedding.model: unknown model \"e5-huge\"; known models are \"all-MiniLM-L6-v2\", \"multilingual-e5-small\"",
+        );
+        one(
+            "model = \"multilingual-e5-small\"\nmodel_id = \"x\"",
+            "embedding.model_id: model = \"multilingual-e5-small\" sets the model id",
+        );
+        one(
+            "model = \"multilingual-e5-small\"\nquery_prefix = \"q: \"",
+            "embedding.query_prefix: model = \"multilingual-e5-small\" sets it",
+        );
+        one(
+            "model = \"multilingual-e5-small\"\nmax_length = 1024",
+            "embedding.max_length: multilingual-e5-small takes at most 512 tokens",
+        );
+        one(
+            "pooling = \"max\"",
+            "embedding.pooling: must be \"mean\" or \"cls\"",
+        );
+        one(
+            "passage_prefix = \"a\\nb\"",
+            "embedding.passage_prefix: must be at most 64",
+        );
+        one("model_id = \" \"", "embedding.model_id: must not be empty");
+        let no_dir = "version = 1\n[embedding]\nmodel = \"multilingual-e5-small\"\n";
+        let got = Config::parse(no_dir, Path::new("/etc")).err().unwrap();
+        assert!(
+            got.iter().any(|i| i.path == "embedding.model_dir"
+                && i.message.contains("models/multilingual-e5-small")),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -278,7 +278,14 @@ impl Default for RawIndex {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEmbedding {
-    pub model_id: String,
+    /// A model Docent knows by name (`crate::embed::KNOWN_MODELS`): sets model_id and the
+    /// prefixes. Excludes `model_id`.
+    pub model: Option<String>,
+    /// Any other model, by id (default all-MiniLM-L6-v2 when neither is given).
+    pub model_id: Option<String>,
+    pub query_prefix: Option<String>,
+    pub passage_prefix: Option<String>,
+    pub pooling: Option<String>,
     pub model_dir: String,
     pub onnxruntime_lib: String,
     pub max_length: usize,
@@ -289,7 +296,11 @@ pub struct RawEmbedding {
 impl Default for RawEmbedding {
     fn default() -> Self {
         Self {
-            model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            model: None,
+            model_id: None,
+            query_prefix: None,
+            passage_prefix: None,
+            pooling: None,
             model_dir: String::new(),
             onnxruntime_lib: String::new(),
             max_length: 256,
@@ -327,6 +338,9 @@ pub struct RawRetrieval {
     pub convex_normalization: String,
     pub dense_feedback: f32,
     pub dense_feedback_chunks: usize,
+    /// The second ranking stage (hybrid mode) and how many fused documents it reorders.
+    pub rerank: bool,
+    pub rerank_depth: usize,
 }
 
 impl Default for RawRetrieval {
@@ -341,6 +355,8 @@ impl Default for RawRetrieval {
             convex_normalization: "std".into(),
             dense_feedback: 0.0,
             dense_feedback_chunks: 3,
+            rerank: true,
+            rerank_depth: 30,
         }
     }
 }
@@ -348,6 +364,12 @@ impl Default for RawRetrieval {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAnswer {
+    /// Evidence threshold on the second stage's calibrated relevance (default: the shipped
+    /// model's threshold, chosen on labelled data).
+    pub min_relevance: Option<f32>,
+    /// A further answer sentence must score at least this share of the best one's support.
+    pub support_ratio: f32,
+    /// Evidence threshold on the query–passage cosine, used only where the second stage is off.
     pub min_similarity: f32,
     pub max_sentences: usize,
     pub max_passages: usize,
@@ -432,6 +454,8 @@ pub struct RawQuotas {
 impl Default for RawAnswer {
     fn default() -> Self {
         Self {
+            min_relevance: None,
+            support_ratio: crate::answer::DEFAULT_SUPPORT_RATIO,
             min_similarity: 0.4,
             max_sentences: 3,
             max_passages: 5,

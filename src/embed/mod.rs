@@ -5,10 +5,18 @@
 //! Embedding is CPU work: callers run it off the async runtime. Two sessions are kept, one for
 //! ingestion batches and one for queries, so a crawl never makes a question wait for a batch.
 //!
-//! Invariant: vectors are L2-normalised, so dot product is cosine similarity.
+//! Some models expect the text to say what it is: multilingual-e5 was trained on `query: …` and
+//! `passage: …`. The embedder adds the configured [`TextProfile`] prefixes itself, so callers
+//! always pass bare text (chunk hashes, caches and token counts stay about the text).
+//!
+//! Invariants: vectors are L2-normalised, so dot product is cosine similarity; the model id,
+//! dimension and text profile together decide the vectors, and the index records all three.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::chunk::TokenCounter;
 
@@ -53,9 +61,120 @@ pub trait Embedder: Send + Sync {
     }
     /// Counts tokens the way the model does, for chunking.
     fn token_counter(&self) -> Arc<dyn TokenCounter>;
+    /// The prefixes and pooling this embedder applies. Recorded by the index with the model
+    /// id: the same model with other prefixes makes other vectors.
+    fn text_profile(&self) -> TextProfile {
+        TextProfile::default()
+    }
 }
 
-/// Where the model comes from; validated config.
+/// How token vectors become one vector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean over the tokens (sentence-transformers models, e5).
+    #[default]
+    Mean,
+    /// The first token's vector.
+    Cls,
+}
+
+impl Pooling {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Cls => "cls",
+        }
+    }
+}
+
+/// What the embedder adds around the text and how it pools: part of a model's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextProfile {
+    /// Put before every query (e5: `"query: "`).
+    pub query_prefix: String,
+    /// Put before every passage (e5: `"passage: "`).
+    pub passage_prefix: String,
+    pub pooling: Pooling,
+}
+
+impl TextProfile {
+    /// The text the model sees for a query.
+    pub fn query<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.query_prefix.is_empty() {
+            Cow::Borrowed(text)
+        } else {
+            Cow::Owned(format!("{}{text}", self.query_prefix))
+        }
+    }
+
+    /// The texts the model sees for passages.
+    pub fn passages<'a>(&self, texts: &'a [String]) -> Cow<'a, [String]> {
+        if self.passage_prefix.is_empty() {
+            Cow::Borrowed(texts)
+        } else {
+            Cow::Owned(
+                texts
+                    .iter()
+                    .map(|t| format!("{}{t}", self.passage_prefix))
+                    .collect(),
+            )
+        }
+    }
+}
+
+impl std::fmt::Display for TextProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "query prefix {:?}, passage prefix {:?}, {} pooling",
+            self.query_prefix,
+            self.passage_prefix,
+            self.pooling.name()
+        )
+    }
+}
+
+/// A model Docent knows by name (`[embedding] model = "…"`): its id and how it must be used.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownModel {
+    /// The name in the config, also the folder `scripts/setup-models.sh` fetches it into.
+    pub name: &'static str,
+    pub model_id: &'static str,
+    pub query_prefix: &'static str,
+    pub passage_prefix: &'static str,
+    /// Tokens in its tokenizer, checked at load: a `model_dir` holding another model's files
+    /// is refused instead of embedding with the wrong prefixes.
+    pub vocab_size: usize,
+    /// The longest input it was trained with.
+    pub max_length: usize,
+}
+
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "all-MiniLM-L6-v2",
+        model_id: "sentence-transformers/all-MiniLM-L6-v2",
+        query_prefix: "",
+        passage_prefix: "",
+        vocab_size: 30_522,
+        max_length: 512,
+    },
+    KnownModel {
+        name: "multilingual-e5-small",
+        model_id: "intfloat/multilingual-e5-small",
+        query_prefix: "query: ",
+        passage_prefix: "passage: ",
+        vocab_size: 250_002,
+        max_length: 512,
+    },
+];
+
+pub fn known_model(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// Where the model comes from; validated config. A model loaded from this alone gets no
+/// prefixes and mean pooling; [`EmbeddingConfig`] adds the text profile.
 #[derive(Debug, Clone)]
 pub struct EmbedderConfig {
     pub model_id: String,
@@ -67,9 +186,36 @@ pub struct EmbedderConfig {
     pub threads: usize,
 }
 
+/// The validated `[embedding]` section: the model files and runtime, and how text is given to
+/// the model.
+#[derive(Debug, Clone)]
+pub struct EmbeddingConfig {
+    pub model: EmbedderConfig,
+    pub text: TextProfile,
+    /// The tokenizer's expected vocabulary size when the model was named (`model = "…"`).
+    pub expect_vocab: Option<usize>,
+}
+
+impl From<&EmbedderConfig> for EmbeddingConfig {
+    fn from(model: &EmbedderConfig) -> Self {
+        Self {
+            model: model.clone(),
+            text: TextProfile::default(),
+            expect_vocab: None,
+        }
+    }
+}
+
+impl From<&EmbeddingConfig> for EmbeddingConfig {
+    fn from(c: &EmbeddingConfig) -> Self {
+        c.clone()
+    }
+}
+
 pub struct FastEmbedder {
     model_id: String,
     dim: usize,
+    text: TextProfile,
     batch_size: usize,
     passages: Mutex<fastembed::TextEmbedding>,
     queries: Mutex<fastembed::TextEmbedding>,
@@ -78,7 +224,11 @@ pub struct FastEmbedder {
 }
 
 impl FastEmbedder {
-    pub fn load(cfg: &EmbedderConfig) -> Result<Self, EmbedError> {
+    /// Loads the model: `cfg` is an [`EmbeddingConfig`] (the config's `[embedding]`), or an
+    /// [`EmbedderConfig`] for a model used without prefixes.
+    pub fn load(cfg: impl Into<EmbeddingConfig>) -> Result<Self, EmbedError> {
+        let full: EmbeddingConfig = cfg.into();
+        let cfg = &full.model;
         let env = runtime(&cfg.onnxruntime_lib)?;
         let read = |name: &str| {
             let path = cfg.model_dir.join(name);
@@ -92,10 +242,26 @@ impl FastEmbedder {
             tokenizer_config_file: read("tokenizer_config.json")?,
         };
         let counter = HfTokenCounter::new(&tokenizer_files.tokenizer_file, &cfg.model_dir)?;
+        if let Some(want) = full.expect_vocab {
+            let found = counter.0.get_vocab_size(true);
+            if found != want {
+                return Err(EmbedError::Model {
+                    dir: cfg.model_dir.clone(),
+                    message: format!(
+                        "its tokenizer has {found} tokens but {} has {want}: model_dir holds another model's files",
+                        cfg.model_id
+                    ),
+                });
+            }
+        }
+        let pooling = match full.text.pooling {
+            Pooling::Mean => fastembed::Pooling::Mean,
+            Pooling::Cls => fastembed::Pooling::Cls,
+        };
         let build = |threads: usize| {
             let model =
                 fastembed::UserDefinedEmbeddingModel::new(onnx.clone(), tokenizer_files.clone())
-                    .with_pooling(fastembed::Pooling::Mean);
+                    .with_pooling(pooling.clone());
             // Without the arena, memory returns to the system after a large batch instead of
             // staying reserved for the life of the session.
             let cpu = ort::ep::CPU::default().with_arena_allocator(true).build();
@@ -126,6 +292,7 @@ impl FastEmbedder {
         Ok(Self {
             model_id: cfg.model_id.clone(),
             dim,
+            text: full.text.clone(),
             batch_size: cfg.batch_size.max(1),
             passages: Mutex::new(passages),
             queries: Mutex::new(queries),
@@ -191,6 +358,7 @@ impl Embedder for FastEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let texts = self.text.passages(texts);
         // Batches are padded to their longest text: embedding in length order wastes less.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
@@ -212,13 +380,17 @@ impl Embedder for FastEmbedder {
         text: &str,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<f32>, EmbedError> {
-        run(&self.queries, &[text], 1, cancelled)?
+        run(&self.queries, &[&self.text.query(text)], 1, cancelled)?
             .pop()
             .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
     }
 
     fn token_counter(&self) -> Arc<dyn TokenCounter> {
         self.counter.clone()
+    }
+
+    fn text_profile(&self) -> TextProfile {
+        self.text.clone()
     }
 }
 
@@ -327,5 +499,81 @@ pub mod test_embedder {
         fn token_counter(&self) -> Arc<dyn TokenCounter> {
             Arc::new(WordCounter)
         }
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_put_before_queries_and_passages() {
+        let e5 = known_model("multilingual-e5-small").unwrap();
+        let p = TextProfile {
+            query_prefix: e5.query_prefix.into(),
+            passage_prefix: e5.passage_prefix.into(),
+            pooling: Pooling::Mean,
+        };
+        assert_eq!(
+            p.query("wie beantrage ich urlaub"),
+            "query: wie beantrage ich urlaub"
+        );
+        let texts = vec!["Leave policy.".to_string(), "VPN setup.".to_string()];
+        assert_eq!(
+            p.passages(&texts).as_ref(),
+            ["passage: Leave policy.", "passage: VPN setup."]
+        );
+        // Without prefixes the text goes through untouched (and uncopied).
+        let plain = TextProfile::default();
+        assert!(matches!(plain.query("q"), Cow::Borrowed("q")));
+        assert!(matches!(plain.passages(&texts), Cow::Borrowed(_)));
+    }
+
+    /// An embedder that records what reaches the model, behind the same profile code the
+    /// [`FastEmbedder`] runs.
+    struct Recording(TextProfile, Mutex<Vec<String>>);
+
+    impl Embedder for Recording {
+        fn model_id(&self) -> &str {
+            "recording"
+        }
+        fn dim(&self) -> usize {
+            1
+        }
+        fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            let texts = self.0.passages(texts);
+            self.1.lock().unwrap().extend(texts.iter().cloned());
+            Ok(texts.iter().map(|_| vec![1.0]).collect())
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+            self.1.lock().unwrap().push(self.0.query(text).into_owned());
+            Ok(vec![1.0])
+        }
+        fn token_counter(&self) -> Arc<dyn TokenCounter> {
+            Arc::new(crate::chunk::WordCounter)
+        }
+        fn text_profile(&self) -> TextProfile {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn queries_and_passages_get_their_own_prefix() {
+        let e = Recording(
+            TextProfile {
+                query_prefix: "query: ".into(),
+                passage_prefix: "passage: ".into(),
+                pooling: Pooling::Mean,
+            },
+            Mutex::default(),
+        );
+        e.embed_passages(&["a".into()]).unwrap();
+        e.embed_query_until("b", &|| false).unwrap();
+        assert_eq!(*e.1.lock().unwrap(), ["passage: a", "query: b"]);
+        // The test embedder has no prefixes: its profile says so.
+        assert_eq!(
+            test_embedder::BagOfWords.text_profile(),
+            TextProfile::default()
+        );
     }
 }

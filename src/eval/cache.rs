@@ -33,8 +33,16 @@ impl CachedEmbedder {
     /// Loads the cache at `path` (created on the first write); a cache written for another model
     /// or dimension is an error rather than silently reused.
     pub fn open(inner: Arc<dyn Embedder>, path: &Path) -> std::io::Result<Self> {
+        // The prefixes and pooling make other vectors too; the default profile keeps the
+        // original header, so caches written before profiles existed stay valid.
+        let profile = inner.text_profile();
+        let profile = if profile == crate::embed::TextProfile::default() {
+            String::new()
+        } else {
+            format!(" {profile}")
+        };
         let header = format!(
-            "docent-embed-cache v1 {} {}\n",
+            "docent-embed-cache v1 {} {}{profile}\n",
             inner.model_id(),
             inner.dim()
         );
@@ -103,6 +111,10 @@ impl Embedder for CachedEmbedder {
 
     fn token_counter(&self) -> Arc<dyn TokenCounter> {
         self.inner.token_counter()
+    }
+
+    fn text_profile(&self) -> crate::embed::TextProfile {
+        self.inner.text_profile()
     }
 }
 

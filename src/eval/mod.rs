@@ -82,6 +82,11 @@ pub fn load_queries(path: &Path) -> Result<Vec<Query>, EvalError> {
 }
 
 /// Tab-separated `query-id corpus-id score` with a header line.
+/// A labelled question set (JSONL of [`qa::QaItem`]).
+pub fn load_qa(path: &Path) -> Result<Vec<qa::QaItem>, EvalError> {
+    jsonl(path)
+}
+
 pub fn load_qrels(path: &Path) -> Result<Qrels, EvalError> {
     let mut q: Qrels = HashMap::new();
     for (i, l) in lines(path)?.iter().enumerate().skip(1) {

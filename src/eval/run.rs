@@ -170,7 +170,10 @@ pub fn open_or_build(
     chunking: ChunkerConfig,
     corpus: &[CorpusDoc],
 ) -> Result<(Arc<Index>, Option<IngestReport>), IndexError> {
-    let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim())?);
+    let index = Arc::new(Index::open_with(
+        dir,
+        &crate::index::ModelSignature::of(embedder.as_ref()),
+    )?);
     if index.document_count() > 0 {
         return Ok((index, None));
     }

@@ -8,7 +8,8 @@
 //! - a document's chunks are replaced by delete-then-add inside one commit, so a document is
 //!   never present twice nor half-replaced;
 //! - every search takes an [`AclScope`] and applies it inside the query, before top-k;
-//! - the model id and dimension are recorded at creation; opening with another model fails.
+//! - the model id, dimension and text profile (prefixes, pooling) are recorded at creation;
+//!   opening with another model fails, and [`Export`] is how an index is re-embedded instead.
 
 pub mod ann;
 pub mod dense;
@@ -32,6 +33,7 @@ use tantivy::{
 };
 
 use crate::acl::AclScope;
+use crate::embed::{Embedder, Pooling, TextProfile};
 pub use dense::VectorCache;
 pub use schema::Fields;
 
@@ -43,14 +45,13 @@ pub enum IndexError {
         source: tantivy::TantivyError,
     },
     #[error(
-        "index at {path} was built with model {found_model} ({found_dim} dims) but the config uses {want_model} ({want_dim} dims); rebuild the index or use the same model"
+        "index at {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; re-embed it into a new directory with `docent reindex --config NEW.toml --from {path}` (NEW.toml: this config with index.data_dir set to the new directory; connectors resume from their checkpoints), then start with NEW.toml; or configure the model the index was built with"
     )]
     ModelMismatch {
         path: PathBuf,
-        found_model: String,
-        found_dim: usize,
-        want_model: String,
-        want_dim: usize,
+        // Boxed: the error travels in every index `Result`.
+        found: Box<ModelSignature>,
+        want: Box<ModelSignature>,
     },
     #[error("index at {path}: corrupt commit payload: {message}")]
     Payload { path: PathBuf, message: String },
@@ -63,17 +64,76 @@ pub enum IndexError {
     },
 }
 
+/// What decides the vectors: an index only opens with the same model, dimension and profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSignature {
+    pub model_id: String,
+    pub dim: usize,
+    pub text: TextProfile,
+}
+
+impl ModelSignature {
+    /// A model used without prefixes, with mean pooling.
+    pub fn plain(model_id: &str, dim: usize) -> Self {
+        Self {
+            model_id: model_id.to_string(),
+            dim,
+            text: TextProfile::default(),
+        }
+    }
+
+    pub fn of(embedder: &dyn Embedder) -> Self {
+        Self {
+            model_id: embedder.model_id().to_string(),
+            dim: embedder.dim(),
+            text: embedder.text_profile(),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "model {} ({} dims, {})",
+            self.model_id, self.dim, self.text
+        )
+    }
+}
+
 /// What each commit records besides the data.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CommitPayload {
     pub model_id: String,
     pub dim: usize,
+    /// The text profile of the model. Absent in indexes written before profiles were recorded,
+    /// which were all built without prefixes and with mean pooling: the defaults.
+    #[serde(default)]
+    pub query_prefix: String,
+    #[serde(default)]
+    pub passage_prefix: String,
+    #[serde(default)]
+    pub pooling: Pooling,
     /// Connector id → its checkpoint, committed with the data it covers.
     #[serde(default)]
     pub checkpoints: BTreeMap<String, serde_json::Value>,
     /// Unix seconds.
     #[serde(default)]
     pub committed_at: i64,
+}
+
+impl CommitPayload {
+    pub fn signature(&self) -> ModelSignature {
+        ModelSignature {
+            model_id: self.model_id.clone(),
+            dim: self.dim,
+            text: TextProfile {
+                query_prefix: self.query_prefix.clone(),
+                passage_prefix: self.passage_prefix.clone(),
+                pooling: self.pooling,
+            },
+        }
+    }
 }
 
 /// One chunk, ready to write.
@@ -221,8 +281,15 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens the index in `dir`, creating it if absent, and checks it was built with this model.
+    /// [`Index::open_with`] for a model used without prefixes (test embedders, evaluation).
     pub fn open(dir: &Path, model_id: &str, dim: usize) -> Result<Self, IndexError> {
+        Self::open_with(dir, &ModelSignature::plain(model_id, dim))
+    }
+
+    /// Opens the index in `dir`, creating it if absent, and checks it was built with this model
+    /// and text profile.
+    pub fn open_with(dir: &Path, model: &ModelSignature) -> Result<Self, IndexError> {
+        let dim = model.dim;
         let tan = |source| IndexError::Tantivy {
             path: dir.to_path_buf(),
             source,
@@ -258,14 +325,12 @@ impl Index {
             None => None,
         };
         if let Some(p) = &payload
-            && (p.model_id != model_id || p.dim != dim)
+            && p.signature() != *model
         {
             return Err(IndexError::ModelMismatch {
                 path: dir.to_path_buf(),
-                found_model: p.model_id.clone(),
-                found_dim: p.dim,
-                want_model: model_id.to_string(),
-                want_dim: dim,
+                found: Box::new(p.signature()),
+                want: Box::new(model.clone()),
             });
         }
         let writer: IndexWriter = index.writer_with_num_threads(1, 64 << 20).map_err(tan)?;
@@ -282,8 +347,11 @@ impl Index {
             docs: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             payload: RwLock::new(payload.clone().unwrap_or_else(|| CommitPayload {
-                model_id: model_id.to_string(),
+                model_id: model.model_id.clone(),
                 dim,
+                query_prefix: model.text.query_prefix.clone(),
+                passage_prefix: model.text.passage_prefix.clone(),
+                pooling: model.text.pooling,
                 ..Default::default()
             })),
             vectors: Arc::new(VectorCache::new(dim)),
@@ -540,6 +608,148 @@ impl Index {
             disk_bytes: dir_size(&self.path),
             last_commit: p.committed_at,
         }
+    }
+}
+
+/// A read-only view of an index's last commit, for re-embedding it with another model: every
+/// document with its chunks (vectors left out), and the commit's payload (model, checkpoints).
+/// It takes no writer lock, so the daemon may keep serving the index meanwhile; what it reads
+/// is one commit, whose checkpoints cover exactly its data.
+pub struct Export {
+    fields: Fields,
+    searcher: Searcher,
+    payload: CommitPayload,
+    keys: Vec<String>,
+}
+
+impl Export {
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        let tan = |source| IndexError::Tantivy {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let bad = |message: String| IndexError::Payload {
+            path: dir.to_path_buf(),
+            message,
+        };
+        if !dir.join("meta.json").exists() {
+            return Err(bad("no index here (meta.json is missing)".into()));
+        }
+        let index = tantivy::Index::open_in_dir(dir).map_err(tan)?;
+        if !schema::accepted().contains(&index.schema()) {
+            return Err(bad("written by another version of the schema".into()));
+        }
+        schema::register_tokenizers(&index);
+        let fields = Fields::resolve(&index.schema()).map_err(bad)?;
+        let payload: CommitPayload = match index.load_metas().map_err(tan)?.payload {
+            Some(p) => serde_json::from_str(&p).map_err(|e| bad(e.to_string()))?,
+            None => return Err(bad("no commit payload (no model recorded)".into())),
+        };
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tan)?;
+        let searcher = reader.searcher();
+        let firsts = searcher.search(
+            &TermQuery::new(
+                Term::from_field_u64(fields.chunk_ord, 0),
+                IndexRecordOption::Basic,
+            ),
+            &DocSetCollector,
+        )?;
+        let mut keys = Vec::with_capacity(firsts.len());
+        for addr in firsts {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            keys.push(get_str(&doc, fields.doc_key));
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(Self {
+            fields,
+            searcher,
+            payload,
+            keys,
+        })
+    }
+
+    /// The commit's payload: the model it was built with and the connectors' checkpoints.
+    pub fn payload(&self) -> &CommitPayload {
+        &self.payload
+    }
+
+    pub fn chunk_count(&self) -> u64 {
+        self.searcher.num_docs()
+    }
+
+    /// Keys of all documents, sorted.
+    pub fn document_keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// A document as it was written, its chunks in order and without vectors (`vector` empty).
+    pub fn document(&self, key: &str) -> Result<Option<DocumentRecord>, IndexError> {
+        let f = &self.fields;
+        let Some(doc_key) = DocKey::parse(key) else {
+            return Ok(None);
+        };
+        let q = TermQuery::new(
+            Term::from_field_text(f.doc_key, key),
+            IndexRecordOption::Basic,
+        );
+        let mut docs = Vec::new();
+        for addr in self.searcher.search(&q, &DocSetCollector)? {
+            let doc: TantivyDocument = self.searcher.doc(addr)?;
+            docs.push(doc);
+        }
+        docs.sort_by_key(|d| get_u64(d, f.chunk_ord));
+        let Some(first) = docs.first() else {
+            return Ok(None);
+        };
+        let modified = first
+            .get_first(f.modified)
+            .and_then(|v| v.as_i64())
+            .filter(|&m| m != 0);
+        let chunks = docs
+            .iter()
+            .map(|d| {
+                let heading = get_str(d, f.heading);
+                ChunkRecord {
+                    ord: get_u64(d, f.chunk_ord) as u32,
+                    span: get_u64(d, f.span_start) as usize..get_u64(d, f.span_end) as usize,
+                    page: f.page.map(|p| get_u64(d, p) as u32).filter(|&p| p > 0),
+                    heading_path: if heading.is_empty() {
+                        Vec::new()
+                    } else {
+                        heading.split(" > ").map(str::to_string).collect()
+                    },
+                    text: get_str(d, f.text),
+                    hash: get_str(d, f.chunk_hash),
+                    vector: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(Some(DocumentRecord {
+            key: doc_key,
+            uri: get_str(first, f.uri),
+            title: get_str(first, f.title),
+            version: get_str(first, f.version),
+            modified_at: modified,
+            attributes: serde_json::from_str(&get_str(first, f.attributes)).unwrap_or_default(),
+            acl: read_acl(first, f),
+            content_hash: get_str(first, f.content_hash),
+            chunks,
+        }))
+    }
+}
+
+/// The BM25 text field's analyzer, for analyzing many texts (see [`Snapshot::analyzer`]).
+pub struct Analyzer(tantivy::tokenizer::TextAnalyzer);
+
+impl Analyzer {
+    /// Hands each token of `text` with its byte offset to `sink`.
+    pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, &str)) {
+        schema::analyze_into(&mut self.0, text, sink)
     }
 }
 
@@ -836,6 +1046,12 @@ impl Snapshot<'_> {
     pub fn analyze(&self, text: &str) -> Vec<String> {
         schema::analyze(&self.index.index, text)
     }
+
+    /// An analyzer for many texts: hands each token (as the BM25 text field analyzes it) with
+    /// its byte offset to the sink.
+    pub fn analyzer(&self) -> Analyzer {
+        Analyzer(schema::text_analyzer(&self.index.index))
+    }
 }
 
 /// Connectors see the newest state, uncommitted writes included, so a change that follows an
@@ -960,6 +1176,96 @@ mod tests {
         assert_eq!(idx.checkpoints()["t"]["pos"], 7);
         assert_eq!(idx.document_count(), 1);
         assert_eq!(idx.doc_entry("t:a").unwrap().version, "v1");
+    }
+
+    #[test]
+    fn a_different_prefix_is_another_model_and_the_error_says_how_to_reembed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = ModelSignature::plain("m", 4);
+        drop(Index::open_with(dir.path(), &plain).unwrap());
+        let prefixed = ModelSignature {
+            text: TextProfile {
+                query_prefix: "query: ".into(),
+                passage_prefix: "passage: ".into(),
+                pooling: Pooling::Mean,
+            },
+            ..plain.clone()
+        };
+        let err = Index::open_with(dir.path(), &prefixed)
+            .err()
+            .expect("must refuse");
+        let msg = err.to_string();
+        assert!(msg.contains("query prefix \"query: \""), "{msg}");
+        assert!(
+            msg.contains("docent reindex --config NEW.toml --from"),
+            "{msg}"
+        );
+        let cls = ModelSignature {
+            text: TextProfile {
+                pooling: Pooling::Cls,
+                ..Default::default()
+            },
+            ..plain.clone()
+        };
+        assert!(Index::open_with(dir.path(), &cls).is_err());
+        // `open` is the plain profile, and an index written before profiles were recorded (no
+        // prefix keys in its payload) reads as plain too.
+        Index::open(dir.path(), "m", 4).unwrap();
+        let old: CommitPayload =
+            serde_json::from_str(r#"{"model_id": "m", "dim": 4, "checkpoints": {}}"#).unwrap();
+        assert_eq!(old.signature(), plain);
+    }
+
+    #[test]
+    fn export_reads_back_every_document_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut two = record("b", "first part", Acl::new([Principal::group("hr")], []));
+        two.chunks.push(ChunkRecord {
+            ord: 1,
+            span: 11..22,
+            page: Some(3),
+            heading_path: vec!["H".into(), "Sub".into()],
+            text: "second part".into(),
+            hash: "b-1".into(),
+            vector: vec![0.0, 1.0, 0.0, 0.0],
+        });
+        two.attributes.insert("file_type".into(), "md".into());
+        {
+            let idx = Index::open(dir.path(), "m", 4).unwrap();
+            idx.upsert(record("a", "alpha", Acl::new([Principal::Everyone], [])))
+                .unwrap();
+            idx.upsert(two.clone()).unwrap();
+            idx.commit(BTreeMap::from([("t".to_string(), serde_json::json!(5))]))
+                .unwrap();
+            // Not committed: not exported.
+            idx.upsert(record("c", "gamma", Acl::new([Principal::Everyone], [])))
+                .unwrap();
+            // The export takes no writer lock: it reads while the index is open for writing.
+            let ex = Export::open(dir.path()).unwrap();
+            assert_eq!(ex.document_keys(), ["t:a", "t:b"]);
+            assert_eq!(ex.chunk_count(), 3);
+            assert_eq!(ex.payload().checkpoints["t"], 5);
+            assert_eq!(ex.payload().signature(), ModelSignature::plain("m", 4));
+            let got = ex.document("t:b").unwrap().unwrap();
+            assert_eq!(got.key, two.key);
+            assert_eq!(
+                (&got.uri, &got.title, &got.version, got.modified_at),
+                (&two.uri, &two.title, &two.version, two.modified_at)
+            );
+            assert_eq!(got.attributes, two.attributes);
+            assert_eq!(got.acl, two.acl);
+            assert_eq!(got.content_hash, two.content_hash);
+            assert_eq!(got.chunks.len(), 2);
+            for (g, w) in got.chunks.iter().zip(&two.chunks) {
+                assert_eq!(
+                    (g.ord, &g.span, g.page, &g.heading_path, &g.text, &g.hash),
+                    (w.ord, &w.span, w.page, &w.heading_path, &w.text, &w.hash)
+                );
+                assert!(g.vector.is_empty());
+            }
+            assert!(ex.document("t:zzz").unwrap().is_none());
+        }
+        assert!(Export::open(&dir.path().join("none")).is_err());
     }
 
     #[test]

@@ -136,6 +136,21 @@ pub fn register_tokenizers(index: &tantivy::Index) {
     index.tokenizers().register(ANALYZER, analyzer());
 }
 
+/// Hands each token of `text` (as the BM25 fields index it) with the byte offset where it
+/// starts to `sink`, without allocating per token; one analyzer instance for many texts.
+pub fn analyze_into(analyzer: &mut TextAnalyzer, text: &str, sink: &mut dyn FnMut(usize, &str)) {
+    let mut stream = analyzer.token_stream(text);
+    while stream.advance() {
+        let t = stream.token();
+        sink(t.offset_from, &t.text);
+    }
+}
+
+/// The BM25 fields' analyzer.
+pub fn text_analyzer(index: &tantivy::Index) -> TextAnalyzer {
+    index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer)
+}
+
 /// Tokens of `text` as the BM25 fields index them.
 pub fn analyze(index: &tantivy::Index, text: &str) -> Vec<String> {
     let mut a = index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer);

@@ -16,6 +16,7 @@
 //! Must never: log document text above debug.
 
 pub mod push;
+pub mod reembed;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,6 +9,8 @@
 //!
 //! The expected readability is computed here independently of `IdentityStore` and `Acl`.
 //! Half the cases run with hybrid feedback on (`dense_feedback`: a second, moved dense search).
+//! The second ranking stage is on (the default) in every hybrid search, once with two passages
+//! per document.
 //! `PROPTEST_CASES` raises the number of cases for a soak run (each case checks 12 identities ×
 //! 3 queries × 3 modes plus an answer).
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use docent_connector_api::{Acl, DocKey, Principal};
 use proptest::prelude::*;
 
-use super::{Mode, RetrievalConfig, Retriever};
+use super::{Limit, Mode, RetrievalConfig, Retriever};
 use crate::acl::authorize;
 use crate::answer::{self, AnswerConfig};
 use crate::embed::Embedder;
@@ -150,6 +152,34 @@ fn oracle_can_read(user: usize, groups: &BTreeSet<usize>, doc: &DocSpec) -> bool
     !doc.deny.iter().any(|&c| holds(c)) && doc.allow.iter().any(|&c| holds(c))
 }
 
+/// One chunk per document, two when it has three words or more (the second stage then picks
+/// among a document's passages, and may return both).
+fn chunks(i: usize, text: &str, vector: Vec<f32>, embedder: &dyn Embedder) -> Vec<ChunkRecord> {
+    let mut out = vec![ChunkRecord {
+        page: None,
+        ord: 0,
+        span: 0..text.len(),
+        heading_path: vec![],
+        text: text.to_string(),
+        hash: format!("{i}"),
+        vector,
+    }];
+    let words: Vec<&str> = text.split(' ').collect();
+    if words.len() >= 3 {
+        let second = words[words.len() / 2..].join(" ");
+        out.push(ChunkRecord {
+            page: None,
+            ord: 1,
+            span: 0..second.len(),
+            heading_path: vec!["part two".into()],
+            vector: embedder.embed_query(&second).unwrap(),
+            text: second,
+            hash: format!("{i}b"),
+        });
+    }
+    out
+}
+
 fn check_case(
     docs: &[DocSpec],
     parents: &[Vec<usize>],
@@ -181,15 +211,7 @@ fn check_case(
                     d.deny.iter().map(|&c| principal(c)),
                 ),
                 content_hash: format!("{i}"),
-                chunks: vec![ChunkRecord {
-                    page: None,
-                    ord: 0,
-                    span: 0..text.len(),
-                    heading_path: vec![],
-                    text: text.clone(),
-                    hash: format!("{i}"),
-                    vector,
-                }],
+                chunks: chunks(i, &text, vector, &*embedder),
             })
             .unwrap();
     }
@@ -227,6 +249,8 @@ fn check_case(
     };
     let retriever = Retriever::new(index.clone(), embedder.clone(), config);
     let cfg = AnswerConfig {
+        min_relevance: 0.0,
+        support_ratio: 0.0,
         min_similarity: 0.0,
         max_sentences: 5,
         max_passages: 10,
@@ -304,6 +328,26 @@ fn check_case(
                     );
                 }
                 if mode == Mode::Hybrid {
+                    // The second stage with several passages per document stays in scope too.
+                    let several = retriever
+                        .search(
+                            &scope,
+                            q,
+                            mode,
+                            &SearchFilter::default(),
+                            Limit {
+                                hits: 100,
+                                per_document: 2,
+                            },
+                        )
+                        .unwrap();
+                    for h in &several {
+                        prop_assert!(
+                            readable.contains(&h.chunk.doc_key),
+                            "user u{u} got unreadable {} with two passages per document",
+                            h.chunk.doc_key
+                        );
+                    }
                     let terms = retriever.term_weights(q);
                     let analyze = |s: &str| retriever.analyze(s);
                     let a = answer::extractive(&hits, &terms, &analyze, &cfg);

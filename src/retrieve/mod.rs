@@ -7,14 +7,18 @@
 #[cfg(test)]
 mod acl_props;
 mod fusion;
+pub mod rerank;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use fusion::{Leg, ScoreNorm, convex, rrf};
+use tantivy::DocAddress;
 
 use crate::acl::AclScope;
 use crate::embed::{EmbedError, Embedder};
-use crate::index::{Index, IndexError, SearchFilter, StoredChunk};
+use crate::index::{Index, IndexError, Scored, SearchFilter, StoredChunk};
+use rerank::{Passage, QueryTerms, RankerModel, Signals};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -51,6 +55,10 @@ pub struct RetrievalConfig {
     /// reported with hits stay those of the plain query.
     pub dense_feedback: f32,
     pub dense_feedback_chunks: usize,
+    /// The second ranking stage ([`rerank`]) over the first `rerank_depth` fused documents
+    /// (hybrid mode). Off: hits keep the fused order and carry no relevance.
+    pub rerank: bool,
+    pub rerank_depth: usize,
 }
 
 impl Default for RetrievalConfig {
@@ -64,6 +72,8 @@ impl Default for RetrievalConfig {
             norm: ScoreNorm::Std,
             dense_feedback: 0.0,
             dense_feedback_chunks: 3,
+            rerank: true,
+            rerank_depth: 30,
         }
     }
 }
@@ -93,12 +103,37 @@ pub struct Hit {
     pub dense_rank: Option<u32>,
     /// Cosine similarity between the query and the chunk (when the query was embedded).
     pub similarity: Option<f32>,
+    /// Calibrated probability that the passage answers the query, from the second ranking
+    /// stage (hybrid mode, the first `rerank_depth` documents); `None` where it did not run.
+    pub relevance: Option<f32>,
 }
+
+/// How many hits a search returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub hits: usize,
+    /// Passages per document (1: the document's best passage only). More than one is served
+    /// from the second stage's candidates (hybrid mode with it on); otherwise one.
+    pub per_document: usize,
+}
+
+impl From<usize> for Limit {
+    fn from(hits: usize) -> Self {
+        Self {
+            hits,
+            per_document: 1,
+        }
+    }
+}
+
+/// Passages of one document the second stage considers (its best chunks in each leg).
+const RERANK_CHUNKS_PER_DOC: usize = 2;
 
 pub struct Retriever {
     index: Arc<Index>,
     embedder: Arc<dyn Embedder>,
     cfg: RetrievalConfig,
+    ranker: Arc<RankerModel>,
 }
 
 impl Retriever {
@@ -107,7 +142,14 @@ impl Retriever {
             index,
             embedder,
             cfg,
+            ranker: Arc::new(RankerModel::builtin().clone()),
         }
+    }
+
+    /// Uses another second-stage model than the shipped one (training and evaluation).
+    pub fn with_ranker(mut self, model: RankerModel) -> Self {
+        self.ranker = Arc::new(model);
+        self
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -121,7 +163,7 @@ impl Retriever {
         query: &str,
         mode: Mode,
         filter: &SearchFilter,
-        limit: usize,
+        limit: impl Into<Limit>,
     ) -> Result<Vec<Hit>, RetrieveError> {
         self.search_embedded(scope, query, None, mode, filter, limit)
     }
@@ -140,7 +182,7 @@ impl Retriever {
         qvec: Option<Vec<f32>>,
         mode: Mode,
         filter: &SearchFilter,
-        limit: usize,
+        limit: impl Into<Limit>,
     ) -> Result<Vec<Hit>, RetrieveError> {
         self.search_until(scope, query, qvec, mode, filter, limit, &|| false)
     }
@@ -164,14 +206,53 @@ impl Retriever {
         qvec: Option<Vec<f32>>,
         mode: Mode,
         filter: &SearchFilter,
-        limit: usize,
+        limit: impl Into<Limit>,
         cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<Hit>, RetrieveError> {
+        let limit: Limit = limit.into();
+        self.search_inner(scope, query, qvec, mode, filter, limit, cancelled, None)
+    }
+
+    /// Hybrid search that also returns the second stage's candidates with their features
+    /// (for training and evaluating the ranker; `benches/ranker.rs`).
+    pub fn search_with_features(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        filter: &SearchFilter,
+        limit: impl Into<Limit>,
+    ) -> Result<(Vec<Hit>, Vec<Scoring>), RetrieveError> {
+        let mut out = Vec::new();
+        let hits = self.search_inner(
+            scope,
+            query,
+            None,
+            Mode::Hybrid,
+            filter,
+            limit.into(),
+            &|| false,
+            Some(&mut out),
+        )?;
+        Ok((hits, out))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search_inner(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        qvec: Option<Vec<f32>>,
+        mode: Mode,
+        filter: &SearchFilter,
+        limit: Limit,
+        cancelled: &(dyn Fn() -> bool + Sync),
+        features_out: Option<&mut Vec<Scoring>>,
     ) -> Result<Vec<Hit>, RetrieveError> {
         if cancelled() {
             return Err(EmbedError::Cancelled.into());
         }
         let snap = self.index.snapshot();
-        let depth = self.cfg.candidates.max(limit);
+        let depth = self.cfg.candidates.max(limit.hits);
         let given = if mode == Mode::Bm25 { None } else { qvec };
         // The BM25 leg needs no vector: run it while the query is being embedded.
         let (qvec, bm25) = std::thread::scope(|s| {
@@ -226,6 +307,7 @@ impl Retriever {
                 Fusion::Convex { alpha } => fusion::convex(b, d, alpha, self.cfg.norm),
             })
         };
+        let mut dense_used = (dense, Vec::new());
         let fused = match mode {
             // Raw BM25 scores depend on corpus-wide term statistics, including documents the
             // caller cannot read; expose only rank-based scores.
@@ -237,23 +319,59 @@ impl Retriever {
                 self.cfg.rrf_k,
             ),
             Mode::Dense => fusion::single(Leg {
-                hits: &dense,
-                keys: &snap.doc_ids(&dense)?,
+                hits: &dense_used.0,
+                keys: &snap.doc_ids(&dense_used.0)?,
             }),
             Mode::Hybrid => {
-                let first = hybrid(&dense)?;
+                let first = hybrid(&dense_used.0)?;
                 let moved = match &qvec {
                     Some(q) => self.feedback_vector(&snap, q, &first)?,
                     None => None,
                 };
                 match moved {
-                    Some(m) if !cancelled() => hybrid(&snap.dense(scope, filter, &m, depth)?)?,
+                    Some(m) if !cancelled() => {
+                        dense_used.0 = snap.dense(scope, filter, &m, depth)?;
+                        hybrid(&dense_used.0)?
+                    }
                     _ => first,
                 }
             }
         };
-        let mut hits = Vec::with_capacity(limit.min(fused.len()));
-        for f in fused.into_iter().take(limit) {
+        let reranked = if mode == Mode::Hybrid && self.cfg.rerank && !fused.is_empty() {
+            dense_used.1 = snap.doc_ids(&dense_used.0)?;
+            let legs = [
+                (&bm25[..], &bm25_keys[..]),
+                (&dense_used.0[..], &dense_used.1[..]),
+            ];
+            self.second_stage(
+                &snap,
+                query,
+                qvec.as_deref(),
+                legs,
+                &fused,
+                limit,
+                features_out,
+            )?
+        } else {
+            Vec::new()
+        };
+        let mut hits = reranked;
+        let done: std::collections::HashSet<DocAddress> =
+            hits.iter()
+                .map(|h| h.addr)
+                .collect::<std::collections::HashSet<_>>();
+        let skip = if hits.is_empty() {
+            0
+        } else {
+            self.cfg.rerank_depth.min(fused.len())
+        };
+        for f in fused.into_iter().skip(skip) {
+            if hits.len() >= limit.hits {
+                break;
+            }
+            if done.contains(&f.addr) {
+                continue;
+            }
             let chunk = snap.chunk(f.addr)?;
             let similarity = match &qvec {
                 Some(q) => snap.vector(f.addr)?.map(|v| crate::embed::dot(q, &v)),
@@ -264,15 +382,185 @@ impl Retriever {
                 Mode::Dense => (None, f.ranks[0]),
                 Mode::Hybrid => (f.ranks[0], f.ranks[1]),
             };
-            hits.push(Hit {
-                chunk,
-                score: f.score,
-                bm25_rank,
-                dense_rank,
-                similarity,
+            hits.push(Ranked {
+                addr: f.addr,
+                hit: Hit {
+                    chunk,
+                    // After the second stage's documents, which score in 0..1 by relevance.
+                    score: if skip > 0 { 0.0 } else { f.score },
+                    bm25_rank,
+                    dense_rank,
+                    similarity,
+                    relevance: None,
+                },
             });
         }
-        Ok(hits)
+        hits.truncate(limit.hits);
+        Ok(hits.into_iter().map(|r| r.hit).collect())
+    }
+
+    /// The second ranking stage over the first `rerank_depth` fused documents: each document's
+    /// best chunks in either leg are scored by the [`RankerModel`], documents reorder by their
+    /// best chunk, and each keeps up to `limit.per_document` chunks. Only candidates the scope
+    /// admitted reach here; nothing is added.
+    #[allow(clippy::too_many_arguments)]
+    fn second_stage(
+        &self,
+        snap: &crate::index::Snapshot<'_>,
+        query: &str,
+        qvec: Option<&[f32]>,
+        legs: [(&[Scored], &[u64]); 2],
+        fused: &[fusion::Fused],
+        limit: Limit,
+        features_out: Option<&mut Vec<Scoring>>,
+    ) -> Result<Vec<Ranked>, RetrieveError> {
+        let model = &*self.ranker;
+        let depth = self.cfg.rerank_depth.min(fused.len());
+        let top = &fused[..depth];
+        let top_keys = snap.doc_ids(
+            &top.iter()
+                .map(|f| Scored {
+                    addr: f.addr,
+                    score: f.score,
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let doc_of: HashMap<u64, usize> =
+            top_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        // Per document: its representative chunk, then its chunks from each leg alternately.
+        let per_doc = limit.per_document.max(RERANK_CHUNKS_PER_DOC);
+        let mut by_leg: Vec<[Vec<DocAddress>; 2]> = vec![Default::default(); depth];
+        for (li, (hits, keys)) in legs.iter().enumerate() {
+            for (s, k) in hits.iter().zip(keys.iter()) {
+                if let Some(&d) = doc_of.get(k)
+                    && by_leg[d][li].len() < per_doc
+                {
+                    by_leg[d][li].push(s.addr);
+                }
+            }
+        }
+        let bm25_score: HashMap<DocAddress, f32> =
+            legs[0].0.iter().map(|s| (s.addr, s.score)).collect();
+        let mut cands: Vec<(usize, DocAddress)> = Vec::new();
+        for (d, f) in top.iter().enumerate() {
+            let mut mine = vec![f.addr];
+            let [b, v] = &by_leg[d];
+            for i in 0..per_doc {
+                for a in [b.get(i), v.get(i)].into_iter().flatten() {
+                    if mine.len() < per_doc && !mine.contains(a) {
+                        mine.push(*a);
+                    }
+                }
+            }
+            cands.extend(mine.into_iter().map(|a| (d, a)));
+        }
+        let q = QueryTerms::new(snap.analyze(query), |t| snap.idf(t));
+        let signals = |d: usize, addr: DocAddress, cosine: Option<f32>| Signals {
+            cosine: cosine.unwrap_or(0.0),
+            bm25: bm25_score.get(&addr).copied(),
+            fused: top[d].score,
+            bm25_rank: top[d].ranks[0],
+            dense_rank: top[d].ranks[1],
+        };
+        let all: Vec<Signals> = cands.iter().map(|&(d, a)| signals(d, a, None)).collect();
+        let best = rerank::Best::of(&all);
+        // Loading and featurising the candidates is most of this stage: two halves in parallel.
+        let part = |cands: &[(usize, DocAddress)]| -> Result<Vec<Loaded>, RetrieveError> {
+            let mut loaded = Vec::with_capacity(cands.len());
+            for &(d, addr) in cands {
+                let chunk = snap.chunk(addr)?;
+                let cosine = match qvec {
+                    Some(q) => snap.vector(addr)?.map(|v| crate::embed::dot(q, &v)),
+                    None => None,
+                };
+                loaded.push((d, addr, chunk, cosine, [0.0; rerank::FEATURES]));
+            }
+            let passages: Vec<(Passage<'_>, Signals)> = loaded
+                .iter()
+                .map(|(d, addr, c, cosine, _)| {
+                    let passage = Passage {
+                        text: &c.text,
+                        title: &c.title,
+                        headings: &c.heading_path,
+                        ordinal: rerank::ordinal(&c.chunk_id),
+                    };
+                    (passage, signals(*d, *addr, *cosine))
+                })
+                .collect();
+            let mut analyzer = snap.analyzer();
+            let features = rerank::features(&q, &passages, best, &mut |t, sink| {
+                analyzer.analyze_into(t, sink)
+            });
+            drop(passages);
+            for (l, f) in loaded.iter_mut().zip(features) {
+                l.4 = f;
+            }
+            Ok(loaded)
+        };
+        let (first, second) = cands.split_at(cands.len() / 2);
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| part(second));
+            let a = part(first);
+            (a, h.join())
+        });
+        let mut loaded = a?;
+        loaded
+            .extend(b.map_err(|_| EmbedError::Inference("second-stage thread panicked".into()))??);
+        let features: Vec<[f32; rerank::FEATURES]> = loaded.iter().map(|l| l.4).collect();
+        let scores: Vec<f32> = features.iter().map(|f| model.score(f)).collect();
+        if let Some(out) = features_out {
+            for ((d, _, chunk, ..), (f, s)) in loaded.iter().zip(features.iter().zip(&scores)) {
+                out.push(Scoring {
+                    fused_rank: *d,
+                    doc_key: chunk.doc_key.clone(),
+                    chunk_id: chunk.chunk_id.clone(),
+                    uri: chunk.uri.clone(),
+                    text: chunk.text.clone(),
+                    features: *f,
+                    score: *s,
+                });
+            }
+        }
+        // Documents by their best chunk's score (fused order breaks ties).
+        let mut best = vec![f32::NEG_INFINITY; depth];
+        for ((d, ..), s) in loaded.iter().zip(&scores) {
+            best[*d] = best[*d].max(*s);
+        }
+        let mut order: Vec<usize> = (0..depth).collect();
+        order.sort_by(|a, b| best[*b].total_cmp(&best[*a]).then(a.cmp(b)));
+        let mut per: Vec<Vec<(f32, Ranked)>> = (0..depth).map(|_| Vec::new()).collect();
+        for ((d, addr, chunk, cosine, _), s) in loaded.into_iter().zip(scores) {
+            let relevance = model.relevance(s);
+            per[d].push((
+                s,
+                Ranked {
+                    addr,
+                    hit: Hit {
+                        chunk,
+                        score: relevance,
+                        bm25_rank: top[d].ranks[0],
+                        dense_rank: top[d].ranks[1],
+                        similarity: cosine,
+                        relevance: Some(relevance),
+                    },
+                },
+            ));
+        }
+        let mut out = Vec::new();
+        for d in order {
+            let mut chunks = std::mem::take(&mut per[d]);
+            chunks.sort_by(|a, b| b.0.total_cmp(&a.0));
+            out.extend(
+                chunks
+                    .into_iter()
+                    .take(limit.per_document.max(1))
+                    .map(|(_, r)| r),
+            );
+            if out.len() >= limit.hits {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Hybrid feedback: the query vector moved towards the vectors of the first fusion's top
@@ -345,5 +633,199 @@ pub fn test_hit(id: &str, text: &str, sim: f32) -> Hit {
         bm25_rank: Some(1),
         dense_rank: Some(1),
         similarity: Some(sim),
+        relevance: None,
+    }
+}
+
+/// One second-stage candidate as the ranker saw it.
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    /// 0-based rank of its document after fusion.
+    pub fused_rank: usize,
+    pub doc_key: String,
+    pub chunk_id: String,
+    pub uri: String,
+    pub text: String,
+    pub features: [f32; rerank::FEATURES],
+    /// The model's score (before calibration).
+    pub score: f32,
+}
+
+/// A second-stage candidate: its document (index into the fused top), address, chunk, cosine
+/// and features.
+type Loaded = (
+    usize,
+    DocAddress,
+    StoredChunk,
+    Option<f32>,
+    [f32; rerank::FEATURES],
+);
+
+/// A hit with its address in the snapshot.
+struct Ranked {
+    addr: DocAddress,
+    hit: Hit,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use docent_connector_api::{Acl, DocKey, Principal};
+
+    use super::*;
+    use crate::embed::test_embedder::BagOfWords;
+    use crate::index::{ChunkRecord, DocumentRecord};
+
+    const TEXTS: &[(&str, &str)] = &[
+        (
+            "parking permits are issued by facilities",
+            "the garage opens at seven",
+        ),
+        (
+            "laptop refresh every four years",
+            "parking for bicycles is free",
+        ),
+        (
+            "vpn client is wireguard",
+            "reset the vpn token at the help desk",
+        ),
+        (
+            "holiday calendar for the office",
+            "parking permit renewal each year",
+        ),
+        ("travel policy hotel limits", "salary review in march"),
+        (
+            "expense claims within sixty days",
+            "budget owners approve claims",
+        ),
+    ];
+
+    fn index(dir: &std::path::Path) -> Arc<Index> {
+        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+        let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim()).unwrap());
+        {
+            for (i, (a, b)) in TEXTS.iter().enumerate() {
+                let chunks = [a, b]
+                    .iter()
+                    .enumerate()
+                    .map(|(o, t)| ChunkRecord {
+                        page: None,
+                        ord: o as u32,
+                        span: 0..t.len(),
+                        heading_path: vec![],
+                        text: t.to_string(),
+                        hash: format!("{i}-{o}"),
+                        vector: embedder.embed_query(t).unwrap(),
+                    })
+                    .collect();
+                index
+                    .upsert(DocumentRecord {
+                        key: DocKey::new("t", format!("d{i}")),
+                        uri: format!("file:///d{i}"),
+                        title: format!("doc {i}"),
+                        version: "1".into(),
+                        modified_at: None,
+                        attributes: BTreeMap::new(),
+                        acl: Acl::new([Principal::Everyone], []),
+                        content_hash: format!("{i}"),
+                        chunks,
+                    })
+                    .unwrap();
+            }
+            index.commit(BTreeMap::new()).unwrap();
+        }
+        index
+    }
+
+    fn retriever(index: &Arc<Index>, cfg: RetrievalConfig) -> Retriever {
+        Retriever::new(index.clone(), Arc::new(BagOfWords), cfg)
+    }
+
+    fn docs(hits: &[Hit]) -> BTreeSet<String> {
+        hits.iter().map(|h| h.chunk.doc_key.clone()).collect()
+    }
+
+    #[test]
+    fn second_stage_only_reorders_the_fused_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = index(dir.path());
+        let on = retriever(&index, RetrievalConfig::default());
+        let off = retriever(
+            &index,
+            RetrievalConfig {
+                rerank: false,
+                ..RetrievalConfig::default()
+            },
+        );
+        let scope = crate::eval::run::eval_scope();
+        let f = SearchFilter::default();
+        for q in ["parking permit", "vpn token reset", "salary budget holiday"] {
+            let a = on.search(&scope, q, Mode::Hybrid, &f, 100).unwrap();
+            let b = off.search(&scope, q, Mode::Hybrid, &f, 100).unwrap();
+            assert_eq!(docs(&a), docs(&b), "{q}");
+            assert_eq!(a.len(), docs(&a).len(), "one passage per document");
+            assert!(b.iter().all(|h| h.relevance.is_none()));
+            for h in &a {
+                let r = h.relevance.expect("the second stage scored every hit");
+                assert!((0.0..=1.0).contains(&r));
+                assert_eq!(h.score, r);
+            }
+            assert!(a.windows(2).all(|w| w[0].score >= w[1].score), "{q}");
+        }
+        // BM25-only and dense-only searches are not reranked.
+        let bm25 = on.search(&scope, "parking", Mode::Bm25, &f, 10).unwrap();
+        assert!(!bm25.is_empty() && bm25.iter().all(|h| h.relevance.is_none()));
+    }
+
+    #[test]
+    fn several_passages_per_document_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = retriever(&index(dir.path()), RetrievalConfig::default());
+        let scope = crate::eval::run::eval_scope();
+        let limit = Limit {
+            hits: 100,
+            per_document: 2,
+        };
+        let hits = r
+            .search(
+                &scope,
+                "parking permit",
+                Mode::Hybrid,
+                &SearchFilter::default(),
+                limit,
+            )
+            .unwrap();
+        // d0 and d3 hold "parking" in both or one chunk: their passages come together, best first.
+        let mut seen: Vec<&str> = Vec::new();
+        for h in &hits {
+            let k = h.chunk.doc_key.as_str();
+            if seen.last() != Some(&k) {
+                assert!(!seen.contains(&k), "a document's passages are contiguous");
+                seen.push(k);
+            }
+        }
+        let ids: BTreeSet<&str> = hits.iter().map(|h| h.chunk.chunk_id.as_str()).collect();
+        assert_eq!(ids.len(), hits.len(), "no passage twice");
+        assert!(hits.len() > seen.len(), "some document gave two passages");
+        for d in &seen {
+            let mine: Vec<&Hit> = hits.iter().filter(|h| h.chunk.doc_key == *d).collect();
+            assert!(mine.len() <= 2);
+            assert!(mine.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+        // The limit counts passages.
+        let two = r
+            .search(
+                &scope,
+                "parking permit",
+                Mode::Hybrid,
+                &SearchFilter::default(),
+                Limit {
+                    hits: 2,
+                    per_document: 2,
+                },
+            )
+            .unwrap();
+        assert_eq!(two.len(), 2);
     }
 }

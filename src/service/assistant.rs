@@ -16,9 +16,11 @@ use crate::assistant::{
     AnswerMode, AskEvent, AskInput, AskOutcome, AssistantError, ConversationChoice,
 };
 use crate::identity::{ActAsError, Caller};
+use crate::retrieve::Limit;
 
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 100;
+const MAX_PASSAGES_PER_DOCUMENT: usize = 5;
 const MAX_COMMENT_BYTES: usize = 2000;
 
 pub struct AssistantService {
@@ -258,6 +260,22 @@ impl pb::assistant_server::Assistant for AssistantService {
                 }
                 .into());
             }
+        };
+        let per_document = match msg.passages_per_document as usize {
+            0 => 1,
+            n if n <= MAX_PASSAGES_PER_DOCUMENT => n,
+            n => {
+                return Err(ServiceError::InvalidArgument {
+                    reason: "PASSAGES_PER_DOCUMENT_OUT_OF_RANGE",
+                    field: "passages_per_document",
+                    message: format!("{n} is above the maximum of {MAX_PASSAGES_PER_DOCUMENT}"),
+                }
+                .into());
+            }
+        };
+        let limit = Limit {
+            hits: limit,
+            per_document,
         };
         let mode = convert::mode(msg.mode).ok_or_else(|| ServiceError::InvalidArgument {
             reason: "UNKNOWN_MODE",

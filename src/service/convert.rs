@@ -50,6 +50,7 @@ pub fn hit(h: &Hit) -> pb::SearchHit {
         bm25_rank: h.bm25_rank.unwrap_or(0),
         dense_rank: h.dense_rank.unwrap_or(0),
         attributes: h.chunk.attributes.clone().into_iter().collect(),
+        relevance: h.relevance,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use docent_proto::v1 as pb;
+use tonic_types::StatusExt;
 
 const HR_QUESTION: &str = "What is the salary band for a senior software engineer?";
 /// Strings that only occur in hr/ files of the example corpus.
@@ -220,4 +221,55 @@ async fn search_filters_narrow_and_stream_matches_unary() {
     assert_eq!(citations.unwrap(), unary.citations);
     assert_eq!(fin.unwrap().status, pb::AnswerStatus::Answered as i32);
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_passages_per_document_stay_in_scope() {
+    let env = Env::example();
+    let d = env.start().await;
+    let req = |n| pb::SearchRequest {
+        query: "salary band parental leave reorganisation budget".into(),
+        limit: 20,
+        passages_per_document: n,
+        ..Default::default()
+    };
+    let hr = d.search_req(HANA, req(3)).await.unwrap();
+    let eng = d.search_req(ALICE, req(3)).await.unwrap();
+    for (who, r) in [("hana", &hr), ("alice", &eng)] {
+        assert!(!r.hits.is_empty(), "{who}");
+        let mut docs: Vec<&str> = Vec::new();
+        for h in &r.hits {
+            let c = h.citation.as_ref().unwrap();
+            if docs.last() != Some(&c.document_key.as_str()) {
+                assert!(
+                    !docs.contains(&c.document_key.as_str()),
+                    "{who}: a document's passages come together"
+                );
+                docs.push(&c.document_key);
+            }
+            let r = h.relevance.expect("the second stage scored the hit");
+            assert!((0.0..=1.0).contains(&r), "{who}: {r}");
+        }
+        for k in &docs {
+            let n = r
+                .hits
+                .iter()
+                .filter(|h| h.citation.as_ref().unwrap().document_key == *k)
+                .count();
+            assert!(n <= 3, "{who}: {n} passages of {k}");
+        }
+    }
+    // An engineer's extra passages never come from HR's documents.
+    let text = search_text(&eng);
+    for s in HR_ONLY {
+        assert!(!text.contains(s), "engineer's passages leak {s:?}");
+    }
+    assert!(search_text(&hr).contains("/hr/"));
+    // Out of range is a clear error.
+    let e = d.search_req(HANA, req(6)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        e.get_details_error_info().unwrap().reason,
+        "PASSAGES_PER_DOCUMENT_OUT_OF_RANGE"
+    );
 }
