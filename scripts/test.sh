@@ -11,4 +11,6 @@ export DOCENT_REQUIRE_E5=1
 scripts/setup-llm.sh
 # slack_sdk and grpcio-tools for the Slack fake check and the Python example client.
 scripts/setup-python-tests.sh
+# Milvus Lite and pymilvus for the docent-milvus tests (they fail, not skip, without it).
+scripts/milvus.sh install
 cargo test --workspace --locked "$@"

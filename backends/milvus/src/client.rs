@@ -1,0 +1,810 @@
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use prost::Message;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::MilvusError;
+use crate::expr::{self, Cond, Filter, Scope};
+use crate::proto::common::{
+    ConsistencyLevel, DslType, KeyValuePair, PlaceholderGroup, PlaceholderType, PlaceholderValue,
+    Status,
+};
+use crate::proto::milvus::milvus_service_client::MilvusServiceClient;
+use crate::proto::milvus::search_request::SearchInput;
+use crate::proto::milvus::{
+    CreateCollectionRequest, CreateIndexRequest, DeleteRequest, DescribeCollectionRequest,
+    DescribeIndexRequest, FlushRequest, GetLoadingProgressRequest, HasCollectionRequest,
+    LoadCollectionRequest, QueryRequest, SearchRequest, UpsertRequest,
+};
+use crate::proto::schema::{
+    ArrayArray, CollectionSchema, DataType, FieldData, FloatArray, JsonArray, LongArray,
+    ScalarField, SearchResultData, StringArray, VectorField, field_data, i_ds, scalar_field,
+    vector_field,
+};
+use crate::schema::{self, IndexSpec};
+
+/// Most hits one search may ask for (Milvus's `topk` limit).
+const MAX_TOP_K: usize = 16_384;
+/// Rows per `Upsert` request (~1.6 MB with 384-d vectors; docs/milvus.md §4).
+const UPSERT_BATCH: usize = 1_000;
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How to reach the server beyond its URI.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `user:password` or an API key; sent base64-encoded in `authorization`, as pymilvus does.
+    pub token: Option<String>,
+    /// PEM CA bundle that signs an `https://` server's certificate (required for https: this
+    /// client carries no built-in roots).
+    pub ca_file: Option<PathBuf>,
+    /// TLS server name, when it differs from the URI's host.
+    pub server_name: Option<String>,
+    /// Database (`db_name` on each request); empty = the server's default.
+    pub db_name: String,
+    /// Deadline of each call.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            ca_file: None,
+            server_name: None,
+            db_name: String::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Adds the `authorization` header to every call.
+#[derive(Clone)]
+pub struct Auth(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Grpc = MilvusServiceClient<InterceptedService<Channel, Auth>>;
+
+/// A connection to a Milvus server (Lite or a cluster). Cheap to clone.
+#[derive(Clone)]
+pub struct MilvusClient {
+    grpc: Grpc,
+    db_name: String,
+}
+
+/// One chunk as stored in the chunk collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    pub chunk_id: String,
+    pub doc_key: String,
+    pub source: String,
+    pub uri: String,
+    pub title: String,
+    pub heading: String,
+    pub text: String,
+    pub dense: Vec<f32>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub ordinal: i64,
+    pub span: Range<i64>,
+}
+
+/// One search hit, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub chunk_id: String,
+    pub doc_key: String,
+    /// Dense: cosine similarity. BM25: the (positive) BM25 score.
+    pub score: f32,
+}
+
+/// The chunk collection (and its `<name>_state` companion), created or checked and loaded.
+#[derive(Clone)]
+pub struct ChunkCollection {
+    client: MilvusClient,
+    name: String,
+    state: String,
+    dim: usize,
+}
+
+/// Turns a response's `status` into an error: Milvus answers gRPC OK and reports failures there.
+fn check(method: &'static str, status: Option<&Status>) -> Result<(), MilvusError> {
+    let Some(s) = status else { return Ok(()) };
+    // `code` is the current field; `error_code` only on old servers (0 = Success).
+    #[allow(deprecated)]
+    let code = if s.code != 0 { s.code } else { s.error_code };
+    if code == 0 {
+        return Ok(());
+    }
+    Err(MilvusError::Server {
+        method,
+        code,
+        reason: s.reason.clone(),
+    })
+}
+
+fn rpc(method: &'static str) -> impl FnOnce(tonic::Status) -> MilvusError {
+    move |status| MilvusError::Rpc { method, status }
+}
+
+fn protocol(method: &'static str, reason: impl Into<String>) -> MilvusError {
+    MilvusError::Protocol {
+        method,
+        reason: reason.into(),
+    }
+}
+
+fn kv(key: &str, value: impl Into<String>) -> KeyValuePair {
+    KeyValuePair {
+        key: key.to_string(),
+        value: value.into(),
+    }
+}
+
+impl MilvusClient {
+    /// Connects to `uri` (`http://host:port`: plaintext h2c, as for Lite; `https://`: TLS, which
+    /// needs [`ConnectOptions::ca_file`]).
+    pub async fn connect(uri: &str, token: Option<String>) -> Result<Self, MilvusError> {
+        Self::connect_with(
+            uri,
+            ConnectOptions {
+                token,
+                ..ConnectOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn connect_with(uri: &str, options: ConnectOptions) -> Result<Self, MilvusError> {
+        let invalid = |reason: &str| MilvusError::InvalidUri {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        };
+        let https = if uri.starts_with("https://") {
+            true
+        } else if uri.starts_with("http://") {
+            false
+        } else {
+            return Err(invalid("expected http://host:port or https://host:port"));
+        };
+        let mut endpoint = Endpoint::from_shared(uri.to_string())
+            .map_err(|e| invalid(&e.to_string()))?
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .tcp_nodelay(true);
+        if https {
+            let Some(ca_file) = &options.ca_file else {
+                return Err(invalid("https needs a CA file (ConnectOptions::ca_file)"));
+            };
+            let pem = std::fs::read(ca_file).map_err(|source| MilvusError::CaFile {
+                path: ca_file.display().to_string(),
+                source,
+            })?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let Some(name) = &options.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(&e.to_string()))?;
+        }
+        let auth = match &options.token {
+            Some(token) => Some(
+                MetadataValue::try_from(BASE64.encode(token))
+                    .map_err(|_| invalid("the token cannot be sent as a header"))?,
+            ),
+            None => None,
+        };
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| MilvusError::Connect {
+                uri: uri.to_string(),
+                source,
+            })?;
+        let grpc = MilvusServiceClient::with_interceptor(channel, Auth(auth))
+            // Search results with text output and 1,000-row upserts exceed the 4 MB default.
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        Ok(Self {
+            grpc,
+            db_name: options.db_name,
+        })
+    }
+
+    /// Opens the chunk collection `name` with `dim`-dimensional dense vectors and its
+    /// `<name>_state` companion: created with their indexes when missing, checked when present
+    /// (another dimension or a foreign schema is [`MilvusError::IncompatibleCollection`]), and
+    /// loaded. Idempotent.
+    pub async fn ensure_collection(
+        &self,
+        name: &str,
+        dim: usize,
+    ) -> Result<ChunkCollection, MilvusError> {
+        if dim == 0 {
+            return Err(MilvusError::IncompatibleCollection {
+                collection: name.to_string(),
+                reason: "dimension 0".to_string(),
+            });
+        }
+        let state = format!("{name}{}", schema::STATE_SUFFIX);
+        self.ensure(&schema::chunk_schema(name, dim), &schema::chunk_indexes())
+            .await?;
+        self.ensure(&schema::state_schema(&state), &schema::state_indexes())
+            .await?;
+        Ok(ChunkCollection {
+            client: self.clone(),
+            name: name.to_string(),
+            state,
+            dim,
+        })
+    }
+
+    async fn ensure(
+        &self,
+        wanted: &CollectionSchema,
+        indexes: &[IndexSpec],
+    ) -> Result<(), MilvusError> {
+        let name = wanted.name.as_str();
+        let mut grpc = self.grpc.clone();
+        let has = grpc
+            .has_collection(HasCollectionRequest {
+                db_name: self.db_name.clone(),
+                collection_name: name.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("HasCollection"))?
+            .into_inner();
+        check("HasCollection", has.status.as_ref())?;
+        if has.value {
+            let desc = grpc
+                .describe_collection(DescribeCollectionRequest {
+                    db_name: self.db_name.clone(),
+                    collection_name: name.to_string(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("DescribeCollection"))?
+                .into_inner();
+            check("DescribeCollection", desc.status.as_ref())?;
+            let existing = desc
+                .schema
+                .ok_or_else(|| protocol("DescribeCollection", "no schema"))?;
+            if let Some(reason) = schema::incompatibility(wanted, &existing) {
+                return Err(MilvusError::IncompatibleCollection {
+                    collection: name.to_string(),
+                    reason,
+                });
+            }
+        } else {
+            let resp = grpc
+                .create_collection(CreateCollectionRequest {
+                    db_name: self.db_name.clone(),
+                    collection_name: name.to_string(),
+                    schema: wanted.encode_to_vec(),
+                    consistency_level: ConsistencyLevel::Strong as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("CreateCollection"))?
+                .into_inner();
+            check("CreateCollection", Some(&resp))?;
+        }
+        // Also when the collection existed: a crash between create and index leaves it without.
+        for index in indexes {
+            let desc = grpc
+                .describe_index(DescribeIndexRequest {
+                    db_name: self.db_name.clone(),
+                    collection_name: name.to_string(),
+                    field_name: index.field.to_string(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("DescribeIndex"))?
+                .into_inner();
+            // "index not found" is an error status; any existing index on the field is kept (a
+            // cluster deployment may have chosen HNSW).
+            let present = check("DescribeIndex", desc.status.as_ref()).is_ok()
+                && desc
+                    .index_descriptions
+                    .iter()
+                    .any(|d| d.field_name == index.field);
+            if present {
+                continue;
+            }
+            let resp = grpc
+                .create_index(CreateIndexRequest {
+                    db_name: self.db_name.clone(),
+                    collection_name: name.to_string(),
+                    field_name: index.field.to_string(),
+                    index_name: format!("{}_idx", index.field),
+                    extra_params: index.params.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("CreateIndex"))?
+                .into_inner();
+            check("CreateIndex", Some(&resp))?;
+        }
+        self.load(name).await
+    }
+
+    /// `LoadCollection` (idempotent; needed after a Lite restart) and wait until loaded.
+    async fn load(&self, name: &str) -> Result<(), MilvusError> {
+        let mut grpc = self.grpc.clone();
+        let resp = grpc
+            .load_collection(LoadCollectionRequest {
+                db_name: self.db_name.clone(),
+                collection_name: name.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("LoadCollection"))?
+            .into_inner();
+        check("LoadCollection", Some(&resp))?;
+        let start = Instant::now();
+        loop {
+            let progress = grpc
+                .get_loading_progress(GetLoadingProgressRequest {
+                    db_name: self.db_name.clone(),
+                    collection_name: name.to_string(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("GetLoadingProgress"))?
+                .into_inner();
+            check("GetLoadingProgress", progress.status.as_ref())?;
+            if progress.progress >= 100 {
+                return Ok(());
+            }
+            if start.elapsed() > LOAD_TIMEOUT {
+                return Err(MilvusError::LoadTimeout {
+                    collection: name.to_string(),
+                    secs: LOAD_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn strings(name: &str, data: Vec<String>) -> FieldData {
+    scalars(
+        name,
+        DataType::VarChar,
+        scalar_field::Data::StringData(StringArray { data }),
+    )
+}
+
+fn longs(name: &str, data: Vec<i64>) -> FieldData {
+    scalars(
+        name,
+        DataType::Int64,
+        scalar_field::Data::LongData(LongArray { data }),
+    )
+}
+
+fn scalars(name: &str, ty: DataType, data: scalar_field::Data) -> FieldData {
+    FieldData {
+        r#type: ty as i32,
+        field_name: name.to_string(),
+        field: Some(field_data::Field::Scalars(ScalarField { data: Some(data) })),
+        ..Default::default()
+    }
+}
+
+fn string_arrays(name: &str, rows: Vec<Vec<String>>) -> FieldData {
+    let data = rows
+        .into_iter()
+        .map(|data| ScalarField {
+            data: Some(scalar_field::Data::StringData(StringArray { data })),
+        })
+        .collect();
+    scalars(
+        name,
+        DataType::Array,
+        scalar_field::Data::ArrayData(ArrayArray {
+            data,
+            element_type: DataType::VarChar as i32,
+        }),
+    )
+}
+
+fn float_vectors(name: &str, dim: usize, data: Vec<f32>) -> FieldData {
+    FieldData {
+        r#type: DataType::FloatVector as i32,
+        field_name: name.to_string(),
+        field: Some(field_data::Field::Vectors(VectorField {
+            dim: dim as i64,
+            data: Some(vector_field::Data::FloatVector(FloatArray { data })),
+        })),
+        ..Default::default()
+    }
+}
+
+fn string_column<'a>(fields: &'a [FieldData], name: &str) -> Option<&'a [String]> {
+    fields
+        .iter()
+        .find(|f| f.field_name == name)
+        .and_then(|f| match f.field.as_ref()? {
+            field_data::Field::Scalars(ScalarField {
+                data: Some(scalar_field::Data::StringData(s)),
+            }) => Some(s.data.as_slice()),
+            _ => None,
+        })
+}
+
+impl ChunkCollection {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn grpc(&self) -> Grpc {
+        self.client.grpc.clone()
+    }
+
+    fn db(&self) -> String {
+        self.client.db_name.clone()
+    }
+
+    fn validate(&self, row: &ChunkRow) -> Result<(), MilvusError> {
+        let invalid = |reason: String| MilvusError::InvalidRow {
+            chunk_id: row.chunk_id.clone(),
+            reason,
+        };
+        if row.dense.len() != self.dim {
+            return Err(invalid(format!(
+                "dense vector has dimension {}, collection {} has {}",
+                row.dense.len(),
+                self.name,
+                self.dim
+            )));
+        }
+        if row.text.len() > schema::TEXT_MAX_BYTES {
+            return Err(invalid(format!(
+                "text is {} bytes; the collection holds at most {}",
+                row.text.len(),
+                schema::TEXT_MAX_BYTES
+            )));
+        }
+        if row.chunk_id.is_empty() {
+            return Err(invalid("empty chunk id".to_string()));
+        }
+        Ok(())
+    }
+
+    /// Upserts the rows by chunk id (same chunk twice → one row), in batches. The BM25 field is
+    /// computed by the server from `text`.
+    pub async fn upsert(&self, rows: &[ChunkRow]) -> Result<(), MilvusError> {
+        for row in rows {
+            self.validate(row)?;
+        }
+        for batch in rows.chunks(UPSERT_BATCH) {
+            let col = |f: fn(&ChunkRow) -> &String| batch.iter().map(|r| f(r).clone()).collect();
+            let fields_data = vec![
+                strings("chunk_id", col(|r| &r.chunk_id)),
+                strings("doc_key", col(|r| &r.doc_key)),
+                strings("source", col(|r| &r.source)),
+                strings("uri", col(|r| &r.uri)),
+                strings("title", col(|r| &r.title)),
+                strings("heading", col(|r| &r.heading)),
+                strings("text", col(|r| &r.text)),
+                float_vectors(
+                    "dense",
+                    self.dim,
+                    batch.iter().flat_map(|r| r.dense.iter().copied()).collect(),
+                ),
+                string_arrays("allow", batch.iter().map(|r| r.allow.clone()).collect()),
+                string_arrays("deny", batch.iter().map(|r| r.deny.clone()).collect()),
+                scalars(
+                    "attributes",
+                    DataType::Json,
+                    scalar_field::Data::JsonData(JsonArray {
+                        data: batch
+                            .iter()
+                            .map(|r| {
+                                expr::attributes_json(&r.attributes)
+                                    .to_string()
+                                    .into_bytes()
+                            })
+                            .collect(),
+                    }),
+                ),
+                longs("ordinal", batch.iter().map(|r| r.ordinal).collect()),
+                longs("span_start", batch.iter().map(|r| r.span.start).collect()),
+                longs("span_end", batch.iter().map(|r| r.span.end).collect()),
+            ];
+            let resp = self
+                .grpc()
+                .upsert(UpsertRequest {
+                    db_name: self.db(),
+                    collection_name: self.name.clone(),
+                    fields_data,
+                    num_rows: batch.len() as u32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(rpc("Upsert"))?
+                .into_inner();
+            check("Upsert", resp.status.as_ref())?;
+            if !resp.err_index.is_empty() {
+                return Err(protocol(
+                    "Upsert",
+                    format!("{} rows not written", resp.err_index.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every chunk of the document; returns how many the server reports deleted.
+    pub async fn delete_document(&self, doc_key: &str) -> Result<u64, MilvusError> {
+        let expr = format!("doc_key == {}", expr::quote("doc key", doc_key)?);
+        let resp = self
+            .grpc()
+            .delete(DeleteRequest {
+                db_name: self.db(),
+                collection_name: self.name.clone(),
+                expr,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Delete"))?
+            .into_inner();
+        check("Delete", resp.status.as_ref())?;
+        Ok(resp.delete_cnt.max(0) as u64)
+    }
+
+    /// Seals what was written into segments and builds their indexes. Not needed for durability
+    /// or visibility; Lite brute-forces unflushed rows, so tests flush after loading fixtures.
+    pub async fn flush(&self) -> Result<(), MilvusError> {
+        let resp = self
+            .grpc()
+            .flush(FlushRequest {
+                db_name: self.db(),
+                collection_names: vec![self.name.clone()],
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Flush"))?
+            .into_inner();
+        check("Flush", resp.status.as_ref())
+    }
+
+    /// The `k` chunks nearest to `vector` (cosine) among those the scope admits and the filter
+    /// keeps.
+    pub async fn dense_search(
+        &self,
+        vector: &[f32],
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, MilvusError> {
+        if vector.len() != self.dim {
+            return Err(MilvusError::Dimension {
+                collection: self.name.clone(),
+                expected: self.dim,
+                got: vector.len(),
+            });
+        }
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.search(
+            "dense",
+            "COSINE",
+            PlaceholderType::FloatVector,
+            bytes,
+            scope,
+            filter,
+            k,
+        )
+        .await
+    }
+
+    /// The `k` best chunks for `text` by BM25 (the server runs the field's analyzer) among those
+    /// the scope admits and the filter keeps. Scores are positive (Lite returns them negated).
+    pub async fn bm25_search(
+        &self,
+        text: &str,
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, MilvusError> {
+        let mut hits = self
+            .search(
+                "sparse",
+                "BM25",
+                PlaceholderType::VarChar,
+                text.as_bytes().to_vec(),
+                scope,
+                filter,
+                k,
+            )
+            .await?;
+        for h in &mut hits {
+            h.score = h.score.abs();
+        }
+        Ok(hits)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn search(
+        &self,
+        anns_field: &str,
+        metric: &str,
+        placeholder_type: PlaceholderType,
+        value: Vec<u8>,
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, MilvusError> {
+        let dsl = match expr::search_cond(scope, filter)? {
+            Cond::False => return Ok(Vec::new()),
+            Cond::True => String::new(),
+            Cond::Expr(e) => e,
+        };
+        let k = k.min(MAX_TOP_K);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let placeholder_group = PlaceholderGroup {
+            placeholders: vec![PlaceholderValue {
+                tag: "$0".to_string(),
+                r#type: placeholder_type as i32,
+                values: vec![value],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let resp = self
+            .grpc()
+            .search(SearchRequest {
+                db_name: self.db(),
+                collection_name: self.name.clone(),
+                dsl,
+                dsl_type: DslType::BoolExprV1 as i32,
+                search_input: Some(SearchInput::PlaceholderGroup(placeholder_group)),
+                nq: 1,
+                output_fields: schema::OUTPUT_FIELDS.map(String::from).to_vec(),
+                search_params: vec![
+                    kv("anns_field", anns_field),
+                    kv("topk", k.to_string()),
+                    kv("metric_type", metric),
+                    kv("params", "{}"),
+                ],
+                consistency_level: ConsistencyLevel::Strong as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Search"))?
+            .into_inner();
+        check("Search", resp.status.as_ref())?;
+        match resp.results {
+            Some(r) => hits(r),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Stores `bytes` as the checkpoint of `source` in `<collection>_state` (one row, upserted).
+    /// Call it only after every write the checkpoint covers has been acknowledged.
+    pub async fn put_checkpoint(&self, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
+        if bytes.len() > schema::CHECKPOINT_MAX_BYTES {
+            return Err(MilvusError::CheckpointTooLarge {
+                source_id: source.to_string(),
+                len: bytes.len(),
+                max: schema::CHECKPOINT_MAX_BYTES,
+            });
+        }
+        let updated_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let fields_data = vec![
+            strings("key", vec![checkpoint_key(source)]),
+            strings("kind", vec!["checkpoint".to_string()]),
+            strings("payload", vec![BASE64.encode(bytes)]),
+            longs("updated_at", vec![updated_at]),
+            float_vectors("_v", schema::STATE_DIM, vec![1.0, 0.0]),
+        ];
+        let resp = self
+            .grpc()
+            .upsert(UpsertRequest {
+                db_name: self.db(),
+                collection_name: self.state.clone(),
+                fields_data,
+                num_rows: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Upsert"))?
+            .into_inner();
+        check("Upsert", resp.status.as_ref())
+    }
+
+    /// The checkpoint last stored for `source`, if any.
+    pub async fn get_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>, MilvusError> {
+        let expr = format!(
+            "key == {}",
+            expr::quote("checkpoint source", &checkpoint_key(source))?
+        );
+        let resp = self
+            .grpc()
+            .query(QueryRequest {
+                db_name: self.db(),
+                collection_name: self.state.clone(),
+                expr,
+                output_fields: vec!["payload".to_string()],
+                query_params: vec![kv("limit", "1")],
+                consistency_level: ConsistencyLevel::Strong as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Query"))?
+            .into_inner();
+        check("Query", resp.status.as_ref())?;
+        let Some(payload) = string_column(&resp.fields_data, "payload") else {
+            return Ok(None);
+        };
+        match payload.first() {
+            None => Ok(None),
+            Some(b64) => BASE64
+                .decode(b64)
+                .map(Some)
+                .map_err(|e| protocol("Query", format!("checkpoint payload: {e}"))),
+        }
+    }
+}
+
+fn checkpoint_key(source: &str) -> String {
+    format!("checkpoint:{source}")
+}
+
+/// Column-wise hits → rows: `ids`, `scores` and the `doc_key` column are parallel.
+fn hits(r: SearchResultData) -> Result<Vec<SearchHit>, MilvusError> {
+    let ids: Vec<String> = match r.ids.and_then(|ids| ids.id_field) {
+        Some(i_ds::IdField::StrId(s)) => s.data,
+        Some(i_ds::IdField::IntId(_)) => return Err(protocol("Search", "integer primary keys")),
+        None => Vec::new(),
+    };
+    let doc_keys = string_column(&r.fields_data, "doc_key").unwrap_or(&[]);
+    if r.scores.len() != ids.len() || doc_keys.len() != ids.len() {
+        return Err(protocol(
+            "Search",
+            format!(
+                "{} ids, {} scores, {} doc keys",
+                ids.len(),
+                r.scores.len(),
+                doc_keys.len()
+            ),
+        ));
+    }
+    Ok(ids
+        .into_iter()
+        .zip(r.scores)
+        .zip(doc_keys)
+        .map(|((chunk_id, score), doc_key)| SearchHit {
+            chunk_id,
+            doc_key: doc_key.clone(),
+            score,
+        })
+        .collect())
+}

@@ -1,0 +1,65 @@
+use crate::expr::ExprError;
+
+/// What a Milvus call can fail with. `Server` carries the server's own status (`code`, `reason`),
+/// which Milvus reports inside an OK gRPC response.
+#[derive(Debug, thiserror::Error)]
+pub enum MilvusError {
+    #[error("invalid milvus uri {uri:?}: {reason}")]
+    InvalidUri { uri: String, reason: String },
+    #[error("cannot read the milvus CA file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to milvus at {uri}: {source}")]
+    Connect {
+        uri: String,
+        source: tonic::transport::Error,
+    },
+    #[error("milvus {method}: transport error: {status}")]
+    Rpc {
+        method: &'static str,
+        status: tonic::Status,
+    },
+    #[error("milvus {method} failed (code {code}): {reason}")]
+    Server {
+        method: &'static str,
+        code: i32,
+        reason: String,
+    },
+    #[error("collection {collection} exists with an incompatible schema: {reason}")]
+    IncompatibleCollection { collection: String, reason: String },
+    #[error("collection {collection} did not finish loading within {secs} s")]
+    LoadTimeout { collection: String, secs: u64 },
+    #[error("chunk {chunk_id}: {reason}")]
+    InvalidRow { chunk_id: String, reason: String },
+    #[error("query vector has dimension {got}, collection {collection} has {expected}")]
+    Dimension {
+        collection: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("checkpoint for {source_id} is {len} bytes; the state collection holds at most {max}")]
+    CheckpointTooLarge {
+        source_id: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("unexpected milvus response to {method}: {reason}")]
+    Protocol {
+        method: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Expr(#[from] ExprError),
+}
+
+impl MilvusError {
+    /// The server's status code, when the server refused the request.
+    pub fn server_code(&self) -> Option<i32> {
+        match self {
+            Self::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
