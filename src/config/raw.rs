@@ -356,7 +356,7 @@ impl Default for RawRetrieval {
             dense_feedback: 0.0,
             dense_feedback_chunks: 3,
             rerank: true,
-            rerank_depth: 30,
+            rerank_depth: 20,
         }
     }
 }
