@@ -20,7 +20,7 @@ use docent::config::Config;
 use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
 use docent::eval::{self, run};
 use docent::identity::token_hash;
-use docent::index::{Index, SearchFilter};
+use docent::index::{Index, IndexSnapshot, SearchFilter};
 use docent::ingest::embedding_input;
 use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever, ScoreNorm};
 use docent_connector_api::SourceDocument;

@@ -33,7 +33,7 @@ use crate::acl::{AclScope, AuthzError, authorize};
 use crate::answer::{self, Answer, AnswerConfig, AnswerSentence, AnswerStatus, Citation};
 use crate::guardrail::{self, Guardrails, QuestionScreen, RequestError, Verdict};
 use crate::identity::Caller;
-use crate::index::{Index, SearchFilter};
+use crate::index::{Backend, SearchFilter};
 use crate::metrics::{AnswerOutcome, Metrics};
 use crate::retrieve::{Hit, Limit, Mode, RetrieveError, Retriever};
 use crate::service::limits::Budget;
@@ -284,7 +284,7 @@ pub struct SearchOutcome {
 }
 
 pub struct Assistant {
-    index: Arc<Index>,
+    index: Arc<dyn Backend>,
     retriever: Arc<Retriever>,
     guardrails: Arc<Guardrails>,
     metrics: Arc<Metrics>,
@@ -309,7 +309,7 @@ pub struct Prepared {
 
 impl Assistant {
     pub fn new(
-        index: Arc<Index>,
+        index: Arc<dyn Backend>,
         retriever: Arc<Retriever>,
         guardrails: Arc<Guardrails>,
         metrics: Arc<Metrics>,
@@ -589,7 +589,7 @@ impl Assistant {
             .retriever
             .search_until(scope, query, qvec, mode, &filter, limit, &spent)?;
         let before = hits.len();
-        let hits = guardrail::recheck_hits(&self.index, scope, hits);
+        let hits = guardrail::recheck_hits(&*self.index, scope, hits);
         self.metrics
             .guardrail("acl", "drop", (before - hits.len()) as u64);
         let (hits, v) = self.guardrails.screen_passages(principals, hits);
@@ -750,7 +750,7 @@ impl Prepared {
                 verifier: Verifier::new(
                     &evidence[..n],
                     &a.guardrails,
-                    &a.index,
+                    &*a.index,
                     &self.scope,
                     &analyze,
                     response_scope,
@@ -906,7 +906,7 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
 /// read are dropped, with the sentences that cited only them (and the answer text is rebuilt
 /// from what is left).
 pub fn visible_turn(
-    index: &Index,
+    index: &dyn Backend,
     scope: &AclScope,
     mut t: store::TurnRecord,
 ) -> store::TurnRecord {
@@ -967,7 +967,7 @@ impl Assistant {
         let turns = store
             .turns(id)?
             .into_iter()
-            .map(|t| visible_turn(&self.index, &scope, t))
+            .map(|t| visible_turn(&*self.index, &scope, t))
             .collect();
         Ok((c, turns))
     }

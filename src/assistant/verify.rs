@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use crate::acl::AclScope;
 use crate::answer::{AnswerSentence, Citation, citation_for};
 use crate::guardrail::{Guardrails, PiiFindings, Verdict, readable, support_fraction};
-use crate::index::Index;
+use crate::index::Backend;
 use crate::retrieve::Hit;
 
 /// Whether generated text no passage supports may be shown (as uncited) or is removed.
@@ -55,7 +55,7 @@ pub struct Verified {
 pub struct Verifier<'a> {
     passages: &'a [Hit],
     guardrails: &'a Guardrails,
-    index: &'a Index,
+    index: &'a dyn Backend,
     scope: &'a AclScope,
     analyze: &'a (dyn Fn(&str) -> Vec<String> + Sync),
     response_scope: ResponseScope,
@@ -76,7 +76,7 @@ impl<'a> Verifier<'a> {
     pub fn new(
         passages: &'a [Hit],
         guardrails: &'a Guardrails,
-        index: &'a Index,
+        index: &'a dyn Backend,
         scope: &'a AclScope,
         analyze: &'a (dyn Fn(&str) -> Vec<String> + Sync),
         response_scope: ResponseScope,

@@ -40,7 +40,7 @@ use serde::Serialize;
 use crate::acl::AclScope;
 use crate::answer::{Answer, AnswerStatus, Citation};
 use crate::embed::{EmbedError, Embedder};
-use crate::index::Index;
+use crate::index::Backend;
 use crate::retrieve::Hit;
 
 pub const MAX_QUESTION_BYTES: usize = 4096;
@@ -712,7 +712,7 @@ pub fn check_question(field: &'static str, text: &str) -> Result<(), RequestErro
 }
 
 /// Whether the scope may read `doc_key` according to the index's current document table.
-pub fn readable(index: &Index, scope: &AclScope, doc_key: &str) -> bool {
+pub fn readable(index: &dyn Backend, scope: &AclScope, doc_key: &str) -> bool {
     index
         .doc_entry(doc_key)
         .is_some_and(|e| scope.permits(&e.acl))
@@ -721,7 +721,7 @@ pub fn readable(index: &Index, scope: &AclScope, doc_key: &str) -> bool {
 /// Drops hits the scope may not read (their ACL is re-read from the document table). Retrieval
 /// already filters inside the query; a drop here means a bug or a concurrent ACL change, and is
 /// logged without document details.
-pub fn recheck_hits(index: &Index, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
+pub fn recheck_hits(index: &dyn Backend, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit> {
     let before = hits.len();
     let kept: Vec<Hit> = hits
         .into_iter()
@@ -735,7 +735,7 @@ pub fn recheck_hits(index: &Index, scope: &AclScope, hits: Vec<Hit>) -> Vec<Hit>
 
 /// Removes citations the scope may not read, and any sentence left without a citation; an
 /// answer left empty becomes "no answer".
-pub fn recheck_answer(index: &Index, scope: &AclScope, mut answer: Answer) -> Answer {
+pub fn recheck_answer(index: &dyn Backend, scope: &AclScope, mut answer: Answer) -> Answer {
     if answer.status != AnswerStatus::Answered {
         return answer;
     }

@@ -3,16 +3,22 @@
 //! segment id and never stale), and a collector scores the documents the scope query matches.
 //! Deleted documents never reach the collector.
 //!
-//! Every scope is scanned exactly today (int8, then the best `RESCORE * k` rescored in f32).
-//! The filtered-HNSW path is built but **off** ([`ANN_MIN_VECTORS`] is `usize::MAX`): its recall
-//! on 384-dimension synthetic vectors is too low to replace an exact scan (benches/RESULTS.md,
-//! session 5). When a segment of at least that many vectors is loaded, an HNSW graph
-//! ([`super::ann`]) is built in the background (the exact scan serves until it is ready); a
-//! scope admitting at least [`ANN_MIN_ADMITTED`] of its docs is then searched through the graph
-//! with the scope applied during the search (an admitted-docs bitset), and the candidates are
-//! rescored exactly like the scan's. The graph is derived from the immutable segment, so it
-//! always matches the committed documents; it is rebuilt on open, never persisted. Tests turn
-//! it on with [`VectorCache::with_ann_thresholds`].
+//! Two paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, session 7):
+//! - the exact scan: the admitted docs' int8 copies (huge pages, each doc prefetched a few docs
+//!   ahead, AVX2 when the CPU has it), the best `RESCORE * k` rescored in f32. Always used for
+//!   small segments and small scopes: no recall loss under any ACL.
+//! - the filtered HNSW ([`super::ann`]): a segment of at least [`ANN_MIN_VECTORS`] vectors gets a
+//!   graph, built in the background when the segment is loaded (the exact scan serves until it
+//!   is ready). A scope admitting at least [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of
+//!   the segment is searched through the graph with the scope applied during the search (an
+//!   admitted-docs bitset), and the candidates are rescored exactly like the scan's. Below
+//!   that fraction the graph's recall falls (0.96 at 10%, 0.60 at 1% of 10⁶ vectors), so the
+//!   scan answers: exact, and ~1 ms per 10k admitted docs.
+//!
+//! The graph is derived from the immutable segment, so it always matches the committed
+//! documents, crash or not: it is rebuilt when a segment is loaded (open, or a merge's new
+//! segment), never persisted. Tests lower the thresholds with
+//! [`VectorCache::with_ann_thresholds`].
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -30,21 +36,24 @@ pub fn encode(v: &[f32]) -> Vec<u8> {
 pub struct SegmentVectors {
     dim: usize,
     data: Vec<f32>,
-    /// Quantized copies (int8 range, symmetric, per-vector scale) for the scan, held as i16 so
-    /// the baseline x86-64 target (SSE2) multiplies them with `pmaddwd`.
-    q8: Vec<i16>,
+    /// Quantized copies (int8, symmetric, per-vector scale) for the scan and the graph.
+    q8: Vec<i8>,
     scale: Vec<f32>,
     /// Set by a background build for large segments.
     graph: OnceLock<super::ann::Hnsw>,
 }
 
-/// Segments with at least this many vectors get an HNSW graph: off (see the module docs).
-pub const ANN_MIN_VECTORS: usize = usize::MAX;
+/// Segments with at least this many vectors get an HNSW graph (a scan of 20k takes ~1.5 ms).
+pub const ANN_MIN_VECTORS: usize = 20_000;
 /// A scope admitting fewer of a segment's docs than this is scanned exactly even when the
-/// segment has a graph (measured in `benches/ann.rs`: below it the scan is as fast and exact).
+/// segment has a graph (below it the scan takes under ~2 ms and is exact).
 pub const ANN_MIN_ADMITTED: usize = 20_000;
-/// The graph search's candidate list.
-const ANN_EF: usize = 128;
+/// ... or admitting less than this share of them (the filtered graph search's recall@10 is
+/// 0.96 at 10% and falls below: the scan is slower there, but exact).
+pub const ANN_MIN_FRACTION: f64 = 0.1;
+/// The graph search's candidate list (recall@10 0.997 at 10⁶ unfiltered; a longer list does
+/// not raise the filtered recall).
+const ANN_EF: usize = 64;
 
 impl SegmentVectors {
     fn view(&self) -> super::ann::View<'_> {
@@ -66,6 +75,13 @@ impl SegmentVectors {
         (!v[0].is_nan()).then_some(v)
     }
 
+    fn prefetch(&self, doc: DocId) {
+        let d = doc as usize;
+        if let Some(v) = self.q8.get(d * self.dim..(d + 1) * self.dim) {
+            super::simd::prefetch(v);
+        }
+    }
+
     fn approx(&self, doc: DocId, q: &Quantized) -> Option<f32> {
         let d = doc as usize;
         let s = *self.scale.get(d)?;
@@ -73,7 +89,7 @@ impl SegmentVectors {
             return None; // no vector
         }
         let v = &self.q8[d * self.dim..(d + 1) * self.dim];
-        Some(dot_i8(&q.values, v) as f32 * q.scale * s)
+        Some(super::simd::dot_q(&q.values, v) as f32 * q.scale * s)
     }
 }
 
@@ -111,22 +127,11 @@ pub fn quantize(v: &[f32]) -> Quantized {
     }
 }
 
-/// Integer dot product of int8-range values; 16 independent lanes so it vectorizes.
-pub(crate) fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
-    let mut acc = [0i32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| *x as i32 * *y as i32)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] as i32 * y[i] as i32;
-        }
+impl Quantized {
+    /// The stored (i8) form of the values.
+    pub fn to_i8(&self) -> Vec<i8> {
+        self.values.iter().map(|x| *x as i8).collect()
     }
-    acc.iter().sum::<i32>() + tail
 }
 
 pub struct VectorCache {
@@ -215,7 +220,8 @@ impl VectorCache {
                 }
             }
         }
-        let mut q8 = vec![0i16; max * self.dim];
+        let mut q8 = vec![0i8; max * self.dim];
+        super::simd::advise_huge_pages(&mut q8);
         let mut scale = vec![0.0f32; max];
         for d in 0..max {
             let v = &data[d * self.dim..(d + 1) * self.dim];
@@ -223,7 +229,7 @@ impl VectorCache {
                 let q = quantize(v);
                 // A zero scale marks "no vector" (an all-zero vector scores 0 anyway).
                 scale[d] = q.scale;
-                q8[d * self.dim..(d + 1) * self.dim].copy_from_slice(&q.values);
+                q8[d * self.dim..(d + 1) * self.dim].copy_from_slice(&q.to_i8());
             }
         }
         Ok(SegmentVectors {
@@ -310,9 +316,10 @@ pub struct DenseSegmentCollector {
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
     k: usize,
-    heap: BinaryHeap<Hit>,
-    /// With a graph: the admitted docs (a bitset) and their count, decided on at harvest.
-    admitted: Option<(Vec<u64>, usize)>,
+    /// The docs the scope admits (a bitset) and their count; scored at harvest, by the graph
+    /// or by a scan that prefetches the docs ahead of the one it scores.
+    admitted: Vec<u64>,
+    count: usize,
 }
 
 impl Collector for DenseCollector {
@@ -324,19 +331,15 @@ impl Collector for DenseCollector {
         seg: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
-        let vectors = self.cache.get(reader)?;
-        let admitted = vectors
-            .has_graph()
-            .then(|| (vec![0u64; (reader.max_doc() as usize).div_ceil(64)], 0));
         Ok(DenseSegmentCollector {
             seg,
             min_admitted: self.cache.ann_min_admitted,
-            vectors,
+            vectors: self.cache.get(reader)?,
             query: self.query.clone(),
             quantized: self.quantized.clone(),
             k: self.k,
-            heap: BinaryHeap::with_capacity(self.k * RESCORE + 1),
-            admitted,
+            admitted: vec![0u64; (reader.max_doc() as usize).div_ceil(64)],
+            count: 0,
         })
     }
 
@@ -359,48 +362,57 @@ impl SegmentCollector for DenseSegmentCollector {
     type Fruit = Vec<(f32, DocAddress)>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        if let Some((bits, n)) = &mut self.admitted {
-            bits[doc as usize / 64] |= 1 << (doc % 64);
-            *n += 1;
-            return;
-        }
-        self.scan(doc);
+        self.admitted[doc as usize / 64] |= 1 << (doc % 64);
+        self.count += 1;
     }
 
-    fn harvest(mut self) -> Self::Fruit {
-        if let Some((bits, n)) = self.admitted.take() {
-            match self.vectors.graph.get() {
-                Some(graph) if n >= self.min_admitted => {
-                    let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
-                    let found = graph.search(
-                        self.vectors.view(),
-                        self.quantized.values(),
-                        self.quantized.scale(),
-                        ANN_EF.max(self.k * RESCORE),
-                        &allowed,
+    fn harvest(self) -> Self::Fruit {
+        let mut heap = BinaryHeap::with_capacity(self.k * RESCORE + 1);
+        let bits = &self.admitted;
+        match self.vectors.graph.get() {
+            Some(graph)
+                if self.count >= self.min_admitted
+                    && self.count as f64
+                        >= ANN_MIN_FRACTION * self.vectors.scale.len().max(1) as f64 =>
+            {
+                let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
+                let found = graph.search(
+                    self.vectors.view(),
+                    self.quantized.values(),
+                    self.quantized.scale(),
+                    ANN_EF.max(self.k * RESCORE),
+                    &allowed,
+                );
+                for (s, d) in found {
+                    push(
+                        &mut heap,
+                        self.k * RESCORE,
+                        Hit(s, DocAddress::new(self.seg, d)),
                     );
-                    for (s, d) in found {
-                        push(
-                            &mut self.heap,
-                            self.k * RESCORE,
-                            Hit(s, DocAddress::new(self.seg, d)),
-                        );
+                }
+            }
+            _ => {
+                // Docs in ascending order, each prefetched `AHEAD` docs before it is scored:
+                // scattered docs are bound by memory latency, not arithmetic.
+                const AHEAD: usize = 8;
+                let mut docs = Vec::with_capacity(self.count);
+                for (w, word) in bits.iter().enumerate() {
+                    let mut word = *word;
+                    while word != 0 {
+                        docs.push(w as u32 * 64 + word.trailing_zeros());
+                        word &= word - 1;
                     }
                 }
-                _ => {
-                    for (w, word) in bits.iter().enumerate() {
-                        let mut word = *word;
-                        while word != 0 {
-                            let b = word.trailing_zeros();
-                            word &= word - 1;
-                            self.scan(w as u32 * 64 + b);
-                        }
+                for (i, &d) in docs.iter().enumerate() {
+                    if let Some(&ahead) = docs.get(i + AHEAD) {
+                        self.vectors.prefetch(ahead);
                     }
+                    self.scan(&mut heap, d);
                 }
             }
         }
         let mut exact = BinaryHeap::with_capacity(self.k + 1);
-        for h in self.heap {
+        for h in heap {
             if let Some(v) = self.vectors.vector(h.1.doc_id) {
                 push(
                     &mut exact,
@@ -415,10 +427,10 @@ impl SegmentCollector for DenseSegmentCollector {
 
 impl DenseSegmentCollector {
     /// The int8 score of one admitted doc into the candidate heap.
-    fn scan(&mut self, doc: DocId) {
+    fn scan(&self, heap: &mut BinaryHeap<Hit>, doc: DocId) {
         if let Some(s) = self.vectors.approx(doc, &self.quantized) {
             push(
-                &mut self.heap,
+                heap,
                 self.k * RESCORE,
                 Hit(s, DocAddress::new(self.seg, doc)),
             );
@@ -439,13 +451,17 @@ mod tests {
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 15.0)
             .collect();
         let (qa, qb) = (quantize(&a), quantize(&b));
-        let approx = dot_i8(&qa.values, &qb.values) as f32 * qa.scale * qb.scale;
+        let approx =
+            super::super::simd::dot_q(&qa.values, &qb.to_i8()) as f32 * qa.scale * qb.scale;
         let exact = crate::embed::dot(&a, &b);
         assert!(
             (approx - exact).abs() < 0.02 * exact.abs().max(1.0),
             "{approx} vs {exact}"
         );
-        assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), 4 - 10 - 18);
+        assert_eq!(
+            super::super::simd::dot_q(&[1, -2, 3], &[4, 5, -6]),
+            4 - 10 - 18
+        );
         assert_eq!(quantize(&[0.0, 0.0]).scale, 0.0);
     }
 }

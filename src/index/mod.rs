@@ -12,8 +12,12 @@
 //!   opening with another model fails, and [`Export`] is how an index is re-embedded instead.
 
 pub mod ann;
+pub mod backend;
 pub mod dense;
 mod schema;
+pub mod simd;
+#[cfg(test)]
+pub mod suite;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -34,6 +38,7 @@ use tantivy::{
 
 use crate::acl::AclScope;
 use crate::embed::{Embedder, Pooling, TextProfile};
+pub use backend::{Backend, ChunkAddr, IndexSnapshot};
 pub use dense::VectorCache;
 pub use schema::Fields;
 
@@ -762,8 +767,17 @@ pub struct Snapshot<'a> {
 /// Address of a chunk within a snapshot, with its score in one leg.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
-    pub addr: DocAddress,
+    pub addr: ChunkAddr,
     pub score: f32,
+}
+
+/// tantivy's address of a chunk as the backend-neutral one, and back.
+fn chunk_addr(a: DocAddress) -> ChunkAddr {
+    ChunkAddr(((a.segment_ord as u64) << 32) | a.doc_id as u64)
+}
+
+fn doc_address(a: ChunkAddr) -> DocAddress {
+    DocAddress::new((a.0 >> 32) as u32, a.0 as u32)
 }
 
 impl Snapshot<'_> {
@@ -908,9 +922,11 @@ impl Snapshot<'_> {
             ])),
         }
     }
+}
 
+impl IndexSnapshot for Snapshot<'_> {
     /// BM25 over title, headings and text, restricted to the scope before top-k.
-    pub fn bm25(
+    fn bm25(
         &self,
         scope: &AclScope,
         filter: &SearchFilter,
@@ -944,12 +960,15 @@ impl Snapshot<'_> {
         )?;
         Ok(top
             .into_iter()
-            .map(|(score, addr)| Scored { addr, score })
+            .map(|(score, addr)| Scored {
+                addr: chunk_addr(addr),
+                score,
+            })
             .collect())
     }
 
     /// Exact nearest neighbours by cosine over the chunks in scope (brute force per segment).
-    pub fn dense(
+    fn dense(
         &self,
         scope: &AclScope,
         filter: &SearchFilter,
@@ -965,7 +984,10 @@ impl Snapshot<'_> {
         let top = self.searcher.search(&q, &collector)?;
         Ok(top
             .into_iter()
-            .map(|(score, addr)| Scored { addr, score })
+            .map(|(score, addr)| Scored {
+                addr: chunk_addr(addr),
+                score,
+            })
             .collect())
     }
 
@@ -973,11 +995,12 @@ impl Snapshot<'_> {
     /// the `doc_key` term ordinal from the fast field (no dictionary or stored-document reads).
     /// A document's chunks always share a segment: they are written in one batch, and merges
     /// move them together.
-    pub fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
+    fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
         let mut columns: HashMap<u32, Option<tantivy::columnar::StrColumn>> = HashMap::new();
         let mut out = Vec::with_capacity(hits.len());
         for h in hits {
-            let seg = h.addr.segment_ord;
+            let addr = doc_address(h.addr);
+            let seg = addr.segment_ord;
             let col = match columns.entry(seg) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
@@ -989,17 +1012,17 @@ impl Snapshot<'_> {
             // Without a doc_key value, a chunk stands for itself.
             let ord = col
                 .as_ref()
-                .and_then(|c| c.term_ords(h.addr.doc_id).next())
-                .unwrap_or((1 << 39) | h.addr.doc_id as u64);
+                .and_then(|c| c.term_ords(addr.doc_id).next())
+                .unwrap_or((1 << 39) | addr.doc_id as u64);
             out.push(((seg as u64) << 40) | ord);
         }
         Ok(out)
     }
 
     /// The stored chunk at `addr`.
-    pub fn chunk(&self, addr: DocAddress) -> Result<StoredChunk, IndexError> {
+    fn chunk(&self, addr: ChunkAddr) -> Result<StoredChunk, IndexError> {
         let f = &self.index.fields;
-        let doc: TantivyDocument = self.searcher.doc(addr)?;
+        let doc: TantivyDocument = self.searcher.doc(doc_address(addr))?;
         let heading = get_str(&doc, f.heading);
         Ok(StoredChunk {
             chunk_id: get_str(&doc, f.chunk_id),
@@ -1021,7 +1044,8 @@ impl Snapshot<'_> {
     }
 
     /// The chunk's embedding, for answer-time relevance checks.
-    pub fn vector(&self, addr: DocAddress) -> Result<Option<Vec<f32>>, IndexError> {
+    fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, IndexError> {
+        let addr = doc_address(addr);
         let seg = &self.searcher.segment_readers()[addr.segment_ord as usize];
         Ok(self
             .index
@@ -1032,7 +1056,7 @@ impl Snapshot<'_> {
     }
 
     /// Inverse document frequency of a query token in the text field (for sentence scoring).
-    pub fn idf(&self, token: &str) -> f32 {
+    fn idf(&self, token: &str) -> f32 {
         let f = &self.index.fields;
         let n = self.searcher.num_docs() as f32;
         let df = self
@@ -1043,14 +1067,68 @@ impl Snapshot<'_> {
     }
 
     /// Analyzes text the way the BM25 text field does.
-    pub fn analyze(&self, text: &str) -> Vec<String> {
+    fn analyze(&self, text: &str) -> Vec<String> {
         schema::analyze(&self.index.index, text)
     }
 
     /// An analyzer for many texts: hands each token (as the BM25 text field analyzes it) with
     /// its byte offset to the sink.
-    pub fn analyzer(&self) -> Analyzer {
+    fn analyzer(&self) -> Analyzer {
         Analyzer(schema::text_analyzer(&self.index.index))
+    }
+}
+
+impl Backend for Index {
+    fn dim(&self) -> usize {
+        Index::dim(self)
+    }
+
+    fn snapshot(&self) -> Box<dyn IndexSnapshot + '_> {
+        Box::new(Index::snapshot(self))
+    }
+
+    fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {
+        Index::upsert(self, doc)
+    }
+
+    fn delete(&self, key: &DocKey) {
+        Index::delete(self, key)
+    }
+
+    fn commit(&self, checkpoints: BTreeMap<String, serde_json::Value>) -> Result<(), IndexError> {
+        Index::commit(self, checkpoints)
+    }
+
+    fn rollback(&self) -> Result<(), IndexError> {
+        Index::rollback(self)
+    }
+
+    fn checkpoints(&self) -> BTreeMap<String, serde_json::Value> {
+        Index::checkpoints(self)
+    }
+
+    fn doc_entry(&self, key: &str) -> Option<DocEntry> {
+        Index::doc_entry(self, key)
+    }
+
+    fn latest_entry(&self, key: &str) -> Option<DocEntry> {
+        Index::latest_entry(self, key)
+    }
+
+    fn chunk_vectors(&self, key: &DocKey) -> Result<HashMap<String, Vec<f32>>, IndexError> {
+        Index::chunk_vectors(self, key)
+    }
+
+    fn document_count(&self) -> usize {
+        Index::document_count(self)
+    }
+
+    fn documents_by_source(&self) -> HashMap<String, u64> {
+        Index::documents_by_source(self)
+    }
+
+    fn stats(&self) -> IndexStats {
+        Index::stats(self)
     }
 }
 
@@ -1123,6 +1201,18 @@ pub(crate) fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_backend_passes_the_backend_suite() {
+        let dirs = Mutex::new(Vec::new());
+        let open = || -> Arc<dyn Backend> {
+            let dir = tempfile::tempdir().unwrap();
+            let index = Index::open(dir.path(), "suite-model", suite::DIM).unwrap();
+            dirs.lock().unwrap().push(dir);
+            Arc::new(index)
+        };
+        suite::run_all(&open);
+    }
 
     fn record(key: &str, text: &str, acl: Acl) -> DocumentRecord {
         DocumentRecord {

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::chunk::{self, ChunkerConfig};
 use crate::embed::Embedder;
-use crate::index::{ChunkRecord, DocumentRecord, Index, IndexError};
+use crate::index::{Backend, ChunkRecord, DocumentRecord, IndexError};
 use crate::parse;
 
 /// Counters since start, for admins and tests.
@@ -147,7 +147,7 @@ pub struct PipelineConfig {
 }
 
 pub struct Pipeline {
-    index: Arc<Index>,
+    index: Arc<dyn Backend>,
     embedder: Arc<dyn Embedder>,
     cfg: PipelineConfig,
     stats: Arc<IngestStats>,
@@ -163,7 +163,7 @@ struct Prepared {
 
 impl Pipeline {
     pub fn new(
-        index: Arc<Index>,
+        index: Arc<dyn Backend>,
         embedder: Arc<dyn Embedder>,
         cfg: PipelineConfig,
         stats: Arc<IngestStats>,
@@ -524,6 +524,7 @@ mod tests {
 
     use super::*;
     use crate::embed::test_embedder::BagOfWords;
+    use crate::index::Index;
 
     #[derive(Debug, Clone)]
     enum Step {

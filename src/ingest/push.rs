@@ -72,7 +72,7 @@ impl PushSource {
 
     /// The newest state of `key` as (version, ACL fingerprint), `None` if it does not exist:
     /// what was last accepted, else what the index holds (uncommitted writes included).
-    pub fn newest(&self, key: &str, index: &crate::index::Index) -> Option<(String, String)> {
+    pub fn newest(&self, key: &str, index: &dyn crate::index::Backend) -> Option<(String, String)> {
         if let Some(last) = self.lock().last.get(key) {
             return last.clone();
         }
@@ -82,7 +82,12 @@ impl PushSource {
     }
 
     /// Records an accepted upsert (`Some`) or delete (`None`) of `key`, before it is queued.
-    pub fn record(&self, key: &str, state: Option<(String, String)>, index: &crate::index::Index) {
+    pub fn record(
+        &self,
+        key: &str,
+        state: Option<(String, String)>,
+        index: &dyn crate::index::Backend,
+    ) {
         let mut sent = self.lock();
         if sent.last.len() >= sent.prune_at.max(ACCEPTED_PRUNE_AT) {
             let id = &self.config.id;

@@ -27,7 +27,7 @@ use crate::embed::Embedder;
 use crate::embed::test_embedder::BagOfWords;
 use crate::guardrail;
 use crate::identity::{GroupSpec, IdentitySpec, IdentityStore, token_hash};
-use crate::index::{AttrFilter, ChunkRecord, DocumentRecord, Index, SearchFilter};
+use crate::index::{AttrFilter, Backend, ChunkRecord, DocumentRecord, Index, SearchFilter};
 
 const USERS: usize = 6;
 const GROUPS: usize = 5;
@@ -189,7 +189,9 @@ fn check_case(
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
-    let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+    // The embedded backend; the checks below use only the backend seam.
+    let index: Arc<dyn Backend> =
+        Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
     for (i, d) in docs.iter().enumerate() {
         let text: String = d
             .words
@@ -351,7 +353,7 @@ fn check_case(
                     let terms = retriever.term_weights(q);
                     let analyze = |s: &str| retriever.analyze(s);
                     let a = answer::extractive(&hits, &terms, &analyze, &cfg);
-                    let a = guardrail::recheck_answer(&index, &scope, a);
+                    let a = guardrail::recheck_answer(&*index, &scope, a);
                     for c in &a.citations {
                         prop_assert!(readable.contains(&c.document_key));
                     }

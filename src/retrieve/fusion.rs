@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use tantivy::DocAddress;
+use crate::index::ChunkAddr;
 
 use crate::index::Scored;
 
@@ -20,7 +20,7 @@ pub struct Leg<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
     /// The chunk that represents the document.
-    pub addr: DocAddress,
+    pub addr: ChunkAddr,
     pub score: f32,
     /// 1-based document rank in each leg (same order as the inputs); at most two legs.
     pub ranks: [Option<u32>; 2],
@@ -89,9 +89,7 @@ fn fuse(legs: &[Leg<'_>], weigh: impl Fn(usize, u32, f32, &LegStats) -> f32) -> 
         b.score
             .total_cmp(&a.score)
             .then_with(|| best_rank(a).cmp(&best_rank(b)))
-            .then_with(|| {
-                (a.addr.segment_ord, a.addr.doc_id).cmp(&(b.addr.segment_ord, b.addr.doc_id))
-            })
+            .then_with(|| a.addr.cmp(&b.addr))
     });
     out
 }
@@ -154,14 +152,14 @@ mod tests {
 
     fn s(doc: u32, score: f32) -> Scored {
         Scored {
-            addr: DocAddress::new(0, doc),
+            addr: ChunkAddr(doc as u64),
             score,
         }
     }
 
     /// Chunk n belongs to document n / 10.
     fn keys(hits: &[Scored]) -> Vec<u64> {
-        hits.iter().map(|h| (h.addr.doc_id / 10) as u64).collect()
+        hits.iter().map(|h| h.addr.0 / 10).collect()
     }
 
     fn rrf2(a: &[Scored], b: &[Scored]) -> Vec<Fused> {
@@ -177,7 +175,7 @@ mod tests {
         let a = [s(10, 0.0), s(20, 0.0), s(30, 0.0)];
         let b = [s(30, 0.0), s(40, 0.0), s(10, 0.0)];
         let f = rrf2(&a, &b);
-        let order: Vec<u32> = f.iter().map(|x| x.addr.doc_id).collect();
+        let order: Vec<u32> = f.iter().map(|x| x.addr.0 as u32).collect();
         assert_eq!(order, [10, 30, 20, 40]);
         assert_eq!(f[0].ranks, [Some(1), Some(3)]);
         assert_eq!(f[3].ranks, [None, Some(2)]);
@@ -193,7 +191,7 @@ mod tests {
         assert_eq!(f.len(), 2, "one result per document");
         assert_eq!(f[0].ranks, [Some(1), Some(1)]);
         assert_eq!(
-            f[0].addr.doc_id, 11,
+            f[0].addr.0 as u32, 11,
             "best-ranked chunk represents the document"
         );
         assert_eq!(f[1].ranks, [Some(2), Some(2)]);
@@ -203,7 +201,7 @@ mod tests {
             keys: &ka,
         });
         assert_eq!(
-            single.iter().map(|x| x.addr.doc_id).collect::<Vec<_>>(),
+            single.iter().map(|x| x.addr.0 as u32).collect::<Vec<_>>(),
             [11, 20]
         );
     }
@@ -224,7 +222,7 @@ mod tests {
             },
         );
         let f = convex(legs.0, legs.1, 0.5, ScoreNorm::MinMax);
-        let got: Vec<(u32, f32)> = f.iter().map(|x| (x.addr.doc_id, x.score)).collect();
+        let got: Vec<(u32, f32)> = f.iter().map(|x| (x.addr.0 as u32, x.score)).collect();
         assert_eq!(got, [(10, 0.5), (30, 0.5), (20, 0.25)]);
         assert_eq!(f[0].ranks, [Some(1), Some(2)]);
         let only_bm25 = convex(legs.0, legs.1, 1.0, ScoreNorm::MinMax);
@@ -232,7 +230,7 @@ mod tests {
             only_bm25
                 .iter()
                 .take(3)
-                .map(|x| x.addr.doc_id)
+                .map(|x| x.addr.0 as u32)
                 .collect::<Vec<_>>(),
             [10, 20, 30]
         );
@@ -247,7 +245,7 @@ mod tests {
             let la: Vec<Scored> = a.iter().map(|&d| s(d, 0.0)).collect();
             let lb: Vec<Scored> = b.iter().map(|&d| s(d, 0.0)).collect();
             let f = rrf2(&la, &lb);
-            let got: std::collections::BTreeSet<u32> = f.iter().map(|x| x.addr.doc_id / 10).collect();
+            let got: std::collections::BTreeSet<u32> = f.iter().map(|x| x.addr.0 as u32 / 10).collect();
             let want: std::collections::BTreeSet<u32> = a.union(&b).map(|d| d / 10).collect();
             prop_assert_eq!(f.len(), want.len());
             prop_assert_eq!(got, want);

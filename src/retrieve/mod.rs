@@ -12,12 +12,12 @@ pub mod rerank;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::index::ChunkAddr;
 pub use fusion::{Leg, ScoreNorm, convex, rrf};
-use tantivy::DocAddress;
 
 use crate::acl::AclScope;
 use crate::embed::{EmbedError, Embedder};
-use crate::index::{Index, IndexError, Scored, SearchFilter, StoredChunk};
+use crate::index::{Backend, IndexError, IndexSnapshot, Scored, SearchFilter, StoredChunk};
 use rerank::{Passage, QueryTerms, RankerModel, Signals};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,14 +130,14 @@ impl From<usize> for Limit {
 const RERANK_CHUNKS_PER_DOC: usize = 2;
 
 pub struct Retriever {
-    index: Arc<Index>,
+    index: Arc<dyn Backend>,
     embedder: Arc<dyn Embedder>,
     cfg: RetrievalConfig,
     ranker: Arc<RankerModel>,
 }
 
 impl Retriever {
-    pub fn new(index: Arc<Index>, embedder: Arc<dyn Embedder>, cfg: RetrievalConfig) -> Self {
+    pub fn new(index: Arc<dyn Backend>, embedder: Arc<dyn Embedder>, cfg: RetrievalConfig) -> Self {
         Self {
             index,
             embedder,
@@ -152,7 +152,7 @@ impl Retriever {
         self
     }
 
-    pub fn index(&self) -> &Arc<Index> {
+    pub fn index(&self) -> &Arc<dyn Backend> {
         &self.index
     }
 
@@ -325,7 +325,7 @@ impl Retriever {
             Mode::Hybrid => {
                 let first = hybrid(&dense_used.0)?;
                 let moved = match &qvec {
-                    Some(q) => self.feedback_vector(&snap, q, &first)?,
+                    Some(q) => self.feedback_vector(&*snap, q, &first)?,
                     None => None,
                 };
                 match moved {
@@ -344,7 +344,7 @@ impl Retriever {
                 (&dense_used.0[..], &dense_used.1[..]),
             ];
             self.second_stage(
-                &snap,
+                &*snap,
                 query,
                 qvec.as_deref(),
                 legs,
@@ -356,10 +356,10 @@ impl Retriever {
             Vec::new()
         };
         let mut hits = reranked;
-        let done: std::collections::HashSet<DocAddress> =
-            hits.iter()
-                .map(|h| h.addr)
-                .collect::<std::collections::HashSet<_>>();
+        let done: std::collections::HashSet<ChunkAddr> = hits
+            .iter()
+            .map(|h| h.addr)
+            .collect::<std::collections::HashSet<_>>();
         let skip = if hits.is_empty() {
             0
         } else {
@@ -406,7 +406,7 @@ impl Retriever {
     #[allow(clippy::too_many_arguments)]
     fn second_stage(
         &self,
-        snap: &crate::index::Snapshot<'_>,
+        snap: &dyn IndexSnapshot,
         query: &str,
         qvec: Option<&[f32]>,
         legs: [(&[Scored], &[u64]); 2],
@@ -429,7 +429,7 @@ impl Retriever {
             top_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         // Per document: its representative chunk, then its chunks from each leg alternately.
         let per_doc = limit.per_document.max(RERANK_CHUNKS_PER_DOC);
-        let mut by_leg: Vec<[Vec<DocAddress>; 2]> = vec![Default::default(); depth];
+        let mut by_leg: Vec<[Vec<ChunkAddr>; 2]> = vec![Default::default(); depth];
         for (li, (hits, keys)) in legs.iter().enumerate() {
             for (s, k) in hits.iter().zip(keys.iter()) {
                 if let Some(&d) = doc_of.get(k)
@@ -439,9 +439,9 @@ impl Retriever {
                 }
             }
         }
-        let bm25_score: HashMap<DocAddress, f32> =
+        let bm25_score: HashMap<ChunkAddr, f32> =
             legs[0].0.iter().map(|s| (s.addr, s.score)).collect();
-        let mut cands: Vec<(usize, DocAddress)> = Vec::new();
+        let mut cands: Vec<(usize, ChunkAddr)> = Vec::new();
         for (d, f) in top.iter().enumerate() {
             let mut mine = vec![f.addr];
             let [b, v] = &by_leg[d];
@@ -455,7 +455,7 @@ impl Retriever {
             cands.extend(mine.into_iter().map(|a| (d, a)));
         }
         let q = QueryTerms::new(snap.analyze(query), |t| snap.idf(t));
-        let signals = |d: usize, addr: DocAddress, cosine: Option<f32>| Signals {
+        let signals = |d: usize, addr: ChunkAddr, cosine: Option<f32>| Signals {
             cosine: cosine.unwrap_or(0.0),
             bm25: bm25_score.get(&addr).copied(),
             fused: top[d].score,
@@ -465,7 +465,7 @@ impl Retriever {
         let all: Vec<Signals> = cands.iter().map(|&(d, a)| signals(d, a, None)).collect();
         let best = rerank::Best::of(&all);
         // Loading and featurising the candidates is most of this stage: two halves in parallel.
-        let part = |cands: &[(usize, DocAddress)]| -> Result<Vec<Loaded>, RetrieveError> {
+        let part = |cands: &[(usize, ChunkAddr)]| -> Result<Vec<Loaded>, RetrieveError> {
             let mut loaded = Vec::with_capacity(cands.len());
             for &(d, addr) in cands {
                 let chunk = snap.chunk(addr)?;
@@ -568,7 +568,7 @@ impl Retriever {
     /// dense search under the same scope and filter. `None` when off or nothing to move to.
     fn feedback_vector(
         &self,
-        snap: &crate::index::Snapshot<'_>,
+        snap: &dyn IndexSnapshot,
         qvec: &[f32],
         fused: &[fusion::Fused],
     ) -> Result<Option<Vec<f32>>, RetrieveError> {
@@ -655,7 +655,7 @@ pub struct Scoring {
 /// and features.
 type Loaded = (
     usize,
-    DocAddress,
+    ChunkAddr,
     StoredChunk,
     Option<f32>,
     [f32; rerank::FEATURES],
@@ -663,7 +663,7 @@ type Loaded = (
 
 /// A hit with its address in the snapshot.
 struct Ranked {
-    addr: DocAddress,
+    addr: ChunkAddr,
     hit: Hit,
 }
 
@@ -675,6 +675,7 @@ mod tests {
 
     use super::*;
     use crate::embed::test_embedder::BagOfWords;
+    use crate::index::Index;
     use crate::index::{ChunkRecord, DocumentRecord};
 
     const TEXTS: &[(&str, &str)] = &[

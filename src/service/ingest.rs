@@ -173,7 +173,7 @@ fn validate(
     let doc_key = DocKey::new(&src.config.id, &key);
     // Against the newest state: a re-put of an indexed version after a newer one was accepted
     // (and still waits in the queue) is a change.
-    if src.newest(&key, &st.index) == Some((d.version.clone(), acl.fingerprint())) {
+    if src.newest(&key, &*st.index) == Some((d.version.clone(), acl.fingerprint())) {
         return Err(result(&key, Unchanged, ""));
     }
     let (content, default_mime) = match d.content {
@@ -272,7 +272,7 @@ impl pb::ingest_server::Ingest for IngestService {
                     src.record(
                         &key,
                         Some((doc.version.clone(), doc.acl.fingerprint())),
-                        &self.state.index,
+                        &*self.state.index,
                     );
                     if !src.send(Change::Upsert(Box::new(doc))).await {
                         return Err(Status::unavailable("the daemon is shutting down"));
@@ -317,11 +317,11 @@ impl pb::ingest_server::Ingest for IngestService {
             let doc_key = DocKey::new(&src.config.id, &key);
             // Known if indexed, written but not committed, or accepted and still queued: the
             // delete is queued behind that upsert and wins over it.
-            if src.newest(&key, &self.state.index).is_none() {
+            if src.newest(&key, &*self.state.index).is_none() {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }
-            src.record(&key, None, &self.state.index);
+            src.record(&key, None, &*self.state.index);
             deleted.push(doc_key.to_string());
             if !src.send(Change::Delete(doc_key)).await {
                 return Err(Status::unavailable("the daemon is shutting down"));

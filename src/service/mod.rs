@@ -29,7 +29,7 @@ pub use refusals::RefusalAuditLayer;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::guardrail::Verdict;
 use crate::identity::Caller;
-use crate::index::Index;
+use crate::index::Backend;
 use crate::ingest::{IngestStats, SkipLog};
 
 /// A running connector as admins see it.
@@ -45,7 +45,7 @@ pub struct ConnectorInfo {
 /// Everything the handlers share.
 pub struct AppState {
     pub assistant: Arc<crate::assistant::Assistant>,
-    pub index: Arc<Index>,
+    pub index: Arc<dyn Backend>,
     pub identities: Arc<crate::identity::IdentityRegistry>,
     pub audit: Option<Arc<AuditLog>>,
     /// The config file identities are reloaded from (none in tests built from text).
