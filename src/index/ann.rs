@@ -391,19 +391,15 @@ impl Hnsw {
                 if !visited.insert(nb) {
                     continue;
                 }
-                let s = view.sim_query(q, qs, nb);
-                if best.len() < ef || best.peek().is_some_and(|w| s > w.0.0) {
-                    cands.push(Cand(s, nb));
-                    best.push(Reverse(Cand(s, nb)));
-                    if best.len() > ef {
-                        best.pop();
-                    }
-                }
+                offer(
+                    &mut cands,
+                    &mut best,
+                    ef,
+                    Cand(view.sim_query(q, qs, nb), nb),
+                );
             }
         }
-        let mut out: Vec<Cand> = best.into_iter().map(|r| r.0).collect();
-        out.sort_by(|a, b| b.cmp(a));
-        out
+        best_first(best)
     }
 
     /// Level 0 under a filter, ACORN-style (Patel et al., SIGMOD 2024): only admitted nodes are
@@ -483,19 +479,15 @@ impl Hnsw {
             }
             view.prefetch(&next);
             for &nb in &next {
-                let s = view.sim_query(q, qs, nb);
-                if best.len() < ef || best.peek().is_some_and(|w| s > w.0.0) {
-                    cands.push(Cand(s, nb));
-                    best.push(Reverse(Cand(s, nb)));
-                    if best.len() > ef {
-                        best.pop();
-                    }
-                }
+                offer(
+                    &mut cands,
+                    &mut best,
+                    ef,
+                    Cand(view.sim_query(q, qs, nb), nb),
+                );
             }
         }
-        let mut out: Vec<Cand> = best.into_iter().map(|r| r.0).collect();
-        out.sort_by(|a, b| b.cmp(a));
-        out
+        best_first(best)
     }
 
     /// The (approximate int8 similarity, doc) pairs of up to `ef.max(k)` docs `allowed` admits,
@@ -607,6 +599,23 @@ impl Hnsw {
                 .map(|l| 24 + l.iter().map(|v| 24 + v.len() * 4).sum::<usize>())
                 .sum::<usize>()
     }
+}
+
+/// A scored node into a search: kept (and expanded later) while it beats the `ef`-th best.
+fn offer(cands: &mut BinaryHeap<Cand>, best: &mut BinaryHeap<Reverse<Cand>>, ef: usize, c: Cand) {
+    if best.len() < ef || best.peek().is_some_and(|w| c.0 > w.0.0) {
+        cands.push(c);
+        best.push(Reverse(c));
+        if best.len() > ef {
+            best.pop();
+        }
+    }
+}
+
+fn best_first(best: BinaryHeap<Reverse<Cand>>) -> Vec<Cand> {
+    let mut out: Vec<Cand> = best.into_iter().map(|r| r.0).collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out
 }
 
 /// Malkov & Yashunin's neighbour heuristic: keep a candidate only when it is closer to the new
