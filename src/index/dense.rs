@@ -469,7 +469,7 @@ mod tests {
 #[cfg(test)]
 mod graph_tests {
     use super::*;
-    use tantivy::query::TermQuery;
+    use tantivy::query::{BooleanQuery, TermQuery};
     use tantivy::schema::{FAST, IndexRecordOption, STRING, Schema};
     use tantivy::{Term, doc};
 
@@ -478,12 +478,17 @@ mod graph_tests {
         let mut sb = Schema::builder();
         let vector = sb.add_bytes_field("vector", FAST);
         let group = sb.add_text_field("group", STRING);
+        let parity = sb.add_text_field("parity", STRING);
         let index = tantivy::Index::create_in_ram(sb.build());
         let vs = super::super::ann::clustered_vectors(n, dim, 11);
         let mut w = index.writer_with_num_threads(1, 50_000_000).unwrap();
         for (d, v) in vs.iter().enumerate() {
-            w.add_document(doc!(vector => encode(v), group => format!("g{}", d % 10)))
-                .unwrap();
+            w.add_document(doc!(
+                vector => encode(v),
+                group => format!("g{}", d % 10),
+                parity => if d % 2 == 0 { "even" } else { "odd" },
+            ))
+            .unwrap();
         }
         w.commit().unwrap();
         index
@@ -533,5 +538,63 @@ mod graph_tests {
             total += exact.len();
         }
         assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
+    }
+
+    /// Deletes leave the segment (and its graph) in place; the deleted docs are walked through
+    /// but never returned, since only docs the scope query yields are admitted.
+    #[test]
+    fn deleted_docs_never_come_back_through_the_graph() {
+        let index = segment(2000, 32);
+        let graph = Arc::new(VectorCache::new(32).with_ann_thresholds(1000, 100));
+        let reader = index.reader().unwrap();
+        let loaded = graph.get(&reader.searcher().segment_readers()[0]).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !loaded.has_graph() {
+            assert!(std::time::Instant::now() < deadline, "graph not built");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let parity = index.schema().get_field("parity").unwrap();
+        let mut w: tantivy::IndexWriter = index.writer_with_num_threads(1, 50_000_000).unwrap();
+        w.delete_term(Term::from_field_text(parity, "odd"));
+        w.commit().unwrap();
+        reader.reload().unwrap();
+        let searcher = reader.searcher();
+        assert_eq!(
+            searcher.segment_readers().len(),
+            1,
+            "the same segment, with deletes"
+        );
+        assert!(
+            Arc::ptr_eq(&graph.get(&searcher.segment_readers()[0]).unwrap(), &loaded),
+            "its graph is reused"
+        );
+        let field = searcher.schema().get_field("group").unwrap();
+        // Groups 3 and 4 (400 docs, 200 of them alive): the graph path (≥ 10% of the segment).
+        let scope = BooleanQuery::new(
+            ["g3", "g4"]
+                .iter()
+                .map(|g| {
+                    let q: Box<dyn tantivy::query::Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(field, g),
+                        IndexRecordOption::Basic,
+                    ));
+                    (tantivy::query::Occur::Should, q)
+                })
+                .collect(),
+        );
+        for q in super::super::ann::clustered_vectors(20, 32, 78) {
+            let hits = searcher
+                .search(&scope, &DenseCollector::new(graph.clone(), q, 10))
+                .unwrap();
+            assert_eq!(hits.len(), 10);
+            for (_, a) in hits {
+                assert!(a.doc_id % 2 == 0, "deleted doc {} returned", a.doc_id);
+                assert!(
+                    [3, 4].contains(&(a.doc_id % 10)),
+                    "{} leaves the scope",
+                    a.doc_id
+                );
+            }
+        }
     }
 }
