@@ -116,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     let defaults = Params::default();
     let params = Params {
         m: list("--m", &[defaults.m])[0],
+        m0: list("--m0", &[defaults.m0])[0],
         ef_construction: list("--efc", &[defaults.ef_construction])[0],
         threads: list("--threads", &[defaults.threads])[0],
         ..defaults
@@ -151,8 +152,8 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{} real query vectors", queries.len());
 
     println!(
-        "params: m {} ef_construction {} threads {}\n",
-        params.m, params.ef_construction, params.threads
+        "params: m {} m0 {} ef_construction {} threads {}\n",
+        params.m, params.m0, params.ef_construction, params.threads
     );
     println!(
         "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | ef | HNSW p50 | HNSW p99 | HNSW recall@10 |"
@@ -192,8 +193,8 @@ fn main() -> anyhow::Result<()> {
         // (its build time is then the one recorded with it).
         let cached = arg("--graph-cache").map(|d| {
             PathBuf::from(d).join(format!(
-                "ann-{n}-m{}-efc{}.graph",
-                params.m, params.ef_construction
+                "ann-{n}-m{}-m0-{}-efc{}.graph",
+                params.m, params.m0, params.ef_construction
             ))
         });
         let (g, build) = match cached
