@@ -122,6 +122,8 @@ const EMPTY: u32 = u32::MAX;
 /// 1/64 of the graph so far (at most [`MAX_BATCH`]), planned in parallel.
 const SEQUENTIAL_PREFIX: usize = 4096;
 const MAX_BATCH: usize = 1024;
+/// A filtered expansion completes its admitted links with two-hop ones up to this many.
+const FILTERED_FILL: usize = 32;
 
 /// Visited marks, reused across searches: clearing resets only the words a search touched (a
 /// fresh bitset per insertion made the build quadratic).
@@ -456,7 +458,7 @@ impl Hnsw {
                     refused += 1;
                 }
             }
-            if refused > 0 && next.len() < self.m0 {
+            if refused > 0 && next.len() < self.m0.min(FILTERED_FILL) {
                 // Round robin over the refused links, one admitted link of each per round, so
                 // the list covers every direction instead of the first few links' surroundings.
                 let refused: Vec<&[u32]> = links
@@ -474,7 +476,7 @@ impl Hnsw {
                             if allowed(nb2) && visited.insert(nb2) {
                                 next.push(nb2);
                                 progress = true;
-                                if next.len() >= self.m0 {
+                                if next.len() >= self.m0.min(FILTERED_FILL) {
                                     break 'rounds;
                                 }
                                 break;
