@@ -305,7 +305,7 @@ impl Hnsw {
         let mut eps = vec![ep];
         let mut plan = Vec::new();
         for lev in (0..=level.min(self.max_level)).rev() {
-            let found = self.layer(view, &q, qs, &eps, ef_c, lev, vis);
+            let found = self.layer(view, &q, qs, &eps, ef_c, lev, &|_| true, vis);
             let want = if lev == 0 { self.m0 / 2 } else { self.m };
             plan.push((lev, select(view, &found, want.max(self.m))));
             eps = found.iter().map(|c| c.1).collect();
@@ -364,7 +364,12 @@ impl Hnsw {
         }
     }
 
-    /// The `ef` best nodes found from `eps` on `level`, best first (construction: no filter).
+    /// The `ef` best nodes `allowed` admits, found from `eps` on `level`, best first (the build
+    /// admits every node). Under a filter, ACORN-style (Patel et al., SIGMOD 2024): only
+    /// admitted nodes are scored and expanded; a node's neighbourhood is its admitted links,
+    /// completed with the admitted links of its refused links (two hops, up to
+    /// [`FILTERED_FILL`]), so the admitted subgraph stays connected when the filter refuses most
+    /// nodes. Without a filter this is the plain HNSW search.
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
@@ -374,54 +379,6 @@ impl Hnsw {
         eps: &[u32],
         ef: usize,
         level: usize,
-        visited: &mut Visited,
-    ) -> Vec<Cand> {
-        visited.clear();
-        let mut cands = BinaryHeap::new();
-        let mut best: BinaryHeap<Reverse<Cand>> = BinaryHeap::new();
-        for &e in eps {
-            if visited.insert(e) {
-                let c = Cand(view.sim_query(q, qs, e), e);
-                cands.push(c);
-                best.push(Reverse(c));
-            }
-        }
-        while best.len() > ef {
-            best.pop();
-        }
-        while let Some(c) = cands.pop() {
-            if best.len() >= ef && best.peek().is_some_and(|w| c.0 < w.0.0) {
-                break;
-            }
-            let links = self.links(c.1, level);
-            view.prefetch(links);
-            for &nb in links {
-                if !visited.insert(nb) {
-                    continue;
-                }
-                offer(
-                    &mut cands,
-                    &mut best,
-                    ef,
-                    Cand(view.sim_query(q, qs, nb), nb),
-                );
-            }
-        }
-        best_first(best)
-    }
-
-    /// Level 0 under a filter, ACORN-style (Patel et al., SIGMOD 2024): only admitted nodes are
-    /// scored and expanded; a node's neighbourhood is its admitted links, completed up to `m0`
-    /// with the admitted links of its refused links (two hops), so the admitted subgraph stays
-    /// connected when the filter refuses most nodes. Without a filter this is the plain search.
-    #[allow(clippy::too_many_arguments)]
-    fn layer_filtered(
-        &self,
-        view: &View<'_>,
-        q: &[i16],
-        qs: f32,
-        eps: &[u32],
-        ef: usize,
         allowed: &dyn Fn(u32) -> bool,
         visited: &mut Visited,
     ) -> Vec<Cand> {
@@ -447,7 +404,7 @@ impl Hnsw {
                 break;
             }
             next.clear();
-            let links = self.links(c.1, 0);
+            let links = self.links(c.1, level);
             let mut refused = 0;
             for &nb in links {
                 if allowed(nb) {
@@ -464,7 +421,7 @@ impl Hnsw {
                 let refused: Vec<&[u32]> = links
                     .iter()
                     .filter(|&&nb| !allowed(nb))
-                    .map(|&nb| self.links(nb, 0))
+                    .map(|&nb| self.links(nb, level))
                     .collect();
                 let mut cursor = vec![0usize; refused.len()];
                 let mut progress = true;
@@ -515,10 +472,19 @@ impl Hnsw {
             ep = self.greedy(&view, query, query_scale, ep, lev);
         }
         let mut visited = Visited::new(view.len());
-        self.layer_filtered(&view, query, query_scale, &[ep], ef, allowed, &mut visited)
-            .into_iter()
-            .map(|c| (c.0, c.1))
-            .collect()
+        self.layer(
+            &view,
+            query,
+            query_scale,
+            &[ep],
+            ef,
+            0,
+            allowed,
+            &mut visited,
+        )
+        .into_iter()
+        .map(|c| (c.0, c.1))
+        .collect()
     }
 
     /// The graph as bytes (little-endian u32s: m, m0, max level, entry, node count, the level-0
