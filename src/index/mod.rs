@@ -14,6 +14,7 @@
 pub mod ann;
 pub mod backend;
 pub mod dense;
+pub mod milvus;
 mod schema;
 pub mod simd;
 #[cfg(test)]
@@ -67,6 +68,14 @@ pub enum IndexError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("index on Milvus: {0}")]
+    Milvus(Box<docent_milvus::MilvusError>),
+}
+
+impl From<docent_milvus::MilvusError> for IndexError {
+    fn from(e: docent_milvus::MilvusError) -> Self {
+        Self::Milvus(Box::new(e))
+    }
 }
 
 /// What decides the vectors: an index only opens with the same model, dimension and profile.

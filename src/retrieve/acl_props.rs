@@ -180,6 +180,7 @@ fn chunks(i: usize, text: &str, vector: Vec<f32>, embedder: &dyn Embedder) -> Ve
     out
 }
 
+/// One case on the embedded backend.
 fn check_case(
     docs: &[DocSpec],
     parents: &[Vec<usize>],
@@ -188,10 +189,22 @@ fn check_case(
     dense_feedback: bool,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
-    // The embedded backend; the checks below use only the backend seam.
+    let embedder = BagOfWords;
     let index: Arc<dyn Backend> =
         Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+    check_case_on(index, docs, parents, memberships, filter, dense_feedback)
+}
+
+/// One case on `index` (fresh and empty); the checks use only the backend seam.
+fn check_case_on(
+    index: Arc<dyn Backend>,
+    docs: &[DocSpec],
+    parents: &[Vec<usize>],
+    memberships: &[Vec<usize>],
+    filter: &AttrFilter,
+    dense_feedback: bool,
+) -> Result<(), TestCaseError> {
+    let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
     for (i, d) in docs.iter().enumerate() {
         let text: String = d
             .words
@@ -383,5 +396,23 @@ proptest! {
         dense_feedback in any::<bool>(),
     ) {
         check_case(&docs, &parents, &memberships, &filter, dense_feedback)?;
+    }
+}
+
+proptest! {
+    // The same property on Milvus (Lite, started for the test binary): fewer cases, as each
+    // search is a request to a Python server.
+    #![proptest_config(ProptestConfig { cases: cases() / 3, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_result_is_readable_by_the_caller_on_milvus(
+        docs in prop::collection::vec(doc_strategy(), 1..30),
+        parents in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..2), GROUPS),
+        memberships in prop::collection::vec(prop::collection::vec(0..GROUPS, 0..3), USERS),
+        filter in filter_strategy(),
+        dense_feedback in any::<bool>(),
+    ) {
+        let index = crate::index::milvus::test_backend(BagOfWords.model_id(), BagOfWords.dim());
+        check_case_on(index, &docs, &parents, &memberships, &filter, dense_feedback)?;
     }
 }

@@ -102,6 +102,10 @@ pub struct ChunkRow {
     pub attributes: BTreeMap<String, String>,
     pub ordinal: i64,
     pub span: Range<i64>,
+    /// What the caller keeps per chunk beyond the searchable fields (Docent: the document's
+    /// version, content hash, chunk count, ACL, modification time; the chunk's hash, page and
+    /// heading path). Stored as JSON, returned as is.
+    pub meta: serde_json::Value,
 }
 
 /// One search hit, best first.
@@ -533,6 +537,16 @@ impl ChunkCollection {
                 longs("ordinal", batch.iter().map(|r| r.ordinal).collect()),
                 longs("span_start", batch.iter().map(|r| r.span.start).collect()),
                 longs("span_end", batch.iter().map(|r| r.span.end).collect()),
+                scalars(
+                    "meta",
+                    DataType::Json,
+                    scalar_field::Data::JsonData(JsonArray {
+                        data: batch
+                            .iter()
+                            .map(|r| r.meta.to_string().into_bytes())
+                            .collect(),
+                    }),
+                ),
             ];
             let resp = self
                 .grpc()
@@ -657,14 +671,123 @@ impl ChunkCollection {
         filter: Option<&Filter>,
         k: usize,
     ) -> Result<Vec<SearchHit>, MilvusError> {
+        let fields = schema::OUTPUT_FIELDS.map(String::from).to_vec();
+        match self
+            .search_data(
+                anns_field,
+                metric,
+                placeholder_type,
+                value,
+                scope,
+                filter,
+                k,
+                fields,
+            )
+            .await?
+        {
+            Some(r) => hits(r),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Like [`Self::dense_search`], with each hit's whole row (vector included).
+    pub async fn dense_search_rows(
+        &self,
+        vector: &[f32],
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+    ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
+        if vector.len() != self.dim {
+            return Err(MilvusError::Dimension {
+                collection: self.name.clone(),
+                expected: self.dim,
+                got: vector.len(),
+            });
+        }
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let r = self
+            .search_data(
+                "dense",
+                "COSINE",
+                PlaceholderType::FloatVector,
+                bytes,
+                scope,
+                filter,
+                k,
+                row_fields(true),
+            )
+            .await?;
+        r.map_or(Ok(Vec::new()), |r| self.scored_rows("Search", r))
+    }
+
+    /// Like [`Self::bm25_search`], with each hit's whole row (vector included).
+    pub async fn bm25_search_rows(
+        &self,
+        text: &str,
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+    ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
+        let r = self
+            .search_data(
+                "sparse",
+                "BM25",
+                PlaceholderType::VarChar,
+                text.as_bytes().to_vec(),
+                scope,
+                filter,
+                k,
+                row_fields(true),
+            )
+            .await?;
+        let mut rows = r.map_or(Ok(Vec::new()), |r| self.scored_rows("Search", r))?;
+        for (score, _) in &mut rows {
+            *score = score.abs();
+        }
+        Ok(rows)
+    }
+
+    fn scored_rows(
+        &self,
+        method: &'static str,
+        r: SearchResultData,
+    ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
+        let ids = match r.ids.and_then(|ids| ids.id_field) {
+            Some(i_ds::IdField::StrId(s)) => s.data,
+            Some(i_ds::IdField::IntId(_)) => return Err(protocol(method, "integer primary keys")),
+            None => Vec::new(),
+        };
+        let rows = rows(method, &r.fields_data, Some(ids), self.dim)?;
+        if rows.len() != r.scores.len() {
+            return Err(protocol(
+                method,
+                format!("{} rows, {} scores", rows.len(), r.scores.len()),
+            ));
+        }
+        Ok(r.scores.into_iter().zip(rows).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn search_data(
+        &self,
+        anns_field: &str,
+        metric: &str,
+        placeholder_type: PlaceholderType,
+        value: Vec<u8>,
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+        output_fields: Vec<String>,
+    ) -> Result<Option<SearchResultData>, MilvusError> {
         let dsl = match expr::search_cond(scope, filter)? {
-            Cond::False => return Ok(Vec::new()),
+            Cond::False => return Ok(None),
             Cond::True => String::new(),
             Cond::Expr(e) => e,
         };
         let k = k.min(MAX_TOP_K);
         if k == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let placeholder_group = PlaceholderGroup {
             placeholders: vec![PlaceholderValue {
@@ -684,7 +807,7 @@ impl ChunkCollection {
                 dsl_type: DslType::BoolExprV1 as i32,
                 search_input: Some(SearchInput::PlaceholderGroup(placeholder_group)),
                 nq: 1,
-                output_fields: schema::OUTPUT_FIELDS.map(String::from).to_vec(),
+                output_fields,
                 search_params: vec![
                     kv("anns_field", anns_field),
                     kv("topk", k.to_string()),
@@ -698,15 +821,37 @@ impl ChunkCollection {
             .map_err(rpc("Search"))?
             .into_inner();
         check("Search", resp.status.as_ref())?;
-        match resp.results {
-            Some(r) => hits(r),
-            None => Ok(Vec::new()),
-        }
+        Ok(resp.results)
     }
 
     /// Stores `bytes` as the checkpoint of `source` in `<collection>_state` (one row, upserted).
     /// Call it only after every write the checkpoint covers has been acknowledged.
     pub async fn put_checkpoint(&self, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
+        self.put_state("checkpoint", source, bytes).await
+    }
+
+    /// Stores `bytes` under `name` in `<collection>_state` (kind `meta`: what the caller records
+    /// about the collection, such as the model that wrote its vectors).
+    pub async fn put_meta(&self, name: &str, bytes: &[u8]) -> Result<(), MilvusError> {
+        self.put_state("meta", name, bytes).await
+    }
+
+    /// The bytes last stored under `name` with [`Self::put_meta`].
+    pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, MilvusError> {
+        Ok(self
+            .get_state("meta", name)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, b)| b))
+    }
+
+    /// Every stored checkpoint, by source.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, MilvusError> {
+        self.get_state("checkpoint", "").await
+    }
+
+    async fn put_state(&self, kind: &str, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
         if bytes.len() > schema::CHECKPOINT_MAX_BYTES {
             return Err(MilvusError::CheckpointTooLarge {
                 source_id: source.to_string(),
@@ -719,8 +864,8 @@ impl ChunkCollection {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let fields_data = vec![
-            strings("key", vec![checkpoint_key(source)]),
-            strings("kind", vec!["checkpoint".to_string()]),
+            strings("key", vec![state_key(kind, source)]),
+            strings("kind", vec![kind.to_string()]),
             strings("payload", vec![BASE64.encode(bytes)]),
             longs("updated_at", vec![updated_at]),
             float_vectors("_v", schema::STATE_DIM, vec![1.0, 0.0]),
@@ -742,18 +887,36 @@ impl ChunkCollection {
 
     /// The checkpoint last stored for `source`, if any.
     pub async fn get_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>, MilvusError> {
-        let expr = format!(
-            "key == {}",
-            expr::quote("checkpoint source", &checkpoint_key(source))?
-        );
+        Ok(self
+            .get_state("checkpoint", source)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, b)| b))
+    }
+
+    /// State rows of `kind`: the one named `name`, or every one when `name` is empty.
+    async fn get_state(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, MilvusError> {
+        let expr = if name.is_empty() {
+            format!("kind == {}", expr::quote("state kind", kind)?)
+        } else {
+            format!(
+                "key == {}",
+                expr::quote("state key", &state_key(kind, name))?
+            )
+        };
         let resp = self
             .grpc()
             .query(QueryRequest {
                 db_name: self.db(),
                 collection_name: self.state.clone(),
                 expr,
-                output_fields: vec!["payload".to_string()],
-                query_params: vec![kv("limit", "1")],
+                output_fields: vec!["key".to_string(), "payload".to_string()],
+                query_params: vec![kv("limit", "16384")],
                 consistency_level: ConsistencyLevel::Strong as i32,
                 ..Default::default()
             })
@@ -761,21 +924,229 @@ impl ChunkCollection {
             .map_err(rpc("Query"))?
             .into_inner();
         check("Query", resp.status.as_ref())?;
-        let Some(payload) = string_column(&resp.fields_data, "payload") else {
-            return Ok(None);
-        };
-        match payload.first() {
-            None => Ok(None),
-            Some(b64) => BASE64
-                .decode(b64)
-                .map(Some)
-                .map_err(|e| protocol("Query", format!("checkpoint payload: {e}"))),
+        let keys = string_column(&resp.fields_data, "key").unwrap_or(&[]);
+        let payloads = string_column(&resp.fields_data, "payload").unwrap_or(&[]);
+        if keys.len() != payloads.len() {
+            return Err(protocol(
+                "Query",
+                "state keys and payloads differ in length",
+            ));
         }
+        let prefix = format!("{kind}:");
+        keys.iter()
+            .zip(payloads)
+            .filter_map(|(k, b64)| Some((k.strip_prefix(&prefix)?.to_string(), b64)))
+            .map(|(k, b64)| {
+                BASE64
+                    .decode(b64)
+                    .map(|b| (k, b))
+                    .map_err(|e| protocol("Query", format!("state payload: {e}")))
+            })
+            .collect()
+    }
+
+    /// Deletes the chunks of `doc_key` whose ordinal is `first` or more (what is left of a
+    /// longer earlier version after its first chunks were overwritten in place).
+    pub async fn delete_chunks_from(&self, doc_key: &str, first: i64) -> Result<(), MilvusError> {
+        let expr = format!(
+            "doc_key == {} and ordinal >= {first}",
+            expr::quote("doc key", doc_key)?
+        );
+        let resp = self
+            .grpc()
+            .delete(DeleteRequest {
+                db_name: self.db(),
+                collection_name: self.name.clone(),
+                expr,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Delete"))?
+            .into_inner();
+        check("Delete", resp.status.as_ref())
+    }
+
+    /// Rows matching `cond` (a condition built from [`expr`]'s quoting; empty: every row) with
+    /// a chunk id after `after`, at most `limit`, in chunk id order: one page of a scan.
+    /// `vectors`: include the dense vectors.
+    pub async fn query_rows(
+        &self,
+        cond: &str,
+        after: Option<&str>,
+        limit: usize,
+        vectors: bool,
+    ) -> Result<Vec<ChunkRow>, MilvusError> {
+        let mut parts = Vec::new();
+        if !cond.is_empty() {
+            parts.push(format!("({cond})"));
+        }
+        if let Some(after) = after {
+            parts.push(format!("chunk_id > {}", expr::quote("chunk id", after)?));
+        }
+        if parts.is_empty() {
+            parts.push("chunk_id != \"\"".to_string());
+        }
+        let resp = self
+            .grpc()
+            .query(QueryRequest {
+                db_name: self.db(),
+                collection_name: self.name.clone(),
+                expr: parts.join(" and "),
+                output_fields: row_fields(vectors),
+                // As pymilvus's query iterator: primary-key order, so `after` pages.
+                query_params: vec![
+                    kv("limit", limit.min(MAX_TOP_K).to_string()),
+                    kv("iterator", "True"),
+                    kv("reduce_stop_for_best", "True"),
+                ],
+                consistency_level: ConsistencyLevel::Strong as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Query"))?
+            .into_inner();
+        check("Query", resp.status.as_ref())?;
+        let mut rows = rows(
+            "Query",
+            &resp.fields_data,
+            None,
+            if vectors { self.dim } else { 0 },
+        )?;
+        rows.sort_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
+        Ok(rows)
     }
 }
 
-fn checkpoint_key(source: &str) -> String {
-    format!("checkpoint:{source}")
+fn state_key(kind: &str, name: &str) -> String {
+    format!("{kind}:{name}")
+}
+
+fn row_fields(vectors: bool) -> Vec<String> {
+    let mut f: Vec<String> = schema::ROW_FIELDS.map(String::from).to_vec();
+    f.push(schema::META_FIELD.to_string());
+    if vectors {
+        f.push("dense".to_string());
+    }
+    f
+}
+
+fn column<'a>(fields: &'a [FieldData], name: &str) -> Option<&'a field_data::Field> {
+    fields
+        .iter()
+        .find(|f| f.field_name == name)
+        .and_then(|f| f.field.as_ref())
+}
+
+fn scalar_data<'a>(fields: &'a [FieldData], name: &str) -> Option<&'a scalar_field::Data> {
+    match column(fields, name)? {
+        field_data::Field::Scalars(ScalarField { data }) => data.as_ref(),
+        _ => None,
+    }
+}
+
+/// Column-wise rows → [`ChunkRow`]s. `ids`: the primary keys when they come apart from the
+/// columns (search results); `dim`: the vector dimension, 0 when vectors were not asked for.
+fn rows(
+    method: &'static str,
+    fields: &[FieldData],
+    ids: Option<Vec<String>>,
+    dim: usize,
+) -> Result<Vec<ChunkRow>, MilvusError> {
+    let bad = |what: &str| protocol(method, format!("column {what} missing or malformed"));
+    let strs = |name: &'static str| string_column(fields, name).ok_or_else(|| bad(name));
+    let chunk_ids: Vec<String> = match string_column(fields, "chunk_id") {
+        Some(c) => c.to_vec(),
+        None => ids.ok_or_else(|| bad("chunk_id"))?,
+    };
+    let n = chunk_ids.len();
+    let longs = |name: &'static str| match scalar_data(fields, name) {
+        Some(scalar_field::Data::LongData(l)) if l.data.len() == n => Ok(l.data.as_slice()),
+        _ => Err(bad(name)),
+    };
+    let jsons = |name: &'static str| -> Result<Vec<serde_json::Value>, MilvusError> {
+        match scalar_data(fields, name) {
+            Some(scalar_field::Data::JsonData(j)) if j.data.len() == n => j
+                .data
+                .iter()
+                .map(|b| serde_json::from_slice(b).map_err(|_| bad(name)))
+                .collect(),
+            _ => Err(bad(name)),
+        }
+    };
+    let arrays = |name: &'static str| -> Result<Vec<Vec<String>>, MilvusError> {
+        match scalar_data(fields, name) {
+            Some(scalar_field::Data::ArrayData(a)) if a.data.len() == n => a
+                .data
+                .iter()
+                .map(|f| match &f.data {
+                    Some(scalar_field::Data::StringData(s)) => Ok(s.data.clone()),
+                    None => Ok(Vec::new()),
+                    _ => Err(bad(name)),
+                })
+                .collect(),
+            _ => Err(bad(name)),
+        }
+    };
+    let dense: &[f32] = if dim == 0 {
+        &[]
+    } else {
+        match column(fields, "dense") {
+            Some(field_data::Field::Vectors(VectorField {
+                data: Some(vector_field::Data::FloatVector(FloatArray { data })),
+                ..
+            })) if data.len() == n * dim => data,
+            _ => return Err(bad("dense")),
+        }
+    };
+    let (doc_key, source, uri, title, heading, text) = (
+        strs("doc_key")?,
+        strs("source")?,
+        strs("uri")?,
+        strs("title")?,
+        strs("heading")?,
+        strs("text")?,
+    );
+    for c in [doc_key, source, uri, title, heading, text] {
+        if c.len() != n {
+            return Err(bad("(string column length)"));
+        }
+    }
+    let (allow, deny) = (arrays("allow")?, arrays("deny")?);
+    let (attributes, meta) = (jsons("attributes")?, jsons(schema::META_FIELD)?);
+    let (ordinal, start, end) = (longs("ordinal")?, longs("span_start")?, longs("span_end")?);
+    let mut out = Vec::with_capacity(n);
+    for (i, chunk_id) in chunk_ids.into_iter().enumerate() {
+        let attributes = attributes[i]
+            .get(expr::ATTR_STRINGS)
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ChunkRow {
+            chunk_id,
+            doc_key: doc_key[i].clone(),
+            source: source[i].clone(),
+            uri: uri[i].clone(),
+            title: title[i].clone(),
+            heading: heading[i].clone(),
+            text: text[i].clone(),
+            dense: if dim == 0 {
+                Vec::new()
+            } else {
+                dense[i * dim..(i + 1) * dim].to_vec()
+            },
+            allow: allow[i].clone(),
+            deny: deny[i].clone(),
+            attributes,
+            ordinal: ordinal[i],
+            span: start[i]..end[i],
+            meta: meta[i].clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Column-wise hits → rows: `ids`, `scores` and the `doc_key` column are parallel.

@@ -17,6 +17,7 @@
 mod client;
 mod error;
 pub mod expr;
+pub mod lite;
 mod schema;
 
 pub use client::{ChunkCollection, ChunkRow, ConnectOptions, MilvusClient, SearchHit};

@@ -14,6 +14,24 @@ pub const CHECKPOINT_MAX_BYTES: usize = 65_535 / 4 * 3;
 
 pub(crate) const TEXT_MAX_BYTES: usize = 65_535;
 pub(crate) const OUTPUT_FIELDS: [&str; 1] = ["doc_key"];
+/// Every stored field of a chunk row but the vector (and `sparse`, which is the server's).
+pub(crate) const ROW_FIELDS: [&str; 13] = [
+    "chunk_id",
+    "doc_key",
+    "source",
+    "uri",
+    "title",
+    "heading",
+    "text",
+    "allow",
+    "deny",
+    "attributes",
+    "ordinal",
+    "span_start",
+    "span_end",
+];
+/// The JSON column the caller owns (`ChunkRow::meta`).
+pub(crate) const META_FIELD: &str = "meta";
 
 fn kv(key: &str, value: impl Into<String>) -> KeyValuePair {
     KeyValuePair {
@@ -82,6 +100,7 @@ pub(crate) fn chunk_schema(name: &str, dim: usize) -> CollectionSchema {
         field("ordinal", DataType::Int64, &[]),
         field("span_start", DataType::Int64, &[]),
         field("span_end", DataType::Int64, &[]),
+        field("meta", DataType::Json, &[]),
     ];
     CollectionSchema {
         name: name.to_string(),

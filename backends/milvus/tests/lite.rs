@@ -5,10 +5,7 @@
 //! nothing) and the main crate's `AttrFilter::matches`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use docent_milvus::{
@@ -17,82 +14,12 @@ use docent_milvus::{
 
 const DIM: usize = 8;
 
-struct Server {
-    uri: String,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn pyenv() -> PathBuf {
-    match std::env::var_os("DOCENT_PYENV") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/docent/pyenv"),
-    }
-}
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let lite = pyenv().join("bin/milvus-lite");
-        assert!(
-            lite.exists(),
-            "milvus-lite is not installed ({} is missing): run `scripts/milvus.sh install` \
-             (scripts/test.sh does) before `cargo test -p docent-milvus`",
-            lite.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("milvus-lite-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let script = repo_root().join("scripts/milvus.sh");
-        let t = Instant::now();
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/milvus.sh start");
-        assert!(
-            out.status.success(),
-            "scripts/milvus.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "milvus lite on port {port} in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        // Test binaries have no teardown hook: a detached watchdog stops the server (and
-        // removes its directory) once this process is gone, however it ended. It outlives us, so
-        // there is nothing to wait for.
-        #[allow(clippy::zombie_processes)]
-        Command::new("bash")
-            .arg("-c")
-            .arg(
-                r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; "$2" stop "$3"; rm -rf "$3""#,
-            )
-            .arg("watchdog")
-            .arg(std::process::id().to_string())
-            .arg(&script)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn the milvus watchdog");
-        Server {
-            uri: format!("http://127.0.0.1:{port}"),
-        }
-    })
+fn server_uri() -> &'static str {
+    docent_milvus::lite::shared_server(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 async fn collection(name: &str) -> ChunkCollection {
-    let client = MilvusClient::connect(&server().uri, Some("root:Milvus".into()))
+    let client = MilvusClient::connect(server_uri(), Some("root:Milvus".into()))
         .await
         .expect("connect");
     client.ensure_collection(name, DIM).await.expect("ensure")
@@ -201,6 +128,7 @@ fn fixture(seed: u64, docs: usize) -> Vec<ChunkRow> {
                 attributes: attributes.clone(),
                 ordinal: c as i64,
                 span: (c as i64 * 100)..(c as i64 * 100 + 99),
+                meta: serde_json::json!({ "c": c }),
             });
         }
     }
@@ -597,7 +525,7 @@ async fn checkpoints_round_trip() {
 
 #[tokio::test]
 async fn ensure_collection_reuses_and_refuses() {
-    let client = MilvusClient::connect(&server().uri, None).await.unwrap();
+    let client = MilvusClient::connect(server_uri(), None).await.unwrap();
     let first = client.ensure_collection("ensure", DIM).await.unwrap();
     first.upsert(&fixture(4, 2)).await.unwrap();
     let again = client.ensure_collection("ensure", DIM).await.unwrap();
@@ -683,4 +611,111 @@ async fn server_and_connect_errors_are_typed() {
     .err()
     .unwrap();
     assert!(matches!(err, MilvusError::CaFile { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn rows_come_back_whole_and_page_in_chunk_id_order() {
+    let col = collection("rows_whole").await;
+    let rows = fixture(17, 30);
+    col.upsert(&rows).await.unwrap();
+    // A scan in pages of 7 returns every row exactly once, equal to what was written.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = col.query_rows("", after.as_deref(), 7, true).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        after = page.last().map(|r| r.chunk_id.clone());
+        seen.extend(page);
+    }
+    let mut want = rows.clone();
+    want.sort_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
+    assert_eq!(seen.len(), want.len());
+    for (got, want) in seen.iter().zip(&want) {
+        assert_eq!(got.chunk_id, want.chunk_id);
+        assert_eq!(got.meta, want.meta);
+        assert_eq!(got.attributes, want.attributes);
+        assert_eq!(got.allow, want.allow);
+        assert_eq!(got.deny, want.deny);
+        assert_eq!(got.span, want.span);
+        assert_eq!(got.text, want.text);
+        let d: f32 = got
+            .dense
+            .iter()
+            .zip(&want.dense)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        assert!(d < 1e-4, "vector of {} differs by {d}", got.chunk_id);
+    }
+    // Search with rows: the same hits as the plain search, each with its row.
+    let scope = Scope::new(PRINCIPALS);
+    let q = &rows[3].dense;
+    let plain = col.dense_search(q, &scope, None, 10).await.unwrap();
+    let whole = col.dense_search_rows(q, &scope, None, 10).await.unwrap();
+    assert_eq!(
+        plain.iter().map(|h| &h.chunk_id).collect::<Vec<_>>(),
+        whole.iter().map(|(_, r)| &r.chunk_id).collect::<Vec<_>>()
+    );
+    let by_id: BTreeMap<&str, &ChunkRow> = rows.iter().map(|r| (r.chunk_id.as_str(), r)).collect();
+    for (_, r) in &whole {
+        assert_eq!(r.meta, by_id[r.chunk_id.as_str()].meta);
+        assert_eq!(r.dense.len(), DIM);
+    }
+    let bm25 = col
+        .bm25_search_rows("budget payroll", &scope, None, 5)
+        .await
+        .unwrap();
+    assert!(!bm25.is_empty());
+    assert!(
+        bm25.iter()
+            .all(|(s, r)| *s > 0.0 && (r.text.contains("budget") || r.text.contains("payroll")))
+    );
+}
+
+#[tokio::test]
+async fn delete_chunks_from_keeps_the_first_ones_and_meta_state_round_trips() {
+    let col = collection("partial_delete").await;
+    let rows = fixture(5, 12);
+    col.upsert(&rows).await.unwrap();
+    let long = rows
+        .iter()
+        .filter(|r| r.ordinal >= 2)
+        .map(|r| r.doc_key.clone())
+        .next()
+        .expect("a document with three chunks or more");
+    col.delete_chunks_from(&long, 2).await.unwrap();
+    let cond = format!(
+        "doc_key == {}",
+        docent_milvus::expr::quote("k", &long).unwrap()
+    );
+    let left = col.query_rows(&cond, None, 100, false).await.unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.ordinal).collect::<BTreeSet<_>>(),
+        BTreeSet::from([0, 1])
+    );
+    assert!(left.iter().all(|r| r.dense.is_empty()));
+    // Other documents are untouched.
+    let all = col.query_rows("", None, 1000, false).await.unwrap();
+    let want = rows.iter().filter(|r| r.doc_key != long).count() + 2;
+    assert_eq!(all.len(), want);
+    // Meta rows are apart from checkpoints.
+    assert_eq!(col.get_meta("model").await.unwrap(), None);
+    col.put_meta("model", b"m1").await.unwrap();
+    col.put_checkpoint("fs", b"c1").await.unwrap();
+    col.put_checkpoint("wiki", b"c2").await.unwrap();
+    assert_eq!(
+        col.get_meta("model").await.unwrap().as_deref(),
+        Some(&b"m1"[..])
+    );
+    let mut cps = col.checkpoints().await.unwrap();
+    cps.sort();
+    assert_eq!(
+        cps,
+        vec![
+            ("fs".to_string(), b"c1".to_vec()),
+            ("wiki".to_string(), b"c2".to_vec())
+        ]
+    );
 }

@@ -1,0 +1,797 @@
+//! `backend = "milvus"` (issue 14, part 3): the [`Backend`] seam over a Milvus collection
+//! (`docent-milvus`), for deployments past one machine: Docent query nodes hold no index state
+//! and can run as many replicas; one ingest node runs the connectors and writes.
+//!
+//! How the seam's contract maps onto an engine without transactions:
+//! - **Writes are buffered until `commit`**, so nothing is visible before it (as with tantivy).
+//!   A commit upserts every buffered chunk by chunk id (`<doc key>#<ordinal>`: idempotent, a
+//!   replaced document is overwritten in place), deletes what a shorter new version left behind
+//!   and deleted documents, and only then writes the checkpoints: a checkpoint is never stored
+//!   before the data it covers is acknowledged. A crash in between replays from the older
+//!   checkpoint, which the idempotent upserts make harmless. Unlike tantivy, a commit is not
+//!   atomic for readers: a query running during one can see part of it.
+//! - **Both legs carry the scope and the filters** as one Milvus filter expression
+//!   (`docent_milvus::expr`, one escaper; an empty scope sends no request). Hybrid fusion, the
+//!   second stage and the answerers are Docent's, over the rows both searches return whole, so
+//!   the ranking is computed the same way as on the embedded backend.
+//! - **The document table** (versions, ACLs, chunk counts: what connectors and sync consult) is
+//!   read from the collection (the first chunk of every document carries its entry in `meta`)
+//!   on first use and kept current by this process's commits; a process that never writes
+//!   (a query node) reloads it when it is older than [`TABLE_TTL`]. The guardrails' ACL recheck
+//!   ([`Backend::doc_entry`]) always asks Milvus, so every replica checks against the same,
+//!   current ACL.
+//! - **Term statistics**: Milvus keeps its BM25 statistics to itself, so [`IndexSnapshot::idf`]
+//!   is uniform here (1.0): the second stage and the extractive answerer weigh query terms
+//!   equally. BM25 runs on the chunk text with the engine's analyzer (no title or heading
+//!   field, no stemming on Lite), so BM25 scores differ from tantivy's; see docs/milvus.md.
+//!
+//! Must never: write a checkpoint before the rows it covers; paste a value into an expression
+//! outside `docent_milvus::expr::quote`; answer an ACL recheck from a stale copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use docent_connector_api::{Acl, DocKey, IndexedDoc, IndexedState, Principal};
+use docent_milvus::{ChunkCollection, ChunkRow, ConnectOptions, MilvusClient, MilvusError};
+use serde_json::{Value, json};
+
+use super::{
+    Analyzer, AttrFilter, Backend, ChunkAddr, CommitPayload, DocEntry, DocumentRecord, IndexError,
+    IndexSnapshot, IndexStats, ModelSignature, Scored, SearchFilter, StoredChunk, schema,
+};
+use crate::acl::AclScope;
+
+/// How long a query node (a process that never commits) trusts its copy of the document table.
+pub const TABLE_TTL: Duration = Duration::from_secs(60);
+/// Rows per page when the document table is read.
+const PAGE: usize = 4096;
+
+/// Where the collection lives and how to reach it (`[index.milvus]`).
+#[derive(Debug, Clone)]
+pub struct MilvusConfig {
+    /// `http://host:port` (h2c, as Milvus Lite) or `https://host:port` (needs `ca_file`).
+    pub uri: String,
+    /// The chunk collection; `<collection>_state` holds checkpoints and the model record.
+    pub collection: String,
+    /// `user:password` or an API key; from the environment or a file, never the config.
+    pub token: Option<String>,
+    pub database: String,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub timeout: Duration,
+}
+
+struct Written {
+    entry: DocEntry,
+    rows: Vec<ChunkRow>,
+}
+
+#[derive(Default)]
+struct Table {
+    docs: HashMap<String, DocEntry>,
+    loaded: Option<Instant>,
+}
+
+/// The index on a Milvus collection.
+pub struct MilvusBackend {
+    /// Its own runtime: the seam is synchronous and may be called from any thread, inside the
+    /// daemon's runtime or not.
+    rt: Option<tokio::runtime::Runtime>,
+    coll: ChunkCollection,
+    model: ModelSignature,
+    where_: String,
+    /// An empty tantivy index with Docent's analyzers, for `analyze` (answer extraction and the
+    /// second stage tokenize the same way as on the embedded backend).
+    analysis: tantivy::Index,
+    /// Buffered writes by document key (`None`: a delete), until commit.
+    pending: Mutex<BTreeMap<String, Option<Written>>>,
+    table: RwLock<Table>,
+    /// This process has committed: its table is current without reloading.
+    writer: std::sync::atomic::AtomicBool,
+    checkpoints: RwLock<BTreeMap<String, Value>>,
+    last_commit: std::sync::atomic::AtomicI64,
+}
+
+impl Drop for MilvusBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime: let it wind down.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn run<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = Result<T, MilvusError>> + Send + 'static,
+) -> Result<T, IndexError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    Ok(rx.recv().map_err(|_| {
+        IndexError::Milvus(Box::new(MilvusError::Protocol {
+            method: "(runtime)",
+            reason: "the request task ended without an answer".into(),
+        }))
+    })??)
+}
+
+impl MilvusBackend {
+    /// Connects, creates or checks the collection, and checks (or, on a new collection,
+    /// records) the model that writes its vectors: another model is
+    /// [`IndexError::ModelMismatch`], as on the embedded backend.
+    pub fn open(config: &MilvusConfig, model: &ModelSignature) -> Result<Self, IndexError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("docent-milvus")
+            .enable_all()
+            .build()
+            .map_err(|source| IndexError::Io {
+                path: PathBuf::from(&config.uri),
+                source,
+            })?;
+        let (uri, name, dim) = (config.uri.clone(), config.collection.clone(), model.dim);
+        let options = ConnectOptions {
+            token: config.token.clone(),
+            db_name: config.database.clone(),
+            ca_file: config.ca_file.clone(),
+            server_name: config.server_name.clone(),
+            timeout: config.timeout,
+        };
+        let coll = run(&rt, async move {
+            let client = MilvusClient::connect_with(&uri, options).await?;
+            client.ensure_collection(&name, dim).await
+        })?;
+        let where_ = format!("{}/{}", config.uri, config.collection);
+        let record = {
+            let c = coll.clone();
+            run(&rt, async move { c.get_meta("model").await })?
+        };
+        let want = CommitPayload {
+            model_id: model.model_id.clone(),
+            dim: model.dim,
+            query_prefix: model.text.query_prefix.clone(),
+            passage_prefix: model.text.passage_prefix.clone(),
+            pooling: model.text.pooling,
+            ..CommitPayload::default()
+        };
+        match record {
+            Some(bytes) => {
+                let found: CommitPayload =
+                    serde_json::from_slice(&bytes).map_err(|e| IndexError::Payload {
+                        path: PathBuf::from(&where_),
+                        message: format!("model record: {e}"),
+                    })?;
+                if found.signature() != *model {
+                    return Err(IndexError::ModelMismatch {
+                        path: PathBuf::from(&where_),
+                        found: Box::new(found.signature()),
+                        want: Box::new(model.clone()),
+                    });
+                }
+            }
+            None => {
+                let c = coll.clone();
+                let bytes = serde_json::to_vec(&want).unwrap_or_default();
+                run(&rt, async move { c.put_meta("model", &bytes).await })?;
+            }
+        }
+        let stored = {
+            let c = coll.clone();
+            run(&rt, async move { c.checkpoints().await })?
+        };
+        let mut checkpoints = BTreeMap::new();
+        for (source, bytes) in stored {
+            let v = serde_json::from_slice(&bytes).map_err(|e| IndexError::Payload {
+                path: PathBuf::from(&where_),
+                message: format!("checkpoint of {source}: {e}"),
+            })?;
+            checkpoints.insert(source, v);
+        }
+        let analysis = tantivy::Index::create_in_ram(schema::build());
+        schema::register_tokenizers(&analysis);
+        Ok(Self {
+            rt: Some(rt),
+            coll,
+            model: model.clone(),
+            where_,
+            analysis,
+            pending: Mutex::new(BTreeMap::new()),
+            table: RwLock::new(Table::default()),
+            writer: false.into(),
+            checkpoints: RwLock::new(checkpoints),
+            last_commit: 0.into(),
+        })
+    }
+
+    /// `uri/collection`, for logs.
+    pub fn location(&self) -> &str {
+        &self.where_
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(
+            ChunkCollection,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<T, MilvusError>> + Send>>,
+    ) -> Result<T, IndexError> {
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        run(rt, f(self.coll.clone()))
+    }
+
+    /// Reads the document table when this process has none, or a query node's is stale.
+    fn refresh_table(&self) {
+        {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            let writer = self.writer.load(std::sync::atomic::Ordering::Acquire);
+            if t.loaded
+                .is_some_and(|at| writer || at.elapsed() < TABLE_TTL)
+            {
+                return;
+            }
+        }
+        match self.load_table() {
+            Ok(docs) => {
+                let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+                t.docs = docs;
+                t.loaded = Some(Instant::now());
+            }
+            // Callers see what they had (or nothing) and the next call tries again: an empty
+            // table only costs a sync re-reading documents, never a deletion.
+            Err(e) => tracing::warn!(error = %e, "milvus: cannot read the document table"),
+        }
+    }
+
+    fn load_table(&self) -> Result<HashMap<String, DocEntry>, IndexError> {
+        let mut docs = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let a = after.clone();
+            let page = self.run(move |c| {
+                Box::pin(async move {
+                    c.query_rows("ordinal == 0", a.as_deref(), PAGE, false)
+                        .await
+                })
+            })?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.chunk_id.clone());
+            for row in &page {
+                docs.insert(row.doc_key.clone(), entry_of(row));
+            }
+        }
+        Ok(docs)
+    }
+
+    fn with_table<R>(&self, f: impl FnOnce(&HashMap<String, DocEntry>) -> R) -> R {
+        self.refresh_table();
+        f(&self.table.read().unwrap_or_else(|e| e.into_inner()).docs)
+    }
+}
+
+/// A document's entry from one of its rows (every row carries it in `meta`).
+fn entry_of(row: &ChunkRow) -> DocEntry {
+    let acl = acl_of(row);
+    let m = &row.meta;
+    DocEntry {
+        version: m["v"].as_str().unwrap_or_default().to_string(),
+        acl_fingerprint: acl.fingerprint(),
+        acl,
+        content_hash: m["h"].as_str().unwrap_or_default().to_string(),
+        chunks: m["n"].as_u64().unwrap_or(0) as u32,
+    }
+}
+
+fn acl_of(row: &ChunkRow) -> Acl {
+    let parse =
+        |v: &[String]| -> Vec<Principal> { v.iter().filter_map(|s| s.parse().ok()).collect() };
+    Acl {
+        allow: parse(&row.allow).into_iter().collect(),
+        deny: parse(&row.deny).into_iter().collect(),
+    }
+}
+
+fn rows_of(doc: &DocumentRecord) -> Vec<ChunkRow> {
+    let key = doc.key.to_string();
+    let n = doc.chunks.len();
+    doc.chunks
+        .iter()
+        .map(|c| ChunkRow {
+            chunk_id: format!("{key}#{}", c.ord),
+            doc_key: key.clone(),
+            source: doc.key.connector.clone(),
+            uri: doc.uri.clone(),
+            title: doc.title.clone(),
+            heading: c.heading_path.join(" > "),
+            text: c.text.clone(),
+            dense: c.vector.clone(),
+            allow: doc.acl.allow.iter().map(Principal::token).collect(),
+            deny: doc.acl.deny.iter().map(Principal::token).collect(),
+            attributes: doc.attributes.clone(),
+            ordinal: i64::from(c.ord),
+            span: c.span.start as i64..c.span.end as i64,
+            meta: json!({
+                "v": doc.version,
+                "h": doc.content_hash,
+                "n": n,
+                "m": doc.modified_at,
+                "ch": c.hash,
+                "p": c.page,
+                "hp": c.heading_path,
+            }),
+        })
+        .collect()
+}
+
+fn scope_of(scope: &AclScope) -> docent_milvus::Scope {
+    docent_milvus::Scope {
+        principals: scope.principals().map(str::to_string).collect(),
+        strict_deny: scope.strict_deny(),
+    }
+}
+
+fn attr_of(f: &AttrFilter) -> docent_milvus::AttrFilter {
+    use docent_milvus::AttrFilter as M;
+    match f {
+        AttrFilter::Equals { key, value } => M::Equals {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        AttrFilter::In { key, values } => M::In {
+            key: key.clone(),
+            values: values.clone(),
+        },
+        AttrFilter::Range { key, gte, lte } => M::Range {
+            key: key.clone(),
+            gte: gte.clone(),
+            lte: lte.clone(),
+        },
+        AttrFilter::Prefix { key, prefix } => M::Prefix {
+            key: key.clone(),
+            prefix: prefix.clone(),
+        },
+        AttrFilter::And(fs) => M::And(fs.iter().map(attr_of).collect()),
+        AttrFilter::Or(fs) => M::Or(fs.iter().map(attr_of).collect()),
+        AttrFilter::Not(f) => M::Not(Box::new(attr_of(f))),
+    }
+}
+
+fn filter_of(f: &SearchFilter) -> docent_milvus::Filter {
+    docent_milvus::Filter {
+        sources: f.sources.clone(),
+        uri_prefix: f.uri_prefix.clone(),
+        attributes: f.attributes.as_ref().map(attr_of),
+    }
+}
+
+impl Backend for MilvusBackend {
+    fn dim(&self) -> usize {
+        self.model.dim
+    }
+
+    fn snapshot(&self) -> Box<dyn IndexSnapshot + '_> {
+        Box::new(MilvusSnapshot {
+            backend: self,
+            seen: Mutex::new(Seen::default()),
+        })
+    }
+
+    fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {
+        let rows = rows_of(&doc);
+        let entry = DocEntry {
+            version: doc.version.clone(),
+            acl_fingerprint: doc.acl.fingerprint(),
+            acl: doc.acl.clone(),
+            content_hash: doc.content_hash.clone(),
+            chunks: doc.chunks.len() as u32,
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(doc.key.to_string(), Some(Written { entry, rows }));
+        Ok(())
+    }
+
+    fn delete(&self, key: &DocKey) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), None);
+    }
+
+    fn commit(&self, checkpoints: BTreeMap<String, Value>) -> Result<(), IndexError> {
+        // The table first (outside the pending lock): what each written document held before
+        // decides whether a shorter version leaves chunks to delete.
+        self.refresh_table();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let before: HashMap<String, u32> = {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            pending
+                .keys()
+                .map(|k| (k.clone(), t.docs.get(k).map_or(u32::MAX, |e| e.chunks)))
+                .collect()
+        };
+        let rows: Vec<ChunkRow> = pending
+            .values()
+            .flatten()
+            .flat_map(|w| w.rows.iter().cloned())
+            .collect();
+        // (key, first ordinal to delete): all of a deleted document, the tail of a shorter one.
+        let trims: Vec<(String, i64)> = pending
+            .iter()
+            .filter_map(|(k, w)| {
+                let keep = w.as_ref().map_or(0, |w| w.entry.chunks);
+                (before[k] > keep).then(|| (k.clone(), i64::from(keep)))
+            })
+            .collect();
+        let mut merged = self.checkpoints().clone();
+        merged.extend(checkpoints.clone());
+        let encoded: Vec<(String, Vec<u8>)> = checkpoints
+            .iter()
+            .map(|(s, v)| (s.clone(), serde_json::to_vec(v).unwrap_or_default()))
+            .collect();
+        // Data, then what it replaced, then the checkpoints: each step only after the last was
+        // acknowledged. On failure the writes stay buffered (the pipeline rolls back).
+        self.run(move |c| {
+            Box::pin(async move {
+                c.upsert(&rows).await?;
+                for (key, first) in &trims {
+                    if *first == 0 {
+                        c.delete_document(key).await?;
+                    } else {
+                        c.delete_chunks_from(key, *first).await?;
+                    }
+                }
+                for (source, bytes) in &encoded {
+                    c.put_checkpoint(source, bytes).await?;
+                }
+                Ok(())
+            })
+        })?;
+        {
+            let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+            for (k, w) in std::mem::take(&mut *pending) {
+                match w {
+                    Some(w) => {
+                        t.docs.insert(k, w.entry);
+                    }
+                    None => {
+                        t.docs.remove(&k);
+                    }
+                }
+            }
+        }
+        self.writer
+            .store(true, std::sync::atomic::Ordering::Release);
+        *self.checkpoints.write().unwrap_or_else(|e| e.into_inner()) = merged;
+        self.last_commit
+            .store(super::unix_now(), std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn rollback(&self) -> Result<(), IndexError> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    fn checkpoints(&self) -> BTreeMap<String, Value> {
+        self.checkpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Always from Milvus: the ACL recheck on every replica sees the current ACL. A failure
+    /// reads as "no such document", so the recheck fails closed.
+    fn doc_entry(&self, key: &str) -> Option<DocEntry> {
+        let cond = match docent_milvus::expr::quote("doc key", key) {
+            Ok(q) => format!("doc_key == {q} and ordinal == 0"),
+            Err(_) => return None,
+        };
+        match self.run(move |c| Box::pin(async move { c.query_rows(&cond, None, 1, false).await }))
+        {
+            Ok(rows) => rows.first().map(entry_of),
+            Err(e) => {
+                tracing::warn!(error = %e, "milvus: document entry unavailable");
+                None
+            }
+        }
+    }
+
+    fn latest_entry(&self, key: &str) -> Option<DocEntry> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = pending.get(key) {
+            return w.as_ref().map(|w| w.entry.clone());
+        }
+        drop(pending);
+        self.with_table(|t| t.get(key).cloned())
+    }
+
+    fn chunk_vectors(&self, key: &DocKey) -> Result<HashMap<String, Vec<f32>>, IndexError> {
+        let cond = format!(
+            "doc_key == {}",
+            docent_milvus::expr::quote("doc key", &key.to_string()).map_err(MilvusError::from)?
+        );
+        let rows = self
+            .run(move |c| Box::pin(async move { c.query_rows(&cond, None, 16_384, true).await }))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.meta["ch"].as_str()?.to_string(), r.dense)))
+            .collect())
+    }
+
+    fn document_count(&self) -> usize {
+        self.with_table(HashMap::len)
+    }
+
+    fn documents_by_source(&self) -> HashMap<String, u64> {
+        self.with_table(|t| {
+            let mut out = HashMap::new();
+            for k in t.keys() {
+                if let Some(dk) = DocKey::parse(k) {
+                    *out.entry(dk.connector).or_insert(0) += 1;
+                }
+            }
+            out
+        })
+    }
+
+    fn stats(&self) -> IndexStats {
+        let (documents, chunks) = self.with_table(|t| {
+            (
+                t.len() as u64,
+                t.values().map(|e| u64::from(e.chunks)).sum::<u64>(),
+            )
+        });
+        IndexStats {
+            documents,
+            chunks,
+            segments: 0,
+            model_id: self.model.model_id.clone(),
+            dim: self.model.dim,
+            disk_bytes: 0,
+            last_commit: self.last_commit.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+}
+
+impl IndexedState for MilvusBackend {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
+        self.latest_entry(&key.to_string()).map(|e| IndexedDoc {
+            version: e.version,
+            acl_fingerprint: e.acl_fingerprint,
+        })
+    }
+
+    fn native_ids(&self, connector: &str) -> Vec<String> {
+        let prefix = format!("{connector}:");
+        self.refresh_table();
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let committed = t.docs.keys().filter(|k| !pending.contains_key(*k));
+        let written = pending.iter().filter(|(_, w)| w.is_some()).map(|(k, _)| k);
+        committed
+            .chain(written)
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+}
+
+/// The rows one query's searches returned, by the addresses handed out for them. Searches of
+/// one snapshot hand the same chunk the same address, so fusion sees one candidate.
+#[derive(Default)]
+struct Seen {
+    rows: Vec<ChunkRow>,
+    by_id: HashMap<String, u64>,
+    docs: HashMap<String, u64>,
+}
+
+impl Seen {
+    fn add(&mut self, hits: Vec<(f32, ChunkRow)>) -> Vec<Scored> {
+        hits.into_iter()
+            .map(|(score, row)| {
+                let next = self.rows.len() as u64;
+                let addr = *self.by_id.entry(row.chunk_id.clone()).or_insert(next);
+                if addr == next {
+                    self.rows.push(row);
+                }
+                Scored {
+                    addr: ChunkAddr(addr),
+                    score,
+                }
+            })
+            .collect()
+    }
+}
+
+struct MilvusSnapshot<'a> {
+    backend: &'a MilvusBackend,
+    seen: Mutex<Seen>,
+}
+
+impl MilvusSnapshot<'_> {
+    fn row<R>(&self, addr: ChunkAddr, f: impl FnOnce(&ChunkRow) -> R) -> Result<R, IndexError> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let row = seen
+            .rows
+            .get(addr.0 as usize)
+            .ok_or_else(|| IndexError::Payload {
+                path: PathBuf::from(&self.backend.where_),
+                message: format!(
+                    "chunk address {} was not handed out by this snapshot",
+                    addr.0
+                ),
+            })?;
+        Ok(f(row))
+    }
+}
+
+impl IndexSnapshot for MilvusSnapshot<'_> {
+    /// BM25 over the chunk text (the engine's analyzer; `boosts` do not apply: Milvus scores
+    /// one text field), restricted to the scope and filter inside the search.
+    fn bm25(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        depth: usize,
+        _boosts: (f32, f32),
+    ) -> Result<Vec<Scored>, IndexError> {
+        if query.trim().is_empty() || depth == 0 {
+            return Ok(Vec::new());
+        }
+        let (s, f, q) = (scope_of(scope), filter_of(filter), query.to_string());
+        let hits = self.backend.run(move |c| {
+            Box::pin(async move { c.bm25_search_rows(&q, &s, Some(&f), depth).await })
+        })?;
+        Ok(self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(hits))
+    }
+
+    fn dense(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &[f32],
+        depth: usize,
+    ) -> Result<Vec<Scored>, IndexError> {
+        if depth == 0 {
+            return Ok(Vec::new());
+        }
+        let (s, f, q) = (scope_of(scope), filter_of(filter), query.to_vec());
+        let hits = self.backend.run(move |c| {
+            Box::pin(async move { c.dense_search_rows(&q, &s, Some(&f), depth).await })
+        })?;
+        Ok(self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(hits))
+    }
+
+    fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = &mut *seen;
+        hits.iter()
+            .map(|h| {
+                let key = seen
+                    .rows
+                    .get(h.addr.0 as usize)
+                    .map(|r| r.doc_key.clone())
+                    .ok_or_else(|| IndexError::Payload {
+                        path: PathBuf::from(&self.backend.where_),
+                        message: format!("chunk address {} unknown", h.addr.0),
+                    })?;
+                let next = seen.docs.len() as u64;
+                Ok(*seen.docs.entry(key).or_insert(next))
+            })
+            .collect()
+    }
+
+    fn chunk(&self, addr: ChunkAddr) -> Result<StoredChunk, IndexError> {
+        self.row(addr, |r| StoredChunk {
+            chunk_id: r.chunk_id.clone(),
+            doc_key: r.doc_key.clone(),
+            source: r.source.clone(),
+            title: r.title.clone(),
+            uri: r.uri.clone(),
+            text: r.text.clone(),
+            span: r.span.start.max(0) as usize..r.span.end.max(0) as usize,
+            heading_path: r.meta["hp"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|h| Some(h.as_str()?.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            page: r.meta["p"].as_u64().map(|p| p as u32),
+            acl: acl_of(r),
+            attributes: r.attributes.clone(),
+        })
+    }
+
+    fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, IndexError> {
+        self.row(addr, |r| (!r.dense.is_empty()).then(|| r.dense.clone()))
+    }
+
+    /// Uniform: Milvus does not expose its term statistics (see the module note).
+    fn idf(&self, _token: &str) -> f32 {
+        1.0
+    }
+
+    fn analyze(&self, text: &str) -> Vec<String> {
+        schema::analyze(&self.backend.analysis, text)
+    }
+
+    fn analyzer(&self) -> Analyzer {
+        Analyzer(schema::text_analyzer(&self.backend.analysis))
+    }
+}
+
+/// A fresh collection on this test binary's Milvus Lite, for tests of the layers above.
+#[cfg(test)]
+pub(crate) fn test_backend(model_id: &str, dim: usize) -> std::sync::Arc<dyn Backend> {
+    std::sync::Arc::new(
+        MilvusBackend::open(&tests::fresh("t"), &ModelSignature::plain(model_id, dim))
+            .expect("open on milvus lite"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn config(collection: String) -> MilvusConfig {
+        MilvusConfig {
+            uri: docent_milvus::lite::shared_server(&std::env::temp_dir()).to_string(),
+            collection,
+            token: Some("root:Milvus".into()),
+            database: String::new(),
+            ca_file: None,
+            server_name: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub(super) fn fresh(prefix: &str) -> MilvusConfig {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        config(format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    #[test]
+    fn the_milvus_backend_passes_the_backend_suite() {
+        let model = ModelSignature::plain("suite-model", super::super::suite::DIM);
+        super::super::suite::run_all(&|| {
+            Arc::new(MilvusBackend::open(&fresh("suite"), &model).expect("open on milvus lite"))
+        });
+    }
+
+    #[test]
+    fn a_collection_written_with_one_model_refuses_another() {
+        let cfg = fresh("model");
+        drop(MilvusBackend::open(&cfg, &ModelSignature::plain("m1", 8)).unwrap());
+        assert!(MilvusBackend::open(&cfg, &ModelSignature::plain("m1", 8)).is_ok());
+        let err = MilvusBackend::open(&cfg, &ModelSignature::plain("m2", 8))
+            .err()
+            .expect("another model is refused");
+        assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
+    }
+}
