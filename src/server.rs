@@ -24,7 +24,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
 use crate::embed::Embedder;
-use crate::index::{Index, IndexError};
+use crate::index::{Backend, Index, IndexError};
 use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
 use crate::retrieve::Retriever;
 use crate::service::{
@@ -189,12 +189,25 @@ pub async fn start_with(
 
     let data_dir = config.index.data_dir.clone();
     let model = crate::index::ModelSignature::of(embedder.as_ref());
-    let index = Arc::new(
-        tokio::task::spawn_blocking(move || Index::open_with(&data_dir, &model))
-            .await
-            .map_err(|e| DaemonError::Join(e.to_string()))??,
-    );
-    tracing::info!(path = %index.path().display(), documents = index.document_count(), "index open");
+    let milvus = config.index.milvus.clone();
+    let (index, location): (Arc<dyn Backend>, String) = tokio::task::spawn_blocking(move || {
+        Ok::<_, IndexError>(match milvus {
+            None => {
+                let index = Index::open_with(&data_dir, &model)?;
+                let at = index.path().display().to_string();
+                (Arc::new(index) as Arc<dyn Backend>, at)
+            }
+            Some(m) => {
+                let index = crate::index::milvus::MilvusBackend::open(&m, &model)?;
+                let at = format!("milvus {}", index.location());
+                (Arc::new(index) as Arc<dyn Backend>, at)
+            }
+        })
+    })
+    .await
+    .map_err(|e| DaemonError::Join(e.to_string()))??;
+    let role = config.index.role;
+    tracing::info!(at = %location, documents = index.document_count(), ?role, "index open");
 
     let stats = Arc::new(IngestStats::default());
     let skips = Arc::new(SkipLog::default());
@@ -221,7 +234,18 @@ pub async fn start_with(
     let mut infos = Vec::new();
     let mut connectors = Vec::new();
     let mut push = std::collections::HashMap::new();
-    for cc in &config.connectors {
+    let sources = if role.ingests() {
+        config.connectors.as_slice()
+    } else {
+        if !config.connectors.is_empty() {
+            tracing::info!(
+                configured = config.connectors.len(),
+                "query role: connectors and the Ingest API are left to the ingest node"
+            );
+        }
+        &[]
+    };
+    for cc in sources {
         let built = cc.spec.build().map_err(|message| DaemonError::Connector {
             id: cc.id.clone(),
             message,

@@ -97,9 +97,31 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct IndexConfig {
+    /// The embedded index's directory; with Milvus, where the conversation store lives.
     pub data_dir: PathBuf,
     pub commit_interval: Duration,
     pub queue_capacity: usize,
+    /// `None`: the embedded backend.
+    pub milvus: Option<crate::index::milvus::MilvusConfig>,
+    pub role: Role,
+}
+
+/// What this process does with the index (`[index] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connectors, ingestion and queries (one node).
+    All,
+    /// Queries only: no connectors, no pipeline; the Ingest API refuses. Milvus query replicas.
+    Query,
+    /// Connectors and ingestion; queries are served too (admins check sync status here).
+    Ingest,
+}
+
+impl Role {
+    /// Whether this process runs connectors and the ingest pipeline.
+    pub fn ingests(self) -> bool {
+        self != Role::Query
+    }
 }
 
 /// One configured connector: Docent's common settings and the spec its crate validated.
@@ -554,6 +576,82 @@ fn embedding_section(e: &raw::RawEmbedding, base: &Path, is: &mut Issues) -> Emb
     }
 }
 
+/// `[index] backend` and `[index.milvus]`.
+fn index_backend(
+    base: &Path,
+    raw: &raw::RawIndex,
+    is: &mut Issues,
+) -> Option<crate::index::milvus::MilvusConfig> {
+    match raw.backend.as_str() {
+        "embedded" => {
+            if raw.milvus.is_some() {
+                is.add(
+                    "index.milvus",
+                    "set index.backend = \"milvus\" to use it (the backend is embedded)",
+                );
+            }
+            None
+        }
+        "milvus" => {
+            let Some(m) = &raw.milvus else {
+                is.add(
+                    "index.milvus",
+                    "backend \"milvus\" needs an [index.milvus] section with its uri",
+                );
+                return None;
+            };
+            if !(m.uri.starts_with("http://") || m.uri.starts_with("https://")) {
+                is.add(
+                    "index.milvus.uri",
+                    format!(
+                        "expected http://host:port or https://host:port, got {:?}",
+                        m.uri
+                    ),
+                );
+            }
+            if m.uri.starts_with("https://") && m.ca_file.is_none() {
+                is.add(
+                    "index.milvus.ca_file",
+                    "https needs the CA that signed the server's certificate",
+                );
+            }
+            let valid_name = !m.collection.is_empty()
+                && m.collection.len() <= 200
+                && m.collection
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !m.collection.starts_with(|c: char| c.is_ascii_digit());
+            if !valid_name {
+                is.add(
+                    "index.milvus.collection",
+                    "letters, digits and underscores, not starting with a digit",
+                );
+            }
+            Some(crate::index::milvus::MilvusConfig {
+                uri: m.uri.clone(),
+                collection: m.collection.clone(),
+                token: m.token.clone().filter(|t| !t.is_empty()),
+                database: m.database.clone(),
+                ca_file: m.ca_file.as_deref().map(|p| resolve(base, p)),
+                server_name: m.server_name.clone(),
+                timeout: Duration::from_millis(is.range(
+                    "index.milvus.timeout_ms",
+                    m.timeout_ms,
+                    100,
+                    600_000,
+                )),
+            })
+        }
+        other => {
+            is.add(
+                "index.backend",
+                format!("unknown backend {other:?}: embedded or milvus"),
+            );
+            None
+        }
+    }
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -656,7 +754,26 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             1,
             1_000_000,
         ),
+        milvus: index_backend(base, &raw.index, &mut is),
+        role: match raw.index.role.as_str() {
+            "all" => Role::All,
+            "query" => Role::Query,
+            "ingest" => Role::Ingest,
+            other => {
+                is.add(
+                    "index.role",
+                    format!("unknown role {other:?}: all, query or ingest"),
+                );
+                Role::All
+            }
+        },
     };
+    if index.role == Role::Query && index.milvus.is_none() {
+        is.add(
+            "index.role",
+            "a query node needs a shared index: set index.backend = \"milvus\"",
+        );
+    }
 
     let embedding = embedding_section(&raw.embedding, base, &mut is);
 
@@ -1081,5 +1198,44 @@ id = "x"
         let c = Config::parse(&home, Path::new("/")).unwrap();
         assert!(c.index.data_dir.ends_with("d"));
         assert!(!c.index.data_dir.to_string_lossy().contains('$'));
+    }
+
+    #[test]
+    fn the_milvus_backend_is_checked() {
+        let with = |extra: &str, section: &str| {
+            let text = MINIMAL.replace("[index]\n", &format!("[index]\n{extra}\n")) + section;
+            Config::parse(&text, Path::new("/etc/docent"))
+        };
+        let ok = with(
+            "backend = \"milvus\"\nrole = \"query\"",
+            "[index.milvus]\nuri = \"https://milvus:19530\"\nca_file = \"ca.pem\"\ntoken = \"root:secret\"\n",
+        )
+        .unwrap();
+        let m = ok.index.milvus.as_ref().unwrap();
+        assert_eq!(m.collection, "docent_chunks");
+        assert_eq!(m.ca_file.as_deref(), Some(Path::new("/etc/docent/ca.pem")));
+        assert_eq!(ok.index.role, Role::Query);
+        assert!(
+            !format!("{m:?}").contains("secret"),
+            "the token is redacted"
+        );
+        let paths = |r: Result<Config, Vec<ConfigIssue>>| -> Vec<String> {
+            r.unwrap_err().into_iter().map(|i| i.path).collect()
+        };
+        assert_eq!(paths(with("backend = \"milvus\"", "")), ["index.milvus"]);
+        assert_eq!(paths(with("backend = \"qdrant\"", "")), ["index.backend"]);
+        assert_eq!(
+            paths(with("", "[index.milvus]\nuri = \"http://m:19530\"\n")),
+            ["index.milvus"]
+        );
+        assert_eq!(
+            paths(with(
+                "backend = \"milvus\"",
+                "[index.milvus]\nuri = \"https://m:19530\"\ncollection = \"9-bad\"\n"
+            )),
+            ["index.milvus.ca_file", "index.milvus.collection"]
+        );
+        assert_eq!(paths(with("role = \"query\"", "")), ["index.role"]);
+        assert_eq!(paths(with("role = \"reader\"", "")), ["index.role"]);
     }
 }

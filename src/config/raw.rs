@@ -263,6 +263,11 @@ pub struct RawIndex {
     pub data_dir: String,
     pub commit_interval_ms: u64,
     pub queue_capacity: usize,
+    /// `embedded` (tantivy in `data_dir`) or `milvus` (`[index.milvus]`).
+    pub backend: String,
+    /// `all`, `query` (serve only: no connectors, no pipeline) or `ingest`.
+    pub role: String,
+    pub milvus: Option<RawMilvus>,
 }
 
 impl Default for RawIndex {
@@ -271,6 +276,36 @@ impl Default for RawIndex {
             data_dir: "data".into(),
             commit_interval_ms: 1000,
             queue_capacity: 256,
+            backend: "embedded".into(),
+            role: "all".into(),
+            milvus: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMilvus {
+    pub uri: String,
+    pub collection: String,
+    pub database: String,
+    /// `user:password` or an API key (use `${VAR}`; a Kubernetes Secret as an env variable).
+    pub token: Option<String>,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for RawMilvus {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            collection: "docent_chunks".into(),
+            database: String::new(),
+            token: None,
+            ca_file: None,
+            server_name: None,
+            timeout_ms: 30_000,
         }
     }
 }

@@ -50,7 +50,7 @@ pub const TABLE_TTL: Duration = Duration::from_secs(60);
 const PAGE: usize = 4096;
 
 /// Where the collection lives and how to reach it (`[index.milvus]`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MilvusConfig {
     /// `http://host:port` (h2c, as Milvus Lite) or `https://host:port` (needs `ca_file`).
     pub uri: String,
@@ -62,6 +62,20 @@ pub struct MilvusConfig {
     pub ca_file: Option<PathBuf>,
     pub server_name: Option<String>,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for MilvusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MilvusConfig")
+            .field("uri", &self.uri)
+            .field("collection", &self.collection)
+            .field("token", &self.token.as_ref().map(|_| "(redacted)"))
+            .field("database", &self.database)
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 struct Written {

@@ -21,6 +21,7 @@ mod identity_admin;
 mod live_updates;
 mod llm;
 mod metrics;
+mod milvus;
 mod model_swap;
 mod push;
 mod restart;
