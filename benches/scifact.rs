@@ -8,7 +8,10 @@
 //!    query-embedding time alone; peak RSS.
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
-//!        [--embed-cache FILE] [--quality-only] [retrieval flags, see `retrieval` below]
+//!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [retrieval flags, see
+//!        `retrieval` below]
+//! `--milvus`: measure on the Milvus backend (a Milvus Lite started here, or the server at URI,
+//! collection `scifact_bench`), filled once from the embedded index (same chunks and vectors).
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
 
 use std::path::PathBuf;
@@ -20,7 +23,8 @@ use docent::config::Config;
 use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
 use docent::eval::{self, run};
 use docent::identity::token_hash;
-use docent::index::{Index, IndexSnapshot, SearchFilter};
+use docent::index::milvus::{MilvusBackend, MilvusConfig};
+use docent::index::{Backend, Export, Index, IndexSnapshot, SearchFilter};
 use docent::ingest::embedding_input;
 use docent::retrieve::{Fusion, Mode, RetrievalConfig, Retriever, ScoreNorm};
 use docent_connector_api::SourceDocument;
@@ -180,20 +184,38 @@ fn main() -> anyhow::Result<()> {
     } else {
         ingest(&docs, &embedder, chunking, &index_dir)?;
     }
+    let milvus = arg("--milvus").map(|m| MilvusConfig {
+        uri: if m == "lite" {
+            docent_milvus::lite::shared_server(dir.path()).to_string()
+        } else {
+            m
+        },
+        collection: "scifact_bench".into(),
+        token: Some("root:Milvus".into()),
+        database: String::new(),
+        ca_file: None,
+        server_name: None,
+        timeout: Duration::from_secs(600),
+    });
     let in_process;
     {
-        let index = Arc::new(Index::open(
+        let embedded = Arc::new(Index::open(
             &index_dir,
             embedder.model_id(),
             embedder.dim(),
         )?);
         if std::env::args().any(|a| a == "--sweep") {
+            let index = embedded;
             let boosts: Vec<(f32, f32)> = [0.15, 0.3, 0.5]
                 .iter()
                 .map(|&t| (t, retrieval.heading_boost))
                 .collect();
             return sweep(&index, &embedder, &queries, &qrels, &boosts);
         }
+        let index: Arc<dyn Backend> = match &milvus {
+            None => embedded,
+            Some(m) => Arc::new(fill_milvus(m, &embedded, &index_dir, &embedder)?),
+        };
         // Retrieval quality, through the same code as `docent eval beir`, under a real scope.
         let scope = run::eval_scope();
         let retriever = Retriever::new(index.clone(), embedder.clone(), retrieval);
@@ -272,13 +294,20 @@ fn main() -> anyhow::Result<()> {
             embedder.embed_query(&q.text).map(|_| t.elapsed())
         })
         .collect::<Result<_, _>>()?;
+    let backend = match &milvus {
+        None => String::new(),
+        Some(m) => format!(
+            "backend = \"milvus\"\n[index.milvus]\nuri = {:?}\ncollection = {:?}\ntoken = \"root:Milvus\"\n",
+            m.uri, m.collection
+        ),
+    };
     let config = Config::parse(
         &format!(
-            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[index]\ndata_dir = {:?}\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n",
-            index_dir,
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}",
             ecfg.model_dir,
             ecfg.onnxruntime_lib,
-            hex::encode(token_hash(TOKEN))
+            hex::encode(token_hash(TOKEN)),
+            if milvus.is_some() { dir.path().join("state") } else { index_dir.clone() },
         ),
         &repo,
     )
@@ -352,6 +381,47 @@ fn main() -> anyhow::Result<()> {
         println!("| {k} | {v} |");
     }
     Ok(())
+}
+
+/// The Milvus backend, filled from the embedded index at `index_dir` when its collection is
+/// empty (the same chunks and vectors, so the two backends are compared on the same data).
+fn fill_milvus(
+    m: &MilvusConfig,
+    embedded: &Index,
+    index_dir: &std::path::Path,
+    embedder: &Arc<dyn Embedder>,
+) -> anyhow::Result<MilvusBackend> {
+    let backend = MilvusBackend::open(m, &docent::index::ModelSignature::of(embedder.as_ref()))?;
+    if backend.document_count() > 0 {
+        println!(
+            "reusing {} documents in milvus {}",
+            backend.document_count(),
+            backend.location()
+        );
+        return Ok(backend);
+    }
+    let export = Export::open(index_dir)?;
+    let keys = export.document_keys().to_vec();
+    let t = Instant::now();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(mut doc) = export.document(key)? {
+            let vectors = embedded.chunk_vectors(&doc.key)?;
+            for c in &mut doc.chunks {
+                c.vector = vectors.get(&c.hash).cloned().unwrap_or_default();
+            }
+            backend.upsert(doc)?;
+        }
+        if (i + 1) % 500 == 0 || i + 1 == keys.len() {
+            backend.commit(Default::default())?;
+            eprint!("\rmilvus: {}/{} documents", i + 1, keys.len());
+        }
+    }
+    eprintln!();
+    note(
+        "Milvus fill (documents/s, upsert + commit)",
+        format!("{:.0}", keys.len() as f64 / t.elapsed().as_secs_f64()),
+    );
+    Ok(backend)
 }
 
 /// Raw fastembed on the pipeline's exact chunk inputs, then the pipeline into `index_dir`.

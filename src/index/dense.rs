@@ -8,8 +8,9 @@
 //!   ahead, AVX2 when the CPU has it), the best `RESCORE * k` rescored in f32. Always used for
 //!   small segments and small scopes: no recall loss under any ACL.
 //! - the filtered HNSW ([`super::ann`]): a segment of at least [`ANN_MIN_VECTORS`] vectors gets a
-//!   graph, built in the background when the segment is loaded (the exact scan serves until it
-//!   is ready). A scope admitting at least [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of
+//!   graph, built in the background when the segment is loaded (one build at a time, through
+//!   one queue that skips segments merged away before their turn; the exact scan serves until
+//!   the graph is ready). A scope admitting at least [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of
 //!   the segment is searched through the graph with the scope applied during the search (an
 //!   admitted-docs bitset), and the candidates are rescored exactly like the scan's. Below
 //!   that fraction the graph's recall falls (0.96 at 10%, 0.60 at 1% of 10⁶ vectors), so the
@@ -22,7 +23,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::index::SegmentId;
@@ -137,6 +138,10 @@ impl Quantized {
 pub struct VectorCache {
     dim: usize,
     segments: Mutex<HashMap<SegmentId, Arc<SegmentVectors>>>,
+    /// The graph builds' queue: one worker thread (started with the first build) takes one
+    /// segment at a time and skips those retired meanwhile (merged away: nothing holds them),
+    /// so a burst of merges never starts competing builds or builds for dead segments.
+    builds: Mutex<Option<mpsc::Sender<Weak<SegmentVectors>>>>,
     /// [`ANN_MIN_VECTORS`] and [`ANN_MIN_ADMITTED`] (lowered by tests).
     ann_min_vectors: usize,
     ann_min_admitted: usize,
@@ -147,6 +152,7 @@ impl VectorCache {
         Self {
             dim,
             segments: Mutex::new(HashMap::new()),
+            builds: Mutex::new(None),
             ann_min_vectors: ANN_MIN_VECTORS,
             ann_min_admitted: ANN_MIN_ADMITTED,
         }
@@ -179,24 +185,50 @@ impl VectorCache {
             .is_none();
         let vectors = loaded.scale.iter().filter(|s| **s != 0.0).count();
         if fresh && vectors >= self.ann_min_vectors {
-            let v = loaded.clone();
-            let spawned = std::thread::Builder::new()
-                .name("docent-ann-build".into())
-                .spawn(move || {
+            self.queue_build(Arc::downgrade(&loaded));
+        }
+        Ok(loaded)
+    }
+
+    fn queue_build(&self, segment: Weak<SegmentVectors>) {
+        let mut builds = self.builds.lock().unwrap_or_else(|e| e.into_inner());
+        let segment = match builds.as_ref() {
+            None => segment,
+            Some(tx) => match tx.send(segment) {
+                Ok(()) => return,
+                // The worker is gone (it panicked): start another.
+                Err(mpsc::SendError(segment)) => segment,
+            },
+        };
+        let (tx, rx) = mpsc::channel::<Weak<SegmentVectors>>();
+        let spawned = std::thread::Builder::new()
+            .name("docent-ann-build".into())
+            .spawn(move || {
+                // Ends when the cache (the sender) is dropped.
+                for segment in rx {
+                    let Some(v) = segment.upgrade() else {
+                        tracing::debug!("skipped the HNSW build of a retired segment");
+                        continue;
+                    };
                     let started = std::time::Instant::now();
                     let g = super::ann::Hnsw::build(v.view(), super::ann::Params::default());
                     tracing::info!(
-                        vectors,
+                        vectors = v.scale.len(),
                         secs = started.elapsed().as_secs_f64(),
                         "built the HNSW graph of a segment"
                     );
                     let _ = v.graph.set(g);
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the HNSW build; the segment is scanned exactly");
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(segment);
+                *builds = Some(tx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the HNSW builds; segments are scanned exactly")
             }
         }
-        Ok(loaded)
     }
 
     fn load(&self, seg: &SegmentReader) -> tantivy::Result<SegmentVectors> {
@@ -238,6 +270,22 @@ impl VectorCache {
             q8,
             scale,
             graph: OnceLock::new(),
+        })
+    }
+
+    /// (segments with a graph, segments whose graph is still being built), among the segments
+    /// loaded so far: a benchmark waits for the second to reach zero.
+    pub fn graphs(&self) -> (usize, usize) {
+        let segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        let large = segments
+            .values()
+            .filter(|v| v.scale.iter().filter(|s| **s != 0.0).count() >= self.ann_min_vectors);
+        large.fold((0, 0), |(built, building), v| {
+            if v.has_graph() {
+                (built + 1, building)
+            } else {
+                (built, building + 1)
+            }
         })
     }
 
@@ -538,6 +586,34 @@ mod graph_tests {
             total += exact.len();
         }
         assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
+    }
+
+    /// Builds go through one queue: a segment retired before its turn is skipped, and the
+    /// worker goes on with the next (the graph count reports the live one only).
+    #[test]
+    fn a_retired_segment_is_skipped_and_the_queue_goes_on() {
+        let cache = VectorCache::new(32).with_ann_thresholds(1000, 100);
+        let index = segment(2000, 32);
+        let searcher = index.reader().unwrap().searcher();
+        let seg = &searcher.segment_readers()[0];
+        let live = Arc::new(cache.load(seg).unwrap());
+        let retired = Arc::new(cache.load(seg).unwrap());
+        let weak = Arc::downgrade(&retired);
+        drop(retired);
+        cache.queue_build(weak);
+        cache.queue_build(Arc::downgrade(&live));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !live.has_graph() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the live segment's graph was not built"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Through `get`, only segments the cache holds count.
+        let held = cache.get(seg).unwrap();
+        assert_eq!(cache.graphs().0 + cache.graphs().1, 1);
+        drop(held);
     }
 
     /// Deletes leave the segment (and its graph) in place; the deleted docs are walked through

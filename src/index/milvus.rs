@@ -4,12 +4,12 @@
 //!
 //! How the seam's contract maps onto an engine without transactions:
 //! - **Writes are buffered until `commit`**, so nothing is visible before it (as with tantivy).
-//!   A commit upserts every buffered chunk by chunk id (`<doc key>#<ordinal>`: idempotent, a
-//!   replaced document is overwritten in place), deletes what a shorter new version left behind
-//!   and deleted documents, and only then writes the checkpoints: a checkpoint is never stored
-//!   before the data it covers is acknowledged. A crash in between replays from the older
-//!   checkpoint, which the idempotent upserts make harmless. Unlike tantivy, a commit is not
-//!   atomic for readers: a query running during one can see part of it.
+//!   A commit deletes deleted documents and the chunks a shorter new version no longer has,
+//!   upserts every buffered chunk by chunk id (`<doc key>#<ordinal>`: idempotent, a replaced
+//!   document is overwritten in place), and only then writes the checkpoints: a checkpoint is
+//!   never stored before the data it covers is acknowledged. A crash in between replays from
+//!   the older checkpoint, which the idempotent upserts make harmless. Unlike tantivy, a commit
+//!   is not atomic for readers: a query running during one can see part of it.
 //! - **Both legs carry the scope and the filters** as one Milvus filter expression
 //!   (`docent_milvus::expr`, one escaper; an empty scope sends no request). Hybrid fusion, the
 //!   second stage and the answerers are Docent's, over the rows both searches return whole, so
@@ -424,9 +424,11 @@ impl Backend for MilvusBackend {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let before: HashMap<String, u32> = {
             let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            // Unknown only when the table could not be read: then trim to be sure.
+            let unknown = if t.loaded.is_some() { 0 } else { u32::MAX };
             pending
                 .keys()
-                .map(|k| (k.clone(), t.docs.get(k).map_or(u32::MAX, |e| e.chunks)))
+                .map(|k| (k.clone(), t.docs.get(k).map_or(unknown, |e| e.chunks)))
                 .collect()
         };
         let rows: Vec<ChunkRow> = pending
@@ -448,11 +450,13 @@ impl Backend for MilvusBackend {
             .iter()
             .map(|(s, v)| (s.clone(), serde_json::to_vec(v).unwrap_or_default()))
             .collect();
-        // Data, then what it replaced, then the checkpoints: each step only after the last was
-        // acknowledged. On failure the writes stay buffered (the pipeline rolls back).
+        // What goes, then the data, then the checkpoints: each step only after the last was
+        // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
+        // document's first chunks still carry the old version, which the replay re-ingests
+        // (trimmed after, the old tail would outlive a crash under a table saying "current").
+        // On failure the writes stay buffered (the pipeline rolls back).
         self.run(move |c| {
             Box::pin(async move {
-                c.upsert(&rows).await?;
                 for (key, first) in &trims {
                     if *first == 0 {
                         c.delete_document(key).await?;
@@ -460,6 +464,7 @@ impl Backend for MilvusBackend {
                         c.delete_chunks_from(key, *first).await?;
                     }
                 }
+                c.upsert(&rows).await?;
                 for (source, bytes) in &encoded {
                     c.put_checkpoint(source, bytes).await?;
                 }

@@ -603,6 +603,11 @@ impl Index {
         Ok(out)
     }
 
+    /// The dense leg's graphs: (built, still building), among the segments searched so far.
+    pub fn dense_graphs(&self) -> (usize, usize) {
+        self.vectors.graphs()
+    }
+
     pub fn snapshot(&self) -> Snapshot<'_> {
         Snapshot {
             index: self,
