@@ -137,7 +137,8 @@ fn main() -> anyhow::Result<()> {
         onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
         max_length: 256,
         batch_size: 32,
-        threads: 2,
+        // `--threads 1`: one query session of one thread (the embedder before session 8).
+        threads: arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2),
     };
     let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
     // `--zero-vectors`: every vector is zero (BM25 experiments without embedding; the dense and

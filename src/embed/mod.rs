@@ -218,7 +218,15 @@ pub struct FastEmbedder {
     text: TextProfile,
     batch_size: usize,
     passages: Mutex<fastembed::TextEmbedding>,
-    queries: Mutex<fastembed::TextEmbedding>,
+    /// Query sessions of one thread each, one per configured thread: concurrent questions are
+    /// embedded in parallel instead of queueing on one session.
+    queries: Vec<Mutex<fastembed::TextEmbedding>>,
+    /// A session with every configured thread, for a question embedded while no other is: a
+    /// lone question (the latency case) uses all cores; under load the one-thread sessions keep
+    /// the cores free of oversubscription. `None` with one thread.
+    solo: Option<Mutex<fastembed::TextEmbedding>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    next: std::sync::atomic::AtomicUsize,
     counter: Arc<HfTokenCounter>,
     _env: ort::environment::Environment,
 }
@@ -278,7 +286,14 @@ impl FastEmbedder {
             })
         };
         let mut passages = build(cfg.threads)?;
-        let queries = build(1)?;
+        let queries = (0..cfg.threads.max(1))
+            .map(|_| build(1).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let solo = if cfg.threads > 1 {
+            Some(Mutex::new(build(cfg.threads)?))
+        } else {
+            None
+        };
         let probe = passages
             .embed(["dimension probe"], None)
             .map_err(|e| EmbedError::Inference(e.to_string()))?;
@@ -295,7 +310,10 @@ impl FastEmbedder {
             text: full.text.clone(),
             batch_size: cfg.batch_size.max(1),
             passages: Mutex::new(passages),
-            queries: Mutex::new(queries),
+            queries,
+            solo,
+            in_flight: 0.into(),
+            next: 0.into(),
             counter: Arc::new(counter),
             _env: env,
         })
@@ -332,7 +350,20 @@ fn run(
     batch: usize,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+    run_on(
+        model.lock().unwrap_or_else(|e| e.into_inner()),
+        texts,
+        batch,
+        cancelled,
+    )
+}
+
+fn run_on(
+    mut m: std::sync::MutexGuard<'_, fastembed::TextEmbedding>,
+    texts: &[&str],
+    batch: usize,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     if cancelled() {
         return Err(EmbedError::Cancelled);
     }
@@ -380,8 +411,31 @@ impl Embedder for FastEmbedder {
         text: &str,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<f32>, EmbedError> {
-        run(&self.queries, &[&self.text.query(text)], 1, cancelled)?
-            .pop()
+        use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+        struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        let alone = self.in_flight.fetch_add(1, SeqCst) == 0;
+        let _in_flight = InFlight(&self.in_flight);
+        let query = self.text.query(text);
+        let input: [&str; 1] = [&query];
+        let session = alone
+            .then(|| self.solo.as_ref().and_then(|s| s.try_lock().ok()))
+            .flatten()
+            .or_else(|| self.queries.iter().find_map(|q| q.try_lock().ok()));
+        let out = match session {
+            Some(m) => run_on(m, &input, 1, cancelled)?,
+            // Every session busy: wait on one, spreading the waiters.
+            None => {
+                let i = self.next.fetch_add(1, Relaxed) % self.queries.len();
+                run(&self.queries[i], &input, 1, cancelled)?
+            }
+        };
+        out.into_iter()
+            .next()
             .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
     }
 

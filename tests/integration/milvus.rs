@@ -10,10 +10,14 @@ use docent_proto::v1 as pb;
 
 fn milvus_config(env: &Env, collection: &str, role: &str) -> String {
     let uri = docent_milvus::lite::shared_server(&std::env::temp_dir());
-    env.config_text().replacen(
-        "[index]\n",
-        &format!("[index]\nbackend = \"milvus\"\nrole = \"{role}\"\n"),
-        1,
+    replaced(
+        &replaced(
+            &env.config_text(),
+            "backend = \"embedded\"",
+            "backend = \"milvus\"",
+        ),
+        "role = \"all\"",
+        &format!("role = \"{role}\""),
     ) + &format!(
         "\n[index.milvus]\nuri = {uri:?}\ncollection = {collection:?}\ntoken = \"root:Milvus\"\n"
     )
@@ -120,9 +124,7 @@ async fn a_query_replica_answers_from_what_the_ingest_node_wrote() {
 #[test]
 fn a_query_role_without_a_shared_index_is_refused() {
     let env = Env::empty();
-    let text = env
-        .config_text()
-        .replacen("[index]\n", "[index]\nrole = \"query\"\n", 1);
+    let text = replaced(&env.config_text(), "role = \"all\"", "role = \"query\"");
     let issues = docent::config::Config::parse(&text, &repo().join("config")).unwrap_err();
     assert!(issues.iter().any(|i| i.path == "index.role"), "{issues:?}");
 }
