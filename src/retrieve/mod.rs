@@ -91,6 +91,12 @@ impl RetrieveError {
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Self::Embed(EmbedError::Cancelled))
     }
+
+    /// The index could not be reached (a shared backend down or restarting): the caller may
+    /// retry; nothing is wrong with the request or this daemon.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Index(IndexError::Milvus(e)) if e.is_unavailable())
+    }
 }
 
 /// One retrieved chunk.

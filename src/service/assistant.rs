@@ -132,6 +132,10 @@ impl From<AssistantError> for ServiceError {
                 message: e.to_string(),
             },
             AssistantError::Retrieve(r) if r.is_cancelled() => ServiceError::Cancelled,
+            AssistantError::Retrieve(r) if r.is_unavailable() => {
+                tracing::warn!(error = %r, "index unavailable");
+                ServiceError::Unavailable
+            }
             AssistantError::Retrieve(r) => ServiceError::internal(r),
             AssistantError::Store(s) => ServiceError::internal(s),
             AssistantError::Internal(s) => ServiceError::Internal(s),

@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// The client's deadline passed (or it went away) before the work was done.
     #[error("the request's deadline passed before it was answered")]
     Cancelled,
+    /// The index (a shared backend) cannot be reached right now.
+    #[error("the index is unavailable; retry shortly")]
+    Unavailable,
     #[error("internal error")]
     Internal(String),
 }
@@ -67,6 +70,7 @@ impl ServiceError {
             Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument { reason, .. } => reason,
             Self::Cancelled => "DEADLINE_EXCEEDED",
+            Self::Unavailable => "INDEX_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -85,6 +89,7 @@ impl ServiceError {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Cancelled => Code::DeadlineExceeded,
+            Self::Unavailable => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }

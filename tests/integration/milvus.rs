@@ -128,3 +128,60 @@ fn a_query_role_without_a_shared_index_is_refused() {
     let issues = docent::config::Config::parse(&text, &repo().join("config")).unwrap_err();
     assert!(issues.iter().any(|i| i.path == "index.role"), "{issues:?}");
 }
+
+/// Stops a Milvus Lite of its own when the test ends, however it ends.
+struct OwnLite(std::path::PathBuf);
+
+impl Drop for OwnLite {
+    fn drop(&mut self) {
+        docent_milvus::lite::stop(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_milvus_outage_is_unavailable_and_the_daemon_recovers_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lite");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let uri = docent_milvus::lite::start(&dir, port);
+    let _lite = OwnLite(dir.clone());
+    let env = Env::example();
+    let text = replaced(
+        &replaced(
+            &env.config_text(),
+            "backend = \"embedded\"",
+            "backend = \"milvus\"",
+        ),
+        "role = \"all\"",
+        "role = \"ingest\"",
+    ) + &format!(
+        "\n[index.milvus]\nuri = {uri:?}\ncollection = \"outage\"\ntoken = \"root:Milvus\"\ntimeout_ms = 5000\n"
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let q = "How do I reset my VPN password?";
+    assert_eq!(
+        d.ask(ALICE, q).await.unwrap().status,
+        pb::AnswerStatus::Answered as i32
+    );
+
+    docent_milvus::lite::stop(&dir);
+    let e = d.ask(ALICE, q).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert_eq!(reason(&e), "INDEX_UNAVAILABLE");
+    let e = d.search(ALICE, "vpn", 5).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    // Nothing was deleted and the daemon kept serving: back with the engine (Lite comes back
+    // with its collections released; the backend loads them again).
+    docent_milvus::lite::start(&dir, port);
+    eventually(60, "answers again after Milvus is back", || async {
+        d.ask(ALICE, q)
+            .await
+            .is_ok_and(|a| a.citations.iter().any(|c| c.uri.ends_with("/it/vpn.md")))
+    })
+    .await;
+    assert_eq!(d.stats().await.documents, 29);
+    d.stop().await;
+}

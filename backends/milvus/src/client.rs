@@ -573,7 +573,11 @@ impl ChunkCollection {
 
     /// Deletes every chunk of the document; returns how many the server reports deleted.
     pub async fn delete_document(&self, doc_key: &str) -> Result<u64, MilvusError> {
-        let expr = format!("doc_key == {}", expr::quote("doc key", doc_key)?);
+        self.delete_where(format!("doc_key == {}", expr::quote("doc key", doc_key)?))
+            .await
+    }
+
+    async fn delete_where(&self, expr: String) -> Result<u64, MilvusError> {
         let resp = self
             .grpc()
             .delete(DeleteRequest {
@@ -614,14 +618,7 @@ impl ChunkCollection {
         filter: Option<&Filter>,
         k: usize,
     ) -> Result<Vec<SearchHit>, MilvusError> {
-        if vector.len() != self.dim {
-            return Err(MilvusError::Dimension {
-                collection: self.name.clone(),
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
-        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes = self.vector_bytes(vector)?;
         self.search(
             "dense",
             "COSINE",
@@ -698,14 +695,7 @@ impl ChunkCollection {
         filter: Option<&Filter>,
         k: usize,
     ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
-        if vector.len() != self.dim {
-            return Err(MilvusError::Dimension {
-                collection: self.name.clone(),
-                expected: self.dim,
-                got: vector.len(),
-            });
-        }
-        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes = self.vector_bytes(vector)?;
         let r = self
             .search_data(
                 "dense",
@@ -748,6 +738,17 @@ impl ChunkCollection {
         Ok(rows)
     }
 
+    fn vector_bytes(&self, vector: &[f32]) -> Result<Vec<u8>, MilvusError> {
+        if vector.len() != self.dim {
+            return Err(MilvusError::Dimension {
+                collection: self.name.clone(),
+                expected: self.dim,
+                got: vector.len(),
+            });
+        }
+        Ok(vector.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
     fn scored_rows(
         &self,
         method: &'static str,
@@ -768,8 +769,51 @@ impl ChunkCollection {
         Ok(r.scores.into_iter().zip(rows).collect())
     }
 
+    /// Runs `f`, and once more after `LoadCollection` when the collection was not loaded (a
+    /// Milvus Lite restarted under a running Docent releases every collection).
+    async fn loaded<T, F, Fut>(&self, f: F) -> Result<T, MilvusError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MilvusError>>,
+    {
+        match f().await {
+            Err(e) if e.is_not_loaded() => {
+                self.client.load(&self.name).await?;
+                f().await
+            }
+            r => r,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn search_data(
+        &self,
+        anns_field: &str,
+        metric: &str,
+        placeholder_type: PlaceholderType,
+        value: Vec<u8>,
+        scope: &Scope,
+        filter: Option<&Filter>,
+        k: usize,
+        output_fields: Vec<String>,
+    ) -> Result<Option<SearchResultData>, MilvusError> {
+        self.loaded(|| {
+            self.search_data_once(
+                anns_field,
+                metric,
+                placeholder_type,
+                value.clone(),
+                scope,
+                filter,
+                k,
+                output_fields.clone(),
+            )
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn search_data_once(
         &self,
         anns_field: &str,
         metric: &str,
@@ -952,24 +996,24 @@ impl ChunkCollection {
             "doc_key == {} and ordinal >= {first}",
             expr::quote("doc key", doc_key)?
         );
-        let resp = self
-            .grpc()
-            .delete(DeleteRequest {
-                db_name: self.db(),
-                collection_name: self.name.clone(),
-                expr,
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc("Delete"))?
-            .into_inner();
-        check("Delete", resp.status.as_ref())
+        self.delete_where(expr).await.map(|_| ())
     }
 
     /// Rows matching `cond` (a condition built from [`expr`]'s quoting; empty: every row) with
     /// a chunk id after `after`, at most `limit`, in chunk id order: one page of a scan.
     /// `vectors`: include the dense vectors.
     pub async fn query_rows(
+        &self,
+        cond: &str,
+        after: Option<&str>,
+        limit: usize,
+        vectors: bool,
+    ) -> Result<Vec<ChunkRow>, MilvusError> {
+        self.loaded(|| self.query_rows_once(cond, after, limit, vectors))
+            .await
+    }
+
+    async fn query_rows_once(
         &self,
         cond: &str,
         after: Option<&str>,

@@ -1,5 +1,8 @@
 use crate::expr::ExprError;
 
+/// Milvus's status code for "collection not loaded".
+const NOT_LOADED: i32 = 101;
+
 /// What a Milvus call can fail with. `Server` carries the server's own status (`code`, `reason`),
 /// which Milvus reports inside an OK gRPC response.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,27 @@ pub enum MilvusError {
 }
 
 impl MilvusError {
+    /// The server could not be reached or answered with a transport failure (down, restarting,
+    /// unreachable, timed out): worth retrying later, not a fault of the request.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Rpc { status, .. } => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+            ),
+            _ => false,
+        }
+    }
+
+    /// The collection is not loaded (Milvus Lite after a restart: code 101).
+    pub fn is_not_loaded(&self) -> bool {
+        self.server_code() == Some(NOT_LOADED)
+    }
+
     /// The server's status code, when the server refused the request.
     pub fn server_code(&self) -> Option<i32> {
         match self {

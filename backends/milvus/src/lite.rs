@@ -42,24 +42,8 @@ pub fn shared_server(tmp: &Path) -> &'static str {
             .port();
         let dir = tmp.join(format!("milvus-lite-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
+        let uri = start(&dir, port);
         let script = repo_root().join("scripts/milvus.sh");
-        let t = Instant::now();
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/milvus.sh start");
-        assert!(
-            out.status.success(),
-            "scripts/milvus.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "milvus lite on port {port} in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
         // It outlives us, so there is nothing to wait for.
         #[allow(clippy::zombie_processes)]
         Command::new("bash")
@@ -77,6 +61,38 @@ pub fn shared_server(tmp: &Path) -> &'static str {
             .process_group(0)
             .spawn()
             .expect("spawn the milvus watchdog");
-        format!("http://127.0.0.1:{port}")
+        uri
     })
+}
+
+/// Starts (or finds running) a Milvus Lite with its data in `dir`, on `port`; returns its URI
+/// once the port answers. Panics with the script's error when it cannot.
+pub fn start(dir: &Path, port: u16) -> String {
+    let t = Instant::now();
+    let out = Command::new(repo_root().join("scripts/milvus.sh"))
+        .arg("start")
+        .arg(dir)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/milvus.sh start");
+    assert!(
+        out.status.success(),
+        "scripts/milvus.sh start failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "milvus lite on port {port} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Stops the Milvus Lite whose data is in `dir` (gracefully; its data stays).
+pub fn stop(dir: &Path) {
+    let _ = Command::new(repo_root().join("scripts/milvus.sh"))
+        .arg("stop")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output();
 }
