@@ -614,6 +614,13 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
 async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     use crate::ingest::reembed;
     let config = Config::load(config_path)?;
+    if config.index.milvus.is_some() {
+        // The embedded re-embedding path builds a directory; a collection is re-embedded by
+        // pointing a fresh ingest node (a new `collection`) at the sources.
+        anyhow::bail!(
+            "docent reindex builds an embedded index; with index.backend = \"milvus\" start an ingest node with a new index.milvus.collection and the new model instead, then point the query nodes at it"
+        );
+    }
     let to = config.index.data_dir.clone();
     // Before loading the model: a wrong path is known in a second.
     reembed::check_paths(from, &to)?;
