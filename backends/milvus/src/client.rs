@@ -126,6 +126,18 @@ pub struct ChunkCollection {
     dim: usize,
 }
 
+/// One search request: which field, how scored, the query value, and what comes back.
+struct Search<'a> {
+    anns_field: &'static str,
+    metric: &'static str,
+    placeholder_type: PlaceholderType,
+    value: Vec<u8>,
+    scope: &'a Scope,
+    filter: Option<&'a Filter>,
+    k: usize,
+    output_fields: Vec<String>,
+}
+
 /// Turns a response's `status` into an error: Milvus answers gRPC OK and reports failures there.
 fn check(method: &'static str, status: Option<&Status>) -> Result<(), MilvusError> {
     let Some(s) = status else { return Ok(()) };
@@ -619,15 +631,16 @@ impl ChunkCollection {
         k: usize,
     ) -> Result<Vec<SearchHit>, MilvusError> {
         let bytes = self.vector_bytes(vector)?;
-        self.search(
-            "dense",
-            "COSINE",
-            PlaceholderType::FloatVector,
-            bytes,
+        self.search(Search {
+            anns_field: "dense",
+            metric: "COSINE",
+            placeholder_type: PlaceholderType::FloatVector,
+            value: bytes,
             scope,
             filter,
             k,
-        )
+            output_fields: schema::OUTPUT_FIELDS.map(String::from).to_vec(),
+        })
         .await
     }
 
@@ -641,15 +654,16 @@ impl ChunkCollection {
         k: usize,
     ) -> Result<Vec<SearchHit>, MilvusError> {
         let mut hits = self
-            .search(
-                "sparse",
-                "BM25",
-                PlaceholderType::VarChar,
-                text.as_bytes().to_vec(),
+            .search(Search {
+                anns_field: "sparse",
+                metric: "BM25",
+                placeholder_type: PlaceholderType::VarChar,
+                value: text.as_bytes().to_vec(),
                 scope,
                 filter,
                 k,
-            )
+                output_fields: schema::OUTPUT_FIELDS.map(String::from).to_vec(),
+            })
             .await?;
         for h in &mut hits {
             h.score = h.score.abs();
@@ -657,31 +671,8 @@ impl ChunkCollection {
         Ok(hits)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn search(
-        &self,
-        anns_field: &str,
-        metric: &str,
-        placeholder_type: PlaceholderType,
-        value: Vec<u8>,
-        scope: &Scope,
-        filter: Option<&Filter>,
-        k: usize,
-    ) -> Result<Vec<SearchHit>, MilvusError> {
-        let fields = schema::OUTPUT_FIELDS.map(String::from).to_vec();
-        match self
-            .search_data(
-                anns_field,
-                metric,
-                placeholder_type,
-                value,
-                scope,
-                filter,
-                k,
-                fields,
-            )
-            .await?
-        {
+    async fn search(&self, search: Search<'_>) -> Result<Vec<SearchHit>, MilvusError> {
+        match self.search_data(&search).await? {
             Some(r) => hits(r),
             None => Ok(Vec::new()),
         }
@@ -697,16 +688,16 @@ impl ChunkCollection {
     ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
         let bytes = self.vector_bytes(vector)?;
         let r = self
-            .search_data(
-                "dense",
-                "COSINE",
-                PlaceholderType::FloatVector,
-                bytes,
+            .search_data(&Search {
+                anns_field: "dense",
+                metric: "COSINE",
+                placeholder_type: PlaceholderType::FloatVector,
+                value: bytes,
                 scope,
                 filter,
                 k,
-                row_fields(true),
-            )
+                output_fields: row_fields(true),
+            })
             .await?;
         r.map_or(Ok(Vec::new()), |r| self.scored_rows("Search", r))
     }
@@ -720,16 +711,16 @@ impl ChunkCollection {
         k: usize,
     ) -> Result<Vec<(f32, ChunkRow)>, MilvusError> {
         let r = self
-            .search_data(
-                "sparse",
-                "BM25",
-                PlaceholderType::VarChar,
-                text.as_bytes().to_vec(),
+            .search_data(&Search {
+                anns_field: "sparse",
+                metric: "BM25",
+                placeholder_type: PlaceholderType::VarChar,
+                value: text.as_bytes().to_vec(),
                 scope,
                 filter,
                 k,
-                row_fields(true),
-            )
+                output_fields: row_fields(true),
+            })
             .await?;
         let mut rows = r.map_or(Ok(Vec::new()), |r| self.scored_rows("Search", r))?;
         for (score, _) in &mut rows {
@@ -785,59 +776,41 @@ impl ChunkCollection {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn search_data(
         &self,
-        anns_field: &str,
-        metric: &str,
-        placeholder_type: PlaceholderType,
-        value: Vec<u8>,
-        scope: &Scope,
-        filter: Option<&Filter>,
-        k: usize,
-        output_fields: Vec<String>,
+        search: &Search<'_>,
     ) -> Result<Option<SearchResultData>, MilvusError> {
-        self.loaded(|| {
-            self.search_data_once(
-                anns_field,
-                metric,
-                placeholder_type,
-                value.clone(),
-                scope,
-                filter,
-                k,
-                output_fields.clone(),
-            )
-        })
-        .await
+        self.loaded(|| self.search_data_once(search)).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn search_data_once(
         &self,
-        anns_field: &str,
-        metric: &str,
-        placeholder_type: PlaceholderType,
-        value: Vec<u8>,
-        scope: &Scope,
-        filter: Option<&Filter>,
-        k: usize,
-        output_fields: Vec<String>,
+        search: &Search<'_>,
     ) -> Result<Option<SearchResultData>, MilvusError> {
-        let dsl = match expr::search_cond(scope, filter)? {
+        let Search {
+            anns_field,
+            metric,
+            placeholder_type,
+            value,
+            scope,
+            filter,
+            k,
+            output_fields,
+        } = search;
+        let dsl = match expr::search_cond(scope, *filter)? {
             Cond::False => return Ok(None),
             Cond::True => String::new(),
             Cond::Expr(e) => e,
         };
-        let k = k.min(MAX_TOP_K);
+        let k = (*k).min(MAX_TOP_K);
         if k == 0 {
             return Ok(None);
         }
         let placeholder_group = PlaceholderGroup {
             placeholders: vec![PlaceholderValue {
                 tag: "$0".to_string(),
-                r#type: placeholder_type as i32,
-                values: vec![value],
+                r#type: *placeholder_type as i32,
+                values: vec![value.clone()],
                 ..Default::default()
             }],
         }
@@ -851,11 +824,11 @@ impl ChunkCollection {
                 dsl_type: DslType::BoolExprV1 as i32,
                 search_input: Some(SearchInput::PlaceholderGroup(placeholder_group)),
                 nq: 1,
-                output_fields,
+                output_fields: output_fields.clone(),
                 search_params: vec![
-                    kv("anns_field", anns_field),
+                    kv("anns_field", *anns_field),
                     kv("topk", k.to_string()),
-                    kv("metric_type", metric),
+                    kv("metric_type", *metric),
                     kv("params", "{}"),
                 ],
                 consistency_level: ConsistencyLevel::Strong as i32,
