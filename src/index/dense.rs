@@ -342,6 +342,9 @@ pub struct DenseCollector {
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
     k: usize,
+    /// Docs in the whole searcher (0: unknown), so a graph segment searches for its share of
+    /// the depth rather than all of it (see [`Self::with_total_docs`]).
+    total_docs: usize,
 }
 
 const RESCORE: usize = 4;
@@ -353,7 +356,18 @@ impl DenseCollector {
             quantized: Arc::new(quantize(&query)),
             query: Arc::new(query),
             k,
+            total_docs: 0,
         }
+    }
+
+    /// The searcher holds `n` docs: a segment with a graph then asks its graph for about twice
+    /// its share of the depth (plus a margin), not the whole depth. With a deep leg (fusion asks
+    /// for 300) over many segments this is most of the dense leg's time; the top of the list is
+    /// unaffected (the beam never falls under [`ANN_EF`]), only the deep tail of the segments'
+    /// lists is approximate — as it already is on the graph path. Scanned segments stay exact.
+    pub fn with_total_docs(mut self, n: usize) -> Self {
+        self.total_docs = n;
+        self
     }
 }
 
@@ -364,6 +378,8 @@ pub struct DenseSegmentCollector {
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
     k: usize,
+    /// The depth asked of this segment's graph (its share of `k`, see `with_total_docs`).
+    graph_k: usize,
     /// The docs the scope admits (a bitset) and their count; scored at harvest, by the graph
     /// or by a scan that prefetches the docs ahead of the one it scores.
     admitted: Vec<u64>,
@@ -386,6 +402,13 @@ impl Collector for DenseCollector {
             query: self.query.clone(),
             quantized: self.quantized.clone(),
             k: self.k,
+            graph_k: if self.total_docs == 0 {
+                self.k
+            } else {
+                let share = reader.max_doc() as f64 / self.total_docs as f64;
+                self.k
+                    .min((2.0 * self.k as f64 * share).ceil() as usize + 16)
+            },
             admitted: vec![0u64; (reader.max_doc() as usize).div_ceil(64)],
             count: 0,
         })
@@ -428,11 +451,12 @@ impl SegmentCollector for DenseSegmentCollector {
                     self.vectors.view(),
                     self.quantized.values(),
                     self.quantized.scale(),
-                    // The beam is the wanted depth (at least ANN_EF): the graph's candidates
-                    // are rescored exactly anyway, and a beam of 4 × depth made a 300-deep leg
-                    // (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10 recall only
-                    // rises with the beam, so it stays at least the measured ef = 64 figure.
-                    ANN_EF.max(self.k),
+                    // The beam is this segment's depth (at least ANN_EF): the graph's
+                    // candidates are rescored exactly anyway, and a beam of 4 × depth made a
+                    // 300-deep leg (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10
+                    // recall only rises with the beam, so it stays at least the measured
+                    // ef = 64 figure.
+                    ANN_EF.max(self.graph_k),
                     &allowed,
                 );
                 for (s, d) in found {

@@ -992,8 +992,15 @@ impl IndexSnapshot for Snapshot<'_> {
         if depth == 0 || query.len() != self.index.dim() {
             return Ok(Vec::new());
         }
+        let total = self
+            .searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.max_doc() as usize)
+            .sum();
         let collector =
-            dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth);
+            dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth)
+                .with_total_docs(total);
         let q = BooleanQuery::new(self.scope_clauses(scope, filter));
         let top = self.searcher.search(&q, &collector)?;
         Ok(top
