@@ -636,6 +636,14 @@ struct MilvusSnapshot<'a> {
 }
 
 impl MilvusSnapshot<'_> {
+    /// This snapshot's addresses for a search's rows (one per chunk across both legs).
+    fn addressed(&self, hits: Vec<(f32, ChunkRow)>) -> Vec<Scored> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(hits)
+    }
+
     fn row<R>(&self, addr: ChunkAddr, f: impl FnOnce(&ChunkRow) -> R) -> Result<R, IndexError> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let row = seen
@@ -670,11 +678,7 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
         let hits = self.backend.run(move |c| {
             Box::pin(async move { c.bm25_search_rows(&q, &s, Some(&f), depth).await })
         })?;
-        Ok(self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(hits))
+        Ok(self.addressed(hits))
     }
 
     fn dense(
@@ -691,11 +695,7 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
         let hits = self.backend.run(move |c| {
             Box::pin(async move { c.dense_search_rows(&q, &s, Some(&f), depth).await })
         })?;
-        Ok(self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(hits))
+        Ok(self.addressed(hits))
     }
 
     fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
