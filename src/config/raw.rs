@@ -305,7 +305,7 @@ impl Default for RawMilvus {
             token: None,
             ca_file: None,
             server_name: None,
-            timeout_ms: 30_000,
+            timeout_ms: 10_000,
         }
     }
 }
