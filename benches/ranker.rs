@@ -21,6 +21,7 @@
 //!
 //! Usage: scripts/train-ranker.sh, or cargo bench --bench ranker -- [--write FILE]
 //!        [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
+//!        [--qa-only] [--explain FILE]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -263,6 +264,74 @@ struct QaSet {
     labelled: Vec<Labelled>,
 }
 
+/// The QA sets over their corpora (indexes kept under `qa_dir`), not yet labelled.
+fn qa_sets(
+    repo: &Path,
+    qa_dir: &Path,
+    embedder: &Arc<dyn Embedder>,
+    cfg: RetrievalConfig,
+    depth: usize,
+) -> anyhow::Result<Vec<QaSet>> {
+    let examples = open_dir_index(
+        &repo.join("examples/corpus"),
+        &qa_dir.join("examples"),
+        embedder,
+    )?;
+    let handbook = open_dir_index(
+        &repo.join("../shared/data/handbook/content"),
+        &qa_dir.join("handbook"),
+        embedder,
+    )?;
+    let mk = |index: &Arc<Index>| {
+        Arc::new(Retriever::new(
+            index.clone(),
+            embedder.clone(),
+            RetrievalConfig {
+                rerank_depth: depth,
+                ..cfg
+            },
+        ))
+    };
+    let (ex_r, hb_r) = (mk(&examples), mk(&handbook));
+    let qa_file = |f: &str| eval::load_qa(&repo.join("benches/qa").join(f));
+    let sets = vec![
+        (
+            "example-corpus",
+            true,
+            qa_file("example-corpus.jsonl")?,
+            ex_r.clone(),
+        ),
+        (
+            "handbook-train",
+            true,
+            qa_file("handbook-train.jsonl")?,
+            hb_r.clone(),
+        ),
+        (
+            "example-finance",
+            false,
+            qa_file("example-corpus-finance.jsonl")?,
+            ex_r,
+        ),
+        (
+            "handbook-test",
+            false,
+            qa_file("handbook-test.jsonl")?,
+            hb_r,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, train, items, retriever)| QaSet {
+        name,
+        train,
+        items,
+        retriever,
+        labelled: Vec::new(),
+    })
+    .collect::<Vec<_>>();
+    Ok(sets)
+}
+
 fn main() -> anyhow::Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let tune = repo.join("target/tune");
@@ -286,6 +355,13 @@ fn main() -> anyhow::Result<()> {
     let scope = run::eval_scope();
     let cfg = RetrievalConfig::default();
     let depth = 40;
+
+    // `--qa-only`: the shipped model's answers on the QA sets, without SciFact or training.
+    if std::env::args().any(|a| a == "--qa-only") {
+        let model = RankerModel::builtin().clone();
+        let sets = qa_sets(&repo, &qa_dir, &embedder, cfg, depth)?;
+        return end_to_end(&sets, &model, model.threshold, &embedder, cfg, &scope);
+    }
 
     // 1. SciFact train.
     let data = repo.join("../shared/data/scifact");
@@ -370,63 +446,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // 2. QA sets over their corpora.
-    let examples = open_dir_index(
-        &repo.join("examples/corpus"),
-        &qa_dir.join("examples"),
-        &embedder,
-    )?;
-    let handbook = open_dir_index(
-        &repo.join("../shared/data/handbook/content"),
-        &qa_dir.join("handbook"),
-        &embedder,
-    )?;
-    let mk = |index: &Arc<Index>| {
-        Arc::new(Retriever::new(
-            index.clone(),
-            embedder.clone(),
-            RetrievalConfig {
-                rerank_depth: depth,
-                ..cfg
-            },
-        ))
-    };
-    let (ex_r, hb_r) = (mk(&examples), mk(&handbook));
-    let qa_file = |f: &str| eval::load_qa(&repo.join("benches/qa").join(f));
-    let mut sets = vec![
-        (
-            "example-corpus",
-            true,
-            qa_file("example-corpus.jsonl")?,
-            ex_r.clone(),
-        ),
-        (
-            "handbook-train",
-            true,
-            qa_file("handbook-train.jsonl")?,
-            hb_r.clone(),
-        ),
-        (
-            "example-finance",
-            false,
-            qa_file("example-corpus-finance.jsonl")?,
-            ex_r,
-        ),
-        (
-            "handbook-test",
-            false,
-            qa_file("handbook-test.jsonl")?,
-            hb_r,
-        ),
-    ]
-    .into_iter()
-    .map(|(name, train, items, retriever)| QaSet {
-        name,
-        train,
-        items,
-        retriever,
-        labelled: Vec::new(),
-    })
-    .collect::<Vec<_>>();
+    let mut sets = qa_sets(&repo, &qa_dir, &embedder, cfg, depth)?;
     for set in &mut sets {
         let mut unlabelled = 0;
         for item in &set.items {
@@ -679,19 +699,33 @@ fn main() -> anyhow::Result<()> {
     }
 
     // 5. End to end, in process: extractive answers with the new model.
+    end_to_end(&sets, &model, threshold, &embedder, cfg, &scope)
+}
+
+/// Extractive answers on every QA set with `model`, in process, for a few support ratios.
+/// `--explain FILE` writes each question's outcome at the default ratio as JSON lines.
+fn end_to_end(
+    sets: &[QaSet],
+    model: &RankerModel,
+    threshold: f32,
+    embedder: &Arc<dyn Embedder>,
+    cfg: RetrievalConfig,
+    scope: &docent::acl::AclScope,
+) -> anyhow::Result<()> {
     println!("\n## Extractive answers with the second stage (in process)");
     println!(
         "| set | support ratio | gold cited | citation precision | not found (unanswerable) | \
          not found (answerable) | expected text |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for set in &sets {
+    let mut explain = String::new();
+    for set in sets {
         let r = Retriever::new(set.retriever.index().clone(), embedder.clone(), cfg)
             .with_ranker(model.clone());
         let mut hits_of = Vec::new();
         for item in &set.items {
             hits_of.push(r.search(
-                &scope,
+                scope,
                 &item.question,
                 Mode::Hybrid,
                 &SearchFilter::default(),
@@ -718,7 +752,7 @@ fn main() -> anyhow::Result<()> {
                         .collect();
                     let terms = r.term_weights(&item.question);
                     let analyze = |s: &str| r.analyze(s);
-                    let a = answer::extractive(&evidence, &terms, &analyze, &acfg);
+                    let a = answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
                     QaOutcome {
                         answered: a.status == answer::AnswerStatus::Answered,
                         answer: a.text(),
@@ -730,6 +764,21 @@ fn main() -> anyhow::Result<()> {
                     }
                 })
                 .collect();
+            if (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6 {
+                for (item, out) in set.items.iter().zip(&outcomes) {
+                    let line = serde_json::json!({
+                        "set": set.name,
+                        "question": item.question,
+                        "unanswerable": item.unanswerable,
+                        "gold": item.gold,
+                        "expected": item.answer,
+                        "answered": out.answered,
+                        "answer": out.answer,
+                        "cited": out.citations.iter().map(|c| &c.1).collect::<Vec<_>>(),
+                    });
+                    explain.push_str(&format!("{line}\n"));
+                }
+            }
             let s = qa::score(&set.items, &outcomes);
             println!(
                 "| {} | {ratio:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
@@ -741,6 +790,10 @@ fn main() -> anyhow::Result<()> {
                 s.answer_contains_rate
             );
         }
+    }
+    if let Some(path) = arg("--explain") {
+        std::fs::write(&path, explain)?;
+        println!("wrote {path}");
     }
     Ok(())
 }

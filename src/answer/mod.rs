@@ -1,8 +1,9 @@
 //! Answers built from retrieved passages.
 //!
 //! The extractive answerer (the default; no LLM) picks the sentences of the evidence passages
-//! that best cover the question's terms, orders them by support, and tags each with the citation
-//! of the passage it came from. A further sentence is added only while its support stays within
+//! that best cover the question's terms (preferring, when the question asks for a quantity or a
+//! time, sentences that state one: [`expect`]), orders them by support, and tags each with the
+//! citation of the passage it came from. A further sentence is added only while its support stays within
 //! `support_ratio` of the best sentence's, so the answer stops when the evidence stops.
 //!
 //! Evidence: a passage whose calibrated relevance (the second ranking stage) reaches
@@ -18,6 +19,8 @@ use std::collections::HashMap;
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::retrieve::Hit;
+
+pub mod expect;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerConfig {
@@ -189,6 +192,10 @@ pub fn citation_for(hit: &Hit) -> Citation {
     }
 }
 
+/// Added to a sentence's support when the question asks for a quantity or a time and the
+/// sentence states one ([`expect`]); chosen on the QA train sets (benches/RESULTS.md).
+const KIND_BONUS: f32 = 0.4;
+
 /// Share of the best sentence's support a further sentence needs (see [`AnswerConfig`]).
 pub const DEFAULT_SUPPORT_RATIO: f32 = 0.8;
 
@@ -225,6 +232,7 @@ fn is_statement(s: &str, hit: &Hit) -> bool {
 /// Builds an extractive answer. `terms` are the analyzed question terms with their weights
 /// (idf); `analyze` tokenizes a sentence the same way.
 pub fn extractive(
+    question: &str,
     hits: &[Hit],
     terms: &[(String, f32)],
     analyze: &dyn Fn(&str) -> Vec<String>,
@@ -244,6 +252,7 @@ pub fn extractive(
         .map(|(t, w)| (t.as_str(), w.max(0.0)))
         .collect();
 
+    let kind = expect::expected(question);
     let mut candidates = Vec::new();
     for (pi, &(h, strength)) in evidence.iter().enumerate() {
         for (position, s) in h.chunk.text.split_sentence_bounds().enumerate() {
@@ -264,7 +273,13 @@ pub fn extractive(
             candidates.push(Candidate {
                 text: s,
                 passage: pi,
-                score: coverage + 0.5 * strength,
+                score: coverage
+                    + 0.5 * strength
+                    + if kind != expect::Expect::Any && expect::satisfies(kind, s) {
+                        KIND_BONUS
+                    } else {
+                        0.0
+                    },
                 position,
             });
         }
@@ -366,7 +381,7 @@ mod tests {
             ),
         ];
         let terms = vec![("parking".to_string(), 2.0), ("staff".to_string(), 1.0)];
-        let a = extractive(&hits, &terms, &words, &CFG);
+        let a = extractive("q", &hits, &terms, &words, &CFG);
         assert_eq!(a.status, AnswerStatus::Answered);
         assert_eq!(a.sentences.len(), 2);
         assert_eq!(
@@ -391,12 +406,12 @@ mod tests {
     fn weak_evidence_is_no_answer() {
         let hits = [hit("a", "Parking is free for staff on level two.", 0.1)];
         let terms = vec![("parking".to_string(), 2.0)];
-        let a = extractive(&hits, &terms, &words, &CFG);
+        let a = extractive("q", &hits, &terms, &words, &CFG);
         assert_eq!(a.status, AnswerStatus::NoAnswer);
         assert!(a.citations.is_empty());
         assert_eq!(a.text(), NO_ANSWER_MESSAGE);
         assert_eq!(
-            extractive(&[], &terms, &words, &CFG).status,
+            extractive("q", &[], &terms, &words, &CFG).status,
             AnswerStatus::NoAnswer
         );
     }
@@ -420,7 +435,7 @@ mod tests {
         ] {
             let mut h = hit("a", "Parking is free for staff on level two.", 0.9);
             h.relevance = Some(relevance);
-            let a = extractive(&[h.clone()], &terms, &words, &cfg);
+            let a = extractive("q", &[h.clone()], &terms, &words, &cfg);
             assert_eq!(
                 a.status == AnswerStatus::Answered,
                 answered,
@@ -431,6 +446,39 @@ mod tests {
         // Without the second stage's relevance, the cosine threshold decides.
         let h = hit("a", "Parking is free for staff on level two.", 0.29);
         assert!(!is_evidence(&h, &cfg));
+    }
+
+    #[test]
+    fn a_quantity_question_leads_with_the_sentence_that_states_one() {
+        let hits = [hit(
+            "a",
+            "Expenses are processed on Airbase after you submit them. \
+             Expect a 7-10 day turn around on reimbursements.",
+            0.6,
+        )];
+        let terms = vec![
+            ("reimbursements".to_string(), 2.0),
+            ("submit".to_string(), 1.0),
+            ("airbase".to_string(), 2.0),
+        ];
+        let one = AnswerConfig {
+            max_sentences: 1,
+            ..CFG
+        };
+        let first = |q: &str| {
+            extractive(q, &hits, &terms, &words, &one).sentences[0]
+                .text
+                .clone()
+        };
+        // Same passage, same terms: only the question's wording differs.
+        assert_eq!(
+            first("How long until Airbase reimbursements I submit are paid?"),
+            "Expect a 7-10 day turn around on reimbursements."
+        );
+        assert_eq!(
+            first("Where do I submit reimbursements, Airbase?"),
+            "Expenses are processed on Airbase after you submit them."
+        );
     }
 
     #[test]
@@ -459,7 +507,7 @@ mod tests {
             max_sentences: 3,
             ..CFG
         };
-        let a = extractive(&[strong.clone(), weak.clone()], &terms, &words, &cfg);
+        let a = extractive("q", &[strong.clone(), weak.clone()], &terms, &words, &cfg);
         assert_eq!(a.sentences.len(), 1, "{:?}", a.sentences);
         assert_eq!(a.citations.len(), 1);
         assert_eq!(a.citations[0].document_key, "a");
@@ -468,7 +516,7 @@ mod tests {
             support_ratio: 0.1,
             ..cfg
         };
-        let a = extractive(&[strong, weak], &terms, &words, &loose);
+        let a = extractive("q", &[strong, weak], &terms, &words, &loose);
         assert!(a.sentences.len() > 1);
         assert!(a.citations.iter().any(|c| c.document_key == "b"));
     }

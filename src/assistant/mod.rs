@@ -188,7 +188,7 @@ impl Answerer for ExtractiveAnswerer {
     ) -> Result<Usage, AnswerError> {
         let terms = self.retriever.term_weights(q.text);
         let analyze = |s: &str| self.retriever.analyze(s);
-        let a = answer::extractive(passages, &terms, &analyze, &self.cfg);
+        let a = answer::extractive(q.text, passages, &terms, &analyze, &self.cfg);
         for s in a.sentences {
             let cites = s
                 .citations

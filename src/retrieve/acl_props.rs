@@ -365,7 +365,7 @@ fn check_case_on(
                     }
                     let terms = retriever.term_weights(q);
                     let analyze = |s: &str| retriever.analyze(s);
-                    let a = answer::extractive(&hits, &terms, &analyze, &cfg);
+                    let a = answer::extractive(q, &hits, &terms, &analyze, &cfg);
                     let a = guardrail::recheck_answer(&*index, &scope, a);
                     for c in &a.citations {
                         prop_assert!(readable.contains(&c.document_key));
