@@ -205,6 +205,9 @@ fn main() -> anyhow::Result<()> {
             embedder.model_id(),
             embedder.dim(),
         )?);
+        if let Some(path) = arg("--dump-legs") {
+            return dump_legs(&embedded, &embedder, &queries, &retrieval, &path);
+        }
         if std::env::args().any(|a| a == "--sweep") {
             let index = embedded;
             let boosts: Vec<(f32, f32)> = [0.15, 0.3, 0.5]
@@ -642,6 +645,53 @@ fn fuse_docs(
 /// `--sweep`: gathers each leg once per query (deep), then evaluates fusion variants in memory
 /// and prints the best. Exploration only: the chosen settings are then measured through the
 /// production path (the table without `--sweep`).
+/// `--dump-legs FILE`: per query, each leg's documents (best chunk score, 300 chunks deep) as
+/// JSON lines, to try fusing legs from indexes chunked differently.
+fn dump_legs(
+    index: &Index,
+    embedder: &Arc<dyn Embedder>,
+    queries: &[eval::Query],
+    cfg: &RetrievalConfig,
+    path: &str,
+) -> anyhow::Result<()> {
+    let scope = run::eval_scope();
+    let snap = index.snapshot();
+    let none = SearchFilter::default();
+    let prefix = format!("{}:", run::EVAL_SOURCE);
+    let docs = |hits: &[docent::index::Scored]| -> anyhow::Result<Vec<(String, f32)>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for h in hits {
+            let k = snap.chunk(h.addr)?.doc_key;
+            let k = k.strip_prefix(&prefix).unwrap_or(&k).to_string();
+            if seen.insert(k.clone()) {
+                out.push((k, h.score));
+            }
+        }
+        Ok(out)
+    };
+    let mut out = String::new();
+    for q in queries {
+        let v = embedder.embed_query(&q.text)?;
+        let bm25 = snap.bm25(
+            &scope,
+            &none,
+            &q.text,
+            300,
+            (cfg.title_boost, cfg.heading_boost),
+        )?;
+        let dense = snap.dense(&scope, &none, &v, 300)?;
+        out.push_str(
+            &serde_json::json!({"id": q.id, "bm25": docs(&bm25)?, "dense": docs(&dense)?})
+                .to_string(),
+        );
+        out.push('\n');
+    }
+    std::fs::write(path, out)?;
+    println!("wrote {path}");
+    Ok(())
+}
+
 fn sweep(
     index: &Index,
     embedder: &Arc<dyn Embedder>,
