@@ -288,6 +288,16 @@ fn main() -> anyhow::Result<()> {
     }
 
     if std::env::args().any(|a| a == "--quality-only") {
+        println!(
+            "in-process hybrid search p50 {:.2} ms (query embedding {:.2} ms{})",
+            ms(in_process.1),
+            ms(in_process.0),
+            if arg("--embed-cache").is_some() {
+                ", from the cache: the search alone"
+            } else {
+                ""
+            }
+        );
         return Ok(());
     }
     // Latency over gRPC against the real daemon on that index.
