@@ -78,24 +78,25 @@ pub fn expected(question: &str) -> Expect {
             }
         })
         .collect();
-    // Skip a lead-in clause ("I just interviewed a candidate. By when should ...").
-    let q = q
-        .rsplit(['.', ':', ';', ','])
-        .find(|part| !part.trim().is_empty())
-        .map_or(q.as_str(), str::trim_start);
-    let opens = |openers: &[&str]| {
+    // Each clause of the question in turn, so a lead-in does not hide the question ("I just
+    // interviewed a candidate. By when ...?", "Once I submit an expense, how long ...?"); the
+    // first clause that opens with an asking phrase decides.
+    let opens = |clause: &str, openers: &[&str]| {
         openers.iter().any(|o| {
-            q.strip_prefix(o)
+            clause
+                .strip_prefix(o)
                 .is_some_and(|rest| rest.is_empty() || !rest.starts_with(char::is_alphanumeric))
         })
     };
-    if opens(QUANTITY_OPENERS) {
-        Expect::Quantity
-    } else if opens(TIME_OPENERS) {
-        Expect::Time
-    } else {
-        Expect::Any
+    for clause in q.split(['.', ',', ':', ';', '?', '!']).map(str::trim_start) {
+        if opens(clause, QUANTITY_OPENERS) {
+            return Expect::Quantity;
+        }
+        if opens(clause, TIME_OPENERS) {
+            return Expect::Time;
+        }
     }
+    Expect::Any
 }
 
 const NUMBER_WORDS: &[&str] = &[
