@@ -3,8 +3,9 @@
 //! The extractive answerer (the default; no LLM) picks the sentences of the evidence passages
 //! that best cover the question's terms (preferring, when the question asks for a quantity or a
 //! time, sentences that state one: [`expect`]), orders them by support, and tags each with the
-//! citation of the passage it came from. A further sentence is added only while its support stays within
-//! `support_ratio` of the best sentence's, so the answer stops when the evidence stops.
+//! citation of the passage it came from. A further sentence is added only while its support
+//! stays within `support_ratio` of the best sentence's, so the answer stops when the evidence
+//! stops.
 //!
 //! Evidence: a passage whose calibrated relevance (the second ranking stage) reaches
 //! `min_relevance`, or, where that stage did not run, whose cosine with the question reaches
@@ -229,8 +230,9 @@ fn is_statement(s: &str, hit: &Hit) -> bool {
     !(hit.chunk.title == norm || hit.chunk.heading_path.iter().any(|h| h == norm))
 }
 
-/// Builds an extractive answer. `terms` are the analyzed question terms with their weights
-/// (idf); `analyze` tokenizes a sentence the same way.
+/// Builds an extractive answer to `question` (its wording tells the kind of fact asked:
+/// [`expect`]). `terms` are the analyzed question terms with their weights (idf); `analyze`
+/// tokenizes a sentence the same way.
 pub fn extractive(
     question: &str,
     hits: &[Hit],
