@@ -655,6 +655,52 @@ fn fuse_docs(
 /// `--sweep`: gathers each leg once per query (deep), then evaluates fusion variants in memory
 /// and prints the best. Exploration only: the chosen settings are then measured through the
 /// production path (the table without `--sweep`).
+/// Eval document ids (the corpus's own, without the source prefix) of a leg's hits, each
+/// document's name loaded once.
+struct DocNames<'s, 'i> {
+    snap: &'s docent::index::Snapshot<'i>,
+    prefix: String,
+    names: std::collections::HashMap<u64, String>,
+}
+
+impl<'s, 'i> DocNames<'s, 'i> {
+    fn new(snap: &'s docent::index::Snapshot<'i>) -> Self {
+        Self {
+            snap,
+            prefix: format!("{}:", run::EVAL_SOURCE),
+            names: std::collections::HashMap::new(),
+        }
+    }
+
+    /// `(document id, chunk score)` per hit, in the leg's order.
+    fn keyed(&mut self, hits: &[docent::index::Scored]) -> anyhow::Result<Vec<(String, f32)>> {
+        let ids = self.snap.doc_ids(hits)?;
+        let mut out = Vec::new();
+        for (h, id) in hits.iter().zip(ids) {
+            let name = match self.names.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let k = self.snap.chunk(h.addr)?.doc_key;
+                    e.insert(k.strip_prefix(&self.prefix).unwrap_or(&k).to_string())
+                        .clone()
+                }
+            };
+            out.push((name, h.score));
+        }
+        Ok(out)
+    }
+
+    /// [`Self::keyed`] collapsed to each document's best chunk.
+    fn docs(&mut self, hits: &[docent::index::Scored]) -> anyhow::Result<Vec<(String, f32)>> {
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .keyed(hits)?
+            .into_iter()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect())
+    }
+}
+
 /// `--dump-legs FILE`: per query, each leg's documents (best chunk score, 300 chunks deep) as
 /// JSON lines, to try fusing legs from indexes chunked differently.
 fn dump_legs(
@@ -667,19 +713,7 @@ fn dump_legs(
     let scope = run::eval_scope();
     let snap = index.snapshot();
     let none = SearchFilter::default();
-    let prefix = format!("{}:", run::EVAL_SOURCE);
-    let docs = |hits: &[docent::index::Scored]| -> anyhow::Result<Vec<(String, f32)>> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for h in hits {
-            let k = snap.chunk(h.addr)?.doc_key;
-            let k = k.strip_prefix(&prefix).unwrap_or(&k).to_string();
-            if seen.insert(k.clone()) {
-                out.push((k, h.score));
-            }
-        }
-        Ok(out)
-    };
+    let mut names = DocNames::new(&snap);
     let mut out = String::new();
     for q in queries {
         let v = embedder.embed_query(&q.text)?;
@@ -692,7 +726,7 @@ fn dump_legs(
         )?;
         let dense = snap.dense(&scope, &none, &v, 300)?;
         out.push_str(
-            &serde_json::json!({"id": q.id, "bm25": docs(&bm25)?, "dense": docs(&dense)?})
+            &serde_json::json!({"id": q.id, "bm25": names.docs(&bm25)?, "dense": names.docs(&dense)?})
                 .to_string(),
         );
         out.push('\n');
@@ -711,24 +745,8 @@ fn sweep(
 ) -> anyhow::Result<()> {
     let scope = run::eval_scope();
     let snap = index.snapshot();
-    let prefix = format!("{}:", run::EVAL_SOURCE);
-    let mut names: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
-    let mut keyed = |hits: &[docent::index::Scored]| -> anyhow::Result<Vec<(String, f32)>> {
-        let ids = snap.doc_ids(hits)?;
-        let mut out = Vec::new();
-        for (h, id) in hits.iter().zip(ids) {
-            let name = match names.entry(id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let k = snap.chunk(h.addr)?.doc_key;
-                    e.insert(k.strip_prefix(&prefix).unwrap_or(&k).to_string())
-                        .clone()
-                }
-            };
-            out.push((name, h.score));
-        }
-        Ok(out)
-    };
+    let mut names = DocNames::new(&snap);
+    let mut keyed = |hits: &[docent::index::Scored]| names.keyed(hits);
     let depth = 300;
     let prf = [0.3f32, 0.6];
     let hf = [0.3f32, 0.6, 1.0];

@@ -190,15 +190,15 @@ pub fn satisfies(expect: Expect, sentence: &str) -> bool {
     {
         return true;
     }
-    let words = || {
+    // Runs once per candidate sentence on the answer path: compare in place, no allocation.
+    let has = |list: &[&str]| {
         sentence
             .split(|c: char| !c.is_alphanumeric())
-            .map(str::to_ascii_lowercase)
+            .any(|w| list.iter().any(|l| l.eq_ignore_ascii_case(w)))
     };
-    let number = words().any(|w| NUMBER_WORDS.contains(&w.as_str()));
     match expect {
-        Expect::Quantity => number,
-        Expect::Time => number || words().any(|w| TIME_WORDS.contains(&w.as_str())),
+        Expect::Quantity => has(NUMBER_WORDS),
+        Expect::Time => has(NUMBER_WORDS) || has(TIME_WORDS),
         Expect::Any => true,
     }
 }
