@@ -128,6 +128,8 @@ fn main() -> anyhow::Result<()> {
         // `--no-rerank`: the fused order (no second ranking stage).
         rerank: !std::env::args().any(|a| a == "--no-rerank"),
         rerank_depth: flag("--rerank-depth", d.rerank_depth as f32) as usize,
+        // `--chunk-bm25`: BM25 ranks documents by their best chunk (no whole-document leg).
+        document_bm25: !std::env::args().any(|a| a == "--chunk-bm25"),
     };
     println!("retrieval: {retrieval:?}");
 

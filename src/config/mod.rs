@@ -837,6 +837,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         ),
         rerank: r.rerank,
         rerank_depth: is.range("retrieval.rerank_depth", r.rerank_depth, 1, 200),
+        document_bm25: r.document_bm25,
     };
     let answer = AnswerConfig {
         min_relevance: match raw.answer.min_relevance {

@@ -376,6 +376,8 @@ pub struct RawRetrieval {
     /// The second ranking stage (hybrid mode) and how many fused documents it reorders.
     pub rerank: bool,
     pub rerank_depth: usize,
+    /// BM25 ranks documents by whole-document statistics (where the index has them).
+    pub document_bm25: bool,
 }
 
 impl Default for RawRetrieval {
@@ -392,6 +394,7 @@ impl Default for RawRetrieval {
             dense_feedback_chunks: 3,
             rerank: true,
             rerank_depth: 20,
+            document_bm25: true,
         }
     }
 }

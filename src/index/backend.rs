@@ -45,6 +45,21 @@ pub trait IndexSnapshot: Send + Sync {
         boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError>;
 
+    /// BM25 over whole documents (title and full text as one field, with document-level
+    /// statistics: a document split in chunks keeps its term frequencies and length),
+    /// restricted to the scope and filter before top-`depth`. Each hit is addressed by its
+    /// document's first chunk. `None` where the index has no document-level field (an index
+    /// written before it, or a backend without it): the caller ranks documents by chunks.
+    fn bm25_documents(
+        &self,
+        _scope: &AclScope,
+        _filter: &SearchFilter,
+        _query: &str,
+        _depth: usize,
+    ) -> Result<Option<Vec<Scored>>, IndexError> {
+        Ok(None)
+    }
+
     /// Nearest chunks by cosine among those the scope and filter admit.
     fn dense(
         &self,

@@ -504,6 +504,10 @@ impl Index {
                     d.add_text(field, format!("{k}{}{v}", schema::ATTR_SEP));
                 }
             }
+            // On the first chunk's row, so the documents are counted by `chunk_ord` 0.
+            if let (Some(field), 0) = (f.doc_text, c.ord) {
+                d.add_text(field, whole_text(&doc));
+            }
             writer.add_document(d)?;
         }
         drop(writer);
@@ -938,6 +942,29 @@ impl Snapshot<'_> {
     }
 }
 
+/// BM25 statistics for the document-level field: the collection is the documents (their first
+/// chunks, which alone carry `doc_text`), so idf and the average length are those of
+/// documents. Counts include deleted rows not merged away yet, as tantivy's own do.
+struct DocumentStatistics<'a> {
+    searcher: &'a Searcher,
+    first_chunks: Term,
+}
+
+impl tantivy::query::Bm25StatisticsProvider for DocumentStatistics<'_> {
+    fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
+        tantivy::query::Bm25StatisticsProvider::total_num_tokens(self.searcher, field)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        self.searcher.doc_freq(&self.first_chunks)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        // Never above the document count (tantivy asserts it), whatever a row holds.
+        Ok(self.searcher.doc_freq(term)?.min(self.total_num_docs()?))
+    }
+}
+
 impl IndexSnapshot for Snapshot<'_> {
     /// BM25 over title, headings and text, restricted to the scope before top-k.
     fn bm25(
@@ -979,6 +1006,52 @@ impl IndexSnapshot for Snapshot<'_> {
                 score,
             })
             .collect())
+    }
+
+    /// BM25 on `doc_text`, which only each document's first chunk carries: statistics count
+    /// documents, not chunks ([`DocumentStatistics`]).
+    fn bm25_documents(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        depth: usize,
+    ) -> Result<Option<Vec<Scored>>, IndexError> {
+        let Some(field) = self.index.fields.doc_text else {
+            return Ok(None);
+        };
+        let should: Vec<(Occur, Box<dyn Query>)> = schema::analyze(&self.index.index, query)
+            .into_iter()
+            .map(|token| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(field, &token),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        if should.is_empty() || depth == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut clauses = self.scope_clauses(scope, filter);
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+        let stats = DocumentStatistics {
+            searcher: &self.searcher,
+            first_chunks: Term::from_field_u64(self.index.fields.chunk_ord, 0),
+        };
+        let top = self.searcher.search_with_statistics_provider(
+            &BooleanQuery::new(clauses),
+            &TopDocs::with_limit(depth).order_by_score(),
+            &stats,
+        )?;
+        Ok(Some(
+            top.into_iter()
+                .map(|(score, addr)| Scored {
+                    addr: chunk_addr(addr),
+                    score,
+                })
+                .collect(),
+        ))
     }
 
     /// Exact nearest neighbours by cosine over the chunks in scope (brute force per segment).
@@ -1176,6 +1249,30 @@ impl IndexedState for Index {
     }
 }
 
+/// A document's title and text for document-level BM25: the chunks' texts in order, each
+/// overlap with the previous chunk (by span) counted once, so overlaps do not inflate term
+/// frequencies.
+fn whole_text(doc: &DocumentRecord) -> String {
+    let mut out = String::with_capacity(
+        doc.title.len() + doc.chunks.iter().map(|c| c.text.len() + 1).sum::<usize>(),
+    );
+    out.push_str(&doc.title);
+    let mut end = 0;
+    for c in &doc.chunks {
+        let fresh = if c.span.start < end && c.span.len() == c.text.len() {
+            c.text
+                .get(end.min(c.span.end) - c.span.start..)
+                .unwrap_or(&c.text)
+        } else {
+            &c.text[..]
+        };
+        out.push('\n');
+        out.push_str(fresh);
+        end = end.max(c.span.end);
+    }
+    out
+}
+
 fn get_str(doc: &TantivyDocument, field: tantivy::schema::Field) -> String {
     doc.get_first(field)
         .and_then(|v| v.as_str())
@@ -1255,6 +1352,120 @@ mod tests {
                 vector: vec![1.0, 0.0, 0.0, 0.0],
             }],
         }
+    }
+
+    /// A document whose chunks are given as consecutive pieces of `parts`, overlapping by
+    /// `overlap` bytes with the previous piece.
+    fn split_record(key: &str, parts: &[&str], overlap: usize, acl: Acl) -> DocumentRecord {
+        let full: String = parts.concat();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for (ord, p) in parts.iter().enumerate() {
+            let from = start - if ord > 0 { overlap } else { 0 };
+            let span = from..start + p.len();
+            chunks.push(ChunkRecord {
+                ord: ord as u32,
+                text: full[span.clone()].to_string(),
+                span,
+                page: None,
+                heading_path: Vec::new(),
+                hash: format!("{key}-{ord}"),
+                vector: vec![1.0, 0.0, 0.0, 0.0],
+            });
+            start += p.len();
+        }
+        DocumentRecord {
+            chunks,
+            ..record(key, "", acl)
+        }
+    }
+
+    #[test]
+    fn the_whole_text_counts_each_overlap_once() {
+        let doc = split_record(
+            "d",
+            &["alpha beta ", "gamma delta ", "epsilon"],
+            5,
+            Acl::new([Principal::Everyone], []),
+        );
+        assert_eq!(doc.chunks[1].text, "beta gamma delta ");
+        assert_eq!(whole_text(&doc), "d\nalpha beta \ngamma delta \nepsilon");
+    }
+
+    #[test]
+    fn document_bm25_counts_terms_across_chunks_once_per_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let all = || Acl::new([Principal::Everyone], []);
+        // The query's two words lie in different chunks of one document; another document
+        // holds one of them in a short chunk (which wins chunk by chunk).
+        idx.upsert(split_record(
+            "split",
+            &["parking garage level two ", "permit office opening hours"],
+            0,
+            all(),
+        ))
+        .unwrap();
+        idx.upsert(record("short", "parking", all())).unwrap();
+        idx.upsert(record(
+            "other",
+            "permit",
+            Acl::new([Principal::user("eve")], []),
+        ))
+        .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let scope = AclScope::for_tests("bob", &["everyone", "user:bob"]);
+        let filter = SearchFilter::default();
+        let docs = snap
+            .bm25_documents(&scope, &filter, "parking permit", 10)
+            .unwrap()
+            .expect("a new index has the document field");
+        let got: Vec<String> = docs
+            .iter()
+            .map(|h| snap.chunk(h.addr).unwrap().chunk_id)
+            .collect();
+        assert_eq!(
+            got,
+            ["t:split#0", "t:short#0"],
+            "whole documents, each at its first chunk, only readable ones"
+        );
+        let chunks = snap
+            .bm25(&scope, &filter, "parking permit", 10, (0.0, 0.0))
+            .unwrap();
+        assert_eq!(
+            snap.chunk(chunks[0].addr).unwrap().chunk_id,
+            "t:short#0",
+            "chunk by chunk, the short one ranks first"
+        );
+    }
+
+    #[test]
+    fn an_index_without_the_document_field_opens_and_ranks_by_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(tantivy::Index::create_in_dir(dir.path(), schema::build_with(true, false)).unwrap());
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.upsert(record(
+            "a",
+            "parking permit",
+            Acl::new([Principal::Everyone], []),
+        ))
+        .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let scope = AclScope::for_tests("bob", &["everyone", "user:bob"]);
+        let filter = SearchFilter::default();
+        assert!(
+            snap.bm25_documents(&scope, &filter, "parking", 10)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            snap.bm25(&scope, &filter, "parking", 10, (0.0, 0.0))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

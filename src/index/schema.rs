@@ -39,6 +39,10 @@ pub struct Fields {
     /// Document attributes as `key\x1fvalue` terms, for filters. Optional like `page`: in an
     /// older index no attribute filter matches (a filter never widens).
     pub attr: Option<Field>,
+    /// The whole document (title and every chunk's text, overlaps once), on the row of its
+    /// first chunk only, for document-level BM25 statistics. Not stored. Optional: an index
+    /// written before it existed opens, and its BM25 leg stays chunk-level.
+    pub doc_text: Option<Field>,
 }
 
 /// Separates an attribute's key from its value in `attr` terms.
@@ -46,16 +50,21 @@ pub const ATTR_SEP: char = '\u{1f}';
 
 /// The current schema.
 pub fn build() -> Schema {
-    build_with(true)
+    build_with(true, true)
 }
 
-/// Schemas an existing index may have and still open: the current one, and the first one
-/// (before chunks carried pages and attribute terms).
-pub fn accepted() -> [Schema; 2] {
-    [build_with(true), build_with(false)]
+/// Schemas an existing index may have and still open: the current one, the one before
+/// document-level BM25 (no `doc_text`), and the first one (before chunks carried pages and
+/// attribute terms).
+pub fn accepted() -> [Schema; 3] {
+    [
+        build_with(true, true),
+        build_with(true, false),
+        build_with(false, false),
+    ]
 }
 
-fn build_with(page: bool) -> Schema {
+pub(crate) fn build_with(page: bool, doc_text: bool) -> Schema {
     let mut b = Schema::builder();
     let text = TextOptions::default()
         .set_indexing_options(
@@ -86,6 +95,17 @@ fn build_with(page: bool) -> Schema {
     if page {
         b.add_u64_field("page", STORED);
         b.add_text_field("attr", STRING);
+    }
+    if doc_text {
+        // Term frequencies and field lengths are all BM25 needs; no positions, not stored.
+        b.add_text_field(
+            "doc_text",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(ANALYZER)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        );
     }
     b.build()
 }
@@ -119,6 +139,7 @@ impl Fields {
             vector: get("vector")?,
             page: schema.get_field("page").ok(),
             attr: schema.get_field("attr").ok(),
+            doc_text: schema.get_field("doc_text").ok(),
         })
     }
 }

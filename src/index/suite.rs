@@ -96,6 +96,20 @@ fn keys(
         snap.bm25(scope, filter, "budget salary", 1000, (1.0, 1.0))
             .expect("bm25 leg"),
     );
+    // The whole-document leg, where the backend has one, admits exactly the documents the
+    // chunk leg does under the same scope and filter, once each.
+    if let Some(hits) = snap
+        .bm25_documents(scope, filter, "budget salary", 1000)
+        .expect("document bm25 leg")
+    {
+        let n = hits.len();
+        let documents = load(hits);
+        assert_eq!(n, documents.len(), "one hit per document");
+        assert_eq!(
+            documents, bm25,
+            "the document leg matches the chunk leg's documents"
+        );
+    }
     (dense, bm25)
 }
 

@@ -133,6 +133,30 @@ pub fn convex(bm25: Leg<'_>, dense: Leg<'_>, alpha: f32, norm: ScoreNorm) -> Vec
     })
 }
 
+/// A document-level leg's hits (one per document, in rank order, each addressed by some chunk
+/// of its document) re-addressed to the document's best chunk in the first of `chunk_legs`
+/// that holds it, so the chunk that represents a document is one that matches; a document no
+/// chunk leg holds keeps its own address. Scores and order are the document leg's.
+pub fn represented(docs: Leg<'_>, chunk_legs: &[Leg<'_>]) -> Vec<Scored> {
+    let mut best: HashMap<u64, ChunkAddr> = HashMap::new();
+    for leg in chunk_legs {
+        let mut seen = std::collections::HashSet::new();
+        for (s, k) in leg.hits.iter().zip(leg.keys) {
+            if seen.insert(*k) {
+                best.entry(*k).or_insert(s.addr);
+            }
+        }
+    }
+    docs.hits
+        .iter()
+        .zip(docs.keys)
+        .map(|(s, k)| Scored {
+            addr: best.get(k).copied().unwrap_or(s.addr),
+            score: s.score,
+        })
+        .collect()
+}
+
 /// A single leg collapsed to documents, keeping the leg's score.
 pub fn single(leg: Leg<'_>) -> Vec<Fused> {
     collapse(&leg)
@@ -233,6 +257,29 @@ mod tests {
                 .map(|x| x.addr.0 as u32)
                 .collect::<Vec<_>>(),
             [10, 20, 30]
+        );
+    }
+
+    #[test]
+    fn a_document_leg_is_represented_by_its_best_matching_chunk() {
+        // Documents 1, 2, 3 ranked by whole-document scores, each addressed by its first chunk.
+        let docs = [s(10, 9.0), s(20, 8.0), s(30, 7.0)];
+        let bm25 = [s(12, 5.0), s(11, 4.0)];
+        let dense = [s(23, 0.9), s(14, 0.8)];
+        let (kd, kb, kv) = (keys(&docs), keys(&bm25), keys(&dense));
+        let leg = |hits, keys| Leg { hits, keys };
+        let got = represented(leg(&docs, &kd), &[leg(&bm25, &kb), leg(&dense, &kv)]);
+        let addrs: Vec<u64> = got.iter().map(|h| h.addr.0).collect();
+        assert_eq!(
+            addrs,
+            [12, 23, 30],
+            "BM25's best chunk, else dense's, else its own"
+        );
+        let scores: Vec<f32> = got.iter().map(|h| h.score).collect();
+        assert_eq!(
+            scores,
+            [9.0, 8.0, 7.0],
+            "the document leg's scores and order"
         );
     }
 

@@ -59,6 +59,10 @@ pub struct RetrievalConfig {
     /// (hybrid mode). Off: hits keep the fused order and carry no relevance.
     pub rerank: bool,
     pub rerank_depth: usize,
+    /// BM25 ranks documents by whole-document statistics ([`IndexSnapshot::bm25_documents`])
+    /// where the index has them; chunk-level BM25 still picks each document's passages. Off, or
+    /// on an index without them: a document ranks by its best chunk.
+    pub document_bm25: bool,
 }
 
 impl Default for RetrievalConfig {
@@ -74,6 +78,7 @@ impl Default for RetrievalConfig {
             dense_feedback_chunks: 3,
             rerank: true,
             rerank_depth: 20,
+            document_bm25: true,
         }
     }
 }
@@ -260,8 +265,8 @@ impl Retriever {
         let snap = self.index.snapshot();
         let depth = self.cfg.candidates.max(limit.hits);
         let given = if mode == Mode::Bm25 { None } else { qvec };
-        // The BM25 leg needs no vector: run it while the query is being embedded.
-        let (qvec, bm25) = std::thread::scope(|s| {
+        // The BM25 legs need no vector: run them while the query is being embedded.
+        let (qvec, (bm25, documents)) = std::thread::scope(|s| {
             let embedding = match (mode, &given) {
                 (Mode::Bm25, _) | (_, Some(_)) => None,
                 (Mode::Hybrid | Mode::Dense, None) => {
@@ -269,14 +274,8 @@ impl Retriever {
                 }
             };
             let bm25 = match mode {
-                Mode::Dense => Ok(Vec::new()),
-                _ => snap.bm25(
-                    scope,
-                    filter,
-                    query,
-                    depth,
-                    (self.cfg.title_boost, self.cfg.heading_boost),
-                ),
+                Mode::Dense => Ok((Vec::new(), None)),
+                _ => self.bm25_legs(&*snap, scope, filter, query, depth),
             };
             let qvec = match embedding {
                 Some(h) => Some(
@@ -296,18 +295,46 @@ impl Retriever {
             None => Vec::new(),
         };
         let bm25_keys = snap.doc_ids(&bm25)?;
+        let documents = match documents {
+            Some(d) => {
+                let keys = snap.doc_ids(&d)?;
+                Some((d, keys))
+            }
+            None => None,
+        };
+        // What fusion ranks documents by in BM25: whole documents where the index has them,
+        // each represented by its best chunk in the chunk legs; else the chunks.
+        let bm25_docs = |dense: Leg<'_>| -> Vec<crate::index::Scored> {
+            match &documents {
+                Some((d, k)) => fusion::represented(
+                    Leg { hits: d, keys: k },
+                    &[
+                        Leg {
+                            hits: &bm25,
+                            keys: &bm25_keys,
+                        },
+                        dense,
+                    ],
+                ),
+                None => bm25.clone(),
+            }
+        };
+        let doc_keys = || match &documents {
+            Some((_, k)) => k.clone(),
+            None => bm25_keys.clone(),
+        };
         let hybrid = |dense: &[crate::index::Scored]| -> Result<Vec<fusion::Fused>, RetrieveError> {
             let keys = snap.doc_ids(dense)?;
-            let (b, d) = (
-                Leg {
-                    hits: &bm25,
-                    keys: &bm25_keys,
-                },
-                Leg {
-                    hits: dense,
-                    keys: &keys,
-                },
-            );
+            let d = Leg {
+                hits: dense,
+                keys: &keys,
+            };
+            let ranked = bm25_docs(d);
+            let ranked_keys = doc_keys();
+            let b = Leg {
+                hits: &ranked,
+                keys: &ranked_keys,
+            };
             Ok(match self.cfg.fusion {
                 Fusion::Rrf => rrf(&[b, d], self.cfg.rrf_k),
                 Fusion::Convex { alpha } => fusion::convex(b, d, alpha, self.cfg.norm),
@@ -317,13 +344,20 @@ impl Retriever {
         let fused = match mode {
             // Raw BM25 scores depend on corpus-wide term statistics, including documents the
             // caller cannot read; expose only rank-based scores.
-            Mode::Bm25 => rrf(
-                &[Leg {
-                    hits: &bm25,
-                    keys: &bm25_keys,
-                }],
-                self.cfg.rrf_k,
-            ),
+            Mode::Bm25 => {
+                let ranked = bm25_docs(Leg {
+                    hits: &[],
+                    keys: &[],
+                });
+                let keys = doc_keys();
+                rrf(
+                    &[Leg {
+                        hits: &ranked,
+                        keys: &keys,
+                    }],
+                    self.cfg.rrf_k,
+                )
+            }
             Mode::Dense => fusion::single(Leg {
                 hits: &dense_used.0,
                 keys: &snap.doc_ids(&dense_used.0)?,
@@ -403,6 +437,31 @@ impl Retriever {
         }
         hits.truncate(limit.hits);
         Ok(hits.into_iter().map(|r| r.hit).collect())
+    }
+
+    /// The chunk-level BM25 leg, and the document-level one when configured and the index has
+    /// it.
+    fn bm25_legs(
+        &self,
+        snap: &dyn IndexSnapshot,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        depth: usize,
+    ) -> Result<(Vec<crate::index::Scored>, Option<Vec<crate::index::Scored>>), RetrieveError> {
+        let chunks = snap.bm25(
+            scope,
+            filter,
+            query,
+            depth,
+            (self.cfg.title_boost, self.cfg.heading_boost),
+        )?;
+        let documents = if self.cfg.document_bm25 {
+            snap.bm25_documents(scope, filter, query, depth)?
+        } else {
+            None
+        };
+        Ok((chunks, documents))
     }
 
     /// The second ranking stage over the first `rerank_depth` fused documents: each document's
