@@ -1251,24 +1251,28 @@ impl IndexedState for Index {
 
 /// A document's title and text for document-level BM25: the chunks' texts in order, each
 /// overlap with the previous chunk (by span) counted once, so overlaps do not inflate term
-/// frequencies.
+/// frequencies. Spans that do not advance (a record not made by the chunker) are taken whole.
 fn whole_text(doc: &DocumentRecord) -> String {
     let mut out = String::with_capacity(
         doc.title.len() + doc.chunks.iter().map(|c| c.text.len() + 1).sum::<usize>(),
     );
     out.push_str(&doc.title);
-    let mut end = 0;
+    let mut prev: Option<&std::ops::Range<usize>> = None;
     for c in &doc.chunks {
-        let fresh = if c.span.start < end && c.span.len() == c.text.len() {
-            c.text
-                .get(end.min(c.span.end) - c.span.start..)
-                .unwrap_or(&c.text)
+        let overlap = match prev {
+            Some(p) if p.start < c.span.start && c.span.start < p.end => {
+                p.end.min(c.span.end) - c.span.start
+            }
+            _ => 0,
+        };
+        let fresh = if c.span.len() == c.text.len() {
+            c.text.get(overlap..).unwrap_or(&c.text)
         } else {
             &c.text[..]
         };
         out.push('\n');
         out.push_str(fresh);
-        end = end.max(c.span.end);
+        prev = Some(&c.span);
     }
     out
 }
@@ -1390,6 +1394,15 @@ mod tests {
         );
         assert_eq!(doc.chunks[1].text, "beta gamma delta ");
         assert_eq!(whole_text(&doc), "d\nalpha beta \ngamma delta \nepsilon");
+        // Spans that do not advance are not overlaps: every text counts.
+        let mut same = doc.clone();
+        for c in &mut same.chunks {
+            c.span = 0..c.text.len();
+        }
+        assert_eq!(
+            whole_text(&same),
+            "d\nalpha beta \nbeta gamma delta \nelta epsilon"
+        );
     }
 
     #[test]

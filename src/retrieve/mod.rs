@@ -383,11 +383,18 @@ impl Retriever {
                 (&bm25[..], &bm25_keys[..]),
                 (&dense_used.0[..], &dense_used.1[..]),
             ];
+            let documents = documents.as_ref().map(|(d, k)| {
+                k.iter()
+                    .zip(d.iter())
+                    .map(|(k, s)| (*k, s.score))
+                    .collect::<HashMap<u64, f32>>()
+            });
             self.second_stage(
                 &*snap,
                 query,
                 qvec.as_deref(),
                 legs,
+                documents.as_ref(),
                 &fused,
                 limit,
                 features_out,
@@ -475,6 +482,7 @@ impl Retriever {
         query: &str,
         qvec: Option<&[f32]>,
         legs: [(&[Scored], &[u64]); 2],
+        documents: Option<&HashMap<u64, f32>>,
         fused: &[fusion::Fused],
         limit: Limit,
         features_out: Option<&mut Vec<Scoring>>,
@@ -522,7 +530,11 @@ impl Retriever {
         let q = QueryTerms::new(snap.analyze(query), |t| snap.idf(t));
         let signals = |d: usize, addr: ChunkAddr, cosine: Option<f32>| Signals {
             cosine: cosine.unwrap_or(0.0),
-            bm25: bm25_score.get(&addr).copied(),
+            // The document's whole-text BM25 where the index has it, else the chunk's.
+            bm25: match documents {
+                Some(scores) => scores.get(&top_keys[d]).copied(),
+                None => bm25_score.get(&addr).copied(),
+            },
             fused: top[d].score,
             bm25_rank: top[d].ranks[0],
             dense_rank: top[d].ranks[1],
@@ -768,11 +780,17 @@ mod tests {
     ];
 
     fn index(dir: &std::path::Path) -> Arc<Index> {
+        let texts: Vec<Vec<&str>> = TEXTS.iter().map(|(a, b)| vec![*a, *b]).collect();
+        index_of(dir, &texts)
+    }
+
+    /// Document `d{i}` with the chunks `texts[i]`, readable by everyone.
+    fn index_of(dir: &std::path::Path, texts: &[Vec<&str>]) -> Arc<Index> {
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim()).unwrap());
         {
-            for (i, (a, b)) in TEXTS.iter().enumerate() {
-                let chunks = [a, b]
+            for (i, parts) in texts.iter().enumerate() {
+                let chunks = parts
                     .iter()
                     .enumerate()
                     .map(|(o, t)| ChunkRecord {
@@ -810,6 +828,47 @@ mod tests {
 
     fn docs(hits: &[Hit]) -> BTreeSet<String> {
         hits.iter().map(|h| h.chunk.doc_key.clone()).collect()
+    }
+
+    #[test]
+    fn bm25_ranks_the_document_holding_every_query_word_across_its_chunks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // d0 holds both words, in its second and third chunks; d1 and d2 hold one each in a
+        // short chunk, which wins chunk by chunk.
+        let index = index_of(
+            dir.path(),
+            &[
+                vec![
+                    "opening hours of the front desk",
+                    "garage entry",
+                    "permit office",
+                ],
+                vec!["permit"],
+                vec!["garage"],
+            ],
+        );
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let f = SearchFilter::default();
+        let search = |document_bm25| {
+            let cfg = RetrievalConfig {
+                document_bm25,
+                ..RetrievalConfig::default()
+            };
+            retriever(&index, cfg)
+                .search(&scope, "garage permit", Mode::Bm25, &f, 3)
+                .unwrap()
+        };
+        let whole = search(true);
+        assert_eq!(whole[0].chunk.doc_key, "t:d0");
+        assert_ne!(
+            whole[0].chunk.chunk_id, "t:d0#0",
+            "represented by a matching chunk (chunk-level BM25's best), not the first"
+        );
+        assert_ne!(
+            search(false)[0].chunk.doc_key,
+            "t:d0",
+            "chunk by chunk it does not"
+        );
     }
 
     #[test]
