@@ -660,12 +660,18 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
         let v = serde_json::json!({
             "index": to, "documents": r.documents, "chunks": r.chunks,
             "over_length": r.over_length, "from_model": r.from_model.to_string(),
+            "vectors_copied": r.vectors_copied,
             "seconds": r.elapsed.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "re-embedded {} documents ({} chunks, built with {}) into {} in {:.1} s",
+            "{} {} documents ({} chunks, built with {}) into {} in {:.1} s",
+            if r.vectors_copied == r.chunks {
+                "rebuilt (same model: vectors copied, nothing embedded)"
+            } else {
+                "re-embedded"
+            },
             r.documents,
             r.chunks,
             r.from_model,

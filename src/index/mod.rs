@@ -15,7 +15,7 @@ pub mod ann;
 pub mod backend;
 pub mod dense;
 pub mod milvus;
-mod schema;
+pub(crate) mod schema;
 pub mod simd;
 #[cfg(test)]
 pub mod suite;
@@ -330,6 +330,12 @@ impl Index {
             path: dir.to_path_buf(),
             message: format!("incompatible schema: {m}"),
         })?;
+        if fields.doc_text.is_none() {
+            tracing::warn!(
+                path = %dir.display(),
+                "this index was created before whole-document BM25: BM25 ranks documents by their best chunk; rebuild it to get it (`docent reindex` into a new directory with the same model copies the vectors, no embedding)"
+            );
+        }
         let metas = index.load_metas().map_err(tan)?;
         let payload: Option<CommitPayload> = match metas.payload.as_deref() {
             Some(p) => Some(serde_json::from_str(p).map_err(|e| IndexError::Payload {
@@ -712,6 +718,20 @@ impl Export {
 
     /// A document as it was written, its chunks in order and without vectors (`vector` empty).
     pub fn document(&self, key: &str) -> Result<Option<DocumentRecord>, IndexError> {
+        self.read_document(key, false)
+    }
+
+    /// [`Self::document`] with each chunk's stored vector (empty where a chunk has none), for
+    /// rebuilding an index with the same model without embedding again.
+    pub fn document_with_vectors(&self, key: &str) -> Result<Option<DocumentRecord>, IndexError> {
+        self.read_document(key, true)
+    }
+
+    fn read_document(
+        &self,
+        key: &str,
+        with_vectors: bool,
+    ) -> Result<Option<DocumentRecord>, IndexError> {
         let f = &self.fields;
         let Some(doc_key) = DocKey::parse(key) else {
             return Ok(None);
@@ -723,9 +743,15 @@ impl Export {
         let mut docs = Vec::new();
         for addr in self.searcher.search(&q, &DocSetCollector)? {
             let doc: TantivyDocument = self.searcher.doc(addr)?;
-            docs.push(doc);
+            let vector = if with_vectors {
+                self.stored_vector(addr)?
+            } else {
+                Vec::new()
+            };
+            docs.push((doc, vector));
         }
-        docs.sort_by_key(|d| get_u64(d, f.chunk_ord));
+        docs.sort_by_key(|(d, _)| get_u64(d, f.chunk_ord));
+        let (docs, mut vectors): (Vec<TantivyDocument>, Vec<Vec<f32>>) = docs.into_iter().unzip();
         let Some(first) = docs.first() else {
             return Ok(None);
         };
@@ -751,6 +777,11 @@ impl Export {
                     vector: Vec::new(),
                 }
             })
+            .zip(vectors.iter_mut())
+            .map(|(mut c, v)| {
+                c.vector = std::mem::take(v);
+                c
+            })
             .collect();
         Ok(Some(DocumentRecord {
             key: doc_key,
@@ -763,6 +794,25 @@ impl Export {
             content_hash: get_str(first, f.content_hash),
             chunks,
         }))
+    }
+}
+
+impl Export {
+    /// The vector stored with the chunk at `addr` (empty if none).
+    fn stored_vector(&self, addr: DocAddress) -> Result<Vec<f32>, IndexError> {
+        let seg = self.searcher.segment_reader(addr.segment_ord);
+        let Some(col) = seg.fast_fields().bytes("vector")? else {
+            return Ok(Vec::new());
+        };
+        let mut buf = Vec::new();
+        if let Some(ord) = col.term_ords(addr.doc_id).next() {
+            col.ord_to_bytes(ord, &mut buf)
+                .map_err(|e| IndexError::Op(e.into()))?;
+        }
+        Ok(buf
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ReembedReport {
     pub over_length: u64,
     /// What the old index was built with.
     pub from_model: ModelSignature,
+    /// Chunks whose vectors were copied, not embedded: all of them when the old index was
+    /// built with the same model (a rebuild for a newer index format).
+    pub vectors_copied: u64,
     pub elapsed: Duration,
 }
 
@@ -93,7 +96,9 @@ fn absolute(p: &Path) -> Option<PathBuf> {
     Some(parent.join(name))
 }
 
-/// Builds the index at `to` from the one at `from`, every chunk embedded with `embedder`.
+/// Builds the index at `to` from the one at `from`, every chunk embedded with `embedder`; when
+/// the old index was built with the same model (same signature), its vectors are copied
+/// instead, so rebuilding for a newer index format costs no embedding.
 /// `progress(done, total)` is called in chunks after every batch.
 pub fn reembed(
     from: &Path,
@@ -117,19 +122,35 @@ pub fn reembed(
             source,
         })?;
     }
-    let index = Index::open_with(&tmp, &ModelSignature::of(embedder))?;
+    let signature = ModelSignature::of(embedder);
+    let same_model = export.payload().signature() == signature;
+    let index = Index::open_with(&tmp, &signature)?;
+    let mut vectors_copied = 0u64;
     let counter = embedder.token_counter();
     let profile = embedder.text_profile();
     let extra_tokens = counter.count(&profile.passage_prefix) + 2;
     let (mut documents, mut chunks, mut over_length) = (0u64, 0u64, 0u64);
     let mut batch: Vec<DocumentRecord> = Vec::new();
     let mut pending = 0usize;
+    let dim = signature.dim;
     let mut flush = |batch: &mut Vec<DocumentRecord>| -> Result<u64, ReembedError> {
+        let n: u64 = batch.iter().map(|d| d.chunks.len() as u64).sum();
+        // Chunks without a usable copied vector are embedded.
+        for d in batch.iter_mut() {
+            for c in &mut d.chunks {
+                if c.vector.len() == dim {
+                    vectors_copied += 1;
+                } else {
+                    c.vector.clear();
+                }
+            }
+        }
         let texts: Vec<String> = batch
             .iter()
             .flat_map(|d| {
                 d.chunks
                     .iter()
+                    .filter(|c| c.vector.is_empty())
                     .map(|c| super::embedding_input(&d.title, &c.heading_path, &c.text))
             })
             .collect();
@@ -139,10 +160,12 @@ pub fn reembed(
                 .filter(|t| counter.count(t) + extra_tokens > max)
                 .count() as u64;
         }
-        let mut vectors = embedder.embed_passages(&texts)?.into_iter();
-        let n = texts.len() as u64;
+        let mut vectors = match texts.is_empty() {
+            true => Vec::new().into_iter(),
+            false => embedder.embed_passages(&texts)?.into_iter(),
+        };
         for mut doc in batch.drain(..) {
-            for c in &mut doc.chunks {
+            for c in doc.chunks.iter_mut().filter(|c| c.vector.is_empty()) {
                 c.vector = vectors
                     .next()
                     .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
@@ -152,7 +175,11 @@ pub fn reembed(
         Ok(n)
     };
     for key in export.document_keys() {
-        let Some(doc) = export.document(key)? else {
+        let doc = match same_model {
+            true => export.document_with_vectors(key)?,
+            false => export.document(key)?,
+        };
+        let Some(doc) = doc else {
             continue;
         };
         documents += 1;
@@ -179,6 +206,7 @@ pub fn reembed(
         chunks,
         over_length,
         from_model: export.payload().signature(),
+        vectors_copied,
         elapsed: t0.elapsed(),
     })
 }
@@ -191,7 +219,7 @@ mod tests {
 
     use super::*;
     use crate::embed::test_embedder::BagOfWords;
-    use crate::index::ChunkRecord;
+    use crate::index::{ChunkRecord, IndexSnapshot};
 
     fn doc(key: &str, texts: &[&str]) -> DocumentRecord {
         DocumentRecord {
@@ -269,6 +297,41 @@ mod tests {
                 .document_count(),
             300
         );
+    }
+
+    #[test]
+    fn a_rebuild_with_the_same_model_copies_the_vectors_and_gains_whole_document_bm25() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        // An index created before the document-level field, by the same model.
+        std::fs::create_dir_all(&from).unwrap();
+        drop(
+            tantivy::Index::create_in_dir(&from, crate::index::schema::build_with(true, false))
+                .unwrap(),
+        );
+        {
+            let old = Index::open(&from, BagOfWords.model_id(), 64).unwrap();
+            let mut d = doc("d1", &["vacation days", "travel policy"]);
+            // Vectors no embedding of these texts would give: a copy is recognisable.
+            for (i, c) in d.chunks.iter_mut().enumerate() {
+                c.vector = vec![0.0; 64];
+                c.vector[i] = 1.0;
+            }
+            old.upsert(d).unwrap();
+            old.commit(BTreeMap::new()).unwrap();
+        }
+        let report = reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        assert_eq!((report.chunks, report.vectors_copied), (2, 2));
+        let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
+        let v = new.chunk_vectors(&DocKey::new("t", "d1")).unwrap();
+        assert_eq!(v["d1-1"][1], 1.0, "the stored vector, not a new embedding");
+        let snap = new.snapshot();
+        let scope = crate::acl::AclScope::for_tests("u", &["group:hr"]);
+        let hits = snap
+            .bm25_documents(&scope, &Default::default(), "travel", 10)
+            .unwrap()
+            .expect("the rebuilt index has the document-level field");
+        assert_eq!(hits.len(), 1);
     }
 
     #[test]
