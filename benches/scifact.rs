@@ -259,7 +259,8 @@ fn main() -> anyhow::Result<()> {
             percentile(&mut t_search, 0.5),
         );
         // Stage breakdown of the non-embedding part.
-        let (mut t_bm25, mut t_dense, mut t_load) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut t_bm25, mut t_docs, mut t_dense, mut t_load) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for q in &queries {
             let v = embedder.embed_query(&q.text)?;
             let snap = index.snapshot();
@@ -273,6 +274,9 @@ fn main() -> anyhow::Result<()> {
             )?;
             t_bm25.push(t.elapsed());
             let t = Instant::now();
+            snap.bm25_documents(&scope, &SearchFilter::default(), &q.text, 100)?;
+            t_docs.push(t.elapsed());
+            let t = Instant::now();
             let d = snap.dense(&scope, &SearchFilter::default(), &v, 100)?;
             t_dense.push(t.elapsed());
             let t = Instant::now();
@@ -282,8 +286,9 @@ fn main() -> anyhow::Result<()> {
             t_load.push(t.elapsed());
         }
         println!(
-            "\nstages p50 (ms): bm25 leg {:.3}, dense leg {:.3}, load 10 chunks {:.3}",
+            "\nstages p50 (ms): bm25 chunk leg {:.3}, bm25 document leg {:.3}, dense leg {:.3}, load 10 chunks {:.3}",
             ms(percentile(&mut t_bm25, 0.5)),
+            ms(percentile(&mut t_docs, 0.5)),
             ms(percentile(&mut t_dense, 0.5)),
             ms(percentile(&mut t_load, 0.5))
         );
@@ -703,8 +708,9 @@ impl<'s, 'i> DocNames<'s, 'i> {
     }
 }
 
-/// `--dump-legs FILE`: per query, each leg's documents (best chunk score, 300 chunks deep) as
-/// JSON lines, to try fusing legs from indexes chunked differently.
+/// `--dump-legs FILE`: per query, each leg's documents (best chunk score, 300 chunks deep; the
+/// whole-document BM25 leg as `bm25_documents` where the index has it) as JSON lines, to try
+/// fusing legs from indexes chunked differently.
 fn dump_legs(
     index: &Index,
     embedder: &Arc<dyn Embedder>,
@@ -727,10 +733,11 @@ fn dump_legs(
             (cfg.title_boost, cfg.heading_boost),
         )?;
         let dense = snap.dense(&scope, &none, &v, 300)?;
-        out.push_str(
-            &serde_json::json!({"id": q.id, "bm25": names.docs(&bm25)?, "dense": names.docs(&dense)?})
-                .to_string(),
-        );
+        let mut line = serde_json::json!({"id": q.id, "bm25": names.docs(&bm25)?, "dense": names.docs(&dense)?});
+        if let Some(d) = snap.bm25_documents(&scope, &none, &q.text, 300)? {
+            line["bm25_documents"] = serde_json::json!(names.docs(&d)?);
+        }
+        out.push_str(&line.to_string());
         out.push('\n');
     }
     std::fs::write(path, out)?;

@@ -33,6 +33,13 @@ pub fn encode(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The floats of a vector stored by [`encode`].
+pub fn decode(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// One segment's vectors, `dim` floats per doc id; a doc without a vector has NaN in slot 0.
 pub struct SegmentVectors {
     dim: usize,
@@ -245,8 +252,8 @@ impl VectorCache {
                     col.ord_to_bytes(ord, &mut buf)?;
                     if buf.len() == self.dim * 4 {
                         let out = &mut data[doc as usize * self.dim..(doc as usize + 1) * self.dim];
-                        for (o, b) in out.iter_mut().zip(buf.chunks_exact(4)) {
-                            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        for (o, x) in out.iter_mut().zip(decode(&buf)) {
+                            *o = x;
                         }
                     }
                 }

@@ -809,10 +809,7 @@ impl Export {
             col.ord_to_bytes(ord, &mut buf)
                 .map_err(|e| IndexError::Op(e.into()))?;
         }
-        Ok(buf
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        Ok(dense::decode(&buf).collect())
     }
 }
 

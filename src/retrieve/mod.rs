@@ -304,7 +304,7 @@ impl Retriever {
         };
         // What fusion ranks documents by in BM25: whole documents where the index has them,
         // each represented by its best chunk in the chunk legs; else the chunks.
-        let bm25_docs = |dense: Leg<'_>| -> Vec<crate::index::Scored> {
+        let bm25_docs = |dense: Leg<'_>| -> std::borrow::Cow<'_, [crate::index::Scored]> {
             match &documents {
                 Some((d, k)) => fusion::represented(
                     Leg { hits: d, keys: k },
@@ -315,13 +315,15 @@ impl Retriever {
                         },
                         dense,
                     ],
-                ),
-                None => bm25.clone(),
+                )
+                .into(),
+                None => (&bm25[..]).into(),
             }
         };
-        let doc_keys = || match &documents {
-            Some((_, k)) => k.clone(),
-            None => bm25_keys.clone(),
+        // The document keys of `bm25_docs`' hits, in its order.
+        let doc_keys: &[u64] = match &documents {
+            Some((_, k)) => k,
+            None => &bm25_keys,
         };
         let hybrid = |dense: &[crate::index::Scored]| -> Result<Vec<fusion::Fused>, RetrieveError> {
             let keys = snap.doc_ids(dense)?;
@@ -330,10 +332,9 @@ impl Retriever {
                 keys: &keys,
             };
             let ranked = bm25_docs(d);
-            let ranked_keys = doc_keys();
             let b = Leg {
                 hits: &ranked,
-                keys: &ranked_keys,
+                keys: doc_keys,
             };
             Ok(match self.cfg.fusion {
                 Fusion::Rrf => rrf(&[b, d], self.cfg.rrf_k),
@@ -349,11 +350,10 @@ impl Retriever {
                     hits: &[],
                     keys: &[],
                 });
-                let keys = doc_keys();
                 rrf(
                     &[Leg {
                         hits: &ranked,
-                        keys: &keys,
+                        keys: doc_keys,
                     }],
                     self.cfg.rrf_k,
                 )
@@ -383,18 +383,12 @@ impl Retriever {
                 (&bm25[..], &bm25_keys[..]),
                 (&dense_used.0[..], &dense_used.1[..]),
             ];
-            let documents = documents.as_ref().map(|(d, k)| {
-                k.iter()
-                    .zip(d.iter())
-                    .map(|(k, s)| (*k, s.score))
-                    .collect::<HashMap<u64, f32>>()
-            });
             self.second_stage(
                 &*snap,
                 query,
                 qvec.as_deref(),
                 legs,
-                documents.as_ref(),
+                documents.as_ref().map(|(d, k)| (&d[..], &k[..])),
                 &fused,
                 limit,
                 features_out,
@@ -482,7 +476,7 @@ impl Retriever {
         query: &str,
         qvec: Option<&[f32]>,
         legs: [(&[Scored], &[u64]); 2],
-        documents: Option<&HashMap<u64, f32>>,
+        documents: Option<(&[Scored], &[u64])>,
         fused: &[fusion::Fused],
         limit: Limit,
         features_out: Option<&mut Vec<Scoring>>,
@@ -514,6 +508,16 @@ impl Retriever {
         }
         let bm25_score: HashMap<ChunkAddr, f32> =
             legs[0].0.iter().map(|s| (s.addr, s.score)).collect();
+        // The whole-document BM25 score of each top document, where the index has it.
+        let document_score: Option<Vec<Option<f32>>> = documents.map(|(hits, keys)| {
+            let mut out = vec![None; depth];
+            for (s, k) in hits.iter().zip(keys) {
+                if let Some(&d) = doc_of.get(k) {
+                    out[d].get_or_insert(s.score);
+                }
+            }
+            out
+        });
         let mut cands: Vec<(usize, ChunkAddr)> = Vec::new();
         for (d, f) in top.iter().enumerate() {
             let mut mine = vec![f.addr];
@@ -531,8 +535,8 @@ impl Retriever {
         let signals = |d: usize, addr: ChunkAddr, cosine: Option<f32>| Signals {
             cosine: cosine.unwrap_or(0.0),
             // The document's whole-text BM25 where the index has it, else the chunk's.
-            bm25: match documents {
-                Some(scores) => scores.get(&top_keys[d]).copied(),
+            bm25: match &document_score {
+                Some(scores) => scores[d],
                 None => bm25_score.get(&addr).copied(),
             },
             fused: top[d].score,
