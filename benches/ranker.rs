@@ -157,6 +157,59 @@ fn ndcg(data: &[&Labelled], score: impl Fn(&Scoring) -> f32) -> f64 {
         / n
 }
 
+/// Two cross-validation folds over the SciFact queries that keep queries sharing a relevant
+/// document in the same fold. SciFact holds near-twin claims citing the same abstract (a claim
+/// and its negation, say); split apart, a model can recognise the held-out twin's candidates
+/// from the fitted one's (a 15-leaf boosted-tree ranker scored 0.768 held out under alternating
+/// folds and 0.732 under these). Components (union-find over shared documents) go, in order of
+/// their first query, to the smaller fold: deterministic and balanced.
+fn folds(queries: &[Labelled]) -> Vec<usize> {
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..queries.len()).collect();
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    for (i, q) in queries.iter().enumerate() {
+        let mut docs: Vec<&str> = q
+            .rels
+            .iter()
+            .filter(|(_, g)| **g > 0)
+            .map(|(d, _)| d.as_str())
+            .collect();
+        docs.sort_unstable();
+        for d in docs {
+            match owner.get(d) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    owner.insert(d, i);
+                }
+            }
+        }
+    }
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..queries.len() {
+        let root = find(&mut parent, i);
+        members.entry(root).or_default().push(i);
+    }
+    let mut fold_of = vec![0; queries.len()];
+    let mut size = [0usize; 2];
+    for group in members.values() {
+        let f = usize::from(size[1] < size[0]);
+        size[f] += group.len();
+        for &i in group {
+            fold_of[i] = f;
+        }
+    }
+    fold_of
+}
+
 /// Logistic fit of y on a single score: (a, b) with P = sigmoid(a·s + b). Gradient descent on
 /// the standardised score with a little L2 (the classes may be nearly separable), from zero.
 fn calibrate(points: &[(f32, bool)]) -> (f32, f32) {
@@ -493,6 +546,7 @@ fn main() -> anyhow::Result<()> {
                 "set": set,
                 "train": train,
                 "answerable": answerable,
+                "nrel": q.rels.values().filter(|&&g| g > 0).count(),
                 "cands": q.cands.iter().zip(&q.relevant).map(|(c, r)| serde_json::json!({
                     "fused_rank": c.fused_rank,
                     "doc": c.doc_key,
@@ -546,16 +600,19 @@ fn main() -> anyhow::Result<()> {
 
     // 3. Two-fold cross-validation on SciFact.
     let l2 = 1e-3;
-    println!("\n## SciFact train, two-fold cross-validation (nDCG@10 on the held-out half)");
+    println!(
+        "\n## SciFact train, two-fold cross-validation, queries sharing a relevant document kept together (nDCG@10 on the held-out half)"
+    );
     println!("| fold | fused (no second stage) | second stage |");
     println!("|---|---|---|");
     let (mut base_sum, mut rr_sum) = (0.0, 0.0);
+    let fold_of = folds(&scifact);
     for fold in 0..2 {
         let (fit, held): (Vec<&Labelled>, Vec<&Labelled>) = {
             let mut fit = train_qa.clone();
             let mut held = Vec::new();
             for (i, q) in scifact.iter().enumerate() {
-                if i % 2 == fold {
+                if fold_of[i] == fold {
                     held.push(q);
                 } else {
                     fit.push(q);

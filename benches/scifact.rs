@@ -359,7 +359,17 @@ fn main() -> anyhow::Result<()> {
         println!("| call | clients | p50 ms | p99 ms | queries/s | non-OK |");
         println!("|---|---|---|---|---|---|");
         let mut bm25_qps: Vec<(usize, f64)> = Vec::new();
-        for call in [Call::SearchHybrid, Call::SearchBm25, Call::Ask] {
+        // `--calls bm25,hybrid,ask` picks the calls measured (default: all three), `--rounds N`
+        // asks every query N times per run (a longer load, for a profiler).
+        let calls = arg("--calls").unwrap_or_else(|| "hybrid,bm25,ask".into());
+        let rounds: usize = arg("--rounds").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+        let queries: Arc<Vec<String>> = Arc::new(
+            (0..rounds).flat_map(|_| queries.iter().cloned()).collect(),
+        );
+        for call in [Call::SearchHybrid, Call::SearchBm25, Call::Ask]
+            .into_iter()
+            .filter(|c| calls.split(',').any(|n| n.trim() == c.flag()))
+        {
             for clients in [1usize, 8, 32] {
                 let r = load(&client, &queries, call, clients).await;
                 if matches!(call, Call::SearchBm25) {
@@ -524,6 +534,14 @@ impl Call {
             Self::SearchHybrid => "Search hybrid",
             Self::SearchBm25 => "Search BM25",
             Self::Ask => "Ask (extractive)",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::SearchHybrid => "hybrid",
+            Self::SearchBm25 => "bm25",
+            Self::Ask => "ask",
         }
     }
 }
