@@ -326,8 +326,43 @@ fn title_from_name(name: &str) -> String {
     stem.replace(['_', '-'], " ")
 }
 
+/// `s` with leading and trailing whitespace removed and every inner run of whitespace (Unicode
+/// White_Space, as `char::is_whitespace`) replaced by one space: the words of
+/// `split_whitespace` joined by single spaces. One pass copying whole runs of non-space bytes;
+/// runs on every passage returned (snippets, redaction), so it is kept cheap.
 pub(crate) fn collapse_ws(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    // Start of the pending word, and whether a space goes before it.
+    let mut word: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let (ws, len) = if b[i] < 0x80 {
+            (b[i].is_ascii_whitespace() || b[i] == 0x0b, 1)
+        } else {
+            let c = s[i..].chars().next().expect("i is a char boundary");
+            (c.is_whitespace(), c.len_utf8())
+        };
+        match (ws, word) {
+            (true, Some(w)) => {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&s[w..i]);
+                word = None;
+            }
+            (false, None) => word = Some(i),
+            _ => {}
+        }
+        i += len;
+    }
+    if let Some(w) = word {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&s[w..]);
+    }
+    out
 }
 
 /// Accumulates extracted text and block spans; shared by the parsers.
@@ -500,7 +535,29 @@ mod tests {
         assert_eq!(d.title, "travel policy 2026");
     }
 
+    #[test]
+    fn collapse_ws_joins_words_with_single_spaces() {
+        assert_eq!(collapse_ws("  a\t\tb\n\u{a0}c\u{3000} "), "a b c");
+        assert_eq!(collapse_ws("x\u{0b}y\u{2028}z"), "x y z");
+        assert_eq!(collapse_ws(" \n "), "");
+        assert_eq!(collapse_ws("één"), "één");
+    }
+
     proptest! {
+        #[test]
+        fn collapse_ws_matches_split_whitespace(
+            s in proptest::collection::vec(
+                prop_oneof![
+                    Just(' '), Just('\t'), Just('\n'), Just('\u{0b}'), Just('\u{a0}'),
+                    Just('\u{2009}'), Just('\u{3000}'), Just('\u{85}'), Just('\u{1c}'),
+                    Just('a'), Just('é'), Just('字'), Just('\u{200b}'), any::<char>(),
+                ],
+                0..40,
+            ).prop_map(|v| v.into_iter().collect::<String>())
+        ) {
+            prop_assert_eq!(collapse_ws(&s), s.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+
         #[test]
         fn any_utf8_parses_to_valid_spans(s in "\\PC{0,300}", fmt in 0..6usize) {
             let name = ["a.txt", "a.md", "a.html", "a.rs", "a.csv", "a.json"][fmt];

@@ -140,6 +140,11 @@ impl From<usize> for Limit {
 /// Passages of one document the second stage considers (its best chunks in each leg).
 const RERANK_CHUNKS_PER_DOC: usize = 2;
 
+/// BM25-only search with the document leg: chunk-leg hits asked per document returned (so most
+/// returned documents find their best chunk there), and at least this many.
+const CHUNKS_PER_DOCUMENT_HIT: usize = 5;
+const MIN_CHUNK_DEPTH: usize = 50;
+
 pub struct Retriever {
     index: Arc<dyn Backend>,
     embedder: Arc<dyn Embedder>,
@@ -275,7 +280,12 @@ impl Retriever {
             };
             let bm25 = match mode {
                 Mode::Dense => Ok((Vec::new(), None)),
-                _ => self.bm25_legs(&*snap, scope, filter, query, depth),
+                Mode::Hybrid => self.bm25_legs(&*snap, scope, filter, query, depth, depth),
+                // BM25 alone ranks documents by the document leg, exact at any depth, so it asks
+                // for the page it returns; the chunk leg then only picks each document's passage.
+                Mode::Bm25 => {
+                    self.bm25_legs(&*snap, scope, filter, query, depth, limit.hits.max(1))
+                }
             };
             let qvec = match embedding {
                 Some(h) => Some(
@@ -449,19 +459,29 @@ impl Retriever {
         filter: &SearchFilter,
         query: &str,
         depth: usize,
+        document_depth: usize,
     ) -> Result<(Vec<crate::index::Scored>, Option<Vec<crate::index::Scored>>), RetrieveError> {
+        let documents = if self.cfg.document_bm25 {
+            snap.bm25_documents(scope, filter, query, document_depth)?
+        } else {
+            None
+        };
+        // With fewer documents to represent, fewer chunks: enough that each usually finds its
+        // best one (one it lacks keeps its first chunk's address); without the document leg the
+        // chunk leg ranks the documents and keeps the full depth.
+        let chunk_depth = match &documents {
+            Some(_) if document_depth < depth => {
+                (document_depth * CHUNKS_PER_DOCUMENT_HIT).clamp(MIN_CHUNK_DEPTH, depth)
+            }
+            _ => depth,
+        };
         let chunks = snap.bm25(
             scope,
             filter,
             query,
-            depth,
+            chunk_depth,
             (self.cfg.title_boost, self.cfg.heading_boost),
         )?;
-        let documents = if self.cfg.document_bm25 {
-            snap.bm25_documents(scope, filter, query, depth)?
-        } else {
-            None
-        };
         Ok((chunks, documents))
     }
 
@@ -873,6 +893,52 @@ mod tests {
             "t:d0",
             "chunk by chunk it does not"
         );
+    }
+
+    #[test]
+    fn bm25_alone_ranks_the_same_documents_whatever_the_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // 90 documents of one to three chunks, holding the query words in varied amounts.
+        let words = ["garage", "permit", "office", "desk", "hours"];
+        let docs: Vec<Vec<String>> = (0..90)
+            .map(|d: usize| {
+                (0..1 + d % 3)
+                    .map(|c| {
+                        (0..1 + (d * 7 + c * 3) % 6)
+                            .map(|w| words[(d + c + w * w) % words.len()])
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            })
+            .collect();
+        let docs: Vec<Vec<&str>> = docs
+            .iter()
+            .map(|d| d.iter().map(String::as_str).collect())
+            .collect();
+        let index = index_of(dir.path(), &docs);
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let f = SearchFilter::default();
+        let r = retriever(&index, RetrievalConfig::default());
+        let page = |n| {
+            r.search(&scope, "garage permit", Mode::Bm25, &f, n)
+                .unwrap()
+        };
+        let (small, large) = (page(5), page(80));
+        assert_eq!(small.len(), 5);
+        let keys = |h: &[Hit]| {
+            h.iter()
+                .map(|h| h.chunk.doc_key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&small), keys(&large[..5]));
+        for h in &small {
+            assert!(
+                h.chunk.text.contains("garage") || h.chunk.text.contains("permit"),
+                "{} is represented by a matching chunk",
+                h.chunk.doc_key
+            );
+        }
     }
 
     #[test]
