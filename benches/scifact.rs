@@ -8,8 +8,10 @@
 //!    query-embedding time alone; peak RSS.
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
-//!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [retrieval flags, see
-//!        `retrieval` below]
+//!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--calls hybrid,bm25,ask]
+//!        [--rounds N] [retrieval flags, see `retrieval` below]
+//! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
+//! run (a longer load, for a profiler).
 //! `--milvus`: measure on the Milvus backend (a Milvus Lite started here, or the server at URI,
 //! collection `scifact_bench`), filled once from the embedded index (same chunks and vectors).
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
