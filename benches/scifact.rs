@@ -8,7 +8,7 @@
 //!    query-embedding time alone; peak RSS.
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
-//!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--calls hybrid,bm25,ask]
+//!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--model NAME] [--calls hybrid,bm25,ask]
 //!        [--rounds N] [retrieval flags, see `retrieval` below]
 //! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
 //! run (a longer load, for a profiler).
@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use docent::chunk::ChunkerConfig;
 use docent::config::Config;
-use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
+use docent::embed::{
+    Embedder, EmbedderConfig, EmbeddingConfig, FastEmbedder, Pooling, TextProfile,
+};
 use docent::eval::{self, run};
 use docent::identity::token_hash;
 use docent::index::milvus::{MilvusBackend, MilvusConfig};
@@ -135,16 +137,29 @@ fn main() -> anyhow::Result<()> {
     };
     println!("retrieval: {retrieval:?}");
 
+    // `--model NAME`: a model Docent knows by name (default all-MiniLM-L6-v2), from models/NAME
+    // (scripts/setup-models.sh [--multilingual]), with its prefixes.
+    let model_name = arg("--model").unwrap_or_else(|| "all-MiniLM-L6-v2".into());
+    let known = docent::embed::known_model(&model_name)
+        .ok_or_else(|| anyhow::anyhow!("unknown model {model_name:?}"))?;
     let ecfg = EmbedderConfig {
-        model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        model_dir: repo.join("models/all-MiniLM-L6-v2"),
+        model_id: known.model_id.into(),
+        model_dir: repo.join("models").join(known.name),
         onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
         max_length: 256,
         batch_size: 32,
         // `--threads 1`: one query session of one thread (the embedder before session 8).
         threads: arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2),
     };
-    let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
+    let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(EmbeddingConfig {
+        model: ecfg.clone(),
+        text: TextProfile {
+            query_prefix: known.query_prefix.into(),
+            passage_prefix: known.passage_prefix.into(),
+            pooling: Pooling::Mean,
+        },
+        expect_vocab: Some(known.vocab_size),
+    })?);
     // `--zero-vectors`: every vector is zero (BM25 experiments without embedding; the dense and
     // hybrid rows are then meaningless).
     if std::env::args().any(|a| a == "--zero-vectors") {
@@ -204,10 +219,9 @@ fn main() -> anyhow::Result<()> {
     });
     let in_process;
     {
-        let embedded = Arc::new(Index::open(
+        let embedded = Arc::new(Index::open_with(
             &index_dir,
-            embedder.model_id(),
-            embedder.dim(),
+            &docent::index::ModelSignature::of(embedder.as_ref()),
         )?);
         if let Some(path) = arg("--dump-legs") {
             return dump_legs(&embedded, &embedder, &queries, &retrieval, &path);
@@ -326,7 +340,8 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::parse(
         &format!(
-            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}",
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel = {:?}\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}",
+            known.name,
             ecfg.model_dir,
             ecfg.onnxruntime_lib,
             hex::encode(token_hash(TOKEN)),
@@ -487,7 +502,10 @@ fn ingest(
 
     // The pipeline, end to end into a fresh index (the same code as `docent eval beir`).
     {
-        let index = Arc::new(Index::open(index_dir, embedder.model_id(), embedder.dim())?);
+        let index = Arc::new(Index::open_with(
+            index_dir,
+            &docent::index::ModelSignature::of(embedder.as_ref()),
+        )?);
         let report = run::ingest(&index, embedder, chunking, docs)?;
         let (piped, chunks) = (report.elapsed, report.chunks);
         println!(
