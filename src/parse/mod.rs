@@ -333,7 +333,7 @@ fn title_from_name(name: &str) -> String {
 pub(crate) fn collapse_ws(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    // Start of the pending word, and whether a space goes before it.
+    // Byte offset where the word being read starts (none between words).
     let mut word: Option<usize> = None;
     let mut i = 0;
     while i < b.len() {

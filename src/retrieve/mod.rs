@@ -471,7 +471,10 @@ impl Retriever {
         // chunk leg ranks the documents and keeps the full depth.
         let chunk_depth = match &documents {
             Some(_) if document_depth < depth => {
-                (document_depth * CHUNKS_PER_DOCUMENT_HIT).clamp(MIN_CHUNK_DEPTH, depth)
+                // Never above `depth`, which the configuration may set under the minimum.
+                (document_depth * CHUNKS_PER_DOCUMENT_HIT)
+                    .max(MIN_CHUNK_DEPTH)
+                    .min(depth)
             }
             _ => depth,
         };
@@ -932,6 +935,18 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(keys(&small), keys(&large[..5]));
+        // Fewer fusion candidates than the chunk leg's minimum (configurable down to 1).
+        let shallow = retriever(
+            &index,
+            RetrievalConfig {
+                candidates: 20,
+                ..RetrievalConfig::default()
+            },
+        );
+        let few = shallow
+            .search(&scope, "garage permit", Mode::Bm25, &f, 5)
+            .unwrap();
+        assert_eq!(keys(&few), keys(&small));
         for h in &small {
             assert!(
                 h.chunk.text.contains("garage") || h.chunk.text.contains("permit"),
