@@ -19,8 +19,8 @@
 //! 4. End to end, in process: extractive answers on every QA set with the new model (gold
 //!    passage cited, citation precision, "not found" rates) for a few support ratios.
 //!
-//! Usage: scripts/train-ranker.sh, or cargo bench --bench ranker -- [--write FILE]
-//!        [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
+//! Usage: scripts/train-ranker.sh [--model NAME], or cargo bench --bench ranker -- [--write FILE]
+//!        [--model NAME] [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
 //!        [--qa-only] [--explain FILE]
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use docent::answer::{self, AnswerConfig};
 use docent::chunk::ChunkerConfig;
-use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
+use docent::embed::{Embedder, FastEmbedder};
 use docent::eval::qa::{self, QaItem, QaOutcome};
 use docent::eval::{self, run};
 use docent::index::{Index, SearchFilter};
@@ -285,7 +285,10 @@ fn open_dir_index(
     dir: &Path,
     embedder: &Arc<dyn Embedder>,
 ) -> anyhow::Result<Arc<Index>> {
-    let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim())?);
+    let index = Arc::new(Index::open_with(
+        dir,
+        &docent::index::ModelSignature::of(embedder.as_ref()),
+    )?);
     if index.document_count() == 0 {
         let docs = directory_documents(root)?;
         let t = Instant::now();
@@ -387,7 +390,14 @@ fn qa_sets(
 
 fn main() -> anyhow::Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tune = repo.join("target/tune");
+    // `--model NAME`: a model Docent knows by name (default all-MiniLM-L6-v2, the default
+    // model); each model has its own indexes and vectors (target/tune, target/tune-NAME).
+    let model_name = arg("--model").unwrap_or_else(|| "all-MiniLM-L6-v2".into());
+    let tune = repo.join(if model_name == "all-MiniLM-L6-v2" {
+        "target/tune".to_string()
+    } else {
+        format!("target/tune-{model_name}")
+    });
     let path_arg = |name: &str, default: PathBuf| arg(name).map(PathBuf::from).unwrap_or(default);
     let scifact_index = path_arg("--scifact-index", tune.join("index"));
     let cache = path_arg("--embed-cache", tune.join("embed.cache"));
@@ -395,15 +405,9 @@ fn main() -> anyhow::Result<()> {
     let max_queries: usize = arg("--queries")
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
-    let ecfg = EmbedderConfig {
-        model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        model_dir: repo.join("models/all-MiniLM-L6-v2"),
-        onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
-        max_length: 256,
-        batch_size: 32,
-        threads: 2,
-    };
-    let raw: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(&ecfg)?);
+    let embedding = run::known_embedding(&repo, &model_name, 2)
+        .ok_or_else(|| anyhow::anyhow!("unknown model {model_name:?}"))?;
+    let raw: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(embedding)?);
     let embedder: Arc<dyn Embedder> = Arc::new(eval::cache::CachedEmbedder::open(raw, &cache)?);
     let scope = run::eval_scope();
     let cfg = RetrievalConfig::default();
@@ -741,9 +745,10 @@ fn main() -> anyhow::Result<()> {
         calibration: (a, b),
         threshold,
         trained_on: format!(
-            "benches/ranker.rs (scripts/train-ranker.sh): pairwise logistic regression on SciFact \
-             train ({} queries) and the QA train sets example-corpus.jsonl and handbook-train.jsonl; \
-             calibration and threshold on the QA train sets",
+            "benches/ranker.rs (scripts/train-ranker.sh --model {model_name}): pairwise logistic \
+             regression on {model_name}'s first stage over SciFact train ({} queries) and the QA \
+             train sets example-corpus.jsonl and handbook-train.jsonl; calibration and threshold \
+             on the QA train sets",
             scifact.len()
         ),
     };
@@ -771,7 +776,7 @@ fn end_to_end(
 ) -> anyhow::Result<()> {
     println!("\n## Extractive answers with the second stage (in process)");
     println!(
-        "| set | support ratio | gold cited | citation precision | not found (unanswerable) | \
+        "| set | support ratio / other document | gold cited | citation precision | not found (unanswerable) | \
          not found (answerable) | expected text |"
     );
     println!("|---|---|---|---|---|---|---|");
@@ -789,10 +794,24 @@ fn end_to_end(
                 10,
             )?);
         }
-        for ratio in [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] {
+        // (support ratio, ratio for another document's sentence).
+        let variants = [
+            (0.5, 0.0),
+            (0.7, 0.0),
+            (0.8, 0.0),
+            (0.8, 0.9),
+            (0.8, 0.95),
+            (0.8, 1.0),
+            (0.7, 0.9),
+            (0.7, 1.0),
+            (0.9, 0.0),
+            (1.0, 0.0),
+        ];
+        for (ratio, other) in variants {
             let acfg = AnswerConfig {
                 min_relevance: threshold,
                 support_ratio: ratio,
+                other_document_ratio: other,
                 min_similarity: 0.4,
                 max_sentences: 3,
                 max_passages: 5,
@@ -821,7 +840,9 @@ fn end_to_end(
                     }
                 })
                 .collect();
-            if (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6 {
+            if (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
+                && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6
+            {
                 for (item, out) in set.items.iter().zip(&outcomes) {
                     let line = serde_json::json!({
                         "set": set.name,
@@ -838,7 +859,7 @@ fn end_to_end(
             }
             let s = qa::score(&set.items, &outcomes);
             println!(
-                "| {} | {ratio:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {ratio:.1} / {other:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 set.name,
                 s.gold_cited_rate,
                 s.citation_precision,

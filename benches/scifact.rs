@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use docent::chunk::ChunkerConfig;
 use docent::config::Config;
-use docent::embed::{
-    Embedder, EmbedderConfig, EmbeddingConfig, FastEmbedder, Pooling, TextProfile,
-};
+use docent::embed::{Embedder, FastEmbedder};
 use docent::eval::{self, run};
 use docent::identity::token_hash;
 use docent::index::milvus::{MilvusBackend, MilvusConfig};
@@ -140,26 +138,12 @@ fn main() -> anyhow::Result<()> {
     // `--model NAME`: a model Docent knows by name (default all-MiniLM-L6-v2), from models/NAME
     // (scripts/setup-models.sh [--multilingual]), with its prefixes.
     let model_name = arg("--model").unwrap_or_else(|| "all-MiniLM-L6-v2".into());
-    let known = docent::embed::known_model(&model_name)
+    // `--threads 1`: one query session of one thread (the embedder before session 8).
+    let threads = arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2);
+    let embedding = run::known_embedding(&repo, &model_name, threads)
         .ok_or_else(|| anyhow::anyhow!("unknown model {model_name:?}"))?;
-    let ecfg = EmbedderConfig {
-        model_id: known.model_id.into(),
-        model_dir: repo.join("models").join(known.name),
-        onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
-        max_length: 256,
-        batch_size: 32,
-        // `--threads 1`: one query session of one thread (the embedder before session 8).
-        threads: arg("--threads").and_then(|s| s.parse().ok()).unwrap_or(2),
-    };
-    let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(EmbeddingConfig {
-        model: ecfg.clone(),
-        text: TextProfile {
-            query_prefix: known.query_prefix.into(),
-            passage_prefix: known.passage_prefix.into(),
-            pooling: Pooling::Mean,
-        },
-        expect_vocab: Some(known.vocab_size),
-    })?);
+    let ecfg = embedding.model.clone();
+    let mut embedder: Arc<dyn Embedder> = Arc::new(FastEmbedder::load(embedding)?);
     // `--zero-vectors`: every vector is zero (BM25 experiments without embedding; the dense and
     // hybrid rows are then meaningless).
     if std::env::args().any(|a| a == "--zero-vectors") {
@@ -341,7 +325,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse(
         &format!(
             "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel = {:?}\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}",
-            known.name,
+            model_name,
             ecfg.model_dir,
             ecfg.onnxruntime_lib,
             hex::encode(token_hash(TOKEN)),

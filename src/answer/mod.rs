@@ -29,6 +29,10 @@ pub struct AnswerConfig {
     pub min_relevance: f32,
     /// A further answer sentence needs at least this share of the best sentence's support.
     pub support_ratio: f32,
+    /// A sentence from another document than the best sentence's needs at least this share
+    /// (when above `support_ratio`): one page usually holds the answer, and a second page's
+    /// sentence that shares the question's words is more often near the topic than on it.
+    pub other_document_ratio: f32,
     /// Below this query–passage cosine similarity, passages are not evidence (used only for
     /// hits the second stage did not score).
     pub min_similarity: f32,
@@ -200,6 +204,10 @@ const KIND_BONUS: f32 = 0.4;
 /// Share of the best sentence's support a further sentence needs (see [`AnswerConfig`]).
 pub const DEFAULT_SUPPORT_RATIO: f32 = 0.8;
 
+/// The same for a sentence from another document (see [`AnswerConfig`]); off (the support
+/// ratio alone decides) until measured on the QA train sets.
+pub const DEFAULT_OTHER_DOCUMENT_RATIO: f32 = 0.0;
+
 /// How strongly a hit supports an answer: its calibrated relevance where the second stage ran,
 /// else its cosine with the question; `None` below the configured threshold (not evidence).
 pub fn evidence_strength(h: &Hit, cfg: &AnswerConfig) -> Option<f32> {
@@ -318,13 +326,19 @@ pub fn extractive(
     };
     let mut cited: HashMap<usize, usize> = HashMap::new();
     let mut used_texts = std::collections::HashSet::new();
-    let floor = candidates
-        .first()
-        .map_or(0.0, |c| c.score * cfg.support_ratio);
+    let best = candidates.first().map(|c| (c.score, c.passage));
+    let floor = best.map_or(0.0, |(score, _)| score * cfg.support_ratio);
+    let other_floor = best.map_or(0.0, |(score, _)| {
+        score * cfg.support_ratio.max(cfg.other_document_ratio)
+    });
+    let best_doc = best.map(|(_, p)| &evidence[p].0.chunk.doc_key);
     for c in candidates {
         // The evidence stops: what is left supports the answer much less than its best sentence.
         if answer.sentences.len() >= cfg.max_sentences || c.score < floor {
             break;
+        }
+        if c.score < other_floor && Some(&evidence[c.passage].0.chunk.doc_key) != best_doc {
+            continue;
         }
         // Overlapping chunks repeat sentences; say each once.
         if !used_texts.insert(crate::parse::collapse_ws(c.text)) {
@@ -363,6 +377,7 @@ mod tests {
     const CFG: AnswerConfig = AnswerConfig {
         min_relevance: 0.5,
         support_ratio: 0.5,
+        other_document_ratio: 0.0,
         min_similarity: 0.3,
         max_sentences: 2,
         max_passages: 5,
@@ -521,6 +536,42 @@ mod tests {
         let a = extractive("q", &[strong, weak], &terms, &words, &loose);
         assert!(a.sentences.len() > 1);
         assert!(a.citations.iter().any(|c| c.document_key == "b"));
+    }
+
+    #[test]
+    fn another_document_needs_the_stricter_ratio() {
+        // Two sentences of the best document and one of another, all within the support ratio.
+        let mut a = hit(
+            "a",
+            "Staff parking is free on level two. Staff parking permits come from facilities.",
+            0.9,
+        );
+        a.relevance = Some(0.9);
+        let mut b = hit("b", "Staff parking closes at night.", 0.8);
+        b.relevance = Some(0.85);
+        let terms = vec![("staff".to_string(), 1.0), ("parking".to_string(), 1.0)];
+        let cfg = AnswerConfig {
+            min_relevance: 0.5,
+            support_ratio: 0.5,
+            other_document_ratio: 0.0,
+            max_sentences: 3,
+            ..CFG
+        };
+        let keys = |ans: &Answer| -> Vec<String> {
+            ans.sentences
+                .iter()
+                .map(|s| ans.citations[s.citations[0]].document_key.clone())
+                .collect()
+        };
+        let both = extractive("q", &[a.clone(), b.clone()], &terms, &words, &cfg);
+        assert!(keys(&both).contains(&"b".to_string()), "{both:?}");
+        let strict = AnswerConfig {
+            other_document_ratio: 1.0,
+            ..cfg
+        };
+        let one = extractive("q", &[a, b], &terms, &words, &strict);
+        assert_eq!(keys(&one), ["a", "a"], "{one:?}");
+        assert_eq!(one.citations.len(), 1);
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Default for AssistantConfig {
             answer: AnswerConfig {
                 min_relevance: crate::retrieve::rerank::RankerModel::builtin().threshold,
                 support_ratio: answer::DEFAULT_SUPPORT_RATIO,
+                other_document_ratio: answer::DEFAULT_OTHER_DOCUMENT_RATIO,
                 min_similarity: 0.4,
                 max_sentences: 3,
                 max_passages: 5,

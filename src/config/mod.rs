@@ -845,6 +845,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             None => crate::retrieve::rerank::RankerModel::builtin().threshold,
         },
         support_ratio: is.range("answer.support_ratio", raw.answer.support_ratio, 0.0, 1.0),
+        other_document_ratio: is.range(
+            "answer.other_document_ratio",
+            raw.answer.other_document_ratio,
+            0.0,
+            1.0,
+        ),
         min_similarity: is.range(
             "answer.min_similarity",
             raw.answer.min_similarity,

@@ -407,6 +407,8 @@ pub struct RawAnswer {
     pub min_relevance: Option<f32>,
     /// A further answer sentence must score at least this share of the best one's support.
     pub support_ratio: f32,
+    /// The same share for a sentence from another document than the best sentence's.
+    pub other_document_ratio: f32,
     /// Evidence threshold on the query–passage cosine, used only where the second stage is off.
     pub min_similarity: f32,
     pub max_sentences: usize,
@@ -494,6 +496,7 @@ impl Default for RawAnswer {
         Self {
             min_relevance: None,
             support_ratio: crate::answer::DEFAULT_SUPPORT_RATIO,
+            other_document_ratio: crate::answer::DEFAULT_OTHER_DOCUMENT_RATIO,
             min_similarity: 0.4,
             max_sentences: 3,
             max_passages: 5,

@@ -11,7 +11,7 @@ use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
 use super::{CorpusDoc, Qrels, Query};
 use crate::acl::{AclScope, authorize};
 use crate::chunk::ChunkerConfig;
-use crate::embed::Embedder;
+use crate::embed::{Embedder, EmbedderConfig, EmbeddingConfig, Pooling, TextProfile};
 use crate::identity::{IdentitySpec, IdentityStore, token_hash};
 use crate::index::{Index, IndexError, SearchFilter};
 use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
@@ -19,6 +19,29 @@ use crate::retrieve::{Mode, RetrieveError, Retriever};
 
 /// Connector id under which evaluation documents are indexed.
 pub const EVAL_SOURCE: &str = "eval";
+
+/// How the benches load a model Docent knows by name (`all-MiniLM-L6-v2`,
+/// `multilingual-e5-small`): its files under `repo/models/NAME` (scripts/setup-models.sh
+/// [--multilingual]), its prefixes, 256 tokens per input; `None` for an unknown name.
+pub fn known_embedding(repo: &Path, name: &str, threads: usize) -> Option<EmbeddingConfig> {
+    let known = crate::embed::known_model(name)?;
+    Some(EmbeddingConfig {
+        model: EmbedderConfig {
+            model_id: known.model_id.into(),
+            model_dir: repo.join("models").join(known.name),
+            onnxruntime_lib: repo.join("models/onnxruntime/libonnxruntime.so.1.31.1"),
+            max_length: 256,
+            batch_size: 32,
+            threads,
+        },
+        text: TextProfile {
+            query_prefix: known.query_prefix.into(),
+            passage_prefix: known.passage_prefix.into(),
+            pooling: Pooling::Mean,
+        },
+        expect_vocab: Some(known.vocab_size),
+    })
+}
 
 /// BEIR documents as source documents readable by everyone (the eval identity included).
 pub fn source_documents(corpus: &[CorpusDoc]) -> Vec<SourceDocument> {

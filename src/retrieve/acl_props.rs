@@ -266,6 +266,7 @@ fn check_case_on(
     let cfg = AnswerConfig {
         min_relevance: 0.0,
         support_ratio: 0.0,
+        other_document_ratio: 0.0,
         min_similarity: 0.0,
         max_sentences: 5,
         max_passages: 10,
