@@ -413,9 +413,12 @@ fn main() -> anyhow::Result<()> {
     let cfg = RetrievalConfig::default();
     let depth = 40;
 
-    // `--qa-only`: the shipped model's answers on the QA sets, without SciFact or training.
+    // `--qa-only`: the model's shipped second stage and the answerer on the QA sets, without
+    // SciFact or training.
     if std::env::args().any(|a| a == "--qa-only") {
-        let model = RankerModel::builtin().clone();
+        let model = RankerModel::for_model(embedder.model_id())
+            .ok_or_else(|| anyhow::anyhow!("no second stage ships for {model_name}"))?
+            .clone();
         let sets = qa_sets(&repo, &qa_dir, &embedder, cfg, depth)?;
         return end_to_end(&sets, &model, model.threshold, &embedder, cfg, &scope);
     }

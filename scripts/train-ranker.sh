@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Trains the second ranking stage of one embedding model and writes its weights file (see
 # benches/ranker.rs): src/retrieve/ranker.json for the default all-MiniLM-L6-v2, or
-# src/retrieve/ranker-NAME.json with `--model NAME` (multilingual-e5-small; not yet loaded by the
-# daemon, which ships only the MiniLM stage).
+# src/retrieve/ranker-NAME.json with `--model NAME` (multilingual-e5-small). The daemon embeds
+# both and picks one by the embedder's model id (RankerModel::for_model).
 # Train splits only: SciFact train (../shared/data/scifact) and the QA train sets in benches/qa.
 # Deterministic: the same data gives the same weights. Indexes and passage vectors are kept in
 # target/tune/ (target/tune-NAME/ for another model) between runs (the first run embeds SciFact

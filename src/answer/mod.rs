@@ -228,12 +228,24 @@ struct Candidate<'a> {
     position: usize,
 }
 
-/// Headings, titles and fragments are not answers.
+/// A line without end punctuation needs this many words to count as a statement; a shorter one
+/// is a heading, a list label or a table cell ("Life Insurance Benefits", "1H trip (February)").
+const FRAGMENT_WORDS: usize = 5;
+
+/// Headings, titles, fragments and questions are not answers: a sentence ending in "?" asks,
+/// and a short line without a full stop (or ending in ":") is a label ([`FRAGMENT_WORDS`]).
 fn is_statement(s: &str, hit: &Hit) -> bool {
     if s.len() < 12 || !s.contains(' ') {
         return false;
     }
     let norm = crate::parse::collapse_ws(s);
+    let end = norm.trim_end_matches(['"', '\'', '”', '’', ')', ']', '*', '_']);
+    if end.ends_with(['?', '？']) {
+        return false;
+    }
+    if !end.ends_with(['.', '!', '。', '！']) && norm.split(' ').count() < FRAGMENT_WORDS {
+        return false;
+    }
     let norm = norm.trim_end_matches([':', '.']);
     !(hit.chunk.title == norm || hit.chunk.heading_path.iter().any(|h| h == norm))
 }
@@ -417,6 +429,31 @@ mod tests {
                 assert!(cited.chunk.text.contains(&s.text));
             }
         }
+    }
+
+    #[test]
+    fn questions_and_labels_are_not_answer_sentences() {
+        let hits = [hit(
+            "a",
+            "Parking Permit Rules\nWho issues a parking permit?\nParking permits:\n\
+             Facilities issues every parking permit within two days.",
+            0.6,
+        )];
+        let terms = vec![("parking".to_string(), 2.0), ("permit".to_string(), 1.0)];
+        let a = extractive("q", &hits, &terms, &words, &CFG);
+        let texts: Vec<&str> = a.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["Facilities issues every parking permit within two days."]
+        );
+        // A long line without a full stop still states something (a list item, a table row).
+        let hits = [hit(
+            "a",
+            "Notify the parking team 4 weeks before any permit change:\n",
+            0.6,
+        )];
+        let a = extractive("q", &hits, &terms, &words, &CFG);
+        assert_eq!(a.status, AnswerStatus::Answered);
     }
 
     #[test]

@@ -842,7 +842,13 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     let answer = AnswerConfig {
         min_relevance: match raw.answer.min_relevance {
             Some(v) => is.range("answer.min_relevance", v, 0.0, 1.0),
-            None => crate::retrieve::rerank::RankerModel::builtin().threshold,
+            // The threshold chosen for this embedding model's own second stage (a model with
+            // none has no second stage; min_similarity decides there).
+            None => {
+                crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)
+                    .unwrap_or(crate::retrieve::rerank::RankerModel::builtin())
+                    .threshold
+            }
         },
         support_ratio: is.range("answer.support_ratio", raw.answer.support_ratio, 0.0, 1.0),
         other_document_ratio: is.range(
@@ -1067,6 +1073,11 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.embedding.text.pooling, Pooling::Mean);
         assert_eq!(c.embedding.expect_vocab, Some(250_002));
         assert_eq!(c.embedding.model.max_length, 512);
+        // "Not found" is decided on e5's own second stage, at its own threshold.
+        let e5_ranker =
+            crate::retrieve::rerank::RankerModel::for_model("intfloat/multilingual-e5-small")
+                .unwrap();
+        assert_eq!(c.answer.min_relevance, e5_ranker.threshold);
         // Any other model: its own id, prefixes and pooling.
         let custom = MINIMAL.replace(
             "[embedding]\n",

@@ -262,7 +262,9 @@ fn check_case_on(
         dense_feedback: if dense_feedback { 0.5 } else { 0.0 },
         ..RetrievalConfig::default()
     };
-    let retriever = Retriever::new(index.clone(), embedder.clone(), config);
+    // The shipped second stage runs too (the test embedder has none of its own).
+    let retriever = Retriever::new(index.clone(), embedder.clone(), config)
+        .with_ranker(super::rerank::RankerModel::builtin().clone());
     let cfg = AnswerConfig {
         min_relevance: 0.0,
         support_ratio: 0.0,

@@ -149,23 +149,30 @@ pub struct Retriever {
     index: Arc<dyn Backend>,
     embedder: Arc<dyn Embedder>,
     cfg: RetrievalConfig,
-    ranker: Arc<RankerModel>,
+    /// The second stage's model: the one shipped for the embedder's model
+    /// ([`RankerModel::for_model`]); `None` (no second stage) for a model Docent ships none for.
+    ranker: Option<Arc<RankerModel>>,
 }
 
 impl Retriever {
     pub fn new(index: Arc<dyn Backend>, embedder: Arc<dyn Embedder>, cfg: RetrievalConfig) -> Self {
         Self {
             index,
+            ranker: RankerModel::for_model(embedder.model_id()).map(|m| Arc::new(m.clone())),
             embedder,
             cfg,
-            ranker: Arc::new(RankerModel::builtin().clone()),
         }
     }
 
-    /// Uses another second-stage model than the shipped one (training and evaluation).
+    /// Uses another second-stage model than the shipped one (training, evaluation, tests).
     pub fn with_ranker(mut self, model: RankerModel) -> Self {
-        self.ranker = Arc::new(model);
+        self.ranker = Some(Arc::new(model));
         self
+    }
+
+    /// The second stage's model, if the embedding model has one (see [`RankerModel::for_model`]).
+    pub fn ranker(&self) -> Option<&RankerModel> {
+        self.ranker.as_deref()
     }
 
     pub fn index(&self) -> &Arc<dyn Backend> {
@@ -387,7 +394,9 @@ impl Retriever {
                 }
             }
         };
-        let reranked = if mode == Mode::Hybrid && self.cfg.rerank && !fused.is_empty() {
+        // Training (`features_out`) computes the features whatever model scores them.
+        let rerank = self.cfg.rerank && (self.ranker.is_some() || features_out.is_some());
+        let reranked = if mode == Mode::Hybrid && rerank && !fused.is_empty() {
             dense_used.1 = snap.doc_ids(&dense_used.0)?;
             let legs = [
                 (&bm25[..], &bm25_keys[..]),
@@ -504,7 +513,7 @@ impl Retriever {
         limit: Limit,
         features_out: Option<&mut Vec<Scoring>>,
     ) -> Result<Vec<Ranked>, RetrieveError> {
-        let model = &*self.ranker;
+        let model = self.ranker.as_deref().unwrap_or(RankerModel::builtin());
         let depth = self.cfg.rerank_depth.min(fused.len());
         let top = &fused[..depth];
         let top_keys = snap.doc_ids(
@@ -851,6 +860,7 @@ mod tests {
 
     fn retriever(index: &Arc<Index>, cfg: RetrievalConfig) -> Retriever {
         Retriever::new(index.clone(), Arc::new(BagOfWords), cfg)
+            .with_ranker(RankerModel::builtin().clone())
     }
 
     fn docs(hits: &[Hit]) -> BTreeSet<String> {

@@ -321,12 +321,29 @@ impl RankerModel {
         Ok(m)
     }
 
-    /// The model shipped with Docent (`ranker.json`).
+    /// The model shipped for the default embedding model, all-MiniLM-L6-v2 (`ranker.json`).
     pub fn builtin() -> &'static RankerModel {
         static MODEL: OnceLock<RankerModel> = OnceLock::new();
         MODEL.get_or_init(|| {
             Self::from_json(include_str!("ranker.json")).expect("the embedded ranker.json is valid")
         })
+    }
+
+    /// The model shipped for an embedding model (by its model id), if any. The dense features
+    /// and the calibration are in that model's cosine scale, so another model's ranker would
+    /// misjudge relevance ("not found" would rarely fire for a model whose cosines run high).
+    pub fn for_model(model_id: &str) -> Option<&'static RankerModel> {
+        match model_id {
+            "sentence-transformers/all-MiniLM-L6-v2" => Some(Self::builtin()),
+            "intfloat/multilingual-e5-small" => {
+                static MODEL: OnceLock<RankerModel> = OnceLock::new();
+                Some(MODEL.get_or_init(|| {
+                    Self::from_json(include_str!("ranker-multilingual-e5-small.json"))
+                        .expect("the embedded ranker-multilingual-e5-small.json is valid")
+                }))
+            }
+            _ => None,
+        }
     }
 
     /// The ranking score (higher is better).
@@ -382,6 +399,21 @@ mod tests {
         let m = RankerModel::builtin();
         assert_eq!(m.features, FEATURE_NAMES);
         assert!(m.threshold > 0.0 && m.threshold < 1.0);
+    }
+
+    #[test]
+    fn each_known_embedding_model_has_its_own_ranker() {
+        for known in crate::embed::KNOWN_MODELS {
+            let m = RankerModel::for_model(known.model_id)
+                .unwrap_or_else(|| panic!("no ranker shipped for {}", known.name));
+            assert_eq!(m.features, FEATURE_NAMES);
+            assert!(m.threshold > 0.0 && m.threshold < 1.0);
+        }
+        let minilm = RankerModel::for_model("sentence-transformers/all-MiniLM-L6-v2").unwrap();
+        let e5 = RankerModel::for_model("intfloat/multilingual-e5-small").unwrap();
+        assert!(std::ptr::eq(minilm, RankerModel::builtin()));
+        assert_ne!(minilm, e5, "each model's cosines need their own weights");
+        assert!(RankerModel::for_model("test-bag-of-words").is_none());
     }
 
     #[test]
