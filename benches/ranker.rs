@@ -788,13 +788,19 @@ fn end_to_end(
         let r = Retriever::new(set.retriever.index().clone(), embedder.clone(), cfg)
             .with_ranker(model.clone());
         let mut hits_of = Vec::new();
+        let per_document: usize = arg("--per-document")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(answer::DEFAULT_PASSAGES_PER_DOCUMENT);
         for item in &set.items {
             hits_of.push(r.search(
                 scope,
                 &item.question,
                 Mode::Hybrid,
                 &SearchFilter::default(),
-                10,
+                docent::retrieve::Limit {
+                    hits: 10,
+                    per_document,
+                },
             )?);
         }
         // (support ratio, ratio for another document's sentence).
@@ -817,7 +823,8 @@ fn end_to_end(
                 other_document_ratio: other,
                 min_similarity: 0.4,
                 max_sentences: 3,
-                max_passages: 5,
+                max_passages: arg("--passages").and_then(|s| s.parse().ok()).unwrap_or(5),
+                passages_per_document: per_document,
             };
             let outcomes: Vec<QaOutcome> = set
                 .items

@@ -39,6 +39,9 @@ pub struct AnswerConfig {
     pub max_sentences: usize,
     /// How many top passages sentences are drawn from.
     pub max_passages: usize,
+    /// Passages of one document retrieval may hand the answerer (its best chunks by the second
+    /// stage): an answer often sits in a document's second-best chunk.
+    pub passages_per_document: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,8 +208,12 @@ const KIND_BONUS: f32 = 0.4;
 pub const DEFAULT_SUPPORT_RATIO: f32 = 0.8;
 
 /// The same for a sentence from another document (see [`AnswerConfig`]); off (the support
-/// ratio alone decides) until measured on the QA train sets.
+/// ratio alone decides): measured, it did not generalise (benches/RESULTS.md, session 13).
 pub const DEFAULT_OTHER_DOCUMENT_RATIO: f32 = 0.0;
+
+/// Passages per document handed to the answerer (see [`AnswerConfig`]); chosen on the QA train
+/// sets (benches/RESULTS.md, session 13).
+pub const DEFAULT_PASSAGES_PER_DOCUMENT: usize = 2;
 
 /// How strongly a hit supports an answer: its calibrated relevance where the second stage ran,
 /// else its cosine with the question; `None` below the configured threshold (not evidence).
@@ -393,6 +400,7 @@ mod tests {
         min_similarity: 0.3,
         max_sentences: 2,
         max_passages: 5,
+        passages_per_document: 1,
     };
 
     #[test]

@@ -111,6 +111,7 @@ impl Default for AssistantConfig {
                 min_similarity: 0.4,
                 max_sentences: 3,
                 max_passages: 5,
+                passages_per_document: answer::DEFAULT_PASSAGES_PER_DOCUMENT,
             },
             default_mode: AnswerMode::Extractive,
             response_scope: ResponseScope::EnterpriseOnly,
@@ -472,7 +473,10 @@ impl Assistant {
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
-        let limit = Limit::from(self.cfg.answer.max_passages.max(10));
+        let limit = Limit {
+            hits: self.cfg.answer.max_passages.max(10),
+            per_document: self.cfg.answer.passages_per_document,
+        };
         let retrieved = tokio::task::spawn_blocking(move || {
             me.retrieve(&s, &q, Mode::Hybrid, f, limit, &budget)
         })

@@ -865,6 +865,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         ),
         max_sentences: is.range("answer.max_sentences", raw.answer.max_sentences, 1, 20),
         max_passages: is.range("answer.max_passages", raw.answer.max_passages, 1, 50),
+        passages_per_document: is.range(
+            "answer.passages_per_document",
+            raw.answer.passages_per_document,
+            1,
+            10,
+        ),
     };
     let (assistant, llm) = assistant_config(&mut is, &raw, answer, base);
 
@@ -1138,6 +1144,16 @@ onnxruntime_lib = "models/ort.so"
                 && i.message.contains("models/multilingual-e5-small")),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn passages_per_document_defaults_to_two_and_is_checked() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.assistant.answer.passages_per_document, 2);
+        let text = format!("{MINIMAL}\n[answer]\npassages_per_document = 0\n");
+        let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "answer.passages_per_document");
     }
 
     #[test]

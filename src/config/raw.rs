@@ -413,6 +413,8 @@ pub struct RawAnswer {
     pub min_similarity: f32,
     pub max_sentences: usize,
     pub max_passages: usize,
+    /// Passages of one document the answerer may draw from.
+    pub passages_per_document: usize,
     /// "extractive", "generative" or "auto".
     pub mode: String,
     /// "enterprise_only" or "allow_general_knowledge".
@@ -500,6 +502,7 @@ impl Default for RawAnswer {
             min_similarity: 0.4,
             max_sentences: 3,
             max_passages: 5,
+            passages_per_document: crate::answer::DEFAULT_PASSAGES_PER_DOCUMENT,
             mode: "extractive".into(),
             response_scope: "enterprise_only".into(),
             response_scope_groups: Default::default(),

@@ -272,6 +272,7 @@ fn check_case_on(
         min_similarity: 0.0,
         max_sentences: 5,
         max_passages: 10,
+        passages_per_document: 2,
     };
 
     for (u, direct) in memberships.iter().enumerate() {

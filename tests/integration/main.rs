@@ -4,6 +4,7 @@
 mod harness;
 
 mod acl_answers;
+mod answers;
 mod attacks;
 mod auth;
 mod authn;
