@@ -294,6 +294,22 @@ pub async fn start_with(
         embedder.clone(),
         config.retrieval,
     ));
+    // The second stage and its "not found" threshold are trained per embedding model.
+    match (retriever.ranker(), config.retrieval.rerank) {
+        (Some(m), true) => tracing::info!(
+            model = embedder.model_id(),
+            threshold = m.threshold,
+            min_relevance = config.assistant.answer.min_relevance,
+            "second ranking stage on"
+        ),
+        (None, true) => tracing::warn!(
+            model = embedder.model_id(),
+            min_similarity = config.assistant.answer.min_similarity,
+            "no second ranking stage ships for this embedding model: passages are ranked by \
+             fusion and are evidence at answer.min_similarity"
+        ),
+        (_, false) => {}
+    }
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let llm = match &config.llm {
         Some(c) => Some(Arc::new(
