@@ -21,7 +21,7 @@
 //!
 //! Usage: scripts/train-ranker.sh [--model NAME], or cargo bench --bench ranker -- [--write FILE]
 //!        [--model NAME] [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
-//!        [--qa-only] [--explain FILE]
+//!        [--qa-only] [--explain FILE] [--per-document N] [--passages N]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -784,13 +784,14 @@ fn end_to_end(
     );
     println!("|---|---|---|---|---|---|---|");
     let mut explain = String::new();
+    let per_document: usize = arg("--per-document")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(answer::DEFAULT_PASSAGES_PER_DOCUMENT);
+    let max_passages: usize = arg("--passages").and_then(|s| s.parse().ok()).unwrap_or(5);
     for set in sets {
         let r = Retriever::new(set.retriever.index().clone(), embedder.clone(), cfg)
             .with_ranker(model.clone());
         let mut hits_of = Vec::new();
-        let per_document: usize = arg("--per-document")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(answer::DEFAULT_PASSAGES_PER_DOCUMENT);
         for item in &set.items {
             hits_of.push(r.search(
                 scope,
@@ -823,7 +824,7 @@ fn end_to_end(
                 other_document_ratio: other,
                 min_similarity: 0.4,
                 max_sentences: 3,
-                max_passages: arg("--passages").and_then(|s| s.parse().ok()).unwrap_or(5),
+                max_passages,
                 passages_per_document: per_document,
             };
             let outcomes: Vec<QaOutcome> = set

@@ -333,9 +333,12 @@ impl RankerModel {
     /// and the calibration are in that model's cosine scale, so another model's ranker would
     /// misjudge relevance ("not found" would rarely fire for a model whose cosines run high).
     pub fn for_model(model_id: &str) -> Option<&'static RankerModel> {
-        match model_id {
-            "sentence-transformers/all-MiniLM-L6-v2" => Some(Self::builtin()),
-            "intfloat/multilingual-e5-small" => {
+        let known = crate::embed::KNOWN_MODELS
+            .iter()
+            .find(|m| m.model_id == model_id)?;
+        match known.name {
+            "all-MiniLM-L6-v2" => Some(Self::builtin()),
+            "multilingual-e5-small" => {
                 static MODEL: OnceLock<RankerModel> = OnceLock::new();
                 Some(MODEL.get_or_init(|| {
                     Self::from_json(include_str!("ranker-multilingual-e5-small.json"))
