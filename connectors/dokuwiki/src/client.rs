@@ -422,6 +422,17 @@ impl Client {
         }
     }
 
+    /// `wiki.getPageHTMLVersion(id, rev)`: revision `rev` rendered from the wiki's attic copy,
+    /// bypassing DokuWiki's render cache (empty when that revision is not kept).
+    pub async fn page_html_version(&self, id: &str, rev: i64) -> Result<String, CallError> {
+        const M: &str = "wiki.getPageHTMLVersion";
+        match self.call(M, &[id.into(), rev.into()]).await? {
+            Value::String(s) => Ok(s),
+            v if v.is_empty_struct() => Err(Self::remote(M, id)),
+            v => Err(Self::protocol(M, format!("expected a string, got {v:?}"))),
+        }
+    }
+
     /// `wiki.getPage(id)`: the page's wiki text.
     pub async fn page_text(&self, id: &str) -> Result<String, CallError> {
         const M: &str = "wiki.getPage";

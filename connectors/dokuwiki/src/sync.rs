@@ -509,7 +509,7 @@ impl Syncer {
                 None => return self.gone(ctx, &key).await,
             },
         };
-        let html = match self.client.page_html(&id).await {
+        let mut html = match self.client.page_html(&id).await {
             Ok(h) => h,
             Err(e @ CallError::Remote { .. }) => {
                 return self
@@ -518,6 +518,16 @@ impl Syncer {
             }
             Err(e) => return Err(e.into()),
         };
+        if html.trim().is_empty() {
+            // DokuWiki writes its render cache in place: a wiki stopped mid-write keeps an empty
+            // cache file it then serves as the page until the page changes. The revision
+            // rendered from the attic bypasses that cache.
+            match self.client.page_html_version(&id, rev).await {
+                Ok(h) => html = h,
+                Err(CallError::Remote { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         if html.trim().is_empty() {
             // DokuWiki renders a missing page as nothing, and deletes pages emptied by an edit.
             return match self.client.page_info(&id).await? {

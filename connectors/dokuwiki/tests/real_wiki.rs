@@ -512,6 +512,59 @@ async fn the_crawl_sends_every_page_as_html_with_title_uri_namespace_and_acl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_render_cache_was_left_empty_is_still_indexed() {
+    // What a wiki stopped mid-render leaves: DokuWiki writes its cache in place, and serves a
+    // truncated cache file as the page until the page changes. DokuWiki trusts a cache file
+    // newer than the page by its mtime in whole seconds, so the truncated file is dated later.
+    let wiki = Wiki::start();
+    wiki.seed().await;
+    let admin = wiki.admin();
+    let cached = admin.page_html("eng:overview").await.unwrap();
+    assert!(cached.contains("cargo"), "{cached}");
+    let later = std::time::SystemTime::now() + Duration::from_secs(2);
+    let mut truncated = 0;
+    for entry in walk(&wiki.dir.path().join("data/cache")) {
+        if entry.extension().is_some_and(|e| e == "xhtml") {
+            let file = std::fs::File::create(&entry).unwrap();
+            file.set_modified(later).unwrap();
+            truncated += 1;
+        }
+    }
+    assert!(truncated > 0, "no render cache to truncate");
+    let served = admin.page_html("eng:overview").await.unwrap();
+    assert!(
+        served.trim().is_empty(),
+        "the wiki serves its cache: {served}"
+    );
+
+    let mut run = Running::start(connector(&wiki), Arc::default(), None, 64);
+    run.next_checkpoint("first crawl").await;
+    let ids: BTreeSet<String> = SEED.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(run.index.ids(), ids, "{}", summary(&run.log));
+    assert!(run.index.text("eng:overview").unwrap().contains("cargo"));
+    assert!(
+        run.jobs()[0].failures.is_empty(),
+        "{:?}",
+        run.jobs()[0].failures
+    );
+    run.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_is_picked_up_by_the_next_poll() {
     let (wiki, mut run) = crawled().await;
     wiki.put("eng:overview", "====== Engineering ======\nNow edited.\n")
