@@ -854,8 +854,14 @@ fn end_to_end(
             if (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
                 && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6
             {
-                for (item, out) in set.items.iter().zip(&outcomes) {
+                for ((item, out), hits) in set.items.iter().zip(&outcomes).zip(&hits_of) {
+                    let terms = r.term_weights(&item.question);
+                    let answer_terms: std::collections::HashSet<String> =
+                        r.analyze(&out.answer).into_iter().collect();
                     let line = serde_json::json!({
+                        "top_relevance": hits.first().and_then(|h| h.relevance),
+                        "terms": terms,
+                        "answer_terms": terms.iter().filter(|(t, _)| answer_terms.contains(t)).map(|(t, _)| t).collect::<Vec<_>>(),
                         "set": set.name,
                         "question": item.question,
                         "unanswerable": item.unanswerable,
