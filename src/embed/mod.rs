@@ -277,7 +277,12 @@ impl FastEmbedder {
                 .with_environment(env.clone())
                 .with_execution_providers(vec![cpu])
                 .with_max_length(cfg.max_length)
-                .with_intra_threads(threads.max(1));
+                .with_intra_threads(threads.max(1))
+                // Pool threads spin through a run (fast hand-offs between operators) but stop
+                // when it returns: left spinning, they held a core for milliseconds after each
+                // query embedding, delaying the search that uses the vector (benches/RESULTS.md,
+                // session 14: hybrid Search p50 −1.2 ms over gRPC).
+                .with_session_config("session.force_spinning_stop", "1");
             fastembed::TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
                 EmbedError::Model {
                     dir: cfg.model_dir.clone(),
