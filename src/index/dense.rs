@@ -445,14 +445,15 @@ impl SegmentCollector for DenseSegmentCollector {
     }
 
     fn harvest(self) -> Self::Fruit {
-        let mut heap = BinaryHeap::with_capacity(self.k * RESCORE + 1);
+        let pool = self.k * RESCORE;
         let bits = &self.admitted;
-        match self.vectors.graph.get() {
+        let candidates: Vec<Hit> = match self.vectors.graph.get() {
             Some(graph)
                 if self.count >= self.min_admitted
                     && self.count as f64
                         >= ANN_MIN_FRACTION * self.vectors.scale.len().max(1) as f64 =>
             {
+                let mut heap = BinaryHeap::with_capacity(pool + 1);
                 let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
                 let found = graph.search(
                     self.vectors.view(),
@@ -467,12 +468,9 @@ impl SegmentCollector for DenseSegmentCollector {
                     &allowed,
                 );
                 for (s, d) in found {
-                    push(
-                        &mut heap,
-                        self.k * RESCORE,
-                        Hit(s, DocAddress::new(self.seg, d)),
-                    );
+                    push(&mut heap, pool, Hit(s, DocAddress::new(self.seg, d)));
                 }
+                heap.into_vec()
             }
             _ => {
                 // Docs in ascending order, each prefetched `AHEAD` docs before it is scored:
@@ -486,16 +484,42 @@ impl SegmentCollector for DenseSegmentCollector {
                         word &= word - 1;
                     }
                 }
+                // The best `pool` by the heap's order (better is smaller) in linear time, as
+                // tantivy's top-n collector does: a buffer of twice the pool, cut back to the
+                // pool's best whenever it fills; the worst kept then bars what follows.
+                let fill = 2 * pool.max(32);
+                let mut scored: Vec<Hit> = Vec::with_capacity(fill.min(docs.len()));
+                let mut bar: Option<Hit> = None;
+                let cut = |scored: &mut Vec<Hit>| {
+                    if scored.len() > pool {
+                        if pool > 0 {
+                            scored.select_nth_unstable(pool - 1);
+                        }
+                        scored.truncate(pool);
+                    }
+                };
                 for (i, &d) in docs.iter().enumerate() {
                     if let Some(&ahead) = docs.get(i + AHEAD) {
                         self.vectors.prefetch(ahead);
                     }
-                    self.scan(&mut heap, d);
+                    if let Some(s) = self.vectors.approx(d, &self.quantized) {
+                        let hit = Hit(s, DocAddress::new(self.seg, d));
+                        if bar.is_some_and(|b| hit >= b) {
+                            continue;
+                        }
+                        scored.push(hit);
+                        if scored.len() >= fill {
+                            cut(&mut scored);
+                            bar = scored.iter().max().copied();
+                        }
+                    }
                 }
+                cut(&mut scored);
+                scored
             }
-        }
+        };
         let mut exact = BinaryHeap::with_capacity(self.k + 1);
-        for h in heap {
+        for h in candidates {
             if let Some(v) = self.vectors.vector(h.1.doc_id) {
                 push(
                     &mut exact,
@@ -505,19 +529,6 @@ impl SegmentCollector for DenseSegmentCollector {
             }
         }
         exact.into_iter().map(|h| (h.0, h.1)).collect()
-    }
-}
-
-impl DenseSegmentCollector {
-    /// The int8 score of one admitted doc into the candidate heap.
-    fn scan(&self, heap: &mut BinaryHeap<Hit>, doc: DocId) {
-        if let Some(s) = self.vectors.approx(doc, &self.quantized) {
-            push(
-                heap,
-                self.k * RESCORE,
-                Hit(s, DocAddress::new(self.seg, doc)),
-            );
-        }
     }
 }
 
@@ -621,6 +632,32 @@ mod graph_tests {
             total += exact.len();
         }
         assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
+    }
+
+    #[test]
+    fn the_scan_returns_the_exact_top_k_in_scope_with_exact_scores() {
+        // 2000 clustered vectors, 200 in scope: far more than the 40 the scan rescores for 10.
+        let index = segment(2000, 32);
+        let searcher = index.reader().unwrap().searcher();
+        let seg = &searcher.segment_readers()[0];
+        let cache = Arc::new(VectorCache::new(32));
+        let vectors = cache.get(seg).unwrap();
+        let field = searcher.schema().get_field("group").unwrap();
+        let query = TermQuery::new(Term::from_field_text(field, "g7"), IndexRecordOption::Basic);
+        for q in super::super::ann::clustered_vectors(20, 32, 5) {
+            let found = searcher
+                .search(&query, &DenseCollector::new(cache.clone(), q.clone(), 10))
+                .unwrap();
+            let mut exact: Vec<(f32, DocId)> = (0..2000u32)
+                .filter(|d| d % 10 == 7)
+                .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            exact.truncate(10);
+            let mut got: Vec<(f32, DocId)> = found.iter().map(|(s, a)| (*s, a.doc_id)).collect();
+            got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            assert_eq!(got, exact);
+        }
     }
 
     /// Builds go through one queue: a segment retired before its turn is skipped, and the
