@@ -817,6 +817,13 @@ impl Export {
 pub struct Analyzer(tantivy::tokenizer::TextAnalyzer);
 
 impl Analyzer {
+    /// An analyzer that finds `terms` (analyzed terms) in texts exactly as the BM25 analyzer
+    /// would, stemming only the tokens that could stem to one of them
+    /// ([`schema::matching_analyzer`]); other tokens come out unstemmed.
+    pub fn matching<'a>(terms: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(schema::matching_analyzer(terms))
+    }
+
     /// Hands each token of `text` with its byte offset to `sink`.
     pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, &str)) {
         schema::analyze_into(&mut self.0, text, sink)

@@ -7,6 +7,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    Token, TokenFilter, TokenStream, Tokenizer,
 };
 
 /// The analyzer of the BM25 fields: words, lowercased, English stop words removed, stemmed.
@@ -153,6 +154,101 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// [`analyzer`] for finding given terms in many texts: it stems only the tokens whose first
+/// character starts one of `terms`, and passes the rest unstemmed. English Snowball stemming
+/// keeps a word's first character (property-tested below), so a token passed unstemmed could
+/// not have stemmed to any of `terms`: it finds exactly what the full analyzer finds, for a
+/// fraction of the stemming.
+pub fn matching_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAnalyzer {
+    let mut initials: Vec<char> = terms.into_iter().filter_map(|t| t.chars().next()).collect();
+    initials.sort_unstable();
+    initials.dedup();
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).expect("English stop words are built in"))
+        .filter(StemInitials {
+            initials: initials.into(),
+        })
+        .build()
+}
+
+/// The English stemmer, applied to tokens starting with one of `initials` only.
+#[derive(Clone)]
+struct StemInitials {
+    initials: std::sync::Arc<[char]>,
+}
+
+impl TokenFilter for StemInitials {
+    type Tokenizer<T: Tokenizer> = StemInitialsFilter<T>;
+
+    fn transform<T: Tokenizer>(self, tokenizer: T) -> StemInitialsFilter<T> {
+        StemInitialsFilter {
+            initials: self.initials,
+            inner: tokenizer,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct StemInitialsFilter<T> {
+    initials: std::sync::Arc<[char]>,
+    inner: T,
+}
+
+impl<T: Tokenizer> Tokenizer for StemInitialsFilter<T> {
+    type TokenStream<'a> = StemInitialsStream<'a, T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        StemInitialsStream {
+            tail: self.inner.token_stream(text),
+            initials: &self.initials,
+            stemmer: frostem::Stemmer::new(frostem::Algorithm::English),
+            buffer: String::new(),
+        }
+    }
+}
+
+struct StemInitialsStream<'a, T> {
+    tail: T,
+    initials: &'a [char],
+    stemmer: frostem::Stemmer,
+    buffer: String,
+}
+
+impl<T: TokenStream> TokenStream for StemInitialsStream<'_, T> {
+    fn advance(&mut self) -> bool {
+        if !self.tail.advance() {
+            return false;
+        }
+        let token = self.tail.token_mut();
+        let wanted = token
+            .text
+            .chars()
+            .next()
+            .is_some_and(|c| self.initials.binary_search(&c).is_ok());
+        if wanted {
+            match self.stemmer.stem(&token.text) {
+                std::borrow::Cow::Owned(stemmed) => token.text = stemmed,
+                std::borrow::Cow::Borrowed(stemmed) => {
+                    self.buffer.clear();
+                    self.buffer.push_str(stemmed);
+                    std::mem::swap(&mut token.text, &mut self.buffer);
+                }
+            }
+        }
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.tail.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.tail.token_mut()
+    }
+}
+
 pub fn register_tokenizers(index: &tantivy::Index) {
     index.tokenizers().register(ANALYZER, analyzer());
 }
@@ -181,4 +277,67 @@ pub fn analyze(index: &tantivy::Index, text: &str) -> Vec<String> {
         out.push(stream.token().text.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tokens(a: &mut TextAnalyzer, text: &str) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        analyze_into(a, text, &mut |o, t| out.push((o, t.to_string())));
+        out
+    }
+
+    #[test]
+    fn english_stemming_keeps_the_first_character_of_its_exceptions() {
+        // Porter2's special words and the "-ying" forms change letters after the first.
+        let stemmer = frostem::Stemmer::new(frostem::Algorithm::English);
+        for w in [
+            "tying", "dying", "lying", "skies", "skis", "idly", "gently", "ugly", "early", "only",
+            "singly", "news", "howe", "atlas", "cosmos", "bias", "andes", "inning", "outing",
+            "canning", "herring", "earring", "proceed", "exceed", "succeed", "oed", "yelling",
+            "ying", "aingly", "ies",
+        ] {
+            let s = stemmer.stem(w);
+            assert_eq!(s.chars().next(), w.chars().next(), "{w} -> {s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn english_stemming_keeps_the_first_character(w in "[a-z0-9]{1,24}") {
+            let stemmer = frostem::Stemmer::new(frostem::Algorithm::English);
+            let s = stemmer.stem(&w);
+            prop_assert_eq!(s.chars().next(), w.chars().next());
+        }
+
+        /// The matching analyzer finds the query's terms where the full analyzer does, and
+        /// yields the same number of tokens at the same offsets.
+        #[test]
+        fn the_matching_analyzer_finds_what_the_full_one_finds(
+            words in proptest::collection::vec(
+                "(running|runs|ran|studies|studying|tying|ties|cells|cell|The|A|of|gene|genes|generously|Xyz|über|Über|naïve|42|skies|sky)",
+                0..40,
+            ),
+            query in proptest::collection::vec("(run|studi|tie|cell|gene|sky|über|naïv|42|generous)", 1..5),
+        ) {
+            let text = words.join(" ");
+            let mut full = analyzer();
+            let mut matching = matching_analyzer(query.iter().map(String::as_str));
+            let a = tokens(&mut full, &text);
+            let b = tokens(&mut matching, &text);
+            prop_assert_eq!(a.len(), b.len());
+            for ((oa, ta), (ob, tb)) in a.iter().zip(&b) {
+                prop_assert_eq!(oa, ob);
+                let hit_a = query.contains(ta);
+                let hit_b = query.contains(tb);
+                prop_assert_eq!(hit_a, hit_b, "{} vs {}", ta, tb);
+                if hit_a {
+                    prop_assert_eq!(ta, tb);
+                }
+            }
+        }
+    }
 }

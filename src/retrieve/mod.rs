@@ -600,7 +600,8 @@ impl Retriever {
                     (passage, signals(*d, *addr, *cosine))
                 })
                 .collect();
-            let mut analyzer = snap.analyzer();
+            // Only query terms are looked for: the rest of the text needs no stemming.
+            let mut analyzer = crate::index::Analyzer::matching(q.terms());
             let features = rerank::features(&q, &passages, best, &mut |t, sink| {
                 analyzer.analyze_into(t, sink)
             });

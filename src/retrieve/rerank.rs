@@ -78,6 +78,11 @@ impl QueryTerms {
         self.terms.is_empty()
     }
 
+    /// The distinct analyzed terms, in query order.
+    pub fn terms(&self) -> impl Iterator<Item = &str> {
+        self.terms.iter().map(String::as_str)
+    }
+
     /// The query-term occurrences in `text`, tokenized by `analyze`.
     fn hits(&self, text: &str, analyze: &mut Analyze<'_>) -> Vec<Hit> {
         let mut out = Vec::new();
