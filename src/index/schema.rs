@@ -7,7 +7,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-    Token, TokenFilter, TokenStream, Tokenizer,
+    TextAnalyzerBuilder, Token, TokenFilter, TokenStream, Tokenizer,
 };
 
 /// The analyzer of the BM25 fields: words, lowercased, English stop words removed, stemmed.
@@ -145,13 +145,16 @@ impl Fields {
     }
 }
 
-fn analyzer() -> TextAnalyzer {
+/// The BM25 analyzer up to its stemmer.
+fn unstemmed() -> TextAnalyzerBuilder<impl Tokenizer> {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(StopWordFilter::new(Language::English).expect("English stop words are built in"))
-        .filter(Stemmer::new(Language::English))
-        .build()
+}
+
+fn analyzer() -> TextAnalyzer {
+    unstemmed().filter(Stemmer::new(Language::English)).build()
 }
 
 /// [`analyzer`] for finding given terms in many texts: it stems only the tokens whose first
@@ -163,10 +166,7 @@ pub fn matching_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAn
     let mut initials: Vec<char> = terms.into_iter().filter_map(|t| t.chars().next()).collect();
     initials.sort_unstable();
     initials.dedup();
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(StopWordFilter::new(Language::English).expect("English stop words are built in"))
+    unstemmed()
         .filter(StemInitials {
             initials: initials.into(),
         })
