@@ -84,8 +84,10 @@ pub trait IndexSnapshot: Send + Sync {
     /// Analyzes text the way the BM25 text field does.
     fn analyze(&self, text: &str) -> Vec<String>;
 
-    /// An analyzer for many texts (same tokens as [`Self::analyze`]).
-    fn analyzer(&self) -> Analyzer;
+    /// An analyzer for finding `terms` (analyzed terms) in many texts: it finds them where
+    /// [`Self::analyze`] would, stemming only tokens that could stem to one of them (others
+    /// come out unstemmed).
+    fn matching_analyzer(&self, terms: &[&str]) -> Analyzer;
 }
 
 /// An index Docent can serve from and ingest into.

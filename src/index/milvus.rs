@@ -753,8 +753,8 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
         schema::analyze(&self.backend.analysis, text)
     }
 
-    fn analyzer(&self) -> Analyzer {
-        Analyzer(schema::text_analyzer(&self.backend.analysis))
+    fn matching_analyzer(&self, terms: &[&str]) -> Analyzer {
+        Analyzer(schema::matching_analyzer(terms.iter().copied()))
     }
 }
 

@@ -813,17 +813,12 @@ impl Export {
     }
 }
 
-/// The BM25 text field's analyzer, for analyzing many texts (see [`Snapshot::analyzer`]).
+/// A BM25 text field analyzer for analyzing many texts (see
+/// [`IndexSnapshot::matching_analyzer`]).
+#[derive(Clone)]
 pub struct Analyzer(tantivy::tokenizer::TextAnalyzer);
 
 impl Analyzer {
-    /// An analyzer that finds `terms` (analyzed terms) in texts exactly as the BM25 analyzer
-    /// would, stemming only the tokens that could stem to one of them
-    /// ([`schema::matching_analyzer`]); other tokens come out unstemmed.
-    pub fn matching<'a>(terms: impl IntoIterator<Item = &'a str>) -> Self {
-        Self(schema::matching_analyzer(terms))
-    }
-
     /// Hands each token of `text` with its byte offset to `sink`.
     pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, &str)) {
         schema::analyze_into(&mut self.0, text, sink)
@@ -1219,10 +1214,8 @@ impl IndexSnapshot for Snapshot<'_> {
         schema::analyze(&self.index.index, text)
     }
 
-    /// An analyzer for many texts: hands each token (as the BM25 text field analyzes it) with
-    /// its byte offset to the sink.
-    fn analyzer(&self) -> Analyzer {
-        Analyzer(schema::text_analyzer(&self.index.index))
+    fn matching_analyzer(&self, terms: &[&str]) -> Analyzer {
+        Analyzer(schema::matching_analyzer(terms.iter().copied()))
     }
 }
 

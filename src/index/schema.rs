@@ -263,11 +263,6 @@ pub fn analyze_into(analyzer: &mut TextAnalyzer, text: &str, sink: &mut dyn FnMu
     }
 }
 
-/// The BM25 fields' analyzer.
-pub fn text_analyzer(index: &tantivy::Index) -> TextAnalyzer {
-    index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer)
-}
-
 /// Tokens of `text` as the BM25 fields index them.
 pub fn analyze(index: &tantivy::Index, text: &str) -> Vec<String> {
     let mut a = index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer);

@@ -577,6 +577,9 @@ impl Retriever {
         };
         let all: Vec<Signals> = cands.iter().map(|&(d, a)| signals(d, a, None)).collect();
         let best = rerank::Best::of(&all);
+        // Only query terms are looked for: the rest of the text needs no stemming. Built once,
+        // cloned per half.
+        let matching = snap.matching_analyzer(&q.terms().collect::<Vec<_>>());
         // Loading and featurising the candidates is most of this stage: two halves in parallel.
         let part = |cands: &[(usize, ChunkAddr)]| -> Result<Vec<Loaded>, RetrieveError> {
             let mut loaded = Vec::with_capacity(cands.len());
@@ -600,8 +603,7 @@ impl Retriever {
                     (passage, signals(*d, *addr, *cosine))
                 })
                 .collect();
-            // Only query terms are looked for: the rest of the text needs no stemming.
-            let mut analyzer = crate::index::Analyzer::matching(q.terms());
+            let mut analyzer = matching.clone();
             let features = rerank::features(&q, &passages, best, &mut |t, sink| {
                 analyzer.analyze_into(t, sink)
             });
