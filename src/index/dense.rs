@@ -402,23 +402,11 @@ impl Collector for DenseCollector {
         seg: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
-        Ok(DenseSegmentCollector {
+        self.segment(
             seg,
-            min_admitted: self.cache.ann_min_admitted,
-            vectors: self.cache.get(reader)?,
-            query: self.query.clone(),
-            quantized: self.quantized.clone(),
-            k: self.k,
-            graph_k: if self.total_docs == 0 {
-                self.k
-            } else {
-                let share = reader.max_doc() as f64 / self.total_docs as f64;
-                self.k
-                    .min((2.0 * self.k as f64 * share).ceil() as usize + 16)
-            },
-            admitted: vec![0u64; (reader.max_doc() as usize).div_ceil(64)],
-            count: 0,
-        })
+            reader,
+            vec![0u64; (reader.max_doc() as usize).div_ceil(64)],
+        )
     }
 
     fn requires_scoring(&self) -> bool {
@@ -436,6 +424,53 @@ impl Collector for DenseCollector {
     }
 }
 
+impl DenseCollector {
+    /// The segment's collector, with `admitted` as its bitset so far.
+    fn segment(
+        &self,
+        seg: SegmentOrdinal,
+        reader: &SegmentReader,
+        admitted: Vec<u64>,
+    ) -> tantivy::Result<DenseSegmentCollector> {
+        Ok(DenseSegmentCollector {
+            seg,
+            min_admitted: self.cache.ann_min_admitted,
+            vectors: self.cache.get(reader)?,
+            query: self.query.clone(),
+            quantized: self.quantized.clone(),
+            k: self.k,
+            graph_k: if self.total_docs == 0 {
+                self.k
+            } else {
+                let share = reader.max_doc() as f64 / self.total_docs as f64;
+                self.k
+                    .min((2.0 * self.k as f64 * share).ceil() as usize + 16)
+            },
+            admitted,
+            count: 0,
+        })
+    }
+
+    /// The nearest admitted docs, with each segment's admitted docs given as a bitset (the
+    /// scope cache's, [`super::scope`]) instead of collected from a scope query.
+    pub fn search_admitted(
+        &self,
+        searcher: &Searcher,
+        admitted: &[Arc<super::scope::Admitted>],
+    ) -> tantivy::Result<Vec<(f32, DocAddress)>> {
+        let mut fruits = Vec::with_capacity(admitted.len());
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let bits = &admitted[ord];
+            if bits.count() == 0 {
+                continue;
+            }
+            let seg = self.segment(ord as SegmentOrdinal, reader, Vec::new())?;
+            fruits.push(seg.search(bits.words(), bits.count()));
+        }
+        self.merge_fruits(fruits)
+    }
+}
+
 impl SegmentCollector for DenseSegmentCollector {
     type Fruit = Vec<(f32, DocAddress)>;
 
@@ -445,12 +480,18 @@ impl SegmentCollector for DenseSegmentCollector {
     }
 
     fn harvest(self) -> Self::Fruit {
+        self.search(&self.admitted, self.count)
+    }
+}
+
+impl DenseSegmentCollector {
+    /// The segment's nearest docs among `bits` (`count` of them admitted).
+    fn search(&self, bits: &[u64], count: usize) -> Vec<(f32, DocAddress)> {
         let pool = self.k * RESCORE;
-        let bits = &self.admitted;
         let candidates: Vec<Hit> = match self.vectors.graph.get() {
             Some(graph)
-                if self.count >= self.min_admitted
-                    && self.count as f64
+                if count >= self.min_admitted
+                    && count as f64
                         >= ANN_MIN_FRACTION * self.vectors.scale.len().max(1) as f64 =>
             {
                 let mut heap = BinaryHeap::with_capacity(pool + 1);
@@ -476,7 +517,7 @@ impl SegmentCollector for DenseSegmentCollector {
                 // Docs in ascending order, each prefetched `AHEAD` docs before it is scored:
                 // scattered docs are bound by memory latency, not arithmetic.
                 const AHEAD: usize = 8;
-                let mut docs = Vec::with_capacity(self.count);
+                let mut docs = Vec::with_capacity(count);
                 for (w, word) in bits.iter().enumerate() {
                     let mut word = *word;
                     while word != 0 {

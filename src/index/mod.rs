@@ -16,6 +16,7 @@ pub mod backend;
 pub mod dense;
 pub mod milvus;
 pub(crate) mod schema;
+pub(crate) mod scope;
 pub mod simd;
 #[cfg(test)]
 pub mod suite;
@@ -27,10 +28,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use docent_connector_api::{Acl, DocKey, IndexedDoc, IndexedState, Principal};
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::collector::DocSetCollector;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, RegexQuery,
-    TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery,
+    RegexQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
@@ -292,6 +293,8 @@ pub struct Index {
     pending: Mutex<HashMap<String, Option<DocEntry>>>,
     payload: RwLock<CommitPayload>,
     vectors: Arc<VectorCache>,
+    /// The docs each recent scope admits, per segment ([`scope`]).
+    scopes: scope::ScopeCache,
 }
 
 impl Index {
@@ -375,6 +378,7 @@ impl Index {
                 ..Default::default()
             })),
             vectors: Arc::new(VectorCache::new(dim)),
+            scopes: scope::ScopeCache::default(),
             index,
         };
         if payload.is_none() {
@@ -849,6 +853,19 @@ fn doc_address(a: ChunkAddr) -> DocAddress {
 
 impl Snapshot<'_> {
     /// ACL scope and filters as query clauses. The scope is mandatory by signature.
+    /// The docs `scope` and `filter` admit in each segment, from the cache where it has them.
+    fn admitted(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+    ) -> Result<Vec<Arc<scope::Admitted>>, IndexError> {
+        let key = scope::scope_key(scope, filter);
+        Ok(self.index.scopes.admitted(&self.searcher, &key, &|| {
+            BooleanQuery::new(self.scope_clauses(scope, filter))
+                .weight(EnableScoring::disabled_from_searcher(&self.searcher))
+        })?)
+    }
+
     fn scope_clauses(
         &self,
         scope: &AclScope,
@@ -1026,14 +1043,15 @@ impl IndexSnapshot for Snapshot<'_> {
     ) -> Result<Vec<Scored>, IndexError> {
         let f = &self.index.fields;
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let tokens = schema::analyze(&self.index.index, query);
         // `boosts`: weights of title and heading matches relative to the text.
         for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
             if boost <= 0.0 {
                 continue;
             }
-            for token in schema::analyze(&self.index.index, query) {
+            for token in &tokens {
                 let q = TermQuery::new(
-                    Term::from_field_text(field, &token),
+                    Term::from_field_text(field, token),
                     IndexRecordOption::WithFreqs,
                 );
                 should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost))));
@@ -1042,12 +1060,10 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Vec::new());
         }
-        let mut clauses = self.scope_clauses(scope, filter);
-        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
-        let top = self.searcher.search(
-            &BooleanQuery::new(clauses),
-            &TopDocs::with_limit(depth).order_by_score(),
-        )?;
+        let admitted = self.admitted(scope, filter)?;
+        let weight = BooleanQuery::new(should)
+            .weight(EnableScoring::enabled_from_searcher(&self.searcher))?;
+        let top = scope::top_k(&self.searcher, &*weight, &admitted, depth)?;
         Ok(top
             .into_iter()
             .map(|(score, addr)| Scored {
@@ -1082,17 +1098,15 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Some(Vec::new()));
         }
-        let mut clauses = self.scope_clauses(scope, filter);
-        clauses.push((Occur::Must, Box::new(BooleanQuery::new(should))));
+        let admitted = self.admitted(scope, filter)?;
         let stats = DocumentStatistics {
             searcher: &self.searcher,
             first_chunks: Term::from_field_u64(self.index.fields.chunk_ord, 0),
         };
-        let top = self.searcher.search_with_statistics_provider(
-            &BooleanQuery::new(clauses),
-            &TopDocs::with_limit(depth).order_by_score(),
-            &stats,
+        let weight = BooleanQuery::new(should).weight(
+            EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher),
         )?;
+        let top = scope::top_k(&self.searcher, &*weight, &admitted, depth)?;
         Ok(Some(
             top.into_iter()
                 .map(|(score, addr)| Scored {
@@ -1120,11 +1134,11 @@ impl IndexSnapshot for Snapshot<'_> {
             .iter()
             .map(|s| s.max_doc() as usize)
             .sum();
+        let admitted = self.admitted(scope, filter)?;
         let collector =
             dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth)
                 .with_total_docs(total);
-        let q = BooleanQuery::new(self.scope_clauses(scope, filter));
-        let top = self.searcher.search(&q, &collector)?;
+        let top = collector.search_admitted(&self.searcher, &admitted)?;
         Ok(top
             .into_iter()
             .map(|(score, addr)| Scored {

@@ -328,39 +328,66 @@ fn title_from_name(name: &str) -> String {
 
 /// `s` with leading and trailing whitespace removed and every inner run of whitespace (Unicode
 /// White_Space, as `char::is_whitespace`) replaced by one space: the words of
-/// `split_whitespace` joined by single spaces. One pass copying whole runs of non-space bytes;
-/// runs on every passage returned (snippets, redaction), so it is kept cheap.
+/// `split_whitespace` joined by single spaces. Runs on every passage returned (snippets,
+/// redaction), so it is kept cheap: text that is already collapsed between two irregular
+/// spaces (most of any text: words and single ASCII spaces) is copied as one run, found by a
+/// tight loop over bytes.
 pub(crate) fn collapse_ws(s: &str) -> String {
+    /// Whether a whitespace character starts at `i`, and its length.
+    #[inline]
+    fn ws_at(s: &str, i: usize) -> (bool, usize) {
+        let c = s.as_bytes()[i];
+        if c < 0x80 {
+            (matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'), 1)
+        } else {
+            let ch = s[i..].chars().next().expect("i is a char boundary");
+            (ch.is_whitespace(), ch.len_utf8())
+        }
+    }
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    // Byte offset where the word being read starts (none between words).
-    let mut word: Option<usize> = None;
+    // Start of the run being copied through unchanged (none while in irregular whitespace).
+    let mut run: Option<usize> = None;
     let mut i = 0;
     while i < b.len() {
-        let (ws, len) = if b[i] < 0x80 {
-            (b[i].is_ascii_whitespace() || b[i] == 0x0b, 1)
-        } else {
-            let c = s[i..].chars().next().expect("i is a char boundary");
-            (c.is_whitespace(), c.len_utf8())
-        };
-        match (ws, word) {
-            (true, Some(w)) => {
-                if !out.is_empty() {
-                    out.push(' ');
-                }
-                out.push_str(&s[w..i]);
-                word = None;
-            }
-            (false, None) => word = Some(i),
-            _ => {}
+        // Printable ASCII other than the space: never whitespace.
+        let from = i;
+        while i < b.len() && b[i] > b' ' && b[i] < 0x7f {
+            i += 1;
         }
-        i += len;
-    }
-    if let Some(w) = word {
-        if !out.is_empty() {
+        if i > from {
+            run.get_or_insert(from);
+        }
+        if i == b.len() {
+            break;
+        }
+        let (ws, len) = ws_at(s, i);
+        if !ws {
+            run.get_or_insert(i);
+            i += len;
+            continue;
+        }
+        // One ASCII space between two words stays in the run.
+        if b[i] == b' ' && run.is_some() && i + 1 < b.len() && !ws_at(s, i + 1).0 {
+            i += 1;
+            continue;
+        }
+        if let Some(r) = run.take() {
+            out.push_str(&s[r..i]);
+        }
+        while i < b.len() {
+            let (ws, len) = ws_at(s, i);
+            if !ws {
+                break;
+            }
+            i += len;
+        }
+        if i < b.len() && !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(&s[w..]);
+    }
+    if let Some(r) = run {
+        out.push_str(&s[r..]);
     }
     out
 }
