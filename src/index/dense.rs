@@ -1,11 +1,12 @@
 //! Dense retrieval over tantivy segments: each segment's vectors are decoded once from the
 //! `vector` bytes fast field into a flat array (segments are immutable, so the cache is keyed by
-//! segment id and never stale), and a collector scores the documents the scope query matches.
-//! Deleted documents never reach the collector.
+//! segment id and never stale), and the leg scores the documents the caller's scope admits (a
+//! bitset per segment from the scope cache, [`super::scope`]). Deleted documents are never
+//! admitted.
 //!
 //! Two paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, session 7):
 //! - the exact scan: the admitted docs' int8 copies (huge pages, each doc prefetched a few docs
-//!   ahead, AVX2 when the CPU has it), the best `RESCORE * k` rescored in f32. Always used for
+//!   ahead, AVX2 when the CPU has it), the best few times `k` rescored in f32. Always used for
 //!   small segments and small scopes: no recall loss under any ACL.
 //! - the filtered HNSW ([`super::ann`]): a segment of at least [`ANN_MIN_VECTORS`] vectors gets a
 //!   graph, built in the background when the segment is loaded (one build at a time, through
@@ -341,7 +342,7 @@ fn push(heap: &mut BinaryHeap<Hit>, k: usize, hit: Hit) {
     }
 }
 
-/// Scans the int8 copies for `RESCORE * k` candidates, then rescores those exactly in f32: the
+/// Scans the int8 copies for [`rescore_pool`] candidates, then rescores those exactly in f32: the
 /// returned scores are exact cosines, and the candidate margin makes a quantization-induced miss
 /// of a true top-k vector negligible.
 pub struct DenseCollector {
@@ -355,6 +356,16 @@ pub struct DenseCollector {
 }
 
 const RESCORE: usize = 4;
+/// The first this many of a list get the full `RESCORE` margin; deeper ranks get none. A deep
+/// list (hybrid fusion asks for 300) only feeds fusion, where an int8 near-tie at rank 250 does
+/// not matter: SciFact nDCG@10 is the same to four places with no margin at all, and rescoring
+/// 1,200 candidates instead of 492 cost the leg ~0.1 ms (benches/RESULTS.md, session 15).
+const RESCORE_TOP: usize = 64;
+
+/// How many int8 candidates are rescored in f32 for a top-`k`.
+fn rescore_pool(k: usize) -> usize {
+    k + (RESCORE - 1) * k.min(RESCORE_TOP)
+}
 
 impl DenseCollector {
     pub fn new(cache: Arc<VectorCache>, query: Vec<f32>, k: usize) -> Self {
@@ -487,7 +498,7 @@ impl SegmentCollector for DenseSegmentCollector {
 impl DenseSegmentCollector {
     /// The segment's nearest docs among `bits` (`count` of them admitted).
     fn search(&self, bits: &[u64], count: usize) -> Vec<(f32, DocAddress)> {
-        let pool = self.k * RESCORE;
+        let pool = rescore_pool(self.k);
         let candidates: Vec<Hit> = match self.vectors.graph.get() {
             Some(graph)
                 if count >= self.min_admitted
@@ -698,6 +709,38 @@ mod graph_tests {
             let mut got: Vec<(f32, DocId)> = found.iter().map(|(s, a)| (*s, a.doc_id)).collect();
             got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             assert_eq!(got, exact);
+        }
+    }
+
+    /// A deep list (fusion asks for 300) rescores a margin for its top only: its first
+    /// `RESCORE_TOP` ranks are still exactly the true ones, in order, with exact scores, and
+    /// every score it returns is an exact cosine.
+    #[test]
+    fn a_deep_list_is_exact_at_its_top() {
+        let index = segment(2000, 32);
+        let searcher = index.reader().unwrap().searcher();
+        let seg = &searcher.segment_readers()[0];
+        let cache = Arc::new(VectorCache::new(32));
+        let vectors = cache.get(seg).unwrap();
+        assert!(rescore_pool(300) < 300 * RESCORE && rescore_pool(10) == 10 * RESCORE);
+        for q in super::super::ann::clustered_vectors(10, 32, 9) {
+            let found = searcher
+                .search(
+                    &tantivy::query::AllQuery,
+                    &DenseCollector::new(cache.clone(), q.clone(), 300),
+                )
+                .unwrap();
+            assert_eq!(found.len(), 300);
+            let mut exact: Vec<(f32, DocId)> = (0..2000u32)
+                .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut got: Vec<(f32, DocId)> = found.iter().map(|(s, a)| (*s, a.doc_id)).collect();
+            got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            assert_eq!(got[..RESCORE_TOP], exact[..RESCORE_TOP]);
+            for (s, d) in got {
+                assert_eq!(s, crate::embed::dot(&q, vectors.vector(d).unwrap()));
+            }
         }
     }
 
