@@ -686,42 +686,55 @@ mod graph_tests {
         assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
     }
 
+    /// A 2000-vector segment with a scan-only cache over it, and the cache's vectors.
+    fn scanned() -> (
+        tantivy::Index,
+        Searcher,
+        Arc<VectorCache>,
+        Arc<SegmentVectors>,
+    ) {
+        let index = segment(2000, 32);
+        let searcher = index.reader().unwrap().searcher();
+        let cache = Arc::new(VectorCache::new(32));
+        let vectors = cache.get(&searcher.segment_readers()[0]).unwrap();
+        (index, searcher, cache, vectors)
+    }
+
+    /// Hits by score, then doc: the order both the exact answer and the collector's are
+    /// compared in.
+    fn by_score(mut hits: Vec<(f32, DocId)>) -> Vec<(f32, DocId)> {
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        hits
+    }
+
     #[test]
     fn the_scan_returns_the_exact_top_k_in_scope_with_exact_scores() {
         // 2000 clustered vectors, 200 in scope: far more than the 40 the scan rescores for 10.
-        let index = segment(2000, 32);
-        let searcher = index.reader().unwrap().searcher();
-        let seg = &searcher.segment_readers()[0];
-        let cache = Arc::new(VectorCache::new(32));
-        let vectors = cache.get(seg).unwrap();
+        let (_index, searcher, cache, vectors) = scanned();
         let field = searcher.schema().get_field("group").unwrap();
         let query = TermQuery::new(Term::from_field_text(field, "g7"), IndexRecordOption::Basic);
         for q in super::super::ann::clustered_vectors(20, 32, 5) {
             let found = searcher
                 .search(&query, &DenseCollector::new(cache.clone(), q.clone(), 10))
                 .unwrap();
-            let mut exact: Vec<(f32, DocId)> = (0..2000u32)
-                .filter(|d| d % 10 == 7)
-                .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
-                .collect();
-            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut exact = by_score(
+                (0..2000u32)
+                    .filter(|d| d % 10 == 7)
+                    .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
+                    .collect(),
+            );
             exact.truncate(10);
-            let mut got: Vec<(f32, DocId)> = found.iter().map(|(s, a)| (*s, a.doc_id)).collect();
-            got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let got = by_score(found.iter().map(|(s, a)| (*s, a.doc_id)).collect());
             assert_eq!(got, exact);
         }
     }
 
     /// A deep list (fusion asks for 300) rescores a margin for its top only: its first
-    /// `RESCORE_TOP` ranks are still exactly the true ones, in order, with exact scores, and
-    /// every score it returns is an exact cosine.
+    /// `RESCORE_TOP` ranks are still exactly the true ones, in order, and every score it
+    /// returns is an exact cosine.
     #[test]
     fn a_deep_list_is_exact_at_its_top() {
-        let index = segment(2000, 32);
-        let searcher = index.reader().unwrap().searcher();
-        let seg = &searcher.segment_readers()[0];
-        let cache = Arc::new(VectorCache::new(32));
-        let vectors = cache.get(seg).unwrap();
+        let (_index, searcher, cache, vectors) = scanned();
         assert!(rescore_pool(300) < 300 * RESCORE && rescore_pool(10) == 10 * RESCORE);
         for q in super::super::ann::clustered_vectors(10, 32, 9) {
             let found = searcher
@@ -731,12 +744,12 @@ mod graph_tests {
                 )
                 .unwrap();
             assert_eq!(found.len(), 300);
-            let mut exact: Vec<(f32, DocId)> = (0..2000u32)
-                .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
-                .collect();
-            exact.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut got: Vec<(f32, DocId)> = found.iter().map(|(s, a)| (*s, a.doc_id)).collect();
-            got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let exact = by_score(
+                (0..2000u32)
+                    .map(|d| (crate::embed::dot(&q, vectors.vector(d).unwrap()), d))
+                    .collect(),
+            );
+            let got = by_score(found.iter().map(|(s, a)| (*s, a.doc_id)).collect());
             assert_eq!(got[..RESCORE_TOP], exact[..RESCORE_TOP]);
             for (s, d) in got {
                 assert_eq!(s, crate::embed::dot(&q, vectors.vector(d).unwrap()));
