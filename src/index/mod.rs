@@ -860,6 +860,34 @@ fn doc_address(a: ChunkAddr) -> DocAddress {
 
 impl Snapshot<'_> {
     /// ACL scope and filters as query clauses. The scope is mandatory by signature.
+    /// The top `depth` of the text query `should` (a union) among the docs `scope` and `filter`
+    /// admit ([`scope::top_k`]): ranked exactly as with the scope's own clauses intersected in.
+    fn top_in_scope(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        should: Vec<(Occur, Box<dyn Query>)>,
+        scoring: EnableScoring<'_>,
+        depth: usize,
+    ) -> Result<Vec<(f32, DocAddress)>, IndexError> {
+        let admitted = self.admitted(scope, filter)?;
+        let text = BooleanQuery::new(should);
+        let within = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(scope::AdmittedQuery::new(&self.searcher, &admitted)),
+            ),
+            (Occur::Must, Box::new(text.clone())),
+        ]);
+        Ok(scope::top_k(
+            &self.searcher,
+            &*text.weight(scoring)?,
+            &|| within.weight(scoring),
+            &admitted,
+            depth,
+        )?)
+    }
+
     /// The docs `scope` and `filter` admit in each segment, from the cache where it has them.
     fn admitted(
         &self,
@@ -1067,10 +1095,8 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Vec::new());
         }
-        let admitted = self.admitted(scope, filter)?;
-        let weight = BooleanQuery::new(should)
-            .weight(EnableScoring::enabled_from_searcher(&self.searcher))?;
-        let top = scope::top_k(&self.searcher, &*weight, &admitted, depth)?;
+        let scoring = EnableScoring::enabled_from_searcher(&self.searcher);
+        let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(top
             .into_iter()
             .map(|(score, addr)| Scored {
@@ -1105,15 +1131,12 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Some(Vec::new()));
         }
-        let admitted = self.admitted(scope, filter)?;
         let stats = DocumentStatistics {
             searcher: &self.searcher,
             first_chunks: Term::from_field_u64(self.index.fields.chunk_ord, 0),
         };
-        let weight = BooleanQuery::new(should).weight(
-            EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher),
-        )?;
-        let top = scope::top_k(&self.searcher, &*weight, &admitted, depth)?;
+        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
+        let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(Some(
             top.into_iter()
                 .map(|(score, addr)| Scored {
