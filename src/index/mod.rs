@@ -901,6 +901,8 @@ impl Snapshot<'_> {
         })?)
     }
 
+    /// The scope and filter as query clauses. Everything this reads must also be in
+    /// [`scope::scope_key`]: the cache reuses a bitset for any scope and filter with its key.
     fn scope_clauses(
         &self,
         scope: &AclScope,
