@@ -859,7 +859,6 @@ fn doc_address(a: ChunkAddr) -> DocAddress {
 }
 
 impl Snapshot<'_> {
-    /// ACL scope and filters as query clauses. The scope is mandatory by signature.
     /// The top `depth` of the text query `should` (a union) among the docs `scope` and `filter`
     /// admit ([`scope::top_k`]): ranked exactly as with the scope's own clauses intersected in.
     fn top_in_scope(
@@ -872,17 +871,21 @@ impl Snapshot<'_> {
     ) -> Result<Vec<(f32, DocAddress)>, IndexError> {
         let admitted = self.admitted(scope, filter)?;
         let text = BooleanQuery::new(should);
-        let within = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(scope::AdmittedQuery::new(&self.searcher, &admitted)),
-            ),
-            (Occur::Must, Box::new(text.clone())),
-        ]);
+        // Built only for a segment where the scope is selective (most queries need none).
+        let within = || {
+            BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(scope::AdmittedQuery::new(&self.searcher, &admitted)),
+                ),
+                (Occur::Must, Box::new(text.clone())),
+            ])
+            .weight(scoring)
+        };
         Ok(scope::top_k(
             &self.searcher,
             &*text.weight(scoring)?,
-            &|| within.weight(scoring),
+            &within,
             &admitted,
             depth,
         )?)
@@ -901,8 +904,9 @@ impl Snapshot<'_> {
         })?)
     }
 
-    /// The scope and filter as query clauses. Everything this reads must also be in
-    /// [`scope::scope_key`]: the cache reuses a bitset for any scope and filter with its key.
+    /// The ACL scope and filters as query clauses (the scope is mandatory by signature).
+    /// Everything this reads must also be in [`scope::scope_key`]: the cache reuses a bitset
+    /// for any scope and filter with its key.
     fn scope_clauses(
         &self,
         scope: &AclScope,
