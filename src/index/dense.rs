@@ -91,6 +91,29 @@ impl SegmentVectors {
         }
     }
 
+    /// Whether the segment holds slots for the first `docs` doc ids.
+    fn holds(&self, docs: usize) -> bool {
+        docs <= self.scale.len() && docs * self.dim <= self.q8.len()
+    }
+
+    /// [`Self::approx`] for the 64 docs from `first` (all within [`Self::holds`]), handing each
+    /// doc that has a vector to `keep`.
+    fn approx_run(
+        &self,
+        first: DocId,
+        q: &Quantized,
+        raw: &mut [i32; 64],
+        keep: &mut impl FnMut(DocId, f32),
+    ) {
+        let d = first as usize;
+        super::simd::dot_q_many(&q.values, &self.q8[d * self.dim..(d + 64) * self.dim], raw);
+        for (i, (&r, &s)) in raw.iter().zip(&self.scale[d..d + 64]).enumerate() {
+            if s != 0.0 {
+                keep(first + i as u32, r as f32 * q.scale * s);
+            }
+        }
+    }
+
     fn approx(&self, doc: DocId, q: &Quantized) -> Option<f32> {
         let d = doc as usize;
         let s = *self.scale.get(d)?;
@@ -527,10 +550,16 @@ impl DenseSegmentCollector {
             _ => {
                 // Docs in ascending order, each prefetched `AHEAD` docs before it is scored:
                 // scattered docs are bound by memory latency, not arithmetic.
+                // Words of 64 admitted docs are consecutive vectors: scored as one run.
                 const AHEAD: usize = 8;
                 let mut docs = Vec::with_capacity(count);
+                let mut runs = Vec::new();
                 for (w, word) in bits.iter().enumerate() {
                     let mut word = *word;
+                    if word == u64::MAX && self.vectors.holds(w * 64 + 64) {
+                        runs.push(w as u32 * 64);
+                        continue;
+                    }
                     while word != 0 {
                         docs.push(w as u32 * 64 + word.trailing_zeros());
                         word &= word - 1;
@@ -550,20 +579,28 @@ impl DenseSegmentCollector {
                         scored.truncate(pool);
                     }
                 };
+                let mut keep = |d: u32, s: f32| {
+                    let hit = Hit(s, DocAddress::new(self.seg, d));
+                    if bar.is_some_and(|b| hit >= b) {
+                        return;
+                    }
+                    scored.push(hit);
+                    if scored.len() >= fill {
+                        cut(&mut scored);
+                        bar = scored.iter().max().copied();
+                    }
+                };
+                let mut raw = [0i32; 64];
+                for &first in &runs {
+                    self.vectors
+                        .approx_run(first, &self.quantized, &mut raw, &mut keep);
+                }
                 for (i, &d) in docs.iter().enumerate() {
                     if let Some(&ahead) = docs.get(i + AHEAD) {
                         self.vectors.prefetch(ahead);
                     }
                     if let Some(s) = self.vectors.approx(d, &self.quantized) {
-                        let hit = Hit(s, DocAddress::new(self.seg, d));
-                        if bar.is_some_and(|b| hit >= b) {
-                            continue;
-                        }
-                        scored.push(hit);
-                        if scored.len() >= fill {
-                            cut(&mut scored);
-                            bar = scored.iter().max().copied();
-                        }
+                        keep(d, s);
                     }
                 }
                 cut(&mut scored);
