@@ -547,65 +547,7 @@ impl DenseSegmentCollector {
                 }
                 heap.into_vec()
             }
-            _ => {
-                // Docs in ascending order, each prefetched `AHEAD` docs before it is scored:
-                // scattered docs are bound by memory latency, not arithmetic.
-                // Words of 64 admitted docs are consecutive vectors: scored as one run.
-                const AHEAD: usize = 8;
-                let mut docs = Vec::with_capacity(count);
-                let mut runs = Vec::new();
-                for (w, word) in bits.iter().enumerate() {
-                    let mut word = *word;
-                    if word == u64::MAX && self.vectors.holds(w * 64 + 64) {
-                        runs.push(w as u32 * 64);
-                        continue;
-                    }
-                    while word != 0 {
-                        docs.push(w as u32 * 64 + word.trailing_zeros());
-                        word &= word - 1;
-                    }
-                }
-                // The best `pool` by the heap's order (better is smaller) in linear time, as
-                // tantivy's top-n collector does: a buffer of twice the pool, cut back to the
-                // pool's best whenever it fills; the worst kept then bars what follows.
-                let fill = 2 * pool.max(32);
-                let mut scored: Vec<Hit> = Vec::with_capacity(fill.min(docs.len()));
-                let mut bar: Option<Hit> = None;
-                let cut = |scored: &mut Vec<Hit>| {
-                    if scored.len() > pool {
-                        if pool > 0 {
-                            scored.select_nth_unstable(pool - 1);
-                        }
-                        scored.truncate(pool);
-                    }
-                };
-                let mut keep = |d: u32, s: f32| {
-                    let hit = Hit(s, DocAddress::new(self.seg, d));
-                    if bar.is_some_and(|b| hit >= b) {
-                        return;
-                    }
-                    scored.push(hit);
-                    if scored.len() >= fill {
-                        cut(&mut scored);
-                        bar = scored.iter().max().copied();
-                    }
-                };
-                let mut raw = [0i32; 64];
-                for &first in &runs {
-                    self.vectors
-                        .approx_run(first, &self.quantized, &mut raw, &mut keep);
-                }
-                for (i, &d) in docs.iter().enumerate() {
-                    if let Some(&ahead) = docs.get(i + AHEAD) {
-                        self.vectors.prefetch(ahead);
-                    }
-                    if let Some(s) = self.vectors.approx(d, &self.quantized) {
-                        keep(d, s);
-                    }
-                }
-                cut(&mut scored);
-                scored
-            }
+            _ => self.scan(bits, pool),
         };
         let mut exact = BinaryHeap::with_capacity(self.k + 1);
         for h in candidates {
@@ -618,6 +560,69 @@ impl DenseSegmentCollector {
             }
         }
         exact.into_iter().map(|h| (h.0, h.1)).collect()
+    }
+
+    /// The best `pool` admitted docs of `bits` by their int8 approximation, in no order.
+    fn scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
+        // Docs in ascending order, each prefetched `AHEAD` docs before it is scored: scattered
+        // docs are bound by memory latency, not arithmetic. Words of 64 admitted docs are
+        // consecutive vectors: scored as one run.
+        const AHEAD: usize = 8;
+        let mut docs = Vec::new();
+        let mut runs = Vec::new();
+        for (w, word) in bits.iter().enumerate() {
+            let mut word = *word;
+            if word == u64::MAX && self.vectors.holds(w * 64 + 64) {
+                runs.push(w as u32 * 64);
+                continue;
+            }
+            while word != 0 {
+                docs.push(w as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        // The best `pool` by the heap's order (better is smaller) in linear time, as tantivy's
+        // top-n collector does: a buffer of twice the pool, cut back to the pool's best
+        // whenever it fills; the worst kept then bars what follows.
+        let fill = 2 * pool.max(32);
+        let mut scored: Vec<Hit> = Vec::with_capacity(fill.min(docs.len() + 64 * runs.len()));
+        let mut bar: Option<Hit> = None;
+        let mut keep = |d: u32, s: f32| {
+            let hit = Hit(s, DocAddress::new(self.seg, d));
+            if bar.is_some_and(|b| hit >= b) {
+                return;
+            }
+            scored.push(hit);
+            if scored.len() >= fill {
+                best(&mut scored, pool);
+                bar = scored.iter().max().copied();
+            }
+        };
+        let mut raw = [0i32; 64];
+        for &first in &runs {
+            self.vectors
+                .approx_run(first, &self.quantized, &mut raw, &mut keep);
+        }
+        for (i, &d) in docs.iter().enumerate() {
+            if let Some(&ahead) = docs.get(i + AHEAD) {
+                self.vectors.prefetch(ahead);
+            }
+            if let Some(s) = self.vectors.approx(d, &self.quantized) {
+                keep(d, s);
+            }
+        }
+        best(&mut scored, pool);
+        scored
+    }
+}
+
+/// Cuts `hits` back to its best `pool` (in no order).
+fn best(hits: &mut Vec<Hit>, pool: usize) {
+    if hits.len() > pool {
+        if pool > 0 {
+            hits.select_nth_unstable(pool - 1);
+        }
+        hits.truncate(pool);
     }
 }
 

@@ -3,7 +3,7 @@
 //! BM25 in one chunk and the embedding in another still gets the agreement boost. The chunk
 //! that represents a document is its best-ranked chunk in any leg.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::index::ChunkAddr;
 
@@ -28,7 +28,7 @@ pub struct Fused {
 
 /// Per leg: (document key, chunk, chunk score, 1-based document rank), best chunk per document.
 fn collapse(leg: &Leg<'_>) -> Vec<(u64, Scored, u32)> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::default();
     let mut out = Vec::new();
     for (s, k) in leg.hits.iter().zip(leg.keys) {
         if seen.insert(*k) {
@@ -62,7 +62,7 @@ impl LegStats {
 /// Combines legs with `weigh(leg, doc rank, chunk score, the leg's statistics)` summed per
 /// document.
 fn fuse(legs: &[Leg<'_>], weigh: impl Fn(usize, u32, f32, &LegStats) -> f32) -> Vec<Fused> {
-    let mut by_doc: HashMap<u64, (Fused, u32)> = HashMap::new();
+    let mut by_doc: HashMap<u64, (Fused, u32)> = HashMap::default();
     for (li, leg) in legs.iter().enumerate().take(2) {
         let docs = collapse(leg);
         let stats = LegStats::of(&docs);
@@ -138,9 +138,9 @@ pub fn convex(bm25: Leg<'_>, dense: Leg<'_>, alpha: f32, norm: ScoreNorm) -> Vec
 /// that holds it, so the chunk that represents a document is one that matches; a document no
 /// chunk leg holds keeps its own address. Scores and order are the document leg's.
 pub fn represented(docs: Leg<'_>, chunk_legs: &[Leg<'_>]) -> Vec<Scored> {
-    let mut best: HashMap<u64, ChunkAddr> = HashMap::new();
+    let mut best: HashMap<u64, ChunkAddr> = HashMap::default();
     for leg in chunk_legs {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::default();
         for (s, k) in leg.hits.iter().zip(leg.keys) {
             if seen.insert(*k) {
                 best.entry(*k).or_insert(s.addr);

@@ -9,7 +9,6 @@ mod acl_props;
 mod fusion;
 pub mod rerank;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::index::ChunkAddr;
@@ -278,7 +277,7 @@ impl Retriever {
         let depth = self.cfg.candidates.max(limit.hits);
         let given = if mode == Mode::Bm25 { None } else { qvec };
         // The BM25 legs need no vector: run them while the query is being embedded.
-        let (qvec, (bm25, documents)) = std::thread::scope(|s| {
+        let (qvec, (bm25, bm25_keys, documents)) = std::thread::scope(|s| {
             let embedding = match (mode, &given) {
                 (Mode::Bm25, _) | (_, Some(_)) => None,
                 (Mode::Hybrid | Mode::Dense, None) => {
@@ -294,6 +293,18 @@ impl Retriever {
                     self.bm25_legs(&*snap, scope, filter, query, depth, limit.hits.max(1))
                 }
             };
+            // Their document keys too, while the embedding still runs.
+            let bm25 = bm25.and_then(|(chunks, documents)| {
+                let keys = snap.doc_ids(&chunks)?;
+                let documents = match documents {
+                    Some(d) => {
+                        let k = snap.doc_ids(&d)?;
+                        Some((d, k))
+                    }
+                    None => None,
+                };
+                Ok((chunks, keys, documents))
+            });
             let qvec = match embedding {
                 Some(h) => Some(
                     h.join()
@@ -310,14 +321,6 @@ impl Retriever {
         let dense = match &qvec {
             Some(v) => snap.dense(scope, filter, v, depth)?,
             None => Vec::new(),
-        };
-        let bm25_keys = snap.doc_ids(&bm25)?;
-        let documents = match documents {
-            Some(d) => {
-                let keys = snap.doc_ids(&d)?;
-                Some((d, keys))
-            }
-            None => None,
         };
         // What fusion ranks documents by in BM25: whole documents where the index has them,
         // each represented by its best chunk in the chunk legs; else the chunks.
@@ -342,23 +345,20 @@ impl Retriever {
             Some((_, k)) => k,
             None => &bm25_keys,
         };
-        let hybrid = |dense: &[crate::index::Scored]| -> Result<Vec<fusion::Fused>, RetrieveError> {
-            let keys = snap.doc_ids(dense)?;
-            let d = Leg {
-                hits: dense,
-                keys: &keys,
-            };
+        let hybrid = |dense: &[crate::index::Scored], keys: &[u64]| -> Vec<fusion::Fused> {
+            let d = Leg { hits: dense, keys };
             let ranked = bm25_docs(d);
             let b = Leg {
                 hits: &ranked,
                 keys: doc_keys,
             };
-            Ok(match self.cfg.fusion {
+            match self.cfg.fusion {
                 Fusion::Rrf => rrf(&[b, d], self.cfg.rrf_k),
                 Fusion::Convex { alpha } => fusion::convex(b, d, alpha, self.cfg.norm),
-            })
+            }
         };
-        let mut dense_used = (dense, Vec::new());
+        let dense_keys = snap.doc_ids(&dense)?;
+        let mut dense_used = (dense, dense_keys);
         let fused = match mode {
             // Raw BM25 scores depend on corpus-wide term statistics, including documents the
             // caller cannot read; expose only rank-based scores.
@@ -377,18 +377,20 @@ impl Retriever {
             }
             Mode::Dense => fusion::single(Leg {
                 hits: &dense_used.0,
-                keys: &snap.doc_ids(&dense_used.0)?,
+                keys: &dense_used.1,
             }),
             Mode::Hybrid => {
-                let first = hybrid(&dense_used.0)?;
+                let first = hybrid(&dense_used.0, &dense_used.1);
                 let moved = match &qvec {
                     Some(q) => self.feedback_vector(&*snap, q, &first)?,
                     None => None,
                 };
                 match moved {
                     Some(m) if !cancelled() => {
-                        dense_used.0 = snap.dense(scope, filter, &m, depth)?;
-                        hybrid(&dense_used.0)?
+                        let dense = snap.dense(scope, filter, &m, depth)?;
+                        let keys = snap.doc_ids(&dense)?;
+                        dense_used = (dense, keys);
+                        hybrid(&dense_used.0, &dense_used.1)
                     }
                     _ => first,
                 }
@@ -397,7 +399,6 @@ impl Retriever {
         // Training (`features_out`) computes the features whatever model scores them.
         let rerank = self.cfg.rerank && (self.ranker.is_some() || features_out.is_some());
         let reranked = if mode == Mode::Hybrid && rerank && !fused.is_empty() {
-            dense_used.1 = snap.doc_ids(&dense_used.0)?;
             let legs = [
                 (&bm25[..], &bm25_keys[..]),
                 (&dense_used.0[..], &dense_used.1[..]),
@@ -524,7 +525,7 @@ impl Retriever {
                 })
                 .collect::<Vec<_>>(),
         )?;
-        let doc_of: HashMap<u64, usize> =
+        let doc_of: rustc_hash::FxHashMap<u64, usize> =
             top_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
         // Per document: its representative chunk, then its chunks from each leg alternately.
         let per_doc = limit.per_document.max(RERANK_CHUNKS_PER_DOC);
@@ -538,7 +539,7 @@ impl Retriever {
                 }
             }
         }
-        let bm25_score: HashMap<ChunkAddr, f32> =
+        let bm25_score: rustc_hash::FxHashMap<ChunkAddr, f32> =
             legs[0].0.iter().map(|s| (s.addr, s.score)).collect();
         // The whole-document BM25 score of each top document, where the index has it.
         let document_score: Option<Vec<Option<f32>>> = documents.map(|(hits, keys)| {

@@ -15,7 +15,6 @@
 //! calibration of the top candidate's score on whether the question is answerable. They are
 //! committed as `ranker.json` beside this file and embedded in the binary.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +40,7 @@ const NEAR: usize = 4;
 #[derive(Debug, Clone, Default)]
 pub struct QueryTerms {
     terms: Vec<String>,
-    index: HashMap<String, usize>,
+    index: rustc_hash::FxHashMap<String, usize>,
     weights: Vec<f32>,
     total: f32,
 }
