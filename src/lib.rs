@@ -5,12 +5,6 @@
 //! [`service`] (authentication via [`identity`]) → [`assistant`] (scope via [`acl`] →
 //! [`guardrail`] → [`retrieve`] → [`guardrail`] → an answerer → verification) → caller.
 
-/// Every binary linking Docent (the daemon, the CLI, tests and benches) allocates with mimalloc:
-/// the query path allocates per stored chunk and per token, and glibc's allocator took ~12% of a
-/// SciFact search profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod acl;
 pub mod answer;
 pub mod assistant;
