@@ -96,24 +96,17 @@ fn dot_q_avx2(query: &[i16], v: &[i8]) -> i32 {
     use std::arch::x86_64::{__m256i, _mm256_loadu_si256};
     let n = query.len().min(v.len());
     let (q, b) = (&query[..n], &v[..n]);
-    let mut acc = [_mm256_setzero_si256(); 2];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (j, a) in acc.iter_mut().enumerate() {
-            let at = i + 16 * j;
-            // SAFETY: `at + 16 <= n`: 16 i16 (32 bytes) of `q` and 16 i8 of `b` are in bounds;
-            // both loads are unaligned loads.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_si256(q[at..at + 16].as_ptr().cast::<__m256i>()),
-                    widen(&b[at..at + 16]),
-                )
-            };
-            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, y));
+    let (sum, done) = madd_blocks(n, |at| {
+        // SAFETY: `madd_blocks` asks only for `at + 16 <= n`: 16 i16 (32 bytes) of `q` and 16
+        // i8 of `b` are in bounds; both loads are unaligned loads.
+        unsafe {
+            (
+                _mm256_loadu_si256(q[at..at + 16].as_ptr().cast::<__m256i>()),
+                widen(&b[at..at + 16]),
+            )
         }
-        i += 32;
-    }
-    hsum(_mm256_add_epi32(acc[0], acc[1])) + dot_q_portable(&q[i..], &b[i..])
+    });
+    sum + dot_q_portable(&q[done..], &b[done..])
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -129,18 +122,29 @@ fn dot_q_many_avx2(query: &[i16], vectors: &[i8], out: &mut [i32]) {
 fn dot_ii_avx2(a: &[i8], b: &[i8]) -> i32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
+    // SAFETY: `madd_blocks` asks only for `at + 16 <= n`: 16 i8 of each slice are in bounds.
+    let (sum, done) = madd_blocks(n, |at| unsafe {
+        (widen(&a[at..at + 16]), widen(&b[at..at + 16]))
+    });
+    sum + dot_ii_portable(&a[done..], &b[done..])
+}
+
+/// The `vpmaddwd` sum over the first `n / 32 * 32` values, the 16-lane operands at each offset
+/// `at` (with `at + 16 <= n`) given by `load`; returns the sum and how many values it covered
+/// (the caller adds the tail). Two accumulators, so consecutive blocks do not wait on each other.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn madd_blocks(n: usize, mut load: impl FnMut(usize) -> (__m256i, __m256i)) -> (i32, usize) {
     let mut acc = [_mm256_setzero_si256(); 2];
     let mut i = 0;
     while i + 32 <= n {
-        for (j, s) in acc.iter_mut().enumerate() {
-            let at = i + 16 * j;
-            // SAFETY: `at + 16 <= n`: 16 i8 of each slice are in bounds.
-            let (x, y) = unsafe { (widen(&a[at..at + 16]), widen(&b[at..at + 16])) };
-            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(x, y));
+        for (j, a) in acc.iter_mut().enumerate() {
+            let (x, y) = load(i + 16 * j);
+            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, y));
         }
         i += 32;
     }
-    hsum(_mm256_add_epi32(acc[0], acc[1])) + dot_ii_portable(&a[i..], &b[i..])
+    (hsum(_mm256_add_epi32(acc[0], acc[1])), i)
 }
 
 #[cfg(target_arch = "x86_64")]
