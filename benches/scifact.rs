@@ -9,9 +9,10 @@
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
 //!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--model NAME] [--calls hybrid,bm25,ask]
-//!        [--rounds N] [retrieval flags, see `retrieval` below]
+//!        [--rounds N] [--pause-ms N] [retrieval flags, see `retrieval` below]
 //! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
-//! run (a longer load, for a profiler).
+//! run (a longer load, for a profiler); `--pause-ms N`: the in-process timings idle N ms before
+//! each search (caches as cold as between sporadic questions).
 //! `--milvus`: measure on the Milvus backend (a Milvus Lite started here, or the server at URI,
 //! collection `scifact_bench`), filled once from the embedded index (same chunks and vectors).
 //! Needs scripts/setup-models.sh and ../shared/data/scifact.
@@ -243,6 +244,17 @@ fn main() -> anyhow::Result<()> {
                 m.ndcg_at_10, m.recall_at_10, m.recall_at_100, m.mrr_at_10
             );
         }
+        // `--pause-ms N`: the in-process loops idle N ms before each search, as a daemon between
+        // sporadic questions does; the caches are then as cold as in production (with the real
+        // embedder the query embedding evicts them too). Default: back to back.
+        let pause_for = arg("--pause-ms")
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        let pause = || {
+            if let Some(d) = pause_for {
+                std::thread::sleep(d);
+            }
+        };
         // In-process latency of the same search, without gRPC.
         let mut t_embed = Vec::new();
         let mut t_search = Vec::new();
@@ -250,6 +262,7 @@ fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             embedder.embed_query(&q.text)?;
             t_embed.push(t.elapsed());
+            pause();
             let t = Instant::now();
             retriever.search(&scope, &q.text, Mode::Hybrid, &SearchFilter::default(), 10)?;
             t_search.push(t.elapsed());
@@ -263,6 +276,7 @@ fn main() -> anyhow::Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for q in &queries {
             let v = embedder.embed_query(&q.text)?;
+            pause();
             let snap = index.snapshot();
             let t = Instant::now();
             let b = snap.bm25(

@@ -6,7 +6,8 @@
 //!
 //! Two paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, session 7):
 //! - the exact scan: the admitted docs' int8 copies (huge pages, each doc prefetched a few docs
-//!   ahead, AVX2 when the CPU has it), the best few times `k` rescored in f32. Always used for
+//!   ahead, AVX2 when the CPU has it); the head of the list (the best `4 × min(k, 16)`) is
+//!   rescored in f32, deeper ranks keep their int8 scores (see [`DenseCollector`]). Always used for
 //!   small segments and small scopes: no recall loss under any ACL.
 //! - the filtered HNSW ([`super::ann`]): a segment of at least [`ANN_MIN_VECTORS`] vectors gets a
 //!   graph, built in the background when the segment is loaded (one build at a time, through
@@ -365,9 +366,10 @@ fn push(heap: &mut BinaryHeap<Hit>, k: usize, hit: Hit) {
     }
 }
 
-/// Scans the int8 copies for [`rescore_pool`] candidates, then rescores those exactly in f32: the
-/// returned scores are exact cosines, and the candidate margin makes a quantization-induced miss
-/// of a true top-k vector negligible.
+/// Scans the int8 copies for the best [`candidate_pool`] docs, then rescores the head of that
+/// list exactly in f32: the top [`EXACT_TOP`] ranks come back with exact cosines, and the
+/// candidate margin makes a quantization-induced miss of a true top vector negligible. Deeper
+/// ranks keep their int8 scores.
 pub struct DenseCollector {
     cache: Arc<VectorCache>,
     query: Arc<Vec<f32>>,
@@ -378,16 +380,24 @@ pub struct DenseCollector {
     total_docs: usize,
 }
 
+/// The margin: the best `RESCORE × n` by int8 are rescored for an exact top `n`.
 const RESCORE: usize = 4;
-/// The first this many of a list get the full `RESCORE` margin; deeper ranks get none. A deep
-/// list (hybrid fusion asks for 300) only feeds fusion, where an int8 near-tie at rank 250 does
-/// not matter: SciFact nDCG@10 is the same to four places with no margin at all, and rescoring
-/// 1,200 candidates instead of 492 cost the leg ~0.1 ms (benches/RESULTS.md, session 15).
-const RESCORE_TOP: usize = 64;
+/// The ranks of a list that are exact. A deep list (hybrid fusion asks for 300) only feeds
+/// fusion, where an int8 near-tie at rank 250 does not matter. Rescoring a deep list was most
+/// of a cold dense leg: its f32 vectors (1.5 KiB each at 384 dimensions) are read from memory
+/// the query embedding has just evicted from the caches. SciFact: the cold leg at depth 100
+/// went 0.64 → 0.43 ms without it, nDCG@10 the same to three places (benches/RESULTS.md,
+/// session 17).
+const EXACT_TOP: usize = 16;
 
-/// How many int8 candidates are rescored in f32 for a top-`k`.
-fn rescore_pool(k: usize) -> usize {
-    k + (RESCORE - 1) * k.min(RESCORE_TOP)
+/// How many int8 candidates a top-`k` keeps.
+fn candidate_pool(k: usize) -> usize {
+    k.max(rescored(k))
+}
+
+/// How many of them (the best by int8) are rescored in f32.
+fn rescored(k: usize) -> usize {
+    RESCORE * k.min(EXACT_TOP)
 }
 
 impl DenseCollector {
@@ -521,7 +531,7 @@ impl SegmentCollector for DenseSegmentCollector {
 impl DenseSegmentCollector {
     /// The segment's nearest docs among `bits` (`count` of them admitted).
     fn search(&self, bits: &[u64], count: usize) -> Vec<(f32, DocAddress)> {
-        let pool = rescore_pool(self.k);
+        let pool = candidate_pool(self.k);
         let candidates: Vec<Hit> = match self.vectors.graph.get() {
             Some(graph)
                 if count >= self.min_admitted
@@ -549,17 +559,25 @@ impl DenseSegmentCollector {
             }
             _ => self.scan(bits, pool),
         };
-        let mut exact = BinaryHeap::with_capacity(self.k + 1);
-        for h in candidates {
-            if let Some(v) = self.vectors.vector(h.1.doc_id) {
-                push(
-                    &mut exact,
-                    self.k,
-                    Hit(crate::embed::dot(&self.query, v), h.1),
-                );
-            }
+        // The head of the list by int8, rescored exactly; the rest keeps its int8 scores.
+        let mut candidates = candidates;
+        let head = rescored(self.k).min(candidates.len());
+        if head > 0 && head < candidates.len() {
+            candidates.select_nth_unstable(head - 1);
         }
-        exact.into_iter().map(|h| (h.0, h.1)).collect()
+        let mut out = BinaryHeap::with_capacity(self.k + 1);
+        for (i, h) in candidates.into_iter().enumerate() {
+            let hit = if i < head {
+                match self.vectors.vector(h.1.doc_id) {
+                    Some(v) => Hit(crate::embed::dot(&self.query, v), h.1),
+                    None => continue,
+                }
+            } else {
+                h
+            };
+            push(&mut out, self.k, hit);
+        }
+        out.into_iter().map(|h| (h.0, h.1)).collect()
     }
 
     /// The best `pool` admitted docs of `bits` by their int8 approximation, in no order.
@@ -772,12 +790,13 @@ mod graph_tests {
     }
 
     /// A deep list (fusion asks for 300) rescores a margin for its top only: its first
-    /// `RESCORE_TOP` ranks are still exactly the true ones, in order, and every score it
-    /// returns is an exact cosine.
+    /// `EXACT_TOP` ranks are exactly the true ones, in order, with exact cosines; every deeper
+    /// score is its int8 approximation, within quantization error of the cosine.
     #[test]
     fn a_deep_list_is_exact_at_its_top() {
         let (_index, searcher, cache, vectors) = scanned();
-        assert!(rescore_pool(300) < 300 * RESCORE && rescore_pool(10) == 10 * RESCORE);
+        assert_eq!(candidate_pool(300), 300);
+        assert!(rescored(300) < 300 && rescored(10) == 10 * RESCORE);
         for q in super::super::ann::clustered_vectors(10, 32, 9) {
             let found = searcher
                 .search(
@@ -792,10 +811,15 @@ mod graph_tests {
                     .collect(),
             );
             let got = by_score(found.iter().map(|(s, a)| (*s, a.doc_id)).collect());
-            assert_eq!(got[..RESCORE_TOP], exact[..RESCORE_TOP]);
-            for (s, d) in got {
-                assert_eq!(s, crate::embed::dot(&q, vectors.vector(d).unwrap()));
+            assert_eq!(got[..EXACT_TOP], exact[..EXACT_TOP]);
+            let mut approximate = 0;
+            for (s, d) in &got {
+                let cosine = crate::embed::dot(&q, vectors.vector(*d).unwrap());
+                assert!((s - cosine).abs() < 0.02, "doc {d}: {s} against {cosine}");
+                approximate += usize::from(*s != cosine);
             }
+            // The tail really is int8: the test would not notice a full rescoring otherwise.
+            assert!(approximate > 0);
         }
     }
 

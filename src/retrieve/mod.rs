@@ -276,14 +276,8 @@ impl Retriever {
         let snap = self.index.snapshot();
         let depth = self.cfg.candidates.max(limit.hits);
         let given = if mode == Mode::Bm25 { None } else { qvec };
-        // The BM25 legs need no vector: run them while the query is being embedded.
-        let (qvec, (bm25, bm25_keys, documents)) = std::thread::scope(|s| {
-            let embedding = match (mode, &given) {
-                (Mode::Bm25, _) | (_, Some(_)) => None,
-                (Mode::Hybrid | Mode::Dense, None) => {
-                    Some(s.spawn(|| self.embedder.embed_query_until(query, cancelled)))
-                }
-            };
+        // The BM25 legs, with their document keys.
+        let legs = || {
             let bm25 = match mode {
                 Mode::Dense => Ok((Vec::new(), None)),
                 Mode::Hybrid => self.bm25_legs(&*snap, scope, filter, query, depth, depth),
@@ -293,8 +287,7 @@ impl Retriever {
                     self.bm25_legs(&*snap, scope, filter, query, depth, limit.hits.max(1))
                 }
             };
-            // Their document keys too, while the embedding still runs.
-            let bm25 = bm25.and_then(|(chunks, documents)| {
+            bm25.and_then(|(chunks, documents)| {
                 let keys = snap.doc_ids(&chunks)?;
                 let documents = match documents {
                     Some(d) => {
@@ -303,18 +296,26 @@ impl Retriever {
                     }
                     None => None,
                 };
-                Ok((chunks, keys, documents))
-            });
-            let qvec = match embedding {
-                Some(h) => Some(
-                    h.join()
-                        .map_err(|_| EmbedError::Inference("embedding thread panicked".into()))?,
-                ),
-                None => None,
-            };
-            Ok::<_, RetrieveError>((qvec.transpose()?, bm25?))
-        })?;
-        let qvec = qvec.or(given);
+                Ok::<_, RetrieveError>((chunks, keys, documents))
+            })
+        };
+        // The legs need no vector: they run on a second thread while this one embeds the query.
+        // The embedding takes far longer, so the legs are done when it returns and the join
+        // does not sleep. The other way round (the embedding on the second thread), the join
+        // slept and woke ~0.1 ms after the vector was ready (benches/RESULTS.md, session 17).
+        let (qvec, (bm25, bm25_keys, documents)) = match (mode, given) {
+            (Mode::Hybrid | Mode::Dense, None) => std::thread::scope(|s| {
+                let legs = (mode == Mode::Hybrid).then(|| s.spawn(legs));
+                let qvec = self.embedder.embed_query_until(query, cancelled);
+                let bm25 = match legs {
+                    // A panic in the legs is this request's, as when they ran on this thread.
+                    Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    None => Ok((Vec::new(), Vec::new(), None)),
+                };
+                Ok::<_, RetrieveError>((Some(qvec?), bm25?))
+            })?,
+            (_, given) => (given, legs()?),
+        };
         if cancelled() {
             return Err(EmbedError::Cancelled.into());
         }
