@@ -579,51 +579,39 @@ impl Retriever {
         };
         let all: Vec<Signals> = cands.iter().map(|&(d, a)| signals(d, a, None)).collect();
         let best = rerank::Best::of(&all);
-        // Only query terms are looked for: the rest of the text needs no stemming. Built once,
-        // cloned per half.
-        let matching = snap.matching_analyzer(&q.terms().collect::<Vec<_>>());
-        // Loading and featurising the candidates is most of this stage: two halves in parallel.
-        let part = |cands: &[(usize, ChunkAddr)]| -> Result<Vec<Loaded>, RetrieveError> {
-            let mut loaded = Vec::with_capacity(cands.len());
-            for &(d, addr) in cands {
-                let chunk = snap.chunk(addr)?;
-                let cosine = match qvec {
-                    Some(q) => snap.vector(addr)?.map(|v| crate::embed::dot(q, &v)),
-                    None => None,
+        // Only query terms are looked for: the rest of the text needs no stemming.
+        let mut analyzer = snap.matching_analyzer(&q.terms().collect::<Vec<_>>());
+        // Loading and featurising the candidates is most of this stage. It runs on this thread:
+        // a second thread for half of them started on this thread's core and waited there until
+        // this half was done, so the halves hardly overlapped (benches/RESULTS.md, session 17).
+        let mut loaded: Vec<Loaded> = Vec::with_capacity(cands.len());
+        for &(d, addr) in &cands {
+            let chunk = snap.chunk(addr)?;
+            let cosine = match qvec {
+                Some(q) => snap.vector(addr)?.map(|v| crate::embed::dot(q, &v)),
+                None => None,
+            };
+            loaded.push((d, addr, chunk, cosine, [0.0; rerank::FEATURES]));
+        }
+        let passages: Vec<(Passage<'_>, Signals)> = loaded
+            .iter()
+            .map(|(d, addr, c, cosine, _)| {
+                let passage = Passage {
+                    text: &c.text,
+                    title: &c.title,
+                    headings: &c.heading_path,
+                    ordinal: rerank::ordinal(&c.chunk_id),
                 };
-                loaded.push((d, addr, chunk, cosine, [0.0; rerank::FEATURES]));
-            }
-            let passages: Vec<(Passage<'_>, Signals)> = loaded
-                .iter()
-                .map(|(d, addr, c, cosine, _)| {
-                    let passage = Passage {
-                        text: &c.text,
-                        title: &c.title,
-                        headings: &c.heading_path,
-                        ordinal: rerank::ordinal(&c.chunk_id),
-                    };
-                    (passage, signals(*d, *addr, *cosine))
-                })
-                .collect();
-            let mut analyzer = matching.clone();
-            let features = rerank::features(&q, &passages, best, &mut |t, sink| {
-                analyzer.analyze_into(t, sink)
-            });
-            drop(passages);
-            for (l, f) in loaded.iter_mut().zip(features) {
-                l.4 = f;
-            }
-            Ok(loaded)
-        };
-        let (first, second) = cands.split_at(cands.len() / 2);
-        let (a, b) = std::thread::scope(|s| {
-            let h = s.spawn(|| part(second));
-            let a = part(first);
-            (a, h.join())
+                (passage, signals(*d, *addr, *cosine))
+            })
+            .collect();
+        let features = rerank::features(&q, &passages, best, &mut |t, sink| {
+            analyzer.analyze_into(t, sink)
         });
-        let mut loaded = a?;
-        loaded
-            .extend(b.map_err(|_| EmbedError::Inference("second-stage thread panicked".into()))??);
+        drop(passages);
+        for (l, f) in loaded.iter_mut().zip(features) {
+            l.4 = f;
+        }
         let features: Vec<[f32; rerank::FEATURES]> = loaded.iter().map(|l| l.4).collect();
         let scores: Vec<f32> = features.iter().map(|f| model.score(f)).collect();
         if let Some(out) = features_out {
