@@ -9,7 +9,7 @@ mod acl_props;
 mod fusion;
 pub mod rerank;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::index::ChunkAddr;
 pub use fusion::{Leg, ScoreNorm, convex, rrf};
@@ -18,6 +18,25 @@ use crate::acl::AclScope;
 use crate::embed::{EmbedError, Embedder};
 use crate::index::{Backend, IndexError, IndexSnapshot, Scored, SearchFilter, StoredChunk};
 use rerank::{Passage, QueryTerms, RankerModel, Signals};
+
+/// The query path's helper threads, one per core, alive as long as the process. A search hands
+/// them its BM25 legs while its own thread embeds the query. A thread started per search began
+/// on its parent's core and waited there until the parent blocked, and started threads cost
+/// throughput under load; a parked helper wakes on an idle core in a few µs (benches/RESULTS.md,
+/// session 17). `None` when they could not start: a search then runs its legs itself.
+fn helpers() -> Option<&'static rayon::ThreadPool> {
+    static HELPERS: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    HELPERS
+        .get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .thread_name(|i| format!("docent-query-{i}"))
+                .build()
+                .map_err(|e| tracing::warn!(error = %e, "query helper threads did not start"))
+                .ok()
+        })
+        .as_ref()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -299,21 +318,28 @@ impl Retriever {
                 Ok::<_, RetrieveError>((chunks, keys, documents))
             })
         };
-        // The legs need no vector: they run on a second thread while this one embeds the query.
-        // The embedding takes far longer, so the legs are done when it returns and the join
-        // does not sleep. The other way round (the embedding on the second thread), the join
-        // slept and woke ~0.1 ms after the vector was ready (benches/RESULTS.md, session 17).
+        // The legs need no vector: a helper runs them while this thread embeds the query. The
+        // embedding takes far longer, so they are done when it returns. (With the embedding on
+        // a second thread instead, this one slept in the join and woke ~0.1 ms after the vector
+        // was ready: benches/RESULTS.md, session 17.) A panic in the legs resumes here.
         let (qvec, (bm25, bm25_keys, documents)) = match (mode, given) {
-            (Mode::Hybrid | Mode::Dense, None) => std::thread::scope(|s| {
-                let legs = (mode == Mode::Hybrid).then(|| s.spawn(legs));
-                let qvec = self.embedder.embed_query_until(query, cancelled);
-                let bm25 = match legs {
-                    // A panic in the legs is this request's, as when they ran on this thread.
-                    Some(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    None => Ok((Vec::new(), Vec::new(), None)),
+            (Mode::Hybrid | Mode::Dense, None) => {
+                let mut bm25 = None;
+                let embed = || self.embedder.embed_query_until(query, cancelled);
+                let qvec = match helpers() {
+                    Some(pool) if mode == Mode::Hybrid => pool.in_place_scope(|s| {
+                        let out = &mut bm25;
+                        s.spawn(move |_| *out = Some(legs()));
+                        embed()
+                    }),
+                    _ => embed(),
+                }?;
+                let bm25 = match bm25 {
+                    Some(b) => b?,
+                    None => legs()?,
                 };
-                Ok::<_, RetrieveError>((Some(qvec?), bm25?))
-            })?,
+                (Some(qvec), bm25)
+            }
             (_, given) => (given, legs()?),
         };
         if cancelled() {
