@@ -95,6 +95,14 @@ pub trait Backend: IndexedState + Send + Sync {
     /// The embedding dimension the index was created with.
     fn dim(&self) -> usize;
 
+    /// Whether searches are computed in this process: short and CPU-bound. The retriever then
+    /// runs the BM25 legs on its few shared helper threads. A remote backend's legs wait on the
+    /// network (up to its timeout) and get a thread of their own, so a hung server cannot hold
+    /// the helpers that every search shares.
+    fn in_process(&self) -> bool {
+        true
+    }
+
     /// A view of the last commit.
     fn snapshot(&self) -> Box<dyn IndexSnapshot + '_>;
 

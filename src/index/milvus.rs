@@ -383,6 +383,10 @@ fn filter_of(f: &SearchFilter) -> docent_milvus::Filter {
 }
 
 impl Backend for MilvusBackend {
+    fn in_process(&self) -> bool {
+        false
+    }
+
     fn dim(&self) -> usize {
         self.model.dim
     }

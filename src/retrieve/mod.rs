@@ -23,7 +23,8 @@ use rerank::{Passage, QueryTerms, RankerModel, Signals};
 /// them its BM25 legs while its own thread embeds the query. A thread started per search began
 /// on its parent's core and waited there until the parent blocked, and started threads cost
 /// throughput under load; a parked helper wakes on an idle core in a few µs (benches/RESULTS.md,
-/// session 17). `None` when they could not start: a search then runs its legs itself.
+/// session 17). Only for backends in this process ([`Backend::in_process`]). `None` when they
+/// could not start: a search then starts a thread for its legs, as a remote backend's does.
 fn helpers() -> Option<&'static rayon::ThreadPool> {
     static HELPERS: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     HELPERS
@@ -318,28 +319,36 @@ impl Retriever {
                 Ok::<_, RetrieveError>((chunks, keys, documents))
             })
         };
-        // The legs need no vector: a helper runs them while this thread embeds the query. The
-        // embedding takes far longer, so they are done when it returns. (With the embedding on
-        // a second thread instead, this one slept in the join and woke ~0.1 ms after the vector
-        // was ready: benches/RESULTS.md, session 17.) A panic in the legs resumes here.
+        // The legs need no vector: they run beside while this thread embeds the query, on a
+        // helper for a backend in this process, else (a remote backend, or no helpers) on a
+        // thread of their own. The embedding takes far longer, so they are done when it
+        // returns. (With the embedding on the second thread instead, this one slept in the join
+        // and woke ~0.1 ms after the vector was ready: benches/RESULTS.md, session 17.) A panic
+        // in the legs resumes here.
         let (qvec, (bm25, bm25_keys, documents)) = match (mode, given) {
-            (Mode::Hybrid | Mode::Dense, None) => {
+            (Mode::Hybrid, None) => {
                 let mut bm25 = None;
+                let out = &mut bm25;
                 let embed = || self.embedder.embed_query_until(query, cancelled);
-                let qvec = match helpers() {
-                    Some(pool) if mode == Mode::Hybrid => pool.in_place_scope(|s| {
-                        let out = &mut bm25;
+                let qvec = match self.index.in_process().then(helpers).flatten() {
+                    Some(pool) => pool.in_place_scope(|s| {
                         s.spawn(move |_| *out = Some(legs()));
                         embed()
                     }),
-                    _ => embed(),
+                    None => std::thread::scope(|s| {
+                        let h = s.spawn(legs);
+                        let qvec = embed();
+                        *out = Some(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                        qvec
+                    }),
                 }?;
-                let bm25 = match bm25 {
-                    Some(b) => b?,
-                    None => legs()?,
-                };
-                (Some(qvec), bm25)
+                // Both paths have run the legs by now (a scope waits for its jobs).
+                (Some(qvec), bm25.unwrap_or_else(legs)?)
             }
+            (Mode::Dense, None) => (
+                Some(self.embedder.embed_query_until(query, cancelled)?),
+                (Vec::new(), Vec::new(), None),
+            ),
             (_, given) => (given, legs()?),
         };
         if cancelled() {
