@@ -747,6 +747,11 @@ fn main() -> anyhow::Result<()> {
         weights: w.to_vec(),
         calibration: (a, b),
         threshold,
+        // The sentence check is chosen end to end (`--qa-only`'s sweep), not here: keep the
+        // shipped value.
+        sentence_threshold: docent::embed::known_model(&model_name)
+            .and_then(|k| RankerModel::for_model(k.model_id))
+            .and_then(|m| m.sentence_threshold),
         trained_on: format!(
             "benches/ranker.rs (scripts/train-ranker.sh --model {model_name}): pairwise logistic \
              regression on {model_name}'s first stage over SciFact train ({} queries) and the QA \
@@ -784,6 +789,9 @@ fn end_to_end(
     );
     println!("|---|---|---|---|---|---|---|");
     let mut explain = String::new();
+    let mut sweep_rows: Vec<String> = Vec::new();
+    // The sentence check's cost per question: embedding the lead sentence.
+    let mut check_ms: Vec<f64> = Vec::new();
     let per_document: usize = arg("--per-document")
         .and_then(|s| s.parse().ok())
         .unwrap_or(answer::DEFAULT_PASSAGES_PER_DOCUMENT);
@@ -803,6 +811,40 @@ fn end_to_end(
                     per_document,
                 },
             )?);
+        }
+        // The sentence check's input: the lead sentence's cosine with the question (it does not
+        // depend on the support ratios).
+        let base = AnswerConfig {
+            min_relevance: threshold,
+            support_ratio: answer::DEFAULT_SUPPORT_RATIO,
+            other_document_ratio: answer::DEFAULT_OTHER_DOCUMENT_RATIO,
+            min_similarity: 0.4,
+            max_sentences: 3,
+            max_passages,
+            passages_per_document: per_document,
+            min_sentence_similarity: model.sentence_threshold,
+        };
+        let mut lead_cos: Vec<Option<f32>> = Vec::new();
+        for (item, hits) in set.items.iter().zip(&hits_of) {
+            let evidence: Vec<_> = hits
+                .iter()
+                .filter(|h| answer::is_evidence(h, &base))
+                .cloned()
+                .collect();
+            let terms = r.term_weights(&item.question);
+            let analyze = |s: &str| r.analyze(s);
+            lead_cos.push(
+                match answer::lead_sentence(&item.question, &evidence, &terms, &analyze, &base) {
+                    Some(lead) => {
+                        let q = embedder.embed_query(&item.question)?;
+                        let started = Instant::now();
+                        let v = embedder.embed_passage_until(&lead, &|| false)?;
+                        check_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                        Some(docent::embed::dot(&q, &v))
+                    }
+                    None => None,
+                },
+            );
         }
         // (support ratio, ratio for another document's sentence).
         let variants = [
@@ -826,12 +868,77 @@ fn end_to_end(
                 max_sentences: 3,
                 max_passages,
                 passages_per_document: per_document,
+                min_sentence_similarity: model.sentence_threshold,
             };
+            let is_default = (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
+                && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6;
+            // At the default ratios, the sentence check is swept: each threshold's outcomes.
+            let sweep: &[Option<f32>] = if is_default {
+                &[
+                    None,
+                    Some(0.3),
+                    Some(0.35),
+                    Some(0.4),
+                    Some(0.45),
+                    Some(0.5),
+                ]
+            } else {
+                &[]
+            };
+            let gate = |t: Option<f32>| AnswerConfig {
+                min_sentence_similarity: t,
+                ..acfg
+            };
+            for &t in sweep {
+                let outs: Vec<QaOutcome> = set
+                    .items
+                    .iter()
+                    .zip(&hits_of)
+                    .zip(&lead_cos)
+                    .map(|((item, hits), cos)| {
+                        let evidence: Vec<_> = hits
+                            .iter()
+                            .filter(|h| answer::is_evidence(h, &acfg))
+                            .cloned()
+                            .collect();
+                        let terms = r.term_weights(&item.question);
+                        let analyze = |s: &str| r.analyze(s);
+                        let mut a =
+                            answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
+                        if cos.is_some_and(|c| !answer::sentence_supports(c, &gate(t))) {
+                            a = answer::Answer::no_answer();
+                        }
+                        QaOutcome {
+                            answered: a.status == answer::AnswerStatus::Answered,
+                            answer: a.text(),
+                            citations: a
+                                .citations
+                                .iter()
+                                .map(|c| {
+                                    (c.document_key.clone(), c.uri.clone(), c.chunk_id.clone())
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                let s = qa::score(&set.items, &outs);
+                sweep_rows.push(format!(
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    set.name,
+                    t.map_or("off".to_string(), |t| format!("{t:.2}")),
+                    s.gold_cited_rate,
+                    s.citation_precision,
+                    s.no_answer_rate_unanswerable,
+                    s.no_answer_rate_answerable,
+                ));
+            }
+            let t_shipped = model.sentence_threshold;
             let outcomes: Vec<QaOutcome> = set
                 .items
                 .iter()
                 .zip(&hits_of)
-                .map(|(item, hits)| {
+                .zip(&lead_cos)
+                .map(|((item, hits), cos)| {
                     let evidence: Vec<_> = hits
                         .iter()
                         .filter(|h| answer::is_evidence(h, &acfg))
@@ -839,7 +946,11 @@ fn end_to_end(
                         .collect();
                     let terms = r.term_weights(&item.question);
                     let analyze = |s: &str| r.analyze(s);
-                    let a = answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
+                    let mut a =
+                        answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
+                    if cos.is_some_and(|c| !answer::sentence_supports(c, &gate(t_shipped))) {
+                        a = answer::Answer::no_answer();
+                    }
                     QaOutcome {
                         answered: a.status == answer::AnswerStatus::Answered,
                         answer: a.text(),
@@ -851,15 +962,16 @@ fn end_to_end(
                     }
                 })
                 .collect();
-            if (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
-                && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6
-            {
-                for ((item, out), hits) in set.items.iter().zip(&outcomes).zip(&hits_of) {
+            if is_default {
+                for (((item, out), hits), cos) in
+                    set.items.iter().zip(&outcomes).zip(&hits_of).zip(&lead_cos)
+                {
                     let terms = r.term_weights(&item.question);
                     let answer_terms: std::collections::HashSet<String> =
                         r.analyze(&out.answer).into_iter().collect();
                     let line = serde_json::json!({
                         "top_relevance": hits.first().and_then(|h| h.relevance),
+                        "lead_cosine": cos,
                         "terms": terms,
                         "answer_terms": terms.iter().filter(|(t, _)| answer_terms.contains(t)).map(|(t, _)| t).collect::<Vec<_>>(),
                         "set": set.name,
@@ -885,6 +997,25 @@ fn end_to_end(
                 s.answer_contains_rate
             );
         }
+    }
+    println!("\n## The sentence check (lead sentence's cosine with the question; default ratios)");
+    println!(
+        "| set | min sentence similarity | gold cited | citation precision | not found (unanswerable) | not found (answerable) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &sweep_rows {
+        println!("{row}");
+    }
+    check_ms.sort_by(f64::total_cmp);
+    if !check_ms.is_empty() {
+        let at = |p: f64| check_ms[((check_ms.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "lead sentence embedding, {} questions: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+            check_ms.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
     }
     if let Some(path) = arg("--explain") {
         std::fs::write(&path, explain)?;

@@ -42,6 +42,11 @@ pub struct AnswerConfig {
     /// Passages of one document retrieval may hand the answerer (its best chunks by the second
     /// stage): an answer often sits in a document's second-best chunk.
     pub passages_per_document: usize,
+    /// The sentence check: the evidence's best sentence ([`lead_sentence`]) must reach this
+    /// cosine with the question, or the answer is "not found" (both answerers). Passages near
+    /// the topic share the question's words; their best sentence states something else. `None`:
+    /// off.
+    pub min_sentence_similarity: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -259,23 +264,22 @@ fn is_statement(s: &str, hit: &Hit) -> bool {
     !(hit.chunk.title == norm || hit.chunk.heading_path.iter().any(|h| h == norm))
 }
 
-/// Builds an extractive answer to `question` (its wording tells the kind of fact asked:
-/// [`expect`]). `terms` are the analyzed question terms with their weights (idf); `analyze`
-/// tokenizes a sentence the same way.
-pub fn extractive(
+/// The answer sentences [`extractive`] would choose from, best first, with the evidence
+/// passages they come from.
+fn ranked_sentences<'h>(
     question: &str,
-    hits: &[Hit],
+    hits: &'h [Hit],
     terms: &[(String, f32)],
     analyze: &dyn Fn(&str) -> Vec<String>,
     cfg: &AnswerConfig,
-) -> Answer {
+) -> (Vec<(&'h Hit, f32)>, Vec<Candidate<'h>>) {
     let evidence: Vec<(&Hit, f32)> = hits
         .iter()
         .filter_map(|h| evidence_strength(h, cfg).map(|s| (h, s)))
         .take(cfg.max_passages)
         .collect();
     if evidence.is_empty() {
-        return Answer::no_answer();
+        return (evidence, Vec::new());
     }
     let total: f32 = terms.iter().map(|(_, w)| w.max(0.0)).sum();
     let weights: HashMap<&str, f32> = terms
@@ -338,6 +342,46 @@ pub fn extractive(
             .then(a.passage.cmp(&b.passage))
             .then(a.position.cmp(&b.position))
     });
+    (evidence, candidates)
+}
+
+/// The sentence an extractive answer would lead with (whitespace collapsed): the evidence's
+/// best match for the question. `None` when the evidence holds no statement. The sentence check
+/// ([`AnswerConfig::min_sentence_similarity`]) compares it with the question.
+pub fn lead_sentence(
+    question: &str,
+    hits: &[Hit],
+    terms: &[(String, f32)],
+    analyze: &dyn Fn(&str) -> Vec<String>,
+    cfg: &AnswerConfig,
+) -> Option<String> {
+    let (_, candidates) = ranked_sentences(question, hits, terms, analyze, cfg);
+    candidates
+        .first()
+        .map(|c| crate::parse::collapse_ws(c.text))
+}
+
+/// Whether the lead sentence, at cosine `similarity` with the question, answers it: always
+/// when the sentence check is off.
+pub fn sentence_supports(similarity: f32, cfg: &AnswerConfig) -> bool {
+    cfg.min_sentence_similarity
+        .is_none_or(|min| similarity >= min)
+}
+
+/// Builds an extractive answer to `question` (its wording tells the kind of fact asked:
+/// [`expect`]). `terms` are the analyzed question terms with their weights (idf); `analyze`
+/// tokenizes a sentence the same way.
+pub fn extractive(
+    question: &str,
+    hits: &[Hit],
+    terms: &[(String, f32)],
+    analyze: &dyn Fn(&str) -> Vec<String>,
+    cfg: &AnswerConfig,
+) -> Answer {
+    let (evidence, candidates) = ranked_sentences(question, hits, terms, analyze, cfg);
+    if evidence.is_empty() {
+        return Answer::no_answer();
+    }
 
     let mut answer = Answer {
         status: AnswerStatus::Answered,
@@ -403,7 +447,44 @@ mod tests {
         max_sentences: 2,
         max_passages: 5,
         passages_per_document: 1,
+        min_sentence_similarity: None,
     };
+
+    #[test]
+    fn the_lead_sentence_is_the_one_the_answer_starts_with() {
+        let hits = [
+            hit(
+                "a",
+                "The office opens at nine. Parking is free for staff on level two.",
+                0.6,
+            ),
+            hit(
+                "b",
+                "Staff parking permits are issued by facilities. Lunch is at noon.",
+                0.5,
+            ),
+        ];
+        let terms = vec![("parking".to_string(), 1.0), ("staff".to_string(), 0.5)];
+        let a = extractive("staff parking", &hits, &terms, &words, &CFG);
+        let lead = lead_sentence("staff parking", &hits, &terms, &words, &CFG);
+        assert_eq!(lead.as_deref(), Some(a.sentences[0].text.as_str()));
+        // No evidence, no lead sentence.
+        let weak = [hit("c", "Parking is free.", 0.1)];
+        assert_eq!(lead_sentence("parking", &weak, &terms, &words, &CFG), None);
+    }
+
+    #[test]
+    fn the_sentence_check_flips_at_its_threshold() {
+        let on = AnswerConfig {
+            min_sentence_similarity: Some(0.4),
+            ..CFG
+        };
+        assert!(sentence_supports(0.4, &on));
+        assert!(sentence_supports(0.41, &on));
+        assert!(!sentence_supports(0.39, &on));
+        // Off: any similarity answers.
+        assert!(sentence_supports(-1.0, &CFG));
+    }
 
     #[test]
     fn picks_covering_sentences_and_cites_them() {

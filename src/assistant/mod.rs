@@ -112,6 +112,8 @@ impl Default for AssistantConfig {
                 max_sentences: 3,
                 max_passages: 5,
                 passages_per_document: answer::DEFAULT_PASSAGES_PER_DOCUMENT,
+                min_sentence_similarity: crate::retrieve::rerank::RankerModel::builtin()
+                    .sentence_threshold,
             },
             default_mode: AnswerMode::Extractive,
             response_scope: ResponseScope::EnterpriseOnly,
@@ -279,6 +281,9 @@ pub struct AskOutcome {
 }
 
 /// Search results with the guardrail verdicts.
+/// Evidence passages an answer is drawn from, at most.
+const EVIDENCE_PASSAGES: usize = 10;
+
 pub struct SearchOutcome {
     pub hits: Vec<Hit>,
     pub verdicts: Vec<Verdict>,
@@ -307,6 +312,9 @@ pub struct Prepared {
     conversation: ConversationChoice,
     rewritten: Option<String>,
     retrieved: SearchOutcome,
+    /// The sentence check found the evidence's best sentence far from the question: "not
+    /// found" whatever the answerer.
+    unsupported: bool,
 }
 
 impl Assistant {
@@ -477,8 +485,14 @@ impl Assistant {
             hits: self.cfg.answer.max_passages.max(10),
             per_document: self.cfg.answer.passages_per_document,
         };
-        let retrieved = tokio::task::spawn_blocking(move || {
-            me.retrieve(&s, &q, Mode::Hybrid, f, limit, &budget)
+        let (retrieved, unsupported) = tokio::task::spawn_blocking(move || {
+            let keep = me.cfg.answer.min_sentence_similarity.is_some();
+            let (r, qvec) = me.retrieve_keeping(&s, &q, Mode::Hybrid, f, limit, &budget, keep)?;
+            let unsupported = match qvec {
+                Some(v) if r.blocked.is_none() => !me.sentence_check(&q, &r.hits, &v, &budget)?,
+                _ => false,
+            };
+            Ok::<_, RetrieveError>((r, unsupported))
         })
         .await
         .map_err(|e| AssistantError::Internal(e.to_string()))??;
@@ -493,7 +507,44 @@ impl Assistant {
             conversation: input.conversation,
             rewritten,
             retrieved,
+            unsupported,
         })
+    }
+
+    /// The sentence check ([`AnswerConfig::min_sentence_similarity`]): whether the evidence's
+    /// best sentence is close enough to the question (`qvec`) to answer it. True when the check
+    /// is off or there is no evidence (that is "not found" anyway). Blocking.
+    fn sentence_check(
+        &self,
+        query: &str,
+        hits: &[Hit],
+        qvec: &[f32],
+        budget: &Budget,
+    ) -> Result<bool, RetrieveError> {
+        let cfg = &self.cfg.answer;
+        if cfg.min_sentence_similarity.is_none() {
+            return Ok(true);
+        }
+        let evidence: Vec<Hit> = hits
+            .iter()
+            .filter(|h| answer::is_evidence(h, cfg))
+            .take(EVIDENCE_PASSAGES)
+            .cloned()
+            .collect();
+        let terms = self.retriever.term_weights(query);
+        let analyze = |s: &str| self.retriever.analyze(s);
+        let Some(lead) = answer::lead_sentence(query, &evidence, &terms, &analyze, cfg) else {
+            return Ok(true);
+        };
+        let v = self
+            .retriever
+            .embed_passage_until(&lead, &|| budget.spent())?;
+        let similarity = crate::embed::dot(qvec, &v);
+        let supported = answer::sentence_supports(similarity, cfg);
+        if !supported {
+            self.metrics.guardrail("sentence_check", "not_found", 1);
+        }
+        Ok(supported)
     }
 
     /// The standalone query for a follow-up, or `None` when the question stands alone.
@@ -539,15 +590,33 @@ impl Assistant {
         scope: &AclScope,
         query: &str,
         mode: Mode,
-        mut filter: SearchFilter,
+        filter: SearchFilter,
         limit: Limit,
         budget: &Budget,
     ) -> Result<SearchOutcome, RetrieveError> {
+        self.retrieve_keeping(scope, query, mode, filter, limit, budget, false)
+            .map(|(r, _)| r)
+    }
+
+    /// [`Self::retrieve`], also handing back the question's vector when `keep_vector` (the
+    /// sentence check compares it with the answer's lead sentence). The question is then
+    /// embedded before the search instead of beside its BM25 legs.
+    #[allow(clippy::too_many_arguments)]
+    fn retrieve_keeping(
+        &self,
+        scope: &AclScope,
+        query: &str,
+        mode: Mode,
+        mut filter: SearchFilter,
+        limit: Limit,
+        budget: &Budget,
+        keep_vector: bool,
+    ) -> Result<(SearchOutcome, Option<Vec<f32>>), RetrieveError> {
         let principals = scope.principal_set();
         let spent = || budget.spent();
         // Topic guardrails compare this vector too: embed the normalised text, so invisible or
         // compatibility characters cannot move a question away from a blocked topic.
-        let qvec = if self.guardrails.needs_question_vector(principals) {
+        let qvec = if keep_vector || self.guardrails.needs_question_vector(principals) {
             let normalized = guardrail::normalize::normalize(query);
             Some(self.retriever.embed_query_until(&normalized, &spent)?)
         } else {
@@ -558,11 +627,14 @@ impl Assistant {
             .screen_question(principals, query, qvec.as_deref())
         {
             QuestionScreen::Block(v) => {
-                return Ok(SearchOutcome {
-                    hits: Vec::new(),
-                    verdicts: Vec::new(),
-                    blocked: Some(v),
-                });
+                return Ok((
+                    SearchOutcome {
+                        hits: Vec::new(),
+                        verdicts: Vec::new(),
+                        blocked: Some(v),
+                    },
+                    None,
+                ));
             }
             QuestionScreen::Allow {
                 restrict_sources,
@@ -580,16 +652,20 @@ impl Assistant {
                             .collect()
                     };
                     if filter.sources.is_empty() {
-                        return Ok(SearchOutcome {
-                            hits: Vec::new(),
-                            verdicts,
-                            blocked: None,
-                        });
+                        return Ok((
+                            SearchOutcome {
+                                hits: Vec::new(),
+                                verdicts,
+                                blocked: None,
+                            },
+                            None,
+                        ));
                     }
                 }
                 verdicts
             }
         };
+        let kept = if keep_vector { qvec.clone() } else { None };
         let hits = self
             .retriever
             .search_until(scope, query, qvec, mode, &filter, limit, &spent)?;
@@ -599,11 +675,14 @@ impl Assistant {
             .guardrail("acl", "drop", (before - hits.len()) as u64);
         let (hits, v) = self.guardrails.screen_passages(principals, hits);
         verdicts.extend(v);
-        Ok(SearchOutcome {
-            hits,
-            verdicts,
-            blocked: None,
-        })
+        Ok((
+            SearchOutcome {
+                hits,
+                verdicts,
+                blocked: None,
+            },
+            kept,
+        ))
     }
 }
 
@@ -699,11 +778,12 @@ impl Prepared {
                 .hits
                 .iter()
                 .filter(|h| answer::is_evidence(h, &a.cfg.answer))
-                .take(10)
+                .take(EVIDENCE_PASSAGES)
                 .cloned()
                 .collect();
-            let (answer, uncited, v) = if evidence.is_empty() {
-                // Weak evidence: "not found" without spending a token.
+            let (answer, uncited, v) = if evidence.is_empty() || self.unsupported {
+                // Weak evidence, or its best sentence does not answer the question: "not
+                // found" without spending a token.
                 (Answer::no_answer(), Vec::new(), Vec::new())
             } else {
                 self.answer(&evidence, tx, started, &mut details).await

@@ -871,6 +871,11 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             1,
             10,
         ),
+        min_sentence_similarity: match raw.answer.min_sentence_similarity {
+            Some(v) => Some(is.range("answer.min_sentence_similarity", v, -1.0, 1.0)),
+            None => crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)
+                .and_then(|m| m.sentence_threshold),
+        },
     };
     let (assistant, llm) = assistant_config(&mut is, &raw, answer, base);
 

@@ -415,6 +415,10 @@ pub struct RawAnswer {
     pub max_passages: usize,
     /// Passages of one document the answerer may draw from.
     pub passages_per_document: usize,
+    /// The sentence check: the cosine the evidence's best sentence must reach with the question,
+    /// else "not found" (default: the value chosen for the embedding model on labelled data;
+    /// -1 turns it off).
+    pub min_sentence_similarity: Option<f32>,
     /// "extractive", "generative" or "auto".
     pub mode: String,
     /// "enterprise_only" or "allow_general_knowledge".
@@ -503,6 +507,7 @@ impl Default for RawAnswer {
             max_sentences: 3,
             max_passages: 5,
             passages_per_document: crate::answer::DEFAULT_PASSAGES_PER_DOCUMENT,
+            min_sentence_similarity: None,
             mode: "extractive".into(),
             response_scope: "enterprise_only".into(),
             response_scope_groups: Default::default(),

@@ -59,6 +59,21 @@ pub trait Embedder: Send + Sync {
         }
         self.embed_query(text)
     }
+    /// One passage-side text (with the passage prefix) embedded at question time, e.g. the
+    /// answer's lead sentence for the sentence check: on the query path's sessions, never
+    /// queued behind an ingestion batch.
+    fn embed_passage_until(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        if cancelled() {
+            return Err(EmbedError::Cancelled);
+        }
+        self.embed_passages(&[text.to_string()])?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
+    }
     /// Counts tokens the way the model does, for chunking.
     fn token_counter(&self) -> Arc<dyn TokenCounter>;
     /// The prefixes and pooling this embedder applies. Recorded by the index with the model
@@ -416,6 +431,31 @@ impl Embedder for FastEmbedder {
         text: &str,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<f32>, EmbedError> {
+        self.embed_one(&self.text.query(text), cancelled)
+    }
+
+    fn embed_passage_until(
+        &self,
+        text: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, EmbedError> {
+        let text = [text.to_string()];
+        let prefixed = self.text.passages(&text);
+        self.embed_one(&prefixed[0], cancelled)
+    }
+
+    fn token_counter(&self) -> Arc<dyn TokenCounter> {
+        self.counter.clone()
+    }
+
+    fn text_profile(&self) -> TextProfile {
+        self.text.clone()
+    }
+}
+
+impl FastEmbedder {
+    /// One text, as given (prefixed), on a query-path session.
+    fn embed_one(&self, text: &str, cancelled: &dyn Fn() -> bool) -> Result<Vec<f32>, EmbedError> {
         use std::sync::atomic::Ordering::{Relaxed, SeqCst};
         struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for InFlight<'_> {
@@ -425,8 +465,7 @@ impl Embedder for FastEmbedder {
         }
         let alone = self.in_flight.fetch_add(1, SeqCst) == 0;
         let _in_flight = InFlight(&self.in_flight);
-        let query = self.text.query(text);
-        let input: [&str; 1] = [&query];
+        let input: [&str; 1] = [text];
         let session = alone
             .then(|| self.solo.as_ref().and_then(|s| s.try_lock().ok()))
             .flatten()
@@ -442,14 +481,6 @@ impl Embedder for FastEmbedder {
         out.into_iter()
             .next()
             .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
-    }
-
-    fn token_counter(&self) -> Arc<dyn TokenCounter> {
-        self.counter.clone()
-    }
-
-    fn text_profile(&self) -> TextProfile {
-        self.text.clone()
     }
 }
 

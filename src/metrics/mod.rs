@@ -117,7 +117,7 @@ pub enum AnswerOutcome {
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
 /// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
-pub const GUARDRAIL_ACTIONS: [(&str, &str); 11] = [
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 12] = [
     ("acl", "drop"),
     ("blocked_phrases", "block"),
     ("injection", "block"),
@@ -129,6 +129,8 @@ pub const GUARDRAIL_ACTIONS: [(&str, &str); 11] = [
     ("grounding", "reattribute"),
     ("grounding", "uncited"),
     ("pii", "redact"),
+    // The answer's sentence check found the evidence's best sentence far from the question.
+    ("sentence_check", "not_found"),
 ];
 
 /// Outcomes of LLM calls (`ok` or a fallback reason code).

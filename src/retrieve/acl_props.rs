@@ -273,6 +273,7 @@ fn check_case_on(
         max_sentences: 5,
         max_passages: 10,
         passages_per_document: 2,
+        min_sentence_similarity: None,
     };
 
     for (u, direct) in memberships.iter().enumerate() {

@@ -229,6 +229,15 @@ impl Retriever {
         self.search_until(scope, query, qvec, mode, filter, limit, &|| false)
     }
 
+    /// Embeds a passage-side text at question time (see [`Embedder::embed_passage_until`]).
+    pub fn embed_passage_until(
+        &self,
+        text: &str,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<f32>, RetrieveError> {
+        Ok(self.embedder.embed_passage_until(text, cancelled)?)
+    }
+
     /// Embeds a query unless the request gave up first (see [`Embedder::embed_query_until`]).
     pub fn embed_query_until(
         &self,
@@ -1024,6 +1033,204 @@ mod tests {
         // BM25-only and dense-only searches are not reranked.
         let bm25 = on.search(&scope, "parking", Mode::Bm25, &f, 10).unwrap();
         assert!(!bm25.is_empty() && bm25.iter().all(|h| h.relevance.is_none()));
+    }
+
+    /// A backend whose BM25 leg blocks on queries holding "stall" until the gate opens: a hung
+    /// remote engine ([`Backend::in_process`] false).
+    struct Stalling {
+        inner: Arc<Index>,
+        gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        entered: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct StallingSnapshot<'a> {
+        inner: Box<dyn IndexSnapshot + 'a>,
+        gate: &'a (std::sync::Mutex<bool>, std::sync::Condvar),
+        entered: &'a std::sync::atomic::AtomicUsize,
+    }
+
+    impl IndexSnapshot for StallingSnapshot<'_> {
+        fn bm25(
+            &self,
+            scope: &AclScope,
+            filter: &SearchFilter,
+            query: &str,
+            depth: usize,
+            boosts: (f32, f32),
+        ) -> Result<Vec<crate::index::Scored>, crate::index::IndexError> {
+            if query.contains("stall") {
+                self.entered
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (open, cv) = self.gate;
+                let mut g = open.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+            }
+            self.inner.bm25(scope, filter, query, depth, boosts)
+        }
+        fn dense(
+            &self,
+            scope: &AclScope,
+            filter: &SearchFilter,
+            query: &[f32],
+            depth: usize,
+        ) -> Result<Vec<crate::index::Scored>, crate::index::IndexError> {
+            self.inner.dense(scope, filter, query, depth)
+        }
+        fn doc_ids(
+            &self,
+            hits: &[crate::index::Scored],
+        ) -> Result<Vec<u64>, crate::index::IndexError> {
+            self.inner.doc_ids(hits)
+        }
+        fn chunk(&self, addr: ChunkAddr) -> Result<StoredChunk, crate::index::IndexError> {
+            self.inner.chunk(addr)
+        }
+        fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, crate::index::IndexError> {
+            self.inner.vector(addr)
+        }
+        fn idf(&self, token: &str) -> f32 {
+            self.inner.idf(token)
+        }
+        fn analyze(&self, text: &str) -> Vec<String> {
+            self.inner.analyze(text)
+        }
+        fn matching_analyzer(&self, terms: &[&str]) -> crate::index::Analyzer {
+            self.inner.matching_analyzer(terms)
+        }
+    }
+
+    impl docent_connector_api::IndexedState for Stalling {
+        fn get(&self, key: &DocKey) -> Option<docent_connector_api::IndexedDoc> {
+            self.inner.get(key)
+        }
+        fn native_ids(&self, connector: &str) -> Vec<String> {
+            self.inner.native_ids(connector)
+        }
+    }
+
+    impl Backend for Stalling {
+        fn dim(&self) -> usize {
+            self.inner.dim()
+        }
+        fn in_process(&self) -> bool {
+            false
+        }
+        fn snapshot(&self) -> Box<dyn IndexSnapshot + '_> {
+            Box::new(StallingSnapshot {
+                inner: Box::new(self.inner.snapshot()),
+                gate: &self.gate,
+                entered: &self.entered,
+            })
+        }
+        fn upsert(&self, doc: DocumentRecord) -> Result<(), crate::index::IndexError> {
+            self.inner.upsert(doc)
+        }
+        fn delete(&self, key: &DocKey) {
+            self.inner.delete(key)
+        }
+        fn commit(
+            &self,
+            checkpoints: BTreeMap<String, serde_json::Value>,
+        ) -> Result<(), crate::index::IndexError> {
+            self.inner.commit(checkpoints)
+        }
+        fn rollback(&self) -> Result<(), crate::index::IndexError> {
+            self.inner.rollback()
+        }
+        fn checkpoints(&self) -> BTreeMap<String, serde_json::Value> {
+            self.inner.checkpoints()
+        }
+        fn doc_entry(&self, key: &str) -> Option<crate::index::DocEntry> {
+            self.inner.doc_entry(key)
+        }
+        fn latest_entry(&self, key: &str) -> Option<crate::index::DocEntry> {
+            self.inner.latest_entry(key)
+        }
+        fn chunk_vectors(
+            &self,
+            key: &DocKey,
+        ) -> Result<std::collections::HashMap<String, Vec<f32>>, crate::index::IndexError> {
+            self.inner.chunk_vectors(key)
+        }
+        fn document_count(&self) -> usize {
+            self.inner.document_count()
+        }
+        fn documents_by_source(&self) -> std::collections::HashMap<String, u64> {
+            self.inner.documents_by_source()
+        }
+        fn stats(&self) -> crate::index::IndexStats {
+            self.inner.stats()
+        }
+    }
+
+    #[test]
+    fn a_hung_remote_backend_does_not_hold_the_searches_of_others() {
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let stalling = Arc::new(Stalling {
+            inner: index(a.path()),
+            gate: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+            entered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        });
+        let (gate, entered) = (stalling.gate.clone(), stalling.entered.clone());
+        let open = move || {
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        };
+        let hung = Arc::new(
+            Retriever::new(stalling, Arc::new(BagOfWords), RetrievalConfig::default())
+                .with_ranker(RankerModel::builtin().clone()),
+        );
+        let healthy = retriever(&index(b.path()), RetrievalConfig::default());
+        let scope = crate::eval::run::eval_scope();
+        // More hung searches than the query path has helper threads.
+        let n = helpers().map_or(2, |h| h.current_num_threads()) + 1;
+        let stalled: Vec<_> = (0..n)
+            .map(|_| {
+                let (r, scope) = (hung.clone(), scope.clone());
+                std::thread::spawn(move || {
+                    r.search(
+                        &scope,
+                        "stall parking",
+                        Mode::Hybrid,
+                        &SearchFilter::default(),
+                        10,
+                    )
+                })
+            })
+            .collect();
+        // Every hung search is inside the backend at once: none waits for a shared thread.
+        let mut waited = 0;
+        while entered.load(Ordering::SeqCst) < n && waited < 3000 {
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+        }
+        let all_entered = entered.load(Ordering::SeqCst);
+        // Another retriever's hybrid search still completes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let hits = healthy.search(
+                &scope,
+                "parking permit",
+                Mode::Hybrid,
+                &SearchFilter::default(),
+                10,
+            );
+            let _ = tx.send(hits.map(|h| h.len()));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        open();
+        other.join().unwrap();
+        assert_eq!(all_entered, n, "every hung search reached the backend");
+        let found = got.expect("a search beside hung ones completed").unwrap();
+        assert!(found > 0);
+        // Released, the hung searches finish normally.
+        for t in stalled {
+            assert!(!t.join().unwrap().unwrap().is_empty());
+        }
     }
 
     #[test]

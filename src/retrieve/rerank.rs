@@ -283,6 +283,11 @@ pub struct RankerModel {
     pub calibration: (f32, f32),
     /// The relevance under which a question counts as unanswered (chosen on labelled data).
     pub threshold: f32,
+    /// The sentence check's threshold for this embedding model: the cosine under which the
+    /// evidence's best sentence does not answer the question (chosen on labelled data;
+    /// `answer.min_sentence_similarity`). `None`: not chosen for this model, the check is off.
+    #[serde(default)]
+    pub sentence_threshold: Option<f32>,
     /// How the model was made (data, command), for people reading the file.
     #[serde(default)]
     pub trained_on: String,

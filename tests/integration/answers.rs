@@ -55,3 +55,32 @@ async fn a_page_whose_best_passage_is_its_title_is_answered_from_the_next() {
         a.citations
     );
 }
+
+/// The sentence check (`answer.min_sentence_similarity`): evidence whose best sentence is not
+/// close enough to the question is "not found", although Search still finds the page. At the
+/// default threshold the same question is answered (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_whose_best_sentence_is_far_from_the_question_is_not_found() {
+    let env = Env::example();
+    std::fs::create_dir_all(env.corpus().join("eng")).unwrap();
+    std::fs::write(env.corpus().join("eng/escalation.md"), escalation_page()).unwrap();
+    let text = replaced(
+        &env.config_text(),
+        "passages_per_document = 2\n",
+        "passages_per_document = 2\nmin_sentence_similarity = 0.99\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let q = "What does the escalation engineer rotation do?";
+    let a = d.ask(ALICE, q).await.unwrap();
+    let hits = d.search(ALICE, q, 5).await.unwrap();
+    d.stop().await;
+    assert_eq!(a.status, pb::AnswerStatus::NoAnswer as i32, "{a:?}");
+    assert!(a.citations.is_empty(), "{:?}", a.citations);
+    assert!(
+        hits.hits.first().is_some_and(|h| h
+            .citation
+            .as_ref()
+            .is_some_and(|c| c.document_key.ends_with("eng/escalation.md"))),
+        "{hits:?}"
+    );
+}
