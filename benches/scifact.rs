@@ -9,7 +9,7 @@
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
 //!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--model NAME] [--calls hybrid,bm25,ask]
-//!        [--rounds N] [--pause-ms N] [retrieval flags, see `retrieval` below]
+//!        [--rounds N] [--pause-ms N] [--no-sentence-check] [retrieval flags, see `retrieval` below]
 //! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
 //! run (a longer load, for a profiler); `--pause-ms N`: the in-process timings idle N ms before
 //! each search (caches as cold as between sporadic questions).
@@ -336,9 +336,15 @@ fn main() -> anyhow::Result<()> {
             m.uri, m.collection
         ),
     };
+    // `--no-sentence-check`: Ask without the answer's sentence check (its cost, compared).
+    let answer = if std::env::args().any(|a| a == "--no-sentence-check") {
+        "[answer]\nmin_sentence_similarity = -1\n"
+    } else {
+        ""
+    };
     let config = Config::parse(
         &format!(
-            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel = {:?}\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}",
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n# One identity drives up to 32 concurrent clients.\nmax_concurrent_per_caller = 64\n[embedding]\nmodel = {:?}\nmodel_dir = {:?}\nonnxruntime_lib = {:?}\n[[identities]]\nid = \"bench\"\ntoken_sha256 = \"{}\"\n[index]\ndata_dir = {:?}\n{backend}{answer}",
             model_name,
             ecfg.model_dir,
             ecfg.onnxruntime_lib,

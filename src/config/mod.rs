@@ -872,6 +872,8 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             10,
         ),
         min_sentence_similarity: match raw.answer.min_sentence_similarity {
+            // -1 (no cosine is lower): off, and the lead sentence is not embedded at all.
+            Some(v) if v <= -1.0 => None,
             Some(v) => Some(is.range("answer.min_sentence_similarity", v, -1.0, 1.0)),
             None => crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)
                 .and_then(|m| m.sentence_threshold),
@@ -1159,6 +1161,34 @@ onnxruntime_lib = "models/ort.so"
         let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!(issues[0].path, "answer.passages_per_document");
+    }
+
+    #[test]
+    fn the_sentence_check_defaults_per_model_and_minus_one_turns_it_off() {
+        let at = |extra: &str| {
+            let text = format!("{MINIMAL}\n[answer]\n{extra}\n");
+            Config::parse(&text, Path::new("/etc/docent"))
+                .unwrap()
+                .assistant
+                .answer
+                .min_sentence_similarity
+        };
+        // MiniLM (the default model): the value shipped with its second stage.
+        let shipped = crate::retrieve::rerank::RankerModel::builtin().sentence_threshold;
+        assert!(shipped.is_some());
+        assert_eq!(at(""), shipped);
+        assert_eq!(at("min_sentence_similarity = 0.55"), Some(0.55));
+        assert_eq!(at("min_sentence_similarity = -1"), None);
+        // e5: none chosen yet, off.
+        let e5 = MINIMAL.replace(
+            "[embedding]\n",
+            "[embedding]\nmodel = \"multilingual-e5-small\"\n",
+        );
+        let c = Config::parse(&e5, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.assistant.answer.min_sentence_similarity, None);
+        let text = format!("{MINIMAL}\n[answer]\nmin_sentence_similarity = 1.5\n");
+        let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+        assert_eq!(issues[0].path, "answer.min_sentence_similarity");
     }
 
     #[test]
