@@ -13,4 +13,10 @@ scripts/setup-llm.sh
 scripts/setup-python-tests.sh
 # Milvus Lite and pymilvus for the docent-milvus tests (they fail, not skip, without it).
 scripts/milvus.sh install
+# The real wikis and network shares (Debian packages, once). Installed here rather than by the
+# first test that needs them: two tests installing at once raced for apt's lock on a fresh machine.
+scripts/wiki/mediawiki.sh install
+scripts/wiki/dokuwiki.sh install
+scripts/shares/smb.sh install
+scripts/shares/nfs.sh install
 cargo test --workspace --locked "$@"
