@@ -345,8 +345,13 @@ fn ranked_sentences<'h>(
     (evidence, candidates)
 }
 
-/// The sentence an extractive answer would lead with (whitespace collapsed): the evidence's
-/// best match for the question. `None` when the evidence holds no statement. The sentence check
+/// The sentence check embeds at most this much of the lead sentence (cut at a word): its cost
+/// grows with the sentence's length, and a sentence's opening words carry its subject.
+pub const LEAD_SENTENCE_BYTES: usize = 160;
+
+/// The sentence an extractive answer would lead with (whitespace collapsed, cut to
+/// [`LEAD_SENTENCE_BYTES`] at a word boundary): the evidence's best match for the question.
+/// `None` when the evidence holds no statement. The sentence check
 /// ([`AnswerConfig::min_sentence_similarity`]) compares it with the question.
 pub fn lead_sentence(
     question: &str,
@@ -356,9 +361,18 @@ pub fn lead_sentence(
     cfg: &AnswerConfig,
 ) -> Option<String> {
     let (_, candidates) = ranked_sentences(question, hits, terms, analyze, cfg);
-    candidates
-        .first()
-        .map(|c| crate::parse::collapse_ws(c.text))
+    candidates.first().map(|c| {
+        let mut s = crate::parse::collapse_ws(c.text);
+        if s.len() > LEAD_SENTENCE_BYTES {
+            let mut end = LEAD_SENTENCE_BYTES;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = s[..end].rfind(' ').filter(|&i| i > end / 2).unwrap_or(end);
+            s.truncate(cut);
+        }
+        s
+    })
 }
 
 /// Whether the lead sentence, at cosine `similarity` with the question, answers it: always
@@ -471,6 +485,15 @@ mod tests {
         // No evidence, no lead sentence.
         let weak = [hit("c", "Parking is free.", 0.1)];
         assert_eq!(lead_sentence("parking", &weak, &terms, &words, &CFG), None);
+        // A long sentence is embedded by its opening words only, cut at a word.
+        let long = format!("Staff parking is {} free.", "really ".repeat(40));
+        let hits = [hit("d", &long, 0.6)];
+        let lead = lead_sentence("staff parking", &hits, &terms, &words, &CFG).unwrap();
+        assert!(lead.len() <= LEAD_SENTENCE_BYTES, "{lead}");
+        assert!(
+            long.starts_with(&lead) && lead.ends_with("really"),
+            "{lead}"
+        );
     }
 
     #[test]
