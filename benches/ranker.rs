@@ -893,13 +893,13 @@ fn end_to_end(
             } else {
                 &[]
             };
-            let gate = |t: Option<f32>| AnswerConfig {
-                min_sentence_similarity: t,
-                ..acfg
-            };
-            for &t in sweep {
-                let outs: Vec<QaOutcome> = set
-                    .items
+            // Every question's extractive answer under `acfg`, with the sentence check at `t`.
+            let outcomes_at = |t: Option<f32>| -> Vec<QaOutcome> {
+                let gate = AnswerConfig {
+                    min_sentence_similarity: t,
+                    ..acfg
+                };
+                set.items
                     .iter()
                     .zip(&hits_of)
                     .zip(&lead_cos)
@@ -913,7 +913,7 @@ fn end_to_end(
                         let analyze = |s: &str| r.analyze(s);
                         let mut a =
                             answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
-                        if cos.is_some_and(|c| !answer::sentence_supports(c, &gate(t))) {
+                        if cos.is_some_and(|c| !answer::sentence_supports(c, &gate)) {
                             a = answer::Answer::no_answer();
                         }
                         QaOutcome {
@@ -928,8 +928,10 @@ fn end_to_end(
                                 .collect(),
                         }
                     })
-                    .collect();
-                let s = qa::score(&set.items, &outs);
+                    .collect()
+            };
+            for &t in sweep {
+                let s = qa::score(&set.items, &outcomes_at(t));
                 sweep_rows.push(format!(
                     "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
                     set.name,
@@ -940,36 +942,7 @@ fn end_to_end(
                     s.no_answer_rate_answerable,
                 ));
             }
-            let t_shipped = model.sentence_threshold;
-            let outcomes: Vec<QaOutcome> = set
-                .items
-                .iter()
-                .zip(&hits_of)
-                .zip(&lead_cos)
-                .map(|((item, hits), cos)| {
-                    let evidence: Vec<_> = hits
-                        .iter()
-                        .filter(|h| answer::is_evidence(h, &acfg))
-                        .cloned()
-                        .collect();
-                    let terms = r.term_weights(&item.question);
-                    let analyze = |s: &str| r.analyze(s);
-                    let mut a =
-                        answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
-                    if cos.is_some_and(|c| !answer::sentence_supports(c, &gate(t_shipped))) {
-                        a = answer::Answer::no_answer();
-                    }
-                    QaOutcome {
-                        answered: a.status == answer::AnswerStatus::Answered,
-                        answer: a.text(),
-                        citations: a
-                            .citations
-                            .iter()
-                            .map(|c| (c.document_key.clone(), c.uri.clone(), c.chunk_id.clone()))
-                            .collect(),
-                    }
-                })
-                .collect();
+            let outcomes = outcomes_at(model.sentence_threshold);
             if is_default {
                 for (((item, out), hits), cos) in
                     set.items.iter().zip(&outcomes).zip(&hits_of).zip(&lead_cos)

@@ -464,9 +464,9 @@ mod tests {
         min_sentence_similarity: None,
     };
 
-    #[test]
-    fn the_lead_sentence_is_the_one_the_answer_starts_with() {
-        let hits = [
+    /// Two passages about staff parking, the first more relevant.
+    fn parking_hits() -> [Hit; 2] {
+        [
             hit(
                 "a",
                 "The office opens at nine. Parking is free for staff on level two.",
@@ -477,7 +477,12 @@ mod tests {
                 "Staff parking permits are issued by facilities. Lunch is at noon.",
                 0.5,
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn the_lead_sentence_is_the_one_the_answer_starts_with() {
+        let hits = parking_hits();
         let terms = vec![("parking".to_string(), 1.0), ("staff".to_string(), 0.5)];
         let a = extractive("staff parking", &hits, &terms, &words, &CFG);
         let lead = lead_sentence("staff parking", &hits, &terms, &words, &CFG);
@@ -511,18 +516,7 @@ mod tests {
 
     #[test]
     fn picks_covering_sentences_and_cites_them() {
-        let hits = [
-            hit(
-                "a",
-                "The office opens at nine. Parking is free for staff on level two.",
-                0.6,
-            ),
-            hit(
-                "b",
-                "Staff parking permits are issued by facilities. Lunch is at noon.",
-                0.5,
-            ),
-        ];
+        let hits = parking_hits();
         let terms = vec![("parking".to_string(), 2.0), ("staff".to_string(), 1.0)];
         let a = extractive("q", &hits, &terms, &words, &CFG);
         assert_eq!(a.status, AnswerStatus::Answered);
