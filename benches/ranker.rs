@@ -21,7 +21,7 @@
 //!
 //! Usage: scripts/train-ranker.sh [--model NAME], or cargo bench --bench ranker -- [--write FILE]
 //!        [--model NAME] [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
-//!        [--qa-only] [--explain FILE] [--per-document N] [--passages N]
+//!        [--qa-only] [--explain FILE] [--per-document N] [--passages N] [--sentence-sweep T,T,..]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -775,6 +775,17 @@ fn main() -> anyhow::Result<()> {
 
 /// Extractive answers on every QA set with `model`, in process, for a few support ratios.
 /// `--explain FILE` writes each question's outcome at the default ratio as JSON lines.
+/// `--sentence-sweep 0.3,0.4`: the sentence check's thresholds tried at the default ratios
+/// (besides "off"); each model's cosines have their own range.
+fn sentence_sweep() -> anyhow::Result<Vec<Option<f32>>> {
+    let listed = arg("--sentence-sweep").unwrap_or_else(|| "0.3,0.35,0.4,0.45,0.5".into());
+    let mut sweep = vec![None];
+    for t in listed.split(',') {
+        sweep.push(Some(t.trim().parse::<f32>()?));
+    }
+    Ok(sweep)
+}
+
 fn end_to_end(
     sets: &[QaSet],
     model: &RankerModel,
@@ -785,6 +796,7 @@ fn end_to_end(
     cfg: RetrievalConfig,
     scope: &docent::acl::AclScope,
 ) -> anyhow::Result<()> {
+    let sentence_sweep = sentence_sweep()?;
     println!("\n## Extractive answers with the second stage (in process)");
     println!(
         "| set | support ratio / other document | gold cited | citation precision | not found (unanswerable) | \
@@ -881,18 +893,7 @@ fn end_to_end(
             let is_default = (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
                 && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6;
             // At the default ratios, the sentence check is swept: each threshold's outcomes.
-            let sweep: &[Option<f32>] = if is_default {
-                &[
-                    None,
-                    Some(0.3),
-                    Some(0.35),
-                    Some(0.4),
-                    Some(0.45),
-                    Some(0.5),
-                ]
-            } else {
-                &[]
-            };
+            let sweep: &[Option<f32>] = if is_default { &sentence_sweep } else { &[] };
             // Every question's extractive answer under `acfg`, with the sentence check at `t`.
             let outcomes_at = |t: Option<f32>| -> Vec<QaOutcome> {
                 let gate = AnswerConfig {
