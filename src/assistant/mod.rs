@@ -479,6 +479,14 @@ impl Assistant {
         };
         let rewritten = self.rewrite(&earlier, &input.question).await;
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
+        // The rewritten question leaves the daemon (the reply, the stored turn) and may be the
+        // LLM's words: it passes the output guardrail's PII redaction like an answer sentence.
+        let rewritten = rewritten.map(|mut r| {
+            let mut found = guardrail::PiiFindings::default();
+            self.guardrails
+                .redact_sentence(scope.principal_set(), &mut r, &mut found);
+            r
+        });
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
         let limit = Limit {

@@ -234,7 +234,8 @@ impl Issues {
     }
 
     fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, v: T, lo: T, hi: T) -> T {
-        if v < lo || v > hi {
+        // Written as "inside" so that NaN, which compares false with everything, is refused.
+        if !(v >= lo && v <= hi) {
             self.add(path, format!("must be between {lo} and {hi}, got {v}"));
         }
         v
@@ -1179,16 +1180,23 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(at(""), shipped);
         assert_eq!(at("min_sentence_similarity = 0.55"), Some(0.55));
         assert_eq!(at("min_sentence_similarity = -1"), None);
-        // e5: none chosen yet, off.
+        // e5: its own value (its cosines run higher than MiniLM's).
         let e5 = MINIMAL.replace(
             "[embedding]\n",
             "[embedding]\nmodel = \"multilingual-e5-small\"\n",
         );
         let c = Config::parse(&e5, Path::new("/etc/docent")).unwrap();
-        assert_eq!(c.assistant.answer.min_sentence_similarity, None);
-        let text = format!("{MINIMAL}\n[answer]\nmin_sentence_similarity = 1.5\n");
-        let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
-        assert_eq!(issues[0].path, "answer.min_sentence_similarity");
+        let e5_shipped =
+            crate::retrieve::rerank::RankerModel::for_model("intfloat/multilingual-e5-small")
+                .and_then(|m| m.sentence_threshold);
+        assert!(e5_shipped.is_some() && e5_shipped != shipped);
+        assert_eq!(c.assistant.answer.min_sentence_similarity, e5_shipped);
+        // Out of range, and NaN (which compares false with both bounds), are refused.
+        for bad in ["1.5", "nan"] {
+            let text = format!("{MINIMAL}\n[answer]\nmin_sentence_similarity = {bad}\n");
+            let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues[0].path, "answer.min_sentence_similarity", "{bad}");
+        }
     }
 
     #[test]

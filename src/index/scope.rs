@@ -98,6 +98,9 @@ pub fn scope_key(scope: &AclScope, filter: &SearchFilter) -> Arc<str> {
 struct Entry {
     bits: Arc<Admitted>,
     used: u64,
+    /// What the entry counts against the budget: its bitset and its key's text (a key holds the
+    /// caller's filter in full, which can be far larger than a small segment's bitset).
+    size: usize,
 }
 
 #[derive(Default)]
@@ -174,12 +177,12 @@ impl ScopeCache {
         for (k, bits) in fresh {
             inner.tick += 1;
             let used = inner.tick;
-            let size = bits.bytes();
+            let size = bits.bytes() + k.scope.len() + std::mem::size_of::<Key>();
             if size > self.budget {
                 continue;
             }
-            if let Some(old) = inner.map.insert(k, Entry { bits, used }) {
-                inner.bytes -= old.bits.bytes();
+            if let Some(old) = inner.map.insert(k, Entry { bits, used, size }) {
+                inner.bytes -= old.size;
             }
             inner.bytes += size;
         }
@@ -193,7 +196,7 @@ impl ScopeCache {
                 break;
             };
             if let Some(e) = inner.map.remove(&oldest) {
-                inner.bytes -= e.bits.bytes();
+                inner.bytes -= e.size;
             }
         }
         Ok(out.into_iter().flatten().collect())
@@ -529,8 +532,12 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_budget() {
         let (_dir, mut index) = world();
-        // Room for about two bitsets of this index's one segment.
-        let one = Admitted::default().bytes() + 8;
+        // Room for about two bitsets of this index's one segment, with their keys.
+        let key = scope_key(
+            &AclScope::for_tests("a", &["user:a", "group:all"]),
+            &SearchFilter::default(),
+        );
+        let one = Admitted::default().bytes() + 8 + key.len() + std::mem::size_of::<Key>();
         index.scopes = ScopeCache::new(2 * one + one / 2);
         for u in ["a", "b", "c", "d"] {
             let p = format!("user:{u}");
@@ -546,6 +553,24 @@ mod tests {
             admitted_keys(&index, &AclScope::for_tests("a", &["user:a", "group:all"])),
             BTreeSet::from(["s:d0".to_string(), "s:d3".to_string()])
         );
+    }
+
+    #[test]
+    fn a_large_filter_counts_against_the_budget() {
+        let (_dir, mut index) = world();
+        index.scopes = ScopeCache::new(16 * 1024);
+        // Each request names ~6 KiB of sources: its key, not its tiny bitset, is what the cache
+        // would hold, so no more than two such keys fit in 16 KiB.
+        let snap = index.snapshot();
+        let alice = AclScope::for_tests("alice", &["user:alice", "group:all"]);
+        for round in 0..6 {
+            let filter = SearchFilter {
+                sources: (0..60).map(|i| format!("{round}-{i:0>96}")).collect(),
+                ..Default::default()
+            };
+            snap.admitted(&alice, &filter).unwrap();
+        }
+        assert!(index.scopes.len() <= 2, "{} keys held", index.scopes.len());
     }
 
     /// The text query intersected with the cached bitsets, and [`top_k`] by either path, rank

@@ -502,6 +502,17 @@ impl Retriever {
             });
         }
         hits.truncate(limit.hits);
+        if mode == Mode::Dense {
+            // The dense leg's scores are exact for its first ranks only (deeper ones keep their
+            // int8 estimate); a dense Search's score is the cosine, so every hit reports the
+            // exact one, in its order.
+            for r in &mut hits {
+                if let Some(s) = r.hit.similarity {
+                    r.hit.score = s;
+                }
+            }
+            hits.sort_by(|a, b| b.hit.score.total_cmp(&a.hit.score));
+        }
         Ok(hits.into_iter().map(|r| r.hit).collect())
     }
 
@@ -943,6 +954,45 @@ mod tests {
             "t:d0",
             "chunk by chunk it does not"
         );
+    }
+
+    #[test]
+    fn a_dense_search_scores_every_hit_by_its_exact_cosine() {
+        let dir = tempfile::tempdir().unwrap();
+        // 120 one-chunk documents of varied words: far deeper than the leg's exact head.
+        let words = [
+            "garage", "permit", "office", "desk", "hours", "badge", "lunch",
+        ];
+        let docs: Vec<Vec<String>> = (0..120)
+            .map(|d: usize| {
+                vec![
+                    (0..2 + d % 5)
+                        .map(|w| words[(d * 3 + w * w + d / 7) % words.len()])
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+            .collect();
+        let docs: Vec<Vec<&str>> = docs
+            .iter()
+            .map(|d| d.iter().map(String::as_str).collect())
+            .collect();
+        let index = index_of(dir.path(), &docs);
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let hits = retriever(&index, RetrievalConfig::default())
+            .search(
+                &scope,
+                "garage permit badge",
+                Mode::Dense,
+                &SearchFilter::default(),
+                100,
+            )
+            .unwrap();
+        assert!(hits.len() > 40, "{}", hits.len());
+        for h in &hits {
+            assert_eq!(Some(h.score), h.similarity, "{}", h.chunk.doc_key);
+        }
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     }
 
     #[test]

@@ -199,13 +199,57 @@ pub fn feedback_reason(r: i32) -> Option<String> {
 /// Deepest attribute filter accepted (bounds the recursion on hostile requests).
 pub const MAX_FILTER_DEPTH: usize = 16;
 
+/// Most text a filter may carry (sources, prefix, keys and values together), and most terms
+/// (sources, values and filter nodes): a filter is a few conditions, and its full value keys the
+/// scope cache, so a hostile one must not be megabytes.
+pub const MAX_FILTER_BYTES: usize = 16 * 1024;
+pub const MAX_FILTER_TERMS: usize = 256;
+
 pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
     let f = f.unwrap_or_default();
-    Ok(SearchFilter {
+    let out = SearchFilter {
         sources: f.sources,
         uri_prefix: (!f.uri_prefix.is_empty()).then_some(f.uri_prefix),
         attributes: f.attributes.map(|a| attr_filter(a, 0)).transpose()?,
-    })
+    };
+    let (mut bytes, mut terms) = (
+        out.sources.iter().map(String::len).sum::<usize>()
+            + out.uri_prefix.as_ref().map_or(0, String::len),
+        out.sources.len(),
+    );
+    if let Some(a) = &out.attributes {
+        measure(a, &mut bytes, &mut terms);
+    }
+    if bytes > MAX_FILTER_BYTES || terms > MAX_FILTER_TERMS {
+        return Err(format!(
+            "the filter is too large ({bytes} bytes in {terms} terms; at most \
+             {MAX_FILTER_BYTES} bytes and {MAX_FILTER_TERMS} terms)"
+        ));
+    }
+    Ok(out)
+}
+
+fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize) {
+    *terms += 1;
+    match a {
+        AttrFilter::Equals { key, value } => *bytes += key.len() + value.len(),
+        AttrFilter::In { key, values } => {
+            *bytes += key.len() + values.iter().map(String::len).sum::<usize>();
+            *terms += values.len();
+        }
+        AttrFilter::Range { key, gte, lte } => {
+            *bytes += key.len()
+                + gte.as_ref().map_or(0, String::len)
+                + lte.as_ref().map_or(0, String::len);
+        }
+        AttrFilter::Prefix { key, prefix } => *bytes += key.len() + prefix.len(),
+        AttrFilter::And(fs) | AttrFilter::Or(fs) => {
+            for f in fs {
+                measure(f, bytes, terms);
+            }
+        }
+        AttrFilter::Not(f) => measure(f, bytes, terms),
+    }
 }
 
 fn attr_filter(a: pb::AttributeFilter, depth: usize) -> Result<AttrFilter, String> {
@@ -453,5 +497,29 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_filter_too_large_to_be_a_few_conditions_is_refused() {
+        let sources = |n: usize, len: usize| pb::Filter {
+            sources: (0..n).map(|i| format!("{i:0>len$}")).collect(),
+            ..Default::default()
+        };
+        assert!(filter(Some(sources(10, 20))).is_ok());
+        let many = filter(Some(sources(MAX_FILTER_TERMS + 1, 4))).unwrap_err();
+        assert!(many.contains("too large"), "{many}");
+        assert!(filter(Some(sources(2, MAX_FILTER_BYTES))).is_err());
+        // Values inside attribute filters count too.
+        use pb::attribute_filter::Op;
+        let one_of = pb::Filter {
+            attributes: Some(pb::AttributeFilter {
+                op: Some(Op::OneOf(pb::AttributeOneOf {
+                    key: "team".into(),
+                    values: vec!["x".repeat(64); MAX_FILTER_TERMS],
+                })),
+            }),
+            ..Default::default()
+        };
+        assert!(filter(Some(one_of)).is_err());
     }
 }

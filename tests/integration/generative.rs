@@ -418,6 +418,39 @@ async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_rewritten_question_passes_the_pii_redaction() {
+    // The model's rewrite is its own text: here it writes an IBAN the caller never typed.
+    let fake = FakeLlm::start(Script::Write(vec![
+        "Are refunds paid from account DE89 3704 0044 0532 0130 00?".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let config =
+        with_llm(&env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
+    assert!(config.contains("rewrite = \"llm\""));
+    let d = env.start_with(env.config_from(&config)).await;
+    let mut c = client(&d).await;
+    let mut req = pb::AskRequest {
+        question: "Which account are expense refunds paid from?".into(),
+        new_conversation: true,
+        ..Default::default()
+    };
+    let r = c
+        .ask(authed(ALICE, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    req.new_conversation = false;
+    req.conversation_id = r.details.unwrap().conversation_id;
+    req.question = "And for contractors?".into();
+    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    let rewritten = r2.details.unwrap().rewritten_question;
+    assert!(rewritten.contains("[REDACTED:iban]"), "{rewritten}");
+    assert!(!rewritten.contains("DE89"), "{rewritten}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative_mode() {
     let env = Env::example();
     let text = with_llm(&env, &real_llm(), "");
