@@ -64,6 +64,9 @@ pub struct Citation {
     pub heading_path: Vec<String>,
     /// 1-based page where the format has pages.
     pub page: Option<u32>,
+    /// The document key as indexed, never redacted and never sent: a stored conversation
+    /// re-checks the caller's access to it when the turn is read again.
+    pub access_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +205,7 @@ pub fn citation_for(hit: &Hit) -> Citation {
         passage: c.text.clone(),
         heading_path: c.heading_path.clone(),
         page: c.page,
+        access_key: c.doc_key.clone(),
     }
 }
 

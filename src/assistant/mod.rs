@@ -985,6 +985,7 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
                 snippet: c.snippet.clone(),
                 heading_path: c.heading_path.clone(),
                 page: c.page,
+                access_key: c.access_key.clone(),
             })
             .collect(),
         status: status_name(a.status).into(),
@@ -996,17 +997,26 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
 }
 
 /// A stored turn as the caller may see it now: citations of documents the caller can no longer
-/// read are dropped, with the sentences that cited only them (and the answer text is rebuilt
+/// read are dropped, with every sentence that cited one of them (and the answer text is rebuilt
 /// from what is left).
 pub fn visible_turn(
     index: &dyn Backend,
     scope: &AclScope,
     mut t: store::TurnRecord,
 ) -> store::TurnRecord {
+    // The key as indexed: the sent `document_key` may be PII-redacted, and no longer names
+    // the document.
     let ok: Vec<bool> = t
         .citations
         .iter()
-        .map(|c| guardrail::readable(index, scope, &c.document_key))
+        .map(|c| {
+            let key = if c.access_key.is_empty() {
+                &c.document_key
+            } else {
+                &c.access_key
+            };
+            guardrail::readable(index, scope, key)
+        })
         .collect();
     if ok.iter().all(|&b| b) {
         return t;
@@ -1020,10 +1030,13 @@ pub fn visible_turn(
         }
     }
     t.citations = kept;
+    // A sentence stands on every passage it cites: it goes when any of them is no longer
+    // readable (its text may come from that one).
     t.sentences.retain_mut(|s| {
-        let had = !s.citations.is_empty();
-        s.citations = s.citations.iter().filter_map(|&c| remap[c]).collect();
-        !had || !s.citations.is_empty()
+        let kept: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
+        let whole = kept.len() == s.citations.len();
+        s.citations = kept;
+        whole
     });
     t.answer = t
         .sentences
@@ -1133,6 +1146,59 @@ impl Assistant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_turn_keeps_only_sentences_whose_every_source_is_still_readable() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "turn-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.upsert(doc("s", 1, 1, &["group:hr"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let cite = |sent: &str, access: &str| store::StoredCitation {
+            document_key: sent.into(),
+            title: String::new(),
+            uri: String::new(),
+            chunk_id: String::new(),
+            span: (0, 0),
+            snippet: String::new(),
+            heading_path: Vec::new(),
+            page: None,
+            access_key: access.into(),
+        };
+        let sentence = |text: &str, citations: Vec<usize>| store::StoredSentence {
+            text: text.into(),
+            citations,
+            uncited: false,
+        };
+        let turn = store::TurnRecord {
+            question: "q".into(),
+            rewritten: String::new(),
+            answer: String::new(),
+            sentences: vec![
+                sentence("From the public page.", vec![0]),
+                sentence("From both pages.", vec![0, 1]),
+                sentence("From the HR page.", vec![1]),
+                sentence("General knowledge.", vec![]),
+            ],
+            // The first key was PII-redacted when sent: access is checked on the indexed key.
+            citations: vec![cite("[REDACTED:iban]", "s:d0"), cite("s:d1", "s:d1")],
+            status: "answered".into(),
+            mode: "generative".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_ms: 0,
+        };
+        let everyone = AclScope::for_tests("u", &["group:all"]);
+        let seen = visible_turn(&index, &everyone, turn.clone());
+        let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["From the public page.", "General knowledge."]);
+        assert_eq!(seen.citations.len(), 1);
+        assert_eq!(seen.citations[0].access_key, "s:d0");
+        assert_eq!(seen.answer, "From the public page. [1] General knowledge.");
+        let hr = AclScope::for_tests("h", &["group:all", "group:hr"]);
+        assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
+    }
 
     #[test]
     fn follow_ups_are_prefixed_with_the_previous_question() {

@@ -51,6 +51,10 @@ pub struct StoredCitation {
     pub snippet: String,
     pub heading_path: Vec<String>,
     pub page: Option<u32>,
+    /// The document key as indexed (never redacted, never sent), for re-checking access; empty
+    /// in turns stored before it was kept, which are checked by `document_key`.
+    #[serde(default)]
+    pub access_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
