@@ -847,7 +847,7 @@ fn end_to_end(
                 .filter(|h| answer::is_evidence(h, &base))
                 .cloned()
                 .collect();
-            let terms = r.term_weights(&item.question);
+            let terms = r.term_weights(scope, &item.question);
             let analyze = |s: &str| r.analyze(s);
             lead_cos.push(
                 match answer::lead_sentence(&item.question, &evidence, &terms, &analyze, &base) {
@@ -910,7 +910,7 @@ fn end_to_end(
                             .filter(|h| answer::is_evidence(h, &acfg))
                             .cloned()
                             .collect();
-                        let terms = r.term_weights(&item.question);
+                        let terms = r.term_weights(scope, &item.question);
                         let analyze = |s: &str| r.analyze(s);
                         let mut a =
                             answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
@@ -948,7 +948,7 @@ fn end_to_end(
                 for (((item, out), hits), cos) in
                     set.items.iter().zip(&outcomes).zip(&hits_of).zip(&lead_cos)
                 {
-                    let terms = r.term_weights(&item.question);
+                    let terms = r.term_weights(scope, &item.question);
                     let answer_terms: std::collections::HashSet<String> =
                         r.analyze(&out.answer).into_iter().collect();
                     let line = serde_json::json!({

@@ -139,6 +139,8 @@ pub struct Question<'a> {
     /// The standalone question (rewritten for a follow-up).
     pub text: &'a str,
     pub response_scope: ResponseScope,
+    /// Whose question: term weights are measured over what this scope may read.
+    pub scope: &'a AclScope,
 }
 
 /// Where an answerer puts its drafts; false means stop (the client went away).
@@ -190,7 +192,7 @@ impl Answerer for ExtractiveAnswerer {
         passages: &[Hit],
         sink: &mut (dyn DraftSink + Send),
     ) -> Result<Usage, AnswerError> {
-        let terms = self.retriever.term_weights(q.text);
+        let terms = self.retriever.term_weights(q.scope, q.text);
         let analyze = |s: &str| self.retriever.analyze(s);
         let a = answer::extractive(q.text, passages, &terms, &analyze, &self.cfg);
         for s in a.sentences {
@@ -497,7 +499,9 @@ impl Assistant {
             let keep = me.cfg.answer.min_sentence_similarity.is_some();
             let (r, qvec) = me.retrieve_keeping(&s, &q, Mode::Hybrid, f, limit, &budget, keep)?;
             let unsupported = match qvec {
-                Some(v) if r.blocked.is_none() => !me.sentence_check(&q, &r.hits, &v, &budget)?,
+                Some(v) if r.blocked.is_none() => {
+                    !me.sentence_check(&s, &q, &r.hits, &v, &budget)?
+                }
                 _ => false,
             };
             Ok::<_, RetrieveError>((r, unsupported))
@@ -524,6 +528,7 @@ impl Assistant {
     /// is off or there is no evidence (that is "not found" anyway). Blocking.
     fn sentence_check(
         &self,
+        scope: &AclScope,
         query: &str,
         hits: &[Hit],
         qvec: &[f32],
@@ -539,7 +544,7 @@ impl Assistant {
             .take(EVIDENCE_PASSAGES)
             .cloned()
             .collect();
-        let terms = self.retriever.term_weights(query);
+        let terms = self.retriever.term_weights(scope, query);
         let analyze = |s: &str| self.retriever.analyze(s);
         let Some(lead) = answer::lead_sentence(query, &evidence, &terms, &analyze, cfg) else {
             return Ok(true);
@@ -836,6 +841,7 @@ impl Prepared {
         let q = Question {
             text: &self.query,
             response_scope,
+            scope: &self.scope,
         };
         let attempt = |answerer: &dyn Answerer| {
             let n = answerer.passages(evidence);

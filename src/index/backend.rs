@@ -78,8 +78,9 @@ pub trait IndexSnapshot: Send + Sync {
     /// The chunk's embedding.
     fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, IndexError>;
 
-    /// Inverse document frequency of an analyzed token in the text field.
-    fn idf(&self, token: &str) -> f32;
+    /// Inverse document frequencies of analyzed tokens in the text field, over the documents
+    /// `scope` may read (never index-wide: see `index::stats`).
+    fn idf(&self, scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError>;
 
     /// Analyzes text the way the BM25 text field does.
     fn analyze(&self, text: &str) -> Vec<String>;

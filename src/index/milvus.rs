@@ -749,8 +749,8 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
     }
 
     /// Uniform: Milvus does not expose its term statistics (see the module note).
-    fn idf(&self, _token: &str) -> f32 {
-        1.0
+    fn idf(&self, _scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError> {
+        Ok(vec![1.0; tokens.len()])
     }
 
     fn analyze(&self, text: &str) -> Vec<String> {

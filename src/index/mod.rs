@@ -18,6 +18,7 @@ pub mod milvus;
 pub(crate) mod schema;
 pub(crate) mod scope;
 pub mod simd;
+pub(crate) mod stats;
 #[cfg(test)]
 pub mod suite;
 
@@ -1049,29 +1050,6 @@ impl Snapshot<'_> {
     }
 }
 
-/// BM25 statistics for the document-level field: the collection is the documents (their first
-/// chunks, which alone carry `doc_text`), so idf and the average length are those of
-/// documents. Counts include deleted rows not merged away yet, as tantivy's own do.
-struct DocumentStatistics<'a> {
-    searcher: &'a Searcher,
-    first_chunks: Term,
-}
-
-impl tantivy::query::Bm25StatisticsProvider for DocumentStatistics<'_> {
-    fn total_num_tokens(&self, field: tantivy::schema::Field) -> tantivy::Result<u64> {
-        tantivy::query::Bm25StatisticsProvider::total_num_tokens(self.searcher, field)
-    }
-
-    fn total_num_docs(&self) -> tantivy::Result<u64> {
-        self.searcher.doc_freq(&self.first_chunks)
-    }
-
-    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
-        // Never above the document count (tantivy asserts it), whatever a row holds.
-        Ok(self.searcher.doc_freq(term)?.min(self.total_num_docs()?))
-    }
-}
-
 impl IndexSnapshot for Snapshot<'_> {
     /// BM25 over title, headings and text, restricted to the scope before top-k.
     fn bm25(
@@ -1101,7 +1079,9 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Vec::new());
         }
-        let scoring = EnableScoring::enabled_from_searcher(&self.searcher);
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
+        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
         let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(top
             .into_iter()
@@ -1137,10 +1117,10 @@ impl IndexSnapshot for Snapshot<'_> {
         if should.is_empty() || depth == 0 {
             return Ok(Some(Vec::new()));
         }
-        let stats = DocumentStatistics {
-            searcher: &self.searcher,
-            first_chunks: Term::from_field_u64(self.index.fields.chunk_ord, 0),
-        };
+        // The collection is the documents: their first chunks, which alone carry `doc_text`.
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection)
+            .counting(Term::from_field_u64(self.index.fields.chunk_ord, 0));
         let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
         let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(Some(
@@ -1248,15 +1228,15 @@ impl IndexSnapshot for Snapshot<'_> {
             .map(<[f32]>::to_vec))
     }
 
-    /// Inverse document frequency of a query token in the text field (for sentence scoring).
-    fn idf(&self, token: &str) -> f32 {
-        let f = &self.index.fields;
-        let n = self.searcher.num_docs() as f32;
-        let df = self
-            .searcher
-            .doc_freq(&Term::from_field_text(f.text, token))
-            .unwrap_or(0) as f32;
-        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    /// Inverse document frequencies of query tokens in the text field, over the scope.
+    fn idf(&self, scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError> {
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
+        let field = self.index.fields.text;
+        Ok(tokens
+            .iter()
+            .map(|t| stats.idf(&Term::from_field_text(field, t)))
+            .collect::<tantivy::Result<_>>()?)
     }
 
     /// Analyzes text the way the BM25 text field does.
@@ -1517,6 +1497,9 @@ mod tests {
         ))
         .unwrap();
         idx.upsert(record("short", "parking", all())).unwrap();
+        idx.upsert(record("extra", "permit request form for visitors", all()))
+            .unwrap();
+        // Outside bob's scope: neither returned nor counted in his statistics.
         idx.upsert(record(
             "other",
             "permit",
@@ -1537,7 +1520,7 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            ["t:split#0", "t:short#0"],
+            ["t:split#0", "t:short#0", "t:extra#0"],
             "whole documents, each at its first chunk, only readable ones"
         );
         let chunks = snap

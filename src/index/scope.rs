@@ -31,6 +31,9 @@ pub const DEFAULT_BUDGET: usize = 8 << 20;
 pub struct Admitted {
     words: Vec<u64>,
     count: usize,
+    /// Per field, the admitted docs' token count (the sum of their field norms), computed on
+    /// first use: BM25's average length over the scope ([`super::stats`]).
+    tokens: Mutex<Vec<(tantivy::schema::Field, u64)>>,
 }
 
 impl Admitted {
@@ -47,7 +50,55 @@ impl Admitted {
                 }
             }
         })?;
-        Ok(Self { words, count })
+        Ok(Self {
+            words,
+            count,
+            tokens: Mutex::default(),
+        })
+    }
+
+    /// Whether these are all of the segment's docs and it has no deleted ones: then the
+    /// segment's own statistics are exactly the scope's.
+    pub fn is_whole(&self, reader: &SegmentReader) -> bool {
+        !reader.has_deletes() && self.count == reader.max_doc() as usize
+    }
+
+    /// The admitted docs, in order.
+    pub fn docs(&self) -> impl Iterator<Item = DocId> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    i as DocId * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// The admitted docs' tokens in `field` (field norms summed; cached).
+    pub fn tokens(
+        &self,
+        reader: &SegmentReader,
+        field: tantivy::schema::Field,
+    ) -> tantivy::Result<u64> {
+        if let Some(&(_, n)) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(f, _)| *f == field)
+        {
+            return Ok(n);
+        }
+        let norms = reader.get_fieldnorms_reader(field)?;
+        let n: u64 = self.docs().map(|d| u64::from(norms.fieldnorm(d))).sum();
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((field, n));
+        Ok(n)
     }
 
     #[inline]
@@ -657,7 +708,9 @@ mod tests {
         let bits = Arc::new(Admitted {
             words,
             count: set.len(),
+            tokens: Mutex::default(),
         });
+        assert_eq!(bits.docs().collect::<Vec<_>>(), set);
         let mut docs = AdmittedDocs::new(bits.clone());
         let mut walked = vec![docs.doc()];
         while docs.advance() != TERMINATED {

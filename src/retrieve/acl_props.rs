@@ -368,7 +368,7 @@ fn check_case_on(
                             h.chunk.doc_key
                         );
                     }
-                    let terms = retriever.term_weights(q);
+                    let terms = retriever.term_weights(&scope, q);
                     let analyze = |s: &str| retriever.analyze(s);
                     let a = answer::extractive(q, &hits, &terms, &analyze, &cfg);
                     let a = guardrail::recheck_answer(&*index, &scope, a);
@@ -419,5 +419,134 @@ proptest! {
     ) {
         let index = crate::index::milvus::test_backend(BagOfWords.model_id(), BagOfWords.dim());
         check_case_on(index, &docs, &parents, &memberships, &filter, dense_feedback)?;
+    }
+}
+
+/// Builds an index of `docs` (`(key, words, allow)`), one or two chunks each as above.
+fn index_of(docs: &[(String, Vec<usize>, &str)]) -> (tempfile::TempDir, Arc<dyn Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let embedder = BagOfWords;
+    let index: Arc<dyn Backend> =
+        Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+    for (i, (key, words, allow)) in docs.iter().enumerate() {
+        let text: String = words
+            .iter()
+            .map(|&w| WORDS[w])
+            .collect::<Vec<_>>()
+            .join(" ");
+        let vector = embedder.embed_query(&text).unwrap();
+        index
+            .upsert(DocumentRecord {
+                key: DocKey::new("t", key.clone()),
+                uri: format!("file:///{key}"),
+                title: format!("doc {key}"),
+                version: "1".into(),
+                modified_at: None,
+                attributes: BTreeMap::new(),
+                acl: Acl::new([allow.parse::<Principal>().unwrap()], []),
+                content_hash: format!("{i}"),
+                chunks: chunks(i, &text, vector, &embedder),
+            })
+            .unwrap();
+    }
+    index.commit(BTreeMap::new()).unwrap();
+    (dir, index)
+}
+
+/// What a caller sees of a search: per passage, its score and relevance.
+fn seen(
+    r: &Retriever,
+    scope: &crate::acl::AclScope,
+    q: &str,
+    mode: Mode,
+) -> BTreeMap<String, (f32, Option<f32>)> {
+    let limit = Limit {
+        hits: 100,
+        per_document: 2,
+    };
+    r.search(scope, q, mode, &SearchFilter::default(), limit)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.chunk.chunk_id, (h.score, h.relevance)))
+        .collect()
+}
+
+/// Every number a caller sees (BM25, dense and hybrid scores, the second stage's relevance, the
+/// answerer's term weights) is the same whether or not the index also holds documents the
+/// caller cannot read, whatever words those hold: ranking statistics are the caller's own.
+fn check_unreadable_documents_change_no_score(
+    readable: &[Vec<usize>],
+    hidden: &[Vec<usize>],
+    queries: &[Vec<usize>],
+) -> Result<(), TestCaseError> {
+    let mine: Vec<(String, Vec<usize>, &str)> = readable
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("r{i}"), w.clone(), "group:all"))
+        .collect();
+    // The hidden documents interleaved with the caller's.
+    let mut both = Vec::new();
+    for i in 0..mine.len().max(hidden.len()) {
+        if let Some(d) = hidden.get(i) {
+            both.push((format!("h{i}"), d.clone(), "group:secret"));
+        }
+        if let Some(d) = mine.get(i) {
+            both.push(d.clone());
+        }
+    }
+    let (_a, alone) = index_of(&mine);
+    let (_b, shared) = index_of(&both);
+    let retriever = |index: Arc<dyn Backend>| {
+        Retriever::new(index, Arc::new(BagOfWords), RetrievalConfig::default())
+            .with_ranker(super::rerank::RankerModel::builtin().clone())
+    };
+    let (alone, shared) = (retriever(alone), retriever(shared));
+    let scope = crate::acl::AclScope::for_tests("u", &["group:all"]);
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
+    for q in queries {
+        let q: String = q.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
+        for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
+            let (a, b) = (
+                seen(&alone, &scope, &q, mode),
+                seen(&shared, &scope, &q, mode),
+            );
+            prop_assert_eq!(
+                a.keys().collect::<Vec<_>>(),
+                b.keys().collect::<Vec<_>>(),
+                "{:?} {:?}",
+                mode,
+                &q
+            );
+            for (k, (sa, ra)) in &a {
+                let (sb, rb) = b[k];
+                prop_assert!(
+                    close(*sa, sb),
+                    "{mode:?} {q:?} {k}: score {sa} alone, {sb} beside hidden documents"
+                );
+                prop_assert!(
+                    ra.zip(rb).is_none_or(|(x, y)| close(x, y)) && ra.is_some() == rb.is_some(),
+                    "{mode:?} {q:?} {k}: relevance {ra:?} alone, {rb:?} beside hidden documents"
+                );
+            }
+        }
+        let (ta, tb) = (
+            alone.term_weights(&scope, &q),
+            shared.term_weights(&scope, &q),
+        );
+        prop_assert_eq!(ta, tb, "term weights for {:?}", &q);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn documents_the_caller_cannot_read_change_none_of_their_scores(
+        readable in prop::collection::vec(prop::collection::vec(0..WORDS.len(), 1..6), 1..12),
+        hidden in prop::collection::vec(prop::collection::vec(0..WORDS.len(), 1..8), 1..20),
+        queries in prop::collection::vec(prop::collection::vec(0..WORDS.len(), 1..4), 1..4),
+    ) {
+        check_unreadable_documents_change_no_score(&readable, &hidden, &queries)?;
     }
 }

@@ -405,8 +405,8 @@ impl Retriever {
         let dense_keys = snap.doc_ids(&dense)?;
         let mut dense_used = (dense, dense_keys);
         let fused = match mode {
-            // Raw BM25 scores depend on corpus-wide term statistics, including documents the
-            // caller cannot read; expose only rank-based scores.
+            // Expose only rank-based scores: on the Milvus backend raw BM25 scores depend on the
+            // engine's index-wide statistics (the embedded index scopes its own).
             Mode::Bm25 => {
                 let ranked = bm25_docs(Leg {
                     hits: &[],
@@ -450,6 +450,7 @@ impl Retriever {
             ];
             self.second_stage(
                 &*snap,
+                scope,
                 query,
                 qvec.as_deref(),
                 legs,
@@ -562,6 +563,7 @@ impl Retriever {
     fn second_stage(
         &self,
         snap: &dyn IndexSnapshot,
+        scope: &AclScope,
         query: &str,
         qvec: Option<&[f32]>,
         legs: [(&[Scored], &[u64]); 2],
@@ -620,7 +622,18 @@ impl Retriever {
             }
             cands.extend(mine.into_iter().map(|a| (d, a)));
         }
-        let q = QueryTerms::new(snap.analyze(query), |t| snap.idf(t));
+        let q = {
+            let analyzed = snap.analyze(query);
+            let mut distinct = analyzed.clone();
+            distinct.sort();
+            distinct.dedup();
+            let idf = snap.idf(scope, &distinct)?;
+            QueryTerms::new(analyzed, |t| {
+                distinct
+                    .binary_search_by(|d| d.as_str().cmp(t))
+                    .map_or(0.0, |i| idf[i])
+            })
+        };
         let signals = |d: usize, addr: ChunkAddr, cosine: Option<f32>| Signals {
             cosine: cosine.unwrap_or(0.0),
             // The document's whole-text BM25 where the index has it, else the chunk's.
@@ -753,19 +766,18 @@ impl Retriever {
         Ok(Some(moved))
     }
 
-    /// Query-term weights for answer extraction, from the same snapshot statistics as BM25.
-    pub fn term_weights(&self, query: &str) -> Vec<(String, f32)> {
+    /// Query-term weights for answer extraction: idf over the documents `scope` may read, as
+    /// BM25's. Uniform if the index cannot be read (no statistics is safer than wrong ones).
+    pub fn term_weights(&self, scope: &AclScope, query: &str) -> Vec<(String, f32)> {
         let snap = self.index.snapshot();
         let mut terms = snap.analyze(query);
         terms.sort();
         terms.dedup();
-        terms
-            .into_iter()
-            .map(|t| {
-                let w = snap.idf(&t);
-                (t, w)
-            })
-            .collect()
+        let idf = snap.idf(scope, &terms).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "term statistics unavailable; weighting terms uniformly");
+            vec![1.0; terms.len()]
+        });
+        terms.into_iter().zip(idf).collect()
     }
 
     pub fn analyze(&self, text: &str) -> Vec<String> {
@@ -1140,8 +1152,8 @@ mod tests {
         fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, crate::index::IndexError> {
             self.inner.vector(addr)
         }
-        fn idf(&self, token: &str) -> f32 {
-            self.inner.idf(token)
+        fn idf(&self, scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError> {
+            self.inner.idf(scope, tokens)
         }
         fn analyze(&self, text: &str) -> Vec<String> {
             self.inner.analyze(text)

@@ -803,3 +803,59 @@ async fn searches_past_their_deadline_run_nothing_more() {
     );
     d.stop().await;
 }
+
+/// Session 19's review: with one readable document as the only candidate (a `uri_prefix`
+/// filter), the relevance of "meeting rooms severance" used to depend on how many documents
+/// the caller cannot read hold "severance" (index-wide idf and document counts). An engineer's
+/// scores must be the same whether or not the HR page that holds the word exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relevance_does_not_count_a_word_in_documents_the_caller_cannot_read() {
+    const QUERY: &str = "meeting rooms severance";
+    /// The engineer's one hit on the meeting rooms page: its score and relevance.
+    async fn engineer_sees(d: &Running) -> (f32, Option<f32>) {
+        let rooms = d.search(ALICE, "meeting rooms", 10).await.unwrap();
+        let uri = rooms
+            .hits
+            .iter()
+            .filter_map(|h| h.citation.as_ref())
+            .find(|c| c.uri.contains("meeting-rooms"))
+            .map(|c| c.uri.clone())
+            .expect("the engineer can read the meeting rooms page");
+        let r = d
+            .search_req(
+                ALICE,
+                pb::SearchRequest {
+                    query: QUERY.into(),
+                    limit: 5,
+                    filter: Some(pb::Filter {
+                        uri_prefix: uri,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let h = r.hits.first().cloned().expect("the page is found");
+        assert!(h.relevance.is_some(), "the second stage ran");
+        (h.score, h.relevance)
+    }
+    let with_hr = Env::example();
+    let d = with_hr.start().await;
+    let hana = d.search(HANA, "severance", 5).await.unwrap();
+    assert!(
+        hana.hits.iter().any(|h| h
+            .citation
+            .as_ref()
+            .is_some_and(|c| c.uri.contains("reorganisation-plan"))),
+        "the word is in an HR page: {hana:?}"
+    );
+    let beside_hr = engineer_sees(&d).await;
+    d.stop().await;
+
+    let without = Env::example();
+    std::fs::remove_file(without.corpus().join("hr/reorganisation-plan.txt")).unwrap();
+    let d = without.start().await;
+    assert_eq!(engineer_sees(&d).await, beside_hr);
+    d.stop().await;
+}
