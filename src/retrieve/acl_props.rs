@@ -206,29 +206,11 @@ fn check_case_on(
 ) -> Result<(), TestCaseError> {
     let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
     for (i, d) in docs.iter().enumerate() {
-        let text: String = d
-            .words
-            .iter()
-            .map(|&w| WORDS[w])
-            .collect::<Vec<_>>()
-            .join(" ");
-        let vector = embedder.embed_query(&text).unwrap();
-        index
-            .upsert(DocumentRecord {
-                key: DocKey::new("t", format!("d{i}")),
-                uri: format!("file:///d{i}"),
-                title: format!("doc {i}"),
-                version: "1".into(),
-                modified_at: None,
-                attributes: attributes(d),
-                acl: Acl::new(
-                    d.allow.iter().map(|&c| principal(c)),
-                    d.deny.iter().map(|&c| principal(c)),
-                ),
-                content_hash: format!("{i}"),
-                chunks: chunks(i, &text, vector, &*embedder),
-            })
-            .unwrap();
+        let acl = Acl::new(
+            d.allow.iter().map(|&c| principal(c)),
+            d.deny.iter().map(|&c| principal(c)),
+        );
+        put(&*index, i, &format!("d{i}"), &d.words, attributes(d), acl);
     }
     index.commit(BTreeMap::new()).unwrap();
 
@@ -429,28 +411,42 @@ fn index_of(docs: &[(String, Vec<usize>, &str)]) -> (tempfile::TempDir, Arc<dyn 
     let index: Arc<dyn Backend> =
         Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
     for (i, (key, words, allow)) in docs.iter().enumerate() {
-        let text: String = words
-            .iter()
-            .map(|&w| WORDS[w])
-            .collect::<Vec<_>>()
-            .join(" ");
-        let vector = embedder.embed_query(&text).unwrap();
-        index
-            .upsert(DocumentRecord {
-                key: DocKey::new("t", key.clone()),
-                uri: format!("file:///{key}"),
-                title: format!("doc {key}"),
-                version: "1".into(),
-                modified_at: None,
-                attributes: BTreeMap::new(),
-                acl: Acl::new([allow.parse::<Principal>().unwrap()], []),
-                content_hash: format!("{i}"),
-                chunks: chunks(i, &text, vector, &embedder),
-            })
-            .unwrap();
+        let acl = Acl::new([allow.parse::<Principal>().unwrap()], []);
+        put(&*index, i, key, words, BTreeMap::new(), acl);
     }
     index.commit(BTreeMap::new()).unwrap();
     (dir, index)
+}
+
+/// Upserts document `key` (the `i`-th) holding `words`, in one or two chunks ([`chunks`]).
+fn put(
+    index: &dyn Backend,
+    i: usize,
+    key: &str,
+    words: &[usize],
+    attributes: BTreeMap<String, String>,
+    acl: Acl,
+) {
+    let embedder = BagOfWords;
+    let text: String = words
+        .iter()
+        .map(|&w| WORDS[w])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let vector = embedder.embed_query(&text).unwrap();
+    index
+        .upsert(DocumentRecord {
+            key: DocKey::new("t", key),
+            uri: format!("file:///{key}"),
+            title: format!("doc {key}"),
+            version: "1".into(),
+            modified_at: None,
+            attributes,
+            acl,
+            content_hash: format!("{i}"),
+            chunks: chunks(i, &text, vector, &embedder),
+        })
+        .unwrap();
 }
 
 /// What a caller sees of a search: per passage, its score and relevance.

@@ -881,7 +881,7 @@ mod tests {
     }
 
     /// Document `d{i}` with the chunks `texts[i]`, readable by everyone.
-    fn index_of(dir: &std::path::Path, texts: &[Vec<&str>]) -> Arc<Index> {
+    fn index_of<S: AsRef<str>>(dir: &std::path::Path, texts: &[Vec<S>]) -> Arc<Index> {
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim()).unwrap());
         {
@@ -892,11 +892,11 @@ mod tests {
                     .map(|(o, t)| ChunkRecord {
                         page: None,
                         ord: o as u32,
-                        span: 0..t.len(),
+                        span: 0..t.as_ref().len(),
                         heading_path: vec![],
-                        text: t.to_string(),
+                        text: t.as_ref().to_string(),
                         hash: format!("{i}-{o}"),
-                        vector: embedder.embed_query(t).unwrap(),
+                        vector: embedder.embed_query(t.as_ref()).unwrap(),
                     })
                     .collect();
                 index
@@ -985,10 +985,6 @@ mod tests {
                 ]
             })
             .collect();
-        let docs: Vec<Vec<&str>> = docs
-            .iter()
-            .map(|d| d.iter().map(String::as_str).collect())
-            .collect();
         let index = index_of(dir.path(), &docs);
         let scope = AclScope::for_tests("u", &["everyone"]);
         let hits = retriever(&index, RetrievalConfig::default())
@@ -1023,10 +1019,6 @@ mod tests {
                     })
                     .collect()
             })
-            .collect();
-        let docs: Vec<Vec<&str>> = docs
-            .iter()
-            .map(|d| d.iter().map(String::as_str).collect())
             .collect();
         let index = index_of(dir.path(), &docs);
         let scope = AclScope::for_tests("u", &["everyone"]);
