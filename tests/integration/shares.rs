@@ -392,6 +392,15 @@ async fn nfs_export_answers_follow_owners_modes_edits_and_deletes() {
         4002,
         0o644,
     );
+    // World-readable by its own bits, but in a directory only hr may enter.
+    g.put(
+        "hr/parking-draft.md",
+        "# Parking draft\n\nThe staff parking garage will charge a monthly fee from June.\n",
+        3002,
+        4001,
+        0o644,
+    );
+    g.chown("hr", 3002, 4001, 0o750);
     let env = Env::empty();
     let connector = format!(
         "type = \"nfs\"\nid = \"nfs\"\nserver = \"127.0.0.1\"\nexport = {:?}\npasswd_file = {:?}\n\
@@ -406,8 +415,9 @@ async fn nfs_export_answers_follow_owners_modes_edits_and_deletes() {
     let broad = "salary review on-call rotation canteen lasagna";
     assert_eq!(
         readable(&d, HANA, broad).await,
-        ["canteen.md", "salary-review.md"]
+        ["canteen.md", "parking-draft.md", "salary-review.md"]
     );
+    // The parking draft's "other" bits do not let felix or alice past the hr directory.
     assert_eq!(
         readable(&d, ALICE, broad).await,
         ["canteen.md", "oncall.md"]
@@ -447,6 +457,7 @@ async fn nfs_export_answers_follow_owners_modes_edits_and_deletes() {
         0o640,
     );
     std::fs::remove_file(g.path("hr/salary-review.md")).unwrap();
+    std::fs::remove_file(g.path("hr/parking-draft.md")).unwrap();
     eventually(60, "the edit and the delete are indexed", || async {
         answered(
             &d,

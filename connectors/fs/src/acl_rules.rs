@@ -31,6 +31,13 @@ impl AclRule {
     }
 }
 
+/// Whether a `replace` rule decides `rel`'s ACL whatever its POSIX permissions say.
+pub fn replaced(rules: &[AclRule], rel: &Path) -> bool {
+    rules
+        .iter()
+        .any(|r| r.mode == RuleMode::Replace && r.matches(rel))
+}
+
 pub fn apply(rules: &[AclRule], rel: &Path, mut acl: Acl) -> Acl {
     let mut matching: Vec<&AclRule> = rules.iter().filter(|r| r.matches(rel)).collect();
     matching.sort_by_key(|r| r.path_prefix.trim_matches('/').len());

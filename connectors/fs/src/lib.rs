@@ -3,8 +3,11 @@
 //! index converge regardless).
 //!
 //! Invariants:
-//! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, possibly
-//!   replaced or extended by configured rules; a file nobody may read is skipped, never indexed;
+//! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, narrowed
+//!   by who may enter each directory from the root down to it (search permission), possibly
+//!   replaced or extended by configured rules; a file nobody may read is skipped, never
+//!   indexed. POSIX access control lists (`setfacl`) are not read: a file with one, or under
+//!   a directory with one, is skipped unless a `replace` rule states its access;
 //! - an unchanged file (same version and ACL as indexed) is not read;
 //! - symbolic links are not followed unless `follow_symlinks` is set; when they are, a file is
 //!   indexed only if its resolved path lies inside a root, and its ACL is computed from the
@@ -800,7 +803,7 @@ impl Scanner {
                 self.cfg.max_file_size
             ));
         }
-        let acl = self.acl_for(acl_root, rules_path, meta);
+        let acl = self.acl_for(acl_root, rules_path, meta)?;
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
@@ -882,31 +885,138 @@ impl Scanner {
         }
     }
 
-    fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Acl {
-        let posix = posix_acl(&self.names, meta.uid(), meta.gid(), meta.mode());
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        acl_rules::apply(&self.cfg.acl_rules, rel, posix)
+    /// The file's POSIX ACL, narrowed by every directory between the root and the file (a
+    /// reader must be let into each: search permission), then the path rules. An error when a
+    /// directory's permissions cannot be read: the ACL cannot be told.
+    fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<Acl, String> {
+        file_acl(&self.names, &self.cfg.acl_rules, root, path, meta)
     }
+}
+
+/// See [`Scanner::acl_for`]: `path` lies under `root`, `meta` is its file's.
+fn file_acl(
+    names: &PosixNames,
+    rules: &[AclRule],
+    root: &Path,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<Acl, String> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    // Mode bits do not tell who may read where an access control list (`setfacl`) adds
+    // entries: its group bits are then the list's mask. Skipped, unless a `replace` rule states
+    // the access.
+    let replaced = acl_rules::replaced(rules, rel);
+    let mut acl = posix_acl(names, meta.uid(), meta.gid(), meta.mode());
+    if !replaced && has_access_acl(path)? {
+        return Err(ACL_LIST.into());
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+        let m = std::fs::metadata(d)
+            .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+        if !replaced && has_access_acl(d)? {
+            return Err(format!("{}: {ACL_LIST}", d.display()));
+        }
+        acl = intersect(acl, posix_dir_acl(names, m.uid(), m.gid(), m.mode()));
+        dir = d.parent();
+    }
+    Ok(acl_rules::apply(rules, rel, acl))
+}
+
+const ACL_LIST: &str = "has a POSIX access control list, which Docent does not read: state its \
+     access with an acl_rules entry (mode = \"replace\")";
+
+/// Whether `path` carries an extended POSIX access control list (a minimal one is the mode
+/// bits and is not stored). An error when that cannot be told. The one `unsafe` call of the
+/// crate: libc's `lgetxattr`, asking only for the attribute's size.
+#[allow(unsafe_code)]
+fn has_access_acl(path: &Path) -> Result<bool, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| "the path holds a NUL byte".to_string())?;
+    // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized buffer
+    // only asks for the attribute's size, nothing is written.
+    let r = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if r >= 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        _ => Err(format!(
+            "cannot tell whether {} has an access control list: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Who POSIX lets through one permission bit (`bit`: 4 read, 1 search) of `mode`, as an ACL.
+/// POSIX checks one class: the owner by the owner bits, the group's members by the group bits,
+/// everyone else by the other bits. So an owner (or group) without the bit is denied even when
+/// a wider class has it (a `0604` file is not readable by its group). The owner, when also a
+/// member of a denied group, is denied here although POSIX would let them read: narrower,
+/// never wider.
+fn posix_access(names: &PosixNames, uid: u32, gid: u32, mode: u32, bit: u32) -> Acl {
+    let (owner, group, other) = (
+        mode & (bit << 6) != 0,
+        mode & (bit << 3) != 0,
+        mode & bit != 0,
+    );
+    let user = Principal::User(names.user(uid));
+    let grp = Principal::Group(names.group(gid));
+    let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    if owner {
+        allow.insert(user);
+    } else if group || other {
+        deny.insert(user);
+    }
+    if group {
+        allow.insert(grp);
+    } else if other {
+        deny.insert(grp);
+    }
+    if other {
+        allow.insert(Principal::Everyone);
+    }
+    Acl { allow, deny }
 }
 
 /// The ACL POSIX owner, group and mode bits give a file: owner-readable → `user:<owner>`,
 /// group-readable → `group:<group>`, world-readable → `everyone` (names from `names`, numeric
-/// ids when unknown). Shared with the network-share connectors (NFS modes, Samba's Unix SIDs).
+/// ids when unknown), and a deny for an owner or group without read when a wider class has it.
+/// Shared with the network-share connectors (NFS modes, Samba's Unix SIDs).
 pub fn posix_acl(names: &PosixNames, uid: u32, gid: u32, mode: u32) -> Acl {
-    let mut allow = BTreeSet::new();
-    if mode & 0o400 != 0 {
-        allow.insert(Principal::User(names.user(uid)));
-    }
-    if mode & 0o040 != 0 {
-        allow.insert(Principal::Group(names.group(gid)));
-    }
-    if mode & 0o004 != 0 {
-        allow.insert(Principal::Everyone);
-    }
-    Acl {
-        allow,
-        deny: BTreeSet::new(),
-    }
+    posix_access(names, uid, gid, mode, 0o4)
+}
+
+/// Who may enter a directory (search permission), by its owner, group and mode bits.
+pub fn posix_dir_acl(names: &PosixNames, uid: u32, gid: u32, mode: u32) -> Acl {
+    posix_access(names, uid, gid, mode, 0o1)
+}
+
+/// Who both ACLs admit, as far as principals alone can tell: `everyone` on one side leaves the
+/// other side's allow list; otherwise only principals both list (a user one side allows by
+/// name and the other by a group is left out: narrower, never wider). Denies add up.
+pub fn intersect(a: Acl, b: Acl) -> Acl {
+    let allow = match (
+        a.allow.contains(&Principal::Everyone),
+        b.allow.contains(&Principal::Everyone),
+    ) {
+        (true, true) => [Principal::Everyone].into(),
+        (true, false) => b.allow,
+        (false, true) => a.allow,
+        (false, false) => a.allow.intersection(&b.allow).cloned().collect(),
+    };
+    let mut deny = a.deny;
+    deny.extend(b.deny);
+    Acl { allow, deny }
 }
 
 /// Path-prefix ACL rules applied to a relative path's ACL (shared with the network shares).
@@ -930,6 +1040,150 @@ fn file_uri(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names() -> PosixNames {
+        PosixNames::load(Path::new("/nonexistent"), Path::new("/nonexistent"))
+    }
+
+    fn set(acl: &BTreeSet<Principal>) -> Vec<String> {
+        let mut v: Vec<String> = acl.iter().map(ToString::to_string).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn posix_checks_one_class_so_a_class_without_the_bit_is_denied() {
+        let n = names();
+        // 0604: the owner and everyone else may read, the group may not.
+        let acl = posix_acl(&n, 10, 20, 0o604);
+        assert_eq!(set(&acl.allow), ["everyone", "user:10"]);
+        assert_eq!(set(&acl.deny), ["group:20"]);
+        // 0044: the owner may not, although the group and everyone else may.
+        let acl = posix_acl(&n, 10, 20, 0o044);
+        assert_eq!(set(&acl.allow), ["everyone", "group:20"]);
+        assert_eq!(set(&acl.deny), ["user:10"]);
+        // 0644: nobody denied.
+        let acl = posix_acl(&n, 10, 20, 0o644);
+        assert_eq!(set(&acl.allow), ["everyone", "group:20", "user:10"]);
+        assert!(acl.deny.is_empty());
+        // A directory: the search bit. 0750 lets the owner and the group in, nobody else.
+        let dir = posix_dir_acl(&n, 10, 20, 0o750);
+        assert_eq!(set(&dir.allow), ["group:20", "user:10"]);
+        assert!(dir.deny.is_empty());
+    }
+
+    #[test]
+    fn intersecting_acls_never_widens() {
+        let p = |s: &str| s.parse::<Principal>().unwrap();
+        let acl = |allow: &[&str], deny: &[&str]| Acl {
+            allow: allow.iter().map(|s| p(s)).collect(),
+            deny: deny.iter().map(|s| p(s)).collect(),
+        };
+        let file = acl(&["everyone", "user:a"], &["group:x"]);
+        let dir = acl(&["user:root", "group:hr"], &["user:b"]);
+        let both = intersect(file, dir.clone());
+        assert_eq!(set(&both.allow), ["group:hr", "user:root"]);
+        assert_eq!(set(&both.deny), ["group:x", "user:b"]);
+        let narrow = intersect(acl(&["user:a", "group:hr"], &[]), dir);
+        assert_eq!(set(&narrow.allow), ["group:hr"], "only what both list");
+        let open = intersect(acl(&["everyone"], &[]), acl(&["everyone", "user:c"], &[]));
+        assert_eq!(set(&open.allow), ["everyone"]);
+    }
+
+    /// Gives `path` an access control list granting uid 1234 read (what `setfacl -m u:1234:r`
+    /// writes: version 2, then user::rw-, user:1234:r--, group::r--, mask::r--, other::---).
+    #[allow(unsafe_code)]
+    fn set_access_acl(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let mut blob = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, 4, 1234),
+            (0x04, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            blob.extend(tag.to_le_bytes());
+            blob.extend(perm.to_le_bytes());
+            blob.extend(id.to_le_bytes());
+        }
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a buffer of the given length, all alive.
+        let r = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                c"system.posix_acl_access".as_ptr(),
+                blob.as_ptr().cast(),
+                blob.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    #[test]
+    fn a_file_with_an_access_control_list_is_skipped_unless_a_rule_states_its_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = root.join("shared.md");
+        std::fs::write(&p, "text").unwrap();
+        set_access_acl(&p);
+        let n = names();
+        let meta = std::fs::metadata(&p).unwrap();
+        let why = file_acl(&n, &[], &root, &p, &meta).unwrap_err();
+        assert!(why.contains("access control list"), "{why}");
+        let rule = AclRule {
+            path_prefix: String::new(),
+            allow: vec!["group:staff".parse().unwrap()],
+            deny: vec![],
+            mode: RuleMode::Replace,
+        };
+        let acl = file_acl(&n, &[rule], &root, &p, &meta).unwrap();
+        assert_eq!(set(&acl.allow), ["group:staff"]);
+        // A plain file beside it is not affected.
+        let plain = root.join("plain.md");
+        std::fs::write(&plain, "text").unwrap();
+        let meta = std::fs::metadata(&plain).unwrap();
+        assert!(file_acl(&n, &[], &root, &plain, &meta).is_ok());
+    }
+
+    #[test]
+    fn a_directory_that_keeps_others_out_narrows_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&root, 0o755);
+        std::fs::create_dir(root.join("hr")).unwrap();
+        std::fs::write(root.join("hr/salaries.md"), "bands").unwrap();
+        std::fs::write(root.join("canteen.md"), "menu").unwrap();
+        mode(&root.join("hr/salaries.md"), 0o644);
+        mode(&root.join("canteen.md"), 0o644);
+        mode(&root.join("hr"), 0o750);
+        let n = names();
+        let acl_of = |rel: &str| {
+            let p = root.join(rel);
+            file_acl(&n, &[], &root, &p, &std::fs::metadata(&p).unwrap()).unwrap()
+        };
+        assert!(acl_of("canteen.md").allow.contains(&Principal::Everyone));
+        let hr = acl_of("hr/salaries.md");
+        assert!(!hr.allow.contains(&Principal::Everyone), "{hr:?}");
+        assert_eq!(
+            hr.allow.len(),
+            2,
+            "the owner and the directory's group: {hr:?}"
+        );
+        // Opened to everyone again: the file's own bits decide.
+        mode(&root.join("hr"), 0o755);
+        assert!(
+            acl_of("hr/salaries.md")
+                .allow
+                .contains(&Principal::Everyone)
+        );
+    }
 
     #[test]
     fn file_uri_percent_encodes() {

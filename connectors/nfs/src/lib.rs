@@ -5,7 +5,8 @@
 //! Invariants:
 //! - every upsert carries an ACL derived from the file's owner, group and mode bits exactly as
 //!   the fs connector derives it (`docent_fs_connector::posix_acl`, names from the configured
-//!   passwd/group files), possibly changed by configured path rules; a file nobody may read is
+//!   passwd/group files), narrowed by who may enter each directory below the crawled top
+//!   (`posix_dir_acl`), possibly changed by configured path rules; a file nobody may read is
 //!   skipped with a reason, never indexed;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
 //!   (or last sent) is never read;
@@ -58,7 +59,9 @@ use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
     MembershipSink, SourceDocument, StatusHandle,
 };
-use docent_fs_connector::{AclRule, PosixNames, apply_acl_rules, posix_acl};
+use docent_fs_connector::{
+    AclRule, PosixNames, apply_acl_rules, intersect, posix_acl, posix_dir_acl,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3};
@@ -282,6 +285,9 @@ struct Found {
     rel: String,
     fh: nfs_fh3,
     attr: fattr3,
+    /// Who may enter every directory between the crawled top and the file (search
+    /// permission): the file's ACL is narrowed by it.
+    dirs: Acl,
 }
 
 struct Syncer {
@@ -428,9 +434,12 @@ impl Syncer {
         let mut seen = BTreeSet::new();
         // Directories that could not be listed: what is indexed under them stays.
         let mut unlisted: Vec<String> = Vec::new();
-        let mut dirs = vec![(top, top_rel.clone())];
+        // The top's own mode is not read (mounting the export already needs it); each
+        // directory below narrows who may reach what it holds.
+        let open = Acl::new([docent_connector_api::Principal::Everyone], []);
+        let mut dirs = vec![(top, top_rel.clone(), open)];
         let mut visited_dirs = BTreeSet::new();
-        while let Some((dir, rel_dir)) = dirs.pop() {
+        while let Some((dir, rel_dir, reach)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {
                 Ok(e) => e,
                 Err(stat) if rel_dir == top_rel => {
@@ -458,7 +467,8 @@ impl Syncer {
                         if !self.filter.excludes(&rel)
                             && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
                         {
-                            dirs.push((e.fh, rel));
+                            let enter = posix_dir_acl(&names, e.attr.uid, e.attr.gid, e.attr.mode);
+                            dirs.push((e.fh, rel, intersect(reach.clone(), enter)));
                         }
                     }
                     // Symbolic links are not followed (as in the fs connector's default).
@@ -468,6 +478,7 @@ impl Syncer {
                         rel,
                         fh: e.fh,
                         attr: e.attr,
+                        dirs: reach.clone(),
                     }),
                 }
             }
@@ -553,6 +564,7 @@ impl Syncer {
         names: &PosixNames,
         rel: &str,
         a: &fattr3,
+        dirs: &Acl,
     ) -> Result<(Acl, String), String> {
         if a.type_ != ftype3::NF3REG {
             return Err(format!("not a regular file ({})", a.type_));
@@ -569,7 +581,7 @@ impl Syncer {
                 a.size, self.cfg.max_file_size
             ));
         }
-        let posix = posix_acl(names, a.uid, a.gid, a.mode);
+        let posix = intersect(posix_acl(names, a.uid, a.gid, a.mode), dirs.clone());
         let acl = apply_acl_rules(&self.cfg.acl_rules, Path::new(rel), posix);
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
@@ -627,7 +639,7 @@ impl Syncer {
         key: &DocKey,
         prev: Option<IndexedDoc>,
     ) -> Result<Result<Option<SourceDocument>, String>, SyncError> {
-        let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr) {
+        let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr, &f.dirs) {
             Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
@@ -650,7 +662,7 @@ impl Syncer {
         // chmod'ed) since the listing is indexed with its current ACL and version.
         let attr = read.attr.as_ref().unwrap_or(&f.attr);
         let (acl, version) = if read.attr.is_some() {
-            match self.acl_and_version(names, &f.rel, attr) {
+            match self.acl_and_version(names, &f.rel, attr, &f.dirs) {
                 Ok(v) => v,
                 Err(reason) => return Ok(Err(reason)),
             }
