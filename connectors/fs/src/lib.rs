@@ -14,6 +14,10 @@
 //!   resolved path (path rules) and the target's own owner and mode, never from the link's
 //!   path; loops, links leaving the roots, special files and oversized files are reported as
 //!   skipped with a reason, and the crawl goes on;
+//! - an error is not a deletion: documents under a directory the walk could not list stay, a
+//!   root that lists no files while documents under it are indexed is reported as an outage
+//!   (unless an admin forces the deletions), and a watched path is deleted only when its file
+//!   is not found (another I/O error keeps it);
 //! - a deletion or move is acted on even when the upsert it cancels has not been committed yet,
 //!   and "unchanged" is judged against the last change sent, not only the index
 //!   (`Scanner::sent` remembers what the index may not show yet);
@@ -422,22 +426,33 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         let mut seen = BTreeSet::new();
+        // Directories the walk could not list: what is indexed under them stays (an error is
+        // not a deletion).
+        let mut unlisted: Vec<PathBuf> = Vec::new();
+        let indexed = self.indexed.native_ids(&self.cfg.id);
         for root in &self.cfg.roots {
             if self.shutdown.is_cancelled() {
                 return Ok(Reconciled::Cancelled);
             }
-            self.walk(root, root, &mut seen)?;
+            let before = seen.len();
+            self.walk(root, root, &mut seen, &mut unlisted)?;
+            // A root that lists nothing while documents under it are indexed is an unmounted or
+            // unreachable share, not an empty one (unless an admin forces the deletions).
+            if !force_deletions && seen.len() == before && indexed.iter().any(|id| under(id, root))
+            {
+                self.count_failure(
+                    &root.to_string_lossy(),
+                    "the root listed no files while documents under it are indexed; nothing \
+                     under it was deleted (an unmounted or unreachable share?)",
+                );
+                unlisted.push(root.clone());
+            }
         }
         if self.shutdown.is_cancelled() {
             // A partial walk must not delete what it did not reach.
             return Ok(Reconciled::Cancelled);
         }
-        let indexed = self.indexed.native_ids(&self.cfg.id);
-        let gone: Vec<String> = self
-            .known_ids(&indexed)
-            .into_iter()
-            .filter(|id| !seen.contains(id))
-            .collect();
+        let gone = gone(self.known_ids(&indexed), &seen, &unlisted);
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force_deletions
             && let Some(why) = docent_connector_api::jobs::deletion_protection(
@@ -500,12 +515,14 @@ impl Scanner {
         Ok(())
     }
 
-    /// Walks `dir` (inside `root`), recording every file it accounts for in `seen`.
+    /// Walks `dir` (inside `root`), recording every file it accounts for in `seen` and every
+    /// path it could not read in `unlisted`.
     fn walk(
         &self,
         root: &Path,
         dir: &Path,
         seen: &mut BTreeSet<String>,
+        unlisted: &mut Vec<PathBuf>,
     ) -> Result<(), ConnectorError> {
         let walker = walkdir::WalkDir::new(dir)
             .follow_links(self.cfg.follow_symlinks)
@@ -531,7 +548,9 @@ impl Scanner {
                             .unwrap_or_else(|| e.to_string())
                     };
                     // Reported as skipped, which also removes any indexed version: a file we
-                    // cannot read now must not keep serving old text under an old ACL.
+                    // cannot read now must not keep serving old text under an old ACL. A
+                    // directory's files were not listed, so they are not known to be gone.
+                    unlisted.push(path.clone());
                     self.count_failure(&path.to_string_lossy(), &reason);
                     self.send_blocking(Change::Skipped {
                         key: self.key(&path),
@@ -578,9 +597,9 @@ impl Scanner {
                     if self.excluded_dir(root, path) {
                         continue;
                     }
-                    let mut seen = BTreeSet::new();
-                    self.walk(root, path, &mut seen)?;
-                    self.delete_missing_under(path, &seen)?;
+                    let (mut seen, mut unlisted) = (BTreeSet::new(), Vec::new());
+                    self.walk(root, path, &mut seen, &mut unlisted)?;
+                    self.delete_missing_under(path, &seen, &unlisted)?;
                 }
                 Ok(_) => {
                     if self.selected(root, path) {
@@ -589,21 +608,27 @@ impl Scanner {
                 }
                 Err(_) => {
                     // Gone: the file itself, or a whole directory moved or deleted.
-                    self.delete_missing_under(path, &BTreeSet::new())?;
+                    self.delete_missing_under(path, &BTreeSet::new(), &[])?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Deletes indexed (or sent) documents at `path` or below it that are not in `seen`.
+    /// Deletes indexed (or sent) documents at `path` or below it that are not in `seen`, not
+    /// under a directory that could not be listed, and whose file is not found (an I/O error
+    /// other than "not found" is an outage, not a deletion).
     fn delete_missing_under(
         &self,
         path: &Path,
         seen: &BTreeSet<String>,
+        unlisted: &[PathBuf],
     ) -> Result<(), ConnectorError> {
         self.delete_under(path, |id| {
-            !seen.contains(id) && std::fs::symlink_metadata(id).is_err()
+            !seen.contains(id)
+                && !unlisted.iter().any(|d| under(id, d))
+                && std::fs::symlink_metadata(id)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
         })
     }
 
@@ -1024,6 +1049,19 @@ pub fn apply_acl_rules(rules: &[AclRule], rel: &Path, acl: Acl) -> Acl {
     acl_rules::apply(rules, rel, acl)
 }
 
+/// Whether native id `id` (an absolute path) lies under directory `dir`.
+fn under(id: &str, dir: &Path) -> bool {
+    Path::new(id).starts_with(dir) && Path::new(id) != dir
+}
+
+/// The known documents a walk shows are gone: not seen, and not under a path it could not read.
+fn gone(known: BTreeSet<String>, seen: &BTreeSet<String>, unlisted: &[PathBuf]) -> Vec<String> {
+    known
+        .into_iter()
+        .filter(|id| !seen.contains(id) && !unlisted.iter().any(|d| under(id, d)))
+        .collect()
+}
+
 fn file_uri(path: &Path) -> String {
     let mut s = String::from("file://");
     for b in path.to_string_lossy().bytes() {
@@ -1147,6 +1185,21 @@ mod tests {
         std::fs::write(&plain, "text").unwrap();
         let meta = std::fs::metadata(&plain).unwrap();
         assert!(file_acl(&n, &[], &root, &plain, &meta).is_ok());
+    }
+
+    #[test]
+    fn what_a_walk_could_not_list_is_not_gone() {
+        let known: BTreeSet<String> = ["/s/a/1.md", "/s/b/2.md", "/s/b/c/3.md", "/s/bb/4.md"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let seen: BTreeSet<String> = ["/s/a/1.md".to_string()].into();
+        // b could not be listed: its files (and its subdirectories') stay; bb is another name.
+        assert_eq!(
+            gone(known.clone(), &seen, &[PathBuf::from("/s/b")]),
+            ["/s/bb/4.md"]
+        );
+        assert_eq!(gone(known, &seen, &[]).len(), 3);
     }
 
     #[test]
