@@ -201,6 +201,16 @@ async fn dokuwiki_acls_decide_who_is_answered_and_follow_rule_changes() {
         )
         .await
         .unwrap();
+    // A public page that includes an HR page: an include plugin would render the HR text with
+    // the crawler's rights, so the page is not indexed at all.
+    admin
+        .put_page(
+            "digest",
+            "====== Weekly digest ======\nThe weekly digest collects the news of all teams.\n{{page>hr:leave}}\n",
+            "seed",
+        )
+        .await
+        .unwrap();
     let env = Env::empty();
     let text = env.config_text();
     let (head, _) = text.split_once("[[connectors]]").unwrap();
@@ -233,6 +243,10 @@ async fn dokuwiki_acls_decide_who_is_answered_and_follow_rule_changes() {
         search_text(&found)
     );
     assert!(search_text(&d.search(ALICE, "canteen soup", 10).await.unwrap()).contains("soup"));
+    for who in [ALICE, HANA] {
+        let digest = search_text(&d.search(who, "weekly digest news", 100).await.unwrap());
+        assert!(!digest.contains("id=digest"), "{digest}");
+    }
 
     // `docent admin can-read` explains the decision for the wiki document.
     let out = docent_async(

@@ -509,6 +509,25 @@ impl Syncer {
                 None => return self.gone(ctx, &key).await,
             },
         };
+        // Plugins that include or list other pages render them with the crawler's rights, not
+        // the reader's: such a page's text cannot be tied to one ACL.
+        match self.client.page_text(&id).await {
+            Ok(text) => {
+                if let Some(syntax) = includes_other_pages(&text) {
+                    let reason = format!(
+                        "the page includes or lists other pages ({syntax}), which the wiki \
+                         renders with the crawler's rights; not indexed"
+                    );
+                    return self.skip(ctx, key, reason).await;
+                }
+            }
+            Err(e @ CallError::Remote { .. }) => {
+                return self
+                    .skip(ctx, key, format!("the wiki cannot give its text: {e}"))
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
         let mut html = match self.client.page_html(&id).await {
             Ok(h) => h,
             Err(e @ CallError::Remote { .. }) => {
@@ -688,6 +707,28 @@ pub(crate) fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// Plugin syntax that pulls other pages' text or titles into a page (include, tag, nspages,
+/// pagelist, indexmenu, backlinks, changes, blog): the first found.
+const INCLUDING_SYNTAX: &[&str] = &[
+    "{{page>",
+    "{{section>",
+    "{{namespace>",
+    "{{tagtopic>",
+    "{{topic>",
+    "{{indexmenu>",
+    "{{backlinks>",
+    "{{changes>",
+    "{{blog>",
+    "{{archive>",
+    "<nspages",
+    "<pagelist",
+];
+
+fn includes_other_pages(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    INCLUDING_SYNTAX.iter().copied().find(|s| lower.contains(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,5 +751,19 @@ mod tests {
         assert_eq!(Cursor::from_checkpoint(&other), None);
         other["v"] = CURSOR_VERSION.into();
         assert!(Cursor::from_checkpoint(&other).is_some());
+    }
+
+    #[test]
+    fn pages_that_include_or_list_other_pages_are_recognised() {
+        assert_eq!(
+            includes_other_pages("Intro\n{{page>hr:salaries}}\n"),
+            Some("{{page>")
+        );
+        assert_eq!(includes_other_pages("<nspages hr -h1>"), Some("<nspages"));
+        assert_eq!(
+            includes_other_pages("A link to [[hr:salaries]] is fine."),
+            None
+        );
+        assert_eq!(includes_other_pages("{{wiki:logo.png}} an image"), None);
     }
 }

@@ -114,6 +114,24 @@ impl ConnectorFactory for Factory {
                 Err(e) => is.add(format!("roots[{j}]"), format!("{}: {e}", path.display())),
             }
         }
+        // A root inside another would walk its files twice, with path rules relative to either
+        // root: the same file could get two ACLs.
+        for (j, a) in roots.iter().enumerate() {
+            if let Some(b) = roots
+                .iter()
+                .take(j)
+                .find(|b| a.starts_with(b) || b.starts_with(a))
+            {
+                is.add(
+                    format!("roots[{j}]"),
+                    format!(
+                        "{} overlaps {}: roots must not contain one another",
+                        a.display(),
+                        b.display()
+                    ),
+                );
+            }
+        }
         PathFilter::validate(&c.include, &c.exclude, &mut is);
         let mut rules = Vec::new();
         for (j, r) in c.acl_rules.iter().enumerate() {
@@ -164,5 +182,38 @@ impl ConnectorFactory for Factory {
             deletion_protection_min_docs: c.deletion_protection_min_docs,
         };
         is.finish(Arc::new(Spec(cfg)) as Arc<dyn ConnectorSpec>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_inside_one_another_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("hr")).unwrap();
+        std::fs::create_dir(dir.path().join("eng")).unwrap();
+        let env = ConfigEnv {
+            id: "fs".into(),
+            base_dir: dir.path().to_path_buf(),
+            max_document_bytes: 1 << 20,
+            max_text_bytes: 1 << 20,
+            parse_timeout: std::time::Duration::from_secs(10),
+        };
+        let configure = |roots: &str| {
+            let table: toml::Table = toml::from_str(&format!("roots = {roots}")).unwrap();
+            Factory.configure(table, &env)
+        };
+        assert!(configure(r#"["hr", "eng"]"#).is_ok());
+        let Err(issues) = configure(r#"[".", "hr"]"#) else {
+            panic!("overlapping roots were accepted")
+        };
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.path.ends_with("roots[1]") && i.message.contains("overlaps")),
+            "{issues:?}"
+        );
     }
 }

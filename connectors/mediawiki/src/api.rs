@@ -100,6 +100,9 @@ pub struct Api {
 }
 
 /// What one attempt of a request came to.
+/// The most an API response may hold (a page's wikitext is capped far lower by the wiki).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 enum Attempt {
     Done(Value),
     /// Retry after the given delay (the server's `Retry-After`) or after backoff (`None`).
@@ -307,13 +310,27 @@ impl Api {
                 // Seconds; an HTTP-date (rare for APIs) falls back to backoff.
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+            // Read in pieces up to a bound: a hostile or broken wiki cannot fill the memory.
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Ok(Err(body.len() + chunk.len()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Ok((status, retry_after, body)))
         };
         let (status, retry_after, body) = tokio::select! {
             _ = self.shutdown.cancelled() => return Attempt::Fail(ApiError::Cancelled),
             r = exchange => match r {
-                Ok(x) => x,
+                Ok(Ok(x)) => x,
+                Ok(Err(_)) => {
+                    return Attempt::Fail(ApiError::Invalid {
+                        url: self.api_url.clone(),
+                        message: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                    });
+                }
                 Err(e) => return Attempt::Retry(None, describe_reqwest(&e)),
             },
         };
