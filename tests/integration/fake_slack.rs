@@ -32,6 +32,8 @@ struct State {
     calls: Vec<Call>,
     /// Slack user id → e-mail, answered by `users.info`.
     users: HashMap<String, String>,
+    /// Users of another organisation (Slack Connect): `is_stranger`, another `team_id`.
+    strangers: std::collections::HashSet<String>,
     /// Method → (calls still to refuse with 429, Retry-After seconds).
     rate_limited: HashMap<String, (u32, u64)>,
     ts: u64,
@@ -84,6 +86,13 @@ impl FakeSlack {
 
     pub fn add_user(&self, id: &str, email: &str) {
         self.lock().users.insert(id.into(), email.into());
+    }
+
+    /// A Slack Connect user of another organisation, whose profile shows `email`.
+    pub fn add_stranger(&self, id: &str, email: &str) {
+        let mut st = self.lock();
+        st.users.insert(id.into(), email.into());
+        st.strangers.insert(id.into());
     }
 
     /// The next `n` calls of `method` get HTTP 429 with `Retry-After: secs`.
@@ -185,9 +194,14 @@ impl FakeSlack {
             }
             "chat.postEphemeral" => json!({"ok": true, "message_ts": ts}),
             "users.info" => match st.users.get(&arg("user")) {
+                Some(email) if st.strangers.contains(&arg("user")) => json!({"ok": true,
+                    "user": {"id": arg("user"), "team_id": "T0OTHER", "is_stranger": true,
+                    "deleted": false, "is_bot": false,
+                    "profile": {"email": email, "real_name": email}}}),
                 Some(email) => json!({"ok": true, "user": {"id": arg("user"), "team_id": "T0FAKE",
                     "name": email.split('@').next().unwrap_or(""), "deleted": false,
-                    "is_bot": false, "profile": {"email": email, "real_name": email}}}),
+                    "is_bot": false, "is_email_confirmed": true,
+                    "profile": {"email": email, "real_name": email}}}),
                 None => json!({"ok": false, "error": "user_not_found"}),
             },
             "response_url" => json!({"ok": true}),

@@ -413,6 +413,32 @@ async fn an_unmapped_user_is_refused_and_nothing_is_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_connect_stranger_with_an_employees_address_is_not_that_employee() {
+    let s = setup().await;
+    // Another organisation's account whose profile shows alice's address.
+    s.slack.add_stranger("U0EXT", "alice@fernhill.example");
+    let ev = json!({"type": "message", "channel_type": "im", "user": "U0EXT",
+        "channel": "D0EXT", "ts": "1700000009.000100", "text": "How do I connect to the VPN?"});
+    s.event("Ev9", ev).await;
+    s.bridge.idle().await;
+    assert!(
+        !s.env
+            .audit_records()
+            .iter()
+            .any(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask"))),
+        "nothing was asked"
+    );
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_refusals_total",
+            &[("reason", "unmapped_user")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docent_down_gives_an_error_message_in_the_thread() {
     let slack = FakeSlack::start().await;
     // A port nothing listens on.

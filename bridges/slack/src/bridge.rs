@@ -322,8 +322,19 @@ impl Bridge {
                 .call_form("users.info", &[("user", user)])
                 .await
                 .map_err(Failure::Slack)?;
-            match info["user"]["profile"]["email"].as_str() {
-                Some(email) if self.is_identity(email).await.map_err(Failure::Docent)? => {
+            let u = &info["user"];
+            // An e-mail names an employee only on an account of this workspace that is live,
+            // a person, and whose address Slack confirmed: a Slack Connect stranger (another
+            // organisation's account) may carry any address.
+            let flag = |k: &str| u[k].as_bool().unwrap_or(false);
+            let trusted = !flag("deleted")
+                && !flag("is_bot")
+                && !flag("is_stranger")
+                && u["is_email_confirmed"].as_bool() != Some(false);
+            match u["profile"]["email"].as_str() {
+                Some(email)
+                    if trusted && self.is_identity(email).await.map_err(Failure::Docent)? =>
+                {
                     Some(email.to_string())
                 }
                 _ => None,
