@@ -116,8 +116,13 @@ impl Setup {
     }
 
     async fn event(&self, event_id: &str, event: Value) -> u16 {
+        self.event_in(event_id, event, false).await
+    }
+
+    /// An event, with Slack's `is_ext_shared_channel` flag (a Slack Connect channel) as given.
+    async fn event_in(&self, event_id: &str, event: Value, shared: bool) -> u16 {
         let body = json!({"type": "event_callback", "team_id": "T0FAKE", "event_id": event_id,
-            "event_time": now(), "event": event});
+            "event_time": now(), "is_ext_shared_channel": shared, "event": event});
         self.post_at("application/json", body.to_string(), now(), SECRET)
             .await
             .0
@@ -435,6 +440,38 @@ async fn a_slack_connect_stranger_with_an_employees_address_is_not_that_employee
         ),
         1
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    // No audience chosen for this Slack Connect channel: the default one is not used.
+    s.event_in(
+        "Ev10",
+        mention("U0ALICE", "C0CONNECT", "1700000010.000100", q),
+        true,
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_refusals_total",
+            &[("reason", "shared_channel")]
+        ),
+        1
+    );
+    // The staff channel's audience was chosen by the administrator: answered.
+    s.event_in(
+        "Ev11",
+        mention("U0ALICE", STAFF_CHANNEL, "1700000011.000100", q),
+        true,
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
     s.stop().await;
 }
 

@@ -215,6 +215,20 @@ impl Bridge {
             .first_sighting(event_id.to_string(), (), Instant::now())
     }
 
+    /// Whether the bridge may answer in `channel` of an event Slack marks
+    /// `is_ext_shared_channel` (Slack Connect: members of other organisations read it): only
+    /// where an administrator chose the channel's audience, never by the default one.
+    pub fn answers_in_shared_channel(&self, channel: &str) -> bool {
+        let ok = self.cfg.audiences.contains_key(channel);
+        if !ok {
+            self.metrics.inc(
+                "docent_slack_refusals_total",
+                &[("reason", "shared_channel")],
+            );
+        }
+        ok
+    }
+
     /// True the first time a message is seen (an `app_mention` and a `message` event share it).
     pub fn first_message(&self, channel: &str, ts: &str) -> bool {
         self.state()

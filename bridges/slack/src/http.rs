@@ -181,6 +181,13 @@ fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
                 bridge.metrics.inc("docent_slack_duplicates_total", &[]);
                 return empty(StatusCode::OK);
             }
+            let shared = v["is_ext_shared_channel"].as_bool().unwrap_or(false)
+                && v["event"]["channel_type"].as_str() != Some("im");
+            if shared
+                && !bridge.answers_in_shared_channel(v["event"]["channel"].as_str().unwrap_or(""))
+            {
+                return empty(StatusCode::OK);
+            }
             if let Some(w) = bridge::event_work(bridge, &v["event"]) {
                 bridge.spawn(w);
             }
