@@ -95,6 +95,22 @@ fn now() -> i64 {
 }
 
 impl Setup {
+    /// Whether the daemon's audit log shows no Ask at all.
+    fn nothing_asked(&self) -> bool {
+        !self
+            .env
+            .audit_records()
+            .iter()
+            .any(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask")))
+    }
+
+    /// The bridge's refusals for `reason`.
+    fn refusals(&self, reason: &str) -> u64 {
+        self.bridge
+            .metrics()
+            .get("docent_slack_refusals_total", &[("reason", reason)])
+    }
+
     fn url(&self) -> String {
         format!("http://{}/slack/events", self.bridge.local_addr())
     }
@@ -400,20 +416,8 @@ async fn an_unmapped_user_is_refused_and_nothing_is_answered() {
     assert_eq!(refusal.len(), 1);
     assert_eq!(refusal[0].args["user"], "U0NOBODY");
     assert!(shown(&refusal[0]).contains("can't match your Slack account"));
-    assert!(
-        !s.env
-            .audit_records()
-            .iter()
-            .any(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask"))),
-        "nothing was asked"
-    );
-    assert_eq!(
-        s.bridge.metrics().get(
-            "docent_slack_refusals_total",
-            &[("reason", "unmapped_user")]
-        ),
-        1
-    );
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
     s.stop().await;
 }
 
@@ -426,20 +430,8 @@ async fn a_slack_connect_stranger_with_an_employees_address_is_not_that_employee
         "channel": "D0EXT", "ts": "1700000009.000100", "text": "How do I connect to the VPN?"});
     s.event("Ev9", ev).await;
     s.bridge.idle().await;
-    assert!(
-        !s.env
-            .audit_records()
-            .iter()
-            .any(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask"))),
-        "nothing was asked"
-    );
-    assert_eq!(
-        s.bridge.metrics().get(
-            "docent_slack_refusals_total",
-            &[("reason", "unmapped_user")]
-        ),
-        1
-    );
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
     s.stop().await;
 }
 
@@ -456,13 +448,7 @@ async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chos
     .await;
     s.bridge.idle().await;
     assert!(s.slack.calls_to("chat.postMessage").is_empty());
-    assert_eq!(
-        s.bridge.metrics().get(
-            "docent_slack_refusals_total",
-            &[("reason", "shared_channel")]
-        ),
-        1
-    );
+    assert_eq!(s.refusals("shared_channel"), 1);
     // The staff channel's audience was chosen by the administrator: answered.
     s.event_in(
         "Ev11",

@@ -1027,14 +1027,15 @@ pub fn posix_dir_acl(names: &PosixNames, uid: u32, gid: u32, mode: u32) -> Acl {
 }
 
 /// Who both ACLs admit, as far as principals alone can tell: `everyone` on one side leaves the
-/// other side's allow list; otherwise only principals both list (a user one side allows by
+/// other side's allow list (on both, the first side's); otherwise only principals both list (a user one side allows by
 /// name and the other by a group is left out: narrower, never wider). Denies add up.
 pub fn intersect(a: Acl, b: Acl) -> Acl {
     let allow = match (
         a.allow.contains(&Principal::Everyone),
         b.allow.contains(&Principal::Everyone),
     ) {
-        (true, true) => [Principal::Everyone].into(),
+        // Both admit everyone: the first side's list, unchanged (what it names adds nothing).
+        (true, true) => a.allow,
         (true, false) => b.allow,
         (false, true) => a.allow,
         (false, false) => a.allow.intersection(&b.allow).cloned().collect(),
