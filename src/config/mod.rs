@@ -233,6 +233,15 @@ impl Issues {
         });
     }
 
+    /// See [`docent_connector_api::registry::Issues::secret_over_http`].
+    fn secret_over_http(&mut self, path: &str, url: &str, allow_plain_http: bool) {
+        let mut theirs = docent_connector_api::registry::Issues::default();
+        theirs.secret_over_http(path, url, allow_plain_http);
+        for i in theirs.0 {
+            self.add(i.path, i.message);
+        }
+    }
+
     fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, v: T, lo: T, hi: T) -> T {
         // Written as "inside" so that NaN, which compares false with everything, is refused.
         if !(v >= lo && v <= hi) {
@@ -422,6 +431,9 @@ fn assistant_config(
         if l.model.trim().is_empty() {
             is.add("llm.model", "must name the model");
         }
+        if l.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+            is.secret_over_http("llm.api_key", &l.base_url, l.allow_plain_http);
+        }
         let ms = |is: &mut Issues, path: &str, v: u64| {
             Duration::from_millis(is.range(path, v, 1, 3_600_000))
         };
@@ -609,6 +621,9 @@ fn index_backend(
                         m.uri
                     ),
                 );
+            }
+            if m.token.as_deref().is_some_and(|t| !t.is_empty()) {
+                is.secret_over_http("index.milvus.token", &m.uri, m.allow_plain_http);
             }
             if m.uri.starts_with("https://") && m.ca_file.is_none() {
                 is.add(
@@ -1103,6 +1118,43 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.embedding.text.passage_prefix, "");
         assert_eq!(c.embedding.text.pooling, Pooling::Cls);
         assert_eq!(c.embedding.expect_vocab, None);
+    }
+
+    #[test]
+    fn an_llm_key_or_milvus_token_goes_over_plain_http_only_to_this_machine_unless_allowed() {
+        let parse = |extra: &str| -> Vec<String> {
+            Config::parse(&format!("{MINIMAL}{extra}"), Path::new("/etc/docent"))
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.path)
+                .collect()
+        };
+        let llm = "[llm]\nmodel = \"m\"\napi_key = \"k\"\n";
+        assert_eq!(
+            parse(&format!("{llm}base_url = \"http://llm.corp/v1\"")),
+            ["llm.api_key"]
+        );
+        assert!(parse(&format!("{llm}base_url = \"http://127.0.0.1:8088/v1\"")).is_empty());
+        assert!(
+            parse(&format!(
+                "{llm}base_url = \"http://llm.corp/v1\"\nallow_plain_http = true"
+            ))
+            .is_empty()
+        );
+        // Without a key nothing secret is sent.
+        assert!(parse("[llm]\nmodel = \"m\"\nbase_url = \"http://llm.corp/v1\"").is_empty());
+        let milvus = MINIMAL.replace("[index]\n", "[index]\nbackend = \"milvus\"\n")
+            + "[index.milvus]\nuri = \"http://milvus.corp:19530\"\ntoken = \"u:p\"\n";
+        let issues: Vec<String> = Config::parse(&milvus, Path::new("/etc/docent"))
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(issues, ["index.milvus.token"]);
+        let allowed = milvus.replace("token = ", "allow_plain_http = true\ntoken = ");
+        Config::parse(&allowed, Path::new("/etc/docent")).unwrap();
     }
 
     #[test]

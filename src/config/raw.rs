@@ -291,6 +291,8 @@ pub struct RawMilvus {
     pub database: String,
     /// `user:password` or an API key (use `${VAR}`; a Kubernetes Secret as an env variable).
     pub token: Option<String>,
+    /// Send `token` over `http://` to another machine (a private network).
+    pub allow_plain_http: bool,
     pub ca_file: Option<String>,
     pub server_name: Option<String>,
     pub timeout_ms: u64,
@@ -303,6 +305,7 @@ impl Default for RawMilvus {
             collection: "docent_chunks".into(),
             database: String::new(),
             token: None,
+            allow_plain_http: false,
             ca_file: None,
             server_name: None,
             timeout_ms: 10_000,
@@ -433,6 +436,8 @@ pub struct RawLlm {
     pub base_url: String,
     pub model: String,
     pub api_key: Option<String>,
+    /// Send `api_key` over `http://` to another machine (a private network).
+    pub allow_plain_http: bool,
     pub ca_file: Option<String>,
     pub connect_timeout_ms: u64,
     pub first_token_timeout_ms: u64,
@@ -454,6 +459,7 @@ impl Default for RawLlm {
             base_url: String::new(),
             model: String::new(),
             api_key: None,
+            allow_plain_http: false,
             ca_file: None,
             connect_timeout_ms: d.connect_timeout.as_millis() as u64,
             first_token_timeout_ms: d.first_token_timeout.as_millis() as u64,

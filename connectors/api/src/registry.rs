@@ -124,7 +124,8 @@ impl Issues {
         lo: T,
         hi: T,
     ) -> T {
-        if v < lo || v > hi {
+        // Written as "inside" so that NaN, which compares false with everything, is refused.
+        if !(v >= lo && v <= hi) {
             self.add(path, format!("must be between {lo} and {hi}, got {v}"));
         }
         v
@@ -144,11 +145,96 @@ impl Issues {
             .collect()
     }
 
+    /// An issue when a secret (a password, an API key, a token) would go to `url` in clear
+    /// text: over `http://` to a host other than this machine's loopback, unless the admin set
+    /// `allow_plain_http = true` (a private network they trust). `path` names the secret's key.
+    pub fn secret_over_http(&mut self, path: &str, url: &str, allow_plain_http: bool) {
+        if !allow_plain_http && sends_in_clear_off_host(url) {
+            self.add(
+                path,
+                format!(
+                    "would be sent in clear text to {url:?}: use https, or set \
+                     allow_plain_http = true if that network is private and trusted"
+                ),
+            );
+        }
+    }
+
     pub fn finish<T>(self, v: T) -> Result<T, Vec<ConfigIssue>> {
         if self.0.is_empty() {
             Ok(v)
         } else {
             Err(self.0)
         }
+    }
+}
+
+/// Whether a request to `url` travels unencrypted to another machine: an `http` URL whose host
+/// is not `localhost` or a loopback address. An unparseable URL counts as off the host.
+pub fn sends_in_clear_off_host(url: &str) -> bool {
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return true;
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+#[cfg(test)]
+mod cleartext_tests {
+    use super::*;
+
+    #[test]
+    fn only_http_to_another_machine_is_clear_text_off_the_host() {
+        for off in [
+            "http://wiki.example.com",
+            "http://10.0.0.5:8080/w",
+            "HTTP://wiki",
+            "http://user@wiki:80/",
+            "http://[2001:db8::1]:8080",
+            "http://127.0.0.1.evil.example/",
+            "http://localhost.evil.example",
+            "not a url",
+        ] {
+            assert!(sends_in_clear_off_host(off), "{off}");
+        }
+        for local in [
+            "https://wiki.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.5.0.1",
+            "http://localhost/dokuwiki",
+            "http://LOCALHOST.:80",
+            "http://[::1]:8080/v1",
+            "http://u@127.0.0.1:1/",
+        ] {
+            assert!(!sends_in_clear_off_host(local), "{local}");
+        }
+    }
+
+    #[test]
+    fn a_secret_over_plain_http_is_an_issue_unless_allowed() {
+        let mut is = Issues::default();
+        is.secret_over_http("password", "http://wiki.corp", false);
+        assert_eq!(is.0.len(), 1);
+        assert_eq!(is.0[0].path, "password");
+        assert!(is.0[0].message.contains("allow_plain_http"), "{:?}", is.0);
+        let mut is = Issues::default();
+        is.secret_over_http("password", "http://wiki.corp", true);
+        is.secret_over_http("password", "https://wiki.corp", false);
+        is.secret_over_http("password", "http://127.0.0.1:8080", false);
+        assert!(is.0.is_empty(), "{:?}", is.0);
     }
 }

@@ -90,6 +90,23 @@ impl Who {
     fn is_user(&self) -> bool {
         matches!(self, Self::User(_))
     }
+
+    /// The name as a case-insensitive auth backend compares it (DokuWiki lowercases users and
+    /// groups, never `@ALL`).
+    fn folded(&self) -> Self {
+        match self {
+            Self::All => Self::All,
+            Self::Group(g) => Self::Group(g.to_lowercase()),
+            Self::User(u) => Self::User(u.to_lowercase()),
+        }
+    }
+
+    fn has_uppercase(&self) -> bool {
+        match self {
+            Self::All => false,
+            Self::Group(n) | Self::User(n) => n.chars().any(char::is_uppercase),
+        }
+    }
 }
 
 impl fmt::Display for Who {
@@ -168,6 +185,27 @@ impl AclRules {
 
     pub fn is_empty(&self) -> bool {
         self.scopes.is_empty() && self.templated.is_empty()
+    }
+
+    /// The rules as DokuWiki reads them behind an auth backend that ignores case (authldap,
+    /// authad: `auth_aclcheck_cb` lowercases every rule's user or group, `@ALL` aside, and the
+    /// reader's names). Entries of one scope that become one name keep the highest level, as
+    /// DokuWiki takes the highest matching level at a scope.
+    pub fn fold_case(self) -> Self {
+        let mut scopes: BTreeMap<String, BTreeMap<Who, i64>> = BTreeMap::new();
+        for (scope, entries) in self.scopes {
+            let folded = scopes.entry(scope).or_default();
+            for (who, level) in entries {
+                folded
+                    .entry(who.folded())
+                    .and_modify(|l| *l = (*l).max(level))
+                    .or_insert(level);
+            }
+        }
+        Self {
+            scopes,
+            templated: self.templated,
+        }
     }
 
     /// A stable hash of the rules, to notice that they changed.
@@ -286,6 +324,11 @@ impl AclRules {
             match mapping.principal(q) {
                 Some(p) => {
                     deny.insert(p);
+                    // Behind a case-insensitive auth backend a mixed-case rule also names the
+                    // lowercase login; denying both is safe whichever backend the wiki runs.
+                    if q.has_uppercase() {
+                        deny.extend(mapping.principal(&q.folded()));
+                    }
                 }
                 None => {
                     return PageAcl::Unrepresentable(format!(
@@ -402,6 +445,11 @@ impl Superusers {
         Self(list.iter().map(|s| Who::parse(s.as_ref().trim())).collect())
     }
 
+    /// As a case-insensitive auth backend compares them (see [`AclRules::fold_case`]).
+    pub fn fold_case(self) -> Self {
+        Self(self.0.iter().map(Who::folded).collect())
+    }
+
     pub fn contains(&self, user: &str, groups: &[&str]) -> bool {
         self.0.iter().any(|w| match w {
             Who::User(u) => !user.is_empty() && u == user,
@@ -426,11 +474,21 @@ impl Superusers {
 pub struct PrincipalMapping {
     pub user_prefix: String,
     pub group_prefix: String,
+    /// The wiki's auth backend ignores case (`case_insensitive_auth`): rules and superusers are
+    /// read lowercased ([`AclRules::fold_case`]), as DokuWiki reads them.
+    pub fold_case: bool,
 }
 
 impl PrincipalMapping {
     /// `None` when the name is not a valid Docent principal (it holds whitespace, say).
     pub fn principal(&self, who: &Who) -> Option<Principal> {
+        let folded;
+        let who = if self.fold_case {
+            folded = who.folded();
+            &folded
+        } else {
+            who
+        };
         let token = match who {
             Who::All => return Some(Principal::Everyone),
             Who::User(u) => format!("user:{}{u}", self.user_prefix),
@@ -652,6 +710,7 @@ mod tests {
         let m = PrincipalMapping {
             user_prefix: "wiki-".into(),
             group_prefix: "dw-".into(),
+            fold_case: false,
         };
         let su = Superusers::default();
         let rules = AclRules::new([("*", "@ALL", 1), ("a:*", "bob", 0)]);
@@ -669,6 +728,42 @@ mod tests {
             rules.page_acl("a:x", &su, &m),
             PageAcl::Narrowed { .. }
         ));
+    }
+
+    #[test]
+    fn a_mixed_case_deny_also_denies_the_lowercase_login() {
+        // Behind authldap, DokuWiki denies `bob` by the rule naming `Bob`.
+        assert_eq!(
+            page_acl(&[("*", "@ALL", 1), ("hr:*", "Bob", 0)], "hr:x"),
+            PageAcl::Exact(acl(&["everyone"], &["user:Bob", "user:bob"]))
+        );
+    }
+
+    #[test]
+    fn a_case_insensitive_backend_reads_the_rules_lowercased_and_merged() {
+        let m = PrincipalMapping {
+            fold_case: true,
+            ..PrincipalMapping::default()
+        };
+        let su = Superusers::parse(&["@Admins"]).fold_case();
+        // `@HR 0` and `@hr 1` are one entry to DokuWiki, at the higher level.
+        let rules = AclRules::new([
+            ("*", "@ALL", 0),
+            ("hr:*", "@HR", 0),
+            ("hr:*", "@hr", 1),
+            ("hr:*", "Carol", 1),
+        ])
+        .fold_case();
+        assert_eq!(rules.level("hr:x", "", &["hr"]), 1);
+        assert_eq!(rules.level("hr:x", "carol", &[]), 1);
+        assert_eq!(
+            rules.page_acl("hr:x", &su, &m),
+            PageAcl::Exact(acl(&["group:hr", "user:carol", "group:admins"], &[]))
+        );
+        // Read as written (a case-sensitive backend) they are three principals.
+        let rules = AclRules::new([("*", "@ALL", 0), ("hr:*", "@HR", 0), ("hr:*", "@hr", 1)]);
+        assert_eq!(rules.level("hr:x", "", &["hr"]), 1);
+        assert_eq!(rules.level("hr:x", "", &["HR"]), 0);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct RawConfig {
     pub username: String,
     /// `${VAR}` references are interpolated by Docent before the section gets here.
     pub password: String,
+    /// Send the password over `http://` to another machine (a private network). DokuWiki gets
+    /// it with every request, so by default it goes only over https or to this machine.
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// Namespace prefixes to crawl (`["eng", "hr:policies"]`); empty: the whole wiki.
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -61,6 +65,11 @@ pub struct RawConfig {
     /// bypass is assumed (safe; superusers then see in Docent only what the rules give them).
     #[serde(default)]
     pub superusers: Vec<String>,
+    /// The wiki's auth backend ignores the case of names (authldap, authad): DokuWiki then
+    /// compares rules and superusers lowercased, and so does Docent. Give identities the
+    /// lowercase logins and groups.
+    #[serde(default)]
+    pub case_insensitive_auth: bool,
     #[serde(default)]
     pub lossy_acl: LossyAcl,
 }
@@ -186,6 +195,7 @@ impl RawConfig {
         if self.password.is_empty() {
             issues.add("password", "must not be empty");
         }
+        issues.secret_over_http("password", &url, self.allow_plain_http);
         let mut namespaces = Vec::new();
         for (i, ns) in self.namespaces.iter().enumerate() {
             let clean = ns.trim_matches(':');
@@ -262,8 +272,12 @@ impl RawConfig {
             mapping: PrincipalMapping {
                 user_prefix: self.user_prefix,
                 group_prefix: self.group_prefix,
+                fold_case: self.case_insensitive_auth,
             },
-            superusers: Superusers::parse(&self.superusers),
+            superusers: match self.case_insensitive_auth {
+                true => Superusers::parse(&self.superusers).fold_case(),
+                false => Superusers::parse(&self.superusers),
+            },
             lossy_acl: self.lossy_acl,
         })
     }
@@ -357,10 +371,25 @@ mod tests {
     #[test]
     fn namespaces_select_pages_below_them() {
         let c = parse(
-            "url = 'http://w'\nusername = 'u'\npassword = 'p'\nnamespaces = ['eng', 'hr:policies']",
+            "url = 'https://w'\nusername = 'u'\npassword = 'p'\nnamespaces = ['eng', 'hr:policies']",
         )
         .unwrap();
         assert!(c.in_scope("eng:x") && c.in_scope("hr:policies:a:b"));
         assert!(!c.in_scope("eng") && !c.in_scope("engineering:x") && !c.in_scope("hr:x"));
+    }
+
+    #[test]
+    fn the_password_goes_over_plain_http_only_to_this_machine_unless_allowed() {
+        let e = parse("url = 'http://wiki.corp/dw'\nusername = 'u'\npassword = 'p'").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "password", "{e:?}");
+        assert!(e[0].message.contains("clear text"), "{e:?}");
+        for ok in [
+            "url = 'http://wiki.corp/dw'\nusername = 'u'\npassword = 'p'\nallow_plain_http = true",
+            "url = 'https://wiki.corp/dw'\nusername = 'u'\npassword = 'p'",
+            "url = 'http://127.0.0.1:8080'\nusername = 'u'\npassword = 'p'",
+        ] {
+            parse(ok).unwrap();
+        }
     }
 }

@@ -38,6 +38,7 @@
 //! url = "https://wiki.example.com/dokuwiki"    # the directory holding doku.php
 //! username = "docent-crawler"                  # a DokuWiki superuser, allowed by `remoteuser`
 //! password = "${DOKUWIKI_PASSWORD}"
+//! allow_plain_http = false                     # true: the password may cross http:// off-host
 //! namespaces = ["eng", "hr:policies"]          # default: the whole wiki
 //! poll_interval_secs = 60                      # recent changes and ACL rules
 //! full_reconcile_interval_secs = 86400         # the whole page list
@@ -49,6 +50,7 @@
 //! superusers = ["@admin"]                      # the wiki's `superuser` setting
 //! user_prefix = ""                             # user:<prefix><login>
 //! group_prefix = ""                            # group:<prefix><group>
+//! case_insensitive_auth = false                # true behind authldap/authad: names lowercased
 //! lossy_acl = "narrow"                         # or "skip"; see the `acl` module
 //! ```
 //!

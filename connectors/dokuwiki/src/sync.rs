@@ -286,7 +286,10 @@ impl Syncer {
         // The wiki's clock, before anything is read: the next pass looks at changes from here.
         let now = self.client.server_time().await?;
         // Rules are re-read every pass: an ACL change reaches the index within one pass.
-        let rules = self.client.acl_rules().await?;
+        let mut rules = self.client.acl_rules().await?;
+        if self.cfg.mapping.fold_case {
+            rules = rules.fold_case();
+        }
         let acl_fp = self.acl_fingerprint(&rules);
 
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);

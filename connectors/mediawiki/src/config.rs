@@ -23,6 +23,9 @@ struct RawSection {
     categories: Option<Vec<String>>,
     username: Option<String>,
     password: Option<String>,
+    /// Send the credentials over `http://` to another machine (a private network).
+    #[serde(default)]
+    allow_plain_http: bool,
     #[serde(default = "default_poll_interval")]
     poll_interval_secs: u64,
     #[serde(default = "default_full_reconcile_interval")]
@@ -315,6 +318,7 @@ fn validate(raw: RawSection, env: &ConfigEnv) -> Result<MediaWikiConfig, Vec<Con
     let credentials = match (raw.username, raw.password) {
         (None, None) => None,
         (Some(u), Some(p)) => {
+            issues.secret_over_http("password", &url, raw.allow_plain_http);
             if u.trim().is_empty() {
                 issues.add("username", "must not be empty");
             }
@@ -644,5 +648,21 @@ mod tests {
         let a = parse("url = \"http://w\"\npermissions = \"public\"").unwrap();
         let b = parse("url = \"http://w\"\npermissions = \"group\"\ngroup = \"g\"").unwrap();
         assert_ne!(a.scope(), b.scope());
+    }
+
+    #[test]
+    fn credentials_go_over_plain_http_only_to_this_machine_unless_allowed() {
+        let with = |url: &str, extra: &str| {
+            parse(&format!(
+                "url = \"{url}\"\npermissions = \"public\"\nusername = \"bot\"\npassword = \"pw\"\n{extra}"
+            ))
+        };
+        let issues = with("http://wiki.corp", "").unwrap_err();
+        assert_eq!(paths(issues), vec!["password"]);
+        with("http://wiki.corp", "allow_plain_http = true").unwrap();
+        with("https://wiki.corp", "").unwrap();
+        with("http://localhost:8080", "").unwrap();
+        // Anonymous reading sends no secret.
+        parse("url = \"http://wiki.corp\"\npermissions = \"public\"").unwrap();
     }
 }

@@ -50,6 +50,7 @@
 //! # categories = ["Runbooks"]                # only pages in one of these categories
 //! username = "Docent@crawler"                # a bot password (grants: basic, highvolume)
 //! password = "${WIKI_BOT_PASSWORD}"
+//! allow_plain_http = false                   # true: the password may cross http:// off-host
 //! poll_interval_secs = 60                    # recent changes and log, since the checkpoint
 //! full_reconcile_interval_secs = 86400       # list everything, delete what is gone
 //! max_concurrent_requests = 2
