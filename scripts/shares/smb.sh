@@ -74,6 +74,14 @@ start() {
     valid users = crawler alice bob
     vfs objects = acl_xattr
     acl_xattr:ignore system acls = yes
+
+# The same folder, where the crawler is an ordinary user bound by each file's ACL.
+[limited]
+    path = $dir/share
+    read only = yes
+    valid users = crawler alice bob
+    vfs objects = acl_xattr
+    acl_xattr:ignore system acls = yes
 EOF
     ensure_accounts
     for u in crawler alice bob; do

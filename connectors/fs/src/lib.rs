@@ -14,8 +14,9 @@
 //!   resolved path (path rules) and the target's own owner and mode, never from the link's
 //!   path; loops, links leaving the roots, special files and oversized files are reported as
 //!   skipped with a reason, and the crawl goes on;
-//! - an error is not a deletion: documents under a directory the walk could not list stay, a
-//!   root that lists no files while documents under it are indexed is reported as an outage
+//! - an error is not a deletion: documents under a directory the walk could not list stay
+//!   (except under one the crawler is refused, "permission denied": those are withdrawn,
+//!   skipped with the reason, since their ACL can no longer be checked), a root that lists no files while documents under it are indexed is reported as an outage
 //!   (unless an admin forces the deletions), and a watched path is deleted only when its file
 //!   is not found (another I/O error keeps it);
 //! - a deletion or move is acted on even when the upsert it cancels has not been committed yet,
@@ -426,8 +427,8 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         let mut seen = BTreeSet::new();
-        // Directories the walk could not list: what is indexed under them stays (an error is
-        // not a deletion).
+        // Directories the walk could not list: what is indexed under them is not deleted (an
+        // error is not a deletion; one the crawler is refused has it withdrawn).
         let mut unlisted: Vec<PathBuf> = Vec::new();
         let indexed = self.indexed.native_ids(&self.cfg.id);
         for root in &self.cfg.roots {
@@ -515,6 +516,25 @@ impl Scanner {
         Ok(())
     }
 
+    /// Withdraws (skips, with the reason) what is indexed or sent below `dir`.
+    fn withdraw_under(&self, dir: &Path, why: &str) -> Result<(), ConnectorError> {
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        for id in self.known_ids(&indexed) {
+            if under(&id, dir) {
+                self.remember(&id, None);
+                self.count(|j| j.counts.failed += 1);
+                self.send_blocking(Change::Skipped {
+                    key: DocKey::new(&self.cfg.id, id),
+                    reason: format!(
+                        "withdrawn: the crawler may not list {} ({why})",
+                        dir.display()
+                    ),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Walks `dir` (inside `root`), recording every file it accounts for in `seen` and every
     /// path it could not read in `unlisted`.
     fn walk(
@@ -547,6 +567,9 @@ impl Scanner {
                             .map(|io| format!("unreadable: {io}"))
                             .unwrap_or_else(|| e.to_string())
                     };
+                    let denied = e
+                        .io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
                     // Reported as skipped, which also removes any indexed version: a file we
                     // cannot read now must not keep serving old text under an old ACL. A
                     // directory's files were not listed, so they are not known to be gone.
@@ -554,8 +577,18 @@ impl Scanner {
                     self.count_failure(&path.to_string_lossy(), &reason);
                     self.send_blocking(Change::Skipped {
                         key: self.key(&path),
-                        reason,
+                        reason: reason.clone(),
                     })?;
+                    // A directory below the root that the crawler may no longer enter: what is
+                    // indexed under it can no longer have its ACL checked (a directory closed
+                    // to the crawler is usually closed to others too), so it is withdrawn until
+                    // the directory can be listed again. Other errors keep it.
+                    if denied
+                        && path != root
+                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+                    {
+                        self.withdraw_under(&path, &reason)?;
+                    }
                     continue;
                 }
             };

@@ -1,12 +1,20 @@
-//! The connector conformance suite (docent-connector-api) over a temporary directory.
+//! The connector conformance suite (docent-connector-api) over a temporary directory, and a
+//! crawl with fewer rights than the files' owners.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use docent_connector_api::Connector;
 use docent_connector_api::conformance::{Fixture, run_all};
+use docent_connector_api::{
+    Change, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState, NoMemberships,
+    StatusHandle,
+};
 use docent_fs_connector::{FsConfig, FsConnector};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 struct Dir {
     dir: tempfile::TempDir,
@@ -18,28 +26,33 @@ impl Dir {
     }
 }
 
+/// The fs connector over `root`, watching off.
+fn connector_at(root: &std::path::Path) -> Box<dyn Connector> {
+    Box::new(
+        FsConnector::new(FsConfig {
+            id: "fs-conformance".into(),
+            roots: vec![root.to_path_buf()],
+            include: vec![],
+            exclude: vec![],
+            max_file_size: 1 << 20,
+            reconcile_interval: Duration::from_secs(3600),
+            debounce: Duration::from_millis(50),
+            watch: false,
+            follow_symlinks: true,
+            acl_rules: vec![],
+            passwd_file: "/etc/passwd".into(),
+            group_file: "/etc/group".into(),
+            report_memberships: false,
+            deletion_protection_percent: 100,
+            deletion_protection_min_docs: 1_000_000,
+        })
+        .unwrap(),
+    )
+}
+
 impl Fixture for Dir {
     fn connector(&self) -> Box<dyn Connector> {
-        Box::new(
-            FsConnector::new(FsConfig {
-                id: "fs-conformance".into(),
-                roots: vec![self.dir.path().canonicalize().unwrap()],
-                include: vec![],
-                exclude: vec![],
-                max_file_size: 1 << 20,
-                reconcile_interval: Duration::from_secs(3600),
-                debounce: Duration::from_millis(50),
-                watch: false,
-                follow_symlinks: true,
-                acl_rules: vec![],
-                passwd_file: "/etc/passwd".into(),
-                group_file: "/etc/group".into(),
-                report_memberships: false,
-                deletion_protection_percent: 100,
-                deletion_protection_min_docs: 1_000_000,
-            })
-            .unwrap(),
-        )
+        connector_at(&self.dir.path().canonicalize().unwrap())
     }
 
     fn put(&mut self, id: &str, text: &str) {
@@ -75,4 +88,134 @@ async fn fs_connector_passes_the_conformance_suite() {
     })
     .await
     .unwrap();
+}
+
+#[derive(Default)]
+struct Index(Mutex<BTreeMap<DocKey, IndexedDoc>>);
+
+impl IndexedState for Index {
+    fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    fn native_ids(&self, connector: &str) -> Vec<String> {
+        let docs = self.0.lock().unwrap();
+        docs.keys()
+            .filter(|k| k.connector == connector)
+            .map(|k| k.native_id.clone())
+            .collect()
+    }
+}
+
+/// One sync of `connector` over `index`, on `rt`: the upserted, skipped and deleted ids.
+fn sync_once(
+    rt: &tokio::runtime::Runtime,
+    connector: Box<dyn Connector>,
+    index: &Arc<Index>,
+) -> (Vec<String>, BTreeMap<String, String>, Vec<String>) {
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_commands, commands) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let ctx = ConnectorContext {
+        commands,
+        sink: tx,
+        memberships: Arc::new(NoMemberships),
+        indexed: index.clone(),
+        checkpoint: None,
+        shutdown: shutdown.clone(),
+        status: StatusHandle::default(),
+    };
+    let (mut up, mut skipped, mut del) = (Vec::new(), BTreeMap::new(), Vec::new());
+    rt.block_on(async {
+        let task = tokio::spawn(connector.run(ctx));
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("a checkpoint within 30 s")
+                .expect("the connector stopped");
+            let mut docs = index.0.lock().unwrap();
+            match change {
+                Change::Upsert(d) => {
+                    up.push(d.key.native_id.clone());
+                    let v = IndexedDoc {
+                        version: d.version.clone(),
+                        acl_fingerprint: d.acl.fingerprint(),
+                    };
+                    docs.insert(d.key, v);
+                }
+                Change::Skipped { key, reason } => {
+                    docs.remove(&key);
+                    skipped.insert(key.native_id, reason);
+                }
+                Change::Delete(key) => {
+                    docs.remove(&key);
+                    del.push(key.native_id);
+                }
+                Change::Checkpoint { .. } => break,
+            }
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    });
+    (up, skipped, del)
+}
+
+/// A directory the crawler may no longer list: what was indexed below it is withdrawn (its ACL
+/// can no longer be checked), not kept under the old ACL and not deleted; it comes back when
+/// the directory opens again.
+#[test]
+#[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
+fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&root, 0o755);
+    std::fs::create_dir(root.join("hr")).unwrap();
+    mode(&root.join("hr"), 0o755);
+    for f in ["hr/salaries.txt", "canteen.txt"] {
+        std::fs::write(root.join(f), "text").unwrap();
+        mode(&root.join(f), 0o644);
+    }
+    let connector = || connector_at(&root);
+    let index = Arc::new(Index::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (up, _, _) = sync_once(&rt, connector(), &index);
+    assert_eq!(up.len(), 2, "{up:?}");
+
+    // The crawler runs without root's rights (the runtime's threads take the file-system uid of
+    // `nobody`; run as another user, mode 000 refuses the owner too).
+    mode(&root.join("hr"), 0o000);
+    let unprivileged = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(|| {
+            // SAFETY: setfsuid changes only the calling thread's file-system uid.
+            unsafe {
+                libc::setfsuid(65534);
+            }
+        })
+        .build()
+        .unwrap();
+    let (_, skipped, deleted) = sync_once(&unprivileged, connector(), &index);
+    let salaries = root.join("hr/salaries.txt").to_string_lossy().into_owned();
+    let why = skipped
+        .get(&salaries)
+        .unwrap_or_else(|| panic!("{skipped:?}"));
+    assert!(why.contains("withdrawn"), "{why}");
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert!(
+        index.native_ids("fs-conformance") == [root.join("canteen.txt").to_string_lossy()],
+        "{:?}",
+        index.native_ids("fs-conformance")
+    );
+    drop(unprivileged);
+
+    mode(&root.join("hr"), 0o755);
+    let (up, _, _) = sync_once(&rt, connector(), &index);
+    assert_eq!(up, [salaries]);
 }

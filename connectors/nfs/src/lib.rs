@@ -15,7 +15,10 @@
 //!   failed (phase "failed", the reason in `last_error`) without deleting anything; the sync is
 //!   retried with exponential backoff and the next one picks up where the index stands;
 //! - a sub-directory that cannot be listed keeps its indexed documents (its files are not
-//!   known to be gone); deletions go through deletion protection like the fs connector's.
+//!   known to be gone), except one that refuses the crawler (NFS3ERR_ACCES, NFS3ERR_PERM):
+//!   what is indexed below it is withdrawn (skipped with the reason, its ACL can no longer be
+//!   checked) until it can be listed again; deletions go through deletion protection like the
+//!   fs connector's.
 //!
 //! ```toml
 //! [[connectors]]
@@ -64,7 +67,7 @@ use docent_fs_connector::{
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3};
+use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3, nfsstat3};
 use tokio::sync::mpsc;
 
 use client::{Session, join};
@@ -432,8 +435,10 @@ impl Syncer {
         }
 
         let mut seen = BTreeSet::new();
-        // Directories that could not be listed: what is indexed under them stays.
+        // Directories that could not be listed: what is indexed under them is not deleted.
         let mut unlisted: Vec<String> = Vec::new();
+        // Directories the crawler is refused: what is indexed under them is withdrawn.
+        let mut denied: Vec<(String, String)> = Vec::new();
         // The top's own mode is not read (mounting the export already needs it); each
         // directory below narrows who may reach what it holds.
         let open = Acl::new([docent_connector_api::Principal::Everyone], []);
@@ -451,6 +456,9 @@ impl Syncer {
                 Err(stat) => {
                     let reason = format!("directory cannot be listed: {stat}");
                     self.count_failure(&rel_dir, &reason);
+                    if matches!(stat, nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM) {
+                        denied.push((rel_dir.clone(), reason));
+                    }
                     unlisted.push(rel_dir);
                     continue;
                 }
@@ -512,6 +520,25 @@ impl Syncer {
                 self.cfg.export,
                 gone.len()
             )));
+        }
+        // The crawler may no longer enter these directories: what is indexed below them was
+        // read with an ACL that can no longer be checked (a directory closed to the crawler is
+        // usually closed to others too), so it stops being served until the directory can be
+        // listed again. Not a deletion: nothing is known to be gone.
+        for id in &known {
+            if let Some((dir, why)) = denied
+                .iter()
+                .find(|(d, _)| id.starts_with(&format!("{d}/")))
+            {
+                self.sent.insert(id.clone(), None);
+                self.count(|j| j.counts.failed += 1);
+                let reason = format!("withdrawn: the crawler may not list {dir:?} ({why})");
+                self.send(Change::Skipped {
+                    key: DocKey::new(&self.cfg.id, id.as_str()),
+                    reason,
+                })
+                .await?;
+            }
         }
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force_deletions

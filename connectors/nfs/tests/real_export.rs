@@ -631,7 +631,7 @@ fn acl_rules_and_globs_apply_to_paths_relative_to_the_export() {
 }
 
 #[test]
-fn a_crawler_without_access_skips_what_it_cannot_read_and_keeps_unlisted_directories() {
+fn a_crawler_without_access_skips_what_it_cannot_read_and_withdraws_what_it_may_not_list() {
     let _serial = serial();
     let server = Server::start();
     server.put("mine.txt", "alice's", 1001, 2001, 0o600);
@@ -656,7 +656,10 @@ fn a_crawler_without_access_skips_what_it_cannot_read_and_keeps_unlisted_directo
         let sent = c.next_sync().await;
         assert!(sent.skipped["bobs.txt"].contains("unreadable"), "{sent:?}");
         assert!(sent.deletes.is_empty(), "{sent:?}");
-        assert!(c.ids().contains("closed/inside.txt"));
+        // Its ACL can no longer be checked: withdrawn (not deleted) until "closed" opens again.
+        let why = &sent.skipped["closed/inside.txt"];
+        assert!(why.contains("withdrawn") && why.contains("closed"), "{why}");
+        assert!(!c.ids().contains("closed/inside.txt"));
         let job = c.status.snapshot().jobs.front().cloned().unwrap();
         assert!(
             job.failures
@@ -664,6 +667,13 @@ fn a_crawler_without_access_skips_what_it_cannot_read_and_keeps_unlisted_directo
                 .any(|f| f.id == "closed" && f.reason.contains("cannot be listed")),
             "{job:?}"
         );
+        std::fs::set_permissions(
+            server.export().join("closed"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let sent = c.sync_now().await;
+        assert!(sent.upserts.contains_key("closed/inside.txt"), "{sent:?}");
         c.stop().await;
     });
 }

@@ -21,10 +21,15 @@
 //!   looked up because the server went away is an outage, not a deletion, and one whose folder
 //!   cannot be listed (or is gone with its parent) is left to the reconciliation; an overflowed
 //!   notification buffer becomes a reconciliation;
-//! - outages are not deletions: an unreachable server, a failed login, a listing that fails or
-//!   comes back empty, or a connection lost mid-crawl end the sync without deleting or skipping
-//!   anything; the connector reports the reason, retries with backoff and resumes (documents
-//!   already indexed and unchanged are not read again);
+//! - outages are not deletions: an unreachable server, a failed login, a root listing that
+//!   fails or comes back empty, or a connection lost mid-crawl end the sync without deleting or
+//!   skipping anything; the connector reports the reason, retries with backoff and resumes
+//!   (documents already indexed and unchanged are not read again);
+//! - a folder below the root that cannot be listed while the share answers is reported and
+//!   the sync goes on: what is indexed below it is kept, except below a folder the crawler is
+//!   refused (access denied), where it is withdrawn (skipped with the reason, its ACL can no
+//!   longer be checked) until the folder can be listed again; a folder whose file id was
+//!   already walked (a link back up the tree) is not walked again, nor one 64 levels deep;
 //! - deletions past `deletion_protection_percent` need an admin's force, as in the fs connector.
 
 mod config;
@@ -50,6 +55,54 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dacl::{Ace, AceKind, NullDacl, SidMap};
+
+/// Why a folder could not be listed.
+#[derive(Debug)]
+struct ListError {
+    message: String,
+    /// The server refused the crawler (STATUS_ACCESS_DENIED).
+    denied: bool,
+}
+
+impl From<smb::Error> for ListError {
+    fn from(e: smb::Error) -> Self {
+        let denied = matches!(
+            e,
+            smb::Error::ReceivedErrorMessage(code, _) | smb::Error::UnexpectedMessageStatus(code)
+                if code == smb::Status::U32_ACCESS_DENIED
+        );
+        Self {
+            message: e.to_string(),
+            denied,
+        }
+    }
+}
+
+impl std::fmt::Display for ListError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a walk found: the selected files, sorted by path, and the folders below the root it
+/// could not list (with the reason, and whether the crawler was refused).
+#[derive(Default)]
+struct Walked {
+    files: Vec<Listed>,
+    unlisted: Vec<(String, ListError)>,
+}
+
+impl Walked {
+    /// Whether `id` lies below a folder the walk could not list.
+    fn under_unlisted(&self, id: &str) -> bool {
+        self.unlisted.iter().any(|(d, _)| is_below(id, d))
+    }
+}
+
+/// `id` is `dir` or below it (`/`-separated, relative to the share).
+fn is_below(id: &str, dir: &str) -> bool {
+    id == dir || id.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
 
 /// Validated configuration of one SMB connector.
 #[derive(Clone)]
@@ -496,7 +549,7 @@ impl Session {
         }
     }
 
-    async fn list(&self, rel: &str) -> Result<Vec<(String, bool, Listed)>, String> {
+    async fn list(&self, rel: &str) -> Result<Vec<(String, bool, Listed)>, ListError> {
         let res = self
             .client
             .create_file(
@@ -506,22 +559,25 @@ impl Session {
                 ),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ListError::from)?;
         let dir = match res {
             smb::Resource::Directory(d) => Arc::new(d),
             other => {
                 let _ = close_resource(other).await;
-                return Err("not a directory".into());
+                return Err(ListError {
+                    message: "not a directory".into(),
+                    denied: false,
+                });
             }
         };
         let mut out = Vec::new();
-        let listed: Result<(), String> = async {
+        let listed: Result<(), ListError> = async {
             let mut stream =
                 smb::Directory::query::<smb::FileIdBothDirectoryInformation>(&dir, "*")
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(ListError::from)?;
             while let Some(item) = stream.next().await {
-                let e = item.map_err(|e| e.to_string())?;
+                let e = item.map_err(ListError::from)?;
                 let name = e.file_name.to_string();
                 if name == "." || name == ".." {
                     continue;
@@ -573,6 +629,9 @@ impl Session {
 
 /// Files whose DACLs are read ahead together, and how many of those reads are in flight.
 const DACL_BATCH: usize = 256;
+/// Folders deeper than this below the share are not walked (a bound on link loops the file
+/// ids cannot tell).
+const MAX_DEPTH: usize = 64;
 const DACL_CONCURRENCY: usize = 16;
 
 /// A file's path, its ACL or why not, and the unmapped SIDs seen.
@@ -889,7 +948,8 @@ impl Crawler {
     ) -> Result<Outcome, SyncError> {
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
-        let files = self.walk(session, self.cfg.sub_path.clone()).await?;
+        let walked = self.walk(session, self.cfg.sub_path.clone()).await?;
+        let files = &walked.files;
         let indexed = self.indexed.native_ids(&self.cfg.id);
         if files.is_empty() && !indexed.is_empty() && !force {
             return Ok(Outcome::Blocked(format!(
@@ -912,10 +972,11 @@ impl Crawler {
                 self.visit(session, f, full, acls.get(&f.rel)).await?;
             }
         }
-        let gone: Vec<String> = self
-            .known_ids(&indexed)
+        let known = self.known_ids(&indexed);
+        self.withdraw_denied(&walked, &known).await?;
+        let gone: Vec<String> = known
             .into_iter()
-            .filter(|id| !seen.contains(id))
+            .filter(|id| !seen.contains(id) && !walked.under_unlisted(id))
             .collect();
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force
@@ -938,31 +999,85 @@ impl Crawler {
         Ok(Outcome::Done)
     }
 
+    /// Withdraws (skips, with the reason) what is known below a folder the crawler was refused:
+    /// its ACL can no longer be checked (a folder closed to the crawler is usually closed to
+    /// others too). Not a deletion; it comes back when the folder can be listed again.
+    async fn withdraw_denied(
+        &mut self,
+        walked: &Walked,
+        known: &BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        for id in known {
+            let Some((dir, why)) = walked
+                .unlisted
+                .iter()
+                .find(|(d, e)| e.denied && is_below(id, d))
+            else {
+                continue;
+            };
+            self.sent.insert(id.clone(), None);
+            self.count(|j| j.counts.failed += 1);
+            self.send(Change::Skipped {
+                key: self.key(id),
+                reason: format!("withdrawn: the crawler may not list {dir:?} ({why})"),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Every selected file below `from` (a folder, relative to the share), sorted by path.
-    async fn walk(&self, session: &Session, from: String) -> Result<Vec<Listed>, SyncError> {
-        let mut files = Vec::new();
-        let mut dirs = VecDeque::from([from]);
+    /// `from` that cannot be listed, or a lost connection, is an outage; a folder below it that
+    /// cannot be listed is reported and left out (see [`Walked`]), and one whose file id was
+    /// already walked (a server-side link back up the tree) is not walked again.
+    async fn walk(&self, session: &Session, from: String) -> Result<Walked, SyncError> {
+        let mut walked = Walked::default();
+        let mut dir_ids = BTreeSet::new();
+        let mut dirs = VecDeque::from([from.clone()]);
         while let Some(dir) = dirs.pop_front() {
-            let entries = session.list(&dir).await.map_err(|e| {
+            let outage = |e: &dyn std::fmt::Display| {
                 SyncError::Outage(format!(
                     "cannot list {:?} on \\\\{}\\{}: {e}",
                     if dir.is_empty() { "/" } else { dir.as_str() },
                     self.cfg.server,
                     self.cfg.share
                 ))
-            })?;
+            };
+            let entries = match session.list(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if dir == from || !session.alive().await => return Err(outage(&e)),
+                Err(e) => {
+                    self.count_failure(&dir, &format!("folder cannot be listed: {e}"));
+                    walked.unlisted.push((dir, e));
+                    continue;
+                }
+            };
             for (rel, is_dir, listed) in entries {
                 if is_dir {
-                    if !self.filter.excludes(self.scoped(&rel)) {
-                        dirs.push_back(rel);
+                    if self.filter.excludes(self.scoped(&rel)) {
+                        continue;
                     }
+                    // 0: a server without file ids; depth alone then bounds a loop.
+                    if listed.file_id != 0 && !dir_ids.insert(listed.file_id) {
+                        self.count_failure(
+                            &rel,
+                            "a folder already walked under another path (a link back up the \
+                             tree); not walked again",
+                        );
+                        continue;
+                    }
+                    if rel.matches('/').count() >= MAX_DEPTH {
+                        self.count_failure(&rel, "folders nested too deep; not walked");
+                        continue;
+                    }
+                    dirs.push_back(rel);
                 } else if self.selected(&rel) {
-                    files.push(listed);
+                    walked.files.push(listed);
                 }
             }
         }
-        files.sort_by(|a, b| a.rel.cmp(&b.rel));
-        Ok(files)
+        walked.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(walked)
     }
 
     /// The paths change notifications named, looked up again: a file is visited (read only if
@@ -975,6 +1090,8 @@ impl Crawler {
     ) -> Result<Outcome, SyncError> {
         let root = &self.cfg.sub_path;
         let mut visit = Vec::new();
+        // Folders below the notified ones that could not be listed.
+        let mut unlisted = Walked::default();
         let mut gone = BTreeSet::new();
         for rel in paths {
             let inside = root.is_empty() || rel.starts_with(&format!("{root}/"));
@@ -1022,7 +1139,9 @@ impl Crawler {
             match found {
                 Some((child, true, _)) => {
                     if !self.filter.excludes(self.scoped(&child)) {
-                        visit.extend(self.walk(session, child).await?);
+                        let walked = self.walk(session, child).await?;
+                        visit.extend(walked.files);
+                        unlisted.unlisted.extend(walked.unlisted);
                     }
                 }
                 Some((child, false, listed)) => {
@@ -1039,18 +1158,11 @@ impl Crawler {
         }
         let indexed = self.indexed.native_ids(&self.cfg.id);
         let known = self.known_ids(&indexed);
+        self.withdraw_denied(&unlisted, &known).await?;
         let seen: BTreeSet<&str> = visit.iter().map(|f| f.rel.as_str()).collect();
         let deletes: Vec<String> = known
             .iter()
-            .filter(|id| {
-                !seen.contains(id.as_str())
-                    && gone.iter().any(|g| {
-                        *id == g
-                            || id
-                                .strip_prefix(g.as_str())
-                                .is_some_and(|r| r.starts_with('/'))
-                    })
-            })
+            .filter(|id| !seen.contains(id.as_str()) && gone.iter().any(|g| is_below(id, g)))
             .cloned()
             .collect();
         if let Some(why) = docent_connector_api::jobs::deletion_protection(

@@ -843,3 +843,77 @@ async fn acl_only_change_in_the_watched_folder_is_notified() {
     assert_eq!(log.upserts[&file].content, b"same content");
     r.stop().await;
 }
+
+/// A folder the crawler is refused (an ordinary user on the `limited` share): what was indexed
+/// below it is withdrawn, nothing is deleted, and the rest of the share still syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_closed_to_the_crawler_withdraws_its_files_and_the_sync_goes_on() {
+    let s = shared();
+    let base = format!("closed-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/open.txt"), "open");
+    s.put(&format!("{base}/hr/pay.txt"), "pay bands");
+    let cfg = || SmbConfig {
+        share: "limited".into(),
+        ..s.config("smb-limited", &base)
+    };
+    let index = Arc::new(Index::default());
+    let first = sync(cfg(), &index, None).await;
+    assert_eq!(
+        first.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+        ids(&[&format!("{base}/open.txt"), &format!("{base}/hr/pay.txt")]),
+        "{first:?}"
+    );
+    // Only alice may now enter hr/ (P: nothing inherited); the file's own ACL is unchanged.
+    let alice = uid("alice");
+    s.cacls(
+        &format!("{base}/hr"),
+        &["--set", &format!("D:P(A;OICI;FA;;;S-1-22-1-{alice})")],
+    );
+    s.put(&format!("{base}/new.txt"), "new");
+    let mut r = spawn(cfg(), &index, first.checkpoint, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    let st = r.status.snapshot();
+    r.stop().await;
+    let why = &log.skipped[&format!("{base}/hr/pay.txt")];
+    assert!(why.contains("withdrawn") && why.contains("hr"), "{why}");
+    assert!(log.deletes.is_empty(), "{log:?}");
+    assert!(
+        log.upserts.contains_key(&format!("{base}/new.txt")),
+        "{log:?}"
+    );
+    assert!(
+        st.jobs[0]
+            .failures
+            .iter()
+            .any(|f| f.id == format!("{base}/hr") && f.reason.contains("cannot be listed")),
+        "{:?}",
+        st.jobs[0]
+    );
+}
+
+/// A server-side link back up the tree (Samba follows links inside the share) is walked once,
+/// not until the path is too long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_back_up_the_tree_is_not_walked_forever() {
+    let s = Server::start(free_port());
+    s.put("loop/a.txt", "a");
+    std::os::unix::fs::symlink("..", s.dir.path().join("share/loop/up")).unwrap();
+    let index = Arc::new(Index::default());
+    let mut r = spawn(s.config("smb-loop", "loop"), &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    let st = r.status.snapshot();
+    r.stop().await;
+    assert!(log.upserts.contains_key("loop/a.txt"), "{log:?}");
+    assert!(log.upserts.len() <= 3, "{:?}", log.upserts.keys());
+    assert!(
+        st.jobs[0]
+            .failures
+            .iter()
+            .any(|f| f.reason.contains("already walked")),
+        "{:?}",
+        st.jobs[0]
+    );
+}
