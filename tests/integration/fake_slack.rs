@@ -34,8 +34,13 @@ struct State {
     users: HashMap<String, String>,
     /// Users of another organisation (Slack Connect): `is_stranger`, another `team_id`.
     strangers: std::collections::HashSet<String>,
+    /// Users of another workspace the app is also installed in: another `team_id` only.
+    foreign: std::collections::HashSet<String>,
     /// Method → (calls still to refuse with 429, Retry-After seconds).
     rate_limited: HashMap<String, (u32, u64)>,
+    /// Method → calls still to carry out and then answer with HTTP 503 (a gateway that failed
+    /// after Slack acted).
+    lost_answers: HashMap<String, u32>,
     ts: u64,
 }
 
@@ -95,9 +100,21 @@ impl FakeSlack {
         st.strangers.insert(id.into());
     }
 
+    /// A user of another workspace (`T0OTHER`) the app is installed in, showing `email`.
+    pub fn add_foreign_user(&self, id: &str, email: &str) {
+        let mut st = self.lock();
+        st.users.insert(id.into(), email.into());
+        st.foreign.insert(id.into());
+    }
+
     /// The next `n` calls of `method` get HTTP 429 with `Retry-After: secs`.
     pub fn rate_limit(&self, method: &str, n: u32, secs: u64) {
         self.lock().rate_limited.insert(method.into(), (n, secs));
+    }
+
+    /// The next `n` calls of `method` are carried out but answered with HTTP 503.
+    pub fn lose_answers(&self, method: &str, n: u32) {
+        self.lock().lost_answers.insert(method.into(), n);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -198,7 +215,8 @@ impl FakeSlack {
                     "user": {"id": arg("user"), "team_id": "T0OTHER", "is_stranger": true,
                     "deleted": false, "is_bot": false,
                     "profile": {"email": email, "real_name": email}}}),
-                Some(email) => json!({"ok": true, "user": {"id": arg("user"), "team_id": "T0FAKE",
+                Some(email) => json!({"ok": true, "user": {"id": arg("user"),
+                    "team_id": if st.foreign.contains(&arg("user")) { "T0OTHER" } else { "T0FAKE" },
                     "name": email.split('@').next().unwrap_or(""), "deleted": false,
                     "is_bot": false, "is_email_confirmed": true,
                     "profile": {"email": email, "real_name": email}}}),
@@ -207,6 +225,16 @@ impl FakeSlack {
             "response_url" => json!({"ok": true}),
             _ => json!({"ok": false, "error": "unknown_method"}),
         };
+        if let Some(n) = st.lost_answers.get_mut(&method)
+            && *n > 0
+        {
+            *n -= 1;
+            return respond(
+                503,
+                json!({"ok": false, "error": "service_unavailable"}),
+                None,
+            );
+        }
         respond(200, v, None)
     }
 }

@@ -46,6 +46,7 @@ bot_token = "${{BOT}}"
 signing_secret = "${{SECRET}}"
 api_url = "{}"
 max_retry_after_secs = 5
+team_id = "T0FAKE"
 [docent]
 addr = "{docent_url}"
 api_key = "${{KEY}}"
@@ -137,7 +138,12 @@ impl Setup {
 
     /// An event, with Slack's `is_ext_shared_channel` flag (a Slack Connect channel) as given.
     async fn event_in(&self, event_id: &str, event: Value, shared: bool) -> u16 {
-        let body = json!({"type": "event_callback", "team_id": "T0FAKE", "event_id": event_id,
+        self.event_from("T0FAKE", event_id, event, shared).await
+    }
+
+    /// An event from workspace `team`.
+    async fn event_from(&self, team: &str, event_id: &str, event: Value, shared: bool) -> u16 {
+        let body = json!({"type": "event_callback", "team_id": team, "event_id": event_id,
             "event_time": now(), "is_ext_shared_channel": shared, "event": event});
         self.post_at("application/json", body.to_string(), now(), SECRET)
             .await
@@ -152,7 +158,7 @@ impl Setup {
         action_id: &str,
         value: &str,
     ) {
-        let payload = json!({"type": "block_actions", "user": {"id": user},
+        let payload = json!({"type": "block_actions", "user": {"id": user}, "team": {"id": "T0FAKE"},
             "channel": {"id": channel},
             "container": {"type": "message", "channel_id": channel, "thread_ts": thread_ts},
             "response_url": self.slack.response_url("a1"),
@@ -436,6 +442,21 @@ async fn a_slack_connect_stranger_with_an_employees_address_is_not_that_employee
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_of_another_workspace_is_not_mapped_by_its_email() {
+    let s = setup().await;
+    // Its event arrives through this workspace (a shared DM), but the account is not ours.
+    s.slack
+        .add_foreign_user("U0FOREIGN", "alice@fernhill.example");
+    let ev = json!({"type": "message", "channel_type": "im", "user": "U0FOREIGN",
+        "channel": "D0FOREIGN", "ts": "1700000009.000400", "text": "How do I connect to the VPN?"});
+    s.event("Ev9d", ev).await;
+    s.bridge.idle().await;
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;
     let q = "How do I connect to the VPN?";
@@ -537,6 +558,72 @@ async fn slack_429_is_retried_after_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_answer_is_lost_is_not_posted_again() {
+    let s = setup().await;
+    s.slack.lose_answers("chat.postMessage", 1);
+    s.event(
+        "Ev9b",
+        mention(
+            "U0HANA",
+            STAFF_CHANNEL,
+            "1700000009.000200",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    // Slack posted it and then answered 503: the answer is not posted again; a note follows.
+    let posts = s.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(shown(&posts[0]).contains("VPN"), "{posts:?}");
+    assert!(
+        shown(&posts[1]).contains("did not confirm the answer"),
+        "{posts:?}"
+    );
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_api_errors_total",
+            &[("method", "chat.postMessage"), ("error", "transport")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_workspace_is_not_served() {
+    let s = setup().await;
+    let status = s
+        .event_from(
+            "T0OTHER",
+            "Ev9c",
+            mention(
+                "U0HANA",
+                STAFF_CHANNEL,
+                "1700000009.000300",
+                "How do I connect to the VPN?",
+            ),
+            false,
+        )
+        .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        status, 200,
+        "acknowledged, so that Slack does not redeliver it"
+    );
+    assert!(s.slack.calls().is_empty(), "{:?}", s.slack.calls());
+    assert!(s.nothing_asked());
+    assert_eq!(
+        s.bridge.metrics().get(
+            "docent_slack_rejected_total",
+            &[("reason", "other_workspace")]
+        ),
+        1
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feedback_button_is_stored_in_docent() {
     let s = setup().await;
     let ev = json!({"type": "message", "channel_type": "im", "user": "U0HANA",
@@ -579,6 +666,7 @@ async fn a_slash_command_answers_privately_under_the_askers_access() {
     let s = setup().await;
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("command", "/docent")
+        .append_pair("team_id", "T0FAKE")
         .append_pair("text", HR_QUESTION)
         .append_pair("user_id", "U0HANA")
         .append_pair("channel_id", STAFF_CHANNEL)

@@ -216,6 +216,26 @@ impl Bridge {
     }
 
     /// Whether the bridge may answer in `channel` of an event Slack marks
+    /// Whether a request from workspace `team` is served: any, unless `slack.team_id` pins
+    /// one (a request without a workspace is then refused too). Refusals are counted.
+    pub fn serves_team(&self, team: Option<&str>) -> bool {
+        let Some(pin) = &self.cfg.team_id else {
+            return true;
+        };
+        if team == Some(pin.as_str()) {
+            return true;
+        }
+        tracing::warn!(
+            team = team.unwrap_or(""),
+            "request from another workspace ignored"
+        );
+        self.metrics.inc(
+            "docent_slack_rejected_total",
+            &[("reason", "other_workspace")],
+        );
+        false
+    }
+
     /// `is_ext_shared_channel` (Slack Connect: members of other organisations read it): only
     /// where an administrator chose the channel's audience, never by the default one.
     pub fn answers_in_shared_channel(&self, channel: &str) -> bool {
@@ -344,7 +364,12 @@ impl Bridge {
             let trusted = !flag("deleted")
                 && !flag("is_bot")
                 && !flag("is_stranger")
-                && u["is_email_confirmed"].as_bool() != Some(false);
+                && u["is_email_confirmed"].as_bool() != Some(false)
+                && self
+                    .cfg
+                    .team_id
+                    .as_deref()
+                    .is_none_or(|t| u["team_id"].as_str() == Some(t));
             match u["profile"]["email"].as_str() {
                 Some(email)
                     if trusted && self.is_identity(email).await.map_err(Failure::Docent)? =>
@@ -487,10 +512,17 @@ impl Bridge {
         if let Err(e) = r {
             self.metrics
                 .inc("docent_slack_errors_total", &[("cause", "slack_post")]);
-            let note = Message::plain(&format!(
-                "Sorry, Slack refused to show the answer (error {}). Please try again or tell your Docent administrator.",
-                e.code()
-            ));
+            let note = Message::plain(&match e {
+                // Sent, but unconfirmed: it may be showing already, and is not posted again.
+                SlackError::Transport { .. } => format!(
+                    "Sorry, Slack did not confirm the answer (error {}). If you don't see it above, please ask again.",
+                    e.code()
+                ),
+                _ => format!(
+                    "Sorry, Slack refused to show the answer (error {}). Please try again or tell your Docent administrator.",
+                    e.code()
+                ),
+            });
             let again = match to {
                 Target::Thread { channel, thread_ts } => self.post(channel, thread_ts, &note).await,
                 Target::Private {

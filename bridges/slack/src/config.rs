@@ -50,10 +50,14 @@ pub struct Config {
     pub user_cache_ttl: Duration,
     /// Answers being produced at once; more events wait (they are acknowledged already).
     pub max_concurrent_answers: usize,
-    /// Attempts per Web API call (429 and 5xx are retried; Retry-After is honoured).
+    /// Attempts per Web API call (429 is retried after Retry-After; 5xx and network errors
+    /// only for reads).
     pub slack_attempts: u32,
     /// The longest Retry-After the bridge waits for before reporting the call as failed.
     pub max_retry_after: Duration,
+    /// The workspace (`T…`) the app serves: requests from any other workspace are ignored,
+    /// and only its accounts are mapped by e-mail. `None`: not pinned.
+    pub team_id: Option<String>,
 }
 
 impl Config {
@@ -94,6 +98,8 @@ struct RawSlack {
     attempts: Option<u32>,
     #[serde(default)]
     max_retry_after_secs: Option<u64>,
+    #[serde(default)]
+    team_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +349,15 @@ impl Config {
         if slack_attempts == 0 {
             issue("slack.attempts", "must be at least 1".into());
         }
+        let team_id = raw.slack.team_id.clone();
+        if let Some(t) = &team_id
+            && !(t.starts_with('T') && t.len() > 1 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            issue(
+                "slack.team_id",
+                format!("{t:?} is not a Slack workspace id (T followed by letters and digits)"),
+            );
+        }
         if !issues.is_empty() {
             return Err(ConfigError::Invalid(issues));
         }
@@ -367,6 +382,7 @@ impl Config {
             max_concurrent_answers,
             slack_attempts,
             max_retry_after: Duration::from_secs(raw.slack.max_retry_after_secs.unwrap_or(60)),
+            team_id,
         })
     }
 }
@@ -411,6 +427,7 @@ audiences = { C0HR = "group:hr" }
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let bad = TEXT
+            .replace("[slack]", "[slack]\nteam_id = \"acme\"")
             .replace("group:hr", "hr")
             .replace("${BOT}", "xoxp-user")
             .replace("${KEY}", "${MISSING}");
@@ -421,6 +438,7 @@ audiences = { C0HR = "group:hr" }
         assert!(paths.contains(&"channels.audiences.C0HR"), "{issues:?}");
         assert!(paths.contains(&"slack.bot_token"), "{issues:?}");
         assert!(paths.contains(&"docent.api_key"), "{issues:?}");
+        assert!(paths.contains(&"slack.team_id"), "{issues:?}");
         let unknown = TEXT.replace("[channels]", "[channels]\nfoo = 1");
         assert!(matches!(
             Config::parse(&unknown, Path::new("."), &env),
@@ -441,5 +459,6 @@ audiences = { C0HR = "group:hr" }
         let c = Config::parse(text, Path::new("."), &env).unwrap();
         assert_eq!(c.audience("C0123HRTEAM"), &Audience::Group("hr".into()));
         assert!(c.metrics_listen.is_some());
+        assert_eq!(c.team_id.as_deref(), Some("T0123ABCDEF"));
     }
 }

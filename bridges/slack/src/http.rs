@@ -113,6 +113,9 @@ pub async fn slack(
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
             return empty(StatusCode::BAD_REQUEST);
         };
+        if v["type"] == "event_callback" && !bridge.serves_team(v["team_id"].as_str()) {
+            return empty(StatusCode::OK);
+        }
         return events(&bridge, &v);
     }
     let form: std::collections::HashMap<String, String> =
@@ -121,6 +124,9 @@ pub async fn slack(
         let Ok(p) = serde_json::from_str::<Value>(payload) else {
             return empty(StatusCode::BAD_REQUEST);
         };
+        if !bridge.serves_team(p["team"]["id"].as_str()) {
+            return empty(StatusCode::OK);
+        }
         bridge
             .metrics
             .inc("docent_slack_events_total", &[("kind", "interaction")]);
@@ -136,6 +142,9 @@ pub async fn slack(
             .metrics
             .inc("docent_slack_events_total", &[("kind", "command")]);
         let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+        if !bridge.serves_team(form.get("team_id").map(String::as_str)) {
+            return empty(StatusCode::OK);
+        }
         let url = f("response_url");
         if url.is_empty() || f("user_id").is_empty() {
             return empty(StatusCode::BAD_REQUEST);

@@ -1,8 +1,10 @@
 //! The Slack Web API calls the bridge makes (`chat.postMessage`, `chat.postEphemeral`,
 //! `users.info`, `response_url` posts), with Slack's failure modes handled: HTTP 429 waits for
-//! `Retry-After` (up to a bound) and retries, 5xx and transport errors retry with backoff, and
-//! `ok: false` is an error carrying Slack's error code — returned to the caller, counted, never
-//! swallowed.
+//! `Retry-After` (up to a bound) and retries, and `ok: false` is an error carrying Slack's
+//! error code — returned to the caller, counted, never swallowed. A 5xx, a timeout or a
+//! connection lost after the request was sent is retried (with backoff) only for a method that
+//! reads: a post may already have been made, and posting an answer twice is worse than
+//! reporting the failure. A connection that never opened is retried for every method.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +109,7 @@ impl SlackApi {
         method: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, SlackError> {
+        let repeatable = reads_only(method);
         let mut backoff = Duration::from_millis(250);
         let mut last = SlackError::Transport {
             method: method.into(),
@@ -123,6 +126,9 @@ impl SlackApi {
                         method: method.into(),
                         message: e.to_string(),
                     };
+                    if !repeatable && !e.is_connect() {
+                        return Err(last);
+                    }
                     backoff
                 }
                 Ok(resp) if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
@@ -146,6 +152,9 @@ impl SlackApi {
                         method: method.into(),
                         message: format!("HTTP {}", resp.status()),
                     };
+                    if !repeatable {
+                        return Err(last);
+                    }
                     backoff
                 }
                 Ok(resp) => {
@@ -182,4 +191,9 @@ impl SlackApi {
         }
         Err(last)
     }
+}
+
+/// Whether `method` only reads, so that repeating a call that may have been made is harmless.
+fn reads_only(method: &str) -> bool {
+    matches!(method, "users.info" | "auth.test")
 }
