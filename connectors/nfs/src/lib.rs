@@ -5,8 +5,8 @@
 //! Invariants:
 //! - every upsert carries an ACL derived from the file's owner, group and mode bits exactly as
 //!   the fs connector derives it (`docent_fs_connector::posix_acl`, names from the configured
-//!   passwd/group files), narrowed by who may enter each directory below the crawled top
-//!   (`posix_dir_acl`), possibly changed by configured path rules; a file nobody may read is
+//!   passwd/group files), narrowed by who may enter each directory from the export's root
+//!   down to the file (`posix_dir_acl`), possibly changed by configured path rules; a file nobody may read is
 //!   skipped with a reason, never indexed;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
 //!   (or last sent) is never read;
@@ -288,7 +288,7 @@ struct Found {
     rel: String,
     fh: nfs_fh3,
     attr: fattr3,
-    /// Who may enter every directory between the crawled top and the file (search
+    /// Who may enter every directory from the export's root to the file (search
     /// permission): the file's ACL is narrowed by it.
     dirs: Acl,
 }
@@ -419,11 +419,22 @@ impl Syncer {
         let mut session = Session::connect(&self.cfg).await?;
         let mut top = session.root.clone();
         let mut top_rel = String::new();
+        // Who may enter the export's root directory and each one down to the crawled top.
+        let root_attr = match session.getattr(&top, "").await? {
+            Ok(a) => a,
+            Err(stat) => {
+                return Err(SyncError::Outage(format!(
+                    "cannot tell who may enter the root of {}:{}: {stat}",
+                    self.cfg.server, self.cfg.export
+                )));
+            }
+        };
+        let mut reach = posix_dir_acl(&names, root_attr.uid, root_attr.gid, root_attr.mode);
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
                 top_rel = join(&top_rel, part);
-                top = match session.lookup(&top, part.as_bytes(), &top_rel).await? {
-                    Ok((fh, _)) => fh,
+                let (fh, attr) = match session.lookup(&top, part.as_bytes(), &top_rel).await? {
+                    Ok(found) => found,
                     Err(stat) => {
                         return Err(SyncError::Outage(format!(
                             "sub_path {top_rel:?} cannot be opened on {}:{}: {stat}",
@@ -431,6 +442,17 @@ impl Syncer {
                         )));
                     }
                 };
+                let attr = match attr {
+                    Some(a) => a,
+                    None => session.getattr(&fh, &top_rel).await?.map_err(|stat| {
+                        SyncError::Outage(format!(
+                            "cannot tell who may enter {top_rel:?} on {}:{}: {stat}",
+                            self.cfg.server, self.cfg.export
+                        ))
+                    })?,
+                };
+                reach = intersect(reach, posix_dir_acl(&names, attr.uid, attr.gid, attr.mode));
+                top = fh;
             }
         }
 
@@ -439,10 +461,8 @@ impl Syncer {
         let mut unlisted: Vec<String> = Vec::new();
         // Directories the crawler is refused: what is indexed under them is withdrawn.
         let mut denied: Vec<(String, String)> = Vec::new();
-        // The top's own mode is not read (mounting the export already needs it); each
-        // directory below narrows who may reach what it holds.
-        let open = Acl::new([docent_connector_api::Principal::Everyone], []);
-        let mut dirs = vec![(top, top_rel.clone(), open)];
+        // Each directory below the top narrows further who may reach what it holds.
+        let mut dirs = vec![(top, top_rel.clone(), reach)];
         let mut visited_dirs = BTreeSet::new();
         while let Some((dir, rel_dir, reach)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {

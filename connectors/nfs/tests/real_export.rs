@@ -428,6 +428,41 @@ fn crawl_indexes_files_with_acls_from_owner_group_and_mode() {
     });
 }
 
+/// The directories above the crawled top (the export's root, the `sub_path`) narrow who may
+/// read, as the ones below it do.
+#[test]
+fn directories_above_the_crawled_top_narrow_every_file() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("team/plan.txt", "the plan", 1001, 2001, 0o644);
+    std::os::unix::fs::chown(server.export().join("team"), Some(1001), Some(2001)).unwrap();
+    server.chmod("team", 0o750);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector("sub_path = \"team\"\n"));
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts["team/plan.txt"],
+            acl(&[Principal::user("alice"), Principal::group("staff")]),
+            "{sent:?}"
+        );
+        c.stop().await;
+    });
+    // The export's root itself: open to its owner only.
+    server.chmod("team", 0o755);
+    std::os::unix::fs::chown(server.export(), Some(1002), Some(2002)).unwrap();
+    server.chmod("", 0o700);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts["team/plan.txt"],
+            acl(&[Principal::user("bob")]),
+            "{sent:?}"
+        );
+        c.stop().await;
+    });
+}
+
 #[test]
 fn edits_additions_and_deletions_follow_at_the_next_sync() {
     let _serial = serial();
