@@ -432,6 +432,54 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// A stand-in wiki (the real one cannot be made to send this) whose every answer claims
+    /// 300 MiB and streams zeros: the connector stops at its cap with an error.
+    #[tokio::test]
+    async fn a_response_over_the_cap_is_an_error_not_a_full_memory() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                content-length: 314572800\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let zeros = vec![b' '; 1 << 20];
+                    for _ in 0..300 {
+                        if sock.write_all(&zeros).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let table: toml::Table = format!("url = \"{url}\"\npermissions = \"public\"")
+            .parse()
+            .unwrap();
+        let env = docent_connector_api::registry::ConfigEnv {
+            id: "wiki".into(),
+            base_dir: ".".into(),
+            max_document_bytes: 1 << 20,
+            max_text_bytes: 1 << 20,
+            parse_timeout: Duration::from_secs(5),
+        };
+        let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
+        let api = Api::new(&cfg, CancellationToken::new()).unwrap();
+        let err = api
+            .get(&[("action".into(), "query".into())])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Invalid { message, .. } if message.contains("larger than")),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn timestamps_parse_to_unix_seconds() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Some(0));
