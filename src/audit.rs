@@ -52,6 +52,9 @@ pub struct AuditRecord<'a> {
     pub guardrails: &'a [Verdict],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub question: Option<&'a str>,
+    /// What an admin or read call acted on: a user, a connector, a conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<&'a str>,
 }
 
 /// One refused request.
@@ -237,6 +240,7 @@ mod tests {
             documents: vec![doc],
             guardrails: verdicts,
             question: None,
+            target: None,
         }
     }
 

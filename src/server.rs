@@ -69,9 +69,14 @@ pub enum DaemonError {
     AssistantStore(#[from] crate::assistant::store::StoreError),
     #[error(
         "refusing to serve plaintext on {0}, which is not a loopback address: configure \
-         server.tls_cert/tls_key, or pass --insecure-dev for a development setup"
+         server.tls_cert/tls_key"
     )]
     PlaintextExposed(SocketAddr),
+    #[error(
+        "refusing --insecure-dev on {0}, which is not a loopback address: anyone who reaches it \
+         could name any identity; listen on 127.0.0.1 for development"
+    )]
+    InsecureDevExposed(SocketAddr),
 }
 
 /// How the daemon was started (beyond its config).
@@ -156,8 +161,14 @@ pub async fn start_with(
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Join(e.to_string()))?;
-    if config.server.tls.is_none() && !addr.ip().is_loopback() && !opts.insecure_dev {
-        return Err(DaemonError::PlaintextExposed(addr));
+    if !addr.ip().is_loopback() {
+        // The header names any identity, admins included: never beyond this machine.
+        if opts.insecure_dev {
+            return Err(DaemonError::InsecureDevExposed(addr));
+        }
+        if config.server.tls.is_none() {
+            return Err(DaemonError::PlaintextExposed(addr));
+        }
     }
     if opts.insecure_dev {
         tracing::warn!(

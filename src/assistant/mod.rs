@@ -1037,10 +1037,11 @@ pub fn visible_turn(
     }
     t.citations = kept;
     // A sentence stands on every passage it cites: it goes when any of them is no longer
-    // readable (its text may come from that one).
+    // readable (its text may come from that one). An uncited sentence goes too: the answerer
+    // wrote it with the now unreadable passages in front of it.
     t.sentences.retain_mut(|s| {
         let kept: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
-        let whole = kept.len() == s.citations.len();
+        let whole = kept.len() == s.citations.len() && !kept.is_empty();
         s.citations = kept;
         whole
     });
@@ -1064,6 +1065,30 @@ pub fn visible_turn(
     t
 }
 
+/// PII redaction of a stored turn as it leaves the daemon again: it was redacted for the
+/// asker's principals when asked, which may have changed since (left an exempt group), as may
+/// the PII settings.
+fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::TurnRecord) {
+    let mut found = guardrail::PiiFindings::default();
+    for text in [&mut t.answer, &mut t.rewritten]
+        .into_iter()
+        .chain(t.sentences.iter_mut().map(|s| &mut s.text))
+    {
+        g.redact_sentence(principals, text, &mut found);
+    }
+    for c in &mut t.citations {
+        for key in [&mut c.document_key, &mut c.chunk_id, &mut c.uri] {
+            g.redact_key(principals, key, &mut found);
+        }
+        for text in [&mut c.title, &mut c.snippet]
+            .into_iter()
+            .chain(c.heading_path.iter_mut())
+        {
+            g.redact_sentence(principals, text, &mut found);
+        }
+    }
+}
+
 impl Assistant {
     /// The caller's conversation with its turns as the caller may see them now.
     pub fn conversation(
@@ -1079,7 +1104,11 @@ impl Assistant {
         let turns = store
             .turns(id)?
             .into_iter()
-            .map(|t| visible_turn(&*self.index, &scope, t))
+            .map(|t| {
+                let mut t = visible_turn(&*self.index, &scope, t);
+                redact_turn(&self.guardrails, scope.principal_set(), &mut t);
+                t
+            })
             .collect();
         Ok((c, turns))
     }
@@ -1198,12 +1227,75 @@ mod tests {
         let everyone = AclScope::for_tests("u", &["group:all"]);
         let seen = visible_turn(&index, &everyone, turn.clone());
         let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
-        assert_eq!(texts, ["From the public page.", "General knowledge."]);
+        // The uncited sentence goes too: it was written with the HR page in view.
+        assert_eq!(texts, ["From the public page."]);
         assert_eq!(seen.citations.len(), 1);
         assert_eq!(seen.citations[0].access_key, "s:d0");
-        assert_eq!(seen.answer, "From the public page. [1] General knowledge.");
+        assert_eq!(seen.answer, "From the public page. [1]");
         let hr = AclScope::for_tests("h", &["group:all", "group:hr"]);
         assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
+    }
+
+    #[test]
+    fn a_stored_turn_is_redacted_for_who_reads_it_now() {
+        let mut cfg = crate::guardrail::GuardrailConfig::default();
+        cfg.pii.audience.exempt = vec!["group:payroll".into()];
+        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let iban = "DE89 3704 0044 0532 0130 00";
+        let turn = store::TurnRecord {
+            question: "q".into(),
+            rewritten: format!("refunds to {iban}"),
+            answer: format!("Refunds go to {iban}. [1]"),
+            sentences: vec![store::StoredSentence {
+                text: format!("Refunds go to {iban}."),
+                citations: vec![0],
+                uncited: false,
+            }],
+            citations: vec![store::StoredCitation {
+                document_key: "s:GB82WEST12345698765432".into(),
+                title: format!("Account {iban}"),
+                uri: "file:///finance/GB82WEST12345698765432.md".into(),
+                chunk_id: "GB82WEST12345698765432#0".into(),
+                span: (0, 10),
+                snippet: format!("Refunds go to {iban}."),
+                heading_path: vec![format!("Bank {iban}")],
+                page: None,
+                access_key: "s:GB82WEST12345698765432".into(),
+            }],
+            status: "answered".into(),
+            mode: "extractive".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_ms: 0,
+        };
+        // Asked while in payroll (exempt): stored in clear. Read as payroll: unchanged.
+        let payroll: BTreeSet<String> = ["user:a".into(), "group:payroll".into()].into();
+        let mut t = turn.clone();
+        redact_turn(&g, &payroll, &mut t);
+        assert_eq!(t, turn);
+        // Read after leaving payroll: every field that leaves is redacted; the access key,
+        // which never leaves, is not.
+        let left: BTreeSet<String> = ["user:a".into()].into();
+        redact_turn(&g, &left, &mut t);
+        let shown = format!(
+            "{:?}",
+            (
+                &t.answer,
+                &t.rewritten,
+                &t.sentences,
+                &t.citations[0].document_key,
+                &t.citations[0].title,
+                &t.citations[0].uri,
+                &t.citations[0].chunk_id,
+                &t.citations[0].snippet,
+                &t.citations[0].heading_path
+            )
+        );
+        assert!(
+            !shown.contains("3704") && !shown.contains("GB82WEST"),
+            "{shown}"
+        );
+        assert_eq!(t.citations[0].access_key, "s:GB82WEST12345698765432");
     }
 
     #[test]

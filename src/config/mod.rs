@@ -933,6 +933,17 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
                 is.add(format!("{p}.id"), "must be a non-empty id without spaces");
             }
+            // Audiences (`act_as = "everyone"`, `"group:<id>"`) run under these ids: a person
+            // named so would share their conversations and usage.
+            if crate::identity::Audience::parse(&r.id).is_some() {
+                is.add(
+                    format!("{p}.id"),
+                    format!(
+                        "{:?} is the name of an audience (everyone, group:<id>)",
+                        r.id
+                    ),
+                );
+            }
             if !ids.insert(r.id.clone()) {
                 is.add(format!("{p}.id"), format!("duplicate identity {:?}", r.id));
             }
@@ -1118,6 +1129,16 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.embedding.text.passage_prefix, "");
         assert_eq!(c.embedding.text.pooling, Pooling::Cls);
         assert_eq!(c.embedding.expect_vocab, None);
+    }
+
+    #[test]
+    fn an_identity_may_not_take_an_audience_s_name() {
+        for id in ["everyone", "group:hr"] {
+            let text = format!("{MINIMAL}[[identities]]\nid = \"{id}\"\n");
+            let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, "identities[0].id", "{issues:?}");
+        }
     }
 
     #[test]

@@ -490,6 +490,18 @@ impl Guardrails {
         }
     }
 
+    /// Redacts PII in a key, chunk id or URI, also read percent-decoded (stored turns).
+    pub fn redact_key(
+        &self,
+        principals: &BTreeSet<String>,
+        key: &mut String,
+        found: &mut PiiFindings,
+    ) {
+        if let Some(entities) = self.pii_entities(principals) {
+            redact_id(key, entities, &mut found.0);
+        }
+    }
+
     /// Redacts PII in a citation: document key, chunk id, title, URI, heading path and passage,
     /// whose snippet is then cut again from the redacted passage (see [`Self::redact_answer`]).
     pub fn redact_citation(

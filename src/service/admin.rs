@@ -56,6 +56,24 @@ impl AdminService {
         }
     }
 
+    /// Audits an admin call that only reads.
+    fn read_audited(
+        &self,
+        method: &'static str,
+        admin: &crate::service::Caller,
+        target: Option<&str>,
+    ) {
+        self.state.record(Audited {
+            method,
+            caller: admin,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+            target,
+        });
+    }
+
     /// Sends a command to a connector, auditing it.
     async fn command(
         &self,
@@ -73,7 +91,8 @@ impl AdminService {
             outcome: if sent { "ok" } else { "connector_stopped" },
             documents: Vec::new(),
             verdicts: &[],
-            question: Some(connector),
+            question: None,
+            target: Some(connector),
         });
         if !sent {
             return Err(ServiceError::FailedPrecondition {
@@ -146,13 +165,14 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ListConnectorsRequest>,
     ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
-        require_admin(&req)?;
+        let admin = require_admin(&req)?;
         let connectors = self
             .state
             .connectors
             .iter()
             .map(|c| self.connector_status(c))
             .collect();
+        self.read_audited("ListConnectors", &admin, None);
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
     }
 
@@ -160,7 +180,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::IndexStatsRequest>,
     ) -> Result<Response<pb::IndexStatsResponse>, Status> {
-        require_admin(&req)?;
+        let admin = require_admin(&req)?;
+        self.read_audited("IndexStats", &admin, None);
         let s = self.state.index.stats();
         let st = &self.state.stats;
         Ok(Response::new(pb::IndexStatsResponse {
@@ -196,7 +217,8 @@ impl pb::admin_server::Admin for AdminService {
             outcome: "ok",
             documents: Vec::new(),
             verdicts: &[],
-            question: Some(user),
+            question: None,
+            target: Some(user),
         });
         Ok(Response::new(pb::WhoIsResponse {
             id: w.id,
@@ -261,6 +283,7 @@ impl pb::admin_server::Admin for AdminService {
             documents: Vec::new(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::UsageResponse {
             identities: rows
@@ -301,6 +324,7 @@ impl pb::admin_server::Admin for AdminService {
             documents: Vec::new(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::ExportFeedbackResponse {
             records: records
@@ -349,7 +373,8 @@ impl pb::admin_server::Admin for AdminService {
             outcome: if d.allowed() { "allowed" } else { "denied" },
             documents: vec![key],
             verdicts: &[],
-            question: Some(user),
+            question: None,
+            target: Some(user),
         });
         let (decision, entry) = match &d {
             AclDecision::Allowed(p) => ("allow", p.token()),
@@ -380,6 +405,7 @@ impl pb::admin_server::Admin for AdminService {
             documents: Vec::new(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         let (identities, groups, api_keys) =
             r.map_err(|message| ServiceError::FailedPrecondition {
@@ -397,8 +423,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        require_admin(&req)?;
+        let admin = require_admin(&req)?;
         let c = self.connector(&req.get_ref().connector)?;
+        self.read_audited("ListJobs", &admin, Some(&c.id));
         let jobs = c
             .status
             .snapshot()

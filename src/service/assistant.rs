@@ -103,6 +103,7 @@ impl AssistantService {
                 .collect(),
             verdicts: &o.verdicts,
             question: Some(question),
+            target: None,
         });
         tracing::info!(
             user = caller.user_id(),
@@ -312,6 +313,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             documents: r.hits.iter().map(|h| h.chunk.doc_key.as_str()).collect(),
             verdicts: &verdicts,
             question: Some(&msg.query),
+            target: None,
         });
         tracing::info!(
             user = caller.user_id(),
@@ -333,10 +335,20 @@ impl pb::assistant_server::Assistant for AssistantService {
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
         let st = self.state.clone();
-        let list = tokio::task::spawn_blocking(move || st.assistant.conversations(&caller))
+        let c = caller.clone();
+        let list = tokio::task::spawn_blocking(move || st.assistant.conversations(&c))
             .await
             .map_err(ServiceError::internal)?
             .map_err(ServiceError::from)?;
+        self.state.record(Audited {
+            method: "ListConversations",
+            caller: &caller,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+            target: None,
+        });
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: list.iter().map(convert::conversation_summary).collect(),
         }))
@@ -349,11 +361,29 @@ impl pb::assistant_server::Assistant for AssistantService {
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
         let st = self.state.clone();
         let id = req.into_inner().conversation_id;
+        let (who, target) = (caller.clone(), id.clone());
         let (c, turns) =
             tokio::task::spawn_blocking(move || st.assistant.conversation(&caller, &id))
                 .await
                 .map_err(ServiceError::internal)?
                 .map_err(ServiceError::from)?;
+        self.state.record(Audited {
+            method: "GetConversation",
+            caller: &who,
+            outcome: "ok",
+            documents: turns
+                .iter()
+                .flat_map(|t| &t.citations)
+                // The key as indexed; the sent one may be PII-redacted.
+                .map(|c| match c.access_key.as_str() {
+                    "" => c.document_key.as_str(),
+                    k => k,
+                })
+                .collect(),
+            verdicts: &[],
+            question: None,
+            target: Some(&target),
+        });
         Ok(Response::new(pb::Conversation {
             summary: Some(convert::conversation_summary(&c)),
             turns: turns.iter().map(convert::turn).collect(),
@@ -379,6 +409,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             documents: Vec::new(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::DeleteConversationResponse {}))
     }
@@ -432,6 +463,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             documents: Vec::new(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::FeedbackResponse {}))
     }

@@ -289,6 +289,7 @@ impl pb::ingest_server::Ingest for IngestService {
             documents: accepted.iter().map(String::as_str).collect(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
@@ -335,6 +336,7 @@ impl pb::ingest_server::Ingest for IngestService {
             documents: deleted.iter().map(String::as_str).collect(),
             verdicts: &[],
             question: None,
+            target: None,
         });
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
     }

@@ -66,6 +66,9 @@ pub struct Audited<'a> {
     pub documents: Vec<&'a str>,
     pub verdicts: &'a [Verdict],
     pub question: Option<&'a str>,
+    /// What an admin or read call acted on (a user, a connector, a conversation): always
+    /// written, unlike the question.
+    pub target: Option<&'a str>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
             documents: a.documents,
             guardrails: a.verdicts,
             question: a.question.filter(|_| log.include_question()),
+            target: a.target,
         });
     }
 

@@ -1,7 +1,8 @@
 //! Identity administration against a daemon started from a config file: who is X (by alias),
 //! can X read D and which entry decided, identities from an /etc/group-style file, reload without
 //! restart (a bad config keeps the current store), `--insecure-dev`, the refusal to serve
-//! plaintext beyond loopback, and `config check` refusing a name given to two identities.
+//! plaintext or `--insecure-dev` beyond loopback, admin calls in the audit log, and `config
+//! check` refusing a name given to two identities.
 
 use docent::server::StartOptions;
 use docent_proto::v1 as pb;
@@ -216,17 +217,79 @@ async fn whois_check_access_reload_and_insecure_dev() {
     );
     d.stop().await;
 
-    // Plaintext beyond loopback needs TLS or --insecure-dev.
+    // Plaintext beyond loopback needs TLS; --insecure-dev is never served beyond loopback.
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let err = docent::server::start(env.config(), embedder(), listener)
         .await
         .err()
         .expect("plaintext on 0.0.0.0 must be refused");
+    assert!(err.to_string().contains("tls_cert"), "{err}");
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = docent::server::start_with(
+        env.config(),
+        embedder(),
+        listener,
+        StartOptions {
+            insecure_dev: true,
+            config_path: None,
+        },
+    )
+    .await
+    .err()
+    .expect("--insecure-dev on 0.0.0.0 must be refused");
     assert!(err.to_string().contains("--insecure-dev"), "{err}");
 }
 
 /// A connector reports the group database it reads; memberships reach the identity store (and
 /// follow the database on the next full scan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_are_audited_with_what_they_acted_on() {
+    let env = Env::example();
+    let d = env.start().await;
+    let key = format!("share:{}", env.corpus().join(HR_DOC).display());
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let user = |u: &str| pb::WhoIsRequest { user: u.into() };
+    admin.who_is(authed(ADMIN, user("hana"))).await.unwrap();
+    admin
+        .check_access(authed(
+            ADMIN,
+            pb::CheckAccessRequest {
+                user: "alice".into(),
+                document_key: key.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    admin
+        .list_connectors(authed(ADMIN, pb::ListConnectorsRequest {}))
+        .await
+        .unwrap();
+    admin
+        .list_jobs(authed(
+            ADMIN,
+            pb::ListJobsRequest {
+                connector: "share".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let records = env.audit_records();
+    let has = |method: &str, target: Option<&str>| {
+        records.iter().any(|r| {
+            r["method"] == method
+                && r["caller"] == "admin"
+                && target.is_none_or(|t| r["target"] == t)
+        })
+    };
+    assert!(has("WhoIs", Some("hana")), "{records:?}");
+    assert!(has("CheckAccess", Some("alice")), "{records:?}");
+    assert!(has("ListConnectors", None), "{records:?}");
+    assert!(has("ListJobs", Some("share")), "{records:?}");
+    // The question field stays off by default; the target does not depend on it.
+    assert!(records.iter().all(|r| r.get("question").is_none()));
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_reported_memberships_grant_access() {
     let env = Env::example();
