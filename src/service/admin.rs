@@ -56,24 +56,6 @@ impl AdminService {
         }
     }
 
-    /// Audits an admin call that only reads.
-    fn read_audited(
-        &self,
-        method: &'static str,
-        admin: &crate::service::Caller,
-        target: Option<&str>,
-    ) {
-        self.state.record(Audited {
-            method,
-            caller: admin,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target,
-        });
-    }
-
     /// Sends a command to a connector, auditing it.
     async fn command(
         &self,
@@ -172,7 +154,7 @@ impl pb::admin_server::Admin for AdminService {
             .iter()
             .map(|c| self.connector_status(c))
             .collect();
-        self.read_audited("ListConnectors", &admin, None);
+        self.state.record_ok("ListConnectors", &admin, None);
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
     }
 
@@ -181,7 +163,7 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::IndexStatsRequest>,
     ) -> Result<Response<pb::IndexStatsResponse>, Status> {
         let admin = require_admin(&req)?;
-        self.read_audited("IndexStats", &admin, None);
+        self.state.record_ok("IndexStats", &admin, None);
         let s = self.state.index.stats();
         let st = &self.state.stats;
         Ok(Response::new(pb::IndexStatsResponse {
@@ -211,15 +193,7 @@ impl pb::admin_server::Admin for AdminService {
             .current()
             .whois(user)
             .ok_or_else(|| unknown_user(user))?;
-        self.state.record(Audited {
-            method: "WhoIs",
-            caller: &admin,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: Some(user),
-        });
+        self.state.record_ok("WhoIs", &admin, Some(user));
         Ok(Response::new(pb::WhoIsResponse {
             id: w.id,
             aliases: w.aliases,
@@ -276,15 +250,7 @@ impl pb::admin_server::Admin for AdminService {
             }
             None => (0.0, 0.0, String::new()),
         };
-        self.state.record(Audited {
-            method: "Usage",
-            caller: &admin,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.state.record_ok("Usage", &admin, None);
         Ok(Response::new(pb::UsageResponse {
             identities: rows
                 .into_iter()
@@ -317,15 +283,7 @@ impl pb::admin_server::Admin for AdminService {
         .await
         .map_err(ServiceError::internal)?
         .map_err(ServiceError::internal)?;
-        self.state.record(Audited {
-            method: "ExportFeedback",
-            caller: &admin,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.state.record_ok("ExportFeedback", &admin, None);
         Ok(Response::new(pb::ExportFeedbackResponse {
             records: records
                 .into_iter()
@@ -425,7 +383,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let admin = require_admin(&req)?;
         let c = self.connector(&req.get_ref().connector)?;
-        self.read_audited("ListJobs", &admin, Some(&c.id));
+        self.state.record_ok("ListJobs", &admin, Some(&c.id));
         let jobs = c
             .status
             .snapshot()

@@ -340,15 +340,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             .await
             .map_err(ServiceError::internal)?
             .map_err(ServiceError::from)?;
-        self.state.record(Audited {
-            method: "ListConversations",
-            caller: &caller,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.state.record_ok("ListConversations", &caller, None);
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: list.iter().map(convert::conversation_summary).collect(),
         }))
@@ -397,20 +389,13 @@ impl pb::assistant_server::Assistant for AssistantService {
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
         let st = self.state.clone();
         let id = req.into_inner().conversation_id;
-        let c = caller.clone();
+        let (c, target) = (caller.clone(), id.clone());
         tokio::task::spawn_blocking(move || st.assistant.delete_conversation(&c, &id))
             .await
             .map_err(ServiceError::internal)?
             .map_err(ServiceError::from)?;
-        self.state.record(Audited {
-            method: "DeleteConversation",
-            caller: &caller,
-            outcome: "ok",
-            documents: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.state
+            .record_ok("DeleteConversation", &caller, Some(&target));
         Ok(Response::new(pb::DeleteConversationResponse {}))
     }
 

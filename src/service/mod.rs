@@ -90,6 +90,19 @@ impl AppState {
         Ok(counts)
     }
 
+    /// Audits a call that succeeded and touched no document: `target` is what it acted on.
+    pub fn record_ok(&self, method: &'static str, caller: &Caller, target: Option<&str>) {
+        self.record(Audited {
+            method,
+            caller,
+            outcome: "ok",
+            documents: Vec::new(),
+            verdicts: &[],
+            question: None,
+            target,
+        });
+    }
+
     /// Writes an audit record (when an audit log is configured) and counts the verdicts.
     pub fn record(&self, a: Audited<'_>) {
         for v in a.verdicts {
