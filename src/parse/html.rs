@@ -3,6 +3,7 @@
 //! the heading path. Title: `<title>`, else the first `<h1>`.
 
 use ego_tree::NodeRef;
+use ego_tree::iter::Edge;
 use scraper::{Html, Node};
 
 use super::{BlockKind, ParsedDoc, TextBuilder};
@@ -41,7 +42,7 @@ pub fn parse(src: &str) -> ParsedDoc {
     let html = Html::parse_document(src);
     let mut b = TextBuilder::default();
     let mut first_h1 = None;
-    walk(html.tree.root(), &mut b, &mut first_h1, false);
+    walk(html.tree.root(), &mut b, &mut first_h1);
     let (text, blocks) = b.into_parts();
     let title = html
         .select(&scraper::Selector::parse("title").expect("static selector"))
@@ -57,56 +58,75 @@ pub fn parse(src: &str) -> ParsedDoc {
     }
 }
 
-fn walk(node: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<String>, in_pre: bool) {
-    match node.value() {
-        Node::Text(t) => b.push(t, in_pre),
-        Node::Element(el) => {
-            let name = el.name();
-            if SKIP.contains(&name) {
-                return;
-            }
-            let heading = match name {
-                "h1" => Some(1),
-                "h2" => Some(2),
-                "h3" => Some(3),
-                "h4" => Some(4),
-                "h5" => Some(5),
-                "h6" => Some(6),
-                _ => None,
-            };
-            let kind = if let Some(l) = heading {
-                Some(BlockKind::Heading(l))
-            } else {
-                match name {
-                    "li" => Some(BlockKind::ListItem),
-                    "pre" => Some(BlockKind::Code),
-                    "td" | "th" => Some(BlockKind::TableCell),
-                    n if BLOCKS.contains(&n) => Some(BlockKind::Paragraph),
-                    _ => None,
-                }
-            };
-            if let Some(k) = kind {
-                b.start(k);
-            }
-            let pre = in_pre || name == "pre";
-            for child in node.children() {
-                walk(child, b, first_h1, pre);
-            }
-            if kind.is_some() {
-                if heading == Some(1) && first_h1.is_none() {
-                    let t: String = scraper::ElementRef::wrap(node)
-                        .map(|e| e.text().collect())
-                        .unwrap_or_default();
-                    if !t.trim().is_empty() {
-                        *first_h1 = Some(t);
+/// The block an element starts, if any, and its heading level.
+fn block_of(name: &str) -> Option<(BlockKind, Option<u8>)> {
+    let heading = match name {
+        "h1" => Some(1),
+        "h2" => Some(2),
+        "h3" => Some(3),
+        "h4" => Some(4),
+        "h5" => Some(5),
+        "h6" => Some(6),
+        _ => None,
+    };
+    let kind = match (heading, name) {
+        (Some(l), _) => BlockKind::Heading(l),
+        (None, "li") => BlockKind::ListItem,
+        (None, "pre") => BlockKind::Code,
+        (None, "td" | "th") => BlockKind::TableCell,
+        (None, n) if BLOCKS.contains(&n) => BlockKind::Paragraph,
+        _ => return None,
+    };
+    Some((kind, heading))
+}
+
+/// Walks the tree in document order without recursion: a hostile file may nest elements as
+/// deep as it likes (each level was a stack frame, and a stack overflow aborts the process).
+fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<String>) {
+    // The element whose subtree is skipped (script, style, …), and how many `pre` are open.
+    let mut skipping: Option<ego_tree::NodeId> = None;
+    let mut pre = 0usize;
+    for edge in root.traverse() {
+        match edge {
+            Edge::Open(node) if skipping.is_none() => match node.value() {
+                Node::Text(t) => b.push(t, pre > 0),
+                Node::Element(el) => {
+                    let name = el.name();
+                    if SKIP.contains(&name) {
+                        skipping = Some(node.id());
+                        continue;
+                    }
+                    pre += usize::from(name == "pre");
+                    if let Some((kind, _)) = block_of(name) {
+                        b.start(kind);
                     }
                 }
-                b.finish();
-            }
-        }
-        _ => {
-            for child in node.children() {
-                walk(child, b, first_h1, in_pre);
+                _ => {}
+            },
+            Edge::Open(_) => {}
+            Edge::Close(node) => {
+                if let Some(id) = skipping {
+                    if id == node.id() {
+                        skipping = None;
+                    }
+                    continue;
+                }
+                let Node::Element(el) = node.value() else {
+                    continue;
+                };
+                let name = el.name();
+                if let Some((_, heading)) = block_of(name) {
+                    if heading == Some(1) && first_h1.is_none() {
+                        let t: String = scraper::ElementRef::wrap(node)
+                            .map(|e| e.text().collect())
+                            .unwrap_or_default();
+                        if !t.trim().is_empty() {
+                            *first_h1 = Some(t);
+                        }
+                    }
+                    b.finish();
+                }
+                pre -= usize::from(name == "pre");
             }
         }
     }
@@ -115,6 +135,27 @@ fn walk(node: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deep nesting is parsed on the parser's own 2 MiB stack, as in the daemon.
+    #[test]
+    fn deeply_nested_elements_do_not_overflow_the_stack() {
+        let depth = 100_000;
+        let src = format!(
+            "<p>before</p>{}deep text{}<script>{}</script><p>after</p>",
+            "<span>".repeat(depth),
+            "</span>".repeat(depth),
+            "<b>".repeat(1000)
+        );
+        let doc = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse(&src))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(doc.text.contains("before"), "{}", doc.text);
+        assert!(doc.text.contains("deep text"), "{}", doc.text);
+        assert!(doc.text.contains("after"), "{}", doc.text);
+    }
 
     #[test]
     fn extracts_blocks_and_skips_scripts() {

@@ -187,8 +187,35 @@ impl Format {
     }
 }
 
+thread_local! {
+    /// Most bytes a [`TextBuilder`] on this thread may hold (text plus every block's heading
+    /// path): set by [`parse_limited`] for its parser thread, so that hostile input stops while
+    /// it is extracted, not after it has filled the memory.
+    static TEXT_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// What a builder held when it went over the budget (reset by each [`parse`]).
+    static OVER_BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The stack of a parser thread.
+const PARSER_STACK_BYTES: usize = 256 << 20;
+
+/// The longest heading kept in heading paths (they are repeated on every block below them).
+const MAX_HEADING_BYTES: usize = 256;
+
 /// Parses a document. `name` is the file name, the title of last resort.
 pub fn parse(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, ParseError> {
+    OVER_BUDGET.with(|o| o.set(None));
+    let parsed = parse_unchecked(bytes, mime, name);
+    if let Some(len) = OVER_BUDGET.with(|o| o.take()) {
+        return Err(ParseError::TooMuchText {
+            len,
+            max: TEXT_BUDGET.with(|b| b.get()),
+        });
+    }
+    parsed
+}
+
+fn parse_unchecked(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, ParseError> {
     let format = Format::detect(mime, name)?;
     if bytes.is_empty() {
         return Err(ParseError::Empty);
@@ -253,7 +280,12 @@ pub fn parse_limited(
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("docent-parse".into())
+        // Third-party parsers (lopdf, pdf-extract) recurse on nested input; a stack overflow
+        // aborts the process, so they get room (address space, touched only as used). Deeper
+        // hostile nesting still reaches the limit: see ARCHITECTURE.md, "Parsers".
+        .stack_size(PARSER_STACK_BYTES)
         .spawn(move || {
+            TEXT_BUDGET.with(|b| b.set(limits.max_text_bytes));
             let _ = tx.send(parse(&bytes, mime.as_deref(), &name));
             let mut f = thread_fate.lock().unwrap_or_else(|e| e.into_inner());
             f.1 = true;
@@ -392,8 +424,8 @@ pub(crate) fn collapse_ws(s: &str) -> String {
     out
 }
 
-/// Accumulates extracted text and block spans; shared by the parsers.
-#[derive(Default)]
+/// Accumulates extracted text and block spans; shared by the parsers. It stops taking text once
+/// the text and heading paths it holds pass this thread's budget (see [`parse`]).
 pub(crate) struct TextBuilder {
     text: String,
     blocks: Vec<Block>,
@@ -401,9 +433,41 @@ pub(crate) struct TextBuilder {
     headings: Vec<(u8, String)>,
     open: Option<(BlockKind, usize)>,
     page: Option<u32>,
+    /// Bytes of the heading paths of the finished blocks.
+    heading_bytes: usize,
+    budget: usize,
+}
+
+impl Default for TextBuilder {
+    fn default() -> Self {
+        Self {
+            text: String::new(),
+            blocks: Vec::new(),
+            headings: Vec::new(),
+            open: None,
+            page: None,
+            heading_bytes: 0,
+            budget: TEXT_BUDGET.with(|b| b.get()),
+        }
+    }
 }
 
 impl TextBuilder {
+    /// Whether the budget is spent: parsers stop feeding it (the parse fails with
+    /// [`ParseError::TooMuchText`]).
+    pub fn over(&self) -> bool {
+        let used = self.text.len().saturating_add(self.heading_bytes);
+        if used <= self.budget {
+            return false;
+        }
+        OVER_BUDGET.with(|o| {
+            if o.get().is_none() {
+                o.set(Some(used));
+            }
+        });
+        true
+    }
+
     /// The page of blocks started from now on.
     pub fn set_page(&mut self, page: Option<u32>) {
         self.finish();
@@ -412,6 +476,9 @@ impl TextBuilder {
 
     pub fn start(&mut self, kind: BlockKind) {
         self.finish();
+        if self.over() {
+            return;
+        }
         if !self.text.is_empty() {
             self.text.push_str("\n\n");
         }
@@ -421,6 +488,9 @@ impl TextBuilder {
     /// Appends inline text to the open block (opening a paragraph if none is open), collapsing
     /// runs of whitespace unless `keep_ws` (code).
     pub fn push(&mut self, s: &str, keep_ws: bool) {
+        if self.over() {
+            return;
+        }
         if self.open.is_none() {
             self.start(BlockKind::Paragraph);
         }
@@ -466,7 +536,10 @@ impl TextBuilder {
                 self.headings.pop();
             }
         }
-        let heading_path = self.headings.iter().map(|(_, h)| h.clone()).collect();
+        let heading_path: Vec<String> = self.headings.iter().map(|(_, h)| h.clone()).collect();
+        self.heading_bytes = self
+            .heading_bytes
+            .saturating_add(heading_path.iter().map(String::len).sum::<usize>());
         self.blocks.push(Block {
             kind,
             span: start..self.text.len(),
@@ -474,7 +547,15 @@ impl TextBuilder {
             page: self.page,
         });
         if let BlockKind::Heading(level) = kind {
-            self.headings.push((level, collapse_ws(&heading_text)));
+            let mut h = collapse_ws(&heading_text);
+            if h.len() > MAX_HEADING_BYTES {
+                let mut cut = MAX_HEADING_BYTES;
+                while !h.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                h.truncate(cut);
+            }
+            self.headings.push((level, h));
         }
     }
 
@@ -528,6 +609,28 @@ pub(crate) fn assert_spans_valid(doc: &ParsedDoc) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A long heading above many blocks was copied into every block's heading path: the copies
+    /// count against the text budget, and headings are cut to 256 bytes.
+    #[test]
+    fn heading_paths_count_against_the_text_budget() {
+        let src = format!("# {}\n\n{}", "w".repeat(10_000), "a\n\n".repeat(5_000));
+        let limits = ParseLimits {
+            max_text_bytes: 1 << 20,
+            ..ParseLimits::default()
+        };
+        let r = parse_limited(src.into_bytes(), None, "deep.md".into(), limits);
+        assert!(matches!(r, Err(ParseError::TooMuchText { .. })), "{r:?}");
+        // Under the budget: the heading is kept, cut.
+        let d = parse(
+            format!("# {}\n\nbody", "w".repeat(10_000)).as_bytes(),
+            None,
+            "h.md",
+        )
+        .unwrap();
+        assert_eq!(d.blocks[1].heading_path[0].len(), MAX_HEADING_BYTES);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -11,6 +11,8 @@ use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
 
 /// Largest uncompressed XML part read from an archive.
 const MAX_PART_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes decompressed from all the parts of one package (a zip bomb spreads over many).
+const MAX_PACKAGE_BYTES: usize = 256 * 1024 * 1024;
 
 fn malformed(what: &str, e: impl std::fmt::Display) -> ParseError {
     ParseError::Malformed(format!("{what}: {e}"))
@@ -184,8 +186,18 @@ pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     }
     let mut b = TextBuilder::default();
     let mut title = String::new();
+    let mut unpacked = 0usize;
     for (page, (_, name)) in slides.iter().enumerate() {
+        if b.over() {
+            break;
+        }
         let xml = part(&mut zip, name)?.unwrap_or_default();
+        unpacked = unpacked.saturating_add(xml.len());
+        if unpacked > MAX_PACKAGE_BYTES {
+            return Err(ParseError::Malformed(format!(
+                "PPTX: more than {MAX_PACKAGE_BYTES} bytes uncompressed in its slides"
+            )));
+        }
         b.set_page(Some(page as u32 + 1));
         // Paragraphs of a title placeholder become headings.
         let (mut para, mut in_text, mut title_shape) = (String::new(), false, false);

@@ -65,24 +65,45 @@ pub fn pptx(slides: &[(&str, &[&str])]) -> Vec<u8> {
 /// A minimal XLSX package: one sheet of inline strings and numbers.
 pub fn xlsx(sheet: &str, rows: &[&[&str]]) -> Vec<u8> {
     let col = |i: usize| char::from(b'A' + i as u8);
-    let data: String = rows
+    let cells: Vec<(String, &str)> = rows
         .iter()
         .enumerate()
-        .map(|(r, cells)| {
-            let cs: String = cells
+        .flat_map(|(r, cells)| {
+            cells
                 .iter()
                 .enumerate()
-                .map(|(c, v)| {
-                    let at = format!("{}{}", col(c), r + 1);
-                    match v.parse::<f64>() {
-                        Ok(n) => format!("<c r=\"{at}\"><v>{n}</v></c>"),
-                        Err(_) => format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>"),
-                    }
-                })
-                .collect();
-            format!("<row r=\"{}\">{cs}</row>", r + 1)
+                .map(move |(c, v)| (format!("{}{}", col(c), r + 1), *v))
         })
         .collect();
+    let cells: Vec<(&str, &str)> = cells.iter().map(|(at, v)| (at.as_str(), *v)).collect();
+    xlsx_cells(sheet, &cells)
+}
+
+/// A one-sheet XLSX with the given cells (`("B2", "text")`), in order.
+pub fn xlsx_cells(sheet: &str, cells: &[(&str, &str)]) -> Vec<u8> {
+    let row_of = |at: &str| {
+        at.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .to_string()
+    };
+    let mut data = String::new();
+    let mut open: Option<String> = None;
+    for (at, v) in cells {
+        let row = row_of(at);
+        if open.as_deref() != Some(row.as_str()) {
+            if open.is_some() {
+                data.push_str("</row>");
+            }
+            data.push_str(&format!("<row r=\"{row}\">"));
+            open = Some(row);
+        }
+        data.push_str(&match v.parse::<f64>() {
+            Ok(n) => format!("<c r=\"{at}\"><v>{n}</v></c>"),
+            Err(_) => format!("<c r=\"{at}\" t=\"inlineStr\"><is><t>{v}</t></is></c>"),
+        });
+    }
+    if open.is_some() {
+        data.push_str("</row>");
+    }
     let ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
     let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     zip(&[

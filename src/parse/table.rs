@@ -8,12 +8,21 @@ use calamine::{Data, Reader};
 
 use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
 
+/// A row: its non-empty cells with their column numbers, in column order.
+type Row = Vec<(u32, String)>;
+
+/// A dense row (CSV) as a [`Row`].
+fn numbered(cells: Vec<String>) -> Row {
+    (0u32..)
+        .zip(cells)
+        .filter(|(_, c)| !c.trim().is_empty())
+        .collect()
+}
+
 /// Renders one row with the header's names; cells without a header get "column N".
-fn row_text(header: &[String], cells: &[String]) -> String {
+fn row_text(header: &std::collections::HashMap<u32, &str>, cells: &Row) -> String {
     cells
         .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.trim().is_empty())
         .map(
             |(i, c)| match header.get(i).filter(|h| !h.trim().is_empty()) {
                 Some(h) => format!("{}: {}", h.trim(), c.trim()),
@@ -25,21 +34,33 @@ fn row_text(header: &[String], cells: &[String]) -> String {
 }
 
 /// Emits a heading then one block per non-empty row after the first non-empty row (the header).
-fn rows(b: &mut TextBuilder, heading: Option<&str>, rows: impl Iterator<Item = Vec<String>>) {
+fn rows(b: &mut TextBuilder, heading: Option<&str>, rows: impl Iterator<Item = Row>) {
     if let Some(h) = heading {
         b.start(BlockKind::Heading(1));
         b.push(h, false);
     }
-    let mut header: Option<Vec<String>> = None;
+    let mut header: Option<Row> = None;
+    let mut names = std::collections::HashMap::new();
     for cells in rows {
-        if cells.iter().all(|c| c.trim().is_empty()) {
+        // Each row repeats the header's names: stop as soon as the text budget is spent.
+        if b.over() {
+            return;
+        }
+        if cells.iter().all(|(_, c)| c.trim().is_empty()) {
             continue;
         }
         match &header {
-            None => header = Some(cells),
-            Some(h) => {
+            None => {
+                header = Some(cells);
+                names = header
+                    .iter()
+                    .flatten()
+                    .map(|(i, h)| (*i, h.as_str()))
+                    .collect();
+            }
+            Some(_) => {
                 b.start(BlockKind::TableCell);
-                b.push(&row_text(h, &cells), false);
+                b.push(&row_text(&names, &cells), false);
             }
         }
     }
@@ -53,19 +74,77 @@ fn cell(d: &Data) -> String {
     }
 }
 
+/// Most cells read from one workbook.
+const MAX_CELLS: usize = 4_000_000;
+
+/// A sheet's cells as rows of their used columns: read cell by cell for the formats that allow
+/// it (XLSX, XLSB), so two cells far apart (A1 and XFD1048576) cost two cells, not the whole
+/// rectangle between them, as a `Range` would.
+fn sheet_rows(
+    wb: &mut calamine::Sheets<Cursor<&[u8]>>,
+    name: &str,
+    cells_read: &mut usize,
+) -> Result<Vec<Row>, ParseError> {
+    use std::collections::BTreeMap;
+    let bad = |e: &dyn std::fmt::Display| ParseError::Malformed(format!("sheet {name:?}: {e}"));
+    let mut sparse: BTreeMap<u32, BTreeMap<u32, String>> = BTreeMap::new();
+    let mut add = |(r, c): (u32, u32), v: Data| -> Result<(), ParseError> {
+        *cells_read += 1;
+        if *cells_read > MAX_CELLS {
+            return Err(ParseError::Malformed(format!(
+                "spreadsheet: more than {MAX_CELLS} cells"
+            )));
+        }
+        let text = cell(&v);
+        if !text.trim().is_empty() {
+            sparse.entry(r).or_default().insert(c, text);
+        }
+        Ok(())
+    };
+    match wb {
+        calamine::Sheets::Xlsx(x) => {
+            let mut cells = x.worksheet_cells_reader(name).map_err(|e| bad(&e))?;
+            while let Some(c) = cells.next_cell().map_err(|e| bad(&e))? {
+                add(c.get_position(), Data::from(c.get_value().clone()))?;
+            }
+        }
+        calamine::Sheets::Xlsb(x) => {
+            let mut cells = x.worksheet_cells_reader(name).map_err(|e| bad(&e))?;
+            while let Some(c) = cells.next_cell().map_err(|e| bad(&e))? {
+                add(c.get_position(), Data::from(c.get_value().clone()))?;
+            }
+        }
+        other => {
+            let range = other.worksheet_range(name).map_err(|e| bad(&e))?;
+            for (r, c, v) in range.used_cells() {
+                add((r as u32, c as u32), v.clone())?;
+            }
+        }
+    }
+    // Column numbers count from the sheet's first used column, as they did over a `Range`.
+    let first = sparse
+        .values()
+        .flat_map(|row| row.keys().next())
+        .min()
+        .copied()
+        .unwrap_or(0);
+    Ok(sparse
+        .into_values()
+        .map(|row| row.into_iter().map(|(c, t)| (c - first, t)).collect())
+        .collect())
+}
+
 pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     let mut wb = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
         .map_err(|e| ParseError::Malformed(format!("spreadsheet: {e}")))?;
     let mut b = TextBuilder::default();
+    let mut cells_read = 0;
     for name in wb.sheet_names() {
-        let range = wb
-            .worksheet_range(&name)
-            .map_err(|e| ParseError::Malformed(format!("sheet {name:?}: {e}")))?;
-        rows(
-            &mut b,
-            Some(&name),
-            range.rows().map(|r| r.iter().map(cell).collect()),
-        );
+        if b.over() {
+            break;
+        }
+        let sheet = sheet_rows(&mut wb, &name, &mut cells_read)?;
+        rows(&mut b, Some(&name), sheet.into_iter());
     }
     Ok(b.into_doc(String::new()))
 }
@@ -81,7 +160,7 @@ pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
         records.push(r.iter().map(str::to_string).collect::<Vec<_>>());
     }
     let mut b = TextBuilder::default();
-    rows(&mut b, None, records.into_iter());
+    rows(&mut b, None, records.into_iter().map(numbered));
     Ok(b.into_doc(String::new()))
 }
 
@@ -92,6 +171,10 @@ pub fn json(src: &str) -> Result<ParsedDoc, ParseError> {
     let mut b = TextBuilder::default();
     let mut title = String::new();
     fn walk(v: &serde_json::Value, path: &mut String, b: &mut TextBuilder, title: &mut String) {
+        // Each leaf repeats its path: stop as soon as the text budget is spent.
+        if b.over() {
+            return;
+        }
         match v {
             serde_json::Value::Object(m) => {
                 for (k, x) in m {
@@ -167,6 +250,19 @@ mod tests {
         assert_eq!(d.blocks[1].kind, BlockKind::TableCell);
         assert_eq!(d.blocks[1].heading_path, ["Budgets"]);
         assert_eq!(d.title, "budgets 2027");
+    }
+
+    /// Two cells far apart: read as two cells, not as the 1.7e10-cell rectangle between them
+    /// (which aborted the process on the allocation).
+    #[test]
+    fn far_apart_cells_cost_only_themselves() {
+        let bytes = crate::parse::samples::xlsx_cells(
+            "Sparse",
+            &[("A1", "Name"), ("A2", "Dana"), ("XFD1048576", "far away")],
+        );
+        let d = parse(&bytes, None, "sparse.xlsx").unwrap();
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(texts, ["Sparse", "Name: Dana", "column 16384: far away"]);
     }
 
     #[test]
