@@ -633,7 +633,8 @@ impl PiiFindings {
 }
 
 /// How much of `sentence` `passage` supports: 1 when the sentence is verbatim passage text
-/// (whitespace collapsed), else the fraction of its analyzed terms that occur in the passage.
+/// (whitespace collapsed), else the fraction of its analyzed terms that occur in the passage,
+/// 0 when it states a number the passage does not or reverses its negation.
 pub fn support_fraction(
     sentence: &str,
     passage: &str,
@@ -643,15 +644,106 @@ pub fn support_fraction(
     if s.is_empty() {
         return 0.0;
     }
-    if crate::parse::collapse_ws(passage).contains(&s) {
+    if verbatim(&s, passage) {
         return 1.0;
     }
     let terms = analyze(sentence);
-    if terms.is_empty() {
+    if terms.is_empty() || !consistent(&s, &[passage], analyze) {
         return 0.0;
     }
     let have: BTreeSet<String> = analyze(passage).into_iter().collect();
     terms.iter().filter(|t| have.contains(*t)).count() as f32 / terms.len() as f32
+}
+
+/// Fewest words a sentence needs to count as quoted from a passage ("No" or "Yes" is in any
+/// passage that says "Note" or "Yesterday", and states nothing).
+const MIN_VERBATIM_WORDS: usize = 3;
+
+/// Whether `s` (whitespace collapsed) is quoted from `passage`: whole words, at least
+/// [`MIN_VERBATIM_WORDS`] of them.
+fn verbatim(s: &str, passage: &str) -> bool {
+    s.split_whitespace().count() >= MIN_VERBATIM_WORDS
+        && contains_words(&crate::parse::collapse_ws(passage), s)
+}
+
+/// Whether `needle` occurs in `hay` with no letter or digit right before or after it.
+fn contains_words(hay: &str, needle: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+    hay.match_indices(needle).any(|(at, _)| {
+        edge(hay[..at].chars().next_back()) && edge(hay[at + needle.len()..].chars().next())
+    })
+}
+
+/// The numbers written in `text` with digits, thousands separators dropped ("1,500" → "1500").
+fn numbers(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            cur.push(c);
+        } else if matches!(c, ',' | '.')
+            && !cur.is_empty()
+            && chars.peek().is_some_and(char::is_ascii_digit)
+        {
+            if c == '.' {
+                cur.push('.');
+            }
+        } else if !cur.is_empty() {
+            out.insert(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.insert(cur);
+    }
+    out
+}
+
+/// Words that turn a statement around; they are stop words to the analyzer, so term overlap
+/// cannot see them.
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without",
+];
+
+fn negated(text: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(str::to_lowercase)
+        .any(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't"))
+}
+
+/// Whether `sentence` says what `passages` say where term overlap cannot tell: every number it
+/// states is written in one of them (a list marker at its start aside), and its negation matches
+/// that of the passage sentence sharing most of its terms.
+fn consistent(sentence: &str, passages: &[&str], analyze: &dyn Fn(&str) -> Vec<String>) -> bool {
+    let body = sentence
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches(['.', ')']);
+    let body = if body.len() < sentence.trim_start().len() && body.starts_with(' ') {
+        body
+    } else {
+        sentence
+    };
+    let stated: BTreeSet<String> = passages.iter().flat_map(|p| numbers(p)).collect();
+    if !numbers(body).is_subset(&stated) {
+        return false;
+    }
+    let terms: BTreeSet<String> = analyze(sentence).into_iter().collect();
+    if terms.is_empty() {
+        return true;
+    }
+    let best = passages
+        .iter()
+        .flat_map(|p| p.split_inclusive(['.', '!', '?', '\n']))
+        .map(|ps| {
+            let have: BTreeSet<String> = analyze(ps).into_iter().collect();
+            (terms.intersection(&have).count(), ps)
+        })
+        .max_by_key(|(n, _)| *n);
+    match best {
+        Some((n, ps)) if 2 * n >= terms.len() => negated(ps) == negated(sentence),
+        _ => true,
+    }
 }
 
 fn pii_verdict(mut found: Vec<pii::Entity>) -> Option<Verdict> {
@@ -681,14 +773,11 @@ fn supported(
         return false;
     }
     let s = crate::parse::collapse_ws(sentence);
-    if passages
-        .iter()
-        .any(|p| crate::parse::collapse_ws(p).contains(&s))
-    {
+    if passages.iter().any(|p| verbatim(&s, p)) {
         return true;
     }
     let terms = analyze(sentence);
-    if terms.is_empty() {
+    if terms.is_empty() || !consistent(&s, passages, analyze) {
         return false;
     }
     let have: BTreeSet<String> = passages.iter().flat_map(|p| analyze(p)).collect();
@@ -903,6 +992,55 @@ mod tests {
             .filter(|w| w.len() > 2)
             .map(str::to_lowercase)
             .collect()
+    }
+
+    #[test]
+    fn a_short_word_inside_another_is_not_a_quote() {
+        let passage = "Note that contractors work on site. Yesterday's policy still applies.";
+        for draft in ["No", "Yes.", "No."] {
+            assert_eq!(support_fraction(draft, passage, &analyze), 0.0, "{draft}");
+            assert!(!supported(draft, &[passage], 0.6, &analyze), "{draft}");
+        }
+        // Three words or more, on word boundaries: a quote.
+        assert!(supported(
+            "contractors work on site",
+            &[passage],
+            0.6,
+            &analyze
+        ));
+        assert!(!supported(
+            "ontractors work on sit",
+            &[passage],
+            0.6,
+            &analyze
+        ));
+    }
+
+    #[test]
+    fn a_sentence_that_changes_a_number_or_drops_a_negation_is_not_supported() {
+        let passage = "Employees get 25 vacation days per year. Contractors may not work remotely.";
+        for (draft, ok) in [
+            ("Employees get 25 vacation days per year", true),
+            ("1. Employees receive 25 vacation days each year.", true),
+            ("Employees receive 40 vacation days each year.", false),
+            ("Contractors may work remotely.", false),
+            ("Contractors can't work remotely.", true),
+            ("Employees get 26 vacation days per year.", false),
+        ] {
+            assert_eq!(supported(draft, &[passage], 0.6, &analyze), ok, "{draft}");
+            assert_eq!(
+                support_fraction(draft, passage, &analyze) >= 0.6,
+                ok,
+                "{draft}"
+            );
+        }
+        // Thousands separators are read as the same number.
+        assert!(supported(
+            "The limit is 1500 EUR.",
+            &["The travel limit is 1,500 EUR."],
+            0.6,
+            &analyze
+        ));
     }
 
     #[test]
