@@ -41,6 +41,8 @@ pub struct IngestStats {
     pub chunks_embedded: AtomicU64,
     pub chunks_reused: AtomicU64,
     pub commits: AtomicU64,
+    /// Commits the backend refused (each retried).
+    pub commit_failures: AtomicU64,
     /// Connector id → (indexed, failed) since start.
     per_connector: Mutex<HashMap<String, (u64, u64)>>,
 }
@@ -154,6 +156,10 @@ pub struct Pipeline {
     skips: Arc<SkipLog>,
 }
 
+/// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
+/// committed either: connectors send them again after the restart).
+const FINAL_COMMIT_ATTEMPTS: u32 = 3;
+
 /// A document parsed and chunked, waiting for vectors.
 struct Prepared {
     record: DocumentRecord,
@@ -230,15 +236,48 @@ impl Pipeline {
                 }
             }
             if dirty && (checkpoint_seen || last_commit.elapsed() >= this.cfg.commit_interval) {
-                this.commit(std::mem::take(&mut checkpoints)).await?;
+                this.commit_retrying(std::mem::take(&mut checkpoints), None)
+                    .await?;
                 dirty = false;
                 last_commit = Instant::now();
             }
         }
         if dirty {
-            this.commit(checkpoints).await?;
+            this.commit_retrying(checkpoints, Some(FINAL_COMMIT_ATTEMPTS))
+                .await?;
         }
         Ok(())
+    }
+
+    /// Commits, retrying with backoff while the backend refuses (a full disk, an unreachable
+    /// Milvus): the pending writes and checkpoints wait, connectors wait on the full channel,
+    /// queries go on, and nothing is lost. Before, one failed commit ended the pipeline for
+    /// good. `attempts`: give up after that many (at shutdown); `None`: until it succeeds.
+    async fn commit_retrying(
+        self: &Arc<Self>,
+        checkpoints: BTreeMap<String, serde_json::Value>,
+        attempts: Option<u32>,
+    ) -> Result<(), IndexError> {
+        let mut backoff = std::time::Duration::from_millis(500);
+        let mut attempt = 1u32;
+        loop {
+            match self.commit(checkpoints.clone()).await {
+                Ok(()) => {
+                    if attempt > 1 {
+                        tracing::info!(attempt, "index commit succeeded after failures");
+                    }
+                    return Ok(());
+                }
+                Err(e) if attempts.is_some_and(|n| attempt >= n) => return Err(e),
+                Err(e) => {
+                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, attempt, retry_in = ?backoff, "index commit failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     async fn commit(
