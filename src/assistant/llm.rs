@@ -175,21 +175,29 @@ impl LlmClient {
                 }
             })?;
         let status = resp.status();
+        // What a server may send, whatever it was asked: it could ignore `max_tokens`.
+        let max_text = (self.cfg.max_tokens as usize)
+            .saturating_mul(16)
+            .max(64 << 10);
         if !status.is_success() {
-            let text = tokio::time::timeout_at(total_deadline.into(), resp.text())
+            let text = tokio::time::timeout_at(total_deadline.into(), read_capped(resp, 4 << 10))
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            let text: String = text.chars().take(200).collect();
+            let text: String = String::from_utf8_lossy(&text).chars().take(200).collect();
             return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
         }
         let prompt_estimate: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
         if !self.cfg.stream {
-            let v: Value = tokio::time::timeout_at(total_deadline.into(), resp.json())
-                .await
-                .map_err(|_| LlmError::Timeout("total"))?
-                .map_err(|e| LlmError::Malformed(e.to_string()))?;
+            let bytes = tokio::time::timeout_at(
+                total_deadline.into(),
+                read_capped(resp, max_text.saturating_mul(2)),
+            )
+            .await
+            .map_err(|_| LlmError::Timeout("total"))??;
+            let v: Value =
+                serde_json::from_slice(&bytes).map_err(|e| LlmError::Malformed(e.to_string()))?;
             let text = v["choices"][0]["message"]["content"]
                 .as_str()
                 .ok_or_else(|| LlmError::Malformed("no choices[0].message.content".into()))?;
@@ -203,6 +211,7 @@ impl LlmClient {
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut pieces = 0u64;
+        let mut streamed = 0usize;
         let mut usage = None;
         let mut got_first = false;
         loop {
@@ -211,6 +220,10 @@ impl LlmClient {
             } else {
                 first_deadline.min(total_deadline)
             };
+            // A server that never pauses never lets the timeout below fire: check it here.
+            if got_first && std::time::Instant::now() >= total_deadline {
+                return Err(LlmError::Timeout("total"));
+            }
             let next = tokio::time::timeout_at(deadline.into(), body.next())
                 .await
                 .map_err(|_| LlmError::Timeout(if got_first { "total" } else { "first token" }))?;
@@ -250,6 +263,16 @@ impl LlmClient {
                 {
                     got_first = true;
                     pieces += 1;
+                    streamed = streamed.saturating_add(text.len());
+                    // Past what `max_tokens` allows: the server ignores it; stop reading.
+                    if streamed > max_text {
+                        tracing::warn!(bytes = streamed, "the LLM wrote past max_tokens; cut");
+                        return Ok(usage.unwrap_or(Usage {
+                            prompt: prompt_estimate,
+                            completion: pieces,
+                            estimated: true,
+                        }));
+                    }
                     if !on_text(text) {
                         return Ok(usage.unwrap_or(Usage {
                             prompt: prompt_estimate,
@@ -264,6 +287,24 @@ impl LlmClient {
             }
         }
     }
+}
+
+/// The response body, or an error once it passes `cap` bytes.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, LlmError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| LlmError::Failed(e.to_string()))?
+    {
+        if out.len() + chunk.len() > cap {
+            return Err(LlmError::Malformed(format!(
+                "the response is larger than {cap} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {

@@ -222,6 +222,30 @@ async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
     d.stop().await;
 }
 
+/// A server that ignores `max_tokens` and never ends its stream: reading stops at what
+/// `max_tokens` allows, and the verified answer so far is the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_never_stops_is_cut_at_max_tokens() {
+    let fake = FakeLlm::start(Script::Endless("{p1} [1].".into())).await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let question = "How many days of parental leave do birth parents get?";
+    let r = client(&d)
+        .await
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let details = r.details.clone().unwrap();
+    assert_eq!(details.fallback_reason, "", "{r:?}");
+    assert_eq!(details.mode, pb::AnswerMode::Generative as i32, "{r:?}");
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+    assert_citations_readable(&d, HANA, question, &r).await;
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_evidence_is_not_found_without_calling_the_model() {
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;

@@ -84,6 +84,8 @@ pub enum Script {
     Stall,
     /// Sends an event that is not JSON.
     Malformed,
+    /// Streams `sentence` (filled as in `Write`), then words without end, ignoring `max_tokens`.
+    Endless(String),
 }
 
 pub struct FakeLlm {
@@ -189,6 +191,19 @@ async fn serve(
             conn.write_all(SSE.as_bytes()).await?;
             conn.write_all(b"data: {\"choices\": [{\"delta\": {\"content\": \"Hel\n\n")
                 .await?;
+        }
+        Script::Endless(sentence) => {
+            conn.write_all(SSE.as_bytes()).await?;
+            let text = format!("{} ", fill(&sentence, &prompt));
+            let ev = serde_json::json!({"choices": [{"delta": {"content": text}, "index": 0}]});
+            conn.write_all(format!("data: {ev}\n\n").as_bytes()).await?;
+            let more =
+                serde_json::json!({"choices": [{"delta": {"content": "and more "}, "index": 0}]});
+            let more = format!("data: {more}\n\n");
+            // Until the client hangs up.
+            loop {
+                conn.write_all(more.as_bytes()).await?;
+            }
         }
         Script::Write(sentences) => write(&mut conn, &sentences, &prompt, None).await?,
         Script::Gated(sentences) => write(&mut conn, &sentences, &prompt, Some(&gate)).await?,
