@@ -69,6 +69,9 @@ pub struct Verifier<'a> {
     reattributed: u32,
     uncited: u32,
     acl_dropped: u32,
+    /// Sentences removed for naming a blocked phrase, and the phrases.
+    blocked: u32,
+    blocked_rules: std::collections::BTreeSet<String>,
     kept: usize,
 }
 
@@ -98,6 +101,8 @@ impl<'a> Verifier<'a> {
             reattributed: 0,
             uncited: 0,
             acl_dropped: 0,
+            blocked: 0,
+            blocked_rules: std::collections::BTreeSet::new(),
             kept: 0,
         }
     }
@@ -126,6 +131,15 @@ impl<'a> Verifier<'a> {
     pub fn check(&mut self, draft: Draft) -> Option<Verified> {
         let text = crate::parse::collapse_ws(draft.text.trim());
         if !text.chars().any(char::is_alphanumeric) {
+            return None;
+        }
+        // What may not be asked about may not be answered either (a passage can name it).
+        if let Some(rule) = self
+            .guardrails
+            .blocked_phrase_in(self.scope.principal_set(), &text)
+        {
+            self.blocked += 1;
+            self.blocked_rules.insert(rule.to_string());
             return None;
         }
         let mut cited: Vec<usize> = Vec::new();
@@ -235,6 +249,16 @@ impl<'a> Verifier<'a> {
         push("drop", "UNKNOWN_CITATION_MARKER", self.bad_markers);
         push("reattribute", "CITATION_REATTRIBUTED", self.reattributed);
         push("uncited", "UNCITED_SENTENCE", self.uncited);
+        if self.blocked > 0 {
+            verdicts.push(Verdict {
+                stage: "blocked_phrases",
+                action: "remove",
+                code: "BLOCKED_PHRASE_IN_ANSWER",
+                rule: self.blocked_rules.into_iter().collect::<Vec<_>>().join(","),
+                message: String::new(),
+                count: self.blocked,
+            });
+        }
         verdicts.extend(self.pii.verdict());
         (self.citations, verdicts, self.acl_dropped)
     }

@@ -117,9 +117,10 @@ pub enum AnswerOutcome {
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
 /// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
-pub const GUARDRAIL_ACTIONS: [(&str, &str); 12] = [
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 13] = [
     ("acl", "drop"),
     ("blocked_phrases", "block"),
+    ("blocked_phrases", "remove"),
     ("injection", "block"),
     ("injection", "drop"),
     ("topics", "block"),

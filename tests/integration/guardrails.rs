@@ -287,6 +287,30 @@ fn topic_detection_on_labelled_questions() {
 /// Issue 9: Unicode spacing and invisible characters do not get a question past the phrase and
 /// injection guardrails, and PII in a document's title and headings is redacted in every field a
 /// hit or a citation carries, with the redactions counted.
+/// What may not be asked about may not be answered either: an answer sentence that names a
+/// blocked phrase (from a passage, not the question) is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sentence_naming_a_blocked_phrase_is_removed() {
+    let env = Env::example();
+    let text = env.config_text().replace(
+        "phrases = [\"home address of\", \"medical record of\"]",
+        "phrases = [\"home address of\", \"medical record of\", \"extension 4357\"]",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let q = "What should I do if the VPN reset page does not accept my code?";
+    let a = d.ask(ALICE, q).await.unwrap();
+    let all = format!("{:?}", (&a.answer, &a.sentences));
+    assert!(!all.contains("4357"), "{all}");
+    assert!(
+        a.guardrails
+            .iter()
+            .any(|v| v.code == "BLOCKED_PHRASE_IN_ANSWER" && v.rule == "extension 4357"),
+        "{:?}",
+        a.guardrails
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_evasions_are_blocked_and_pii_in_headings_is_redacted() {
     let env = Env::example();

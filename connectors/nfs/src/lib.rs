@@ -700,7 +700,21 @@ impl Syncer {
         let max = self.cfg.max_file_size;
         let read = match session.read(&f.fh, max, &f.rel).await? {
             Ok(r) => r,
-            Err(stat) => return Ok(Err(format!("unreadable: {stat}"))),
+            // Refused to the crawler, or gone since the listing: this file's own state.
+            Err(
+                stat @ (nfsstat3::NFS3ERR_ACCES
+                | nfsstat3::NFS3ERR_PERM
+                | nfsstat3::NFS3ERR_NOENT
+                | nfsstat3::NFS3ERR_STALE),
+            ) => return Ok(Err(format!("unreadable: {stat}"))),
+            // The server's trouble (I/O error, JUKEBOX, …): an outage, never a reason to drop
+            // what is indexed.
+            Err(stat) => {
+                return Err(SyncError::Outage(format!(
+                    "reading {:?} on {}:{} failed: {stat}",
+                    f.rel, self.cfg.server, self.cfg.export
+                )));
+            }
         };
         if read.data.len() as u64 > max {
             return Ok(Err(format!("too large: over max_file_size {max} bytes")));
