@@ -480,6 +480,16 @@ impl Assistant {
             ConversationChoice::None => Vec::new(),
         };
         let rewritten = self.rewrite(&earlier, &input.question).await;
+        // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
+        // blocked phrase or leave an injection out): a question blocked as asked is searched as
+        // asked, where the screening refuses it.
+        let rewritten = rewritten.filter(|_| {
+            !matches!(
+                self.guardrails
+                    .screen_question(scope.principal_set(), &input.question, None),
+                QuestionScreen::Block(_)
+            )
+        });
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
         // The rewritten question leaves the daemon (the reply, the stored turn) and may be the
         // LLM's words: it passes the output guardrail's PII redaction like an answer sentence.

@@ -475,6 +475,40 @@ async fn an_llm_rewritten_question_passes_the_pii_redaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
+    // The model rewrites the follow-up into a harmless question.
+    let fake = FakeLlm::start(Script::Write(vec![
+        "How do I reset my VPN password?".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let config =
+        with_llm(&env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
+    let d = env.start_with(env.config_from(&config)).await;
+    let mut c = client(&d).await;
+    let mut req = pb::AskRequest {
+        question: "How do I reset my VPN password?".into(),
+        new_conversation: true,
+        ..Default::default()
+    };
+    let r = c
+        .ask(authed(ALICE, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    req.new_conversation = false;
+    req.conversation_id = r.details.unwrap().conversation_id;
+    req.question = "And what is the home address of Bob?".into();
+    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    assert_eq!(r2.status, pb::AnswerStatus::Blocked as i32, "{r2:?}");
+    assert!(
+        r2.guardrails.iter().any(|v| v.code == "BLOCKED_PHRASE"),
+        "{r2:?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative_mode() {
     let env = Env::example();
     let text = with_llm(&env, &real_llm(), "");
