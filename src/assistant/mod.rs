@@ -853,7 +853,18 @@ impl Prepared {
             response_scope,
             scope: &self.scope,
         };
-        let attempt = |answerer: &dyn Answerer| {
+        // What the model reads is PII-redacted for the caller first (and verified against the
+        // same text); the extractive answerer reads the passages as indexed.
+        let mut for_model = Vec::new();
+        if let (AnswerMode::Generative, Some(_)) = (self.mode, &generative) {
+            for_model = evidence.to_vec();
+            a.guardrails
+                .redact_passages(self.scope.principal_set(), &mut for_model);
+        }
+        let for_model = &for_model[..];
+        // `redacted`: the model's copy of the passages, else the passages as indexed.
+        let attempt = |answerer: &dyn Answerer, redacted: bool| {
+            let evidence = if redacted { for_model } else { evidence };
             let n = answerer.passages(evidence);
             Sink {
                 verifier: Verifier::new(
@@ -874,9 +885,9 @@ impl Prepared {
         };
         let mut sink = None;
         if let (AnswerMode::Generative, Some(g)) = (self.mode, &generative) {
-            let mut s = attempt(g);
-            let n = g.passages(evidence);
-            match g.answer(&q, &evidence[..n], &mut s).await {
+            let mut s = attempt(g, true);
+            let n = g.passages(for_model);
+            match g.answer(&q, &for_model[..n], &mut s).await {
                 Ok(u) => {
                     details.usage = u;
                     a.metrics.llm("ok");
@@ -899,7 +910,7 @@ impl Prepared {
             Some(s) => s,
             None => {
                 details.mode = AnswerMode::Extractive;
-                let mut s = attempt(&extractive);
+                let mut s = attempt(&extractive, false);
                 let n = extractive.passages(evidence);
                 let _ = extractive.answer(&q, &evidence[..n], &mut s).await;
                 s

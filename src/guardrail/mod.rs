@@ -549,6 +549,29 @@ impl Guardrails {
         c.snippet = crate::answer::snippet(&c.passage, crate::answer::SNIPPET_BYTES);
     }
 
+    /// Redacts PII in what a model reads of each passage (text, title, headings): a model is
+    /// another service, and what it sees it can repeat in pieces no per-sentence redaction
+    /// recognises (a card number split over two sentences). Keys and URIs are left for the ACL
+    /// recheck; they are redacted on the way out.
+    pub fn redact_passages(&self, principals: &BTreeSet<String>, hits: &mut [Hit]) {
+        let Some(entities) = self.pii_entities(principals) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for h in hits {
+            let c = &mut h.chunk;
+            redact_field(&mut c.title, entities, &mut found);
+            for p in &mut c.heading_path {
+                redact_field(p, entities, &mut found);
+            }
+            let (t, f) = pii::redact(&c.text, entities);
+            if !f.is_empty() {
+                c.text = t;
+                found.extend(f);
+            }
+        }
+    }
+
     /// Redacts PII in everything of a search hit that leaves the daemon: document key, chunk id,
     /// title, URI, heading path, attribute values, and the passage the snippet is cut from (a
     /// passage with findings is replaced by its redacted, whitespace-collapsed text, which cuts

@@ -475,6 +475,41 @@ async fn an_llm_rewritten_question_passes_the_pii_redaction() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_reads_passages_with_pii_redacted() {
+    let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
+    let env = Env::example();
+    std::fs::write(
+        env.corpus().join("company/refund-account.md"),
+        "# Expense refund account\n\nExpense refunds are paid from the company account \
+         DE89 3704 0044 0532 0130 00 at the end of each month.\n",
+    )
+    .unwrap();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let question = "Which account are expense refunds paid from?";
+    let r = client(&d)
+        .await
+        .ask(authed(ALICE, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let prompts = fake.prompts();
+    assert_eq!(prompts.len(), 1, "{r:?}");
+    assert!(
+        prompts[0].contains("Expense refunds are paid"),
+        "{}",
+        prompts[0]
+    );
+    assert!(!prompts[0].contains("3704"), "{}", prompts[0]);
+    assert!(prompts[0].contains("[REDACTED:iban]"), "{}", prompts[0]);
+    // The answer the model wrote from it is verified against what it read.
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+    assert_eq!(r.details.unwrap().mode, pb::AnswerMode::Generative as i32);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     // The model rewrites the follow-up into a harmless question.
     let fake = FakeLlm::start(Script::Write(vec![

@@ -91,6 +91,8 @@ pub enum Script {
 pub struct FakeLlm {
     pub url: String,
     requests: Arc<AtomicUsize>,
+    /// The last user message of each request (the passages and the question).
+    prompts: Arc<Mutex<Vec<String>>>,
     script: Arc<Mutex<Script>>,
     gate: Arc<tokio::sync::Notify>,
 }
@@ -102,21 +104,33 @@ impl FakeLlm {
         let requests = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new(script));
         let gate = Arc::new(tokio::sync::Notify::new());
-        let (n, s, g) = (requests.clone(), script.clone(), gate.clone());
+        let prompts = Arc::new(Mutex::new(Vec::new()));
+        let (n, s, g, p) = (
+            requests.clone(),
+            script.clone(),
+            gate.clone(),
+            prompts.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                let (n, s, g) = (n.clone(), s.clone(), g.clone());
+                let (n, s, g, p) = (n.clone(), s.clone(), g.clone(), p.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, n, s, g).await;
+                    let _ = serve(conn, n, s, g, p).await;
                 });
             }
         });
         Self {
             url,
             requests,
+            prompts,
             script,
             gate,
         }
+    }
+
+    /// What each request gave the model, in order.
+    pub fn prompts(&self) -> Vec<String> {
+        self.prompts.lock().unwrap().clone()
     }
 
     /// Lets a `Gated` stream go on past its first sentence.
@@ -138,6 +152,7 @@ async fn serve(
     n: Arc<AtomicUsize>,
     script: Arc<Mutex<Script>>,
     gate: Arc<tokio::sync::Notify>,
+    prompts: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -173,6 +188,7 @@ async fn serve(
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_string();
+    prompts.lock().unwrap().push(prompt.clone());
     let script = script.lock().unwrap().clone();
     match script {
         Script::Status(code) => {
