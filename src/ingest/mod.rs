@@ -319,7 +319,17 @@ impl Pipeline {
                     if !touched.insert(doc.key.clone()) {
                         doc.reparse = true;
                     }
-                    match self.prepare(*doc) {
+                    // A panic while preparing one document (parsers catch their own; this is
+                    // for the chunker and the rest) fails that document, not the whole batch.
+                    let key = doc.key.clone();
+                    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.prepare(*doc)
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(document = %key, "preparing a document panicked");
+                        Err((key, "internal error while preparing it".into(), false))
+                    });
+                    match prepared {
                         Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
                         Ok(None) => {}
                         Err((key, reason, transient)) => {
