@@ -420,6 +420,10 @@ impl Answerer for LlmAnswerer {
         let mut splitter = SentenceSplitter::default();
         let mut stop = false;
         let mut on_text = |t: &str| {
+            if sink.gone() {
+                stop = true;
+                return false;
+            }
             for d in splitter.push(t) {
                 if !sink.draft(d) {
                     stop = true;

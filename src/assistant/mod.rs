@@ -146,6 +146,11 @@ pub struct Question<'a> {
 /// Where an answerer puts its drafts; false means stop (the client went away).
 pub trait DraftSink {
     fn draft(&mut self, d: Draft) -> bool;
+    /// Whether whoever reads the answer has gone: a model writing a long sentence stops at
+    /// once instead of at the sentence's end (or at its own end, if it never ends one).
+    fn gone(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -744,6 +749,10 @@ struct Sink<'a> {
 }
 
 impl DraftSink for Sink<'_> {
+    fn gone(&self) -> bool {
+        self.gone || self.tx.is_some_and(UnboundedSender::is_closed)
+    }
+
     fn draft(&mut self, d: Draft) -> bool {
         if self.gone {
             return false;
