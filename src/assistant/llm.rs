@@ -415,7 +415,12 @@ impl Answerer for LlmAnswerer {
         passages: &[Hit],
         sink: &mut (dyn DraftSink + Send),
     ) -> Result<Usage, AnswerError> {
-        let packed = pack(passages, self.budget());
+        // The question is in the prompt too.
+        let budget = self
+            .budget()
+            .saturating_sub(estimate_tokens(q.text) as usize)
+            .max(64);
+        let packed = pack(passages, budget);
         let messages = self.messages(q, &packed);
         let mut splitter = SentenceSplitter::default();
         let mut stop = false;

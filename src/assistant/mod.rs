@@ -718,6 +718,9 @@ impl Assistant {
 /// that opens like a continuation ("and …", "what about …", "also …"), or a short one (at most
 /// four words) follows up on the previous question; its standalone query is the previous
 /// (standalone) question followed by this one. Only questions are used, never answers.
+/// Most bytes of the previous question a heuristic rewrite carries.
+const MAX_CARRIED_BYTES: usize = 1024;
+
 pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
     let prev = earlier.last()?;
     let words: Vec<String> = question
@@ -734,7 +737,17 @@ pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
     let follow_up = words.len() <= 4
         || words.iter().any(|w| ANAPHORS.contains(&w.as_str()))
         || OPENERS.iter().any(|o| lower.starts_with(&format!("{o} ")));
-    follow_up.then(|| format!("{} {}", prev.trim(), question.trim()))
+    // The previous question may itself be a rewrite: keep its end only, so a long chain of
+    // follow-ups does not grow the query (and the model's prompt) without bound.
+    let mut prev = prev.trim();
+    if prev.len() > MAX_CARRIED_BYTES {
+        let mut cut = prev.len() - MAX_CARRIED_BYTES;
+        while !prev.is_char_boundary(cut) {
+            cut += 1;
+        }
+        prev = prev[cut..].trim_start();
+    }
+    follow_up.then(|| format!("{} {}", prev, question.trim()))
 }
 
 /// Collects drafts through the verifier and streams what survives.
@@ -1344,5 +1357,10 @@ mod tests {
             None
         );
         assert_eq!(heuristic_rewrite(&[], "And it?"), None);
+        // A long chain carries only the end of what came before.
+        let long = vec!["word ".repeat(2000)];
+        let r = heuristic_rewrite(&long, "And contractors?").unwrap();
+        assert!(r.len() <= MAX_CARRIED_BYTES + 20, "{}", r.len());
+        assert!(r.ends_with("word And contractors?"), "{r}");
     }
 }
