@@ -27,6 +27,36 @@ fn with_llm(env: &Env, url: &str, extra: &str) -> String {
     )
 }
 
+/// A daemon whose follow-ups the `fake` model rewrites; alice asks `first`, then `follow_up`
+/// in the same conversation. Returns the daemon and the follow-up's answer.
+async fn follow_up_with_llm_rewrite(
+    env: &Env,
+    fake: &FakeLlm,
+    first: &str,
+    follow_up: &str,
+) -> (Running, pb::AskResponse) {
+    let config =
+        with_llm(env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
+    assert!(config.contains("rewrite = \"llm\""));
+    let d = env.start_with(env.config_from(&config)).await;
+    let mut c = client(&d).await;
+    let mut req = pb::AskRequest {
+        question: first.into(),
+        new_conversation: true,
+        ..Default::default()
+    };
+    let r = c
+        .ask(authed(ALICE, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    req.new_conversation = false;
+    req.conversation_id = r.details.unwrap().conversation_id;
+    req.question = follow_up.into();
+    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    (d, r2)
+}
+
 fn generative(question: &str) -> pb::AskRequest {
     pb::AskRequest {
         question: question.into(),
@@ -449,25 +479,13 @@ async fn an_llm_rewritten_question_passes_the_pii_redaction() {
     ]))
     .await;
     let env = Env::example();
-    let config =
-        with_llm(&env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
-    assert!(config.contains("rewrite = \"llm\""));
-    let d = env.start_with(env.config_from(&config)).await;
-    let mut c = client(&d).await;
-    let mut req = pb::AskRequest {
-        question: "Which account are expense refunds paid from?".into(),
-        new_conversation: true,
-        ..Default::default()
-    };
-    let r = c
-        .ask(authed(ALICE, req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    req.new_conversation = false;
-    req.conversation_id = r.details.unwrap().conversation_id;
-    req.question = "And for contractors?".into();
-    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    let (d, r2) = follow_up_with_llm_rewrite(
+        &env,
+        &fake,
+        "Which account are expense refunds paid from?",
+        "And for contractors?",
+    )
+    .await;
     let rewritten = r2.details.unwrap().rewritten_question;
     assert!(rewritten.contains("[REDACTED:iban]"), "{rewritten}");
     assert!(!rewritten.contains("DE89"), "{rewritten}");
@@ -517,24 +535,13 @@ async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     ]))
     .await;
     let env = Env::example();
-    let config =
-        with_llm(&env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
-    let d = env.start_with(env.config_from(&config)).await;
-    let mut c = client(&d).await;
-    let mut req = pb::AskRequest {
-        question: "How do I reset my VPN password?".into(),
-        new_conversation: true,
-        ..Default::default()
-    };
-    let r = c
-        .ask(authed(ALICE, req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    req.new_conversation = false;
-    req.conversation_id = r.details.unwrap().conversation_id;
-    req.question = "And what is the home address of Bob?".into();
-    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    let (d, r2) = follow_up_with_llm_rewrite(
+        &env,
+        &fake,
+        "How do I reset my VPN password?",
+        "And what is the home address of Bob?",
+    )
+    .await;
     assert_eq!(r2.status, pb::AnswerStatus::Blocked as i32, "{r2:?}");
     assert!(
         r2.guardrails.iter().any(|v| v.code == "BLOCKED_PHRASE"),
