@@ -238,7 +238,8 @@ pub async fn start_with(
         },
         stats.clone(),
         skips.clone(),
-    );
+    )
+    .with_shutdown(shutdown.clone());
     let pipeline = tokio::spawn(pipeline.run(rx));
 
     let checkpoints = index.checkpoints();

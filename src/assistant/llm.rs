@@ -176,9 +176,7 @@ impl LlmClient {
             })?;
         let status = resp.status();
         // What a server may send, whatever it was asked: it could ignore `max_tokens`.
-        let max_text = (self.cfg.max_tokens as usize)
-            .saturating_mul(16)
-            .max(64 << 10);
+        let max_text = (max_tokens as usize).saturating_mul(16).max(64 << 10);
         if !status.is_success() {
             let text = tokio::time::timeout_at(total_deadline.into(), read_capped(resp, 4 << 10))
                 .await

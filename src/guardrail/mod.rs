@@ -247,6 +247,17 @@ impl Guardrails {
     /// refused.
     pub fn blocked_phrase_in(&self, principals: &BTreeSet<String>, text: &str) -> Option<&str> {
         let forms: Vec<String> = normalize::forms(text).iter().map(words).collect();
+        self.phrase_in(principals, &forms)
+            .map(|(r, i)| r.phrases[i].as_str())
+    }
+
+    /// The first phrase rule (and which of its phrases) covering this caller that one of
+    /// `forms` (readings of a text, as words) contains.
+    fn phrase_in(
+        &self,
+        principals: &BTreeSet<String>,
+        forms: &[String],
+    ) -> Option<(&PhraseRule, usize)> {
         self.cfg
             .phrases
             .iter()
@@ -255,7 +266,7 @@ impl Guardrails {
             .find_map(|(r, ws)| {
                 ws.iter()
                     .position(|w| forms.iter().any(|f| f.contains(w.as_str())))
-                    .map(|i| r.phrases[i].as_str())
+                    .map(|i| (r, i))
             })
     }
 
@@ -271,26 +282,15 @@ impl Guardrails {
         // Every reading of the question (see `normalize::forms`), as words.
         let forms = normalize::forms(question);
         let qs: Vec<String> = forms.iter().map(words).collect();
-        for (r, ws) in self
-            .cfg
-            .phrases
-            .iter()
-            .zip(&self.phrase_words)
-            .filter(|(r, _)| r.audience.covers(principals))
-        {
-            if let Some(i) = ws
-                .iter()
-                .position(|w| qs.iter().any(|q| q.contains(w.as_str())))
-            {
-                return QuestionScreen::Block(Verdict {
-                    stage: "blocked_phrases",
-                    action: "block",
-                    code: "BLOCKED_PHRASE",
-                    rule: r.phrases[i].clone(),
-                    message: r.message.clone(),
-                    count: 1,
-                });
-            }
+        if let Some((r, i)) = self.phrase_in(principals, &qs) {
+            return QuestionScreen::Block(Verdict {
+                stage: "blocked_phrases",
+                action: "block",
+                code: "BLOCKED_PHRASE",
+                rule: r.phrases[i].clone(),
+                message: r.message.clone(),
+                count: 1,
+            });
         }
         let inj = &self.cfg.injection;
         if inj.enabled
@@ -760,14 +760,15 @@ fn negated(text: &str) -> bool {
 /// states is written in one of them (a list marker at its start aside), and its negation matches
 /// that of the passage sentence sharing most of its terms.
 fn consistent(sentence: &str, passages: &[&str], analyze: &dyn Fn(&str) -> Vec<String>) -> bool {
-    let body = sentence
-        .trim_start()
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .trim_start_matches(['.', ')']);
-    let body = if body.len() < sentence.trim_start().len() && body.starts_with(' ') {
-        body
-    } else {
-        sentence
+    // "2. Employees get …": the list marker is not a number the sentence states.
+    let lead = sentence.trim_start();
+    let after_digits = lead.trim_start_matches(|c: char| c.is_ascii_digit());
+    let body = match after_digits
+        .strip_prefix(['.', ')'])
+        .filter(|rest| after_digits.len() < lead.len() && rest.starts_with(' '))
+    {
+        Some(rest) => rest,
+        None => sentence,
     };
     let stated: BTreeSet<String> = passages.iter().flat_map(|p| numbers(p)).collect();
     if !numbers(body).is_subset(&stated) {
@@ -1080,6 +1081,8 @@ mod tests {
             ("Contractors may work remotely.", false),
             ("Contractors can't work remotely.", true),
             ("Employees get 26 vacation days per year.", false),
+            // A leading number is stated, not a list marker.
+            ("40 vacation days per year for employees.", false),
         ] {
             assert_eq!(supported(draft, &[passage], 0.6, &analyze), ok, "{draft}");
             assert_eq!(

@@ -154,6 +154,8 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     stats: Arc<IngestStats>,
     skips: Arc<SkipLog>,
+    /// The daemon's shutdown: a commit retried without end stops retrying then.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
@@ -181,7 +183,15 @@ impl Pipeline {
             cfg,
             stats,
             skips,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
+    /// the pipeline ends with the error instead of holding the daemon's shutdown).
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Runs until every sender is dropped, then commits what remains.
@@ -260,7 +270,11 @@ impl Pipeline {
     ) -> Result<(), IndexError> {
         let mut backoff = std::time::Duration::from_millis(500);
         let mut attempt = 1u32;
+        let mut attempts = attempts;
         loop {
+            if attempts.is_none() && self.shutdown.is_cancelled() {
+                attempts = Some(attempt + FINAL_COMMIT_ATTEMPTS - 1);
+            }
             match self.commit(checkpoints.clone()).await {
                 Ok(()) => {
                     if attempt > 1 {
@@ -272,7 +286,10 @@ impl Pipeline {
                 Err(e) => {
                     self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, attempt, retry_in = ?backoff, "index commit failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
                     attempt += 1;
                 }
