@@ -3,7 +3,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Started as a parser process by the daemon (see `docent::parse::isolate`).
+    if let Some(code) = docent::parse::isolate::worker_main() {
+        return code;
+    }
     let cli = docent::cli::Cli::parse();
+    // PDFs are parsed in child processes running this executable.
+    match std::env::current_exe() {
+        Ok(exe) => docent::parse::isolate::use_worker_process(exe),
+        Err(e) => eprintln!("warning: PDFs are parsed in this process (no path to it: {e})"),
+    }
     docent::telemetry::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

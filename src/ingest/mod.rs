@@ -493,7 +493,7 @@ impl Pipeline {
             limits,
         )
         .map_err(|e| {
-            let transient = matches!(e, parse::ParseError::ParsersStuck(_));
+            let transient = e.is_transient();
             (doc.key.clone(), e.to_string(), transient)
         })?;
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);

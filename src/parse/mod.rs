@@ -6,6 +6,7 @@
 //! order and do not overlap. Parsers never panic on hostile input; they return a `ParseError`.
 
 mod html;
+pub mod isolate;
 mod markdown;
 mod office;
 mod pdf;
@@ -16,7 +17,7 @@ mod text;
 use std::ops::Range;
 
 /// What a block is, for chunking decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BlockKind {
     /// A heading of the given level (1 = top).
     Heading(u8),
@@ -26,7 +27,7 @@ pub enum BlockKind {
     TableCell,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     pub kind: BlockKind,
     pub span: Range<usize>,
@@ -36,14 +37,14 @@ pub struct Block {
     pub page: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ParsedDoc {
     pub title: String,
     pub text: String,
     pub blocks: Vec<Block>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ParseError {
     #[error("unsupported file type: {0}")]
     Unsupported(String),
@@ -67,6 +68,20 @@ pub enum ParseError {
         "{0} parsers are still running on documents that timed out; this document is tried again when it changes, at a full sync or after a restart"
     )]
     ParsersStuck(usize),
+    /// The parser process could not be started or read (see [`isolate`]): not the document's
+    /// fault, so its previous version stays.
+    #[error(
+        "the parser process could not run ({0}); this document is tried again at the next sync"
+    )]
+    WorkerUnavailable(String),
+}
+
+impl ParseError {
+    /// Failures that say nothing about the document (busy or unavailable parsers): its
+    /// previous version stays indexed and it is tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::ParsersStuck(_) | Self::WorkerUnavailable(_))
+    }
 }
 
 /// Parser threads still running after their document timed out (Rust cannot stop a thread).
@@ -185,6 +200,12 @@ impl Format {
             None => Err(ParseError::Unsupported("no extension".to_string())),
         }
     }
+
+    /// Formats parsed in a child process when the daemon has one (see [`isolate`]): their
+    /// third-party parsers can abort the process that runs them.
+    pub fn isolated(self) -> bool {
+        matches!(self, Self::Pdf)
+    }
 }
 
 thread_local! {
@@ -270,6 +291,12 @@ pub fn parse_limited(
     limits: ParseLimits,
 ) -> Result<ParsedDoc, ParseError> {
     use std::sync::atomic::Ordering;
+    if let Some(exe) = isolate::worker_process()
+        && Format::detect(mime.as_deref(), &name).is_ok_and(Format::isolated)
+    {
+        let doc = isolate::parse_in_child(exe, bytes, mime, name, limits)?;
+        return within_text_limit(doc, limits);
+    }
     let overdue = OVERDUE.load(Ordering::Relaxed);
     if overdue >= MAX_OVERDUE_PARSERS {
         return Err(ParseError::ParsersStuck(overdue));
@@ -317,6 +344,10 @@ pub fn parse_limited(
             ));
         }
     };
+    within_text_limit(doc, limits)
+}
+
+fn within_text_limit(doc: ParsedDoc, limits: ParseLimits) -> Result<ParsedDoc, ParseError> {
     if doc.text.len() > limits.max_text_bytes {
         return Err(ParseError::TooMuchText {
             len: doc.text.len(),

@@ -173,11 +173,24 @@ pub fn pdf(pages: &[&[&str]]) -> Vec<u8> {
             content.len()
         ));
     }
+    pdf_from_objects(
+        &objects
+            .iter()
+            .map(|o| o.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A PDF of the given objects (numbered from 1, the first is the catalog), with a correct
+/// cross-reference table.
+pub fn pdf_from_objects(objects: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(o);
+        out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
     out.extend_from_slice(
@@ -194,4 +207,38 @@ pub fn pdf(pages: &[&[&str]]) -> Vec<u8> {
         .as_bytes(),
     );
     out
+}
+
+/// One page whose content (`Td`-positioned text, then `extra` operators) uses `resources`;
+/// `more` are further objects, numbered from 6.
+fn one_page_pdf(resources: &str, extra: &str, more: Vec<Vec<u8>>) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td (Quarterly report) Tj ET\n{extra}\n");
+    let mut objects = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+        format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> {resources} >> /Contents 5 0 R >>"
+        )
+        .into_bytes(),
+        format!("<< /Length {} >>\nstream\n{content}endstream", content.len()).into_bytes(),
+    ];
+    objects.extend(more);
+    pdf_from_objects(&objects)
+}
+
+/// A PDF whose page draws a form XObject that draws itself: pdf-extract follows it without a
+/// cycle check until the stack overflows, which aborts the process that parses it.
+pub fn pdf_self_drawing_form() -> Vec<u8> {
+    let form = "/X Do\n";
+    one_page_pdf(
+        "/XObject << /X 6 0 R >>",
+        "/X Do",
+        vec![format!(
+            "<< /Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /X 6 0 R >> >> /Length {} >>\nstream\n{form}endstream",
+            form.len()
+        )
+        .into_bytes()],
+    )
 }

@@ -130,3 +130,68 @@ async fn bad_files_are_skipped_with_reasons() {
     assert!(stats.documents_failed >= 10, "{stats:?}");
     d.stop().await;
 }
+
+/// A PDF that aborts the process parsing it (pdf-extract recursing into a form XObject that
+/// draws itself until the stack overflows) fails alone: PDFs are parsed in a child process, and
+/// the daemon indexes the rest and keeps serving. (Parsed in the daemon's process, this file
+/// aborted it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdfs_that_crash_their_parser_fail_alone() {
+    use docent::parse::samples;
+    let env = Env::empty();
+    let c = env.corpus();
+    std::fs::write(
+        c.join("good.pdf"),
+        samples::pdf(&[&["Travel policy", "", "Trains are booked in second class."]]),
+    )
+    .unwrap();
+    std::fs::write(c.join("loop.pdf"), samples::pdf_self_drawing_form()).unwrap();
+    let d = env.start().await;
+
+    let st = d.connectors().await;
+    let share = &st.connectors[0];
+    let reason = |name: &str| {
+        share
+            .skipped
+            .iter()
+            .find(|s| s.id.ends_with(name))
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| panic!("{name} not reported as skipped: {:?}", share.skipped))
+    };
+    let r = reason("/loop.pdf");
+    assert!(r.contains("the parser crashed on this file"), "{r}");
+    assert_eq!(share.documents, 1, "good.pdf is indexed");
+    let r = d.search(ALICE, "second class trains", 10).await.unwrap();
+    assert!(
+        r.hits[0]
+            .citation
+            .as_ref()
+            .unwrap()
+            .uri
+            .ends_with("/good.pdf"),
+        "{r:?}"
+    );
+    d.stop().await;
+}
+
+/// A PDF parse that overruns its deadline kills its parser process: nothing keeps running
+/// (a parser thread could only be abandoned and counted as overdue).
+#[test]
+fn a_pdf_parse_past_its_deadline_is_killed() {
+    parse_pdfs_in_child_processes();
+    let limits = docent::parse::ParseLimits {
+        timeout: std::time::Duration::from_millis(1),
+        ..Default::default()
+    };
+    let overdue = docent::parse::overdue_parsers();
+    let pdf = docent::parse::samples::pdf(&[&["Travel policy"]]);
+    let r = docent::parse::parse_limited(pdf.clone(), None, "slow.pdf".into(), limits);
+    assert_eq!(
+        r.unwrap_err(),
+        docent::parse::ParseError::Timeout(limits.timeout)
+    );
+    assert_eq!(docent::parse::overdue_parsers(), overdue);
+    // With time enough, the same document parses in its process.
+    let d = docent::parse::parse_limited(pdf, None, "slow.pdf".into(), Default::default()).unwrap();
+    assert_eq!(d.title, "Travel policy");
+}

@@ -41,6 +41,11 @@ pub fn embedder() -> Arc<dyn Embedder> {
     .clone()
 }
 
+/// As in the `docent` binary: PDFs are parsed in child processes running it.
+pub fn parse_pdfs_in_child_processes() {
+    docent::parse::isolate::use_worker_process(env!("CARGO_BIN_EXE_docent").into());
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -132,6 +137,7 @@ impl Env {
     }
 
     pub async fn start_opts(&self, config: Config, opts: docent::server::StartOptions) -> Running {
+        parse_pdfs_in_child_processes();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let daemon = docent::server::start_with(config, embedder(), listener, opts)
             .await

@@ -1,0 +1,228 @@
+//! Parsing in a child process, for the formats whose third-party parsers can abort the process
+//! on hostile input. PDF: lopdf parses nested objects recursively, pdf-extract follows form
+//! XObjects without a cycle check, and both inflate a stream whole, without a bound. A stack
+//! overflow or a failed allocation aborts the process; no `catch_unwind` can stop that.
+//!
+//! The child is this same executable, started with [`WORKER_ARG`] as its first argument (see
+//! [`worker_main`]), with an empty environment and under rlimits: [`WORKER_MEMORY_BYTES`] of
+//! address space, CPU seconds just past the deadline, no core file; on Linux it dies with its
+//! parent. It reads a one-line JSON header (name, MIME type, text budget) and the document's
+//! bytes on stdin, runs [`super::parse`], and writes the result as JSON on stdout. A child
+//! that crashes, runs out of memory or overruns the deadline is killed, and its document alone
+//! fails; the daemon goes on.
+//!
+//! The daemon names the executable at start ([`use_worker_process`]). Without it (library
+//! users, benchmarks, this crate's unit tests) every format parses on a thread, as before.
+//!
+//! `unsafe`: `pre_exec`, `setrlimit` and `prctl` have no safe wrapper in the dependencies.
+
+#![allow(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::OnceLock;
+
+use super::{ParseError, ParseLimits, ParsedDoc};
+
+/// First argument that turns the executable into a parser worker.
+pub const WORKER_ARG: &str = "__docent-parse-worker";
+
+/// Address space a parser process may map (its code, heap, and the parser thread's stack).
+pub const WORKER_MEMORY_BYTES: u64 = 2 << 30;
+
+/// Longest header line the worker accepts.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+static WORKER: OnceLock<PathBuf> = OnceLock::new();
+
+/// From now on this process parses the isolated formats by starting `exe` (this program:
+/// `std::env::current_exe()`; its `main` must call [`worker_main`] first). Set once: later
+/// calls are ignored.
+pub fn use_worker_process(exe: PathBuf) {
+    let _ = WORKER.set(exe);
+}
+
+/// The executable that parses isolated formats, when one is set.
+pub fn worker_process() -> Option<&'static Path> {
+    WORKER.get().map(PathBuf::as_path)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    name: String,
+    mime: Option<String>,
+    max_text_bytes: usize,
+}
+
+/// For `main`: when this process was started as a parser worker, parses the document on stdin,
+/// writes the result on stdout and returns the exit code; otherwise `None` (start normally).
+pub fn worker_main() -> Option<ExitCode> {
+    if std::env::args_os().nth(1)? != WORKER_ARG {
+        return None;
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut line = Vec::new();
+    if std::io::BufRead::read_until(&mut (&mut stdin).take(MAX_HEADER_BYTES), b'\n', &mut line)
+        .is_err()
+    {
+        return Some(ExitCode::from(2));
+    }
+    let Ok(header) = serde_json::from_slice::<Header>(&line) else {
+        return Some(ExitCode::from(2));
+    };
+    let mut bytes = Vec::new();
+    if stdin.read_to_end(&mut bytes).is_err() {
+        return Some(ExitCode::from(2));
+    }
+    // The parser gets the same stack as on the daemon's parser threads.
+    let parsed = std::thread::Builder::new()
+        .stack_size(super::PARSER_STACK_BYTES)
+        .spawn(move || {
+            super::TEXT_BUDGET.with(|b| b.set(header.max_text_bytes));
+            super::parse(&bytes, header.mime.as_deref(), &header.name)
+        })
+        .ok()
+        .and_then(|t| t.join().ok())
+        .unwrap_or_else(|| {
+            Err(ParseError::Malformed(
+                "the parser failed on this file".into(),
+            ))
+        });
+    let mut out = std::io::stdout().lock();
+    match serde_json::to_writer(&mut out, &parsed).map(|()| out.flush()) {
+        Ok(Ok(())) => Some(ExitCode::SUCCESS),
+        _ => Some(ExitCode::from(3)),
+    }
+}
+
+/// Parses in a child process started from `exe` (see the module documentation).
+pub(super) fn parse_in_child(
+    exe: &Path,
+    bytes: Vec<u8>,
+    mime: Option<String>,
+    name: String,
+    limits: ParseLimits,
+) -> Result<ParsedDoc, ParseError> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(WORKER_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let cpu_seconds = limits.timeout.as_secs() + 2;
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only makes system calls (setrlimit, prctl),
+        // which are async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || limit_child(cpu_seconds));
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ParseError::WorkerUnavailable(format!("{}: {e}", exe.display())))?;
+    let header = serde_json::to_vec(&Header {
+        name,
+        mime,
+        max_text_bytes: limits.max_text_bytes,
+    })
+    .expect("a header serializes");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // The child may die before it has read everything (then the write fails; its exit status
+    // tells why), so the input is written on its own thread, beside the reader below.
+    let writer = std::thread::Builder::new()
+        .name("docent-parse-in".into())
+        .spawn(move || {
+            let _ = stdin
+                .write_all(&header)
+                .and_then(|()| stdin.write_all(b"\n"))
+                .and_then(|()| stdin.write_all(&bytes));
+        });
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    // Text, heading paths and JSON escapes: the budget bounds what a worker may say.
+    let cap = (limits.max_text_bytes as u64).saturating_mul(8) + (1 << 20);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let reader = std::thread::Builder::new()
+        .name("docent-parse-out".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            let r = (&mut stdout).take(cap).read_to_end(&mut out);
+            let _ = tx.send(r.map(|_| out));
+        });
+    if writer.is_err() || reader.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ParseError::WorkerUnavailable(
+            "cannot start the threads that talk to the parser process".into(),
+        ));
+    }
+    let out = match rx.recv_timeout(limits.timeout) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ParseError::Timeout(limits.timeout));
+        }
+    };
+    // The output ended (or hit the cap): the child has finished or is killed now.
+    if matches!(&out, Ok(o) if o.len() as u64 >= cap) {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| ParseError::WorkerUnavailable(e.to_string()))?;
+    if !status.success() {
+        return Err(ParseError::Malformed(crash_reason(status)));
+    }
+    let out = out.map_err(|e| ParseError::WorkerUnavailable(e.to_string()))?;
+    serde_json::from_slice::<Result<ParsedDoc, ParseError>>(&out).map_err(|_| {
+        ParseError::Malformed("the parser process gave no readable result for this file".into())
+    })?
+}
+
+/// Why a worker that did not exit cleanly failed, in words for the skip report.
+fn crash_reason(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let what = match sig {
+                libc::SIGSEGV | libc::SIGBUS => "a stack overflow or a memory fault",
+                libc::SIGABRT => "an abort (out of memory, or a stack overflow)",
+                libc::SIGXCPU => "its CPU time limit",
+                libc::SIGKILL => "being killed",
+                _ => "a signal",
+            };
+            return format!("the parser crashed on this file ({what}, signal {sig})");
+        }
+    }
+    format!("the parser crashed on this file ({status})")
+}
+
+/// In the child, before exec: the resource limits of a parser process.
+#[cfg(unix)]
+fn limit_child(cpu_seconds: u64) -> std::io::Result<()> {
+    let set = |resource, limit: u64| {
+        let l = libc::rlimit {
+            rlim_cur: limit as libc::rlim_t,
+            rlim_max: limit as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which lives across the call.
+        if unsafe { libc::setrlimit(resource, &l) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set(libc::RLIMIT_AS, WORKER_MEMORY_BYTES)?;
+    set(libc::RLIMIT_CPU, cpu_seconds)?;
+    set(libc::RLIMIT_CORE, 0)?;
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    unsafe {
+        // The worker dies with the thread that started it (the daemon's, waiting on it).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    Ok(())
+}
