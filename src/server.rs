@@ -267,6 +267,7 @@ pub async fn start_with(
             .handle
             .and_then(|h| h.downcast::<crate::ingest::push::PushSource>().ok())
         {
+            source.forget_failures_from(&skips);
             push.insert(cc.id.clone(), (*source).clone());
         }
         let conn = built.connector;

@@ -68,6 +68,21 @@ pub struct SkipLog {
     inner: Mutex<HashMap<String, ConnectorSkips>>,
     /// Connectors' status handles, to attribute pipeline-side failures to their sync jobs.
     jobs: Mutex<HashMap<String, docent_connector_api::StatusHandle>>,
+    /// Per connector, what to tell when the pipeline fails to index a document it sent.
+    failure_hooks: Mutex<HashMap<String, FailureHook>>,
+}
+
+/// Called with (native id, version) of a document the pipeline failed to index.
+pub type FailureFn = dyn Fn(&str, &str) + Send + Sync;
+
+/// A connector's [`FailureFn`].
+#[derive(Clone)]
+pub struct FailureHook(pub Arc<FailureFn>);
+
+impl std::fmt::Debug for FailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailureHook")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -99,16 +114,39 @@ impl SkipLog {
             .insert(connector.to_string(), status);
     }
 
+    /// Tells `hook` about each document of `connector` the pipeline fails to index.
+    pub fn on_failed_upsert(&self, connector: &str, hook: FailureHook) {
+        self.failure_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(connector.to_string(), hook);
+    }
+
+    /// Version `version` of `key` was sent but not indexed: its connector's hook hears of it.
+    fn failed(&self, key: &DocKey, version: &str) {
+        let hook = self
+            .failure_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.connector)
+            .cloned();
+        if let Some(hook) = hook {
+            (hook.0)(&key.native_id, version);
+        }
+    }
+
     /// A document the connector sent (and counted as added or modified) that the pipeline
     /// could not index: recorded, and moved to `failed` in the job that sent it.
     pub fn record_failed_upsert(
         &self,
         key: &DocKey,
+        version: &str,
         reason: &str,
         job: Option<u64>,
         was_indexed: bool,
     ) {
         self.record(key, reason);
+        self.failed(key, version);
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
             status.update_job(job, |j| {
@@ -339,6 +377,7 @@ impl Pipeline {
                     // A panic while preparing one document (parsers catch their own; this is
                     // for the chunker and the rest) fails that document, not the whole batch.
                     let key = doc.key.clone();
+                    let version = doc.version.clone();
                     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         self.prepare(*doc)
                     }))
@@ -349,15 +388,20 @@ impl Pipeline {
                     match prepared {
                         Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
                         Ok(None) => {}
-                        Err((key, reason, transient)) => {
+                        Err((key, reason, keep_previous)) => {
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
-                            self.skips
-                                .record_failed_upsert(&key, &reason, job, was_indexed);
-                            // A transient refusal (parsers busy) keeps the previous version; the
-                            // next sync sees the version differ and sends it again.
-                            if !transient {
+                            self.skips.record_failed_upsert(
+                                &key,
+                                &version,
+                                &reason,
+                                job,
+                                was_indexed,
+                            );
+                            // A transient failure keeps the previous version; the next full
+                            // sync sees the version differ and sends it again.
+                            if !keep_previous {
                                 ops.push(Op::Delete(key));
                             }
                         }
@@ -412,6 +456,7 @@ impl Pipeline {
                                 self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                                 self.skips
                                     .record(&p.record.key, &format!("embedding failed: {e}"));
+                                self.skips.failed(&p.record.key, &p.record.version);
                             }
                             Op::Write(p) => {
                                 self.index.upsert(p.record)?;
@@ -461,7 +506,8 @@ impl Pipeline {
     }
 
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
-    /// `Err((key, reason, transient))`: transient failures keep the previous version.
+    /// `Err((key, reason, keep_previous))`: whether the indexed version stays (a failure that
+    /// is not the document's, under an unchanged ACL) or is removed.
     fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String, bool)> {
         let key_str = doc.key.to_string();
         // Compared with the newest state: an edit reverted before the commit is a change.
@@ -493,8 +539,14 @@ impl Pipeline {
             limits,
         )
         .map_err(|e| {
-            let transient = e.is_transient();
-            (doc.key.clone(), e.to_string(), transient)
+            // A failure that says nothing about the document (a timeout on a busy machine,
+            // busy or unavailable parsers) keeps the indexed version, unless the ACL changed
+            // too: the old text may not stay readable under the old ACL.
+            let keep_previous = (e.is_transient() || matches!(e, parse::ParseError::Timeout(_)))
+                && previous
+                    .as_ref()
+                    .is_none_or(|p| p.acl_fingerprint == doc.acl.fingerprint());
+            (doc.key.clone(), e.to_string(), keep_previous)
         })?;
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
         let title = doc
@@ -629,6 +681,66 @@ mod tests {
             job: None,
             reparse: false,
         }
+    }
+
+    /// A parse that times out (a busy machine, or the document) keeps the indexed version, as
+    /// long as the ACL is the one it was indexed under; with a changed ACL it is withdrawn.
+    #[test]
+    fn a_timed_out_parse_keeps_the_previous_version_under_an_unchanged_acl() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+        let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+        let pipeline = |limits: crate::parse::ParseLimits| {
+            Pipeline::new(
+                index.clone(),
+                embedder.clone(),
+                PipelineConfig {
+                    chunking: ChunkerConfig {
+                        max_tokens: 64,
+                        overlap_tokens: 8,
+                    },
+                    commit_interval: Duration::from_secs(3600),
+                    max_batch: 64,
+                    limits: HashMap::from([("c".to_string(), limits)]),
+                },
+                Arc::default(),
+                Arc::default(),
+            )
+        };
+        let version = |v: u8, acl: Acl| {
+            let mut d = doc(0, v);
+            d.acl = acl;
+            d.content
+                .extend("\n\nkestrels and more kestrels".repeat(50_000).bytes());
+            Change::Upsert(Box::new(d))
+        };
+        let everyone = || Acl::new([Principal::Everyone], []);
+        let indexed = || index.doc_entry("c:doc0.md").map(|e| e.version);
+        let apply = |p: &Pipeline, change| {
+            p.process(vec![change]).unwrap();
+            index.commit(BTreeMap::new()).unwrap();
+        };
+        apply(&pipeline(Default::default()), version(1, everyone()));
+        assert_eq!(indexed(), Some("1".to_string()));
+
+        // Far shorter than parsing 1.4 MB of Markdown takes.
+        let slow = pipeline(crate::parse::ParseLimits {
+            timeout: Duration::from_nanos(1),
+            ..Default::default()
+        });
+        apply(&slow, version(2, everyone()));
+        assert_eq!(
+            indexed(),
+            Some("1".to_string()),
+            "a timeout keeps version 1"
+        );
+        let narrowed = Acl::new([Principal::User("hana".into())], []);
+        apply(&slow, version(2, narrowed));
+        assert_eq!(
+            indexed(),
+            None,
+            "under a changed ACL, version 1 is withdrawn"
+        );
     }
 
     proptest! {

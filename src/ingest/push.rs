@@ -103,6 +103,19 @@ impl PushSource {
         sent.last.insert(key.to_string(), state);
     }
 
+    /// From now on, a version the pipeline fails to index is forgotten as accepted, so that
+    /// the client's retry of it is a change again, not UNCHANGED.
+    pub fn forget_failures_from(&self, skips: &crate::ingest::SkipLog) {
+        let sent = self.sent.clone();
+        let hook = move |key: &str, version: &str| {
+            let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(sent.last.get(key), Some(Some((v, _))) if v == version) {
+                sent.last.remove(key);
+            }
+        };
+        skips.on_failed_upsert(&self.config.id, crate::ingest::FailureHook(Arc::new(hook)));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
         self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -368,5 +381,57 @@ mod tests {
             .build()
             .unwrap();
         check_cancellation(again.connector).await.unwrap();
+    }
+
+    /// A version accepted but then failed by the pipeline is forgotten as accepted: the
+    /// client's retry of it is a change, not UNCHANGED (before, it stayed unindexed until a
+    /// restart). A version the pipeline indexes stays remembered.
+    #[test]
+    fn a_version_the_pipeline_fails_is_not_remembered_as_accepted() {
+        use crate::embed::Embedder;
+        use crate::embed::test_embedder::BagOfWords;
+        let built = spec("writers = [\"user:crm-bot\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let source = built.handle.unwrap().downcast::<PushSource>().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+        let index = Arc::new(
+            crate::index::Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap(),
+        );
+        let skips = Arc::new(crate::ingest::SkipLog::default());
+        source.forget_failures_from(&skips);
+        let pipeline = crate::ingest::Pipeline::new(
+            index.clone(),
+            embedder,
+            crate::ingest::PipelineConfig {
+                chunking: crate::chunk::ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: std::time::Duration::from_secs(3600),
+                max_batch: 64,
+                limits: HashMap::new(),
+            },
+            Arc::default(),
+            skips,
+        );
+        let accepted = |key: &str, content: &[u8]| {
+            let Change::Upsert(mut d) = doc(key, "group:staff") else {
+                unreachable!()
+            };
+            d.content = content.to_vec();
+            source.record(key, Some((d.version.clone(), d.acl.fingerprint())), &*index);
+            pipeline.process(vec![Change::Upsert(d)]).unwrap();
+        };
+        // Parses here, not in the pipeline (a NUL byte: binary content).
+        accepted("bad", b"text\0more");
+        accepted("good", b"plain text about kestrels");
+        assert_eq!(source.newest("bad", &*index), None);
+        assert_eq!(
+            source.newest("good", &*index).map(|(v, _)| v),
+            Some("1".to_string())
+        );
     }
 }
