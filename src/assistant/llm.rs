@@ -451,7 +451,7 @@ pub async fn rewrite(
     client: &LlmClient,
     earlier: &[String],
     question: &str,
-) -> Result<String, LlmError> {
+) -> Result<(String, Usage), LlmError> {
     let mut user = String::from("Earlier questions:\n");
     for q in earlier {
         user.push_str("- ");
@@ -478,11 +478,19 @@ pub async fn rewrite(
         out.push_str(t);
         out.len() < 1024
     };
-    client.chat(&messages, 64, &mut on_text).await?;
-    Ok(crate::parse::collapse_ws(
-        out.lines().next().unwrap_or("").trim(),
-    ))
+    let usage = client
+        .chat(&messages, REWRITE_MAX_TOKENS, &mut on_text)
+        .await?;
+    let r = crate::parse::collapse_ws(out.lines().next().unwrap_or("").trim());
+    Ok((r, usage))
 }
+
+/// Longest rewrite the model may write.
+const REWRITE_MAX_TOKENS: u32 = 64;
+
+/// Tokens held for a follow-up's rewrite against the caller's budget (an estimate: a few
+/// earlier questions, the instructions and the completion, at bytes / 4).
+pub const REWRITE_TOKENS: u64 = 4 * 1024 / 4 + 128 + REWRITE_MAX_TOKENS as u64;
 
 /// Drafts a whole text at once (non-streamed answers, tests).
 pub fn drafts(text: &str) -> Vec<Draft> {

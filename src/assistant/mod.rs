@@ -24,8 +24,8 @@ pub mod llm;
 pub mod store;
 pub mod verify;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -132,6 +132,15 @@ pub struct Usage {
     pub completion: u64,
     /// The server reported none; Docent counted.
     pub estimated: bool,
+}
+
+impl Usage {
+    /// Adds another call's tokens (a request's rewrite and its answer).
+    pub fn add(&mut self, u: Usage) {
+        self.prompt += u.prompt;
+        self.completion += u.completion;
+        self.estimated |= u.estimated;
+    }
 }
 
 /// The question as an answerer sees it.
@@ -305,6 +314,32 @@ pub struct Assistant {
     cfg: AssistantConfig,
     llm: Option<Arc<LlmClient>>,
     store: Option<Arc<Store>>,
+    /// Tokens that generative requests in flight may still spend, per budgeted principal: a
+    /// budget admits a request only while what was spent plus what is reserved is under it,
+    /// so concurrent requests cannot all pass a budget that only one of them fits.
+    reserved: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// Tokens held against budgets by one generative request, released when it is dropped (its
+/// actual usage is recorded before).
+struct Reservation {
+    reserved: Arc<Mutex<HashMap<String, u64>>>,
+    principals: Vec<String>,
+    tokens: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &self.principals {
+            if let Some(t) = r.get_mut(p) {
+                *t = t.saturating_sub(self.tokens);
+                if *t == 0 {
+                    r.remove(p);
+                }
+            }
+        }
+    }
 }
 
 /// A request that passed authorization, checks and retrieval, ready to answer.
@@ -322,6 +357,10 @@ pub struct Prepared {
     /// The sentence check found the evidence's best sentence far from the question: "not
     /// found" whatever the answerer.
     unsupported: bool,
+    /// What the LLM rewrite of a follow-up spent.
+    rewrite_usage: Usage,
+    /// This request's hold on the token budgets, until its usage is recorded.
+    _reservation: Option<Reservation>,
 }
 
 impl Assistant {
@@ -342,6 +381,7 @@ impl Assistant {
             cfg,
             llm,
             store,
+            reserved: Arc::default(),
         }
     }
 
@@ -381,20 +421,37 @@ impl Assistant {
         }
     }
 
+    /// The most tokens one generative request may spend: the prompt budget plus the
+    /// completion, and a follow-up's rewrite.
+    fn request_tokens(&self) -> u64 {
+        self.llm.as_ref().map_or(0, |l| {
+            let c = l.config();
+            c.context_tokens as u64 + c.max_tokens as u64 + llm::REWRITE_TOKENS
+        })
+    }
+
     /// Refuses a generative request of a caller whose identity or a group of whom spent its
-    /// daily token budget.
-    fn check_quota(&self, caller: &Caller) -> Result<(), AssistantError> {
+    /// daily token budget (counting what requests in flight hold); with `reserve`, holds this
+    /// request's most tokens against those budgets until the returned reservation is dropped.
+    /// `None`: no budget applies. Blocking.
+    fn check_quota(
+        &self,
+        caller: &Caller,
+        reserve: bool,
+    ) -> Result<Option<Reservation>, AssistantError> {
         let q = &self.cfg.quotas;
         if q.daily_tokens_per_identity.is_none() && q.daily_tokens_per_group.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(store) = &self.store else {
-            return Ok(());
+            return Ok(None);
         };
+        // Held across the check and the reservation, so two requests cannot both pass it.
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let held = |p: &str| reserved.get(p).copied().unwrap_or(0);
         if let Some(limit) = q.daily_tokens_per_identity {
-            let used = store
-                .usage_today(&format!("user:{}", caller.user_id()))?
-                .tokens();
+            let who = format!("user:{}", caller.user_id());
+            let used = store.usage_today(&who)?.tokens() + held(&who);
             if used >= limit {
                 return Err(AssistantError::QuotaExceeded(format!(
                     "the daily token budget of {} is spent ({used} of {limit} tokens today, UTC); \
@@ -405,7 +462,7 @@ impl Assistant {
         }
         for (group, limit) in &q.daily_tokens_per_group {
             if caller.principals().contains(group) {
-                let used = store.usage_today(group)?.tokens();
+                let used = store.usage_today(group)?.tokens() + held(group);
                 if used >= *limit {
                     return Err(AssistantError::QuotaExceeded(format!(
                         "the daily token budget of {group} is spent ({used} of {limit} tokens \
@@ -414,7 +471,19 @@ impl Assistant {
                 }
             }
         }
-        Ok(())
+        if !reserve {
+            return Ok(None);
+        }
+        let principals = self.usage_principals(caller);
+        let tokens = self.request_tokens();
+        for p in &principals {
+            *reserved.entry(p.clone()).or_default() += tokens;
+        }
+        Ok(Some(Reservation {
+            reserved: self.reserved.clone(),
+            principals,
+            tokens,
+        }))
     }
 
     /// The principals a request's tokens count against: the identity and each group with a
@@ -446,13 +515,15 @@ impl Assistant {
             }
             AnswerMode::Generative | AnswerMode::Auto => (AnswerMode::Generative, None),
         };
-        if mode == AnswerMode::Generative {
+        let reservation = if mode == AnswerMode::Generative {
             let me = self.clone();
             let c = caller.clone();
-            tokio::task::spawn_blocking(move || me.check_quota(&c))
+            tokio::task::spawn_blocking(move || me.check_quota(&c, true))
                 .await
-                .map_err(|e| AssistantError::Internal(e.to_string()))??;
-        }
+                .map_err(|e| AssistantError::Internal(e.to_string()))??
+        } else {
+            None
+        };
         let earlier = match &input.conversation {
             ConversationChoice::Continue(id) => {
                 let store = self.store_or_err()?.clone();
@@ -484,7 +555,9 @@ impl Assistant {
             }
             ConversationChoice::None => Vec::new(),
         };
-        let rewritten = self.rewrite(&earlier, &input.question).await;
+        let (rewritten, rewrite_usage) = self
+            .rewrite(caller, mode, &earlier, &input.question)
+            .await?;
         // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
         // blocked phrase or leave an injection out): a question blocked as asked is searched as
         // asked, where the screening refuses it.
@@ -535,6 +608,8 @@ impl Assistant {
             rewritten,
             retrieved,
             unsupported,
+            rewrite_usage,
+            _reservation: reservation,
         })
     }
 
@@ -575,19 +650,44 @@ impl Assistant {
         Ok(supported)
     }
 
-    /// The standalone query for a follow-up, or `None` when the question stands alone.
-    async fn rewrite(&self, earlier: &[String], question: &str) -> Option<String> {
-        let heuristic = heuristic_rewrite(earlier, question)?;
+    /// The standalone query for a follow-up, or `None` when the question stands alone; and
+    /// the tokens an LLM rewrite spent. The model rewrites only within the caller's token
+    /// budget (a generative request has reserved its rewrite; an extractive one is checked
+    /// here), else the heuristic does.
+    async fn rewrite(
+        self: &Arc<Self>,
+        caller: &Caller,
+        mode: AnswerMode,
+        earlier: &[String],
+        question: &str,
+    ) -> Result<(Option<String>, Usage), AssistantError> {
+        let Some(heuristic) = heuristic_rewrite(earlier, question) else {
+            return Ok((None, Usage::default()));
+        };
         if self.cfg.rewrite == RewriteMode::Llm
             && let Some(llm) = &self.llm
         {
-            match llm::rewrite(llm, &earlier[earlier.len().saturating_sub(3)..], question).await {
-                Ok(r) if !r.is_empty() && r.len() <= 4 * question.len() + 400 => return Some(r),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic"),
+            let within_budget = mode == AnswerMode::Generative || {
+                let (me, c) = (self.clone(), caller.clone());
+                tokio::task::spawn_blocking(move || me.check_quota(&c, false))
+                    .await
+                    .map_err(|e| AssistantError::Internal(e.to_string()))?
+                    .is_ok()
+            };
+            if within_budget {
+                let earlier = &earlier[earlier.len().saturating_sub(3)..];
+                match llm::rewrite(llm, earlier, question).await {
+                    Ok((r, u)) if !r.is_empty() && r.len() <= 4 * question.len() + 400 => {
+                        return Ok((Some(r), u));
+                    }
+                    Ok((_, u)) => return Ok((Some(heuristic), u)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic")
+                    }
+                }
             }
         }
-        Some(heuristic)
+        Ok((Some(heuristic), Usage::default()))
     }
 
     /// Search: steps 1, 2, 4–6 and PII redaction of the hits. Blocking.
@@ -806,6 +906,7 @@ impl Prepared {
             mode: self.mode,
             fallback_reason: self.fallback,
             rewritten: self.rewritten.clone(),
+            usage: self.rewrite_usage,
             ..Details::default()
         };
         let outcome = if let Some(b) = self.retrieved.blocked.clone() {
@@ -911,7 +1012,7 @@ impl Prepared {
             let n = g.passages(for_model);
             match g.answer(&q, &for_model[..n], &mut s).await {
                 Ok(u) => {
-                    details.usage = u;
+                    details.usage.add(u);
                     a.metrics.llm("ok");
                     sink = Some(s);
                 }

@@ -158,6 +158,9 @@ type AskStream = Pin<Box<dyn Stream<Item = Result<pb::AskStreamEvent, Status>> +
 /// request's cancellation flag and stops the answerer at its next piece.
 struct Events {
     rx: tokio::sync::mpsc::UnboundedReceiver<AskEvent>,
+    /// Why the answer failed after it had started: the stream's last item, so that a client
+    /// never takes a stream cut short for a whole answer.
+    failed: Option<tokio::sync::oneshot::Receiver<Status>>,
     _guard: BudgetGuard,
 }
 
@@ -168,27 +171,36 @@ impl Stream for Events {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        use pb::ask_stream_event::Event;
-        self.rx.poll_recv(cx).map(|e| {
-            e.map(|e| {
-                Ok(pb::AskStreamEvent {
-                    event: Some(match e {
-                        AskEvent::Piece(v) => {
-                            Event::Piece(convert::sentence(&v.sentence, v.uncited))
-                        }
-                        AskEvent::Citations(c) => Event::Citations(pb::Citations {
-                            citations: c.iter().map(convert::citation).collect(),
-                        }),
-                        AskEvent::Final(o) => Event::Final(pb::AskFinal {
-                            status: convert::status(o.answer.status) as i32,
-                            message: o.answer.message.clone(),
-                            guardrails: o.verdicts.iter().map(convert::verdict).collect(),
-                            details: Some(convert::details(&o.details)),
-                        }),
-                    }),
-                })
-            })
-        })
+        use std::task::Poll;
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => {}
+            other => return other.map(|e| e.map(|e| Ok(event(e)))),
+        }
+        // The answering task has ended (its sender is dropped), after it put its failure, if
+        // any, in the oneshot.
+        match self.failed.take().map(|mut f| f.try_recv()) {
+            Some(Ok(status)) => Poll::Ready(Some(Err(status))),
+            _ => Poll::Ready(None),
+        }
+    }
+}
+
+/// One answer event in its wire form.
+fn event(e: AskEvent) -> pb::AskStreamEvent {
+    use pb::ask_stream_event::Event;
+    pb::AskStreamEvent {
+        event: Some(match e {
+            AskEvent::Piece(v) => Event::Piece(convert::sentence(&v.sentence, v.uncited)),
+            AskEvent::Citations(c) => Event::Citations(pb::Citations {
+                citations: c.iter().map(convert::citation).collect(),
+            }),
+            AskEvent::Final(o) => Event::Final(pb::AskFinal {
+                status: convert::status(o.answer.status) as i32,
+                message: o.answer.message.clone(),
+                guardrails: o.verdicts.iter().map(convert::verdict).collect(),
+                details: Some(convert::details(&o.details)),
+            }),
+        }),
     }
 }
 
@@ -230,6 +242,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             .await
             .map_err(ServiceError::from)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (failed_tx, failed) = tokio::sync::oneshot::channel();
         let st = self.state.clone();
         let question = req.into_inner().question;
         let svc = AssistantService { state: st };
@@ -237,13 +250,20 @@ impl pb::assistant_server::Assistant for AssistantService {
             match prepared.run(Some(&tx), started).await {
                 Ok(o) => svc.audit_ask("AskStream", &caller, &question, &o),
                 Err(e) => {
-                    // The pieces already sent stay; the stream ends without a final event.
+                    // The pieces already sent stay; the stream ends with this error instead
+                    // of a final event.
                     let status: Status = ServiceError::from(e).into();
                     tracing::warn!(code = ?status.code(), "AskStream failed after it started");
+                    let _ = failed_tx.send(status);
                 }
             }
+            drop(tx);
         });
-        Ok(Response::new(Box::pin(Events { rx, _guard: guard })))
+        Ok(Response::new(Box::pin(Events {
+            rx,
+            failed: Some(failed),
+            _guard: guard,
+        })))
     }
 
     async fn search(
@@ -451,5 +471,44 @@ impl pb::assistant_server::Assistant for AssistantService {
             target: None,
         });
         Ok(Response::new(pb::FeedbackResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn events(failure: Option<Status>) -> (Events, tokio::sync::mpsc::UnboundedSender<AskEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (failed_tx, failed) = tokio::sync::oneshot::channel();
+        if let Some(s) = failure {
+            failed_tx.send(s).unwrap();
+        }
+        let (_, guard) = Budget::of(&Request::new(()));
+        let e = Events {
+            rx,
+            failed: Some(failed),
+            _guard: guard,
+        };
+        (e, tx)
+    }
+
+    /// An answer that fails after pieces were streamed ends its stream with the error, not
+    /// with a plain end a client would take for a whole answer.
+    #[tokio::test]
+    async fn a_stream_that_fails_after_it_started_ends_with_the_error() {
+        let (mut e, tx) = events(Some(Status::internal("assistant store: disk full")));
+        tx.send(AskEvent::Citations(Vec::new())).unwrap();
+        drop(tx);
+        assert!(matches!(e.next().await, Some(Ok(_))));
+        let last = e.next().await.expect("an error item").unwrap_err();
+        assert_eq!(last.code(), tonic::Code::Internal);
+        assert!(e.next().await.is_none());
+
+        let (mut e, tx) = events(None);
+        drop(tx);
+        assert!(e.next().await.is_none(), "no failure: a plain end");
     }
 }

@@ -35,8 +35,19 @@ async fn follow_up_with_llm_rewrite(
     first: &str,
     follow_up: &str,
 ) -> (Running, pb::AskResponse) {
+    follow_up_with_llm_rewrite_and(env, fake, "", first, follow_up).await
+}
+
+/// [`follow_up_with_llm_rewrite`] with `extra` appended to the `[llm]` section.
+async fn follow_up_with_llm_rewrite_and(
+    env: &Env,
+    fake: &FakeLlm,
+    extra: &str,
+    first: &str,
+    follow_up: &str,
+) -> (Running, pb::AskResponse) {
     let config =
-        with_llm(env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
+        with_llm(env, &fake.url, extra).replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
     assert!(config.contains("rewrite = \"llm\""));
     let d = env.start_with(env.config_from(&config)).await;
     let mut c = client(&d).await;
@@ -356,6 +367,59 @@ async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
     d.stop().await;
 }
 
+/// Requests in flight hold their most tokens against the budget: while one generative answer
+/// is being written, a second request of the same identity that the budget cannot also cover
+/// is refused before the model (before, both passed the check and both spent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_cannot_overspend_a_token_budget() {
+    let fake = FakeLlm::start(Script::Gated(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    // One request may spend up to the prompt budget, max_tokens and a rewrite (3,360 tokens
+    // here): while one is in flight, a budget of 3,000 admits no other. Spent, it is ~100.
+    let text = with_llm(
+        &env,
+        &fake.url,
+        "[quotas]\ndaily_tokens_per_identity = 3000\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    let mut first = c
+        .ask_stream(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let piece = tokio::time::timeout(Duration::from_secs(30), first.message())
+        .await
+        .expect("the first answer is being written")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        piece.event,
+        Some(pb::ask_stream_event::Event::Piece(_))
+    ));
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.ask(authed(HANA, generative(question))),
+    )
+    .await
+    .expect("refused at once, not waiting on the model")
+    .unwrap_err();
+    assert_eq!(reason(&second), "TOKEN_QUOTA_EXCEEDED", "{second:?}");
+    assert_eq!(fake.requests(), 1);
+    fake.open_gate();
+    while first.message().await.unwrap().is_some() {}
+    // The first request's reservation is released once its usage (far under the budget) is
+    // recorded: the same identity may ask again.
+    fake.open_gate();
+    assert!(c.ask(authed(HANA, generative(question))).await.is_ok());
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
     let env = Env::example();
@@ -489,6 +553,59 @@ async fn an_llm_rewritten_question_passes_the_pii_redaction() {
     let rewritten = r2.details.unwrap().rewritten_question;
     assert!(rewritten.contains("[REDACTED:iban]"), "{rewritten}");
     assert!(!rewritten.contains("DE89"), "{rewritten}");
+    d.stop().await;
+}
+
+/// The tokens of an LLM rewrite count against the budget, and once it is spent follow-ups are
+/// rewritten by the heuristic, without the model (before, rewrites were neither counted nor
+/// refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_rewrites_are_counted_and_stop_at_the_token_budget() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "Which account are contractor refunds paid from?".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let (d, r2) = follow_up_with_llm_rewrite_and(
+        &env,
+        &fake,
+        "[quotas]\ndaily_tokens_per_identity = 100\n",
+        "Which account are expense refunds paid from?",
+        "And for contractors?",
+    )
+    .await;
+    let details = r2.details.unwrap();
+    assert_eq!(
+        details.rewritten_question,
+        "Which account are contractor refunds paid from?"
+    );
+    assert_eq!(
+        details.usage.unwrap().prompt_tokens,
+        100,
+        "the fake reports 100"
+    );
+    assert_eq!(fake.requests(), 1);
+    // Over the budget now: the next follow-up is rewritten without the model.
+    let r3 = client(&d)
+        .await
+        .ask(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "And for interns?".into(),
+                conversation_id: details.conversation_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let d3 = r3.details.unwrap();
+    assert_eq!(fake.requests(), 1, "the model was called over budget");
+    assert!(
+        d3.rewritten_question.ends_with("And for interns?"),
+        "{d3:?}"
+    );
+    assert_eq!(d3.usage.unwrap().prompt_tokens, 0);
     d.stop().await;
 }
 
