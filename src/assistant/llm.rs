@@ -387,6 +387,24 @@ impl LlmAnswerer {
         ]
     }
 
+    /// The messages for `q` over `passages`, packed into the prompt budget.
+    fn prompt(&self, q: &Question<'_>, passages: &[Hit]) -> Vec<Message> {
+        // The question is in the prompt too.
+        let budget = self
+            .budget()
+            .saturating_sub(estimate_tokens(q.text) as usize)
+            .max(64);
+        self.messages(q, &pack(passages, budget))
+    }
+
+    /// The prompt's tokens, estimated (for a call abandoned before the server said).
+    pub fn prompt_tokens(&self, q: &Question<'_>, passages: &[Hit]) -> u64 {
+        self.prompt(q, passages)
+            .iter()
+            .map(|m| estimate_tokens(&m.content))
+            .sum()
+    }
+
     /// How many of the passages fit the prompt budget.
     fn budget(&self) -> usize {
         let c = &self.client.cfg;
@@ -413,13 +431,7 @@ impl Answerer for LlmAnswerer {
         passages: &[Hit],
         sink: &mut (dyn DraftSink + Send),
     ) -> Result<Usage, AnswerError> {
-        // The question is in the prompt too.
-        let budget = self
-            .budget()
-            .saturating_sub(estimate_tokens(q.text) as usize)
-            .max(64);
-        let packed = pack(passages, budget);
-        let messages = self.messages(q, &packed);
+        let messages = self.prompt(q, passages);
         let mut splitter = SentenceSplitter::default();
         let mut stop = false;
         let mut on_text = |t: &str| {

@@ -1010,7 +1010,27 @@ impl Prepared {
         if let (AnswerMode::Generative, Some(g)) = (self.mode, &generative) {
             let mut s = attempt(g, true);
             let n = g.passages(for_model);
-            match g.answer(&q, &for_model[..n], &mut s).await {
+            // A client that leaves an AskStream ends the model call at once, not at its next
+            // piece: a slow or stalled model would hold its concurrency slot meanwhile.
+            let answered = match tx {
+                Some(tx) => tokio::select! {
+                    r = g.answer(&q, &for_model[..n], &mut s) => Some(r),
+                    () = tx.closed() => None,
+                },
+                None => Some(g.answer(&q, &for_model[..n], &mut s).await),
+            };
+            let answered = answered.unwrap_or_else(|| {
+                // Abandoned before the server reported its usage: count an estimate, so that
+                // leaving early does not spend tokens outside the budget.
+                let written: usize = s.sentences.iter().map(|x| x.text.len()).sum();
+                s.gone = true;
+                Ok(Usage {
+                    prompt: g.prompt_tokens(&q, &for_model[..n]),
+                    completion: written.div_ceil(4) as u64,
+                    estimated: true,
+                })
+            });
+            match answered {
                 Ok(u) => {
                     details.usage.add(u);
                     a.metrics.llm("ok");

@@ -420,6 +420,71 @@ async fn concurrent_requests_cannot_overspend_a_token_budget() {
     d.stop().await;
 }
 
+/// A client that leaves an AskStream while the model writes ends the model call at once: its
+/// concurrency slot is free for the next request (before, it was held until the model's next
+/// piece, here never, so the next request waited for the slot and fell back to extractive).
+/// The abandoned call's tokens are still counted, estimated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_an_ask_stream_frees_the_model_for_the_next_request() {
+    let fake = FakeLlm::start(Script::Gated(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "max_concurrent = 1\n")))
+        .await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    let mut first = c
+        .ask_stream(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let piece = tokio::time::timeout(Duration::from_secs(30), first.message())
+        .await
+        .expect("the model is writing")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        piece.event,
+        Some(pb::ask_stream_event::Event::Piece(_))
+    ));
+    drop(first);
+    // The stalled call would never write again: the next request gets the model only if the
+    // abandoned call let go of it.
+    fake.set(Script::Write(vec!["{p1} [1].".into()]));
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        c.ask(authed(HANA, generative(question))),
+    )
+    .await
+    .expect("answered without waiting for the slot")
+    .unwrap()
+    .into_inner();
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+    let details = r.details.unwrap();
+    assert_eq!(
+        details.mode,
+        pb::AnswerMode::Generative as i32,
+        "{details:?}"
+    );
+    assert_eq!(fake.requests(), 2);
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let u = admin
+        .usage(authed(ADMIN, pb::UsageRequest { days: 1 }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Both calls are counted: the answered one as the fake reported (100 prompt tokens), the
+    // abandoned one estimated from its prompt.
+    let hana = u.identities.iter().find(|i| i.identity == "hana").unwrap();
+    assert_eq!(hana.requests, 2, "{hana:?}");
+    assert!(hana.prompt_tokens > 100, "{hana:?}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
     let env = Env::example();
