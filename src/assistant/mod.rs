@@ -985,9 +985,10 @@ impl Prepared {
                 .redact_passages(self.scope.principal_set(), &mut for_model);
         }
         let for_model = &for_model[..];
-        // `redacted`: the model's copy of the passages, else the passages as indexed.
-        let attempt = |answerer: &dyn Answerer, redacted: bool| {
-            let evidence = if redacted { for_model } else { evidence };
+        // `model`: the model writes, from its copy of the passages; else the extractive
+        // answerer, from the passages as indexed.
+        let attempt = |answerer: &dyn Answerer, model: bool| {
+            let evidence = if model { for_model } else { evidence };
             let n = answerer.passages(evidence);
             Sink {
                 verifier: Verifier::new(
@@ -997,7 +998,8 @@ impl Prepared {
                     &self.scope,
                     &analyze,
                     response_scope,
-                ),
+                )
+                .generated(model),
                 tx,
                 sentences: Vec::new(),
                 uncited: Vec::new(),

@@ -7,7 +7,10 @@
 //! the response scope `allow_general_knowledge`, kept and marked uncited, without a citation);
 //! every cited document is rechecked against the caller's current access; the text is
 //! PII-redacted. Citations are numbered in order of first use, so pieces can be streamed as they
-//! are verified and the citation list sent after them.
+//! are verified and the citation list sent after them. A generated sentence that claims
+//! nothing (a question, the question echoed back, the model saying the passages do not answer)
+//! is dropped before any of this: its words match the passages, so it would pass as a cited
+//! claim, and an answer made only of such sentences is "not found".
 
 use std::collections::{HashMap, HashSet};
 
@@ -73,6 +76,8 @@ pub struct Verifier<'a> {
     blocked: u32,
     blocked_rules: std::collections::BTreeSet<String>,
     kept: usize,
+    /// The sentences are a model's: those that claim nothing are dropped.
+    generated: bool,
 }
 
 impl<'a> Verifier<'a> {
@@ -104,7 +109,15 @@ impl<'a> Verifier<'a> {
             blocked: 0,
             blocked_rules: std::collections::BTreeSet::new(),
             kept: 0,
+            generated: false,
         }
+    }
+
+    /// The sentences are a model's (see [`claims_nothing`]); an extractive answerer's are
+    /// passage sentences it chose.
+    pub fn generated(mut self, generated: bool) -> Self {
+        self.generated = generated;
+        self
     }
 
     /// Whether the caller may still read passage `i`'s document (the ACL recheck, cached).
@@ -130,7 +143,7 @@ impl<'a> Verifier<'a> {
     /// Verifies one drafted sentence; `None` when it is removed (or repeats an earlier one).
     pub fn check(&mut self, draft: Draft) -> Option<Verified> {
         let text = crate::parse::collapse_ws(draft.text.trim());
-        if !text.chars().any(char::is_alphanumeric) {
+        if !text.chars().any(char::is_alphanumeric) || self.generated && claims_nothing(&text) {
             return None;
         }
         // What may not be asked about may not be answered either (a passage can name it).
@@ -409,9 +422,82 @@ pub fn parse_draft(s: &str) -> Option<Draft> {
     (!text.is_empty()).then_some(Draft { text, cites })
 }
 
+/// Openings of a model saying that the passages do not answer (English; lowercase).
+const DOES_NOT_KNOW: &[&str] = &[
+    "i don't know",
+    "i do not know",
+    "i don’t know",
+    "i'm not sure",
+    "i am not sure",
+    "i cannot find",
+    "i can't find",
+    "i could not find",
+    "i couldn't find",
+    "i cannot answer",
+    "i can't answer",
+    "i'm sorry",
+    "sorry,",
+    "unfortunately,",
+];
+
+/// Phrases by which a model says the passages it was given lack the answer (a document
+/// sentence rarely names "the passages" or "the provided context").
+const NOT_IN_PASSAGES: &[&str] = &[
+    "passages do not",
+    "passages don't",
+    "passage does not",
+    "passage doesn't",
+    "provided documents",
+    "documents provided",
+    "given documents",
+    "provided context",
+    "given context",
+    "the context does not",
+    "the context doesn't",
+    "not mentioned in the passages",
+    "not mentioned in the documents",
+];
+
+/// Whether a drafted sentence claims nothing: a question (the question echoed back), or the
+/// model saying the passages do not answer.
+fn claims_nothing(text: &str) -> bool {
+    if text.trim_end_matches(['"', '\'', ')', '*']).ends_with('?') {
+        return true;
+    }
+    let lower = text.to_lowercase();
+    DOES_NOT_KNOW.iter().any(|p| lower.starts_with(p))
+        || NOT_IN_PASSAGES.iter().any(|p| lower.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn questions_and_admissions_of_ignorance_claim_nothing() {
+        for s in [
+            "How many days of parental leave do birth parents get?",
+            "What about contractors?\"",
+            "I don't know.",
+            "I do not know how many days birth parents get.",
+            "Sorry, the handbook is silent on that.",
+            "The passages do not say how many days birth parents get.",
+            "This is not mentioned in the documents.",
+            "The provided context does not mention parking.",
+        ] {
+            assert!(claims_nothing(s), "{s}");
+        }
+        for s in [
+            "Birth parents get 20 weeks of leave at full salary [1].",
+            "Parking is not free on level two [2].",
+            "Ask the People team if you don't know your manager [1].",
+            "Who approves it is the Head of People [1].",
+            "Travel documents do not need a manager's signature [1].",
+            "The badge stores no information about your location [2].",
+        ] {
+            assert!(!claims_nothing(s), "{s}");
+        }
+    }
 
     fn split_all(pieces: &[&str]) -> Vec<Draft> {
         let mut s = SentenceSplitter::default();

@@ -287,6 +287,39 @@ async fn a_model_that_never_stops_is_cut_at_max_tokens() {
     d.stop().await;
 }
 
+/// A model that asks back a passage's words and says it does not know has answered nothing:
+/// "not found", even where general knowledge may be shown. (Before, the question passed the
+/// grounding check as a cited sentence, and "I don't know." was kept as general knowledge.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_and_i_do_not_know_from_the_model_are_not_an_answer() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "Do you mean that {p1} [1]?".into(),
+        "I don't know.".into(),
+        "The provided passages do not state a number of days.".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let text = replaced(
+        &with_llm(&env, &fake.url, ""),
+        "response_scope = \"enterprise_only\"",
+        "response_scope = \"allow_general_knowledge\"",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let r = client(&d)
+        .await
+        .ask(authed(
+            HANA,
+            generative("How many days of parental leave do birth parents get?"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fake.requests(), 1);
+    assert_eq!(r.status, pb::AnswerStatus::NoAnswer as i32, "{r:?}");
+    assert!(r.citations.is_empty(), "{r:?}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_evidence_is_not_found_without_calling_the_model() {
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
