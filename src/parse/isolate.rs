@@ -36,6 +36,62 @@ const MAX_HEADER_BYTES: u64 = 64 * 1024;
 
 static WORKER: OnceLock<PathBuf> = OnceLock::new();
 
+/// Parser processes running at once, at most one per core (at least two): each may map
+/// [`WORKER_MEMORY_BYTES`], and concurrent pushes must not start one each.
+fn slots() -> &'static Slots {
+    static SLOTS: OnceLock<Slots> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        Slots::new(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+        )
+    })
+}
+
+/// A counting semaphore for blocking threads.
+struct Slots {
+    max: usize,
+    running: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A place among the running parser processes, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            running: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `deadline` for a place.
+    fn acquire(&self, deadline: std::time::Instant) -> Option<Slot<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= self.max {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            running = self
+                .freed
+                .wait_timeout(running, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *running += 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// From now on this process parses the isolated formats by starting `exe` (this program:
 /// `std::env::current_exe()`; its `main` must call [`worker_main`] first). Set once: later
 /// calls are ignored.
@@ -104,6 +160,19 @@ pub(super) fn parse_in_child(
     name: String,
     limits: ParseLimits,
 ) -> Result<ParsedDoc, ParseError> {
+    // Waiting for a place counts toward the deadline.
+    let started = std::time::Instant::now();
+    let _slot = slots().acquire(started + limits.timeout).ok_or_else(|| {
+        ParseError::WorkerUnavailable(format!(
+            "all {} parser processes stayed busy for {:?}",
+            slots().max,
+            limits.timeout
+        ))
+    })?;
+    let limits = ParseLimits {
+        timeout: limits.timeout.saturating_sub(started.elapsed()),
+        ..limits
+    };
     let mut cmd = Command::new(exe);
     cmd.arg(WORKER_ARG)
         .env_clear()
@@ -225,4 +294,33 @@ fn limit_child(cpu_seconds: u64) -> std::io::Result<()> {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Slots;
+
+    #[test]
+    fn parser_processes_wait_for_a_free_place_until_their_deadline() {
+        let slots = Slots::new(1);
+        let soon = || Instant::now() + Duration::from_millis(20);
+        let first = slots.acquire(soon()).expect("a free place");
+        assert!(slots.acquire(soon()).is_none(), "full until the deadline");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                slots
+                    .acquire(Instant::now() + Duration::from_secs(10))
+                    .is_some()
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            drop(first);
+            assert!(
+                waiter.join().unwrap(),
+                "a place given back goes to the waiter"
+            );
+        });
+        assert!(slots.acquire(soon()).is_some());
+    }
 }
