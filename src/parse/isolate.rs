@@ -169,6 +169,8 @@ pub(super) fn parse_in_child(
             limits.timeout
         ))
     })?;
+    // The error names the configured deadline; the child gets what is left of it.
+    let timeout = limits.timeout;
     let limits = ParseLimits {
         timeout: limits.timeout.saturating_sub(started.elapsed()),
         ..limits
@@ -232,7 +234,7 @@ pub(super) fn parse_in_child(
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(ParseError::Timeout(limits.timeout));
+            return Err(ParseError::Timeout(timeout));
         }
     };
     // The output ended (or hit the cap): the child has finished or is killed now.
