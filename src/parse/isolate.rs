@@ -237,19 +237,37 @@ pub(super) fn parse_in_child(
             return Err(ParseError::Timeout(timeout));
         }
     };
-    // The output ended (or hit the cap): the child has finished or is killed now.
-    if matches!(&out, Ok(o) if o.len() as u64 >= cap) {
+    // The output ended (or hit the cap): the child has finished, or is killed now.
+    let over_cap = matches!(&out, Ok(o) if o.len() as u64 >= cap);
+    if over_cap {
         let _ = child.kill();
     }
     let status = child
         .wait()
         .map_err(|e| ParseError::WorkerUnavailable(e.to_string()))?;
+    if over_cap {
+        return Err(ParseError::TooMuchText {
+            len: cap as usize,
+            max: limits.max_text_bytes,
+        });
+    }
+    // Exit codes 2 and 3: the worker could not read its input or write its result, which
+    // says nothing about the document (a worker from another version of docent, say).
+    if matches!(status.code(), Some(2 | 3)) {
+        return Err(ParseError::WorkerUnavailable(format!(
+            "the parser process failed to talk to the daemon ({status})"
+        )));
+    }
     if !status.success() {
         return Err(ParseError::Malformed(crash_reason(status)));
     }
     let out = out.map_err(|e| ParseError::WorkerUnavailable(e.to_string()))?;
     serde_json::from_slice::<Result<ParsedDoc, ParseError>>(&out).map_err(|_| {
-        ParseError::Malformed("the parser process gave no readable result for this file".into())
+        ParseError::WorkerUnavailable(
+            "the parser process answered in a form this daemon does not read (was docent \
+             replaced by another version?)"
+                .into(),
+        )
     })?
 }
 
@@ -303,6 +321,26 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::Slots;
+
+    /// A worker that cannot be started, or answers nothing readable, is not the document's
+    /// fault: transient (its previous version stays), never "malformed".
+    #[test]
+    fn a_worker_that_cannot_run_or_answer_is_a_transient_failure() {
+        let run = |exe: &str| {
+            super::parse_in_child(
+                std::path::Path::new(exe),
+                b"%PDF-1.4".to_vec(),
+                None,
+                "a.pdf".into(),
+                Default::default(),
+            )
+            .unwrap_err()
+        };
+        for exe in ["/nonexistent/docent", "/bin/true"] {
+            let e = run(exe);
+            assert!(e.is_transient(), "{exe}: {e:?}");
+        }
+    }
 
     #[test]
     fn parser_processes_wait_for_a_free_place_until_their_deadline() {
