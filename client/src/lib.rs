@@ -50,6 +50,8 @@ pub mod reasons {
     pub const UNKNOWN_USER: &str = "UNKNOWN_USER";
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const TOKEN_QUOTA_EXCEEDED: &str = "TOKEN_QUOTA_EXCEEDED";
+    /// What is left of a token budget is held by requests in flight: retry when they finish.
+    pub const TOKEN_QUOTA_IN_USE: &str = "TOKEN_QUOTA_IN_USE";
     pub const CONVERSATION_NOT_FOUND: &str = "CONVERSATION_NOT_FOUND";
     pub const TEXT_TOO_LONG: &str = "TEXT_TOO_LONG";
     pub const EMPTY_TEXT: &str = "EMPTY_TEXT";

@@ -238,6 +238,9 @@ pub enum AssistantError {
     ConversationNotFound(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// What is left of a budget is held by requests in flight (retryable).
+    #[error("{0}")]
+    QuotaInUse(String),
     #[error("conversations are not stored by this daemon")]
     NoStore,
     #[error(transparent)]
@@ -304,6 +307,9 @@ pub struct SearchOutcome {
     pub hits: Vec<Hit>,
     pub verdicts: Vec<Verdict>,
     pub blocked: Option<Verdict>,
+    /// The hits' document keys as indexed, for the audit log (the hits' own keys are
+    /// PII-redacted on the way out). Set by [`Assistant::search`].
+    pub audit_keys: Vec<String>,
 }
 
 pub struct Assistant {
@@ -449,26 +455,40 @@ impl Assistant {
         // Held across the check and the reservation, so two requests cannot both pass it.
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         let held = |p: &str| reserved.get(p).copied().unwrap_or(0);
+        // Spent: refused for the day. Held by requests in flight: refused until they finish.
+        let check = |budget: &str, used: u64, held: u64, limit: u64| {
+            if used >= limit {
+                Err(AssistantError::QuotaExceeded(format!(
+                    "the daily token budget of {budget} is spent ({used} of {limit} tokens \
+                     today, UTC); extractive answers are still available"
+                )))
+            } else if used + held >= limit {
+                Err(AssistantError::QuotaInUse(format!(
+                    "the rest of the daily token budget of {budget} is held by requests in \
+                     flight ({used} of {limit} tokens spent today, UTC); try again when they \
+                     finish"
+                )))
+            } else {
+                Ok(())
+            }
+        };
         if let Some(limit) = q.daily_tokens_per_identity {
             let who = format!("user:{}", caller.user_id());
-            let used = store.usage_today(&who)?.tokens() + held(&who);
-            if used >= limit {
-                return Err(AssistantError::QuotaExceeded(format!(
-                    "the daily token budget of {} is spent ({used} of {limit} tokens today, UTC); \
-                     extractive answers are still available",
-                    caller.user_id()
-                )));
-            }
+            check(
+                caller.user_id(),
+                store.usage_today(&who)?.tokens(),
+                held(&who),
+                limit,
+            )?;
         }
         for (group, limit) in &q.daily_tokens_per_group {
             if caller.principals().contains(group) {
-                let used = store.usage_today(group)?.tokens() + held(group);
-                if used >= *limit {
-                    return Err(AssistantError::QuotaExceeded(format!(
-                        "the daily token budget of {group} is spent ({used} of {limit} tokens \
-                         today, UTC); extractive answers are still available"
-                    )));
-                }
+                check(
+                    group,
+                    store.usage_today(group)?.tokens(),
+                    held(group),
+                    *limit,
+                )?;
             }
         }
         if !reserve {
@@ -703,6 +723,7 @@ impl Assistant {
         let scope = authorize(caller)?;
         guardrail::check_question("query", query)?;
         let mut r = self.retrieve(&scope, query, mode, filter, limit, budget)?;
+        r.audit_keys = r.hits.iter().map(|h| h.chunk.doc_key.clone()).collect();
         r.verdicts.extend(
             self.guardrails
                 .redact_hits(scope.principal_set(), &mut r.hits),
@@ -760,6 +781,7 @@ impl Assistant {
                         hits: Vec::new(),
                         verdicts: Vec::new(),
                         blocked: Some(v),
+                        audit_keys: Vec::new(),
                     },
                     None,
                 ));
@@ -785,6 +807,7 @@ impl Assistant {
                                 hits: Vec::new(),
                                 verdicts,
                                 blocked: None,
+                                audit_keys: Vec::new(),
                             },
                             None,
                         ));
@@ -808,6 +831,7 @@ impl Assistant {
                 hits,
                 verdicts,
                 blocked: None,
+                audit_keys: Vec::new(),
             },
             kept,
         ))

@@ -163,7 +163,15 @@ impl<'a> Verifier<'a> {
                 None => self.bad_markers += 1,
             }
         }
+        // A sentence citing a passage the caller can no longer read (access revoked while the
+        // answer was written) is removed whole: re-cited or kept as general knowledge, its text
+        // would still be that passage's.
+        let before = cited.len();
         cited.retain(|&i| self.may_read(i));
+        if cited.len() < before {
+            self.removed += 1;
+            return None;
+        }
         let analyze = self.analyze;
         let min = self.guardrails.config().grounding.min_support;
         let texts: Vec<&str> = cited
@@ -208,7 +216,11 @@ impl<'a> Verifier<'a> {
         self.guardrails
             .redact_sentence(self.scope.principal_set(), &mut text, &mut self.pii);
         if support.is_empty() {
-            if self.response_scope == ResponseScope::AllowGeneralKnowledge {
+            // General knowledge only while the model read nothing the caller cannot read now:
+            // else its unmarked sentence may be a revoked passage's.
+            if self.response_scope == ResponseScope::AllowGeneralKnowledge
+                && (0..self.passages.len()).all(|i| self.may_read(i))
+            {
                 self.uncited += 1;
                 self.kept += 1;
                 return Some(Verified {
@@ -426,7 +438,6 @@ pub fn parse_draft(s: &str) -> Option<Draft> {
 const DOES_NOT_KNOW: &[&str] = &[
     "i don't know",
     "i do not know",
-    "i don’t know",
     "i'm not sure",
     "i am not sure",
     "i cannot find",
@@ -447,9 +458,9 @@ const NOT_IN_PASSAGES: &[&str] = &[
     "passages don't",
     "passage does not",
     "passage doesn't",
-    "provided documents",
-    "documents provided",
-    "given documents",
+    "provided passages",
+    "passages provided",
+    "given passages",
     "provided context",
     "given context",
     "the context does not",
@@ -464,7 +475,8 @@ fn claims_nothing(text: &str) -> bool {
     if text.trim_end_matches(['"', '\'', ')', '*']).ends_with('?') {
         return true;
     }
-    let lower = text.to_lowercase();
+    // Curly apostrophes as straight ones ("I can’t find").
+    let lower = text.to_lowercase().replace(['\u{2019}', '\u{2018}'], "'");
     DOES_NOT_KNOW.iter().any(|p| lower.starts_with(p))
         || NOT_IN_PASSAGES.iter().any(|p| lower.contains(p))
 }
@@ -484,6 +496,8 @@ mod tests {
             "The passages do not say how many days birth parents get.",
             "This is not mentioned in the documents.",
             "The provided context does not mention parking.",
+            "I can\u{2019}t find that in the passages.",
+            "I\u{2019}m sorry, the passages provided cover only travel.",
         ] {
             assert!(claims_nothing(s), "{s}");
         }
@@ -493,6 +507,7 @@ mod tests {
             "Ask the People team if you don't know your manager [1].",
             "Who approves it is the Head of People [1].",
             "Travel documents do not need a manager's signature [1].",
+            "Bring the provided documents to HR [1].",
             "The badge stores no information about your location [2].",
         ] {
             assert!(!claims_nothing(s), "{s}");

@@ -573,7 +573,7 @@ impl Guardrails {
     }
 
     /// Redacts PII in everything of a search hit that leaves the daemon: document key, chunk id,
-    /// title, URI, heading path, attribute values, and the passage the snippet is cut from (a
+    /// title, URI, heading path, attribute names and values, and the passage the snippet is cut from (a
     /// passage with findings is replaced by its redacted, whitespace-collapsed text, which cuts
     /// into the same snippet). Keys, chunk ids and URIs are also read percent-decoded. As in
     /// [`Self::redact_answer`], a redacted key no longer works for lookups, which is accepted for
@@ -590,9 +590,15 @@ impl Guardrails {
             for p in &mut c.heading_path {
                 redact_field(p, entities, &mut found);
             }
-            for v in c.attributes.values_mut() {
-                redact_field(v, entities, &mut found);
-            }
+            // Names too: a push client chooses them (`[A-Za-z0-9_.-]`, room for a card number).
+            c.attributes = std::mem::take(&mut c.attributes)
+                .into_iter()
+                .map(|(mut k, mut v)| {
+                    redact_id(&mut k, entities, &mut found);
+                    redact_field(&mut v, entities, &mut found);
+                    (k, v)
+                })
+                .collect();
             if let Some(p) = redact_passage(&c.text, entities, &mut found) {
                 c.text = p;
             }
@@ -1309,6 +1315,9 @@ mod tests {
         c.heading_path = vec!["Payments".into(), format!("Account {iban}")];
         c.attributes.insert("account".into(), iban.into());
         c.attributes.insert("owner".into(), "finance".into());
+        // A name a push client chose.
+        c.attributes
+            .insert("card_4111111111111111".into(), "x".into());
         let mut a = answer_citing(&hits);
         let v = g.redact_answer(&set(&["user:a"]), &mut a).unwrap();
         // Title, URI and heading of the one citation.
@@ -1318,9 +1327,12 @@ mod tests {
         assert_eq!(cit.uri, "file:///finance/[REDACTED:iban].md");
         assert_eq!(cit.heading_path, ["Payments", "Account [REDACTED:iban]"]);
         let v = g.redact_hits(&set(&["user:a"]), &mut hits).unwrap();
-        // Title, URI, heading and the attribute value.
-        assert_eq!((v.rule.as_str(), v.count), ("iban", 4));
+        // Title, URI, heading, the attribute value and the attribute name.
+        let mut rules: Vec<&str> = v.rule.split(',').collect();
+        rules.sort();
+        assert_eq!((rules, v.count), (vec!["iban", "payment_card"], 5));
         let c = &hits[0].chunk;
+        assert_eq!(c.attributes["card_[REDACTED:payment_card]"], "x");
         assert_eq!(c.attributes["account"], "[REDACTED:iban]");
         assert_eq!(c.attributes["owner"], "finance");
         assert_eq!(c.heading_path[1], "Account [REDACTED:iban]");

@@ -389,7 +389,7 @@ fn percent_decode(text: &str) -> Option<(String, Vec<Range<usize>>)> {
 /// finding in a decoded reading covers every escape its characters came from, so
 /// `file:///srv/4111%201111%201111%201111.md` has one card finding, `4111%201111%201111%201111`.
 pub fn detect_escaped(text: &str, enabled: &[Entity]) -> Vec<Finding> {
-    let mut found = detect(text, enabled);
+    let mut found = detect_in_identifier(text, enabled);
     // The current reading, and for each of its bytes the range of `text` it came from (`None`:
     // the text itself).
     let mut reading: Option<(String, Vec<Range<usize>>)> = None;
@@ -403,11 +403,38 @@ pub fn detect_escaped(text: &str, enabled: &[Entity]) -> Vec<Finding> {
                 *r = outer[r.start].start..outer[r.end - 1].end;
             }
         }
-        found.extend(detect(&decoded, enabled).into_iter().map(|f| Finding {
-            entity: f.entity,
-            range: from[f.range.start].start..from[f.range.end - 1].end,
-        }));
+        found.extend(
+            detect_in_identifier(&decoded, enabled)
+                .into_iter()
+                .map(|f| Finding {
+                    entity: f.entity,
+                    range: from[f.range.start].start..from[f.range.end - 1].end,
+                }),
+        );
         reading = Some((decoded, from));
+    }
+    non_overlapping(found)
+}
+
+/// [`detect`] for an identifier (a uri, a key, a page id): also in its reading with `_` and `+`
+/// as spaces and ASCII letters in upper case, since wikis write a title's spaces as `_` in
+/// their page names and anchors (`#Card_4111_1111_1111_1111`), form encoding writes them as
+/// `+`, and DokuWiki lowercases its ids (an IBAN `de89…`). The reading has the same length, so
+/// its findings are ranges of `text` as they are.
+fn detect_in_identifier(text: &str, enabled: &[Entity]) -> Vec<Finding> {
+    let mut found = detect(text, enabled);
+    if text
+        .bytes()
+        .any(|b| matches!(b, b'_' | b'+') || b.is_ascii_lowercase())
+    {
+        let spaced: String = text
+            .chars()
+            .map(|c| match c {
+                '_' | '+' => ' ',
+                c => c.to_ascii_uppercase(),
+            })
+            .collect();
+        found.extend(detect(&spaced, enabled));
     }
     non_overlapping(found)
 }
@@ -668,6 +695,32 @@ mod tests {
                 proptest::prop_assert_eq!(r, text);
             }
         }
+    }
+
+    /// Wikis write a title's spaces as `_` in page names and anchors (DokuWiki lowercases its
+    /// ids too), and form encoding writes them as `+`: a card number or IBAN in a heading or
+    /// title is still one in the uri (found by a review: these uris went out unredacted).
+    #[test]
+    fn identifiers_with_underscores_pluses_and_lowercase_are_redacted() {
+        for (uri, want) in [
+            (
+                "https://wiki.example/index.php/Refund_4111_1111_1111_1111#Card_4111_1111_1111_1111",
+                "https://wiki.example/index.php/Refund_[REDACTED:payment_card]#Card_[REDACTED:payment_card]",
+            ),
+            (
+                "https://doku.example/doku.php?id=finance:account_de89_3704_0044_0532_0130_00",
+                "https://doku.example/doku.php?id=finance:account_[REDACTED:iban]",
+            ),
+            (
+                "https://crm.example/search?q=card+4111+1111+1111+1111&x=1",
+                "https://crm.example/search?q=card+[REDACTED:payment_card]&x=1",
+            ),
+        ] {
+            assert_eq!(redact_escaped(uri, &Entity::ALL).0, want, "{uri}");
+        }
+        // Plain identifiers are unchanged.
+        let plain = "https://wiki.example/index.php/Travel_policy#Trains_and_planes";
+        assert_eq!(redact_escaped(plain, &Entity::ALL).0, plain);
     }
 
     #[test]

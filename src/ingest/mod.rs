@@ -72,8 +72,9 @@ pub struct SkipLog {
     failure_hooks: Mutex<HashMap<String, FailureHook>>,
 }
 
-/// Called with (native id, version) of a document the pipeline failed to index.
-pub type FailureFn = dyn Fn(&str, &str) + Send + Sync;
+/// Called with (native id, version, whether the previous version stays) of a document the
+/// pipeline failed to index.
+pub type FailureFn = dyn Fn(&str, &str, bool) + Send + Sync;
 
 /// A connector's [`FailureFn`].
 #[derive(Clone)]
@@ -122,8 +123,9 @@ impl SkipLog {
             .insert(connector.to_string(), hook);
     }
 
-    /// Version `version` of `key` was sent but not indexed: its connector's hook hears of it.
-    fn failed(&self, key: &DocKey, version: &str) {
+    /// Version `version` of `key` was sent but not indexed, its previous version kept or
+    /// removed: its connector's hook hears of it.
+    fn failed(&self, key: &DocKey, version: &str, kept_previous: bool) {
         let hook = self
             .failure_hooks
             .lock()
@@ -131,7 +133,7 @@ impl SkipLog {
             .get(&key.connector)
             .cloned();
         if let Some(hook) = hook {
-            (hook.0)(&key.native_id, version);
+            (hook.0)(&key.native_id, version, kept_previous);
         }
     }
 
@@ -144,9 +146,10 @@ impl SkipLog {
         reason: &str,
         job: Option<u64>,
         was_indexed: bool,
+        kept_previous: bool,
     ) {
         self.record(key, reason);
-        self.failed(key, version);
+        self.failed(key, version, kept_previous);
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
             status.update_job(job, |j| {
@@ -371,7 +374,8 @@ impl Pipeline {
             match change {
                 Change::Upsert(mut doc) => {
                     let job = doc.job;
-                    if !touched.insert(doc.key.clone()) {
+                    let earlier_in_batch = !touched.insert(doc.key.clone());
+                    if earlier_in_batch {
                         doc.reparse = true;
                     }
                     // A panic while preparing one document (parsers catch their own; this is
@@ -389,6 +393,10 @@ impl Pipeline {
                         Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
                         Ok(None) => {}
                         Err((key, reason, keep_previous)) => {
+                            // "Previous" was judged against the index, which does not show
+                            // this batch's earlier writes: one of those (under another ACL)
+                            // may not stand in for this version.
+                            let keep_previous = keep_previous && !earlier_in_batch;
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
@@ -398,6 +406,7 @@ impl Pipeline {
                                 &reason,
                                 job,
                                 was_indexed,
+                                keep_previous,
                             );
                             // A transient failure keeps the previous version; the next full
                             // sync sees the version differ and sends it again.
@@ -456,7 +465,8 @@ impl Pipeline {
                                 self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                                 self.skips
                                     .record(&p.record.key, &format!("embedding failed: {e}"));
-                                self.skips.failed(&p.record.key, &p.record.version);
+                                // Nothing is written for it: the previous version stays.
+                                self.skips.failed(&p.record.key, &p.record.version, true);
                             }
                             Op::Write(p) => {
                                 self.index.upsert(p.record)?;
@@ -740,6 +750,59 @@ mod tests {
             indexed(),
             None,
             "under a changed ACL, version 1 is withdrawn"
+        );
+    }
+
+    /// A version that fails after an earlier write of the same key in its batch does not keep
+    /// "the previous version": that is the earlier write, maybe under another ACL (found by a
+    /// review: v2 opened to everyone, then v3 back to hana failing transiently, left v2 open).
+    #[test]
+    fn a_failed_version_does_not_keep_a_write_from_earlier_in_its_batch() {
+        // PDFs fail transiently here: their parser process cannot start. (No other test of
+        // this binary parses a PDF through `parse_limited`.)
+        crate::parse::isolate::use_worker_process("/nonexistent/docent".into());
+        let dir = tempfile::tempdir().unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+        let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
+        let pipeline = Pipeline::new(
+            index.clone(),
+            embedder,
+            PipelineConfig {
+                chunking: ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: Duration::from_secs(3600),
+                max_batch: 64,
+                limits: HashMap::new(),
+            },
+            Arc::default(),
+            Arc::default(),
+        );
+        let hana = || Acl::new([Principal::User("hana".into())], []);
+        let version = |v: u8, acl: Acl, pdf: bool| {
+            let mut d = doc(0, v);
+            d.acl = acl;
+            if pdf {
+                d.mime = Some("application/pdf".into());
+                d.content = crate::parse::samples::pdf(&[&["Revision about kestrels"]]);
+            }
+            Change::Upsert(Box::new(d))
+        };
+        pipeline.process(vec![version(1, hana(), false)]).unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        // One batch: v2 for everyone is indexed, v3 back to hana alone fails transiently.
+        pipeline
+            .process(vec![
+                version(2, Acl::new([Principal::Everyone], []), false),
+                version(3, hana(), true),
+            ])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert_eq!(
+            index.doc_entry("c:doc0.md").map(|e| e.version),
+            None,
+            "v2 (everyone) must not stand in for v3 (hana)"
         );
     }
 

@@ -107,10 +107,16 @@ impl PushSource {
     /// the client's retry of it is a change again, not UNCHANGED.
     pub fn forget_failures_from(&self, skips: &crate::ingest::SkipLog) {
         let sent = self.sent.clone();
-        let hook = move |key: &str, version: &str| {
+        let hook = move |key: &str, version: &str, kept_previous: bool| {
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(sent.last.get(key), Some(Some((v, _))) if v == version) {
-                sent.last.remove(key);
+                if kept_previous {
+                    // The index shows the newest state again.
+                    sent.last.remove(key);
+                } else {
+                    // Its delete is on the way: "not there", not the version still indexed.
+                    sent.last.insert(key.to_string(), None);
+                }
             }
         };
         skips.on_failed_upsert(&self.config.id, crate::ingest::FailureHook(Arc::new(hook)));

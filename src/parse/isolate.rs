@@ -4,8 +4,8 @@
 //! overflow or a failed allocation aborts the process; no `catch_unwind` can stop that.
 //!
 //! The child is this same executable, started with [`WORKER_ARG`] as its first argument (see
-//! [`worker_main`]), with an empty environment and under rlimits: [`WORKER_MEMORY_BYTES`] of
-//! address space, CPU seconds just past the deadline, no core file; on Linux it dies with its
+//! [`worker_main`]), with an empty environment and under rlimits: [`worker_memory`] of
+//! address space (2 GiB, more for a large document), CPU seconds just past the deadline, no core file; on Linux it dies with its
 //! parent. It reads a one-line JSON header (name, MIME type, text budget) and the document's
 //! bytes on stdin, runs [`super::parse`], and writes the result as JSON on stdout. A child
 //! that crashes, runs out of memory or overruns the deadline is killed, and its document alone
@@ -28,8 +28,18 @@ use super::{ParseError, ParseLimits, ParsedDoc};
 /// First argument that turns the executable into a parser worker.
 pub const WORKER_ARG: &str = "__docent-parse-worker";
 
-/// Address space a parser process may map (its code, heap, and the parser thread's stack).
+/// Address space a parser process may map (its code, heap, and the parser thread's stack), for
+/// a small document; a larger one gets [`WORKER_MEMORY_PER_BYTE`] more per byte of it.
 pub const WORKER_MEMORY_BYTES: u64 = 2 << 30;
+
+/// Address space per byte of the document, beyond [`WORKER_MEMORY_BYTES`]: the input, and
+/// lopdf's objects, loaded twice (the page-tree check, then pdf-extract).
+pub const WORKER_MEMORY_PER_BYTE: u64 = 8;
+
+/// The address-space limit of the process parsing a document of `len` bytes.
+pub fn worker_memory(len: usize) -> u64 {
+    WORKER_MEMORY_BYTES.saturating_add((len as u64).saturating_mul(WORKER_MEMORY_PER_BYTE))
+}
 
 /// Longest header line the worker accepts.
 const MAX_HEADER_BYTES: u64 = 64 * 1024;
@@ -37,7 +47,7 @@ const MAX_HEADER_BYTES: u64 = 64 * 1024;
 static WORKER: OnceLock<PathBuf> = OnceLock::new();
 
 /// Parser processes running at once, at most one per core (at least two): each may map
-/// [`WORKER_MEMORY_BYTES`], and concurrent pushes must not start one each.
+/// [`worker_memory`], and concurrent pushes must not start one each.
 fn slots() -> &'static Slots {
     static SLOTS: OnceLock<Slots> = OnceLock::new();
     SLOTS.get_or_init(|| {
@@ -109,6 +119,8 @@ struct Header {
     name: String,
     mime: Option<String>,
     max_text_bytes: usize,
+    /// Bytes of the document that follow the header.
+    len: usize,
 }
 
 /// For `main`: when this process was started as a parser worker, parses the document on stdin,
@@ -127,7 +139,7 @@ pub fn worker_main() -> Option<ExitCode> {
     let Ok(header) = serde_json::from_slice::<Header>(&line) else {
         return Some(ExitCode::from(2));
     };
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(header.len);
     if stdin.read_to_end(&mut bytes).is_err() {
         return Some(ExitCode::from(2));
     }
@@ -160,15 +172,18 @@ pub(super) fn parse_in_child(
     name: String,
     limits: ParseLimits,
 ) -> Result<ParsedDoc, ParseError> {
-    // Waiting for a place counts toward the deadline.
+    // Waiting for a place counts toward the deadline; with less than half of it left the
+    // parse is not tried (a timeout then would blame the document for the wait).
     let started = std::time::Instant::now();
-    let _slot = slots().acquire(started + limits.timeout).ok_or_else(|| {
-        ParseError::WorkerUnavailable(format!(
-            "all {} parser processes stayed busy for {:?}",
-            slots().max,
-            limits.timeout
-        ))
-    })?;
+    let _slot = slots()
+        .acquire(started + limits.timeout / 2)
+        .ok_or_else(|| {
+            ParseError::WorkerUnavailable(format!(
+                "all {} parser processes stayed busy for {:?}",
+                slots().max,
+                limits.timeout / 2
+            ))
+        })?;
     // The error names the configured deadline; the child gets what is left of it.
     let timeout = limits.timeout;
     let limits = ParseLimits {
@@ -182,13 +197,14 @@ pub(super) fn parse_in_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let cpu_seconds = limits.timeout.as_secs() + 2;
+    let memory = worker_memory(bytes.len());
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: between fork and exec the closure only makes system calls (setrlimit, prctl),
         // which are async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
-            cmd.pre_exec(move || limit_child(cpu_seconds));
+            cmd.pre_exec(move || limit_child(cpu_seconds, memory));
         }
     }
     let mut child = cmd
@@ -198,6 +214,7 @@ pub(super) fn parse_in_child(
         name,
         mime,
         max_text_bytes: limits.max_text_bytes,
+        len: bytes.len(),
     })
     .expect("a header serializes");
     let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -212,8 +229,9 @@ pub(super) fn parse_in_child(
                 .and_then(|()| stdin.write_all(&bytes));
         });
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    // Text, heading paths and JSON escapes: the budget bounds what a worker may say.
-    let cap = (limits.max_text_bytes as u64).saturating_mul(8) + (1 << 20);
+    // Text, heading paths, JSON escapes and ~80 bytes of JSON per block (a PDF of table cells
+    // has a block per few bytes of text): the budget bounds what a worker may say.
+    let cap = (limits.max_text_bytes as u64).saturating_mul(32) + (1 << 20);
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let reader = std::thread::Builder::new()
         .name("docent-parse-out".into())
@@ -259,7 +277,12 @@ pub(super) fn parse_in_child(
         )));
     }
     if !status.success() {
-        return Err(ParseError::Malformed(crash_reason(status)));
+        return Err(match crash_reason(status) {
+            Some(why) => ParseError::Malformed(why),
+            // Killed from outside (the OOM killer, an operator) or failing before it parsed
+            // (a panic outside the parser, a loader error): not the document's doing.
+            None => ParseError::WorkerUnavailable(format!("the parser process ended: {status}")),
+        });
     }
     let out = out.map_err(|e| ParseError::WorkerUnavailable(e.to_string()))?;
     serde_json::from_slice::<Result<ParsedDoc, ParseError>>(&out).map_err(|_| {
@@ -271,28 +294,34 @@ pub(super) fn parse_in_child(
     })?
 }
 
-/// Why a worker that did not exit cleanly failed, in words for the skip report.
-fn crash_reason(status: std::process::ExitStatus) -> String {
+/// Why a worker that did not exit cleanly failed on its document, in words for the skip
+/// report; `None` when its end says nothing about the document.
+fn crash_reason(status: std::process::ExitStatus) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            let what = match sig {
-                libc::SIGSEGV | libc::SIGBUS => "a stack overflow or a memory fault",
-                libc::SIGABRT => "an abort (out of memory, or a stack overflow)",
-                libc::SIGXCPU => "its CPU time limit",
-                libc::SIGKILL => "being killed",
-                _ => "a signal",
-            };
-            return format!("the parser crashed on this file ({what}, signal {sig})");
-        }
+        let sig = status.signal()?;
+        let what = match sig {
+            libc::SIGSEGV | libc::SIGBUS => "a stack overflow or a memory fault",
+            // Rust aborts on a failed allocation (the memory limit) and on a stack overflow.
+            libc::SIGABRT => "its memory limit or a stack overflow",
+            libc::SIGXCPU => "its CPU time limit",
+            _ => return None,
+        };
+        Some(format!(
+            "the parser crashed on this file ({what}, signal {sig})"
+        ))
     }
-    format!("the parser crashed on this file ({status})")
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        None
+    }
 }
 
 /// In the child, before exec: the resource limits of a parser process.
 #[cfg(unix)]
-fn limit_child(cpu_seconds: u64) -> std::io::Result<()> {
+fn limit_child(cpu_seconds: u64, memory: u64) -> std::io::Result<()> {
     let set = |resource, limit: u64| {
         let l = libc::rlimit {
             rlim_cur: limit as libc::rlim_t,
@@ -304,7 +333,7 @@ fn limit_child(cpu_seconds: u64) -> std::io::Result<()> {
         }
         Ok(())
     };
-    set(libc::RLIMIT_AS, WORKER_MEMORY_BYTES)?;
+    set(libc::RLIMIT_AS, memory)?;
     set(libc::RLIMIT_CPU, cpu_seconds)?;
     set(libc::RLIMIT_CORE, 0)?;
     #[cfg(target_os = "linux")]
@@ -340,6 +369,50 @@ mod tests {
             let e = run(exe);
             assert!(e.is_transient(), "{exe}: {e:?}");
         }
+    }
+
+    /// A parse past its deadline kills its process and waits for it: nothing keeps running
+    /// (a parser thread could only be abandoned and counted as overdue).
+    #[test]
+    fn a_parse_past_its_deadline_kills_and_reaps_its_process() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let exe = dir.path().join("slow-worker");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec /bin/sleep 30\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let limits = crate::parse::ParseLimits {
+            timeout: Duration::from_millis(1500),
+            ..Default::default()
+        };
+        let run = || {
+            super::parse_in_child(&exe, b"%PDF-1.4".to_vec(), None, "a.pdf".into(), limits)
+                .unwrap_err()
+        };
+        // A fork elsewhere in this test process may hold the script open for writing a moment
+        // (ETXTBSY): try again.
+        let mut e = run();
+        for _ in 0..5 {
+            if !matches!(&e, crate::parse::ParseError::WorkerUnavailable(m) if m.contains("busy")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            e = run();
+        }
+        assert_eq!(e, crate::parse::ParseError::Timeout(limits.timeout));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the process {} was killed and reaped",
+            pid.trim()
+        );
     }
 
     #[test]

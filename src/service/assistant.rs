@@ -99,7 +99,11 @@ impl AssistantService {
                 .answer
                 .citations
                 .iter()
-                .map(|c| c.document_key.as_str())
+                // As indexed: `document_key` is PII-redacted for the caller.
+                .map(|c| match c.access_key.as_str() {
+                    "" => c.document_key.as_str(),
+                    k => k,
+                })
                 .collect(),
             verdicts: &o.verdicts,
             question: Some(question),
@@ -128,6 +132,7 @@ impl From<AssistantError> for ServiceError {
                 name: id,
             },
             AssistantError::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
+            AssistantError::QuotaInUse(m) => ServiceError::QuotaInUse(m),
             AssistantError::NoStore => ServiceError::FailedPrecondition {
                 reason: "NO_CONVERSATION_STORE",
                 message: e.to_string(),
@@ -217,9 +222,13 @@ impl pb::assistant_server::Assistant for AssistantService {
             .prepare(&caller, input, budget)
             .await
             .map_err(ServiceError::from)?;
-        let o = prepared
-            .run(None, started)
+        // The answer runs on a task of its own, streaming to a receiver this handler holds: a
+        // client that cancels drops the handler, and with it the receiver, which stops the
+        // model call at once and still records what it spent (as for a left AskStream).
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let o = tokio::spawn(async move { prepared.run(Some(&tx), started).await })
             .await
+            .map_err(ServiceError::internal)?
             .map_err(ServiceError::from)?;
         self.audit_ask("Ask", &caller, &req.get_ref().question, &o);
         Ok(Response::new(convert::answer(&o)))
@@ -330,7 +339,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             method: "Search",
             caller: &caller,
             outcome: if blocked { "blocked" } else { "ok" },
-            documents: r.hits.iter().map(|h| h.chunk.doc_key.as_str()).collect(),
+            documents: r.audit_keys.iter().map(String::as_str).collect(),
             verdicts: &verdicts,
             question: Some(&msg.query),
             target: None,

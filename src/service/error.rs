@@ -26,6 +26,9 @@ pub enum ServiceError {
     /// A daily LLM token budget is spent (checked before the model is called).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// What is left of a budget is held by requests in flight: retry when they finish.
+    #[error("{0}")]
+    QuotaInUse(String),
     #[error("{0}")]
     ActAs(#[from] crate::identity::ActAsError),
     #[error("{what} {name:?} not found")]
@@ -65,6 +68,7 @@ impl ServiceError {
             Self::SourceDenied(_) => "SOURCE_DENIED",
             Self::Overloaded(_) => "OVERLOADED",
             Self::QuotaExceeded(_) => "TOKEN_QUOTA_EXCEEDED",
+            Self::QuotaInUse(_) => "TOKEN_QUOTA_IN_USE",
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => "ACT_AS_DENIED",
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) => "UNKNOWN_USER",
             Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
@@ -81,7 +85,9 @@ impl ServiceError {
             Self::AdminRequired | Self::ScopeDenied(_) | Self::SourceDenied(_) => {
                 Code::PermissionDenied
             }
-            Self::Overloaded(_) | Self::QuotaExceeded(_) => Code::ResourceExhausted,
+            Self::Overloaded(_) | Self::QuotaExceeded(_) | Self::QuotaInUse(_) => {
+                Code::ResourceExhausted
+            }
             Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => Code::PermissionDenied,
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) | Self::NotFound { .. } => {
                 Code::NotFound

@@ -173,25 +173,3 @@ async fn pdfs_that_crash_their_parser_fail_alone() {
     );
     d.stop().await;
 }
-
-/// A PDF parse that overruns its deadline kills its parser process: nothing keeps running
-/// (a parser thread could only be abandoned and counted as overdue).
-#[test]
-fn a_pdf_parse_past_its_deadline_is_killed() {
-    parse_pdfs_in_child_processes();
-    let limits = docent::parse::ParseLimits {
-        timeout: std::time::Duration::from_millis(1),
-        ..Default::default()
-    };
-    let overdue = docent::parse::overdue_parsers();
-    let pdf = docent::parse::samples::pdf(&[&["Travel policy"]]);
-    let r = docent::parse::parse_limited(pdf.clone(), None, "slow.pdf".into(), limits);
-    assert_eq!(
-        r.unwrap_err(),
-        docent::parse::ParseError::Timeout(limits.timeout)
-    );
-    assert_eq!(docent::parse::overdue_parsers(), overdue);
-    // With time enough, the same document parses in its process.
-    let d = docent::parse::parse_limited(pdf, None, "slow.pdf".into(), Default::default()).unwrap();
-    assert_eq!(d.title, "Travel policy");
-}

@@ -442,7 +442,8 @@ async fn concurrent_requests_cannot_overspend_a_token_budget() {
     .await
     .expect("refused at once, not waiting on the model")
     .unwrap_err();
-    assert_eq!(reason(&second), "TOKEN_QUOTA_EXCEEDED", "{second:?}");
+    assert_eq!(reason(&second), "TOKEN_QUOTA_IN_USE", "{second:?}");
+    assert!(second.message().contains("in flight"), "{second:?}");
     assert_eq!(fake.requests(), 1);
     fake.open_gate();
     while first.message().await.unwrap().is_some() {}
@@ -450,6 +451,72 @@ async fn concurrent_requests_cannot_overspend_a_token_budget() {
     // recorded: the same identity may ask again.
     fake.open_gate();
     assert!(c.ask(authed(HANA, generative(question))).await.is_ok());
+    d.stop().await;
+}
+
+/// The admin's usage line of `identity` once it shows `requests` requests (a request's usage
+/// is recorded as it ends, which may be after the client has gone).
+async fn usage_of(d: &Running, identity: &str, requests: u64) -> pb::IdentityUsage {
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let t = std::time::Instant::now();
+    loop {
+        let u = admin
+            .usage(authed(ADMIN, pb::UsageRequest { days: 1 }))
+            .await
+            .unwrap()
+            .into_inner();
+        let line = u.identities.into_iter().find(|i| i.identity == identity);
+        match line {
+            Some(l) if l.requests >= requests => return l,
+            l => assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "{identity}'s usage never showed {requests} requests: {l:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that cancels a unary generative Ask while the model writes still has the call's
+/// tokens counted, estimated (before, the handler was dropped before it recorded any usage,
+/// so cancelling early spent tokens outside the budget), and the model is free for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
+    let fake = FakeLlm::start(Script::Gated(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "max_concurrent = 1\n")))
+        .await;
+    let question = "How many days of parental leave do birth parents get?";
+    let mut c = client(&d).await;
+    let asked = tokio::spawn(async move { c.ask(authed(HANA, generative(question))).await });
+    let t = std::time::Instant::now();
+    while fake.requests() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the model was not called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The model has written its first sentence and waits; the client gives up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    asked.abort();
+    let hana = usage_of(&d, "hana", 1).await;
+    assert!(hana.prompt_tokens > 0, "{hana:?}");
+    fake.set(Script::Write(vec!["{p1} [1].".into()]));
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        client(&d).await.ask(authed(HANA, generative(question))),
+    )
+    .await
+    .expect("answered without waiting for the slot")
+    .unwrap()
+    .into_inner();
+    assert_eq!(r.details.unwrap().mode, pb::AnswerMode::Generative as i32);
     d.stop().await;
 }
 
@@ -504,16 +571,9 @@ async fn leaving_an_ask_stream_frees_the_model_for_the_next_request() {
         "{details:?}"
     );
     assert_eq!(fake.requests(), 2);
-    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
-    let u = admin
-        .usage(authed(ADMIN, pb::UsageRequest { days: 1 }))
-        .await
-        .unwrap()
-        .into_inner();
     // Both calls are counted: the answered one as the fake reported (100 prompt tokens), the
     // abandoned one estimated from its prompt.
-    let hana = u.identities.iter().find(|i| i.identity == "hana").unwrap();
-    assert_eq!(hana.requests, 2, "{hana:?}");
+    let hana = usage_of(&d, "hana", 2).await;
     assert!(hana.prompt_tokens > 100, "{hana:?}");
     d.stop().await;
 }
@@ -762,6 +822,62 @@ async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
         r2.guardrails.iter().any(|v| v.code == "BLOCKED_PHRASE"),
         "{r2:?}"
     );
+    d.stop().await;
+}
+
+/// A document withdrawn while the model writes gives the answer no sentence, not even as
+/// uncited general knowledge. (Before, a sentence citing the withdrawn passage lost its citation
+/// and was kept, its text the passage's, marked uncited.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_withdrawn_while_the_model_writes_gives_no_sentence() {
+    let fake = FakeLlm::start(Script::Gated(vec![
+        "I don't know.".into(),
+        "{p1} [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let text = replaced(
+        &with_llm(&env, &fake.url, ""),
+        "response_scope = \"enterprise_only\"",
+        "response_scope = \"allow_general_knowledge\"",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = client(&d).await;
+    let asked = tokio::spawn(async move { c.ask(authed(HANA, generative(HR_QUESTION))).await });
+    // The model is called once retrieval has found the compensation bands; it waits after its
+    // first sentence (which claims nothing and is checked against no passage).
+    let t = std::time::Instant::now();
+    while fake.requests() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the model was not called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        fake.prompts()[0].contains("148,000"),
+        "{:?}",
+        fake.prompts()
+    );
+    std::fs::remove_file(env.corpus().join("hr/compensation-bands-2027.md")).unwrap();
+    loop {
+        let r = d.search(HANA, HR_QUESTION, 10).await.unwrap();
+        if !format!("{r:?}").contains("compensation-bands") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the deletion was not indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fake.open_gate();
+    let r = asked.await.unwrap().unwrap().into_inner();
+    let all = format!("{r:?}");
+    for s in HR_ONLY {
+        assert!(!all.contains(s), "leaks {s:?}: {all}");
+    }
+    assert_eq!(r.status, pb::AnswerStatus::NoAnswer as i32, "{r:?}");
     d.stop().await;
 }
 
