@@ -693,30 +693,35 @@ mod tests {
         }
     }
 
+    fn test_index(dir: &std::path::Path) -> Arc<Index> {
+        Arc::new(Index::open(dir, BagOfWords.model_id(), BagOfWords.dim()).unwrap())
+    }
+
+    /// A pipeline into `index` with `limits` for connector `c`.
+    fn pipeline_into(index: &Arc<Index>, limits: Option<crate::parse::ParseLimits>) -> Pipeline {
+        Pipeline::new(
+            index.clone(),
+            Arc::new(BagOfWords),
+            PipelineConfig {
+                chunking: ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: Duration::from_secs(3600),
+                max_batch: 64,
+                limits: limits.map(|l| ("c".to_string(), l)).into_iter().collect(),
+            },
+            Arc::default(),
+            Arc::default(),
+        )
+    }
+
     /// A parse that times out (a busy machine, or the document) keeps the indexed version, as
     /// long as the ACL is the one it was indexed under; with a changed ACL it is withdrawn.
     #[test]
     fn a_timed_out_parse_keeps_the_previous_version_under_an_unchanged_acl() {
         let dir = tempfile::tempdir().unwrap();
-        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
-        let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
-        let pipeline = |limits: crate::parse::ParseLimits| {
-            Pipeline::new(
-                index.clone(),
-                embedder.clone(),
-                PipelineConfig {
-                    chunking: ChunkerConfig {
-                        max_tokens: 64,
-                        overlap_tokens: 8,
-                    },
-                    commit_interval: Duration::from_secs(3600),
-                    max_batch: 64,
-                    limits: HashMap::from([("c".to_string(), limits)]),
-                },
-                Arc::default(),
-                Arc::default(),
-            )
-        };
+        let index = test_index(dir.path());
         let version = |v: u8, acl: Acl| {
             let mut d = doc(0, v);
             d.acl = acl;
@@ -730,14 +735,17 @@ mod tests {
             p.process(vec![change]).unwrap();
             index.commit(BTreeMap::new()).unwrap();
         };
-        apply(&pipeline(Default::default()), version(1, everyone()));
+        apply(&pipeline_into(&index, None), version(1, everyone()));
         assert_eq!(indexed(), Some("1".to_string()));
 
         // Far shorter than parsing 1.4 MB of Markdown takes.
-        let slow = pipeline(crate::parse::ParseLimits {
-            timeout: Duration::from_nanos(1),
-            ..Default::default()
-        });
+        let slow = pipeline_into(
+            &index,
+            Some(crate::parse::ParseLimits {
+                timeout: Duration::from_nanos(1),
+                ..Default::default()
+            }),
+        );
         apply(&slow, version(2, everyone()));
         assert_eq!(
             indexed(),
@@ -762,23 +770,8 @@ mod tests {
         // this binary parses a PDF through `parse_limited`.)
         crate::parse::isolate::use_worker_process("/nonexistent/docent".into());
         let dir = tempfile::tempdir().unwrap();
-        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
-        let index = Arc::new(Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap());
-        let pipeline = Pipeline::new(
-            index.clone(),
-            embedder,
-            PipelineConfig {
-                chunking: ChunkerConfig {
-                    max_tokens: 64,
-                    overlap_tokens: 8,
-                },
-                commit_interval: Duration::from_secs(3600),
-                max_batch: 64,
-                limits: HashMap::new(),
-            },
-            Arc::default(),
-            Arc::default(),
-        );
+        let index = test_index(dir.path());
+        let pipeline = pipeline_into(&index, None);
         let hana = || Acl::new([Principal::User("hana".into())], []);
         let version = |v: u8, acl: Acl, pdf: bool| {
             let mut d = doc(0, v);

@@ -4,6 +4,16 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::*;
 
+/// Why the connector skipped the file whose path ends with `name`.
+fn skip_reason(share: &docent_proto::v1::ConnectorStatus, name: &str) -> String {
+    share
+        .skipped
+        .iter()
+        .find(|s| s.id.ends_with(name))
+        .map(|s| s.reason.clone())
+        .unwrap_or_else(|| panic!("{name} not reported as skipped: {:?}", share.skipped))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_are_skipped_with_reasons() {
     let env = Env::empty();
@@ -67,14 +77,7 @@ async fn bad_files_are_skipped_with_reasons() {
 
     let st = d.connectors().await;
     let share = &st.connectors[0];
-    let reason = |name: &str| {
-        share
-            .skipped
-            .iter()
-            .find(|s| s.id.ends_with(name))
-            .map(|s| s.reason.clone())
-            .unwrap_or_else(|| panic!("{name} not reported as skipped: {:?}", share.skipped))
-    };
+    let reason = |name: &str| skip_reason(share, name);
     assert_eq!(reason("/empty.txt"), "empty document");
     assert!(
         reason("/huge.txt").starts_with("too large: 1500000 bytes"),
@@ -150,14 +153,7 @@ async fn pdfs_that_crash_their_parser_fail_alone() {
 
     let st = d.connectors().await;
     let share = &st.connectors[0];
-    let reason = |name: &str| {
-        share
-            .skipped
-            .iter()
-            .find(|s| s.id.ends_with(name))
-            .map(|s| s.reason.clone())
-            .unwrap_or_else(|| panic!("{name} not reported as skipped: {:?}", share.skipped))
-    };
+    let reason = |name: &str| skip_reason(share, name);
     let r = reason("/loop.pdf");
     assert!(r.contains("the parser crashed on this file"), "{r}");
     assert_eq!(share.documents, 1, "good.pdf is indexed");

@@ -27,6 +27,15 @@ fn with_llm(env: &Env, url: &str, extra: &str) -> String {
     )
 }
 
+/// [`with_llm`], with general knowledge allowed for everyone.
+fn with_llm_and_general_knowledge(env: &Env, url: &str) -> String {
+    replaced(
+        &with_llm(env, url, ""),
+        "response_scope = \"enterprise_only\"",
+        "response_scope = \"allow_general_knowledge\"",
+    )
+}
+
 /// A daemon whose follow-ups the `fake` model rewrites; alice asks `first`, then `follow_up`
 /// in the same conversation. Returns the daemon and the follow-up's answer.
 async fn follow_up_with_llm_rewrite(
@@ -66,6 +75,65 @@ async fn follow_up_with_llm_rewrite_and(
     req.question = follow_up.into();
     let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
     (d, r2)
+}
+
+/// A fake model that writes a sentence of passage 1, then waits for [`FakeLlm::open_gate`]
+/// before its second.
+async fn gated_fake() -> FakeLlm {
+    FakeLlm::start(Script::Gated(vec![
+        "{p1} [1].".into(),
+        "{p1.2} [1].".into(),
+    ]))
+    .await
+}
+
+const PARENTAL_LEAVE: &str = "How many days of parental leave do birth parents get?";
+
+/// A daemon over the example corpus with a [`gated_fake`] model (`extra` in `[llm]`), and
+/// hana's AskStream about parental leave once its first piece has arrived.
+async fn streaming_while_the_model_waits(
+    extra: &str,
+) -> (FakeLlm, Env, Running, tonic::Streaming<pb::AskStreamEvent>) {
+    let fake = gated_fake().await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, extra)))
+        .await;
+    let mut stream = client(&d)
+        .await
+        .ask_stream(authed(HANA, generative(PARENTAL_LEAVE)))
+        .await
+        .unwrap()
+        .into_inner();
+    first_piece(&mut stream).await;
+    (fake, env, d, stream)
+}
+
+/// Waits until the `fake` model is called (retrieval has found the passages); returns when the
+/// wait began.
+async fn wait_for_the_model(fake: &FakeLlm) -> std::time::Instant {
+    let t = std::time::Instant::now();
+    while fake.requests() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the model was not called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t
+}
+
+/// The first event of an AskStream is a piece, delivered while the model is still writing.
+async fn first_piece(stream: &mut tonic::Streaming<pb::AskStreamEvent>) {
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a piece while the model is still writing")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first.event, Some(pb::ask_stream_event::Event::Piece(_))),
+        "{first:?}"
+    );
 }
 
 fn generative(question: &str) -> pb::AskRequest {
@@ -299,11 +367,7 @@ async fn questions_and_i_do_not_know_from_the_model_are_not_an_answer() {
     ]))
     .await;
     let env = Env::example();
-    let text = replaced(
-        &with_llm(&env, &fake.url, ""),
-        "response_scope = \"enterprise_only\"",
-        "response_scope = \"allow_general_knowledge\"",
-    );
+    let text = with_llm_and_general_knowledge(&env, &fake.url);
     let d = env.start_with(env.config_from(&text)).await;
     let r = client(&d)
         .await
@@ -405,11 +469,7 @@ async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
 /// is refused before the model (before, both passed the check and both spent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_cannot_overspend_a_token_budget() {
-    let fake = FakeLlm::start(Script::Gated(vec![
-        "{p1} [1].".into(),
-        "{p1.2} [1].".into(),
-    ]))
-    .await;
+    let fake = gated_fake().await;
     let env = Env::example();
     // One request may spend up to the prompt budget, max_tokens and a rewrite (3,360 tokens
     // here): while one is in flight, a budget of 3,000 admits no other. Spent, it is ~100.
@@ -426,15 +486,7 @@ async fn concurrent_requests_cannot_overspend_a_token_budget() {
         .await
         .unwrap()
         .into_inner();
-    let piece = tokio::time::timeout(Duration::from_secs(30), first.message())
-        .await
-        .expect("the first answer is being written")
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        piece.event,
-        Some(pb::ask_stream_event::Event::Piece(_))
-    ));
+    first_piece(&mut first).await;
     let second = tokio::time::timeout(
         Duration::from_secs(10),
         c.ask(authed(HANA, generative(question))),
@@ -482,11 +534,7 @@ async fn usage_of(d: &Running, identity: &str, requests: u64) -> pb::IdentityUsa
 /// so cancelling early spent tokens outside the budget), and the model is free for the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
-    let fake = FakeLlm::start(Script::Gated(vec![
-        "{p1} [1].".into(),
-        "{p1.2} [1].".into(),
-    ]))
-    .await;
+    let fake = gated_fake().await;
     let env = Env::example();
     let d = env
         .start_with(env.config_from(&with_llm(&env, &fake.url, "max_concurrent = 1\n")))
@@ -494,14 +542,7 @@ async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
     let question = "How many days of parental leave do birth parents get?";
     let mut c = client(&d).await;
     let asked = tokio::spawn(async move { c.ask(authed(HANA, generative(question))).await });
-    let t = std::time::Instant::now();
-    while fake.requests() == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the model was not called"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_the_model(&fake).await;
     // The model has written its first sentence and waits; the client gives up.
     tokio::time::sleep(Duration::from_millis(300)).await;
     asked.abort();
@@ -526,31 +567,9 @@ async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
 /// The abandoned call's tokens are still counted, estimated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_an_ask_stream_frees_the_model_for_the_next_request() {
-    let fake = FakeLlm::start(Script::Gated(vec![
-        "{p1} [1].".into(),
-        "{p1.2} [1].".into(),
-    ]))
-    .await;
-    let env = Env::example();
-    let d = env
-        .start_with(env.config_from(&with_llm(&env, &fake.url, "max_concurrent = 1\n")))
-        .await;
-    let question = "How many days of parental leave do birth parents get?";
+    let (fake, _env, d, first) = streaming_while_the_model_waits("max_concurrent = 1\n").await;
+    let question = PARENTAL_LEAVE;
     let mut c = client(&d).await;
-    let mut first = c
-        .ask_stream(authed(HANA, generative(question)))
-        .await
-        .unwrap()
-        .into_inner();
-    let piece = tokio::time::timeout(Duration::from_secs(30), first.message())
-        .await
-        .expect("the model is writing")
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        piece.event,
-        Some(pb::ask_stream_event::Event::Piece(_))
-    ));
     drop(first);
     // The stalled call would never write again: the next request gets the model only if the
     // abandoned call let go of it.
@@ -836,24 +855,13 @@ async fn a_document_withdrawn_while_the_model_writes_gives_no_sentence() {
     ]))
     .await;
     let env = Env::example();
-    let text = replaced(
-        &with_llm(&env, &fake.url, ""),
-        "response_scope = \"enterprise_only\"",
-        "response_scope = \"allow_general_knowledge\"",
-    );
+    let text = with_llm_and_general_knowledge(&env, &fake.url);
     let d = env.start_with(env.config_from(&text)).await;
     let mut c = client(&d).await;
     let asked = tokio::spawn(async move { c.ask(authed(HANA, generative(HR_QUESTION))).await });
     // The model is called once retrieval has found the compensation bands; it waits after its
     // first sentence (which claims nothing and is checked against no passage).
-    let t = std::time::Instant::now();
-    while fake.requests() == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the model was not called"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let t = wait_for_the_model(&fake).await;
     assert!(
         fake.prompts()[0].contains("148,000"),
         "{:?}",
@@ -960,33 +968,7 @@ async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative
 async fn ask_streams_pieces_as_the_model_writes_them() {
     // The fake stops after its first sentence until the test has received a piece: an
     // AskStream that buffered the answer would never deliver one, and the test would time out.
-    let fake = FakeLlm::start(Script::Gated(vec![
-        "{p1} [1].".into(),
-        "{p1.2} [1].".into(),
-    ]))
-    .await;
-    let env = Env::example();
-    let d = env
-        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
-        .await;
-    let mut stream = client(&d)
-        .await
-        .ask_stream(authed(
-            HANA,
-            generative("How many days of parental leave do birth parents get?"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("a piece while the model is still writing")
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(first.event, Some(pb::ask_stream_event::Event::Piece(_))),
-        "{first:?}"
-    );
+    let (fake, _env, d, mut stream) = streaming_while_the_model_waits("").await;
     fake.open_gate();
     let mut pieces = 1;
     let mut done = false;
