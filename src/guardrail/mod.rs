@@ -380,7 +380,7 @@ impl Guardrails {
                 .find_map(|t| injection::detect(t))
             {
                 Some(d) => {
-                    tracing::warn!(chunk = %h.chunk.chunk_id, rule = d.rule, "passage dropped: prompt injection");
+                    tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
                     rules.insert(d.rule);
                     false
                 }

@@ -457,6 +457,12 @@ pub fn redact(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
     redact_found(text, detect(text, enabled))
 }
 
+/// An identifier (a key, a chunk id, a path) as written to the log: every kind of PII
+/// redacted, whoever reads the log.
+pub fn for_log(id: &str) -> String {
+    redact_escaped(id, &Entity::ALL).0
+}
+
 /// [`redact`] with [`detect_escaped`]: for uris, document keys and chunk ids.
 ///
 /// The placeholder replaces the escapes in place, and everything else stays encoded as it was:
@@ -721,6 +727,11 @@ mod tests {
         // Plain identifiers are unchanged.
         let plain = "https://wiki.example/index.php/Travel_policy#Trains_and_planes";
         assert_eq!(redact_escaped(plain, &Entity::ALL).0, plain);
+        // Log lines get the same.
+        assert_eq!(
+            for_log("share:/srv/refunds/card_4111_1111_1111_1111.md"),
+            "share:/srv/refunds/card_[REDACTED:payment_card].md"
+        );
     }
 
     #[test]

@@ -97,7 +97,12 @@ const SKIP_LOG_KEEP: usize = 200;
 
 impl SkipLog {
     pub fn record(&self, key: &DocKey, reason: &str) {
-        tracing::info!(connector = %key.connector, id = %key.native_id, reason, "document skipped");
+        tracing::info!(
+            connector = %key.connector,
+            id = %crate::guardrail::pii::for_log(&key.native_id),
+            reason,
+            "document skipped"
+        );
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let s = m.entry(key.connector.clone()).or_default();
         s.total += 1;
@@ -386,7 +391,10 @@ impl Pipeline {
                         self.prepare(*doc)
                     }))
                     .unwrap_or_else(|_| {
-                        tracing::error!(document = %key, "preparing a document panicked");
+                        tracing::error!(
+                            document = %crate::guardrail::pii::for_log(&key.to_string()),
+                            "preparing a document panicked"
+                        );
                         Err((key, "internal error while preparing it".into(), false))
                     });
                     match prepared {
