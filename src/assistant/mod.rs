@@ -428,11 +428,15 @@ impl Assistant {
     }
 
     /// The most tokens one generative request may spend: the prompt budget plus the
-    /// completion, and a follow-up's rewrite.
+    /// completion, and a follow-up's rewrite where the model rewrites.
     fn request_tokens(&self) -> u64 {
         self.llm.as_ref().map_or(0, |l| {
             let c = l.config();
-            c.context_tokens as u64 + c.max_tokens as u64 + llm::REWRITE_TOKENS
+            let rewrite = match self.cfg.rewrite {
+                RewriteMode::Llm => llm::REWRITE_TOKENS,
+                RewriteMode::Heuristic => 0,
+            };
+            c.context_tokens as u64 + c.max_tokens as u64 + rewrite
         })
     }
 

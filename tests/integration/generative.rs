@@ -471,12 +471,12 @@ async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
 async fn concurrent_requests_cannot_overspend_a_token_budget() {
     let fake = gated_fake().await;
     let env = Env::example();
-    // One request may spend up to the prompt budget, max_tokens and a rewrite (3,360 tokens
-    // here): while one is in flight, a budget of 3,000 admits no other. Spent, it is ~100.
+    // One request may spend up to the prompt budget and max_tokens (2,144 tokens here): while
+    // one is in flight, a budget of 2,000 admits no other. Spent, it is ~100.
     let text = with_llm(
         &env,
         &fake.url,
-        "[quotas]\ndaily_tokens_per_identity = 3000\n",
+        "[quotas]\ndaily_tokens_per_identity = 2000\n",
     );
     let d = env.start_with(env.config_from(&text)).await;
     let question = "How many days of parental leave do birth parents get?";
