@@ -448,7 +448,6 @@ const DOES_NOT_KNOW: &[&str] = &[
     "i can't answer",
     "i'm sorry",
     "sorry,",
-    "unfortunately,",
 ];
 
 /// Phrases by which a model says the passages it was given lack the answer (a document
@@ -508,6 +507,7 @@ mod tests {
             "Who approves it is the Head of People [1].",
             "Travel documents do not need a manager's signature [1].",
             "Bring the provided documents to HR [1].",
+            "Unfortunately, remote work is not allowed on Fridays [1].",
             "The badge stores no information about your location [2].",
         ] {
             assert!(!claims_nothing(s), "{s}");

@@ -423,9 +423,14 @@ pub fn detect_escaped(text: &str, enabled: &[Entity]) -> Vec<Finding> {
 /// its findings are ranges of `text` as they are.
 fn detect_in_identifier(text: &str, enabled: &[Entity]) -> Vec<Finding> {
     let mut found = detect(text, enabled);
-    if text
-        .bytes()
-        .any(|b| matches!(b, b'_' | b'+') || b.is_ascii_lowercase())
+    // Only the numbers (cards, IBANs, SSNs, phones: 7 digits at least once `+` is a space) can
+    // hide behind these characters; most identifiers have fewer digits and skip the second
+    // pass, which runs on every hit's key, chunk id and uri. Its other findings are dropped:
+    // an upper-cased path is no secret.
+    if text.bytes().filter(u8::is_ascii_digit).count() >= 7
+        && text
+            .bytes()
+            .any(|b| matches!(b, b'_' | b'+') || b.is_ascii_lowercase())
     {
         let spaced: String = text
             .chars()
@@ -434,7 +439,12 @@ fn detect_in_identifier(text: &str, enabled: &[Entity]) -> Vec<Finding> {
                 c => c.to_ascii_uppercase(),
             })
             .collect();
-        found.extend(detect(&spaced, enabled));
+        found.extend(detect(&spaced, enabled).into_iter().filter(|f| {
+            matches!(
+                f.entity,
+                Entity::PaymentCard | Entity::Iban | Entity::UsSsn | Entity::Phone
+            )
+        }));
     }
     non_overlapping(found)
 }

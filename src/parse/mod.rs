@@ -70,9 +70,7 @@ pub enum ParseError {
     ParsersStuck(usize),
     /// The parser process could not be started or read (see [`isolate`]): not the document's
     /// fault, so its previous version stays.
-    #[error(
-        "the parser process could not run ({0}); this document is tried again at the next sync"
-    )]
+    #[error("the parser process could not run ({0}); not the document's fault: try again later")]
     WorkerUnavailable(String),
 }
 
