@@ -158,6 +158,9 @@ pub async fn start_with(
     listener: TcpListener,
     opts: StartOptions,
 ) -> Result<Daemon, DaemonError> {
+    // Connectors write page ids, paths and errors naming them through the guardrails' PII
+    // redaction, like the daemon's own log lines.
+    docent_connector_api::set_log_redactor(crate::guardrail::pii::for_log);
     let addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Join(e.to_string()))?;
@@ -235,6 +238,7 @@ pub async fn start_with(
                 .iter()
                 .map(|c| (c.id().to_string(), c.limits()))
                 .collect(),
+            retry: Default::default(),
         },
         stats.clone(),
         skips.clone(),

@@ -88,6 +88,7 @@ pub fn ingest(
             commit_interval: Duration::from_secs(1),
             max_batch: 64,
             limits: Default::default(),
+            retry: Default::default(),
         },
         stats.clone(),
         Arc::new(SkipLog::default()),

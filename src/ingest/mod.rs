@@ -192,6 +192,109 @@ pub struct PipelineConfig {
     pub max_batch: usize,
     /// Parse limits per connector id; connectors not listed get the defaults.
     pub limits: HashMap<String, parse::ParseLimits>,
+    /// When a document whose parse failed for a reason not its own is tried again.
+    pub retry: RetryPolicy,
+}
+
+/// Documents whose parse failed for a reason that is not theirs (a timeout on a busy machine,
+/// parser processes busy or unable to start) are kept, with their bytes, and tried again after
+/// `first`, then after 4× as long each time, `attempts` times in all; then their connector's
+/// next full scan sends them again (as it did for every such failure before). The queue is in
+/// memory, bounded by `max_bytes` of content: a document over that waits for the full scan too,
+/// as does everything queued when the daemon stops.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first: Duration,
+    pub attempts: u32,
+    pub max_bytes: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(30),
+            attempts: 3,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A document waiting to be tried again (see [`RetryPolicy`]).
+struct Pending {
+    doc: Box<SourceDocument>,
+    /// Attempts so far (1 after the first failure).
+    attempt: u32,
+    due: Instant,
+}
+
+#[derive(Default)]
+struct RetryQueue {
+    pending: HashMap<DocKey, Pending>,
+    bytes: usize,
+}
+
+impl RetryQueue {
+    /// Queues `doc` after its `attempt`-th failure; the delay, or `None` when it is not queued
+    /// (attempts used up, or no room).
+    fn schedule(
+        &mut self,
+        policy: &RetryPolicy,
+        doc: Box<SourceDocument>,
+        attempt: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.cancel(&doc.key);
+        if attempt > policy.attempts || self.bytes + doc.content.len() > policy.max_bytes {
+            return None;
+        }
+        let delay = policy.first * 4u32.saturating_pow(attempt - 1);
+        self.bytes += doc.content.len();
+        self.pending.insert(
+            doc.key.clone(),
+            Pending {
+                doc,
+                attempt,
+                due: now + delay,
+            },
+        );
+        Some(delay)
+    }
+
+    /// A newer change of `key` arrived: its pending retry is stale.
+    fn cancel(&mut self, key: &DocKey) {
+        if let Some(p) = self.pending.remove(key) {
+            self.bytes -= p.doc.content.len();
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.due).min()
+    }
+
+    /// Removes and returns the retries due at `now`, oldest first.
+    fn take_due(&mut self, now: Instant) -> Vec<Pending> {
+        let keys: Vec<DocKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut due: Vec<Pending> = keys.iter().filter_map(|k| self.pending.remove(k)).collect();
+        self.bytes -= due.iter().map(|p| p.doc.content.len()).sum::<usize>();
+        due.sort_by_key(|p| p.due);
+        due
+    }
+}
+
+/// Why a document was not prepared.
+struct Failure {
+    key: DocKey,
+    reason: String,
+    /// Whether the indexed version stays (a failure that is not the document's, under an
+    /// unchanged ACL) or is removed.
+    keep_previous: bool,
+    /// The document, when the failure was not its own and it may be tried again.
+    retry: Option<Box<SourceDocument>>,
 }
 
 pub struct Pipeline {
@@ -202,6 +305,10 @@ pub struct Pipeline {
     skips: Arc<SkipLog>,
     /// The daemon's shutdown: a commit retried without end stops retrying then.
     shutdown: tokio_util::sync::CancellationToken,
+    retries: Mutex<RetryQueue>,
+    /// Failure injection for tests: this many parses fail as if the parser were unavailable.
+    #[cfg(test)]
+    unavailable_parses: AtomicU64,
 }
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
@@ -230,7 +337,14 @@ impl Pipeline {
             stats,
             skips,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            retries: Mutex::default(),
+            #[cfg(test)]
+            unavailable_parses: AtomicU64::new(0),
         }
+    }
+
+    fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
+        self.retries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
@@ -248,13 +362,17 @@ impl Pipeline {
         let mut checkpoints = BTreeMap::new();
         loop {
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
+            let next_retry = this.retries().next_due();
+            let retry_at = tokio::time::Instant::from_std(next_retry.unwrap_or(deadline.into()));
             let first = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(c) => Some(c),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline), if dirty => None,
+                _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
             };
+            let due = this.retries().take_due(Instant::now());
             let mut batch = Vec::new();
             if let Some(c) = first {
                 batch.push(c);
@@ -266,9 +384,9 @@ impl Pipeline {
                 }
             }
             let mut checkpoint_seen = false;
-            if !batch.is_empty() {
+            if !batch.is_empty() || !due.is_empty() {
                 let p = this.clone();
-                let result = tokio::task::spawn_blocking(move || p.process(batch)).await;
+                let result = tokio::task::spawn_blocking(move || p.process_with(due, batch)).await;
                 match result {
                     Ok(Ok(cps)) => {
                         checkpoint_seen = !cps.is_empty();
@@ -365,6 +483,36 @@ impl Pipeline {
         &self,
         batch: Vec<Change>,
     ) -> Result<BTreeMap<String, serde_json::Value>, IndexError> {
+        self.process_with(Vec::new(), batch)
+    }
+
+    /// [`Self::process`], with retries that came due first (they are older than the batch).
+    fn process_with(
+        &self,
+        due: Vec<Pending>,
+        batch: Vec<Change>,
+    ) -> Result<BTreeMap<String, serde_json::Value>, IndexError> {
+        // A retry of a document the batch changes again is stale (the batch's change cancels
+        // it below in any case; this saves the parse).
+        let newer: std::collections::HashSet<&DocKey> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert(d) => Some(&d.key),
+                Change::Delete(key) | Change::Skipped { key, .. } => Some(key),
+                Change::Checkpoint { .. } => None,
+            })
+            .collect();
+        let due: Vec<Pending> = due
+            .into_iter()
+            .filter(|p| !newer.contains(&p.doc.key))
+            .collect();
+        let mut attempts: HashMap<DocKey, u32> =
+            due.iter().map(|p| (p.doc.key.clone(), p.attempt)).collect();
+        let batch = due
+            .into_iter()
+            .map(|p| Change::Upsert(p.doc))
+            .chain(batch)
+            .collect::<Vec<_>>();
         let mut checkpoints = BTreeMap::new();
         // Writes in arrival order; embeddings for the whole batch are computed first.
         enum Op {
@@ -378,6 +526,13 @@ impl Pipeline {
         for change in batch {
             match change {
                 Change::Upsert(mut doc) => {
+                    // A newer change makes a pending retry of the same document stale.
+                    self.retries().cancel(&doc.key);
+                    // A retry's first failure was counted in its job already.
+                    let attempt = attempts.remove(&doc.key).unwrap_or(0);
+                    if attempt > 0 {
+                        doc.job = None;
+                    }
                     let job = doc.job;
                     let earlier_in_batch = !touched.insert(doc.key.clone());
                     if earlier_in_batch {
@@ -395,16 +550,53 @@ impl Pipeline {
                             document = %crate::guardrail::pii::for_log(&key.to_string()),
                             "preparing a document panicked"
                         );
-                        Err((key, "internal error while preparing it".into(), false))
+                        Err(Failure {
+                            key,
+                            reason: "internal error while preparing it".into(),
+                            keep_previous: false,
+                            retry: None,
+                        })
                     });
                     match prepared {
-                        Ok(Some(p)) => ops.push(Op::Write(Box::new(p))),
+                        Ok(Some(p)) => {
+                            if attempt > 0 {
+                                tracing::info!(
+                                    document = %crate::guardrail::pii::for_log(&p.record.key.to_string()),
+                                    attempt = attempt + 1,
+                                    "document parsed on a later attempt"
+                                );
+                            }
+                            ops.push(Op::Write(Box::new(p)))
+                        }
                         Ok(None) => {}
-                        Err((key, reason, keep_previous)) => {
+                        Err(Failure {
+                            key,
+                            mut reason,
+                            keep_previous,
+                            retry,
+                        }) => {
                             // "Previous" was judged against the index, which does not show
                             // this batch's earlier writes: one of those (under another ACL)
                             // may not stand in for this version.
                             let keep_previous = keep_previous && !earlier_in_batch;
+                            match retry.and_then(|doc| {
+                                self.retries().schedule(
+                                    &self.cfg.retry,
+                                    doc,
+                                    attempt + 1,
+                                    Instant::now(),
+                                )
+                            }) {
+                                Some(delay) => reason.push_str(&format!(
+                                    " (tried again in {})",
+                                    humantime_short(delay)
+                                )),
+                                None if attempt > 0 => reason.push_str(&format!(
+                                    " (after {} attempts; tried again at the next full sync)",
+                                    attempt + 1
+                                )),
+                                None => {}
+                            }
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
@@ -416,8 +608,8 @@ impl Pipeline {
                                 was_indexed,
                                 keep_previous,
                             );
-                            // A transient failure keeps the previous version; the next full
-                            // sync sees the version differ and sends it again.
+                            // A transient failure keeps the previous version; a retry, or else
+                            // the next full sync (the version differs), brings the new one.
                             if !keep_previous {
                                 ops.push(Op::Delete(key));
                             }
@@ -425,10 +617,12 @@ impl Pipeline {
                     }
                 }
                 Change::Delete(key) => {
+                    self.retries().cancel(&key);
                     touched.insert(key.clone());
                     ops.push(Op::Delete(key));
                 }
                 Change::Skipped { key, reason } => {
+                    self.retries().cancel(&key);
                     self.stats.count(&key.connector, 0, 1);
                     self.skips.record(&key, &reason);
                     touched.insert(key.clone());
@@ -524,9 +718,7 @@ impl Pipeline {
     }
 
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
-    /// `Err((key, reason, keep_previous))`: whether the indexed version stays (a failure that
-    /// is not the document's, under an unchanged ACL) or is removed.
-    fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, (DocKey, String, bool)> {
+    fn prepare(&self, mut doc: SourceDocument) -> Result<Option<Prepared>, Failure> {
         let key_str = doc.key.to_string();
         // Compared with the newest state: an edit reverted before the commit is a change.
         let previous = self.index.latest_entry(&key_str);
@@ -538,11 +730,12 @@ impl Pipeline {
             return Ok(None);
         }
         if doc.acl.is_closed() {
-            return Err((
-                doc.key,
-                "no principal may read this document (ACL allows nobody)".into(),
-                false,
-            ));
+            return Err(Failure {
+                key: doc.key,
+                reason: "no principal may read this document (ACL allows nobody)".into(),
+                keep_previous: false,
+                retry: None,
+            });
         }
         let limits = self
             .cfg
@@ -550,22 +743,34 @@ impl Pipeline {
             .get(&doc.key.connector)
             .copied()
             .unwrap_or_default();
-        let parsed = parse::parse_limited(
-            std::mem::take(&mut doc.content),
-            doc.mime.clone(),
-            doc.name_hint.clone(),
-            limits,
-        )
-        .map_err(|e| {
-            // A failure that says nothing about the document (a timeout on a busy machine,
-            // busy or unavailable parsers) keeps the indexed version, unless the ACL changed
-            // too: the old text may not stay readable under the old ACL.
-            let keep_previous = (e.is_transient() || matches!(e, parse::ParseError::Timeout(_)))
-                && previous
-                    .as_ref()
-                    .is_none_or(|p| p.acl_fingerprint == doc.acl.fingerprint());
-            (doc.key.clone(), e.to_string(), keep_previous)
-        })?;
+        let content = Arc::new(std::mem::take(&mut doc.content));
+        let parsed = match self.parse(content.clone(), &doc, limits) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                // A failure that says nothing about the document (a timeout on a busy machine,
+                // busy or unavailable parsers) keeps the indexed version, unless the ACL
+                // changed too: the old text may not stay readable under the old ACL. The
+                // document is tried again soon.
+                let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
+                let keep_previous = not_its_own
+                    && previous
+                        .as_ref()
+                        .is_none_or(|p| p.acl_fingerprint == doc.acl.fingerprint());
+                let key = doc.key.clone();
+                let retry = not_its_own.then(|| {
+                    // An abandoned parser thread may still hold the bytes: then they are copied.
+                    doc.content = Arc::try_unwrap(content).unwrap_or_else(|c| c.to_vec());
+                    Box::new(doc)
+                });
+                return Err(Failure {
+                    key,
+                    reason: e.to_string(),
+                    keep_previous,
+                    retry,
+                });
+            }
+        };
+        drop(content);
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
         let title = doc
             .title
@@ -575,7 +780,12 @@ impl Pipeline {
         let counter = self.embedder.token_counter();
         let chunks = chunk::chunk(&parsed, self.cfg.chunking, counter.as_ref());
         if chunks.is_empty() {
-            return Err((doc.key, "no text extracted".into(), false));
+            return Err(Failure {
+                key: doc.key,
+                reason: "no text extracted".into(),
+                keep_previous: false,
+                retry: None,
+            });
         }
         // Vectors of the previous version, reusable for chunks whose embedded text is unchanged.
         let old = match &previous {
@@ -628,6 +838,36 @@ impl Pipeline {
             },
             to_embed,
         }))
+    }
+}
+
+impl Pipeline {
+    fn parse(
+        &self,
+        content: Arc<Vec<u8>>,
+        doc: &SourceDocument,
+        limits: parse::ParseLimits,
+    ) -> Result<parse::ParsedDoc, parse::ParseError> {
+        #[cfg(test)]
+        if self
+            .unavailable_parses
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(parse::ParseError::WorkerUnavailable("injected".into()));
+        }
+        parse::parse_limited(content, doc.mime.clone(), doc.name_hint.clone(), limits)
+    }
+}
+
+/// A delay as people write it: "30 s", "2 min", "8 min", "1 h".
+fn humantime_short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{} ms", d.as_millis()),
+        1..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
     }
 }
 
@@ -718,6 +958,7 @@ mod tests {
                 commit_interval: Duration::from_secs(3600),
                 max_batch: 64,
                 limits: limits.map(|l| ("c".to_string(), l)).into_iter().collect(),
+                retry: RetryPolicy::default(),
             },
             Arc::default(),
             Arc::default(),
@@ -807,6 +1048,153 @@ mod tests {
         );
     }
 
+    /// The pipeline's retries, due or not.
+    fn all_retries(p: &Pipeline) -> Vec<Pending> {
+        p.retries()
+            .take_due(Instant::now() + Duration::from_secs(1 << 30))
+    }
+
+    fn indexed_version(index: &Index) -> Option<String> {
+        index.latest_entry("c:doc0.md").map(|e| e.version)
+    }
+
+    /// A document whose parser could not run is kept and tried again soon, not only at its
+    /// connector's next full scan; the skip log says when.
+    #[test]
+    fn a_document_whose_parser_could_not_run_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let pipeline = pipeline_into(&index, None);
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        assert_eq!(indexed_version(&index), None);
+        let (_, recent) = pipeline.skips.get("c");
+        assert!(recent[0].1.ends_with("(tried again in 30 s)"), "{recent:?}");
+        let due = all_retries(&pipeline);
+        assert_eq!(due.len(), 1);
+        pipeline.process_with(due, Vec::new()).unwrap();
+        assert_eq!(indexed_version(&index), Some("1".to_string()));
+        assert!(all_retries(&pipeline).is_empty());
+    }
+
+    /// A newer change of the document (an edit, a delete, a skip, even later in the same
+    /// batch) makes its pending retry stale: the old version never comes back over it.
+    #[test]
+    fn a_newer_change_cancels_a_pending_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let pipeline = pipeline_into(&index, None);
+        let newer_changes = [
+            Change::Upsert(Box::new(doc(0, 2))),
+            Change::Delete(doc(0, 0).key),
+            Change::Skipped {
+                key: doc(0, 0).key,
+                reason: "too big".into(),
+            },
+        ];
+        for newer in newer_changes {
+            pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+            pipeline
+                .process(vec![Change::Upsert(Box::new(doc(0, 1))), newer.clone()])
+                .unwrap();
+            assert!(
+                all_retries(&pipeline).is_empty(),
+                "a retry outlived {newer:?}"
+            );
+        }
+        // Waiting in the queue, then changed in a later batch.
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 3)))])
+            .unwrap();
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 4)))])
+            .unwrap();
+        assert!(all_retries(&pipeline).is_empty());
+        assert_eq!(indexed_version(&index), Some("4".to_string()));
+    }
+
+    /// Retries stop after the configured number, each later than the one before; then the
+    /// document waits for its connector's next full scan, and the skip log says so.
+    #[test]
+    fn retries_stop_after_the_configured_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.retry.attempts = 2;
+        pipeline
+            .unavailable_parses
+            .store(u64::MAX, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        let mut delays = Vec::new();
+        loop {
+            let before = Instant::now();
+            let due = all_retries(&pipeline);
+            if due.is_empty() {
+                break;
+            }
+            assert_eq!(due.len(), 1);
+            delays.push(due[0].due.saturating_duration_since(before));
+            pipeline.process_with(due, Vec::new()).unwrap();
+        }
+        assert_eq!(delays.len(), 2, "{delays:?}");
+        assert!(delays[1] > delays[0] * 3, "{delays:?}");
+        let (total, recent) = pipeline.skips.get("c");
+        assert_eq!(total, 3);
+        assert!(
+            recent[0]
+                .1
+                .ends_with("(after 3 attempts; tried again at the next full sync)"),
+            "{recent:?}"
+        );
+        assert_eq!(indexed_version(&index), None);
+    }
+
+    /// Content held for retries is bounded: past the bound a document waits for the full scan.
+    #[test]
+    fn the_retry_queue_holds_at_most_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.retry.max_bytes = 2 * doc(0, 1).content.len();
+        pipeline.unavailable_parses.store(3, Ordering::Relaxed);
+        pipeline
+            .process(
+                (0..3)
+                    .map(|k| Change::Upsert(Box::new(doc(k, 1))))
+                    .collect(),
+            )
+            .unwrap();
+        assert_eq!(all_retries(&pipeline).len(), 2);
+        assert_eq!(pipeline.retries().bytes, 0);
+    }
+
+    /// The running pipeline wakes up for a retry that comes due, with nothing else arriving.
+    #[tokio::test]
+    async fn the_running_pipeline_retries_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.retry.first = Duration::from_millis(20);
+        pipeline.cfg.commit_interval = Duration::from_millis(20);
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(pipeline.run(rx));
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        let mut waited = 0;
+        while index.doc_entry("c:doc0.md").is_none() {
+            assert!(waited < 3000, "the retry never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        drop(tx);
+        running.await.unwrap().unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -824,6 +1212,7 @@ mod tests {
                     commit_interval: Duration::from_secs(3600),
                     max_batch: 64,
                     limits: HashMap::new(),
+                    retry: RetryPolicy::default(),
                 },
                 Arc::default(),
                 Arc::default(),

@@ -419,6 +419,7 @@ mod tests {
                 commit_interval: std::time::Duration::from_secs(3600),
                 max_batch: 64,
                 limits: HashMap::new(),
+                retry: Default::default(),
             },
             Arc::default(),
             skips,

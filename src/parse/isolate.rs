@@ -167,7 +167,7 @@ pub fn worker_main() -> Option<ExitCode> {
 /// Parses in a child process started from `exe` (see the module documentation).
 pub(super) fn parse_in_child(
     exe: &Path,
-    bytes: Vec<u8>,
+    bytes: std::sync::Arc<Vec<u8>>,
     mime: Option<String>,
     name: String,
     limits: ParseLimits,
@@ -358,7 +358,7 @@ mod tests {
         let run = |exe: &str| {
             super::parse_in_child(
                 std::path::Path::new(exe),
-                b"%PDF-1.4".to_vec(),
+                b"%PDF-1.4".to_vec().into(),
                 None,
                 "a.pdf".into(),
                 Default::default(),
@@ -393,8 +393,14 @@ mod tests {
             ..Default::default()
         };
         let run = || {
-            super::parse_in_child(&exe, b"%PDF-1.4".to_vec(), None, "a.pdf".into(), limits)
-                .unwrap_err()
+            super::parse_in_child(
+                &exe,
+                b"%PDF-1.4".to_vec().into(),
+                None,
+                "a.pdf".into(),
+                limits,
+            )
+            .unwrap_err()
         };
         // A fork elsewhere in this test process may hold the script open for writing a moment
         // (ETXTBSY): try again.

@@ -65,7 +65,7 @@ pub enum ParseError {
     #[error("parsing took longer than {0:?}")]
     Timeout(std::time::Duration),
     #[error(
-        "{0} parsers are still running on documents that timed out; this document is tried again when it changes, at a full sync or after a restart"
+        "{0} parsers are still running on documents that timed out; not this document's fault: try again later"
     )]
     ParsersStuck(usize),
     /// The parser process could not be started or read (see [`isolate`]): not the document's
@@ -281,14 +281,16 @@ impl Default for ParseLimits {
 
 /// [`parse`] under limits: on a worker thread with a deadline (a parser stuck on hostile input is
 /// abandoned, its document reported as timed out; the thread finishes on its own), and with a cap
-/// on the extracted text.
+/// on the extracted text. The bytes are shared: a caller that keeps a clone of the `Arc` still
+/// has them after a failure (to try again), without a copy.
 pub fn parse_limited(
-    bytes: Vec<u8>,
+    bytes: impl Into<std::sync::Arc<Vec<u8>>>,
     mime: Option<String>,
     name: String,
     limits: ParseLimits,
 ) -> Result<ParsedDoc, ParseError> {
     use std::sync::atomic::Ordering;
+    let bytes = bytes.into();
     if let Some(exe) = isolate::worker_process()
         && Format::detect(mime.as_deref(), &name).is_ok_and(Format::isolated)
     {

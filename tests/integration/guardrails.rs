@@ -460,3 +460,15 @@ async fn pii_in_file_names_is_redacted_in_keys_chunk_ids_and_uris() {
     }
     d.stop().await;
 }
+
+/// Connector crates do not link the guardrails; the daemon installs its PII redaction for
+/// their log lines (page ids, paths, errors naming them) when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_log_lines_go_through_the_daemons_pii_redaction() {
+    let env = Env::empty();
+    let d = env.start().await;
+    let logged = docent_connector_api::log_safe("wiki page people:jane.doe@example.com");
+    assert!(!logged.contains("jane.doe"), "{logged}");
+    assert!(logged.contains("[REDACTED:email]"), "{logged}");
+    d.stop().await;
+}

@@ -12,10 +12,12 @@
 mod acl;
 pub mod conformance;
 pub mod jobs;
+mod log;
 pub mod paths;
 pub mod registry;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};
+pub use log::{log_safe, set_log_redactor};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -275,7 +275,7 @@ async fn run(conn: DokuWikiConnector, ctx: ConnectorContext) -> Result<(), Conne
             Err(PassError::Wiki(e)) => {
                 failures += 1;
                 let wait = failure_backoff(cfg.poll_interval, failures);
-                tracing::warn!(connector = %cfg.id, error = %e, failures, retry_in_ms = wait.as_millis() as u64, "sync failed; nothing was deleted");
+                tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e), failures, retry_in_ms = wait.as_millis() as u64, "sync failed; nothing was deleted");
                 status.set_error(Some(e));
                 status.set_phase("failed");
                 next = Instant::now() + wait;

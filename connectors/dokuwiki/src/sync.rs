@@ -574,7 +574,7 @@ impl Syncer {
             return Ok(());
         }
         if let Some(reason) = narrowed {
-            tracing::warn!(connector = %self.cfg.id, page = %id, %reason, "indexed with an ACL narrower than the wiki's");
+            tracing::warn!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&id), reason = %docent_connector_api::log_safe(&reason.to_string()), "indexed with an ACL narrower than the wiki's");
         }
         let known = prev.is_some();
         let doc = SourceDocument {

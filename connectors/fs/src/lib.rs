@@ -165,7 +165,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         match start_watcher(&cfg.roots, ev_tx) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(connector = %cfg.id, error = %e, "watch unavailable, relying on reconciliation");
+                tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "watch unavailable, relying on reconciliation");
                 status.set_error(Some(format!("watch unavailable: {e}")));
                 None
             }

@@ -290,7 +290,7 @@ async fn run(cfg: Arc<MediaWikiConfig>, ctx: ConnectorContext) -> Result<(), Con
                         } else {
                             backoff.take()
                         };
-                        tracing::warn!(connector = %cfg.id, error = %e, retry_in_s = wait.as_secs(), "sync failed; nothing was deleted");
+                        tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), retry_in_s = wait.as_secs(), "sync failed; nothing was deleted");
                         status.set_error(Some(format!("{e} (retrying in {} s)", wait.as_secs())));
                         status.set_phase("failed");
                         pending = Some(work.retry());

@@ -330,7 +330,7 @@ impl Syncer {
                 return Err(e);
             }
             Err(SyncError::Outage(why)) => {
-                tracing::warn!(connector = %self.cfg.id, error = %why, "nfs sync failed; nothing was deleted");
+                tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&why), "nfs sync failed; nothing was deleted");
                 self.status.set_error(Some(why.clone()));
                 self.status
                     .finish_job(self.job, JobState::Failed(why), now_ms);

@@ -309,7 +309,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                     });
                 }
                 Err(SyncError::Outage(why)) => {
-                    tracing::warn!(connector = %cfg.id, retry_in_ms = backoff.as_millis() as u64, error = %why, "smb sync failed, will retry");
+                    tracing::warn!(connector = %cfg.id, retry_in_ms = backoff.as_millis() as u64, error = %docent_connector_api::log_safe(&why), "smb sync failed, will retry");
                     retry_at = Some(tokio::time::Instant::now() + backoff);
                     backoff = (backoff * 2).min(cfg.retry_max);
                 }
@@ -355,7 +355,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                     }
                 }
                 Notice::Ended(why) => {
-                    tracing::warn!(connector = %cfg.id, error = %why, "smb change notifications stopped; the next reconciliation restarts them");
+                    tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&why), "smb change notifications stopped; the next reconciliation restarts them");
                     if let Some(w) = watcher.take() {
                         w.cancel();
                     }
@@ -377,7 +377,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                         });
                     }
                     Err(SyncError::Outage(why)) => {
-                        tracing::warn!(connector = %cfg.id, error = %why, "smb watched changes failed; reconciling after backoff");
+                        tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&why), "smb watched changes failed; reconciling after backoff");
                         retry_at = Some(tokio::time::Instant::now() + backoff);
                         backoff = (backoff * 2).min(cfg.retry_max);
                     }
