@@ -170,8 +170,9 @@ async fn assert_citations_readable(d: &Running, token: &str, question: &str, r: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_model_streams_verified_pieces_before_the_final_event() {
     let env = Env::example();
+    let llm = real_llm();
     let d = env
-        .start_with(env.config_from(&with_llm(&env, &real_llm(), "")))
+        .start_with(env.config_from(&with_llm(&env, &llm.url, "")))
         .await;
     let mut c = client(&d).await;
     let question = "How many days of parental leave do birth parents get?";
@@ -892,7 +893,8 @@ async fn a_document_withdrawn_while_the_model_writes_gives_no_sentence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative_mode() {
     let env = Env::example();
-    let text = with_llm(&env, &real_llm(), "");
+    let llm = real_llm();
+    let text = with_llm(&env, &llm.url, "");
     let cfg_path = env.dir.path().join("docent.toml");
     std::fs::write(&cfg_path, &text).unwrap();
     let d = env

@@ -1,8 +1,8 @@
 //! LLM servers for the generative-answer tests.
 //!
 //! [`real_llm`] is the real thing: llama-cpp-python's OpenAI-compatible server with
-//! SmolLM2-135M-Instruct (installed by `scripts/setup-llm.sh`), started once per test binary
-//! unless `DOCENT_LLM_URL` points at one already running.
+//! SmolLM2-135M-Instruct (installed by `scripts/setup-llm.sh`), started for each test that uses
+//! it unless `DOCENT_LLM_URL` points at one already running.
 //!
 //! [`FakeLlm`] is a FAKE, scripted OpenAI-compatible server, used only for protocol edge cases a
 //! real server cannot be made to produce on demand (HTTP 500, a stall before the first token,
@@ -11,60 +11,105 @@
 //! real model.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The real server's base URL (`http://127.0.0.1:PORT/v1`).
-pub fn real_llm() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(u) = std::env::var("DOCENT_LLM_URL") {
-            return u;
+/// A real LLM server, stopped when dropped (see [`real_llm`]).
+pub struct RealLlm {
+    /// `http://127.0.0.1:PORT/v1`
+    pub url: String,
+    /// The shell that runs the server; closing its stdin stops the server.
+    child: Option<std::process::Child>,
+}
+
+impl Drop for RealLlm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
         }
-        let dir = std::env::var("DOCENT_LLM_DIR").unwrap_or_else(|_| {
-            format!("{}/.cache/docent/llm", std::env::var("HOME").unwrap_or_default())
-        });
-        let python = format!("{dir}/venv/bin/python");
-        let model = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            std::path::Path::new(&python).exists() && std::path::Path::new(&model).exists(),
-            "the real LLM is not installed in {dir}: run scripts/setup-llm.sh (or set DOCENT_LLM_URL)"
-        );
+    }
+}
+
+/// A real server of this test's own, unless `DOCENT_LLM_URL` points at one already running.
+///
+/// Own, because llama.cpp reuses the previous request's cached prompt prefix, which changes the
+/// model's greedy output slightly: with one server for the whole binary, what a test got from
+/// the model depended on which other test had asked before it. The server starts in about a
+/// second.
+pub fn real_llm() -> RealLlm {
+    if let Ok(url) = std::env::var("DOCENT_LLM_URL") {
+        return RealLlm { url, child: None };
+    }
+    let dir = std::env::var("DOCENT_LLM_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/docent/llm",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let python = format!("{dir}/venv/bin/python");
+    let model = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        std::path::Path::new(&python).exists() && std::path::Path::new(&model).exists(),
+        "the real LLM is not installed in {dir}: run scripts/setup-llm.sh (or set DOCENT_LLM_URL)"
+    );
+    // A port picked by binding port 0 is free only until something else binds it: another
+    // test's listener may take it while Python starts, and then the server cannot bind and
+    // exits, while a plain connect reaches the other listener. So readiness is the server's
+    // own answer to `GET /v1/models`, and a server that exits is started again on another port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        // The server lives as long as this test process: the shell kills it when its stdin (a
-        // pipe held by this process) closes.
+        // The subshell stops the server when its stdin (a pipe held by the test) closes, at the
+        // drop or when the test process ends; the shell itself exits with the server.
         let script = format!(
-            "{python} -m llama_cpp.server --model {model} --host 127.0.0.1 --port {port} \
-             --n_threads 1 --n_ctx 4096 >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid"
+            "exec 3<&0; {python} -m llama_cpp.server --model {model} --host 127.0.0.1 \
+             --port {port} --n_threads 1 --n_ctx 4096 </dev/null >/dev/null 2>&1 & pid=$!; \
+             (cat <&3 >/dev/null; kill $pid 2>/dev/null) & wait $pid"
         );
-        let child = std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("start the LLM server");
-        // Keep the pipe open for the life of the process.
-        Box::leak(Box::new(child));
-        let url = format!("http://127.0.0.1:{port}/v1");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "the LLM server did not start"
             );
+            if child.try_wait().unwrap().is_some() {
+                break; // it exited: try another port
+            }
+            if serves_models(port) {
+                return RealLlm {
+                    url: format!("http://127.0.0.1:{port}/v1"),
+                    child: Some(child),
+                };
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        url
-    })
-    .clone()
+    }
+}
+
+/// Whether an OpenAI-compatible server on `port` lists its models.
+fn serves_models(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reply = String::new();
+    s.write_all(b"GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .and_then(|()| s.read_to_string(&mut reply).map(drop))
+        .is_ok()
+        && reply.starts_with("HTTP/1.1 200")
+        && reply.contains("\"object\"")
 }
 
 const SSE: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
