@@ -185,6 +185,7 @@ fn build(
         max_document_bytes: 16 << 20,
         max_text_bytes: 16 << 20,
         parse_timeout: Duration::from_secs(60),
+        parse_memory_bytes: 2 << 30,
     };
     let spec = factory
         .configure(toml::from_str(text)?, &env)

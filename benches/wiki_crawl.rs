@@ -418,6 +418,7 @@ fn env() -> ConfigEnv {
         max_document_bytes: 16 << 20,
         max_text_bytes: 16 << 20,
         parse_timeout: Duration::from_secs(60),
+        parse_memory_bytes: 2 << 30,
     }
 }
 

@@ -130,7 +130,8 @@ pub struct ConnectorConfig {
     pub id: String,
     /// The `type`, as its factory registered it.
     pub kind: &'static str,
-    /// Parse limits for this connector's documents (`max_text_bytes`, `parse_timeout_secs`).
+    /// Parse limits for this connector's documents (`max_text_bytes`, `parse_timeout_secs`,
+    /// `parse_memory_mib`).
     pub limits: crate::parse::ParseLimits,
     pub spec: std::sync::Arc<dyn docent_connector_api::registry::ConnectorSpec>,
 }
@@ -288,6 +289,7 @@ fn connectors(is: &mut Issues, raw: &[toml::Table], base: &Path) -> Vec<Connecto
         let max_file_size = int(is, "max_file_size_bytes", 50 * 1024 * 1024, 1, 1 << 40);
         let max_text_bytes = int(is, "max_text_bytes", 5 * 1024 * 1024, 1024, 1 << 32);
         let parse_timeout = Duration::from_secs(int(is, "parse_timeout_secs", 30, 1, 3600));
+        let parse_memory = int(is, "parse_memory_mib", 2048, 256, 1 << 20) << 20;
         if id.is_empty()
             || !id
                 .chars()
@@ -320,6 +322,7 @@ fn connectors(is: &mut Issues, raw: &[toml::Table], base: &Path) -> Vec<Connecto
             max_document_bytes: max_file_size,
             max_text_bytes,
             parse_timeout,
+            parse_memory_bytes: parse_memory,
         };
         match factory.configure(table, &env) {
             Ok(spec) => out.push(ConnectorConfig {
@@ -328,6 +331,7 @@ fn connectors(is: &mut Issues, raw: &[toml::Table], base: &Path) -> Vec<Connecto
                 limits: crate::parse::ParseLimits {
                     max_text_bytes: max_text_bytes as usize,
                     timeout: parse_timeout,
+                    worker_memory: parse_memory,
                 },
                 spec,
             }),

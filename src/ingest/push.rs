@@ -285,6 +285,7 @@ impl ConnectorFactory for Factory {
         let limits = ParseLimits {
             max_text_bytes: env.max_text_bytes as usize,
             timeout: env.parse_timeout,
+            worker_memory: env.parse_memory_bytes,
         };
         is.finish(Arc::new(Spec { config, limits }) as Arc<dyn ConnectorSpec>)
     }
@@ -303,6 +304,7 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_text_bytes: 1 << 20,
             parse_timeout: std::time::Duration::from_secs(5),
+            parse_memory_bytes: 2 << 30,
         };
         Factory.configure(toml::from_str(table).unwrap(), &env)
     }

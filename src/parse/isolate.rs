@@ -36,9 +36,10 @@ pub const WORKER_MEMORY_BYTES: u64 = 2 << 30;
 /// lopdf's objects, loaded twice (the page-tree check, then pdf-extract).
 pub const WORKER_MEMORY_PER_BYTE: u64 = 8;
 
-/// The address-space limit of the process parsing a document of `len` bytes.
-pub fn worker_memory(len: usize) -> u64 {
-    WORKER_MEMORY_BYTES.saturating_add((len as u64).saturating_mul(WORKER_MEMORY_PER_BYTE))
+/// The address-space limit of the process parsing a document of `len` bytes, from `base`
+/// ([`ParseLimits::worker_memory`]).
+pub fn worker_memory(base: u64, len: usize) -> u64 {
+    base.saturating_add((len as u64).saturating_mul(WORKER_MEMORY_PER_BYTE))
 }
 
 /// Longest header line the worker accepts.
@@ -197,7 +198,7 @@ pub(super) fn parse_in_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let cpu_seconds = limits.timeout.as_secs() + 2;
-    let memory = worker_memory(bytes.len());
+    let memory = worker_memory(limits.worker_memory, bytes.len());
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

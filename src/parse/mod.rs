@@ -268,6 +268,9 @@ pub struct ParseLimits {
     pub max_text_bytes: usize,
     /// Longest a parse may take.
     pub timeout: std::time::Duration,
+    /// Address space of a parser process (formats parsed out of process), before
+    /// [`isolate::WORKER_MEMORY_PER_BYTE`] per byte of the document.
+    pub worker_memory: u64,
 }
 
 impl Default for ParseLimits {
@@ -275,6 +278,7 @@ impl Default for ParseLimits {
         Self {
             max_text_bytes: 5 * 1024 * 1024,
             timeout: std::time::Duration::from_secs(30),
+            worker_memory: isolate::WORKER_MEMORY_BYTES,
         }
     }
 }

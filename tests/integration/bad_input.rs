@@ -169,3 +169,60 @@ async fn pdfs_that_crash_their_parser_fail_alone() {
     );
     d.stop().await;
 }
+
+/// A PDF whose page content inflates to 3 GiB of zeros: the parser process reaches its memory
+/// limit (`parse_memory_mib`, here 1 GiB) and dies; the document is skipped with a reason and
+/// the daemon, whose memory it never touched, indexes the rest. In process, the same file
+/// allocates all 3 GiB (and on a smaller machine than this one, takes the daemon down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_that_inflates_past_the_parser_memory_limit_fails_alone() {
+    use std::io::Write;
+    let env = Env::empty();
+    let c = env.corpus();
+    std::fs::write(
+        c.join("good.pdf"),
+        docent::parse::samples::pdf(&[&[
+            "Travel policy",
+            "",
+            "Trains are booked in second class.",
+        ]]),
+    )
+    .unwrap();
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..3 * 1024 {
+        z.write_all(&zeros).unwrap();
+    }
+    let stream = z.finish().unwrap();
+    let mut content = format!(
+        "<< /Length {} /Filter /FlateDecode >>\nstream\n",
+        stream.len()
+    )
+    .into_bytes();
+    content.extend_from_slice(&stream);
+    content.extend_from_slice(b"\nendstream");
+    let bomb = docent::parse::samples::pdf_from_objects(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_vec(),
+        content,
+    ]);
+    assert!(bomb.len() < 8 << 20, "{}", bomb.len());
+    std::fs::write(c.join("bomb.pdf"), bomb).unwrap();
+    let text = replaced(
+        &env.config_text(),
+        "\nparse_memory_mib = 2048\n",
+        "\nparse_memory_mib = 1024\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+
+    let st = d.connectors().await;
+    let share = &st.connectors[0];
+    let r = skip_reason(share, "/bomb.pdf");
+    assert!(r.contains("the parser crashed on this file"), "{r}");
+    assert_eq!(
+        share.documents, 1,
+        "good.pdf is indexed under the same limit"
+    );
+    d.stop().await;
+}

@@ -2,11 +2,12 @@
 //!
 //! Each connector crate exports one [`ConnectorFactory`] (registered with one line in Docent's
 //! `src/connectors.rs`). Docent reads `[[connectors]]` entries, keeps the keys common to every
-//! connector (`type`, `id`, `max_file_size_bytes`, `max_text_bytes`, `parse_timeout_secs`), and
-//! hands the rest of the table to the factory of that `type`, which parses its own typed section
-//! (unknown keys rejected), validates it and returns a [`ConnectorSpec`]. At start the daemon
-//! builds each spec into a [`Connector`] and runs it with a [`crate::ConnectorContext`] (sink,
-//! index state, membership sink, cancellation, status, admin commands).
+//! connector (`type`, `id`, `max_file_size_bytes`, `max_text_bytes`, `parse_timeout_secs`,
+//! `parse_memory_mib`), and hands the rest of the table to the factory of that `type`, which
+//! parses its own typed section (unknown keys rejected), validates it and returns a
+//! [`ConnectorSpec`]. At start the daemon builds each spec into a [`Connector`] and runs it with
+//! a [`crate::ConnectorContext`] (sink, index state, membership sink, cancellation, status, admin
+//! commands).
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,9 @@ pub struct ConfigEnv {
     /// extract from one document, and for how long.
     pub max_text_bytes: u64,
     pub parse_timeout: std::time::Duration,
+    /// `parse_memory_mib` (common key), in bytes: the address space of the process that parses
+    /// one document of a format parsed out of process (PDF), before 8 bytes per byte of it.
+    pub parse_memory_bytes: u64,
 }
 
 impl ConfigEnv {

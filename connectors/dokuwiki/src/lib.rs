@@ -321,6 +321,7 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_text_bytes: 1 << 20,
             parse_timeout: Duration::from_secs(30),
+            parse_memory_bytes: 2 << 30,
         };
         let table: toml::Table = "url = 'http://127.0.0.1:1'\nusername = 'u'\npassword = 'p'"
             .parse()

@@ -196,6 +196,7 @@ fn env() -> ConfigEnv {
         max_document_bytes: 1 << 20,
         max_text_bytes: 1 << 20,
         parse_timeout: Duration::from_secs(30),
+        parse_memory_bytes: 2 << 30,
     }
 }
 

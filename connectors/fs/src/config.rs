@@ -200,6 +200,7 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_text_bytes: 1 << 20,
             parse_timeout: std::time::Duration::from_secs(10),
+            parse_memory_bytes: 2 << 30,
         };
         let configure = |roots: &str| {
             let table: toml::Table = toml::from_str(&format!("roots = {roots}")).unwrap();

@@ -467,6 +467,7 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_text_bytes: 1 << 20,
             parse_timeout: Duration::from_secs(5),
+            parse_memory_bytes: 2 << 30,
         };
         let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
         let api = Api::new(&cfg, CancellationToken::new()).unwrap();

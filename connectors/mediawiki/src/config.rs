@@ -491,6 +491,7 @@ mod tests {
             max_document_bytes: 1 << 20,
             max_text_bytes: 1 << 20,
             parse_timeout: Duration::from_secs(10),
+            parse_memory_bytes: 2 << 30,
         }
     }
 

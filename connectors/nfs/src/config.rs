@@ -216,6 +216,7 @@ mod tests {
             max_document_bytes: 1000,
             max_text_bytes: 1000,
             parse_timeout: Duration::from_secs(1),
+            parse_memory_bytes: 2 << 30,
         }
     }
 

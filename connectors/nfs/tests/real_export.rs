@@ -154,6 +154,7 @@ impl Server {
             max_document_bytes: MAX_BYTES,
             max_text_bytes: MAX_BYTES,
             parse_timeout: Duration::from_secs(5),
+            parse_memory_bytes: 2 << 30,
         };
         let spec = Factory
             .configure(toml::from_str(&text).unwrap(), &env)

@@ -35,6 +35,7 @@ pub fn connector(wiki: &Wiki, section: &str) -> Box<dyn Connector> {
         max_document_bytes: 10 << 20,
         max_text_bytes: 10 << 20,
         parse_timeout: Duration::from_secs(30),
+        parse_memory_bytes: 2 << 30,
     };
     let spec = docent_mediawiki_connector::Factory
         .configure(table, &env)
