@@ -289,7 +289,8 @@ fn connectors(is: &mut Issues, raw: &[toml::Table], base: &Path) -> Vec<Connecto
         let max_file_size = int(is, "max_file_size_bytes", 50 * 1024 * 1024, 1, 1 << 40);
         let max_text_bytes = int(is, "max_text_bytes", 5 * 1024 * 1024, 1024, 1 << 32);
         let parse_timeout = Duration::from_secs(int(is, "parse_timeout_secs", 30, 1, 3600));
-        let parse_memory = int(is, "parse_memory_mib", 2048, 256, 1 << 20) << 20;
+        // Below 1 GiB the parser's own stack (256 MiB) and code leave a PDF little room.
+        let parse_memory = int(is, "parse_memory_mib", 2048, 1024, 1 << 20) << 20;
         if id.is_empty()
             || !id
                 .chars()
@@ -1274,6 +1275,27 @@ onnxruntime_lib = "models/ort.so"
             let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
             assert_eq!(issues[0].path, "answer.min_sentence_similarity", "{bad}");
         }
+    }
+
+    /// `parse_memory_mib` reaches the limits of the pipeline's parse and of the push API's
+    /// check alike, and a value too small for the parser's own stack is refused.
+    #[test]
+    fn parse_memory_reaches_every_parse_of_the_connector() {
+        let with = |mib: u32| {
+            format!(
+                "{MINIMAL}[[connectors]]\ntype = \"push\"\nid = \"p\"\nwriters = [\"user:a\"]\nparse_memory_mib = {mib}\n"
+            )
+        };
+        let c = Config::parse(&with(1536), Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.connectors[0].limits().worker_memory, 1536 << 20);
+        let built = c.connectors[0].spec.build().unwrap();
+        let handle = built.handle.expect("a push source");
+        let push = handle
+            .downcast_ref::<crate::ingest::push::PushSource>()
+            .expect("a push source");
+        assert_eq!(push.limits.worker_memory, 1536 << 20);
+        let e = Config::parse(&with(512), Path::new("/etc/docent")).unwrap_err();
+        assert!(format!("{e:?}").contains("parse_memory_mib"), "{e:?}");
     }
 
     #[test]

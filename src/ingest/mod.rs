@@ -143,7 +143,10 @@ impl SkipLog {
     }
 
     /// A document the connector sent (and counted as added or modified) that the pipeline
-    /// could not index: recorded, and moved to `failed` in the job that sent it.
+    /// could not index: recorded, and moved to `failed` in the job that sent it. Its
+    /// connector's hook hears of it unless the pipeline is `retrying` it (until then the
+    /// version is still on its way).
+    #[allow(clippy::too_many_arguments)]
     pub fn record_failed_upsert(
         &self,
         key: &DocKey,
@@ -152,9 +155,12 @@ impl SkipLog {
         job: Option<u64>,
         was_indexed: bool,
         kept_previous: bool,
+        retrying: bool,
     ) {
         self.record(key, reason);
-        self.failed(key, version, kept_previous);
+        if !retrying {
+            self.failed(key, version, kept_previous);
+        }
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
             status.update_job(job, |j| {
@@ -171,6 +177,63 @@ impl SkipLog {
                         reason: reason.to_string(),
                     });
                 }
+            });
+        }
+    }
+
+    /// A retry of a recorded failure failed too: its reason is updated, the document counted
+    /// once; the hook hears of it when no further retry follows.
+    fn record_failed_retry(
+        &self,
+        key: &DocKey,
+        version: &str,
+        reason: &str,
+        kept_previous: bool,
+        retrying: bool,
+    ) {
+        tracing::info!(
+            connector = %key.connector,
+            id = %crate::guardrail::pii::for_log(&key.native_id),
+            reason,
+            "document failed again"
+        );
+        {
+            let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let s = m.entry(key.connector.clone()).or_default();
+            s.recent.retain(|(id, _)| id != &key.native_id);
+            s.recent
+                .push_front((key.native_id.clone(), reason.to_string()));
+            s.recent.truncate(SKIP_LOG_KEEP);
+        }
+        if !retrying {
+            self.failed(key, version, kept_previous);
+        }
+    }
+
+    /// A retried version was indexed: its failure leaves the skip log, and the job that sent
+    /// it counts it as added or modified again.
+    fn recovered(&self, key: &DocKey, first: FirstFailure) {
+        {
+            let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = m.get_mut(&key.connector) {
+                let before = s.recent.len();
+                s.recent.retain(|(id, _)| id != &key.native_id);
+                if s.recent.len() < before {
+                    s.total = s.total.saturating_sub(1);
+                }
+            }
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(status), Some(job)) = (jobs.get(&key.connector), first.job) {
+            status.update_job(job, |j| {
+                let c = &mut j.counts;
+                c.failed = c.failed.saturating_sub(1);
+                if first.was_indexed {
+                    c.modified += 1;
+                } else {
+                    c.added += 1;
+                }
+                j.failures.retain(|f| f.id != key.native_id);
             });
         }
     }
@@ -196,12 +259,12 @@ pub struct PipelineConfig {
     pub retry: RetryPolicy,
 }
 
-/// Documents whose parse failed for a reason that is not theirs (a timeout on a busy machine,
-/// parser processes busy or unable to start) are kept, with their bytes, and tried again after
-/// `first`, then after 4× as long each time, `attempts` times in all; then their connector's
-/// next full scan sends them again (as it did for every such failure before). The queue is in
-/// memory, bounded by `max_bytes` of content: a document over that waits for the full scan too,
-/// as does everything queued when the daemon stops.
+/// Documents whose parse failed for a reason that is not theirs (parser processes busy or
+/// unable to start, parsers held up by timed-out ones; not a timeout itself) are kept, with
+/// their bytes, and tried again after `first`, then after 4× as long each time, `attempts`
+/// times in all; after that only a change, a full sync or a restart sends them again (as for
+/// every such failure before). The queue is in memory, bounded by `max_bytes` of content: a
+/// document over that is not retried, and nothing queued survives the daemon stopping.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub first: Duration,
@@ -225,6 +288,16 @@ struct Pending {
     /// Attempts so far (1 after the first failure).
     attempt: u32,
     due: Instant,
+    first: FirstFailure,
+}
+
+/// What the first failure of a retried version recorded, to undo when a retry succeeds.
+#[derive(Debug, Clone, Copy)]
+struct FirstFailure {
+    /// The sync job that sent it, where the failure was counted.
+    job: Option<u64>,
+    /// Whether the job counted it as modified (else added).
+    was_indexed: bool,
 }
 
 #[derive(Default)]
@@ -241,6 +314,7 @@ impl RetryQueue {
         policy: &RetryPolicy,
         doc: Box<SourceDocument>,
         attempt: u32,
+        first: FirstFailure,
         now: Instant,
     ) -> Option<Duration> {
         self.cancel(&doc.key);
@@ -255,6 +329,7 @@ impl RetryQueue {
                 doc,
                 attempt,
                 due: now + delay,
+                first,
             },
         );
         Some(delay)
@@ -271,13 +346,19 @@ impl RetryQueue {
         self.pending.values().map(|p| p.due).min()
     }
 
-    /// Removes and returns the retries due at `now`, oldest first.
-    fn take_due(&mut self, now: Instant) -> Vec<Pending> {
-        let keys: Vec<DocKey> = self
+    /// Removes and returns at most `limit` of the retries due at `now`, oldest first.
+    fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Pending> {
+        let mut due: Vec<(Instant, &DocKey)> = self
             .pending
             .iter()
             .filter(|(_, p)| p.due <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, p)| (p.due, k))
+            .collect();
+        due.sort();
+        let keys: Vec<DocKey> = due
+            .into_iter()
+            .take(limit)
+            .map(|(_, k)| k.clone())
             .collect();
         let mut due: Vec<Pending> = keys.iter().filter_map(|k| self.pending.remove(k)).collect();
         self.bytes -= due.iter().map(|p| p.doc.content.len()).sum::<usize>();
@@ -372,7 +453,8 @@ impl Pipeline {
                 _ = tokio::time::sleep_until(deadline), if dirty => None,
                 _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
             };
-            let due = this.retries().take_due(Instant::now());
+            let due = this.retries().take_due(Instant::now(), this.cfg.max_batch);
+            let retried = due.len();
             let mut batch = Vec::new();
             if let Some(c) = first {
                 batch.push(c);
@@ -394,14 +476,14 @@ impl Pipeline {
                         dirty = true;
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(error = %e, "index write failed; batch rolled back");
+                        tracing::error!(error = %e, retried, "index write failed; batch rolled back (with the retries it held: their connectors' next full sync sends them again)");
                         this.index.rollback()?;
                         checkpoints.clear();
                         dirty = false;
                         continue;
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "ingest batch panicked; batch rolled back");
+                        tracing::error!(error = %e, retried, "ingest batch panicked; batch rolled back (with the retries it held)");
                         this.index.rollback()?;
                         checkpoints.clear();
                         dirty = false;
@@ -506,8 +588,12 @@ impl Pipeline {
             .into_iter()
             .filter(|p| !newer.contains(&p.doc.key))
             .collect();
-        let mut attempts: HashMap<DocKey, u32> =
-            due.iter().map(|p| (p.doc.key.clone(), p.attempt)).collect();
+        let mut attempts: HashMap<DocKey, (u32, FirstFailure)> = due
+            .iter()
+            .map(|p| (p.doc.key.clone(), (p.attempt, p.first)))
+            .collect();
+        // Retried versions prepared now, written below: their first failure is undone then.
+        let mut recovering: HashMap<DocKey, FirstFailure> = HashMap::new();
         let batch = due
             .into_iter()
             .map(|p| Change::Upsert(p.doc))
@@ -528,11 +614,10 @@ impl Pipeline {
                 Change::Upsert(mut doc) => {
                     // A newer change makes a pending retry of the same document stale.
                     self.retries().cancel(&doc.key);
-                    // A retry's first failure was counted in its job already.
-                    let attempt = attempts.remove(&doc.key).unwrap_or(0);
-                    if attempt > 0 {
-                        doc.job = None;
-                    }
+                    let (attempt, first) = match attempts.remove(&doc.key) {
+                        Some((n, first)) => (n, Some(first)),
+                        None => (0, None),
+                    };
                     let job = doc.job;
                     let earlier_in_batch = !touched.insert(doc.key.clone());
                     if earlier_in_batch {
@@ -540,18 +625,18 @@ impl Pipeline {
                     }
                     // A panic while preparing one document (parsers catch their own; this is
                     // for the chunker and the rest) fails that document, not the whole batch.
-                    let key = doc.key.clone();
+                    let doc_key = doc.key.clone();
                     let version = doc.version.clone();
                     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         self.prepare(*doc)
                     }))
                     .unwrap_or_else(|_| {
                         tracing::error!(
-                            document = %crate::guardrail::pii::for_log(&key.to_string()),
+                            document = %crate::guardrail::pii::for_log(&doc_key.to_string()),
                             "preparing a document panicked"
                         );
                         Err(Failure {
-                            key,
+                            key: doc_key.clone(),
                             reason: "internal error while preparing it".into(),
                             keep_previous: false,
                             retry: None,
@@ -559,16 +644,22 @@ impl Pipeline {
                     });
                     match prepared {
                         Ok(Some(p)) => {
-                            if attempt > 0 {
+                            if let Some(first) = first {
                                 tracing::info!(
                                     document = %crate::guardrail::pii::for_log(&p.record.key.to_string()),
                                     attempt = attempt + 1,
                                     "document parsed on a later attempt"
                                 );
+                                recovering.insert(p.record.key.clone(), first);
                             }
                             ops.push(Op::Write(Box::new(p)))
                         }
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Some(first) = first {
+                                // The index holds this version already.
+                                self.skips.recovered(&doc_key, first);
+                            }
+                        }
                         Err(Failure {
                             key,
                             mut reason,
@@ -579,35 +670,57 @@ impl Pipeline {
                             // this batch's earlier writes: one of those (under another ACL)
                             // may not stand in for this version.
                             let keep_previous = keep_previous && !earlier_in_batch;
-                            match retry.and_then(|doc| {
+                            let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
+                            let first = first.unwrap_or(FirstFailure { job, was_indexed });
+                            let retrying = match retry.and_then(|doc| {
                                 self.retries().schedule(
                                     &self.cfg.retry,
                                     doc,
                                     attempt + 1,
+                                    first,
                                     Instant::now(),
                                 )
                             }) {
-                                Some(delay) => reason.push_str(&format!(
-                                    " (tried again in {})",
-                                    humantime_short(delay)
-                                )),
-                                None if attempt > 0 => reason.push_str(&format!(
-                                    " (after {} attempts; tried again at the next full sync)",
-                                    attempt + 1
-                                )),
-                                None => {}
-                            }
+                                Some(delay) => {
+                                    reason.push_str(&format!(
+                                        " (tried again in {})",
+                                        humantime_short(delay)
+                                    ));
+                                    true
+                                }
+                                None => {
+                                    if attempt > 0 {
+                                        reason.push_str(&format!(
+                                            " (after {} attempts; tried again when it changes or at a full sync)",
+                                            attempt + 1
+                                        ));
+                                    }
+                                    false
+                                }
+                            };
+                            // Counters count failed attempts; the skip log and the job count
+                            // the document once.
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
-                            let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
-                            self.skips.record_failed_upsert(
-                                &key,
-                                &version,
-                                &reason,
-                                job,
-                                was_indexed,
-                                keep_previous,
-                            );
+                            if attempt == 0 {
+                                self.skips.record_failed_upsert(
+                                    &key,
+                                    &version,
+                                    &reason,
+                                    job,
+                                    was_indexed,
+                                    keep_previous,
+                                    retrying,
+                                );
+                            } else {
+                                self.skips.record_failed_retry(
+                                    &key,
+                                    &version,
+                                    &reason,
+                                    keep_previous,
+                                    retrying,
+                                );
+                            }
                             // A transient failure keeps the previous version; a retry, or else
                             // the next full sync (the version differs), brings the new one.
                             if !keep_previous {
@@ -700,9 +813,14 @@ impl Pipeline {
                         }
                     }
                     let connector = record.key.connector.clone();
+                    let first = recovering.remove(&record.key);
+                    let key = first.map(|_| record.key.clone());
                     self.index.upsert(record)?;
                     self.stats.documents_indexed.fetch_add(1, Ordering::Relaxed);
                     self.stats.count(&connector, 1, 0);
+                    if let (Some(key), Some(first)) = (key, first) {
+                        self.skips.recovered(&key, first);
+                    }
                 }
                 Op::Delete(key) => {
                     // The newest state, not the committed one: a delete that follows an
@@ -749,15 +867,18 @@ impl Pipeline {
             Err(e) => {
                 // A failure that says nothing about the document (a timeout on a busy machine,
                 // busy or unavailable parsers) keeps the indexed version, unless the ACL
-                // changed too: the old text may not stay readable under the old ACL. The
-                // document is tried again soon.
+                // changed too: the old text may not stay readable under the old ACL. Busy or
+                // unavailable parsers are tried again soon.
                 let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
                 let keep_previous = not_its_own
                     && previous
                         .as_ref()
                         .is_none_or(|p| p.acl_fingerprint == doc.acl.fingerprint());
                 let key = doc.key.clone();
-                let retry = not_its_own.then(|| {
+                // A timeout is not retried: in process, each attempt would leave one more
+                // parser thread running (Rust cannot stop one), and a document that took the
+                // whole deadline once most likely takes it again.
+                let retry = e.is_transient().then(|| {
                     // An abandoned parser thread may still hold the bytes: then they are copied.
                     doc.content = Arc::try_unwrap(content).unwrap_or_else(|c| c.to_vec());
                     Box::new(doc)
@@ -1051,7 +1172,7 @@ mod tests {
     /// The pipeline's retries, due or not.
     fn all_retries(p: &Pipeline) -> Vec<Pending> {
         p.retries()
-            .take_due(Instant::now() + Duration::from_secs(1 << 30))
+            .take_due(Instant::now() + Duration::from_secs(1 << 30), usize::MAX)
     }
 
     fn indexed_version(index: &Index) -> Option<String> {
@@ -1077,6 +1198,40 @@ mod tests {
         pipeline.process_with(due, Vec::new()).unwrap();
         assert_eq!(indexed_version(&index), Some("1".to_string()));
         assert!(all_retries(&pipeline).is_empty());
+        // Indexed after all: it leaves the skip log.
+        assert_eq!(pipeline.skips.get("c"), (0, Vec::new()));
+    }
+
+    /// While a retry is pending the version is still on its way: the connector's failure hook
+    /// (the push source forgets what it accepted) hears of it only when no retry follows.
+    #[test]
+    fn the_failure_hook_hears_of_a_version_only_when_its_retries_are_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.retry.attempts = 1;
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        pipeline.skips.on_failed_upsert(
+            "c",
+            FailureHook(Arc::new(move |id: &str, v: &str, kept: bool| {
+                h.lock()
+                    .unwrap()
+                    .push((id.to_string(), v.to_string(), kept))
+            })),
+        );
+        pipeline.unavailable_parses.store(2, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        assert!(heard.lock().unwrap().is_empty(), "a retry is pending");
+        pipeline
+            .process_with(all_retries(&pipeline), Vec::new())
+            .unwrap();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![("doc0.md".to_string(), "1".to_string(), true)]
+        );
     }
 
     /// A newer change of the document (an edit, a delete, a skip, even later in the same
@@ -1117,7 +1272,7 @@ mod tests {
     }
 
     /// Retries stop after the configured number, each later than the one before; then the
-    /// document waits for its connector's next full scan, and the skip log says so.
+    /// document waits until it changes or a full sync, and the skip log says so.
     #[test]
     fn retries_stop_after_the_configured_attempts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1144,11 +1299,11 @@ mod tests {
         assert_eq!(delays.len(), 2, "{delays:?}");
         assert!(delays[1] > delays[0] * 3, "{delays:?}");
         let (total, recent) = pipeline.skips.get("c");
-        assert_eq!(total, 3);
+        assert_eq!(total, 1, "one document");
         assert!(
             recent[0]
                 .1
-                .ends_with("(after 3 attempts; tried again at the next full sync)"),
+                .ends_with("(after 3 attempts; tried again when it changes or at a full sync)"),
             "{recent:?}"
         );
         assert_eq!(indexed_version(&index), None);
@@ -1169,7 +1324,10 @@ mod tests {
                     .collect(),
             )
             .unwrap();
-        assert_eq!(all_retries(&pipeline).len(), 2);
+        // A batch takes at most `max_batch` of the due retries (here 1).
+        let now = Instant::now() + Duration::from_secs(1 << 30);
+        assert_eq!(pipeline.retries().take_due(now, 1).len(), 1);
+        assert_eq!(all_retries(&pipeline).len(), 1);
         assert_eq!(pipeline.retries().bytes, 0);
     }
 

@@ -144,20 +144,23 @@ pub fn worker_main() -> Option<ExitCode> {
     if stdin.read_to_end(&mut bytes).is_err() {
         return Some(ExitCode::from(2));
     }
-    // The parser gets the same stack as on the daemon's parser threads.
-    let parsed = std::thread::Builder::new()
+    // The parser gets the same stack as on the daemon's parser threads. A thread that cannot
+    // start (its stack does not fit the memory limit) says nothing about the document: exit 2,
+    // a transient failure.
+    let Ok(thread) = std::thread::Builder::new()
         .stack_size(super::PARSER_STACK_BYTES)
         .spawn(move || {
             super::TEXT_BUDGET.with(|b| b.set(header.max_text_bytes));
             super::parse(&bytes, header.mime.as_deref(), &header.name)
         })
-        .ok()
-        .and_then(|t| t.join().ok())
-        .unwrap_or_else(|| {
-            Err(ParseError::Malformed(
-                "the parser failed on this file".into(),
-            ))
-        });
+    else {
+        return Some(ExitCode::from(2));
+    };
+    let parsed = thread.join().ok().unwrap_or_else(|| {
+        Err(ParseError::Malformed(
+            "the parser failed on this file".into(),
+        ))
+    });
     let mut out = std::io::stdout().lock();
     match serde_json::to_writer(&mut out, &parsed).map(|()| out.flush()) {
         Ok(Ok(())) => Some(ExitCode::SUCCESS),
@@ -343,6 +346,22 @@ fn limit_child(cpu_seconds: u64, memory: u64) -> std::io::Result<()> {
         // The worker dies with the thread that started it (the daemon's, waiting on it).
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
+    #[cfg(target_os = "linux")]
+    // SAFETY: open, write and close are async-signal-safe system calls; the path and the value
+    // are static byte strings.
+    unsafe {
+        // Under memory pressure the kernel's OOM killer takes the parser, not the daemon (a
+        // process may raise its own score without privileges). Best effort: no /proc, no
+        // change.
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"1000".as_ptr().cast(), 4);
+            libc::close(fd);
+        }
+    }
     Ok(())
 }
 
@@ -370,6 +389,54 @@ mod tests {
             let e = run(exe);
             assert!(e.is_transient(), "{exe}: {e:?}");
         }
+    }
+
+    /// Under memory pressure the OOM killer prefers the parser process to the daemon, and the
+    /// parser's address space is the configured limit.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_parser_process_is_the_oom_killers_first_choice_within_its_memory_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("limits");
+        let exe = dir.path().join("probe-worker");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh
+{{ cat /proc/self/oom_score_adj; ulimit -v; }} > {}
+exit 2
+",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let limits = crate::parse::ParseLimits {
+            worker_memory: 1536 << 20,
+            ..Default::default()
+        };
+        let document = b"%PDF-1.4".to_vec();
+        let expected_kib = super::worker_memory(limits.worker_memory, document.len()) / 1024;
+        let mut written = String::new();
+        // A fork elsewhere in this test process may hold the script open for writing a moment
+        // (ETXTBSY): try again.
+        for _ in 0..6 {
+            let e =
+                super::parse_in_child(&exe, document.clone().into(), None, "a.pdf".into(), limits)
+                    .unwrap_err();
+            assert!(
+                matches!(e, crate::parse::ParseError::WorkerUnavailable(_)),
+                "{e:?}"
+            );
+            if let Ok(s) = std::fs::read_to_string(&out) {
+                written = s;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines, ["1000", &expected_kib.to_string()], "{written:?}");
     }
 
     /// A parse past its deadline kills its process and waits for it: nothing keeps running

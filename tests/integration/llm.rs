@@ -58,7 +58,11 @@ pub fn real_llm() -> RealLlm {
     // A port picked by binding port 0 is free only until something else binds it: another
     // test's listener may take it while Python starts, and then the server cannot bind and
     // exits, while a plain connect reaches the other listener. So readiness is the server's
-    // own answer to `GET /v1/models`, and a server that exits is started again on another port.
+    // own answer to `GET /v1/models` (naming this model), a server that exits is started again
+    // on another port, and servers start one at a time (one starting beside ours could take
+    // our port and answer for it).
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -109,7 +113,7 @@ fn serves_models(port: u16) -> bool {
         .and_then(|()| s.read_to_string(&mut reply).map(drop))
         .is_ok()
         && reply.starts_with("HTTP/1.1 200")
-        && reply.contains("\"object\"")
+        && reply.contains("SmolLM2-135M-Instruct")
 }
 
 const SSE: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";

@@ -633,7 +633,7 @@ impl Syncer {
     /// Reported as skipped, which also removes an indexed version: a page that cannot be
     /// indexed now must not keep serving old text under an old ACL.
     async fn skip(&self, ctx: &PassCtx<'_>, key: DocKey, reason: String) -> Result<(), PassError> {
-        tracing::debug!(connector = %self.cfg.id, page = %key.native_id, %reason, "skipped");
+        tracing::debug!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&key.native_id), reason = %docent_connector_api::log_safe(&reason), "skipped");
         ctx.job.failure(&key.native_id, &reason);
         self.remember(&key.native_id, None);
         self.send(ctx, Change::Skipped { key, reason }).await

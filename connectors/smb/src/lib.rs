@@ -1126,7 +1126,7 @@ impl Crawler {
                             None
                         }
                         _ => {
-                            tracing::debug!(connector = %self.cfg.id, path = %rel, error = %e, "notified path not looked up; the reconciliation will");
+                            tracing::debug!(connector = %self.cfg.id, path = %docent_connector_api::log_safe(&rel), error = %docent_connector_api::log_safe(&e.to_string()), "notified path not looked up; the reconciliation will");
                             continue;
                         }
                     }
