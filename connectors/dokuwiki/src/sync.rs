@@ -710,26 +710,54 @@ pub(crate) fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// Plugin syntax that pulls other pages' text or titles into a page (include, tag, nspages,
-/// pagelist, indexmenu, backlinks, changes, blog): the first found.
-const INCLUDING_SYNTAX: &[&str] = &[
-    "{{page>",
-    "{{section>",
-    "{{namespace>",
-    "{{tagtopic>",
-    "{{topic>",
-    "{{indexmenu>",
-    "{{backlinks>",
-    "{{changes>",
-    "{{blog>",
-    "{{archive>",
-    "<nspages",
-    "<pagelist",
-];
+/// Plugin components known to render nothing from other pages: the tag plugin's own tags
+/// (`{{tag>a b}}` shows this page's tags) and video embeds.
+const SAFE_COMPONENTS: &[&str] = &["tag", "youtube", "vimeo", "dailymotion", "video", "audio"];
 
-fn includes_other_pages(text: &str) -> Option<&'static str> {
+/// Plugin tags that list or pull in other pages (nspages, pagelist, catlist, searchtable).
+const LISTING_TAGS: &[&str] = &["<nspages", "<pagelist", "<catlist", "<searchtable"];
+
+/// Plugin syntax that may pull other pages' text or titles into a page, which the wiki renders
+/// with the crawler's rights: the first found. Blocked by shape rather than by a list of known
+/// plugins (include, template, pagequery, indexmenu, backlinks, changes, blog, gallery, …):
+/// any `{{name>…}}` component but [`SAFE_COMPONENTS`], any `~~NAME:…~~` directive (dir, info),
+/// the data and struct plugins' `---- datatable ----` blocks, and [`LISTING_TAGS`].
+fn includes_other_pages(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
-    INCLUDING_SYNTAX.iter().copied().find(|s| lower.contains(s))
+    for (i, _) in lower.match_indices("{{") {
+        let rest = lower[i + 2..].trim_start();
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(rest.len());
+        if name_len > 0
+            && rest[name_len..].starts_with('>')
+            && !SAFE_COMPONENTS.contains(&&rest[..name_len])
+        {
+            return Some(format!("{{{{{}>", &rest[..name_len]));
+        }
+    }
+    for (i, _) in text.match_indices("~~") {
+        let rest = &text[i + 2..];
+        let name_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        if name_len > 0 && rest[name_len..].starts_with(':') {
+            return Some(format!("~~{}:", &rest[..name_len]));
+        }
+    }
+    for line in lower.lines().map(str::trim) {
+        if let Some(inner) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+            && !inner.trim().is_empty()
+        {
+            return Some(format!("---- {} ----", inner.trim()));
+        }
+    }
+    LISTING_TAGS
+        .iter()
+        .find(|t| lower.contains(*t))
+        .map(|t| t.to_string())
 }
 
 #[cfg(test)]
@@ -758,15 +786,33 @@ mod tests {
 
     #[test]
     fn pages_that_include_or_list_other_pages_are_recognised() {
+        let found = |t: &str| includes_other_pages(t);
         assert_eq!(
-            includes_other_pages("Intro\n{{page>hr:salaries}}\n"),
+            found("Intro\n{{page>hr:salaries}}\n").as_deref(),
             Some("{{page>")
         );
-        assert_eq!(includes_other_pages("<nspages hr -h1>"), Some("<nspages"));
+        assert_eq!(found("<nspages hr -h1>").as_deref(), Some("<nspages"));
+        // Plugins no list named (found by a review): templater, pagequery, dir, data, struct.
         assert_eq!(
-            includes_other_pages("A link to [[hr:salaries]] is fine."),
+            found("{{template>hr:salaries}}").as_deref(),
+            Some("{{template>")
+        );
+        assert_eq!(
+            found("{{ PageQuery>salary }}").as_deref(),
+            Some("{{pagequery>")
+        );
+        assert_eq!(found("~~DIR:hr~~").as_deref(), Some("~~DIR:"));
+        assert_eq!(
+            found("---- datatable ----\ncols: %pageid%\n----").as_deref(),
+            Some("---- datatable ----")
+        );
+        assert_eq!(found("<catlist hr>").as_deref(), Some("<catlist"));
+        // What renders nothing of other pages.
+        assert_eq!(found("A link to [[hr:salaries]] is fine."), None);
+        assert_eq!(
+            found("{{wiki:logo.png}} an image, {{ wiki:logo.png?200 }}"),
             None
         );
-        assert_eq!(includes_other_pages("{{wiki:logo.png}} an image"), None);
+        assert_eq!(found("{{tag>onboarding hr}} ~~NOTOC~~\n----\nend"), None);
     }
 }

@@ -579,14 +579,12 @@ impl Scanner {
                         key: self.key(&path),
                         reason: reason.clone(),
                     })?;
-                    // A directory below the root that the crawler may no longer enter: what is
+                    // A directory the crawler may no longer enter, the root included: what is
                     // indexed under it can no longer have its ACL checked (a directory closed
                     // to the crawler is usually closed to others too), so it is withdrawn until
-                    // the directory can be listed again. Other errors keep it.
-                    if denied
-                        && path != root
-                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-                    {
+                    // the directory can be listed again. Other errors (a missing mount, I/O)
+                    // keep it.
+                    if denied && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                         self.withdraw_under(&path, &reason)?;
                     }
                     continue;
@@ -1021,6 +1019,11 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
 /// a wider class has it (a `0604` file is not readable by its group). The owner, when also a
 /// member of a denied group, is denied here although POSIX would let them read: narrower,
 /// never wider.
+///
+/// A deny must name whom it denies: an id the passwd or group file does not name would be
+/// denied only as a number, which the identities that are its members need not carry (a group
+/// created after the files were read, one from LDAP). Then nobody is allowed: the document is
+/// skipped rather than opened to the denied ones.
 fn posix_access(names: &PosixNames, uid: u32, gid: u32, mode: u32, bit: u32) -> Acl {
     let (owner, group, other) = (
         mode & (bit << 6) != 0,
@@ -1030,14 +1033,24 @@ fn posix_access(names: &PosixNames, uid: u32, gid: u32, mode: u32, bit: u32) -> 
     let user = Principal::User(names.user(uid));
     let grp = Principal::Group(names.group(gid));
     let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    let nobody = || Acl {
+        allow: BTreeSet::new(),
+        deny: BTreeSet::new(),
+    };
     if owner {
         allow.insert(user);
     } else if group || other {
+        if !names.knows_user(uid) {
+            return nobody();
+        }
         deny.insert(user);
     }
     if group {
         allow.insert(grp);
     } else if other {
+        if !names.knows_group(gid) {
+            return nobody();
+        }
         deny.insert(grp);
     }
     if other {
@@ -1114,8 +1127,30 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Names for uids 10 and 11 and gids 20 and 21, shown as numbers ("user:10"); 99 has none.
     fn names() -> PosixNames {
-        PosixNames::load(Path::new("/nonexistent"), Path::new("/nonexistent"))
+        let dir = tempfile::tempdir().unwrap();
+        let (passwd, group) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&passwd, "10:x:10:20::/:/bin/sh\n11:x:11:21::/:/bin/sh\n").unwrap();
+        std::fs::write(&group, "20:x:20:\n21:x:21:\n").unwrap();
+        PosixNames::load(&passwd, &group)
+    }
+
+    /// A deny of an id without a name would not reach the identities it should (they carry
+    /// names): nobody is allowed instead, and the document is skipped.
+    #[test]
+    fn a_deny_of_an_unnamed_id_allows_nobody() {
+        let n = names();
+        // 0604 with group 99: the group must be denied, and cannot be named.
+        let acl = posix_acl(&n, 10, 99, 0o604);
+        assert!(acl.allow.is_empty() && acl.is_closed(), "{acl:?}");
+        // 0044 with owner 99: the owner must be denied.
+        assert!(posix_acl(&n, 99, 20, 0o044).is_closed());
+        // Directories alike (the search bit): 0701 denies its group.
+        assert!(posix_dir_acl(&n, 10, 99, 0o701).is_closed());
+        // Allowing an unnamed id is only narrower: kept, as a number.
+        let acl = posix_acl(&n, 99, 98, 0o640);
+        assert_eq!(set(&acl.allow), ["group:98", "user:99"]);
     }
 
     fn set(acl: &BTreeSet<Principal>) -> Vec<String> {

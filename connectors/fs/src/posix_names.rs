@@ -35,6 +35,16 @@ impl PosixNames {
             .cloned()
             .unwrap_or_else(|| gid.to_string())
     }
+
+    /// Whether `uid` has a name (else [`Self::user`] gives its number).
+    pub fn knows_user(&self, uid: u32) -> bool {
+        self.users.contains_key(&uid)
+    }
+
+    /// Whether `gid` has a name (else [`Self::group`] gives its number).
+    pub fn knows_group(&self, gid: u32) -> bool {
+        self.groups.contains_key(&gid)
+    }
 }
 
 /// `name:x:id:...` lines; the id is the third field in both files.

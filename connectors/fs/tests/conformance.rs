@@ -219,3 +219,63 @@ fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
     let (up, _, _) = sync_once(&rt, connector(), &index);
     assert_eq!(up, [salaries]);
 }
+
+/// The same for the root itself: closed to the crawler (an admin's `chmod 0700` on the share),
+/// its documents are withdrawn, not kept under their old ACLs as in an outage.
+#[test]
+#[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
+fn a_root_closed_to_the_crawler_withdraws_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&root, 0o755);
+    std::fs::create_dir(root.join("hr")).unwrap();
+    mode(&root.join("hr"), 0o755);
+    for f in ["hr/salaries.txt", "canteen.txt"] {
+        std::fs::write(root.join(f), "text").unwrap();
+        mode(&root.join(f), 0o644);
+    }
+    let connector = || connector_at(&root);
+    let index = Arc::new(Index::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (up, _, _) = sync_once(&rt, connector(), &index);
+    assert_eq!(up.len(), 2, "{up:?}");
+
+    // The crawler runs without root's rights (the runtime's threads take the file-system uid of
+    // `nobody`; run as another user, mode 000 refuses the owner too).
+    mode(&root, 0o000);
+    let unprivileged = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(|| {
+            // SAFETY: setfsuid changes only the calling thread's file-system uid.
+            unsafe {
+                libc::setfsuid(65534);
+            }
+        })
+        .build()
+        .unwrap();
+    let (_, skipped, deleted) = sync_once(&unprivileged, connector(), &index);
+    let salaries = root.join("hr/salaries.txt").to_string_lossy().into_owned();
+    let why = skipped
+        .get(&salaries)
+        .unwrap_or_else(|| panic!("{skipped:?}"));
+    assert!(why.contains("withdrawn"), "{why}");
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert!(
+        index.native_ids("fs-conformance").is_empty(),
+        "{:?}",
+        index.native_ids("fs-conformance")
+    );
+    drop(unprivileged);
+
+    mode(&root, 0o755);
+    let (up, _, _) = sync_once(&rt, connector(), &index);
+    assert_eq!(up.len(), 2, "{up:?}");
+}

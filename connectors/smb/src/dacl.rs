@@ -74,6 +74,24 @@ impl SidMap {
         }
         None
     }
+
+    /// [`Self::principal`] for a deny: a Samba Unix id without a name in the passwd or group
+    /// file maps to nobody (a deny of its number would miss the identities that carry its
+    /// name), so the file is skipped as for any unmapped deny.
+    pub fn deny_principal(&self, sid: &str) -> Option<Principal> {
+        if !self.explicit.contains_key(sid) {
+            if let Some(uid) = sid.strip_prefix("S-1-22-1-") {
+                if !uid.parse().is_ok_and(|u| self.names.knows_user(u)) {
+                    return None;
+                }
+            } else if let Some(gid) = sid.strip_prefix("S-1-22-2-")
+                && !gid.parse().is_ok_and(|g| self.names.knows_group(g))
+            {
+                return None;
+            }
+        }
+        self.principal(sid)
+    }
 }
 
 /// The outcome for one file: its ACL, or why it cannot be indexed; `unmapped` lists SIDs of
@@ -107,7 +125,10 @@ pub fn compute(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl) -> Compu
         if ace.inherit_only || ace.mask & READ_BITS == 0 {
             continue;
         }
-        let p = map.principal(&ace.sid);
+        let p = match ace.kind {
+            AceKind::Deny | AceKind::OtherDeny => map.deny_principal(&ace.sid),
+            _ => map.principal(&ace.sid),
+        };
         match (ace.kind, p) {
             (AceKind::Allow, Some(p)) => {
                 allow.insert(p);
@@ -228,6 +249,28 @@ mod tests {
             intersect_share(acl(&["group:eng"], &[]), &share_hr).is_err(),
             "nobody in common: skipped, never widened"
         );
+    }
+
+    /// Samba's Unix SIDs: an allow of an unnamed id keeps its number (only narrower); a deny of
+    /// one cannot reach the identities that carry its name, so the file is skipped.
+    #[test]
+    fn a_deny_of_an_unnamed_unix_id_skips_the_file() {
+        let allow_unnamed = [ace(AceKind::Allow, "S-1-22-2-1000", 1)];
+        assert!(
+            compute(Some(&allow_unnamed), &map(), NullDacl::Skip)
+                .acl
+                .is_ok()
+        );
+        for sid in ["S-1-22-2-3000", "S-1-22-1-3000"] {
+            let aces = [
+                ace(AceKind::Allow, "S-1-1-0", 1),
+                ace(AceKind::Deny, sid, 1),
+            ];
+            let e = compute(Some(&aces), &map(), NullDacl::Skip)
+                .acl
+                .unwrap_err();
+            assert!(e.contains(sid), "{e}");
+        }
     }
 
     #[test]
