@@ -48,6 +48,8 @@ struct RawSmb {
     sid_principals: BTreeMap<String, String>,
     #[serde(default = "default_null_dacl")]
     null_dacl: String,
+    #[serde(default = "default_folder_permissions")]
+    folder_permissions: bool,
     #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
     #[serde(default = "defaults::deletion_protection_min_docs")]
@@ -83,6 +85,10 @@ fn default_port() -> u16 {
 fn default_exclude() -> Vec<String> {
     vec!["**/.*".into(), "**/*~".into(), "**/~$*".into()]
 }
+fn default_folder_permissions() -> bool {
+    true
+}
+
 fn default_null_dacl() -> String {
     "skip".into()
 }
@@ -202,6 +208,7 @@ impl ConnectorFactory for Factory {
             group_file: env.resolve(&c.group_file),
             sid_principals,
             null_dacl,
+            folder_permissions: c.folder_permissions,
             deletion_protection_percent: is.range(
                 "deletion_protection_percent",
                 c.deletion_protection_percent,

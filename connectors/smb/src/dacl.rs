@@ -14,6 +14,13 @@ use docent_fs_connector::PosixNames;
 /// FILE_READ_DATA).
 pub const READ_BITS: u32 = 0x0000_0001 | 0x1000_0000 | 0x8000_0000;
 
+/// What lets a principal reach the files below a folder: any read right, or FILE_TRAVERSE
+/// (0x20) or GENERIC_EXECUTE. Reading a folder without traverse does not let a POSIX-backed
+/// Samba user through it, but Windows grants "Read" without traverse and relies on bypass
+/// traverse checking: counting read rights keeps such folders open to those they name, and
+/// a folder closed to someone (no ACE at all, or a deny) still closes its files to them.
+pub const REACH_BITS: u32 = READ_BITS | 0x0000_0020 | 0x2000_0000;
+
 /// One ACE as far as reading goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ace {
@@ -104,6 +111,12 @@ pub struct Computed {
 
 /// `dacl`: `None` for a NULL DACL.
 pub fn compute(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl) -> Computed {
+    compute_for(dacl, map, null_dacl, READ_BITS)
+}
+
+/// [`compute`] for the ACEs whose access mask has any of `bits` ([`READ_BITS`] for a file,
+/// [`REACH_BITS`] for a folder).
+pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits: u32) -> Computed {
     let mut unmapped = BTreeSet::new();
     let Some(aces) = dacl else {
         let acl = match null_dacl {
@@ -122,7 +135,7 @@ pub fn compute(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl) -> Compu
     let mut deny = BTreeSet::new();
     let mut unmapped_deny = None;
     for ace in aces {
-        if ace.inherit_only || ace.mask & READ_BITS == 0 {
+        if ace.inherit_only || ace.mask & bits == 0 {
             continue;
         }
         let p = match ace.kind {

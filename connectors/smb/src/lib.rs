@@ -128,6 +128,10 @@ pub struct SmbConfig {
     /// Other SIDs (domain users and groups) → principals.
     pub sid_principals: BTreeMap<String, Principal>,
     pub null_dacl: NullDacl,
+    /// Narrow each file by the folders above it (who may reach it: [`dacl::REACH_BITS`]), as
+    /// Samba enforces through the file system; `false` for a Windows server, whose users
+    /// bypass traverse checking.
+    pub folder_permissions: bool,
     pub deletion_protection_percent: u32,
     pub deletion_protection_min_docs: u64,
     /// Backoff after a failed sync: starts here, doubles, capped at `retry_max`.
@@ -247,6 +251,9 @@ struct Crawler {
     unmapped: BTreeSet<String>,
     /// See [`acl_config`].
     acl_config: String,
+    /// Per folder (relative to the share, "" for its root), who may reach what is below it:
+    /// its own DACL narrowed by every folder above it. Read once per sync pass.
+    reach: HashMap<String, Result<Acl, String>>,
 }
 
 async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
@@ -267,6 +274,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         job: 0,
         unmapped: BTreeSet::new(),
         acl_config: String::new(),
+        reach: HashMap::new(),
     };
     crawler.acl_config = acl_config(&cfg, &crawler.sids);
     let shutdown = ctx.shutdown.clone();
@@ -524,8 +532,8 @@ impl Listed {
 /// versions): when it changes, every file's version changes and its ACL is computed again.
 fn acl_config(cfg: &SmbConfig, sids: &SidMap) -> String {
     let text = format!(
-        "{:?}|{:?}|{:?}|{:?}",
-        cfg.share_acl, cfg.sid_principals, cfg.null_dacl, sids.names
+        "{:?}|{:?}|{:?}|{:?}|{}",
+        cfg.share_acl, cfg.sid_principals, cfg.null_dacl, sids.names, cfg.folder_permissions
     );
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -691,6 +699,64 @@ async fn dacl_of(
         None => Ok(acl),
     });
     (acl, computed.unmapped)
+}
+
+/// The folder holding `rel` ("" for the share's root).
+fn parent_of(rel: &str) -> String {
+    rel.rsplit_once('/')
+        .map_or(String::new(), |(p, _)| p.to_string())
+}
+
+/// Who may reach what is below the folder `rel` by its own DACL ([`dacl::REACH_BITS`]), with
+/// the unmapped SIDs seen. Share permissions are applied to each file, not here.
+async fn folder_dacl(
+    session: &Session,
+    sids: &SidMap,
+    cfg: &SmbConfig,
+    rel: &str,
+) -> (Result<Acl, String>, BTreeSet<String>) {
+    let res = session
+        .client
+        .create_file(
+            &session.unc(rel),
+            &smb::FileCreateArgs::make_open_existing(
+                smb::FileAccessMask::new().with_read_control(true),
+            ),
+        )
+        .await;
+    let dir = match res {
+        Ok(smb::Resource::Directory(dir)) => dir,
+        Ok(other) => {
+            let _ = close_resource(other).await;
+            return (Err("not a folder".into()), BTreeSet::new());
+        }
+        Err(e) => {
+            return (
+                Err(format!(
+                    "cannot open the folder to read its permissions: {e}"
+                )),
+                BTreeSet::new(),
+            );
+        }
+    };
+    let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
+    let sd = dir.query_security_info(info).await;
+    let _ = dir.close().await;
+    let sd = match sd {
+        Ok(sd) => sd,
+        Err(e) => {
+            return (
+                Err(format!("cannot read the folder's security descriptor: {e}")),
+                BTreeSet::new(),
+            );
+        }
+    };
+    let aces: Option<Vec<Ace>> = sd
+        .dacl
+        .as_ref()
+        .map(|acl| acl.ace.iter().map(ace_of).collect());
+    let c = dacl::compute_for(aces.as_deref(), sids, cfg.null_dacl, dacl::REACH_BITS);
+    (c.acl, c.unmapped)
 }
 
 /// An authenticated client on the configured share.
@@ -946,6 +1012,7 @@ impl Crawler {
         force: bool,
         full: bool,
     ) -> Result<Outcome, SyncError> {
+        self.reach.clear();
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
         let walked = self.walk(session, self.cfg.sub_path.clone()).await?;
@@ -1088,6 +1155,7 @@ impl Crawler {
         session: &Session,
         paths: BTreeSet<String>,
     ) -> Result<Outcome, SyncError> {
+        self.reach.clear();
         let root = &self.cfg.sub_path;
         let mut visit = Vec::new();
         // Folders below the notified ones that could not be listed.
@@ -1266,6 +1334,11 @@ impl Crawler {
                     .is_some_and(|p| p.version == f.version(&self.acl_config))
             })
             .collect();
+        let folders: BTreeSet<String> = unchanged.iter().map(|f| parent_of(&f.rel)).collect();
+        for folder in &folders {
+            // An error is kept with the folder; `narrowed` gives it to each file below.
+            let _ = self.folder_reach(session, folder).await;
+        }
         let (sids, cfg) = (&self.sids, &*self.cfg);
         // Boxed as `Send` futures up front: a stream of closures' futures borrowing from here
         // trips the compiler's higher-ranked `Send` check.
@@ -1280,9 +1353,79 @@ impl Crawler {
         let mut out = HashMap::with_capacity(read.len());
         for (rel, acl, unmapped) in read {
             self.unmapped.extend(unmapped);
+            let acl = acl.and_then(|acl| self.narrowed(&rel, acl));
             out.insert(rel, acl);
         }
         out
+    }
+
+    /// Who may reach what is below `folder` (see [`Crawler::reach`]), read on first use in a
+    /// pass. With `folder_permissions = false` (a Windows server, where users bypass traverse
+    /// checking), everyone.
+    async fn folder_reach(&mut self, session: &Session, folder: &str) -> Result<Acl, String> {
+        if !self.cfg.folder_permissions {
+            return Ok(Acl {
+                allow: BTreeSet::from([Principal::Everyone]),
+                deny: BTreeSet::new(),
+            });
+        }
+        if let Some(r) = self.reach.get(folder) {
+            return r.clone();
+        }
+        // From the share's root down: each folder's own DACL, narrowed by its parent's reach.
+        let mut path = String::new();
+        let mut reach: Option<Acl> = None;
+        for part in std::iter::once("").chain(folder.split('/').filter(|p| !p.is_empty())) {
+            if !part.is_empty() {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+            }
+            let r = match self.reach.get(&path) {
+                Some(r) => r.clone(),
+                None => {
+                    let (own, unmapped) = folder_dacl(session, &self.sids, &self.cfg, &path).await;
+                    self.unmapped.extend(unmapped);
+                    let r = own
+                        .and_then(|own| match &reach {
+                            Some(above) => dacl::intersect_share(own, above),
+                            None => Ok(own),
+                        })
+                        .map_err(|why| {
+                            format!(
+                                "folder {:?} lets nobody Docent knows reach it: {why}",
+                                if path.is_empty() { "/" } else { path.as_str() }
+                            )
+                        });
+                    self.reach.insert(path.clone(), r.clone());
+                    r
+                }
+            };
+            match r {
+                Ok(acl) => reach = Some(acl),
+                Err(e) => {
+                    self.reach.insert(folder.to_string(), Err(e.clone()));
+                    return Err(e);
+                }
+            }
+        }
+        let r = reach.ok_or_else(|| "no folder".to_string());
+        self.reach.insert(folder.to_string(), r.clone());
+        r
+    }
+
+    /// `acl` of the file `rel`, narrowed by the reach of its folder (read before).
+    fn narrowed(&self, rel: &str, acl: Acl) -> Result<Acl, String> {
+        if !self.cfg.folder_permissions {
+            return Ok(acl);
+        }
+        match self.reach.get(&parent_of(rel)) {
+            Some(Ok(reach)) => dacl::intersect_share(acl, reach)
+                .map_err(|why| format!("its folders let nobody who may read it reach it ({why})")),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("its folder's permissions were not read".into()),
+        }
     }
 
     /// The document when new or changed, `None` when unchanged, or why it cannot be indexed.
@@ -1310,13 +1453,14 @@ impl Crawler {
                 return Err("not a regular file".into());
             }
         };
-        let r = self.read_open(&file, f, prev, full).await;
+        let r = self.read_open(session, &file, f, prev, full).await;
         let _ = file.close().await;
         r
     }
 
     async fn read_open(
         &mut self,
+        session: &Session,
         file: &smb::File,
         f: &Listed,
         prev: Option<IndexedDoc>,
@@ -1324,7 +1468,8 @@ impl Crawler {
     ) -> Result<Option<SourceDocument>, String> {
         let (acl, unmapped) = dacl_of(file, &self.sids, &self.cfg).await;
         self.unmapped.extend(unmapped);
-        let acl = acl?;
+        self.folder_reach(session, &parent_of(&f.rel)).await?;
+        let acl = self.narrowed(&f.rel, acl?)?;
         let version = f.version(&self.acl_config);
         if let Some(prev) = &prev
             && prev.version == version
