@@ -119,7 +119,9 @@ impl Connector for FsConnector {
 struct Scanner {
     cfg: Arc<FsConfig>,
     filter: PathFilter,
-    names: Arc<PosixNames>,
+    /// Read again at every reconciliation: a group created or renamed since must not leave a
+    /// stale name in an ACL.
+    names: Arc<std::sync::RwLock<Arc<PosixNames>>>,
     status: StatusHandle,
     /// The job the scanner's outcomes are counted in.
     job: Arc<std::sync::atomic::AtomicU64>,
@@ -143,7 +145,10 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     let scanner = Scanner {
         cfg: cfg.clone(),
         filter,
-        names: Arc::new(PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
+        names: Arc::new(std::sync::RwLock::new(Arc::new(PosixNames::load(
+            &cfg.passwd_file,
+            &cfg.group_file,
+        )))),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -426,6 +431,10 @@ impl Scanner {
     /// Walks every root; upserts what changed and deletes what disappeared, unless that is more
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(PosixNames::load(
+            &self.cfg.passwd_file,
+            &self.cfg.group_file,
+        ));
         let mut seen = BTreeSet::new();
         // Directories the walk could not list: what is indexed under them is not deleted (an
         // error is not a deletion; one the crawler is refused has it withdrawn).
@@ -945,7 +954,8 @@ impl Scanner {
     /// reader must be let into each: search permission), then the path rules. An error when a
     /// directory's permissions cannot be read: the ACL cannot be told.
     fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<Acl, String> {
-        file_acl(&self.names, &self.cfg.acl_rules, root, path, meta)
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner()).clone();
+        file_acl(&names, &self.cfg.acl_rules, root, path, meta)
     }
 }
 
@@ -1005,11 +1015,43 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
     }
     let e = std::io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        Some(libc::ENODATA) => Ok(false),
+        // No POSIX ACLs on this file system. A local one then has none; a network one may
+        // keep its own (NFSv4, SMB) and show mode bits that do not say who may read (a CIFS
+        // mount's are the mount's `file_mode`).
+        Some(libc::ENOTSUP) => match network_file_system(&c) {
+            None => Ok(false),
+            Some(kind) => Err(format!(
+                "lies on a {kind} mount, whose permissions the mode bits do not state: use the                  smb or nfs connector, or state its access with an acl_rules entry (mode =                  \"replace\")"
+            )),
+        },
         _ => Err(format!(
             "cannot tell whether {} has an access control list: {e}",
             path.display()
         )),
+    }
+}
+
+/// The kind of network file system `path` lies on, if it is one (by `statfs`'s type).
+#[allow(unsafe_code)]
+fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
+    // SAFETY: `statfs` writes only into the zeroed struct it is given; the path is
+    // NUL-terminated and lives across the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return Some("file system that cannot be identified");
+    }
+    // Magic numbers from linux/magic.h and the file systems' sources.
+    match st.f_type as i64 {
+        0x6969 => Some("NFS"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x517B => Some("SMB"),
+        0x6573_5546 => Some("FUSE"),
+        0x00C3_6400 => Some("Ceph"),
+        0x0102_1997 => Some("9P"),
+        0x5346_414F => Some("AFS"),
+        _ => None,
     }
 }
 
@@ -1134,6 +1176,15 @@ mod tests {
         std::fs::write(&passwd, "10:x:10:20::/:/bin/sh\n11:x:11:21::/:/bin/sh\n").unwrap();
         std::fs::write(&group, "20:x:20:\n21:x:21:\n").unwrap();
         PosixNames::load(&passwd, &group)
+    }
+
+    /// The file systems these tests run on are local: their mode bits are trusted.
+    #[test]
+    fn a_local_file_system_is_not_a_network_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(network_file_system(&c), None);
+        assert_eq!(network_file_system(c"/"), None);
     }
 
     /// A deny of an id without a name would not reach the identities it should (they carry
