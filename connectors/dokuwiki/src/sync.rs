@@ -513,23 +513,11 @@ impl Syncer {
             },
         };
         // Plugins that include or list other pages render them with the crawler's rights, not
-        // the reader's: such a page's text cannot be tied to one ACL.
-        match self.client.page_text(&id).await {
-            Ok(text) => {
-                if let Some(syntax) = includes_other_pages(&text) {
-                    let reason = format!(
-                        "the page includes or lists other pages ({syntax}), which the wiki \
-                         renders with the crawler's rights; not indexed"
-                    );
-                    return self.skip(ctx, key, reason).await;
-                }
-            }
-            Err(e @ CallError::Remote { .. }) => {
-                return self
-                    .skip(ctx, key, format!("the wiki cannot give its text: {e}"))
-                    .await;
-            }
-            Err(e) => return Err(e.into()),
+        // the reader's: such a page's text cannot be tied to one ACL. The text is checked
+        // before and after the page is rendered, so an edit between the two that adds such
+        // syntax is seen.
+        if let Some(reason) = self.includes_check(&id).await? {
+            return self.skip(ctx, key, reason).await;
         }
         let mut html = match self.client.page_html(&id).await {
             Ok(h) => h,
@@ -540,6 +528,9 @@ impl Syncer {
             }
             Err(e) => return Err(e.into()),
         };
+        if let Some(reason) = self.includes_check(&id).await? {
+            return self.skip(ctx, key, reason).await;
+        }
         if html.trim().is_empty() {
             // DokuWiki writes its render cache in place: a wiki stopped mid-write keeps an empty
             // cache file it then serves as the page until the page changes. The revision
@@ -630,6 +621,22 @@ impl Syncer {
         self.send(ctx, Change::Delete(key.clone())).await
     }
 
+    /// Why page `id` may not be indexed because of what its text pulls in, if it may not.
+    async fn includes_check(&self, id: &str) -> Result<Option<String>, PassError> {
+        match self.client.page_text(id).await {
+            Ok(text) => Ok(includes_other_pages(&text).map(|syntax| {
+                format!(
+                    "the page includes or lists other pages ({syntax}), which the wiki renders \
+                     with the crawler's rights; not indexed"
+                )
+            })),
+            Err(e @ CallError::Remote { .. }) => {
+                Ok(Some(format!("the wiki cannot give its text: {e}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reported as skipped, which also removes an indexed version: a page that cannot be
     /// indexed now must not keep serving old text under an old ACL.
     async fn skip(&self, ctx: &PassCtx<'_>, key: DocKey, reason: String) -> Result<(), PassError> {
@@ -712,20 +719,36 @@ pub(crate) fn unix_millis() -> i64 {
 
 /// Plugin components known to render nothing from other pages: the tag plugin's own tags
 /// (`{{tag>a b}}` shows this page's tags) and video embeds.
-const SAFE_COMPONENTS: &[&str] = &["tag", "youtube", "vimeo", "dailymotion", "video", "audio"];
+const SAFE_COMPONENTS: &[&str] = &[
+    "tag",
+    "rss",
+    "youtube",
+    "vimeo",
+    "dailymotion",
+    "video",
+    "audio",
+];
 
-/// Plugin tags that list or pull in other pages (nspages, pagelist, catlist, searchtable).
-const LISTING_TAGS: &[&str] = &["<nspages", "<pagelist", "<catlist", "<searchtable"];
+/// `~~NAME~~` / `~~NAME:…~~` directives that render nothing of other pages.
+const SAFE_DIRECTIVES: &[&str] = &["NOTOC", "NOCACHE", "DISCUSSION", "META", "CLOSETOC"];
+
+/// Plugin tags that list or pull in other pages (nspages, pagelist, catlist, searchtable, blog).
+const LISTING_TAGS: &[&str] = &["<nspages", "<pagelist", "<catlist", "<searchtable", "<blog"];
 
 /// Plugin syntax that may pull other pages' text or titles into a page, which the wiki renders
 /// with the crawler's rights: the first found. Blocked by shape rather than by a list of known
 /// plugins (include, template, pagequery, indexmenu, backlinks, changes, blog, gallery, …):
-/// any `{{name>…}}` component but [`SAFE_COMPONENTS`], any `~~NAME:…~~` directive (dir, info),
-/// the data and struct plugins' `---- datatable ----` blocks, and [`LISTING_TAGS`].
+/// any `{{name>…}}` component but [`SAFE_COMPONENTS`], the struct plugin's inline
+/// `{{$page.schema.field}}`, any `~~NAME~~` or `~~NAME:…~~` directive but [`SAFE_DIRECTIVES`]
+/// (dir, info), the data and struct plugins' `---- datatable ----` blocks (any dashes and
+/// spacing; not the page's own `dataentry`), and [`LISTING_TAGS`].
 fn includes_other_pages(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     for (i, _) in lower.match_indices("{{") {
         let rest = lower[i + 2..].trim_start();
+        if rest.starts_with('$') {
+            return Some("{{$".into());
+        }
         let name_len = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
             .unwrap_or(rest.len());
@@ -741,17 +764,26 @@ fn includes_other_pages(text: &str) -> Option<String> {
         let name_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
-        if name_len > 0 && rest[name_len..].starts_with(':') {
-            return Some(format!("~~{}:", &rest[..name_len]));
+        let name = &rest[..name_len];
+        if name_len > 0
+            && (rest[name_len..].starts_with(':') || rest[name_len..].starts_with("~~"))
+            && !SAFE_DIRECTIVES.contains(&name)
+        {
+            return Some(format!("~~{name}"));
         }
     }
     for line in lower.lines().map(str::trim) {
-        if let Some(inner) = line
-            .strip_prefix("---- ")
-            .and_then(|l| l.strip_suffix(" ----"))
-            && !inner.trim().is_empty()
+        // `----+ *name ...-+`: four dashes or more, a word, then dashes again.
+        let Some(after) = line.strip_prefix("----") else {
+            continue;
+        };
+        let inner = after.trim_start_matches('-').trim_end_matches('-').trim();
+        if !inner.is_empty()
+            && line.ends_with('-')
+            && inner.starts_with(|c: char| c.is_ascii_alphabetic())
+            && !inner.starts_with("dataentry")
         {
-            return Some(format!("---- {} ----", inner.trim()));
+            return Some(format!("---- {inner} ----"));
         }
     }
     LISTING_TAGS
@@ -801,11 +833,23 @@ mod tests {
             found("{{ PageQuery>salary }}").as_deref(),
             Some("{{pagequery>")
         );
-        assert_eq!(found("~~DIR:hr~~").as_deref(), Some("~~DIR:"));
+        assert_eq!(found("~~DIR:hr~~").as_deref(), Some("~~DIR"));
+        assert_eq!(found("~~DIR~~").as_deref(), Some("~~DIR"));
         assert_eq!(
             found("---- datatable ----\ncols: %pageid%\n----").as_deref(),
             Some("---- datatable ----")
         );
+        // The plugins' own patterns allow any dashes and spacing (a second review).
+        assert_eq!(
+            found("----datatable----").as_deref(),
+            Some("---- datatable ----")
+        );
+        assert_eq!(
+            found("----- struct table -----").as_deref(),
+            Some("---- struct table ----")
+        );
+        assert_eq!(found("{{$page.salary.amount}}").as_deref(), Some("{{$"));
+        assert_eq!(found("<blog list>").as_deref(), Some("<blog"));
         assert_eq!(found("<catlist hr>").as_deref(), Some("<catlist"));
         // What renders nothing of other pages.
         assert_eq!(found("A link to [[hr:salaries]] is fine."), None);
@@ -814,5 +858,11 @@ mod tests {
             None
         );
         assert_eq!(found("{{tag>onboarding hr}} ~~NOTOC~~\n----\nend"), None);
+        assert_eq!(
+            found("~~DISCUSSION:off~~ ~~META:date created=2020-01-01~~"),
+            None
+        );
+        assert_eq!(found("{{rss>https://example.org/feed}}"), None);
+        assert_eq!(found("---- dataentry project ----\nowner: ana\n----"), None);
     }
 }

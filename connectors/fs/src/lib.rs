@@ -431,10 +431,11 @@ impl Scanner {
     /// Walks every root; upserts what changed and deletes what disappeared, unless that is more
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
-        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(PosixNames::load(
-            &self.cfg.passwd_file,
-            &self.cfg.group_file,
-        ));
+        // A file that cannot be read now keeps the names read before (else every deny would
+        // become a skip, and every name a number).
+        if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
+            *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+        }
         let mut seen = BTreeSet::new();
         // Directories the walk could not list: what is indexed under them is not deleted (an
         // error is not a deletion; one the crawler is refused has it withdrawn).
@@ -1022,7 +1023,9 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
         Some(libc::ENOTSUP) => match network_file_system(&c) {
             None => Ok(false),
             Some(kind) => Err(format!(
-                "lies on a {kind} mount, whose permissions the mode bits do not state: use the                  smb or nfs connector, or state its access with an acl_rules entry (mode =                  \"replace\")"
+                "lies on a {kind} mount, whose permissions the mode bits do not state: use the \
+                 smb or nfs connector, or state its access with an acl_rules entry \
+                 (mode = \"replace\")"
             )),
         },
         _ => Err(format!(
@@ -1042,7 +1045,8 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
         return Some("file system that cannot be identified");
     }
     // Magic numbers from linux/magic.h and the file systems' sources.
-    match st.f_type as i64 {
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
+    match st.f_type as u32 {
         0x6969 => Some("NFS"),
         0xFF53_4D42 => Some("CIFS"),
         0xFE53_4D42 => Some("SMB2"),
@@ -1075,9 +1079,11 @@ fn posix_access(names: &PosixNames, uid: u32, gid: u32, mode: u32, bit: u32) -> 
     let user = Principal::User(names.user(uid));
     let grp = Principal::Group(names.group(gid));
     let (mut allow, mut deny) = (BTreeSet::new(), BTreeSet::new());
+    // Denying everyone: an `extend` rule's allows cannot reopen it (only `replace` states
+    // access anew).
     let nobody = || Acl {
         allow: BTreeSet::new(),
-        deny: BTreeSet::new(),
+        deny: BTreeSet::from([Principal::Everyone]),
     };
     if owner {
         allow.insert(user);
@@ -1195,6 +1201,18 @@ mod tests {
         // 0604 with group 99: the group must be denied, and cannot be named.
         let acl = posix_acl(&n, 10, 99, 0o604);
         assert!(acl.allow.is_empty() && acl.is_closed(), "{acl:?}");
+        // An `extend` rule's allows do not reopen it.
+        let extended = apply_acl_rules(
+            &[AclRule {
+                path_prefix: String::new(),
+                allow: vec![Principal::Group("staff".into())],
+                deny: vec![],
+                mode: acl_rules::RuleMode::Extend,
+            }],
+            Path::new("a.txt"),
+            acl,
+        );
+        assert!(extended.is_closed(), "{extended:?}");
         // 0044 with owner 99: the owner must be denied.
         assert!(posix_acl(&n, 99, 20, 0o044).is_closed());
         // Directories alike (the search bit): 0701 denies its group.

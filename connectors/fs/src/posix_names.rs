@@ -22,6 +22,14 @@ impl PosixNames {
         }
     }
 
+    /// [`Self::load`], or `None` when either file cannot be read.
+    pub fn try_load(passwd: &Path, group: &Path) -> Option<Self> {
+        Some(Self {
+            users: parse(&std::fs::read_to_string(passwd).ok()?),
+            groups: parse(&std::fs::read_to_string(group).ok()?),
+        })
+    }
+
     pub fn user(&self, uid: u32) -> String {
         self.users
             .get(&uid)

@@ -14,12 +14,12 @@ use docent_fs_connector::PosixNames;
 /// FILE_READ_DATA).
 pub const READ_BITS: u32 = 0x0000_0001 | 0x1000_0000 | 0x8000_0000;
 
-/// What lets a principal reach the files below a folder: any read right, or FILE_TRAVERSE
-/// (0x20) or GENERIC_EXECUTE. Reading a folder without traverse does not let a POSIX-backed
-/// Samba user through it, but Windows grants "Read" without traverse and relies on bypass
-/// traverse checking: counting read rights keeps such folders open to those they name, and
-/// a folder closed to someone (no ACE at all, or a deny) still closes its files to them.
-pub const REACH_BITS: u32 = READ_BITS | 0x0000_0020 | 0x2000_0000;
+/// What lets a principal reach the files below a folder: FILE_TRAVERSE (0x20), GENERIC_EXECUTE
+/// or GENERIC_ALL. Listing a folder (FILE_LIST_DIRECTORY, its read right) does not let a
+/// Samba user through it: Samba maps a folder's `r--` to list without traverse, and the file
+/// system then refuses the path (Windows servers, whose users bypass traverse checking, set
+/// `folder_permissions = false`).
+pub const REACH_BITS: u32 = 0x0000_0020 | 0x2000_0000 | 0x1000_0000;
 
 /// One ACE as far as reading goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +134,20 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
     let mut allow = BTreeSet::new();
     let mut deny = BTreeSet::new();
     let mut unmapped_deny = None;
+    // Samba Unix SIDs allowed nothing of `bits`, and those allowed some (see below).
+    let (mut classless, mut granted) = (BTreeSet::new(), BTreeSet::new());
     for ace in aces {
-        if ace.inherit_only || ace.mask & bits == 0 {
+        if ace.inherit_only {
             continue;
+        }
+        if ace.mask & bits == 0 {
+            if ace.kind == AceKind::Allow && ace.sid.starts_with("S-1-22-") {
+                classless.insert(ace.sid.clone());
+            }
+            continue;
+        }
+        if ace.kind == AceKind::Allow {
+            granted.insert(ace.sid.clone());
         }
         let p = match ace.kind {
             AceKind::Deny | AceKind::OtherDeny => map.deny_principal(&ace.sid),
@@ -157,6 +168,22 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
                 unmapped_deny.get_or_insert_with(|| ace.sid.clone());
             }
             (AceKind::OtherAllow | AceKind::Ignored, _) => {}
+        }
+    }
+    // Samba writes a POSIX class without the permission (the group of a 0604 file, of a 0705
+    // folder) as an allow ACE granting nothing, not as a deny. POSIX checks one class, so that
+    // owner or group is refused although everyone else may: here it is denied.
+    if allow.contains(&Principal::Everyone) {
+        for sid in classless.difference(&granted) {
+            match map.deny_principal(sid) {
+                Some(p) => {
+                    deny.insert(p);
+                }
+                None => {
+                    unmapped.insert(sid.clone());
+                    unmapped_deny.get_or_insert_with(|| sid.clone());
+                }
+            }
         }
     }
     let acl = if let Some(sid) = unmapped_deny {
@@ -262,6 +289,40 @@ mod tests {
             intersect_share(acl(&["group:eng"], &[]), &share_hr).is_err(),
             "nobody in common: skipped, never widened"
         );
+    }
+
+    /// Samba writes a POSIX class without read as an allow of nothing: with everyone allowed,
+    /// that owner or group is denied (POSIX checks one class), as the fs connector does.
+    #[test]
+    fn a_unix_class_allowed_nothing_is_denied_where_everyone_reads() {
+        let names = {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+            std::fs::write(&p, "own:x:10:20::/:/bin/sh\n").unwrap();
+            std::fs::write(&g, "staff:x:20:\n").unwrap();
+            PosixNames::load(&p, &g)
+        };
+        let map = SidMap {
+            names,
+            explicit: BTreeMap::new(),
+        };
+        // 0604: owner reads, the group's ACE grants nothing, everyone reads.
+        let aces = [
+            ace(AceKind::Allow, "S-1-22-1-10", 0x0012_0089),
+            ace(AceKind::Allow, "S-1-22-2-20", 0x0008_0000), // WRITE_OWNER only
+            ace(AceKind::Allow, "S-1-1-0", 0x0012_0089),
+        ];
+        let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
+        assert_eq!(acl.deny, BTreeSet::from([Principal::group("staff")]));
+        // 0640: nobody else reads, so nothing to deny.
+        let acl = compute(Some(&aces[..2]), &map, NullDacl::Skip).acl.unwrap();
+        assert!(acl.deny.is_empty(), "{acl:?}");
+        // The class of an id without a name: the file is skipped.
+        let aces = [
+            ace(AceKind::Allow, "S-1-22-2-99", 0),
+            ace(AceKind::Allow, "S-1-1-0", 1),
+        ];
+        assert!(compute(Some(&aces), &map, NullDacl::Skip).acl.is_err());
     }
 
     /// Samba's Unix SIDs: an allow of an unnamed id keeps its number (only narrower); a deny of

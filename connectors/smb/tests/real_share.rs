@@ -545,11 +545,12 @@ async fn dacl_allows_denies_and_inheritance_become_acls() {
             &format!("D:(D;;FR;;;S-1-22-1-{bob})(A;;FR;;;S-1-22-2-{hr})"),
         ],
     );
-    // A folder whose ACEs are inherited by new files...
+    // A folder whose ACEs are inherited by new files (read and execute: eng may list it and
+    // pass through it)...
     s.mkdir(&format!("{base}/eng"));
     s.cacls(
         &format!("{base}/eng"),
-        &["--set", &format!("D:(A;OICI;FR;;;S-1-22-2-{eng})")],
+        &["--set", &format!("D:(A;OICI;0x1200a9;;;S-1-22-2-{eng})")],
     );
     s.put(&format!("{base}/eng/design.txt"), "design");
     // ...and one below it with inheritance turned off and its own ACE.
@@ -912,10 +913,24 @@ async fn a_folder_closed_to_others_narrows_the_files_below_it() {
         &format!("{base}/hr"),
         &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
     );
+    // Everyone may list this one but only alice may pass through it (a 0754 folder).
+    s.put(&format!("{base}/listed/plan.txt"), "plan");
+    s.cacls(
+        &format!("{base}/listed/plan.txt"),
+        &["--set", everyone_reads],
+    );
+    s.cacls(
+        &format!("{base}/listed"),
+        &[
+            "--set",
+            &format!("D:P(A;;FA;;;S-1-22-1-{alice})(A;;FR;;;S-1-1-0)"),
+        ],
+    );
     let index = Arc::new(Index::default());
     let first = sync(s.config("smb-narrow", &base), &index, None).await;
     let acl = |f: &str| first.upserts[&format!("{base}/{f}")].acl.clone();
     assert_eq!(acl("hr/pay.txt").allow, principals(&["user:alice"]));
+    assert_eq!(acl("listed/plan.txt").allow, principals(&["user:alice"]));
     assert!(acl("open.txt").allow.contains(&Principal::Everyone));
     // On a Windows server users bypass traverse checking: the files' own ACLs.
     let windows = SmbConfig {
