@@ -1018,7 +1018,11 @@ impl Crawler {
         let walked = self.walk(session, self.cfg.sub_path.clone()).await?;
         let files = &walked.files;
         let indexed = self.indexed.native_ids(&self.cfg.id);
-        if files.is_empty() && !indexed.is_empty() && !force {
+        let root_refused = walked
+            .unlisted
+            .iter()
+            .any(|(d, e)| *d == self.cfg.sub_path && e.denied);
+        if files.is_empty() && !indexed.is_empty() && !force && !root_refused {
             return Ok(Outcome::Blocked(format!(
                 "the listing of \\\\{}\\{} is empty while {} documents are indexed; nothing was deleted (an unmounted or emptied share?). If that is intended, run `docent sync {} --force-deletions`",
                 self.cfg.server,
@@ -1112,6 +1116,14 @@ impl Crawler {
             };
             let entries = match session.list(&dir).await {
                 Ok(entries) => entries,
+                // The crawl root refused to the crawler (an admin closed it): its documents
+                // are withdrawn like a folder's below it, not kept under their old ACLs as in
+                // an outage.
+                Err(e) if dir == from && e.denied && session.alive().await => {
+                    self.count_failure(&dir, &format!("folder cannot be listed: {e}"));
+                    walked.unlisted.push((dir, e));
+                    continue;
+                }
                 Err(e) if dir == from || !session.alive().await => return Err(outage(&e)),
                 Err(e) => {
                     self.count_failure(&dir, &format!("folder cannot be listed: {e}"));

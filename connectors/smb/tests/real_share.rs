@@ -895,6 +895,37 @@ async fn a_folder_closed_to_the_crawler_withdraws_its_files_and_the_sync_goes_on
     );
 }
 
+/// The crawl root itself closed to the crawler: its files are withdrawn, not kept under their
+/// old ACLs as in an outage, and not deleted. (Opening it again is the subfolder case's path;
+/// this Samba keeps refusing the crawler after the DACL is reset, so it is not asserted here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crawl_root_closed_to_the_crawler_withdraws_its_files() {
+    let s = shared();
+    let base = format!("closed-root-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/a.txt"), "a");
+    s.put(&format!("{base}/b.txt"), "b");
+    let cfg = || SmbConfig {
+        share: "limited".into(),
+        ..s.config("smb-limited-root", &base)
+    };
+    let index = Arc::new(Index::default());
+    let first = sync(cfg(), &index, None).await;
+    assert_eq!(first.upserts.len(), 2, "{first:?}");
+    let alice = uid("alice");
+    s.cacls(
+        &base,
+        &["--set", &format!("D:P(A;OICI;FA;;;S-1-22-1-{alice})")],
+    );
+    let closed = sync(cfg(), &index, first.checkpoint.clone()).await;
+    assert_eq!(closed.skipped.len(), 2, "{closed:?}");
+    assert!(
+        closed.skipped.values().all(|why| why.contains("withdrawn")),
+        "{closed:?}"
+    );
+    assert!(closed.deletes.is_empty(), "{closed:?}");
+}
+
 /// A folder closed to all but alice narrows the files below it, whose own DACLs are open: the
 /// crawler (an admin of the share) still lists them, but Samba would not let bob through the
 /// folder, so Docent does not either (found by a review: the files kept their own ACLs).
