@@ -467,7 +467,12 @@ impl Syncer {
         while let Some((dir, rel_dir, reach)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {
                 Ok(e) => e,
-                Err(stat) if rel_dir == top_rel => {
+                // The top refused to the crawler (an admin closed it) is withdrawn like a
+                // directory below it (next arm); any other error there is an outage.
+                Err(stat)
+                    if rel_dir == top_rel
+                        && !matches!(stat, nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM) =>
+                {
                     return Err(SyncError::Outage(format!(
                         "cannot list {:?} of {}:{}: {stat}",
                         rel_dir, self.cfg.server, self.cfg.export
@@ -548,7 +553,7 @@ impl Syncer {
         for id in &known {
             if let Some((dir, why)) = denied
                 .iter()
-                .find(|(d, _)| id.starts_with(&format!("{d}/")))
+                .find(|(d, _)| in_scope(id) && (d.is_empty() || id.starts_with(&format!("{d}/"))))
             {
                 self.sent.insert(id.clone(), None);
                 self.count(|j| j.counts.failed += 1);

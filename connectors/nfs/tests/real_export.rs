@@ -714,6 +714,37 @@ fn a_crawler_without_access_skips_what_it_cannot_read_and_withdraws_what_it_may_
     });
 }
 
+/// The export's top closed to the crawler: everything below is withdrawn, not kept under its
+/// old ACLs as in an outage, and not deleted (a second review).
+#[test]
+fn a_top_closed_to_the_crawler_withdraws_everything_below_it() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("a.txt", "a", 1001, 2001, 0o644);
+    server.put("sub/b.txt", "b", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut root = Running::start(server.connector(""));
+        root.next_sync().await;
+        let indexed = root.index.docs.lock().unwrap().clone();
+        root.stop().await;
+        assert_eq!(indexed.len(), 2, "{indexed:?}");
+
+        let top = server.export();
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut c = Running::start(server.connector("uid = 1001\ngid = 2001\n"));
+        *c.index.docs.lock().unwrap() = indexed;
+        let sent = c.next_sync().await;
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        for id in ["a.txt", "sub/b.txt"] {
+            let why = &sent.skipped[id];
+            assert!(why.contains("withdrawn"), "{why}");
+        }
+        assert!(c.ids().is_empty(), "{:?}", c.ids());
+        c.stop().await;
+    });
+}
+
 #[test]
 fn pause_holds_syncs_and_resume_catches_up() {
     let _serial = serial();
