@@ -159,17 +159,27 @@ fn sync_once(
     (up, skipped, del)
 }
 
-/// A directory the crawler may no longer list: what was indexed below it is withdrawn (its ACL
-/// can no longer be checked), not kept under the old ACL and not deleted; it comes back when
-/// the directory opens again.
-#[test]
+/// A root holding `hr/salaries.txt` and `canteen.txt`, indexed by a crawl as root; then
+/// `closed` (relative to the root, "" for the root itself) gets mode 000 and a crawler without
+/// root's rights syncs.
+struct ClosedToTheCrawler {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    index: Arc<Index>,
+    rt: tokio::runtime::Runtime,
+    /// What the unprivileged sync skipped and deleted.
+    skipped: BTreeMap<String, String>,
+    deleted: Vec<String>,
+}
+
+fn mode(p: &std::path::Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+}
+
 #[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
-fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
+fn crawl_then_close(closed: &str) -> ClosedToTheCrawler {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let mode = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
     mode(&root, 0o755);
     std::fs::create_dir(root.join("hr")).unwrap();
     mode(&root.join("hr"), 0o755);
@@ -177,19 +187,18 @@ fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
         std::fs::write(root.join(f), "text").unwrap();
         mode(&root.join(f), 0o644);
     }
-    let connector = || connector_at(&root);
     let index = Arc::new(Index::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let (up, _, _) = sync_once(&rt, connector(), &index);
+    let (up, _, _) = sync_once(&rt, connector_at(&root), &index);
     assert_eq!(up.len(), 2, "{up:?}");
 
     // The crawler runs without root's rights (the runtime's threads take the file-system uid of
     // `nobody`; run as another user, mode 000 refuses the owner too).
-    mode(&root.join("hr"), 0o000);
+    mode(&root.join(closed), 0o000);
     let unprivileged = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -201,81 +210,57 @@ fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
         })
         .build()
         .unwrap();
-    let (_, skipped, deleted) = sync_once(&unprivileged, connector(), &index);
-    let salaries = root.join("hr/salaries.txt").to_string_lossy().into_owned();
-    let why = skipped
-        .get(&salaries)
-        .unwrap_or_else(|| panic!("{skipped:?}"));
-    assert!(why.contains("withdrawn"), "{why}");
-    assert!(deleted.is_empty(), "{deleted:?}");
-    assert!(
-        index.native_ids("fs-conformance") == [root.join("canteen.txt").to_string_lossy()],
-        "{:?}",
-        index.native_ids("fs-conformance")
-    );
-    drop(unprivileged);
+    let (_, skipped, deleted) = sync_once(&unprivileged, connector_at(&root), &index);
+    ClosedToTheCrawler {
+        _dir: dir,
+        root,
+        index,
+        rt,
+        skipped,
+        deleted,
+    }
+}
 
-    mode(&root.join("hr"), 0o755);
-    let (up, _, _) = sync_once(&rt, connector(), &index);
-    assert_eq!(up, [salaries]);
+impl ClosedToTheCrawler {
+    fn path(&self, rel: &str) -> String {
+        self.root.join(rel).to_string_lossy().into_owned()
+    }
+
+    fn assert_withdrawn(&self, rel: &str) {
+        let why = self
+            .skipped
+            .get(&self.path(rel))
+            .unwrap_or_else(|| panic!("{:?}", self.skipped));
+        assert!(why.contains("withdrawn"), "{why}");
+        assert!(self.deleted.is_empty(), "{:?}", self.deleted);
+    }
+}
+
+/// A directory the crawler may no longer list: what was indexed below it is withdrawn (its ACL
+/// can no longer be checked), not kept under the old ACL and not deleted; it comes back when
+/// the directory opens again.
+#[test]
+fn a_directory_closed_to_the_crawler_withdraws_its_documents() {
+    let c = crawl_then_close("hr");
+    c.assert_withdrawn("hr/salaries.txt");
+    assert_eq!(
+        c.index.native_ids("fs-conformance"),
+        [c.path("canteen.txt")],
+    );
+    mode(&c.root.join("hr"), 0o755);
+    let (up, _, _) = sync_once(&c.rt, connector_at(&c.root), &c.index);
+    assert_eq!(up, [c.path("hr/salaries.txt")]);
 }
 
 /// The same for the root itself: closed to the crawler (an admin's `chmod 0700` on the share),
 /// its documents are withdrawn, not kept under their old ACLs as in an outage.
 #[test]
-#[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
 fn a_root_closed_to_the_crawler_withdraws_its_documents() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().canonicalize().unwrap();
-    let mode = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
-    mode(&root, 0o755);
-    std::fs::create_dir(root.join("hr")).unwrap();
-    mode(&root.join("hr"), 0o755);
-    for f in ["hr/salaries.txt", "canteen.txt"] {
-        std::fs::write(root.join(f), "text").unwrap();
-        mode(&root.join(f), 0o644);
-    }
-    let connector = || connector_at(&root);
-    let index = Arc::new(Index::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (up, _, _) = sync_once(&rt, connector(), &index);
-    assert_eq!(up.len(), 2, "{up:?}");
-
-    // The crawler runs without root's rights (the runtime's threads take the file-system uid of
-    // `nobody`; run as another user, mode 000 refuses the owner too).
-    mode(&root, 0o000);
-    let unprivileged = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(|| {
-            // SAFETY: setfsuid changes only the calling thread's file-system uid.
-            unsafe {
-                libc::setfsuid(65534);
-            }
-        })
-        .build()
-        .unwrap();
-    let (_, skipped, deleted) = sync_once(&unprivileged, connector(), &index);
-    let salaries = root.join("hr/salaries.txt").to_string_lossy().into_owned();
-    let why = skipped
-        .get(&salaries)
-        .unwrap_or_else(|| panic!("{skipped:?}"));
-    assert!(why.contains("withdrawn"), "{why}");
-    assert!(deleted.is_empty(), "{deleted:?}");
-    assert!(
-        index.native_ids("fs-conformance").is_empty(),
-        "{:?}",
-        index.native_ids("fs-conformance")
-    );
-    drop(unprivileged);
-
-    mode(&root, 0o755);
-    let (up, _, _) = sync_once(&rt, connector(), &index);
+    let c = crawl_then_close("");
+    c.assert_withdrawn("hr/salaries.txt");
+    c.assert_withdrawn("canteen.txt");
+    assert!(c.index.native_ids("fs-conformance").is_empty());
+    mode(&c.root, 0o755);
+    let (up, _, _) = sync_once(&c.rt, connector_at(&c.root), &c.index);
     assert_eq!(up.len(), 2, "{up:?}");
 }

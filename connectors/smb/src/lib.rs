@@ -675,13 +675,8 @@ async fn dacl_of(
     sids: &SidMap,
     cfg: &SmbConfig,
 ) -> (Result<Acl, String>, BTreeSet<String>) {
-    // The DACL alone: smb 0.11's descriptor parser reads the parts in order rather than at
-    // their offsets, and Samba may place the DACL after the owner and group SIDs in a
-    // different order; with one part the layout is unambiguous. Owner and group do not grant
-    // read access by themselves, so the ACL needs only the DACL.
-    let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
-    let sd = match file.query_security_info(info).await {
-        Ok(sd) => sd,
+    let aces = match dacl_aces(file).await {
+        Ok(aces) => aces,
         Err(e) => {
             return (
                 Err(format!("cannot read the security descriptor (DACL): {e}")),
@@ -689,16 +684,26 @@ async fn dacl_of(
             );
         }
     };
-    let aces: Option<Vec<Ace>> = sd
-        .dacl
-        .as_ref()
-        .map(|acl| acl.ace.iter().map(ace_of).collect());
     let computed = dacl::compute(aces.as_deref(), sids, cfg.null_dacl);
     let acl = computed.acl.and_then(|acl| match &cfg.share_acl {
         Some(share) => dacl::intersect_share(acl, share),
         None => Ok(acl),
     });
     (acl, computed.unmapped)
+}
+
+/// The ACEs of an open file's or folder's DACL; `None` for a NULL DACL.
+async fn dacl_aces(handle: &smb::ResourceHandle) -> smb::Result<Option<Vec<Ace>>> {
+    // The DACL alone: smb 0.11's descriptor parser reads the parts in order rather than at
+    // their offsets, and Samba may place the DACL after the owner and group SIDs in a
+    // different order; with one part the layout is unambiguous. Owner and group do not grant
+    // read access by themselves, so the ACL needs only the DACL.
+    let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
+    let sd = handle.query_security_info(info).await?;
+    Ok(sd
+        .dacl
+        .as_ref()
+        .map(|acl| acl.ace.iter().map(ace_of).collect()))
 }
 
 /// The folder holding `rel` ("" for the share's root).
@@ -739,11 +744,10 @@ async fn folder_dacl(
             );
         }
     };
-    let info = smb::AdditionalInfo::new().with_dacl_security_information(true);
-    let sd = dir.query_security_info(info).await;
+    let aces = dacl_aces(&dir).await;
     let _ = dir.close().await;
-    let sd = match sd {
-        Ok(sd) => sd,
+    let aces = match aces {
+        Ok(aces) => aces,
         Err(e) => {
             return (
                 Err(format!("cannot read the folder's security descriptor: {e}")),
@@ -751,10 +755,6 @@ async fn folder_dacl(
             );
         }
     };
-    let aces: Option<Vec<Ace>> = sd
-        .dacl
-        .as_ref()
-        .map(|acl| acl.ace.iter().map(ace_of).collect());
     let c = dacl::compute_for(aces.as_deref(), sids, cfg.null_dacl, dacl::REACH_BITS);
     (c.acl, c.unmapped)
 }
