@@ -181,9 +181,10 @@ async fn smb_share_answers_follow_windows_acls_per_identity() {
         "hr/promotions.md",
         &format!("D:(D;;FR;;;{HANA_SID})(A;;FR;;;S-1-22-2-{hr})"),
     );
-    // A folder whose inheritable ACE new files take…
+    // A folder whose inheritable ACE (read and execute: engineering may pass through it) new
+    // files take…
     s.mkdir("eng");
-    s.dacl("eng", &format!("D:(A;OICI;FR;;;S-1-22-2-{eng})"));
+    s.dacl("eng", &format!("D:(A;OICI;0x1200a9;;;S-1-22-2-{eng})"));
     s.put(
         "eng/oncall.md",
         "# On-call\n\nThe on-call rotation hands over every Monday at 10:00 through the pager bot.\n",
