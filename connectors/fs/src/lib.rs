@@ -1001,6 +1001,11 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "the path holds a NUL byte".to_string())?;
+    // CIFS, SMB and FUSE mounts make mode bits up from mount options (`file_mode`, `umask`),
+    // whatever extended attributes they answer (s3fs answers "none"): never trusted.
+    if let Some(kind @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = network_file_system(&c) {
+        return Err(untrusted_mount(kind));
+    }
     // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized buffer
     // only asks for the attribute's size, nothing is written.
     let r = unsafe {
@@ -1022,17 +1027,20 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
         // mount's are the mount's `file_mode`).
         Some(libc::ENOTSUP) => match network_file_system(&c) {
             None => Ok(false),
-            Some(kind) => Err(format!(
-                "lies on a {kind} mount, whose permissions the mode bits do not state: use the \
-                 smb or nfs connector, or state its access with an acl_rules entry \
-                 (mode = \"replace\")"
-            )),
+            Some(kind) => Err(untrusted_mount(kind)),
         },
         _ => Err(format!(
             "cannot tell whether {} has an access control list: {e}",
             path.display()
         )),
     }
+}
+
+fn untrusted_mount(kind: &str) -> String {
+    format!(
+        "lies on a {kind} mount, whose permissions the mode bits do not state: use the smb or \
+         nfs connector, or state its access with an acl_rules entry (mode = \"replace\")"
+    )
 }
 
 /// The kind of network file system `path` lies on, if it is one (by `statfs`'s type).
