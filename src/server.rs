@@ -289,7 +289,10 @@ pub async fn start_with(
             commands: cmd_rx,
             sink: tx.clone(),
             memberships: identities.clone(),
-            indexed: index.clone() as Arc<dyn IndexedState>,
+            indexed: Arc::new(crate::ingest::IndexedView {
+                index: index.clone() as Arc<dyn IndexedState>,
+                skips: skips.clone(),
+            }),
             checkpoint: checkpoints.get(cc.id()).cloned(),
             shutdown: shutdown.child_token(),
             status: status.clone(),

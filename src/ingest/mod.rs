@@ -70,7 +70,12 @@ pub struct SkipLog {
     jobs: Mutex<HashMap<String, docent_connector_api::StatusHandle>>,
     /// Per connector, what to tell when the pipeline fails to index a document it sent.
     failure_hooks: Mutex<HashMap<String, FailureHook>>,
+    /// Versions the pipeline gave up on for reasons not their own (see
+    /// [`docent_connector_api::IndexedState::gave_up`]), at most [`GAVE_UP_KEEP`].
+    gave_up: Mutex<HashMap<DocKey, String>>,
 }
+
+const GAVE_UP_KEEP: usize = 10_000;
 
 /// Called with (native id, version, whether the previous version stays) of a document the
 /// pipeline failed to index.
@@ -238,12 +243,56 @@ impl SkipLog {
         }
     }
 
+    /// Version `version` of `key` failed for a reason not its own and will not be tried again
+    /// by the pipeline: its connector is to send it again at its next scan.
+    fn give_up(&self, key: &DocKey, version: &str) {
+        let mut m = self.gave_up.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= GAVE_UP_KEEP && !m.contains_key(key) {
+            // Bounded: forgetting one only means waiting for a change or a full sync, as before.
+            if let Some(k) = m.keys().next().cloned() {
+                m.remove(&k);
+            }
+        }
+        m.insert(key.clone(), version.to_string());
+    }
+
+    /// The version of `key` the pipeline gave up on, if any.
+    pub fn gave_up_on(&self, key: &DocKey) -> Option<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
     /// (total, most recent first)
     pub fn get(&self, connector: &str) -> (u64, Vec<(String, String)>) {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         m.get(connector)
             .map(|s| (s.total, s.recent.iter().cloned().collect()))
             .unwrap_or_default()
+    }
+}
+
+/// What connectors see of the index: its state, and the versions the pipeline gave up on.
+pub struct IndexedView {
+    pub index: Arc<dyn docent_connector_api::IndexedState>,
+    pub skips: Arc<SkipLog>,
+}
+
+impl docent_connector_api::IndexedState for IndexedView {
+    fn get(&self, key: &DocKey) -> Option<docent_connector_api::IndexedDoc> {
+        self.index.get(key)
+    }
+
+    fn native_ids(&self, connector: &str) -> Vec<String> {
+        self.index.native_ids(connector)
+    }
+
+    fn gave_up(&self, key: &DocKey) -> Option<String> {
+        let version = self.skips.gave_up_on(key)?;
+        // Indexed after all (sent again, or retried): nothing is given up.
+        (self.index.get(key).map(|d| d.version) != Some(version.clone())).then_some(version)
     }
 }
 
@@ -262,9 +311,9 @@ pub struct PipelineConfig {
 /// Documents whose parse failed for a reason that is not theirs (parser processes busy or
 /// unable to start, parsers held up by timed-out ones; not a timeout itself) are kept, with
 /// their bytes, and tried again after `first`, then after 4× as long each time, `attempts`
-/// times in all; after that only a change, a full sync or a restart sends them again (as for
-/// every such failure before). The queue is in memory, bounded by `max_bytes` of content: a
-/// document over that is not retried, and nothing queued survives the daemon stopping.
+/// times in all; after that the version is given up on ([`IndexedView`]) and its connector
+/// sends it again at its next scan. The queue is in memory, bounded by `max_bytes` of content:
+/// a document over that is not retried, and nothing queued survives the daemon stopping.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub first: Duration,
@@ -672,6 +721,7 @@ impl Pipeline {
                             let keep_previous = keep_previous && !earlier_in_batch;
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
                             let first = first.unwrap_or(FirstFailure { job, was_indexed });
+                            let not_its_own = retry.is_some();
                             let retrying = match retry.and_then(|doc| {
                                 self.retries().schedule(
                                     &self.cfg.retry,
@@ -702,6 +752,9 @@ impl Pipeline {
                             // the document once.
                             self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                             self.stats.count(&key.connector, 0, 1);
+                            if not_its_own && !retrying {
+                                self.skips.give_up(&key, &version);
+                            }
                             if attempt == 0 {
                                 self.skips.record_failed_upsert(
                                     &key,
@@ -780,8 +833,10 @@ impl Pipeline {
                                 self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                                 self.skips
                                     .record(&p.record.key, &format!("embedding failed: {e}"));
-                                // Nothing is written for it: the previous version stays.
+                                // Nothing is written for it: the previous version stays, and its
+                                // connector sends it again at its next scan.
                                 self.skips.failed(&p.record.key, &p.record.version, true);
+                                self.skips.give_up(&p.record.key, &p.record.version);
                             }
                             Op::Write(p) => {
                                 self.index.upsert(p.record)?;
@@ -1200,6 +1255,52 @@ mod tests {
         assert!(all_retries(&pipeline).is_empty());
         // Indexed after all: it leaves the skip log.
         assert_eq!(pipeline.skips.get("c"), (0, Vec::new()));
+    }
+
+    /// A version the pipeline gives up on for a reason not its own is reported to connectors,
+    /// whose record of having sent it then no longer counts as "unchanged" (a crawler compares
+    /// with what it last sent, so it would never send it again); a document's own failure is
+    /// not, and an indexed version is given up on no longer.
+    #[test]
+    fn connectors_see_the_versions_given_up_on() {
+        use docent_connector_api::IndexedState;
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.retry.attempts = 0;
+        let view = IndexedView {
+            index: index.clone(),
+            skips: pipeline.skips.clone(),
+        };
+        let key = doc(0, 1).key;
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert_eq!(view.gave_up(&key), Some("1".to_string()));
+        let sent = Some(docent_connector_api::IndexedDoc {
+            version: "1".into(),
+            acl_fingerprint: doc(0, 1).acl.fingerprint(),
+        });
+        assert!(!docent_connector_api::sent_stands(&view, &key, &sent));
+
+        // Sent again, and indexed: nothing given up.
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert_eq!(view.gave_up(&key), None);
+        assert!(docent_connector_api::sent_stands(&view, &key, &sent));
+
+        // A document's own failure (nothing to index) is not given up on: sent again only
+        // when it changes.
+        let mut empty = doc(1, 1);
+        empty.content.clear();
+        pipeline
+            .process(vec![Change::Upsert(Box::new(empty.clone()))])
+            .unwrap();
+        assert_eq!(view.gave_up(&empty.key), None);
     }
 
     /// While a retry is pending the version is still on its way: the connector's failure hook

@@ -116,6 +116,23 @@ pub trait IndexedState: Send + Sync {
     fn get(&self, key: &DocKey) -> Option<IndexedDoc>;
     /// Native ids of every indexed document of `connector`.
     fn native_ids(&self, connector: &str) -> Vec<String>;
+    /// The version of `key` the pipeline failed to index for a reason not the document's own
+    /// (its parser could not run, the model failed) and will not try again by itself. A
+    /// connector's record of having sent that version must not stand in for the index: see
+    /// [`sent_stands`]. Default: none.
+    fn gave_up(&self, _key: &DocKey) -> Option<String> {
+        None
+    }
+}
+
+/// Whether a connector's record `last` of what it sent for `key` still stands for "the newest
+/// state", so that an unchanged document is not sent again: not when the pipeline gave up on
+/// that version ([`IndexedState::gave_up`]); then the document is sent again at the next scan.
+pub fn sent_stands(indexed: &dyn IndexedState, key: &DocKey, last: &Option<IndexedDoc>) -> bool {
+    match last {
+        Some(l) => indexed.gave_up(key).is_none_or(|v| v != l.version),
+        None => true,
+    }
 }
 
 /// Runtime status a connector reports, shown by the admin API.

@@ -506,6 +506,7 @@ impl Scanner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key.native_id)
+            && docent_connector_api::sent_stands(&*self.indexed, key, last)
         {
             return last.clone();
         }

@@ -604,7 +604,9 @@ impl Syncer {
     }
 
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self.sent.get(&key.native_id) {
+        if let Some(last) = self.sent.get(&key.native_id)
+            && docent_connector_api::sent_stands(&*self.indexed, key, last)
+        {
             return last.clone();
         }
         self.indexed.get(key)

@@ -905,7 +905,9 @@ impl Crawler {
     }
 
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self.sent.get(&key.native_id) {
+        if let Some(last) = self.sent.get(&key.native_id)
+            && docent_connector_api::sent_stands(&*self.indexed, key, last)
+        {
             return last.clone();
         }
         self.indexed.get(key)
