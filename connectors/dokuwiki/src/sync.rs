@@ -762,8 +762,9 @@ fn includes_other_pages(text: &str) -> Option<String> {
     }
     for (i, _) in text.match_indices("~~") {
         let rest = &text[i + 2..];
+        // Plugin directives are upper case (`~~DIR~~`, `~~INFO:…~~`).
         let name_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
+            .find(|c: char| !c.is_ascii_uppercase())
             .unwrap_or(rest.len());
         let name = &rest[..name_len];
         if name_len > 0
@@ -774,14 +775,14 @@ fn includes_other_pages(text: &str) -> Option<String> {
         }
     }
     for line in lower.lines().map(str::trim) {
-        // `----+ *name ...-+`: four dashes or more, a word, then dashes again.
+        // `----+ *data… -+` and `----+ *struct … -+`: four dashes or more, the data or struct
+        // plugin's word, then dashes again (not a PEM armour line such as `-----BEGIN …-----`).
         let Some(after) = line.strip_prefix("----") else {
             continue;
         };
         let inner = after.trim_start_matches('-').trim_end_matches('-').trim();
-        if !inner.is_empty()
-            && line.ends_with('-')
-            && inner.starts_with(|c: char| c.is_ascii_alphabetic())
+        if line.ends_with('-')
+            && (inner.starts_with("data") || inner.starts_with("struct"))
             && !inner.starts_with("dataentry")
         {
             return Some(format!("---- {inner} ----"));
@@ -865,5 +866,11 @@ mod tests {
         );
         assert_eq!(found("{{rss>https://example.org/feed}}"), None);
         assert_eq!(found("---- dataentry project ----\nowner: ana\n----"), None);
+        // A certificate in a code block, and tildes in prose.
+        assert_eq!(
+            found("<code>\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n</code>"),
+            None
+        );
+        assert_eq!(found("approx ~~done~~ and ~~ 5 minutes ~~"), None);
     }
 }

@@ -975,14 +975,14 @@ fn file_acl(
     // the access.
     let replaced = acl_rules::replaced(rules, rel);
     let mut acl = posix_acl(names, meta.uid(), meta.gid(), meta.mode());
-    if !replaced && has_access_acl(path)? {
+    if !replaced && has_access_acl(path, meta.dev())? {
         return Err(ACL_LIST.into());
     }
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(root)) {
         let m = std::fs::metadata(d)
             .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
-        if !replaced && has_access_acl(d)? {
+        if !replaced && has_access_acl(d, m.dev())? {
             return Err(format!("{}: {ACL_LIST}", d.display()));
         }
         acl = intersect(acl, posix_dir_acl(names, m.uid(), m.gid(), m.mode()));
@@ -998,13 +998,13 @@ const ACL_LIST: &str = "has a POSIX access control list, which Docent does not r
 /// bits and is not stored). An error when that cannot be told. The one `unsafe` call of the
 /// crate: libc's `lgetxattr`, asking only for the attribute's size.
 #[allow(unsafe_code)]
-fn has_access_acl(path: &Path) -> Result<bool, String> {
+fn has_access_acl(path: &Path, dev: u64) -> Result<bool, String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "the path holds a NUL byte".to_string())?;
     // CIFS, SMB and FUSE mounts make mode bits up from mount options (`file_mode`, `umask`),
     // whatever extended attributes they answer (s3fs answers "none"): never trusted.
-    if let Some(kind @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = network_file_system(&c) {
+    if let Some(kind @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = file_system_of(dev, &c) {
         return Err(untrusted_mount(kind));
     }
     // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized buffer
@@ -1026,7 +1026,7 @@ fn has_access_acl(path: &Path) -> Result<bool, String> {
         // No POSIX ACLs on this file system. A local one then has none; a network one may
         // keep its own (NFSv4, SMB) and show mode bits that do not say who may read (a CIFS
         // mount's are the mount's `file_mode`).
-        Some(libc::ENOTSUP) => match network_file_system(&c) {
+        Some(libc::ENOTSUP) => match file_system_of(dev, &c) {
             None => Ok(false),
             Some(kind) => Err(untrusted_mount(kind)),
         },
@@ -1044,6 +1044,27 @@ fn untrusted_mount(kind: &str) -> String {
     )
 }
 
+/// [`network_file_system`] of `path` on device `dev`, asked once per device (a reconciliation
+/// checks every file and every directory above it).
+fn file_system_of(dev: u64, path: &std::ffi::CStr) -> Option<&'static str> {
+    static KINDS: std::sync::Mutex<BTreeMap<u64, Option<&'static str>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if let Some(kind) = KINDS.lock().unwrap_or_else(|e| e.into_inner()).get(&dev) {
+        return *kind;
+    }
+    let kind = network_file_system(path);
+    // A failed `statfs` (the path just vanished) says nothing about the device.
+    if kind != Some(UNIDENTIFIED) {
+        KINDS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dev, kind);
+    }
+    kind
+}
+
+const UNIDENTIFIED: &str = "file system that cannot be identified";
+
 /// The kind of network file system `path` lies on, if it is one (by `statfs`'s type).
 #[allow(unsafe_code)]
 fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
@@ -1051,7 +1072,7 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
     // NUL-terminated and lives across the call.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
-        return Some("file system that cannot be identified");
+        return Some(UNIDENTIFIED);
     }
     // Magic numbers from linux/magic.h and the file systems' sources.
     #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
@@ -1199,6 +1220,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
         assert_eq!(network_file_system(&c), None);
+        let dev = std::fs::metadata(dir.path()).unwrap().dev();
+        assert_eq!(file_system_of(dev, &c), None);
         assert_eq!(network_file_system(c"/"), None);
     }
 

@@ -125,7 +125,7 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
                 deny: BTreeSet::new(),
             }),
             NullDacl::Skip => Err(
-                "the file has no DACL (NULL DACL: everyone may read); set null_dacl = \"everyone\" to index such files"
+                "no DACL (a NULL DACL lets everyone in); set null_dacl = \"everyone\" to index what such a DACL guards"
                     .to_string(),
             ),
         };
