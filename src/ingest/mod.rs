@@ -108,9 +108,14 @@ impl SkipLog {
             reason,
             "document skipped"
         );
+        self.note(key, reason, 1);
+    }
+
+    /// `key`'s reason becomes its most recent entry; the total grows by `counted`.
+    fn note(&self, key: &DocKey, reason: &str, counted: u64) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let s = m.entry(key.connector.clone()).or_default();
-        s.total += 1;
+        s.total += counted;
         s.recent.retain(|(id, _)| id != &key.native_id);
         s.recent
             .push_front((key.native_id.clone(), reason.to_string()));
@@ -202,14 +207,7 @@ impl SkipLog {
             reason,
             "document failed again"
         );
-        {
-            let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let s = m.entry(key.connector.clone()).or_default();
-            s.recent.retain(|(id, _)| id != &key.native_id);
-            s.recent
-                .push_front((key.native_id.clone(), reason.to_string()));
-            s.recent.truncate(SKIP_LOG_KEEP);
-        }
+        self.note(key, reason, 0);
         if !retrying {
             self.failed(key, version, kept_previous);
         }
