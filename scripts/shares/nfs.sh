@@ -2,7 +2,8 @@
 # A private NFS server for tests: nfs-ganesha (VFS FSAL) + rpcbind on 127.0.0.1.
 #
 #   nfs.sh install      install nfs-ganesha, nfs-ganesha-vfs and rpcbind (idempotent)
-#   nfs.sh start DIR    serve DIR/export over NFSv3 and NFSv4 (config, log and pid under DIR)
+#   nfs.sh start DIR    serve DIR/export over NFSv3 (with the NFSACL side protocol) and NFSv4
+#                       (config, log and pid under DIR)
 #   nfs.sh stop DIR     stop the server started with DIR
 #
 # ganesha binds port 2049 (fixed) and rpcbind port 111: only one server per machine can run at a
@@ -48,6 +49,7 @@ NFS_CORE_PARAM {
     NFS_Port = 2049;
     Enable_NLM = false;
     Enable_RQUOTA = false;
+    Enable_NFSACL = true;
 }
 NFSV4 {
     Graceless = true;

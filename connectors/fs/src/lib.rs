@@ -32,7 +32,7 @@ mod acl_rules;
 mod config;
 mod posix_names;
 
-pub use acl_rules::{AclRule, RuleMode};
+pub use acl_rules::{AclRule, RuleMode, replaced as acl_replaced};
 pub use config::Factory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -991,7 +991,8 @@ fn file_acl(
     Ok(acl_rules::apply(rules, rel, acl))
 }
 
-const ACL_LIST: &str = "has a POSIX access control list, which Docent does not read: state its \
+/// Why a file or directory with a POSIX access list is skipped (shared with the nfs connector).
+pub const ACL_LIST: &str = "has a POSIX access control list, which Docent does not read: state its \
      access with an acl_rules entry (mode = \"replace\")";
 
 /// Whether `path` carries an extended POSIX access control list (a minimal one is the mode

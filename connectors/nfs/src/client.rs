@@ -9,13 +9,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use nfs3_client::net::Connector;
 use nfs3_client::nfs3_types::nfs3::{self, Nfs3Option, Nfs3Result, fattr3, nfs_fh3, nfsstat3};
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
+use nfs3_client::rpc::RpcClient;
 use nfs3_client::tokio::{TokioConnector, TokioIo};
-use nfs3_client::{ConnectError, Nfs3Client, Nfs3ConnectionBuilder};
+use nfs3_client::{ConnectError, Nfs3Client, Nfs3ConnectionBuilder, RpcError};
 
 use crate::NfsConfig;
+use crate::nfsacl::{self, AccessList};
 
 type Io = TokioIo<tokio::net::TcpStream>;
 
@@ -62,6 +65,30 @@ pub struct Session {
     client: Nfs3Client<Io>,
     pub root: nfs_fh3,
     timeout: Duration,
+    acl: AclChannel,
+}
+
+/// Connections for the NFSACL side protocol, opened as needed (up to [`ACL_CONNECTIONS`]).
+struct AclChannel {
+    addr: SocketAddr,
+    privileged: bool,
+    cred: opaque_auth<'static>,
+    open: Vec<RpcClient<Io>>,
+    /// The server does not offer it (why).
+    unsupported: Option<String>,
+}
+
+/// At most this many NFSACL calls in flight, each on its own connection (the protocol's
+/// client here waits for each reply before the next call).
+const ACL_CONNECTIONS: usize = 8;
+
+/// What the server says of an object's POSIX access list.
+pub enum AclAnswer {
+    List(AccessList),
+    /// This object's own error (stale handle, refused).
+    Refused(nfsstat3),
+    /// The server does not offer the NFSACL protocol (why).
+    Unsupported(String),
 }
 
 /// Up to this many bytes per READ (servers cap it at their own maximum).
@@ -77,7 +104,7 @@ impl Session {
             export: cfg.export.clone(),
             message,
         };
-        let privileged = cfg.privileged_port.unwrap_or(true);
+        let mut privileged = cfg.privileged_port.unwrap_or(true);
         let conn = match mount(cfg, ip, privileged).await {
             // Not root: binding a port below 1024 is refused. In auto mode fall back to an
             // ordinary port (servers with `insecure` / `PrivilegedPort = false` accept it).
@@ -85,6 +112,7 @@ impl Session {
                 if cfg.privileged_port.is_none()
                     && e.kind() == std::io::ErrorKind::PermissionDenied =>
             {
+                privileged = false;
                 mount(cfg, ip, false).await
             }
             other => other,
@@ -101,11 +129,126 @@ impl Session {
             Err(Some(e)) => return Err(mount_err(e.to_string())),
         };
         let root = conn.root_nfs_fh3();
+        // NFSACL is served on the NFS port (Linux, nfs-ganesha).
+        let acl = AclChannel {
+            addr: SocketAddr::new(ip, conn.nfs3_port),
+            privileged,
+            cred: credential(cfg),
+            open: Vec::new(),
+            unsupported: None,
+        };
         Ok(Self {
             client: conn.into_nfs3_client(),
             root,
             timeout: cfg.rpc_timeout,
+            acl,
         })
+    }
+
+    /// The objects' POSIX access lists, by the NFSACL protocol (`GETACL`), in the order
+    /// given; `paths` name them in errors. Several calls are in flight at once.
+    pub async fn access_lists(
+        &mut self,
+        fhs: &[&nfs_fh3],
+        paths: &[&str],
+    ) -> Result<Vec<AclAnswer>, NfsError> {
+        let unsupported = |why: &str| {
+            (0..fhs.len())
+                .map(|_| AclAnswer::Unsupported(why.to_string()))
+                .collect()
+        };
+        if let Some(why) = &self.acl.unsupported {
+            return Ok(unsupported(why));
+        }
+        let secs = self.timeout.as_secs();
+        let timeout = |i: usize| NfsError::Timeout {
+            op: "getacl",
+            path: paths[i].to_string(),
+            secs,
+        };
+        let rpc_err = |i: usize, message: String| NfsError::Rpc {
+            op: "getacl",
+            path: paths[i].to_string(),
+            message,
+        };
+        // One connection until the server has shown that it answers, then as many as the
+        // batch can keep busy.
+        let want = if self.acl.open.is_empty() {
+            1
+        } else {
+            fhs.len().div_ceil(4).clamp(1, ACL_CONNECTIONS)
+        };
+        while self.acl.open.len() < want {
+            let io =
+                tokio::time::timeout(self.timeout, connect(self.acl.addr, self.acl.privileged))
+                    .await
+                    .map_err(|_| timeout(0))?
+                    .map_err(|e| rpc_err(0, format!("cannot connect for NFSACL: {e}")))?;
+            self.acl.open.push(RpcClient::new_with_auth(
+                io,
+                self.acl.cred.clone(),
+                opaque_auth::default(),
+            ));
+        }
+        let lanes = self.acl.open.len().min(fhs.len());
+        let deadline = self.timeout;
+        let calls = self.acl.open[..lanes]
+            .iter_mut()
+            .enumerate()
+            .map(|(lane, rpc)| async move {
+                let mut out = Vec::new();
+                for i in (lane..fhs.len()).step_by(lanes) {
+                    let args = nfsacl::GetAclArgs { fh: fhs[i] };
+                    let call = rpc.call::<_, nfsacl::RawReply>(
+                        nfsacl::PROGRAM,
+                        nfsacl::VERSION,
+                        nfsacl::GETACL,
+                        &args,
+                    );
+                    let r = tokio::time::timeout(deadline, call).await;
+                    let failed = !matches!(r, Ok(Ok(_)));
+                    out.push((i, r));
+                    // A connection's state is unknown after a failure.
+                    if failed {
+                        break;
+                    }
+                }
+                out
+            });
+        let mut replies: Vec<Option<nfsacl::RawReply>> = (0..fhs.len()).map(|_| None).collect();
+        for (i, r) in futures::future::join_all(calls).await.into_iter().flatten() {
+            match r {
+                Ok(Ok(reply)) => replies[i] = Some(reply),
+                Ok(Err(e)) if not_offered(&e) => {
+                    let why = format!("the server does not offer NFSACL version 3 ({e})");
+                    self.acl.open.clear();
+                    let all = unsupported(&why);
+                    self.acl.unsupported = Some(why);
+                    return Ok(all);
+                }
+                // The sync ends as an outage; the next one opens new connections.
+                Ok(Err(e)) => {
+                    self.acl.open.clear();
+                    return Err(rpc_err(i, e.to_string()));
+                }
+                Err(_) => {
+                    self.acl.open.clear();
+                    return Err(timeout(i));
+                }
+            }
+        }
+        replies
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let r = r.expect("every call answered or ended the batch");
+                match nfsacl::parse_getacl(&r.0) {
+                    Ok(Ok(list)) => Ok(AclAnswer::List(list)),
+                    Ok(Err(stat)) => Ok(AclAnswer::Refused(stat)),
+                    Err(e) => Err(rpc_err(i, format!("malformed NFSACL reply: {e}"))),
+                }
+            })
+            .collect()
     }
 
     pub async fn lookup(
@@ -269,17 +412,10 @@ async fn mount(
     ip: IpAddr,
     privileged: bool,
 ) -> Result<nfs3_client::Nfs3Connection<Io>, Option<ConnectError>> {
-    let cred = opaque_auth::auth_unix(&auth_unix {
-        stamp: 0,
-        machinename: Opaque::borrowed(b"docent"),
-        uid: cfg.uid,
-        gid: cfg.gid,
-        gids: cfg.gids.clone(),
-    });
     let mut b = Nfs3ConnectionBuilder::new(TokioConnector, ip.to_string(), &cfg.export)
         .portmapper_port(cfg.portmapper_port)
         .connect_from_privileged_port(privileged)
-        .credential(cred);
+        .credential(credential(cfg));
     if let Some(p) = cfg.mount_port {
         b = b.mount_port(p);
     }
@@ -290,6 +426,49 @@ async fn mount(
         Ok(r) => r.map_err(Some),
         Err(_) => Err(None),
     }
+}
+
+/// Whether an RPC error says the server does not offer the program, version or procedure
+/// (rather than that the call failed).
+fn not_offered(e: &RpcError) -> bool {
+    matches!(
+        e,
+        RpcError::ProgUnavail | RpcError::ProgMismatch { .. } | RpcError::ProcUnavail
+    )
+}
+
+/// The crawler's AUTH_SYS identity.
+fn credential(cfg: &NfsConfig) -> opaque_auth<'static> {
+    opaque_auth::auth_unix(&auth_unix {
+        stamp: 0,
+        machinename: Opaque::borrowed(b"docent"),
+        uid: cfg.uid,
+        gid: cfg.gid,
+        gids: cfg.gids.clone(),
+    })
+}
+
+/// A TCP connection to `addr`, from a port below 1024 when `privileged` (as the mount's were).
+async fn connect(addr: SocketAddr, privileged: bool) -> std::io::Result<Io> {
+    if !privileged {
+        return TokioConnector.connect(addr).await;
+    }
+    let mut last = None;
+    for port in (600..1024).rev() {
+        match TokioConnector.connect_with_port(addr, port).await {
+            Ok(io) => return Ok(io),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port below 1024")))
 }
 
 async fn resolve(server: &str) -> Result<IpAddr, NfsError> {
@@ -330,5 +509,20 @@ pub fn join(dir: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{dir}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unoffered_program_version_or_procedure_means_no_nfsacl() {
+        assert!(not_offered(&RpcError::ProgUnavail));
+        assert!(not_offered(&RpcError::ProgMismatch { low: 2, high: 2 }));
+        assert!(not_offered(&RpcError::ProcUnavail));
+        assert!(!not_offered(&RpcError::GarbageArgs));
+        assert!(!not_offered(&RpcError::SystemErr));
+        assert!(!not_offered(&RpcError::Io(std::io::Error::other("reset"))));
     }
 }

@@ -57,6 +57,8 @@ struct RawNfs {
     gids: Vec<u32>,
     #[serde(default)]
     privileged_port: Option<bool>,
+    #[serde(default)]
+    require_nfsacl: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +202,7 @@ impl ConnectorFactory for Factory {
             gid: c.gid,
             gids: c.gids,
             privileged_port: c.privileged_port,
+            require_nfsacl: c.require_nfsacl,
         };
         is.finish(Arc::new(Spec(cfg)) as Arc<dyn ConnectorSpec>)
     }
@@ -235,6 +238,7 @@ mod tests {
         assert_eq!(c.deletion_protection_percent, 15);
         assert_eq!(c.deletion_protection_min_docs, 5);
         assert_eq!(c.max_file_size, 1000);
+        assert!(!c.require_nfsacl);
     }
 
     #[test]

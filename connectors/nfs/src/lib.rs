@@ -8,6 +8,10 @@
 //!   passwd/group files), narrowed by who may enter each directory from the export's root
 //!   down to the file (`posix_dir_acl`), possibly changed by configured path rules; a file nobody may read is
 //!   skipped with a reason, never indexed;
+//! - a file whose POSIX access list (asked by NFSACL, see `nfsacl.rs`) says more than its mode
+//!   bits, or that lies under a directory whose list does, is skipped unless a `replace` rule
+//!   states its access (as in the fs connector); a server without NFSACL has its mode bits
+//!   trusted with a warning, or with `require_nfsacl` fails the sync;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
 //!   (or last sent) is never read;
 //! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
@@ -38,6 +42,7 @@
 //! # reconcile_interval_secs = 300    # polling interval
 //! # retry_max_secs = 300             # backoff cap after a failed sync
 //! # rpc_timeout_secs = 30
+//! # require_nfsacl = false           # true: refuse a server without NFSACL (no POSIX ACLs seen)
 //! # deletion_protection_percent = 15
 //! # deletion_protection_min_docs = 5
 //! # [[connectors.acl_rules]]         # as in the fs connector, prefixes relative to the export
@@ -47,6 +52,7 @@
 
 mod client;
 mod config;
+mod nfsacl;
 
 pub use client::NfsError;
 pub use config::Factory;
@@ -63,14 +69,15 @@ use docent_connector_api::{
     MembershipSink, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::{
-    AclRule, PosixNames, apply_acl_rules, intersect, posix_acl, posix_dir_acl,
+    ACL_LIST, AclRule, PosixNames, acl_replaced, apply_acl_rules, intersect, posix_acl,
+    posix_dir_acl,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use nfs3_client::nfs3_types::nfs3::{fattr3, ftype3, nfs_fh3, nfsstat3};
 use tokio::sync::mpsc;
 
-use client::{Session, join};
+use client::{AclAnswer, Session, join};
 
 /// Validated configuration of one NFS connector.
 #[derive(Debug, Clone)]
@@ -116,6 +123,10 @@ pub struct NfsConfig {
     /// Connect from a port below 1024: `Some(true)` always, `Some(false)` never, `None` when the
     /// process may (falls back to an ordinary port when it is not root).
     pub privileged_port: Option<bool>,
+    /// Refuse to index from a server that does not offer the NFSACL protocol (it could keep
+    /// POSIX access lists that the mode bits do not show). Off: such a server's mode bits are
+    /// trusted, with a warning.
+    pub require_nfsacl: bool,
 }
 
 /// The connector, built from a validated config.
@@ -181,6 +192,9 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         sent: HashMap::new(),
         job: 0,
         full: false,
+        lists: HashMap::new(),
+        lists_before: HashMap::new(),
+        warned_nfsacl: false,
     };
 
     let mut next = tokio::time::Instant::now();
@@ -291,7 +305,15 @@ struct Found {
     /// Who may enter every directory from the export's root to the file (search
     /// permission): the file's ACL is narrowed by it.
     dirs: Acl,
+    /// Why the directories above do not tell who may enter them (the first one with a POSIX
+    /// access list, or whose list cannot be read): the file is skipped unless a `replace`
+    /// rule states its access.
+    above: Option<String>,
 }
+
+/// Whether an object's POSIX access list says more than its mode bits, as the server said at
+/// the object's `ctime` (a `setfacl` changes it).
+type SeenLists = HashMap<(u64, u64), ((u32, u32), bool)>;
 
 struct Syncer {
     cfg: Arc<NfsConfig>,
@@ -306,6 +328,12 @@ struct Syncer {
     job: u64,
     /// A full sync: read and re-parse every file, changed or not.
     full: bool,
+    /// Access lists seen by this reconciliation, and by the previous one (objects not seen
+    /// again are forgotten): an unchanged object is not asked again.
+    lists: SeenLists,
+    lists_before: SeenLists,
+    /// The server's lack of NFSACL was logged.
+    warned_nfsacl: bool,
 }
 
 impl Syncer {
@@ -429,7 +457,12 @@ impl Syncer {
                 )));
             }
         };
+        self.lists_before = std::mem::take(&mut self.lists);
         let mut reach = posix_dir_acl(&names, root_attr.uid, root_attr.gid, root_attr.mode);
+        let mut above = self
+            .access_list(&mut session, &top, &root_attr, "")
+            .await?
+            .map(|why| dir_reason("", &why));
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
                 top_rel = join(&top_rel, part);
@@ -452,6 +485,12 @@ impl Syncer {
                     })?,
                 };
                 reach = intersect(reach, posix_dir_acl(&names, attr.uid, attr.gid, attr.mode));
+                if above.is_none() {
+                    above = self
+                        .access_list(&mut session, &fh, &attr, &top_rel)
+                        .await?
+                        .map(|why| dir_reason(&top_rel, &why));
+                }
                 top = fh;
             }
         }
@@ -462,9 +501,9 @@ impl Syncer {
         // Directories the crawler is refused: what is indexed under them is withdrawn.
         let mut denied: Vec<(String, String)> = Vec::new();
         // Each directory below the top narrows further who may reach what it holds.
-        let mut dirs = vec![(top, top_rel.clone(), reach)];
+        let mut dirs = vec![(top, top_rel.clone(), reach, above)];
         let mut visited_dirs = BTreeSet::new();
-        while let Some((dir, rel_dir, reach)) = dirs.pop() {
+        while let Some((dir, rel_dir, reach, above)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {
                 Ok(e) => e,
                 // The top refused to the crawler (an admin closed it) is withdrawn like a
@@ -488,6 +527,25 @@ impl Syncer {
                     continue;
                 }
             };
+            // The lists of what this directory holds, asked together.
+            if above.is_none() {
+                let objs: Vec<_> = entries
+                    .iter()
+                    .filter_map(|e| {
+                        let rel = join(&rel_dir, std::str::from_utf8(&e.name).ok()?);
+                        let ask = match e.attr.type_ {
+                            ftype3::NF3DIR => !self.filter.excludes(&rel),
+                            ftype3::NF3REG => {
+                                self.selected(&rel)
+                                    && !acl_replaced(&self.cfg.acl_rules, Path::new(&rel))
+                            }
+                            _ => false,
+                        };
+                        ask.then_some((&e.fh, &e.attr, rel))
+                    })
+                    .collect();
+                self.prefetch_lists(&mut session, &objs).await?;
+            }
             let mut files = Vec::new();
             for e in entries {
                 let Ok(name) = String::from_utf8(e.name) else {
@@ -501,7 +559,14 @@ impl Syncer {
                             && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
                         {
                             let enter = posix_dir_acl(&names, e.attr.uid, e.attr.gid, e.attr.mode);
-                            dirs.push((e.fh, rel, intersect(reach.clone(), enter)));
+                            let above = match &above {
+                                Some(why) => Some(why.clone()),
+                                None => self
+                                    .access_list(&mut session, &e.fh, &e.attr, &rel)
+                                    .await?
+                                    .map(|why| dir_reason(&rel, &why)),
+                            };
+                            dirs.push((e.fh, rel, intersect(reach.clone(), enter), above));
                         }
                     }
                     // Symbolic links are not followed (as in the fs connector's default).
@@ -512,6 +577,7 @@ impl Syncer {
                         fh: e.fh,
                         attr: e.attr,
                         dirs: reach.clone(),
+                        above: above.clone(),
                     }),
                 }
             }
@@ -612,6 +678,95 @@ impl Syncer {
         self.indexed.get(key)
     }
 
+    /// Why an object's mode bits do not tell who may read (or enter) it: it carries a POSIX
+    /// access list that says more ([`ACL_LIST`]), or its list cannot be read. `None`: the mode
+    /// bits tell it all, or the server offers no NFSACL and `require_nfsacl` is off (logged
+    /// once). Asked again only when the object's `ctime` changed.
+    async fn access_list(
+        &mut self,
+        session: &mut Session,
+        fh: &nfs_fh3,
+        attr: &fattr3,
+        rel: &str,
+    ) -> Result<Option<String>, SyncError> {
+        if !list_matters(attr) {
+            return Ok(None);
+        }
+        let key = (attr.fsid, attr.fileid);
+        let ctime = (attr.ctime.seconds, attr.ctime.nseconds);
+        let seen = match self.lists.get(&key) {
+            Some(s) => Some(*s),
+            None => self.lists_before.remove(&key),
+        };
+        if let Some((at, extends)) = seen
+            && at == ctime
+        {
+            self.lists.insert(key, (at, extends));
+            return Ok(extends.then(|| ACL_LIST.to_string()));
+        }
+        let answer = session.access_lists(&[fh], &[rel]).await?.pop();
+        match answer.expect("one answer per object") {
+            AclAnswer::List(list) => {
+                let extends = list.extends_mode();
+                self.lists.insert(key, (ctime, extends));
+                Ok(extends.then(|| ACL_LIST.to_string()))
+            }
+            AclAnswer::Refused(stat) => Ok(Some(format!(
+                "has an access control list that cannot be read ({stat})"
+            ))),
+            AclAnswer::Unsupported(why) => {
+                if self.cfg.require_nfsacl {
+                    return Err(SyncError::Outage(format!(
+                        "{why}, and require_nfsacl is set: nothing is indexed from {}:{} until it does",
+                        self.cfg.server, self.cfg.export
+                    )));
+                }
+                if !self.warned_nfsacl {
+                    self.warned_nfsacl = true;
+                    tracing::warn!(connector = %self.cfg.id, reason = %why, "POSIX access lists on this export cannot be seen: mode bits are trusted (set require_nfsacl to refuse)");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Asks together for the lists of those of `objs` (handle, attributes, path) not seen at
+    /// their current `ctime`, so that [`Self::access_list`] finds them: a listing's worth of
+    /// calls in flight at once instead of one after another.
+    async fn prefetch_lists(
+        &mut self,
+        session: &mut Session,
+        objs: &[(&nfs_fh3, &fattr3, String)],
+    ) -> Result<(), SyncError> {
+        let unseen: Vec<_> = objs
+            .iter()
+            .filter(|(_, a, _)| {
+                if !list_matters(a) {
+                    return false;
+                }
+                let ctime = (a.ctime.seconds, a.ctime.nseconds);
+                let key = (a.fsid, a.fileid);
+                let at = self.lists.get(&key).or_else(|| self.lists_before.get(&key));
+                at.is_none_or(|(at, _)| *at != ctime)
+            })
+            .collect();
+        if unseen.is_empty() {
+            return Ok(());
+        }
+        let fhs: Vec<&nfs_fh3> = unseen.iter().map(|(fh, _, _)| *fh).collect();
+        let paths: Vec<&str> = unseen.iter().map(|(_, _, p)| p.as_str()).collect();
+        let answers = session.access_lists(&fhs, &paths).await?;
+        for ((_, a, _), answer) in unseen.iter().zip(answers) {
+            // Other answers are given again, one by one, where they are used.
+            if let AclAnswer::List(list) = answer {
+                let ctime = (a.ctime.seconds, a.ctime.nseconds);
+                self.lists
+                    .insert((a.fsid, a.fileid), (ctime, list.extends_mode()));
+            }
+        }
+        Ok(())
+    }
+
     /// The ACL and version of a file from its attributes, or why it cannot be indexed.
     fn acl_and_version(
         &self,
@@ -653,7 +808,21 @@ impl Syncer {
         let prev = self.last_known(&key);
         let known = prev.is_some();
         self.count(|j| j.counts.scanned += 1);
-        let doc = match self.read_if_changed(session, names, &f, &key, prev).await? {
+        // Mode bits do not tell who may read under a POSIX access list (as in the fs
+        // connector): such a file, or one below such a directory, is skipped unless a
+        // `replace` rule states its access.
+        let listed = if acl_replaced(&self.cfg.acl_rules, Path::new(&f.rel)) {
+            None
+        } else if let Some(why) = &f.above {
+            Some(why.clone())
+        } else {
+            self.access_list(session, &f.fh, &f.attr, &f.rel).await?
+        };
+        let outcome = match listed {
+            Some(reason) => Err(reason),
+            None => self.read_if_changed(session, names, &f, &key, prev).await?,
+        };
+        let doc = match outcome {
             Ok(Some(doc)) => doc,
             Ok(None) => {
                 self.count(|j| j.counts.unchanged += 1);
@@ -762,6 +931,24 @@ impl Syncer {
     }
 }
 
+/// Whether an access list could change who may read a file (or enter a directory) beyond what
+/// its mode bits say. Under a list the group bits are its mask, which bounds every named entry
+/// and the owning group; the other bits still bound the rest. With neither granting, only the
+/// owner may, exactly as the mode says: no need to ask.
+fn list_matters(a: &fattr3) -> bool {
+    let bit = if a.type_ == ftype3::NF3DIR { 0o1 } else { 0o4 };
+    a.mode & ((bit << 3) | bit) != 0
+}
+
+/// Why the files below directory `rel` are skipped, `why` being the directory's own reason.
+fn dir_reason(rel: &str, why: &str) -> String {
+    if rel.is_empty() {
+        format!("the export's root directory {why}")
+    } else {
+        format!("directory {rel:?} {why}")
+    }
+}
+
 /// (file id, size, mtime): a rewrite, a replacement under the same name or a touch all change it.
 fn version(a: &fattr3) -> String {
     format!(
@@ -788,6 +975,50 @@ fn nfs_uri(server: &str, export: &str, rel: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn attr(type_: ftype3, mode: u32) -> fattr3 {
+        use nfs3_client::nfs3_types::nfs3::{nfstime3, specdata3};
+        let t = nfstime3 {
+            seconds: 0,
+            nseconds: 0,
+        };
+        fattr3 {
+            type_,
+            mode,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            used: 0,
+            rdev: specdata3 {
+                specdata1: 0,
+                specdata2: 0,
+            },
+            fsid: 0,
+            fileid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        }
+    }
+
+    #[test]
+    fn only_a_group_or_other_class_with_the_permission_needs_the_list() {
+        use ftype3::{NF3DIR, NF3REG};
+        // Files: read. Under a list the group bits are its mask: without r there, and without
+        // r for others, only the owner reads, whatever the list names.
+        for (mode, asks) in [(0o600, false), (0o700, false), (0o640, true), (0o604, true)] {
+            assert_eq!(list_matters(&attr(NF3REG, mode)), asks, "file {mode:o}");
+        }
+        // Directories: search.
+        for (mode, asks) in [(0o700, false), (0o766, false), (0o710, true), (0o701, true)] {
+            assert_eq!(
+                list_matters(&attr(NF3DIR, mode)),
+                asks,
+                "directory {mode:o}"
+            );
+        }
+    }
 
     #[test]
     fn uri_percent_encodes() {

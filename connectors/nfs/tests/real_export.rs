@@ -574,6 +574,35 @@ fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
     });
 }
 
+/// ganesha 4.3 (Debian's) keeps no POSIX access lists, and answers NFSACL's GETACL with none:
+/// the file's mode bits then tell it all, and `require_nfsacl` is satisfied. Not tested against
+/// a real server: a list that says more (tested on Linux's reply format in `nfsacl.rs`; Debian's
+/// ganesha refuses SETACL with NFS3ERR_INVAL and the kernel server cannot run here), and a
+/// server without NFSACL (this ganesha answers it even with `Enable_NFSACL = false`).
+#[test]
+fn a_server_that_answers_nfsacl_is_asked_for_every_file_and_directory() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("team/a.txt", "asked", 1001, 2001, 0o640);
+    server.put("b.txt", "asked too", 1002, 2002, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector("require_nfsacl = true\n"));
+        let sent = c.next_sync().await;
+        assert_eq!(
+            sent.upserts["team/a.txt"],
+            acl(&[Principal::user("alice"), Principal::group("staff")])
+        );
+        assert!(sent.upserts.contains_key("b.txt"), "{sent:?}");
+        assert!(sent.skipped.is_empty(), "{sent:?}");
+        // A chmod changes the ctime: the file is asked again and its new mode applies.
+        server.chmod("team/a.txt", 0o600);
+        let sent = c.sync_now().await;
+        assert_eq!(sent.upserts["team/a.txt"], acl(&[Principal::user("alice")]));
+        assert_eq!(sent.upserts.len(), 1, "{sent:?}");
+        c.stop().await;
+    });
+}
+
 #[test]
 fn an_empty_listing_deletes_nothing() {
     let _serial = serial();
