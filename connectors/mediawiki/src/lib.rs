@@ -1,6 +1,7 @@
 //! MediaWiki connector: crawls a wiki through its action API (`api.php`), then follows it by
-//! polling recent changes and the log, with a periodic full reconciliation that makes the index
-//! converge whatever the change streams missed.
+//! polling recent changes and the log, with a sweep of a few indexed pages at each poll and a
+//! periodic full reconciliation that make the index converge whatever the change streams
+//! missed (a suppressed deletion leaves nothing the bot may read).
 //!
 //! Each page is one document: its key is the page id (stable across moves), its content the
 //! HTML the wiki renders (`action=parse`, templates expanded), its version the latest revision

@@ -30,6 +30,8 @@ use crate::config::MediaWikiConfig;
 
 /// Pages per `pageids=` state query (the API's limit for ordinary accounts).
 const STATE_BATCH: usize = 50;
+/// Indexed pages checked against the wiki at each poll (one state query), in turn.
+const SWEEP_BATCH: usize = STATE_BATCH;
 /// Log types whose events may change a page's existence, title, namespace or content.
 const PAGE_LOG_TYPES: &[&str] = &["delete", "move", "protect", "import", "merge", "upload"];
 
@@ -168,6 +170,8 @@ pub struct Syncer {
     /// delete/skip (`None`) — until the index shows the same (as the fs connector): "unchanged"
     /// and "known" are judged against what was sent, not only what was committed.
     sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
+    /// The sweep goes on after this page id (see [`Syncer::sweep`]).
+    swept_to: AtomicU64,
 }
 
 impl Syncer {
@@ -192,6 +196,7 @@ impl Syncer {
             full: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(true),
             sent: Mutex::default(),
+            swept_to: AtomicU64::new(0),
         }
     }
 
@@ -318,6 +323,7 @@ impl Syncer {
             return self.reconcile(None, trigger, false, false).await;
         }
         self.log_events(&from, &mut next, &mut touched).await?;
+        self.sweep(&touched, trigger).await?;
         if !touched.is_empty() {
             let id = self.status.start_job(None, "watch", trigger, unix_millis());
             self.job.store(id, Ordering::Relaxed);
@@ -334,6 +340,94 @@ impl Syncer {
         self.settle(&Synced::Polled);
         self.commit(next, false).await?;
         Ok(Synced::Polled)
+    }
+
+    /// Checks the next few indexed pages (in page-id order, round and round) against the wiki,
+    /// so that a page whose deletion or edit never showed in recent changes or the log (a
+    /// suppressed deletion, which leaves nothing the bot may read; an import; purged entries)
+    /// leaves the index within a round of polls instead of at the next full reconciliation.
+    /// Pages in `touched` are judged by the poll itself. A page is deleted only when the wiki
+    /// answers it as missing (or out of scope), never for an absent answer; a batch in which
+    /// every page is gone, or more than deletion protection allows, deletes nothing and is
+    /// left to the reconciliation (whose own protections then apply).
+    async fn sweep(&self, touched: &BTreeSet<u64>, trigger: &'static str) -> Result<(), SyncError> {
+        let indexed = self.indexed.native_ids(&self.cfg.id);
+        let mut ids: Vec<u64> = self
+            .known_ids(&indexed)
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .filter(|id| !touched.contains(id))
+            .collect();
+        ids.sort_unstable();
+        let after = self.swept_to.load(Ordering::Relaxed);
+        let start = ids.partition_point(|&id| id <= after);
+        let mut batch: Vec<u64> = ids[start..].iter().take(SWEEP_BATCH).copied().collect();
+        if batch.len() < SWEEP_BATCH {
+            // Round again from the lowest id.
+            let more = SWEEP_BATCH - batch.len();
+            batch.extend(ids[..start].iter().take(more));
+        }
+        let Some(&last) = batch.last() else {
+            return Ok(());
+        };
+        self.swept_to.store(last, Ordering::Relaxed);
+        let wanted: BTreeSet<u64> = batch.iter().copied().collect();
+        let (states, missing) = self.page_states_and_missing(&wanted).await?;
+        let mut gone = Vec::new();
+        let mut changed = Vec::new();
+        for id in &batch {
+            match states.get(id) {
+                Some(m) if self.in_scope(m) => {
+                    let key = DocKey::new(&self.cfg.id, id.to_string());
+                    if self
+                        .last_known(&key)
+                        .is_some_and(|k| k.version != m.revid.to_string())
+                    {
+                        changed.push(m.clone());
+                    }
+                }
+                Some(_) => gone.push(*id),
+                None if missing.contains(id) => gone.push(*id),
+                // Not answered at all: nothing is known.
+                None => {}
+            }
+        }
+        if gone.is_empty() && changed.is_empty() {
+            return Ok(());
+        }
+        let job = self.status.start_job(None, "sweep", trigger, unix_millis());
+        self.job.store(job, Ordering::Relaxed);
+        let r = async {
+            if gone.len() == batch.len() {
+                // As with an empty listing: a wiki that has none of the pages is far likelier
+                // broken (another database, a lost permission) than emptied.
+                tracing::warn!(connector = %self.cfg.id, pages = gone.len(), "sweep: the wiki answers none of the checked pages; nothing was deleted");
+            } else if let Some(why) = jobs::deletion_protection(
+                &self.cfg.id,
+                gone.len() as u64,
+                batch.len() as u64,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            ) {
+                tracing::warn!(connector = %self.cfg.id, "sweep: {why}; left to the next reconciliation");
+            } else {
+                for id in &gone {
+                    self.delete_if_known(*id).await?;
+                }
+            }
+            self.apply(changed).await
+        }
+        .await;
+        match r {
+            Ok(()) => self
+                .status
+                .finish_job(job, JobState::Succeeded, unix_millis()),
+            Err(e) => {
+                self.finish_failed(job, &e, unix_millis());
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Acts on each touched page id according to what the wiki holds now.
@@ -551,8 +645,17 @@ impl Syncer {
 
     /// The current state of each page id (absent: the page does not exist).
     async fn page_states(&self, ids: &BTreeSet<u64>) -> Result<BTreeMap<u64, PageMeta>, SyncError> {
+        Ok(self.page_states_and_missing(ids).await?.0)
+    }
+
+    /// [`Self::page_states`], and the ids the wiki answered as missing.
+    async fn page_states_and_missing(
+        &self,
+        ids: &BTreeSet<u64>,
+    ) -> Result<(BTreeMap<u64, PageMeta>, BTreeSet<u64>), SyncError> {
         let ids: Vec<u64> = ids.iter().copied().collect();
         let mut out = BTreeMap::new();
+        let mut missing = BTreeSet::new();
         for chunk in ids.chunks(STATE_BATCH) {
             let joined: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let mut q = self.page_props();
@@ -560,11 +663,12 @@ impl Syncer {
             self.api
                 .query_all(q, |v| {
                     merge_pages(&mut out, v);
+                    missing.extend(missing_ids(v));
                     Ok(())
                 })
                 .await?;
         }
-        Ok(out)
+        Ok((out, missing))
     }
 
     /// `prop=` parameters that give a page's latest revision, redirect flag and (with
@@ -918,6 +1022,13 @@ fn str_at(v: &Value, key: &str) -> String {
         .to_string()
 }
 
+/// The page ids a query response answers as missing (`{"pageid": 7, "missing": true}`).
+fn missing_ids(v: &Value) -> impl Iterator<Item = u64> + '_ {
+    list(v, "pages")
+        .filter(|p| p.get("missing").is_some())
+        .filter_map(|p| p.get("pageid").and_then(Value::as_u64))
+}
+
 /// Adds the `pages` of a query response to `out`. A page split across continued responses
 /// (its revision or categories arriving later) is merged.
 fn merge_pages(out: &mut BTreeMap<u64, PageMeta>, v: &Value) {
@@ -1013,6 +1124,17 @@ mod tests {
         let d = html_document("A <b> & \"c\"", "<p>x</p>");
         assert!(d.contains("<title>A &lt;b&gt; &amp; &quot;c&quot;</title>"));
         assert!(d.contains("<p>x</p>"));
+    }
+
+    #[test]
+    fn only_pages_answered_as_missing_count_as_missing() {
+        let v = serde_json::json!({"query": {"pages": [
+            {"pageid": 7, "missing": true},
+            {"pageid": 8, "ns": 0, "title": "Here", "lastrevid": 3},
+            {"title": "Nope", "missing": true},
+            {"pageid": 9, "invalid": true}
+        ]}});
+        assert_eq!(missing_ids(&v).collect::<Vec<_>>(), vec![7]);
     }
 
     #[test]
