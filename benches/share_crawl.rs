@@ -226,7 +226,7 @@ async fn measure(
     name: &str,
     files: usize,
     make: &dyn Fn() -> anyhow::Result<Box<dyn Connector>>,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, (f64, f64))> {
     let index = Arc::new(BenchIndex::default());
     let first = until_checkpoint(make()?, &index, None, false).await?;
     if first.upserts + first.skipped != files {
@@ -236,6 +236,9 @@ async fn measure(
             first.skipped
         );
     }
+    // As at a later poll: the corpus was just written, and the nfs connector keeps no answer
+    // about a change time that recent (a second change could share it).
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let again = until_checkpoint(make()?, &index, Some(first.checkpoint.clone()), true).await?;
     let (warm_secs, warm_upserts) = again.again.unwrap_or_default();
     println!(
@@ -247,7 +250,7 @@ async fn measure(
         warm_secs,
         again.upserts + warm_upserts,
     );
-    Ok((first.secs, again.secs))
+    Ok((first.secs, (again.secs, warm_secs)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -338,12 +341,14 @@ async fn main() -> anyhow::Result<()> {
         rows.insert("nfs", r?);
     }
 
-    if let Some((_, fs_again)) = rows.get("fs") {
-        for (name, (_, again)) in &rows {
+    if let Some((_, (fs_again, fs_warm))) = rows.get("fs") {
+        for (name, (_, (again, warm))) in &rows {
             if *name != "fs" {
                 println!(
-                    "{name}: no-change sync {:.1}x the local connector's (target: within 2x)",
-                    again / fs_again
+                    "{name}: no-change sync {:.1}x the local connector's after a restart, {:.1}x \
+                     in the same process (target: within 2x)",
+                    again / fs_again,
+                    warm / fs_warm
                 );
             }
         }

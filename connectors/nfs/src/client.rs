@@ -192,6 +192,7 @@ impl Session {
         }
         let lanes = self.acl.open.len().min(fhs.len());
         let deadline = self.timeout;
+        let (addr, privileged, cred) = (self.acl.addr, self.acl.privileged, &self.acl.cred);
         let calls = self.acl.open[..lanes]
             .iter_mut()
             .enumerate()
@@ -199,13 +200,16 @@ impl Session {
                 let mut out = Vec::new();
                 for i in (lane..fhs.len()).step_by(lanes) {
                     let args = nfsacl::GetAclArgs { fh: fhs[i] };
-                    let call = rpc.call::<_, nfsacl::RawReply>(
-                        nfsacl::PROGRAM,
-                        nfsacl::VERSION,
-                        nfsacl::GETACL,
-                        &args,
-                    );
-                    let r = tokio::time::timeout(deadline, call).await;
+                    let mut r = getacl(rpc, &args, deadline).await;
+                    // A connection the server closed while it sat idle (Linux drops idle ones
+                    // after minutes): once more, on a new one.
+                    if matches!(r, Ok(Err(RpcError::Io(_))))
+                        && let Ok(Ok(io)) =
+                            tokio::time::timeout(deadline, connect(addr, privileged)).await
+                    {
+                        *rpc = RpcClient::new_with_auth(io, cred.clone(), opaque_auth::default());
+                        r = getacl(rpc, &args, deadline).await;
+                    }
                     let failed = !matches!(r, Ok(Ok(_)));
                     out.push((i, r));
                     // A connection's state is unknown after a failure.
@@ -426,6 +430,17 @@ async fn mount(
         Ok(r) => r.map_err(Some),
         Err(_) => Err(None),
     }
+}
+
+/// One `GETACL` call within `deadline` (`Err(Elapsed)` past it).
+async fn getacl(
+    rpc: &mut RpcClient<Io>,
+    args: &nfsacl::GetAclArgs<'_>,
+    deadline: Duration,
+) -> Result<Result<nfsacl::RawReply, RpcError>, tokio::time::error::Elapsed> {
+    let call =
+        rpc.call::<_, nfsacl::RawReply>(nfsacl::PROGRAM, nfsacl::VERSION, nfsacl::GETACL, args);
+    tokio::time::timeout(deadline, call).await
 }
 
 /// Whether an RPC error says the server does not offer the program, version or procedure

@@ -57,7 +57,7 @@ struct RawNfs {
     gids: Vec<u32>,
     #[serde(default)]
     privileged_port: Option<bool>,
-    #[serde(default)]
+    #[serde(default = "default_require_nfsacl")]
     require_nfsacl: bool,
 }
 
@@ -78,6 +78,9 @@ fn default_portmapper() -> u16 {
 }
 fn default_exclude() -> Vec<String> {
     vec!["**/.git/**".into(), "**/.*".into(), "**/*~".into()]
+}
+fn default_require_nfsacl() -> bool {
+    true
 }
 fn default_rpc_timeout() -> u64 {
     30
@@ -238,7 +241,7 @@ mod tests {
         assert_eq!(c.deletion_protection_percent, 15);
         assert_eq!(c.deletion_protection_min_docs, 5);
         assert_eq!(c.max_file_size, 1000);
-        assert!(!c.require_nfsacl);
+        assert!(c.require_nfsacl);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   skipped with a reason, never indexed;
 //! - a file whose POSIX access list (asked by NFSACL, see `nfsacl.rs`) says more than its mode
 //!   bits, or that lies under a directory whose list does, is skipped unless a `replace` rule
-//!   states its access (as in the fs connector); a server without NFSACL has its mode bits
-//!   trusted with a warning, or with `require_nfsacl` fails the sync;
+//!   states its access (as in the fs connector); a server without NFSACL fails the sync (its
+//!   lists cannot be seen), unless `require_nfsacl = false` says to trust its mode bits;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
 //!   (or last sent) is never read;
 //! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
@@ -42,7 +42,7 @@
 //! # reconcile_interval_secs = 300    # polling interval
 //! # retry_max_secs = 300             # backoff cap after a failed sync
 //! # rpc_timeout_secs = 30
-//! # require_nfsacl = false           # true: refuse a server without NFSACL (no POSIX ACLs seen)
+//! # require_nfsacl = true            # false: trust the mode bits of a server without NFSACL
 //! # deletion_protection_percent = 15
 //! # deletion_protection_min_docs = 5
 //! # [[connectors.acl_rules]]         # as in the fs connector, prefixes relative to the export
@@ -124,8 +124,8 @@ pub struct NfsConfig {
     /// process may (falls back to an ordinary port when it is not root).
     pub privileged_port: Option<bool>,
     /// Refuse to index from a server that does not offer the NFSACL protocol (it could keep
-    /// POSIX access lists that the mode bits do not show). Off: such a server's mode bits are
-    /// trusted, with a warning.
+    /// POSIX access lists that the mode bits do not show); the default. Off: such a server's
+    /// mode bits are trusted, with a warning (for servers known to keep no lists).
     pub require_nfsacl: bool,
 }
 
@@ -312,8 +312,16 @@ struct Found {
 }
 
 /// Whether an object's POSIX access list says more than its mode bits, as the server said at
-/// the object's `ctime` (a `setfacl` changes it).
-type SeenLists = HashMap<(u64, u64), ((u32, u32), bool)>;
+/// the object's `ctime` (a `setfacl` changes it), by (fsid, fileid).
+type SeenLists = HashMap<(u64, u64), Seen>;
+
+#[derive(Clone, Copy)]
+struct Seen {
+    ctime: (u32, u32),
+    extends: bool,
+    /// Kept past this reconciliation: the change time was not recent (see [`settled`]).
+    keep: bool,
+}
 
 struct Syncer {
     cfg: Arc<NfsConfig>,
@@ -457,7 +465,10 @@ impl Syncer {
                 )));
             }
         };
-        self.lists_before = std::mem::take(&mut self.lists);
+        self.lists_before = std::mem::take(&mut self.lists)
+            .into_iter()
+            .filter(|(_, seen)| seen.keep)
+            .collect();
         let mut reach = posix_dir_acl(&names, root_attr.uid, root_attr.gid, root_attr.mode);
         let mut above = self
             .access_list(&mut session, &top, &root_attr, "")
@@ -681,7 +692,7 @@ impl Syncer {
     /// Why an object's mode bits do not tell who may read (or enter) it: it carries a POSIX
     /// access list that says more ([`ACL_LIST`]), or its list cannot be read. `None`: the mode
     /// bits tell it all, or the server offers no NFSACL and `require_nfsacl` is off (logged
-    /// once). Asked again only when the object's `ctime` changed.
+    /// once). Asked again only when the object's `ctime` changed (and is not recent).
     async fn access_list(
         &mut self,
         session: &mut Session,
@@ -698,21 +709,34 @@ impl Syncer {
             Some(s) => Some(*s),
             None => self.lists_before.remove(&key),
         };
-        if let Some((at, extends)) = seen
-            && at == ctime
+        if let Some(seen) = seen
+            && seen.ctime == ctime
         {
-            self.lists.insert(key, (at, extends));
-            return Ok(extends.then(|| ACL_LIST.to_string()));
+            self.lists.insert(key, seen);
+            return Ok(seen.extends.then(|| ACL_LIST.to_string()));
         }
         let answer = session.access_lists(&[fh], &[rel]).await?.pop();
         match answer.expect("one answer per object") {
             AclAnswer::List(list) => {
                 let extends = list.extends_mode();
-                self.lists.insert(key, (ctime, extends));
+                self.lists.insert(
+                    key,
+                    Seen {
+                        ctime,
+                        extends,
+                        keep: settled(attr),
+                    },
+                );
                 Ok(extends.then(|| ACL_LIST.to_string()))
             }
-            AclAnswer::Refused(stat) => Ok(Some(format!(
-                "has an access control list that cannot be read ({stat})"
+            AclAnswer::Refused(stat) if objects_own(stat) => Ok(Some(format!(
+                "has access control that NFSACL cannot show ({stat})"
+            ))),
+            // The server's trouble (I/O error, JUKEBOX, …): an outage, never a reason to
+            // withdraw what is indexed.
+            AclAnswer::Refused(stat) => Err(SyncError::Outage(format!(
+                "asking the access control list of {rel:?} on {}:{} failed: {stat}",
+                self.cfg.server, self.cfg.export
             ))),
             AclAnswer::Unsupported(why) => {
                 if self.cfg.require_nfsacl {
@@ -747,7 +771,7 @@ impl Syncer {
                 let ctime = (a.ctime.seconds, a.ctime.nseconds);
                 let key = (a.fsid, a.fileid);
                 let at = self.lists.get(&key).or_else(|| self.lists_before.get(&key));
-                at.is_none_or(|(at, _)| *at != ctime)
+                at.is_none_or(|seen| seen.ctime != ctime)
             })
             .collect();
         if unseen.is_empty() {
@@ -759,9 +783,12 @@ impl Syncer {
         for ((_, a, _), answer) in unseen.iter().zip(answers) {
             // Other answers are given again, one by one, where they are used.
             if let AclAnswer::List(list) = answer {
-                let ctime = (a.ctime.seconds, a.ctime.nseconds);
-                self.lists
-                    .insert((a.fsid, a.fileid), (ctime, list.extends_mode()));
+                let seen = Seen {
+                    ctime: (a.ctime.seconds, a.ctime.nseconds),
+                    extends: list.extends_mode(),
+                    keep: settled(a),
+                };
+                self.lists.insert((a.fsid, a.fileid), seen);
             }
         }
         Ok(())
@@ -855,7 +882,7 @@ impl Syncer {
 
     /// The document when new or changed, `None` when unchanged, or the reason it is skipped.
     async fn read_if_changed(
-        &self,
+        &mut self,
         session: &mut Session,
         names: &PosixNames,
         f: &Found,
@@ -906,6 +933,15 @@ impl Syncer {
         } else {
             (acl, version)
         };
+        // A `setfacl` since the listing moved the change time: its list is asked again with
+        // the attributes the content was read under.
+        if (attr.ctime.seconds, attr.ctime.nseconds)
+            != (f.attr.ctime.seconds, f.attr.ctime.nseconds)
+            && !acl_replaced(&self.cfg.acl_rules, Path::new(&f.rel))
+            && let Some(reason) = self.access_list(session, &f.fh, attr, &f.rel).await?
+        {
+            return Ok(Err(reason));
+        }
         let name_hint = f.rel.rsplit('/').next().unwrap_or(&f.rel).to_string();
         let mut attributes = BTreeMap::new();
         attributes.insert("export_path".to_string(), f.rel.clone());
@@ -930,6 +966,33 @@ impl Syncer {
         })))
     }
 }
+
+/// Whether a `GETACL` error is the object's own state (refused to the crawler, gone since the
+/// listing, or on a file system whose access control NFSACL cannot show, such as NFSv4 ACLs):
+/// the object is skipped. Any other is the server's trouble: an outage.
+fn objects_own(stat: nfsstat3) -> bool {
+    matches!(
+        stat,
+        nfsstat3::NFS3ERR_ACCES
+            | nfsstat3::NFS3ERR_PERM
+            | nfsstat3::NFS3ERR_NOENT
+            | nfsstat3::NFS3ERR_STALE
+            | nfsstat3::NFS3ERR_NOTSUPP
+    )
+}
+
+/// Whether an answer about `a` may be kept past this reconciliation, until its change time
+/// moves: not while that time is recent, since two changes within one tick of the server's
+/// clock share it (a `setfacl` right after the file was written would go unseen).
+fn settled(a: &fattr3) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u64::from(a.ctime.seconds) + SETTLE_SECS < now
+}
+
+/// See [`settled`]; a margin for the server's and this host's clocks too.
+const SETTLE_SECS: u64 = 5;
 
 /// Whether an access list could change who may read a file (or enter a directory) beyond what
 /// its mode bits say. Under a list the group bits are its mask, which bounds every named entry
@@ -1018,6 +1081,37 @@ mod tests {
                 "directory {mode:o}"
             );
         }
+    }
+
+    #[test]
+    fn only_an_objects_own_getacl_error_skips_it_the_servers_trouble_is_an_outage() {
+        for stat in [
+            nfsstat3::NFS3ERR_ACCES,
+            nfsstat3::NFS3ERR_STALE,
+            nfsstat3::NFS3ERR_NOTSUPP,
+        ] {
+            assert!(objects_own(stat), "{stat}");
+        }
+        for stat in [
+            nfsstat3::NFS3ERR_IO,
+            nfsstat3::NFS3ERR_JUKEBOX,
+            nfsstat3::NFS3ERR_SERVERFAULT,
+        ] {
+            assert!(!objects_own(stat), "{stat}");
+        }
+    }
+
+    #[test]
+    fn a_recent_change_time_is_not_kept() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let mut a = attr(ftype3::NF3REG, 0o644);
+        a.ctime.seconds = now;
+        assert!(!settled(&a));
+        a.ctime.seconds = now - 60;
+        assert!(settled(&a));
     }
 
     #[test]

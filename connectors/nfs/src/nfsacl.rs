@@ -41,9 +41,9 @@ const OTHER: u32 = 0x20;
 /// Set on the entries of a default list.
 const DEFAULT_FLAG: u32 = 0x1000;
 
-/// Linux's limit on entries per list (`NFS_ACL_MAX_ENTRIES`); a count above it is refused
+/// nfs-ganesha's limit on entries per list (Linux's is 1024); a count above it is refused
 /// before anything is allocated.
-const MAX_ENTRIES: u32 = 1024;
+const MAX_ENTRIES: u32 = 4096;
 
 pub struct GetAclArgs<'a> {
     pub fh: &'a nfs_fh3,
@@ -82,14 +82,20 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessList {
     pub entries: Vec<Entry>,
+    /// The list's count matched its entries.
+    pub consistent: bool,
 }
 
 impl AccessList {
     /// Whether the list says more than the mode bits: a named user or group, or a mask that
     /// differs from the owning group's permission (then the mode's group bits are the mask).
     /// An empty list (nfs-ganesha's answer for a file without one) and a minimal list say
-    /// nothing more. An entry of an unknown kind counts as more: it cannot be read.
+    /// nothing more. An entry of an unknown kind, or a count that disagrees with the entries,
+    /// counts as more: the list cannot be read.
     pub fn extends_mode(&self) -> bool {
+        if !self.consistent {
+            return true;
+        }
         let group = self
             .entries
             .iter()
@@ -109,17 +115,18 @@ impl AccessList {
 pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String> {
     let mut c = Cursor::new(bytes);
     let status = u32_at(&mut c)?;
-    // post_op_attr: the attributes, when the server sent them.
-    if u32_at(&mut c)? != 0 {
-        fattr3::unpack(&mut c).map_err(|e| format!("attributes: {e}"))?;
-    }
     if status != 0 {
+        // Linux sends the attributes after an error status too; nfs-ganesha sends none.
         let stat = nfsstat3::unpack(&mut Cursor::new(status.to_be_bytes()))
             .map_or(nfsstat3::NFS3ERR_SERVERFAULT, |(s, _)| s);
         return Ok(Err(stat));
     }
+    // post_op_attr: the attributes, when the server sent them.
+    if u32_at(&mut c)? != 0 {
+        fattr3::unpack(&mut c).map_err(|e| format!("attributes: {e}"))?;
+    }
     let _mask = u32_at(&mut c)?;
-    let entries = list(&mut c, 0)?;
+    let (counted, entries) = list(&mut c, 0)?;
     // The default list (empty unless asked for); read to check the reply's shape.
     list(&mut c, DEFAULT_FLAG)?;
     if (c.position() as usize) != bytes.len() {
@@ -128,12 +135,17 @@ pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String
             bytes.len() - c.position() as usize
         ));
     }
-    Ok(Ok(AccessList { entries }))
+    Ok(Ok(AccessList {
+        // A count that disagrees with the entries sent cannot be trusted to be complete.
+        consistent: counted as usize == entries.len(),
+        entries,
+    }))
 }
 
-/// One list: its count, then the entries as an XDR array (which counts them again).
-fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<Vec<Entry>, String> {
-    let _count = u32_at(c)?;
+/// One list: its count, then the entries as an XDR array (which counts them again; nfs-ganesha
+/// writes an absent list as a count of 0 and a null pointer, which reads as an empty array).
+fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<(u32, Vec<Entry>), String> {
+    let count = u32_at(c)?;
     let n = u32_at(c)?;
     if n > MAX_ENTRIES {
         return Err(format!("{n} entries in one list (at most {MAX_ENTRIES})"));
@@ -147,7 +159,7 @@ fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<Vec<Entry>, String> {
             perm: u32_at(c)?,
         });
     }
-    Ok(out)
+    Ok((count, out))
 }
 
 fn u32_at(c: &mut Cursor<&[u8]>) -> Result<u32, String> {
@@ -238,14 +250,32 @@ mod tests {
     }
 
     #[test]
-    fn an_error_status_is_the_objects_and_attributes_before_it_are_skipped() {
-        // Status NFS3ERR_ACCES, then attributes follow: a regular file (type 1), all else 0.
+    fn an_error_status_is_read_with_or_without_attributes_after_it() {
+        // Linux: status NFS3ERR_ACCES, then attributes follow: a regular file (type 1), all
+        // else 0.
         let mut w: Vec<u8> = [13u32, 1, 1].iter().flat_map(|x| x.to_be_bytes()).collect();
         w.extend([0u8; 80]);
         assert_eq!(
             parse_getacl(&w).unwrap().unwrap_err(),
             nfsstat3::NFS3ERR_ACCES
         );
+        // nfs-ganesha: the status alone.
+        assert_eq!(
+            parse_getacl(&70u32.to_be_bytes()).unwrap().unwrap_err(),
+            nfsstat3::NFS3ERR_STALE
+        );
+    }
+
+    #[test]
+    fn a_count_that_disagrees_with_the_entries_cannot_be_read() {
+        // Three entries counted, none sent.
+        let w: Vec<u8> = [0u32, 0, 3, 3, 0, 0, 0]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        let l = parse_getacl(&w).unwrap().unwrap();
+        assert!(l.entries.is_empty());
+        assert!(l.extends_mode());
     }
 
     #[test]

@@ -575,7 +575,7 @@ fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
 }
 
 /// ganesha 4.3 (Debian's) keeps no POSIX access lists, and answers NFSACL's GETACL with none:
-/// the file's mode bits then tell it all, and `require_nfsacl` is satisfied. Not tested against
+/// the file's mode bits then tell it all, and `require_nfsacl` (the default) is satisfied. Not tested against
 /// a real server: a list that says more (tested on Linux's reply format in `nfsacl.rs`; Debian's
 /// ganesha refuses SETACL with NFS3ERR_INVAL and the kernel server cannot run here), and a
 /// server without NFSACL (this ganesha answers it even with `Enable_NFSACL = false`).
@@ -586,7 +586,8 @@ fn a_server_that_answers_nfsacl_is_asked_for_every_file_and_directory() {
     server.put("team/a.txt", "asked", 1001, 2001, 0o640);
     server.put("b.txt", "asked too", 1002, 2002, 0o644);
     runtime().block_on(async {
-        let mut c = Running::start(server.connector("require_nfsacl = true\n"));
+        // `require_nfsacl` is on by default: the sync would fail if the server did not answer.
+        let mut c = Running::start(server.connector(""));
         let sent = c.next_sync().await;
         assert_eq!(
             sent.upserts["team/a.txt"],
