@@ -172,6 +172,10 @@ pub struct Syncer {
     sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
     /// The sweep goes on after this page id (see [`Syncer::sweep`]).
     swept_to: AtomicU64,
+    /// Pages the sweep deleted since the last reconciliation (deletion protection counts
+    /// them together), and whether it has said since then that it holds deletions back.
+    swept_deleted: AtomicU64,
+    sweep_held_said: AtomicBool,
 }
 
 impl Syncer {
@@ -197,6 +201,8 @@ impl Syncer {
             checkpoint_due: AtomicBool::new(true),
             sent: Mutex::default(),
             swept_to: AtomicU64::new(0),
+            swept_deleted: AtomicU64::new(0),
+            sweep_held_said: AtomicBool::new(false),
         }
     }
 
@@ -258,6 +264,8 @@ impl Syncer {
     ) -> Result<(Synced, Position), SyncError> {
         // Positions first: what changes while we list is seen again by the next poll.
         let mut next = self.heads().await?;
+        self.swept_deleted.store(0, Ordering::Relaxed);
+        self.sweep_held_said.store(false, Ordering::Relaxed);
         let listed = self.list_all().await?;
         tracing::debug!(connector = %self.cfg.id, pages = listed.len(), "listed the wiki");
         self.apply(listed.values().cloned().collect()).await?;
@@ -323,7 +331,6 @@ impl Syncer {
             return self.reconcile(None, trigger, false, false).await;
         }
         self.log_events(&from, &mut next, &mut touched).await?;
-        self.sweep(&touched, trigger).await?;
         if !touched.is_empty() {
             let id = self.status.start_job(None, "watch", trigger, unix_millis());
             self.job.store(id, Ordering::Relaxed);
@@ -337,6 +344,7 @@ impl Syncer {
                 }
             }
         }
+        self.sweep(&touched, &next, trigger).await?;
         self.settle(&Synced::Polled);
         self.commit(next, false).await?;
         Ok(Synced::Polled)
@@ -345,15 +353,25 @@ impl Syncer {
     /// Checks the next few indexed pages (in page-id order, round and round) against the wiki,
     /// so that a page whose deletion or edit never showed in recent changes or the log (a
     /// suppressed deletion, which leaves nothing the bot may read; an import; purged entries)
-    /// leaves the index within a round of polls instead of at the next full reconciliation.
-    /// Pages in `touched` are judged by the poll itself. A page is deleted only when the wiki
-    /// answers it as missing (or out of scope), never for an absent answer; a batch in which
-    /// every page is gone, or more than deletion protection allows, deletes nothing and is
-    /// left to the reconciliation (whose own protections then apply).
-    async fn sweep(&self, touched: &BTreeSet<u64>, trigger: &'static str) -> Result<(), SyncError> {
+    /// leaves the index or is updated within a round of polls (the index's pages / 50) instead
+    /// of at the next full reconciliation. Pages in `touched` were judged by this poll; a
+    /// revision newer than the recent changes it read (`seen`) comes with the next poll.
+    ///
+    /// Deletions need positive evidence: the wiki answers the page as missing (or out of
+    /// scope), never an absent answer. They are held back, for the reconciliation and its
+    /// `--force-deletions` to decide, while a deletion-protection alarm stands, when every
+    /// page of the batch is gone, or when they would take the sweep's deletions since the last
+    /// reconciliation past deletion protection (counted against the whole index). A failed
+    /// sweep is logged and ends its job as failed; the poll goes on.
+    async fn sweep(
+        &self,
+        touched: &BTreeSet<u64>,
+        seen: &Position,
+        trigger: &'static str,
+    ) -> Result<(), SyncError> {
         let indexed = self.indexed.native_ids(&self.cfg.id);
-        let mut ids: Vec<u64> = self
-            .known_ids(&indexed)
+        let known = self.known_ids(&indexed);
+        let mut ids: Vec<u64> = known
             .iter()
             .filter_map(|id| id.parse().ok())
             .filter(|id| !touched.contains(id))
@@ -372,25 +390,35 @@ impl Syncer {
         };
         self.swept_to.store(last, Ordering::Relaxed);
         let wanted: BTreeSet<u64> = batch.iter().copied().collect();
-        let (states, missing) = self.page_states_and_missing(&wanted).await?;
+        let (states, missing) = match self.page_states_and_missing(&wanted).await {
+            Ok(r) => r,
+            Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(connector = %self.cfg.id, error = %e, "sweep failed; the next poll goes on");
+                return Ok(());
+            }
+        };
         let mut gone = Vec::new();
         let mut changed = Vec::new();
         for id in &batch {
             match states.get(id) {
-                Some(m) if self.in_scope(m) => {
-                    let key = DocKey::new(&self.cfg.id, id.to_string());
-                    if self
-                        .last_known(&key)
-                        .is_some_and(|k| k.version != m.revid.to_string())
-                    {
-                        changed.push(m.clone());
-                    }
+                Some(m) if self.in_scope(m) && self.sweep_rereads(*id, m, seen) => {
+                    changed.push(m.clone());
                 }
+                Some(m) if self.in_scope(m) => {}
                 Some(_) => gone.push(*id),
                 None if missing.contains(id) => gone.push(*id),
                 // Not answered at all: nothing is known.
                 None => {}
             }
+        }
+        if !gone.is_empty()
+            && let Some(why) = self.sweep_holds_back(gone.len(), batch.len(), known.len())
+        {
+            if !self.sweep_held_said.swap(true, Ordering::Relaxed) {
+                tracing::warn!(connector = %self.cfg.id, pages = gone.len(), "sweep: {why}; left to the next reconciliation");
+            }
+            gone.clear();
         }
         if gone.is_empty() && changed.is_empty() {
             return Ok(());
@@ -398,22 +426,9 @@ impl Syncer {
         let job = self.status.start_job(None, "sweep", trigger, unix_millis());
         self.job.store(job, Ordering::Relaxed);
         let r = async {
-            if gone.len() == batch.len() {
-                // As with an empty listing: a wiki that has none of the pages is far likelier
-                // broken (another database, a lost permission) than emptied.
-                tracing::warn!(connector = %self.cfg.id, pages = gone.len(), "sweep: the wiki answers none of the checked pages; nothing was deleted");
-            } else if let Some(why) = jobs::deletion_protection(
-                &self.cfg.id,
-                gone.len() as u64,
-                batch.len() as u64,
-                self.cfg.deletion_protection_percent,
-                self.cfg.deletion_protection_min_docs,
-            ) {
-                tracing::warn!(connector = %self.cfg.id, "sweep: {why}; left to the next reconciliation");
-            } else {
-                for id in &gone {
-                    self.delete_if_known(*id).await?;
-                }
+            for id in &gone {
+                self.delete_if_known(*id).await?;
+                self.swept_deleted.fetch_add(1, Ordering::Relaxed);
             }
             self.apply(changed).await
         }
@@ -422,12 +437,66 @@ impl Syncer {
             Ok(()) => self
                 .status
                 .finish_job(job, JobState::Succeeded, unix_millis()),
-            Err(e) => {
+            Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => {
                 self.finish_failed(job, &e, unix_millis());
                 return Err(e);
             }
+            Err(e) => {
+                tracing::warn!(connector = %self.cfg.id, error = %e, "sweep failed; the next poll goes on");
+                self.finish_failed(job, &e, unix_millis());
+            }
         }
         Ok(())
+    }
+
+    /// Whether the sweep reads page `id` again: its newest revision is not what this connector
+    /// last sent or the index holds, and not newer than the recent changes this poll read
+    /// (those come with the next poll, judged as edits).
+    fn sweep_rereads(&self, id: u64, m: &PageMeta, seen: &Position) -> bool {
+        let revid = m.revid.to_string();
+        let native = id.to_string();
+        if let Some(Some(sent)) = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&native)
+            && sent.version == revid
+        {
+            // Sent already (a version the pipeline gave up on waits for the reconciliation).
+            return false;
+        }
+        if let Some(ts) = &m.timestamp
+            && !seen.rc_timestamp.is_empty()
+            && ts.as_str() > seen.rc_timestamp.as_str()
+        {
+            return false;
+        }
+        self.last_known(&DocKey::new(&self.cfg.id, native))
+            .is_some_and(|k| k.version != revid)
+    }
+
+    /// Why the sweep may not delete `gone` pages of a `batch` from an index of `total`, if so.
+    fn sweep_holds_back(&self, gone: usize, batch: usize, total: usize) -> Option<String> {
+        let alarm = self
+            .status
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.starts_with("deletion protection"));
+        if alarm {
+            return Some("a deletion-protection alarm stands".into());
+        }
+        if gone == batch {
+            // As with an empty listing: a wiki that has none of the pages is far likelier
+            // broken (another database, a lost permission) than emptied.
+            return Some("the wiki answers none of the checked pages".into());
+        }
+        jobs::deletion_protection(
+            &self.cfg.id,
+            self.swept_deleted.load(Ordering::Relaxed) + gone as u64,
+            total as u64,
+            self.cfg.deletion_protection_percent,
+            self.cfg.deletion_protection_min_docs,
+        )
     }
 
     /// Acts on each touched page id according to what the wiki holds now.

@@ -566,6 +566,37 @@ async fn a_page_gone_without_a_log_entry_leaves_at_the_next_polls_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_polls_sweep_holds_back_deletions_past_deletion_protection() {
+    let wiki = Wiki::start().await;
+    for t in ["Alpha", "Beta", "Delta", "Epsilon"] {
+        wiki.edit(t, "Body.").await;
+    }
+    let (index, _, cp) = crawl(&wiki, PUBLIC).await;
+    // Ten pages the index holds that the wiki answers as missing: far past 15 % of 15.
+    let ghosts: Vec<String> = (90_001..90_011).map(|i: u64| i.to_string()).collect();
+    for g in &ghosts {
+        index.insert(g, "1");
+    }
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+    let (changes, _) = run.until_checkpoint().await;
+    assert!(changes.is_empty(), "{changes:?}");
+    // The polls that follow (one a second) hold them back too, and record no job for it.
+    assert!(
+        run.next_within(std::time::Duration::from_secs(4))
+            .await
+            .is_none()
+    );
+    let ids = index.ids();
+    assert!(ghosts.iter().all(|g| ids.contains(g)), "{ids:?}");
+    assert!(
+        run.status.snapshot().jobs.iter().all(|j| j.kind != "sweep"),
+        "{:?}",
+        run.status.snapshot().jobs
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
     let wiki = Wiki::start().await;
     wiki.edit("Alpha", "Alpha body.").await;
