@@ -6,8 +6,9 @@
 //! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, narrowed
 //!   by who may enter each directory from the root down to it (search permission), possibly
 //!   replaced or extended by configured rules; a file nobody may read is skipped, never
-//!   indexed. POSIX access control lists (`setfacl`) are not read: a file with one, or under
-//!   a directory with one, is skipped unless a `replace` rule states its access;
+//!   indexed. Where a POSIX access control list (`setfacl`) is set, the list decides instead
+//!   of the mode bits (`posix_list`: never wider than the list, checked against the kernel in
+//!   `tests/lists_against_the_kernel.rs`); a list that cannot be used skips the file;
 //! - an unchanged file (same version and ACL as indexed) is not read;
 //! - symbolic links are not followed unless `follow_symlinks` is set; when they are, a file is
 //!   indexed only if its resolved path lies inside a root, and its ACL is computed from the
@@ -30,6 +31,7 @@
 
 mod acl_rules;
 mod config;
+mod posix_list;
 mod posix_names;
 
 pub use acl_rules::{AclRule, RuleMode, replaced as acl_replaced};
@@ -53,6 +55,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use posix_list::{ListEntry, list_acl, list_dir_acl};
 pub use posix_names::{PosixNames, memberships};
 
 /// Validated configuration of one file-share connector.
@@ -970,36 +973,48 @@ fn file_acl(
     meta: &std::fs::Metadata,
 ) -> Result<Acl, String> {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    // Mode bits do not tell who may read where an access control list (`setfacl`) adds
-    // entries: its group bits are then the list's mask. Skipped, unless a `replace` rule states
-    // the access.
+    // Where an access control list (`setfacl`) adds entries, the mode bits do not tell who may
+    // read (their group bits are the list's mask): the list does (`posix_list`). A `replace`
+    // rule states the access instead.
     let replaced = acl_rules::replaced(rules, rel);
-    let mut acl = posix_acl(names, meta.uid(), meta.gid(), meta.mode());
-    if !replaced && has_access_acl(path, meta.dev())? {
-        return Err(ACL_LIST.into());
-    }
+    let mut acl = if replaced {
+        posix_acl(names, meta.uid(), meta.gid(), meta.mode())
+    } else {
+        match access_list(path, meta.dev())? {
+            Some(entries) => list_acl(names, meta.uid(), meta.gid(), &entries)?,
+            None => posix_acl(names, meta.uid(), meta.gid(), meta.mode()),
+        }
+    };
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(root)) {
         let m = std::fs::metadata(d)
             .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
-        if !replaced && has_access_acl(d, m.dev())? {
-            return Err(format!("{}: {ACL_LIST}", d.display()));
-        }
-        acl = intersect(acl, posix_dir_acl(names, m.uid(), m.gid(), m.mode()));
+        let list = if replaced {
+            None
+        } else {
+            access_list(d, m.dev()).map_err(|why| format!("{}: {why}", d.display()))?
+        };
+        let enter = match list {
+            Some(entries) => list_dir_acl(names, m.uid(), m.gid(), &entries)
+                .map_err(|why| format!("{}: {why}", d.display()))?,
+            None => posix_dir_acl(names, m.uid(), m.gid(), m.mode()),
+        };
+        acl = intersect(acl, enter);
         dir = d.parent();
     }
     Ok(acl_rules::apply(rules, rel, acl))
 }
 
-/// Why a file or directory with a POSIX access list is skipped (shared with the nfs connector).
-pub const ACL_LIST: &str = "has a POSIX access control list, which Docent does not read: state its \
+/// Why a file or directory with a POSIX access list that cannot be used is skipped (shared with
+/// the nfs connector).
+pub const ACL_LIST: &str = "has a POSIX access control list that cannot be used: state its \
      access with an acl_rules entry (mode = \"replace\")";
 
-/// Whether `path` carries an extended POSIX access control list (a minimal one is the mode
-/// bits and is not stored). An error when that cannot be told. The one `unsafe` call of the
-/// crate: libc's `lgetxattr`, asking only for the attribute's size.
+/// The entries of `path`'s extended POSIX access control list, `None` without one (a minimal
+/// one is the mode bits and is not stored). An error when that cannot be told. The crate's
+/// `unsafe` calls: libc's `lgetxattr`.
 #[allow(unsafe_code)]
-fn has_access_acl(path: &Path, dev: u64) -> Result<bool, String> {
+fn access_list(path: &Path, dev: u64) -> Result<Option<Vec<ListEntry>>, String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "the path holds a NUL byte".to_string())?;
@@ -1008,34 +1023,59 @@ fn has_access_acl(path: &Path, dev: u64) -> Result<bool, String> {
     if let Some(kind @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = file_system_of(dev, &c) {
         return Err(untrusted_mount(kind));
     }
-    // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized buffer
-    // only asks for the attribute's size, nothing is written.
-    let r = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"system.posix_acl_access".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if r >= 0 {
-        return Ok(true);
+    let name = c"system.posix_acl_access";
+    // A list set between asking its size and reading it is larger: ask again.
+    for _ in 0..4 {
+        // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized
+        // buffer only asks for the attribute's size, nothing is written.
+        let size = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                // No POSIX ACLs on this file system. A local one then has none; a network one
+                // may keep its own (NFSv4, SMB) and show mode bits that do not say who may
+                // read (a CIFS mount's are the mount's `file_mode`).
+                Some(libc::ENOTSUP) => match file_system_of(dev, &c) {
+                    None => Ok(None),
+                    Some(kind) => Err(untrusted_mount(kind)),
+                },
+                _ => Err(format!(
+                    "cannot tell whether {} has an access control list: {e}",
+                    path.display()
+                )),
+            };
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: `buf` is writable for its whole length, which is the size passed.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return posix_list::parse_xattr(&buf).map(Some);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => continue,
+            Some(libc::ENODATA) => return Ok(None),
+            _ => {
+                return Err(format!(
+                    "cannot read the access control list of {}: {e}",
+                    path.display()
+                ));
+            }
+        }
     }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ENODATA) => Ok(false),
-        // No POSIX ACLs on this file system. A local one then has none; a network one may
-        // keep its own (NFSv4, SMB) and show mode bits that do not say who may read (a CIFS
-        // mount's are the mount's `file_mode`).
-        Some(libc::ENOTSUP) => match file_system_of(dev, &c) {
-            None => Ok(false),
-            Some(kind) => Err(untrusted_mount(kind)),
-        },
-        _ => Err(format!(
-            "cannot tell whether {} has an access control list: {e}",
-            path.display()
-        )),
-    }
+    Err(format!(
+        "the access control list of {} kept changing while it was read",
+        path.display()
+    ))
 }
 
 fn untrusted_mount(kind: &str) -> String {
@@ -1300,19 +1340,13 @@ mod tests {
         assert_eq!(set(&open.allow), ["everyone"]);
     }
 
-    /// Gives `path` an access control list granting uid 1234 read (what `setfacl -m u:1234:r`
-    /// writes: version 2, then user::rw-, user:1234:r--, group::r--, mask::r--, other::---).
+    /// Gives `path` an access control list (`system.posix_acl_access`: version 2, then per
+    /// entry tag, permissions and id, as `setfacl` writes it).
     #[allow(unsafe_code)]
-    fn set_access_acl(path: &Path) {
+    fn set_access_acl(path: &Path, entries: &[(u16, u16, u32)]) {
         use std::os::unix::ffi::OsStrExt;
         let mut blob = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [
-            (0x01u16, 6u16, u32::MAX),
-            (0x02, 4, 1234),
-            (0x04, 4, u32::MAX),
-            (0x10, 4, u32::MAX),
-            (0x20, 0, u32::MAX),
-        ] {
+        for &(tag, perm, id) in entries {
             blob.extend(tag.to_le_bytes());
             blob.extend(perm.to_le_bytes());
             blob.extend(id.to_le_bytes());
@@ -1331,18 +1365,54 @@ mod tests {
         assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     }
 
+    const NONE: u32 = u32::MAX;
+
     #[test]
-    fn a_file_with_an_access_control_list_is_skipped_unless_a_rule_states_its_access() {
+    fn a_file_with_an_access_control_list_is_indexed_under_the_list() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = root.join("shared.md");
         std::fs::write(&p, "text").unwrap();
-        set_access_acl(&p);
+        std::os::unix::fs::chown(&p, Some(10), Some(20)).unwrap();
+        // `setfacl -m u:11:r,g:21:r` on a 0640 file: user 11 and group 21 may read too; the
+        // mode now says 0640 (the mask is r).
+        set_access_acl(
+            &p,
+            &[
+                (1, 6, NONE),
+                (2, 4, 11),
+                (4, 4, NONE),
+                (8, 4, 21),
+                (0x10, 4, NONE),
+                (0x20, 0, NONE),
+            ],
+        );
         let n = names();
         let meta = std::fs::metadata(&p).unwrap();
-        let why = file_acl(&n, &[], &root, &p, &meta).unwrap_err();
-        assert!(why.contains("access control list"), "{why}");
+        let acl = file_acl(&n, &[], &root, &p, &meta).unwrap();
+        assert_eq!(
+            set(&acl.allow),
+            ["group:20", "group:21", "user:10", "user:11"]
+        );
+        assert!(acl.deny.is_empty(), "{:?}", acl.deny);
+
+        // A named user without read on a world-readable file is denied.
+        set_access_acl(
+            &p,
+            &[
+                (1, 6, NONE),
+                (2, 0, 11),
+                (4, 4, NONE),
+                (0x10, 4, NONE),
+                (0x20, 4, NONE),
+            ],
+        );
+        let acl = file_acl(&n, &[], &root, &p, &meta).unwrap();
+        assert_eq!(set(&acl.allow), ["everyone", "group:20", "user:10"]);
+        assert_eq!(set(&acl.deny), ["user:11"]);
+
+        // A `replace` rule states the access instead.
         let rule = AclRule {
             path_prefix: String::new(),
             allow: vec!["group:staff".parse().unwrap()],
@@ -1351,11 +1421,34 @@ mod tests {
         };
         let acl = file_acl(&n, &[rule], &root, &p, &meta).unwrap();
         assert_eq!(set(&acl.allow), ["group:staff"]);
-        // A plain file beside it is not affected.
-        let plain = root.join("plain.md");
-        std::fs::write(&plain, "text").unwrap();
-        let meta = std::fs::metadata(&plain).unwrap();
-        assert!(file_acl(&n, &[], &root, &plain, &meta).is_ok());
+    }
+
+    #[test]
+    fn a_directory_with_an_access_control_list_narrows_its_files_by_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sub = root.join("team");
+        std::fs::create_dir(&sub).unwrap();
+        std::os::unix::fs::chown(&sub, Some(10), Some(20)).unwrap();
+        // 0755 by its mode, but user 11 may not enter.
+        set_access_acl(
+            &sub,
+            &[
+                (1, 7, NONE),
+                (2, 0, 11),
+                (4, 5, NONE),
+                (0x10, 5, NONE),
+                (0x20, 5, NONE),
+            ],
+        );
+        let p = sub.join("notes.md");
+        std::fs::write(&p, "text").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        let acl = file_acl(&names(), &[], &root, &p, &meta).unwrap();
+        assert!(acl.allow.contains(&Principal::Everyone), "{acl:?}");
+        assert_eq!(set(&acl.deny), ["user:11"]);
     }
 
     #[test]

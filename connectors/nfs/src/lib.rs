@@ -8,10 +8,12 @@
 //!   passwd/group files), narrowed by who may enter each directory from the export's root
 //!   down to the file (`posix_dir_acl`), possibly changed by configured path rules; a file nobody may read is
 //!   skipped with a reason, never indexed;
-//! - a file whose POSIX access list (asked by NFSACL, see `nfsacl.rs`) says more than its mode
-//!   bits, or that lies under a directory whose list does, is skipped unless a `replace` rule
-//!   states its access (as in the fs connector); a server without NFSACL fails the sync (its
-//!   lists cannot be seen), unless `require_nfsacl = false` says to trust its mode bits;
+//! - where a file's or directory's POSIX access list (asked by NFSACL, see `nfsacl.rs`) says
+//!   more than its mode bits, the list decides (`docent_fs_connector::list_acl`, as in the fs
+//!   connector); a list that cannot be used or asked skips the file (and what lies below a
+//!   directory) unless a `replace` rule states its access; a server without NFSACL fails the
+//!   sync (its lists cannot be seen), unless `require_nfsacl = false` says to trust its mode
+//!   bits;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
 //!   (or last sent) is never read;
 //! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
@@ -69,8 +71,8 @@ use docent_connector_api::{
     MembershipSink, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::{
-    ACL_LIST, AclRule, PosixNames, acl_replaced, apply_acl_rules, intersect, posix_acl,
-    posix_dir_acl,
+    ACL_LIST, AclRule, ListEntry, PosixNames, acl_replaced, apply_acl_rules, intersect, list_acl,
+    list_dir_acl, posix_acl, posix_dir_acl,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -305,22 +307,55 @@ struct Found {
     /// Who may enter every directory from the export's root to the file (search
     /// permission): the file's ACL is narrowed by it.
     dirs: Acl,
-    /// Why the directories above do not tell who may enter them (the first one with a POSIX
-    /// access list, or whose list cannot be read): the file is skipped unless a `replace`
-    /// rule states its access.
+    /// Why the directories above do not tell who may enter them (the first one whose POSIX
+    /// access list cannot be used or asked): the file is skipped unless a `replace` rule
+    /// states its access.
     above: Option<String>,
 }
 
-/// Whether an object's POSIX access list says more than its mode bits, as the server said at
-/// the object's `ctime` (a `setfacl` changes it), by (fsid, fileid).
+/// What an object's POSIX access list says, as the server said at the object's `ctime` (a
+/// `setfacl` changes it), by (fsid, fileid).
 type SeenLists = HashMap<(u64, u64), Seen>;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Seen {
     ctime: (u32, u32),
-    extends: bool,
+    listed: Listed,
     /// Kept past this reconciliation: the change time was not recent (see [`settled`]).
     keep: bool,
+}
+
+/// Who may read (or enter) an object, as far as its access list tells.
+#[derive(Clone, Debug)]
+enum Listed {
+    /// The mode bits tell it all: no list beyond them (or no NFSACL, trusted by config).
+    Mode,
+    /// A list that says more than the mode bits: it decides.
+    List(Arc<[ListEntry]>),
+    /// A list that cannot be used, or cannot be asked: the object (and what lies below a
+    /// directory) is skipped unless a `replace` rule states its access (why).
+    Unusable(String),
+}
+
+impl Listed {
+    fn from_answer(list: &nfsacl::AccessList) -> Self {
+        if !list.consistent {
+            Self::Unusable(ACL_LIST.to_string())
+        } else if list.extends_mode() {
+            Self::List(
+                list.entries
+                    .iter()
+                    .map(|e| ListEntry {
+                        tag: e.tag,
+                        id: e.id,
+                        perm: e.perm,
+                    })
+                    .collect(),
+            )
+        } else {
+            Self::Mode
+        }
+    }
 }
 
 struct Syncer {
@@ -469,11 +504,9 @@ impl Syncer {
             .into_iter()
             .filter(|(_, seen)| seen.keep)
             .collect();
-        let mut reach = posix_dir_acl(&names, root_attr.uid, root_attr.gid, root_attr.mode);
-        let mut above = self
-            .access_list(&mut session, &top, &root_attr, "")
-            .await?
-            .map(|why| dir_reason("", &why));
+        let (mut reach, mut above) = self
+            .enter(&mut session, &names, &top, &root_attr, "")
+            .await?;
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
                 top_rel = join(&top_rel, part);
@@ -495,13 +528,11 @@ impl Syncer {
                         ))
                     })?,
                 };
-                reach = intersect(reach, posix_dir_acl(&names, attr.uid, attr.gid, attr.mode));
-                if above.is_none() {
-                    above = self
-                        .access_list(&mut session, &fh, &attr, &top_rel)
-                        .await?
-                        .map(|why| dir_reason(&top_rel, &why));
-                }
+                let (enter, why) = self
+                    .enter(&mut session, &names, &fh, &attr, &top_rel)
+                    .await?;
+                reach = intersect(reach, enter);
+                above = above.or(why);
                 top = fh;
             }
         }
@@ -569,13 +600,17 @@ impl Syncer {
                         if !self.filter.excludes(&rel)
                             && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
                         {
-                            let enter = posix_dir_acl(&names, e.attr.uid, e.attr.gid, e.attr.mode);
-                            let above = match &above {
-                                Some(why) => Some(why.clone()),
-                                None => self
-                                    .access_list(&mut session, &e.fh, &e.attr, &rel)
-                                    .await?
-                                    .map(|why| dir_reason(&rel, &why)),
+                            // Below a directory whose list cannot be used, nothing is asked:
+                            // its files are skipped (unless a rule states their access).
+                            let (enter, above) = match &above {
+                                Some(why) => (
+                                    posix_dir_acl(&names, e.attr.uid, e.attr.gid, e.attr.mode),
+                                    Some(why.clone()),
+                                ),
+                                None => {
+                                    self.enter(&mut session, &names, &e.fh, &e.attr, &rel)
+                                        .await?
+                                }
                             };
                             dirs.push((e.fh, rel, intersect(reach.clone(), enter), above));
                         }
@@ -689,47 +724,45 @@ impl Syncer {
         self.indexed.get(key)
     }
 
-    /// Why an object's mode bits do not tell who may read (or enter) it: it carries a POSIX
-    /// access list that says more ([`ACL_LIST`]), or its list cannot be read. `None`: the mode
-    /// bits tell it all, or the server offers no NFSACL and `require_nfsacl` is off (logged
-    /// once). Asked again only when the object's `ctime` changed (and is not recent).
+    /// What the object's POSIX access list says ([`Listed`]). Asked again only when the
+    /// object's `ctime` changed (and is not recent). A server without NFSACL fails the sync
+    /// unless `require_nfsacl` is off (then the mode bits are trusted, logged once).
     async fn access_list(
         &mut self,
         session: &mut Session,
         fh: &nfs_fh3,
         attr: &fattr3,
         rel: &str,
-    ) -> Result<Option<String>, SyncError> {
+    ) -> Result<Listed, SyncError> {
         if !list_matters(attr) {
-            return Ok(None);
+            return Ok(Listed::Mode);
         }
         let key = (attr.fsid, attr.fileid);
         let ctime = (attr.ctime.seconds, attr.ctime.nseconds);
         let seen = match self.lists.get(&key) {
-            Some(s) => Some(*s),
+            Some(s) => Some(s.clone()),
             None => self.lists_before.remove(&key),
         };
         if let Some(seen) = seen
             && seen.ctime == ctime
         {
+            let listed = seen.listed.clone();
             self.lists.insert(key, seen);
-            return Ok(seen.extends.then(|| ACL_LIST.to_string()));
+            return Ok(listed);
         }
         let answer = session.access_lists(&[fh], &[rel]).await?.pop();
         match answer.expect("one answer per object") {
             AclAnswer::List(list) => {
-                let extends = list.extends_mode();
-                self.lists.insert(
-                    key,
-                    Seen {
-                        ctime,
-                        extends,
-                        keep: settled(attr),
-                    },
-                );
-                Ok(extends.then(|| ACL_LIST.to_string()))
+                let listed = Listed::from_answer(&list);
+                let seen = Seen {
+                    ctime,
+                    listed: listed.clone(),
+                    keep: settled(attr),
+                };
+                self.lists.insert(key, seen);
+                Ok(listed)
             }
-            AclAnswer::Refused(stat) if objects_own(stat) => Ok(Some(format!(
+            AclAnswer::Refused(stat) if objects_own(stat) => Ok(Listed::Unusable(format!(
                 "has access control that NFSACL cannot show ({stat})"
             ))),
             // The server's trouble (I/O error, JUKEBOX, …): an outage, never a reason to
@@ -747,11 +780,32 @@ impl Syncer {
                 }
                 if !self.warned_nfsacl {
                     self.warned_nfsacl = true;
-                    tracing::warn!(connector = %self.cfg.id, reason = %why, "POSIX access lists on this export cannot be seen: mode bits are trusted (set require_nfsacl to refuse)");
+                    tracing::warn!(connector = %self.cfg.id, reason = %why, "POSIX access lists on this export cannot be seen: mode bits are trusted (require_nfsacl = false)");
                 }
-                Ok(None)
+                Ok(Listed::Mode)
             }
         }
+    }
+
+    /// Who may enter a directory (its list, else its mode bits), and why the files below it
+    /// are skipped if its list cannot be used.
+    async fn enter(
+        &mut self,
+        session: &mut Session,
+        names: &PosixNames,
+        fh: &nfs_fh3,
+        attr: &fattr3,
+        rel: &str,
+    ) -> Result<(Acl, Option<String>), SyncError> {
+        let mode = || posix_dir_acl(names, attr.uid, attr.gid, attr.mode);
+        Ok(match self.access_list(session, fh, attr, rel).await? {
+            Listed::Mode => (mode(), None),
+            Listed::List(entries) => match list_dir_acl(names, attr.uid, attr.gid, &entries) {
+                Ok(acl) => (acl, None),
+                Err(why) => (mode(), Some(dir_reason(rel, &why))),
+            },
+            Listed::Unusable(why) => (mode(), Some(dir_reason(rel, &why))),
+        })
     }
 
     /// Asks together for the lists of those of `objs` (handle, attributes, path) not seen at
@@ -785,7 +839,7 @@ impl Syncer {
             if let AclAnswer::List(list) = answer {
                 let seen = Seen {
                     ctime: (a.ctime.seconds, a.ctime.nseconds),
-                    extends: list.extends_mode(),
+                    listed: Listed::from_answer(&list),
                     keep: settled(a),
                 };
                 self.lists.insert((a.fsid, a.fileid), seen);
@@ -801,6 +855,7 @@ impl Syncer {
         rel: &str,
         a: &fattr3,
         dirs: &Acl,
+        listed: &Listed,
     ) -> Result<(Acl, String), String> {
         if a.type_ != ftype3::NF3REG {
             return Err(format!("not a regular file ({})", a.type_));
@@ -817,7 +872,12 @@ impl Syncer {
                 a.size, self.cfg.max_file_size
             ));
         }
-        let posix = intersect(posix_acl(names, a.uid, a.gid, a.mode), dirs.clone());
+        let own = match listed {
+            Listed::List(entries) => list_acl(names, a.uid, a.gid, entries)?,
+            Listed::Unusable(why) => return Err(why.clone()),
+            Listed::Mode => posix_acl(names, a.uid, a.gid, a.mode),
+        };
+        let posix = intersect(own, dirs.clone());
         let acl = apply_acl_rules(&self.cfg.acl_rules, Path::new(rel), posix);
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
@@ -835,20 +895,18 @@ impl Syncer {
         let prev = self.last_known(&key);
         let known = prev.is_some();
         self.count(|j| j.counts.scanned += 1);
-        // Mode bits do not tell who may read under a POSIX access list (as in the fs
-        // connector): such a file, or one below such a directory, is skipped unless a
-        // `replace` rule states its access.
+        // Under a POSIX access list the list says who may read, not the mode bits (as in the
+        // fs connector); a `replace` rule states the access instead.
         let listed = if acl_replaced(&self.cfg.acl_rules, Path::new(&f.rel)) {
-            None
+            Listed::Mode
         } else if let Some(why) = &f.above {
-            Some(why.clone())
+            Listed::Unusable(why.clone())
         } else {
             self.access_list(session, &f.fh, &f.attr, &f.rel).await?
         };
-        let outcome = match listed {
-            Some(reason) => Err(reason),
-            None => self.read_if_changed(session, names, &f, &key, prev).await?,
-        };
+        let outcome = self
+            .read_if_changed(session, names, &f, &key, prev, listed)
+            .await?;
         let doc = match outcome {
             Ok(Some(doc)) => doc,
             Ok(None) => {
@@ -888,8 +946,9 @@ impl Syncer {
         f: &Found,
         key: &DocKey,
         prev: Option<IndexedDoc>,
+        listed: Listed,
     ) -> Result<Result<Option<SourceDocument>, String>, SyncError> {
-        let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr, &f.dirs) {
+        let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr, &f.dirs, &listed) {
             Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
@@ -925,23 +984,25 @@ impl Syncer {
         // The attributes that came with the read describe what was read: a file changed (or
         // chmod'ed) since the listing is indexed with its current ACL and version.
         let attr = read.attr.as_ref().unwrap_or(&f.attr);
+        // A `setfacl` since the listing moved the change time: its list is asked again with
+        // the attributes the content was read under.
+        let listed = if (attr.ctime.seconds, attr.ctime.nseconds)
+            != (f.attr.ctime.seconds, f.attr.ctime.nseconds)
+            && !acl_replaced(&self.cfg.acl_rules, Path::new(&f.rel))
+            && f.above.is_none()
+        {
+            self.access_list(session, &f.fh, attr, &f.rel).await?
+        } else {
+            listed
+        };
         let (acl, version) = if read.attr.is_some() {
-            match self.acl_and_version(names, &f.rel, attr, &f.dirs) {
+            match self.acl_and_version(names, &f.rel, attr, &f.dirs, &listed) {
                 Ok(v) => v,
                 Err(reason) => return Ok(Err(reason)),
             }
         } else {
             (acl, version)
         };
-        // A `setfacl` since the listing moved the change time: its list is asked again with
-        // the attributes the content was read under.
-        if (attr.ctime.seconds, attr.ctime.nseconds)
-            != (f.attr.ctime.seconds, f.attr.ctime.nseconds)
-            && !acl_replaced(&self.cfg.acl_rules, Path::new(&f.rel))
-            && let Some(reason) = self.access_list(session, &f.fh, attr, &f.rel).await?
-        {
-            return Ok(Err(reason));
-        }
         let name_hint = f.rel.rsplit('/').next().unwrap_or(&f.rel).to_string();
         let mut attributes = BTreeMap::new();
         attributes.insert("export_path".to_string(), f.rel.clone());

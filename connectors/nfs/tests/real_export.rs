@@ -575,8 +575,9 @@ fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
 }
 
 /// ganesha 4.3 (Debian's) keeps no POSIX access lists, and answers NFSACL's GETACL with none:
-/// the file's mode bits then tell it all, and `require_nfsacl` (the default) is satisfied. Not tested against
-/// a real server: a list that says more (tested on Linux's reply format in `nfsacl.rs`; Debian's
+/// the file's mode bits then tell it all, and `require_nfsacl` (the default) is satisfied. Not
+/// tested against a real server: a list that says more (its reply format is tested in
+/// `nfsacl.rs`, its translation against the kernel in the fs connector's tests; Debian's
 /// ganesha refuses SETACL with NFS3ERR_INVAL and the kernel server cannot run here), and a
 /// server without NFSACL (this ganesha answers it even with `Enable_NFSACL = false`).
 #[test]
