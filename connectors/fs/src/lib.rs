@@ -8,7 +8,7 @@
 //!   replaced or extended by configured rules; a file nobody may read is skipped, never
 //!   indexed. Where a POSIX access control list (`setfacl`) is set, the list decides instead
 //!   of the mode bits (`posix_list`: never wider than the list, checked against the kernel in
-//!   `tests/lists_against_the_kernel.rs`); a list that cannot be used skips the file;
+//!   `kernel_check.rs`); a list that cannot be used skips the file;
 //! - an unchanged file (same version and ACL as indexed) is not read;
 //! - symbolic links are not followed unless `follow_symlinks` is set; when they are, a file is
 //!   indexed only if its resolved path lies inside a root, and its ACL is computed from the
@@ -31,6 +31,8 @@
 
 mod acl_rules;
 mod config;
+#[cfg(test)]
+mod kernel_check;
 mod posix_list;
 mod posix_names;
 
@@ -773,7 +775,7 @@ impl Scanner {
         // to, and the root whose rules apply to it.
         let (acl_root, target) = self.resolve(root, path, walked)?;
         let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
-        let (acl, version) = self.acl_and_version(&acl_root, &target, &meta)?;
+        let (acl, version) = self.acl_and_version(&acl_root, &target, &meta, None)?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(prev) = prev
             && prev.version == version
@@ -799,7 +801,7 @@ impl Scanner {
         } else {
             &target
         };
-        let (acl, version) = self.acl_and_version(&acl_root, rules_path, &meta)?;
+        let (acl, version) = self.acl_and_version(&acl_root, rules_path, &meta, Some(&file))?;
         let content = {
             use std::io::Read;
             let mut buf = Vec::with_capacity(meta.len() as usize);
@@ -854,6 +856,7 @@ impl Scanner {
         acl_root: &Path,
         rules_path: &Path,
         meta: &std::fs::Metadata,
+        opened: Option<&std::fs::File>,
     ) -> Result<(Acl, String), String> {
         if !meta.is_file() {
             return Err("not a regular file".to_string());
@@ -873,7 +876,7 @@ impl Scanner {
                 self.cfg.max_file_size
             ));
         }
-        let acl = self.acl_for(acl_root, rules_path, meta)?;
+        let acl = self.acl_for(acl_root, rules_path, meta, opened)?;
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
@@ -957,20 +960,29 @@ impl Scanner {
 
     /// The file's POSIX ACL, narrowed by every directory between the root and the file (a
     /// reader must be let into each: search permission), then the path rules. An error when a
-    /// directory's permissions cannot be read: the ACL cannot be told.
-    fn acl_for(&self, root: &Path, path: &Path, meta: &std::fs::Metadata) -> Result<Acl, String> {
+    /// directory's permissions cannot be read: the ACL cannot be told. `opened`: the file's
+    /// descriptor, whose own list is then read (`meta` is its metadata).
+    fn acl_for(
+        &self,
+        root: &Path,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        opened: Option<&std::fs::File>,
+    ) -> Result<Acl, String> {
         let names = self.names.read().unwrap_or_else(|e| e.into_inner()).clone();
-        file_acl(&names, &self.cfg.acl_rules, root, path, meta)
+        file_acl(&names, &self.cfg.acl_rules, root, path, meta, opened)
     }
 }
 
-/// See [`Scanner::acl_for`]: `path` lies under `root`, `meta` is its file's.
+/// See [`Scanner::acl_for`]: `path` lies under `root`, `meta` is its file's (of `opened` when
+/// given).
 fn file_acl(
     names: &PosixNames,
     rules: &[AclRule],
     root: &Path,
     path: &Path,
     meta: &std::fs::Metadata,
+    opened: Option<&std::fs::File>,
 ) -> Result<Acl, String> {
     let rel = path.strip_prefix(root).unwrap_or(path);
     // Where an access control list (`setfacl`) adds entries, the mode bits do not tell who may
@@ -980,19 +992,33 @@ fn file_acl(
     let mut acl = if replaced {
         posix_acl(names, meta.uid(), meta.gid(), meta.mode())
     } else {
-        match access_list(path, meta.dev())? {
+        // The list of what was opened, from its descriptor, or else of the path; either way
+        // read between two looks at the same metadata, so that the mode and the list belong
+        // together (a `setfacl -b` in between would leave the old mask as group bits).
+        let list = match opened {
+            Some(f) => fd_access_list(f, meta)?,
+            None => path_access_list(path, meta)?,
+        };
+        match list {
             Some(entries) => list_acl(names, meta.uid(), meta.gid(), &entries)?,
             None => posix_acl(names, meta.uid(), meta.gid(), meta.mode()),
         }
     };
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(root)) {
-        let m = std::fs::metadata(d)
+        // Not followed: a directory swapped for a link since the walk is not another's.
+        let m = std::fs::symlink_metadata(d)
             .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+        if !m.is_dir() {
+            return Err(format!(
+                "{} is no longer a directory: read again at the next scan",
+                d.display()
+            ));
+        }
         let list = if replaced {
             None
         } else {
-            access_list(d, m.dev()).map_err(|why| format!("{}: {why}", d.display()))?
+            path_access_list(d, &m).map_err(|why| format!("{}: {why}", d.display()))?
         };
         let enter = match list {
             Some(entries) => list_dir_acl(names, m.uid(), m.gid(), &entries)
@@ -1010,25 +1036,90 @@ fn file_acl(
 pub const ACL_LIST: &str = "has a POSIX access control list that cannot be used: state its \
      access with an acl_rules entry (mode = \"replace\")";
 
-/// The entries of `path`'s extended POSIX access control list, `None` without one (a minimal
-/// one is the mode bits and is not stored). An error when that cannot be told. The crate's
-/// `unsafe` calls: libc's `lgetxattr`.
+/// [`access_list`] of `path`, checked to belong to `meta`: the same inode and change time
+/// after the list was read (a `setfacl` or a swap in between is caught; the next scan reads it
+/// again).
+fn path_access_list(
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<Option<Vec<ListEntry>>, String> {
+    let list = access_list(path, meta.dev(), Source::Path)?;
+    let after = std::fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
+    same_object(meta, &after)?;
+    Ok(list)
+}
+
+/// [`access_list`] of the open `file`, checked to belong to `meta` (its metadata from before).
+fn fd_access_list(
+    file: &std::fs::File,
+    meta: &std::fs::Metadata,
+) -> Result<Option<Vec<ListEntry>>, String> {
+    use std::os::fd::AsRawFd;
+    let list = access_list(
+        Path::new("the opened file"),
+        meta.dev(),
+        Source::Fd(file.as_raw_fd()),
+    )?;
+    let after = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+    same_object(meta, &after)?;
+    Ok(list)
+}
+
+fn same_object(before: &std::fs::Metadata, after: &std::fs::Metadata) -> Result<(), String> {
+    if (before.ino(), before.ctime(), before.ctime_nsec())
+        != (after.ino(), after.ctime(), after.ctime_nsec())
+    {
+        return Err(
+            "its permissions changed while they were read: read again at the next scan".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Where [`access_list`] reads: a path (not following a final link) or an open descriptor.
+#[derive(Clone, Copy)]
+enum Source {
+    Path,
+    Fd(std::os::fd::RawFd),
+}
+
+/// The entries of an extended POSIX access control list, `None` without one (a minimal one is
+/// the mode bits and is not stored). An error when that cannot be told. The crate's `unsafe`
+/// calls: libc's `lgetxattr` and `fgetxattr`. `path` names the object (for a path source, it is
+/// the object) on device `dev`.
 #[allow(unsafe_code)]
-fn access_list(path: &Path, dev: u64) -> Result<Option<Vec<ListEntry>>, String> {
+fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListEntry>>, String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "the path holds a NUL byte".to_string())?;
+    let kind = |c: &std::ffi::CStr| match source {
+        Source::Path => file_system_of(dev, c),
+        // The device was seen through a path before (the walk); else the descriptor's
+        // device is asked by its /proc path.
+        Source::Fd(fd) => {
+            let proc = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+            file_system_of(dev, &proc)
+        }
+    };
     // CIFS, SMB and FUSE mounts make mode bits up from mount options (`file_mode`, `umask`),
     // whatever extended attributes they answer (s3fs answers "none"): never trusted.
-    if let Some(kind @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = file_system_of(dev, &c) {
-        return Err(untrusted_mount(kind));
+    if let Some(k @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = kind(&c) {
+        return Err(untrusted_mount(k));
     }
     let name = c"system.posix_acl_access";
+    let get = |buf: *mut libc::c_void, len: usize| -> isize {
+        // SAFETY: the strings are NUL-terminated and live across the call; `buf` is null with
+        // `len` 0 (asking only the size) or writable for `len` bytes (see the callers).
+        unsafe {
+            match source {
+                Source::Path => libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf, len),
+                Source::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), buf, len),
+            }
+        }
+    };
     // A list set between asking its size and reading it is larger: ask again.
     for _ in 0..4 {
-        // SAFETY: both strings are NUL-terminated and live across the call; a zero-sized
-        // buffer only asks for the attribute's size, nothing is written.
-        let size = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        let size = get(std::ptr::null_mut(), 0);
         if size < 0 {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
@@ -1036,9 +1127,9 @@ fn access_list(path: &Path, dev: u64) -> Result<Option<Vec<ListEntry>>, String> 
                 // No POSIX ACLs on this file system. A local one then has none; a network one
                 // may keep its own (NFSv4, SMB) and show mode bits that do not say who may
                 // read (a CIFS mount's are the mount's `file_mode`).
-                Some(libc::ENOTSUP) => match file_system_of(dev, &c) {
+                Some(libc::ENOTSUP) => match kind(&c) {
                     None => Ok(None),
-                    Some(kind) => Err(untrusted_mount(kind)),
+                    Some(k) => Err(untrusted_mount(k)),
                 },
                 _ => Err(format!(
                     "cannot tell whether {} has an access control list: {e}",
@@ -1047,15 +1138,7 @@ fn access_list(path: &Path, dev: u64) -> Result<Option<Vec<ListEntry>>, String> 
             };
         }
         let mut buf = vec![0u8; size as usize];
-        // SAFETY: `buf` is writable for its whole length, which is the size passed.
-        let n = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
+        let n = get(buf.as_mut_ptr().cast(), buf.len());
         if n >= 0 {
             buf.truncate(n as usize);
             return posix_list::parse_xattr(&buf).map(Some);
@@ -1390,7 +1473,7 @@ mod tests {
         );
         let n = names();
         let meta = std::fs::metadata(&p).unwrap();
-        let acl = file_acl(&n, &[], &root, &p, &meta).unwrap();
+        let acl = file_acl(&n, &[], &root, &p, &meta, None).unwrap();
         assert_eq!(
             set(&acl.allow),
             ["group:20", "group:21", "user:10", "user:11"]
@@ -1408,7 +1491,7 @@ mod tests {
                 (0x20, 4, NONE),
             ],
         );
-        let acl = file_acl(&n, &[], &root, &p, &meta).unwrap();
+        let acl = file_acl(&n, &[], &root, &p, &meta, None).unwrap();
         assert_eq!(set(&acl.allow), ["everyone", "group:20", "user:10"]);
         assert_eq!(set(&acl.deny), ["user:11"]);
 
@@ -1419,7 +1502,7 @@ mod tests {
             deny: vec![],
             mode: RuleMode::Replace,
         };
-        let acl = file_acl(&n, &[rule], &root, &p, &meta).unwrap();
+        let acl = file_acl(&n, &[rule], &root, &p, &meta, None).unwrap();
         assert_eq!(set(&acl.allow), ["group:staff"]);
     }
 
@@ -1446,7 +1529,7 @@ mod tests {
         std::fs::write(&p, "text").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let meta = std::fs::metadata(&p).unwrap();
-        let acl = file_acl(&names(), &[], &root, &p, &meta).unwrap();
+        let acl = file_acl(&names(), &[], &root, &p, &meta, None).unwrap();
         assert!(acl.allow.contains(&Principal::Everyone), "{acl:?}");
         assert_eq!(set(&acl.deny), ["user:11"]);
     }
@@ -1483,7 +1566,7 @@ mod tests {
         let n = names();
         let acl_of = |rel: &str| {
             let p = root.join(rel);
-            file_acl(&n, &[], &root, &p, &std::fs::metadata(&p).unwrap()).unwrap()
+            file_acl(&n, &[], &root, &p, &std::fs::metadata(&p).unwrap(), None).unwrap()
         };
         assert!(acl_of("canteen.md").allow.contains(&Principal::Everyone));
         let hr = acl_of("hr/salaries.md");
