@@ -995,9 +995,9 @@ fn file_acl(
         // The list of what was opened, from its descriptor, or else of the path; either way
         // read between two looks at the same metadata, so that the mode and the list belong
         // together (a `setfacl -b` in between would leave the old mask as group bits).
-        let list = match opened {
-            Some(f) => fd_access_list(f, meta)?,
-            None => path_access_list(path, meta)?,
+        let (meta, list) = match opened {
+            Some(f) => fd_access_list(f, meta.dev())?,
+            None => path_access_list(path, meta.dev())?,
         };
         match list {
             Some(entries) => list_acl(names, meta.uid(), meta.gid(), &entries)?,
@@ -1007,19 +1007,19 @@ fn file_acl(
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| d.starts_with(root)) {
         // Not followed: a directory swapped for a link since the walk is not another's.
-        let m = std::fs::symlink_metadata(d)
-            .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+        let (m, list) = if replaced {
+            let m = std::fs::symlink_metadata(d)
+                .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+            (m, None)
+        } else {
+            path_access_list(d, meta.dev()).map_err(|why| format!("{}: {why}", d.display()))?
+        };
         if !m.is_dir() {
             return Err(format!(
                 "{} is no longer a directory: read again at the next scan",
                 d.display()
             ));
         }
-        let list = if replaced {
-            None
-        } else {
-            path_access_list(d, &m).map_err(|why| format!("{}: {why}", d.display()))?
-        };
         let enter = match list {
             Some(entries) => list_dir_acl(names, m.uid(), m.gid(), &entries)
                 .map_err(|why| format!("{}: {why}", d.display()))?,
@@ -1036,44 +1036,53 @@ fn file_acl(
 pub const ACL_LIST: &str = "has a POSIX access control list that cannot be used: state its \
      access with an acl_rules entry (mode = \"replace\")";
 
-/// [`access_list`] of `path`, checked to belong to `meta`: the same inode and change time
-/// after the list was read (a `setfacl` or a swap in between is caught; the next scan reads it
-/// again).
+/// `path`'s metadata (not following a final link) and [`access_list`], read so that they belong
+/// together: the same inode and change time before and after the list (a `setfacl`, a `chmod`
+/// or a swap in between is caught, and the pair read again).
 fn path_access_list(
     path: &Path,
-    meta: &std::fs::Metadata,
-) -> Result<Option<Vec<ListEntry>>, String> {
-    let list = access_list(path, meta.dev(), Source::Path)?;
-    let after = std::fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
-    same_object(meta, &after)?;
-    Ok(list)
+    dev: u64,
+) -> Result<(std::fs::Metadata, Option<Vec<ListEntry>>), String> {
+    consistent(
+        || std::fs::symlink_metadata(path),
+        || access_list(path, dev, Source::Path),
+    )
 }
 
-/// [`access_list`] of the open `file`, checked to belong to `meta` (its metadata from before).
+/// The open `file`'s metadata and [`access_list`], read so that they belong together.
 fn fd_access_list(
     file: &std::fs::File,
-    meta: &std::fs::Metadata,
-) -> Result<Option<Vec<ListEntry>>, String> {
+    dev: u64,
+) -> Result<(std::fs::Metadata, Option<Vec<ListEntry>>), String> {
     use std::os::fd::AsRawFd;
-    let list = access_list(
-        Path::new("the opened file"),
-        meta.dev(),
-        Source::Fd(file.as_raw_fd()),
-    )?;
-    let after = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
-    same_object(meta, &after)?;
-    Ok(list)
+    consistent(
+        || file.metadata(),
+        || {
+            access_list(
+                Path::new("the opened file"),
+                dev,
+                Source::Fd(file.as_raw_fd()),
+            )
+        },
+    )
 }
 
-fn same_object(before: &std::fs::Metadata, after: &std::fs::Metadata) -> Result<(), String> {
-    if (before.ino(), before.ctime(), before.ctime_nsec())
-        != (after.ino(), after.ctime(), after.ctime_nsec())
-    {
-        return Err(
-            "its permissions changed while they were read: read again at the next scan".into(),
-        );
+/// Metadata and a list read between two looks at the metadata, until both looks agree (a file
+/// being written moves its change time; a few tries are enough).
+fn consistent(
+    stat: impl Fn() -> std::io::Result<std::fs::Metadata>,
+    list: impl Fn() -> Result<Option<Vec<ListEntry>>, String>,
+) -> Result<(std::fs::Metadata, Option<Vec<ListEntry>>), String> {
+    let key = |m: &std::fs::Metadata| (m.ino(), m.ctime(), m.ctime_nsec());
+    for _ in 0..4 {
+        let before = stat().map_err(|e| format!("unreadable: {e}"))?;
+        let l = list()?;
+        let after = stat().map_err(|e| format!("unreadable: {e}"))?;
+        if key(&before) == key(&after) {
+            return Ok((after, l));
+        }
     }
-    Ok(())
+    Err("its permissions kept changing while they were read: read again at the next scan".into())
 }
 
 /// Where [`access_list`] reads: a path (not following a final link) or an open descriptor.
@@ -1491,9 +1500,15 @@ mod tests {
                 (0x20, 4, NONE),
             ],
         );
+        // The list and the owner and mode it applies with are read together, whatever the
+        // caller looked at before.
         let acl = file_acl(&n, &[], &root, &p, &meta, None).unwrap();
         assert_eq!(set(&acl.allow), ["everyone", "group:20", "user:10"]);
         assert_eq!(set(&acl.deny), ["user:11"]);
+        // Read from an open descriptor, the same.
+        let f = std::fs::File::open(&p).unwrap();
+        let fmeta = f.metadata().unwrap();
+        assert_eq!(file_acl(&n, &[], &root, &p, &fmeta, Some(&f)).unwrap(), acl);
 
         // A `replace` rule states the access instead.
         let rule = AclRule {
