@@ -55,17 +55,31 @@ impl PosixNames {
     }
 }
 
-/// `name:x:id:...` lines; the id is the third field in both files.
+/// `name:x:id:...` lines; the id is the third field in both files. An id that two names share
+/// (`alice` and `alice-admin`, both uid 1001) is left out: one name would not reach the other's
+/// identity, so such an id is treated as unnamed (allowed by its number, and a deny of it
+/// admits nobody).
 fn parse(text: &str) -> BTreeMap<u32, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let id = f.nth(1)?.parse().ok()?;
-            Some((id, name.to_string()))
-        })
-        .collect()
+    let mut out: BTreeMap<u32, String> = BTreeMap::new();
+    let mut shared = std::collections::BTreeSet::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut f = l.split(':');
+        let (Some(name), Some(Ok(id))) = (f.next(), f.nth(1).map(str::parse::<u32>)) else {
+            continue;
+        };
+        match out.get(&id) {
+            Some(have) if have != name => {
+                shared.insert(id);
+            }
+            _ => {
+                out.insert(id, name.to_string());
+            }
+        }
+    }
+    for id in shared {
+        out.remove(&id);
+    }
+    out
 }
 
 /// Group memberships from a passwd file (primary groups) and a group file (member lists).
@@ -107,6 +121,20 @@ pub fn memberships(passwd: &str, group: &str) -> Vec<GroupMembership> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_two_names_share_is_treated_as_unnamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&p, "alice:x:1001:1::/:/bin/sh\nalice-admin:x:1001:1::/:/bin/sh\nbob:x:1002:1::/:/bin/sh\nbob:x:1002:1::/:/bin/sh\n").unwrap();
+        std::fs::write(&g, "eng:x:2001:\n").unwrap();
+        let n = PosixNames::load(&p, &g);
+        assert!(!n.knows_user(1001));
+        assert_eq!(n.user(1001), "1001");
+        // The same line twice is one name.
+        assert!(n.knows_user(1002));
+        assert_eq!(n.user(1002), "bob");
+    }
 
     #[test]
     fn memberships_from_group_lists_and_primary_groups() {
