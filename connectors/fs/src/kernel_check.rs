@@ -15,14 +15,9 @@ use std::process::Command;
 
 use docent_connector_api::Acl;
 
+use crate::posix_list::{GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 use crate::{ListEntry, PosixNames, file_acl};
 
-const USER_OBJ: u32 = 0x01;
-const USER: u32 = 0x02;
-const GROUP_OBJ: u32 = 0x04;
-const GROUP: u32 = 0x08;
-const MASK: u32 = 0x10;
-const OTHER: u32 = 0x20;
 const NONE: u32 = u32::MAX;
 /// Random worlds (a directory list and a file list each).
 const CASES: usize = 400;
@@ -81,8 +76,10 @@ fn random_list(rng: &mut Rng) -> Vec<ListEntry> {
     list
 }
 
+/// Sets `path`'s access list (`system.posix_acl_access`: version 2, then per entry tag,
+/// permissions and id, little-endian, as `setfacl` writes it).
 #[allow(unsafe_code)]
-fn set_list(path: &Path, entries: &[ListEntry]) {
+pub(crate) fn set_list(path: &Path, entries: &[ListEntry]) {
     use std::os::unix::ffi::OsStrExt;
     let mut blob = 2u32.to_le_bytes().to_vec();
     // The kernel wants entries in tag order, named ones by id.

@@ -33,7 +33,7 @@ mod acl_rules;
 mod config;
 #[cfg(test)]
 mod kernel_check;
-mod posix_list;
+pub mod posix_list;
 mod posix_names;
 
 pub use acl_rules::{AclRule, RuleMode, replaced as acl_replaced};
@@ -1432,29 +1432,17 @@ mod tests {
         assert_eq!(set(&open.allow), ["everyone"]);
     }
 
-    /// Gives `path` an access control list (`system.posix_acl_access`: version 2, then per
-    /// entry tag, permissions and id, as `setfacl` writes it).
-    #[allow(unsafe_code)]
+    /// Gives `path` an access control list of (tag, permissions, id) entries.
     fn set_access_acl(path: &Path, entries: &[(u16, u16, u32)]) {
-        use std::os::unix::ffi::OsStrExt;
-        let mut blob = 2u32.to_le_bytes().to_vec();
-        for &(tag, perm, id) in entries {
-            blob.extend(tag.to_le_bytes());
-            blob.extend(perm.to_le_bytes());
-            blob.extend(id.to_le_bytes());
-        }
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: NUL-terminated strings and a buffer of the given length, all alive.
-        let r = unsafe {
-            libc::setxattr(
-                c.as_ptr(),
-                c"system.posix_acl_access".as_ptr(),
-                blob.as_ptr().cast(),
-                blob.len(),
-                0,
-            )
-        };
-        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        let entries: Vec<ListEntry> = entries
+            .iter()
+            .map(|&(tag, perm, id)| ListEntry {
+                tag: u32::from(tag),
+                id,
+                perm: u32::from(perm),
+            })
+            .collect();
+        crate::kernel_check::set_list(path, &entries);
     }
 
     const NONE: u32 = u32::MAX;

@@ -19,6 +19,9 @@
 
 use std::io::{Cursor, Read, Write};
 
+// POSIX ACL entry tags: Linux's and Solaris's values agree.
+use docent_fs_connector::posix_list::{GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
+
 use nfs3_client::nfs3_types::nfs3::{fattr3, nfs_fh3, nfsstat3};
 use nfs3_client::nfs3_types::xdr_codec::{self, Pack, Unpack};
 
@@ -31,13 +34,6 @@ pub const GETACL: u32 = 1;
 const NFS_ACL: u32 = 0x1;
 const NFS_ACLCNT: u32 = 0x2;
 
-/// POSIX ACL entry tags (Linux's and Solaris's values agree).
-const USER_OBJ: u32 = 0x01;
-const USER: u32 = 0x02;
-const GROUP_OBJ: u32 = 0x04;
-const GROUP: u32 = 0x08;
-const MASK: u32 = 0x10;
-const OTHER: u32 = 0x20;
 /// Set on the entries of a default list.
 const DEFAULT_FLAG: u32 = 0x1000;
 
