@@ -342,16 +342,7 @@ impl Listed {
         if !list.consistent {
             Self::Unusable(ACL_LIST.to_string())
         } else if list.extends_mode() {
-            Self::List(
-                list.entries
-                    .iter()
-                    .map(|e| ListEntry {
-                        tag: e.tag,
-                        id: e.id,
-                        perm: e.perm,
-                    })
-                    .collect(),
-            )
+            Self::List(list.entries.as_slice().into())
         } else {
             Self::Mode
         }
@@ -737,31 +728,12 @@ impl Syncer {
         if !list_matters(attr) {
             return Ok(Listed::Mode);
         }
-        let key = (attr.fsid, attr.fileid);
-        let ctime = (attr.ctime.seconds, attr.ctime.nseconds);
-        let seen = match self.lists.get(&key) {
-            Some(s) => Some(s.clone()),
-            None => self.lists_before.remove(&key),
-        };
-        if let Some(seen) = seen
-            && seen.ctime == ctime
-        {
-            let listed = seen.listed.clone();
-            self.lists.insert(key, seen);
+        if let Some(listed) = self.seen(attr) {
             return Ok(listed);
         }
         let answer = session.access_lists(&[fh], &[rel]).await?.pop();
         match answer.expect("one answer per object") {
-            AclAnswer::List(list) => {
-                let listed = Listed::from_answer(&list);
-                let seen = Seen {
-                    ctime,
-                    listed: listed.clone(),
-                    keep: settled(attr),
-                };
-                self.lists.insert(key, seen);
-                Ok(listed)
-            }
+            AclAnswer::List(list) => Ok(self.remember(attr, &list)),
             AclAnswer::Refused(stat) if objects_own(stat) => Ok(Listed::Unusable(format!(
                 "has access control that NFSACL cannot show ({stat})"
             ))),
@@ -818,15 +790,7 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let unseen: Vec<_> = objs
             .iter()
-            .filter(|(_, a, _)| {
-                if !list_matters(a) {
-                    return false;
-                }
-                let ctime = (a.ctime.seconds, a.ctime.nseconds);
-                let key = (a.fsid, a.fileid);
-                let at = self.lists.get(&key).or_else(|| self.lists_before.get(&key));
-                at.is_none_or(|seen| seen.ctime != ctime)
-            })
+            .filter(|(_, a, _)| list_matters(a) && self.seen(a).is_none())
             .collect();
         if unseen.is_empty() {
             return Ok(());
@@ -837,15 +801,38 @@ impl Syncer {
         for ((_, a, _), answer) in unseen.iter().zip(answers) {
             // Other answers are given again, one by one, where they are used.
             if let AclAnswer::List(list) = answer {
-                let seen = Seen {
-                    ctime: (a.ctime.seconds, a.ctime.nseconds),
-                    listed: Listed::from_answer(&list),
-                    keep: settled(a),
-                };
-                self.lists.insert((a.fsid, a.fileid), seen);
+                self.remember(a, &list);
             }
         }
         Ok(())
+    }
+
+    /// What the server said of the object's list at its current change time, if it was asked
+    /// (by this reconciliation, or the previous one for a settled answer).
+    fn seen(&mut self, a: &fattr3) -> Option<Listed> {
+        let key = (a.fsid, a.fileid);
+        let seen = match self.lists.get(&key) {
+            Some(s) => s.clone(),
+            None => self.lists_before.remove(&key)?,
+        };
+        let current = seen.ctime == (a.ctime.seconds, a.ctime.nseconds);
+        let listed = current.then(|| seen.listed.clone());
+        if current {
+            self.lists.insert(key, seen);
+        }
+        listed
+    }
+
+    /// Keeps what the server said of the object's list, and returns it.
+    fn remember(&mut self, a: &fattr3, list: &nfsacl::AccessList) -> Listed {
+        let listed = Listed::from_answer(list);
+        let seen = Seen {
+            ctime: (a.ctime.seconds, a.ctime.nseconds),
+            listed: listed.clone(),
+            keep: settled(a),
+        };
+        self.lists.insert((a.fsid, a.fileid), seen);
+        listed
     }
 
     /// The ACL and version of a file from its attributes, or why it cannot be indexed.

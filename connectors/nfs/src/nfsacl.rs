@@ -20,6 +20,7 @@
 use std::io::{Cursor, Read, Write};
 
 // POSIX ACL entry tags: Linux's and Solaris's values agree.
+use docent_fs_connector::ListEntry;
 use docent_fs_connector::posix_list::{GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 
 use nfs3_client::nfs3_types::nfs3::{fattr3, nfs_fh3, nfsstat3};
@@ -66,18 +67,10 @@ impl Unpack for RawReply {
     }
 }
 
-/// One entry of a POSIX access list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub tag: u32,
-    pub id: u32,
-    pub perm: u32,
-}
-
 /// A file's access list as the server sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessList {
-    pub entries: Vec<Entry>,
+    pub entries: Vec<ListEntry>,
     /// The list's count matched its entries.
     pub consistent: bool,
 }
@@ -140,7 +133,7 @@ pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String
 
 /// One list: its count, then the entries as an XDR array (which counts them again; nfs-ganesha
 /// writes an absent list as a count of 0 and a null pointer, which reads as an empty array).
-fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<(u32, Vec<Entry>), String> {
+fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<(u32, Vec<ListEntry>), String> {
     let count = u32_at(c)?;
     let n = u32_at(c)?;
     if n > MAX_ENTRIES {
@@ -149,7 +142,7 @@ fn list(c: &mut Cursor<&[u8]>, flag: u32) -> Result<(u32, Vec<Entry>), String> {
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let tag = u32_at(c)? & !flag;
-        out.push(Entry {
+        out.push(ListEntry {
             tag,
             id: u32_at(c)?,
             perm: u32_at(c)?,
