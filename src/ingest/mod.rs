@@ -105,7 +105,7 @@ impl SkipLog {
         tracing::info!(
             connector = %key.connector,
             id = %crate::guardrail::pii::for_log(&key.native_id),
-            reason,
+            reason = %crate::guardrail::pii::for_log(reason),
             "document skipped"
         );
         self.note(key, reason, 1);
@@ -204,7 +204,7 @@ impl SkipLog {
         tracing::info!(
             connector = %key.connector,
             id = %crate::guardrail::pii::for_log(&key.native_id),
-            reason,
+            reason = %crate::guardrail::pii::for_log(reason),
             "document failed again"
         );
         self.note(key, reason, 0);

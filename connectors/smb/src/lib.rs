@@ -95,8 +95,13 @@ struct Walked {
 impl Walked {
     /// Whether `id` lies below a folder the walk could not list.
     fn under_unlisted(&self, id: &str) -> bool {
-        self.unlisted.iter().any(|(d, _)| is_below(id, d))
+        self.unlisted.iter().any(|(d, _)| within(id, d))
     }
+}
+
+/// `id` lies in folder `dir`, the share's root (`""`) holding everything.
+fn within(id: &str, dir: &str) -> bool {
+    dir.is_empty() || is_below(id, dir)
 }
 
 /// `id` is `dir` or below it (`/`-separated, relative to the share).
@@ -254,6 +259,9 @@ struct Crawler {
     /// Per folder (relative to the share, "" for its root), who may reach what is below it:
     /// its own DACL narrowed by every folder above it. Read once per sync pass.
     reach: HashMap<String, Result<Acl, String>>,
+    /// A folder's permissions could not be read for the server's own trouble (not a refusal):
+    /// the file that meets it ends the sync as an outage instead of being skipped.
+    folder_outage: Option<String>,
 }
 
 async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
@@ -275,6 +283,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         unmapped: BTreeSet::new(),
         acl_config: String::new(),
         reach: HashMap::new(),
+        folder_outage: None,
     };
     crawler.acl_config = acl_config(&cfg, &crawler.sids);
     let shutdown = ctx.shutdown.clone();
@@ -714,12 +723,14 @@ fn parent_of(rel: &str) -> String {
 
 /// Who may reach what is below the folder `rel` by its own DACL ([`dacl::REACH_BITS`]), with
 /// the unmapped SIDs seen. Share permissions are applied to each file, not here.
+/// A folder's own ACL (who may pass it), the SIDs nothing maps, and whether a failure was the
+/// server's own trouble rather than a refusal to the crawler (see `Crawler::folder_outage`).
 async fn folder_dacl(
     session: &Session,
     sids: &SidMap,
     cfg: &SmbConfig,
     rel: &str,
-) -> (Result<Acl, String>, BTreeSet<String>) {
+) -> (Result<Acl, String>, BTreeSet<String>, bool) {
     let res = session
         .client
         .create_file(
@@ -733,14 +744,16 @@ async fn folder_dacl(
         Ok(smb::Resource::Directory(dir)) => dir,
         Ok(other) => {
             let _ = close_resource(other).await;
-            return (Err("not a folder".into()), BTreeSet::new());
+            return (Err("not a folder".into()), BTreeSet::new(), false);
         }
         Err(e) => {
+            let e = ListError::from(e);
             return (
                 Err(format!(
                     "cannot open the folder to read its permissions: {e}"
                 )),
                 BTreeSet::new(),
+                !e.denied,
             );
         }
     };
@@ -749,14 +762,16 @@ async fn folder_dacl(
     let aces = match aces {
         Ok(aces) => aces,
         Err(e) => {
+            let e = ListError::from(e);
             return (
                 Err(format!("cannot read the folder's security descriptor: {e}")),
                 BTreeSet::new(),
+                !e.denied,
             );
         }
     };
     let c = dacl::compute_for(aces.as_deref(), sids, cfg.null_dacl, dacl::REACH_BITS);
-    (c.acl, c.unmapped)
+    (c.acl, c.unmapped, false)
 }
 
 /// An authenticated client on the configured share.
@@ -1015,6 +1030,7 @@ impl Crawler {
         full: bool,
     ) -> Result<Outcome, SyncError> {
         self.reach.clear();
+        self.folder_outage = None;
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
         let walked = self.walk(session, self.cfg.sub_path.clone()).await?;
@@ -1084,7 +1100,7 @@ impl Crawler {
             let Some((dir, why)) = walked
                 .unlisted
                 .iter()
-                .find(|(d, e)| e.denied && is_below(id, d))
+                .find(|(d, e)| e.denied && within(id, d))
             else {
                 continue;
             };
@@ -1170,6 +1186,7 @@ impl Crawler {
         paths: BTreeSet<String>,
     ) -> Result<Outcome, SyncError> {
         self.reach.clear();
+        self.folder_outage = None;
         let root = &self.cfg.sub_path;
         let mut visit = Vec::new();
         // Folders below the notified ones that could not be listed.
@@ -1317,8 +1334,15 @@ impl Crawler {
                 Ok(())
             }
             Err(reason) => {
-                // A failure because the server went away is an outage, not this file's fault:
-                // skipping it would remove it from the index.
+                // A failure because the server went away, or could not say who may pass a
+                // folder above, is an outage, not this file's fault: skipping it would remove
+                // it from the index.
+                if let Some(why) = self.folder_outage.take() {
+                    return Err(SyncError::Outage(format!(
+                        "\\\\{}\\{}: {why}",
+                        self.cfg.server, self.cfg.share
+                    )));
+                }
                 if !session.alive().await {
                     return Err(SyncError::Outage(format!(
                         "lost the connection to \\\\{}\\{} while reading {}: {reason}",
@@ -1399,8 +1423,18 @@ impl Crawler {
             let r = match self.reach.get(&path) {
                 Some(r) => r.clone(),
                 None => {
-                    let (own, unmapped) = folder_dacl(session, &self.sids, &self.cfg, &path).await;
+                    let (own, unmapped, trouble) =
+                        folder_dacl(session, &self.sids, &self.cfg, &path).await;
                     self.unmapped.extend(unmapped);
+                    if trouble && let Err(why) = own {
+                        // Not kept: the server's trouble says nothing of who may pass.
+                        let why = format!(
+                            "reading the permissions of folder {:?} failed: {why}",
+                            if path.is_empty() { "/" } else { path.as_str() }
+                        );
+                        self.folder_outage = Some(why.clone());
+                        return Err(why);
+                    }
                     let r = own
                         .and_then(|own| match &reach {
                             Some(above) => dacl::intersect_share(own, above),
@@ -1544,6 +1578,16 @@ impl Crawler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shares_root_holds_every_id_a_folder_only_its_own() {
+        assert!(within("a/b.txt", ""));
+        assert!(within("top.txt", ""));
+        assert!(within("a/b.txt", "a"));
+        assert!(!within("ab/c.txt", "a"));
+        // `is_below` alone never matches the root (the deletions of a vanished folder use it).
+        assert!(!is_below("a/b.txt", ""));
+    }
 
     #[test]
     fn uri_percent_encodes_each_segment() {
