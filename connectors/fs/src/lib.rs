@@ -436,6 +436,7 @@ impl Scanner {
     /// Walks every root; upserts what changed and deletes what disappeared, unless that is more
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
+        forget_file_systems();
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
@@ -1012,7 +1013,7 @@ fn file_acl(
                 .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
             (m, None)
         } else {
-            path_access_list(d, meta.dev()).map_err(|why| format!("{}: {why}", d.display()))?
+            dir_access_list(d).map_err(|why| format!("{}: {why}", d.display()))?
         };
         if !m.is_dir() {
             return Err(format!(
@@ -1021,7 +1022,7 @@ fn file_acl(
             ));
         }
         let enter = match list {
-            Some(entries) => list_dir_acl(names, m.uid(), m.gid(), &entries)
+            Some(entries) => list_dir_acl(names, m.uid(), m.gid(), entries.as_ref())
                 .map_err(|why| format!("{}: {why}", d.display()))?,
             None => posix_dir_acl(names, m.uid(), m.gid(), m.mode()),
         };
@@ -1047,6 +1048,30 @@ fn path_access_list(
         || std::fs::symlink_metadata(path),
         || access_list(path, dev, Source::Path),
     )
+}
+
+/// Directories' lists as last read, by path, with the (device, inode, change time) they were
+/// read at: every file below a directory asks for it, and an unchanged one is not read again.
+/// Forgotten at each reconciliation (with [`forget_file_systems`]).
+type DirLists = HashMap<PathBuf, ((u64, u64, i64, i64), SharedList)>;
+type SharedList = Option<Arc<[ListEntry]>>;
+static DIR_LISTS: std::sync::LazyLock<std::sync::Mutex<DirLists>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// [`path_access_list`] of directory `d`, from [`DIR_LISTS`] while its change time stands.
+fn dir_access_list(d: &Path) -> Result<(std::fs::Metadata, SharedList), String> {
+    let key = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec());
+    let m = std::fs::symlink_metadata(d).map_err(|e| format!("unreadable: {e}"))?;
+    let lists = || DIR_LISTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, list)) = lists().get(d)
+        && *at == key(&m)
+    {
+        return Ok((m, list.clone()));
+    }
+    let (m, list) = path_access_list(d, m.dev())?;
+    let list: SharedList = list.map(Into::into);
+    lists().insert(d.to_path_buf(), (key(&m), list.clone()));
+    Ok((m, list))
 }
 
 /// The open `file`'s metadata and [`access_list`], read so that they belong together.
@@ -1177,11 +1202,21 @@ fn untrusted_mount(kind: &str) -> String {
     )
 }
 
+/// File system kinds by device, asked once per device and reconciliation (see
+/// [`file_system_of`]).
+static KINDS: std::sync::Mutex<BTreeMap<u64, Option<&'static str>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Forgets the kinds asked so far: a device number freed by an unmount can come back as
+/// another file system (a CIFS mount where a tmpfs was).
+fn forget_file_systems() {
+    KINDS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    DIR_LISTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
 /// [`network_file_system`] of `path` on device `dev`, asked once per device (a reconciliation
 /// checks every file and every directory above it).
 fn file_system_of(dev: u64, path: &std::ffi::CStr) -> Option<&'static str> {
-    static KINDS: std::sync::Mutex<BTreeMap<u64, Option<&'static str>>> =
-        std::sync::Mutex::new(BTreeMap::new());
     if let Some(kind) = KINDS.lock().unwrap_or_else(|e| e.into_inner()).get(&dev) {
         return *kind;
     }
