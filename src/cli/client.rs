@@ -478,7 +478,8 @@ fn job_json(j: &pb::Job) -> serde_json::Value {
         "id": j.id, "connector": j.connector, "kind": j.kind, "trigger": j.trigger,
         "started_ms": j.started_ms, "ended_ms": j.ended_ms, "state": j.state, "reason": j.reason,
         "counts": {"scanned": c.scanned, "added": c.added, "modified": c.modified,
-                   "deleted": c.deleted, "unchanged": c.unchanged, "failed": c.failed},
+                   "deleted": c.deleted, "unchanged": c.unchanged, "failed": c.failed,
+                   "permission_reads": c.permission_reads},
         "failures": j.failures.iter().map(|f| json!({"id": f.id, "reason": f.reason})).collect::<Vec<_>>(),
     })
 }
@@ -491,7 +492,7 @@ fn job_line(j: &pb::Job) -> String {
         "running".to_string()
     };
     format!(
-        "job {} ({} by {}): {} in {secs}; scanned {}, added {}, modified {}, deleted {}, unchanged {}, failed {}{}",
+        "job {} ({} by {}): {} in {secs}; scanned {}, added {}, modified {}, deleted {}, unchanged {}, failed {}{}{}",
         j.id,
         j.kind,
         j.trigger,
@@ -502,6 +503,11 @@ fn job_line(j: &pb::Job) -> String {
         c.deleted,
         c.unchanged,
         c.failed,
+        if c.permission_reads > 0 {
+            format!(", permission reads {}", c.permission_reads)
+        } else {
+            String::new()
+        },
         if j.reason.is_empty() {
             String::new()
         } else {

@@ -121,6 +121,7 @@ fn job(connector: &str, j: &docent_connector_api::jobs::JobRecord) -> pb::Job {
             deleted: c.deleted,
             unchanged: c.unchanged,
             failed: c.failed,
+            permission_reads: c.permission_reads,
         }),
         failures: j
             .failures

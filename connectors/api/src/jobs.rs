@@ -21,6 +21,9 @@ pub struct JobCounts {
     pub deleted: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// Permission lookups sent to the source apart from listings and reads (NFSACL `GETACL`
+    /// calls, SMB security-descriptor queries): what an unchanged source still costs.
+    pub permission_reads: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

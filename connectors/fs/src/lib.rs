@@ -17,9 +17,11 @@
 //!   skipped with a reason, and the crawl goes on;
 //! - an error is not a deletion: documents under a directory the walk could not list stay
 //!   (except under one the crawler is refused, "permission denied": those are withdrawn,
-//!   skipped with the reason, since their ACL can no longer be checked), a root that lists no files while documents under it are indexed is reported as an outage
-//!   (unless an admin forces the deletions), and a watched path is deleted only when its file
-//!   is not found (another I/O error keeps it);
+//!   skipped with the reason, since their ACL can no longer be checked), a root that lists no
+//!   files while documents under it are indexed is reported as an outage (unless an admin
+//!   forces the deletions), so is a root that was a mount point when last walked (kept in the
+//!   checkpoint) and is not one now, whatever the directory left behind holds or refuses, and
+//!   a watched path is deleted only when its file is not found (another I/O error keeps it);
 //! - a deletion or move is acted on even when the upsert it cancels has not been committed yet,
 //!   and "unchanged" is judged against the last change sent, not only the index
 //!   (`Scanner::sent` remembers what the index may not show yet);
@@ -142,7 +144,17 @@ struct Scanner {
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
+    /// The roots (as configured) that were mount points when last walked, from the checkpoint
+    /// on: one that no longer is was unmounted (see [`Scanner::unmounted`]).
+    mounted: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
 }
+
+/// The checkpoint's list of roots that were mount points ([`Scanner::mounted`]).
+const MOUNTED_ROOTS: &str = "mounted_roots";
+
+/// How the alarm about an unmounted root begins (cleared by the next reconciliation that
+/// finds none).
+const UNMOUNTED: &str = "unmounted share? root";
 
 async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let FsConnector { cfg, filter } = conn;
@@ -167,6 +179,17 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
+        mounted: Arc::new(std::sync::Mutex::new(
+            ctx.checkpoint
+                .as_ref()
+                .and_then(|c| c.get(MOUNTED_ROOTS))
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+                .map(PathBuf::from)
+                .collect(),
+        )),
     };
 
     // Start watching before the first scan so nothing changed during the crawl is missed.
@@ -315,10 +338,17 @@ async fn reconcile(
     } else {
         "watching"
     });
+    let mounted: Vec<String> = scanner
+        .mounted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|r| r.to_string_lossy().into_owned())
+        .collect();
     scanner
         .send(Change::Checkpoint {
             connector: scanner.cfg.id.clone(),
-            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms }),
+            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms, MOUNTED_ROOTS: mounted }),
         })
         .await
 }
@@ -437,6 +467,14 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
+        if self
+            .status
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.starts_with(UNMOUNTED))
+        {
+            self.status.set_error(None);
+        }
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
@@ -451,8 +489,19 @@ impl Scanner {
             if self.shutdown.is_cancelled() {
                 return Ok(Reconciled::Cancelled);
             }
+            if !force_deletions && let Some(why) = self.unmounted(root) {
+                // Its files are not reachable, and what is there instead (an empty directory,
+                // one closed to everyone, stale files written while unmounted) says nothing
+                // of them: neither withdrawn nor deleted, as in any outage.
+                tracing::warn!(connector = %self.cfg.id, "{}", docent_connector_api::log_safe(&why));
+                self.count_failure(&root.to_string_lossy(), &why);
+                self.status.set_error(Some(why));
+                unlisted.push(root.clone());
+                continue;
+            }
             let before = seen.len();
             self.walk(root, root, &mut seen, &mut unlisted)?;
+            self.note_mount_point(root);
             // A root that lists nothing while documents under it are indexed is an unmounted or
             // unreachable share, not an empty one (unless an admin forces the deletions).
             if !force_deletions && seen.len() == before && indexed.iter().any(|id| under(id, root))
@@ -626,12 +675,49 @@ impl Scanner {
         Ok(())
     }
 
+    /// Why `root`, a mount point when last walked, is taken for unmounted: it is not one now.
+    /// A sync with `force_deletions` accepts the change (and walks what is there).
+    fn unmounted(&self, root: &Path) -> Option<String> {
+        let was = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(root);
+        (was && !mount_point(self.canonical_root(root))).then(|| {
+            format!(
+                "{UNMOUNTED} {} was a mount point when last walked and is not one now: nothing \
+                 under it was withdrawn or deleted; a sync with force_deletions walks it as it is",
+                root.display()
+            )
+        })
+    }
+
+    /// Records whether `root`, just walked, is a mount point.
+    fn note_mount_point(&self, root: &Path) {
+        let is = mount_point(self.canonical_root(root));
+        let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
+        if is {
+            mounted.insert(root.to_path_buf());
+        } else {
+            mounted.remove(root);
+        }
+    }
+
     /// Acts on each changed path according to what is there now.
     fn apply_paths(&self, paths: &[PathBuf]) -> Result<(), ConnectorError> {
+        let mut unmounted = BTreeMap::new();
         for path in paths {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
+            // Events in the directory left where a share was unmounted say nothing of the
+            // share's files (the next reconciliation reports the outage).
+            if *unmounted
+                .entry(root.to_path_buf())
+                .or_insert_with(|| self.unmounted(root).is_some())
+            {
+                continue;
+            }
             match std::fs::symlink_metadata(path) {
                 Ok(m)
                     if !self.cfg.follow_symlinks
@@ -1200,6 +1286,52 @@ fn untrusted_mount(kind: &str) -> String {
         "lies on a {kind} mount, whose permissions the mode bits do not state: use the smb or \
          nfs connector, or state its access with an acl_rules entry (mode = \"replace\")"
     )
+}
+
+/// Whether `path` (canonical) is a mount point: on another device than its parent, or listed
+/// as one in `/proc/self/mountinfo` (a bind mount within one file system).
+fn mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    let dev = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.dev());
+    if let (Ok(own), Ok(above)) = (dev(path), dev(parent))
+        && own != above
+    {
+        return true;
+    }
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| Path::new(&unescape_mount_path(m)) == path)
+    })
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and backslash as
+/// three octal digits after a backslash.
+fn unescape_mount_path(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
 }
 
 /// File system kinds by device, asked once per device and reconciliation (see

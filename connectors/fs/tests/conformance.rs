@@ -112,6 +112,24 @@ fn sync_once(
     connector: Box<dyn Connector>,
     index: &Arc<Index>,
 ) -> (Vec<String>, BTreeMap<String, String>, Vec<String>) {
+    let (up, skipped, del, _) = sync_from(rt, connector, index, None);
+    (up, skipped, del)
+}
+
+type Synced = (
+    Vec<String>,
+    BTreeMap<String, String>,
+    Vec<String>,
+    serde_json::Value,
+);
+
+/// [`sync_once`] from `checkpoint`, also giving the checkpoint the sync ends with.
+fn sync_from(
+    rt: &tokio::runtime::Runtime,
+    connector: Box<dyn Connector>,
+    index: &Arc<Index>,
+    checkpoint: Option<serde_json::Value>,
+) -> Synced {
     let (tx, mut rx) = mpsc::channel(64);
     let (_commands, commands) = mpsc::channel(1);
     let shutdown = CancellationToken::new();
@@ -120,14 +138,14 @@ fn sync_once(
         sink: tx,
         memberships: Arc::new(NoMemberships),
         indexed: index.clone(),
-        checkpoint: None,
+        checkpoint,
         shutdown: shutdown.clone(),
         status: StatusHandle::default(),
     };
     let (mut up, mut skipped, mut del) = (Vec::new(), BTreeMap::new(), Vec::new());
-    rt.block_on(async {
+    let checkpoint = rt.block_on(async {
         let task = tokio::spawn(connector.run(ctx));
-        loop {
+        let checkpoint = loop {
             let change = tokio::time::timeout(Duration::from_secs(30), rx.recv())
                 .await
                 .expect("a checkpoint within 30 s")
@@ -150,13 +168,14 @@ fn sync_once(
                     docs.remove(&key);
                     del.push(key.native_id);
                 }
-                Change::Checkpoint { .. } => break,
+                Change::Checkpoint { checkpoint, .. } => break checkpoint,
             }
-        }
+        };
         shutdown.cancel();
         task.await.unwrap().unwrap();
+        checkpoint
     });
-    (up, skipped, del)
+    (up, skipped, del, checkpoint)
 }
 
 /// A root holding `hr/salaries.txt` and `canteen.txt`, indexed by a crawl as root; then
@@ -176,7 +195,23 @@ fn mode(p: &std::path::Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
 }
 
+/// A runtime whose threads take the file-system uid of `nobody`: a crawler without root's
+/// rights.
 #[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
+fn unprivileged() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(|| {
+            // SAFETY: setfsuid changes only the calling thread's file-system uid.
+            unsafe {
+                libc::setfsuid(65534);
+            }
+        })
+        .build()
+        .unwrap()
+}
+
 fn crawl_then_close(closed: &str) -> ClosedToTheCrawler {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
@@ -199,18 +234,7 @@ fn crawl_then_close(closed: &str) -> ClosedToTheCrawler {
     // The crawler runs without root's rights (the runtime's threads take the file-system uid of
     // `nobody`; run as another user, mode 000 refuses the owner too).
     mode(&root.join(closed), 0o000);
-    let unprivileged = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(|| {
-            // SAFETY: setfsuid changes only the calling thread's file-system uid.
-            unsafe {
-                libc::setfsuid(65534);
-            }
-        })
-        .build()
-        .unwrap();
-    let (_, skipped, deleted) = sync_once(&unprivileged, connector_at(&root), &index);
+    let (_, skipped, deleted) = sync_once(&unprivileged(), connector_at(&root), &index);
     ClosedToTheCrawler {
         _dir: dir,
         root,
@@ -263,4 +287,100 @@ fn a_root_closed_to_the_crawler_withdraws_its_documents() {
     mode(&c.root, 0o755);
     let (up, _, _) = sync_once(&c.rt, connector_at(&c.root), &c.index);
     assert_eq!(up.len(), 2, "{up:?}");
+}
+
+/// `target` bind-mounted on `at` until dropped.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(target: &std::path::Path, at: &std::path::Path) -> Self {
+        let out = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(target)
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount --bind (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// A root that was a mount point when last walked (here a bind mount, which only
+/// `/proc/self/mountinfo` tells) and is not one now: a share that went away, leaving the
+/// directory below, closed to everyone as admins leave mount points. Its documents are kept,
+/// neither withdrawn (as a root closed to the crawler is) nor deleted, across a restart, and
+/// are unchanged once it is mounted again.
+#[test]
+fn an_unmounted_root_keeps_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (share, root) = (base.join("share"), base.join("mnt"));
+    mode(&base, 0o755);
+    std::fs::create_dir_all(share.join("hr")).unwrap();
+    for f in ["hr/salaries.txt", "canteen.txt"] {
+        std::fs::write(share.join(f), "text").unwrap();
+        mode(&share.join(f), 0o644);
+    }
+    std::fs::create_dir(&root).unwrap();
+    let index = Arc::new(Index::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mounted = BindMount::new(&share, &root);
+    let (up, _, _, checkpoint) = sync_from(&rt, connector_at(&root), &index, None);
+    assert_eq!(up.len(), 2, "{up:?}");
+    assert_eq!(
+        checkpoint["mounted_roots"],
+        serde_json::json!([root.to_string_lossy()])
+    );
+
+    drop(mounted);
+    mode(&root, 0o000);
+    // A new process (from the checkpoint) that may not enter the directory left behind.
+    let (up, skipped, deleted, checkpoint) = sync_from(
+        &unprivileged(),
+        connector_at(&root),
+        &index,
+        Some(checkpoint),
+    );
+    assert!(
+        up.is_empty() && skipped.is_empty() && deleted.is_empty(),
+        "{up:?} {skipped:?} {deleted:?}"
+    );
+    assert_eq!(index.native_ids("fs-conformance").len(), 2);
+    assert_eq!(
+        checkpoint["mounted_roots"],
+        serde_json::json!([root.to_string_lossy()])
+    );
+
+    // The same with the directory open and empty, and with a stale file in it.
+    mode(&root, 0o755);
+    std::fs::write(root.join("stale.txt"), "written while unmounted").unwrap();
+    let (up, skipped, deleted, checkpoint) =
+        sync_from(&rt, connector_at(&root), &index, Some(checkpoint));
+    assert!(
+        up.is_empty() && skipped.is_empty() && deleted.is_empty(),
+        "{up:?} {skipped:?} {deleted:?}"
+    );
+    std::fs::remove_file(root.join("stale.txt")).unwrap();
+
+    let _mounted = BindMount::new(&share, &root);
+    let (up, skipped, deleted, _) = sync_from(&rt, connector_at(&root), &index, Some(checkpoint));
+    assert!(
+        up.is_empty() && skipped.is_empty() && deleted.is_empty(),
+        "{up:?} {skipped:?} {deleted:?}"
+    );
+    assert_eq!(index.native_ids("fs-conformance").len(), 2);
 }

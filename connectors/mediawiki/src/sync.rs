@@ -52,6 +52,11 @@ pub struct Position {
     pub last_full_ms: i64,
     /// The configuration scope it was written under ([`MediaWikiConfig::scope`]).
     pub scope: String,
+    /// The highest page id the polls' sweep had checked ([`Syncer::sweep`]), so that a restart
+    /// goes on from there rather than from the lowest id. Carried by checkpoints sent for other
+    /// reasons: a sweep alone sends none. Absent from older checkpoints.
+    #[serde(default)]
+    pub swept_to: u64,
 }
 
 impl Position {
@@ -195,12 +200,12 @@ impl Syncer {
             sink,
             indexed,
             shutdown,
+            swept_to: AtomicU64::new(position.as_ref().map_or(0, |p| p.swept_to)),
             position: Mutex::new(position),
             job: AtomicU64::new(0),
             full: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(true),
             sent: Mutex::default(),
-            swept_to: AtomicU64::new(0),
             swept_deleted: AtomicU64::new(0),
             sweep_held_said: AtomicBool::new(false),
         }
@@ -545,12 +550,18 @@ impl Syncer {
     /// Sends the checkpoint for `next` when it moved (or one is due) and adopts it.
     async fn commit(&self, mut next: Position, force: bool) -> Result<(), SyncError> {
         next.scope = self.cfg.scope();
+        next.swept_to = self.swept_to.load(Ordering::Relaxed);
+        // The sweep's cursor alone does not make a checkpoint (it moves at every poll).
         let moved = self
             .position
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            != Some(&next);
+            .is_none_or(|p| {
+                let mut p = p.clone();
+                p.swept_to = next.swept_to;
+                p != next
+            });
         if moved || force || self.checkpoint_due.swap(false, Ordering::SeqCst) {
             self.send(Change::Checkpoint {
                 connector: self.cfg.id.clone(),
@@ -600,6 +611,7 @@ impl Syncer {
             log_id,
             last_full_ms: 0,
             scope: self.cfg.scope(),
+            swept_to: 0,
         })
     }
 
@@ -1215,8 +1227,16 @@ mod tests {
             log_id: 0,
             last_full_ms: 5,
             scope: "s".into(),
+            swept_to: 42,
         };
-        assert_eq!(Position::from_checkpoint(&p.to_checkpoint()), Some(p));
+        assert_eq!(
+            Position::from_checkpoint(&p.to_checkpoint()),
+            Some(p.clone())
+        );
+        // A checkpoint from before the sweep's cursor was kept starts the sweep at the lowest id.
+        let mut old = p.to_checkpoint();
+        old.as_object_mut().unwrap().remove("swept_to");
+        assert_eq!(Position::from_checkpoint(&old).map(|p| p.swept_to), Some(0));
         assert_eq!(
             Position::from_checkpoint(&serde_json::json!({"x": 1})),
             None

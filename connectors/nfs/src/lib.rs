@@ -15,7 +15,9 @@
 //!   sync (its lists cannot be seen), unless `require_nfsacl = false` says to trust its mode
 //!   bits;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
-//!   (or last sent) is never read;
+//!   (or last sent) is never read; the recorded version also carries the change time at which
+//!   the server answered that the file has no list beyond its mode bits (a settled answer), so
+//!   that a restarted connector does not ask again what its change time still covers;
 //! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
 //!   timeout, or a listing that comes back empty while documents are indexed ends the sync as
 //!   failed (phase "failed", the reason in `last_error`) without deleting anything; the sync is
@@ -560,8 +562,16 @@ impl Syncer {
                     continue;
                 }
             };
-            // The lists of what this directory holds, asked together.
+            // The lists of what this directory holds, asked together (a file's own answer
+            // recorded with its indexed version is not asked again, as after a restart).
             if above.is_none() {
+                for e in &entries {
+                    if e.attr.type_ == ftype3::NF3REG
+                        && let Ok(name) = std::str::from_utf8(&e.name)
+                    {
+                        self.recall(&join(&rel_dir, name), &e.attr);
+                    }
+                }
                 let objs: Vec<_> = entries
                     .iter()
                     .filter_map(|e| {
@@ -731,6 +741,7 @@ impl Syncer {
         if let Some(listed) = self.seen(attr) {
             return Ok(listed);
         }
+        self.count(|j| j.counts.permission_reads += 1);
         let answer = session.access_lists(&[fh], &[rel]).await?.pop();
         match answer.expect("one answer per object") {
             AclAnswer::List(list) => Ok(self.remember(attr, &list)),
@@ -797,6 +808,7 @@ impl Syncer {
         }
         let fhs: Vec<&nfs_fh3> = unseen.iter().map(|(fh, _, _)| *fh).collect();
         let paths: Vec<&str> = unseen.iter().map(|(_, _, p)| p.as_str()).collect();
+        self.count(|j| j.counts.permission_reads += fhs.len() as u64);
         let answers = session.access_lists(&fhs, &paths).await?;
         for ((_, a, _), answer) in unseen.iter().zip(answers) {
             // Other answers are given again, one by one, where they are used.
@@ -821,6 +833,51 @@ impl Syncer {
             self.lists.insert(key, seen);
         }
         listed
+    }
+
+    /// Takes a file's own answer from the version it was indexed (or last sent) with, when that
+    /// records "no list beyond the mode bits" at the file's current change time: so a new
+    /// process (a restart) does not ask again what its predecessor was told. Only a settled
+    /// answer the server gave is recorded there (see [`Self::version_of`]).
+    fn recall(&mut self, rel: &str, a: &fattr3) {
+        let key = (a.fsid, a.fileid);
+        if self.lists.contains_key(&key) || self.lists_before.contains_key(&key) {
+            return;
+        }
+        let Some(prev) = self.last_known(&DocKey::new(&self.cfg.id, rel)) else {
+            return;
+        };
+        if mode_answered_at(&prev.version) == Some((a.ctime.seconds, a.ctime.nseconds)) {
+            let seen = Seen {
+                ctime: (a.ctime.seconds, a.ctime.nseconds),
+                listed: Listed::Mode,
+                keep: true,
+            };
+            self.lists.insert(key, seen);
+        }
+    }
+
+    /// The version recorded for a file: its content's ([`version`]), followed by the change time
+    /// at which the server answered that the file has no list beyond its mode bits, when that
+    /// answer is settled (kept) and is what the ACL was derived from. A replace rule or a
+    /// server without NFSACL records nothing: nothing was answered.
+    fn version_of(&self, a: &fattr3, listed: &Listed) -> String {
+        let answered = matches!(listed, Listed::Mode)
+            && self.lists.get(&(a.fsid, a.fileid)).is_some_and(|s| {
+                s.keep
+                    && matches!(s.listed, Listed::Mode)
+                    && s.ctime == (a.ctime.seconds, a.ctime.nseconds)
+            });
+        if answered {
+            format!(
+                "{} {MODE_ANSWERED}{}.{:09}",
+                version(a),
+                a.ctime.seconds,
+                a.ctime.nseconds
+            )
+        } else {
+            version(a)
+        }
     }
 
     /// Keeps what the server said of the object's list, and returns it.
@@ -869,7 +926,7 @@ impl Syncer {
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
-        Ok((acl, version(a)))
+        Ok((acl, self.version_of(a, listed)))
     }
 
     async fn visit(
@@ -939,8 +996,10 @@ impl Syncer {
             Ok(v) => v,
             Err(reason) => return Ok(Err(reason)),
         };
+        // The content's part of the versions decides: a file indexed before its list's answer
+        // settled (or before answers were recorded) is not read again for that alone.
         if let Some(prev) = prev
-            && prev.version == version
+            && content_version(&prev.version) == content_version(&version)
             && prev.acl_fingerprint == acl.fingerprint()
             && !self.full
         {
@@ -1060,6 +1119,23 @@ fn dir_reason(rel: &str, why: &str) -> String {
     }
 }
 
+/// Marks, in a recorded version, the change time at which the file's own list was answered as
+/// saying nothing beyond the mode bits (see `Syncer::version_of`).
+const MODE_ANSWERED: &str = "mode@";
+
+/// The content's part of a recorded version.
+fn content_version(v: &str) -> &str {
+    v.split_once(' ').map_or(v, |(content, _)| content)
+}
+
+/// The change time a recorded version says the file's list was answered at (see
+/// [`MODE_ANSWERED`]).
+fn mode_answered_at(v: &str) -> Option<(u32, u32)> {
+    let (_, rest) = v.split_once(' ')?;
+    let (s, ns) = rest.strip_prefix(MODE_ANSWERED)?.split_once('.')?;
+    Some((s.parse().ok()?, ns.parse().ok()?))
+}
+
 /// (file id, size, mtime): a rewrite, a replacement under the same name or a touch all change it.
 fn version(a: &fattr3) -> String {
     format!(
@@ -1160,6 +1236,16 @@ mod tests {
         assert!(!settled(&a));
         a.ctime.seconds = now - 60;
         assert!(settled(&a));
+    }
+
+    #[test]
+    fn a_recorded_version_keeps_its_contents_part_apart_from_the_answer() {
+        let v = format!("7:10:5.000000001 {MODE_ANSWERED}12.000000034");
+        assert_eq!(content_version(&v), "7:10:5.000000001");
+        assert_eq!(mode_answered_at(&v), Some((12, 34)));
+        // Versions recorded before answers were: all content, no answer.
+        assert_eq!(content_version("7:10:5.000000001"), "7:10:5.000000001");
+        assert_eq!(mode_answered_at("7:10:5.000000001"), None);
     }
 
     #[test]

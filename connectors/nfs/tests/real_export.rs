@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use docent_connector_api::conformance::{self, Fixture};
-use docent_connector_api::jobs::{ConnectorCommand, JobState};
+use docent_connector_api::jobs::{ConnectorCommand, JobCounts, JobState};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
@@ -211,11 +211,15 @@ struct Running {
 
 impl Running {
     fn start(connector: Box<dyn Connector>) -> Self {
+        Self::start_over(connector, Arc::default())
+    }
+
+    /// Starts `connector` over what an earlier one indexed (as after a restart).
+    fn start_over(connector: Box<dyn Connector>, index: Arc<Index>) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         let shutdown = CancellationToken::new();
         let status = StatusHandle::default();
-        let index = Arc::new(Index::default());
         let ctx = ConnectorContext {
             commands: cmd_rx,
             sink: tx,
@@ -314,6 +318,12 @@ impl Running {
 
     fn ids(&self) -> BTreeSet<String> {
         self.index.docs.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// The counts of the most recent job.
+    fn last_counts(&self) -> JobCounts {
+        let jobs = self.status.snapshot().jobs;
+        jobs.front().expect("a job ran").counts
     }
 
     async fn stop(self) {
@@ -601,6 +611,45 @@ fn a_server_that_answers_nfsacl_is_asked_for_every_file_and_directory() {
         let sent = c.sync_now().await;
         assert_eq!(sent.upserts["team/a.txt"], acl(&[Principal::user("alice")]));
         assert_eq!(sent.upserts.len(), 1, "{sent:?}");
+        c.stop().await;
+    });
+}
+
+#[test]
+fn a_restarted_connector_asks_only_the_lists_no_indexed_version_records() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("r/a.txt", "a", 1001, 2001, 0o644);
+    server.put("r/b.txt", "b", 1001, 2001, 0o640);
+    server.put("c.txt", "c", 1001, 2001, 0o600);
+    // An answer about a change time under 5 s old is neither kept nor recorded.
+    std::thread::sleep(Duration::from_millis(6500));
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        assert_eq!(c.next_sync().await.upserts.len(), 3);
+        // The root, r/, r/a.txt and r/b.txt; c.txt's mode lets only its owner read it.
+        assert_eq!(c.last_counts().permission_reads, 4);
+        let index = c.index.clone();
+        c.stop().await;
+
+        let mut c = Running::start_over(server.connector(""), index);
+        let sent = c.next_sync().await;
+        assert!(
+            sent.upserts.is_empty() && sent.deletes.is_empty() && sent.skipped.is_empty(),
+            "{sent:?}"
+        );
+        // The files' answers come with their indexed versions; directories are asked again.
+        let counts = c.last_counts();
+        assert_eq!((counts.unchanged, counts.permission_reads), (3, 2));
+
+        // A chmod moves the change time: that file's list is asked again.
+        server.chmod("r/a.txt", 0o640);
+        let sent = c.sync_now().await;
+        assert_eq!(
+            sent.upserts["r/a.txt"],
+            acl(&[Principal::user("alice"), Principal::group("staff")])
+        );
+        assert_eq!(c.last_counts().permission_reads, 1);
         c.stop().await;
     });
 }

@@ -1377,6 +1377,8 @@ impl Crawler {
             // An error is kept with the folder; `narrowed` gives it to each file below.
             let _ = self.folder_reach(session, folder).await;
         }
+        let n = unchanged.len() as u64;
+        self.count(|j| j.counts.permission_reads += n);
         let (sids, cfg) = (&self.sids, &*self.cfg);
         // Boxed as `Send` futures up front: a stream of closures' futures borrowing from here
         // trips the compiler's higher-ranked `Send` check.
@@ -1423,6 +1425,7 @@ impl Crawler {
             let r = match self.reach.get(&path) {
                 Some(r) => r.clone(),
                 None => {
+                    self.count(|j| j.counts.permission_reads += 1);
                     let (own, unmapped, trouble) =
                         folder_dacl(session, &self.sids, &self.cfg, &path).await;
                     self.unmapped.extend(unmapped);
@@ -1514,6 +1517,7 @@ impl Crawler {
         prev: Option<IndexedDoc>,
         full: bool,
     ) -> Result<Option<SourceDocument>, String> {
+        self.count(|j| j.counts.permission_reads += 1);
         let (acl, unmapped) = dacl_of(file, &self.sids, &self.cfg).await;
         self.unmapped.extend(unmapped);
         self.folder_reach(session, &parent_of(&f.rel)).await?;
