@@ -73,6 +73,8 @@ pub struct SkipLog {
     /// Versions the pipeline gave up on for reasons not their own (see
     /// [`docent_connector_api::IndexedState::gave_up`]), at most [`GAVE_UP_KEEP`].
     gave_up: Mutex<HashMap<DocKey, String>>,
+    /// Rollbacks of accepted writes (see [`docent_connector_api::IndexedState::rollbacks`]).
+    rollbacks: AtomicU64,
 }
 
 const GAVE_UP_KEEP: usize = 10_000;
@@ -254,6 +256,12 @@ impl SkipLog {
         m.insert(key.clone(), version.to_string());
     }
 
+    /// The pipeline discarded writes it had accepted (a rollback): connectors forget what they
+    /// sent and take the index's word again.
+    fn rolled_back(&self) {
+        self.rollbacks.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// The version of `key` the pipeline gave up on, if any.
     pub fn gave_up_on(&self, key: &DocKey) -> Option<String> {
         self.gave_up
@@ -291,6 +299,10 @@ impl docent_connector_api::IndexedState for IndexedView {
         let version = self.skips.gave_up_on(key)?;
         // Indexed after all (sent again, or retried): nothing is given up.
         (self.index.get(key).map(|d| d.version) != Some(version.clone())).then_some(version)
+    }
+
+    fn rollbacks(&self) -> u64 {
+        self.skips.rollbacks.load(Ordering::SeqCst)
     }
 }
 
@@ -437,6 +449,9 @@ pub struct Pipeline {
     /// Failure injection for tests: this many parses fail as if the parser were unavailable.
     #[cfg(test)]
     unavailable_parses: AtomicU64,
+    /// Failure injection for tests: this many batches fail to write.
+    #[cfg(test)]
+    failing_writes: AtomicU64,
 }
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
@@ -468,6 +483,8 @@ impl Pipeline {
             retries: Mutex::default(),
             #[cfg(test)]
             unavailable_parses: AtomicU64::new(0),
+            #[cfg(test)]
+            failing_writes: AtomicU64::new(0),
         }
     }
 
@@ -523,15 +540,17 @@ impl Pipeline {
                         dirty = true;
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(error = %e, retried, "index write failed; batch rolled back (with the retries it held: their connectors' next full sync sends them again)");
+                        tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
+                        this.skips.rolled_back();
                         checkpoints.clear();
                         dirty = false;
                         continue;
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, retried, "ingest batch panicked; batch rolled back (with the retries it held)");
+                        tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
+                        this.skips.rolled_back();
                         checkpoints.clear();
                         dirty = false;
                         continue;
@@ -621,6 +640,17 @@ impl Pipeline {
         due: Vec<Pending>,
         batch: Vec<Change>,
     ) -> Result<BTreeMap<String, serde_json::Value>, IndexError> {
+        #[cfg(test)]
+        if self
+            .failing_writes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(IndexError::Io {
+                path: "injected".into(),
+                source: std::io::Error::other("a write failure injected by a test"),
+            });
+        }
         // A retry of a document the batch changes again is stale (the batch's change cancels
         // it below in any case; this saves the parse).
         let newer: std::collections::HashSet<&DocKey> = batch
@@ -1450,6 +1480,40 @@ mod tests {
         }
         drop(tx);
         running.await.unwrap().unwrap();
+    }
+
+    /// A batch that fails to write is rolled back with every uncommitted write, and the
+    /// connectors are told ([`IndexedState::rollbacks`]): what they sent is not taken as done.
+    #[tokio::test]
+    async fn connectors_are_told_of_a_rollback() {
+        use docent_connector_api::IndexedState as _;
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.commit_interval = Duration::from_millis(20);
+        pipeline.failing_writes.store(1, Ordering::Relaxed);
+        let view = IndexedView {
+            index: index.clone(),
+            skips: pipeline.skips.clone(),
+        };
+        assert_eq!(view.rollbacks(), 0);
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(pipeline.run(rx));
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        let mut waited = 0;
+        while view.rollbacks() == 0 {
+            assert!(waited < 3000, "the failed write was not told");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(view.rollbacks(), 1);
+        assert!(index.doc_entry("c:doc0.md").is_none());
+        // The connector sends it again; the pipeline goes on.
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_some());
+        assert_eq!(view.rollbacks(), 1);
     }
 
     proptest! {

@@ -15,9 +15,11 @@ pub mod jobs;
 mod log;
 pub mod paths;
 pub mod registry;
+mod sent;
 
 pub use acl::{Acl, AclDecision, AclError, Principal};
 pub use log::{log_safe, set_log_redactor};
+pub use sent::SentLog;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -122,6 +124,13 @@ pub trait IndexedState: Send + Sync {
     /// [`sent_stands`]. Default: none.
     fn gave_up(&self, _key: &DocKey) -> Option<String> {
         None
+    }
+    /// How many times the pipeline discarded writes it had accepted (a batch that failed to
+    /// write is rolled back with every uncommitted write before it). When it moves, what a
+    /// connector sent and took as done may be lost: [`SentLog`] forgets its records, so the
+    /// index decides again. Default: never.
+    fn rollbacks(&self) -> u64 {
+        0
     }
 }
 

@@ -12,7 +12,7 @@
 //! and its hash decides. Invariant after a pass that started at server time `S`: every page
 //! whose revision is older than `S` was read after its last edit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use docent_connector_api::jobs::{
     JOB_FAILURES, JobFailure, JobRecord, JobState, deletion_protection,
 };
 use docent_connector_api::{
-    Acl, Change, DocKey, IndexedDoc, IndexedState, SourceDocument, StatusHandle,
+    Acl, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -125,13 +125,12 @@ pub(crate) struct Syncer {
     pub cfg: Arc<DokuWikiConfig>,
     pub client: Client,
     pub sink: mpsc::Sender<Change>,
-    pub indexed: Arc<dyn IndexedState>,
     pub status: StatusHandle,
     pub shutdown: CancellationToken,
-    /// What was last sent per page — an upsert of that version and ACL (`Some`) or a delete or
-    /// skip (`None`) — until the index shows the same: a delete that follows an unapplied
-    /// upsert must still be sent, and "unchanged" means unchanged from what was sent.
-    sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
+    /// What was last sent per page, until the index shows it ([`SentLog`]): a delete that
+    /// follows an unapplied upsert must still be sent, and "unchanged" means unchanged from
+    /// what was sent.
+    sent: SentLog,
 }
 
 /// A pass's job. A reconciliation is recorded from its start; a poll only once it sends
@@ -245,14 +244,14 @@ impl Syncer {
         status: StatusHandle,
         shutdown: CancellationToken,
     ) -> Self {
+        let sent = SentLog::new(cfg.id.clone(), indexed);
         Self {
             cfg,
             client,
             sink,
-            indexed,
             status,
             shutdown,
-            sent: Mutex::default(),
+            sent,
         }
     }
 
@@ -670,44 +669,18 @@ impl Syncer {
         }
     }
 
-    /// Every page id the index holds or will hold once what was sent is applied; forgets sent
-    /// entries the index already shows. The index is read after that, so a change the pipeline
-    /// applies meanwhile is seen in one or the other.
+    /// Every page id the index holds or will hold once what was sent is applied.
     fn known_ids(&self) -> BTreeSet<String> {
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
-        let mut known: BTreeSet<String> =
-            self.indexed.native_ids(&self.cfg.id).into_iter().collect();
-        for (id, last) in sent.iter() {
-            if last.is_some() {
-                known.insert(id.clone());
-            } else {
-                known.remove(id);
-            }
-        }
-        known
+        self.sent.known_ids()
     }
 
-    /// The newest state of a page as far as this run knows: what it sent last, else what the
-    /// index holds.
+    /// The newest state of a page as far as this run knows (see [`SentLog`]).
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.native_id)
-            && docent_connector_api::sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
-        }
-        self.indexed.get(key)
+        self.sent.last_known(key)
     }
 
     fn remember(&self, id: &str, last: Option<IndexedDoc>) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), last);
+        self.sent.remember(id, last);
     }
 }
 

@@ -51,7 +51,7 @@ use docent_connector_api::jobs::{ConnectorCommand, JobState};
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    Principal, SourceDocument, StatusHandle,
+    Principal, SentLog, SourceDocument, StatusHandle,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -136,11 +136,8 @@ struct Scanner {
     full: Arc<std::sync::atomic::AtomicBool>,
     /// Each root as configured and with every symbolic link in it resolved.
     roots: Arc<Vec<(PathBuf, PathBuf)>>,
-    /// What was last sent per native id — an upsert of that version and ACL (`Some`) or a
-    /// delete (`None`) — until the index shows the same: a delete or move that follows an
-    /// unapplied upsert must still reach it, and a change back to the indexed state after an
-    /// unapplied change is still a change.
-    sent: Arc<std::sync::Mutex<HashMap<String, Option<IndexedDoc>>>>,
+    /// What was last sent per native id, until the index shows it ([`SentLog`]).
+    sent: Arc<SentLog>,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
@@ -175,7 +172,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 .map(|r| (r.clone(), r.canonicalize().unwrap_or_else(|_| r.clone())))
                 .collect(),
         ),
-        sent: Arc::default(),
+        sent: Arc::new(SentLog::new(cfg.id.clone(), ctx.indexed.clone())),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
         shutdown: ctx.shutdown.clone(),
@@ -518,7 +515,7 @@ impl Scanner {
             // A partial walk must not delete what it did not reach.
             return Ok(Reconciled::Cancelled);
         }
-        let gone = gone(self.known_ids(&indexed), &seen, &unlisted);
+        let gone = gone(self.known_ids(), &seen, &unlisted);
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force_deletions
             && let Some(why) = docent_connector_api::jobs::deletion_protection(
@@ -537,42 +534,19 @@ impl Scanner {
         Ok(Reconciled::Done)
     }
 
-    /// Every native id the index holds or will hold once what was sent is applied; forgets
-    /// sent entries the index already shows.
-    fn known_ids(&self, indexed: &[String]) -> BTreeSet<String> {
-        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
-        for (id, last) in sent.iter() {
-            if last.is_some() {
-                known.insert(id.clone());
-            } else {
-                known.remove(id);
-            }
-        }
-        known
+    /// Every native id the index holds or will hold once what was sent is applied.
+    fn known_ids(&self) -> BTreeSet<String> {
+        self.sent.known_ids()
     }
 
     /// The newest state of a document as far as this scanner knows: what it sent last, else
     /// what the index holds.
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.native_id)
-            && docent_connector_api::sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
-        }
-        self.indexed.get(key)
+        self.sent.last_known(key)
     }
 
     fn remember(&self, id: &str, last: Option<IndexedDoc>) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), last);
+        self.sent.remember(id, last);
     }
 
     fn send_delete(&self, id: String) -> Result<(), ConnectorError> {
@@ -584,8 +558,7 @@ impl Scanner {
 
     /// Withdraws (skips, with the reason) what is indexed or sent below `dir`.
     fn withdraw_under(&self, dir: &Path, why: &str) -> Result<(), ConnectorError> {
-        let indexed = self.indexed.native_ids(&self.cfg.id);
-        for id in self.known_ids(&indexed) {
+        for id in self.known_ids() {
             if under(&id, dir) {
                 self.remember(&id, None);
                 self.count(|j| j.counts.failed += 1);
@@ -773,8 +746,7 @@ impl Scanner {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let indexed = self.indexed.native_ids(&self.cfg.id);
-        for id in self.known_ids(&indexed) {
+        for id in self.known_ids() {
             if (id == exact || id.starts_with(&prefix)) && gone(&id) {
                 self.send_delete(id)?;
             }

@@ -10,14 +10,14 @@
 //! deletes, no checkpoint), and a reconciliation deletes only after a complete, non-empty
 //! listing, within deletion protection.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{self, JobRecord, JobState};
 use docent_connector_api::{
-    Acl, Change, DocKey, IndexedDoc, IndexedState, SourceDocument, StatusHandle,
+    Acl, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,6 @@ pub struct Syncer {
     pub api: Api,
     pub status: StatusHandle,
     pub sink: mpsc::Sender<Change>,
-    pub indexed: Arc<dyn IndexedState>,
     pub shutdown: CancellationToken,
     /// Where the change streams were read up to (the last checkpoint sent or received).
     pub position: Mutex<Option<Position>>,
@@ -171,10 +170,9 @@ pub struct Syncer {
     /// Send a checkpoint after the next sync even when nothing moved (the first one of a run
     /// confirms the position it resumed from).
     checkpoint_due: AtomicBool,
-    /// What was last sent per page id — an upsert of that version and ACL (`Some`) or a
-    /// delete/skip (`None`) — until the index shows the same (as the fs connector): "unchanged"
-    /// and "known" are judged against what was sent, not only what was committed.
-    sent: Mutex<HashMap<String, Option<IndexedDoc>>>,
+    /// What was last sent per page id, until the index shows it ([`SentLog`]): "unchanged" and
+    /// "known" are judged against what was sent, not only what was committed.
+    sent: SentLog,
     /// The sweep goes on after this page id (see [`Syncer::sweep`]).
     swept_to: AtomicU64,
     /// Pages the sweep deleted since the last reconciliation (deletion protection counts
@@ -193,19 +191,19 @@ impl Syncer {
         shutdown: CancellationToken,
         position: Option<Position>,
     ) -> Self {
+        let sent = SentLog::new(cfg.id.clone(), indexed);
         Self {
             cfg,
             api,
             status,
             sink,
-            indexed,
             shutdown,
             swept_to: AtomicU64::new(position.as_ref().map_or(0, |p| p.swept_to)),
             position: Mutex::new(position),
             job: AtomicU64::new(0),
             full: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(true),
-            sent: Mutex::default(),
+            sent,
             swept_deleted: AtomicU64::new(0),
             sweep_held_said: AtomicBool::new(false),
         }
@@ -275,8 +273,7 @@ impl Syncer {
         tracing::debug!(connector = %self.cfg.id, pages = listed.len(), "listed the wiki");
         self.apply(listed.values().cloned().collect()).await?;
 
-        let indexed = self.indexed.native_ids(&self.cfg.id);
-        let known = self.known_ids(&indexed);
+        let known = self.sent.known_ids();
         let gone: Vec<String> = known
             .iter()
             .filter(|id| id.parse::<u64>().map_or(true, |n| !listed.contains_key(&n)))
@@ -374,8 +371,7 @@ impl Syncer {
         seen: &Position,
         trigger: &'static str,
     ) -> Result<(), SyncError> {
-        let indexed = self.indexed.native_ids(&self.cfg.id);
-        let known = self.known_ids(&indexed);
+        let known = self.sent.known_ids();
         let mut ids: Vec<u64> = known
             .iter()
             .filter_map(|id| id.parse().ok())
@@ -460,11 +456,7 @@ impl Syncer {
     fn sweep_rereads(&self, id: u64, m: &PageMeta, seen: &Position) -> bool {
         let revid = m.revid.to_string();
         let native = id.to_string();
-        if let Some(Some(sent)) = self
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&native)
+        if let Some(Some(sent)) = self.sent.record(&native)
             && sent.version == revid
         {
             // Sent already (a version the pipeline gave up on waits for the reconciliation).
@@ -1027,42 +1019,13 @@ impl Syncer {
         }
     }
 
-    /// Every page id the index holds or will hold once what was sent is applied; forgets sent
-    /// entries the index already shows.
-    fn known_ids(&self, indexed: &[String]) -> BTreeSet<String> {
-        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.retain(|id, last| self.indexed.get(&DocKey::new(&self.cfg.id, id.as_str())) != *last);
-        for (id, last) in sent.iter() {
-            if last.is_some() {
-                known.insert(id.clone());
-            } else {
-                known.remove(id);
-            }
-        }
-        known
-    }
-
-    /// The newest state of a page as far as this connector knows: what it sent last, else
-    /// what the index holds.
+    /// The newest state of a page as far as this connector knows (see [`SentLog`]).
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.native_id)
-            && docent_connector_api::sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
-        }
-        self.indexed.get(key)
+        self.sent.last_known(key)
     }
 
     fn remember(&self, id: &str, last: Option<IndexedDoc>) {
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), last);
+        self.sent.remember(id, last);
     }
 
     fn count(&self, f: impl FnOnce(&mut JobRecord)) {

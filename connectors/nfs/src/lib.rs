@@ -70,7 +70,7 @@ use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobSta
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    MembershipSink, SourceDocument, StatusHandle,
+    MembershipSink, SentLog, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::{
     ACL_LIST, AclRule, ListEntry, PosixNames, acl_replaced, apply_acl_rules, intersect, list_acl,
@@ -192,8 +192,8 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         filter: conn.filter,
         status: status.clone(),
         sink,
+        sent: SentLog::new(cfg.id.clone(), indexed.clone()),
         indexed,
-        sent: HashMap::new(),
         job: 0,
         full: false,
         lists: HashMap::new(),
@@ -357,9 +357,8 @@ struct Syncer {
     status: StatusHandle,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
-    /// What was last sent per native id — an upsert of that version and ACL (`Some`) or a
-    /// delete/skip (`None`) — until the index shows the same (as in the fs connector).
-    sent: HashMap<String, Option<IndexedDoc>>,
+    /// What was last sent per native id, until the index shows it ([`SentLog`]).
+    sent: SentLog,
     /// The running job.
     job: u64,
     /// A full sync: read and re-parse every file, changed or not.
@@ -636,7 +635,7 @@ impl Syncer {
         }
 
         let indexed = self.indexed.native_ids(&self.cfg.id);
-        let known = self.known_ids(&indexed);
+        let known = self.sent.known_ids();
         let in_scope = |id: &str| match &self.cfg.sub_path {
             Some(s) => id.starts_with(&format!("{s}/")),
             None => true,
@@ -668,7 +667,7 @@ impl Syncer {
                 .iter()
                 .find(|(d, _)| in_scope(id) && (d.is_empty() || id.starts_with(&format!("{d}/"))))
             {
-                self.sent.insert(id.clone(), None);
+                self.sent.remember(id, None);
                 self.count(|j| j.counts.failed += 1);
                 let reason = format!("withdrawn: the crawler may not list {dir:?} ({why})");
                 self.send(Change::Skipped {
@@ -691,7 +690,7 @@ impl Syncer {
             return Ok(Reconciled::DeletionsBlocked(why));
         }
         for id in gone {
-            self.sent.insert(id.clone(), None);
+            self.sent.remember(&id, None);
             self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
                 .await?;
             self.count(|j| j.counts.deleted += 1);
@@ -699,30 +698,9 @@ impl Syncer {
         Ok(Reconciled::Done)
     }
 
-    /// Every native id the index holds or will hold once what was sent is applied; forgets
-    /// sent entries the index already shows.
-    fn known_ids(&mut self, indexed: &[String]) -> BTreeSet<String> {
-        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
-        let (id, ix) = (&self.cfg.id, &self.indexed);
-        self.sent
-            .retain(|n, last| ix.get(&DocKey::new(id, n.as_str())) != *last);
-        for (n, last) in &self.sent {
-            if last.is_some() {
-                known.insert(n.clone());
-            } else {
-                known.remove(n);
-            }
-        }
-        known
-    }
-
+    /// The newest state of a file as far as this connector knows (see [`SentLog`]).
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self.sent.get(&key.native_id)
-            && docent_connector_api::sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
-        }
-        self.indexed.get(key)
+        self.sent.last_known(key)
     }
 
     /// What the object's POSIX access list says ([`Listed`]). Asked again only when the
@@ -961,12 +939,12 @@ impl Syncer {
                 self.count_failure(&f.rel, &reason);
                 // A skipped document is removed from the index: an unreadable file must not
                 // keep serving old text under an old ACL.
-                self.sent.insert(f.rel.clone(), None);
+                self.sent.remember(&f.rel, None);
                 return self.send(Change::Skipped { key, reason }).await;
             }
         };
-        self.sent.insert(
-            f.rel.clone(),
+        self.sent.remember(
+            &f.rel,
             Some(IndexedDoc {
                 version: doc.version.clone(),
                 acl_fingerprint: doc.acl.fingerprint(),

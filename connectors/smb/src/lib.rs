@@ -45,7 +45,7 @@ use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobSta
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    Principal, SourceDocument, StatusHandle,
+    Principal, SentLog, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::PosixNames;
 use futures::FutureExt;
@@ -249,8 +249,8 @@ struct Crawler {
     status: StatusHandle,
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
-    /// What was last sent per native id until the index shows the same (see the fs connector).
-    sent: HashMap<String, Option<IndexedDoc>>,
+    /// What was last sent per native id, until the index shows it ([`SentLog`]).
+    sent: SentLog,
     job: u64,
     /// SIDs no mapping names, seen in the DACLs read since the last full sync.
     unmapped: BTreeSet<String>,
@@ -278,7 +278,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         status: status.clone(),
         sink: ctx.sink.clone(),
         indexed: ctx.indexed.clone(),
-        sent: HashMap::new(),
+        sent: SentLog::new(cfg.id.clone(), ctx.indexed.clone()),
         job: 0,
         unmapped: BTreeSet::new(),
         acl_config: String::new(),
@@ -920,27 +920,7 @@ impl Crawler {
     }
 
     fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self.sent.get(&key.native_id)
-            && docent_connector_api::sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
-        }
-        self.indexed.get(key)
-    }
-
-    fn known_ids(&mut self, indexed: &[String]) -> BTreeSet<String> {
-        let mut known: BTreeSet<String> = indexed.iter().cloned().collect();
-        let (id, ix) = (self.cfg.id.clone(), self.indexed.clone());
-        self.sent
-            .retain(|n, last| ix.get(&DocKey::new(&id, n.as_str())) != *last);
-        for (n, last) in &self.sent {
-            if last.is_some() {
-                known.insert(n.clone());
-            } else {
-                known.remove(n);
-            }
-        }
-        known
+        self.sent.last_known(key)
     }
 
     /// One job (cancellation drops it at an await). `Ok(true)`: finished.
@@ -1061,7 +1041,7 @@ impl Crawler {
                 self.visit(session, f, full, acls.get(&f.rel)).await?;
             }
         }
-        let known = self.known_ids(&indexed);
+        let known = self.sent.known_ids();
         self.withdraw_denied(&walked, &known).await?;
         let gone: Vec<String> = known
             .into_iter()
@@ -1080,7 +1060,7 @@ impl Crawler {
             return Ok(Outcome::Blocked(why));
         }
         for id in gone {
-            self.sent.insert(id.clone(), None);
+            self.sent.remember(&id, None);
             self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
                 .await?;
             self.count(|j| j.counts.deleted += 1);
@@ -1104,7 +1084,7 @@ impl Crawler {
             else {
                 continue;
             };
-            self.sent.insert(id.clone(), None);
+            self.sent.remember(id, None);
             self.count(|j| j.counts.failed += 1);
             self.send(Change::Skipped {
                 key: self.key(id),
@@ -1256,7 +1236,7 @@ impl Crawler {
             }
         }
         let indexed = self.indexed.native_ids(&self.cfg.id);
-        let known = self.known_ids(&indexed);
+        let known = self.sent.known_ids();
         self.withdraw_denied(&unlisted, &known).await?;
         let seen: BTreeSet<&str> = visit.iter().map(|f| f.rel.as_str()).collect();
         let deletes: Vec<String> = known
@@ -1277,7 +1257,7 @@ impl Crawler {
             self.visit(session, f, false, None).await?;
         }
         for id in deletes {
-            self.sent.insert(id.clone(), None);
+            self.sent.remember(&id, None);
             self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
                 .await?;
             self.count(|j| j.counts.deleted += 1);
@@ -1309,8 +1289,8 @@ impl Crawler {
         }
         match self.read_if_changed(session, f, prev, full).await {
             Ok(Some(doc)) => {
-                self.sent.insert(
-                    f.rel.clone(),
+                self.sent.remember(
+                    &f.rel,
                     Some(IndexedDoc {
                         version: doc.version.clone(),
                         acl_fingerprint: doc.acl.fingerprint(),
@@ -1351,7 +1331,7 @@ impl Crawler {
                 }
                 self.count(|j| j.counts.scanned += 1);
                 self.count_failure(&f.rel, &reason);
-                self.sent.insert(f.rel.clone(), None);
+                self.sent.remember(&f.rel, None);
                 self.send(Change::Skipped { key, reason }).await
             }
         }
