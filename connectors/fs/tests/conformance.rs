@@ -195,6 +195,14 @@ fn mode(p: &std::path::Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A runtime whose threads take the file-system uid of `nobody`: a crawler without root's
 /// rights.
 #[allow(unsafe_code)] // setfsuid: no safe wrapper in the dependencies
@@ -223,11 +231,7 @@ fn crawl_then_close(closed: &str) -> ClosedToTheCrawler {
         mode(&root.join(f), 0o644);
     }
     let index = Arc::new(Index::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (up, _, _) = sync_once(&rt, connector_at(&root), &index);
     assert_eq!(up.len(), 2, "{up:?}");
 
@@ -333,11 +337,7 @@ fn an_unmounted_root_keeps_its_documents() {
     }
     std::fs::create_dir(&root).unwrap();
     let index = Arc::new(Index::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mounted = BindMount::new(&share, &root);
     let (up, _, _, checkpoint) = sync_from(&rt, connector_at(&root), &index, None);
     assert_eq!(up.len(), 2, "{up:?}");
