@@ -264,6 +264,8 @@ struct Log {
     deletes: BTreeSet<String>,
     skipped: BTreeMap<String, String>,
     checkpoint: Option<Checkpoint>,
+    /// Security-descriptor queries the sync sent (its job's count).
+    permission_reads: u64,
 }
 
 impl Log {
@@ -367,6 +369,8 @@ async fn sync(cfg: SmbConfig, index: &Arc<Index>, checkpoint: Option<Checkpoint>
     let mut r = spawn(cfg, index, checkpoint, 64);
     let mut log = Log::default();
     r.until_checkpoint(index, &mut log).await;
+    let jobs = r.status.snapshot().jobs;
+    log.permission_reads = jobs.front().map_or(0, |j| j.counts.permission_reads);
     r.stop().await;
     log
 }
@@ -425,6 +429,9 @@ async fn follows_adds_edits_renames_and_deletes() {
     assert_eq!(first.upserts.len(), 4);
     let again = sync(cfg(), &index, first.checkpoint.clone()).await;
     assert!(again.upserts.is_empty(), "unchanged files are not re-sent");
+    // Their content is not read, but each file's DACL is (an ACL-only change shows nowhere
+    // else on Samba), and the share root's for who may pass it.
+    assert_eq!(again.permission_reads, 5);
 
     s.put("e.txt", "new");
     s.put("b.txt", "b, edited and longer");
