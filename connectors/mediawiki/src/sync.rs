@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{self, JobRecord, JobState};
 use docent_connector_api::{
@@ -30,8 +30,18 @@ use crate::config::MediaWikiConfig;
 
 /// Pages per `pageids=` state query (the API's limit for ordinary accounts).
 const STATE_BATCH: usize = 50;
-/// Indexed pages checked against the wiki at each poll (one state query), in turn.
-const SWEEP_BATCH: usize = STATE_BATCH;
+/// State queries the sweep sends at most at one poll (see [`sweep_batch`]).
+const SWEEP_QUERIES_MAX: usize = 10;
+
+/// Indexed pages the sweep checks against the wiki at one poll, in turn: enough that a round of
+/// `pages` takes no longer than the full reconciliation's interval, in whole state queries, at
+/// least one and at most [`SWEEP_QUERIES_MAX`]. With the defaults (60 s polls, daily
+/// reconciliations) one query per poll covers 72,000 pages a day, ten 720,000.
+fn sweep_batch(pages: usize, poll: Duration, reconcile: Duration) -> usize {
+    let polls = (reconcile.as_secs_f64() / poll.as_secs_f64().max(1.0)).max(1.0);
+    let per_poll = (pages as f64 / polls).ceil() as usize;
+    per_poll.div_ceil(STATE_BATCH).clamp(1, SWEEP_QUERIES_MAX) * STATE_BATCH
+}
 /// Log types whose events may change a page's existence, title, namespace or content.
 const PAGE_LOG_TYPES: &[&str] = &["delete", "move", "protect", "import", "merge", "upload"];
 
@@ -380,10 +390,15 @@ impl Syncer {
         ids.sort_unstable();
         let after = self.swept_to.load(Ordering::Relaxed);
         let start = ids.partition_point(|&id| id <= after);
-        let mut batch: Vec<u64> = ids[start..].iter().take(SWEEP_BATCH).copied().collect();
-        if batch.len() < SWEEP_BATCH {
+        let size = sweep_batch(
+            ids.len(),
+            self.cfg.poll_interval,
+            self.cfg.full_reconcile_interval,
+        );
+        let mut batch: Vec<u64> = ids[start..].iter().take(size).copied().collect();
+        if batch.len() < size {
             // Round again from the lowest id.
-            let more = SWEEP_BATCH - batch.len();
+            let more = size - batch.len();
             batch.extend(ids[..start].iter().take(more));
         }
         let Some(&last) = batch.last() else {
@@ -1179,6 +1194,18 @@ mod tests {
             {"pageid": 9, "invalid": true}
         ]}});
         assert_eq!(missing_ids(&v).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn a_sweep_round_fits_in_the_reconciliation_interval_within_ten_queries_a_poll() {
+        let (minute, day) = (Duration::from_secs(60), Duration::from_secs(86_400));
+        assert_eq!(sweep_batch(15, minute, day), 50);
+        assert_eq!(sweep_batch(72_000, minute, day), 50);
+        assert_eq!(sweep_batch(72_001, minute, day), 100);
+        assert_eq!(sweep_batch(300_000, minute, day), 250);
+        assert_eq!(sweep_batch(5_000_000, minute, day), 500);
+        // A poll as long as the reconciliation: everything at once, within the cap.
+        assert_eq!(sweep_batch(120, day, day), 150);
     }
 
     #[test]
