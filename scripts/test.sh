@@ -19,4 +19,10 @@ scripts/wiki/mediawiki.sh install
 scripts/wiki/dokuwiki.sh install
 scripts/shares/smb.sh install
 scripts/shares/nfs.sh install
+# bindfs (a FUSE file system, Debian) for the fs connector's test of a mount whose mode bits are
+# made up.
+if ! command -v bindfs >/dev/null; then
+  apt-get install -y --no-install-recommends bindfs \
+    || { apt-get update && apt-get install -y --no-install-recommends bindfs; }
+fi
 cargo test --workspace --locked "$@"

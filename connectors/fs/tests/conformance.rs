@@ -293,20 +293,30 @@ fn a_root_closed_to_the_crawler_withdraws_its_documents() {
     assert_eq!(up.len(), 2, "{up:?}");
 }
 
-/// `target` bind-mounted on `at` until dropped.
+/// `target` mounted on `at` until dropped.
 struct BindMount(PathBuf);
 
 impl BindMount {
+    /// A kernel bind mount.
     fn new(target: &std::path::Path, at: &std::path::Path) -> Self {
-        let out = std::process::Command::new("mount")
-            .arg("--bind")
+        Self::by("mount", &["--bind"], target, at)
+    }
+
+    /// A FUSE bind mount (`bindfs`, installed by scripts/test.sh).
+    fn fuse(target: &std::path::Path, at: &std::path::Path) -> Self {
+        Self::by("bindfs", &[], target, at)
+    }
+
+    fn by(program: &str, args: &[&str], target: &std::path::Path, at: &std::path::Path) -> Self {
+        let out = std::process::Command::new(program)
+            .args(args)
             .arg(target)
             .arg(at)
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{program} (scripts/test.sh installs it): {e}"));
         assert!(
             out.status.success(),
-            "mount --bind (the test needs root): {}",
+            "{program} (the test needs root): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Self(at.to_path_buf())
@@ -383,4 +393,26 @@ fn an_unmounted_root_keeps_its_documents() {
         "{up:?} {skipped:?} {deleted:?}"
     );
     assert_eq!(index.native_ids("fs-conformance").len(), 2);
+}
+
+/// A file on a FUSE mount (bindfs here; sshfs, s3fs and the like in practice) is skipped with
+/// the reason: such a file system makes its mode bits up, so they cannot state who may read.
+/// The file beside the mount, on the local file system, is indexed.
+#[test]
+fn a_file_on_a_fuse_mount_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (share, root) = (base.join("share"), base.join("root"));
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(root.join("fuse")).unwrap();
+    for p in [share.join("canteen.txt"), root.join("local.txt")] {
+        std::fs::write(&p, "text").unwrap();
+        mode(&p, 0o644);
+    }
+    let _mounted = BindMount::fuse(&share, &root.join("fuse"));
+    let index = Arc::new(Index::default());
+    let (up, skipped, _) = sync_once(&runtime(), connector_at(&root), &index);
+    assert_eq!(up, [root.join("local.txt").to_string_lossy()]);
+    let why = &skipped[&root.join("fuse/canteen.txt").to_string_lossy().into_owned()];
+    assert!(why.contains("FUSE"), "{why}");
 }
