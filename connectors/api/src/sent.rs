@@ -10,93 +10,116 @@ use crate::{DocKey, IndexedDoc, IndexedState, sent_stands};
 /// index's state: a delete or move that follows an unapplied upsert must still reach it, and a
 /// change back to the indexed state after an unapplied change is still a change.
 ///
-/// A record does not stand for a version the pipeline gave up on ([`sent_stands`]), and the
-/// whole log is forgotten when the pipeline discarded writes it had accepted
-/// ([`IndexedState::rollbacks`]): the index decides again, so what the rollback lost (an
-/// upsert, a narrower ACL, a delete or a withdrawal) is sent again by the next sync instead of
-/// being taken as done.
+/// A record does not stand for a version the pipeline gave up on ([`sent_stands`]). A record
+/// made before the pipeline discarded writes it had accepted ([`IndexedState::rollbacks`]) is
+/// in doubt: its change may have been lost, or may still be queued behind the failed batch.
+/// Unless the index shows it, such a document's state is unknown ([`SentLog::last_known`]
+/// answers a state that matches nothing), so whatever the source holds now is sent again, and
+/// it counts as known, so that a delete still reaches it. The doubt ends when the connector
+/// sends the document again or the index shows the record. [`SentLog::in_doubt`] tells a
+/// connector that works from a cursor to reconcile, since its polls would not come back to
+/// what was lost.
 pub struct SentLog {
     connector: String,
     indexed: Arc<dyn IndexedState>,
-    inner: Mutex<Inner>,
+    sent: Mutex<HashMap<String, Record>>,
 }
 
-struct Inner {
-    /// The rollback count the records were made under.
+struct Record {
+    last: Option<IndexedDoc>,
+    /// The pipeline's rollback count when the change was sent.
     rollbacks: u64,
-    sent: HashMap<String, Option<IndexedDoc>>,
 }
+
+/// The version [`SentLog::last_known`] gives a document in doubt: no source's.
+const UNKNOWN: &str = "\u{0}unknown after a rollback";
 
 impl SentLog {
     pub fn new(connector: impl Into<String>, indexed: Arc<dyn IndexedState>) -> Self {
-        let rollbacks = indexed.rollbacks();
         Self {
             connector: connector.into(),
             indexed,
-            inner: Mutex::new(Inner {
-                rollbacks,
-                sent: HashMap::new(),
-            }),
+            sent: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The records, forgotten first if the pipeline rolled back since they were made.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.indexed.rollbacks();
-        if inner.rollbacks != now {
-            inner.sent.clear();
-            inner.rollbacks = now;
-        }
-        inner
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn key(&self, native_id: &str) -> DocKey {
         DocKey::new(&self.connector, native_id)
     }
 
-    /// Records what was sent for `native_id` (`None`: a delete or skip).
+    /// Records what was sent for `native_id` (`None`: a delete or skip). Called before the
+    /// change is sent.
     pub fn remember(&self, native_id: &str, last: Option<IndexedDoc>) {
-        self.lock().sent.insert(native_id.to_string(), last);
+        let rollbacks = self.indexed.rollbacks();
+        self.lock()
+            .insert(native_id.to_string(), Record { last, rollbacks });
     }
 
-    /// The record for `native_id`, standing or not (`None`: nothing recorded).
+    /// The record for `native_id`, standing or not (`None`: nothing recorded, or a record in
+    /// doubt).
     pub fn record(&self, native_id: &str) -> Option<Option<IndexedDoc>> {
-        self.lock().sent.get(native_id).cloned()
+        let now = self.indexed.rollbacks();
+        self.lock()
+            .get(native_id)
+            .filter(|r| r.rollbacks == now)
+            .map(|r| r.last.clone())
     }
 
     /// The newest state of a document as far as this connector knows: what it sent last, else
-    /// what the index holds.
+    /// what the index holds; for a record in doubt that the index does not show, a state that
+    /// matches nothing (the document is to be sent again).
     pub fn last_known(&self, key: &DocKey) -> Option<IndexedDoc> {
-        if let Some(last) = self.lock().sent.get(&key.native_id)
-            && sent_stands(&*self.indexed, key, last)
-        {
-            return last.clone();
+        let now = self.indexed.rollbacks();
+        if let Some(r) = self.lock().get(&key.native_id) {
+            if r.rollbacks != now {
+                let indexed = self.indexed.get(key);
+                return if indexed == r.last {
+                    indexed
+                } else {
+                    Some(IndexedDoc {
+                        version: UNKNOWN.into(),
+                        acl_fingerprint: UNKNOWN.into(),
+                    })
+                };
+            }
+            if sent_stands(&*self.indexed, key, &r.last) {
+                return r.last.clone();
+            }
         }
         self.indexed.get(key)
     }
 
-    /// Every native id the index holds or will hold once what was sent is applied; forgets the
-    /// records the index already shows. The index is listed after that, so that a change the
-    /// pipeline applies meanwhile is seen in one or the other.
+    /// Every native id the index holds or will hold once what was sent is applied (and those in
+    /// doubt); forgets the records the index already shows. The index is listed after that, so
+    /// that a change the pipeline applies meanwhile is seen in one or the other.
     pub fn known_ids(&self) -> BTreeSet<String> {
-        let mut inner = self.lock();
-        inner
-            .sent
-            .retain(|id, last| self.indexed.get(&self.key(id)) != *last);
+        let now = self.indexed.rollbacks();
+        let mut sent = self.lock();
+        sent.retain(|id, r| self.indexed.get(&self.key(id)) != r.last);
         let mut known: BTreeSet<String> = self
             .indexed
             .native_ids(&self.connector)
             .into_iter()
             .collect();
-        for (id, last) in &inner.sent {
-            if last.is_some() {
+        for (id, r) in sent.iter() {
+            if r.last.is_some() || r.rollbacks != now {
                 known.insert(id.clone());
             } else {
                 known.remove(id);
             }
         }
         known
+    }
+
+    /// Whether a record is in doubt (see [`SentLog`]): a connector that works from a cursor
+    /// reconciles then.
+    pub fn in_doubt(&self) -> bool {
+        let now = self.indexed.rollbacks();
+        self.lock().values().any(|r| r.rollbacks != now)
     }
 }
 
@@ -132,22 +155,73 @@ mod tests {
     }
 
     #[test]
-    fn an_unapplied_change_stands_for_the_index_until_a_rollback_discards_it() {
+    fn an_unapplied_change_stands_for_the_index() {
         let index = Arc::new(Index::default());
         index.docs.lock().unwrap().insert("a".into(), doc("1"));
         let log = SentLog::new("c", index.clone());
-        let key = DocKey::new("c", "a");
         // Sent, not applied yet: the delete and the new upsert stand.
         log.remember("a", None);
         log.remember("b", Some(doc("1")));
-        assert_eq!(log.last_known(&key), None);
+        assert_eq!(log.last_known(&DocKey::new("c", "a")), None);
+        assert_eq!(log.last_known(&DocKey::new("c", "b")), Some(doc("1")));
         assert_eq!(log.known_ids(), BTreeSet::from(["b".to_string()]));
-        // The pipeline rolled those writes back: the index decides again, so the delete and
-        // the upsert are sent again.
+        assert!(!log.in_doubt());
+    }
+
+    #[test]
+    fn after_a_rollback_a_document_the_index_does_not_show_as_sent_is_sent_again() {
+        let index = Arc::new(Index::default());
+        index.docs.lock().unwrap().insert("a".into(), doc("1"));
+        index.docs.lock().unwrap().insert("c".into(), doc("1"));
+        let log = SentLog::new("c", index.clone());
+        log.remember("a", None);
+        log.remember("b", Some(doc("1")));
+        log.remember("c", Some(doc("2")));
         index.rollbacks.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(log.last_known(&key), Some(doc("1")));
-        assert_eq!(log.known_ids(), BTreeSet::from(["a".to_string()]));
-        assert_eq!(log.record("b"), None);
+        assert!(log.in_doubt());
+        // Unknown, whatever was sent: the current state of each is sent again...
+        let unknown = |id: &str| {
+            log.last_known(&DocKey::new("c", id))
+                .is_some_and(|d| d.version == UNKNOWN)
+        };
+        assert!(unknown("a") && unknown("b") && unknown("c"));
+        assert_eq!(log.record("c"), None);
+        // ... and each counts as known, so that a delete still reaches it.
+        assert_eq!(
+            log.known_ids(),
+            BTreeSet::from(["a", "b", "c"].map(String::from))
+        );
+        // The queued upsert of c lands after the rollback: the index shows it, the doubt ends.
+        index.docs.lock().unwrap().insert("c".into(), doc("2"));
+        assert_eq!(log.last_known(&DocKey::new("c", "c")), Some(doc("2")));
+        // Sent again after the rollback: the new records stand.
+        log.remember("a", None);
+        log.remember("b", Some(doc("1")));
+        assert_eq!(log.last_known(&DocKey::new("c", "a")), None);
+        log.known_ids();
+        assert!(!log.in_doubt());
+    }
+
+    /// A change back to the indexed state while an earlier change is in doubt is still sent:
+    /// the earlier one may be queued behind the failed batch and land after it.
+    #[test]
+    fn a_change_back_to_the_indexed_state_after_a_rollback_is_still_a_change() {
+        let index = Arc::new(Index::default());
+        let narrow = IndexedDoc {
+            version: "1".into(),
+            acl_fingerprint: "owner".into(),
+        };
+        index
+            .docs
+            .lock()
+            .unwrap()
+            .insert("x".into(), narrow.clone());
+        let log = SentLog::new("c", index.clone());
+        log.remember("x", Some(doc("1")));
+        index.rollbacks.fetch_add(1, Ordering::SeqCst);
+        // The file is back to what the index holds: it differs from what is known, so it is
+        // sent (before, the log was forgotten and the index's state taken as current).
+        assert_ne!(log.last_known(&DocKey::new("c", "x")), Some(narrow));
     }
 
     #[test]

@@ -297,6 +297,9 @@ impl Syncer {
             now.saturating_sub(c.last_full) >= secs(self.cfg.full_reconcile_interval)
                 || now.saturating_sub(c.since) >= secs(self.cfg.recent_changes_retention)
         });
+        // What was sent may have been lost in a rollback of the pipeline: polls would not come
+        // back to it.
+        let due = due || self.sent.in_doubt();
         let full = req.full || acl_changed || due;
         let trigger = match req.trigger {
             "watch" if due && !acl_changed => "schedule",

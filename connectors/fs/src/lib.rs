@@ -317,7 +317,14 @@ async fn reconcile(
             status.set_error(Some(why.clone()));
             JobState::Blocked(why)
         }
+        Reconciled::Outage(why) => {
+            tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
+            status.set_error(Some(why.clone()));
+            JobState::Failed(why)
+        }
     };
+    // A scan that left a root out is not a full one.
+    let complete = !matches!(state, JobState::Failed(_));
     if state == JobState::Succeeded {
         // A forced or ordinary sync that completed clears a deletion-protection alarm.
         if status
@@ -329,7 +336,10 @@ async fn reconcile(
         }
     }
     status.finish_job(id, state, now_ms);
-    status.full_scan_done(now_ms);
+    if complete {
+        status.full_scan_done(now_ms);
+    }
+    let last_full_scan_ms = status.snapshot().last_full_scan_ms;
     status.set_phase(if status.snapshot().paused {
         "paused"
     } else {
@@ -345,7 +355,10 @@ async fn reconcile(
     scanner
         .send(Change::Checkpoint {
             connector: scanner.cfg.id.clone(),
-            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms, MOUNTED_ROOTS: mounted }),
+            checkpoint: serde_json::json!({
+                "last_full_scan_ms": last_full_scan_ms,
+                MOUNTED_ROOTS: mounted,
+            }),
         })
         .await
 }
@@ -354,6 +367,8 @@ enum Reconciled {
     Done,
     Cancelled,
     DeletionsBlocked(String),
+    /// A root's share is not mounted: the rest was reconciled, nothing under it was touched.
+    Outage(String),
 }
 
 async fn blocking(
@@ -464,14 +479,6 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
-        if self
-            .status
-            .snapshot()
-            .last_error
-            .is_some_and(|e| e.starts_with(UNMOUNTED))
-        {
-            self.status.set_error(None);
-        }
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
@@ -482,6 +489,8 @@ impl Scanner {
         // error is not a deletion; one the crawler is refused has it withdrawn).
         let mut unlisted: Vec<PathBuf> = Vec::new();
         let indexed = self.indexed.native_ids(&self.cfg.id);
+        // Roots whose share is not mounted (see below).
+        let mut outages: Vec<String> = Vec::new();
         for root in &self.cfg.roots {
             if self.shutdown.is_cancelled() {
                 return Ok(Reconciled::Cancelled);
@@ -490,14 +499,32 @@ impl Scanner {
                 // Its files are not reachable, and what is there instead (an empty directory,
                 // one closed to everyone, stale files written while unmounted) says nothing
                 // of them: neither withdrawn nor deleted, as in any outage.
-                tracing::warn!(connector = %self.cfg.id, "{}", docent_connector_api::log_safe(&why));
                 self.count_failure(&root.to_string_lossy(), &why);
-                self.status.set_error(Some(why));
+                outages.push(why);
                 unlisted.push(root.clone());
                 continue;
             }
+            let canonical = self.canonical_root(root);
+            let mounted_before = mount_point(canonical);
             let before = seen.len();
             self.walk(root, root, &mut seen, &mut unlisted)?;
+            if mounted_before && !mount_point(canonical) && !force_deletions {
+                // Unmounted during the walk: what it did not reach is kept, and the root stays
+                // recorded as a mount point.
+                self.mounted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(root.clone());
+                let why = format!(
+                    "{UNMOUNTED} {} was unmounted during the walk: what the walk had not read \
+                     under it was neither withdrawn nor deleted",
+                    root.display()
+                );
+                self.count_failure(&root.to_string_lossy(), &why);
+                outages.push(why);
+                unlisted.push(root.clone());
+                continue;
+            }
             self.note_mount_point(root);
             // A root that lists nothing while documents under it are indexed is an unmounted or
             // unreachable share, not an empty one (unless an admin forces the deletions).
@@ -530,6 +557,18 @@ impl Scanner {
         }
         for id in gone {
             self.send_delete(id)?;
+        }
+        if !outages.is_empty() {
+            return Ok(Reconciled::Outage(outages.join("; ")));
+        }
+        // Every root was walked: an alarm about an unmounted one is over.
+        if self
+            .status
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.starts_with(UNMOUNTED))
+        {
+            self.status.set_error(None);
         }
         Ok(Reconciled::Done)
     }
@@ -1484,6 +1523,19 @@ mod tests {
         std::fs::write(&passwd, "10:x:10:20::/:/bin/sh\n11:x:11:21::/:/bin/sh\n").unwrap();
         std::fs::write(&group, "20:x:20:\n21:x:21:\n").unwrap();
         PosixNames::load(&passwd, &group)
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(
+            unescape_mount_path(r"/mnt/team\040share\011x\134y"),
+            std::ffi::OsString::from("/mnt/team share\tx\\y")
+        );
+        // Not an escape: kept as written.
+        assert_eq!(
+            unescape_mount_path(r"/mnt/a\9b\04"),
+            std::ffi::OsString::from(r"/mnt/a\9b\04")
+        );
     }
 
     /// The file systems these tests run on are local: their mode bits are trusted.

@@ -387,12 +387,30 @@ fn an_unmounted_root_keeps_its_documents() {
     std::fs::remove_file(root.join("stale.txt")).unwrap();
 
     let _mounted = BindMount::new(&share, &root);
-    let (up, skipped, deleted, _) = sync_from(&rt, connector_at(&root), &index, Some(checkpoint));
+    let (up, skipped, deleted, checkpoint) =
+        sync_from(&rt, connector_at(&root), &index, Some(checkpoint));
     assert!(
         up.is_empty() && skipped.is_empty() && deleted.is_empty(),
         "{up:?} {skipped:?} {deleted:?}"
     );
     assert_eq!(index.native_ids("fs-conformance").len(), 2);
+
+    // Still mounted but closed to the crawler (an admin's chmod on the share): withdrawn, as
+    // any root closed to the crawler.
+    mode(&share, 0o000);
+    let (_, skipped, deleted, _) = sync_from(
+        &unprivileged(),
+        connector_at(&root),
+        &index,
+        Some(checkpoint),
+    );
+    assert!(deleted.is_empty(), "{deleted:?}");
+    for f in ["hr/salaries.txt", "canteen.txt"] {
+        let why = &skipped[&root.join(f).to_string_lossy().into_owned()];
+        assert!(why.contains("withdrawn"), "{why}");
+    }
+    assert!(index.native_ids("fs-conformance").is_empty());
+    mode(&share, 0o755);
 }
 
 /// A file on a FUSE mount (bindfs here; sshfs, s3fs and the like in practice) is skipped with

@@ -220,8 +220,12 @@ impl Syncer {
     }
 
     /// Whether the next sync must be a full reconciliation: no usable checkpoint, one written
-    /// under another scope, or the reconciliation interval has passed.
+    /// under another scope, the reconciliation interval has passed, or what was sent may have
+    /// been lost in a rollback of the pipeline (polls would not come back to it).
     pub fn reconcile_due(&self) -> bool {
+        if self.sent.in_doubt() {
+            return true;
+        }
         let pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
         match pos.as_ref() {
             None => true,

@@ -719,9 +719,13 @@ impl Syncer {
         if let Some(listed) = self.seen(attr) {
             return Ok(listed);
         }
-        self.count(|j| j.counts.permission_reads += 1);
         let answer = session.access_lists(&[fh], &[rel]).await?.pop();
-        match answer.expect("one answer per object") {
+        let answer = answer.expect("one answer per object");
+        // Counted when the server answered (a server without NFSACL is not asked again).
+        if !matches!(answer, AclAnswer::Unsupported(_)) {
+            self.count(|j| j.counts.permission_reads += 1);
+        }
+        match answer {
             AclAnswer::List(list) => Ok(self.remember(attr, &list)),
             AclAnswer::Refused(stat) if objects_own(stat) => Ok(Listed::Unusable(format!(
                 "has access control that NFSACL cannot show ({stat})"
@@ -786,8 +790,12 @@ impl Syncer {
         }
         let fhs: Vec<&nfs_fh3> = unseen.iter().map(|(fh, _, _)| *fh).collect();
         let paths: Vec<&str> = unseen.iter().map(|(_, _, p)| p.as_str()).collect();
-        self.count(|j| j.counts.permission_reads += fhs.len() as u64);
         let answers = session.access_lists(&fhs, &paths).await?;
+        let asked = answers
+            .iter()
+            .filter(|a| !matches!(a, AclAnswer::Unsupported(_)))
+            .count() as u64;
+        self.count(|j| j.counts.permission_reads += asked);
         for ((_, a, _), answer) in unseen.iter().zip(answers) {
             // Other answers are given again, one by one, where they are used.
             if let AclAnswer::List(list) = answer {
@@ -825,7 +833,8 @@ impl Syncer {
         let Some(prev) = self.last_known(&DocKey::new(&self.cfg.id, rel)) else {
             return;
         };
-        if mode_answered_at(&prev.version) == Some((a.ctime.seconds, a.ctime.nseconds)) {
+        // The same file (file system, file id), content and change time as when it was answered.
+        if prev.version == answered_version(a) {
             let seen = Seen {
                 ctime: (a.ctime.seconds, a.ctime.nseconds),
                 listed: Listed::Mode,
@@ -847,12 +856,7 @@ impl Syncer {
                     && s.ctime == (a.ctime.seconds, a.ctime.nseconds)
             });
         if answered {
-            format!(
-                "{} {MODE_ANSWERED}{}.{:09}",
-                version(a),
-                a.ctime.seconds,
-                a.ctime.nseconds
-            )
+            answered_version(a)
         } else {
             version(a)
         }
@@ -1106,12 +1110,17 @@ fn content_version(v: &str) -> &str {
     v.split_once(' ').map_or(v, |(content, _)| content)
 }
 
-/// The change time a recorded version says the file's list was answered at (see
-/// [`MODE_ANSWERED`]).
-fn mode_answered_at(v: &str) -> Option<(u32, u32)> {
-    let (_, rest) = v.split_once(' ')?;
-    let (s, ns) = rest.strip_prefix(MODE_ANSWERED)?.split_once('.')?;
-    Some((s.parse().ok()?, ns.parse().ok()?))
+/// The version recorded for a file whose own list was answered as saying nothing beyond the
+/// mode bits at its current change time: its content's, then the file system and the change
+/// time of the answer.
+fn answered_version(a: &fattr3) -> String {
+    format!(
+        "{} {MODE_ANSWERED}{}:{}.{:09}",
+        version(a),
+        a.fsid,
+        a.ctime.seconds,
+        a.ctime.nseconds
+    )
 }
 
 /// (file id, size, mtime): a rewrite, a replacement under the same name or a touch all change it.
@@ -1217,13 +1226,26 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_version_keeps_its_contents_part_apart_from_the_answer() {
-        let v = format!("7:10:5.000000001 {MODE_ANSWERED}12.000000034");
-        assert_eq!(content_version(&v), "7:10:5.000000001");
-        assert_eq!(mode_answered_at(&v), Some((12, 34)));
-        // Versions recorded before answers were: all content, no answer.
-        assert_eq!(content_version("7:10:5.000000001"), "7:10:5.000000001");
-        assert_eq!(mode_answered_at("7:10:5.000000001"), None);
+    fn a_recorded_answer_names_the_file_its_content_and_change_time() {
+        let mut a = attr(ftype3::NF3REG, 0o644);
+        a.fsid = 3;
+        a.fileid = 7;
+        a.size = 10;
+        a.mtime.seconds = 5;
+        a.ctime.seconds = 12;
+        a.ctime.nseconds = 34;
+        let v = answered_version(&a);
+        assert_eq!(v, format!("7:10:5.000000000 {MODE_ANSWERED}3:12.000000034"));
+        assert_eq!(content_version(&v), version(&a));
+        // Versions recorded before answers were: all content.
+        assert_eq!(content_version(&version(&a)), version(&a));
+        // Another file system, or another change time, is another answer.
+        let mut b = a.clone();
+        b.fsid = 4;
+        assert_ne!(answered_version(&b), v);
+        b = a.clone();
+        b.ctime.nseconds = 35;
+        assert_ne!(answered_version(&b), v);
     }
 
     #[test]
