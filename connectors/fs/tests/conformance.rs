@@ -91,7 +91,11 @@ async fn fs_connector_passes_the_conformance_suite() {
 }
 
 #[derive(Default)]
-struct Index(Mutex<BTreeMap<DocKey, IndexedDoc>>);
+struct Index(
+    Mutex<BTreeMap<DocKey, IndexedDoc>>,
+    /// The pipeline's rollbacks ([`IndexedState::rollbacks`]).
+    std::sync::atomic::AtomicU64,
+);
 
 impl IndexedState for Index {
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
@@ -103,6 +107,9 @@ impl IndexedState for Index {
             .filter(|k| k.connector == connector)
             .map(|k| k.native_id.clone())
             .collect()
+    }
+    fn rollbacks(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -130,52 +137,12 @@ fn sync_from(
     index: &Arc<Index>,
     checkpoint: Option<serde_json::Value>,
 ) -> Synced {
-    let (tx, mut rx) = mpsc::channel(64);
-    let (_commands, commands) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
-    let ctx = ConnectorContext {
-        commands,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: index.clone(),
-        checkpoint,
-        shutdown: shutdown.clone(),
-        status: StatusHandle::default(),
-    };
-    let (mut up, mut skipped, mut del) = (Vec::new(), BTreeMap::new(), Vec::new());
-    let checkpoint = rt.block_on(async {
-        let task = tokio::spawn(connector.run(ctx));
-        let checkpoint = loop {
-            let change = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                .await
-                .expect("a checkpoint within 30 s")
-                .expect("the connector stopped");
-            let mut docs = index.0.lock().unwrap();
-            match change {
-                Change::Upsert(d) => {
-                    up.push(d.key.native_id.clone());
-                    let v = IndexedDoc {
-                        version: d.version.clone(),
-                        acl_fingerprint: d.acl.fingerprint(),
-                    };
-                    docs.insert(d.key, v);
-                }
-                Change::Skipped { key, reason } => {
-                    docs.remove(&key);
-                    skipped.insert(key.native_id, reason);
-                }
-                Change::Delete(key) => {
-                    docs.remove(&key);
-                    del.push(key.native_id);
-                }
-                Change::Checkpoint { checkpoint, .. } => break checkpoint,
-            }
-        };
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
-        checkpoint
-    });
-    (up, skipped, del, checkpoint)
+    rt.block_on(async {
+        let mut live = Live::start(connector, index, checkpoint);
+        let synced = live.next_sync(true).await;
+        live.stop().await;
+        synced
+    })
 }
 
 /// A root holding `hr/salaries.txt` and `canteen.txt`, indexed by a crawl as root; then
@@ -433,4 +400,138 @@ fn a_file_on_a_fuse_mount_is_skipped() {
     assert_eq!(up, [root.join("local.txt").to_string_lossy()]);
     let why = &skipped[&root.join("fuse/canteen.txt").to_string_lossy().into_owned()];
     assert!(why.contains("FUSE"), "{why}");
+}
+
+/// One fs connector kept running over `index` (as in the daemon), synced on command; what it
+/// sends is applied to `index` or, to stand for writes a rollback discarded, dropped.
+struct Live {
+    commands: mpsc::Sender<docent_connector_api::jobs::ConnectorCommand>,
+    rx: mpsc::Receiver<Change>,
+    status: StatusHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), docent_connector_api::ConnectorError>>,
+    index: Arc<Index>,
+}
+
+impl Live {
+    fn start(
+        connector: Box<dyn Connector>,
+        index: &Arc<Index>,
+        checkpoint: Option<serde_json::Value>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        let (commands, cmd_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let status = StatusHandle::default();
+        let ctx = ConnectorContext {
+            commands: cmd_rx,
+            sink: tx,
+            memberships: Arc::new(NoMemberships),
+            indexed: index.clone(),
+            checkpoint,
+            shutdown: shutdown.clone(),
+            status: status.clone(),
+        };
+        Self {
+            commands,
+            rx,
+            status,
+            shutdown,
+            task: tokio::spawn(connector.run(ctx)),
+            index: index.clone(),
+        }
+    }
+
+    /// What was sent up to the next checkpoint (upserted, skipped and deleted ids, and the
+    /// checkpoint), applied to the index when `apply`.
+    async fn next_sync(&mut self, apply: bool) -> Synced {
+        let (mut up, mut skipped, mut del) = (Vec::new(), BTreeMap::new(), Vec::new());
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+                .await
+                .expect("a checkpoint within 30 s")
+                .expect("the connector stopped");
+            let mut docs = self.index.0.lock().unwrap();
+            match change {
+                Change::Upsert(d) => {
+                    up.push(d.key.native_id.clone());
+                    if apply {
+                        let v = IndexedDoc {
+                            version: d.version.clone(),
+                            acl_fingerprint: d.acl.fingerprint(),
+                        };
+                        docs.insert(d.key, v);
+                    }
+                }
+                Change::Skipped { key, reason } => {
+                    if apply {
+                        docs.remove(&key);
+                    }
+                    skipped.insert(key.native_id, reason);
+                }
+                Change::Delete(key) => {
+                    if apply {
+                        docs.remove(&key);
+                    }
+                    del.push(key.native_id);
+                }
+                Change::Checkpoint { checkpoint, .. } => {
+                    return (up, skipped, del, checkpoint);
+                }
+            }
+        }
+    }
+
+    async fn sync_now(&mut self, apply: bool) -> Synced {
+        let job_id = self.status.reserve_job_id();
+        let cmd = docent_connector_api::jobs::ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: false,
+            full: false,
+        };
+        self.commands.send(cmd).await.unwrap();
+        self.next_sync(apply).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A narrower ACL the pipeline accepted and then lost in a rollback (a batch that failed to
+/// write) is sent again by the same running connector at its next sync: its record of having
+/// sent it does not stand once the pipeline says it rolled back. Before, the record stood, the
+/// file looked unchanged, and the wider ACL stayed indexed until a restart.
+#[test]
+fn a_narrower_acl_lost_in_a_rollback_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let file = root.join("salaries.txt");
+    std::fs::write(&file, "text").unwrap();
+    mode(&file, 0o644);
+    let id = file.to_string_lossy().into_owned();
+    let just_it = vec![id.clone()];
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up, just_it);
+        let wide = index.get(&DocKey::new("fs-conformance", id.as_str()));
+
+        mode(&file, 0o600);
+        let (up, ..) = live.sync_now(false).await;
+        assert_eq!(up, just_it);
+        // Not applied, but not known to be lost either: the record stands, nothing more is sent.
+        let (up, ..) = live.sync_now(false).await;
+        assert!(up.is_empty(), "{up:?}");
+
+        // Lost: the pipeline rolled back. The narrower ACL is sent again and lands.
+        index.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (up, ..) = live.sync_now(true).await;
+        assert_eq!(up, just_it);
+        let narrow = index.get(&DocKey::new("fs-conformance", id.as_str()));
+        assert_ne!(narrow, wide);
+        live.stop().await;
+    });
 }
