@@ -1,6 +1,7 @@
 //! What a connector sent per document, standing for the index's state until the index shows it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{DocKey, IndexedDoc, IndexedState, sent_stands};
@@ -16,13 +17,15 @@ use crate::{DocKey, IndexedDoc, IndexedState, sent_stands};
 /// Unless the index shows it, such a document's state is unknown ([`SentLog::last_known`]
 /// answers a state that matches nothing), so whatever the source holds now is sent again, and
 /// it counts as known, so that a delete still reaches it. The doubt ends when the connector
-/// sends the document again or the index shows the record. [`SentLog::in_doubt`] tells a
-/// connector that works from a cursor to reconcile, since its polls would not come back to
-/// what was lost.
+/// sends the document again or the index shows the record.
+/// [`SentLog::rolled_back_since_reconciled`] tells a connector to reconcile once after a
+/// rollback: a connector that works from a cursor would not come back to what was lost.
 pub struct SentLog {
     connector: String,
     indexed: Arc<dyn IndexedState>,
     sent: Mutex<HashMap<String, Record>>,
+    /// The rollback count the last reconciliation that ended had started under.
+    reconciled: AtomicU64,
 }
 
 struct Record {
@@ -36,10 +39,12 @@ const UNKNOWN: &str = "\u{0}unknown after a rollback";
 
 impl SentLog {
     pub fn new(connector: impl Into<String>, indexed: Arc<dyn IndexedState>) -> Self {
+        let reconciled = AtomicU64::new(indexed.rollbacks());
         Self {
             connector: connector.into(),
             indexed,
             sent: Mutex::new(HashMap::new()),
+            reconciled,
         }
     }
 
@@ -115,11 +120,22 @@ impl SentLog {
         known
     }
 
-    /// Whether a record is in doubt (see [`SentLog`]): a connector that works from a cursor
-    /// reconciles then.
-    pub fn in_doubt(&self) -> bool {
-        let now = self.indexed.rollbacks();
-        self.lock().values().any(|r| r.rollbacks != now)
+    /// The pipeline's rollback count now: given back to [`SentLog::reconciled`] when a
+    /// reconciliation that starts now ends.
+    pub fn rollbacks(&self) -> u64 {
+        self.indexed.rollbacks()
+    }
+
+    /// A reconciliation that started at rollback count `at` ended (done, or held back by
+    /// deletion protection): it sent again what it could of what was in doubt.
+    pub fn reconciled(&self, at: u64) {
+        self.reconciled.fetch_max(at, Ordering::SeqCst);
+    }
+
+    /// Whether the pipeline rolled back since the last reconciliation that ended began: the
+    /// connector reconciles once (a failed one is tried again).
+    pub fn rolled_back_since_reconciled(&self) -> bool {
+        self.indexed.rollbacks() > self.reconciled.load(Ordering::SeqCst)
     }
 }
 
@@ -127,7 +143,6 @@ impl SentLog {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Default)]
     struct Index {
@@ -165,7 +180,7 @@ mod tests {
         assert_eq!(log.last_known(&DocKey::new("c", "a")), None);
         assert_eq!(log.last_known(&DocKey::new("c", "b")), Some(doc("1")));
         assert_eq!(log.known_ids(), BTreeSet::from(["b".to_string()]));
-        assert!(!log.in_doubt());
+        assert!(!log.rolled_back_since_reconciled());
     }
 
     #[test]
@@ -177,8 +192,12 @@ mod tests {
         log.remember("a", None);
         log.remember("b", Some(doc("1")));
         log.remember("c", Some(doc("2")));
+        let before = log.rollbacks();
         index.rollbacks.fetch_add(1, Ordering::SeqCst);
-        assert!(log.in_doubt());
+        assert!(log.rolled_back_since_reconciled());
+        // A reconciliation that began before the rollback does not answer it.
+        log.reconciled(before);
+        assert!(log.rolled_back_since_reconciled());
         // Unknown, whatever was sent: the current state of each is sent again...
         let unknown = |id: &str| {
             log.last_known(&DocKey::new("c", id))
@@ -198,8 +217,9 @@ mod tests {
         log.remember("a", None);
         log.remember("b", Some(doc("1")));
         assert_eq!(log.last_known(&DocKey::new("c", "a")), None);
-        log.known_ids();
-        assert!(!log.in_doubt());
+        // One that began after it does.
+        log.reconciled(log.rollbacks());
+        assert!(!log.rolled_back_since_reconciled());
     }
 
     /// A change back to the indexed state while an earlier change is in doubt is still sent:

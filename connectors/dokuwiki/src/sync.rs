@@ -299,7 +299,8 @@ impl Syncer {
         });
         // What was sent may have been lost in a rollback of the pipeline: polls would not come
         // back to it.
-        let due = due || self.sent.in_doubt();
+        let due = due || self.sent.rolled_back_since_reconciled();
+        let rollbacks = self.sent.rollbacks();
         let full = req.full || acl_changed || due;
         let trigger = match req.trigger {
             "watch" if due && !acl_changed => "schedule",
@@ -329,6 +330,7 @@ impl Syncer {
         let done_ms = unix_millis();
         if full {
             self.status.full_scan_done(done_ms);
+            self.sent.reconciled(rollbacks);
         }
         Ok(Passed {
             cursor: Cursor {

@@ -223,7 +223,7 @@ impl Syncer {
     /// under another scope, the reconciliation interval has passed, or what was sent may have
     /// been lost in a rollback of the pipeline (polls would not come back to it).
     pub fn reconcile_due(&self) -> bool {
-        if self.sent.in_doubt() {
+        if self.sent.rolled_back_since_reconciled() {
             return true;
         }
         let pos = self.position.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,6 +252,7 @@ impl Syncer {
             .start_job(job_id, "reconcile", trigger, unix_millis());
         self.job.store(id, Ordering::Relaxed);
         self.full.store(full, Ordering::Relaxed);
+        let rollbacks = self.sent.rollbacks();
         let r = self.reconcile_inner(force_deletions).await;
         self.full.store(false, Ordering::Relaxed);
         let now = unix_millis();
@@ -269,6 +270,7 @@ impl Syncer {
         // The job and status are final before the checkpoint that ends the job is sent.
         self.status.finish_job(id, state, now);
         self.status.full_scan_done(now);
+        self.sent.reconciled(rollbacks);
         self.settle(&outcome);
         self.commit(next, true).await?;
         Ok(outcome)
