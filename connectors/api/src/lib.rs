@@ -134,6 +134,10 @@ pub trait IndexedState: Send + Sync {
     }
 }
 
+/// How often a running connector checks whether the pipeline rolled back writes it had
+/// accepted ([`SentLog::rolled_back_since_reconciled`]), to reconcile then.
+pub const ROLLBACK_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a connector's record `last` of what it sent for `key` still stands for "the newest
 /// state", so that an unchanged document is not sent again: not when the pipeline gave up on
 /// that version ([`IndexedState::gave_up`]); then the document is sent again at the next scan.

@@ -213,6 +213,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     let mut paused = false;
     let mut reconcile_tick = tokio::time::interval(cfg.reconcile_interval);
     reconcile_tick.tick().await; // the first tick is immediate; the crawl just happened
+    let mut rollback_tick = tokio::time::interval(docent_connector_api::ROLLBACK_CHECK);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -220,6 +221,13 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 if !paused {
                     report_memberships(&cfg, ctx.memberships.as_ref());
                     reconcile(&scanner, &status, None, "schedule", false).await?;
+                }
+            }
+            // Writes the pipeline rolled back are sent again by a reconciliation, now rather
+            // than at the next scheduled one.
+            _ = rollback_tick.tick() => {
+                if !paused && scanner.sent.rolled_back_since_reconciled() {
+                    reconcile(&scanner, &status, None, "rollback", false).await?;
                 }
             }
             Some(cmd) = commands.recv() => match cmd {
@@ -293,6 +301,7 @@ async fn reconcile(
     let id = status.start_job(job_id, "reconcile", trigger, unix_millis());
     scanner.job.store(id, std::sync::atomic::Ordering::Relaxed);
     let s = scanner.clone();
+    let rollbacks = scanner.sent.rollbacks();
     let outcome = tokio::task::spawn_blocking(move || s.reconcile_all(force_deletions))
         .await
         .unwrap_or_else(|e| {
@@ -309,6 +318,9 @@ async fn reconcile(
             return Err(e);
         }
     };
+    if !matches!(outcome, Reconciled::Cancelled) {
+        scanner.sent.reconciled(rollbacks);
+    }
     let state = match outcome {
         Reconciled::Done => JobState::Succeeded,
         Reconciled::Cancelled => JobState::Cancelled,

@@ -500,8 +500,8 @@ impl Live {
 }
 
 /// A narrower ACL the pipeline accepted and then lost in a rollback (a batch that failed to
-/// write) is sent again by the same running connector at its next sync: its record of having
-/// sent it does not stand once the pipeline says it rolled back. Before, the record stood, the
+/// write) is sent again by the same running connector, which reconciles once it hears of the
+/// rollback: its record of having sent it does not stand then. Before, the record stood, the
 /// file looked unchanged, and the wider ACL stayed indexed until a restart.
 #[test]
 fn a_narrower_acl_lost_in_a_rollback_is_sent_again() {
@@ -526,9 +526,11 @@ fn a_narrower_acl_lost_in_a_rollback_is_sent_again() {
         let (up, ..) = live.sync_now(false).await;
         assert!(up.is_empty(), "{up:?}");
 
-        // Lost: the pipeline rolled back. The narrower ACL is sent again and lands.
+        // Lost: the pipeline rolled back. The connector reconciles by itself (within
+        // ROLLBACK_CHECK, long before its hour-long schedule), and the narrower ACL is sent again
+        // and lands.
         index.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let (up, ..) = live.sync_now(true).await;
+        let (up, ..) = live.next_sync(true).await;
         assert_eq!(up, just_it);
         let narrow = index.get(&DocKey::new("fs-conformance", id.as_str()));
         assert_ne!(narrow, wide);

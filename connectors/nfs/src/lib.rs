@@ -206,6 +206,7 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let mut backoff = FIRST_RETRY.min(cfg.retry_max);
     let mut paused = false;
     let mut commands_open = true;
+    let mut rollback_tick = tokio::time::interval(docent_connector_api::ROLLBACK_CHECK);
     loop {
         let due = async {
             if paused {
@@ -239,8 +240,17 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                 }
             },
             _ = due => (None, trigger, false, false),
+            // Writes the pipeline rolled back are sent again by a reconciliation, now rather
+            // than at the next scheduled one.
+            _ = rollback_tick.tick(), if !paused => {
+                if !syncer.sent.rolled_back_since_reconciled() {
+                    continue;
+                }
+                (None, "rollback", false, false)
+            }
         };
         syncer.full = full;
+        let rollbacks = syncer.sent.rollbacks();
         let outcome = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -251,6 +261,7 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         };
         syncer.full = false;
         if outcome {
+            syncer.sent.reconciled(rollbacks);
             report_memberships(&cfg, memberships.as_ref());
             backoff = FIRST_RETRY.min(cfg.retry_max);
             next = tokio::time::Instant::now() + cfg.reconcile_interval;

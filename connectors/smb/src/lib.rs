@@ -295,6 +295,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let mut tick = tokio::time::interval(cfg.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut rollback_tick = tokio::time::interval(docent_connector_api::ROLLBACK_CHECK);
     // The watcher: started after each successful reconciliation when none runs.
     let (notice_tx, mut notices) = mpsc::channel::<Notice>(1024);
     let mut watcher: Option<CancellationToken> = None;
@@ -302,12 +303,14 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let mut changed_at: Option<tokio::time::Instant> = None;
     loop {
         if let Some((job, trigger, force, full)) = pending.take() {
+            let rollbacks = crawler.sent.rollbacks();
             let r = tokio::select! {
                 r = crawler.job(job, trigger, Work::Reconcile { force, full }) => r,
                 _ = shutdown.cancelled() => Ok(false),
             };
             match r {
                 Ok(true) => {
+                    crawler.sent.reconciled(rollbacks);
                     backoff = cfg.retry_initial;
                     retry_at = None;
                     // A reconciliation covers whatever was notified before it.
@@ -355,6 +358,13 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             _ = tick.tick() => {
                 if !paused && retry_at.is_none() {
                     pending = Some((None, "schedule", false, false));
+                }
+            }
+            // Writes the pipeline rolled back are sent again by a reconciliation, now rather
+            // than at the next scheduled one.
+            _ = rollback_tick.tick() => {
+                if !paused && retry_at.is_none() && crawler.sent.rolled_back_since_reconciled() {
+                    pending = Some((None, "rollback", false, false));
                 }
             }
             Some(notice) = notices.recv() => match notice {
