@@ -15,9 +15,9 @@
 //!   sync (its lists cannot be seen), unless `require_nfsacl = false` says to trust its mode
 //!   bits;
 //! - the version is (file id, size, mtime): a file whose version and ACL match what was indexed
-//!   (or last sent) is never read; the recorded version also carries the change time at which
-//!   the server answered that the file has no list beyond its mode bits (a settled answer), so
-//!   that a restarted connector does not ask again what its change time still covers;
+//!   (or last sent) is never read; the recorded version also carries the file system and change
+//!   time at which the server answered that the file has no list beyond its mode bits (a
+//!   settled answer), so that a restarted connector does not ask again what still holds;
 //! - an outage is not a deletion: an unreachable server, a failed mount, a broken connection, a
 //!   timeout, or a listing that comes back empty while documents are indexed ends the sync as
 //!   failed (phase "failed", the reason in `last_error`) without deleting anything; the sync is
@@ -576,7 +576,9 @@ impl Syncer {
             // recorded with its indexed version is not asked again, as after a restart).
             if above.is_none() {
                 for e in &entries {
+                    // Only where the list would be asked: an index lookup per file otherwise.
                     if e.attr.type_ == ftype3::NF3REG
+                        && list_matters(&e.attr)
                         && let Ok(name) = std::str::from_utf8(&e.name)
                     {
                         self.recall(&join(&rel_dir, name), &e.attr);
