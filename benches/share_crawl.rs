@@ -22,11 +22,8 @@ use anyhow::{Context, bail};
 use docent_connector_api::jobs::ConnectorCommand;
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Change, Checkpoint, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState,
-    NoMemberships, StatusHandle,
+    Change, Checkpoint, Connector, DocKey, IndexedDoc, IndexedState, StatusHandle, conformance,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -128,19 +125,8 @@ async fn until_checkpoint(
     checkpoint: Option<Checkpoint>,
     again: bool,
 ) -> anyhow::Result<Run> {
-    let (tx, mut rx) = mpsc::channel(256);
-    let (cmd_tx, cmd_rx) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
-    let status = StatusHandle::default();
-    let ctx = ConnectorContext {
-        commands: cmd_rx,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: index.clone() as Arc<dyn IndexedState>,
-        checkpoint,
-        shutdown: shutdown.clone(),
-        status: status.clone(),
-    };
+    let (ctx, h) = conformance::harness_context(index.clone(), checkpoint, 256);
+    let (mut rx, cmd_tx, status, shutdown) = (h.changes, h.commands, h.status, h.shutdown);
     let start = Instant::now();
     let task = tokio::spawn(connector.run(ctx));
     let (mut upserts, mut skipped, mut bytes) = (0, 0, 0u64);

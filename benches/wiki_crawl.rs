@@ -25,15 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Change, Checkpoint, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState,
-    NoMemberships, StatusHandle,
+    Change, Checkpoint, Connector, DocKey, IndexedDoc, IndexedState, conformance,
 };
 use docent_dokuwiki_connector::client::{Client, ClientOptions};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 const CONTENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -335,19 +332,8 @@ async fn run_until_checkpoint(
     checkpoint: Option<Checkpoint>,
     target: &Target<'_>,
 ) -> anyhow::Result<RunStats> {
-    let (tx, mut rx) = mpsc::channel(256);
-    let (_cmd_tx, cmd_rx) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
-    let status = StatusHandle::default();
-    let ctx = ConnectorContext {
-        commands: cmd_rx,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: index.clone() as Arc<dyn IndexedState>,
-        checkpoint,
-        shutdown: shutdown.clone(),
-        status: status.clone(),
-    };
+    let (ctx, h) = conformance::harness_context(index.clone(), checkpoint, 256);
+    let (mut rx, status, shutdown) = (h.changes, h.status, h.shutdown);
     let (req0, down0) = target.traffic.snapshot();
     let logged0 = logged_requests(&target.log);
     let start = Instant::now();

@@ -57,6 +57,45 @@ impl IndexedState for MemoryIndex {
     }
 }
 
+/// What a harness keeps of the context it ran a connector with ([`harness_context`]).
+pub struct Harness {
+    /// What the connector sends.
+    pub changes: mpsc::Receiver<Change>,
+    /// Sync now, pause, resume.
+    pub commands: mpsc::Sender<crate::jobs::ConnectorCommand>,
+    pub status: StatusHandle,
+    pub shutdown: CancellationToken,
+}
+
+/// A context to run a connector outside the daemon (tests, benchmarks): over `indexed`, from
+/// `checkpoint`, its changes on a channel of `capacity`, group memberships dropped.
+pub fn harness_context(
+    indexed: Arc<dyn IndexedState>,
+    checkpoint: Option<Checkpoint>,
+    capacity: usize,
+) -> (ConnectorContext, Harness) {
+    let (sink, changes) = mpsc::channel(capacity);
+    let (commands, cmd_rx) = mpsc::channel(4);
+    let shutdown = CancellationToken::new();
+    let status = StatusHandle::default();
+    let ctx = ConnectorContext {
+        commands: cmd_rx,
+        sink,
+        memberships: Arc::new(NoMemberships),
+        indexed,
+        checkpoint,
+        shutdown: shutdown.clone(),
+        status: status.clone(),
+    };
+    let harness = Harness {
+        changes,
+        commands,
+        status,
+        shutdown,
+    };
+    (ctx, harness)
+}
+
 /// What one run sent.
 #[derive(Debug, Default)]
 pub struct RunLog {
@@ -73,18 +112,8 @@ pub async fn run_once(
     index: &Arc<MemoryIndex>,
     checkpoint: Option<Checkpoint>,
 ) -> Result<RunLog, String> {
-    let (tx, mut rx) = mpsc::channel(64);
-    let (_cmd_tx, cmd_rx) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
-    let ctx = ConnectorContext {
-        commands: cmd_rx,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: index.clone() as Arc<dyn IndexedState>,
-        checkpoint,
-        shutdown: shutdown.clone(),
-        status: StatusHandle::default(),
-    };
+    let (ctx, mut h) = harness_context(index.clone(), checkpoint, 64);
+    let (rx, shutdown) = (&mut h.changes, h.shutdown.clone());
     let id = connector.id().to_string();
     let task = tokio::spawn(connector.run(ctx));
     let mut log = RunLog::default();
@@ -209,21 +238,11 @@ pub async fn run_all<F: Fixture>(make: impl Fn() -> F) -> Result<(), String> {
 /// two seconds. The receiver is drained, as the pipeline does on shutdown. Applies to every
 /// connector, crawling or not (the push connector runs this check alone).
 pub async fn check_cancellation(connector: Box<dyn Connector>) -> Result<(), String> {
-    let (tx, mut rx) = mpsc::channel(1);
+    let (ctx, h) = harness_context(Arc::new(MemoryIndex::default()), None, 1);
+    let mut rx = h.changes;
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (_cmd_tx, cmd_rx) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
-    let ctx = ConnectorContext {
-        commands: cmd_rx,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: Arc::new(MemoryIndex::default()),
-        checkpoint: None,
-        shutdown: shutdown.clone(),
-        status: StatusHandle::default(),
-    };
     let task = tokio::spawn(connector.run(ctx));
-    shutdown.cancel();
+    h.shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(2), task).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("cancelled connector panicked: {e}")),

@@ -18,8 +18,8 @@ use docent_connector_api::conformance::{self, Fixture};
 use docent_connector_api::jobs::{ConnectorCommand, JobRecord, JobState};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Acl, Change, Checkpoint, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
-    IndexedState, NoMemberships, Principal, SourceDocument, StatusHandle,
+    Acl, Change, Checkpoint, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    Principal, SourceDocument, StatusHandle,
 };
 use docent_dokuwiki_connector::Factory;
 use docent_dokuwiki_connector::acl::{AUTH_READ, PageAcl, Superusers};
@@ -319,26 +319,14 @@ impl Running {
         checkpoint: Option<Checkpoint>,
         capacity: usize,
     ) -> Self {
-        let (tx, changes) = mpsc::channel(capacity);
-        let (commands, cmd_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let status = StatusHandle::default();
-        let ctx = ConnectorContext {
-            commands: cmd_rx,
-            sink: tx,
-            memberships: Arc::new(NoMemberships),
-            indexed: index.clone() as Arc<dyn IndexedState>,
-            checkpoint,
-            shutdown: shutdown.clone(),
-            status: status.clone(),
-        };
+        let (ctx, h) = conformance::harness_context(index.clone(), checkpoint, capacity);
         Self {
             task: tokio::spawn(connector.run(ctx)),
             index,
-            status,
-            commands,
-            changes,
-            shutdown,
+            status: h.status,
+            commands: h.commands,
+            changes: h.changes,
+            shutdown: h.shutdown,
             log: Vec::new(),
         }
     }

@@ -7,11 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use docent_connector_api::conformance::{Fixture, run_all};
-use docent_connector_api::{
-    Change, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState, NoMemberships,
-    StatusHandle,
-};
+use docent_connector_api::conformance::{Fixture, harness_context, run_all};
+use docent_connector_api::{Change, Connector, DocKey, IndexedDoc, IndexedState, StatusHandle};
 use docent_fs_connector::{FsConfig, FsConnector};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -419,24 +416,12 @@ impl Live {
         index: &Arc<Index>,
         checkpoint: Option<serde_json::Value>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(64);
-        let (commands, cmd_rx) = mpsc::channel(1);
-        let shutdown = CancellationToken::new();
-        let status = StatusHandle::default();
-        let ctx = ConnectorContext {
-            commands: cmd_rx,
-            sink: tx,
-            memberships: Arc::new(NoMemberships),
-            indexed: index.clone(),
-            checkpoint,
-            shutdown: shutdown.clone(),
-            status: status.clone(),
-        };
+        let (ctx, h) = harness_context(index.clone(), checkpoint, 64);
         Self {
-            commands,
-            rx,
-            status,
-            shutdown,
+            commands: h.commands,
+            rx: h.changes,
+            status: h.status,
+            shutdown: h.shutdown,
             task: tokio::spawn(connector.run(ctx)),
             index: index.clone(),
         }

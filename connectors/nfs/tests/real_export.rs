@@ -13,12 +13,12 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use docent_connector_api::conformance::{self, Fixture};
+use docent_connector_api::conformance::{self, Fixture, harness_context};
 use docent_connector_api::jobs::{ConnectorCommand, JobCounts, JobState};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    NoMemberships, Principal, SourceDocument, StatusHandle,
+    Acl, Change, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState, Principal,
+    SourceDocument, StatusHandle,
 };
 use docent_nfs_connector::Factory;
 use tokio::sync::mpsc;
@@ -216,25 +216,13 @@ impl Running {
 
     /// Starts `connector` over what an earlier one indexed (as after a restart).
     fn start_over(connector: Box<dyn Connector>, index: Arc<Index>) -> Self {
-        let (tx, rx) = mpsc::channel(64);
-        let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let status = StatusHandle::default();
-        let ctx = ConnectorContext {
-            commands: cmd_rx,
-            sink: tx,
-            memberships: Arc::new(NoMemberships),
-            indexed: index.clone(),
-            checkpoint: None,
-            shutdown: shutdown.clone(),
-            status: status.clone(),
-        };
+        let (ctx, h) = harness_context(index.clone(), None, 64);
         Self {
             index,
-            status,
-            rx,
-            commands: cmd_tx,
-            shutdown,
+            status: h.status,
+            rx: h.changes,
+            commands: h.commands,
+            shutdown: h.shutdown,
             task: tokio::spawn(connector.run(ctx)),
         }
     }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use docent_connector_api::{
-    Acl, Change, Checkpoint, Connector, ConnectorContext, DocKey, IndexedDoc, IndexedState,
-    NoMemberships, Principal, SourceDocument, StatusHandle, conformance,
+    Acl, Change, Checkpoint, Connector, DocKey, IndexedDoc, IndexedState, Principal,
+    SourceDocument, StatusHandle, conformance,
 };
 use docent_smb_connector::SmbConfig;
 use docent_smb_connector::SmbConnector;
@@ -300,6 +300,8 @@ impl Log {
 
 struct Running {
     rx: mpsc::Receiver<Change>,
+    /// Kept open: a closed command channel is not what a daemon does.
+    _commands: mpsc::Sender<docent_connector_api::jobs::ConnectorCommand>,
     status: StatusHandle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), docent_connector_api::ConnectorError>>,
@@ -311,26 +313,14 @@ fn spawn(
     checkpoint: Option<Checkpoint>,
     cap: usize,
 ) -> Running {
-    let (tx, rx) = mpsc::channel(cap);
-    let (_cmd_tx, cmd_rx) = mpsc::channel(1);
-    std::mem::forget(_cmd_tx);
-    let shutdown = CancellationToken::new();
-    let status = StatusHandle::default();
-    let ctx = ConnectorContext {
-        commands: cmd_rx,
-        sink: tx,
-        memberships: Arc::new(NoMemberships),
-        indexed: index.clone(),
-        checkpoint,
-        shutdown: shutdown.clone(),
-        status: status.clone(),
-    };
+    let (ctx, h) = conformance::harness_context(index.clone(), checkpoint, cap);
     let conn: Box<dyn Connector> = Box::new(SmbConnector::new(cfg).unwrap());
     let task = tokio::spawn(conn.run(ctx));
     Running {
-        rx,
-        status,
-        shutdown,
+        rx: h.changes,
+        _commands: h.commands,
+        status: h.status,
+        shutdown: h.shutdown,
         task,
     }
 }

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use docent_connector_api::conformance;
 use docent_connector_api::jobs::{ConnectorCommand, JobRecord};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Acl, Change, Checkpoint, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
-    IndexedState, NoMemberships, StatusHandle,
+    Acl, Change, Checkpoint, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    StatusHandle,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -134,26 +135,14 @@ impl Running {
         checkpoint: Option<Checkpoint>,
         capacity: usize,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(capacity);
-        let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let status = StatusHandle::default();
-        let ctx = ConnectorContext {
-            commands: cmd_rx,
-            sink: tx,
-            memberships: Arc::new(NoMemberships),
-            indexed: index.clone() as Arc<dyn IndexedState>,
-            checkpoint,
-            shutdown: shutdown.clone(),
-            status: status.clone(),
-        };
+        let (ctx, h) = conformance::harness_context(index.clone(), checkpoint, capacity);
         let task = tokio::spawn(connector.run(ctx));
         Self {
-            rx,
-            commands: cmd_tx,
-            status,
+            rx: h.changes,
+            commands: h.commands,
+            status: h.status,
             index,
-            shutdown,
+            shutdown: h.shutdown,
             task: Some(task),
         }
     }
