@@ -134,8 +134,8 @@ async fn until_checkpoint(
     let checkpoint = loop {
         let change = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(c)) => c,
-            Ok(None) => bail!("stopped: {:?}", status.snapshot().last_error),
-            Err(_) => bail!("no checkpoint: {:?}", status.snapshot().last_error),
+            Ok(None) => bail!("stopped: {:?}", status.snapshot().last_error()),
+            Err(_) => bail!("no checkpoint: {:?}", status.snapshot().last_error()),
         };
         match change {
             Change::Upsert(d) => {
@@ -178,7 +178,7 @@ async fn until_checkpoint(
                 Ok(Some(Change::Checkpoint { .. })) => break,
                 Ok(Some(Change::Upsert(_))) => upserts += 1,
                 Ok(Some(_)) => {}
-                _ => bail!("no second checkpoint: {:?}", status.snapshot().last_error),
+                _ => bail!("no second checkpoint: {:?}", status.snapshot().last_error()),
             }
         }
         Some((start.elapsed().as_secs_f64(), upserts))

@@ -345,13 +345,13 @@ async fn run_until_checkpoint(
             Ok(Some(c)) => c,
             Ok(None) => bail!(
                 "the connector stopped before a checkpoint: {:?}",
-                status.snapshot().last_error
+                status.snapshot().last_error()
             ),
             Err(_) => bail!(
                 "no checkpoint within {:?} ({} pages sent; last error {:?})",
                 target.timeout,
                 stats.upserts,
-                status.snapshot().last_error
+                status.snapshot().last_error()
             ),
         };
         let mut docs = index.docs.lock().unwrap();

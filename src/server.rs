@@ -302,7 +302,7 @@ pub async fn start_with(
             if let Err(e) = conn.run(ctx).await {
                 tracing::error!(connector = %id, error = %e, "connector stopped with an error");
                 status.set_phase("failed");
-                status.set_error(Some(e.to_string()));
+                status.raise(docent_connector_api::Alarm::Stopped, e.to_string());
             }
         }));
     }

@@ -250,6 +250,7 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
             "connectors": conns.connectors.iter().map(|c| json!({
                 "id": c.id, "kind": c.kind, "state": c.state, "documents": c.documents,
                 "skipped_total": c.skipped_total, "last_full_scan": c.last_full_scan, "last_error": c.last_error,
+                "alarms": c.alarms,
                 "skipped": c.skipped.iter().map(|s| json!({"id": s.id, "reason": s.reason})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
@@ -274,8 +275,8 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
             "connector {} ({}): {}, {} documents, {} skipped",
             c.id, c.kind, c.state, c.documents, c.skipped_total
         );
-        if !c.last_error.is_empty() {
-            println!("  last error: {}", c.last_error);
+        for alarm in &c.alarms {
+            println!("  alarm: {alarm}");
         }
         for s in c.skipped.iter().take(10) {
             println!("  skipped {}: {}", s.id, s.reason);

@@ -39,6 +39,7 @@ impl AdminService {
     fn connector_status(&self, c: &super::ConnectorInfo) -> pb::ConnectorStatus {
         let counts = self.state.index.documents_by_source();
         let s = c.status.snapshot();
+        let last_error = s.last_error().unwrap_or_default();
         let (skipped_total, recent) = self.state.skips.get(&c.id);
         pb::ConnectorStatus {
             id: c.id.clone(),
@@ -51,7 +52,8 @@ impl AdminService {
                 .map(|(id, reason)| pb::SkippedDocument { id, reason })
                 .collect(),
             last_full_scan: s.last_full_scan_ms.map(|ms| ms / 1000).unwrap_or(0),
-            last_error: s.last_error.unwrap_or_default(),
+            last_error,
+            alarms: s.alarms.into_values().collect(),
             paused: s.paused,
         }
     }

@@ -131,6 +131,11 @@ async fn check(env: &Env, d: &Running) {
         status.last_error.starts_with("deletion protection"),
         "{status:?}"
     );
+    assert_eq!(
+        status.alarms,
+        std::slice::from_ref(&status.last_error),
+        "one alarm stands"
+    );
 
     // An admin forces it: the job deletes them and clears the alarm.
     let forced = sync(d, true).await;
@@ -140,7 +145,8 @@ async fn check(env: &Env, d: &Running) {
         d.stats().await.documents == 29 - removed
     })
     .await;
-    assert!(d.connectors().await.connectors[0].last_error.is_empty());
+    let status = d.connectors().await.connectors[0].clone();
+    assert!(status.last_error.is_empty() && status.alarms.is_empty());
 
     // Failures are listed with their reasons; unchanged files are counted, not re-read. Paused,
     // so the watcher does not read the new file first (a sync still runs when asked).

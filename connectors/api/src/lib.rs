@@ -157,12 +157,48 @@ pub struct ConnectorState {
     /// carries the same value under the key `last_full_scan_ms` once that scan is covered, so
     /// tools can tell a finished first crawl is committed.
     pub last_full_scan_ms: Option<i64>,
-    pub last_error: Option<String>,
+    /// The problems that stand now, each raised and cleared by its own kind (see [`Alarm`]).
+    pub alarms: std::collections::BTreeMap<Alarm, String>,
     /// Paused by an admin: changes are not acted on until resumed.
     pub paused: bool,
     /// Jobs, most recent first (at most [`jobs::JOB_HISTORY`]).
     pub jobs: std::collections::VecDeque<jobs::JobRecord>,
     pub next_job_id: u64,
+}
+
+impl ConnectorState {
+    /// Every standing alarm, most severe first, joined by "; "; `None` when none stands.
+    pub fn last_error(&self) -> Option<String> {
+        (!self.alarms.is_empty()).then(|| {
+            self.alarms
+                .values()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// A kind of problem a connector reports in its status. Each kind is raised and cleared on its
+/// own, so that one problem neither hides nor clears another (a watch that could not start
+/// still shows while a sync is held back by deletion protection, and after it). Ordered by
+/// severity, the order in which they are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Alarm {
+    /// The connector stopped with an error.
+    Stopped,
+    /// The source could not be reached or the sync failed (nothing was deleted); cleared by
+    /// the next sync that completes.
+    Outage,
+    /// Part of the source is not there (a share unmounted below a crawl root); nothing under
+    /// it is withdrawn or deleted. Cleared when every part is walked again.
+    Unmounted,
+    /// A sync held deletions back; cleared by a sync that completes without holding any back.
+    DeletionProtection,
+    /// Principals the connector cannot map to Docent identities (unmapped SIDs).
+    Unmapped,
+    /// Change notifications are unavailable: only scheduled reconciliations find changes.
+    Watch,
 }
 
 /// Shared handle to a connector's [`ConnectorState`].
@@ -174,8 +210,19 @@ impl StatusHandle {
         self.lock().phase = phase.to_string();
     }
 
-    pub fn set_error(&self, error: Option<String>) {
-        self.lock().last_error = error;
+    /// Raises `kind` with `message` (replacing that kind's earlier message, no other).
+    pub fn raise(&self, kind: Alarm, message: impl Into<String>) {
+        self.lock().alarms.insert(kind, message.into());
+    }
+
+    /// Clears `kind`; the other alarms stand.
+    pub fn clear(&self, kind: Alarm) {
+        self.lock().alarms.remove(&kind);
+    }
+
+    /// Whether `kind` stands.
+    pub fn raised(&self, kind: Alarm) -> bool {
+        self.lock().alarms.contains_key(&kind)
     }
 
     /// `at_ms`: Unix milliseconds.
@@ -310,5 +357,30 @@ mod tests {
         assert_eq!(DocKey::parse(&k.to_string()), Some(k));
         assert_eq!(DocKey::parse("nocolon"), None);
         assert_eq!(DocKey::parse(":x"), None);
+    }
+
+    #[test]
+    fn an_alarm_neither_hides_nor_clears_another() {
+        let status = StatusHandle::default();
+        assert_eq!(status.snapshot().last_error(), None);
+        status.raise(Alarm::Watch, "watch unavailable: no inotify");
+        status.raise(Alarm::DeletionProtection, "deletion protection: 9 of 10");
+        status.raise(Alarm::Outage, "connection refused");
+        assert_eq!(
+            status.snapshot().last_error().as_deref(),
+            Some("connection refused; deletion protection: 9 of 10; watch unavailable: no inotify"),
+            "every alarm shows, most severe first"
+        );
+        status.raise(Alarm::Outage, "timed out");
+        status.clear(Alarm::DeletionProtection);
+        assert!(!status.raised(Alarm::DeletionProtection));
+        assert!(status.raised(Alarm::Watch));
+        assert_eq!(
+            status.snapshot().last_error().as_deref(),
+            Some("timed out; watch unavailable: no inotify")
+        );
+        status.clear(Alarm::Outage);
+        status.clear(Alarm::Watch);
+        assert_eq!(status.snapshot().last_error(), None);
     }
 }

@@ -75,7 +75,7 @@ use docent_connector_api::jobs::ConnectorCommand;
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, parse_section,
 };
-use docent_connector_api::{Connector, ConnectorContext, ConnectorError};
+use docent_connector_api::{Alarm, Connector, ConnectorContext, ConnectorError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
@@ -239,20 +239,13 @@ async fn run(conn: DokuWikiConnector, ctx: ConnectorContext) -> Result<(), Conne
 
         match syncer.pass(&req, cursor.as_ref()).await {
             Ok(p) => {
+                status.clear(Alarm::Outage);
                 match &p.blocked {
-                    Some(why) => status.set_error(Some(why.clone())),
-                    // A completed reconciliation clears everything; a poll leaves a
-                    // deletion-protection alarm for an admin to see.
-                    None if p.full => status.set_error(None),
-                    None => {
-                        if !status
-                            .snapshot()
-                            .last_error
-                            .is_some_and(|e| e.starts_with("deletion protection"))
-                        {
-                            status.set_error(None);
-                        }
-                    }
+                    Some(why) => status.raise(Alarm::DeletionProtection, why.clone()),
+                    // A completed reconciliation clears a deletion-protection alarm; a poll
+                    // leaves it for an admin to see.
+                    None if p.full => status.clear(Alarm::DeletionProtection),
+                    None => {}
                 }
                 status.set_phase(if paused { "paused" } else { "watching" });
                 // The status first: whoever sees the checkpoint sees the state it ends.
@@ -276,7 +269,7 @@ async fn run(conn: DokuWikiConnector, ctx: ConnectorContext) -> Result<(), Conne
                 failures += 1;
                 let wait = failure_backoff(cfg.poll_interval, failures);
                 tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e), failures, retry_in_ms = wait.as_millis() as u64, "sync failed; nothing was deleted");
-                status.set_error(Some(e));
+                status.raise(Alarm::Outage, e);
                 status.set_phase("failed");
                 next = Instant::now() + wait;
             }

@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -229,9 +231,17 @@ fn connector(wiki: &Wiki) -> Box<dyn Connector> {
 #[derive(Default)]
 struct TestIndex {
     docs: Mutex<BTreeMap<String, SourceDocument>>,
+    /// While set, what is sent is not applied (writes a rollback will discard).
+    lose: AtomicBool,
+    /// The pipeline's rollbacks, as the daemon's index reports them.
+    rollbacks: AtomicU64,
 }
 
 impl IndexedState for TestIndex {
+    fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(SeqCst)
+    }
+
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
         self.docs
             .lock()
@@ -250,6 +260,9 @@ impl IndexedState for TestIndex {
 
 impl TestIndex {
     fn apply(&self, change: &Change) {
+        if self.lose.load(SeqCst) {
+            return;
+        }
         let mut docs = self.docs.lock().unwrap();
         match change {
             Change::Upsert(d) => {
@@ -575,6 +588,38 @@ async fn an_edit_is_picked_up_by_the_next_poll() {
     run.stop().await;
 }
 
+/// An edit lost in a rollback (a batch that failed to write) is sent again: the connector
+/// reconciles at its next poll once the index reports the rollback. The change log it polls
+/// would never list the edit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_lost_in_a_rollback_is_sent_again() {
+    let (wiki, mut run) = crawled().await;
+    let before = run.index.text("eng:overview").unwrap();
+    run.index.lose.store(true, SeqCst);
+    wiki.put("eng:overview", "====== Engineering ======\nNow edited.\n")
+        .await;
+    let mut sent = Vec::new();
+    while upserts(&sent).is_empty() {
+        sent = run.next_checkpoint("the poll after the edit").await;
+    }
+    assert_eq!(upserts(&sent), BTreeSet::from(["eng:overview".to_string()]));
+    run.index.lose.store(false, SeqCst);
+    // Not known to be lost: the record stands, the polls send nothing more.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(c)) = tokio::time::timeout_at(deadline, run.changes.recv()).await {
+        assert!(!matches!(c, Change::Upsert(_)), "{c:?}");
+    }
+    assert_eq!(run.index.text("eng:overview"), Some(before));
+
+    run.index.rollbacks.fetch_add(1, SeqCst);
+    run.until("the edit sent again", |ix| {
+        ix.text("eng:overview")
+            .is_some_and(|t| t.contains("Now edited."))
+    })
+    .await;
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_within_one_second_end_with_the_latest_text() {
     let (wiki, mut run) = crawled().await;
@@ -801,10 +846,10 @@ async fn bad_credentials_put_the_connector_in_an_error_state_and_delete_nothing(
         checkpoint,
         64,
     );
-    run.until_status("an error state", |s| s.snapshot().last_error.is_some())
+    run.until_status("an error state", |s| s.snapshot().last_error().is_some())
         .await;
     let state = run.status.snapshot();
-    let error = state.last_error.unwrap();
+    let error = state.last_error().unwrap();
     assert!(
         error.contains("credentials") && error.contains("401"),
         "{error}"
@@ -857,7 +902,7 @@ async fn a_wiki_stopped_mid_sync_deletes_nothing_and_the_sync_resumes_from_the_c
         })
     })
     .await;
-    assert_eq!(run.status.snapshot().last_error, None, "the error clears");
+    assert_eq!(run.status.snapshot().last_error(), None, "the error clears");
     let log = run.stop().await;
     assert!(
         deletes(&log).is_empty(),
@@ -909,7 +954,7 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
     assert!(
         run.status
             .snapshot()
-            .last_error
+            .last_error()
             .is_some_and(|e| e.starts_with("deletion protection"))
     );
     assert_eq!(index.ids().len(), 16, "upserts still happen");
@@ -930,7 +975,7 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
         (job.kind, job.trigger, &job.state),
         ("reconcile", "admin", &JobState::Succeeded)
     );
-    assert_eq!(run.status.snapshot().last_error, None);
+    assert_eq!(run.status.snapshot().last_error(), None);
     run.stop().await;
 }
 

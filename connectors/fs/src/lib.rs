@@ -50,8 +50,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use docent_connector_api::jobs::{ConnectorCommand, JobState};
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    Principal, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
+    IndexedState, Principal, SentLog, SourceDocument, StatusHandle,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -149,8 +149,8 @@ struct Scanner {
 /// The checkpoint's list of roots that were mount points ([`Scanner::mounted`]).
 const MOUNTED_ROOTS: &str = "mounted_roots";
 
-/// How the alarm about an unmounted root begins (cleared by the next reconciliation that
-/// finds none).
+/// How the reason an unmounted root is reported for begins ([`Alarm::Unmounted`], cleared by
+/// the next reconciliation that finds none).
 const UNMOUNTED: &str = "unmounted share? root";
 
 async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
@@ -196,7 +196,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "watch unavailable, relying on reconciliation");
-                status.set_error(Some(format!("watch unavailable: {e}")));
+                status.raise(Alarm::Watch, format!("watch unavailable: {e}"));
                 None
             }
         }
@@ -326,12 +326,12 @@ async fn reconcile(
         Reconciled::Cancelled => JobState::Cancelled,
         Reconciled::DeletionsBlocked(why) => {
             tracing::warn!(connector = %scanner.cfg.id, "{why}");
-            status.set_error(Some(why.clone()));
+            status.raise(Alarm::DeletionProtection, why.clone());
             JobState::Blocked(why)
         }
         Reconciled::Outage(why) => {
             tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
-            status.set_error(Some(why.clone()));
+            status.raise(Alarm::Unmounted, why.clone());
             JobState::Failed(why)
         }
     };
@@ -339,13 +339,7 @@ async fn reconcile(
     let complete = !matches!(state, JobState::Failed(_));
     if state == JobState::Succeeded {
         // A forced or ordinary sync that completed clears a deletion-protection alarm.
-        if status
-            .snapshot()
-            .last_error
-            .is_some_and(|e| e.starts_with("deletion protection"))
-        {
-            status.set_error(None);
-        }
+        status.clear(Alarm::DeletionProtection);
     }
     status.finish_job(id, state, now_ms);
     if complete {
@@ -574,14 +568,7 @@ impl Scanner {
             return Ok(Reconciled::Outage(outages.join("; ")));
         }
         // Every root was walked: an alarm about an unmounted one is over.
-        if self
-            .status
-            .snapshot()
-            .last_error
-            .is_some_and(|e| e.starts_with(UNMOUNTED))
-        {
-            self.status.set_error(None);
-        }
+        self.status.clear(Alarm::Unmounted);
         Ok(Reconciled::Done)
     }
 

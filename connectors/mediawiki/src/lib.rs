@@ -85,7 +85,7 @@ use docent_connector_api::jobs::ConnectorCommand;
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec,
 };
-use docent_connector_api::{Connector, ConnectorContext, ConnectorError};
+use docent_connector_api::{Alarm, Connector, ConnectorContext, ConnectorError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -292,7 +292,10 @@ async fn run(cfg: Arc<MediaWikiConfig>, ctx: ConnectorContext) -> Result<(), Con
                             backoff.take()
                         };
                         tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), retry_in_s = wait.as_secs(), "sync failed; nothing was deleted");
-                        status.set_error(Some(format!("{e} (retrying in {} s)", wait.as_secs())));
+                        status.raise(
+                            Alarm::Outage,
+                            format!("{e} (retrying in {} s)", wait.as_secs()),
+                        );
                         status.set_phase("failed");
                         pending = Some(work.retry());
                         next_at = tokio::time::Instant::now() + wait;

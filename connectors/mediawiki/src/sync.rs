@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{self, JobRecord, JobState};
 use docent_connector_api::{
-    Acl, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -495,12 +495,7 @@ impl Syncer {
 
     /// Why the sweep may not delete `gone` pages of a `batch` from an index of `total`, if so.
     fn sweep_holds_back(&self, gone: usize, batch: usize, total: usize) -> Option<String> {
-        let alarm = self
-            .status
-            .snapshot()
-            .last_error
-            .is_some_and(|e| e.starts_with("deletion protection"));
-        if alarm {
+        if self.status.raised(Alarm::DeletionProtection) {
             return Some("a deletion-protection alarm stands".into());
         }
         if gone == batch {
@@ -536,17 +531,13 @@ impl Syncer {
     /// deletion-protection alarm lasts until a reconciliation completes without one.
     fn settle(&self, outcome: &Synced) {
         let state = self.status.snapshot();
+        self.status.clear(Alarm::Outage);
         match outcome {
-            Synced::DeletionsBlocked(why) => self.status.set_error(Some(why.clone())),
-            Synced::Reconciled => self.status.set_error(None),
-            Synced::Polled => {
-                let alarm = state
-                    .last_error
-                    .is_some_and(|e| e.starts_with("deletion protection"));
-                if !alarm {
-                    self.status.set_error(None);
-                }
+            Synced::DeletionsBlocked(why) => {
+                self.status.raise(Alarm::DeletionProtection, why.clone())
             }
+            Synced::Reconciled => self.status.clear(Alarm::DeletionProtection),
+            Synced::Polled => {}
         }
         self.status
             .set_phase(if state.paused { "paused" } else { "watching" });

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use docent_connector_api::conformance::{Fixture, run_all};
 use docent_connector_api::jobs::{ConnectorCommand, JobState};
-use docent_connector_api::{Acl, Change, Connector, Principal};
+use docent_connector_api::{Acl, Alarm, Change, Connector, DocKey, IndexedState, Principal};
 use tokio::runtime::Handle;
 
 use harness::{Running, TestIndex, bot_login, connector, crawl, deleted, upserted};
@@ -388,7 +388,7 @@ async fn a_private_wiki_is_crawled_with_the_bot_password() {
         None,
     );
     let sent = anon
-        .wait_status("anonymous crawl fails", |s| s.last_error.is_some())
+        .wait_status("anonymous crawl fails", |s| s.last_error().is_some())
         .await;
     assert!(sent.is_empty(), "{sent:?}");
     assert_eq!(anon.status.snapshot().phase, "failed");
@@ -423,13 +423,13 @@ async fn a_bad_password_is_an_error_state_with_its_reason_and_deletes_nothing() 
         let sent = run
             .wait_status("login failure reported", |s| {
                 s.phase == "failed"
-                    && s.last_error
+                    && s.last_error()
                         .as_deref()
                         .is_some_and(|e| e.contains("login as Admin@docent failed"))
             })
             .await;
         assert!(sent.is_empty(), "nothing is sent: {sent:?}");
-        let error = run.status.snapshot().last_error.unwrap();
+        let error = run.status.snapshot().last_error().unwrap();
         assert!(error.contains("Incorrect username or password"), "{error}");
         assert_eq!(index.ids(), before);
         run.stop().await;
@@ -470,7 +470,7 @@ async fn a_wiki_outage_mid_sync_deletes_nothing_and_the_sync_resumes_from_the_ch
     seen.extend(
         run.wait_status("outage reported", |s| {
             s.phase == "failed"
-                && s.last_error
+                && s.last_error()
                     .as_deref()
                     .is_some_and(|e| e.contains("unreachable"))
         })
@@ -498,7 +498,7 @@ async fn a_wiki_outage_mid_sync_deletes_nothing_and_the_sync_resumes_from_the_ch
         .collect();
     assert_eq!(got, edited);
     assert_eq!(index.ids(), indexed);
-    assert_eq!(run.status.snapshot().last_error, None);
+    assert_eq!(run.status.snapshot().last_error(), None);
     assert_eq!(run.status.snapshot().phase, "watching");
     run.stop().await;
 }
@@ -596,6 +596,100 @@ async fn the_polls_sweep_holds_back_deletions_past_deletion_protection() {
     run.stop().await;
 }
 
+/// An edit lost in a rollback (a batch that failed to write) is sent again: the connector
+/// reconciles at its next poll once the index reports the rollback. The log it polls would
+/// never list the edit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_lost_in_a_rollback_is_sent_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let wiki = Wiki::start().await;
+    let id = wiki.edit("Alpha", "First version.").await.to_string();
+    let (index, _, cp) = crawl(&wiki, PUBLIC).await;
+    let key = DocKey::new(harness::ID, id.as_str());
+    let first = index.get(&key).expect("crawled");
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+
+    index.lose.store(true, SeqCst);
+    wiki.edit("Alpha", "Second version.").await;
+    // (A poll that ran before the edit may send a checkpoint of its own.)
+    let mut changes = Vec::new();
+    while upserted(&changes).is_empty() {
+        changes.extend(run.until_checkpoint().await.0);
+    }
+    let sent: Vec<String> = upserted(&changes)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert_eq!(sent, std::slice::from_ref(&id));
+    index.lose.store(false, SeqCst);
+    // Not known to be lost: the record stands, the polls send nothing more.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut later = Vec::new();
+    while let Some(c) = run
+        .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        later.push(c);
+    }
+    assert!(upserted(&later).is_empty(), "{later:?}");
+    assert_eq!(index.get(&key).as_ref(), Some(&first));
+
+    index.rollbacks.fetch_add(1, SeqCst);
+    let deadline = tokio::time::Instant::now() + harness::PATIENCE;
+    while index.get(&key).as_ref() == Some(&first) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit was not sent again"
+        );
+        run.next_within(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(index.get(&key).is_some());
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_protection_alarm_outlasts_an_outage() {
+    let mut wiki = Wiki::start().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let index = std::sync::Arc::new(TestIndex::default());
+    let ghosts: Vec<String> = (90_001..90_011u64).map(|i| i.to_string()).collect();
+    for g in &ghosts {
+        index.insert(g, "1");
+    }
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), None);
+    run.until_checkpoint().await;
+    assert!(run.status.raised(Alarm::DeletionProtection));
+
+    // An outage is shown beside the alarm, not instead of it.
+    wiki.stop();
+    run.wait_status("outage reported", |s| s.alarms.contains_key(&Alarm::Outage))
+        .await;
+    let state = run.status.snapshot();
+    assert_eq!(
+        state.alarms.keys().copied().collect::<Vec<_>>(),
+        [Alarm::Outage, Alarm::DeletionProtection],
+        "{state:?}"
+    );
+
+    // Back up: the polls clear the outage; the held-back deletions still want an admin.
+    wiki.restart().await;
+    run.wait_status("outage over", |s| !s.alarms.contains_key(&Alarm::Outage))
+        .await;
+    let state = run.status.snapshot();
+    assert!(
+        state
+            .last_error()
+            .is_some_and(|e| e.starts_with("deletion protection")),
+        "{state:?}"
+    );
+    let ids = index.ids();
+    assert!(
+        ghosts.iter().all(|g| ids.contains(g)),
+        "nothing was deleted: {ids:?}"
+    );
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
     let wiki = Wiki::start().await;
@@ -619,7 +713,7 @@ async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
     );
     assert!(
         state
-            .last_error
+            .last_error()
             .as_deref()
             .is_some_and(|e| e.starts_with("deletion protection"))
     );
@@ -639,7 +733,7 @@ async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
         ghosts
     );
     assert_eq!(run.job(job_id).state, JobState::Succeeded);
-    assert_eq!(run.status.snapshot().last_error, None);
+    assert_eq!(run.status.snapshot().last_error(), None);
     run.stop().await;
 }
 

@@ -69,8 +69,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    MembershipSink, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
+    IndexedState, MembershipSink, SentLog, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::{
     ACL_LIST, AclRule, ListEntry, PosixNames, acl_replaced, apply_acl_rules, intersect, list_acl,
@@ -405,7 +405,7 @@ impl Syncer {
             }
             Err(SyncError::Outage(why)) => {
                 tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&why), "nfs sync failed; nothing was deleted");
-                self.status.set_error(Some(why.clone()));
+                self.status.raise(Alarm::Outage, why.clone());
                 self.status
                     .finish_job(self.job, JobState::Failed(why), now_ms);
                 self.status.set_phase("failed");
@@ -413,12 +413,14 @@ impl Syncer {
             }
             Ok(Reconciled::Done) => {
                 // The server answered and the sync completed: earlier alarms are over.
-                self.status.set_error(None);
+                self.status.clear(Alarm::Outage);
+                self.status.clear(Alarm::DeletionProtection);
                 JobState::Succeeded
             }
             Ok(Reconciled::DeletionsBlocked(why)) => {
                 tracing::warn!(connector = %self.cfg.id, "{why}");
-                self.status.set_error(Some(why.clone()));
+                self.status.clear(Alarm::Outage);
+                self.status.raise(Alarm::DeletionProtection, why.clone());
                 JobState::Blocked(why)
             }
         };

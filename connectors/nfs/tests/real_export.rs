@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -175,9 +177,17 @@ impl Drop for Server {
 #[derive(Default)]
 struct Index {
     docs: Mutex<BTreeMap<String, (IndexedDoc, SourceDocument)>>,
+    /// While set, what is sent is not applied (writes a rollback will discard).
+    lose: AtomicBool,
+    /// The pipeline's rollbacks, as the daemon's index reports them.
+    rollbacks: AtomicU64,
 }
 
 impl IndexedState for Index {
+    fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(SeqCst)
+    }
+
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
         self.docs
             .lock()
@@ -236,7 +246,12 @@ impl Running {
                 .await
                 .unwrap_or_else(|_| panic!("no checkpoint within {DEADLINE:?}: {sent:?}"))
                 .expect("the connector stopped");
-            let mut docs = self.index.docs.lock().unwrap();
+            let lost = Mutex::default();
+            let mut docs = if self.index.lose.load(SeqCst) {
+                lost.lock().unwrap()
+            } else {
+                self.index.docs.lock().unwrap()
+            };
             match change {
                 Change::Upsert(d) => {
                     assert!(!d.acl.allow.is_empty(), "{} without an ACL", d.key);
@@ -527,6 +542,40 @@ fn a_chmod_alone_changes_the_acl_in_one_sync() {
     });
 }
 
+/// A narrower ACL lost in a rollback (a batch that failed to write) is sent again by the same
+/// running connector, which reconciles by itself once the index reports the rollback.
+#[test]
+fn a_narrower_acl_lost_in_a_rollback_is_sent_again() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("report.txt", "report", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        let wide = c.doc("report.txt").acl;
+        let narrow = acl(&[Principal::user("alice")]);
+        assert_ne!(wide, narrow);
+
+        server.chmod("report.txt", 0o600);
+        c.index.lose.store(true, SeqCst);
+        let sent = c.sync_now().await;
+        assert_eq!(sent.upserts.get("report.txt"), Some(&narrow));
+        c.index.lose.store(false, SeqCst);
+        // Not known to be lost: the record stands, nothing more is sent.
+        let sent = c.sync_now().await;
+        assert!(sent.upserts.is_empty(), "{sent:?}");
+        assert_eq!(c.doc("report.txt").acl, wide);
+
+        // The rollback is reported: a sync comes by itself (within ROLLBACK_CHECK, long before
+        // the hour-long schedule) and sends the narrower ACL again.
+        c.index.rollbacks.fetch_add(1, SeqCst);
+        let sent = c.next_sync().await;
+        assert_eq!(sent.upserts.get("report.txt"), Some(&narrow), "{sent:?}");
+        assert_eq!(c.doc("report.txt").acl, narrow);
+        c.stop().await;
+    });
+}
+
 #[test]
 fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
     let _serial = serial();
@@ -551,7 +600,7 @@ fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
             .await;
         let s = c.status.snapshot();
         assert_eq!(s.phase, "failed");
-        assert!(s.last_error.is_some());
+        assert!(s.last_error().is_some());
         assert_eq!(c.ids(), ids(&["a.txt", "b.txt", "c.txt"]));
         // Nothing was sent while the server was away (no deletes, no skips).
         assert!(c.rx.try_recv().is_err());
@@ -566,7 +615,7 @@ fn a_stopped_server_is_an_error_not_a_deletion_and_the_connector_resumes() {
         );
         assert!(sent.deletes.is_empty(), "{sent:?}");
         let s = c.status.snapshot();
-        assert_eq!(s.last_error, None);
+        assert_eq!(s.last_error(), None);
         assert_eq!(s.phase, "watching");
         c.stop().await;
     });
@@ -693,7 +742,7 @@ fn deletion_protection_blocks_a_mass_deletion() {
         assert_eq!(c.ids().len(), 10);
         let s = c.status.snapshot();
         assert!(matches!(s.jobs[0].state, JobState::Blocked(_)), "{s:?}");
-        assert!(s.last_error.unwrap().starts_with("deletion protection"));
+        assert!(s.last_error().unwrap().starts_with("deletion protection"));
         c.stop().await;
     });
 }

@@ -44,8 +44,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobState};
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc, IndexedState,
-    Principal, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
+    IndexedState, Principal, SentLog, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::PosixNames;
 use futures::FutureExt;
@@ -963,7 +963,7 @@ impl Crawler {
         let state = match outcome {
             Err(SyncError::Sink) => return Err(SyncError::Sink),
             Err(SyncError::Outage(why)) => {
-                self.status.set_error(Some(why.clone()));
+                self.status.raise(Alarm::Outage, why.clone());
                 self.status
                     .finish_job(self.job, JobState::Failed(why.clone()), now);
                 self.status.set_phase("failed");
@@ -971,12 +971,15 @@ impl Crawler {
             }
             Ok(Outcome::Blocked(why)) => {
                 tracing::warn!(connector = %self.cfg.id, "{why}");
-                self.status.set_error(Some(why.clone()));
+                self.status.clear(Alarm::Outage);
+                self.status.raise(Alarm::DeletionProtection, why.clone());
                 JobState::Blocked(why)
             }
             Ok(Outcome::Done) => {
+                self.status.clear(Alarm::Outage);
+                self.status.clear(Alarm::DeletionProtection);
                 if self.unmapped.is_empty() {
-                    self.status.set_error(None);
+                    self.status.clear(Alarm::Unmapped);
                 } else {
                     let list: Vec<&str> =
                         self.unmapped.iter().take(10).map(String::as_str).collect();
@@ -990,7 +993,7 @@ impl Crawler {
                         }
                     );
                     tracing::warn!(connector = %self.cfg.id, sids = %list.join(","), "unmapped SIDs");
-                    self.status.set_error(Some(msg));
+                    self.status.raise(Alarm::Unmapped, msg);
                 }
                 JobState::Succeeded
             }

@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -241,9 +243,18 @@ fn gid(name: &str) -> String {
 }
 
 #[derive(Default)]
-struct Index(Mutex<BTreeMap<DocKey, (IndexedDoc, Acl)>>);
+struct Index(
+    Mutex<BTreeMap<DocKey, (IndexedDoc, Acl)>>,
+    /// While set, what is sent is not applied (writes a rollback will discard).
+    AtomicBool,
+    /// The pipeline's rollbacks, as the daemon's index reports them.
+    AtomicU64,
+);
 
 impl IndexedState for Index {
+    fn rollbacks(&self) -> u64 {
+        self.2.load(SeqCst)
+    }
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
         self.0.lock().unwrap().get(key).map(|(d, _)| d.clone())
     }
@@ -270,7 +281,12 @@ struct Log {
 
 impl Log {
     fn apply(&mut self, index: &Index, change: Change) {
-        let mut docs = index.0.lock().unwrap();
+        let lost = Mutex::default();
+        let mut docs = if index.1.load(SeqCst) {
+            lost.lock().unwrap()
+        } else {
+            index.0.lock().unwrap()
+        };
         match change {
             Change::Upsert(d) => {
                 docs.insert(
@@ -300,8 +316,7 @@ impl Log {
 
 struct Running {
     rx: mpsc::Receiver<Change>,
-    /// Kept open: a closed command channel is not what a daemon does.
-    _commands: mpsc::Sender<docent_connector_api::jobs::ConnectorCommand>,
+    commands: mpsc::Sender<docent_connector_api::jobs::ConnectorCommand>,
     status: StatusHandle,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), docent_connector_api::ConnectorError>>,
@@ -318,7 +333,7 @@ fn spawn(
     let task = tokio::spawn(conn.run(ctx));
     Running {
         rx: h.changes,
-        _commands: h.commands,
+        commands: h.commands,
         status: h.status,
         shutdown: h.shutdown,
         task,
@@ -336,12 +351,26 @@ impl Running {
                 .unwrap_or_else(|_| {
                     panic!(
                         "no checkpoint within 60 s; status: {:?}",
-                        self.status.snapshot().last_error
+                        self.status.snapshot().last_error()
                     )
                 })
                 .expect("connector stopped");
             log.apply(index, c);
         }
+    }
+
+    /// Asks for a sync and applies what it sends.
+    async fn sync_now(&mut self, index: &Index) -> Log {
+        let job_id = self.status.reserve_job_id();
+        let cmd = docent_connector_api::jobs::ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: false,
+            full: false,
+        };
+        self.commands.send(cmd).await.unwrap();
+        let mut log = Log::default();
+        self.until_checkpoint(index, &mut log).await;
+        log
     }
 
     async fn stop(self) {
@@ -459,7 +488,7 @@ async fn wrong_password_is_an_error_state_that_sends_nothing() {
             .count();
         if failed >= 2 {
             assert_eq!(st.phase, "failed");
-            let err = st.last_error.unwrap();
+            let err = st.last_error().unwrap();
             assert!(err.contains("cannot connect"), "{err}");
             break;
         }
@@ -498,7 +527,7 @@ async fn server_stopped_mid_crawl_deletes_nothing_and_resumes() {
             log.apply(&index, c);
         }
         let st = r.status.snapshot();
-        if st.phase == "failed" && st.last_error.is_some() {
+        if st.phase == "failed" && st.last_error().is_some() {
             break;
         }
         assert!(
@@ -592,7 +621,7 @@ async fn dacl_allows_denies_and_inheritance_become_acls() {
     let why = &log.skipped[&format!("{base}/unmapped.txt")];
     assert!(why.contains("S-1-5-21-1-2-3-4242"), "{why}");
     // The unmapped SID is listed in the connector's status.
-    let err = status.last_error.unwrap_or_default();
+    let err = status.last_error().unwrap_or_default();
     assert!(
         err.contains("unmapped SIDs") && err.contains("S-1-5-21-1-2-3-4242"),
         "{err}"
@@ -682,7 +711,7 @@ async fn an_empty_listing_deletes_nothing() {
         "{:?}",
         st.jobs[0]
     );
-    assert!(st.last_error.is_some_and(|e| e.contains("empty")));
+    assert!(st.last_error().is_some_and(|e| e.contains("empty")));
     assert_eq!(index.native_ids("smb").len(), 2);
 }
 
@@ -801,6 +830,38 @@ async fn share_permissions_narrow_every_files_acl() {
     }
     let why = &log.skipped[&format!("{base}/eng.txt")];
     assert!(why.contains("share-level"), "{why}");
+}
+
+/// An edit lost in a rollback (a batch that failed to write) is sent again by the same running
+/// connector, which reconciles by itself once the index reports the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_lost_in_a_rollback_is_sent_again() {
+    let s = Server::start(free_port());
+    s.put("a.txt", "first");
+    let index = Arc::new(Index::default());
+    let mut r = spawn(s.config("smb", ""), &index, None, 64);
+    r.until_checkpoint(&index, &mut Log::default()).await;
+    let key = DocKey::new("smb", "a.txt");
+    let first = index.get(&key).unwrap();
+
+    s.put("a.txt", "second, longer");
+    index.1.store(true, SeqCst);
+    let log = r.sync_now(&index).await;
+    assert_eq!(log.upserts["a.txt"].content, b"second, longer");
+    index.1.store(false, SeqCst);
+    // Not known to be lost: the record stands, nothing more is sent.
+    let log = r.sync_now(&index).await;
+    assert!(log.upserts.is_empty(), "{log:?}");
+    assert_eq!(index.get(&key), Some(first.clone()));
+
+    // The rollback is reported: a sync comes by itself (within ROLLBACK_CHECK, long before the
+    // hour-long schedule) and sends the edit again.
+    index.2.fetch_add(1, SeqCst);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    assert_eq!(log.upserts["a.txt"].content, b"second, longer");
+    assert_ne!(index.get(&key), Some(first));
+    r.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! receives, admin commands, a status handle and a shutdown token.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,10 +55,17 @@ pub fn bot_login() -> String {
 #[derive(Default)]
 pub struct TestIndex {
     docs: Mutex<BTreeMap<DocKey, (IndexedDoc, Acl)>>,
+    /// While set, what is sent is not applied (writes a rollback will discard).
+    pub lose: AtomicBool,
+    /// The pipeline's rollbacks, as the daemon's index reports them.
+    pub rollbacks: AtomicU64,
 }
 
 impl TestIndex {
     pub fn apply(&self, change: &Change) {
+        if self.lose.load(SeqCst) {
+            return;
+        }
         let mut docs = self.docs.lock().unwrap();
         match change {
             Change::Upsert(d) => {
@@ -94,6 +103,10 @@ impl TestIndex {
 }
 
 impl IndexedState for TestIndex {
+    fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(SeqCst)
+    }
+
     fn get(&self, key: &DocKey) -> Option<IndexedDoc> {
         self.docs.lock().unwrap().get(key).map(|(d, _)| d.clone())
     }
