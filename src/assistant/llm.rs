@@ -101,6 +101,23 @@ pub struct LlmClient {
     slots: tokio::sync::Semaphore,
 }
 
+/// A server's error message for the log, unless it quotes the prompt (some servers echo the
+/// request): the prompt holds passages, which no log line may show.
+fn unquoted(message: String, messages: &[Message]) -> String {
+    const WINDOW: usize = 24;
+    let chars: Vec<(usize, char)> = message.char_indices().collect();
+    let quotes = chars.windows(WINDOW).any(|w| {
+        let (start, end) = (w[0].0, w[WINDOW - 1].0 + w[WINDOW - 1].1.len_utf8());
+        let piece = &message[start..end];
+        messages.iter().any(|m| m.content.contains(piece))
+    });
+    if quotes {
+        "(the server's message quotes the prompt; left out of the log)".into()
+    } else {
+        message
+    }
+}
+
 /// One chat message.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -184,6 +201,7 @@ impl LlmClient {
                 .and_then(Result::ok)
                 .unwrap_or_default();
             let text: String = String::from_utf8_lossy(&text).chars().take(200).collect();
+            let text = unquoted(text, messages);
             return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
         }
         let prompt_estimate: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
@@ -510,4 +528,21 @@ pub fn drafts(text: &str) -> Vec<Draft> {
     let mut out = s.push(text);
     out.extend(s.finish());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_message_that_quotes_the_prompt_is_left_out_of_the_log() {
+        let messages = [Message {
+            role: "user",
+            content: "[1] The salary bands for senior engineers are 80-95k EUR.".into(),
+        }];
+        let echoed = "invalid request: '[1] The salary bands for senior engineers' is too long";
+        assert!(!unquoted(echoed.into(), &messages).contains("salary"));
+        let plain = "the request exceeds the available context size";
+        assert_eq!(unquoted(plain.into(), &messages), plain);
+    }
 }

@@ -295,6 +295,9 @@ pub struct AskOutcome {
     pub answer: Answer,
     /// Per sentence of `answer`: generated text no passage supports (general knowledge).
     pub uncited: Vec<bool>,
+    /// When a sentence is uncited: the indexed keys of the documents of every passage the
+    /// answerer was given (see [`store::TurnRecord::evidence_keys`]).
+    pub evidence_keys: Vec<String>,
     pub verdicts: Vec<Verdict>,
     pub details: Details,
 }
@@ -828,6 +831,8 @@ impl Assistant {
         let hits = guardrail::recheck_hits(&*self.index, scope, hits);
         self.metrics
             .guardrail("acl", "drop", (before - hits.len()) as u64);
+        let (hits, v) = self.guardrails.screen_phrases(principals, hits);
+        verdicts.extend(v);
         let (hits, v) = self.guardrails.screen_passages(principals, hits);
         verdicts.extend(v);
         Ok((
@@ -943,6 +948,7 @@ impl Prepared {
             AskOutcome {
                 answer: Answer::blocked(&message),
                 uncited: Vec::new(),
+                evidence_keys: Vec::new(),
                 verdicts,
                 details,
             }
@@ -963,9 +969,15 @@ impl Prepared {
                 self.answer(&evidence, tx, started, &mut details).await
             };
             verdicts.extend(v);
+            let evidence_keys = if uncited.iter().any(|&u| u) {
+                evidence.iter().map(|h| h.chunk.doc_key.clone()).collect()
+            } else {
+                Vec::new()
+            };
             AskOutcome {
                 answer,
                 uncited,
+                evidence_keys,
                 verdicts,
                 details,
             }
@@ -1193,12 +1205,14 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
         prompt_tokens: o.details.usage.prompt,
         completion_tokens: o.details.usage.completion,
         time_ms: store::now_ms(),
+        evidence_keys: o.evidence_keys.clone(),
     }
 }
 
 /// A stored turn as the caller may see it now: citations of documents the caller can no longer
-/// read are dropped, with every sentence that cited one of them (and the answer text is rebuilt
-/// from what is left).
+/// read are dropped, with every sentence that cited one of them, and uncited sentences go when
+/// any document the answerer was given is no longer readable (the answer text is rebuilt from
+/// what is left).
 pub fn visible_turn(
     index: &dyn Backend,
     scope: &AclScope,
@@ -1218,7 +1232,11 @@ pub fn visible_turn(
             guardrail::readable(index, scope, key)
         })
         .collect();
-    if ok.iter().all(|&b| b) {
+    let evidence_ok = t
+        .evidence_keys
+        .iter()
+        .all(|k| guardrail::readable(index, scope, k));
+    if evidence_ok && ok.iter().all(|&b| b) {
         return t;
     }
     let mut remap = vec![None; ok.len()];
@@ -1232,7 +1250,7 @@ pub fn visible_turn(
     t.citations = kept;
     // A sentence stands on every passage it cites: it goes when any of them is no longer
     // readable (its text may come from that one). An uncited sentence goes too: the answerer
-    // wrote it with the now unreadable passages in front of it.
+    // wrote it with the now unreadable passages in front of it (cited or only given).
     t.sentences.retain_mut(|s| {
         let kept: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
         let whole = kept.len() == s.citations.len() && !kept.is_empty();
@@ -1417,6 +1435,7 @@ mod tests {
             prompt_tokens: 0,
             completion_tokens: 0,
             time_ms: 0,
+            evidence_keys: Vec::new(),
         };
         let everyone = AclScope::for_tests("u", &["group:all"]);
         let seen = visible_turn(&index, &everyone, turn.clone());
@@ -1427,6 +1446,27 @@ mod tests {
         assert_eq!(seen.citations[0].access_key, "s:d0");
         assert_eq!(seen.answer, "From the public page. [1]");
         let hr = AclScope::for_tests("h", &["group:all", "group:hr"]);
+        assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
+
+        // A turn whose every citation is still readable loses its uncited sentence when a
+        // passage the answerer was given, and did not cite, is no longer readable.
+        let turn = store::TurnRecord {
+            sentences: vec![
+                sentence("From the public page.", vec![0]),
+                store::StoredSentence {
+                    text: "General knowledge.".into(),
+                    citations: vec![],
+                    uncited: true,
+                },
+            ],
+            citations: vec![cite("s:d0", "s:d0")],
+            evidence_keys: vec!["s:d0".into(), "s:d1".into()],
+            ..turn
+        };
+        let seen = visible_turn(&index, &everyone, turn.clone());
+        let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["From the public page."]);
+        assert_eq!(seen.answer, "From the public page. [1]");
         assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
     }
 
@@ -1461,6 +1501,7 @@ mod tests {
             prompt_tokens: 0,
             completion_tokens: 0,
             time_ms: 0,
+            evidence_keys: Vec::new(),
         };
         // Asked while in payroll (exempt): stored in clear. Read as payroll: unchanged.
         let payroll: BTreeSet<String> = ["user:a".into(), "group:payroll".into()].into();

@@ -79,6 +79,11 @@ pub struct TurnRecord {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub time_ms: i64,
+    /// Indexed keys of the documents of every passage the answerer was given, kept for a turn
+    /// with uncited sentences: such a sentence was allowed because the caller could read all
+    /// of them, and is shown only while that still holds. Empty in turns stored before.
+    #[serde(default)]
+    pub evidence_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -424,6 +429,7 @@ mod tests {
             prompt_tokens: 0,
             completion_tokens: 0,
             time_ms: now_ms(),
+            evidence_keys: Vec::new(),
         }
     }
 

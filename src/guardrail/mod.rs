@@ -7,7 +7,9 @@
 //! 3. prompt-injection screening of the question → block;
 //! 4. topic controls (similarity of the question embedding to each topic's description and
 //!    examples) → block, or restrict retrieval to chosen sources (a restriction only narrows);
-//! 5. after retrieval: the ACL recheck of every hit, then injection screening of every retrieved
+//! 5. after retrieval: the ACL recheck of every hit, then a passage that names a blocked phrase
+//!    for the caller (in its text, title, headings, URI, key or attributes) is dropped, so no
+//!    search hit, citation or model shows it; then injection screening of every retrieved
 //!    passage — passages that try to instruct the assistant are dropped from the evidence and
 //!    never reach an answerer;
 //! 6. after answering: the grounding check (every sentence must be supported by a passage it
@@ -356,6 +358,62 @@ impl Guardrails {
             restrict_sources: restrict,
             verdicts,
         }
+    }
+
+    /// Drops retrieved passages that name a blocked phrase for this caller in any of their
+    /// strings that can leave the daemon or reach an answerer: the text (snippets are cut from
+    /// it), title, headings, URI and document key (also percent-decoded), and attribute names
+    /// and values. Kept, such a passage would show the phrase in a search hit or a citation, or
+    /// hand it to a model, although a question naming it is refused.
+    pub fn screen_phrases(
+        &self,
+        principals: &BTreeSet<String>,
+        hits: Vec<Hit>,
+    ) -> (Vec<Hit>, Option<Verdict>) {
+        if !self
+            .cfg
+            .phrases
+            .iter()
+            .any(|r| r.audience.covers(principals))
+        {
+            return (hits, None);
+        }
+        let mut named = BTreeSet::new();
+        let before = hits.len();
+        let kept: Vec<Hit> = hits
+            .into_iter()
+            .filter(|h| {
+                let c = &h.chunk;
+                let ids = [&c.uri, &c.doc_key]
+                    .into_iter()
+                    .flat_map(|id| pii::decodings(id));
+                let found = [&c.text, &c.title, &c.uri, &c.doc_key]
+                    .into_iter()
+                    .chain(&c.heading_path)
+                    .chain(c.attributes.iter().flat_map(|(k, v)| [k, v]))
+                    .map(|t| self.blocked_phrase_in(principals, t).map(str::to_owned))
+                    .chain(ids.map(|t| self.blocked_phrase_in(principals, &t).map(str::to_owned)))
+                    .find_map(|p| p);
+                match found {
+                    Some(phrase) => {
+                        tracing::info!(chunk = %pii::for_log(&c.chunk_id), "passage dropped: names a blocked phrase");
+                        named.insert(phrase);
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        let dropped = before - kept.len();
+        let verdict = (dropped > 0).then(|| Verdict {
+            stage: "blocked_phrases",
+            action: "drop",
+            code: "BLOCKED_PHRASE_IN_PASSAGE",
+            rule: named.into_iter().collect::<Vec<_>>().join(","),
+            message: String::new(),
+            count: dropped as u32,
+        });
+        (kept, verdict)
     }
 
     /// Drops retrieved passages that try to instruct the assistant (matched after
@@ -1046,6 +1104,48 @@ mod tests {
         let (kept, v) = g.screen_passages(&set(&["user:a"]), vec![titled, headed]);
         assert!(kept.is_empty(), "{kept:?}");
         assert_eq!(v.unwrap().count, 2);
+    }
+
+    #[test]
+    fn passages_naming_a_blocked_phrase_are_dropped_for_those_it_covers() {
+        let g = chain();
+        let hit = |key: &str, text: &str| test_hit(key, text, 0.9);
+        let mut titled = hit("t", "Budget lines for next year.");
+        titled.chunk.title = "Project\u{A0}Falcon budget".into();
+        let mut headed = hit("h", "Budget lines for next year.");
+        headed.chunk.heading_path = vec!["Plans".into(), "PROJECT FALCON".into()];
+        let mut linked = hit("u", "Budget lines for next year.");
+        linked.chunk.uri = "file:///srv/plans/project%2520falcon/budget.md".into();
+        let mut attributed = hit("a", "Budget lines for next year.");
+        attributed
+            .chunk
+            .attributes
+            .insert("programme".into(), "Project-Falcon".into());
+        let hits = vec![
+            hit("plain", "Parking is free for staff."),
+            hit("text", "The Project Falcon budget is 4 MEUR."),
+            titled,
+            headed,
+            linked,
+            attributed,
+        ];
+        let (kept, v) = g.screen_phrases(&set(&["user:a"]), hits.clone());
+        let keys: Vec<&str> = kept.iter().map(|h| h.chunk.doc_key.as_str()).collect();
+        assert_eq!(keys, ["plain"]);
+        let v = v.unwrap();
+        assert_eq!(
+            (v.stage, v.code, v.count, v.rule.as_str()),
+            (
+                "blocked_phrases",
+                "BLOCKED_PHRASE_IN_PASSAGE",
+                5,
+                "Project Falcon"
+            )
+        );
+        // The rule's exempt group sees them all, and no verdict.
+        let (kept, v) = g.screen_phrases(&set(&["user:b", "group:falcon"]), hits);
+        assert_eq!(kept.len(), 6);
+        assert!(v.is_none());
     }
 
     fn analyze(s: &str) -> Vec<String> {

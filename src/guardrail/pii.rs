@@ -335,6 +335,21 @@ fn non_overlapping(mut found: Vec<Finding>) -> Vec<Finding> {
 /// written with, and again for a name that itself holds escapes (`%2520` → `%20` → ` `).
 pub const MAX_DECODES: usize = 2;
 
+/// `text` percent-decoded, once and again up to [`MAX_DECODES`] times: each reading that
+/// differs from the one before (none when `text` holds no escape). For checks that must read
+/// an identifier (a URI, a document key) as a person reads it.
+pub fn decodings(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for _ in 0..MAX_DECODES {
+        let last = out.last().map_or(text, String::as_str);
+        match percent_decode(last) {
+            Some((d, _)) if d != last => out.push(d),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// The text with every `%XX` escape decoded (bytes that do not form UTF-8 read as U+FFFD), and
 /// for each of its bytes the byte range of `text` it came from (the whole escape for a decoded
 /// byte; for a U+FFFD, the escapes of the bytes it stands for); `None` when `text` holds no escape.

@@ -117,10 +117,11 @@ pub enum AnswerOutcome {
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
 /// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
-pub const GUARDRAIL_ACTIONS: [(&str, &str); 13] = [
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 14] = [
     ("acl", "drop"),
     ("blocked_phrases", "block"),
     ("blocked_phrases", "remove"),
+    ("blocked_phrases", "drop"),
     ("injection", "block"),
     ("injection", "drop"),
     ("topics", "block"),

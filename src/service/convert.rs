@@ -315,6 +315,7 @@ mod tests {
         AskOutcome {
             answer,
             uncited: Vec::new(),
+            evidence_keys: Vec::new(),
             verdicts,
             details: Details::default(),
         }

@@ -287,26 +287,50 @@ fn topic_detection_on_labelled_questions() {
 /// Issue 9: Unicode spacing and invisible characters do not get a question past the phrase and
 /// injection guardrails, and PII in a document's title and headings is redacted in every field a
 /// hit or a citation carries, with the redactions counted.
-/// What may not be asked about may not be answered either: an answer sentence that names a
-/// blocked phrase (from a passage, not the question) is removed.
+/// What may not be asked about may not be shown either: a passage that names a blocked phrase
+/// (the question does not) is dropped before answering and from search hits, so neither the
+/// answer, its citations' snippets and titles, nor a hit shows it; the rule's exempt group still
+/// gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_sentence_naming_a_blocked_phrase_is_removed() {
+async fn a_passage_naming_a_blocked_phrase_is_neither_cited_nor_returned() {
     let env = Env::example();
     let text = env.config_text().replace(
         "phrases = [\"home address of\", \"medical record of\"]",
         "phrases = [\"home address of\", \"medical record of\", \"extension 4357\"]",
     );
+    assert!(
+        text.contains("extension 4357"),
+        "the example's phrase rule changed"
+    );
     let d = env.start_with(env.config_from(&text)).await;
     let q = "What should I do if the VPN reset page does not accept my code?";
     let a = d.ask(ALICE, q).await.unwrap();
-    let all = format!("{:?}", (&a.answer, &a.sentences));
+    let all = format!("{:?}", (&a.answer, &a.sentences, &a.citations));
     assert!(!all.contains("4357"), "{all}");
     assert!(
         a.guardrails
             .iter()
-            .any(|v| v.code == "BLOCKED_PHRASE_IN_ANSWER" && v.rule == "extension 4357"),
+            .any(|v| v.code == "BLOCKED_PHRASE_IN_PASSAGE" && v.rule == "extension 4357"),
         "{:?}",
         a.guardrails
+    );
+    let s = d.search(ALICE, "IT help desk extension", 10).await.unwrap();
+    let hits = format!("{:?}", s.hits);
+    assert!(!hits.contains("4357"), "{hits}");
+    assert!(
+        s.guardrails
+            .iter()
+            .any(|v| v.code == "BLOCKED_PHRASE_IN_PASSAGE" && v.count >= 1),
+        "{:?}",
+        s.guardrails
+    );
+    // The exempt group (people leads) is shown it.
+    let s = d.search(HANA, "IT help desk extension", 10).await.unwrap();
+    assert!(format!("{:?}", s.hits).contains("4357"), "{:?}", s.hits);
+    assert!(
+        s.guardrails
+            .iter()
+            .all(|v| v.code != "BLOCKED_PHRASE_IN_PASSAGE")
     );
     d.stop().await;
 }
