@@ -8,13 +8,15 @@
 //! points lie where real chunks lie (not in the isotropic noise that makes random vectors
 //! unrealistically hard). Queries: real SciFact train questions embedded by the real model.
 //! Scopes: a doc is admitted when a hash of its id falls under the percentage (uncorrelated
-//! with content). Truth: the exact f32 top 10 of the admitted docs. Both methods rescore their
-//! int8 candidates (the best 40) in f32, as the dense leg does.
+//! with content). Truth: the exact f32 top 10 of the admitted docs. Every method rescores its
+//! int8 candidates (the best 40) in f32, as the dense leg does. Three methods: the int8 scan of
+//! every admitted doc, the sign-code pass (`src/index/signs.rs`: the 2,048 admitted docs
+//! nearest by Hamming distance, then the int8 scan of those), and the graph.
 //!
 //! Not a test: run it with
 //!
 //!     cargo bench --bench ann -- [--sizes 10000,100000,1000000] [--ef 64,128] [--queries 200]
-//!         [--m 16] [--efc 128] [--threads 2] [--vectors FILE]
+//!         [--m 16] [--efc 128] [--threads 2] [--vectors FILE] [--scopes 100,10,1] [--no-graph]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,6 +24,7 @@ use std::time::Instant;
 use docent::embed::{Embedder, EmbedderConfig, FastEmbedder};
 use docent::index::ann::{Hnsw, Params, View};
 use docent::index::dense::quantize;
+use docent::index::signs;
 use docent::index::simd::{advise_huge_pages, dot_q, prefetch};
 
 fn arg(name: &str) -> Option<String> {
@@ -155,10 +158,11 @@ fn main() -> anyhow::Result<()> {
         "params: m {} m0 {} ef_construction {} threads {}\n",
         params.m, params.m0, params.ef_construction, params.threads
     );
+    let with_graph = !std::env::args().any(|a| a == "--no-graph");
     println!(
-        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | ef | HNSW p50 | HNSW p99 | HNSW recall@10 |"
+        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | signs p50 | signs recall | ef | HNSW p50 | HNSW p99 | HNSW recall@10 |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let synth_seed = 0x5_1c7u64;
     for &n in &sizes {
         let mut vs: Vec<Vec<f32>> = real.iter().take(n).cloned().collect();
@@ -189,6 +193,11 @@ fn main() -> anyhow::Result<()> {
             values: &values,
             scale: &scale,
         };
+        let words = signs::words(dim);
+        let mut codes = Vec::with_capacity(n * words);
+        for v in &vs {
+            signs::encode_into(v, &mut codes);
+        }
         // `--graph-cache DIR`: reuse a graph built earlier with the same data and parameters
         // (its build time is then the one recorded with it).
         let cached = arg("--graph-cache").map(|d| {
@@ -197,34 +206,44 @@ fn main() -> anyhow::Result<()> {
                 params.m, params.m0, params.ef_construction
             ))
         });
-        let (g, build) = match cached
-            .as_ref()
-            .and_then(|p| {
-                Some((
-                    std::fs::read(p).ok()?,
-                    std::fs::read_to_string(p.with_extension("secs")).ok()?,
-                ))
-            })
-            .and_then(|(b, secs)| Some((Hnsw::from_bytes(&b)?, secs.trim().parse::<f64>().ok()?)))
-        {
-            Some(hit) => hit,
-            None => {
-                let t = Instant::now();
-                let g = Hnsw::build(view, params);
-                let build = t.elapsed().as_secs_f64();
-                if let Some(p) = &cached {
-                    std::fs::create_dir_all(p.parent().expect("a directory"))?;
-                    std::fs::write(p, g.to_bytes())?;
-                    std::fs::write(p.with_extension("secs"), build.to_string())?;
+        let built = with_graph.then(|| {
+            match cached
+                .as_ref()
+                .and_then(|p| {
+                    Some((
+                        std::fs::read(p).ok()?,
+                        std::fs::read_to_string(p.with_extension("secs")).ok()?,
+                    ))
+                })
+                .and_then(|(b, secs)| {
+                    Some((Hnsw::from_bytes(&b)?, secs.trim().parse::<f64>().ok()?))
+                }) {
+                Some(hit) => hit,
+                None => {
+                    let t = Instant::now();
+                    let g = Hnsw::build(view, params);
+                    let build = t.elapsed().as_secs_f64();
+                    if let Some(p) = &cached {
+                        std::fs::create_dir_all(p.parent().expect("a directory"))
+                            .expect("graph cache directory");
+                        std::fs::write(p, g.to_bytes()).expect("graph cache");
+                        std::fs::write(p.with_extension("secs"), build.to_string())
+                            .expect("graph cache");
+                    }
+                    (g, build)
                 }
-                (g, build)
             }
-        };
-        let graph_mib = g.memory_bytes() as f64 / (1 << 20) as f64;
-        eprintln!(
-            "{n}: {} nodes without an incoming level-0 link",
-            g.unreachable_nodes()
-        );
+        });
+        let graph_mib = built
+            .as_ref()
+            .map_or(0.0, |(g, _)| g.memory_bytes() as f64 / (1 << 20) as f64);
+        let build = built.as_ref().map_or(0.0, |(_, b)| *b);
+        if let Some((g, _)) = &built {
+            eprintln!(
+                "{n}: {} nodes without an incoming level-0 link",
+                g.unreachable_nodes()
+            );
+        }
         // Exact f32 similarities of every query to every doc, once.
         let sims: Vec<Vec<f32>> = queries
             .iter()
@@ -254,16 +273,12 @@ fn main() -> anyhow::Result<()> {
                     .min(want.0) as f64
                     / want.0.max(1) as f64
             };
-            // The exact path: the int8 scan of the admitted docs (the dense leg's kernel).
-            let mut scan_ms = Vec::new();
-            let mut scan_recall = 0.0;
-            for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
-                let qq = quantize(q);
-                let t = Instant::now();
+            // The best 40 of `docs` by the int8 approximation (the dense leg's kernel).
+            let int8_top = |qq: &docent::index::dense::Quantized, docs: &[u32]| {
                 let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(i32, u32)>> =
                     std::collections::BinaryHeap::with_capacity(41);
-                for (i, &d) in admitted.iter().enumerate() {
-                    if let Some(&ahead) = admitted.get(i + 8) {
+                for (i, &d) in docs.iter().enumerate() {
+                    if let Some(&ahead) = docs.get(i + 8) {
                         prefetch(&values[ahead as usize * dim..(ahead as usize + 1) * dim]);
                     }
                     let v = &values[d as usize * dim..(d as usize + 1) * dim];
@@ -275,12 +290,47 @@ fn main() -> anyhow::Result<()> {
                         heap.push(std::cmp::Reverse((s, d)));
                     }
                 }
-                let cands = heap.into_iter().map(|r| (r.0.0 as f32, r.0.1)).collect();
-                let got = rescore(q, &vs, cands);
+                heap.into_iter()
+                    .map(|r| (r.0.0 as f32, r.0.1))
+                    .collect::<Vec<_>>()
+            };
+            // The exact path: the int8 scan of the admitted docs.
+            let mut scan_ms = Vec::new();
+            let mut scan_recall = 0.0;
+            for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
+                let qq = quantize(q);
+                let t = Instant::now();
+                let got = rescore(q, &vs, int8_top(&qq, &admitted));
                 scan_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 scan_recall += recall_of(qi, &got, want);
             }
             scan_ms.sort_by(f64::total_cmp);
+            // The sign-code pass, then the int8 scan of what it keeps (a top 10 keeps 2,048).
+            let mut sign_ms = Vec::new();
+            let mut sign_recall = 0.0;
+            let mut dist = Vec::new();
+            for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
+                let qq = quantize(q);
+                let qs = signs::encode(q);
+                let t = Instant::now();
+                let near = signs::nearest(&codes, words, &qs, &admitted, 2048, &mut dist);
+                let got = rescore(q, &vs, int8_top(&qq, &near));
+                sign_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                sign_recall += recall_of(qi, &got, want);
+            }
+            sign_ms.sort_by(f64::total_cmp);
+            let Some((g, _)) = &built else {
+                println!(
+                    "| {n} | {label} | {} | – | – | {:.0} | {:.3} ms | {:.3} | {:.3} ms | {:.3} | – | – | – | – |",
+                    admitted.len(),
+                    rss_mib(),
+                    pct(&scan_ms, 0.5),
+                    scan_recall / queries.len() as f64,
+                    pct(&sign_ms, 0.5),
+                    sign_recall / queries.len() as f64,
+                );
+                continue;
+            };
             for &ef in &efs {
                 let mut ms = Vec::new();
                 let mut recall = 0.0;
@@ -308,11 +358,13 @@ fn main() -> anyhow::Result<()> {
                 }
                 ms.sort_by(f64::total_cmp);
                 println!(
-                    "| {n} | {label} | {} | {build:.1} s | {graph_mib:.1} | {:.0} | {:.3} ms | {:.3} | {ef} | {:.3} ms | {:.3} ms | {:.3} |",
+                    "| {n} | {label} | {} | {build:.1} s | {graph_mib:.1} | {:.0} | {:.3} ms | {:.3} | {:.3} ms | {:.3} | {ef} | {:.3} ms | {:.3} ms | {:.3} |",
                     admitted.len(),
                     rss_mib(),
                     pct(&scan_ms, 0.5),
                     scan_recall / queries.len() as f64,
+                    pct(&sign_ms, 0.5),
+                    sign_recall / queries.len() as f64,
                     pct(&ms, 0.5),
                     pct(&ms, 0.99),
                     recall / queries.len() as f64,

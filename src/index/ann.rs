@@ -7,7 +7,8 @@
 //!
 //! Measured (`benches/ann.rs`, real MiniLM vectors extended to 10⁶, RESULTS.md session 7):
 //! recall@10 0.997 at 0.41 ms unfiltered, 0.957 at 1.9 ms with 10% admitted, 0.60 with 1%
-//! (where the dense leg scans exactly instead; `dense::ANN_MIN_FRACTION`). Build: batches
+//! (where the dense leg takes the sign-code pass or scans exactly instead;
+//! `dense::ANN_MIN_FRACTION`). Build: batches
 //! planned in parallel against the graph as it was before the batch and applied in doc order
 //! with each touched neighbour list pruned once, so the graph does not depend on the thread
 //! count (tested); 541 s for 10⁶ vectors on 2 cores. The graph is rebuilt when a segment is

@@ -4,7 +4,8 @@
 //! bitset per segment from the scope cache, [`super::scope`]). Deleted documents are never
 //! admitted.
 //!
-//! Two paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, session 7):
+//! Three paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, sessions
+//! 7 and 25):
 //! - the exact scan: the admitted docs' int8 copies (huge pages, each doc prefetched a few docs
 //!   ahead, AVX2 when the CPU has it); the head of the list (the best `4 × min(k, 16)`) is
 //!   rescored in f32, deeper ranks keep their int8 scores (see [`DenseCollector`]). Always used for
@@ -15,8 +16,14 @@
 //!   the graph is ready). A scope admitting at least [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of
 //!   the segment is searched through the graph with the scope applied during the search (an
 //!   admitted-docs bitset), and the candidates are rescored exactly like the scan's. Below
-//!   that fraction the graph's recall falls (0.96 at 10%, 0.60 at 1% of 10⁶ vectors), so the
-//!   scan answers: exact, and ~1 ms per 10k admitted docs.
+//!   that fraction the graph's recall falls (0.92–0.96 at 5–12%, 0.54 at 1% of 10⁶ vectors).
+//! - the sign-code pass ([`super::signs`]): in a segment of at least [`ANN_MIN_VECTORS`]
+//!   vectors, a scope admitting at least [`SIGN_MIN_ADMITTED`] docs that the graph does not
+//!   search (under [`ANN_MIN_FRACTION`], or the graph not built yet) is first narrowed to the
+//!   docs nearest the query by Hamming distance between one-bit-per-dimension codes (at least
+//!   [`SIGN_KEEP`]), and only those are scanned as above: recall@10 ≥ 0.995, 0.36–1.44 ms from
+//!   2% to 12% of 10⁶ vectors, where the full scan took 0.64–7.9 ms and the graph's recall was
+//!   0.77–0.96. Smaller scopes and segments are scanned whole: exact.
 //!
 //! The graph is derived from the immutable segment, so it always matches the committed
 //! documents, crash or not: it is rebuilt when a segment is loaded (open, or a merge's new
@@ -49,6 +56,9 @@ pub struct SegmentVectors {
     /// Quantized copies (int8, symmetric, per-vector scale) for the scan and the graph.
     q8: Vec<i8>,
     scale: Vec<f32>,
+    /// Sign codes ([`super::signs`]), `signs::words(dim)` words per doc (zeros for a doc
+    /// without a vector, which the int8 pass then skips).
+    signs: Vec<u64>,
     /// Set by a background build for large segments.
     graph: OnceLock<super::ann::Hnsw>,
 }
@@ -58,9 +68,19 @@ pub const ANN_MIN_VECTORS: usize = 20_000;
 /// A scope admitting fewer of a segment's docs than this is scanned exactly even when the
 /// segment has a graph (below it the scan takes under ~2 ms and is exact).
 pub const ANN_MIN_ADMITTED: usize = 20_000;
-/// ... or admitting less than this share of them (the filtered graph search's recall@10 is
-/// 0.96 at 10% and falls below: the scan is slower there, but exact).
-pub const ANN_MIN_FRACTION: f64 = 0.1;
+/// ... or admitting less than this share of them: the filtered graph search's recall@10 falls
+/// below (0.92–0.96 at 5–12%), and the sign-code pass answers there within ~1.5 ms at 10⁶
+/// vectors, recall ≥ 0.995 (above it the pass outgrows 2 ms: 3.1 ms at 20%).
+pub const ANN_MIN_FRACTION: f64 = 0.125;
+/// A scope admitting at least this many of a segment's docs (of at least [`ANN_MIN_VECTORS`]),
+/// and not searched by the graph, is first narrowed by sign codes ([`super::signs`]) to the
+/// [`SIGN_KEEP`] docs (or more) nearest by Hamming distance, and only those are scored. Below
+/// it the int8 scan of every admitted doc takes under ~1 ms and is exact.
+pub const SIGN_MIN_ADMITTED: usize = 16_384;
+/// How many docs the sign codes keep at least (or 16 × the candidate pool, if more): recall@10
+/// ≥ 0.99 from 2% to 50% of 10⁶ real-derived MiniLM vectors; a 300-deep list (hybrid
+/// fusion's) keeps 4,800, recall@300 0.96–0.98 (`benches/RESULTS.md`, session 25).
+const SIGN_KEEP: usize = 2_048;
 /// The graph search's candidate list (recall@10 0.997 at 10⁶ unfiltered; a longer list does
 /// not raise the filtered recall).
 const ANN_EF: usize = 64;
@@ -174,9 +194,14 @@ pub struct VectorCache {
     /// segment at a time and skips those retired meanwhile (merged away: nothing holds them),
     /// so a burst of merges never starts competing builds or builds for dead segments.
     builds: Mutex<Option<mpsc::Sender<Weak<SegmentVectors>>>>,
-    /// [`ANN_MIN_VECTORS`] and [`ANN_MIN_ADMITTED`] (lowered by tests).
+    /// [`ANN_MIN_VECTORS`], [`ANN_MIN_ADMITTED`] and [`SIGN_MIN_ADMITTED`] (lowered by
+    /// tests).
     ann_min_vectors: usize,
     ann_min_admitted: usize,
+    sign_min_admitted: usize,
+    /// [`ANN_MIN_VECTORS`] for the sign pass and [`SIGN_KEEP`] (lowered by tests).
+    sign_min_vectors: usize,
+    sign_keep: usize,
 }
 
 impl VectorCache {
@@ -187,6 +212,9 @@ impl VectorCache {
             builds: Mutex::new(None),
             ann_min_vectors: ANN_MIN_VECTORS,
             ann_min_admitted: ANN_MIN_ADMITTED,
+            sign_min_admitted: SIGN_MIN_ADMITTED,
+            sign_min_vectors: ANN_MIN_VECTORS,
+            sign_keep: SIGN_KEEP,
         }
     }
 
@@ -194,6 +222,19 @@ impl VectorCache {
     pub fn with_ann_thresholds(mut self, min_vectors: usize, min_admitted: usize) -> Self {
         self.ann_min_vectors = min_vectors;
         self.ann_min_admitted = min_admitted;
+        self
+    }
+
+    /// Other thresholds for the sign-code pass (tests use small segments).
+    pub fn with_sign_thresholds(
+        mut self,
+        min_vectors: usize,
+        min_admitted: usize,
+        keep: usize,
+    ) -> Self {
+        self.sign_min_vectors = min_vectors;
+        self.sign_min_admitted = min_admitted;
+        self.sign_keep = keep;
         self
     }
 
@@ -287,13 +328,18 @@ impl VectorCache {
         let mut q8 = vec![0i8; max * self.dim];
         super::simd::advise_huge_pages(&mut q8);
         let mut scale = vec![0.0f32; max];
+        let words = super::signs::words(self.dim);
+        let mut signs = Vec::with_capacity(max * words);
         for d in 0..max {
             let v = &data[d * self.dim..(d + 1) * self.dim];
-            if !v[0].is_nan() {
+            if v[0].is_nan() {
+                signs.resize(signs.len() + words, 0);
+            } else {
                 let q = quantize(v);
                 // A zero scale marks "no vector" (an all-zero vector scores 0 anyway).
                 scale[d] = q.scale;
                 q8[d * self.dim..(d + 1) * self.dim].copy_from_slice(&q.to_i8());
+                super::signs::encode_into(v, &mut signs);
             }
         }
         Ok(SegmentVectors {
@@ -301,6 +347,7 @@ impl VectorCache {
             data,
             q8,
             scale,
+            signs,
             graph: OnceLock::new(),
         })
     }
@@ -374,6 +421,8 @@ pub struct DenseCollector {
     cache: Arc<VectorCache>,
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
+    /// The query's sign code ([`super::signs`]).
+    signs: Arc<Vec<u64>>,
     k: usize,
     /// Docs in the whole searcher (0: unknown), so a graph segment searches for its share of
     /// the depth rather than all of it (see [`Self::with_total_docs`]).
@@ -405,6 +454,7 @@ impl DenseCollector {
         Self {
             cache,
             quantized: Arc::new(quantize(&query)),
+            signs: Arc::new(super::signs::encode(&query)),
             query: Arc::new(query),
             k,
             total_docs: 0,
@@ -425,6 +475,10 @@ impl DenseCollector {
 pub struct DenseSegmentCollector {
     seg: SegmentOrdinal,
     min_admitted: usize,
+    sign_min_admitted: usize,
+    sign_min_vectors: usize,
+    sign_keep: usize,
+    signs: Arc<Vec<u64>>,
     vectors: Arc<SegmentVectors>,
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
@@ -479,6 +533,10 @@ impl DenseCollector {
         Ok(DenseSegmentCollector {
             seg,
             min_admitted: self.cache.ann_min_admitted,
+            sign_min_admitted: self.cache.sign_min_admitted,
+            sign_min_vectors: self.cache.sign_min_vectors,
+            sign_keep: self.cache.sign_keep,
+            signs: self.signs.clone(),
             vectors: self.cache.get(reader)?,
             query: self.query.clone(),
             quantized: self.quantized.clone(),
@@ -557,6 +615,11 @@ impl DenseSegmentCollector {
                 }
                 heap.into_vec()
             }
+            _ if count >= self.sign_min_admitted
+                && self.vectors.scale.len() >= self.sign_min_vectors =>
+            {
+                self.sign_scan(bits, pool)
+            }
             _ => self.scan(bits, pool),
         };
         // The head of the list by int8, rescored exactly; the rest keeps its int8 scores.
@@ -580,12 +643,36 @@ impl DenseSegmentCollector {
         out.into_iter().map(|h| (h.0, h.1)).collect()
     }
 
+    /// [`Self::scan`] of only the admitted docs nearest the query by sign code (at least
+    /// [`SIGN_KEEP`], or 16 × `pool`): those hold the nearest by cosine (recall in the
+    /// constant's note), for a fraction of the memory traffic.
+    fn sign_scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
+        let mut docs = Vec::new();
+        for (w, word) in bits.iter().enumerate() {
+            let mut word = *word;
+            while word != 0 {
+                docs.push(w as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        // Docs without a vector (a zero scale) have no code, and none past the slots (none in
+        // a loaded segment): the int8 pass would skip them anyway, so they take no kept place.
+        let scale = &self.vectors.scale;
+        docs.retain(|&d| scale.get(d as usize).is_some_and(|&s| s != 0.0));
+        let keep = self.sign_keep.max(16 * pool);
+        let near = super::signs::nearest(
+            &self.vectors.signs,
+            super::signs::words(self.vectors.dim),
+            &self.signs,
+            &docs,
+            keep,
+            &mut Vec::new(),
+        );
+        self.score(&near, &[], pool)
+    }
+
     /// The best `pool` admitted docs of `bits` by their int8 approximation, in no order.
     fn scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
-        // Docs in ascending order, each prefetched `AHEAD` docs before it is scored: scattered
-        // docs are bound by memory latency, not arithmetic. Words of 64 admitted docs are
-        // consecutive vectors: scored as one run.
-        const AHEAD: usize = 8;
         let mut docs = Vec::new();
         let mut runs = Vec::new();
         for (w, word) in bits.iter().enumerate() {
@@ -599,6 +686,16 @@ impl DenseSegmentCollector {
                 word &= word - 1;
             }
         }
+        self.score(&docs, &runs, pool)
+    }
+
+    /// The best `pool` of `docs` (ascending) and of the 64 consecutive docs from each of `runs`
+    /// by their int8 approximation, in no order.
+    fn score(&self, docs: &[u32], runs: &[u32], pool: usize) -> Vec<Hit> {
+        // Docs in ascending order, each prefetched `AHEAD` docs before it is scored: scattered
+        // docs are bound by memory latency, not arithmetic. Words of 64 admitted docs are
+        // consecutive vectors: scored as one run.
+        const AHEAD: usize = 8;
         // The best `pool` by the heap's order (better is smaller) in linear time, as tantivy's
         // top-n collector does: a buffer of twice the pool, cut back to the pool's best
         // whenever it fills; the worst kept then bars what follows.
@@ -617,7 +714,7 @@ impl DenseSegmentCollector {
             }
         };
         let mut raw = [0i32; 64];
-        for &first in &runs {
+        for &first in runs {
             self.vectors
                 .approx_run(first, &self.quantized, &mut raw, &mut keep);
         }
@@ -744,6 +841,42 @@ mod graph_tests {
             total += exact.len();
         }
         assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
+    }
+
+    #[test]
+    fn the_sign_code_pass_keeps_the_scope_and_finds_what_the_scan_finds() {
+        let index = segment(4000, 64);
+        let searcher = index.reader().unwrap().searcher();
+        let scan = Arc::new(VectorCache::new(64));
+        // Every scope of 100 docs or more goes through the codes, which keep 1000 of the 2000
+        // even docs (synthetic clusters: their codes say less than real embeddings').
+        let signs = Arc::new(VectorCache::new(64).with_sign_thresholds(1000, 100, 1000));
+        let field = searcher.schema().get_field("parity").unwrap();
+        let even = TermQuery::new(
+            Term::from_field_text(field, "even"),
+            IndexRecordOption::Basic,
+        );
+        let top = |cache: &Arc<VectorCache>, q: &[f32]| -> Vec<DocId> {
+            searcher
+                .search(&even, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
+                .unwrap()
+                .into_iter()
+                .map(|(_, a)| a.doc_id)
+                .collect()
+        };
+        let (mut same, mut total) = (0, 0);
+        for q in super::super::ann::clustered_vectors(30, 64, 77) {
+            let exact = top(&scan, &q);
+            let approx = top(&signs, &q);
+            assert!(
+                approx.iter().all(|d| d % 2 == 0),
+                "{approx:?} leaves the scope"
+            );
+            assert_eq!(approx.len(), 10);
+            same += approx.iter().filter(|d| exact.contains(d)).count();
+            total += exact.len();
+        }
+        assert!(same as f64 / total as f64 >= 0.9, "recall {same}/{total}");
     }
 
     /// A 2000-vector segment with a scan-only cache over it, and the cache's vectors.
@@ -880,9 +1013,9 @@ mod graph_tests {
             "its graph is reused"
         );
         let field = searcher.schema().get_field("group").unwrap();
-        // Groups 3 and 4 (400 docs, 200 of them alive): the graph path (≥ 10% of the segment).
+        // Groups 3 to 6 (800 docs, 400 of them alive): the graph path (≥ 12.5% of the segment).
         let scope = BooleanQuery::new(
-            ["g3", "g4"]
+            ["g3", "g4", "g5", "g6"]
                 .iter()
                 .map(|g| {
                     let q: Box<dyn tantivy::query::Query> = Box::new(TermQuery::new(
@@ -901,7 +1034,7 @@ mod graph_tests {
             for (_, a) in hits {
                 assert!(a.doc_id % 2 == 0, "deleted doc {} returned", a.doc_id);
                 assert!(
-                    [3, 4].contains(&(a.doc_id % 10)),
+                    [3, 4, 5, 6].contains(&(a.doc_id % 10)),
                     "{} leaves the scope",
                     a.doc_id
                 );

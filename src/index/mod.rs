@@ -17,6 +17,7 @@ pub mod dense;
 pub mod milvus;
 pub(crate) mod schema;
 pub(crate) mod scope;
+pub mod signs;
 pub mod simd;
 pub(crate) mod stats;
 #[cfg(test)]

@@ -56,6 +56,66 @@ pub fn dot_ii(a: &[i8], b: &[i8]) -> i32 {
     dot_ii_portable(a, b)
 }
 
+/// Hamming distances between sign codes (`words` u64 per code, the docs' codes at
+/// `codes[d * words..]`) and `q`, for each of `docs` into `out` (cleared first), prefetching
+/// codes ahead: memory latency bounds a pass over scattered docs. POPCNT when the CPU has it
+/// (the baseline target counts bits in software, several times slower).
+pub fn hamming_many(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+    out.clear();
+    out.reserve(docs.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU supports POPCNT (checked just above); the function only reads its
+        // slices through safe indexing.
+        return unsafe { hamming_many_popcnt(codes, words, q, docs, out) };
+    }
+    hamming_many_portable(codes, words, q, docs, out)
+}
+
+#[inline(always)]
+fn hamming_many_portable(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+    const AHEAD: usize = 16;
+    for (i, &d) in docs.iter().enumerate() {
+        if let Some(&a) = docs.get(i + AHEAD) {
+            let a = a as usize * words;
+            if let Some(c) = codes.get(a..a + words) {
+                prefetch_words(c);
+            }
+        }
+        let d = d as usize * words;
+        let h: u32 = codes[d..d + words]
+            .iter()
+            .zip(q)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        out.push(h as u16);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn hamming_many_popcnt(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+    hamming_many_portable(codes, words, q, docs, out)
+}
+
+#[inline(always)]
+fn prefetch_words(c: &[u64]) {
+    // Every cache line the code touches: each 8th word, and the last (a 48-byte code can
+    // straddle two lines).
+    #[cfg(target_arch = "x86_64")]
+    for w in c.iter().step_by(8).chain(c.last()) {
+        // SAFETY: a prefetch is a hint that never faults, and the pointer comes from a live
+        // slice.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (w as *const u64).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = c;
+}
+
 /// Asks the CPU to start loading `v` into the cache: graph searches and scans of scattered docs
 /// are bound by memory latency, so each visit prefetches the next ones before scoring.
 #[inline(always)]
