@@ -101,10 +101,26 @@ pub struct LlmClient {
     slots: tokio::sync::Semaphore,
 }
 
+/// A server's JSON error for the log: its strings, decoded (an escaped echo of the prompt is
+/// compared as the prompt reads), through [`unquoted`].
+fn for_log(error: &Value, messages: &[Message]) -> String {
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut parts = Vec::new();
+    strings(error, &mut parts);
+    unquoted(parts.join(" | ").chars().take(200).collect(), messages)
+}
+
 /// A server's error message for the log, unless it quotes the prompt (some servers echo the
 /// request): the prompt holds passages, which no log line may show.
 fn unquoted(message: String, messages: &[Message]) -> String {
-    const WINDOW: usize = 24;
+    const WINDOW: usize = 16;
     let chars: Vec<(usize, char)> = message.char_indices().collect();
     let quotes = chars.windows(WINDOW).any(|w| {
         let (start, end) = (w[0].0, w[WINDOW - 1].0 + w[WINDOW - 1].1.len_utf8());
@@ -200,8 +216,11 @@ impl LlmClient {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            let text: String = String::from_utf8_lossy(&text).chars().take(200).collect();
-            let text = unquoted(text, messages);
+            let text = String::from_utf8_lossy(&text);
+            let text = match serde_json::from_str::<Value>(&text) {
+                Ok(v) => for_log(&v, messages),
+                Err(_) => unquoted(text.chars().take(200).collect(), messages),
+            };
             return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
         }
         let prompt_estimate: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
@@ -267,9 +286,7 @@ impl LlmClient {
                 let v: Value = serde_json::from_str(data)
                     .map_err(|e| LlmError::Malformed(format!("an SSE event is not JSON: {e}")))?;
                 if let Some(err) = v.get("error") {
-                    return Err(LlmError::Failed(
-                        err.to_string().chars().take(200).collect(),
-                    ));
+                    return Err(LlmError::Failed(for_log(err, messages)));
                 }
                 if let Some(u) = usage_of(&v) {
                     usage = Some(u);
@@ -544,5 +561,13 @@ mod tests {
         assert!(!unquoted(echoed.into(), &messages).contains("salary"));
         let plain = "the request exceeds the available context size";
         assert_eq!(unquoted(plain.into(), &messages), plain);
+        // Escaped in JSON, as an SSE error event or an error body carries it.
+        let json: Value = serde_json::json!({
+            "error": {"message": "bad input: \"The salary bands for senior\" …", "type": "invalid"}
+        });
+        let logged = for_log(&json, &messages);
+        assert!(!logged.contains("salary"), "{logged}");
+        let json: Value = serde_json::json!({"error": {"message": plain, "code": 400}});
+        assert_eq!(for_log(&json, &messages), plain);
     }
 }

@@ -970,7 +970,8 @@ impl Prepared {
             };
             verdicts.extend(v);
             let evidence_keys = if uncited.iter().any(|&u| u) {
-                evidence.iter().map(|h| h.chunk.doc_key.clone()).collect()
+                let keys: BTreeSet<&String> = evidence.iter().map(|h| &h.chunk.doc_key).collect();
+                keys.into_iter().cloned().collect()
             } else {
                 Vec::new()
             };
@@ -1216,7 +1217,7 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
 pub fn visible_turn(
     index: &dyn Backend,
     scope: &AclScope,
-    mut t: store::TurnRecord,
+    t: store::TurnRecord,
 ) -> store::TurnRecord {
     // The key as indexed: the sent `document_key` may be PII-redacted, and no longer names
     // the document.
@@ -1239,6 +1240,12 @@ pub fn visible_turn(
     if evidence_ok && ok.iter().all(|&b| b) {
         return t;
     }
+    keep_citations(t, &ok)
+}
+
+/// `t` with only the citations `ok` marks, the sentences that stand on those alone (no uncited
+/// sentence), and its answer text rebuilt from them.
+fn keep_citations(mut t: store::TurnRecord, ok: &[bool]) -> store::TurnRecord {
     let mut remap = vec![None; ok.len()];
     let mut kept = Vec::new();
     for (i, c) in t.citations.drain(..).enumerate() {
@@ -1275,6 +1282,44 @@ pub fn visible_turn(
         t.answer = answer::NO_ANSWER_MESSAGE.into();
     }
     t
+}
+
+/// A stored turn screened for blocked phrases as it leaves the daemon again (the rules, or the
+/// caller's exemptions, may have changed since it was asked): a citation naming one goes with
+/// every sentence citing it, as does a sentence naming one, and a rewritten question naming
+/// one is not shown.
+fn screen_turn(
+    g: &Guardrails,
+    principals: &BTreeSet<String>,
+    mut t: store::TurnRecord,
+) -> store::TurnRecord {
+    if !g.phrases_cover(principals) {
+        return t;
+    }
+    let named = |s: &str| g.blocked_phrase_in(principals, s).is_some();
+    if named(&t.rewritten) {
+        t.rewritten.clear();
+    }
+    let ok: Vec<bool> = t
+        .citations
+        .iter()
+        .map(|c| {
+            g.blocked_phrase_among(
+                principals,
+                [c.title.as_str(), c.snippet.as_str()]
+                    .into_iter()
+                    .chain(c.heading_path.iter().map(String::as_str)),
+                [c.document_key.as_str(), c.uri.as_str(), c.chunk_id.as_str()],
+            )
+            .is_none()
+        })
+        .collect();
+    let before = t.sentences.len();
+    t.sentences.retain(|s| !named(&s.text));
+    if t.sentences.len() == before && ok.iter().all(|&b| b) {
+        return t;
+    }
+    keep_citations(t, &ok)
 }
 
 /// PII redaction of a stored turn as it leaves the daemon again: it was redacted for the
@@ -1317,7 +1362,8 @@ impl Assistant {
             .turns(id)?
             .into_iter()
             .map(|t| {
-                let mut t = visible_turn(&*self.index, &scope, t);
+                let t = visible_turn(&*self.index, &scope, t);
+                let mut t = screen_turn(&self.guardrails, scope.principal_set(), t);
                 redact_turn(&self.guardrails, scope.principal_set(), &mut t);
                 t
             })
@@ -1468,6 +1514,67 @@ mod tests {
         assert_eq!(texts, ["From the public page."]);
         assert_eq!(seen.answer, "From the public page. [1]");
         assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
+    }
+
+    #[test]
+    fn a_stored_turn_is_screened_for_blocked_phrases_for_who_reads_it_now() {
+        let mut cfg = crate::guardrail::GuardrailConfig::default();
+        cfg.phrases.push(crate::guardrail::PhraseRule {
+            phrases: vec!["Project Falcon".into()],
+            message: String::new(),
+            audience: crate::guardrail::Audience {
+                applies_to: vec![],
+                exempt: vec!["group:falcon".into()],
+            },
+        });
+        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let cite = |title: &str, uri: &str| store::StoredCitation {
+            document_key: "s:k".into(),
+            title: title.into(),
+            uri: uri.into(),
+            chunk_id: "s:k#0".into(),
+            span: (0, 0),
+            snippet: "Budget lines.".into(),
+            heading_path: Vec::new(),
+            page: None,
+            access_key: "s:k".into(),
+        };
+        let sentence = |text: &str, citations: Vec<usize>| store::StoredSentence {
+            text: text.into(),
+            citations,
+            uncited: false,
+        };
+        let turn = store::TurnRecord {
+            question: "What is the budget?".into(),
+            rewritten: "project falcon budget".into(),
+            answer: String::new(),
+            sentences: vec![
+                sentence("The budget is set yearly.", vec![0]),
+                sentence("It grows by 4 MEUR.", vec![1]),
+                sentence("It grows by 2 MEUR.", vec![2]),
+            ],
+            // Asked while in the exempt group: titles and URIs named it then.
+            citations: vec![
+                cite("Budget", "file:///srv/budget.md"),
+                cite("Project Falcon budget", "file:///srv/b.md"),
+                cite("Plans", "file:///srv/project%20falcon/plan.md"),
+            ],
+            status: "answered".into(),
+            mode: "extractive".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_ms: 0,
+            evidence_keys: Vec::new(),
+        };
+        let falcon: BTreeSet<String> = ["user:a".into(), "group:falcon".into()].into();
+        assert_eq!(screen_turn(&g, &falcon, turn.clone()), turn);
+        let left: BTreeSet<String> = ["user:a".into()].into();
+        let seen = screen_turn(&g, &left, turn);
+        let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["The budget is set yearly."]);
+        assert_eq!(seen.citations.len(), 1);
+        assert_eq!(seen.answer, "The budget is set yearly. [1]");
+        assert!(seen.rewritten.is_empty());
     }
 
     #[test]

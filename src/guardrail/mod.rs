@@ -253,6 +253,30 @@ impl Guardrails {
             .map(|(r, i)| r.phrases[i].as_str())
     }
 
+    /// Whether any phrase rule covers this caller.
+    pub fn phrases_cover(&self, principals: &BTreeSet<String>) -> bool {
+        self.cfg
+            .phrases
+            .iter()
+            .any(|r| r.audience.covers(principals))
+    }
+
+    /// The first blocked phrase (for this caller) named by one of `texts`, or by one of `ids`
+    /// as written or percent-decoded (URIs, keys, attributes a push client may have encoded).
+    pub fn blocked_phrase_among<'a>(
+        &self,
+        principals: &BTreeSet<String>,
+        texts: impl IntoIterator<Item = &'a str>,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Option<String> {
+        let named = |t: &str| self.blocked_phrase_in(principals, t).map(str::to_owned);
+        texts.into_iter().find_map(named).or_else(|| {
+            ids.into_iter().find_map(|id| {
+                named(id).or_else(|| pii::decodings(id).iter().find_map(|d| named(d)))
+            })
+        })
+    }
+
     /// The first phrase rule (and which of its phrases) covering this caller that one of
     /// `forms` (readings of a text, as words) contains.
     fn phrase_in(
@@ -370,12 +394,7 @@ impl Guardrails {
         principals: &BTreeSet<String>,
         hits: Vec<Hit>,
     ) -> (Vec<Hit>, Option<Verdict>) {
-        if !self
-            .cfg
-            .phrases
-            .iter()
-            .any(|r| r.audience.covers(principals))
-        {
+        if !self.phrases_cover(principals) {
             return (hits, None);
         }
         let mut named = BTreeSet::new();
@@ -384,16 +403,15 @@ impl Guardrails {
             .into_iter()
             .filter(|h| {
                 let c = &h.chunk;
-                let ids = [&c.uri, &c.doc_key]
-                    .into_iter()
-                    .flat_map(|id| pii::decodings(id));
-                let found = [&c.text, &c.title, &c.uri, &c.doc_key]
-                    .into_iter()
-                    .chain(&c.heading_path)
-                    .chain(c.attributes.iter().flat_map(|(k, v)| [k, v]))
-                    .map(|t| self.blocked_phrase_in(principals, t).map(str::to_owned))
-                    .chain(ids.map(|t| self.blocked_phrase_in(principals, &t).map(str::to_owned)))
-                    .find_map(|p| p);
+                let found = self.blocked_phrase_among(
+                    principals,
+                    std::iter::once(c.text.as_str())
+                        .chain(std::iter::once(c.title.as_str()))
+                        .chain(c.heading_path.iter().map(String::as_str)),
+                    [c.uri.as_str(), c.doc_key.as_str()]
+                        .into_iter()
+                        .chain(c.attributes.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
+                );
                 match found {
                     Some(phrase) => {
                         tracing::info!(chunk = %pii::for_log(&c.chunk_id), "passage dropped: names a blocked phrase");
@@ -1117,10 +1135,10 @@ mod tests {
         let mut linked = hit("u", "Budget lines for next year.");
         linked.chunk.uri = "file:///srv/plans/project%2520falcon/budget.md".into();
         let mut attributed = hit("a", "Budget lines for next year.");
-        attributed
-            .chunk
-            .attributes
-            .insert("programme".into(), "Project-Falcon".into());
+        attributed.chunk.attributes.insert(
+            "programme".into(),
+            "https://plans.example/Project%20Falcon".into(),
+        );
         let hits = vec![
             hit("plain", "Parking is free for staff."),
             hit("text", "The Project Falcon budget is 4 MEUR."),

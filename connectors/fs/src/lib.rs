@@ -330,8 +330,8 @@ async fn reconcile(
             JobState::Blocked(why)
         }
         Reconciled::Outage(why) => {
+            // Raised by the walk (`Alarm::Unmounted`).
             tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
-            status.raise(Alarm::Unmounted, why.clone());
             JobState::Failed(why)
         }
     };
@@ -548,6 +548,14 @@ impl Scanner {
             // A partial walk must not delete what it did not reach.
             return Ok(Reconciled::Cancelled);
         }
+        // This walk's finding about unmounted roots stands whatever deletion protection decides
+        // below: a hold must not hide an unmount, or forcing the held deletions (which walks
+        // an unmounted root as it is) would look like the answer. Every root walked: over.
+        let outage = (!outages.is_empty()).then(|| outages.join("; "));
+        match &outage {
+            Some(why) => self.status.raise(Alarm::Unmounted, why.clone()),
+            None => self.status.clear(Alarm::Unmounted),
+        }
         let gone = gone(self.known_ids(), &seen, &unlisted);
         let (n, total) = (gone.len() as u64, indexed.len() as u64);
         if !force_deletions
@@ -559,16 +567,20 @@ impl Scanner {
                 self.cfg.deletion_protection_min_docs,
             )
         {
+            if let Some(outage) = outage {
+                // Both: the job fails for the unmount (not a full scan), the hold is raised.
+                tracing::warn!(connector = %self.cfg.id, "{why}");
+                self.status.raise(Alarm::DeletionProtection, why);
+                return Ok(Reconciled::Outage(outage));
+            }
             return Ok(Reconciled::DeletionsBlocked(why));
         }
         for id in gone {
             self.send_delete(id)?;
         }
-        if !outages.is_empty() {
-            return Ok(Reconciled::Outage(outages.join("; ")));
+        if let Some(outage) = outage {
+            return Ok(Reconciled::Outage(outage));
         }
-        // Every root was walked: an alarm about an unmounted one is over.
-        self.status.clear(Alarm::Unmounted);
         Ok(Reconciled::Done)
     }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docent_connector_api::conformance::{Fixture, harness_context, run_all};
-use docent_connector_api::{Change, Connector, DocKey, IndexedDoc, IndexedState, StatusHandle};
+use docent_connector_api::{
+    Alarm, Change, Connector, DocKey, IndexedDoc, IndexedState, StatusHandle,
+};
 use docent_fs_connector::{FsConfig, FsConnector};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -375,6 +377,69 @@ fn an_unmounted_root_keeps_its_documents() {
     }
     assert!(index.native_ids("fs-conformance").is_empty());
     mode(&share, 0o755);
+}
+
+/// An unmounted root is reported even when the same walk holds deletions elsewhere back: the
+/// hold must not hide the unmount, or forcing the held deletions (which walks the mount point
+/// left behind as it is) would look like the answer.
+#[test]
+fn an_unmount_shows_beside_a_deletion_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    mode(&base, 0o755);
+    let (share, mnt, local) = (base.join("share"), base.join("mnt"), base.join("local"));
+    for d in [&share, &mnt, &local] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let files: Vec<PathBuf> = std::iter::once(share.join("a.txt"))
+        .chain((0..10).map(|i| local.join(format!("f{i}.txt"))))
+        .collect();
+    for f in &files {
+        std::fs::write(f, "text").unwrap();
+        mode(f, 0o644);
+    }
+    let connector: Box<dyn Connector> = Box::new(
+        FsConnector::new(FsConfig {
+            id: "fs-conformance".into(),
+            roots: vec![mnt.clone(), local.clone()],
+            include: vec![],
+            exclude: vec![],
+            max_file_size: 1 << 20,
+            reconcile_interval: Duration::from_secs(3600),
+            debounce: Duration::from_millis(50),
+            watch: false,
+            follow_symlinks: false,
+            acl_rules: vec![],
+            passwd_file: "/etc/passwd".into(),
+            group_file: "/etc/group".into(),
+            report_memberships: false,
+            deletion_protection_percent: 15,
+            deletion_protection_min_docs: 1,
+        })
+        .unwrap(),
+    );
+    let index = Arc::new(Index::default());
+    let mounted = BindMount::new(&share, &mnt);
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up.len(), 11, "{up:?}");
+
+        drop(mounted);
+        for f in &files[1..10] {
+            std::fs::remove_file(f).unwrap();
+        }
+        let (_, _, deleted, _) = live.sync_now(true).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        let alarms = live.status.snapshot().alarms;
+        assert_eq!(
+            alarms.keys().copied().collect::<Vec<_>>(),
+            [Alarm::Unmounted, Alarm::DeletionProtection],
+            "{alarms:?}"
+        );
+        live.stop().await;
+    });
+    assert_eq!(index.native_ids("fs-conformance").len(), 11);
 }
 
 /// A file on a FUSE mount (bindfs here; sshfs, s3fs and the like in practice) is skipped with

@@ -977,7 +977,10 @@ impl Crawler {
             }
             Ok(Outcome::Done) => {
                 self.status.clear(Alarm::Outage);
-                self.status.clear(Alarm::DeletionProtection);
+                if reconcile {
+                    // A watch job's few paths say nothing of deletions a reconciliation held.
+                    self.status.clear(Alarm::DeletionProtection);
+                }
                 if self.unmapped.is_empty() {
                     self.status.clear(Alarm::Unmapped);
                 } else {
