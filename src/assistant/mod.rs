@@ -1440,16 +1440,10 @@ impl Assistant {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_stored_turn_keeps_only_sentences_whose_every_source_is_still_readable() {
-        use crate::index::suite::{DIM, doc};
-        let dir = tempfile::tempdir().unwrap();
-        let index = crate::index::Index::open(dir.path(), "turn-model", DIM).unwrap();
-        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
-        index.upsert(doc("s", 1, 1, &["group:hr"], &[])).unwrap();
-        index.commit(std::collections::BTreeMap::new()).unwrap();
-        let cite = |sent: &str, access: &str| store::StoredCitation {
-            document_key: sent.into(),
+    /// A stored citation of document `key` (checked for access as `access`), fields empty.
+    fn cite(key: &str, access: &str) -> store::StoredCitation {
+        store::StoredCitation {
+            document_key: key.into(),
             title: String::new(),
             uri: String::new(),
             chunk_id: String::new(),
@@ -1458,31 +1452,55 @@ mod tests {
             heading_path: Vec::new(),
             page: None,
             access_key: access.into(),
-        };
-        let sentence = |text: &str, citations: Vec<usize>| store::StoredSentence {
+        }
+    }
+
+    fn sentence(text: &str, citations: Vec<usize>) -> store::StoredSentence {
+        store::StoredSentence {
             text: text.into(),
             citations,
             uncited: false,
-        };
-        let turn = store::TurnRecord {
+        }
+    }
+
+    /// An answered turn of `sentences` citing `citations`.
+    fn stored_turn(
+        sentences: Vec<store::StoredSentence>,
+        citations: Vec<store::StoredCitation>,
+    ) -> store::TurnRecord {
+        store::TurnRecord {
             question: "q".into(),
             rewritten: String::new(),
             answer: String::new(),
-            sentences: vec![
-                sentence("From the public page.", vec![0]),
-                sentence("From both pages.", vec![0, 1]),
-                sentence("From the HR page.", vec![1]),
-                sentence("General knowledge.", vec![]),
-            ],
-            // The first key was PII-redacted when sent: access is checked on the indexed key.
-            citations: vec![cite("[REDACTED:iban]", "s:d0"), cite("s:d1", "s:d1")],
+            sentences,
+            citations,
             status: "answered".into(),
             mode: "generative".into(),
             prompt_tokens: 0,
             completion_tokens: 0,
             time_ms: 0,
             evidence_keys: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_stored_turn_keeps_only_sentences_whose_every_source_is_still_readable() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "turn-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.upsert(doc("s", 1, 1, &["group:hr"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let turn = stored_turn(
+            vec![
+                sentence("From the public page.", vec![0]),
+                sentence("From both pages.", vec![0, 1]),
+                sentence("From the HR page.", vec![1]),
+                sentence("General knowledge.", vec![]),
+            ],
+            // The first key was PII-redacted when sent: access is checked on the indexed key.
+            vec![cite("[REDACTED:iban]", "s:d0"), cite("s:d1", "s:d1")],
+        );
         let everyone = AclScope::for_tests("u", &["group:all"]);
         let seen = visible_turn(&index, &everyone, turn.clone());
         let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
@@ -1528,43 +1546,27 @@ mod tests {
             },
         });
         let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
-        let cite = |title: &str, uri: &str| store::StoredCitation {
-            document_key: "s:k".into(),
+        let titled = |title: &str, uri: &str| store::StoredCitation {
             title: title.into(),
             uri: uri.into(),
-            chunk_id: "s:k#0".into(),
-            span: (0, 0),
             snippet: "Budget lines.".into(),
-            heading_path: Vec::new(),
-            page: None,
-            access_key: "s:k".into(),
-        };
-        let sentence = |text: &str, citations: Vec<usize>| store::StoredSentence {
-            text: text.into(),
-            citations,
-            uncited: false,
+            ..cite("s:k", "s:k")
         };
         let turn = store::TurnRecord {
-            question: "What is the budget?".into(),
             rewritten: "project falcon budget".into(),
-            answer: String::new(),
-            sentences: vec![
-                sentence("The budget is set yearly.", vec![0]),
-                sentence("It grows by 4 MEUR.", vec![1]),
-                sentence("It grows by 2 MEUR.", vec![2]),
-            ],
-            // Asked while in the exempt group: titles and URIs named it then.
-            citations: vec![
-                cite("Budget", "file:///srv/budget.md"),
-                cite("Project Falcon budget", "file:///srv/b.md"),
-                cite("Plans", "file:///srv/project%20falcon/plan.md"),
-            ],
-            status: "answered".into(),
-            mode: "extractive".into(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            time_ms: 0,
-            evidence_keys: Vec::new(),
+            ..stored_turn(
+                vec![
+                    sentence("The budget is set yearly.", vec![0]),
+                    sentence("It grows by 4 MEUR.", vec![1]),
+                    sentence("It grows by 2 MEUR.", vec![2]),
+                ],
+                // Asked while in the exempt group: titles and URIs named it then.
+                vec![
+                    titled("Budget", "file:///srv/budget.md"),
+                    titled("Project Falcon budget", "file:///srv/b.md"),
+                    titled("Plans", "file:///srv/project%20falcon/plan.md"),
+                ],
+            )
         };
         let falcon: BTreeSet<String> = ["user:a".into(), "group:falcon".into()].into();
         assert_eq!(screen_turn(&g, &falcon, turn.clone()), turn);

@@ -96,6 +96,26 @@ pub fn harness_context(
     (ctx, harness)
 }
 
+/// Asks a connector run with [`harness_context`] for a sync now, as `docent sync ID` does
+/// (`force_deletions` as `--force-deletions`); returns the job's id.
+pub async fn request_sync(
+    commands: &mpsc::Sender<crate::jobs::ConnectorCommand>,
+    status: &StatusHandle,
+    force_deletions: bool,
+) -> u64 {
+    let job_id = status.reserve_job_id();
+    let cmd = crate::jobs::ConnectorCommand::SyncNow {
+        job_id,
+        force_deletions,
+        full: false,
+    };
+    commands
+        .send(cmd)
+        .await
+        .expect("the connector takes commands");
+    job_id
+}
+
 /// What one run sent.
 #[derive(Debug, Default)]
 pub struct RunLog {

@@ -27,26 +27,28 @@ impl Dir {
 
 /// The fs connector over `root`, watching off.
 fn connector_at(root: &std::path::Path) -> Box<dyn Connector> {
-    Box::new(
-        FsConnector::new(FsConfig {
-            id: "fs-conformance".into(),
-            roots: vec![root.to_path_buf()],
-            include: vec![],
-            exclude: vec![],
-            max_file_size: 1 << 20,
-            reconcile_interval: Duration::from_secs(3600),
-            debounce: Duration::from_millis(50),
-            watch: false,
-            follow_symlinks: true,
-            acl_rules: vec![],
-            passwd_file: "/etc/passwd".into(),
-            group_file: "/etc/group".into(),
-            report_memberships: false,
-            deletion_protection_percent: 100,
-            deletion_protection_min_docs: 1_000_000,
-        })
-        .unwrap(),
-    )
+    Box::new(FsConnector::new(config_at(&[root])).unwrap())
+}
+
+/// The tests' connector config over `roots`.
+fn config_at(roots: &[&std::path::Path]) -> FsConfig {
+    FsConfig {
+        id: "fs-conformance".into(),
+        roots: roots.iter().map(|r| r.to_path_buf()).collect(),
+        include: vec![],
+        exclude: vec![],
+        max_file_size: 1 << 20,
+        reconcile_interval: Duration::from_secs(3600),
+        debounce: Duration::from_millis(50),
+        watch: false,
+        follow_symlinks: true,
+        acl_rules: vec![],
+        passwd_file: "/etc/passwd".into(),
+        group_file: "/etc/group".into(),
+        report_memberships: false,
+        deletion_protection_percent: 100,
+        deletion_protection_min_docs: 1_000_000,
+    }
 }
 
 impl Fixture for Dir {
@@ -400,21 +402,9 @@ fn an_unmount_shows_beside_a_deletion_hold() {
     }
     let connector: Box<dyn Connector> = Box::new(
         FsConnector::new(FsConfig {
-            id: "fs-conformance".into(),
-            roots: vec![mnt.clone(), local.clone()],
-            include: vec![],
-            exclude: vec![],
-            max_file_size: 1 << 20,
-            reconcile_interval: Duration::from_secs(3600),
-            debounce: Duration::from_millis(50),
-            watch: false,
-            follow_symlinks: false,
-            acl_rules: vec![],
-            passwd_file: "/etc/passwd".into(),
-            group_file: "/etc/group".into(),
-            report_memberships: false,
             deletion_protection_percent: 15,
             deletion_protection_min_docs: 1,
+            ..config_at(&[&mnt, &local])
         })
         .unwrap(),
     );
@@ -533,13 +523,7 @@ impl Live {
     }
 
     async fn sync_now(&mut self, apply: bool) -> Synced {
-        let job_id = self.status.reserve_job_id();
-        let cmd = docent_connector_api::jobs::ConnectorCommand::SyncNow {
-            job_id,
-            force_deletions: false,
-            full: false,
-        };
-        self.commands.send(cmd).await.unwrap();
+        docent_connector_api::conformance::request_sync(&self.commands, &self.status, false).await;
         self.next_sync(apply).await
     }
 

@@ -277,15 +277,7 @@ impl Running {
     }
 
     async fn sync_now(&mut self) -> Sent {
-        let job_id = self.status.reserve_job_id();
-        self.commands
-            .send(ConnectorCommand::SyncNow {
-                job_id,
-                force_deletions: false,
-                full: false,
-            })
-            .await
-            .unwrap();
+        conformance::request_sync(&self.commands, &self.status, false).await;
         self.next_sync().await
     }
 

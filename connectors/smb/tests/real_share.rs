@@ -361,13 +361,7 @@ impl Running {
 
     /// Asks for a sync and applies what it sends.
     async fn sync_now(&mut self, index: &Index) -> Log {
-        let job_id = self.status.reserve_job_id();
-        let cmd = docent_connector_api::jobs::ConnectorCommand::SyncNow {
-            job_id,
-            force_deletions: false,
-            full: false,
-        };
-        self.commands.send(cmd).await.unwrap();
+        conformance::request_sync(&self.commands, &self.status, false).await;
         let mut log = Log::default();
         self.until_checkpoint(index, &mut log).await;
         log
