@@ -114,7 +114,13 @@ fn for_log(error: &Value, messages: &[Message]) -> String {
     }
     let mut parts = Vec::new();
     strings(error, &mut parts);
-    unquoted(parts.join(" | ").chars().take(200).collect(), messages)
+    cut(unquoted(parts.join(" | "), messages))
+}
+
+/// The first 200 characters, cut after the quote check (a cut first could leave a quote too
+/// short to be recognised at its end).
+fn cut(message: String) -> String {
+    message.chars().take(200).collect()
 }
 
 /// A server's error message for the log, unless it quotes the prompt (some servers echo the
@@ -219,7 +225,7 @@ impl LlmClient {
             let text = String::from_utf8_lossy(&text);
             let text = match serde_json::from_str::<Value>(&text) {
                 Ok(v) => for_log(&v, messages),
-                Err(_) => unquoted(text.chars().take(200).collect(), messages),
+                Err(_) => cut(unquoted(text.into_owned(), messages)),
             };
             return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
         }

@@ -1314,10 +1314,24 @@ fn screen_turn(
             .is_none()
         })
         .collect();
-    let before = t.sentences.len();
-    t.sentences.retain(|s| !named(&s.text));
-    if t.sentences.len() == before && ok.iter().all(|&b| b) {
+    let mut ok = ok;
+    let (gone, kept): (Vec<_>, Vec<_>) = t.sentences.drain(..).partition(|s| named(&s.text));
+    t.sentences = kept;
+    if gone.is_empty() && ok.iter().all(|&b| b) {
         return t;
+    }
+    // A citation only a removed sentence stood on goes with it: its passage held the phrase.
+    let still: BTreeSet<usize> = t
+        .sentences
+        .iter()
+        .flat_map(|s| s.citations.clone())
+        .collect();
+    for c in gone.iter().flat_map(|s| &s.citations) {
+        if !still.contains(c)
+            && let Some(o) = ok.get_mut(*c)
+        {
+            *o = false;
+        }
     }
     keep_citations(t, &ok)
 }
@@ -1559,12 +1573,15 @@ mod tests {
                     sentence("The budget is set yearly.", vec![0]),
                     sentence("It grows by 4 MEUR.", vec![1]),
                     sentence("It grows by 2 MEUR.", vec![2]),
+                    sentence("Project Falcon grows too.", vec![3]),
                 ],
                 // Asked while in the exempt group: titles and URIs named it then.
                 vec![
                     titled("Budget", "file:///srv/budget.md"),
                     titled("Project Falcon budget", "file:///srv/b.md"),
                     titled("Plans", "file:///srv/project%20falcon/plan.md"),
+                    // Named by the sentence citing it only.
+                    titled("Other", "file:///srv/o.md"),
                 ],
             )
         };

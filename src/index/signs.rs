@@ -42,7 +42,7 @@ pub fn nearest(
     q: &[u64],
     docs: &[u32],
     keep: usize,
-    dist: &mut Vec<u16>,
+    dist: &mut Vec<u32>,
 ) -> Vec<u32> {
     if docs.len() <= keep {
         return docs.to_vec();

@@ -60,7 +60,7 @@ pub fn dot_ii(a: &[i8], b: &[i8]) -> i32 {
 /// `codes[d * words..]`) and `q`, for each of `docs` into `out` (cleared first), prefetching
 /// codes ahead: memory latency bounds a pass over scattered docs. POPCNT when the CPU has it
 /// (the baseline target counts bits in software, several times slower).
-pub fn hamming_many(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+pub fn hamming_many(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u32>) {
     out.clear();
     out.reserve(docs.len());
     #[cfg(target_arch = "x86_64")]
@@ -73,7 +73,7 @@ pub fn hamming_many(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &
 }
 
 #[inline(always)]
-fn hamming_many_portable(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+fn hamming_many_portable(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u32>) {
     const AHEAD: usize = 16;
     for (i, &d) in docs.iter().enumerate() {
         if let Some(&a) = docs.get(i + AHEAD) {
@@ -88,13 +88,13 @@ fn hamming_many_portable(codes: &[u64], words: usize, q: &[u64], docs: &[u32], o
             .zip(q)
             .map(|(a, b)| (a ^ b).count_ones())
             .sum();
-        out.push(h as u16);
+        out.push(h);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-fn hamming_many_popcnt(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u16>) {
+fn hamming_many_popcnt(codes: &[u64], words: usize, q: &[u64], docs: &[u32], out: &mut Vec<u32>) {
     hamming_many_portable(codes, words, q, docs, out)
 }
 

@@ -568,7 +568,12 @@ impl Scanner {
             )
         {
             if let Some(outage) = outage {
-                // Both: the job fails for the unmount (not a full scan), the hold is raised.
+                // Both: the job fails for the unmount (not a full scan), the hold is raised,
+                // saying that forcing it would also walk the unmounted roots as they are.
+                let why = format!(
+                    "{why} (not counted: a forced sync also walks the unmounted roots as they \
+                     are, deleting what is indexed under them)"
+                );
                 tracing::warn!(connector = %self.cfg.id, "{why}");
                 self.status.raise(Alarm::DeletionProtection, why);
                 return Ok(Reconciled::Outage(outage));
@@ -578,6 +583,8 @@ impl Scanner {
         for id in gone {
             self.send_delete(id)?;
         }
+        // Deletions went ahead: an earlier hold is over, even if a root is still unmounted.
+        self.status.clear(Alarm::DeletionProtection);
         if let Some(outage) = outage {
             return Ok(Reconciled::Outage(outage));
         }

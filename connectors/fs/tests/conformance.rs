@@ -421,6 +421,11 @@ fn an_unmount_shows_beside_a_deletion_hold() {
         }
         let (_, _, deleted, _) = live.sync_now(true).await;
         assert!(deleted.is_empty(), "{deleted:?}");
+        let job = live.status.snapshot().jobs[0].clone();
+        assert!(
+            matches!(&job.state, docent_connector_api::jobs::JobState::Failed(why) if why.contains("unmounted")),
+            "{job:?}"
+        );
         let alarms = live.status.snapshot().alarms;
         assert_eq!(
             alarms.keys().copied().collect::<Vec<_>>(),
