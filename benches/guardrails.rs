@@ -1,12 +1,35 @@
-//! Cost of the text guardrails per retrieved passage: injection screening and PII detection over
-//! SciFact abstracts (the passages Search and Ask screen on every request). Prints a table.
+//! Cost of the text guardrails per retrieved passage: injection screening, blocked phrases and PII
+//! detection over SciFact abstracts (the passages Search and Ask screen on every request).
+//! Prints a table.
 //!
 //! cargo bench --bench guardrails [-- --data DIR]
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use docent::guardrail::{injection, pii};
+use docent::embed::{EmbedError, Embedder};
+use docent::guardrail::{Audience, GuardrailConfig, Guardrails, PhraseRule, injection, pii};
+
+/// Guardrails without topics embed nothing.
+struct NoModel;
+
+impl Embedder for NoModel {
+    fn model_id(&self) -> &str {
+        "none"
+    }
+    fn dim(&self) -> usize {
+        0
+    }
+    fn embed_passages(&self, _: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        unreachable!("no topics")
+    }
+    fn embed_query(&self, _: &str) -> Result<Vec<f32>, EmbedError> {
+        unreachable!("no topics")
+    }
+    fn token_counter(&self) -> std::sync::Arc<dyn docent::chunk::TokenCounter> {
+        std::sync::Arc::new(docent::chunk::WordCounter)
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let data = std::env::args()
@@ -44,6 +67,23 @@ fn main() -> anyhow::Result<()> {
         );
     };
     row("injection::detect", &|t| injection::detect(t).is_some());
+    // The example config's rule and one more, as a caller it covers meets them: each passage
+    // field goes through this (`Guardrails::screen_phrases`).
+    let mut cfg = GuardrailConfig::default();
+    cfg.phrases.push(PhraseRule {
+        phrases: vec![
+            "home address of".into(),
+            "medical record of".into(),
+            "Project Falcon".into(),
+        ],
+        message: String::new(),
+        audience: Audience::default(),
+    });
+    let g = Guardrails::new(cfg, &NoModel)?;
+    let caller: std::collections::BTreeSet<String> = ["user:a".to_string()].into();
+    row("blocked phrases (3)", &|t| {
+        g.blocked_phrase_in(&caller, t).is_some()
+    });
     for i in 0..injection::rule_count() {
         row(&format!("injection rule {i}"), &|t| {
             injection::rule_matches_at(i, t)

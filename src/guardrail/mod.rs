@@ -190,12 +190,19 @@ pub struct Guardrails {
 
 /// Lowercase words joined by single spaces, padded, so phrase matching respects word boundaries.
 fn words(s: &str) -> String {
-    let mut out = String::from(" ");
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(' ');
     for w in s
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
     {
-        out.push_str(&w.to_lowercase());
+        // ASCII words lowercased in place (most of every passage); others through
+        // `str::to_lowercase`, which knows a word-final sigma.
+        if w.is_ascii() {
+            out.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            out.push_str(&w.to_lowercase());
+        }
         out.push(' ');
     }
     out
