@@ -567,6 +567,77 @@ mod tests {
         assert_eq!(s.push(" Next").len(), 1);
     }
 
+    /// What a model writes is checked for blocked phrases whatever its passages held: a
+    /// sentence naming one for the caller is removed (with its verdict), the rule's exempt
+    /// group keeps it, and a sentence without one is verified as usual.
+    #[test]
+    fn a_sentence_naming_a_blocked_phrase_is_removed_for_those_the_rule_covers() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let mut cfg = crate::guardrail::GuardrailConfig::default();
+        cfg.phrases.push(crate::guardrail::PhraseRule {
+            phrases: vec!["extension 4357".into()],
+            message: String::new(),
+            audience: crate::guardrail::Audience {
+                applies_to: vec![],
+                exempt: vec!["group:it".into()],
+            },
+        });
+        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let mut hit = crate::retrieve::test_hit(
+            "s:d0",
+            // (Screened out before answering in the daemon; here the verifier's own check.)
+            "On working days, call the help desk on extension 4357.",
+            0.9,
+        );
+        hit.chunk.acl =
+            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
+        let passages = vec![hit];
+        let analyze = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let draft = || Draft {
+            text: "Call the help desk on Extension\u{A0}4357.".into(),
+            cites: vec![1],
+        };
+        let kept = |who: &[&str]| {
+            let scope = AclScope::for_tests("u", who);
+            let mut v = Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::AllowGeneralKnowledge,
+            )
+            .generated(true);
+            let kept = v.check(draft()).is_some();
+            let (_, verdicts, _) = v.finish();
+            (kept, verdicts)
+        };
+        let (kept_for_staff, verdicts) = kept(&["group:all"]);
+        assert!(!kept_for_staff);
+        assert!(
+            verdicts
+                .iter()
+                .any(|v| v.code == "BLOCKED_PHRASE_IN_ANSWER" && v.rule == "extension 4357"),
+            "{verdicts:?}"
+        );
+        let (kept_for_it, verdicts) = kept(&["group:all", "group:it"]);
+        assert!(kept_for_it, "{verdicts:?}");
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| v.code != "BLOCKED_PHRASE_IN_ANSWER")
+        );
+    }
+
     #[test]
     fn bracketed_words_are_text_not_markers() {
         let d = parse_draft("See [the handbook] for details [2].").unwrap();
