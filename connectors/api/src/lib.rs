@@ -215,6 +215,18 @@ impl StatusHandle {
         self.lock().alarms.insert(kind, message.into());
     }
 
+    /// The single error slot this API had before alarms: `Some` raises [`Alarm::Outage`] with
+    /// the message, `None` clears it. Kept for connectors written against it.
+    #[deprecated(
+        note = "raise and clear alarms by kind: `raise(Alarm::Outage, why)`, `clear(Alarm::Outage)`"
+    )]
+    pub fn set_error(&self, error: Option<String>) {
+        match error {
+            Some(e) => self.raise(Alarm::Outage, e),
+            None => self.clear(Alarm::Outage),
+        }
+    }
+
     /// Clears `kind`; the other alarms stand.
     pub fn clear(&self, kind: Alarm) {
         self.lock().alarms.remove(&kind);
