@@ -647,6 +647,41 @@ async fn an_edit_lost_in_a_rollback_is_sent_again() {
     run.stop().await;
 }
 
+/// The sweep goes on from where it was after a restart (its cursor rides on the checkpoints),
+/// not from the lowest page id again: with more pages than one poll checks, a page the wiki
+/// does not have, past the first batch, is found by the first poll of the restarted connector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_goes_on_from_its_place_after_a_restart() {
+    let wiki = Wiki::start().await;
+    for i in 0..60 {
+        wiki.edit(&format!("Page {i:02}"), "Body.").await;
+    }
+    let (index, _, cp) = crawl(&wiki, PUBLIC).await;
+    assert!(index.ids().len() > 60, "{}", index.ids().len());
+    // An edit makes the first poll's checkpoint, taken after its sweep of the first 50 pages.
+    wiki.edit("Page 00", "Edited.").await;
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+    let (_, cp) = run.until_checkpoint().await;
+    run.stop().await;
+    assert!(cp["swept_to"].as_u64().is_some_and(|s| s > 0), "{cp}");
+
+    // A page the wiki does not have, with the highest id: the 51st page or later in id order,
+    // past a first batch taken from the lowest id. Polls an hour apart: only the first runs.
+    let ghost = "90001";
+    index.insert(ghost, "1");
+    let slow = format!("{PUBLIC}poll_interval_secs = 3600\n");
+    let mut run = Running::start(connector(&wiki, &slow), index.clone(), Some(cp));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while index.ids().iter().any(|id| id == ghost) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first poll after the restart did not reach the page past its cursor"
+        );
+        run.next_within(std::time::Duration::from_millis(200)).await;
+    }
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_protection_alarm_outlasts_an_outage() {
     let mut wiki = Wiki::start().await;
