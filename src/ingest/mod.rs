@@ -72,12 +72,34 @@ pub struct SkipLog {
     failure_hooks: Mutex<HashMap<String, FailureHook>>,
     /// Versions the pipeline gave up on for reasons not their own (see
     /// [`docent_connector_api::IndexedState::gave_up`]), at most [`GAVE_UP_KEEP`].
-    gave_up: Mutex<HashMap<DocKey, String>>,
+    gave_up: Mutex<HashMap<DocKey, GaveUp>>,
     /// Rollbacks of accepted writes (see [`docent_connector_api::IndexedState::rollbacks`]).
     rollbacks: AtomicU64,
 }
 
 const GAVE_UP_KEEP: usize = 10_000;
+
+/// A version the pipeline gave up on: how often in a row, and from when its connector is told
+/// (so that it sends it again).
+#[derive(Debug)]
+struct GaveUp {
+    version: String,
+    times: u32,
+    told_from: Instant,
+}
+
+/// How long after giving up on the same version for the `times`-th time in a row its connector
+/// is told: at once the first time (its next scan sends it again), then 10 minutes, doubling up
+/// to 8 hours. A model or parser outage would otherwise have every scan send, and the pipeline
+/// parse, every such document again (every 5 minutes for a file share).
+fn gave_up_wait(times: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(600);
+    const MAX: Duration = Duration::from_secs(8 * 3600);
+    match times {
+        0 | 1 => Duration::ZERO,
+        n => FIRST.saturating_mul(1 << (n - 2).min(16)).min(MAX),
+    }
+}
 
 /// Called with (native id, version, whether the previous version stays) of a document the
 /// pipeline failed to index.
@@ -253,7 +275,18 @@ impl SkipLog {
                 m.remove(&k);
             }
         }
-        m.insert(key.clone(), version.to_string());
+        let times = match m.get(key) {
+            Some(g) if g.version == version => g.times.saturating_add(1),
+            _ => 1,
+        };
+        m.insert(
+            key.clone(),
+            GaveUp {
+                version: version.to_string(),
+                times,
+                told_from: Instant::now() + gave_up_wait(times),
+            },
+        );
     }
 
     /// The pipeline discarded writes it had accepted (a rollback): connectors forget what they
@@ -262,13 +295,15 @@ impl SkipLog {
         self.rollbacks.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The version of `key` the pipeline gave up on, if any.
+    /// The version of `key` the pipeline gave up on, if any and once its connector is to be
+    /// told ([`gave_up_wait`]).
     pub fn gave_up_on(&self, key: &DocKey) -> Option<String> {
         self.gave_up
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned()
+            .filter(|g| Instant::now() >= g.told_from)
+            .map(|g| g.version.clone())
     }
 
     /// (total, most recent first)
@@ -1320,6 +1355,18 @@ mod tests {
         index.commit(BTreeMap::new()).unwrap();
         assert_eq!(view.gave_up(&key), None);
         assert!(docent_connector_api::sent_stands(&view, &key, &sent));
+
+        // Given up on again and again (an outage): the connector is told after a growing wait,
+        // not at every scan. Another version starts over.
+        let other = doc(2, 1);
+        pipeline.skips.give_up(&other.key, "1");
+        assert_eq!(view.gave_up(&other.key), Some("1".to_string()));
+        pipeline.skips.give_up(&other.key, "1");
+        assert_eq!(view.gave_up(&other.key), None, "waits 10 minutes");
+        pipeline.skips.give_up(&other.key, "2");
+        assert_eq!(view.gave_up(&other.key), Some("2".to_string()));
+        assert_eq!(gave_up_wait(3), Duration::from_secs(1200));
+        assert_eq!(gave_up_wait(40), Duration::from_secs(8 * 3600));
 
         // A document's own failure (nothing to index) is not given up on: sent again only
         // when it changes.
