@@ -886,29 +886,46 @@ mod graph_tests {
             !scan.get(seg).unwrap().has_graph(),
             "small segments are scanned"
         );
-        let (mut same, mut total) = (0, 0);
         // Groups 3 and 4: 400 of the 2000 docs, past the graph's 12.5%.
-        for q in super::super::ann::clustered_vectors(30, 32, 77) {
-            let exact = top(&searcher, &scan, &q, &["g3", "g4"]);
-            let approx = top(&searcher, &graph, &q, &["g3", "g4"]);
+        let recall = recall_of_exact(
+            super::super::ann::clustered_vectors(30, 32, 77),
+            |q| top(&searcher, &scan, q, &["g3", "g4"]),
+            |q| top(&searcher, &graph, q, &["g3", "g4"]),
+            |d| [3, 4].contains(&(d % 10)),
+        );
+        assert!(recall >= 0.95, "recall {recall}");
+        took_only(&graph, "graph");
+        took_only(&scan, "scan");
+    }
+
+    /// The approximate top 10 of each query (every doc of it in scope, ten of them) against
+    /// the exact one: the share of the exact docs it holds.
+    fn recall_of_exact(
+        queries: Vec<Vec<f32>>,
+        exact: impl Fn(&[f32]) -> Vec<DocId>,
+        approx: impl Fn(&[f32]) -> Vec<DocId>,
+        in_scope: impl Fn(DocId) -> bool,
+    ) -> f64 {
+        let (mut same, mut total) = (0, 0);
+        for q in queries {
+            let (exact, approx) = (exact(&q), approx(&q));
             assert!(
-                approx.iter().all(|d| [3, 4].contains(&(d % 10))),
+                approx.iter().all(|&d| in_scope(d)),
                 "{approx:?} leaves the scope"
             );
             assert_eq!(approx.len(), 10);
             same += approx.iter().filter(|d| exact.contains(d)).count();
             total += exact.len();
         }
-        assert!(same as f64 / total as f64 >= 0.95, "recall {same}/{total}");
+        same as f64 / total as f64
+    }
+
+    /// Every search through `cache` took `path`.
+    fn took_only(cache: &VectorCache, path: &str) {
+        let paths = cache.paths();
         assert!(
-            graph.paths().iter().all(|p| *p == "graph"),
-            "{:?}",
-            graph.paths()
-        );
-        assert!(
-            scan.paths().iter().all(|p| *p == "scan"),
-            "{:?}",
-            scan.paths()
+            !paths.is_empty() && paths.iter().all(|p| *p == path),
+            "{paths:?}"
         );
     }
 
@@ -933,24 +950,14 @@ mod graph_tests {
                 .map(|(_, a)| a.doc_id)
                 .collect()
         };
-        let (mut same, mut total) = (0, 0);
-        for q in super::super::ann::clustered_vectors(30, 64, 77) {
-            let exact = top(&scan, &q);
-            let approx = top(&signs, &q);
-            assert!(
-                approx.iter().all(|d| d % 2 == 0),
-                "{approx:?} leaves the scope"
-            );
-            assert_eq!(approx.len(), 10);
-            same += approx.iter().filter(|d| exact.contains(d)).count();
-            total += exact.len();
-        }
-        assert!(same as f64 / total as f64 >= 0.9, "recall {same}/{total}");
-        assert!(
-            signs.paths().iter().all(|p| *p == "signs"),
-            "{:?}",
-            signs.paths()
+        let recall = recall_of_exact(
+            super::super::ann::clustered_vectors(30, 64, 77),
+            |q| top(&scan, q),
+            |q| top(&signs, q),
+            |d| d % 2 == 0,
         );
+        assert!(recall >= 0.9, "recall {recall}");
+        took_only(&signs, "signs");
     }
 
     /// A 2000-vector segment with a scan-only cache over it, and the cache's vectors.
@@ -1114,10 +1121,6 @@ mod graph_tests {
                 );
             }
         }
-        assert!(
-            graph.paths().iter().all(|p| *p == "graph"),
-            "{:?}",
-            graph.paths()
-        );
+        took_only(&graph, "graph");
     }
 }
