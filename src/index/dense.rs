@@ -841,15 +841,10 @@ mod graph_tests {
         index
     }
 
-    /// The top 10 for `q` among the docs of `groups`.
-    fn top(
-        searcher: &Searcher,
-        cache: &Arc<VectorCache>,
-        q: &[f32],
-        groups: &[&str],
-    ) -> Vec<DocId> {
+    /// The docs of any of `groups`.
+    fn in_groups(searcher: &Searcher, groups: &[&str]) -> BooleanQuery {
         let field = searcher.schema().get_field("group").unwrap();
-        let query = BooleanQuery::new(
+        BooleanQuery::new(
             groups
                 .iter()
                 .map(|g| {
@@ -860,7 +855,17 @@ mod graph_tests {
                     (tantivy::query::Occur::Should, q)
                 })
                 .collect(),
-        );
+        )
+    }
+
+    /// The top 10 for `q` among the docs of `groups`.
+    fn top(
+        searcher: &Searcher,
+        cache: &Arc<VectorCache>,
+        q: &[f32],
+        groups: &[&str],
+    ) -> Vec<DocId> {
+        let query = in_groups(searcher, groups);
         searcher
             .search(&query, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
             .unwrap()
@@ -1093,20 +1098,8 @@ mod graph_tests {
             Arc::ptr_eq(&graph.get(&searcher.segment_readers()[0]).unwrap(), &loaded),
             "its graph is reused"
         );
-        let field = searcher.schema().get_field("group").unwrap();
         // Groups 3 to 6 (800 docs, 400 of them alive): the graph path (≥ 12.5% of the segment).
-        let scope = BooleanQuery::new(
-            ["g3", "g4", "g5", "g6"]
-                .iter()
-                .map(|g| {
-                    let q: Box<dyn tantivy::query::Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(field, g),
-                        IndexRecordOption::Basic,
-                    ));
-                    (tantivy::query::Occur::Should, q)
-                })
-                .collect(),
-        );
+        let scope = in_groups(&searcher, &["g3", "g4", "g5", "g6"]);
         for q in super::super::ann::clustered_vectors(20, 32, 78) {
             let hits = searcher
                 .search(&scope, &DenseCollector::new(graph.clone(), q, 10))
