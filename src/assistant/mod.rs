@@ -1300,7 +1300,7 @@ fn screen_turn(
     if named(&t.rewritten) {
         t.rewritten.clear();
     }
-    let ok: Vec<bool> = t
+    let mut ok: Vec<bool> = t
         .citations
         .iter()
         .map(|c| {
@@ -1314,7 +1314,6 @@ fn screen_turn(
             .is_none()
         })
         .collect();
-    let mut ok = ok;
     let (gone, kept): (Vec<_>, Vec<_>) = t.sentences.drain(..).partition(|s| named(&s.text));
     t.sentences = kept;
     if gone.is_empty() && ok.iter().all(|&b| b) {
@@ -1550,16 +1549,7 @@ mod tests {
 
     #[test]
     fn a_stored_turn_is_screened_for_blocked_phrases_for_who_reads_it_now() {
-        let mut cfg = crate::guardrail::GuardrailConfig::default();
-        cfg.phrases.push(crate::guardrail::PhraseRule {
-            phrases: vec!["Project Falcon".into()],
-            message: String::new(),
-            audience: crate::guardrail::Audience {
-                applies_to: vec![],
-                exempt: vec!["group:falcon".into()],
-            },
-        });
-        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let g = crate::guardrail::with_phrase("Project Falcon", "group:falcon");
         let titled = |title: &str, uri: &str| store::StoredCitation {
             title: title.into(),
             uri: uri.into(),

@@ -577,16 +577,7 @@ mod tests {
         let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
         index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
         index.commit(std::collections::BTreeMap::new()).unwrap();
-        let mut cfg = crate::guardrail::GuardrailConfig::default();
-        cfg.phrases.push(crate::guardrail::PhraseRule {
-            phrases: vec!["extension 4357".into()],
-            message: String::new(),
-            audience: crate::guardrail::Audience {
-                applies_to: vec![],
-                exempt: vec!["group:it".into()],
-            },
-        });
-        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let g = crate::guardrail::with_phrase("extension 4357", "group:it");
         let mut hit = crate::retrieve::test_hit(
             "s:d0",
             // (Screened out before answering in the daemon; here the verifier's own check.)

@@ -404,41 +404,22 @@ impl Guardrails {
         if !self.phrases_cover(principals) {
             return (hits, None);
         }
-        let mut named = BTreeSet::new();
-        let before = hits.len();
-        let kept: Vec<Hit> = hits
-            .into_iter()
-            .filter(|h| {
-                let c = &h.chunk;
-                let found = self.blocked_phrase_among(
-                    principals,
-                    std::iter::once(c.text.as_str())
-                        .chain(std::iter::once(c.title.as_str()))
-                        .chain(c.heading_path.iter().map(String::as_str)),
-                    [c.uri.as_str(), c.doc_key.as_str()]
-                        .into_iter()
-                        .chain(c.attributes.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()])),
-                );
-                match found {
-                    Some(phrase) => {
-                        tracing::info!(chunk = %pii::for_log(&c.chunk_id), "passage dropped: names a blocked phrase");
-                        named.insert(phrase);
-                        false
-                    }
-                    None => true,
-                }
-            })
-            .collect();
-        let dropped = before - kept.len();
-        let verdict = (dropped > 0).then(|| Verdict {
-            stage: "blocked_phrases",
-            action: "drop",
-            code: "BLOCKED_PHRASE_IN_PASSAGE",
-            rule: named.into_iter().collect::<Vec<_>>().join(","),
-            message: String::new(),
-            count: dropped as u32,
-        });
-        (kept, verdict)
+        drop_hits(hits, "blocked_phrases", "BLOCKED_PHRASE_IN_PASSAGE", |h| {
+            let c = &h.chunk;
+            let phrase = self.blocked_phrase_among(
+                principals,
+                std::iter::once(c.text.as_str())
+                    .chain(std::iter::once(c.title.as_str()))
+                    .chain(c.heading_path.iter().map(String::as_str)),
+                [c.uri.as_str(), c.doc_key.as_str()].into_iter().chain(
+                    c.attributes
+                        .iter()
+                        .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+                ),
+            )?;
+            tracing::info!(chunk = %pii::for_log(&c.chunk_id), "passage dropped: names a blocked phrase");
+            Some(phrase)
+        })
     }
 
     /// Drops retrieved passages that try to instruct the assistant (matched after
@@ -452,34 +433,15 @@ impl Guardrails {
         if !(inj.enabled && inj.screen_passages && inj.audience.covers(principals)) {
             return (hits, None);
         }
-        let mut rules = BTreeSet::new();
-        let before = hits.len();
-        let kept: Vec<Hit> = hits
-            .into_iter()
+        drop_hits(hits, "injection", "INJECTION_IN_PASSAGE", |h| {
             // The title and headings reach the prompt beside the text: screened alike.
-            .filter(|h| match std::iter::once(&h.chunk.text)
+            let d = std::iter::once(&h.chunk.text)
                 .chain(std::iter::once(&h.chunk.title))
                 .chain(&h.chunk.heading_path)
-                .find_map(|t| injection::detect(t))
-            {
-                Some(d) => {
-                    tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
-                    rules.insert(d.rule);
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let dropped = before - kept.len();
-        let verdict = (dropped > 0).then(|| Verdict {
-            stage: "injection",
-            action: "drop",
-            code: "INJECTION_IN_PASSAGE",
-            rule: rules.into_iter().collect::<Vec<_>>().join(","),
-            message: String::new(),
-            count: dropped as u32,
-        });
-        (kept, verdict)
+                .find_map(|t| injection::detect(t))?;
+            tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
+            Some(d.rule.to_string())
+        })
     }
 
     /// Removes answer sentences not supported by the passages they cite: supported means the
@@ -688,6 +650,48 @@ impl Guardrails {
         }
         pii_verdict(found)
     }
+}
+
+/// Guardrails with one blocked phrase that holders of `exempt` may see (tests of the stages
+/// that use them).
+#[cfg(test)]
+pub fn with_phrase(phrase: &str, exempt: &str) -> Guardrails {
+    let mut cfg = GuardrailConfig::default();
+    cfg.phrases.push(PhraseRule {
+        phrases: vec![phrase.into()],
+        message: String::new(),
+        audience: Audience {
+            applies_to: vec![],
+            exempt: vec![exempt.into()],
+        },
+    });
+    Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).expect("no topics to embed")
+}
+
+/// `hits` without those `why` names a rule for, and the stage's "drop" verdict (the rules
+/// named, how many dropped) when any was.
+fn drop_hits(
+    hits: Vec<Hit>,
+    stage: &'static str,
+    code: &'static str,
+    why: impl Fn(&Hit) -> Option<String>,
+) -> (Vec<Hit>, Option<Verdict>) {
+    let mut rules = BTreeSet::new();
+    let before = hits.len();
+    let kept: Vec<Hit> = hits
+        .into_iter()
+        .filter(|h| why(h).map(|r| rules.insert(r)).is_none())
+        .collect();
+    let dropped = before - kept.len();
+    let verdict = (dropped > 0).then(|| Verdict {
+        stage,
+        action: "drop",
+        code,
+        rule: rules.into_iter().collect::<Vec<_>>().join(","),
+        message: String::new(),
+        count: dropped as u32,
+    });
+    (kept, verdict)
 }
 
 /// Redacts one field in place, recording what it found.

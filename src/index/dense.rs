@@ -493,7 +493,6 @@ pub struct DenseSegmentCollector {
     seg: SegmentOrdinal,
     min_admitted: usize,
     sign_min_admitted: usize,
-    sign_min_vectors: usize,
     sign_keep: usize,
     signs: Arc<Vec<u64>>,
     #[cfg(test)]
@@ -553,7 +552,6 @@ impl DenseCollector {
             seg,
             min_admitted: self.cache.ann_min_admitted,
             sign_min_admitted: self.cache.sign_min_admitted,
-            sign_min_vectors: self.cache.sign_min_vectors,
             sign_keep: self.cache.sign_keep,
             #[cfg(test)]
             paths: self.cache.paths.clone(),
@@ -637,11 +635,11 @@ impl DenseSegmentCollector {
                 }
                 heap.into_vec()
             }
-            // Only where the codes narrow the scope to half or less: a deep list keeps so
-            // many that scanning them all is as fast.
+            // Only where the codes narrow the scope to half or less (a deep list keeps so
+            // many that scanning them all is as fast), in a segment that has codes (one of
+            // `sign_min_vectors` or more).
             _ if count >= self.sign_min_admitted
                 && count >= self.kept_by_signs(pool).saturating_mul(2)
-                && self.vectors.scale.len() >= self.sign_min_vectors
                 && !self.vectors.signs.is_empty() =>
             {
                 self.took("signs");
@@ -693,11 +691,7 @@ impl DenseSegmentCollector {
     fn sign_scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
         let mut docs = Vec::new();
         for (w, word) in bits.iter().enumerate() {
-            let mut word = *word;
-            while word != 0 {
-                docs.push(w as u32 * 64 + word.trailing_zeros());
-                word &= word - 1;
-            }
+            push_docs(&mut docs, w, *word);
         }
         // Docs without a vector (a zero scale) have no code, and none past the slots (none in
         // a loaded segment): the int8 pass would skip them anyway, so they take no kept place.
@@ -720,15 +714,12 @@ impl DenseSegmentCollector {
         let mut docs = Vec::new();
         let mut runs = Vec::new();
         for (w, word) in bits.iter().enumerate() {
-            let mut word = *word;
+            let word = *word;
             if word == u64::MAX && self.vectors.holds(w * 64 + 64) {
                 runs.push(w as u32 * 64);
                 continue;
             }
-            while word != 0 {
-                docs.push(w as u32 * 64 + word.trailing_zeros());
-                word &= word - 1;
-            }
+            push_docs(&mut docs, w, word);
         }
         self.score(&docs, &runs, pool)
     }
@@ -772,6 +763,14 @@ impl DenseSegmentCollector {
         }
         best(&mut scored, pool);
         scored
+    }
+}
+
+/// Appends the docs of bitset word `w` (`word`'s set bits) to `docs`, in ascending order.
+fn push_docs(docs: &mut Vec<u32>, w: usize, mut word: u64) {
+    while word != 0 {
+        docs.push(w as u32 * 64 + word.trailing_zeros());
+        word &= word - 1;
     }
 }
 
@@ -865,9 +864,18 @@ mod graph_tests {
         q: &[f32],
         groups: &[&str],
     ) -> Vec<DocId> {
-        let query = in_groups(searcher, groups);
+        top_of(searcher, cache, q, &in_groups(searcher, groups))
+    }
+
+    /// The top 10 for `q` among the docs `scope` matches.
+    fn top_of(
+        searcher: &Searcher,
+        cache: &Arc<VectorCache>,
+        q: &[f32],
+        scope: &dyn tantivy::query::Query,
+    ) -> Vec<DocId> {
         searcher
-            .search(&query, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
+            .search(scope, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
             .unwrap()
             .into_iter()
             .map(|(_, a)| a.doc_id)
@@ -947,18 +955,10 @@ mod graph_tests {
             Term::from_field_text(field, "even"),
             IndexRecordOption::Basic,
         );
-        let top = |cache: &Arc<VectorCache>, q: &[f32]| -> Vec<DocId> {
-            searcher
-                .search(&even, &DenseCollector::new(cache.clone(), q.to_vec(), 10))
-                .unwrap()
-                .into_iter()
-                .map(|(_, a)| a.doc_id)
-                .collect()
-        };
         let recall = recall_of_exact(
             super::super::ann::clustered_vectors(30, 64, 77),
-            |q| top(&scan, q),
-            |q| top(&signs, q),
+            |q| top_of(&searcher, &scan, q, &even),
+            |q| top_of(&searcher, &signs, q, &even),
             |d| d % 2 == 0,
         );
         assert!(recall >= 0.9, "recall {recall}");

@@ -324,23 +324,15 @@ async fn reconcile(
     let state = match outcome {
         Reconciled::Done => JobState::Succeeded,
         Reconciled::Cancelled => JobState::Cancelled,
-        Reconciled::DeletionsBlocked(why) => {
-            tracing::warn!(connector = %scanner.cfg.id, "{why}");
-            status.raise(Alarm::DeletionProtection, why.clone());
-            JobState::Blocked(why)
-        }
+        // The walk raised and cleared the alarms (`Scanner::reconcile_all`).
+        Reconciled::DeletionsBlocked(why) => JobState::Blocked(why),
         Reconciled::Outage(why) => {
-            // Raised by the walk (`Alarm::Unmounted`).
             tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
             JobState::Failed(why)
         }
     };
     // A scan that left a root out is not a full one.
     let complete = !matches!(state, JobState::Failed(_));
-    if state == JobState::Succeeded {
-        // A forced or ordinary sync that completed clears a deletion-protection alarm.
-        status.clear(Alarm::DeletionProtection);
-    }
     status.finish_job(id, state, now_ms);
     if complete {
         status.full_scan_done(now_ms);
@@ -567,18 +559,21 @@ impl Scanner {
                 self.cfg.deletion_protection_min_docs,
             )
         {
-            if let Some(outage) = outage {
-                // Both: the job fails for the unmount (not a full scan), the hold is raised,
-                // saying that forcing it would also walk the unmounted roots as they are.
-                let why = format!(
+            // With an unmount too, the job fails for it (not a full scan), and the hold says
+            // that forcing it would also walk the unmounted roots as they are.
+            let why = match &outage {
+                Some(_) => format!(
                     "{why} (not counted: a forced sync also walks the unmounted roots as they \
                      are, deleting what is indexed under them)"
-                );
-                tracing::warn!(connector = %self.cfg.id, "{why}");
-                self.status.raise(Alarm::DeletionProtection, why);
-                return Ok(Reconciled::Outage(outage));
-            }
-            return Ok(Reconciled::DeletionsBlocked(why));
+                ),
+                None => why,
+            };
+            tracing::warn!(connector = %self.cfg.id, "{why}");
+            self.status.raise(Alarm::DeletionProtection, why.clone());
+            return Ok(match outage {
+                Some(outage) => Reconciled::Outage(outage),
+                None => Reconciled::DeletionsBlocked(why),
+            });
         }
         for id in gone {
             self.send_delete(id)?;
