@@ -8,15 +8,22 @@
 //! points lie where real chunks lie (not in the isotropic noise that makes random vectors
 //! unrealistically hard). Queries: real SciFact train questions embedded by the real model.
 //! Scopes: a doc is admitted when a hash of its id falls under the percentage (uncorrelated
-//! with content). Truth: the exact f32 top 10 of the admitted docs. Every method rescores its
+//! with content), or with `--correlated` the share of docs nearest one topic. Truth: the exact f32 top 10 of the admitted docs. Every method rescores its
 //! int8 candidates (the best 40) in f32, as the dense leg does. Three methods: the int8 scan of
 //! every admitted doc, the sign-code pass (`src/index/signs.rs`: the 2,048 admitted docs
 //! nearest by Hamming distance, then the int8 scan of those), and the graph.
 //!
 //! Not a test: run it with
 //!
-//!     cargo bench --bench ann -- [--sizes 10000,100000,1000000] [--ef 64,128] [--queries 200]
+//!     cargo bench --bench ann -- [--sizes 10000,100000,1000000] [--ef 64,128 (default: the dense leg's beam for each scope)] [--queries 200]
 //!         [--m 16] [--efc 128] [--threads 2] [--vectors FILE] [--scopes 100,10,1] [--no-graph]
+//!         [--correlated] [--seeds 512] [--seed-count 8]
+//!
+//! `--correlated` draws each scope as the docs nearest one topic instead of at random: the
+//! graph's hard case, where the docs around the query are all refused. The graph starts, as
+//! the dense leg's does, from its own entry point plus the best `--seed-count` of a sample of
+//! `--seeds` admitted docs (0: no seeds). "HNSW short" counts the queries where the graph
+//! returned fewer candidates than its beam (the dense leg then scans instead).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -114,7 +121,9 @@ fn rescore(q: &[f32], vs: &[Vec<f32>], mut cands: Vec<(f32, u32)>) -> Vec<u32> {
 fn main() -> anyhow::Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let sizes = list("--sizes", &[10_000, 100_000]);
-    let efs = list("--ef", &[64, 128]);
+    let efs = list("--ef", &[0]);
+    let seed_samples = list("--seeds", &[docent::index::dense::SEED_SAMPLE]);
+    let seed_count = list("--seed-count", &[docent::index::dense::SEEDS])[0];
     let nq = list("--queries", &[200])[0];
     let defaults = Params::default();
     let params = Params {
@@ -160,9 +169,9 @@ fn main() -> anyhow::Result<()> {
     );
     let with_graph = !std::env::args().any(|a| a == "--no-graph");
     println!(
-        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | signs p50 | signs recall | ef | HNSW p50 | HNSW p99 | HNSW recall@10 |"
+        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | signs p50 | signs recall | ef | seed sample | HNSW p50 | HNSW p99 | HNSW recall@10 | HNSW short |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let synth_seed = 0x5_1c7u64;
     for &n in &sizes {
         let mut vs: Vec<Vec<f32>> = real.iter().take(n).cloned().collect();
@@ -250,9 +259,28 @@ fn main() -> anyhow::Result<()> {
             .map(|q| vs.iter().map(|v| dot(q, v)).collect())
             .collect();
         let scopes = list("--scopes", &[100, 10, 1]);
+        // `--correlated`: a scope holds the docs nearest one topic (a real vector), as a
+        // department's documents share a subject, instead of docs drawn at random.
+        let topic: Option<Vec<f32>> = std::env::args()
+            .any(|a| a == "--correlated")
+            .then(|| vs.iter().map(|v| dot(&real[real.len() / 2], v)).collect());
         for percent in scopes.iter().map(|p| *p as u64) {
-            let label = format!("{percent}%");
-            let allowed = |d: u32| mix(d as u64 ^ 0xAC1) % 100 < percent;
+            let label = format!(
+                "{percent}%{}",
+                if topic.is_some() { " (topic)" } else { "" }
+            );
+            let admit: Vec<bool> = match &topic {
+                None => (0..n as u64)
+                    .map(|d| mix(d ^ 0xAC1) % 100 < percent)
+                    .collect(),
+                Some(sim) => {
+                    let mut sorted = sim.clone();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    let cut = sorted[(n * percent as usize / 100).clamp(1, n) - 1];
+                    sim.iter().map(|&x| x >= cut).collect()
+                }
+            };
+            let allowed = |d: u32| admit[d as usize];
             let admitted: Vec<u32> = (0..n as u32).filter(|d| allowed(*d)).collect();
             // Per query: the 10th best admitted similarity. A returned doc counts as a true
             // neighbour when its exact similarity reaches it (ties between equal vectors, such
@@ -330,18 +358,39 @@ fn main() -> anyhow::Result<()> {
             );
             let Some((g, _)) = &built else {
                 println!(
-                    "| {n} | {label} | {} | – | – | {scanned} | – | – | – | – |",
+                    "| {n} | {label} | {} | – | – | {scanned} | – | – | – | – | – | – |",
                     admitted.len(),
                 );
                 continue;
             };
-            for &ef in &efs {
+            for (&ef, &sample) in efs
+                .iter()
+                .flat_map(|ef| seed_samples.iter().map(move |s| (ef, s)))
+            {
+                let ef = match ef {
+                    0 => docent::index::dense::graph_beam(admitted.len() as f64 / n as f64),
+                    ef => ef,
+                };
+                // `--seeds N`: every (admitted / N)-th admitted doc scored in int8, its best
+                // eight given to the graph as further entry points.
+                let stride = admitted.len().div_ceil(sample.max(1)).max(1);
                 let mut ms = Vec::new();
                 let mut recall = 0.0;
+                let mut short = 0;
                 for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
                     let qq = quantize(q);
                     let t = Instant::now();
-                    let cands = g.search(view, qq.values(), qq.scale(), ef, &allowed);
+                    let seeds: Vec<u32> = if sample == 0 {
+                        Vec::new()
+                    } else {
+                        let picked: Vec<u32> = admitted.iter().step_by(stride).copied().collect();
+                        let mut top = int8_top(&qq, &picked);
+                        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+                        top.into_iter().take(seed_count).map(|x| x.1).collect()
+                    };
+                    let cands =
+                        g.search_seeded(view, qq.values(), qq.scale(), ef, &allowed, &seeds);
+                    short += usize::from(cands.len() < ef.min(admitted.len()));
                     let got = rescore(q, &vs, cands);
                     ms.push(t.elapsed().as_secs_f64() * 1e3);
                     let r = recall_of(qi, &got, want);
@@ -362,7 +411,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 ms.sort_by(f64::total_cmp);
                 println!(
-                    "| {n} | {label} | {} | {build:.1} s | {graph_mib:.1} | {scanned} | {ef} | {:.3} ms | {:.3} ms | {:.3} |",
+                    "| {n} | {label} | {} | {build:.1} s | {graph_mib:.1} | {scanned} | {ef} | {sample} | {:.3} ms | {:.3} ms | {:.3} | {short} |",
                     admitted.len(),
                     pct(&ms, 0.5),
                     pct(&ms, 0.99),

@@ -466,6 +466,22 @@ impl Hnsw {
         ef: usize,
         allowed: &dyn Fn(u32) -> bool,
     ) -> Vec<(f32, u32)> {
+        self.search_seeded(view, query, query_scale, ef, allowed, &[])
+    }
+
+    /// [`Self::search`], with `seeds` (admitted docs near the query, found by the caller) as
+    /// further entry points on level 0. The upper levels lead to the query's neighbourhood
+    /// whatever the filter; when the scope's docs lie elsewhere (a scope that follows a
+    /// subject), the seeds start the search among them.
+    pub fn search_seeded(
+        &self,
+        view: View<'_>,
+        query: &[i16],
+        query_scale: f32,
+        ef: usize,
+        allowed: &dyn Fn(u32) -> bool,
+        seeds: &[u32],
+    ) -> Vec<(f32, u32)> {
         let Some(mut ep) = self.entry else {
             return Vec::new();
         };
@@ -473,11 +489,14 @@ impl Hnsw {
             ep = self.greedy(&view, query, query_scale, ep, lev);
         }
         let mut visited = Visited::new(view.len());
+        let mut eps = Vec::with_capacity(seeds.len() + 1);
+        eps.push(ep);
+        eps.extend_from_slice(seeds);
         self.layer(
             &view,
             query,
             query_scale,
-            &[ep],
+            &eps,
             ef,
             0,
             allowed,

@@ -5,7 +5,7 @@
 //! admitted.
 //!
 //! Three paths, chosen per segment and query (measured in `benches/ann.rs`; RESULTS.md, sessions
-//! 7 and 25):
+//! 7, 25 and 26):
 //! - the exact scan: the admitted docs' int8 copies (huge pages, each doc prefetched a few docs
 //!   ahead, AVX2 when the CPU has it); the head of the list (the best `4 × min(k, 16)`) is
 //!   rescored in f32, deeper ranks keep their int8 scores (see [`DenseCollector`]). Always used for
@@ -13,10 +13,16 @@
 //! - the filtered HNSW ([`super::ann`]): a segment of at least [`ANN_MIN_VECTORS`] vectors gets a
 //!   graph, built in the background when the segment is loaded (one build at a time, through
 //!   one queue that skips segments merged away before their turn; until the graph is ready the
-//!   scan serves, or for a large scope the sign-code pass below). A scope admitting at least [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of
-//!   the segment is searched through the graph with the scope applied during the search (an
-//!   admitted-docs bitset), and the candidates are rescored exactly like the scan's. Below
-//!   that fraction the graph's recall falls (0.92–0.96 at 5–12%, 0.54 at 1% of 10⁶ vectors).
+//!   scan serves, or for a large scope the sign-code pass below). A scope admitting at least
+//!   [`ANN_MIN_ADMITTED`] docs and [`ANN_MIN_FRACTION`] of the segment is searched through the
+//!   graph with the scope applied during the search (an admitted-docs bitset) and a beam that
+//!   grows with the scope's share ([`graph_beam`]), and the candidates are rescored exactly like
+//!   the scan's. The search starts from the graph's entry point and from a few admitted docs
+//!   near the query (the best of a sample of the scope): a scope that follows a subject may
+//!   admit nothing around the query, and a search begun there finds few or none of its docs.
+//!   A search that still runs out of admitted docs before its beam fills hands the segment to
+//!   the paths below. Below that fraction the graph's recall falls (0.92–0.96 at 5–12%, 0.54
+//!   at 1% of 10⁶ vectors).
 //! - the sign-code pass ([`super::signs`]): in a segment of at least [`ANN_MIN_VECTORS`]
 //!   vectors, a scope admitting at least [`SIGN_MIN_ADMITTED`] docs that the graph does not
 //!   search (under [`ANN_MIN_FRACTION`], or the graph not built yet) is first narrowed to the
@@ -81,9 +87,29 @@ pub const SIGN_MIN_ADMITTED: usize = 16_384;
 /// ≥ 0.99 from 2% to 50% of 10⁶ real-derived MiniLM vectors; a 300-deep list (hybrid
 /// fusion's) keeps 4,800, recall@300 0.96–0.98 (`benches/RESULTS.md`, session 25).
 const SIGN_KEEP: usize = 2_048;
-/// The graph search's candidate list (recall@10 0.997 at 10⁶ unfiltered; a longer list does
-/// not raise the filtered recall).
-const ANN_EF: usize = 64;
+/// The graph search's candidate list (its beam, "ef") for a scope admitting
+/// [`ANN_MIN_FRACTION`] of the segment, and for the whole segment; in between it rises
+/// linearly ([`graph_beam`]). At 10⁶ vectors this keeps recall@10 at 0.983–0.987 from 13% to 100%
+/// admitted, p50 0.5–1.6 ms; the fixed beam of 64 used before found 0.91–0.96 there
+/// (`benches/RESULTS.md`, session 26).
+const ANN_EF_NARROW: usize = 144;
+const ANN_EF_WIDE: usize = 320;
+
+/// How many admitted docs are sampled for the graph's entry points ([`SEEDS`] of them): in a
+/// scope of 13–50% that follows a subject, at 10⁶ vectors, 512 and 2,048 find the same.
+pub const SEED_SAMPLE: usize = 512;
+pub const SEEDS: usize = 8;
+
+/// The beam for a scope admitting `fraction` of a segment's docs. A narrow scope costs more
+/// per candidate (refused neighbours are passed through to theirs), a wide one needs a longer
+/// list for the same recall, since no refusal widens its search.
+pub fn graph_beam(fraction: f64) -> usize {
+    if std::env::var_os("OLD_BEAM").is_some() {
+        return 64;
+    }
+    let t = ((fraction - ANN_MIN_FRACTION) / (1.0 - ANN_MIN_FRACTION)).clamp(0.0, 1.0);
+    ANN_EF_NARROW + ((ANN_EF_WIDE - ANN_EF_NARROW) as f64 * t).round() as usize
+}
 
 impl SegmentVectors {
     fn view(&self) -> super::ann::View<'_> {
@@ -205,6 +231,9 @@ pub struct VectorCache {
     /// Which path searched each segment, in order (tests only).
     #[cfg(test)]
     paths: Arc<Mutex<Vec<&'static str>>>,
+    /// The graph searches without entry points in the scope (tests of the fallback).
+    #[cfg(test)]
+    no_seeds: bool,
 }
 
 impl VectorCache {
@@ -220,6 +249,8 @@ impl VectorCache {
             sign_keep: SIGN_KEEP,
             #[cfg(test)]
             paths: Arc::default(),
+            #[cfg(test)]
+            no_seeds: false,
         }
     }
 
@@ -227,6 +258,13 @@ impl VectorCache {
     pub fn with_ann_thresholds(mut self, min_vectors: usize, min_admitted: usize) -> Self {
         self.ann_min_vectors = min_vectors;
         self.ann_min_admitted = min_admitted;
+        self
+    }
+
+    /// The graph is searched from its own entry point only, never from seeds in the scope.
+    #[cfg(test)]
+    fn without_seeds(mut self) -> Self {
+        self.no_seeds = true;
         self
     }
 
@@ -481,8 +519,9 @@ impl DenseCollector {
     /// The searcher holds `n` docs: a segment with a graph then asks its graph for about twice
     /// its share of the depth (plus a margin), not the whole depth. With a deep leg (fusion asks
     /// for 300) over many segments this is most of the dense leg's time; the top of the list is
-    /// unaffected (the beam never falls under [`ANN_EF`]), only the deep tail of the segments'
-    /// lists is approximate — as it already is on the graph path. Scanned segments stay exact.
+    /// unaffected (the beam never falls under the scope's [`graph_beam`]), only the deep tail
+    /// of the segments' lists is approximate — as it already is on the graph path. Scanned
+    /// segments stay exact.
     pub fn with_total_docs(mut self, n: usize) -> Self {
         self.total_docs = n;
         self
@@ -497,6 +536,8 @@ pub struct DenseSegmentCollector {
     signs: Arc<Vec<u64>>,
     #[cfg(test)]
     paths: Arc<Mutex<Vec<&'static str>>>,
+    #[cfg(test)]
+    no_seeds: bool,
     vectors: Arc<SegmentVectors>,
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
@@ -555,6 +596,8 @@ impl DenseCollector {
             sign_keep: self.cache.sign_keep,
             #[cfg(test)]
             paths: self.cache.paths.clone(),
+            #[cfg(test)]
+            no_seeds: self.cache.no_seeds,
             signs: self.signs.clone(),
             vectors: self.cache.get(reader)?,
             query: self.query.clone(),
@@ -609,32 +652,42 @@ impl DenseSegmentCollector {
     /// The segment's nearest docs among `bits` (`count` of them admitted).
     fn search(&self, bits: &[u64], count: usize) -> Vec<(f32, DocAddress)> {
         let pool = candidate_pool(self.k);
-        let candidates: Vec<Hit> = match self.vectors.graph.get() {
-            Some(graph)
-                if count >= self.min_admitted
-                    && count as f64
-                        >= ANN_MIN_FRACTION * self.vectors.scale.len().max(1) as f64 =>
-            {
-                self.took("graph");
-                let mut heap = BinaryHeap::with_capacity(pool + 1);
+        let fraction = count as f64 / self.vectors.scale.len().max(1) as f64;
+        let by_graph = match self.vectors.graph.get() {
+            Some(graph) if count >= self.min_admitted && fraction >= ANN_MIN_FRACTION => {
                 let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
-                let found = graph.search(
+                // The beam is this segment's depth (at least the scope's `graph_beam`): the
+                // graph's candidates are rescored exactly anyway, and a beam of 4 × depth made a
+                // 300-deep leg (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10 recall
+                // only rises with the beam, so it stays at least the measured figure.
+                let ef = graph_beam(fraction).max(self.graph_k);
+                let found = graph.search_seeded(
                     self.vectors.view(),
                     self.quantized.values(),
                     self.quantized.scale(),
-                    // The beam is this segment's depth (at least ANN_EF): the graph's
-                    // candidates are rescored exactly anyway, and a beam of 4 × depth made a
-                    // 300-deep leg (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10
-                    // recall only rises with the beam, so it stays at least the measured
-                    // ef = 64 figure.
-                    ANN_EF.max(self.graph_k),
+                    ef,
                     &allowed,
+                    &self.seeds(bits, count),
                 );
-                for (s, d) in found {
-                    push(&mut heap, pool, Hit(s, DocAddress::new(self.seg, d)));
+                // Fewer than the beam: the admitted docs the search could reach ran out before
+                // the beam filled, so the scope's nearest may lie beyond them. The segment is
+                // searched by a path that reads every admitted doc instead.
+                if found.len() >= ef.min(count) {
+                    self.took("graph");
+                    let mut heap = BinaryHeap::with_capacity(pool + 1);
+                    for (s, d) in found {
+                        push(&mut heap, pool, Hit(s, DocAddress::new(self.seg, d)));
+                    }
+                    Some(heap.into_vec())
+                } else {
+                    self.took("graph gave up");
+                    None
                 }
-                heap.into_vec()
             }
+            _ => None,
+        };
+        let candidates: Vec<Hit> = match by_graph {
+            Some(candidates) => candidates,
             // Only where the codes narrow the scope to half or less (a deep list keeps so
             // many that scanning them all is as fast), in a segment that has codes (one of
             // `sign_min_vectors` or more).
@@ -669,6 +722,23 @@ impl DenseSegmentCollector {
             push(&mut out, self.k, hit);
         }
         out.into_iter().map(|h| (h.0, h.1)).collect()
+    }
+
+    /// Entry points for the graph among the admitted docs: the best [`SEEDS`] by int8 of every
+    /// (`count` / [`SEED_SAMPLE`])-th admitted doc. The graph's upper levels lead to the
+    /// query's neighbourhood whatever the scope; a scope that follows a subject (a
+    /// department's documents) may admit nothing there, and a search that starts among refused
+    /// docs finds few or no admitted ones (RESULTS.md, session 26).
+    fn seeds(&self, bits: &[u64], count: usize) -> Vec<u32> {
+        #[cfg(test)]
+        if self.no_seeds {
+            return Vec::new();
+        }
+        let sample = every_nth(bits, count.div_ceil(SEED_SAMPLE).max(1));
+        self.score(&sample, &[], SEEDS)
+            .into_iter()
+            .map(|h| h.1.doc_id)
+            .collect()
     }
 
     /// How many docs the sign codes keep for a list of `pool` candidates.
@@ -772,6 +842,25 @@ fn push_docs(docs: &mut Vec<u32>, w: usize, mut word: u64) {
         docs.push(w as u32 * 64 + word.trailing_zeros());
         word &= word - 1;
     }
+}
+
+/// Every `stride`-th set bit of `bits` (the first, the `stride + 1`-th, …), ascending.
+fn every_nth(bits: &[u64], stride: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    let (mut rank, mut next) = (0, 0);
+    for (w, &word) in bits.iter().enumerate() {
+        let ones = word.count_ones() as usize;
+        while next < rank + ones {
+            let mut rest = word;
+            for _ in rank..next {
+                rest &= rest - 1;
+            }
+            out.push(w as u32 * 64 + rest.trailing_zeros());
+            next += stride;
+        }
+        rank += ones;
+    }
+    out
 }
 
 /// Cuts `hits` back to its best `pool` (in no order).
@@ -909,6 +998,71 @@ mod graph_tests {
         assert!(recall >= 0.95, "recall {recall}");
         took_only(&graph, "graph");
         took_only(&scan, "scan");
+    }
+
+    /// A segment of 5,000 clustered docs with its graph (thresholds lowered), searched through
+    /// `cache`.
+    fn with_graph(cache: VectorCache) -> (tantivy::Index, Arc<VectorCache>) {
+        let index = segment(5000, 32);
+        let cache = Arc::new(cache.with_ann_thresholds(1000, 100));
+        let searcher = index.reader().unwrap().searcher();
+        let loaded = cache.get(&searcher.segment_readers()[0]).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !loaded.has_graph() {
+            assert!(std::time::Instant::now() < deadline, "graph not built");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (index, cache)
+    }
+
+    /// Recall of the top 10 through `cache` against the exact scan, in groups 3 and 4. Doc d
+    /// lies in cluster d % 20 and group d % 10, so the scope holds four of the twenty clusters
+    /// (20% of the docs, past the graph's 12.5%): around most queries every doc is refused.
+    fn recall_in_four_clusters(index: &tantivy::Index, cache: &Arc<VectorCache>) -> f64 {
+        let searcher = index.reader().unwrap().searcher();
+        let scan = Arc::new(VectorCache::new(32));
+        recall_of_exact(
+            super::super::ann::clustered_vectors(100, 32, 77),
+            |q| top(&searcher, &scan, q, &["g3", "g4"]),
+            |q| top(&searcher, cache, q, &["g3", "g4"]),
+            |d| [3, 4].contains(&(d % 10)),
+        )
+    }
+
+    #[test]
+    fn a_scope_that_follows_the_subjects_is_searched_from_inside_it() {
+        let (index, cache) = with_graph(VectorCache::new(32));
+        let recall = recall_in_four_clusters(&index, &cache);
+        assert!(recall >= 0.95, "recall {recall}");
+        took_only(&cache, "graph");
+    }
+
+    #[test]
+    fn a_graph_search_that_runs_out_of_admitted_docs_hands_over_to_the_scan() {
+        let (index, cache) = with_graph(VectorCache::new(32).without_seeds());
+        let recall = recall_in_four_clusters(&index, &cache);
+        assert!(recall >= 0.95, "recall {recall}");
+        let paths = cache.paths();
+        assert!(paths.contains(&"graph gave up"), "{paths:?}");
+        for pair in paths.windows(2) {
+            if pair[0] == "graph gave up" {
+                assert_eq!(pair[1], "scan", "{paths:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_nth_takes_each_stride_of_admitted_docs() {
+        let mut bits = vec![0u64; 4];
+        let set: Vec<u32> = vec![1, 2, 5, 63, 64, 70, 130, 131, 200, 255];
+        for &d in &set {
+            bits[d as usize / 64] |= 1 << (d % 64);
+        }
+        assert_eq!(every_nth(&bits, 1), set);
+        assert_eq!(every_nth(&bits, 3), vec![1, 63, 130, 255]);
+        assert_eq!(every_nth(&bits, 4), vec![1, 64, 200]);
+        assert_eq!(every_nth(&bits, 20), vec![1]);
+        assert!(every_nth(&[0, 0], 2).is_empty());
     }
 
     /// The approximate top 10 of each query (every doc of it in scope, ten of them) against
