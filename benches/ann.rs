@@ -336,12 +336,18 @@ fn main() -> anyhow::Result<()> {
             // The sign-code pass, then the int8 scan of what it keeps (a top 10 keeps 2,048).
             let mut sign_ms = Vec::new();
             let mut sign_recall = 0.0;
-            let mut dist = Vec::new();
             for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
                 let qq = quantize(q);
                 let qs = signs::encode(q);
                 let t = Instant::now();
-                let near = signs::nearest(&codes, words, &qs, &admitted, 2048, &mut dist);
+                let near = signs::nearest_split(
+                    docent::threads::helpers(),
+                    &codes,
+                    words,
+                    &qs,
+                    &admitted,
+                    2048,
+                );
                 let got = rescore(q, &vs, int8_top(&qq, &near));
                 sign_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 sign_recall += recall_of(qi, &got, want);

@@ -26,3 +26,4 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod threads;

@@ -27,9 +27,10 @@
 //!   vectors, a scope admitting at least [`SIGN_MIN_ADMITTED`] docs that the graph does not
 //!   search (under [`ANN_MIN_FRACTION`], or the graph not built yet) is first narrowed to the
 //!   docs nearest the query by Hamming distance between one-bit-per-dimension codes (at least
-//!   [`SIGN_KEEP`]), and only those are scanned as above: recall@10 ≥ 0.995, 0.36–1.44 ms from
-//!   2% to 12% of 10⁶ vectors, where the full scan took 0.64–7.9 ms and the graph's recall was
-//!   0.77–0.96. Smaller scopes and segments are scanned whole: exact.
+//!   [`SIGN_KEEP`]), and only those are scanned as above: recall@10 ≥ 0.987, 0.36–2.0 ms from
+//!   2% to 20% of 10⁶ vectors (the distances of 32k docs or more on two threads), where the
+//!   full scan took 0.64–12 ms and the graph's recall was 0.77–0.96 (0.91–0.92 for a scope
+//!   that follows a subject). Smaller scopes and segments are scanned whole: exact.
 //!
 //! The graph is derived from the immutable segment, so it always matches the committed
 //! documents, crash or not: it is rebuilt when a segment is loaded (open, or a merge's new
@@ -75,9 +76,10 @@ pub const ANN_MIN_VECTORS: usize = 20_000;
 /// segment has a graph (below it the scan takes under ~2 ms and is exact).
 pub const ANN_MIN_ADMITTED: usize = 20_000;
 /// ... or admitting less than this share of them: the filtered graph search's recall@10 falls
-/// below (0.92–0.96 at 5–12%), and the sign-code pass answers there within ~1.5 ms at 10⁶
-/// vectors, recall ≥ 0.995 (above it the pass outgrows 2 ms: 3.1 ms at 20%).
-pub const ANN_MIN_FRACTION: f64 = 0.125;
+/// below (0.92–0.96 at 5–12%; 0.91–0.92 at 13–25% for a scope that follows a subject), and
+/// the sign-code pass, its distances on two threads, answers there within ~2 ms at 10⁶
+/// vectors, recall ≥ 0.987 (above it the pass outgrows 2 ms: 2.0–2.6 ms at 25%).
+pub const ANN_MIN_FRACTION: f64 = 0.2;
 /// A scope admitting at least this many of a segment's docs (of at least [`ANN_MIN_VECTORS`]),
 /// and not searched by the graph, is first narrowed by sign codes ([`super::signs`]) to the
 /// [`SIGN_KEEP`] docs (or more) nearest by Hamming distance, and only those are scored. Below
@@ -89,9 +91,9 @@ pub const SIGN_MIN_ADMITTED: usize = 16_384;
 const SIGN_KEEP: usize = 2_048;
 /// The graph search's candidate list (its beam, "ef") for a scope admitting
 /// [`ANN_MIN_FRACTION`] of the segment, and for the whole segment; in between it rises
-/// linearly ([`graph_beam`]). At 10⁶ vectors this keeps recall@10 at 0.983–0.987 from 13% to 100%
-/// admitted, p50 0.5–1.6 ms; the fixed beam of 64 used before found 0.91–0.96 there
-/// (`benches/RESULTS.md`, session 26).
+/// linearly ([`graph_beam`]). At 10⁶ vectors this keeps recall@10 at 0.983–0.988 from 20% to
+/// 100% admitted (scopes drawn at random), p50 0.6–2.0 ms; the fixed beam of 64 used before
+/// found 0.91–0.96 there (`benches/RESULTS.md`, session 26).
 const ANN_EF_NARROW: usize = 144;
 const ANN_EF_WIDE: usize = 320;
 
@@ -696,7 +698,7 @@ impl DenseSegmentCollector {
                 && !self.vectors.signs.is_empty() =>
             {
                 self.took("signs");
-                self.sign_scan(bits, pool)
+                self.sign_scan(bits, count, pool)
             }
             _ => {
                 self.took("scan");
@@ -758,23 +760,29 @@ impl DenseSegmentCollector {
     /// [`Self::scan`] of only the admitted docs nearest the query by sign code (at least
     /// [`SIGN_KEEP`], or 16 × `pool`): those hold the nearest by cosine (recall in the
     /// constant's note), for a fraction of the memory traffic.
-    fn sign_scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
-        let mut docs = Vec::new();
-        for (w, word) in bits.iter().enumerate() {
-            push_docs(&mut docs, w, *word);
-        }
+    fn sign_scan(&self, bits: &[u64], count: usize, pool: usize) -> Vec<Hit> {
         // Docs without a vector (a zero scale) have no code, and none past the slots (none in
         // a loaded segment): the int8 pass would skip them anyway, so they take no kept place.
         let scale = &self.vectors.scale;
-        docs.retain(|&d| scale.get(d as usize).is_some_and(|&s| s != 0.0));
+        let mut docs = Vec::with_capacity(count);
+        for (w, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                let d = w as u32 * 64 + word.trailing_zeros();
+                if scale.get(d as usize).is_some_and(|&s| s != 0.0) {
+                    docs.push(d);
+                }
+                word &= word - 1;
+            }
+        }
         let keep = self.kept_by_signs(pool);
-        let near = super::signs::nearest(
+        let near = super::signs::nearest_split(
+            crate::threads::helpers(),
             &self.vectors.signs,
             super::signs::words(self.vectors.dim),
             &self.signs,
             &docs,
             keep,
-            &mut Vec::new(),
         );
         self.score(&near, &[], pool)
     }
@@ -988,7 +996,7 @@ mod graph_tests {
             !scan.get(seg).unwrap().has_graph(),
             "small segments are scanned"
         );
-        // Groups 3 and 4: 400 of the 2000 docs, past the graph's 12.5%.
+        // Groups 3 and 4: 400 of the 2000 docs, the graph's 20%.
         let recall = recall_of_exact(
             super::super::ann::clustered_vectors(30, 32, 77),
             |q| top(&searcher, &scan, q, &["g3", "g4"]),
@@ -1017,7 +1025,7 @@ mod graph_tests {
 
     /// Recall of the top 10 through `cache` against the exact scan, in groups 3 and 4. Doc d
     /// lies in cluster d % 20 and group d % 10, so the scope holds four of the twenty clusters
-    /// (20% of the docs, past the graph's 12.5%): around most queries every doc is refused.
+    /// (20% of the docs, the graph's share): around most queries every doc is refused.
     fn recall_in_four_clusters(index: &tantivy::Index, cache: &Arc<VectorCache>) -> f64 {
         let searcher = index.reader().unwrap().searcher();
         let scan = Arc::new(VectorCache::new(32));
@@ -1252,7 +1260,7 @@ mod graph_tests {
             Arc::ptr_eq(&graph.get(&searcher.segment_readers()[0]).unwrap(), &loaded),
             "its graph is reused"
         );
-        // Groups 3 to 6 (800 docs, 400 of them alive): the graph path (≥ 12.5% of the segment).
+        // Groups 3 to 6 (800 docs, 400 of them alive): the graph path (≥ 20% of the segment).
         let scope = in_groups(&searcher, &["g3", "g4", "g5", "g6"]);
         for q in super::super::ann::clustered_vectors(20, 32, 78) {
             let hits = searcher

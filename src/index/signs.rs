@@ -48,6 +48,64 @@ pub fn nearest(
         return docs.to_vec();
     }
     super::simd::hamming_many(codes, words, q, docs, dist);
+    kept(docs, dist, words, keep)
+}
+
+/// Docs from which [`nearest_split`] takes its distances on two threads: a pass over fewer is
+/// shorter than waking a helper is worth.
+pub const SPLIT_MIN_DOCS: usize = 32_768;
+
+/// [`nearest`], with the distances of a long list taken on two threads: this one takes the
+/// first half, a helper of `pool` the second. Whichever reaches the second half first takes it,
+/// so a pool whose helpers are all busy costs only the wait for one to see the taken half.
+/// Memory-bound: two threads take 0.55–0.58 of one's time at 13–50% of 10⁶ codes
+/// (`benches/RESULTS.md`, session 26).
+pub fn nearest_split(
+    pool: Option<&rayon::ThreadPool>,
+    codes: &[u64],
+    words: usize,
+    q: &[u64],
+    docs: &[u32],
+    keep: usize,
+) -> Vec<u32> {
+    let mut dist = Vec::new();
+    let pool = match pool {
+        Some(p) if docs.len() >= SPLIT_MIN_DOCS && docs.len() > keep => p,
+        _ => return nearest(codes, words, q, docs, keep, &mut dist),
+    };
+    let (first, second) = docs.split_at(docs.len() / 2);
+    let taken = std::sync::atomic::AtomicBool::new(false);
+    let take = || !taken.swap(true, std::sync::atomic::Ordering::AcqRel);
+    let theirs = std::sync::Mutex::new(None);
+    let mine = pool.in_place_scope(|s| {
+        s.spawn(|_| {
+            if take() {
+                let mut out = Vec::new();
+                super::simd::hamming_many(codes, words, q, second, &mut out);
+                *theirs.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+            }
+        });
+        super::simd::hamming_many(codes, words, q, first, &mut dist);
+        take().then(|| {
+            let mut out = Vec::new();
+            super::simd::hamming_many(codes, words, q, second, &mut out);
+            out
+        })
+    });
+    let rest = match mine {
+        Some(out) => out,
+        None => theirs
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("the helper that took the second half wrote it before the scope ended"),
+    };
+    dist.extend_from_slice(&rest);
+    kept(docs, &dist, words, keep)
+}
+
+/// The docs whose distance (`dist[i]` for `docs[i]`) is among the `keep` smallest, ties at the
+/// cut included, in the order of `docs`.
+fn kept(docs: &[u32], dist: &[u32], words: usize, keep: usize) -> Vec<u32> {
     let mut hist = vec![0usize; words * 64 + 1];
     for &h in dist.iter() {
         hist[h as usize] += 1;
@@ -82,6 +140,59 @@ mod tests {
         for (i, x) in v.iter().enumerate() {
             assert_eq!(c[i / 64] >> (i % 64) & 1 == 1, *x > 0.0, "dimension {i}");
         }
+    }
+
+    /// A long list of docs with pseudo-random codes, every third doc admitted.
+    fn long_list() -> (Vec<u64>, Vec<u32>, Vec<u64>) {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let n = 3 * SPLIT_MIN_DOCS as u32;
+        let codes: Vec<u64> = (0..2 * n).map(|_| next()).collect();
+        let docs: Vec<u32> = (0..n).filter(|d| d % 3 != 1).collect();
+        (codes, docs, vec![next(), next()])
+    }
+
+    #[test]
+    fn the_split_pass_keeps_what_one_thread_keeps() {
+        let (codes, docs, q) = long_list();
+        let want = nearest(&codes, 2, &q, &docs, 500, &mut Vec::new());
+        assert!(want.len() >= 500 && want.len() < docs.len() / 4);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(nearest_split(Some(&pool), &codes, 2, &q, &docs, 500), want);
+        assert_eq!(nearest_split(None, &codes, 2, &q, &docs, 500), want);
+    }
+
+    #[test]
+    fn a_busy_pool_gives_the_same_docs() {
+        let (codes, docs, q) = long_list();
+        let want = nearest(&codes, 2, &q, &docs, 500, &mut Vec::new());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        // The pool's one helper is held for a while: the caller may take both halves.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            let _ = wait.recv();
+        });
+        let got = std::thread::scope(|s| {
+            let release = s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(done);
+            });
+            let got = nearest_split(Some(&pool), &codes, 2, &q, &docs, 500);
+            release.join().unwrap();
+            got
+        });
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod acl_props;
 mod fusion;
 pub mod rerank;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::index::ChunkAddr;
 pub use fusion::{Leg, ScoreNorm, convex, rrf};
@@ -19,24 +19,11 @@ use crate::embed::{EmbedError, Embedder};
 use crate::index::{Backend, IndexError, IndexSnapshot, Scored, SearchFilter, StoredChunk};
 use rerank::{Passage, QueryTerms, RankerModel, Signals};
 
-/// The query path's helper threads, one per core, alive as long as the process. A search hands
-/// them its BM25 legs while its own thread embeds the query. A thread started per search began
-/// on its parent's core and waited there until the parent blocked, and started threads cost
-/// throughput under load; a parked helper wakes on an idle core in a few µs (benches/RESULTS.md,
-/// session 17). Only for backends in this process ([`Backend::in_process`]). `None` when they
-/// could not start: a search then starts a thread for its legs, as a remote backend's does.
+/// The query path's helper threads ([`crate::threads`]). Only for backends in this process
+/// ([`Backend::in_process`]). `None` when they could not start: a search then starts a thread
+/// for its legs, as a remote backend's does.
 fn helpers() -> Option<&'static rayon::ThreadPool> {
-    static HELPERS: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    HELPERS
-        .get_or_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-                .thread_name(|i| format!("docent-query-{i}"))
-                .build()
-                .map_err(|e| tracing::warn!(error = %e, "query helper threads did not start"))
-                .ok()
-        })
-        .as_ref()
+    crate::threads::helpers()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
