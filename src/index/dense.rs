@@ -21,11 +21,13 @@
 //!   near the query (the best of a sample of the scope): a scope that follows a subject may
 //!   admit nothing around the query, and a search begun there finds few or none of its docs.
 //!   A search that still runs out of admitted docs before its beam fills hands the segment to
-//!   the paths below. Below that fraction the graph's recall falls (0.92–0.96 at 5–12%, 0.54
-//!   at 1% of 10⁶ vectors).
+//!   the paths below. Below that fraction the graph's recall falls, most for a scope that
+//!   follows a subject (0.91–0.92 at 13–20% of 10⁶ vectors, against 0.985 for a scope drawn at
+//!   random; with the fixed beam of 64 before session 26, 0.92–0.96 at 5–12% and 0.54 at 1%).
 //! - the sign-code pass ([`super::signs`]): in a segment of at least [`ANN_MIN_VECTORS`]
 //!   vectors, a scope admitting at least [`SIGN_MIN_ADMITTED`] docs that the graph does not
-//!   search (under [`ANN_MIN_FRACTION`], or the graph not built yet) is first narrowed to the
+//!   search (under [`ANN_MIN_FRACTION`], the graph not built yet, or a graph search that ran
+//!   out of admitted docs: slower there, 4–8 ms from 50% up at 10⁶) is first narrowed to the
 //!   docs nearest the query by Hamming distance between one-bit-per-dimension codes (at least
 //!   [`SIGN_KEEP`]), and only those are scanned as above: recall@10 ≥ 0.987, 0.36–2.0 ms from
 //!   2% to 20% of 10⁶ vectors (the distances of 32k docs or more on two threads), where the
@@ -75,8 +77,8 @@ pub const ANN_MIN_VECTORS: usize = 20_000;
 /// A scope admitting fewer of a segment's docs than this is scanned exactly even when the
 /// segment has a graph (below it the scan takes under ~2 ms and is exact).
 pub const ANN_MIN_ADMITTED: usize = 20_000;
-/// ... or admitting less than this share of them: the filtered graph search's recall@10 falls
-/// below (0.92–0.96 at 5–12%; 0.91–0.92 at 13–25% for a scope that follows a subject), and
+/// ... or admitting less than this share of them: below it the filtered graph search's
+/// recall@10 falls for a scope that follows a subject (0.91–0.92 at 13–20%), and
 /// the sign-code pass, its distances on two threads, answers there within ~2 ms at 10⁶
 /// vectors, recall ≥ 0.987 (above it the pass outgrows 2 ms: 2.0–2.6 ms at 25%).
 pub const ANN_MIN_FRACTION: f64 = 0.2;
@@ -91,8 +93,8 @@ pub const SIGN_MIN_ADMITTED: usize = 16_384;
 const SIGN_KEEP: usize = 2_048;
 /// The graph search's candidate list (its beam, "ef") for a scope admitting
 /// [`ANN_MIN_FRACTION`] of the segment, and for the whole segment; in between it rises
-/// linearly ([`graph_beam`]). At 10⁶ vectors this keeps recall@10 at 0.983–0.988 from 20% to
-/// 100% admitted (scopes drawn at random), p50 0.6–2.0 ms; the fixed beam of 64 used before
+/// linearly ([`graph_beam`]). At 10⁶ vectors this keeps recall@10 at 0.982–0.987 from 20% to
+/// 100% admitted (scopes drawn at random), p50 0.6–1.6 ms; the fixed beam of 64 used before
 /// found 0.91–0.96 there (`benches/RESULTS.md`, session 26).
 const ANN_EF_NARROW: usize = 144;
 const ANN_EF_WIDE: usize = 320;
@@ -106,11 +108,15 @@ pub const SEEDS: usize = 8;
 /// per candidate (refused neighbours are passed through to theirs), a wide one needs a longer
 /// list for the same recall, since no refusal widens its search.
 pub fn graph_beam(fraction: f64) -> usize {
-    if std::env::var_os("OLD_BEAM").is_some() {
-        return 64;
-    }
     let t = ((fraction - ANN_MIN_FRACTION) / (1.0 - ANN_MIN_FRACTION)).clamp(0.0, 1.0);
     ANN_EF_NARROW + ((ANN_EF_WIDE - ANN_EF_NARROW) as f64 * t).round() as usize
+}
+
+/// The segment's sign codes, for a sign-code pass that hands half its docs to a helper.
+impl AsRef<[u64]> for SegmentVectors {
+    fn as_ref(&self) -> &[u64] {
+        &self.signs
+    }
 }
 
 impl SegmentVectors {
@@ -765,23 +771,18 @@ impl DenseSegmentCollector {
         // a loaded segment): the int8 pass would skip them anyway, so they take no kept place.
         let scale = &self.vectors.scale;
         let mut docs = Vec::with_capacity(count);
-        for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                let d = w as u32 * 64 + word.trailing_zeros();
-                if scale.get(d as usize).is_some_and(|&s| s != 0.0) {
-                    docs.push(d);
-                }
-                word &= word - 1;
-            }
+        for (w, word) in bits.iter().enumerate() {
+            push_docs_where(&mut docs, w, *word, |d| {
+                scale.get(d as usize).is_some_and(|&s| s != 0.0)
+            });
         }
         let keep = self.kept_by_signs(pool);
         let near = super::signs::nearest_split(
             crate::threads::helpers(),
-            &self.vectors.signs,
+            &self.vectors,
             super::signs::words(self.vectors.dim),
             &self.signs,
-            &docs,
+            docs,
             keep,
         );
         self.score(&near, &[], pool)
@@ -845,9 +846,18 @@ impl DenseSegmentCollector {
 }
 
 /// Appends the docs of bitset word `w` (`word`'s set bits) to `docs`, in ascending order.
-fn push_docs(docs: &mut Vec<u32>, w: usize, mut word: u64) {
+fn push_docs(docs: &mut Vec<u32>, w: usize, word: u64) {
+    push_docs_where(docs, w, word, |_| true);
+}
+
+/// [`push_docs`], only the docs `keep` takes.
+#[inline(always)]
+fn push_docs_where(docs: &mut Vec<u32>, w: usize, mut word: u64, keep: impl Fn(u32) -> bool) {
     while word != 0 {
-        docs.push(w as u32 * 64 + word.trailing_zeros());
+        let d = w as u32 * 64 + word.trailing_zeros();
+        if keep(d) {
+            docs.push(d);
+        }
         word &= word - 1;
     }
 }
@@ -996,7 +1006,8 @@ mod graph_tests {
             !scan.get(seg).unwrap().has_graph(),
             "small segments are scanned"
         );
-        // Groups 3 and 4: 400 of the 2000 docs, the graph's 20%.
+        // Groups 3 and 4: 400 of the 2000 docs, the graph's 20% (400 / 2000 is the same double
+        // as the constant's 0.2).
         let recall = recall_of_exact(
             super::super::ann::clustered_vectors(30, 32, 77),
             |q| top(&searcher, &scan, q, &["g3", "g4"]),

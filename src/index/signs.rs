@@ -8,6 +8,9 @@
 //!
 //! Must never: return a doc that is not among the given (admitted) docs.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// 64-bit words per code of a `dim`-dimension vector.
 pub fn words(dim: usize) -> usize {
     dim.div_ceil(64)
@@ -57,50 +60,56 @@ pub const SPLIT_MIN_DOCS: usize = 32_768;
 
 /// [`nearest`], with the distances of a long list taken on two threads: this one takes the
 /// first half, a helper of `pool` the second. Whichever reaches the second half first takes it,
-/// so a pool whose helpers are all busy costs only the wait for one to see the taken half.
-/// Memory-bound: two threads take 0.55–0.58 of one's time at 13–50% of 10⁶ codes
-/// (`benches/RESULTS.md`, session 26).
-pub fn nearest_split(
+/// and the helper's job owns what it reads: a pool whose helpers are all busy never holds the
+/// caller, who then does both halves. Memory-bound: two threads take 0.55–0.58 of one's time at
+/// 13–50% of 10⁶ codes (`benches/RESULTS.md`, session 26).
+pub fn nearest_split<C>(
     pool: Option<&rayon::ThreadPool>,
-    codes: &[u64],
+    codes: &Arc<C>,
     words: usize,
     q: &[u64],
-    docs: &[u32],
+    docs: Vec<u32>,
     keep: usize,
-) -> Vec<u32> {
+) -> Vec<u32>
+where
+    C: AsRef<[u64]> + Send + Sync + 'static,
+{
     let mut dist = Vec::new();
     let pool = match pool {
         Some(p) if docs.len() >= SPLIT_MIN_DOCS && docs.len() > keep => p,
-        _ => return nearest(codes, words, q, docs, keep, &mut dist),
+        _ => return nearest((**codes).as_ref(), words, q, &docs, keep, &mut dist),
     };
-    let (first, second) = docs.split_at(docs.len() / 2);
-    let taken = std::sync::atomic::AtomicBool::new(false);
-    let take = || !taken.swap(true, std::sync::atomic::Ordering::AcqRel);
-    let theirs = std::sync::Mutex::new(None);
-    let mine = pool.in_place_scope(|s| {
-        s.spawn(|_| {
-            if take() {
+    let docs = Arc::new(docs);
+    let half = docs.len() / 2;
+    let taken = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    pool.spawn({
+        let (codes, docs, taken, q) = (codes.clone(), docs.clone(), taken.clone(), q.to_vec());
+        move || {
+            if !taken.swap(true, Ordering::AcqRel) {
                 let mut out = Vec::new();
-                super::simd::hamming_many(codes, words, q, second, &mut out);
-                *theirs.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+                super::simd::hamming_many((*codes).as_ref(), words, &q, &docs[half..], &mut out);
+                let _ = tx.send(out);
             }
-        });
-        super::simd::hamming_many(codes, words, q, first, &mut dist);
-        take().then(|| {
-            let mut out = Vec::new();
-            super::simd::hamming_many(codes, words, q, second, &mut out);
-            out
-        })
+        }
     });
-    let rest = match mine {
-        Some(out) => out,
-        None => theirs
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .expect("the helper that took the second half wrote it before the scope ended"),
+    let codes = (**codes).as_ref();
+    super::simd::hamming_many(codes, words, q, &docs[..half], &mut dist);
+    let second = |dist: &mut Vec<u32>| {
+        let mut out = Vec::new();
+        super::simd::hamming_many(codes, words, q, &docs[half..], &mut out);
+        dist.extend_from_slice(&out);
     };
-    dist.extend_from_slice(&rest);
-    kept(docs, &dist, words, keep)
+    if !taken.swap(true, Ordering::AcqRel) {
+        second(&mut dist);
+    } else {
+        match rx.recv() {
+            Ok(out) => dist.extend_from_slice(&out),
+            // The helper took the half and did not finish it (it panicked): done here.
+            Err(_) => second(&mut dist),
+        }
+    }
+    kept(&docs, &dist, words, keep)
 }
 
 /// The docs whose distance (`dist[i]` for `docs[i]`) is among the `keep` smallest, ties at the
@@ -166,32 +175,45 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        assert_eq!(nearest_split(Some(&pool), &codes, 2, &q, &docs, 500), want);
-        assert_eq!(nearest_split(None, &codes, 2, &q, &docs, 500), want);
+        let codes = Arc::new(codes);
+        for _ in 0..20 {
+            assert_eq!(
+                nearest_split(Some(&pool), &codes, 2, &q, docs.clone(), 500),
+                want
+            );
+        }
+        assert_eq!(nearest_split(None, &codes, 2, &q, docs, 500), want);
     }
 
     #[test]
-    fn a_busy_pool_gives_the_same_docs() {
+    fn a_busy_pool_does_not_hold_the_caller() {
         let (codes, docs, q) = long_list();
         let want = nearest(&codes, 2, &q, &docs, 500, &mut Vec::new());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
-        // The pool's one helper is held for a while: the caller may take both halves.
-        let (done, wait) = std::sync::mpsc::channel::<()>();
+        // The pool's one helper is held until the caller has its answer: the caller must do
+        // both halves itself (a caller that waited for the helper would never return).
+        let (release, held) = std::sync::mpsc::channel::<()>();
         pool.spawn(move || {
-            let _ = wait.recv();
+            let _ = held.recv();
         });
-        let got = std::thread::scope(|s| {
-            let release = s.spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                drop(done);
-            });
-            let got = nearest_split(Some(&pool), &codes, 2, &q, &docs, 500);
-            release.join().unwrap();
-            got
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(nearest_split(
+                Some(&pool),
+                &Arc::new(codes),
+                2,
+                &q,
+                docs,
+                500,
+            ));
         });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the caller waited for the busy helper");
+        drop(release);
         assert_eq!(got, want);
     }
 
