@@ -16,9 +16,28 @@ pub fn helpers() -> Option<&'static rayon::ThreadPool> {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
                 .thread_name(|i| format!("docent-query-{i}"))
+                // A job handed over with `spawn` that panics would otherwise abort the process;
+                // its caller sees the job's channel close and does the work itself.
+                .panic_handler(|_| tracing::error!("a query helper's job panicked"))
                 .build()
                 .map_err(|e| tracing::warn!(error = %e, "query helper threads did not start"))
                 .ok()
         })
         .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_helper_job_that_panics_leaves_the_process_and_the_helpers_running() {
+        let pool = super::helpers().expect("helpers");
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            let _done = done;
+            panic!("a job that fails");
+        });
+        // The job's sender is dropped as it unwinds.
+        assert!(finished.recv().is_err());
+        assert_eq!(pool.install(|| 41 + 1), 42);
+    }
 }

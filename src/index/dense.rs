@@ -1019,10 +1019,10 @@ mod graph_tests {
         took_only(&scan, "scan");
     }
 
-    /// A segment of 5,000 clustered docs with its graph (thresholds lowered), searched through
+    /// A segment of `n` clustered docs with its graph (thresholds lowered), searched through
     /// `cache`.
-    fn with_graph(cache: VectorCache) -> (tantivy::Index, Arc<VectorCache>) {
-        let index = segment(5000, 32);
+    fn with_graph(n: usize, cache: VectorCache) -> (tantivy::Index, Arc<VectorCache>) {
+        let index = segment(n, 32);
         let cache = Arc::new(cache.with_ann_thresholds(1000, 100));
         let searcher = index.reader().unwrap().searcher();
         let loaded = cache.get(&searcher.segment_readers()[0]).unwrap();
@@ -1050,7 +1050,7 @@ mod graph_tests {
 
     #[test]
     fn a_scope_that_follows_the_subjects_is_searched_from_inside_it() {
-        let (index, cache) = with_graph(VectorCache::new(32));
+        let (index, cache) = with_graph(5000, VectorCache::new(32));
         let recall = recall_in_four_clusters(&index, &cache);
         assert!(recall >= 0.95, "recall {recall}");
         took_only(&cache, "graph");
@@ -1058,7 +1058,7 @@ mod graph_tests {
 
     #[test]
     fn a_graph_search_that_runs_out_of_admitted_docs_hands_over_to_the_scan() {
-        let (index, cache) = with_graph(VectorCache::new(32).without_seeds());
+        let (index, cache) = with_graph(5000, VectorCache::new(32).without_seeds());
         let recall = recall_in_four_clusters(&index, &cache);
         assert!(recall >= 0.95, "recall {recall}");
         let paths = cache.paths();
@@ -1066,6 +1066,27 @@ mod graph_tests {
         for pair in paths.windows(2) {
             if pair[0] == "graph gave up" {
                 assert_eq!(pair[1], "scan", "{paths:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_graph_search_that_runs_out_hands_over_to_the_sign_codes_where_they_serve() {
+        // The sign pass takes scopes of 100 docs or more here, keeping at least 640 (16 × the
+        // top 10's candidate pool) where that is at most half the scope: 1,600 docs of 8,000.
+        let (index, cache) = with_graph(
+            8000,
+            VectorCache::new(32)
+                .without_seeds()
+                .with_sign_thresholds(1000, 100, 400),
+        );
+        let recall = recall_in_four_clusters(&index, &cache);
+        assert!(recall >= 0.9, "recall {recall}");
+        let paths = cache.paths();
+        assert!(paths.contains(&"graph gave up"), "{paths:?}");
+        for pair in paths.windows(2) {
+            if pair[0] == "graph gave up" {
+                assert_eq!(pair[1], "signs", "{paths:?}");
             }
         }
     }
