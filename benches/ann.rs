@@ -397,8 +397,7 @@ fn main() -> anyhow::Result<()> {
                         top.sort_by(|a, b| b.0.total_cmp(&a.0));
                         top.into_iter().take(seed_count).map(|x| x.1).collect()
                     };
-                    let cands =
-                        g.search_seeded(view, qq.values(), qq.scale(), ef, &allowed, &seeds);
+                    let cands = g.search(view, qq.values(), qq.scale(), ef, &allowed, &seeds);
                     short += usize::from(cands.len() < ef.min(admitted.len()));
                     let got = rescore(q, &vs, cands);
                     ms.push(t.elapsed().as_secs_f64() * 1e3);

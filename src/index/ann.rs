@@ -457,23 +457,12 @@ impl Hnsw {
     }
 
     /// The (approximate int8 similarity, doc) pairs of up to `ef.max(k)` docs `allowed` admits,
-    /// best first. The caller rescores them exactly and keeps its top k.
+    /// best first. The caller rescores them exactly and keeps its top k. `seeds` (admitted docs
+    /// near the query, found by the caller; may be empty) are further entry points on level 0:
+    /// the upper levels lead to the query's neighbourhood whatever the filter, and when the
+    /// scope's docs lie elsewhere (a scope that follows a subject) the seeds start the search
+    /// among them.
     pub fn search(
-        &self,
-        view: View<'_>,
-        query: &[i16],
-        query_scale: f32,
-        ef: usize,
-        allowed: &dyn Fn(u32) -> bool,
-    ) -> Vec<(f32, u32)> {
-        self.search_seeded(view, query, query_scale, ef, allowed, &[])
-    }
-
-    /// [`Self::search`], with `seeds` (admitted docs near the query, found by the caller) as
-    /// further entry points on level 0. The upper levels lead to the query's neighbourhood
-    /// whatever the filter; when the scope's docs lie elsewhere (a scope that follows a
-    /// subject), the seeds start the search among them.
-    pub fn search_seeded(
         &self,
         view: View<'_>,
         query: &[i16],
@@ -717,7 +706,7 @@ mod tests {
         for q in &queries {
             let qq = quantize(q);
             let mut got: Vec<(f32, u32)> = g
-                .search(view, qq.values(), qq.scale(), 128, allowed)
+                .search(view, qq.values(), qq.scale(), 128, allowed, &[])
                 .into_iter()
                 .map(|(_, d)| (crate::embed::dot(q, &vs[d as usize]), d))
                 .collect();
@@ -765,10 +754,10 @@ mod tests {
         assert_eq!(a.links0, b.links0);
         let q = quantize(&vs[0]);
         assert!(
-            a.search(view, q.values(), q.scale(), 10, &|_| false)
+            a.search(view, q.values(), q.scale(), 10, &|_| false, &[])
                 .is_empty()
         );
-        let top = a.search(view, q.values(), q.scale(), 10, &|_| true);
+        let top = a.search(view, q.values(), q.scale(), 10, &|_| true, &[]);
         assert_eq!(top[0].1, 0, "a stored vector finds itself first");
     }
 
@@ -813,7 +802,7 @@ mod tests {
         };
         let g = Hnsw::build(view, Params::default());
         let q = quantize(&vs[0]);
-        let hits = g.search(view, q.values(), q.scale(), 50, &|_| true);
+        let hits = g.search(view, q.values(), q.scale(), 50, &|_| true, &[]);
         assert!(!hits.is_empty());
         assert!(hits.iter().all(|(_, d)| d % 2 == 1), "{hits:?}");
     }

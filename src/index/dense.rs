@@ -669,7 +669,7 @@ impl DenseSegmentCollector {
                 // 300-deep leg (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10 recall
                 // only rises with the beam, so it stays at least the measured figure.
                 let ef = graph_beam(fraction).max(self.graph_k);
-                let found = graph.search_seeded(
+                let found = graph.search(
                     self.vectors.view(),
                     self.quantized.values(),
                     self.quantized.scale(),

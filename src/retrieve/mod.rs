@@ -19,13 +19,6 @@ use crate::embed::{EmbedError, Embedder};
 use crate::index::{Backend, IndexError, IndexSnapshot, Scored, SearchFilter, StoredChunk};
 use rerank::{Passage, QueryTerms, RankerModel, Signals};
 
-/// The query path's helper threads ([`crate::threads`]). Only for backends in this process
-/// ([`Backend::in_process`]). `None` when they could not start: a search then starts a thread
-/// for its legs, as a remote backend's does.
-fn helpers() -> Option<&'static rayon::ThreadPool> {
-    crate::threads::helpers()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Hybrid,
@@ -326,7 +319,12 @@ impl Retriever {
                 let mut bm25 = None;
                 let out = &mut bm25;
                 let embed = || self.embedder.embed_query_until(query, cancelled);
-                let qvec = match self.index.in_process().then(helpers).flatten() {
+                let qvec = match self
+                    .index
+                    .in_process()
+                    .then(crate::threads::helpers)
+                    .flatten()
+                {
                     Some(pool) => pool.in_place_scope(|s| {
                         s.spawn(move |_| *out = Some(legs()));
                         embed()
@@ -1228,7 +1226,7 @@ mod tests {
         let healthy = retriever(&index(b.path()), RetrievalConfig::default());
         let scope = crate::eval::run::eval_scope();
         // More hung searches than the query path has helper threads.
-        let n = helpers().map_or(2, |h| h.current_num_threads()) + 1;
+        let n = crate::threads::helpers().map_or(2, |h| h.current_num_threads()) + 1;
         let stalled: Vec<_> = (0..n)
             .map(|_| {
                 let (r, scope) = (hung.clone(), scope.clone());
