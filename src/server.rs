@@ -259,6 +259,16 @@ pub async fn start_with(
                 "query role: connectors and the Ingest API are left to the ingest node"
             );
         }
+        let pending = identities.current().pending().to_vec();
+        if !pending.is_empty() {
+            tracing::warn!(
+                connectors = ?pending,
+                "query role: these connectors report group memberships on the ingest node only; \
+                 this node withholds every document with a deny entry. Give it the group \
+                 database as an identity source (format = \"group_file\") and set \
+                 report_memberships = false in its config"
+            );
+        }
         &[]
     };
     for cc in sources {

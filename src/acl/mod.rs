@@ -18,8 +18,9 @@ pub struct AclScope {
     user: String,
     /// Principal tokens: `user:<id>` and aliases, `group:<g>` (nested groups resolved), `everyone`.
     principals: Arc<BTreeSet<String>>,
-    /// An audience (a channel's members, not one person): a document with any deny entry is
-    /// out of scope, whoever it names (it may name one of the members).
+    /// An audience (a channel's members, not one person), or any caller while a connector's
+    /// group memberships are not known ([`Caller::strict_deny`]): a document with any deny
+    /// entry is out of scope, whoever it names.
     strict_deny: bool,
 }
 
@@ -39,7 +40,7 @@ pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
     Ok(AclScope {
         user: caller.user_id().to_string(),
         principals: Arc::new(caller.principals().clone()),
-        strict_deny: caller.is_audience(),
+        strict_deny: caller.strict_deny(),
     })
 }
 

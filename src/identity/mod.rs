@@ -120,12 +120,22 @@ pub struct Caller {
     /// An audience ([`Audience`]), not a person: any deny entry excludes a document, since it
     /// may name one of the people the answer is shown to.
     audience: bool,
+    /// Group memberships a connector reports are not known yet ([`IdentityStore::pending`]):
+    /// a deny entry may name a group the caller is in without Docent knowing it.
+    memberships_pending: bool,
 }
 
 impl Caller {
     /// Whether this caller is an audience (see [`Audience`]).
     pub fn is_audience(&self) -> bool {
         self.audience
+    }
+
+    /// Whether any deny entry excludes a document from this caller's scope: for an audience
+    /// (a deny entry may name one of its members), and for everyone while a connector's group
+    /// memberships are not known (a deny entry may name a group the caller is in).
+    pub fn strict_deny(&self) -> bool {
+        self.audience || self.memberships_pending
     }
 
     pub fn user_id(&self) -> &str {
@@ -318,6 +328,9 @@ pub struct IdentityStore {
     keys: Vec<ApiKeySpec>,
     parents: BTreeMap<String, Vec<String>>,
     jwt: Option<jwt::JwtVerifier>,
+    /// Connectors that report group memberships and have not yet (fail closed: see
+    /// [`Caller::strict_deny`]).
+    pending: Vec<String>,
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {
@@ -480,7 +493,20 @@ impl IdentityStore {
             keys: Vec::new(),
             parents,
             jwt: None,
+            pending: Vec::new(),
         }
+    }
+
+    /// Marks the group memberships of `connectors` as not known yet: until they are, any deny
+    /// entry excludes a document for every caller.
+    pub fn with_pending_memberships(mut self, connectors: Vec<String>) -> Self {
+        self.pending = connectors;
+        self
+    }
+
+    /// Connectors whose group memberships are awaited.
+    pub fn pending(&self) -> &[String] {
+        &self.pending
     }
 
     /// Adds API keys; keys bound to an unknown identity are ignored (validation reports them).
@@ -650,6 +676,7 @@ impl IdentityStore {
             credential: actor.credential.clone(),
             actor: Some(actor.user_id.clone()),
             audience: true,
+            memberships_pending: !self.pending.is_empty(),
         })
     }
 
@@ -693,6 +720,7 @@ impl IdentityStore {
             credential,
             actor: None,
             audience: false,
+            memberships_pending: !self.pending.is_empty(),
         }
     }
 

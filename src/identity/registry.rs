@@ -4,8 +4,15 @@
 //! fails (an unreadable file, a bad config on reload, a name given to two identities) keeps the
 //! current store. A report only adds groups to identities the config and identity files define
 //! ([`super::sources::merge`]): it never creates an identity or moves a name to another one.
+//!
+//! Until every connector configured to report memberships has reported once, the store is
+//! marked pending and every caller's scope excludes documents with deny entries
+//! ([`super::Caller::strict_deny`]): a deny entry may name a group whose members only the report
+//! tells (a file's POSIX group with no permissions), and without it the deny would admit them.
+//! On a query node, which runs no connector, that lasts; its identity sources must then hold the
+//! group database (`format = "group_file"`) and its config not ask connectors to report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -23,6 +30,8 @@ pub struct IdentityRegistry {
     base: Mutex<Config>,
     /// Memberships per reporting connector (each report replaces the connector's previous one).
     reported: Mutex<BTreeMap<String, Vec<GroupMembership>>>,
+    /// Connectors configured to report memberships that have not yet reported.
+    pending: Mutex<BTreeSet<String>>,
 }
 
 /// (identities, groups, API keys) in a store.
@@ -34,11 +43,26 @@ fn counts(s: &IdentityStore) -> Counts {
 
 impl IdentityRegistry {
     pub fn new(config: &Config) -> Result<Self, String> {
-        let store = config.identity_store()?;
+        let pending: BTreeSet<String> = config
+            .connectors
+            .iter()
+            .filter(|c| c.spec.reports_memberships())
+            .map(|c| c.id.clone())
+            .collect();
+        if !pending.is_empty() {
+            tracing::info!(
+                connectors = ?pending,
+                "documents with deny entries are withheld until these connectors report group memberships"
+            );
+        }
+        let store = config
+            .identity_store()?
+            .with_pending_memberships(pending.iter().cloned().collect());
         Ok(Self {
             store: Arc::new(ArcSwap::from_pointee(store)),
             base: Mutex::new(config.clone()),
             reported: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(pending),
         })
     }
 
@@ -58,7 +82,16 @@ impl IdentityRegistry {
             .iter()
             .map(|(connector, g)| Loaded::reported(connector, g))
             .collect();
-        let store = base.identity_store_with(extra)?;
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let store = base
+            .identity_store_with(extra)?
+            .with_pending_memberships(pending);
         let c = counts(&store);
         self.store.store(Arc::new(store));
         Ok(c)
@@ -80,6 +113,10 @@ impl MembershipSink for IdentityRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(connector.to_string(), groups);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(connector);
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         match self.rebuild(&base) {
             Ok(_) => tracing::info!(connector, groups = n, "group memberships updated"),
@@ -189,6 +226,57 @@ aliases = ["bob@corp.example"]
                 .principals()
                 .contains("user:alice@corp.example")
         );
+    }
+
+    /// A file others may read and the group `contractors` may not (mode 0604, group
+    /// contractors): who is in that group only the share's group database tells. Until the
+    /// connector has reported it, every document with a deny entry is out of every scope
+    /// (found by a review: the deny admitted the group's members while no report was known).
+    #[test]
+    fn until_a_reporting_connector_has_reported_every_deny_entry_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[{"id":"carol"}]}"#);
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "{PEOPLE}[[connectors]]\ntype = \"fs\"\nid = \"share\"\nroots = [\"docs\"]\n\
+                 report_memberships = true\n"
+            ),
+        )
+        .unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let scope = |who: &str| {
+            let caller = reg
+                .current()
+                .resolve(who, crate::identity::ResolveReason::Test)
+                .unwrap();
+            crate::acl::authorize(&caller).unwrap()
+        };
+        let others_but_contractors = docent_connector_api::Acl::new(
+            [Principal::Everyone],
+            [Principal::group("contractors")],
+        );
+        let open = docent_connector_api::Acl::new([Principal::Everyone], []);
+        assert_eq!(reg.current().pending(), ["share"]);
+        for who in ["bob", "carol"] {
+            assert!(!scope(who).permits(&others_but_contractors), "{who}");
+            assert!(scope(who).permits(&open), "{who}");
+        }
+
+        reg.report(
+            "share",
+            vec![GroupMembership {
+                group: "contractors".into(),
+                members: vec![Principal::user("carol")],
+            }],
+        );
+        assert!(reg.current().pending().is_empty());
+        assert!(scope("bob").permits(&others_but_contractors));
+        assert!(!scope("carol").permits(&others_but_contractors));
+        // A reload keeps what was reported.
+        reg.reload(cfg).unwrap();
+        assert!(scope("bob").permits(&others_but_contractors));
     }
 
     #[test]

@@ -219,6 +219,12 @@ fn id_ok(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_whitespace)
 }
 
+/// A person's id: also not an audience's name (`everyone`, `group:<id>`), which the
+/// conversations and usage of `act_as` audiences run under (as for `[[identities]]`).
+fn person_id_ok(s: &str) -> bool {
+    id_ok(s) && super::Audience::parse(s).is_none()
+}
+
 /// Reads one source. Errors name the file and the line or record.
 pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
     load_at(0, src)
@@ -266,7 +272,7 @@ fn group_file(text: &str) -> Result<Loaded, String> {
             .map(str::trim)
             .filter(|m| !m.is_empty())
         {
-            if !id_ok(m) {
+            if !person_id_ok(m) {
                 return Err(format!("line {}: bad member {m:?}", n + 1));
             }
             members
@@ -323,9 +329,10 @@ fn json(text: &str) -> Result<Loaded, String> {
     let e: JsonExport = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mut out = Loaded::file();
     for (i, u) in e.users.into_iter().enumerate() {
-        if !id_ok(&u.id) {
+        if !person_id_ok(&u.id) {
             return Err(format!(
-                "users[{i}].id: must be a non-empty id without spaces"
+                "users[{i}].id: must be a non-empty id without spaces, not an audience's name \
+                 (everyone, group:<id>)"
             ));
         }
         out.identities.push(Entry {
@@ -375,7 +382,7 @@ fn csv_export(text: &str) -> Result<Loaded, String> {
     for (i, rec) in rd.records().enumerate() {
         let rec = rec.map_err(|e| format!("record {}: {e}", i + 1))?;
         let id = rec.get(id_col).unwrap_or("");
-        if !id_ok(id) {
+        if !person_id_ok(id) {
             return Err(format!("record {}: bad id {id:?}", i + 1));
         }
         let line = rec.position().map_or(i + 2, |p| p.line() as usize);
@@ -605,6 +612,31 @@ mod tests {
         let bob = s.whois("bob").unwrap();
         assert_eq!(bob.groups, ["hr", "ops", "staff"]);
         assert_eq!(s.whois("U024BE7LH").unwrap().id, "carol");
+    }
+
+    /// Audiences (`act_as = "everyone"`, `"group:<id>"`) run under these ids: a person so
+    /// named in an identity file would share the channels' conversations and usage (found by
+    /// a review: only `[[identities]]` refused them).
+    #[test]
+    fn identity_files_refuse_a_person_named_after_an_audience() {
+        assert!(
+            json(r#"{"users":[{"id":"everyone"}]}"#)
+                .unwrap_err()
+                .contains("users[0].id")
+        );
+        assert!(json(r#"{"users":[{"id":"group:hr"}]}"#).is_err());
+        assert!(
+            csv_export("id\neveryone\n")
+                .unwrap_err()
+                .contains("record 1")
+        );
+        assert!(
+            group_file("hr:x:1002:alice,everyone\n")
+                .unwrap_err()
+                .contains("line 1")
+        );
+        // A group may be called so: its principal is `group:everyone`, no audience's id.
+        assert!(group_file("everyone:x:1002:alice\n").is_ok());
     }
 
     #[test]

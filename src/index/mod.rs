@@ -940,8 +940,9 @@ impl Snapshot<'_> {
                 Occur::MustNot,
                 if scope.strict_deny() {
                     // Any deny entry at all (an audience may include whoever it names).
+                    // `(?s)`: a token holding a line break is a deny entry too.
                     Box::new(
-                        RegexQuery::from_pattern(".+", f.acl_deny)
+                        RegexQuery::from_pattern("(?s).+", f.acl_deny)
                             .expect("a constant, valid pattern"),
                     )
                 } else {
@@ -1700,6 +1701,13 @@ mod tests {
             Acl::new([Principal::group("hr")], [Principal::user("bob")]),
         ))
         .unwrap();
+        // A deny token with a line break is a deny entry too (`.` in a pattern stops at one).
+        idx.upsert(record(
+            "denied-nl",
+            "quarterly plan",
+            Acl::new([Principal::group("hr")], [Principal::user("bob\nsmith")]),
+        ))
+        .unwrap();
         idx.commit(BTreeMap::new()).unwrap();
         let snap = idx.snapshot();
         let filter = SearchFilter::default();
@@ -1714,7 +1722,7 @@ mod tests {
         let person = AclScope::for_tests("alice", &["everyone", "group:hr", "user:alice"]);
         let channel = AclScope::for_tests_audience("group:hr", &["everyone", "group:hr"]);
         for (scope, want) in [
-            (&person, vec!["t:denied", "t:open"]),
+            (&person, vec!["t:denied", "t:denied-nl", "t:open"]),
             (&channel, vec!["t:open"]),
         ] {
             let bm25 = snap

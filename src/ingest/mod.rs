@@ -897,8 +897,21 @@ impl Pipeline {
                                 self.skips
                                     .record(&p.record.key, &format!("embedding failed: {e}"));
                                 // Nothing is written for it: the previous version stays, and its
-                                // connector sends it again at its next scan.
-                                self.skips.failed(&p.record.key, &p.record.version, true);
+                                // connector sends it again at its next scan; unless the ACL
+                                // changed, since the old text may not stay readable under the
+                                // old ACL (as for a parse that timed out).
+                                let acl_changed = self
+                                    .index
+                                    .latest_entry(&p.record.key.to_string())
+                                    .is_some_and(|prev| {
+                                        prev.acl_fingerprint != p.record.acl.fingerprint()
+                                    });
+                                if acl_changed {
+                                    self.index.delete(&p.record.key);
+                                    self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+                                }
+                                self.skips
+                                    .failed(&p.record.key, &p.record.version, !acl_changed);
                                 self.skips.give_up(&p.record.key, &p.record.version);
                             }
                             Op::Write(p) => {
@@ -1186,9 +1199,17 @@ mod tests {
 
     /// A pipeline into `index` with `limits` for connector `c`.
     fn pipeline_into(index: &Arc<Index>, limits: Option<crate::parse::ParseLimits>) -> Pipeline {
+        pipeline_with(index, Arc::new(BagOfWords), limits)
+    }
+
+    fn pipeline_with(
+        index: &Arc<Index>,
+        embedder: Arc<dyn Embedder>,
+        limits: Option<crate::parse::ParseLimits>,
+    ) -> Pipeline {
         Pipeline::new(
             index.clone(),
-            Arc::new(BagOfWords),
+            embedder,
             PipelineConfig {
                 chunking: ChunkerConfig {
                     max_tokens: 64,
@@ -1247,6 +1268,68 @@ mod tests {
             None,
             "under a changed ACL, version 1 is withdrawn"
         );
+    }
+
+    /// A model that fails now and then (an ONNX Runtime error, memory): [`BagOfWords`] while
+    /// `failing` is false.
+    struct Flaky {
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl crate::embed::Embedder for Flaky {
+        fn model_id(&self) -> &str {
+            BagOfWords.model_id()
+        }
+        fn dim(&self) -> usize {
+            BagOfWords.dim()
+        }
+        fn embed_passages(
+            &self,
+            texts: &[String],
+        ) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(crate::embed::EmbedError::Inference("out of memory".into()));
+            }
+            BagOfWords.embed_passages(texts)
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, crate::embed::EmbedError> {
+            BagOfWords.embed_query(text)
+        }
+        fn token_counter(&self) -> Arc<dyn crate::chunk::TokenCounter> {
+            BagOfWords.token_counter()
+        }
+    }
+
+    /// A new version the model fails to embed keeps the indexed one only under the ACL it was
+    /// indexed with: text edited and narrowed in one go is withdrawn (found by a review: the
+    /// old text stayed readable under the old, wider ACL for as long as the model failed).
+    #[test]
+    fn a_version_the_model_fails_on_keeps_the_previous_one_only_under_its_acl() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let model = Arc::new(Flaky {
+            failing: false.into(),
+        });
+        let p = pipeline_with(&index, model.clone(), None);
+        let indexed = || index.doc_entry("c:doc0.md").map(|e| e.version);
+        let apply = |d: SourceDocument| {
+            p.process(vec![Change::Upsert(Box::new(d))]).unwrap();
+            index.commit(BTreeMap::new()).unwrap();
+        };
+        apply(doc(0, 1));
+        assert_eq!(indexed(), Some("1".to_string()));
+
+        model.failing.store(true, Ordering::Relaxed);
+        apply(doc(0, 2));
+        assert_eq!(
+            indexed(),
+            Some("1".to_string()),
+            "same ACL: version 1 stays"
+        );
+        let mut narrowed = doc(0, 2);
+        narrowed.acl = Acl::new([Principal::User("hana".into())], []);
+        apply(narrowed);
+        assert_eq!(indexed(), None, "narrowed ACL: version 1 is withdrawn");
     }
 
     /// A version that fails after an earlier write of the same key in its batch does not keep

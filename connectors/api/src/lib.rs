@@ -199,6 +199,9 @@ pub enum Alarm {
     Unmapped,
     /// Change notifications are unavailable: only scheduled reconciliations find changes.
     Watch,
+    /// The group database the connector reports memberships from could not be read: the
+    /// last report stands (before any report, documents with deny entries are withheld).
+    Memberships,
 }
 
 /// Shared handle to a connector's [`ConnectorState`].
@@ -313,6 +316,11 @@ pub struct GroupMembership {
 }
 
 /// Where connectors report group memberships; the daemon merges them into the identity store.
+///
+/// A connector whose spec [`registry::ConnectorSpec::reports_memberships`] reports the whole
+/// group database each time, and only what it could read in full: a database it could not
+/// read is not an empty one (an empty report would drop every membership, and with them the
+/// deny entries that name a group).
 pub trait MembershipSink: Send + Sync {
     /// Replaces everything `connector` reported before.
     fn report(&self, connector: &str, groups: Vec<GroupMembership>);

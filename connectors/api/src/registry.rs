@@ -86,6 +86,12 @@ pub trait ConnectorSpec: Send + Sync + std::fmt::Debug {
     /// Builds the connector (once per daemon start). Errors name what is wrong (a root that
     /// vanished, a secret that is missing) and stop the start.
     fn build(&self) -> Result<Built, String>;
+    /// Whether the connector reports group memberships ([`crate::MembershipSink`]). Until it
+    /// has, the daemon does not know who is in the groups its deny entries name, so it
+    /// withholds every document with a deny entry from every caller (fail closed).
+    fn reports_memberships(&self) -> bool {
+        false
+    }
     /// The spec as `Any`, for tools and tests that inspect a connector's settings.
     fn as_any(&self) -> &dyn Any;
 }

@@ -205,7 +205,18 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     };
 
     // Memberships first: when the crawl's documents become visible, access follows them.
-    report_memberships(&cfg, ctx.memberships.as_ref());
+    let report = || {
+        if cfg.report_memberships {
+            report_memberships(
+                &cfg.id,
+                &cfg.passwd_file,
+                &cfg.group_file,
+                ctx.memberships.as_ref(),
+                &status,
+            );
+        }
+    };
+    report();
     reconcile(&scanner, &status, None, "start", false).await?;
     status.set_phase("watching");
 
@@ -219,7 +230,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
             _ = ctx.shutdown.cancelled() => break,
             _ = reconcile_tick.tick() => {
                 if !paused {
-                    report_memberships(&cfg, ctx.memberships.as_ref());
+                    report();
                     reconcile(&scanner, &status, None, "schedule", false).await?;
                 }
             }
@@ -278,14 +289,31 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
 }
 
 /// Reports the group database's memberships when configured (re-read each time: it changes).
-fn report_memberships(cfg: &FsConfig, sink: &dyn docent_connector_api::MembershipSink) {
-    if !cfg.report_memberships {
-        return;
+/// A database that cannot be read is not reported (an empty report would drop every
+/// membership, and with them the deny entries naming a group): the last report stands and
+/// [`Alarm::Memberships`] is raised.
+pub fn report_memberships(
+    id: &str,
+    passwd_file: &Path,
+    group_file: &Path,
+    sink: &dyn docent_connector_api::MembershipSink,
+    status: &StatusHandle,
+) {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    match read(passwd_file).and_then(|passwd| Ok((passwd, read(group_file)?))) {
+        Ok((passwd, group)) => {
+            let m = posix_names::memberships(&passwd, &group);
+            tracing::debug!(connector = %id, groups = m.len(), "reporting group memberships");
+            sink.report(id, m);
+            status.clear(Alarm::Memberships);
+        }
+        Err(e) => {
+            tracing::error!(connector = %id, error = %docent_connector_api::log_safe(&e), "group memberships not reported; the last report stands");
+            status.raise(Alarm::Memberships, e);
+        }
     }
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    let m = posix_names::memberships(&read(&cfg.passwd_file), &read(&cfg.group_file));
-    tracing::debug!(connector = %cfg.id, groups = m.len(), "reporting group memberships");
-    sink.report(&cfg.id, m);
 }
 
 /// A reconciliation job: walks everything, upserts what changed, deletes what disappeared
@@ -1536,6 +1564,35 @@ mod tests {
         std::fs::write(&passwd, "10:x:10:20::/:/bin/sh\n11:x:11:21::/:/bin/sh\n").unwrap();
         std::fs::write(&group, "20:x:20:\n21:x:21:\n").unwrap();
         PosixNames::load(&passwd, &group)
+    }
+
+    /// Records the reports it gets.
+    #[derive(Default)]
+    struct Reports(std::sync::Mutex<Vec<usize>>);
+
+    impl docent_connector_api::MembershipSink for Reports {
+        fn report(&self, _connector: &str, groups: Vec<docent_connector_api::GroupMembership>) {
+            self.0.lock().unwrap().push(groups.len());
+        }
+    }
+
+    /// A group database that cannot be read is not an empty one: nothing is reported (an empty
+    /// report would drop every membership, and the deny entries naming a group with them), the
+    /// alarm says why, and the next readable database clears it (found by a review).
+    #[test]
+    fn an_unreadable_group_database_is_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (passwd, group) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&passwd, "carol:x:10:20::/:/bin/sh\n").unwrap();
+        let (sink, status) = (Reports::default(), StatusHandle::default());
+        report_memberships("share", &passwd, &group, &sink, &status);
+        assert!(sink.0.lock().unwrap().is_empty());
+        assert!(status.raised(Alarm::Memberships));
+
+        std::fs::write(&group, "staff:x:20:\ncontractors:x:21:carol\n").unwrap();
+        report_memberships("share", &passwd, &group, &sink, &status);
+        assert_eq!(*sink.0.lock().unwrap(), [2]);
+        assert!(!status.raised(Alarm::Memberships));
     }
 
     #[test]

@@ -364,7 +364,10 @@ impl Api {
                     Some(retry_after.unwrap_or(Duration::from_secs(5))),
                     format!("maxlag: {info}"),
                 ),
-                "ratelimited" | "readonly" | "internal_api_error_DBQueryError" => {
+                "ratelimited"
+                | "readonly"
+                | "internal_api_error_DBQueryError"
+                | "internal_api_error_DBConnectionError" => {
                     Attempt::Retry(retry_after, format!("{code}: {info}"))
                 }
                 _ => Attempt::Fail(ApiError::Api {

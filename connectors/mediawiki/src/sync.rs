@@ -157,6 +157,9 @@ enum Action {
     Unchanged,
     Upsert(Box<SourceDocument>),
     Skip(String),
+    /// The wiki failed on its side (an internal error): nothing is sent, so the indexed
+    /// version stays; the next full reconciliation reads the page again.
+    Failed(String),
     /// The wiki says the page does not exist (any more).
     Gone,
     /// The page moved between the listing and the read: the move's log entry (after the
@@ -852,6 +855,10 @@ impl Syncer {
                     self.count(|j| j.counts.scanned += 1);
                 }
                 Action::Gone => self.delete_if_known(meta.id).await?,
+                Action::Failed(reason) => {
+                    self.count(|j| j.counts.scanned += 1);
+                    self.count_failure(&format!("{native} ({})", meta.title), &reason);
+                }
                 Action::Skip(reason) => {
                     self.count(|j| j.counts.scanned += 1);
                     self.count_failure(&format!("{native} ({})", meta.title), &reason);
@@ -915,15 +922,7 @@ impl Syncer {
             .await
         {
             Ok(v) => v,
-            Err(e) => {
-                return match e.code() {
-                    Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),
-                    Some(code) => Ok(Action::Skip(format!(
-                        "the wiki would not render the page ({code}): {e}"
-                    ))),
-                    None => Err(e.into()),
-                };
-            }
+            Err(e) => return on_parse_error(e),
         };
         let parse = v.get("parse").ok_or_else(|| {
             SyncError::Api(ApiError::Invalid {
@@ -1064,6 +1063,23 @@ pub fn rc_gap(rc_id: u64, oldest: Option<u64>) -> bool {
     rc_id > 0 && oldest.is_none_or(|o| o > rc_id + 1)
 }
 
+/// What a failed `action=parse` means for the page. A page-level refusal skips it (and so
+/// withdraws the indexed version); the wiki's own internal errors (a lost database connection,
+/// an exception while rendering) say nothing about the page, and an outage never deletes: the
+/// indexed version stays. A request that failed (unreachable, refused) fails the sync.
+fn on_parse_error(e: ApiError) -> Result<Action, SyncError> {
+    match e.code() {
+        Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),
+        Some(code) if code.starts_with("internal_api_error_") => Ok(Action::Failed(format!(
+            "the wiki failed rendering the page ({code}): {e}"
+        ))),
+        Some(code) => Ok(Action::Skip(format!(
+            "the wiki would not render the page ({code}): {e}"
+        ))),
+        None => Err(e.into()),
+    }
+}
+
 fn list<'a>(v: &'a Value, name: &str) -> impl Iterator<Item = &'a Value> {
     v.pointer(&format!("/query/{name}"))
         .and_then(Value::as_array)
@@ -1139,6 +1155,38 @@ pub fn unix_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wiki_internal_error_keeps_the_page_and_a_refusal_skips_it() {
+        let api = |code: &str| ApiError::Api {
+            code: code.into(),
+            info: "…".into(),
+        };
+        for code in [
+            "internal_api_error_DBConnectionError",
+            "internal_api_error_MWException",
+        ] {
+            assert!(
+                matches!(on_parse_error(api(code)), Ok(Action::Failed(_))),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            on_parse_error(api("permissiondenied")),
+            Ok(Action::Skip(_))
+        ));
+        assert!(matches!(
+            on_parse_error(api("nosuchpageid")),
+            Ok(Action::Gone)
+        ));
+        assert!(
+            on_parse_error(ApiError::Status {
+                url: "http://wiki/api.php".into(),
+                status: 403,
+            })
+            .is_err()
+        );
+    }
 
     #[test]
     fn gap_only_when_entries_after_the_checkpoint_were_purged() {

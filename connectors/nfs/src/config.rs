@@ -102,6 +102,10 @@ impl ConnectorSpec for Spec {
         Ok(Built::crawler(Box::new(c)))
     }
 
+    fn reports_memberships(&self) -> bool {
+        self.0.report_memberships
+    }
+
     fn as_any(&self) -> &dyn Any {
         &self.0
     }

@@ -70,7 +70,7 @@ use docent_connector_api::jobs::{ConnectorCommand, JobFailure, JobRecord, JobSta
 use docent_connector_api::paths::{GlobError, PathFilter};
 use docent_connector_api::{
     Acl, Alarm, Change, Connector, ConnectorContext, ConnectorError, DocKey, IndexedDoc,
-    IndexedState, MembershipSink, SentLog, SourceDocument, StatusHandle,
+    IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use docent_fs_connector::{
     ACL_LIST, AclRule, ListEntry, PosixNames, acl_replaced, apply_acl_rules, intersect, list_acl,
@@ -106,7 +106,7 @@ pub struct NfsConfig {
     /// uid/gid → names for the ACL principals; they must describe the server's ids.
     pub passwd_file: PathBuf,
     pub group_file: PathBuf,
-    /// After each successful sync, report the group database's memberships.
+    /// At start and after each successful sync, report the group database's memberships.
     pub report_memberships: bool,
     pub max_file_size: u64,
     /// How often the export is polled.
@@ -201,6 +201,21 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         warned_nfsacl: false,
     };
 
+    // The group database is local: report it before the first sync, so that an unreachable
+    // server after a restart does not leave the indexed documents' group denies unresolved.
+    let report = || {
+        if cfg.report_memberships {
+            docent_fs_connector::report_memberships(
+                &cfg.id,
+                &cfg.passwd_file,
+                &cfg.group_file,
+                memberships.as_ref(),
+                &status,
+            );
+        }
+    };
+    report();
+
     let mut next = tokio::time::Instant::now();
     let mut trigger = "start";
     let mut backoff = FIRST_RETRY.min(cfg.retry_max);
@@ -262,7 +277,7 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         syncer.full = false;
         if outcome {
             syncer.sent.reconciled(rollbacks);
-            report_memberships(&cfg, memberships.as_ref());
+            report();
             backoff = FIRST_RETRY.min(cfg.retry_max);
             next = tokio::time::Instant::now() + cfg.reconcile_interval;
         } else {
@@ -274,16 +289,6 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     }
     status.set_phase("stopped");
     Ok(())
-}
-
-/// Reports the group database's memberships when configured (re-read each time: it changes).
-fn report_memberships(cfg: &NfsConfig, sink: &dyn MembershipSink) {
-    if !cfg.report_memberships {
-        return;
-    }
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let m = docent_fs_connector::memberships(&read(&cfg.passwd_file), &read(&cfg.group_file));
-    sink.report(&cfg.id, m);
 }
 
 fn unix_millis() -> i64 {
