@@ -430,12 +430,14 @@ impl LlmAnswerer {
 
     /// The messages for `q` over `passages`, packed into the prompt budget.
     fn prompt(&self, q: &Question<'_>, passages: &[Hit]) -> Vec<Message> {
-        // The question is in the prompt too.
-        let budget = self
-            .budget()
+        self.messages(q, &pack(passages, self.budget_for(q)))
+    }
+
+    /// The passages' share of the prompt for `q`: the question is in the prompt too.
+    fn budget_for(&self, q: &Question<'_>) -> usize {
+        self.budget()
             .saturating_sub(estimate_tokens(q.text) as usize)
-            .max(64);
-        self.messages(q, &pack(passages, budget))
+            .max(64)
     }
 
     /// The prompt's tokens, estimated (for a call abandoned before the server said).
@@ -462,8 +464,8 @@ impl Answerer for LlmAnswerer {
         "generative"
     }
 
-    fn passages(&self, evidence: &[Hit]) -> usize {
-        pack(evidence, self.budget()).len()
+    fn passages(&self, q: &Question<'_>, evidence: &[Hit]) -> usize {
+        pack(evidence, self.budget_for(q)).len()
     }
 
     async fn answer(
@@ -556,6 +558,49 @@ pub fn drafts(text: &str) -> Vec<Draft> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model is given exactly the passages the verifier accepts citations to: a long
+    /// question leaves less room for passages (found by a review: the count ignored the
+    /// question, so citations to passages the model never read were accepted).
+    #[test]
+    fn the_passages_counted_are_the_passages_in_the_prompt() {
+        let g = LlmAnswerer {
+            client: std::sync::Arc::new(
+                LlmClient::new(LlmConfig {
+                    base_url: "http://127.0.0.1:9/v1".into(),
+                    context_tokens: 600,
+                    max_tokens: 64,
+                    ..LlmConfig::default()
+                })
+                .unwrap(),
+            ),
+        };
+        let evidence: Vec<Hit> = (0..3)
+            .map(|i| {
+                crate::retrieve::test_hit(
+                    &format!("doc{i}"),
+                    &format!("Passage {i} about the travel policy. ").repeat(11),
+                    0.9,
+                )
+            })
+            .collect();
+        let scope = crate::acl::AclScope::for_tests("alice", &["everyone"]);
+        for question in [
+            "Who approves travel?".to_string(),
+            "Who approves travel? ".repeat(40),
+        ] {
+            let q = Question {
+                text: &question,
+                response_scope: ResponseScope::EnterpriseOnly,
+                scope: &scope,
+            };
+            let prompt = &g.prompt(&q, &evidence)[1].content;
+            let given = (1..=evidence.len())
+                .filter(|k| prompt.contains(&format!("[{k}] ")))
+                .count();
+            assert_eq!(g.passages(&q, &evidence), given, "{} bytes", question.len());
+        }
+    }
 
     #[test]
     fn an_error_message_that_quotes_the_prompt_is_left_out_of_the_log() {

@@ -173,8 +173,9 @@ pub enum AnswerError {
 #[tonic::async_trait]
 pub trait Answerer: Send + Sync {
     fn name(&self) -> &'static str;
-    /// How many of the (ranked) evidence passages it will use; only those are given.
-    fn passages(&self, evidence: &[Hit]) -> usize;
+    /// How many of the (ranked) evidence passages it will use for `q`; only those are given,
+    /// and only those can be cited.
+    fn passages(&self, q: &Question<'_>, evidence: &[Hit]) -> usize;
     /// Drafts the answer into `sink`; citation markers are 1-based into `passages`.
     async fn answer(
         &self,
@@ -196,7 +197,7 @@ impl Answerer for ExtractiveAnswerer {
         "extractive"
     }
 
-    fn passages(&self, evidence: &[Hit]) -> usize {
+    fn passages(&self, _q: &Question<'_>, evidence: &[Hit]) -> usize {
         evidence.len().min(self.cfg.max_passages)
     }
 
@@ -1030,7 +1031,7 @@ impl Prepared {
         // answerer, from the passages as indexed.
         let attempt = |answerer: &dyn Answerer, model: bool| {
             let evidence = if model { for_model } else { evidence };
-            let n = answerer.passages(evidence);
+            let n = answerer.passages(&q, evidence);
             Sink {
                 verifier: Verifier::new(
                     &evidence[..n],
@@ -1052,7 +1053,7 @@ impl Prepared {
         let mut sink = None;
         if let (AnswerMode::Generative, Some(g)) = (self.mode, &generative) {
             let mut s = attempt(g, true);
-            let n = g.passages(for_model);
+            let n = g.passages(&q, for_model);
             // A client that leaves an AskStream ends the model call at once, not at its next
             // piece: a slow or stalled model would hold its concurrency slot meanwhile.
             let answered = match tx {
@@ -1097,7 +1098,7 @@ impl Prepared {
             None => {
                 details.mode = AnswerMode::Extractive;
                 let mut s = attempt(&extractive, false);
-                let n = extractive.passages(evidence);
+                let n = extractive.passages(&q, evidence);
                 let _ = extractive.answer(&q, &evidence[..n], &mut s).await;
                 s
             }
@@ -1335,12 +1336,22 @@ fn screen_turn(
     keep_citations(t, &ok)
 }
 
+/// PII redaction of a conversation's title (its first question) as it leaves the daemon, for
+/// the caller's principals now (see [`redact_turn`]).
+fn redact_title(g: &Guardrails, principals: &BTreeSet<String>, c: &mut store::ConversationRecord) {
+    g.redact_sentence(
+        principals,
+        &mut c.title,
+        &mut guardrail::PiiFindings::default(),
+    );
+}
+
 /// PII redaction of a stored turn as it leaves the daemon again: it was redacted for the
 /// asker's principals when asked, which may have changed since (left an exempt group), as may
 /// the PII settings.
 fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::TurnRecord) {
     let mut found = guardrail::PiiFindings::default();
-    for text in [&mut t.answer, &mut t.rewritten]
+    for text in [&mut t.question, &mut t.answer, &mut t.rewritten]
         .into_iter()
         .chain(t.sentences.iter_mut().map(|s| &mut s.text))
     {
@@ -1368,9 +1379,10 @@ impl Assistant {
     ) -> Result<(store::ConversationRecord, Vec<store::TurnRecord>), AssistantError> {
         let scope = authorize(caller)?;
         let store = self.store_or_err()?;
-        let c = store
+        let mut c = store
             .conversation(caller.user_id(), id)?
             .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
+        redact_title(&self.guardrails, scope.principal_set(), &mut c);
         let turns = store
             .turns(id)?
             .into_iter()
@@ -1388,8 +1400,12 @@ impl Assistant {
         &self,
         caller: &Caller,
     ) -> Result<Vec<store::ConversationRecord>, AssistantError> {
-        authorize(caller)?;
-        Ok(self.store_or_err()?.list(caller.user_id())?)
+        let scope = authorize(caller)?;
+        let mut list = self.store_or_err()?.list(caller.user_id())?;
+        for c in &mut list {
+            redact_title(&self.guardrails, scope.principal_set(), c);
+        }
+        Ok(list)
     }
 
     pub fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<(), AssistantError> {
@@ -1593,7 +1609,7 @@ mod tests {
         let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
         let iban = "DE89 3704 0044 0532 0130 00";
         let turn = store::TurnRecord {
-            question: "q".into(),
+            question: format!("refund to {iban}?"),
             rewritten: format!("refunds to {iban}"),
             answer: format!("Refunds go to {iban}. [1]"),
             sentences: vec![store::StoredSentence {
@@ -1631,6 +1647,7 @@ mod tests {
         let shown = format!(
             "{:?}",
             (
+                &t.question,
                 &t.answer,
                 &t.rewritten,
                 &t.sentences,
@@ -1647,6 +1664,19 @@ mod tests {
             "{shown}"
         );
         assert_eq!(t.citations[0].access_key, "s:GB82WEST12345698765432");
+        // The conversation's title is its first question.
+        let mut c = store::ConversationRecord {
+            id: "c1".into(),
+            owner: "a".into(),
+            title: format!("refund to {iban}?"),
+            created_ms: 0,
+            updated_ms: 0,
+            turns: 1,
+        };
+        redact_title(&g, &payroll, &mut c);
+        assert!(c.title.contains("3704"), "exempt: {}", c.title);
+        redact_title(&g, &left, &mut c);
+        assert!(!c.title.contains("3704"), "{}", c.title);
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub const READ_BITS: u32 = 0x0000_0001 | 0x1000_0000 | 0x8000_0000;
 /// `folder_permissions = false`).
 pub const REACH_BITS: u32 = 0x0000_0020 | 0x2000_0000 | 0x1000_0000;
 
+/// The access masks Samba gives a POSIX entry without permissions: an allow of nothing, or
+/// of WRITE_OWNER alone (Samba's `UNIX_ACCESS_NONE`, so that Windows keeps the ACE). Samba
+/// never writes a deny ACE for such an entry.
+const SAMBA_NO_ACCESS: [u32; 2] = [0, 0x0008_0000];
+
 /// One ACE as far as reading goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ace {
@@ -134,14 +139,18 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
     let mut allow = BTreeSet::new();
     let mut deny = BTreeSet::new();
     let mut unmapped_deny = None;
-    // Samba Unix SIDs allowed nothing of `bits`, and those allowed some (see below).
+    // POSIX entries Samba rendered without `bits` (see below), and the SIDs allowed some.
     let (mut classless, mut granted) = (BTreeSet::new(), BTreeSet::new());
     for ace in aces {
         if ace.inherit_only {
             continue;
         }
         if ace.mask & bits == 0 {
-            if ace.kind == AceKind::Allow && ace.sid.starts_with("S-1-22-") {
+            // A Samba Unix SID allowed anything but `bits`, or any SID allowed exactly
+            // Samba's "no permissions" (a passdb or domain user of a POSIX entry).
+            if ace.kind == AceKind::Allow
+                && (ace.sid.starts_with("S-1-22-") || SAMBA_NO_ACCESS.contains(&ace.mask))
+            {
                 classless.insert(ace.sid.clone());
             }
             continue;
@@ -170,19 +179,33 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
             (AceKind::OtherAllow | AceKind::Ignored, _) => {}
         }
     }
-    // Samba writes a POSIX class without the permission (the group of a 0604 file, of a 0705
-    // folder) as an allow ACE granting nothing, not as a deny. POSIX checks one class, so that
-    // owner or group is refused although everyone else may: here it is denied.
-    if allow.contains(&Principal::Everyone) {
-        for sid in classless.difference(&granted) {
-            match map.deny_principal(sid) {
-                Some(p) => {
-                    deny.insert(p);
-                }
-                None => {
-                    unmapped.insert(sid.clone());
-                    unmapped_deny.get_or_insert_with(|| sid.clone());
-                }
+    // Samba writes a POSIX entry without the permission (the group of a 0604 file, of a 0705
+    // folder, an owner or a named user with `---`) as an allow ACE granting nothing, not as a
+    // deny. POSIX checks the first matching class only: an owner or named user without it is
+    // refused whatever a group or everyone else may, and a group without it whatever everyone
+    // else may (a user in a second, granting group is refused here: narrower, never wider).
+    // Here they are denied where something else would admit them.
+    let everyone = allow.contains(&Principal::Everyone);
+    let some_group = allow.iter().any(|p| matches!(p, Principal::Group(_)));
+    for sid in classless.difference(&granted) {
+        let class = map.principal(sid);
+        let applies = match &class {
+            // "Other" without the permission: nobody outside the named classes; no deny.
+            Some(Principal::Everyone) => false,
+            Some(Principal::Group(_)) => everyone,
+            // A user, or a SID of unknown kind (then the file is skipped if it applies).
+            _ => everyone || some_group,
+        };
+        if !applies {
+            continue;
+        }
+        match map.deny_principal(sid) {
+            Some(p) => {
+                deny.insert(p);
+            }
+            None => {
+                unmapped.insert(sid.clone());
+                unmapped_deny.get_or_insert_with(|| sid.clone());
             }
         }
     }
@@ -323,6 +346,59 @@ mod tests {
             ace(AceKind::Allow, "S-1-1-0", 1),
         ];
         assert!(compute(Some(&aces), &map, NullDacl::Skip).acl.is_err());
+    }
+
+    /// POSIX checks an owner or named user before any group: Samba's allow of nothing for such
+    /// a user, of a Unix SID or of a passdb or domain SID, is a deny wherever a group or
+    /// everyone would admit them (found by a review: only Unix SIDs were read so, and only
+    /// where everyone reads).
+    #[test]
+    fn a_user_allowed_nothing_is_denied_where_a_group_or_everyone_reads() {
+        let names = {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+            std::fs::write(&p, "carol:x:1003:2002::/:/bin/sh\n").unwrap();
+            std::fs::write(&g, "eng:x:2002:carol\n").unwrap();
+            PosixNames::load(&p, &g)
+        };
+        let map = SidMap {
+            names,
+            explicit: map().explicit,
+        };
+        // 0640 plus `u:carol:---`: eng reads, carol does not.
+        let aces = [
+            ace(AceKind::Allow, "S-1-22-1-1003", 0x0008_0000),
+            ace(AceKind::Allow, "S-1-22-2-2002", 0x0012_0089),
+        ];
+        let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
+        assert_eq!(acl.deny, BTreeSet::from([Principal::user("carol")]));
+        // alice, a passdb user (explicit SID), with `---` on a file everyone reads.
+        let aces = [
+            ace(AceKind::Allow, "S-1-5-21-1-2-3-1001", 0),
+            ace(AceKind::Allow, "S-1-1-0", 0x0012_0089),
+        ];
+        let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
+        assert_eq!(acl.deny, BTreeSet::from([Principal::user("alice")]));
+        // Such an ACE for a SID nobody maps, where a group reads: whom it refuses is unknown.
+        let aces = [
+            ace(AceKind::Allow, "S-1-5-21-9-9-9-1234", 0x0008_0000),
+            ace(AceKind::Allow, "S-1-22-2-2002", 0x0012_0089),
+        ];
+        assert!(compute(Some(&aces), &map, NullDacl::Skip).acl.is_err());
+        // Everyone else without read (`o::---`) refuses nobody the other entries admit.
+        let aces = [
+            ace(AceKind::Allow, "S-1-22-2-2002", 0x0012_0089),
+            ace(AceKind::Allow, "S-1-1-0", 0x0008_0000),
+        ];
+        let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
+        assert!(acl.deny.is_empty(), "{acl:?}");
+        // A Windows ACE granting something else (write) to a domain user is no such marker.
+        let aces = [
+            ace(AceKind::Allow, "S-1-5-21-1-2-3-1001", 0x0000_0002),
+            ace(AceKind::Allow, "S-1-1-0", 0x0012_0089),
+        ];
+        let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
+        assert!(acl.deny.is_empty(), "{acl:?}");
     }
 
     /// Samba's Unix SIDs: an allow of an unnamed id keeps its number (only narrower); a deny of
