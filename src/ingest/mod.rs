@@ -18,7 +18,7 @@
 pub mod push;
 pub mod reembed;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,7 +75,19 @@ pub struct SkipLog {
     gave_up: Mutex<HashMap<DocKey, GaveUp>>,
     /// Rollbacks of accepted writes (see [`docent_connector_api::IndexedState::rollbacks`]).
     rollbacks: AtomicU64,
+    /// Connectors that reconcile after rollbacks (their `SentLog`s asked), with the rollback
+    /// count the last reconciliation that ended had started under.
+    reconciling: Mutex<HashMap<String, Option<u64>>>,
+    /// Connectors that owed a reconciliation when the daemon last stopped ([`OWED_KEY`]).
+    owed_at_start: Mutex<BTreeSet<String>>,
 }
+
+/// The checkpoint entry (beside the connectors' own, committed with them) that lists the
+/// connectors owing a reconciliation after a rollback: a checkpoint already on its way when
+/// writes were rolled back is committed past what was lost, and a restart before the
+/// connector's reconciliation would otherwise forget that it owes one. Connector ids hold no
+/// `:`, so no connector's entry is named so.
+pub const OWED_KEY: &str = "docent:reconciliations-owed";
 
 const GAVE_UP_KEEP: usize = 10_000;
 
@@ -295,6 +307,10 @@ impl SkipLog {
         self.rollbacks.fetch_add(1, Ordering::SeqCst);
     }
 
+    fn lock_reconciling(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<u64>>> {
+        self.reconciling.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The version of `key` the pipeline gave up on, if any and once its connector is to be
     /// told ([`gave_up_wait`]).
     pub fn gave_up_on(&self, key: &DocKey) -> Option<String> {
@@ -338,6 +354,24 @@ impl docent_connector_api::IndexedState for IndexedView {
 
     fn rollbacks(&self) -> u64 {
         self.skips.rollbacks.load(Ordering::SeqCst)
+    }
+
+    fn reconciliation_owed(&self, connector: &str) -> bool {
+        self.skips
+            .lock_reconciling()
+            .entry(connector.to_string())
+            .or_insert(None);
+        self.skips
+            .owed_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(connector)
+    }
+
+    fn reconciled(&self, connector: &str, at: u64) {
+        let mut m = self.skips.lock_reconciling();
+        let last = m.entry(connector.to_string()).or_insert(None);
+        *last = Some(last.map_or(at, |l| l.max(at)));
     }
 }
 
@@ -487,6 +521,10 @@ pub struct Pipeline {
     /// Failure injection for tests: this many batches fail to write.
     #[cfg(test)]
     failing_writes: AtomicU64,
+    /// Connectors owing a reconciliation ([`OWED_KEY`]), with the rollback count a
+    /// reconciliation must have started at or after to pay it (0: any, owed from before the
+    /// start).
+    owed: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
@@ -508,6 +546,18 @@ impl Pipeline {
         stats: Arc<IngestStats>,
         skips: Arc<SkipLog>,
     ) -> Self {
+        let owed: BTreeSet<String> = index
+            .checkpoints()
+            .get(OWED_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        if !owed.is_empty() {
+            tracing::warn!(connectors = ?owed, "writes were rolled back before the last stop: these connectors reconcile once");
+        }
+        *skips
+            .owed_at_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = owed.clone();
         Self {
             index,
             embedder,
@@ -520,7 +570,39 @@ impl Pipeline {
             unavailable_parses: AtomicU64::new(0),
             #[cfg(test)]
             failing_writes: AtomicU64::new(0),
+            owed: Mutex::new(owed.into_iter().map(|c| (c, 0)).collect()),
         }
+    }
+
+    fn lock_owed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.owed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes of `connectors` were rolled back: those that reconcile after rollbacks owe one
+    /// that starts from now.
+    fn owe_reconciliations(&self, connectors: BTreeSet<String>) {
+        let at = self.skips.rollbacks.load(Ordering::SeqCst);
+        let reconciling = self.skips.lock_reconciling();
+        let mut owed = self.lock_owed();
+        for c in connectors {
+            if reconciling.contains_key(&c) {
+                owed.insert(c, at);
+            }
+        }
+    }
+
+    /// The connectors still owing a reconciliation, as committed under [`OWED_KEY`].
+    fn owed_now(&self) -> serde_json::Value {
+        let reconciling = self.skips.lock_reconciling();
+        let mut owed = self.lock_owed();
+        owed.retain(|c, at| {
+            reconciling
+                .get(c)
+                .copied()
+                .flatten()
+                .is_none_or(|done| done < *at)
+        });
+        serde_json::json!(owed.keys().collect::<Vec<_>>())
     }
 
     fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
@@ -540,6 +622,8 @@ impl Pipeline {
         let mut dirty = false;
         let mut last_commit = Instant::now();
         let mut checkpoints = BTreeMap::new();
+        // Connectors with writes since the last commit (a rollback discards them).
+        let mut written: BTreeSet<String> = BTreeSet::new();
         loop {
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
             let next_retry = this.retries().next_due();
@@ -565,6 +649,15 @@ impl Pipeline {
                 }
             }
             let mut checkpoint_seen = false;
+            written.extend(due.iter().map(|p| p.doc.key.connector.clone()));
+            written.extend(batch.iter().map(|c| {
+                match c {
+                    Change::Upsert(d) => &d.key.connector,
+                    Change::Delete(key) | Change::Skipped { key, .. } => &key.connector,
+                    Change::Checkpoint { connector, .. } => connector,
+                }
+                .clone()
+            }));
             if !batch.is_empty() || !due.is_empty() {
                 let p = this.clone();
                 let result = tokio::task::spawn_blocking(move || p.process_with(due, batch)).await;
@@ -578,6 +671,7 @@ impl Pipeline {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
                         this.skips.rolled_back();
+                        this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
                         continue;
@@ -586,6 +680,7 @@ impl Pipeline {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
                         this.skips.rolled_back();
+                        this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
                         continue;
@@ -595,6 +690,7 @@ impl Pipeline {
             if dirty && (checkpoint_seen || last_commit.elapsed() >= this.cfg.commit_interval) {
                 this.commit_retrying(std::mem::take(&mut checkpoints), None)
                     .await?;
+                written.clear();
                 dirty = false;
                 last_commit = Instant::now();
             }
@@ -612,9 +708,10 @@ impl Pipeline {
     /// good. `attempts`: give up after that many (at shutdown); `None`: until it succeeds.
     async fn commit_retrying(
         self: &Arc<Self>,
-        checkpoints: BTreeMap<String, serde_json::Value>,
+        mut checkpoints: BTreeMap<String, serde_json::Value>,
         attempts: Option<u32>,
     ) -> Result<(), IndexError> {
+        checkpoints.insert(OWED_KEY.to_string(), self.owed_now());
         let mut backoff = std::time::Duration::from_millis(500);
         let mut attempt = 1u32;
         let mut attempts = attempts;
@@ -1644,6 +1741,69 @@ mod tests {
         running.await.unwrap().unwrap();
         assert!(index.doc_entry("c:doc0.md").is_some());
         assert_eq!(view.rollbacks(), 1);
+    }
+
+    /// A checkpoint already on its way when writes were rolled back is committed past what
+    /// was lost; the connector's reconciliation makes up for it. A restart before that
+    /// reconciliation ended must not forget it is owed (found by a review: the rollback count
+    /// started again at 0, and a wiki connector went on from the checkpoint).
+    #[tokio::test]
+    async fn a_reconciliation_owed_after_a_rollback_outlives_a_restart() {
+        use docent_connector_api::{IndexedState as _, SentLog};
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let start = |failing: u64| {
+            let mut p = pipeline_into(&index, None);
+            p.cfg.commit_interval = Duration::from_millis(20);
+            p.failing_writes.store(failing, Ordering::Relaxed);
+            let view = Arc::new(IndexedView {
+                index: index.clone(),
+                skips: p.skips.clone(),
+            });
+            let sent = SentLog::new("c", view.clone());
+            (p, view, sent)
+        };
+        let checkpoint = |pos: u64| Change::Checkpoint {
+            connector: "c".into(),
+            checkpoint: serde_json::json!({ "pos": pos }),
+        };
+        let owed = || index.checkpoints()[OWED_KEY].clone();
+
+        let (p, view, sent) = start(1);
+        assert!(!sent.rolled_back_since_reconciled());
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.run(rx));
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        let mut waited = 0;
+        while view.rollbacks() == 0 {
+            assert!(waited < 3000, "no rollback");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        // The checkpoint sent after doc0, before the connector heard of the rollback.
+        tx.send(checkpoint(1)).await.unwrap();
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_none());
+        assert_eq!(index.checkpoints()["c"]["pos"], 1);
+        assert_eq!(owed(), serde_json::json!(["c"]));
+
+        // Restarted: the connector reconciles once, then owes nothing.
+        let (p, _view, sent) = start(0);
+        assert!(sent.rolled_back_since_reconciled());
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.run(rx));
+        let at = sent.rollbacks();
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        sent.reconciled(at);
+        assert!(!sent.rolled_back_since_reconciled());
+        tx.send(checkpoint(2)).await.unwrap();
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_some());
+        assert_eq!(owed(), serde_json::json!([]));
+        let (_p, _view, sent) = start(0);
+        assert!(!sent.rolled_back_since_reconciled());
     }
 
     proptest! {

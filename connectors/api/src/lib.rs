@@ -132,6 +132,17 @@ pub trait IndexedState: Send + Sync {
     fn rollbacks(&self) -> u64 {
         0
     }
+    /// Whether `connector` owes a reconciliation from before this start: the pipeline rolled
+    /// back writes it had accepted, and the daemon stopped before a reconciliation of the
+    /// connector ended (its checkpoint may have been committed past what was lost). Asked by
+    /// each [`SentLog`] when it starts, which also tells the pipeline that the connector
+    /// reconciles after rollbacks. Default: never.
+    fn reconciliation_owed(&self, _connector: &str) -> bool {
+        false
+    }
+    /// A reconciliation of `connector` that started at rollback count `at` ended
+    /// ([`SentLog::reconciled`]): the pipeline stops recording it as owed. Default: ignored.
+    fn reconciled(&self, _connector: &str, _at: u64) {}
 }
 
 /// How often a running connector checks whether the pipeline rolled back writes it had

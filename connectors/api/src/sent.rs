@@ -26,6 +26,9 @@ pub struct SentLog {
     sent: Mutex<HashMap<String, Record>>,
     /// The rollback count the last reconciliation that ended had started under.
     reconciled: AtomicU64,
+    /// A reconciliation owed from before this start ([`IndexedState::reconciliation_owed`]):
+    /// any reconciliation that ends pays it.
+    owed: std::sync::atomic::AtomicBool,
 }
 
 struct Record {
@@ -39,12 +42,15 @@ const UNKNOWN: &str = "\u{0}unknown after a rollback";
 
 impl SentLog {
     pub fn new(connector: impl Into<String>, indexed: Arc<dyn IndexedState>) -> Self {
+        let connector = connector.into();
         let reconciled = AtomicU64::new(indexed.rollbacks());
+        let owed = indexed.reconciliation_owed(&connector).into();
         Self {
-            connector: connector.into(),
+            connector,
             indexed,
             sent: Mutex::new(HashMap::new()),
             reconciled,
+            owed,
         }
     }
 
@@ -130,12 +136,16 @@ impl SentLog {
     /// deletion protection): it sent again what it could of what was in doubt.
     pub fn reconciled(&self, at: u64) {
         self.reconciled.fetch_max(at, Ordering::SeqCst);
+        self.owed.store(false, Ordering::SeqCst);
+        self.indexed.reconciled(&self.connector, at);
     }
 
-    /// Whether the pipeline rolled back since the last reconciliation that ended began: the
-    /// connector reconciles once (a failed one is tried again).
+    /// Whether the pipeline rolled back since the last reconciliation that ended began, or a
+    /// reconciliation is owed from before this start: the connector reconciles once (a failed
+    /// one is tried again).
     pub fn rolled_back_since_reconciled(&self) -> bool {
-        self.indexed.rollbacks() > self.reconciled.load(Ordering::SeqCst)
+        self.owed.load(Ordering::SeqCst)
+            || self.indexed.rollbacks() > self.reconciled.load(Ordering::SeqCst)
     }
 }
 
