@@ -94,7 +94,9 @@ fn chunk_section(
     let page = first.page;
     let mut heading_path = first.heading_path.clone();
     if matches!(first.kind, BlockKind::Heading(_)) {
-        heading_path.push(crate::parse::collapse_ws(&doc.text[first.span.clone()]));
+        let mut heading = crate::parse::collapse_ws(&doc.text[first.span.clone()]);
+        crate::parse::cap_heading(&mut heading);
+        heading_path.push(heading);
     }
     let mut block_tokens = Vec::new();
     let mut units = Vec::new();

@@ -1121,11 +1121,13 @@ impl Pipeline {
         };
         drop(content);
         let content_hash = hex::encode(&Sha256::digest(parsed.text.as_bytes())[..16]);
-        let title = doc
+        let mut title = doc
             .title
             .clone()
             .filter(|t| !t.trim().is_empty())
             .unwrap_or(parsed.title.clone());
+        // A connector's or a pusher's title is copied into every chunk, as the parser's is.
+        crate::parse::cap_heading(&mut title);
         let counter = self.embedder.token_counter();
         let chunks = chunk::chunk(&parsed, self.cfg.chunking, counter.as_ref());
         if chunks.is_empty() {

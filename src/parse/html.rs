@@ -86,15 +86,28 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
     // The element whose subtree is skipped (script, style, …), and how many `pre` are open.
     let mut skipping: Option<ego_tree::NodeId> = None;
     let mut pre = 0usize;
+    // The outermost open `h1` while no title is found, and its text so far: gathered on the
+    // way (reading each heading's subtree again would cost the square of its nesting).
+    let mut h1: Option<(ego_tree::NodeId, String)> = None;
     for edge in root.traverse() {
         match edge {
             Edge::Open(node) if skipping.is_none() => match node.value() {
-                Node::Text(t) => b.push(t, pre > 0),
+                Node::Text(t) => {
+                    if let Some((_, text)) = &mut h1
+                        && text.len() < super::MAX_HEADING_BYTES
+                    {
+                        text.push_str(t);
+                    }
+                    b.push(t, pre > 0)
+                }
                 Node::Element(el) => {
                     let name = el.name();
                     if SKIP.contains(&name) {
                         skipping = Some(node.id());
                         continue;
+                    }
+                    if name == "h1" && first_h1.is_none() && h1.is_none() {
+                        h1 = Some((node.id(), String::new()));
                     }
                     pre += usize::from(name == "pre");
                     if let Some((kind, _)) = block_of(name) {
@@ -116,13 +129,11 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
                 };
                 let name = el.name();
                 if let Some((_, heading)) = block_of(name) {
-                    if heading == Some(1) && first_h1.is_none() {
-                        let t: String = scraper::ElementRef::wrap(node)
-                            .map(|e| e.text().collect())
-                            .unwrap_or_default();
-                        if !t.trim().is_empty() {
-                            *first_h1 = Some(t);
-                        }
+                    if heading == Some(1)
+                        && let Some((_, text)) = h1.take_if(|(id, _)| *id == node.id())
+                        && !text.trim().is_empty()
+                    {
+                        *first_h1 = Some(text);
                     }
                     b.finish();
                 }
@@ -135,6 +146,17 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a `<title>`, the first `h1` with text titles the page, its text gathered across
+    /// the elements inside it (read once, on the way).
+    #[test]
+    fn the_first_heading_with_text_titles_a_page_without_a_title() {
+        let doc = parse(
+            "<body><h1><span> </span></h1><p>Intro.</p><h1>Travel <em>rules</em> 2027</h1>\
+             <p>Book early.</p><h1>Later</h1></body>",
+        );
+        assert_eq!(doc.title, "Travel rules 2027");
+    }
 
     /// Deep nesting is parsed on the parser's own 2 MiB stack, as in the daemon.
     #[test]

@@ -199,10 +199,18 @@ impl Format {
         }
     }
 
-    /// Formats parsed in a child process when the daemon has one (see [`isolate`]): their
-    /// third-party parsers can abort the process that runs them.
-    pub fn isolated(self) -> bool {
-        matches!(self, Self::Pdf)
+    /// Whether a document of this format and `len` bytes is parsed in a child process when the
+    /// daemon has one (see [`isolate`]), whose memory is capped and which a timeout kills:
+    /// PDFs and spreadsheets, whose third-party parsers can abort the process that runs them
+    /// (calamine sizes allocations from counts the file states), and HTML over
+    /// [`HTML_IN_PROCESS_BYTES`], since html5ever's time grows with the square of the
+    /// nesting and a thread that overran its deadline cannot be stopped.
+    pub fn isolated(self, len: usize) -> bool {
+        match self {
+            Self::Pdf | Self::Xlsx => true,
+            Self::Html => len > HTML_IN_PROCESS_BYTES,
+            _ => false,
+        }
     }
 }
 
@@ -215,11 +223,28 @@ thread_local! {
     static OVER_BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
+/// The largest HTML document parsed in the daemon's own process (see [`Format::isolated`]):
+/// nested as deep as it can be, it takes well under a second.
+pub const HTML_IN_PROCESS_BYTES: usize = 64 << 10;
+
 /// The stack of a parser thread.
 const PARSER_STACK_BYTES: usize = 256 << 20;
 
 /// The longest heading kept in heading paths (they are repeated on every block below them).
-const MAX_HEADING_BYTES: usize = 256;
+pub const MAX_HEADING_BYTES: usize = 256;
+
+/// Cuts a title or heading to [`MAX_HEADING_BYTES`] (at a character): each chunk carries its
+/// document's title and headings (in its record and in what the model embeds), so a long one
+/// would be copied into every chunk of a long document.
+pub fn cap_heading(s: &mut String) {
+    if s.len() > MAX_HEADING_BYTES {
+        let mut cut = MAX_HEADING_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
 
 /// Parses a document. `name` is the file name, the title of last resort.
 pub fn parse(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, ParseError> {
@@ -258,6 +283,7 @@ fn parse_unchecked(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<Parse
         doc.title = title_from_name(name);
     }
     doc.title = collapse_ws(&doc.title);
+    cap_heading(&mut doc.title);
     Ok(doc)
 }
 
@@ -296,7 +322,7 @@ pub fn parse_limited(
     use std::sync::atomic::Ordering;
     let bytes = bytes.into();
     if let Some(exe) = isolate::worker_process()
-        && Format::detect(mime.as_deref(), &name).is_ok_and(Format::isolated)
+        && Format::detect(mime.as_deref(), &name).is_ok_and(|f| f.isolated(bytes.len()))
     {
         let doc = isolate::parse_in_child(exe, bytes, mime, name, limits)?;
         return within_text_limit(doc, limits);
@@ -583,13 +609,7 @@ impl TextBuilder {
         });
         if let BlockKind::Heading(level) = kind {
             let mut h = collapse_ws(&heading_text);
-            if h.len() > MAX_HEADING_BYTES {
-                let mut cut = MAX_HEADING_BYTES;
-                while !h.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                h.truncate(cut);
-            }
+            cap_heading(&mut h);
             self.headings.push((level, h));
         }
     }
@@ -664,6 +684,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.blocks[1].heading_path[0].len(), MAX_HEADING_BYTES);
+    }
+
+    /// A title or the heading a section opens with is cut too: each chunk carries them (found
+    /// by a review: a 1 MB heading was copied whole into every chunk of its section, and into
+    /// the title every chunk's embedding input starts with).
+    #[test]
+    fn a_long_title_and_heading_are_cut_before_every_chunk_carries_them() {
+        let src = format!("# {}\n\nThe body of the note.", "word ".repeat(20_000));
+        let d = parse(src.as_bytes(), None, "long.md").unwrap();
+        assert_eq!(d.title.len(), MAX_HEADING_BYTES, "{}", d.title);
+        let chunks = crate::chunk::chunk(
+            &d,
+            crate::chunk::ChunkerConfig {
+                max_tokens: 200,
+                overlap_tokens: 32,
+            },
+            &crate::chunk::WordCounter,
+        );
+        assert!(chunks.len() > 50, "{}", chunks.len());
+        for c in &chunks {
+            assert!(c.heading_path.iter().all(|h| h.len() <= MAX_HEADING_BYTES));
+        }
+    }
+
+    /// PDFs and spreadsheets always go to the parser process (their parsers can abort the
+    /// process: calamine reserves what a file's counts claim), HTML once it is long enough for
+    /// html5ever's nesting cost to matter; the rest stays in the daemon.
+    #[test]
+    fn hostile_capable_formats_are_parsed_in_a_child_process() {
+        assert!(Format::Pdf.isolated(1));
+        assert!(Format::Xlsx.isolated(1));
+        assert!(!Format::Html.isolated(HTML_IN_PROCESS_BYTES));
+        assert!(Format::Html.isolated(HTML_IN_PROCESS_BYTES + 1));
+        for f in [Format::Markdown, Format::Text, Format::Docx, Format::Json] {
+            assert!(!f.isolated(100 << 20), "{f:?}");
+        }
     }
 
     use super::*;

@@ -52,6 +52,24 @@ async fn bad_files_are_skipped_with_reasons() {
         samples::zip(&[("word/document.xml", &bomb)]),
     )
     .unwrap();
+    // A 1 kB spreadsheet whose shared-string table claims 10¹³ entries: calamine reserves
+    // them (an allocation failure aborts the process that parses it: the parser process).
+    std::fs::write(
+        c.join("counts.xlsx"),
+        samples::zip(&[
+            (
+                "_rels/.rels",
+                "<Relationships><Relationship Id=\"rId1\" Type=\"http://schemas.openxmlformats.org/\
+                 officeDocument/2006/relationships/officeDocument\" Target=\"xl/workbook.xml\">\
+                 </Relationship></Relationships>",
+            ),
+            (
+                "xl/sharedStrings.xml",
+                "<sst uniqueCount=\"10000000000000\"></sst>",
+            ),
+        ]),
+    )
+    .unwrap();
     std::fs::write(c.join("bad.json"), "{\"a\": [1, 2,").unwrap();
     // Valid, but its extracted text exceeds the connector's max_text_bytes (set to 4096 below).
     std::fs::write(
@@ -108,6 +126,7 @@ async fn bad_files_are_skipped_with_reasons() {
         ("/scan.pdf", "no text layer"),
         ("/notzip.docx", "malformed: not a valid zip archive"),
         ("/bomb.docx", "uncompressed"),
+        ("/counts.xlsx", "the parser crashed"),
         ("/bad.json", "malformed: JSON"),
         ("/long.csv", "the limit is 4096"),
     ] {
