@@ -174,6 +174,15 @@ impl Connector for PushConnector {
                     }
                 }
             }
+            // What was accepted (answered ACCEPTED) reaches the pipeline, which drains and
+            // commits at shutdown: a push has no checkpoint a client could resume from. New
+            // pushes are refused from now on.
+            rx.close();
+            while let Some(c) = rx.recv().await {
+                if ctx.sink.send(c).await.is_err() {
+                    return Err(ConnectorError::SinkClosed { connector: id });
+                }
+            }
             ctx.status.set_phase("stopped");
             Ok(())
         })
@@ -389,6 +398,47 @@ mod tests {
             .build()
             .unwrap();
         check_cancellation(again.connector).await.unwrap();
+    }
+
+    /// Changes accepted before the shutdown still reach the pipeline (found by a review: the
+    /// queue was dropped, and with it changes the client had been told were accepted).
+    #[tokio::test]
+    async fn changes_accepted_before_a_shutdown_reach_the_pipeline() {
+        let built = spec("writers = [\"user:crm-bot\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let source = built
+            .handle
+            .unwrap()
+            .downcast::<PushSource>()
+            .expect("the handle is the push source");
+        for n in ["a", "b", "c"] {
+            assert!(source.send(doc(n, "group:staff")).await);
+        }
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_cmd, commands) = mpsc::channel(1);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        shutdown.cancel();
+        built
+            .connector
+            .run(ConnectorContext {
+                commands,
+                sink: tx,
+                memberships: Arc::new(docent_connector_api::NoMemberships),
+                indexed: Arc::new(docent_connector_api::conformance::MemoryIndex::default()),
+                checkpoint: None,
+                shutdown,
+                status: StatusHandle::default(),
+            })
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            got.push(c);
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(!source.send(doc("d", "group:staff")).await, "refused after the stop");
     }
 
     /// A version accepted but then failed by the pipeline is forgotten as accepted: the
