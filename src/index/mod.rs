@@ -73,6 +73,21 @@ pub enum IndexError {
     },
     #[error("index on Milvus: {0}")]
     Milvus(Box<docent_milvus::MilvusError>),
+    /// A commit failed and the writes since the last commit were rolled back (retrying it
+    /// cannot succeed): the pipeline takes it as a failed batch.
+    #[error("index at {path}: commit failed, uncommitted writes rolled back: {source}")]
+    CommitRolledBack {
+        path: PathBuf,
+        source: tantivy::TantivyError,
+    },
+}
+
+impl IndexError {
+    /// Whether the writes since the last commit were dropped (see
+    /// [`IndexError::CommitRolledBack`]).
+    pub fn rolled_back(&self) -> bool {
+        matches!(self, Self::CommitRolledBack { .. })
+    }
 }
 
 impl From<docent_milvus::MilvusError> for IndexError {
@@ -570,9 +585,27 @@ impl Index {
             message: e.to_string(),
         })?;
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&json);
-        prepared.commit()?;
+        let committed = (|| {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&json);
+            prepared.commit()
+        })();
+        if let Err(source) = committed {
+            // A commit that failed (a full disk, an I/O error while a segment was written)
+            // leaves tantivy's writer without its indexing thread: retried, it would commit
+            // the deletes and drop every added document from then on. A new writer starts
+            // from the last commit instead, and what was written since is gone.
+            writer.rollback()?;
+            drop(writer);
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            return Err(IndexError::CommitRolledBack {
+                path: self.path.clone(),
+                source,
+            });
+        }
         drop(writer);
         *self.payload.write().unwrap_or_else(|e| e.into_inner()) = payload;
         {
@@ -1734,6 +1767,81 @@ mod tests {
                 .unwrap();
             assert_eq!(keys(dense), want, "dense for {}", scope.user());
         }
+    }
+
+    /// A commit that fails (here: the file size limit, as a full disk would) rolls back, and
+    /// what is written afterwards is committed (found by a review: tantivy's writer lost its
+    /// indexing thread in the failed commit, and a retried commit kept the deletes and dropped
+    /// every document added from then on). Runs in a child process, whose limits it changes.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_failed_commit_rolls_back_and_later_writes_are_committed() {
+        const NAME: &str =
+            "index::tests::a_failed_commit_rolls_back_and_later_writes_are_committed";
+        if std::env::var_os("DOCENT_TEST_FSIZE_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1"])
+                .env("DOCENT_TEST_FSIZE_CHILD", "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let file_size_limit = |bytes: libc::rlim_t| {
+            let l = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit reads the struct; SIG_IGN for SIGXFSZ turns an oversized
+            // write into an EFBIG error instead of killing the process.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &l), 0);
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let everyone = || Acl::new([Principal::Everyone], []);
+        idx.upsert(record("a", "alpha kestrel", everyone()))
+            .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+
+        file_size_limit(64 << 10);
+        idx.upsert(record("a", "alpha kestrel, revised", everyone()))
+            .unwrap();
+        // Words that neither compress nor repeat: the segment outgrows the limit.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let bulky: String = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("bulky{x:x} ")
+            })
+            .collect();
+        idx.upsert(record("b", &bulky, everyone())).unwrap();
+        let e = idx.commit(BTreeMap::new()).unwrap_err();
+        assert!(e.rolled_back(), "{e}");
+        file_size_limit(libc::RLIM_INFINITY);
+        assert!(idx.latest_entry("t:b").is_none());
+
+        idx.upsert(record("c", "gamma heron", everyone())).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let found = |q: &str| {
+            snap.bm25(&scope, &SearchFilter::default(), q, 10, (1.0, 1.0))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(found("heron"), 1, "written after the failed commit");
+        assert_eq!(found("kestrel"), 1, "the last committed version of a stays");
+        assert_eq!(found("bulky"), 0);
     }
 
     #[test]

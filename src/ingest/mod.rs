@@ -688,16 +688,35 @@ impl Pipeline {
                 }
             }
             if dirty && (checkpoint_seen || last_commit.elapsed() >= this.cfg.commit_interval) {
-                this.commit_retrying(std::mem::take(&mut checkpoints), None)
-                    .await?;
-                written.clear();
+                match this
+                    .commit_retrying(std::mem::take(&mut checkpoints), None)
+                    .await
+                {
+                    Ok(()) => written.clear(),
+                    // The backend dropped the uncommitted writes: as for a failed batch.
+                    Err(e) if e.rolled_back() => {
+                        tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                        this.skips.rolled_back();
+                        this.owe_reconciliations(std::mem::take(&mut written));
+                    }
+                    Err(e) => return Err(e),
+                }
                 dirty = false;
                 last_commit = Instant::now();
             }
         }
         if dirty {
-            this.commit_retrying(checkpoints, Some(FINAL_COMMIT_ATTEMPTS))
-                .await?;
+            match this
+                .commit_retrying(checkpoints, Some(FINAL_COMMIT_ATTEMPTS))
+                .await
+            {
+                // Neither the writes nor their checkpoints were committed: connectors send
+                // them again after the restart.
+                Err(e) if e.rolled_back() => {
+                    tracing::error!(error = %e, "final index commit failed; uncommitted writes rolled back");
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -726,7 +745,9 @@ impl Pipeline {
                     }
                     return Ok(());
                 }
-                Err(e) if attempts.is_some_and(|n| attempt >= n) => return Err(e),
+                Err(e) if e.rolled_back() || attempts.is_some_and(|n| attempt >= n) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, attempt, retry_in = ?backoff, "index commit failed; retrying");

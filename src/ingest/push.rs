@@ -438,7 +438,10 @@ mod tests {
             got.push(c);
         }
         assert_eq!(got.len(), 3, "{got:?}");
-        assert!(!source.send(doc("d", "group:staff")).await, "refused after the stop");
+        assert!(
+            !source.send(doc("d", "group:staff")).await,
+            "refused after the stop"
+        );
     }
 
     /// A version accepted but then failed by the pipeline is forgotten as accepted: the
