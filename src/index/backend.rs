@@ -107,6 +107,19 @@ pub trait Backend: IndexedState + Send + Sync {
     /// A view of the last commit.
     fn snapshot(&self) -> Box<dyn IndexSnapshot + '_>;
 
+    /// Whether the index's answers about documents are complete: `false` while a backend could
+    /// not read its document table, when a document it does not show may still be indexed (a
+    /// delete or a withdrawal must not then be skipped as "nothing to do"). Default: always.
+    fn knows_every_document(&self) -> bool {
+        true
+    }
+
+    /// Whether `doc` can be written at all; else why not (a per-document failure: a document the
+    /// backend refuses would fail every commit). Default: any.
+    fn check(&self, _doc: &DocumentRecord) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Writes a document's chunks, replacing its previous ones (visible after the next commit).
     fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError>;
 

@@ -107,6 +107,9 @@ pub struct MilvusBackend {
     writer: std::sync::atomic::AtomicBool,
     checkpoints: RwLock<BTreeMap<String, Value>>,
     last_commit: std::sync::atomic::AtomicI64,
+    /// Failure injection for tests: reading the document table fails.
+    #[cfg(test)]
+    unreadable_table: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for MilvusBackend {
@@ -219,6 +222,8 @@ impl MilvusBackend {
             writer: false.into(),
             checkpoints: RwLock::new(checkpoints),
             last_commit: 0.into(),
+            #[cfg(test)]
+            unreadable_table: Default::default(),
         })
     }
 
@@ -255,13 +260,24 @@ impl MilvusBackend {
                 t.docs = docs;
                 t.loaded = Some(Instant::now());
             }
-            // Callers see what they had (or nothing) and the next call tries again: an empty
-            // table only costs a sync re-reading documents, never a deletion.
+            // Callers see what they had (or nothing) and the next call tries again. While
+            // nothing was ever read, `knows_every_document` says so: the pipeline then deletes
+            // and withdraws without asking the table.
             Err(e) => tracing::warn!(error = %e, "milvus: cannot read the document table"),
         }
     }
 
     fn load_table(&self) -> Result<HashMap<String, DocEntry>, IndexError> {
+        #[cfg(test)]
+        if self
+            .unreadable_table
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(IndexError::Payload {
+                path: self.where_.clone().into(),
+                message: "the document table is unreadable (test)".into(),
+            });
+        }
         let mut docs = HashMap::new();
         let mut after: Option<String> = None;
         loop {
@@ -307,6 +323,11 @@ fn acl_of(row: &ChunkRow) -> Acl {
         allow: parse(&row.allow).into_iter().collect(),
         deny: parse(&row.deny).into_iter().collect(),
     }
+}
+
+/// Whether every row of `doc` fits the collection ([`docent_milvus::fits`]).
+fn check_rows(doc: &DocumentRecord) -> Result<(), String> {
+    rows_of(doc).iter().try_for_each(docent_milvus::fits)
 }
 
 fn rows_of(doc: &DocumentRecord) -> Vec<ChunkRow> {
@@ -396,6 +417,19 @@ impl Backend for MilvusBackend {
             backend: self,
             seen: Mutex::new(Seen::default()),
         })
+    }
+
+    fn knows_every_document(&self) -> bool {
+        self.refresh_table();
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .loaded
+            .is_some()
+    }
+
+    fn check(&self, doc: &DocumentRecord) -> Result<(), String> {
+        check_rows(doc)
     }
 
     fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {
@@ -805,6 +839,68 @@ mod tests {
         super::super::suite::run_all(&|| {
             Arc::new(MilvusBackend::open(&fresh("suite"), &model).expect("open on milvus lite"))
         });
+    }
+
+    /// While the document table cannot be read, a delete is still carried out (found by a
+    /// review: the pipeline took "not in the table" for "not indexed" and dropped it, and the
+    /// deleted page stayed searchable).
+    #[test]
+    fn a_delete_is_carried_out_while_the_document_table_cannot_be_read() {
+        use crate::ingest::{Pipeline, PipelineConfig};
+        use docent_connector_api::{Acl, Change, DocKey, Principal};
+        let cfg = fresh("table");
+        let model = ModelSignature::plain("test-bag-of-words", 64);
+        let key = DocKey::new("c", "p.md");
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        first
+            .upsert(DocumentRecord {
+                key: key.clone(),
+                uri: "file:///p.md".into(),
+                title: "p".into(),
+                version: "1".into(),
+                modified_at: None,
+                attributes: BTreeMap::new(),
+                acl: Acl::new([Principal::Everyone], []),
+                content_hash: "h".into(),
+                chunks: vec![crate::index::ChunkRecord {
+                    ord: 0,
+                    span: 0..5,
+                    page: None,
+                    heading_path: Vec::new(),
+                    text: "heron".into(),
+                    hash: "h0".into(),
+                    vector: vec![0.125; 64],
+                }],
+            })
+            .unwrap();
+        first.commit(BTreeMap::new()).unwrap();
+        drop(first);
+
+        let b = Arc::new(MilvusBackend::open(&cfg, &model).unwrap());
+        b.unreadable_table
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        *b.table.write().unwrap() = Table::default();
+        assert!(!b.knows_every_document());
+        let p = Pipeline::new(
+            b.clone(),
+            Arc::new(crate::embed::test_embedder::BagOfWords),
+            PipelineConfig {
+                chunking: crate::chunk::ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: Duration::from_secs(3600),
+                max_batch: 64,
+                limits: std::collections::HashMap::new(),
+                retry: Default::default(),
+            },
+            Arc::default(),
+            Arc::default(),
+        );
+        let cps = p.process(vec![Change::Delete(key.clone())]).unwrap();
+        b.commit(cps).unwrap();
+        let after = MilvusBackend::open(&cfg, &model).unwrap();
+        assert!(after.latest_entry(&key.to_string()).is_none());
     }
 
     #[test]

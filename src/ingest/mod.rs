@@ -574,6 +574,12 @@ impl Pipeline {
         }
     }
 
+    /// Whether `key` may be indexed (committed or written): the index shows it, or cannot
+    /// tell ([`Backend::knows_every_document`]).
+    fn may_be_indexed(&self, key: &str) -> bool {
+        self.index.latest_entry(key).is_some() || !self.index.knows_every_document()
+    }
+
     fn lock_owed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
         self.owed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1018,12 +1024,14 @@ impl Pipeline {
                                 // connector sends it again at its next scan; unless the ACL
                                 // changed, since the old text may not stay readable under the
                                 // old ACL (as for a parse that timed out).
-                                let acl_changed = self
-                                    .index
-                                    .latest_entry(&p.record.key.to_string())
-                                    .is_some_and(|prev| {
-                                        prev.acl_fingerprint != p.record.acl.fingerprint()
-                                    });
+                                let acl_changed =
+                                    match self.index.latest_entry(&p.record.key.to_string()) {
+                                        Some(prev) => {
+                                            prev.acl_fingerprint != p.record.acl.fingerprint()
+                                        }
+                                        // Unknown: the previous version may be under another.
+                                        None => !self.index.knows_every_document(),
+                                    };
                                 if acl_changed {
                                     self.index.delete(&p.record.key);
                                     self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
@@ -1037,7 +1045,7 @@ impl Pipeline {
                                 self.stats.documents_indexed.fetch_add(1, Ordering::Relaxed);
                             }
                             Op::Delete(key) => {
-                                if self.index.latest_entry(&key.to_string()).is_some() {
+                                if self.may_be_indexed(&key.to_string()) {
                                     self.index.delete(&key);
                                     self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -1074,7 +1082,7 @@ impl Pipeline {
                 Op::Delete(key) => {
                     // The newest state, not the committed one: a delete that follows an
                     // uncommitted upsert of the same key must win over it.
-                    if self.index.latest_entry(&key.to_string()).is_some() {
+                    if self.may_be_indexed(&key.to_string()) {
                         self.index.delete(&key);
                         self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1120,9 +1128,10 @@ impl Pipeline {
                 // unavailable parsers are tried again soon.
                 let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
                 let keep_previous = not_its_own
-                    && previous
-                        .as_ref()
-                        .is_none_or(|p| p.acl_fingerprint == doc.acl.fingerprint());
+                    && previous.as_ref().map_or_else(
+                        || self.index.knows_every_document(),
+                        |p| p.acl_fingerprint == doc.acl.fingerprint(),
+                    );
                 let key = doc.key.clone();
                 // A timeout is not retried: in process, each attempt would leave one more
                 // parser thread running (Rust cannot stop one), and a document that took the
@@ -1196,20 +1205,28 @@ impl Pipeline {
         if let Some(m) = doc.modified_at {
             attributes.insert("modified_at".into(), m.to_string());
         }
-        Ok(Some(Prepared {
-            record: DocumentRecord {
-                key: doc.key,
-                uri: doc.uri,
-                title,
-                version: doc.version,
-                modified_at: doc.modified_at,
-                attributes,
-                acl: doc.acl,
-                content_hash,
-                chunks: records,
-            },
-            to_embed,
-        }))
+        let record = DocumentRecord {
+            key: doc.key,
+            uri: doc.uri,
+            title,
+            version: doc.version,
+            modified_at: doc.modified_at,
+            attributes,
+            acl: doc.acl,
+            content_hash,
+            chunks: records,
+        };
+        // A document the backend cannot hold (a Milvus field limit) fails alone, before any
+        // commit would fail on it again and again.
+        if let Err(reason) = self.index.check(&record) {
+            return Err(Failure {
+                key: record.key,
+                reason: format!("the index cannot hold it: {reason}"),
+                keep_previous: false,
+                retry: None,
+            });
+        }
+        Ok(Some(Prepared { record, to_embed }))
     }
 }
 
@@ -1764,6 +1781,53 @@ mod tests {
         running.await.unwrap().unwrap();
         assert!(index.doc_entry("c:doc0.md").is_some());
         assert_eq!(view.rollbacks(), 1);
+    }
+
+    /// A document the backend cannot hold fails alone, with the reason; the rest of its batch
+    /// and the checkpoint commit (found by a review: on Milvus, whose fields have length
+    /// limits, a 600-byte key failed every commit from then on).
+    #[test]
+    fn a_document_the_backend_cannot_hold_fails_alone() {
+        let index = crate::index::milvus::test_backend(BagOfWords.model_id(), BagOfWords.dim());
+        let p = Pipeline::new(
+            index.clone(),
+            Arc::new(BagOfWords),
+            PipelineConfig {
+                chunking: ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: Duration::from_secs(3600),
+                max_batch: 64,
+                limits: HashMap::new(),
+                retry: RetryPolicy::default(),
+            },
+            Arc::default(),
+            Arc::default(),
+        );
+        let mut long = doc(0, 1);
+        long.key = DocKey::new("c", format!("{}.md", "x".repeat(600)));
+        let cps = p
+            .process(vec![
+                Change::Upsert(Box::new(long)),
+                Change::Upsert(Box::new(doc(1, 1))),
+                Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({ "pos": 1 }),
+                },
+            ])
+            .unwrap();
+        index.commit(cps).unwrap();
+        assert!(index.latest_entry("c:doc1.md").is_some());
+        assert_eq!(index.checkpoints()["c"]["pos"], 1);
+        let (failed, recent) = p.skips.get("c");
+        assert_eq!(failed, 1);
+        assert!(
+            recent[0]
+                .1
+                .contains("cannot hold it: its chunk id is 607 bytes"),
+            "{recent:?}"
+        );
     }
 
     /// A checkpoint already on its way when writes were rolled back is committed past what

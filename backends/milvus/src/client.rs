@@ -108,6 +108,45 @@ pub struct ChunkRow {
     pub meta: serde_json::Value,
 }
 
+/// Whether `row` fits the chunk collection's field limits; else why not. Milvus refuses a
+/// whole upsert for one row that does not fit, so a writer checks each document first (a row
+/// it could never write would fail every commit).
+pub fn fits(row: &ChunkRow) -> Result<(), String> {
+    let fields = [
+        ("chunk id", row.chunk_id.len(), schema::CHUNK_ID_MAX_BYTES),
+        ("document key", row.doc_key.len(), schema::DOC_KEY_MAX_BYTES),
+        ("source", row.source.len(), schema::SOURCE_MAX_BYTES),
+        ("uri", row.uri.len(), schema::URI_MAX_BYTES),
+        ("title", row.title.len(), schema::TITLE_MAX_BYTES),
+        ("heading", row.heading.len(), schema::HEADING_MAX_BYTES),
+        ("text", row.text.len(), schema::TEXT_MAX_BYTES),
+    ];
+    for (what, len, max) in fields {
+        if len > max {
+            return Err(format!(
+                "its {what} is {len} bytes; the Milvus collection holds at most {max}"
+            ));
+        }
+    }
+    for (what, list) in [("allow", &row.allow), ("deny", &row.deny)] {
+        if list.len() > schema::PRINCIPALS_MAX {
+            return Err(format!(
+                "its ACL {what}s {} principals; the Milvus collection holds at most {}",
+                list.len(),
+                schema::PRINCIPALS_MAX
+            ));
+        }
+        if let Some(p) = list.iter().find(|p| p.len() > schema::PRINCIPAL_MAX_BYTES) {
+            return Err(format!(
+                "an ACL {what} principal is {} bytes; the Milvus collection holds at most {}",
+                p.len(),
+                schema::PRINCIPAL_MAX_BYTES
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One search hit, best first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
@@ -496,17 +535,10 @@ impl ChunkCollection {
                 self.dim
             )));
         }
-        if row.text.len() > schema::TEXT_MAX_BYTES {
-            return Err(invalid(format!(
-                "text is {} bytes; the collection holds at most {}",
-                row.text.len(),
-                schema::TEXT_MAX_BYTES
-            )));
-        }
         if row.chunk_id.is_empty() {
             return Err(invalid("empty chunk id".to_string()));
         }
-        Ok(())
+        fits(row).map_err(invalid)
     }
 
     /// Upserts the rows by chunk id (same chunk twice → one row), in batches. The BM25 field is

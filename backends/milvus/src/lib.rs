@@ -20,7 +20,7 @@ pub mod expr;
 pub mod lite;
 mod schema;
 
-pub use client::{ChunkCollection, ChunkRow, ConnectOptions, MilvusClient, SearchHit};
+pub use client::{ChunkCollection, ChunkRow, ConnectOptions, MilvusClient, SearchHit, fits};
 pub use error::MilvusError;
 pub use expr::{AttrFilter, Filter, Scope};
 pub use schema::{CHECKPOINT_MAX_BYTES, DENSE_INDEX, STATE_SUFFIX};

@@ -13,6 +13,15 @@ pub const STATE_SUFFIX: &str = "_state";
 pub const CHECKPOINT_MAX_BYTES: usize = 65_535 / 4 * 3;
 
 pub(crate) const TEXT_MAX_BYTES: usize = 65_535;
+/// The VarChar limits of the chunk collection's fields (bytes), and of its principal arrays.
+pub(crate) const CHUNK_ID_MAX_BYTES: usize = 512;
+pub(crate) const DOC_KEY_MAX_BYTES: usize = 1024;
+pub(crate) const SOURCE_MAX_BYTES: usize = 256;
+pub(crate) const URI_MAX_BYTES: usize = 4096;
+pub(crate) const TITLE_MAX_BYTES: usize = 1024;
+pub(crate) const HEADING_MAX_BYTES: usize = 2048;
+pub(crate) const PRINCIPAL_MAX_BYTES: usize = 512;
+pub(crate) const PRINCIPALS_MAX: usize = 1024;
 pub(crate) const OUTPUT_FIELDS: [&str; 1] = ["doc_key"];
 /// Every stored field of a chunk row but the vector (and `sparse`, which is the server's).
 pub(crate) const ROW_FIELDS: [&str; 13] = [
@@ -64,8 +73,8 @@ fn varchar_array(name: &str) -> FieldSchema {
             name,
             DataType::Array,
             &[
-                ("max_length", "512".to_string()),
-                ("max_capacity", "1024".to_string()),
+                ("max_length", PRINCIPAL_MAX_BYTES.to_string()),
+                ("max_capacity", PRINCIPALS_MAX.to_string()),
             ],
         )
     }
@@ -81,13 +90,13 @@ pub(crate) fn chunk_schema(name: &str, dim: usize) -> CollectionSchema {
     let fields = vec![
         FieldSchema {
             is_primary_key: true,
-            ..varchar("chunk_id", 512)
+            ..varchar("chunk_id", CHUNK_ID_MAX_BYTES)
         },
-        varchar("doc_key", 1024),
-        varchar("source", 256),
-        varchar("uri", 4096),
-        varchar("title", 1024),
-        varchar("heading", 2048),
+        varchar("doc_key", DOC_KEY_MAX_BYTES),
+        varchar("source", SOURCE_MAX_BYTES),
+        varchar("uri", URI_MAX_BYTES),
+        varchar("title", TITLE_MAX_BYTES),
+        varchar("heading", HEADING_MAX_BYTES),
         text,
         FieldSchema {
             is_function_output: true,
