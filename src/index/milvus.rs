@@ -884,16 +884,7 @@ mod tests {
         let p = Pipeline::new(
             b.clone(),
             Arc::new(crate::embed::test_embedder::BagOfWords),
-            PipelineConfig {
-                chunking: crate::chunk::ChunkerConfig {
-                    max_tokens: 64,
-                    overlap_tokens: 8,
-                },
-                commit_interval: Duration::from_secs(3600),
-                max_batch: 64,
-                limits: std::collections::HashMap::new(),
-                retry: Default::default(),
-            },
+            PipelineConfig::for_tests(),
             Arc::default(),
             Arc::default(),
         );

@@ -387,6 +387,23 @@ pub struct PipelineConfig {
     pub retry: RetryPolicy,
 }
 
+#[cfg(test)]
+impl PipelineConfig {
+    /// Small chunks, commits only when asked, default limits and retries.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            chunking: ChunkerConfig {
+                max_tokens: 64,
+                overlap_tokens: 8,
+            },
+            commit_interval: Duration::from_secs(3600),
+            max_batch: 64,
+            limits: HashMap::new(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// Documents whose parse failed for a reason that is not theirs (parser processes busy or
 /// unable to start, parsers held up by timed-out ones; not a timeout itself) are kept, with
 /// their bytes, and tried again after `first`, then after 4× as long each time, `attempts`
@@ -1348,14 +1365,8 @@ mod tests {
             index.clone(),
             embedder,
             PipelineConfig {
-                chunking: ChunkerConfig {
-                    max_tokens: 64,
-                    overlap_tokens: 8,
-                },
-                commit_interval: Duration::from_secs(3600),
-                max_batch: 64,
                 limits: limits.map(|l| ("c".to_string(), l)).into_iter().collect(),
-                retry: RetryPolicy::default(),
+                ..PipelineConfig::for_tests()
             },
             Arc::default(),
             Arc::default(),
@@ -1751,6 +1762,18 @@ mod tests {
 
     /// A batch that fails to write is rolled back with every uncommitted write, and the
     /// connectors are told ([`IndexedState::rollbacks`]): what they sent is not taken as done.
+    /// Waits (up to 30 s) until the pipeline has told `view` of a rollback.
+    async fn until_rolled_back(view: &IndexedView) {
+        use docent_connector_api::IndexedState as _;
+        for _ in 0..3000 {
+            if view.rollbacks() > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the failed write was not told");
+    }
+
     #[tokio::test]
     async fn connectors_are_told_of_a_rollback() {
         use docent_connector_api::IndexedState as _;
@@ -1767,12 +1790,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let running = tokio::spawn(pipeline.run(rx));
         tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
-        let mut waited = 0;
-        while view.rollbacks() == 0 {
-            assert!(waited < 3000, "the failed write was not told");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        until_rolled_back(&view).await;
         assert_eq!(view.rollbacks(), 1);
         assert!(index.doc_entry("c:doc0.md").is_none());
         // The connector sends it again; the pipeline goes on.
@@ -1792,16 +1810,7 @@ mod tests {
         let p = Pipeline::new(
             index.clone(),
             Arc::new(BagOfWords),
-            PipelineConfig {
-                chunking: ChunkerConfig {
-                    max_tokens: 64,
-                    overlap_tokens: 8,
-                },
-                commit_interval: Duration::from_secs(3600),
-                max_batch: 64,
-                limits: HashMap::new(),
-                retry: RetryPolicy::default(),
-            },
+            PipelineConfig::for_tests(),
             Arc::default(),
             Arc::default(),
         );
@@ -1836,7 +1845,7 @@ mod tests {
     /// started again at 0, and a wiki connector went on from the checkpoint).
     #[tokio::test]
     async fn a_reconciliation_owed_after_a_rollback_outlives_a_restart() {
-        use docent_connector_api::{IndexedState as _, SentLog};
+        use docent_connector_api::SentLog;
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
         let start = |failing: u64| {
@@ -1861,12 +1870,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let running = tokio::spawn(p.run(rx));
         tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
-        let mut waited = 0;
-        while view.rollbacks() == 0 {
-            assert!(waited < 3000, "no rollback");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        until_rolled_back(&view).await;
         // The checkpoint sent after doc0, before the connector heard of the rollback.
         tx.send(checkpoint(1)).await.unwrap();
         drop(tx);
@@ -1905,13 +1909,7 @@ mod tests {
             let pipeline = Pipeline::new(
                 index.clone(),
                 embedder,
-                PipelineConfig {
-                    chunking: ChunkerConfig { max_tokens: 64, overlap_tokens: 8 },
-                    commit_interval: Duration::from_secs(3600),
-                    max_batch: 64,
-                    limits: HashMap::new(),
-                    retry: RetryPolicy::default(),
-                },
+                PipelineConfig::for_tests(),
                 Arc::default(),
                 Arc::default(),
             );

@@ -348,10 +348,8 @@ mod tests {
         assert!(spec("writers = [\"user:crm-bot\"]").is_ok());
     }
 
-    /// What the conformance suite asks of a connector that does not crawl: it forwards
-    /// upserts, ACL changes and deletes in order, and stops promptly when cancelled.
-    #[tokio::test]
-    async fn forwards_changes_in_order_and_stops_when_cancelled() {
+    /// A push source for `user:crm-bot` and its connector.
+    fn built() -> (Arc<PushSource>, Box<dyn docent_connector_api::Connector>) {
         let built = spec("writers = [\"user:crm-bot\"]")
             .unwrap()
             .build()
@@ -361,18 +359,33 @@ mod tests {
             .unwrap()
             .downcast::<PushSource>()
             .expect("the handle is the push source");
-        let (tx, mut rx) = mpsc::channel(8);
-        let (_cmd, commands) = mpsc::channel(1);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(built.connector.run(ConnectorContext {
-            commands,
-            sink: tx,
+        (source, built.connector)
+    }
+
+    /// A context whose changes go to `sink`, stopped by `shutdown`; no admin commands come.
+    fn context(
+        sink: mpsc::Sender<Change>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> ConnectorContext {
+        ConnectorContext {
+            commands: mpsc::channel(1).1,
+            sink,
             memberships: Arc::new(docent_connector_api::NoMemberships),
             indexed: Arc::new(docent_connector_api::conformance::MemoryIndex::default()),
             checkpoint: None,
-            shutdown: shutdown.clone(),
+            shutdown,
             status: StatusHandle::default(),
-        }));
+        }
+    }
+
+    /// What the conformance suite asks of a connector that does not crawl: it forwards
+    /// upserts, ACL changes and deletes in order, and stops promptly when cancelled.
+    #[tokio::test]
+    async fn forwards_changes_in_order_and_stops_when_cancelled() {
+        let (source, connector) = built();
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(connector.run(context(tx, shutdown.clone())));
         assert!(source.send(doc("a", "group:staff")).await);
         assert!(source.send(doc("a", "group:hr")).await);
         assert!(source.send(Change::Delete(DocKey::new("crm", "a"))).await);
@@ -404,35 +417,14 @@ mod tests {
     /// queue was dropped, and with it changes the client had been told were accepted).
     #[tokio::test]
     async fn changes_accepted_before_a_shutdown_reach_the_pipeline() {
-        let built = spec("writers = [\"user:crm-bot\"]")
-            .unwrap()
-            .build()
-            .unwrap();
-        let source = built
-            .handle
-            .unwrap()
-            .downcast::<PushSource>()
-            .expect("the handle is the push source");
+        let (source, connector) = built();
         for n in ["a", "b", "c"] {
             assert!(source.send(doc(n, "group:staff")).await);
         }
         let (tx, mut rx) = mpsc::channel(8);
-        let (_cmd, commands) = mpsc::channel(1);
         let shutdown = tokio_util::sync::CancellationToken::new();
         shutdown.cancel();
-        built
-            .connector
-            .run(ConnectorContext {
-                commands,
-                sink: tx,
-                memberships: Arc::new(docent_connector_api::NoMemberships),
-                indexed: Arc::new(docent_connector_api::conformance::MemoryIndex::default()),
-                checkpoint: None,
-                shutdown,
-                status: StatusHandle::default(),
-            })
-            .await
-            .unwrap();
+        connector.run(context(tx, shutdown)).await.unwrap();
         let mut got = Vec::new();
         while let Ok(c) = rx.try_recv() {
             got.push(c);

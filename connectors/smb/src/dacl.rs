@@ -262,6 +262,15 @@ mod tests {
         }
     }
 
+    /// Names from a passwd and a group file of these lines.
+    fn names(passwd: &str, group: &str) -> PosixNames {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&p, passwd).unwrap();
+        std::fs::write(&g, group).unwrap();
+        PosixNames::load(&p, &g)
+    }
+
     fn map() -> SidMap {
         SidMap {
             names: PosixNames::default(),
@@ -318,15 +327,8 @@ mod tests {
     /// that owner or group is denied (POSIX checks one class), as the fs connector does.
     #[test]
     fn a_unix_class_allowed_nothing_is_denied_where_everyone_reads() {
-        let names = {
-            let dir = tempfile::tempdir().unwrap();
-            let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
-            std::fs::write(&p, "own:x:10:20::/:/bin/sh\n").unwrap();
-            std::fs::write(&g, "staff:x:20:\n").unwrap();
-            PosixNames::load(&p, &g)
-        };
         let map = SidMap {
-            names,
+            names: names("own:x:10:20::/:/bin/sh\n", "staff:x:20:\n"),
             explicit: BTreeMap::new(),
         };
         // 0604: owner reads, the group's ACE grants nothing, everyone reads.
@@ -354,15 +356,8 @@ mod tests {
     /// where everyone reads).
     #[test]
     fn a_user_allowed_nothing_is_denied_where_a_group_or_everyone_reads() {
-        let names = {
-            let dir = tempfile::tempdir().unwrap();
-            let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
-            std::fs::write(&p, "carol:x:1003:2002::/:/bin/sh\n").unwrap();
-            std::fs::write(&g, "eng:x:2002:carol\n").unwrap();
-            PosixNames::load(&p, &g)
-        };
         let map = SidMap {
-            names,
+            names: names("carol:x:1003:2002::/:/bin/sh\n", "eng:x:2002:carol\n"),
             explicit: map().explicit,
         };
         // 0640 plus `u:carol:---`: eng reads, carol does not.
