@@ -283,17 +283,27 @@ impl Store {
         if self.conversation(owner, id)?.is_none() {
             return Ok(false);
         }
-        self.remove(owner, id)?;
-        Ok(true)
+        self.remove(owner, id, None)
     }
 
-    fn remove(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+    /// Removes a conversation with its turns and feedback; with `stale_before`, only if it
+    /// was not updated since (checked in the same transaction: a turn appended after the
+    /// caller looked keeps it). True when removed.
+    fn remove(&self, owner: &str, id: &str, stale_before: Option<i64>) -> Result<bool, StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
-            tx.open_table(CONVERSATIONS)
-                .map_err(err)?
-                .remove(id)
-                .map_err(err)?;
+            let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            if let Some(cutoff) = stale_before {
+                let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
+                    return Ok(false);
+                };
+                let c: ConversationRecord = parse(&v)?;
+                if c.updated_ms >= cutoff {
+                    return Ok(false);
+                }
+            }
+            convs.remove(id).map_err(err)?;
+            drop(convs);
             tx.open_table(BY_OWNER)
                 .map_err(err)?
                 .remove(format!("{owner}\0{id}").as_str())
@@ -307,7 +317,8 @@ impl Store {
             fb.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
                 .map_err(err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     /// Deletes conversations not updated since `cutoff_ms`; returns how many.
@@ -325,10 +336,11 @@ impl Store {
             }
             v
         };
+        let mut removed = 0;
         for c in &old {
-            self.remove(&c.owner, &c.id)?;
+            removed += usize::from(self.remove(&c.owner, &c.id, Some(cutoff_ms))?);
         }
-        Ok(old.len())
+        Ok(removed)
     }
 
     pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
@@ -478,6 +490,35 @@ mod tests {
         let c = s.create("alice", "t").unwrap();
         assert_eq!(s.expire(now_ms() - 1000).unwrap(), 0);
         assert_eq!(s.expire(now_ms() + 1000).unwrap(), 1);
+        assert!(s.conversation("alice", &c.id).unwrap().is_none());
+    }
+
+    /// Expiry looks for stale conversations, then removes them one by one: one that got a
+    /// turn in between stays, with that turn (found by a review).
+    #[test]
+    fn expiry_spares_a_conversation_updated_after_it_was_found_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.redb")).unwrap();
+        let c = s.create("alice", "t").unwrap();
+        let cutoff = c.updated_ms + 1;
+        // Found stale at `cutoff`; then a turn arrives.
+        let turn = TurnRecord {
+            question: "q".into(),
+            rewritten: "q".into(),
+            answer: String::new(),
+            sentences: Vec::new(),
+            citations: Vec::new(),
+            status: "no_answer".into(),
+            mode: "extractive".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_ms: cutoff + 1,
+            evidence_keys: Vec::new(),
+        };
+        s.append("alice", &c.id, &turn).unwrap();
+        assert!(!s.remove("alice", &c.id, Some(cutoff)).unwrap());
+        assert_eq!(s.turns(&c.id).unwrap().len(), 1);
+        assert!(s.remove("alice", &c.id, Some(cutoff + 2)).unwrap());
         assert!(s.conversation("alice", &c.id).unwrap().is_none());
     }
 }
