@@ -12,10 +12,11 @@ use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
 type Row = Vec<(u32, String)>;
 
 /// A dense row (CSV) as a [`Row`].
-fn numbered(cells: Vec<String>) -> Row {
+fn numbered<'a>(cells: impl IntoIterator<Item = &'a str>) -> Row {
     (0u32..)
         .zip(cells)
         .filter(|(_, c)| !c.trim().is_empty())
+        .map(|(i, c)| (i, c.to_string()))
         .collect()
 }
 
@@ -154,14 +155,22 @@ pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
         .has_headers(false)
         .flexible(true)
         .from_reader(src.as_bytes());
-    let mut records = Vec::new();
-    for (i, r) in rd.records().enumerate() {
-        let r = r.map_err(|e| ParseError::Malformed(format!("CSV record {}: {e}", i + 1)))?;
-        records.push(r.iter().map(str::to_string).collect::<Vec<_>>());
-    }
+    // Record by record, keeping only non-empty cells: the text budget stops the reading, and a
+    // line of a million commas costs one record, not a million strings held for every line.
+    let mut failed = None;
+    let records = rd.records().enumerate().map_while(|(i, r)| match r {
+        Ok(r) => Some(numbered(r.iter())),
+        Err(e) => {
+            failed = Some(ParseError::Malformed(format!("CSV record {}: {e}", i + 1)));
+            None
+        }
+    });
     let mut b = TextBuilder::default();
-    rows(&mut b, None, records.into_iter().map(numbered));
-    Ok(b.into_doc(String::new()))
+    rows(&mut b, None, records);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(b.into_doc(String::new())),
+    }
 }
 
 /// JSON: one block per leaf, `a.b[2].c: value`, objects in document order.
