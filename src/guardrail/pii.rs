@@ -249,48 +249,96 @@ fn fold(text: &str) -> Option<(String, Vec<u32>)> {
     Some((out, from))
 }
 
+/// The longest part of `m` that `ok` accepts, made of whole groups (runs between spaces or
+/// hyphens), as a range of the text: the regex takes as many groups as it can, and a card
+/// number followed by a three-digit code, a reference number before it, or an IBAN followed by
+/// "BIC" then fails its checksum as a whole and would hide the value inside it.
+/// `from_start`: only parts that start where `m` does (an IBAN begins with its country code).
+fn checked_part(
+    m: regex::Match<'_>,
+    ok: impl Fn(&str) -> bool,
+    from_start: bool,
+) -> Option<std::ops::Range<usize>> {
+    let s = m.as_str();
+    if ok(s) {
+        return Some(m.range());
+    }
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut open = None;
+    for (i, c) in s.char_indices() {
+        match (c == ' ' || c == '-', open) {
+            (false, None) => open = Some(i),
+            (true, Some(st)) => {
+                groups.push((st, i));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(st) = open {
+        groups.push((st, s.len()));
+    }
+    let mut best: Option<(usize, usize)> = None;
+    let firsts = if from_start { 1 } else { groups.len() };
+    for a in 0..firsts.min(groups.len()) {
+        for b in (a..groups.len()).rev() {
+            let (st, en) = (groups[a].0, groups[b].1);
+            let whole = a == 0 && b + 1 == groups.len();
+            if whole || best.is_some_and(|(bs, be)| be - bs >= en - st) {
+                continue;
+            }
+            if ok(&s[st..en]) {
+                best = Some((st, en));
+            }
+        }
+    }
+    best.map(|(st, en)| m.start() + st..m.start() + en)
+}
+
 /// Findings of the enabled entity types in `text`, unordered and possibly overlapping.
 fn find(text: &str, enabled: &[Entity], found: &mut Vec<Finding>) {
     if !ANY.is_match(text) {
         return;
     }
     let on = |e| enabled.contains(&e);
-    let mut push = |entity, m: regex::Match<'_>| {
-        found.push(Finding {
-            entity,
-            range: m.range(),
-        })
-    };
+    let mut push = |entity, range: std::ops::Range<usize>| found.push(Finding { entity, range });
     if on(Entity::Secret) {
         for r in SECRETS.iter() {
-            r.find_iter(text).for_each(|m| push(Entity::Secret, m));
+            r.find_iter(text)
+                .for_each(|m| push(Entity::Secret, m.range()));
         }
     }
     if on(Entity::Email) {
-        EMAIL.find_iter(text).for_each(|m| push(Entity::Email, m));
+        EMAIL
+            .find_iter(text)
+            .for_each(|m| push(Entity::Email, m.range()));
     }
     if on(Entity::PaymentCard) {
-        CARD.find_iter(text)
-            .filter(|m| card_ok(m.as_str()))
-            .for_each(|m| push(Entity::PaymentCard, m));
+        for m in CARD.find_iter(text) {
+            if let Some(range) = checked_part(m, card_ok, false) {
+                push(Entity::PaymentCard, range);
+            }
+        }
     }
     if on(Entity::UsSsn) {
         for c in SSN.captures_iter(text) {
             if ssn_ok(&c) {
-                push(Entity::UsSsn, c.get(0).expect("group 0"));
+                push(Entity::UsSsn, c.get(0).expect("group 0").range());
             }
         }
     }
     if on(Entity::Iban) {
-        IBAN.find_iter(text)
-            .filter(|m| iban_ok(m.as_str()))
-            .for_each(|m| push(Entity::Iban, m));
+        for m in IBAN.find_iter(text) {
+            if let Some(range) = checked_part(m, iban_ok, true) {
+                push(Entity::Iban, range);
+            }
+        }
     }
     if on(Entity::Phone) {
         PHONE
             .find_iter(text)
             .filter(|m| phone_ok(text, m))
-            .for_each(|m| push(Entity::Phone, m));
+            .for_each(|m| push(Entity::Phone, m.range()));
     }
 }
 
@@ -579,6 +627,37 @@ mod tests {
             fp += usize::from(want.is_empty() && !got.is_empty());
         }
         assert_eq!((tp, fp), (pos, 0));
+    }
+
+    /// A value the pattern took too far is still found inside the match (found by a review:
+    /// the whole match failed its checksum, and the card or IBAN in it was sent in clear).
+    #[test]
+    fn a_card_or_iban_inside_a_longer_match_is_found() {
+        for (text, value, entity) in [
+            (
+                "Card 4111 1111 1111 1111 123 on file.",
+                "4111 1111 1111 1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "Ref 12 4111 1111 1111 1111 on file.",
+                "4111 1111 1111 1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "IBAN ES91 2100 0418 4502 0005 1332 BIC CAIXESBBXXX.",
+                "ES91 2100 0418 4502 0005 1332",
+                Entity::Iban,
+            ),
+        ] {
+            let found = detect(text, &Entity::ALL);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.entity == entity && &text[f.range.clone()] == value),
+                "{text}: {found:?}"
+            );
+        }
     }
 
     #[test]

@@ -406,6 +406,28 @@ mod tests {
         assert_eq!(pb.guardrails[0].count, 3);
     }
 
+    /// An Ask citation's wiki anchor comes from the heading as indexed; a heading redacted
+    /// takes the anchor with it (found by a review: `#contact_jane_doe_fernhill_example`).
+    #[test]
+    fn a_wiki_anchor_made_from_a_redacted_heading_is_dropped() {
+        let g = guardrails();
+        let mut h = test_hit("a", "Write to the help desk.", 0.9);
+        h.chunk.uri = "https://wiki.example/doku.php?id=it:help".into();
+        h.chunk.heading_path = vec!["Contact jane.doe@fernhill.example".into()];
+        h.chunk
+            .attributes
+            .insert("anchor_style".into(), "dokuwiki".into());
+        let mut c = citation_for(&h);
+        assert!(
+            c.uri.ends_with("#contact_jane_doe_fernhill_example"),
+            "{}",
+            c.uri
+        );
+        g.redact_citation(&who(), &mut c, &mut Default::default());
+        assert_eq!(c.uri, "https://wiki.example/doku.php?id=it:help");
+        assert_eq!(c.heading_path, ["Contact [REDACTED:email]"]);
+    }
+
     /// A file-share hit whose path holds the IBAN: the key is the raw path, the chunk id the key
     /// plus the chunk's number, the uri the path percent-encoded (spaces as `%20`).
     fn iban_path_hit() -> Hit {

@@ -305,12 +305,17 @@ async fn a_passage_naming_a_blocked_phrase_is_neither_cited_nor_returned() {
     let d = env.start_with(env.config_from(&text)).await;
     let q = "What should I do if the VPN reset page does not accept my code?";
     let a = d.ask(ALICE, q).await.unwrap();
-    let all = format!("{:?}", (&a.answer, &a.sentences, &a.citations));
+    // The verdict names the rule by its config key, not the phrase Alice never typed.
+    let all = format!(
+        "{:?}",
+        (&a.answer, &a.sentences, &a.citations, &a.guardrails)
+    );
     assert!(!all.contains("4357"), "{all}");
     assert!(
         a.guardrails
             .iter()
-            .any(|v| v.code == "BLOCKED_PHRASE_IN_PASSAGE" && v.rule == "extension 4357"),
+            .any(|v| v.code == "BLOCKED_PHRASE_IN_PASSAGE"
+                && v.rule == "blocked_phrases[0].phrases[2]"),
         "{:?}",
         a.guardrails
     );

@@ -535,10 +535,19 @@ impl ChunkCollection {
                 self.dim
             )));
         }
+        if row.text.len() > schema::TEXT_MAX_BYTES {
+            return Err(invalid(format!(
+                "text is {} bytes; the collection holds at most {}",
+                row.text.len(),
+                schema::TEXT_MAX_BYTES
+            )));
+        }
         if row.chunk_id.is_empty() {
             return Err(invalid("empty chunk id".to_string()));
         }
-        fits(row).map_err(invalid)
+        // The other limits are the server's to enforce here; writers check documents first
+        // ([`fits`]).
+        Ok(())
     }
 
     /// Upserts the rows by chunk id (same chunk twice → one row), in batches. The BM25 field is

@@ -11,7 +11,7 @@ use docent_connector_api::registry::{
 };
 use serde::Deserialize;
 
-use crate::{AclRule, FsConfig, FsConnector, RuleMode};
+use crate::{FsConfig, FsConnector, configured_rule};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,24 +139,14 @@ impl ConnectorFactory for Factory {
         PathFilter::validate(&c.include, &c.exclude, &mut is);
         let mut rules = Vec::new();
         for (j, r) in c.acl_rules.iter().enumerate() {
-            let rp = format!("acl_rules[{j}]");
-            let mode = match r.mode.as_str() {
-                "replace" => RuleMode::Replace,
-                "extend" => RuleMode::Extend,
-                other => {
-                    is.add(
-                        format!("{rp}.mode"),
-                        format!("must be \"replace\" or \"extend\", got {other:?}"),
-                    );
-                    RuleMode::Replace
-                }
-            };
-            rules.push(AclRule {
-                path_prefix: r.path_prefix.clone(),
-                allow: is.principals(&format!("{rp}.allow"), &r.allow),
-                deny: is.principals(&format!("{rp}.deny"), &r.deny),
-                mode,
-            });
+            rules.push(configured_rule(
+                &mut is,
+                &format!("acl_rules[{j}]"),
+                &r.path_prefix,
+                &r.allow,
+                &r.deny,
+                &r.mode,
+            ));
         }
         let cfg = FsConfig {
             id: env.id.clone(),

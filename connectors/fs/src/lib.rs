@@ -38,7 +38,7 @@ mod kernel_check;
 pub mod posix_list;
 mod posix_names;
 
-pub use acl_rules::{AclRule, RuleMode, replaced as acl_replaced};
+pub use acl_rules::{AclRule, RuleMode, configured_rule, replaced as acl_replaced};
 pub use config::Factory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

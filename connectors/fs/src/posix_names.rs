@@ -58,15 +58,26 @@ impl PosixNames {
 /// `name:x:id:...` lines; the id is the third field in both files. An id that two names share
 /// (`alice` and `alice-admin`, both uid 1001) is left out: one name would not reach the other's
 /// identity, so such an id is treated as unnamed (allowed by its number, and a deny of it
-/// admits nobody).
+/// admits nobody). So are the ids of a name that two ids share (a local `staff:50` and a
+/// directory's `staff:3000` in one `getent` dump): under one name, each id's members would read
+/// the other's files.
 fn parse(text: &str) -> BTreeMap<u32, String> {
     let mut out: BTreeMap<u32, String> = BTreeMap::new();
+    let mut id_of: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     let mut shared = std::collections::BTreeSet::new();
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let mut f = l.split(':');
         let (Some(name), Some(Ok(id))) = (f.next(), f.nth(1).map(str::parse::<u32>)) else {
             continue;
         };
+        match id_of.get(name) {
+            Some(&other) if other != id => {
+                shared.extend([id, other]);
+            }
+            _ => {
+                id_of.insert(name, id);
+            }
+        }
         match out.get(&id) {
             Some(have) if have != name => {
                 shared.insert(id);
@@ -85,10 +96,12 @@ fn parse(text: &str) -> BTreeMap<u32, String> {
 /// Group memberships from a passwd file (primary groups) and a group file (member lists).
 pub fn memberships(passwd: &str, group: &str) -> Vec<GroupMembership> {
     let gid_names = parse(group);
+    let named: std::collections::BTreeSet<&String> = gid_names.values().collect();
     let mut members: BTreeMap<String, Vec<Principal>> = BTreeMap::new();
     for l in group.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = l.split(':').collect();
-        if f.len() == 4 && !f[0].is_empty() {
+        // A group whose name is left unnamed (see `parse`) has no members to report.
+        if f.len() == 4 && !f[0].is_empty() && named.contains(&f[0].to_string()) {
             let m = members.entry(f[0].to_string()).or_default();
             for u in f[3].split(',').map(str::trim).filter(|u| !u.is_empty()) {
                 m.push(Principal::user(u));
@@ -134,6 +147,29 @@ mod tests {
         // The same line twice is one name.
         assert!(n.knows_user(1002));
         assert_eq!(n.user(1002), "bob");
+    }
+
+    /// A name on two ids (a local `staff:50` and a directory's `staff:3000` in one dump) names
+    /// neither: both groups' files would read as one group's (found by a review).
+    #[test]
+    fn a_name_two_ids_share_names_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(&p, "carol:x:1003:50::/:/bin/sh\n").unwrap();
+        let groups = "staff:x:50:alice\nstaff:x:3000:bob\neng:x:2001:bob\n";
+        std::fs::write(&g, groups).unwrap();
+        let n = PosixNames::load(&p, &g);
+        assert!(!n.knows_group(50) && !n.knows_group(3000));
+        assert_eq!(n.group(3000), "3000");
+        assert!(n.knows_group(2001));
+        let m = memberships("carol:x:1003:50::/:/bin/sh\n", groups);
+        assert_eq!(
+            m,
+            [GroupMembership {
+                group: "eng".into(),
+                members: vec![Principal::user("bob")]
+            }]
+        );
     }
 
     #[test]

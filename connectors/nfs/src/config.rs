@@ -9,7 +9,7 @@ use docent_connector_api::paths::{PathFilter, defaults};
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
 };
-use docent_fs_connector::{AclRule, RuleMode};
+use docent_fs_connector::configured_rule;
 use serde::Deserialize;
 
 use crate::{NfsConfig, NfsConnector};
@@ -148,24 +148,14 @@ impl ConnectorFactory for Factory {
         PathFilter::validate(&c.include, &c.exclude, &mut is);
         let mut rules = Vec::new();
         for (j, r) in c.acl_rules.iter().enumerate() {
-            let rp = format!("acl_rules[{j}]");
-            let mode = match r.mode.as_str() {
-                "replace" => RuleMode::Replace,
-                "extend" => RuleMode::Extend,
-                other => {
-                    is.add(
-                        format!("{rp}.mode"),
-                        format!("must be \"replace\" or \"extend\", got {other:?}"),
-                    );
-                    RuleMode::Replace
-                }
-            };
-            rules.push(AclRule {
-                path_prefix: r.path_prefix.clone(),
-                allow: is.principals(&format!("{rp}.allow"), &r.allow),
-                deny: is.principals(&format!("{rp}.deny"), &r.deny),
-                mode,
-            });
+            rules.push(configured_rule(
+                &mut is,
+                &format!("acl_rules[{j}]"),
+                &r.path_prefix,
+                &r.allow,
+                &r.deny,
+                &r.mode,
+            ));
         }
         if c.gids.len() > 16 {
             is.add("gids", "AUTH_SYS carries at most 16 supplementary groups");

@@ -1027,6 +1027,13 @@ impl Crawler {
     ) -> Result<Outcome, SyncError> {
         self.reach.clear();
         self.folder_outage = None;
+        // The passwd and group files change (a uid given to someone else, a group renamed): read
+        // again each pass, keeping the last names when they cannot be read, and the versions
+        // follow the new names (as the fs and nfs connectors do).
+        if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
+            self.sids.names = names;
+            self.acl_config = acl_config(&self.cfg, &self.sids);
+        }
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
         let walked = self.walk(session, self.cfg.sub_path.clone()).await?;

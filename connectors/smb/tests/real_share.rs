@@ -644,6 +644,37 @@ async fn acl_only_change_is_resent_in_one_sync() {
     assert_eq!(next.upserts[&file].content, b"same content");
 }
 
+/// The passwd and group files are read again at each sync: a uid given to someone else names
+/// its new owner at the next one (found by a review: the smb connector read them once, at
+/// start, and the file stayed allowed to the uid's previous owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uid_given_to_someone_else_names_them_at_the_next_sync() {
+    let s = shared();
+    let base = format!("names-{}", rand_name());
+    let file = format!("{base}/doc.txt");
+    s.put(&file, "notes");
+    // Any uid: Samba writes and reads S-1-22-1-<uid> whether or not it has a name.
+    let uid = 61_234;
+    s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-1-{uid})")]);
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, format!("bob:x:{uid}:100::/:/bin/sh\n")).unwrap();
+    let cfg = SmbConfig {
+        passwd_file: passwd.clone(),
+        ..s.config("smb-names", &base)
+    };
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut first = Log::default();
+    r.until_checkpoint(&index, &mut first).await;
+    assert_eq!(first.upserts[&file].acl.allow, principals(&["user:bob"]));
+
+    std::fs::write(&passwd, format!("carol:x:{uid}:100::/:/bin/sh\n")).unwrap();
+    let next = r.sync_now(&index).await;
+    assert_eq!(next.upserts[&file].acl.allow, principals(&["user:carol"]));
+    r.stop().await;
+}
+
 struct Fixture {
     server: &'static Server,
     base: String,
