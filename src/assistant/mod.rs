@@ -607,11 +607,36 @@ impl Assistant {
         });
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
+        // A follow-up's own words are compared with the topics too: its rewrite starts with the
+        // earlier question, whose words can dilute a blocked topic's similarity (found by a
+        // review: "Should I sue my landlord over it?" after a long first question).
+        let own = (query != input.question
+            && self.guardrails.needs_question_vector(scope.principal_set()))
+        .then(|| input.question.clone());
         let limit = Limit {
             hits: self.cfg.answer.max_passages.max(10),
             per_document: self.cfg.answer.passages_per_document,
         };
         let (retrieved, unsupported) = tokio::task::spawn_blocking(move || {
+            if let Some(own) = own {
+                let v = me
+                    .retriever
+                    .embed_query_until(&guardrail::normalize::normalize(&own), &|| {
+                        budget.spent()
+                    })?;
+                if let QuestionScreen::Block(v) =
+                    me.guardrails
+                        .screen_question(s.principal_set(), &own, Some(&v))
+                {
+                    let blocked = SearchOutcome {
+                        hits: Vec::new(),
+                        verdicts: Vec::new(),
+                        blocked: Some(v),
+                        audit_keys: Vec::new(),
+                    };
+                    return Ok((blocked, false));
+                }
+            }
             let keep = me.cfg.answer.min_sentence_similarity.is_some();
             let (r, qvec) = me.retrieve_keeping(&s, &q, Mode::Hybrid, f, limit, &budget, keep)?;
             let unsupported = match qvec {

@@ -59,21 +59,7 @@ async fn follow_up_with_llm_rewrite_and(
         with_llm(env, &fake.url, extra).replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
     assert!(config.contains("rewrite = \"llm\""));
     let d = env.start_with(env.config_from(&config)).await;
-    let mut c = client(&d).await;
-    let mut req = pb::AskRequest {
-        question: first.into(),
-        new_conversation: true,
-        ..Default::default()
-    };
-    let r = c
-        .ask(authed(ALICE, req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    req.new_conversation = false;
-    req.conversation_id = r.details.unwrap().conversation_id;
-    req.question = follow_up.into();
-    let r2 = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+    let (_, r2) = d.ask_with_follow_up(ALICE, first, follow_up).await;
     (d, r2)
 }
 
@@ -603,27 +589,17 @@ async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
     let env = Env::example();
     let d = env.start().await;
     let mut c = client(&d).await;
-    let mut req = pb::AskRequest {
-        question: "How do I connect to the VPN?".into(),
-        new_conversation: true,
-        ..Default::default()
-    };
-    let r = c
-        .ask(authed(ALICE, req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let (r, r2) = d
+        .ask_with_follow_up(ALICE, "How do I connect to the VPN?", "And from a phone?")
+        .await;
     let id = r.details.unwrap().conversation_id;
     assert_eq!(id.len(), 32);
+    let req = pb::AskRequest {
+        question: "And from a phone?".into(),
+        conversation_id: id.clone(),
+        ..Default::default()
+    };
     // A follow-up is rewritten from the earlier question.
-    req.new_conversation = false;
-    req.conversation_id = id.clone();
-    req.question = "And from a phone?".into();
-    let r2 = c
-        .ask(authed(ALICE, req.clone()))
-        .await
-        .unwrap()
-        .into_inner();
     let d2 = r2.details.unwrap();
     assert_eq!(d2.turn, 1);
     assert_eq!(

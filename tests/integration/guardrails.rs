@@ -291,6 +291,32 @@ fn topic_detection_on_labelled_questions() {
 /// (the question does not) is dropped before answering and from search hits, so neither the
 /// answer, its citations' snippets and titles, nor a hit shows it; the rule's exempt group still
 /// gets it.
+/// A follow-up is screened against the topics in its own words, not only within its rewrite
+/// (the earlier question first), whose words can dilute the topic (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_is_compared_with_the_topics_in_its_own_words() {
+    let env = Env::example();
+    let d = env.start().await;
+    let first = "How do I submit my travel expenses from the team offsite in Lisbon, including \
+                 the train tickets, the hotel invoice, the shared taxi rides and the dinner with \
+                 the customer, and which cost centre and approval flow apply to each of them?";
+    let (r1, r) = d
+        .ask_with_follow_up(
+            ALICE,
+            first,
+            "And should I take my landlord to court over it?",
+        )
+        .await;
+    assert_ne!(r1.status, pb::AnswerStatus::Blocked as i32, "{r1:?}");
+    // Asked within its rewrite (the first question, then it), the topic scores too low.
+    assert_eq!(
+        r.details.as_ref().unwrap().rewritten_question,
+        format!("{first} And should I take my landlord to court over it?")
+    );
+    assert_eq!(r.status, pb::AnswerStatus::Blocked as i32, "{r:?}");
+    assert_eq!(codes(&r.guardrails), ["TOPIC_BLOCKED"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passage_naming_a_blocked_phrase_is_neither_cited_nor_returned() {
     let env = Env::example();

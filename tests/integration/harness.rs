@@ -204,6 +204,31 @@ impl Running {
         .map(|r| r.into_inner())
     }
 
+    /// Asks `first` in a new conversation, then `follow_up` in the same one: both answers.
+    pub async fn ask_with_follow_up(
+        &self,
+        token: &str,
+        first: &str,
+        follow_up: &str,
+    ) -> (pb::AskResponse, pb::AskResponse) {
+        let mut c = pb::assistant_client::AssistantClient::new(self.channel().await);
+        let mut req = pb::AskRequest {
+            question: first.into(),
+            new_conversation: true,
+            ..Default::default()
+        };
+        let r = c
+            .ask(authed(token, req.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        req.new_conversation = false;
+        req.conversation_id = r.details.as_ref().unwrap().conversation_id.clone();
+        req.question = follow_up.into();
+        let r2 = c.ask(authed(token, req)).await.unwrap().into_inner();
+        (r, r2)
+    }
+
     pub async fn search(
         &self,
         token: &str,

@@ -39,6 +39,39 @@ pub fn replaced(rules: &[AclRule], rel: &Path) -> bool {
         .any(|r| r.mode == RuleMode::Replace && r.matches(rel))
 }
 
+/// An `[[acl_rules]]` entry as written (the fs and nfs connectors take the same keys).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAclRule {
+    path_prefix: String,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default = "docent_connector_api::paths::defaults::acl_rule_mode")]
+    mode: String,
+}
+
+/// The rules of `acl_rules[..]` ([`configured_rule`] each).
+pub fn configured_rules(
+    is: &mut docent_connector_api::registry::Issues,
+    raw: &[RawAclRule],
+) -> Vec<AclRule> {
+    raw.iter()
+        .enumerate()
+        .map(|(j, r)| {
+            configured_rule(
+                is,
+                &format!("acl_rules[{j}]"),
+                &r.path_prefix,
+                &r.allow,
+                &r.deny,
+                &r.mode,
+            )
+        })
+        .collect()
+}
+
 /// A rule from its config keys (`path`: where they are, for issues): the prefix must be a
 /// plain relative path (no `.`, `..` or empty component, which would never match), the
 /// principals well-formed and the mode `replace` or `extend`. Shared by the connectors that

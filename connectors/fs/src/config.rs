@@ -11,7 +11,8 @@ use docent_connector_api::registry::{
 };
 use serde::Deserialize;
 
-use crate::{FsConfig, FsConnector, configured_rule};
+use crate::acl_rules::{RawAclRule, configured_rules};
+use crate::{FsConfig, FsConnector};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,18 +43,6 @@ struct RawFs {
     deletion_protection_percent: u32,
     #[serde(default = "defaults::deletion_protection_min_docs")]
     deletion_protection_min_docs: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAclRule {
-    path_prefix: String,
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-    #[serde(default = "defaults::acl_rule_mode")]
-    mode: String,
 }
 
 fn default_exclude() -> Vec<String> {
@@ -137,17 +126,7 @@ impl ConnectorFactory for Factory {
             }
         }
         PathFilter::validate(&c.include, &c.exclude, &mut is);
-        let mut rules = Vec::new();
-        for (j, r) in c.acl_rules.iter().enumerate() {
-            rules.push(configured_rule(
-                &mut is,
-                &format!("acl_rules[{j}]"),
-                &r.path_prefix,
-                &r.allow,
-                &r.deny,
-                &r.mode,
-            ));
-        }
+        let rules = configured_rules(&mut is, &c.acl_rules);
         let cfg = FsConfig {
             id: env.id.clone(),
             roots,

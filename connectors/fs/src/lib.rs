@@ -38,7 +38,9 @@ mod kernel_check;
 pub mod posix_list;
 mod posix_names;
 
-pub use acl_rules::{AclRule, RuleMode, configured_rule, replaced as acl_replaced};
+pub use acl_rules::{
+    AclRule, RawAclRule, RuleMode, configured_rule, configured_rules, replaced as acl_replaced,
+};
 pub use config::Factory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -9,7 +9,7 @@ use docent_connector_api::paths::{PathFilter, defaults};
 use docent_connector_api::registry::{
     Built, ConfigEnv, ConfigIssue, ConnectorFactory, ConnectorSpec, Issues, parse_section,
 };
-use docent_fs_connector::configured_rule;
+use docent_fs_connector::{RawAclRule, configured_rules};
 use serde::Deserialize;
 
 use crate::{NfsConfig, NfsConnector};
@@ -59,18 +59,6 @@ struct RawNfs {
     privileged_port: Option<bool>,
     #[serde(default = "default_require_nfsacl")]
     require_nfsacl: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAclRule {
-    path_prefix: String,
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-    #[serde(default = "defaults::acl_rule_mode")]
-    mode: String,
 }
 
 fn default_portmapper() -> u16 {
@@ -146,17 +134,7 @@ impl ConnectorFactory for Factory {
             );
         }
         PathFilter::validate(&c.include, &c.exclude, &mut is);
-        let mut rules = Vec::new();
-        for (j, r) in c.acl_rules.iter().enumerate() {
-            rules.push(configured_rule(
-                &mut is,
-                &format!("acl_rules[{j}]"),
-                &r.path_prefix,
-                &r.allow,
-                &r.deny,
-                &r.mode,
-            ));
-        }
+        let rules = configured_rules(&mut is, &c.acl_rules);
         if c.gids.len() > 16 {
             is.add("gids", "AUTH_SYS carries at most 16 supplementary groups");
         }
