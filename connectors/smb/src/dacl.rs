@@ -60,6 +60,11 @@ pub enum NullDacl {
 pub struct SidMap {
     pub names: PosixNames,
     pub explicit: BTreeMap<String, Principal>,
+    /// The server enforces POSIX permissions (Samba; `folder_permissions = true`): each allow
+    /// ACE renders one POSIX entry, and one that lacks the permission asked is that entry's
+    /// refusal, whatever else it grants (`-w-`, a folder's `r--`). On Windows such an ACE only
+    /// grants less.
+    pub posix_server: bool,
 }
 
 impl SidMap {
@@ -149,7 +154,9 @@ pub fn compute_for(dacl: Option<&[Ace]>, map: &SidMap, null_dacl: NullDacl, bits
             // A Samba Unix SID allowed anything but `bits`, or any SID allowed exactly
             // Samba's "no permissions" (a passdb or domain user of a POSIX entry).
             if ace.kind == AceKind::Allow
-                && (ace.sid.starts_with("S-1-22-") || SAMBA_NO_ACCESS.contains(&ace.mask))
+                && (map.posix_server
+                    || ace.sid.starts_with("S-1-22-")
+                    || SAMBA_NO_ACCESS.contains(&ace.mask))
             {
                 classless.insert(ace.sid.clone());
             }
@@ -273,8 +280,8 @@ mod tests {
 
     fn map() -> SidMap {
         SidMap {
-            names: PosixNames::default(),
             explicit: BTreeMap::from([("S-1-5-21-1-2-3-1001".into(), Principal::user("alice"))]),
+            ..SidMap::default()
         }
     }
 
@@ -329,7 +336,7 @@ mod tests {
     fn a_unix_class_allowed_nothing_is_denied_where_everyone_reads() {
         let map = SidMap {
             names: names("own:x:10:20::/:/bin/sh\n", "staff:x:20:\n"),
-            explicit: BTreeMap::new(),
+            ..SidMap::default()
         };
         // 0604: owner reads, the group's ACE grants nothing, everyone reads.
         let aces = [
@@ -359,6 +366,7 @@ mod tests {
         let map = SidMap {
             names: names("carol:x:1003:2002::/:/bin/sh\n", "eng:x:2002:carol\n"),
             explicit: map().explicit,
+            ..SidMap::default()
         };
         // 0640 plus `u:carol:---`: eng reads, carol does not.
         let aces = [
@@ -387,13 +395,20 @@ mod tests {
         ];
         let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
         assert!(acl.deny.is_empty(), "{acl:?}");
-        // A Windows ACE granting something else (write) to a domain user is no such marker.
+        // An ACE granting something else (`-w-`) to a domain user: on Windows it only grants
+        // less; on Samba (a POSIX server) that user is refused.
         let aces = [
-            ace(AceKind::Allow, "S-1-5-21-1-2-3-1001", 0x0000_0002),
+            ace(AceKind::Allow, "S-1-5-21-1-2-3-1001", 0x0012_0116),
             ace(AceKind::Allow, "S-1-1-0", 0x0012_0089),
         ];
         let acl = compute(Some(&aces), &map, NullDacl::Skip).acl.unwrap();
         assert!(acl.deny.is_empty(), "{acl:?}");
+        let samba = SidMap {
+            posix_server: true,
+            ..map
+        };
+        let acl = compute(Some(&aces), &samba, NullDacl::Skip).acl.unwrap();
+        assert_eq!(acl.deny, BTreeSet::from([Principal::user("alice")]));
     }
 
     /// Samba's Unix SIDs: an allow of an unnamed id keeps its number (only narrower); a deny of

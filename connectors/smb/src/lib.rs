@@ -272,6 +272,8 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         sids: SidMap {
             names: PosixNames::load(&cfg.passwd_file, &cfg.group_file),
             explicit: cfg.sid_principals.clone(),
+            // Folder permissions are on for servers that check them like POSIX (Samba).
+            posix_server: cfg.folder_permissions,
         },
         cfg: cfg.clone(),
         filter,
