@@ -75,9 +75,14 @@ const CARD_P: &str = r"\b\d(?:[ -]?\d){12,18}\b";
 const SSN_P: &str = r"\b(\d{3})-(\d{2})-(\d{4})\b";
 const IBAN_P: &str = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b";
 const PHONE_P: &str = r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b|(?:\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}|\b\d{2,4}[ .-]\d{3,4}[ .-]\d{3,5})\b";
-const SECRET_P: [&str; 9] = [
+const SECRET_P: [&str; 11] = [
     // PEM private keys, with or without their END line.
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+    // The rest of a key in a later chunk (a key is longer than a chunk): its last lines and END
+    // line, or three or more lines of its body (long base64 words; pure hex, such as a list of
+    // checksums, is left out in `find`).
+    r"(?:[A-Za-z0-9+/]{4,}={0,2}\s+)*-----END [A-Z ]*PRIVATE KEY-----",
+    r"(?:[A-Za-z0-9+/]{60,}={0,2}\s+){2,}[A-Za-z0-9+/]{60,}={0,2}",
     r"\bAKIA[0-9A-Z]{16}\b",
     r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
     r"\bgithub_pat_[A-Za-z0-9_]{30,}\b",
@@ -303,8 +308,13 @@ fn find(text: &str, enabled: &[Entity], found: &mut Vec<Finding>) {
     let on = |e| enabled.contains(&e);
     let mut push = |entity, range: std::ops::Range<usize>| found.push(Finding { entity, range });
     if on(Entity::Secret) {
+        let hex = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_hexdigit() || c.is_whitespace() || c == '=')
+        };
         for r in SECRETS.iter() {
             r.find_iter(text)
+                .filter(|m| !hex(m.as_str()))
                 .for_each(|m| push(Entity::Secret, m.range()));
         }
     }
@@ -596,7 +606,24 @@ mod tests {
             &[Entity::Secret],
         ),
         ("password: hunter2hunter2hunter2", &[Entity::Secret]),
+        // A key's later chunks: body lines without the BEGIN line, and its last line with END.
+        (
+            "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi7Kk4hUBbZuYc1oBfFmu1Ttv6NqzYb\n\
+             n3xQm2kHl1lEUaYuvlBmT9hZ4vWfD2ZXh6xW8h1YQmFQ0dSbN+Tq2zq3x9lR7K7mU1t\n\
+             Y3b8yDkPqT0cCq9FhXkZrTzUu8pKX0rLwM6n2vF1sVbqQ9J3t5T0ZyR3N2h6s5xKmWq",
+            &[Entity::Secret],
+        ),
+        (
+            "Y3b8yDkPqT0cCq9FhXkZrTzU\n-----END RSA PRIVATE KEY-----",
+            &[Entity::Secret],
+        ),
         // Hard negatives.
+        (
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n\
+             9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n\
+             2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+            &[],
+        ),
         ("The policy changed on 2024-01-15 at 10:30.", &[]),
         (
             "Order number 4111 1111 1111 1112 is invalid (fails Luhn).",
