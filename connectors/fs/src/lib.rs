@@ -277,6 +277,12 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                     // Resuming reconciles, so nothing dropped here is lost.
                     continue;
                 }
+                // Events were lost (the kernel's queue overflowed): only a walk of everything
+                // finds what they said, as the scheduled reconciliation would, later.
+                if paths.remove(&rescan_marker()) {
+                    reconcile(&scanner, &status, None, "overflow", false).await?;
+                    continue;
+                }
                 let id = status.start_job(None, "watch", "watch", unix_millis());
                 scanner.job.store(id, std::sync::atomic::Ordering::Relaxed);
                 let s = scanner.clone();
@@ -415,12 +421,7 @@ fn start_watcher(
     tx: mpsc::UnboundedSender<PathBuf>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        // Opening and closing files for reading changes nothing.
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return;
-        }
-        for p in ev.paths {
+        for p in watched_paths(res) {
             let _ = tx.send(p);
         }
     };
@@ -435,6 +436,30 @@ fn start_watcher(
         watcher.watch(r, RecursiveMode::Recursive)?;
     }
     Ok(watcher)
+}
+
+/// What the watch loop is sent for events the kernel dropped: no path names them, so everything
+/// is walked again (see [`watched_paths`]).
+fn rescan_marker() -> PathBuf {
+    PathBuf::new()
+}
+
+/// The paths an event names, for the watch loop to look at again. An overflow of the kernel's
+/// event queue names none and means events were lost: then the [`rescan_marker`] (found by a
+/// review: it was dropped, and a chmod among the lost events waited for the next scheduled
+/// reconciliation).
+fn watched_paths(res: notify::Result<notify::Event>) -> Vec<PathBuf> {
+    let Ok(ev) = res else {
+        return Vec::new();
+    };
+    if ev.need_rescan() {
+        return vec![rescan_marker()];
+    }
+    // Opening and closing files for reading changes nothing.
+    if matches!(ev.kind, EventKind::Access(_)) {
+        return Vec::new();
+    }
+    ev.paths
 }
 
 fn unix_millis() -> i64 {
@@ -1566,6 +1591,22 @@ mod tests {
         std::fs::write(&passwd, "10:x:10:20::/:/bin/sh\n11:x:11:21::/:/bin/sh\n").unwrap();
         std::fs::write(&group, "20:x:20:\n21:x:21:\n").unwrap();
         PosixNames::load(&passwd, &group)
+    }
+
+    /// A queue overflow reaches the watch loop as the rescan marker; reads do not at all.
+    #[test]
+    fn an_event_queue_overflow_asks_for_a_rescan() {
+        use notify::event::{AccessKind, Flag, ModifyKind};
+        let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert_eq!(watched_paths(Ok(overflow)), [rescan_marker()]);
+        let chmod = notify::Event::new(EventKind::Modify(ModifyKind::Metadata(
+            notify::event::MetadataKind::Permissions,
+        )))
+        .add_path("/srv/share/a.md".into());
+        assert_eq!(watched_paths(Ok(chmod)), [PathBuf::from("/srv/share/a.md")]);
+        let read = notify::Event::new(EventKind::Access(AccessKind::Read))
+            .add_path("/srv/share/a.md".into());
+        assert!(watched_paths(Ok(read)).is_empty());
     }
 
     /// Records the reports it gets.
