@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod conformance;
+pub mod html;
 pub mod jobs;
 mod log;
 pub mod paths;

@@ -60,70 +60,12 @@ pub fn first_heading(html: &str) -> Option<String> {
         }
         let open_end = start + html[start..].find('>')? + 1;
         let close = open_end + html[open_end..].find("</h")?;
-        let text = decode_entities(&strip_tags(&html[open_end..close]));
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = docent_connector_api::html::text_of(&html[open_end..close]);
         if !text.is_empty() {
             return Some(text);
         }
     }
     None
-}
-
-fn strip_tags(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut in_tag = false;
-    for c in s.chars() {
-        match (c, in_tag) {
-            ('<', _) => in_tag = true,
-            ('>', true) => in_tag = false,
-            (c, false) => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The entities DokuWiki's renderer writes (`htmlspecialchars`, numeric references); others
-/// are left as written.
-fn decode_entities(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            "nbsp" => Some('\u{a0}'),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

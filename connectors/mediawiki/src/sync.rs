@@ -970,15 +970,7 @@ impl Syncer {
         attributes.insert("revision".to_string(), revid.to_string());
         // Citations link to the section of the page (Docent derives MediaWiki's anchors).
         attributes.insert("anchor_style".to_string(), "mediawiki".to_string());
-        let sections: Vec<&str> = parse
-            .get("sections")
-            .and_then(Value::as_array)
-            .map(|s| {
-                s.iter()
-                    .filter_map(|x| x.get("line").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let sections = section_titles(parse);
         if !sections.is_empty() {
             attributes.insert("sections".to_string(), sections.join("\n"));
         }
@@ -1080,6 +1072,23 @@ fn on_parse_error(e: ApiError) -> Result<Action, SyncError> {
     }
 }
 
+/// The section titles of an `action=parse` answer as text: the API gives each `line` as HTML
+/// (`<i>Project</i> Falcon`, `4111&#160;1111`), which would split words for search and hide
+/// values from PII redaction.
+fn section_titles(parse: &Value) -> Vec<String> {
+    parse
+        .get("sections")
+        .and_then(Value::as_array)
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.get("line").and_then(Value::as_str))
+                .map(docent_connector_api::html::text_of)
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn list<'a>(v: &'a Value, name: &str) -> impl Iterator<Item = &'a Value> {
     v.pointer(&format!("/query/{name}"))
         .and_then(Value::as_array)
@@ -1155,6 +1164,19 @@ pub fn unix_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn section_titles_are_text_not_html() {
+        let parse = serde_json::json!({"sections": [
+            {"line": "<i>Project</i> Falcon", "anchor": "Project_Falcon"},
+            {"line": "Card 4111&#160;1111&#160;1111&#160;1111"},
+            {"line": "<span></span>"},
+        ]});
+        assert_eq!(
+            section_titles(&parse),
+            ["Project Falcon", "Card 4111 1111 1111 1111"]
+        );
+    }
 
     #[test]
     fn a_wiki_internal_error_keeps_the_page_and_a_refusal_skips_it() {
