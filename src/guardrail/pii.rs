@@ -505,19 +505,28 @@ fn detect_in_identifier(text: &str, enabled: &[Entity]) -> Vec<Finding> {
             .bytes()
             .any(|b| matches!(b, b'_' | b'+') || b.is_ascii_lowercase())
     {
-        let spaced: String = text
-            .chars()
-            .map(|c| match c {
-                '_' | '+' => ' ',
-                c => c.to_ascii_uppercase(),
-            })
-            .collect();
-        found.extend(detect(&spaced, enabled).into_iter().filter(|f| {
+        let numbers = |f: &Finding| {
             matches!(
                 f.entity,
                 Entity::PaymentCard | Entity::Iban | Entity::UsSsn | Entity::Phone
             )
-        }));
+        };
+        // `plus`: a `+` before a digit stays (an international phone number in a wiki title,
+        // `Hotline_+1_415-555-0132`), else it is a space as in form encoding.
+        let reading = |plus: bool| -> String {
+            let b = text.as_bytes();
+            text.char_indices()
+                .map(|(i, c)| match c {
+                    '+' if plus && b.get(i + 1).is_some_and(u8::is_ascii_digit) => '+',
+                    '_' | '+' => ' ',
+                    c => c.to_ascii_uppercase(),
+                })
+                .collect()
+        };
+        found.extend(detect(&reading(false), enabled).into_iter().filter(numbers));
+        if text.contains('+') {
+            found.extend(detect(&reading(true), enabled).into_iter().filter(numbers));
+        }
     }
     non_overlapping(found)
 }
@@ -685,6 +694,27 @@ mod tests {
                 "{text}: {found:?}"
             );
         }
+    }
+
+    /// A wiki title's international phone number keeps its `+` in the identifier's reading
+    /// (found by a review: read as a space, `+1` made the number look part of a longer one).
+    #[test]
+    fn an_international_phone_in_a_wiki_uri_is_found() {
+        let uri = "https://wiki.example/index.php/Hotline_+1_415-555-0132";
+        let found = detect_escaped(uri, &Entity::ALL);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.entity == Entity::Phone && uri[f.range.clone()].contains("0132")),
+            "{found:?}"
+        );
+        // Form encoding's `+` for a space still reads as one.
+        let form = "https://x.example/search?q=card+4111+1111+1111+1111";
+        assert!(
+            detect_escaped(form, &Entity::ALL)
+                .iter()
+                .any(|f| f.entity == Entity::PaymentCard)
+        );
     }
 
     #[test]
