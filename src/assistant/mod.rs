@@ -316,6 +316,18 @@ pub struct SearchOutcome {
     pub audit_keys: Vec<String>,
 }
 
+impl SearchOutcome {
+    /// A question the guardrails refused: no hits, the verdict.
+    fn blocked(v: Verdict) -> Self {
+        Self {
+            hits: Vec::new(),
+            verdicts: Vec::new(),
+            blocked: Some(v),
+            audit_keys: Vec::new(),
+        }
+    }
+}
+
 pub struct Assistant {
     index: Arc<dyn Backend>,
     retriever: Arc<Retriever>,
@@ -628,13 +640,7 @@ impl Assistant {
                     me.guardrails
                         .screen_question(s.principal_set(), &own, Some(&v))
                 {
-                    let blocked = SearchOutcome {
-                        hits: Vec::new(),
-                        verdicts: Vec::new(),
-                        blocked: Some(v),
-                        audit_keys: Vec::new(),
-                    };
-                    return Ok((blocked, false));
+                    return Ok((SearchOutcome::blocked(v), false));
                 }
             }
             let keep = me.cfg.answer.min_sentence_similarity.is_some();
@@ -808,17 +814,7 @@ impl Assistant {
             .guardrails
             .screen_question(principals, query, qvec.as_deref())
         {
-            QuestionScreen::Block(v) => {
-                return Ok((
-                    SearchOutcome {
-                        hits: Vec::new(),
-                        verdicts: Vec::new(),
-                        blocked: Some(v),
-                        audit_keys: Vec::new(),
-                    },
-                    None,
-                ));
-            }
+            QuestionScreen::Block(v) => return Ok((SearchOutcome::blocked(v), None)),
             QuestionScreen::Allow {
                 restrict_sources,
                 verdicts,

@@ -258,13 +258,7 @@ impl Guardrails {
     /// held back.
     pub fn blocked_phrase_in(&self, principals: &BTreeSet<String>, text: &str) -> Option<String> {
         let forms: Vec<String> = normalize::forms(text).iter().map(words).collect();
-        let (r, i) = self.phrase_in(principals, &forms)?;
-        let at = self
-            .cfg
-            .phrases
-            .iter()
-            .position(|x| std::ptr::eq(x, r))
-            .unwrap_or_default();
+        let (at, _, i) = self.phrase_in(principals, &forms)?;
         Some(format!("blocked_phrases[{at}].phrases[{i}]"))
     }
 
@@ -292,22 +286,23 @@ impl Guardrails {
         })
     }
 
-    /// The first phrase rule (and which of its phrases) covering this caller that one of
-    /// `forms` (readings of a text, as words) contains.
+    /// The first phrase rule covering this caller that one of `forms` (readings of a text, as
+    /// words) names: its place in the config, the rule, and which of its phrases.
     fn phrase_in(
         &self,
         principals: &BTreeSet<String>,
         forms: &[String],
-    ) -> Option<(&PhraseRule, usize)> {
+    ) -> Option<(usize, &PhraseRule, usize)> {
         self.cfg
             .phrases
             .iter()
             .zip(&self.phrase_words)
-            .filter(|(r, _)| r.audience.covers(principals))
-            .find_map(|(r, ws)| {
+            .enumerate()
+            .filter(|(_, (r, _))| r.audience.covers(principals))
+            .find_map(|(at, (r, ws))| {
                 ws.iter()
                     .position(|w| forms.iter().any(|f| f.contains(w.as_str())))
-                    .map(|i| (r, i))
+                    .map(|i| (at, r, i))
             })
     }
 
@@ -323,7 +318,7 @@ impl Guardrails {
         // Every reading of the question (see `normalize::forms`), as words.
         let forms = normalize::forms(question);
         let qs: Vec<String> = forms.iter().map(words).collect();
-        if let Some((r, i)) = self.phrase_in(principals, &qs) {
+        if let Some((_, r, i)) = self.phrase_in(principals, &qs) {
             return QuestionScreen::Block(Verdict {
                 stage: "blocked_phrases",
                 action: "block",

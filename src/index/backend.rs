@@ -109,7 +109,8 @@ pub trait Backend: IndexedState + Send + Sync {
 
     /// Whether the index's answers about documents are complete: `false` while a backend could
     /// not read its document table, when a document it does not show may still be indexed (a
-    /// delete or a withdrawal must not then be skipped as "nothing to do"). Default: always.
+    /// delete or a withdrawal must not then be skipped as "nothing to do"). Asked after
+    /// [`IndexedState`]'s answer about a document, as of that answer. Default: always.
     fn knows_every_document(&self) -> bool {
         true
     }

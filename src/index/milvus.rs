@@ -419,8 +419,9 @@ impl Backend for MilvusBackend {
         })
     }
 
+    /// As of the last attempt to read the table: callers ask `latest_entry` first, which
+    /// makes one (a second here would wait on an unreachable server twice).
     fn knows_every_document(&self) -> bool {
-        self.refresh_table();
         self.table
             .read()
             .unwrap_or_else(|e| e.into_inner())
