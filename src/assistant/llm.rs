@@ -585,6 +585,7 @@ mod tests {
             })
             .collect();
         let scope = crate::acl::AclScope::for_tests("alice", &["everyone"]);
+        let mut counts = Vec::new();
         for question in [
             "Who approves travel?".to_string(),
             "Who approves travel? ".repeat(40),
@@ -599,7 +600,10 @@ mod tests {
                 .filter(|k| prompt.contains(&format!("[{k}] ")))
                 .count();
             assert_eq!(g.passages(&q, &evidence), given, "{} bytes", question.len());
+            counts.push(given);
         }
+        // The long question leaves room for fewer passages: the count follows the question.
+        assert!(counts[1] < counts[0], "{counts:?}");
     }
 
     #[test]

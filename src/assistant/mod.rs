@@ -1379,14 +1379,16 @@ fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::Tur
         g.redact_sentence(principals, text, &mut found);
     }
     for c in &mut t.citations {
-        for key in [&mut c.document_key, &mut c.chunk_id, &mut c.uri] {
-            g.redact_key(principals, key, &mut found);
-        }
+        let anchored = c.heading_path.last().cloned();
         for text in [&mut c.title, &mut c.snippet]
             .into_iter()
             .chain(c.heading_path.iter_mut())
         {
             g.redact_sentence(principals, text, &mut found);
+        }
+        guardrail::drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
+        for key in [&mut c.document_key, &mut c.chunk_id, &mut c.uri] {
+            g.redact_key(principals, key, &mut found);
         }
     }
 }
@@ -1685,6 +1687,13 @@ mod tests {
             "{shown}"
         );
         assert_eq!(t.citations[0].access_key, "s:GB82WEST12345698765432");
+        // A wiki anchor made from a heading redacted now goes with it.
+        let mut wiki = turn.clone();
+        wiki.citations[0].heading_path = vec!["Contact jane.doe@fernhill.example".into()];
+        wiki.citations[0].uri =
+            "https://wiki.example/doku.php?id=it#contact_jane_doe_fernhill_example".into();
+        redact_turn(&g, &left, &mut wiki);
+        assert_eq!(wiki.citations[0].uri, "https://wiki.example/doku.php?id=it");
         // The conversation's title is its first question.
         let mut c = store::ConversationRecord {
             id: "c1".into(),

@@ -591,13 +591,7 @@ impl Guardrails {
         for h in &mut c.heading_path {
             redact_field(h, entities, found);
         }
-        // A wiki link's anchor is made from the last heading, lowercased and underscored,
-        // which no pattern recognises: a redacted heading takes the anchor with it.
-        if anchored.as_ref() != c.heading_path.last()
-            && let Some(i) = c.uri.find('#')
-        {
-            c.uri.truncate(i);
-        }
+        drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
         redact_id(&mut c.uri, entities, found);
         if let Some(p) = redact_passage(&c.passage, entities, found) {
             c.passage = p;
@@ -703,6 +697,17 @@ fn drop_hits(
         count: dropped as u32,
     });
     (kept, verdict)
+}
+
+/// A wiki link's anchor is made from the citation's last heading (`before`, as indexed),
+/// lowercased and underscored, which no pattern recognises: once that heading is redacted
+/// (`headings`, now), the anchor goes with it.
+pub fn drop_redacted_anchor(before: Option<&String>, headings: &[String], uri: &mut String) {
+    if before != headings.last()
+        && let Some(i) = uri.find('#')
+    {
+        uri.truncate(i);
+    }
 }
 
 /// Redacts one field in place, recording what it found.

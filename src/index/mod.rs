@@ -1841,6 +1841,7 @@ mod tests {
         };
         assert_eq!(found("heron"), 1, "written after the failed commit");
         assert_eq!(found("kestrel"), 1, "the last committed version of a stays");
+        assert_eq!(found("revised"), 0, "a's rolled-back version is gone");
         assert_eq!(found("bulky"), 0);
     }
 

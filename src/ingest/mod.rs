@@ -591,6 +591,21 @@ impl Pipeline {
         }
     }
 
+    /// Whether the indexed version (`previous`, as the index shows it) may stay while a new
+    /// version under `acl` fails for a reason not its own: only under the same ACL (the old
+    /// text may not stay readable under an old, wider one), and, when the index shows none,
+    /// only if it knows there is none.
+    fn stays_under(
+        &self,
+        previous: Option<&crate::index::DocEntry>,
+        acl: &docent_connector_api::Acl,
+    ) -> bool {
+        match previous {
+            Some(p) => p.acl_fingerprint == acl.fingerprint(),
+            None => self.index.knows_every_document(),
+        }
+    }
+
     /// Whether `key` may be indexed (committed or written): the index shows it, or cannot
     /// tell ([`Backend::knows_every_document`]).
     fn may_be_indexed(&self, key: &str) -> bool {
@@ -1041,14 +1056,9 @@ impl Pipeline {
                                 // connector sends it again at its next scan; unless the ACL
                                 // changed, since the old text may not stay readable under the
                                 // old ACL (as for a parse that timed out).
+                                let previous = self.index.latest_entry(&p.record.key.to_string());
                                 let acl_changed =
-                                    match self.index.latest_entry(&p.record.key.to_string()) {
-                                        Some(prev) => {
-                                            prev.acl_fingerprint != p.record.acl.fingerprint()
-                                        }
-                                        // Unknown: the previous version may be under another.
-                                        None => !self.index.knows_every_document(),
-                                    };
+                                    !self.stays_under(previous.as_ref(), &p.record.acl);
                                 if acl_changed {
                                     self.index.delete(&p.record.key);
                                     self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
@@ -1144,11 +1154,7 @@ impl Pipeline {
                 // changed too: the old text may not stay readable under the old ACL. Busy or
                 // unavailable parsers are tried again soon.
                 let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
-                let keep_previous = not_its_own
-                    && previous.as_ref().map_or_else(
-                        || self.index.knows_every_document(),
-                        |p| p.acl_fingerprint == doc.acl.fingerprint(),
-                    );
+                let keep_previous = not_its_own && self.stays_under(previous.as_ref(), &doc.acl);
                 let key = doc.key.clone();
                 // A timeout is not retried: in process, each attempt would leave one more
                 // parser thread running (Rust cannot stop one), and a document that took the
@@ -1760,8 +1766,6 @@ mod tests {
         running.await.unwrap().unwrap();
     }
 
-    /// A batch that fails to write is rolled back with every uncommitted write, and the
-    /// connectors are told ([`IndexedState::rollbacks`]): what they sent is not taken as done.
     /// Waits (up to 30 s) until the pipeline has told `view` of a rollback.
     async fn until_rolled_back(view: &IndexedView) {
         use docent_connector_api::IndexedState as _;
@@ -1774,6 +1778,8 @@ mod tests {
         panic!("the failed write was not told");
     }
 
+    /// A batch that fails to write is rolled back with every uncommitted write, and the
+    /// connectors are told ([`IndexedState::rollbacks`]): what they sent is not taken as done.
     #[tokio::test]
     async fn connectors_are_told_of_a_rollback() {
         use docent_connector_api::IndexedState as _;

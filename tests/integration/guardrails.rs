@@ -287,10 +287,6 @@ fn topic_detection_on_labelled_questions() {
 /// Issue 9: Unicode spacing and invisible characters do not get a question past the phrase and
 /// injection guardrails, and PII in a document's title and headings is redacted in every field a
 /// hit or a citation carries, with the redactions counted.
-/// What may not be asked about may not be shown either: a passage that names a blocked phrase
-/// (the question does not) is dropped before answering and from search hits, so neither the
-/// answer, its citations' snippets and titles, nor a hit shows it; the rule's exempt group still
-/// gets it.
 /// A follow-up is screened against the topics in its own words, not only within its rewrite
 /// (the earlier question first), whose words can dilute the topic (found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +313,10 @@ async fn a_follow_up_is_compared_with_the_topics_in_its_own_words() {
     assert_eq!(codes(&r.guardrails), ["TOPIC_BLOCKED"]);
 }
 
+/// What may not be asked about may not be shown either: a passage that names a blocked phrase
+/// (the question does not) is dropped before answering and from search hits, so neither the
+/// answer, its citations' snippets and titles, nor a hit shows it; the rule's exempt group still
+/// gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passage_naming_a_blocked_phrase_is_neither_cited_nor_returned() {
     let env = Env::example();

@@ -9,8 +9,8 @@
 //!   has a NULL DACL (unless configured), or has a deny ACE for a SID we cannot map is skipped
 //!   with the reason, never indexed with a guessed ACL; share-level permissions only narrow;
 //! - an unchanged file's content is not read: its version is (file id, size, last-write time)
-//!   plus a fingerprint of the connector's ACL mapping (SID mappings, passwd/group names, share
-//!   permissions, NULL-DACL policy); its DACL is read on every sync (16 at a time: round trips
+//!   plus a fingerprint of the connector's ACL mapping (SID mappings, share permissions,
+//!   NULL-DACL policy; the passwd/group names are read each sync); its DACL is read on every sync (16 at a time: round trips
 //!   are the cost), because nothing in a listing tells an ACL change (Samba reports the
 //!   last-write time as ChangeTime), so an ACL-only change reaches the index within one sync.
 //!   Change notifications bring changes sooner: Samba tells a recursive watch of content
@@ -287,7 +287,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         reach: HashMap::new(),
         folder_outage: None,
     };
-    crawler.acl_config = acl_config(&cfg, &crawler.sids);
+    crawler.acl_config = acl_config(&cfg);
     let shutdown = ctx.shutdown.clone();
     let mut commands = ctx.commands;
     let mut paused = false;
@@ -551,10 +551,13 @@ impl Listed {
 
 /// FNV-1a of what, besides the file's own DACL, decides its ACL (stable across runs and Rust
 /// versions): when it changes, every file's version changes and its ACL is computed again.
-fn acl_config(cfg: &SmbConfig, sids: &SidMap) -> String {
+/// The passwd and group names are not in it: every sync computes each file's ACL with the
+/// current names and sends the files whose ACL moved, and no other (an edit of the group file
+/// would otherwise send the whole share again).
+fn acl_config(cfg: &SmbConfig) -> String {
     let text = format!(
-        "{:?}|{:?}|{:?}|{:?}|{}",
-        cfg.share_acl, cfg.sid_principals, cfg.null_dacl, sids.names, cfg.folder_permissions
+        "{:?}|{:?}|{:?}|{}",
+        cfg.share_acl, cfg.sid_principals, cfg.null_dacl, cfg.folder_permissions
     );
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -1030,11 +1033,10 @@ impl Crawler {
         self.reach.clear();
         self.folder_outage = None;
         // The passwd and group files change (a uid given to someone else, a group renamed): read
-        // again each pass, keeping the last names when they cannot be read, and the versions
-        // follow the new names (as the fs and nfs connectors do).
+        // again each pass, keeping the last names when they cannot be read; each file's ACL is
+        // computed with them (as the fs and nfs connectors do).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
             self.sids.names = names;
-            self.acl_config = acl_config(&self.cfg, &self.sids);
         }
         // List everything first: a listing that fails is an outage, and deletions are decided
         // only from a complete listing.
