@@ -633,7 +633,7 @@ impl Assistant {
             if let Some(own) = own {
                 let v = me
                     .retriever
-                    .embed_query_until(&guardrail::normalize::normalize(&own), &|| {
+                    .embed_query_until(&guardrail::normalize::for_embedding(&own), &|| {
                         budget.spent()
                     })?;
                 if let QuestionScreen::Block(v) =
@@ -803,9 +803,10 @@ impl Assistant {
         let principals = scope.principal_set();
         let spent = || budget.spent();
         // Topic guardrails compare this vector too: embed the normalised text, so invisible or
-        // compatibility characters cannot move a question away from a blocked topic.
+        // compatibility characters, or look-alike letters inside English words, cannot move a
+        // question away from a blocked topic.
         let qvec = if keep_vector || self.guardrails.needs_question_vector(principals) {
-            let normalized = guardrail::normalize::normalize(query);
+            let normalized = guardrail::normalize::for_embedding(query);
             Some(self.retriever.embed_query_until(&normalized, &spent)?)
         } else {
             None

@@ -21,8 +21,9 @@
 //!
 //! Every stage that matches text (blocked phrases, injection screening of questions and
 //! passages) matches the text's normalised forms ([`normalize::forms`]: NFKC, Unicode whitespace
-//! collapsed, invisible and format characters dropped or, in a second reading, read as spaces),
-//! so non-breaking or zero-width spaces, soft hyphens and fullwidth letters cannot hide a phrase;
+//! collapsed, invisible and format characters dropped or, in a second reading, read as spaces,
+//! look-alike letters of other scripts and accented letters read as ASCII), so non-breaking or
+//! zero-width spaces, soft hyphens, fullwidth letters or a Cyrillic `о` cannot hide a phrase;
 //! PII detection also sees the ASCII fold of such text.
 //!
 //! A block is a [`Verdict`] with a stable code and the admin's message, returned in the response
@@ -228,7 +229,7 @@ impl Guardrails {
             .map(|r| {
                 r.phrases
                     .iter()
-                    .map(|p| words(&normalize::normalize(p)))
+                    .map(|p| words(&normalize::for_matching(p)))
                     .collect()
             })
             .collect();
@@ -1349,6 +1350,10 @@ mod tests {
             "When does Pro\u{AD}ject Fal\u{FEFF}con ship?",
             "When does Ｐｒｏｊｅｃｔ Ｆａｌｃｏｎ ship?",
             "When does \u{202E}project\u{202C} falcon ship?",
+            // Look-alike letters: Cyrillic о and а, Greek ο, accents.
+            "When does Pr\u{43E}ject F\u{430}lcon ship?",
+            "When does Pr\u{3BF}ject Falc\u{3BF}n ship?",
+            "When does Pr\u{F3}ject F\u{E1}lcon ship?",
         ] {
             let QuestionScreen::Block(v) = screen(&g, &["user:a"], q) else {
                 panic!("phrase not blocked: {q:?}")
@@ -1359,10 +1364,15 @@ mod tests {
             );
         }
         // Still whole words, and the exempt group still passes.
-        assert!(matches!(
-            screen(&g, &["user:a"], "project fal\u{200B}conry club"),
-            QuestionScreen::Allow { .. }
-        ));
+        for q in [
+            "project fal\u{200B}conry club",
+            "pr\u{43E}ject falc\u{43E}nry club",
+        ] {
+            assert!(
+                matches!(screen(&g, &["user:a"], q), QuestionScreen::Allow { .. }),
+                "{q:?}"
+            );
+        }
         assert!(matches!(
             screen(&g, &["user:a", "group:falcon"], "project fal\u{200B}con"),
             QuestionScreen::Allow { .. }
@@ -1374,10 +1384,26 @@ mod tests {
             message: String::new(),
             audience: Audience::default(),
         });
+        // A phrase in Cyrillic meets itself, and its spelling with Latin look-alikes.
+        cfg.phrases.push(PhraseRule {
+            phrases: vec!["Проект Сокол".into()],
+            message: String::new(),
+            audience: Audience::default(),
+        });
         let g = Guardrails::new(cfg, &BagOfWords).unwrap();
+        for q in [
+            "what is operation nightjar",
+            "Когда выйдет проект сокол?",
+            "Когда выйдет \u{41F}poe\u{43A}\u{442} Сокол?",
+        ] {
+            assert!(
+                matches!(screen(&g, &["user:a"], q), QuestionScreen::Block(_)),
+                "{q:?}"
+            );
+        }
         assert!(matches!(
-            screen(&g, &["user:a"], "what is operation nightjar"),
-            QuestionScreen::Block(_)
+            screen(&g, &["user:a"], "Когда выйдет проект Орёл?"),
+            QuestionScreen::Allow { .. }
         ));
     }
 
