@@ -100,7 +100,8 @@ impl FakeSlack {
         st.strangers.insert(id.into());
     }
 
-    /// A user of another workspace (`T0OTHER`) the app is installed in, showing `email`.
+    /// A user of another workspace and organisation (`T0OTHER`, `E0OTHER`), not marked a
+    /// stranger (the app is installed there, or they share a channel), showing `email`.
     pub fn add_foreign_user(&self, id: &str, email: &str) {
         let mut st = self.lock();
         st.users.insert(id.into(), email.into());
@@ -217,6 +218,8 @@ impl FakeSlack {
                     "profile": {"email": email, "real_name": email}}}),
                 Some(email) => json!({"ok": true, "user": {"id": arg("user"),
                     "team_id": if st.foreign.contains(&arg("user")) { "T0OTHER" } else { "T0FAKE" },
+                    "enterprise_user": {"enterprise_id":
+                        if st.foreign.contains(&arg("user")) { "E0OTHER" } else { "E0FAKE" }},
                     "name": email.split('@').next().unwrap_or(""), "deleted": false,
                     "is_bot": false, "is_email_confirmed": true,
                     "profile": {"email": email, "real_name": email}}}),

@@ -37,6 +37,11 @@ fn daemon_env() -> (Env, docent::config::Config) {
 }
 
 fn bridge_config(slack: &FakeSlack, docent_url: &str) -> docent_slack::Config {
+    bridge_config_pinned(slack, docent_url, "team_id = \"T0FAKE\"")
+}
+
+/// The bridge's config with `pin` (`team_id = …`, `enterprise_id = …` or nothing).
+fn bridge_config_pinned(slack: &FakeSlack, docent_url: &str, pin: &str) -> docent_slack::Config {
     let text = format!(
         r#"
 version = 1
@@ -46,7 +51,7 @@ bot_token = "${{BOT}}"
 signing_secret = "${{SECRET}}"
 api_url = "{}"
 max_retry_after_secs = 5
-team_id = "T0FAKE"
+{pin}
 [docent]
 addr = "{docent_url}"
 api_key = "${{KEY}}"
@@ -74,15 +79,24 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_pinned("team_id = \"T0FAKE\"").await
+}
+
+/// [`setup`] with the bridge's home pinned by `pin` (see [`bridge_config_pinned`]).
+async fn setup_pinned(pin: &str) -> Setup {
     let (env, cfg) = daemon_env();
     let daemon = env.start_with(cfg).await;
     let slack = FakeSlack::start().await;
     slack.add_user("U0ALICE", "alice@fernhill.example");
     slack.add_user("U0NOBODY", "nobody@elsewhere.example");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bridge = docent_slack::start(bridge_config(&slack, &daemon.url()), listener, None)
-        .await
-        .unwrap();
+    let bridge = docent_slack::start(
+        bridge_config_pinned(&slack, &daemon.url(), pin),
+        listener,
+        None,
+    )
+    .await
+    .unwrap();
     Setup {
         slack,
         bridge,
@@ -452,6 +466,43 @@ async fn an_account_of_another_workspace_is_not_mapped_by_its_email() {
     s.event("Ev9d", ev).await;
     s.bridge.idle().await;
     assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pinned_home_no_one_is_mapped_by_email() {
+    let s = setup_pinned("").await;
+    // alice's address is an identity alias, but no account's home is known: another
+    // organisation's account could show it, so it names no one.
+    let ev = json!({"type": "message", "channel_type": "im", "user": "U0ALICE",
+        "channel": "D0ALICE", "ts": "1700000009.000500", "text": "How do I connect to the VPN?"});
+    s.event("Ev9e", ev).await;
+    s.bridge.idle().await;
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
+    assert!(s.slack.calls_to("users.info").is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_pin_maps_only_its_organisations_accounts_by_email() {
+    let s = setup_pinned("enterprise_id = \"E0FAKE\"").await;
+    // Another organisation's account showing alice's address, not marked a stranger.
+    s.slack
+        .add_foreign_user("U0FOREIGN", "alice@fernhill.example");
+    let dm = |user: &str, ts: &str| {
+        json!({"type": "message", "channel_type": "im", "user": user,
+            "channel": format!("D{user}"), "ts": ts, "text": "How do I connect to the VPN?"})
+    };
+    s.event("Ev9f", dm("U0FOREIGN", "1700000009.000600")).await;
+    s.bridge.idle().await;
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("unmapped_user"), 1);
+    // alice's own account, of the organisation: answered.
+    s.event("Ev9g", dm("U0ALICE", "1700000009.000700")).await;
+    s.bridge.idle().await;
+    assert!(!s.nothing_asked(), "alice was answered");
     assert_eq!(s.refusals("unmapped_user"), 1);
     s.stop().await;
 }

@@ -215,7 +215,6 @@ impl Bridge {
             .first_sighting(event_id.to_string(), (), Instant::now())
     }
 
-    /// Whether the bridge may answer in `channel` of an event Slack marks
     /// Whether a request from workspace `team` is served: any, unless `slack.team_id` pins
     /// one (a request without a workspace is then refused too). Refusals are counted.
     pub fn serves_team(&self, team: Option<&str>) -> bool {
@@ -343,13 +342,16 @@ impl Bridge {
     }
 
     /// The Docent name a Slack user asks as: their Slack id if it is an alias, else their
-    /// e-mail (`users.info`) if that is one; `None` when neither. Cached with the configured TTL.
+    /// e-mail (`users.info`) if that is one and the account's home is pinned
+    /// ([`Config::maps_by_email`]); `None` when neither. Cached with the configured TTL.
     async fn map_user(&self, user: &str) -> Result<Option<String>, Failure> {
         if let Some(v) = self.state().users.get(&user.to_string(), Instant::now()) {
             return Ok(v);
         }
         let found = if self.is_identity(user).await.map_err(Failure::Docent)? {
             Some(user.to_string())
+        } else if !self.cfg.maps_by_email() {
+            None
         } else {
             let info = self
                 .slack
@@ -357,19 +359,7 @@ impl Bridge {
                 .await
                 .map_err(Failure::Slack)?;
             let u = &info["user"];
-            // An e-mail names an employee only on an account of this workspace that is live,
-            // a person, and whose address Slack confirmed: a Slack Connect stranger (another
-            // organisation's account) may carry any address.
-            let flag = |k: &str| u[k].as_bool().unwrap_or(false);
-            let trusted = !flag("deleted")
-                && !flag("is_bot")
-                && !flag("is_stranger")
-                && u["is_email_confirmed"].as_bool() != Some(false)
-                && self
-                    .cfg
-                    .team_id
-                    .as_deref()
-                    .is_none_or(|t| u["team_id"].as_str() == Some(t));
+            let trusted = email_names_employee(&self.cfg, u);
             match u["profile"]["email"].as_str() {
                 Some(email)
                     if trusted && self.is_identity(email).await.map_err(Failure::Docent)? =>
@@ -842,9 +832,84 @@ pub fn action_work(p: &Value) -> Option<Work> {
     })
 }
 
+/// Whether the e-mail of `users.info`'s user `u` may name a Docent identity: a live account of
+/// a person, whose address Slack says it confirmed, and whose home is the pinned workspace or
+/// Enterprise Grid organisation. Another organisation's account (Slack Connect) may carry any
+/// address and is not always marked `is_stranger`; with nothing pinned, no e-mail is trusted.
+fn email_names_employee(cfg: &Config, u: &Value) -> bool {
+    let flag = |k: &str| u[k].as_bool().unwrap_or(false);
+    let home = cfg
+        .team_id
+        .as_deref()
+        .is_some_and(|t| u["team_id"].as_str() == Some(t))
+        || cfg
+            .enterprise_id
+            .as_deref()
+            .is_some_and(|e| u["enterprise_user"]["enterprise_id"].as_str() == Some(e));
+    !flag("deleted")
+        && !flag("is_bot")
+        && !flag("is_stranger")
+        && u["is_email_confirmed"].as_bool() == Some(true)
+        && home
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_is_trusted_only_on_a_confirmed_account_whose_home_is_pinned() {
+        let cfg = |team: Option<&str>, enterprise: Option<&str>| {
+            let mut text = String::from(
+                "version = 1\nlisten = \"127.0.0.1:0\"\n[slack]\nbot_token = \"xoxb-1\"\n\
+                 signing_secret = \"s\"\n",
+            );
+            for (k, v) in [("team_id", team), ("enterprise_id", enterprise)] {
+                if let Some(v) = v {
+                    text.push_str(&format!("{k} = \"{v}\"\n"));
+                }
+            }
+            text.push_str(
+                "[docent]\naddr = \"http://127.0.0.1:1\"\napi_key = \"k\"\n\
+                 [channels]\ndefault_audience = \"everyone\"\n",
+            );
+            Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap()
+        };
+        let ours = serde_json::json!({"team_id": "T0A", "is_email_confirmed": true,
+            "enterprise_user": {"enterprise_id": "E0A"}});
+        let with = |k: &str, v: Value| {
+            let mut u = ours.clone();
+            u[k] = v;
+            u
+        };
+        let team = cfg(Some("T0A"), None);
+        assert!(email_names_employee(&team, &ours));
+        // Another organisation's account, not marked a stranger (a shared channel or DM).
+        assert!(!email_names_employee(
+            &team,
+            &with("team_id", "T0OTHER".into())
+        ));
+        // An address Slack did not say it confirmed, or a stranger, bot or deleted account.
+        assert!(!email_names_employee(
+            &team,
+            &with("is_email_confirmed", Value::Null)
+        ));
+        for k in ["is_stranger", "is_bot", "deleted"] {
+            assert!(!email_names_employee(&team, &with(k, true.into())), "{k}");
+        }
+        // Enterprise Grid: any workspace of the organisation, no other.
+        let grid = cfg(None, Some("E0A"));
+        assert!(email_names_employee(&grid, &with("team_id", "T0B".into())));
+        let other = with(
+            "enterprise_user",
+            serde_json::json!({"enterprise_id": "E0X"}),
+        );
+        assert!(!email_names_employee(&grid, &other));
+        // Nothing pinned: no e-mail is trusted.
+        let open = cfg(None, None);
+        assert!(!open.maps_by_email());
+        assert!(!email_names_employee(&open, &ours));
+    }
 
     #[test]
     fn mentions_are_stripped_from_questions() {

@@ -56,8 +56,20 @@ pub struct Config {
     /// The longest Retry-After the bridge waits for before reporting the call as failed.
     pub max_retry_after: Duration,
     /// The workspace (`T…`) the app serves: requests from any other workspace are ignored,
-    /// and only its accounts are mapped by e-mail. `None`: not pinned.
+    /// and its accounts may be mapped by e-mail. `None`: not pinned.
     pub team_id: Option<String>,
+    /// The Enterprise Grid organisation (`E…`) whose accounts may be mapped by e-mail, whatever
+    /// their home workspace. With neither this nor `team_id`, users are mapped by Slack id
+    /// only: another organisation's account may show any e-mail address.
+    pub enterprise_id: Option<String>,
+}
+
+impl Config {
+    /// Whether a user's e-mail may name a Docent identity: only when the account's home is
+    /// pinned (`team_id` or `enterprise_id`).
+    pub fn maps_by_email(&self) -> bool {
+        self.team_id.is_some() || self.enterprise_id.is_some()
+    }
 }
 
 impl Config {
@@ -100,6 +112,8 @@ struct RawSlack {
     max_retry_after_secs: Option<u64>,
     #[serde(default)]
     team_id: Option<String>,
+    #[serde(default)]
+    enterprise_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +372,15 @@ impl Config {
                 format!("{t:?} is not a Slack workspace id (T followed by letters and digits)"),
             );
         }
+        let enterprise_id = raw.slack.enterprise_id.clone();
+        if let Some(e) = &enterprise_id
+            && !(e.starts_with('E') && e.len() > 1 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            issue(
+                "slack.enterprise_id",
+                format!("{e:?} is not an Enterprise Grid id (E followed by letters and digits)"),
+            );
+        }
         if !issues.is_empty() {
             return Err(ConfigError::Invalid(issues));
         }
@@ -383,6 +406,7 @@ impl Config {
             slack_attempts,
             max_retry_after: Duration::from_secs(raw.slack.max_retry_after_secs.unwrap_or(60)),
             team_id,
+            enterprise_id,
         })
     }
 }

@@ -49,6 +49,13 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => match Config::load(&file) {
             Ok(c) => {
+                if !c.maps_by_email() {
+                    println!(
+                        "{}: note: neither slack.team_id nor slack.enterprise_id is set, so users \
+                         are mapped by Slack id aliases only, never by e-mail",
+                        file.display()
+                    );
+                }
                 println!(
                     "{}: ok (listen {}, docent {}, {} channel audience(s), default {})",
                     file.display(),
@@ -85,6 +92,12 @@ fn main() -> ExitCode {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&path)?;
+    if !cfg.maps_by_email() {
+        tracing::warn!(
+            "neither slack.team_id nor slack.enterprise_id is set: users are mapped by Slack id \
+             aliases only, never by e-mail"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let metrics = match cfg.metrics_listen {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await?),

@@ -52,11 +52,33 @@ pub struct Offers {
     pub note: Option<String>,
 }
 
-/// `&`, `<` and `>` escaped as Slack's mrkdwn requires.
+/// `&`, `<` and `>` escaped as Slack's mrkdwn requires, and the broadcast words `@here`,
+/// `@channel` and `@everyone` broken by a word joiner after the `@`, so that no text from a
+/// document or an answer can notify a channel (text objects are also sent `verbatim`).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    let s = s
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
-        .replace('>', "&gt;")
+        .replace('>', "&gt;");
+    if !s.contains('@') {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut rest = s.as_str();
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect::<String>()
+            .to_lowercase();
+        if matches!(word.as_str(), "here" | "channel" | "everyone") {
+            out.push('\u{2060}');
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A URL for `<url|text>`: characters that would end or split the link percent-encoded.
@@ -101,7 +123,7 @@ pub fn split(s: &str, max: usize) -> Vec<String> {
 }
 
 fn section(text: String) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": true}})
 }
 
 fn block_text(b: &Value) -> &str {
@@ -133,9 +155,8 @@ pub fn citation_line(n: usize, c: &pb::Citation) -> String {
 pub fn answer(resp: &pb::AskResponse, offers: &Offers) -> Vec<Message> {
     let mut blocks = Vec::new();
     if let Some(note) = &offers.note {
-        blocks.push(
-            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]}),
-        );
+        blocks.push(json!({"type": "context",
+                "elements": [{"type": "mrkdwn", "text": escape(note), "verbatim": true}]}));
     }
     let answered = resp.status == pb::AnswerStatus::Answered as i32 && !resp.answer.is_empty();
     if answered {
@@ -322,6 +343,25 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn broadcast_mentions_are_broken_and_text_objects_are_verbatim() {
+        let msgs = answer_msgs("Tell @here and @Channel, not me@example.com [1].", 1);
+        let text = &msgs[0].text;
+        for word in ["@here", "@channel", "@Channel", "@everyone"] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+        assert!(text.contains("@\u{2060}here") && text.contains("me@example.com"));
+        assert_eq!(escape("@everyone!"), "@\u{2060}everyone!");
+        for m in &msgs {
+            for b in &m.blocks {
+                let objects = [&b["text"], &b["elements"][0]];
+                for o in objects.into_iter().filter(|o| o["type"] == "mrkdwn") {
+                    assert_eq!(o["verbatim"], true, "{b}");
+                }
+            }
+        }
     }
 
     #[test]

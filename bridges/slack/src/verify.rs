@@ -43,7 +43,8 @@ pub fn verify(
         return Err(VerifyError::Missing);
     };
     let t: i64 = ts.trim().parse().map_err(|_| VerifyError::Stale)?;
-    if (now_unix - t).abs() > MAX_AGE_SECS {
+    // `abs_diff`: a hostile timestamp such as `i64::MIN` must not overflow.
+    if now_unix.abs_diff(t) > MAX_AGE_SECS.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let given = sig
@@ -92,6 +93,17 @@ mod tests {
             verify(SECRET, Some(TS), Some(SIG), BODY.as_bytes(), now),
             Ok(())
         );
+    }
+
+    #[test]
+    fn an_extreme_timestamp_is_stale_and_does_not_overflow() {
+        for ts in ["-9223372036854775808", "9223372036854775807"] {
+            assert_eq!(
+                verify("s", Some(ts), Some("v0=00"), b"", 1_700_000_000),
+                Err(VerifyError::Stale),
+                "{ts}"
+            );
+        }
     }
 
     #[test]
