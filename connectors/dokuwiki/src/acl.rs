@@ -46,8 +46,22 @@
 //! A narrowed page is indexed with the narrower ACL, or skipped, as configured
 //! ([`crate::LossyAcl`]). A page is never indexed when no principal may read it, when a name
 //! that must be denied is not a valid Docent principal, or when a rule with DokuWiki's
-//! `%USER%`/`%GROUP%` placeholders could apply to it (those depend on who asks, and DokuWiki
-//! expands them for the logged-in caller, so neither the rules nor `wiki.aclCheck` tell them).
+//! `%USER%`/`%GROUP%` placeholders that refuses (level 0) could apply to it: those depend on
+//! who asks. A placeholder rule that grants is left out, which only narrows.
+//!
+//! # What `plugin.acl.listAcls` hides
+//!
+//! DokuWiki answers with the rules as it loaded them for the logged-in caller, the crawler:
+//! - `%USER%` and `%GROUP%` are already replaced by the crawler's login and groups
+//!   (`reviews:%USER%:* %USER% 0` arrives as `reviews:docent-crawler:* docent-crawler 0`), so
+//!   [`AclRules::unexpand`] turns rules naming the crawler, or a scope segment named after it
+//!   or after a superuser group with that group as principal, back into placeholder rules;
+//! - names are URL-decoded: `john.doe` (which DokuWiki never matches, as it compares with
+//!   `auth_nameencode`'s `john%2edoe`) and `john%2edoe` arrive alike. A grant whose name has a
+//!   character DokuWiki encodes is kept only where `wiki.aclCheck` shows that it takes effect
+//!   ([`AclRules::ambiguous_grants`]; the sync asks).
+//!
+//! Both checked against the real wiki (`connectors/dokuwiki/tests/real_wiki.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -122,13 +136,38 @@ impl fmt::Display for Who {
 /// The placeholders DokuWiki expands per logged-in user.
 const PLACEHOLDERS: [&str; 2] = ["%USER%", "%GROUP%"];
 
+/// A page id no rule is written for, to ask DokuWiki about a scope (`wiki.aclCheck`).
+const PROBE_PAGE: &str = "docent_acl_probe";
+
+/// Whether DokuWiki's `auth_nameencode` encodes `c` in a name (ASCII punctuation, spaces and
+/// controls: `.`, `-`, `_`, `@` … become `%2e`, `%2d`, …).
+fn encoded_by_dokuwiki(c: char) -> bool {
+    matches!(c as u32, 0x00..=0x2f | 0x3a..=0x40 | 0x5b..=0x60 | 0x7b..=0x7f)
+}
+
+/// DokuWiki's `cleanID` of a name used as one id segment, as far as logins and group names
+/// need it: lowercased, characters other than letters, digits, `.`, `-` and `_` as `_`.
+fn clean_segment(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A wiki's ACL rules, as `plugin.acl.listAcls` returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AclRules {
     /// scope → principal → level, for rules without placeholders.
     scopes: BTreeMap<String, BTreeMap<Who, i64>>,
-    /// `(scope, principal)` of rules with `%USER%`/`%GROUP%` (never evaluated, see the module doc).
-    templated: BTreeSet<(String, String)>,
+    /// `(scope, principal)` → level of rules with `%USER%`/`%GROUP%` (never evaluated, see
+    /// the module doc).
+    templated: BTreeMap<(String, String), i64>,
 }
 
 impl AclRules {
@@ -146,7 +185,10 @@ impl AclRules {
             .iter()
             .any(|p| scope.contains(p) || who.contains(p))
         {
-            self.templated.insert((scope.to_string(), who.to_string()));
+            self.templated
+                .entry((scope.to_string(), who.to_string()))
+                .and_modify(|l| *l = (*l).max(level))
+                .or_insert(level);
         } else {
             self.scopes
                 .entry(scope.to_string())
@@ -216,10 +258,141 @@ impl AclRules {
                 h.update(format!("{scope}\t{who}\t{level}\n").as_bytes());
             }
         }
-        for (scope, who) in &self.templated {
-            h.update(format!("{scope}\t{who}\t?\n").as_bytes());
+        for ((scope, who), level) in &self.templated {
+            h.update(format!("{scope}\t{who}\t{level}?\n").as_bytes());
         }
         hex::encode(&h.finalize()[..16])
+    }
+
+    /// Turns rules that DokuWiki may have expanded from `%USER%`/`%GROUP%` for the crawler
+    /// (see the module doc) back into placeholder rules: a rule naming the crawler's login, a
+    /// scope with a segment that is the login's id, a scope with a segment named after one of
+    /// `crawler_groups` whose principal is that group, and a principal `@@…` (`@%GROUP%`
+    /// expanded). Wider than DokuWiki's expansion, which is the safe side: a rule read as a
+    /// placeholder only refuses pages (when it refuses) or is left out (when it grants).
+    pub fn unexpand(mut self, crawler: &str, crawler_groups: &[&str]) -> Self {
+        let login = clean_segment(crawler);
+        let group_segments: Vec<(String, &str)> = crawler_groups
+            .iter()
+            .map(|g| (clean_segment(g), *g))
+            .collect();
+        let mut found = Vec::new();
+        for (scope, entries) in &self.scopes {
+            let segments: Vec<&str> = scope.split(':').collect();
+            for (who, level) in entries {
+                let by_user = |s: &str| s == login;
+                let placeholder = match who {
+                    Who::User(u) if u.eq_ignore_ascii_case(crawler) => Some(("%USER%", "%USER%")),
+                    Who::Group(g) if g.starts_with('@') => Some(("%GROUP%", "%GROUP%")),
+                    Who::Group(g)
+                        if group_segments
+                            .iter()
+                            .any(|(seg, name)| name == g && segments.contains(&seg.as_str())) =>
+                    {
+                        Some(("%GROUP%", "%GROUP%"))
+                    }
+                    _ if segments.iter().any(|s| by_user(s)) => Some(("%USER%", "")),
+                    _ => None,
+                };
+                let Some((ph, principal)) = placeholder else {
+                    continue;
+                };
+                let named = |s: &str| match ph {
+                    "%USER%" => by_user(s),
+                    _ => group_segments.iter().any(|(seg, _)| seg == s),
+                };
+                let pattern: Vec<&str> = segments
+                    .iter()
+                    .map(|s| if named(s) { ph } else { s })
+                    .collect();
+                let principal = match principal {
+                    "" => who.to_string(),
+                    p => p.to_string(),
+                };
+                found.push((
+                    scope.clone(),
+                    who.clone(),
+                    pattern.join(":"),
+                    principal,
+                    *level,
+                ));
+            }
+        }
+        for (scope, who, pattern, principal, level) in found {
+            if let Some(entries) = self.scopes.get_mut(&scope) {
+                entries.remove(&who);
+                if entries.is_empty() {
+                    self.scopes.remove(&scope);
+                }
+            }
+            self.templated
+                .entry((pattern, principal))
+                .and_modify(|l| *l = (*l).max(level))
+                .or_insert(level);
+        }
+        self
+    }
+
+    /// Grants whose name (after a group's `@`) holds a character DokuWiki encodes: the file
+    /// may hold it encoded (the rule takes effect) or as written (DokuWiki never matches it),
+    /// and `plugin.acl.listAcls` decodes both alike. `(scope, who)`, in order.
+    pub fn ambiguous_grants(&self) -> Vec<(String, Who)> {
+        let mut out = Vec::new();
+        for (scope, entries) in &self.scopes {
+            for (who, level) in entries {
+                let name = match who {
+                    Who::All => continue,
+                    Who::Group(n) | Who::User(n) => n,
+                };
+                if *level >= AUTH_READ && name.chars().any(encoded_by_dokuwiki) {
+                    out.push((scope.clone(), who.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A page id whose scope chain starts at `scope` (the page itself, or a page no rule names
+    /// directly under the namespace), to ask DokuWiki about it.
+    pub fn probe_page(scope: &str) -> String {
+        match scope {
+            "*" => PROBE_PAGE.to_string(),
+            s => match s.strip_suffix(":*") {
+                Some(ns) => format!("{ns}:{PROBE_PAGE}"),
+                None => s.to_string(),
+            },
+        }
+    }
+
+    /// Whether DokuWiki's answer `level` (`wiki.aclCheck` on [`Self::probe_page`] of `scope`,
+    /// for a reader holding only `who`) shows that the rule `scope who` takes effect as Docent
+    /// reads it: the answer is the level with the rule, and differs from the level without.
+    /// Otherwise the rule is left out ([`Self::without`]), which only narrows: either DokuWiki
+    /// does not match it, or it cannot be told apart here.
+    pub fn confirmed_by(&self, scope: &str, who: &Who, level: i64) -> bool {
+        let probe = Self::probe_page(scope);
+        let (user, groups) = match who {
+            Who::User(u) => (u.as_str(), vec![]),
+            Who::Group(g) => ("", vec![g.as_str()]),
+            Who::All => return true,
+        };
+        let with = self.level(&probe, user, &groups);
+        let without = self
+            .clone()
+            .without(scope, who)
+            .level(&probe, user, &groups);
+        level.min(AUTH_DELETE) == with && with != without
+    }
+
+    /// These rules without the rule `scope who`.
+    pub fn without(mut self, scope: &str, who: &Who) -> Self {
+        if let Some(entries) = self.scopes.get_mut(scope) {
+            entries.remove(who);
+            if entries.is_empty() {
+                self.scopes.remove(scope);
+            }
+        }
+        self
     }
 
     /// DokuWiki's `auth_aclcheck` for `user` (empty: anonymous) in `groups` on `page`, without the
@@ -255,16 +428,21 @@ impl AclRules {
         mapping: &PrincipalMapping,
     ) -> PageAcl {
         let chain = scope_chain(page);
-        if let Some((scope, who)) = self
-            .templated
-            .iter()
-            .find(|(scope, _)| chain.iter().any(|s| placeholder_match(scope, s)))
-        {
+        let reaching = || {
+            self.templated
+                .iter()
+                .filter(|((scope, _), _)| chain.iter().any(|s| placeholder_match(scope, s)))
+        };
+        if let Some(((scope, who), _)) = reaching().find(|(_, l)| **l == AUTH_NONE) {
             return PageAcl::Unrepresentable(format!(
-                "the ACL rule `{scope} {who}` uses DokuWiki's %USER%/%GROUP% placeholders, whose \
-                 meaning depends on the reader; Docent cannot represent it"
+                "the ACL rule `{scope} {who}` uses DokuWiki's %USER%/%GROUP% placeholders to \
+                 refuse readers that depend on who asks; Docent cannot represent it"
             ));
         }
+        // A placeholder rule that grants is left out: only its namesakes lose access.
+        let placeholder_grant = reaching()
+            .find(|(_, l)| **l >= AUTH_READ)
+            .map(|((scope, who), _)| format!("{scope} {who}"));
 
         // Each principal's rank (first scope naming it) and grant, up to @ALL's scope.
         let mut first: BTreeMap<&Who, (usize, bool)> = BTreeMap::new();
@@ -289,7 +467,7 @@ impl AclRules {
                 true => PageAcl::Unrepresentable(
                     "no one may read this page: no ACL rule grants read on it".into(),
                 ),
-                false => superusers_only(superusers, mapping),
+                false => superusers_only(superusers, mapping).narrowed_by(placeholder_grant),
             };
         };
         let denies: Vec<(&Who, usize)> = first
@@ -375,7 +553,7 @@ impl AclRules {
         let acl = Acl { allow, deny };
         match narrowed {
             Some(reason) => PageAcl::Narrowed { acl, reason },
-            None => PageAcl::Exact(acl),
+            None => PageAcl::Exact(acl).narrowed_by(placeholder_grant),
         }
     }
 }
@@ -508,6 +686,29 @@ pub enum PageAcl {
     Narrowed { acl: Acl, reason: String },
     /// Not indexable: nobody may read it, or its rules cannot be represented safely.
     Unrepresentable(String),
+}
+
+impl PageAcl {
+    /// An exact ACL made while leaving out the placeholder grant `rule`: narrowed, unless it
+    /// lets everyone in (nobody can be missing then).
+    fn narrowed_by(self, rule: Option<String>) -> Self {
+        match (self, rule) {
+            (Self::Exact(acl), Some(rule))
+                if !(acl.deny.is_empty()
+                    && acl.allow.len() == 1
+                    && acl.allow.contains(&Principal::Everyone)) =>
+            {
+                Self::Narrowed {
+                    acl,
+                    reason: format!(
+                        "the ACL rule `{rule}` grants readers that depend on who asks \
+                         (%USER%/%GROUP% placeholders); Docent leaves it out"
+                    ),
+                }
+            }
+            (verdict, _) => verdict,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -689,9 +890,9 @@ mod tests {
     }
 
     #[test]
-    fn placeholder_rules_make_the_pages_they_may_reach_unrepresentable() {
-        let rules = AclRules::new([("*", "@ALL", 1), ("user:%USER%:*", "%USER%", 16)]);
-        let su = Superusers::default();
+    fn placeholder_rules_that_refuse_make_their_pages_unrepresentable_and_grants_narrow() {
+        let rules = AclRules::new([("*", "@ALL", 1), ("user:%USER%:*", "%USER%", 0)]);
+        let su = Superusers::parse(&["@admin"]);
         let m = PrincipalMapping::default();
         assert!(matches!(
             rules.page_acl("user:bob:notes", &su, &m),
@@ -701,8 +902,102 @@ mod tests {
             rules.page_acl("eng:x", &su, &m),
             PageAcl::Exact(acl(&["everyone"], &[]))
         );
+        // A placeholder that grants is left out: its namesake may lose access, nobody gains.
+        let grants = AclRules::new([
+            ("*", "@ALL", 1),
+            ("user:*", "@ALL", 0),
+            ("user:%USER%:*", "%USER%", 16),
+        ]);
+        assert!(matches!(
+            grants.page_acl("user:bob:notes", &su, &m),
+            PageAcl::Narrowed { acl: a, .. } if a == acl(&["group:admin"], &[])
+        ));
+        // Where everyone reads anyway, nothing is missing.
+        let open = AclRules::new([("*", "@ALL", 1), ("user:%USER%:*", "%USER%", 16)]);
+        assert_eq!(
+            open.page_acl("user:bob:notes", &su, &m),
+            PageAcl::Exact(acl(&["everyone"], &[]))
+        );
         assert!(placeholder_match("a:%GROUP%:b:*", "a:hr:b:*"));
         assert!(!placeholder_match("a:%GROUP%:b:*", "a:hr:c:*"));
+    }
+
+    /// What `plugin.acl.listAcls` returned on the real wiki to the crawler `admin` (groups
+    /// admin and user) for `reviews:%USER%:* %USER% 0`, `team:%GROUP%:* @%GROUP% 1` and
+    /// `groups:%GROUP%:* %GROUP% 1`: expanded for the crawler, read as placeholders again.
+    #[test]
+    fn rules_expanded_for_the_crawler_read_as_placeholders_again() {
+        let received = AclRules::new([
+            ("*", "@ALL", 1),
+            ("reviews:*", "@ALL", 0),
+            ("reviews:*", "@hr", 1),
+            ("reviews:admin:*", "admin", 0),
+            ("team:admin:*", "@@admin", 1),
+            ("groups:admin:*", "@admin", 1),
+        ]);
+        let rules = received.clone().unexpand("admin", &["admin"]);
+        assert_ne!(rules.fingerprint(), received.fingerprint());
+        let su = Superusers::parse(&["@admin"]);
+        let m = PrincipalMapping::default();
+        // Anyone's review may be refused to them: not indexable.
+        assert!(matches!(
+            rules.page_acl("reviews:alice:2024", &su, &m),
+            PageAcl::Unrepresentable(_)
+        ));
+        // Read as sent, alice (in hr) would have been let in.
+        let leaked = received.page_acl("reviews:alice:2024", &su, &m);
+        assert!(
+            matches!(&leaked, PageAcl::Exact(a) if a.allow.contains(&"group:hr".parse().unwrap()))
+        );
+        // The rest as before; the placeholder grants are left out.
+        assert_eq!(
+            rules.page_acl("reviews:summary", &su, &m),
+            PageAcl::Exact(acl(&["group:admin", "group:hr"], &[]))
+        );
+        assert_eq!(
+            rules.page_acl("team:hr:x", &su, &m),
+            PageAcl::Exact(acl(&["everyone"], &[]))
+        );
+        // Rules that name neither the crawler nor its groups are left alone.
+        let plain = AclRules::new([("reviews:bob:*", "bob", 0), ("hr:*", "@hr", 1)]);
+        assert_eq!(plain.clone().unexpand("docent-crawler", &["admin"]), plain);
+    }
+
+    #[test]
+    fn a_grant_to_a_name_dokuwiki_encodes_is_kept_only_where_the_wiki_confirms_it() {
+        let rules = AclRules::new([
+            ("*", "@ALL", 1),
+            ("hr:*", "@ALL", 0),
+            ("hr:*", "@hr", 1),
+            ("hr:*", "john.doe", 1),
+            ("hr:*", "bob", 1),
+            ("hr:*", "@dev_team", 1),
+        ]);
+        let john = Who::User("john.doe".into());
+        assert_eq!(
+            rules.ambiguous_grants(),
+            [
+                ("hr:*".to_string(), Who::Group("dev_team".into())),
+                ("hr:*".to_string(), john.clone()),
+            ]
+        );
+        assert_eq!(AclRules::probe_page("hr:*"), "hr:docent_acl_probe");
+        assert_eq!(AclRules::probe_page("*"), "docent_acl_probe");
+        assert_eq!(AclRules::probe_page("hr:handbook"), "hr:handbook");
+        // The wiki refuses john.doe there (the file has the name unencoded, which matches
+        // nobody): left out. It reads (the file has `john%2edoe`): kept.
+        assert!(!rules.confirmed_by("hr:*", &john, AUTH_NONE));
+        assert!(rules.confirmed_by("hr:*", &john, AUTH_READ));
+        // A grant that changes nothing for its name alone cannot be told apart: left out.
+        let redundant = AclRules::new([("*", "@ALL", 1), ("wiki:*", "john.doe", 1)]);
+        assert!(!redundant.confirmed_by("wiki:*", &john, AUTH_READ));
+        let left = rules.without("hr:*", &john);
+        let m = PrincipalMapping::default();
+        let verdict = left.page_acl("hr:x", &Superusers::default(), &m);
+        assert!(
+            matches!(&verdict, PageAcl::Exact(a) if !a.allow.contains(&"user:john.doe".parse().unwrap())),
+            "{verdict:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@
 //!
 //! The wiki needs `remote = 1`, the crawler's account (or group) in `remoteuser`, and the
 //! crawler among the superusers: only they may read the ACL rules (`plugin.acl.listAcls`).
+//! Use a dedicated crawler account whose login names no namespace or page: DokuWiki fills
+//! `%USER%`/`%GROUP%` in for the crawler, and rules naming it are read as placeholders (see
+//! [`acl`]).
 //! The crawler authenticates with HTTP Basic auth on every request.
 
 pub mod acl;

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::acl::{AclRules, PageAcl};
+use crate::acl::{AclRules, PageAcl, Who};
 use crate::client::{CallError, Client};
 use crate::config::{DokuWikiConfig, LossyAcl};
 use crate::page;
@@ -276,6 +276,46 @@ impl Syncer {
         result
     }
 
+    /// The rules as `acl.auth.php` has them for every reader, from what `plugin.acl.listAcls`
+    /// showed the crawler (see `acl`'s module doc): placeholders expanded for the crawler read
+    /// as placeholders again, and a grant whose name DokuWiki may not match as written kept
+    /// only where `wiki.aclCheck` shows that it takes effect.
+    async fn as_the_file_reads(&self, rules: AclRules) -> Result<AclRules, PassError> {
+        let superuser_groups: Vec<&str> = self
+            .cfg
+            .superusers
+            .0
+            .iter()
+            .filter_map(|w| match w {
+                Who::Group(g) => Some(g.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut rules = rules.unexpand(&self.cfg.username, &superuser_groups);
+        for (scope, who) in rules.ambiguous_grants() {
+            let (user, groups) = match &who {
+                Who::User(u) => (u.as_str(), vec![]),
+                Who::Group(g) => ("", vec![g.as_str()]),
+                Who::All => continue,
+            };
+            if self.cfg.superusers.contains(user, &groups) {
+                continue;
+            }
+            let probe = AclRules::probe_page(&scope);
+            let level = self.client.acl_check(&probe, user, &groups).await?;
+            if !rules.confirmed_by(&scope, &who, level) {
+                tracing::info!(
+                    connector = %self.cfg.id,
+                    rule = %docent_connector_api::log_safe(&format!("{scope} {who}")),
+                    "ACL rule left out: DokuWiki does not show it taking effect (a name with \
+                     `.`, `-`, `_` or other punctuation must be URL-encoded in acl.auth.php)"
+                );
+                rules = rules.without(&scope, &who);
+            }
+        }
+        Ok(rules)
+    }
+
     async fn pass_inner(
         &self,
         req: &Request,
@@ -289,6 +329,7 @@ impl Syncer {
         if self.cfg.mapping.fold_case {
             rules = rules.fold_case();
         }
+        let rules = self.as_the_file_reads(rules).await?;
         let acl_fp = self.acl_fingerprint(&rules);
 
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);

@@ -744,6 +744,68 @@ async fn an_acl_rule_change_on_the_wiki_reaches_the_index_after_one_poll() {
     run.stop().await;
 }
 
+/// `plugin.acl.listAcls` answers with the rules DokuWiki loaded for the crawler: `%USER%`
+/// expanded for the crawler, and names URL-decoded. Neither may widen a page: a placeholder
+/// rule that refuses makes its pages unindexable, and a grant to a name written unencoded
+/// (which DokuWiki never matches) is left out, while its encoded twin is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_the_wiki_shows_expanded_or_decoded_never_widen_a_page() {
+    let wiki = Wiki::start();
+    wiki.seed().await;
+    wiki.put("reviews:alice:2024", "====== Review ======\nA good year.\n")
+        .await;
+    // As an admin edits the file: HR reads the reviews, but nobody their own; john.doe as
+    // written (DokuWiki compares with `john%2edoe`), jane.doe encoded.
+    let file = wiki.dir.path().join("conf/acl.auth.php");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "reviews:*\t@ALL\t0\nreviews:*\t@hr\t1\nreviews:%USER%:*\t%USER%\t0\n\
+         hr:*\tjohn.doe\t1\nhr:*\tjane%2edoe\t1\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    // The wiki's own answers: alice, asking in her own session (where %USER% is alice), may
+    // not read her review; john.doe may not read hr, jane.doe may.
+    let alice = wiki.client("alice", "alice-pass");
+    assert_eq!(
+        alice
+            .acl_check("reviews:alice:2024", "alice", &["hr", "user"])
+            .await
+            .unwrap(),
+        0
+    );
+    let admin = wiki.admin();
+    assert_eq!(
+        admin
+            .acl_check("hr:salaries", "john.doe", &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        admin
+            .acl_check("hr:salaries", "jane.doe", &[])
+            .await
+            .unwrap(),
+        1
+    );
+
+    let mut run = Running::start(connector(&wiki), Arc::default(), None, 64);
+    run.next_checkpoint("first crawl").await;
+    assert!(
+        run.index.doc("reviews:alice:2024").is_none(),
+        "a page a placeholder rule may refuse is indexed: {:?}",
+        run.index.acl("reviews:alice:2024")
+    );
+    assert_eq!(
+        run.index.acl("hr:salaries").unwrap(),
+        Acl::new(
+            principals(&["group:admin", "group:hr", "user:jane.doe"]),
+            []
+        )
+    );
+    run.stop().await;
+}
+
 /// The evaluator against DokuWiki's own `wiki.aclCheck`, over the script's rules plus a few
 /// more, for every account (and an unknown user, and anonymous) on a grid of pages; and the
 /// Docent ACLs against the same answers: exact pages agree for every reader, narrowed pages
