@@ -517,14 +517,20 @@ impl Syncer {
 
     /// Acts on each touched page id according to what the wiki holds now.
     async fn apply_touched(&self, touched: &BTreeSet<u64>) -> Result<(), SyncError> {
-        let states = self.page_states(touched).await?;
+        let (states, missing) = self.page_states_and_missing(touched).await?;
         let mut live = Vec::new();
         for page_id in touched {
-            match states.get(page_id) {
-                Some(meta) if self.in_scope(meta) => live.push(meta.clone()),
-                // Deleted, moved out of the crawled namespaces or categories, or turned into
-                // a redirect: no longer indexed.
-                _ => self.delete_if_known(*page_id).await?,
+            match touched_page(states.get(page_id), missing.contains(page_id), |m| {
+                self.in_scope(m)
+            }) {
+                Touched::Live(meta) => live.push(meta.clone()),
+                Touched::Gone => self.delete_if_known(*page_id).await?,
+                Touched::Unanswered => tracing::warn!(
+                    connector = %self.cfg.id,
+                    page_id,
+                    "the wiki's answer did not tell this page's state: kept as it is (the \
+                     reconciliation checks it again)"
+                ),
             }
         }
         self.apply(live).await
@@ -639,7 +645,7 @@ impl Syncer {
             ("rclimit", "max"),
         ]);
         if !from.rc_timestamp.is_empty() {
-            q.push(("rcstart".into(), from.rc_timestamp.clone()));
+            q.push(("rcstart".into(), before_late_rows(&from.rc_timestamp)));
         }
         let mut position_seen = false;
         self.api
@@ -700,7 +706,7 @@ impl Syncer {
             ("lelimit", "max"),
         ]);
         if !from.log_timestamp.is_empty() {
-            q.push(("lestart".into(), from.log_timestamp.clone()));
+            q.push(("lestart".into(), before_late_rows(&from.log_timestamp)));
         }
         self.api
             .query_all(q, |v| {
@@ -731,12 +737,8 @@ impl Syncer {
         Ok(())
     }
 
-    /// The current state of each page id (absent: the page does not exist).
-    async fn page_states(&self, ids: &BTreeSet<u64>) -> Result<BTreeMap<u64, PageMeta>, SyncError> {
-        Ok(self.page_states_and_missing(ids).await?.0)
-    }
-
-    /// [`Self::page_states`], and the ids the wiki answered as missing.
+    /// The current state of each page id the wiki answered with a readable entry, and the ids
+    /// it answered as missing (an id in neither was not told).
     async fn page_states_and_missing(
         &self,
         ids: &BTreeSet<u64>,
@@ -1161,9 +1163,65 @@ pub fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// What a poll does with a page a change touched.
+#[derive(Debug, PartialEq)]
+enum Touched<'a> {
+    /// In scope: read it if it changed.
+    Live(&'a PageMeta),
+    /// The wiki says it is missing, or it is out of scope now (moved out of the crawled
+    /// namespaces or categories, or a redirect): no longer indexed.
+    Gone,
+    /// Neither: the answer left it out or could not be read. Nothing is deleted on silence.
+    Unanswered,
+}
+
+fn touched_page(
+    state: Option<&PageMeta>,
+    missing: bool,
+    in_scope: impl Fn(&PageMeta) -> bool,
+) -> Touched<'_> {
+    match state {
+        Some(meta) if in_scope(meta) => Touched::Live(meta),
+        Some(_) => Touched::Gone,
+        None if missing => Touched::Gone,
+        None => Touched::Unanswered,
+    }
+}
+
+/// How far before a checkpoint's timestamp the recent changes and the log are read again.
+/// MediaWiki writes an edit's recent-changes and log rows after saving it, with the edit's own
+/// (earlier) timestamp: a row written after a poll may carry a timestamp before the position
+/// that poll saved. Ids are in insertion order, so rows at or below the checkpoint's id are
+/// still skipped; the margin only reaches back for rows inserted late.
+pub const LATE_ROW_MARGIN_SECS: i64 = 300;
+
+/// `ts` moved back by [`LATE_ROW_MARGIN_SECS`], as Unix seconds (which the API accepts for
+/// `rcstart` and `lestart`); `ts` itself if it does not parse.
+fn before_late_rows(ts: &str) -> String {
+    crate::api::parse_timestamp(ts).map_or_else(
+        || ts.to_string(),
+        |t| (t - LATE_ROW_MARGIN_SECS).max(0).to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_touched_page_is_deleted_only_when_the_wiki_says_it_is_gone() {
+        let meta = PageMeta::from_json(&serde_json::json!({"pageid": 7, "ns": 0,
+            "title": "Seven", "revisions": [{"revid": 70, "timestamp": "2024-05-01T12:00:00Z"}]}))
+        .expect("a page's state");
+        assert_eq!(
+            touched_page(Some(&meta), false, |_| true),
+            Touched::Live(&meta)
+        );
+        assert_eq!(touched_page(Some(&meta), false, |_| false), Touched::Gone);
+        assert_eq!(touched_page(None, true, |_| true), Touched::Gone);
+        // Left out of the answer, or an entry that could not be read: kept.
+        assert_eq!(touched_page(None, false, |_| true), Touched::Unanswered);
+    }
 
     #[test]
     fn section_titles_are_text_not_html() {

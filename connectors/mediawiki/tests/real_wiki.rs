@@ -647,6 +647,28 @@ async fn an_edit_lost_in_a_rollback_is_sent_again() {
     run.stop().await;
 }
 
+/// MediaWiki saves an edit, then writes its recent-changes and log rows with the edit's own
+/// timestamp: a row written after a poll of a later edit lies before the position that poll
+/// saved. The next poll still finds it (it reads from a margin before the position, and skips
+/// rows by id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_recorded_late_with_an_earlier_timestamp_is_found() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let (index, _, cp) = crawl(&wiki, PUBLIC).await;
+    let late = wiki.edit("Late page", "Recorded late.").await;
+    wiki.backdate_rows("Late page", 60);
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+    let (changes, _) = run.until_checkpoint().await;
+    run.stop().await;
+    assert!(
+        upserted(&changes)
+            .iter()
+            .any(|d| d.key.native_id == late.to_string()),
+        "{changes:?}"
+    );
+}
+
 /// The sweep goes on from where it was after a restart (its cursor rides on the checkpoints),
 /// not from the lowest page id again: with more pages than one poll checks, a page the wiki
 /// does not have, past the first batch, is found by the first poll of the restarted connector.

@@ -119,6 +119,38 @@ impl Wiki {
         );
     }
 
+    /// Moves the recent-changes and log rows of `title` to `secs` seconds before the newest
+    /// other recent change, in the wiki's SQLite database (through PHP, which the wiki needs
+    /// anyway): as MediaWiki writes them when an edit is saved before, and its rows land after,
+    /// a poll of another edit.
+    pub fn backdate_rows(&self, title: &str, secs: u32) {
+        let db = self.dir.path().join("data/testwiki.sqlite");
+        let php = format!(
+            r#"$db = new PDO("sqlite:" . getenv("DB"));
+            $q = $db->prepare("SELECT MAX(rc_timestamp) FROM recentchanges WHERE rc_title <> ?");
+            $q->execute([getenv("TITLE")]);
+            $d = DateTime::createFromFormat("YmdHis", $q->fetchColumn(), new DateTimeZone("UTC"));
+            $d->modify("-{secs} seconds");
+            $t = $d->format("YmdHis");
+            $n = $db->prepare("UPDATE recentchanges SET rc_timestamp = ? WHERE rc_title = ?");
+            $n->execute([$t, getenv("TITLE")]);
+            $l = $db->prepare("UPDATE logging SET log_timestamp = ? WHERE log_title = ?");
+            $l->execute([$t, getenv("TITLE")]);
+            if ($n->rowCount() < 1) {{ fwrite(STDERR, "no recent change of the title"); exit(1); }}"#
+        );
+        let out = Command::new("php")
+            .args(["-r", &php])
+            .env("DB", &db)
+            .env("TITLE", title.replace(' ', "_"))
+            .output()
+            .expect("run php");
+        assert!(
+            out.status.success(),
+            "backdating {title}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the server (the wiki's data stays: `restart` serves it again).
     pub fn stop(&self) {
         self.run_script("stop");
