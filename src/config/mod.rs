@@ -720,6 +720,18 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     let metrics_listen = match &raw.server.metrics_listen {
         None => None,
         Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_loopback() && !raw.server.metrics_public => {
+                is.add(
+                    "server.metrics_listen",
+                    format!(
+                        "{a} is not a loopback address: /metrics has no authentication and \
+                         counts documents per source across every ACL; bind it to loopback, or \
+                         set server.metrics_public = true where only the monitoring network \
+                         reaches it"
+                    ),
+                );
+                None
+            }
             Ok(a) => Some(a),
             Err(_) => {
                 is.add(
@@ -1134,6 +1146,34 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.embedding.text.passage_prefix, "");
         assert_eq!(c.embedding.text.pooling, Pooling::Cls);
         assert_eq!(c.embedding.expect_vocab, None);
+    }
+
+    #[test]
+    fn metrics_off_loopback_need_metrics_public() {
+        let with = |server: &str| {
+            MINIMAL.replace(
+                "version = 1\n",
+                &format!("version = 1\n[server]\n{server}\n"),
+            )
+        };
+        let open = with("metrics_listen = \"0.0.0.0:9464\"");
+        let issues = Config::parse(&open, Path::new("/etc/docent")).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "server.metrics_listen", "{issues:?}");
+        let chosen = with("metrics_listen = \"0.0.0.0:9464\"\nmetrics_public = true");
+        let c = Config::parse(&chosen, Path::new("/etc/docent")).unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some("0.0.0.0:9464".parse().unwrap())
+        );
+        for local in ["127.0.0.1:9464", "[::1]:9464"] {
+            let c = Config::parse(
+                &with(&format!("metrics_listen = \"{local}\"")),
+                Path::new("/etc/docent"),
+            )
+            .unwrap();
+            assert_eq!(c.server.metrics_listen, Some(local.parse().unwrap()));
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: String,
     pub metrics_listen: Option<String>,
+    pub metrics_public: bool,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub tls_client_ca: Option<String>,
@@ -69,6 +70,7 @@ impl Default for RawServer {
         Self {
             listen: "127.0.0.1:7878".into(),
             metrics_listen: None,
+            metrics_public: false,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
