@@ -49,6 +49,10 @@ pub struct AuditRecord<'a> {
     /// "answered", "no_answer", "blocked", "ok", or an error reason code.
     pub outcome: &'a str,
     pub documents: Vec<&'a str>,
+    /// Documents the answerer was given whose text uncited sentences may paraphrase (answers
+    /// with general knowledge), other than those in `documents`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<&'a str>,
     pub guardrails: &'a [Verdict],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub question: Option<&'a str>,
@@ -238,6 +242,7 @@ mod tests {
             on_behalf_of: Some("alice"),
             outcome: "answered",
             documents: vec![doc],
+            evidence: Vec::new(),
             guardrails: verdicts,
             question: None,
             target: None,

@@ -310,7 +310,11 @@ pub async fn start_with(
         let id = cc.id().to_string();
         connectors.push(tokio::spawn(async move {
             if let Err(e) = conn.run(ctx).await {
-                tracing::error!(connector = %id, error = %e, "connector stopped with an error");
+                tracing::error!(
+                    connector = %id,
+                    error = %crate::guardrail::pii::for_log(&e.to_string()),
+                    "connector stopped with an error"
+                );
                 status.set_phase("failed");
                 status.raise(docent_connector_api::Alarm::Stopped, e.to_string());
             }

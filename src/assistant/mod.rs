@@ -250,6 +250,13 @@ pub enum AssistantError {
     Store(#[from] store::StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The answer was made (and its pieces may have been streamed), but its usage or turn
+    /// could not be stored: `outcome` is what the caller was given, for the audit log.
+    #[error("{cause}")]
+    Unrecorded {
+        outcome: Box<AskOutcome>,
+        cause: Box<AssistantError>,
+    },
 }
 
 /// Which conversation a question belongs to.
@@ -1006,7 +1013,13 @@ impl Prepared {
                 details,
             }
         };
-        let outcome = self.record(outcome).await?;
+        let mut outcome = outcome;
+        if let Err(cause) = self.record(&mut outcome).await {
+            return Err(AssistantError::Unrecorded {
+                outcome: Box::new(outcome),
+                cause: Box::new(cause),
+            });
+        }
         if let Some(tx) = tx {
             let _ = tx.send(AskEvent::Citations(outcome.answer.citations.clone()));
             let _ = tx.send(AskEvent::Final(Box::new(outcome.clone())));
@@ -1146,7 +1159,7 @@ impl Prepared {
     }
 
     /// Usage, metrics and the conversation turn.
-    async fn record(&self, mut o: AskOutcome) -> Result<AskOutcome, AssistantError> {
+    async fn record(&self, o: &mut AskOutcome) -> Result<(), AssistantError> {
         let a = self.assistant.clone();
         a.metrics.answer(match o.answer.status {
             AnswerStatus::Answered => AnswerOutcome::Answered,
@@ -1158,12 +1171,12 @@ impl Prepared {
             a.metrics.llm_tokens(u.prompt, u.completion);
         }
         let Some(store) = a.store.clone() else {
-            return Ok(o);
+            return Ok(());
         };
         let owner = self.caller.user_id().to_string();
         let principals = a.usage_principals(&self.caller);
         let conversation = self.conversation.clone();
-        let turn = turn_record(&self.question, self.rewritten.as_deref(), &o);
+        let turn = turn_record(&self.question, self.rewritten.as_deref(), o);
         let (id, n) = tokio::task::spawn_blocking(move || {
             if u.prompt + u.completion > 0 {
                 store.add_usage(&principals, u.prompt, u.completion)?;
@@ -1181,7 +1194,7 @@ impl Prepared {
         .map_err(|e| AssistantError::Internal(e.to_string()))??;
         o.details.conversation_id = id;
         o.details.turn = n;
-        Ok(o)
+        Ok(())
     }
 }
 

@@ -114,6 +114,8 @@ impl UsageCounts {
 
 pub struct Store {
     db: Database,
+    /// Every write fails ([`Store::fail_writes`]).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 fn turn_key(conv: &str, turn: u32) -> String {
@@ -161,7 +163,27 @@ impl Store {
             tx.open_table(USAGE).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            failing: Default::default(),
+        })
+    }
+
+    /// From now on every write fails, as on a full disk: lets tests see that an answer already
+    /// given is still audited when its turn cannot be stored. Not for production use.
+    #[doc(hidden)]
+    pub fn fail_writes(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError(
+                "the conversation store cannot be written".into(),
+            ));
+        }
+        self.db.begin_write().map_err(err)
     }
 
     /// The conversation if `owner` owns it; anyone else gets `None`, exactly as for an unknown id.
@@ -189,7 +211,7 @@ impl Store {
             updated_ms: now,
             turns: 0,
         };
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.begin_write()?;
         {
             tx.open_table(CONVERSATIONS)
                 .map_err(err)?
@@ -211,7 +233,7 @@ impl Store {
         id: &str,
         turn: &TurnRecord,
     ) -> Result<Option<u32>, StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.begin_write()?;
         let n = {
             let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
             let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
@@ -290,7 +312,7 @@ impl Store {
     /// was not updated since (checked in the same transaction: a turn appended after the
     /// caller looked keeps it). True when removed.
     fn remove(&self, owner: &str, id: &str, stale_before: Option<i64>) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.begin_write()?;
         {
             let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
             if let Some(cutoff) = stale_before {
@@ -345,7 +367,7 @@ impl Store {
 
     pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
         let key = format!("{}/{}", turn_key(&f.conversation_id, f.turn), f.identity);
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.begin_write()?;
         tx.open_table(FEEDBACK)
             .map_err(err)?
             .insert(key.as_str(), json(f).as_slice())
@@ -375,7 +397,7 @@ impl Store {
         completion: u64,
     ) -> Result<(), StoreError> {
         let day = day_of(now_ms());
-        let tx = self.db.begin_write().map_err(err)?;
+        let tx = self.begin_write()?;
         {
             let mut t = tx.open_table(USAGE).map_err(err)?;
             for p in principals {

@@ -449,8 +449,12 @@ impl IdentityStore {
             .map(|(n, _)| n.to_string())
             .collect();
         if !clashing.is_empty() {
+            let logged: Vec<String> = clashing
+                .iter()
+                .map(|n| crate::guardrail::pii::for_log(n))
+                .collect();
             tracing::error!(
-                names = ?clashing,
+                names = ?logged,
                 "names given to more than one identity; as aliases they name nobody"
             );
             for id in &mut merged {
@@ -603,6 +607,10 @@ impl IdentityStore {
         for n in names {
             match (self.by_name.get(n.as_str()), found) {
                 (Some(&i), Some(f)) if i != f => {
+                    let names: Vec<String> = names
+                        .iter()
+                        .map(|n| crate::guardrail::pii::for_log(n))
+                        .collect();
                     tracing::warn!(names = ?names, "client certificate names two identities; refused");
                     return Err(AuthError::AmbiguousCertificate);
                 }

@@ -558,7 +558,10 @@ impl Merger {
             tracing::warn!(
                 connector,
                 ignored = unknown.len(),
-                first = ?&unknown[..unknown.len().min(5)],
+                first = ?unknown[..unknown.len().min(5)]
+                    .iter()
+                    .map(|n| crate::guardrail::pii::for_log(n))
+                    .collect::<Vec<_>>(),
                 "reported members that name no identity are ignored (a report only adds groups \
                  to identities the config and identity files define)"
             );

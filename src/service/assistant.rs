@@ -91,6 +91,19 @@ impl AssistantService {
             crate::answer::AnswerStatus::NoAnswer => "no_answer",
             crate::answer::AnswerStatus::Blocked => "blocked",
         };
+        self.audit_ask_as(method, caller, question, o, outcome);
+    }
+
+    /// [`Self::audit_ask`] with the outcome given (an answer streamed whose turn could not be
+    /// stored is still audited, as `unrecorded`).
+    fn audit_ask_as(
+        &self,
+        method: &'static str,
+        caller: &Caller,
+        question: &str,
+        o: &AskOutcome,
+        outcome: &str,
+    ) {
         self.state.record(Audited {
             method,
             caller,
@@ -105,6 +118,7 @@ impl AssistantService {
                     k => k,
                 })
                 .collect(),
+            evidence: o.evidence_keys.iter().map(String::as_str).collect(),
             verdicts: &o.verdicts,
             question: Some(question),
             target: None,
@@ -145,6 +159,7 @@ impl From<AssistantError> for ServiceError {
             AssistantError::Retrieve(r) => ServiceError::internal(r),
             AssistantError::Store(s) => ServiceError::internal(s),
             AssistantError::Internal(s) => ServiceError::Internal(s),
+            AssistantError::Unrecorded { cause, .. } => (*cause).into(),
         }
     }
 }
@@ -259,6 +274,21 @@ impl pb::assistant_server::Assistant for AssistantService {
             match prepared.run(Some(&tx), started).await {
                 Ok(o) => svc.audit_ask("AskStream", &caller, &question, &o),
                 Err(e) => {
+                    // Pieces of this answer may have reached the caller already: audited
+                    // even though its turn could not be stored.
+                    let e = match e {
+                        AssistantError::Unrecorded { outcome, cause } => {
+                            svc.audit_ask_as(
+                                "AskStream",
+                                &caller,
+                                &question,
+                                &outcome,
+                                "unrecorded",
+                            );
+                            *cause
+                        }
+                        e => e,
+                    };
                     // The pieces already sent stay; the stream ends with this error instead
                     // of a final event.
                     let status: Status = ServiceError::from(e).into();
@@ -340,6 +370,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             caller: &caller,
             outcome: if blocked { "blocked" } else { "ok" },
             documents: r.audit_keys.iter().map(String::as_str).collect(),
+            evidence: Vec::new(),
             verdicts: &verdicts,
             question: Some(&msg.query),
             target: None,
@@ -400,6 +431,11 @@ impl pb::assistant_server::Assistant for AssistantService {
                     "" => c.document_key.as_str(),
                     k => k,
                 })
+                .collect(),
+            evidence: turns
+                .iter()
+                .flat_map(|t| &t.evidence_keys)
+                .map(String::as_str)
                 .collect(),
             verdicts: &[],
             question: None,
@@ -475,6 +511,7 @@ impl pb::assistant_server::Assistant for AssistantService {
             caller: &caller,
             outcome: "ok",
             documents: Vec::new(),
+            evidence: Vec::new(),
             verdicts: &[],
             question: None,
             target: None,

@@ -64,6 +64,9 @@ pub struct Audited<'a> {
     pub caller: &'a Caller,
     pub outcome: &'a str,
     pub documents: Vec<&'a str>,
+    /// Documents whose passages an answerer was given and that uncited sentences may paraphrase
+    /// (general-knowledge answers), beyond the cited `documents`.
+    pub evidence: Vec<&'a str>,
     pub verdicts: &'a [Verdict],
     pub question: Option<&'a str>,
     /// What an admin or read call acted on (a user, a connector, a conversation): always
@@ -97,6 +100,7 @@ impl AppState {
             caller,
             outcome: "ok",
             documents: Vec::new(),
+            evidence: Vec::new(),
             verdicts: &[],
             question: None,
             target,
@@ -109,6 +113,11 @@ impl AppState {
             self.metrics.guardrail(v.stage, v.action, v.count as u64);
         }
         let Some(log) = &self.audit else { return };
+        let evidence: Vec<&str> = a
+            .evidence
+            .into_iter()
+            .filter(|k| !a.documents.contains(k))
+            .collect();
         let (caller, on_behalf_of) = match a.caller.actor() {
             Some(actor) => (actor, Some(a.caller.user_id())),
             None => (a.caller.user_id(), None),
@@ -121,6 +130,7 @@ impl AppState {
             on_behalf_of,
             outcome: a.outcome,
             documents: a.documents,
+            evidence,
             guardrails: a.verdicts,
             question: a.question.filter(|_| log.include_question()),
             target: a.target,

@@ -223,6 +223,118 @@ async fn search_filters_narrow_and_stream_matches_unary() {
     d.stop().await;
 }
 
+/// An answer whose pieces were streamed is audited even when its turn cannot be stored (a full
+/// disk): the caller read those documents' text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_is_audited_when_its_turn_cannot_be_stored() {
+    let env = Env::example();
+    let d = env.start().await;
+    d.daemon
+        .state()
+        .assistant
+        .store()
+        .expect("the example config keeps conversations")
+        .fail_writes();
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let mut stream = c
+        .ask_stream(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "How do I reset my VPN password?".into(),
+                new_conversation: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pieces = 0;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(ev)) => {
+                if let Some(pb::ask_stream_event::Event::Piece(_)) = ev.event {
+                    pieces += 1;
+                }
+            }
+            Ok(None) => panic!("the stream ended without the store's error"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        pieces > 0,
+        "the answer was streamed before the store was written"
+    );
+    assert_eq!(end.code(), tonic::Code::Internal, "{end:?}");
+    let records = env.audit_records();
+    let streamed = records
+        .iter()
+        .find(|r| r["method"] == "AskStream")
+        .unwrap_or_else(|| panic!("no AskStream record: {records:?}"));
+    assert_eq!(streamed["outcome"], "unrecorded", "{streamed}");
+    assert!(
+        streamed["documents"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|k| k.as_str().is_some_and(|k| k.ends_with("vpn.md")))),
+        "{streamed}"
+    );
+    d.stop().await;
+}
+
+/// Reading back a turn with uncited sentences (an answer that used general knowledge) audits
+/// the documents the answerer was given, which such sentences may paraphrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_turn_audits_the_documents_its_uncited_sentences_came_from() {
+    let env = Env::example();
+    let d = env.start().await;
+    let key = d
+        .search(ALICE, "How do I reset my VPN password?", 10)
+        .await
+        .unwrap()
+        .hits
+        .into_iter()
+        .filter_map(|h| h.citation)
+        .find(|c| c.uri.ends_with("/it/vpn.md"))
+        .expect("alice finds the VPN page")
+        .document_key;
+    let store = d.daemon.state().assistant.store().unwrap().clone();
+    let conv = store.create("alice", "").unwrap();
+    let turn = docent::assistant::store::TurnRecord {
+        question: "How do I reset my VPN password?".into(),
+        rewritten: String::new(),
+        answer: "Ask the service desk.".into(),
+        sentences: vec![docent::assistant::store::StoredSentence {
+            text: "Ask the service desk.".into(),
+            citations: vec![],
+            uncited: true,
+        }],
+        citations: vec![],
+        status: "answered".into(),
+        mode: "generative".into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        time_ms: 0,
+        evidence_keys: vec![key.clone()],
+    };
+    store.append("alice", &conv.id, &turn).unwrap();
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    c.get_conversation(authed(
+        ALICE,
+        pb::ConversationRequest {
+            conversation_id: conv.id.clone(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let records = env.audit_records();
+    let read = records
+        .iter()
+        .find(|r| r["method"] == "GetConversation")
+        .unwrap_or_else(|| panic!("no GetConversation record: {records:?}"));
+    assert_eq!(read["evidence"], serde_json::json!([key]), "{read}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_passages_per_document_stay_in_scope() {
     let env = Env::example();
