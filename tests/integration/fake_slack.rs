@@ -36,6 +36,9 @@ struct State {
     strangers: std::collections::HashSet<String>,
     /// Users of another workspace the app is also installed in: another `team_id` only.
     foreign: std::collections::HashSet<String>,
+    /// Guest accounts (`is_restricted` in `users.list`), and the channels they are in.
+    guests: std::collections::HashSet<String>,
+    guest_channels: std::collections::HashSet<String>,
     /// Method → (calls still to refuse with 429, Retry-After seconds).
     rate_limited: HashMap<String, (u32, u64)>,
     /// Method → calls still to carry out and then answer with HTTP 503 (a gateway that failed
@@ -106,6 +109,14 @@ impl FakeSlack {
         let mut st = self.lock();
         st.users.insert(id.into(), email.into());
         st.foreign.insert(id.into());
+    }
+
+    /// A single-channel guest, member of `channel` (`conversations.members`), marked
+    /// `is_restricted` in `users.list`.
+    pub fn add_guest(&self, id: &str, channel: &str) {
+        let mut st = self.lock();
+        st.guests.insert(id.into());
+        st.guest_channels.insert(channel.into());
     }
 
     /// The next `n` calls of `method` get HTTP 429 with `Retry-After: secs`.
@@ -225,6 +236,35 @@ impl FakeSlack {
                     "profile": {"email": email, "real_name": email}}}),
                 None => json!({"ok": false, "error": "user_not_found"}),
             },
+            // Every known user and guest, on one page of two (a cursor after the first user).
+            "users.list" => {
+                let mut ids: Vec<&String> = st.users.keys().chain(&st.guests).collect();
+                ids.sort();
+                let (page, next) = if arg("cursor").is_empty() {
+                    (&ids[..ids.len().min(1)], "page2")
+                } else {
+                    (&ids[ids.len().min(1)..], "")
+                };
+                let members: Vec<Value> = page
+                    .iter()
+                    .map(|id| {
+                        json!({"id": id, "deleted": false,
+                        "is_restricted": st.guests.contains(*id)})
+                    })
+                    .collect();
+                json!({"ok": true, "members": members,
+                    "response_metadata": {"next_cursor": next}})
+            }
+            // A channel's members: the known users, and the guests of channels they were
+            // added to.
+            "conversations.members" => {
+                let mut members: Vec<&String> = st.users.keys().collect();
+                if st.guest_channels.contains(&arg("channel")) {
+                    members.extend(&st.guests);
+                }
+                json!({"ok": true, "members": members,
+                    "response_metadata": {"next_cursor": ""}})
+            }
             "response_url" => json!({"ok": true}),
             _ => json!({"ok": false, "error": "unknown_method"}),
         };

@@ -507,6 +507,39 @@ async fn an_enterprise_pin_maps_only_its_organisations_accounts_by_email() {
     s.stop().await;
 }
 
+/// A guest (single- or multi-channel, not a Docent identity) would read a channel answer: the
+/// default audience is not used where one is a member; a channel whose audience the
+/// administrator chose is answered as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_with_a_guest_gets_no_answer_from_the_default_audience() {
+    let s = setup().await;
+    s.slack.add_guest("U0GUEST", "C0GUESTS");
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev12",
+        mention("U0ALICE", "C0GUESTS", "1700000012.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    // The refusal went to the asker alone.
+    let told = s.slack.calls_to("chat.postEphemeral");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].args["user"], "U0ALICE");
+    // A channel without guests, on the default audience: answered.
+    s.event(
+        "Ev13",
+        mention("U0ALICE", "C0GENERAL", "1700000013.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;

@@ -84,6 +84,10 @@ struct State {
     /// Channel threads the bridge answered in (follow-ups there are questions).
     threads: TtlMap<(String, String), ()>,
     pending: TtlMap<String, Pending>,
+    /// Channel → whether a guest is among its members (for the default audience).
+    guest_channels: TtlMap<String, bool>,
+    /// The workspace's guest accounts (`users.list`), and when they were read.
+    guests: Option<(Instant, Arc<std::collections::HashSet<String>>)>,
 }
 
 pub struct Bridge {
@@ -111,6 +115,7 @@ mod text {
     pub const NOT_YOURS: &str = "You can only rate answers given to you or to this channel.";
     pub const THANKS: &str = "Thanks, your feedback was recorded.";
     pub const PRIVATE_NOTE: &str = "Answered with your own access; only you can see this.";
+    pub const GUESTS: &str = "This channel has guests, so I don't answer here from the documents everyone may read. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
 }
 
 fn channel_note(a: &Audience) -> String {
@@ -197,6 +202,8 @@ impl Bridge {
                 conversations: TtlMap::new(DAY, 100_000),
                 threads: TtlMap::new(DAY, 100_000),
                 pending: TtlMap::new(DAY, 100_000),
+                guest_channels: TtlMap::new(ttl, 100_000),
+                guests: None,
             }),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -373,6 +380,93 @@ impl Bridge {
             .users
             .insert(user.to_string(), found.clone(), Instant::now());
         Ok(found)
+    }
+
+    /// Whether a guest account is a member of `channel` (`conversations.members` against the
+    /// workspace's guests from `users.list`), cached with the user cache's TTL. Errors are
+    /// returned, never read as "no guests".
+    async fn channel_has_guests(&self, channel: &str) -> Result<bool, Failure> {
+        if let Some(v) = self
+            .state()
+            .guest_channels
+            .get(&channel.to_string(), Instant::now())
+        {
+            return Ok(v);
+        }
+        let guests = self.guests().await?;
+        let mut cursor = String::new();
+        let mut found = false;
+        loop {
+            let mut args = vec![("channel", channel), ("limit", "1000")];
+            if !cursor.is_empty() {
+                args.push(("cursor", cursor.as_str()));
+            }
+            let page = self
+                .slack
+                .call_form("conversations.members", &args)
+                .await
+                .map_err(Failure::Slack)?;
+            let members = page["members"].as_array().ok_or_else(|| {
+                Failure::Slack(SlackError::Api {
+                    method: "conversations.members".into(),
+                    error: "no_members".into(),
+                })
+            })?;
+            found |= members
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|m| guests.contains(m));
+            cursor = next_cursor(&page);
+            if found || cursor.is_empty() {
+                break;
+            }
+        }
+        self.state()
+            .guest_channels
+            .insert(channel.to_string(), found, Instant::now());
+        Ok(found)
+    }
+
+    /// The workspace's guest accounts (restricted or ultra-restricted, not deleted), read with
+    /// `users.list` at most once per user-cache TTL.
+    async fn guests(&self) -> Result<Arc<std::collections::HashSet<String>>, Failure> {
+        if let Some((at, g)) = &self.state().guests
+            && at.elapsed() < self.cfg.user_cache_ttl
+        {
+            return Ok(g.clone());
+        }
+        let mut guests = std::collections::HashSet::new();
+        let mut cursor = String::new();
+        loop {
+            let mut args = vec![("limit", "200")];
+            if !cursor.is_empty() {
+                args.push(("cursor", cursor.as_str()));
+            }
+            let page = self
+                .slack
+                .call_form("users.list", &args)
+                .await
+                .map_err(Failure::Slack)?;
+            let members = page["members"].as_array().ok_or_else(|| {
+                Failure::Slack(SlackError::Api {
+                    method: "users.list".into(),
+                    error: "no_members".into(),
+                })
+            })?;
+            for u in members {
+                let flag = |k: &str| u[k].as_bool().unwrap_or(false);
+                if (flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted") {
+                    guests.extend(u["id"].as_str().map(str::to_string));
+                }
+            }
+            cursor = next_cursor(&page);
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        let guests = Arc::new(guests);
+        self.state().guests = Some((Instant::now(), guests.clone()));
+        Ok(guests)
     }
 
     /// Asks as `who`, in the conversation of `key` when given (created on first use).
@@ -612,6 +706,21 @@ impl Bridge {
             }
             return;
         }
+        // The default audience speaks for the workspace's employees: a channel with a guest
+        // (a single- or multi-channel guest, not a Docent identity) gets no answer from it.
+        if !self.cfg.audiences.contains_key(channel) {
+            match self.channel_has_guests(channel).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.metrics.inc(
+                        "docent_slack_refusals_total",
+                        &[("reason", "guests_in_channel")],
+                    );
+                    return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
+                }
+                Err(f) => return self.fail(&public, f).await,
+            }
+        }
         let audience = self.cfg.audience(channel).clone();
         let owner = audience.act_as();
         let key = (channel.to_string(), thread_ts.to_string(), owner.clone());
@@ -830,6 +939,14 @@ pub fn action_work(p: &Value) -> Option<Work> {
         value: a["value"].as_str().unwrap_or_default().to_string(),
         response_url: p["response_url"].as_str().map(str::to_string),
     })
+}
+
+/// The `response_metadata.next_cursor` of a paginated Web API answer (empty: the last page).
+fn next_cursor(page: &Value) -> String {
+    page["response_metadata"]["next_cursor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether the e-mail of `users.info`'s user `u` may name a Docent identity: a live account of

@@ -195,5 +195,8 @@ impl SlackApi {
 
 /// Whether `method` only reads, so that repeating a call that may have been made is harmless.
 fn reads_only(method: &str) -> bool {
-    matches!(method, "users.info" | "auth.test")
+    matches!(
+        method,
+        "users.info" | "users.list" | "conversations.members" | "auth.test"
+    )
 }
