@@ -507,6 +507,40 @@ async fn an_enterprise_pin_maps_only_its_organisations_accounts_by_email() {
     s.stop().await;
 }
 
+/// A request without Slack's signature headers is refused before its body is read: a client
+/// that announces a body and never sends it does not hold the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_request_is_refused_without_waiting_for_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let mut conn = tokio::net::TcpStream::connect(s.bridge.local_addr())
+        .await
+        .unwrap();
+    conn.write_all(
+        b"POST /slack/events HTTP/1.1\r\nHost: bridge\r\ncontent-type: application/json\r\n\
+          content-length: 1000000\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    // The body never comes: the answer must not wait for it (the deadline only stops a hang).
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        conn.read_exact(&mut head),
+    )
+    .await
+    .expect("the bridge waited for a body it will not verify")
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    assert_eq!(
+        s.bridge
+            .metrics()
+            .get("docent_slack_rejected_total", &[("reason", "missing")]),
+        1
+    );
+    s.stop().await;
+}
+
 /// A guest (single- or multi-channel, not a Docent identity) would read a channel answer: the
 /// default audience is not used where one is a member; a channel whose audience the
 /// administrator chose is answered as before.

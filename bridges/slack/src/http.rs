@@ -21,6 +21,13 @@ use crate::verify;
 /// Slack's payloads are small; anything larger is refused before it is read whole.
 const MAX_BODY: usize = 1 << 20;
 
+/// How long a client may take to send its request headers, then its body: a client that
+/// trickles them is dropped instead of holding a connection and its buffer.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -46,7 +53,12 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => return,
+        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -61,11 +73,14 @@ where
         let h = handler.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let h = h.clone();
                 async move { Ok::<_, Infallible>(h(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -98,16 +113,25 @@ pub async fn slack(
         header("x-slack-signature"),
         header("content-type").unwrap_or_default(),
     );
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
-    };
-    if let Err(e) = verify::verify(&secret, ts.as_deref(), sig.as_deref(), &body, now_unix()) {
+    let refuse = |e: verify::VerifyError| {
         tracing::warn!(why = e.label(), "slack request refused");
         bridge
             .metrics
             .inc("docent_slack_rejected_total", &[("reason", e.label())]);
-        return empty(StatusCode::UNAUTHORIZED);
+        empty(StatusCode::UNAUTHORIZED)
+    };
+    // Headers missing or stale: refused before the body is read.
+    if let Err(e) = verify::fresh(ts.as_deref(), sig.as_deref(), now_unix()) {
+        return refuse(e);
+    }
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => return empty(StatusCode::REQUEST_TIMEOUT),
+    };
+    if let Err(e) = verify::verify(&secret, ts.as_deref(), sig.as_deref(), &body, now_unix()) {
+        return refuse(e);
     }
     if ctype.starts_with("application/json") {
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {

@@ -31,6 +31,24 @@ impl VerifyError {
     }
 }
 
+/// What can be checked before the body is read: both headers present, and the timestamp
+/// within the window. A request failing this is refused without reading its body.
+pub fn fresh(
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    now_unix: i64,
+) -> Result<(), VerifyError> {
+    let (Some(ts), Some(_)) = (timestamp, signature) else {
+        return Err(VerifyError::Missing);
+    };
+    let t: i64 = ts.trim().parse().map_err(|_| VerifyError::Stale)?;
+    // `abs_diff`: a hostile timestamp such as `i64::MIN` must not overflow.
+    if now_unix.abs_diff(t) > MAX_AGE_SECS.unsigned_abs() {
+        return Err(VerifyError::Stale);
+    }
+    Ok(())
+}
+
 /// Verifies one request: `timestamp` and `signature` are the raw header values.
 pub fn verify(
     secret: &str,
@@ -39,14 +57,10 @@ pub fn verify(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), VerifyError> {
+    fresh(timestamp, signature, now_unix)?;
     let (Some(ts), Some(sig)) = (timestamp, signature) else {
         return Err(VerifyError::Missing);
     };
-    let t: i64 = ts.trim().parse().map_err(|_| VerifyError::Stale)?;
-    // `abs_diff`: a hostile timestamp such as `i64::MIN` must not overflow.
-    if now_unix.abs_diff(t) > MAX_AGE_SECS.unsigned_abs() {
-        return Err(VerifyError::Stale);
-    }
     let given = sig
         .strip_prefix("v0=")
         .and_then(|h| hex::decode(h).ok())
