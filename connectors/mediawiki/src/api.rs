@@ -87,6 +87,8 @@ impl ApiError {
 /// One connector's client for the wiki's `api.php`.
 pub struct Api {
     client: reqwest::Client,
+    /// Without a cookie store: asks what a reader who is not logged in may do.
+    anonymous: reqwest::Client,
     api_url: String,
     maxlag: String,
     credentials: Option<Credentials>,
@@ -112,19 +114,22 @@ enum Attempt {
 
 impl Api {
     pub fn new(cfg: &MediaWikiConfig, shutdown: CancellationToken) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .cookie_store(true)
-            .user_agent(format!(
-                "Docent-MediaWiki-Connector/{} (connector {})",
-                env!("CARGO_PKG_VERSION"),
-                cfg.id
-            ))
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
-            .timeout(cfg.request_timeout)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let build = |cookies: bool| {
+            reqwest::Client::builder()
+                .cookie_store(cookies)
+                .user_agent(format!(
+                    "Docent-MediaWiki-Connector/{} (connector {})",
+                    env!("CARGO_PKG_VERSION"),
+                    cfg.id
+                ))
+                .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+                .timeout(cfg.request_timeout)
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        };
         Ok(Self {
-            client,
+            client: build(true)?,
+            anonymous: build(false)?,
             api_url: cfg.api_url.clone(),
             maxlag: cfg.maxlag.to_string(),
             credentials: cfg.credentials.clone(),
@@ -246,8 +251,41 @@ impl Api {
         })
     }
 
+    /// Whether a reader who is not logged in may read the wiki (`meta=userinfo` rights asked
+    /// without the crawler's session): what `permissions = "public"` claims.
+    pub async fn anonymous_may_read(&self) -> Result<bool, ApiError> {
+        let q = params([
+            ("action", "query"),
+            ("meta", "userinfo"),
+            ("uiprop", "rights"),
+        ]);
+        let v = match self.request_via(&self.anonymous, false, &q).await {
+            // A wiki closed to anonymous readers refuses even this question.
+            Err(ApiError::Api { code, .. }) if code == "readapidenied" => return Ok(false),
+            r => r?,
+        };
+        let rights = v
+            .pointer("/query/userinfo/rights")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::Invalid {
+                url: self.api_url.clone(),
+                message: "meta=userinfo gave no rights".into(),
+            })?;
+        Ok(rights.iter().any(|r| r.as_str() == Some("read")))
+    }
+
     /// One request with its retries. `post`: a form POST (login), else a GET.
     async fn request(&self, post: bool, params: &[(String, String)]) -> Result<Value, ApiError> {
+        self.request_via(&self.client, post, params).await
+    }
+
+    /// [`Self::request`] through `client`.
+    async fn request_via(
+        &self,
+        client: &reqwest::Client,
+        post: bool,
+        params: &[(String, String)],
+    ) -> Result<Value, ApiError> {
         let mut all: Params = params.to_vec();
         all.extend(crate::api::params([
             ("format", "json"),
@@ -259,13 +297,18 @@ impl Api {
             .find(|(k, _)| k == "action")
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        if self.credentials.is_some() && action != "login" && !is_login_token_request(params) {
+        let session = std::ptr::eq(client, &self.client);
+        if session
+            && self.credentials.is_some()
+            && action != "login"
+            && !is_login_token_request(params)
+        {
             all.push(("assert".into(), "user".into()));
         }
         let mut backoff = BACKOFF_START;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let wait = match self.attempt(post, &all).await {
+            let wait = match self.attempt(client, post, &all).await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(after, why) => {
@@ -287,7 +330,12 @@ impl Api {
         })
     }
 
-    async fn attempt(&self, post: bool, params: &[(String, String)]) -> Attempt {
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        post: bool,
+        params: &[(String, String)],
+    ) -> Attempt {
         let _permit = tokio::select! {
             _ = self.shutdown.cancelled() => return Attempt::Fail(ApiError::Cancelled),
             p = self.permits.acquire() => match p {
@@ -296,9 +344,9 @@ impl Api {
             },
         };
         let req = if post {
-            self.client.post(&self.api_url).form(params)
+            client.post(&self.api_url).form(params)
         } else {
-            self.client.get(&self.api_url).query(params)
+            client.get(&self.api_url).query(params)
         };
         let exchange = async {
             let resp = req.send().await?;

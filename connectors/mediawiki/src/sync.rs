@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiError, Params, params, parse_timestamp};
-use crate::config::MediaWikiConfig;
+use crate::config::{MediaWikiConfig, Permissions};
 
 /// Pages per `pageids=` state query (the API's limit for ordinary accounts).
 const STATE_BATCH: usize = 50;
@@ -222,6 +222,22 @@ impl Syncer {
         }
     }
 
+    /// `permissions = "public"` gives every page to everyone: at every pass, the wiki must
+    /// let a reader who is not logged in read, or nothing is sent (an error and the outage
+    /// alarm, until the config names who may read).
+    async fn check_public(&self) -> Result<(), SyncError> {
+        if self.cfg.permissions != Permissions::Public || self.api.anonymous_may_read().await? {
+            return Ok(());
+        }
+        Err(SyncError::Api(ApiError::Api {
+            code: "docent-private-wiki".into(),
+            info: "permissions = \"public\", but the wiki does not let readers who are not \
+                   logged in read it: nothing is indexed for everyone until the config says who \
+                   may read (permissions = \"group\" or \"namespaces\")"
+                .into(),
+        }))
+    }
+
     /// Whether the next sync must be a full reconciliation: no usable checkpoint, one written
     /// under another scope, the reconciliation interval has passed, or what was sent may have
     /// been lost in a rollback of the pipeline (polls would not come back to it).
@@ -284,6 +300,7 @@ impl Syncer {
         &self,
         force_deletions: bool,
     ) -> Result<(Synced, Position), SyncError> {
+        self.check_public().await?;
         // Positions first: what changes while we list is seen again by the next poll.
         let mut next = self.heads().await?;
         self.swept_deleted.store(0, Ordering::Relaxed);
@@ -344,6 +361,7 @@ impl Syncer {
         else {
             return self.reconcile(None, trigger, false, false).await;
         };
+        self.check_public().await?;
         let mut next = from.clone();
         let mut touched = BTreeSet::new();
         let gap = self.recent_changes(&from, &mut next, &mut touched).await?;

@@ -403,18 +403,42 @@ async fn a_private_wiki_is_crawled_with_the_bot_password() {
     );
 }
 
+/// `permissions = "public"` on a wiki that only logged-in users may read would give every page
+/// to everyone: the connector asks the wiki, as a reader who is not logged in, at every pass,
+/// and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_permissions_on_a_private_wiki_send_nothing() {
+    let wiki = Wiki::start_private().await;
+    wiki.edit("Secret plan", "Only for members.").await;
+    let mut run = Running::start(
+        connector(&wiki, &format!("{PUBLIC}{}", bot_login())),
+        std::sync::Arc::new(TestIndex::default()),
+        None,
+    );
+    let sent = run
+        .wait_status("the mismatch reported", |s| {
+            s.last_error()
+                .is_some_and(|e| e.contains("does not let readers who are not logged in read"))
+        })
+        .await;
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(run.status.raised(Alarm::Outage));
+    run.stop().await;
+}
+
 // --- failures ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_password_is_an_error_state_with_its_reason_and_deletes_nothing() {
     let wiki = Wiki::start_private().await;
     wiki.edit("Alpha", "Alpha body.").await;
-    let (index, _, cp) = crawl(&wiki, &format!("{PUBLIC}{}", bot_login())).await;
+    let readers = "permissions = \"group\"\ngroup = \"wiki-readers\"\n";
+    let (index, _, cp) = crawl(&wiki, &format!("{readers}{}", bot_login())).await;
     let before = index.ids();
     assert_eq!(before.len(), 2);
 
     let section = format!(
-        "{PUBLIC}username = \"{}\"\npassword = \"not-the-password\"\n",
+        "{readers}username = \"{}\"\npassword = \"not-the-password\"\n",
         wiki::BOT_USER
     );
     // With and without a checkpoint (a poll, and a first crawl), the same.
