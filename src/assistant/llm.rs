@@ -179,6 +179,18 @@ impl LlmClient {
         max_tokens: u32,
         on_text: &mut (dyn FnMut(&str) -> bool + Send),
     ) -> Result<Usage, LlmError> {
+        Ok(self.chat_ending(messages, max_tokens, on_text).await?.0)
+    }
+
+    /// [`Self::chat`], and whether the text was cut short by the token limit (the server's
+    /// `finish_reason: "length"`, or Docent's own cut past `max_tokens`): its last words may
+    /// end mid-sentence.
+    pub async fn chat_ending(
+        &self,
+        messages: &[Message],
+        max_tokens: u32,
+        on_text: &mut (dyn FnMut(&str) -> bool + Send),
+    ) -> Result<(Usage, bool), LlmError> {
         let start = Instant::now();
         let first_deadline = start + self.cfg.first_token_timeout;
         let total_deadline = start + self.cfg.total_timeout;
@@ -243,11 +255,13 @@ impl LlmClient {
                 .as_str()
                 .ok_or_else(|| LlmError::Malformed("no choices[0].message.content".into()))?;
             on_text(text);
-            return Ok(usage_of(&v).unwrap_or(Usage {
+            let truncated = v["choices"][0]["finish_reason"] == "length";
+            let usage = usage_of(&v).unwrap_or(Usage {
                 prompt: prompt_estimate,
                 completion: estimate_tokens(text),
                 estimated: true,
-            }));
+            });
+            return Ok((usage, truncated));
         }
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -255,6 +269,14 @@ impl LlmClient {
         let mut streamed = 0usize;
         let mut usage = None;
         let mut got_first = false;
+        let mut truncated = false;
+        let counted = |usage: Option<Usage>, pieces: u64| {
+            usage.unwrap_or(Usage {
+                prompt: prompt_estimate,
+                completion: pieces,
+                estimated: true,
+            })
+        };
         loop {
             let deadline = if got_first {
                 total_deadline
@@ -283,11 +305,7 @@ impl LlmClient {
                 };
                 let data = data.trim_start();
                 if data == "[DONE]" {
-                    return Ok(usage.unwrap_or(Usage {
-                        prompt: prompt_estimate,
-                        completion: pieces,
-                        estimated: true,
-                    }));
+                    return Ok((counted(usage, pieces), truncated));
                 }
                 let v: Value = serde_json::from_str(data)
                     .map_err(|e| LlmError::Malformed(format!("an SSE event is not JSON: {e}")))?;
@@ -297,6 +315,7 @@ impl LlmClient {
                 if let Some(u) = usage_of(&v) {
                     usage = Some(u);
                 }
+                truncated |= v["choices"][0]["finish_reason"] == "length";
                 if let Some(text) = v["choices"][0]["delta"]["content"].as_str()
                     && !text.is_empty()
                 {
@@ -306,18 +325,10 @@ impl LlmClient {
                     // Past what `max_tokens` allows: the server ignores it; stop reading.
                     if streamed > max_text {
                         tracing::warn!(bytes = streamed, "the LLM wrote past max_tokens; cut");
-                        return Ok(usage.unwrap_or(Usage {
-                            prompt: prompt_estimate,
-                            completion: pieces,
-                            estimated: true,
-                        }));
+                        return Ok((counted(usage, pieces), true));
                     }
                     if !on_text(text) {
-                        return Ok(usage.unwrap_or(Usage {
-                            prompt: prompt_estimate,
-                            completion: pieces,
-                            estimated: true,
-                        }));
+                        return Ok((counted(usage, pieces), false));
                     }
                 }
             }
@@ -489,12 +500,15 @@ impl Answerer for LlmAnswerer {
             }
             !stop
         };
-        let usage = self
+        let (usage, truncated) = self
             .client
-            .chat(&messages, self.client.cfg.max_tokens, &mut on_text)
+            .chat_ending(&messages, self.client.cfg.max_tokens, &mut on_text)
             .await
             .map_err(AnswerError::Llm)?;
-        if !stop && let Some(d) = splitter.finish() {
+        // The words after the last full sentence: a sentence of its own, unless the token
+        // limit cut them off mid-sentence (a fragment copied from a passage would pass the
+        // grounding check while saying something the passage does not).
+        if !stop && let Some(d) = splitter.finish_cut(truncated) {
             sink.draft(d);
         }
         Ok(usage)

@@ -483,17 +483,23 @@ impl Assistant {
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         let held = |p: &str| reserved.get(p).copied().unwrap_or(0);
         // Spent: refused for the day. Held by requests in flight: refused until they finish.
-        let check = |budget: &str, used: u64, held: u64, limit: u64| {
+        // Figures only for the caller's own budget: a group's are its members' activity.
+        let check = |budget: &str, own: bool, used: u64, held: u64, limit: u64| {
+            let spent = if own {
+                format!(" ({used} of {limit} tokens spent today, UTC)")
+            } else {
+                " (today, UTC)".to_string()
+            };
             if used >= limit {
                 Err(AssistantError::QuotaExceeded(format!(
-                    "the daily token budget of {budget} is spent ({used} of {limit} tokens \
-                     today, UTC); extractive answers are still available"
+                    "the daily token budget of {budget} is spent{spent}; extractive answers \
+                     are still available"
                 )))
             } else if used + held >= limit {
+                let whose = if own { "your" } else { "its members'" };
                 Err(AssistantError::QuotaInUse(format!(
-                    "the rest of the daily token budget of {budget} is held by requests in \
-                     flight ({used} of {limit} tokens spent today, UTC); try again when they \
-                     finish"
+                    "the rest of the daily token budget of {budget} is held by {whose} requests \
+                     in flight{spent}; try again when they finish"
                 )))
             } else {
                 Ok(())
@@ -503,6 +509,7 @@ impl Assistant {
             let who = format!("user:{}", caller.user_id());
             check(
                 caller.user_id(),
+                true,
                 store.usage_today(&who)?.tokens(),
                 held(&who),
                 limit,
@@ -512,6 +519,7 @@ impl Assistant {
             if caller.principals().contains(group) {
                 check(
                     group,
+                    false,
                     store.usage_today(group)?.tokens(),
                     held(group),
                     *limit,
@@ -617,7 +625,14 @@ impl Assistant {
         });
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
         // The rewritten question leaves the daemon (the reply, the stored turn) and may be the
-        // LLM's words: it passes the output guardrail's PII redaction like an answer sentence.
+        // LLM's words: it passes the output guardrail's PII redaction like an answer sentence,
+        // and is not shown when it names a blocked phrase for the caller (an earlier question
+        // asked while the caller was exempt), as a stored turn read back would not show it.
+        let rewritten = rewritten.filter(|r| {
+            self.guardrails
+                .blocked_phrase_in(scope.principal_set(), r)
+                .is_none()
+        });
         let rewritten = rewritten.map(|mut r| {
             let mut found = guardrail::PiiFindings::default();
             self.guardrails
@@ -999,7 +1014,11 @@ impl Prepared {
                 self.answer(&evidence, tx, started, &mut details).await
             };
             verdicts.extend(v);
-            let evidence_keys = if uncited.iter().any(|&u| u) {
+            // A model's sentence may carry words of any passage it was given, not only of those
+            // it cites (the grounding check asks for most of its words, not all): a generated
+            // answer keeps the keys of everything it was written from.
+            let generated = details.mode == AnswerMode::Generative && !answer.sentences.is_empty();
+            let evidence_keys = if generated || uncited.iter().any(|&u| u) {
                 let keys: BTreeSet<&String> = evidence.iter().map(|h| &h.chunk.doc_key).collect();
                 keys.into_iter().cloned().collect()
             } else {
@@ -1247,9 +1266,10 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
 }
 
 /// A stored turn as the caller may see it now: citations of documents the caller can no longer
-/// read are dropped, with every sentence that cited one of them, and uncited sentences go when
-/// any document the answerer was given is no longer readable (the answer text is rebuilt from
-/// what is left).
+/// read are dropped, with every sentence that cited one of them; when any document the answerer
+/// was given is no longer readable, uncited sentences go, and so does every sentence of a
+/// generated answer (a model's sentence may carry words of any passage it read). The answer
+/// text is rebuilt from what is left.
 pub fn visible_turn(
     index: &dyn Backend,
     scope: &AclScope,
@@ -1275,6 +1295,11 @@ pub fn visible_turn(
         .all(|k| guardrail::readable(index, scope, k));
     if evidence_ok && ok.iter().all(|&b| b) {
         return t;
+    }
+    let generated = t.mode == AnswerMode::Generative.name();
+    let mut t = t;
+    if !evidence_ok && generated {
+        t.sentences.clear();
     }
     keep_citations(t, &ok)
 }
@@ -1593,11 +1618,22 @@ mod tests {
             evidence_keys: vec!["s:d0".into(), "s:d1".into()],
             ..turn
         };
+        // Generated: every sentence goes (a model's cited sentence may carry words of the HR
+        // page it read); the readable citation stays.
         let seen = visible_turn(&index, &everyone, turn.clone());
+        assert!(seen.sentences.is_empty(), "{seen:?}");
+        assert_eq!(seen.answer, answer::NO_ANSWER_MESSAGE);
+        assert_eq!(seen.citations.len(), 1);
+        assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
+        // Extractive (each sentence a passage's own): only the uncited sentence goes.
+        let extractive = store::TurnRecord {
+            mode: "extractive".into(),
+            ..turn
+        };
+        let seen = visible_turn(&index, &everyone, extractive);
         let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(texts, ["From the public page."]);
         assert_eq!(seen.answer, "From the public page. [1]");
-        assert_eq!(visible_turn(&index, &hr, turn.clone()), turn);
     }
 
     #[test]

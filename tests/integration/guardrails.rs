@@ -313,6 +313,53 @@ async fn a_follow_up_is_compared_with_the_topics_in_its_own_words() {
     assert_eq!(codes(&r.guardrails), ["TOPIC_BLOCKED"]);
 }
 
+/// A follow-up whose rewrite carries a blocked phrase from an earlier question, asked while the
+/// caller was exempt, is blocked, and its reply does not show that rewrite (a stored turn read
+/// back would not either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_follow_up_does_not_show_a_rewrite_naming_the_phrase() {
+    let env = Env::example();
+    let d = env.start().await;
+    // hana is in people-leads, exempt from "home address of".
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let first = c
+        .ask(authed(
+            HANA,
+            pb::AskRequest {
+                question: "What is the home address of Bob?".into(),
+                new_conversation: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(first.status, pb::AnswerStatus::Blocked as i32, "{first:?}");
+    let conversation_id = first.details.unwrap().conversation_id;
+    d.stop().await;
+    // She leaves people-leads.
+    let text = env
+        .config_text()
+        .replace("groups = [\"people-leads\"]", "groups = [\"hr\"]");
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let r = c
+        .ask(authed(
+            HANA,
+            pb::AskRequest {
+                question: "And his phone number?".into(),
+                conversation_id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::AnswerStatus::Blocked as i32, "{r:?}");
+    assert_eq!(r.details.unwrap().rewritten_question, "");
+    d.stop().await;
+}
+
 /// What may not be asked about may not be shown either: a passage that names a blocked phrase
 /// (the question does not) is dropped before answering and from search hits, so neither the
 /// answer, its citations' snippets and titles, nor a hit shows it; the rule's exempt group still
