@@ -470,25 +470,48 @@ impl Backend for MilvusBackend {
                 .map(|k| (k.clone(), t.docs.get(k).map_or(unknown, |e| e.chunks)))
                 .collect()
         };
-        let rows: Vec<ChunkRow> = pending
+        // Every document's first chunk last: it carries the version and ACL the document table
+        // reads, so a commit cut off between the upsert's batches leaves the old first chunk
+        // (the replay writes the document again), never a new one over old chunks.
+        let (firsts, rest): (Vec<ChunkRow>, Vec<ChunkRow>) = pending
             .values()
             .flatten()
             .flat_map(|w| w.rows.iter().cloned())
-            .collect();
-        // (key, first ordinal to delete): all of a deleted document, the tail of a shorter one.
+            .partition(|r| r.ordinal == 0);
+        let rows: Vec<ChunkRow> = rest.into_iter().chain(firsts).collect();
+        // (key, first ordinal to delete): all of a deleted document (whatever the table says:
+        // deleting nothing is harmless, and a table that missed a write must not keep a
+        // document), the tail of a shorter one.
         let trims: Vec<(String, i64)> = pending
             .iter()
             .filter_map(|(k, w)| {
                 let keep = w.as_ref().map_or(0, |w| w.entry.chunks);
-                (before[k] > keep).then(|| (k.clone(), i64::from(keep)))
+                (w.is_none() || before[k] > keep).then(|| (k.clone(), i64::from(keep)))
+            })
+            // A key no expression can carry (written before such keys were refused) cannot be
+            // trimmed: said loudly, and the rest of the commit goes on rather than every later
+            // commit failing on it.
+            .filter(|(k, _)| match docent_milvus::expr::quote("doc key", k) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(
+                        key = %crate::guardrail::pii::for_log(k),
+                        error = %e,
+                        "milvus: cannot delete this document's old chunks"
+                    );
+                    false
+                }
             })
             .collect();
         let mut merged = self.checkpoints().clone();
         merged.extend(checkpoints.clone());
-        let encoded: Vec<(String, Vec<u8>)> = checkpoints
+        // The reconciliations owed first: a crash between two checkpoint writes may then leave
+        // a connector behind its new position, owing one, never past it owing none.
+        let mut encoded: Vec<(String, Vec<u8>)> = checkpoints
             .iter()
             .map(|(s, v)| (s.clone(), serde_json::to_vec(v).unwrap_or_default()))
             .collect();
+        encoded.sort_by_key(|(s, _)| s != crate::ingest::OWED_KEY);
         // What goes, then the data, then the checkpoints: each step only after the last was
         // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
         // document's first chunks still carry the old version, which the replay re-ingests

@@ -1139,6 +1139,27 @@ impl Pipeline {
                 retry: None,
             });
         }
+        // Every entry must read back as itself (the index stores tokens, and a rebuild or the
+        // ACL recheck parses them): one that would not, a deny above all, would read back as
+        // no entry, and the document as readable by more.
+        if let Some(p) = doc.acl.allow.iter().chain(&doc.acl.deny).find(|p| {
+            p.token()
+                .parse::<docent_connector_api::Principal>()
+                .ok()
+                .as_ref()
+                != Some(*p)
+        }) {
+            return Err(Failure {
+                key: doc.key,
+                reason: format!(
+                    "its ACL names {:?}, which is not a valid principal (an empty id or one \
+                     with whitespace): not indexed rather than indexed under another ACL",
+                    p.token()
+                ),
+                keep_previous: false,
+                retry: None,
+            });
+        }
         let limits = self
             .cfg
             .limits
@@ -1486,6 +1507,29 @@ mod tests {
         assert_eq!(indexed(), None, "narrowed ACL: version 1 is withdrawn");
     }
 
+    /// An ACL entry that would not read back as itself (a group named with a space, from a
+    /// directory) fails its document, and the previous version goes: a deny lost on reading
+    /// back would leave the document readable by more (found by a review of the rebuild path).
+    #[test]
+    fn a_document_whose_acl_would_not_read_back_is_not_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let p = pipeline_into(&index, None);
+        let indexed = || index.doc_entry("c:doc0.md").map(|e| e.version);
+        p.process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert_eq!(indexed(), Some("1".to_string()));
+        let mut spaced = doc(0, 2);
+        spaced.acl = Acl::new(
+            [Principal::Everyone],
+            [Principal::Group("domain guests".into())],
+        );
+        p.process(vec![Change::Upsert(Box::new(spaced))]).unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert_eq!(indexed(), None, "neither version 2 nor version 1 stays");
+    }
+
     /// A version that fails after an earlier write of the same key in its batch does not keep
     /// "the previous version": that is the earlier write, maybe under another ACL (found by a
     /// review: v2 opened to everyone, then v3 back to hana failing transiently, left v2 open).
@@ -1822,9 +1866,14 @@ mod tests {
         );
         let mut long = doc(0, 1);
         long.key = DocKey::new("c", format!("{}.md", "x".repeat(600)));
+        // A file named with a control character: written, it could never be deleted again
+        // (deletes name it in a filter expression), and every later commit would fail.
+        let mut control = doc(2, 1);
+        control.key = DocKey::new("c", "a\u{1}.md");
         let cps = p
             .process(vec![
                 Change::Upsert(Box::new(long)),
+                Change::Upsert(Box::new(control)),
                 Change::Upsert(Box::new(doc(1, 1))),
                 Change::Checkpoint {
                     connector: "c".into(),
@@ -1836,13 +1885,23 @@ mod tests {
         assert!(index.latest_entry("c:doc1.md").is_some());
         assert_eq!(index.checkpoints()["c"]["pos"], 1);
         let (failed, recent) = p.skips.get("c");
-        assert_eq!(failed, 1);
+        assert_eq!(failed, 2);
         assert!(
-            recent[0]
-                .1
-                .contains("cannot hold it: its chunk id is 607 bytes"),
+            recent
+                .iter()
+                .any(|r| r.1.contains("cannot hold it: its chunk id is 607 bytes")),
             "{recent:?}"
         );
+        assert!(
+            recent.iter().any(|r| r.1.contains("control character")),
+            "{recent:?}"
+        );
+        assert!(index.latest_entry("c:a\u{1}.md").is_none());
+        // Deleting a document commits, whatever the table says of it.
+        p.process(vec![Change::Delete(DocKey::new("c", "doc1.md"))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert!(index.latest_entry("c:doc1.md").is_none());
     }
 
     /// A checkpoint already on its way when writes were rolled back is committed past what

@@ -201,6 +201,16 @@ pub fn reembed(
         path: to.to_path_buf(),
         source,
     })?;
+    // The rename is durable only once its directory is: else a power loss could leave
+    // neither name.
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| ReembedError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
     Ok(ReembedReport {
         documents,
         chunks,

@@ -128,6 +128,17 @@ pub fn fits(row: &ChunkRow) -> Result<(), String> {
             ));
         }
     }
+    // Deletes and trims name these in filter expressions: one that no expression can carry
+    // could be written but never deleted again.
+    for (what, value) in [
+        ("document key", &row.doc_key),
+        ("source", &row.source),
+        ("chunk id", &row.chunk_id),
+    ] {
+        if let Err(e) = crate::expr::quote(what, value) {
+            return Err(format!("{e}; Milvus filter expressions cannot name it"));
+        }
+    }
     for (what, list) in [("allow", &row.allow), ("deny", &row.deny)] {
         if list.len() > schema::PRINCIPALS_MAX {
             return Err(format!(
