@@ -455,6 +455,16 @@ impl Syncer {
             .filter(|id| !listed.contains_key(*id))
             .cloned()
             .collect();
+        // Pages outside the configured namespaces (a namespace taken out of the config,
+        // often because it held what should not be searched) are withdrawn whatever deletion
+        // protection says: nothing about them is in doubt.
+        let (withdrawn, gone): (Vec<String>, Vec<String>) =
+            gone.into_iter().partition(|id| !self.cfg.in_scope(id));
+        self.for_each(withdrawn, |id| async move {
+            self.gone(ctx, &DocKey::new(&self.cfg.id, id)).await
+        })
+        .await?;
+        let known = self.known_ids();
         let (n, total) = (gone.len() as u64, known.len() as u64);
         if n > 0 && !force_deletions {
             let why = if listed.is_empty() {

@@ -1041,6 +1041,39 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
     run.stop().await;
 }
 
+/// A namespace taken out of the config (often because it held what should not be searched) is
+/// withdrawn at the next reconciliation, however much of the index it was: deletion protection
+/// guards against a listing gone wrong, and nothing is in doubt about these pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_a_namespace_taken_out_of_the_config_are_withdrawn_past_deletion_protection() {
+    let (wiki, first) = crawled().await;
+    let index = first.index.clone();
+    first.stop().await;
+    let before = index.ids();
+    assert!(before.iter().any(|id| id.starts_with("hr:")), "{before:?}");
+    let narrowed = connector_with(
+        &wiki,
+        CONNECTOR,
+        "admin-pass",
+        "namespaces = ['eng']\ndeletion_protection_percent = 15\ndeletion_protection_min_docs = 1\n",
+    );
+    let mut run = Running::start(narrowed, index.clone(), None, 64);
+    run.next_checkpoint("the reconciliation under the narrowed config")
+        .await;
+    let left = index.ids();
+    assert!(
+        left.iter().all(|id| id.starts_with("eng:")),
+        "{left:?} {}",
+        summary(&run.log)
+    );
+    assert!(left.len() < before.len() / 2 + 1, "{left:?}");
+    assert!(
+        !run.status
+            .raised(docent_connector_api::Alarm::DeletionProtection)
+    );
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_connector_acts_on_nothing_and_catches_up_when_resumed() {
     let (wiki, mut run) = crawled().await;

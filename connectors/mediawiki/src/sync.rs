@@ -315,6 +315,20 @@ impl Syncer {
             .filter(|id| id.parse::<u64>().map_or(true, |n| !listed.contains_key(&n)))
             .cloned()
             .collect();
+        // Pages the wiki still has outside the configured scope (a namespace or category taken
+        // out of the config, often because it held what should not be searched) are withdrawn
+        // whatever deletion protection says: nothing about them is in doubt.
+        let ids: BTreeSet<u64> = gone.iter().filter_map(|id| id.parse().ok()).collect();
+        let (states, _) = self.page_states_and_missing(&ids).await?;
+        let (withdrawn, gone): (Vec<String>, Vec<String>) = gone.into_iter().partition(|id| {
+            id.parse::<u64>()
+                .ok()
+                .and_then(|n| states.get(&n))
+                .is_some_and(|m| !self.in_scope(m))
+        });
+        for id in withdrawn {
+            self.send_delete(id).await?;
+        }
         let (n, total) = (gone.len() as u64, known.len() as u64);
         let mut outcome = Synced::Reconciled;
         if n > 0 && listed.is_empty() {

@@ -671,6 +671,41 @@ async fn an_edit_lost_in_a_rollback_is_sent_again() {
     run.stop().await;
 }
 
+/// A namespace taken out of the config (often because it held what should not be searched) is
+/// withdrawn at the next reconciliation, however much of the index it was: the wiki confirms the
+/// pages are outside the scope, so deletion protection (against a listing gone wrong) does not
+/// hold them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_a_namespace_taken_out_of_the_config_are_withdrawn_past_deletion_protection() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let mut project = Vec::new();
+    for i in 0..3 {
+        project.push(
+            wiki.edit(&format!("Project:Note {i}"), "Internal.")
+                .await
+                .to_string(),
+        );
+    }
+    let (index, _, _) = crawl(&wiki, &format!("{PUBLIC}namespaces = [0, 4]\n")).await;
+    assert!(project.iter().all(|id| index.ids().contains(id)));
+    let narrowed = format!(
+        "{PUBLIC}namespaces = [0]\ndeletion_protection_percent = 15\n\
+         deletion_protection_min_docs = 1\n"
+    );
+    let mut run = Running::start(connector(&wiki, &narrowed), index.clone(), None);
+    let (changes, _) = run.until_checkpoint().await;
+    assert!(!run.status.raised(Alarm::DeletionProtection));
+    run.stop().await;
+    let mut gone = deleted(&changes);
+    gone.sort();
+    let mut want = project.clone();
+    want.sort();
+    assert_eq!(gone, want, "{changes:?}");
+    let left = index.ids();
+    assert!(project.iter().all(|id| !left.contains(id)), "{left:?}");
+}
+
 /// MediaWiki saves an edit, then writes its recent-changes and log rows with the edit's own
 /// timestamp: a row written after a poll of a later edit lies before the position that poll
 /// saved. The next poll still finds it (it reads from a margin before the position, and skips
