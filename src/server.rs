@@ -83,11 +83,17 @@ pub enum DaemonError {
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
     /// Development only: accept requests without credentials that name their user in the
-    /// `x-docent-user` header, and allow plaintext on non-loopback addresses.
+    /// `x-docent-user` header. Refused on a non-loopback address.
     pub insecure_dev: bool,
     /// The config file, for identity reloads (Admin ReloadIdentities, SIGHUP).
     pub config_path: Option<std::path::PathBuf>,
 }
+
+/// HTTP/2 streams one connection may hold open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+/// The largest message the unauthenticated services (health, reflection) decode.
+const UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub struct Daemon {
     addr: SocketAddr,
@@ -452,7 +458,14 @@ pub async fn start_with(
         .map(|s| s.config.max_request_bytes as usize)
         .max()
         .unwrap_or(64 * 1024);
+    // Transport bounds, for peers that have not authenticated yet: a TLS handshake must finish
+    // in 10 s (an idle socket would otherwise hold a descriptor for good), at most 128 streams
+    // per connection (tonic's default is none), and dead peers are found by keepalives.
     let mut builder = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
         .layer(crate::metrics::MetricsLayer::new(metrics))
         .layer(RefusalAuditLayer::new(state.audit.clone()));
     if let Some(tls) = &config.server.tls {
@@ -463,7 +476,9 @@ pub async fn start_with(
             })
         };
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let mut tls_cfg = ServerTlsConfig::new().identity(identity);
+        let mut tls_cfg = ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(std::time::Duration::from_secs(10));
         if let Some(ca) = &tls.client_ca {
             tls_cfg = tls_cfg
                 .client_ca_root(Certificate::from_pem(read(ca)?))
@@ -472,9 +487,10 @@ pub async fn start_with(
         builder = builder.tls_config(tls_cfg)?;
     }
     let router = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+        // Unauthenticated: their requests are small, and so is what they may decode.
+        .add_service(health_service.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
+        .add_service(reflection.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
+        .add_service(reflection_alpha.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
         // Each service: authentication (and the service's requirement) on the headers, then
         // the concurrency limits, then decoding (tonic's default limit of 4 MiB per message for
         // the Assistant and Admin services) and the handler.

@@ -60,7 +60,7 @@ pub mod reasons {
 }
 
 /// Where the daemon is and how to prove who we are.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Config {
     /// `http://host:port` (loopback or `--insecure-dev` daemons) or `https://host:port`.
     pub addr: String,
@@ -74,6 +74,24 @@ pub struct Config {
     /// Only for a daemon started with `--insecure-dev`: the identity to ask as, without any
     /// credential. Ignored when a token or a client certificate is given.
     pub dev_user: Option<String>,
+    /// Send a bearer token over plaintext `http://` to a host that is not loopback (a network
+    /// encrypted by other means, such as a mesh's sidecars). Refused otherwise.
+    pub allow_plain_http: bool,
+}
+
+/// The token is never shown.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("dev_user", &self.dev_user)
+            .field("allow_plain_http", &self.allow_plain_http)
+            .finish()
+    }
 }
 
 impl Config {
@@ -115,6 +133,14 @@ pub enum Error {
     InvalidHeader(&'static str),
     #[error("no credentials: pass --token (or set DOCENT_TOKEN), or --cert/--key for mTLS")]
     NoCredentials,
+    #[error(
+        "refusing to send a bearer token over plaintext http:// to {host}: anyone on the path \
+         could read and reuse it. Use https:// (the daemon's TLS), or allow plaintext explicitly \
+         (--allow-plain-http) where the network is encrypted by other means"
+    )]
+    PlaintextRefused { host: String },
+    #[error("{addr} is plaintext http://, but a CA or client certificate was given: use https://")]
+    TlsSettingsOverPlaintext { addr: String },
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -188,10 +214,24 @@ impl From<tonic::Status> for Error {
     }
 }
 
-/// A warning when a bearer token would cross the network in plaintext: `http://` to a host
-/// that is not loopback.
+/// A warning when a bearer token would cross the network in plaintext: `http://` (any case) to
+/// a host that is not loopback.
 pub fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
-    let rest = addr.strip_prefix("http://")?;
+    plaintext_host(addr, has_token).map(|host| {
+        format!(
+            "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
+             can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
+        )
+    })
+}
+
+/// The host a bearer token would reach in plaintext: `http://` (any case) to a host that is
+/// not loopback.
+fn plaintext_host(addr: &str, has_token: bool) -> Option<String> {
+    let rest = addr
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &addr[7..])?;
     let authority = rest.split('/').next().unwrap_or("");
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -201,12 +241,7 @@ pub fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    (has_token && !loopback).then(|| {
-        format!(
-            "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
-             can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
-        )
-    })
+    (has_token && !loopback).then(|| host.to_string())
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, Error> {
@@ -224,7 +259,22 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
         addr: addr.clone(),
         message: e.to_string(),
     })?;
-    if addr.starts_with("https://") {
+    let has_token = config.token.as_deref().is_some_and(|t| !t.is_empty());
+    let scheme = |s: &str| {
+        addr.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    if scheme("http://") {
+        if config.ca.is_some() || config.cert.is_some() || config.key.is_some() {
+            return Err(Error::TlsSettingsOverPlaintext { addr: addr.clone() });
+        }
+        if let Some(host) = plaintext_host(addr, has_token)
+            && !config.allow_plain_http
+        {
+            return Err(Error::PlaintextRefused { host });
+        }
+    }
+    if scheme("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &config.ca {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
@@ -453,6 +503,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_token_is_not_in_debug_output() {
+        let c = Config {
+            token: Some("s3cret".into()),
+            ..Config::new("https://docent.example")
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn warns_before_a_token_crosses_the_network_in_plaintext() {
         assert!(plaintext_warning("http://docent.corp.example:7878", true).is_some());
         assert!(plaintext_warning("http://10.1.2.3:7878", true).is_some());
@@ -461,6 +524,8 @@ mod tests {
         assert!(plaintext_warning("http://[::1]:7878", true).is_none());
         assert!(plaintext_warning("https://docent.corp.example", true).is_none());
         assert!(plaintext_warning("http://docent.corp.example:7878", false).is_none());
+        // The scheme in any case.
+        assert!(plaintext_warning("HTTP://docent.corp.example:7878", true).is_some());
     }
 
     #[test]
@@ -509,6 +574,38 @@ mod tests {
         let plain = ApiError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(plain.reason(), "");
         assert!(plain.is_transient());
+    }
+
+    /// A bearer token is not sent in plaintext to a host that is not loopback unless that is
+    /// asked for; TLS settings with a plaintext address are a mistake, not ignored.
+    #[tokio::test]
+    async fn a_token_is_not_sent_in_plaintext_off_this_machine_unless_allowed() {
+        let remote = Config {
+            token: Some("k".into()),
+            ..Config::new("HTTP://docent.corp.example:7878")
+        };
+        assert!(matches!(
+            Client::connect_lazy(&remote).await,
+            Err(Error::PlaintextRefused { host }) if host == "docent.corp.example"
+        ));
+        let allowed = Config {
+            allow_plain_http: true,
+            ..remote.clone()
+        };
+        assert!(Client::connect_lazy(&allowed).await.is_ok());
+        let local = Config {
+            token: Some("k".into()),
+            ..Config::new("http://127.0.0.1:7878")
+        };
+        assert!(Client::connect_lazy(&local).await.is_ok());
+        let mixed = Config {
+            ca: Some("ca.pem".into()),
+            ..local
+        };
+        assert!(matches!(
+            Client::connect_lazy(&mixed).await,
+            Err(Error::TlsSettingsOverPlaintext { .. })
+        ));
     }
 
     #[tokio::test]

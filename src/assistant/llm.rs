@@ -75,16 +75,31 @@ pub enum LlmError {
     Failed(String),
     #[error("the LLM server's response is malformed: {0}")]
     Malformed(String),
+    /// The server accepted the request and its stream then broke (a transport error, an error
+    /// event): it may have read the prompt and written.
+    #[error("the LLM server's answer broke off: {0}")]
+    Broken(String),
     #[error("all LLM slots are busy")]
     Busy,
 }
 
 impl LlmError {
+    /// Whether the server may have spent tokens on the request before it failed: it was
+    /// reading the prompt or generating (a timeout, a stream cut or broken mid-way), unlike a
+    /// refused connection, an error status or a request Docent never sent.
+    pub fn may_have_generated(&self) -> bool {
+        match self {
+            Self::Timeout(stage) => *stage != "connect",
+            Self::Malformed(_) | Self::Broken(_) => true,
+            Self::Unavailable(_) | Self::Failed(_) | Self::Busy => false,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unavailable(_) => "LLM_UNAVAILABLE",
             Self::Timeout(_) => "LLM_TIMEOUT",
-            Self::Failed(_) | Self::Malformed(_) => "LLM_ERROR",
+            Self::Failed(_) | Self::Malformed(_) | Self::Broken(_) => "LLM_ERROR",
             Self::Busy => "LLM_BUSY",
         }
     }
@@ -293,7 +308,7 @@ impl LlmClient {
             let Some(chunk) = next else {
                 return Err(LlmError::Malformed("the stream ended before [DONE]".into()));
             };
-            let chunk = chunk.map_err(|e| LlmError::Failed(e.to_string()))?;
+            let chunk = chunk.map_err(|e| LlmError::Broken(e.to_string()))?;
             buf.extend_from_slice(&chunk);
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
@@ -310,7 +325,7 @@ impl LlmClient {
                 let v: Value = serde_json::from_str(data)
                     .map_err(|e| LlmError::Malformed(format!("an SSE event is not JSON: {e}")))?;
                 if let Some(err) = v.get("error") {
-                    return Err(LlmError::Failed(for_log(err, messages)));
+                    return Err(LlmError::Broken(for_log(err, messages)));
                 }
                 if let Some(u) = usage_of(&v) {
                     usage = Some(u);

@@ -1137,6 +1137,16 @@ impl Prepared {
                 Err(AnswerError::Llm(e)) => {
                     tracing::warn!(error = %e, "LLM answer failed");
                     a.metrics.llm(e.reason());
+                    // Tokens the server may have spent count against the budget too (an
+                    // estimate): else generations that keep failing would be free.
+                    if e.may_have_generated() || !s.sentences.is_empty() {
+                        let written: usize = s.sentences.iter().map(|x| x.text.len()).sum();
+                        details.usage.add(Usage {
+                            prompt: g.prompt_tokens(&q, &for_model[..n]),
+                            completion: written.div_ceil(4) as u64,
+                            estimated: true,
+                        });
+                    }
                     details.fallback_reason = Some(e.reason());
                     if s.verifier.kept() > 0 {
                         // Verified pieces were already sent: keep them, flagged.

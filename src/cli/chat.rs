@@ -66,13 +66,13 @@ fn print_sources(citations: &[pb::Citation]) {
         let section = c
             .heading_path
             .last()
-            .map(|h| format!(" § {h}"))
+            .map(|h| format!(" § {}", super::shown(h)))
             .unwrap_or_default();
         println!(
             "  [{}] {}{section} — {} ({page}bytes {}..{})",
             i + 1,
-            c.title,
-            c.uri,
+            super::shown(&c.title),
+            super::shown(&c.uri),
             span.start,
             span.end
         );
@@ -127,7 +127,7 @@ async fn ask_once(
                     out,
                     "{}{}{marks}{uncited}",
                     if first { "" } else { " " },
-                    p.text
+                    super::shown(&p.text)
                 )?;
                 out.flush()?;
                 first = false;
@@ -135,7 +135,7 @@ async fn ask_once(
             Some(Event::Citations(c)) => citations = c.citations,
             Some(Event::Final(f)) => {
                 if f.status != pb::AnswerStatus::Answered as i32 {
-                    write!(out, "{}", f.message)?;
+                    write!(out, "{}", super::shown(&f.message))?;
                 }
                 writeln!(out)?;
                 print_sources(&citations);
@@ -239,7 +239,7 @@ pub async fn chat(
         match ask_once(&mut client, conn, f, &a).await {
             Ok(Some(d)) if !d.conversation_id.is_empty() => {
                 if !d.rewritten_question.is_empty() {
-                    eprintln!("(searched for: {})", d.rewritten_question);
+                    eprintln!("(searched for: {})", super::shown(&d.rewritten_question));
                 }
                 conversation = Some(d.conversation_id);
                 last_turn = Some(d.turn);
@@ -356,7 +356,12 @@ pub async fn conversations(
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for c in &r.conversations {
-                    println!("{}  {:>3} turns  {}", c.conversation_id, c.turns, c.title);
+                    println!(
+                        "{}  {:>3} turns  {}",
+                        c.conversation_id,
+                        c.turns,
+                        super::shown(&c.title)
+                    );
                 }
             }
         }
@@ -380,8 +385,8 @@ pub async fn conversations(
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (i, t) in c.turns.iter().enumerate() {
-                    println!("#{i} > {}", t.question);
-                    println!("{}", t.answer);
+                    println!("#{i} > {}", super::shown(&t.question));
+                    println!("{}", super::shown(&t.answer));
                     print_sources(&t.citations);
                     println!();
                 }

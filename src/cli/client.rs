@@ -18,14 +18,18 @@ fn client_config(conn: &ClientArgs) -> docent_client::Config {
         key: conn.key.clone(),
         token: conn.token.clone(),
         dev_user: conn.dev_user.clone(),
+        allow_plain_http: conn.allow_plain_http,
     }
 }
 
 /// The daemon's channel (TLS, CA and client identity from `conn`; see `docent_client`), after
 /// warning when a token would cross the network in plaintext.
 pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
+    // Refused by the client unless `--allow-plain-http`; then said once more.
     let has_token = conn.token.as_deref().is_some_and(|t| !t.is_empty());
-    if let Some(w) = docent_client::plaintext_warning(&conn.addr, has_token) {
+    if conn.allow_plain_http
+        && let Some(w) = docent_client::plaintext_warning(&conn.addr, has_token)
+    {
         eprintln!("{w}");
     }
     // Credentials are checked before connecting, so a missing one is named first.
@@ -215,14 +219,21 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
             }))?
         );
     } else if resp.blocked {
-        println!("{}", resp.message);
+        println!("{}", super::shown(&resp.message));
     } else if resp.hits.is_empty() {
         println!("No results.");
     } else {
         for (i, h) in resp.hits.iter().enumerate() {
             let c = h.citation.clone().unwrap_or_default();
-            println!("{:>2}. {:.4}  {} — {}", i + 1, h.score, c.title, c.uri);
-            println!("    {}", c.snippet);
+            let shown = super::shown;
+            println!(
+                "{:>2}. {:.4}  {} — {}",
+                i + 1,
+                h.score,
+                shown(&c.title),
+                shown(&c.uri)
+            );
+            println!("    {}", shown(&c.snippet));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -276,10 +287,14 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
             c.id, c.kind, c.state, c.documents, c.skipped_total
         );
         for alarm in &c.alarms {
-            println!("  alarm: {alarm}");
+            println!("  alarm: {}", super::shown(alarm));
         }
         for s in c.skipped.iter().take(10) {
-            println!("  skipped {}: {}", s.id, s.reason);
+            println!(
+                "  skipped {}: {}",
+                super::shown(&s.id),
+                super::shown(&s.reason)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -368,8 +383,9 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<Vec<pb::PushDocument>> {
             use std::os::unix::fs::MetadataExt;
             let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
             let key = f.to_string_lossy().into_owned();
+            // No uri: a push source takes only http(s) links, and the daemon names a pushed
+            // file `push://<source>/<key>`.
             Ok(pb::PushDocument {
-                uri: format!("file://{}", std::fs::canonicalize(f)?.display()),
                 version: format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len()),
                 content: Some(Content::Data(std::fs::read(f)?)),
                 allow: a.allow.clone(),
@@ -460,7 +476,11 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
         for r in &results {
             *counts.entry(name(r.status)).or_insert(0usize) += 1;
             if r.status == pb::ItemStatus::Rejected as i32 {
-                eprintln!("rejected {}: {}", r.key, r.reason);
+                eprintln!(
+                    "rejected {}: {}",
+                    super::shown(&r.key),
+                    super::shown(&r.reason)
+                );
             }
         }
         let totals: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -587,7 +607,7 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
     if as_json {
         println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
     } else {
-        println!("{}", job_line(&job));
+        println!("{}", super::shown(&job_line(&job)));
     }
     Ok(if job.state == "succeeded" {
         ExitCode::SUCCESS
@@ -628,10 +648,14 @@ pub async fn jobs(
         return Ok(ExitCode::SUCCESS);
     }
     for j in &jobs {
-        println!("{}", job_line(j));
+        println!("{}", super::shown(&job_line(j)));
         if id.is_some() {
             for f in &j.failures {
-                println!("  failed {}: {}", f.id, f.reason);
+                println!(
+                    "  failed {}: {}",
+                    super::shown(&f.id),
+                    super::shown(&f.reason)
+                );
             }
         }
     }
@@ -748,7 +772,7 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                     "{verdict}: {user} {} {document_key}",
                     if r.allowed { "can read" } else { "cannot read" }
                 );
-                println!("  {}", r.explanation);
+                println!("  {}", super::shown(&r.explanation));
                 return Ok(if r.allowed {
                     ExitCode::SUCCESS
                 } else {

@@ -33,8 +33,8 @@ pub enum Command {
         #[arg(long, short, env = "DOCENT_CONFIG")]
         config: PathBuf,
         /// DEVELOPMENT ONLY: accept requests without credentials that name their user in the
-        /// x-docent-user header (`--dev-user` in the CLI), and allow plaintext on non-loopback
-        /// addresses. Logged loudly at start.
+        /// x-docent-user header (`--dev-user` in the CLI). Refused on a non-loopback address.
+        /// Logged loudly at start.
         #[arg(long)]
         insecure_dev: bool,
     },
@@ -350,6 +350,10 @@ pub struct ClientArgs {
     /// Against a daemon started with --insecure-dev only: act as this user without a token.
     #[arg(long, env = "DOCENT_DEV_USER")]
     pub dev_user: Option<String>,
+    /// Send the token over plaintext http:// to a host that is not loopback (a network that is
+    /// encrypted by other means). Refused without this flag.
+    #[arg(long)]
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -700,4 +704,43 @@ pub fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
     }
     bar.set_message(label.to_string());
     bar
+}
+
+/// `s` as it may be printed to a terminal: control characters (ESC, C1, DEL; all but line
+/// breaks and tabs) and bidirectional overrides shown as U+FFFD. Document titles, snippets,
+/// answers and error reasons come from documents anyone with write access to a source may
+/// have written: an escape sequence in them would otherwise run in the reader's terminal
+/// (rewriting what is shown, setting the clipboard, hiding a link). JSON output is escaped by
+/// the serializer instead.
+pub(crate) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| if bad(c) { '\u{FFFD}' } else { c })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn escape_sequences_from_documents_are_not_printed() {
+        let title = "Report\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J \u{9b}31m \u{202E}fdp.exe";
+        let out = shown(title);
+        assert!(!out.chars().any(|c| c.is_control()), "{out:?}");
+        assert!(!out.contains('\u{202E}'));
+        assert!(out.starts_with("Report\u{FFFD}]52;c;ZXZpbA=="));
+        assert!(matches!(
+            shown("plain\ttext\nnext"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -168,34 +168,44 @@ pub fn for_matching(text: &str) -> Cow<'_, str> {
 /// The ASCII letter that a letter of another script is drawn as, in the same case: Cyrillic,
 /// Greek, Armenian and Cherokee letters, and Latin small capitals and IPA letters, that Unicode's
 /// confusables data gives as one ASCII letter (`раураl` in Cyrillic, `Ιgnore` with a Greek
-/// capital iota). Only letters that look alike in common fonts; a script's own letters without
-/// an ASCII twin stay as they are.
+/// capital iota). Case-closed: a letter's capital folds to the capital of what its small letter
+/// folds to, so a phrase and a text that differ only in case still meet (`К`/`к` → `K`/`k`).
+/// Where the two cases are drawn as different letters, the small letter decides (`ν`, drawn as
+/// `v`, and `Ν` fold to `v`/`V`; likewise `υ`/`Υ` → `u`, `ӏ`/`Ӏ` → `l`). A script's own letters
+/// without an ASCII twin stay as they are.
 fn lookalike(c: char) -> Option<char> {
+    let mut lower = c.to_lowercase();
+    let (small, capital) = match (lower.next(), lower.next()) {
+        (Some(l), None) if l != c => (l, true),
+        _ => (c, false),
+    };
+    let a = lookalike_small(small)?;
+    Some(if capital { a.to_ascii_uppercase() } else { a })
+}
+
+/// [`lookalike`] of a small letter (or of a letter without case), as a small ASCII letter.
+fn lookalike_small(c: char) -> Option<char> {
+    // Cherokee small letters (U+AB70..U+ABBF are the small forms of U+13A0..U+13EF): read by
+    // their capitals, the forms that look like Latin capitals.
+    if let 0xAB70..=0xABBF = c as u32 {
+        let capital = char::from_u32(c as u32 - 0xAB70 + 0x13A0)?;
+        return cherokee(capital);
+    }
+    if let 0x13A0..=0x13F5 = c as u32 {
+        return cherokee(c);
+    }
     Some(match c {
-        // Cyrillic capitals and small letters.
-        'А' => 'A',
-        'В' => 'B',
-        'Е' => 'E',
-        'К' => 'K',
-        'М' => 'M',
-        'Н' => 'H',
-        'О' => 'O',
-        'Р' => 'P',
-        'С' => 'C',
-        'Т' => 'T',
-        'У' | 'Ү' => 'Y',
-        'Х' => 'X',
-        'Ѕ' => 'S',
-        'І' | 'Ӏ' => 'I',
-        'Ј' => 'J',
-        'Һ' => 'H',
-        'Ԛ' => 'Q',
-        'Ԝ' => 'W',
+        // Cyrillic.
         'а' => 'a',
+        'в' => 'b',
         'е' => 'e',
+        'к' => 'k',
+        'м' => 'm',
+        'н' => 'h',
         'о' => 'o',
         'р' => 'p',
         'с' => 'c',
+        'т' => 't',
         'у' | 'ү' => 'y',
         'х' => 'x',
         'ѕ' => 's',
@@ -207,60 +217,31 @@ fn lookalike(c: char) -> Option<char> {
         'ԝ' => 'w',
         'ӏ' => 'l',
         // Greek.
-        'Α' => 'A',
-        'Β' => 'B',
-        'Ε' => 'E',
-        'Ζ' => 'Z',
-        'Η' => 'H',
-        'Ι' => 'I',
-        'Κ' => 'K',
-        'Μ' => 'M',
-        'Ν' => 'N',
-        'Ο' => 'O',
-        'Ρ' => 'P',
-        'Τ' => 'T',
-        'Υ' => 'Y',
-        'Χ' => 'X',
-        'Ϲ' => 'C',
-        'Ϳ' => 'J',
         'α' => 'a',
+        'β' => 'b',
         'γ' => 'y',
+        'ε' => 'e',
+        'ζ' => 'z',
+        'η' => 'h',
         'ι' => 'i',
+        'κ' => 'k',
+        'μ' => 'm',
         'ν' => 'v',
         'ο' => 'o',
         'ρ' => 'p',
+        'τ' => 't',
         'υ' => 'u',
+        'χ' => 'x',
         'ϲ' => 'c',
         'ϳ' => 'j',
         // Armenian.
-        'Լ' => 'L',
-        'Օ' => 'O',
-        'Ս' => 'U',
-        'Տ' => 'S',
+        'լ' => 'l',
+        'օ' => 'o',
+        'ս' => 'u',
+        'տ' => 's',
         'հ' => 'h',
         'ո' => 'n',
-        'ս' => 'u',
         'զ' => 'q',
-        'օ' => 'o',
-        // Cherokee capitals.
-        'Ꭰ' => 'D',
-        'Ꭱ' => 'R',
-        'Ꭲ' => 'T',
-        'Ꭺ' => 'A',
-        'Ꭻ' => 'J',
-        'Ꭼ' => 'E',
-        'Ꮃ' => 'W',
-        'Ꮇ' => 'M',
-        'Ꮋ' => 'H',
-        'Ꮐ' => 'G',
-        'Ꮓ' => 'Z',
-        'Ꮩ' => 'V',
-        'Ꮪ' => 'S',
-        'Ꮮ' => 'L',
-        'Ꮯ' => 'C',
-        'Ꮲ' => 'P',
-        'Ꮶ' => 'K',
-        'Ᏼ' => 'B',
         // Latin small capitals and IPA letters.
         'ı' | 'ɩ' => 'i',
         'ȷ' => 'j',
@@ -274,6 +255,31 @@ fn lookalike(c: char) -> Option<char> {
         'ᴡ' => 'w',
         'ᴢ' => 'z',
         'ꜱ' => 's',
+        _ => return None,
+    })
+}
+
+/// The small ASCII letter a Cherokee capital is drawn as.
+fn cherokee(c: char) -> Option<char> {
+    Some(match c {
+        'Ꭰ' => 'd',
+        'Ꭱ' => 'r',
+        'Ꭲ' => 't',
+        'Ꭺ' => 'a',
+        'Ꭻ' => 'j',
+        'Ꭼ' => 'e',
+        'Ꮃ' => 'w',
+        'Ꮇ' => 'm',
+        'Ꮋ' => 'h',
+        'Ꮐ' => 'g',
+        'Ꮓ' => 'z',
+        'Ꮩ' => 'v',
+        'Ꮪ' => 's',
+        'Ꮮ' => 'l',
+        'Ꮯ' => 'c',
+        'Ꮲ' => 'p',
+        'Ꮶ' => 'k',
+        'Ᏼ' => 'b',
         _ => return None,
     })
 }
@@ -576,6 +582,19 @@ mod tests {
         // Latin look-alike spelling.
         assert_eq!(for_matching("Проект Сокол"), read("Проект Сокол"));
         assert_eq!(for_matching("Проект"), read("\u{41F}poe\u{43A}\u{442}"));
+        // Case-closed: a phrase and a text that differ only in case meet (capitals with and
+        // without a small twin drawn alike: К/к, Т/т, Ν/ν, Υ/υ).
+        for (a, b) in [
+            ("ПРОЕКТ СОКОЛ", "Проект Сокол"),
+            ("ΝΈΑ ΚΑΤΗΓΟΡΊΑ", "νέα κατηγορία"),
+            ("ԼՈՒՅՍ", "լույս"),
+        ] {
+            assert_eq!(
+                for_matching(a).to_lowercase(),
+                for_matching(b).to_lowercase(),
+                "{a} / {b}"
+            );
+        }
         // Letters without an ASCII twin stay; plain ASCII is borrowed.
         assert_eq!(read("λ ж ø ß"), "λ ж ø ß");
         assert!(matches!(forms("plain text").joined, Cow::Borrowed(_)));

@@ -81,7 +81,31 @@ impl PushSource {
             .map(|e| (e.version, e.acl_fingerprint))
     }
 
-    /// Records an accepted upsert (`Some`) or delete (`None`) of `key`, before it is queued.
+    /// Accepts a change of `key` (`state`: the upsert's version and ACL fingerprint, `None` for
+    /// a delete): waits for a place in the queue (backpressure), then records and queues it
+    /// with nothing between. A request cancelled while it waits leaves no trace: recorded
+    /// first, a change never queued would answer the client's retry UNCHANGED or NOT_FOUND
+    /// (found by a review: a narrowed ACL or a delete was lost that way). Under the record's
+    /// lock, two requests for one key queue in the order they record. `false`: the daemon is
+    /// shutting down.
+    pub async fn accept(
+        &self,
+        key: &str,
+        state: Option<(String, String)>,
+        change: Change,
+        index: &dyn crate::index::Backend,
+    ) -> bool {
+        let Ok(place) = self.queue.reserve().await else {
+            return false;
+        };
+        let mut sent = self.lock();
+        self.remember(&mut sent, key, state, index);
+        place.send(change);
+        true
+    }
+
+    /// Records an accepted upsert (`Some`) or delete (`None`) of `key` (see [`Self::accept`],
+    /// which also queues it).
     pub fn record(
         &self,
         key: &str,
@@ -89,6 +113,16 @@ impl PushSource {
         index: &dyn crate::index::Backend,
     ) {
         let mut sent = self.lock();
+        self.remember(&mut sent, key, state, index);
+    }
+
+    fn remember(
+        &self,
+        sent: &mut Sent,
+        key: &str,
+        state: Option<(String, String)>,
+        index: &dyn crate::index::Backend,
+    ) {
         if sent.last.len() >= sent.prune_at.max(ACCEPTED_PRUNE_AT) {
             let id = &self.config.id;
             sent.last.retain(|k, last| {
@@ -411,6 +445,42 @@ mod tests {
             .build()
             .unwrap();
         check_cancellation(again.connector).await.unwrap();
+    }
+
+    /// A request cancelled while it waits for a place in a full queue leaves nothing behind:
+    /// its retry is a change again (recorded before it was queued, a narrowed ACL or a delete
+    /// was answered UNCHANGED or NOT_FOUND on the retry, and lost).
+    #[tokio::test]
+    async fn a_change_cancelled_while_the_queue_is_full_is_not_remembered() {
+        let built = spec("writers = [\"user:crm-bot\"]\nqueue_capacity = 1")
+            .unwrap()
+            .build()
+            .unwrap();
+        // The connector (the queue's receiver) lives, and takes nothing.
+        let _connector = built.connector;
+        let source = built
+            .handle
+            .unwrap()
+            .downcast::<PushSource>()
+            .expect("the handle is the push source");
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "m", 4).unwrap();
+        assert!(
+            source.send(doc("a", "group:staff")).await,
+            "fills the queue"
+        );
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            source.accept(
+                "b",
+                Some(("1".into(), "fp".into())),
+                doc("b", "group:hr"),
+                &index,
+            ),
+        )
+        .await;
+        assert!(waited.is_err(), "the queue was full");
+        assert_eq!(source.newest("b", &index), None, "nothing remembered");
     }
 
     /// Changes accepted before the shutdown still reach the pipeline (found by a review: the

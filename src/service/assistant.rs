@@ -432,8 +432,11 @@ impl pb::assistant_server::Assistant for AssistantService {
                     k => k,
                 })
                 .collect(),
+            // Only of turns that still show sentences (a generated turn written from a
+            // document the caller can no longer read shows none).
             evidence: turns
                 .iter()
+                .filter(|t| !t.sentences.is_empty())
                 .flat_map(|t| &t.evidence_keys)
                 .map(String::as_str)
                 .collect(),

@@ -135,6 +135,25 @@ fn validate(
     if d.version.is_empty() {
         return Err(reject("the version is empty".into()));
     }
+    // Short fields are kept whole (the document table, every chunk) and shown: bounded, and
+    // free of control characters (an escape sequence in a title would run in the terminal of
+    // whoever's CLI prints it; a title may still hold tabs and line breaks).
+    let line_space = |c: char| matches!(c, '\t' | '\n' | '\r');
+    for (field, value, max, spaces) in [
+        ("version", &d.version, 256, false),
+        ("mime_type", &d.mime_type, 256, false),
+        ("title", &d.title, 4096, true),
+    ] {
+        if value.len() > max
+            || value
+                .chars()
+                .any(|c| c.is_control() && !(spaces && line_space(c)))
+        {
+            return Err(reject(format!(
+                "the {field} is over {max} bytes or contains control characters"
+            )));
+        }
+    }
     let acl = Acl::new(
         principals(&d.allow).map_err(reject)?,
         principals(&d.deny).map_err(reject)?,
@@ -269,12 +288,9 @@ impl pb::ingest_server::Ingest for IngestService {
                 Ok(doc) => {
                     let key = doc.key.native_id.clone();
                     accepted.push(doc.key.to_string());
-                    src.record(
-                        &key,
-                        Some((doc.version.clone(), doc.acl.fingerprint())),
-                        &*self.state.index,
-                    );
-                    if !src.send(Change::Upsert(Box::new(doc))).await {
+                    let state = Some((doc.version.clone(), doc.acl.fingerprint()));
+                    let change = Change::Upsert(Box::new(doc));
+                    if !src.accept(&key, state, change, &*self.state.index).await {
                         return Err(Status::unavailable("the daemon is shutting down"));
                     }
                     results.push(result(&key, pb::ItemStatus::Accepted, ""));
@@ -323,9 +339,9 @@ impl pb::ingest_server::Ingest for IngestService {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }
-            src.record(&key, None, &*self.state.index);
             deleted.push(doc_key.to_string());
-            if !src.send(Change::Delete(doc_key)).await {
+            let change = Change::Delete(doc_key);
+            if !src.accept(&key, None, change, &*self.state.index).await {
                 return Err(Status::unavailable("the daemon is shutting down"));
             }
             results.push(result(&key, pb::ItemStatus::Deleted, ""));

@@ -113,11 +113,13 @@ impl AppState {
             self.metrics.guardrail(v.stage, v.action, v.count as u64);
         }
         let Some(log) = &self.audit else { return };
-        let evidence: Vec<&str> = a
+        let mut evidence: Vec<&str> = a
             .evidence
             .into_iter()
             .filter(|k| !a.documents.contains(k))
             .collect();
+        evidence.sort_unstable();
+        evidence.dedup();
         let (caller, on_behalf_of) = match a.caller.actor() {
             Some(actor) => (actor, Some(a.caller.user_id())),
             None => (a.caller.user_id(), None),

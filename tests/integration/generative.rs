@@ -279,10 +279,12 @@ async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
     let d = env.start_with(env.config_from(&text)).await;
     let question = "How many days of parental leave do birth parents get?";
     let mut c = client(&d).await;
-    for (script, reason) in [
-        (Script::Status(500), "LLM_ERROR"),
-        (Script::Stall, "LLM_TIMEOUT"),
-        (Script::Malformed, "LLM_ERROR"),
+    // Whether the server may have spent tokens (it was reading the prompt or writing): then
+    // an estimate counts against the budget, else failures would be free.
+    for (script, reason, spent) in [
+        (Script::Status(500), "LLM_ERROR", false),
+        (Script::Stall, "LLM_TIMEOUT", true),
+        (Script::Malformed, "LLM_ERROR", true),
     ] {
         fake.set(script);
         let r = c
@@ -292,6 +294,8 @@ async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
             .into_inner();
         let details = r.details.clone().unwrap();
         assert_eq!(details.fallback_reason, reason, "{r:?}");
+        let prompt = details.usage.as_ref().map_or(0, |u| u.prompt_tokens);
+        assert_eq!(prompt > 0, spent, "{reason}: {:?}", details.usage);
         assert_eq!(details.mode, pb::AnswerMode::Extractive as i32);
         assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
         assert!(!r.citations.is_empty());

@@ -70,6 +70,17 @@ async fn push_documents_idempotently_with_per_item_results() {
                 Content::Data(b"%PDF-1.7 nope".to_vec()),
                 &["everyone"],
             ),
+            // A title with a terminal escape sequence; a version no one needs 40 KiB for.
+            pb::PushDocument {
+                title: "Q3 \u{1b}]52;c;ZXZpbA==\u{7}plan".into(),
+                ..doc("escape", "1", Content::Text("x".into()), &["everyone"])
+            },
+            doc(
+                "long-version",
+                &"9".repeat(40_000),
+                Content::Text("x".into()),
+                &["everyone"],
+            ),
         ]))
         .await
         .unwrap()
@@ -87,7 +98,15 @@ async fn push_documents_idempotently_with_per_item_results() {
             ("bad-acl".into(), rej),
             ("blob".into(), rej),
             ("broken.pdf".into(), rej),
+            ("escape".into(), rej),
+            ("long-version".into(), rej),
         ]
+    );
+    assert!(r.results[6].reason.contains("title"), "{:?}", r.results[6]);
+    assert!(
+        r.results[7].reason.contains("version"),
+        "{:?}",
+        r.results[7]
     );
     assert!(r.results[2].reason.contains("allows nobody"));
     assert!(r.results[3].reason.contains("invalid principal"));
@@ -223,5 +242,30 @@ async fn push_documents_idempotently_with_per_item_results() {
         .find(|h| h.citation.as_ref().unwrap().uri == "push://crm/kb-1")
         .unwrap();
     assert_eq!(hit.attributes["team"], "facilities");
+
+    // `docent ingest FILE`.
+    let note = env.dir.path().join("parking.md");
+    std::fs::write(
+        &note,
+        "# Parking\n\nVisitors park on level two of the Lisbon garage.\n",
+    )
+    .unwrap();
+    let out = docent_async(
+        &[
+            "ingest",
+            "--source",
+            "crm",
+            "--json",
+            "--allow",
+            "everyone",
+            note.to_str().unwrap(),
+        ],
+        &d.url(),
+        BOT,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    assert_eq!(out.status.code(), Some(0), "{v}");
     d.stop().await;
 }

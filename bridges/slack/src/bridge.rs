@@ -98,6 +98,8 @@ pub struct Bridge {
     state: Mutex<State>,
     work: Semaphore,
     in_flight: AtomicUsize,
+    /// Held while the workspace's guests are read (`users.list`).
+    guest_refresh: tokio::sync::Mutex<()>,
     idle: Notify,
     seq: AtomicU64,
 }
@@ -206,6 +208,7 @@ impl Bridge {
                 guests: None,
             }),
             in_flight: AtomicUsize::new(0),
+            guest_refresh: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
             seq: AtomicU64::new(0),
         }
@@ -430,6 +433,8 @@ impl Bridge {
     /// The workspace's guest accounts (restricted or ultra-restricted, not deleted), read with
     /// `users.list` at most once per user-cache TTL.
     async fn guests(&self) -> Result<Arc<std::collections::HashSet<String>>, Failure> {
+        // One reading at a time: questions arriving meanwhile wait for it, not read again.
+        let _one = self.guest_refresh.lock().await;
         if let Some((at, g)) = &self.state().guests
             && at.elapsed() < self.cfg.user_cache_ttl
         {
@@ -718,7 +723,8 @@ impl Bridge {
                     );
                     return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
                 }
-                Err(f) => return self.fail(&public, f).await,
+                // Told to the asker alone (a missing scope, Slack refusing the lookup).
+                Err(f) => return self.fail(&asker, f).await,
             }
         }
         let audience = self.cfg.audience(channel).clone();

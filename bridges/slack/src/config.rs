@@ -35,7 +35,7 @@ impl Audience {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
@@ -62,6 +62,24 @@ pub struct Config {
     /// their home workspace. With neither this nor `team_id`, users are mapped by Slack id
     /// only: another organisation's account may show any e-mail address.
     pub enterprise_id: Option<String>,
+}
+
+/// Secrets (the bot token, the signing secret, Docent's API key) are never shown.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("bot_token", &"<redacted>")
+            .field("signing_secret", &"<redacted>")
+            .field("api_url", &self.api_url)
+            .field("docent", &self.docent)
+            .field("default_audience", &self.default_audience)
+            .field("audiences", &self.audiences)
+            .field("team_id", &self.team_id)
+            .field("enterprise_id", &self.enterprise_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -129,6 +147,9 @@ struct RawDocent {
     key: Option<PathBuf>,
     #[serde(default)]
     timeout_secs: Option<u64>,
+    /// Send the API key over plaintext http:// to a host that is not loopback.
+    #[serde(default)]
+    allow_plain_http: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -397,6 +418,7 @@ impl Config {
                 key,
                 token: Some(api_key),
                 dev_user: None,
+                allow_plain_http: raw.docent.allow_plain_http,
             },
             docent_timeout: Duration::from_secs(raw.docent.timeout_secs.unwrap_or(60)),
             default_audience: default_audience.expect("checked"),

@@ -22,7 +22,7 @@ use docent_connector_api::jobs::{
 use docent_connector_api::{
     Acl, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -281,7 +281,9 @@ impl Syncer {
     /// as placeholders again, and a grant whose name DokuWiki may not match as written kept
     /// only where `wiki.aclCheck` shows that it takes effect.
     async fn as_the_file_reads(&self, rules: AclRules) -> Result<AclRules, PassError> {
-        let superuser_groups: Vec<&str> = self
+        // The crawler's groups, as far as Docent can know them: the superuser groups (the
+        // crawler is a superuser) and DokuWiki's default group, `user`.
+        let crawler_groups: Vec<&str> = self
             .cfg
             .superusers
             .0
@@ -290,19 +292,34 @@ impl Syncer {
                 Who::Group(g) => Some(g.as_str()),
                 _ => None,
             })
+            .chain(["user"])
             .collect();
-        let mut rules = rules.unexpand(&self.cfg.username, &superuser_groups);
-        for (scope, who) in rules.ambiguous_grants() {
-            let (user, groups) = match &who {
-                Who::User(u) => (u.as_str(), vec![]),
-                Who::Group(g) => ("", vec![g.as_str()]),
-                Who::All => continue,
-            };
-            if self.cfg.superusers.contains(user, &groups) {
-                continue;
-            }
-            let probe = AclRules::probe_page(&scope);
-            let level = self.client.acl_check(&probe, user, &groups).await?;
+        let mut rules = rules.unexpand(&self.cfg.username, &crawler_groups);
+        let probes: Vec<(String, Who)> = rules
+            .ambiguous_grants()
+            .into_iter()
+            .filter(|(_, who)| match who {
+                Who::User(u) => !self.cfg.superusers.contains(u, &[]),
+                Who::Group(g) => !self.cfg.superusers.contains("", &[g.as_str()]),
+                Who::All => false,
+            })
+            .collect();
+        // Asked `max_concurrent_requests` at a time.
+        let asked: Vec<(String, Who, i64)> = futures::stream::iter(probes)
+            .map(|(scope, who)| async move {
+                let (user, groups) = match &who {
+                    Who::User(u) => (u.as_str(), vec![]),
+                    Who::Group(g) => ("", vec![g.as_str()]),
+                    Who::All => ("", vec![]),
+                };
+                let probe = AclRules::probe_page(&scope);
+                let level = self.client.acl_check(&probe, user, &groups).await?;
+                Ok::<_, CallError>((scope, who, level))
+            })
+            .buffer_unordered(self.cfg.max_concurrent_requests.max(1))
+            .try_collect()
+            .await?;
+        for (scope, who, level) in asked {
             if !rules.confirmed_by(&scope, &who, level) {
                 tracing::info!(
                     connector = %self.cfg.id,

@@ -223,11 +223,15 @@ impl Syncer {
     }
 
     /// `permissions = "public"` gives every page to everyone: at every pass, the wiki must
-    /// let a reader who is not logged in read, or nothing is sent (an error and the outage
-    /// alarm, until the config names who may read).
+    /// let a reader who is not logged in read. Else the pages indexed for everyone are
+    /// withdrawn (the wiki no longer lets everyone read them) and nothing more is sent: an
+    /// error and the outage alarm, until the config names who may read.
     async fn check_public(&self) -> Result<(), SyncError> {
         if self.cfg.permissions != Permissions::Public || self.api.anonymous_may_read().await? {
             return Ok(());
+        }
+        for id in self.sent.known_ids() {
+            self.send_delete(id).await?;
         }
         Err(SyncError::Api(ApiError::Api {
             code: "docent-private-wiki".into(),

@@ -405,14 +405,17 @@ async fn a_private_wiki_is_crawled_with_the_bot_password() {
 
 /// `permissions = "public"` on a wiki that only logged-in users may read would give every page
 /// to everyone: the connector asks the wiki, as a reader who is not logged in, at every pass,
-/// and sends nothing.
+/// sends nothing, and withdraws what it had indexed for everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_permissions_on_a_private_wiki_send_nothing() {
     let wiki = Wiki::start_private().await;
     wiki.edit("Secret plan", "Only for members.").await;
+    let index = std::sync::Arc::new(TestIndex::default());
+    // Indexed while the wiki was public.
+    index.insert("90001", "1");
     let mut run = Running::start(
         connector(&wiki, &format!("{PUBLIC}{}", bot_login())),
-        std::sync::Arc::new(TestIndex::default()),
+        index.clone(),
         None,
     );
     let sent = run
@@ -421,7 +424,13 @@ async fn public_permissions_on_a_private_wiki_send_nothing() {
                 .is_some_and(|e| e.contains("does not let readers who are not logged in read"))
         })
         .await;
-    assert!(sent.is_empty(), "{sent:?}");
+    let mut sent = sent;
+    while let Some(c) = run.next_within(std::time::Duration::from_millis(500)).await {
+        sent.push(c);
+    }
+    assert!(upserted(&sent).is_empty(), "{sent:?}");
+    assert_eq!(deleted(&sent), ["90001"], "{sent:?}");
+    assert!(index.ids().is_empty());
     assert!(run.status.raised(Alarm::Outage));
     run.stop().await;
 }

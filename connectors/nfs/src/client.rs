@@ -347,6 +347,9 @@ impl Session {
             }
             match last {
                 Some(c) if !eof => cookie = c,
+                // No entry and no end: the listing cannot go on, and taking it as complete
+                // would read as the rest of the folder deleted. The folder is unlisted.
+                None if !eof => return Ok(Err(nfsstat3::NFS3ERR_TOOSMALL)),
                 _ => break,
             }
         }

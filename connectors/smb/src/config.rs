@@ -50,6 +50,9 @@ struct RawSmb {
     null_dacl: String,
     #[serde(default = "default_folder_permissions")]
     folder_permissions: bool,
+    /// Default: `folder_permissions` (a Samba server, whose groups are the group file's).
+    #[serde(default)]
+    report_memberships: Option<bool>,
     #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
     #[serde(default = "defaults::deletion_protection_min_docs")]
@@ -117,6 +120,10 @@ impl ConnectorSpec for Spec {
 
     fn as_any(&self) -> &dyn Any {
         &self.0
+    }
+
+    fn reports_memberships(&self) -> bool {
+        self.0.report_memberships
     }
 }
 
@@ -209,6 +216,7 @@ impl ConnectorFactory for Factory {
             sid_principals,
             null_dacl,
             folder_permissions: c.folder_permissions,
+            report_memberships: c.report_memberships.unwrap_or(c.folder_permissions),
             deletion_protection_percent: is.range(
                 "deletion_protection_percent",
                 c.deletion_protection_percent,

@@ -62,6 +62,10 @@ struct ListError {
     message: String,
     /// The server refused the crawler (STATUS_ACCESS_DENIED).
     denied: bool,
+    /// What the server sent could not be read (a security descriptor the client library does
+    /// not parse: a NULL DACL, an ACL revision or ACE type it does not know): the object's
+    /// own state, the same at every try, not server trouble.
+    malformed: bool,
 }
 
 impl From<smb::Error> for ListError {
@@ -72,6 +76,7 @@ impl From<smb::Error> for ListError {
                 if code == smb::Status::U32_ACCESS_DENIED
         );
         Self {
+            malformed: matches!(e, smb::Error::BinRWError(_)),
             message: e.to_string(),
             denied,
         }
@@ -137,6 +142,11 @@ pub struct SmbConfig {
     /// Samba enforces through the file system; `false` for a Windows server, whose users
     /// bypass traverse checking.
     pub folder_permissions: bool,
+    /// Report the group file's memberships to the identity store (as the fs and nfs
+    /// connectors do): the deny entries Samba's ACEs give a group (`group:staff` for a
+    /// 0604 file) are enforced only for members Docent knows of. Default: on with
+    /// `folder_permissions`.
+    pub report_memberships: bool,
     pub deletion_protection_percent: u32,
     pub deletion_protection_min_docs: u64,
     /// Backoff after a failed sync: starts here, doubles, capped at `retry_max`.
@@ -268,6 +278,24 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     let SmbConnector { cfg, filter } = conn;
     let status = ctx.status.clone();
     status.set_phase("starting");
+    // The group file is local: reported before the first sync, so that an unreachable server
+    // after a restart does not leave the indexed documents' group denies unresolved.
+    let memberships = ctx.memberships.clone();
+    let report = {
+        let (cfg, status) = (cfg.clone(), status.clone());
+        move || {
+            if cfg.report_memberships {
+                docent_fs_connector::report_memberships(
+                    &cfg.id,
+                    &cfg.passwd_file,
+                    &cfg.group_file,
+                    memberships.as_ref(),
+                    &status,
+                );
+            }
+        }
+    };
+    report();
     let mut crawler = Crawler {
         sids: SidMap {
             names: PosixNames::load(&cfg.passwd_file, &cfg.group_file),
@@ -313,6 +341,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             match r {
                 Ok(true) => {
                     crawler.sent.reconciled(rollbacks);
+                    report();
                     backoff = cfg.retry_initial;
                     retry_at = None;
                     // A reconciliation covers whatever was notified before it.
@@ -599,6 +628,7 @@ impl Session {
                 return Err(ListError {
                     message: "not a directory".into(),
                     denied: false,
+                    malformed: false,
                 });
             }
         };
@@ -768,7 +798,7 @@ async fn folder_dacl(
                     "cannot open the folder to read its permissions: {e}"
                 )),
                 BTreeSet::new(),
-                !e.denied,
+                !e.denied && !e.malformed,
             );
         }
     };
@@ -781,12 +811,38 @@ async fn folder_dacl(
             return (
                 Err(format!("cannot read the folder's security descriptor: {e}")),
                 BTreeSet::new(),
-                !e.denied,
+                !e.denied && !e.malformed,
             );
         }
     };
     let c = dacl::compute_for(aces.as_deref(), sids, cfg.null_dacl, dacl::REACH_BITS);
     (c.acl, c.unmapped, false)
+}
+
+/// Why a file was not read; `busy`: another program holds it (a sharing violation, a lock
+/// conflict) or the server is short of resources, which says nothing about the file.
+struct ReadError {
+    reason: String,
+    busy: bool,
+}
+
+impl From<String> for ReadError {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            busy: false,
+        }
+    }
+}
+
+/// Whether `e` is a file being busy: STATUS_SHARING_VIOLATION, FILE_LOCK_CONFLICT,
+/// LOCK_NOT_GRANTED or INSUFFICIENT_RESOURCES.
+fn is_busy(e: &smb::Error) -> bool {
+    matches!(
+        e,
+        smb::Error::ReceivedErrorMessage(code, _) | smb::Error::UnexpectedMessageStatus(code)
+            if matches!(*code, 0xC000_0043 | 0xC000_0054 | 0xC000_0055 | 0xC000_009A)
+    )
 }
 
 /// An authenticated client on the configured share.
@@ -1156,12 +1212,18 @@ impl Crawler {
                     continue;
                 }
             };
+            let mut entries = entries;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
             for (rel, is_dir, listed) in entries {
                 if is_dir {
                     if self.filter.excludes(self.scoped(&rel)) {
                         continue;
                     }
-                    // 0: a server without file ids; depth alone then bounds a loop.
+                    // 0: a server without file ids; depth alone then bounds a loop. A folder
+                    // reached again is walked under the path met first, which is the same at
+                    // every sync (listings are taken in name order, folders breadth first):
+                    // its documents are indexed under one path, its narrowing always
+                    // computed, and none is kept under another path with a stale ACL.
                     if listed.file_id != 0 && !dir_ids.insert(listed.file_id) {
                         self.count_failure(
                             &rel,
@@ -1170,8 +1232,18 @@ impl Crawler {
                         );
                         continue;
                     }
+                    // Too deep: left as unlisted, so what is indexed below it stays.
                     if rel.matches('/').count() >= MAX_DEPTH {
-                        self.count_failure(&rel, "folders nested too deep; not walked");
+                        let why = "folders nested too deep; not walked";
+                        self.count_failure(&rel, why);
+                        walked.unlisted.push((
+                            rel.clone(),
+                            ListError {
+                                message: why.to_string(),
+                                denied: false,
+                                malformed: false,
+                            },
+                        ));
                         continue;
                     }
                     dirs.push_back(rel);
@@ -1314,6 +1386,7 @@ impl Crawler {
             });
             return Ok(());
         }
+        let indexed_acl = prev.as_ref().map(|p| p.acl_fingerprint.clone());
         match self.read_if_changed(session, f, prev, full).await {
             Ok(Some(doc)) => {
                 self.sent.remember(
@@ -1340,7 +1413,18 @@ impl Crawler {
                 });
                 Ok(())
             }
-            Err(reason) => {
+            Err(ReadError { reason, busy }) => {
+                // A file another program holds without sharing it for reading (a mailbox, a
+                // database) keeps its indexed version while its ACL, read ahead, is the
+                // indexed one: it is busy, not gone or closed to readers.
+                if busy
+                    && let (Some(fp), Some(Ok(acl))) = (&indexed_acl, known_acl)
+                    && *fp == acl.fingerprint()
+                {
+                    self.count(|j| j.counts.scanned += 1);
+                    self.count_failure(&f.rel, &format!("{reason}; the indexed version stays"));
+                    return Ok(());
+                }
                 // A failure because the server went away, or could not say who may pass a
                 // folder above, is an outage, not this file's fault: skipping it would remove
                 // it from the index.
@@ -1493,7 +1577,7 @@ impl Crawler {
         f: &Listed,
         prev: Option<IndexedDoc>,
         full: bool,
-    ) -> Result<Option<SourceDocument>, String> {
+    ) -> Result<Option<SourceDocument>, ReadError> {
         let res = session
             .client
             .create_file(
@@ -1503,12 +1587,15 @@ impl Crawler {
                 ),
             )
             .await
-            .map_err(|e| format!("cannot open: {e}"))?;
+            .map_err(|e| ReadError {
+                busy: is_busy(&e),
+                reason: format!("cannot open: {e}"),
+            })?;
         let file = match res {
             smb::Resource::File(file) => file,
             other => {
                 let _ = close_resource(other).await;
-                return Err("not a regular file".into());
+                return Err(String::from("not a regular file").into());
             }
         };
         let r = self.read_open(session, &file, f, prev, full).await;
@@ -1523,7 +1610,7 @@ impl Crawler {
         f: &Listed,
         prev: Option<IndexedDoc>,
         full: bool,
-    ) -> Result<Option<SourceDocument>, String> {
+    ) -> Result<Option<SourceDocument>, ReadError> {
         self.count(|j| j.counts.permission_reads += 1);
         let (acl, unmapped) = dacl_of(file, &self.sids, &self.cfg).await;
         self.unmapped.extend(unmapped);
@@ -1539,10 +1626,10 @@ impl Crawler {
         }
         let max = self.cfg.max_file_size;
         if f.size > max {
-            return Err(format!(
+            return Err(ReadError::from(format!(
                 "too large: {} bytes > max_file_size {max} bytes",
                 f.size
-            ));
+            )));
         }
         let mut content = Vec::with_capacity(f.size.min(max) as usize);
         let mut chunk = vec![0u8; 64 * 1024];
@@ -1550,13 +1637,21 @@ impl Crawler {
             let n = file
                 .read_block(&mut chunk, content.len() as u64, None, false)
                 .await
-                .map_err(|e| format!("unreadable: {e}"))?;
+                .map_err(|e| ReadError {
+                    busy: e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<smb::Error>())
+                        .is_some_and(is_busy),
+                    reason: format!("unreadable: {e}"),
+                })?;
             if n == 0 {
                 break;
             }
             content.extend_from_slice(&chunk[..n]);
             if content.len() as u64 > max {
-                return Err(format!("too large: over max_file_size {max} bytes"));
+                return Err(ReadError::from(format!(
+                    "too large: over max_file_size {max} bytes"
+                )));
             }
         }
         let name_hint = f.rel.rsplit('/').next().unwrap_or(&f.rel).to_string();

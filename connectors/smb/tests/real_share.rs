@@ -177,6 +177,7 @@ impl Server {
             sid_principals: BTreeMap::new(),
             null_dacl: NullDacl::Skip,
             folder_permissions: true,
+            report_memberships: false,
             deletion_protection_percent: 100,
             deletion_protection_min_docs: 5,
             retry_initial: Duration::from_millis(200),
