@@ -191,18 +191,7 @@ async fn search_filters_narrow_and_stream_matches_unary() {
             .iter()
             .any(|c| c.uri.ends_with("/it/vpn.md"))
     );
-    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
-    let mut stream = c
-        .ask_stream(authed(
-            ALICE,
-            pb::AskRequest {
-                question: "How do I reset my VPN password?".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = vpn_stream(&d, false).await;
     let mut pieces = Vec::new();
     let mut citations = None;
     let mut fin = None;
@@ -223,6 +212,22 @@ async fn search_filters_narrow_and_stream_matches_unary() {
     d.stop().await;
 }
 
+/// alice's AskStream of the VPN question (in a new conversation when `keep`).
+async fn vpn_stream(d: &Running, keep: bool) -> tonic::Streaming<pb::AskStreamEvent> {
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    c.ask_stream(authed(
+        ALICE,
+        pb::AskRequest {
+            question: "How do I reset my VPN password?".into(),
+            new_conversation: keep,
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// An answer whose pieces were streamed is audited even when its turn cannot be stored (a full
 /// disk): the caller read those documents' text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,19 +240,7 @@ async fn a_streamed_answer_is_audited_when_its_turn_cannot_be_stored() {
         .store()
         .expect("the example config keeps conversations")
         .fail_writes();
-    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
-    let mut stream = c
-        .ask_stream(authed(
-            ALICE,
-            pb::AskRequest {
-                question: "How do I reset my VPN password?".into(),
-                new_conversation: true,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = vpn_stream(&d, true).await;
     let mut pieces = 0;
     let end = loop {
         match stream.message().await {

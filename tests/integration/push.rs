@@ -207,19 +207,16 @@ async fn push_documents_idempotently_with_per_item_results() {
          {\"key\": \"kb-2\", \"version\": \"1\", \"text\": \"nobody\", \"allow\": []}\n",
     )
     .unwrap();
-    let out = docent_async(
-        &[
-            "ingest",
-            "--source",
-            "crm",
-            "--json",
-            "--jsonl",
-            jsonl.to_str().unwrap(),
-        ],
-        &d.url(),
-        BOT,
-    )
-    .await;
+    // `docent ingest --source crm --json ARGS…` as the bot.
+    let ingest = |args: Vec<String>| {
+        let url = d.url();
+        async move {
+            let mut all: Vec<&str> = vec!["ingest", "--source", "crm", "--json"];
+            all.extend(args.iter().map(String::as_str));
+            docent_async(&all, &url, BOT).await
+        }
+    };
+    let out = ingest(vec!["--jsonl".into(), jsonl.display().to_string()]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -250,19 +247,11 @@ async fn push_documents_idempotently_with_per_item_results() {
         "# Parking\n\nVisitors park on level two of the Lisbon garage.\n",
     )
     .unwrap();
-    let out = docent_async(
-        &[
-            "ingest",
-            "--source",
-            "crm",
-            "--json",
-            "--allow",
-            "everyone",
-            note.to_str().unwrap(),
-        ],
-        &d.url(),
-        BOT,
-    )
+    let out = ingest(vec![
+        "--allow".into(),
+        "everyone".into(),
+        note.display().to_string(),
+    ])
     .await;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["results"][0]["status"], "accepted", "{v}");

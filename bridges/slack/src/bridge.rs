@@ -397,33 +397,19 @@ impl Bridge {
             return Ok(v);
         }
         let guests = self.guests().await?;
-        let mut cursor = String::new();
         let mut found = false;
-        loop {
-            let mut args = vec![("channel", channel), ("limit", "1000")];
-            if !cursor.is_empty() {
-                args.push(("cursor", cursor.as_str()));
-            }
-            let page = self
-                .slack
-                .call_form("conversations.members", &args)
-                .await
-                .map_err(Failure::Slack)?;
-            let members = page["members"].as_array().ok_or_else(|| {
-                Failure::Slack(SlackError::Api {
-                    method: "conversations.members".into(),
-                    error: "no_members".into(),
-                })
-            })?;
-            found |= members
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|m| guests.contains(m));
-            cursor = next_cursor(&page);
-            if found || cursor.is_empty() {
-                break;
-            }
-        }
+        self.each_page(
+            "conversations.members",
+            &[("channel", channel), ("limit", "1000")],
+            |ms| {
+                found |= ms
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|m| guests.contains(m));
+                found
+            },
+        )
+        .await?;
         self.state()
             .guest_channels
             .insert(channel.to_string(), found, Instant::now());
@@ -441,37 +427,54 @@ impl Bridge {
             return Ok(g.clone());
         }
         let mut guests = std::collections::HashSet::new();
-        let mut cursor = String::new();
-        loop {
-            let mut args = vec![("limit", "200")];
-            if !cursor.is_empty() {
-                args.push(("cursor", cursor.as_str()));
-            }
-            let page = self
-                .slack
-                .call_form("users.list", &args)
-                .await
-                .map_err(Failure::Slack)?;
-            let members = page["members"].as_array().ok_or_else(|| {
-                Failure::Slack(SlackError::Api {
-                    method: "users.list".into(),
-                    error: "no_members".into(),
-                })
-            })?;
-            for u in members {
+        self.each_page("users.list", &[("limit", "200")], |ms| {
+            for u in ms {
                 let flag = |k: &str| u[k].as_bool().unwrap_or(false);
                 if (flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted") {
                     guests.extend(u["id"].as_str().map(str::to_string));
                 }
             }
-            cursor = next_cursor(&page);
-            if cursor.is_empty() {
-                break;
-            }
-        }
+            false
+        })
+        .await?;
         let guests = Arc::new(guests);
         self.state().guests = Some((Instant::now(), guests.clone()));
         Ok(guests)
+    }
+
+    /// Every page of a paginated Web API list (`cursor`, `response_metadata.next_cursor`):
+    /// `each` gets each page's `members` and returns true to stop there.
+    async fn each_page(
+        &self,
+        method: &'static str,
+        args: &[(&str, &str)],
+        mut each: impl FnMut(&[Value]) -> bool,
+    ) -> Result<(), Failure> {
+        let mut cursor = String::new();
+        loop {
+            let mut a = args.to_vec();
+            if !cursor.is_empty() {
+                a.push(("cursor", cursor.as_str()));
+            }
+            let page = self
+                .slack
+                .call_form(method, &a)
+                .await
+                .map_err(Failure::Slack)?;
+            let members = page["members"].as_array().ok_or_else(|| {
+                Failure::Slack(SlackError::Api {
+                    method: method.into(),
+                    error: "no_members".into(),
+                })
+            })?;
+            if each(members) {
+                return Ok(());
+            }
+            cursor = next_cursor(&page);
+            if cursor.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Asks as `who`, in the conversation of `key` when given (created on first use).

@@ -207,17 +207,14 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     };
 
     // Memberships first: when the crawl's documents become visible, access follows them.
-    let report = || {
-        if cfg.report_memberships {
-            report_memberships(
-                &cfg.id,
-                &cfg.passwd_file,
-                &cfg.group_file,
-                ctx.memberships.as_ref(),
-                &status,
-            );
-        }
-    };
+    let report = membership_reporter(
+        &cfg.id,
+        &cfg.passwd_file,
+        &cfg.group_file,
+        cfg.report_memberships,
+        ctx.memberships.clone(),
+        &status,
+    );
     report();
     reconcile(&scanner, &status, None, "start", false).await?;
     status.set_phase("watching");
@@ -294,6 +291,29 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     }
     status.set_phase("stopped");
     Ok(())
+}
+
+/// [`report_memberships`] as the function a connector calls at start and after each sync; it
+/// does nothing unless `enabled` (the connector's `report_memberships`).
+pub fn membership_reporter(
+    id: &str,
+    passwd_file: &Path,
+    group_file: &Path,
+    enabled: bool,
+    sink: Arc<dyn docent_connector_api::MembershipSink>,
+    status: &StatusHandle,
+) -> impl Fn() + Send + Sync + 'static {
+    let (id, passwd_file, group_file, status) = (
+        id.to_string(),
+        passwd_file.to_path_buf(),
+        group_file.to_path_buf(),
+        status.clone(),
+    );
+    move || {
+        if enabled {
+            report_memberships(&id, &passwd_file, &group_file, sink.as_ref(), &status);
+        }
+    }
 }
 
 /// Reports the group database's memberships when configured (re-read each time: it changes).

@@ -203,17 +203,14 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
 
     // The group database is local: report it before the first sync, so that an unreachable
     // server after a restart does not leave the indexed documents' group denies unresolved.
-    let report = || {
-        if cfg.report_memberships {
-            docent_fs_connector::report_memberships(
-                &cfg.id,
-                &cfg.passwd_file,
-                &cfg.group_file,
-                memberships.as_ref(),
-                &status,
-            );
-        }
-    };
+    let report = docent_fs_connector::membership_reporter(
+        &cfg.id,
+        &cfg.passwd_file,
+        &cfg.group_file,
+        cfg.report_memberships,
+        memberships.clone(),
+        &status,
+    );
     report();
 
     let mut next = tokio::time::Instant::now();

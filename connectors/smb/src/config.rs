@@ -50,9 +50,10 @@ struct RawSmb {
     null_dacl: String,
     #[serde(default = "default_folder_permissions")]
     folder_permissions: bool,
-    /// Default: `folder_permissions` (a Samba server, whose groups are the group file's).
+    /// Off by default, as in the nfs connector: reported memberships add groups to the
+    /// identities whose names they list, which must be the same people.
     #[serde(default)]
-    report_memberships: Option<bool>,
+    report_memberships: bool,
     #[serde(default = "defaults::deletion_protection_percent")]
     deletion_protection_percent: u32,
     #[serde(default = "defaults::deletion_protection_min_docs")]
@@ -216,7 +217,7 @@ impl ConnectorFactory for Factory {
             sid_principals,
             null_dacl,
             folder_permissions: c.folder_permissions,
-            report_memberships: c.report_memberships.unwrap_or(c.folder_permissions),
+            report_memberships: c.report_memberships,
             deletion_protection_percent: is.range(
                 "deletion_protection_percent",
                 c.deletion_protection_percent,

@@ -144,8 +144,8 @@ pub struct SmbConfig {
     pub folder_permissions: bool,
     /// Report the group file's memberships to the identity store (as the fs and nfs
     /// connectors do): the deny entries Samba's ACEs give a group (`group:staff` for a
-    /// 0604 file) are enforced only for members Docent knows of. Default: on with
-    /// `folder_permissions`.
+    /// 0604 file) are enforced only for members Docent knows of. Off by default: the group
+    /// file's member names join identities of the same names.
     pub report_memberships: bool,
     pub deletion_protection_percent: u32,
     pub deletion_protection_min_docs: u64,
@@ -280,21 +280,14 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
     status.set_phase("starting");
     // The group file is local: reported before the first sync, so that an unreachable server
     // after a restart does not leave the indexed documents' group denies unresolved.
-    let memberships = ctx.memberships.clone();
-    let report = {
-        let (cfg, status) = (cfg.clone(), status.clone());
-        move || {
-            if cfg.report_memberships {
-                docent_fs_connector::report_memberships(
-                    &cfg.id,
-                    &cfg.passwd_file,
-                    &cfg.group_file,
-                    memberships.as_ref(),
-                    &status,
-                );
-            }
-        }
-    };
+    let report = docent_fs_connector::membership_reporter(
+        &cfg.id,
+        &cfg.passwd_file,
+        &cfg.group_file,
+        cfg.report_memberships,
+        ctx.memberships.clone(),
+        &status,
+    );
     report();
     let mut crawler = Crawler {
         sids: SidMap {
