@@ -39,10 +39,49 @@ pub struct PushSource {
     pub config: PushConfig,
     pub limits: ParseLimits,
     queue: mpsc::Sender<Change>,
+    /// The content bytes the queue may hold, beside its count of changes.
+    bytes: Arc<QueueBytes>,
     /// What was last accepted per key — an upsert of (version, ACL fingerprint) or a delete
     /// (`None`) — until the index shows the same, so "unchanged" and "not found" are judged
     /// against the newest state even while changes wait in the queue.
     sent: Arc<Mutex<Sent>>,
+}
+
+/// What the queue's changes may hold in content bytes, all together: `queue_capacity` changes
+/// of the largest size a source accepts would pin gigabytes while the pipeline is busy. A
+/// change takes its bytes before its place in the queue and gives them back when the
+/// connector takes it off.
+struct QueueBytes {
+    free: tokio::sync::Semaphore,
+    budget: u32,
+}
+
+impl QueueBytes {
+    fn new(config: &PushConfig) -> Self {
+        // Two of the largest requests the source accepts.
+        let budget = config
+            .max_request_bytes
+            .saturating_mul(2)
+            .clamp(1, u64::from(u32::MAX)) as u32;
+        Self {
+            free: tokio::sync::Semaphore::new(budget as usize),
+            budget,
+        }
+    }
+
+    /// The bytes `c` holds, at most the whole budget (a larger change waits for an empty queue).
+    fn cost(&self, c: &Change) -> u32 {
+        match c {
+            Change::Upsert(d) => u32::try_from(d.content.len())
+                .unwrap_or(u32::MAX)
+                .min(self.budget),
+            _ => 0,
+        }
+    }
+
+    fn give_back(&self, c: &Change) {
+        self.free.add_permits(self.cost(c) as usize);
+    }
 }
 
 #[derive(Default)]
@@ -59,7 +98,14 @@ impl PushSource {
     /// Queues a change; waits while the queue is full (backpressure to the client). `false`:
     /// the daemon is shutting down.
     pub async fn send(&self, c: Change) -> bool {
-        self.queue.send(c).await.is_ok()
+        let Ok(held) = self.bytes.free.acquire_many(self.bytes.cost(&c)).await else {
+            return false;
+        };
+        if self.queue.send(c).await.is_err() {
+            return false;
+        }
+        held.forget();
+        true
     }
 
     /// Whether `caller` may write to this source.
@@ -95,12 +141,17 @@ impl PushSource {
         change: Change,
         index: &dyn crate::index::Backend,
     ) -> bool {
+        // Its bytes, then its place: waiting for either leaves nothing behind if cancelled.
+        let Ok(held) = self.bytes.free.acquire_many(self.bytes.cost(&change)).await else {
+            return false;
+        };
         let Ok(place) = self.queue.reserve().await else {
             return false;
         };
         let mut sent = self.lock();
         self.remember(&mut sent, key, state, index);
         place.send(change);
+        held.forget();
         true
     }
 
@@ -164,20 +215,23 @@ impl PushSource {
 pub struct PushConnector {
     id: String,
     rx: mpsc::Receiver<Change>,
+    bytes: Arc<QueueBytes>,
 }
 
 /// A push source and its connector.
 pub fn push_connector(config: PushConfig, limits: ParseLimits) -> (PushSource, PushConnector) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let id = config.id.clone();
+    let bytes = Arc::new(QueueBytes::new(&config));
     (
         PushSource {
             config,
             limits,
             queue: tx,
+            bytes: bytes.clone(),
             sent: Arc::default(),
         },
-        PushConnector { id, rx },
+        PushConnector { id, rx, bytes },
     )
 }
 
@@ -195,13 +249,14 @@ impl Connector for PushConnector {
         ctx: ConnectorContext,
     ) -> BoxFuture<'static, Result<(), ConnectorError>> {
         Box::pin(async move {
-            let PushConnector { id, mut rx } = *self;
+            let PushConnector { id, mut rx, bytes } = *self;
             ctx.status.set_phase("ready");
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
                     c = rx.recv() => {
                         let Some(c) = c else { break };
+                        bytes.give_back(&c);
                         if ctx.sink.send(c).await.is_err() {
                             return Err(ConnectorError::SinkClosed { connector: id });
                         }
@@ -213,6 +268,7 @@ impl Connector for PushConnector {
             // pushes are refused from now on.
             rx.close();
             while let Some(c) = rx.recv().await {
+                bytes.give_back(&c);
                 if ctx.sink.send(c).await.is_err() {
                     return Err(ConnectorError::SinkClosed { connector: id });
                 }
@@ -481,6 +537,45 @@ mod tests {
         .await;
         assert!(waited.is_err(), "the queue was full");
         assert_eq!(source.newest("b", &index), None, "nothing remembered");
+    }
+
+    /// The queue holds at most two requests' worth of content bytes, whatever its count: a
+    /// change past that waits (backpressure) until the connector takes one off.
+    #[tokio::test]
+    async fn the_queue_holds_at_most_its_bytes() {
+        let built = spec("writers = [\"user:crm-bot\"]\nmax_request_bytes = 65536")
+            .unwrap()
+            .build()
+            .unwrap();
+        let connector = built.connector;
+        let source = built
+            .handle
+            .unwrap()
+            .downcast::<PushSource>()
+            .expect("the handle is the push source");
+        let big = |key: &str| {
+            let Change::Upsert(mut d) = doc(key, "group:staff") else {
+                unreachable!()
+            };
+            d.content = vec![b'x'; 60_000];
+            Change::Upsert(d)
+        };
+        assert!(source.send(big("a")).await);
+        assert!(source.send(big("b")).await);
+        // 120,000 of 131,072 bytes held: a third waits, though the queue has places left.
+        let third =
+            tokio::time::timeout(std::time::Duration::from_millis(50), source.send(big("c")));
+        assert!(third.await.is_err(), "queued past its bytes");
+        // The connector takes them off: the bytes come back.
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(connector.run(context(tx, shutdown.clone())));
+        assert!(source.send(big("c")).await);
+        for _ in 0..3 {
+            rx.recv().await.unwrap();
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
     }
 
     /// Changes accepted before the shutdown still reach the pipeline (found by a review: the
