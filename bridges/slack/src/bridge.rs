@@ -107,6 +107,10 @@ pub struct Bridge {
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Fixed user-facing strings (never document content).
+/// Messages the bridge sends through one `response_url` at most (Slack allows 5; one is kept
+/// for a failure note).
+const RESPONSE_URL_MESSAGES: usize = 4;
+
 mod text {
     pub const UNMAPPED: &str = "Sorry, I can't match your Slack account to a Docent identity, so I can't answer. Please ask your Docent administrator to add your Slack ID or e-mail address as an alias.";
     pub const HELP: &str =
@@ -117,6 +121,7 @@ mod text {
     pub const NOT_YOURS: &str = "You can only rate answers given to you or to this channel.";
     pub const THANKS: &str = "Thanks, your feedback was recorded.";
     pub const PRIVATE_NOTE: &str = "Answered with your own access; only you can see this.";
+    pub const TOO_LONG_HERE: &str = "The rest of this answer is longer than Slack lets me show here: ask me in a direct message to read it whole.";
     pub const GUESTS: &str = "This channel has guests, so I don't answer here from the documents everyone may read. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
 }
 
@@ -587,6 +592,17 @@ impl Bridge {
                 thread_ts,
             } => self.post_ephemeral(channel, user, *thread_ts, msgs).await,
             Target::ResponseUrl(url) => {
+                // Slack takes at most 5 messages through one response_url: one is kept for
+                // a failure note, and an answer longer than that says where to read it whole.
+                let cut;
+                let msgs = if msgs.len() > RESPONSE_URL_MESSAGES {
+                    let mut kept = msgs[..RESPONSE_URL_MESSAGES - 1].to_vec();
+                    kept.extend(Message::plain(text::TOO_LONG_HERE));
+                    cut = kept;
+                    &cut[..]
+                } else {
+                    msgs
+                };
                 let mut r = Ok(());
                 for m in msgs {
                     if let Err(e) = self
