@@ -460,12 +460,11 @@ pub async fn start_with(
         .unwrap_or(64 * 1024);
     // Transport bounds, for peers that have not authenticated yet: a TLS handshake must finish
     // in 10 s (an idle socket would otherwise hold a descriptor for good), at most 128 streams
-    // per connection (tonic's default is none), and dead peers are found by keepalives.
+    // per connection (tonic's default is none), and dead HTTP/2 peers are found by pings.
     let mut builder = Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
         .layer(crate::metrics::MetricsLayer::new(metrics))
         .layer(RefusalAuditLayer::new(state.audit.clone()));
     if let Some(tls) = &config.server.tls {

@@ -264,7 +264,9 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
         addr.get(..s.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(s))
     };
-    if scheme("http://") {
+    // Off this machine only (a loopback daemon's plaintext never leaves it, and CA settings
+    // left in the environment were always ignored there).
+    if scheme("http://") && plaintext_host(addr, true).is_some() {
         if config.ca.is_some() || config.cert.is_some() || config.key.is_some() {
             return Err(Error::TlsSettingsOverPlaintext { addr: addr.clone() });
         }
@@ -600,12 +602,18 @@ mod tests {
         assert!(Client::connect_lazy(&local).await.is_ok());
         let mixed = Config {
             ca: Some("ca.pem".into()),
-            ..local
+            ..allowed
         };
         assert!(matches!(
             Client::connect_lazy(&mixed).await,
             Err(Error::TlsSettingsOverPlaintext { .. })
         ));
+        // On this machine, settings left in the environment are ignored, as before.
+        let local_ca = Config {
+            ca: Some("ca.pem".into()),
+            ..local
+        };
+        assert!(Client::connect_lazy(&local_ca).await.is_ok());
     }
 
     #[tokio::test]

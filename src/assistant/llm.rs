@@ -360,7 +360,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| LlmError::Failed(e.to_string()))?
+        .map_err(|e| LlmError::Broken(e.to_string()))?
     {
         if out.len() + chunk.len() > cap {
             return Err(LlmError::Malformed(format!(

@@ -135,7 +135,7 @@ fn validate(
     if d.version.is_empty() {
         return Err(reject("the version is empty".into()));
     }
-    // Short fields are kept whole (the document table, every chunk) and shown: bounded, and
+    // Short fields are stored (the document table, every chunk) and shown: bounded, and
     // free of control characters (an escape sequence in a title would run in the terminal of
     // whoever's CLI prints it; a title may still hold tabs and line breaks).
     let line_space = |c: char| matches!(c, '\t' | '\n' | '\r');

@@ -424,12 +424,20 @@ impl Bridge {
     /// The workspace's guest accounts (restricted or ultra-restricted, not deleted), read with
     /// `users.list` at most once per user-cache TTL.
     async fn guests(&self) -> Result<Arc<std::collections::HashSet<String>>, Failure> {
+        let cached = || {
+            self.state()
+                .guests
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < self.cfg.user_cache_ttl)
+                .map(|(_, g)| g.clone())
+        };
+        if let Some(g) = cached() {
+            return Ok(g);
+        }
         // One reading at a time: questions arriving meanwhile wait for it, not read again.
         let _one = self.guest_refresh.lock().await;
-        if let Some((at, g)) = &self.state().guests
-            && at.elapsed() < self.cfg.user_cache_ttl
-        {
-            return Ok(g.clone());
+        if let Some(g) = cached() {
+            return Ok(g);
         }
         let mut guests = std::collections::HashSet::new();
         self.each_page("users.list", &[("limit", "200")], |ms| {

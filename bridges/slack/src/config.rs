@@ -327,10 +327,26 @@ impl Config {
             );
         }
         let docent_addr = raw.docent.addr.clone();
-        if !(docent_addr.starts_with("https://") || docent_addr.starts_with("http://")) {
+        let scheme = |p: &str| {
+            docent_addr
+                .get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+        };
+        if !(scheme("https://") || scheme("http://")) {
             issue(
                 "docent.addr",
                 format!("{docent_addr:?}: expected http:// or https://"),
+            );
+        } else if !raw.docent.allow_plain_http
+            && docent_client::plaintext_warning(&docent_addr, true).is_some()
+        {
+            issue(
+                "docent.addr",
+                format!(
+                    "{docent_addr:?}: the API key would cross the network in plaintext; use \
+                     https://, or set docent.allow_plain_http = true on a network encrypted by \
+                     other means"
+                ),
             );
         }
         if raw.docent.cert.is_some() != raw.docent.key.is_some() {
@@ -485,6 +501,14 @@ audiences = { C0HR = "group:hr" }
         assert!(paths.contains(&"slack.bot_token"), "{issues:?}");
         assert!(paths.contains(&"docent.api_key"), "{issues:?}");
         assert!(paths.contains(&"slack.team_id"), "{issues:?}");
+        // The API key over plaintext to another host: refused unless allowed.
+        let remote = TEXT.replace("http://127.0.0.1:7878", "HTTP://docent.corp.example:7878");
+        let Err(ConfigError::Invalid(issues)) = Config::parse(&remote, Path::new("."), &env) else {
+            panic!("expected issues")
+        };
+        assert_eq!(issues[0].path, "docent.addr", "{issues:?}");
+        let allowed = remote.replace("[docent]", "[docent]\nallow_plain_http = true");
+        assert!(Config::parse(&allowed, Path::new("."), &env).is_ok());
         let unknown = TEXT.replace("[channels]", "[channels]\nfoo = 1");
         assert!(matches!(
             Config::parse(&unknown, Path::new("."), &env),

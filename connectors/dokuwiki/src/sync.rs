@@ -282,7 +282,8 @@ impl Syncer {
     /// only where `wiki.aclCheck` shows that it takes effect.
     async fn as_the_file_reads(&self, rules: AclRules) -> Result<AclRules, PassError> {
         // The crawler's groups, as far as Docent can know them: the superuser groups (the
-        // crawler is a superuser) and DokuWiki's default group, `user`.
+        // crawler is a superuser). Its other groups are not known (the README asks for a
+        // crawler in no other group): a rule filled in for one of them reads as written.
         let crawler_groups: Vec<&str> = self
             .cfg
             .superusers
@@ -292,7 +293,6 @@ impl Syncer {
                 Who::Group(g) => Some(g.as_str()),
                 _ => None,
             })
-            .chain(["user"])
             .collect();
         let mut rules = rules.unexpand(&self.cfg.username, &crawler_groups);
         let probes: Vec<(String, Who)> = rules

@@ -791,7 +791,8 @@ async fn folder_dacl(
                     "cannot open the folder to read its permissions: {e}"
                 )),
                 BTreeSet::new(),
-                !e.denied && !e.malformed,
+                // A reply to the open that cannot be read is server trouble, not the folder's.
+                !e.denied,
             );
         }
     };
@@ -1408,15 +1409,20 @@ impl Crawler {
             }
             Err(ReadError { reason, busy }) => {
                 // A file another program holds without sharing it for reading (a mailbox, a
-                // database) keeps its indexed version while its ACL, read ahead, is the
-                // indexed one: it is busy, not gone or closed to readers.
-                if busy
-                    && let (Some(fp), Some(Ok(acl))) = (&indexed_acl, known_acl)
-                    && *fp == acl.fingerprint()
-                {
-                    self.count(|j| j.counts.scanned += 1);
-                    self.count_failure(&f.rel, &format!("{reason}; the indexed version stays"));
-                    return Ok(());
+                // database) keeps its indexed version while its ACL, read again through an open
+                // that asks only for the security descriptor (which sharing does not block),
+                // is the indexed one: it is busy, not gone or closed to readers.
+                if busy && let Some(fp) = &indexed_acl {
+                    let (_, acl, unmapped) =
+                        read_acl(session, &self.sids, &self.cfg, f.rel.clone()).await;
+                    self.unmapped.extend(unmapped);
+                    if let Ok(acl) = acl.and_then(|a| self.narrowed(&f.rel, a))
+                        && acl.fingerprint() == *fp
+                    {
+                        self.count(|j| j.counts.scanned += 1);
+                        self.count_failure(&f.rel, &format!("{reason}; the indexed version stays"));
+                        return Ok(());
+                    }
                 }
                 // A failure because the server went away, or could not say who may pass a
                 // folder above, is an outage, not this file's fault: skipping it would remove
