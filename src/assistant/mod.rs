@@ -422,6 +422,10 @@ impl Assistant {
         self.store.as_ref()
     }
 
+    pub fn guardrails(&self) -> &Arc<Guardrails> {
+        &self.guardrails
+    }
+
     pub fn llm(&self) -> Option<&Arc<LlmClient>> {
         self.llm.as_ref()
     }

@@ -36,10 +36,32 @@ impl AdminService {
             })
     }
 
-    fn connector_status(&self, c: &super::ConnectorInfo) -> pb::ConnectorStatus {
+    /// What `admin` may be shown of a document id (`id`) or of a reason or error naming one:
+    /// PII-redacted for their groups, as everything else that leaves the daemon (an admin
+    /// outside the PII-exempt groups sees a card number in a file name redacted).
+    fn shown_to(&self, admin: &crate::identity::Caller) -> impl Fn(String, bool) -> String + '_ {
+        let principals = admin.principals().clone();
+        let g = self.state.assistant.guardrails().clone();
+        move |mut s: String, id: bool| {
+            let mut found = crate::guardrail::PiiFindings::default();
+            if id {
+                g.redact_key(&principals, &mut s, &mut found);
+            } else {
+                g.redact_sentence(&principals, &mut s, &mut found);
+            }
+            s
+        }
+    }
+
+    fn connector_status(
+        &self,
+        c: &super::ConnectorInfo,
+        admin: &crate::identity::Caller,
+    ) -> pb::ConnectorStatus {
+        let shown = self.shown_to(admin);
         let counts = self.state.index.documents_by_source();
         let s = c.status.snapshot();
-        let last_error = s.last_error().unwrap_or_default();
+        let last_error = shown(s.last_error().unwrap_or_default(), false);
         let (skipped_total, recent) = self.state.skips.get(&c.id);
         pb::ConnectorStatus {
             id: c.id.clone(),
@@ -49,11 +71,14 @@ impl AdminService {
             skipped_total,
             skipped: recent
                 .into_iter()
-                .map(|(id, reason)| pb::SkippedDocument { id, reason })
+                .map(|(id, reason)| pb::SkippedDocument {
+                    id: shown(id, true),
+                    reason: shown(reason, false),
+                })
                 .collect(),
             last_full_scan: s.last_full_scan_ms.map(|ms| ms / 1000).unwrap_or(0),
             last_error,
-            alarms: s.alarms.into_values().collect(),
+            alarms: s.alarms.into_values().map(|a| shown(a, false)).collect(),
             paused: s.paused,
         }
     }
@@ -98,13 +123,17 @@ fn require_admin<T>(req: &Request<T>) -> Result<crate::identity::Caller, Service
     }
 }
 
-fn job(connector: &str, j: &docent_connector_api::jobs::JobRecord) -> pb::Job {
+fn job(
+    connector: &str,
+    j: &docent_connector_api::jobs::JobRecord,
+    shown: &dyn Fn(String, bool) -> String,
+) -> pb::Job {
     use docent_connector_api::jobs::JobState;
     let (state, reason) = match &j.state {
         JobState::Running => ("running", String::new()),
         JobState::Succeeded => ("succeeded", String::new()),
-        JobState::Failed(r) => ("failed", r.clone()),
-        JobState::Blocked(r) => ("blocked", r.clone()),
+        JobState::Failed(r) => ("failed", shown(r.clone(), false)),
+        JobState::Blocked(r) => ("blocked", shown(r.clone(), false)),
         JobState::Cancelled => ("cancelled", String::new()),
     };
     let c = j.counts;
@@ -130,8 +159,8 @@ fn job(connector: &str, j: &docent_connector_api::jobs::JobRecord) -> pb::Job {
             .failures
             .iter()
             .map(|f| pb::SkippedDocument {
-                id: f.id.clone(),
-                reason: f.reason.clone(),
+                id: shown(f.id.clone(), true),
+                reason: shown(f.reason.clone(), false),
             })
             .collect(),
     }
@@ -156,7 +185,7 @@ impl pb::admin_server::Admin for AdminService {
             .state
             .connectors
             .iter()
-            .map(|c| self.connector_status(c))
+            .map(|c| self.connector_status(c, &admin))
             .collect();
         self.state.record_ok("ListConnectors", &admin, None);
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
@@ -395,7 +424,7 @@ impl pb::admin_server::Admin for AdminService {
             .snapshot()
             .jobs
             .iter()
-            .map(|j| job(&c.id, j))
+            .map(|j| job(&c.id, j, &self.shown_to(&admin)))
             .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
@@ -437,7 +466,10 @@ impl pb::admin_server::Admin for AdminService {
             .await?;
         // The connector applies it on its next turn; the answer already says so.
         self.connector(&id)?.status.set_paused(true);
-        Ok(Response::new(self.connector_status(self.connector(&id)?)))
+        let admin = require_admin(&req)?;
+        Ok(Response::new(
+            self.connector_status(self.connector(&id)?, &admin),
+        ))
     }
 
     async fn resume_connector(
@@ -449,6 +481,9 @@ impl pb::admin_server::Admin for AdminService {
         self.command(&req, &id, "ResumeConnector", ConnectorCommand::Resume)
             .await?;
         self.connector(&id)?.status.set_paused(false);
-        Ok(Response::new(self.connector_status(self.connector(&id)?)))
+        let admin = require_admin(&req)?;
+        Ok(Response::new(
+            self.connector_status(self.connector(&id)?, &admin),
+        ))
     }
 }

@@ -24,6 +24,9 @@ async fn bad_files_are_skipped_with_reasons() {
     )
     .unwrap();
     std::fs::write(c.join("empty.txt"), "").unwrap();
+    // Skipped too, and its name holds a card number: admins outside the PII-exempt groups see
+    // it redacted in the skip list, as anything else that leaves the daemon.
+    std::fs::write(c.join("payroll 4111 1111 1111 1111.txt"), "").unwrap();
     std::fs::write(c.join("huge.txt"), "word ".repeat(300_000)).unwrap(); // 1.5 MB > 1 MB limit
     std::fs::write(
         c.join("binary.txt"),
@@ -133,6 +136,14 @@ async fn bad_files_are_skipped_with_reasons() {
         let r = reason(name);
         assert!(r.contains(want), "{name}: {r}");
     }
+
+    let ids: Vec<&str> = share.skipped.iter().map(|s| s.id.as_str()).collect();
+    assert!(
+        ids.iter()
+            .any(|id| id.contains("payroll") && id.contains("[REDACTED")),
+        "{ids:?}"
+    );
+    assert!(!ids.iter().any(|id| id.contains("4111 1111")), "{ids:?}");
 
     assert_eq!(share.documents, 1, "only good.md is indexed");
     assert_eq!(share.state, "watching");
