@@ -537,6 +537,21 @@ mod tests {
         .await;
         assert!(waited.is_err(), "the queue was full");
         assert_eq!(source.newest("b", &index), None, "nothing remembered");
+        // A delete of a key known as accepted: cancelled, the key stays known (its retry is a
+        // delete again, not NOT_FOUND).
+        let known = Some(("1".to_string(), "fp".to_string()));
+        source.record("c", known.clone(), &index);
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            source.accept("c", None, Change::Delete(DocKey::new("crm", "c")), &index),
+        )
+        .await;
+        assert!(waited.is_err(), "the queue was full");
+        assert_eq!(
+            source.newest("c", &index),
+            known,
+            "the delete left no trace"
+        );
     }
 
     /// The queue holds at most two requests' worth of content bytes, whatever its count: a
