@@ -17,7 +17,11 @@
 //!
 //!     cargo bench --bench ann -- [--sizes 10000,100000,1000000] [--ef 64,128 (default: the dense leg's beam for each scope)] [--queries 200]
 //!         [--m 16] [--efc 128] [--threads 2] [--vectors FILE] [--scopes 100,10,1] [--no-graph]
-//!         [--correlated] [--seeds 512] [--seed-count 8]
+//!         [--correlated] [--seeds 512] [--seed-count 8] [--prefix-words 3 --first-keep 16384]
+//!
+//! `--prefix-words N` tries a two-stage sign pass (not what the dense leg does): the first N
+//! words of each code, in their own array, keep `--first-keep` docs before the full codes keep
+//! 2,048 of those (benches/RESULTS.md, session 28).
 //!
 //! `--correlated` draws each scope as the docs nearest one topic instead of at random: the
 //! graph's hard case, where the docs around the query are all refused. The graph starts, as
@@ -207,6 +211,19 @@ fn main() -> anyhow::Result<()> {
         for v in &vs {
             signs::encode_into(v, &mut codes);
         }
+        // `--prefix-words N --first-keep K`: a first pass over the first N words of each code
+        // (kept in their own array, so it reads N/words of the bytes), keeping K docs, before
+        // the full codes keep 2,048 of those.
+        let prefix_words = list("--prefix-words", &[0])[0];
+        let first_keep = list("--first-keep", &[16_384])[0];
+        let prefix: std::sync::Arc<Vec<u64>> = std::sync::Arc::new(if prefix_words > 0 {
+            codes
+                .chunks_exact(words)
+                .flat_map(|c| c[..prefix_words].iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        });
         let codes = std::sync::Arc::new(codes);
         // `--graph-cache DIR`: reuse a graph built earlier with the same data and parameters
         // (its build time is then the one recorded with it).
@@ -343,14 +360,19 @@ fn main() -> anyhow::Result<()> {
                 // The dense leg lists the admitted docs afresh for each search (not timed here).
                 let docs = admitted.clone();
                 let t = Instant::now();
-                let near = signs::nearest_split(
-                    docent::threads::helpers(),
-                    &codes,
-                    words,
-                    &qs,
-                    docs,
-                    2048,
-                );
+                let near = if prefix_words > 0 {
+                    let first = signs::nearest_split(
+                        docent::threads::helpers(),
+                        &prefix,
+                        prefix_words,
+                        &qs[..prefix_words],
+                        docs,
+                        first_keep,
+                    );
+                    signs::nearest(&codes, words, &qs, &first, 2048, &mut Vec::new())
+                } else {
+                    signs::nearest_split(docent::threads::helpers(), &codes, words, &qs, docs, 2048)
+                };
                 let got = rescore(q, &vs, int8_top(&qq, &near));
                 sign_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 sign_recall += recall_of(qi, &got, want);
