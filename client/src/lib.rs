@@ -266,13 +266,11 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
     };
     // Off this machine only (a loopback daemon's plaintext never leaves it, and CA settings
     // left in the environment were always ignored there).
-    if scheme("http://") && plaintext_host(addr, true).is_some() {
+    if let Some(host) = plaintext_host(addr, true) {
         if config.ca.is_some() || config.cert.is_some() || config.key.is_some() {
             return Err(Error::TlsSettingsOverPlaintext { addr: addr.clone() });
         }
-        if let Some(host) = plaintext_host(addr, has_token)
-            && !config.allow_plain_http
-        {
+        if has_token && !config.allow_plain_http {
             return Err(Error::PlaintextRefused { host });
         }
     }

@@ -440,7 +440,12 @@ mod tests {
 
     /// A push source for `user:crm-bot` and its connector.
     fn built() -> (Arc<PushSource>, Box<dyn docent_connector_api::Connector>) {
-        let built = spec("writers = [\"user:crm-bot\"]")
+        built_with("")
+    }
+
+    /// [`built`] with more keys (`extra`: TOML lines).
+    fn built_with(extra: &str) -> (Arc<PushSource>, Box<dyn docent_connector_api::Connector>) {
+        let built = spec(&format!("writers = [\"user:crm-bot\"]\n{extra}"))
             .unwrap()
             .build()
             .unwrap();
@@ -508,17 +513,8 @@ mod tests {
     /// was answered UNCHANGED or NOT_FOUND on the retry, and lost).
     #[tokio::test]
     async fn a_change_cancelled_while_the_queue_is_full_is_not_remembered() {
-        let built = spec("writers = [\"user:crm-bot\"]\nqueue_capacity = 1")
-            .unwrap()
-            .build()
-            .unwrap();
         // The connector (the queue's receiver) lives, and takes nothing.
-        let _connector = built.connector;
-        let source = built
-            .handle
-            .unwrap()
-            .downcast::<PushSource>()
-            .expect("the handle is the push source");
+        let (source, _connector) = built_with("queue_capacity = 1");
         let dir = tempfile::tempdir().unwrap();
         let index = crate::index::Index::open(dir.path(), "m", 4).unwrap();
         assert!(
@@ -558,16 +554,7 @@ mod tests {
     /// change past that waits (backpressure) until the connector takes one off.
     #[tokio::test]
     async fn the_queue_holds_at_most_its_bytes() {
-        let built = spec("writers = [\"user:crm-bot\"]\nmax_request_bytes = 65536")
-            .unwrap()
-            .build()
-            .unwrap();
-        let connector = built.connector;
-        let source = built
-            .handle
-            .unwrap()
-            .downcast::<PushSource>()
-            .expect("the handle is the push source");
+        let (source, connector) = built_with("max_request_bytes = 65536");
         let big = |key: &str| {
             let Change::Upsert(mut d) = doc(key, "group:staff") else {
                 unreachable!()

@@ -319,12 +319,7 @@ impl AclRules {
             }
         }
         for (scope, who, pattern, principal, level) in found {
-            if let Some(entries) = self.scopes.get_mut(&scope) {
-                entries.remove(&who);
-                if entries.is_empty() {
-                    self.scopes.remove(&scope);
-                }
-            }
+            self = self.without(&scope, &who);
             self.templated
                 .entry((pattern, principal))
                 .and_modify(|l| *l = (*l).max(level))
