@@ -19,8 +19,9 @@
 //!   (except under one the crawler is refused, "permission denied": those are withdrawn,
 //!   skipped with the reason, since their ACL can no longer be checked), a root that lists no
 //!   files while documents under it are indexed is reported as an outage (unless an admin
-//!   forces the deletions), so is a root that was a mount point when last walked (kept in the
-//!   checkpoint) and is not one now, whatever the directory left behind holds or refuses, and
+//!   forces the deletions), so is a root or a directory below one that was a mount point when
+//!   last walked (kept in the checkpoint) and is not one now, whatever the directory left
+//!   behind holds or refuses, and
 //!   a watched path is deleted only when its file is not found (another I/O error keeps it);
 //! - a deletion or move is acted on even when the upsert it cancels has not been committed yet,
 //!   and "unchanged" is judged against the last change sent, not only the index
@@ -143,17 +144,19 @@ struct Scanner {
     sink: mpsc::Sender<Change>,
     indexed: Arc<dyn IndexedState>,
     shutdown: CancellationToken,
-    /// The roots (as configured) that were mount points when last walked, from the checkpoint
-    /// on: one that no longer is was unmounted (see [`Scanner::unmounted`]).
+    /// The roots (as configured) and the directories below them (as walked) that were mount
+    /// points when last walked, from the checkpoint on: one that no longer is was unmounted
+    /// (see [`Scanner::unmounted`]).
     mounted: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
 }
 
-/// The checkpoint's list of roots that were mount points ([`Scanner::mounted`]).
+/// The checkpoint's list of roots and directories that were mount points
+/// ([`Scanner::mounted`]; the name is from when it held roots only).
 const MOUNTED_ROOTS: &str = "mounted_roots";
 
 /// How the reason an unmounted root is reported for begins ([`Alarm::Unmounted`], cleared by
 /// the next reconciliation that finds none).
-const UNMOUNTED: &str = "unmounted share? root";
+const UNMOUNTED: &str = "unmounted share?";
 
 async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let FsConnector { cfg, filter } = conn;
@@ -580,7 +583,16 @@ impl Scanner {
             let canonical = self.canonical_root(root);
             let mounted_before = mount_point(canonical);
             let before = seen.len();
-            self.walk(root, root, &mut seen, &mut unlisted)?;
+            self.walk(
+                root,
+                root,
+                force_deletions,
+                &mut Walked {
+                    seen: &mut seen,
+                    unlisted: &mut unlisted,
+                    outages: &mut outages,
+                },
+            )?;
             if mounted_before && !mount_point(canonical) && !force_deletions {
                 // Unmounted during the walk: what it did not reach is kept, and the root stays
                 // recorded as a mount point.
@@ -589,7 +601,7 @@ impl Scanner {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(root.clone());
                 let why = format!(
-                    "{UNMOUNTED} {} was unmounted during the walk: what the walk had not read \
+                    "{UNMOUNTED} root {} was unmounted during the walk: what the walk had not read \
                      under it was neither withdrawn nor deleted",
                     root.display()
                 );
@@ -701,21 +713,29 @@ impl Scanner {
         Ok(())
     }
 
-    /// Walks `dir` (inside `root`), recording every file it accounts for in `seen` and every
-    /// path it could not read in `unlisted`.
+    /// Walks `dir` (inside `root`), recording every file it accounts for in `seen`, every path
+    /// it could not read in `unlisted`, and why in `outages` where a directory below `dir` that
+    /// was a mount point is not one now (unless `force`, which walks what is there). Mount
+    /// points below `dir` are recorded in [`Scanner::mounted`].
     fn walk(
         &self,
         root: &Path,
         dir: &Path,
-        seen: &mut BTreeSet<String>,
-        unlisted: &mut Vec<PathBuf>,
+        force: bool,
+        out: &mut Walked<'_>,
     ) -> Result<(), ConnectorError> {
-        let walker = walkdir::WalkDir::new(dir)
+        let Walked {
+            seen,
+            unlisted,
+            outages,
+        } = out;
+        let mut walker = walkdir::WalkDir::new(dir)
             .follow_links(self.cfg.follow_symlinks)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| !(e.file_type().is_dir() && self.excluded_dir(root, e.path())));
-        for entry in walker {
+        let mut mounts = SubMounts::new(self.canonical_root(root), root);
+        while let Some(entry) = walker.next() {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -757,6 +777,31 @@ impl Scanner {
                 }
             };
             if entry.file_type().is_dir() {
+                let Some(is_mount) = mounts.enter(&entry) else {
+                    continue;
+                };
+                let path = entry.path();
+                let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
+                if is_mount {
+                    mounted.insert(path.to_path_buf());
+                } else if mounted.contains(path) && !force {
+                    // A share mounted here went away: the directory left behind (empty,
+                    // closed, or holding stale files) says nothing of its files, which are
+                    // neither withdrawn nor deleted (as for an unmounted root).
+                    drop(mounted);
+                    walker.skip_current_dir();
+                    let why = format!(
+                        "{UNMOUNTED} {} was a mount point when last walked and is not one now: \
+                         nothing under it was withdrawn or deleted; a sync with force_deletions \
+                         walks it as it is",
+                        path.display()
+                    );
+                    self.count_failure(&path.to_string_lossy(), &why);
+                    outages.push(why);
+                    unlisted.push(path.to_path_buf());
+                } else {
+                    mounted.remove(path);
+                }
                 continue;
             }
             if entry.path_is_symlink() && !self.cfg.follow_symlinks {
@@ -772,6 +817,34 @@ impl Scanner {
             // no resolving; with it, every file is checked.
             self.visit_file(root, path, !self.cfg.follow_symlinks)?;
         }
+        // A mount below `dir` that went away during the walk: what the walk had not read under
+        // it is kept, and it stays recorded as a mount point.
+        if self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        for path in std::mem::take(&mut mounts.entered) {
+            if !force && !mount_point(&mounts.canonical_of(&path)) {
+                let why = format!(
+                    "{UNMOUNTED} {} was unmounted during the walk: what the walk had not read \
+                     under it was neither withdrawn nor deleted",
+                    path.display()
+                );
+                self.count_failure(&path.to_string_lossy(), &why);
+                outages.push(why);
+                unlisted.push(path);
+            }
+        }
+        // Recorded mount points below `dir` the walk did not meet are gone (or excluded), unless
+        // they lie under a directory it could not list.
+        self.mounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|m| {
+                !m.starts_with(dir)
+                    || m == dir
+                    || mounts.met.contains(m)
+                    || unlisted.iter().any(|u| m.starts_with(u))
+            });
         Ok(())
     }
 
@@ -810,12 +883,24 @@ impl Scanner {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
-            // Events in the directory left where a share was unmounted say nothing of the
-            // share's files (the next reconciliation reports the outage).
-            if *unmounted
-                .entry(root.to_path_buf())
-                .or_insert_with(|| self.unmounted(root).is_some())
-            {
+            // Events in the directory left where a share was unmounted (at the root or below
+            // it) say nothing of the share's files (the next reconciliation reports the outage).
+            let recorded: Vec<PathBuf> = self
+                .mounted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|m| path.starts_with(m))
+                .cloned()
+                .collect();
+            if recorded.into_iter().any(|m| {
+                let canonical = self
+                    .canonical_root(root)
+                    .join(m.strip_prefix(root).unwrap_or(&m));
+                *unmounted
+                    .entry(m)
+                    .or_insert_with(|| !mount_point(&canonical))
+            }) {
                 continue;
             }
             match std::fs::symlink_metadata(path) {
@@ -832,7 +917,16 @@ impl Scanner {
                         continue;
                     }
                     let (mut seen, mut unlisted) = (BTreeSet::new(), Vec::new());
-                    self.walk(root, path, &mut seen, &mut unlisted)?;
+                    self.walk(
+                        root,
+                        path,
+                        false,
+                        &mut Walked {
+                            seen: &mut seen,
+                            unlisted: &mut unlisted,
+                            outages: &mut Vec::new(),
+                        },
+                    )?;
                     self.delete_missing_under(path, &seen, &unlisted)?;
                 }
                 Ok(_) => {
@@ -1385,6 +1479,82 @@ fn untrusted_mount(kind: &str) -> String {
         "lies on a {kind} mount, whose permissions the mode bits do not state: use the smb or \
          nfs connector, or state its access with an acl_rules entry (mode = \"replace\")"
     )
+}
+
+/// What a walk accounts for ([`Scanner::walk`]).
+struct Walked<'a> {
+    /// Every file it saw.
+    seen: &'a mut BTreeSet<String>,
+    /// Paths it could not list: what is indexed under them is neither deleted nor changed.
+    unlisted: &'a mut Vec<PathBuf>,
+    /// Why a share below the root is taken for unmounted.
+    outages: &'a mut Vec<String>,
+}
+
+/// Tells, for each directory a walk enters below where it started, whether it is a mount
+/// point: on another device than its parent, or listed as one in `/proc/self/mountinfo` (a
+/// bind mount within one file system; read once per walk, not once per directory).
+struct SubMounts {
+    root: PathBuf,
+    canonical: PathBuf,
+    listed: BTreeSet<PathBuf>,
+    /// The device of the directory entered at each depth, the walk's start at 0.
+    devs: Vec<u64>,
+    /// Directories met, as walked.
+    met: BTreeSet<PathBuf>,
+    /// Mount points entered, as walked.
+    entered: Vec<PathBuf>,
+}
+
+impl SubMounts {
+    fn new(canonical_root: &Path, root: &Path) -> Self {
+        let listed = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|info| {
+                info.lines()
+                    .filter_map(|l| l.split(' ').nth(4))
+                    .map(|m| PathBuf::from(unescape_mount_path(m)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            root: root.to_path_buf(),
+            canonical: canonical_root.to_path_buf(),
+            listed,
+            devs: Vec::new(),
+            met: BTreeSet::new(),
+            entered: Vec::new(),
+        }
+    }
+
+    /// Where `path` (as walked, under the root) lies with every link in the root resolved.
+    fn canonical_of(&self, path: &Path) -> PathBuf {
+        self.canonical
+            .join(path.strip_prefix(&self.root).unwrap_or(path))
+    }
+
+    /// Whether the directory `entry` is a mount point; `None` for where the walk started.
+    fn enter(&mut self, entry: &walkdir::DirEntry) -> Option<bool> {
+        let depth = entry.depth();
+        self.devs.truncate(depth);
+        let parent = self.devs.last().copied();
+        // A directory whose metadata cannot be read (it just went) is taken to be on its
+        // parent's device, so that its children are not all taken for mount points.
+        let dev = entry
+            .metadata()
+            .map(|m| m.dev())
+            .ok()
+            .or(parent)
+            .unwrap_or(0);
+        self.devs.push(dev);
+        let parent = parent.filter(|_| depth > 0)?;
+        let path = entry.path().to_path_buf();
+        let is = dev != parent || self.listed.contains(&self.canonical_of(&path));
+        if is {
+            self.entered.push(path.clone());
+        }
+        self.met.insert(path);
+        Some(is)
+    }
 }
 
 /// Whether `path` (canonical) is a mount point: on another device than its parent, or listed

@@ -386,6 +386,95 @@ fn an_unmounted_root_keeps_its_documents() {
     mode(&share, 0o755);
 }
 
+/// A share mounted on a directory below the root (here a bind mount, which only
+/// `/proc/self/mountinfo` tells) that goes away: its documents are kept, whatever the directory
+/// left behind holds, across a restart, while the rest of the root is reconciled; the outage
+/// is raised; once mounted again nothing is sent; a sync with `force_deletions` walks what is
+/// there and deletes.
+#[test]
+fn an_unmounted_directory_below_the_root_keeps_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (share, root) = (base.join("share"), base.join("root"));
+    mode(&base, 0o755);
+    std::fs::create_dir_all(share.join("hr")).unwrap();
+    std::fs::create_dir_all(root.join("teams/finance")).unwrap();
+    let files = [
+        share.join("hr/salaries.txt"),
+        share.join("canteen.txt"),
+        root.join("local.txt"),
+        root.join("old.txt"),
+    ];
+    for f in &files {
+        std::fs::write(f, "text").unwrap();
+        mode(f, 0o644);
+    }
+    let mnt = root.join("teams/finance");
+    let index = Arc::new(Index::default());
+    let rt = runtime();
+    let mounted = BindMount::new(&share, &mnt);
+    let (up, _, _, checkpoint) = sync_from(&rt, connector_at(&root), &index, None);
+    assert_eq!(up.len(), 4, "{up:?}");
+    assert_eq!(
+        checkpoint["mounted_roots"],
+        serde_json::json!([mnt.to_string_lossy()])
+    );
+
+    drop(mounted);
+    std::fs::write(mnt.join("stale.txt"), "written while unmounted").unwrap();
+    std::fs::remove_file(root.join("old.txt")).unwrap();
+    let (up, skipped, deleted, checkpoint) = rt.block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
+        let synced = live.next_sync(true).await;
+        let status = live.status.snapshot();
+        assert!(
+            status.alarms[&Alarm::Unmounted].contains(&*mnt.to_string_lossy()),
+            "{:?}",
+            status.alarms
+        );
+        assert!(
+            matches!(&status.jobs[0].state, docent_connector_api::jobs::JobState::Failed(why) if why.contains("unmounted")),
+            "{:?}",
+            status.jobs[0]
+        );
+        live.stop().await;
+        synced
+    });
+    assert!(up.is_empty() && skipped.is_empty(), "{up:?} {skipped:?}");
+    assert_eq!(deleted, [root.join("old.txt").to_string_lossy()]);
+    assert_eq!(index.native_ids("fs-conformance").len(), 3);
+    assert_eq!(
+        checkpoint["mounted_roots"],
+        serde_json::json!([mnt.to_string_lossy()])
+    );
+    std::fs::remove_file(mnt.join("stale.txt")).unwrap();
+
+    let mounted = BindMount::new(&share, &mnt);
+    let checkpoint = nothing_sent(sync_from(
+        &rt,
+        connector_at(&root),
+        &index,
+        Some(checkpoint),
+    ));
+    drop(mounted);
+
+    // An admin who took the share away on purpose forces the deletions.
+    let deleted = rt.block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
+        let (_, _, deleted, _) = live.next_sync(true).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        let (_, _, deleted, checkpoint) = live.sync_now_forced().await;
+        assert_eq!(checkpoint["mounted_roots"], serde_json::json!([]));
+        live.stop().await;
+        deleted
+    });
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(
+        index.native_ids("fs-conformance"),
+        [root.join("local.txt").to_string_lossy()]
+    );
+}
+
 /// An unmounted root is reported even when the same walk holds deletions elsewhere back: the
 /// hold must not hide the unmount, or forcing the held deletions (which walks the mount point
 /// left behind as it is) would look like the answer.
@@ -530,6 +619,12 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// A sync with `force_deletions`, applied.
+    async fn sync_now_forced(&mut self) -> Synced {
+        docent_connector_api::conformance::request_sync(&self.commands, &self.status, true).await;
+        self.next_sync(true).await
     }
 
     async fn sync_now(&mut self, apply: bool) -> Synced {
