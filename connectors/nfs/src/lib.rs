@@ -26,7 +26,12 @@
 //!   known to be gone), except one that refuses the crawler (NFS3ERR_ACCES, NFS3ERR_PERM):
 //!   what is indexed below it is withdrawn (skipped with the reason, its ACL can no longer be
 //!   checked) until it can be listed again; deletions go through deletion protection like the
-//!   fs connector's.
+//!   fs connector's;
+//! - a directory that was another file system than the one listing it when last walked (a
+//!   share mounted there on the server, by fsid; kept in the checkpoint) and is not one now is
+//!   an unmounted share: nothing under it is withdrawn or deleted, the rest is reconciled, and
+//!   the sync fails with the reason (alarm "unmounted") until it is mounted again or a sync
+//!   with `force_deletions` walks what is there.
 //!
 //! ```toml
 //! [[connectors]]
@@ -199,6 +204,15 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         lists: HashMap::new(),
         lists_before: HashMap::new(),
         warned_nfsacl: false,
+        mounted: checkpoint
+            .as_ref()
+            .and_then(|c| c.get(MOUNTED_DIRS))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(str::to_string)
+            .collect(),
     };
 
     // The group database is local: report it before the first sync, so that an unreachable
@@ -312,6 +326,9 @@ impl From<NfsError> for SyncError {
 enum Reconciled {
     Done,
     DeletionsBlocked(String),
+    /// A share mounted below the top went away: the rest was reconciled, nothing under it was
+    /// touched.
+    Unmounted(String),
 }
 
 /// One file found by the walk.
@@ -382,7 +399,14 @@ struct Syncer {
     lists_before: SeenLists,
     /// The server's lack of NFSACL was logged.
     warned_nfsacl: bool,
+    /// Directories (relative paths) that were on another file system than the directory
+    /// listing them when last walked (a share mounted there on the server), from the
+    /// checkpoint on: one that no longer is was unmounted, and its documents are kept.
+    mounted: BTreeSet<String>,
 }
+
+/// The checkpoint's list of [`Syncer::mounted`].
+const MOUNTED_DIRS: &str = "mounted_dirs";
 
 impl Syncer {
     /// One reconciliation job. `Ok(false)`: it failed on an outage (recorded in the status) and
@@ -425,6 +449,17 @@ impl Syncer {
                 self.status.raise(Alarm::DeletionProtection, why.clone());
                 JobState::Blocked(why)
             }
+            Ok(Reconciled::Unmounted(why)) => {
+                // Retried as an outage is, without deleting; the rest was reconciled.
+                tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&why), "nfs sync: a share below the export is not mounted; nothing under it was deleted");
+                self.status.clear(Alarm::Outage);
+                self.status.clear(Alarm::DeletionProtection);
+                self.status
+                    .finish_job(self.job, JobState::Failed(why), now_ms);
+                self.status.set_phase("failed");
+                self.send_checkpoint(None).await?;
+                return Ok(false);
+            }
         };
         self.status.finish_job(self.job, state, now_ms);
         self.status.full_scan_done(now_ms);
@@ -433,9 +468,20 @@ impl Syncer {
         } else {
             "watching"
         });
+        self.send_checkpoint(Some(now_ms)).await?;
+        Ok(true)
+    }
+
+    /// The checkpoint: when the last full scan completed (if one just did) and
+    /// [`Syncer::mounted`].
+    async fn send_checkpoint(&self, full_scan_ms: Option<i64>) -> Result<(), ConnectorError> {
+        let full_scan_ms = full_scan_ms.or(self.status.snapshot().last_full_scan_ms);
         self.send(Change::Checkpoint {
             connector: self.cfg.id.clone(),
-            checkpoint: serde_json::json!({ "last_full_scan_ms": now_ms }),
+            checkpoint: serde_json::json!({
+                "last_full_scan_ms": full_scan_ms,
+                MOUNTED_DIRS: self.mounted,
+            }),
         })
         .await
         .map_err(|e| match e {
@@ -444,8 +490,7 @@ impl Syncer {
                 connector: self.cfg.id.clone(),
                 message: m,
             },
-        })?;
-        Ok(true)
+        })
     }
 
     /// Marks the running job cancelled (shutdown during a sync).
@@ -497,6 +542,10 @@ impl Syncer {
         let mut session = Session::connect(&self.cfg).await?;
         let mut top = session.root.clone();
         let mut top_rel = String::new();
+        // Shares mounted below the top that went away (see [`Syncer::mounted`]), and the
+        // mount points met.
+        let mut vanished: Vec<String> = Vec::new();
+        let mut mounts_met: BTreeSet<String> = BTreeSet::new();
         // Who may enter the export's root directory and each one down to the crawled top.
         let root_attr = match session.getattr(&top, "").await? {
             Ok(a) => a,
@@ -514,6 +563,7 @@ impl Syncer {
         let (mut reach, mut above) = self
             .enter(&mut session, &names, &top, &root_attr, "")
             .await?;
+        let mut top_fsid = root_attr.fsid;
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
                 top_rel = join(&top_rel, part);
@@ -541,6 +591,7 @@ impl Syncer {
                 reach = intersect(reach, enter);
                 above = above.or(why);
                 top = fh;
+                top_fsid = attr.fsid;
             }
         }
 
@@ -550,9 +601,9 @@ impl Syncer {
         // Directories the crawler is refused: what is indexed under them is withdrawn.
         let mut denied: Vec<(String, String)> = Vec::new();
         // Each directory below the top narrows further who may reach what it holds.
-        let mut dirs = vec![(top, top_rel.clone(), reach, above)];
+        let mut dirs = vec![(top, top_rel.clone(), reach, above, top_fsid)];
         let mut visited_dirs = BTreeSet::new();
-        while let Some((dir, rel_dir, reach, above)) = dirs.pop() {
+        while let Some((dir, rel_dir, reach, above, fsid)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {
                 Ok(e) => e,
                 // The top refused to the crawler (an admin closed it) is withdrawn like a
@@ -617,6 +668,23 @@ impl Syncer {
                         if !self.filter.excludes(&rel)
                             && visited_dirs.insert((e.attr.fsid, e.attr.fileid))
                         {
+                            if e.attr.fsid != fsid {
+                                mounts_met.insert(rel.clone());
+                            } else if self.mounted.contains(&rel) && !force_deletions {
+                                // The directory left where a share was mounted (empty, or
+                                // holding stale files) says nothing of the share's files.
+                                let why = format!(
+                                    "unmounted share? {rel:?} on {}:{} was another file system \
+                                     when last walked and is not one now: nothing under it was \
+                                     withdrawn or deleted; a sync with force_deletions walks it \
+                                     as it is",
+                                    self.cfg.server, self.cfg.export
+                                );
+                                self.count_failure(&rel, &why);
+                                vanished.push(why);
+                                unlisted.push(rel);
+                                continue;
+                            }
                             // Below a directory whose list cannot be used, nothing is asked:
                             // its files are skipped (unless a rule states their access).
                             let (enter, above) = match &above {
@@ -629,7 +697,13 @@ impl Syncer {
                                         .await?
                                 }
                             };
-                            dirs.push((e.fh, rel, intersect(reach.clone(), enter), above));
+                            dirs.push((
+                                e.fh,
+                                rel,
+                                intersect(reach.clone(), enter),
+                                above,
+                                e.attr.fsid,
+                            ));
                         }
                     }
                     // Symbolic links are not followed (as in the fs connector's default).
@@ -662,6 +736,16 @@ impl Syncer {
                 .iter()
                 .any(|d| d.is_empty() || id.starts_with(&format!("{d}/")))
         };
+        // The walk is complete: mount points it could have met and did not are gone (or no
+        // longer mount points, with force_deletions); vanished ones lie under `unlisted`.
+        self.mounted
+            .retain(|m| !in_scope(m) || under_unlisted(m) || unlisted.iter().any(|d| d == m));
+        self.mounted.extend(mounts_met);
+        let vanished = (!vanished.is_empty()).then(|| vanished.join("; "));
+        match &vanished {
+            Some(why) => self.status.raise(Alarm::Unmounted, why.clone()),
+            None => self.status.clear(Alarm::Unmounted),
+        }
         let gone: Vec<String> = known
             .iter()
             .filter(|id| in_scope(id) && !seen.contains(*id) && !under_unlisted(id))
@@ -712,7 +796,10 @@ impl Syncer {
                 .await?;
             self.count(|j| j.counts.deleted += 1);
         }
-        Ok(Reconciled::Done)
+        Ok(match vanished {
+            Some(why) => Reconciled::Unmounted(why),
+            None => Reconciled::Done,
+        })
     }
 
     /// The newest state of a file as far as this connector knows (see [`SentLog`]).

@@ -19,7 +19,7 @@ use docent_connector_api::conformance::{self, Fixture, harness_context};
 use docent_connector_api::jobs::{ConnectorCommand, JobCounts, JobState};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Acl, Change, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState, Principal,
+    Acl, Alarm, Change, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState, Principal,
     SourceDocument, StatusHandle,
 };
 use docent_nfs_connector::Factory;
@@ -89,13 +89,19 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        let s = Self::stopped();
+        s.up();
+        s
+    }
+
+    /// A server not started yet, its export directory made.
+    fn stopped() -> Self {
         ensure_installed();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("passwd"), PASSWD).unwrap();
         std::fs::write(dir.path().join("group"), GROUP).unwrap();
-        let s = Self { dir };
-        s.up();
-        s
+        std::fs::create_dir_all(dir.path().join("export")).unwrap();
+        Self { dir }
     }
 
     fn up(&self) {
@@ -712,6 +718,81 @@ fn an_empty_listing_deletes_nothing() {
             "{state:?}"
         );
         assert_eq!(c.ids(), ids(&["a.txt", "b.txt"]));
+        c.stop().await;
+    });
+}
+
+/// A file system mounted below the export on the server (a tmpfs here: ganesha shows it with
+/// its own fsid) that goes away: the directory left behind, on the export's file system, says
+/// nothing of its files, which are neither withdrawn nor deleted while the rest of the export
+/// is reconciled; the outage is raised. A sync with `force_deletions` walks what is there.
+#[test]
+fn an_unmounted_share_below_the_export_keeps_its_documents() {
+    let _serial = serial();
+    let server = Server::stopped();
+    let team = server.export().join("team");
+    std::fs::create_dir_all(&team).unwrap();
+    let mount = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mount(&["mount", "-t", "tmpfs", "tmpfs", team.to_str().unwrap()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+    let mounted = Unmount(team.clone());
+    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
+    server.put("a.txt", "a", 1001, 2001, 0o644);
+    server.up();
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        let sent = c.next_sync().await;
+        assert_eq!(c.ids(), ids(&["a.txt", "team/plan.txt"]), "{sent:?}");
+        assert_eq!(
+            sent.checkpoint.unwrap()["mounted_dirs"],
+            serde_json::json!(["team"])
+        );
+
+        drop(mounted);
+        server.put("team/stale.txt", "written while unmounted", 1001, 2001, 0o644);
+        server.put("b.txt", "b", 1001, 2001, 0o644);
+        let sent = c.sync_now().await;
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["b.txt"]),
+            "{sent:?}"
+        );
+        assert!(sent.deletes.is_empty() && sent.skipped.is_empty(), "{sent:?}");
+        assert_eq!(
+            sent.checkpoint.unwrap()["mounted_dirs"],
+            serde_json::json!(["team"])
+        );
+        assert_eq!(c.ids(), ids(&["a.txt", "b.txt", "team/plan.txt"]));
+        let s = c.status.snapshot();
+        assert!(
+            matches!(&s.jobs[0].state, JobState::Failed(why) if why.contains("unmounted share? \"team\"")),
+            "{:?}",
+            s.jobs[0]
+        );
+        assert!(s.alarms.contains_key(&Alarm::Unmounted), "{:?}", s.alarms);
+
+        // An admin who took the share away on purpose forces the deletions.
+        conformance::request_sync(&c.commands, &c.status, true).await;
+        let sent = c.next_sync().await;
+        assert_eq!(sent.deletes, ids(&["team/plan.txt"]), "{sent:?}");
+        assert_eq!(
+            sent.upserts.keys().cloned().collect::<BTreeSet<_>>(),
+            ids(&["team/stale.txt"])
+        );
+        assert_eq!(sent.checkpoint.unwrap()["mounted_dirs"], serde_json::json!([]));
+        assert!(!c.status.snapshot().alarms.contains_key(&Alarm::Unmounted));
         c.stop().await;
     });
 }
