@@ -1282,8 +1282,9 @@ fn turn_record(question: &str, rewritten: Option<&str>, o: &AskOutcome) -> store
 /// A stored turn as the caller may see it now: citations of documents the caller can no longer
 /// read are dropped, with every sentence that cited one of them; when any document the answerer
 /// was given is no longer readable, uncited sentences go, and so does every sentence of a
-/// generated answer (a model's sentence may carry words of any passage it read). The answer
-/// text is rebuilt from what is left.
+/// generated answer (a model's sentence may carry words of any passage it read), as in a
+/// generated answer stored before those passages were recorded. The answer text is rebuilt
+/// from what is left.
 pub fn visible_turn(
     index: &dyn Backend,
     scope: &AclScope,
@@ -1307,12 +1308,16 @@ pub fn visible_turn(
         .evidence_keys
         .iter()
         .all(|k| guardrail::readable(index, scope, k));
-    if evidence_ok && ok.iter().all(|&b| b) {
+    let generated = t.mode == AnswerMode::Generative.name();
+    // A generated answer always records what it was written from; one without that record was
+    // stored before it was kept, and what its model read is unknown: its sentences are not
+    // shown again.
+    let unrecorded = generated && !t.sentences.is_empty() && t.evidence_keys.is_empty();
+    if evidence_ok && !unrecorded && ok.iter().all(|&b| b) {
         return t;
     }
-    let generated = t.mode == AnswerMode::Generative.name();
     let mut t = t;
-    if !evidence_ok && generated {
+    if (!evidence_ok || unrecorded) && generated {
         t.sentences.clear();
     }
     keep_citations(t, &ok)
@@ -1606,6 +1611,10 @@ mod tests {
             // The first key was PII-redacted when sent: access is checked on the indexed key.
             vec![cite("[REDACTED:iban]", "s:d0"), cite("s:d1", "s:d1")],
         );
+        let turn = store::TurnRecord {
+            mode: "extractive".into(),
+            ..turn
+        };
         let everyone = AclScope::for_tests("u", &["group:all"]);
         let seen = visible_turn(&index, &everyone, turn.clone());
         let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
@@ -1630,6 +1639,7 @@ mod tests {
             ],
             citations: vec![cite("s:d0", "s:d0")],
             evidence_keys: vec!["s:d0".into(), "s:d1".into()],
+            mode: "generative".into(),
             ..turn
         };
         // Generated: every sentence goes (a model's cited sentence may carry words of the HR
@@ -1648,6 +1658,41 @@ mod tests {
         let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(texts, ["From the public page."]);
         assert_eq!(seen.answer, "From the public page. [1]");
+    }
+
+    /// A generated turn stored before generated turns recorded every passage their model was
+    /// given: what the model read is unknown, so its sentences are not shown, even to a reader
+    /// of every cited document; its readable citations stay.
+    #[test]
+    fn a_generated_turn_stored_without_its_evidence_shows_no_sentence() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "turn-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let turn = stored_turn(
+            vec![sentence("From the public page.", vec![0])],
+            vec![cite("s:d0", "s:d0")],
+        );
+        let everyone = AclScope::for_tests("u", &["group:all"]);
+        let seen = visible_turn(&index, &everyone, turn.clone());
+        assert!(seen.sentences.is_empty(), "{seen:?}");
+        assert_eq!(seen.answer, answer::NO_ANSWER_MESSAGE);
+        assert_eq!(seen.citations, turn.citations);
+        // Recorded, it is shown whole; extractive turns never needed the record.
+        let recorded = store::TurnRecord {
+            evidence_keys: vec!["s:d0".into()],
+            ..turn.clone()
+        };
+        assert_eq!(visible_turn(&index, &everyone, recorded.clone()), recorded);
+        let extractive = store::TurnRecord {
+            mode: "extractive".into(),
+            ..turn
+        };
+        assert_eq!(
+            visible_turn(&index, &everyone, extractive.clone()),
+            extractive
+        );
     }
 
     #[test]
