@@ -512,7 +512,7 @@ impl Index {
             d.add_text(f.source, &doc.key.connector);
             d.add_text(f.uri, &doc.uri);
             d.add_text(f.title, &doc.title);
-            d.add_text(f.heading, c.heading_path.join(" > "));
+            d.add_text(f.heading, join_headings(&c.heading_path));
             d.add_text(f.text, &c.text);
             for p in &doc.acl.allow {
                 d.add_text(f.acl_allow, p.token());
@@ -813,11 +813,7 @@ impl Export {
                     ord: get_u64(d, f.chunk_ord) as u32,
                     span: get_u64(d, f.span_start) as usize..get_u64(d, f.span_end) as usize,
                     page: f.page.map(|p| get_u64(d, p) as u32).filter(|&p| p > 0),
-                    heading_path: if heading.is_empty() {
-                        Vec::new()
-                    } else {
-                        heading.split(" > ").map(str::to_string).collect()
-                    },
+                    heading_path: split_headings(&heading),
                     text: get_str(d, f.text),
                     hash: get_str(d, f.chunk_hash),
                     vector: Vec::new(),
@@ -1240,11 +1236,7 @@ impl IndexSnapshot for Snapshot<'_> {
             uri: get_str(&doc, f.uri),
             text: get_str(&doc, f.text),
             span: get_u64(&doc, f.span_start) as usize..get_u64(&doc, f.span_end) as usize,
-            heading_path: if heading.is_empty() {
-                Vec::new()
-            } else {
-                heading.split(" > ").map(str::to_string).collect()
-            },
+            heading_path: split_headings(&heading),
             page: f.page.map(|p| get_u64(&doc, p) as u32).filter(|&p| p > 0),
             acl: read_acl(&doc, f),
             attributes: serde_json::from_str(&get_str(&doc, f.attributes)).unwrap_or_default(),
@@ -1432,8 +1424,62 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Separates the headings of a chunk's path in the stored heading field: a character no
+/// heading holds (it is taken out of them), so that a heading with " > " in it ("Income >
+/// 50k") stays one heading. The field is also searched: the analyzer splits words on it.
+const HEADING_SEPARATOR: char = '\u{1f}';
+
+/// A chunk's heading path as stored.
+fn join_headings(path: &[String]) -> String {
+    let mut out = String::new();
+    for h in path {
+        // Before every heading, the first included: a path of one heading is told from one
+        // stored the old way.
+        out.push(HEADING_SEPARATOR);
+        out.extend(
+            h.chars()
+                .map(|c| if c == HEADING_SEPARATOR { ' ' } else { c }),
+        );
+    }
+    out
+}
+
+/// A stored heading path read back; paths stored before the separator changed were joined
+/// with " > ".
+fn split_headings(stored: &str) -> Vec<String> {
+    if stored.is_empty() {
+        Vec::new()
+    } else if let Some(rest) = stored.strip_prefix(HEADING_SEPARATOR) {
+        rest.split(HEADING_SEPARATOR).map(str::to_string).collect()
+    } else {
+        stored.split(" > ").map(str::to_string).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// A heading with " > " in it stays one heading; a path stored the old way (joined with
+    /// " > ") still reads back.
+    #[test]
+    fn heading_paths_read_back_as_written() {
+        for path in [
+            vec![],
+            vec!["Income > 50k".to_string()],
+            vec![
+                "Pay".to_string(),
+                "Income > 50k".to_string(),
+                "Tax".to_string(),
+            ],
+        ] {
+            assert_eq!(split_headings(&join_headings(&path)), path);
+        }
+        assert_eq!(
+            split_headings(&join_headings(&["a\u{1f}b".to_string()])),
+            ["a b"]
+        );
+        assert_eq!(split_headings("Pay > Tax"), ["Pay", "Tax"]);
+    }
     use super::*;
 
     #[test]
