@@ -1068,7 +1068,6 @@ impl Scanner {
         // checked again, and its ACL and version come from the descriptor, so a path swapped
         // for a link (or another file) since the check cannot lend its ACL to other content.
         let (mut file, real) = self.open_verified(root, path, &target)?;
-        let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
         let acl_root = if self.cfg.follow_symlinks {
             self.root_holding(&real)
                 .map(Path::to_path_buf)
@@ -1081,22 +1080,11 @@ impl Scanner {
         } else {
             &target
         };
-        let (acl, version) = self.acl_and_version(&acl_root, rules_path, &meta, Some(&file))?;
-        let content = {
-            use std::io::Read;
-            let mut buf = Vec::with_capacity(meta.len() as usize);
-            (&mut file)
-                .take(self.cfg.max_file_size + 1)
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("unreadable: {e}"))?;
-            if buf.len() as u64 > self.cfg.max_file_size {
-                return Err(format!(
-                    "too large: over max_file_size {} bytes",
-                    self.cfg.max_file_size
-                ));
-            }
-            buf
-        };
+        let opened = file.try_clone().map_err(|e| format!("unreadable: {e}"))?;
+        let ((acl, version), meta, content) =
+            read_settled(&mut file, self.cfg.max_file_size, |meta| {
+                self.acl_and_version(&acl_root, rules_path, meta, Some(&opened))
+            })?;
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -1349,7 +1337,15 @@ fn dir_access_list(d: &Path) -> Result<(std::fs::Metadata, SharedList), String> 
     }
     let (m, list) = path_access_list(d, m.dev())?;
     let list: SharedList = list.map(Into::into);
-    lists().insert(d.to_path_buf(), (key(&m), list.clone()));
+    // Change times come from a coarse clock: a change in the same tick as the one read leaves
+    // the change time as it is. An answer about a directory changed in the last two seconds is
+    // not kept, so such a change cannot hide behind it.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if m.ctime() + 2 <= now {
+        lists().insert(d.to_path_buf(), (key(&m), list.clone()));
+    }
     Ok((m, list))
 }
 
@@ -1387,6 +1383,38 @@ fn consistent(
         }
     }
     Err("its permissions kept changing while they were read: read again at the next scan".into())
+}
+
+/// Reads the open `file` whole (at most `max` bytes) after `decide` has judged its metadata
+/// (its ACL and version), and again, from the start, when its change time moved during the
+/// read: a `chmod` narrowing the file just before new text is written into it must not leave
+/// that text indexed under the ACL read before. Gives what `decide` said of the metadata the
+/// content belongs to, that metadata, and the content.
+fn read_settled<T>(
+    file: &mut std::fs::File,
+    max: u64,
+    mut decide: impl FnMut(&std::fs::Metadata) -> Result<T, String>,
+) -> Result<(T, std::fs::Metadata, Vec<u8>), String> {
+    use std::io::{Read, Seek};
+    let key = |m: &std::fs::Metadata| (m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec());
+    for _ in 0..4 {
+        let before = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+        let decided = decide(&before)?;
+        file.rewind().map_err(|e| format!("unreadable: {e}"))?;
+        let mut buf = Vec::with_capacity(before.len().min(max) as usize);
+        Read::by_ref(file)
+            .take(max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("unreadable: {e}"))?;
+        if buf.len() as u64 > max {
+            return Err(format!("too large: over max_file_size {max} bytes"));
+        }
+        let after = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+        if key(&before) == key(&after) {
+            return Ok((decided, after, buf));
+        }
+    }
+    Err("it kept changing while it was read: read again at its next change or scan".into())
 }
 
 /// Where [`access_list`] reads: a path (not following a final link) or an open descriptor.
@@ -1826,6 +1854,66 @@ mod tests {
         report_memberships("share", &passwd, &group, &sink, &status);
         assert_eq!(*sink.0.lock().unwrap(), [2]);
         assert!(!status.raised(Alarm::Memberships));
+    }
+
+    /// What a directory's access list says is kept for the reconciliation only once its change
+    /// time is two seconds old: a change in the same clock tick would not move it.
+    #[test]
+    fn a_directory_changed_just_now_is_not_kept_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("team");
+        std::fs::create_dir(&d).unwrap();
+        let cached = || {
+            DIR_LISTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&d)
+        };
+        dir_access_list(&d).unwrap();
+        assert!(!cached());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        dir_access_list(&d).unwrap();
+        assert!(cached());
+    }
+
+    /// A file narrowed and rewritten after its metadata was judged and before its content was
+    /// read is read again: the content comes with the metadata it was read under. A file that
+    /// keeps changing is not read.
+    #[test]
+    fn content_is_read_with_the_metadata_it_belongs_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plan.txt");
+        std::fs::write(&p, "public plan").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // Change times have the kernel's coarse clock: let the next change fall in a later tick.
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(20));
+        tick();
+        let mut file = std::fs::File::open(&p).unwrap();
+        let mut calls = 0;
+        let (mode, meta, content) = read_settled(&mut file, 1 << 20, |m| {
+            calls += 1;
+            if calls == 1 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+                std::fs::write(&p, "secret plan").unwrap();
+            }
+            Ok(m.mode() & 0o777)
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!((mode, meta.mode() & 0o777), (0o600, 0o600));
+        assert_eq!(content, b"secret plan");
+
+        let mut flip = false;
+        let err = read_settled(&mut file, 1 << 20, |_| {
+            tick();
+            flip = !flip;
+            let m = if flip { 0o640 } else { 0o600 };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.contains("kept changing"), "{err}");
     }
 
     #[test]
