@@ -29,8 +29,10 @@
 //! - what is indexed is what was read: the file is opened without following a last-component
 //!   link, its real path is read back from the open descriptor and checked against the roots,
 //!   and its ACL and version come from that descriptor's metadata (a file swapped between the
-//!   check and the read cannot borrow another path's ACL); with ACL rules, a file with several
-//!   hard links is skipped, since one path cannot tell its ACL.
+//!   check and the read cannot borrow another path's ACL), and read again when it changed during
+//!   the read (a narrowing `chmod` just before a write); with ACL rules, a file with several
+//!   hard links is skipped, since one path cannot tell its ACL; without, an event on one of its
+//!   names checks the names the walks met again too.
 
 mod acl_rules;
 mod config;
@@ -148,7 +150,14 @@ struct Scanner {
     /// points when last walked, from the checkpoint on: one that no longer is was unmounted
     /// (see [`Scanner::unmounted`]).
     mounted: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
+    /// The names met of each file with several hard links, by (device, inode): a change of
+    /// the file's mode made through one name is seen by events on that name only, and its
+    /// other names are checked again with it.
+    links: Arc<std::sync::Mutex<LinkNames>>,
 }
+
+/// [`Scanner::links`]: names by (device, inode).
+type LinkNames = HashMap<(u64, u64), BTreeSet<PathBuf>>;
 
 /// The checkpoint's list of roots and directories that were mount points
 /// ([`Scanner::mounted`]; the name is from when it held roots only).
@@ -192,6 +201,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 .map(PathBuf::from)
                 .collect(),
         )),
+        links: Arc::default(),
     };
 
     // Start watching before the first scan so nothing changed during the crawl is missed.
@@ -555,6 +565,8 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
+        // The walk meets every name again.
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
@@ -929,15 +941,51 @@ impl Scanner {
                     )?;
                     self.delete_missing_under(path, &seen, &unlisted)?;
                 }
-                Ok(_) => {
+                Ok(m) => {
                     if self.selected(root, path) {
                         self.visit_file(root, path, false)?;
+                    }
+                    if m.is_file() && m.nlink() > 1 {
+                        self.visit_other_names(path, &m)?;
                     }
                 }
                 Err(_) => {
                     // Gone: the file itself, or a whole directory moved or deleted.
                     self.delete_missing_under(path, &BTreeSet::new(), &[])?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks again the other names met of the file `path` names (several hard links, `meta`
+    /// its metadata): its mode, changed through `path`, is theirs too. A name that no longer
+    /// leads to the file is forgotten.
+    fn visit_other_names(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<(), ConnectorError> {
+        let inode = (meta.dev(), meta.ino());
+        let others: Vec<PathBuf> = {
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(names) = links.get_mut(&inode) else {
+                return Ok(());
+            };
+            names.retain(|n| {
+                std::fs::symlink_metadata(n).is_ok_and(|m| (m.dev(), m.ino()) == inode)
+            });
+            names
+                .iter()
+                .filter(|n| n.as_path() != path)
+                .cloned()
+                .collect()
+        };
+        for other in others {
+            if let Some(root) = self.root_of(&other)
+                && self.selected(root, &other)
+            {
+                self.visit_file(root, &other, false)?;
             }
         }
         Ok(())
@@ -1055,6 +1103,14 @@ impl Scanner {
         // to, and the root whose rules apply to it.
         let (acl_root, target) = self.resolve(root, path, walked)?;
         let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
+        if meta.nlink() > 1 {
+            self.links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((meta.dev(), meta.ino()))
+                .or_default()
+                .insert(path.to_path_buf());
+        }
         let (acl, version) = self.acl_and_version(&acl_root, &target, &meta, None)?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(prev) = prev

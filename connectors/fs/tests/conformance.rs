@@ -475,6 +475,57 @@ fn an_unmounted_directory_below_the_root_keeps_its_documents() {
     );
 }
 
+/// A chmod made through one name of a file with two hard links narrows the other name as well,
+/// from the watch's event on the first (not at the next reconciliation, an hour away here).
+#[test]
+fn a_chmod_through_one_hard_link_narrows_the_other_name_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    std::fs::create_dir(root.join("team")).unwrap();
+    mode(&root.join("team"), 0o755);
+    let (a, b) = (root.join("a.txt"), root.join("team/b.txt"));
+    std::fs::write(&a, "plan").unwrap();
+    mode(&a, 0o644);
+    std::fs::hard_link(&a, &b).unwrap();
+    let connector: Box<dyn Connector> = Box::new(
+        FsConnector::new(FsConfig {
+            watch: true,
+            ..config_at(&[&root])
+        })
+        .unwrap(),
+    );
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up.len(), 2, "{up:?}");
+        mode(&a, 0o600);
+        let mut narrowed = BTreeMap::new();
+        while narrowed.len() < 2 {
+            let change = tokio::time::timeout(Duration::from_secs(10), live.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {narrowed:?} changed within 10 s"))
+                .expect("the connector runs");
+            if let Change::Upsert(d) = change {
+                narrowed.insert(d.key.native_id.clone(), d.acl.clone());
+            }
+        }
+        assert_eq!(
+            narrowed[&*a.to_string_lossy()],
+            narrowed[&*b.to_string_lossy()]
+        );
+        assert!(
+            narrowed[&*b.to_string_lossy()]
+                .allow
+                .iter()
+                .all(|p| p.token() == "user:root"),
+            "{narrowed:?}"
+        );
+        live.stop().await;
+    });
+}
+
 /// An unmounted root is reported even when the same walk holds deletions elsewhere back: the
 /// hold must not hide the unmount, or forcing the held deletions (which walks the mount point
 /// left behind as it is) would look like the answer.
