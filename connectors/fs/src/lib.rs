@@ -156,8 +156,18 @@ struct Scanner {
     links: Arc<std::sync::Mutex<LinkNames>>,
 }
 
-/// [`Scanner::links`]: names by (device, inode).
-type LinkNames = HashMap<(u64, u64), BTreeSet<PathBuf>>;
+/// [`Scanner::links`] by (device, inode).
+#[derive(Default)]
+struct LinkNames {
+    /// The names met, and the most links the file was seen with.
+    names: HashMap<(u64, u64), (u64, BTreeSet<PathBuf>)>,
+    /// Files the last reconciliation found with more links than names under the roots: their
+    /// other names lie elsewhere, and another walk would not find them.
+    outside: std::collections::HashSet<(u64, u64)>,
+    /// Files a reconciliation was asked for since the last one (see
+    /// [`Scanner::visit_other_names`]).
+    asked: std::collections::HashSet<(u64, u64)>,
+}
 
 /// The checkpoint's list of roots and directories that were mount points
 /// ([`Scanner::mounted`]; the name is from when it held roots only).
@@ -297,8 +307,12 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 scanner.job.store(id, std::sync::atomic::Ordering::Relaxed);
                 let s = scanner.clone();
                 let paths: Vec<PathBuf> = paths.into_iter().collect();
-                blocking(move || s.apply_paths(&paths)).await?;
+                let relinked = blocking(move || s.apply_paths(&paths)).await?;
                 status.finish_job(id, JobState::Succeeded, unix_millis());
+                if relinked {
+                    // A file gained a name its events did not show: the walk finds its names.
+                    reconcile(&scanner, &status, None, "hard link", false).await?;
+                }
             }
         }
     }
@@ -438,9 +452,9 @@ enum Reconciled {
     Outage(String),
 }
 
-async fn blocking(
-    f: impl FnOnce() -> Result<(), ConnectorError> + Send + 'static,
-) -> Result<(), ConnectorError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
+) -> Result<T, ConnectorError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(ConnectorError::Failed {
             connector: "fs".into(),
@@ -566,7 +580,8 @@ impl Scanner {
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
         // The walk meets every name again.
-        self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.links.lock().unwrap_or_else(|e| e.into_inner()) = LinkNames::default();
+        let table = mount_table();
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
         if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
@@ -599,6 +614,7 @@ impl Scanner {
                 root,
                 root,
                 force_deletions,
+                &table,
                 &mut Walked {
                     seen: &mut seen,
                     unlisted: &mut unlisted,
@@ -638,6 +654,16 @@ impl Scanner {
         if self.shutdown.is_cancelled() {
             // A partial walk must not delete what it did not reach.
             return Ok(Reconciled::Cancelled);
+        }
+        {
+            // Files with more links than the walk met names: the others lie outside the roots.
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            let LinkNames { names, outside, .. } = &mut *links;
+            *outside = names
+                .iter()
+                .filter(|(_, (nlink, paths))| (paths.len() as u64) < *nlink)
+                .map(|(inode, _)| *inode)
+                .collect();
         }
         // This walk's finding about unmounted roots stands whatever deletion protection decides
         // below: a hold must not hide an unmount, or forcing the held deletions (which walks
@@ -734,6 +760,7 @@ impl Scanner {
         root: &Path,
         dir: &Path,
         force: bool,
+        table: &MountTable,
         out: &mut Walked<'_>,
     ) -> Result<(), ConnectorError> {
         let Walked {
@@ -746,7 +773,7 @@ impl Scanner {
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| !(e.file_type().is_dir() && self.excluded_dir(root, e.path())));
-        let mut mounts = SubMounts::new(self.canonical_root(root), root);
+        let mut mounts = SubMounts::new(self.canonical_root(root), root, table);
         while let Some(entry) = walker.next() {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -794,9 +821,19 @@ impl Scanner {
                 };
                 let path = entry.path();
                 let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
+                let recorded = mounted.contains(path);
+                // Asked again through the directory before it is taken for gone: an automount
+                // that expired is mounted by that.
+                let is_mount = is_mount || (recorded && mount_point(&mounts.canonical_of(path)));
+                if recorded {
+                    mounts.met.insert(path.to_path_buf());
+                    if is_mount && !mounts.entered.iter().any(|p| p == path) {
+                        mounts.entered.push(path.to_path_buf());
+                    }
+                }
                 if is_mount {
                     mounted.insert(path.to_path_buf());
-                } else if mounted.contains(path) && !force {
+                } else if recorded && !force {
                     // A share mounted here went away: the directory left behind (empty,
                     // closed, or holding stale files) says nothing of its files, which are
                     // neither withdrawn nor deleted (as for an unmounted root).
@@ -847,16 +884,19 @@ impl Scanner {
             }
         }
         // Recorded mount points below `dir` the walk did not meet are gone (or excluded), unless
-        // they lie under a directory it could not list.
-        self.mounted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|m| {
-                !m.starts_with(dir)
-                    || m == dir
-                    || mounts.met.contains(m)
-                    || unlisted.iter().any(|u| m.starts_with(u))
-            });
+        // they lie under a directory it could not list; not when `dir` itself, a recorded
+        // mount point, went away during the walk (what it met was what lay underneath).
+        let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
+        if mounted.contains(dir) && !mount_point(&mounts.canonical_of(dir)) {
+            return Ok(());
+        }
+        mounted.retain(|m| {
+            !m.starts_with(dir)
+                || m == dir
+                || self.cfg.roots.contains(m)
+                || mounts.met.contains(m)
+                || unlisted.iter().any(|u| m.starts_with(u))
+        });
         Ok(())
     }
 
@@ -889,8 +929,11 @@ impl Scanner {
     }
 
     /// Acts on each changed path according to what is there now.
-    fn apply_paths(&self, paths: &[PathBuf]) -> Result<(), ConnectorError> {
+    /// `true` when a reconciliation should follow (see [`Scanner::visit_other_names`]).
+    fn apply_paths(&self, paths: &[PathBuf]) -> Result<bool, ConnectorError> {
         let mut unmounted = BTreeMap::new();
+        let mut table = None;
+        let mut reconcile = false;
         for path in paths {
             let Some(root) = self.root_of(path) else {
                 continue;
@@ -929,10 +972,12 @@ impl Scanner {
                         continue;
                     }
                     let (mut seen, mut unlisted) = (BTreeSet::new(), Vec::new());
+                    let table = table.get_or_insert_with(mount_table);
                     self.walk(
                         root,
                         path,
                         false,
+                        table,
                         &mut Walked {
                             seen: &mut seen,
                             unlisted: &mut unlisted,
@@ -946,7 +991,7 @@ impl Scanner {
                         self.visit_file(root, path, false)?;
                     }
                     if m.is_file() && m.nlink() > 1 {
-                        self.visit_other_names(path, &m)?;
+                        reconcile |= self.visit_other_names(path, &m)?;
                     }
                 }
                 Err(_) => {
@@ -955,31 +1000,36 @@ impl Scanner {
                 }
             }
         }
-        Ok(())
+        Ok(reconcile)
     }
 
     /// Checks again the other names met of the file `path` names (several hard links, `meta`
     /// its metadata): its mode, changed through `path`, is theirs too. A name that no longer
-    /// leads to the file is forgotten.
+    /// leads to the file is forgotten. `true` when the file has more links than names known
+    /// (a name made while it had one link, which its events did not show): a reconciliation
+    /// finds them, asked once per file until the next one.
     fn visit_other_names(
         &self,
         path: &Path,
         meta: &std::fs::Metadata,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<bool, ConnectorError> {
         let inode = (meta.dev(), meta.ino());
-        let others: Vec<PathBuf> = {
+        let (others, unknown) = {
             let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(names) = links.get_mut(&inode) else {
-                return Ok(());
-            };
+            let links = &mut *links;
+            let (_, names) = links.names.entry(inode).or_default();
             names.retain(|n| {
                 std::fs::symlink_metadata(n).is_ok_and(|m| (m.dev(), m.ino()) == inode)
             });
-            names
+            let unknown = (names.len() as u64) < meta.nlink()
+                && !links.outside.contains(&inode)
+                && links.asked.insert(inode);
+            let others: Vec<PathBuf> = names
                 .iter()
                 .filter(|n| n.as_path() != path)
                 .cloned()
-                .collect()
+                .collect();
+            (others, unknown)
         };
         for other in others {
             if let Some(root) = self.root_of(&other)
@@ -988,7 +1038,7 @@ impl Scanner {
                 self.visit_file(root, &other, false)?;
             }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     /// Deletes indexed (or sent) documents at `path` or below it that are not in `seen`, not
@@ -1104,12 +1154,10 @@ impl Scanner {
         let (acl_root, target) = self.resolve(root, path, walked)?;
         let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
         if meta.nlink() > 1 {
-            self.links
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry((meta.dev(), meta.ino()))
-                .or_default()
-                .insert(path.to_path_buf());
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            let (nlink, names) = links.names.entry((meta.dev(), meta.ino())).or_default();
+            *nlink = (*nlink).max(meta.nlink());
+            names.insert(path.to_path_buf());
         }
         let (acl, version) = self.acl_and_version(&acl_root, &target, &meta, None)?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
@@ -1137,10 +1185,12 @@ impl Scanner {
             &target
         };
         let opened = file.try_clone().map_err(|e| format!("unreadable: {e}"))?;
-        let ((acl, version), meta, content) =
-            read_settled(&mut file, self.cfg.max_file_size, |meta| {
-                self.acl_and_version(&acl_root, rules_path, meta, Some(&opened))
-            })?;
+        let ((acl, version), meta, content) = read_settled(
+            &mut file,
+            self.cfg.max_file_size,
+            |meta| self.acl_and_version(&acl_root, rules_path, meta, Some(&opened)),
+            |(acl, _)| acl.fingerprint(),
+        )?;
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -1442,17 +1492,24 @@ fn consistent(
 }
 
 /// Reads the open `file` whole (at most `max` bytes) after `decide` has judged its metadata
-/// (its ACL and version), and again, from the start, when its change time moved during the
-/// read: a `chmod` narrowing the file just before new text is written into it must not leave
-/// that text indexed under the ACL read before. Gives what `decide` said of the metadata the
-/// content belongs to, that metadata, and the content.
-fn read_settled<T>(
+/// (its ACL and version). When the file changed during the read, `decide` judges it again: the
+/// content stands if `key` (what decides who may read it) is the same before and after, and
+/// is read again from the start if not (a `chmod` narrowing the file just before new text is
+/// written into it must not leave that text under the ACL read before). Gives what `decide`
+/// said of the metadata read before the content, that metadata (whose version then shows a
+/// file written during the read as changed since), and the content. A file whose access keeps
+/// changing is not read.
+fn read_settled<T, K: PartialEq>(
     file: &mut std::fs::File,
     max: u64,
     mut decide: impl FnMut(&std::fs::Metadata) -> Result<T, String>,
+    key: impl Fn(&T) -> K,
 ) -> Result<(T, std::fs::Metadata, Vec<u8>), String> {
     use std::io::{Read, Seek};
-    let key = |m: &std::fs::Metadata| (m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec());
+    let stamp = |m: &std::fs::Metadata| {
+        let times = (m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec());
+        (times, m.mode(), m.uid(), m.gid(), m.size())
+    };
     for _ in 0..4 {
         let before = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
         let decided = decide(&before)?;
@@ -1466,11 +1523,14 @@ fn read_settled<T>(
             return Err(format!("too large: over max_file_size {max} bytes"));
         }
         let after = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
-        if key(&before) == key(&after) {
-            return Ok((decided, after, buf));
+        if stamp(&before) == stamp(&after) || key(&decide(&after)?) == key(&decided) {
+            return Ok((decided, before, buf));
         }
     }
-    Err("it kept changing while it was read: read again at its next change or scan".into())
+    Err(
+        "who may read it kept changing while it was read: read again at its next change or scan"
+            .into(),
+    )
 }
 
 /// Where [`access_list`] reads: a path (not following a final link) or an open descriptor.
@@ -1578,28 +1638,35 @@ struct Walked<'a> {
 /// Tells, for each directory a walk enters below where it started, whether it is a mount
 /// point: on another device than its parent, or listed as one in `/proc/self/mountinfo` (a
 /// bind mount within one file system; read once per walk, not once per directory).
-struct SubMounts {
+struct SubMounts<'t> {
     root: PathBuf,
     canonical: PathBuf,
-    listed: BTreeSet<PathBuf>,
+    listed: &'t MountTable,
     /// The device of the directory entered at each depth, the walk's start at 0.
     devs: Vec<u64>,
-    /// Directories met, as walked.
+    /// Directories met that are mount points or were recorded as such, as walked.
     met: BTreeSet<PathBuf>,
     /// Mount points entered, as walked.
     entered: Vec<PathBuf>,
 }
 
-impl SubMounts {
-    fn new(canonical_root: &Path, root: &Path) -> Self {
-        let listed = std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|info| {
-                info.lines()
-                    .filter_map(|l| l.split(' ').nth(4))
-                    .map(|m| PathBuf::from(unescape_mount_path(m)))
-                    .collect()
-            })
-            .unwrap_or_default();
+/// The mount points `/proc/self/mountinfo` lists, read once per reconciliation or batch of
+/// events (it can be large: a container host lists thousands).
+type MountTable = BTreeSet<PathBuf>;
+
+fn mount_table() -> MountTable {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|info| {
+            info.lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .map(|m| PathBuf::from(unescape_mount_path(m)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl<'t> SubMounts<'t> {
+    fn new(canonical_root: &Path, root: &Path, listed: &'t MountTable) -> Self {
         Self {
             root: root.to_path_buf(),
             canonical: canonical_root.to_path_buf(),
@@ -1631,12 +1698,17 @@ impl SubMounts {
             .unwrap_or(0);
         self.devs.push(dev);
         let parent = parent.filter(|_| depth > 0)?;
+        // A directory reached through a link (`follow_symlinks`) is where the link leads, not
+        // a mount point, whatever device that is on.
+        if entry.path_is_symlink() {
+            return Some(false);
+        }
         let path = entry.path().to_path_buf();
         let is = dev != parent || self.listed.contains(&self.canonical_of(&path));
         if is {
             self.entered.push(path.clone());
+            self.met.insert(path);
         }
-        self.met.insert(path);
         Some(is)
     }
 }
@@ -1648,6 +1720,9 @@ fn mount_point(path: &Path) -> bool {
     let Some(parent) = path.parent() else {
         return false;
     };
+    // Through the directory: an automount that expired (autofs, an NFS submount) is mounted
+    // again, so that it is not taken for one that went away.
+    let _ = std::fs::metadata(path.join("."));
     let dev = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.dev());
     if let (Ok(own), Ok(above)) = (dev(path), dev(parent))
         && own != above
@@ -1945,29 +2020,63 @@ mod tests {
         // Change times have the kernel's coarse clock: let the next change fall in a later tick.
         let tick = || std::thread::sleep(std::time::Duration::from_millis(20));
         tick();
+        let mode = |m: &std::fs::Metadata| m.mode() & 0o777;
+        let same = |m: &u32| *m;
         let mut file = std::fs::File::open(&p).unwrap();
         let mut calls = 0;
-        let (mode, meta, content) = read_settled(&mut file, 1 << 20, |m| {
-            calls += 1;
-            if calls == 1 {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-                std::fs::write(&p, "secret plan").unwrap();
-            }
-            Ok(m.mode() & 0o777)
-        })
+        let (seen, meta, content) = read_settled(
+            &mut file,
+            1 << 20,
+            |m| {
+                calls += 1;
+                if calls == 1 {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+                    std::fs::write(&p, "secret plan").unwrap();
+                }
+                Ok(mode(m))
+            },
+            same,
+        )
         .unwrap();
-        assert_eq!(calls, 2);
-        assert_eq!((mode, meta.mode() & 0o777), (0o600, 0o600));
+        // Before, after (narrower: read again), before the second read.
+        assert_eq!(calls, 3);
+        assert_eq!((seen, mode(&meta)), (0o600, 0o600));
         assert_eq!(content, b"secret plan");
 
+        // Written during the read, the same access: the content stands, with the metadata from
+        // before it (so its version shows a change since).
+        tick();
+        let mut calls = 0;
+        let (_, meta, content) = read_settled(
+            &mut file,
+            1 << 20,
+            |m| {
+                calls += 1;
+                if calls == 1 {
+                    std::fs::write(&p, "secret plan, revised").unwrap();
+                }
+                Ok(mode(m))
+            },
+            same,
+        )
+        .unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!(content, b"secret plan, revised");
+        assert_eq!(meta.len(), "secret plan".len() as u64);
+
         let mut flip = false;
-        let err = read_settled(&mut file, 1 << 20, |_| {
-            tick();
-            flip = !flip;
-            let m = if flip { 0o640 } else { 0o600 };
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-            Ok(())
-        })
+        let err = read_settled(
+            &mut file,
+            1 << 20,
+            |_| {
+                tick();
+                flip = !flip;
+                let m = if flip { 0o640 } else { 0o600 };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+                Ok(m)
+            },
+            same,
+        )
         .unwrap_err();
         assert!(err.contains("kept changing"), "{err}");
     }

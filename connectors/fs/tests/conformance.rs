@@ -526,6 +526,93 @@ fn a_chmod_through_one_hard_link_narrows_the_other_name_at_once() {
     });
 }
 
+/// A hard link made to a file indexed with one name: the event names only the new name, so a
+/// reconciliation follows and finds the old one; a chmod through the new name then narrows
+/// both at once.
+#[test]
+fn a_hard_link_made_after_the_walk_is_tied_to_the_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    std::fs::create_dir(root.join("drop")).unwrap();
+    mode(&root.join("drop"), 0o755);
+    let (old, new) = (root.join("plan.txt"), root.join("drop/plan.txt"));
+    std::fs::write(&old, "plan").unwrap();
+    mode(&old, 0o644);
+    let connector: Box<dyn Connector> = Box::new(
+        FsConnector::new(FsConfig {
+            watch: true,
+            ..config_at(&[&root])
+        })
+        .unwrap(),
+    );
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up.len(), 1, "{up:?}");
+        std::fs::hard_link(&old, &new).unwrap();
+        // The new name, then the reconciliation it asks for.
+        let (up, ..) = live.next_sync(true).await;
+        assert!(up.contains(&new.to_string_lossy().into_owned()), "{up:?}");
+        mode(&new, 0o600);
+        let mut narrowed = BTreeMap::new();
+        while narrowed.len() < 2 {
+            let change = tokio::time::timeout(Duration::from_secs(10), live.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {narrowed:?} changed within 10 s"))
+                .expect("the connector runs");
+            if let Change::Upsert(d) = change {
+                narrowed.insert(d.key.native_id.clone(), d.acl.clone());
+            }
+        }
+        assert_eq!(
+            narrowed[&*old.to_string_lossy()],
+            narrowed[&*new.to_string_lossy()]
+        );
+        live.stop().await;
+    });
+}
+
+/// With `follow_symlinks`, a link to a directory of another root on another file system
+/// (`/dev/shm` here) is where the link leads, not a mount point: no sync takes it for an
+/// unmounted share.
+#[test]
+fn a_link_to_a_directory_on_another_file_system_is_not_a_mount_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().canonicalize().unwrap();
+    let other = tempfile::tempdir_in("/dev/shm").unwrap();
+    let b = other.path().canonicalize().unwrap();
+    for d in [&a, &b] {
+        mode(d, 0o755);
+    }
+    std::fs::create_dir(b.join("x")).unwrap();
+    mode(&b.join("x"), 0o755);
+    std::fs::write(b.join("x/plan.txt"), "plan").unwrap();
+    mode(&b.join("x/plan.txt"), 0o644);
+    std::os::unix::fs::symlink(b.join("x"), a.join("link")).unwrap();
+    let index = Arc::new(Index::default());
+    let rt = runtime();
+    let mut checkpoint = None;
+    for _ in 0..2 {
+        checkpoint = Some(rt.block_on(async {
+            let connector: Box<dyn Connector> =
+                Box::new(FsConnector::new(config_at(&[&a, &b])).unwrap());
+            let mut live = Live::start(connector, &index, checkpoint.clone());
+            let (.., checkpoint) = live.next_sync(true).await;
+            let status = live.status.snapshot();
+            assert!(status.alarms.is_empty(), "{:?}", status.alarms);
+            assert_eq!(
+                status.jobs[0].state,
+                docent_connector_api::jobs::JobState::Succeeded
+            );
+            live.stop().await;
+            checkpoint
+        }));
+    }
+    assert_eq!(checkpoint.unwrap()["mounted_roots"], serde_json::json!([]));
+}
+
 /// An unmounted root is reported even when the same walk holds deletions elsewhere back: the
 /// hold must not hide the unmount, or forcing the held deletions (which walks the mount point
 /// left behind as it is) would look like the answer.

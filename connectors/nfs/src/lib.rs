@@ -326,9 +326,12 @@ impl From<NfsError> for SyncError {
 enum Reconciled {
     Done,
     DeletionsBlocked(String),
-    /// A share mounted below the top went away: the rest was reconciled, nothing under it was
-    /// touched.
-    Unmounted(String),
+    /// A share mounted below the top went away: the rest was reconciled (deletions included,
+    /// unless `held` by deletion protection), nothing under it was touched.
+    Unmounted {
+        why: String,
+        held: bool,
+    },
 }
 
 /// One file found by the walk.
@@ -449,16 +452,16 @@ impl Syncer {
                 self.status.raise(Alarm::DeletionProtection, why.clone());
                 JobState::Blocked(why)
             }
-            Ok(Reconciled::Unmounted(why)) => {
-                // Retried as an outage is, without deleting; the rest was reconciled.
+            Ok(Reconciled::Unmounted { why, held }) => {
+                // The job fails for it, but the rest of the export was reconciled: the sync
+                // counts as done (memberships reported, rollbacks answered, the next one on
+                // schedule), since the share may stay away for long.
                 tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&why), "nfs sync: a share below the export is not mounted; nothing under it was deleted");
                 self.status.clear(Alarm::Outage);
-                self.status.clear(Alarm::DeletionProtection);
-                self.status
-                    .finish_job(self.job, JobState::Failed(why), now_ms);
-                self.status.set_phase("failed");
-                self.send_checkpoint(None).await?;
-                return Ok(false);
+                if !held {
+                    self.status.clear(Alarm::DeletionProtection);
+                }
+                JobState::Failed(why)
             }
         };
         self.status.finish_job(self.job, state, now_ms);
@@ -468,14 +471,12 @@ impl Syncer {
         } else {
             "watching"
         });
-        self.send_checkpoint(Some(now_ms)).await?;
+        self.send_checkpoint(now_ms).await?;
         Ok(true)
     }
 
-    /// The checkpoint: when the last full scan completed (if one just did) and
-    /// [`Syncer::mounted`].
-    async fn send_checkpoint(&self, full_scan_ms: Option<i64>) -> Result<(), ConnectorError> {
-        let full_scan_ms = full_scan_ms.or(self.status.snapshot().last_full_scan_ms);
+    /// The checkpoint: when the last full scan completed and [`Syncer::mounted`].
+    async fn send_checkpoint(&self, full_scan_ms: i64) -> Result<(), ConnectorError> {
         self.send(Change::Checkpoint {
             connector: self.cfg.id.clone(),
             checkpoint: serde_json::json!({
@@ -788,7 +789,22 @@ impl Syncer {
                 self.cfg.deletion_protection_min_docs,
             )
         {
-            return Ok(Reconciled::DeletionsBlocked(why));
+            // With an unmounted share too, the job fails for it, and the hold says that forcing
+            // it would also walk the unmounted share as it is.
+            return Ok(match vanished {
+                Some(unmounted) => {
+                    let why = format!(
+                        "{why} (not counted: a forced sync also walks the unmounted share as it \
+                         is, deleting what is indexed under it)"
+                    );
+                    self.status.raise(Alarm::DeletionProtection, why.clone());
+                    Reconciled::Unmounted {
+                        why: format!("{unmounted}; {why}"),
+                        held: true,
+                    }
+                }
+                None => Reconciled::DeletionsBlocked(why),
+            });
         }
         for id in gone {
             self.sent.remember(&id, None);
@@ -797,7 +813,7 @@ impl Syncer {
             self.count(|j| j.counts.deleted += 1);
         }
         Ok(match vanished {
-            Some(why) => Reconciled::Unmounted(why),
+            Some(why) => Reconciled::Unmounted { why, held: false },
             None => Reconciled::Done,
         })
     }
