@@ -95,6 +95,9 @@ impl std::fmt::Display for ListError {
 struct Walked {
     files: Vec<Listed>,
     unlisted: Vec<(String, ListError)>,
+    /// Folders met again under another path, not walked again: (the path walked, the other
+    /// path). See [`Crawler::folder_aliases`].
+    folder_aliases: Vec<(String, String)>,
 }
 
 impl Walked {
@@ -272,7 +275,22 @@ struct Crawler {
     /// A folder's permissions could not be read for the server's own trouble (not a refusal):
     /// the file that meets it ends the sync as an outage instead of being skipped.
     folder_outage: Option<String>,
+    /// The paths of every listed file by its file id (the last full listing, and the files
+    /// notifications brought since). A file listed under several paths is a link Samba
+    /// follows, or a hard link: Samba resolves a link on the server, where every folder of the
+    /// file's own path must let the reader pass too, so such a file is narrowed by the folders
+    /// of all its paths (for a hard link, or for the target, narrower than need be, never
+    /// wider). See [`Crawler::paths_of`].
+    files_by_id: HashMap<u64, Vec<String>>,
+    /// Folders the listing met under two paths (a link to a folder): (the path walked, the
+    /// other path), the other not inside the first (a link back up the tree is not a second
+    /// way in). A file below the walked path is narrowed by the other path's folders too.
+    folder_aliases: Vec<(String, String)>,
 }
+
+/// A file with more paths than this (a tree de-duplicated with hard links) is skipped: its
+/// ACL would be narrowed by every one of them.
+const MAX_PATHS: usize = 32;
 
 async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let SmbConnector { cfg, filter } = conn;
@@ -307,6 +325,8 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         acl_config: String::new(),
         reach: HashMap::new(),
         folder_outage: None,
+        files_by_id: HashMap::new(),
+        folder_aliases: Vec::new(),
     };
     crawler.acl_config = acl_config(&cfg);
     let shutdown = ctx.shutdown.clone();
@@ -549,7 +569,11 @@ fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// A folder's listing: each entry's path, whether it is a folder, and what the listing says.
+type Entries = Vec<(String, bool, Listed)>;
+
 /// A file as the listing shows it.
+#[derive(Clone)]
 struct Listed {
     /// Path within the share, `/`-separated.
     rel: String,
@@ -603,7 +627,7 @@ impl Session {
         }
     }
 
-    async fn list(&self, rel: &str) -> Result<Vec<(String, bool, Listed)>, ListError> {
+    async fn list(&self, rel: &str) -> Result<Entries, ListError> {
         let res = self
             .client
             .create_file(
@@ -754,6 +778,15 @@ async fn dacl_aces(handle: &smb::ResourceHandle) -> smb::Result<Option<Vec<Ace>>
 }
 
 /// The folder holding `rel` ("" for the share's root).
+/// [`Crawler::files_by_id`] of a listing (id 0: a server without file ids).
+fn by_id(files: &[Listed]) -> HashMap<u64, Vec<String>> {
+    let mut out: HashMap<u64, Vec<String>> = HashMap::new();
+    for f in files.iter().filter(|f| f.file_id != 0) {
+        out.entry(f.file_id).or_default().push(f.rel.clone());
+    }
+    out
+}
+
 fn parent_of(rel: &str) -> String {
     rel.rsplit_once('/')
         .map_or(String::new(), |(p, _)| p.to_string())
@@ -1092,6 +1125,8 @@ impl Crawler {
         // only from a complete listing.
         let walked = self.walk(session, self.cfg.sub_path.clone()).await?;
         let files = &walked.files;
+        self.files_by_id = by_id(files);
+        self.folder_aliases = walked.folder_aliases.clone();
         let indexed = self.indexed.native_ids(&self.cfg.id);
         let root_refused = walked
             .unlisted
@@ -1178,7 +1213,7 @@ impl Crawler {
     /// already walked (a server-side link back up the tree) is not walked again.
     async fn walk(&self, session: &Session, from: String) -> Result<Walked, SyncError> {
         let mut walked = Walked::default();
-        let mut dir_ids = BTreeSet::new();
+        let mut dir_ids: HashMap<u64, String> = HashMap::new();
         let mut dirs = VecDeque::from([from.clone()]);
         while let Some(dir) = dirs.pop_front() {
             let outage = |e: &dyn std::fmt::Display| {
@@ -1218,13 +1253,21 @@ impl Crawler {
                     // every sync (listings are taken in name order, folders breadth first):
                     // its documents are indexed under one path, its narrowing always
                     // computed, and none is kept under another path with a stale ACL.
-                    if listed.file_id != 0 && !dir_ids.insert(listed.file_id) {
-                        self.count_failure(
-                            &rel,
-                            "a folder already walked under another path (a link back up the \
-                             tree); not walked again",
-                        );
-                        continue;
+                    if listed.file_id != 0 {
+                        if let Some(first) = dir_ids.get(&listed.file_id) {
+                            self.count_failure(
+                                &rel,
+                                "a folder already walked under another path (a link); not \
+                                 walked again",
+                            );
+                            // A second way in, unless it lies inside the first (a link back
+                            // up the tree, which the path met first is the real one of).
+                            if !within(&rel, first) {
+                                walked.folder_aliases.push((first.clone(), rel.clone()));
+                            }
+                            continue;
+                        }
+                        dir_ids.insert(listed.file_id, rel.clone());
                     }
                     // Too deep: left as unlisted, so what is indexed below it stays.
                     if rel.matches('/').count() >= MAX_DEPTH {
@@ -1314,6 +1357,11 @@ impl Crawler {
                         let walked = self.walk(session, child).await?;
                         visit.extend(walked.files);
                         unlisted.unlisted.extend(walked.unlisted);
+                        for alias in walked.folder_aliases {
+                            if !self.folder_aliases.contains(&alias) {
+                                self.folder_aliases.push(alias);
+                            }
+                        }
                     }
                 }
                 Some((child, false, listed)) => {
@@ -1328,6 +1376,7 @@ impl Crawler {
                 }
             }
         }
+        self.other_paths_too(session, &mut visit, &gone).await;
         let indexed = self.indexed.native_ids(&self.cfg.id);
         let known = self.sent.known_ids();
         self.withdraw_denied(&unlisted, &known).await?;
@@ -1356,6 +1405,60 @@ impl Crawler {
             self.count(|j| j.counts.deleted += 1);
         }
         Ok(Outcome::Done)
+    }
+
+    /// For notified files: records their paths by file id ([`Crawler::files_by_id`]), forgets
+    /// paths that are `gone` or no longer lead to the same file, and adds the file's other
+    /// paths to `visit` (a change of its DACL made through one path is theirs too; a new link
+    /// to a file narrows both). A folder that cannot be listed keeps its paths, unvisited.
+    async fn other_paths_too(
+        &mut self,
+        session: &Session,
+        visit: &mut Vec<Listed>,
+        gone: &BTreeSet<String>,
+    ) {
+        if !gone.is_empty() {
+            for paths in self.files_by_id.values_mut() {
+                paths.retain(|p| !gone.iter().any(|g| is_below(p, g)));
+            }
+            self.files_by_id.retain(|_, paths| !paths.is_empty());
+        }
+        let mut visiting: BTreeSet<String> = visit.iter().map(|f| f.rel.clone()).collect();
+        let mut listings: HashMap<String, Option<Entries>> = HashMap::new();
+        let mut extra = Vec::new();
+        for f in visit.iter().filter(|f| f.file_id != 0) {
+            let paths = self.files_by_id.entry(f.file_id).or_default();
+            if !paths.contains(&f.rel) {
+                paths.push(f.rel.clone());
+            }
+            let others: Vec<String> = paths.iter().filter(|p| **p != f.rel).cloned().collect();
+            for other in others {
+                let folder = parent_of(&other);
+                if !listings.contains_key(&folder) {
+                    let listed = session.list(&folder).await.ok();
+                    listings.insert(folder.clone(), listed);
+                }
+                let Some(entries) = &listings[&folder] else {
+                    continue;
+                };
+                match entries
+                    .iter()
+                    .find(|(c, is_dir, l)| *c == other && !is_dir && l.file_id == f.file_id)
+                {
+                    Some((_, _, l)) => {
+                        if self.selected(&other) && visiting.insert(other.clone()) {
+                            extra.push(l.clone());
+                        }
+                    }
+                    None => {
+                        if let Some(paths) = self.files_by_id.get_mut(&f.file_id) {
+                            paths.retain(|p| *p != other);
+                        }
+                    }
+                }
+            }
+        }
+        visit.extend(extra);
     }
 
     async fn visit(
@@ -1416,7 +1519,7 @@ impl Crawler {
                     let (_, acl, unmapped) =
                         read_acl(session, &self.sids, &self.cfg, f.rel.clone()).await;
                     self.unmapped.extend(unmapped);
-                    if let Ok(acl) = acl.and_then(|a| self.narrowed(&f.rel, a))
+                    if let Ok(acl) = acl.and_then(|a| self.narrowed(f, a))
                         && acl.fingerprint() == *fp
                     {
                         self.count(|j| j.counts.scanned += 1);
@@ -1462,7 +1565,11 @@ impl Crawler {
                     .is_some_and(|p| p.version == f.version(&self.acl_config))
             })
             .collect();
-        let folders: BTreeSet<String> = unchanged.iter().map(|f| parent_of(&f.rel)).collect();
+        let folders: BTreeSet<String> = unchanged
+            .iter()
+            .flat_map(|f| self.paths_of(f).unwrap_or_default())
+            .map(|rel| parent_of(&rel))
+            .collect();
         for folder in &folders {
             // An error is kept with the folder; `narrowed` gives it to each file below.
             let _ = self.folder_reach(session, folder).await;
@@ -1480,10 +1587,14 @@ impl Crawler {
             .buffer_unordered(DACL_CONCURRENCY)
             .collect()
             .await;
+        let listed: HashMap<&str, &Listed> = batch.iter().map(|f| (f.rel.as_str(), f)).collect();
         let mut out = HashMap::with_capacity(read.len());
         for (rel, acl, unmapped) in read {
             self.unmapped.extend(unmapped);
-            let acl = acl.and_then(|acl| self.narrowed(&rel, acl));
+            let acl = acl.and_then(|acl| match listed.get(rel.as_str()) {
+                Some(f) => self.narrowed(f, acl),
+                None => Err("not in the listing".into()),
+            });
             out.insert(rel, acl);
         }
         out
@@ -1556,17 +1667,59 @@ impl Crawler {
         r
     }
 
-    /// `acl` of the file `rel`, narrowed by the reach of its folder (read before).
-    fn narrowed(&self, rel: &str, acl: Acl) -> Result<Acl, String> {
+    /// The paths the file `f` is reached by: its own, the others listed with its file id
+    /// ([`Crawler::files_by_id`]), and each of those under another way into a folder above it
+    /// ([`Crawler::folder_aliases`]). Too many is the file's reason to be skipped.
+    fn paths_of(&self, f: &Listed) -> Result<Vec<String>, String> {
+        let mut paths = vec![f.rel.clone()];
+        if f.file_id != 0
+            && let Some(others) = self.files_by_id.get(&f.file_id)
+        {
+            paths.extend(others.iter().filter(|p| **p != f.rel).cloned());
+        }
+        for (walked, other) in &self.folder_aliases {
+            for i in 0..paths.len() {
+                let rest = if walked.is_empty() {
+                    Some(paths[i].as_str())
+                } else {
+                    paths[i]
+                        .strip_prefix(walked.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                };
+                if let Some(rest) = rest {
+                    paths.push(format!("{other}/{rest}"));
+                }
+            }
+            if paths.len() > MAX_PATHS {
+                break;
+            }
+        }
+        if paths.len() > MAX_PATHS {
+            return Err(format!(
+                "reached by more than {MAX_PATHS} paths (links or hard links): too many to tell \
+                 who may reach it"
+            ));
+        }
+        Ok(paths)
+    }
+
+    /// `acl` of the file `f`, narrowed by the reach of its folder, and of the folders of its
+    /// other paths ([`Crawler::paths_of`], read before).
+    fn narrowed(&self, f: &Listed, acl: Acl) -> Result<Acl, String> {
         if !self.cfg.folder_permissions {
             return Ok(acl);
         }
-        match self.reach.get(&parent_of(rel)) {
-            Some(Ok(reach)) => dacl::intersect_share(acl, reach)
-                .map_err(|why| format!("its folders let nobody who may read it reach it ({why})")),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("its folder's permissions were not read".into()),
+        let mut acl = acl;
+        for path in self.paths_of(f)? {
+            acl = match self.reach.get(&parent_of(&path)) {
+                Some(Ok(reach)) => dacl::intersect_share(acl, reach).map_err(|why| {
+                    format!("its folders let nobody who may read it reach it ({why})")
+                })?,
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err("its folder's permissions were not read".into()),
+            };
         }
+        Ok(acl)
     }
 
     /// The document when new or changed, `None` when unchanged, or why it cannot be indexed.
@@ -1613,8 +1766,10 @@ impl Crawler {
         self.count(|j| j.counts.permission_reads += 1);
         let (acl, unmapped) = dacl_of(file, &self.sids, &self.cfg).await;
         self.unmapped.extend(unmapped);
-        self.folder_reach(session, &parent_of(&f.rel)).await?;
-        let acl = self.narrowed(&f.rel, acl?)?;
+        for rel in self.paths_of(f)? {
+            self.folder_reach(session, &parent_of(&rel)).await?;
+        }
+        let acl = self.narrowed(f, acl?)?;
         let version = f.version(&self.acl_config);
         if let Some(prev) = &prev
             && prev.version == version

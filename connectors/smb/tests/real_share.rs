@@ -817,6 +817,103 @@ async fn change_notifications_reach_the_index_without_a_reconciliation() {
     r.stop().await;
 }
 
+/// A link made while the share is watched, to a file in a folder closed to others: the
+/// notification brings the link, which the listing shows with the target's file id, so it is
+/// narrowed by the target's folders at once (not at the next reconciliation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_while_watched_is_narrowed_by_its_targets_folders() {
+    let s = shared();
+    let base = format!("watch-alias-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/hr/pay.txt"), "pay bands");
+    s.put(&format!("{base}/open/readme.txt"), "readme");
+    let alice = uid("alice");
+    s.cacls(
+        &format!("{base}/hr/pay.txt"),
+        &["--set", "D:(A;;FR;;;S-1-1-0)"],
+    );
+    s.cacls(
+        &format!("{base}/hr"),
+        &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
+    );
+    let mut cfg = s.config("smb-watch-alias", &base);
+    cfg.watch = true;
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    log = Log::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Made on the server's disk (SMB2 cannot make links), then moved into place through SMB,
+    // which notifies the watch.
+    let staging = s.dir.path().join(format!("share/{base}/staging"));
+    std::fs::create_dir(&staging).unwrap();
+    std::os::unix::fs::symlink("../hr/pay.txt", staging.join("pay-link.txt")).unwrap();
+    let link = format!("{base}/open/pay-link.txt");
+    s.rename(&format!("{base}/staging/pay-link.txt"), &link);
+    until(&mut r, &index, &mut log, "the link is indexed", |ix| {
+        ix.native_ids("smb-watch-alias").contains(&link)
+    })
+    .await;
+    assert!(log.checkpoint.is_none(), "no reconciliation ran");
+    assert_eq!(log.upserts[&link].acl.allow, principals(&["user:alice"]));
+    r.stop().await;
+}
+
+/// A DACL narrowed through one path of a file the listing shows under two (a link to it):
+/// the notification names that path only, and the other path's document is narrowed with it
+/// (not at the next reconciliation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dacl_narrowed_through_one_path_narrows_the_links_document() {
+    let s = shared();
+    let base = format!("watch-narrow-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/pay.txt"), "pay bands");
+    s.mkdir(&format!("{base}/open"));
+    s.cacls(
+        &format!("{base}/pay.txt"),
+        &["--set", "D:(A;;FR;;;S-1-1-0)"],
+    );
+    std::os::unix::fs::symlink(
+        "../pay.txt",
+        s.dir.path().join(format!("share/{base}/open/pay-link.txt")),
+    )
+    .unwrap();
+    let mut cfg = s.config("smb-watch-narrow", &base);
+    cfg.watch = true;
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    let link = format!("{base}/open/pay-link.txt");
+    assert!(log.upserts[&link].acl.allow.contains(&Principal::Everyone));
+    log = Log::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alice = uid("alice");
+    s.cacls(
+        &format!("{base}/pay.txt"),
+        &["--set", &format!("D:(A;;FR;;;S-1-22-1-{alice})")],
+    );
+    let key = DocKey::new("smb-watch-narrow", link.as_str());
+    until(
+        &mut r,
+        &index,
+        &mut log,
+        "the link's document narrowed",
+        |ix| {
+            ix.0.lock()
+                .unwrap()
+                .get(&key)
+                .is_some_and(|(_, acl)| acl.allow == principals(&["user:alice"]))
+        },
+    )
+    .await;
+    assert!(log.checkpoint.is_none(), "no reconciliation ran");
+    r.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_permissions_narrow_every_files_acl() {
     let s = shared();
@@ -1060,6 +1157,85 @@ async fn a_folder_closed_to_others_narrows_the_files_below_it() {
             .allow
             .contains(&Principal::Everyone)
     );
+}
+
+/// A link Samba follows to a file in a folder closed to others: Samba resolves it on the
+/// server, where the file's own folders must let the reader pass, so the link's document is
+/// narrowed by them as well as by the link's folders (before, the link in an open folder
+/// gave the file to everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_file_in_a_closed_folder_is_narrowed_by_that_folder() {
+    let s = shared();
+    let base = format!("alias-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/hr/pay.txt"), "pay bands");
+    s.put(&format!("{base}/open/readme.txt"), "readme");
+    let alice = uid("alice");
+    let everyone_reads = "D:(A;;FR;;;S-1-1-0)";
+    s.cacls(&format!("{base}/hr/pay.txt"), &["--set", everyone_reads]);
+    s.cacls(
+        &format!("{base}/open/readme.txt"),
+        &["--set", everyone_reads],
+    );
+    s.cacls(
+        &format!("{base}/hr"),
+        &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
+    );
+    std::os::unix::fs::symlink(
+        "../hr/pay.txt",
+        s.dir.path().join(format!("share/{base}/open/pay-link.txt")),
+    )
+    .unwrap();
+    let index = Arc::new(Index::default());
+    let first = sync(s.config("smb-alias", &base), &index, None).await;
+    let acl = |f: &str| {
+        first
+            .upserts
+            .get(&format!("{base}/{f}"))
+            .unwrap_or_else(|| panic!("{f} not indexed: {first:?}"))
+            .acl
+            .clone()
+    };
+    assert_eq!(acl("hr/pay.txt").allow, principals(&["user:alice"]));
+    assert_eq!(acl("open/pay-link.txt").allow, principals(&["user:alice"]));
+    assert!(acl("open/readme.txt").allow.contains(&Principal::Everyone));
+}
+
+/// A link to a folder inside a folder closed to others: the listing meets the folder first
+/// through the link (its name sorts first) and does not walk it again under its own path, but
+/// Samba checks the real path's folders, so the files are narrowed by them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_folder_inside_a_closed_folder_is_narrowed_by_it() {
+    let s = shared();
+    let base = format!("dir-alias-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/restricted/team/plan.txt"), "plan");
+    let alice = uid("alice");
+    let everyone_reads = "D:(A;;FR;;;S-1-1-0)";
+    s.cacls(
+        &format!("{base}/restricted/team/plan.txt"),
+        &["--set", everyone_reads],
+    );
+    s.cacls(
+        &format!("{base}/restricted/team"),
+        &["--set", "D:P(A;;FA;;;S-1-1-0)"],
+    );
+    s.cacls(
+        &format!("{base}/restricted"),
+        &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
+    );
+    std::os::unix::fs::symlink(
+        "restricted/team",
+        s.dir.path().join(format!("share/{base}/a-link")),
+    )
+    .unwrap();
+    let index = Arc::new(Index::default());
+    let first = sync(s.config("smb-dir-alias", &base), &index, None).await;
+    let doc = first
+        .upserts
+        .get(&format!("{base}/a-link/plan.txt"))
+        .unwrap_or_else(|| panic!("the file is indexed under the link: {first:?}"));
+    assert_eq!(doc.acl.allow, principals(&["user:alice"]));
 }
 
 /// A server-side link back up the tree (Samba follows links inside the share) is walked once,
