@@ -79,9 +79,10 @@ pub struct TurnRecord {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub time_ms: i64,
-    /// Indexed keys of the documents of every passage the answerer was given, kept for a turn
-    /// with uncited sentences: such a sentence was allowed because the caller could read all
-    /// of them, and is shown only while that still holds. Empty in turns stored before.
+    /// Indexed keys of the documents of every passage the answerer was given, kept for a
+    /// generated answer and for a turn with uncited sentences: such sentences were allowed
+    /// because the caller could read all of them, and are shown only while that still holds.
+    /// Empty in turns stored before (a generated turn without them shows no sentence).
     #[serde(default)]
     pub evidence_keys: Vec<String>,
 }

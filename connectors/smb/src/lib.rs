@@ -777,7 +777,6 @@ async fn dacl_aces(handle: &smb::ResourceHandle) -> smb::Result<Option<Vec<Ace>>
         .map(|acl| acl.ace.iter().map(ace_of).collect()))
 }
 
-/// The folder holding `rel` ("" for the share's root).
 /// [`Crawler::files_by_id`] of a listing (id 0: a server without file ids).
 fn by_id(files: &[Listed]) -> HashMap<u64, Vec<String>> {
     let mut out: HashMap<u64, Vec<String>> = HashMap::new();
@@ -787,6 +786,7 @@ fn by_id(files: &[Listed]) -> HashMap<u64, Vec<String>> {
     out
 }
 
+/// The folder holding `rel` ("" for the share's root).
 fn parent_of(rel: &str) -> String {
     rel.rsplit_once('/')
         .map_or(String::new(), |(p, _)| p.to_string())
