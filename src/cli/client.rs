@@ -433,18 +433,10 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
             batch.push(d);
             let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
             if full || docs.peek().is_none() {
-                let r = client
-                    .put_documents(request(
-                        conn,
-                        pb::PutDocumentsRequest {
-                            source: a.source.clone(),
-                            documents: std::mem::take(&mut batch),
-                        },
-                    )?)
-                    .await?
-                    .into_inner();
-                bar.inc(r.results.len() as u64);
-                results.extend(r.results);
+                let r =
+                    put_fitting(&mut client, conn, &a.source, std::mem::take(&mut batch)).await?;
+                bar.inc(r.len() as u64);
+                results.extend(r);
                 bytes = 0;
             }
         }
@@ -491,6 +483,54 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Puts `docs`, halving a batch the source refuses as too large for one request (its
+/// `max_request_bytes` may be below the CLI's batch size) until it fits; a document too large
+/// alone is that document's rejection, and the rest go on.
+async fn put_fitting(
+    client: &mut pb::ingest_client::IngestClient<tonic::transport::Channel>,
+    conn: &ClientArgs,
+    source: &str,
+    docs: Vec<pb::PushDocument>,
+) -> anyhow::Result<Vec<pb::ItemResult>> {
+    use tonic_types::StatusExt;
+    let mut results = Vec::with_capacity(docs.len());
+    let mut pending = vec![docs];
+    while let Some(mut batch) = pending.pop() {
+        let req = request(
+            conn,
+            pb::PutDocumentsRequest {
+                source: source.to_string(),
+                documents: batch.clone(),
+            },
+        )?;
+        match client.put_documents(req).await {
+            Ok(r) => results.extend(r.into_inner().results),
+            // Refused by the source (REQUEST_TOO_LARGE), or by the daemon's decoder before it
+            // (OUT_OF_RANGE: over what any push source accepts).
+            Err(s)
+                if s.code() == tonic::Code::OutOfRange
+                    || s.get_details_error_info()
+                        .is_some_and(|i| i.reason == "REQUEST_TOO_LARGE") =>
+            {
+                if batch.len() == 1 {
+                    results.push(pb::ItemResult {
+                        key: batch[0].key.clone(),
+                        status: pb::ItemStatus::Rejected as i32,
+                        reason: format!("too large for one request: {}", s.message()),
+                    });
+                } else {
+                    // The second half after the first: results keep the input's order.
+                    let second = batch.split_off(batch.len() / 2);
+                    pending.push(second);
+                    pending.push(batch);
+                }
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    Ok(results)
 }
 
 fn job_json(j: &pb::Job) -> serde_json::Value {

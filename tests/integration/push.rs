@@ -258,3 +258,71 @@ async fn push_documents_idempotently_with_per_item_results() {
     assert_eq!(out.status.code(), Some(0), "{v}");
     d.stop().await;
 }
+
+/// `docent ingest` batches up to 100 documents or 32 MiB; a source that accepts less per
+/// request refuses such a batch whole, so the CLI halves it until it fits, and a document too
+/// large alone is that document's rejection while the others are accepted, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docent_ingest_splits_what_the_source_refuses_as_too_large() {
+    let env = Env::empty();
+    let text = env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\nmax_request_bytes = 65536\n",
+            hex::encode(docent::identity::token_hash(BOT))
+        );
+    let d = env.start_with(env.config_from(&text)).await;
+    let line = |key: &str, words: usize| {
+        serde_json::json!({
+            "key": key,
+            "version": "1",
+            "text": format!("Note {key}. {}", "Lisbon office facilities. ".repeat(words)),
+            "allow": ["everyone"],
+        })
+        .to_string()
+    };
+    // About 26 KB each, and one of about 130 KB.
+    let lines = [
+        line("a", 1000),
+        line("b", 1000),
+        line("big", 5000),
+        line("c", 1000),
+        line("d", 1000),
+    ];
+    let jsonl = env.dir.path().join("docs.jsonl");
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let jsonl = jsonl.display().to_string();
+    let out = docent_async(
+        &["ingest", "--source", "crm", "--json", "--jsonl", &jsonl],
+        &d.url(),
+        BOT,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let got: Vec<(&str, &str)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", "accepted"),
+            ("b", "accepted"),
+            ("big", "rejected"),
+            ("c", "accepted"),
+            ("d", "accepted"),
+        ],
+        "{v}"
+    );
+    assert!(
+        v["results"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("65536"),
+        "{v}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    d.stop().await;
+}
