@@ -212,16 +212,44 @@ impl Config {
         &self,
         extra: Vec<sources::Loaded>,
     ) -> Result<IdentityStore, String> {
-        let mut loaded = sources::load_all(&self.identity_sources)?;
+        self.identity_store_from(&self.identity_files()?, extra)
+    }
+
+    /// What the identity store reads from files (the identity sources and the JWKS), read now.
+    pub fn identity_files(&self) -> Result<IdentityFiles, String> {
+        let jwt = match &self.jwt {
+            Some(j) => Some(std::sync::Arc::new(JwtVerifier::load(j.clone())?)),
+            None => None,
+        };
+        Ok(IdentityFiles {
+            loaded: sources::load_all(&self.identity_sources)?,
+            jwt,
+        })
+    }
+
+    /// The identity store from this config, `files` read before, and `extra`, reading nothing.
+    pub fn identity_store_from(
+        &self,
+        files: &IdentityFiles,
+        extra: Vec<sources::Loaded>,
+    ) -> Result<IdentityStore, String> {
+        let mut loaded = files.loaded.clone();
         loaded.extend(extra);
         let (ids, groups) = sources::merge(self.identities.clone(), self.groups.clone(), loaded)
             .map_err(|c| sources::conflicts_error(&c))?;
         let mut store = IdentityStore::new(ids, groups).with_api_keys(self.api_keys.clone());
-        if let Some(j) = &self.jwt {
-            store = store.with_jwt(JwtVerifier::load(j.clone())?);
+        if let Some(j) = &files.jwt {
+            store = store.with_jwt(j.clone());
         }
         Ok(store)
     }
+}
+
+/// What [`Config::identity_files`] read: the identity sources and the JWT verifier.
+#[derive(Clone)]
+pub struct IdentityFiles {
+    pub loaded: Vec<sources::Loaded>,
+    pub jwt: Option<std::sync::Arc<JwtVerifier>>,
 }
 
 struct Issues(Vec<ConfigIssue>);

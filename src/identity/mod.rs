@@ -30,6 +30,7 @@ pub mod sources;
 pub use registry::{Counts, IdentityRegistry, SharedIdentities};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use docent_connector_api::{Acl, AclDecision};
 use sha2::{Digest, Sha256};
@@ -327,7 +328,7 @@ pub struct IdentityStore {
     clashing_tokens: HashSet<[u8; 32]>,
     keys: Vec<ApiKeySpec>,
     parents: BTreeMap<String, Vec<String>>,
-    jwt: Option<jwt::JwtVerifier>,
+    jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Connectors that report group memberships and have not yet (fail closed: see
     /// [`Caller::strict_deny`]).
     pending: Vec<String>,
@@ -531,7 +532,7 @@ impl IdentityStore {
         self
     }
 
-    pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
+    pub fn with_jwt(mut self, verifier: Arc<jwt::JwtVerifier>) -> Self {
         self.jwt = Some(verifier);
         self
     }

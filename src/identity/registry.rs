@@ -1,9 +1,13 @@
 //! The daemon's identity store over time: built from the config (identities, groups, API keys,
 //! identity files, JWKS) plus the group memberships connectors report, rebuilt whole when either
-//! changes and swapped atomically, so each request sees one consistent store. A rebuild that
-//! fails (an unreadable file, a bad config on reload, a name given to two identities) keeps the
-//! current store. A report only adds groups to identities the config and identity files define
-//! ([`super::sources::merge`]): it never creates an identity or moves a name to another one.
+//! changes and swapped atomically, so each request sees one consistent store. A reload that
+//! fails (an unreadable file, a bad config, a name given to two identities) keeps the current
+//! store. A report rebuilds from the identity files as the last start or reload read them (it
+//! reads no file, so a file being rewritten cannot hold it back); should it still fail, the
+//! connector's earlier report is dropped and it counts as not reported (fail closed: see
+//! below), and the connector is told (its memberships alarm). A report only adds groups to
+//! identities the config and identity files define ([`super::sources::merge`]): it never
+//! creates an identity or moves a name to another one.
 //!
 //! Until every connector configured to report memberships has reported once, the store is
 //! marked pending and every caller's scope excludes documents with deny entries
@@ -20,7 +24,7 @@ use docent_connector_api::{GroupMembership, MembershipSink};
 
 use super::IdentityStore;
 use super::sources::Loaded;
-use crate::config::Config;
+use crate::config::{Config, IdentityFiles};
 
 /// The current store, shared with the authentication interceptor.
 pub type SharedIdentities = Arc<ArcSwap<IdentityStore>>;
@@ -28,6 +32,8 @@ pub type SharedIdentities = Arc<ArcSwap<IdentityStore>>;
 pub struct IdentityRegistry {
     store: SharedIdentities,
     base: Mutex<Config>,
+    /// The identity files as the last start or reload read them.
+    files: Mutex<IdentityFiles>,
     /// Memberships per reporting connector (each report replaces the connector's previous one).
     reported: Mutex<BTreeMap<String, Vec<GroupMembership>>>,
     /// Connectors configured to report memberships that have not yet reported.
@@ -55,12 +61,14 @@ impl IdentityRegistry {
                 "documents with deny entries are withheld until these connectors report group memberships"
             );
         }
+        let files = config.identity_files()?;
         let store = config
-            .identity_store()?
+            .identity_store_from(&files, Vec::new())?
             .with_pending_memberships(pending.iter().cloned().collect());
         Ok(Self {
             store: Arc::new(ArcSwap::from_pointee(store)),
             base: Mutex::new(config.clone()),
+            files: Mutex::new(files),
             reported: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(pending),
         })
@@ -74,7 +82,7 @@ impl IdentityRegistry {
         self.store.load_full()
     }
 
-    fn rebuild(&self, base: &Config) -> Result<Counts, String> {
+    fn rebuild(&self, base: &Config, files: &IdentityFiles) -> Result<Counts, String> {
         let extra: Vec<Loaded> = self
             .reported
             .lock()
@@ -90,7 +98,7 @@ impl IdentityRegistry {
             .cloned()
             .collect();
         let store = base
-            .identity_store_with(extra)?
+            .identity_store_from(files, extra)?
             .with_pending_memberships(pending);
         let c = counts(&store);
         self.store.store(Arc::new(store));
@@ -100,14 +108,16 @@ impl IdentityRegistry {
     /// Replaces the config part (a reload) and rebuilds; on error nothing changes.
     pub fn reload(&self, config: Config) -> Result<Counts, String> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let c = self.rebuild(&config)?;
+        let files = config.identity_files()?;
+        let c = self.rebuild(&config, &files)?;
         *base = config;
+        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files;
         Ok(c)
     }
 }
 
 impl MembershipSink for IdentityRegistry {
-    fn report(&self, connector: &str, groups: Vec<GroupMembership>) {
+    fn report(&self, connector: &str, groups: Vec<GroupMembership>) -> Result<(), String> {
         let n = groups.len();
         self.reported
             .lock()
@@ -118,10 +128,29 @@ impl MembershipSink for IdentityRegistry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(connector);
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        match self.rebuild(&base) {
-            Ok(_) => tracing::info!(connector, groups = n, "group memberships updated"),
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match self.rebuild(&base, &files) {
+            Ok(_) => {
+                tracing::info!(connector, groups = n, "group memberships updated");
+                Ok(())
+            }
             Err(e) => {
-                tracing::error!(connector, error = %e, "identity rebuild failed; keeping the current store")
+                // Keeping the store would keep the connector's earlier memberships (a member
+                // removed from a group would keep reading its documents): they are dropped,
+                // and the connector counts as not reported.
+                self.reported
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(connector);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(connector.to_string());
+                let dropped = self.rebuild(&base, &files);
+                tracing::error!(connector, error = %e, dropped_ok = dropped.is_ok(), "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
+                Err(format!(
+                    "the reported group memberships could not be applied: {e}"
+                ))
             }
         }
     }
@@ -270,7 +299,8 @@ aliases = ["bob@corp.example"]
                 group: "contractors".into(),
                 members: vec![Principal::user("carol")],
             }],
-        );
+        )
+        .unwrap();
         assert!(reg.current().pending().is_empty());
         assert!(scope("bob").permits(&others_but_contractors));
         assert!(!scope("carol").permits(&others_but_contractors));
@@ -300,7 +330,8 @@ aliases = ["bob@corp.example"]
                     Principal::user("mallory"),
                 ],
             }],
-        );
+        )
+        .unwrap();
         let s = reg.current();
         assert_eq!(s.identity_count(), n);
         assert_eq!(s.whois("posix-carol").unwrap().id, "carol");
@@ -310,7 +341,39 @@ aliases = ["bob@corp.example"]
         let alice = s.whois("alice").unwrap();
         assert!(alice.groups.is_empty(), "{alice:?}");
         // A later report replaces the connector's previous one.
-        reg.report("share", vec![]);
+        reg.report("share", vec![]).unwrap();
         assert!(reg.current().whois("carol").unwrap().groups.is_empty());
+    }
+
+    /// A report reads no identity file: one being rewritten (missing for a moment) cannot hold
+    /// back a membership change, and a member removed from a group loses it at once (found by
+    /// a review: the report re-read every file, and a failed read kept the old memberships).
+    #[test]
+    fn a_report_applies_while_an_identity_file_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol","aliases":["posix-carol"]}]}"#,
+        );
+        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
+        let hr = |members: &[&str]| {
+            vec![GroupMembership {
+                group: "hr".into(),
+                members: members.iter().map(|m| Principal::user(*m)).collect(),
+            }]
+        };
+        reg.report("share", hr(&["carol", "bob"])).unwrap();
+        assert_eq!(reg.current().whois("bob").unwrap().groups, ["hr"]);
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "json") {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        reg.report("share", hr(&["carol"])).unwrap();
+        let s = reg.current();
+        assert!(s.whois("bob").unwrap().groups.is_empty());
+        // The identity file's alias stands (as last read).
+        assert_eq!(s.whois("posix-carol").unwrap().groups, ["hr"]);
     }
 }

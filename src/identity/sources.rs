@@ -73,7 +73,7 @@ pub struct Entry {
 }
 
 /// The identity data of one source.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Loaded {
     pub source: Source,
     pub identities: Vec<Entry>,

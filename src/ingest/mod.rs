@@ -80,6 +80,18 @@ pub struct SkipLog {
     reconciling: Mutex<HashMap<String, Option<u64>>>,
     /// Connectors that owed a reconciliation when the daemon last stopped ([`OWED_KEY`]).
     owed_at_start: Mutex<BTreeSet<String>>,
+    /// What to tell at each rollback (sources that remember what they accepted: push).
+    rollback_hooks: Mutex<Vec<RollbackHook>>,
+}
+
+/// Called at each rollback of accepted writes ([`SkipLog::on_rollback`]).
+#[derive(Clone)]
+pub struct RollbackHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for RollbackHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RollbackHook")
+    }
 }
 
 /// The checkpoint entry (beside the connectors' own, committed with them) that lists the
@@ -305,6 +317,22 @@ impl SkipLog {
     /// sent and take the index's word again.
     fn rolled_back(&self) {
         self.rollbacks.fetch_add(1, Ordering::SeqCst);
+        let hooks = self
+            .rollback_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for hook in hooks {
+            (hook.0)();
+        }
+    }
+
+    /// Tells `hook` of every rollback of accepted writes.
+    pub fn on_rollback(&self, hook: RollbackHook) {
+        self.rollback_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     fn lock_reconciling(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<u64>>> {

@@ -189,8 +189,15 @@ impl PushSource {
     }
 
     /// From now on, a version the pipeline fails to index is forgotten as accepted, so that
-    /// the client's retry of it is a change again, not UNCHANGED.
+    /// the client's retry of it is a change again, not UNCHANGED; and at a rollback of accepted
+    /// writes (a batch or commit that failed), everything accepted is forgotten and the index
+    /// is asked again (found by a review: a narrowed ACL or a delete lost in a rollback
+    /// answered the client's retry UNCHANGED or NOT_FOUND until a restart).
     pub fn forget_failures_from(&self, skips: &crate::ingest::SkipLog) {
+        let all = self.sent.clone();
+        skips.on_rollback(crate::ingest::RollbackHook(Arc::new(move || {
+            all.lock().unwrap_or_else(|e| e.into_inner()).last.clear();
+        })));
         let sent = self.sent.clone();
         let hook = move |key: &str, version: &str, kept_previous: bool| {
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
@@ -653,6 +660,44 @@ mod tests {
         assert_eq!(
             source.newest("good", &*index).map(|(v, _)| v),
             Some("1".to_string())
+        );
+    }
+
+    /// What was accepted and then lost in a rollback is not remembered as accepted: the
+    /// client's retry of an upsert or a delete is a change again, judged against the index.
+    #[test]
+    fn what_a_rollback_lost_is_not_remembered_as_accepted() {
+        use crate::index::suite::{DIM, doc};
+        let built = spec("writers = [\"user:crm-bot\"]")
+            .unwrap()
+            .build()
+            .unwrap();
+        let source = built.handle.unwrap().downcast::<PushSource>().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "push-model", DIM).unwrap();
+        // "d0" is indexed (version 1); its delete and a new version of "narrowed" are accepted.
+        index.upsert(doc("crm", 0, 1, &["everyone"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let skips = Arc::new(crate::ingest::SkipLog::default());
+        source.forget_failures_from(&skips);
+        source.record("narrowed", Some(("2".into(), "hr-only".into())), &index);
+        source.record("d0", None, &index);
+        assert_eq!(
+            source.newest("narrowed", &index),
+            Some(("2".into(), "hr-only".into()))
+        );
+        assert_eq!(source.newest("d0", &index), None);
+        skips.rolled_back();
+        assert_eq!(source.newest("narrowed", &index), None);
+        assert_eq!(
+            source.newest("d0", &index).map(|(v, _)| v),
+            Some("1".to_string())
+        );
+        // Accepted after the rollback: remembered again.
+        source.record("narrowed", Some(("3".into(), "hr-only".into())), &index);
+        assert_eq!(
+            source.newest("narrowed", &index).map(|(v, _)| v),
+            Some("3".to_string())
         );
     }
 }

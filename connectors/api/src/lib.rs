@@ -334,15 +334,18 @@ pub struct GroupMembership {
 /// read is not an empty one (an empty report would drop every membership, and with them the
 /// deny entries that name a group).
 pub trait MembershipSink: Send + Sync {
-    /// Replaces everything `connector` reported before.
-    fn report(&self, connector: &str, groups: Vec<GroupMembership>);
+    /// Replaces everything `connector` reported before. An error: the report could not be
+    /// applied (the connector keeps its memberships alarm raised).
+    fn report(&self, connector: &str, groups: Vec<GroupMembership>) -> Result<(), String>;
 }
 
 /// A sink that drops reports (for tests and tools without an identity store).
 pub struct NoMemberships;
 
 impl MembershipSink for NoMemberships {
-    fn report(&self, _connector: &str, _groups: Vec<GroupMembership>) {}
+    fn report(&self, _connector: &str, _groups: Vec<GroupMembership>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Everything a running connector gets from the daemon.

@@ -169,6 +169,9 @@ struct LinkNames {
     asked: std::collections::HashSet<(u64, u64)>,
 }
 
+/// The least time between two reconciliations asked for by new hard links.
+const RELINK_GAP: Duration = Duration::from_secs(60);
+
 /// The checkpoint's list of roots and directories that were mount points
 /// ([`Scanner::mounted`]; the name is from when it held roots only).
 const MOUNTED_ROOTS: &str = "mounted_roots";
@@ -247,9 +250,26 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     let mut reconcile_tick = tokio::time::interval(cfg.reconcile_interval);
     reconcile_tick.tick().await; // the first tick is immediate; the crawl just happened
     let mut rollback_tick = tokio::time::interval(docent_connector_api::ROLLBACK_CHECK);
+    // A reconciliation a new hard link asked for ([`Scanner::visit_other_names`]): at most one
+    // per [`RELINK_GAP`], so a tree being hard-linked into a root does not walk it over and over.
+    let mut relink_at: Option<tokio::time::Instant> = None;
+    let mut last_relink: Option<tokio::time::Instant> = None;
     loop {
+        let relink_due = async {
+            match relink_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
+            _ = relink_due => {
+                relink_at = None;
+                if !paused {
+                    last_relink = Some(tokio::time::Instant::now());
+                    reconcile(&scanner, &status, None, "hard link", false).await?;
+                }
+            }
             _ = reconcile_tick.tick() => {
                 if !paused {
                     report();
@@ -311,7 +331,9 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 status.finish_job(id, JobState::Succeeded, unix_millis());
                 if relinked {
                     // A file gained a name its events did not show: the walk finds its names.
-                    reconcile(&scanner, &status, None, "hard link", false).await?;
+                    let now = tokio::time::Instant::now();
+                    let earliest = last_relink.map_or(now, |t| (t + RELINK_GAP).max(now));
+                    relink_at.get_or_insert(earliest);
                 }
             }
         }
@@ -361,8 +383,10 @@ pub fn report_memberships(
         Ok((passwd, group)) => {
             let m = posix_names::memberships(&passwd, &group);
             tracing::debug!(connector = %id, groups = m.len(), "reporting group memberships");
-            sink.report(id, m);
-            status.clear(Alarm::Memberships);
+            match sink.report(id, m) {
+                Ok(()) => status.clear(Alarm::Memberships),
+                Err(e) => status.raise(Alarm::Memberships, e),
+            }
         }
         Err(e) => {
             tracing::error!(connector = %id, error = %docent_connector_api::log_safe(&e), "group memberships not reported; the last report stands");
@@ -579,8 +603,9 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
-        // The walk meets every name again.
-        *self.links.lock().unwrap_or_else(|e| e.into_inner()) = LinkNames::default();
+        // The walk meets every name again; files it was asked for stay asked (below).
+        let asked =
+            std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner())).asked;
         let table = mount_table();
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
@@ -664,6 +689,13 @@ impl Scanner {
                 .filter(|(_, (nlink, paths))| (paths.len() as u64) < *nlink)
                 .map(|(inode, _)| *inode)
                 .collect();
+            // Asked for and still not found whole (names outside the roots, or excluded): not
+            // asked again.
+            outside.extend(asked.into_iter().filter(|i| {
+                names
+                    .get(i)
+                    .is_none_or(|(nlink, paths)| (paths.len() as u64) < *nlink)
+            }));
         }
         // This walk's finding about unmounted roots stands whatever deletion protection decides
         // below: a hold must not hide an unmount, or forcing the held deletions (which walks
@@ -774,6 +806,9 @@ impl Scanner {
             .into_iter()
             .filter_entry(|e| !(e.file_type().is_dir() && self.excluded_dir(root, e.path())));
         let mut mounts = SubMounts::new(self.canonical_root(root), root, table);
+        // Recorded mount points not mounted now (canonical), asked when a link to a directory
+        // is met.
+        let mut vanished: Option<Vec<PathBuf>> = None;
         while let Some(entry) = walker.next() {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -819,12 +854,39 @@ impl Scanner {
                 let Some(is_mount) = mounts.enter(&entry) else {
                     continue;
                 };
+                // With `follow_symlinks`, a link into a share that went away leads into the
+                // directory left behind: what is indexed under the link stays too.
+                if !force
+                    && entry.path_is_symlink()
+                    && let Ok(target) = std::fs::canonicalize(entry.path())
+                    && let Some(gone) = vanished
+                        .get_or_insert_with(|| self.vanished_mounts())
+                        .iter()
+                        .find(|m| target.starts_with(m))
+                {
+                    let path = entry.path();
+                    walker.skip_current_dir();
+                    let why = format!(
+                        "{UNMOUNTED} {} leads into {}, a mount point when last walked and not \
+                         one now: nothing under it was withdrawn or deleted",
+                        path.display(),
+                        gone.display()
+                    );
+                    self.count_failure(&path.to_string_lossy(), &why);
+                    outages.push(why);
+                    unlisted.push(path.to_path_buf());
+                    continue;
+                }
                 let path = entry.path();
                 let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
                 let recorded = mounted.contains(path);
                 // Asked again through the directory before it is taken for gone: an automount
                 // that expired is mounted by that.
-                let is_mount = is_mount || (recorded && mount_point(&mounts.canonical_of(path)));
+                let remounted = !is_mount && recorded && mount_point(&mounts.canonical_of(path));
+                if remounted {
+                    mounts.remounted(path);
+                }
+                let is_mount = is_mount || remounted;
                 if recorded {
                     mounts.met.insert(path.to_path_buf());
                     if is_mount && !mounts.entered.iter().any(|p| p == path) {
@@ -898,6 +960,28 @@ impl Scanner {
                 || unlisted.iter().any(|u| m.starts_with(u))
         });
         Ok(())
+    }
+
+    /// The recorded mount points ([`Scanner::mounted`]) that are not mount points now, as
+    /// canonical paths.
+    fn vanished_mounts(&self) -> Vec<PathBuf> {
+        let recorded: Vec<PathBuf> = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        recorded
+            .into_iter()
+            .filter_map(|m| {
+                let root = self.root_of(&m)?;
+                let canonical = self
+                    .canonical_root(root)
+                    .join(m.strip_prefix(root).unwrap_or(&m));
+                (!mount_point(&canonical)).then_some(canonical)
+            })
+            .collect()
     }
 
     /// Why `root`, a mount point when last walked, is taken for unmounted: it is not one now.
@@ -991,7 +1075,8 @@ impl Scanner {
                         self.visit_file(root, path, false)?;
                     }
                     if m.is_file() && m.nlink() > 1 {
-                        reconcile |= self.visit_other_names(path, &m)?;
+                        let ask = self.selected(root, path);
+                        reconcile |= self.visit_other_names(path, &m, ask)?;
                     }
                 }
                 Err(_) => {
@@ -1012,6 +1097,7 @@ impl Scanner {
         &self,
         path: &Path,
         meta: &std::fs::Metadata,
+        ask: bool,
     ) -> Result<bool, ConnectorError> {
         let inode = (meta.dev(), meta.ino());
         let (others, unknown) = {
@@ -1021,7 +1107,8 @@ impl Scanner {
             names.retain(|n| {
                 std::fs::symlink_metadata(n).is_ok_and(|m| (m.dev(), m.ino()) == inode)
             });
-            let unknown = (names.len() as u64) < meta.nlink()
+            let unknown = ask
+                && (names.len() as u64) < meta.nlink()
                 && !links.outside.contains(&inode)
                 && links.asked.insert(inode);
             let others: Vec<PathBuf> = names
@@ -1677,6 +1764,14 @@ impl<'t> SubMounts<'t> {
         }
     }
 
+    /// The directory just entered was found mounted by [`mount_point`] (an expired automount
+    /// it mounted again): its children are on the device it shows now.
+    fn remounted(&mut self, path: &Path) {
+        if let (Ok(m), Some(top)) = (std::fs::metadata(path.join(".")), self.devs.last_mut()) {
+            *top = m.dev();
+        }
+    }
+
     /// Where `path` (as walked, under the root) lies with every link in the root resolved.
     fn canonical_of(&self, path: &Path) -> PathBuf {
         self.canonical
@@ -1690,12 +1785,19 @@ impl<'t> SubMounts<'t> {
         let parent = self.devs.last().copied();
         // A directory whose metadata cannot be read (it just went) is taken to be on its
         // parent's device, so that its children are not all taken for mount points.
-        let dev = entry
+        let mut dev = entry
             .metadata()
             .map(|m| m.dev())
             .ok()
             .or(parent)
             .unwrap_or(0);
+        if depth > 0 && Some(dev) != parent {
+            // Through the directory: an automount trigger (autofs) mounts its share, whose
+            // device its children are on.
+            if let Ok(m) = std::fs::metadata(entry.path().join(".")) {
+                dev = m.dev();
+            }
+        }
         self.devs.push(dev);
         let parent = parent.filter(|_| depth > 0)?;
         // A directory reached through a link (`follow_symlinks`) is where the link leads, not
@@ -1963,8 +2065,13 @@ mod tests {
     struct Reports(std::sync::Mutex<Vec<usize>>);
 
     impl docent_connector_api::MembershipSink for Reports {
-        fn report(&self, _connector: &str, groups: Vec<docent_connector_api::GroupMembership>) {
+        fn report(
+            &self,
+            _connector: &str,
+            groups: Vec<docent_connector_api::GroupMembership>,
+        ) -> Result<(), String> {
             self.0.lock().unwrap().push(groups.len());
+            Ok(())
         }
     }
 

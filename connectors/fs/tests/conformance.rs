@@ -613,6 +613,33 @@ fn a_link_to_a_directory_on_another_file_system_is_not_a_mount_point() {
     assert_eq!(checkpoint.unwrap()["mounted_roots"], serde_json::json!([]));
 }
 
+/// With `follow_symlinks`, a link to a directory on a share mounted below the root: when the
+/// share goes away, what is indexed under the link is kept as well as what is under the mount
+/// point.
+#[test]
+fn a_link_into_an_unmounted_share_keeps_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (share, root) = (base.join("share"), base.join("root"));
+    mode(&base, 0o755);
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    for f in [share.join("plan.txt"), root.join("local.txt")] {
+        std::fs::write(&f, "text").unwrap();
+        mode(&f, 0o644);
+    }
+    std::os::unix::fs::symlink(root.join("mnt"), root.join("alias")).unwrap();
+    let index = Arc::new(Index::default());
+    let rt = runtime();
+    let mounted = BindMount::new(&share, &root.join("mnt"));
+    let (up, _, _, checkpoint) = sync_from(&rt, connector_at(&root), &index, None);
+    assert_eq!(up.len(), 3, "{up:?}");
+    drop(mounted);
+    let (_, _, deleted, _) = sync_from(&rt, connector_at(&root), &index, Some(checkpoint));
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert_eq!(index.native_ids("fs-conformance").len(), 3);
+}
+
 /// An unmounted root is reported even when the same walk holds deletions elsewhere back: the
 /// hold must not hide the unmount, or forcing the held deletions (which walks the mount point
 /// left behind as it is) would look like the answer.

@@ -426,6 +426,8 @@ impl Syncer {
             .start_job(job_id, "reconcile", trigger, unix_millis());
         let outcome = self.reconcile(force_deletions).await;
         let now_ms = unix_millis();
+        // A share below the export not walked: not a full scan.
+        let whole = !matches!(outcome, Ok(Reconciled::Unmounted { .. }));
         let state = match outcome {
             Err(SyncError::Sink(e)) => {
                 self.status
@@ -465,18 +467,21 @@ impl Syncer {
             }
         };
         self.status.finish_job(self.job, state, now_ms);
-        self.status.full_scan_done(now_ms);
+        if whole {
+            self.status.full_scan_done(now_ms);
+        }
         self.status.set_phase(if self.status.snapshot().paused {
             "paused"
         } else {
             "watching"
         });
-        self.send_checkpoint(now_ms).await?;
+        let last_full_scan_ms = self.status.snapshot().last_full_scan_ms;
+        self.send_checkpoint(last_full_scan_ms).await?;
         Ok(true)
     }
 
     /// The checkpoint: when the last full scan completed and [`Syncer::mounted`].
-    async fn send_checkpoint(&self, full_scan_ms: i64) -> Result<(), ConnectorError> {
+    async fn send_checkpoint(&self, full_scan_ms: Option<i64>) -> Result<(), ConnectorError> {
         self.send(Change::Checkpoint {
             connector: self.cfg.id.clone(),
             checkpoint: serde_json::json!({

@@ -280,7 +280,9 @@ struct Crawler {
     /// follows, or a hard link: Samba resolves a link on the server, where every folder of the
     /// file's own path must let the reader pass too, so such a file is narrowed by the folders
     /// of all its paths (for a hard link, or for the target, narrower than need be, never
-    /// wider). See [`Crawler::paths_of`].
+    /// wider). See [`Crawler::paths_of`]. Folders the walk does not list (excluded, refused
+    /// to the crawler, too deep, outside `sub_path`) give no ids: a link into one is narrowed
+    /// by its own path's folders only (the README says so).
     files_by_id: HashMap<u64, Vec<String>>,
     /// Folders the listing met under two paths (a link to a folder): (the path walked, the
     /// other path), the other not inside the first (a link back up the tree is not a second
@@ -1376,7 +1378,7 @@ impl Crawler {
                 }
             }
         }
-        self.other_paths_too(session, &mut visit, &gone).await;
+        self.other_paths_too(session, &mut visit, &gone).await?;
         let indexed = self.indexed.native_ids(&self.cfg.id);
         let known = self.sent.known_ids();
         self.withdraw_denied(&unlisted, &known).await?;
@@ -1410,18 +1412,21 @@ impl Crawler {
     /// For notified files: records their paths by file id ([`Crawler::files_by_id`]), forgets
     /// paths that are `gone` or no longer lead to the same file, and adds the file's other
     /// paths to `visit` (a change of its DACL made through one path is theirs too; a new link
-    /// to a file narrows both). A folder that cannot be listed keeps its paths, unvisited.
+    /// to a file narrows both). A path whose folder cannot be listed is visited as the same
+    /// file, so that it is read again (or skipped) rather than left with its old ACL.
     async fn other_paths_too(
         &mut self,
         session: &Session,
         visit: &mut Vec<Listed>,
         gone: &BTreeSet<String>,
-    ) {
+    ) -> Result<(), SyncError> {
         if !gone.is_empty() {
             for paths in self.files_by_id.values_mut() {
                 paths.retain(|p| !gone.iter().any(|g| is_below(p, g)));
             }
             self.files_by_id.retain(|_, paths| !paths.is_empty());
+            self.folder_aliases
+                .retain(|(a, b)| !gone.iter().any(|g| is_below(a, g) || is_below(b, g)));
         }
         let mut visiting: BTreeSet<String> = visit.iter().map(|f| f.rel.clone()).collect();
         let mut listings: HashMap<String, Option<Entries>> = HashMap::new();
@@ -1439,6 +1444,18 @@ impl Crawler {
                     listings.insert(folder.clone(), listed);
                 }
                 let Some(entries) = &listings[&folder] else {
+                    if !session.alive().await {
+                        return Err(SyncError::Outage(format!(
+                            "lost the connection to \\\\{}\\{} while looking up {other}",
+                            self.cfg.server, self.cfg.share
+                        )));
+                    }
+                    if self.selected(&other) && visiting.insert(other.clone()) {
+                        extra.push(Listed {
+                            rel: other.clone(),
+                            ..f.clone()
+                        });
+                    }
                     continue;
                 };
                 match entries
@@ -1459,6 +1476,7 @@ impl Crawler {
             }
         }
         visit.extend(extra);
+        Ok(())
     }
 
     async fn visit(
