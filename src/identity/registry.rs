@@ -146,8 +146,21 @@ impl MembershipSink for IdentityRegistry {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(connector.to_string());
-                let dropped = self.rebuild(&base, &files);
-                tracing::error!(connector, error = %e, dropped_ok = dropped.is_ok(), "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
+                if self.rebuild(&base, &files).is_err() {
+                    // Every report dropped: the config and identity files alone built a store
+                    // at the last start or reload.
+                    let all: Vec<String> = std::mem::take(
+                        &mut *self.reported.lock().unwrap_or_else(|p| p.into_inner()),
+                    )
+                    .into_keys()
+                    .collect();
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(all);
+                    let _ = self.rebuild(&base, &files);
+                }
+                tracing::error!(connector, error = %e, "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
                 Err(format!(
                     "the reported group memberships could not be applied: {e}"
                 ))

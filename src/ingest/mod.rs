@@ -84,9 +84,16 @@ pub struct SkipLog {
     rollback_hooks: Mutex<Vec<RollbackHook>>,
 }
 
-/// Called at each rollback of accepted writes ([`SkipLog::on_rollback`]).
+/// Called at each rollback of accepted writes with what it lost: each change's key and its
+/// version (`None` for a delete) ([`SkipLog::on_rollback`]).
 #[derive(Clone)]
-pub struct RollbackHook(pub Arc<dyn Fn() + Send + Sync>);
+pub struct RollbackHook(pub Arc<RollbackFn>);
+
+/// What a [`RollbackHook`] calls.
+pub type RollbackFn = dyn Fn(&[LostChange]) + Send + Sync;
+
+/// A change a rollback lost: its key and version (`None` for a delete).
+pub type LostChange = (DocKey, Option<String>);
 
 impl std::fmt::Debug for RollbackHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -315,7 +322,7 @@ impl SkipLog {
 
     /// The pipeline discarded writes it had accepted (a rollback): connectors forget what they
     /// sent and take the index's word again.
-    fn rolled_back(&self) {
+    fn rolled_back(&self, lost: &[LostChange]) {
         self.rollbacks.fetch_add(1, Ordering::SeqCst);
         let hooks = self
             .rollback_hooks
@@ -323,7 +330,7 @@ impl SkipLog {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for hook in hooks {
-            (hook.0)();
+            (hook.0)(lost);
         }
     }
 
@@ -690,6 +697,9 @@ impl Pipeline {
         let mut checkpoints = BTreeMap::new();
         // Connectors with writes since the last commit (a rollback discards them).
         let mut written: BTreeSet<String> = BTreeSet::new();
+        // The changes written since the last commit, which a rollback loses: (key, version,
+        // `None` for a delete), for the sources that remember what they accepted.
+        let mut uncommitted: Vec<LostChange> = Vec::new();
         loop {
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
             let next_retry = this.retries().next_due();
@@ -716,6 +726,15 @@ impl Pipeline {
             }
             let mut checkpoint_seen = false;
             written.extend(due.iter().map(|p| p.doc.key.connector.clone()));
+            uncommitted.extend(
+                due.iter()
+                    .map(|p| (p.doc.key.clone(), Some(p.doc.version.clone()))),
+            );
+            uncommitted.extend(batch.iter().filter_map(|c| match c {
+                Change::Upsert(d) => Some((d.key.clone(), Some(d.version.clone()))),
+                Change::Delete(key) => Some((key.clone(), None)),
+                Change::Skipped { .. } | Change::Checkpoint { .. } => None,
+            }));
             written.extend(batch.iter().map(|c| {
                 match c {
                     Change::Upsert(d) => &d.key.connector,
@@ -736,7 +755,7 @@ impl Pipeline {
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        this.skips.rolled_back();
+                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
@@ -745,7 +764,7 @@ impl Pipeline {
                     Err(e) => {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        this.skips.rolled_back();
+                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
@@ -758,11 +777,14 @@ impl Pipeline {
                     .commit_retrying(std::mem::take(&mut checkpoints), None)
                     .await
                 {
-                    Ok(()) => written.clear(),
+                    Ok(()) => {
+                        written.clear();
+                        uncommitted.clear();
+                    }
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        this.skips.rolled_back();
+                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
                         this.owe_reconciliations(std::mem::take(&mut written));
                     }
                     Err(e) => return Err(e),

@@ -189,14 +189,25 @@ impl PushSource {
     }
 
     /// From now on, a version the pipeline fails to index is forgotten as accepted, so that
-    /// the client's retry of it is a change again, not UNCHANGED; and at a rollback of accepted
-    /// writes (a batch or commit that failed), everything accepted is forgotten and the index
-    /// is asked again (found by a review: a narrowed ACL or a delete lost in a rollback
-    /// answered the client's retry UNCHANGED or NOT_FOUND until a restart).
+    /// the client's retry of it is a change again, not UNCHANGED; and so is a change a rollback
+    /// of accepted writes (a batch or commit that failed) lost, unless a newer one of its key
+    /// was accepted since (found by a review: a narrowed ACL or a delete lost in a rollback
+    /// answered the client's retry UNCHANGED or NOT_FOUND until a restart; forgetting every
+    /// accepted change instead would forget those still queued).
     pub fn forget_failures_from(&self, skips: &crate::ingest::SkipLog) {
-        let all = self.sent.clone();
-        skips.on_rollback(crate::ingest::RollbackHook(Arc::new(move || {
-            all.lock().unwrap_or_else(|e| e.into_inner()).last.clear();
+        let (all, id) = (self.sent.clone(), self.config.id.clone());
+        skips.on_rollback(crate::ingest::RollbackHook(Arc::new(move |lost| {
+            let mut sent = all.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, version) in lost.iter().filter(|(k, _)| k.connector == id) {
+                let same = match (sent.last.get(&key.native_id), version) {
+                    (Some(Some((v, _))), Some(lost)) => v == lost,
+                    (Some(None), None) => true,
+                    _ => false,
+                };
+                if same {
+                    sent.last.remove(&key.native_id);
+                }
+            }
         })));
         let sent = self.sent.clone();
         let hook = move |key: &str, version: &str, kept_previous: bool| {
@@ -687,7 +698,19 @@ mod tests {
             Some(("2".into(), "hr-only".into()))
         );
         assert_eq!(source.newest("d0", &index), None);
-        skips.rolled_back();
+        // Lost: the new version of "narrowed" and the delete of "d0"; not "queued" (still in
+        // the queue: a newer version than the one lost).
+        source.record("queued", Some(("2".into(), "hr-only".into())), &index);
+        let key = |k: &str| DocKey::new("crm", k);
+        skips.rolled_back(&[
+            (key("narrowed"), Some("2".into())),
+            (key("d0"), None),
+            (key("queued"), Some("1".into())),
+        ]);
+        assert_eq!(
+            source.newest("queued", &index).map(|(v, _)| v),
+            Some("2".to_string())
+        );
         assert_eq!(source.newest("narrowed", &index), None);
         assert_eq!(
             source.newest("d0", &index).map(|(v, _)| v),
