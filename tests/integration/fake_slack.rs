@@ -222,6 +222,9 @@ impl FakeSlack {
                 json!({"ok": false, "error": "user_not_in_channel"})
             }
             "chat.postEphemeral" => json!({"ok": true, "message_ts": ts}),
+            "users.info" if st.guests.contains(&arg("user")) => json!({"ok": true,
+                "user": {"id": arg("user"), "team_id": "T0FAKE", "deleted": false,
+                "is_bot": false, "is_restricted": true}}),
             "users.info" => match st.users.get(&arg("user")) {
                 Some(email) if st.strangers.contains(&arg("user")) => json!({"ok": true,
                     "user": {"id": arg("user"), "team_id": "T0OTHER", "is_stranger": true,

@@ -574,6 +574,42 @@ async fn a_channel_with_a_guest_gets_no_answer_from_the_default_audience() {
     s.stop().await;
 }
 
+/// A guest account made after the bridge read the workspace's guests joins a channel it
+/// answered: the join (`member_joined_channel`) makes the next question check the channel
+/// again and ask about the new member alone, and the default audience is no longer used there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev14",
+        mention("U0ALICE", "C0GENERAL", "1700000014.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    s.slack.add_guest("U0NEWGUEST", "C0GENERAL");
+    s.event(
+        "Ev15",
+        serde_json::json!({"type": "member_joined_channel", "user": "U0NEWGUEST",
+            "channel": "C0GENERAL", "channel_type": "C", "event_ts": "1700000015.000100"}),
+    )
+    .await;
+    s.event(
+        "Ev16",
+        mention("U0ALICE", "C0GENERAL", "1700000016.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        s.slack.calls_to("chat.postMessage").len(),
+        1,
+        "not answered again"
+    );
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;

@@ -88,7 +88,14 @@ struct State {
     guest_channels: TtlMap<String, bool>,
     /// The workspace's guest accounts (`users.list`), and when they were read.
     guests: Option<(Instant, Arc<std::collections::HashSet<String>>)>,
+    /// Users who joined a channel (`member_joined_channel`) and are not among `guests`: an
+    /// account made since they were read may be a guest, asked alone (`users.info`) when a
+    /// channel they are in is checked.
+    joiners: std::collections::HashSet<String>,
 }
+
+/// At most this many [`State::joiners`] are remembered (beyond, joins wait for the TTL).
+const MAX_JOINERS: usize = 10_000;
 
 pub struct Bridge {
     cfg: Arc<Config>,
@@ -210,6 +217,7 @@ impl Bridge {
                 threads: TtlMap::new(DAY, 100_000),
                 pending: TtlMap::new(DAY, 100_000),
                 guest_channels: TtlMap::new(ttl, 100_000),
+                joiners: Default::default(),
                 guests: None,
             }),
             in_flight: AtomicUsize::new(0),
@@ -402,23 +410,60 @@ impl Bridge {
             return Ok(v);
         }
         let guests = self.guests().await?;
+        let joiners = self.state().joiners.clone();
         let mut found = false;
+        let mut joined = Vec::new();
         self.each_page(
             "conversations.members",
             &[("channel", channel), ("limit", "1000")],
             |ms| {
-                found |= ms
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|m| guests.contains(m));
+                for m in ms.iter().filter_map(Value::as_str) {
+                    found |= guests.contains(m);
+                    if joiners.contains(m) && !guests.contains(m) {
+                        joined.push(m.to_string());
+                    }
+                }
                 found
             },
         )
         .await?;
+        for m in joined {
+            if found {
+                break;
+            }
+            found = self.is_guest(&m).await?;
+            if !found {
+                self.state().joiners.remove(&m);
+            }
+        }
         self.state()
             .guest_channels
             .insert(channel.to_string(), found, Instant::now());
         Ok(found)
+    }
+
+    /// Someone joined `channel` (`member_joined_channel`): whether it has guests is asked
+    /// again at its next question, and `user`, when not among the workspace's guests as last
+    /// read (an account made since may be a guest), is asked alone then. Without the event
+    /// subscription, a guest who joins is seen within the user cache's TTL.
+    pub fn member_joined(&self, channel: &str, user: &str) {
+        let mut st = self.state();
+        st.guest_channels.remove(&channel.to_string());
+        let known = st.guests.as_ref().is_some_and(|(_, g)| g.contains(user));
+        if !known && st.joiners.len() < MAX_JOINERS {
+            st.joiners.insert(user.to_string());
+        }
+    }
+
+    /// Whether `user` is a guest account, asked alone (`users.info`).
+    async fn is_guest(&self, user: &str) -> Result<bool, Failure> {
+        let info = self
+            .slack
+            .call_form("users.info", &[("user", user)])
+            .await
+            .map_err(Failure::Slack)?;
+        let flag = |k: &str| info["user"][k].as_bool().unwrap_or(false);
+        Ok((flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted"))
     }
 
     /// The workspace's guest accounts (restricted or ultra-restricted, not deleted), read with
@@ -451,7 +496,9 @@ impl Bridge {
         })
         .await?;
         let guests = Arc::new(guests);
-        self.state().guests = Some((Instant::now(), guests.clone()));
+        let mut st = self.state();
+        st.joiners.retain(|j| !guests.contains(j));
+        st.guests = Some((Instant::now(), guests.clone()));
         Ok(guests)
     }
 
@@ -916,6 +963,10 @@ enum Target<'a> {
 /// The work an Events API callback asks for, if any (`None`: nothing to do).
 pub fn event_work(bridge: &Bridge, ev: &Value) -> Option<Work> {
     let s = |k: &str| ev[k].as_str().map(str::to_string);
+    if ev["type"].as_str() == Some("member_joined_channel") {
+        bridge.member_joined(&s("channel")?, &s("user")?);
+        return None;
+    }
     // Our own posts, edits, joins and other bots' messages are not questions.
     if ev.get("bot_id").is_some_and(|b| !b.is_null())
         || ev.get("subtype").is_some_and(|b| !b.is_null())

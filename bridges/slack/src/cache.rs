@@ -49,6 +49,10 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
         self.map.insert(k, (v, now));
     }
 
+    pub fn remove(&mut self, k: &K) {
+        self.map.remove(k);
+    }
+
     /// Inserts unless a live entry exists; true when inserted (the first sighting).
     pub fn first_sighting(&mut self, k: K, v: V, now: Instant) -> bool {
         if self.get(&k, now).is_some() {
