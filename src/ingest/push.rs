@@ -628,11 +628,7 @@ mod tests {
     fn a_version_the_pipeline_fails_is_not_remembered_as_accepted() {
         use crate::embed::Embedder;
         use crate::embed::test_embedder::BagOfWords;
-        let built = spec("writers = [\"user:crm-bot\"]")
-            .unwrap()
-            .build()
-            .unwrap();
-        let source = built.handle.unwrap().downcast::<PushSource>().unwrap();
+        let (source, _) = built();
         let dir = tempfile::tempdir().unwrap();
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(
@@ -679,11 +675,7 @@ mod tests {
     #[test]
     fn what_a_rollback_lost_is_not_remembered_as_accepted() {
         use crate::index::suite::{DIM, doc};
-        let built = spec("writers = [\"user:crm-bot\"]")
-            .unwrap()
-            .build()
-            .unwrap();
-        let source = built.handle.unwrap().downcast::<PushSource>().unwrap();
+        let (source, _) = built();
         let dir = tempfile::tempdir().unwrap();
         let index = crate::index::Index::open(dir.path(), "push-model", DIM).unwrap();
         // "d0" is indexed (version 1); its delete and a new version of "narrowed" are accepted.

@@ -30,6 +30,17 @@ fn connector_at(root: &std::path::Path) -> Box<dyn Connector> {
     Box::new(FsConnector::new(config_at(&[root])).unwrap())
 }
 
+/// The fs connector over `root`, watching.
+fn watching(root: &std::path::Path) -> Box<dyn Connector> {
+    Box::new(
+        FsConnector::new(FsConfig {
+            watch: true,
+            ..config_at(&[root])
+        })
+        .unwrap(),
+    )
+}
+
 /// The tests' connector config over `roots`.
 fn config_at(roots: &[&std::path::Path]) -> FsConfig {
     FsConfig {
@@ -488,29 +499,14 @@ fn a_chmod_through_one_hard_link_narrows_the_other_name_at_once() {
     std::fs::write(&a, "plan").unwrap();
     mode(&a, 0o644);
     std::fs::hard_link(&a, &b).unwrap();
-    let connector: Box<dyn Connector> = Box::new(
-        FsConnector::new(FsConfig {
-            watch: true,
-            ..config_at(&[&root])
-        })
-        .unwrap(),
-    );
+    let connector = watching(&root);
     let index = Arc::new(Index::default());
     runtime().block_on(async {
         let mut live = Live::start(connector, &index, None);
         let (up, ..) = live.next_sync(true).await;
         assert_eq!(up.len(), 2, "{up:?}");
         mode(&a, 0o600);
-        let mut narrowed = BTreeMap::new();
-        while narrowed.len() < 2 {
-            let change = tokio::time::timeout(Duration::from_secs(10), live.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("only {narrowed:?} changed within 10 s"))
-                .expect("the connector runs");
-            if let Change::Upsert(d) = change {
-                narrowed.insert(d.key.native_id.clone(), d.acl.clone());
-            }
-        }
+        let narrowed = live.upserts(2).await;
         assert_eq!(
             narrowed[&*a.to_string_lossy()],
             narrowed[&*b.to_string_lossy()]
@@ -539,13 +535,7 @@ fn a_hard_link_made_after_the_walk_is_tied_to_the_old_name() {
     let (old, new) = (root.join("plan.txt"), root.join("drop/plan.txt"));
     std::fs::write(&old, "plan").unwrap();
     mode(&old, 0o644);
-    let connector: Box<dyn Connector> = Box::new(
-        FsConnector::new(FsConfig {
-            watch: true,
-            ..config_at(&[&root])
-        })
-        .unwrap(),
-    );
+    let connector = watching(&root);
     let index = Arc::new(Index::default());
     runtime().block_on(async {
         let mut live = Live::start(connector, &index, None);
@@ -556,16 +546,7 @@ fn a_hard_link_made_after_the_walk_is_tied_to_the_old_name() {
         let (up, ..) = live.next_sync(true).await;
         assert!(up.contains(&new.to_string_lossy().into_owned()), "{up:?}");
         mode(&new, 0o600);
-        let mut narrowed = BTreeMap::new();
-        while narrowed.len() < 2 {
-            let change = tokio::time::timeout(Duration::from_secs(10), live.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("only {narrowed:?} changed within 10 s"))
-                .expect("the connector runs");
-            if let Change::Upsert(d) = change {
-                narrowed.insert(d.key.native_id.clone(), d.acl.clone());
-            }
-        }
+        let narrowed = live.upserts(2).await;
         assert_eq!(
             narrowed[&*old.to_string_lossy()],
             narrowed[&*new.to_string_lossy()]
@@ -784,6 +765,21 @@ impl Live {
                 }
             }
         }
+    }
+
+    /// The ACLs of the next `n` documents upserted (by their events; waits up to 10 s).
+    async fn upserts(&mut self, n: usize) -> BTreeMap<String, docent_connector_api::Acl> {
+        let mut up = BTreeMap::new();
+        while up.len() < n {
+            let change = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {up:?} changed within 10 s"))
+                .expect("the connector runs");
+            if let Change::Upsert(d) = change {
+                up.insert(d.key.native_id.clone(), d.acl.clone());
+            }
+        }
+        up
     }
 
     /// A sync with `force_deletions`, applied.

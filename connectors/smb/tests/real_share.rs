@@ -759,6 +759,21 @@ async fn until(
     }
 }
 
+/// A connector over `base` on `s` that watches (no scheduled reconciliation, so only
+/// notifications bring changes), after its first sync: what that sync sent, and the watch
+/// given a moment to register.
+async fn watching(s: &Server, id: &str, base: &str) -> (Running, Arc<Index>, Log) {
+    let mut cfg = s.config(id, base);
+    cfg.watch = true;
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (r, index, log)
+}
+
 fn indexed_ids(index: &Index) -> BTreeSet<String> {
     index.native_ids("smb").into_iter().collect()
 }
@@ -836,15 +851,8 @@ async fn a_link_made_while_watched_is_narrowed_by_its_targets_folders() {
         &format!("{base}/hr"),
         &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
     );
-    let mut cfg = s.config("smb-watch-alias", &base);
-    cfg.watch = true;
-    cfg.reconcile_interval = Duration::from_secs(3600);
-    let index = Arc::new(Index::default());
-    let mut r = spawn(cfg, &index, None, 64);
+    let (mut r, index, _) = watching(s, "smb-watch-alias", &base).await;
     let mut log = Log::default();
-    r.until_checkpoint(&index, &mut log).await;
-    log = Log::default();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     // Made on the server's disk (SMB2 cannot make links), then moved into place through SMB,
     // which notifies the watch.
     let staging = s.dir.path().join(format!("share/{base}/staging"));
@@ -880,17 +888,15 @@ async fn a_dacl_narrowed_through_one_path_narrows_the_links_document() {
         s.dir.path().join(format!("share/{base}/open/pay-link.txt")),
     )
     .unwrap();
-    let mut cfg = s.config("smb-watch-narrow", &base);
-    cfg.watch = true;
-    cfg.reconcile_interval = Duration::from_secs(3600);
-    let index = Arc::new(Index::default());
-    let mut r = spawn(cfg, &index, None, 64);
-    let mut log = Log::default();
-    r.until_checkpoint(&index, &mut log).await;
+    let (mut r, index, first) = watching(s, "smb-watch-narrow", &base).await;
     let link = format!("{base}/open/pay-link.txt");
-    assert!(log.upserts[&link].acl.allow.contains(&Principal::Everyone));
-    log = Log::default();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        first.upserts[&link]
+            .acl
+            .allow
+            .contains(&Principal::Everyone)
+    );
+    let mut log = Log::default();
     let alice = uid("alice");
     s.cacls(
         &format!("{base}/pay.txt"),
@@ -998,16 +1004,9 @@ async fn acl_only_change_in_the_watched_folder_is_notified() {
     // Samba reports a security change only to a watch on the file's own folder (a recursive
     // watch higher up hears of content changes below it, not of ACL changes): the watch here is
     // on the crawl root `base`, the file's folder. Deeper ACL changes wait for reconciliation.
-    let mut cfg = s.config("smb-aclnotify", &base);
-    cfg.watch = true;
-    cfg.reconcile_interval = Duration::from_secs(3600);
-    let index = Arc::new(Index::default());
-    let mut r = spawn(cfg, &index, None, 64);
+    let (mut r, index, first) = watching(s, "smb-aclnotify", &base).await;
+    assert_eq!(first.upserts[&file].acl.allow, principals(&["group:hr"]));
     let mut log = Log::default();
-    r.until_checkpoint(&index, &mut log).await;
-    assert_eq!(log.upserts[&file].acl.allow, principals(&["group:hr"]));
-    log = Log::default();
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     s.cacls(&file, &["--set", &format!("D:(A;;FR;;;S-1-22-2-{eng})")]);
     let key = DocKey::new("smb-aclnotify", file.as_str());
