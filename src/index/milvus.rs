@@ -317,12 +317,10 @@ fn entry_of(row: &ChunkRow) -> DocEntry {
 }
 
 fn acl_of(row: &ChunkRow) -> Acl {
-    let parse =
-        |v: &[String]| -> Vec<Principal> { v.iter().filter_map(|s| s.parse().ok()).collect() };
-    Acl {
-        allow: parse(&row.allow).into_iter().collect(),
-        deny: parse(&row.deny).into_iter().collect(),
-    }
+    crate::index::stored_acl(
+        row.allow.iter().map(String::as_str),
+        row.deny.iter().map(String::as_str),
+    )
 }
 
 /// Whether every row of `doc` fits the collection ([`docent_milvus::fits`]).

@@ -1393,15 +1393,24 @@ fn get_u64(doc: &TantivyDocument, field: tantivy::schema::Field) -> u64 {
 }
 
 fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
-    let read = |field| {
-        doc.get_all(field)
-            .filter_map(|v| v.as_str())
-            .filter_map(|s| s.parse::<Principal>().ok())
-            .collect()
-    };
+    let tokens = |field| doc.get_all(field).filter_map(|v| v.as_str());
+    stored_acl(tokens(f.acl_allow), tokens(f.acl_deny))
+}
+
+/// An ACL read back from its stored principal tokens. Ingest refuses a principal that does not
+/// read back, but an index written before may hold one: an allow entry that does not parse
+/// admits nobody (dropped), and a deny entry that does not parse denies everyone, so that a
+/// document rebuilt from it (`docent reindex`) or checked against it never admits whom the
+/// entry excluded (the connector's next sync sends its document again).
+pub(crate) fn stored_acl<'a>(
+    allow: impl Iterator<Item = &'a str>,
+    deny: impl Iterator<Item = &'a str>,
+) -> Acl {
     Acl {
-        allow: read(f.acl_allow),
-        deny: read(f.acl_deny),
+        allow: allow.filter_map(|s| s.parse::<Principal>().ok()).collect(),
+        deny: deny
+            .map(|s| s.parse::<Principal>().unwrap_or(Principal::Everyone))
+            .collect(),
     }
 }
 
@@ -1458,6 +1467,23 @@ fn split_headings(stored: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A stored deny entry that does not read back as a principal (written before ingest
+    /// refused such entries) denies everyone; an allow entry that does not admits nobody.
+    #[test]
+    fn a_stored_deny_that_does_not_parse_denies_everyone() {
+        let acl = stored_acl(
+            ["group:staff", "group:day shift"].into_iter(),
+            ["group:night shift"].into_iter(),
+        );
+        assert_eq!(
+            acl.allow,
+            std::collections::BTreeSet::from([Principal::group("staff")])
+        );
+        assert!(acl.deny.contains(&Principal::Everyone), "{acl:?}");
+        let staff = AclScope::for_tests("u", &["everyone", "group:staff"]);
+        assert!(!staff.permits(&acl));
+    }
 
     /// A heading with " > " in it stays one heading; a path stored the old way (joined with
     /// " > ") still reads back.
