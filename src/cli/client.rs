@@ -403,6 +403,7 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
     let mut client = pb::ingest_client::IngestClient::new(channel(conn).await?)
         .max_encoding_message_size(256 * 1024 * 1024);
     let mut results = Vec::new();
+    let mut failure: Option<anyhow::Error> = None;
     if !a.delete.is_empty() {
         for keys in a.delete.chunks(1000) {
             let r = client
@@ -433,11 +434,16 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
             batch.push(d);
             let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
             if full || docs.peek().is_none() {
-                let r =
+                let (r, failed) =
                     put_fitting(&mut client, conn, &a.source, std::mem::take(&mut batch)).await?;
                 bar.inc(r.len() as u64);
                 results.extend(r);
                 bytes = 0;
+                if failed.is_some() {
+                    // What was answered before the failure is reported, then the failure.
+                    failure = failed;
+                    break;
+                }
             }
         }
         bar.finish_and_clear();
@@ -478,6 +484,12 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
         let totals: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         println!("{}", totals.join(", "));
     }
+    if let Some(e) = failure {
+        return Err(e.context(format!(
+            "stopped after {} results (printed above)",
+            results.len()
+        )));
+    }
     Ok(if rejected > 0 {
         ExitCode::from(1)
     } else {
@@ -487,13 +499,14 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
 
 /// Puts `docs`, halving a batch the source refuses as too large for one request (its
 /// `max_request_bytes` may be below the CLI's batch size) until it fits; a document too large
-/// alone is that document's rejection, and the rest go on.
+/// alone is that document's rejection, and the rest go on. Another error stops it: the results
+/// answered before it, and the error.
 async fn put_fitting(
     client: &mut pb::ingest_client::IngestClient<tonic::transport::Channel>,
     conn: &ClientArgs,
     source: &str,
     docs: Vec<pb::PushDocument>,
-) -> anyhow::Result<Vec<pb::ItemResult>> {
+) -> anyhow::Result<(Vec<pb::ItemResult>, Option<anyhow::Error>)> {
     use tonic_types::StatusExt;
     let mut results = Vec::with_capacity(docs.len());
     let mut pending = vec![docs];
@@ -527,10 +540,10 @@ async fn put_fitting(
                     pending.push(batch);
                 }
             }
-            Err(s) => return Err(s.into()),
+            Err(s) => return Ok((results, Some(s.into()))),
         }
     }
-    Ok(results)
+    Ok((results, None))
 }
 
 fn job_json(j: &pb::Job) -> serde_json::Value {
