@@ -406,17 +406,20 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
     let mut failure: Option<anyhow::Error> = None;
     if !a.delete.is_empty() {
         for keys in a.delete.chunks(1000) {
-            let r = client
-                .delete_documents(request(
-                    conn,
-                    pb::DeleteDocumentsRequest {
-                        source: a.source.clone(),
-                        keys: keys.to_vec(),
-                    },
-                )?)
-                .await?
-                .into_inner();
-            results.extend(r.results);
+            let req = request(
+                conn,
+                pb::DeleteDocumentsRequest {
+                    source: a.source.clone(),
+                    keys: keys.to_vec(),
+                },
+            )?;
+            match client.delete_documents(req).await {
+                Ok(r) => results.extend(r.into_inner().results),
+                Err(e) => {
+                    failure = Some(e.into());
+                    break;
+                }
+            }
         }
     } else {
         let docs = push_docs(&a)?;

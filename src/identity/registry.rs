@@ -158,7 +158,10 @@ impl MembershipSink for IdentityRegistry {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .extend(all);
-                    let _ = self.rebuild(&base, &files);
+                    if let Err(e) = self.rebuild(&base, &files) {
+                        // Unreachable while the config and files built a store before.
+                        tracing::error!(error = %e, "identity store not rebuilt without any report; the current store stays");
+                    }
                 }
                 tracing::error!(connector, error = %e, "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
                 Err(format!(

@@ -84,16 +84,17 @@ pub struct SkipLog {
     rollback_hooks: Mutex<Vec<RollbackHook>>,
 }
 
-/// Called at each rollback of accepted writes with what it lost: each change's key and its
-/// version (`None` for a delete) ([`SkipLog::on_rollback`]).
+/// Called at each rollback of accepted writes with what it lost ([`LostChange`],
+/// [`SkipLog::on_rollback`]).
 #[derive(Clone)]
 pub struct RollbackHook(pub Arc<RollbackFn>);
 
 /// What a [`RollbackHook`] calls.
 pub type RollbackFn = dyn Fn(&[LostChange]) + Send + Sync;
 
-/// A change a rollback lost: its key and version (`None` for a delete).
-pub type LostChange = (DocKey, Option<String>);
+/// A change a rollback lost: its key, and its version and ACL fingerprint (`None` for a
+/// delete).
+pub type LostChange = (DocKey, Option<(String, String)>);
 
 impl std::fmt::Debug for RollbackHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -682,6 +683,21 @@ impl Pipeline {
         self.retries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Of the changes written since the last commit, those a rollback loses: not a version the
+    /// retry queue still holds (it is written later).
+    fn lost(&self, uncommitted: Vec<LostChange>) -> Vec<LostChange> {
+        let retries = self.retries();
+        uncommitted
+            .into_iter()
+            .filter(|(key, state)| {
+                !matches!(
+                    (retries.pending.get(key), state),
+                    (Some(p), Some((version, _))) if p.doc.version == *version
+                )
+            })
+            .collect()
+    }
+
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
     /// the pipeline ends with the error instead of holding the daemon's shutdown).
     pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
@@ -726,12 +742,10 @@ impl Pipeline {
             }
             let mut checkpoint_seen = false;
             written.extend(due.iter().map(|p| p.doc.key.connector.clone()));
-            uncommitted.extend(
-                due.iter()
-                    .map(|p| (p.doc.key.clone(), Some(p.doc.version.clone()))),
-            );
+            let state = |d: &SourceDocument| Some((d.version.clone(), d.acl.fingerprint()));
+            uncommitted.extend(due.iter().map(|p| (p.doc.key.clone(), state(&p.doc))));
             uncommitted.extend(batch.iter().filter_map(|c| match c {
-                Change::Upsert(d) => Some((d.key.clone(), Some(d.version.clone()))),
+                Change::Upsert(d) => Some((d.key.clone(), state(d))),
                 Change::Delete(key) => Some((key.clone(), None)),
                 Change::Skipped { .. } | Change::Checkpoint { .. } => None,
             }));
@@ -755,7 +769,8 @@ impl Pipeline {
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
+                        this.skips
+                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
@@ -764,7 +779,8 @@ impl Pipeline {
                     Err(e) => {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
+                        this.skips
+                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
                         dirty = false;
@@ -784,7 +800,8 @@ impl Pipeline {
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        this.skips.rolled_back(&std::mem::take(&mut uncommitted));
+                        this.skips
+                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                     }
                     Err(e) => return Err(e),

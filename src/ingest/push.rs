@@ -198,10 +198,12 @@ impl PushSource {
         let (all, id) = (self.sent.clone(), self.config.id.clone());
         skips.on_rollback(crate::ingest::RollbackHook(Arc::new(move |lost| {
             let mut sent = all.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, version) in lost.iter().filter(|(k, _)| k.connector == id) {
-                let same = match (sent.last.get(&key.native_id), version) {
-                    (Some(Some((v, _))), Some(lost)) => v == lost,
-                    (Some(None), None) => true,
+            for (key, state) in lost.iter().filter(|(k, _)| k.connector == id) {
+                let same = match (sent.last.get(&key.native_id), state) {
+                    (Some(Some(accepted)), Some(lost)) => accepted == lost,
+                    // A delete lost; or an upsert lost whose failure had been recorded as
+                    // "not there" (the delete of its previous version went with it).
+                    (Some(None), _) => true,
                     _ => false,
                 };
                 if same {
@@ -690,14 +692,14 @@ mod tests {
             Some(("2".into(), "hr-only".into()))
         );
         assert_eq!(source.newest("d0", &index), None);
-        // Lost: the new version of "narrowed" and the delete of "d0"; not "queued" (still in
-        // the queue: a newer version than the one lost).
+        // Lost: the new version of "narrowed" and the delete of "d0"; not "queued" (the same
+        // version under another ACL was accepted since, and is still in the queue).
         source.record("queued", Some(("2".into(), "hr-only".into())), &index);
         let key = |k: &str| DocKey::new("crm", k);
         skips.rolled_back(&[
-            (key("narrowed"), Some("2".into())),
+            (key("narrowed"), Some(("2".into(), "hr-only".into()))),
             (key("d0"), None),
-            (key("queued"), Some("1".into())),
+            (key("queued"), Some(("2".into(), "everyone".into()))),
         ]);
         assert_eq!(
             source.newest("queued", &index).map(|(v, _)| v),

@@ -119,6 +119,11 @@ impl FakeSlack {
         st.guest_channels.insert(channel.into());
     }
 
+    /// A guest account no channel's member list shows yet (Slack's lists can lag a join).
+    pub fn add_guest_account(&self, id: &str) {
+        self.lock().guests.insert(id.into());
+    }
+
     /// The next `n` calls of `method` get HTTP 429 with `Retry-After: secs`.
     pub fn rate_limit(&self, method: &str, n: u32, secs: u64) {
         self.lock().rate_limited.insert(method.into(), (n, secs));

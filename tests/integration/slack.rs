@@ -610,6 +610,41 @@ async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
     s.stop().await;
 }
 
+/// A guest whose join the channel's member list does not show yet is counted by the join
+/// event alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_guest_counts_before_the_member_list_shows_them() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev17",
+        mention("U0ALICE", "C0GENERAL", "1700000017.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    s.slack.add_guest_account("U0LAGGING");
+    s.event(
+        "Ev18",
+        serde_json::json!({"type": "member_joined_channel", "user": "U0LAGGING",
+            "channel": "C0GENERAL", "channel_type": "C", "event_ts": "1700000018.000100"}),
+    )
+    .await;
+    s.event(
+        "Ev19",
+        mention("U0ALICE", "C0GENERAL", "1700000019.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        s.slack.calls_to("chat.postMessage").len(),
+        1,
+        "not answered again"
+    );
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;

@@ -88,14 +88,17 @@ struct State {
     guest_channels: TtlMap<String, bool>,
     /// The workspace's guest accounts (`users.list`), and when they were read.
     guests: Option<(Instant, Arc<std::collections::HashSet<String>>)>,
-    /// Users who joined a channel (`member_joined_channel`) and are not among `guests`: an
-    /// account made since they were read may be a guest, asked alone (`users.info`) when a
-    /// channel they are in is checked.
-    joiners: std::collections::HashSet<String>,
+    /// Per channel, who joined it (`member_joined_channel`) since it was last checked: counted
+    /// as members even before `conversations.members` lists them, and asked about alone
+    /// (`users.info`) when the guest list does not know them (an account made since it was
+    /// read). Kept as long as a channel's answer is.
+    joined: TtlMap<String, Vec<String>>,
+    /// Joins seen so far: a check that a join happened during is not cached.
+    joins: u64,
 }
 
-/// At most this many [`State::joiners`] are remembered (beyond, joins wait for the TTL).
-const MAX_JOINERS: usize = 10_000;
+/// At most this many joiners are kept per channel between two checks.
+const MAX_JOINERS: usize = 1_000;
 
 pub struct Bridge {
     cfg: Arc<Config>,
@@ -217,7 +220,8 @@ impl Bridge {
                 threads: TtlMap::new(DAY, 100_000),
                 pending: TtlMap::new(DAY, 100_000),
                 guest_channels: TtlMap::new(ttl, 100_000),
-                joiners: Default::default(),
+                joined: TtlMap::new(ttl, 100_000),
+                joins: 0,
                 guests: None,
             }),
             in_flight: AtomicUsize::new(0),
@@ -409,50 +413,66 @@ impl Bridge {
         {
             return Ok(v);
         }
+        let (joins, joiners) = {
+            let mut st = self.state();
+            let joiners = st
+                .joined
+                .get(&channel.to_string(), Instant::now())
+                .unwrap_or_default();
+            (st.joins, joiners)
+        };
         let guests = self.guests().await?;
-        let joiners = self.state().joiners.clone();
-        let mut found = false;
-        let mut joined = Vec::new();
+        let mut found = joiners.iter().any(|j| guests.contains(j));
         self.each_page(
             "conversations.members",
             &[("channel", channel), ("limit", "1000")],
             |ms| {
-                for m in ms.iter().filter_map(Value::as_str) {
-                    found |= guests.contains(m);
-                    if joiners.contains(m) && !guests.contains(m) {
-                        joined.push(m.to_string());
-                    }
-                }
+                found |= ms
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|m| guests.contains(m));
                 found
             },
         )
         .await?;
-        for m in joined {
+        for j in &joiners {
             if found {
                 break;
             }
-            found = self.is_guest(&m).await?;
-            if !found {
-                self.state().joiners.remove(&m);
-            }
+            found = self.is_guest(j).await?;
         }
-        self.state()
-            .guest_channels
-            .insert(channel.to_string(), found, Instant::now());
+        // Cached only if nobody joined anywhere meanwhile: a join during the check may not be
+        // in the member list it read.
+        let mut st = self.state();
+        if st.joins == joins {
+            st.guest_channels
+                .insert(channel.to_string(), found, Instant::now());
+            st.joined.remove(&channel.to_string());
+        }
         Ok(found)
     }
 
-    /// Someone joined `channel` (`member_joined_channel`): whether it has guests is asked
-    /// again at its next question, and `user`, when not among the workspace's guests as last
-    /// read (an account made since may be a guest), is asked alone then. Without the event
-    /// subscription, a guest who joins is seen within the user cache's TTL.
-    pub fn member_joined(&self, channel: &str, user: &str) {
+    /// Someone (`user`, if the event names them) joined `channel` (`member_joined_channel`):
+    /// whether it has guests is asked again at its next question, with the joiner counted as a
+    /// member (see [`State::joined`]). Without the event subscription, a guest who joins is
+    /// seen within the user cache's TTL.
+    pub fn member_joined(&self, channel: &str, user: Option<&str>) {
+        let now = Instant::now();
         let mut st = self.state();
+        st.joins += 1;
         st.guest_channels.remove(&channel.to_string());
-        let known = st.guests.as_ref().is_some_and(|(_, g)| g.contains(user));
-        if !known && st.joiners.len() < MAX_JOINERS {
-            st.joiners.insert(user.to_string());
+        let mut joined = st.joined.get(&channel.to_string(), now).unwrap_or_default();
+        match user {
+            Some(u) if joined.len() < MAX_JOINERS => {
+                if !joined.iter().any(|j| j == u) {
+                    joined.push(u.to_string());
+                }
+            }
+            // Too many to ask about one by one, or an event without its user: the workspace's
+            // guests are read again at the next check.
+            _ => st.guests = None,
         }
+        st.joined.insert(channel.to_string(), joined, now);
     }
 
     /// Whether `user` is a guest account, asked alone (`users.info`).
@@ -496,9 +516,7 @@ impl Bridge {
         })
         .await?;
         let guests = Arc::new(guests);
-        let mut st = self.state();
-        st.joiners.retain(|j| !guests.contains(j));
-        st.guests = Some((Instant::now(), guests.clone()));
+        self.state().guests = Some((Instant::now(), guests.clone()));
         Ok(guests)
     }
 
@@ -964,7 +982,7 @@ enum Target<'a> {
 pub fn event_work(bridge: &Bridge, ev: &Value) -> Option<Work> {
     let s = |k: &str| ev[k].as_str().map(str::to_string);
     if ev["type"].as_str() == Some("member_joined_channel") {
-        bridge.member_joined(&s("channel")?, &s("user")?);
+        bridge.member_joined(&s("channel")?, s("user").as_deref());
         return None;
     }
     // Our own posts, edits, joins and other bots' messages are not questions.
