@@ -722,6 +722,74 @@ fn an_empty_listing_deletes_nothing() {
     });
 }
 
+/// A tmpfs mounted at a directory (made if missing), unmounted (lazily: ganesha holds it open)
+/// on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn at(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// The share below the export goes away in the same sync as deletions that deletion protection
+/// holds: the job fails for the unmount and says that forcing the held deletions would also walk
+/// the unmounted share as it is; both alarms show; nothing is deleted.
+#[test]
+fn an_unmounted_share_shows_beside_a_deletion_hold() {
+    let _serial = serial();
+    let server = Server::stopped();
+    let mounted = Tmpfs::at(&server.export().join("team"));
+    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
+    for i in 0..10 {
+        server.put(&format!("f{i}.txt"), "x", 1001, 2001, 0o644);
+    }
+    server.up();
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        assert_eq!(c.ids().len(), 11);
+        drop(mounted);
+        for i in 0..6 {
+            server.remove(&format!("f{i}.txt"));
+        }
+        let sent = c.sync_now().await;
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        assert_eq!(c.ids().len(), 11);
+        let s = c.status.snapshot();
+        assert!(
+            matches!(&s.jobs[0].state, JobState::Failed(why)
+                if why.contains("unmounted share?") && why.contains("forced sync also walks")),
+            "{:?}",
+            s.jobs[0]
+        );
+        assert!(s.alarms.contains_key(&Alarm::Unmounted), "{:?}", s.alarms);
+        assert!(
+            s.alarms.contains_key(&Alarm::DeletionProtection),
+            "{:?}",
+            s.alarms
+        );
+        c.stop().await;
+    });
+}
+
 /// A file system mounted below the export on the server (a tmpfs here: ganesha shows it with
 /// its own fsid) that goes away: the directory left behind, on the export's file system, says
 /// nothing of its files, which are neither withdrawn nor deleted while the rest of the export
@@ -730,24 +798,7 @@ fn an_empty_listing_deletes_nothing() {
 fn an_unmounted_share_below_the_export_keeps_its_documents() {
     let _serial = serial();
     let server = Server::stopped();
-    let team = server.export().join("team");
-    std::fs::create_dir_all(&team).unwrap();
-    let mount = |args: &[&str]| {
-        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} (the test needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    mount(&["mount", "-t", "tmpfs", "tmpfs", team.to_str().unwrap()]);
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-        }
-    }
-    let mounted = Unmount(team.clone());
+    let mounted = Tmpfs::at(&server.export().join("team"));
     server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
     server.put("a.txt", "a", 1001, 2001, 0o644);
     server.up();
