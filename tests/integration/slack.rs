@@ -574,11 +574,9 @@ async fn a_channel_with_a_guest_gets_no_answer_from_the_default_audience() {
     s.stop().await;
 }
 
-/// A guest account made after the bridge read the workspace's guests joins a channel it
-/// answered: the join (`member_joined_channel`) makes the next question check the channel
-/// again and ask about the new member alone, and the default audience is no longer used there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
+/// A channel answered on the default audience; then `guest` joins it (set up in the fake by
+/// `add`), the join event arrives, and the next question there gets no answer.
+async fn a_join_ends_default_answers(guest: &str, add: impl FnOnce(&FakeSlack)) {
     let s = setup().await;
     let q = "How do I connect to the VPN?";
     s.event(
@@ -588,10 +586,10 @@ async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
     .await;
     s.bridge.idle().await;
     assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
-    s.slack.add_guest("U0NEWGUEST", "C0GENERAL");
+    add(&s.slack);
     s.event(
         "Ev15",
-        serde_json::json!({"type": "member_joined_channel", "user": "U0NEWGUEST",
+        serde_json::json!({"type": "member_joined_channel", "user": guest,
             "channel": "C0GENERAL", "channel_type": "C", "event_ts": "1700000015.000100"}),
     )
     .await;
@@ -610,39 +608,19 @@ async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
     s.stop().await;
 }
 
+/// A guest account made after the bridge read the workspace's guests joins a channel it
+/// answered: the join (`member_joined_channel`) makes the next question check the channel
+/// again and ask about the new member alone, and the default audience is no longer used there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_who_joins_a_channel_is_seen_at_its_next_question() {
+    a_join_ends_default_answers("U0NEWGUEST", |f| f.add_guest("U0NEWGUEST", "C0GENERAL")).await;
+}
+
 /// A guest whose join the channel's member list does not show yet is counted by the join
 /// event alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_guest_counts_before_the_member_list_shows_them() {
-    let s = setup().await;
-    let q = "How do I connect to the VPN?";
-    s.event(
-        "Ev17",
-        mention("U0ALICE", "C0GENERAL", "1700000017.000100", q),
-    )
-    .await;
-    s.bridge.idle().await;
-    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
-    s.slack.add_guest_account("U0LAGGING");
-    s.event(
-        "Ev18",
-        serde_json::json!({"type": "member_joined_channel", "user": "U0LAGGING",
-            "channel": "C0GENERAL", "channel_type": "C", "event_ts": "1700000018.000100"}),
-    )
-    .await;
-    s.event(
-        "Ev19",
-        mention("U0ALICE", "C0GENERAL", "1700000019.000100", q),
-    )
-    .await;
-    s.bridge.idle().await;
-    assert_eq!(
-        s.slack.calls_to("chat.postMessage").len(),
-        1,
-        "not answered again"
-    );
-    assert_eq!(s.refusals("guests_in_channel"), 1);
-    s.stop().await;
+    a_join_ends_default_answers("U0LAGGING", |f| f.add_guest_account("U0LAGGING")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
