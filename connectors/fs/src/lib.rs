@@ -1258,7 +1258,7 @@ impl Scanner {
         // Then what is indexed is decided by what is opened: the real path of the open file is
         // checked again, and its ACL and version come from the descriptor, so a path swapped
         // for a link (or another file) since the check cannot lend its ACL to other content.
-        let (mut file, real) = self.open_verified(root, path, &target)?;
+        let (file, real) = self.open_verified(root, path, &target)?;
         let acl_root = if self.cfg.follow_symlinks {
             self.root_holding(&real)
                 .map(Path::to_path_buf)
@@ -1271,11 +1271,10 @@ impl Scanner {
         } else {
             &target
         };
-        let opened = file.try_clone().map_err(|e| format!("unreadable: {e}"))?;
         let ((acl, version), meta, content) = read_settled(
-            &mut file,
+            &file,
             self.cfg.max_file_size,
-            |meta| self.acl_and_version(&acl_root, rules_path, meta, Some(&opened)),
+            |meta| self.acl_and_version(&acl_root, rules_path, meta, Some(&file)),
             |(acl, _)| acl.fingerprint(),
         )?;
         let name_hint = path
@@ -1587,7 +1586,7 @@ fn consistent(
 /// file written during the read as changed since), and the content. A file whose access keeps
 /// changing is not read.
 fn read_settled<T, K: PartialEq>(
-    file: &mut std::fs::File,
+    mut file: &std::fs::File,
     max: u64,
     mut decide: impl FnMut(&std::fs::Metadata) -> Result<T, String>,
     key: impl Fn(&T) -> K,
@@ -1602,8 +1601,7 @@ fn read_settled<T, K: PartialEq>(
         let decided = decide(&before)?;
         file.rewind().map_err(|e| format!("unreadable: {e}"))?;
         let mut buf = Vec::with_capacity(before.len().min(max) as usize);
-        Read::by_ref(file)
-            .take(max + 1)
+        file.take(max + 1)
             .read_to_end(&mut buf)
             .map_err(|e| format!("unreadable: {e}"))?;
         if buf.len() as u64 > max {
@@ -2129,10 +2127,10 @@ mod tests {
         tick();
         let mode = |m: &std::fs::Metadata| m.mode() & 0o777;
         let same = |m: &u32| *m;
-        let mut file = std::fs::File::open(&p).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
         let mut calls = 0;
         let (seen, meta, content) = read_settled(
-            &mut file,
+            &file,
             1 << 20,
             |m| {
                 calls += 1;
@@ -2155,7 +2153,7 @@ mod tests {
         tick();
         let mut calls = 0;
         let (_, meta, content) = read_settled(
-            &mut file,
+            &file,
             1 << 20,
             |m| {
                 calls += 1;
@@ -2173,7 +2171,7 @@ mod tests {
 
         let mut flip = false;
         let err = read_settled(
-            &mut file,
+            &file,
             1 << 20,
             |_| {
                 tick();

@@ -290,6 +290,11 @@ impl BindMount {
         Self::by("mount", &["--bind"], target, at)
     }
 
+    /// A fresh tmpfs (another file system) at `at`.
+    fn tmpfs(at: &std::path::Path) -> Self {
+        Self::by("mount", &["-t", "tmpfs"], std::path::Path::new("tmpfs"), at)
+    }
+
     /// A FUSE bind mount (`bindfs`, installed by scripts/test.sh).
     fn fuse(target: &std::path::Path, at: &std::path::Path) -> Self {
         Self::by("bindfs", &[], target, at)
@@ -555,18 +560,27 @@ fn a_hard_link_made_after_the_walk_is_tied_to_the_old_name() {
     });
 }
 
-/// With `follow_symlinks`, a link to a directory of another root on another file system
-/// (`/dev/shm` here) is where the link leads, not a mount point: no sync takes it for an
-/// unmounted share.
+/// With `follow_symlinks`, a link to a directory of another root on another file system (a
+/// tmpfs here) is where the link leads, not a mount point: no sync takes it for an unmounted
+/// share.
 #[test]
 fn a_link_to_a_directory_on_another_file_system_is_not_a_mount_point() {
     let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().canonicalize().unwrap();
-    let other = tempfile::tempdir_in("/dev/shm").unwrap();
-    let b = other.path().canonicalize().unwrap();
-    for d in [&a, &b] {
+    let base = dir.path().canonicalize().unwrap();
+    let (a, b) = (base.join("a"), base.join("b"));
+    for d in [&base, &a, &b] {
+        std::fs::create_dir_all(d).unwrap();
         mode(d, 0o755);
     }
+    let _mounted = BindMount::tmpfs(&b);
+    mode(&b, 0o755);
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &std::path::Path| std::fs::metadata(p).unwrap().dev();
+    assert_ne!(
+        dev(&a),
+        dev(&b),
+        "the link must lead to another file system"
+    );
     std::fs::create_dir(b.join("x")).unwrap();
     mode(&b.join("x"), 0o755);
     std::fs::write(b.join("x/plan.txt"), "plan").unwrap();
@@ -591,7 +605,11 @@ fn a_link_to_a_directory_on_another_file_system_is_not_a_mount_point() {
             checkpoint
         }));
     }
-    assert_eq!(checkpoint.unwrap()["mounted_roots"], serde_json::json!([]));
+    // The root on the tmpfs is a mount point; the link to it is not.
+    assert_eq!(
+        checkpoint.unwrap()["mounted_roots"],
+        serde_json::json!([b.to_string_lossy()])
+    );
 }
 
 /// With `follow_symlinks`, a link to a directory on a share mounted below the root: when the
