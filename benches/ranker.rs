@@ -293,7 +293,7 @@ fn open_dir_index(
         let docs = directory_documents(root)?;
         let t = Instant::now();
         println!("indexing {} ({} files)…", root.display(), docs.len());
-        let r = run::ingest(&index, embedder, chunking(), &docs)?;
+        let r = run::ingest(&index, embedder, chunking(), &docs, &|_| {})?;
         println!(
             "  {} chunks, {} failed, {:.0} s",
             r.chunks,
@@ -433,7 +433,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|q| qrels.contains_key(&q.id))
         .take(max_queries)
         .collect();
-    let (index, _) = run::open_or_build(&scifact_index, &embedder, chunking(), &corpus)?;
+    let (index, _) = run::open_or_build(&scifact_index, &embedder, chunking(), &corpus, &|_| {})?;
     let retriever = Retriever::new(
         index,
         embedder.clone(),

@@ -237,7 +237,7 @@ fn main() -> anyhow::Result<()> {
             ("dense", Mode::Dense),
             ("hybrid", Mode::Hybrid),
         ] {
-            let m = run::evaluate(&retriever, &scope, &queries, &qrels, mode)?;
+            let m = run::evaluate(&retriever, &scope, &queries, &qrels, mode, &|_| {})?;
             note(format!("nDCG@10 {name}"), format!("{:.4}", m.ndcg_at_10));
             println!(
                 "| {name} | {:.4} | {:.4} | {:.4} | {:.4} |",
@@ -510,7 +510,7 @@ fn ingest(
             index_dir,
             &docent::index::ModelSignature::of(embedder.as_ref()),
         )?);
-        let report = run::ingest(&index, embedder, chunking, docs)?;
+        let report = run::ingest(&index, embedder, chunking, docs, &|_| {})?;
         let (piped, chunks) = (report.elapsed, report.chunks);
         println!(
             "\n## Ingestion ({} docs, {} chunks; raw inputs {})",

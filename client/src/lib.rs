@@ -1,11 +1,12 @@
 //! A client for Docent's gRPC API (`docent.v1`), for developers scripting queries and for front
 //! ends (the `docent` CLI, the Slack bridge).
 //!
-//! It holds what every client repeats: the channel (plaintext for loopback, TLS with an optional
-//! private CA, an optional client certificate for mTLS), the credential on every request (a
-//! bearer token — personal token, API key or JWT —, or under a daemon's `--insecure-dev` the
-//! dev-user header), `act_as` (`on_behalf_of`) for service identities, and errors with the stable
-//! reason codes Docent sends in a `google.rpc.ErrorInfo` ([`ApiError::reason`]).
+//! It holds what every client repeats: the channel (plaintext for loopback, TLS with the private
+//! CA that signed the daemon's certificate, an optional client certificate for mTLS), the
+//! credential on every request (a bearer token — personal token, API key or JWT —, or under a
+//! daemon's `--insecure-dev` the dev-user header), `act_as` (`on_behalf_of`) for service
+//! identities, and errors with the stable reason codes Docent sends in a `google.rpc.ErrorInfo`
+//! ([`ApiError::reason`]).
 //!
 //! Depends on the proto crate only: no index, no model runtime.
 //!
@@ -32,7 +33,8 @@ use std::path::{Path, PathBuf};
 pub use docent_proto::DEV_USER_HEADER;
 pub use docent_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+// `http::Uri`: the parser the transport uses.
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
 
 /// The `ErrorInfo` domain of Docent's errors.
 pub const ERROR_DOMAIN: &str = "docent.v1";
@@ -62,9 +64,11 @@ pub mod reasons {
 /// Where the daemon is and how to prove who we are.
 #[derive(Clone, Default)]
 pub struct Config {
-    /// `http://host:port` (loopback or `--insecure-dev` daemons) or `https://host:port`.
+    /// `http://host:port` (loopback or `--insecure-dev` daemons) or `https://host:port` (with
+    /// `ca`). No other scheme, and no `user@` part.
     pub addr: String,
-    /// PEM file of the CA that signed the daemon's certificate.
+    /// PEM file of the CA that signed the daemon's certificate; needed for `https://`, as the
+    /// client trusts no other CA.
     pub ca: Option<PathBuf>,
     /// PEM client certificate and key for mTLS (both or neither).
     pub cert: Option<PathBuf>,
@@ -112,6 +116,17 @@ impl Config {
 pub enum Error {
     #[error("invalid address {addr}: {message}")]
     InvalidAddress { addr: String, message: String },
+    /// Not shown: the part before `@` may be a password.
+    #[error(
+        "the daemon's address has a user name or password (user@host), which is refused: give \
+         the credential as a token (--token) or a client certificate (--cert/--key)"
+    )]
+    UserInfoInAddress,
+    #[error(
+        "https:// to {addr} needs the CA that signed the daemon's certificate: pass --ca FILE (or \
+         set DOCENT_CA; docent.ca in the Slack bridge's config), as this client trusts no other CA"
+    )]
+    HttpsWithoutCa { addr: String },
     #[error("reading {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -215,9 +230,10 @@ impl From<tonic::Status> for Error {
 }
 
 /// A warning when a bearer token would cross the network in plaintext: `http://` (any case) to
-/// a host that is not loopback.
+/// a host that is not loopback, as the transport parses the address.
 pub fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
-    plaintext_host(addr, has_token).map(|host| {
+    let uri = addr.parse::<Uri>().ok()?;
+    plaintext_host(&uri, has_token).map(|host| {
         format!(
             "warning: sending a bearer token over plaintext http:// to {host}; anyone on the path \
              can read and reuse it. Use https:// (the daemon's TLS) for non-local addresses."
@@ -225,23 +241,48 @@ pub fn plaintext_warning(addr: &str, has_token: bool) -> Option<String> {
     })
 }
 
-/// The host a bearer token would reach in plaintext: `http://` (any case) to a host that is
-/// not loopback.
-fn plaintext_host(addr: &str, has_token: bool) -> Option<String> {
-    let rest = addr
-        .get(..7)
-        .filter(|s| s.eq_ignore_ascii_case("http://"))
-        .map(|_| &addr[7..])?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
+/// The host a bearer token would reach in plaintext: `http://` to a host that is not loopback.
+/// The host is `uri`'s, the one the transport connects to.
+fn plaintext_host(uri: &Uri, has_token: bool) -> Option<String> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host().unwrap_or("");
+    // An IPv6 literal keeps its brackets in `Uri::host`.
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
+        || ip
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     (has_token && !loopback).then(|| host.to_string())
+}
+
+/// `addr` parsed by the parser the transport uses (`http::Uri`), so that the checks on it judge
+/// the scheme and host that will be connected to. Only `http` and `https`: tonic carries any
+/// other scheme (`grpcs://`, `h2://`) in plaintext. No `user@` part: it names no host, and
+/// hides the real one from a reader.
+fn parse_addr(addr: &str) -> Result<Uri, Error> {
+    let invalid = |message: String| Error::InvalidAddress {
+        addr: addr.to_string(),
+        message,
+    };
+    let uri = addr.parse::<Uri>().map_err(|e| invalid(e.to_string()))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Error::UserInfoInAddress);
+    }
+    match uri.scheme_str() {
+        // The parser writes these two in lowercase, whatever case they were given in.
+        Some("http" | "https") => Ok(uri),
+        Some(other) => Err(invalid(format!(
+            "unsupported scheme {other:?}: use http:// (loopback) or https:// (TLS)"
+        ))),
+        None => Err(invalid(
+            "no scheme: use http://host:port (loopback) or https://host:port (TLS)".into(),
+        )),
+    }
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, Error> {
@@ -255,18 +296,12 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
 /// Lazy (connects on the first call) when `lazy`, else connected now.
 async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
     let addr = &config.addr;
-    let mut ep = Channel::from_shared(addr.clone()).map_err(|e| Error::InvalidAddress {
-        addr: addr.clone(),
-        message: e.to_string(),
-    })?;
+    let uri = parse_addr(addr)?;
+    let https = uri.scheme_str() == Some("https");
     let has_token = config.token.as_deref().is_some_and(|t| !t.is_empty());
-    let scheme = |s: &str| {
-        addr.get(..s.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(s))
-    };
     // Off this machine only (a loopback daemon's plaintext never leaves it, and CA settings
     // left in the environment were always ignored there).
-    if let Some(host) = plaintext_host(addr, true) {
+    if let Some(host) = plaintext_host(&uri, true) {
         if config.ca.is_some() || config.cert.is_some() || config.key.is_some() {
             return Err(Error::TlsSettingsOverPlaintext { addr: addr.clone() });
         }
@@ -274,15 +309,20 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
             return Err(Error::PlaintextRefused { host });
         }
     }
-    if scheme("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &config.ca {
-            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    // The endpoint is built from the URI checked above, not parsed again.
+    let mut ep = Channel::builder(uri);
+    if https {
+        if config.cert.is_some() != config.key.is_some() {
+            return Err(Error::HalfClientIdentity);
         }
-        match (&config.cert, &config.key) {
-            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
-            (None, None) => {}
-            _ => return Err(Error::HalfClientIdentity),
+        // Without a CA the client has no trust roots: every handshake would fail, later and
+        // less clearly.
+        let Some(ca) = &config.ca else {
+            return Err(Error::HttpsWithoutCa { addr: addr.clone() });
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(c), Some(k)) = (&config.cert, &config.key) {
+            tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
         }
         ep = ep.tls_config(tls).map_err(|source| Error::Tls {
             addr: addr.clone(),
@@ -612,6 +652,72 @@ mod tests {
             ..local
         };
         assert!(Client::connect_lazy(&local_ca).await.is_ok());
+    }
+
+    /// The address is judged as the transport parses it: a scheme tonic would carry in
+    /// plaintext, or a `user@` part that hides the host connected to, is refused before a
+    /// token can be sent.
+    #[tokio::test]
+    async fn only_http_and_https_addresses_without_a_user_part_are_accepted() {
+        let with = |addr: &str| Config {
+            token: Some("k".into()),
+            ..Config::new(addr)
+        };
+        for addr in [
+            "grpcs://docent.corp.example:7878",
+            "grpc://docent.corp.example:7878",
+            "h2://docent.corp.example:7878",
+            "docent.corp.example:7878",
+        ] {
+            let r = Client::connect_lazy(&with(addr)).await.err();
+            assert!(
+                matches!(&r, Some(Error::InvalidAddress { message, .. })
+                    if message.contains("http://") && message.contains("https://")),
+                "{addr}: {r:?}"
+            );
+        }
+        // Loopback to the eye, docent.corp.example to the transport.
+        let hidden = "http://[::1]@docent.corp.example:7878";
+        assert!(plaintext_warning(hidden, true).is_some());
+        for addr in [hidden, "https://user:pw@docent.corp.example:7878"] {
+            let r = Client::connect_lazy(&with(addr)).await.err();
+            assert!(matches!(r, Some(Error::UserInfoInAddress)), "{addr}: {r:?}");
+        }
+        assert!(!Error::UserInfoInAddress.to_string().contains("pw"));
+        // The scheme in any case, as the transport reads it.
+        assert!(
+            Client::connect_lazy(&with("HTTP://127.0.0.1:7878"))
+                .await
+                .is_ok()
+        );
+    }
+
+    /// The client trusts no CA it is not given: `https://` without one could never connect.
+    #[tokio::test]
+    async fn https_without_a_ca_is_refused_before_connecting() {
+        let c = Config {
+            token: Some("k".into()),
+            ..Config::new("https://docent.corp.example:7878")
+        };
+        let e = Client::connect_lazy(&c).await.err();
+        assert!(
+            matches!(&e, Some(Error::HttpsWithoutCa { addr }) if addr == &c.addr),
+            "{e:?}"
+        );
+        let shown = e.unwrap().to_string();
+        assert!(
+            shown.contains("--ca") && shown.contains("DOCENT_CA"),
+            "{shown}"
+        );
+        // With a CA it goes on, here to reading the file.
+        let with_ca = Config {
+            ca: Some("/nonexistent/docent-ca.pem".into()),
+            ..c
+        };
+        assert!(matches!(
+            Client::connect_lazy(&with_ca).await,
+            Err(Error::Read { .. })
+        ));
     }
 
     #[tokio::test]

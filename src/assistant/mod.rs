@@ -244,6 +244,12 @@ pub enum AssistantError {
     QuotaInUse(String),
     #[error("conversations are not stored by this daemon")]
     NoStore,
+    /// The conversation holds [`MAX_CONVERSATION_TURNS`] turns: a new one must be started.
+    #[error(
+        "conversation {0:?} holds {MAX_CONVERSATION_TURNS} turns, the most one may; start a new \
+         conversation"
+    )]
+    ConversationFull(String),
     #[error(transparent)]
     Retrieve(#[from] RetrieveError),
     #[error(transparent)]
@@ -313,6 +319,13 @@ pub struct AskOutcome {
 /// Search results with the guardrail verdicts.
 /// Evidence passages an answer is drawn from, at most.
 const EVIDENCE_PASSAGES: usize = 10;
+
+/// How many of a conversation's latest turns a follow-up reads (blocked ones are then left out;
+/// the rewrite uses at most the last three questions).
+const EARLIER_TURNS_READ: usize = 8;
+
+/// The most turns one conversation holds (reading one back, and its storage, stay bounded).
+pub const MAX_CONVERSATION_TURNS: u32 = 1000;
 
 pub struct SearchOutcome {
     pub hits: Vec<Hit>,
@@ -588,13 +601,20 @@ impl Assistant {
                 let store = self.store_or_err()?.clone();
                 let (owner, id) = (caller.user_id().to_string(), id.clone());
                 tokio::task::spawn_blocking(move || {
-                    store
+                    let c = store
                         .conversation(&owner, &id)?
                         .ok_or(AssistantError::ConversationNotFound(id.clone()))?;
+                    if c.turns >= MAX_CONVERSATION_TURNS {
+                        return Err(AssistantError::ConversationFull(id));
+                    }
+                    // The rewrite reads at most the last three questions. A blocked question
+                    // is not carried into a follow-up's search (else "and it?" would search for
+                    // what the screening refused).
                     Ok::<_, AssistantError>(
                         store
-                            .turns(&id)?
+                            .last_turns(&id, EARLIER_TURNS_READ)?
                             .into_iter()
+                            .filter(|t| t.status != status_name(AnswerStatus::Blocked))
                             .map(|t| {
                                 if t.rewritten.is_empty() {
                                     t.question
@@ -645,6 +665,7 @@ impl Assistant {
         });
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
+        let rewrote = query != input.question;
         // A follow-up's own words are compared with the topics too: its rewrite starts with the
         // earlier question, whose words can dilute a blocked topic's similarity (found by a
         // review: "Should I sue my landlord over it?" after a long first question).
@@ -670,7 +691,17 @@ impl Assistant {
                 }
             }
             let keep = me.cfg.answer.min_sentence_similarity.is_some();
-            let (r, qvec) = me.retrieve_keeping(&s, &q, Mode::Hybrid, f, limit, &budget, keep)?;
+            let (mut r, qvec) =
+                me.retrieve_keeping(&s, &q, Mode::Hybrid, f, limit, &budget, keep)?;
+            // A phrase found in a rewrite (an earlier question's words, or the LLM's) is named
+            // by its configuration key, as in an answer: the caller may not have typed it.
+            if rewrote
+                && let Some(v) = r.blocked.as_mut()
+                && v.stage == "blocked_phrases"
+                && let Some(key) = me.guardrails.blocked_phrase_in(s.principal_set(), &q)
+            {
+                v.rule = key;
+            }
             let unsupported = match qvec {
                 Some(v) if r.blocked.is_none() => {
                     !me.sentence_check(&s, &q, &r.hits, &v, &budget)?

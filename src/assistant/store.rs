@@ -273,6 +273,26 @@ impl Store {
         Ok(out)
     }
 
+    /// The last `n` turns of conversation `id`, oldest first (a follow-up reads these, not the
+    /// whole conversation).
+    pub fn last_turns(&self, id: &str, n: usize) -> Result<Vec<TurnRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TURNS).map_err(err)?;
+        let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+        let mut out = Vec::new();
+        for e in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(err)?
+            .rev()
+            .take(n)
+        {
+            let (_, v) = e.map_err(err)?;
+            out.push(parse(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     pub fn turn(&self, id: &str, turn: u32) -> Result<Option<TurnRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(TURNS).map_err(err)?;

@@ -72,7 +72,7 @@ pub struct Verifier<'a> {
     response_scope: ResponseScope,
     citations: Vec<Citation>,
     by_passage: HashMap<usize, usize>,
-    readable: Vec<Option<bool>>,
+    unreadable: Vec<bool>,
     seen: HashSet<String>,
     pii: PiiFindings,
     removed: u32,
@@ -108,7 +108,7 @@ impl<'a> Verifier<'a> {
             response_scope,
             citations: Vec::new(),
             by_passage: HashMap::new(),
-            readable: vec![None; passages.len()],
+            unreadable: vec![false; passages.len()],
             seen: HashSet::new(),
             pii: PiiFindings::default(),
             removed: 0,
@@ -131,18 +131,20 @@ impl<'a> Verifier<'a> {
         self
     }
 
-    /// Whether the caller may still read passage `i`'s document (the ACL recheck, cached).
+    /// Whether the caller may still read passage `i`'s document. The recheck runs for every
+    /// sentence (a document table lookup): access can be revoked, or the document withdrawn,
+    /// while the answer is written. Only a refusal is remembered.
     fn may_read(&mut self, i: usize) -> bool {
-        if let Some(ok) = self.readable[i] {
-            return ok;
+        if self.unreadable[i] {
+            return false;
         }
         let h = &self.passages[i];
         let ok =
             self.scope.permits(&h.chunk.acl) && readable(self.index, self.scope, &h.chunk.doc_key);
         if !ok {
             self.acl_dropped += 1;
+            self.unreadable[i] = true;
         }
-        self.readable[i] = Some(ok);
         ok
     }
 

@@ -233,16 +233,39 @@ fn pack_words(
     let mut i = 0;
     while i < words.len() {
         let start = words[i].start;
-        let mut j = i;
-        let mut best = None;
-        while j < words.len() {
+        // The tokens of words i..=j, when they fit. A span's count only grows with j, so the
+        // longest fitting run is found by doubling, then halving: O(log n) counts of at most
+        // `max` tokens each, not one count per word (quadratic in a sentence's length; a hostile
+        // sentence of megabytes held the pipeline for minutes).
+        let fits = |j: usize| {
             let span = base + start..base + words[j].end;
             let t = counter.count(&text[span.clone()]);
-            if t > max {
-                break;
+            (t <= max).then_some((j, span, t))
+        };
+        let mut best = fits(i);
+        if let Some((mut lo, ..)) = best {
+            let mut hi = words.len();
+            let mut step = 1;
+            while lo + step < hi {
+                match fits(lo + step) {
+                    Some(b) => {
+                        lo = b.0;
+                        best = Some(b);
+                        step *= 2;
+                    }
+                    None => hi = lo + step,
+                }
             }
-            best = Some((j, span, t));
-            j += 1;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                match fits(mid) {
+                    Some(b) => {
+                        lo = mid;
+                        best = Some(b);
+                    }
+                    None => hi = mid,
+                }
+            }
         }
         match best {
             Some((j, span, tokens)) => {
@@ -386,7 +409,67 @@ mod tests {
         assert_eq!(chunks.iter().map(|c| c.span.len()).sum::<usize>(), 50);
     }
 
+    /// The word packer's first version: one count per word added (the search above must give
+    /// the same units).
+    fn pack_words_linearly(
+        text: &str,
+        words: &[Range<usize>],
+        max: usize,
+        counter: &dyn TokenCounter,
+    ) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let mut j = i;
+            let mut best = None;
+            while j < words.len() && counter.count(&text[words[i].start..words[j].end]) <= max {
+                best = Some(j);
+                j += 1;
+            }
+            match best {
+                Some(j) => {
+                    out.push(words[i].start..words[j].end);
+                    i = j + 1;
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+
+    /// A word of n letters counts as n/3 tokens, rounded up (words over budget occur).
+    struct PieceCounter;
+
+    impl TokenCounter for PieceCounter {
+        fn count(&self, s: &str) -> usize {
+            s.split_whitespace().map(|w| w.len().div_ceil(3)).sum()
+        }
+    }
+
     proptest! {
+        #[test]
+        fn words_are_packed_as_by_counting_each_one(
+            words in prop::collection::vec("[a-z]{1,30}", 1..80),
+            max in 1usize..20,
+        ) {
+            let text = words.join(" ");
+            let spans = trimmed_pieces(text.split_inclusive(' ').scan(0, |at, w| {
+                let i = *at;
+                *at += w.len();
+                Some((i, w))
+            }));
+            let mut units = Vec::new();
+            pack_words(&text, 0, &spans, max, &PieceCounter, 0, &mut units);
+            // Words over budget are split by characters; the rest must match.
+            let packed: Vec<Range<usize>> = units
+                .iter()
+                .map(|u| u.span.clone())
+                .filter(|s| spans.iter().any(|w| w.start == s.start))
+                .filter(|s| spans.iter().any(|w| w.end == s.end))
+                .collect();
+            prop_assert_eq!(packed, pack_words_linearly(&text, &spans, max, &PieceCounter));
+        }
+
         #[test]
         fn span_invariants_hold(
             paras in prop::collection::vec(

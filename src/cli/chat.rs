@@ -210,20 +210,23 @@ pub async fn chat(
                 .map(parse_reason)
                 .collect::<Result<Vec<_>, _>>();
             match reasons {
-                Ok(reasons) => {
-                    send_feedback(
-                        &mut client,
-                        conn,
-                        id,
-                        turn,
-                        up,
-                        reasons,
-                        String::new(),
-                        None,
-                    )
-                    .await?;
-                    eprintln!("thanks");
-                }
+                // For the user the chat asks as (`--as`); a vote that fails is said and the
+                // chat goes on.
+                Ok(reasons) => match send_feedback(
+                    &mut client,
+                    conn,
+                    id,
+                    turn,
+                    up,
+                    reasons,
+                    String::new(),
+                    on_behalf_of.clone(),
+                )
+                .await
+                {
+                    Ok(()) => eprintln!("thanks"),
+                    Err(e) => eprintln!("the vote was not recorded: {e:#}"),
+                },
                 Err(e) => eprintln!("{e}"),
             }
             continue;

@@ -48,7 +48,10 @@ pub async fn beir(
         }
         let tmp = tempfile::tempdir()?;
         let dir = index_dir.unwrap_or_else(|| tmp.path().join("index"));
-        let (index, report) = run::open_or_build(&dir, &embedder, config.chunking, &corpus)?;
+        let bar = super::progress_bar(corpus.len() as u64, "indexing");
+        let built = run::open_or_build(&dir, &embedder, config.chunking, &corpus, &|n| bar.inc(n));
+        bar.finish_and_clear();
+        let (index, report) = built?;
         if let Some(r) = &report {
             eprintln!(
                 "indexed {} documents ({} chunks, {} failed) in {:.1} s",
@@ -68,10 +71,10 @@ pub async fn beir(
             ("dense", Mode::Dense),
             ("hybrid", Mode::Hybrid),
         ] {
-            rows.push((
-                name,
-                run::evaluate(&retriever, &scope, &queries, &qrels, mode)?,
-            ));
+            let bar = super::progress_bar(queries.len() as u64, name);
+            let m = run::evaluate(&retriever, &scope, &queries, &qrels, mode, &|n| bar.inc(n));
+            bar.finish_and_clear();
+            rows.push((name, m?));
         }
         if as_json {
             let v: serde_json::Map<String, serde_json::Value> = rows

@@ -78,6 +78,7 @@ pub struct TlsConfig {
     /// CA bundle that client certificates must chain to (mTLS); none: no client certificates.
     pub client_ca: Option<PathBuf>,
     /// Refuse the TLS handshake without a client certificate (else a bearer token is enough).
+    /// Only with `client_ca` (validated): without one no certificate is asked for.
     pub client_auth_required: bool,
 }
 
@@ -800,6 +801,15 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             "client certificates need tls_cert and tls_key",
         );
     }
+    // Without a CA to check them against, no client certificate is asked for: "required"
+    // would serve plain TLS to anyone.
+    if client_auth_required && raw.server.tls_client_ca.is_none() {
+        is.add(
+            "server.tls_client_auth",
+            "tls_client_auth = \"required\" needs tls_client_ca (the CA that client \
+             certificates must chain to)",
+        );
+    }
 
     let index = IndexConfig {
         data_dir: resolve(base, &raw.index.data_dir),
@@ -1202,6 +1212,39 @@ onnxruntime_lib = "models/ort.so"
             .unwrap();
             assert_eq!(c.server.metrics_listen, Some(local.parse().unwrap()));
         }
+    }
+
+    #[test]
+    fn required_client_certificates_need_a_client_ca() {
+        let with = |server: &str| {
+            let tls = "tls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"";
+            MINIMAL.replace(
+                "version = 1\n",
+                &format!("version = 1\n[server]\n{tls}\n{server}\n"),
+            )
+        };
+        let issues = Config::parse(
+            &with("tls_client_auth = \"required\""),
+            Path::new("/etc/docent"),
+        )
+        .unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "server.tls_client_auth", "{issues:?}");
+        assert!(issues[0].message.contains("tls_client_ca"), "{issues:?}");
+        let c = Config::parse(
+            &with("tls_client_auth = \"required\"\ntls_client_ca = \"tls/ca.pem\""),
+            Path::new("/etc/docent"),
+        )
+        .unwrap();
+        let tls = c.server.tls.unwrap();
+        assert!(tls.client_auth_required);
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(Path::new("/etc/docent/tls/ca.pem"))
+        );
+        // Optional client certificates without a CA: TLS with bearer tokens, as before.
+        let c = Config::parse(&with(""), Path::new("/etc/docent")).unwrap();
+        assert!(c.server.tls.is_some_and(|t| !t.client_auth_required));
     }
 
     #[test]

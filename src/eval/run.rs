@@ -73,11 +73,13 @@ pub struct IngestReport {
 }
 
 /// Ingests `docs` through the pipeline into `index` in batches, then commits.
+/// `progress` is told how many more documents were written after each batch.
 pub fn ingest(
     index: &Arc<Index>,
     embedder: &Arc<dyn Embedder>,
     chunking: ChunkerConfig,
     docs: &[SourceDocument],
+    progress: &dyn Fn(u64),
 ) -> Result<IngestReport, IndexError> {
     let stats = Arc::new(IngestStats::default());
     let pipeline = Pipeline::new(
@@ -102,6 +104,7 @@ pub fn ingest(
                 .map(|d| Change::Upsert(Box::new(d)))
                 .collect(),
         )?;
+        progress(batch.len() as u64);
     }
     index.commit(BTreeMap::new())?;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -150,6 +153,7 @@ pub fn evaluate(
     queries: &[Query],
     qrels: &Qrels,
     mode: Mode,
+    progress: &dyn Fn(u64),
 ) -> Result<Metrics, RetrieveError> {
     let mut m = Metrics {
         ndcg_at_10: 0.0,
@@ -160,6 +164,7 @@ pub fn evaluate(
     };
     let prefix = format!("{EVAL_SOURCE}:");
     for q in queries {
+        progress(1);
         let Some(rels) = qrels.get(&q.id) else {
             continue;
         };
@@ -193,6 +198,7 @@ pub fn open_or_build(
     embedder: &Arc<dyn Embedder>,
     chunking: ChunkerConfig,
     corpus: &[CorpusDoc],
+    progress: &dyn Fn(u64),
 ) -> Result<(Arc<Index>, Option<IngestReport>), IndexError> {
     let index = Arc::new(Index::open_with(
         dir,
@@ -201,6 +207,12 @@ pub fn open_or_build(
     if index.document_count() > 0 {
         return Ok((index, None));
     }
-    let report = ingest(&index, embedder, chunking, &source_documents(corpus))?;
+    let report = ingest(
+        &index,
+        embedder,
+        chunking,
+        &source_documents(corpus),
+        progress,
+    )?;
     Ok((index, Some(report)))
 }

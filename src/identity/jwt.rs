@@ -118,16 +118,28 @@ impl JwtVerifier {
     /// Verifies the token at time `now` (unix seconds) and returns the user claim.
     pub fn verify(&self, token: &str, now: i64) -> Result<String, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        let key = self
+        // A token without `kid` may be signed by any key of its algorithm (during a rotation
+        // the JWKS holds two): each is tried until one's signature matches.
+        let mut last = JwtError::UnknownKey;
+        for key in self
             .keys
             .iter()
             .filter(|k| k.alg == header.alg)
-            .find(|k| match (&header.kid, &k.kid) {
+            .filter(|k| match (&header.kid, &k.kid) {
                 (Some(want), Some(have)) => want == have,
                 (None, _) => true,
                 (Some(_), None) => false,
             })
-            .ok_or(JwtError::UnknownKey)?;
+        {
+            match self.verify_with(key, token, now) {
+                Err(JwtError::BadSignature) => last = JwtError::BadSignature,
+                r => return r,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_with(&self, key: &Key, token: &str, now: i64) -> Result<String, JwtError> {
         let mut v = Validation::new(key.alg);
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_audience(&[&self.cfg.audience]);
@@ -236,5 +248,33 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&forged, 700), Err(JwtError::BadSignature));
         assert_eq!(v.verify("a.b.c", 700), Err(JwtError::Malformed));
+    }
+
+    /// A token without `kid` is checked against every key of its algorithm (session 30's
+    /// review: only the first was tried, so during a key rotation tokens of the new key failed).
+    #[test]
+    fn a_token_without_kid_is_checked_against_every_key_of_its_algorithm() {
+        const NEW: &[u8] = b"test-only-hs256-secret-rotated-987";
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "old", "alg": "HS256", "k": base64url(SECRET)},
+            {"kty": "oct", "kid": "new", "alg": "HS256", "k": base64url(NEW)},
+        ]});
+        let v = JwtVerifier::from_jwks(&jwks.to_string(), verifier().cfg).unwrap();
+        let claims = serde_json::json!({"sub": "alice", "iss": "https://idp.test",
+            "aud": "docent", "exp": 1_000});
+        let signed = |secret: &[u8]| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        assert_eq!(v.verify(&signed(SECRET), 700), Ok("alice".into()));
+        assert_eq!(v.verify(&signed(NEW), 700), Ok("alice".into()));
+        assert_eq!(
+            v.verify(&signed(b"neither of the two keys, at all"), 700),
+            Err(JwtError::BadSignature)
+        );
     }
 }

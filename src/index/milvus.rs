@@ -916,6 +916,44 @@ mod tests {
         assert!(after.latest_entry(&key.to_string()).is_none());
     }
 
+    /// A document whose attributes are too large for a JSON value is refused on its own,
+    /// before its commit (session 30's review: only the text fields were measured, so Milvus
+    /// refused the whole commit, and the pipeline retried it without end).
+    #[test]
+    fn a_document_with_too_large_attributes_is_refused_on_its_own() {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let b = MilvusBackend::open(&fresh("json"), &model).unwrap();
+        let doc = |attributes: BTreeMap<String, String>| DocumentRecord {
+            key: DocKey::new("c", "p.md"),
+            uri: "file:///p.md".into(),
+            title: "p".into(),
+            version: "1".into(),
+            modified_at: None,
+            attributes,
+            acl: Acl::new([Principal::Everyone], []),
+            content_hash: "h".into(),
+            chunks: vec![crate::index::ChunkRecord {
+                ord: 0,
+                span: 0..5,
+                page: None,
+                heading_path: Vec::new(),
+                text: "heron".into(),
+                hash: "h0".into(),
+                vector: vec![0.125; 8],
+            }],
+        };
+        let many: BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("a{i}"), "x".repeat(4000)))
+            .collect();
+        let e = b.check(&doc(many)).unwrap_err();
+        assert!(e.contains("attributes"), "{e}");
+        let few = BTreeMap::from([("a".to_string(), "x".repeat(4000))]);
+        b.check(&doc(few.clone())).unwrap();
+        b.upsert(doc(few)).unwrap();
+        b.commit(BTreeMap::new()).unwrap();
+    }
+
     #[test]
     fn a_collection_written_with_one_model_refuses_another() {
         let cfg = fresh("model");

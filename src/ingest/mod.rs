@@ -665,8 +665,18 @@ impl Pipeline {
         }
     }
 
-    /// The connectors still owing a reconciliation, as committed under [`OWED_KEY`].
+    /// The connectors still owing a reconciliation, as committed under [`OWED_KEY`]. Those
+    /// with a document in the retry queue are listed too: that change is in no commit while
+    /// the connector's checkpoints move past it, so if the daemon stops before the retry, the
+    /// connector reconciles once at the next start (else an edit, say one removing text, would
+    /// wait for the reconciliation schedule).
     fn owed_now(&self) -> serde_json::Value {
+        let retrying: BTreeSet<String> = self
+            .retries()
+            .pending
+            .keys()
+            .map(|k| k.connector.clone())
+            .collect();
         let reconciling = self.skips.lock_reconciling();
         let mut owed = self.lock_owed();
         owed.retain(|c, at| {
@@ -676,7 +686,9 @@ impl Pipeline {
                 .flatten()
                 .is_none_or(|done| done < *at)
         });
-        serde_json::json!(owed.keys().collect::<Vec<_>>())
+        let mut listed: BTreeSet<&String> = owed.keys().collect();
+        listed.extend(&retrying);
+        serde_json::json!(listed)
     }
 
     fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
@@ -1666,6 +1678,33 @@ mod tests {
         assert!(all_retries(&pipeline).is_empty());
         // Indexed after all: it leaves the skip log.
         assert_eq!(pipeline.skips.get("c"), (0, Vec::new()));
+    }
+
+    /// A document waiting in the retry queue when the daemon stops makes its connector
+    /// reconcile once at the next start: its checkpoints were committed past the change
+    /// (session 30's review: only rollbacks were remembered, and an edit waited for the
+    /// reconciliation schedule).
+    #[test]
+    fn a_document_waiting_for_a_retry_makes_its_connector_reconcile_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let pipeline = pipeline_into(&index, None);
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        let mut cps = BTreeMap::from([("c".to_string(), serde_json::json!({ "pos": 1 }))]);
+        cps.insert(OWED_KEY.to_string(), pipeline.owed_now());
+        index.commit(cps).unwrap();
+        drop(pipeline);
+        let restarted = pipeline_into(&index, None);
+        let view = IndexedView {
+            index: index.clone(),
+            skips: restarted.skips.clone(),
+        };
+        use docent_connector_api::IndexedState;
+        assert!(view.reconciliation_owed("c"));
+        assert!(!view.reconciliation_owed("other"));
     }
 
     /// A version the pipeline gives up on for a reason not its own is reported to connectors,

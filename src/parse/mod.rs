@@ -360,8 +360,12 @@ pub fn parse_limited(
                 OVERDUE.fetch_sub(1, Ordering::Relaxed);
             }
         });
-    if spawned.is_err() {
-        return Err(ParseError::Malformed("cannot start a parser thread".into()));
+    // The machine's state (a thread or memory limit), not the file's: transient, so the
+    // document is retried and its indexed version kept, as when a parser process cannot start.
+    if let Err(e) = spawned {
+        return Err(ParseError::WorkerUnavailable(format!(
+            "cannot start a parser thread: {e}"
+        )));
     }
     let doc = match rx.recv_timeout(limits.timeout) {
         Ok(r) => r?,

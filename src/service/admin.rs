@@ -317,6 +317,9 @@ impl pb::admin_server::Admin for AdminService {
         .map_err(ServiceError::internal)?
         .map_err(ServiceError::internal)?;
         self.state.record_ok("ExportFeedback", &admin, None);
+        // The question, comment and cited keys are users' words and documents' names: they
+        // pass the output guardrail's redaction for the admin, as other admin responses do.
+        let shown = self.shown_to(&admin);
         Ok(Response::new(pb::ExportFeedbackResponse {
             records: records
                 .into_iter()
@@ -326,10 +329,10 @@ impl pb::admin_server::Admin for AdminService {
                     turn: f.turn,
                     up: f.up,
                     reasons: f.reasons,
-                    comment: f.comment,
+                    comment: shown(f.comment, false),
                     time_ms: f.time_ms,
-                    question: f.question,
-                    documents: f.documents,
+                    question: shown(f.question, false),
+                    documents: f.documents.into_iter().map(|k| shown(k, true)).collect(),
                 })
                 .collect(),
         }))

@@ -147,6 +147,10 @@ impl From<AssistantError> for ServiceError {
             },
             AssistantError::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
             AssistantError::QuotaInUse(m) => ServiceError::QuotaInUse(m),
+            AssistantError::ConversationFull(_) => ServiceError::FailedPrecondition {
+                reason: "CONVERSATION_FULL",
+                message: e.to_string(),
+            },
             AssistantError::NoStore => ServiceError::FailedPrecondition {
                 reason: "NO_CONVERSATION_STORE",
                 message: e.to_string(),
@@ -484,7 +488,21 @@ impl pb::assistant_server::Assistant for AssistantService {
             }
             .into());
         }
-        let reasons = msg
+        // Each reason at most once: a repeated one would be stored (and exported) as often as
+        // a client sends it.
+        if msg.reasons.len() > convert::FEEDBACK_REASONS {
+            return Err(ServiceError::InvalidArgument {
+                reason: "TOO_MANY_FEEDBACK_REASONS",
+                field: "reasons",
+                message: format!(
+                    "{} reasons; at most {}, each once",
+                    msg.reasons.len(),
+                    convert::FEEDBACK_REASONS
+                ),
+            }
+            .into());
+        }
+        let mut reasons = msg
             .reasons
             .iter()
             .map(|&r| convert::feedback_reason(r))
@@ -494,6 +512,8 @@ impl pb::assistant_server::Assistant for AssistantService {
                 field: "reasons",
                 message: "unknown feedback reason".into(),
             })?;
+        reasons.sort_unstable();
+        reasons.dedup();
         let st = self.state.clone();
         let c = caller.clone();
         tokio::task::spawn_blocking(move || {

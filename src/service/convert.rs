@@ -182,6 +182,9 @@ pub fn turn(t: &store::TurnRecord) -> pb::Turn {
 }
 
 /// A feedback reason's stable name; `None` for an unknown or unspecified value.
+/// The number of feedback reasons a client can give (each at most once).
+pub const FEEDBACK_REASONS: usize = 5;
+
 pub fn feedback_reason(r: i32) -> Option<String> {
     Some(
         match pb::FeedbackReason::try_from(r).ok()? {

@@ -79,6 +79,10 @@ fn key_problem(key: &str) -> Option<String> {
         .then(|| "the key contains control characters".into())
 }
 
+/// The most attributes a pushed document may have, and their names and values in all (bytes).
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_BYTES: usize = 16 * 1024;
+
 /// Why a pushed attribute is refused. Keys are plain names: the index stores `key␟value`, so a
 /// key holding the separator (or any control character) could pose as another key's value.
 fn attribute_problem(key: &str, value: &str) -> Option<String> {
@@ -185,6 +189,15 @@ fn validate(
         .find_map(|(k, v)| attribute_problem(k, v))
     {
         return Err(reject(p));
+    }
+    // Every chunk stores the attributes (and a Milvus row holds them in one JSON value).
+    let attribute_bytes: usize = d.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if d.attributes.len() > MAX_ATTRIBUTES || attribute_bytes > MAX_ATTRIBUTE_BYTES {
+        return Err(reject(format!(
+            "{} attributes of {attribute_bytes} bytes; at most {MAX_ATTRIBUTES} attributes of \
+             {MAX_ATTRIBUTE_BYTES} bytes in all",
+            d.attributes.len()
+        )));
     }
     if let Some(p) = uri_problem(&d.uri, &src.config.uri_prefixes) {
         return Err(reject(p));

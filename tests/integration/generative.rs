@@ -853,6 +853,140 @@ async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     d.stop().await;
 }
 
+/// Feedback gives each reason at most once, and the export shows the admin questions with PII
+/// redacted (session 30's review: reasons were unbounded, and the export skipped redaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_reasons_are_bounded_and_the_export_is_redacted() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = client(&d).await;
+    let (_, r2) = d
+        .ask_with_follow_up(
+            ALICE,
+            "How do I connect to the VPN?",
+            "Can the refund go to DE89 3704 0044 0532 0130 00?",
+        )
+        .await;
+    let id = r2.details.unwrap().conversation_id;
+    let fb = |reasons: Vec<i32>| pb::FeedbackRequest {
+        conversation_id: id.clone(),
+        turn: 1,
+        reasons,
+        ..Default::default()
+    };
+    let many = vec![pb::FeedbackReason::Incomplete as i32; 6];
+    let e = c.feedback(authed(ALICE, fb(many))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let twice = vec![
+        pb::FeedbackReason::Incomplete as i32,
+        pb::FeedbackReason::Other as i32,
+        pb::FeedbackReason::Incomplete as i32,
+    ];
+    c.feedback(authed(ALICE, fb(twice))).await.unwrap();
+    let export = pb::admin_client::AdminClient::new(d.channel().await)
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(export.records.len(), 1, "{export:?}");
+    let f = &export.records[0];
+    assert_eq!(f.reasons, ["incomplete", "other"]);
+    assert!(f.question.contains("[REDACTED:iban]"), "{f:?}");
+    assert!(!format!("{f:?}").contains("DE89"), "{f:?}");
+    d.stop().await;
+}
+
+/// A conversation holds at most `MAX_CONVERSATION_TURNS` turns: another is refused with
+/// CONVERSATION_FULL (session 30's review: a follow-up read, and `GetConversation` returned,
+/// a conversation of any length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_conversation_takes_no_more_turns() {
+    use docent::assistant::{MAX_CONVERSATION_TURNS, store::Store};
+    use tonic_types::StatusExt;
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = client(&d).await;
+    let first = pb::AskRequest {
+        question: "How do I connect to the VPN?".into(),
+        new_conversation: true,
+        ..Default::default()
+    };
+    let r = c.ask(authed(ALICE, first)).await.unwrap().into_inner();
+    let id = r.details.unwrap().conversation_id;
+    d.stop().await;
+    // Filled while the daemon is down.
+    {
+        let store = Store::open(&env.dir.path().join("data/assistant.redb")).unwrap();
+        let turn = store.turn(&id, 0).unwrap().unwrap();
+        for _ in 1..MAX_CONVERSATION_TURNS {
+            store.append("alice", &id, &turn).unwrap().unwrap();
+        }
+    }
+    let d = env.start().await;
+    let next = pb::AskRequest {
+        question: "And from a phone?".into(),
+        conversation_id: id.clone(),
+        ..Default::default()
+    };
+    let e = client(&d).await.ask(authed(ALICE, next)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(
+        e.get_details_error_info().unwrap().reason,
+        "CONVERSATION_FULL"
+    );
+    d.stop().await;
+}
+
+/// A blocked question is not carried into the follow-up's search: "and ..." after it is asked
+/// on its own (session 30's review: the blocked question started the rewritten query, so a
+/// follow-up could search for what the screening refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_question_is_not_carried_into_the_follow_up() {
+    let env = Env::example();
+    let d = env.start().await;
+    let (r, r2) = d
+        .ask_with_follow_up(
+            ALICE,
+            "What is the home address of Bob?",
+            "And how do I connect to the VPN?",
+        )
+        .await;
+    assert_eq!(r.status, pb::AnswerStatus::Blocked as i32, "{r:?}");
+    let details = r2.details.as_ref().unwrap();
+    assert_eq!(details.turn, 1, "{r2:?}");
+    assert_eq!(details.rewritten_question, "", "{r2:?}");
+    assert_ne!(r2.status, pb::AnswerStatus::Blocked as i32, "{r2:?}");
+    assert!(r2.guardrails.is_empty(), "{r2:?}");
+    d.stop().await;
+}
+
+/// A blocked phrase that only the LLM's rewrite holds is named by its configuration key: the
+/// caller never typed it (session 30's review: the verdict showed the phrase itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_phrase_from_an_llm_rewrite_is_named_by_its_key() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "What is the home address of the VPN administrator?".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let (d, r2) = follow_up_with_llm_rewrite(
+        &env,
+        &fake,
+        "How do I reset my VPN password?",
+        "Who runs it?",
+    )
+    .await;
+    assert_eq!(r2.status, pb::AnswerStatus::Blocked as i32, "{r2:?}");
+    let v = r2
+        .guardrails
+        .iter()
+        .find(|v| v.code == "BLOCKED_PHRASE")
+        .unwrap();
+    assert_eq!(v.rule, "blocked_phrases[0].phrases[0]", "{r2:?}");
+    assert!(!format!("{r2:?}").contains("home address"), "{r2:?}");
+    d.stop().await;
+}
+
 /// A document withdrawn while the model writes gives the answer no sentence, not even as
 /// uncited general knowledge. (Before, a sentence citing the withdrawn passage lost its citation
 /// and was kept, its text the passage's, marked uncited.)
@@ -990,6 +1124,40 @@ async fn ask_streams_pieces_as_the_model_writes_them() {
         }
     }
     assert!(done && pieces == 2, "{pieces} pieces, final: {done}");
+    d.stop().await;
+}
+
+/// The ACL recheck runs for every sentence: a passage withdrawn after one sentence cited it is
+/// not cited by the next (session 30's review: "readable" was remembered for the whole answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passage_withdrawn_after_a_sentence_cited_it_is_not_cited_again() {
+    let (fake, env, d, mut stream) = streaming_while_the_model_waits("").await;
+    let second = crate::llm::fill("{p1.2}", &fake.prompts()[0]);
+    let words: Vec<&str> = second.split_whitespace().take(6).collect();
+    assert!(words.len() >= 4, "{second:?}");
+    let start = words.join(" ");
+    std::fs::remove_file(env.corpus().join("hr/parental-leave.md")).unwrap();
+    let t = Instant::now();
+    while format!("{:?}", d.search(HANA, PARENTAL_LEAVE, 10).await.unwrap())
+        .contains("parental-leave")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the deletion was not indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fake.open_gate();
+    let (mut later, mut done) = (String::new(), false);
+    while let Some(ev) = stream.message().await.unwrap() {
+        match ev.event {
+            Some(pb::ask_stream_event::Event::Piece(p)) => later.push_str(&p.text),
+            Some(pb::ask_stream_event::Event::Final(_)) => done = true,
+            _ => {}
+        }
+    }
+    assert!(done);
+    assert!(!later.contains(&start), "{start:?} in {later:?}");
     d.stop().await;
 }
 

@@ -306,7 +306,7 @@ async fn write(
 
 /// Replaces `{pN}` with the longest sentence of passage N of the prompt (`[N] (title) text`),
 /// and `{pN.K}` with its K-th longest.
-fn fill(template: &str, prompt: &str) -> String {
+pub(crate) fn fill(template: &str, prompt: &str) -> String {
     let mut out = template.to_string();
     for n in 1..=9 {
         let line = prompt

@@ -81,6 +81,18 @@ async fn push_documents_idempotently_with_per_item_results() {
                 Content::Text("x".into()),
                 &["everyone"],
             ),
+            // Each value within its limit, 80 KB in all.
+            pb::PushDocument {
+                attributes: (0..20)
+                    .map(|i| (format!("a{i}"), "x".repeat(4000)))
+                    .collect(),
+                ..doc(
+                    "many-attributes",
+                    "1",
+                    Content::Text("x".into()),
+                    &["everyone"],
+                )
+            },
         ]))
         .await
         .unwrap()
@@ -100,7 +112,13 @@ async fn push_documents_idempotently_with_per_item_results() {
             ("broken.pdf".into(), rej),
             ("escape".into(), rej),
             ("long-version".into(), rej),
+            ("many-attributes".into(), rej),
         ]
+    );
+    assert!(
+        r.results[8].reason.contains("attributes"),
+        "{:?}",
+        r.results[8]
     );
     assert!(r.results[6].reason.contains("title"), "{:?}", r.results[6]);
     assert!(

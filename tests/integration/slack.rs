@@ -157,8 +157,9 @@ impl Setup {
 
     /// An event from workspace `team`.
     async fn event_from(&self, team: &str, event_id: &str, event: Value, shared: bool) -> u16 {
-        let body = json!({"type": "event_callback", "team_id": team, "event_id": event_id,
-            "event_time": now(), "is_ext_shared_channel": shared, "event": event});
+        let body = json!({"type": "event_callback", "team_id": team, "enterprise_id": "E0FAKE",
+            "event_id": event_id, "event_time": now(), "is_ext_shared_channel": shared,
+            "event": event});
         self.post_at("application/json", body.to_string(), now(), SECRET)
             .await
             .0

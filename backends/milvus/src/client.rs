@@ -128,6 +128,22 @@ pub fn fits(row: &ChunkRow) -> Result<(), String> {
             ));
         }
     }
+    // The JSON fields as they are written (a document with many or long attributes, or a
+    // long heading path in `meta`, would otherwise fail every commit it is in).
+    for (what, len) in [
+        (
+            "attributes",
+            expr::attributes_json(&row.attributes).to_string().len(),
+        ),
+        ("metadata", row.meta.to_string().len()),
+    ] {
+        if len > schema::JSON_MAX_BYTES {
+            return Err(format!(
+                "its {what} are {len} bytes of JSON; the Milvus collection holds at most {}",
+                schema::JSON_MAX_BYTES
+            ));
+        }
+    }
     // Deletes and trims name these in filter expressions: one that no expression can carry
     // could be written but never deleted again.
     for (what, value) in [

@@ -22,6 +22,8 @@ pub(crate) const TITLE_MAX_BYTES: usize = 1024;
 pub(crate) const HEADING_MAX_BYTES: usize = 2048;
 pub(crate) const PRINCIPAL_MAX_BYTES: usize = 512;
 pub(crate) const PRINCIPALS_MAX: usize = 1024;
+/// Milvus's limit on one value of a JSON field (the `attributes` and `meta` of a row), bytes.
+pub(crate) const JSON_MAX_BYTES: usize = 65_536;
 pub(crate) const OUTPUT_FIELDS: [&str; 1] = ["doc_key"];
 /// Every stored field of a chunk row but the vector (and `sparse`, which is the server's).
 pub(crate) const ROW_FIELDS: [&str; 13] = [

@@ -40,6 +40,9 @@ pub enum Work {
         text: String,
         /// The thread to answer in (the message's thread, or the message itself).
         thread_ts: String,
+        /// Slack's `is_ext_shared_channel`: a channel (not a DM) that members of other
+        /// organisations read (Slack Connect).
+        shared: bool,
     },
     /// A button press.
     Action {
@@ -133,6 +136,7 @@ mod text {
     pub const PRIVATE_NOTE: &str = "Answered with your own access; only you can see this.";
     pub const TOO_LONG_HERE: &str = "The rest of this answer is longer than Slack lets me show here: ask me in a direct message to read it whole.";
     pub const GUESTS: &str = "This channel has guests, so I don't answer here from the documents everyone may read. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
+    pub const SHARED: &str = "This channel is shared with another organisation, so I don't answer here. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
 }
 
 fn channel_note(a: &Audience) -> String {
@@ -242,24 +246,37 @@ impl Bridge {
             .first_sighting(event_id.to_string(), (), Instant::now())
     }
 
-    /// Whether a request from workspace `team` is served: any, unless `slack.team_id` pins
-    /// one (a request without a workspace is then refused too). Refusals are counted.
-    pub fn serves_team(&self, team: Option<&str>) -> bool {
-        let Some(pin) = &self.cfg.team_id else {
-            return true;
-        };
-        if team == Some(pin.as_str()) {
-            return true;
+    /// Whether a request from workspace `team` of Enterprise Grid organisation `enterprise` is
+    /// served: any, unless `slack.team_id` or `slack.enterprise_id` pins one; a request that
+    /// does not name the pinned one (or names none) is then refused. Refusals are counted.
+    pub fn serves_team(&self, team: Option<&str>, enterprise: Option<&str>) -> bool {
+        if let Some(pin) = &self.cfg.team_id
+            && team != Some(pin.as_str())
+        {
+            tracing::warn!(
+                team = team.unwrap_or(""),
+                "request from another workspace ignored"
+            );
+            self.metrics.inc(
+                "docent_slack_rejected_total",
+                &[("reason", "other_workspace")],
+            );
+            return false;
         }
-        tracing::warn!(
-            team = team.unwrap_or(""),
-            "request from another workspace ignored"
-        );
-        self.metrics.inc(
-            "docent_slack_rejected_total",
-            &[("reason", "other_workspace")],
-        );
-        false
+        if let Some(pin) = &self.cfg.enterprise_id
+            && enterprise != Some(pin.as_str())
+        {
+            tracing::warn!(
+                enterprise = enterprise.unwrap_or(""),
+                "request from another organisation ignored"
+            );
+            self.metrics.inc(
+                "docent_slack_rejected_total",
+                &[("reason", "other_organisation")],
+            );
+            return false;
+        }
+        true
     }
 
     /// `is_ext_shared_channel` (Slack Connect: members of other organisations read it): only
@@ -324,8 +341,9 @@ impl Bridge {
                 user,
                 text,
                 thread_ts,
+                shared,
             } => {
-                self.question(kind, &channel, &user, &text, &thread_ts)
+                self.question(kind, &channel, &user, &text, &thread_ts, shared)
                     .await
             }
             Work::Action {
@@ -762,6 +780,7 @@ impl Bridge {
         user: &str,
         raw: &str,
         thread_ts: &str,
+        shared: bool,
     ) {
         let question = strip_mentions(raw);
         let in_channel = kind != QuestionKind::Direct;
@@ -776,6 +795,11 @@ impl Bridge {
         } else {
             Target::Thread { channel, thread_ts }
         };
+        // Not answered in a Slack Connect channel without a chosen audience, but the asker is
+        // told so, privately.
+        if in_channel && shared && !self.answers_in_shared_channel(channel) {
+            return self.deliver(&asker, &Message::plain(text::SHARED)).await;
+        }
         if question.is_empty() {
             self.deliver(&asker, &Message::plain(text::HELP)).await;
             return;
@@ -978,8 +1002,9 @@ enum Target<'a> {
     ResponseUrl(&'a str),
 }
 
-/// The work an Events API callback asks for, if any (`None`: nothing to do).
-pub fn event_work(bridge: &Bridge, ev: &Value) -> Option<Work> {
+/// The work an Events API callback's event `ev` asks for, if any (`None`: nothing to do);
+/// `shared`: the callback's `is_ext_shared_channel`.
+pub fn event_work(bridge: &Bridge, ev: &Value, shared: bool) -> Option<Work> {
     let s = |k: &str| ev[k].as_str().map(str::to_string);
     if ev["type"].as_str() == Some("member_joined_channel") {
         bridge.member_joined(&s("channel")?, s("user").as_deref());
@@ -1017,6 +1042,7 @@ pub fn event_work(bridge: &Bridge, ev: &Value) -> Option<Work> {
         user,
         text,
         thread_ts: thread.unwrap_or(ts),
+        shared,
     })
 }
 
@@ -1128,6 +1154,121 @@ mod tests {
         let open = cfg(None, None);
         assert!(!open.maps_by_email());
         assert!(!email_names_employee(&open, &ours));
+    }
+
+    /// A bridge with `slack` added to its `[slack]` section; Docent's address is a port nothing
+    /// listens on (the tests below must not reach it).
+    async fn test_bridge(slack: &str) -> Arc<Bridge> {
+        let text = format!(
+            "version = 1\nlisten = \"127.0.0.1:0\"\n[slack]\nbot_token = \"xoxb-1\"\n\
+             signing_secret = \"s\"\n{slack}\n[docent]\naddr = \"http://127.0.0.1:1\"\n\
+             api_key = \"k\"\n[channels]\ndefault_audience = \"everyone\"\n"
+        );
+        let cfg = Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap();
+        let docent = Client::connect_lazy(&cfg.docent).await.unwrap();
+        Arc::new(Bridge::new(
+            Arc::new(cfg),
+            docent,
+            Arc::new(Metrics::default()),
+        ))
+    }
+
+    /// Calls to the fake Web API: method and JSON body.
+    type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+
+    /// A stand-in for Slack's Web API (it cannot run here): `{"ok": true}` to every call, each
+    /// recorded. Returns its base URL (for `slack.api_url`), the calls, and what stops it.
+    async fn fake_web_api() -> (String, Calls, tokio_util::sync::CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        let calls = Calls::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let seen = calls.clone();
+        let handler = move |req: ::http::Request<hyper::body::Incoming>| {
+            let seen = seen.clone();
+            async move {
+                use http_body_util::BodyExt;
+                let method = req.uri().path().trim_start_matches("/api/").to_string();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let args = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap().push((method, args));
+                ::http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                    br#"{"ok": true}"#,
+                )))
+            }
+        };
+        tokio::spawn(crate::http::serve(listener, stop.clone(), handler));
+        (url, calls, stop)
+    }
+
+    /// With `slack.enterprise_id` alone, requests of any other organisation, or of none, are
+    /// not served (fail closed), whatever their workspace.
+    #[tokio::test]
+    async fn an_enterprise_pin_serves_only_requests_of_its_organisation() {
+        let rejected = |b: &Bridge, reason: &str| {
+            b.metrics
+                .get("docent_slack_rejected_total", &[("reason", reason)])
+        };
+        let grid = test_bridge("enterprise_id = \"E0A\"").await;
+        assert!(grid.serves_team(Some("T0A"), Some("E0A")));
+        assert!(grid.serves_team(Some("T0B"), Some("E0A")));
+        assert!(!grid.serves_team(Some("T0A"), Some("E0X")));
+        assert!(!grid.serves_team(Some("T0A"), None));
+        assert!(!grid.serves_team(None, None));
+        assert_eq!(rejected(&grid, "other_organisation"), 3);
+        // Both pinned: both must match.
+        let both = test_bridge("team_id = \"T0A\"\nenterprise_id = \"E0A\"").await;
+        assert!(both.serves_team(Some("T0A"), Some("E0A")));
+        assert!(!both.serves_team(Some("T0B"), Some("E0A")));
+        assert!(!both.serves_team(Some("T0A"), Some("E0X")));
+        assert_eq!(rejected(&both, "other_workspace"), 1);
+        assert_eq!(rejected(&both, "other_organisation"), 1);
+        // Nothing pinned: every request, as before.
+        let open = test_bridge("").await;
+        assert!(open.serves_team(None, None));
+        assert!(open.serves_team(Some("T0X"), Some("E0X")));
+    }
+
+    /// A mention in a Slack Connect channel whose audience nobody chose is not answered, but
+    /// the asker alone is told why (a fixed note, nothing from Docent, which is not asked).
+    #[tokio::test]
+    async fn a_mention_in_a_shared_channel_without_an_audience_gets_a_note_to_the_asker() {
+        let (api, calls, stop) = fake_web_api().await;
+        let b = test_bridge(&format!("team_id = \"T0A\"\napi_url = \"{api}\"")).await;
+        b.run(Work::Question {
+            kind: QuestionKind::Mention,
+            channel: "C0CONNECT".into(),
+            user: "U0ALICE".into(),
+            text: "<@U0BOT> How do I connect to the VPN?".into(),
+            thread_ts: "1700000010.000100".into(),
+            shared: true,
+        })
+        .await;
+        stop.cancel();
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let (method, args) = &calls[0];
+        assert_eq!(method, "chat.postEphemeral", "{calls:?}");
+        assert_eq!(args["user"], "U0ALICE");
+        assert_eq!(args["channel"], "C0CONNECT");
+        assert_eq!(args["thread_ts"], "1700000010.000100");
+        assert!(
+            args.to_string()
+                .contains("shared with another organisation"),
+            "{args}"
+        );
+        assert_eq!(
+            b.metrics.get(
+                "docent_slack_refusals_total",
+                &[("reason", "shared_channel")]
+            ),
+            1
+        );
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub bot_token: String,
     pub signing_secret: String,
-    /// Base URL of the Web API (`https://slack.com/api`), without a trailing slash.
+    /// Base URL of the Web API (`https://slack.com/api`), without a trailing slash; `http://`
+    /// only to a loopback address (the bot token goes with every call).
     pub api_url: String,
     pub docent: docent_client::Config,
     pub docent_timeout: Duration,
@@ -58,9 +59,10 @@ pub struct Config {
     /// The workspace (`T…`) the app serves: requests from any other workspace are ignored,
     /// and its accounts may be mapped by e-mail. `None`: not pinned.
     pub team_id: Option<String>,
-    /// The Enterprise Grid organisation (`E…`) whose accounts may be mapped by e-mail, whatever
-    /// their home workspace. With neither this nor `team_id`, users are mapped by Slack id
-    /// only: another organisation's account may show any e-mail address.
+    /// The Enterprise Grid organisation (`E…`) the app serves: requests from any other
+    /// organisation, or from none, are ignored, and its accounts may be mapped by e-mail,
+    /// whatever their home workspace. With neither this nor `team_id`, users are mapped by
+    /// Slack id only: another organisation's account may show any e-mail address.
     pub enterprise_id: Option<String>,
 }
 
@@ -241,6 +243,18 @@ fn interpolate(
     out
 }
 
+/// Whether `host` (a URL's host; an IPv6 literal in brackets) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -320,11 +334,27 @@ impl Config {
             .unwrap_or_else(|| "https://slack.com/api".into())
             .trim_end_matches('/')
             .to_string();
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            issue(
+        // Parsed as reqwest will parse it (the `url` crate), so that the host judged is the one
+        // the bot token is sent to.
+        match reqwest::Url::parse(&api_url) {
+            Err(e) => issue("slack.api_url", format!("{api_url:?}: {e}")),
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" => {
+                if !u.host_str().is_some_and(is_loopback) {
+                    issue(
+                        "slack.api_url",
+                        format!(
+                            "{api_url:?}: the bot token would cross the network in plaintext; \
+                             use https:// (http:// only to a loopback address, such as a local \
+                             test server)"
+                        ),
+                    );
+                }
+            }
+            Ok(_) => issue(
                 "slack.api_url",
                 format!("{api_url:?}: expected an http(s) URL"),
-            );
+            ),
         }
         let docent_addr = raw.docent.addr.clone();
         let scheme = |p: &str| {
@@ -514,6 +544,37 @@ audiences = { C0HR = "group:hr" }
             Config::parse(&unknown, Path::new("."), &env),
             Err(ConfigError::Toml(m)) if m.contains("foo")
         ));
+    }
+
+    /// The bot token goes in clear only to this machine (a test's fake Web API); the URL is
+    /// judged as reqwest parses it.
+    #[test]
+    fn the_web_api_is_reached_over_plain_http_only_on_this_machine() {
+        let with = |url: &str| TEXT.replace("[slack]", &format!("[slack]\napi_url = '{url}'"));
+        for ok in [
+            "http://127.0.0.1:3999/api",
+            "http://localhost:3999/api",
+            "http://[::1]:3999/api",
+            "https://slack.com/api/",
+        ] {
+            let c = Config::parse(&with(ok), Path::new("."), &env);
+            assert!(c.is_ok(), "{ok}: {:?}", c.err());
+        }
+        for refused in [
+            "http://slack.corp.example/api",
+            "HTTP://10.0.0.5/api",
+            // Loopback to a naive reader, another host to reqwest.
+            "http://127.0.0.1@slack.corp.example/api",
+            "http://slack.corp.example\\@127.0.0.1/api",
+            "ftp://slack.com/api",
+        ] {
+            let r = Config::parse(&with(refused), Path::new("."), &env);
+            let Err(ConfigError::Invalid(issues)) = r else {
+                panic!("{refused}: accepted")
+            };
+            assert_eq!(issues.len(), 1, "{refused}: {issues:?}");
+            assert_eq!(issues[0].path, "slack.api_url", "{refused}: {issues:?}");
+        }
     }
 
     #[test]

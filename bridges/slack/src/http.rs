@@ -137,7 +137,9 @@ pub async fn slack(
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
             return empty(StatusCode::BAD_REQUEST);
         };
-        if v["type"] == "event_callback" && !bridge.serves_team(v["team_id"].as_str()) {
+        if v["type"] == "event_callback"
+            && !bridge.serves_team(v["team_id"].as_str(), event_enterprise(&v))
+        {
             return empty(StatusCode::OK);
         }
         return events(&bridge, &v);
@@ -148,7 +150,7 @@ pub async fn slack(
         let Ok(p) = serde_json::from_str::<Value>(payload) else {
             return empty(StatusCode::BAD_REQUEST);
         };
-        if !bridge.serves_team(p["team"]["id"].as_str()) {
+        if !bridge.serves_team(p["team"]["id"].as_str(), payload_enterprise(&p)) {
             return empty(StatusCode::OK);
         }
         bridge
@@ -166,7 +168,8 @@ pub async fn slack(
             .metrics
             .inc("docent_slack_events_total", &[("kind", "command")]);
         let f = |k: &str| form.get(k).cloned().unwrap_or_default();
-        if !bridge.serves_team(form.get("team_id").map(String::as_str)) {
+        let field = |k: &str| form.get(k).map(String::as_str);
+        if !bridge.serves_team(field("team_id"), field("enterprise_id")) {
             return empty(StatusCode::OK);
         }
         let url = f("response_url");
@@ -214,20 +217,33 @@ fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
                 bridge.metrics.inc("docent_slack_duplicates_total", &[]);
                 return empty(StatusCode::OK);
             }
+            // Answered only where an administrator chose the channel's audience; elsewhere the
+            // asker is told so (see `Bridge::answers_in_shared_channel`).
             let shared = v["is_ext_shared_channel"].as_bool().unwrap_or(false)
                 && v["event"]["channel_type"].as_str() != Some("im");
-            if shared
-                && !bridge.answers_in_shared_channel(v["event"]["channel"].as_str().unwrap_or(""))
-            {
-                return empty(StatusCode::OK);
-            }
-            if let Some(w) = bridge::event_work(bridge, &v["event"]) {
+            if let Some(w) = bridge::event_work(bridge, &v["event"], shared) {
                 bridge.spawn(w);
             }
             empty(StatusCode::OK)
         }
         _ => empty(StatusCode::OK),
     }
+}
+
+/// The Enterprise Grid organisation an Events API callback comes from: the envelope's
+/// `enterprise_id`, else its authorization's (`None` outside Enterprise Grid).
+fn event_enterprise(v: &Value) -> Option<&str> {
+    v["enterprise_id"]
+        .as_str()
+        .or_else(|| v["authorizations"][0]["enterprise_id"].as_str())
+}
+
+/// The Enterprise Grid organisation of an interactivity payload: `enterprise.id`, else the
+/// team's `enterprise_id` (`None` outside Enterprise Grid).
+fn payload_enterprise(p: &Value) -> Option<&str> {
+    p["enterprise"]["id"]
+        .as_str()
+        .or_else(|| p["team"]["enterprise_id"].as_str())
 }
 
 /// The metrics handler.
@@ -240,5 +256,33 @@ pub async fn metrics(bridge: Arc<Bridge>, req: Request<Incoming>) -> Response<Fu
         )
     } else {
         empty(StatusCode::NOT_FOUND)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where Slack puts the organisation: the envelope or its authorization for events, the
+    /// `enterprise` object or the team for interactions; nothing outside Enterprise Grid.
+    #[test]
+    fn the_organisation_is_read_where_slack_sends_it() {
+        let ev = json!({"type": "event_callback", "team_id": "T0A", "enterprise_id": "E0A",
+            "authorizations": [{"enterprise_id": "E0B", "team_id": "T0A"}]});
+        assert_eq!(event_enterprise(&ev), Some("E0A"));
+        let ev = json!({"type": "event_callback", "team_id": "T0A", "enterprise_id": null,
+            "authorizations": [{"enterprise_id": "E0B", "team_id": "T0A"}]});
+        assert_eq!(event_enterprise(&ev), Some("E0B"));
+        let ev = json!({"type": "event_callback", "team_id": "T0A",
+            "authorizations": [{"enterprise_id": null, "team_id": "T0A"}]});
+        assert_eq!(event_enterprise(&ev), None);
+        let p = json!({"type": "block_actions", "team": {"id": "T0A", "enterprise_id": "E0B"},
+            "enterprise": {"id": "E0A"}});
+        assert_eq!(payload_enterprise(&p), Some("E0A"));
+        let p = json!({"type": "block_actions", "team": {"id": "T0A", "enterprise_id": "E0B"},
+            "enterprise": null});
+        assert_eq!(payload_enterprise(&p), Some("E0B"));
+        let p = json!({"type": "block_actions", "team": {"id": "T0A"}, "enterprise": null});
+        assert_eq!(payload_enterprise(&p), None);
     }
 }

@@ -57,9 +57,12 @@
 //!   [`AclRules::unexpand`] turns rules naming the crawler, or a scope segment named after it
 //!   or after a superuser group with that group as principal, back into placeholder rules;
 //! - names are URL-decoded: `john.doe` (which DokuWiki never matches, as it compares with
-//!   `auth_nameencode`'s `john%2edoe`) and `john%2edoe` arrive alike. A grant whose name has a
-//!   character DokuWiki encodes is kept only where `wiki.aclCheck` shows that it takes effect
-//!   ([`AclRules::ambiguous_grants`]; the sync asks).
+//!   `auth_nameencode`'s `john%2edoe`) and `john%2edoe` arrive alike, and of two lines for one
+//!   scope and decoded name only the last arrives. A grant whose name has a character DokuWiki
+//!   encodes is kept only where `wiki.aclCheck` shows that it takes effect
+//!   ([`AclRules::ambiguous_grants`]; the sync asks); elsewhere it is read as level 0 at its
+//!   scope ([`AclRules::refusing`]), not dropped: the line it hides (`hr:* john%2edoe 0` before
+//!   `hr:* john.doe 1`) may be a refusal that dropping would turn into the wider scopes' grant.
 //!
 //! Both checked against the real wiki (`connectors/dokuwiki/tests/real_wiki.rs`).
 
@@ -198,8 +201,9 @@ impl AclRules {
     }
 
     /// Parses `plugin.acl.listAcls`'s answer: `{scope: {principal: "level"}}`, or `[]` when the
-    /// wiki has no rules. Anything else (DokuWiki's `{}` error reply included) is an error:
-    /// rules that cannot be read are never guessed.
+    /// wiki has no rules (also what an unreadable `acl.auth.php` gives: the sync holds an empty
+    /// answer after a non-empty one back). Anything else (DokuWiki's `{}` error reply included)
+    /// is an error: rules that cannot be read are never guessed.
     pub fn from_value(v: &Value) -> Result<Self, String> {
         if v.is_empty_struct() {
             return Err("plugin.acl.listAcls returned an error (an empty struct)".into());
@@ -227,6 +231,11 @@ impl AclRules {
 
     pub fn is_empty(&self) -> bool {
         self.scopes.is_empty() && self.templated.is_empty()
+    }
+
+    /// How many rules there are (one per scope and principal).
+    pub fn len(&self) -> usize {
+        self.scopes.values().map(BTreeMap::len).sum::<usize>() + self.templated.len()
     }
 
     /// The rules as DokuWiki reads them behind an auth backend that ignores case (authldap,
@@ -362,8 +371,9 @@ impl AclRules {
     /// Whether DokuWiki's answer `level` (`wiki.aclCheck` on [`Self::probe_page`] of `scope`,
     /// for a reader holding only `who`) shows that the rule `scope who` takes effect as Docent
     /// reads it: the answer is the level with the rule, and differs from the level without.
-    /// Otherwise the rule is left out ([`Self::without`]), which only narrows: either DokuWiki
-    /// does not match it, or it cannot be told apart here.
+    /// Otherwise the rule is read as a refusal ([`Self::refusing`]), which only narrows: either
+    /// DokuWiki does not match it, or it cannot be told apart here, or the file holds another
+    /// line for the name (encoded) that `plugin.acl.listAcls` did not show.
     pub fn confirmed_by(&self, scope: &str, who: &Who, level: i64) -> bool {
         let probe = Self::probe_page(scope);
         let (user, groups) = match who {
@@ -387,6 +397,21 @@ impl AclRules {
                 self.scopes.remove(scope);
             }
         }
+        self
+    }
+
+    /// These rules with the rule `scope who` at level [`AUTH_NONE`] (added if missing): "`who`
+    /// may not read here". This never raises anyone's level ([`Self::level`]): a reader who does
+    /// not hold `who` is untouched; one who does was decided at a more specific scope (still
+    /// is), at `scope` (still is, by the highest of the same entries with this one at 0), or at
+    /// a less specific scope or none (now at `scope`, by this entry alone: 0). So the page ACLs
+    /// can only lose readers, where leaving the rule out would let in whom a line it hides
+    /// refuses.
+    pub fn refusing(mut self, scope: &str, who: &Who) -> Self {
+        self.scopes
+            .entry(scope.to_string())
+            .or_default()
+            .insert(who.clone(), AUTH_NONE);
         self
     }
 
@@ -432,6 +457,19 @@ impl AclRules {
             return PageAcl::Unrepresentable(format!(
                 "the ACL rule `{scope} {who}` uses DokuWiki's %USER%/%GROUP% placeholders to \
                  refuse readers that depend on who asks; Docent cannot represent it"
+            ));
+        }
+        // A scope that is neither a page, a namespace (`ns:*`) nor `*` (a pattern, as a plugin
+        // such as aclregex reads it) may cover pages Docent cannot tell: DokuWiki core ignores
+        // it, a plugin may refuse by it. Every page it may reach is refused.
+        if let Some((scope, who)) = self.scopes.iter().find_map(|(scope, entries)| {
+            pattern_reach(scope)
+                .filter(|ns| page.starts_with(ns))
+                .and_then(|_| entries.keys().next().map(|who| (scope, who)))
+        }) {
+            return PageAcl::Unrepresentable(format!(
+                "the ACL rule `{scope} {who}` has a scope that is not a page or namespace (a \
+                 pattern, as a plugin may read it); Docent cannot tell which pages it covers"
             ));
         }
         // A placeholder rule that grants is left out: only its namesakes lose access.
@@ -585,6 +623,23 @@ pub fn scope_chain(page: &str) -> Vec<String> {
     chain
 }
 
+/// For a scope that is no page id, namespace (`ns:*`) or `*`, but holds characters of a
+/// pattern (`/`, `\`, brackets, `^`, `$`, `+`, `?`, `|`, or a `*` elsewhere): the namespace
+/// prefix it may reach (the text up to the last `:` before the first such character; empty:
+/// every page). `None` for an ordinary scope.
+fn pattern_reach(scope: &str) -> Option<&str> {
+    const PATTERN: &[char] = &[
+        '/', '\\', '[', ']', '(', ')', '{', '}', '^', '$', '+', '?', '|',
+    ];
+    let body = if scope == "*" {
+        ""
+    } else {
+        scope.strip_suffix(":*").unwrap_or(scope)
+    };
+    let at = body.find(|c: char| PATTERN.contains(&c) || c == '*')?;
+    Some(body[..at].rfind(':').map_or("", |i| &body[..=i]))
+}
+
 /// Whether a scope with placeholders could expand to `scope` (each placeholder matching any
 /// text: wider than DokuWiki, which is the safe direction for refusing pages).
 fn placeholder_match(pattern: &str, scope: &str) -> bool {
@@ -724,6 +779,33 @@ mod tests {
             &Superusers::default(),
             &PrincipalMapping::default(),
         )
+    }
+
+    /// A rule whose scope is a pattern (the aclregex plugin's `hr:/salar.*/`) refuses every
+    /// page it may reach: DokuWiki with the plugin refuses `hr:salaries` to everyone, which
+    /// the rule `* @ALL 1` alone would give to everyone (session 30's review).
+    #[test]
+    fn a_rule_whose_scope_is_a_pattern_refuses_the_pages_it_may_reach() {
+        let rules = AclRules::new([("*", "@ALL", 1), ("hr:/salar.*/", "@ALL", 0)]);
+        let su = Superusers::parse(&["@admin"]);
+        let m = PrincipalMapping::default();
+        assert!(matches!(
+            rules.page_acl("hr:salaries", &su, &m),
+            PageAcl::Unrepresentable(r) if r.contains("hr:/salar.*/")
+        ));
+        assert!(matches!(
+            rules.page_acl("eng:handbook", &su, &m),
+            PageAcl::Exact(_)
+        ));
+        let anywhere = AclRules::new([("*", "@ALL", 1), ("/^secret/", "@ALL", 0)]);
+        assert!(matches!(
+            anywhere.page_acl("eng:handbook", &su, &m),
+            PageAcl::Unrepresentable(_)
+        ));
+        assert_eq!(pattern_reach("hr:*"), None);
+        assert_eq!(pattern_reach("*"), None);
+        assert_eq!(pattern_reach("a:b:page.name"), None);
+        assert_eq!(pattern_reach("a:b:x*y"), Some("a:b:"));
     }
 
     #[test]
@@ -980,18 +1062,57 @@ mod tests {
         assert_eq!(AclRules::probe_page("*"), "docent_acl_probe");
         assert_eq!(AclRules::probe_page("hr:handbook"), "hr:handbook");
         // The wiki refuses john.doe there (the file has the name unencoded, which matches
-        // nobody): left out. It reads (the file has `john%2edoe`): kept.
+        // nobody): read as a refusal. It reads (the file has `john%2edoe`): kept.
         assert!(!rules.confirmed_by("hr:*", &john, AUTH_NONE));
         assert!(rules.confirmed_by("hr:*", &john, AUTH_READ));
-        // A grant that changes nothing for its name alone cannot be told apart: left out.
+        // A grant that changes nothing for its name alone cannot be told apart: a refusal.
         let redundant = AclRules::new([("*", "@ALL", 1), ("wiki:*", "john.doe", 1)]);
         assert!(!redundant.confirmed_by("wiki:*", &john, AUTH_READ));
-        let left = rules.without("hr:*", &john);
+        let left = rules.refusing("hr:*", &john);
         let m = PrincipalMapping::default();
         let verdict = left.page_acl("hr:x", &Superusers::default(), &m);
         assert!(
             matches!(&verdict, PageAcl::Exact(a) if !a.allow.contains(&"user:john.doe".parse().unwrap())),
             "{verdict:?}"
+        );
+    }
+
+    /// The file holds `hr:* john%2edoe 0` (it takes effect) and after it `hr:* john.doe 1`
+    /// (it matches nobody); `plugin.acl.listAcls` decodes both to `john.doe` and shows the last.
+    /// The wiki refuses john on hr, so the grant is not confirmed. Left out, the root's
+    /// `@ALL 1` would let him in; read as level 0 at `hr:*`, he stays out, as in DokuWiki.
+    #[test]
+    fn an_unconfirmed_grant_is_read_as_a_refusal_so_a_deny_it_hides_still_holds() {
+        let listed = AclRules::new([("*", "@ALL", 1), ("hr:*", "john.doe", 1)]);
+        let john = Who::User("john.doe".into());
+        assert_eq!(
+            listed.ambiguous_grants(),
+            [("hr:*".to_string(), john.clone())]
+        );
+        // `wiki.aclCheck("hr:docent_acl_probe", "john.doe", [])` answers 0.
+        assert!(!listed.confirmed_by("hr:*", &john, AUTH_NONE));
+        let su = Superusers::default();
+        let m = PrincipalMapping::default();
+
+        let dropped = listed.clone().without("hr:*", &john);
+        assert_eq!(dropped.level("hr:x", "john.doe", &[]), AUTH_READ);
+        assert_eq!(
+            dropped.page_acl("hr:x", &su, &m),
+            PageAcl::Exact(acl(&["everyone"], &[]))
+        );
+
+        let refused = listed.refusing("hr:*", &john);
+        assert_eq!(refused.len(), 2);
+        assert_eq!(refused.level("hr:x", "john.doe", &[]), AUTH_NONE);
+        assert_eq!(refused.level("hr:x", "bob", &[]), AUTH_READ);
+        assert_eq!(
+            refused.page_acl("hr:x", &su, &m),
+            PageAcl::Exact(acl(&["everyone"], &["user:john.doe"]))
+        );
+        // Outside the rule's scope nothing changes.
+        assert_eq!(
+            refused.page_acl("eng:x", &su, &m),
+            PageAcl::Exact(acl(&["everyone"], &[]))
         );
     }
 
@@ -1134,6 +1255,40 @@ mod tests {
             }
             if let PageAcl::Narrowed { .. } = verdict {
                 prop_assert!(differs, "narrowed but nobody loses access: {verdict:?}");
+            }
+        }
+    }
+
+    // Property: reading a rule as a refusal (what the sync does with a grant `wiki.aclCheck`
+    // does not confirm) never raises anyone's level on any page, whatever the rules; with the
+    // property above, the ACLs computed from it never let in a reader DokuWiki refuses.
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn a_rule_read_as_a_refusal_never_raises_a_level(
+            rules in proptest::collection::vec(rule(), 0..8),
+            (scope, who, _) in rule(),
+        ) {
+            let rules = AclRules::new(rules);
+            let refused = rules.clone().refusing(&scope, &Who::parse(&who));
+            for page in ["a:b:c", "a:b:x", "a:x", "z:x", "x"] {
+                for user in USERS.iter().chain(&["u9", ""]) {
+                    for mask in 0..(1u32 << GROUPS.len()) {
+                        let groups: Vec<&str> = GROUPS
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| mask & (1 << i) != 0)
+                            .map(|(_, g)| *g)
+                            .collect();
+                        let before = rules.level(page, user, &groups);
+                        let after = refused.level(page, user, &groups);
+                        prop_assert!(
+                            after <= before,
+                            "raised {user:?} {groups:?} on {page}: {before} -> {after}"
+                        );
+                    }
+                }
             }
         }
     }

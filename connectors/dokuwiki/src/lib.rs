@@ -17,7 +17,8 @@
 //!   version's content hash decides);
 //! - nothing is deleted on an outage: a failed or empty listing, or one that would delete more
 //!   than deletion protection allows, deletes nothing, and every deletion is confirmed with the
-//!   wiki; bad credentials put the connector in an error state and it retries with backoff;
+//!   wiki; an empty rule list after a non-empty one withdraws nothing until an admin forces it;
+//!   bad credentials put the connector in an error state and it retries with backoff;
 //! - the checkpoint (the wiki time the last pass started, the last reconciliation, a
 //!   fingerprint of the ACL rules) is sent only after everything it covers, so a restart
 //!   resumes from it without losing changes.

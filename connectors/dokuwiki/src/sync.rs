@@ -20,7 +20,7 @@ use docent_connector_api::jobs::{
     JOB_FAILURES, JobFailure, JobRecord, JobState, deletion_protection,
 };
 use docent_connector_api::{
-    Acl, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::acl::{AclRules, PageAcl, Who};
+use crate::acl::{AclRules, PageAcl, Superusers, Who};
+
+/// The login a configured superuser group is asked about with (`wiki.aclCheck` for a made-up
+/// member of the group).
+const SUPERUSER_PROBE: &str = "docent-superuser-probe";
 use crate::client::{CallError, Client};
 use crate::config::{DokuWikiConfig, LossyAcl};
 use crate::page;
@@ -52,6 +56,11 @@ pub(crate) struct Cursor {
     /// crawling connector's checkpoint carries, see `ConnectorState::last_full_scan_ms`).
     #[serde(default)]
     pub last_full_scan_ms: i64,
+    /// How many rules `plugin.acl.listAcls` listed when `acl` was computed, to tell a wiki
+    /// whose rules suddenly vanished from one that never had any. `None` in checkpoints
+    /// written before it was kept.
+    #[serde(default)]
+    pub acl_rules: Option<u64>,
 }
 
 impl Cursor {
@@ -59,6 +68,17 @@ impl Cursor {
         serde_json::from_value::<Self>(v.clone())
             .ok()
             .filter(|c| c.v == CURSOR_VERSION)
+    }
+
+    /// Whether the wiki listed any ACL rules when `acl` was computed. `no_rules`: what
+    /// [`Syncer::acl_fingerprint`] gives for no rules under the current settings, which decides
+    /// for a checkpoint without a count (a settings change reads as "had rules": the side that
+    /// holds back).
+    fn had_acl_rules(&self, no_rules: &str) -> bool {
+        match self.acl_rules {
+            Some(n) => n > 0,
+            None => self.acl != no_rules,
+        }
     }
 
     pub fn to_checkpoint(&self) -> serde_json::Value {
@@ -228,6 +248,8 @@ impl<'a> Job<'a> {
 /// What every page of one pass shares.
 struct PassCtx<'a> {
     rules: &'a AclRules,
+    /// The configured superusers the wiki confirms ([`Syncer::confirmed_superusers`]).
+    superusers: &'a Superusers,
     /// Revisions older than this were read after their last edit (see the module doc).
     settled_before: i64,
     reparse: bool,
@@ -279,7 +301,7 @@ impl Syncer {
     /// The rules as `acl.auth.php` has them for every reader, from what `plugin.acl.listAcls`
     /// showed the crawler (see `acl`'s module doc): placeholders expanded for the crawler read
     /// as placeholders again, and a grant whose name DokuWiki may not match as written kept
-    /// only where `wiki.aclCheck` shows that it takes effect.
+    /// only where `wiki.aclCheck` shows that it takes effect, elsewhere read as a refusal.
     async fn as_the_file_reads(&self, rules: AclRules) -> Result<AclRules, PassError> {
         // The crawler's groups, as far as Docent can know them: the superuser groups (the
         // crawler is a superuser). Its other groups are not known (the README asks for a
@@ -324,10 +346,12 @@ impl Syncer {
                 tracing::info!(
                     connector = %self.cfg.id,
                     rule = %docent_connector_api::log_safe(&format!("{scope} {who}")),
-                    "ACL rule left out: DokuWiki does not show it taking effect (a name with \
-                     `.`, `-`, `_` or other punctuation must be URL-encoded in acl.auth.php)"
+                    "ACL grant read as a refusal: DokuWiki does not show it taking effect (a name \
+                     with `.`, `-`, `_` or other punctuation must be URL-encoded in acl.auth.php)"
                 );
-                rules = rules.without(&scope, &who);
+                // Not left out: the API shows one line per decoded name, and the one it hides
+                // (`john%2edoe 0` before `john.doe 1`) may refuse; level 0 only narrows.
+                rules = rules.refusing(&scope, &who);
             }
         }
         Ok(rules)
@@ -343,11 +367,50 @@ impl Syncer {
         let now = self.client.server_time().await?;
         // Rules are re-read every pass: an ACL change reaches the index within one pass.
         let mut rules = self.client.acl_rules().await?;
+        let listed_rules = rules.len() as u64;
+        // DokuWiki reads an unreadable or emptied `acl.auth.php` as no rules, which would
+        // withdraw every page (nobody but superusers may read): held back like a listing of no
+        // pages, until the rules are back or an admin forces it. The checkpoint stays where it
+        // was but for its ACL fingerprint, cleared so that the pass after the hold reconciles
+        // (which clears the alarm).
+        if rules.is_empty()
+            && !req.force_deletions
+            && let Some(last) = prev
+            && last.had_acl_rules(&self.acl_fingerprint(&AclRules::default(), &self.cfg.superusers))
+        {
+            let before = match last.acl_rules {
+                Some(n) => n.to_string(),
+                None => "some".to_string(),
+            };
+            let why = format!(
+                "deletion protection: the wiki lists no ACL rules (it listed {before}), which \
+                 would withdraw every indexed page (is conf/acl.auth.php readable?); nothing was \
+                 withdrawn or deleted. If that is intended, run `docent sync {} \
+                 --force-deletions`",
+                self.cfg.id
+            );
+            tracing::warn!(
+                connector = %self.cfg.id,
+                "the wiki lists no ACL rules; every page held back"
+            );
+            // Recorded as a job (a quiet poll is not): it ends blocked, for the admin to see.
+            job.id();
+            return Ok(Passed {
+                cursor: Cursor {
+                    acl: String::new(),
+                    ..last.clone()
+                },
+                full: false,
+                sent: false,
+                blocked: Some(why),
+            });
+        }
         if self.cfg.mapping.fold_case {
             rules = rules.fold_case();
         }
         let rules = self.as_the_file_reads(rules).await?;
-        let acl_fp = self.acl_fingerprint(&rules);
+        let superusers = self.confirmed_superusers().await?;
+        let acl_fp = self.acl_fingerprint(&rules, &superusers);
 
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let acl_changed = prev.is_some_and(|c| c.acl != acl_fp);
@@ -371,6 +434,7 @@ impl Syncer {
 
         let ctx = PassCtx {
             rules: &rules,
+            superusers: &superusers,
             settled_before: prev.map_or(i64::MIN, |c| c.since),
             reparse: req.reparse,
             job,
@@ -404,6 +468,7 @@ impl Syncer {
                     (false, Some(c)) => c.last_full_scan_ms,
                     (false, None) => 0,
                 },
+                acl_rules: Some(listed_rules),
             },
             full,
             sent: ctx.sent_any.load(std::sync::atomic::Ordering::Relaxed),
@@ -411,13 +476,49 @@ impl Syncer {
         })
     }
 
-    /// The rules plus every setting that shapes ACLs: a change of either re-evaluates all pages.
-    fn acl_fingerprint(&self, rules: &AclRules) -> String {
+    /// The rules plus every setting that shapes ACLs (the superusers as confirmed): a change
+    /// of either re-evaluates all pages.
+    fn acl_fingerprint(&self, rules: &AclRules, superusers: &Superusers) -> String {
         let c = &self.cfg;
         let mut h = Sha256::new();
         h.update(rules.fingerprint().as_bytes());
-        h.update(format!("{:?}{:?}{:?}", c.superusers, c.mapping, c.lossy_acl).as_bytes());
+        h.update(format!("{:?}{:?}{:?}", superusers, c.mapping, c.lossy_acl).as_bytes());
         hex::encode(&h.finalize()[..16])
+    }
+
+    /// The configured superusers that the wiki treats as superusers (`wiki.aclCheck` gives
+    /// 255; a group is asked for a made-up member of it). Every page is given to them, so one
+    /// the wiki does not confirm (a group copied from an example, a login since demoted) would
+    /// read in Docent what it may not in the wiki: it is left out, with the `Unmapped` alarm.
+    async fn confirmed_superusers(&self) -> Result<Superusers, PassError> {
+        let probe = AclRules::probe_page("*");
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for who in &self.cfg.superusers.0 {
+            let (user, groups) = match who {
+                Who::User(u) => (u.as_str(), vec![]),
+                Who::Group(g) => (SUPERUSER_PROBE, vec![g.as_str()]),
+                Who::All => (SUPERUSER_PROBE, vec![]),
+            };
+            let level = self.client.acl_check(&probe, user, &groups).await?;
+            if level >= crate::acl::AUTH_ADMIN {
+                kept.push(who.clone());
+            } else {
+                refused.push(format!("{who} (level {level})"));
+            }
+        }
+        if refused.is_empty() {
+            self.status.clear(Alarm::Unmapped);
+        } else {
+            let why = format!(
+                "superusers the wiki does not treat as superusers are left out: {}; fix \
+                 `superusers` to match the wiki's $conf['superuser']",
+                refused.join(", ")
+            );
+            tracing::warn!(connector = %self.cfg.id, "{}", docent_connector_api::log_safe(&why));
+            self.status.raise(Alarm::Unmapped, why);
+        }
+        Ok(Superusers(kept))
     }
 
     /// Acts on every page the change log lists from `since` on.
@@ -549,7 +650,7 @@ impl Syncer {
         let key = DocKey::new(&self.cfg.id, id.as_str());
         let prev = self.last_known(&key);
         ctx.job.update(|j| j.counts.scanned += 1);
-        let (acl, narrowed) = match self.page_acl(ctx.rules, &id) {
+        let (acl, narrowed) = match self.page_acl(ctx.rules, ctx.superusers, &id) {
             Ok(a) => a,
             Err(reason) => return self.skip(ctx, key, reason).await,
         };
@@ -670,8 +771,13 @@ impl Syncer {
     }
 
     /// The page's ACL (and why it is narrowed, if it is), or why it cannot be indexed.
-    fn page_acl(&self, rules: &AclRules, id: &str) -> Result<(Acl, Option<String>), String> {
-        match rules.page_acl(id, &self.cfg.superusers, &self.cfg.mapping) {
+    fn page_acl(
+        &self,
+        rules: &AclRules,
+        superusers: &Superusers,
+        id: &str,
+    ) -> Result<(Acl, Option<String>), String> {
+        match rules.page_acl(id, superusers, &self.cfg.mapping) {
             PageAcl::Exact(acl) => Ok((acl, None)),
             PageAcl::Narrowed { acl, reason } => match self.cfg.lossy_acl {
                 LossyAcl::Narrow => Ok((acl, Some(reason))),
@@ -698,8 +804,8 @@ impl Syncer {
         match self.client.page_text(id).await {
             Ok(text) => Ok(includes_other_pages(&text).map(|syntax| {
                 format!(
-                    "the page includes or lists other pages ({syntax}), which the wiki renders \
-                     with the crawler's rights; not indexed"
+                    "the page includes or lists other pages, or shows text by who reads it \
+                     ({syntax}), which the wiki renders with the crawler's rights; not indexed"
                 )
             })),
             Err(e @ CallError::Remote { .. }) => {
@@ -782,13 +888,20 @@ const SAFE_DIRECTIVES: &[&str] = &["NOTOC", "NOCACHE", "DISCUSSION", "META", "CL
 /// Plugin tags that list or pull in other pages (nspages, pagelist, catlist, searchtable, blog).
 const LISTING_TAGS: &[&str] = &["<nspages", "<pagelist", "<catlist", "<searchtable", "<blog"];
 
+/// Plugin tags whose text is shown by who reads (ifauth and ifauthex by user or group, showif
+/// by rights or login, nodisp by ACL level or group): rendered for the crawler, a superuser, they
+/// show what only some readers may see, and showif and nodisp put hidden text in the HTML as
+/// `display:none`.
+const PER_READER_TAGS: &[&str] = &["<ifauth", "<showif", "<nodisp", "{nodisp"];
+
 /// Plugin syntax that may pull other pages' text or titles into a page, which the wiki renders
 /// with the crawler's rights: the first found. Blocked by shape rather than by a list of known
 /// plugins (include, template, pagequery, indexmenu, backlinks, changes, blog, gallery, …):
 /// any `{{name>…}}` component but [`SAFE_COMPONENTS`], the struct plugin's inline
 /// `{{$page.schema.field}}`, any `~~NAME~~` or `~~NAME:…~~` directive but [`SAFE_DIRECTIVES`]
 /// (dir, info), the data and struct plugins' `---- datatable ----` blocks (any dashes and
-/// spacing; not the page's own `dataentry`), and [`LISTING_TAGS`].
+/// spacing; not the page's own `dataentry`), [`LISTING_TAGS`], and [`PER_READER_TAGS`] (not
+/// other pages, but rendered with the crawler's rights all the same).
 fn includes_other_pages(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     for (i, _) in lower.match_indices("{{") {
@@ -836,6 +949,7 @@ fn includes_other_pages(text: &str) -> Option<String> {
     }
     LISTING_TAGS
         .iter()
+        .chain(PER_READER_TAGS)
         .find(|t| lower.contains(*t))
         .map(|t| t.to_string())
 }
@@ -852,6 +966,7 @@ mod tests {
             last_full: 1_796_150_000,
             acl: "ab".into(),
             last_full_scan_ms: 1_796_150_000_123,
+            acl_rules: Some(8),
         };
         assert_eq!(Cursor::from_checkpoint(&c.to_checkpoint()), Some(c));
         assert_eq!(
@@ -861,7 +976,30 @@ mod tests {
         let mut other = serde_json::json!({"v": 99, "since": 1, "last_full": 1, "acl": ""});
         assert_eq!(Cursor::from_checkpoint(&other), None);
         other["v"] = CURSOR_VERSION.into();
-        assert!(Cursor::from_checkpoint(&other).is_some());
+        // A checkpoint from before the rule count was kept still loads.
+        let old = Cursor::from_checkpoint(&other).unwrap();
+        assert_eq!(old.acl_rules, None);
+    }
+
+    /// Whether a wiki that now lists no rules lost them (held back) or never had any.
+    #[test]
+    fn a_checkpoint_tells_whether_the_wiki_had_acl_rules() {
+        let cursor = |acl: &str, acl_rules: Option<u64>| Cursor {
+            v: CURSOR_VERSION,
+            since: 1,
+            last_full: 1,
+            acl: acl.into(),
+            last_full_scan_ms: 0,
+            acl_rules,
+        };
+        let no_rules = "fingerprint-of-none";
+        assert!(cursor("ab", Some(8)).had_acl_rules(no_rules));
+        assert!(!cursor("ab", Some(0)).had_acl_rules(no_rules));
+        // A hold clears the fingerprint and keeps the count.
+        assert!(cursor("", Some(8)).had_acl_rules(no_rules));
+        // Without a count (an older checkpoint) the fingerprint decides.
+        assert!(cursor("ab", None).had_acl_rules(no_rules));
+        assert!(!cursor(no_rules, None).had_acl_rules(no_rules));
     }
 
     #[test]
@@ -899,6 +1037,21 @@ mod tests {
         assert_eq!(found("{{$page.salary.amount}}").as_deref(), Some("{{$"));
         assert_eq!(found("<blog list>").as_deref(), Some("<blog"));
         assert_eq!(found("<catlist hr>").as_deref(), Some("<catlist"));
+        // Text shown by who reads it, rendered for the crawler (review item M4).
+        assert_eq!(
+            found("<ifauth @admin>Salary bands</ifauth>").as_deref(),
+            Some("<ifauth")
+        );
+        assert_eq!(
+            found("<ifauthex @admin>x</ifauthex>").as_deref(),
+            Some("<ifauth")
+        );
+        assert_eq!(
+            found("<showif isadmin>x</showif>").as_deref(),
+            Some("<showif")
+        );
+        assert_eq!(found("<nodisp 2>x</nodisp>").as_deref(), Some("<nodisp"));
+        assert_eq!(found("{nodisp hr}x{/nodisp}").as_deref(), Some("{nodisp"));
         // What renders nothing of other pages.
         assert_eq!(found("A link to [[hr:salaries]] is fine."), None);
         assert_eq!(

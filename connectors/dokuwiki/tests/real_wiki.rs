@@ -20,7 +20,7 @@ use docent_connector_api::conformance::{self, Fixture};
 use docent_connector_api::jobs::{ConnectorCommand, JobRecord, JobState};
 use docent_connector_api::registry::{ConfigEnv, ConnectorFactory};
 use docent_connector_api::{
-    Acl, Change, Checkpoint, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState,
+    Acl, Alarm, Change, Checkpoint, Connector, ConnectorError, DocKey, IndexedDoc, IndexedState,
     Principal, SourceDocument, StatusHandle,
 };
 use docent_dokuwiki_connector::Factory;
@@ -204,9 +204,13 @@ fn env() -> ConfigEnv {
 
 /// A connector over `wiki` through the factory, polling every second; `extra`: more TOML keys.
 fn connector_with(wiki: &Wiki, id: &str, password: &str, extra: &str) -> Box<dyn Connector> {
+    let superusers = match extra.contains("superusers") {
+        true => "",
+        false => "superusers = ['@admin']\n",
+    };
     let toml = format!(
         "url = '{}'\nusername = 'admin'\npassword = '{password}'\npoll_interval_secs = 1\n\
-         full_reconcile_interval_secs = 3600\nsuperusers = ['@admin']\n{extra}",
+         full_reconcile_interval_secs = 3600\n{superusers}{extra}",
         wiki.url()
     );
     let spec = Factory
@@ -712,6 +716,31 @@ async fn a_page_in_a_restricted_namespace_is_readable_only_by_its_group() {
     run.stop().await;
 }
 
+/// A configured superuser that the wiki does not treat as one (a group copied from an
+/// example) is left out of every page's readers, with the `Unmapped` alarm; the wiki's own
+/// superusers still read everything. (Session 30's review: the setting was trusted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_the_wiki_does_not_confirm_is_left_out() {
+    let wiki = Wiki::start();
+    wiki.seed().await;
+    let connector = connector_with(
+        &wiki,
+        CONNECTOR,
+        "admin-pass",
+        "superusers = ['@admin', '@wikiadmins']\n",
+    );
+    let mut run = Running::start(connector, Arc::default(), None, 64);
+    run.next_checkpoint("first crawl").await;
+    assert_eq!(
+        run.index.acl("hr:salaries").unwrap(),
+        Acl::new(principals(&["group:admin", "group:hr"]), [])
+    );
+    assert!(run.status.raised(Alarm::Unmapped));
+    let alarm = run.status.snapshot().alarms[&Alarm::Unmapped].clone();
+    assert!(alarm.contains("@wikiadmins"), "{alarm}");
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_rule_change_on_the_wiki_reaches_the_index_after_one_poll() {
     let (wiki, mut run) = crawled().await;
@@ -1038,6 +1067,93 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
         ("reconcile", "admin", &JobState::Succeeded)
     );
     assert_eq!(run.status.snapshot().last_error(), None);
+    run.stop().await;
+}
+
+/// DokuWiki reads an emptied or unreadable `acl.auth.php` as no rules (then only superusers
+/// read). A wiki that lists no rules after listing some is held back like a listing of no pages:
+/// nothing is withdrawn; once the rules are back a reconciliation clears the alarm; an admin's
+/// forced sync accepts the empty rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_rules_that_vanish_withdraw_nothing_until_an_admin_forces_it() {
+    let (wiki, mut run) = crawled().await;
+    let indexed = run.index.ids();
+    let salaries = run.index.acl("hr:salaries").unwrap();
+    let crawled_len = run.log.len();
+    let file = wiki.dir.path().join("conf/acl.auth.php");
+    let rules = std::fs::read_to_string(&file).unwrap();
+    let emptied = "# acl.auth.php\n# <?php exit()?>\n";
+    std::fs::write(&file, emptied).unwrap();
+    assert!(wiki.admin().acl_rules().await.unwrap().is_empty());
+
+    let held = |s: &StatusHandle| {
+        s.snapshot()
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.state, JobState::Blocked(_)))
+            .count()
+    };
+    run.until_status("two polls held back", |s| held(s) >= 2)
+        .await;
+    let alarm = run.status.snapshot().last_error().unwrap_or_default();
+    assert!(run.status.raised(Alarm::DeletionProtection), "{alarm}");
+    assert!(
+        alarm.contains("no ACL rules") && alarm.contains("docent sync wiki --force-deletions"),
+        "{alarm}"
+    );
+    let withdrawn = |log: &[Change]| {
+        log.iter()
+            .any(|c| matches!(c, Change::Skipped { .. } | Change::Delete(_)))
+    };
+    assert!(
+        !withdrawn(&run.log[crawled_len..]),
+        "{}",
+        summary(&run.log[crawled_len..])
+    );
+    assert_eq!(run.index.ids(), indexed);
+    assert_eq!(run.index.acl("hr:salaries").unwrap(), salaries);
+
+    // The rules are back: the next pass reconciles, changes nothing, and clears the alarm.
+    std::fs::write(&file, &rules).unwrap();
+    let sent = run
+        .next_checkpoint("the reconciliation once the rules are back")
+        .await;
+    assert!(!withdrawn(&sent), "{}", summary(&sent));
+    assert!(upserts(&sent).is_empty(), "{}", summary(&sent));
+    assert!(!run.status.raised(Alarm::DeletionProtection));
+    let job = &run.jobs()[0];
+    assert_eq!((job.kind, &job.state), ("reconcile", &JobState::Succeeded));
+
+    // Gone again, and an admin accepts it: only the superusers read, as in the wiki.
+    std::fs::write(&file, emptied).unwrap();
+    run.until_status("held back again", |s| s.raised(Alarm::DeletionProtection))
+        .await;
+    assert_eq!(run.index.ids(), indexed);
+    let job_id = run.status.reserve_job_id();
+    run.commands
+        .send(ConnectorCommand::SyncNow {
+            job_id,
+            force_deletions: true,
+            full: false,
+        })
+        .await
+        .unwrap();
+    let sent = run.next_checkpoint("the forced sync").await;
+    assert_eq!(upserts(&sent).len(), SEED.len(), "{}", summary(&sent));
+    for (id, _) in SEED {
+        assert_eq!(
+            run.index.acl(id).unwrap(),
+            Acl::new(principals(&["group:admin"]), []),
+            "{id}"
+        );
+    }
+    let job = run.jobs().into_iter().find(|j| j.id == job_id).unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert!(!run.status.raised(Alarm::DeletionProtection));
+    // Accepted once: later polls neither hold back nor send anything.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), run.changes.recv()).await;
+    assert!(quiet.is_err(), "sent after the forced sync: {quiet:?}");
+    assert!(!run.status.raised(Alarm::DeletionProtection));
     run.stop().await;
 }
 

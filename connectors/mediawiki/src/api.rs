@@ -15,6 +15,7 @@
 //!
 //! Every wait (a request, a backoff, the login) ends as soon as the shutdown token is cancelled.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -272,6 +273,44 @@ impl Api {
                 message: "meta=userinfo gave no rights".into(),
             })?;
         Ok(rights.iter().any(|r| r.as_str() == Some("read")))
+    }
+
+    /// Which of `ids` a reader who is not logged in may read, page by page
+    /// (`prop=info&intestactions=read` without the crawler's session, 50 pages a request).
+    /// The global `read` right ([`Self::anonymous_may_read`]) does not see per-page or
+    /// per-namespace restrictions (Lockdown, AccessControl and other `getUserPermissionsErrors`
+    /// hooks); this asks the same permission check the wiki applies to a page view. A page
+    /// the answer does not list as readable (missing, invalid, refused) is not readable.
+    pub async fn anonymous_readable(&self, ids: &[u64]) -> Result<BTreeSet<u64>, ApiError> {
+        let mut readable = BTreeSet::new();
+        for batch in ids.chunks(50) {
+            let list: Vec<String> = batch.iter().map(u64::to_string).collect();
+            let q = params([
+                ("action", "query"),
+                ("prop", "info"),
+                ("intestactions", "read"),
+                ("pageids", &list.join("|")),
+            ]);
+            let v = match self.request_via(&self.anonymous, false, &q).await {
+                // A wiki closed to anonymous readers refuses even this question.
+                Err(ApiError::Api { code, .. }) if code == "readapidenied" => return Ok(readable),
+                r => r?,
+            };
+            let pages = v
+                .pointer("/query/pages")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ApiError::Invalid {
+                    url: self.api_url.clone(),
+                    message: "prop=info&intestactions=read gave no pages".into(),
+                })?;
+            readable.extend(pages.iter().filter_map(|p| {
+                p.pointer("/actions/read")
+                    .and_then(Value::as_bool)
+                    .filter(|&read| read)?;
+                p.get("pageid")?.as_u64()
+            }));
+        }
+        Ok(readable)
     }
 
     /// One request with its retries. `post`: a form POST (login), else a GET.

@@ -5,7 +5,9 @@
 //!
 //! Each page is one document: its key is the page id (stable across moves), its content the
 //! HTML the wiki renders (`action=parse`, templates expanded), its version the latest revision
-//! id. A page whose revision and ACL are what the index holds is not read again.
+//! id with the page's `touched` time (which moves when a template or transcluded page it uses
+//! changes, though the page gets no revision). A page whose version and ACL are what the index
+//! holds is not read again; the sweep and the reconciliation find pages whose rendering changed.
 //!
 //! Invariants:
 //! - every upsert carries the ACL the configuration states for the page (see "Permissions");

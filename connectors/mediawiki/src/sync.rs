@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{self, JobRecord, JobState};
 use docent_connector_api::{
-    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
+    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, Principal, SentLog, SourceDocument,
+    StatusHandle,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,9 @@ impl From<ApiError> for SyncError {
     }
 }
 
+/// The most bytes of section titles a page's `sections` attribute holds.
+const MAX_SECTIONS_BYTES: usize = 16 * 1024;
+
 /// How a sync ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synced {
@@ -117,6 +121,9 @@ pub struct PageMeta {
     pub ns: i64,
     pub title: String,
     pub revid: u64,
+    /// When the page's rendering last changed (`touched`: an edit, a template or transcluded
+    /// page it uses, a purge); empty when not answered.
+    pub touched: String,
     pub timestamp: Option<String>,
     pub redirect: bool,
     /// In at least one configured category (meaningful only when categories are set).
@@ -139,6 +146,11 @@ impl PageMeta {
                 .or_else(|| p.get("lastrevid"))
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
+            touched: p
+                .get("touched")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             timestamp: rev
                 .and_then(|r| r.get("timestamp"))
                 .and_then(Value::as_str)
@@ -149,6 +161,18 @@ impl PageMeta {
                 .and_then(Value::as_array)
                 .is_some_and(|c| !c.is_empty()),
         })
+    }
+
+    /// The version a page is indexed under: its latest revision, and when its rendering last
+    /// changed. An edit of a template or of a transcluded page makes no revision of the pages
+    /// that use it, but changes what they show (text removed from a transcluded page must
+    /// leave them too); `touched` moves then.
+    fn version(&self) -> String {
+        if self.touched.is_empty() {
+            self.revid.to_string()
+        } else {
+            format!("{}@{}", self.revid, self.touched)
+        }
     }
 }
 
@@ -514,10 +538,10 @@ impl Syncer {
     /// last sent or the index holds, and not newer than the recent changes this poll read
     /// (those come with the next poll, judged as edits).
     fn sweep_rereads(&self, id: u64, m: &PageMeta, seen: &Position) -> bool {
-        let revid = m.revid.to_string();
+        let version = m.version();
         let native = id.to_string();
         if let Some(Some(sent)) = self.sent.record(&native)
-            && sent.version == revid
+            && sent.version == version
         {
             // Sent already (a version the pipeline gave up on waits for the reconciliation).
             return false;
@@ -529,7 +553,7 @@ impl Syncer {
             return false;
         }
         self.last_known(&DocKey::new(&self.cfg.id, native))
-            .is_some_and(|k| k.version != revid)
+            .is_some_and(|k| k.version != version)
     }
 
     /// Why the sweep may not delete `gone` pages of a `batch` from an index of `total`, if so.
@@ -871,9 +895,19 @@ impl Syncer {
     /// in order.
     async fn apply(&self, pages: Vec<PageMeta>) -> Result<(), SyncError> {
         let width = self.cfg.max_concurrent_requests;
+        let hidden = &self.hidden_from_everyone(&pages).await?;
         let mut actions = futures::stream::iter(pages)
             .map(|m| async move {
-                let a = self.action(&m).await?;
+                let a = if hidden.contains(&m.id) {
+                    Action::Skip(
+                        "the wiki does not let readers who are not logged in read this page \
+                         (a per-page or per-namespace restriction), and its ACL here would be \
+                         everyone: not indexed"
+                            .into(),
+                    )
+                } else {
+                    self.action(&m).await?
+                };
                 Ok::<_, SyncError>((m, a))
             })
             .buffered(width);
@@ -931,6 +965,31 @@ impl Syncer {
         Ok(())
     }
 
+    /// Those of `pages` whose ACL here would admit everyone but which the wiki does not let a
+    /// reader who is not logged in read. The crawler reads with its own session, and the
+    /// wiki-wide `read` right ([`Api::anonymous_may_read`]) says nothing about pages that an
+    /// extension (Lockdown, AccessControl) restricts: each such page is asked on its own.
+    async fn hidden_from_everyone(&self, pages: &[PageMeta]) -> Result<BTreeSet<u64>, SyncError> {
+        let public: Vec<u64> = pages
+            .iter()
+            .filter(|m| {
+                self.cfg
+                    .permissions
+                    .acl_for(m.ns)
+                    .is_ok_and(|acl| acl.allow.contains(&Principal::Everyone))
+            })
+            .map(|m| m.id)
+            .collect();
+        if public.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let readable = self.api.anonymous_readable(&public).await?;
+        Ok(public
+            .into_iter()
+            .filter(|id| !readable.contains(id))
+            .collect())
+    }
+
     /// Decides about one page in scope, reading it only when its revision or ACL changed (or
     /// the sync is full). Request errors fail the sync; page-level API errors skip the page.
     async fn action(&self, meta: &PageMeta) -> Result<Action, SyncError> {
@@ -941,7 +1000,7 @@ impl Syncer {
         let key = DocKey::new(&self.cfg.id, meta.id.to_string());
         let full = self.full.load(Ordering::Relaxed);
         if let Some(prev) = self.last_known(&key)
-            && prev.version == meta.revid.to_string()
+            && prev.version == meta.version()
             && prev.acl_fingerprint == acl.fingerprint()
             && !full
         {
@@ -1010,7 +1069,19 @@ impl Syncer {
         attributes.insert("anchor_style".to_string(), "mediawiki".to_string());
         let sections = section_titles(parse);
         if !sections.is_empty() {
-            attributes.insert("sections".to_string(), sections.join("\n"));
+            // Bounded: every chunk stores the attributes (a page of thousands of sections
+            // would not fit a Milvus row); later sections' citations link to the page.
+            let mut joined = String::new();
+            for t in &sections {
+                if joined.len() + t.len() + 1 > MAX_SECTIONS_BYTES {
+                    break;
+                }
+                if !joined.is_empty() {
+                    joined.push('\n');
+                }
+                joined.push_str(t);
+            }
+            attributes.insert("sections".to_string(), joined);
         }
         SourceDocument {
             uri: self.cfg.page_uri(&title),
@@ -1019,7 +1090,13 @@ impl Syncer {
             mime: Some("text/html".to_string()),
             key,
             content,
-            version: revid.to_string(),
+            // A newer revision than the listed one was read: its `touched` is not known, so
+            // the next comparison reads the page again (once).
+            version: if revid == meta.revid {
+                meta.version()
+            } else {
+                revid.to_string()
+            },
             // The timestamp belongs to the listed revision; a newer one read meanwhile is
             // dated by the next poll.
             modified_at: meta
@@ -1100,6 +1177,18 @@ pub fn rc_gap(rc_id: u64, oldest: Option<u64>) -> bool {
 fn on_parse_error(e: ApiError) -> Result<Action, SyncError> {
     match e.code() {
         Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),
+        // Errors about the crawler's session or the whole wiki, not the page (a session lost
+        // again after the one fresh login, reading closed to the account, a rate limit): the
+        // sync fails and every indexed page stays.
+        Some(
+            "assertuserfailed"
+            | "assertnameduserfailed"
+            | "assertbotfailed"
+            | "readapidenied"
+            | "ratelimited"
+            | "maxlag"
+            | "readonly",
+        ) => Err(e.into()),
         Some(code) if code.starts_with("internal_api_error_") => Ok(Action::Failed(format!(
             "the wiki failed rendering the page ({code}): {e}"
         ))),
@@ -1160,6 +1249,9 @@ fn merge_pages(out: &mut BTreeMap<u64, PageMeta>, v: &Value) {
                 if have.timestamp.is_none() && meta.timestamp.is_some() {
                     have.timestamp = meta.timestamp;
                     have.revid = meta.revid;
+                }
+                if have.touched.is_empty() {
+                    have.touched = meta.touched;
                 }
                 have.in_categories |= meta.in_categories;
             }
@@ -1295,6 +1387,16 @@ mod tests {
             on_parse_error(api("nosuchpageid")),
             Ok(Action::Gone)
         ));
+        // The crawler's session or the wiki as a whole, not the page: the sync fails (session
+        // 30's review: a session lost twice skipped, and so withdrew, the page).
+        for code in [
+            "assertuserfailed",
+            "assertbotfailed",
+            "readapidenied",
+            "ratelimited",
+        ] {
+            assert!(on_parse_error(api(code)).is_err(), "{code}");
+        }
         assert!(
             on_parse_error(ApiError::Status {
                 url: "http://wiki/api.php".into(),

@@ -135,7 +135,10 @@ async fn crawl_sends_every_non_redirect_page_of_the_namespaces_as_rendered_html(
     assert_eq!(a.title.as_deref(), Some("Alpha"));
     assert_eq!(a.name_hint, "Alpha.html");
     assert_eq!(a.uri, format!("{}/index.php?title=Alpha", wiki.url));
-    assert_eq!(a.version, wiki.revision(alpha).await.to_string());
+    // The revision, and when the page's rendering last changed.
+    let rev = wiki.revision(alpha).await.to_string();
+    assert!(a.version.starts_with(&format!("{rev}@")), "{}", a.version);
+    assert_eq!(a.attributes["revision"], rev);
     assert_eq!(a.attributes["namespace"], "0");
     assert_eq!(a.attributes["wiki_title"], "Alpha");
     assert_eq!(a.attributes["sections"], "Details");
@@ -209,7 +212,8 @@ async fn an_edit_is_picked_up_by_one_poll_and_only_that_page_is_read() {
     let d = docs[0];
     assert_eq!(d.key.native_id, beta.to_string());
     assert!(String::from_utf8_lossy(&d.content).contains("Beta body, edited."));
-    assert_eq!(d.version, wiki.revision(beta).await.to_string());
+    let rev = wiki.revision(beta).await.to_string();
+    assert!(d.version.starts_with(&format!("{rev}@")), "{}", d.version);
     // The poll's job looked at one page and read it: the others were not fetched.
     let job = run.job(d.job.unwrap());
     assert_eq!(job.kind, "watch");
@@ -435,6 +439,45 @@ async fn public_permissions_on_a_private_wiki_send_nothing() {
     run.stop().await;
 }
 
+/// `permissions = "public"` asks the wiki about each page as a reader who is not logged in: a
+/// page that an extension closes to them (here a `getUserPermissionsErrors` hook, the one
+/// Lockdown uses) is skipped, not given to everyone. (Session 30's review: only the wiki-wide
+/// `read` right was asked, and the crawler reads with its own session.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_permissions_skip_a_page_closed_to_readers_who_are_not_logged_in() {
+    let wiki = Wiki::start().await;
+    let open = wiki.edit("Open page", "Everyone may read this.").await;
+    let closed = wiki
+        .edit(
+            "Closed page",
+            "Members only: the merger code name is Bluebird.",
+        )
+        .await;
+    wiki.add_settings(
+        r#"$wgHooks['getUserPermissionsErrors'][] = function ($title, $user, $action, &$result) {
+    if ($action === 'read' && $title->getText() === 'Closed page' && !$user->isRegistered()) {
+        $result = 'badaccess-group0';
+        return false;
+    }
+    return true;
+};"#,
+    );
+    let (_, sent, _) = crawl(&wiki, &format!("{PUBLIC}{}", bot_login())).await;
+    let up: BTreeSet<String> = upserted(&sent)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert!(up.contains(&open.to_string()), "{sent:?}");
+    assert!(!up.contains(&closed.to_string()), "{sent:?}");
+    assert!(
+        sent.iter().any(
+            |c| matches!(c, Change::Skipped { key, .. } if key.native_id == closed.to_string())
+        ),
+        "{sent:?}"
+    );
+    assert!(!format!("{sent:?}").contains("Bluebird"), "{sent:?}");
+}
+
 // --- failures ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,6 +638,48 @@ async fn a_page_gone_without_a_log_entry_leaves_at_the_next_polls_sweep() {
     let job = run.job(docs[0].job.unwrap());
     assert_eq!((job.kind, &job.state), ("sweep", &JobState::Succeeded));
     assert_eq!(job.counts.deleted, 1, "{job:?}");
+    run.stop().await;
+}
+
+/// Text removed from a transcluded page leaves the pages that show it: the template's edit
+/// makes no revision of them, but moves their `touched` time, which the polls' sweep compares.
+/// (Session 30's review: the version was the revision alone, so they kept the old text until
+/// an admin ran a full sync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_template_reaches_the_pages_that_use_it_at_the_next_sweep() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Template:Codes", "The door code is 4711.").await;
+    let alpha = wiki
+        .edit("Alpha", "Alpha body. {{Codes}}")
+        .await
+        .to_string();
+    let (index, sent, cp) = crawl(&wiki, PUBLIC).await;
+    let shown = |changes: &[Change]| {
+        upserted(changes)
+            .into_iter()
+            .find(|d| d.key.native_id == alpha)
+            .map(|d| String::from_utf8_lossy(&d.content).into_owned())
+    };
+    assert!(shown(&sent).unwrap().contains("4711"));
+    // `touched` has whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    wiki.edit("Template:Codes", "Ask the front desk for the door code.")
+        .await;
+    wiki.run_jobs();
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let (changes, _) = run.until_checkpoint().await;
+        seen.extend(changes);
+        if shown(&seen).is_some() {
+            break;
+        }
+    }
+    let html = shown(&seen).expect("the page that uses the template was read again");
+    assert!(
+        !html.contains("4711") && html.contains("front desk"),
+        "{html}"
+    );
     run.stop().await;
 }
 

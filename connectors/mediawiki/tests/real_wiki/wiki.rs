@@ -151,6 +151,34 @@ impl Wiki {
         );
     }
 
+    /// Runs the wiki's job queue (link and cache updates: a template's edit moves the `touched`
+    /// time of the pages that use it there). The built-in server runs no jobs after API
+    /// requests; a wiki in service runs them after page views or from cron.
+    pub fn run_jobs(&self) {
+        let out = Command::new("php")
+            .arg("/usr/share/mediawiki/maintenance/runJobs.php")
+            .env("MW_CONFIG_FILE", self.dir.path().join("LocalSettings.php"))
+            .output()
+            .expect("run runJobs.php");
+        assert!(
+            out.status.success(),
+            "runJobs.php failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Appends `php` to the wiki's LocalSettings.php (read again by every request: the
+    /// built-in server runs each request afresh).
+    pub fn add_settings(&self, php: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("LocalSettings.php"))
+            .expect("LocalSettings.php");
+        writeln!(f, "\n{php}").expect("append to LocalSettings.php");
+    }
+
     /// Stops the server (the wiki's data stays: `restart` serves it again).
     pub fn stop(&self) {
         self.run_script("stop");
