@@ -173,61 +173,135 @@ pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
     }
 }
 
-/// JSON: one block per leaf, `a.b[2].c: value`, objects in document order.
+/// JSON: one block per leaf, `a.b[2].c: value`, objects in document order. Streamed: no tree
+/// of the document is built (as a tree, a value takes ~80 bytes: a 50 MiB array of small
+/// numbers took gigabytes before the text budget applied), and once the budget is spent the
+/// rest is only checked for syntax. serde_json's nesting limit (128) applies as before.
 pub fn json(src: &str) -> Result<ParsedDoc, ParseError> {
-    let v: serde_json::Value =
-        serde_json::from_str(src).map_err(|e| ParseError::Malformed(format!("JSON: {e}")))?;
-    let mut b = TextBuilder::default();
-    let mut title = String::new();
-    fn walk(v: &serde_json::Value, path: &mut String, b: &mut TextBuilder, title: &mut String) {
-        // Each leaf repeats its path: stop as soon as the text budget is spent.
-        if b.over() {
+    let mut walk = JsonWalk {
+        b: TextBuilder::default(),
+        title: String::new(),
+        path: String::new(),
+    };
+    let mut de = serde_json::Deserializer::from_str(src);
+    serde::de::DeserializeSeed::deserialize(&mut walk, &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| ParseError::Malformed(format!("JSON: {e}")))?;
+    Ok(walk.b.into_doc(walk.title))
+}
+
+/// The JSON walk's state: the text so far, the title, and the path of the value being read.
+struct JsonWalk {
+    b: TextBuilder,
+    title: String,
+    path: String,
+}
+
+impl JsonWalk {
+    fn leaf(&mut self, val: String) {
+        if self.b.over() || val.trim().is_empty() {
             return;
         }
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m {
-                    let len = path.len();
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(k);
-                    walk(x, path, b, title);
-                    path.truncate(len);
-                }
+        if self.title.is_empty() && matches!(self.path.as_str(), "title" | "name") {
+            self.title = val.clone();
+        }
+        self.b.start(BlockKind::Paragraph);
+        let line = if self.path.is_empty() {
+            val
+        } else {
+            format!("{}: {val}", self.path)
+        };
+        self.b.push(&line, false);
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut JsonWalk {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut JsonWalk {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.leaf(v.to_string());
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.leaf(v.to_string());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.leaf(v.to_string());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As serde_json writes a number (`1e+21`, not 22 digits), as before.
+        self.leaf(serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string()));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.leaf(v.to_string());
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.leaf(v);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::IgnoredAny;
+        for i in 0usize.. {
+            if self.b.over() {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                break;
             }
-            serde_json::Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    walk(x, path, b, title);
-                    path.truncate(len);
-                }
-            }
-            serde_json::Value::Null => {}
-            leaf => {
-                let val = match leaf {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                if val.trim().is_empty() {
-                    return;
-                }
-                if title.is_empty() && matches!(path.as_str(), "title" | "name") {
-                    *title = val.clone();
-                }
-                b.start(BlockKind::Paragraph);
-                let line = if path.is_empty() {
-                    val
-                } else {
-                    format!("{path}: {val}")
-                };
-                b.push(&line, false);
+            let len = self.path.len();
+            self.path.push_str(&format!("[{i}]"));
+            let more = seq.next_element_seed(&mut *self)?;
+            self.path.truncate(len);
+            if more.is_none() {
+                break;
             }
         }
+        Ok(())
     }
-    walk(&v, &mut String::new(), &mut b, &mut title);
-    Ok(b.into_doc(title))
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::IgnoredAny;
+        loop {
+            if self.b.over() {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(());
+            }
+            let Some(k) = map.next_key::<String>()? else {
+                return Ok(());
+            };
+            let len = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push('.');
+            }
+            self.path.push_str(&k);
+            map.next_value_seed(&mut *self)?;
+            self.path.truncate(len);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +392,37 @@ mod tests {
             parse(b"{\"a\": ", None, "x.json").unwrap_err(),
             ParseError::Malformed(_)
         ));
+        // Numbers as serde_json writes them; text after the value is an error.
+        let d = parse(
+            br#"{"big": 1e21, "neg": -3, "pi": 3.5, "ok": true}"#,
+            None,
+            "n.json",
+        )
+        .unwrap();
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(texts, ["big: 1e+21", "neg: -3", "pi: 3.5", "ok: true"]);
+        assert!(matches!(
+            parse(b"{\"a\": 1} x", None, "x.json").unwrap_err(),
+            ParseError::Malformed(_)
+        ));
+    }
+
+    /// A JSON document over the text budget is refused as too much text, read as a stream
+    /// (session 30's review: the whole document was built as a tree first, ~40 times its
+    /// size, before the budget applied).
+    #[test]
+    fn json_over_the_text_budget_is_too_much_text() {
+        let mut src = String::from("{\"items\": [");
+        for i in 0..20_000 {
+            src.push_str(&format!("{{\"n\": {i}, \"s\": \"item {i}\"}},"));
+        }
+        src.push_str("0]}");
+        let limits = crate::parse::ParseLimits {
+            max_text_bytes: 4096,
+            ..Default::default()
+        };
+        let r = crate::parse::parse_limited(src.into_bytes(), None, "big.json".into(), limits);
+        assert!(matches!(r, Err(ParseError::TooMuchText { .. })), "{r:?}");
     }
 
     #[test]
