@@ -710,6 +710,29 @@ impl Pipeline {
             .collect()
     }
 
+    /// After a rollback: a document waiting for a retry under another ACL than its indexed
+    /// version's is withdrawn again. Its withdrawal was one of the writes rolled back, and the
+    /// old text may not stay readable under the old, wider ACL until the retry (30 s to
+    /// minutes) writes the new version. Returns whether any was.
+    fn withdraw_again(&self) -> bool {
+        let waiting: Vec<(DocKey, docent_connector_api::Acl)> = self
+            .retries()
+            .pending
+            .iter()
+            .map(|(k, p)| (k.clone(), p.doc.acl.clone()))
+            .collect();
+        let mut any = false;
+        for (key, acl) in waiting {
+            if let Some(e) = self.index.latest_entry(&key.to_string())
+                && !self.stays_under(Some(&e), &acl)
+            {
+                self.index.delete(&key);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
     /// the pipeline ends with the error instead of holding the daemon's shutdown).
     pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
@@ -718,8 +741,13 @@ impl Pipeline {
     }
 
     /// Runs until every sender is dropped, then commits what remains.
-    pub async fn run(self, mut rx: mpsc::Receiver<Change>) -> Result<(), IndexError> {
-        let this = Arc::new(self);
+    pub async fn run(self, rx: mpsc::Receiver<Change>) -> Result<(), IndexError> {
+        Arc::new(self).run_shared(rx).await
+    }
+
+    /// [`Self::run`] on a shared pipeline.
+    async fn run_shared(self: Arc<Self>, mut rx: mpsc::Receiver<Change>) -> Result<(), IndexError> {
+        let this = self;
         let mut dirty = false;
         let mut last_commit = Instant::now();
         let mut checkpoints = BTreeMap::new();
@@ -781,21 +809,21 @@ impl Pipeline {
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
+                        dirty = this.withdraw_again();
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
-                        dirty = false;
                         continue;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
+                        dirty = this.withdraw_again();
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
-                        dirty = false;
                         continue;
                     }
                 }
@@ -812,9 +840,12 @@ impl Pipeline {
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                        dirty = this.withdraw_again();
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
+                        last_commit = Instant::now();
+                        continue;
                     }
                     Err(e) => return Err(e),
                 }
@@ -1926,6 +1957,51 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the failed write was not told");
+    }
+
+    /// A rollback does not bring back a version that was withdrawn because its document waits
+    /// for a retry under a narrower ACL: it is withdrawn again (session 30's review: the old
+    /// text was readable under its old ACL until the retry).
+    #[tokio::test]
+    async fn a_rollback_does_not_bring_back_a_version_withdrawn_for_a_narrower_acl() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.commit_interval = Duration::from_secs(3600);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        let p = Arc::new(pipeline);
+        let view = IndexedView {
+            index: index.clone(),
+            skips: p.skips.clone(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.clone().run_shared(rx));
+        // Narrowed, and its parser cannot run: the old version is withdrawn, the new one waits.
+        p.unavailable_parses.store(1, Ordering::Relaxed);
+        let mut narrowed = doc(0, 2);
+        narrowed.acl = Acl::new([Principal::User("hana".into())], []);
+        tx.send(Change::Upsert(Box::new(narrowed))).await.unwrap();
+        for _ in 0..3000 {
+            if index.latest_entry("c:doc0.md").is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(index.latest_entry("c:doc0.md").is_none());
+        // The next batch fails: its writes and the withdrawal are rolled back.
+        p.failing_writes.store(1, Ordering::Relaxed);
+        tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
+        until_rolled_back(&view).await;
+        assert!(
+            index.latest_entry("c:doc0.md").is_none(),
+            "the old version is back under its old ACL"
+        );
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_none());
     }
 
     /// A batch that fails to write is rolled back with every uncommitted write, and the
