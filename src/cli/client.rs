@@ -335,7 +335,15 @@ struct JsonlDoc {
     modified_at: i64,
 }
 
-fn push_docs(a: &IngestArgs) -> anyhow::Result<Vec<pb::PushDocument>> {
+/// The documents to push, and how many. Files are read one at a time, as they are sent (a
+/// run over many large files holds one batch in memory, and shows progress from the start);
+/// a JSON-lines file is read whole (its documents are in it).
+type PushDocs<'a> = (
+    usize,
+    Box<dyn Iterator<Item = anyhow::Result<pb::PushDocument>> + 'a>,
+);
+
+fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
     use base64::Engine;
     use pb::push_document::Content;
     if let Some(path) = &a.jsonl {
@@ -346,7 +354,7 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<Vec<pb::PushDocument>> {
         } else {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         };
-        return text
+        let docs = text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -375,27 +383,28 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<Vec<pb::PushDocument>> {
                     modified_at: d.modified_at,
                 })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok((docs.len(), Box::new(docs.into_iter().map(Ok))));
     }
-    a.files
-        .iter()
-        .map(|f| {
-            use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
-            let key = f.to_string_lossy().into_owned();
-            // No uri: a push source takes only http(s) links, and the daemon names a pushed
-            // file `push://<source>/<key>`.
-            Ok(pb::PushDocument {
-                version: format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len()),
-                content: Some(Content::Data(std::fs::read(f)?)),
-                allow: a.allow.clone(),
-                deny: a.deny.clone(),
-                modified_at: meta.mtime(),
-                key,
-                ..Default::default()
-            })
+    let files = a.files.iter().map(|f| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
+        let key = f.to_string_lossy().into_owned();
+        // No uri: a push source takes only http(s) links, and the daemon names a pushed
+        // file `push://<source>/<key>`.
+        Ok(pb::PushDocument {
+            version: format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len()),
+            content: Some(Content::Data(
+                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            )),
+            allow: a.allow.clone(),
+            deny: a.deny.clone(),
+            modified_at: meta.mtime(),
+            key,
+            ..Default::default()
         })
-        .collect()
+    });
+    Ok((a.files.len(), Box::new(files)))
 }
 
 /// `docent ingest`: pushes or deletes in batches; prints one line per rejected item and totals.
@@ -422,21 +431,29 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
             }
         }
     } else {
-        let docs = push_docs(&a)?;
-        anyhow::ensure!(!docs.is_empty(), "nothing to push: give files or --jsonl");
-        let bar = if a.json || docs.len() < 2 {
+        let (count, docs) = push_docs(&a)?;
+        anyhow::ensure!(count > 0, "nothing to push: give files or --jsonl");
+        let bar = if a.json || count < 2 {
             indicatif::ProgressBar::hidden()
         } else {
-            indicatif::ProgressBar::new(docs.len() as u64)
+            indicatif::ProgressBar::new(count as u64)
         };
         let mut batch = Vec::new();
         let mut bytes = 0usize;
-        let mut docs = docs.into_iter().peekable();
+        let mut docs = docs.peekable();
         while let Some(d) = docs.next() {
-            bytes += d.encoded_len();
-            batch.push(d);
+            // A file that cannot be read stops the run: the documents read before it are
+            // sent, and what was answered is reported before the error.
+            let unreadable = match d {
+                Ok(d) => {
+                    bytes += d.encoded_len();
+                    batch.push(d);
+                    None
+                }
+                Err(e) => Some(e),
+            };
             let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
-            if full || docs.peek().is_none() {
+            if !batch.is_empty() && (full || docs.peek().is_none() || unreadable.is_some()) {
                 let (r, failed) =
                     put_fitting(&mut client, conn, &a.source, std::mem::take(&mut batch)).await?;
                 bar.inc(r.len() as u64);
@@ -447,6 +464,10 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
                     failure = failed;
                     break;
                 }
+            }
+            if unreadable.is_some() {
+                failure = unreadable;
+                break;
             }
         }
         bar.finish_and_clear();

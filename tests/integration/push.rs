@@ -274,6 +274,32 @@ async fn push_documents_idempotently_with_per_item_results() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["results"][0]["status"], "accepted", "{v}");
     assert_eq!(out.status.code(), Some(0), "{v}");
+
+    // Files are read as they are sent: one that cannot be read stops the run after the files
+    // before it were sent and reported.
+    let lunch = env.dir.path().join("lunch.md");
+    std::fs::write(
+        &lunch,
+        "# Lunch
+
+The Lisbon canteen opens at noon.
+",
+    )
+    .unwrap();
+    let missing = env.dir.path().join("missing.md");
+    let out = ingest(vec![
+        "--allow".into(),
+        "everyone".into(),
+        lunch.display().to_string(),
+        missing.display().to_string(),
+    ])
+    .await;
+    assert_ne!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.md"), "{stderr}");
     d.stop().await;
 }
 
