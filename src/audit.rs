@@ -77,7 +77,8 @@ pub struct RefusalRecord<'a> {
     pub outcome: &'a str,
     /// The gRPC status code.
     pub code: &'a str,
-    /// Always true: the request was refused before or instead of its work.
+    /// True: the request was refused before or instead of its work; false: it failed after a
+    /// handler took it (FAILED_PRECONDITION, UNAVAILABLE, INTERNAL, a deadline).
     pub refused: bool,
     /// Refusals left out by the rate limit since the last one written.
     #[serde(skip_serializing_if = "is_zero")]
@@ -122,7 +123,14 @@ fn open(path: &Path) -> std::io::Result<Sink> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    // Created readable by the daemon's user only: it names users, documents and (with
+    // `include_question`) questions. An existing file keeps the mode it has.
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
     let size = file.metadata()?.len();
     Ok(Sink { file, size })
 }
@@ -196,7 +204,11 @@ impl AuditLog {
             .is_some_and(|s| s.size > 0 && s.size + line.len() as u64 > self.cfg.max_bytes)
         {
             *sink = None;
-            self.rotate()?;
+            // A rotation that fails (a read-only directory, say) loses no record: the file
+            // grows past `max_bytes` until rotation works again.
+            if let Err(e) = self.rotate() {
+                tracing::error!(path = %self.cfg.path.display(), error = %e, "audit log rotation failed; writing on past max_bytes");
+            }
         }
         if sink.is_none() {
             *sink = Some(open(&self.cfg.path)?);
@@ -284,6 +296,36 @@ mod tests {
         // The newest record is in the live file, nothing is split across files.
         assert!(current.trim_end().ends_with('}'));
         assert!(current.contains("share:doc11.md"));
+    }
+
+    /// A rotation that fails loses no record (session 30's review: every second record was
+    /// dropped), and the log is created readable by its owner only.
+    #[test]
+    fn a_failed_rotation_loses_no_record_and_the_log_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            include_question: false,
+            max_bytes: 400,
+            keep: 1,
+        })
+        .unwrap();
+        // The rotated name is taken by a directory: renaming the log onto it fails.
+        std::fs::create_dir_all(log.rotated(1).join("in-the-way")).unwrap();
+        for i in 0..12 {
+            log.write(&rec(&format!("share:doc{i}.md"), &[]));
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        for i in 0..12 {
+            assert!(
+                current.contains(&format!("share:doc{i}.md\"")),
+                "record {i} lost"
+            );
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -855,6 +855,30 @@ mod tests {
         ))
     }
 
+    /// Document `c:p.md`, readable by everyone, of one chunk ("heron") with a `dim` vector.
+    fn one_chunk(dim: usize, attributes: BTreeMap<String, String>) -> DocumentRecord {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        DocumentRecord {
+            key: DocKey::new("c", "p.md"),
+            uri: "file:///p.md".into(),
+            title: "p".into(),
+            version: "1".into(),
+            modified_at: None,
+            attributes,
+            acl: Acl::new([Principal::Everyone], []),
+            content_hash: "h".into(),
+            chunks: vec![crate::index::ChunkRecord {
+                ord: 0,
+                span: 0..5,
+                page: None,
+                heading_path: Vec::new(),
+                text: "heron".into(),
+                hash: "h0".into(),
+                vector: vec![0.125; dim],
+            }],
+        }
+    }
+
     #[test]
     fn the_milvus_backend_passes_the_backend_suite() {
         let model = ModelSignature::plain("suite-model", super::super::suite::DIM);
@@ -869,32 +893,12 @@ mod tests {
     #[test]
     fn a_delete_is_carried_out_while_the_document_table_cannot_be_read() {
         use crate::ingest::{Pipeline, PipelineConfig};
-        use docent_connector_api::{Acl, Change, DocKey, Principal};
+        use docent_connector_api::{Change, DocKey};
         let cfg = fresh("table");
         let model = ModelSignature::plain("test-bag-of-words", 64);
         let key = DocKey::new("c", "p.md");
         let first = MilvusBackend::open(&cfg, &model).unwrap();
-        first
-            .upsert(DocumentRecord {
-                key: key.clone(),
-                uri: "file:///p.md".into(),
-                title: "p".into(),
-                version: "1".into(),
-                modified_at: None,
-                attributes: BTreeMap::new(),
-                acl: Acl::new([Principal::Everyone], []),
-                content_hash: "h".into(),
-                chunks: vec![crate::index::ChunkRecord {
-                    ord: 0,
-                    span: 0..5,
-                    page: None,
-                    heading_path: Vec::new(),
-                    text: "heron".into(),
-                    hash: "h0".into(),
-                    vector: vec![0.125; 64],
-                }],
-            })
-            .unwrap();
+        first.upsert(one_chunk(64, BTreeMap::new())).unwrap();
         first.commit(BTreeMap::new()).unwrap();
         drop(first);
 
@@ -921,28 +925,9 @@ mod tests {
     /// refused the whole commit, and the pipeline retried it without end).
     #[test]
     fn a_document_with_too_large_attributes_is_refused_on_its_own() {
-        use docent_connector_api::{Acl, DocKey, Principal};
         let model = ModelSignature::plain("test-bag-of-words", 8);
         let b = MilvusBackend::open(&fresh("json"), &model).unwrap();
-        let doc = |attributes: BTreeMap<String, String>| DocumentRecord {
-            key: DocKey::new("c", "p.md"),
-            uri: "file:///p.md".into(),
-            title: "p".into(),
-            version: "1".into(),
-            modified_at: None,
-            attributes,
-            acl: Acl::new([Principal::Everyone], []),
-            content_hash: "h".into(),
-            chunks: vec![crate::index::ChunkRecord {
-                ord: 0,
-                span: 0..5,
-                page: None,
-                heading_path: Vec::new(),
-                text: "heron".into(),
-                hash: "h0".into(),
-                vector: vec![0.125; 8],
-            }],
-        };
+        let doc = |attributes| one_chunk(8, attributes);
         let many: BTreeMap<String, String> = (0..20)
             .map(|i| (format!("a{i}"), "x".repeat(4000)))
             .collect();

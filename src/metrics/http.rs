@@ -37,7 +37,12 @@ pub async fn serve(
                         if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
                             hyper::Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(render())))
+                                // Off the runtime: the counts may read a shared backend.
+                                .body(Full::new(Bytes::from(
+                                    tokio::task::spawn_blocking(move || render())
+                                        .await
+                                        .unwrap_or_default(),
+                                )))
                         } else {
                             hyper::Response::builder()
                                 .status(404)

@@ -5,6 +5,7 @@
 //! Every method checks the admin right first, before looking at its request (the interceptor
 //! has already refused non-admins; this is the second lock on the same door).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -53,13 +54,22 @@ impl AdminService {
         }
     }
 
+    /// Documents per connector, off the async runtime (on Milvus the document table may be
+    /// read again from the server).
+    async fn document_counts(&self) -> Result<HashMap<String, u64>, ServiceError> {
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || st.index.documents_by_source())
+            .await
+            .map_err(ServiceError::internal)
+    }
+
     fn connector_status(
         &self,
         c: &super::ConnectorInfo,
         admin: &crate::identity::Caller,
+        counts: &HashMap<String, u64>,
     ) -> pb::ConnectorStatus {
         let shown = self.shown_to(admin);
-        let counts = self.state.index.documents_by_source();
         let s = c.status.snapshot();
         let last_error = shown(s.last_error().unwrap_or_default(), false);
         let (skipped_total, recent) = self.state.skips.get(&c.id);
@@ -93,21 +103,51 @@ impl AdminService {
     ) -> Result<(), ServiceError> {
         let admin = require_admin(req)?;
         let c = self.connector(connector)?;
-        let sent = c.commands.send(cmd).await.is_ok();
+        // Never waits: a connector in the middle of a crawl takes its commands between steps,
+        // and a handler blocked on a full queue would hold one of the admin's request slots
+        // until it did (enough of them, and the admin could not even reload identities).
+        use tokio::sync::mpsc::error::TrySendError;
+        // A refusal is written by the audit layer, with its reason.
+        match c.commands.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ServiceError::FailedPrecondition {
+                    reason: "CONNECTOR_BUSY",
+                    message: format!(
+                        "connector {connector} has not yet taken its earlier commands (it may be \
+                         in the middle of a crawl); try again shortly"
+                    ),
+                });
+            }
+            Err(TrySendError::Closed(_)) => {
+                return Err(ServiceError::FailedPrecondition {
+                    reason: "CONNECTOR_STOPPED",
+                    message: format!("connector {connector} is not running"),
+                });
+            }
+        }
         self.state.record(Audited {
             method,
             caller: &admin,
-            outcome: if sent { "ok" } else { "connector_stopped" },
+            outcome: "ok",
             documents: Vec::new(),
             evidence: Vec::new(),
             verdicts: &[],
             question: None,
             target: Some(connector),
         });
-        if !sent {
+        Ok(())
+    }
+
+    /// A push source cannot be paused: its clients decide when to send (before, Pause said
+    /// "paused" while pushes went on being accepted, and its commands were never taken).
+    fn pausable<T>(&self, req: &Request<T>, id: &str) -> Result<(), ServiceError> {
+        require_admin(req)?;
+        let c = self.connector(id)?;
+        if c.kind == "push" {
             return Err(ServiceError::FailedPrecondition {
-                reason: "CONNECTOR_STOPPED",
-                message: format!("connector {connector} is not running"),
+                reason: "NOT_PAUSABLE",
+                message: format!("{} is a push source: its clients decide when to send", c.id),
             });
         }
         Ok(())
@@ -181,11 +221,12 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::ListConnectorsRequest>,
     ) -> Result<Response<pb::ListConnectorsResponse>, Status> {
         let admin = require_admin(&req)?;
+        let counts = self.document_counts().await?;
         let connectors = self
             .state
             .connectors
             .iter()
-            .map(|c| self.connector_status(c, &admin))
+            .map(|c| self.connector_status(c, &admin, &counts))
             .collect();
         self.state.record_ok("ListConnectors", &admin, None);
         Ok(Response::new(pb::ListConnectorsResponse { connectors }))
@@ -197,7 +238,10 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::IndexStatsResponse>, Status> {
         let admin = require_admin(&req)?;
         self.state.record_ok("IndexStats", &admin, None);
-        let s = self.state.index.stats();
+        let st = self.state.clone();
+        let s = tokio::task::spawn_blocking(move || st.index.stats())
+            .await
+            .map_err(ServiceError::internal)?;
         let st = &self.state.stats;
         Ok(Response::new(pb::IndexStatsResponse {
             documents: s.documents,
@@ -346,10 +390,10 @@ impl pb::admin_server::Admin for AdminService {
         let msg = req.get_ref();
         let user = msg.user.trim();
         let key = msg.document_key.trim();
-        let entry = self
-            .state
-            .index
-            .doc_entry(key)
+        let (st, k) = (self.state.clone(), key.to_string());
+        let entry = tokio::task::spawn_blocking(move || st.index.doc_entry(&k))
+            .await
+            .map_err(ServiceError::internal)?
             .ok_or_else(|| ServiceError::NotFound {
                 reason: "UNKNOWN_DOCUMENT",
                 what: "document",
@@ -465,14 +509,18 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ConnectorStatus>, Status> {
         use docent_connector_api::jobs::ConnectorCommand;
         let id = req.get_ref().connector.clone();
+        self.pausable(&req, &id)?;
         self.command(&req, &id, "PauseConnector", ConnectorCommand::Pause)
             .await?;
         // The connector applies it on its next turn; the answer already says so.
         self.connector(&id)?.status.set_paused(true);
         let admin = require_admin(&req)?;
-        Ok(Response::new(
-            self.connector_status(self.connector(&id)?, &admin),
-        ))
+        let counts = self.document_counts().await?;
+        Ok(Response::new(self.connector_status(
+            self.connector(&id)?,
+            &admin,
+            &counts,
+        )))
     }
 
     async fn resume_connector(
@@ -481,12 +529,16 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ConnectorStatus>, Status> {
         use docent_connector_api::jobs::ConnectorCommand;
         let id = req.get_ref().connector.clone();
+        self.pausable(&req, &id)?;
         self.command(&req, &id, "ResumeConnector", ConnectorCommand::Resume)
             .await?;
         self.connector(&id)?.status.set_paused(false);
         let admin = require_admin(&req)?;
-        Ok(Response::new(
-            self.connector_status(self.connector(&id)?, &admin),
-        ))
+        let counts = self.document_counts().await?;
+        Ok(Response::new(self.connector_status(
+            self.connector(&id)?,
+            &admin,
+            &counts,
+        )))
     }
 }

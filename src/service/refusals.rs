@@ -44,6 +44,23 @@ pub struct RefusalAudit<S> {
     log: Option<Arc<AuditLog>>,
 }
 
+/// Codes of requests that failed after they reached a handler (a precondition, an unreachable
+/// backend, an internal error, a deadline): written too, with `refused: false`, so that no
+/// request a handler took leaves no line.
+fn is_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::FailedPrecondition
+            | Code::Unavailable
+            | Code::Internal
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::Unknown
+            | Code::DataLoss
+    )
+}
+
 /// Codes that mean "refused" rather than "answered" or "failed inside".
 fn is_refusal(code: Code) -> bool {
     matches!(
@@ -97,7 +114,7 @@ where
             let res = fut.await;
             if let Ok(r) = &res
                 && let Some(status) = tonic::Status::from_header_map(r.headers())
-                && is_refusal(status.code())
+                && (is_refusal(status.code()) || is_failure(status.code()))
             {
                 let code = format!("{:?}", status.code());
                 let reason = status
@@ -114,7 +131,7 @@ where
                     peer,
                     outcome: &reason,
                     code: &code,
-                    refused: true,
+                    refused: is_refusal(status.code()),
                     suppressed: 0,
                 });
             }

@@ -47,6 +47,19 @@ async fn follow_up_with_llm_rewrite(
     follow_up_with_llm_rewrite_and(env, fake, "", first, follow_up).await
 }
 
+/// [`follow_up_with_llm_rewrite`] over the example corpus, the model rewriting the follow-up as
+/// `rewrite`.
+async fn follow_up_rewritten_as(
+    rewrite: &str,
+    first: &str,
+    follow_up: &str,
+) -> (FakeLlm, Env, Running, pb::AskResponse) {
+    let fake = FakeLlm::start(Script::Write(vec![rewrite.into()])).await;
+    let env = Env::example();
+    let (d, r2) = follow_up_with_llm_rewrite(&env, &fake, first, follow_up).await;
+    (fake, env, d, r2)
+}
+
 /// [`follow_up_with_llm_rewrite`] with `extra` appended to the `[llm]` section.
 async fn follow_up_with_llm_rewrite_and(
     env: &Env,
@@ -833,14 +846,8 @@ async fn the_model_reads_passages_with_pii_redacted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     // The model rewrites the follow-up into a harmless question.
-    let fake = FakeLlm::start(Script::Write(vec![
-        "How do I reset my VPN password?".into(),
-    ]))
-    .await;
-    let env = Env::example();
-    let (d, r2) = follow_up_with_llm_rewrite(
-        &env,
-        &fake,
+    let (_fake, _env, d, r2) = follow_up_rewritten_as(
+        "How do I reset my VPN password?",
         "How do I reset my VPN password?",
         "And what is the home address of Bob?",
     )
@@ -964,14 +971,8 @@ async fn a_blocked_question_is_not_carried_into_the_follow_up() {
 /// caller never typed it (session 30's review: the verdict showed the phrase itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_phrase_from_an_llm_rewrite_is_named_by_its_key() {
-    let fake = FakeLlm::start(Script::Write(vec![
-        "What is the home address of the VPN administrator?".into(),
-    ]))
-    .await;
-    let env = Env::example();
-    let (d, r2) = follow_up_with_llm_rewrite(
-        &env,
-        &fake,
+    let (_fake, _env, d, r2) = follow_up_rewritten_as(
+        "What is the home address of the VPN administrator?",
         "How do I reset my VPN password?",
         "Who runs it?",
     )

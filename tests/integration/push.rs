@@ -1,6 +1,8 @@
 //! The push API: per-item results (accepted, unchanged, rejected with a reason), idempotency by
 //! key and version, deletes, permission and source checks, and `docent ingest` with JSONL.
 
+use std::time::Duration;
+
 use docent::parse::samples;
 use docent_proto::v1 as pb;
 use pb::push_document::Content;
@@ -24,15 +26,59 @@ fn statuses(r: &[pb::ItemResult]) -> Vec<(String, i32)> {
     r.iter().map(|r| (r.key.clone(), r.status)).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_documents_idempotently_with_per_item_results() {
-    let env = Env::empty();
+/// A daemon with push source `crm`, written by the identity of [`BOT`].
+async fn with_push_source(env: &Env) -> Running {
     let text = env.config_text()
         + &format!(
             "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
             hex::encode(docent::identity::token_hash(BOT))
         );
-    let d = env.start_with(env.config_from(&text)).await;
+    env.start_with(env.config_from(&text)).await
+}
+
+/// A push source is neither paused nor synced by an admin: its clients decide when to send.
+/// (Session 30's review: Pause answered "paused" while pushes went on, and from the 17th
+/// Pause or Resume each call waited forever on a command queue nobody read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_source_is_not_paused_and_never_holds_an_admin_call() {
+    let env = Env::empty();
+    let d = with_push_source(&env).await;
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    for _ in 0..20 {
+        let req = || {
+            authed(
+                ADMIN,
+                pb::ConnectorRequest {
+                    connector: "crm".into(),
+                },
+            )
+        };
+        let e = tokio::time::timeout(Duration::from_secs(10), admin.pause_connector(req()))
+            .await
+            .expect("answered at once")
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("push source"), "{e:?}");
+        let e = tokio::time::timeout(Duration::from_secs(10), admin.resume_connector(req()))
+            .await
+            .expect("answered at once")
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    }
+    // Audited as requests that failed in their handler, with the reason.
+    let failed = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["outcome"] == "NOT_PAUSABLE" && r["refused"] == false)
+        .count();
+    assert_eq!(failed, 40);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_documents_idempotently_with_per_item_results() {
+    let env = Env::empty();
+    let d = with_push_source(&env).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let put = |docs: Vec<pb::PushDocument>| {
         authed(

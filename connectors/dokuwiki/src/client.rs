@@ -313,6 +313,15 @@ impl Client {
             .ok_or_else(|| Self::protocol(M, format!("expected an int, got {v:?}")))
     }
 
+    /// `dokuwiki.getVersion`: the wiki's release, as it names it (`Release 2022-07-31b "Igor"`).
+    pub async fn version(&self) -> Result<String, CallError> {
+        const M: &str = "dokuwiki.getVersion";
+        let v = self.call(M, &[]).await?;
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Self::protocol(M, format!("expected a string, got {v:?}")))
+    }
+
     /// `plugin.acl.listAcls` (superusers only): the wiki's ACL rules.
     pub async fn acl_rules(&self) -> Result<AclRules, CallError> {
         const M: &str = "plugin.acl.listAcls";

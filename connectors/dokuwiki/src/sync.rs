@@ -61,7 +61,16 @@ pub(crate) struct Cursor {
     /// written before it was kept.
     #[serde(default)]
     pub acl_rules: Option<u64>,
+    /// The [`CONTENT_RULES`] the indexed pages were read under (0 before it was kept).
+    #[serde(default)]
+    pub content_rules: u32,
 }
+
+/// The version of the rules deciding which page content may be indexed (see
+/// [`includes_other_pages`]). When it grows, the next pass reads every page again: a page
+/// indexed before a rule was added (session 30: text shown by who reads it) would otherwise
+/// stay until edited.
+pub(crate) const CONTENT_RULES: u32 = 1;
 
 impl Cursor {
     pub fn from_checkpoint(v: &serde_json::Value) -> Option<Self> {
@@ -151,6 +160,20 @@ pub(crate) struct Syncer {
     /// follows an unapplied upsert must still be sent, and "unchanged" means unchanged from
     /// what was sent.
     sent: SentLog,
+    /// Whether `wiki.aclCheck` takes the groups it is given (see [`groups_reach_acl_check`]);
+    /// asked once.
+    groups_checked: tokio::sync::OnceCell<bool>,
+}
+
+/// Whether a DokuWiki release named `version` passes the groups given to `wiki.aclCheck` on to
+/// its check. From 2024-02-06 "Kaos" the old API's `wiki.aclCheck` turns the group list into
+/// the string "Array", and the check sees no groups. A release Docent cannot date counts as
+/// one that does not.
+fn groups_reach_acl_check(version: &str) -> bool {
+    version
+        .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .find(|w| w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-')
+        .is_some_and(|date| date < "2024-02-06")
 }
 
 /// A pass's job. A reconciliation is recorded from its start; a poll only once it sends
@@ -274,6 +297,7 @@ impl Syncer {
             status,
             shutdown,
             sent,
+            groups_checked: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -302,7 +326,11 @@ impl Syncer {
     /// showed the crawler (see `acl`'s module doc): placeholders expanded for the crawler read
     /// as placeholders again, and a grant whose name DokuWiki may not match as written kept
     /// only where `wiki.aclCheck` shows that it takes effect, elsewhere read as a refusal.
-    async fn as_the_file_reads(&self, rules: AclRules) -> Result<AclRules, PassError> {
+    async fn as_the_file_reads(
+        &self,
+        rules: AclRules,
+        superusers: &Superusers,
+    ) -> Result<AclRules, PassError> {
         // The crawler's groups, as far as Docent can know them: the superuser groups (the
         // crawler is a superuser). Its other groups are not known (the README asks for a
         // crawler in no other group): a rule filled in for one of them reads as written.
@@ -320,9 +348,10 @@ impl Syncer {
         let probes: Vec<(String, Who)> = rules
             .ambiguous_grants()
             .into_iter()
+            // Grants of confirmed superusers need no check: they read everything anyway.
             .filter(|(_, who)| match who {
-                Who::User(u) => !self.cfg.superusers.contains(u, &[]),
-                Who::Group(g) => !self.cfg.superusers.contains("", &[g.as_str()]),
+                Who::User(u) => !superusers.contains(u, &[]),
+                Who::Group(g) => !superusers.contains("", &[g.as_str()]),
                 Who::All => false,
             })
             .collect();
@@ -408,8 +437,8 @@ impl Syncer {
         if self.cfg.mapping.fold_case {
             rules = rules.fold_case();
         }
-        let rules = self.as_the_file_reads(rules).await?;
         let superusers = self.confirmed_superusers().await?;
+        let rules = self.as_the_file_reads(rules, &superusers).await?;
         let acl_fp = self.acl_fingerprint(&rules, &superusers);
 
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
@@ -422,7 +451,11 @@ impl Syncer {
         // back to it.
         let due = due || self.sent.rolled_back_since_reconciled();
         let rollbacks = self.sent.rollbacks();
-        let full = req.full || acl_changed || due;
+        let new_content_rules = prev.is_some_and(|c| c.content_rules < CONTENT_RULES);
+        if new_content_rules {
+            tracing::info!(connector = %self.cfg.id, "the rules for what page content may be indexed changed: every page is read again");
+        }
+        let full = req.full || acl_changed || due || new_content_rules;
         let trigger = match req.trigger {
             "watch" if due && !acl_changed => "schedule",
             t => t,
@@ -436,7 +469,7 @@ impl Syncer {
             rules: &rules,
             superusers: &superusers,
             settled_before: prev.map_or(i64::MIN, |c| c.since),
-            reparse: req.reparse,
+            reparse: req.reparse || new_content_rules,
             job,
             sent_any: Default::default(),
         };
@@ -469,6 +502,7 @@ impl Syncer {
                     (false, None) => 0,
                 },
                 acl_rules: Some(listed_rules),
+                content_rules: CONTENT_RULES,
             },
             full,
             sent: ctx.sent_any.load(std::sync::atomic::Ordering::Relaxed),
@@ -491,12 +525,32 @@ impl Syncer {
     /// the wiki does not confirm (a group copied from an example, a login since demoted) would
     /// read in Docent what it may not in the wiki: it is left out, with the `Unmapped` alarm.
     async fn confirmed_superusers(&self) -> Result<Superusers, PassError> {
+        let groups_checked = *self
+            .groups_checked
+            .get_or_try_init(|| async {
+                let version = self.client.version().await?;
+                let checked = groups_reach_acl_check(&version);
+                if !checked {
+                    tracing::info!(
+                        connector = %self.cfg.id,
+                        version = %docent_connector_api::log_safe(&version),
+                        "this DokuWiki release's wiki.aclCheck ignores groups: superuser groups \
+                         are taken from the config unchecked"
+                    );
+                }
+                Ok::<_, CallError>(checked)
+            })
+            .await?;
         let probe = AclRules::probe_page("*");
         let mut kept = Vec::new();
         let mut refused = Vec::new();
         for who in &self.cfg.superusers.0 {
             let (user, groups) = match who {
                 Who::User(u) => (u.as_str(), vec![]),
+                Who::Group(_) | Who::All if !groups_checked => {
+                    kept.push(who.clone());
+                    continue;
+                }
                 Who::Group(g) => (SUPERUSER_PROBE, vec![g.as_str()]),
                 Who::All => (SUPERUSER_PROBE, vec![]),
             };
@@ -967,6 +1021,7 @@ mod tests {
             acl: "ab".into(),
             last_full_scan_ms: 1_796_150_000_123,
             acl_rules: Some(8),
+            content_rules: CONTENT_RULES,
         };
         assert_eq!(Cursor::from_checkpoint(&c.to_checkpoint()), Some(c));
         assert_eq!(
@@ -979,9 +1034,24 @@ mod tests {
         // A checkpoint from before the rule count was kept still loads.
         let old = Cursor::from_checkpoint(&other).unwrap();
         assert_eq!(old.acl_rules, None);
+        assert_eq!(old.content_rules, 0);
     }
 
     /// Whether a wiki that now lists no rules lost them (held back) or never had any.
+    /// Releases from 2024-02-06 "Kaos" on drop the groups given to `wiki.aclCheck` (session
+    /// 30's review: every superuser group would have failed its check there).
+    #[test]
+    fn groups_reach_acl_check_before_kaos_only() {
+        assert!(groups_reach_acl_check("Release 2022-07-31b \"Igor\""));
+        assert!(groups_reach_acl_check(
+            "Release 2023-04-04a \"Jack Jackrum\""
+        ));
+        assert!(!groups_reach_acl_check("Release 2024-02-06b \"Kaos\""));
+        assert!(!groups_reach_acl_check("Release 2025-05-14 \"Librarian\""));
+        assert!(!groups_reach_acl_check("rc2024-12-31"));
+        assert!(!groups_reach_acl_check("unknown"));
+    }
+
     #[test]
     fn a_checkpoint_tells_whether_the_wiki_had_acl_rules() {
         let cursor = |acl: &str, acl_rules: Option<u64>| Cursor {
@@ -991,6 +1061,7 @@ mod tests {
             acl: acl.into(),
             last_full_scan_ms: 0,
             acl_rules,
+            content_rules: CONTENT_RULES,
         };
         let no_rules = "fingerprint-of-none";
         assert!(cursor("ab", Some(8)).had_acl_rules(no_rules));

@@ -389,6 +389,21 @@ impl Running {
         }
     }
 
+    /// An admin's `docent sync --force-deletions`: its job id, and the changes up to its
+    /// checkpoint.
+    async fn forced_sync(&mut self) -> (u64, Vec<Change>) {
+        let job_id = self.status.reserve_job_id();
+        self.commands
+            .send(ConnectorCommand::SyncNow {
+                job_id,
+                force_deletions: true,
+                full: false,
+            })
+            .await
+            .unwrap();
+        (job_id, self.next_checkpoint("the forced sync").await)
+    }
+
     /// Takes changes until the status satisfies `cond`.
     async fn until_status(&mut self, what: &str, cond: impl Fn(&StatusHandle) -> bool) {
         let deadline = Instant::now() + DEADLINE;
@@ -1025,6 +1040,51 @@ async fn a_restarted_connector_resumes_from_its_checkpoint_without_a_full_crawl(
     run.stop().await;
 }
 
+/// A page indexed under older content rules is read again when the rules grow: a page
+/// holding text shown by who reads it (`<ifauth>`), indexed before such pages were skipped,
+/// is withdrawn by the next pass, though it was not edited. (Session 30's review: the new rule
+/// only reached pages when they changed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_indexed_under_older_content_rules_are_read_again() {
+    let (wiki, first) = crawled().await;
+    let index = first.index.clone();
+    let mut checkpoint = first.last_checkpoint().unwrap();
+    first.stop().await;
+    assert!(index.ids().contains("eng:overview"));
+    // The page as an older Docent indexed it, with text only admins see in the wiki: written
+    // in place, its time kept, so the wiki shows no new revision.
+    let file = wiki.dir.path().join("data/pages/eng/overview.txt");
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}\n<ifauth @admin>The vault code is 2468.</ifauth>\n"),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    checkpoint["content_rules"] = 0.into();
+
+    let mut run = Running::start(connector(&wiki), index.clone(), Some(checkpoint), 64);
+    let sent = run.next_checkpoint("the pass after the upgrade").await;
+    assert!(
+        sent.iter().any(
+            |c| matches!(c, Change::Skipped { key, reason } if key.native_id == "eng:overview" && reason.contains("who reads it"))
+        ),
+        "{}",
+        summary(&sent)
+    );
+    assert!(!index.ids().contains("eng:overview"));
+    // Read once: the next pass is a poll again.
+    let job = &run.jobs()[0];
+    assert_eq!(job.kind, "reconcile");
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() {
     let wiki = Wiki::start();
@@ -1050,16 +1110,7 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
     );
     assert_eq!(index.ids().len(), 16, "upserts still happen");
 
-    let job_id = run.status.reserve_job_id();
-    run.commands
-        .send(ConnectorCommand::SyncNow {
-            job_id,
-            force_deletions: true,
-            full: false,
-        })
-        .await
-        .unwrap();
-    let sent = run.next_checkpoint("the forced sync").await;
+    let (job_id, sent) = run.forced_sync().await;
     assert_eq!(deletes(&sent).len(), 10, "{}", summary(&sent));
     let job = run.jobs().into_iter().find(|j| j.id == job_id).unwrap();
     assert_eq!(
@@ -1129,16 +1180,7 @@ async fn acl_rules_that_vanish_withdraw_nothing_until_an_admin_forces_it() {
     run.until_status("held back again", |s| s.raised(Alarm::DeletionProtection))
         .await;
     assert_eq!(run.index.ids(), indexed);
-    let job_id = run.status.reserve_job_id();
-    run.commands
-        .send(ConnectorCommand::SyncNow {
-            job_id,
-            force_deletions: true,
-            full: false,
-        })
-        .await
-        .unwrap();
-    let sent = run.next_checkpoint("the forced sync").await;
+    let (job_id, sent) = run.forced_sync().await;
     assert_eq!(upserts(&sent).len(), SEED.len(), "{}", summary(&sent));
     for (id, _) in SEED {
         assert_eq!(

@@ -280,7 +280,9 @@ impl Api {
     /// The global `read` right ([`Self::anonymous_may_read`]) does not see per-page or
     /// per-namespace restrictions (Lockdown, AccessControl and other `getUserPermissionsErrors`
     /// hooks); this asks the same permission check the wiki applies to a page view. A page
-    /// the answer does not list as readable (missing, invalid, refused) is not readable.
+    /// the answer does not list as readable (missing, invalid, refused) is not readable. A wiki
+    /// that answers none of the pages with its `actions` (older than 1.27) or refuses the
+    /// question is an error: the check cannot be made.
     pub async fn anonymous_readable(&self, ids: &[u64]) -> Result<BTreeSet<u64>, ApiError> {
         let mut readable = BTreeSet::new();
         for batch in ids.chunks(50) {
@@ -291,11 +293,7 @@ impl Api {
                 ("intestactions", "read"),
                 ("pageids", &list.join("|")),
             ]);
-            let v = match self.request_via(&self.anonymous, false, &q).await {
-                // A wiki closed to anonymous readers refuses even this question.
-                Err(ApiError::Api { code, .. }) if code == "readapidenied" => return Ok(readable),
-                r => r?,
-            };
+            let v = self.request_via(&self.anonymous, false, &q).await?;
             let pages = v
                 .pointer("/query/pages")
                 .and_then(Value::as_array)
@@ -303,6 +301,14 @@ impl Api {
                     url: self.api_url.clone(),
                     message: "prop=info&intestactions=read gave no pages".into(),
                 })?;
+            if !pages.is_empty() && pages.iter().all(|p| p.get("actions").is_none()) {
+                return Err(ApiError::Invalid {
+                    url: self.api_url.clone(),
+                    message: "the wiki does not answer prop=info&intestactions=read (MediaWiki \
+                              1.27 or later does): pages cannot be checked one by one"
+                        .into(),
+                });
+            }
             readable.extend(pages.iter().filter_map(|p| {
                 p.pointer("/actions/read")
                     .and_then(Value::as_bool)

@@ -67,10 +67,10 @@
 //! "12" = ["everyone"]
 //! ```
 //!
-//! Limits: a template edit changes the rendered HTML of the pages that transclude it without
-//! a new revision of theirs; they are re-read by a full sync (`docent sync ID --full`), not by
-//! polls or ordinary reconciliations. Category membership that comes from a template follows
-//! the same rule.
+//! A template edit changes the rendered HTML of the pages that transclude it without a new
+//! revision of theirs; once the wiki's job queue has updated their `touched` time, the polls'
+//! sweep and the reconciliation read them again (their version carries it). Category
+//! membership that comes from a template reaches the index the same way.
 
 mod api;
 mod config;

@@ -17,8 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use docent_connector_api::jobs::{self, JobRecord, JobState};
 use docent_connector_api::{
-    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, Principal, SentLog, SourceDocument,
-    StatusHandle,
+    Acl, Alarm, Change, DocKey, IndexedDoc, IndexedState, SentLog, SourceDocument, StatusHandle,
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -965,21 +964,17 @@ impl Syncer {
         Ok(())
     }
 
-    /// Those of `pages` whose ACL here would admit everyone but which the wiki does not let a
-    /// reader who is not logged in read. The crawler reads with its own session, and the
-    /// wiki-wide `read` right ([`Api::anonymous_may_read`]) says nothing about pages that an
-    /// extension (Lockdown, AccessControl) restricts: each such page is asked on its own.
+    /// With `permissions = "public"`, those of `pages` that the wiki does not let a reader who
+    /// is not logged in read. The crawler reads with its own session, and the wiki-wide `read`
+    /// right ([`Api::anonymous_may_read`]) says nothing about pages that an extension (Lockdown,
+    /// AccessControl) restricts: each page is asked on its own. (With `"namespaces"`, the map is
+    /// the admin's statement of who reads, possibly a logged-in audience mapped to everyone: not
+    /// second-guessed by what anonymous readers may do.)
     async fn hidden_from_everyone(&self, pages: &[PageMeta]) -> Result<BTreeSet<u64>, SyncError> {
-        let public: Vec<u64> = pages
-            .iter()
-            .filter(|m| {
-                self.cfg
-                    .permissions
-                    .acl_for(m.ns)
-                    .is_ok_and(|acl| acl.allow.contains(&Principal::Everyone))
-            })
-            .map(|m| m.id)
-            .collect();
+        if self.cfg.permissions != Permissions::Public {
+            return Ok(BTreeSet::new());
+        }
+        let public: Vec<u64> = pages.iter().map(|m| m.id).collect();
         if public.is_empty() {
             return Ok(BTreeSet::new());
         }
@@ -1178,16 +1173,11 @@ fn on_parse_error(e: ApiError) -> Result<Action, SyncError> {
     match e.code() {
         Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),
         // Errors about the crawler's session or the whole wiki, not the page (a session lost
-        // again after the one fresh login, reading closed to the account, a rate limit): the
-        // sync fails and every indexed page stays.
+        // again after the one fresh login, reading closed to the account): the sync fails and
+        // every indexed page stays. (Rate limits and maxlag are retried, then fail the sync,
+        // below this.)
         Some(
-            "assertuserfailed"
-            | "assertnameduserfailed"
-            | "assertbotfailed"
-            | "readapidenied"
-            | "ratelimited"
-            | "maxlag"
-            | "readonly",
+            "assertuserfailed" | "assertnameduserfailed" | "assertbotfailed" | "readapidenied",
         ) => Err(e.into()),
         Some(code) if code.starts_with("internal_api_error_") => Ok(Action::Failed(format!(
             "the wiki failed rendering the page ({code}): {e}"
@@ -1389,12 +1379,7 @@ mod tests {
         ));
         // The crawler's session or the wiki as a whole, not the page: the sync fails (session
         // 30's review: a session lost twice skipped, and so withdrew, the page).
-        for code in [
-            "assertuserfailed",
-            "assertbotfailed",
-            "readapidenied",
-            "ratelimited",
-        ] {
+        for code in ["assertuserfailed", "assertbotfailed", "readapidenied"] {
             assert!(on_parse_error(api(code)).is_err(), "{code}");
         }
         assert!(
