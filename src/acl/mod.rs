@@ -18,6 +18,8 @@ pub struct AclScope {
     user: String,
     /// Principal tokens: `user:<id>` and aliases, `group:<g>` (nested groups resolved), `everyone`.
     principals: Arc<BTreeSet<String>>,
+    /// What guardrail audiences and exemptions match ([`Caller::guardrail_principals`]).
+    guardrail_principals: Arc<BTreeSet<String>>,
     /// An audience (a channel's members, not one person), or any caller while a connector's
     /// group memberships are not known ([`Caller::strict_deny`]): a document with any deny
     /// entry is out of scope, whoever it names.
@@ -40,6 +42,7 @@ pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
     Ok(AclScope {
         user: caller.user_id().to_string(),
         principals: Arc::new(caller.principals().clone()),
+        guardrail_principals: Arc::new(caller.guardrail_principals().clone()),
         strict_deny: caller.strict_deny(),
     })
 }
@@ -53,9 +56,10 @@ impl AclScope {
         self.principals.iter().map(String::as_str)
     }
 
-    /// The principal set (guardrail audiences match against it).
+    /// The principals guardrail audiences and exemptions match: the config's, without the
+    /// groups only a connector reports ([`Caller::guardrail_principals`]).
     pub fn principal_set(&self) -> &BTreeSet<String> {
-        &self.principals
+        &self.guardrail_principals
     }
 
     /// Whether a document with `acl` is readable in this scope (deny wins).
@@ -72,9 +76,12 @@ impl AclScope {
     /// A scope for unit tests that exercise retrieval without the identity layer.
     #[cfg(test)]
     pub fn for_tests(user: &str, principals: &[&str]) -> Self {
+        let principals: Arc<BTreeSet<String>> =
+            Arc::new(principals.iter().map(|s| s.to_string()).collect());
         Self {
             user: user.to_string(),
-            principals: Arc::new(principals.iter().map(|s| s.to_string()).collect()),
+            guardrail_principals: principals.clone(),
+            principals,
             strict_deny: false,
         }
     }

@@ -454,7 +454,11 @@ impl Assistant {
             .cfg
             .group_response_scopes
             .iter()
-            .filter(|(g, _)| principals.contains(g))
+            // A reported group may narrow the scope, not widen it.
+            .filter(|(g, s)| match s {
+                ResponseScope::EnterpriseOnly => guardrail::holds_restricting(principals, g),
+                ResponseScope::AllowGeneralKnowledge => principals.contains(g),
+            })
             .map(|(_, s)| *s)
             .peekable();
         if matched.peek().is_none() {
@@ -1551,7 +1555,7 @@ impl Assistant {
         let mut comment = comment.to_string();
         let mut found = guardrail::PiiFindings::default();
         self.guardrails
-            .redact_sentence(caller.principals(), &mut comment, &mut found);
+            .redact_sentence(caller.guardrail_principals(), &mut comment, &mut found);
         store.put_feedback(&store::FeedbackRecord {
             identity: caller.user_id().to_string(),
             conversation_id: id.to_string(),

@@ -1020,6 +1020,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 id: r.id.clone(),
                 aliases: r.aliases.clone(),
                 groups: r.groups.clone(),
+                reported_groups: Vec::new(),
                 token_sha256: token,
                 admin: r.admin,
                 act_as: r.act_as,

@@ -57,10 +57,22 @@ pub struct Audience {
 }
 
 impl Audience {
+    /// Whether the rule applies to a caller holding `principals` (guardrail principals: a
+    /// group only a connector reports counts for `applies_to`, never for `exempt`).
     pub fn covers(&self, principals: &BTreeSet<String>) -> bool {
-        (self.applies_to.is_empty() || self.applies_to.iter().any(|p| principals.contains(p)))
+        (self.applies_to.is_empty()
+            || self
+                .applies_to
+                .iter()
+                .any(|p| holds_restricting(principals, p)))
             && !self.exempt.iter().any(|p| principals.contains(p))
     }
+}
+
+/// Whether `principals` (guardrail principals) hold `p` where holding it restricts: as the
+/// config gives it, or as a group only a connector reports.
+pub fn holds_restricting(principals: &BTreeSet<String>, p: &str) -> bool {
+    principals.contains(p) || principals.contains(&format!("{}{p}", crate::identity::REPORTED))
 }
 
 #[derive(Debug, Clone)]

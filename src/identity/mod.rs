@@ -107,12 +107,18 @@ impl Permissions {
     }
 }
 
+/// The mark of a group only a connector reports, in [`Caller::guardrail_principals`].
+pub const REPORTED: &str = "reported:";
+
 /// An authenticated caller (or, after `act_as`, the user a service acts for). Only this module
 /// constructs it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     user_id: String,
     principals: BTreeSet<String>,
+    /// [`Self::principals`] with the groups only a connector's report gives marked
+    /// [`REPORTED`] (see [`Self::guardrail_principals`]).
+    guardrail_principals: BTreeSet<String>,
     perms: Permissions,
     /// How the caller proved who they are: "token", "api_key:<id>", "jwt", "mtls", "insecure-dev".
     credential: String,
@@ -147,6 +153,16 @@ impl Caller {
         &self.principals
     }
 
+    /// The principals guardrail audiences and response scopes match: those the config and
+    /// identity files give as they are, and the groups only a connector reports marked with
+    /// [`REPORTED`] (`reported:group:x`). A marked group counts where a rule restricts (a
+    /// guardrail's `applies_to`, an enterprise-only response scope), not where it exempts or
+    /// widens (`exempt`, a general-knowledge response scope): a source is trusted with its
+    /// documents' ACLs only, and its group database must not exempt anyone from PII redaction.
+    pub fn guardrail_principals(&self) -> &BTreeSet<String> {
+        &self.guardrail_principals
+    }
+
     pub fn permissions(&self) -> Permissions {
         self.perms
     }
@@ -171,6 +187,11 @@ pub struct IdentitySpec {
     pub id: String,
     pub aliases: Vec<String>,
     pub groups: Vec<String>,
+    /// Groups a connector reports this identity in (its group database, not Docent's config):
+    /// they count for document ACLs and for what restricts (a guardrail's `applies_to`, an
+    /// enterprise-only response scope, a group's token budget), never for what exempts or
+    /// widens, which the config alone grants ([`Caller::guardrail_principals`]).
+    pub reported_groups: Vec<String>,
     /// Lowercase hex SHA-256 of a personal API token (all of the identity's permissions).
     pub token_sha256: Option<String>,
     pub admin: bool,
@@ -670,7 +691,7 @@ impl IdentityStore {
                 || self
                     .identities
                     .iter()
-                    .any(|i| i.groups.iter().any(|x| x == g));
+                    .any(|i| i.groups.iter().chain(&i.reported_groups).any(|x| x == g));
             if !known {
                 return Err(ActAsError::UnknownUser(format!("group:{g}")));
             }
@@ -680,6 +701,7 @@ impl IdentityStore {
         }
         Ok(Caller {
             user_id: audience.id(),
+            guardrail_principals: principals.clone(),
             principals,
             perms: Permissions::QUERY,
             credential: actor.credential.clone(),
@@ -695,8 +717,16 @@ impl IdentityStore {
         Some(WhoIs {
             id: spec.id.clone(),
             aliases: spec.aliases.clone(),
-            direct_groups: spec.groups.clone(),
-            groups: self.expand_groups(&spec.groups).into_iter().collect(),
+            direct_groups: spec
+                .groups
+                .iter()
+                .chain(&spec.reported_groups)
+                .cloned()
+                .collect(),
+            groups: self
+                .expand_groups(&[spec.groups.clone(), spec.reported_groups.clone()].concat())
+                .into_iter()
+                .collect(),
             principals: c.principals.into_iter().collect(),
             permissions: c.perms,
         })
@@ -716,6 +746,14 @@ impl IdentityStore {
         for g in self.expand_groups(&spec.groups) {
             principals.insert(format!("group:{g}"));
         }
+        let mut guardrail_principals = principals.clone();
+        for g in self.expand_groups(&spec.reported_groups) {
+            let p = format!("group:{g}");
+            if !guardrail_principals.contains(&p) {
+                guardrail_principals.insert(format!("{REPORTED}{p}"));
+            }
+            principals.insert(p);
+        }
         let own = Permissions {
             query: true,
             admin: spec.admin,
@@ -725,6 +763,7 @@ impl IdentityStore {
         Caller {
             user_id: spec.id.clone(),
             principals,
+            guardrail_principals,
             perms: own.intersect(scopes),
             credential,
             actor: None,

@@ -361,6 +361,42 @@ aliases = ["bob@corp.example"]
         assert!(reg.current().whois("carol").unwrap().groups.is_empty());
     }
 
+    /// A group a connector reports counts for documents' ACLs and for guardrails that restrict
+    /// it, never for guardrail exemptions: a share's group database must not exempt anyone from
+    /// PII redaction (session 30's review: reported groups were the config's own).
+    #[test]
+    fn reported_groups_count_for_acls_and_restrictions_not_for_exemptions() {
+        use crate::guardrail::Audience;
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[{"id":"carol"}]}"#);
+        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
+        reg.report(
+            "share",
+            vec![GroupMembership {
+                group: "people-leads".into(),
+                members: vec![Principal::user("carol")],
+            }],
+        )
+        .unwrap();
+        let carol = reg
+            .current()
+            .resolve("carol", crate::identity::ResolveReason::Test)
+            .unwrap();
+        let scope = crate::acl::authorize(&carol).unwrap();
+        let leads_only = docent_connector_api::Acl::new([Principal::group("people-leads")], []);
+        assert!(scope.permits(&leads_only));
+        let exempt = Audience {
+            applies_to: Vec::new(),
+            exempt: vec!["group:people-leads".into()],
+        };
+        assert!(exempt.covers(scope.principal_set()), "exempted by a report");
+        let only_leads = Audience {
+            applies_to: vec!["group:people-leads".into()],
+            exempt: Vec::new(),
+        };
+        assert!(only_leads.covers(scope.principal_set()));
+    }
+
     /// A report reads no identity file: one being rewritten (missing for a moment) cannot hold
     /// back a membership change, and a member removed from a group loses it at once (found by
     /// a review: the report re-read every file, and a failed read kept the old memberships).

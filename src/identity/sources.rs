@@ -547,8 +547,8 @@ impl Merger {
             };
             let m = &mut self.identities[o];
             for g in spec.groups {
-                if !m.groups.contains(&g) {
-                    m.groups.push(g);
+                if !m.groups.contains(&g) && !m.reported_groups.contains(&g) {
+                    m.reported_groups.push(g);
                 }
             }
         }

@@ -41,7 +41,7 @@ impl AdminService {
     /// PII-redacted for their groups, as everything else that leaves the daemon (an admin
     /// outside the PII-exempt groups sees a card number in a file name redacted).
     fn shown_to(&self, admin: &crate::identity::Caller) -> impl Fn(String, bool) -> String + '_ {
-        let principals = admin.principals().clone();
+        let principals = admin.guardrail_principals().clone();
         let g = self.state.assistant.guardrails().clone();
         move |mut s: String, id: bool| {
             let mut found = crate::guardrail::PiiFindings::default();
