@@ -94,11 +94,45 @@ pub const REFUSALS_BURST: f64 = 100.0;
 /// Refusal records per second in the long run.
 pub const REFUSALS_PER_SEC: f64 = 10.0;
 
+/// Callers with a refusal bucket of their own, at most (past it, new callers share one).
+const CALLER_BUCKETS: usize = 4096;
+
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     last: std::time::Instant,
     suppressed: u64,
+}
+
+impl Bucket {
+    fn full() -> Self {
+        Self {
+            tokens: REFUSALS_BURST,
+            last: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// Takes a token: the count left out since the last record written, or `None` (then this
+    /// one is counted) when the bucket is empty.
+    fn take(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * REFUSALS_PER_SEC;
+        self.tokens = (self.tokens + refill).min(REFUSALS_BURST);
+        self.last = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// Whether the bucket is as if new (nothing to remember about its caller).
+    fn idle(&self) -> bool {
+        self.suppressed == 0
+            && self.tokens + self.last.elapsed().as_secs_f64() * REFUSALS_PER_SEC >= REFUSALS_BURST
+    }
 }
 
 struct Sink {
@@ -109,8 +143,11 @@ struct Sink {
 pub struct AuditLog {
     cfg: AuditConfig,
     sink: Mutex<Option<Sink>>,
-    /// [authenticated, unauthenticated]
+    /// [authenticated callers past [`CALLER_BUCKETS`], unauthenticated peers]
     refusals: [Mutex<Bucket>; 2],
+    /// Each authenticated caller's own bucket: one caller's flood of refusals does not leave
+    /// out the records of others.
+    by_caller: Mutex<std::collections::HashMap<String, Bucket>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -143,13 +180,8 @@ impl AuditLog {
         Ok(Self {
             cfg,
             sink: Mutex::new(Some(sink)),
-            refusals: std::array::from_fn(|_| {
-                Mutex::new(Bucket {
-                    tokens: REFUSALS_BURST,
-                    last: std::time::Instant::now(),
-                    suppressed: 0,
-                })
-            }),
+            refusals: std::array::from_fn(|_| Mutex::new(Bucket::full())),
+            by_caller: Mutex::default(),
         })
     }
 
@@ -164,19 +196,32 @@ impl AuditLog {
     /// Writes a refused request's record unless the refusal rate limit is spent (then it is
     /// counted, and the count goes with the next record written).
     pub fn refusal(&self, mut rec: RefusalRecord<'_>) {
-        {
-            let bucket = &self.refusals[usize::from(rec.caller.is_none())];
-            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-            let now = std::time::Instant::now();
-            let refill = now.duration_since(b.last).as_secs_f64() * REFUSALS_PER_SEC;
-            b.tokens = (b.tokens + refill).min(REFUSALS_BURST);
-            b.last = now;
-            if b.tokens < 1.0 {
-                b.suppressed += 1;
-                return;
+        let taken = match rec.caller {
+            Some(caller) => {
+                let mut m = self.by_caller.lock().unwrap_or_else(|p| p.into_inner());
+                if m.len() >= CALLER_BUCKETS && !m.contains_key(caller) {
+                    m.retain(|_, b| !b.idle());
+                }
+                if m.len() < CALLER_BUCKETS || m.contains_key(caller) {
+                    m.entry(caller.to_string())
+                        .or_insert_with(Bucket::full)
+                        .take()
+                } else {
+                    drop(m);
+                    self.refusals[0]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                }
             }
-            b.tokens -= 1.0;
-            rec.suppressed = std::mem::take(&mut b.suppressed);
+            None => self.refusals[1]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        };
+        match taken {
+            Some(suppressed) => rec.suppressed = suppressed,
+            None => return,
         }
         self.write(&rec);
     }
@@ -384,5 +429,18 @@ mod tests {
             before + 1,
             "an authenticated refusal is still written"
         );
+        // Each caller has a bucket of its own: eve's flood leaves room for mallory's record
+        // (session 30's review: all authenticated callers shared one).
+        for _ in 0..1000 {
+            log.refusal(refusal());
+        }
+        let before = std::fs::read_to_string(&path).unwrap().lines().count();
+        log.refusal(RefusalRecord {
+            caller: Some("mallory"),
+            ..refusal()
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), before + 1);
+        assert!(text.lines().last().unwrap().contains("mallory"));
     }
 }

@@ -399,16 +399,31 @@ impl pb::admin_server::Admin for AdminService {
                 what: "document",
                 name: key.to_string(),
             })?;
-        let d = self
-            .state
-            .identities
-            .current()
+        let store = self.state.identities.current();
+        let d = store
             .explain(user, &entry.acl)
             .ok_or_else(|| unknown_user(user))?;
+        // What the user's queries would get: an allow entry does not admit a document their
+        // scope withholds (no query permission; a deny entry while a connector's group
+        // memberships are not known yet).
+        let withheld = match store.resolve(user, crate::identity::ResolveReason::AccessExplanation)
+        {
+            Some(c) if d.allowed() => match crate::acl::authorize(&c) {
+                Err(e) => Some(e.to_string()),
+                Ok(scope) if !scope.permits(&entry.acl) => Some(
+                    "its deny entries exclude it until every connector that reports group \
+                     memberships has reported"
+                        .to_string(),
+                ),
+                Ok(_) => None,
+            },
+            _ => None,
+        };
+        let allowed = d.allowed() && withheld.is_none();
         self.state.record(Audited {
             method: "CheckAccess",
             caller: &admin,
-            outcome: if d.allowed() { "allowed" } else { "denied" },
+            outcome: if allowed { "allowed" } else { "denied" },
             documents: vec![key],
             evidence: Vec::new(),
             verdicts: &[],
@@ -416,15 +431,20 @@ impl pb::admin_server::Admin for AdminService {
             target: Some(user),
         });
         let (decision, entry) = match &d {
+            _ if withheld.is_some() => ("withheld", String::new()),
             AclDecision::Allowed(p) => ("allow", p.token()),
             AclDecision::Denied(p) => ("deny", p.token()),
             AclDecision::NoMatch => ("no_match", String::new()),
         };
+        let explanation = match &withheld {
+            Some(why) => format!("{d}, but withheld: {why}"),
+            None => d.to_string(),
+        };
         Ok(Response::new(pb::CheckAccessResponse {
-            allowed: d.allowed(),
+            allowed,
             decision: decision.into(),
             entry,
-            explanation: d.to_string(),
+            explanation,
         }))
     }
 

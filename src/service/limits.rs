@@ -30,7 +30,8 @@ pub struct Limiter {
     per_caller: usize,
     /// For identities with `act_as` (bridges asking for many users).
     per_service: usize,
-    callers: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per (identity, whether the credential may act for others).
+    callers: Mutex<HashMap<(String, bool), Arc<Semaphore>>>,
 }
 
 /// Both permits of an admitted request.
@@ -59,11 +60,22 @@ impl Limiter {
         };
         let pool = {
             let mut m = self.callers.lock().unwrap_or_else(|e| e.into_inner());
-            // Callers are authenticated identities (a bounded set), but drop idle pools anyway.
+            // Callers are authenticated identities (a bounded set), but drop idle pools anyway
+            // (each against its own size: a busy pool is never dropped and made anew).
             if m.len() > 4096 {
-                m.retain(|_, s| s.available_permits() < self.per_caller.min(self.per_service));
+                m.retain(|(_, service), s| {
+                    let size = if *service {
+                        self.per_service
+                    } else {
+                        self.per_caller
+                    };
+                    s.available_permits() < size
+                });
             }
-            m.entry(caller.to_string())
+            // One pool per identity and kind of credential: an identity's `act_as` key gets the
+            // service limit even when a query-only key of it was seen first, and the other way
+            // round (a reload that changes a credential's permissions applies at once).
+            m.entry((caller.to_string(), service))
                 .or_insert_with(|| Arc::new(Semaphore::new(limit)))
                 .clone()
         };
@@ -272,6 +284,12 @@ mod tests {
             l.try_admit("bridge", true).is_err(),
             "a service has its own, larger limit"
         );
+        // Seen first through a query-only key, an identity's act_as key still gets the service
+        // limit (session 30's review: the first credential sized the pool for good).
+        let l = Limiter::new(10, 1, 3);
+        let _q = l.try_admit("bot", false).unwrap();
+        let _s: Vec<_> = (0..3).map(|_| l.try_admit("bot", true).unwrap()).collect();
+        assert!(l.try_admit("bot", false).is_err());
     }
 
     #[test]
