@@ -973,6 +973,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             GroupSpec {
                 id: g.id.clone(),
                 member_of: g.member_of.clone(),
+                reported: false,
             }
         })
         .collect();

@@ -107,6 +107,20 @@ impl Permissions {
     }
 }
 
+/// The groups `direct` reaches through `parents` (each group's `member_of`), `direct` included.
+fn expand(parents: &BTreeMap<String, Vec<String>>, direct: &[String]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<&String> = direct.iter().collect();
+    while let Some(g) = stack.pop() {
+        if out.insert(g.clone())
+            && let Some(ps) = parents.get(g)
+        {
+            stack.extend(ps.iter());
+        }
+    }
+    out
+}
+
 /// The mark of a group only a connector reports, in [`Caller::guardrail_principals`].
 pub const REPORTED: &str = "reported:";
 
@@ -202,10 +216,13 @@ pub struct IdentitySpec {
 }
 
 /// One group and the groups it belongs to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GroupSpec {
     pub id: String,
     pub member_of: Vec<String>,
+    /// A connector reported these links (its group database): they count as reported groups
+    /// do ([`IdentitySpec::reported_groups`]).
+    pub reported: bool,
 }
 
 /// An API key: a hashed secret bound to an identity, with scopes, an optional expiry and a
@@ -349,6 +366,8 @@ pub struct IdentityStore {
     clashing_tokens: HashSet<[u8; 32]>,
     keys: Vec<ApiKeySpec>,
     parents: BTreeMap<String, Vec<String>>,
+    /// [`Self::parents`] from the config and identity files only (no connector's report).
+    config_parents: BTreeMap<String, Vec<String>>,
     jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Connectors that report group memberships and have not yet (fail closed: see
     /// [`Caller::strict_deny`]).
@@ -503,11 +522,20 @@ impl IdentityStore {
             }
         }
         let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut config_parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for g in groups {
-            let e = parents.entry(g.id).or_default();
-            for p in g.member_of {
-                if !e.contains(&p) {
-                    e.push(p);
+            for map in [
+                Some(&mut parents),
+                (!g.reported).then_some(&mut config_parents),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let e = map.entry(g.id.clone()).or_default();
+                for p in &g.member_of {
+                    if !e.contains(p) {
+                        e.push(p.clone());
+                    }
                 }
             }
         }
@@ -518,6 +546,7 @@ impl IdentityStore {
             clashing_tokens,
             keys: Vec::new(),
             parents,
+            config_parents,
             jwt: None,
             pending: Vec::new(),
         }
@@ -743,11 +772,13 @@ impl IdentityStore {
         for a in &spec.aliases {
             principals.insert(format!("user:{a}"));
         }
-        for g in self.expand_groups(&spec.groups) {
-            principals.insert(format!("group:{g}"));
-        }
+        // The config's groups through the config's links; everything else reached (a reported
+        // membership, or a link a connector reported) is marked for guardrails.
         let mut guardrail_principals = principals.clone();
-        for g in self.expand_groups(&spec.reported_groups) {
+        for g in expand(&self.config_parents, &spec.groups) {
+            guardrail_principals.insert(format!("group:{g}"));
+        }
+        for g in self.expand_groups(&[spec.groups.clone(), spec.reported_groups.clone()].concat()) {
             let p = format!("group:{g}");
             if !guardrail_principals.contains(&p) {
                 guardrail_principals.insert(format!("{REPORTED}{p}"));
@@ -774,16 +805,7 @@ impl IdentityStore {
 
     /// Direct groups plus every group they are (transitively) members of.
     pub fn expand_groups(&self, direct: &[String]) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut stack: Vec<&String> = direct.iter().collect();
-        while let Some(g) = stack.pop() {
-            if out.insert(g.clone())
-                && let Some(ps) = self.parents.get(g)
-            {
-                stack.extend(ps.iter());
-            }
-        }
-        out
+        expand(&self.parents, direct)
     }
 
     /// Group membership cycles, for validation (each reported once, as a path).
@@ -848,14 +870,17 @@ mod tests {
                 GroupSpec {
                     id: "payroll".into(),
                     member_of: vec!["hr".into()],
+                    reported: false,
                 },
                 GroupSpec {
                     id: "hr".into(),
                     member_of: vec!["staff".into()],
+                    reported: false,
                 },
                 GroupSpec {
                     id: "staff".into(),
                     member_of: vec!["hr".into()],
+                    reported: false,
                 },
             ],
         )

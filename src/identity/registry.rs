@@ -395,6 +395,35 @@ aliases = ["bob@corp.example"]
             exempt: Vec::new(),
         };
         assert!(only_leads.covers(scope.principal_set()));
+
+        // Nor through a group a connector reports inside another (carol's `staff`, from the
+        // identity file, reported as a member of `people-leads`).
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol","groups":["staff"]}]}"#,
+        );
+        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
+        reg.report(
+            "share",
+            vec![GroupMembership {
+                group: "people-leads".into(),
+                members: vec![Principal::group("staff")],
+            }],
+        )
+        .unwrap();
+        let carol = reg
+            .current()
+            .resolve("carol", crate::identity::ResolveReason::Test)
+            .unwrap();
+        let scope = crate::acl::authorize(&carol).unwrap();
+        assert!(scope.permits(&leads_only));
+        assert!(
+            exempt.covers(scope.principal_set()),
+            "exempted by a reported link"
+        );
+        assert!(!exempt.covers(&std::collections::BTreeSet::from([
+            "group:people-leads".to_string()
+        ])));
     }
 
     /// A report reads no identity file: one being rewritten (missing for a moment) cannot hold

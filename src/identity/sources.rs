@@ -116,6 +116,7 @@ impl Loaded {
                     Principal::Group(sub) => out.groups.push(GroupSpec {
                         id: sub.clone(),
                         member_of: vec![g.group.clone()],
+                        reported: true,
                     }),
                     Principal::Everyone => {}
                 }
@@ -266,6 +267,7 @@ fn group_file(text: &str) -> Result<Loaded, String> {
         out.groups.push(GroupSpec {
             id: fields[0].to_string(),
             member_of: Vec::new(),
+            reported: false,
         });
         for m in fields[3]
             .split(',')
@@ -354,6 +356,7 @@ fn json(text: &str) -> Result<Loaded, String> {
         out.groups.push(GroupSpec {
             id: g.id,
             member_of: g.member_of,
+            reported: false,
         });
     }
     Ok(out)

@@ -710,27 +710,38 @@ impl Pipeline {
             .collect()
     }
 
-    /// After a rollback: a document waiting for a retry under another ACL than its indexed
-    /// version's is withdrawn again. Its withdrawal was one of the writes rolled back, and the
-    /// old text may not stay readable under the old, wider ACL until the retry (30 s to
-    /// minutes) writes the new version. Returns whether any was.
-    fn withdraw_again(&self) -> bool {
-        let waiting: Vec<(DocKey, docent_connector_api::Acl)> = self
-            .retries()
-            .pending
-            .iter()
-            .map(|(k, p)| (k.clone(), p.doc.acl.clone()))
-            .collect();
+    /// After a rollback: each document a rolled-back change took away, or gave another ACL, is
+    /// withdrawn again (`changes`: key and the ACL fingerprint written, `None` for a delete or
+    /// a skip; the last per key counts). The rollback brought the old version back, under its
+    /// old ACL, until the connector sends the change again or the retry writes it: the old text
+    /// may not be readable meanwhile by anyone the change removed. A widened ACL is withdrawn
+    /// too (the fingerprint cannot tell): the document is away until it is written again.
+    /// Returns whether any was.
+    fn withdraw_again(&self, changes: Vec<(DocKey, Option<String>)>) -> bool {
+        let last: HashMap<DocKey, Option<String>> = changes.into_iter().collect();
         let mut any = false;
-        for (key, acl) in waiting {
-            if let Some(e) = self.index.latest_entry(&key.to_string())
-                && !self.stays_under(Some(&e), &acl)
-            {
+        for (key, written) in last {
+            let entry = self.index.latest_entry(&key.to_string());
+            let withdraw = match (&written, &entry) {
+                (_, None) => !self.index.knows_every_document(),
+                (None, Some(_)) => true,
+                (Some(fp), Some(e)) => e.acl_fingerprint != *fp,
+            };
+            if withdraw {
                 self.index.delete(&key);
                 any = true;
             }
         }
         any
+    }
+
+    /// [`Self::withdraw_again`] off the async runtime (a Milvus backend may read its document
+    /// table from the server).
+    async fn withdrawn_again(self: &Arc<Self>, changes: Vec<(DocKey, Option<String>)>) -> bool {
+        let p = self.clone();
+        tokio::task::spawn_blocking(move || p.withdraw_again(changes))
+            .await
+            .unwrap_or(false)
     }
 
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
@@ -756,6 +767,8 @@ impl Pipeline {
         // The changes written since the last commit, which a rollback loses: (key, version,
         // `None` for a delete), for the sources that remember what they accepted.
         let mut uncommitted: Vec<LostChange> = Vec::new();
+        // The same with skips, and the ACL written: what a rollback must withdraw again.
+        let mut rolled: Vec<(DocKey, Option<String>)> = Vec::new();
         loop {
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
             let next_retry = this.retries().next_due();
@@ -784,6 +797,15 @@ impl Pipeline {
             written.extend(due.iter().map(|p| p.doc.key.connector.clone()));
             let state = |d: &SourceDocument| Some((d.version.clone(), d.acl.fingerprint()));
             uncommitted.extend(due.iter().map(|p| (p.doc.key.clone(), state(&p.doc))));
+            rolled.extend(
+                due.iter()
+                    .map(|p| (p.doc.key.clone(), Some(p.doc.acl.fingerprint()))),
+            );
+            rolled.extend(batch.iter().filter_map(|c| match c {
+                Change::Upsert(d) => Some((d.key.clone(), Some(d.acl.fingerprint()))),
+                Change::Delete(key) | Change::Skipped { key, .. } => Some((key.clone(), None)),
+                Change::Checkpoint { .. } => None,
+            }));
             uncommitted.extend(batch.iter().filter_map(|c| match c {
                 Change::Upsert(d) => Some((d.key.clone(), state(d))),
                 Change::Delete(key) => Some((key.clone(), None)),
@@ -809,7 +831,7 @@ impl Pipeline {
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        dirty = this.withdraw_again();
+                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -819,7 +841,7 @@ impl Pipeline {
                     Err(e) => {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        dirty = this.withdraw_again();
+                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -836,11 +858,12 @@ impl Pipeline {
                     Ok(()) => {
                         written.clear();
                         uncommitted.clear();
+                        rolled.clear();
                     }
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        dirty = this.withdraw_again();
+                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -1992,6 +2015,50 @@ mod tests {
         }
         assert!(index.latest_entry("c:doc0.md").is_none());
         // The next batch fails: its writes and the withdrawal are rolled back.
+        p.failing_writes.store(1, Ordering::Relaxed);
+        tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
+        until_rolled_back(&view).await;
+        assert!(
+            index.latest_entry("c:doc0.md").is_none(),
+            "the old version is back under its old ACL"
+        );
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_none());
+    }
+
+    /// A rolled-back change that narrowed a document's ACL does not leave the old version
+    /// readable under the old ACL: it is withdrawn until the change is sent again.
+    #[tokio::test]
+    async fn a_rolled_back_narrowing_withdraws_the_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut pipeline = pipeline_into(&index, None);
+        pipeline.cfg.commit_interval = Duration::from_secs(3600);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        let p = Arc::new(pipeline);
+        let view = IndexedView {
+            index: index.clone(),
+            skips: p.skips.clone(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.clone().run_shared(rx));
+        let mut narrowed = doc(0, 2);
+        narrowed.acl = Acl::new([Principal::User("hana".into())], []);
+        let narrowed_fp = narrowed.acl.fingerprint();
+        tx.send(Change::Upsert(Box::new(narrowed))).await.unwrap();
+        for _ in 0..3000 {
+            if index
+                .latest_entry("c:doc0.md")
+                .is_some_and(|e| e.acl_fingerprint == narrowed_fp)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         p.failing_writes.store(1, Ordering::Relaxed);
         tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
         until_rolled_back(&view).await;

@@ -236,6 +236,7 @@ fn check_case_on(
         .map(|g| GroupSpec {
             id: format!("g{g}"),
             member_of: parents[g].iter().map(|p| format!("g{p}")).collect(),
+            reported: false,
         })
         .collect();
     let store = IdentityStore::new(identities, groups);

@@ -457,21 +457,13 @@ impl pb::admin_server::Admin for AdminService {
         let r = tokio::task::spawn_blocking(move || st.reload_identities())
             .await
             .map_err(ServiceError::internal)?;
-        self.state.record(Audited {
-            method: "ReloadIdentities",
-            caller: &admin,
-            outcome: if r.is_ok() { "ok" } else { "failed" },
-            documents: Vec::new(),
-            evidence: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        // A failure (RELOAD_FAILED) is written by the audit layer.
         let (identities, groups, api_keys) =
             r.map_err(|message| ServiceError::FailedPrecondition {
                 reason: "RELOAD_FAILED",
                 message,
             })?;
+        self.state.record_ok("ReloadIdentities", &admin, None);
         Ok(Response::new(pb::ReloadIdentitiesResponse {
             identities: identities as u64,
             groups: groups as u64,

@@ -49,7 +49,8 @@ impl IngestService {
             .state
             .push
             .get(source)
-            .filter(|s| s.writable_by(c.principals()))
+            // Writers are granted by the config: a group a connector reports grants nothing.
+            .filter(|s| s.writable_by(c.guardrail_principals()))
             .cloned()
             .ok_or_else(|| ServiceError::SourceDenied(source.to_string()))?;
         Ok((c, src))

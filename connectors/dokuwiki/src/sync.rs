@@ -547,7 +547,7 @@ impl Syncer {
         for who in &self.cfg.superusers.0 {
             let (user, groups) = match who {
                 Who::User(u) => (u.as_str(), vec![]),
-                Who::Group(_) | Who::All if !groups_checked => {
+                Who::Group(_) if !groups_checked => {
                     kept.push(who.clone());
                     continue;
                 }

@@ -301,7 +301,13 @@ impl Api {
                     url: self.api_url.clone(),
                     message: "prop=info&intestactions=read gave no pages".into(),
                 })?;
-            if !pages.is_empty() && pages.iter().all(|p| p.get("actions").is_none()) {
+            // Pages deleted since the listing come back `missing`, without `actions`.
+            let present = || {
+                pages
+                    .iter()
+                    .filter(|p| p.get("missing").is_none() && p.get("invalid").is_none())
+            };
+            if present().next().is_some() && present().all(|p| p.get("actions").is_none()) {
                 return Err(ApiError::Invalid {
                     url: self.api_url.clone(),
                     message: "the wiki does not answer prop=info&intestactions=read (MediaWiki \
