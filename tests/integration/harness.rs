@@ -165,9 +165,11 @@ impl Running {
             .unwrap()
     }
 
-    /// Waits until every connector finished its first crawl and that crawl is committed.
+    /// Waits until every connector finished its first crawl and that crawl is committed. The
+    /// deadline is generous: with the suite's daemons on two cores, a wiki's PHP server can
+    /// take a minute to answer a crawl (seen once as a timeout at 60 s).
     pub async fn wait_until_watching(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let st = self.daemon.state();
             // Done when each connector's end-of-crawl checkpoint is committed with its data.
@@ -185,7 +187,12 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "connectors did not finish crawling"
+                "connectors did not finish crawling: {:?}; committed {:?}",
+                st.connectors
+                    .iter()
+                    .map(|c| (c.id.clone(), c.status.snapshot()))
+                    .collect::<Vec<_>>(),
+                committed
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
