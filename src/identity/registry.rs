@@ -367,60 +367,48 @@ aliases = ["bob@corp.example"]
     #[test]
     fn reported_groups_count_for_acls_and_restrictions_not_for_exemptions() {
         use crate::guardrail::Audience;
-        let dir = tempfile::tempdir().unwrap();
-        users(dir.path(), r#"{"users":[{"id":"carol"}]}"#);
-        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
-        reg.report(
-            "share",
-            vec![GroupMembership {
-                group: "people-leads".into(),
-                members: vec![Principal::user("carol")],
-            }],
-        )
-        .unwrap();
-        let carol = reg
-            .current()
-            .resolve("carol", crate::identity::ResolveReason::Test)
+        // carol's scope when the identity file is `users_json` and the share reports `member`
+        // in group people-leads.
+        let scope_of = |users_json: &str, member: Principal| {
+            let dir = tempfile::tempdir().unwrap();
+            users(dir.path(), users_json);
+            let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
+            reg.report(
+                "share",
+                vec![GroupMembership {
+                    group: "people-leads".into(),
+                    members: vec![member],
+                }],
+            )
             .unwrap();
-        let scope = crate::acl::authorize(&carol).unwrap();
+            let carol = reg
+                .current()
+                .resolve("carol", crate::identity::ResolveReason::Test)
+                .unwrap();
+            crate::acl::authorize(&carol).unwrap()
+        };
         let leads_only = docent_connector_api::Acl::new([Principal::group("people-leads")], []);
-        assert!(scope.permits(&leads_only));
         let exempt = Audience {
             applies_to: Vec::new(),
             exempt: vec!["group:people-leads".into()],
         };
-        assert!(exempt.covers(scope.principal_set()), "exempted by a report");
         let only_leads = Audience {
             applies_to: vec!["group:people-leads".into()],
             exempt: Vec::new(),
         };
-        assert!(only_leads.covers(scope.principal_set()));
-
-        // Nor through a group a connector reports inside another (carol's `staff`, from the
-        // identity file, reported as a member of `people-leads`).
-        users(
-            dir.path(),
-            r#"{"users":[{"id":"carol","groups":["staff"]}]}"#,
-        );
-        let reg = IdentityRegistry::new(&config(dir.path(), PEOPLE).unwrap()).unwrap();
-        reg.report(
-            "share",
-            vec![GroupMembership {
-                group: "people-leads".into(),
-                members: vec![Principal::group("staff")],
-            }],
-        )
-        .unwrap();
-        let carol = reg
-            .current()
-            .resolve("carol", crate::identity::ResolveReason::Test)
-            .unwrap();
-        let scope = crate::acl::authorize(&carol).unwrap();
-        assert!(scope.permits(&leads_only));
-        assert!(
-            exempt.covers(scope.principal_set()),
-            "exempted by a reported link"
-        );
+        // Reported as a member; or through a group a connector reports inside another (carol's
+        // `staff`, from the identity file, reported as a member of `people-leads`).
+        for scope in [
+            scope_of(r#"{"users":[{"id":"carol"}]}"#, Principal::user("carol")),
+            scope_of(
+                r#"{"users":[{"id":"carol","groups":["staff"]}]}"#,
+                Principal::group("staff"),
+            ),
+        ] {
+            assert!(scope.permits(&leads_only));
+            assert!(exempt.covers(scope.principal_set()), "exempted by a report");
+            assert!(only_leads.covers(scope.principal_set()));
+        }
         assert!(!exempt.covers(&std::collections::BTreeSet::from([
             "group:people-leads".to_string()
         ])));

@@ -1982,11 +1982,14 @@ mod tests {
         panic!("the failed write was not told");
     }
 
-    /// A rollback does not bring back a version that was withdrawn because its document waits
-    /// for a retry under a narrower ACL: it is withdrawn again (session 30's review: the old
-    /// text was readable under its old ACL until the retry).
-    #[tokio::test]
-    async fn a_rollback_does_not_bring_back_a_version_withdrawn_for_a_narrower_acl() {
+    /// `doc0` v1 for everyone, committed; then v2 for hana alone sent to a running pipeline
+    /// (its parser unavailable when `parser_down`), and once the index shows `narrowed(entry)`,
+    /// a batch that fails. Returns whether the old version was back after the rollback, and
+    /// whether `doc0` was in the index at the end.
+    async fn narrowing_then_rollback(
+        parser_down: bool,
+        narrowed: impl Fn(Option<crate::index::DocEntry>) -> bool,
+    ) -> (bool, bool) {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
         let mut pipeline = pipeline_into(&index, None);
@@ -1995,6 +1998,7 @@ mod tests {
             .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
             .unwrap();
         index.commit(BTreeMap::new()).unwrap();
+        let everyone = index.doc_entry("c:doc0.md").unwrap().acl_fingerprint;
         let p = Arc::new(pipeline);
         let view = IndexedView {
             index: index.clone(),
@@ -2002,73 +2006,49 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(4);
         let running = tokio::spawn(p.clone().run_shared(rx));
-        // Narrowed, and its parser cannot run: the old version is withdrawn, the new one waits.
-        p.unavailable_parses.store(1, Ordering::Relaxed);
-        let mut narrowed = doc(0, 2);
-        narrowed.acl = Acl::new([Principal::User("hana".into())], []);
-        tx.send(Change::Upsert(Box::new(narrowed))).await.unwrap();
+        if parser_down {
+            p.unavailable_parses.store(1, Ordering::Relaxed);
+        }
+        let mut v2 = doc(0, 2);
+        v2.acl = Acl::new([Principal::User("hana".into())], []);
+        tx.send(Change::Upsert(Box::new(v2))).await.unwrap();
         for _ in 0..3000 {
-            if index.latest_entry("c:doc0.md").is_none() {
+            if narrowed(index.latest_entry("c:doc0.md")) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(index.latest_entry("c:doc0.md").is_none());
-        // The next batch fails: its writes and the withdrawal are rolled back.
+        assert!(narrowed(index.latest_entry("c:doc0.md")));
         p.failing_writes.store(1, Ordering::Relaxed);
         tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
         until_rolled_back(&view).await;
-        assert!(
-            index.latest_entry("c:doc0.md").is_none(),
-            "the old version is back under its old ACL"
-        );
+        let back = index
+            .latest_entry("c:doc0.md")
+            .is_some_and(|e| e.acl_fingerprint == everyone);
         drop(tx);
         running.await.unwrap().unwrap();
-        assert!(index.doc_entry("c:doc0.md").is_none());
+        (back, index.doc_entry("c:doc0.md").is_some())
+    }
+
+    /// A rollback does not bring back a version that was withdrawn because its document waits
+    /// for a retry under a narrower ACL: it is withdrawn again (session 30's review: the old
+    /// text was readable under its old ACL until the retry).
+    #[tokio::test]
+    async fn a_rollback_does_not_bring_back_a_version_withdrawn_for_a_narrower_acl() {
+        let (back, indexed) = narrowing_then_rollback(true, |e| e.is_none()).await;
+        assert!(!back, "the old version is back under its old ACL");
+        assert!(!indexed);
     }
 
     /// A rolled-back change that narrowed a document's ACL does not leave the old version
     /// readable under the old ACL: it is withdrawn until the change is sent again.
     #[tokio::test]
     async fn a_rolled_back_narrowing_withdraws_the_old_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = test_index(dir.path());
-        let mut pipeline = pipeline_into(&index, None);
-        pipeline.cfg.commit_interval = Duration::from_secs(3600);
-        pipeline
-            .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
-            .unwrap();
-        index.commit(BTreeMap::new()).unwrap();
-        let p = Arc::new(pipeline);
-        let view = IndexedView {
-            index: index.clone(),
-            skips: p.skips.clone(),
-        };
-        let (tx, rx) = mpsc::channel(4);
-        let running = tokio::spawn(p.clone().run_shared(rx));
-        let mut narrowed = doc(0, 2);
-        narrowed.acl = Acl::new([Principal::User("hana".into())], []);
-        let narrowed_fp = narrowed.acl.fingerprint();
-        tx.send(Change::Upsert(Box::new(narrowed))).await.unwrap();
-        for _ in 0..3000 {
-            if index
-                .latest_entry("c:doc0.md")
-                .is_some_and(|e| e.acl_fingerprint == narrowed_fp)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        p.failing_writes.store(1, Ordering::Relaxed);
-        tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
-        until_rolled_back(&view).await;
-        assert!(
-            index.latest_entry("c:doc0.md").is_none(),
-            "the old version is back under its old ACL"
-        );
-        drop(tx);
-        running.await.unwrap().unwrap();
-        assert!(index.doc_entry("c:doc0.md").is_none());
+        let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
+        let (back, indexed) =
+            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana)).await;
+        assert!(!back, "the old version is back under its old ACL");
+        assert!(!indexed);
     }
 
     /// A batch that fails to write is rolled back with every uncommitted write, and the
