@@ -691,7 +691,7 @@ impl IdentityStore {
     /// On-behalf-of: `actor` asks as `user` (id or alias). Requires the actor's `act_as`
     /// permission; the result holds only the user's principals and may only query.
     pub fn act_as(&self, actor: &Caller, user: &str) -> Result<Caller, ActAsError> {
-        if !actor.perms.act_as {
+        if !actor.perms.act_as || !self.still_acts_as(actor) {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
         }
         if let Some(audience) = Audience::parse(user) {
@@ -703,6 +703,26 @@ impl IdentityStore {
         let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
         c.actor = Some(actor.user_id.clone());
         Ok(c)
+    }
+
+    /// Whether this store still lets `actor` act for others. The actor was authenticated
+    /// against the store current then; a reload between that and this check may have taken
+    /// `act_as` from its identity, or revoked or narrowed its API key. (Expiry was checked
+    /// at authentication, against the request's clock.)
+    fn still_acts_as(&self, actor: &Caller) -> bool {
+        let Some(spec) = self.lookup(&actor.user_id) else {
+            return false;
+        };
+        match actor.credential.strip_prefix("api_key:") {
+            Some(id) => self.keys.iter().any(|k| {
+                k.id == id
+                    && self.lookup(&k.identity).is_some_and(|s| s.id == spec.id)
+                    && !k.revoked
+                    && k.scopes.act_as
+                    && spec.act_as
+            }),
+            None => spec.act_as,
+        }
     }
 
     /// An audience caller (see [`Audience`]): `everyone`, plus for a group the group and every
@@ -974,6 +994,18 @@ mod tests {
             s.act_as(&bridge, "nobody").unwrap_err(),
             ActAsError::UnknownUser("nobody".into())
         );
+        // A store reloaded after the bridge authenticated, its key revoked since: refused
+        // (session 30's review: the permission was taken from the earlier store).
+        let mut reloaded = store();
+        reloaded
+            .keys
+            .iter_mut()
+            .filter(|k| k.id == "k-live")
+            .for_each(|k| k.revoked = true);
+        assert!(matches!(
+            reloaded.act_as(&bridge, "alice"),
+            Err(ActAsError::NotPermitted(_))
+        ));
         let limited = s.authenticate_bearer_at("key-query", 0).unwrap();
         assert!(matches!(
             s.act_as(&limited, "alice"),
