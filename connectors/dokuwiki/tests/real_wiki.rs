@@ -1079,9 +1079,11 @@ async fn pages_indexed_under_older_content_rules_are_read_again() {
         summary(&sent)
     );
     assert!(!index.ids().contains("eng:overview"));
-    // Read once: the next pass is a poll again.
+    // A full pass, and read once: the checkpoint now names the current rules, so the next
+    // pass is a poll again.
     let job = &run.jobs()[0];
     assert_eq!(job.kind, "reconcile");
+    assert_eq!(run.last_checkpoint().unwrap()["content_rules"], 1);
     run.stop().await;
 }
 
