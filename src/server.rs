@@ -29,7 +29,7 @@ use crate::ingest::{IngestStats, Pipeline, PipelineConfig, SkipLog};
 use crate::retrieve::Retriever;
 use crate::service::{
     AdminService, AppState, AssistantService, AuthInterceptor, ConnectorInfo, IngestService,
-    LimitLayer, Limiter, RefusalAuditLayer, Requirement,
+    LimitLayer, Limiter, OpenStreamLayer, RefusalAuditLayer, Requirement,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +419,7 @@ pub async fn start_with(
             tokio::spawn(crate::metrics::http::serve(
                 listener,
                 Arc::new(move || st.render_metrics()),
+                crate::metrics::http::HttpLimits::default(),
                 shutdown.clone(),
             ));
             tracing::info!(addr = %bound, "metrics endpoint");
@@ -450,6 +451,7 @@ pub async fn start_with(
         config.server.max_concurrent_per_caller,
         config.server.max_concurrent_per_service,
     )));
+    let open = OpenStreamLayer::new(config.server.max_unauthenticated_streams);
     // A push request is decoded before its handler runs: the largest any push source accepts
     // bounds it (and only callers with the ingest permission get that far).
     let ingest_limit = state
@@ -486,10 +488,20 @@ pub async fn start_with(
         builder = builder.tls_config(tls_cfg)?;
     }
     let router = builder
-        // Unauthenticated: their requests are small, and so is what they may decode.
-        .add_service(health_service.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
-        .add_service(reflection.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
-        .add_service(reflection_alpha.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES))
+        // Unauthenticated: their requests are small, and so is what they may decode; one pool
+        // bounds what they hold open.
+        .add_service(tower_layer::Layer::layer(
+            &open,
+            health_service.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES),
+        ))
+        .add_service(tower_layer::Layer::layer(
+            &open,
+            reflection.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES),
+        ))
+        .add_service(tower_layer::Layer::layer(
+            &open,
+            reflection_alpha.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES),
+        ))
         // Each service: authentication (and the service's requirement) on the headers, then
         // the concurrency limits, then decoding (tonic's default limit of 4 MiB per message for
         // the Assistant and Admin services) and the handler.

@@ -396,17 +396,33 @@ impl Store {
         tx.commit().map_err(err)
     }
 
-    /// Every feedback record, oldest first.
-    pub fn feedback(&self) -> Result<Vec<FeedbackRecord>, StoreError> {
+    /// One page of feedback records in key order (by conversation, turn, then voter), after
+    /// the key `after`: at most `limit` records and, past the first, about `max_bytes` of them.
+    /// Returns the page and the last key read when more may follow.
+    pub fn feedback_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<FeedbackRecord>, Option<String>), StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(FEEDBACK).map_err(err)?;
-        let mut out: Vec<FeedbackRecord> = Vec::new();
-        for e in t.iter().map_err(err)? {
-            let (_, v) = e.map_err(err)?;
-            out.push(parse(v.value())?);
+        let range = match after {
+            Some(k) => t.range::<&str>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => t.range::<&str>(..),
         }
-        out.sort_by_key(|f| f.time_ms);
-        Ok(out)
+        .map_err(err)?;
+        let (mut out, mut bytes, mut last) = (Vec::new(), 0usize, None);
+        for e in range {
+            if out.len() >= limit.max(1) || (!out.is_empty() && bytes >= max_bytes) {
+                return Ok((out, last));
+            }
+            let (k, v) = e.map_err(err)?;
+            bytes += v.value().len();
+            out.push(parse(v.value())?);
+            last = Some(k.value().to_string());
+        }
+        Ok((out, None))
     }
 
     /// Adds a request's tokens to today's counters of each principal (`user:<id>`,
@@ -486,6 +502,47 @@ mod tests {
             time_ms: now_ms(),
             evidence_keys: Vec::new(),
         }
+    }
+
+    #[test]
+    fn feedback_pages_cover_every_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.redb")).unwrap();
+        for i in 0..7u32 {
+            s.put_feedback(&FeedbackRecord {
+                identity: format!("user{}", i % 2),
+                conversation_id: format!("c{}", i % 3),
+                turn: i,
+                up: i % 2 == 0,
+                reasons: vec![],
+                comment: "x".repeat(100),
+                time_ms: i64::from(i),
+                question: format!("q{i}"),
+                documents: vec![],
+            })
+            .unwrap();
+        }
+        let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let (page, next) = s.feedback_page(after.as_deref(), 3, usize::MAX).unwrap();
+            assert!(page.len() <= 3);
+            pages += 1;
+            seen.extend(page.into_iter().map(|f| f.question));
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        seen.sort();
+        assert_eq!(seen, (0..7).map(|i| format!("q{i}")).collect::<Vec<_>>());
+        // The byte budget ends a page early, but never before its first record.
+        let (page, next) = s.feedback_page(None, 100, 1).unwrap();
+        assert_eq!(page.len(), 1);
+        assert!(next.is_some());
+        // The last page names no next one.
+        let (all, next) = s.feedback_page(None, 100, usize::MAX).unwrap();
+        assert_eq!((all.len(), next), (7, None));
     }
 
     #[test]

@@ -792,21 +792,33 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                 "estimated_cost": u.estimated_cost})).collect::<Vec<_>>()})
         }
         AdminCommand::FeedbackExport => {
-            let r = client
-                .export_feedback(request(conn, pb::ExportFeedbackRequest {})?)
-                .await?
-                .into_inner();
-            // JSON lines, one record each.
-            for f in &r.records {
-                println!(
-                    "{}",
-                    json!({"identity": f.identity, "conversation_id": f.conversation_id,
-                        "turn": f.turn, "vote": if f.up { "up" } else { "down" },
-                        "reasons": f.reasons, "comment": f.comment, "time_ms": f.time_ms,
-                        "question": f.question, "documents": f.documents})
-                );
+            // JSON lines, one record each, page after page.
+            let mut page_token = String::new();
+            loop {
+                let r = client
+                    .export_feedback(request(
+                        conn,
+                        pb::ExportFeedbackRequest {
+                            page_size: 0,
+                            page_token,
+                        },
+                    )?)
+                    .await?
+                    .into_inner();
+                for f in &r.records {
+                    println!(
+                        "{}",
+                        json!({"identity": f.identity, "conversation_id": f.conversation_id,
+                            "turn": f.turn, "vote": if f.up { "up" } else { "down" },
+                            "reasons": f.reasons, "comment": f.comment, "time_ms": f.time_ms,
+                            "question": f.question, "documents": f.documents})
+                    );
+                }
+                if r.next_page_token.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                page_token = r.next_page_token;
             }
-            return Ok(ExitCode::SUCCESS);
         }
         AdminCommand::Whois { user, json } => {
             let w = client

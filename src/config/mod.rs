@@ -94,6 +94,9 @@ pub struct ServerConfig {
     pub max_concurrent_per_caller: usize,
     /// The same for identities with `act_as` (bridges asking for many users).
     pub max_concurrent_per_service: usize,
+    /// Requests and streams open at once on the services that take no credentials (health,
+    /// reflection), over all peers: a health `Watch` stays open as long as its peer keeps it.
+    pub max_unauthenticated_streams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1106,6 +1109,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             max_concurrent_per_service: is.range(
                 "server.max_concurrent_per_service",
                 raw.server.max_concurrent_per_service,
+                1,
+                100_000,
+            ),
+            max_unauthenticated_streams: is.range(
+                "server.max_unauthenticated_streams",
+                raw.server.max_unauthenticated_streams,
                 1,
                 100_000,
             ),

@@ -63,6 +63,7 @@ pub struct RawServer {
     pub max_concurrent_requests: usize,
     pub max_concurrent_per_caller: usize,
     pub max_concurrent_per_service: usize,
+    pub max_unauthenticated_streams: usize,
 }
 
 impl Default for RawServer {
@@ -78,6 +79,7 @@ impl Default for RawServer {
             max_concurrent_requests: 64,
             max_concurrent_per_caller: 4,
             max_concurrent_per_service: 32,
+            max_unauthenticated_streams: 256,
         }
     }
 }

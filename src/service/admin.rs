@@ -16,6 +16,12 @@ use super::auth::caller;
 use super::{AppState, Audited, ServiceError};
 use docent_connector_api::AclDecision;
 
+/// Feedback records per ExportFeedback page by default, at most, and the bytes a page stops at
+/// (tonic clients decode at most 4 MiB per message by default).
+const FEEDBACK_PAGE: usize = 500;
+const MAX_FEEDBACK_PAGE: u32 = 5000;
+const FEEDBACK_PAGE_BYTES: usize = 1 << 20;
+
 pub struct AdminService {
     state: Arc<AppState>,
 }
@@ -352,10 +358,36 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::ExportFeedbackRequest>,
     ) -> Result<Response<pb::ExportFeedbackResponse>, Status> {
         let admin = require_admin(&req)?;
+        let msg = req.get_ref();
+        let limit = match msg.page_size {
+            0 => FEEDBACK_PAGE,
+            n @ 1..=MAX_FEEDBACK_PAGE => n as usize,
+            n => {
+                return Err(ServiceError::InvalidArgument {
+                    reason: "PAGE_SIZE_OUT_OF_RANGE",
+                    field: "page_size",
+                    message: format!("{n} is not in 1..={MAX_FEEDBACK_PAGE}"),
+                }
+                .into());
+            }
+        };
+        let after = match msg.page_token.as_str() {
+            "" => None,
+            t => Some(
+                hex::decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ServiceError::InvalidArgument {
+                        reason: "INVALID_PAGE_TOKEN",
+                        field: "page_token",
+                        message: "not a token this server gave out".into(),
+                    })?,
+            ),
+        };
         let st = self.state.clone();
-        let records = tokio::task::spawn_blocking(move || match st.assistant.store() {
-            Some(s) => s.feedback(),
-            None => Ok(Vec::new()),
+        let (records, next) = tokio::task::spawn_blocking(move || match st.assistant.store() {
+            Some(s) => s.feedback_page(after.as_deref(), limit, FEEDBACK_PAGE_BYTES),
+            None => Ok((Vec::new(), None)),
         })
         .await
         .map_err(ServiceError::internal)?
@@ -379,6 +411,7 @@ impl pb::admin_server::Admin for AdminService {
                     documents: f.documents.into_iter().map(|k| shown(k, true)).collect(),
                 })
                 .collect(),
+            next_page_token: next.map(hex::encode).unwrap_or_default(),
         }))
     }
 

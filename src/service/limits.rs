@@ -175,6 +175,79 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for Limited<S> 
     const NAME: &'static str = S::NAME;
 }
 
+/// One pool for the services that take no credentials (health, reflection): a request takes a
+/// permit or is refused at once with RESOURCE_EXHAUSTED, and holds it until its response body
+/// ends, so a health `Watch` or a reflection stream counts for as long as its peer keeps it.
+#[derive(Clone)]
+pub struct OpenStreamLayer {
+    pool: Arc<Semaphore>,
+}
+
+impl OpenStreamLayer {
+    pub fn new(max: usize) -> Self {
+        Self {
+            pool: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for OpenStreamLayer {
+    type Service = OpenStreams<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OpenStreams {
+            inner,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OpenStreams<S> {
+    inner: S,
+    pool: Arc<Semaphore>,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for OpenStreams<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let Ok(permit) = self.pool.clone().try_acquire_owned() else {
+            tracing::debug!(path = req.uri().path(), "unauthenticated request shed");
+            let status: tonic::Status = ServiceError::Overloaded(
+                "too many open health and reflection requests; retry later",
+            )
+            .into();
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|body| {
+                tonic::body::Body::new(body.map_frame(move |f| {
+                    let _held = &permit;
+                    f
+                }))
+            }))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for OpenStreams<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 /// A request's deadline and cancellation, for the blocking work it starts.
 #[derive(Clone)]
 pub struct Budget {

@@ -23,7 +23,7 @@ pub use assistant::AssistantService;
 pub use auth::{AuthInterceptor, CallerSlot, DEV_USER_HEADER, Requirement, cert_names};
 pub use error::ServiceError;
 pub use ingest::IngestService;
-pub use limits::{LimitLayer, Limiter};
+pub use limits::{LimitLayer, Limiter, OpenStreamLayer};
 pub use refusals::RefusalAuditLayer;
 
 use crate::audit::{AuditLog, AuditRecord};

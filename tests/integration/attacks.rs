@@ -859,3 +859,49 @@ async fn relevance_does_not_count_a_word_in_documents_the_caller_cannot_read() {
     assert_eq!(engineer_sees(&d).await, beside_hr);
     d.stop().await;
 }
+
+/// Health `Watch` streams take no credentials and stay open as long as their peer keeps them:
+/// past `server.max_unauthenticated_streams` open at once, health and reflection requests are
+/// refused at once, and a stream that closes frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_peer_cannot_hold_unbounded_health_watches() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let env = Env::example();
+    let mut config = env.config();
+    config.server.max_unauthenticated_streams = 2;
+    let d = env.start_with(config).await;
+    let mut health = HealthClient::new(d.channel().await);
+    let all = HealthCheckRequest {
+        service: String::new(),
+    };
+    let check = health.check(all.clone()).await.unwrap().into_inner();
+    assert_eq!(check.status(), ServingStatus::Serving);
+
+    let mut first = health.watch(all.clone()).await.unwrap().into_inner();
+    let mut second = health.watch(all.clone()).await.unwrap().into_inner();
+    for w in [&mut first, &mut second] {
+        let now = w.message().await.unwrap().expect("the current status");
+        assert_eq!(now.status(), ServingStatus::Serving);
+    }
+    let third = health.watch(all.clone()).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    let checked = health.check(all.clone()).await.unwrap_err();
+    assert_eq!(checked.code(), Code::ResourceExhausted, "{checked:?}");
+    // Authenticated services have their own limits and still answer.
+    d.search(ALICE, "parking", 5).await.unwrap();
+
+    drop(first);
+    // The server frees the place once it sees the stream reset.
+    let mut freed = false;
+    for _ in 0..200 {
+        if health.check(all.clone()).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(freed, "a closed Watch stream kept its place");
+    drop(second);
+    d.stop().await;
+}

@@ -707,20 +707,61 @@ async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
     assert_eq!(listed.conversations.len(), 1);
     assert_eq!(listed.conversations[0].turns, 2);
     c.feedback(authed(ALICE, fb(false))).await.unwrap();
-    let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+    c.feedback(authed(
+        ALICE,
+        pb::FeedbackRequest {
+            turn: 0,
+            ..fb(true)
+        },
+    ))
+    .await
+    .unwrap();
+    // The export comes in pages, in turn order within a conversation.
+    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
+    let page = |page_token: String| pb::ExportFeedbackRequest {
+        page_size: 1,
+        page_token,
+    };
+    let first = admin
+        .export_feedback(authed(ADMIN, page(String::new())))
         .await
         .unwrap()
         .into_inner();
-    let f = &export.records[0];
+    assert_eq!(first.records.len(), 1);
+    assert_eq!((first.records[0].turn, first.records[0].up), (0, true));
+    assert!(!first.next_page_token.is_empty());
+    let second = admin
+        .export_feedback(authed(ADMIN, page(first.next_page_token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.next_page_token, "", "{second:?}");
+    let f = &second.records[0];
     assert_eq!((f.identity.as_str(), f.turn, f.up), ("alice", 1, false));
     assert_eq!(f.reasons, ["incomplete"]);
     assert_eq!(f.question, "And from a phone?");
+    for bad in [
+        page("not-a-token".into()),
+        pb::ExportFeedbackRequest {
+            page_size: 5001,
+            ..Default::default()
+        },
+    ] {
+        let e = admin.export_feedback(authed(ADMIN, bad)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    // The CLI reads every page.
     let out = docent_async(&["admin", "feedback-export"], &d.url(), ADMIN).await;
     assert!(out.status.success());
-    let line: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(line["vote"], "down");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (&lines[0]["vote"], &lines[1]["vote"]),
+        (&"up".into(), &"down".into())
+    );
     c.delete_conversation(authed(ALICE, get(&id)))
         .await
         .unwrap();
@@ -891,7 +932,7 @@ async fn feedback_reasons_are_bounded_and_the_export_is_redacted() {
     ];
     c.feedback(authed(ALICE, fb(twice))).await.unwrap();
     let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -1255,7 +1296,7 @@ async fn docent_chat_keeps_one_conversation_and_takes_feedback() {
     assert_eq!(list.conversations.len(), 1);
     assert_eq!(list.conversations[0].turns, 2);
     let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
         .await
         .unwrap()
         .into_inner();

@@ -812,7 +812,7 @@ async fn a_feedback_button_is_stored_in_docent() {
     let d = s.daemon.as_ref().unwrap();
     let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
     let records = admin
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest {}))
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
         .await
         .unwrap()
         .into_inner()
