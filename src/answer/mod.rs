@@ -49,7 +49,7 @@ pub struct AnswerConfig {
     pub min_sentence_similarity: Option<f32>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Citation {
     pub document_key: String,
     pub title: String,
@@ -137,7 +137,9 @@ impl Answer {
 /// Length of citation and hit snippets, in bytes (before the ellipsis).
 pub const SNIPPET_BYTES: usize = 320;
 
-/// Shortens text to about `max` bytes at a word boundary.
+/// Shortens text to about `max` bytes at a word boundary: the last space in the second half of
+/// the window, else the end of the last whole word (a cut inside a word could leave a shorter
+/// word that the guardrails never saw, "falcon" out of "falconry"), else nothing of the text.
 pub fn snippet(text: &str, max: usize) -> String {
     let t = crate::parse::collapse_ws(text);
     if t.len() <= max {
@@ -147,7 +149,25 @@ pub fn snippet(text: &str, max: usize) -> String {
     while !t.is_char_boundary(end) {
         end -= 1;
     }
-    let cut = t[..end].rfind(' ').filter(|&i| i > max / 2).unwrap_or(end);
+    let cut = match t[..end].rfind(' ').filter(|&i| i > max / 2) {
+        Some(i) => i,
+        None => {
+            let inside_word = t[..end]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+                && t[end..].chars().next().is_some_and(char::is_alphanumeric);
+            if inside_word {
+                t[..end]
+                    .char_indices()
+                    .rev()
+                    .find(|(_, c)| !c.is_alphanumeric())
+                    .map_or(0, |(i, c)| i + c.len_utf8())
+            } else {
+                end
+            }
+        }
+    };
     format!("{}…", &t[..cut])
 }
 
@@ -749,5 +769,10 @@ mod tests {
     fn snippet_cuts_at_words() {
         assert_eq!(snippet("a  b\nc", 10), "a b c");
         assert_eq!(snippet("alpha beta gamma delta", 12), "alpha beta…");
+        // No space in the window's second half: the cut never halves a word (session 31's
+        // review: "falcon" out of "falconry" would name a blocked phrase nobody screened).
+        let long = format!("{}/falconry/rest", "a".repeat(300));
+        assert_eq!(snippet(&long, 306), format!("{}/…", "a".repeat(300)));
+        assert_eq!(snippet(&"x".repeat(400), 320), "…");
     }
 }

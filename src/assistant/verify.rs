@@ -86,6 +86,9 @@ pub struct Verifier<'a> {
     blocked: u32,
     blocked_rules: std::collections::BTreeSet<String>,
     kept: usize,
+    /// The last sentence kept, as it was screened: the answer joins sentences, and a blocked
+    /// phrase may span two of them.
+    last_kept: Option<String>,
     /// The sentences are a model's: those that claim nothing are dropped.
     generated: bool,
 }
@@ -120,6 +123,7 @@ impl<'a> Verifier<'a> {
             blocked: 0,
             blocked_rules: std::collections::BTreeSet::new(),
             kept: 0,
+            last_kept: None,
             generated: false,
         }
     }
@@ -166,15 +170,22 @@ impl<'a> Verifier<'a> {
         if !text.chars().any(char::is_alphanumeric) || self.generated && claims_nothing(&text) {
             return None;
         }
-        // What may not be asked about may not be answered either (a passage can name it).
-        if let Some(rule) = self
-            .guardrails
-            .blocked_phrase_in(self.scope.principal_set(), &text)
+        // What may not be asked about may not be answered either (a passage can name it), nor
+        // spelled across two sentences of the answer ("… is Project. Falcon ships …").
+        let joined = self.last_kept.as_ref().map(|last| format!("{last} {text}"));
+        if let Some(rule) = [Some(&text), joined.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|t| {
+                self.guardrails
+                    .blocked_phrase_in(self.scope.principal_set(), t)
+            })
         {
             self.blocked += 1;
             self.blocked_rules.insert(rule.to_string());
             return None;
         }
+        let screened = text.clone();
         let mut cited: Vec<usize> = Vec::new();
         for n in draft.cites {
             match n.checked_sub(1).filter(|&i| i < self.passages.len()) {
@@ -242,6 +253,7 @@ impl<'a> Verifier<'a> {
             {
                 self.uncited += 1;
                 self.kept += 1;
+                self.last_kept = Some(screened);
                 return Some(Verified {
                     sentence: AnswerSentence {
                         text,
@@ -263,6 +275,7 @@ impl<'a> Verifier<'a> {
             })
             .collect();
         self.kept += 1;
+        self.last_kept = Some(screened);
         Some(Verified {
             sentence: AnswerSentence { text, citations },
             uncited: false,
@@ -271,7 +284,22 @@ impl<'a> Verifier<'a> {
 
     /// The verified citations (PII-redacted) and the verdicts of everything removed or changed.
     /// Also returns how many citations the ACL recheck stopped.
+    ///
+    /// Each cited document is checked once more: one the caller can no longer read (access
+    /// revoked, or the document withdrawn, while a model wrote on) keeps its place, since
+    /// sentences already sent number their citations, but nothing of it: no key, title, uri,
+    /// headings or snippet.
     pub fn finish(mut self) -> (Vec<Citation>, Vec<Verdict>, u32) {
+        let cited: Vec<(usize, usize)> = self.by_passage.iter().map(|(&p, &c)| (p, c)).collect();
+        for (p, c) in cited {
+            if !self.may_read(p) {
+                let c = &mut self.citations[c];
+                *c = Citation {
+                    access_key: std::mem::take(&mut c.access_key),
+                    ..Citation::default()
+                };
+            }
+        }
         for c in &mut self.citations {
             self.guardrails
                 .redact_citation(self.scope.principal_set(), c, &mut self.pii);
@@ -809,6 +837,127 @@ mod tests {
                 "{draft}"
             );
         }
+    }
+
+    /// Session 31's review: sentences were screened one at a time, and the answer joins them,
+    /// so a model could spell a blocked phrase across two ("… is Project. Falcon ships …").
+    #[test]
+    fn a_blocked_phrase_spelled_across_two_sentences_is_removed() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let g = crate::guardrail::with_phrase("project falcon", "group:it");
+        let mut hit =
+            crate::retrieve::test_hit("s:d0", "Falcon ships in May to all customers.", 0.9);
+        hit.chunk.acl =
+            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
+        let passages = vec![hit];
+        let analyze = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let kept = |who: &[&str]| {
+            let scope = AclScope::for_tests("u", who);
+            let mut v = Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::AllowGeneralKnowledge,
+            )
+            .generated(true);
+            let first = v.check(Draft {
+                text: "Our codename is Project.".into(),
+                cites: vec![],
+            });
+            let second = v.check(Draft {
+                text: "Falcon ships in May to all customers.".into(),
+                cites: vec![1],
+            });
+            let (_, verdicts, _) = v.finish();
+            (first.is_some(), second.is_some(), verdicts)
+        };
+        let (first, second, verdicts) = kept(&["group:all"]);
+        assert!(first && !second, "{verdicts:?}");
+        assert!(
+            verdicts
+                .iter()
+                .any(|v| v.code == "BLOCKED_PHRASE_IN_ANSWER"),
+            "{verdicts:?}"
+        );
+        // Those the rule does not cover get both.
+        let (first, second, _) = kept(&["group:all", "group:it"]);
+        assert!(first && second);
+    }
+
+    /// Session 31's review: a citation's document was checked only when a sentence cited it,
+    /// so a model that wrote on while access was revoked still sent its title, uri and snippet
+    /// with the answer.
+    #[test]
+    fn a_citation_whose_document_went_meanwhile_is_withheld() {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
+        let d = doc("s", 0, 1, &["group:all"], &[]);
+        let key = d.key.clone();
+        index.upsert(d).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
+        let mut hit = crate::retrieve::test_hit(
+            "s:d0",
+            "The help desk answers on extension 4357 every working day.",
+            0.9,
+        );
+        hit.chunk.acl =
+            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
+        let passages = vec![hit];
+        let analyze = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        let verifier = || {
+            Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::EnterpriseOnly,
+            )
+            .generated(true)
+        };
+        let draft = || Draft {
+            text: "The help desk answers on extension 4357 every working day.".into(),
+            cites: vec![1],
+        };
+        let mut v = verifier();
+        assert!(v.check(draft()).is_some());
+        let (citations, _, dropped) = v.finish();
+        assert_eq!((citations[0].title.as_str(), dropped), ("s:d0", 0));
+        // The document goes between the sentence and the end of the answer.
+        let mut v = verifier();
+        assert!(v.check(draft()).is_some());
+        index.delete(&key);
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let (citations, _, dropped) = v.finish();
+        assert_eq!(dropped, 1);
+        let c = &citations[0];
+        assert!(
+            c.title.is_empty()
+                && c.uri.is_empty()
+                && c.snippet.is_empty()
+                && c.document_key.is_empty(),
+            "{c:?}"
+        );
+        assert_eq!(c.access_key, "s:d0");
     }
 
     #[test]

@@ -1006,6 +1006,14 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             if !ids.insert(r.id.clone()) {
                 is.add(format!("{p}.id"), format!("duplicate identity {:?}", r.id));
             }
+            for (j, a) in r.aliases.iter().enumerate() {
+                if !crate::identity::sources::alias_ok(a) {
+                    is.add(
+                        format!("{p}.aliases[{j}]"),
+                        "must not be blank or an audience's name (everyone, group:<id>)",
+                    );
+                }
+            }
             let token = r.token_sha256.as_ref().map(|h| h.to_ascii_lowercase());
             if let Some(h) = &token {
                 if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1059,14 +1067,22 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                     is.add("groups", format!("membership cycle: {}", cycle.join(" → ")));
                 }
                 for (i, k) in api_keys.iter().enumerate() {
-                    if store
-                        .resolve(&k.identity, crate::identity::ResolveReason::ConfigCheck)
-                        .is_none()
-                    {
-                        is.add(
+                    match store.resolve(&k.identity, crate::identity::ResolveReason::ConfigCheck) {
+                        None => is.add(
                             format!("api_keys[{i}].identity"),
                             format!("unknown identity {:?}", k.identity),
-                        );
+                        ),
+                        // A key binds to an id: an alias may move to another identity when an
+                        // identity file changes, and the key would move with it.
+                        Some(c) if c.user_id() != k.identity => is.add(
+                            format!("api_keys[{i}].identity"),
+                            format!(
+                                "{:?} is an alias of {:?}; name the identity by its id",
+                                k.identity,
+                                c.user_id()
+                            ),
+                        ),
+                        Some(_) => {}
                     }
                 }
             }
@@ -1266,6 +1282,31 @@ onnxruntime_lib = "models/ort.so"
             assert_eq!(issues.len(), 1, "{issues:?}");
             assert_eq!(issues[0].path, "identities[0].id", "{issues:?}");
         }
+    }
+
+    /// Session 31's review: blank aliases were taken (a certificate with an empty name mapped
+    /// to them), and an API key could bind to an alias, which an identity file may move.
+    #[test]
+    fn aliases_are_not_blank_and_api_keys_name_an_id() {
+        for alias in ["", "  ", "everyone", "group:hr"] {
+            let text = format!("{MINIMAL}[[identities]]\nid = \"ann\"\naliases = [\"{alias}\"]\n");
+            let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, "identities[0].aliases[0]", "{issues:?}");
+        }
+        let key = |identity: &str| {
+            format!(
+                "{MINIMAL}[[identities]]\nid = \"ann\"\naliases = [\"ann@corp.example\"]\n\
+                 [[api_keys]]\nid = \"k\"\nidentity = \"{identity}\"\nsha256 = \"{}\"\n\
+                 scopes = [\"query\"]\n",
+                "ab".repeat(32)
+            )
+        };
+        assert!(Config::parse(&key("ann"), Path::new("/etc/docent")).is_ok());
+        let issues = Config::parse(&key("ann@corp.example"), Path::new("/etc/docent")).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "api_keys[0].identity", "{issues:?}");
+        assert!(issues[0].message.contains("alias"), "{issues:?}");
     }
 
     #[test]

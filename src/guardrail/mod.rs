@@ -70,9 +70,12 @@ impl Audience {
 }
 
 /// Whether `principals` (guardrail principals) hold `p` where holding it restricts: as the
-/// config gives it, or as a group only a connector reports.
+/// config gives it, as a group only a connector reports, or as an audience (a channel), one of
+/// whose members may hold it.
 pub fn holds_restricting(principals: &BTreeSet<String>, p: &str) -> bool {
-    principals.contains(p) || principals.contains(&format!("{}{p}", crate::identity::REPORTED))
+    principals.contains(p)
+        || principals.contains(crate::identity::ANY_MEMBER)
+        || principals.contains(&format!("{}{p}", crate::identity::REPORTED))
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +273,9 @@ impl Guardrails {
     /// the phrase itself would tell a caller who never typed it what the passage or answer
     /// held back.
     pub fn blocked_phrase_in(&self, principals: &BTreeSet<String>, text: &str) -> Option<String> {
+        if !self.phrases_cover(principals) {
+            return None;
+        }
         let forms: Vec<String> = normalize::forms(text).iter().map(words).collect();
         let (at, _, i) = self.phrase_in(principals, &forms)?;
         Some(format!("blocked_phrases[{at}].phrases[{i}]"))

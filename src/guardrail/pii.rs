@@ -216,8 +216,19 @@ enum Fold {
     Ascii(u8),
 }
 
+/// The code points of `0` of the decimal digit runs of other scripts (each run is `0`–`9`):
+/// Arabic-Indic, Extended Arabic-Indic, NKo, Devanagari, Bengali, Gurmukhi, Gujarati, Oriya,
+/// Tamil, Telugu, Kannada, Malayalam, Sinhala, Thai, Lao, Tibetan, Myanmar (two), Khmer,
+/// Mongolian, Limbu, New Tai Lue.
+const DIGIT_ZEROS: [u32; 22] = [
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+    0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0,
+];
+
 fn fold_char(c: char) -> Fold {
     match c as u32 {
+        // Tabs, line breaks and form feeds read as spaces (runs of spaces collapse in `fold`).
+        0x09..=0x0D => Fold::Ascii(b' '),
         0..0x80 => Fold::Keep,
         _ if super::normalize::is_invisible(c) => Fold::Drop,
         _ if c.is_whitespace() => Fold::Ascii(b' '),
@@ -228,16 +239,42 @@ fn fold_char(c: char) -> Fold {
         f @ 0xFF01..=0xFF5E => Fold::Ascii((f - 0xFF01 + 0x21) as u8),
         // Mathematical digits (bold, double-struck, sans-serif, monospace).
         d @ 0x1D7CE..=0x1D7FF => Fold::Ascii(b'0' + ((d - 0x1D7CE) % 10) as u8),
-        _ => Fold::Keep,
+        d => {
+            if let Some(z) = DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&d)) {
+                return Fold::Ascii(b'0' + (d - z) as u8);
+            }
+            // Superscript, subscript and circled digits: whatever compatibility maps to one
+            // ASCII digit, as the blocked phrases' NFKC reads it.
+            let mut one: Option<char> = None;
+            let mut more = false;
+            unicode_normalization::char::decompose_compatible(c, |d| {
+                if one.replace(d).is_some() {
+                    more = true;
+                }
+            });
+            match one {
+                Some(d) if !more && d.is_ascii_digit() => Fold::Ascii(d as u8),
+                _ => Fold::Keep,
+            }
+        }
     }
 }
 
-/// The text with invisible characters dropped and Unicode spaces, hyphens, fullwidth forms and
-/// mathematical digits replaced by ASCII, and for each of its bytes the byte offset of
-/// the original character it came from; `None` when that changes nothing.
+/// Whether ASCII text reads differently for detection: a tab, line break or form feed, or two
+/// spaces in a row.
+fn ascii_needs_fold(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().any(|c| (0x09..=0x0D).contains(c)) || b.windows(2).any(|w| w == b"  ")
+}
+
+/// The text with invisible characters dropped, Unicode spaces, hyphens, fullwidth forms and
+/// other scripts' digits replaced by ASCII, and whitespace runs (tabs and line breaks
+/// included) made one space, and for each of its bytes the byte offset of the original
+/// character it came from; `None` when that changes nothing.
 fn fold(text: &str) -> Option<(String, Vec<u32>)> {
-    if text.is_ascii()
-        || !super::normalize::non_ascii(text).any(|c| !matches!(fold_char(c), Fold::Keep))
+    if !ascii_needs_fold(text)
+        && (text.is_ascii()
+            || !super::normalize::non_ascii(text).any(|c| !matches!(fold_char(c), Fold::Keep)))
     {
         return None;
     }
@@ -245,8 +282,10 @@ fn fold(text: &str) -> Option<(String, Vec<u32>)> {
     let mut from = Vec::with_capacity(text.len());
     for (i, c) in text.char_indices() {
         match fold_char(c) {
+            Fold::Keep if c == ' ' && out.ends_with(' ') => {}
             Fold::Keep => out.push(c),
             Fold::Drop => {}
+            Fold::Ascii(b' ') if out.ends_with(' ') => {}
             Fold::Ascii(b) => out.push(char::from(b)),
         }
         from.resize(out.len(), i as u32);
@@ -777,6 +816,50 @@ mod tests {
             r,
             "Café: call [REDACTED:phone] — or [REDACTED:payment_card]."
         );
+    }
+
+    /// Session 31's review: titles, attributes and passages given to the model kept tabs, line
+    /// breaks and repeated spaces inside numbers, which the patterns did not cross; other
+    /// scripts' digits and superscripts were not read as digits.
+    #[test]
+    fn whitespace_runs_and_other_scripts_digits_are_read_as_plain_forms() {
+        let cases: &[(&str, &str, Entity)] = &[
+            (
+                "Refund account DE89\t3704\t0044\t0532\t0130\t00 today",
+                "DE89\t3704\t0044\t0532\t0130\t00",
+                Entity::Iban,
+            ),
+            (
+                "account: 4111  1111  1111  1111",
+                "4111  1111  1111  1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "card\n4111\n1111\r\n1111\n1111\nend",
+                "4111\n1111\r\n1111\n1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "Card \u{664}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} here",
+                "\u{664}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661}",
+                Entity::PaymentCard,
+            ),
+            (
+                "SSN \u{B9}\u{B2}\u{B3}-\u{2074}\u{2075}-\u{2076}\u{2077}\u{2078}\u{2079} here",
+                "\u{B9}\u{B2}\u{B3}-\u{2074}\u{2075}-\u{2076}\u{2077}\u{2078}\u{2079}",
+                Entity::UsSsn,
+            ),
+        ];
+        for &(text, want, entity) in cases {
+            let found = detect(text, &Entity::ALL);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].entity, entity, "{text}");
+            assert_eq!(&text[found[0].range.clone()], want, "{text}");
+            let (r, _) = redact(text, &Entity::ALL);
+            assert_eq!(r, text.replace(want, entity.placeholder()));
+        }
+        // Plain text with single spaces is not copied.
+        assert!(fold("no numbers here at all").is_none());
     }
 
     #[test]

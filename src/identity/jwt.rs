@@ -1,11 +1,16 @@
 //! JWT verification against a local JWKS file (no network): RS256, ES256 (P-256) and HS256
 //! (`oct` keys). The algorithm is fixed by the key, never taken from the token alone, so a token
 //! cannot pick a weaker algorithm than its key. Issuer, audience, expiry and not-before are
-//! always checked; `exp`, `iss`, `aud` and the user claim are required.
+//! always checked; `exp`, `iss`, `aud` and the user claim are required. Keys published for
+//! another use (`use` other than `sig`, `key_ops` without `verify`) or another algorithm (`alg`)
+//! are left out, and an `oct` key shorter than 32 bytes (HS256's hash size, RFC 7518 3.2) is an
+//! error: an empty secret would let anyone sign.
 
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 
 #[derive(Debug, Clone)]
@@ -60,6 +65,9 @@ struct Key {
     key: DecodingKey,
 }
 
+/// The shortest HS256 secret accepted (RFC 7518 3.2: at least the hash's size).
+const MIN_HMAC_KEY_BYTES: usize = 32;
+
 pub struct JwtVerifier {
     keys: Vec<Key>,
     cfg: JwtConfig,
@@ -86,18 +94,47 @@ impl JwtVerifier {
         let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = Vec::new();
         for (i, jwk) in set.keys.iter().enumerate() {
-            let alg = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            let (alg, declared) = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => (Algorithm::RS256, KeyAlgorithm::RS256),
                 AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-                    Algorithm::ES256
+                    (Algorithm::ES256, KeyAlgorithm::ES256)
                 }
-                AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+                AlgorithmParameters::OctetKey(p) => {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(p.value.trim_end_matches('='))
+                        .map_err(|e| format!("keys[{i}]: `k` is not base64url: {e}"))?;
+                    if bytes.len() < MIN_HMAC_KEY_BYTES {
+                        return Err(format!(
+                            "keys[{i}]: an HS256 key must be at least {MIN_HMAC_KEY_BYTES} bytes \
+                             (this one has {})",
+                            bytes.len()
+                        ));
+                    }
+                    (Algorithm::HS256, KeyAlgorithm::HS256)
+                }
                 _ => {
                     return Err(format!(
                         "keys[{i}]: unsupported key type (RSA, EC P-256, oct)"
                     ));
                 }
             };
+            let c = &jwk.common;
+            let for_signatures = c
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| matches!(u, PublicKeyUse::Signature))
+                && c.key_operations
+                    .as_ref()
+                    .is_none_or(|ops| ops.iter().any(|o| matches!(o, KeyOperations::Verify)));
+            if !for_signatures || c.key_algorithm.is_some_and(|a| a != declared) {
+                tracing::info!(
+                    key = i,
+                    kid = c.key_id.as_deref().unwrap_or(""),
+                    "JWKS key left out: published for another use or algorithm"
+                );
+                continue;
+            }
             let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
             keys.push(Key {
                 kid: jwk.common.key_id.clone(),
@@ -106,7 +143,9 @@ impl JwtVerifier {
             });
         }
         if keys.is_empty() {
-            return Err("the JWKS has no keys".into());
+            return Err(
+                "the JWKS has no keys for verifying RS256, ES256 or HS256 signatures".into(),
+            );
         }
         Ok(Self { keys, cfg })
     }
@@ -164,11 +203,11 @@ impl JwtVerifier {
         let leeway = self.cfg.leeway_secs as i64;
         let num = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
         let exp = num("exp").ok_or_else(|| JwtError::MissingClaim("exp".into()))?;
-        if now > exp + leeway {
+        if now > exp.saturating_add(leeway) {
             return Err(JwtError::Expired);
         }
         if let Some(nbf) = num("nbf")
-            && now + leeway < nbf
+            && now.saturating_add(leeway) < nbf
         {
             return Err(JwtError::NotYetValid);
         }
@@ -276,5 +315,54 @@ mod tests {
             v.verify(&signed(b"neither of the two keys, at all"), 700),
             Err(JwtError::BadSignature)
         );
+    }
+
+    /// Session 31's review: an empty `oct` key loaded (anyone could sign), and keys published
+    /// for encryption or another algorithm verified signatures.
+    #[test]
+    fn short_secrets_are_refused_and_keys_for_other_uses_left_out() {
+        let cfg = || verifier().cfg;
+        for k in ["", "c2hvcnQ"] {
+            let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "x", "k": k}]});
+            let e = JwtVerifier::from_jwks(&jwks.to_string(), cfg()).unwrap_err();
+            assert!(e.contains("at least 32 bytes"), "{e}");
+        }
+        let good =
+            serde_json::json!({"kty": "oct", "kid": "sig", "alg": "HS256", "k": base64url(SECRET)});
+        for other in [
+            serde_json::json!({"kty": "oct", "kid": "enc", "use": "enc", "k": base64url(b"an encryption key, not for signing")}),
+            serde_json::json!({"kty": "oct", "kid": "ops", "key_ops": ["sign"], "k": base64url(b"a signing-only key, never verifies")}),
+            serde_json::json!({"kty": "oct", "kid": "512", "alg": "HS512", "k": base64url(b"a key for HS512 and nothing else..")}),
+        ] {
+            let only = serde_json::json!({"keys": [other.clone()]});
+            assert!(JwtVerifier::from_jwks(&only.to_string(), cfg()).is_err());
+            let both = serde_json::json!({"keys": [good.clone(), other]});
+            assert_eq!(
+                JwtVerifier::from_jwks(&both.to_string(), cfg())
+                    .unwrap()
+                    .keys
+                    .len(),
+                1
+            );
+        }
+    }
+
+    /// `exp` near `i64::MAX` plus the leeway overflowed (a panic in debug builds).
+    #[test]
+    fn an_exp_at_the_end_of_time_does_not_overflow() {
+        let mut v = verifier();
+        v.cfg.leeway_secs = 60;
+        let claims = serde_json::json!({"sub": "alice", "iss": "https://idp.test",
+            "aud": "docent", "exp": i64::MAX});
+        let t = jsonwebtoken::encode(
+            &Header {
+                kid: Some("hs1".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&t, 700), Ok("alice".into()));
     }
 }

@@ -121,8 +121,23 @@ fn expand(parents: &BTreeMap<String, Vec<String>>, direct: &[String]) -> BTreeSe
     out
 }
 
+/// Whether an alias is an account name of a file system or a domain, the way sources' ACLs
+/// name people: a number (a POSIX uid), `DOMAIN\\user`, or a Windows SID (`S-1-…`). Such an
+/// alias maps ACL entries to the identity but never authenticates it.
+pub fn is_account_alias(name: &str) -> bool {
+    let sid = name
+        .strip_prefix("S-1-")
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())) || name.contains('\\') || sid
+}
+
 /// The mark of a group only a connector reports, in [`Caller::guardrail_principals`].
 pub const REPORTED: &str = "reported:";
+
+/// In an audience's [`Caller::guardrail_principals`]: the answer reaches people Docent cannot
+/// list (a channel's members), any of whom a restricting rule (`applies_to`) may cover, so
+/// every such rule covers the audience. Exemptions stay exact.
+pub const ANY_MEMBER: &str = "audience:any-member";
 
 /// An authenticated caller (or, after `act_as`, the user a service acts for). Only this module
 /// constructs it.
@@ -607,6 +622,24 @@ impl IdentityStore {
         self.by_name.get(name).map(|&i| &self.identities[i])
     }
 
+    /// The identity a credential's name (a JWT's user claim, a client certificate's name)
+    /// names: by its id, or by an alias that is not an account name of a file system or a
+    /// domain (see [`is_account_alias`]). Those aliases are how sources' ACLs name people; an
+    /// identity provider's or a CA's names are another namespace that may hold the same
+    /// string (a numeric `sub` equal to someone's uid), so they never authenticate.
+    fn lookup_credential(&self, name: &str) -> Option<&IdentitySpec> {
+        let spec = self.lookup(name)?;
+        if spec.id == name || !is_account_alias(name) {
+            return Some(spec);
+        }
+        tracing::warn!(
+            name = %crate::guardrail::pii::for_log(name),
+            "a credential names an account alias (a uid, DOMAIN\\user or SID), which never \
+             authenticates; map it by the identity's id or another alias"
+        );
+        None
+    }
+
     /// Authenticates a bearer token: a JWT (when a JWKS is configured and the token has the
     /// JWT shape), else a personal token or an API key.
     pub fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
@@ -621,7 +654,9 @@ impl IdentityStore {
             && token.bytes().filter(|&b| b == b'.').count() == 2
         {
             let subject = v.verify(token, now)?;
-            let spec = self.lookup(&subject).ok_or(AuthError::UnknownIdentity)?;
+            let spec = self
+                .lookup_credential(&subject)
+                .ok_or(AuthError::UnknownIdentity)?;
             return Ok(self.caller(spec, Permissions::ALL, "jwt".into()));
         }
         match self.by_token.get(&token_hash(token)) {
@@ -637,8 +672,11 @@ impl IdentityStore {
                 if key.expires_at.is_some_and(|t| now >= t) {
                     return Err(AuthError::KeyExpired(key.id.clone()));
                 }
+                // By id only: an alias may move to another identity when an identity file
+                // changes, and the key must not move with it.
                 let spec = self
                     .lookup(&key.identity)
+                    .filter(|s| s.id == key.identity)
                     .ok_or(AuthError::UnknownIdentity)?;
                 Ok(self.caller(spec, key.scopes, format!("api_key:{}", key.id)))
             }
@@ -656,7 +694,10 @@ impl IdentityStore {
     pub fn authenticate_cert(&self, names: &[String]) -> Result<Caller, AuthError> {
         let mut found: Option<usize> = None;
         for n in names {
-            match (self.by_name.get(n.as_str()), found) {
+            let by_name = self
+                .lookup_credential(n)
+                .and_then(|_| self.by_name.get(n.as_str()));
+            match (by_name, found) {
                 (Some(&i), Some(f)) if i != f => {
                     let names: Vec<String> = names
                         .iter()
@@ -700,6 +741,10 @@ impl IdentityStore {
         let spec = self
             .lookup(user)
             .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
+        // Acting for oneself is querying: a credential without the query scope may not.
+        if spec.id == actor.user_id && !actor.perms.query {
+            return Err(ActAsError::NotPermitted(actor.user_id.clone()));
+        }
         let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
         c.actor = Some(actor.user_id.clone());
         Ok(c)
@@ -715,11 +760,7 @@ impl IdentityStore {
         };
         match actor.credential.strip_prefix("api_key:") {
             Some(id) => self.keys.iter().any(|k| {
-                k.id == id
-                    && self.lookup(&k.identity).is_some_and(|s| s.id == spec.id)
-                    && !k.revoked
-                    && k.scopes.act_as
-                    && spec.act_as
+                k.id == id && k.identity == spec.id && !k.revoked && k.scopes.act_as && spec.act_as
             }),
             None => spec.act_as,
         }
@@ -735,6 +776,8 @@ impl IdentityStore {
         audience: Audience<'_>,
     ) -> Result<Caller, ActAsError> {
         let mut principals = BTreeSet::from(["everyone".to_string()]);
+        let mut guardrail_principals = principals.clone();
+        guardrail_principals.insert(ANY_MEMBER.to_string());
         if let Audience::Group(g) = audience {
             let known = self.parents.contains_key(g)
                 || self
@@ -744,13 +787,30 @@ impl IdentityStore {
             if !known {
                 return Err(ActAsError::UnknownUser(format!("group:{g}")));
             }
-            for g in self.expand_groups(&[g.to_string()]) {
-                principals.insert(format!("group:{g}"));
+            // As for a person: the group and what the config's links reach from it count for
+            // guardrails only when the config names the group; a group known from a
+            // connector's report, or reached through a reported link, is marked.
+            let configured = self.config_parents.contains_key(g)
+                || self
+                    .identities
+                    .iter()
+                    .any(|i| i.groups.iter().any(|x| x == g));
+            if configured {
+                for x in expand(&self.config_parents, &[g.to_string()]) {
+                    guardrail_principals.insert(format!("group:{x}"));
+                }
+            }
+            for x in self.expand_groups(&[g.to_string()]) {
+                let p = format!("group:{x}");
+                if !guardrail_principals.contains(&p) {
+                    guardrail_principals.insert(format!("{REPORTED}{p}"));
+                }
+                principals.insert(p);
             }
         }
         Ok(Caller {
             user_id: audience.id(),
-            guardrail_principals: principals.clone(),
+            guardrail_principals,
             principals,
             perms: Permissions::QUERY,
             credential: actor.credential.clone(),
@@ -828,41 +888,121 @@ impl IdentityStore {
         expand(&self.parents, direct)
     }
 
-    /// Group membership cycles, for validation (each reported once, as a path).
+    /// Group membership cycles, for validation: one per set of groups that reach each other
+    /// (a strongly connected component), as the shortest path from its least group back to
+    /// itself. Linear in the links: a densely nested export cannot stall a start or a reload.
     pub fn group_cycles(&self) -> Vec<Vec<String>> {
-        let mut cycles = Vec::new();
-        for start in self.parents.keys() {
-            let mut path = vec![start.clone()];
-            self.find_cycle(start, &mut path, &mut cycles);
-        }
+        let mut cycles: Vec<Vec<String>> = components(&self.parents)
+            .into_iter()
+            .filter_map(|c| shortest_cycle(&self.parents, &c))
+            .collect();
         cycles.sort();
-        cycles.dedup();
         cycles
     }
+}
 
-    fn find_cycle(&self, start: &str, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        let Some(ps) = self.parents.get(path.last().expect("non-empty path")) else {
-            return;
-        };
-        for p in ps {
-            if p == start {
-                let mut c = path.clone();
-                // Canonical rotation so one cycle is reported once.
-                let min = c
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.as_str())
-                    .map(|(i, _)| i)
-                    .unwrap_or(0);
-                c.rotate_left(min);
+/// The strongly connected components of the group graph (Tarjan's algorithm, iterative).
+fn components(parents: &BTreeMap<String, Vec<String>>) -> Vec<BTreeSet<String>> {
+    let nodes: Vec<&String> = parents
+        .keys()
+        .chain(parents.values().flatten())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let at: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| {
+            parents
+                .get(*n)
+                .map(|ps| ps.iter().map(|p| at[p.as_str()]).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let n = nodes.len();
+    let (mut index, mut low, mut on_stack) = (vec![usize::MAX; n], vec![0; n], vec![false; n]);
+    let (mut next, mut stack, mut out) = (0, Vec::new(), Vec::new());
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        // (node, next edge to follow)
+        let mut work = vec![(root, 0usize)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut e)) = work.last_mut() {
+            if let Some(&w) = edges[v].get(*e) {
+                *e += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(u, _)) = work.last() {
+                low[u] = low[u].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut c = BTreeSet::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    c.insert(nodes[w].clone());
+                    if w == v {
+                        break;
+                    }
+                }
                 out.push(c);
-            } else if !path.contains(p) {
-                path.push(p.clone());
-                self.find_cycle(start, path, out);
-                path.pop();
             }
         }
     }
+    out
+}
+
+/// The shortest cycle through the least group of `component`, inside it; `None` for a single
+/// group that is not its own member.
+fn shortest_cycle(
+    parents: &BTreeMap<String, Vec<String>>,
+    component: &BTreeSet<String>,
+) -> Option<Vec<String>> {
+    let start = component.first()?;
+    let mut came_from: HashMap<&String, &String> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(g) = queue.pop_front() {
+        for p in parents.get(g).into_iter().flatten() {
+            if !component.contains(p) {
+                continue;
+            }
+            if p == start {
+                let mut path = vec![g.clone()];
+                let mut at = g;
+                while at != start {
+                    at = came_from[at];
+                    path.push(at.clone());
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if !came_from.contains_key(p) {
+                came_from.insert(p, g);
+                queue.push_back(p);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -1040,6 +1180,77 @@ mod tests {
         ));
     }
 
+    /// Session 31's review: a group audience counted every group it reaches for guardrails,
+    /// even one only a connector's report names, or reached only through a reported link.
+    #[test]
+    fn an_audience_marks_the_groups_only_a_report_gives() {
+        let mut identities = vec![
+            IdentitySpec {
+                id: "carol".into(),
+                reported_groups: vec!["leads".into()],
+                ..Default::default()
+            },
+            IdentitySpec {
+                id: "dave".into(),
+                groups: vec!["hr".into()],
+                ..Default::default()
+            },
+        ];
+        identities.extend(store().identities);
+        let s = IdentityStore::new(
+            identities,
+            vec![
+                GroupSpec {
+                    id: "hr".into(),
+                    member_of: vec!["staff".into()],
+                    reported: false,
+                },
+                GroupSpec {
+                    id: "hr".into(),
+                    member_of: vec!["exempt-club".into()],
+                    reported: true,
+                },
+            ],
+        )
+        .with_api_keys(store().keys);
+        let bridge = s.authenticate_bearer_at("key-live", 0).unwrap();
+        let shown =
+            |c: &Caller| -> Vec<String> { c.guardrail_principals().iter().cloned().collect() };
+        let leads = s.act_as(&bridge, "group:leads").unwrap();
+        assert!(leads.principals().contains("group:leads"));
+        assert_eq!(
+            shown(&leads),
+            ["audience:any-member", "everyone", "reported:group:leads"]
+        );
+        let hr = s.act_as(&bridge, "group:hr").unwrap();
+        assert!(hr.principals().contains("group:exempt-club"));
+        assert_eq!(
+            shown(&hr),
+            [
+                "audience:any-member",
+                "everyone",
+                "group:hr",
+                "group:staff",
+                "reported:group:exempt-club"
+            ]
+        );
+        // Restricting rules cover every audience (a member may be covered); exemptions are
+        // exact, and a reported link exempts no one.
+        use crate::guardrail::Audience as Rule;
+        let rule = |applies_to: &[&str], exempt: &[&str]| Rule {
+            applies_to: applies_to.iter().map(|s| s.to_string()).collect(),
+            exempt: exempt.iter().map(|s| s.to_string()).collect(),
+        };
+        let everyone = s.act_as(&bridge, "everyone").unwrap();
+        assert!(rule(&["group:contractors"], &[]).covers(everyone.guardrail_principals()));
+        assert!(rule(&["group:contractors"], &[]).covers(hr.guardrail_principals()));
+        assert!(!rule(&[], &["group:hr"]).covers(hr.guardrail_principals()));
+        assert!(rule(&[], &["group:exempt-club"]).covers(hr.guardrail_principals()));
+        // A person is covered only by what they hold.
+        let alice = s.authenticate_token("secret-a").unwrap();
+        assert!(!rule(&["group:contractors"], &[]).covers(alice.guardrail_principals()));
+    }
+
     #[test]
     fn aliases_resolve_and_explain_names_the_entry() {
         let s = store();
@@ -1069,6 +1280,92 @@ mod tests {
             s.authenticate_cert(&["x".into()]).unwrap_err(),
             AuthError::UnknownCertificate
         );
+    }
+
+    /// Session 31's review: a JWT's user claim or a certificate's name matched any alias, so an
+    /// identity provider's numeric `sub` authenticated whoever has that POSIX uid as an alias.
+    #[test]
+    fn credentials_never_authenticate_through_an_account_alias() {
+        for (name, account) in [
+            ("1001", true),
+            ("FERNHILL\\alice", true),
+            ("S-1-5-21-1004336348-1177238915-682003330-512", true),
+            ("alice@corp.example", false),
+            ("alice", false),
+            ("bridge.corp.example", false),
+            ("S-1-x", false),
+            ("", false),
+        ] {
+            assert_eq!(is_account_alias(name), account, "{name}");
+        }
+        const SECRET: &[u8] = b"identity-tests-hs256-secret-0123456789";
+        use base64::Engine;
+        let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "k", "k":
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET)}]});
+        let v = jwt::JwtVerifier::from_jwks(
+            &jwks.to_string(),
+            jwt::JwtConfig {
+                jwks_file: std::path::PathBuf::new(),
+                issuer: "https://idp.test".into(),
+                audience: "docent".into(),
+                user_claim: "sub".into(),
+                leeway_secs: 0,
+            },
+        )
+        .unwrap();
+        let s = store().with_jwt(Arc::new(v));
+        let token = |sub: &str| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &serde_json::json!({"sub": sub, "iss": "https://idp.test", "aud": "docent",
+                    "exp": 10_000}),
+                &jsonwebtoken::EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            s.authenticate_bearer_at(&token("1001"), 0).unwrap_err(),
+            AuthError::UnknownIdentity
+        );
+        for sub in ["alice", "alice@corp.example"] {
+            let c = s.authenticate_bearer_at(&token(sub), 0).unwrap();
+            assert_eq!(c.user_id(), "alice");
+        }
+        assert_eq!(
+            s.authenticate_cert(&["1001".into()]).unwrap_err(),
+            AuthError::UnknownCertificate
+        );
+        // An account alias among a certificate's names neither maps nor clashes.
+        let c = s
+            .authenticate_cert(&["1001".into(), "bridge".into()])
+            .unwrap();
+        assert_eq!(c.user_id(), "bridge");
+        // Connectors' ACL entries still resolve through it.
+        assert_eq!(
+            s.resolve("1001", ResolveReason::AccessExplanation)
+                .unwrap()
+                .user_id(),
+            "alice"
+        );
+    }
+
+    /// A key scoped to `act_as` alone acts for others, not as itself.
+    #[test]
+    fn acting_for_oneself_needs_the_query_scope() {
+        let s = store().with_api_keys(vec![ApiKeySpec {
+            id: "k-act".into(),
+            identity: "bridge".into(),
+            sha256: hex::encode(token_hash("key-act")),
+            scopes: Permissions::from_scopes(["act_as"]).unwrap(),
+            expires_at: None,
+            revoked: false,
+        }]);
+        let act_only = s.authenticate_bearer_at("key-act", 0).unwrap();
+        assert_eq!(s.act_as(&act_only, "alice").unwrap().user_id(), "alice");
+        assert!(matches!(
+            s.act_as(&act_only, "bridge"),
+            Err(ActAsError::NotPermitted(_))
+        ));
     }
 
     #[test]
@@ -1204,6 +1501,39 @@ mod tests {
         assert_eq!(
             store().group_cycles(),
             vec![vec!["hr".to_string(), "staff".to_string()]]
+        );
+    }
+
+    /// Session 31's review: every simple path was walked, so densely nested groups (each a
+    /// member of every other) took exponential time at start and at each reload. One cycle
+    /// per tangle now, and a self-membership is one too.
+    #[test]
+    fn densely_nested_groups_report_one_cycle_each_tangle() {
+        let name = |i: usize| format!("g{i:02}");
+        let mut groups: Vec<GroupSpec> = (0..40)
+            .map(|i| GroupSpec {
+                id: name(i),
+                member_of: (0..40).filter(|&j| j != i).map(name).collect(),
+                reported: false,
+            })
+            .collect();
+        groups.push(GroupSpec {
+            id: "solo".into(),
+            member_of: vec!["solo".into()],
+            reported: false,
+        });
+        groups.push(GroupSpec {
+            id: "leaf".into(),
+            member_of: vec!["g00".into()],
+            reported: false,
+        });
+        let s = IdentityStore::new(Vec::new(), groups);
+        assert_eq!(
+            s.group_cycles(),
+            vec![
+                vec!["g00".to_string(), "g01".to_string()],
+                vec!["solo".to_string()]
+            ]
         );
     }
 }

@@ -226,6 +226,12 @@ fn person_id_ok(s: &str) -> bool {
     id_ok(s) && super::Audience::parse(s).is_none()
 }
 
+/// An alias: not empty or blank (a certificate with an empty name would map to it), and not an
+/// audience's name. Spaces inside are allowed (a wiki's user names have them).
+pub(crate) fn alias_ok(s: &str) -> bool {
+    !s.trim().is_empty() && super::Audience::parse(s).is_none()
+}
+
 /// Reads one source. Errors name the file and the line or record.
 pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
     load_at(0, src)
@@ -337,6 +343,12 @@ fn json(text: &str) -> Result<Loaded, String> {
                  (everyone, group:<id>)"
             ));
         }
+        if let Some(j) = u.aliases.iter().position(|a| !alias_ok(a)) {
+            return Err(format!(
+                "users[{i}].aliases[{j}]: must not be blank or an audience's name (everyone, \
+                 group:<id>)"
+            ));
+        }
         out.identities.push(Entry {
             spec: IdentitySpec {
                 id: u.id,
@@ -389,10 +401,17 @@ fn csv_export(text: &str) -> Result<Loaded, String> {
             return Err(format!("record {}: bad id {id:?}", i + 1));
         }
         let line = rec.position().map_or(i + 2, |p| p.line() as usize);
+        let aliases = list(&rec, aliases_col);
+        if let Some(a) = aliases.iter().find(|a| !alias_ok(a)) {
+            return Err(format!(
+                "record {}: alias {a:?} is an audience's name (everyone, group:<id>)",
+                i + 1
+            ));
+        }
         out.identities.push(Entry {
             spec: IdentitySpec {
                 id: id.to_string(),
-                aliases: list(&rec, aliases_col),
+                aliases,
                 groups: list(&rec, groups_col),
                 ..Default::default()
             },

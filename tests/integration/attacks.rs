@@ -905,3 +905,24 @@ async fn an_unauthenticated_peer_cannot_hold_unbounded_health_watches() {
     drop(second);
     d.stop().await;
 }
+
+/// Session 31's review: only the first `authorization` header was read, so a proxy that checks
+/// or adds the last one saw another caller than the daemon. Two are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_are_refused() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let search = || pb::SearchRequest {
+        query: "parking".into(),
+        ..Default::default()
+    };
+    let mut req = authed(HANA, search());
+    req.metadata_mut()
+        .append("authorization", format!("Bearer {ALICE}").parse().unwrap());
+    let e = c.search(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // One is still enough.
+    c.search(authed(HANA, search())).await.unwrap();
+    d.stop().await;
+}
