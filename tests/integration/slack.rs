@@ -624,6 +624,37 @@ async fn a_joined_guest_counts_before_the_member_list_shows_them() {
     a_join_ends_default_answers("U0LAGGING", |f| f.add_guest_account("U0LAGGING")).await;
 }
 
+/// Session 31's review: a guest invited straight into a channel after the bridge read the
+/// workspace's accounts, before the bot was in that channel to see the join, counted as an
+/// employee. A member the account list does not know is asked about alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_invited_before_the_bot_joined_is_seen() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev30",
+        mention("U0ALICE", "C0GENERAL", "1700000030.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    // No join event reaches the bridge: it was not in the channel yet.
+    s.slack.add_guest("U0INVITED", "C0PROJECT");
+    s.event(
+        "Ev31",
+        mention("U0ALICE", "C0PROJECT", "1700000031.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        s.slack.calls_to("chat.postMessage").len(),
+        1,
+        "answered with the default audience in a channel with a guest"
+    );
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;
@@ -850,6 +881,37 @@ async fn a_slash_command_answers_privately_under_the_askers_access() {
     let r = s.slack.calls_to("response_url");
     assert!(r.iter().all(|c| c.args["response_type"] == "ephemeral"));
     assert!(r.iter().map(shown).collect::<String>().contains("148,000"));
+    s.stop().await;
+}
+
+/// Session 31's review: only event callbacks were deduplicated, so a captured slash command
+/// (or button press) could be sent again within the signature's five minutes and asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_slash_command_is_not_asked_again() {
+    let s = setup().await;
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("command", "/docent")
+        .append_pair("team_id", "T0FAKE")
+        .append_pair("text", "How do I connect to the VPN?")
+        .append_pair("user_id", "U0HANA")
+        .append_pair("channel_id", STAFF_CHANNEL)
+        .append_pair("response_url", &s.slack.response_url("cmd2"))
+        .finish();
+    let at = now();
+    for _ in 0..2 {
+        let (status, _) = s
+            .post_at(
+                "application/x-www-form-urlencoded",
+                body.clone(),
+                at,
+                SECRET,
+            )
+            .await;
+        assert_eq!(status, 200);
+        s.bridge.idle().await;
+    }
+    let answers = s.slack.calls_to("response_url");
+    assert_eq!(answers.len(), 1, "{answers:?}");
     s.stop().await;
 }
 

@@ -14,6 +14,7 @@
 //! Must never: post anything in a channel that was asked under a person's access, or add text
 //! to a post that did not come from Docent's response or this crate's fixed strings.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -87,10 +88,12 @@ struct State {
     /// Channel threads the bridge answered in (follow-ups there are questions).
     threads: TtlMap<(String, String), ()>,
     pending: TtlMap<String, Pending>,
+    /// Signatures of the interactions and commands seen within the freshness window.
+    requests: TtlMap<String, ()>,
     /// Channel → whether a guest is among its members (for the default audience).
     guest_channels: TtlMap<String, bool>,
-    /// The workspace's guest accounts (`users.list`), and when they were read.
-    guests: Option<(Instant, Arc<std::collections::HashSet<String>>)>,
+    /// The workspace's accounts (`users.list`), and when they were read.
+    guests: Option<(Instant, Arc<Accounts>)>,
     /// Per channel, who joined it (`member_joined_channel`) since it was last checked: counted
     /// as members even before `conversations.members` lists them, and asked about alone
     /// (`users.info`) when the guest list does not know them (an account made since it was
@@ -100,8 +103,79 @@ struct State {
     joins: u64,
 }
 
+/// Work waiting or running at once, in all and per Slack user (see [`Bridge::spawn`]).
+pub const MAX_QUEUED: usize = 1_000;
+pub const MAX_QUEUED_PER_USER: usize = 8;
+
+/// Counts of work waiting or running, in all and per user, each under its limit.
+pub struct Backlog {
+    total: usize,
+    per_user: HashMap<String, usize>,
+    max: usize,
+    max_per_user: usize,
+}
+
+/// A place in the [`Backlog`], given back when dropped.
+pub struct Ticket {
+    backlog: Arc<Mutex<Backlog>>,
+    user: String,
+}
+
+impl Backlog {
+    pub fn new(max: usize, max_per_user: usize) -> Self {
+        Self {
+            total: 0,
+            per_user: HashMap::new(),
+            max,
+            max_per_user,
+        }
+    }
+
+    /// A place for `user`'s work, or `None` past either limit.
+    pub fn enter(backlog: &Arc<Mutex<Self>>, user: &str) -> Option<Ticket> {
+        let mut b = backlog.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = b.per_user.get(user).copied().unwrap_or(0);
+        if b.total >= b.max || mine >= b.max_per_user {
+            return None;
+        }
+        b.total += 1;
+        b.per_user.insert(user.to_string(), mine + 1);
+        Some(Ticket {
+            backlog: backlog.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut b = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        b.total -= 1;
+        if let Some(n) = b.per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                b.per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// At most this many joiners are kept per channel between two checks.
 const MAX_JOINERS: usize = 1_000;
+
+/// At most this many channel members the account list does not know are asked about one by one
+/// (`users.info`) in one check; past that the list is read again, and members it still does not
+/// know count as guests.
+const MAX_UNKNOWN_MEMBERS: usize = 32;
+
+/// The workspace's accounts as `users.list` showed them: guests (restricted or
+/// ultra-restricted, not deleted) and everyone else. A channel member in neither is an account
+/// made (or invited) since the list was read, and is asked about alone.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    guests: std::collections::HashSet<String>,
+    others: std::collections::HashSet<String>,
+}
 
 pub struct Bridge {
     cfg: Arc<Config>,
@@ -111,6 +185,9 @@ pub struct Bridge {
     state: Mutex<State>,
     work: Semaphore,
     in_flight: AtomicUsize,
+    /// Work waiting or running, in all and per Slack user: one user's flood of messages neither
+    /// grows the backlog without bound nor holds everyone else behind it.
+    backlog: Arc<Mutex<Backlog>>,
     /// Held while the workspace's guests are read (`users.list`).
     guest_refresh: tokio::sync::Mutex<()>,
     idle: Notify,
@@ -181,21 +258,51 @@ fn error_label(e: &docent_client::Error) -> &'static str {
     }
 }
 
-/// `<@U123>` mentions removed from a message's text.
+/// A message's text as its author wrote it, for Docent's guardrails: user mentions
+/// (`<@U123>`, `<@U123|bob>`) removed, Slack's other markup read back (`<#C1|general>` →
+/// `#general`, `<!here>` → `@here`, `<https://x|label>` → `label (https://x)`, `<mailto:a@b|a@b>`
+/// → `a@b`), `&lt;`, `&gt;` and `&amp;` unescaped, and whitespace collapsed. (Escaped, a
+/// blocked phrase such as "R&D budget" never matched a question asked in Slack.)
 pub fn strip_mentions(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
-    while let Some(i) = rest.find("<@") {
+    while let Some(i) = rest.find('<') {
         out.push_str(&rest[..i]);
-        match rest[i..].find('>') {
-            Some(j) => rest = &rest[i + j + 1..],
-            None => {
-                rest = &rest[i..];
-                break;
-            }
+        let Some(j) = rest[i..].find('>') else {
+            rest = &rest[i..];
+            break;
+        };
+        let inner = &rest[i + 1..i + j];
+        rest = &rest[i + j + 1..];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        if target.starts_with('@') {
+            continue;
         }
+        let shown = if let Some(c) = target.strip_prefix('#') {
+            format!("#{}", label.unwrap_or(c))
+        } else if let Some(special) = target.strip_prefix('!') {
+            match label {
+                Some(l) => l.to_string(),
+                None => format!("@{}", special.split('^').next().unwrap_or(special)),
+            }
+        } else if let Some(addr) = target.strip_prefix("mailto:") {
+            label.unwrap_or(addr).to_string()
+        } else {
+            match label {
+                Some(l) if l != target => format!("{l} ({target})"),
+                _ => target.to_string(),
+            }
+        };
+        out.push_str(&shown);
     }
     out.push_str(rest);
+    let out = out
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -223,12 +330,15 @@ impl Bridge {
                 conversations: TtlMap::new(DAY, 100_000),
                 threads: TtlMap::new(DAY, 100_000),
                 pending: TtlMap::new(DAY, 100_000),
+                // Twice the signature's freshness window (± 5 minutes).
+                requests: TtlMap::new(std::time::Duration::from_secs(600), 100_000),
                 guest_channels: TtlMap::new(ttl, 100_000),
                 joined: TtlMap::new(ttl, 100_000),
                 joins: 0,
                 guests: None,
             }),
             in_flight: AtomicUsize::new(0),
+            backlog: Arc::new(Mutex::new(Backlog::new(MAX_QUEUED, MAX_QUEUED_PER_USER))),
             guest_refresh: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
             seq: AtomicU64::new(0),
@@ -240,6 +350,13 @@ impl Bridge {
     }
 
     /// True the first time an event id is seen (within an hour).
+    /// True the first time a signed request (its `X-Slack-Signature`) is seen.
+    pub fn first_request(&self, signature: &str) -> bool {
+        self.state()
+            .requests
+            .first_sighting(signature.to_string(), (), Instant::now())
+    }
+
     pub fn first_event(&self, event_id: &str) -> bool {
         self.state()
             .events
@@ -307,8 +424,21 @@ impl Bridge {
             .is_some()
     }
 
-    /// Runs `work` on its own task; the caller has already acknowledged the request.
+    /// Runs `work` on its own task; the caller has already acknowledged the request. Work past
+    /// [`MAX_QUEUED`] in all, or [`MAX_QUEUED_PER_USER`] of one user, is dropped and counted
+    /// (`docent_slack_refusals_total{reason="busy"}`): a flood waits for nothing.
     pub fn spawn(self: &Arc<Self>, work: Work) {
+        let user = match &work {
+            Work::Question { user, .. }
+            | Work::Action { user, .. }
+            | Work::Command { user, .. } => user.clone(),
+        };
+        let Some(ticket) = Backlog::enter(&self.backlog, &user) else {
+            tracing::warn!("slack work dropped: too much waiting");
+            self.metrics
+                .inc("docent_slack_refusals_total", &[("reason", "busy")]);
+            return;
+        };
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
         tokio::spawn(async move {
@@ -316,6 +446,7 @@ impl Bridge {
                 let _permit = me.work.acquire().await;
                 me.run(work).await;
             }
+            drop(ticket);
             if me.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                 me.idle.notify_waiters();
             }
@@ -439,25 +570,47 @@ impl Bridge {
                 .unwrap_or_default();
             (st.joins, joiners)
         };
-        let guests = self.guests().await?;
-        let mut found = joiners.iter().any(|j| guests.contains(j));
+        let accounts = self.guests().await?;
+        let mut found = joiners.iter().any(|j| accounts.guests.contains(j));
+        // Members the list does not know: a guest invited straight into this channel since the
+        // list was read, before the bot was in it to see the join, is one of them.
+        let mut unknown: Vec<String> = Vec::new();
+        let mut too_many = false;
         self.each_page(
             "conversations.members",
             &[("channel", channel), ("limit", "1000")],
             |ms| {
-                found |= ms
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|m| guests.contains(m));
+                for m in ms.iter().filter_map(Value::as_str) {
+                    if accounts.guests.contains(m) {
+                        found = true;
+                    } else if !accounts.others.contains(m) && !joiners.iter().any(|j| j == m) {
+                        if unknown.len() < MAX_UNKNOWN_MEMBERS {
+                            unknown.push(m.to_string());
+                        } else {
+                            too_many = true;
+                        }
+                    }
+                }
                 found
             },
         )
         .await?;
-        for j in &joiners {
+        if !found && too_many {
+            // Many new accounts: the list, read again, tells them apart at once.
+            self.state().guests = None;
+            let fresh = self.guests().await?;
+            unknown.retain(|m| !fresh.others.contains(m));
+            found = unknown.iter().any(|m| fresh.guests.contains(m));
+            // A member the fresh list still does not know counts as a guest, and so does one
+            // it shows as a guest among those past the cap.
+            found |= !unknown.is_empty() || self.guest_or_stranger_in(channel, &fresh).await?;
+            unknown.clear();
+        }
+        for m in joiners.iter().chain(&unknown) {
             if found {
                 break;
             }
-            found = self.is_guest(j).await?;
+            found = self.is_guest(m).await?;
         }
         // Cached only if nobody joined anywhere meanwhile: a join during the check may not be
         // in the member list it read.
@@ -493,6 +646,36 @@ impl Bridge {
         st.joined.insert(channel.to_string(), joined, now);
     }
 
+    /// Whether a member of `channel` is a guest in `accounts` or not in it at all.
+    async fn guest_or_stranger_in(
+        &self,
+        channel: &str,
+        accounts: &Accounts,
+    ) -> Result<bool, Failure> {
+        let mut any = false;
+        self.each_page(
+            "conversations.members",
+            &[("channel", channel), ("limit", "1000")],
+            |ms| {
+                any |= ms
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|m| !accounts.others.contains(m));
+                any
+            },
+        )
+        .await?;
+        Ok(any)
+    }
+
+    /// The bot left `channel`, or someone left it (`channel_left`, `member_left_channel`):
+    /// whatever was known of its members is asked again when the bot is back.
+    pub fn members_left(&self, channel: &str) {
+        let mut st = self.state();
+        st.joins += 1;
+        st.guest_channels.remove(&channel.to_string());
+    }
+
     /// Whether `user` is a guest account, asked alone (`users.info`).
     async fn is_guest(&self, user: &str) -> Result<bool, Failure> {
         let info = self
@@ -504,9 +687,9 @@ impl Bridge {
         Ok((flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted"))
     }
 
-    /// The workspace's guest accounts (restricted or ultra-restricted, not deleted), read with
-    /// `users.list` at most once per user-cache TTL.
-    async fn guests(&self) -> Result<Arc<std::collections::HashSet<String>>, Failure> {
+    /// The workspace's accounts, guests (restricted or ultra-restricted, not deleted) told apart,
+    /// read with `users.list` at most once per user-cache TTL.
+    async fn guests(&self) -> Result<Arc<Accounts>, Failure> {
         let cached = || {
             self.state()
                 .guests
@@ -522,18 +705,23 @@ impl Bridge {
         if let Some(g) = cached() {
             return Ok(g);
         }
-        let mut guests = std::collections::HashSet::new();
+        let mut accounts = Accounts::default();
         self.each_page("users.list", &[("limit", "200")], |ms| {
             for u in ms {
                 let flag = |k: &str| u[k].as_bool().unwrap_or(false);
+                let Some(id) = u["id"].as_str().map(str::to_string) else {
+                    continue;
+                };
                 if (flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted") {
-                    guests.extend(u["id"].as_str().map(str::to_string));
+                    accounts.guests.insert(id);
+                } else {
+                    accounts.others.insert(id);
                 }
             }
             false
         })
         .await?;
-        let guests = Arc::new(guests);
+        let guests = Arc::new(accounts);
         self.state().guests = Some((Instant::now(), guests.clone()));
         Ok(guests)
     }
@@ -1006,9 +1194,16 @@ enum Target<'a> {
 /// `shared`: the callback's `is_ext_shared_channel`.
 pub fn event_work(bridge: &Bridge, ev: &Value, shared: bool) -> Option<Work> {
     let s = |k: &str| ev[k].as_str().map(str::to_string);
-    if ev["type"].as_str() == Some("member_joined_channel") {
-        bridge.member_joined(&s("channel")?, s("user").as_deref());
-        return None;
+    match ev["type"].as_str() {
+        Some("member_joined_channel") => {
+            bridge.member_joined(&s("channel")?, s("user").as_deref());
+            return None;
+        }
+        Some("member_left_channel" | "channel_left") => {
+            bridge.members_left(&s("channel")?);
+            return None;
+        }
+        _ => {}
     }
     // Our own posts, edits, joins and other bots' messages are not questions.
     if ev.get("bot_id").is_some_and(|b| !b.is_null())
@@ -1101,6 +1296,26 @@ fn email_names_employee(cfg: &Config, u: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 31's review: every event got its own task waiting for an answer slot, so one
+    /// user's flood grew the backlog without bound, everyone else behind it.
+    #[test]
+    fn the_backlog_is_bounded_in_all_and_per_user() {
+        let b = Arc::new(Mutex::new(Backlog::new(5, 2)));
+        let a1 = Backlog::enter(&b, "U1").unwrap();
+        let _a2 = Backlog::enter(&b, "U1").unwrap();
+        assert!(Backlog::enter(&b, "U1").is_none(), "a third for one user");
+        let others: Vec<Ticket> = ["U2", "U3", "U4"]
+            .iter()
+            .map(|u| Backlog::enter(&b, u).unwrap())
+            .collect();
+        assert!(Backlog::enter(&b, "U5").is_none(), "a sixth in all");
+        drop(a1);
+        assert!(Backlog::enter(&b, "U1").is_some(), "a place given back");
+        drop(others);
+        assert_eq!(b.lock().unwrap().total, 1);
+        assert_eq!(b.lock().unwrap().per_user.len(), 1);
+    }
 
     #[test]
     fn an_email_is_trusted_only_on_a_confirmed_account_whose_home_is_pinned() {
@@ -1282,5 +1497,26 @@ mod tests {
             strip_mentions("ask <@U1|bob> about <@U0BOT"),
             "ask about <@U0BOT"
         );
+        // Slack's markup read back as written (session 31's review: "R&D" arrived as
+        // "R&amp;D", and no guardrail phrase with `&`, `<` or `>` matched).
+        for (slack, written) in [
+            (
+                "<@U0BOT> what is the R&amp;D budget?",
+                "what is the R&D budget?",
+            ),
+            ("is 3 &lt; 4 &amp;&amp; 5 &gt; 2?", "is 3 < 4 && 5 > 2?"),
+            ("see <#C123|general> <!here>", "see #general @here"),
+            (
+                "mail <mailto:a@corp.example|a@corp.example>",
+                "mail a@corp.example",
+            ),
+            (
+                "open <https://x.example/a|the wiki> or <https://y.example>",
+                "open the wiki (https://x.example/a) or https://y.example",
+            ),
+            ("literal &amp;lt; stays", "literal &lt; stays"),
+        ] {
+            assert_eq!(strip_mentions(slack), written);
+        }
     }
 }

@@ -81,13 +81,28 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// A URL for `<url|text>`: characters that would end or split the link percent-encoded.
+/// A URL for `<url|text>`: characters that would end or split the link percent-encoded, and
+/// a `%` that starts no escape; an escape the URL already has (`%20`) is kept as it is.
 fn link_url(u: &str) -> String {
-    u.replace('%', "%25")
-        .replace('|', "%7C")
-        .replace('<', "%3C")
-        .replace('>', "%3E")
-        .replace(' ', "%20")
+    let b = u.as_bytes();
+    let mut out = String::with_capacity(u.len());
+    for (i, c) in u.char_indices() {
+        match c {
+            '%' if b.len() > i + 2
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                out.push('%')
+            }
+            '%' => out.push_str("%25"),
+            '|' => out.push_str("%7C"),
+            '<' => out.push_str("%3C"),
+            '>' => out.push_str("%3E"),
+            ' ' => out.push_str("%20"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `s` in pieces of at most `max` characters, cut at a paragraph, line, sentence or word end
@@ -362,6 +377,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An already-encoded citation uri kept its escapes encoded again (`%20` → `%2520`).
+    #[test]
+    fn link_urls_keep_their_escapes_and_encode_what_would_break_the_link() {
+        assert_eq!(
+            link_url("https://wiki.example/A%20B?x=1|2 <3>"),
+            "https://wiki.example/A%20B?x=1%7C2%20%3C3%3E"
+        );
+        assert_eq!(
+            link_url("file:///share/100%/a%zz%4"),
+            "file:///share/100%25/a%25zz%254"
+        );
     }
 
     #[test]
