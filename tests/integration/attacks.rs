@@ -119,7 +119,19 @@ async fn a_planted_directory_link_does_not_capture_watched_events() {
     std::fs::create_dir(c.join("company/a")).unwrap();
     std::os::unix::fs::symlink(c.join("hr"), c.join("company/a/l")).unwrap();
     std::fs::rename(c.join("company/a"), c.join("company/b")).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A document written into the moved directory once it is indexed shows the watcher has
+    // taken the move in (a fixed sleep could let a slow watcher miss what follows).
+    std::fs::write(
+        c.join("company/b/first.md"),
+        "# Sentinel one\n\nThe moved directory is watched.\n",
+    )
+    .unwrap();
+    eventually(20, "the moved directory's new document is indexed", || {
+        let i = d.daemon.state().index.clone();
+        let k = key(&env, "company/b/first.md");
+        async move { i.doc_entry(&k).is_some() }
+    })
+    .await;
     // HR adds a folder with a new document.
     std::fs::create_dir(c.join("hr/2028")).unwrap();
     std::fs::write(
@@ -130,6 +142,19 @@ async fn a_planted_directory_link_does_not_capture_watched_events() {
     eventually(20, "the HR document is indexed under its own path", || {
         let i = d.daemon.state().index.clone();
         let k = key(&env, "hr/2028/bonus.md");
+        async move { i.doc_entry(&k).is_some() }
+    })
+    .await;
+    // Events are handled in order: once a document written after HR's is indexed, any event
+    // reported through the link has been handled too.
+    std::fs::write(
+        c.join("company/b/second.md"),
+        "# Sentinel two\n\nWritten after the HR document.\n",
+    )
+    .unwrap();
+    eventually(20, "the second sentinel is indexed", || {
+        let i = d.daemon.state().index.clone();
+        let k = key(&env, "company/b/second.md");
         async move { i.doc_entry(&k).is_some() }
     })
     .await;

@@ -284,9 +284,6 @@ fn topic_detection_on_labelled_questions() {
     );
 }
 
-/// Issue 9: Unicode spacing and invisible characters do not get a question past the phrase and
-/// injection guardrails, and PII in a document's title and headings is redacted in every field a
-/// hit or a citation carries, with the redactions counted.
 /// A follow-up is screened against the topics in its own words, not only within its rewrite
 /// (the earlier question first), whose words can dilute the topic (found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +308,13 @@ async fn a_follow_up_is_compared_with_the_topics_in_its_own_words() {
     );
     assert_eq!(r.status, pb::AnswerStatus::Blocked as i32, "{r:?}");
     assert_eq!(codes(&r.guardrails), ["TOPIC_BLOCKED"]);
+    // The premise: the rewrite asked on its own is not blocked, so only the follow-up's own
+    // words can have caught it.
+    let whole = d
+        .ask(ALICE, &r.details.as_ref().unwrap().rewritten_question)
+        .await
+        .unwrap();
+    assert_ne!(whole.status, pb::AnswerStatus::Blocked as i32, "{whole:?}");
 }
 
 /// A follow-up whose rewrite carries a blocked phrase from an earlier question, asked while the
@@ -413,6 +417,9 @@ async fn a_passage_naming_a_blocked_phrase_is_neither_cited_nor_returned() {
     d.stop().await;
 }
 
+/// Issue 9: Unicode spacing and invisible characters do not get a question past the phrase and
+/// injection guardrails, and PII in a document's title and headings is redacted in every field a
+/// hit or a citation carries, with the redactions counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_evasions_are_blocked_and_pii_in_headings_is_redacted() {
     let env = Env::example();

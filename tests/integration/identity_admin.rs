@@ -240,8 +240,6 @@ async fn whois_check_access_reload_and_insecure_dev() {
     assert!(err.to_string().contains("--insecure-dev"), "{err}");
 }
 
-/// A connector reports the group database it reads; memberships reach the identity store (and
-/// follow the database on the next full scan).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_are_audited_with_what_they_acted_on() {
     let env = Env::example();
@@ -290,6 +288,8 @@ async fn admin_calls_are_audited_with_what_they_acted_on() {
     d.stop().await;
 }
 
+/// A connector reports the group database it reads; memberships reach the identity store (and
+/// follow the database on the next full scan).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_reported_memberships_grant_access() {
     let env = Env::example();

@@ -297,6 +297,18 @@ async fn pause_holds_changes_until_resume_catches_up() {
     run.wait_status("paused", |s| s.paused && s.phase == "paused")
         .await;
     wiki.edit("Alpha", "Alpha body, edited while paused.").await;
+    // Several poll intervals (1 s) pass: nothing about the edit may arrive while paused.
+    let quiet_until = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let left = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+        match run.next_within(left).await {
+            None => break,
+            Some(c) => assert!(
+                upserted(std::slice::from_ref(&c)).is_empty(),
+                "sent while paused: {c:?}"
+            ),
+        }
+    }
     run.commands.send(ConnectorCommand::Resume).await.unwrap();
 
     let (changes, _) = run.until_checkpoint().await;

@@ -149,9 +149,14 @@ impl Server {
 
     /// The connector's config over this export.
     fn connector(&self, extra: &str) -> Box<dyn Connector> {
+        self.connector_every(3600, extra)
+    }
+
+    /// [`Self::connector`] reconciling every `secs` seconds.
+    fn connector_every(&self, secs: u64, extra: &str) -> Box<dyn Connector> {
         let text = format!(
             "server = \"127.0.0.1\"\nexport = \"{}\"\npasswd_file = \"{}\"\ngroup_file = \"{}\"\n\
-             reconcile_interval_secs = 3600\nretry_max_secs = 1\nrpc_timeout_secs = 10\n{extra}",
+             reconcile_interval_secs = {secs}\nretry_max_secs = 1\nrpc_timeout_secs = 10\n{extra}",
             self.export().display(),
             self.dir.path().join("passwd").display(),
             self.dir.path().join("group").display(),
@@ -992,7 +997,9 @@ fn pause_holds_syncs_and_resume_catches_up() {
     let server = Server::start();
     server.put("a.txt", "a", 1001, 2001, 0o644);
     runtime().block_on(async {
-        let mut c = Running::start(server.connector(""));
+        // Reconciling every second: a pause that held nothing would send b.txt within the
+        // quiet period below.
+        let mut c = Running::start(server.connector_every(1, ""));
         c.next_sync().await;
         c.commands.send(ConnectorCommand::Pause).await.unwrap();
         let deadline = Instant::now() + DEADLINE;
@@ -1002,6 +1009,15 @@ fn pause_holds_syncs_and_resume_catches_up() {
         }
         assert_eq!(c.status.snapshot().phase, "paused");
         server.put("b.txt", "b", 1001, 2001, 0o644);
+        // Several reconciliation intervals pass: nothing may arrive while paused. (A sync
+        // already running when the pause came may still end: only changes count.)
+        let quiet_until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(change)) = tokio::time::timeout_at(quiet_until, c.rx.recv()).await {
+            assert!(
+                !matches!(&change, Change::Upsert(d) if d.key.native_id == "b.txt"),
+                "sent while paused"
+            );
+        }
         c.commands.send(ConnectorCommand::Resume).await.unwrap();
         let sent = c.next_sync().await;
         assert_eq!(
