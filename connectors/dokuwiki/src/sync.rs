@@ -753,7 +753,10 @@ impl Syncer {
                     .skip(ctx, key, format!("the wiki cannot render it: {e}"))
                     .await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let unchanged_acl = prev.as_ref().is_some_and(|p| p.acl_fingerprint == acl_fp);
+                return self.render_failed(ctx, key, unchanged_acl, e).await;
+            }
         };
         if let Some(reason) = self.includes_check(&id).await? {
             return self.skip(ctx, key, reason).await;
@@ -866,6 +869,40 @@ impl Syncer {
                 Ok(Some(format!("the wiki cannot give its text: {e}")))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A page whose rendering failed with a fault, an HTTP error or a broken answer: when the
+    /// wiki answers a light call now (`dokuwiki.getVersion`), the failure is this page's (a
+    /// plugin's fatal error on it, a render slower than the timeout), and the pass goes on: the
+    /// page keeps its indexed version if its ACL is unchanged, else it is skipped (old text
+    /// must not stay under an old ACL). When the wiki does not answer, it is down and the pass
+    /// fails. (Before, one such page failed every pass at it: later pages were never updated
+    /// and deleted ones never withdrawn.) The page is read again at the next reconciliation.
+    async fn render_failed(
+        &self,
+        ctx: &PassCtx<'_>,
+        key: DocKey,
+        unchanged_acl: bool,
+        e: CallError,
+    ) -> Result<(), PassError> {
+        if matches!(
+            e,
+            CallError::Unauthorized { .. } | CallError::Forbidden { .. } | CallError::Cancelled
+        ) || self.client.version().await.is_err()
+        {
+            return Err(e.into());
+        }
+        tracing::warn!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&key.native_id), error = %e, "a page failed to render");
+        let reason = format!("the wiki failed on this page while answering others: {e}");
+        if unchanged_acl {
+            ctx.job.failure(
+                &key.native_id,
+                &format!("{reason}; the indexed version stays"),
+            );
+            Ok(())
+        } else {
+            self.skip(ctx, key, reason).await
         }
     }
 

@@ -1192,7 +1192,15 @@ impl Scanner {
                 });
                 Ok(())
             }
-            Err(reason) => {
+            Err(Unread::Keep(reason)) => {
+                self.count(|j| j.counts.scanned += 1);
+                self.count_failure(
+                    &key.native_id,
+                    &format!("{reason}; the indexed version stays"),
+                );
+                Ok(())
+            }
+            Err(Unread::Skip(reason)) => {
                 self.count(|j| j.counts.scanned += 1);
                 self.count_failure(&key.native_id, &reason);
                 // A skipped document is removed from the index.
@@ -1235,7 +1243,7 @@ impl Scanner {
         walked: bool,
         key: &DocKey,
         prev: Option<docent_connector_api::IndexedDoc>,
-    ) -> Result<Option<SourceDocument>, String> {
+    ) -> Result<Option<SourceDocument>, Unread> {
         // By path first, to skip unchanged files without opening them: the file the path leads
         // to, and the root whose rules apply to it.
         let (acl_root, target) = self.resolve(root, path, walked)?;
@@ -1248,6 +1256,11 @@ impl Scanner {
         }
         let (acl, version) = self.acl_and_version(&acl_root, &target, &meta, None)?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
+        // The ACL the index holds is still the file's: a read that fails for a cause that says
+        // nothing about the file (see `is_transient`) keeps the indexed version.
+        let acl_stands = prev
+            .as_ref()
+            .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
         if let Some(prev) = prev
             && prev.version == version
             && prev.acl_fingerprint == acl.fingerprint()
@@ -1255,10 +1268,16 @@ impl Scanner {
         {
             return Ok(None);
         }
+        let keep_if_transient = |reason: String| match reason.strip_prefix(TRANSIENT) {
+            Some(_) if acl_stands => Unread::Keep(reason),
+            _ => Unread::Skip(reason),
+        };
         // Then what is indexed is decided by what is opened: the real path of the open file is
         // checked again, and its ACL and version come from the descriptor, so a path swapped
         // for a link (or another file) since the check cannot lend its ACL to other content.
-        let (file, real) = self.open_verified(root, path, &target)?;
+        let (file, real) = self
+            .open_verified(root, path, &target)
+            .map_err(keep_if_transient)?;
         let acl_root = if self.cfg.follow_symlinks {
             self.root_holding(&real)
                 .map(Path::to_path_buf)
@@ -1276,7 +1295,8 @@ impl Scanner {
             self.cfg.max_file_size,
             |meta| self.acl_and_version(&acl_root, rules_path, meta, Some(&file)),
             |(acl, _)| acl.fingerprint(),
-        )?;
+        )
+        .map_err(keep_if_transient)?;
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -1359,7 +1379,7 @@ impl Scanner {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(target)
-            .map_err(|e| format!("unreadable: {e}"))?;
+            .map_err(|e| io_reason(&e))?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .map_err(|e| format!("cannot verify where the open file is: {e}"))?;
         if self.cfg.follow_symlinks {
@@ -1597,17 +1617,17 @@ fn read_settled<T, K: PartialEq>(
         (times, m.mode(), m.uid(), m.gid(), m.size())
     };
     for _ in 0..4 {
-        let before = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+        let before = file.metadata().map_err(|e| io_reason(&e))?;
         let decided = decide(&before)?;
-        file.rewind().map_err(|e| format!("unreadable: {e}"))?;
+        file.rewind().map_err(|e| io_reason(&e))?;
         let mut buf = Vec::with_capacity(before.len().min(max) as usize);
         file.take(max + 1)
             .read_to_end(&mut buf)
-            .map_err(|e| format!("unreadable: {e}"))?;
+            .map_err(|e| io_reason(&e))?;
         if buf.len() as u64 > max {
             return Err(format!("too large: over max_file_size {max} bytes"));
         }
-        let after = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+        let after = file.metadata().map_err(|e| io_reason(&e))?;
         if stamp(&before) == stamp(&after) || key(&decide(&after)?) == key(&decided) {
             return Ok((decided, before, buf));
         }
@@ -1615,6 +1635,61 @@ fn read_settled<T, K: PartialEq>(
     Err(
         "who may read it kept changing while it was read: read again at its next change or scan"
             .into(),
+    )
+}
+
+/// Why a file was not read: skipped (withdrawn from the index), or kept at its indexed version
+/// (a failure that says nothing about the file, with the ACL the index holds confirmed).
+enum Unread {
+    Skip(String),
+    Keep(String),
+}
+
+impl From<String> for Unread {
+    fn from(reason: String) -> Self {
+        Self::Skip(reason)
+    }
+}
+
+impl From<&str> for Unread {
+    fn from(reason: &str) -> Self {
+        Self::Skip(reason.to_string())
+    }
+}
+
+/// How the reason of a transient read failure begins (see [`is_transient`]).
+const TRANSIENT: &str = "unreadable for now: ";
+
+/// The reason an I/O error gives, marked when it is transient.
+fn io_reason(e: &std::io::Error) -> String {
+    if is_transient(e) {
+        format!("{TRANSIENT}{e}")
+    } else {
+        format!("unreadable: {e}")
+    }
+}
+
+/// Whether an error opening or reading a file says nothing about the file: the device or the
+/// network under it failed (EIO, ESTALE, ETIMEDOUT), it is busy or locked (EAGAIN, EBUSY,
+/// ETXTBSY, ENOLCK), or this process ran short (EMFILE, ENFILE, ENOMEM, EINTR). Such a file
+/// keeps its indexed version when its ACL is confirmed unchanged; withdrawing it would let one
+/// bad read delete what an outage must not.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EIO
+                | libc::ESTALE
+                | libc::ETIMEDOUT
+                | libc::EAGAIN
+                | libc::EBUSY
+                | libc::ETXTBSY
+                | libc::ENOLCK
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::EINTR
+        )
     )
 }
 
@@ -2031,6 +2106,27 @@ fn file_uri(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 31's review: any error reading an unchanged file's content sent `Skipped`, so a
+    /// device or network hiccup withdrew the file. A transient cause is marked, and such a
+    /// failure keeps the indexed version when the ACL is confirmed.
+    #[test]
+    fn a_transient_read_failure_is_marked_and_others_are_not() {
+        for code in [
+            libc::EIO,
+            libc::ESTALE,
+            libc::EAGAIN,
+            libc::EMFILE,
+            libc::ETIMEDOUT,
+        ] {
+            let r = io_reason(&std::io::Error::from_raw_os_error(code));
+            assert!(r.starts_with(TRANSIENT), "{r}");
+        }
+        for code in [libc::ENOENT, libc::EACCES, libc::ELOOP, libc::EISDIR] {
+            let r = io_reason(&std::io::Error::from_raw_os_error(code));
+            assert!(r.starts_with("unreadable: "), "{r}");
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     /// Names for uids 10 and 11 and gids 20 and 21, shown as numbers ("user:10"); 99 has none.

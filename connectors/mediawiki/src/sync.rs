@@ -890,6 +890,33 @@ impl Syncer {
             && (self.cfg.categories.is_none() || m.in_categories)
     }
 
+    /// A page whose rendering failed without an API error code (HTTP 5xx or timeouts after the
+    /// retries, a reply that is not JSON or is too large): when the wiki answers a light request
+    /// now, the failure is this page's (a PHP fatal error or a render slower than the timeout
+    /// on it alone), and the page keeps its indexed version while the sync goes on; else the
+    /// wiki is down and the sync fails. (Before, one page that would not render stopped every
+    /// sync at it: later pages never updated, deleted ones never withdrawn.)
+    async fn on_page_failure(&self, meta: &PageMeta, e: ApiError) -> Result<Action, SyncError> {
+        if e.code().is_some()
+            || !matches!(e, ApiError::Unreachable { .. } | ApiError::Invalid { .. })
+        {
+            return on_parse_error(e);
+        }
+        let probe = self
+            .api
+            .get(&params([("action", "query"), ("meta", "siteinfo")]))
+            .await;
+        match probe {
+            Ok(_) => {
+                tracing::warn!(connector = %self.cfg.id, page = meta.id, error = %e, "a page failed to render; its indexed version stays");
+                Ok(Action::Failed(format!(
+                    "the wiki failed on this page while answering others: {e}"
+                )))
+            }
+            Err(_) => Err(e.into()),
+        }
+    }
+
     /// Reads (at most `max_concurrent_requests` at a time) and sends what changed of `pages`,
     /// in order.
     async fn apply(&self, pages: Vec<PageMeta>) -> Result<(), SyncError> {
@@ -1014,7 +1041,7 @@ impl Syncer {
             .await
         {
             Ok(v) => v,
-            Err(e) => return on_parse_error(e),
+            Err(e) => return self.on_page_failure(meta, e).await,
         };
         let parse = v.get("parse").ok_or_else(|| {
             SyncError::Api(ApiError::Invalid {
@@ -1168,7 +1195,8 @@ pub fn rc_gap(rc_id: u64, oldest: Option<u64>) -> bool {
 /// What a failed `action=parse` means for the page. A page-level refusal skips it (and so
 /// withdraws the indexed version); the wiki's own internal errors (a lost database connection,
 /// an exception while rendering) say nothing about the page, and an outage never deletes: the
-/// indexed version stays. A request that failed (unreachable, refused) fails the sync.
+/// indexed version stays. A request that failed (unreachable, refused) fails the sync; see
+/// [`Syncer::on_page_failure`] for a request only this page's rendering fails.
 fn on_parse_error(e: ApiError) -> Result<Action, SyncError> {
     match e.code() {
         Some("missingtitle" | "nosuchpageid") => Ok(Action::Gone),

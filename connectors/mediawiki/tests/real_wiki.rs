@@ -492,6 +492,42 @@ async fn public_permissions_skip_a_page_closed_to_readers_who_are_not_logged_in(
 
 // --- failures ----------------------------------------------------------------------------------
 
+/// Session 31's review: a page whose rendering fails with no API error (a PHP fatal error: HTTP
+/// 500 and no JSON) failed every sync at it, so pages after it were never indexed. Now the wiki
+/// is asked a light question: it answers, so the failure is the page's; the page is counted
+/// as failed, nothing is sent for it, and the sync goes on to its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_will_not_render_does_not_stop_the_sync() {
+    let wiki = Wiki::start().await;
+    let first = wiki.edit("First page", "Rendered as usual.").await;
+    let broken = wiki
+        .edit("Broken page", "This page brings the renderer down.")
+        .await;
+    let last = wiki.edit("Last page", "Rendered as usual too.").await;
+    wiki.add_settings(
+        r#"$wgHooks['ParserBeforeInternalParse'][] = function ($parser, &$text, $stripState) {
+    if (($_GET['action'] ?? '') === 'parse' && $parser->getTitle()->getText() === 'Broken page') {
+        http_response_code(500);
+        echo "PHP Fatal error: Allowed memory size exhausted";
+        exit(1);
+    }
+    return true;
+};"#,
+    );
+    let (_, sent, _) = crawl(&wiki, &format!("{PUBLIC}{}", bot_login())).await;
+    let up: BTreeSet<String> = upserted(&sent)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert!(up.contains(&first.to_string()), "{sent:?}");
+    assert!(up.contains(&last.to_string()), "{sent:?}");
+    // Neither indexed nor skipped (which would withdraw an indexed version).
+    assert!(
+        !format!("{sent:?}").contains(&format!("native_id: \"{broken}\"")),
+        "{sent:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_password_is_an_error_state_with_its_reason_and_deletes_nothing() {
     let wiki = Wiki::start_private().await;

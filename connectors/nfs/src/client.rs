@@ -275,6 +275,13 @@ impl Session {
         })
     }
 
+    /// Whether the server answers for the export's root now (GETATTR): after one object's
+    /// error, it tells that object's trouble from an outage.
+    pub async fn answers(&mut self) -> bool {
+        let root = self.root.clone();
+        matches!(self.getattr(&root, "").await, Ok(Ok(_)))
+    }
+
     pub async fn getattr(
         &mut self,
         fh: &nfs_fh3,

@@ -1064,7 +1064,11 @@ impl Syncer {
                 self.count(|j| j.counts.unchanged += 1);
                 return Ok(());
             }
-            Err(reason) => {
+            Err(Unread::Keep(reason)) => {
+                self.count_failure(&f.rel, &reason);
+                return Ok(());
+            }
+            Err(Unread::Skip(reason)) => {
                 self.count_failure(&f.rel, &reason);
                 // A skipped document is removed from the index: an unreadable file must not
                 // keep serving old text under an old ACL.
@@ -1089,7 +1093,7 @@ impl Syncer {
         self.send(Change::Upsert(Box::new(doc))).await
     }
 
-    /// The document when new or changed, `None` when unchanged, or the reason it is skipped.
+    /// The document when new or changed, `None` when unchanged, or why it was not read.
     async fn read_if_changed(
         &mut self,
         session: &mut Session,
@@ -1098,14 +1102,14 @@ impl Syncer {
         key: &DocKey,
         prev: Option<IndexedDoc>,
         listed: Listed,
-    ) -> Result<Result<Option<SourceDocument>, String>, SyncError> {
+    ) -> Result<Result<Option<SourceDocument>, Unread>, SyncError> {
         let (acl, version) = match self.acl_and_version(names, &f.rel, &f.attr, &f.dirs, &listed) {
             Ok(v) => v,
-            Err(reason) => return Ok(Err(reason)),
+            Err(reason) => return Ok(Err(Unread::Skip(reason))),
         };
         // The content's part of the versions decides: a file indexed before its list's answer
         // settled (or before answers were recorded) is not read again for that alone.
-        if let Some(prev) = prev
+        if let Some(prev) = &prev
             && content_version(&prev.version) == content_version(&version)
             && prev.acl_fingerprint == acl.fingerprint()
             && !self.full
@@ -1121,18 +1125,35 @@ impl Syncer {
                 | nfsstat3::NFS3ERR_PERM
                 | nfsstat3::NFS3ERR_NOENT
                 | nfsstat3::NFS3ERR_STALE),
-            ) => return Ok(Err(format!("unreadable: {stat}"))),
-            // The server's trouble (I/O error, JUKEBOX, …): an outage, never a reason to drop
-            // what is indexed.
+            ) => return Ok(Err(Unread::Skip(format!("unreadable: {stat}")))),
+            // The server's trouble (I/O error, JUKEBOX, …) is never a reason to drop what is
+            // indexed. When the server still answers for the export's root, the trouble is this
+            // file's (a bad block): it keeps its indexed version if its ACL is unchanged (else
+            // it is skipped: old text must not stay under an old ACL), and the sync goes on.
+            // When the server does not answer, it is an outage. (Before, one such file failed
+            // every sync at it: later files never updated, deleted ones never withdrawn.)
             Err(stat) => {
-                return Err(SyncError::Outage(format!(
+                let why = format!(
                     "reading {:?} on {}:{} failed: {stat}",
                     f.rel, self.cfg.server, self.cfg.export
-                )));
+                );
+                if !session.answers().await {
+                    return Err(SyncError::Outage(why));
+                }
+                let unchanged_acl = prev
+                    .as_ref()
+                    .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
+                return Ok(Err(if unchanged_acl {
+                    Unread::Keep(format!("{why}; the indexed version stays"))
+                } else {
+                    Unread::Skip(why)
+                }));
             }
         };
         if read.data.len() as u64 > max {
-            return Ok(Err(format!("too large: over max_file_size {max} bytes")));
+            return Ok(Err(Unread::Skip(format!(
+                "too large: over max_file_size {max} bytes"
+            ))));
         }
         // The attributes that came with the read describe what was read: a file changed (or
         // chmod'ed) since the listing is indexed with its current ACL and version.
@@ -1151,7 +1172,7 @@ impl Syncer {
         let (acl, version) = if read.attr.is_some() {
             match self.acl_and_version(names, &f.rel, attr, &f.dirs, &listed) {
                 Ok(v) => v,
-                Err(reason) => return Ok(Err(reason)),
+                Err(reason) => return Ok(Err(Unread::Skip(reason))),
             }
         } else {
             (acl, version)
@@ -1229,6 +1250,13 @@ fn dir_reason(rel: &str, why: &str) -> String {
 /// Marks, in a recorded version, the change time at which the file's own list was answered as
 /// saying nothing beyond the mode bits (see `Syncer::version_of`).
 const MODE_ANSWERED: &str = "mode@";
+
+/// Why a file was not read: skipped (withdrawn from the index), or kept at its indexed version
+/// (the server failed on this file alone and its ACL is unchanged).
+enum Unread {
+    Skip(String),
+    Keep(String),
+}
 
 /// The content's part of a recorded version.
 fn content_version(v: &str) -> &str {
