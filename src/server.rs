@@ -210,6 +210,7 @@ pub async fn start_with(
     let data_dir = config.index.data_dir.clone();
     let model = crate::index::ModelSignature::of(embedder.as_ref());
     let milvus = config.index.milvus.clone();
+    let role = config.index.role;
     let (index, location): (Arc<dyn Backend>, String) = tokio::task::spawn_blocking(move || {
         Ok::<_, IndexError>(match milvus {
             None => {
@@ -219,6 +220,9 @@ pub async fn start_with(
             }
             Some(m) => {
                 let index = crate::index::milvus::MilvusBackend::open(&m, &model)?;
+                if role != crate::config::Role::Query {
+                    index.repair_cut_off_commit()?;
+                }
                 let at = format!("milvus {}", index.location());
                 (Arc::new(index) as Arc<dyn Backend>, at)
             }
@@ -226,7 +230,6 @@ pub async fn start_with(
     })
     .await
     .map_err(|e| DaemonError::Join(e.to_string()))??;
-    let role = config.index.role;
     tracing::info!(at = %location, documents = index.document_count(), ?role, "index open");
 
     let stats = Arc::new(IngestStats::default());

@@ -619,6 +619,28 @@ fn claims_nothing(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// An index holding document `s:d0` (readable by `group:all`), and that document's one
+    /// passage `text`, with the same ACL.
+    fn one_readable_passage(text: &str) -> (tempfile::TempDir, crate::index::Index, Vec<Hit>) {
+        use crate::index::suite::{DIM, doc};
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
+        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let mut hit = crate::retrieve::test_hit("s:d0", text, 0.9);
+        hit.chunk.acl =
+            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
+        (dir, index, vec![hit])
+    }
+
+    /// Lowercased alphanumeric words: the tests' analyzer.
+    fn words(s: &str) -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    }
+
     #[test]
     fn questions_and_admissions_of_ignorance_claim_nothing() {
         for s in [
@@ -729,27 +751,11 @@ mod tests {
     /// group keeps it, and a sentence without one is verified as usual.
     #[test]
     fn a_sentence_naming_a_blocked_phrase_is_removed_for_those_the_rule_covers() {
-        use crate::index::suite::{DIM, doc};
-        let dir = tempfile::tempdir().unwrap();
-        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
-        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
-        index.commit(std::collections::BTreeMap::new()).unwrap();
+        // (Screened out before answering in the daemon; here the verifier's own check.)
+        let (_dir, index, passages) =
+            one_readable_passage("On working days, call the help desk on extension 4357.");
         let g = crate::guardrail::with_phrase("extension 4357", "group:it");
-        let mut hit = crate::retrieve::test_hit(
-            "s:d0",
-            // (Screened out before answering in the daemon; here the verifier's own check.)
-            "On working days, call the help desk on extension 4357.",
-            0.9,
-        );
-        hit.chunk.acl =
-            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
-        let passages = vec![hit];
-        let analyze = |s: &str| -> Vec<String> {
-            s.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase)
-                .collect()
-        };
+        let analyze = words;
         let draft = || Draft {
             text: "Call the help desk on Extension\u{A0}4357.".into(),
             cites: vec![1],
@@ -843,23 +849,9 @@ mod tests {
     /// so a model could spell a blocked phrase across two ("… is Project. Falcon ships …").
     #[test]
     fn a_blocked_phrase_spelled_across_two_sentences_is_removed() {
-        use crate::index::suite::{DIM, doc};
-        let dir = tempfile::tempdir().unwrap();
-        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
-        index.upsert(doc("s", 0, 1, &["group:all"], &[])).unwrap();
-        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let (_dir, index, passages) = one_readable_passage("Falcon ships in May to all customers.");
         let g = crate::guardrail::with_phrase("project falcon", "group:it");
-        let mut hit =
-            crate::retrieve::test_hit("s:d0", "Falcon ships in May to all customers.", 0.9);
-        hit.chunk.acl =
-            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
-        let passages = vec![hit];
-        let analyze = |s: &str| -> Vec<String> {
-            s.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase)
-                .collect()
-        };
+        let analyze = words;
         let kept = |who: &[&str]| {
             let scope = AclScope::for_tests("u", who);
             let mut v = Verifier::new(
@@ -900,28 +892,11 @@ mod tests {
     /// with the answer.
     #[test]
     fn a_citation_whose_document_went_meanwhile_is_withheld() {
-        use crate::index::suite::{DIM, doc};
-        let dir = tempfile::tempdir().unwrap();
-        let index = crate::index::Index::open(dir.path(), "verify-model", DIM).unwrap();
-        let d = doc("s", 0, 1, &["group:all"], &[]);
-        let key = d.key.clone();
-        index.upsert(d).unwrap();
-        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let (_dir, index, passages) =
+            one_readable_passage("The help desk answers on extension 4357 every working day.");
+        let key = docent_connector_api::DocKey::new("s", "d0");
         let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
-        let mut hit = crate::retrieve::test_hit(
-            "s:d0",
-            "The help desk answers on extension 4357 every working day.",
-            0.9,
-        );
-        hit.chunk.acl =
-            docent_connector_api::Acl::new([docent_connector_api::Principal::group("all")], []);
-        let passages = vec![hit];
-        let analyze = |s: &str| -> Vec<String> {
-            s.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase)
-                .collect()
-        };
+        let analyze = words;
         let scope = AclScope::for_tests("u", &["group:all"]);
         let verifier = || {
             Verifier::new(

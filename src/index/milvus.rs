@@ -28,7 +28,7 @@
 //! Must never: write a checkpoint before the rows it covers; paste a value into an expression
 //! outside `docent_milvus::expr::quote`; answer an ACL recheck from a stale copy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
@@ -203,7 +203,7 @@ impl MilvusBackend {
         };
         let mut checkpoints = BTreeMap::new();
         for (source, bytes) in stored {
-            let v = serde_json::from_slice(&bytes).map_err(|e| IndexError::Payload {
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| IndexError::Payload {
                 path: PathBuf::from(&where_),
                 message: format!("checkpoint of {source}: {e}"),
             })?;
@@ -225,6 +225,51 @@ impl MilvusBackend {
             #[cfg(test)]
             unreadable_table: Default::default(),
         })
+    }
+
+    /// For the node that writes the collection (not a query replica, which would cut into the
+    /// writer's commit in progress), before its pipeline starts: a commit cut off between its
+    /// batches may have left a document's new rows beside its old first chunk (or without
+    /// one); each document it recorded (see `commit`) goes whole, and its connector
+    /// reconciles once (it sends the document again: the commit's checkpoint may or may not
+    /// have been written when it was cut off). Returns how many documents went.
+    pub fn repair_cut_off_commit(&self) -> Result<usize, IndexError> {
+        let repaired = self.run(|c| {
+            Box::pin(async move {
+                let keys = c.intents().await?;
+                for k in &keys {
+                    c.delete_document(k).await?;
+                }
+                if !keys.is_empty() {
+                    c.clear_intents().await?;
+                }
+                Ok(keys)
+            })
+        })?;
+        if repaired.is_empty() {
+            return Ok(0);
+        }
+        tracing::warn!(
+            collection = %self.where_,
+            documents = repaired.len(),
+            "milvus: a commit was cut off; its documents were removed whole and their connectors reconcile once"
+        );
+        let mut checkpoints = self.checkpoints.write().unwrap_or_else(|e| e.into_inner());
+        let mut owed: BTreeSet<String> = checkpoints
+            .get(crate::ingest::OWED_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        owed.extend(
+            repaired
+                .iter()
+                .filter_map(|k| DocKey::parse(k))
+                .map(|k| k.connector),
+        );
+        checkpoints.insert(
+            crate::ingest::OWED_KEY.to_string(),
+            serde_json::to_value(owed).unwrap_or_default(),
+        );
+        Ok(repaired.len())
     }
 
     /// `uri/collection`, for logs.
@@ -510,6 +555,12 @@ impl Backend for MilvusBackend {
             .map(|(s, v)| (s.clone(), serde_json::to_vec(v).unwrap_or_default()))
             .collect();
         encoded.sort_by_key(|(s, _)| s != crate::ingest::OWED_KEY);
+        // The documents written, recorded first and forgotten last (see `open`'s repair).
+        let written: Vec<String> = pending
+            .iter()
+            .filter(|(_, w)| w.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
         // What goes, then the data, then the checkpoints: each step only after the last was
         // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
         // document's first chunks still carry the old version, which the replay re-ingests
@@ -517,6 +568,9 @@ impl Backend for MilvusBackend {
         // On failure the writes stay buffered (the pipeline rolls back).
         self.run(move |c| {
             Box::pin(async move {
+                if !written.is_empty() {
+                    c.put_intents(&written).await?;
+                }
                 for (key, first) in &trims {
                     if *first == 0 {
                         c.delete_document(key).await?;
@@ -527,6 +581,9 @@ impl Backend for MilvusBackend {
                 c.upsert(&rows).await?;
                 for (source, bytes) in &encoded {
                     c.put_checkpoint(source, bytes).await?;
+                }
+                if !written.is_empty() {
+                    c.clear_intents().await?;
                 }
                 Ok(())
             })
@@ -937,6 +994,62 @@ mod tests {
         b.check(&doc(few.clone())).unwrap();
         b.upsert(doc(few)).unwrap();
         b.commit(BTreeMap::new()).unwrap();
+    }
+
+    /// Session 31's review: a commit cut off between its batches left a document's new rows
+    /// (with the new version's ACL) beside its old first chunk, which the document table reads;
+    /// nothing ever repaired them. The commit records the documents it writes first and
+    /// forgets them last, and the writer's next start removes those documents whole and has
+    /// their connector reconcile.
+    #[test]
+    fn a_commit_cut_off_between_its_batches_is_repaired_at_open() {
+        let cfg = fresh("intent");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let key = DocKey::new("c", "p.md").to_string();
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        first.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        first.commit(BTreeMap::new()).unwrap();
+        // The cut-off commit: its documents recorded, the new version's second chunk (readable
+        // by another group) written, then nothing.
+        let mut v2 = one_chunk(8, BTreeMap::new());
+        v2.version = "2".into();
+        v2.acl = Acl::new([Principal::group("all")], []);
+        let mut second = v2.chunks[0].clone();
+        second.ord = 1;
+        v2.chunks.push(second);
+        let rows: Vec<ChunkRow> = rows_of(&v2)
+            .into_iter()
+            .filter(|r| r.ordinal != 0)
+            .collect();
+        let k = key.clone();
+        first
+            .run(move |c| {
+                Box::pin(async move {
+                    c.put_intents(std::slice::from_ref(&k)).await?;
+                    c.upsert(&rows).await
+                })
+            })
+            .unwrap();
+        drop(first);
+
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 1);
+        assert!(b.latest_entry(&key).is_none(), "the document goes whole");
+        let cond = format!(
+            "doc_key == {}",
+            docent_milvus::expr::quote("k", &key).unwrap()
+        );
+        let left = b
+            .run(move |c| Box::pin(async move { c.query_rows(&cond, None, 10, false).await }))
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        let owed = b.checkpoints()[crate::ingest::OWED_KEY].clone();
+        assert_eq!(owed, json!(["c"]));
+        drop(b);
+        // Repaired once: the record is gone.
+        let again = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(again.repair_cut_off_commit().unwrap(), 0);
+        assert!(!again.checkpoints().contains_key(crate::ingest::OWED_KEY));
     }
 
     #[test]

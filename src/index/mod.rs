@@ -502,7 +502,13 @@ impl Index {
         let f = &self.fields;
         let key = doc.key.to_string();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        writer.delete_term(Term::from_field_text(f.doc_key, &key));
+        // One batch: the old rows' delete and every chunk, so the chunks land in one segment
+        // (`doc_ids` names a document by segment and key; chunks added one call at a time could
+        // be split by a segment flush between them, and the document be fused twice).
+        let mut ops = Vec::with_capacity(doc.chunks.len() + 1);
+        ops.push(tantivy::indexer::UserOperation::Delete(
+            Term::from_field_text(f.doc_key, &key),
+        ));
         let attrs = serde_json::to_string(&doc.attributes).unwrap_or_else(|_| "{}".into());
         let n = doc.chunks.len() as u64;
         for c in &doc.chunks {
@@ -542,8 +548,9 @@ impl Index {
             if let (Some(field), 0) = (f.doc_text, c.ord) {
                 d.add_text(field, whole_text(&doc));
             }
-            writer.add_document(d)?;
+            ops.push(tantivy::indexer::UserOperation::Add(d));
         }
+        writer.run(ops)?;
         drop(writer);
         let entry = DocEntry {
             version: doc.version,

@@ -158,17 +158,29 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?;
-            Ok(res.map(|body| {
-                tonic::body::Body::new(body.map_frame(move |f| {
-                    let _held = &permits;
-                    f
-                }))
-            }))
-        })
+        holding(self.inner.call(req), permits)
     }
+}
+
+/// The inner service's response, with `held` (permits) kept until its body ends: a stream
+/// counts for as long as it runs.
+fn holding<F, E, T>(
+    fut: F,
+    held: T,
+) -> Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
+    T: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let res = fut.await?;
+        Ok(res.map(|body| {
+            tonic::body::Body::new(body.map_frame(move |f| {
+                let _held = &held;
+                f
+            }))
+        }))
+    })
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for Limited<S> {
@@ -231,16 +243,7 @@ where
             .into();
             return Box::pin(async move { Ok(status.into_http()) });
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?;
-            Ok(res.map(|body| {
-                tonic::body::Body::new(body.map_frame(move |f| {
-                    let _held = &permit;
-                    f
-                }))
-            }))
-        })
+        holding(self.inner.call(req), permit)
     }
 }
 

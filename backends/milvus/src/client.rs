@@ -970,6 +970,60 @@ impl ChunkCollection {
         check("Upsert", resp.status.as_ref())
     }
 
+    /// Records the documents a commit is about to write (`<collection>_state`, kind `intent`,
+    /// in rows no larger than a state payload): a commit cut off before [`Self::clear_intents`]
+    /// leaves them for the next open to repair.
+    pub async fn put_intents(&self, keys: &[String]) -> Result<(), MilvusError> {
+        let mut parts: Vec<Vec<&String>> = vec![Vec::new()];
+        let mut size = 2;
+        for k in keys {
+            // A key's JSON form: quotes, escapes at most doubling it, a comma.
+            let add = k.len() * 2 + 3;
+            if size + add > schema::CHECKPOINT_MAX_BYTES && !parts.last().is_some_and(Vec::is_empty)
+            {
+                parts.push(Vec::new());
+                size = 2;
+            }
+            parts.last_mut().expect("one part at least").push(k);
+            size += add;
+        }
+        for (i, part) in parts.iter().enumerate() {
+            let bytes = serde_json::to_vec(part).unwrap_or_default();
+            self.put_state("intent", &i.to_string(), &bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// The documents of commits that were cut off (see [`Self::put_intents`]).
+    pub async fn intents(&self) -> Result<Vec<String>, MilvusError> {
+        let mut out = Vec::new();
+        for (key, bytes) in self.get_state("intent", "").await? {
+            let keys: Vec<String> =
+                serde_json::from_slice(&bytes).map_err(|e| MilvusError::Protocol {
+                    method: "Query",
+                    reason: format!("state row {key}: {e}"),
+                })?;
+            out.extend(keys);
+        }
+        Ok(out)
+    }
+
+    /// Forgets the documents recorded by [`Self::put_intents`]: the commit is whole.
+    pub async fn clear_intents(&self) -> Result<(), MilvusError> {
+        let resp = self
+            .grpc()
+            .delete(DeleteRequest {
+                db_name: self.db(),
+                collection_name: self.state.clone(),
+                expr: format!("kind == {}", expr::quote("state kind", "intent")?),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Delete"))?
+            .into_inner();
+        check("Delete", resp.status.as_ref())
+    }
+
     /// The checkpoint last stored for `source`, if any.
     pub async fn get_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>, MilvusError> {
         Ok(self
