@@ -49,8 +49,8 @@ pub struct PushSource {
 
 /// What the queue's changes may hold in content bytes, all together: `queue_capacity` changes
 /// of the largest size a source accepts would pin gigabytes while the pipeline is busy. A
-/// change takes its bytes before its place in the queue and gives them back when the
-/// connector takes it off.
+/// change takes its bytes before its place in the queue and gives them back once the pipeline's
+/// own queue holds it.
 struct QueueBytes {
     free: tokio::sync::Semaphore,
     budget: u32,
@@ -79,8 +79,9 @@ impl QueueBytes {
         }
     }
 
-    fn give_back(&self, c: &Change) {
-        self.free.add_permits(self.cost(c) as usize);
+    /// Gives back `cost` bytes (see [`Self::cost`]), once the change is in the pipeline's queue.
+    fn give_back(&self, cost: u32) {
+        self.free.add_permits(cost as usize);
     }
 }
 
@@ -276,10 +277,14 @@ impl Connector for PushConnector {
                     _ = ctx.shutdown.cancelled() => break,
                     c = rx.recv() => {
                         let Some(c) = c else { break };
-                        bytes.give_back(&c);
+                        // The content counts against the source's budget until the pipeline's
+                        // queue holds it (given back before, a writer could fill that queue
+                        // with up to its capacity of the largest documents, past the budget).
+                        let cost = bytes.cost(&c);
                         if ctx.sink.send(c).await.is_err() {
                             return Err(ConnectorError::SinkClosed { connector: id });
                         }
+                        bytes.give_back(cost);
                     }
                 }
             }
@@ -288,10 +293,11 @@ impl Connector for PushConnector {
             // pushes are refused from now on.
             rx.close();
             while let Some(c) = rx.recv().await {
-                bytes.give_back(&c);
+                let cost = bytes.cost(&c);
                 if ctx.sink.send(c).await.is_err() {
                     return Err(ConnectorError::SinkClosed { connector: id });
                 }
+                bytes.give_back(cost);
             }
             ctx.status.set_phase("stopped");
             Ok(())
