@@ -102,6 +102,17 @@ impl std::fmt::Debug for RollbackHook {
     }
 }
 
+/// When the pipeline takes changes again after its `n`th rollback in a row (`n` ≥ 1).
+fn rollback_pause(n: u32) -> tokio::time::Instant {
+    tokio::time::Instant::now() + rollback_wait(n)
+}
+
+/// The wait after the `n`th rollback in a row: 1 s, doubling, at most 30 s.
+fn rollback_wait(n: u32) -> std::time::Duration {
+    let secs = 1u64 << n.saturating_sub(1).min(5);
+    std::time::Duration::from_secs(secs.min(30))
+}
+
 /// The checkpoint entry (beside the connectors' own, committed with them) that lists the
 /// connectors owing a reconciliation after a rollback: a checkpoint already on its way when
 /// writes were rolled back is committed past what was lost, and a restart before the
@@ -769,17 +780,46 @@ impl Pipeline {
         let mut uncommitted: Vec<LostChange> = Vec::new();
         // The same with skips, and the ACL written: what a rollback must withdraw again.
         let mut rolled: Vec<(DocKey, Option<String>)> = Vec::new();
+        // Rollbacks in a row, and the pause they impose: while the index refuses writes (a
+        // full disk), taking more changes only embeds them to roll them back again, and each
+        // rollback has connectors reconcile: the pipeline waits, doubling from 1 s to 30 s, and
+        // connectors wait on the full channel. One change received meanwhile waits in `carry`.
+        let mut rollbacks_in_a_row: u32 = 0;
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        let mut carry: Option<Change> = None;
         loop {
+            if let Some(until) = paused_until.take()
+                && until > tokio::time::Instant::now()
+            {
+                if carry.is_none() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        msg = rx.recv() => match msg {
+                            Some(c) => {
+                                carry = Some(c);
+                                paused_until = Some(until);
+                            }
+                            None => break,
+                        },
+                    }
+                } else {
+                    tokio::time::sleep_until(until).await;
+                }
+                continue;
+            }
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
             let next_retry = this.retries().next_due();
             let retry_at = tokio::time::Instant::from_std(next_retry.unwrap_or(deadline.into()));
-            let first = tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(c) => Some(c),
-                    None => break,
+            let first = match carry.take() {
+                Some(c) => Some(c),
+                None => tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline), if dirty => None,
+                    _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
                 },
-                _ = tokio::time::sleep_until(deadline), if dirty => None,
-                _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
             };
             let due = this.retries().take_due(Instant::now(), this.cfg.max_batch);
             let retried = due.len();
@@ -836,6 +876,8 @@ impl Pipeline {
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
+                        rollbacks_in_a_row += 1;
+                        paused_until = Some(rollback_pause(rollbacks_in_a_row));
                         continue;
                     }
                     Err(e) => {
@@ -859,6 +901,7 @@ impl Pipeline {
                         written.clear();
                         uncommitted.clear();
                         rolled.clear();
+                        rollbacks_in_a_row = 0;
                     }
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
@@ -868,6 +911,8 @@ impl Pipeline {
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         last_commit = Instant::now();
+                        rollbacks_in_a_row += 1;
+                        paused_until = Some(rollback_pause(rollbacks_in_a_row));
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -1467,6 +1512,17 @@ mod tests {
     use super::*;
     use crate::embed::test_embedder::BagOfWords;
     use crate::index::Index;
+
+    /// Session 31's review: with a full disk every commit rolled back at once, and each
+    /// rollback had connectors send everything again, to be embedded and rolled back again.
+    /// The pipeline waits after a rollback, longer after each in a row.
+    #[test]
+    fn the_pause_after_rollbacks_doubles_up_to_thirty_seconds() {
+        let secs: Vec<u64> = [1, 2, 3, 5, 6, 7, 40]
+            .map(|n| rollback_wait(n).as_secs())
+            .to_vec();
+        assert_eq!(secs, [1, 2, 4, 16, 30, 30, 30]);
+    }
 
     #[derive(Debug, Clone)]
     enum Step {
