@@ -752,9 +752,12 @@ impl Syncer {
             Some(why) => self.status.raise(Alarm::Unmounted, why.clone()),
             None => self.status.clear(Alarm::Unmounted),
         }
+        // Gone: not seen by a complete walk, or outside `sub_path` altogether (a narrowed
+        // `sub_path` leaves documents no walk reaches any more, which would otherwise stay
+        // searchable under ACLs nothing checks again). Deletion protection applies to both.
         let gone: Vec<String> = known
             .iter()
-            .filter(|id| in_scope(id) && !seen.contains(*id) && !under_unlisted(id))
+            .filter(|id| !in_scope(id) || (!seen.contains(*id) && !under_unlisted(id)))
             .cloned()
             .collect();
         if seen.is_empty() && !gone.is_empty() {

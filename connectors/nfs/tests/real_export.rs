@@ -694,6 +694,28 @@ fn a_restarted_connector_asks_only_the_lists_no_indexed_version_records() {
     });
 }
 
+/// Session 31's review: documents outside a narrowed `sub_path` were never deleted (only ids
+/// inside it could be gone), and stayed searchable under ACLs nothing checked again.
+#[test]
+fn narrowing_sub_path_removes_what_lies_outside_it() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("team/a.txt", "a", 1001, 2001, 0o644);
+    server.put("other.txt", "o", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        assert_eq!(c.next_sync().await.upserts.len(), 2);
+        let index = c.index.clone();
+        c.stop().await;
+
+        let mut c = Running::start_over(server.connector("sub_path = \"team\"\n"), index);
+        let sent = c.next_sync().await;
+        assert_eq!(sent.deletes, ids(&["other.txt"]), "{sent:?}");
+        assert!(sent.upserts.is_empty(), "{sent:?}");
+        c.stop().await;
+    });
+}
+
 #[test]
 fn an_empty_listing_deletes_nothing() {
     let _serial = serial();
