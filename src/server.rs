@@ -253,7 +253,18 @@ pub async fn start_with(
         skips.clone(),
     )
     .with_shutdown(shutdown.clone());
-    let pipeline = tokio::spawn(pipeline.run(rx));
+    // A pipeline that stops on an error (the index cannot roll back) would leave the daemon
+    // serving while nothing is indexed, unreported: it shuts the daemon down instead, which
+    // exits non-zero for a supervisor to restart it (the index recovers at open).
+    let stop = shutdown.clone();
+    let pipeline = tokio::spawn(async move {
+        let r = pipeline.run(rx).await;
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "the ingest pipeline stopped; shutting the daemon down");
+            stop.cancel();
+        }
+        r
+    });
 
     let checkpoints = index.checkpoints();
     let mut infos = Vec::new();

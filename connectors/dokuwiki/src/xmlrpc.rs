@@ -207,6 +207,11 @@ impl Element {
     }
 }
 
+/// How deep a response's elements may nest. DokuWiki's answers nest a few levels (a struct in
+/// an array); decoding a value, and dropping the tree, recurse once per level, so a hostile
+/// answer nested thousands deep would overflow the stack and abort the daemon.
+const MAX_DEPTH: usize = 128;
+
 /// Reads the document into a tree; XML-RPC responses are small and shallow enough for that.
 fn parse_tree(xml: &str) -> Result<Element, DecodeError> {
     let mut reader = quick_xml::Reader::from_str(xml);
@@ -216,6 +221,9 @@ fn parse_tree(xml: &str) -> Result<Element, DecodeError> {
             .read_event()
             .map_err(|e| bad(format!("at byte {}: {e}", reader.buffer_position())))?;
         match event {
+            Event::Start(_) if stack.len() > MAX_DEPTH => {
+                return Err(bad(format!("elements nested more than {MAX_DEPTH} deep")));
+            }
             Event::Start(s) => stack.push(Element {
                 name: s.name().as_ref().to_string(),
                 ..Element::default()
@@ -350,6 +358,23 @@ fn decode_value(v: &Element) -> Result<Value, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 31's review: decoding and dropping recursed once per level, so an answer nested
+    /// thousands of arrays deep overflowed the stack and aborted the daemon.
+    #[test]
+    fn an_answer_nested_too_deep_is_an_error_not_a_crash() {
+        let n = 100_000;
+        let xml = format!(
+            "<?xml version=\"1.0\"?><methodResponse><params><param>{}<value><int>1</int></value>{}</param></params></methodResponse>",
+            "<value><array><data>".repeat(n),
+            "</data></array></value>".repeat(n)
+        );
+        let e = decode_response(&xml).unwrap_err();
+        assert!(e.to_string().contains("nested more than"), "{e}");
+        // A shallow array still decodes.
+        let ok = "<?xml version=\"1.0\"?><methodResponse><params><param><value><array><data><value><int>7</int></value></data></array></value></param></params></methodResponse>";
+        assert!(decode_response(ok).is_ok());
+    }
 
     #[test]
     fn encodes_a_call_with_escaped_strings_and_nested_values() {
