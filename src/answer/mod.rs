@@ -139,7 +139,7 @@ pub const SNIPPET_BYTES: usize = 320;
 
 /// Shortens text to about `max` bytes at a word boundary: the last space in the second half of
 /// the window, else the end of the last whole word (a cut inside a word could leave a shorter
-/// word that the guardrails never saw, "falcon" out of "falconry"), else nothing of the text.
+/// word that the guardrails never saw, "falcon" out of "falconry"), else the window.
 pub fn snippet(text: &str, max: usize) -> String {
     let t = crate::parse::collapse_ws(text);
     if t.len() <= max {
@@ -158,11 +158,13 @@ pub fn snippet(text: &str, max: usize) -> String {
                 .is_some_and(char::is_alphanumeric)
                 && t[end..].chars().next().is_some_and(char::is_alphanumeric);
             if inside_word {
+                // The window as one word (a long token, or text without spaces such as
+                // Chinese) is cut where it ends: no shorter word can come of it.
                 t[..end]
                     .char_indices()
                     .rev()
                     .find(|(_, c)| !c.is_alphanumeric())
-                    .map_or(0, |(i, c)| i + c.len_utf8())
+                    .map_or(end, |(i, c)| i + c.len_utf8())
             } else {
                 end
             }
@@ -773,6 +775,12 @@ mod tests {
         // review: "falcon" out of "falconry" would name a blocked phrase nobody screened).
         let long = format!("{}/falconry/rest", "a".repeat(300));
         assert_eq!(snippet(&long, 306), format!("{}/…", "a".repeat(300)));
-        assert_eq!(snippet(&"x".repeat(400), 320), "…");
+        // One word across the whole window: cut at the window (it cannot end as a shorter word).
+        assert_eq!(
+            snippet(&"x".repeat(400), 320),
+            format!("{}…", "x".repeat(320))
+        );
+        let han = "文".repeat(200);
+        assert_eq!(snippet(&han, 320), format!("{}…", "文".repeat(106)));
     }
 }

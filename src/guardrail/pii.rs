@@ -264,15 +264,30 @@ fn fold_char(c: char) -> Fold {
 fn ascii_needs_fold(text: &str) -> bool {
     let b = text.as_bytes();
     // Found with memchr (vectorised): a byte loop over every passage cost as much as the
-    // patterns themselves.
-    memchr::memchr3_iter(b'\t', b'\n', b'\r', b).any(|i| run_splits_a_number(b, i))
-        || memchr::memchr2_iter(0x0B, 0x0C, b).any(|i| run_splits_a_number(b, i))
-        || memchr::memmem::find_iter(b, b"  ").any(|i| run_splits_a_number(b, i))
+    // patterns themselves. Each search skips the rest of a run it has checked, so a long run
+    // is walked once per search, not once per byte of it.
+    let splits = |positions: &mut dyn Iterator<Item = usize>| {
+        let mut checked_to = 0;
+        for i in positions {
+            if i < checked_to {
+                continue;
+            }
+            let (splits, end) = run_splits_a_number(b, i);
+            if splits {
+                return true;
+            }
+            checked_to = end;
+        }
+        false
+    };
+    splits(&mut memchr::memchr3_iter(b'\t', b'\n', b'\r', b))
+        || splits(&mut memchr::memchr2_iter(0x0B, 0x0C, b))
+        || splits(&mut memchr::memmem::find_iter(b, b"  "))
 }
 
 /// Whether the whitespace run around byte `i` touches a digit or a bracket, or lies between
-/// two capitals (an IBAN's groups of letters, `WEST\tABCD`).
-fn run_splits_a_number(b: &[u8], i: usize) -> bool {
+/// two capitals (an IBAN's groups of letters, `WEST\tABCD`); and where the run ends.
+fn run_splits_a_number(b: &[u8], i: usize) -> (bool, usize) {
     let ws = |c: u8| c == b' ' || (0x09..=0x0D).contains(&c);
     let mut start = i;
     while start > 0 && ws(b[start - 1]) {
@@ -284,10 +299,11 @@ fn run_splits_a_number(b: &[u8], i: usize) -> bool {
     }
     let before = start.checked_sub(1).map(|j| b[j]);
     let after = b.get(end).copied();
-    before.is_some_and(|c| c.is_ascii_digit() || c == b')')
+    let splits = before.is_some_and(|c| c.is_ascii_digit() || c == b')')
         || after.is_some_and(|c| c.is_ascii_digit() || c == b'(' || c == b'+')
         || before.is_some_and(|c| c.is_ascii_uppercase())
-            && after.is_some_and(|c| c.is_ascii_uppercase())
+            && after.is_some_and(|c| c.is_ascii_uppercase());
+    (splits, end)
 }
 
 /// The text with invisible characters dropped, Unicode spaces, hyphens, fullwidth forms and

@@ -234,42 +234,43 @@ impl MilvusBackend {
     /// reconciles once (it sends the document again: the commit's checkpoint may or may not
     /// have been written when it was cut off). Returns how many documents went.
     pub fn repair_cut_off_commit(&self) -> Result<usize, IndexError> {
-        let repaired = self.run(|c| {
-            Box::pin(async move {
-                let keys = c.intents().await?;
-                for k in &keys {
-                    c.delete_document(k).await?;
-                }
-                if !keys.is_empty() {
-                    c.clear_intents().await?;
-                }
-                Ok(keys)
-            })
-        })?;
-        if repaired.is_empty() {
+        let keys = self.run(|c| Box::pin(async move { c.intents().await }))?;
+        if keys.is_empty() {
             return Ok(0);
         }
         tracing::warn!(
             collection = %self.where_,
-            documents = repaired.len(),
-            "milvus: a commit was cut off; its documents were removed whole and their connectors reconcile once"
+            documents = keys.len(),
+            "milvus: a commit was cut off; its documents are removed whole and their connectors reconcile once"
         );
-        let mut checkpoints = self.checkpoints.write().unwrap_or_else(|e| e.into_inner());
-        let mut owed: BTreeSet<String> = checkpoints
-            .get(crate::ingest::OWED_KEY)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        owed.extend(
-            repaired
-                .iter()
-                .filter_map(|k| DocKey::parse(k))
-                .map(|k| k.connector),
-        );
-        checkpoints.insert(
-            crate::ingest::OWED_KEY.to_string(),
-            serde_json::to_value(owed).unwrap_or_default(),
-        );
-        Ok(repaired.len())
+        // The reconciliations owed are stored before the record is forgotten: a crash in
+        // between repairs again, never loses them.
+        let owed = {
+            let mut checkpoints = self.checkpoints.write().unwrap_or_else(|e| e.into_inner());
+            let mut owed: BTreeSet<String> = checkpoints
+                .get(crate::ingest::OWED_KEY)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            owed.extend(
+                keys.iter()
+                    .filter_map(|k| DocKey::parse(k))
+                    .map(|k| k.connector),
+            );
+            let v = serde_json::to_value(owed).unwrap_or_default();
+            checkpoints.insert(crate::ingest::OWED_KEY.to_string(), v.clone());
+            serde_json::to_vec(&v).unwrap_or_default()
+        };
+        let n = keys.len();
+        self.run(move |c| {
+            Box::pin(async move {
+                for k in &keys {
+                    c.delete_document(k).await?;
+                }
+                c.put_checkpoint(crate::ingest::OWED_KEY, &owed).await?;
+                c.clear_intents().await
+            })
+        })?;
+        Ok(n)
     }
 
     /// `uri/collection`, for logs.
@@ -1046,10 +1047,10 @@ mod tests {
         let owed = b.checkpoints()[crate::ingest::OWED_KEY].clone();
         assert_eq!(owed, json!(["c"]));
         drop(b);
-        // Repaired once: the record is gone.
+        // Repaired once: the record is gone, and the reconciliation owed is stored.
         let again = MilvusBackend::open(&cfg, &model).unwrap();
         assert_eq!(again.repair_cut_off_commit().unwrap(), 0);
-        assert!(!again.checkpoints().contains_key(crate::ingest::OWED_KEY));
+        assert_eq!(again.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
     }
 
     #[test]

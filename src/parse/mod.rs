@@ -392,9 +392,22 @@ pub fn parse_limited(
 }
 
 fn within_text_limit(doc: ParsedDoc, limits: ParseLimits) -> Result<ParsedDoc, ParseError> {
-    if doc.text.len() > limits.max_text_bytes {
+    // Sections count as in the builder (a child process's result is checked here the same).
+    let sections = doc
+        .blocks
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| {
+            matches!(b.kind, BlockKind::Heading(_)) || (*i > 0 && doc.blocks[i - 1].page != b.page)
+        })
+        .count();
+    let len = doc
+        .text
+        .len()
+        .saturating_add(sections.saturating_mul(SECTION_COST));
+    if len > limits.max_text_bytes {
         return Err(ParseError::TooMuchText {
-            len: doc.text.len(),
+            len,
             max: limits.max_text_bytes,
         });
     }
@@ -510,8 +523,16 @@ pub(crate) struct TextBuilder {
     page: Option<u32>,
     /// Bytes of the heading paths of the finished blocks.
     heading_bytes: usize,
+    /// Blocks that start a section (a heading, a new page): each starts a chunk, whatever its
+    /// text, so each counts [`SECTION_COST`] bytes against the budget too.
+    sections: usize,
     budget: usize,
 }
+
+/// What a section counts against the text budget besides its text: a chunk's vector, record
+/// and embedding cost far more than a heading of a few bytes, and a file of one-letter headings
+/// or one-character pages would otherwise turn a 5 MiB budget into millions of chunks.
+const SECTION_COST: usize = 256;
 
 impl Default for TextBuilder {
     fn default() -> Self {
@@ -522,6 +543,7 @@ impl Default for TextBuilder {
             open: None,
             page: None,
             heading_bytes: 0,
+            sections: 0,
             budget: TEXT_BUDGET.with(|b| b.get()),
         }
     }
@@ -531,7 +553,11 @@ impl TextBuilder {
     /// Whether the budget is spent: parsers stop feeding it (the parse fails with
     /// [`ParseError::TooMuchText`]).
     pub fn over(&self) -> bool {
-        let used = self.text.len().saturating_add(self.heading_bytes);
+        let used = self
+            .text
+            .len()
+            .saturating_add(self.heading_bytes)
+            .saturating_add(self.sections.saturating_mul(SECTION_COST));
         if used <= self.budget {
             return false;
         }
@@ -615,6 +641,11 @@ impl TextBuilder {
         self.heading_bytes = self
             .heading_bytes
             .saturating_add(heading_path.iter().map(String::len).sum::<usize>());
+        if matches!(kind, BlockKind::Heading(_))
+            || self.blocks.last().is_some_and(|b| b.page != self.page)
+        {
+            self.sections += 1;
+        }
         self.blocks.push(Block {
             kind,
             span: start..self.text.len(),
@@ -698,6 +729,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.blocks[1].heading_path[0].len(), MAX_HEADING_BYTES);
+    }
+
+    /// Session 31's review: every heading starts a chunk, and a file of one-letter headings
+    /// ("# a" repeated) fit the text budget while making millions of chunks. Each section now
+    /// counts `SECTION_COST` bytes too.
+    #[test]
+    fn sections_count_against_the_text_budget() {
+        let limits = ParseLimits {
+            max_text_bytes: 1 << 20,
+            ..ParseLimits::default()
+        };
+        // 10,000 one-letter headings: 30 KB of text, but 10,000 chunks.
+        let many = "# a\n".repeat(10_000);
+        let r = parse_limited(many.into_bytes(), None, "many.md".into(), limits);
+        assert!(matches!(r, Err(ParseError::TooMuchText { .. })), "{r:?}");
+        // A document with a few hundred sections is fine.
+        let some = "# Heading\n\nA paragraph of text.\n\n".repeat(300);
+        let d = parse_limited(some.into_bytes(), None, "some.md".into(), limits).unwrap();
+        assert_eq!(d.blocks.len(), 600);
     }
 
     /// A title or the heading a section opens with is cut too: each chunk carries them (found

@@ -349,7 +349,6 @@ impl Bridge {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True the first time an event id is seen (within an hour).
     /// True the first time a signed request (its `X-Slack-Signature`) is seen.
     pub fn first_request(&self, signature: &str) -> bool {
         self.state()
@@ -357,6 +356,7 @@ impl Bridge {
             .first_sighting(signature.to_string(), (), Instant::now())
     }
 
+    /// True the first time an event id is seen (within an hour).
     pub fn first_event(&self, event_id: &str) -> bool {
         self.state()
             .events

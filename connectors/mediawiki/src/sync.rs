@@ -1021,13 +1021,17 @@ impl Syncer {
         };
         let key = DocKey::new(&self.cfg.id, meta.id.to_string());
         let full = self.full.load(Ordering::Relaxed);
-        if let Some(prev) = self.last_known(&key)
+        let prev = self.last_known(&key);
+        if let Some(prev) = &prev
             && prev.version == meta.version()
             && prev.acl_fingerprint == acl.fingerprint()
             && !full
         {
             return Ok(Action::Unchanged);
         }
+        // A failure that keeps the indexed version keeps it only under the ACL it was indexed
+        // with: old text must not stay under an ACL the page no longer has.
+        let acl_stands = prev.is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
         let id = meta.id.to_string();
         let v = match self
             .api
@@ -1041,7 +1045,14 @@ impl Syncer {
             .await
         {
             Ok(v) => v,
-            Err(e) => return self.on_page_failure(meta, e).await,
+            Err(e) => {
+                return Ok(match self.on_page_failure(meta, e).await? {
+                    Action::Failed(reason) if !acl_stands => Action::Skip(format!(
+                        "{reason}; its ACL changed since it was indexed, so that version is withdrawn"
+                    )),
+                    a => a,
+                });
+            }
         };
         let parse = v.get("parse").ok_or_else(|| {
             SyncError::Api(ApiError::Invalid {
