@@ -478,11 +478,16 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
         Ok(pb::ItemStatus::Rejected) => "rejected",
         Ok(pb::ItemStatus::Deleted) => "deleted",
         Ok(pb::ItemStatus::NotFound) => "not_found",
+        Ok(pb::ItemStatus::RetryLater) => "retry_later",
         _ => "unknown",
     };
+    // Documents not indexed: refused for their content, or to be sent again later.
     let rejected = results
         .iter()
-        .filter(|r| r.status == pb::ItemStatus::Rejected as i32)
+        .filter(|r| {
+            r.status == pb::ItemStatus::Rejected as i32
+                || r.status == pb::ItemStatus::RetryLater as i32
+        })
         .count();
     if a.json {
         let v: Vec<_> = results
@@ -497,9 +502,12 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
         let mut counts = std::collections::BTreeMap::new();
         for r in &results {
             *counts.entry(name(r.status)).or_insert(0usize) += 1;
-            if r.status == pb::ItemStatus::Rejected as i32 {
+            if r.status == pb::ItemStatus::Rejected as i32
+                || r.status == pb::ItemStatus::RetryLater as i32
+            {
                 eprintln!(
-                    "rejected {}: {}",
+                    "{} {}: {}",
+                    name(r.status),
                     super::shown(&r.key),
                     super::shown(&r.reason)
                 );

@@ -512,6 +512,20 @@ pub(crate) fn collapse_ws(s: &str) -> String {
     out
 }
 
+/// Whether `len` bytes of text pass this thread's budget; if so, the parse fails with
+/// [`ParseError::TooMuchText`] (for parsers that know their text's size before building it).
+pub(crate) fn over_budget(len: usize) -> bool {
+    if len <= TEXT_BUDGET.with(|b| b.get()) {
+        return false;
+    }
+    OVER_BUDGET.with(|o| {
+        if o.get().is_none() {
+            o.set(Some(len));
+        }
+    });
+    true
+}
+
 /// Accumulates extracted text and block spans; shared by the parsers. It stops taking text once
 /// the text and heading paths it holds pass this thread's budget (see [`parse`]).
 pub(crate) struct TextBuilder {

@@ -159,7 +159,8 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
             }
             _ => {}
         },
-        Ev::Text(t) if in_text => para.push_str(t),
+        // A paragraph is gathered before the builder sees it: held to the budget here too.
+        Ev::Text(t) if in_text && !super::over_budget(para.len() + t.len()) => para.push_str(t),
         Ev::Text(_) => {}
     })?;
     let title = core_title(&mut zip)?;
@@ -230,7 +231,7 @@ pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
                 }
                 _ => {}
             },
-            Ev::Text(t) if in_text => para.push_str(t),
+            Ev::Text(t) if in_text && !super::over_budget(para.len() + t.len()) => para.push_str(t),
             Ev::Text(_) => {}
         })?;
     }

@@ -78,6 +78,9 @@ fn cell(d: &Data) -> String {
 /// Most cells read from one workbook.
 const MAX_CELLS: usize = 4_000_000;
 
+/// Most cells in one CSV record.
+const MAX_ROW_CELLS: usize = 16_384;
+
 /// A sheet's cells as rows of their used columns: read cell by cell for the formats that allow
 /// it (XLSX, XLSB), so two cells far apart (A1 and XFD1048576) cost two cells, not the whole
 /// rectangle between them, as a `Range` would.
@@ -159,6 +162,16 @@ pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
     // line of a million commas costs one record, not a million strings held for every line.
     let mut failed = None;
     let records = rd.records().enumerate().map_while(|(i, r)| match r {
+        // A row of millions of cells (a 50 MiB header line of commas) would become millions of
+        // strings before the text budget applies: refused.
+        Ok(r) if r.len() > MAX_ROW_CELLS => {
+            failed = Some(ParseError::Malformed(format!(
+                "CSV record {}: {} cells, more than {MAX_ROW_CELLS}",
+                i + 1,
+                r.len()
+            )));
+            None
+        }
         Ok(r) => Some(numbered(r.iter())),
         Err(e) => {
             failed = Some(ParseError::Malformed(format!("CSV record {}: {e}", i + 1)));
@@ -307,6 +320,36 @@ impl<'de> serde::de::Visitor<'de> for &mut JsonWalk {
 #[cfg(test)]
 mod tests {
     use crate::parse::{BlockKind, ParseError, assert_spans_valid, parse};
+
+    /// Session 31's review: a header line of millions of cells became millions of strings
+    /// and a map over them, gigabytes from a 50 MiB file, before the text budget applied.
+    #[test]
+    fn a_csv_record_of_too_many_cells_is_refused() {
+        let wide = format!("{}\n1,2\n", vec!["a"; super::MAX_ROW_CELLS + 1].join(","));
+        let r = parse(wide.as_bytes(), None, "wide.csv");
+        assert!(
+            matches!(&r, Err(ParseError::Malformed(m)) if m.contains("cells")),
+            "{r:?}"
+        );
+        let fine = format!("{}\n1,2\n", vec!["a"; 100].join(","));
+        assert!(parse(fine.as_bytes(), None, "fine.csv").is_ok());
+    }
+
+    /// A plain text file past the text budget stops before its paragraphs become blocks.
+    #[test]
+    fn plain_text_past_the_budget_is_refused_before_it_is_split() {
+        let limits = crate::parse::ParseLimits {
+            max_text_bytes: 1 << 10,
+            ..crate::parse::ParseLimits::default()
+        };
+        let r = crate::parse::parse_limited(
+            "a\n\n".repeat(1000).into_bytes(),
+            None,
+            "a.txt".into(),
+            limits,
+        );
+        assert!(matches!(r, Err(ParseError::TooMuchText { .. })), "{r:?}");
+    }
 
     #[test]
     fn xlsx_rows_carry_their_header() {

@@ -17,6 +17,15 @@ pub fn code(src: &str) -> ParsedDoc {
 }
 
 fn split(src: &str, kind: BlockKind) -> ParsedDoc {
+    // The text is the source: past the budget, stop before making a block of every paragraph
+    // (a file of "a\n\n" repeated made millions of them before the budget applied).
+    if super::over_budget(src.len()) {
+        return ParsedDoc {
+            title: String::new(),
+            text: String::new(),
+            blocks: Vec::new(),
+        };
+    }
     let mut blocks = Vec::new();
     let mut pos = 0;
     for para in src.split("\n\n") {

@@ -232,8 +232,17 @@ fn validate(
         });
     // Parse now, so a malformed or unsupported document is rejected with its reason here rather
     // than only showing up in the admin's skip list. (The pipeline parses it again.)
-    crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits)
-        .map_err(|e| reject(e.to_string()))?;
+    crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits).map_err(
+        |e| {
+            // Busy or unavailable parsers are not the content's fault, and not what REJECTED
+            // tells a client (bad content; do not send it again).
+            if e.is_transient() {
+                result(&key, pb::ItemStatus::RetryLater, e.to_string())
+            } else {
+                reject(e.to_string())
+            }
+        },
+    )?;
     let attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
     Ok(SourceDocument {
         key: doc_key,
