@@ -271,6 +271,10 @@ impl pb::ingest_server::Ingest for IngestService {
         req: Request<pb::PutDocumentsRequest>,
     ) -> Result<Response<pb::PutDocumentsResponse>, Status> {
         let (who, src) = self.source(&req, &req.get_ref().source)?;
+        // The validation (a parse per document) runs off the runtime; a client that leaves or
+        // whose deadline passes stops it at the next document, so abandoned requests do not
+        // pile up parses past the concurrency limits that were released with them.
+        let (budget, _guard) = super::limits::Budget::of(&req);
         let msg = req.into_inner();
         let size = prost::Message::encoded_len(&msg) as u64;
         if size > src.config.max_request_bytes {
@@ -297,13 +301,17 @@ impl pb::ingest_server::Ingest for IngestService {
         }
         let (st, s2) = (self.state.clone(), src.clone());
         let checked = tokio::task::spawn_blocking(move || {
-            msg.documents
-                .into_iter()
-                .map(|d| validate(&st, &s2, d))
-                .collect::<Vec<_>>()
+            let mut out = Vec::with_capacity(msg.documents.len());
+            for d in msg.documents {
+                if budget.spent() {
+                    return Err(ServiceError::Cancelled);
+                }
+                out.push(validate(&st, &s2, d));
+            }
+            Ok(out)
         })
         .await
-        .map_err(ServiceError::internal)?;
+        .map_err(ServiceError::internal)??;
         let mut results = Vec::with_capacity(checked.len());
         let mut accepted = Vec::new();
         for c in checked {
