@@ -788,12 +788,15 @@ impl Pipeline {
         let mut paused_until: Option<tokio::time::Instant> = None;
         let mut carry: Option<Change> = None;
         loop {
+            // (The daemon's shutdown ends the pause: what remains is drained and committed.)
             if let Some(until) = paused_until.take()
                 && until > tokio::time::Instant::now()
+                && !this.shutdown.is_cancelled()
             {
                 if carry.is_none() {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => {}
+                        _ = this.shutdown.cancelled() => {}
                         msg = rx.recv() => match msg {
                             Some(c) => {
                                 carry = Some(c);
@@ -803,7 +806,10 @@ impl Pipeline {
                         },
                     }
                 } else {
-                    tokio::time::sleep_until(until).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = this.shutdown.cancelled() => {}
+                    }
                 }
                 continue;
             }

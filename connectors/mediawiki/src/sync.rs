@@ -1030,8 +1030,9 @@ impl Syncer {
             return Ok(Action::Unchanged);
         }
         // A failure that keeps the indexed version keeps it only under the ACL it was indexed
-        // with: old text must not stay under an ACL the page no longer has.
-        let acl_stands = prev.is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
+        // with: old text must not stay under an ACL the page no longer has. (A page not indexed
+        // yet has nothing to withdraw.)
+        let acl_stands = prev.is_none_or(|p| p.acl_fingerprint == acl.fingerprint());
         let id = meta.id.to_string();
         let v = match self
             .api
