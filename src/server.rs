@@ -465,7 +465,9 @@ pub async fn start_with(
         config.server.max_concurrent_per_caller,
         config.server.max_concurrent_per_service,
     )));
-    let open = OpenStreamLayer::new(config.server.max_unauthenticated_streams);
+    let open = OpenStreamLayer::new(crate::service::limits::OpenPool::new(
+        config.server.max_unauthenticated_streams,
+    ));
     // A push request is decoded before its handler runs: the largest any push source accepts
     // bounds it (and only callers with the ingest permission get that far).
     let ingest_limit = state

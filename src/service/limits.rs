@@ -94,39 +94,49 @@ impl Limiter {
     }
 }
 
-#[derive(Clone)]
-pub struct LimitLayer {
-    limiter: Arc<Limiter>,
+/// What an [`Admission`] layer asks of each request: what it holds while it runs (permits,
+/// given back when its response body ends, so a stream counts for as long as it runs), or why
+/// it is refused at once (RESOURCE_EXHAUSTED, reason OVERLOADED) before any work.
+pub trait Admit: Clone + Send + Sync + 'static {
+    type Held: Send + Sync + 'static;
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<Self::Held, &'static str>;
 }
 
-impl LimitLayer {
-    pub fn new(limiter: Arc<Limiter>) -> Self {
-        Self { limiter }
+/// A tower layer that admits or sheds each request (see [`Admit`]).
+#[derive(Clone)]
+pub struct Admission<A> {
+    admit: A,
+}
+
+impl<A> Admission<A> {
+    pub fn new(admit: A) -> Self {
+        Self { admit }
     }
 }
 
-impl<S> tower_layer::Layer<S> for LimitLayer {
-    type Service = Limited<S>;
+impl<S, A: Clone> tower_layer::Layer<S> for Admission<A> {
+    type Service = Admitted<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Limited {
+        Admitted {
             inner,
-            limiter: self.limiter.clone(),
+            admit: self.admit.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-pub struct Limited<S> {
+pub struct Admitted<S, A> {
     inner: S,
-    limiter: Arc<Limiter>,
+    admit: A,
 }
 
-impl<S, B> tower_service::Service<http::Request<B>> for Limited<S>
+impl<S, B, A> tower_service::Service<http::Request<B>> for Admitted<S, A>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    A: Admit,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -137,6 +147,37 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let held = match self.admit.admit(&req) {
+            Ok(h) => h,
+            Err(why) => {
+                let status: tonic::Status = ServiceError::Overloaded(why).into();
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|body| {
+                tonic::body::Body::new(body.map_frame(move |f| {
+                    let _held = &held;
+                    f
+                }))
+            }))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService, A> tonic::server::NamedService for Admitted<S, A> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The per-caller and global limits, inside the authentication interceptor of each service.
+pub type LimitLayer = Admission<Arc<Limiter>>;
+
+impl Admit for Arc<Limiter> {
+    type Held = Permits;
+
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<Permits, &'static str> {
         // Inside the interceptor: the caller is known (an unauthenticated request never gets
         // here). The authenticated identity is the unit; a service acting for many users (the
         // `act_as` permission) has the larger `max_concurrent_per_service` pool.
@@ -150,105 +191,35 @@ where
                 )
             })
             .unwrap_or_default();
-        let permits = match self.limiter.try_admit(&who, service) {
-            Ok(p) => p,
-            Err(why) => {
-                tracing::debug!(caller = %who, why, "request shed");
-                let status: tonic::Status = ServiceError::Overloaded(why).into();
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
-        };
-        holding(self.inner.call(req), permits)
+        self.try_admit(&who, service).inspect_err(|why| {
+            tracing::debug!(caller = %who, why, "request shed");
+        })
     }
 }
 
-/// The inner service's response, with `held` (permits) kept until its body ends: a stream
-/// counts for as long as it runs.
-fn holding<F, E, T>(
-    fut: F,
-    held: T,
-) -> Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>
-where
-    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
-    T: Send + Sync + 'static,
-{
-    Box::pin(async move {
-        let res = fut.await?;
-        Ok(res.map(|body| {
-            tonic::body::Body::new(body.map_frame(move |f| {
-                let _held = &held;
-                f
-            }))
-        }))
-    })
-}
+/// One pool for the services that take no credentials (health, reflection): a health `Watch`
+/// or a reflection stream holds its place for as long as its peer keeps it.
+pub type OpenStreamLayer = Admission<OpenPool>;
 
-impl<S: tonic::server::NamedService> tonic::server::NamedService for Limited<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-/// One pool for the services that take no credentials (health, reflection): a request takes a
-/// permit or is refused at once with RESOURCE_EXHAUSTED, and holds it until its response body
-/// ends, so a health `Watch` or a reflection stream counts for as long as its peer keeps it.
+/// The pool of [`OpenStreamLayer`].
 #[derive(Clone)]
-pub struct OpenStreamLayer {
-    pool: Arc<Semaphore>,
-}
+pub struct OpenPool(Arc<Semaphore>);
 
-impl OpenStreamLayer {
+impl OpenPool {
     pub fn new(max: usize) -> Self {
-        Self {
-            pool: Arc::new(Semaphore::new(max.max(1))),
-        }
+        Self(Arc::new(Semaphore::new(max.max(1))))
     }
 }
 
-impl<S> tower_layer::Layer<S> for OpenStreamLayer {
-    type Service = OpenStreams<S>;
+impl Admit for OpenPool {
+    type Held = OwnedSemaphorePermit;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        OpenStreams {
-            inner,
-            pool: self.pool.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct OpenStreams<S> {
-    inner: S,
-    pool: Arc<Semaphore>,
-}
-
-impl<S, B> tower_service::Service<http::Request<B>> for OpenStreams<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Ok(permit) = self.pool.clone().try_acquire_owned() else {
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<OwnedSemaphorePermit, &'static str> {
+        self.0.clone().try_acquire_owned().map_err(|_| {
             tracing::debug!(path = req.uri().path(), "unauthenticated request shed");
-            let status: tonic::Status = ServiceError::Overloaded(
-                "too many open health and reflection requests; retry later",
-            )
-            .into();
-            return Box::pin(async move { Ok(status.into_http()) });
-        };
-        holding(self.inner.call(req), permit)
+            "too many open health and reflection requests; retry later"
+        })
     }
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for OpenStreams<S> {
-    const NAME: &'static str = S::NAME;
 }
 
 /// A request's deadline and cancellation, for the blocking work it starts.
