@@ -805,6 +805,19 @@ mod tests {
         assert_eq!(r, "Mail [REDACTED:email], SSN [REDACTED:us_ssn].");
     }
 
+    /// Each text holds one finding: of `entity`, exactly over `want`, and redaction replaces
+    /// exactly those original characters.
+    fn assert_each_found_once(cases: &[(&str, &str, Entity)]) {
+        for &(text, want, entity) in cases {
+            let found = detect(text, &Entity::ALL);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].entity, entity, "{text}");
+            assert_eq!(&text[found[0].range.clone()], want, "{text}");
+            let (r, _) = redact(text, &Entity::ALL);
+            assert_eq!(r, text.replace(want, entity.placeholder()));
+        }
+    }
+
     #[test]
     fn unicode_spaces_invisibles_and_fullwidth_digits_are_detected() {
         let cases: &[(&str, &str, Entity)] = &[
@@ -838,15 +851,7 @@ mod tests {
                 Entity::Email,
             ),
         ];
-        for &(text, want, entity) in cases {
-            let found = detect(text, &Entity::ALL);
-            assert_eq!(found.len(), 1, "{text}: {found:?}");
-            assert_eq!(found[0].entity, entity, "{text}");
-            assert_eq!(&text[found[0].range.clone()], want, "{text}");
-            // Redaction replaces exactly the original characters.
-            let (r, _) = redact(text, &Entity::ALL);
-            assert_eq!(r, text.replace(want, entity.placeholder()));
-        }
+        assert_each_found_once(cases);
         // Plain-ASCII findings next to non-ASCII text keep their ranges.
         let t = "Café: call +1 415-555-0132 — or 4111 1111 1111 1111.";
         let (r, found) = redact(t, &Entity::ALL);
@@ -889,14 +894,7 @@ mod tests {
                 Entity::UsSsn,
             ),
         ];
-        for &(text, want, entity) in cases {
-            let found = detect(text, &Entity::ALL);
-            assert_eq!(found.len(), 1, "{text}: {found:?}");
-            assert_eq!(found[0].entity, entity, "{text}");
-            assert_eq!(&text[found[0].range.clone()], want, "{text}");
-            let (r, _) = redact(text, &Entity::ALL);
-            assert_eq!(r, text.replace(want, entity.placeholder()));
-        }
+        assert_each_found_once(cases);
         // Text whose whitespace runs touch no number is not copied.
         assert!(fold("no numbers here at all").is_none());
         assert!(fold("A title\nIts text.  Two spaces, a tab\tand more.").is_none());
