@@ -62,6 +62,8 @@ pub enum ParseError {
     Malformed(String),
     #[error("extracted text is {len} bytes; the limit is {max}")]
     TooMuchText { len: usize, max: usize },
+    #[error("more than {max} headings and pages, each of which starts a passage")]
+    TooManySections { max: usize },
     #[error("parsing took longer than {0:?}")]
     Timeout(std::time::Duration),
     #[error(
@@ -221,6 +223,8 @@ thread_local! {
     static TEXT_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
     /// What a builder held when it went over the budget (reset by each [`parse`]).
     static OVER_BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Whether a builder went over [`MAX_SECTIONS`] (reset by each [`parse`]).
+    static OVER_SECTIONS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The largest HTML document parsed in the daemon's own process (see [`Format::isolated`]):
@@ -259,7 +263,11 @@ pub fn cap_heading(s: &mut String) {
 /// Parses a document. `name` is the file name, the title of last resort.
 pub fn parse(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<ParsedDoc, ParseError> {
     OVER_BUDGET.with(|o| o.set(None));
+    OVER_SECTIONS.with(|o| o.set(false));
     let parsed = parse_unchecked(bytes, mime, name);
+    if OVER_SECTIONS.with(|o| o.take()) {
+        return Err(ParseError::TooManySections { max: MAX_SECTIONS });
+    }
     if let Some(len) = OVER_BUDGET.with(|o| o.take()) {
         return Err(ParseError::TooMuchText {
             len,
@@ -392,7 +400,7 @@ pub fn parse_limited(
 }
 
 fn within_text_limit(doc: ParsedDoc, limits: ParseLimits) -> Result<ParsedDoc, ParseError> {
-    // Sections count as in the builder (a child process's result is checked here the same).
+    // Sections counted as in the builder (a child process's result is checked here the same).
     let sections = doc
         .blocks
         .iter()
@@ -401,13 +409,12 @@ fn within_text_limit(doc: ParsedDoc, limits: ParseLimits) -> Result<ParsedDoc, P
             matches!(b.kind, BlockKind::Heading(_)) || (*i > 0 && doc.blocks[i - 1].page != b.page)
         })
         .count();
-    let len = doc
-        .text
-        .len()
-        .saturating_add(sections.saturating_mul(SECTION_COST));
-    if len > limits.max_text_bytes {
+    if sections > MAX_SECTIONS {
+        return Err(ParseError::TooManySections { max: MAX_SECTIONS });
+    }
+    if doc.text.len() > limits.max_text_bytes {
         return Err(ParseError::TooMuchText {
-            len,
+            len: doc.text.len(),
             max: limits.max_text_bytes,
         });
     }
@@ -538,15 +545,16 @@ pub(crate) struct TextBuilder {
     /// Bytes of the heading paths of the finished blocks.
     heading_bytes: usize,
     /// Blocks that start a section (a heading, a new page): each starts a chunk, whatever its
-    /// text, so each counts [`SECTION_COST`] bytes against the budget too.
+    /// text (see [`MAX_SECTIONS`]).
     sections: usize,
     budget: usize,
 }
 
-/// What a section counts against the text budget besides its text: a chunk's vector, record
-/// and embedding cost far more than a heading of a few bytes, and a file of one-letter headings
-/// or one-character pages would otherwise turn a 5 MiB budget into millions of chunks.
-const SECTION_COST: usize = 256;
+/// The most sections (headings and pages, each of which starts a chunk) a document may have.
+/// A file of one-letter headings or one-character pages fits any text budget while making
+/// millions of chunks (gigabytes of vectors, the pipeline busy for minutes); a long manual or
+/// API reference has a few thousand, a 10,000-page PDF ten thousand.
+pub const MAX_SECTIONS: usize = 50_000;
 
 impl Default for TextBuilder {
     fn default() -> Self {
@@ -567,11 +575,11 @@ impl TextBuilder {
     /// Whether the budget is spent: parsers stop feeding it (the parse fails with
     /// [`ParseError::TooMuchText`]).
     pub fn over(&self) -> bool {
-        let used = self
-            .text
-            .len()
-            .saturating_add(self.heading_bytes)
-            .saturating_add(self.sections.saturating_mul(SECTION_COST));
+        if self.sections > MAX_SECTIONS {
+            OVER_SECTIONS.with(|o| o.set(true));
+            return true;
+        }
+        let used = self.text.len().saturating_add(self.heading_bytes);
         if used <= self.budget {
             return false;
         }
@@ -746,22 +754,21 @@ mod tests {
     }
 
     /// Session 31's review: every heading starts a chunk, and a file of one-letter headings
-    /// ("# a" repeated) fit the text budget while making millions of chunks. Each section now
-    /// counts `SECTION_COST` bytes too.
+    /// ("# a" repeated) fit the text budget while making millions of chunks. Past
+    /// `MAX_SECTIONS` headings and pages, a document is refused, whatever its text.
     #[test]
-    fn sections_count_against_the_text_budget() {
-        let limits = ParseLimits {
-            max_text_bytes: 1 << 20,
-            ..ParseLimits::default()
-        };
-        // 10,000 one-letter headings: 30 KB of text, but 10,000 chunks.
-        let many = "# a\n".repeat(10_000);
+    fn a_document_of_too_many_sections_is_refused() {
+        let limits = ParseLimits::default();
+        let many = "# a\n".repeat(MAX_SECTIONS + 1);
         let r = parse_limited(many.into_bytes(), None, "many.md".into(), limits);
-        assert!(matches!(r, Err(ParseError::TooMuchText { .. })), "{r:?}");
-        // A document with a few hundred sections is fine.
-        let some = "# Heading\n\nA paragraph of text.\n\n".repeat(300);
-        let d = parse_limited(some.into_bytes(), None, "some.md".into(), limits).unwrap();
-        assert_eq!(d.blocks.len(), 600);
+        assert!(
+            matches!(r, Err(ParseError::TooManySections { .. })),
+            "{r:?}"
+        );
+        // A long manual with thousands of headings is fine.
+        let manual = "# Heading\n\nA paragraph of text.\n\n".repeat(12_000);
+        let d = parse_limited(manual.into_bytes(), None, "manual.md".into(), limits).unwrap();
+        assert_eq!(d.blocks.len(), 24_000);
     }
 
     /// A title or the heading a section opens with is cut too: each chunk carries them (found

@@ -145,7 +145,7 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
             }
             "pStyle" => style = attr(e, "val").as_deref().and_then(heading_level),
             "t" => in_text = !empty,
-            "tab" | "br" | "cr" => para.push(' '),
+            "tab" | "br" | "cr" if !super::over_budget(para.len() + 1) => para.push(' '),
             _ => {}
         },
         Ev::End(name) => match name {
@@ -210,7 +210,7 @@ pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
                 }
                 "p" if !empty => para.clear(),
                 "t" => in_text = !empty,
-                "br" => para.push(' '),
+                "br" if !super::over_budget(para.len() + 1) => para.push(' '),
                 _ => {}
             },
             Ev::End(name) => match name {

@@ -234,9 +234,10 @@ fn validate(
     // than only showing up in the admin's skip list. (The pipeline parses it again.)
     crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits).map_err(
         |e| {
-            // Busy or unavailable parsers are not the content's fault, and not what REJECTED
-            // tells a client (bad content; do not send it again).
-            if e.is_transient() {
+            // Busy or unavailable parsers, or a parse cut off by its timeout on a busy machine
+            // (as the pipeline takes it too), are not the content's fault, and not what
+            // REJECTED tells a client (bad content; do not send it again).
+            if e.is_transient() || matches!(e, crate::parse::ParseError::Timeout(_)) {
                 result(&key, pb::ItemStatus::RetryLater, e.to_string())
             } else {
                 reject(e.to_string())
