@@ -522,9 +522,12 @@ pub(crate) fn collapse_ws(s: &str) -> String {
 /// Whether `len` bytes of text pass this thread's budget; if so, the parse fails with
 /// [`ParseError::TooMuchText`] (for parsers that know their text's size before building it).
 pub(crate) fn over_budget(len: usize) -> bool {
-    if len <= TEXT_BUDGET.with(|b| b.get()) {
-        return false;
-    }
+    len > TEXT_BUDGET.with(|b| b.get()) && went_over(len)
+}
+
+/// Records that this thread's parse went over its budget, holding `len` bytes (the first time
+/// counts); always true.
+fn went_over(len: usize) -> bool {
     OVER_BUDGET.with(|o| {
         if o.get().is_none() {
             o.set(Some(len));
@@ -580,15 +583,7 @@ impl TextBuilder {
             return true;
         }
         let used = self.text.len().saturating_add(self.heading_bytes);
-        if used <= self.budget {
-            return false;
-        }
-        OVER_BUDGET.with(|o| {
-            if o.get().is_none() {
-                o.set(Some(used));
-            }
-        });
-        true
+        used > self.budget && went_over(used)
     }
 
     /// The page of blocks started from now on.
