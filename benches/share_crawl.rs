@@ -159,6 +159,7 @@ async fn until_checkpoint(
                 index.docs.lock().unwrap().remove(&k);
             }
             Change::Checkpoint { checkpoint, .. } => break checkpoint,
+            Change::Reconciled { .. } => {}
         }
     };
     let secs = start.elapsed().as_secs_f64();

@@ -378,6 +378,7 @@ async fn run_until_checkpoint(
                 docs.remove(&key);
             }
             Change::Checkpoint { checkpoint, .. } => stats.checkpoint = Some(checkpoint),
+            Change::Reconciled { .. } => {}
         }
     }
     stats.secs = start.elapsed().as_secs_f64();

@@ -235,6 +235,8 @@ pub async fn start_with(
     let stats = Arc::new(IngestStats::default());
     let skips = Arc::new(SkipLog::default());
     let (tx, rx) = mpsc::channel(config.index.queue_capacity);
+    // Each connector's sink passes its changes on as their content bytes are free.
+    let queue_bytes = Arc::new(crate::ingest::QueueBytes::new(config.index.queue_bytes));
     let pipeline = Pipeline::new(
         index.clone(),
         embedder.clone(),
@@ -252,6 +254,7 @@ pub async fn start_with(
         stats.clone(),
         skips.clone(),
     )
+    .with_queue_bytes(queue_bytes.clone())
     .with_shutdown(shutdown.clone());
     // A pipeline that stops on an error (the index cannot roll back) would leave the daemon
     // serving while nothing is indexed, unreported: it shuts the daemon down instead, which
@@ -317,7 +320,7 @@ pub async fn start_with(
         });
         let ctx = ConnectorContext {
             commands: cmd_rx,
-            sink: tx.clone(),
+            sink: queue_bytes.sink(tx.clone()),
             memberships: identities.clone(),
             indexed: Arc::new(crate::ingest::IndexedView {
                 index: index.clone() as Arc<dyn IndexedState>,

@@ -1450,14 +1450,21 @@ fn screen_turn(
     keep_citations(t, &ok)
 }
 
+/// The most characters of a conversation's title shown.
+pub const TITLE_CHARS: usize = 80;
+
 /// PII redaction of a conversation's title (its first question) as it leaves the daemon, for
-/// the caller's principals now (see [`redact_turn`]).
+/// the caller's principals now (see [`redact_turn`]), then the cut to [`TITLE_CHARS`]: cut
+/// first, an account number split at the cut would no longer read as one.
 fn redact_title(g: &Guardrails, principals: &BTreeSet<String>, c: &mut store::ConversationRecord) {
     g.redact_sentence(
         principals,
         &mut c.title,
         &mut guardrail::PiiFindings::default(),
     );
+    if let Some((at, _)) = c.title.char_indices().nth(TITLE_CHARS) {
+        c.title.truncate(at);
+    }
 }
 
 /// PII redaction of a stored turn as it leaves the daemon again: it was redacted for the
@@ -1847,10 +1854,38 @@ mod tests {
             updated_ms: 0,
             turns: 1,
         };
-        redact_title(&g, &payroll, &mut c);
-        assert!(c.title.contains("3704"), "exempt: {}", c.title);
+        let mut exempt = c.clone();
+        redact_title(&g, &payroll, &mut exempt);
+        assert!(exempt.title.contains("3704"), "exempt: {}", exempt.title);
         redact_title(&g, &left, &mut c);
         assert!(!c.title.contains("3704"), "{}", c.title);
+    }
+
+    #[test]
+    fn a_title_is_cut_after_its_redaction_not_before() {
+        let g = Guardrails::new(
+            crate::guardrail::GuardrailConfig::default(),
+            &crate::embed::test_embedder::BagOfWords,
+        )
+        .unwrap();
+        let iban = "DE89 3704 0044 0532 0130 00";
+        // The account number straddles the 80th character: a cut first would leave a
+        // fragment no detector reads as an account number.
+        let question = format!("{} {iban} please", "x".repeat(TITLE_CHARS - 12));
+        let mut c = store::ConversationRecord {
+            id: "c1".into(),
+            owner: "a".into(),
+            title: question,
+            created_ms: 0,
+            updated_ms: 0,
+            turns: 1,
+        };
+        redact_title(&g, &BTreeSet::new(), &mut c);
+        assert!(c.title.chars().count() <= TITLE_CHARS, "{}", c.title);
+        for digits in ["3704", "0044", "DE89"] {
+            assert!(!c.title.contains(digits), "{}", c.title);
+        }
+        assert!(c.title.starts_with("xxxx"), "{}", c.title);
     }
 
     #[test]

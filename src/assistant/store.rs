@@ -35,6 +35,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 pub struct ConversationRecord {
     pub id: String,
     pub owner: String,
+    /// The first question, whole (see `TITLE_CHARS`).
     pub title: String,
     pub created_ms: i64,
     pub updated_ms: i64,
@@ -207,7 +208,7 @@ impl Store {
         let c = ConversationRecord {
             id: new_id(),
             owner: owner.to_string(),
-            title: title.chars().take(80).collect(),
+            title: title.to_string(),
             created_ms: now,
             updated_ms: now,
             turns: 0,
@@ -247,8 +248,10 @@ impl Store {
             let n = c.turns;
             c.turns += 1;
             c.updated_ms = turn.time_ms;
+            // Kept whole: the title is cut for display only after redaction, which a cut
+            // through an account number would defeat.
             if c.title.is_empty() {
-                c.title = turn.question.chars().take(80).collect();
+                c.title = turn.question.clone();
             }
             convs.insert(id, json(&c).as_slice()).map_err(err)?;
             tx.open_table(TURNS)
@@ -570,6 +573,12 @@ mod tests {
         assert_eq!(qs, ["q1", "q2"]);
         assert!(s.list("bob").unwrap().is_empty());
         assert_eq!(s.list("alice").unwrap().len(), 1);
+        // A long first question is kept whole: it is cut for display after redaction.
+        let long = format!("{} DE89 3704 0044 0532 0130 00?", "y".repeat(70));
+        let c = s.create("alice", "").unwrap();
+        s.append("alice", &c.id, &turn(&long)).unwrap();
+        assert_eq!(s.conversation("alice", &c.id).unwrap().unwrap().title, long);
+        assert!(s.delete("alice", &c.id).unwrap());
         assert!(!s.delete("bob", &id).unwrap());
         assert!(s.delete("alice", &id).unwrap());
         assert!(s.turns(&id).unwrap().is_empty());

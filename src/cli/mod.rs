@@ -81,9 +81,9 @@ pub enum Command {
         command: ConversationsCommand,
         #[command(flatten)]
         conn: ClientArgs,
-        #[arg(long = "as", value_name = "USER")]
+        #[arg(long = "as", value_name = "USER", global = true)]
         on_behalf_of: Option<String>,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Rate an answer: `docent feedback CONVERSATION TURN up|down [--reason R]… [--comment C]`.
@@ -333,26 +333,31 @@ pub enum SearchMode {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Daemon address (http://host:port, or https:// with TLS).
-    #[arg(long, env = "DOCENT_ADDR", default_value = "http://127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "DOCENT_ADDR",
+        default_value = "http://127.0.0.1:7878"
+    )]
     pub addr: String,
     /// API token.
-    #[arg(long, env = "DOCENT_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "DOCENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// CA certificate (PEM) to trust for https addresses.
-    #[arg(long, env = "DOCENT_CA")]
+    #[arg(long, global = true, env = "DOCENT_CA")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mTLS; with --key.
-    #[arg(long, env = "DOCENT_CERT")]
+    #[arg(long, global = true, env = "DOCENT_CERT")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) of the client certificate.
-    #[arg(long, env = "DOCENT_KEY")]
+    #[arg(long, global = true, env = "DOCENT_KEY")]
     pub key: Option<PathBuf>,
     /// Against a daemon started with --insecure-dev only: act as this user without a token.
-    #[arg(long, env = "DOCENT_DEV_USER")]
+    #[arg(long, global = true, env = "DOCENT_DEV_USER")]
     pub dev_user: Option<String>,
     /// Send the token over plaintext http:// to a host that is not loopback (a network that is
     /// encrypted by other means). Refused without this flag.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub allow_plain_http: bool,
 }
 
@@ -742,5 +747,51 @@ mod shown_tests {
             shown("plain\ttext\nnext"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Connection flags, `--json` and `--as` of a command with subcommands go before or after
+    /// the subcommand (the README shows them after: clap refused that before).
+    #[test]
+    fn parent_flags_are_taken_after_the_subcommand_too() {
+        let cli = Cli::try_parse_from([
+            "docent",
+            "conversations",
+            "list",
+            "--json",
+            "--as",
+            "hana",
+            "--addr",
+            "http://127.0.0.1:9",
+        ])
+        .unwrap();
+        let Command::Conversations {
+            conn,
+            on_behalf_of,
+            json,
+            ..
+        } = cli.command
+        else {
+            panic!("{:?}", cli.command);
+        };
+        assert!(json);
+        assert_eq!(on_behalf_of.as_deref(), Some("hana"));
+        assert_eq!(conn.addr, "http://127.0.0.1:9");
+        let cli = Cli::try_parse_from(["docent", "admin", "whois", "hana", "--addr", "http://h:1"])
+            .unwrap();
+        let Command::Admin { conn, .. } = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(conn.addr, "http://h:1");
     }
 }

@@ -105,6 +105,8 @@ pub struct IndexConfig {
     pub data_dir: PathBuf,
     pub commit_interval: Duration,
     pub queue_capacity: usize,
+    /// Content bytes waiting for, or in, the pipeline (see `crate::ingest::QueueBytes`).
+    pub queue_bytes: u32,
     /// `None`: the embedded backend.
     pub milvus: Option<crate::index::milvus::MilvusConfig>,
     pub role: Role,
@@ -828,6 +830,13 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             1,
             1_000_000,
         ),
+        queue_bytes: u32::try_from(is.range(
+            "index.queue_bytes",
+            raw.index.queue_bytes,
+            1 << 20,
+            u64::from(u32::MAX),
+        ))
+        .unwrap_or(u32::MAX),
         milvus: index_backend(base, &raw.index, &mut is),
         role: match raw.index.role.as_str() {
             "all" => Role::All,
@@ -1102,6 +1111,29 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     let connector_ids: Vec<String> = connectors.iter().map(|c| c.id().to_string()).collect();
     let guardrails = security::guardrails(&mut is, &raw.guardrails, &connector_ids);
 
+    // Checked before the issues are returned (they were checked after, so never reported).
+    let limit =
+        |is: &mut Issues, key: &str, v: usize| is.range(&format!("server.{key}"), v, 1, 100_000);
+    let max_concurrent_requests = limit(
+        &mut is,
+        "max_concurrent_requests",
+        raw.server.max_concurrent_requests,
+    );
+    let max_concurrent_per_caller = limit(
+        &mut is,
+        "max_concurrent_per_caller",
+        raw.server.max_concurrent_per_caller,
+    );
+    let max_concurrent_per_service = limit(
+        &mut is,
+        "max_concurrent_per_service",
+        raw.server.max_concurrent_per_service,
+    );
+    let max_unauthenticated_streams = limit(
+        &mut is,
+        "max_unauthenticated_streams",
+        raw.server.max_unauthenticated_streams,
+    );
     if !is.0.is_empty() {
         return Err(is.0);
     }
@@ -1110,30 +1142,10 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             listen,
             metrics_listen,
             tls,
-            max_concurrent_requests: is.range(
-                "server.max_concurrent_requests",
-                raw.server.max_concurrent_requests,
-                1,
-                100_000,
-            ),
-            max_concurrent_per_caller: is.range(
-                "server.max_concurrent_per_caller",
-                raw.server.max_concurrent_per_caller,
-                1,
-                100_000,
-            ),
-            max_concurrent_per_service: is.range(
-                "server.max_concurrent_per_service",
-                raw.server.max_concurrent_per_service,
-                1,
-                100_000,
-            ),
-            max_unauthenticated_streams: is.range(
-                "server.max_unauthenticated_streams",
-                raw.server.max_unauthenticated_streams,
-                1,
-                100_000,
-            ),
+            max_concurrent_requests,
+            max_concurrent_per_caller,
+            max_concurrent_per_service,
+            max_unauthenticated_streams,
         },
         index,
         embedding,
@@ -1174,6 +1186,38 @@ onnxruntime_lib = "models/ort.so"
         assert_eq!(c.server.listen.port(), 7878);
         assert_eq!(c.chunking.max_tokens, 200);
         assert!(c.connectors.is_empty());
+    }
+
+    /// Every server limit out of range is reported with the rest (found by a review: they
+    /// were checked after the issues were returned, so 0 was taken).
+    #[test]
+    fn server_limits_out_of_range_are_reported() {
+        let cfg = MINIMAL.to_string()
+            + "[server]\nmax_concurrent_requests = 0\nmax_concurrent_per_caller = 0\n\
+               max_concurrent_per_service = 100001\nmax_unauthenticated_streams = 0\n";
+        let issues = Config::parse(&cfg, Path::new("/etc/docent")).unwrap_err();
+        for key in [
+            "max_concurrent_requests",
+            "max_concurrent_per_caller",
+            "max_concurrent_per_service",
+            "max_unauthenticated_streams",
+        ] {
+            let path = format!("server.{key}");
+            assert!(
+                issues.iter().any(|i| i.path == path),
+                "{path} not reported: {issues:?}"
+            );
+        }
+        // The queue's byte budget is bounded too.
+        let cfg = MINIMAL.replace("[index]\n", "[index]\nqueue_bytes = 1000\n");
+        let issues = Config::parse(&cfg, Path::new("/etc/docent")).unwrap_err();
+        assert!(
+            issues.iter().any(|i| i.path == "index.queue_bytes"),
+            "{issues:?}"
+        );
+        let cfg = MINIMAL.replace("[index]\n", "[index]\nqueue_bytes = 1048576\n");
+        let c = Config::parse(&cfg, Path::new("/etc/docent")).unwrap();
+        assert_eq!(c.index.queue_bytes, 1 << 20);
     }
 
     #[test]

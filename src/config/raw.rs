@@ -267,6 +267,9 @@ pub struct RawIndex {
     pub data_dir: String,
     pub commit_interval_ms: u64,
     pub queue_capacity: usize,
+    /// Content bytes the changes waiting for the pipeline, and the batch it works on, may hold
+    /// all together (`crate::ingest::QueueBytes`).
+    pub queue_bytes: u64,
     /// `embedded` (tantivy in `data_dir`) or `milvus` (`[index.milvus]`).
     pub backend: String,
     /// `all`, `query` (serve only: no connectors, no pipeline) or `ingest`.
@@ -280,6 +283,7 @@ impl Default for RawIndex {
             data_dir: "data".into(),
             commit_interval_ms: 1000,
             queue_capacity: 256,
+            queue_bytes: 256 * 1024 * 1024,
             backend: "embedded".into(),
             role: "all".into(),
             milvus: None,

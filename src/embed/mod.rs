@@ -197,7 +197,8 @@ pub struct EmbedderConfig {
     pub onnxruntime_lib: PathBuf,
     pub max_length: usize,
     pub batch_size: usize,
-    /// Threads for the ingestion session (the query session uses one).
+    /// Threads of the ingestion session; questions use this many one-thread sessions, plus one
+    /// of this many threads for a question that comes alone.
     pub threads: usize,
 }
 

@@ -80,6 +80,14 @@ pub enum IndexError {
         path: PathBuf,
         source: tantivy::TantivyError,
     },
+    /// A write or commit failed and the writer could not be reset to the last commit: nothing
+    /// more is written or committed (a retried commit on such a writer could commit deletes
+    /// without the documents added since). The pipeline stops, and with it the daemon; a
+    /// restart opens the index at its last commit, whose checkpoints connectors resume from.
+    #[error(
+        "index at {path}: the writer could not be reset after a failed write ({reason}); nothing more is written until a restart from the last commit"
+    )]
+    WriterLost { path: PathBuf, reason: String },
 }
 
 impl IndexError {
@@ -87,6 +95,12 @@ impl IndexError {
     /// [`IndexError::CommitRolledBack`]).
     pub fn rolled_back(&self) -> bool {
         matches!(self, Self::CommitRolledBack { .. })
+    }
+
+    /// Whether the index can take no more writes until a restart (see
+    /// [`IndexError::WriterLost`]): retrying cannot help.
+    pub fn writer_lost(&self) -> bool {
+        matches!(self, Self::WriterLost { .. })
     }
 }
 
@@ -317,6 +331,11 @@ pub struct Index {
     vectors: Arc<VectorCache>,
     /// The docs each recent scope admits, per segment ([`scope`]).
     scopes: scope::ScopeCache,
+    /// Why the writer is lost, once a rollback failed ([`IndexError::WriterLost`]).
+    lost: Mutex<Option<String>>,
+    /// Failure injection for tests: the next commit, then the next rollback, fail.
+    #[cfg(test)]
+    pub(crate) fail_commit_and_rollback: std::sync::atomic::AtomicBool,
 }
 
 impl Index {
@@ -403,6 +422,9 @@ impl Index {
             })),
             vectors: Arc::new(VectorCache::new(dim)),
             scopes: scope::ScopeCache::default(),
+            lost: Mutex::new(None),
+            #[cfg(test)]
+            fail_commit_and_rollback: false.into(),
             index,
         };
         if payload.is_none() {
@@ -499,6 +521,7 @@ impl Index {
 
     /// Replaces all chunks of a document (visible after the next commit).
     pub fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {
+        self.check_writer()?;
         let f = &self.fields;
         let key = doc.key.to_string();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -591,8 +614,18 @@ impl Index {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
+        self.check_writer()?;
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let committed = (|| {
+            #[cfg(test)]
+            if self
+                .fail_commit_and_rollback
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(tantivy::TantivyError::InternalError(
+                    "a commit failure injected by a test".into(),
+                ));
+            }
             let mut prepared = writer.prepare_commit()?;
             prepared.set_payload(&json);
             prepared.commit()
@@ -602,7 +635,7 @@ impl Index {
             // leaves tantivy's writer without its indexing thread: retried, it would commit
             // the deletes and drop every added document from then on. A new writer starts
             // from the last commit instead, and what was written since is gone.
-            writer.rollback()?;
+            self.reset_writer(&mut writer)?;
             drop(writer);
             self.pending
                 .lock()
@@ -636,10 +669,48 @@ impl Index {
         Ok(())
     }
 
+    /// Refuses writes once the writer is lost ([`IndexError::WriterLost`]).
+    fn check_writer(&self) -> Result<(), IndexError> {
+        match &*self.lost.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(reason) => Err(IndexError::WriterLost {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Resets `writer` to the last commit; if that fails, the writer is lost for good.
+    fn reset_writer(&self, writer: &mut IndexWriter) -> Result<(), IndexError> {
+        #[cfg(test)]
+        let injected = self
+            .fail_commit_and_rollback
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(not(test))]
+        let injected = false;
+        let reset = if injected {
+            Err(tantivy::TantivyError::InternalError(
+                "a rollback failure injected by a test".into(),
+            ))
+        } else {
+            writer.rollback().map(|_| ())
+        };
+        reset.map_err(|e| {
+            let reason = e.to_string();
+            tracing::error!(index = %self.path.display(), error = %reason, "the index writer could not be reset to the last commit: no more writes until a restart");
+            *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+            IndexError::WriterLost {
+                path: self.path.clone(),
+                reason,
+            }
+        })
+    }
+
     /// Drops uncommitted writes (after a failed batch).
     pub fn rollback(&self) -> Result<(), IndexError> {
+        self.check_writer()?;
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        writer.rollback()?;
+        self.reset_writer(&mut writer)?;
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1922,6 +1993,38 @@ mod tests {
         assert_eq!(found("kestrel"), 1, "the last committed version of a stays");
         assert_eq!(found("revised"), 0, "a's rolled-back version is gone");
         assert_eq!(found("bulky"), 0);
+    }
+
+    /// A failed commit whose rollback fails too leaves a writer that must not be used again
+    /// (found by a review: the pipeline retried the commit on it).
+    #[test]
+    fn a_writer_that_cannot_be_reset_takes_no_more_writes_and_the_last_commit_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let everyone = || Acl::new([Principal::Everyone], []);
+        let cp = |n: u64| BTreeMap::from([("c".to_string(), serde_json::json!(n))]);
+        {
+            let idx = Index::open(dir.path(), "m", 4).unwrap();
+            idx.upsert(record("a", "alpha", everyone())).unwrap();
+            idx.commit(cp(1)).unwrap();
+            idx.fail_commit_and_rollback
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            idx.upsert(record("b", "beta", everyone())).unwrap();
+            let e = idx.commit(cp(2)).unwrap_err();
+            assert!(e.writer_lost() && !e.rolled_back(), "{e}");
+            // Nothing more is taken, though the injected failure is spent.
+            let e = idx.upsert(record("c", "gamma", everyone())).unwrap_err();
+            assert!(e.writer_lost(), "{e}");
+            assert!(idx.commit(cp(3)).unwrap_err().writer_lost());
+            assert!(idx.rollback().unwrap_err().writer_lost());
+            assert_eq!(idx.checkpoints()["c"], 1);
+        }
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        assert!(idx.doc_entry("t:a").is_some());
+        assert!(idx.doc_entry("t:b").is_none());
+        assert_eq!(idx.checkpoints()["c"], 1);
+        idx.upsert(record("c", "gamma", everyone())).unwrap();
+        idx.commit(cp(3)).unwrap();
+        assert!(idx.doc_entry("t:c").is_some());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! Must never: log document text above debug.
 
+mod budget;
 pub mod push;
 pub mod reembed;
 
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use budget::QueueBytes;
 use docent_connector_api::{Change, DocKey, SourceDocument};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -358,6 +360,14 @@ impl SkipLog {
         self.reconciling.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A reconciliation of `connector` that started at rollback count `at` ended, and what it
+    /// sent is written ([`Change::Reconciled`]): the next commit no longer records it as owed.
+    fn reconciled(&self, connector: &str, at: u64) {
+        let mut m = self.lock_reconciling();
+        let last = m.entry(connector.to_string()).or_insert(None);
+        *last = Some(last.map_or(at, |l| l.max(at)));
+    }
+
     /// The version of `key` the pipeline gave up on, if any and once its connector is to be
     /// told ([`gave_up_wait`]).
     pub fn gave_up_on(&self, key: &DocKey) -> Option<String> {
@@ -413,12 +423,6 @@ impl docent_connector_api::IndexedState for IndexedView {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(connector)
-    }
-
-    fn reconciled(&self, connector: &str, at: u64) {
-        let mut m = self.skips.lock_reconciling();
-        let last = m.entry(connector.to_string()).or_insert(None);
-        *last = Some(last.map_or(at, |l| l.max(at)));
     }
 }
 
@@ -589,6 +593,13 @@ pub struct Pipeline {
     /// reconciliation must have started at or after to pay it (0: any, owed from before the
     /// start).
     owed: Mutex<BTreeMap<String, u64>>,
+    /// The content bytes the connectors' changes took on their way in ([`QueueBytes`]), given
+    /// back once the batch holding them is written (or failed).
+    bytes: Option<Arc<QueueBytes>>,
+    /// Connectors whose writes the model failed on (dropped, not retried) since their last
+    /// [`Change::Reconciled`]: that notice pays nothing, since the reconciliation it ends may
+    /// have sent those writes in an earlier batch.
+    dropped: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
@@ -635,7 +646,16 @@ impl Pipeline {
             #[cfg(test)]
             failing_writes: AtomicU64::new(0),
             owed: Mutex::new(owed.into_iter().map(|c| (c, 0)).collect()),
+            bytes: None,
+            dropped: Mutex::default(),
         }
+    }
+
+    /// Changes come through [`QueueBytes::sink`]s of `bytes`: the pipeline gives their bytes
+    /// back once it is done with each batch.
+    pub fn with_queue_bytes(mut self, bytes: Arc<QueueBytes>) -> Self {
+        self.bytes = Some(bytes);
+        self
     }
 
     /// Whether the indexed version (`previous`, as the index shows it) may stay while a new
@@ -769,6 +789,16 @@ impl Pipeline {
 
     /// [`Self::run`] on a shared pipeline.
     async fn run_shared(self: Arc<Self>, mut rx: mpsc::Receiver<Change>) -> Result<(), IndexError> {
+        /// Closes the byte budget however the pipeline ends (see [`QueueBytes::close`]).
+        struct CloseBudget(Option<Arc<QueueBytes>>);
+        impl Drop for CloseBudget {
+            fn drop(&mut self) {
+                if let Some(b) = &self.0 {
+                    b.close();
+                }
+            }
+        }
+        let _close = CloseBudget(self.bytes.clone());
         let this = self;
         let mut dirty = false;
         let mut last_commit = Instant::now();
@@ -850,24 +880,36 @@ impl Pipeline {
             rolled.extend(batch.iter().filter_map(|c| match c {
                 Change::Upsert(d) => Some((d.key.clone(), Some(d.acl.fingerprint()))),
                 Change::Delete(key) | Change::Skipped { key, .. } => Some((key.clone(), None)),
-                Change::Checkpoint { .. } => None,
+                Change::Checkpoint { .. } | Change::Reconciled { .. } => None,
             }));
             uncommitted.extend(batch.iter().filter_map(|c| match c {
                 Change::Upsert(d) => Some((d.key.clone(), state(d))),
                 Change::Delete(key) => Some((key.clone(), None)),
-                Change::Skipped { .. } | Change::Checkpoint { .. } => None,
+                Change::Skipped { .. } | Change::Checkpoint { .. } | Change::Reconciled { .. } => {
+                    None
+                }
             }));
             written.extend(batch.iter().map(|c| {
                 match c {
                     Change::Upsert(d) => &d.key.connector,
                     Change::Delete(key) | Change::Skipped { key, .. } => &key.connector,
-                    Change::Checkpoint { connector, .. } => connector,
+                    Change::Checkpoint { connector, .. } | Change::Reconciled { connector, .. } => {
+                        connector
+                    }
                 }
                 .clone()
             }));
             if !batch.is_empty() || !due.is_empty() {
+                // The bytes the batch's changes took, given back once it is done with.
+                let held: u64 = this
+                    .bytes
+                    .as_ref()
+                    .map_or(0, |b| batch.iter().map(|c| u64::from(b.cost(c))).sum());
                 let p = this.clone();
                 let result = tokio::task::spawn_blocking(move || p.process_with(due, batch)).await;
+                if let Some(b) = &this.bytes {
+                    b.give_back(held);
+                }
                 match result {
                     Ok(Ok(cps)) => {
                         checkpoint_seen = !cps.is_empty();
@@ -967,7 +1009,12 @@ impl Pipeline {
                     }
                     return Ok(());
                 }
-                Err(e) if e.rolled_back() || attempts.is_some_and(|n| attempt >= n) => {
+                // A lost writer cannot commit again: the pipeline stops (and the daemon).
+                Err(e)
+                    if e.rolled_back()
+                        || e.writer_lost()
+                        || attempts.is_some_and(|n| attempt >= n) =>
+                {
                     return Err(e);
                 }
                 Err(e) => {
@@ -1033,7 +1080,7 @@ impl Pipeline {
             .filter_map(|c| match c {
                 Change::Upsert(d) => Some(&d.key),
                 Change::Delete(key) | Change::Skipped { key, .. } => Some(key),
-                Change::Checkpoint { .. } => None,
+                Change::Checkpoint { .. } | Change::Reconciled { .. } => None,
             })
             .collect();
         let due: Vec<Pending> = due
@@ -1052,6 +1099,8 @@ impl Pipeline {
             .chain(batch)
             .collect::<Vec<_>>();
         let mut checkpoints = BTreeMap::new();
+        // Reconciliations that end with this batch: paid once it is written.
+        let mut paid: Vec<(String, u64)> = Vec::new();
         // Writes in arrival order; embeddings for the whole batch are computed first.
         enum Op {
             Write(Box<Prepared>),
@@ -1203,6 +1252,7 @@ impl Pipeline {
                 } => {
                     checkpoints.insert(connector, checkpoint);
                 }
+                Change::Reconciled { connector, at } => paid.push((connector, at)),
             }
         }
         // Writes whose every chunk reuses a vector (an ACL-only change, a re-parse) need no model.
@@ -1228,11 +1278,15 @@ impl Pipeline {
                     // may be written: record the failures and keep the previous versions of
                     // what needed the model; still apply the deletions and the writes that need
                     // no model (removed content and narrowed ACLs must not wait), and claim no
-                    // checkpoint (the batch was not fully applied).
+                    // checkpoint and no reconciliation paid (the batch was not fully applied).
                     tracing::error!(error = %e, "embedding failed for a batch");
                     for (op, needs) in ops.into_iter().zip(needs_model) {
                         match op {
                             Op::Write(p) if needs => {
+                                self.dropped
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(p.record.key.connector.clone());
                                 self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
                                 self.skips
                                     .record(&p.record.key, &format!("embedding failed: {e}"));
@@ -1298,6 +1352,14 @@ impl Pipeline {
                         self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+        }
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        for (connector, at) in paid {
+            if dropped.remove(&connector) {
+                tracing::info!(connector = %connector, "a reconciliation ended after the model failed on some of its writes: it stays owed");
+            } else {
+                self.skips.reconciled(&connector, at);
             }
         }
         Ok(checkpoints)
@@ -2032,6 +2094,17 @@ mod tests {
         running.await.unwrap().unwrap();
     }
 
+    /// Waits (up to 30 s) until the injected write failure is spent.
+    async fn until_failed_write(p: &Pipeline) {
+        for _ in 0..3000 {
+            if p.failing_writes.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the write did not fail");
+    }
+
     /// Waits (up to 30 s) until the pipeline has told `view` of a rollback.
     async fn until_rolled_back(view: &IndexedView) {
         use docent_connector_api::IndexedState as _;
@@ -2242,8 +2315,9 @@ mod tests {
         let running = tokio::spawn(p.run(rx));
         let at = sent.rollbacks();
         tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
-        sent.reconciled(at);
+        let notice = sent.reconciled(at);
         assert!(!sent.rolled_back_since_reconciled());
+        tx.send(notice).await.unwrap();
         tx.send(checkpoint(2)).await.unwrap();
         drop(tx);
         running.await.unwrap().unwrap();
@@ -2251,6 +2325,146 @@ mod tests {
         assert_eq!(owed(), serde_json::json!([]));
         let (_p, _view, sent) = start(0);
         assert!(!sent.rolled_back_since_reconciled());
+    }
+
+    /// Changes that came through a byte-bounded sink give their bytes back once written, also
+    /// those of a batch that failed: a budget that leaked would stop ingestion for good.
+    #[tokio::test]
+    async fn the_pipeline_gives_back_the_bytes_of_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let budget = Arc::new(QueueBytes::new(1 << 20));
+        let p = Arc::new(pipeline_into(&index, None).with_queue_bytes(budget.clone()));
+        p.failing_writes.store(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(4);
+        let sink = budget.sink(tx);
+        let running = tokio::spawn(p.clone().run_shared(rx));
+        sink.send(Change::Upsert(Box::new(doc(0, 1))))
+            .await
+            .unwrap();
+        until_failed_write(&p).await;
+        sink.send(Change::Upsert(Box::new(doc(1, 1))))
+            .await
+            .unwrap();
+        drop(sink);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc1.md").is_some());
+        assert_eq!(budget.available(), 1 << 20);
+    }
+
+    /// A commit that fails on a writer that cannot be reset stops the pipeline (and with it the
+    /// daemon) instead of retrying on that writer, which could commit the deletes without
+    /// the documents added since (found by a review: it retried for as long as it ran).
+    #[tokio::test]
+    async fn a_lost_writer_stops_the_pipeline_instead_of_retrying() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        index.fail_commit_and_rollback.store(true, Ordering::SeqCst);
+        let p = pipeline_into(&index, None);
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.run(rx));
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        tx.send(Change::Checkpoint {
+            connector: "c".into(),
+            checkpoint: serde_json::json!({ "pos": 1 }),
+        })
+        .await
+        .unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .expect("the pipeline stops")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.writer_lost(), "{e}");
+        assert!(!index.checkpoints().contains_key("c"));
+        drop(tx);
+    }
+
+    /// A reconciliation is paid (no longer committed as owed) only with what it sent: its
+    /// notice comes after those changes, and a batch the model failed on pays nothing (found by
+    /// a review: told beside the channel, the reconciliation was committed as paid while what it
+    /// had sent again still waited, and a crash then lost those changes for good).
+    #[tokio::test]
+    async fn a_reconciliation_is_paid_only_once_what_it_sent_is_written() {
+        use docent_connector_api::SentLog;
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        // Owed from before this start.
+        index
+            .commit(BTreeMap::from([(
+                OWED_KEY.to_string(),
+                serde_json::json!(["c"]),
+            )]))
+            .unwrap();
+        let owed = || index.checkpoints()[OWED_KEY].clone();
+        let model = Arc::new(Flaky {
+            failing: true.into(),
+        });
+        for (failing, owed_after) in [
+            (true, serde_json::json!(["c"])),
+            (false, serde_json::json!([])),
+        ] {
+            model.failing.store(failing, Ordering::Relaxed);
+            let p = pipeline_with(&index, model.clone(), None);
+            let view = Arc::new(IndexedView {
+                index: index.clone(),
+                skips: p.skips.clone(),
+            });
+            let sent = SentLog::new("c", view);
+            assert!(sent.rolled_back_since_reconciled());
+            let (tx, rx) = mpsc::channel(4);
+            let running = tokio::spawn(p.run(rx));
+            let at = sent.rollbacks();
+            tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+            tx.send(sent.reconciled(at)).await.unwrap();
+            drop(tx);
+            running.await.unwrap().unwrap();
+            assert_eq!(index.doc_entry("c:doc0.md").is_some(), !failing);
+            assert_eq!(owed(), owed_after, "model failing: {failing}");
+        }
+    }
+
+    /// A reconciliation whose earlier writes the model failed on (dropped, not retried) stays
+    /// owed even when its notice comes alone in a later batch that is written (found by a
+    /// review: only a notice sharing the failed batch paid nothing).
+    #[tokio::test]
+    async fn a_reconciliation_whose_writes_the_model_dropped_stays_owed() {
+        use docent_connector_api::SentLog;
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        index
+            .commit(BTreeMap::from([(
+                OWED_KEY.to_string(),
+                serde_json::json!(["c"]),
+            )]))
+            .unwrap();
+        let model = Arc::new(Flaky {
+            failing: true.into(),
+        });
+        let p = Arc::new(pipeline_with(&index, model.clone(), None));
+        let view = Arc::new(IndexedView {
+            index: index.clone(),
+            skips: p.skips.clone(),
+        });
+        let sent = SentLog::new("c", view);
+        let (tx, rx) = mpsc::channel(4);
+        let running = tokio::spawn(p.clone().run_shared(rx));
+        let at = sent.rollbacks();
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        for _ in 0..3000 {
+            if p.stats.documents_failed.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(p.stats.documents_failed.load(Ordering::Relaxed), 1);
+        model.failing.store(false, Ordering::Relaxed);
+        tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
+        tx.send(sent.reconciled(at)).await.unwrap();
+        drop(tx);
+        running.await.unwrap().unwrap();
+        assert!(index.doc_entry("c:doc1.md").is_some());
+        assert_eq!(index.checkpoints()[OWED_KEY], serde_json::json!(["c"]));
     }
 
     proptest! {

@@ -49,8 +49,8 @@ pub struct PushSource {
 
 /// What the queue's changes may hold in content bytes, all together: `queue_capacity` changes
 /// of the largest size a source accepts would pin gigabytes while the pipeline is busy. A
-/// change takes its bytes before its place in the queue and gives them back once the pipeline's
-/// own queue holds it.
+/// change takes its bytes before its place in the queue and gives them back once the source's
+/// sink took it (from there the daemon's byte budget, `crate::ingest::QueueBytes`, holds it).
 struct QueueBytes {
     free: tokio::sync::Semaphore,
     budget: u32,
@@ -277,9 +277,9 @@ impl Connector for PushConnector {
                     _ = ctx.shutdown.cancelled() => break,
                     c = rx.recv() => {
                         let Some(c) = c else { break };
-                        // The content counts against the source's budget until the pipeline's
-                        // queue holds it (given back before, a writer could fill that queue
-                        // with up to its capacity of the largest documents, past the budget).
+                        // The content counts against the source's budget until the sink took it
+                        // (then the daemon's `index.queue_bytes` bounds it: given back before, a
+                        // writer could queue up to its capacity of the largest documents).
                         let cost = bytes.cost(&c);
                         if ctx.sink.send(c).await.is_err() {
                             return Err(ConnectorError::SinkClosed { connector: id });

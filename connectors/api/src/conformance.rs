@@ -123,6 +123,8 @@ pub struct RunLog {
     pub deletes: BTreeSet<String>,
     pub skipped: BTreeSet<String>,
     pub checkpoint: Option<Checkpoint>,
+    /// Reconciliation notices ([`Change::Reconciled`]) received before the checkpoint.
+    pub reconciled: usize,
 }
 
 /// Runs the connector until its first checkpoint (the end of its crawl), applies what it sent to
@@ -165,6 +167,7 @@ pub async fn run_once(
                 log.skipped.insert(key.native_id);
             }
             Change::Checkpoint { checkpoint, .. } => log.checkpoint = Some(checkpoint),
+            Change::Reconciled { .. } => log.reconciled += 1,
         }
     }
     shutdown.cancel();

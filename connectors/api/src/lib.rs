@@ -104,6 +104,16 @@ pub enum Change {
         connector: String,
         checkpoint: Checkpoint,
     },
+    /// A reconciliation of `connector` that started at rollback count `at` ended with the
+    /// changes sent before this ([`SentLog::reconciled`] makes it). The pipeline stops
+    /// recording the reconciliation as owed only once those changes are written, and commits
+    /// that with them: told beside the channel, it was committed as paid while what it had
+    /// sent again still waited in the channel, and a crash then lost those changes until the
+    /// next scheduled reconciliation.
+    Reconciled {
+        connector: String,
+        at: u64,
+    },
 }
 
 /// What the index holds for one document, as a connector needs to know it to skip unchanged
@@ -141,9 +151,6 @@ pub trait IndexedState: Send + Sync {
     fn reconciliation_owed(&self, _connector: &str) -> bool {
         false
     }
-    /// A reconciliation of `connector` that started at rollback count `at` ended
-    /// ([`SentLog::reconciled`]): the pipeline stops recording it as owed. Default: ignored.
-    fn reconciled(&self, _connector: &str, _at: u64) {}
 }
 
 /// How often a running connector checks whether the pipeline rolled back writes it had

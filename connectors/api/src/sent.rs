@@ -133,11 +133,17 @@ impl SentLog {
     }
 
     /// A reconciliation that started at rollback count `at` ended (done, or held back by
-    /// deletion protection): it sent again what it could of what was in doubt.
-    pub fn reconciled(&self, at: u64) {
+    /// deletion protection): it sent again what it could of what was in doubt. Returns the
+    /// notice the connector sends after those changes ([`Change::Reconciled`]), so that the
+    /// pipeline counts the reconciliation as paid only once they are written.
+    #[must_use = "the pipeline learns of the reconciliation only from the notice sent"]
+    pub fn reconciled(&self, at: u64) -> crate::Change {
         self.reconciled.fetch_max(at, Ordering::SeqCst);
         self.owed.store(false, Ordering::SeqCst);
-        self.indexed.reconciled(&self.connector, at);
+        crate::Change::Reconciled {
+            connector: self.connector.clone(),
+            at,
+        }
     }
 
     /// Whether the pipeline rolled back since the last reconciliation that ended began, or a
@@ -206,7 +212,7 @@ mod tests {
         index.rollbacks.fetch_add(1, Ordering::SeqCst);
         assert!(log.rolled_back_since_reconciled());
         // A reconciliation that began before the rollback does not answer it.
-        log.reconciled(before);
+        let _ = log.reconciled(before);
         assert!(log.rolled_back_since_reconciled());
         // Unknown, whatever was sent: the current state of each is sent again...
         let unknown = |id: &str| {
@@ -228,8 +234,12 @@ mod tests {
         log.remember("b", Some(doc("1")));
         assert_eq!(log.last_known(&DocKey::new("c", "a")), None);
         // One that began after it does.
-        log.reconciled(log.rollbacks());
+        let notice = log.reconciled(log.rollbacks());
         assert!(!log.rolled_back_since_reconciled());
+        assert!(
+            matches!(&notice, crate::Change::Reconciled { connector, at } if connector == "c" && *at == 1),
+            "{notice:?}"
+        );
     }
 
     /// A change back to the indexed state while an earlier change is in doubt is still sent:

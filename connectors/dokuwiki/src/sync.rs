@@ -485,7 +485,7 @@ impl Syncer {
         let done_ms = unix_millis();
         if full {
             self.status.full_scan_done(done_ms);
-            self.sent.reconciled(rollbacks);
+            self.notify(self.sent.reconciled(rollbacks)).await?;
         }
         Ok(Passed {
             cursor: Cursor {
@@ -928,10 +928,15 @@ impl Syncer {
 
     /// Commits `cursor` with everything sent before it.
     pub async fn checkpoint(&self, cursor: &Cursor) -> Result<(), PassError> {
-        let change = Change::Checkpoint {
+        self.notify(Change::Checkpoint {
             connector: self.cfg.id.clone(),
             checkpoint: cursor.to_checkpoint(),
-        };
+        })
+        .await
+    }
+
+    /// Sends a change about the pass itself (not a page's: it does not count as one sent).
+    async fn notify(&self, change: Change) -> Result<(), PassError> {
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Err(PassError::Cancelled),

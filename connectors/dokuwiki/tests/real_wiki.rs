@@ -159,6 +159,39 @@ impl Wiki {
             self.put(id, text).await;
         }
     }
+
+    /// From now on the wiki answers rendering `id` (`wiki.getPageHTML`, and its revision call)
+    /// with an HTTP 500 and no body, as PHP does when a plugin dies on a page; every other
+    /// call is answered. Done in the instance's own `auto_prepend_file`, which PHP reads at
+    /// every request; `None` makes the wiki render every page again.
+    fn fail_render(&self, id: Option<&str>) {
+        let list = self.dir.path().join("render-fails");
+        let prepend = self.dir.path().join("prepend.php");
+        let code = std::fs::read_to_string(&prepend).unwrap();
+        if !code.contains("render-fails") {
+            let hook = format!(
+                "\n$docent_fails = '{}';\n\
+                 if (is_file($docent_fails)) {{\n\
+                   $docent_body = (string) file_get_contents('php://input');\n\
+                   foreach (file($docent_fails, FILE_IGNORE_NEW_LINES) as $docent_id) {{\n\
+                     if ($docent_id !== '' && strpos($docent_body, 'wiki.getPageHTML') !== false\n\
+                         && strpos($docent_body, $docent_id) !== false) {{\n\
+                       http_response_code(500);\n\
+                       exit;\n\
+                     }}\n\
+                   }}\n\
+                 }}\n",
+                list.display()
+            );
+            std::fs::write(&prepend, code + &hook).unwrap();
+        }
+        match id {
+            Some(id) => std::fs::write(&list, format!("{id}\n")).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&list);
+            }
+        }
+    }
 }
 
 impl Drop for Wiki {
@@ -276,7 +309,7 @@ impl TestIndex {
             Change::Delete(k) | Change::Skipped { key: k, .. } => {
                 docs.remove(&k.native_id);
             }
-            Change::Checkpoint { .. } => {}
+            Change::Checkpoint { .. } | Change::Reconciled { .. } => {}
         }
     }
 
@@ -348,8 +381,18 @@ impl Running {
         }
     }
 
-    /// Takes one change (applying it to the index) before `deadline`.
+    /// Takes one change (applying it to the index) before `deadline`. Reconciliation notices
+    /// ([`Change::Reconciled`]) are logged, not returned.
     async fn recv(&mut self, deadline: Instant, what: &str) -> Change {
+        loop {
+            let change = self.recv_any(deadline, what).await;
+            if !matches!(change, Change::Reconciled { .. }) {
+                return change;
+            }
+        }
+    }
+
+    async fn recv_any(&mut self, deadline: Instant, what: &str) -> Change {
         let change = tokio::time::timeout_at(deadline, self.changes.recv())
             .await
             .unwrap_or_else(|_| {
@@ -480,6 +523,7 @@ fn summary(log: &[Change]) -> String {
             Change::Delete(k) => format!("delete {}", k.native_id),
             Change::Skipped { key, reason } => format!("skip {} ({reason})", key.native_id),
             Change::Checkpoint { .. } => "checkpoint".into(),
+            Change::Reconciled { at, .. } => format!("reconciled from rollback {at}"),
         })
         .collect();
     items.join(", ")
@@ -567,6 +611,93 @@ async fn a_page_whose_render_cache_was_left_empty_is_still_indexed() {
         run.jobs()[0].failures.is_empty(),
         "{:?}",
         run.jobs()[0].failures
+    );
+    run.stop().await;
+}
+
+/// A page the wiki fails to render while it answers everything else (a plugin's fatal error on
+/// it) does not stop the pass: the page keeps its indexed version while its ACL is unchanged,
+/// and is withdrawn once its ACL changes (old text must not stay under an old ACL); other
+/// pages' edits go through. An admin's sync after the wiki is fixed indexes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_the_wiki_fails_to_render_keeps_its_version_only_under_its_acl() {
+    let (wiki, mut run) = crawled().await;
+    wiki.fail_render(Some("eng:overview"));
+    assert!(wiki.admin().page_html("eng:overview").await.is_err());
+    assert!(wiki.admin().page_html("start").await.is_ok());
+    wiki.put("eng:overview", "====== Engineering ======\nNow edited.\n")
+        .await;
+    wiki.put(
+        "eng:design:arch",
+        "====== Architecture ======\nFour tiers.\n",
+    )
+    .await;
+    let mut sent = Vec::new();
+    while !upserts(&sent).contains("eng:design:arch") {
+        sent.extend(run.next_checkpoint("the poll after the edits").await);
+    }
+    assert!(
+        !upserts(&sent).contains("eng:overview"),
+        "{}",
+        summary(&sent)
+    );
+    let kept = run.index.text("eng:overview").unwrap();
+    assert!(
+        kept.contains("cargo") && !kept.contains("Now edited"),
+        "{kept}"
+    );
+    assert!(
+        run.index
+            .text("eng:design:arch")
+            .unwrap()
+            .contains("Four tiers")
+    );
+    let failures: Vec<_> = run.jobs().into_iter().flat_map(|j| j.failures).collect();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.id == "eng:overview" && f.reason.contains("the indexed version stays")),
+        "{failures:?}"
+    );
+
+    // Narrowed on the wiki: the page is read again, fails again, and is withdrawn.
+    wiki.admin()
+        .add_acl("eng:overview", "@ALL", 0)
+        .await
+        .unwrap();
+    run.until("the poll after the ACL change", |ix| {
+        ix.doc("eng:overview").is_none()
+    })
+    .await;
+    assert!(
+        run.log
+            .iter()
+            .any(|c| matches!(c, Change::Skipped { key, reason }
+            if key.native_id == "eng:overview" && reason.contains("failed on this page"))),
+        "{}",
+        summary(&run.log)
+    );
+
+    // Fixed: an admin's sync reads it again, under its new ACL.
+    wiki.fail_render(None);
+    let (_, sent) = run.forced_sync().await;
+    assert!(
+        upserts(&sent).contains("eng:overview"),
+        "{}",
+        summary(&sent)
+    );
+    assert!(
+        run.index
+            .text("eng:overview")
+            .unwrap()
+            .contains("Now edited")
+    );
+    assert!(
+        !run.index
+            .acl("eng:overview")
+            .unwrap()
+            .allow
+            .contains(&Principal::Everyone)
     );
     run.stop().await;
 }

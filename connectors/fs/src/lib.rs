@@ -425,9 +425,7 @@ async fn reconcile(
             return Err(e);
         }
     };
-    if !matches!(outcome, Reconciled::Cancelled) {
-        scanner.sent.reconciled(rollbacks);
-    }
+    let paid = !matches!(outcome, Reconciled::Cancelled);
     let state = match outcome {
         Reconciled::Done => JobState::Succeeded,
         Reconciled::Cancelled => JobState::Cancelled,
@@ -443,6 +441,10 @@ async fn reconcile(
     status.finish_job(id, state, now_ms);
     if complete {
         status.full_scan_done(now_ms);
+    }
+    // After what the walk sent, before the checkpoint (the job is final whatever the send).
+    if paid {
+        scanner.send(scanner.sent.reconciled(rollbacks)).await?;
     }
     let last_full_scan_ms = status.snapshot().last_full_scan_ms;
     status.set_phase(if status.snapshot().paused {

@@ -781,6 +781,7 @@ impl Live {
                 Change::Checkpoint { checkpoint, .. } => {
                     return (up, skipped, del, checkpoint);
                 }
+                Change::Reconciled { .. } => {}
             }
         }
     }

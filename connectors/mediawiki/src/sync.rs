@@ -316,8 +316,9 @@ impl Syncer {
         // The job and status are final before the checkpoint that ends the job is sent.
         self.status.finish_job(id, state, now);
         self.status.full_scan_done(now);
-        self.sent.reconciled(rollbacks);
+        let paid = self.sent.reconciled(rollbacks);
         self.settle(&outcome);
+        self.send(paid).await?;
         self.commit(next, true).await?;
         Ok(outcome)
     }

@@ -810,6 +810,16 @@ async fn an_edit_lost_in_a_rollback_is_sent_again() {
         run.next_within(std::time::Duration::from_secs(1)).await;
     }
     assert!(index.get(&key).is_some());
+    // The reconciliation that sent it again ends with its notice, which names the rollback
+    // count it started at: the pipeline stops recording it as owed only then.
+    while !run.reconciled.contains(&1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notice: {:?}",
+            run.reconciled
+        );
+        run.next_within(std::time::Duration::from_secs(1)).await;
+    }
     run.stop().await;
 }
 

@@ -48,6 +48,9 @@
 //! # group_file = "/etc/group"
 //! # uid = 0                          # AUTH_SYS identity (needs no_root_squash to read all)
 //! # gid = 0
+//! # gids = []                        # supplementary groups of that identity (at most 16)
+//! # privileged_port = true           # from a port below 1024; default: when running as root
+//! # report_memberships = false       # add group_file's memberships to identities (same people)
 //! # reconcile_interval_secs = 300    # polling interval
 //! # retry_max_secs = 300             # backoff cap after a failed sync
 //! # rpc_timeout_secs = 30
@@ -287,7 +290,15 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         };
         syncer.full = false;
         if outcome {
-            syncer.sent.reconciled(rollbacks);
+            let paid = syncer.sent.reconciled(rollbacks);
+            tokio::select! {
+                biased;
+                // Not sent: the reconciliation stays owed, and is made again.
+                _ = shutdown.cancelled() => break,
+                r = syncer.send(paid) => if let Err(SyncError::Sink(e)) = r {
+                    return Err(e);
+                },
+            }
             report();
             backoff = FIRST_RETRY.min(cfg.retry_max);
             next = tokio::time::Instant::now() + cfg.reconcile_interval;

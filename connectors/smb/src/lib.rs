@@ -355,7 +355,14 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
             };
             match r {
                 Ok(true) => {
-                    crawler.sent.reconciled(rollbacks);
+                    let paid = crawler.sent.reconciled(rollbacks);
+                    tokio::select! {
+                        r = crawler.send(paid) => if r.is_err() {
+                            return Err(ConnectorError::SinkClosed { connector: cfg.id.clone() });
+                        },
+                        // Not sent: the reconciliation stays owed, and is made again.
+                        _ = shutdown.cancelled() => break,
+                    }
                     report();
                     backoff = cfg.retry_initial;
                     retry_at = None;

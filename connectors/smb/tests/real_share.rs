@@ -278,6 +278,7 @@ struct Log {
     checkpoint: Option<Checkpoint>,
     /// Security-descriptor queries the sync sent (its job's count).
     permission_reads: u64,
+    reconciled: u32,
 }
 
 impl Log {
@@ -311,6 +312,8 @@ impl Log {
                 self.skipped.insert(key.native_id, reason);
             }
             Change::Checkpoint { checkpoint, .. } => self.checkpoint = Some(checkpoint),
+            // The previous reconciliation's notice, sent after its checkpoint.
+            Change::Reconciled { .. } => self.reconciled += 1,
         }
     }
 }
@@ -673,6 +676,8 @@ async fn a_uid_given_to_someone_else_names_them_at_the_next_sync() {
     std::fs::write(&passwd, format!("carol:x:{uid}:100::/:/bin/sh\n")).unwrap();
     let next = r.sync_now(&index).await;
     assert_eq!(next.upserts[&file].acl.allow, principals(&["user:carol"]));
+    // The first crawl's reconciliation ended with its notice, after its checkpoint.
+    assert_eq!(next.reconciled, 1, "{next:?}");
     r.stop().await;
 }
 

@@ -78,7 +78,7 @@ impl TestIndex {
             Change::Delete(k) | Change::Skipped { key: k, .. } => {
                 docs.remove(k);
             }
-            Change::Checkpoint { .. } => {}
+            Change::Checkpoint { .. } | Change::Reconciled { .. } => {}
         }
     }
 
@@ -125,6 +125,9 @@ impl IndexedState for TestIndex {
 /// A running connector.
 pub struct Running {
     rx: mpsc::Receiver<Change>,
+    /// The rollback counts of the reconciliation notices received ([`Change::Reconciled`]),
+    /// kept out of the changes the tests read.
+    pub reconciled: Vec<u64>,
     pub commands: mpsc::Sender<ConnectorCommand>,
     pub status: StatusHandle,
     pub index: Arc<TestIndex>,
@@ -152,6 +155,7 @@ impl Running {
         let task = tokio::spawn(connector.run(ctx));
         Self {
             rx: h.changes,
+            reconciled: Vec::new(),
             commands: h.commands,
             status: h.status,
             index,
@@ -162,9 +166,18 @@ impl Running {
 
     /// The next change (applied to the index), or `None` when none comes within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Change> {
-        let c = tokio::time::timeout(wait, self.rx.recv()).await.ok()??;
-        self.index.apply(&c);
-        Some(c)
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let c = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .ok()??;
+            if let Change::Reconciled { at, .. } = c {
+                self.reconciled.push(at);
+                continue;
+            }
+            self.index.apply(&c);
+            return Some(c);
+        }
     }
 
     /// Every change up to and including the next checkpoint (which is returned separately).
