@@ -3,8 +3,13 @@
 //! peak RSS, and the time of a sync with nothing changed. Not a test: run it with
 //!
 //!     cargo bench --bench ingest -- [--data DIR] [--handbook DIR] [--docs N] [--queue N]
+//!         [--queue-bytes N] [--big-files N --big-mb M]
 //!
-//! `--docs` limits SciFact to its first N abstracts; `--queue` sets `index.queue_capacity`.
+//! `--docs` limits SciFact to its first N abstracts; `--queue` sets `index.queue_capacity`,
+//! `--queue-bytes` `index.queue_bytes`. `--big-files N` crawls N text files of `--big-mb` MB
+//! each (over the 5 MB text budget: read, queued, then refused) behind one file of 0.5 MB of
+//! text that the model takes a while on, instead of the two corpora: the peak RSS shows what
+//! the queue holds while large files are crawled.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,17 +51,42 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
     let queue: usize = arg("--queue").and_then(|s| s.parse().ok()).unwrap_or(256);
+    let queue_bytes: u64 = arg("--queue-bytes")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256 << 20);
+    let big_files: usize = arg("--big-files").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let big_mb: usize = arg("--big-mb").and_then(|s| s.parse().ok()).unwrap_or(20);
 
     let dir = tempfile::tempdir()?;
     let sci = dir.path().join("scifact");
     std::fs::create_dir_all(&sci)?;
-    let corpus = docent::eval::load_corpus(&data.join("corpus.jsonl"))?;
-    for d in corpus.iter().take(limit) {
-        std::fs::write(
-            sci.join(format!("{}.txt", d.id)),
-            format!("{}\n\n{}\n", d.title, d.text),
-        )?;
+    let big = dir.path().join("big");
+    std::fs::create_dir_all(&big)?;
+    if big_files > 0 {
+        let line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod\n";
+        let body = line.repeat(big_mb * (1 << 20) / line.len());
+        // First (the walk is in name order), a file the model takes a while on: the big ones
+        // are read and queued behind it.
+        std::fs::write(big.join("a-slow.txt"), line.repeat(8 * 1024))?;
+        for i in 0..big_files {
+            std::fs::write(big.join(format!("big{i:04}.txt")), &body)?;
+        }
+    } else {
+        let corpus = docent::eval::load_corpus(&data.join("corpus.jsonl"))?;
+        for d in corpus.iter().take(limit) {
+            std::fs::write(
+                sci.join(format!("{}.txt", d.id)),
+                format!("{}\n\n{}\n", d.title, d.text),
+            )?;
+        }
     }
+    // The big files replace both corpora.
+    let (handbook, sci) = if big_files > 0 {
+        (big.clone(), dir.path().join("empty"))
+    } else {
+        (handbook, sci)
+    };
+    std::fs::create_dir_all(&sci)?;
     let models = repo.join("models");
     let text = format!(
         r#"version = 1
@@ -65,6 +95,7 @@ listen = "127.0.0.1:0"
 [index]
 data_dir = {data:?}
 queue_capacity = {queue}
+queue_bytes = {queue_bytes}
 [embedding]
 model_dir = {model:?}
 onnxruntime_lib = {ort:?}
@@ -123,6 +154,9 @@ allow = ["everyone"]
         println!("| documents indexed | {} |", stats.documents);
         println!("| chunks | {} |", stats.chunks);
         println!("| documents skipped or failed (images, CODENOTIFY, ...) | {failed} + walk-level skips ({} listed for the handbook) |", skipped.len());
+        if let Some((_, why)) = skipped.first() {
+            println!("| a reason | {why} |");
+        }
         println!("| wall time (start → all committed) | {secs:.1} s |");
         println!("| documents/s | {:.1} |", stats.documents as f64 / secs);
         println!("| chunks/s | {:.1} |", stats.chunks as f64 / secs);

@@ -436,7 +436,7 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
         let bar = if a.json || count < 2 {
             indicatif::ProgressBar::hidden()
         } else {
-            indicatif::ProgressBar::new(count as u64)
+            super::progress_bar(count as u64, "pushing")
         };
         let mut batch = Vec::new();
         let mut bytes = 0usize;
@@ -661,7 +661,7 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
     let bar = if as_json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new_spinner()
+        super::progress_spinner()
     };
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let job = loop {

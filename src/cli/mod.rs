@@ -210,8 +210,8 @@ pub enum Command {
     /// Build a new index beside an existing one, every stored chunk re-embedded with the model
     /// of CONFIG, into CONFIG's index.data_dir (which must not exist yet). Documents, ACLs,
     /// attributes and connector checkpoints are carried over, so no source is crawled again.
-    /// The old index is only read: the daemon may keep serving it meanwhile. Then start the
-    /// daemon with CONFIG.
+    /// The old index is only read: the daemon may keep serving it meanwhile. Then stop the
+    /// daemon, run it again with --catch-up, and start the daemon with CONFIG.
     Reindex {
         /// The new config: its [embedding] model, and index.data_dir for the new index.
         #[arg(long, short)]
@@ -219,6 +219,11 @@ pub enum Command {
         /// The existing index (the current config's index.data_dir).
         #[arg(long)]
         from: PathBuf,
+        /// Bring the new index (built by an earlier reindex) to the old index's last commit:
+        /// what was written, deleted or narrowed there since is applied, embedding only what
+        /// changed. With the daemon stopped, right before the switch.
+        #[arg(long)]
+        catch_up: bool,
         #[arg(long)]
         json: bool,
     },
@@ -511,7 +516,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
-        Command::Reindex { config, from, json } => reindex(&config, &from, json).await,
+        Command::Reindex {
+            config,
+            from,
+            catch_up: false,
+            json,
+        } => reindex(&config, &from, json).await,
+        Command::Reindex {
+            config,
+            from,
+            catch_up: true,
+            json,
+        } => reindex_catch_up(&config, &from, json).await,
         Command::Eval {
             command:
                 EvalCommand::Beir {
@@ -638,12 +654,11 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
         .await?
         .context("loading the embedding model")?;
     let from = from.to_path_buf();
+    let from_dir = from.clone();
     let max_length = config.embedding.model.max_length;
     let report = tokio::task::spawn_blocking(move || {
+        // On stderr, also with --json (the report goes to stdout).
         let bar = progress_bar(0, "re-embedding");
-        if as_json {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
         eprintln!(
             "re-embedding {} into {} with {}",
             from.display(),
@@ -687,6 +702,12 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
             to.display(),
             r.elapsed.as_secs_f64()
         );
+        if r.documents == 0 {
+            eprintln!(
+                "warning: {} holds no documents: is it the index the daemon serves (its index.data_dir)?",
+                from_dir.display()
+            );
+        }
         if r.over_length > 0 {
             println!(
                 "{} chunks are longer than embedding.max_length ({max_length}) in the new model's tokens: the model reads their beginning only (raise max_length, or `docent sync ID --full` to re-chunk them)",
@@ -694,21 +715,178 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
             );
         }
         println!(
-            "next: stop the daemon, copy assistant.redb (conversations) from the old directory if present, start it with {}",
+            "next: stop the daemon; run this again with --catch-up (what the old index committed since it was read: pushes, deletes, narrowed ACLs); copy assistant.redb (conversations, feedback, usage) from the old directory if present; start the daemon with {}",
             config_path.display()
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A progress bar on stderr for long client-side loops (hidden when stderr is not a terminal).
+/// `docent reindex --catch-up`: see [`crate::ingest::reembed::catch_up`].
+async fn reindex_catch_up(
+    config_path: &Path,
+    from: &Path,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::ingest::reembed;
+    let config = Config::load(config_path)?;
+    if config.index.milvus.is_some() {
+        anyhow::bail!("docent reindex --catch-up works on an embedded index");
+    }
+    let to = config.index.data_dir.clone();
+    let ecfg = config.embedding.clone();
+    let embedder = tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))
+        .await?
+        .context("loading the embedding model")?;
+    let from = from.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || {
+        // On stderr, also with --json (the report goes to stdout).
+        let bar = progress_bar(0, "catching up");
+        eprintln!(
+            "bringing {} to the last commit of {}",
+            to.display(),
+            from.display()
+        );
+        let r = reembed::catch_up(&from, &to, &embedder, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        r.map(|r| (r, to))
+    })
+    .await?;
+    let (r, to) = report?;
+    if as_json {
+        let v = serde_json::json!({
+            "index": to, "added": r.added, "changed": r.changed, "removed": r.removed,
+            "unchanged": r.unchanged, "chunks_embedded": r.chunks_embedded,
+            "seconds": r.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "caught up {}: {} added, {} changed, {} removed, {} unchanged ({} chunks embedded) in {:.1} s",
+            to.display(),
+            r.added,
+            r.changed,
+            r.removed,
+            r.unchanged,
+            r.chunks_embedded,
+            r.elapsed.as_secs_f64()
+        );
+        println!(
+            "next: copy assistant.redb from the old directory if present, then start the daemon with {}",
+            config_path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr for long loops: drawn in place on a terminal; elsewhere (a log, a
+/// pipe, `kubectl exec` without a TTY) a plain line at most every [`LOG_EVERY`], so that runs of
+/// hours still show they advance.
 pub fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} {eta}") {
+    let on_terminal = std::io::stderr().is_terminal();
+    let template = if on_terminal {
+        "{msg} {bar:30} {pos}/{len} {eta}"
+    } else {
+        "{msg}: {pos}/{len} ({percent}%), {elapsed} elapsed, about {eta} left"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
+    }
+    if !on_terminal {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::term_like_with_hz(
+            Box::new(LogLines::default()),
+            1,
+        ));
     }
     bar.set_message(label.to_string());
     bar
+}
+
+/// A spinner with a message on stderr for waits of unknown length, as [`progress_bar`] (a
+/// line at most every [`LOG_EVERY`] away from a terminal).
+pub fn progress_spinner() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::new_spinner();
+    if !std::io::stderr().is_terminal() {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg}") {
+            bar.set_style(style);
+        }
+        bar.set_draw_target(indicatif::ProgressDrawTarget::term_like_with_hz(
+            Box::new(LogLines::default()),
+            1,
+        ));
+    }
+    bar
+}
+
+/// How often [`progress_bar`] writes a line when stderr is not a terminal.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A "terminal" for indicatif that writes each drawn state as a line of its own (on stderr),
+/// at most one per [`LOG_EVERY`] (cursor movements and clearing do nothing).
+struct LogLines {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    out: std::sync::Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl Default for LogLines {
+    fn default() -> Self {
+        Self {
+            last: Default::default(),
+            out: std::sync::Mutex::new(Box::new(std::io::stderr())),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogLines")
+    }
+}
+
+impl indicatif::TermLike for LogLines {
+    fn width(&self) -> u16 {
+        200
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(());
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            *last = Some(std::time::Instant::now());
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            writeln!(out, "{s}")?;
+        }
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `s` as it may be printed to a terminal: control characters (ESC, C1, DEL; all but line
@@ -754,6 +932,41 @@ mod shown_tests {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Away from a terminal, progress is a plain line, the first at once and then at most one
+    /// per `LOG_EVERY` (a run of hours logs a few hundred lines, not a redraw per second).
+    #[test]
+    fn progress_off_a_terminal_is_a_line_now_and_then() {
+        use indicatif::TermLike;
+        #[derive(Clone, Default)]
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Shared::default();
+        let lines = LogLines {
+            last: Default::default(),
+            out: std::sync::Mutex::new(Box::new(buf.clone())),
+        };
+        lines.write_line("re-embedding: 256/600 (42%)").unwrap();
+        lines.clear_line().unwrap();
+        lines.move_cursor_up(1).unwrap();
+        lines.write_line("re-embedding: 512/600 (85%)").unwrap();
+        lines.write_str("  ").unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "re-embedding: 256/600 (42%)\n");
+        // Once LOG_EVERY has passed, the next state is written.
+        *lines.last.lock().unwrap() = std::time::Instant::now().checked_sub(LOG_EVERY);
+        lines.write_line("re-embedding: 600/600 (100%)").unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.ends_with("600/600 (100%)\n"), "{text}");
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

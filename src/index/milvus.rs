@@ -140,7 +140,7 @@ fn run<T: Send + 'static>(
 impl MilvusBackend {
     /// Connects, creates or checks the collection, and checks (or, on a new collection,
     /// records) the model that writes its vectors: another model is
-    /// [`IndexError::ModelMismatch`], as on the embedded backend.
+    /// [`IndexError::CollectionModelMismatch`], as on the embedded backend.
     pub fn open(config: &MilvusConfig, model: &ModelSignature) -> Result<Self, IndexError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -184,7 +184,7 @@ impl MilvusBackend {
                         message: format!("model record: {e}"),
                     })?;
                 if found.signature() != *model {
-                    return Err(IndexError::ModelMismatch {
+                    return Err(IndexError::CollectionModelMismatch {
                         path: PathBuf::from(&where_),
                         found: Box::new(found.signature()),
                         want: Box::new(model.clone()),
@@ -1061,6 +1061,10 @@ mod tests {
         let err = MilvusBackend::open(&cfg, &ModelSignature::plain("m2", 8))
             .err()
             .expect("another model is refused");
-        assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, IndexError::CollectionModelMismatch { .. }),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("docent reindex"), "{err}");
     }
 }

@@ -54,11 +54,26 @@ pub enum IndexError {
         source: tantivy::TantivyError,
     },
     #[error(
-        "index at {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; re-embed it into a new directory with `docent reindex --config NEW.toml --from {path}` (NEW.toml: this config with index.data_dir set to the new directory; connectors resume from their checkpoints), then start with NEW.toml; or configure the model the index was built with"
+        "index at {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; re-embed it into a new directory with `docent reindex --config NEW.toml --from {path}` (NEW.toml: this config with index.data_dir set to the new directory; connectors resume from their checkpoints), stop the daemon, run the same command with --catch-up, then start with NEW.toml (README: Changing the model of an existing index); or configure the model the index was built with"
     )]
     ModelMismatch {
         path: PathBuf,
         // Boxed: the error travels in every index `Result`.
+        found: Box<ModelSignature>,
+        want: Box<ModelSignature>,
+    },
+    /// A `docent reindex` is building this index, or was interrupted ([`INCOMPLETE_MARKER`]).
+    #[error(
+        "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it starts over), or remove the directory"
+    )]
+    Incomplete { path: PathBuf },
+    /// [`IndexError::ModelMismatch`] on a Milvus collection, which `docent reindex` does not
+    /// build.
+    #[error(
+        "collection {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; point an ingest node with the new model at a new index.milvus.collection (it crawls the sources again; push sources must push again), then the query nodes at it; or configure the model the collection was built with"
+    )]
+    CollectionModelMismatch {
+        path: PathBuf,
         found: Box<ModelSignature>,
         want: Box<ModelSignature>,
     },
@@ -183,7 +198,7 @@ impl CommitPayload {
 }
 
 /// One chunk, ready to write.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChunkRecord {
     pub ord: u32,
     pub span: std::ops::Range<usize>,
@@ -197,7 +212,7 @@ pub struct ChunkRecord {
 }
 
 /// One document with all its chunks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DocumentRecord {
     pub key: DocKey,
     pub uri: String,
@@ -345,8 +360,19 @@ impl Index {
     }
 
     /// Opens the index in `dir`, creating it if absent, and checks it was built with this model
-    /// and text profile.
+    /// and text profile. Refuses a directory a `docent reindex` is building, or left
+    /// unfinished ([`INCOMPLETE_MARKER`]).
     pub fn open_with(dir: &Path, model: &ModelSignature) -> Result<Self, IndexError> {
+        if dir.join(INCOMPLETE_MARKER).exists() {
+            return Err(IndexError::Incomplete {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open_incomplete(dir, model)
+    }
+
+    /// [`Index::open_with`] for the `docent reindex` that builds it (its marker present).
+    pub(crate) fn open_incomplete(dir: &Path, model: &ModelSignature) -> Result<Self, IndexError> {
         let dim = model.dim;
         let tan = |source| IndexError::Tantivy {
             path: dir.to_path_buf(),
@@ -647,7 +673,6 @@ impl Index {
             });
         }
         drop(writer);
-        *self.payload.write().unwrap_or_else(|e| e.into_inner()) = payload;
         {
             // Both locks at once (pending, then docs, as everywhere), so no reader sees a write
             // in neither table.
@@ -664,8 +689,13 @@ impl Index {
                 }
             }
         }
-        self.reader.reload()?;
+        let reloaded = self.reader.reload();
         self.vectors.retain(&self.reader.searcher());
+        // The checkpoints last: whoever sees a checkpoint committed finds the data it covers
+        // searchable (a reader that waited for a connector's checkpoint saw its documents
+        // counted and none of their chunks).
+        *self.payload.write().unwrap_or_else(|e| e.into_inner()) = payload;
+        reloaded?;
         Ok(())
     }
 
@@ -775,8 +805,17 @@ pub struct Export {
     keys: Vec<String>,
 }
 
+/// A file a `docent reindex` keeps in the index it builds until its commit is durable: the
+/// daemon, an export and a catch-up refuse such a directory.
+pub const INCOMPLETE_MARKER: &str = "docent-reindex-incomplete";
+
 impl Export {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        if dir.join(INCOMPLETE_MARKER).exists() {
+            return Err(IndexError::Incomplete {
+                path: dir.to_path_buf(),
+            });
+        }
         let tan = |source| IndexError::Tantivy {
             path: dir.to_path_buf(),
             source,

@@ -82,6 +82,9 @@ pub struct SkipLog {
     reconciling: Mutex<HashMap<String, Option<u64>>>,
     /// Connectors that owed a reconciliation when the daemon last stopped ([`OWED_KEY`]).
     owed_at_start: Mutex<BTreeSet<String>>,
+    /// Connectors whose reconciliation notice the pipeline did not count (see
+    /// [`docent_connector_api::IndexedState::reconcile_again`]).
+    reconcile_again: Mutex<BTreeSet<String>>,
     /// What to tell at each rollback (sources that remember what they accepted: push).
     rollback_hooks: Mutex<Vec<RollbackHook>>,
 }
@@ -411,6 +414,14 @@ impl docent_connector_api::IndexedState for IndexedView {
 
     fn rollbacks(&self) -> u64 {
         self.skips.rollbacks.load(Ordering::SeqCst)
+    }
+
+    fn reconcile_again(&self, connector: &str) -> bool {
+        self.skips
+            .reconcile_again
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(connector)
     }
 
     fn reconciliation_owed(&self, connector: &str) -> bool {
@@ -1317,6 +1328,18 @@ impl Pipeline {
                             }
                         }
                     }
+                    // A reconciliation that ends in this batch is not done: its connector
+                    // reconciles again.
+                    let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut again = self
+                        .skips
+                        .reconcile_again
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for (connector, _) in paid {
+                        dropped.remove(&connector);
+                        again.insert(connector);
+                    }
                     return Ok(BTreeMap::new());
                 }
             }
@@ -1357,7 +1380,12 @@ impl Pipeline {
         let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         for (connector, at) in paid {
             if dropped.remove(&connector) {
-                tracing::info!(connector = %connector, "a reconciliation ended after the model failed on some of its writes: it stays owed");
+                tracing::info!(connector = %connector, "a reconciliation ended after the model failed on some of its writes: it stays owed, and the connector reconciles again");
+                self.skips
+                    .reconcile_again
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(connector);
             } else {
                 self.skips.reconciled(&connector, at);
             }
@@ -2421,6 +2449,8 @@ mod tests {
             running.await.unwrap().unwrap();
             assert_eq!(index.doc_entry("c:doc0.md").is_some(), !failing);
             assert_eq!(owed(), owed_after, "model failing: {failing}");
+            // Not counted: the connector is told to reconcile again.
+            assert_eq!(sent.rolled_back_since_reconciled(), failing);
         }
     }
 
@@ -2465,6 +2495,11 @@ mod tests {
         running.await.unwrap().unwrap();
         assert!(index.doc_entry("c:doc1.md").is_some());
         assert_eq!(index.checkpoints()[OWED_KEY], serde_json::json!(["c"]));
+        // And the connector is told to reconcile again now, not only at the next start.
+        assert!(sent.rolled_back_since_reconciled());
+        let notice = sent.reconciled(sent.rollbacks());
+        assert!(matches!(notice, Change::Reconciled { .. }));
+        assert!(!sent.rolled_back_since_reconciled());
     }
 
     proptest! {

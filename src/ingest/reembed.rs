@@ -8,8 +8,16 @@
 //! is: the sources are not read); a `docent sync ID --full` later re-chunks with the new one.
 //!
 //! Invariants: the old index is only read (no writer lock: a daemon may keep serving it); the
-//! new index is written into a temporary sibling directory and renamed into place after its
-//! one commit, so the target either does not exist or is complete.
+//! new index is written into the target under a marker ([`crate::index::INCOMPLETE_MARKER`])
+//! that the daemon refuses to open, removed after its one commit, so a daemon started early
+//! (or after an interrupted run) refuses the target instead of serving it empty or half-built.
+//! Building in place also works where a rename would not: a target that is a mount point or a
+//! link to a directory elsewhere.
+//!
+//! What the old index commits after the reindex read it (a push, a delete, a narrowed ACL)
+//! is not in the new one: [`catch_up`] (`docent reindex --catch-up`, with the daemon stopped,
+//! just before the switch) brings the new index to the old one's last commit, embedding only
+//! what changed, so the switch serves nothing the old index no longer did.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +38,20 @@ pub enum ReembedError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What [`catch_up`] changed in the new index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatchUpReport {
+    /// Documents only the old index holds (written), in both but different (written again),
+    /// only the new one holds (deleted), and the same in both.
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    /// Chunks embedded (the others of a changed document kept their vectors).
+    pub chunks_embedded: u64,
+    pub elapsed: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -61,16 +83,22 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
             message: "no index here (meta.json is missing)".into(),
         });
     }
-    let same = match (from.canonicalize(), absolute(to)) {
-        (Ok(a), Some(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        return Err(target(
-            "is the index being re-embedded; set index.data_dir in the new config to a new directory",
-        ));
+    let (source, dest) = (from.canonicalize().ok(), absolute(to));
+    if let (Some(a), Some(b)) = (&source, &dest) {
+        if a == b {
+            return Err(target(
+                "is the index being re-embedded; set index.data_dir in the new config to a new directory",
+            ));
+        }
+        // Deleting the old directory after the switch would delete the new index with it.
+        if b.starts_with(a) {
+            return Err(target(
+                "lies inside the index being re-embedded; put the new index beside it",
+            ));
+        }
     }
-    if to.exists() {
+    // An interrupted run's target (its marker still there) is taken over and cleared.
+    if to.exists() && !to.join(crate::index::INCOMPLETE_MARKER).exists() {
         let empty = std::fs::read_dir(to)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
@@ -84,6 +112,42 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
         return Err(target("has no directory name"));
     }
     Ok(())
+}
+
+/// Makes the entries of `dir` (created, removed) durable.
+fn sync_dir(dir: &Path) -> Result<(), ReembedError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| ReembedError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// An exclusive lock on a file, released when dropped or when the process ends.
+struct RunLock(#[allow(dead_code)] std::fs::File);
+
+impl RunLock {
+    fn take(path: &Path) -> Result<Self, ReembedError> {
+        let io = |source| ReembedError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ReembedError::Target {
+                path: path.to_path_buf(),
+                message: "another docent reindex is building this index".into(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
 }
 
 /// `p` made absolute with its parent resolved (the last component may not exist).
@@ -114,17 +178,36 @@ pub fn reembed(
     let export = Export::open(from)?;
     let total = export.chunk_count();
     let name = to.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = to.with_file_name(format!(".{name}.reindex-tmp"));
-    if tmp.exists() {
-        // Left by an interrupted run: its name is ours.
-        std::fs::remove_dir_all(&tmp).map_err(|source| ReembedError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
+    // Held for the whole run: a second run for the same target would clear what this one
+    // wrote (writer lock included) and both would write into it.
+    let _lock = RunLock::take(&to.with_file_name(format!(".{name}.reindex-lock")))?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReembedError::Io { path, source }
+    };
+    let marker = to.join(crate::index::INCOMPLETE_MARKER);
+    if marker.exists() {
+        // Left by an interrupted run: what it wrote is ours to clear (the entries, not the
+        // directory itself, which may be a mount point).
+        for entry in std::fs::read_dir(to).map_err(io(to))? {
+            let path = entry.map_err(io(to))?.path();
+            if path != marker {
+                let removed = match path.is_dir() && !path.is_symlink() {
+                    true => std::fs::remove_dir_all(&path),
+                    false => std::fs::remove_file(&path),
+                };
+                removed.map_err(io(&path))?;
+            }
+        }
     }
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    std::fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&marker))?;
+    sync_dir(to)?;
     let signature = ModelSignature::of(embedder);
     let same_model = export.payload().signature() == signature;
-    let index = Index::open_with(&tmp, &signature)?;
+    let index = Index::open_incomplete(to, &signature)?;
     let mut vectors_copied = 0u64;
     let counter = embedder.token_counter();
     let profile = embedder.text_profile();
@@ -197,20 +280,10 @@ pub fn reembed(
     }
     index.commit(export.payload().checkpoints.clone())?;
     drop(index);
-    std::fs::rename(&tmp, to).map_err(|source| ReembedError::Io {
-        path: to.to_path_buf(),
-        source,
-    })?;
-    // The rename is durable only once its directory is: else a power loss could leave
-    // neither name.
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| ReembedError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-    }
+    // The commit is durable (tantivy syncs its files and meta.json); the marker goes only
+    // then, and its removal is durable once the directory is.
+    std::fs::remove_file(&marker).map_err(io(&marker))?;
+    sync_dir(to)?;
     Ok(ReembedReport {
         documents,
         chunks,
@@ -219,6 +292,123 @@ pub fn reembed(
         vectors_copied,
         elapsed: t0.elapsed(),
     })
+}
+
+/// Brings the index at `to` (built by [`reembed`] from `from`, with `embedder`'s model) to
+/// `from`'s last commit: documents written or deleted there since, or whose ACL, text,
+/// attributes or anything else stored changed, are written or deleted here too (chunks whose
+/// embedded text is unchanged keep their vectors), and `from`'s checkpoints are committed with
+/// them. Run with the daemon stopped (`to` must not be open elsewhere; `from` may be), right
+/// before the switch. `progress(done, total)` counts the old index's documents.
+pub fn catch_up(
+    from: &Path,
+    to: &Path,
+    embedder: &dyn Embedder,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<CatchUpReport, ReembedError> {
+    /// Chunks per embedding call, as in [`reembed`].
+    const BATCH_CHUNKS: usize = 256;
+    let t0 = Instant::now();
+    if !to.join("meta.json").is_file() {
+        return Err(ReembedError::Target {
+            path: to.to_path_buf(),
+            message: "no index here to catch up: run docent reindex without --catch-up first"
+                .into(),
+        });
+    }
+    let old = Export::open(from)?;
+    // Its last commit as it stands, before this writes: the writer's lock makes sure no
+    // daemon has it open.
+    let new = Export::open(to)?;
+    let index = Index::open_with(to, &ModelSignature::of(embedder)).map_err(|e| match e {
+        IndexError::Tantivy {
+            source: tantivy::TantivyError::LockFailure(..),
+            ..
+        } => ReembedError::Target {
+                path: to.to_path_buf(),
+                message: "is open in a running daemon: stop it first (the catch-up is the last step before the switch)".into(),
+        },
+        other => other.into(),
+    })?;
+    let mut report = CatchUpReport::default();
+    let total = old.document_keys().len() as u64;
+    let mut batch: Vec<DocumentRecord> = Vec::new();
+    let mut pending = 0usize;
+    let flush = |batch: &mut Vec<DocumentRecord>| -> Result<u64, ReembedError> {
+        let texts: Vec<String> = batch
+            .iter()
+            .flat_map(|d| {
+                d.chunks
+                    .iter()
+                    .filter(|c| c.vector.is_empty())
+                    .map(|c| super::embedding_input(&d.title, &c.heading_path, &c.text))
+            })
+            .collect();
+        let n = texts.len() as u64;
+        let mut vectors = match texts.is_empty() {
+            true => Vec::new().into_iter(),
+            false => embedder.embed_passages(&texts)?.into_iter(),
+        };
+        for mut doc in batch.drain(..) {
+            for c in doc.chunks.iter_mut().filter(|c| c.vector.is_empty()) {
+                c.vector = vectors
+                    .next()
+                    .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
+            }
+            index.upsert(doc)?;
+        }
+        Ok(n)
+    };
+    for (i, key) in old.document_keys().iter().enumerate() {
+        let Some(mut doc) = old.document(key)? else {
+            continue;
+        };
+        let current = match new.document_keys().binary_search(key) {
+            Ok(_) => new.document_with_vectors(key)?,
+            Err(_) => None,
+        };
+        match current {
+            Some(mut held) => {
+                let vectors: std::collections::HashMap<String, Vec<f32>> = held
+                    .chunks
+                    .iter_mut()
+                    .map(|c| (c.hash.clone(), std::mem::take(&mut c.vector)))
+                    .collect();
+                if held == doc {
+                    report.unchanged += 1;
+                    continue;
+                }
+                // The embedded text of a chunk is what its hash covers: same hash, same vector.
+                for c in &mut doc.chunks {
+                    if let Some(v) = vectors.get(&c.hash).filter(|v| !v.is_empty()) {
+                        c.vector = v.clone();
+                    }
+                }
+                report.changed += 1;
+            }
+            None => report.added += 1,
+        }
+        pending += doc.chunks.iter().filter(|c| c.vector.is_empty()).count();
+        batch.push(doc);
+        if pending >= BATCH_CHUNKS {
+            report.chunks_embedded += flush(&mut batch)?;
+            pending = 0;
+            progress(i as u64 + 1, total);
+        }
+    }
+    report.chunks_embedded += flush(&mut batch)?;
+    for key in new.document_keys() {
+        if old.document_keys().binary_search(key).is_err()
+            && let Some(k) = docent_connector_api::DocKey::parse(key)
+        {
+            index.delete(&k);
+            report.removed += 1;
+        }
+    }
+    progress(total, total);
+    index.commit(old.payload().checkpoints.clone())?;
+    report.elapsed = t0.elapsed();
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -284,7 +474,7 @@ mod tests {
         assert_eq!(report.over_length, 600);
         assert_eq!(calls.last(), Some(&(600, 600)));
         assert!(calls.len() > 1, "progress after each batch: {calls:?}");
-        assert!(!dir.path().join(".new.reindex-tmp").exists());
+        assert!(!to.join(crate::index::INCOMPLETE_MARKER).exists());
 
         let new = Index::open(&to, "test-bag-of-words", 64).unwrap();
         assert_eq!(new.document_count(), 300);
@@ -344,6 +534,135 @@ mod tests {
         assert_eq!(hits.len(), 1);
     }
 
+    /// What the old index commits after the reindex read it reaches the new one with the
+    /// catch-up: a new document, a delete, a narrowed ACL, an edited chunk (only it embedded
+    /// again) and the newer checkpoints. Found by a review: the switch brought back deleted
+    /// documents and wider ACLs until each connector's first sync (for push sources, for good).
+    #[test]
+    fn the_catch_up_applies_what_the_old_index_committed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        let cp = |n: u64| BTreeMap::from([("t".to_string(), serde_json::json!({ "pos": n }))]);
+        let old = Index::open(&from, "old-model", 64).unwrap();
+        for key in ["a", "b", "c", "d"] {
+            old.upsert(doc(key, &["vacation days", "travel policy"]))
+                .unwrap();
+        }
+        old.commit(cp(1)).unwrap();
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        // Meanwhile, on the old index (a daemon still serving it):
+        let mut narrowed = doc("a", &["vacation days", "travel policy"]);
+        narrowed.acl = Acl::new([Principal::user("hana")], []);
+        old.upsert(narrowed).unwrap();
+        old.delete(&DocKey::new("t", "b"));
+        let mut edited = doc("c", &["vacation days", "travel policy, revised"]);
+        edited.version = "v2".into();
+        edited.chunks[1].hash = "c-1-revised".into();
+        old.upsert(edited).unwrap();
+        old.upsert(doc("e", &["new page"])).unwrap();
+        old.commit(cp(2)).unwrap();
+
+        let mut calls = Vec::new();
+        let r = catch_up(&from, &to, &BagOfWords, &mut |d, t| calls.push((d, t))).unwrap();
+        assert_eq!(
+            (r.added, r.changed, r.removed, r.unchanged),
+            (1, 2, 1, 1),
+            "{r:?}"
+        );
+        // e's chunk and c's revised one; a's ACL change and c's first chunk keep their vectors.
+        assert_eq!(r.chunks_embedded, 2);
+        assert_eq!(calls.last(), Some(&(4, 4)));
+        let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
+        assert_eq!(
+            new.doc_entry("t:a").unwrap().acl.allow,
+            [Principal::user("hana")].into_iter().collect()
+        );
+        assert!(new.doc_entry("t:b").is_none());
+        assert_eq!(new.doc_entry("t:c").unwrap().version, "v2");
+        assert!(new.doc_entry("t:e").is_some());
+        assert_eq!(new.checkpoints()["t"]["pos"], 2);
+        let v = new.chunk_vectors(&DocKey::new("t", "c")).unwrap();
+        let want = BagOfWords
+            .embed_query(&crate::ingest::embedding_input(
+                "c",
+                &[],
+                "travel policy, revised",
+            ))
+            .unwrap();
+        assert_eq!(v["c-1-revised"], want);
+        drop(new);
+        // Nothing left to do the second time.
+        let again = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            (again.added, again.changed, again.removed, again.unchanged),
+            (0, 0, 0, 4)
+        );
+        assert_eq!(again.chunks_embedded, 0);
+    }
+
+    /// A run that did not finish leaves its marker: the daemon refuses the directory (it would
+    /// otherwise serve a half-built index, or create an empty one and crawl everything again),
+    /// and the next run takes it over from the start.
+    #[test]
+    fn an_unfinished_target_is_refused_by_the_daemon_and_taken_over_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        let old = Index::open(&from, "old-model", 64).unwrap();
+        old.upsert(doc("a", &["vacation days"])).unwrap();
+        old.commit(BTreeMap::new()).unwrap();
+        // What an interrupted run leaves: its marker and part of an index.
+        std::fs::create_dir_all(to.join("partial")).unwrap();
+        std::fs::write(to.join(crate::index::INCOMPLETE_MARKER), "").unwrap();
+        std::fs::write(to.join("partial/segment"), "half").unwrap();
+        let refused = Index::open(&to, BagOfWords.model_id(), 64).err();
+        assert!(
+            matches!(refused, Some(IndexError::Incomplete { .. })),
+            "{refused:?}"
+        );
+        assert!(catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).is_err());
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        assert!(!to.join(crate::index::INCOMPLETE_MARKER).exists());
+        assert!(!to.join("partial").exists());
+        let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
+        assert_eq!(new.document_count(), 1);
+    }
+
+    /// Two runs for one target at once: the second is refused while the first holds its lock
+    /// (found by a review: it deleted the first one's temporary directory, and both wrote).
+    #[test]
+    fn a_second_run_for_the_same_target_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        drop(Index::open(&from, "m", 64).unwrap());
+        let first = RunLock::take(&dir.path().join(".new.reindex-lock")).unwrap();
+        let err = reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("another docent reindex"), "{err}");
+        drop(first);
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+    }
+
+    /// The catch-up writes into the new index: it refuses one a daemon holds open, and a
+    /// target no reindex built.
+    #[test]
+    fn the_catch_up_refuses_an_open_or_missing_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        let old = Index::open(&from, "old-model", 64).unwrap();
+        old.upsert(doc("a", &["vacation days"])).unwrap();
+        old.commit(BTreeMap::new()).unwrap();
+        let missing = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
+        assert!(
+            missing.to_string().contains("no index here to catch up"),
+            "{missing}"
+        );
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        let serving = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
+        let open = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
+        assert!(open.to_string().contains("stop it first"), "{open}");
+        drop(serving);
+        catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
+    }
+
     #[test]
     fn refuses_targets_that_are_not_new() {
         let dir = tempfile::tempdir().unwrap();
@@ -359,6 +678,11 @@ mod tests {
         std::fs::create_dir_all(&busy).unwrap();
         std::fs::write(busy.join("x"), "x").unwrap();
         assert!(err(&busy).to_string().contains("already exists"));
+        assert!(
+            err(&from.join("inner"))
+                .to_string()
+                .contains("lies inside the index being re-embedded")
+        );
         let missing = reembed(
             &dir.path().join("nothing"),
             &busy,

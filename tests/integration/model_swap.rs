@@ -54,7 +54,13 @@ async fn start(config: Config, embedder: Arc<dyn Embedder>) -> Result<Running, D
 
 /// `docent reindex --config CONFIG --from FROM`, off the async runtime.
 async fn reindex(config: &Path, from: &Path) -> std::process::Output {
+    reindex_with(config, from, &[]).await
+}
+
+/// `docent reindex --config CONFIG --from FROM EXTRA...`, off the async runtime.
+async fn reindex_with(config: &Path, from: &Path, extra: &[&str]) -> std::process::Output {
     let (config, from) = (config.to_path_buf(), from.to_path_buf());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_docent"))
             .arg("reindex")
@@ -62,6 +68,7 @@ async fn reindex(config: &Path, from: &Path) -> std::process::Output {
             .arg(&config)
             .arg("--from")
             .arg(&from)
+            .args(&extra)
             .output()
             .expect("run docent reindex")
     })
@@ -142,6 +149,14 @@ async fn an_index_refuses_another_model_and_reindex_answers_with_the_same_docume
     let again = reindex(&new_toml, &old_dir).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // The catch-up before the switch: the old index committed nothing since.
+    let caught = reindex_with(&new_toml, &old_dir, &["--catch-up"]).await;
+    let stdout = String::from_utf8_lossy(&caught.stdout);
+    assert!(
+        caught.status.success() && stdout.contains("0 added, 0 changed, 0 removed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&caught.stderr)
+    );
 
     let r = start(new_config, new_embedder)
         .await

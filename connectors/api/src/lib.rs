@@ -151,6 +151,13 @@ pub trait IndexedState: Send + Sync {
     fn reconciliation_owed(&self, _connector: &str) -> bool {
         false
     }
+    /// Whether the pipeline refused to count `connector`'s last reconciliation as done (the
+    /// model failed on some of what it sent, which is not retried): the connector reconciles
+    /// once more. Asked by [`SentLog::rolled_back_since_reconciled`]; answers `true` once per
+    /// refusal. Default: never.
+    fn reconcile_again(&self, _connector: &str) -> bool {
+        false
+    }
 }
 
 /// How often a running connector checks whether the pipeline rolled back writes it had

@@ -150,6 +150,10 @@ impl SentLog {
     /// reconciliation is owed from before this start: the connector reconciles once (a failed
     /// one is tried again).
     pub fn rolled_back_since_reconciled(&self) -> bool {
+        if self.indexed.reconcile_again(&self.connector) {
+            // Owed until a reconciliation ends (a failed one is tried again).
+            self.owed.store(true, Ordering::SeqCst);
+        }
         self.owed.load(Ordering::SeqCst)
             || self.indexed.rollbacks() > self.reconciled.load(Ordering::SeqCst)
     }
