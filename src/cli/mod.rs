@@ -649,42 +649,26 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
     let to = config.index.data_dir.clone();
     // Before loading the model: a wrong path is known in a second.
     reembed::check_paths(from, &to)?;
-    let ecfg = config.embedding.clone();
-    let embedder = tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))
-        .await?
-        .context("loading the embedding model")?;
+    let embedder = load_embedder(&config).await?;
     let from = from.to_path_buf();
     let from_dir = from.clone();
     let max_length = config.embedding.model.max_length;
-    let report = tokio::task::spawn_blocking(move || {
-        // On stderr, also with --json (the report goes to stdout).
-        let bar = progress_bar(0, "re-embedding");
-        eprintln!(
-            "re-embedding {} into {} with {}",
-            from.display(),
-            to.display(),
-            crate::index::ModelSignature::of(&embedder)
-        );
-        let r = reembed::reembed(
-            &from,
-            &to,
-            &embedder,
-            Some(max_length),
-            &mut |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-        );
-        bar.finish_and_clear();
-        r.map(|r| (r, to))
+    eprintln!(
+        "re-embedding {} into {} with {}",
+        from.display(),
+        to.display(),
+        crate::index::ModelSignature::of(&embedder)
+    );
+    let target = to.clone();
+    let r = with_progress("re-embedding", move |progress| {
+        reembed::reembed(&from, &target, &embedder, Some(max_length), progress)
     })
-    .await?;
-    let (r, to) = report?;
+    .await??;
     if as_json {
         let v = serde_json::json!({
             "index": to, "documents": r.documents, "chunks": r.chunks,
             "over_length": r.over_length, "from_model": r.from_model.to_string(),
-            "vectors_copied": r.vectors_copied,
+            "vectors_copied": r.vectors_copied, "unreadable": r.unreadable,
             "seconds": r.elapsed.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -702,6 +686,13 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
             to.display(),
             r.elapsed.as_secs_f64()
         );
+        if r.unreadable > 0 {
+            eprintln!(
+                "warning: {} documents of {} could not be read back and are not in the new index: `docent sync ID --full` sends them again",
+                r.unreadable,
+                from_dir.display()
+            );
+        }
         if r.documents == 0 {
             eprintln!(
                 "warning: {} holds no documents: is it the index the daemon serves (its index.data_dir)?",
@@ -722,6 +713,32 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// The config's embedding model, loaded off the async runtime.
+async fn load_embedder(config: &Config) -> anyhow::Result<FastEmbedder> {
+    let ecfg = config.embedding.clone();
+    tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))
+        .await?
+        .context("loading the embedding model")
+}
+
+/// Runs `work` off the async runtime with a progress bar on stderr (also with --json: reports
+/// go to stdout) that `work` moves with `(done, total)`.
+async fn with_progress<T: Send + 'static>(
+    label: &'static str,
+    work: impl FnOnce(&mut dyn FnMut(u64, u64)) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(move || {
+        let bar = progress_bar(0, label);
+        let r = work(&mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        r
+    })
+    .await?)
+}
+
 /// `docent reindex --catch-up`: see [`crate::ingest::reembed::catch_up`].
 async fn reindex_catch_up(
     config_path: &Path,
@@ -734,28 +751,18 @@ async fn reindex_catch_up(
         anyhow::bail!("docent reindex --catch-up works on an embedded index");
     }
     let to = config.index.data_dir.clone();
-    let ecfg = config.embedding.clone();
-    let embedder = tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))
-        .await?
-        .context("loading the embedding model")?;
+    let embedder = load_embedder(&config).await?;
     let from = from.to_path_buf();
-    let report = tokio::task::spawn_blocking(move || {
-        // On stderr, also with --json (the report goes to stdout).
-        let bar = progress_bar(0, "catching up");
-        eprintln!(
-            "bringing {} to the last commit of {}",
-            to.display(),
-            from.display()
-        );
-        let r = reembed::catch_up(&from, &to, &embedder, &mut |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        });
-        bar.finish_and_clear();
-        r.map(|r| (r, to))
+    eprintln!(
+        "bringing {} to the last commit of {}",
+        to.display(),
+        from.display()
+    );
+    let target = to.clone();
+    let r = with_progress("catching up", move |progress| {
+        reembed::catch_up(&from, &target, &embedder, progress)
     })
-    .await?;
-    let (r, to) = report?;
+    .await??;
     if as_json {
         let v = serde_json::json!({
             "index": to, "added": r.added, "changed": r.changed, "removed": r.removed,

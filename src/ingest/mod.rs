@@ -2408,6 +2408,22 @@ mod tests {
         drop(tx);
     }
 
+    /// An index in `dir` whose last commit records that connector `c` owes a reconciliation
+    /// (from before this start), and a model that fails until told otherwise.
+    fn owed_by_c(dir: &std::path::Path) -> (Arc<Index>, Arc<Flaky>) {
+        let index = test_index(dir);
+        index
+            .commit(BTreeMap::from([(
+                OWED_KEY.to_string(),
+                serde_json::json!(["c"]),
+            )]))
+            .unwrap();
+        let model = Arc::new(Flaky {
+            failing: true.into(),
+        });
+        (index, model)
+    }
+
     /// A reconciliation is paid (no longer committed as owed) only with what it sent: its
     /// notice comes after those changes, and a batch the model failed on pays nothing (found by
     /// a review: told beside the channel, the reconciliation was committed as paid while what it
@@ -2416,18 +2432,8 @@ mod tests {
     async fn a_reconciliation_is_paid_only_once_what_it_sent_is_written() {
         use docent_connector_api::SentLog;
         let dir = tempfile::tempdir().unwrap();
-        let index = test_index(dir.path());
-        // Owed from before this start.
-        index
-            .commit(BTreeMap::from([(
-                OWED_KEY.to_string(),
-                serde_json::json!(["c"]),
-            )]))
-            .unwrap();
+        let (index, model) = owed_by_c(dir.path());
         let owed = || index.checkpoints()[OWED_KEY].clone();
-        let model = Arc::new(Flaky {
-            failing: true.into(),
-        });
         for (failing, owed_after) in [
             (true, serde_json::json!(["c"])),
             (false, serde_json::json!([])),
@@ -2461,16 +2467,7 @@ mod tests {
     async fn a_reconciliation_whose_writes_the_model_dropped_stays_owed() {
         use docent_connector_api::SentLog;
         let dir = tempfile::tempdir().unwrap();
-        let index = test_index(dir.path());
-        index
-            .commit(BTreeMap::from([(
-                OWED_KEY.to_string(),
-                serde_json::json!(["c"]),
-            )]))
-            .unwrap();
-        let model = Arc::new(Flaky {
-            failing: true.into(),
-        });
+        let (index, model) = owed_by_c(dir.path());
         let p = Arc::new(pipeline_with(&index, model.clone(), None));
         let view = Arc::new(IndexedView {
             index: index.clone(),

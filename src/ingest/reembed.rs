@@ -66,6 +66,8 @@ pub struct ReembedReport {
     /// Chunks whose vectors were copied, not embedded: all of them when the old index was
     /// built with the same model (a rebuild for a newer index format).
     pub vectors_copied: u64,
+    /// Document keys of the old index whose document could not be read back (left out).
+    pub unreadable: u64,
     pub elapsed: Duration,
 }
 
@@ -112,6 +114,39 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
         return Err(target("has no directory name"));
     }
     Ok(())
+}
+
+/// Embeds the chunks of `batch` that have no vector (their texts shown to `inspect` first),
+/// writes every document to `index`, and empties `batch`; returns how many were embedded.
+fn write_embedded(
+    index: &Index,
+    embedder: &dyn Embedder,
+    batch: &mut Vec<DocumentRecord>,
+    inspect: &mut dyn FnMut(&[String]),
+) -> Result<u64, ReembedError> {
+    let texts: Vec<String> = batch
+        .iter()
+        .flat_map(|d| {
+            d.chunks
+                .iter()
+                .filter(|c| c.vector.is_empty())
+                .map(|c| super::embedding_input(&d.title, &c.heading_path, &c.text))
+        })
+        .collect();
+    inspect(&texts);
+    let mut vectors = match texts.is_empty() {
+        true => Vec::new().into_iter(),
+        false => embedder.embed_passages(&texts)?.into_iter(),
+    };
+    for mut doc in batch.drain(..) {
+        for c in doc.chunks.iter_mut().filter(|c| c.vector.is_empty()) {
+            c.vector = vectors
+                .next()
+                .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
+        }
+        index.upsert(doc)?;
+    }
+    Ok(texts.len() as u64)
 }
 
 /// Makes the entries of `dir` (created, removed) durable.
@@ -212,7 +247,7 @@ pub fn reembed(
     let counter = embedder.token_counter();
     let profile = embedder.text_profile();
     let extra_tokens = counter.count(&profile.passage_prefix) + 2;
-    let (mut documents, mut chunks, mut over_length) = (0u64, 0u64, 0u64);
+    let (mut documents, mut chunks, mut over_length, mut unreadable) = (0u64, 0u64, 0u64, 0u64);
     let mut batch: Vec<DocumentRecord> = Vec::new();
     let mut pending = 0usize;
     let dim = signature.dim;
@@ -228,33 +263,14 @@ pub fn reembed(
                 }
             }
         }
-        let texts: Vec<String> = batch
-            .iter()
-            .flat_map(|d| {
-                d.chunks
+        write_embedded(&index, embedder, batch, &mut |texts| {
+            if let Some(max) = max_length {
+                over_length += texts
                     .iter()
-                    .filter(|c| c.vector.is_empty())
-                    .map(|c| super::embedding_input(&d.title, &c.heading_path, &c.text))
-            })
-            .collect();
-        if let Some(max) = max_length {
-            over_length += texts
-                .iter()
-                .filter(|t| counter.count(t) + extra_tokens > max)
-                .count() as u64;
-        }
-        let mut vectors = match texts.is_empty() {
-            true => Vec::new().into_iter(),
-            false => embedder.embed_passages(&texts)?.into_iter(),
-        };
-        for mut doc in batch.drain(..) {
-            for c in doc.chunks.iter_mut().filter(|c| c.vector.is_empty()) {
-                c.vector = vectors
-                    .next()
-                    .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
+                    .filter(|t| counter.count(t) + extra_tokens > max)
+                    .count() as u64;
             }
-            index.upsert(doc)?;
-        }
+        })?;
         Ok(n)
     };
     for key in export.document_keys() {
@@ -263,6 +279,9 @@ pub fn reembed(
             false => export.document(key)?,
         };
         let Some(doc) = doc else {
+            // A key that names no document (unparseable, or gone from this commit): counted,
+            // since its connector's checkpoint covers it and it would not be sent again.
+            unreadable += 1;
             continue;
         };
         documents += 1;
@@ -290,6 +309,7 @@ pub fn reembed(
         over_length,
         from_model: export.payload().signature(),
         vectors_copied,
+        unreadable,
         elapsed: t0.elapsed(),
     })
 }
@@ -335,29 +355,7 @@ pub fn catch_up(
     let mut batch: Vec<DocumentRecord> = Vec::new();
     let mut pending = 0usize;
     let flush = |batch: &mut Vec<DocumentRecord>| -> Result<u64, ReembedError> {
-        let texts: Vec<String> = batch
-            .iter()
-            .flat_map(|d| {
-                d.chunks
-                    .iter()
-                    .filter(|c| c.vector.is_empty())
-                    .map(|c| super::embedding_input(&d.title, &c.heading_path, &c.text))
-            })
-            .collect();
-        let n = texts.len() as u64;
-        let mut vectors = match texts.is_empty() {
-            true => Vec::new().into_iter(),
-            false => embedder.embed_passages(&texts)?.into_iter(),
-        };
-        for mut doc in batch.drain(..) {
-            for c in doc.chunks.iter_mut().filter(|c| c.vector.is_empty()) {
-                c.vector = vectors
-                    .next()
-                    .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
-            }
-            index.upsert(doc)?;
-        }
-        Ok(n)
+        write_embedded(&index, embedder, batch, &mut |_| {})
     };
     for (i, key) in old.document_keys().iter().enumerate() {
         let Some(mut doc) = old.document(key)? else {
@@ -469,6 +467,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!((report.documents, report.chunks), (300, 600));
+        assert_eq!(report.unreadable, 0);
         assert_eq!(report.from_model, ModelSignature::plain("old-model", 64));
         // "d1. vacation days" is 3 words + 2 special tokens > 3.
         assert_eq!(report.over_length, 600);
