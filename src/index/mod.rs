@@ -699,6 +699,14 @@ impl Index {
         Ok(())
     }
 
+    /// Closes the index, waiting for the writer's merges to finish (a process that exits
+    /// right after its last commit would otherwise leave a merge's files half-written).
+    pub fn close(self) -> Result<(), IndexError> {
+        let writer = self.writer.into_inner().unwrap_or_else(|e| e.into_inner());
+        writer.wait_merging_threads()?;
+        Ok(())
+    }
+
     /// Refuses writes once the writer is lost ([`IndexError::WriterLost`]).
     fn check_writer(&self) -> Result<(), IndexError> {
         match &*self.lost.lock().unwrap_or_else(|e| e.into_inner()) {

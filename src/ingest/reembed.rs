@@ -298,7 +298,8 @@ pub fn reembed(
         progress(chunks, total);
     }
     index.commit(export.payload().checkpoints.clone())?;
-    drop(index);
+    index.close()?;
+    own_like(to, from)?;
     // The commit is durable (tantivy syncs its files and meta.json); the marker goes only
     // then, and its removal is durable once the directory is.
     std::fs::remove_file(&marker).map_err(io(&marker))?;
@@ -405,13 +406,43 @@ pub fn catch_up(
     }
     progress(total, total);
     index.commit(old.payload().checkpoints.clone())?;
+    index.close()?;
+    own_like(to, from)?;
     report.elapsed = t0.elapsed();
     Ok(report)
 }
 
+/// Gives what root made under `dir` the owner and group of `like` (when `like` is not root's):
+/// a reindex run as root (`sudo`) beside an index the service user owns would otherwise leave
+/// files that user cannot open, and the daemon would fail at the switch. A run as the service
+/// user changes nothing: its files are already its own.
+fn own_like(dir: &Path, like: &Path) -> Result<(), ReembedError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReembedError::Io { path, source }
+    };
+    let want = std::fs::metadata(like).map_err(io(like))?;
+    let (uid, gid) = (want.uid(), want.gid());
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(io(&path))? {
+                pending.push(entry.map_err(io(&path))?.path());
+            }
+        }
+        // Only what root made: another user cannot change owners, and made its files its own.
+        if meta.uid() == 0 && uid != 0 {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use docent_connector_api::{Acl, DocKey, Principal};
 
@@ -624,6 +655,41 @@ mod tests {
         assert!(!to.join("partial").exists());
         let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         assert_eq!(new.document_count(), 1);
+    }
+
+    /// Run as root beside an index the service user owns, both passes leave everything they
+    /// made owned by that user (else the daemon, run as that user, could not open it).
+    #[test]
+    fn what_root_makes_is_given_to_the_old_index_s_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if std::fs::metadata(dir.path()).unwrap().uid() != 0 {
+            eprintln!("not root: owners cannot change here; nothing to check");
+            return;
+        }
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        let old = Index::open(&from, "old-model", 64).unwrap();
+        old.upsert(doc("a", &["vacation days"])).unwrap();
+        old.commit(BTreeMap::new()).unwrap();
+        std::os::unix::fs::chown(&from, Some(4321), Some(4322)).unwrap();
+        let owners = |dir: &Path| -> BTreeSet<(u32, u32)> {
+            let mut all = BTreeSet::new();
+            let mut pending = vec![dir.to_path_buf()];
+            while let Some(p) = pending.pop() {
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                }
+                all.insert((m.uid(), m.gid()));
+            }
+            all
+        };
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        assert_eq!(owners(&to), BTreeSet::from([(4321, 4322)]));
+        old.upsert(doc("b", &["travel policy"])).unwrap();
+        old.commit(BTreeMap::new()).unwrap();
+        catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
+        assert_eq!(owners(&to), BTreeSet::from([(4321, 4322)]));
     }
 
     /// Two runs for one target at once: the second is refused while the first holds its lock
