@@ -117,6 +117,14 @@ mod tests {
         }))
     }
 
+    /// The next change the pipeline's side receives (within 10 s).
+    async fn next(pipeline: &mut mpsc::Receiver<Change>) -> Change {
+        tokio::time::timeout(Duration::from_secs(10), pipeline.recv())
+            .await
+            .expect("a change within 10 s")
+            .expect("the forwarder is running")
+    }
+
     fn id(c: &Change) -> &str {
         match c {
             Change::Upsert(d) => &d.key.native_id,
@@ -130,10 +138,7 @@ mod tests {
         let (to_pipeline, mut pipeline) = mpsc::channel(64);
         let sink = budget.sink(to_pipeline);
         sink.send(upsert("a", 60)).await.unwrap();
-        let a = tokio::time::timeout(Duration::from_secs(10), pipeline.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let a = next(&mut pipeline).await;
         assert_eq!((id(&a), budget.available()), ("a", 40));
         // b (60 bytes) does not fit beside a: the forwarder holds it, and c waits in the sink.
         sink.send(upsert("b", 60)).await.unwrap();
@@ -141,24 +146,15 @@ mod tests {
         assert_eq!(sink.capacity(), 0, "c waits behind b");
         assert!(pipeline.try_recv().is_err(), "b passed the budget");
         budget.release([&a]);
-        let b = tokio::time::timeout(Duration::from_secs(10), pipeline.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let c = tokio::time::timeout(Duration::from_secs(10), pipeline.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let b = next(&mut pipeline).await;
+        let c = next(&mut pipeline).await;
         assert_eq!((id(&b), id(&c)), ("b", "c"));
         assert_eq!(budget.available(), 30);
         budget.release([&b, &c]);
         assert_eq!(budget.available(), 100);
         // A change larger than the whole budget takes all of it, and passes alone.
         sink.send(upsert("huge", 1000)).await.unwrap();
-        let huge = tokio::time::timeout(Duration::from_secs(10), pipeline.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let huge = next(&mut pipeline).await;
         assert_eq!((id(&huge), budget.available()), ("huge", 0));
         budget.release([&huge]);
         assert_eq!(budget.available(), 100);

@@ -476,6 +476,14 @@ mod tests {
         }
     }
 
+    /// An index of the old model at `dir` holding one committed document, `t:a`.
+    fn one_document_index(dir: &Path) -> Index {
+        let old = Index::open(dir, "old-model", 64).unwrap();
+        old.upsert(doc("a", &["vacation days"])).unwrap();
+        old.commit(BTreeMap::new()).unwrap();
+        old
+    }
+
     #[test]
     fn builds_a_complete_index_for_the_new_model_and_keeps_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
@@ -637,9 +645,7 @@ mod tests {
     fn an_unfinished_target_is_refused_by_the_daemon_and_taken_over_by_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
         let (from, to) = (dir.path().join("old"), dir.path().join("new"));
-        let old = Index::open(&from, "old-model", 64).unwrap();
-        old.upsert(doc("a", &["vacation days"])).unwrap();
-        old.commit(BTreeMap::new()).unwrap();
+        let _old = one_document_index(&from);
         // What an interrupted run leaves: its marker and part of an index.
         std::fs::create_dir_all(to.join("partial")).unwrap();
         std::fs::write(to.join(crate::index::INCOMPLETE_MARKER), "").unwrap();
@@ -668,9 +674,7 @@ mod tests {
             return;
         }
         let (from, to) = (dir.path().join("old"), dir.path().join("new"));
-        let old = Index::open(&from, "old-model", 64).unwrap();
-        old.upsert(doc("a", &["vacation days"])).unwrap();
-        old.commit(BTreeMap::new()).unwrap();
+        let old = one_document_index(&from);
         std::os::unix::fs::chown(&from, Some(4321), Some(4322)).unwrap();
         let owners = |dir: &Path| -> BTreeSet<(u32, u32)> {
             let mut all = BTreeSet::new();
@@ -712,9 +716,7 @@ mod tests {
     fn the_catch_up_refuses_an_open_or_missing_target() {
         let dir = tempfile::tempdir().unwrap();
         let (from, to) = (dir.path().join("old"), dir.path().join("new"));
-        let old = Index::open(&from, "old-model", 64).unwrap();
-        old.upsert(doc("a", &["vacation days"])).unwrap();
-        old.commit(BTreeMap::new()).unwrap();
+        let _old = one_document_index(&from);
         let missing = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
         assert!(
             missing.to_string().contains("no index here to catch up"),
