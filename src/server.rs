@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::embed::Embedder;
@@ -38,11 +38,8 @@ pub enum DaemonError {
     Index(#[from] IndexError),
     #[error("connector {id}: {message}")]
     Connector { id: String, message: String },
-    #[error("tls: cannot read {path}: {source}")]
-    TlsFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error("tls: {0}")]
+    Tls(#[from] crate::service::tls::TlsSetupError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -462,7 +459,14 @@ pub async fn start_with(
         .build_v1alpha()
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
 
-    let auth = AuthInterceptor::new(identities.shared(), opts.insecure_dev);
+    // TLS is built before anything listens: a certificate, key, CA or revocation list that
+    // cannot be read or parsed stops the start.
+    let tls = match &config.server.tls {
+        Some(t) => Some(crate::service::tls::server_tls(t)?),
+        None => None,
+    };
+    let auth = AuthInterceptor::new(identities.shared(), opts.insecure_dev)
+        .with_revocations(tls.as_ref().and_then(|t| t.revocations.clone()));
     let limits = LimitLayer::new(Arc::new(Limiter::new(
         config.server.max_concurrent_requests,
         config.server.max_concurrent_per_caller,
@@ -480,32 +484,14 @@ pub async fn start_with(
         .max()
         .unwrap_or(64 * 1024);
     // Transport bounds, for peers that have not authenticated yet: a TLS handshake must finish
-    // in 10 s (an idle socket would otherwise hold a descriptor for good), at most 128 streams
-    // per connection (tonic's default is none), and dead HTTP/2 peers are found by pings.
+    // in 10 s (`tls::incoming`), at most 128 streams per connection (tonic's default is none),
+    // and dead HTTP/2 peers are found by pings.
     let mut builder = Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .layer(crate::metrics::MetricsLayer::new(metrics))
         .layer(RefusalAuditLayer::new(state.audit.clone()));
-    if let Some(tls) = &config.server.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| DaemonError::TlsFile {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        let mut tls_cfg = ServerTlsConfig::new()
-            .identity(identity)
-            .timeout(std::time::Duration::from_secs(10));
-        if let Some(ca) = &tls.client_ca {
-            tls_cfg = tls_cfg
-                .client_ca_root(Certificate::from_pem(read(ca)?))
-                .client_auth_optional(!tls.client_auth_required);
-        }
-        builder = builder.tls_config(tls_cfg)?;
-    }
     let router = builder
         // Unauthenticated: their requests are small, and so is what they may decode; one pool
         // bounds what they hold open.
@@ -544,22 +530,29 @@ pub async fn start_with(
             auth.requiring(Requirement::Ingest),
         ));
     let token = shutdown.clone();
-    // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per call.
-    let incoming = TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
+    let server = match tls {
+        // tonic's own TLS cannot check revocation lists; the handshakes are ours.
+        Some(tls) => {
+            let incoming = crate::service::tls::incoming(listener, tls.acceptor, token.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
         }
-        s
-    });
-    let server = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
-            .await
-    });
+        None => {
+            // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per
+            // call.
+            let incoming = TcpListenerStream::new(listener).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
+        }
+    };
     tracing::info!(
         %addr,
         tls = config.server.tls.is_some(),
         mtls = config.server.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        revocation_lists = config.server.tls.as_ref().is_some_and(|t| t.client_crl.is_some()),
         insecure_dev = opts.insecure_dev,
         "serving"
     );

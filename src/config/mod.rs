@@ -80,6 +80,9 @@ pub struct TlsConfig {
     /// Refuse the TLS handshake without a client certificate (else a bearer token is enough).
     /// Only with `client_ca` (validated): without one no certificate is asked for.
     pub client_auth_required: bool,
+    /// PEM file of certificate revocation lists for the client CA (and any intermediate CA
+    /// of a client chain); read again whenever the file changes. Only with `client_ca`.
+    pub client_crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -793,6 +796,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             key: resolve(base, k),
             client_ca: raw.server.tls_client_ca.as_ref().map(|p| resolve(base, p)),
             client_auth_required,
+            client_crl: raw.server.tls_client_crl.as_ref().map(|p| resolve(base, p)),
         }),
         (None, None) => None,
         _ => {
@@ -804,6 +808,12 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         is.add(
             "server.tls_client_ca",
             "client certificates need tls_cert and tls_key",
+        );
+    }
+    if raw.server.tls_client_crl.is_some() && raw.server.tls_client_ca.is_none() {
+        is.add(
+            "server.tls_client_crl",
+            "revocation lists need tls_client_ca (the CA whose certificates they revoke)",
         );
     }
     // Without a CA to check them against, no client certificate is asked for: "required"
@@ -1316,6 +1326,33 @@ onnxruntime_lib = "models/ort.so"
         // Optional client certificates without a CA: TLS with bearer tokens, as before.
         let c = Config::parse(&with(""), Path::new("/etc/docent")).unwrap();
         assert!(c.server.tls.is_some_and(|t| !t.client_auth_required));
+    }
+
+    #[test]
+    fn revocation_lists_need_a_client_ca() {
+        let with = |server: &str| {
+            let tls = "tls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"";
+            MINIMAL.replace(
+                "version = 1\n",
+                &format!("version = 1\n[server]\n{tls}\n{server}\n"),
+            )
+        };
+        let issues = Config::parse(
+            &with("tls_client_crl = \"tls/clients.crl\""),
+            Path::new("/etc/docent"),
+        )
+        .unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "server.tls_client_crl", "{issues:?}");
+        let c = Config::parse(
+            &with("tls_client_ca = \"tls/ca.pem\"\ntls_client_crl = \"tls/clients.crl\""),
+            Path::new("/etc/docent"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.tls.unwrap().client_crl.as_deref(),
+            Some(Path::new("/etc/docent/tls/clients.crl"))
+        );
     }
 
     #[test]

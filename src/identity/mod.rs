@@ -274,6 +274,10 @@ pub enum AuthError {
     UnknownCertificate,
     #[error("the client certificate's names map to more than one identity")]
     AmbiguousCertificate,
+    #[error("the client certificate has been revoked")]
+    CertificateRevoked,
+    #[error("the client certificate's revocation status is unknown: {0}")]
+    RevocationUnknown(String),
 }
 
 impl AuthError {
@@ -287,6 +291,8 @@ impl AuthError {
             Self::Jwt(e) => e.reason(),
             Self::UnknownIdentity => "UNKNOWN_IDENTITY",
             Self::UnknownCertificate | Self::AmbiguousCertificate => "UNKNOWN_CLIENT_CERT",
+            Self::CertificateRevoked => "CLIENT_CERT_REVOKED",
+            Self::RevocationUnknown(_) => "CLIENT_CERT_REVOCATION_UNKNOWN",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Authentication as a tonic interceptor: the caller is resolved before any handler runs and
 //! placed in the request extensions. Order: a bearer token (JWT, personal token or API key) if
 //! one is sent; else a verified client certificate (mTLS) mapped to an identity through its
-//! names; else, only under `--insecure-dev`, the `x-docent-user` header. Anything else:
+//! names, if its issuer's revocation list (when configured) still allows it; else, only under
+//! `--insecure-dev`, the `x-docent-user` header. Anything else:
 //! UNAUTHENTICATED with a stable reason. The identity store is read per request from a swap
 //! cell, so a reload takes effect for the next request.
 //!
@@ -14,6 +15,7 @@
 use tonic::{Request, Status};
 
 use super::ServiceError;
+use super::tls::{Revocations, Revoked};
 use crate::identity::{AuthError, Caller, SharedIdentities};
 
 /// Header naming the user under `--insecure-dev` (no credential checked); one definition, in
@@ -54,6 +56,9 @@ pub struct AuthInterceptor {
     identities: SharedIdentities,
     insecure_dev: bool,
     requires: Requirement,
+    /// The client CA's revocation lists, checked again at every call a certificate
+    /// authenticates: a connection opened before a revocation cannot go on using it.
+    revocations: Option<std::sync::Arc<Revocations>>,
 }
 
 impl AuthInterceptor {
@@ -62,6 +67,15 @@ impl AuthInterceptor {
             identities,
             insecure_dev,
             requires: Requirement::Authenticated,
+            revocations: None,
+        }
+    }
+
+    /// The same interceptor checking client certificates against these revocation lists.
+    pub fn with_revocations(self, revocations: Option<std::sync::Arc<Revocations>>) -> Self {
+        Self {
+            revocations,
+            ..self
         }
     }
 
@@ -93,7 +107,14 @@ impl AuthInterceptor {
         if let Some(certs) = req.peer_certs()
             && let Some(leaf) = certs.first()
         {
-            // rustls has verified the chain against the configured client CA.
+            // rustls has verified the chain against the configured client CA, and the
+            // revocation lists as they were at the handshake; they may have changed since.
+            if let Some(r) = &self.revocations {
+                r.check(leaf.as_ref()).map_err(|e| match e {
+                    Revoked::Listed => AuthError::CertificateRevoked,
+                    Revoked::Unknown(why) => AuthError::RevocationUnknown(why),
+                })?;
+            }
             return store.authenticate_cert(&cert_names(leaf.as_ref()));
         }
         if self.insecure_dev

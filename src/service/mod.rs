@@ -13,6 +13,7 @@ mod error;
 mod ingest;
 pub mod limits;
 mod refusals;
+pub mod tls;
 
 use std::sync::Arc;
 

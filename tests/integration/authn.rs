@@ -1,14 +1,18 @@
 //! The authentication matrix over TLS: API keys (scopes, expiry, revocation), JWTs against a
 //! local JWKS (RS256, ES256, HS256; expiry, not-before, issuer, audience, signature), mTLS client
 //! certificates (mapped, unmapped, from an unknown CA), and on-behalf-of with and without the
-//! `act_as` permission, audited with both ids.
+//! `act_as` permission, audited with both ids; client certificate revocation lists.
 
 use std::path::Path;
 
 use base64::Engine;
 use docent_proto::v1 as pb;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    IsCa, KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -40,8 +44,20 @@ impl Pki {
 
     /// (certificate PEM, key PEM) for a leaf with these DNS SANs, e-mail SANs and CN.
     fn leaf(&self, dns: &[&str], email: &[&str], cn: &str) -> (String, String) {
+        self.numbered_leaf(None, dns, email, cn)
+    }
+
+    /// The same with this serial number (else a random one).
+    fn numbered_leaf(
+        &self,
+        serial: Option<u64>,
+        dns: &[&str],
+        email: &[&str],
+        cn: &str,
+    ) -> (String, String) {
         let mut p =
             CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.serial_number = serial.map(SerialNumber::from);
         for e in email {
             p.subject_alt_names
                 .push(SanType::Rfc822Name((*e).try_into().unwrap()));
@@ -51,6 +67,38 @@ impl Pki {
         let cert = p.signed_by(&key, &self.ca).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A revocation list (PEM) of this CA revoking these serial numbers, next updated then.
+    fn crl(&self, revoked: &[u64], next_update: OffsetDateTime) -> String {
+        let now = OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: next_update.min(now) - Duration::hours(1),
+            next_update,
+            crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+/// Replaces a file whole, as a CA's publishing job would (a reader never sees half of it).
+fn replace(path: &str, text: &str) {
+    let tmp = format!("{path}.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -443,5 +491,142 @@ scopes = ["query"]
             .iter()
             .any(|r| r["credential"] == "jwt" && r["caller"] == "hana")
     );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused_and_a_new_list_applies_to_open_connections() {
+    const BRIDGE_SERIAL: u64 = 0x5eed_0001;
+    const HANA_SERIAL: u64 = 0x5eed_0002;
+    let env = Env::example();
+    let dir = env.dir.path();
+    let server_pki = Pki::new("Docent test server CA");
+    let (server_cert, server_key) = server_pki.leaf(&["localhost"], &[], "localhost");
+    let client_pki = Pki::new("Fernhill clients CA");
+    let bridge_cert = client_pki.numbered_leaf(
+        Some(BRIDGE_SERIAL),
+        &["bridge.fernhill.example"],
+        &[],
+        "slack-bridge",
+    );
+    let hana_cert =
+        client_pki.numbered_leaf(Some(HANA_SERIAL), &[], &["hana@fernhill.example"], "Hana");
+    let in_a_day = OffsetDateTime::now_utc() + Duration::days(1);
+    let crl = write(
+        dir,
+        "clients.crl",
+        &client_pki.crl(&[BRIDGE_SERIAL], in_a_day),
+    );
+    let server_ca = server_pki.ca.pem();
+    let text = env.config_text().replace(
+        "metrics_listen = \"127.0.0.1:9464\"",
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\ntls_client_crl = {crl:?}\n\
+             tls_client_auth = \"optional\"",
+            write(dir, "server.pem", &server_cert),
+            write(dir, "server.key", &server_key),
+            write(dir, "clients-ca.pem", &client_pki.ca.pem()),
+        ),
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let addr = d.daemon.local_addr();
+    let sees_hr = |r: &pb::SearchResponse| search_text(r).contains("compensation-bands-2027.md");
+    // A call over a new connection with this certificate: refused at the handshake (the
+    // connection or the call fails in the transport, before any interceptor gives a reason).
+    let refused_at_handshake = async |cert: &(String, String)| {
+        let call = match tls_channel(addr, &server_ca, Some(cert)).await {
+            Err(_) => return true,
+            Ok(ch) => {
+                pb::assistant_client::AssistantClient::new(ch)
+                    .search(search_req("", ""))
+                    .await
+            }
+        };
+        match call {
+            Ok(_) => false,
+            Err(e) => reason(&e).is_empty() && e.code() != Code::Unauthenticated,
+        }
+    };
+
+    // The listed certificate gets no connection; the other one works.
+    assert!(
+        refused_at_handshake(&bridge_cert).await,
+        "a listed certificate connected"
+    );
+    let mut hana = pb::assistant_client::AssistantClient::new(
+        tls_channel(addr, &server_ca, Some(&hana_cert))
+            .await
+            .unwrap(),
+    );
+    let r = hana.search(search_req("", "")).await.unwrap().into_inner();
+    assert!(sees_hr(&r), "hana's certificate before its revocation");
+    // Bearer tokens over TLS do not depend on the lists.
+    let token_only = tls_channel(addr, &server_ca, None).await.unwrap();
+    let mut token = pb::assistant_client::AssistantClient::new(token_only);
+    let token_works = async |c: &mut pb::assistant_client::AssistantClient<Channel>| {
+        sees_hr(&c.search(search_req(HANA, "")).await.unwrap().into_inner())
+    };
+    assert!(token_works(&mut token).await);
+
+    // A new list revokes hana's certificate: her open connection can make no more calls, and
+    // she gets no new one.
+    replace(
+        &crl,
+        &client_pki.crl(&[BRIDGE_SERIAL, HANA_SERIAL], in_a_day),
+    );
+    let e = hana.search(search_req("", "")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::Unauthenticated, "CLIENT_CERT_REVOKED")
+    );
+    assert!(
+        refused_at_handshake(&hana_cert).await,
+        "a revoked certificate connected"
+    );
+
+    // A list past its next update says nothing any more: closed, for open connections too.
+    replace(
+        &crl,
+        &client_pki.crl(
+            &[BRIDGE_SERIAL],
+            OffsetDateTime::now_utc() - Duration::hours(1),
+        ),
+    );
+    let e = hana.search(search_req("", "")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::Unauthenticated, "CLIENT_CERT_REVOCATION_UNKNOWN")
+    );
+    assert!(
+        refused_at_handshake(&hana_cert).await,
+        "an expired list was trusted"
+    );
+    // So does a file that is no revocation list.
+    replace(&crl, "not a revocation list\n");
+    let e = hana.search(search_req("", "")).await.unwrap_err();
+    assert_eq!(reason(&e), "CLIENT_CERT_REVOCATION_UNKNOWN");
+    assert!(
+        refused_at_handshake(&hana_cert).await,
+        "an unreadable list was trusted"
+    );
+    assert!(
+        token_works(&mut token).await,
+        "tokens stopped with the lists"
+    );
+
+    // A current list that no longer names her lets her in again, on the open connection too.
+    replace(&crl, &client_pki.crl(&[BRIDGE_SERIAL], in_a_day));
+    assert!(sees_hr(
+        &hana.search(search_req("", "")).await.unwrap().into_inner()
+    ));
+    let mut again = pb::assistant_client::AssistantClient::new(
+        tls_channel(addr, &server_ca, Some(&hana_cert))
+            .await
+            .unwrap(),
+    );
+    assert!(sees_hr(
+        &again.search(search_req("", "")).await.unwrap().into_inner()
+    ));
+    assert!(refused_at_handshake(&bridge_cert).await);
     d.stop().await;
 }

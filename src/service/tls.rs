@@ -1,0 +1,611 @@
+//! TLS on the gRPC port: the server's certificate, client certificates checked against the
+//! configured CA, and the CA's certificate revocation lists.
+//!
+//! Revocation lists change while the daemon runs (a CA publishes a new one before the old one's
+//! next-update time, and at once when it revokes a certificate), so their file is read again
+//! whenever it changes: checked at every handshake and at every call a client certificate
+//! authenticates, so a connection opened before a revocation cannot go on using it. Every
+//! failure is closed: a list that cannot be read or parsed, one past its next-update time, or a
+//! chain with a CA the file holds no list for refuses the certificate.
+//!
+//! Must never: accept a client certificate whose revocation status it could not establish.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
+};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{
+    self, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TlsConfig;
+
+/// A TLS handshake must finish in this time: an idle socket would otherwise hold a descriptor
+/// for good.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("tls: {0}")]
+    Rustls(String),
+}
+
+/// The server side of TLS: what the listener's handshakes use, and the revocation lists (when
+/// configured) that the authentication interceptor checks again on every call.
+pub struct ServerTls {
+    pub acceptor: TlsAcceptor,
+    pub revocations: Option<Arc<Revocations>>,
+}
+
+/// Builds the server's TLS from its configuration: certificate chain and key, and with a client
+/// CA, client certificates (required or optional) checked against it and its revocation lists.
+pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = read_certs(&tls.cert)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(&tls.key)?).map_err(|e| TlsSetupError::Invalid {
+            path: tls.key.clone(),
+            message: format!("no private key: {e}"),
+        })?;
+    let mut revocations = None;
+    let verifier = match &tls.client_ca {
+        None => WebPkiClientVerifier::no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca)? {
+                roots.add(cert).map_err(|e| TlsSetupError::Invalid {
+                    path: ca.clone(),
+                    message: format!("not a CA certificate: {e}"),
+                })?;
+            }
+            let client = ClientAuth {
+                roots: Arc::new(roots),
+                provider: provider.clone(),
+                optional: !tls.client_auth_required,
+            };
+            match &tls.client_crl {
+                None => client.verifier(Vec::new())?,
+                Some(path) => {
+                    let r = Arc::new(Revocations::load(client, path.clone())?);
+                    revocations = Some(r.clone());
+                    r
+                }
+            }
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsSetupError::Invalid {
+            path: tls.cert.clone(),
+            message: format!("certificate and key do not make an identity: {e}"),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(ServerTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        revocations,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsSetupError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("not PEM certificates: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Invalid {
+            path: path.to_path_buf(),
+            message: "holds no certificate".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// What a client verifier is built from; built again with each new set of revocation lists.
+struct ClientAuth {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    optional: bool,
+}
+
+impl ClientAuth {
+    fn verifier(
+        &self,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+        let with_crls = !crls.is_empty();
+        let mut b =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), self.provider.clone())
+                .with_crls(crls);
+        if with_crls {
+            // Closed: a list past its next update no longer says what is revoked.
+            b = b.enforce_revocation_expiration();
+        }
+        if self.optional {
+            b = b.allow_unauthenticated();
+        }
+        b.build().map_err(|e| TlsSetupError::Rustls(e.to_string()))
+    }
+}
+
+/// The client CA's revocation lists, read again whenever their file changes.
+pub struct Revocations {
+    path: PathBuf,
+    client: ClientAuth,
+    /// Without revocation lists: answers what does not depend on them (root hints, handshake
+    /// signatures).
+    base: Arc<dyn ClientCertVerifier>,
+    current: Mutex<Current>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Current {
+    stamp: Option<Stamp>,
+    lists: Result<Arc<Lists>, String>,
+}
+
+/// What tells a file's new contents from its old: a replacement (new inode), a write (size,
+/// modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            inode: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+}
+
+/// One reading of the file.
+struct Lists {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// (issuer name as DER, serial number as DER) of every revoked certificate.
+    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Each issuer's earliest next-update time (seconds since the epoch); `None`: not given.
+    next_update: Vec<(Vec<u8>, Option<i64>)>,
+}
+
+/// Why a certificate-authenticated call is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The certificate's serial number is on its issuer's list.
+    Listed,
+    /// The lists cannot say: unreadable, none from this issuer, or past their next update.
+    Unknown(String),
+}
+
+impl Revocations {
+    fn load(client: ClientAuth, path: PathBuf) -> Result<Self, TlsSetupError> {
+        let stamp = Stamp::of(&path).map_err(|source| TlsSetupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let lists = read_lists(&client, &path)?;
+        tracing::info!(
+            path = %path.display(),
+            revoked = lists.revoked.len(),
+            issuers = lists.next_update.len(),
+            "client certificate revocation lists loaded"
+        );
+        Ok(Self {
+            base: client.verifier(Vec::new())?,
+            client,
+            path,
+            current: Mutex::new(Current {
+                stamp: Some(stamp),
+                lists: Ok(Arc::new(lists)),
+            }),
+        })
+    }
+
+    /// The lists as the file holds them now (read again if it changed), or why there are none.
+    fn lists(&self) -> Result<Arc<Lists>, String> {
+        let stamp = Stamp::of(&self.path);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = match stamp {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", self.path.display());
+                if current.stamp.take().is_some() {
+                    tracing::error!(error = %why, "client certificate revocation lists \
+                        unreadable: refusing client certificates until they can be read");
+                }
+                current.lists = Err(why.clone());
+                return Err(why);
+            }
+        };
+        if current.stamp != Some(stamp) {
+            current.stamp = Some(stamp);
+            current.lists = match read_lists(&self.client, &self.path) {
+                Ok(l) => {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        revoked = l.revoked.len(),
+                        issuers = l.next_update.len(),
+                        "client certificate revocation lists reloaded"
+                    );
+                    Ok(Arc::new(l))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "client certificate revocation lists \
+                        unreadable: refusing client certificates until they can be read");
+                    Err(e.to_string())
+                }
+            };
+        }
+        current.lists.clone()
+    }
+
+    /// Whether a verified leaf certificate may still authenticate a call: not listed by its
+    /// issuer, whose list is readable and current.
+    pub fn check(&self, leaf: &[u8]) -> Result<(), Revoked> {
+        let lists = self.lists().map_err(Revoked::Unknown)?;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+            return Err(Revoked::Unknown("unparsable certificate".into()));
+        };
+        let issuer = cert.issuer().as_raw();
+        let Some((_, next)) = lists.next_update.iter().find(|(i, _)| i == issuer) else {
+            return Err(Revoked::Unknown(
+                "no revocation list from the certificate's issuer".into(),
+            ));
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if next.is_some_and(|t| t < now) {
+            return Err(Revoked::Unknown(
+                "the issuer's revocation list is past its next update".into(),
+            ));
+        }
+        if lists
+            .revoked
+            .contains(&(issuer.to_vec(), cert.tbs_certificate.raw_serial().to_vec()))
+        {
+            return Err(Revoked::Listed);
+        }
+        Ok(())
+    }
+}
+
+fn read_lists(client: &ClientAuth, path: &Path) -> Result<Lists, TlsSetupError> {
+    let invalid = |message: String| TlsSetupError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let ders = CertificateRevocationListDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("not PEM revocation lists: {e}")))?;
+    if ders.is_empty() {
+        return Err(invalid(
+            "holds no revocation list (PEM \"X509 CRL\")".into(),
+        ));
+    }
+    let mut revoked = HashSet::new();
+    let mut next_update: Vec<(Vec<u8>, Option<i64>)> = Vec::new();
+    for (n, der) in ders.iter().enumerate() {
+        let (_, crl) = x509_parser::parse_x509_crl(der)
+            .map_err(|e| invalid(format!("revocation list {}: {e}", n + 1)))?;
+        let issuer = crl.issuer().as_raw().to_vec();
+        for r in crl.iter_revoked_certificates() {
+            revoked.insert((issuer.clone(), r.raw_serial().to_vec()));
+        }
+        let next = crl.next_update().map(|t| t.timestamp());
+        match next_update.iter_mut().find(|(i, _)| *i == issuer) {
+            Some((_, t)) => *t = min_time(*t, next),
+            None => next_update.push((issuer, next)),
+        }
+    }
+    // The handshake's check (rustls' own parser and signature checks) refuses a list this
+    // reading accepted only at the first handshake; build it now so a bad list is reported here.
+    let verifier = client.verifier(ders)?;
+    Ok(Lists {
+        verifier,
+        revoked,
+        next_update,
+    })
+}
+
+fn min_time(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl ClientCertVerifier for Revocations {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.client.optional
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.base.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let lists = self.lists().map_err(rustls::Error::General)?;
+        lists
+            .verifier
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.base.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.base.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.base.supported_verify_schemes()
+    }
+}
+
+/// The listener's connections after their TLS handshake, each handshake on its own task under
+/// [`HANDSHAKE_TIMEOUT`]; accepting stops when `shutdown` is cancelled. A failed handshake is
+/// logged (a refused client certificate at `info`, with the peer) and costs nothing else.
+pub fn incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning; the server
+                    // keeps serving the connections it has.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Small request/response pairs must not wait for delayed ACKs (Nagle).
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => log_refusal(peer, &e),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn log_refusal(peer: SocketAddr, e: &std::io::Error) {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
+            )
+        });
+    if certificate {
+        tracing::info!(%peer, error = %e, "client certificate refused at the TLS handshake");
+    } else {
+        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer,
+        DnType, IsCa, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+
+    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, serial: u64) -> (String, String, Vec<u8>) {
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.serial_number = Some(SerialNumber::from(serial));
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, ca).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn crl(
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        revoked: &[u64],
+        next: OffsetDateTime,
+    ) -> String {
+        let now = OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: next.min(now) - Duration::hours(1),
+            next_update: next,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: now,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(ca)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
+    /// A TLS configuration in `dir` for a server with a certificate of `server`, client
+    /// certificates from `clients`, and this revocation list file text.
+    fn config(
+        dir: &Path,
+        server: &CertifiedIssuer<'static, KeyPair>,
+        clients: &CertifiedIssuer<'static, KeyPair>,
+        crl_text: &str,
+    ) -> TlsConfig {
+        let (cert, key, _) = leaf(server, 1);
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        TlsConfig {
+            cert: file("server.pem", &cert),
+            key: file("server.key", &key),
+            client_ca: Some(file("clients-ca.pem", &clients.pem())),
+            client_auth_required: true,
+            client_crl: Some(file("clients.crl", crl_text)),
+        }
+    }
+
+    #[test]
+    fn a_file_that_holds_no_revocation_list_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, clients) = (ca("server"), ca("clients"));
+        for text in ["", "garbage\n", &clients.pem()] {
+            let e = server_tls(&config(dir.path(), &server, &clients, text))
+                .err()
+                .unwrap_or_else(|| panic!("accepted {text:?}"));
+            assert!(
+                matches!(&e, TlsSetupError::Invalid { path, .. } if path.ends_with("clients.crl")),
+                "{e}"
+            );
+        }
+        let tls = config(dir.path(), &server, &clients, "");
+        std::fs::remove_file(tls.client_crl.as_ref().unwrap()).unwrap();
+        assert!(matches!(
+            server_tls(&tls).err(),
+            Some(TlsSetupError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn a_certificate_is_allowed_only_by_a_current_list_of_its_own_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, clients, other) = (ca("server"), ca("clients"), ca("other"));
+        let (_, _, listed) = leaf(&clients, 7);
+        let (_, _, unlisted) = leaf(&clients, 8);
+        let tomorrow = OffsetDateTime::now_utc() + Duration::days(1);
+        let tls = config(
+            dir.path(),
+            &server,
+            &clients,
+            &crl(&clients, &[7], tomorrow),
+        );
+        let r = server_tls(&tls).unwrap().revocations.unwrap();
+        assert_eq!(r.check(&listed), Err(Revoked::Listed));
+        assert_eq!(r.check(&unlisted), Ok(()));
+
+        let path = tls.client_crl.as_ref().unwrap();
+        let replace = |text: &str| {
+            let tmp = path.with_extension("new");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        };
+        // Another CA's list says nothing about this CA's certificates.
+        replace(&crl(&other, &[], tomorrow));
+        assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
+        // Nor does this CA's list once past its next update.
+        let past = OffsetDateTime::now_utc() - Duration::hours(1);
+        replace(&crl(&clients, &[], past));
+        assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
+        // Nor a file gone.
+        std::fs::remove_file(path).unwrap();
+        assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
+        // Both lists in one file: each certificate is checked against its own issuer's.
+        let (_, _, others) = leaf(&other, 7);
+        replace(&(crl(&other, &[], tomorrow) + &crl(&clients, &[7, 9], tomorrow)));
+        assert_eq!(r.check(&listed), Err(Revoked::Listed));
+        assert_eq!(r.check(&unlisted), Ok(()));
+        assert_eq!(r.check(&others), Ok(()));
+    }
+}
