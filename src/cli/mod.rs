@@ -653,11 +653,11 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
     let from = from.to_path_buf();
     let from_dir = from.clone();
     let max_length = config.embedding.model.max_length;
+    let signature = crate::index::ModelSignature::of(&embedder);
     eprintln!(
-        "re-embedding {} into {} with {}",
+        "re-embedding {} into {} with {signature}",
         from.display(),
         to.display(),
-        crate::index::ModelSignature::of(&embedder)
     );
     let target = to.clone();
     let r = with_progress("re-embedding", move |progress| {
@@ -668,14 +668,15 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
         let v = serde_json::json!({
             "index": to, "documents": r.documents, "chunks": r.chunks,
             "over_length": r.over_length, "from_model": r.from_model.to_string(),
-            "vectors_copied": r.vectors_copied, "unreadable": r.unreadable,
+            "vectors_copied": r.vectors_copied, "resumed": r.resumed,
+            "unreadable": r.unreadable,
             "seconds": r.elapsed.as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{} {} documents ({} chunks, built with {}) into {} in {:.1} s",
-            if r.vectors_copied == r.chunks {
+            if r.from_model == signature {
                 "rebuilt (same model: vectors copied, nothing embedded)"
             } else {
                 "re-embedded"
@@ -686,6 +687,12 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
             to.display(),
             r.elapsed.as_secs_f64()
         );
+        if r.resumed > 0 {
+            println!(
+                "resumed: {} chunks an interrupted run had written were kept (their documents unchanged since)",
+                r.resumed
+            );
+        }
         if r.unreadable > 0 {
             eprintln!(
                 "warning: {} documents of {} could not be read back and are not in the new index: `docent sync ID --full` sends them again",

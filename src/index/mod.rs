@@ -64,7 +64,7 @@ pub enum IndexError {
     },
     /// A `docent reindex` is building this index, or was interrupted ([`INCOMPLETE_MARKER`]).
     #[error(
-        "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it starts over), or remove the directory"
+        "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it resumes), or remove the directory"
     )]
     Incomplete { path: PathBuf },
     /// [`IndexError::ModelMismatch`] on a Milvus collection, which `docent reindex` does not
@@ -824,6 +824,12 @@ impl Export {
                 path: dir.to_path_buf(),
             });
         }
+        Self::open_incomplete(dir)
+    }
+
+    /// [`Export::open`] of an index a `docent reindex` was building (its marker present), for
+    /// the next run to resume from what it committed.
+    pub(crate) fn open_incomplete(dir: &Path) -> Result<Self, IndexError> {
         let tan = |source| IndexError::Tantivy {
             path: dir.to_path_buf(),
             source,

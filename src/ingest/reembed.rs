@@ -9,8 +9,10 @@
 //!
 //! Invariants: the old index is only read (no writer lock: a daemon may keep serving it); the
 //! new index is written into the target under a marker ([`crate::index::INCOMPLETE_MARKER`])
-//! that the daemon refuses to open, removed after its one commit, so a daemon started early
+//! that the daemon refuses to open, removed after its last commit, so a daemon started early
 //! (or after an interrupted run) refuses the target instead of serving it empty or half-built.
+//! What a run writes is committed every minute under the marker, so the next run after an
+//! interruption resumes instead of starting over.
 //! Building in place also works where a rename would not: a target that is a mount point or a
 //! link to a directory elsewhere.
 //!
@@ -19,6 +21,7 @@
 //! just before the switch) brings the new index to the old one's last commit, embedding only
 //! what changed, so the switch serves nothing the old index no longer did.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,9 @@ pub struct ReembedReport {
     /// Chunks whose vectors were copied, not embedded: all of them when the old index was
     /// built with the same model (a rebuild for a newer index format).
     pub vectors_copied: u64,
+    /// Chunks an interrupted run had written and committed, kept as they were (their
+    /// documents unchanged in the old index since).
+    pub resumed: u64,
     /// Document keys of the old index whose document could not be read back (left out).
     pub unreadable: u64,
     pub elapsed: Duration,
@@ -99,7 +105,7 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
             ));
         }
     }
-    // An interrupted run's target (its marker still there) is taken over and cleared.
+    // An interrupted run's target (its marker still there) is taken over: resumed, or cleared.
     if to.exists() && !to.join(crate::index::INCOMPLETE_MARKER).exists() {
         let empty = std::fs::read_dir(to)
             .map(|mut d| d.next().is_none())
@@ -199,12 +205,31 @@ fn absolute(p: &Path) -> Option<PathBuf> {
 /// the old index was built with the same model (same signature), its vectors are copied
 /// instead, so rebuilding for a newer index format costs no embedding.
 /// `progress(done, total)` is called in chunks after every batch.
+///
+/// What it has written is committed at least every [`COMMIT_EVERY`] (under the marker, without
+/// checkpoints): a run after an interruption resumes from the last such commit, keeping each
+/// document written there that is still the same in `from` (which may have changed since),
+/// writing the others, and deleting those `from` no longer holds.
 pub fn reembed(
     from: &Path,
     to: &Path,
     embedder: &dyn Embedder,
     max_length: Option<usize>,
     progress: &mut dyn FnMut(u64, u64),
+) -> Result<ReembedReport, ReembedError> {
+    reembed_committing(from, to, embedder, max_length, progress, COMMIT_EVERY)
+}
+
+/// How often [`reembed`] commits what it has written, for a later run to resume from.
+pub const COMMIT_EVERY: Duration = Duration::from_secs(60);
+
+fn reembed_committing(
+    from: &Path,
+    to: &Path,
+    embedder: &dyn Embedder,
+    max_length: Option<usize>,
+    progress: &mut dyn FnMut(u64, u64),
+    commit_every: Duration,
 ) -> Result<ReembedReport, ReembedError> {
     /// Chunks per embedding call: the model's own batching splits it further.
     const BATCH_CHUNKS: usize = 256;
@@ -220,10 +245,18 @@ pub fn reembed(
         let path = path.to_path_buf();
         move |source| ReembedError::Io { path, source }
     };
+    let signature = ModelSignature::of(embedder);
     let marker = to.join(crate::index::INCOMPLETE_MARKER);
-    if marker.exists() {
-        // Left by an interrupted run: what it wrote is ours to clear (the entries, not the
-        // directory itself, which may be a mount point).
+    // Left by an interrupted run: what it committed with this model is resumed from; anything
+    // else is ours to clear (the entries, not the directory itself, which may be a mount
+    // point).
+    let written = match marker.exists() {
+        true => Export::open_incomplete(to)
+            .ok()
+            .filter(|w| w.payload().signature() == signature),
+        false => None,
+    };
+    if marker.exists() && written.is_none() {
         for entry in std::fs::read_dir(to).map_err(io(to))? {
             let path = entry.map_err(io(to))?.path();
             if path != marker {
@@ -240,63 +273,103 @@ pub fn reembed(
         .and_then(|f| f.sync_all())
         .map_err(io(&marker))?;
     sync_dir(to)?;
-    let signature = ModelSignature::of(embedder);
     let same_model = export.payload().signature() == signature;
     let index = Index::open_incomplete(to, &signature)?;
-    let mut vectors_copied = 0u64;
     let counter = embedder.token_counter();
     let profile = embedder.text_profile();
     let extra_tokens = counter.count(&profile.passage_prefix) + 2;
-    let (mut documents, mut chunks, mut over_length, mut unreadable) = (0u64, 0u64, 0u64, 0u64);
+    let over = |texts: &[String]| match max_length {
+        Some(max) => texts
+            .iter()
+            .filter(|t| counter.count(t) + extra_tokens > max)
+            .count() as u64,
+        None => 0,
+    };
+    let mut report = ReembedReport {
+        documents: 0,
+        chunks: 0,
+        over_length: 0,
+        from_model: export.payload().signature(),
+        vectors_copied: 0,
+        resumed: 0,
+        unreadable: 0,
+        elapsed: Duration::ZERO,
+    };
     let mut batch: Vec<DocumentRecord> = Vec::new();
     let mut pending = 0usize;
+    let mut shown = 0u64;
+    let mut last_commit = Instant::now();
     let dim = signature.dim;
-    let mut flush = |batch: &mut Vec<DocumentRecord>| -> Result<u64, ReembedError> {
-        let n: u64 = batch.iter().map(|d| d.chunks.len() as u64).sum();
-        // Chunks without a usable copied vector are embedded.
-        for d in batch.iter_mut() {
-            for c in &mut d.chunks {
+    let mut flush =
+        |batch: &mut Vec<DocumentRecord>, report: &mut ReembedReport| -> Result<(), ReembedError> {
+            report.chunks += batch.iter().map(|d| d.chunks.len() as u64).sum::<u64>();
+            // Chunks without a usable copied vector are embedded.
+            for c in batch.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
                 if c.vector.len() == dim {
-                    vectors_copied += 1;
+                    report.vectors_copied += 1;
                 } else {
                     c.vector.clear();
                 }
             }
-        }
-        write_embedded(&index, embedder, batch, &mut |texts| {
-            if let Some(max) = max_length {
-                over_length += texts
-                    .iter()
-                    .filter(|t| counter.count(t) + extra_tokens > max)
-                    .count() as u64;
+            write_embedded(&index, embedder, batch, &mut |texts| {
+                report.over_length += over(texts)
+            })?;
+            if last_commit.elapsed() >= commit_every {
+                index.commit(BTreeMap::new())?;
+                last_commit = Instant::now();
             }
-        })?;
-        Ok(n)
-    };
+            Ok(())
+        };
     for key in export.document_keys() {
         let doc = match same_model {
             true => export.document_with_vectors(key)?,
             false => export.document(key)?,
         };
-        let Some(doc) = doc else {
+        let Some(mut doc) = doc else {
             // A key that names no document (unparseable, or gone from this commit): counted,
             // since its connector's checkpoint covers it and it would not be sent again.
-            unreadable += 1;
+            report.unreadable += 1;
             continue;
         };
-        documents += 1;
-        pending += doc.chunks.len();
-        batch.push(doc);
-        if pending >= BATCH_CHUNKS {
-            chunks += flush(&mut batch)?;
-            pending = 0;
-            progress(chunks, total);
+        report.documents += 1;
+        if let Some(w) = &written
+            && compare_with_written(w, key, &mut doc)? == Written::Same
+        {
+            let n = doc.chunks.len() as u64;
+            report.resumed += n;
+            report.chunks += n;
+            if max_length.is_some() {
+                let texts: Vec<String> = doc
+                    .chunks
+                    .iter()
+                    .map(|c| super::embedding_input(&doc.title, &c.heading_path, &c.text))
+                    .collect();
+                report.over_length += over(&texts);
+            }
+        } else {
+            pending += doc.chunks.len();
+            batch.push(doc);
+            if pending >= BATCH_CHUNKS {
+                flush(&mut batch, &mut report)?;
+                pending = 0;
+            }
+        }
+        if report.chunks >= shown + BATCH_CHUNKS as u64 {
+            shown = report.chunks;
+            progress(shown, total);
         }
     }
-    if !batch.is_empty() {
-        chunks += flush(&mut batch)?;
-        progress(chunks, total);
+    flush(&mut batch, &mut report)?;
+    progress(report.chunks, total);
+    // Written by the interrupted run and deleted from `from` since.
+    for key in written.iter().flat_map(|w| w.document_keys()) {
+        if export.document_keys().binary_search(key).is_err()
+            && let Some(k) = docent_connector_api::DocKey::parse(key)
+        {
+            index.delete(&k);
+        }
     }
+    drop(written);
     index.commit(export.payload().checkpoints.clone())?;
     index.close()?;
     own_like(to, from)?;
@@ -304,15 +377,61 @@ pub fn reembed(
     // then, and its removal is durable once the directory is.
     std::fs::remove_file(&marker).map_err(io(&marker))?;
     sync_dir(to)?;
-    Ok(ReembedReport {
-        documents,
-        chunks,
-        over_length,
-        from_model: export.payload().signature(),
-        vectors_copied,
-        unreadable,
-        elapsed: t0.elapsed(),
-    })
+    report.elapsed = t0.elapsed();
+    Ok(report)
+}
+
+/// How a document compares with what the target already holds under its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Not there.
+    Absent,
+    /// The same in everything stored but the vectors: nothing to write.
+    Same,
+    /// There, but different: `doc` was given the written vectors of its chunks whose embedded
+    /// text is unchanged (same hash), so only the others are embedded.
+    Changed,
+}
+
+fn compare_with_written(
+    written: &Export,
+    key: &str,
+    doc: &mut DocumentRecord,
+) -> Result<Written, IndexError> {
+    if written
+        .document_keys()
+        .binary_search_by(|k| k.as_str().cmp(key))
+        .is_err()
+    {
+        return Ok(Written::Absent);
+    }
+    let Some(mut held) = written.document_with_vectors(key)? else {
+        return Ok(Written::Absent);
+    };
+    let vectors: std::collections::HashMap<String, Vec<f32>> = held
+        .chunks
+        .iter_mut()
+        .map(|c| (c.hash.clone(), std::mem::take(&mut c.vector)))
+        .collect();
+    // Compared without vectors on either side (a same-model rebuild reads them from `from`).
+    let own: Vec<Vec<f32>> = doc
+        .chunks
+        .iter_mut()
+        .map(|c| std::mem::take(&mut c.vector))
+        .collect();
+    let same = held == *doc;
+    for (c, v) in doc.chunks.iter_mut().zip(own) {
+        c.vector = v;
+    }
+    if same {
+        return Ok(Written::Same);
+    }
+    for c in &mut doc.chunks {
+        if let Some(v) = vectors.get(&c.hash).filter(|v| !v.is_empty()) {
+            c.vector = v.clone();
+        }
+    }
+    Ok(Written::Changed)
 }
 
 /// Brings the index at `to` (built by [`reembed`] from `from`, with `embedder`'s model) to
@@ -362,30 +481,13 @@ pub fn catch_up(
         let Some(mut doc) = old.document(key)? else {
             continue;
         };
-        let current = match new.document_keys().binary_search(key) {
-            Ok(_) => new.document_with_vectors(key)?,
-            Err(_) => None,
-        };
-        match current {
-            Some(mut held) => {
-                let vectors: std::collections::HashMap<String, Vec<f32>> = held
-                    .chunks
-                    .iter_mut()
-                    .map(|c| (c.hash.clone(), std::mem::take(&mut c.vector)))
-                    .collect();
-                if held == doc {
-                    report.unchanged += 1;
-                    continue;
-                }
-                // The embedded text of a chunk is what its hash covers: same hash, same vector.
-                for c in &mut doc.chunks {
-                    if let Some(v) = vectors.get(&c.hash).filter(|v| !v.is_empty()) {
-                        c.vector = v.clone();
-                    }
-                }
-                report.changed += 1;
+        match compare_with_written(&new, key, &mut doc)? {
+            Written::Same => {
+                report.unchanged += 1;
+                continue;
             }
-            None => report.added += 1,
+            Written::Changed => report.changed += 1,
+            Written::Absent => report.added += 1,
         }
         pending += doc.chunks.iter().filter(|c| c.vector.is_empty()).count();
         batch.push(doc);
@@ -636,6 +738,122 @@ mod tests {
             (0, 0, 0, 4)
         );
         assert_eq!(again.chunks_embedded, 0);
+    }
+
+    /// [`BagOfWords`] that embeds at most `budget` passages (then fails, as a run stopped by
+    /// an interruption would), and counts what it embedded.
+    struct Budgeted {
+        budget: usize,
+        embedded: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Budgeted {
+        fn new(budget: usize) -> Self {
+            Self {
+                budget,
+                embedded: Default::default(),
+            }
+        }
+        fn embedded(&self) -> usize {
+            self.embedded.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Embedder for Budgeted {
+        fn model_id(&self) -> &str {
+            BagOfWords.model_id()
+        }
+        fn dim(&self) -> usize {
+            BagOfWords.dim()
+        }
+        fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            if self.embedded() + texts.len() > self.budget {
+                return Err(EmbedError::Inference("interrupted (test)".into()));
+            }
+            self.embedded
+                .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+            BagOfWords.embed_passages(texts)
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+            BagOfWords.embed_query(text)
+        }
+        fn token_counter(&self) -> std::sync::Arc<dyn crate::chunk::TokenCounter> {
+            BagOfWords.token_counter()
+        }
+    }
+
+    /// An interrupted run resumes from its last commit: the next run embeds only what was not
+    /// written yet or changed in the old index since, drops what was deleted there, and ends
+    /// with the same index a run from scratch builds. Before, every interruption started over
+    /// (hours, for a large index).
+    #[test]
+    fn an_interrupted_run_resumes_from_its_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to, fresh) = (
+            dir.path().join("old"),
+            dir.path().join("new"),
+            dir.path().join("fresh"),
+        );
+        let old = Index::open(&from, "old-model", 64).unwrap();
+        for i in 0..300 {
+            old.upsert(doc(
+                &format!("d{i:03}"),
+                &["vacation days", "travel policy"],
+            ))
+            .unwrap();
+        }
+        old.commit(BTreeMap::from([(
+            "t".into(),
+            serde_json::json!({"pos": 1}),
+        )]))
+        .unwrap();
+        // Batches of 128 documents (256 chunks), each committed: the third fails.
+        let first = Budgeted::new(520);
+        let e = reembed_committing(&from, &to, &first, None, &mut |_, _| {}, Duration::ZERO);
+        assert!(matches!(e, Err(ReembedError::Embed(_))), "{:?}", e.err());
+        assert_eq!(first.embedded(), 512);
+        assert!(to.join(crate::index::INCOMPLETE_MARKER).exists());
+
+        // Meanwhile, on the old index: an edit and a narrowed ACL among what was written, a
+        // delete, and a new document.
+        let mut edited = doc("d005", &["vacation days", "travel policy, revised"]);
+        edited.chunks[1].hash = "d005-1-revised".into();
+        old.upsert(edited).unwrap();
+        let mut narrowed = doc("d007", &["vacation days", "travel policy"]);
+        narrowed.acl = Acl::new([Principal::user("hana")], []);
+        old.upsert(narrowed).unwrap();
+        old.delete(&DocKey::new("t", "d006"));
+        old.upsert(doc("d999", &["new page", "more"])).unwrap();
+        old.commit(BTreeMap::from([(
+            "t".into(),
+            serde_json::json!({"pos": 2}),
+        )]))
+        .unwrap();
+
+        let second = Budgeted::new(usize::MAX);
+        let r =
+            reembed_committing(&from, &to, &second, None, &mut |_, _| {}, Duration::ZERO).unwrap();
+        // Kept: the 256 written documents but the edited, narrowed and deleted ones.
+        assert_eq!(r.resumed, 253 * 2, "{r:?}");
+        assert_eq!((r.documents, r.chunks), (300, 600));
+        // Embedded: the 44 never written, the new one, and the edited chunk; the narrowed
+        // document keeps its written vectors.
+        assert_eq!(second.embedded(), 44 * 2 + 2 + 1);
+        assert!(!to.join(crate::index::INCOMPLETE_MARKER).exists());
+
+        // The same index as a run from scratch builds.
+        reembed(&from, &fresh, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        let (resumed, scratch) = (Export::open(&to).unwrap(), Export::open(&fresh).unwrap());
+        assert_eq!(resumed.document_keys(), scratch.document_keys());
+        assert!(!resumed.document_keys().contains(&"t:d006".to_string()));
+        for key in scratch.document_keys() {
+            assert_eq!(
+                resumed.document_with_vectors(key).unwrap(),
+                scratch.document_with_vectors(key).unwrap(),
+                "{key}"
+            );
+        }
+        assert_eq!(resumed.payload().checkpoints["t"]["pos"], 2);
     }
 
     /// A run that did not finish leaves its marker: the daemon refuses the directory (it would
