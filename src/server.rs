@@ -474,6 +474,7 @@ pub async fn start_with(
     )));
     let open = OpenStreamLayer::new(crate::service::limits::OpenPool::new(
         config.server.max_unauthenticated_streams,
+        config.server.max_unauthenticated_streams_per_peer,
     ));
     // A push request is decoded before its handler runs: the largest any push source accepts
     // bounds it (and only callers with the ingest permission get that far).

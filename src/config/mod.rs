@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Requests and streams open at once on the services that take no credentials (health,
     /// reflection), over all peers: a health `Watch` stays open as long as its peer keeps it.
     pub max_unauthenticated_streams: usize,
+    /// The part of them one peer address may hold (an IPv6 peer: its /64), so one peer cannot
+    /// take every place. Behind a proxy or load balancer every client is that one peer.
+    pub max_unauthenticated_streams_per_peer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1144,6 +1147,11 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         "max_unauthenticated_streams",
         raw.server.max_unauthenticated_streams,
     );
+    let max_unauthenticated_streams_per_peer = limit(
+        &mut is,
+        "max_unauthenticated_streams_per_peer",
+        raw.server.max_unauthenticated_streams_per_peer,
+    );
     if !is.0.is_empty() {
         return Err(is.0);
     }
@@ -1156,6 +1164,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             max_concurrent_per_caller,
             max_concurrent_per_service,
             max_unauthenticated_streams,
+            max_unauthenticated_streams_per_peer,
         },
         index,
         embedding,
@@ -1204,13 +1213,15 @@ onnxruntime_lib = "models/ort.so"
     fn server_limits_out_of_range_are_reported() {
         let cfg = MINIMAL.to_string()
             + "[server]\nmax_concurrent_requests = 0\nmax_concurrent_per_caller = 0\n\
-               max_concurrent_per_service = 100001\nmax_unauthenticated_streams = 0\n";
+               max_concurrent_per_service = 100001\nmax_unauthenticated_streams = 0\n\
+               max_unauthenticated_streams_per_peer = 0\n";
         let issues = Config::parse(&cfg, Path::new("/etc/docent")).unwrap_err();
         for key in [
             "max_concurrent_requests",
             "max_concurrent_per_caller",
             "max_concurrent_per_service",
             "max_unauthenticated_streams",
+            "max_unauthenticated_streams_per_peer",
         ] {
             let path = format!("server.{key}");
             assert!(

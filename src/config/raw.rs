@@ -65,6 +65,7 @@ pub struct RawServer {
     pub max_concurrent_per_caller: usize,
     pub max_concurrent_per_service: usize,
     pub max_unauthenticated_streams: usize,
+    pub max_unauthenticated_streams_per_peer: usize,
 }
 
 impl Default for RawServer {
@@ -82,6 +83,7 @@ impl Default for RawServer {
             max_concurrent_per_caller: 4,
             max_concurrent_per_service: 32,
             max_unauthenticated_streams: 256,
+            max_unauthenticated_streams_per_peer: 32,
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   a permit from the global pool and one from its caller's pool, or is refused at once with
 //!   RESOURCE_EXHAUSTED (reason OVERLOADED) before any work starts. Permits are held until the
 //!   response body ends, so a stream counts for as long as it runs.
+//! - [`OpenStreamLayer`] bounds the services that take no credentials (health, reflection) by
+//!   one pool over all peers, of which one peer address (an IPv6 /64) may hold a share.
 //! - [`Budget`] carries the client's deadline (`grpc-timeout`) and a cancellation flag into the
 //!   blocking work. The handler's future holds a [`BudgetGuard`]; when the future is dropped
 //!   (deadline passed, client gone) the guard raises the flag, and the work checks it before each
@@ -12,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,25 +204,99 @@ impl Admit for Arc<Limiter> {
 /// or a reflection stream holds its place for as long as its peer keeps it.
 pub type OpenStreamLayer = Admission<OpenPool>;
 
-/// The pool of [`OpenStreamLayer`].
+/// The pool of [`OpenStreamLayer`]: `max` places over all peers, of which one peer may hold
+/// `per_peer`.
 #[derive(Clone)]
-pub struct OpenPool(Arc<Semaphore>);
+pub struct OpenPool {
+    all: Arc<Semaphore>,
+    per_peer: usize,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
 
 impl OpenPool {
-    pub fn new(max: usize) -> Self {
-        Self(Arc::new(Semaphore::new(max.max(1))))
+    pub fn new(max: usize, per_peer: usize) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(max.max(1))),
+            per_peer: per_peer.max(1),
+            peers: Arc::default(),
+        }
+    }
+}
+
+/// A peer's place in an [`OpenPool`], given back when dropped.
+pub struct PeerPlace {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = peers.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Who a peer is for its share: its IPv4 address (an IPv4-mapped IPv6 one too), or its IPv6
+/// /64, which one host or customer commonly holds whole.
+fn peer_unit(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
 impl Admit for OpenPool {
-    type Held = OwnedSemaphorePermit;
+    type Held = (Option<PeerPlace>, OwnedSemaphorePermit);
 
-    fn admit<B>(&self, req: &http::Request<B>) -> Result<OwnedSemaphorePermit, &'static str> {
-        self.0.clone().try_acquire_owned().map_err(|_| {
+    fn admit<B>(&self, req: &http::Request<B>) -> Result<Self::Held, &'static str> {
+        let place = match peer_addr(req) {
+            Some(addr) => {
+                let peer = peer_unit(addr.ip());
+                let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                let held = peers.entry(peer).or_insert(0);
+                if *held >= self.per_peer {
+                    tracing::debug!(path = req.uri().path(), %peer, "unauthenticated request shed (peer's share)");
+                    return Err(
+                        "too many open health and reflection requests from this address; retry later",
+                    );
+                }
+                *held += 1;
+                Some(PeerPlace {
+                    peers: self.peers.clone(),
+                    peer,
+                })
+            }
+            None => None,
+        };
+        // On refusal here, `place` is dropped and given back.
+        let permit = self.all.clone().try_acquire_owned().map_err(|_| {
             tracing::debug!(path = req.uri().path(), "unauthenticated request shed");
             "too many open health and reflection requests; retry later"
-        })
+        })?;
+        Ok((place, permit))
     }
+}
+
+/// The address of the peer a request came from, over plain TCP or TLS.
+pub fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
 }
 
 /// A request's deadline and cancellation, for the blocking work it starts.
@@ -292,6 +369,51 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from(peer: &str) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer.parse().unwrap()),
+            });
+        req
+    }
+
+    /// Session 32 left it open: one peer could hold all the places of the services that take
+    /// no credentials. It holds its share; others get the rest, up to the total.
+    #[test]
+    fn one_peer_holds_its_share_of_the_open_pool_and_others_the_rest() {
+        let pool = OpenPool::new(5, 2);
+        let a: Vec<_> = (0..2)
+            .map(|_| pool.admit(&from("10.0.0.1:4000")).unwrap())
+            .collect();
+        let refused = pool.admit(&from("10.0.0.1:4001")).err().unwrap();
+        assert!(refused.contains("from this address"), "{refused}");
+        // The same peer over IPv4-mapped IPv6 is the same peer.
+        assert!(pool.admit(&from("[::ffff:10.0.0.1]:4002")).is_err());
+        let b: Vec<_> = (0..2)
+            .map(|_| pool.admit(&from("10.0.0.2:4000")).unwrap())
+            .collect();
+        // One IPv6 /64 is one peer; another /64 is another.
+        let c = pool.admit(&from("[2001:db8:0:1::1]:4000")).unwrap();
+        // The total is reached: refused for everyone.
+        let full = pool.admit(&from("[2001:db8:0:2::1]:4000")).err().unwrap();
+        assert!(!full.contains("from this address"), "{full}");
+        drop(c);
+        let _c2 = pool.admit(&from("[2001:db8:0:1::2]:4000")).unwrap();
+        let ip = |s: &str| peer_unit(s.parse().unwrap());
+        assert_eq!(ip("2001:db8:0:1::2"), ip("2001:db8:0:1:ffff::9"));
+        assert_ne!(ip("2001:db8:0:1::2"), ip("2001:db8:0:2::2"));
+        // A place given back is the peer's again.
+        drop(a);
+        let _a = pool.admit(&from("10.0.0.1:4003")).unwrap();
+        drop(b);
+        assert!(
+            pool.peers.lock().unwrap().len() == 2,
+            "emptied peers are forgotten"
+        );
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -75,15 +75,7 @@ fn is_refusal(code: Code) -> bool {
 }
 
 fn peer<B>(req: &http::Request<B>) -> Option<String> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let ext = req.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .or_else(|| {
-            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        })
-        .map(|a| a.to_string())
+    super::limits::peer_addr(req).map(|a| a.to_string())
 }
 
 impl<S, B, R> tower_service::Service<http::Request<B>> for RefusalAudit<S>

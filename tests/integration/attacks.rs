@@ -887,16 +887,26 @@ async fn relevance_does_not_count_a_word_in_documents_the_caller_cannot_read() {
 
 /// Health `Watch` streams take no credentials and stay open as long as their peer keeps them:
 /// past `server.max_unauthenticated_streams` open at once, health and reflection requests are
-/// refused at once, and a stream that closes frees its place.
+/// refused at once, one peer address holds at most `max_unauthenticated_streams_per_peer` of
+/// them (another address still gets one), and a stream that closes frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_peer_cannot_hold_unbounded_health_watches() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let env = Env::example();
     let mut config = env.config();
-    config.server.max_unauthenticated_streams = 2;
+    config.server.max_unauthenticated_streams = 3;
+    config.server.max_unauthenticated_streams_per_peer = 2;
     let d = env.start_with(config).await;
     let mut health = HealthClient::new(d.channel().await);
+    // Another peer: the same daemon reached from another loopback address.
+    let other = tonic::transport::Endpoint::from_shared(d.url())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut other = HealthClient::new(other);
     let all = HealthCheckRequest {
         service: String::new(),
     };
@@ -909,8 +919,19 @@ async fn an_unauthenticated_peer_cannot_hold_unbounded_health_watches() {
         let now = w.message().await.unwrap().expect("the current status");
         assert_eq!(now.status(), ServingStatus::Serving);
     }
+    // This peer's share is taken; the other peer gets the last place.
     let third = health.watch(all.clone()).await.unwrap_err();
     assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains("from this address"), "{third:?}");
+    let mut others = other.watch(all.clone()).await.unwrap().into_inner();
+    assert!(others.message().await.unwrap().is_some());
+    // All places are taken: refused for both.
+    let checked = other.check(all.clone()).await.unwrap_err();
+    assert_eq!(checked.code(), Code::ResourceExhausted, "{checked:?}");
+    assert!(
+        !checked.message().contains("from this address"),
+        "{checked:?}"
+    );
     let checked = health.check(all.clone()).await.unwrap_err();
     assert_eq!(checked.code(), Code::ResourceExhausted, "{checked:?}");
     // Authenticated services have their own limits and still answer.
@@ -927,7 +948,7 @@ async fn an_unauthenticated_peer_cannot_hold_unbounded_health_watches() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(freed, "a closed Watch stream kept its place");
-    drop(second);
+    drop((second, others));
     d.stop().await;
 }
 
