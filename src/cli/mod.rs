@@ -211,12 +211,17 @@ pub enum Command {
     /// of CONFIG, into CONFIG's index.data_dir (which must not exist yet). Documents, ACLs,
     /// attributes and connector checkpoints are carried over, so no source is crawled again.
     /// The old index is only read: the daemon may keep serving it meanwhile. Then stop the
-    /// daemon, run it again with --catch-up, and start the daemon with CONFIG.
+    /// daemon, run it again with --catch-up, and start the daemon with CONFIG. An interrupted
+    /// run resumes. On Milvus: stop the ingest node first (query nodes may keep serving);
+    /// --from names the old collection, CONFIG's index.milvus.collection the new one, and
+    /// there is no --catch-up.
     Reindex {
-        /// The new config: its [embedding] model, and index.data_dir for the new index.
+        /// The new config: its [embedding] model, and index.data_dir for the new index (on
+        /// Milvus: index.milvus.collection for the new collection).
         #[arg(long, short)]
         config: PathBuf,
-        /// The existing index (the current config's index.data_dir).
+        /// The existing index (the current config's index.data_dir; on Milvus, the current
+        /// collection's name, on the same server).
         #[arg(long)]
         from: PathBuf,
         /// Bring the new index (built by an earlier reindex) to the old index's last commit:
@@ -639,12 +644,8 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
 async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     use crate::ingest::reembed;
     let config = Config::load(config_path)?;
-    if config.index.milvus.is_some() {
-        // The embedded re-embedding path builds a directory; a collection is re-embedded by
-        // pointing a fresh ingest node (a new `collection`) at the sources.
-        anyhow::bail!(
-            "docent reindex builds an embedded index; with index.backend = \"milvus\" start an ingest node with a new index.milvus.collection and the new model instead, then point the query nodes at it"
-        );
+    if let Some(milvus) = &config.index.milvus {
+        return reindex_milvus(&config, milvus, from, as_json).await;
     }
     let to = config.index.data_dir.clone();
     // Before loading the model: a wrong path is known in a second.
@@ -720,6 +721,74 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// `docent reindex` on the Milvus backend: the collection named by `--from` (on the new
+/// config's server) into the new config's collection.
+async fn reindex_milvus(
+    config: &Config,
+    to: &crate::index::milvus::MilvusConfig,
+    from: &Path,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let from_config = crate::index::milvus::MilvusConfig {
+        collection: from.to_string_lossy().into_owned(),
+        ..to.clone()
+    };
+    let embedder = load_embedder(config).await?;
+    let max_length = config.embedding.model.max_length;
+    eprintln!(
+        "re-embedding collection {} into {} with {}",
+        from_config.collection,
+        to.collection,
+        crate::index::ModelSignature::of(&embedder)
+    );
+    let target = to.clone();
+    let r = with_progress("re-embedding", move |progress| {
+        crate::ingest::reembed::reembed_milvus(
+            &from_config,
+            &target,
+            &embedder,
+            Some(max_length),
+            progress,
+        )
+    })
+    .await??;
+    if as_json {
+        let v = serde_json::json!({
+            "collection": to.collection, "documents": r.documents, "chunks": r.chunks,
+            "over_length": r.over_length, "from_model": r.from_model.to_string(),
+            "vectors_copied": r.vectors_copied, "unreadable": r.unreadable,
+            "seconds": r.elapsed.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "re-embedded {} documents ({} chunks, built with {}) into collection {} in {:.1} s",
+            r.documents,
+            r.chunks,
+            r.from_model,
+            to.collection,
+            r.elapsed.as_secs_f64()
+        );
+        if r.unreadable > 0 {
+            eprintln!(
+                "warning: {} documents could not be read back and are not in the new collection: `docent sync ID --full` sends them again",
+                r.unreadable
+            );
+        }
+        if r.over_length > 0 {
+            println!(
+                "{} chunks are longer than embedding.max_length in the new model's tokens: the model reads their beginning only",
+                r.over_length
+            );
+        }
+        println!(
+            "next: start the ingest node and point the query nodes at collection {} (the new config); once satisfied, drop the old collection",
+            to.collection
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The config's embedding model, loaded off the async runtime.
 async fn load_embedder(config: &Config) -> anyhow::Result<FastEmbedder> {
     let ecfg = config.embedding.clone();
@@ -755,7 +824,9 @@ async fn reindex_catch_up(
     use crate::ingest::reembed;
     let config = Config::load(config_path)?;
     if config.index.milvus.is_some() {
-        anyhow::bail!("docent reindex --catch-up works on an embedded index");
+        anyhow::bail!(
+            "docent reindex --catch-up works on an embedded index; on Milvus, stop the ingest node before docent reindex, so nothing is left to catch up"
+        );
     }
     let to = config.index.data_dir.clone();
     let embedder = load_embedder(&config).await?;

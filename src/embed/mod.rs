@@ -591,6 +591,48 @@ pub mod test_embedder {
             Arc::new(WordCounter)
         }
     }
+
+    /// [`BagOfWords`] that embeds at most `budget` passages (then fails, as a run stopped by
+    /// an interruption would), and counts what it embedded.
+    pub struct Budgeted {
+        budget: usize,
+        embedded: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Budgeted {
+        pub fn new(budget: usize) -> Self {
+            Self {
+                budget,
+                embedded: Default::default(),
+            }
+        }
+        pub fn embedded(&self) -> usize {
+            self.embedded.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Embedder for Budgeted {
+        fn model_id(&self) -> &str {
+            BagOfWords.model_id()
+        }
+        fn dim(&self) -> usize {
+            BagOfWords.dim()
+        }
+        fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            if self.embedded() + texts.len() > self.budget {
+                return Err(EmbedError::Inference("interrupted (test)".into()));
+            }
+            self.embedded
+                .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+            BagOfWords.embed_passages(texts)
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+            BagOfWords.embed_query(text)
+        }
+        fn token_counter(&self) -> Arc<dyn TokenCounter> {
+            BagOfWords.token_counter()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -276,8 +276,10 @@ pub enum AuthError {
     AmbiguousCertificate,
     #[error("the client certificate has been revoked")]
     CertificateRevoked,
-    #[error("the client certificate's revocation status is unknown: {0}")]
-    RevocationUnknown(String),
+    #[error(
+        "the client certificate can no longer be accepted: its revocation status is unknown, or it has expired"
+    )]
+    RevocationUnknown,
 }
 
 impl AuthError {
@@ -292,7 +294,7 @@ impl AuthError {
             Self::UnknownIdentity => "UNKNOWN_IDENTITY",
             Self::UnknownCertificate | Self::AmbiguousCertificate => "UNKNOWN_CLIENT_CERT",
             Self::CertificateRevoked => "CLIENT_CERT_REVOKED",
-            Self::RevocationUnknown(_) => "CLIENT_CERT_REVOCATION_UNKNOWN",
+            Self::RevocationUnknown => "CLIENT_CERT_REVOCATION_UNKNOWN",
         }
     }
 }

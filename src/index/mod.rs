@@ -64,13 +64,12 @@ pub enum IndexError {
     },
     /// A `docent reindex` is building this index, or was interrupted ([`INCOMPLETE_MARKER`]).
     #[error(
-        "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it resumes), or remove the directory"
+        "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it resumes), or remove it"
     )]
     Incomplete { path: PathBuf },
-    /// [`IndexError::ModelMismatch`] on a Milvus collection, which `docent reindex` does not
-    /// build.
+    /// [`IndexError::ModelMismatch`] on a Milvus collection.
     #[error(
-        "collection {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; point an ingest node with the new model at a new index.milvus.collection (it crawls the sources again; push sources must push again), then the query nodes at it; or configure the model the collection was built with"
+        "collection {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; build a collection for the new model with docent reindex (see the README's Embedding models), or configure the model the collection was built with"
     )]
     CollectionModelMismatch {
         path: PathBuf,
@@ -847,16 +846,23 @@ impl Export {
         }
         schema::register_tokenizers(&index);
         let fields = Fields::resolve(&index.schema()).map_err(bad)?;
-        let payload: CommitPayload = match index.load_metas().map_err(tan)?.payload {
+        // The payload and the reader of one commit: a commit landing in between (a daemon
+        // serving the index) is seen by the second reading of the metas, and read again.
+        let (metas, searcher) = loop {
+            let before = index.load_metas().map_err(tan)?;
+            let reader: IndexReader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+                .map_err(tan)?;
+            if index.load_metas().map_err(tan)?.opstamp == before.opstamp {
+                break (before, reader.searcher());
+            }
+        };
+        let payload: CommitPayload = match metas.payload {
             Some(p) => serde_json::from_str(&p).map_err(|e| bad(e.to_string()))?,
             None => return Err(bad("no commit payload (no model recorded)".into())),
         };
-        let reader: IndexReader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(tan)?;
-        let searcher = reader.searcher();
         let firsts = searcher.search(
             &TermQuery::new(
                 Term::from_field_u64(fields.chunk_ord, 0),
@@ -893,7 +899,9 @@ impl Export {
         &self.keys
     }
 
-    /// A document as it was written, its chunks in order and without vectors (`vector` empty).
+    /// A document as it was written, its chunks in order and without vectors (`vector` empty);
+    /// `None` when it is gone, or cannot be read back whole (a key or attributes that do not
+    /// parse).
     pub fn document(&self, key: &str) -> Result<Option<DocumentRecord>, IndexError> {
         self.read_document(key, false)
     }
@@ -932,6 +940,16 @@ impl Export {
         let Some(first) = docs.first() else {
             return Ok(None);
         };
+        // Absent in indexes written before attributes were stored: none. Present but not
+        // readable: the document is not read back at all (a copy without its attributes would
+        // lose what filters and citations show).
+        let attributes = match get_str(first, f.attributes) {
+            a if a.is_empty() => BTreeMap::new(),
+            a => match serde_json::from_str(&a) {
+                Ok(a) => a,
+                Err(_) => return Ok(None),
+            },
+        };
         let modified = first
             .get_first(f.modified)
             .and_then(|v| v.as_i64())
@@ -962,7 +980,7 @@ impl Export {
             title: get_str(first, f.title),
             version: get_str(first, f.version),
             modified_at: modified,
-            attributes: serde_json::from_str(&get_str(first, f.attributes)).unwrap_or_default(),
+            attributes,
             acl: read_acl(first, f),
             content_hash: get_str(first, f.content_hash),
             chunks,

@@ -125,7 +125,7 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
 /// Embeds the chunks of `batch` that have no vector (their texts shown to `inspect` first),
 /// writes every document to `index`, and empties `batch`; returns how many were embedded.
 fn write_embedded(
-    index: &Index,
+    index: &dyn crate::index::Backend,
     embedder: &dyn Embedder,
     batch: &mut Vec<DocumentRecord>,
     inspect: &mut dyn FnMut(&[String]),
@@ -381,6 +381,130 @@ fn reembed_committing(
     Ok(report)
 }
 
+/// [`reembed`] for the Milvus backend: builds the collection `to` (which must not exist yet, or
+/// be one an interrupted run left) from the collection `from`, every chunk embedded with
+/// `embedder` (or its vectors copied, with the same model), with `from`'s checkpoints. Stop the
+/// ingest node first (query nodes may keep serving `from`): what it writes meanwhile may or may
+/// not be read. The collection is marked until the last commit ([`MilvusBackend::open`]
+/// refuses it); what is written is committed every [`COMMIT_EVERY`]; a run after an
+/// interruption writes every document again (in place) and deletes those `from` no longer
+/// holds.
+pub fn reembed_milvus(
+    from: &crate::index::milvus::MilvusConfig,
+    to: &crate::index::milvus::MilvusConfig,
+    embedder: &dyn Embedder,
+    max_length: Option<usize>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ReembedReport, ReembedError> {
+    reembed_milvus_committing(from, to, embedder, max_length, progress, COMMIT_EVERY)
+}
+
+pub(crate) fn reembed_milvus_committing(
+    from: &crate::index::milvus::MilvusConfig,
+    to: &crate::index::milvus::MilvusConfig,
+    embedder: &dyn Embedder,
+    max_length: Option<usize>,
+    progress: &mut dyn FnMut(u64, u64),
+    commit_every: Duration,
+) -> Result<ReembedReport, ReembedError> {
+    use crate::index::Backend;
+    use crate::index::milvus::{MilvusBackend, MilvusExport};
+    const BATCH_CHUNKS: usize = 256;
+    let t0 = Instant::now();
+    if from.uri == to.uri && from.database == to.database && from.collection == to.collection {
+        return Err(ReembedError::Target {
+            path: to.collection.clone().into(),
+            message: "is the collection being re-embedded; set index.milvus.collection in the new config to a new collection".into(),
+        });
+    }
+    // One run per collection from this machine (Milvus has nothing to lock a collection
+    // with): a second would repair, write and finish under the first.
+    let lock_name = {
+        use sha2::{Digest, Sha256};
+        let id = format!("{}\0{}\0{}", to.uri, to.database, to.collection);
+        hex::encode(&Sha256::digest(id.as_bytes())[..8])
+    };
+    let _lock =
+        RunLock::take(&std::env::temp_dir().join(format!("docent-reindex-{lock_name}.lock")))?;
+    let export = MilvusExport::open(from)?;
+    let total = export.chunk_count();
+    let signature = ModelSignature::of(embedder);
+    let same_model = export.payload().signature() == signature;
+    let target = MilvusBackend::open_for_reindex(to, &signature)?;
+    // An interrupted run's commit that was cut off: its record would make the ingest node
+    // delete those documents at its first start after the switch.
+    target.repair_cut_off_commit()?;
+    let counter = embedder.token_counter();
+    let extra_tokens = counter.count(&embedder.text_profile().passage_prefix) + 2;
+    let mut report = ReembedReport {
+        documents: 0,
+        chunks: 0,
+        over_length: 0,
+        from_model: export.payload().signature(),
+        vectors_copied: 0,
+        resumed: 0,
+        unreadable: 0,
+        elapsed: Duration::ZERO,
+    };
+    let (mut batch, mut pending) = (Vec::new(), 0usize);
+    let (mut last_commit, mut uncommitted) = (Instant::now(), 0usize);
+    let mut flush =
+        |batch: &mut Vec<DocumentRecord>, report: &mut ReembedReport| -> Result<(), ReembedError> {
+            uncommitted += batch.iter().map(|d| d.chunks.len()).sum::<usize>();
+            report.chunks += batch.iter().map(|d| d.chunks.len() as u64).sum::<u64>();
+            for c in batch.iter_mut().flat_map(|d| d.chunks.iter_mut()) {
+                if c.vector.len() == signature.dim {
+                    report.vectors_copied += 1;
+                } else {
+                    c.vector.clear();
+                }
+            }
+            write_embedded(&target, embedder, batch, &mut |texts| {
+                if let Some(max) = max_length {
+                    report.over_length += texts
+                        .iter()
+                        .filter(|t| counter.count(t) + extra_tokens > max)
+                        .count() as u64;
+                }
+            })?;
+            // The backend holds the written rows in memory until a commit: commit often
+            // enough that it holds little (a copy with the same model writes fast).
+            if last_commit.elapsed() >= commit_every || uncommitted >= 16_384 {
+                target.commit(BTreeMap::new())?;
+                (last_commit, uncommitted) = (Instant::now(), 0);
+            }
+            Ok(())
+        };
+    for key in export.document_keys() {
+        let Some(doc) = export.document(key, same_model)? else {
+            report.unreadable += 1;
+            continue;
+        };
+        report.documents += 1;
+        pending += doc.chunks.len();
+        batch.push(doc);
+        if pending >= BATCH_CHUNKS {
+            flush(&mut batch, &mut report)?;
+            pending = 0;
+            progress(report.chunks, total);
+        }
+    }
+    flush(&mut batch, &mut report)?;
+    progress(report.chunks, total);
+    // Written by an interrupted run and deleted from `from` since.
+    for key in target.document_keys()? {
+        if export.document_keys().binary_search(&key).is_err()
+            && let Some(k) = docent_connector_api::DocKey::parse(&key)
+        {
+            target.delete(&k);
+        }
+    }
+    target.commit(export.payload().checkpoints.clone())?;
+    target.finish_reindex()?;
+    report.elapsed = t0.elapsed();
+    Ok(report)
+}
+
 /// How a document compares with what the target already holds under its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -549,7 +673,7 @@ mod tests {
     use docent_connector_api::{Acl, DocKey, Principal};
 
     use super::*;
-    use crate::embed::test_embedder::BagOfWords;
+    use crate::embed::test_embedder::{BagOfWords, Budgeted};
     use crate::index::{ChunkRecord, IndexSnapshot};
 
     fn doc(key: &str, texts: &[&str]) -> DocumentRecord {
@@ -738,48 +862,6 @@ mod tests {
             (0, 0, 0, 4)
         );
         assert_eq!(again.chunks_embedded, 0);
-    }
-
-    /// [`BagOfWords`] that embeds at most `budget` passages (then fails, as a run stopped by
-    /// an interruption would), and counts what it embedded.
-    struct Budgeted {
-        budget: usize,
-        embedded: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Budgeted {
-        fn new(budget: usize) -> Self {
-            Self {
-                budget,
-                embedded: Default::default(),
-            }
-        }
-        fn embedded(&self) -> usize {
-            self.embedded.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    impl Embedder for Budgeted {
-        fn model_id(&self) -> &str {
-            BagOfWords.model_id()
-        }
-        fn dim(&self) -> usize {
-            BagOfWords.dim()
-        }
-        fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-            if self.embedded() + texts.len() > self.budget {
-                return Err(EmbedError::Inference("interrupted (test)".into()));
-            }
-            self.embedded
-                .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
-            BagOfWords.embed_passages(texts)
-        }
-        fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-            BagOfWords.embed_query(text)
-        }
-        fn token_counter(&self) -> std::sync::Arc<dyn crate::chunk::TokenCounter> {
-            BagOfWords.token_counter()
-        }
     }
 
     /// An interrupted run resumes from its last commit: the next run embeds only what was not

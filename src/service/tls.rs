@@ -3,18 +3,20 @@
 //!
 //! Revocation lists change while the daemon runs (a CA publishes a new one before the old one's
 //! next-update time, and at once when it revokes a certificate), so their file is read again
-//! whenever it changes: checked at every handshake and at every call a client certificate
-//! authenticates, so a connection opened before a revocation cannot go on using it. Every
-//! failure is closed: a list that cannot be read or parsed, one past its next-update time, or a
-//! chain with a CA the file holds no list for refuses the certificate.
+//! whenever it changes. The client's whole chain is verified at every handshake (sessions are
+//! never resumed, which would skip it) and again, with the same verifier, at every call a client
+//! certificate authenticates (cached for [`RECHECK_AFTER`] per chain and list file), so a
+//! connection opened before a revocation, or before a certificate expired, cannot go on using
+//! it. Every failure is closed: a list that cannot be read or parsed, one past its next-update
+//! time, or a chain with a CA the file holds no list for refuses the certificate.
 //!
 //! Must never: accept a client certificate whose revocation status it could not establish.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -38,6 +40,11 @@ use crate::config::TlsConfig;
 /// A TLS handshake must finish in this time: an idle socket would otherwise hold a descriptor
 /// for good.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call's verdict on a client chain stands before the next call verifies it again
+/// (a new list file is read at once; this bounds what only time changes: a certificate or a
+/// list reaching its end).
+pub const RECHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +113,12 @@ pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
             message: format!("certificate and key do not make an identity: {e}"),
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    if tls.client_ca.is_some() {
+        // A resumed session carries the certificate of the handshake it resumes, unverified:
+        // no resumption, so every connection's chain is checked against the current lists.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(ServerTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         revocations,
@@ -209,18 +222,22 @@ impl Stamp {
 /// One reading of the file.
 struct Lists {
     verifier: Arc<dyn ClientCertVerifier>,
-    /// (issuer name as DER, serial number as DER) of every revoked certificate.
-    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
-    /// Each issuer's earliest next-update time (seconds since the epoch); `None`: not given.
-    next_update: Vec<(Vec<u8>, Option<i64>)>,
+    count: usize,
+    /// Verdicts of calls, by a hash of the client's chain: when given, and what.
+    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
 }
+
+/// When a call's verdict on a chain was given, and what it was.
+type Verdict = (Instant, Result<(), Revoked>);
 
 /// Why a certificate-authenticated call is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
-    /// The certificate's serial number is on its issuer's list.
+    /// A certificate of the chain is on its issuer's list.
     Listed,
-    /// The lists cannot say: unreadable, none from this issuer, or past their next update.
+    /// The chain cannot be accepted for another reason: a list unreadable, missing for a CA
+    /// of the chain, or past its next update; a certificate expired. The reason is for the
+    /// log, not the caller (it may name server paths).
     Unknown(String),
 }
 
@@ -233,8 +250,7 @@ impl Revocations {
         let lists = read_lists(&client, &path)?;
         tracing::info!(
             path = %path.display(),
-            revoked = lists.revoked.len(),
-            issuers = lists.next_update.len(),
+            lists = lists.count,
             "client certificate revocation lists loaded"
         );
         Ok(Self {
@@ -270,8 +286,7 @@ impl Revocations {
                 Ok(l) => {
                     tracing::info!(
                         path = %self.path.display(),
-                        revoked = l.revoked.len(),
-                        issuers = l.next_update.len(),
+                        lists = l.count,
                         "client certificate revocation lists reloaded"
                     );
                     Ok(Arc::new(l))
@@ -286,35 +301,46 @@ impl Revocations {
         current.lists.clone()
     }
 
-    /// Whether a verified leaf certificate may still authenticate a call: not listed by its
-    /// issuer, whose list is readable and current.
-    pub fn check(&self, leaf: &[u8]) -> Result<(), Revoked> {
+    /// Whether a client chain (leaf first) that passed a handshake may still authenticate a
+    /// call: verified again, with the current lists, as at a handshake.
+    pub fn check(&self, chain: &[CertificateDer<'_>]) -> Result<(), Revoked> {
         let lists = self.lists().map_err(Revoked::Unknown)?;
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
-            return Err(Revoked::Unknown("unparsable certificate".into()));
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err(Revoked::Unknown("no client certificate".into()));
         };
-        let issuer = cert.issuer().as_raw();
-        let Some((_, next)) = lists.next_update.iter().find(|(i, _)| i == issuer) else {
-            return Err(Revoked::Unknown(
-                "no revocation list from the certificate's issuer".into(),
-            ));
-        };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if next.is_some_and(|t| t < now) {
-            return Err(Revoked::Unknown(
-                "the issuer's revocation list is past its next update".into(),
-            ));
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for c in chain {
+            h.update((c.len() as u64).to_be_bytes());
+            h.update(c);
         }
-        if lists
-            .revoked
-            .contains(&(issuer.to_vec(), cert.tbs_certificate.raw_serial().to_vec()))
+        let key: [u8; 32] = h.finalize().into();
+        if let Some((at, verdict)) = lists
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < RECHECK_AFTER
         {
-            return Err(Revoked::Listed);
+            return verdict.clone();
         }
-        Ok(())
+        let verdict = lists
+            .verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+                    Revoked::Listed
+                }
+                other => Revoked::Unknown(other.to_string()),
+            });
+        let mut verdicts = lists.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: each connection's chain is one entry; a full table starts over.
+        if verdicts.len() >= 4096 {
+            verdicts.clear();
+        }
+        verdicts.insert(key, (Instant::now(), verdict.clone()));
+        verdict
     }
 }
 
@@ -331,36 +357,14 @@ fn read_lists(client: &ClientAuth, path: &Path) -> Result<Lists, TlsSetupError> 
             "holds no revocation list (PEM \"X509 CRL\")".into(),
         ));
     }
-    let mut revoked = HashSet::new();
-    let mut next_update: Vec<(Vec<u8>, Option<i64>)> = Vec::new();
-    for (n, der) in ders.iter().enumerate() {
-        let (_, crl) = x509_parser::parse_x509_crl(der)
-            .map_err(|e| invalid(format!("revocation list {}: {e}", n + 1)))?;
-        let issuer = crl.issuer().as_raw().to_vec();
-        for r in crl.iter_revoked_certificates() {
-            revoked.insert((issuer.clone(), r.raw_serial().to_vec()));
-        }
-        let next = crl.next_update().map(|t| t.timestamp());
-        match next_update.iter_mut().find(|(i, _)| *i == issuer) {
-            Some((_, t)) => *t = min_time(*t, next),
-            None => next_update.push((issuer, next)),
-        }
-    }
-    // The handshake's check (rustls' own parser and signature checks) refuses a list this
-    // reading accepted only at the first handshake; build it now so a bad list is reported here.
-    let verifier = client.verifier(ders)?;
+    let count = ders.len();
+    // rustls parses the lists here: one it cannot read is reported now, not at a handshake.
+    let verifier = client.verifier(ders).map_err(|e| invalid(e.to_string()))?;
     Ok(Lists {
         verifier,
-        revoked,
-        next_update,
+        count,
+        verdicts: Mutex::default(),
     })
-}
-
-fn min_time(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 impl ClientCertVerifier for Revocations {
@@ -413,7 +417,7 @@ impl ClientCertVerifier for Revocations {
 
 /// The listener's connections after their TLS handshake, each handshake on its own task under
 /// [`HANDSHAKE_TIMEOUT`]; accepting stops when `shutdown` is cancelled. A failed handshake is
-/// logged (a refused client certificate at `info`, with the peer) and costs nothing else.
+/// logged at `debug` and costs nothing else.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -464,8 +468,9 @@ fn log_refusal(peer: SocketAddr, e: &std::io::Error) {
                 rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)
             )
         });
+    // Debug, as any peer can make one (a self-signed certificate): not a way to fill the log.
     if certificate {
-        tracing::info!(%peer, error = %e, "client certificate refused at the TLS handshake");
+        tracing::debug!(%peer, error = %e, "client certificate refused at the TLS handshake");
     } else {
         tracing::debug!(%peer, error = %e, "TLS handshake failed");
     }
@@ -488,12 +493,16 @@ mod tests {
         CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
     }
 
-    fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, serial: u64) -> (String, String, Vec<u8>) {
+    /// (certificate PEM, key PEM, the chain a client presents).
+    fn leaf(
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        serial: u64,
+    ) -> (String, String, Vec<CertificateDer<'static>>) {
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.serial_number = Some(SerialNumber::from(serial));
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, ca).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+        (cert.pem(), key.serialize_pem(), vec![cert.der().clone()])
     }
 
     fn crl(
@@ -602,10 +611,80 @@ mod tests {
         std::fs::remove_file(path).unwrap();
         assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
         // Both lists in one file: each certificate is checked against its own issuer's.
-        let (_, _, others) = leaf(&other, 7);
         replace(&(crl(&other, &[], tomorrow) + &crl(&clients, &[7, 9], tomorrow)));
         assert_eq!(r.check(&listed), Err(Revoked::Listed));
         assert_eq!(r.check(&unlisted), Ok(()));
-        assert_eq!(r.check(&others), Ok(()));
+        // A chain from a CA the server does not trust is no client's, whatever the lists say.
+        let (_, _, others) = leaf(&other, 8);
+        assert!(matches!(r.check(&others), Err(Revoked::Unknown(_))));
+        // A list another CA signed in this CA's name is not this CA's list.
+        let forged = ca("clients");
+        replace(&crl(&forged, &[], tomorrow));
+        assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
+    }
+
+    /// A resumed TLS session is not verified again (rustls carries the first handshake's
+    /// certificate over), so a revoked certificate could go on connecting by resuming: the
+    /// server with a client CA never resumes (found by a review of the revocation lists).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_with_client_certificates_are_never_resumed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls::ClientConfig;
+        use tokio_rustls::rustls::pki_types::ServerName;
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (server, clients) = (ca("server"), ca("clients"));
+        let tomorrow = OffsetDateTime::now_utc() + Duration::days(1);
+        let tls = config(dir.path(), &server, &clients, &crl(&clients, &[], tomorrow));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let mut accepted = incoming(
+            listener,
+            server_tls(&tls).unwrap().acceptor,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(Ok(mut s)) = accepted.next().await {
+                // After any session tickets: the client reads this, and with it the tickets.
+                let _ = s.write_all(b"x").await;
+                let _ = s.flush().await;
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 1];
+                    let _ = s.read(&mut sink).await;
+                });
+            }
+        });
+        let mut roots = RootCertStore::empty();
+        roots.add(server.der().clone()).unwrap();
+        let (cert, key, _) = leaf(&clients, 5);
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        // One client config, so its session cache would offer the first session again.
+        let client =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut s = connector.connect(name, tcp).await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            kinds.push(s.get_ref().1.handshake_kind());
+        }
+        use tokio_rustls::rustls::HandshakeKind;
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Full)]
+        );
+        shutdown.cancel();
     }
 }

@@ -179,6 +179,92 @@ async fn an_index_refuses_another_model_and_reindex_answers_with_the_same_docume
     env.start().await.stop().await;
 }
 
+/// On Milvus: an ingest node's collection, re-embedded by `docent reindex` (the ingest node
+/// stopped) into a new collection for another model, which a daemon with that model serves
+/// with the same documents, ACLs and checkpoints (its connector finds nothing to send again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reindex_builds_a_milvus_collection_for_another_model() {
+    let env = Env::example();
+    let uri = docent_milvus::lite::shared_server(&std::env::temp_dir());
+    let (old, new) = (
+        format!("swap_old_{}", std::process::id()),
+        format!("swap_new_{}", std::process::id()),
+    );
+    let on_milvus = |collection: &str| {
+        format!(
+            "\n[index.milvus]\nuri = {uri:?}\ncollection = {collection:?}\ntoken = \"root:Milvus\"\n"
+        )
+    };
+    let backend = ("backend = \"embedded\"", "backend = \"milvus\"");
+    let old_toml = config_file(&env, "old.toml", "data", &[backend]);
+    std::fs::write(
+        &old_toml,
+        std::fs::read_to_string(&old_toml).unwrap() + &on_milvus(&old),
+    )
+    .unwrap();
+    let question = "How do I reset my VPN password?";
+    let before = {
+        let r = start(load(&old_toml), embedder()).await.unwrap();
+        assert_eq!(r.stats().await.documents, 29);
+        let top = top_documents(&r, question, RetrievalMode::Hybrid).await;
+        r.stop().await;
+        top
+    };
+
+    // The new model: the same one with e5-style prefixes (other vectors), a new collection.
+    let prefixed = (
+        "[embedding]\n",
+        "[embedding]\nquery_prefix = \"query: \"\npassage_prefix = \"passage: \"\n",
+    );
+    let new_toml = config_file(&env, "new.toml", "data-new", &[backend, prefixed]);
+    std::fs::write(
+        &new_toml,
+        std::fs::read_to_string(&new_toml).unwrap() + &on_milvus(&new),
+    )
+    .unwrap();
+    let out = reindex(&new_toml, Path::new(&old)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("re-embedded 29 documents"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --catch-up has nothing to do on Milvus and says why.
+    let caught = reindex_with(&new_toml, Path::new(&old), &["--catch-up"]).await;
+    assert!(!caught.status.success());
+    assert!(String::from_utf8_lossy(&caught.stderr).contains("stop the ingest node"));
+
+    let new_config = load(&new_toml);
+    let ecfg = new_config.embedding.clone();
+    let new_embedder: Arc<dyn Embedder> = Arc::new(
+        tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg).unwrap())
+            .await
+            .unwrap(),
+    );
+    let r = start(new_config, new_embedder)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = r.daemon.state().clone();
+    assert_eq!(state.stats.chunks_embedded.load(Ordering::Relaxed), 0);
+    assert_eq!(state.stats.documents_indexed.load(Ordering::Relaxed), 0);
+    let after = top_documents(&r, question, RetrievalMode::Hybrid).await;
+    assert_eq!(after[0], before[0], "before {before:?}, after {after:?}");
+    let dense = top_documents(&r, question, RetrievalMode::Dense).await;
+    assert!(dense.contains(&before[0]), "dense: {dense:?}");
+    // The ACLs came along: the HR page reaches HR and not an engineer.
+    let q = "What is the salary band for a senior software engineer?";
+    assert!(
+        r.ask(crate::harness::HANA, q)
+            .await
+            .unwrap()
+            .answer
+            .contains("148,000")
+    );
+    let eng = r.ask(ALICE, q).await.unwrap();
+    assert!(!format!("{eng:?}").contains("148,000"), "{eng:?}");
+    r.stop().await;
+}
+
 /// Passages in English, German and French, and questions in another language than their
 /// answer: (question, index of the passage that answers it).
 const PASSAGES: &[&str] = &[

@@ -337,6 +337,63 @@ impl MilvusClient {
         })
     }
 
+    /// The chunk collection `name` as it is, its dimension read from its schema; `None` when
+    /// there is none. Creates nothing: for reading a collection another model wrote.
+    pub async fn existing_collection(
+        &self,
+        name: &str,
+    ) -> Result<Option<ChunkCollection>, MilvusError> {
+        let mut grpc = self.grpc.clone();
+        let has = grpc
+            .has_collection(HasCollectionRequest {
+                db_name: self.db_name.clone(),
+                collection_name: name.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("HasCollection"))?
+            .into_inner();
+        check("HasCollection", has.status.as_ref())?;
+        if !has.value {
+            return Ok(None);
+        }
+        let desc = grpc
+            .describe_collection(DescribeCollectionRequest {
+                db_name: self.db_name.clone(),
+                collection_name: name.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("DescribeCollection"))?
+            .into_inner();
+        check("DescribeCollection", desc.status.as_ref())?;
+        let existing = desc
+            .schema
+            .ok_or_else(|| protocol("DescribeCollection", "no schema"))?;
+        let dim = existing
+            .fields
+            .iter()
+            .find(|f| f.name == "dense")
+            .and_then(|f| f.type_params.iter().find(|p| p.key == "dim"))
+            .and_then(|p| p.value.parse::<usize>().ok())
+            .ok_or_else(|| MilvusError::IncompatibleCollection {
+                collection: name.to_string(),
+                reason: "no dense vector field with a dimension".to_string(),
+            })?;
+        if let Some(reason) = schema::incompatibility(&schema::chunk_schema(name, dim), &existing) {
+            return Err(MilvusError::IncompatibleCollection {
+                collection: name.to_string(),
+                reason,
+            });
+        }
+        Ok(Some(ChunkCollection {
+            client: self.clone(),
+            name: name.to_string(),
+            state: format!("{name}{}", schema::STATE_SUFFIX),
+            dim,
+        }))
+    }
+
     async fn ensure(
         &self,
         wanted: &CollectionSchema,
@@ -929,6 +986,25 @@ impl ChunkCollection {
             .into_iter()
             .next()
             .map(|(_, b)| b))
+    }
+
+    /// Forgets what was stored under `name` with [`Self::put_meta`].
+    pub async fn delete_meta(&self, name: &str) -> Result<(), MilvusError> {
+        let resp = self
+            .grpc()
+            .delete(DeleteRequest {
+                db_name: self.db(),
+                collection_name: self.state.clone(),
+                expr: format!(
+                    "key == {}",
+                    expr::quote("state key", &state_key("meta", name))?
+                ),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Delete"))?
+            .into_inner();
+        check("Delete", resp.status.as_ref())
     }
 
     /// Every stored checkpoint, by source.
