@@ -255,57 +255,119 @@ impl MilvusExport {
         &self.keys
     }
 
-    /// A document as it was written, its chunks in order, with its vectors or without
-    /// (`vector` empty); `None` when it is gone (or its key is no document key).
-    pub fn document(&self, key: &str, vectors: bool) -> Result<Option<DocumentRecord>, IndexError> {
-        let Some(doc_key) = DocKey::parse(key) else {
-            return Ok(None);
-        };
-        let cond = format!(
-            "doc_key == {}",
-            docent_milvus::expr::quote("doc key", key).map_err(MilvusError::from)?
-        );
-        let mut rows: Vec<ChunkRow> = Vec::new();
+    /// Documents as they were written (in the order of `keys`), their chunks in order, with
+    /// their vectors or without (`vector` empty); `None` for one that is gone (or whose key is
+    /// no document key). One scan of the collection per call (the chunk id is the only indexed
+    /// scalar): pass many keys at once.
+    pub fn documents(
+        &self,
+        keys: &[String],
+        vectors: bool,
+    ) -> Result<Vec<(String, Option<DocumentRecord>)>, IndexError> {
+        let mut quoted = Vec::with_capacity(keys.len());
+        for k in keys {
+            quoted.push(docent_milvus::expr::quote("doc key", k).map_err(MilvusError::from)?);
+        }
+        let mut by_key: HashMap<String, Vec<ChunkRow>> = HashMap::new();
+        if !quoted.is_empty() {
+            let cond = format!("doc_key in [{}]", quoted.join(", "));
+            let mut after: Option<String> = None;
+            loop {
+                let (c, cond, a) = (self.coll.clone(), cond.clone(), after.clone());
+                let page = run(&self.rt, async move {
+                    c.query_rows(&cond, a.as_deref(), PAGE, vectors).await
+                })?;
+                let last = page.len() < PAGE;
+                after = page.last().map(|r| r.chunk_id.clone());
+                for row in page {
+                    by_key.entry(row.doc_key.clone()).or_default().push(row);
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let doc = by_key
+                    .remove(k)
+                    .and_then(|rows| document_of(k, rows, vectors));
+                (k.clone(), doc)
+            })
+            .collect())
+    }
+}
+
+impl MilvusExport {
+    /// Every document, in one scan of the collection by chunk id (its primary key): each is
+    /// handed to `each` once all its rows (as many as its first row says it has) were read.
+    /// Returns how many documents were left incomplete (rows missing, or a key that is no
+    /// document key), which are not handed over.
+    pub fn each_document(
+        &self,
+        vectors: bool,
+        each: &mut dyn FnMut(DocumentRecord) -> Result<(), IndexError>,
+    ) -> Result<u64, IndexError> {
+        // Rows of one document are adjacent in chunk id order (`<key>#<ordinal>`) unless
+        // another key begins with this key and '#': a few documents open at once.
+        let mut open: HashMap<String, Vec<ChunkRow>> = HashMap::new();
+        let mut after: Option<String> = None;
         loop {
-            let (c, cond) = (self.coll.clone(), cond.clone());
-            let after = rows.last().map(|r| r.chunk_id.clone());
+            let (c, a) = (self.coll.clone(), after.clone());
             let page = run(&self.rt, async move {
-                c.query_rows(&cond, after.as_deref(), PAGE, vectors).await
+                c.query_rows("", a.as_deref(), PAGE, vectors).await
             })?;
             let last = page.len() < PAGE;
-            rows.extend(page);
+            after = page.last().map(|r| r.chunk_id.clone());
+            for row in page {
+                let want = row.meta["n"].as_u64().unwrap_or(0) as usize;
+                let key = row.doc_key.clone();
+                let rows = open.entry(key.clone()).or_default();
+                rows.push(row);
+                if rows.len() >= want
+                    && let Some(rows) = open.remove(&key)
+                    && let Some(doc) = document_of(&key, rows, vectors)
+                {
+                    each(doc)?;
+                }
+            }
             if last {
                 break;
             }
         }
-        rows.sort_by_key(|r| r.ordinal);
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let m = &first.meta;
-        Ok(Some(DocumentRecord {
-            key: doc_key,
-            uri: first.uri.clone(),
-            title: first.title.clone(),
-            version: m["v"].as_str().unwrap_or_default().to_string(),
-            modified_at: m["m"].as_i64(),
-            attributes: first.attributes.clone(),
-            acl: acl_of(first),
-            content_hash: m["h"].as_str().unwrap_or_default().to_string(),
-            chunks: rows
-                .iter()
-                .map(|r| crate::index::ChunkRecord {
-                    ord: r.ordinal as u32,
-                    span: r.span.start.max(0) as usize..r.span.end.max(0) as usize,
-                    page: r.meta["p"].as_u64().map(|p| p as u32),
-                    heading_path: serde_json::from_value(r.meta["hp"].clone()).unwrap_or_default(),
-                    text: r.text.clone(),
-                    hash: r.meta["ch"].as_str().unwrap_or_default().to_string(),
-                    vector: if vectors { r.dense.clone() } else { Vec::new() },
-                })
-                .collect(),
-        }))
+        Ok(open.len() as u64)
     }
+}
+
+/// A document from its rows (any order), as [`rows_of`] wrote it.
+fn document_of(key: &str, mut rows: Vec<ChunkRow>, vectors: bool) -> Option<DocumentRecord> {
+    let doc_key = DocKey::parse(key)?;
+    rows.sort_by_key(|r| r.ordinal);
+    let first = rows.first()?;
+    let m = &first.meta;
+    Some(DocumentRecord {
+        key: doc_key,
+        uri: first.uri.clone(),
+        title: first.title.clone(),
+        version: m["v"].as_str().unwrap_or_default().to_string(),
+        modified_at: m["m"].as_i64(),
+        attributes: first.attributes.clone(),
+        acl: acl_of(first),
+        content_hash: m["h"].as_str().unwrap_or_default().to_string(),
+        chunks: rows
+            .iter()
+            .map(|r| crate::index::ChunkRecord {
+                ord: r.ordinal as u32,
+                span: r.span.start.max(0) as usize..r.span.end.max(0) as usize,
+                page: r.meta["p"].as_u64().map(|p| p as u32),
+                heading_path: serde_json::from_value(r.meta["hp"].clone()).unwrap_or_default(),
+                text: r.text.clone(),
+                hash: r.meta["ch"].as_str().unwrap_or_default().to_string(),
+                vector: if vectors { r.dense.clone() } else { Vec::new() },
+            })
+            .collect(),
+    })
 }
 
 impl MilvusBackend {
@@ -1207,9 +1269,25 @@ mod tests {
         for i in 0..150 {
             old.upsert(full_doc(i)).unwrap();
         }
+        // Two documents whose rows interleave in chunk id order: `t:big#1#0` sorts between
+        // `t:big#1` and `t:big#10`.
+        let mut big = full_doc(150);
+        big.key = DocKey::new("t", "big");
+        big.chunks = (0..12)
+            .map(|o| crate::index::ChunkRecord {
+                ord: o,
+                hash: format!("big-{o}"),
+                text: format!("part {o}"),
+                ..big.chunks[0].clone()
+            })
+            .collect();
+        let mut inner = full_doc(151);
+        inner.key = DocKey::new("t", "big#1");
+        old.upsert(big).unwrap();
+        old.upsert(inner).unwrap();
         old.commit(BTreeMap::from([("t".to_string(), json!({"pos": 1}))]))
             .unwrap();
-        // Batches of 128 documents (256 chunks), each committed: the second fails.
+        // Batches of at least 256 chunks, each committed: the second fails.
         let first = Budgeted::new(260);
         let e = reembed_milvus_committing(&from, &to, &first, None, &mut |_, _| {}, Duration::ZERO);
         assert!(matches!(e, Err(ReembedError::Embed(_))), "{:?}", e.err());
@@ -1229,7 +1307,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             (r.documents, r.chunks, r.unreadable),
-            (149, 298, 0),
+            (151, 298 + 14, 0),
             "{r:?}"
         );
         assert_eq!(r.from_model, old_model);
@@ -1242,14 +1320,18 @@ mod tests {
         assert_eq!(now.payload().checkpoints["t"], json!({"pos": 1}));
         assert_eq!(now.document_keys(), was.document_keys());
         assert!(!now.document_keys().contains(&"t:d006".to_string()));
-        for key in was.document_keys() {
-            assert_eq!(
-                now.document(key, false).unwrap(),
-                was.document(key, false).unwrap()
-            );
-        }
+        let keys = was.document_keys();
+        let (now_docs, was_docs) = (
+            now.documents(keys, false).unwrap(),
+            was.documents(keys, false).unwrap(),
+        );
+        assert!(now_docs.iter().all(|(_, d)| d.is_some()));
+        assert_eq!(now_docs, was_docs);
         // The new model's vectors, of the text the ingest pipeline embeds.
-        let d7 = now.document("t:d007", true).unwrap().unwrap();
+        let d7 = now.documents(&["t:d007".to_string()], true).unwrap()[0]
+            .1
+            .clone()
+            .unwrap();
         let want = BagOfWords
             .embed_query(&crate::ingest::embedding_input(
                 "Page 7",

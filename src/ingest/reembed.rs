@@ -475,20 +475,30 @@ pub(crate) fn reembed_milvus_committing(
             }
             Ok(())
         };
-    for key in export.document_keys() {
-        let Some(doc) = export.document(key, same_model)? else {
-            report.unreadable += 1;
-            continue;
-        };
+    // One scan of the collection by its primary key (a read per document would scan it each
+    // time: the chunk id is its only indexed scalar).
+    let mut failed: Option<ReembedError> = None;
+    let scanned = export.each_document(same_model, &mut |doc| {
         report.documents += 1;
         pending += doc.chunks.len();
         batch.push(doc);
         if pending >= BATCH_CHUNKS {
-            flush(&mut batch, &mut report)?;
+            if let Err(e) = flush(&mut batch, &mut report) {
+                failed = Some(e);
+                return Err(IndexError::Payload {
+                    path: to.collection.clone().into(),
+                    message: "re-embedding stopped".into(),
+                });
+            }
             pending = 0;
             progress(report.chunks, total);
         }
+        Ok(())
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    report.unreadable = scanned?;
     flush(&mut batch, &mut report)?;
     progress(report.chunks, total);
     // Written by an interrupted run and deleted from `from` since.
