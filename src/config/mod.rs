@@ -1198,6 +1198,15 @@ model_dir = "models/m"
 onnxruntime_lib = "models/ort.so"
 "#;
 
+    /// [`MINIMAL`] serving TLS, with these more `[server]` lines.
+    fn with_tls(server: &str) -> String {
+        let tls = "tls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"";
+        MINIMAL.replace(
+            "version = 1\n",
+            &format!("version = 1\n[server]\n{tls}\n{server}\n"),
+        )
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
@@ -1308,13 +1317,7 @@ onnxruntime_lib = "models/ort.so"
 
     #[test]
     fn required_client_certificates_need_a_client_ca() {
-        let with = |server: &str| {
-            let tls = "tls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"";
-            MINIMAL.replace(
-                "version = 1\n",
-                &format!("version = 1\n[server]\n{tls}\n{server}\n"),
-            )
-        };
+        let with = with_tls;
         let issues = Config::parse(
             &with("tls_client_auth = \"required\""),
             Path::new("/etc/docent"),
@@ -1341,13 +1344,7 @@ onnxruntime_lib = "models/ort.so"
 
     #[test]
     fn revocation_lists_need_a_client_ca() {
-        let with = |server: &str| {
-            let tls = "tls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"";
-            MINIMAL.replace(
-                "version = 1\n",
-                &format!("version = 1\n[server]\n{tls}\n{server}\n"),
-            )
-        };
+        let with = with_tls;
         let issues = Config::parse(
             &with("tls_client_crl = \"tls/clients.crl\""),
             Path::new("/etc/docent"),

@@ -216,20 +216,10 @@ impl MilvusExport {
             payload.checkpoints.insert(source, v);
         }
         let (mut keys, mut chunks) = (Vec::new(), 0u64);
-        let mut after: Option<String> = None;
-        loop {
-            let (c, a) = (coll.clone(), after.clone());
-            let page = run(&rt, async move {
-                c.query_rows("ordinal == 0", a.as_deref(), PAGE, false)
-                    .await
-            })?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.chunk_id.clone());
-            for row in &page {
-                keys.push(row.doc_key.clone());
-                chunks += u64::from(entry_of(row).chunks);
-            }
-        }
+        each_first_row(&rt, &coll, &mut |row| {
+            keys.push(row.doc_key.clone());
+            chunks += u64::from(entry_of(row).chunks);
+        })?;
         keys.sort();
         keys.dedup();
         Ok(Self {
@@ -611,27 +601,38 @@ impl MilvusBackend {
             });
         }
         let mut docs = HashMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let a = after.clone();
-            let page = self.run(move |c| {
-                Box::pin(async move {
-                    c.query_rows("ordinal == 0", a.as_deref(), PAGE, false)
-                        .await
-                })
-            })?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.chunk_id.clone());
-            for row in &page {
-                docs.insert(row.doc_key.clone(), entry_of(row));
-            }
-        }
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        each_first_row(rt, &self.coll, &mut |row| {
+            docs.insert(row.doc_key.clone(), entry_of(row));
+        })?;
         Ok(docs)
     }
 
     fn with_table<R>(&self, f: impl FnOnce(&HashMap<String, DocEntry>) -> R) -> R {
         self.refresh_table();
         f(&self.table.read().unwrap_or_else(|e| e.into_inner()).docs)
+    }
+}
+
+/// Hands `each` the first chunk of every document (each carries its document's entry), page
+/// by page (one page held at a time).
+fn each_first_row(
+    rt: &tokio::runtime::Runtime,
+    coll: &ChunkCollection,
+    each: &mut dyn FnMut(&ChunkRow),
+) -> Result<(), IndexError> {
+    let mut after: Option<String> = None;
+    loop {
+        let (c, a) = (coll.clone(), after.clone());
+        let page = run(rt, async move {
+            c.query_rows("ordinal == 0", a.as_deref(), PAGE, false)
+                .await
+        })?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.chunk_id.clone());
+        page.iter().for_each(&mut *each);
     }
 }
 

@@ -77,6 +77,22 @@ pub struct ReembedReport {
     pub elapsed: Duration,
 }
 
+impl ReembedReport {
+    /// Nothing done yet, from an index built with `from_model`.
+    fn new(from_model: ModelSignature) -> Self {
+        Self {
+            documents: 0,
+            chunks: 0,
+            over_length: 0,
+            from_model,
+            vectors_copied: 0,
+            resumed: 0,
+            unreadable: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
 /// Checks that `to` can become a new index beside `from`: `from` holds an index, `to` is
 /// another path that does not exist yet (or is an empty directory). Cheap; run it before
 /// loading a model.
@@ -285,16 +301,7 @@ fn reembed_committing(
             .count() as u64,
         None => 0,
     };
-    let mut report = ReembedReport {
-        documents: 0,
-        chunks: 0,
-        over_length: 0,
-        from_model: export.payload().signature(),
-        vectors_copied: 0,
-        resumed: 0,
-        unreadable: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut report = ReembedReport::new(export.payload().signature());
     let mut batch: Vec<DocumentRecord> = Vec::new();
     let mut pending = 0usize;
     let mut shown = 0u64;
@@ -436,16 +443,7 @@ pub(crate) fn reembed_milvus_committing(
     target.repair_cut_off_commit()?;
     let counter = embedder.token_counter();
     let extra_tokens = counter.count(&embedder.text_profile().passage_prefix) + 2;
-    let mut report = ReembedReport {
-        documents: 0,
-        chunks: 0,
-        over_length: 0,
-        from_model: export.payload().signature(),
-        vectors_copied: 0,
-        resumed: 0,
-        unreadable: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut report = ReembedReport::new(export.payload().signature());
     let (mut batch, mut pending) = (Vec::new(), 0usize);
     let (mut last_commit, mut uncommitted) = (Instant::now(), 0usize);
     let mut flush =

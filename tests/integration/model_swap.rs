@@ -92,6 +92,38 @@ async fn top_documents(r: &Running, query: &str, mode: RetrievalMode) -> Vec<Str
         .collect()
 }
 
+/// The config's embedding model, loaded off the async runtime.
+async fn load_embedder(config: &Config) -> Arc<dyn Embedder> {
+    let ecfg = config.embedding.clone();
+    Arc::new(
+        tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg).unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
+/// A daemon on the new index with the new model, checked to serve what the old one did: its
+/// connector finds nothing to send again (checkpoints and versions came along), and the
+/// question's top document is the same, and among the dense leg's.
+async fn serves_as_before(
+    config: Config,
+    embedder: Arc<dyn Embedder>,
+    question: &str,
+    before: &[String],
+) -> Running {
+    let r = start(config, embedder)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = r.daemon.state().clone();
+    assert_eq!(state.stats.chunks_embedded.load(Ordering::Relaxed), 0);
+    assert_eq!(state.stats.documents_indexed.load(Ordering::Relaxed), 0);
+    let after = top_documents(&r, question, RetrievalMode::Hybrid).await;
+    assert_eq!(after[0], before[0], "before {before:?}, after {after:?}");
+    let dense = top_documents(&r, question, RetrievalMode::Dense).await;
+    assert!(dense.contains(&before[0]), "dense: {dense:?}");
+    r
+}
+
 fn mismatch_message(r: Result<Running, DaemonError>) -> String {
     match r {
         Ok(_) => panic!("the daemon opened an index built with another model"),
@@ -119,12 +151,7 @@ async fn an_index_refuses_another_model_and_reindex_answers_with_the_same_docume
     )];
     let new_toml = config_file(&env, "new.toml", "data-new", &prefixed);
     let new_config = load(&new_toml);
-    let ecfg = new_config.embedding.clone();
-    let new_embedder: Arc<dyn Embedder> = Arc::new(
-        tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg).unwrap())
-            .await
-            .unwrap(),
-    );
+    let new_embedder = load_embedder(&new_config).await;
     assert_eq!(new_embedder.text_profile().query_prefix, "query: ");
 
     let mut on_old = new_config.clone();
@@ -158,17 +185,7 @@ async fn an_index_refuses_another_model_and_reindex_answers_with_the_same_docume
         String::from_utf8_lossy(&caught.stderr)
     );
 
-    let r = start(new_config, new_embedder)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let state = r.daemon.state().clone();
-    // Checkpoints and versions came along: the connector's crawl found nothing to re-embed.
-    assert_eq!(state.stats.chunks_embedded.load(Ordering::Relaxed), 0);
-    assert_eq!(state.stats.documents_indexed.load(Ordering::Relaxed), 0);
-    let after = top_documents(&r, question, RetrievalMode::Hybrid).await;
-    assert_eq!(after[0], before[0], "before {before:?}, after {after:?}");
-    let dense = top_documents(&r, question, RetrievalMode::Dense).await;
-    assert!(dense.contains(&before[0]), "dense: {dense:?}");
+    let r = serves_as_before(new_config, new_embedder, question, &before).await;
     let answer = r.ask(ALICE, question).await.unwrap();
     assert!(
         answer.citations.iter().any(|c| c.document_key == before[0]),
@@ -235,22 +252,8 @@ async fn reindex_builds_a_milvus_collection_for_another_model() {
     assert!(String::from_utf8_lossy(&caught.stderr).contains("stop the ingest node"));
 
     let new_config = load(&new_toml);
-    let ecfg = new_config.embedding.clone();
-    let new_embedder: Arc<dyn Embedder> = Arc::new(
-        tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg).unwrap())
-            .await
-            .unwrap(),
-    );
-    let r = start(new_config, new_embedder)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let state = r.daemon.state().clone();
-    assert_eq!(state.stats.chunks_embedded.load(Ordering::Relaxed), 0);
-    assert_eq!(state.stats.documents_indexed.load(Ordering::Relaxed), 0);
-    let after = top_documents(&r, question, RetrievalMode::Hybrid).await;
-    assert_eq!(after[0], before[0], "before {before:?}, after {after:?}");
-    let dense = top_documents(&r, question, RetrievalMode::Dense).await;
-    assert!(dense.contains(&before[0]), "dense: {dense:?}");
+    let new_embedder = load_embedder(&new_config).await;
+    let r = serves_as_before(new_config, new_embedder, question, &before).await;
     // The ACLs came along: the HR page reaches HR and not an engineer.
     let q = "What is the salary band for a senior software engineer?";
     assert!(
@@ -376,12 +379,7 @@ async fn multilingual_e5_finds_answers_across_languages_after_a_reindex_from_min
     };
     let config = load(&toml);
     assert_eq!(config.embedding.model.model_dir, dir);
-    let ecfg = config.embedding.clone();
-    let e5: Arc<dyn Embedder> = Arc::new(
-        tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg).unwrap())
-            .await
-            .unwrap(),
-    );
+    let e5 = load_embedder(&config).await;
 
     // The prefixes reach the model: the same model loaded without them, given the prefixed
     // text, makes the same vectors.

@@ -337,12 +337,8 @@ impl MilvusClient {
         })
     }
 
-    /// The chunk collection `name` as it is, its dimension read from its schema; `None` when
-    /// there is none. Creates nothing: for reading a collection another model wrote.
-    pub async fn existing_collection(
-        &self,
-        name: &str,
-    ) -> Result<Option<ChunkCollection>, MilvusError> {
+    /// The schema of the collection `name`; `None` when there is none.
+    async fn schema_of(&self, name: &str) -> Result<Option<CollectionSchema>, MilvusError> {
         let mut grpc = self.grpc.clone();
         let has = grpc
             .has_collection(HasCollectionRequest {
@@ -367,9 +363,20 @@ impl MilvusClient {
             .map_err(rpc("DescribeCollection"))?
             .into_inner();
         check("DescribeCollection", desc.status.as_ref())?;
-        let existing = desc
-            .schema
-            .ok_or_else(|| protocol("DescribeCollection", "no schema"))?;
+        desc.schema
+            .map(Some)
+            .ok_or_else(|| protocol("DescribeCollection", "no schema"))
+    }
+
+    /// The chunk collection `name` as it is, its dimension read from its schema; `None` when
+    /// there is none. Creates nothing: for reading a collection another model wrote.
+    pub async fn existing_collection(
+        &self,
+        name: &str,
+    ) -> Result<Option<ChunkCollection>, MilvusError> {
+        let Some(existing) = self.schema_of(name).await? else {
+            return Ok(None);
+        };
         let dim = existing
             .fields
             .iter()
@@ -401,30 +408,7 @@ impl MilvusClient {
     ) -> Result<(), MilvusError> {
         let name = wanted.name.as_str();
         let mut grpc = self.grpc.clone();
-        let has = grpc
-            .has_collection(HasCollectionRequest {
-                db_name: self.db_name.clone(),
-                collection_name: name.to_string(),
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc("HasCollection"))?
-            .into_inner();
-        check("HasCollection", has.status.as_ref())?;
-        if has.value {
-            let desc = grpc
-                .describe_collection(DescribeCollectionRequest {
-                    db_name: self.db_name.clone(),
-                    collection_name: name.to_string(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(rpc("DescribeCollection"))?
-                .into_inner();
-            check("DescribeCollection", desc.status.as_ref())?;
-            let existing = desc
-                .schema
-                .ok_or_else(|| protocol("DescribeCollection", "no schema"))?;
+        if let Some(existing) = self.schema_of(name).await? {
             if let Some(reason) = schema::incompatibility(wanted, &existing) {
                 return Err(MilvusError::IncompatibleCollection {
                     collection: name.to_string(),
