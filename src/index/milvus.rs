@@ -51,6 +51,11 @@ pub const TABLE_TTL: Duration = Duration::from_secs(60);
 pub const REINDEX_MARKER: &str = "reindex-incomplete";
 /// Rows per page when the document table is read.
 const PAGE: usize = 4096;
+/// Rows per page when a collection is exported (small in tests, so they cross pages).
+#[cfg(not(test))]
+const EXPORT_PAGE: usize = PAGE;
+#[cfg(test)]
+const EXPORT_PAGE: usize = 7;
 
 /// Where the collection lives and how to reach it (`[index.milvus]`).
 #[derive(Clone)]
@@ -265,15 +270,14 @@ impl MilvusExport {
             loop {
                 let (c, cond, a) = (self.coll.clone(), cond.clone(), after.clone());
                 let page = run(&self.rt, async move {
-                    c.query_rows(&cond, a.as_deref(), PAGE, vectors).await
+                    c.query_rows(&cond, a.as_deref(), EXPORT_PAGE, vectors)
+                        .await
                 })?;
-                let last = page.len() < PAGE;
-                after = page.last().map(|r| r.chunk_id.clone());
+                // Only an empty page ends it (see `each_document`).
+                let Some(last) = page.last() else { break };
+                after = Some(last.chunk_id.clone());
                 for row in page {
                     by_key.entry(row.doc_key.clone()).or_default().push(row);
-                }
-                if last {
-                    break;
                 }
             }
         }
@@ -291,42 +295,96 @@ impl MilvusExport {
 
 impl MilvusExport {
     /// Every document, in one scan of the collection by chunk id (its primary key): each is
-    /// handed to `each` once all its rows (as many as its first row says it has) were read.
-    /// Returns how many documents were left incomplete (rows missing, or a key that is no
-    /// document key), which are not handed over.
+    /// handed to `each` once its rows `0..n` are all in (`n` as its first chunk says), agreeing
+    /// on the version. Returns how many documents were not handed over: rows missing (a commit
+    /// cut off, or deleted during the scan), versions that disagree, a key that is no document
+    /// key, or a document listed at open that the scan did not meet.
     pub fn each_document(
         &self,
         vectors: bool,
         each: &mut dyn FnMut(DocumentRecord) -> Result<(), IndexError>,
     ) -> Result<u64, IndexError> {
         // Rows of one document are adjacent in chunk id order (`<key>#<ordinal>`) unless
-        // another key begins with this key and '#': a few documents open at once.
+        // another key begins with this key and '#': a few documents open at once. A document's
+        // first chunk (`<key>#0`) is its smallest chunk id, so it comes before the others.
         let mut open: HashMap<String, Vec<ChunkRow>> = HashMap::new();
+        let mut done: std::collections::HashSet<String> = Default::default();
+        let mut bad = 0u64;
         let mut after: Option<String> = None;
         loop {
             let (c, a) = (self.coll.clone(), after.clone());
             let page = run(&self.rt, async move {
-                c.query_rows("", a.as_deref(), PAGE, vectors).await
+                c.query_rows("", a.as_deref(), EXPORT_PAGE, vectors).await
             })?;
-            let last = page.len() < PAGE;
-            after = page.last().map(|r| r.chunk_id.clone());
+            // Only an empty page ends the scan: Milvus may return a short page before the end
+            // (it stops merging segments at the first one that runs out).
+            let Some(last) = page.last() else { break };
+            after = Some(last.chunk_id.clone());
             for row in page {
-                let want = row.meta["n"].as_u64().unwrap_or(0) as usize;
+                if done.contains(&row.doc_key) {
+                    // Past the document's `n` chunks (a tail a shorter version left): not its.
+                    continue;
+                }
                 let key = row.doc_key.clone();
                 let rows = open.entry(key.clone()).or_default();
                 rows.push(row);
-                if rows.len() >= want
-                    && let Some(rows) = open.remove(&key)
-                    && let Some(doc) = document_of(&key, rows, vectors)
-                {
-                    each(doc)?;
+                match complete(rows) {
+                    Complete::No => {}
+                    Complete::Yes => {
+                        let rows = open.remove(&key).unwrap_or_default();
+                        done.insert(key.clone());
+                        match document_of(&key, rows, vectors) {
+                            Some(doc) => each(doc)?,
+                            None => bad += 1,
+                        }
+                    }
+                    Complete::Inconsistent => {
+                        open.remove(&key);
+                        done.insert(key);
+                        bad += 1;
+                    }
                 }
             }
-            if last {
-                break;
-            }
         }
-        Ok(open.len() as u64)
+        let unmet = self
+            .keys
+            .iter()
+            .filter(|k| !done.contains(*k) && !open.contains_key(*k))
+            .count() as u64;
+        Ok(open.len() as u64 + bad + unmet)
+    }
+}
+
+/// Whether a document's rows read so far make it whole.
+enum Complete {
+    No,
+    /// Its rows `0..n` are in, `n` as its first chunk says.
+    Yes,
+    /// Its rows `0..n` are in but disagree on the version or the count (rows of two versions).
+    Inconsistent,
+}
+
+fn complete(rows: &[ChunkRow]) -> Complete {
+    let Some(first) = rows.iter().find(|r| r.ordinal == 0) else {
+        return Complete::No;
+    };
+    let n = first.meta["n"].as_u64().unwrap_or(0) as i64;
+    if n == 0 {
+        return Complete::Inconsistent;
+    }
+    let ours: Vec<&ChunkRow> = rows.iter().filter(|r| r.ordinal < n).collect();
+    let mut ordinals: Vec<i64> = ours.iter().map(|r| r.ordinal).collect();
+    ordinals.sort_unstable();
+    ordinals.dedup();
+    if ordinals.len() as i64 != n {
+        return Complete::No;
+    }
+    let agree = ours
+        .iter()
+        .all(|r| r.meta["n"] == first.meta["n"] && r.meta["v"] == first.meta["v"]);
+    match agree {
+        true => Complete::Yes,
+        false => Complete::Inconsistent,
     }
 }
 
@@ -334,7 +392,16 @@ impl MilvusExport {
 fn document_of(key: &str, mut rows: Vec<ChunkRow>, vectors: bool) -> Option<DocumentRecord> {
     let doc_key = DocKey::parse(key)?;
     rows.sort_by_key(|r| r.ordinal);
-    let first = rows.first()?;
+    rows.dedup_by_key(|r| r.ordinal);
+    let first = rows.first().filter(|r| r.ordinal == 0)?;
+    // Its first chunk says how many it has: rows past them are a tail an older, longer version
+    // left, not the document's.
+    let n = first.meta["n"].as_u64()? as usize;
+    rows.truncate(n);
+    if rows.len() != n || rows.iter().enumerate().any(|(i, r)| r.ordinal != i as i64) {
+        return None;
+    }
+    let first = &rows[0];
     let m = &first.meta;
     Some(DocumentRecord {
         key: doc_key,
@@ -1288,6 +1355,22 @@ mod tests {
         old.upsert(inner).unwrap();
         old.commit(BTreeMap::from([("t".to_string(), json!({"pos": 1}))]))
             .unwrap();
+        // Rows no commit of this code leaves, written straight into the collection: a chunk
+        // past d020's two (a tail of an older, longer version), and a document whose first
+        // chunk is missing (a commit cut off).
+        let mut tail = rows_of(&full_doc(20))[1].clone();
+        (tail.chunk_id, tail.ordinal) = ("t:d020#5".into(), 5);
+        tail.meta["n"] = json!(6);
+        let mut half = full_doc(152);
+        half.key = DocKey::new("t", "half");
+        let half_rows: Vec<ChunkRow> = rows_of(&half)[1..].to_vec();
+        old.run(move |c| {
+            Box::pin(async move {
+                c.upsert(&[tail]).await?;
+                c.upsert(&half_rows).await
+            })
+        })
+        .unwrap();
         // Batches of at least 256 chunks, each committed: the second fails.
         let first = Budgeted::new(260);
         let e = reembed_milvus_committing(&from, &to, &first, None, &mut |_, _| {}, Duration::ZERO);
@@ -1308,7 +1391,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             (r.documents, r.chunks, r.unreadable),
-            (151, 298 + 14, 0),
+            (151, 298 + 14, 1),
             "{r:?}"
         );
         assert_eq!(r.from_model, old_model);
