@@ -665,59 +665,19 @@ async fn reindex(config_path: &Path, from: &Path, as_json: bool) -> anyhow::Resu
         reembed::reembed(&from, &target, &embedder, Some(max_length), progress)
     })
     .await??;
-    if as_json {
-        let v = serde_json::json!({
-            "index": to, "documents": r.documents, "chunks": r.chunks,
-            "over_length": r.over_length, "from_model": r.from_model.to_string(),
-            "vectors_copied": r.vectors_copied, "resumed": r.resumed,
-            "unreadable": r.unreadable,
-            "seconds": r.elapsed.as_secs_f64(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{} {} documents ({} chunks, built with {}) into {} in {:.1} s",
-            if r.from_model == signature {
-                "rebuilt (same model: vectors copied, nothing embedded)"
-            } else {
-                "re-embedded"
-            },
-            r.documents,
-            r.chunks,
-            r.from_model,
-            to.display(),
-            r.elapsed.as_secs_f64()
-        );
-        if r.resumed > 0 {
-            println!(
-                "resumed: {} chunks an interrupted run had written were kept (their documents unchanged since)",
-                r.resumed
-            );
-        }
-        if r.unreadable > 0 {
-            eprintln!(
-                "warning: {} documents of {} could not be read back and are not in the new index: `docent sync ID --full` sends them again",
-                r.unreadable,
-                from_dir.display()
-            );
-        }
-        if r.documents == 0 {
-            eprintln!(
-                "warning: {} holds no documents: is it the index the daemon serves (its index.data_dir)?",
-                from_dir.display()
-            );
-        }
-        if r.over_length > 0 {
-            println!(
-                "{} chunks are longer than embedding.max_length ({max_length}) in the new model's tokens: the model reads their beginning only (raise max_length, or `docent sync ID --full` to re-chunk them)",
-                r.over_length
-            );
-        }
-        println!(
-            "next: stop the daemon; run this again with --catch-up (what the old index committed since it was read: pushes, deletes, narrowed ACLs); copy assistant.redb (conversations, feedback, usage) from the old directory if present; start the daemon with {}",
-            config_path.display()
-        );
-    }
+    let next = format!(
+        "stop the daemon; run this again with --catch-up (what the old index committed since it was read: pushes, deletes, narrowed ACLs); copy assistant.redb (conversations, feedback, usage) from the old directory if present; start the daemon with {}",
+        config_path.display()
+    );
+    print_reindex(
+        &r,
+        &signature,
+        &from_dir.display().to_string(),
+        ("index", to.display().to_string()),
+        max_length,
+        &next,
+        as_json,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -735,11 +695,11 @@ async fn reindex_milvus(
     };
     let embedder = load_embedder(config).await?;
     let max_length = config.embedding.model.max_length;
+    let signature = crate::index::ModelSignature::of(&embedder);
+    let source = format!("collection {}", from_config.collection);
     eprintln!(
-        "re-embedding collection {} into {} with {}",
-        from_config.collection,
-        to.collection,
-        crate::index::ModelSignature::of(&embedder)
+        "re-embedding {source} into {} with {signature}",
+        to.collection
     );
     let target = to.clone();
     let r = with_progress("re-embedding", move |progress| {
@@ -752,41 +712,84 @@ async fn reindex_milvus(
         )
     })
     .await??;
+    let next = format!(
+        "start the ingest node and point the query nodes at collection {} (the new config); once satisfied, drop the old collection",
+        to.collection
+    );
+    print_reindex(
+        &r,
+        &signature,
+        &source,
+        ("collection", to.collection.clone()),
+        max_length,
+        &next,
+        as_json,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a reindex built: JSON (the new index under `target.0`: `index` or `collection`), or
+/// lines for people with the warnings and the next step.
+fn print_reindex(
+    r: &crate::ingest::reembed::ReembedReport,
+    signature: &crate::index::ModelSignature,
+    source: &str,
+    target: (&str, String),
+    max_length: usize,
+    next: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
     if as_json {
-        let v = serde_json::json!({
-            "collection": to.collection, "documents": r.documents, "chunks": r.chunks,
+        let mut v = serde_json::json!({
+            "documents": r.documents, "chunks": r.chunks,
             "over_length": r.over_length, "from_model": r.from_model.to_string(),
-            "vectors_copied": r.vectors_copied, "unreadable": r.unreadable,
+            "vectors_copied": r.vectors_copied, "resumed": r.resumed,
+            "unreadable": r.unreadable,
             "seconds": r.elapsed.as_secs_f64(),
         });
+        v[target.0] = target.1.into();
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+        return Ok(());
+    }
+    let into = match target.0 {
+        "collection" => format!("collection {}", target.1),
+        _ => target.1,
+    };
+    println!(
+        "{} {} documents ({} chunks, built with {}) into {into} in {:.1} s",
+        if r.from_model == *signature {
+            "rebuilt (same model: vectors copied, nothing embedded)"
+        } else {
+            "re-embedded"
+        },
+        r.documents,
+        r.chunks,
+        r.from_model,
+        r.elapsed.as_secs_f64()
+    );
+    if r.resumed > 0 {
         println!(
-            "re-embedded {} documents ({} chunks, built with {}) into collection {} in {:.1} s",
-            r.documents,
-            r.chunks,
-            r.from_model,
-            to.collection,
-            r.elapsed.as_secs_f64()
-        );
-        if r.unreadable > 0 {
-            eprintln!(
-                "warning: {} documents could not be read back and are not in the new collection: `docent sync ID --full` sends them again",
-                r.unreadable
-            );
-        }
-        if r.over_length > 0 {
-            println!(
-                "{} chunks are longer than embedding.max_length in the new model's tokens: the model reads their beginning only",
-                r.over_length
-            );
-        }
-        println!(
-            "next: start the ingest node and point the query nodes at collection {} (the new config); once satisfied, drop the old collection",
-            to.collection
+            "resumed: {} chunks an interrupted run had written were kept (their documents unchanged since)",
+            r.resumed
         );
     }
-    Ok(ExitCode::SUCCESS)
+    if r.unreadable > 0 {
+        eprintln!(
+            "warning: {} documents of {source} could not be read back and are not in the new index: `docent sync ID --full` sends them again",
+            r.unreadable,
+        );
+    }
+    if r.documents == 0 {
+        eprintln!("warning: {source} holds no documents: is it the index the daemon serves?");
+    }
+    if r.over_length > 0 {
+        println!(
+            "{} chunks are longer than embedding.max_length ({max_length}) in the new model's tokens: the model reads their beginning only (raise max_length, or `docent sync ID --full` to re-chunk them)",
+            r.over_length
+        );
+    }
+    println!("next: {next}");
+    Ok(())
 }
 
 /// The config's embedding model, loaded off the async runtime.
