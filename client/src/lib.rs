@@ -55,6 +55,8 @@ pub mod reasons {
     /// What is left of a token budget is held by requests in flight: retry when they finish.
     pub const TOKEN_QUOTA_IN_USE: &str = "TOKEN_QUOTA_IN_USE";
     pub const CONVERSATION_NOT_FOUND: &str = "CONVERSATION_NOT_FOUND";
+    /// The conversation holds the most turns it may: start a new one.
+    pub const CONVERSATION_FULL: &str = "CONVERSATION_FULL";
     pub const TEXT_TOO_LONG: &str = "TEXT_TOO_LONG";
     pub const EMPTY_TEXT: &str = "EMPTY_TEXT";
     pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";

@@ -165,6 +165,9 @@ pub struct Message {
 impl LlmClient {
     pub fn new(cfg: LlmConfig) -> Result<Self, String> {
         let mut b = reqwest::Client::builder()
+            // A redirect would send the prompt, passages and all, wherever it points (plain
+            // http to another host included): the configured server answers, or the call fails.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
@@ -228,9 +231,15 @@ impl LlmClient {
         if let Some(k) = &self.cfg.api_key {
             req = req.bearer_auth(k);
         }
-        let resp = tokio::time::timeout_at(first_deadline.into(), req.send())
+        // A server that does not stream sends its headers with the whole completion.
+        let (answer_by, waited_for) = if self.cfg.stream {
+            (first_deadline, "first token")
+        } else {
+            (total_deadline, "total")
+        };
+        let resp = tokio::time::timeout_at(answer_by.into(), req.send())
             .await
-            .map_err(|_| LlmError::Timeout("first token"))?
+            .map_err(|_| LlmError::Timeout(waited_for))?
             .map_err(|e| {
                 if e.is_connect() {
                     LlmError::Unavailable(e.to_string())
@@ -257,6 +266,8 @@ impl LlmClient {
             return Err(LlmError::Failed(format!("HTTP {status}: {text}")));
         }
         let prompt_estimate: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+        let prompt_bytes: u64 = messages.iter().map(|m| m.content.len() as u64).sum();
+        let usage_of = |v: &Value| usage_of(v).map(|u| plausible(u, prompt_bytes, max_tokens));
         if !self.cfg.stream {
             let bytes = tokio::time::timeout_at(
                 total_deadline.into(),
@@ -371,6 +382,22 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     }
     Ok(out)
 }
+
+/// A server's reported usage, bounded by what the call could have used: every prompt token
+/// holds at least one byte of the messages (the chat template adds a few of its own), and the
+/// completion is at most twice what was asked (a server may overrun `max_tokens` a little; one
+/// that ignores it is cut off). A count past those is the server's error, and would spend a
+/// day's budget (or, wrapping, reset it).
+fn plausible(u: Usage, prompt_bytes: u64, max_tokens: u32) -> Usage {
+    Usage {
+        prompt: u.prompt.min(prompt_bytes.saturating_add(TEMPLATE_TOKENS)),
+        completion: u.completion.min(u64::from(max_tokens).saturating_mul(2)),
+        estimated: u.estimated,
+    }
+}
+
+/// Tokens a chat template may add to the messages' own.
+const TEMPLATE_TOKENS: u64 = 1024;
 
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
@@ -587,6 +614,62 @@ pub fn drafts(text: &str) -> Vec<Draft> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 34's review: a reported count was trusted as is; one near `u64::MAX` wrapped the
+    /// day's counter (a budget reset) or spent every budget it counted against.
+    #[test]
+    fn reported_usage_is_bounded_by_what_the_call_could_use() {
+        let u = |prompt, completion| Usage {
+            prompt,
+            completion,
+            estimated: false,
+        };
+        assert_eq!(plausible(u(900, 100), 4_000, 256), u(900, 100));
+        assert_eq!(
+            plausible(u(u64::MAX, u64::MAX - 5), 4_000, 256),
+            u(4_000 + TEMPLATE_TOKENS, 512)
+        );
+    }
+
+    /// Session 34's review: the client followed redirects, re-posting the prompt (the caller's
+    /// passages) to whatever host a redirect named, over plain http too.
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = elsewhere.local_addr().unwrap();
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = server.accept().await {
+                let mut buf = vec![0u8; 64 << 10];
+                let _ = c.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/v1/chat/completions\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = c.write_all(reply.as_bytes()).await;
+            }
+        });
+        let client = LlmClient::new(LlmConfig {
+            base_url: format!("http://{addr}/v1"),
+            ..LlmConfig::default()
+        })
+        .unwrap();
+        let messages = [Message {
+            role: "user",
+            content: "the passages".into(),
+        }];
+        let r = client.chat(&messages, 16, &mut |_| true).await;
+        assert!(
+            matches!(r, Err(LlmError::Failed(ref m)) if m.contains("307")),
+            "{r:?}"
+        );
+        // Nothing reached the other host.
+        let reached =
+            tokio::time::timeout(std::time::Duration::from_millis(300), elsewhere.accept()).await;
+        assert!(reached.is_err(), "the redirect was followed");
+    }
 
     /// The model is given exactly the passages the verifier accepts citations to: a long
     /// question leaves less room for passages (found by a review: the count ignored the

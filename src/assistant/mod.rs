@@ -137,8 +137,8 @@ pub struct Usage {
 impl Usage {
     /// Adds another call's tokens (a request's rewrite and its answer).
     pub fn add(&mut self, u: Usage) {
-        self.prompt += u.prompt;
-        self.completion += u.completion;
+        self.prompt = self.prompt.saturating_add(u.prompt);
+        self.completion = self.completion.saturating_add(u.completion);
         self.estimated |= u.estimated;
     }
 }
@@ -583,7 +583,8 @@ impl Assistant {
     ) -> Result<Prepared, AssistantError> {
         let scope = authorize(caller)?;
         guardrail::check_question("question", &input.question)?;
-        let (mode, fallback) = match input.mode.unwrap_or(self.cfg.default_mode) {
+        let asked = input.mode.unwrap_or(self.cfg.default_mode);
+        let (mut mode, mut fallback) = match asked {
             AnswerMode::Extractive => (AnswerMode::Extractive, None),
             AnswerMode::Auto if self.llm.is_none() => (AnswerMode::Extractive, None),
             AnswerMode::Generative if self.llm.is_none() => {
@@ -594,9 +595,22 @@ impl Assistant {
         let reservation = if mode == AnswerMode::Generative {
             let me = self.clone();
             let c = caller.clone();
-            tokio::task::spawn_blocking(move || me.check_quota(&c, true))
+            let checked = tokio::task::spawn_blocking(move || me.check_quota(&c, true))
                 .await
-                .map_err(|e| AssistantError::Internal(e.to_string()))??
+                .map_err(|e| AssistantError::Internal(e.to_string()))?;
+            match checked {
+                // `auto` asks for the model where it can: over the budget, the extractive
+                // answer (which spends no token) is the answer, as when no model is configured.
+                Err(AssistantError::QuotaExceeded(_)) if asked == AnswerMode::Auto => {
+                    (mode, fallback) = (AnswerMode::Extractive, Some("TOKEN_QUOTA_EXCEEDED"));
+                    None
+                }
+                Err(AssistantError::QuotaInUse(_)) if asked == AnswerMode::Auto => {
+                    (mode, fallback) = (AnswerMode::Extractive, Some("TOKEN_QUOTA_IN_USE"));
+                    None
+                }
+                r => r?,
+            }
         } else {
             None
         };
@@ -670,6 +684,11 @@ impl Assistant {
         let me = self.clone();
         let (s, q, f) = (scope.clone(), query.clone(), input.filter);
         let rewrote = query != input.question;
+        // A follow-up that does not refer back ("Wifi password?", "And contractors?") brings
+        // its own subject: evidence found for the question it was joined to must hold some of
+        // its words, else the earlier question's evidence would answer it.
+        let new_subject =
+            (rewrote && !refers_back(&input.question)).then(|| input.question.clone());
         // A follow-up's own words are compared with the topics too: its rewrite starts with the
         // earlier question, whose words can dilute a blocked topic's similarity (found by a
         // review: "Should I sue my landlord over it?" after a long first question).
@@ -712,7 +731,14 @@ impl Assistant {
                 }
                 _ => false,
             };
-            Ok::<_, RetrieveError>((r, unsupported))
+            let off_subject = r.blocked.is_none()
+                && new_subject
+                    .as_deref()
+                    .is_some_and(|own| !me.evidence_holds_a_word_of(own, &r.hits));
+            if off_subject && !unsupported {
+                me.metrics.guardrail("sentence_check", "not_found", 1);
+            }
+            Ok::<_, RetrieveError>((r, unsupported || off_subject))
         })
         .await
         .map_err(|e| AssistantError::Internal(e.to_string()))??;
@@ -736,6 +762,25 @@ impl Assistant {
     /// The sentence check ([`AnswerConfig::min_sentence_similarity`]): whether the evidence's
     /// best sentence is close enough to the question (`qvec`) to answer it. True when the check
     /// is off or there is no evidence (that is "not found" anyway). Blocking.
+    /// Whether the evidence among `hits` (text, title or headings) holds any analyzed term of
+    /// `question` (true when it has none: nothing but stop words).
+    fn evidence_holds_a_word_of(&self, question: &str, hits: &[Hit]) -> bool {
+        let own: BTreeSet<String> = self.retriever.analyze(question).into_iter().collect();
+        if own.is_empty() {
+            return true;
+        }
+        hits.iter()
+            .filter(|h| answer::is_evidence(h, &self.cfg.answer))
+            .take(EVIDENCE_PASSAGES)
+            .any(|h| {
+                let c = &h.chunk;
+                std::iter::once(&c.text)
+                    .chain(std::iter::once(&c.title))
+                    .chain(&c.heading_path)
+                    .any(|t| self.retriever.analyze(t).iter().any(|w| own.contains(w)))
+            })
+    }
+
     fn sentence_check(
         &self,
         scope: &AclScope,
@@ -931,28 +976,40 @@ impl Assistant {
     }
 }
 
-/// Heuristic follow-up detection: a question with an anaphor ("it", "they", "that", …), one
-/// that opens like a continuation ("and …", "what about …", "also …"), or a short one (at most
-/// four words) follows up on the previous question; its standalone query is the previous
-/// (standalone) question followed by this one. Only questions are used, never answers.
 /// Most bytes of the previous question a heuristic rewrite carries.
 const MAX_CARRIED_BYTES: usize = 1024;
 
-pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
-    let prev = earlier.last()?;
-    let words: Vec<String> = question
+/// The lower-cased words of a question.
+fn words_of(question: &str) -> Vec<String> {
+    question
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
-        .collect();
+        .collect()
+}
+
+/// Whether a question refers back with an anaphor ("it", "they", "that", …): its own words
+/// need the earlier question's to mean anything.
+fn refers_back(question: &str) -> bool {
     const ANAPHORS: [&str; 16] = [
         "it", "its", "it's", "they", "them", "their", "this", "that", "these", "those", "he",
         "she", "his", "her", "there", "ones",
     ];
+    words_of(question)
+        .iter()
+        .any(|w| ANAPHORS.contains(&w.as_str()))
+}
+
+/// Heuristic follow-up detection: a question with an anaphor ("it", "they", "that", …), one
+/// that opens like a continuation ("and …", "what about …", "also …"), or a short one (at most
+/// four words) follows up on the previous question; its standalone query is the previous
+/// (standalone) question followed by this one. Only questions are used, never answers.
+pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
+    let prev = earlier.last()?;
     const OPENERS: [&str; 5] = ["and", "also", "what about", "how about", "but"];
     let lower = crate::parse::collapse_ws(&question.to_lowercase());
-    let follow_up = words.len() <= 4
-        || words.iter().any(|w| ANAPHORS.contains(&w.as_str()))
+    let follow_up = words_of(question).len() <= 4
+        || refers_back(question)
         || OPENERS.iter().any(|o| lower.starts_with(&format!("{o} ")));
     // The previous question may itself be a rewrite: keep its end only, so a long chain of
     // follow-ups does not grow the query (and the model's prompt) without bound.
@@ -965,6 +1022,48 @@ pub fn heuristic_rewrite(earlier: &[String], question: &str) -> Option<String> {
         prev = prev[cut..].trim_start();
     }
     follow_up.then(|| format!("{} {}", prev, question.trim()))
+}
+
+/// How an answer leaves the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each verified piece is sent as it is ready (AskStream): what is sent stands.
+    Streamed,
+    /// Only the finished answer is sent (Ask): a sentence whose citation the last ACL check
+    /// refused is taken out before anything leaves.
+    Whole,
+}
+
+/// Takes out the sentences that cite any of `refused` (sorted citation indexes), and the
+/// uncited ones (written with the refused passages in view), then the refused citations,
+/// renumbering the rest.
+fn drop_refused(
+    sentences: &mut Vec<AnswerSentence>,
+    uncited: &mut Vec<bool>,
+    citations: &mut Vec<Citation>,
+    refused: &[usize],
+) {
+    let mut remap = vec![None; citations.len()];
+    let mut kept = Vec::new();
+    for (i, c) in std::mem::take(citations).into_iter().enumerate() {
+        if refused.binary_search(&i).is_err() {
+            remap[i] = Some(kept.len());
+            kept.push(c);
+        }
+    }
+    *citations = kept;
+    let mut flags = std::mem::take(uncited).into_iter();
+    let mut stays = Vec::new();
+    for mut s in std::mem::take(sentences) {
+        let was_uncited = flags.next().unwrap_or(false);
+        let mapped: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
+        if !was_uncited && !mapped.is_empty() && mapped.len() == s.citations.len() {
+            s.citations = mapped;
+            stays.push(s);
+        }
+    }
+    uncited.resize(stays.len(), false);
+    *sentences = stays;
 }
 
 /// Collects drafts through the verifier and streams what survives.
@@ -1015,6 +1114,7 @@ impl Prepared {
     pub async fn run(
         self,
         tx: Option<&UnboundedSender<AskEvent>>,
+        delivery: Delivery,
         started: std::time::Instant,
     ) -> Result<AskOutcome, AssistantError> {
         let a = self.assistant.clone();
@@ -1050,7 +1150,8 @@ impl Prepared {
                 // found" without spending a token.
                 (Answer::no_answer(), Vec::new(), Vec::new())
             } else {
-                self.answer(&evidence, tx, started, &mut details).await
+                self.answer(&evidence, tx, delivery, started, &mut details)
+                    .await
             };
             verdicts.extend(v);
             // A model's sentence may carry words of any passage it was given, not only of those
@@ -1089,6 +1190,7 @@ impl Prepared {
         &self,
         evidence: &[Hit],
         tx: Option<&UnboundedSender<AskEvent>>,
+        delivery: Delivery,
         started: std::time::Instant,
         details: &mut Details,
     ) -> (Answer, Vec<bool>, Vec<Verdict>) {
@@ -1209,20 +1311,25 @@ impl Prepared {
         if let Some(t) = s.first_piece {
             a.metrics.first_piece(t);
         }
-        let (citations, verdicts, acl_dropped) = s.verifier.finish();
-        a.metrics.guardrail("acl", "drop", acl_dropped as u64);
-        if s.sentences.is_empty() {
-            return (Answer::no_answer(), Vec::new(), verdicts);
+        let f = s.verifier.finish();
+        a.metrics.guardrail("acl", "drop", u64::from(f.acl_dropped));
+        let (mut sentences, mut uncited, mut citations) = (s.sentences, s.uncited, f.citations);
+        if delivery == Delivery::Whole && !f.refused.is_empty() {
+            // Nothing has left yet: the sentences that stand on a refused citation go whole.
+            drop_refused(&mut sentences, &mut uncited, &mut citations, &f.refused);
+        }
+        if sentences.is_empty() {
+            return (Answer::no_answer(), Vec::new(), f.verdicts);
         }
         (
             Answer {
                 status: AnswerStatus::Answered,
-                sentences: s.sentences,
+                sentences,
                 citations,
                 message: String::new(),
             },
-            s.uncited,
-            verdicts,
+            uncited,
+            f.verdicts,
         )
     }
 
@@ -1235,7 +1342,7 @@ impl Prepared {
             AnswerStatus::Blocked => AnswerOutcome::Blocked,
         });
         let u = o.details.usage;
-        if u.prompt + u.completion > 0 {
+        if u.prompt.saturating_add(u.completion) > 0 {
             a.metrics.llm_tokens(u.prompt, u.completion);
         }
         let Some(store) = a.store.clone() else {
@@ -1246,7 +1353,7 @@ impl Prepared {
         let conversation = self.conversation.clone();
         let turn = turn_record(&self.question, self.rewritten.as_deref(), o);
         let (id, n) = tokio::task::spawn_blocking(move || {
-            if u.prompt + u.completion > 0 {
+            if u.prompt.saturating_add(u.completion) > 0 {
                 store.add_usage(&principals, u.prompt, u.completion)?;
             }
             let id = match conversation {
@@ -1591,6 +1698,44 @@ impl Assistant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 34's review: a unary Ask kept the sentences of a citation the last ACL check
+    /// refused (blanking the citation only, as a stream must), though nothing had left yet.
+    #[test]
+    fn a_whole_answer_loses_every_sentence_standing_on_a_refused_citation() {
+        let said = |text: &str, citations: Vec<usize>| AnswerSentence {
+            text: text.into(),
+            citations,
+        };
+        let c = |key: &str| Citation {
+            document_key: key.into(),
+            ..Citation::default()
+        };
+        let mut sentences = vec![
+            said("a", vec![0]),
+            said("b", vec![1]),
+            said("c", vec![0, 2]),
+            said("d", vec![2]),
+            said("e", vec![]),
+        ];
+        let mut uncited = vec![false, false, false, false, true];
+        let mut citations = vec![c("x"), c("gone"), c("z")];
+        drop_refused(&mut sentences, &mut uncited, &mut citations, &[1]);
+        assert_eq!(
+            sentences,
+            [
+                said("a", vec![0]),
+                said("c", vec![0, 1]),
+                said("d", vec![1])
+            ]
+        );
+        assert_eq!(uncited, [false; 3]);
+        let keys: Vec<&str> = citations.iter().map(|c| c.document_key.as_str()).collect();
+        assert_eq!(keys, ["x", "z"]);
+        // Everything refused: nothing stands.
+        drop_refused(&mut sentences, &mut uncited, &mut citations, &[0, 1]);
+        assert!(sentences.is_empty() && uncited.is_empty() && citations.is_empty());
+    }
 
     /// A stored citation of document `key` (checked for access as `access`), fields empty.
     fn cite(key: &str, access: &str) -> store::StoredCitation {

@@ -110,7 +110,7 @@ pub struct UsageCounts {
 
 impl UsageCounts {
     pub fn tokens(&self) -> u64 {
-        self.prompt + self.completion
+        self.prompt.saturating_add(self.completion)
     }
 }
 
@@ -446,9 +446,9 @@ impl Store {
                     Some(v) => parse(v.value())?,
                     None => UsageCounts::default(),
                 };
-                u.prompt += prompt;
-                u.completion += completion;
-                u.requests += 1;
+                u.prompt = u.prompt.saturating_add(prompt);
+                u.completion = u.completion.saturating_add(completion);
+                u.requests = u.requests.saturating_add(1);
                 t.insert(key.as_str(), json(&u).as_slice()).map_err(err)?;
             }
         }
@@ -479,9 +479,9 @@ impl Store {
             };
             let u: UsageCounts = parse(v.value())?;
             let s = totals.entry(principal.to_string()).or_default();
-            s.prompt += u.prompt;
-            s.completion += u.completion;
-            s.requests += u.requests;
+            s.prompt = s.prompt.saturating_add(u.prompt);
+            s.completion = s.completion.saturating_add(u.completion);
+            s.requests = s.requests.saturating_add(u.requests);
         }
         Ok(totals.into_iter().collect())
     }

@@ -56,6 +56,20 @@ pub struct Draft {
     pub cites: Vec<usize>,
 }
 
+/// What [`Verifier::finish`] hands back.
+#[derive(Debug)]
+pub struct Finished {
+    /// The citations, PII-redacted; a refused one keeps its place but nothing of it.
+    pub citations: Vec<Citation>,
+    /// The verdicts of everything removed or changed.
+    pub verdicts: Vec<Verdict>,
+    /// How many citations the ACL checks stopped, during the answer and at its end.
+    pub acl_dropped: u32,
+    /// The indexes of the citations the last check refused (the caller can no longer read
+    /// their documents), in order.
+    pub refused: Vec<usize>,
+}
+
 /// A verified sentence: citations index into [`Verifier::finish`]'s list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
@@ -289,10 +303,12 @@ impl<'a> Verifier<'a> {
     /// revoked, or the document withdrawn, while a model wrote on) keeps its place, since
     /// sentences already sent number their citations, but nothing of it: no key, title, uri,
     /// headings or snippet.
-    pub fn finish(mut self) -> (Vec<Citation>, Vec<Verdict>, u32) {
+    pub fn finish(mut self) -> Finished {
         let cited: Vec<(usize, usize)> = self.by_passage.iter().map(|(&p, &c)| (p, c)).collect();
+        let mut refused = Vec::new();
         for (p, c) in cited {
             if !self.may_read(p) {
+                refused.push(c);
                 let c = &mut self.citations[c];
                 *c = Citation {
                     access_key: std::mem::take(&mut c.access_key),
@@ -342,7 +358,13 @@ impl<'a> Verifier<'a> {
             });
         }
         verdicts.extend(self.pii.verdict());
-        (self.citations, verdicts, self.acl_dropped)
+        refused.sort_unstable();
+        Finished {
+            citations: self.citations,
+            verdicts,
+            acl_dropped: self.acl_dropped,
+            refused,
+        }
     }
 }
 
@@ -352,6 +374,9 @@ impl<'a> Verifier<'a> {
 #[derive(Debug, Default)]
 pub struct SentenceSplitter {
     buf: String,
+    /// Where the next scan of `buf` starts: nothing before it can end a sentence (a scan from
+    /// the start at every piece made a long text without a full stop cost its square).
+    scan_from: usize,
 }
 
 impl SentenceSplitter {
@@ -359,11 +384,20 @@ impl SentenceSplitter {
     pub fn push(&mut self, text: &str) -> Vec<Draft> {
         self.buf.push_str(text);
         let mut out = Vec::new();
-        while let Some(end) = sentence_end(&self.buf) {
-            let rest = self.buf.split_off(end);
-            let s = std::mem::replace(&mut self.buf, rest);
-            if let Some(d) = parse_draft(&s) {
-                out.push(d);
+        loop {
+            match sentence_end(&self.buf, self.scan_from) {
+                Ok(end) => {
+                    let rest = self.buf.split_off(end);
+                    let s = std::mem::replace(&mut self.buf, rest);
+                    self.scan_from = 0;
+                    if let Some(d) = parse_draft(&s) {
+                        out.push(d);
+                    }
+                }
+                Err(resume) => {
+                    self.scan_from = resume;
+                    break;
+                }
             }
         }
         out
@@ -372,6 +406,7 @@ impl SentenceSplitter {
     /// The rest of the text at the end of the stream.
     pub fn finish(&mut self) -> Option<Draft> {
         let s = std::mem::take(&mut self.buf);
+        self.scan_from = 0;
         parse_draft(&s)
     }
 
@@ -412,14 +447,16 @@ fn ends_a_sentence(s: &str) -> bool {
 }
 
 /// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
-/// enough has arrived to know it is complete.
-fn sentence_end(s: &str) -> Option<usize> {
+/// enough has arrived to know it is complete, scanning from `from` (an earlier scan's `Err`);
+/// else `Err` with where a scan after more text must start (the first place whose reading
+/// waits for it).
+fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
     let b = s.as_bytes();
-    let mut i = 0;
+    let mut i = from;
     while i < b.len() {
         let c = b[i];
         if c == b'\n' && b.get(i + 1) == Some(&b'\n') {
-            return Some(i + 2);
+            return Ok(i + 2);
         }
         if matches!(c, b'.' | b'!' | b'?') {
             // Markers may follow the punctuation: "… level two. [1] Next".
@@ -433,16 +470,16 @@ fn sentence_end(s: &str) -> Option<usize> {
             }
             let k = skip_spaces(b, j);
             if b.get(k) == Some(&b'[') && partial_marker(&b[k..]) {
-                return None; // "… noon. [2" — the marker is still arriving
+                return Err(i); // "… noon. [2" — the marker is still arriving
             }
             match b.get(j) {
-                None => return None, // the next piece may bring a marker or more text
+                None => return Err(i), // the next piece may bring a marker or more text
                 Some(c) if c.is_ascii_whitespace() => {
                     // Not the end of a decimal or an abbreviation-like "e.g." inside words.
                     let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
                     let next_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
                     if !(prev_digit && next_digit) {
-                        return Some(j);
+                        return Ok(j);
                     }
                 }
                 Some(_) => {}
@@ -452,7 +489,12 @@ fn sentence_end(s: &str) -> Option<usize> {
         }
         i += 1;
     }
-    None
+    // A closing line break may be the first of a blank line.
+    Err(if b.last() == Some(&b'\n') {
+        b.len() - 1
+    } else {
+        b.len()
+    })
 }
 
 fn skip_spaces(b: &[u8], mut j: usize) -> usize {
@@ -681,6 +723,35 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// Session 34's review: every piece made the splitter scan its whole buffer again. It
+        /// now resumes where the last scan had to wait, and splits exactly as a scan from the
+        /// start at every piece did.
+        #[test]
+        fn resuming_the_scan_splits_as_a_scan_from_the_start(
+            pieces in proptest::collection::vec("[a3 .?!\\[\\]1,\n]{0,6}", 0..40),
+        ) {
+            let mut s = SentenceSplitter::default();
+            let mut got = Vec::new();
+            for p in &pieces {
+                got.extend(s.push(p));
+            }
+            got.extend(s.finish());
+            // The reference: every piece scans the whole buffer from its start.
+            let mut buf = String::new();
+            let mut want = Vec::new();
+            for p in &pieces {
+                buf.push_str(p);
+                while let Ok(end) = sentence_end(&buf, 0) {
+                    let rest = buf.split_off(end);
+                    want.extend(parse_draft(&std::mem::replace(&mut buf, rest)));
+                }
+            }
+            want.extend(parse_draft(&buf));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn sentences_complete_with_their_markers_across_pieces() {
         let d = split_all(&[
@@ -772,7 +843,7 @@ mod tests {
             )
             .generated(true);
             let kept = v.check(draft()).is_some();
-            let (_, verdicts, _) = v.finish();
+            let verdicts = v.finish().verdicts;
             (kept, verdicts)
         };
         let (kept_for_staff, verdicts) = kept(&["group:all"]);
@@ -871,7 +942,7 @@ mod tests {
                 text: "Falcon ships in May to all customers.".into(),
                 cites: vec![1],
             });
-            let (_, verdicts, _) = v.finish();
+            let verdicts = v.finish().verdicts;
             (first.is_some(), second.is_some(), verdicts)
         };
         let (first, second, verdicts) = kept(&["group:all"]);
@@ -915,15 +986,25 @@ mod tests {
         };
         let mut v = verifier();
         assert!(v.check(draft()).is_some());
-        let (citations, _, dropped) = v.finish();
+        let Finished {
+            citations,
+            acl_dropped: dropped,
+            ..
+        } = v.finish();
         assert_eq!((citations[0].title.as_str(), dropped), ("s:d0", 0));
         // The document goes between the sentence and the end of the answer.
         let mut v = verifier();
         assert!(v.check(draft()).is_some());
         index.delete(&key);
         index.commit(std::collections::BTreeMap::new()).unwrap();
-        let (citations, _, dropped) = v.finish();
+        let Finished {
+            citations,
+            acl_dropped: dropped,
+            refused,
+            ..
+        } = v.finish();
         assert_eq!(dropped, 1);
+        assert_eq!(refused, [0]);
         let c = &citations[0];
         assert!(
             c.title.is_empty()

@@ -455,6 +455,14 @@ fn assistant_config(
             );
         }
     }
+    if !c.enabled && (q.daily_tokens_per_identity.is_some() || !q.daily_tokens_per_group.is_empty())
+    {
+        // Usage is counted in the conversation store: without it no budget would hold.
+        is.add(
+            "quotas",
+            "token budgets need [conversations] enabled = true (usage is kept in its store)",
+        );
+    }
     let quotas = QuotaConfig {
         daily_tokens_per_identity: q.daily_tokens_per_identity,
         daily_tokens_per_group: q
@@ -1361,6 +1369,22 @@ onnxruntime_lib = "models/ort.so"
             c.server.tls.unwrap().client_crl.as_deref(),
             Some(Path::new("/etc/docent/tls/clients.crl"))
         );
+    }
+
+    /// Session 34's review: usage is counted in the conversation store, so budgets without it
+    /// were silently unlimited.
+    #[test]
+    fn token_budgets_need_the_conversation_store() {
+        let quotas = format!("{MINIMAL}[quotas]\ndaily_tokens_per_identity = 1000\n");
+        assert!(Config::parse(&quotas, Path::new("/etc/docent")).is_ok());
+        let off = format!("{quotas}[conversations]\nenabled = false\n");
+        let issues = Config::parse(&off, Path::new("/etc/docent")).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "quotas", "{issues:?}");
+        let groups = format!(
+            "{MINIMAL}[quotas]\ndaily_tokens_per_group = {{ eng = 5 }}\n[conversations]\nenabled = false\n"
+        );
+        assert!(Config::parse(&groups, Path::new("/etc/docent")).is_err());
     }
 
     #[test]

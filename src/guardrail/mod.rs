@@ -987,10 +987,16 @@ pub fn check_question(field: &'static str, text: &str) -> Result<(), RequestErro
 }
 
 /// Whether the scope may read `doc_key` according to the index's current document table.
+/// A remote backend's lookup waits on the network: off the async runtime's worker (answers
+/// are verified sentence by sentence on it).
 pub fn readable(index: &dyn Backend, scope: &AclScope, doc_key: &str) -> bool {
-    index
-        .doc_entry(doc_key)
-        .is_some_and(|e| scope.permits(&e.acl))
+    let look = || index.doc_entry(doc_key);
+    let entry = if index.in_process() {
+        look()
+    } else {
+        crate::threads::waiting_off_runtime(look)
+    };
+    entry.is_some_and(|e| scope.permits(&e.acl))
 }
 
 /// Drops hits the scope may not read (their ACL is re-read from the document table). Retrieval

@@ -13,7 +13,7 @@ use super::auth::caller;
 use super::limits::{Budget, BudgetGuard};
 use super::{AppState, Audited, ServiceError, convert};
 use crate::assistant::{
-    AnswerMode, AskEvent, AskInput, AskOutcome, AssistantError, ConversationChoice,
+    AnswerMode, AskEvent, AskInput, AskOutcome, AssistantError, ConversationChoice, Delivery,
 };
 use crate::identity::{ActAsError, Caller};
 use crate::retrieve::Limit;
@@ -245,10 +245,11 @@ impl pb::assistant_server::Assistant for AssistantService {
         // client that cancels drops the handler, and with it the receiver, which stops the
         // model call at once and still records what it spent (as for a left AskStream).
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let o = tokio::spawn(async move { prepared.run(Some(&tx), started).await })
-            .await
-            .map_err(ServiceError::internal)?
-            .map_err(ServiceError::from)?;
+        let o =
+            tokio::spawn(async move { prepared.run(Some(&tx), Delivery::Whole, started).await })
+                .await
+                .map_err(ServiceError::internal)?
+                .map_err(ServiceError::from)?;
         self.audit_ask("Ask", &caller, &req.get_ref().question, &o);
         Ok(Response::new(convert::answer(&o)))
     }
@@ -275,7 +276,7 @@ impl pb::assistant_server::Assistant for AssistantService {
         let question = req.into_inner().question;
         let svc = AssistantService { state: st };
         tokio::spawn(async move {
-            match prepared.run(Some(&tx), started).await {
+            match prepared.run(Some(&tx), Delivery::Streamed, started).await {
                 Ok(o) => svc.audit_ask("AskStream", &caller, &question, &o),
                 Err(e) => {
                     // Pieces of this answer may have reached the caller already: audited

@@ -84,3 +84,28 @@ async fn evidence_whose_best_sentence_is_far_from_the_question_is_not_found() {
         "{hits:?}"
     );
 }
+
+/// Session 34's review: a short follow-up is joined to the earlier question, whose evidence
+/// then answered it ("Wifi password?" after a question on the holidays got the holidays). A
+/// follow-up that does not refer back must find its own words in the evidence; one that
+/// narrows the earlier question still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_on_another_subject_is_not_answered_with_the_earlier_evidence() {
+    let env = Env::example();
+    let d = env.start().await;
+    let first = "When is the whole company closed between Christmas and New Year?";
+    let (r1, r2) = d.ask_with_follow_up(ALICE, first, "Wifi password?").await;
+    assert_eq!(r1.status, pb::AnswerStatus::Answered as i32, "{r1:?}");
+    assert_eq!(
+        r2.details.as_ref().unwrap().rewritten_question,
+        format!("{first} Wifi password?"),
+    );
+    assert_eq!(r2.status, pb::AnswerStatus::NoAnswer as i32, "{r2:?}");
+    assert!(r2.citations.is_empty(), "{r2:?}");
+    // A follow-up that stays on the subject is answered from it.
+    let (_, r3) = d
+        .ask_with_follow_up(ALICE, first, "And the Lisbon office holidays?")
+        .await;
+    assert_eq!(r3.status, pb::AnswerStatus::Answered as i32, "{r3:?}");
+    d.stop().await;
+}

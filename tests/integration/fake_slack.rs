@@ -256,7 +256,11 @@ impl FakeSlack {
                 let members: Vec<Value> = page
                     .iter()
                     .map(|id| {
+                        let away = st.strangers.contains(*id) || st.foreign.contains(*id);
                         json!({"id": id, "deleted": false,
+                        "team_id": if away { "T0OTHER" } else { "T0FAKE" },
+                        "enterprise_user": {"enterprise_id": if away { "E0OTHER" } else { "E0FAKE" }},
+                        "is_stranger": st.strangers.contains(*id),
                         "is_restricted": st.guests.contains(*id)})
                     })
                     .collect();

@@ -474,6 +474,15 @@ async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
     let mut ex = generative(question);
     ex.mode = pb::AnswerMode::Extractive as i32;
     assert!(c.ask(authed(HANA, ex)).await.is_ok());
+    // `auto` answers extractively over the budget, saying why (session 34's review: it was
+    // refused like `generative`, and channel answers of the Slack bridge ask in `auto`).
+    let mut auto = generative(question);
+    auto.mode = pb::AnswerMode::Auto as i32;
+    let r = c.ask(authed(HANA, auto)).await.unwrap().into_inner();
+    let details = r.details.unwrap();
+    assert_eq!(details.mode, pb::AnswerMode::Extractive as i32);
+    assert_eq!(details.fallback_reason, "TOKEN_QUOTA_EXCEEDED");
+    assert_eq!(fake.requests(), 1, "the model was called over budget");
     // Another identity has its own budget.
     assert!(
         c.ask(authed(ALICE, generative("How do I connect to the VPN?")))

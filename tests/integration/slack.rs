@@ -414,6 +414,77 @@ async fn hr_question_in_a_channel_leaks_nothing_and_the_private_answer_reaches_o
     s.stop().await;
 }
 
+/// Session 34's review: button ids were a counter and the process id, which repeat after a
+/// restart, and a press was not checked against the thread it came from, so an old button
+/// answered whatever question had its id now. A press answers only its own thread's question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_private_answer_button_answers_only_the_question_of_its_own_thread() {
+    let s = setup().await;
+    let thread = "1700000005.000300";
+    s.event(
+        "Ev5b",
+        mention("U0HANA", STAFF_CHANNEL, thread, HR_QUESTION),
+    )
+    .await;
+    s.bridge.idle().await;
+    let id = button(
+        &s.slack.calls_to("chat.postMessage"),
+        docent_slack::render::ACTION_PRIVATE,
+    );
+    let asks = || {
+        s.env
+            .audit_records()
+            .iter()
+            .filter(|r| r["method"].as_str().is_some_and(|m| m.contains("Ask")))
+            .count()
+    };
+    let before = asks();
+    // The same id pressed in another channel's thread, and in another thread of this one.
+    for (channel, ts) in [("C0GENERAL", thread), (STAFF_CHANNEL, "1700000005.000400")] {
+        s.action(
+            "U0HANA",
+            channel,
+            ts,
+            docent_slack::render::ACTION_PRIVATE,
+            &id,
+        )
+        .await;
+        s.bridge.idle().await;
+    }
+    let told: Vec<String> = s
+        .slack
+        .calls_to("chat.postEphemeral")
+        .iter()
+        .map(shown)
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|t| t.contains("too old")), "{told:?}");
+    assert_eq!(asks(), before, "a stray button asked Docent");
+    assert!(id.len() > 30, "the id is not random: {id}");
+    s.stop().await;
+}
+
+/// Session 34's review: a direct message with a file attached (`file_share`) was dropped
+/// without a word; edits and other subtypes are still no questions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_with_a_file_is_answered_and_an_edit_is_not() {
+    let s = setup().await;
+    let dm = |subtype: &str, ts: &str| {
+        json!({"type": "message", "subtype": subtype, "channel_type": "im", "user": "U0ALICE",
+            "channel": "D0ALICE", "ts": ts, "text": "How do I connect to the VPN?"})
+    };
+    s.event("Ev40", dm("message_changed", "1700000040.000100"))
+        .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked(), "an edit was asked");
+    s.event("Ev41", dm("file_share", "1700000041.000100")).await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    assert!(!s.nothing_asked(), "the message with a file was not asked");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hr_question_in_a_dm_is_answered_with_citations() {
     let s = setup().await;
@@ -664,6 +735,48 @@ async fn a_guest_invited_before_the_bot_joined_is_seen() {
         "answered with the default audience in a channel with a guest"
     );
     assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
+/// Session 34's review: another organisation's member is none of Slack's guest kinds, so a
+/// channel with one, whose event did not say it was shared, was answered as `everyone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_organisation_ends_default_answers_in_a_channel() {
+    let s = setup().await;
+    // A member of every channel (the fake's member lists), not marked a stranger.
+    s.slack.add_foreign_user("U0FOREIGN", "bob@partner.example");
+    s.event(
+        "Ev10f",
+        mention(
+            "U0ALICE",
+            "C0GENERAL",
+            "1700000010.000200",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
+/// Slack sends `is_ext_shared_channel` with every event; one without it is taken as shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_does_not_say_whether_its_channel_is_shared_counts_as_shared() {
+    let s = setup().await;
+    let body = json!({"type": "event_callback", "team_id": "T0FAKE", "enterprise_id": "E0FAKE",
+        "event_id": "Ev10g", "event_time": now(),
+        "event": mention("U0ALICE", "C0CONNECT", "1700000010.000300", "How do I connect to the VPN?")});
+    let (status, _) = s
+        .post_at("application/json", body.to_string(), now(), SECRET)
+        .await;
+    assert_eq!(status, 200);
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("shared_channel"), 1);
     s.stop().await;
 }
 

@@ -15,7 +15,7 @@
 //! to a post that did not come from Docent's response or this crate's fixed strings.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -168,8 +168,8 @@ const MAX_JOINERS: usize = 1_000;
 /// know count as guests.
 const MAX_UNKNOWN_MEMBERS: usize = 32;
 
-/// The workspace's accounts as `users.list` showed them: guests (restricted or
-/// ultra-restricted, not deleted) and everyone else. A channel member in neither is an account
+/// The workspace's accounts as `users.list` showed them: guests (see [`guest_or_foreign`]:
+/// restricted, strangers, another home) and everyone else. A channel member in neither is an account
 /// made (or invited) since the list was read, and is asked about alone.
 #[derive(Debug, Default)]
 pub struct Accounts {
@@ -191,7 +191,6 @@ pub struct Bridge {
     /// Held while the workspace's guests are read (`users.list`).
     guest_refresh: tokio::sync::Mutex<()>,
     idle: Notify,
-    seq: AtomicU64,
 }
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -341,7 +340,6 @@ impl Bridge {
             backlog: Arc::new(Mutex::new(Backlog::new(MAX_QUEUED, MAX_QUEUED_PER_USER))),
             guest_refresh: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
-            seq: AtomicU64::new(0),
         }
     }
 
@@ -606,7 +604,11 @@ impl Bridge {
             found |= !unknown.is_empty() || self.guest_or_stranger_in(channel, &fresh).await?;
             unknown.clear();
         }
-        for m in joiners.iter().chain(&unknown) {
+        // Joiners the list knows were counted above (a guest) or are known employees.
+        let new_joiners = joiners
+            .iter()
+            .filter(|j| !accounts.others.contains(*j) && !accounts.guests.contains(*j));
+        for m in new_joiners.chain(&unknown) {
             if found {
                 break;
             }
@@ -676,15 +678,15 @@ impl Bridge {
         st.guest_channels.remove(&channel.to_string());
     }
 
-    /// Whether `user` is a guest account, asked alone (`users.info`).
+    /// Whether `user`, a member the account list does not know, counts as a guest, asked alone
+    /// (`users.info`; see [`counts_as_guest`]).
     async fn is_guest(&self, user: &str) -> Result<bool, Failure> {
         let info = self
             .slack
             .call_form("users.info", &[("user", user)])
             .await
             .map_err(Failure::Slack)?;
-        let flag = |k: &str| info["user"][k].as_bool().unwrap_or(false);
-        Ok((flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted"))
+        Ok(counts_as_guest(&self.cfg, &info["user"]))
     }
 
     /// The workspace's accounts, guests (restricted or ultra-restricted, not deleted) told apart,
@@ -708,11 +710,10 @@ impl Bridge {
         let mut accounts = Accounts::default();
         self.each_page("users.list", &[("limit", "200")], |ms| {
             for u in ms {
-                let flag = |k: &str| u[k].as_bool().unwrap_or(false);
                 let Some(id) = u["id"].as_str().map(str::to_string) else {
                     continue;
                 };
-                if (flag("is_restricted") || flag("is_ultra_restricted")) && !flag("deleted") {
+                if guest_or_foreign(&self.cfg, u) {
                     accounts.guests.insert(id);
                 } else {
                     accounts.others.insert(id);
@@ -782,8 +783,11 @@ impl Bridge {
             Err(e) if e.reason() == Some("NO_CONVERSATION_STORE") => {
                 client.ask(req(None, false)).await
             }
-            // The store forgot it (deleted, or a new data dir): start again.
-            Err(e) if e.reason() == Some(reasons::CONVERSATION_NOT_FOUND) => {
+            // The store forgot it (deleted, or a new data dir), or it is full: start again.
+            Err(e)
+                if e.reason() == Some(reasons::CONVERSATION_NOT_FOUND)
+                    || e.reason() == Some(reasons::CONVERSATION_FULL) =>
+            {
                 client.ask(req(None, true)).await
             }
             r => r,
@@ -1037,11 +1041,13 @@ impl Bridge {
         match self.ask(&owner, &question, Some(key)).await {
             Ok(r) => {
                 self.count_answer("channel", &r);
-                let id = format!(
-                    "q{}-{}",
-                    self.seq.fetch_add(1, Ordering::Relaxed),
-                    std::process::id()
-                );
+                // Random: a counter and a process id repeat after a restart (and across
+                // replicas), so an old button would name a new question.
+                let id = {
+                    let mut b = [0u8; 16];
+                    getrandom::fill(&mut b).expect("the OS random source works");
+                    format!("q{}", hex::encode(b))
+                };
                 {
                     let mut st = self.state();
                     st.pending.insert(
@@ -1093,7 +1099,10 @@ impl Bridge {
         match action_id {
             render::ACTION_PRIVATE => {
                 let pending = self.state().pending.get(&value.to_string(), Instant::now());
-                let Some(p) = pending else {
+                // The button answers the question of the thread it was pressed in, nothing else.
+                let Some(p) = pending
+                    .filter(|p| p.channel == channel && thread_ts == Some(p.thread_ts.as_str()))
+                else {
                     return self.deliver(&to, &Message::plain(text::EXPIRED)).await;
                 };
                 let to = Target::Private {
@@ -1205,9 +1214,12 @@ pub fn event_work(bridge: &Bridge, ev: &Value, shared: bool) -> Option<Work> {
         }
         _ => {}
     }
-    // Our own posts, edits, joins and other bots' messages are not questions.
-    if ev.get("bot_id").is_some_and(|b| !b.is_null())
-        || ev.get("subtype").is_some_and(|b| !b.is_null())
+    // Our own posts, edits, joins and other bots' messages are not questions; a reply also
+    // sent to the channel, or a message with a file, is (its text is the question).
+    let asks = |subtype: &Value| {
+        subtype.is_null() || matches!(subtype.as_str(), Some("thread_broadcast" | "file_share"))
+    };
+    if ev.get("bot_id").is_some_and(|b| !b.is_null()) || ev.get("subtype").is_some_and(|t| !asks(t))
     {
         return None;
     }
@@ -1278,19 +1290,43 @@ fn next_cursor(page: &Value) -> String {
 /// address and is not always marked `is_stranger`; with nothing pinned, no e-mail is trusted.
 fn email_names_employee(cfg: &Config, u: &Value) -> bool {
     let flag = |k: &str| u[k].as_bool().unwrap_or(false);
-    let home = cfg
-        .team_id
+    !flag("deleted")
+        && !flag("is_bot")
+        && !flag("is_stranger")
+        && u["is_email_confirmed"].as_bool() == Some(true)
+        && at_home(cfg, u)
+}
+
+/// Whether `users.info`'s user `u` has the pinned workspace or organisation as its home (false
+/// with nothing pinned: nothing tells a home account from another organisation's then).
+fn at_home(cfg: &Config, u: &Value) -> bool {
+    cfg.team_id
         .as_deref()
         .is_some_and(|t| u["team_id"].as_str() == Some(t))
         || cfg
             .enterprise_id
             .as_deref()
-            .is_some_and(|e| u["enterprise_user"]["enterprise_id"].as_str() == Some(e));
+            .is_some_and(|e| u["enterprise_user"]["enterprise_id"].as_str() == Some(e))
+}
+
+/// Whether account `u` (from `users.list` or `users.info`) is no employee for the default
+/// audience: a live account that is restricted (a guest), a stranger, or, with a home pinned,
+/// not at home. Another organisation's account (a Slack Connect member, when the event's flag
+/// does not say the channel is shared) is none of Slack's guest kinds, yet reads the channel.
+fn guest_or_foreign(cfg: &Config, u: &Value) -> bool {
+    let flag = |k: &str| u[k].as_bool().unwrap_or(false);
     !flag("deleted")
-        && !flag("is_bot")
-        && !flag("is_stranger")
-        && u["is_email_confirmed"].as_bool() == Some(true)
-        && home
+        && (flag("is_restricted")
+            || flag("is_ultra_restricted")
+            || flag("is_stranger")
+            || (cfg.home_pinned() && !at_home(cfg, u)))
+}
+
+/// Whether a channel member the workspace's account list does not know (`users.info`'s user
+/// `u`) counts as a guest: as [`guest_or_foreign`] says, and, with no home pinned, any live
+/// account (nothing tells a new employee from another organisation's member then).
+fn counts_as_guest(cfg: &Config, u: &Value) -> bool {
+    guest_or_foreign(cfg, u) || (!cfg.home_pinned() && !u["deleted"].as_bool().unwrap_or(false))
 }
 
 #[cfg(test)]
@@ -1369,6 +1405,38 @@ mod tests {
         let open = cfg(None, None);
         assert!(!open.maps_by_email());
         assert!(!email_names_employee(&open, &ours));
+    }
+
+    /// Session 34's review: another organisation's account is none of Slack's guest kinds, so a
+    /// Slack Connect member (in a channel whose event did not say it was shared) passed the
+    /// guest check and read answers given as `everyone`.
+    #[test]
+    fn a_member_from_another_organisation_or_any_unknown_one_when_nothing_is_pinned_is_a_guest() {
+        let cfg = |team: &str| {
+            let text = format!(
+                "version = 1\nlisten = \"127.0.0.1:0\"\n[slack]\nbot_token = \"xoxb-1\"\n\
+                 signing_secret = \"s\"\n{team}\n[docent]\naddr = \"http://127.0.0.1:1\"\n\
+                 api_key = \"k\"\n[channels]\ndefault_audience = \"everyone\"\n"
+            );
+            Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap()
+        };
+        let team = cfg("team_id = \"T0A\"");
+        let ours = serde_json::json!({"id": "U1", "team_id": "T0A"});
+        let with = |k: &str, v: Value| {
+            let mut u = ours.clone();
+            u[k] = v;
+            u
+        };
+        assert!(!counts_as_guest(&team, &ours), "an employee");
+        assert!(counts_as_guest(&team, &with("team_id", "T0OTHER".into())));
+        for k in ["is_restricted", "is_ultra_restricted", "is_stranger"] {
+            assert!(counts_as_guest(&team, &with(k, true.into())), "{k}");
+        }
+        // A deleted account reads nothing.
+        let gone = serde_json::json!({"id": "U2", "team_id": "T0OTHER", "deleted": true});
+        assert!(!counts_as_guest(&team, &gone));
+        // Nothing pinned: nothing tells an employee from another organisation's member.
+        assert!(counts_as_guest(&cfg(""), &ours));
     }
 
     /// A bridge with `slack` added to its `[slack]` section; Docent's address is a port nothing

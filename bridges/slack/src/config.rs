@@ -88,6 +88,12 @@ impl Config {
     /// Whether a user's e-mail may name a Docent identity: only when the account's home is
     /// pinned (`team_id` or `enterprise_id`).
     pub fn maps_by_email(&self) -> bool {
+        self.home_pinned()
+    }
+
+    /// Whether the bridge knows its users' home (`team_id` or `enterprise_id`), so that another
+    /// organisation's accounts can be told apart.
+    pub fn home_pinned(&self) -> bool {
         self.team_id.is_some() || self.enterprise_id.is_some()
     }
 }
@@ -408,14 +414,22 @@ impl Config {
                 None
             })
         };
-        let default_audience = audience(
-            "channels.default_audience",
-            raw.channels
-                .default_audience
-                .as_deref()
-                .unwrap_or("everyone"),
-            &mut issue,
-        );
+        // A group's documents may go only to channels whose members the administrator checked
+        // are all in it; a default covers every channel the bot is invited to, by anyone.
+        let default_audience = match raw.channels.default_audience.as_deref() {
+            None | Some("everyone") => Some(Audience::Everyone),
+            Some(v) => {
+                issue(
+                    "channels.default_audience",
+                    format!(
+                        "{v:?}: only \"everyone\" (a group applies to the channels listed in \
+                         `audiences`, whose members were checked; any user can invite the bot \
+                         to a channel)"
+                    ),
+                );
+                None
+            }
+        };
         let mut audiences = BTreeMap::new();
         for (ch, v) in &raw.channels.audiences {
             if let Some(a) = audience(&format!("channels.audiences.{ch}"), v, &mut issue) {
@@ -531,6 +545,16 @@ audiences = { C0HR = "group:hr" }
         assert!(paths.contains(&"slack.bot_token"), "{issues:?}");
         assert!(paths.contains(&"docent.api_key"), "{issues:?}");
         assert!(paths.contains(&"slack.team_id"), "{issues:?}");
+        // A group as the default would answer in channels nobody checked the members of.
+        let group_default = TEXT.replace(
+            "default_audience = \"everyone\"",
+            "default_audience = \"group:hr\"",
+        );
+        let Err(ConfigError::Invalid(issues)) = Config::parse(&group_default, Path::new("."), &env)
+        else {
+            panic!("a group default audience was accepted")
+        };
+        assert_eq!(issues[0].path, "channels.default_audience", "{issues:?}");
         // The API key over plaintext to another host: refused unless allowed.
         let remote = TEXT.replace("http://127.0.0.1:7878", "HTTP://docent.corp.example:7878");
         let Err(ConfigError::Invalid(issues)) = Config::parse(&remote, Path::new("."), &env) else {

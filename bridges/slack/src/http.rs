@@ -229,7 +229,8 @@ fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
             }
             // Answered only where an administrator chose the channel's audience; elsewhere the
             // asker is told so (see `Bridge::answers_in_shared_channel`).
-            let shared = v["is_ext_shared_channel"].as_bool().unwrap_or(false)
+            // Slack sends the flag with every event; without it the channel counts as shared.
+            let shared = v["is_ext_shared_channel"].as_bool().unwrap_or(true)
                 && v["event"]["channel_type"].as_str() != Some("im");
             if let Some(w) = bridge::event_work(bridge, &v["event"], shared) {
                 bridge.spawn(w);

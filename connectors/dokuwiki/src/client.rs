@@ -78,6 +78,18 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The wiki's answer that the page (or revision) asked about does not exist: XML-RPC fault
+    /// 121 from DokuWiki 2024-02-06 "Kaos" on (before, [`Self::Remote`]).
+    pub fn is_no_such_page(&self) -> bool {
+        matches!(self, Self::Fault { code: 121, .. })
+    }
+
+    /// An error reply about the page asked for, not the wiki's trouble: [`Self::Remote`] (any
+    /// error before 2024-02-06) or [`Self::is_no_such_page`].
+    pub fn is_page_refusal(&self) -> bool {
+        matches!(self, Self::Remote { .. }) || self.is_no_such_page()
+    }
+
     /// Worth retrying: the wiki or the network may recover.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -404,10 +416,14 @@ impl Client {
             .collect()
     }
 
-    /// `wiki.getPageInfo(id)`: `None` when the page does not exist (DokuWiki's `{}`).
+    /// `wiki.getPageInfo(id)`: `None` when the page does not exist (DokuWiki's `{}` before
+    /// 2024-02-06, fault 121 from then on).
     pub async fn page_info(&self, id: &str) -> Result<Option<PageInfo>, CallError> {
         const M: &str = "wiki.getPageInfo";
-        let v = self.call(M, &[id.into()]).await?;
+        let v = match self.call(M, &[id.into()]).await {
+            Err(e) if e.is_no_such_page() => return Ok(None),
+            r => r?,
+        };
         if v.is_empty_struct() {
             return Ok(None);
         }
@@ -560,13 +576,21 @@ mod tests {
     async fn fake_server(
         replies: Vec<&'static str>,
     ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let int = "<?xml version=\"1.0\"?><methodResponse><params><param><value><int>42</int></value></param></params></methodResponse>";
+        fake_server_with(replies.into_iter().map(|h| (h, int)).collect()).await
+    }
+
+    /// [`fake_server`] with each reply's body given.
+    async fn fake_server_with(
+        replies: Vec<(&'static str, &'static str)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = served.clone();
         tokio::spawn(async move {
-            for head in replies {
+            for (head, body) in replies {
                 let (mut conn, _) = listener.accept().await.unwrap();
                 let mut req = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -577,7 +601,6 @@ mod tests {
                     }
                     req.extend_from_slice(&buf[..n]);
                 }
-                let body = "<?xml version=\"1.0\"?><methodResponse><params><param><value><int>42</int></value></param></params></methodResponse>";
                 let reply = format!(
                     "{head}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -612,6 +635,40 @@ mod tests {
             started.elapsed() >= Duration::from_secs(1),
             "Retry-After: 1 was honoured"
         );
+    }
+
+    /// Session 34's review: DokuWiki 2024-02-06 and later answer `wiki.getPageInfo` on a
+    /// deleted page with fault 121, not the empty struct of older releases; taken as an error,
+    /// every pass that met a deletion failed and the page stayed indexed.
+    #[tokio::test]
+    async fn a_missing_page_is_none_whether_the_wiki_answers_an_empty_struct_or_fault_121() {
+        let fault = |code: &str| {
+            format!(
+                "<?xml version=\"1.0\"?><methodResponse><fault><value><struct>\
+                 <member><name>faultCode</name><value><int>{code}</int></value></member>\
+                 <member><name>faultString</name><value><string>The requested page (revision) \
+                 does not exist</string></value></member></struct></value></fault></methodResponse>"
+            )
+            .leak() as &'static str
+        };
+        let empty = "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>\
+                     </struct></value></param></params></methodResponse>";
+        let (url, _) = fake_server_with(vec![
+            ("HTTP/1.1 200 OK", fault("121")),
+            ("HTTP/1.1 200 OK", empty),
+            ("HTTP/1.1 200 OK", fault("111")),
+        ])
+        .await;
+        let client = Client::new(&url, "u", "p", quick()).unwrap();
+        assert_eq!(client.page_info("gone").await, Ok(None));
+        assert_eq!(client.page_info("gone").await, Ok(None));
+        // Any other fault is the wiki's trouble.
+        let other = client.page_info("x").await.unwrap_err();
+        assert!(
+            matches!(other, CallError::Fault { code: 111, .. }),
+            "{other}"
+        );
+        assert!(!other.is_page_refusal());
     }
 
     #[tokio::test]

@@ -345,6 +345,11 @@ impl Syncer {
             })
             .collect();
         let mut rules = rules.unexpand(&self.cfg.username, &crawler_groups);
+        // A release whose `wiki.aclCheck` drops the groups it is given answers a group check
+        // for the crawler: a group's grant cannot be confirmed there (set by
+        // `confirmed_superusers`, which runs first).
+        let groups_checked = self.groups_checked.get().copied().unwrap_or(false);
+        let mut unconfirmable = Vec::new();
         let probes: Vec<(String, Who)> = rules
             .ambiguous_grants()
             .into_iter()
@@ -354,7 +359,23 @@ impl Syncer {
                 Who::Group(g) => !superusers.contains("", &[g.as_str()]),
                 Who::All => false,
             })
+            .filter(|(scope, who)| {
+                let askable = groups_checked || !matches!(who, Who::Group(_));
+                if !askable {
+                    unconfirmable.push((scope.clone(), who.clone()));
+                }
+                askable
+            })
             .collect();
+        for (scope, who) in unconfirmable {
+            tracing::info!(
+                connector = %self.cfg.id,
+                rule = %docent_connector_api::log_safe(&format!("{scope} {who}")),
+                "ACL grant read as a refusal: this DokuWiki release cannot confirm a group's \
+                 grant whose name it may not match as written"
+            );
+            rules = rules.refusing(&scope, &who);
+        }
         // Asked `max_concurrent_requests` at a time.
         let asked: Vec<(String, Who, i64)> = futures::stream::iter(probes)
             .map(|(scope, who)| async move {
@@ -748,7 +769,7 @@ impl Syncer {
         }
         let mut html = match self.client.page_html(&id).await {
             Ok(h) => h,
-            Err(e @ CallError::Remote { .. }) => {
+            Err(e) if e.is_page_refusal() => {
                 return self
                     .skip(ctx, key, format!("the wiki cannot render it: {e}"))
                     .await;
@@ -767,7 +788,7 @@ impl Syncer {
             // rendered from the attic bypasses that cache.
             match self.client.page_html_version(&id, rev).await {
                 Ok(h) => html = h,
-                Err(CallError::Remote { .. }) => {}
+                Err(e) if e.is_page_refusal() => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -865,7 +886,7 @@ impl Syncer {
                      ({syntax}), which the wiki renders with the crawler's rights; not indexed"
                 )
             })),
-            Err(e @ CallError::Remote { .. }) => {
+            Err(e) if e.is_page_refusal() => {
                 Ok(Some(format!("the wiki cannot give its text: {e}")))
             }
             Err(e) => Err(e.into()),

@@ -346,17 +346,37 @@ impl Syncer {
         // Pages the wiki still has outside the configured scope (a namespace or category taken
         // out of the config, often because it held what should not be searched) are withdrawn
         // whatever deletion protection says: nothing about them is in doubt.
+        // The rest are deleted (under deletion protection) only where the wiki says so: a page
+        // it answers as existing and in scope was missed by the listing (moved, or re-sorted in
+        // its category, while the listing paged past it) and is applied; one it does not
+        // answer is kept, as the polls do.
         let ids: BTreeSet<u64> = gone.iter().filter_map(|id| id.parse().ok()).collect();
-        let (states, _) = self.page_states_and_missing(&ids).await?;
-        let (withdrawn, gone): (Vec<String>, Vec<String>) = gone.into_iter().partition(|id| {
-            id.parse::<u64>()
-                .ok()
-                .and_then(|n| states.get(&n))
-                .is_some_and(|m| !self.in_scope(m))
-        });
+        let (states, missing) = self.page_states_and_missing(&ids).await?;
+        let mut withdrawn = Vec::new();
+        let mut missed = Vec::new();
+        let mut deleted = Vec::new();
+        for id in gone {
+            let Ok(n) = id.parse::<u64>() else {
+                // Not a page id: nothing on the wiki can be it.
+                deleted.push(id);
+                continue;
+            };
+            match unlisted_page(states.get(&n), missing.contains(&n), |m| self.in_scope(m)) {
+                Unlisted::OutOfScope => withdrawn.push(id),
+                Unlisted::Missed(m) => missed.push(m.clone()),
+                Unlisted::Deleted => deleted.push(id),
+                Unlisted::Unanswered => tracing::warn!(
+                    connector = %self.cfg.id,
+                    page_id = n,
+                    "the wiki's answer did not tell this page's state: kept as it is"
+                ),
+            }
+        }
+        let gone = deleted;
         for id in withdrawn {
             self.send_delete(id).await?;
         }
+        self.apply(missed).await?;
         let (n, total) = (gone.len() as u64, known.len() as u64);
         let mut outcome = Synced::Reconciled;
         if n > 0 && listed.is_empty() {
@@ -1347,6 +1367,33 @@ fn touched_page(
     }
 }
 
+/// What a reconciliation does with an indexed page its listing did not show, by what the wiki
+/// answers about it.
+#[derive(Debug, PartialEq)]
+enum Unlisted<'a> {
+    /// Still on the wiki, outside the configured scope: withdrawn past deletion protection.
+    OutOfScope,
+    /// On the wiki and in scope: the listing missed it (moved or re-sorted while it paged).
+    Missed(&'a PageMeta),
+    /// The wiki says it does not exist: deleted, under deletion protection.
+    Deleted,
+    /// Left out of the answer: kept.
+    Unanswered,
+}
+
+fn unlisted_page(
+    state: Option<&PageMeta>,
+    missing: bool,
+    in_scope: impl Fn(&PageMeta) -> bool,
+) -> Unlisted<'_> {
+    match state {
+        Some(m) if in_scope(m) => Unlisted::Missed(m),
+        Some(_) => Unlisted::OutOfScope,
+        None if missing => Unlisted::Deleted,
+        None => Unlisted::Unanswered,
+    }
+}
+
 /// How far before a checkpoint's timestamp the recent changes and the log are read again.
 /// MediaWiki writes an edit's recent-changes and log rows after saving it, with the edit's own
 /// (earlier) timestamp: a row written after a poll may carry a timestamp before the position
@@ -1380,6 +1427,26 @@ mod tests {
         assert_eq!(touched_page(None, true, |_| true), Touched::Gone);
         // Left out of the answer, or an entry that could not be read: kept.
         assert_eq!(touched_page(None, false, |_| true), Touched::Unanswered);
+    }
+
+    /// Session 34's review: the reconciliation deleted every indexed page its listing did not
+    /// show, also one the wiki then answered as existing and in scope (moved while the
+    /// listing paged past it), or left out of its answer.
+    #[test]
+    fn a_reconciliation_deletes_only_pages_the_wiki_says_are_gone() {
+        let meta = PageMeta::from_json(&serde_json::json!({"pageid": 42, "ns": 0,
+            "title": "Zeta", "revisions": [{"revid": 420, "timestamp": "2024-05-01T12:00:00Z"}]}))
+        .expect("a page's state");
+        assert_eq!(
+            unlisted_page(Some(&meta), false, |_| true),
+            Unlisted::Missed(&meta)
+        );
+        assert_eq!(
+            unlisted_page(Some(&meta), false, |_| false),
+            Unlisted::OutOfScope
+        );
+        assert_eq!(unlisted_page(None, true, |_| true), Unlisted::Deleted);
+        assert_eq!(unlisted_page(None, false, |_| true), Unlisted::Unanswered);
     }
 
     #[test]
