@@ -78,6 +78,9 @@ pub struct Loaded {
     pub source: Source,
     pub identities: Vec<Entry>,
     pub groups: Vec<GroupSpec>,
+    /// Its entries only name people (a group file's members, by any name they go by): they
+    /// enrich the identity a name resolves to, or make one, but never claim a name first.
+    pub members_only: bool,
 }
 
 impl Loaded {
@@ -86,6 +89,7 @@ impl Loaded {
             source,
             identities: Vec::new(),
             groups: Vec::new(),
+            members_only: false,
         }
     }
 
@@ -258,6 +262,7 @@ fn group_file(text: &str) -> Result<Loaded, String> {
     // Member name → (first line, groups).
     let mut members: HashMap<String, (usize, Vec<String>)> = HashMap::new();
     let mut out = Loaded::file();
+    out.members_only = true;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -451,24 +456,45 @@ pub fn merge(
             true,
         );
     }
-    let mut naming_only = Vec::new();
+    // User records (JSON, CSV) first claim their ids, then their aliases, so whether two
+    // records name one person does not depend on their order: an alias equal to another
+    // record's id is a conflict (session 34's review: `{"id":"mallory","aliases":["carol"]}`
+    // before carol's own record took her name, and carol's record then enriched mallory).
+    // A record whose id already names someone (a configured identity's alias) enriches that
+    // identity. Group-file members come last, enriching whoever their name resolves to.
+    let mut records = Vec::new();
+    let mut members = Vec::new();
     let mut reported = Vec::new();
     for l in loaded {
         groups.extend(l.groups);
         match &l.source {
             Source::Connector(c) => reported.push((c.clone(), l.identities)),
             src => {
-                for e in l.identities {
-                    if e.spec.aliases.is_empty() {
-                        naming_only.push((src.clone(), e));
-                    } else {
-                        m.add(src, e, false);
-                    }
-                }
+                let to = if l.members_only {
+                    &mut members
+                } else {
+                    &mut records
+                };
+                to.extend(l.identities.into_iter().map(|e| (src.clone(), e)));
             }
         }
     }
-    for (src, e) in naming_only {
+    for (src, e) in &records {
+        if !m.names.contains_key(&e.spec.id) {
+            m.add(
+                src,
+                Entry {
+                    spec: IdentitySpec {
+                        aliases: Vec::new(),
+                        ..e.spec.clone()
+                    },
+                    at: e.at.clone(),
+                },
+                false,
+            );
+        }
+    }
+    for (src, e) in records.into_iter().chain(members) {
         m.add(&src, e, false);
     }
     for (connector, entries) in reported {
@@ -825,6 +851,35 @@ mod tests {
                 "/srv/a.json: users[0].aliases[0]",
                 "/srv/b.csv: line 2, aliases[0]"
             )]
+        );
+    }
+
+    /// Session 34's review: records with aliases were merged before those without, so a
+    /// record giving another record's id as its alias took that person's name, and the
+    /// person's own record then enriched the impostor (a JWT for carol authenticated as
+    /// mallory, with carol's groups). Now a conflict, in either order and either file.
+    #[test]
+    fn a_record_may_not_take_another_records_id_as_its_alias() {
+        for users in [
+            r#"{"users":[{"id":"carol","groups":["finance"]},{"id":"mallory","aliases":["carol"]}]}"#,
+            r#"{"users":[{"id":"mallory","aliases":["carol"]},{"id":"carol","groups":["finance"]}]}"#,
+            r#"{"users":[{"id":"mallory","aliases":["carol"]},{"id":"carol","aliases":["c.jones"]}]}"#,
+        ] {
+            let js = json(users).unwrap();
+            let c = conflicts(vec![], vec![at(js, 0, "/u.json")]);
+            assert_eq!(c.len(), 1, "{users}: {c:?}");
+            assert_eq!(c[0].0, "carol", "{users}: {c:?}");
+        }
+        // Across files, in either order.
+        let a = || json(r#"{"users":[{"id":"mallory","aliases":["carol"]}]}"#).unwrap();
+        let b = || csv_export("id,groups\ncarol,finance\n").unwrap();
+        assert_eq!(
+            conflicts(vec![], vec![at(a(), 0, "/a"), at(b(), 1, "/b")]).len(),
+            1
+        );
+        assert_eq!(
+            conflicts(vec![], vec![at(b(), 0, "/b"), at(a(), 1, "/a")]).len(),
+            1
         );
     }
 

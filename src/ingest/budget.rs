@@ -32,7 +32,7 @@ impl QueueBytes {
     /// is held).
     pub fn cost(&self, c: &Change) -> u32 {
         match c {
-            Change::Upsert(d) => u32::try_from(d.content.len())
+            Change::Upsert(d) => u32::try_from(d.held_bytes())
                 .unwrap_or(u32::MAX)
                 .min(self.budget),
             _ => 0,
@@ -100,21 +100,26 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A change that holds `bytes` in all (its content, and the fields stored with it).
     fn upsert(id: &str, bytes: usize) -> Change {
-        Change::Upsert(Box::new(SourceDocument {
+        let mut d = SourceDocument {
             key: DocKey::new("c", id),
             uri: format!("file:///{id}"),
             title: None,
             mime: None,
             name_hint: format!("{id}.txt"),
-            content: vec![b'x'; bytes],
+            content: Vec::new(),
             version: "1".into(),
             modified_at: None,
             attributes: Default::default(),
             acl: Acl::new([Principal::Everyone], []),
             job: None,
             reparse: false,
-        }))
+        };
+        let fields = d.held_bytes();
+        d.content = vec![b'x'; bytes.saturating_sub(fields)];
+        assert_eq!(d.held_bytes(), bytes.max(fields));
+        Change::Upsert(Box::new(d))
     }
 
     /// The next change the pipeline's side receives (within 10 s).
@@ -134,30 +139,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_waits_until_the_pipeline_gives_its_bytes_back() {
-        let budget = Arc::new(QueueBytes::new(100));
+        let budget = Arc::new(QueueBytes::new(1000));
         let (to_pipeline, mut pipeline) = mpsc::channel(64);
         let sink = budget.sink(to_pipeline);
-        sink.send(upsert("a", 60)).await.unwrap();
+        sink.send(upsert("a", 600)).await.unwrap();
         let a = next(&mut pipeline).await;
-        assert_eq!((id(&a), budget.available()), ("a", 40));
-        // b (60 bytes) does not fit beside a: the forwarder holds it, and c waits in the sink.
-        sink.send(upsert("b", 60)).await.unwrap();
-        sink.send(upsert("c", 10)).await.unwrap();
+        assert_eq!((id(&a), budget.available()), ("a", 400));
+        // b (600 bytes) does not fit beside a: the forwarder holds it, and c waits in the sink.
+        sink.send(upsert("b", 600)).await.unwrap();
+        sink.send(upsert("c", 100)).await.unwrap();
         assert_eq!(sink.capacity(), 0, "c waits behind b");
         assert!(pipeline.try_recv().is_err(), "b passed the budget");
         budget.release([&a]);
         let b = next(&mut pipeline).await;
         let c = next(&mut pipeline).await;
         assert_eq!((id(&b), id(&c)), ("b", "c"));
-        assert_eq!(budget.available(), 30);
+        assert_eq!(budget.available(), 300);
         budget.release([&b, &c]);
-        assert_eq!(budget.available(), 100);
+        assert_eq!(budget.available(), 1000);
         // A change larger than the whole budget takes all of it, and passes alone.
-        sink.send(upsert("huge", 1000)).await.unwrap();
+        sink.send(upsert("huge", 10000)).await.unwrap();
         let huge = next(&mut pipeline).await;
         assert_eq!((id(&huge), budget.available()), ("huge", 0));
         budget.release([&huge]);
-        assert_eq!(budget.available(), 100);
+        assert_eq!(budget.available(), 1000);
         // The forwarder ends with its connector, so the pipeline sees every sender gone.
         drop(sink);
         assert!(

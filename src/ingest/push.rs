@@ -72,7 +72,7 @@ impl QueueBytes {
     /// The bytes `c` holds, at most the whole budget (a larger change waits for an empty queue).
     fn cost(&self, c: &Change) -> u32 {
         match c {
-            Change::Upsert(d) => u32::try_from(d.content.len())
+            Change::Upsert(d) => u32::try_from(d.held_bytes())
                 .unwrap_or(u32::MAX)
                 .min(self.budget),
             _ => 0,
@@ -120,7 +120,17 @@ impl PushSource {
     /// The newest state of `key` as (version, ACL fingerprint), `None` if it does not exist:
     /// what was last accepted, else what the index holds (uncommitted writes included).
     pub fn newest(&self, key: &str, index: &dyn crate::index::Backend) -> Option<(String, String)> {
-        if let Some(last) = self.lock().last.get(key) {
+        let sent = self.lock();
+        self.newest_in(&sent, key, index)
+    }
+
+    fn newest_in(
+        &self,
+        sent: &Sent,
+        key: &str,
+        index: &dyn crate::index::Backend,
+    ) -> Option<(String, String)> {
+        if let Some(last) = sent.last.get(key) {
             return last.clone();
         }
         index
@@ -133,27 +143,57 @@ impl PushSource {
     /// with nothing between. A request cancelled while it waits leaves no trace: recorded
     /// first, a change never queued would answer the client's retry UNCHANGED or NOT_FOUND
     /// (found by a review: a narrowed ACL or a delete was lost that way). Under the record's
-    /// lock, two requests for one key queue in the order they record. `false`: the daemon is
-    /// shutting down.
+    /// lock, two requests for one key queue in the order they record. `Some(true)`: queued;
+    /// `None`: the daemon is shutting down.
     pub async fn accept(
         &self,
         key: &str,
         state: Option<(String, String)>,
         change: Change,
         index: &dyn crate::index::Backend,
-    ) -> bool {
+    ) -> Option<bool> {
+        self.accept_unless(key, state, change, index, false).await
+    }
+
+    /// [`Self::accept`] for an upsert whose `state` was its key's newest when it was checked:
+    /// compared again under the record's lock, it is queued only if it is a change now
+    /// (`Some(true)`); `Some(false)`: unchanged, nothing queued or recorded.
+    pub async fn accept_if_changed(
+        &self,
+        key: &str,
+        state: (String, String),
+        change: Change,
+        index: &dyn crate::index::Backend,
+    ) -> Option<bool> {
+        self.accept_unless(key, Some(state), change, index, true)
+            .await
+    }
+
+    async fn accept_unless(
+        &self,
+        key: &str,
+        state: Option<(String, String)>,
+        change: Change,
+        index: &dyn crate::index::Backend,
+        unless_unchanged: bool,
+    ) -> Option<bool> {
         // Its bytes, then its place: waiting for either leaves nothing behind if cancelled.
-        let Ok(held) = self.bytes.free.acquire_many(self.bytes.cost(&change)).await else {
-            return false;
-        };
-        let Ok(place) = self.queue.reserve().await else {
-            return false;
-        };
+        let held = self
+            .bytes
+            .free
+            .acquire_many(self.bytes.cost(&change))
+            .await
+            .ok()?;
+        let place = self.queue.reserve().await.ok()?;
         let mut sent = self.lock();
+        if unless_unchanged && self.newest_in(&sent, key, index) == state {
+            // The bytes and the place go back as they drop.
+            return Some(false);
+        }
         self.remember(&mut sent, key, state, index);
         place.send(change);
         held.forget();
-        true
+        Some(true)
     }
 
     /// Records an accepted upsert (`Some`) or delete (`None`) of `key` (see [`Self::accept`],

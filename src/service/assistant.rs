@@ -27,6 +27,9 @@ pub struct AssistantService {
     state: Arc<AppState>,
 }
 
+/// The longest `on_behalf_of` (an identity's id or alias, or an audience's name).
+pub const MAX_ON_BEHALF_OF_BYTES: usize = 256;
+
 impl AssistantService {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
@@ -38,6 +41,15 @@ impl AssistantService {
         let on_behalf_of = on_behalf_of.trim();
         if on_behalf_of.is_empty() {
             return Ok(authn);
+        }
+        // A name, not a document: refused before it is looked up or logged (a megabyte-long
+        // one from any caller was redacted and written to the log at every call).
+        if on_behalf_of.len() > MAX_ON_BEHALF_OF_BYTES {
+            return Err(ServiceError::InvalidArgument {
+                reason: "ON_BEHALF_OF_TOO_LONG",
+                field: "on_behalf_of",
+                message: format!("at most {MAX_ON_BEHALF_OF_BYTES} bytes"),
+            });
         }
         let store = self.state.identities.current();
         store.act_as(&authn, on_behalf_of).map_err(|e| {

@@ -207,6 +207,10 @@ pub const MAX_FILTER_DEPTH: usize = 16;
 /// scope cache, so a hostile one must not be megabytes.
 pub const MAX_FILTER_BYTES: usize = 16 * 1024;
 pub const MAX_FILTER_TERMS: usize = 256;
+/// Most range conditions in a filter: each reads every value its key has in the index (a
+/// range over per-document values such as `path` is as long as the index), so 255 of them
+/// in one request held gigabytes (session 34's review).
+pub const MAX_FILTER_RANGES: usize = 4;
 
 pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
     let f = f.unwrap_or_default();
@@ -220,8 +224,9 @@ pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
             + out.uri_prefix.as_ref().map_or(0, String::len),
         out.sources.len(),
     );
+    let mut ranges = 0;
     if let Some(a) = &out.attributes {
-        measure(a, &mut bytes, &mut terms);
+        measure(a, &mut bytes, &mut terms, &mut ranges);
     }
     if bytes > MAX_FILTER_BYTES || terms > MAX_FILTER_TERMS {
         return Err(format!(
@@ -229,10 +234,15 @@ pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
              {MAX_FILTER_BYTES} bytes and {MAX_FILTER_TERMS} terms)"
         ));
     }
+    if ranges > MAX_FILTER_RANGES {
+        return Err(format!(
+            "the filter has {ranges} range conditions; at most {MAX_FILTER_RANGES}"
+        ));
+    }
     Ok(out)
 }
 
-fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize) {
+fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize, ranges: &mut usize) {
     *terms += 1;
     match a {
         AttrFilter::Equals { key, value } => *bytes += key.len() + value.len(),
@@ -241,6 +251,7 @@ fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize) {
             *terms += values.len();
         }
         AttrFilter::Range { key, gte, lte } => {
+            *ranges += 1;
             *bytes += key.len()
                 + gte.as_ref().map_or(0, String::len)
                 + lte.as_ref().map_or(0, String::len);
@@ -248,10 +259,10 @@ fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize) {
         AttrFilter::Prefix { key, prefix } => *bytes += key.len() + prefix.len(),
         AttrFilter::And(fs) | AttrFilter::Or(fs) => {
             for f in fs {
-                measure(f, bytes, terms);
+                measure(f, bytes, terms, ranges);
             }
         }
-        AttrFilter::Not(f) => measure(f, bytes, terms),
+        AttrFilter::Not(f) => measure(f, bytes, terms, ranges),
     }
 }
 
@@ -547,5 +558,25 @@ mod tests {
             ..Default::default()
         };
         assert!(filter(Some(one_of)).is_err());
+        // Range conditions read every value of their key: a few per filter.
+        let ranges = |n: usize| pb::Filter {
+            attributes: Some(pb::AttributeFilter {
+                op: Some(Op::Any(pb::AttributeFilters {
+                    filters: (0..n)
+                        .map(|i| pb::AttributeFilter {
+                            op: Some(Op::Range(pb::AttributeRange {
+                                key: "path".into(),
+                                gte: format!("/srv/{i}"),
+                                lte: String::new(),
+                            })),
+                        })
+                        .collect(),
+                })),
+            }),
+            ..Default::default()
+        };
+        assert!(filter(Some(ranges(MAX_FILTER_RANGES))).is_ok());
+        let e = filter(Some(ranges(MAX_FILTER_RANGES + 1))).unwrap_err();
+        assert!(e.contains("range conditions"), "{e}");
     }
 }

@@ -76,9 +76,31 @@ fn key_problem(key: &str) -> Option<String> {
         ));
     }
     key.chars()
-        .any(char::is_control)
+        .any(unshowable)
         .then(|| "the key contains control characters".into())
 }
+
+/// A control character, or an invisible one that changes how text around it shows (bidi
+/// overrides and isolates, zero-width characters, the soft hyphen, the byte order mark): a
+/// pushed name or link holding one could show as another in a terminal, a CLI or a citation.
+fn unshowable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// The most ACL entries (allow and deny) a pushed document may have, and the longest one: each
+/// is stored on every chunk and kept in the document table.
+const MAX_ACL_ENTRIES: usize = 1024;
+const MAX_PRINCIPAL_BYTES: usize = 256;
 
 /// The most attributes a pushed document may have, and their names and values in all (bytes).
 const MAX_ATTRIBUTES: usize = 64;
@@ -97,7 +119,7 @@ fn attribute_problem(key: &str, value: &str) -> Option<String> {
             "attribute name {key:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
         ));
     }
-    (value.len() > 4096 || value.chars().any(char::is_control)).then(|| {
+    (value.len() > 4096 || value.chars().any(unshowable)).then(|| {
         format!("attribute {key:?}: the value is over 4096 bytes or contains control characters")
     })
 }
@@ -108,8 +130,18 @@ fn uri_problem(uri: &str, prefixes: &[String]) -> Option<String> {
     if uri.is_empty() {
         return None;
     }
-    if uri.len() > 4096 || uri.chars().any(char::is_control) {
+    if uri.len() > 4096 || uri.chars().any(unshowable) {
         return Some("the uri is over 4096 bytes or contains control characters".into());
+    }
+    // A prefix is a path a browser must stay under: no step up or aside (`..`, `.`, spelled
+    // out or percent-encoded) and no backslash, which browsers read as a slash.
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase().replace("%2e", ".");
+    if path.contains('\\')
+        || lower.contains("%5c")
+        || lower.split('/').any(|seg| seg == "." || seg == "..")
+    {
+        return Some("the uri holds a `.` or `..` path segment or a backslash".into());
     }
     if !prefixes.is_empty() {
         return (!prefixes.iter().any(|p| uri.starts_with(p.as_str())))
@@ -121,17 +153,32 @@ fn uri_problem(uri: &str, prefixes: &[String]) -> Option<String> {
 
 fn principals(list: &[String]) -> Result<Vec<Principal>, String> {
     list.iter()
-        .map(|p| p.parse::<Principal>().map_err(|e| e.to_string()))
+        .map(|p| {
+            if p.len() > MAX_PRINCIPAL_BYTES || p.chars().any(unshowable) {
+                return Err(format!(
+                    "an ACL entry is over {MAX_PRINCIPAL_BYTES} bytes or contains control \
+                     characters"
+                ));
+            }
+            p.parse::<Principal>().map_err(|e| e.to_string())
+        })
         .collect()
 }
 
-/// Validates one document: `Ok(doc)` to queue, `Err(result)` otherwise.
+/// A validated document, and whether it was its key's newest state (version and ACL) when
+/// checked: such a one was not parsed, and is queued only if it is a change when accepted.
+struct Validated {
+    doc: SourceDocument,
+    was_newest: bool,
+}
+
+/// Validates one document: `Ok` to queue, `Err(result)` otherwise.
 fn validate(
     st: &AppState,
     src: &PushSource,
     d: pb::PushDocument,
-) -> Result<SourceDocument, pb::ItemResult> {
-    use pb::ItemStatus::{Rejected, Unchanged};
+) -> Result<Validated, pb::ItemResult> {
+    use pb::ItemStatus::Rejected;
     let key = d.key.clone();
     let reject = |reason: String| result(&key, Rejected, reason);
     if let Some(p) = key_problem(&key) {
@@ -152,12 +199,18 @@ fn validate(
         if value.len() > max
             || value
                 .chars()
-                .any(|c| c.is_control() && !(spaces && line_space(c)))
+                .any(|c| unshowable(c) && !(spaces && line_space(c)))
         {
             return Err(reject(format!(
                 "the {field} is over {max} bytes or contains control characters"
             )));
         }
+    }
+    if d.allow.len() + d.deny.len() > MAX_ACL_ENTRIES {
+        return Err(reject(format!(
+            "{} ACL entries; at most {MAX_ACL_ENTRIES} (allow and deny together)",
+            d.allow.len() + d.deny.len()
+        )));
     }
     let acl = Acl::new(
         principals(&d.allow).map_err(reject)?,
@@ -205,10 +258,11 @@ fn validate(
     }
     let doc_key = DocKey::new(&src.config.id, &key);
     // Against the newest state: a re-put of an indexed version after a newer one was accepted
-    // (and still waits in the queue) is a change.
-    if src.newest(&key, &*st.index) == Some((d.version.clone(), acl.fingerprint())) {
-        return Err(result(&key, Unchanged, ""));
-    }
+    // (and still waits in the queue) is a change. The same state is compared again when it is
+    // accepted (an earlier item of this request, or another request, may change the key
+    // before): it is not parsed now.
+    let newest = src.newest(&key, &*st.index);
+    let was_newest = newest.as_ref() == Some(&(d.version.clone(), acl.fingerprint()));
     let (content, default_mime) = match d.content {
         Some(pb::push_document::Content::Text(t)) => (t.into_bytes(), Some("text/plain")),
         Some(pb::push_document::Content::Data(b)) => (b, None),
@@ -232,20 +286,30 @@ fn validate(
         });
     // Parse now, so a malformed or unsupported document is rejected with its reason here rather
     // than only showing up in the admin's skip list. (The pipeline parses it again.)
-    crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits).map_err(
-        |e| {
-            // Busy or unavailable parsers, or a parse cut off by its timeout on a busy machine
-            // (as the pipeline takes it too), are not the content's fault, and not what
-            // REJECTED tells a client (bad content; do not send it again).
-            if e.is_transient() || matches!(e, crate::parse::ParseError::Timeout(_)) {
-                result(&key, pb::ItemStatus::RetryLater, e.to_string())
-            } else {
-                reject(e.to_string())
-            }
-        },
-    )?;
+    let parsed = if was_newest {
+        Ok(())
+    } else {
+        crate::parse::parse_limited(content.clone(), mime.clone(), key.clone(), src.limits)
+            .map(drop)
+    };
+    if let Err(e) = parsed {
+        // Busy or unavailable parsers, or a parse cut off by its timeout on a busy machine
+        // (as the pipeline takes it too), are not the content's fault, and not what REJECTED
+        // tells a client (bad content; do not send it again).
+        let transient = e.is_transient() || matches!(e, crate::parse::ParseError::Timeout(_));
+        if !transient {
+            return Err(reject(e.to_string()));
+        }
+        // An ACL change does not wait for the parsers: the pipeline withdraws the indexed
+        // version if it cannot parse the new one, where RETRY_LATER would keep serving it
+        // under the ACL the client is changing.
+        let acl_changes = newest.is_some_and(|(_, fp)| fp != acl.fingerprint());
+        if !acl_changes {
+            return Err(result(&key, pb::ItemStatus::RetryLater, e.to_string()));
+        }
+    }
     let attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
-    Ok(SourceDocument {
+    let doc = SourceDocument {
         key: doc_key,
         uri: if d.uri.is_empty() {
             format!("push://{}/{}", src.config.id, key)
@@ -262,7 +326,8 @@ fn validate(
         attributes,
         job: None,
         reparse: false,
-    })
+    };
+    Ok(Validated { doc, was_newest })
 }
 
 #[tonic::async_trait]
@@ -317,15 +382,34 @@ impl pb::ingest_server::Ingest for IngestService {
         let mut accepted = Vec::new();
         for c in checked {
             match c {
-                Ok(doc) => {
+                Ok(Validated { doc, was_newest }) => {
                     let key = doc.key.native_id.clone();
-                    accepted.push(doc.key.to_string());
-                    let state = Some((doc.version.clone(), doc.acl.fingerprint()));
+                    let doc_key = doc.key.to_string();
+                    let state = (doc.version.clone(), doc.acl.fingerprint());
                     let change = Change::Upsert(Box::new(doc));
-                    if !src.accept(&key, state, change, &*self.state.index).await {
-                        return Err(Status::unavailable("the daemon is shutting down"));
-                    }
-                    results.push(result(&key, pb::ItemStatus::Accepted, ""));
+                    let queued = match was_newest {
+                        // Queued only if an earlier item of this request, or another request,
+                        // changed the key since it was checked (session 34's review: a repeat
+                        // of the indexed state after a wider ACL in one request was answered
+                        // UNCHANGED, and the wider ACL stayed).
+                        true => {
+                            src.accept_if_changed(&key, state, change, &*self.state.index)
+                                .await
+                        }
+                        false => {
+                            src.accept(&key, Some(state), change, &*self.state.index)
+                                .await
+                        }
+                    };
+                    let status = match queued {
+                        None => return Err(Status::unavailable("the daemon is shutting down")),
+                        Some(false) => pb::ItemStatus::Unchanged,
+                        Some(true) => {
+                            accepted.push(doc_key);
+                            pb::ItemStatus::Accepted
+                        }
+                    };
+                    results.push(result(&key, status, ""));
                 }
                 Err(r) => results.push(r),
             }
@@ -366,14 +450,16 @@ impl pb::ingest_server::Ingest for IngestService {
             }
             let doc_key = DocKey::new(&src.config.id, &key);
             // Known if indexed, written but not committed, or accepted and still queued: the
-            // delete is queued behind that upsert and wins over it.
-            if src.newest(&key, &*self.state.index).is_none() {
+            // delete is queued behind that upsert and wins over it. An index that cannot tell
+            // now (a remote backend whose document table is not loaded) gets the delete anyway.
+            let index = &*self.state.index;
+            if src.newest(&key, index).is_none() && index.knows_every_document() {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }
             deleted.push(doc_key.to_string());
             let change = Change::Delete(doc_key);
-            if !src.accept(&key, None, change, &*self.state.index).await {
+            if src.accept(&key, None, change, index).await.is_none() {
                 return Err(Status::unavailable("the daemon is shutting down"));
             }
             results.push(result(&key, pb::ItemStatus::Deleted, ""));

@@ -60,8 +60,9 @@ pub enum TlsSetupError {
     Rustls(String),
 }
 
-/// The server side of TLS: what the listener's handshakes use, and the revocation lists (when
-/// configured) that the authentication interceptor checks again on every call.
+/// The server side of TLS: what the listener's handshakes use, and (with a client CA) the
+/// checks of client chains, with the revocation lists when configured, that the
+/// authentication interceptor runs again on every call.
 pub struct ServerTls {
     pub acceptor: TlsAcceptor,
     pub revocations: Option<Arc<Revocations>>,
@@ -93,14 +94,15 @@ pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
                 provider: provider.clone(),
                 optional: !tls.client_auth_required,
             };
-            match &tls.client_crl {
-                None => client.verifier(Vec::new())?,
-                Some(path) => {
-                    let r = Arc::new(Revocations::load(client, path.clone())?);
-                    revocations = Some(r.clone());
-                    r
-                }
-            }
+            // Checked again at every call a certificate authenticates, lists or not: a
+            // certificate that expires while its connection stays open ends there too
+            // (session 34's review: without lists it was checked at the handshake only).
+            let r = Arc::new(match &tls.client_crl {
+                None => Revocations::without_lists(client)?,
+                Some(path) => Revocations::load(client, path.clone())?,
+            });
+            revocations = Some(r.clone());
+            r
         }
     };
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -175,9 +177,11 @@ impl ClientAuth {
     }
 }
 
-/// The client CA's revocation lists, read again whenever their file changes.
+/// The client CA's checks of a client chain: with its revocation lists when configured (read
+/// again whenever their file changes), else the CA and validity dates alone.
 pub struct Revocations {
-    path: PathBuf,
+    /// The lists' file; `None`: no lists.
+    path: Option<PathBuf>,
     client: ClientAuth,
     /// Without revocation lists: answers what does not depend on them (root hints, handshake
     /// signatures).
@@ -256,7 +260,7 @@ impl Revocations {
         Ok(Self {
             base: client.verifier(Vec::new())?,
             client,
-            path,
+            path: Some(path),
             current: Mutex::new(Current {
                 stamp: Some(stamp),
                 lists: Ok(Arc::new(lists)),
@@ -264,14 +268,36 @@ impl Revocations {
         })
     }
 
+    /// The checks without revocation lists.
+    fn without_lists(client: ClientAuth) -> Result<Self, TlsSetupError> {
+        let verifier = client.verifier(Vec::new())?;
+        Ok(Self {
+            base: verifier.clone(),
+            client,
+            path: None,
+            current: Mutex::new(Current {
+                stamp: None,
+                lists: Ok(Arc::new(Lists {
+                    verifier,
+                    count: 0,
+                    verdicts: Mutex::default(),
+                })),
+            }),
+        })
+    }
+
     /// The lists as the file holds them now (read again if it changed), or why there are none.
     fn lists(&self) -> Result<Arc<Lists>, String> {
-        let stamp = Stamp::of(&self.path);
+        let Some(path) = &self.path else {
+            let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            return current.lists.clone();
+        };
+        let stamp = Stamp::of(path);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let stamp = match stamp {
             Ok(s) => s,
             Err(e) => {
-                let why = format!("cannot read {}: {e}", self.path.display());
+                let why = format!("cannot read {}: {e}", path.display());
                 if current.stamp.take().is_some() {
                     tracing::error!(error = %why, "client certificate revocation lists \
                         unreadable: refusing client certificates until they can be read");
@@ -282,10 +308,10 @@ impl Revocations {
         };
         if current.stamp != Some(stamp) {
             current.stamp = Some(stamp);
-            current.lists = match read_lists(&self.client, &self.path) {
+            current.lists = match read_lists(&self.client, path) {
                 Ok(l) => {
                     tracing::info!(
-                        path = %self.path.display(),
+                        path = %path.display(),
                         lists = l.count,
                         "client certificate revocation lists reloaded"
                     );
@@ -621,6 +647,35 @@ mod tests {
         let forged = ca("clients");
         replace(&crl(&forged, &[], tomorrow));
         assert!(matches!(r.check(&unlisted), Err(Revoked::Unknown(_))));
+    }
+
+    /// Session 34's review: without revocation lists a chain was verified at the handshake
+    /// only, so a certificate that expired while its connection stayed open (HTTP/2 keeps it
+    /// open for as long as the client pings) went on authenticating calls.
+    #[test]
+    fn without_lists_every_call_still_checks_the_chain_and_its_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, clients, other) = (ca("server"), ca("clients"), ca("other"));
+        let mut tls = config(dir.path(), &server, &clients, "");
+        tls.client_crl = None;
+        let r = server_tls(&tls)
+            .unwrap()
+            .revocations
+            .expect("checked at every call without lists too");
+        let (_, _, valid) = leaf(&clients, 3);
+        assert_eq!(r.check(&valid), Ok(()));
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = OffsetDateTime::now_utc() - Duration::days(2);
+        p.not_after = OffsetDateTime::now_utc() - Duration::days(1);
+        let expired = p
+            .signed_by(&KeyPair::generate().unwrap(), &clients)
+            .unwrap();
+        assert!(matches!(
+            r.check(&[expired.der().clone()]),
+            Err(Revoked::Unknown(_))
+        ));
+        let (_, _, foreign) = leaf(&other, 3);
+        assert!(matches!(r.check(&foreign), Err(Revoked::Unknown(_))));
     }
 
     /// A resumed TLS session is not verified again (rustls carries the first handshake's

@@ -432,6 +432,13 @@ scopes = ["query"]
             Code::NotFound,
             "UNKNOWN_USER",
         ),
+        // Longer than any name: refused before it is looked up or logged.
+        (
+            ALICE,
+            &"x".repeat(100_000),
+            Code::InvalidArgument,
+            "ON_BEHALF_OF_TOO_LONG",
+        ),
     ] {
         let e = c.search(search_req(token, user)).await.unwrap_err();
         assert_eq!(

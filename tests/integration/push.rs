@@ -75,6 +75,143 @@ async fn a_push_source_is_not_paused_and_never_holds_an_admin_call() {
     d.stop().await;
 }
 
+/// Session 34's review: every item of a request was compared with the state from before the
+/// request, so a repeat of the indexed state after a wider ACL in the same request was
+/// answered UNCHANGED and never queued, and the wider ACL stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_pushed_twice_in_one_request_ends_as_its_last_item() {
+    let env = Env::empty();
+    let d = with_push_source(&env).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let put = |docs: Vec<pb::PushDocument>| {
+        authed(
+            BOT,
+            pb::PutDocumentsRequest {
+                source: "crm".into(),
+                documents: docs,
+            },
+        )
+    };
+    let budget = |allow: &str| {
+        doc(
+            "budget",
+            "1",
+            Content::Text("The Globex budget review is on 12 May 2027.".into()),
+            &[allow],
+        )
+    };
+    let finds = |token: &'static str, needle: &'static str| {
+        let d = &d;
+        async move {
+            search_text(&d.search(token, "Globex budget review", 10).await.unwrap())
+                .contains(needle)
+        }
+    };
+    let r = c
+        .put_documents(put(vec![budget("group:finance")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Accepted as i32);
+    eventually(10, "indexed for finance", || {
+        finds(FELIX, "push://crm/budget")
+    })
+    .await;
+    // Shared with everyone, then back to finance, in one request.
+    let r = c
+        .put_documents(put(vec![budget("everyone"), budget("group:finance")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ok = pb::ItemStatus::Accepted as i32;
+    assert_eq!(
+        statuses(&r.results),
+        [("budget".into(), ok), ("budget".into(), ok)]
+    );
+    // Pushed after them: once it is searchable, both are applied.
+    let marker = doc(
+        "marker",
+        "1",
+        Content::Text("The Initech offsite is in Porto.".into()),
+        &["everyone"],
+    );
+    c.put_documents(put(vec![marker])).await.unwrap();
+    eventually(10, "the marker indexed", || {
+        let d = &d;
+        async move {
+            search_text(&d.search(ALICE, "Initech offsite Porto", 10).await.unwrap())
+                .contains("push://crm/marker")
+        }
+    })
+    .await;
+    assert!(
+        !finds(ALICE, "push://crm/budget").await,
+        "the wider ACL stayed"
+    );
+    assert!(finds(FELIX, "push://crm/budget").await);
+    // The same state once more: unchanged.
+    let r = c
+        .put_documents(put(vec![budget("group:finance")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Unchanged as i32);
+    d.stop().await;
+}
+
+/// Session 34's review: a pushed ACL had no bound (millions of deny entries cost nothing
+/// against the queue's byte budget and went onto every chunk), and names and links could hold
+/// invisible characters that change how they show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_acls_names_and_links_are_bounded_and_showable() {
+    let env = Env::empty();
+    let d = with_push_source(&env).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let text = || Content::Text("x".into());
+    let many = pb::PushDocument {
+        deny: (0..1024).map(|i| format!("user:u{i}")).collect(),
+        ..doc("many", "1", text(), &["everyone"])
+    };
+    let long = doc("long", "1", text(), &[&format!("user:{}", "a".repeat(300))]);
+    let bidi = doc("bidi", "1", text(), &["user:bob\u{202E}nimda"]);
+    let key = doc("key\u{200B}", "1", text(), &["everyone"]);
+    let up = pb::PushDocument {
+        uri: "https://crm.example.com/app/%2E%2E/admin/".into(),
+        ..doc("up", "1", text(), &["everyone"])
+    };
+    let fine = pb::PushDocument {
+        uri: "https://crm.example.com/app/acct/7?tab=notes".into(),
+        deny: (0..1023).map(|i| format!("user:u{i}")).collect(),
+        ..doc("fine", "1", text(), &["everyone"])
+    };
+    let r = c
+        .put_documents(authed(
+            BOT,
+            pb::PutDocumentsRequest {
+                source: "crm".into(),
+                documents: vec![many, long, bidi, key, up, fine],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let rej = pb::ItemStatus::Rejected as i32;
+    let got: Vec<i32> = r.results.iter().map(|r| r.status).collect();
+    assert_eq!(
+        got,
+        [rej, rej, rej, rej, rej, pb::ItemStatus::Accepted as i32],
+        "{:?}",
+        r.results
+    );
+    assert!(
+        r.results[0].reason.contains("ACL entries"),
+        "{:?}",
+        r.results[0]
+    );
+    assert!(r.results[4].reason.contains("`..`"), "{:?}", r.results[4]);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_documents_idempotently_with_per_item_results() {
     let env = Env::empty();

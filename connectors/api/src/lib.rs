@@ -86,6 +86,35 @@ pub struct SourceDocument {
     pub reparse: bool,
 }
 
+impl SourceDocument {
+    /// The bytes this document holds while it waits in a queue: its content and every field
+    /// stored with it (an ACL or attributes can outweigh the content).
+    pub fn held_bytes(&self) -> usize {
+        let acl: usize = self
+            .acl
+            .allow
+            .iter()
+            .chain(&self.acl.deny)
+            .map(|p| {
+                // As `token()` spells it, plus the set's own cost.
+                16 + match p {
+                    Principal::User(u) => 5 + u.len(),
+                    Principal::Group(g) => 6 + g.len(),
+                    Principal::Everyone => 8,
+                }
+            })
+            .sum();
+        let attributes: usize = self.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.content.len()
+            + acl
+            + attributes
+            + self.uri.len()
+            + self.title.as_ref().map_or(0, String::len)
+            + self.name_hint.len()
+            + self.version.len()
+    }
+}
+
 /// A connector's opaque resume position, committed atomically with the data before it.
 pub type Checkpoint = serde_json::Value;
 
