@@ -149,9 +149,9 @@ fn gave_up_wait(times: u32) -> Duration {
     }
 }
 
-/// Called with (native id, version, whether the previous version stays) of a document the
-/// pipeline failed to index.
-pub type FailureFn = dyn Fn(&str, &str, bool) + Send + Sync;
+/// Called with (native id, version, ACL fingerprint, whether the previous version stays) of a
+/// document the pipeline failed to index.
+pub type FailureFn = dyn Fn(&str, &str, &str, bool) + Send + Sync;
 
 /// A connector's [`FailureFn`].
 #[derive(Clone)]
@@ -212,7 +212,7 @@ impl SkipLog {
 
     /// Version `version` of `key` was sent but not indexed, its previous version kept or
     /// removed: its connector's hook hears of it.
-    fn failed(&self, key: &DocKey, version: &str, kept_previous: bool) {
+    fn failed(&self, key: &DocKey, version: &str, acl: &str, kept_previous: bool) {
         let hook = self
             .failure_hooks
             .lock()
@@ -220,7 +220,7 @@ impl SkipLog {
             .get(&key.connector)
             .cloned();
         if let Some(hook) = hook {
-            (hook.0)(&key.native_id, version, kept_previous);
+            (hook.0)(&key.native_id, version, acl, kept_previous);
         }
     }
 
@@ -233,6 +233,7 @@ impl SkipLog {
         &self,
         key: &DocKey,
         version: &str,
+        acl: &str,
         reason: &str,
         job: Option<u64>,
         was_indexed: bool,
@@ -241,7 +242,7 @@ impl SkipLog {
     ) {
         self.record(key, reason);
         if !retrying {
-            self.failed(key, version, kept_previous);
+            self.failed(key, version, acl, kept_previous);
         }
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
@@ -269,6 +270,7 @@ impl SkipLog {
         &self,
         key: &DocKey,
         version: &str,
+        acl: &str,
         reason: &str,
         kept_previous: bool,
         retrying: bool,
@@ -281,7 +283,7 @@ impl SkipLog {
         );
         self.note(key, reason, 0);
         if !retrying {
-            self.failed(key, version, kept_previous);
+            self.failed(key, version, acl, kept_previous);
         }
     }
 
@@ -1139,6 +1141,7 @@ impl Pipeline {
                     // for the chunker and the rest) fails that document, not the whole batch.
                     let doc_key = doc.key.clone();
                     let version = doc.version.clone();
+                    let acl_fp = doc.acl.fingerprint();
                     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         self.prepare(*doc)
                     }))
@@ -1222,6 +1225,7 @@ impl Pipeline {
                                 self.skips.record_failed_upsert(
                                     &key,
                                     &version,
+                                    &acl_fp,
                                     &reason,
                                     job,
                                     was_indexed,
@@ -1232,6 +1236,7 @@ impl Pipeline {
                                 self.skips.record_failed_retry(
                                     &key,
                                     &version,
+                                    &acl_fp,
                                     &reason,
                                     keep_previous,
                                     retrying,
@@ -1312,8 +1317,12 @@ impl Pipeline {
                                     self.index.delete(&p.record.key);
                                     self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
                                 }
-                                self.skips
-                                    .failed(&p.record.key, &p.record.version, !acl_changed);
+                                self.skips.failed(
+                                    &p.record.key,
+                                    &p.record.version,
+                                    &p.record.acl.fingerprint(),
+                                    !acl_changed,
+                                );
                                 self.skips.give_up(&p.record.key, &p.record.version);
                             }
                             Op::Write(p) => {
@@ -1983,11 +1992,13 @@ mod tests {
         let h = heard.clone();
         pipeline.skips.on_failed_upsert(
             "c",
-            FailureHook(Arc::new(move |id: &str, v: &str, kept: bool| {
-                h.lock()
-                    .unwrap()
-                    .push((id.to_string(), v.to_string(), kept))
-            })),
+            FailureHook(Arc::new(
+                move |id: &str, v: &str, _acl: &str, kept: bool| {
+                    h.lock()
+                        .unwrap()
+                        .push((id.to_string(), v.to_string(), kept))
+                },
+            )),
         );
         pipeline.unavailable_parses.store(2, Ordering::Relaxed);
         pipeline

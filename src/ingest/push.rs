@@ -87,9 +87,31 @@ impl QueueBytes {
 
 #[derive(Default)]
 struct Sent {
-    last: HashMap<String, Option<(String, String)>>,
+    last: HashMap<String, Last>,
     /// Size at which entries the index already shows are dropped.
     prune_at: usize,
+}
+
+/// What was last accepted of a key, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Last {
+    /// An upsert: its version and ACL fingerprint.
+    Put((String, String)),
+    /// A delete.
+    Deleted,
+    /// An upsert the pipeline failed whose previous version goes too: "not there", but not
+    /// a delete (a rollback that loses this upsert brings the previous version back).
+    Failed((String, String)),
+}
+
+impl Last {
+    /// The key's newest state, as [`PushSource::newest`] says.
+    fn state(&self) -> Option<(String, String)> {
+        match self {
+            Self::Put(s) => Some(s.clone()),
+            Self::Deleted | Self::Failed(_) => None,
+        }
+    }
 }
 
 /// Accepted changes remembered before the ones the index already shows are forgotten.
@@ -131,7 +153,7 @@ impl PushSource {
         index: &dyn crate::index::Backend,
     ) -> Option<(String, String)> {
         if let Some(last) = sent.last.get(key) {
-            return last.clone();
+            return last.state();
         }
         index
             .latest_entry(&DocKey::new(&self.config.id, key).to_string())
@@ -221,12 +243,16 @@ impl PushSource {
                 let now = index
                     .latest_entry(&DocKey::new(id, k.as_str()).to_string())
                     .map(|e| (e.version, e.acl_fingerprint));
-                now != *last
+                now != last.state()
             });
             // Amortised: the next prune waits until the map has doubled.
             sent.prune_at = sent.last.len() * 2;
         }
-        sent.last.insert(key.to_string(), state);
+        let last = match state {
+            Some(s) => Last::Put(s),
+            None => Last::Deleted,
+        };
+        sent.last.insert(key.to_string(), last);
     }
 
     /// From now on, a version the pipeline fails to index is forgotten as accepted, so that
@@ -241,10 +267,14 @@ impl PushSource {
             let mut sent = all.lock().unwrap_or_else(|e| e.into_inner());
             for (key, state) in lost.iter().filter(|(k, _)| k.connector == id) {
                 let same = match (sent.last.get(&key.native_id), state) {
-                    (Some(Some(accepted)), Some(lost)) => accepted == lost,
-                    // A delete lost; or an upsert lost whose failure had been recorded as
-                    // "not there" (the delete of its previous version went with it).
-                    (Some(None), _) => true,
+                    (Some(Last::Put(accepted)), Some(lost)) => accepted == lost,
+                    // An upsert lost whose failure had been recorded as "not there" (the
+                    // delete of its previous version went with it).
+                    (Some(Last::Failed(failed)), Some(lost)) => failed == lost,
+                    // The delete lost. (A delete accepted after a lost upsert may still be
+                    // queued: session 34's review found it forgotten, so the client's re-put
+                    // of the indexed version answered UNCHANGED before the delete removed it.)
+                    (Some(Last::Deleted), None) => true,
                     _ => false,
                 };
                 if same {
@@ -253,15 +283,19 @@ impl PushSource {
             }
         })));
         let sent = self.sent.clone();
-        let hook = move |key: &str, version: &str, kept_previous: bool| {
+        // Only the very state that failed: another change of the same version (a narrower
+        // ACL) accepted since may still be queued (session 34's review: forgetting it made the
+        // client's delete NOT_FOUND, and the queued upsert was then indexed).
+        let hook = move |key: &str, version: &str, acl: &str, kept_previous: bool| {
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(sent.last.get(key), Some(Some((v, _))) if v == version) {
+            if matches!(sent.last.get(key), Some(Last::Put((v, fp))) if v == version && fp == acl) {
                 if kept_previous {
                     // The index shows the newest state again.
                     sent.last.remove(key);
                 } else {
                     // Its delete is on the way: "not there", not the version still indexed.
-                    sent.last.insert(key.to_string(), None);
+                    let failed = Last::Failed((version.to_string(), acl.to_string()));
+                    sent.last.insert(key.to_string(), failed);
                 }
             }
         };
@@ -718,6 +752,28 @@ mod tests {
         );
     }
 
+    /// Session 34's review: the failure of one ACL of a version forgot another ACL of that
+    /// version accepted since and still queued, so the client's delete answered NOT_FOUND and
+    /// the queued upsert was indexed after it.
+    #[test]
+    fn a_failure_forgets_only_the_state_that_failed() {
+        use crate::index::suite::DIM;
+        let (source, _) = built();
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::Index::open(dir.path(), "push-model", DIM).unwrap();
+        let skips = Arc::new(crate::ingest::SkipLog::default());
+        source.forget_failures_from(&skips);
+        let key = DocKey::new("crm", "k");
+        let state = |fp: &str| Some(("1".to_string(), fp.to_string()));
+        source.record("k", state("hr"), &index);
+        source.record("k", state("hr+legal"), &index);
+        skips.failed(&key, "1", "hr", false);
+        assert_eq!(source.newest("k", &index), state("hr+legal"));
+        // The state that is the newest failing: "not there" (its delete is on the way).
+        skips.failed(&key, "1", "hr+legal", false);
+        assert_eq!(source.newest("k", &index), None);
+    }
+
     /// What was accepted and then lost in a rollback is not remembered as accepted: the
     /// client's retry of an upsert or a delete is a change again, judged against the index.
     #[test]
@@ -755,6 +811,16 @@ mod tests {
         assert_eq!(
             source.newest("d0", &index).map(|(v, _)| v),
             Some("1".to_string())
+        );
+        // A delete accepted after an upsert that a rollback lost may still be queued: it
+        // stays remembered (the client's re-put of the indexed version is a change).
+        source.record("later", Some(("5".into(), "everyone".into())), &index);
+        source.record("later", None, &index);
+        skips.rolled_back(&[(key("later"), Some(("5".into(), "everyone".into())))]);
+        assert_eq!(source.newest("later", &index), None);
+        assert!(
+            source.lock().last.contains_key("later"),
+            "the delete was forgotten"
         );
         // Accepted after the rollback: remembered again.
         source.record("narrowed", Some(("3".into(), "hr-only".into())), &index);

@@ -212,14 +212,31 @@ impl Element {
 /// answer nested thousands deep would overflow the stack and abort the daemon.
 const MAX_DEPTH: usize = 128;
 
+/// The most elements a response may hold. A tree costs ~100 bytes an element, so a hostile
+/// answer of 256 MiB of `<value><int>1</int></value>` would have taken gigabytes; a page
+/// list of ~150,000 pages (about 25 elements a page) fits.
+const MAX_ELEMENTS: usize = 4_000_000;
+
 /// Reads the document into a tree; XML-RPC responses are small and shallow enough for that.
 fn parse_tree(xml: &str) -> Result<Element, DecodeError> {
+    parse_tree_within(xml, MAX_ELEMENTS)
+}
+
+/// [`parse_tree`] with at most `max_elements` elements.
+fn parse_tree_within(xml: &str, max_elements: usize) -> Result<Element, DecodeError> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut stack: Vec<Element> = vec![Element::default()];
+    let mut elements = 0usize;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| bad(format!("at byte {}: {e}", reader.buffer_position())))?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > max_elements {
+                return Err(bad(format!("more than {max_elements} elements")));
+            }
+        }
         match event {
             Event::Start(_) if stack.len() > MAX_DEPTH => {
                 return Err(bad(format!("elements nested more than {MAX_DEPTH} deep")));
@@ -374,6 +391,22 @@ mod tests {
         // A shallow array still decodes.
         let ok = "<?xml version=\"1.0\"?><methodResponse><params><param><value><array><data><value><int>7</int></value></data></array></value></param></params></methodResponse>";
         assert!(decode_response(ok).is_ok());
+    }
+
+    /// Session 34's review: a flat answer of millions of small values built a tree ten times
+    /// its size; the element count is bounded.
+    #[test]
+    fn an_answer_with_too_many_elements_is_an_error() {
+        let values = |n: usize| {
+            format!(
+                "<?xml version=\"1.0\"?><methodResponse><params><param><value><array><data>{}</data></array></value></param></params></methodResponse>",
+                "<value><int>1</int></value>".repeat(n)
+            )
+        };
+        // methodResponse, params, param, value, array, data: 6, then 2 per value.
+        assert!(parse_tree_within(&values(10), 26).is_ok());
+        let e = parse_tree_within(&values(11), 26).unwrap_err();
+        assert!(e.to_string().contains("more than 26 elements"), "{e}");
     }
 
     #[test]
