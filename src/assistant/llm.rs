@@ -563,27 +563,7 @@ pub async fn rewrite(
     earlier: &[String],
     question: &str,
 ) -> Result<(String, Usage), LlmError> {
-    let mut user = String::from("Earlier questions:\n");
-    for q in earlier {
-        user.push_str("- ");
-        user.push_str(q);
-        user.push('\n');
-    }
-    user.push_str("Follow-up question: ");
-    user.push_str(question);
-    user.push_str(
-        "\nRewrite the follow-up as one standalone question. Reply with the question only.",
-    );
-    let messages = [
-        Message {
-            role: "system",
-            content: "You rewrite follow-up questions into standalone questions.".into(),
-        },
-        Message {
-            role: "user",
-            content: user,
-        },
-    ];
+    let messages = rewrite_messages(earlier, question);
     let mut out = String::new();
     let mut on_text = |t: &str| {
         out.push_str(t);
@@ -596,8 +576,40 @@ pub async fn rewrite(
     Ok((r, usage))
 }
 
+/// An estimate of the prompt tokens of [`rewrite`]'s call.
+pub fn rewrite_prompt_tokens(earlier: &[String], question: &str) -> u64 {
+    rewrite_messages(earlier, question)
+        .iter()
+        .map(|m| estimate_tokens(&m.content))
+        .sum()
+}
+
+fn rewrite_messages(earlier: &[String], question: &str) -> [Message; 2] {
+    let mut user = String::from("Earlier questions:\n");
+    for q in earlier {
+        user.push_str("- ");
+        user.push_str(q);
+        user.push('\n');
+    }
+    user.push_str("Follow-up question: ");
+    user.push_str(question);
+    user.push_str(
+        "\nRewrite the follow-up as one standalone question. Reply with the question only.",
+    );
+    [
+        Message {
+            role: "system",
+            content: "You rewrite follow-up questions into standalone questions.".into(),
+        },
+        Message {
+            role: "user",
+            content: user,
+        },
+    ]
+}
+
 /// Longest rewrite the model may write.
-const REWRITE_MAX_TOKENS: u32 = 64;
+pub const REWRITE_MAX_TOKENS: u32 = 64;
 
 /// Tokens held for a follow-up's rewrite against the caller's budget (an estimate: a few
 /// earlier questions, the instructions and the completion, at bytes / 4).

@@ -485,13 +485,13 @@ impl Assistant {
     }
 
     /// Refuses a generative request of a caller whose identity or a group of whom spent its
-    /// daily token budget (counting what requests in flight hold); with `reserve`, holds this
-    /// request's most tokens against those budgets until the returned reservation is dropped.
-    /// `None`: no budget applies. Blocking.
+    /// daily token budget (counting what requests in flight hold); with `reserve`, holds that
+    /// many tokens against those budgets until the returned reservation is dropped. `None`: no
+    /// budget applies. Blocking.
     fn check_quota(
         &self,
         caller: &Caller,
-        reserve: bool,
+        reserve: Option<u64>,
     ) -> Result<Option<Reservation>, AssistantError> {
         let q = &self.cfg.quotas;
         if q.daily_tokens_per_identity.is_none() && q.daily_tokens_per_group.is_empty() {
@@ -547,11 +547,10 @@ impl Assistant {
                 )?;
             }
         }
-        if !reserve {
+        let Some(tokens) = reserve else {
             return Ok(None);
-        }
+        };
         let principals = self.usage_principals(caller);
-        let tokens = self.request_tokens();
         for p in &principals {
             *reserved.entry(p.clone()).or_default() += tokens;
         }
@@ -595,7 +594,8 @@ impl Assistant {
         let reservation = if mode == AnswerMode::Generative {
             let me = self.clone();
             let c = caller.clone();
-            let checked = tokio::task::spawn_blocking(move || me.check_quota(&c, true))
+            let tokens = self.request_tokens();
+            let checked = tokio::task::spawn_blocking(move || me.check_quota(&c, Some(tokens)))
                 .await
                 .map_err(|e| AssistantError::Internal(e.to_string()))?;
             match checked {
@@ -652,9 +652,11 @@ impl Assistant {
             }
             ConversationChoice::None => Vec::new(),
         };
-        let (rewritten, rewrite_usage) = self
+        let (rewritten, rewrite_usage, rewrite_hold) = self
             .rewrite(caller, mode, &earlier, &input.question)
             .await?;
+        // An extractive answer's LLM rewrite holds its tokens until the request is recorded.
+        let reservation = reservation.or(rewrite_hold);
         // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
         // blocked phrase or leave an injection out): a question blocked as asked is searched as
         // asked, where the screening refuses it.
@@ -825,34 +827,51 @@ impl Assistant {
         mode: AnswerMode,
         earlier: &[String],
         question: &str,
-    ) -> Result<(Option<String>, Usage), AssistantError> {
+    ) -> Result<(Option<String>, Usage, Option<Reservation>), AssistantError> {
         let Some(heuristic) = heuristic_rewrite(earlier, question) else {
-            return Ok((None, Usage::default()));
+            return Ok((None, Usage::default(), None));
         };
         if self.cfg.rewrite == RewriteMode::Llm
             && let Some(llm) = &self.llm
         {
-            let within_budget = mode == AnswerMode::Generative || {
-                let (me, c) = (self.clone(), caller.clone());
-                tokio::task::spawn_blocking(move || me.check_quota(&c, false))
+            // A generative request reserved its rewrite with its answer; an extractive one
+            // reserves the rewrite's most tokens now (a check alone let concurrent rewrites
+            // pass one budget together: session 34's review).
+            let hold = match mode {
+                AnswerMode::Generative => Ok(None),
+                _ => {
+                    let (me, c) = (self.clone(), caller.clone());
+                    tokio::task::spawn_blocking(move || {
+                        me.check_quota(&c, Some(llm::REWRITE_TOKENS))
+                    })
                     .await
                     .map_err(|e| AssistantError::Internal(e.to_string()))?
-                    .is_ok()
+                }
             };
-            if within_budget {
+            if let Ok(hold) = hold {
                 let earlier = &earlier[earlier.len().saturating_sub(3)..];
                 match llm::rewrite(llm, earlier, question).await {
                     Ok((r, u)) if !r.is_empty() && r.len() <= 4 * question.len() + 400 => {
-                        return Ok((Some(r), u));
+                        return Ok((Some(r), u, hold));
                     }
-                    Ok((_, u)) => return Ok((Some(heuristic), u)),
+                    Ok((_, u)) => return Ok((Some(heuristic), u, hold)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic")
+                        tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic");
+                        if e.may_have_generated() {
+                            // What the server may have spent counts (an estimate), as for a
+                            // failed answer: else failing rewrites would be free.
+                            let u = Usage {
+                                prompt: llm::rewrite_prompt_tokens(earlier, question),
+                                completion: u64::from(llm::REWRITE_MAX_TOKENS),
+                                estimated: true,
+                            };
+                            return Ok((Some(heuristic), u, hold));
+                        }
                     }
                 }
             }
         }
-        Ok((Some(heuristic), Usage::default()))
+        Ok((Some(heuristic), Usage::default(), None))
     }
 
     /// Search: steps 1, 2, 4–6 and PII redaction of the hits. Blocking.

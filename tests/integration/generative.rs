@@ -866,6 +866,36 @@ async fn llm_rewrites_are_counted_and_stop_at_the_token_budget() {
     d.stop().await;
 }
 
+/// Session 34's review: a rewrite that failed after the server may have generated (a broken
+/// stream) was charged nothing, so failing rewrites were free against the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_that_fails_after_the_model_ran_is_charged_an_estimate() {
+    let fake = FakeLlm::start(Script::Malformed).await;
+    let env = Env::example();
+    let (d, r2) = follow_up_with_llm_rewrite_and(
+        &env,
+        &fake,
+        "[quotas]\ndaily_tokens_per_identity = 100000\n",
+        "Which account are expense refunds paid from?",
+        "And for contractors?",
+    )
+    .await;
+    assert_eq!(fake.requests(), 1, "the rewrite asked the model");
+    let details = r2.details.unwrap();
+    assert_eq!(
+        details.rewritten_question,
+        "Which account are expense refunds paid from? And for contractors?",
+        "the heuristic's rewrite"
+    );
+    let usage = details.usage.unwrap();
+    assert!(usage.estimated, "{usage:?}");
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_reads_passages_with_pii_redacted() {
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;

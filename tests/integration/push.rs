@@ -26,6 +26,17 @@ fn statuses(r: &[pb::ItemResult]) -> Vec<(String, i32)> {
     r.iter().map(|r| (r.key.clone(), r.status)).collect()
 }
 
+/// A PutDocuments request of [`BOT`] to source `crm`.
+fn put(docs: Vec<pb::PushDocument>) -> tonic::Request<pb::PutDocumentsRequest> {
+    authed(
+        BOT,
+        pb::PutDocumentsRequest {
+            source: "crm".into(),
+            documents: docs,
+        },
+    )
+}
+
 /// A daemon with push source `crm`, written by the identity of [`BOT`].
 async fn with_push_source(env: &Env) -> Running {
     let text = env.config_text()
@@ -83,15 +94,6 @@ async fn a_key_pushed_twice_in_one_request_ends_as_its_last_item() {
     let env = Env::empty();
     let d = with_push_source(&env).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
-    let put = |docs: Vec<pb::PushDocument>| {
-        authed(
-            BOT,
-            pb::PutDocumentsRequest {
-                source: "crm".into(),
-                documents: docs,
-            },
-        )
-    };
     let budget = |allow: &str| {
         doc(
             "budget",
@@ -185,13 +187,7 @@ async fn pushed_acls_names_and_links_are_bounded_and_showable() {
         ..doc("fine", "1", text(), &["everyone"])
     };
     let r = c
-        .put_documents(authed(
-            BOT,
-            pb::PutDocumentsRequest {
-                source: "crm".into(),
-                documents: vec![many, long, bidi, key, up, fine],
-            },
-        ))
+        .put_documents(put(vec![many, long, bidi, key, up, fine]))
         .await
         .unwrap()
         .into_inner();
@@ -217,15 +213,6 @@ async fn push_documents_idempotently_with_per_item_results() {
     let env = Env::empty();
     let d = with_push_source(&env).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
-    let put = |docs: Vec<pb::PushDocument>| {
-        authed(
-            BOT,
-            pb::PutDocumentsRequest {
-                source: "crm".into(),
-                documents: docs,
-            },
-        )
-    };
     let acme = |v: &str, when: &str| {
         doc(
             "acct-1",
