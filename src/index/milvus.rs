@@ -95,6 +95,11 @@ struct Written {
 struct Table {
     docs: HashMap<String, DocEntry>,
     loaded: Option<Instant>,
+    /// While a load reads the collection: what commits of this process changed meanwhile,
+    /// which the rows it read may predate (`None` for a delete). Applied over the load's
+    /// result (session 34's review: a load that began before a commit and ended after it put
+    /// back the committed documents' old entries, for good, since a writer never reloads).
+    committed_during_load: Option<HashMap<String, Option<DocEntry>>>,
 }
 
 /// The index on a Milvus collection.
@@ -111,6 +116,8 @@ pub struct MilvusBackend {
     /// Buffered writes by document key (`None`: a delete), until commit.
     pending: Mutex<BTreeMap<String, Option<Written>>>,
     table: RwLock<Table>,
+    /// One load of the table at a time (callers meanwhile wait for it, and use it).
+    loading: Mutex<()>,
     /// This process has committed: its table is current without reloading.
     writer: std::sync::atomic::AtomicBool,
     checkpoints: RwLock<BTreeMap<String, Value>>,
@@ -118,6 +125,9 @@ pub struct MilvusBackend {
     /// Failure injection for tests: reading the document table fails.
     #[cfg(test)]
     unreadable_table: std::sync::atomic::AtomicBool,
+    /// For tests: runs once a load has read the collection, before it is installed.
+    #[cfg(test)]
+    after_reading_table: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Drop for MilvusBackend {
@@ -275,7 +285,7 @@ impl MilvusExport {
                 })?;
                 // Only an empty page ends it (see `each_document`).
                 let Some(last) = page.last() else { break };
-                after = Some(last.chunk_id.clone());
+                after = next_after(&after, last)?;
                 for row in page {
                     by_key.entry(row.doc_key.clone()).or_default().push(row);
                 }
@@ -319,7 +329,7 @@ impl MilvusExport {
             // Only an empty page ends the scan: Milvus may return a short page before the end
             // (it stops merging segments at the first one that runs out).
             let Some(last) = page.last() else { break };
-            after = Some(last.chunk_id.clone());
+            after = next_after(&after, last)?;
             for row in page {
                 if done.contains(&row.doc_key) {
                     // Past the document's `n` chunks (a tail a shorter version left): not its.
@@ -397,6 +407,10 @@ fn document_of(key: &str, mut rows: Vec<ChunkRow>, vectors: bool) -> Option<Docu
     // Its first chunk says how many it has: rows past them are a tail an older, longer version
     // left, not the document's.
     let n = first.meta["n"].as_u64()? as usize;
+    if n == 0 {
+        // A first chunk that counts none is no document (and has no first row to read).
+        return None;
+    }
     rows.truncate(n);
     if rows.len() != n || rows.iter().enumerate().any(|(i, r)| r.ordinal != i as i64) {
         return None;
@@ -549,11 +563,14 @@ impl MilvusBackend {
             analysis,
             pending: Mutex::new(BTreeMap::new()),
             table: RwLock::new(Table::default()),
+            loading: Mutex::new(()),
             writer: false.into(),
             checkpoints: RwLock::new(checkpoints),
             last_commit: 0.into(),
             #[cfg(test)]
             unreadable_table: Default::default(),
+            #[cfg(test)]
+            after_reading_table: Mutex::new(None),
         })
     }
 
@@ -634,18 +651,43 @@ impl MilvusBackend {
 
     /// Reads the document table when this process has none, or a query node's is stale.
     fn refresh_table(&self) {
-        {
+        let current = || {
             let t = self.table.read().unwrap_or_else(|e| e.into_inner());
             let writer = self.writer.load(std::sync::atomic::Ordering::Acquire);
-            if t.loaded
+            t.loaded
                 .is_some_and(|at| writer || at.elapsed() < TABLE_TTL)
-            {
-                return;
-            }
+        };
+        if current() {
+            return;
         }
-        match self.load_table() {
-            Ok(docs) => {
-                let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if current() {
+            return;
+        }
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed_during_load = Some(HashMap::new());
+        let loaded = self.load_table();
+        #[cfg(test)]
+        if let Some(f) = self
+            .after_reading_table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            f();
+        }
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let since = t.committed_during_load.take().unwrap_or_default();
+        match loaded {
+            Ok(mut docs) => {
+                for (k, e) in since {
+                    match e {
+                        Some(e) => docs.insert(k, e),
+                        None => docs.remove(&k),
+                    };
+                }
                 t.docs = docs;
                 t.loaded = Some(Instant::now());
             }
@@ -698,9 +740,25 @@ fn each_first_row(
         let Some(last) = page.last() else {
             return Ok(());
         };
-        after = Some(last.chunk_id.clone());
+        after = next_after(&after, last)?;
         page.iter().for_each(&mut *each);
     }
+}
+
+/// Where the page after one ending at `last` starts: past `after`, else the server is not
+/// paging (a page that does not move past the last one would loop without end).
+fn next_after(after: &Option<String>, last: &ChunkRow) -> Result<Option<String>, IndexError> {
+    if after
+        .as_deref()
+        .is_some_and(|a| last.chunk_id.as_str() <= a)
+    {
+        return Err(MilvusError::Protocol {
+            method: "Query",
+            reason: "a page of rows did not move past the previous one".into(),
+        }
+        .into());
+    }
+    Ok(Some(last.chunk_id.clone()))
 }
 
 /// A document's entry from one of its rows (every row carries it in `meta`).
@@ -892,9 +950,10 @@ impl Backend for MilvusBackend {
             .filter(|(k, _)| match docent_milvus::expr::quote("doc key", k) {
                 Ok(_) => true,
                 Err(e) => {
+                    // The error's text quotes the key: through the log's redaction too.
                     tracing::error!(
                         key = %crate::guardrail::pii::for_log(k),
-                        error = %e,
+                        error = %crate::guardrail::pii::for_log(&e.to_string()),
                         "milvus: cannot delete this document's old chunks"
                     );
                     false
@@ -946,9 +1005,13 @@ impl Backend for MilvusBackend {
         {
             let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
             for (k, w) in std::mem::take(&mut *pending) {
-                match w {
-                    Some(w) => {
-                        t.docs.insert(k, w.entry);
+                let entry = w.map(|w| w.entry);
+                if let Some(since) = t.committed_during_load.as_mut() {
+                    since.insert(k.clone(), entry.clone());
+                }
+                match entry {
+                    Some(e) => {
+                        t.docs.insert(k, e);
                     }
                     None => {
                         t.docs.remove(&k);
@@ -1514,6 +1577,57 @@ mod tests {
         b.commit(cps).unwrap();
         let after = MilvusBackend::open(&cfg, &model).unwrap();
         assert!(after.latest_entry(&key.to_string()).is_none());
+    }
+
+    /// Session 34's review: a load of the document table that read the collection before a
+    /// commit and was installed after it put back the committed documents' old entries, for
+    /// good (a writer never reloads): a narrowed ACL undone later then looked unchanged and
+    /// was never written. What commits change while a load runs is applied over it.
+    #[test]
+    fn a_commit_during_a_load_of_the_document_table_is_not_lost() {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let b = Arc::new(MilvusBackend::open(&fresh("race"), &model).unwrap());
+        let key = DocKey::new("c", "p.md").to_string();
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        b.commit(BTreeMap::new()).unwrap();
+        // The table is read again (as after its time to live); while that load runs, after it
+        // read the rows, a commit (which found the table current) narrows the ACL.
+        *b.table.write().unwrap() = Table::default();
+        let narrowed = Acl::new([Principal::group("hr")], []);
+        let (c, acl) = (b.clone(), narrowed.clone());
+        *b.after_reading_table.lock().unwrap() = Some(Box::new(move || {
+            c.table.write().unwrap().loaded = Some(Instant::now());
+            let mut doc = one_chunk(8, BTreeMap::new());
+            doc.acl = acl;
+            c.upsert(doc).unwrap();
+            c.commit(BTreeMap::new()).unwrap();
+        }));
+        b.table.write().unwrap().loaded = None;
+        let entry = b.latest_entry(&key).expect("indexed");
+        assert!(
+            b.after_reading_table.lock().unwrap().is_none(),
+            "the hook ran"
+        );
+        assert_eq!(entry.acl_fingerprint, narrowed.fingerprint());
+    }
+
+    /// Session 34's review: a first chunk that counted no chunks panicked the export (it took
+    /// the first of no rows), and a server whose pages did not move looped without end.
+    #[test]
+    fn rows_that_count_no_chunks_or_pages_that_do_not_move_are_refused() {
+        let mut rows = rows_of(&one_chunk(8, BTreeMap::new()));
+        rows[0].meta["n"] = 0.into();
+        assert!(document_of("c:p.md", rows.clone(), false).is_none());
+        rows[0].meta["n"] = 1.into();
+        assert!(document_of("c:p.md", rows.clone(), false).is_some());
+        let last = &rows[0];
+        assert_eq!(
+            next_after(&None, last).unwrap().as_deref(),
+            Some(last.chunk_id.as_str())
+        );
+        assert!(next_after(&Some(last.chunk_id.clone()), last).is_err());
+        assert!(next_after(&Some("c:a".into()), last).is_ok());
     }
 
     /// A document whose attributes are too large for a JSON value is refused on its own,

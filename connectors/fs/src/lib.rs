@@ -954,6 +954,37 @@ impl Scanner {
         if mounted.contains(dir) && !mount_point(&mounts.canonical_of(dir)) {
             return Ok(());
         }
+        // One the walk did not meet although nothing excludes it (its directory is gone: an
+        // automounted share that expired, a removed media mount) is an outage like one met
+        // unmounted: what it held is kept (session 34's review: it was deleted, with only
+        // deletion protection in the way), unless a forced sync accepts it.
+        if !force {
+            let missing: Vec<PathBuf> = mounted
+                .iter()
+                .filter(|m| {
+                    m.starts_with(dir)
+                        && *m != dir
+                        && !self.cfg.roots.contains(*m)
+                        && !mounts.met.contains(*m)
+                        && !unlisted.iter().any(|u| m.starts_with(u))
+                        && !m
+                            .ancestors()
+                            .take_while(|a| *a != root)
+                            .any(|a| self.excluded_dir(root, a))
+                })
+                .cloned()
+                .collect();
+            for m in missing {
+                let why = format!(
+                    "{UNMOUNTED} {} was a mount point when last walked and is not there now: \
+                     what it held was neither withdrawn nor deleted",
+                    m.display()
+                );
+                self.count_failure(&m.to_string_lossy(), &why);
+                outages.push(why);
+                unlisted.push(m);
+            }
+        }
         mounted.retain(|m| {
             !m.starts_with(dir)
                 || m == dir
@@ -1725,8 +1756,7 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
     if let Some(k @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = kind(&c) {
         return Err(untrusted_mount(k));
     }
-    let name = c"system.posix_acl_access";
-    let get = |buf: *mut libc::c_void, len: usize| -> isize {
+    let get_named = |name: &std::ffi::CStr, buf: *mut libc::c_void, len: usize| -> isize {
         // SAFETY: the strings are NUL-terminated and live across the call; `buf` is null with
         // `len` 0 (asking only the size) or writable for `len` bytes (see the callers).
         unsafe {
@@ -1735,6 +1765,15 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
                 Source::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), buf, len),
             }
         }
+    };
+    let get = |buf: *mut libc::c_void, len: usize| get_named(c"system.posix_acl_access", buf, len);
+    // A local file system without POSIX lists may keep NFSv4 ones (OpenZFS with
+    // `acltype=nfsv4`, as TrueNAS sets it for SMB shares), shown as these attributes, which
+    // its mode bits only approximate (session 34's review).
+    let nfs4_list = || {
+        [c"system.nfs4_acl", c"system.nfs4_acl_xdr"]
+            .iter()
+            .any(|n| get_named(n, std::ptr::null_mut(), 0) >= 0)
     };
     // A list set between asking its size and reading it is larger: ask again.
     for _ in 0..4 {
@@ -1747,6 +1786,7 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
                 // may keep its own (NFSv4, SMB) and show mode bits that do not say who may
                 // read (a CIFS mount's are the mount's `file_mode`).
                 Some(libc::ENOTSUP) => match kind(&c) {
+                    None if nfs4_list() => Err(untrusted_mount("NFSv4 ACL")),
                     None => Ok(None),
                     Some(k) => Err(untrusted_mount(k)),
                 },

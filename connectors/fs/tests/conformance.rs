@@ -491,6 +491,66 @@ fn an_unmounted_directory_below_the_root_keeps_its_documents() {
     );
 }
 
+/// Session 34's review: a recorded mount point whose directory is gone (an automounted share
+/// that expired and is not listed, a media mount removed with its directory) was not met by
+/// the walk, forgotten, and what it held deleted. It is an outage like an unmounted one, until
+/// a forced sync accepts it.
+#[test]
+fn a_mount_point_whose_directory_is_gone_keeps_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (share, root) = (base.join("share"), base.join("root"));
+    mode(&base, 0o755);
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(root.join("teams/finance")).unwrap();
+    for f in [
+        share.join("budget.txt"),
+        share.join("forecast.txt"),
+        root.join("local.txt"),
+    ] {
+        std::fs::write(&f, "text").unwrap();
+        mode(&f, 0o644);
+    }
+    let mnt = root.join("teams/finance");
+    let index = Arc::new(Index::default());
+    let rt = runtime();
+    let mounted = BindMount::new(&share, &mnt);
+    let (up, _, _, checkpoint) = sync_from(&rt, connector_at(&root), &index, None);
+    assert_eq!(up.len(), 3, "{up:?}");
+    drop(mounted);
+    std::fs::remove_dir(&mnt).unwrap();
+    let (up, skipped, deleted, checkpoint) = rt.block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
+        let synced = live.next_sync(true).await;
+        let status = live.status.snapshot();
+        assert!(
+            status.alarms[&Alarm::Unmounted].contains(&*mnt.to_string_lossy()),
+            "{:?}",
+            status.alarms
+        );
+        live.stop().await;
+        synced
+    });
+    assert!(up.is_empty() && skipped.is_empty(), "{up:?} {skipped:?}");
+    assert!(deleted.is_empty(), "{deleted:?}");
+    assert_eq!(index.native_ids("fs-conformance").len(), 3);
+    assert_eq!(
+        checkpoint["mounted_roots"],
+        serde_json::json!([mnt.to_string_lossy()])
+    );
+    // An admin who took the share away on purpose forces the deletions.
+    let deleted = rt.block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
+        let (_, _, deleted, _) = live.next_sync(true).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        let (_, _, deleted, checkpoint) = live.sync_now_forced().await;
+        assert_eq!(checkpoint["mounted_roots"], serde_json::json!([]));
+        live.stop().await;
+        deleted
+    });
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+}
+
 /// A chmod made through one name of a file with two hard links narrows the other name as well,
 /// from the watch's event on the first (not at the next reconciliation, an hour away here).
 #[test]

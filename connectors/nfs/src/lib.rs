@@ -866,15 +866,18 @@ impl Syncer {
         }
         match answer {
             AclAnswer::List(list) => Ok(self.remember(attr, &list)),
-            AclAnswer::Refused(stat) if objects_own(stat) => Ok(Listed::Unusable(format!(
-                "has access control that NFSACL cannot show ({stat})"
-            ))),
-            // The server's trouble (I/O error, JUKEBOX, …): an outage, never a reason to
-            // withdraw what is indexed.
-            AclAnswer::Refused(stat) => Err(SyncError::Outage(format!(
-                "asking the access control list of {rel:?} on {}:{} failed: {stat}",
-                self.cfg.server, self.cfg.export
-            ))),
+            AclAnswer::Refused(stat) => {
+                // Asked only for an error that is not the object's own state.
+                let answers = objects_own(stat) || session.answers().await;
+                refused_list(
+                    stat,
+                    answers,
+                    &format!(
+                        "asking the access control list of {rel:?} on {}:{} failed: {stat}",
+                        self.cfg.server, self.cfg.export
+                    ),
+                )
+            }
             AclAnswer::Unsupported(why) => {
                 if self.cfg.require_nfsacl {
                     return Err(SyncError::Outage(format!(
@@ -1230,6 +1233,26 @@ fn objects_own(stat: nfsstat3) -> bool {
     )
 }
 
+/// What a `GETACL` refused with `stat` makes of the object. Its own state (see
+/// [`objects_own`]) skips it. Any other error is the server's trouble: an outage (nothing is
+/// withdrawn) when the server no longer answers for the export's root (`answers` false); when
+/// it does, the trouble is this object's (a bad block), which is skipped, its ACL unknown, and
+/// the sync goes on (session 34's review: one such object failed every sync at it, so later
+/// files kept ACLs changed since, as reads once did).
+fn refused_list(stat: nfsstat3, answers: bool, why: &str) -> Result<Listed, SyncError> {
+    if objects_own(stat) {
+        return Ok(Listed::Unusable(format!(
+            "has access control that NFSACL cannot show ({stat})"
+        )));
+    }
+    if !answers {
+        return Err(SyncError::Outage(why.to_string()));
+    }
+    Ok(Listed::Unusable(format!(
+        "its access control list could not be read ({stat})"
+    )))
+}
+
 /// Whether an answer about `a` may be kept past this reconciliation, until its change time
 /// moves: not while that time is recent, since two changes within one tick of the server's
 /// clock share it (a `setfacl` right after the file was written would go unseen).
@@ -1377,6 +1400,24 @@ mod tests {
         ] {
             assert!(!objects_own(stat), "{stat}");
         }
+    }
+
+    #[test]
+    fn a_getacl_error_of_the_object_alone_skips_it_and_a_silent_server_is_an_outage() {
+        for (stat, answers) in [
+            (nfsstat3::NFS3ERR_ACCES, false),
+            (nfsstat3::NFS3ERR_IO, true),
+            (nfsstat3::NFS3ERR_SERVERFAULT, true),
+        ] {
+            assert!(
+                matches!(refused_list(stat, answers, "x"), Ok(Listed::Unusable(_))),
+                "{stat}"
+            );
+        }
+        assert!(matches!(
+            refused_list(nfsstat3::NFS3ERR_IO, false, "x"),
+            Err(SyncError::Outage(_))
+        ));
     }
 
     #[test]
