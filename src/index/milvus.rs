@@ -366,6 +366,7 @@ impl MilvusExport {
 }
 
 /// Whether a document's rows read so far make it whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Complete {
     No,
     /// Its rows `0..n` are in, `n` as its first chunk says.
@@ -396,6 +397,23 @@ fn complete(rows: &[ChunkRow]) -> Complete {
         true => Complete::Yes,
         false => Complete::Inconsistent,
     }
+}
+
+/// How many chunks a document's rows hold when they are one whole version: a first chunk
+/// that counts `n`, and rows `0..n` that agree with it on the version, content hash and ACL
+/// (rows past `n` are an older, longer version's tail). `None` when they are not: a commit
+/// cut off between its batches left new rows beside old ones.
+fn whole(rows: &[ChunkRow]) -> Option<i64> {
+    if complete(rows) != Complete::Yes {
+        return None;
+    }
+    let first = rows.iter().find(|r| r.ordinal == 0)?;
+    let n = first.meta["n"].as_i64()?;
+    let acl = acl_of(first).fingerprint();
+    rows.iter()
+        .filter(|r| r.ordinal < n)
+        .all(|r| r.meta["h"] == first.meta["h"] && acl_of(r).fingerprint() == acl)
+        .then_some(n)
 }
 
 /// A document from its rows (any order), as [`rows_of`] wrote it.
@@ -577,18 +595,48 @@ impl MilvusBackend {
     /// For the node that writes the collection (not a query replica, which would cut into the
     /// writer's commit in progress), before its pipeline starts: a commit cut off between its
     /// batches may have left a document's new rows beside its old first chunk (or without
-    /// one); each document it recorded (see `commit`) goes whole, and its connector
-    /// reconciles once (it sends the document again: the commit's checkpoint may or may not
-    /// have been written when it was cut off). Returns how many documents went.
+    /// one); each document it recorded (see `commit`) whose rows are not one whole version
+    /// (see [`whole`]) goes whole, a whole one keeps its rows (less any tail past its count),
+    /// and their connectors reconcile once (they send such documents again: the commit's
+    /// checkpoint may or may not have been written when it was cut off). Returns how many
+    /// documents went. (Session 34's review: every recorded document went, also those the
+    /// commit had finished writing, whose previous versions were committed before: a push
+    /// source, which does not reconcile, lost them for good.)
     pub fn repair_cut_off_commit(&self) -> Result<usize, IndexError> {
-        let keys = self.run(|c| Box::pin(async move { c.intents().await }))?;
-        if keys.is_empty() {
+        let recorded = self.run(|c| Box::pin(async move { c.intents().await }))?;
+        if recorded.is_empty() {
             return Ok(0);
+        }
+        let mut keys = Vec::new();
+        let mut trims = Vec::new();
+        for k in &recorded {
+            let cond = format!(
+                "doc_key == {}",
+                docent_milvus::expr::quote("doc key", k).map_err(MilvusError::from)?
+            );
+            let mut rows = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let (c, cond, a) = (self.coll.clone(), cond.clone(), after.clone());
+                let page = self.run(move |_| {
+                    Box::pin(async move { c.query_rows(&cond, a.as_deref(), PAGE, false).await })
+                })?;
+                let Some(last) = page.last() else { break };
+                after = next_after(&after, last)?;
+                rows.extend(page);
+            }
+            match whole(&rows) {
+                Some(n) => trims.push((k.clone(), n)),
+                None if rows.is_empty() => {}
+                None => keys.push(k.clone()),
+            }
         }
         tracing::warn!(
             collection = %self.where_,
-            documents = keys.len(),
-            "milvus: a commit was cut off; its documents are removed whole and their connectors reconcile once"
+            recorded = recorded.len(),
+            removed = keys.len(),
+            "milvus: a commit was cut off; documents it left in pieces are removed whole, and \
+             their connectors reconcile once"
         );
         // The reconciliations owed are stored before the record is forgotten: a crash in
         // between repairs again, never loses them.
@@ -599,7 +647,8 @@ impl MilvusBackend {
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
             owed.extend(
-                keys.iter()
+                recorded
+                    .iter()
                     .filter_map(|k| DocKey::parse(k))
                     .map(|k| k.connector),
             );
@@ -612,6 +661,9 @@ impl MilvusBackend {
             Box::pin(async move {
                 for k in &keys {
                     c.delete_document(k).await?;
+                }
+                for (k, n) in &trims {
+                    c.delete_chunks_from(k, *n).await?;
                 }
                 c.put_checkpoint(crate::ingest::OWED_KEY, &owed).await?;
                 c.clear_intents().await
@@ -1652,8 +1704,8 @@ mod tests {
     /// Session 31's review: a commit cut off between its batches left a document's new rows
     /// (with the new version's ACL) beside its old first chunk, which the document table reads;
     /// nothing ever repaired them. The commit records the documents it writes first and
-    /// forgets them last, and the writer's next start removes those documents whole and has
-    /// their connector reconcile.
+    /// forgets them last, and the writer's next start repairs those documents (trims a whole
+    /// one's tail, removes a torn one) and has their connector reconcile.
     #[test]
     fn a_commit_cut_off_between_its_batches_is_repaired_at_open() {
         let cfg = fresh("intent");
@@ -1686,8 +1738,14 @@ mod tests {
         drop(first);
 
         let b = MilvusBackend::open(&cfg, &model).unwrap();
-        assert_eq!(b.repair_cut_off_commit().unwrap(), 1);
-        assert!(b.latest_entry(&key).is_none(), "the document goes whole");
+        // Its old version is whole (its first chunk counts one): it stays, and the new
+        // version's row past it (a tail, under the new ACL) goes. (Before session 34 the whole
+        // document went; a torn one still does: `a_repair_keeps_a_document_the_cut_off_commit_wrote_whole`.)
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 0);
+        assert_eq!(
+            b.latest_entry(&key).map(|e| e.version).as_deref(),
+            Some("1")
+        );
         let cond = format!(
             "doc_key == {}",
             docent_milvus::expr::quote("k", &key).unwrap()
@@ -1695,7 +1753,11 @@ mod tests {
         let left = b
             .run(move |c| Box::pin(async move { c.query_rows(&cond, None, 10, false).await }))
             .unwrap();
-        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            left.iter().map(|r| r.ordinal).collect::<Vec<_>>(),
+            [0],
+            "{left:?}"
+        );
         let owed = b.checkpoints()[crate::ingest::OWED_KEY].clone();
         assert_eq!(owed, json!(["c"]));
         drop(b);
@@ -1703,6 +1765,59 @@ mod tests {
         let again = MilvusBackend::open(&cfg, &model).unwrap();
         assert_eq!(again.repair_cut_off_commit().unwrap(), 0);
         assert_eq!(again.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
+    }
+
+    /// Session 34's review: the repair removed every document the cut-off commit recorded,
+    /// also one it had finished writing (a crash just before it forgot its record), whose
+    /// previous version had been committed long before. A whole document stays; one whose
+    /// rows disagree on their ACL (an ACL-only change cut off) goes.
+    #[test]
+    fn a_repair_keeps_a_document_the_cut_off_commit_wrote_whole() {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        let cfg = fresh("whole");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        let two = |name: &str, acl: Acl| {
+            let mut d = one_chunk(8, BTreeMap::new());
+            d.key = DocKey::new("c", name);
+            d.acl = acl;
+            let mut second = d.chunks[0].clone();
+            second.ord = 1;
+            d.chunks.push(second);
+            d
+        };
+        let everyone = || Acl::new([Principal::Everyone], []);
+        first.upsert(two("kept.md", everyone())).unwrap();
+        first.upsert(two("torn.md", everyone())).unwrap();
+        first.commit(BTreeMap::new()).unwrap();
+        // Both recorded as written by a commit that was then cut off: "kept" was written
+        // whole; "torn" got only its second chunk under a narrowed ACL.
+        let narrowed = two("torn.md", Acl::new([Principal::group("hr")], []));
+        let torn_rows: Vec<ChunkRow> = rows_of(&narrowed)
+            .into_iter()
+            .filter(|r| r.ordinal == 1)
+            .collect();
+        let keys = vec!["c:kept.md".to_string(), "c:torn.md".to_string()];
+        first
+            .run(move |c| {
+                Box::pin(async move {
+                    c.put_intents(&keys).await?;
+                    c.upsert(&torn_rows).await
+                })
+            })
+            .unwrap();
+        drop(first);
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 1);
+        assert!(
+            b.latest_entry("c:kept.md").is_some(),
+            "a whole document stays"
+        );
+        assert!(
+            b.latest_entry("c:torn.md").is_none(),
+            "a torn one goes whole"
+        );
+        assert_eq!(b.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
     }
 
     #[test]
