@@ -748,6 +748,38 @@ impl Syncer {
             Some(s) => id.starts_with(&format!("{s}/")),
             None => true,
         };
+        // A recorded mount point the walk did not meet although nothing excludes it (its
+        // directory is gone) is an outage like one met as the same file system: what it held
+        // is kept until a forced sync (session 34's review: it was deleted).
+        if !force_deletions {
+            let missing: Vec<String> = self
+                .mounted
+                .iter()
+                .filter(|m| {
+                    in_scope(m)
+                        && !mounts_met.contains(*m)
+                        && !unlisted
+                            .iter()
+                            .any(|d| d.is_empty() || *d == **m || m.starts_with(&format!("{d}/")))
+                        && !std::iter::successors(Some(m.as_str()), |p| {
+                            p.rsplit_once('/').map(|(parent, _)| parent)
+                        })
+                        .any(|p| self.filter.excludes(p))
+                })
+                .cloned()
+                .collect();
+            for m in missing {
+                let why = format!(
+                    "unmounted share? {m:?} on {}:{} was another file system when last walked \
+                     and is not there now: nothing under it was withdrawn or deleted; a sync \
+                     with force_deletions accepts it",
+                    self.cfg.server, self.cfg.export
+                );
+                self.count_failure(&m, &why);
+                vanished.push(why);
+                unlisted.push(m);
+            }
+        }
         let under_unlisted = |id: &str| {
             unlisted
                 .iter()

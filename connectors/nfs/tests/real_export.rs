@@ -885,6 +885,49 @@ fn an_unmounted_share_below_the_export_keeps_its_documents() {
     });
 }
 
+/// Session 34's review: a recorded mount point whose directory is gone (removed after the
+/// unmount) was not met by the walk, forgotten, and what it held deleted. It is an outage like
+/// one left behind as the export's file system, until a forced sync.
+#[test]
+fn a_share_whose_directory_is_gone_keeps_its_documents() {
+    let _serial = serial();
+    let server = Server::stopped();
+    let mounted = Tmpfs::at(&server.export().join("team"));
+    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
+    server.put("a.txt", "a", 1001, 2001, 0o644);
+    server.up();
+    runtime().block_on(async {
+        let mut c = Running::start(server.connector(""));
+        c.next_sync().await;
+        assert_eq!(c.ids(), ids(&["a.txt", "team/plan.txt"]));
+        drop(mounted);
+        std::fs::remove_dir(server.export().join("team")).unwrap();
+        let sent = c.sync_now().await;
+        assert!(
+            sent.deletes.is_empty() && sent.skipped.is_empty(),
+            "{sent:?}"
+        );
+        assert_eq!(
+            sent.checkpoint.unwrap()["mounted_dirs"],
+            serde_json::json!(["team"])
+        );
+        assert_eq!(c.ids(), ids(&["a.txt", "team/plan.txt"]));
+        assert!(
+            c.status.snapshot().alarms.contains_key(&Alarm::Unmounted),
+            "{:?}",
+            c.status.snapshot().alarms
+        );
+        conformance::request_sync(&c.commands, &c.status, true).await;
+        let sent = c.next_sync().await;
+        assert_eq!(sent.deletes, ids(&["team/plan.txt"]), "{sent:?}");
+        assert_eq!(
+            sent.checkpoint.unwrap()["mounted_dirs"],
+            serde_json::json!([])
+        );
+        c.stop().await;
+    });
+}
+
 #[test]
 fn deletion_protection_blocks_a_mass_deletion() {
     let _serial = serial();
