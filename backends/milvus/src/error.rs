@@ -70,7 +70,11 @@ impl MilvusError {
                     | tonic::Code::Cancelled
                     | tonic::Code::Unknown
             ),
-            _ => false,
+            // A collection that did not load in time, or is not loaded: the server is not
+            // ready to answer (retry later), not a fault of the request (session 34's review:
+            // callers got an internal error instead of UNAVAILABLE).
+            Self::LoadTimeout { .. } => true,
+            _ => self.is_not_loaded(),
         }
     }
 
@@ -85,5 +89,26 @@ impl MilvusError {
             Self::Server { code, .. } => Some(*code),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collection_not_ready_is_unavailable_and_a_refusal_is_not() {
+        let timeout = MilvusError::LoadTimeout {
+            collection: "c".into(),
+            secs: 120,
+        };
+        assert!(timeout.is_unavailable());
+        let server = |code| MilvusError::Server {
+            method: "Query",
+            code,
+            reason: "x".into(),
+        };
+        assert!(server(NOT_LOADED).is_unavailable());
+        assert!(!server(NOT_LOADED + 1).is_unavailable());
     }
 }
