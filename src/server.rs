@@ -216,10 +216,14 @@ pub async fn start_with(
                 (Arc::new(index) as Arc<dyn Backend>, at)
             }
             Some(m) => {
-                let index = crate::index::milvus::MilvusBackend::open(&m, &model)?;
-                if role != crate::config::Role::Query {
+                use crate::index::milvus::MilvusBackend;
+                let index = if role == crate::config::Role::Query {
+                    MilvusBackend::open_for_queries(&m, &model)?
+                } else {
+                    let index = MilvusBackend::open(&m, &model)?;
                     index.repair_cut_off_commit()?;
-                }
+                    index
+                };
                 let at = format!("milvus {}", index.location());
                 (Arc::new(index) as Arc<dyn Backend>, at)
             }

@@ -102,6 +102,17 @@ struct Table {
     committed_during_load: Option<HashMap<String, Option<DocEntry>>>,
 }
 
+/// Who opens a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// The ingest node (or a single node): it records the model on a new collection.
+    Writer,
+    /// A query node: it only reads.
+    Query,
+    /// `docent reindex`, building a new collection.
+    Reindex,
+}
+
 /// The index on a Milvus collection.
 pub struct MilvusBackend {
     /// Its own runtime: the seam is synchronous and may be called from any thread, inside the
@@ -466,7 +477,18 @@ impl MilvusBackend {
     /// Refuses a collection a `docent reindex` is building, or left unfinished
     /// ([`REINDEX_MARKER`]).
     pub fn open(config: &MilvusConfig, model: &ModelSignature) -> Result<Self, IndexError> {
-        Self::open_as(config, model, false)
+        Self::open_as(config, model, Opening::Writer)
+    }
+
+    /// [`Self::open`] for a query node: it never records the model, and refuses a collection
+    /// that has no record yet (session 34's review: a query node and the ingest node starting
+    /// on an empty collection with two models of one dimension could both record theirs, and
+    /// each then run with its own).
+    pub fn open_for_queries(
+        config: &MilvusConfig,
+        model: &ModelSignature,
+    ) -> Result<Self, IndexError> {
+        Self::open_as(config, model, Opening::Query)
     }
 
     /// [`Self::open`] for the `docent reindex` that builds the collection: a new one (marked
@@ -475,14 +497,15 @@ impl MilvusBackend {
         config: &MilvusConfig,
         model: &ModelSignature,
     ) -> Result<Self, IndexError> {
-        Self::open_as(config, model, true)
+        Self::open_as(config, model, Opening::Reindex)
     }
 
     fn open_as(
         config: &MilvusConfig,
         model: &ModelSignature,
-        reindex: bool,
+        opening: Opening,
     ) -> Result<Self, IndexError> {
+        let reindex = opening == Opening::Reindex;
         let (rt, client) = connect(config)?;
         let (name, dim) = (config.collection.clone(), model.dim);
         let coll = run(
@@ -555,6 +578,14 @@ impl MilvusBackend {
             run(&rt, async move { c.put_meta(REINDEX_MARKER, b"1").await })?;
         }
         if record.is_none() {
+            if opening == Opening::Query {
+                return Err(IndexError::Payload {
+                    path: PathBuf::from(&where_),
+                    message: "no model record yet: start the ingest node first (it records \
+                              the model a query node must match)"
+                        .into(),
+                });
+            }
             let c = coll.clone();
             let bytes = serde_json::to_vec(&want).unwrap_or_default();
             run(&rt, async move { c.put_meta("model", &bytes).await })?;
@@ -1818,6 +1849,23 @@ mod tests {
             "a torn one goes whole"
         );
         assert_eq!(b.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
+    }
+
+    #[test]
+    fn a_query_node_refuses_a_collection_without_a_model_record_and_records_none() {
+        let cfg = fresh("querynode");
+        let model = ModelSignature::plain("m1", 8);
+        let e = MilvusBackend::open_for_queries(&cfg, &model)
+            .err()
+            .expect("refused before the ingest node recorded a model");
+        assert!(e.to_string().contains("ingest node"), "{e}");
+        // It recorded nothing: another model may still be the first.
+        assert!(MilvusBackend::open(&cfg, &ModelSignature::plain("m2", 8)).is_ok());
+        assert!(matches!(
+            MilvusBackend::open_for_queries(&cfg, &model).err(),
+            Some(IndexError::CollectionModelMismatch { .. })
+        ));
+        assert!(MilvusBackend::open_for_queries(&cfg, &ModelSignature::plain("m2", 8)).is_ok());
     }
 
     #[test]
