@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -168,6 +168,25 @@ struct ClosedToTheCrawler {
     /// What the unprivileged sync skipped and deleted.
     skipped: BTreeMap<String, String>,
     deleted: Vec<String>,
+}
+
+/// A sync from `checkpoint` that deletes nothing (a share that went away is an outage), then
+/// one an admin forces: what it deletes (it forgets the share's mount point too).
+fn forced_deletions(
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    index: &Arc<Index>,
+    checkpoint: serde_json::Value,
+) -> Vec<String> {
+    rt.block_on(async {
+        let mut live = Live::start(connector_at(root), index, Some(checkpoint));
+        let (_, _, deleted, _) = live.next_sync(true).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        let (_, _, deleted, checkpoint) = live.sync_now_forced().await;
+        assert_eq!(checkpoint["mounted_roots"], serde_json::json!([]));
+        live.stop().await;
+        deleted
+    })
 }
 
 /// The checkpoint of a sync that sent no upsert, skip or delete.
@@ -475,15 +494,7 @@ fn an_unmounted_directory_below_the_root_keeps_its_documents() {
     drop(mounted);
 
     // An admin who took the share away on purpose forces the deletions.
-    let deleted = rt.block_on(async {
-        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
-        let (_, _, deleted, _) = live.next_sync(true).await;
-        assert!(deleted.is_empty(), "{deleted:?}");
-        let (_, _, deleted, checkpoint) = live.sync_now_forced().await;
-        assert_eq!(checkpoint["mounted_roots"], serde_json::json!([]));
-        live.stop().await;
-        deleted
-    });
+    let deleted = forced_deletions(&rt, &root, &index, checkpoint);
     assert_eq!(deleted.len(), 2, "{deleted:?}");
     assert_eq!(
         index.native_ids("fs-conformance"),
@@ -539,15 +550,7 @@ fn a_mount_point_whose_directory_is_gone_keeps_its_documents() {
         serde_json::json!([mnt.to_string_lossy()])
     );
     // An admin who took the share away on purpose forces the deletions.
-    let deleted = rt.block_on(async {
-        let mut live = Live::start(connector_at(&root), &index, Some(checkpoint));
-        let (_, _, deleted, _) = live.next_sync(true).await;
-        assert!(deleted.is_empty(), "{deleted:?}");
-        let (_, _, deleted, checkpoint) = live.sync_now_forced().await;
-        assert_eq!(checkpoint["mounted_roots"], serde_json::json!([]));
-        live.stop().await;
-        deleted
-    });
+    let deleted = forced_deletions(&rt, &root, &index, checkpoint);
     assert_eq!(deleted.len(), 2, "{deleted:?}");
 }
 

@@ -827,6 +827,17 @@ fn an_unmounted_share_shows_beside_a_deletion_hold() {
     });
 }
 
+/// A running server whose export holds `a.txt` and, on a tmpfs mounted at `team`,
+/// `team/plan.txt`.
+fn with_team_share() -> (Server, Tmpfs) {
+    let server = Server::stopped();
+    let mounted = Tmpfs::at(&server.export().join("team"));
+    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
+    server.put("a.txt", "a", 1001, 2001, 0o644);
+    server.up();
+    (server, mounted)
+}
+
 /// A file system mounted below the export on the server (a tmpfs here: ganesha shows it with
 /// its own fsid) that goes away: the directory left behind, on the export's file system, says
 /// nothing of its files, which are neither withdrawn nor deleted while the rest of the export
@@ -834,11 +845,7 @@ fn an_unmounted_share_shows_beside_a_deletion_hold() {
 #[test]
 fn an_unmounted_share_below_the_export_keeps_its_documents() {
     let _serial = serial();
-    let server = Server::stopped();
-    let mounted = Tmpfs::at(&server.export().join("team"));
-    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
-    server.put("a.txt", "a", 1001, 2001, 0o644);
-    server.up();
+    let (server, mounted) = with_team_share();
     runtime().block_on(async {
         let mut c = Running::start(server.connector(""));
         let sent = c.next_sync().await;
@@ -891,11 +898,7 @@ fn an_unmounted_share_below_the_export_keeps_its_documents() {
 #[test]
 fn a_share_whose_directory_is_gone_keeps_its_documents() {
     let _serial = serial();
-    let server = Server::stopped();
-    let mounted = Tmpfs::at(&server.export().join("team"));
-    server.put("team/plan.txt", "plan", 1001, 2001, 0o644);
-    server.put("a.txt", "a", 1001, 2001, 0o644);
-    server.up();
+    let (server, mounted) = with_team_share();
     runtime().block_on(async {
         let mut c = Running::start(server.connector(""));
         c.next_sync().await;
