@@ -84,16 +84,21 @@ fn key_problem(key: &str) -> Option<String> {
 /// overrides and isolates, zero-width characters, the soft hyphen, the byte order mark): a
 /// pushed name or link holding one could show as another in a terminal, a CLI or a citation.
 fn unshowable(c: char) -> bool {
+    reorders(c)
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        )
+}
+
+/// A control character, or one that reorders the text around it (bidi marks, embeddings,
+/// overrides and isolates). Titles and attribute values are prose: the other invisible
+/// characters are at home there (a zero-width joiner in an emoji, a soft hyphen), these are not.
+fn reorders(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{00AD}'
-                | '\u{061C}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{FEFF}'
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
         )
 }
 
@@ -119,7 +124,7 @@ fn attribute_problem(key: &str, value: &str) -> Option<String> {
             "attribute name {key:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
         ));
     }
-    (value.len() > 4096 || value.chars().any(unshowable)).then(|| {
+    (value.len() > 4096 || value.chars().any(reorders)).then(|| {
         format!("attribute {key:?}: the value is over 4096 bytes or contains control characters")
     })
 }
@@ -199,7 +204,7 @@ fn validate(
         if value.len() > max
             || value
                 .chars()
-                .any(|c| unshowable(c) && !(spaces && line_space(c)))
+                .any(|c| reorders(c) && !(spaces && line_space(c)))
         {
             return Err(reject(format!(
                 "the {field} is over {max} bytes or contains control characters"

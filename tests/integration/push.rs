@@ -186,16 +186,28 @@ async fn pushed_acls_names_and_links_are_bounded_and_showable() {
         deny: (0..1023).map(|i| format!("user:u{i}")).collect(),
         ..doc("fine", "1", text(), &["everyone"])
     };
+    // Titles are prose: a joiner in an emoji and a soft hyphen are fine; an override is not.
+    let prose = pb::PushDocument {
+        title: "Team off\u{00AD}site \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}".into(),
+        ..doc("prose", "1", text(), &["everyone"])
+    };
+    let flipped = pb::PushDocument {
+        title: "invoice \u{202E}fdp.exe".into(),
+        ..doc("flipped", "1", text(), &["everyone"])
+    };
     let r = c
-        .put_documents(put(vec![many, long, bidi, key, up, fine]))
+        .put_documents(put(vec![many, long, bidi, key, up, fine, prose, flipped]))
         .await
         .unwrap()
         .into_inner();
-    let rej = pb::ItemStatus::Rejected as i32;
+    let (rej, ok) = (
+        pb::ItemStatus::Rejected as i32,
+        pb::ItemStatus::Accepted as i32,
+    );
     let got: Vec<i32> = r.results.iter().map(|r| r.status).collect();
     assert_eq!(
         got,
-        [rej, rej, rej, rej, rej, pb::ItemStatus::Accepted as i32],
+        [rej, rej, rej, rej, rej, ok, ok, rej],
         "{:?}",
         r.results
     );
