@@ -304,6 +304,7 @@ impl Session {
         let mut out = Vec::new();
         let mut cookie = 0;
         let mut cookieverf = nfs3::cookieverf3::default();
+        let mut pages = Pages::default();
         loop {
             let args = nfs3::READDIRPLUS3args {
                 dir: dir.clone(),
@@ -326,7 +327,7 @@ impl Session {
             cookieverf = ok.cookieverf;
             let eof = ok.reply.eof;
             let entries = ok.reply.entries.into_inner();
-            let last = entries.last().map(|e| e.cookie);
+            let next = pages.after(entries.last().map(|e| e.cookie), eof, entries.len());
             for e in entries {
                 let name = e.name.0.as_ref().to_vec();
                 if name == b"." || name == b".." {
@@ -352,12 +353,15 @@ impl Session {
                 };
                 out.push(Entry { name, fh, attr });
             }
-            match last {
-                Some(c) if !eof => cookie = c,
-                // No entry and no end: the listing cannot go on, and taking it as complete
-                // would read as the rest of the folder deleted. The folder is unlisted.
-                None if !eof => return Ok(Err(nfsstat3::NFS3ERR_TOOSMALL)),
-                _ => break,
+            match next {
+                Next::From(c) => cookie = c,
+                Next::Done => break,
+                // Taking the listing as complete would read as the rest of the folder
+                // deleted: the folder is unlisted, and what is indexed under it stays.
+                Next::Stuck(why) => {
+                    tracing::warn!(dir = %path, "{why}: the directory is left unlisted");
+                    return Ok(Err(nfsstat3::NFS3ERR_TOOSMALL));
+                }
             }
         }
         Ok(Ok(out))
@@ -528,6 +532,47 @@ fn option<
     }
 }
 
+/// The most entries one directory listing may hold (about 200 MiB of names, handles and
+/// attributes): a server that keeps sending new cookies must not grow a listing without end.
+const MAX_LISTED: usize = 1 << 20;
+
+/// Where a READDIRPLUS listing goes after a reply.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Ask again from this cookie.
+    From(u64),
+    /// The server said the listing is complete.
+    Done,
+    /// The listing cannot go on (the reason).
+    Stuck(&'static str),
+}
+
+/// The cookies a listing was sent on from, and how many entries it holds: a server that sends a
+/// cookie it already sent (or none, or the start) would have the listing go round for ever.
+#[derive(Default)]
+struct Pages {
+    seen: std::collections::HashSet<u64>,
+    entries: usize,
+}
+
+impl Pages {
+    fn after(&mut self, last: Option<u64>, eof: bool, entries: usize) -> Next {
+        self.entries = self.entries.saturating_add(entries);
+        if self.entries > MAX_LISTED {
+            return Next::Stuck("more entries than one listing may hold");
+        }
+        if eof {
+            return Next::Done;
+        }
+        match last {
+            None => Next::Stuck("a reply with no entry that does not end the listing"),
+            Some(0) => Next::Stuck("a cookie that starts the listing again"),
+            Some(c) if !self.seen.insert(c) => Next::Stuck("a cookie the server already sent"),
+            Some(c) => Next::From(c),
+        }
+    }
+}
+
 /// `dir/name`, or `name` at the top.
 pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -540,6 +585,46 @@ pub fn join(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_follows_new_cookies_to_the_end() {
+        let mut p = Pages::default();
+        assert_eq!(p.after(Some(7), false, 3), Next::From(7));
+        assert_eq!(p.after(Some(9), false, 2), Next::From(9));
+        assert_eq!(p.after(Some(9), true, 1), Next::Done);
+        // An empty last page that ends the listing is complete.
+        assert_eq!(Pages::default().after(None, true, 0), Next::Done);
+    }
+
+    #[test]
+    fn a_repeated_cookie_stops_the_listing_instead_of_looping() {
+        let mut p = Pages::default();
+        assert_eq!(p.after(Some(7), false, 3), Next::From(7));
+        assert_eq!(p.after(Some(8), false, 3), Next::From(8));
+        assert!(matches!(p.after(Some(7), false, 3), Next::Stuck(_)));
+        assert!(matches!(
+            Pages::default().after(Some(0), false, 1),
+            Next::Stuck(_)
+        ));
+        assert!(matches!(
+            Pages::default().after(None, false, 0),
+            Next::Stuck(_)
+        ));
+    }
+
+    #[test]
+    fn a_listing_stops_past_its_entry_bound() {
+        let mut p = Pages::default();
+        let mut next = Next::From(0);
+        for cookie in 1..=(MAX_LISTED / 1000 + 1) as u64 {
+            next = p.after(Some(cookie), false, 1000);
+        }
+        assert!(matches!(next, Next::Stuck(_)), "{next:?}");
+        assert!(matches!(
+            Pages::default().after(Some(1), true, MAX_LISTED + 1),
+            Next::Stuck(_)
+        ));
+    }
 
     #[test]
     fn only_an_unoffered_program_version_or_procedure_means_no_nfsacl() {

@@ -371,6 +371,10 @@ struct Seen {
     keep: bool,
 }
 
+/// Why an object whose list came with other attributes than its listing is skipped this sync.
+const CHANGED_WHILE_ASKED: &str =
+    "its permissions changed while they were read; it is read again by the next sync";
+
 /// Who may read (or enter) an object, as far as its access list tells.
 #[derive(Clone, Debug)]
 enum Listed {
@@ -384,8 +388,17 @@ enum Listed {
 }
 
 impl Listed {
-    fn from_answer(list: &nfsacl::AccessList) -> Self {
-        if !list.consistent {
+    /// What the list the server sent for the object listed with attributes `a` says. A list
+    /// sent with another change time than the listing's belongs to other mode bits (a `chmod`
+    /// or `setfacl` in between): the two cannot be put together, and the object waits for the
+    /// next sync, which lists it again.
+    fn from_answer(list: &nfsacl::AccessList, a: &fattr3) -> Self {
+        if list
+            .ctime
+            .is_some_and(|t| t != (a.ctime.seconds, a.ctime.nseconds))
+        {
+            Self::Unusable(CHANGED_WHILE_ASKED.to_string())
+        } else if !list.consistent {
             Self::Unusable(ACL_LIST.to_string())
         } else if list.extends_mode() {
             Self::List(list.entries.as_slice().into())
@@ -1038,7 +1051,7 @@ impl Syncer {
 
     /// Keeps what the server said of the object's list, and returns it.
     fn remember(&mut self, a: &fattr3, list: &nfsacl::AccessList) -> Listed {
-        let listed = Listed::from_answer(list);
+        let listed = Listed::from_answer(list, a);
         let seen = Seen {
             ctime: (a.ctime.seconds, a.ctime.nseconds),
             listed: listed.clone(),
@@ -1449,6 +1462,36 @@ mod tests {
         assert!(matches!(
             refused_list(nfsstat3::NFS3ERR_IO, false, "x"),
             Err(SyncError::Outage(_))
+        ));
+    }
+
+    #[test]
+    fn a_list_sent_with_another_change_time_than_the_listing_is_not_used() {
+        let mut a = attr(ftype3::NF3DIR, 0o755);
+        a.ctime.seconds = 12;
+        a.ctime.nseconds = 34;
+        let named = vec![ListEntry {
+            tag: docent_fs_connector::posix_list::USER,
+            id: 1002,
+            perm: 0,
+        }];
+        let list = |ctime| nfsacl::AccessList {
+            entries: named.clone(),
+            consistent: true,
+            ctime,
+        };
+        assert!(matches!(
+            Listed::from_answer(&list(Some((12, 34))), &a),
+            Listed::List(_)
+        ));
+        assert!(matches!(
+            Listed::from_answer(&list(None), &a),
+            Listed::List(_)
+        ));
+        // A chmod or setfacl between the listing and the list.
+        assert!(matches!(
+            Listed::from_answer(&list(Some((12, 35))), &a),
+            Listed::Unusable(why) if why == CHANGED_WHILE_ASKED
         ));
     }
 
