@@ -14,7 +14,10 @@
 //!   indexed only if its resolved path lies inside a root, and its ACL is computed from the
 //!   resolved path (path rules) and the target's own owner and mode, never from the link's
 //!   path; loops, links leaving the roots, special files and oversized files are reported as
-//!   skipped with a reason, and the crawl goes on;
+//!   skipped with a reason, and the crawl goes on (a link to a directory outside the roots is
+//!   reported once and not walked);
+//! - a file whose path is not valid UTF-8 is reported and not indexed (its id would be a lossy
+//!   spelling another file's name can share);
 //! - an error is not a deletion: documents under a directory the walk could not list stay
 //!   (except under one the crawler is refused, "permission denied": those are withdrawn,
 //!   skipped with the reason, since their ACL can no longer be checked), a root that lists no
@@ -542,7 +545,16 @@ fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// Why a link to a directory is not walked (with `follow_symlinks`).
+const LINK_LEAVES_ROOTS: &str =
+    "symbolic link to a directory outside the crawled roots: not walked";
+
+/// Why a file whose path is not valid UTF-8 is not indexed.
+const NOT_UNICODE: &str = "its path is not valid UTF-8 (a name in a legacy encoding): not indexed";
+
 impl Scanner {
+    /// The document id of a path; only for a path that is valid UTF-8 (a lossy spelling of
+    /// another could name a different file).
     fn key(&self, path: &Path) -> DocKey {
         DocKey::new(&self.cfg.id, path.to_string_lossy())
     }
@@ -837,10 +849,13 @@ impl Scanner {
                     // directory's files were not listed, so they are not known to be gone.
                     unlisted.push(path.clone());
                     self.count_failure(&path.to_string_lossy(), &reason);
-                    self.send_blocking(Change::Skipped {
-                        key: self.key(&path),
-                        reason: reason.clone(),
-                    })?;
+                    // (A name that is not Unicode was never indexed: nothing to skip.)
+                    if path.to_str().is_some() {
+                        self.send_blocking(Change::Skipped {
+                            key: self.key(&path),
+                            reason: reason.clone(),
+                        })?;
+                    }
                     // A directory the crawler may no longer enter, the root included: what is
                     // indexed under it can no longer have its ACL checked (a directory closed
                     // to the crawler is usually closed to others too), so it is withdrawn until
@@ -853,6 +868,17 @@ impl Scanner {
                 }
             };
             if entry.file_type().is_dir() {
+                // A link to a directory outside the roots is not walked: every file under it
+                // would be refused (its real path lies outside), and a link to `/` would have
+                // the walk read the whole machine's tree to refuse it file by file.
+                if entry.path_is_symlink()
+                    && std::fs::canonicalize(entry.path())
+                        .map_or(true, |real| self.root_holding(&real).is_none())
+                {
+                    walker.skip_current_dir();
+                    self.count_failure(&entry.path().to_string_lossy(), LINK_LEAVES_ROOTS);
+                    continue;
+                }
                 let Some(is_mount) = mounts.enter(&entry) else {
                     continue;
                 };
@@ -925,7 +951,9 @@ impl Scanner {
             if !self.selected(root, path) {
                 continue;
             }
-            seen.insert(path.to_string_lossy().into_owned());
+            if let Some(id) = path.to_str() {
+                seen.insert(id.to_string());
+            }
             // Without `follow_symlinks` the walk never passes through a link, so the path needs
             // no resolving; with it, every file is checked.
             self.visit_file(root, path, !self.cfg.follow_symlinks)?;
@@ -1196,6 +1224,13 @@ impl Scanner {
     /// `walked`: the path came from a walk that follows no links (no resolving needed before
     /// the read; the read itself is always checked).
     fn visit_file(&self, root: &Path, path: &Path, walked: bool) -> Result<(), ConnectorError> {
+        if path.to_str().is_none() {
+            // Its id would be a lossy spelling that another file's name can share: that file's
+            // document would be replaced or deleted by this one's.
+            self.count(|j| j.counts.scanned += 1);
+            self.count_failure(&path.to_string_lossy(), NOT_UNICODE);
+            return Ok(());
+        }
         let key = self.key(path);
         let prev = self.last_known(&key);
         let known = prev.is_some();

@@ -919,3 +919,80 @@ fn a_narrower_acl_lost_in_a_rollback_is_sent_again() {
         live.stop().await;
     });
 }
+
+/// A file whose name is not valid UTF-8 is not indexed: its id would be the lossy spelling of
+/// its name, which a file named with U+FFFD shares, and the two would replace (and later
+/// delete) each other's document.
+#[test]
+fn a_name_that_is_not_unicode_is_not_indexed_under_another_files_id() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let real = root.join("caf\u{FFFD}.txt");
+    std::fs::write(&real, "the real one").unwrap();
+    let legacy = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&legacy, "a Latin-1 name").unwrap();
+    let id = real.to_str().unwrap().to_string();
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, None);
+        let (up, skipped, deleted, _) = live.next_sync(true).await;
+        assert_eq!(up, vec![id.clone()]);
+        assert!(
+            skipped.is_empty() && deleted.is_empty(),
+            "{skipped:?} {deleted:?}"
+        );
+        // Nothing changes on the next sync: the legacy name is not read as the other file.
+        let (up, skipped, deleted, _) = live.sync_now(true).await;
+        assert!(
+            up.is_empty() && skipped.is_empty() && deleted.is_empty(),
+            "{up:?} {skipped:?} {deleted:?}"
+        );
+        assert_eq!(index.native_ids("fs-conformance"), vec![id.clone()]);
+        live.stop().await;
+    });
+}
+
+/// With `follow_symlinks`, a link to a directory outside the roots is not walked (a link to `/`
+/// would have the walk read the machine's whole tree, refusing it file by file): it is reported
+/// once, and nothing under it is read, sent or indexed.
+#[test]
+fn a_link_to_a_directory_outside_the_roots_is_not_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (root, outside) = (base.join("root"), base.join("outside"));
+    for d in [&root, &outside, &outside.join("deep")] {
+        std::fs::create_dir_all(d).unwrap();
+        mode(d, 0o755);
+    }
+    for f in ["a.txt", "deep/b.txt"] {
+        std::fs::write(outside.join(f), "not ours").unwrap();
+        mode(&outside.join(f), 0o644);
+    }
+    std::fs::write(root.join("own.txt"), "ours").unwrap();
+    mode(&root.join("own.txt"), 0o644);
+    let link = root.join("away");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, None);
+        let (up, skipped, deleted, _) = live.next_sync(true).await;
+        assert_eq!(
+            up,
+            vec![root.join("own.txt").to_string_lossy().into_owned()]
+        );
+        assert!(
+            skipped.is_empty() && deleted.is_empty(),
+            "{skipped:?} {deleted:?}"
+        );
+        let status = live.status.snapshot();
+        let failures = &status.jobs[0].failures;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].id, link.to_string_lossy());
+        assert!(
+            failures[0].reason.contains("outside the crawled roots"),
+            "{failures:?}"
+        );
+        live.stop().await;
+    });
+}
