@@ -950,10 +950,76 @@ impl ChunkCollection {
         Ok(resp.results)
     }
 
-    /// Stores `bytes` as the checkpoint of `source` in `<collection>_state` (one row, upserted).
-    /// Call it only after every write the checkpoint covers has been acknowledged.
+    /// Stores `bytes` as the checkpoint of `source` in `<collection>_state`, replacing the last
+    /// one at once: one row, upserted, when it fits one (`CHECKPOINT_MAX_BYTES`); else its
+    /// parts first, in whichever of two slots the current checkpoint does not use, then the row
+    /// naming them (a crash in between leaves the current checkpoint whole). At most
+    /// `CHECKPOINT_MAX_TOTAL` bytes. Call it only after every write the checkpoint covers has
+    /// been acknowledged.
     pub async fn put_checkpoint(&self, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
-        self.put_state("checkpoint", source, bytes).await
+        if bytes.len() <= schema::CHECKPOINT_MAX_BYTES && !bytes.starts_with(PARTS_MAGIC) {
+            return self.put_state("checkpoint", source, bytes).await;
+        }
+        if bytes.len() > schema::CHECKPOINT_MAX_TOTAL {
+            return Err(MilvusError::CheckpointTooLarge {
+                source_id: source.to_string(),
+                len: bytes.len(),
+                max: schema::CHECKPOINT_MAX_TOTAL,
+            });
+        }
+        let current = self.get_state("checkpoint", source).await?;
+        let slot = match current.first().and_then(|(_, b)| Parts::read(b)) {
+            Some(Ok(p)) if p.slot == 0 => 1,
+            _ => 0,
+        };
+        let chunks: Vec<&[u8]> = bytes.chunks(schema::CHECKPOINT_MAX_BYTES).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.put_state("checkpoint_part", &part_name(source, slot, i), chunk)
+                .await?;
+        }
+        let head = Parts {
+            slot,
+            parts: chunks.len(),
+            len: bytes.len(),
+            sha256: sha256_hex(bytes),
+        };
+        self.put_state("checkpoint", source, &head.write()).await
+    }
+
+    /// A checkpoint row as stored: the checkpoint, or the parts it names put together.
+    async fn whole_checkpoint(&self, source: &str, row: Vec<u8>) -> Result<Vec<u8>, MilvusError> {
+        let head = match Parts::read(&row) {
+            None => return Ok(row),
+            Some(Ok(head)) => head,
+            Some(Err(why)) => {
+                return Err(protocol(
+                    "Query",
+                    format!("checkpoint of {source:?}: {why}"),
+                ));
+            }
+        };
+        let mut out = Vec::with_capacity(head.len);
+        for i in 0..head.parts {
+            let part = self
+                .get_state("checkpoint_part", &part_name(source, head.slot, i))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    protocol(
+                        "Query",
+                        format!("checkpoint of {source:?}: part {i} missing"),
+                    )
+                })?;
+            out.extend_from_slice(&part.1);
+        }
+        if out.len() != head.len || sha256_hex(&out) != head.sha256 {
+            return Err(protocol(
+                "Query",
+                format!("checkpoint of {source:?}: its parts do not match their record"),
+            ));
+        }
+        Ok(out)
     }
 
     /// Stores `bytes` under `name` in `<collection>_state` (kind `meta`: what the caller records
@@ -993,7 +1059,12 @@ impl ChunkCollection {
 
     /// Every stored checkpoint, by source.
     pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, MilvusError> {
-        self.get_state("checkpoint", "").await
+        let mut out = Vec::new();
+        for (source, row) in self.get_state("checkpoint", "").await? {
+            let whole = self.whole_checkpoint(&source, row).await?;
+            out.push((source, whole));
+        }
+        Ok(out)
     }
 
     async fn put_state(&self, kind: &str, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
@@ -1086,12 +1157,15 @@ impl ChunkCollection {
 
     /// The checkpoint last stored for `source`, if any.
     pub async fn get_checkpoint(&self, source: &str) -> Result<Option<Vec<u8>>, MilvusError> {
-        Ok(self
+        match self
             .get_state("checkpoint", source)
             .await?
             .into_iter()
             .next()
-            .map(|(_, b)| b))
+        {
+            Some((_, row)) => Ok(Some(self.whole_checkpoint(source, row).await?)),
+            None => Ok(None),
+        }
     }
 
     /// State rows of `kind`: the one named `name`, or every one when `name` is empty.
@@ -1218,6 +1292,67 @@ impl ChunkCollection {
 
 fn state_key(kind: &str, name: &str) -> String {
     format!("{kind}:{name}")
+}
+
+/// How a checkpoint row that names its parts begins (a checkpoint itself is JSON; one that
+/// begins so is stored in parts too, so a row is never misread).
+const PARTS_MAGIC: &[u8] = b"\0docent checkpoint parts\0";
+
+/// What a checkpoint row stored in parts says of them.
+#[derive(Debug, PartialEq)]
+struct Parts {
+    slot: u8,
+    parts: usize,
+    len: usize,
+    sha256: String,
+}
+
+impl Parts {
+    fn write(&self) -> Vec<u8> {
+        let mut out = PARTS_MAGIC.to_vec();
+        let record = serde_json::json!({
+            "slot": self.slot,
+            "parts": self.parts,
+            "len": self.len,
+            "sha256": self.sha256,
+        });
+        out.extend(serde_json::to_vec(&record).unwrap_or_default());
+        out
+    }
+
+    /// `None` for a row that holds the checkpoint itself.
+    fn read(row: &[u8]) -> Option<Result<Self, String>> {
+        let rest = row.strip_prefix(PARTS_MAGIC)?;
+        Some((|| {
+            let v: serde_json::Value =
+                serde_json::from_slice(rest).map_err(|e| format!("its record of parts: {e}"))?;
+            let num = |k: &str| {
+                v[k].as_u64()
+                    .ok_or_else(|| format!("its record of parts has no {k}"))
+            };
+            let parts = Self {
+                slot: u8::try_from(num("slot")?).map_err(|e| e.to_string())?,
+                parts: num("parts")? as usize,
+                len: num("len")? as usize,
+                sha256: v["sha256"].as_str().unwrap_or_default().to_string(),
+            };
+            if parts.len > schema::CHECKPOINT_MAX_TOTAL
+                || parts.parts != parts.len.div_ceil(schema::CHECKPOINT_MAX_BYTES)
+            {
+                return Err(format!("its record of parts is inconsistent: {parts:?}"));
+            }
+            Ok(parts)
+        })())
+    }
+}
+
+fn part_name(source: &str, slot: u8, i: usize) -> String {
+    format!("{source}/{slot}/{i}")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn row_fields(vectors: bool) -> Vec<String> {
@@ -1377,4 +1512,32 @@ fn hits(r: SearchResultData) -> Result<Vec<SearchHit>, MilvusError> {
             score,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_parts_reads_back_and_an_inconsistent_one_is_refused() {
+        let head = Parts {
+            slot: 1,
+            parts: 3,
+            len: schema::CHECKPOINT_MAX_BYTES * 2 + 1,
+            sha256: sha256_hex(b"x"),
+        };
+        assert_eq!(Parts::read(&head.write()), Some(Ok(head)));
+        // A checkpoint row that is the checkpoint.
+        assert_eq!(Parts::read(b"{\"pos\":1}"), None);
+        let wrong_count = Parts {
+            slot: 0,
+            parts: 1,
+            len: schema::CHECKPOINT_MAX_BYTES + 1,
+            sha256: String::new(),
+        };
+        assert!(matches!(Parts::read(&wrong_count.write()), Some(Err(_))));
+        let mut garbled = PARTS_MAGIC.to_vec();
+        garbled.extend(b"{\"slot\":");
+        assert!(matches!(Parts::read(&garbled), Some(Err(_))));
+    }
 }

@@ -11,6 +11,8 @@ pub const DENSE_INDEX: &str = "FLAT";
 pub const STATE_SUFFIX: &str = "_state";
 /// Largest checkpoint `put_checkpoint` accepts: base64 of it fits the VarChar(65535) payload.
 pub const CHECKPOINT_MAX_BYTES: usize = 65_535 / 4 * 3;
+/// Largest checkpoint `put_checkpoint` accepts in parts of `CHECKPOINT_MAX_BYTES`.
+pub const CHECKPOINT_MAX_TOTAL: usize = 16 << 20;
 
 pub(crate) const TEXT_MAX_BYTES: usize = 65_535;
 /// The VarChar limits of the chunk collection's fields (bytes), and of its principal arrays.

@@ -507,11 +507,46 @@ async fn checkpoints_round_trip() {
     let big = vec![7u8; docent_milvus::CHECKPOINT_MAX_BYTES];
     coll.put_checkpoint("big", &big).await.unwrap();
     assert_eq!(coll.get_checkpoint("big").await.unwrap(), Some(big));
-    let too_big = vec![7u8; docent_milvus::CHECKPOINT_MAX_BYTES + 1];
+    // Larger ones go in parts (an fs root with thousands of mount points), in turns between
+    // two slots, and come back whole, alone and among every checkpoint.
+    let pattern =
+        |n: usize, salt: u8| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8 ^ salt).collect() };
+    let three_parts = pattern(docent_milvus::CHECKPOINT_MAX_BYTES * 2 + 17, 1);
+    coll.put_checkpoint("big", &three_parts).await.unwrap();
+    assert_eq!(coll.get_checkpoint("big").await.unwrap(), Some(three_parts));
+    let two_parts = pattern(docent_milvus::CHECKPOINT_MAX_BYTES + 1, 2);
+    coll.put_checkpoint("big", &two_parts).await.unwrap();
+    assert_eq!(
+        coll.get_checkpoint("big").await.unwrap(),
+        Some(two_parts.clone())
+    );
+    let all = coll.checkpoints().await.unwrap();
+    assert_eq!(
+        all.iter().find(|(s, _)| s == "big").map(|(_, b)| b),
+        Some(&two_parts)
+    );
+    let four_parts = pattern(docent_milvus::CHECKPOINT_MAX_BYTES * 3 + 5, 3);
+    coll.put_checkpoint("big", &four_parts).await.unwrap();
+    assert_eq!(coll.get_checkpoint("big").await.unwrap(), Some(four_parts));
+    // Back to one row.
+    coll.put_checkpoint("big", b"{}").await.unwrap();
+    assert_eq!(
+        coll.get_checkpoint("big").await.unwrap(),
+        Some(b"{}".to_vec())
+    );
+    // A checkpoint that begins like a record of parts is stored in parts, not misread.
+    let lookalike = b"\0docent checkpoint parts\0{}".to_vec();
+    coll.put_checkpoint("odd", &lookalike).await.unwrap();
+    assert_eq!(coll.get_checkpoint("odd").await.unwrap(), Some(lookalike));
+    let too_big = vec![7u8; docent_milvus::CHECKPOINT_MAX_TOTAL + 1];
     let err = coll.put_checkpoint("big", &too_big).await.unwrap_err();
     assert!(
         matches!(err, MilvusError::CheckpointTooLarge { .. }),
         "{err}"
+    );
+    assert_eq!(
+        coll.get_checkpoint("big").await.unwrap(),
+        Some(b"{}".to_vec())
     );
     // The chunk collection holds no state rows.
     let v = vec![0.1; DIM];
