@@ -1606,14 +1606,17 @@ fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::Tur
     }
     for c in &mut t.citations {
         let anchored = c.heading_path.last().cloned();
-        for text in [&mut c.title, &mut c.snippet]
-            .into_iter()
-            .chain(c.heading_path.iter_mut())
-        {
+        for text in std::iter::once(&mut c.snippet).chain(c.heading_path.iter_mut()) {
             g.redact_sentence(principals, text, &mut found);
         }
         guardrail::drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
-        for key in [&mut c.document_key, &mut c.chunk_id, &mut c.uri] {
+        // A title, often a file name or page id, is read as one (see `redact_key`).
+        for key in [
+            &mut c.document_key,
+            &mut c.chunk_id,
+            &mut c.uri,
+            &mut c.title,
+        ] {
             g.redact_key(principals, key, &mut found);
         }
     }

@@ -605,7 +605,7 @@ impl Guardrails {
         let found = &mut found.0;
         redact_id(&mut c.document_key, entities, found);
         redact_id(&mut c.chunk_id, entities, found);
-        redact_field(&mut c.title, entities, found);
+        redact_id(&mut c.title, entities, found);
         let anchored = c.heading_path.last().cloned();
         for h in &mut c.heading_path {
             redact_field(h, entities, found);
@@ -629,7 +629,7 @@ impl Guardrails {
         let mut found = Vec::new();
         for h in hits {
             let c = &mut h.chunk;
-            redact_field(&mut c.title, entities, &mut found);
+            redact_id(&mut c.title, entities, &mut found);
             for p in &mut c.heading_path {
                 redact_field(p, entities, &mut found);
             }
@@ -654,7 +654,7 @@ impl Guardrails {
             let c = &mut h.chunk;
             redact_id(&mut c.doc_key, entities, &mut found);
             redact_id(&mut c.chunk_id, entities, &mut found);
-            redact_field(&mut c.title, entities, &mut found);
+            redact_id(&mut c.title, entities, &mut found);
             redact_id(&mut c.uri, entities, &mut found);
             for p in &mut c.heading_path {
                 redact_field(p, entities, &mut found);
@@ -664,7 +664,7 @@ impl Guardrails {
                 .into_iter()
                 .map(|(mut k, mut v)| {
                     redact_id(&mut k, entities, &mut found);
-                    redact_field(&mut v, entities, &mut found);
+                    redact_id(&mut v, entities, &mut found);
                     (k, v)
                 })
                 .collect();
@@ -738,8 +738,11 @@ fn redact_field(s: &mut String, entities: &[pii::Entity], found: &mut Vec<pii::E
     }
 }
 
-/// [`redact_field`] for an identifier that may be percent-encoded (URI, document key, chunk id):
-/// its decoded readings are checked too, and their findings replace the escapes they came from.
+/// [`redact_field`] for an identifier that may be percent-encoded (URI, document key, chunk id),
+/// or that is often made from one (a title or attribute value taken from a file name or a page
+/// id: `card_4111_1111_1111_1111.md`): its decoded readings, and its reading with `_` and `+` as
+/// spaces and letters in upper case, are checked too, and their findings replace the escapes
+/// they came from.
 fn redact_id(s: &mut String, entities: &[pii::Entity], found: &mut Vec<pii::Entity>) {
     let (r, f) = pii::redact_escaped(s, entities);
     if !f.is_empty() {

@@ -489,6 +489,62 @@ mod tests {
         assert_eq!(pb.guardrails[0].count, 3);
     }
 
+    /// A title and path attributes made from a file name (`card_4111_…`) or a DokuWiki page id
+    /// (lower-cased IBAN) are read as identifiers, as the key and uri are; found by a review:
+    /// they went out in clear beside the redacted key.
+    #[test]
+    fn pii_in_a_title_or_attribute_made_from_a_file_name_is_redacted() {
+        let g = guardrails();
+        let mut h = test_hit("a", "Refunds are paid monthly.", 0.9);
+        h.chunk.title = "card_4111_1111_1111_1111".into();
+        let path = "/srv/refunds/card_4111_1111_1111_1111.md";
+        h.chunk.attributes.insert("path".into(), path.into());
+        h.chunk
+            .attributes
+            .insert("relative_path".into(), "de89370400440532013000.pdf".into());
+        let mut hits = vec![h.clone()];
+        g.redact_hits(&who(), &mut hits).unwrap();
+        let pb = hit(&hits[0]);
+        let c = pb.citation.as_ref().unwrap();
+        for s in strings(c)
+            .into_iter()
+            .chain(pb.attributes.values().map(String::as_str))
+        {
+            assert!(!s.contains("4111") && !s.contains("de89"), "{s:?}");
+        }
+        let mut a = answer_citing(&[h]);
+        g.redact_answer(&who(), &mut a).unwrap();
+        let pb = answer(&outcome(a, vec![]));
+        assert!(
+            !pb.citations[0].title.contains("4111"),
+            "{}",
+            pb.citations[0].title
+        );
+    }
+
+    /// Prose can quote a link whose escapes spell an address.
+    #[test]
+    fn a_percent_encoded_address_in_a_passage_or_attribute_is_redacted() {
+        let g = guardrails();
+        let link = "https://crm.example/c?email=jane.doe%40fernhill.example";
+        let mut h = test_hit(
+            "a",
+            &format!("The customer record is at {link} today."),
+            0.9,
+        );
+        h.chunk.attributes.insert("source_link".into(), link.into());
+        let mut hits = vec![h];
+        g.redact_hits(&who(), &mut hits).unwrap();
+        let pb = hit(&hits[0]);
+        let c = pb.citation.as_ref().unwrap();
+        for s in strings(c)
+            .into_iter()
+            .chain(pb.attributes.values().map(String::as_str))
+        {
+            assert!(!s.contains("jane.doe"), "{s:?}");
+        }
+    }
+
     #[test]
     fn percent_encoded_card_in_uri_is_redacted_in_hits_and_citations() {
         let g = guardrails();

@@ -359,7 +359,10 @@ impl Session {
                 // Taking the listing as complete would read as the rest of the folder
                 // deleted: the folder is unlisted, and what is indexed under it stays.
                 Next::Stuck(why) => {
-                    tracing::warn!(dir = %path, "{why}: the directory is left unlisted");
+                    tracing::warn!(
+                        dir = %docent_connector_api::log_safe(path),
+                        "{why}: the directory is left unlisted"
+                    );
                     return Ok(Err(nfsstat3::NFS3ERR_TOOSMALL));
                 }
             }
