@@ -761,9 +761,9 @@ impl Pipeline {
     /// may not be readable meanwhile by anyone the change removed. A widened ACL is withdrawn
     /// too (the fingerprint cannot tell): the document is away until it is written again.
     /// Returns whether any was.
-    fn withdraw_again(&self, changes: Vec<(DocKey, Option<String>)>) -> bool {
+    fn withdraw_again(&self, changes: Vec<(DocKey, Option<String>)>) -> Vec<DocKey> {
         let last: HashMap<DocKey, Option<String>> = changes.into_iter().collect();
-        let mut any = false;
+        let mut withdrawn = Vec::new();
         for (key, written) in last {
             let entry = self.index.latest_entry(&key.to_string());
             let withdraw = match (&written, &entry) {
@@ -773,19 +773,25 @@ impl Pipeline {
             };
             if withdraw {
                 self.index.delete(&key);
-                any = true;
+                withdrawn.push(key);
             }
         }
-        any
+        withdrawn
     }
 
-    /// [`Self::withdraw_again`] off the async runtime (a Milvus backend may read its document
-    /// table from the server).
-    async fn withdrawn_again(self: &Arc<Self>, changes: Vec<(DocKey, Option<String>)>) -> bool {
+    /// [`Self::withdraw_again`] of `rolled` off the async runtime (a Milvus backend may read its
+    /// document table from the server). The withdrawals are uncommitted writes too: they stay
+    /// in `rolled` (as deletes), so that another rollback before a commit withdraws again
+    /// instead of bringing the old versions back. Returns whether any was made.
+    async fn withdrawn_again(self: &Arc<Self>, rolled: &mut Vec<(DocKey, Option<String>)>) -> bool {
+        let changes = std::mem::take(rolled);
         let p = self.clone();
-        tokio::task::spawn_blocking(move || p.withdraw_again(changes))
+        let again = tokio::task::spawn_blocking(move || p.withdraw_again(changes))
             .await
-            .unwrap_or(false)
+            .unwrap_or_default();
+        let any = !again.is_empty();
+        rolled.extend(again.into_iter().map(|k| (k, None)));
+        any
     }
 
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
@@ -932,7 +938,7 @@ impl Pipeline {
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
+                        dirty = this.withdrawn_again(&mut rolled).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -944,7 +950,7 @@ impl Pipeline {
                     Err(e) => {
                         tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         this.index.rollback()?;
-                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
+                        dirty = this.withdrawn_again(&mut rolled).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -967,7 +973,7 @@ impl Pipeline {
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        dirty = this.withdrawn_again(std::mem::take(&mut rolled)).await;
+                        dirty = this.withdrawn_again(&mut rolled).await;
                         this.skips
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
@@ -2146,9 +2152,14 @@ mod tests {
 
     /// Waits (up to 30 s) until the pipeline has told `view` of a rollback.
     async fn until_rolled_back(view: &IndexedView) {
+        until_rolled_back_times(view, 1).await
+    }
+
+    /// Waits (up to 30 s) until the pipeline has told `view` of `n` rollbacks.
+    async fn until_rolled_back_times(view: &IndexedView, n: u64) {
         use docent_connector_api::IndexedState as _;
         for _ in 0..3000 {
-            if view.rollbacks() > 0 {
+            if view.rollbacks() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -2158,11 +2169,13 @@ mod tests {
 
     /// `doc0` v1 for everyone, committed; then v2 for hana alone sent to a running pipeline
     /// (its parser unavailable when `parser_down`), and once the index shows `narrowed(entry)`,
-    /// a batch that fails. Returns whether the old version was back after the rollback, and
-    /// whether `doc0` was in the index at the end.
+    /// a batch that fails (`rollbacks` such batches, one after the other, before any commit).
+    /// Returns whether the old version was back after the first rollback, and whether `doc0`
+    /// was in the index at the end.
     async fn narrowing_then_rollback(
         parser_down: bool,
         narrowed: impl Fn(Option<crate::index::DocEntry>) -> bool,
+        rollbacks: u64,
     ) -> (bool, bool) {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
@@ -2193,12 +2206,19 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(narrowed(index.latest_entry("c:doc0.md")));
-        p.failing_writes.store(1, Ordering::Relaxed);
-        tx.send(Change::Upsert(Box::new(doc(1, 1)))).await.unwrap();
-        until_rolled_back(&view).await;
-        let back = index
-            .latest_entry("c:doc0.md")
-            .is_some_and(|e| e.acl_fingerprint == everyone);
+        let mut back = false;
+        for n in 1..=rollbacks {
+            p.failing_writes.store(1, Ordering::Relaxed);
+            tx.send(Change::Upsert(Box::new(doc(n as u8, 1))))
+                .await
+                .unwrap();
+            until_rolled_back_times(&view, n).await;
+            if n == 1 {
+                back = index
+                    .latest_entry("c:doc0.md")
+                    .is_some_and(|e| e.acl_fingerprint == everyone);
+            }
+        }
         drop(tx);
         running.await.unwrap().unwrap();
         (back, index.doc_entry("c:doc0.md").is_some())
@@ -2209,7 +2229,7 @@ mod tests {
     /// text was readable under its old ACL until the retry).
     #[tokio::test]
     async fn a_rollback_does_not_bring_back_a_version_withdrawn_for_a_narrower_acl() {
-        let (back, indexed) = narrowing_then_rollback(true, |e| e.is_none()).await;
+        let (back, indexed) = narrowing_then_rollback(true, |e| e.is_none(), 1).await;
         assert!(!back, "the old version is back under its old ACL");
         assert!(!indexed);
     }
@@ -2220,9 +2240,22 @@ mod tests {
     async fn a_rolled_back_narrowing_withdraws_the_old_version() {
         let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
         let (back, indexed) =
-            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana)).await;
+            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana), 1)
+                .await;
         assert!(!back, "the old version is back under its old ACL");
         assert!(!indexed);
+    }
+
+    /// The withdrawal a rollback makes is itself an uncommitted write: a second rollback before
+    /// any commit withdraws again (found by a review: it brought back the old version under its
+    /// wider ACL, for good where the source was a push client that would not send it again).
+    #[tokio::test]
+    async fn a_second_rollback_does_not_undo_the_first_ones_withdrawal() {
+        let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
+        let (_, indexed) =
+            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana), 2)
+                .await;
+        assert!(!indexed, "the old version is back under its old ACL");
     }
 
     /// A batch that fails to write is rolled back with every uncommitted write, and the
