@@ -224,6 +224,37 @@ pub struct DocumentRecord {
     pub chunks: Vec<ChunkRecord>,
 }
 
+/// The longest key, chunk id or ACL entry a document may carry, bytes. tantivy leaves out of
+/// its term dictionary, silently, any term over 65,530 bytes: a document key that long could
+/// never be deleted by its key (old chunks under an old ACL would outlive every update), and a
+/// deny entry that long would not be enforced inside the query. Refused per document instead,
+/// with margin for the chunk number after the key.
+pub const MAX_TERM_BYTES: usize = 60_000;
+
+/// Whether every term the document's rows are found and filtered by fits the term dictionary.
+fn check_terms(doc: &DocumentRecord) -> Result<(), String> {
+    let key = doc.key.to_string().len();
+    if key > MAX_TERM_BYTES {
+        return Err(format!(
+            "its key is {key} bytes; the index holds keys of at most {MAX_TERM_BYTES}"
+        ));
+    }
+    let longest = doc
+        .acl
+        .allow
+        .iter()
+        .chain(&doc.acl.deny)
+        .map(|p| p.token().len())
+        .max()
+        .unwrap_or(0);
+    if longest > MAX_TERM_BYTES {
+        return Err(format!(
+            "an ACL entry is {longest} bytes; the index holds entries of at most {MAX_TERM_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 /// Per-document state kept in memory (rebuilt from the index at open).
 #[derive(Debug, Clone)]
 pub struct DocEntry {
@@ -1432,6 +1463,10 @@ impl Backend for Index {
 
     fn snapshot(&self) -> Box<dyn IndexSnapshot + '_> {
         Box::new(Index::snapshot(self))
+    }
+
+    fn check(&self, doc: &DocumentRecord) -> Result<(), String> {
+        check_terms(doc)
     }
 
     fn upsert(&self, doc: DocumentRecord) -> Result<(), IndexError> {

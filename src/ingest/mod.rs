@@ -2287,6 +2287,41 @@ mod tests {
         assert_eq!(view.rollbacks(), 1);
     }
 
+    /// A key or ACL entry longer than the term dictionary holds fails its document alone
+    /// (found by a review: tantivy leaves such terms out silently, so the document could never
+    /// be deleted by its key, and such a deny entry would not be enforced in the query).
+    #[test]
+    fn a_key_or_acl_entry_too_long_for_the_term_dictionary_fails_its_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let p = pipeline_into(&index, None);
+        let mut long_key = doc(0, 1);
+        long_key.key = DocKey::new("c", format!("{}.md", "k".repeat(70_000)));
+        let mut long_deny = doc(2, 1);
+        long_deny.acl = Acl::new([Principal::Everyone], [Principal::User("u".repeat(70_000))]);
+        let cps = p
+            .process(vec![
+                Change::Upsert(Box::new(long_key.clone())),
+                Change::Upsert(Box::new(long_deny)),
+                Change::Upsert(Box::new(doc(1, 1))),
+            ])
+            .unwrap();
+        index.commit(cps).unwrap();
+        assert!(index.doc_entry("c:doc1.md").is_some());
+        assert!(index.doc_entry(&long_key.key.to_string()).is_none());
+        assert!(index.doc_entry("c:doc2.md").is_none());
+        let (failed, recent) = p.skips.get("c");
+        assert_eq!(failed, 2, "{recent:?}");
+        assert!(
+            recent.iter().any(|r| r.1.contains("its key is")),
+            "{recent:?}"
+        );
+        assert!(
+            recent.iter().any(|r| r.1.contains("an ACL entry is")),
+            "{recent:?}"
+        );
+    }
+
     /// A document the backend cannot hold fails alone, with the reason; the rest of its batch
     /// and the checkpoint commit (found by a review: on Milvus, whose fields have length
     /// limits, a 600-byte key failed every commit from then on).
