@@ -33,15 +33,21 @@ impl PathFilter {
         })
     }
 
-    /// Whether a file at `rel` is crawled.
+    /// Whether a file at `rel` is crawled: not excluded, nor under an excluded folder (a walk
+    /// does not descend into one, and a change notification naming a file inside it must not
+    /// index what the walk never would), and included.
     pub fn selects(&self, rel: impl AsRef<std::path::Path>) -> bool {
         let rel = rel.as_ref();
-        !self.exclude.is_match(rel) && self.include.as_ref().is_none_or(|i| i.is_match(rel))
+        !self.excludes(rel) && self.include.as_ref().is_none_or(|i| i.is_match(rel))
     }
 
-    /// Whether `rel` is excluded (a folder that is not descended into).
+    /// Whether `rel` is excluded, or lies under an excluded folder (a folder that is not
+    /// descended into, whether a walk or a change notification leads there).
     pub fn excludes(&self, rel: impl AsRef<std::path::Path>) -> bool {
-        self.exclude.is_match(rel.as_ref())
+        rel.as_ref()
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| self.exclude.is_match(a))
     }
 
     /// Reports every invalid glob of a config section's `include` and `exclude` lists.
@@ -120,5 +126,20 @@ mod tests {
         PathFilter::validate(&["ok".into(), "a{".into()], &["[".into()], &mut is);
         let paths: Vec<String> = is.0.into_iter().map(|i| i.path).collect();
         assert_eq!(paths, ["include[1]", "exclude[0]"]);
+    }
+
+    #[test]
+    fn a_file_under_an_excluded_folder_is_not_selected() {
+        let f = PathFilter::new(&[], &["Salaries".into(), "**/private".into()]).unwrap();
+        assert!(f.selects("Team/plan.docx"));
+        assert!(!f.selects("Salaries"));
+        assert!(!f.selects("Salaries/x.docx"));
+        assert!(!f.selects("Salaries/2026/x.docx"));
+        assert!(!f.selects("Team/private/a.txt"));
+        // A name that only begins like an excluded folder is not under it.
+        assert!(f.selects("Salaries-public/x.docx"));
+        // A folder below an excluded one (a notification can name it) is not walked.
+        assert!(f.excludes("Salaries/2026"));
+        assert!(!f.excludes("Team/public"));
     }
 }
