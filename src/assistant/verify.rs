@@ -370,7 +370,8 @@ impl<'a> Verifier<'a> {
 
 /// Splits streamed text into sentences as it arrives, with the `[n]` markers that follow each.
 /// A sentence ends at `.`, `!` or `?` followed by whitespace (markers right after the
-/// punctuation belong to the sentence before), or at a blank line.
+/// punctuation belong to the sentence before; not the `.` of a list item's number), at a
+/// Chinese or Japanese full stop, exclamation or question mark, or at a line break.
 #[derive(Debug, Default)]
 pub struct SentenceSplitter {
     buf: String,
@@ -443,7 +444,9 @@ fn ends_a_sentence(s: &str) -> bool {
         }
         rest = unmarked;
     }
-    rest.ends_with(['.', '!', '?'])
+    rest.ends_with([
+        '.', '!', '?', '\u{3002}', '\u{FF0E}', '\u{FF01}', '\u{FF1F}',
+    ])
 }
 
 /// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
@@ -455,12 +458,19 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
     let mut i = from;
     while i < b.len() {
         let c = b[i];
-        if c == b'\n' && b.get(i + 1) == Some(&b'\n') {
-            return Ok(i + 2);
+        // A line ends a sentence: list items and lines the model wrote without a full stop
+        // are claims of their own, each checked against what it cites (found by a review: a
+        // list without full stops was checked as one claim, an invented item riding on the
+        // support of the others).
+        if c == b'\n' {
+            return Ok(i + 1);
         }
-        if matches!(c, b'.' | b'!' | b'?') {
+        let wide = FULL_WIDTH_ENDS
+            .iter()
+            .find(|p| b[i..].starts_with(p.as_bytes()));
+        if matches!(c, b'.' | b'!' | b'?') && !list_number(b, i) || wide.is_some() {
             // Markers may follow the punctuation: "… level two. [1] Next".
-            let mut j = i + 1;
+            let mut j = i + wide.map_or(1, |p| p.len());
             loop {
                 let k = skip_spaces(b, j);
                 match marker_len(&b[k..]) {
@@ -474,6 +484,8 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
             }
             match b.get(j) {
                 None => return Err(i), // the next piece may bring a marker or more text
+                // Chinese and Japanese put no space after a full stop.
+                Some(_) if wide.is_some() => return Ok(j),
                 Some(c) if c.is_ascii_whitespace() => {
                     // Not the end of a decimal or an abbreviation-like "e.g." inside words.
                     let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
@@ -489,12 +501,22 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
         }
         i += 1;
     }
-    // A closing line break may be the first of a blank line.
-    Err(if b.last() == Some(&b'\n') {
-        b.len() - 1
-    } else {
-        b.len()
-    })
+    Err(b.len())
+}
+
+/// Full stops, exclamation and question marks of Chinese and Japanese text (ideographic and
+/// full-width forms).
+const FULL_WIDTH_ENDS: [&str; 4] = ["\u{3002}", "\u{FF0E}", "\u{FF01}", "\u{FF1F}"];
+
+/// Whether the `.` at `i` numbers a list item: only one to three digits between it and the
+/// start of its line ("1. Open the form").
+fn list_number(b: &[u8], i: usize) -> bool {
+    let start = b[..i]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |n| n + 1);
+    let digits = &b[start..i];
+    b[i] == b'.' && (1..=3).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
 }
 
 fn skip_spaces(b: &[u8], mut j: usize) -> usize {
@@ -729,7 +751,7 @@ mod tests {
         /// start at every piece did.
         #[test]
         fn resuming_the_scan_splits_as_a_scan_from_the_start(
-            pieces in proptest::collection::vec("[a3 .?!\\[\\]1,\n]{0,6}", 0..40),
+            pieces in proptest::collection::vec("[a3 .?!\\[\\]1,\n\u{3002}]{0,6}", 0..40),
         ) {
             let mut s = SentenceSplitter::default();
             let mut got = Vec::new();
@@ -808,6 +830,42 @@ mod tests {
         assert!(s.finish_cut(false).is_some());
         assert!(ends_a_sentence("It is free.\u{201D} [1, 2] "));
         assert!(!ends_a_sentence("It is free on level"));
+    }
+
+    /// Found by a review: a list without full stops was one "sentence", so an invented item
+    /// was checked together with (and carried by) the supported ones.
+    #[test]
+    fn each_line_is_a_claim_of_its_own() {
+        let d = split_all(&[
+            "- Leave is 20 days per year for staff [1]\n- Managers may ",
+            "approve unlimited extra leave\n",
+        ]);
+        let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Leave is 20 days per year for staff",
+                "Managers may approve unlimited extra leave"
+            ]
+        );
+        assert_eq!(d[0].cites, vec![1]);
+        assert!(d[1].cites.is_empty());
+        // A numbered item is one claim, not "1." and the rest.
+        let d = split_all(&["Steps:\n1. Open the form [2].\n12. Sign it [3].\n"]);
+        let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(texts, ["Steps:", "1. Open the form.", "12. Sign it."]);
+    }
+
+    #[test]
+    fn chinese_and_japanese_full_stops_end_sentences() {
+        let d = split_all(&["年假为二十天[1]。", "经理可以批准无限假期。最后"]);
+        let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(texts, ["年假为二十天。", "经理可以批准无限假期。", "最后"]);
+        assert_eq!(d[0].cites, vec![1]);
+        // A marker after the full stop belongs to the sentence before it.
+        let d = split_all(&["休暇は二十日です。[2]次に"]);
+        assert_eq!(d[0].cites, vec![2]);
+        assert!(ends_a_sentence("休暇は二十日です。"));
     }
 
     #[test]
