@@ -152,10 +152,20 @@ pub fn day_of(ms: i64) -> String {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            crate::index::private_dir(dir).map_err(err)?;
         }
         let db = Database::create(path).map_err(err)?;
+        // Questions and answers quote documents: the daemon's account alone reads them.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot make the conversation store private to the daemon's account");
+            }
+        }
         let tx = db.begin_write().map_err(err)?;
         {
             tx.open_table(CONVERSATIONS).map_err(err)?;
@@ -505,6 +515,17 @@ mod tests {
             time_ms: now_ms(),
             evidence_keys: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_store_is_private_to_the_daemons_account() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("state/conversations.redb");
+        drop(Store::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 
     #[test]

@@ -224,6 +224,26 @@ pub struct DocumentRecord {
     pub chunks: Vec<ChunkRecord>,
 }
 
+/// Creates `dir` (and missing parents) readable by the daemon's account alone, and narrows it
+/// to that when it exists wider: an index (or a store) holds every document's text whatever
+/// its ACL, and tantivy writes its files with the process's umask, usually readable by every
+/// local account. A directory the daemon cannot narrow (another owner's) is left as it is,
+/// with a warning.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make this directory private to the daemon's account: other local accounts may read what it holds");
+    }
+    Ok(())
+}
+
 /// The longest key, chunk id or ACL entry a document may carry, bytes. tantivy leaves out of
 /// its term dictionary, silently, any term over 65,530 bytes: a document key that long could
 /// never be deleted by its key (old chunks under an old ACL would outlive every update), and a
@@ -408,7 +428,7 @@ impl Index {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+        private_dir(dir).map_err(|source| IndexError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -1651,6 +1671,24 @@ fn split_headings(stored: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by a review: the index (every document's text) was readable by every local
+    /// account under the usual umask.
+    #[test]
+    fn the_index_directory_is_private_to_the_daemons_account() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let base = tempfile::tempdir().unwrap();
+        let new = base.path().join("new/index");
+        super::Index::open(&new, "m", 4).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        // One made earlier, wider, is narrowed.
+        let old = base.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::Index::open(&old, "m", 4).unwrap();
+        assert_eq!(mode(&old), 0o700);
+    }
 
     /// A stored deny entry that does not read back as a principal (written before ingest
     /// refused such entries) denies everyone; an allow entry that does not admits nobody.

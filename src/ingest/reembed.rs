@@ -284,7 +284,7 @@ fn reembed_committing(
             }
         }
     }
-    std::fs::create_dir_all(to).map_err(io(to))?;
+    crate::index::private_dir(to).map_err(io(to))?;
     std::fs::File::create(&marker)
         .and_then(|f| f.sync_all())
         .map_err(io(&marker))?;
