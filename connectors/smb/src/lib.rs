@@ -625,6 +625,8 @@ fn acl_config(cfg: &SmbConfig) -> String {
 struct Session {
     client: smb::Client,
     share: smb::UncPath,
+    /// The crawl root (`sub_path`, relative to the share).
+    root: String,
 }
 
 impl Session {
@@ -694,24 +696,34 @@ impl Session {
         listed.map(|()| out)
     }
 
-    /// Whether the share still answers (tells a per-file error from a lost connection).
+    /// Whether the share still answers (tells a per-file error from a lost connection): the
+    /// share's root opens, or the crawl root does (an account may be let into its folder
+    /// alone, passing the folders above by the server's traverse bypass; found by a review:
+    /// then every error below the crawl root read as an outage, and no sync completed).
     async fn alive(&self) -> bool {
-        match self
-            .client
-            .create_file(
-                &self.share,
-                &smb::FileCreateArgs::make_open_existing(
-                    smb::FileAccessMask::new().with_generic_read(true),
-                ),
+        let opens = |path: smb::UncPath, access: smb::FileAccessMask| async move {
+            match self
+                .client
+                .create_file(&path, &smb::FileCreateArgs::make_open_existing(access))
+                .await
+            {
+                Ok(r) => {
+                    let _ = close_resource(r).await;
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        let read = smb::FileAccessMask::new().with_generic_read(true);
+        if opens(self.share.clone(), read).await {
+            return true;
+        }
+        !self.root.is_empty()
+            && opens(
+                self.unc(&self.root),
+                smb::FileAccessMask::new().with_file_read_attributes(true),
             )
             .await
-        {
-            Ok(r) => {
-                let _ = close_resource(r).await;
-                true
-            }
-            Err(_) => false,
-        }
     }
 }
 
@@ -903,7 +915,11 @@ async fn connect(cfg: &SmbConfig) -> Result<Session, String> {
                 cfg.server, cfg.share
             )
         })?;
-    Ok(Session { client, share })
+    Ok(Session {
+        client,
+        share,
+        root: cfg.sub_path.clone(),
+    })
 }
 
 async fn close_resource(r: smb::Resource) -> smb::Result<()> {
