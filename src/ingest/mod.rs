@@ -714,14 +714,27 @@ impl Pipeline {
     /// the connector's checkpoints move past it, so if the daemon stops before the retry, the
     /// connector reconciles once at the next start (else an edit, say one removing text, would
     /// wait for the reconciliation schedule).
+    ///
+    /// So are those with writes the model failed on (dropped) since their last reconciliation
+    /// ended: the checkpoints committed since move past those writes (an incremental poll never
+    /// returns to the page), so a restart must reconcile them. Only connectors that reconcile
+    /// are listed: a push source never does, and listing it would only warn at every start.
     fn owed_now(&self) -> serde_json::Value {
-        let retrying: BTreeSet<String> = self
+        let mut retrying: BTreeSet<String> = self
             .retries()
             .pending
             .keys()
             .map(|k| k.connector.clone())
             .collect();
+        retrying.extend(
+            self.dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let reconciling = self.skips.lock_reconciling();
+        retrying.retain(|c| reconciling.contains_key(c));
         let mut owed = self.lock_owed();
         owed.retain(|c, at| {
             reconciling
@@ -1910,6 +1923,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
         let pipeline = pipeline_into(&index, None);
+        use docent_connector_api::IndexedState;
+        // `c` is a connector that reconciles (as every crawler does at its start).
+        let before = IndexedView {
+            index: index.clone(),
+            skips: pipeline.skips.clone(),
+        };
+        assert!(!before.reconciliation_owed("c"));
         pipeline.unavailable_parses.store(1, Ordering::Relaxed);
         pipeline
             .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
@@ -1923,7 +1943,6 @@ mod tests {
             index: index.clone(),
             skips: restarted.skips.clone(),
         };
-        use docent_connector_api::IndexedState;
         assert!(view.reconciliation_owed("c"));
         assert!(!view.reconciliation_owed("other"));
     }
@@ -2537,6 +2556,47 @@ mod tests {
             // Not counted: the connector is told to reconcile again.
             assert_eq!(sent.rolled_back_since_reconciled(), failing);
         }
+    }
+
+    /// A write the model failed on in an incremental sync (no reconciliation in flight) is
+    /// committed as owed: the connector's later checkpoints move past it, so a restart
+    /// reconciles (found by a review: a wiki edit was lost until the daily reconciliation). A
+    /// source that never reconciles (push) is not listed.
+    #[test]
+    fn a_write_the_model_dropped_is_committed_as_owed_by_a_connector_that_reconciles() {
+        use docent_connector_api::IndexedState as _;
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let model = Arc::new(Flaky {
+            failing: true.into(),
+        });
+        let p = pipeline_with(&index, model.clone(), None);
+        let view = IndexedView {
+            index: index.clone(),
+            skips: p.skips.clone(),
+        };
+        // `c` reconciles (it asks whether it owes one at start); `push` does not.
+        assert!(!view.reconciliation_owed("c"));
+        let mut pushed = doc(1, 1);
+        pushed.key = DocKey::new("push", "doc1.md");
+        let checkpoint = |pos| Change::Checkpoint {
+            connector: "c".into(),
+            checkpoint: serde_json::json!({ "pos": pos }),
+        };
+        let cps = p
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 2))),
+                Change::Upsert(Box::new(pushed)),
+                checkpoint(1),
+            ])
+            .unwrap();
+        assert!(cps.is_empty());
+        model.failing.store(false, Ordering::Relaxed);
+        let mut cps = p.process(vec![checkpoint(2)]).unwrap();
+        cps.insert(OWED_KEY.to_string(), p.owed_now());
+        index.commit(cps).unwrap();
+        assert_eq!(index.checkpoints()["c"]["pos"], 2);
+        assert_eq!(index.checkpoints()[OWED_KEY], serde_json::json!(["c"]));
     }
 
     /// A reconciliation whose earlier writes the model failed on (dropped, not retried) stays
