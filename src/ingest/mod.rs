@@ -1306,7 +1306,20 @@ impl Pipeline {
         let mut vectors = if texts.is_empty() {
             Vec::new()
         } else {
-            match self.embedder.embed_passages(&texts) {
+            // A model that answers with fewer (or more) vectors than texts failed too: a chunk
+            // written without its vector could never be found by the dense leg.
+            let embedded = self.embedder.embed_passages(&texts).and_then(|v| {
+                if v.len() == texts.len() {
+                    Ok(v)
+                } else {
+                    Err(crate::embed::EmbedError::Inference(format!(
+                        "the model gave {} vectors for {} texts",
+                        v.len(),
+                        texts.len()
+                    )))
+                }
+            });
+            match embedded {
                 Ok(v) => v,
                 Err(e) => {
                     // The model failing is not a document's fault, but no half-embedded document
@@ -1786,6 +1799,49 @@ mod tests {
         fn token_counter(&self) -> Arc<dyn crate::chunk::TokenCounter> {
             BagOfWords.token_counter()
         }
+    }
+
+    /// A model that gives one vector fewer than it was given texts.
+    struct Short;
+
+    impl crate::embed::Embedder for Short {
+        fn model_id(&self) -> &str {
+            BagOfWords.model_id()
+        }
+        fn dim(&self) -> usize {
+            BagOfWords.dim()
+        }
+        fn embed_passages(
+            &self,
+            texts: &[String],
+        ) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
+            let mut v = BagOfWords.embed_passages(texts)?;
+            v.pop();
+            Ok(v)
+        }
+        fn embed_query(&self, text: &str) -> Result<Vec<f32>, crate::embed::EmbedError> {
+            BagOfWords.embed_query(text)
+        }
+        fn token_counter(&self) -> Arc<dyn crate::chunk::TokenCounter> {
+            BagOfWords.token_counter()
+        }
+    }
+
+    /// Vectors missing from the model's answer fail the batch's writes as a model failure
+    /// (found by a review: the chunks were written with empty vectors, out of the dense leg's
+    /// reach, and nothing said so).
+    #[test]
+    fn a_model_that_gives_too_few_vectors_fails_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let p = pipeline_with(&index, Arc::new(Short), None);
+        p.process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_none());
+        let (failed, recent) = p.skips.get("c");
+        assert_eq!(failed, 1);
+        assert!(recent[0].1.contains("vectors for"), "{recent:?}");
     }
 
     /// A new version the model fails to embed keeps the indexed one only under the ACL it was
