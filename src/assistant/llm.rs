@@ -310,8 +310,12 @@ impl LlmClient {
                 first_deadline.min(total_deadline)
             };
             // A server that never pauses never lets the timeout below fire: check it here.
-            if got_first && std::time::Instant::now() >= total_deadline {
-                return Err(LlmError::Timeout("total"));
+            if std::time::Instant::now() >= deadline {
+                return Err(LlmError::Timeout(if got_first {
+                    "total"
+                } else {
+                    "first token"
+                }));
             }
             let next = tokio::time::timeout_at(deadline.into(), body.next())
                 .await
@@ -321,9 +325,13 @@ impl LlmClient {
             };
             let chunk = chunk.map_err(|e| LlmError::Broken(e.to_string()))?;
             buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let line = std::str::from_utf8(&line)
+            // The lines are read in place and the buffer shifted once per chunk (shifting it
+            // per line made a chunk of many short lines cost its square).
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+                let line = &buf[start..start + nl + 1];
+                start += nl + 1;
+                let line = std::str::from_utf8(line)
                     .map_err(|_| LlmError::Malformed("an SSE line is not UTF-8".into()))?
                     .trim_end_matches(['\r', '\n']);
                 let Some(data) = line.strip_prefix("data:") else {
@@ -358,6 +366,7 @@ impl LlmClient {
                     }
                 }
             }
+            buf.drain(..start);
             if buf.len() > 1 << 20 {
                 return Err(LlmError::Malformed("an SSE line is over 1 MiB".into()));
             }
@@ -681,6 +690,58 @@ mod tests {
         let reached =
             tokio::time::timeout(std::time::Duration::from_millis(300), elsewhere.accept()).await;
         assert!(reached.is_err(), "the redirect was followed");
+    }
+
+    /// A server streaming events split anywhere across chunks, with many comment lines in
+    /// one chunk (read in place: shifting the buffer per line made such a chunk cost its
+    /// square), gives back exactly its pieces.
+    #[tokio::test]
+    async fn server_sent_events_split_anywhere_read_back_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let event = |t: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"delta": {"content": t}}]})
+            )
+        };
+        let mut body = ": ping\n".repeat(20_000);
+        body.push_str(&event("Hel"));
+        body.push_str(&event("lo."));
+        body.push_str("data: [DONE]\n\n");
+        tokio::spawn(async move {
+            let (mut c, _) = server.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = c.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                        Connection: close\r\n\r\n";
+            c.write_all(head.as_bytes()).await.unwrap();
+            // Cut in uneven pieces, through lines and through the events.
+            for piece in body.as_bytes().chunks(70_001) {
+                c.write_all(piece).await.unwrap();
+                c.flush().await.unwrap();
+            }
+        });
+        let client = LlmClient::new(LlmConfig {
+            base_url: format!("http://{addr}/v1"),
+            stream: true,
+            ..LlmConfig::default()
+        })
+        .unwrap();
+        let messages = [Message {
+            role: "user",
+            content: "q".into(),
+        }];
+        let mut text = String::new();
+        let r = client
+            .chat(&messages, 16, &mut |t| {
+                text.push_str(t);
+                true
+            })
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(text, "Hello.");
     }
 
     /// The model is given exactly the passages the verifier accepts citations to: a long

@@ -471,11 +471,18 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
         if matches!(c, b'.' | b'!' | b'?') && !list_number(b, i) || wide.is_some() {
             // Markers may follow the punctuation: "… level two. [1] Next".
             let mut j = i + wide.map_or(1, |p| p.len());
+            let mut markers = 0;
             loop {
                 let k = skip_spaces(b, j);
                 match marker_len(&b[k..]) {
                     Some(n) => j = k + n,
                     None => break,
+                }
+                markers += 1;
+                // Enough: a sentence cites a few passages; more are not waited for (a model
+                // writing markers one piece at a time had each piece scan them all again).
+                if markers == MAX_TRAILING_MARKERS {
+                    return Ok(j);
                 }
             }
             let k = skip_spaces(b, j);
@@ -503,6 +510,9 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
     }
     Err(b.len())
 }
+
+/// The most markers read after a sentence's punctuation as that sentence's.
+const MAX_TRAILING_MARKERS: usize = 16;
 
 /// Full stops, exclamation and question marks of Chinese and Japanese text (ideographic and
 /// full-width forms).
@@ -854,6 +864,22 @@ mod tests {
         let d = split_all(&["Steps:\n1. Open the form [2].\n12. Sign it [3].\n"]);
         let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
         assert_eq!(texts, ["Steps:", "1. Open the form.", "12. Sign it."]);
+    }
+
+    /// A model writing markers one piece at a time after a full stop had every piece scan them
+    /// all again; past a few, the sentence is complete.
+    #[test]
+    fn a_run_of_markers_after_a_full_stop_completes_the_sentence() {
+        let mut s = SentenceSplitter::default();
+        let mut done = s.push("Leave is twenty days.");
+        for _ in 0..MAX_TRAILING_MARKERS - 1 {
+            done.extend(s.push("[1]"));
+        }
+        assert!(done.is_empty());
+        done.extend(s.push("[2]"));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].text, "Leave is twenty days.");
+        assert_eq!(done[0].cites.len(), MAX_TRAILING_MARKERS);
     }
 
     #[test]
