@@ -401,8 +401,40 @@ pub struct Prepared {
     unsupported: bool,
     /// What the LLM rewrite of a follow-up spent.
     rewrite_usage: Usage,
+    /// Charges `rewrite_usage` if the request ends before its usage is recorded.
+    unpaid: Unpaid,
     /// This request's hold on the token budgets, until its usage is recorded.
     _reservation: Option<Reservation>,
+}
+
+/// Tokens a request spent (an LLM rewrite) that are charged to its budgets when it is dropped
+/// before [`Unpaid::paid`]: a request failing or cancelled after the rewrite (retrieval failed,
+/// the caller's deadline passed) would else have had it for free (found by a review).
+#[derive(Default)]
+struct Unpaid(Option<(Arc<store::Store>, Vec<String>, Usage)>);
+
+impl Unpaid {
+    /// Its usage is recorded with the request's.
+    fn paid(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unpaid {
+    fn drop(&mut self) {
+        let Some((store, principals, u)) = self.0.take() else {
+            return;
+        };
+        let charge = move || {
+            if let Err(e) = store.add_usage(&principals, u.prompt, u.completion) {
+                tracing::warn!(error = %e, "the tokens of an abandoned request's rewrite could not be recorded");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(charge)),
+            Err(_) => charge(),
+        }
+    }
 }
 
 impl Assistant {
@@ -655,6 +687,17 @@ impl Assistant {
         let (rewritten, rewrite_usage, rewrite_hold) = self
             .rewrite(caller, mode, &earlier, &input.question)
             .await?;
+        let unpaid = Unpaid(
+            self.store
+                .clone()
+                .filter(|_| {
+                    rewrite_usage
+                        .prompt
+                        .saturating_add(rewrite_usage.completion)
+                        > 0
+                })
+                .map(|store| (store, self.usage_principals(caller), rewrite_usage)),
+        );
         // An extractive answer's LLM rewrite holds its tokens until the request is recorded.
         let reservation = reservation.or(rewrite_hold);
         // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
@@ -757,6 +800,7 @@ impl Assistant {
             retrieved,
             unsupported,
             rewrite_usage,
+            unpaid,
             _reservation: reservation,
         })
     }
@@ -1131,7 +1175,7 @@ impl Prepared {
     /// then the citations and the outcome. `started` is when the request arrived (time to first
     /// piece is measured from it).
     pub async fn run(
-        self,
+        mut self,
         tx: Option<&UnboundedSender<AskEvent>>,
         delivery: Delivery,
         started: std::time::Instant,
@@ -1192,6 +1236,9 @@ impl Prepared {
             }
         };
         let mut outcome = outcome;
+        // Recorded below with the rest (or counted by the store when it cannot be written).
+        let mut unpaid = std::mem::take(&mut self.unpaid);
+        unpaid.paid();
         if let Err(cause) = self.record(&mut outcome).await {
             return Err(AssistantError::Unrecorded {
                 outcome: Box::new(outcome),
@@ -1720,6 +1767,27 @@ impl Assistant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request dropped after its rewrite (retrieval failed, the deadline passed) is charged
+    /// the rewrite's tokens; one whose usage is recorded with its answer is not charged twice.
+    #[test]
+    fn a_rewrite_is_charged_when_its_request_ends_before_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store::Store::open(&dir.path().join("s.redb")).unwrap());
+        let who = vec!["user:alice".to_string()];
+        let spent = Usage {
+            prompt: 300,
+            completion: 20,
+            estimated: false,
+        };
+        let tokens = || store.usage_today("user:alice").unwrap().tokens();
+        drop(Unpaid(Some((store.clone(), who.clone(), spent))));
+        assert_eq!(tokens(), 320);
+        let mut recorded = Unpaid(Some((store.clone(), who, spent)));
+        recorded.paid();
+        drop(recorded);
+        assert_eq!(tokens(), 320);
+    }
 
     /// Session 34's review: a unary Ask kept the sentences of a citation the last ACL check
     /// refused (blanking the citation only, as a stream must), though nothing had left yet.

@@ -112,12 +112,22 @@ impl UsageCounts {
     pub fn tokens(&self) -> u64 {
         self.prompt.saturating_add(self.completion)
     }
+
+    fn add(&mut self, o: &UsageCounts) {
+        self.prompt = self.prompt.saturating_add(o.prompt);
+        self.completion = self.completion.saturating_add(o.completion);
+        self.requests = self.requests.saturating_add(o.requests);
+    }
 }
 
 pub struct Store {
     db: Database,
     /// Every write fails ([`Store::fail_writes`]).
     failing: std::sync::atomic::AtomicBool,
+    /// Usage a write could not record (a full disk), by counter key: counted by
+    /// [`Store::usage_today`] and written with the next write that succeeds, so that a store
+    /// refusing writes does not leave every token budget open (found by a review).
+    unwritten: std::sync::Mutex<std::collections::HashMap<String, UsageCounts>>,
 }
 
 fn turn_key(conv: &str, turn: u32) -> String {
@@ -178,6 +188,7 @@ impl Store {
         Ok(Self {
             db,
             failing: Default::default(),
+            unwritten: Default::default(),
         })
     }
 
@@ -447,18 +458,34 @@ impl Store {
         completion: u64,
     ) -> Result<(), StoreError> {
         let day = day_of(now_ms());
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        for p in principals {
+            let u = unwritten.entry(format!("{day}\0{p}")).or_default();
+            u.add(&UsageCounts {
+                prompt,
+                completion,
+                requests: 1,
+            });
+        }
+        self.write_usage(&unwritten)?;
+        unwritten.clear();
+        Ok(())
+    }
+
+    /// Adds `usage` (by counter key) to the stored counters, in one transaction.
+    fn write_usage(
+        &self,
+        usage: &std::collections::HashMap<String, UsageCounts>,
+    ) -> Result<(), StoreError> {
         let tx = self.begin_write()?;
         {
             let mut t = tx.open_table(USAGE).map_err(err)?;
-            for p in principals {
-                let key = format!("{day}\0{p}");
+            for (key, add) in usage {
                 let mut u: UsageCounts = match t.get(key.as_str()).map_err(err)? {
                     Some(v) => parse(v.value())?,
                     None => UsageCounts::default(),
                 };
-                u.prompt = u.prompt.saturating_add(prompt);
-                u.completion = u.completion.saturating_add(completion);
-                u.requests = u.requests.saturating_add(1);
+                u.add(add);
                 t.insert(key.as_str(), json(&u).as_slice()).map_err(err)?;
             }
         }
@@ -470,11 +497,21 @@ impl Store {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(USAGE).map_err(err)?;
         let key = format!("{}\0{principal}", day_of(now_ms()));
-        t.get(key.as_str())
+        let mut u: UsageCounts = t
+            .get(key.as_str())
             .map_err(err)?
             .map(|v| parse(v.value()))
-            .transpose()
-            .map(Option::unwrap_or_default)
+            .transpose()?
+            .unwrap_or_default();
+        if let Some(more) = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            u.add(more);
+        }
+        Ok(u)
     }
 
     /// Totals per principal over the days from `first_day` (inclusive, `YYYY-MM-DD`).
@@ -515,6 +552,26 @@ mod tests {
             time_ms: now_ms(),
             evidence_keys: Vec::new(),
         }
+    }
+
+    /// Usage a full disk kept from being written still counts against the budget, and is
+    /// written once the store takes writes again (found by a review: every budget opened).
+    #[test]
+    fn usage_that_could_not_be_written_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let who = ["user:alice".to_string()];
+        store.add_usage(&who, 10, 5).unwrap();
+        store.fail_writes();
+        assert!(store.add_usage(&who, 100, 50).is_err());
+        assert_eq!(store.usage_today("user:alice").unwrap().tokens(), 165);
+        store
+            .failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        store.add_usage(&who, 1, 1).unwrap();
+        assert!(store.unwritten.lock().unwrap().is_empty());
+        let u = store.usage_today("user:alice").unwrap();
+        assert_eq!((u.tokens(), u.requests), (167, 3));
     }
 
     #[test]
