@@ -337,7 +337,16 @@ impl Store {
             let (k, _) = e.map_err(err)?;
             let id = k.value().split('\0').nth(1).unwrap_or("").to_string();
             if let Some(v) = convs.get(id.as_str()).map_err(err)? {
-                out.push(parse::<ConversationRecord>(v.value())?);
+                // One record that does not read (written by a newer version, damaged) hides
+                // itself, not the owner's other conversations; and the index entry alone does
+                // not make a conversation the owner's.
+                match parse::<ConversationRecord>(v.value()) {
+                    Ok(c) if c.owner == owner => out.push(c),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a conversation record cannot be read; left out of its owner's list");
+                    }
+                }
             }
         }
         out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
@@ -394,12 +403,21 @@ impl Store {
             let tx = self.db.begin_read().map_err(err)?;
             let t = tx.open_table(CONVERSATIONS).map_err(err)?;
             let mut v = Vec::new();
+            let mut unreadable = 0usize;
             for e in t.iter().map_err(err)? {
                 let (_, c) = e.map_err(err)?;
-                let c: ConversationRecord = parse(c.value())?;
-                if c.updated_ms < cutoff_ms {
-                    v.push(c);
+                // One record that does not read must not stop retention for everyone else.
+                match parse::<ConversationRecord>(c.value()) {
+                    Ok(c) if c.updated_ms < cutoff_ms => v.push(c),
+                    Ok(_) => {}
+                    Err(_) => unreadable += 1,
                 }
+            }
+            if unreadable > 0 {
+                tracing::warn!(
+                    unreadable,
+                    "conversation records that cannot be read were not expired"
+                );
             }
             v
         };
@@ -556,6 +574,30 @@ mod tests {
 
     /// Usage a full disk kept from being written still counts against the budget, and is
     /// written once the store takes writes again (found by a review: every budget opened).
+    /// Found by a review: one record that did not read stopped retention for every user, and
+    /// hid its owner's other conversations.
+    #[test]
+    fn an_unreadable_record_stops_neither_retention_nor_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let old = store.create("alice", "").unwrap();
+        store.append("alice", &old.id, &turn("q")).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut convs = tx.open_table(CONVERSATIONS).unwrap();
+            // Sorts before the real record, as a damaged one may.
+            convs.insert("0000", b"{not json".as_slice()).unwrap();
+            tx.open_table(BY_OWNER)
+                .unwrap()
+                .insert("alice\u{0}0000", ())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(store.list("alice").unwrap().len(), 1);
+        assert_eq!(store.expire(now_ms() + 1).unwrap(), 1);
+        assert!(store.list("alice").unwrap().is_empty());
+    }
+
     #[test]
     fn usage_that_could_not_be_written_still_counts() {
         let dir = tempfile::tempdir().unwrap();
