@@ -1498,6 +1498,26 @@ pub fn visible_turn(
     scope: &AclScope,
     t: store::TurnRecord,
 ) -> store::TurnRecord {
+    visible_turn_with(index, scope, t, &mut HashMap::new())
+}
+
+/// [`visible_turn`] with the answers already asked for the caller (`seen`, by key): the turns
+/// of one conversation cite the same documents again and again, and each question may be a
+/// remote lookup (Milvus).
+fn visible_turn_with(
+    index: &dyn Backend,
+    scope: &AclScope,
+    t: store::TurnRecord,
+    seen: &mut HashMap<String, bool>,
+) -> store::TurnRecord {
+    let mut readable = |key: &str| match seen.get(key) {
+        Some(&ok) => ok,
+        None => {
+            let ok = guardrail::readable(index, scope, key);
+            seen.insert(key.to_string(), ok);
+            ok
+        }
+    };
     // The key as indexed: the sent `document_key` may be PII-redacted, and no longer names
     // the document.
     let ok: Vec<bool> = t
@@ -1509,13 +1529,10 @@ pub fn visible_turn(
             } else {
                 &c.access_key
             };
-            guardrail::readable(index, scope, key)
+            readable(key)
         })
         .collect();
-    let evidence_ok = t
-        .evidence_keys
-        .iter()
-        .all(|k| guardrail::readable(index, scope, k));
+    let evidence_ok = t.evidence_keys.iter().all(|k| readable(k));
     let generated = t.mode == AnswerMode::Generative.name();
     // A generated answer always records what it was written from; one without that record was
     // stored before it was kept, and what its model read is unknown: its sentences are not
@@ -1682,11 +1699,12 @@ impl Assistant {
             .conversation(caller.user_id(), id)?
             .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
         redact_title(&self.guardrails, scope.principal_set(), &mut c);
+        let mut seen = HashMap::new();
         let turns = store
             .turns(id)?
             .into_iter()
             .map(|t| {
-                let t = visible_turn(&*self.index, &scope, t);
+                let t = visible_turn_with(&*self.index, &scope, t, &mut seen);
                 let mut t = screen_turn(&self.guardrails, scope.principal_set(), t);
                 redact_turn(&self.guardrails, scope.principal_set(), &mut t);
                 t
