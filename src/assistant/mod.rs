@@ -1619,9 +1619,22 @@ fn screen_turn(
             .is_none()
         })
         .collect();
-    let (gone, kept): (Vec<_>, Vec<_>) = t.sentences.drain(..).partition(|s| named(&s.text));
+    // Each sentence, and each with the one kept before it (a phrase split across two, as the
+    // answer-time check reads them; found by a review: a stored turn read back showed it).
+    let mut gone = Vec::new();
+    let mut kept: Vec<store::StoredSentence> = Vec::new();
+    for s in t.sentences.drain(..) {
+        let joined = kept
+            .last()
+            .is_some_and(|prev| named(&format!("{} {}", prev.text, s.text)));
+        if joined || named(&s.text) {
+            gone.push(s);
+        } else {
+            kept.push(s);
+        }
+    }
     t.sentences = kept;
-    if gone.is_empty() && ok.iter().all(|&b| b) {
+    if gone.is_empty() && ok.iter().all(|&b| b) && !named(&t.answer) {
         return t;
     }
     // A citation only a removed sentence stood on goes with it: its passage held the phrase.
@@ -2027,6 +2040,35 @@ mod tests {
         assert_eq!(seen.citations.len(), 1);
         assert_eq!(seen.answer, "The budget is set yearly. [1]");
         assert!(seen.rewritten.is_empty());
+    }
+
+    /// A phrase split across two sentences is caught as the answer-time check catches it
+    /// (found by a review: a stored turn read back after the reader left the exempt group
+    /// still showed "… is Project." "Falcon ships in May.").
+    #[test]
+    fn a_phrase_split_across_two_stored_sentences_is_screened() {
+        let g = crate::guardrail::with_phrase("Project Falcon", "group:falcon");
+        let turn = stored_turn(
+            vec![
+                sentence("The budget is set yearly.", vec![0]),
+                sentence("The new name is Project.", vec![0]),
+                sentence("Falcon ships in May.", vec![1]),
+            ],
+            vec![cite("s:a", "s:a"), cite("s:b", "s:b")],
+        );
+        let left: BTreeSet<String> = ["user:a".into()].into();
+        let seen = screen_turn(&g, &left, turn);
+        assert!(
+            !seen.answer.to_lowercase().contains("falcon"),
+            "{}",
+            seen.answer
+        );
+        let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["The budget is set yearly.", "The new name is Project."]
+        );
+        assert_eq!(seen.citations.len(), 1);
     }
 
     #[test]
