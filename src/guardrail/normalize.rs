@@ -204,7 +204,7 @@ pub fn for_matching(text: &str) -> Cow<'_, str> {
 /// Where the two cases are drawn as different letters, the small letter decides (`ν`, drawn as
 /// `v`, and `Ν` fold to `v`/`V`; likewise `υ`/`Υ` → `u`, `ӏ`/`Ӏ` → `l`). A script's own letters
 /// without an ASCII twin stay as they are.
-fn lookalike(c: char) -> Option<char> {
+pub(crate) fn lookalike(c: char) -> Option<char> {
     let mut lower = c.to_lowercase();
     let (small, capital) = match (lower.next(), lower.next()) {
         (Some(l), None) if l != c => (l, true),

@@ -237,6 +237,9 @@ fn fold_char(c: char) -> Fold {
         0x2010..=0x2012 | 0x2212 | 0xFE63 => Fold::Ascii(b'-'),
         // Fullwidth forms of ASCII (digits, letters, `＠`, `．`, `－`).
         f @ 0xFF01..=0xFF5E => Fold::Ascii((f - 0xFF01 + 0x21) as u8),
+        // Small forms and the one-dot leader (NFKC makes them `@`, `.`, `-`).
+        0xFE6B => Fold::Ascii(b'@'),
+        0xFE52 | 0x2024 => Fold::Ascii(b'.'),
         // Mathematical digits (bold, double-struck, sans-serif, monospace).
         d @ 0x1D7CE..=0x1D7FF => Fold::Ascii(b'0' + ((d - 0x1D7CE) % 10) as u8),
         // Superscript, subscript and circled digits (what NFKC, as the blocked phrases read
@@ -252,7 +255,12 @@ fn fold_char(c: char) -> Fold {
         }
         d => match DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&d)) {
             Some(z) => Fold::Ascii(b'0' + (d - z) as u8),
-            None => Fold::Keep,
+            // Letters of other scripts drawn as ASCII ones (`DЕ89…` with a Cyrillic Е), as
+            // the blocked phrases read them.
+            None => match super::normalize::lookalike(c) {
+                Some(a) => Fold::Ascii(a as u8),
+                None => Fold::Keep,
+            },
         },
     }
 }
@@ -864,6 +872,17 @@ mod tests {
                 "Mail jane＠fernhill.example now",
                 "jane＠fernhill.example",
                 Entity::Email,
+            ),
+            // Small forms of `@` and `.` (found by a review), and a Cyrillic Е in an IBAN.
+            (
+                "Mail jane.doe\u{FE6B}fernhill\u{FE52}example now",
+                "jane.doe\u{FE6B}fernhill\u{FE52}example",
+                Entity::Email,
+            ),
+            (
+                "Pay to D\u{0415}89 3704 0044 0532 0130 00 by Friday.",
+                "D\u{0415}89 3704 0044 0532 0130 00",
+                Entity::Iban,
             ),
         ];
         assert_each_found_once(cases);
