@@ -389,13 +389,14 @@ enum Listed {
 
 impl Listed {
     /// What the list the server sent for the object listed with attributes `a` says. A list
-    /// sent with another change time than the listing's belongs to other mode bits (a `chmod`
-    /// or `setfacl` in between): the two cannot be put together, and the object waits for the
-    /// next sync, which lists it again.
+    /// sent with other mode bits, owner or group than the listing's (a `chmod` or `chown` in
+    /// between) cannot be put together with the listed ones, and the object waits for the next
+    /// sync, which lists it again. (Not the change time: every write moves it, a directory's
+    /// with every file made or removed in it.)
     fn from_answer(list: &nfsacl::AccessList, a: &fattr3) -> Self {
         if list
-            .ctime
-            .is_some_and(|t| t != (a.ctime.seconds, a.ctime.nseconds))
+            .owner_mode
+            .is_some_and(|m| m != (a.mode & 0o7777, a.uid, a.gid))
         {
             Self::Unusable(CHANGED_WHILE_ASKED.to_string())
         } else if !list.consistent {
@@ -1466,33 +1467,46 @@ mod tests {
     }
 
     #[test]
-    fn a_list_sent_with_another_change_time_than_the_listing_is_not_used() {
+    fn a_list_sent_with_other_mode_bits_than_the_listing_is_not_used() {
         let mut a = attr(ftype3::NF3DIR, 0o755);
-        a.ctime.seconds = 12;
-        a.ctime.nseconds = 34;
+        a.uid = 1001;
+        a.gid = 2001;
         let named = vec![ListEntry {
             tag: docent_fs_connector::posix_list::USER,
             id: 1002,
             perm: 0,
         }];
-        let list = |ctime| nfsacl::AccessList {
+        let list = |owner_mode| nfsacl::AccessList {
             entries: named.clone(),
             consistent: true,
-            ctime,
+            owner_mode,
         };
+        let listed = Some((0o755, 1001, 2001));
         assert!(matches!(
-            Listed::from_answer(&list(Some((12, 34))), &a),
+            Listed::from_answer(&list(listed), &a),
             Listed::List(_)
         ));
         assert!(matches!(
             Listed::from_answer(&list(None), &a),
             Listed::List(_)
         ));
-        // A chmod or setfacl between the listing and the list.
+        // A write in between (another change time) changes nothing.
+        a.ctime.seconds += 1;
         assert!(matches!(
-            Listed::from_answer(&list(Some((12, 35))), &a),
-            Listed::Unusable(why) if why == CHANGED_WHILE_ASKED
+            Listed::from_answer(&list(listed), &a),
+            Listed::List(_)
         ));
+        // A chmod or chown between the listing and the list.
+        for other in [
+            (0o750, 1001, 2001),
+            (0o755, 1002, 2001),
+            (0o755, 1001, 2002),
+        ] {
+            assert!(matches!(
+                Listed::from_answer(&list(Some(other)), &a),
+                Listed::Unusable(why) if why == CHANGED_WHILE_ASKED
+            ));
+        }
     }
 
     #[test]

@@ -73,9 +73,9 @@ pub struct AccessList {
     pub entries: Vec<ListEntry>,
     /// The list's count matched its entries.
     pub consistent: bool,
-    /// The change time (seconds, nanoseconds) of the attributes sent with the list, when the
+    /// The permission bits, owner and group of the attributes sent with the list, when the
     /// server sent them: the mode bits the list goes with.
-    pub ctime: Option<(u32, u32)>,
+    pub owner_mode: Option<(u32, u32, u32)>,
 }
 
 impl AccessList {
@@ -114,9 +114,9 @@ pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String
         return Ok(Err(stat));
     }
     // post_op_attr: the attributes, when the server sent them.
-    let ctime = if u32_at(&mut c)? != 0 {
+    let owner_mode = if u32_at(&mut c)? != 0 {
         let (a, _) = fattr3::unpack(&mut c).map_err(|e| format!("attributes: {e}"))?;
-        Some((a.ctime.seconds, a.ctime.nseconds))
+        Some((a.mode & 0o7777, a.uid, a.gid))
     } else {
         None
     };
@@ -134,7 +134,7 @@ pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String
         // A count that disagrees with the entries sent cannot be trusted to be complete.
         consistent: counted as usize == entries.len(),
         entries,
-        ctime,
+        owner_mode,
     }))
 }
 
@@ -263,20 +263,22 @@ mod tests {
     }
 
     #[test]
-    fn the_change_time_sent_with_a_list_is_kept() {
-        // Status 0, attributes follow: a regular file, ctime 12 s 34 ns (the last 8 bytes of
-        // the 84-byte fattr3), then an empty list and an empty default list.
-        let mut w: Vec<u8> = [0u32, 1, 1].iter().flat_map(|x| x.to_be_bytes()).collect();
-        w.extend([0u8; 72]);
-        w.extend([12u32, 34].iter().flat_map(|x| x.to_be_bytes()));
+    fn the_mode_and_owner_sent_with_a_list_are_kept() {
+        // Status 0, attributes follow (the 84-byte fattr3): a regular file, mode 0640, one
+        // link, uid 1001, gid 2001, the rest 0; then an empty list and an empty default list.
+        let mut w: Vec<u8> = [0u32, 1, 1, 0o640, 1, 1001, 2001]
+            .iter()
+            .flat_map(|x| x.to_be_bytes())
+            .collect();
+        w.extend([0u8; 64]);
         w.extend(
             [NFS_ACL | NFS_ACLCNT, 0, 0, 0, 0]
                 .iter()
                 .flat_map(|x| x.to_be_bytes()),
         );
         let l = parse_getacl(&w).unwrap().unwrap();
-        assert_eq!(l.ctime, Some((12, 34)));
-        assert_eq!(parse_getacl(&reply(&[])).unwrap().unwrap().ctime, None);
+        assert_eq!(l.owner_mode, Some((0o640, 1001, 2001)));
+        assert_eq!(parse_getacl(&reply(&[])).unwrap().unwrap().owner_mode, None);
     }
 
     #[test]
