@@ -871,13 +871,27 @@ impl Scanner {
                 // A link to a directory outside the roots is not walked: every file under it
                 // would be refused (its real path lies outside), and a link to `/` would have
                 // the walk read the whole machine's tree to refuse it file by file.
-                if entry.path_is_symlink()
-                    && std::fs::canonicalize(entry.path())
-                        .map_or(true, |real| self.root_holding(&real).is_none())
-                {
-                    walker.skip_current_dir();
-                    self.count_failure(&entry.path().to_string_lossy(), LINK_LEAVES_ROOTS);
-                    continue;
+                if entry.path_is_symlink() {
+                    match std::fs::canonicalize(entry.path()) {
+                        Ok(real) if self.root_holding(&real).is_some() => {}
+                        Ok(_) => {
+                            walker.skip_current_dir();
+                            self.count_failure(&entry.path().to_string_lossy(), LINK_LEAVES_ROOTS);
+                            continue;
+                        }
+                        // Where it leads cannot be told now (a race, a refusal): not walked,
+                        // and what is indexed under it is neither withdrawn nor deleted.
+                        Err(e) => {
+                            walker.skip_current_dir();
+                            let path = entry.path().to_path_buf();
+                            self.count_failure(
+                                &path.to_string_lossy(),
+                                &format!("cannot tell where this link leads: {e}"),
+                            );
+                            unlisted.push(path);
+                            continue;
+                        }
+                    }
                 }
                 let Some(is_mount) = mounts.enter(&entry) else {
                     continue;
