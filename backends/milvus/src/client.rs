@@ -986,40 +986,40 @@ impl ChunkCollection {
         self.put_state("checkpoint", source, &head.write()).await
     }
 
-    /// A checkpoint row as stored: the checkpoint, or the parts it names put together.
-    async fn whole_checkpoint(&self, source: &str, row: Vec<u8>) -> Result<Vec<u8>, MilvusError> {
+    /// A checkpoint row as stored: the checkpoint, or the parts it names put together; `None`
+    /// when the parts cannot be put together (a part missing or altered by hand): the source
+    /// then starts from no checkpoint (a full crawl, which loses nothing) rather than keeping
+    /// the whole collection from opening.
+    async fn whole_checkpoint(
+        &self,
+        source: &str,
+        row: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, MilvusError> {
+        let unusable = |why: String| {
+            tracing::warn!(source = %source, reason = %why, "a checkpoint stored in parts cannot be read: its source starts again from no checkpoint");
+            Ok(None)
+        };
         let head = match Parts::read(&row) {
-            None => return Ok(row),
+            None => return Ok(Some(row)),
             Some(Ok(head)) => head,
-            Some(Err(why)) => {
-                return Err(protocol(
-                    "Query",
-                    format!("checkpoint of {source:?}: {why}"),
-                ));
-            }
+            Some(Err(why)) => return unusable(why),
         };
         let mut out = Vec::with_capacity(head.len);
         for i in 0..head.parts {
-            let part = self
+            let Some((_, part)) = self
                 .get_state("checkpoint_part", &part_name(source, head.slot, i))
                 .await?
                 .into_iter()
                 .next()
-                .ok_or_else(|| {
-                    protocol(
-                        "Query",
-                        format!("checkpoint of {source:?}: part {i} missing"),
-                    )
-                })?;
-            out.extend_from_slice(&part.1);
+            else {
+                return unusable(format!("part {i} is missing"));
+            };
+            out.extend_from_slice(&part);
         }
         if out.len() != head.len || sha256_hex(&out) != head.sha256 {
-            return Err(protocol(
-                "Query",
-                format!("checkpoint of {source:?}: its parts do not match their record"),
-            ));
+            return unusable("its parts do not match their record".into());
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Stores `bytes` under `name` in `<collection>_state` (kind `meta`: what the caller records
@@ -1061,8 +1061,9 @@ impl ChunkCollection {
     pub async fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, MilvusError> {
         let mut out = Vec::new();
         for (source, row) in self.get_state("checkpoint", "").await? {
-            let whole = self.whole_checkpoint(&source, row).await?;
-            out.push((source, whole));
+            if let Some(whole) = self.whole_checkpoint(&source, row).await? {
+                out.push((source, whole));
+            }
         }
         Ok(out)
     }
@@ -1163,7 +1164,7 @@ impl ChunkCollection {
             .into_iter()
             .next()
         {
-            Some((_, row)) => Ok(Some(self.whole_checkpoint(source, row).await?)),
+            Some((_, row)) => self.whole_checkpoint(source, row).await,
             None => Ok(None),
         }
     }
