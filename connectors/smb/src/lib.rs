@@ -253,6 +253,8 @@ enum Notice {
     Overflow,
     /// The watch ended (connection lost, not supported): the next reconciliation restarts it.
     Ended(String),
+    /// The server took the watch: changes are notified.
+    Watching,
 }
 
 struct Crawler {
@@ -434,8 +436,18 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                         pending = Some((None, "watch", false, false));
                     }
                 }
+                Notice::Watching => status.clear(Alarm::Watch),
                 Notice::Ended(why) => {
                     tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&why), "smb change notifications stopped; the next reconciliation restarts them");
+                    // Shown with the connector's status, not only logged (found by a review):
+                    // until a reconciliation restarts the watch, changes wait for it.
+                    status.raise(
+                        Alarm::Watch,
+                        format!(
+                            "change notifications stopped ({}); the next reconciliation restarts them",
+                            docent_connector_api::log_safe(&why)
+                        ),
+                    );
                     if let Some(w) = watcher.take() {
                         w.cancel();
                     }
@@ -534,6 +546,9 @@ async fn watch(cfg: Arc<SmbConfig>, tx: mpsc::Sender<Notice>, cancel: Cancellati
             Err(e) => return end(format!("cannot watch: {e}")).await,
         };
     futures::pin_mut!(stream);
+    if tx.send(Notice::Watching).await.is_err() {
+        return;
+    }
     let prefix = if cfg.sub_path.is_empty() {
         String::new()
     } else {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use docent_connector_api::{
-    Acl, Change, Checkpoint, Connector, DocKey, IndexedDoc, IndexedState, Principal,
+    Acl, Alarm, Change, Checkpoint, Connector, DocKey, IndexedDoc, IndexedState, Principal,
     SourceDocument, StatusHandle, conformance,
 };
 use docent_smb_connector::SmbConfig;
@@ -833,6 +833,23 @@ async fn change_notifications_reach_the_index_without_a_reconciliation() {
             .any(|j| j.kind == "watch" && j.counts.deleted >= 1),
         "{:?}",
         st.jobs
+    );
+    assert!(!r.status.raised(Alarm::Watch), "{:?}", st.alarms);
+    // The server goes away: the watch ends, and the status says so (before, only a log line
+    // did, and status looked healthy while changes waited for the next reconciliation).
+    s.stop();
+    for _ in 0..300 {
+        if r.status.raised(Alarm::Watch) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alarms = r.status.snapshot().alarms;
+    assert!(
+        alarms
+            .get(&Alarm::Watch)
+            .is_some_and(|why| why.contains("change notifications stopped")),
+        "{alarms:?}"
     );
     r.stop().await;
 }
