@@ -476,17 +476,25 @@ impl Store {
         completion: u64,
     ) -> Result<(), StoreError> {
         let day = day_of(now_ms());
-        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = || self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken out to be written: the lock is not held over the write (a quota check reading
+        // usage would wait on it).
+        let mut pending = std::mem::take(&mut *lock());
         for p in principals {
-            let u = unwritten.entry(format!("{day}\0{p}")).or_default();
+            let u = pending.entry(format!("{day}\0{p}")).or_default();
             u.add(&UsageCounts {
                 prompt,
                 completion,
                 requests: 1,
             });
         }
-        self.write_usage(&unwritten)?;
-        unwritten.clear();
+        if let Err(e) = self.write_usage(&pending) {
+            let mut unwritten = lock();
+            for (key, u) in pending {
+                unwritten.entry(key).or_default().add(&u);
+            }
+            return Err(e);
+        }
         Ok(())
     }
 
