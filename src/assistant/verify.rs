@@ -444,9 +444,7 @@ fn ends_a_sentence(s: &str) -> bool {
         }
         rest = unmarked;
     }
-    rest.ends_with([
-        '.', '!', '?', '\u{3002}', '\u{FF0E}', '\u{FF01}', '\u{FF1F}',
-    ])
+    rest.ends_with(['.', '!', '?', '\u{3002}', '\u{FF01}', '\u{FF1F}'])
 }
 
 /// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
@@ -514,9 +512,9 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
 /// The most markers read after a sentence's punctuation as that sentence's.
 const MAX_TRAILING_MARKERS: usize = 16;
 
-/// Full stops, exclamation and question marks of Chinese and Japanese text (ideographic and
-/// full-width forms).
-const FULL_WIDTH_ENDS: [&str; 4] = ["\u{3002}", "\u{FF0E}", "\u{FF01}", "\u{FF1F}"];
+/// Full stops, exclamation and question marks of Chinese and Japanese text (the ideographic
+/// full stop and the full-width marks; not the full-width `．`, a decimal point in `３．５`).
+const FULL_WIDTH_ENDS: [&str; 3] = ["\u{3002}", "\u{FF01}", "\u{FF1F}"];
 
 /// Whether the `.` at `i` numbers a list item: only one to three digits between it and the
 /// start of its line ("1. Open the form").
