@@ -387,16 +387,39 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
         return Ok((docs.len(), Box::new(docs.into_iter().map(Ok))));
     }
     let files = a.files.iter().map(|f| {
+        use std::io::Read;
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
         let key = f.to_string_lossy().into_owned();
+        // Refused here, unread, when no request could carry it (found by a review: a file of
+        // several GiB was read whole first, and the CLI ran out of memory).
+        let too_large = |len: u64| {
+            anyhow::Error::new(Refused(pb::ItemResult {
+                key: key.clone(),
+                status: pb::ItemStatus::Rejected as i32,
+                reason: format!(
+                    "too large: {len} bytes; one request carries at most {MAX_REQUEST_BYTES}"
+                ),
+            }))
+        };
+        if meta.len() > MAX_REQUEST_BYTES as u64 {
+            return Err(too_large(meta.len()));
+        }
+        let mut data = Vec::new();
+        std::fs::File::open(f)
+            .and_then(|file| {
+                file.take(MAX_REQUEST_BYTES as u64 + 1)
+                    .read_to_end(&mut data)
+            })
+            .with_context(|| format!("reading {}", f.display()))?;
+        if data.len() > MAX_REQUEST_BYTES {
+            return Err(too_large(data.len() as u64));
+        }
         // No uri: a push source takes only http(s) links, and the daemon names a pushed
         // file `push://<source>/<key>`.
         Ok(pb::PushDocument {
             version: format!("{}.{}:{}", meta.mtime(), meta.mtime_nsec(), meta.len()),
-            content: Some(Content::Data(
-                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-            )),
+            content: Some(Content::Data(data)),
             allow: a.allow.clone(),
             deny: a.deny.clone(),
             modified_at: meta.mtime(),
@@ -407,10 +430,25 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
     Ok((a.files.len(), Box::new(files)))
 }
 
+/// The largest request `docent ingest` sends.
+const MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
+/// A document refused before it was sent, with its result.
+#[derive(Debug)]
+struct Refused(pb::ItemResult);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.key, self.0.reason)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// `docent ingest`: pushes or deletes in batches; prints one line per rejected item and totals.
 pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode> {
     let mut client = pb::ingest_client::IngestClient::new(channel(conn).await?)
-        .max_encoding_message_size(256 * 1024 * 1024);
+        .max_encoding_message_size(MAX_REQUEST_BYTES);
     let mut results = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     if !a.delete.is_empty() {
@@ -450,7 +488,15 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
                     batch.push(d);
                     None
                 }
-                Err(e) => Some(e),
+                // A file refused unread is one rejected item; the run goes on.
+                Err(e) => match e.downcast::<Refused>() {
+                    Ok(Refused(r)) => {
+                        results.push(r);
+                        bar.inc(1);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
             };
             let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
             if !batch.is_empty() && (full || docs.peek().is_none() || unreadable.is_some()) {

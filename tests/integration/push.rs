@@ -482,6 +482,36 @@ The Lisbon canteen opens at noon.
     assert_eq!(v["results"][0]["status"], "accepted", "{v}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.md"), "{stderr}");
+
+    // A file no request can carry is one rejected item, refused unread (a sparse file: no
+    // disk behind it), and the files after it are sent (found by a review: it was read whole
+    // first, and a file of several GiB ran the CLI out of memory).
+    let huge = env.dir.path().join("huge.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let out = ingest(vec![
+        "--allow".into(),
+        "everyone".into(),
+        huge.display().to_string(),
+        lunch.display().to_string(),
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["results"][0]["status"], "rejected", "{v}");
+    assert!(
+        v["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("too large: 314572800 bytes"),
+        "{v}"
+    );
+    assert!(
+        ["accepted", "unchanged"].contains(&v["results"][1]["status"].as_str().unwrap()),
+        "{v}"
+    );
     d.stop().await;
 }
 
