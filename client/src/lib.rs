@@ -294,6 +294,12 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// How long connecting (TCP) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often an HTTP/2 ping checks that the daemon still answers, and how long it may take.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The channel described by `config`: TLS for `https://` (with its CA and client identity).
 /// Lazy (connects on the first call) when `lazy`, else connected now.
 async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
@@ -311,8 +317,15 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
             return Err(Error::PlaintextRefused { host });
         }
     }
-    // The endpoint is built from the URI checked above, not parsed again.
-    let mut ep = Channel::builder(uri);
+    // The endpoint is built from the URI checked above, not parsed again. A daemon that does
+    // not accept the connection, or a connection that stops answering (a half-open one, a
+    // stalled proxy), is an error within seconds, not a call waiting for ever (found by a
+    // review: `docent status` hung on such an address).
+    let mut ep = Channel::builder(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if https {
         if config.cert.is_some() != config.key.is_some() {
             return Err(Error::HalfClientIdentity);
@@ -360,9 +373,13 @@ enum Auth {
 impl Auth {
     fn from_config(c: &Config) -> Result<Self, Error> {
         if let Some(t) = c.token() {
+            // Sensitive: never indexed by HTTP/2 header compression, never shown by Debug.
             return format!("Bearer {t}")
                 .parse()
-                .map(Self::Bearer)
+                .map(|mut v: MetadataValue<tonic::metadata::Ascii>| {
+                    v.set_sensitive(true);
+                    Self::Bearer(v)
+                })
                 .map_err(|_| Error::InvalidHeader("token"));
         }
         if c.cert.is_some() {
@@ -555,6 +572,19 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("<redacted>"),
             "{shown}"
         );
+    }
+
+    /// The bearer header is marked sensitive: HTTP/2's header compression never indexes it
+    /// (found by a review).
+    #[test]
+    fn the_bearer_header_is_sensitive() {
+        let c = Config {
+            token: Some("s3cret".into()),
+            ..Config::new("https://docent.example")
+        };
+        let mut req = tonic::Request::new(());
+        Auth::from_config(&c).unwrap().apply(&mut req);
+        assert!(req.metadata().get("authorization").unwrap().is_sensitive());
     }
 
     #[test]
