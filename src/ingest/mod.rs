@@ -968,6 +968,10 @@ impl Pipeline {
                             .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
                         this.owe_reconciliations(std::mem::take(&mut written));
                         checkpoints.clear();
+                        // As for a failed write: a change that panics every time must not have
+                        // the reconciliations it causes send it again without a pause.
+                        rollbacks_in_a_row += 1;
+                        paused_until = Some(rollback_pause(rollbacks_in_a_row));
                         continue;
                     }
                 }
