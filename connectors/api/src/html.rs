@@ -33,7 +33,12 @@ pub fn decode_entities(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // Looked for in bytes: a cut of the string at byte 12 could fall inside a character
+        // (`R&amp;D Отдел` panicked, stopping the wiki connector; found by a review).
+        let Some(semi) = rest.as_bytes()[..rest.len().min(12)]
+            .iter()
+            .position(|&b| b == b';')
+        else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -78,5 +83,20 @@ mod tests {
         );
         assert_eq!(super::text_of("4111&#160;1111&#x20;1111"), "4111 1111 1111");
         assert_eq!(super::text_of("a &unknown; b"), "a &unknown; b");
+        // A character straddling the 12th byte after the `&`.
+        assert_eq!(super::text_of("R&amp;D Отдел"), "R&D Отдел");
+        assert_eq!(super::text_of("R&D Отдел; x"), "R&D Отдел; x");
+    }
+
+    /// A multi-byte character at every distance from an `&`: decoding never panics and keeps
+    /// the text.
+    #[test]
+    fn decoding_never_cuts_a_character() {
+        for n in 0..16 {
+            for tail in ["Отдел", "日本語;", "é;x", "😀😀"] {
+                let s = format!("&{}{tail}", "a".repeat(n));
+                assert_eq!(super::decode_entities(&s), s);
+            }
+        }
     }
 }
