@@ -333,15 +333,27 @@ pub async fn start_with(
         };
         let id = cc.id().to_string();
         connectors.push(tokio::spawn(async move {
-            if let Err(e) = conn.run(ctx).await {
-                tracing::error!(
-                    connector = %id,
-                    error = %crate::guardrail::pii::for_log(&e.to_string()),
-                    "connector stopped with an error"
-                );
-                status.set_phase("failed");
-                status.raise(docent_connector_api::Alarm::Stopped, e.to_string());
-            }
+            // A panic is caught here, not in a task of its own: it is a stop like an error's,
+            // shown on the connector's status (before, the connector went silent and its status
+            // still read as syncing).
+            use futures::FutureExt;
+            let error = match std::panic::AssertUnwindSafe(conn.run(ctx))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                // The panic's message is in the log (redacted) only: it can quote a document.
+                Err(_) => "the connector failed unexpectedly (a bug; the daemon's log says where)"
+                    .to_string(),
+            };
+            tracing::error!(
+                connector = %id,
+                error = %crate::guardrail::pii::for_log(&error),
+                "connector stopped with an error"
+            );
+            status.set_phase("failed");
+            status.raise(docent_connector_api::Alarm::Stopped, error);
         }));
     }
     // The pipeline ends when every connector has dropped its sender.
