@@ -204,15 +204,14 @@ impl Format {
     /// Whether a document of this format and `len` bytes is parsed in a child process when the
     /// daemon has one (see [`isolate`]), whose memory is capped and which a timeout kills:
     /// PDFs and spreadsheets, whose third-party parsers can abort the process that runs them
-    /// (calamine sizes allocations from counts the file states), and HTML over
-    /// [`HTML_IN_PROCESS_BYTES`], since html5ever's time grows with the square of the
-    /// nesting and a thread that overran its deadline cannot be stopped.
-    pub fn isolated(self, len: usize) -> bool {
-        match self {
-            Self::Pdf | Self::Xlsx => true,
-            Self::Html => len > HTML_IN_PROCESS_BYTES,
-            _ => false,
-        }
+    /// (calamine sizes allocations from counts the file states), and HTML of any size:
+    /// html5ever's time grows with the square of the nesting, a thread that overran its
+    /// deadline cannot be stopped, and a 64 KB page can make it build tens of millions of
+    /// nodes (each new text run reopens every open formatting element with other attributes),
+    /// gigabytes the daemon would not survive (found by a review; before, HTML up to 64 KiB
+    /// was parsed in the daemon).
+    pub fn isolated(self, _len: usize) -> bool {
+        matches!(self, Self::Pdf | Self::Xlsx | Self::Html)
     }
 }
 
@@ -226,10 +225,6 @@ thread_local! {
     /// Whether a builder went over [`MAX_SECTIONS`] (reset by each [`parse`]).
     static OVER_SECTIONS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
-
-/// The largest HTML document parsed in the daemon's own process (see [`Format::isolated`]):
-/// nested as deep as it can be, it takes well under a second.
-pub const HTML_IN_PROCESS_BYTES: usize = 64 << 10;
 
 /// The stack of a parser thread.
 const PARSER_STACK_BYTES: usize = 256 << 20;
@@ -809,15 +804,14 @@ mod tests {
         assert!(t.contains(card), "whole before the cut: {t}");
     }
 
-    /// PDFs and spreadsheets always go to the parser process (their parsers can abort the
-    /// process: calamine reserves what a file's counts claim), HTML once it is long enough for
-    /// html5ever's nesting cost to matter; the rest stays in the daemon.
+    /// PDFs, spreadsheets and HTML always go to the parser process (their parsers can abort
+    /// the process: calamine reserves what a file's counts claim, html5ever can be made to
+    /// build gigabytes from a small page); the rest stays in the daemon.
     #[test]
     fn hostile_capable_formats_are_parsed_in_a_child_process() {
         assert!(Format::Pdf.isolated(1));
         assert!(Format::Xlsx.isolated(1));
-        assert!(!Format::Html.isolated(HTML_IN_PROCESS_BYTES));
-        assert!(Format::Html.isolated(HTML_IN_PROCESS_BYTES + 1));
+        assert!(Format::Html.isolated(1));
         for f in [Format::Markdown, Format::Text, Format::Docx, Format::Json] {
             assert!(!f.isolated(100 << 20), "{f:?}");
         }

@@ -45,7 +45,10 @@ pub(super) fn part(
 }
 
 fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
-    e.attributes().flatten().find_map(|a| {
+    // Without quick-xml's duplicate check: it compares each attribute with every earlier one,
+    // so an element of many repeated attributes held a parser thread for hours (found by a
+    // review). The first one named `local` is taken.
+    e.attributes().with_checks(false).flatten().find_map(|a| {
         let key = a.key.local_name();
         (key.as_ref() == local).then(|| a.value.to_string())
     })

@@ -200,6 +200,40 @@ async fn pdfs_that_crash_their_parser_fail_alone() {
     d.stop().await;
 }
 
+/// A 64 KB HTML page that has html5ever reopen 3,000 formatting elements (each with its own
+/// attribute) for each of 9,800 text runs, about 30 million nodes: parsed in a child process
+/// (all HTML is), it reaches the parser's memory limit or its deadline and fails alone. In the
+/// daemon's process (HTML up to 64 KiB was, until a review found this), it took gigabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_html_page_that_builds_millions_of_nodes_fails_alone() {
+    let env = Env::empty();
+    let c = env.corpus();
+    std::fs::write(
+        c.join("good.md"),
+        "# Travel\n\nTrains are booked in second class.\n",
+    )
+    .unwrap();
+    let opened: String = (0..3000).map(|i| format!("<b a{i}>")).collect();
+    let page = format!("<p>{opened}{}", "<p>x".repeat(9_800));
+    assert!(page.len() <= 64 << 10, "{}", page.len());
+    std::fs::write(c.join("reopen.html"), page).unwrap();
+    let text = replaced(
+        &env.config_text(),
+        "\nparse_memory_mib = 2048\n",
+        "\nparse_memory_mib = 1024\n",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let st = d.connectors().await;
+    let share = &st.connectors[0];
+    let r = skip_reason(share, "/reopen.html");
+    assert!(
+        r.contains("the parser crashed on this file") || r.contains("timed out"),
+        "{r}"
+    );
+    assert_eq!(share.documents, 1, "good.md is indexed");
+    d.stop().await;
+}
+
 /// A PDF whose page content inflates to 3 GiB of zeros: the parser process reaches its memory
 /// limit (`parse_memory_mib`, here 1 GiB) and dies; the document is skipped with a reason and
 /// the daemon, whose memory it never touched, indexes the rest. In process, the same file
