@@ -8,7 +8,8 @@
 //!
 //! Invariants (property-tested): every chunk's span lies on char boundaries of the text, chunk
 //! text is exactly `text[span]`, chunk starts strictly increase, every non-whitespace byte of
-//! every block is in some chunk, and no chunk exceeds `max_tokens` by the counter's measure.
+//! every block is in some chunk, and no chunk exceeds `max_tokens` by the counter's measure, nor
+//! `max_tokens` × [`MAX_BYTES_PER_TOKEN`] bytes (but a single character).
 
 use std::ops::Range;
 
@@ -28,6 +29,17 @@ impl TokenCounter for WordCounter {
     fn count(&self, s: &str) -> usize {
         s.split_whitespace().count()
     }
+}
+
+/// The most bytes a chunk may hold per token of its budget. A tokenizer reads a long run
+/// without spaces (a hash, a DNA sequence, base64) as one unknown token, so a token budget
+/// alone let one chunk hold megabytes: more than the Milvus backend stores, the model reads,
+/// or a citation should show (found by a review). Prose runs at 3–6 bytes per token.
+pub const MAX_BYTES_PER_TOKEN: usize = 16;
+
+/// The most bytes of a chunk whose budget is `max` tokens.
+fn max_bytes(max: usize) -> usize {
+    max.saturating_mul(MAX_BYTES_PER_TOKEN)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +131,10 @@ fn chunk_section(
     for u in units {
         let starts_block = cur.last().is_none_or(|l| l.block != u.block);
         let whole_block = block_tokens[u.block - blocks.start];
-        let overflow = cur_tokens + u.tokens > max;
+        let overflow = cur_tokens + u.tokens > max
+            || cur
+                .first()
+                .is_some_and(|f| u.span.end - f.span.start > max_bytes(max));
         // Prefer ending at a paragraph boundary once the chunk is reasonably full.
         let early = starts_block && cur_tokens + whole_block > max && cur_tokens * 2 >= max;
         if has_new && (overflow || early) {
@@ -131,6 +146,7 @@ fn chunk_section(
                 if t + prev.tokens > overlap
                     || prev.block != u.block
                     || t + prev.tokens + u.tokens > max
+                    || u.span.end - prev.span.start > max_bytes(max)
                 {
                     break;
                 }
@@ -170,7 +186,7 @@ fn split_to_fit(
 ) {
     let s = &text[span.clone()];
     let tokens = counter.count(s);
-    if tokens <= max {
+    if tokens <= max && s.len() <= max_bytes(max) {
         if !s.trim().is_empty() {
             out.push(Unit {
                 span,
@@ -240,7 +256,7 @@ fn pack_words(
         let fits = |j: usize| {
             let span = base + start..base + words[j].end;
             let t = counter.count(&text[span.clone()]);
-            (t <= max).then_some((j, span, t))
+            (t <= max && span.len() <= max_bytes(max)).then_some((j, span, t))
         };
         let mut best = fits(i);
         if let Some((mut lo, ..)) = best {
@@ -328,10 +344,14 @@ mod tests {
             }
             prev_start = Some(c.span.start);
             let t = &doc.text[c.span.clone()];
-            // Only a single unsplittable char may exceed the budget.
+            // Only a single unsplittable char may exceed the budget, in tokens or bytes.
             assert!(
                 WordCounter.count(t) <= max || t.chars().count() == 1,
                 "chunk over budget: {t:?}"
+            );
+            assert!(
+                t.len() <= max_bytes(max) || t.chars().count() == 1,
+                "chunk over its bytes: {t:?}"
             );
         }
         for b in &doc.blocks {
@@ -444,6 +464,21 @@ mod tests {
         fn count(&self, s: &str) -> usize {
             s.split_whitespace().map(|w| w.len().div_ceil(3)).sum()
         }
+    }
+
+    /// A run without spaces counts as one token to a tokenizer; it is still cut to the bytes a
+    /// chunk may hold (found by a review: a 3 MB hash was one chunk).
+    #[test]
+    fn a_long_run_without_spaces_is_cut_to_the_bytes_a_chunk_may_hold() {
+        let src = format!("# Sequence\n\n{}\n\nEnd of file.\n", "acgt".repeat(1 << 18));
+        let doc = parse(src.as_bytes(), None, "a.md").unwrap();
+        let chunks = chunk(&doc, cfg(200, 32), &WordCounter);
+        check_invariants(&doc, &chunks, 200);
+        assert!(
+            chunks.len() >= (1 << 20) / max_bytes(200),
+            "{}",
+            chunks.len()
+        );
     }
 
     proptest! {
