@@ -52,6 +52,8 @@ pub enum ParseError {
     Binary(usize),
     #[error("invalid UTF-8 at byte {0}")]
     InvalidUtf8(usize),
+    #[error("invalid UTF-16 at byte {0}")]
+    InvalidUtf16(usize),
     #[error("empty document")]
     Empty,
     #[error("no text extracted")]
@@ -282,12 +284,12 @@ fn parse_unchecked(bytes: &[u8], mime: Option<&str>, name: &str) -> Result<Parse
         Format::Docx => office::docx(bytes)?,
         Format::Pptx => office::pptx(bytes)?,
         Format::Xlsx => table::xlsx(bytes)?,
-        Format::Text => text::parse(decode_text(bytes)?),
-        Format::Code => text::code(decode_text(bytes)?),
-        Format::Markdown => markdown::parse(decode_text(bytes)?),
-        Format::Html => html::parse(decode_text(bytes)?),
-        Format::Csv => table::csv(decode_text(bytes)?)?,
-        Format::Json => table::json(decode_text(bytes)?)?,
+        Format::Text => text::parse(&decode_text(bytes)?),
+        Format::Code => text::code(&decode_text(bytes)?),
+        Format::Markdown => markdown::parse(&decode_text(bytes)?),
+        Format::Html => html::parse(&decode_text(bytes)?),
+        Format::Csv => table::csv(&decode_text(bytes)?)?,
+        Format::Json => table::json(&decode_text(bytes)?)?,
     };
     if doc.blocks.is_empty() || doc.text.trim().is_empty() {
         return Err(ParseError::NoText);
@@ -416,20 +418,45 @@ fn within_text_limit(doc: ParsedDoc, limits: ParseLimits) -> Result<ParsedDoc, P
     Ok(doc)
 }
 
-/// Validates that bytes are text: non-empty, no NUL, valid UTF-8 (a leading BOM is dropped).
-pub fn decode_text(bytes: &[u8]) -> Result<&str, ParseError> {
+/// Validates that bytes are text: non-empty, no NUL anywhere, valid UTF-8 (a leading BOM is
+/// dropped), or UTF-16 that says so with its byte-order mark (as Windows tools save text;
+/// found by a review: such files were refused as binary).
+pub fn decode_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, ParseError> {
     if bytes.is_empty() {
         return Err(ParseError::Empty);
     }
-    if let Some(pos) = memchr::memchr(0, &bytes[..bytes.len().min(64 * 1024)]) {
+    let s: std::borrow::Cow<'_, str> = if let Some(little) = utf16_order(bytes) {
+        let units = bytes[2..].chunks(2).map(|p| match (p, little) {
+            ([a, b], true) => u16::from_le_bytes([*a, *b]),
+            ([a, b], false) => u16::from_be_bytes([*a, *b]),
+            _ => 0xDC00, // An odd last byte: a lone surrogate, refused below.
+        });
+        let mut out = String::with_capacity(bytes.len() / 2);
+        for (i, c) in char::decode_utf16(units).enumerate() {
+            out.push(c.map_err(|_| ParseError::InvalidUtf16(2 + 2 * i))?);
+        }
+        out.into()
+    } else {
+        let s = std::str::from_utf8(bytes).map_err(|e| ParseError::InvalidUtf8(e.valid_up_to()))?;
+        s.strip_prefix('\u{feff}').unwrap_or(s).into()
+    };
+    // Anywhere, not only at the start: a NUL past the first bytes reached the index.
+    if let Some(pos) = memchr::memchr(0, s.as_bytes()) {
         return Err(ParseError::Binary(pos));
     }
-    let s = std::str::from_utf8(bytes).map_err(|e| ParseError::InvalidUtf8(e.valid_up_to()))?;
-    let s = s.strip_prefix('\u{feff}').unwrap_or(s);
     if s.trim().is_empty() {
         return Err(ParseError::Empty);
     }
     Ok(s)
+}
+
+/// `Some(true)` for UTF-16 little-endian by its byte-order mark, `Some(false)` for big-endian.
+fn utf16_order(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [0xFF, 0xFE, ..] => Some(true),
+        [0xFE, 0xFF, ..] => Some(false),
+        _ => None,
+    }
 }
 
 /// The first non-empty line, when short enough to be a title (plain text, PDF).
@@ -820,6 +847,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Text saved as UTF-16 with its byte-order mark (Notepad's "Unicode") is read.
+    #[test]
+    fn utf16_text_with_a_byte_order_mark_is_read() {
+        let text = "Reisekosten: Züge in der zweiten Klasse.\n\nHotels bis 120 €.";
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for bytes in [le, be] {
+            let doc = parse(&bytes, None, "a.txt").unwrap();
+            assert_eq!(doc.text, text);
+            assert_eq!(doc.blocks.len(), 2);
+        }
+    }
+
     #[test]
     fn rejects_bad_bytes_with_reasons() {
         assert_eq!(parse(b"", None, "a.txt").unwrap_err(), ParseError::Empty);
@@ -834,6 +880,18 @@ mod tests {
         assert_eq!(
             parse(b"ok \xff\xfe", None, "a.txt").unwrap_err(),
             ParseError::InvalidUtf8(3)
+        );
+        // A NUL past the first 64 KiB.
+        let mut late = "text ".repeat(20_000).into_bytes();
+        late.extend(b"\0 more");
+        assert_eq!(
+            parse(&late, None, "a.txt").unwrap_err(),
+            ParseError::Binary(100_000)
+        );
+        // UTF-16 with a lone surrogate.
+        assert_eq!(
+            parse(&[0xFF, 0xFE, b'a', 0, 0x00, 0xD8, b'b', 0], None, "a.txt").unwrap_err(),
+            ParseError::InvalidUtf16(4)
         );
         assert_eq!(
             parse(b"x", None, "a.png").unwrap_err(),
