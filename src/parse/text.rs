@@ -26,20 +26,33 @@ fn split(src: &str, kind: BlockKind) -> ParsedDoc {
             blocks: Vec::new(),
         };
     }
+    // Paragraphs end at blank lines: empty, or only whitespace (a Windows file's `\r`, spaces
+    // an editor left; found by a review: a file with CRLF line ends was one block).
     let mut blocks = Vec::new();
+    let mut block = |span: std::ops::Range<usize>| {
+        blocks.push(Block {
+            kind,
+            span,
+            heading_path: Vec::new(),
+            page: None,
+        })
+    };
+    let mut open: Option<usize> = None;
+    let mut end = 0;
     let mut pos = 0;
-    for para in src.split("\n\n") {
-        let start = pos + (para.len() - para.trim_start().len());
-        let end = pos + para.trim_end().len();
-        if end > start {
-            blocks.push(Block {
-                kind,
-                span: start..end,
-                heading_path: Vec::new(),
-                page: None,
-            });
+    for line in src.split_inclusive('\n') {
+        if line.trim().is_empty() {
+            if let Some(start) = open.take() {
+                block(start..end);
+            }
+        } else {
+            open.get_or_insert(pos + (line.len() - line.trim_start().len()));
+            end = pos + line.trim_end().len();
         }
-        pos += para.len() + 2;
+        pos += line.len();
+    }
+    if let Some(start) = open {
+        block(start..end);
     }
     let title = super::first_line_title(src.lines());
     ParsedDoc {
@@ -60,6 +73,22 @@ mod tests {
         assert_eq!(d.title, "Title line");
         let texts: Vec<&str> = d.blocks.iter().map(|b| &src[b.span.clone()]).collect();
         assert_eq!(texts, ["Title line", "First para\ncontinues.", "Second."]);
+        crate::parse::assert_spans_valid(&d);
+    }
+
+    #[test]
+    fn windows_line_ends_and_lines_of_spaces_separate_paragraphs() {
+        let src = "Travel\r\n\r\nTrains in second class.\r\nHotels up to 120.\r\n \t\r\nEnd.";
+        let d = parse(src);
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &src[b.span.clone()]).collect();
+        assert_eq!(
+            texts,
+            [
+                "Travel",
+                "Trains in second class.\r\nHotels up to 120.",
+                "End."
+            ]
+        );
         crate::parse::assert_spans_valid(&d);
     }
 }
