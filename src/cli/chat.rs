@@ -174,6 +174,8 @@ pub async fn chat(
     let mut client = Client::new(channel(conn).await?);
     let mut conversation = resume;
     let mut last_turn: Option<u32> = None;
+    // The daemon keeps no conversations: each question is asked on its own.
+    let mut stateless = false;
     eprintln!(
         "Ask a question (empty line or /quit to leave; /new starts a new conversation; \
          /up or /down [reason] rates the last answer)."
@@ -231,27 +233,69 @@ pub async fn chat(
             }
             continue;
         }
-        let a = AskArgs {
-            question: line.to_string(),
-            on_behalf_of: on_behalf_of.clone(),
-            mode: answer_mode,
-            new_conversation: conversation.is_none(),
-            conversation: conversation.clone(),
-            json: false,
-        };
-        match ask_once(&mut client, conn, f, &a).await {
-            Ok(Some(d)) if !d.conversation_id.is_empty() => {
-                if !d.rewritten_question.is_empty() {
-                    eprintln!("(searched for: {})", super::shown(&d.rewritten_question));
+        // A vote after a failed question would rate the answer before it.
+        last_turn = None;
+        // Asked again once when the conversation cannot go on (found by a review: the stale
+        // conversation made every later question fail until `/new`).
+        for _ in 0..2 {
+            let a = AskArgs {
+                question: line.to_string(),
+                on_behalf_of: on_behalf_of.clone(),
+                mode: answer_mode,
+                new_conversation: !stateless && conversation.is_none(),
+                conversation: conversation.clone(),
+                json: false,
+            };
+            match ask_once(&mut client, conn, f, &a).await {
+                Ok(Some(d)) if !d.conversation_id.is_empty() => {
+                    if !d.rewritten_question.is_empty() {
+                        eprintln!("(searched for: {})", super::shown(&d.rewritten_question));
+                    }
+                    conversation = Some(d.conversation_id);
+                    last_turn = Some(d.turn);
                 }
-                conversation = Some(d.conversation_id);
-                last_turn = Some(d.turn);
+                Ok(_) => {}
+                Err(e) => match chat_recovery(&e) {
+                    Some(Recovery::Stateless) if !stateless => {
+                        eprintln!(
+                            "(this daemon keeps no conversations: each question is asked on its own)"
+                        );
+                        stateless = true;
+                        conversation = None;
+                        continue;
+                    }
+                    Some(Recovery::NewConversation) if conversation.is_some() => {
+                        eprintln!("(that conversation cannot go on: a new one starts)");
+                        conversation = None;
+                        continue;
+                    }
+                    _ => eprintln!("error: {e:#}"),
+                },
             }
-            Ok(_) => {}
-            Err(e) => eprintln!("error: {e:#}"),
+            break;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the chat goes on after an error about its conversation.
+#[derive(Debug, PartialEq)]
+enum Recovery {
+    /// The daemon keeps no conversations.
+    Stateless,
+    /// The conversation is gone (expired, deleted) or full.
+    NewConversation,
+}
+
+fn chat_recovery(e: &anyhow::Error) -> Option<Recovery> {
+    let status = e.chain().find_map(|c| c.downcast_ref::<tonic::Status>())?;
+    let api = docent_client::ApiError::from(status.clone());
+    match api.reason() {
+        "NO_CONVERSATION_STORE" => Some(Recovery::Stateless),
+        docent_client::reasons::CONVERSATION_NOT_FOUND
+        | docent_client::reasons::CONVERSATION_FULL => Some(Recovery::NewConversation),
+        _ => None,
+    }
 }
 
 pub fn parse_reason(s: &str) -> Result<pb::FeedbackReason, String> {
@@ -408,4 +452,34 @@ pub async fn conversations(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn refused(reason: &str) -> anyhow::Error {
+        let status = tonic::Status::with_error_details(
+            tonic::Code::FailedPrecondition,
+            "refused",
+            ErrorDetails::with_error_info(reason, docent_client::ERROR_DOMAIN, []),
+        );
+        anyhow::Error::new(status).context("asking")
+    }
+
+    /// Found by a review: the chat kept sending a conversation the daemon could not continue
+    /// (or could not keep at all), and every later question failed until `/new`.
+    #[test]
+    fn conversation_errors_tell_the_chat_how_to_go_on() {
+        assert_eq!(
+            chat_recovery(&refused("NO_CONVERSATION_STORE")),
+            Some(Recovery::Stateless)
+        );
+        for r in ["CONVERSATION_NOT_FOUND", "CONVERSATION_FULL"] {
+            assert_eq!(chat_recovery(&refused(r)), Some(Recovery::NewConversation));
+        }
+        assert_eq!(chat_recovery(&refused("OVERLOADED")), None);
+        assert_eq!(chat_recovery(&anyhow::anyhow!("broken pipe")), None);
+    }
 }
