@@ -898,14 +898,16 @@ impl From<String> for ReadError {
     }
 }
 
-/// Whether `e` is a file being busy: STATUS_SHARING_VIOLATION, FILE_LOCK_CONFLICT,
-/// LOCK_NOT_GRANTED or INSUFFICIENT_RESOURCES.
+/// Whether `e` is a file being busy (STATUS_SHARING_VIOLATION, FILE_LOCK_CONFLICT,
+/// LOCK_NOT_GRANTED, INSUFFICIENT_RESOURCES) or a call that timed out on a server that still
+/// answers (a loaded server): a passing state, which keeps the indexed version while its ACL
+/// stands (found by a review: a timed-out read skipped the file, removing it from the index).
 fn is_busy(e: &smb::Error) -> bool {
     matches!(
         e,
         smb::Error::ReceivedErrorMessage(code, _) | smb::Error::UnexpectedMessageStatus(code)
             if matches!(*code, 0xC000_0043 | 0xC000_0054 | 0xC000_0055 | 0xC000_009A)
-    )
+    ) || matches!(e, smb::Error::OperationTimeout(..))
 }
 
 /// An authenticated client on the configured share.
@@ -1848,10 +1850,10 @@ impl Crawler {
                 .read_block(&mut chunk, content.len() as u64, None, false)
                 .await
                 .map_err(|e| ReadError {
-                    busy: e
-                        .get_ref()
-                        .and_then(|inner| inner.downcast_ref::<smb::Error>())
-                        .is_some_and(is_busy),
+                    busy: e.kind() == std::io::ErrorKind::TimedOut
+                        || e.get_ref()
+                            .and_then(|inner| inner.downcast_ref::<smb::Error>())
+                            .is_some_and(is_busy),
                     reason: format!("unreadable: {e}"),
                 })?;
             if n == 0 {
@@ -1894,6 +1896,18 @@ impl Crawler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timed-out call is passing, like a busy file: the indexed version stays while its ACL
+    /// does (found by a review: a timed-out read removed the file from the index).
+    #[test]
+    fn a_timed_out_call_counts_as_busy() {
+        assert!(is_busy(&smb::Error::OperationTimeout(
+            smb::error::TimedOutTask::ReceiveNextMessage,
+            std::time::Duration::from_secs(30)
+        )));
+        assert!(is_busy(&smb::Error::UnexpectedMessageStatus(0xC000_0043)));
+        assert!(!is_busy(&smb::Error::UnexpectedMessageStatus(0xC000_0022)));
+    }
 
     #[test]
     fn the_shares_root_holds_every_id_a_folder_only_its_own() {
