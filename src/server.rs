@@ -92,6 +92,9 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// The largest message the unauthenticated services (health, reflection) decode.
 const UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// How long a stopping daemon waits for the last holders of its index to let go.
+const INDEX_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Daemon {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
@@ -136,6 +139,19 @@ impl Daemon {
             .pipeline
             .await
             .map_err(|e| DaemonError::Join(e.to_string()))?;
+        // The index is released (its writer's lock with it) before this returns: a crawl's
+        // blocking walk that saw the shutdown only between two files still holds it for a
+        // moment, and a daemon started on the same index right after found it locked (seen
+        // once in the suite).
+        let index = Arc::downgrade(&self.state.index);
+        drop(self.state);
+        let deadline = tokio::time::Instant::now() + INDEX_RELEASE_WAIT;
+        while index.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if index.strong_count() > 0 {
+            tracing::warn!("the index is still held after shutdown");
+        }
         server?;
         pipeline?;
         Ok(())

@@ -425,7 +425,15 @@ pub fn decode_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, ParseError
     if bytes.is_empty() {
         return Err(ParseError::Empty);
     }
-    let s: std::borrow::Cow<'_, str> = if let Some(little) = utf16_order(bytes) {
+    let utf16 = utf16_order(bytes);
+    // Bytes with a NUL are binary (a PNG named .txt), whatever else they fail; UTF-16 has NUL
+    // bytes in its ASCII, and is checked once decoded.
+    if utf16.is_none()
+        && let Some(pos) = memchr::memchr(0, bytes)
+    {
+        return Err(ParseError::Binary(pos));
+    }
+    let s: std::borrow::Cow<'_, str> = if let Some(little) = utf16 {
         let units = bytes[2..].chunks(2).map(|p| match (p, little) {
             ([a, b], true) => u16::from_le_bytes([*a, *b]),
             ([a, b], false) => u16::from_be_bytes([*a, *b]),
@@ -441,7 +449,9 @@ pub fn decode_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, ParseError
         s.strip_prefix('\u{feff}').unwrap_or(s).into()
     };
     // Anywhere, not only at the start: a NUL past the first bytes reached the index.
-    if let Some(pos) = memchr::memchr(0, s.as_bytes()) {
+    if utf16.is_some()
+        && let Some(pos) = memchr::memchr(0, s.as_bytes())
+    {
         return Err(ParseError::Binary(pos));
     }
     if s.trim().is_empty() {
@@ -876,6 +886,11 @@ mod tests {
         assert_eq!(
             parse(b"ab\0cd", None, "a.txt").unwrap_err(),
             ParseError::Binary(2)
+        );
+        // Not UTF-8 either: binary first (a PNG named .txt).
+        assert_eq!(
+            parse(&[0x89, b'P', b'N', b'G', 0, 0], None, "a.txt").unwrap_err(),
+            ParseError::Binary(4)
         );
         assert_eq!(
             parse(b"ok \xff\xfe", None, "a.txt").unwrap_err(),

@@ -260,6 +260,8 @@ async fn a_file_moved_into_hr_before_the_commit_leaves_nothing_behind() {
         .await
         .unwrap();
     assert!(!search_text(&r).contains("plover"), "{}", search_text(&r));
+    // A stopping daemon waits for the last holders of its index.
+    drop(index);
     d.stop().await;
 }
 
