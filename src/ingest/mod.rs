@@ -1776,9 +1776,11 @@ mod tests {
     }
 
     /// A model that fails now and then (an ONNX Runtime error, memory): [`BagOfWords`] while
-    /// `failing` is false.
+    /// `failing` is false; with `short`, one vector fewer than it was given texts.
+    #[derive(Default)]
     struct Flaky {
         failing: std::sync::atomic::AtomicBool,
+        short: bool,
     }
 
     impl crate::embed::Embedder for Flaky {
@@ -1795,32 +1797,10 @@ mod tests {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(crate::embed::EmbedError::Inference("out of memory".into()));
             }
-            BagOfWords.embed_passages(texts)
-        }
-        fn embed_query(&self, text: &str) -> Result<Vec<f32>, crate::embed::EmbedError> {
-            BagOfWords.embed_query(text)
-        }
-        fn token_counter(&self) -> Arc<dyn crate::chunk::TokenCounter> {
-            BagOfWords.token_counter()
-        }
-    }
-
-    /// A model that gives one vector fewer than it was given texts.
-    struct Short;
-
-    impl crate::embed::Embedder for Short {
-        fn model_id(&self) -> &str {
-            BagOfWords.model_id()
-        }
-        fn dim(&self) -> usize {
-            BagOfWords.dim()
-        }
-        fn embed_passages(
-            &self,
-            texts: &[String],
-        ) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
             let mut v = BagOfWords.embed_passages(texts)?;
-            v.pop();
+            if self.short {
+                v.pop();
+            }
             Ok(v)
         }
         fn embed_query(&self, text: &str) -> Result<Vec<f32>, crate::embed::EmbedError> {
@@ -1838,7 +1818,11 @@ mod tests {
     fn a_model_that_gives_too_few_vectors_fails_the_writes() {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
-        let p = pipeline_with(&index, Arc::new(Short), None);
+        let short = Flaky {
+            short: true,
+            ..Flaky::default()
+        };
+        let p = pipeline_with(&index, Arc::new(short), None);
         p.process(vec![Change::Upsert(Box::new(doc(0, 1)))])
             .unwrap();
         index.commit(BTreeMap::new()).unwrap();
@@ -1855,9 +1839,7 @@ mod tests {
     fn a_version_the_model_fails_on_keeps_the_previous_one_only_under_its_acl() {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
-        let model = Arc::new(Flaky {
-            failing: false.into(),
-        });
+        let model = Arc::new(Flaky::default());
         let p = pipeline_with(&index, model.clone(), None);
         let indexed = || index.doc_entry("c:doc0.md").map(|e| e.version);
         let apply = |d: SourceDocument| {
@@ -2578,6 +2560,7 @@ mod tests {
             .unwrap();
         let model = Arc::new(Flaky {
             failing: true.into(),
+            ..Flaky::default()
         });
         (index, model)
     }
@@ -2629,6 +2612,7 @@ mod tests {
         let index = test_index(dir.path());
         let model = Arc::new(Flaky {
             failing: true.into(),
+            ..Flaky::default()
         });
         let p = pipeline_with(&index, model.clone(), None);
         let view = IndexedView {
