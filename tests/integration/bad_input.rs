@@ -217,6 +217,18 @@ async fn a_small_html_page_that_builds_millions_of_nodes_fails_alone() {
     let page = format!("<p>{opened}{}", "<p>x".repeat(9_800));
     assert!(page.len() <= 64 << 10, "{}", page.len());
     std::fs::write(c.join("reopen.html"), page).unwrap();
+    let (d, r, documents) = skipped_under_1gib_parsers(&env, "/reopen.html").await;
+    assert!(
+        r.contains("the parser crashed on this file") || r.contains("timed out"),
+        "{r}"
+    );
+    assert_eq!(documents, 1, "good.md is indexed");
+    d.stop().await;
+}
+
+/// A daemon over `env` whose parser processes may use 1 GiB; why it skipped `name`, and how
+/// many documents its share indexed.
+async fn skipped_under_1gib_parsers(env: &Env, name: &str) -> (Running, String, u64) {
     let text = replaced(
         &env.config_text(),
         "\nparse_memory_mib = 2048\n",
@@ -225,13 +237,9 @@ async fn a_small_html_page_that_builds_millions_of_nodes_fails_alone() {
     let d = env.start_with(env.config_from(&text)).await;
     let st = d.connectors().await;
     let share = &st.connectors[0];
-    let r = skip_reason(share, "/reopen.html");
-    assert!(
-        r.contains("the parser crashed on this file") || r.contains("timed out"),
-        "{r}"
-    );
-    assert_eq!(share.documents, 1, "good.md is indexed");
-    d.stop().await;
+    let r = skip_reason(share, name);
+    let documents = share.documents;
+    (d, r, documents)
 }
 
 /// A PDF whose page content inflates to 3 GiB of zeros: the parser process reaches its memory
@@ -273,20 +281,8 @@ async fn a_pdf_that_inflates_past_the_parser_memory_limit_fails_alone() {
     ]);
     assert!(bomb.len() < 8 << 20, "{}", bomb.len());
     std::fs::write(c.join("bomb.pdf"), bomb).unwrap();
-    let text = replaced(
-        &env.config_text(),
-        "\nparse_memory_mib = 2048\n",
-        "\nparse_memory_mib = 1024\n",
-    );
-    let d = env.start_with(env.config_from(&text)).await;
-
-    let st = d.connectors().await;
-    let share = &st.connectors[0];
-    let r = skip_reason(share, "/bomb.pdf");
+    let (d, r, documents) = skipped_under_1gib_parsers(&env, "/bomb.pdf").await;
     assert!(r.contains("the parser crashed on this file"), "{r}");
-    assert_eq!(
-        share.documents, 1,
-        "good.pdf is indexed under the same limit"
-    );
+    assert_eq!(documents, 1, "good.pdf is indexed under the same limit");
     d.stop().await;
 }
