@@ -1005,6 +1005,42 @@ impl Pipeline {
                 last_commit = Instant::now();
             }
         }
+        // Documents waiting for a retry are tried once more before the last commit (their
+        // parsers are free now): a push client was answered ACCEPTED for them, and nothing
+        // would send them again after the restart (found by a review).
+        let waiting = this.retries().take_due(
+            Instant::now() + std::time::Duration::from_secs(1 << 30),
+            usize::MAX,
+        );
+        if !waiting.is_empty() {
+            rolled.extend(
+                waiting
+                    .iter()
+                    .map(|p| (p.doc.key.clone(), Some(p.doc.acl.fingerprint()))),
+            );
+            let p = this.clone();
+            match tokio::task::spawn_blocking(move || p.process_with(waiting, Vec::new())).await {
+                Ok(Ok(cps)) => {
+                    checkpoints.extend(cps);
+                    dirty = true;
+                }
+                failed => {
+                    if let Ok(Err(e)) = &failed {
+                        tracing::error!(error = %e, "index write failed at shutdown; uncommitted writes rolled back");
+                    } else {
+                        tracing::error!(
+                            "the last retries panicked at shutdown; uncommitted writes rolled back"
+                        );
+                    }
+                    this.index.rollback()?;
+                    dirty = this.withdrawn_again(&mut rolled).await;
+                    this.skips
+                        .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
+                    this.owe_reconciliations(std::mem::take(&mut written));
+                    checkpoints.clear();
+                }
+            }
+        }
         if dirty {
             match this
                 .commit_retrying(checkpoints, Some(FINAL_COMMIT_ATTEMPTS))
@@ -1956,6 +1992,23 @@ mod tests {
         assert_eq!(pipeline.skips.get("c"), (0, Vec::new()));
     }
 
+    /// A document waiting in the retry queue when the pipeline stops is tried once more before
+    /// the last commit: a push client was told ACCEPTED, and nothing would send it again.
+    #[tokio::test]
+    async fn a_document_waiting_for_a_retry_is_tried_before_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let p = pipeline_into(&index, None);
+        p.unavailable_parses.store(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(4);
+        let mut pushed = doc(0, 1);
+        pushed.key = DocKey::new("push", "doc0.md");
+        tx.send(Change::Upsert(Box::new(pushed))).await.unwrap();
+        drop(tx);
+        p.run(rx).await.unwrap();
+        assert!(index.doc_entry("push:doc0.md").is_some());
+    }
+
     /// A document waiting in the retry queue when the daemon stops makes its connector
     /// reconcile once at the next start: its checkpoints were committed past the change
     /// (session 30's review: only rollbacks were remembered, and an edit waited for the
@@ -2231,8 +2284,8 @@ mod tests {
     /// `doc0` v1 for everyone, committed; then v2 for hana alone sent to a running pipeline
     /// (its parser unavailable when `parser_down`), and once the index shows `narrowed(entry)`,
     /// a batch that fails (`rollbacks` such batches, one after the other, before any commit).
-    /// Returns whether the old version was back after the first rollback, and whether `doc0`
-    /// was in the index at the end.
+    /// Returns whether the old version was back after the first rollback, and whether the old
+    /// version (for everyone) was in the index at the end.
     async fn narrowing_then_rollback(
         parser_down: bool,
         narrowed: impl Fn(Option<crate::index::DocEntry>) -> bool,
@@ -2282,7 +2335,10 @@ mod tests {
         }
         drop(tx);
         running.await.unwrap().unwrap();
-        (back, index.doc_entry("c:doc0.md").is_some())
+        let old_at_end = index
+            .doc_entry("c:doc0.md")
+            .is_some_and(|e| e.acl_fingerprint == everyone);
+        (back, old_at_end)
     }
 
     /// A rollback does not bring back a version that was withdrawn because its document waits
