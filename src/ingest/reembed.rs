@@ -257,6 +257,8 @@ fn reembed_committing(
     // Held for the whole run: a second run for the same target would clear what this one
     // wrote (writer lock included) and both would write into it.
     let _lock = RunLock::take(&to.with_file_name(format!(".{name}.reindex-lock")))?;
+    // Again under the lock: a run that finished meanwhile changed what the target holds.
+    check_paths(from, to)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReembedError::Io { path, source }
@@ -580,6 +582,8 @@ pub fn catch_up(
 ) -> Result<CatchUpReport, ReembedError> {
     /// Chunks per embedding call, as in [`reembed`].
     const BATCH_CHUNKS: usize = 256;
+    /// Documents held before they are written.
+    const BATCH_DOCUMENTS: usize = 256;
     let t0 = Instant::now();
     if !to.join("meta.json").is_file() {
         return Err(ReembedError::Target {
@@ -588,6 +592,10 @@ pub fn catch_up(
                 .into(),
         });
     }
+    // The old index's daemon must be stopped: what it committed after this read would be
+    // missing from the new index at the switch (a push delete, a narrowed ACL; found by a
+    // review: nothing checked it). Its writer's lock says whether one has it open.
+    source_not_in_use(from)?;
     let old = Export::open(from)?;
     // Its last commit as it stands, before this writes: the writer's lock makes sure no
     // daemon has it open.
@@ -610,7 +618,16 @@ pub fn catch_up(
         write_embedded(&index, embedder, batch, &mut |_| {})
     };
     for (i, key) in old.document_keys().iter().enumerate() {
+        if i % 256 == 0 {
+            progress(i as u64, total);
+        }
         let Some(mut doc) = old.document(key)? else {
+            // Not readable from the old index: what the new one holds under it is an older
+            // version, perhaps under a wider ACL, and does not survive the switch.
+            if let Some(k) = docent_connector_api::DocKey::parse(key) {
+                index.delete(&k);
+                report.removed += 1;
+            }
             continue;
         };
         match compare_with_written(&new, key, &mut doc)? {
@@ -623,7 +640,9 @@ pub fn catch_up(
         }
         pending += doc.chunks.iter().filter(|c| c.vector.is_empty()).count();
         batch.push(doc);
-        if pending >= BATCH_CHUNKS {
+        // Written by chunks to embed, or by documents: an ACL-only change embeds nothing, and
+        // a share-wide one must not hold every document (and its vectors) until the end.
+        if pending >= BATCH_CHUNKS || batch.len() >= BATCH_DOCUMENTS {
             report.chunks_embedded += flush(&mut batch)?;
             pending = 0;
             progress(i as u64 + 1, total);
@@ -644,6 +663,25 @@ pub fn catch_up(
     own_like(to, from)?;
     report.elapsed = t0.elapsed();
     Ok(report)
+}
+
+/// Refuses when a daemon (or anything else) holds the writer's lock of the index in `dir`.
+fn source_not_in_use(dir: &Path) -> Result<(), ReembedError> {
+    use tantivy::directory::{Directory, INDEX_WRITER_LOCK, MmapDirectory};
+    let busy = |message: String| ReembedError::Target {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let d = MmapDirectory::open(dir).map_err(|e| busy(e.to_string()))?;
+    match d.acquire_lock(&INDEX_WRITER_LOCK) {
+        Ok(lock) => {
+            drop(lock);
+            Ok(())
+        }
+        Err(_) => Err(busy(
+            "the old index is open in a running daemon: stop it first (what it commits after the catch-up would be missing from the new index)".into(),
+        )),
+    }
 }
 
 /// Gives what root made under `dir` the owner and group of `like` (when `like` is not root's):
@@ -833,6 +871,10 @@ mod tests {
         old.upsert(edited).unwrap();
         old.upsert(doc("e", &["new page"])).unwrap();
         old.commit(cp(2)).unwrap();
+        // While a daemon holds the old index, what it commits later would be missed: refused.
+        let e = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("stop it first"), "{e}");
+        drop(old);
 
         let mut calls = Vec::new();
         let r = catch_up(&from, &to, &BagOfWords, &mut |d, t| calls.push((d, t))).unwrap();
@@ -1000,6 +1042,7 @@ mod tests {
         assert_eq!(owners(&to), BTreeSet::from([(4321, 4322)]));
         old.upsert(doc("b", &["travel policy"])).unwrap();
         old.commit(BTreeMap::new()).unwrap();
+        drop(old);
         catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
         assert_eq!(owners(&to), BTreeSet::from([(4321, 4322)]));
     }
@@ -1024,7 +1067,7 @@ mod tests {
     fn the_catch_up_refuses_an_open_or_missing_target() {
         let dir = tempfile::tempdir().unwrap();
         let (from, to) = (dir.path().join("old"), dir.path().join("new"));
-        let _old = one_document_index(&from);
+        drop(one_document_index(&from));
         let missing = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
         assert!(
             missing.to_string().contains("no index here to catch up"),
