@@ -515,7 +515,7 @@ impl LlmAnswerer {
         let c = &self.client.cfg;
         c.context_tokens
             .saturating_sub(c.max_tokens as usize)
-            .saturating_sub(estimate_tokens(SYSTEM_PROMPT_GENERAL) as usize + 64)
+            .saturating_sub(prompt_overhead_tokens())
             .max(64)
     }
 }
@@ -616,6 +616,14 @@ fn rewrite_messages(earlier: &[String], question: &str) -> [Message; 2] {
         },
     ]
 }
+
+/// The tokens of a prompt that are not passages (the system prompt and the question's frame).
+pub fn prompt_overhead_tokens() -> usize {
+    estimate_tokens(SYSTEM_PROMPT_GENERAL) as usize + 64
+}
+
+/// The fewest tokens of passages a configured context must leave room for.
+pub const MIN_PASSAGE_TOKENS: usize = 256;
 
 /// Longest rewrite the model may write.
 pub const REWRITE_MAX_TOKENS: u32 = 64;

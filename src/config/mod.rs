@@ -277,7 +277,7 @@ impl Issues {
     /// See [`docent_connector_api::registry::Issues::secret_over_http`].
     fn secret_over_http(&mut self, path: &str, url: &str, allow_plain_http: bool) {
         let mut theirs = docent_connector_api::registry::Issues::default();
-        theirs.secret_over_http(path, url, allow_plain_http);
+        theirs.secret_over_http(path, &without_credentials(url), allow_plain_http);
         for i in theirs.0 {
             self.add(i.path, i.message);
         }
@@ -477,8 +477,15 @@ fn assistant_config(
                 "llm.base_url",
                 format!(
                     "must be an http(s) URL like http://127.0.0.1:8088/v1, got {:?}",
-                    l.base_url
+                    without_credentials(&l.base_url)
                 ),
+            );
+        }
+        if has_credentials(&l.base_url) {
+            // They would be printed, logged and sent as they are: the key has its own setting.
+            is.add(
+                "llm.base_url",
+                "must not hold credentials (user:password@); set llm.api_key instead",
             );
         }
         if l.model.trim().is_empty() {
@@ -490,6 +497,29 @@ fn assistant_config(
         let ms = |is: &mut Issues, path: &str, v: u64| {
             Duration::from_millis(is.range(path, v, 1, 3_600_000))
         };
+        // Settings that each pass but together leave the model nothing to work with (found by
+        // a review: answers quietly turned into "not found").
+        let needed = (l.max_tokens as usize)
+            .saturating_add(crate::assistant::llm::prompt_overhead_tokens())
+            .saturating_add(crate::assistant::llm::MIN_PASSAGE_TOKENS);
+        if l.context_tokens < needed {
+            is.add(
+                "llm.context_tokens",
+                format!(
+                    "{} leaves no room for passages after max_tokens {} and the instructions:                      at least {needed}",
+                    l.context_tokens, l.max_tokens
+                ),
+            );
+        }
+        if l.first_token_timeout_ms > l.total_timeout_ms {
+            is.add(
+                "llm.first_token_timeout_ms",
+                format!(
+                    "{} is longer than total_timeout_ms {}",
+                    l.first_token_timeout_ms, l.total_timeout_ms
+                ),
+            );
+        }
         LlmConfig {
             base_url: l.base_url.clone(),
             model: l.model.clone(),
@@ -520,6 +550,12 @@ fn assistant_config(
     });
     if llm.is_none() && default_mode == AnswerMode::Generative {
         is.add("answer.mode", "generative needs an [llm] section");
+    }
+    if llm.is_none() && rewrite == RewriteMode::Llm {
+        is.add("conversations.rewrite", "llm needs an [llm] section");
+    }
+    if q.daily_tokens_per_identity == Some(0) {
+        is.add("quotas.daily_tokens_per_identity", "must be at least 1");
     }
     (
         AssistantConfig {
@@ -671,8 +707,14 @@ fn index_backend(
                     "index.milvus.uri",
                     format!(
                         "expected http://host:port or https://host:port, got {:?}",
-                        m.uri
+                        without_credentials(&m.uri)
                     ),
+                );
+            }
+            if has_credentials(&m.uri) {
+                is.add(
+                    "index.milvus.uri",
+                    "must not hold credentials (user:password@); set index.milvus.token instead",
                 );
             }
             if m.token.as_deref().is_some_and(|t| !t.is_empty()) {
@@ -1193,6 +1235,27 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     })
 }
 
+/// Whether a URL names a user or password before its host (`http://u:p@host/`).
+fn has_credentials(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .is_some_and(|authority| authority.contains('@'))
+}
+
+/// `url` with whatever precedes `@` in its authority replaced, for messages.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1689,5 +1752,54 @@ id = "x"
         );
         assert_eq!(paths(with("role = \"query\"", "")), ["index.role"]);
         assert_eq!(paths(with("role = \"reader\"", "")), ["index.role"]);
+    }
+
+    /// Settings that each pass but do not go together, found by a review: a context that
+    /// leaves no room for passages, a first-token wait past the total, an LLM rewrite or a
+    /// zero budget without anything to use them, credentials written into a URL.
+    #[test]
+    fn settings_that_do_not_go_together_are_refused() {
+        let parse = |extra: &str| -> Vec<(String, String)> {
+            Config::parse(&format!("{MINIMAL}{extra}"), Path::new("/etc/docent"))
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| (i.path, i.message))
+                .collect()
+        };
+        let llm = "[llm]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:8088/v1\"\n";
+        assert!(parse(llm).is_empty(), "{:?}", parse(llm));
+        let small = parse(&format!("{llm}context_tokens = 4096\nmax_tokens = 4096\n"));
+        assert_eq!(small.len(), 1, "{small:?}");
+        assert_eq!(small[0].0, "llm.context_tokens");
+        let waits = parse(&format!(
+            "{llm}first_token_timeout_ms = 90000\ntotal_timeout_ms = 60000\n"
+        ));
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert_eq!(waits[0].0, "llm.first_token_timeout_ms");
+        let creds =
+            parse("[llm]\nmodel = \"m\"\nbase_url = \"http://svc:hunter2@llm.internal/v1\"\n");
+        assert_eq!(creds.len(), 1, "{creds:?}");
+        assert_eq!(creds[0].0, "llm.base_url");
+        assert!(
+            creds.iter().all(|(_, m)| !m.contains("hunter2")),
+            "{creds:?}"
+        );
+        let rewrite = parse("[conversations]\nrewrite = \"llm\"\n");
+        assert!(
+            rewrite.iter().any(|(p, _)| p == "conversations.rewrite"),
+            "{rewrite:?}"
+        );
+        let zero = parse("[quotas]\ndaily_tokens_per_identity = 0\n");
+        assert!(
+            zero.iter()
+                .any(|(p, _)| p == "quotas.daily_tokens_per_identity"),
+            "{zero:?}"
+        );
+        assert_eq!(
+            without_credentials("https://u:p@milvus:19530/x"),
+            "https://***@milvus:19530/x"
+        );
+        assert!(!has_credentials("https://milvus:19530/a@b"));
     }
 }

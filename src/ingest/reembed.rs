@@ -572,7 +572,7 @@ fn compare_with_written(
 /// `from`'s last commit: documents written or deleted there since, or whose ACL, text,
 /// attributes or anything else stored changed, are written or deleted here too (chunks whose
 /// embedded text is unchanged keep their vectors), and `from`'s checkpoints are committed with
-/// them. Run with the daemon stopped (`to` must not be open elsewhere; `from` may be), right
+/// them. Run with the daemon stopped (neither index may be open elsewhere: refused), right
 /// before the switch. `progress(done, total)` counts the old index's documents.
 pub fn catch_up(
     from: &Path,
