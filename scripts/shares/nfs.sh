@@ -84,13 +84,22 @@ LOG {
 }
 CONF
     start_rpcbind
-    (setsid ganesha.nfsd -F -f "$dir/ganesha.conf" -L "$dir/ganesha.log" -p "$dir/ganesha.pid" \
-        </dev/null >>"$dir/ganesha.out" 2>&1 &)
+    # In the foreground of a setsid'd child, so that its pid is known here: a ganesha that
+    # never opens the port is killed, not left to take 2049 from every later test.
+    setsid ganesha.nfsd -F -f "$dir/ganesha.conf" -L "$dir/ganesha.log" -p "$dir/ganesha.pid" \
+        </dev/null >>"$dir/ganesha.out" 2>&1 &
+    local pid=$!
     for _ in $(seq 1 300); do
         if port_open 2049; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
+    kill "$pid" 2>/dev/null || true
+    sleep 0.5
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/ganesha.pid"
     tail -20 "$dir/ganesha.log" >&2 || true
+    tail -5 "$dir/ganesha.out" >&2 || true
     die "ganesha did not open port 2049"
 }
 
