@@ -86,22 +86,38 @@ impl Wiki {
 
     async fn start_with(private: bool) -> Self {
         ensure_installed();
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let port = free_port();
-        let mut wiki = Self {
-            dir,
-            port,
-            private,
-            url: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-            csrf: String::new(),
-        };
-        wiki.run_script("start");
-        wiki.login().await;
-        wiki
+        // A port found free can be taken before the server binds it (the suite starts many
+        // servers): then a fresh directory (the wiki's URL names its port) and another port.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let port = free_port();
+            let mut wiki = Self {
+                dir,
+                port,
+                private,
+                url: format!("http://127.0.0.1:{port}"),
+                client: reqwest::Client::new(),
+                csrf: String::new(),
+            };
+            match wiki.script("start") {
+                Ok(()) => {
+                    wiki.login().await;
+                    return wiki;
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("the wiki did not start: {failures:#?}");
     }
 
     fn run_script(&self, cmd: &str) {
+        if let Err(e) = self.script(cmd) {
+            panic!("{e}");
+        }
+    }
+
+    fn script(&self, cmd: &str) -> Result<(), String> {
         let mut c = Command::new("bash");
         c.arg(script()).arg(cmd).arg(self.dir.path());
         if cmd == "start" {
@@ -111,12 +127,15 @@ impl Wiki {
             }
         }
         let out = c.output().expect("run mediawiki.sh");
-        assert!(
-            out.status.success(),
-            "mediawiki.sh {cmd} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "mediawiki.sh {cmd} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Moves the recent-changes and log rows of `title` to `secs` seconds before the newest
