@@ -67,6 +67,11 @@ pub enum IndexError {
         "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it resumes), or remove it"
     )]
     Incomplete { path: PathBuf },
+    /// A `docent reindex` built this index, and its catch-up has not run ([`CATCH_UP_MARKER`]).
+    #[error(
+        "index at {path} was re-embedded and not caught up: stop the daemon serving the old index, then run docent reindex --catch-up (what the old index committed since it was read would be missing)"
+    )]
+    CatchUpPending { path: PathBuf },
     /// [`IndexError::ModelMismatch`] on a Milvus collection.
     #[error(
         "collection {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; build a collection for the new model with docent reindex (see the README's Embedding models), or configure the model the collection was built with"
@@ -413,6 +418,25 @@ impl Index {
     /// and text profile. Refuses a directory a `docent reindex` is building, or left
     /// unfinished ([`INCOMPLETE_MARKER`]).
     pub fn open_with(dir: &Path, model: &ModelSignature) -> Result<Self, IndexError> {
+        if dir.join(INCOMPLETE_MARKER).exists() {
+            return Err(IndexError::Incomplete {
+                path: dir.to_path_buf(),
+            });
+        }
+        if dir.join(CATCH_UP_MARKER).exists() {
+            return Err(IndexError::CatchUpPending {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open_incomplete(dir, model)
+    }
+
+    /// [`Index::open_with`] for the catch-up of a re-embedded index (its catch-up marker
+    /// present; an unfinished one is still refused).
+    pub(crate) fn open_caught_up_later(
+        dir: &Path,
+        model: &ModelSignature,
+    ) -> Result<Self, IndexError> {
         if dir.join(INCOMPLETE_MARKER).exists() {
             return Err(IndexError::Incomplete {
                 path: dir.to_path_buf(),
@@ -866,6 +890,11 @@ pub struct Export {
 /// A file a `docent reindex` keeps in the index it builds until its commit is durable: the
 /// daemon, an export and a catch-up refuse such a directory.
 pub const INCOMPLETE_MARKER: &str = "docent-reindex-incomplete";
+
+/// Left by a finished `docent reindex` until `docent reindex --catch-up` has applied what the old
+/// index committed since it was read: a daemon refuses the index meanwhile, which would serve
+/// documents deleted or narrowed since (found by a review).
+pub const CATCH_UP_MARKER: &str = "docent-reindex-catch-up-pending";
 
 impl Export {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {

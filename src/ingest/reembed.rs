@@ -381,9 +381,16 @@ fn reembed_committing(
     drop(written);
     index.commit(export.payload().checkpoints.clone())?;
     index.close()?;
+    // The catch-up's marker comes before this run's goes: no moment has neither, and a daemon
+    // refuses the index until the catch-up.
+    let pending = to.join(crate::index::CATCH_UP_MARKER);
+    std::fs::File::create(&pending)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&pending))?;
     own_like(to, from)?;
     // The commit is durable (tantivy syncs its files and meta.json); the marker goes only
     // then, and its removal is durable once the directory is.
+    sync_dir(to)?;
     std::fs::remove_file(&marker).map_err(io(&marker))?;
     sync_dir(to)?;
     report.elapsed = t0.elapsed();
@@ -600,7 +607,7 @@ pub fn catch_up(
     // Its last commit as it stands, before this writes: the writer's lock makes sure no
     // daemon has it open.
     let new = Export::open(to)?;
-    let index = Index::open_with(to, &ModelSignature::of(embedder)).map_err(|e| match e {
+    let index = Index::open_caught_up_later(to, &ModelSignature::of(embedder)).map_err(|e| match e {
         IndexError::Tantivy {
             source: tantivy::TantivyError::LockFailure(..),
             ..
@@ -661,6 +668,15 @@ pub fn catch_up(
     index.commit(old.payload().checkpoints.clone())?;
     index.close()?;
     own_like(to, from)?;
+    // Caught up, durably: a daemon may open the index now.
+    let pending = to.join(crate::index::CATCH_UP_MARKER);
+    if pending.exists() {
+        std::fs::remove_file(&pending).map_err(|source| ReembedError::Io {
+            path: pending.clone(),
+            source,
+        })?;
+        sync_dir(to)?;
+    }
     report.elapsed = t0.elapsed();
     Ok(report)
 }
@@ -749,6 +765,12 @@ mod tests {
     }
 
     /// An index of the old model at `dir` holding one committed document, `t:a`.
+    /// What a catch-up with nothing to apply leaves (for the tests of the copy itself, which
+    /// open the new index at once).
+    fn as_if_caught_up(to: &Path) {
+        std::fs::remove_file(to.join(crate::index::CATCH_UP_MARKER)).unwrap();
+    }
+
     fn one_document_index(dir: &Path) -> Index {
         let old = Index::open(dir, "old-model", 64).unwrap();
         old.upsert(doc("a", &["vacation days"])).unwrap();
@@ -785,6 +807,7 @@ mod tests {
         assert_eq!(calls.last(), Some(&(600, 600)));
         assert!(calls.len() > 1, "progress after each batch: {calls:?}");
         assert!(!to.join(crate::index::INCOMPLETE_MARKER).exists());
+        as_if_caught_up(&to);
 
         let new = Index::open(&to, "test-bag-of-words", 64).unwrap();
         assert_eq!(new.document_count(), 300);
@@ -832,6 +855,7 @@ mod tests {
         }
         let report = reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
         assert_eq!((report.chunks, report.vectors_copied), (2, 2));
+        as_if_caught_up(&to);
         let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         let v = new.chunk_vectors(&DocKey::new("t", "d1")).unwrap();
         assert_eq!(v["d1-1"][1], 1.0, "the stored vector, not a new embedding");
@@ -1009,6 +1033,7 @@ mod tests {
         reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
         assert!(!to.join(crate::index::INCOMPLETE_MARKER).exists());
         assert!(!to.join("partial").exists());
+        as_if_caught_up(&to);
         let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         assert_eq!(new.document_count(), 1);
     }
@@ -1074,6 +1099,14 @@ mod tests {
             "{missing}"
         );
         reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        // Until the catch-up, no daemon may serve the new index (found by a review: it served
+        // what the copy read, documents deleted or narrowed since included).
+        let pending = Index::open(&to, BagOfWords.model_id(), 64).err();
+        assert!(
+            matches!(pending, Some(IndexError::CatchUpPending { .. })),
+            "{pending:?}"
+        );
+        catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
         let serving = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         let open = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
         assert!(open.to_string().contains("stop it first"), "{open}");

@@ -429,6 +429,21 @@ async fn multilingual_e5_finds_answers_across_languages_after_a_reindex_from_min
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The daemon refuses the new index until the catch-up.
+    let pending = start(config.clone(), e5.clone())
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        pending.as_deref().is_some_and(|m| m.contains("--catch-up")),
+        "{pending:?}"
+    );
+    let caught = reindex_with(&toml, &old_dir, &["--catch-up"]).await;
+    assert!(
+        caught.status.success(),
+        "{}",
+        String::from_utf8_lossy(&caught.stderr)
+    );
     let r = start(config, e5).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         r.daemon
