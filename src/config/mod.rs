@@ -944,11 +944,11 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
     }
 
     let r = &raw.retrieval;
+    // Checked whichever fusion is chosen: a value out of range is a mistake either way.
+    let alpha = is.range("retrieval.convex_alpha", r.convex_alpha, 0.0, 1.0);
     let fusion = match r.fusion.as_str() {
         "rrf" => Fusion::Rrf,
-        "convex" => Fusion::Convex {
-            alpha: is.range("retrieval.convex_alpha", r.convex_alpha, 0.0, 1.0),
-        },
+        "convex" => Fusion::Convex { alpha },
         other => {
             is.add(
                 "retrieval.fusion",
@@ -1789,6 +1789,13 @@ id = "x"
         assert!(
             rewrite.iter().any(|(p, _)| p == "conversations.rewrite"),
             "{rewrite:?}"
+        );
+        let jwt = parse("[auth]\njwt_issuer = \"https://idp.example\"\n");
+        assert!(jwt.iter().any(|(p, _)| p == "auth.jwt_issuer"), "{jwt:?}");
+        let alpha = parse("[retrieval]\nfusion = \"rrf\"\nconvex_alpha = 5.0\n");
+        assert!(
+            alpha.iter().any(|(p, _)| p == "retrieval.convex_alpha"),
+            "{alpha:?}"
         );
         let zero = parse("[quotas]\ndaily_tokens_per_identity = 0\n");
         assert!(

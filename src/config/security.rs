@@ -15,7 +15,18 @@ use crate::identity::sources::{IdentitySource, SourceFormat};
 use crate::identity::{ApiKeySpec, Permissions};
 
 pub(super) fn jwt(is: &mut Issues, base: &Path, a: &RawAuth) -> Option<JwtConfig> {
-    let file = a.jwks_file.as_ref()?;
+    let Some(file) = a.jwks_file.as_ref() else {
+        // Set without the key set, they would leave JWTs silently refused.
+        for (k, v) in [
+            ("auth.jwt_issuer", &a.jwt_issuer),
+            ("auth.jwt_audience", &a.jwt_audience),
+        ] {
+            if !v.trim().is_empty() {
+                is.add(k, "set without auth.jwks_file: no JWT would be accepted");
+            }
+        }
+        return None;
+    };
     for (k, v) in [
         ("auth.jwt_issuer", &a.jwt_issuer),
         ("auth.jwt_audience", &a.jwt_audience),
@@ -166,7 +177,15 @@ pub(super) fn guardrails(
             is.add(&p, "needs a description or example questions");
         }
         let action = match t.action.as_str() {
-            "block" => TopicAction::Block,
+            "block" => {
+                if !t.sources.is_empty() {
+                    is.add(
+                        format!("{p}.sources"),
+                        "only action \"restrict\" takes sources (\"block\" refuses the question)",
+                    );
+                }
+                TopicAction::Block
+            }
             "restrict" => {
                 if t.sources.is_empty() {
                     is.add(format!("{p}.sources"), "action \"restrict\" needs sources");
