@@ -201,9 +201,39 @@ pub struct MilvusExport {
     payload: CommitPayload,
     keys: Vec<String>,
     chunks: u64,
+    /// What each document was when this was opened ([`Self::changed_since_open`]).
+    state: [u8; 32],
+}
+
+/// A digest of the documents as their first rows state them (key, version, ACL), in scan order.
+fn documents_digest(
+    rt: &tokio::runtime::Runtime,
+    coll: &ChunkCollection,
+    mut each: impl FnMut(&ChunkRow),
+) -> Result<[u8; 32], IndexError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    each_first_row(rt, coll, &mut |row| {
+        let e = entry_of(row);
+        for part in [&row.doc_key, &e.version, &e.acl_fingerprint] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        each(row);
+    })?;
+    Ok(h.finalize().into())
 }
 
 impl MilvusExport {
+    /// Whether the collection changed since this was opened: a document written, deleted or
+    /// given another ACL, or a commit in flight. A re-embedding that read it meanwhile may miss
+    /// such a change (its ingest node was running), and must not finish (found by a review).
+    pub fn changed_since_open(&self) -> Result<bool, IndexError> {
+        let c = self.coll.clone();
+        let intents = run(&self.rt, async move { c.intents().await })?;
+        Ok(!intents.is_empty() || documents_digest(&self.rt, &self.coll, |_| {})? != self.state)
+    }
+
     pub fn open(config: &MilvusConfig) -> Result<Self, IndexError> {
         let (rt, client) = connect(config)?;
         let where_ = PathBuf::from(format!("{}/{}", config.uri, config.collection));
@@ -242,7 +272,7 @@ impl MilvusExport {
             payload.checkpoints.insert(source, v);
         }
         let (mut keys, mut chunks) = (Vec::new(), 0u64);
-        each_first_row(&rt, &coll, &mut |row| {
+        let state = documents_digest(&rt, &coll, |row| {
             keys.push(row.doc_key.clone());
             chunks += u64::from(entry_of(row).chunks);
         })?;
@@ -254,6 +284,7 @@ impl MilvusExport {
             payload,
             keys,
             chunks,
+            state,
         })
     }
 
@@ -1465,6 +1496,54 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A re-embedding does not finish over an old collection that changed while it read it (its
+    /// ingest node running): a delete committed meanwhile would be missing from the new one.
+    /// The next run, with the node stopped, completes it without the deleted document.
+    #[test]
+    fn a_re_embedding_does_not_finish_when_the_old_collection_changed_during_it() {
+        use crate::embed::test_embedder::BagOfWords;
+        use crate::ingest::reembed::{ReembedError, reembed_milvus_committing};
+        let (from, to) = (fresh("chold"), fresh("chnew"));
+        let old = MilvusBackend::open(&from, &ModelSignature::plain("old-model", 64)).unwrap();
+        for i in 0..3 {
+            old.upsert(full_doc(i)).unwrap();
+        }
+        old.commit(BTreeMap::new()).unwrap();
+        let key = full_doc(0).key;
+        let mut deleted = false;
+        let e = reembed_milvus_committing(
+            &from,
+            &to,
+            &BagOfWords,
+            None,
+            &mut |_, _| {
+                if !deleted {
+                    old.delete(&key);
+                    old.commit(BTreeMap::new()).unwrap();
+                    deleted = true;
+                }
+            },
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(&e, Err(ReembedError::Target { message, .. }) if message.contains("changed during the run")),
+            "{:?}",
+            e.err()
+        );
+        reembed_milvus_committing(
+            &from,
+            &to,
+            &BagOfWords,
+            None,
+            &mut |_, _| {},
+            Duration::ZERO,
+        )
+        .unwrap();
+        let new = MilvusBackend::open(&to, &ModelSignature::of(&BagOfWords)).unwrap();
+        assert!(new.doc_entry(&key.to_string()).is_none());
+        assert!(new.doc_entry(&full_doc(1).key.to_string()).is_some());
     }
 
     /// `docent reindex` on Milvus: a collection is re-embedded into a new one, which the daemon

@@ -508,6 +508,14 @@ pub(crate) fn reembed_milvus_committing(
     report.unreadable = scanned?;
     flush(&mut batch, &mut report)?;
     progress(report.chunks, total);
+    // A change the scan may have missed (the ingest node was running): the target stays
+    // marked, and the next run (with the node stopped) completes it.
+    if export.changed_since_open()? {
+        return Err(ReembedError::Target {
+            path: from.collection.clone().into(),
+            message: "the old collection changed during the run (its ingest node is running?): stop the ingest node and run docent reindex again; it resumes".into(),
+        });
+    }
     // Written by an interrupted run and deleted from `from` since.
     for key in target.document_keys()? {
         if export.document_keys().binary_search(&key).is_err()
