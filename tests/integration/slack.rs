@@ -658,6 +658,32 @@ async fn a_channel_with_a_guest_gets_no_answer_from_the_default_audience() {
     s.stop().await;
 }
 
+/// A failed reading of the workspace's accounts (`users.list`) is given again for a while, not
+/// read again for every question (found by a review: on a large workspace each question read
+/// about a hundred pages, against Slack's rate limits, while the reading failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reading_of_the_accounts_is_not_repeated_for_every_question() {
+    let s = setup().await;
+    s.slack.rate_limit("users.list", 1_000, 0);
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev90",
+        mention("U0ALICE", "C0GENERAL", "1700000090.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    let first = s.slack.calls_to("users.list").len();
+    assert!(first >= 1, "the accounts were read");
+    s.event(
+        "Ev91",
+        mention("U0ALICE", "C0GENERAL", "1700000091.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("users.list").len(), first);
+    s.stop().await;
+}
+
 /// A channel answered on the default audience; then `guest` joins it (set up in the fake by
 /// `add`), the join event arrives, and the next question there gets no answer.
 async fn a_join_ends_default_answers(guest: &str, add: impl FnOnce(&FakeSlack)) {

@@ -94,6 +94,10 @@ struct State {
     guest_channels: TtlMap<String, bool>,
     /// The workspace's accounts (`users.list`), and when they were read.
     guests: Option<(Instant, Arc<Accounts>)>,
+    /// The last reading of them that failed, and when: given again for [`GUESTS_RETRY`] rather
+    /// than read again for every question (about a hundred pages on a large workspace, against
+    /// Slack's rate limits; found by a review).
+    guests_failed: Option<(Instant, SlackError)>,
     /// Per channel, who joined it (`member_joined_channel`) since it was last checked: counted
     /// as members even before `conversations.members` lists them, and asked about alone
     /// (`users.info`) when the guest list does not know them (an account made since it was
@@ -102,6 +106,9 @@ struct State {
     /// Joins seen so far: a check that a join happened during is not cached.
     joins: u64,
 }
+
+/// How long a failed reading of the workspace's accounts is given again instead of read again.
+const GUESTS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Work waiting or running at once, in all and per Slack user (see [`Bridge::spawn`]).
 pub const MAX_QUEUED: usize = 1_000;
@@ -335,6 +342,7 @@ impl Bridge {
                 joined: TtlMap::new(ttl, 100_000),
                 joins: 0,
                 guests: None,
+                guests_failed: None,
             }),
             in_flight: AtomicUsize::new(0),
             backlog: Arc::new(Mutex::new(Backlog::new(MAX_QUEUED, MAX_QUEUED_PER_USER))),
@@ -707,23 +715,35 @@ impl Bridge {
         if let Some(g) = cached() {
             return Ok(g);
         }
+        if let Some((at, e)) = &self.state().guests_failed
+            && at.elapsed() < GUESTS_RETRY
+        {
+            return Err(Failure::Slack(e.clone()));
+        }
         let mut accounts = Accounts::default();
-        self.each_page("users.list", &[("limit", "200")], |ms| {
-            for u in ms {
-                let Some(id) = u["id"].as_str().map(str::to_string) else {
-                    continue;
-                };
-                if guest_or_foreign(&self.cfg, u) {
-                    accounts.guests.insert(id);
-                } else {
-                    accounts.others.insert(id);
+        let read = self
+            .each_page("users.list", &[("limit", "200")], |ms| {
+                for u in ms {
+                    let Some(id) = u["id"].as_str().map(str::to_string) else {
+                        continue;
+                    };
+                    if guest_or_foreign(&self.cfg, u) {
+                        accounts.guests.insert(id);
+                    } else {
+                        accounts.others.insert(id);
+                    }
                 }
-            }
-            false
-        })
-        .await?;
+                false
+            })
+            .await;
+        if let Err(Failure::Slack(e)) = &read {
+            self.state().guests_failed = Some((Instant::now(), e.clone()));
+        }
+        read?;
         let guests = Arc::new(accounts);
-        self.state().guests = Some((Instant::now(), guests.clone()));
+        let mut st = self.state();
+        st.guests = Some((Instant::now(), guests.clone()));
+        st.guests_failed = None;
         Ok(guests)
     }
 
