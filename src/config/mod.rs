@@ -207,7 +207,19 @@ impl Config {
             Ok(c) if issues.is_empty() => Ok(c),
             Ok(_) => Err(issues),
             Err(more) => {
-                issues.extend(more);
+                // A section that could not be read was validated as its defaults: what that
+                // finds would point at settings the file does not have (found by a review: one
+                // typo in [llm] also reported its base_url and model as missing).
+                let unread: Vec<String> = issues
+                    .iter()
+                    .filter(|i| !i.path.contains(['.', '[']))
+                    .map(|i| format!("{}.", i.path))
+                    .collect();
+                issues.extend(more.into_iter().filter(|m| {
+                    !unread
+                        .iter()
+                        .any(|u| m.path.starts_with(u.as_str()) || m.path == u[..u.len() - 1])
+                }));
                 Err(issues)
             }
         }
@@ -1790,6 +1802,11 @@ id = "x"
             rewrite.iter().any(|(p, _)| p == "conversations.rewrite"),
             "{rewrite:?}"
         );
+        // One typo in a section is that section's one issue, not its defaults' too.
+        let typo =
+            parse("[llm]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmax_token = 9\n");
+        assert_eq!(typo.len(), 1, "{typo:?}");
+        assert_eq!(typo[0].0, "llm");
         let jwt = parse("[auth]\njwt_issuer = \"https://idp.example\"\n");
         assert!(jwt.iter().any(|(p, _)| p == "auth.jwt_issuer"), "{jwt:?}");
         let alpha = parse("[retrieval]\nfusion = \"rrf\"\nconvex_alpha = 5.0\n");
