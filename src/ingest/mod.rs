@@ -2355,12 +2355,20 @@ mod tests {
     /// readable under the old ACL: it is withdrawn until the change is sent again.
     #[tokio::test]
     async fn a_rolled_back_narrowing_withdraws_the_old_version() {
-        let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
-        let (back, indexed) =
-            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana), 1)
-                .await;
+        let (back, indexed) = narrowing_to_hana_then_rollbacks(1).await;
         assert!(!back, "the old version is back under its old ACL");
         assert!(!indexed);
+    }
+
+    /// [`narrowing_then_rollback`] of a narrowing to hana that was written (its parser up).
+    async fn narrowing_to_hana_then_rollbacks(rollbacks: u64) -> (bool, bool) {
+        let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
+        narrowing_then_rollback(
+            false,
+            move |e| e.is_some_and(|e| e.acl_fingerprint == hana),
+            rollbacks,
+        )
+        .await
     }
 
     /// The withdrawal a rollback makes is itself an uncommitted write: a second rollback before
@@ -2368,10 +2376,7 @@ mod tests {
     /// wider ACL, for good where the source was a push client that would not send it again).
     #[tokio::test]
     async fn a_second_rollback_does_not_undo_the_first_ones_withdrawal() {
-        let hana = Acl::new([Principal::User("hana".into())], []).fingerprint();
-        let (_, indexed) =
-            narrowing_then_rollback(false, |e| e.is_some_and(|e| e.acl_fingerprint == hana), 2)
-                .await;
+        let (_, indexed) = narrowing_to_hana_then_rollbacks(2).await;
         assert!(!indexed, "the old version is back under its old ACL");
     }
 
