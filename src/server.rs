@@ -228,6 +228,14 @@ pub async fn start_with(
         Ok::<_, IndexError>(match milvus {
             None => {
                 let index = Index::open_with(&data_dir, &model)?;
+                // A daemon served it: a re-embedding's catch-up must not run on it any more.
+                let served = data_dir.join(crate::index::SERVED_MARKER);
+                if !served.exists() {
+                    std::fs::write(&served, b"").map_err(|source| IndexError::Io {
+                        path: served.clone(),
+                        source,
+                    })?;
+                }
                 let at = index.path().display().to_string();
                 (Arc::new(index) as Arc<dyn Backend>, at)
             }

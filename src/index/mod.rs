@@ -891,6 +891,11 @@ pub struct Export {
 /// daemon, an export and a catch-up refuse such a directory.
 pub const INCOMPLETE_MARKER: &str = "docent-reindex-incomplete";
 
+/// Written by a daemon that opened the index: `docent reindex --catch-up` refuses an index a
+/// daemon has served (it would roll back what that daemon committed since the switch: documents
+/// deleted come back, ACLs narrowed widen again; found by a review).
+pub const SERVED_MARKER: &str = "docent-served";
+
 /// Left by a finished `docent reindex` until `docent reindex --catch-up` has applied what the old
 /// index committed since it was read: a daemon refuses the index meanwhile, which would serve
 /// documents deleted or narrowed since (found by a review).

@@ -607,6 +607,12 @@ pub fn catch_up(
                 .into(),
         });
     }
+    if to.join(crate::index::SERVED_MARKER).exists() {
+        return Err(ReembedError::Target {
+            path: to.to_path_buf(),
+            message: "a daemon has served this index since the switch: a catch-up now would roll back what it committed (documents deleted since would come back)".into(),
+        });
+    }
     // The old index's daemon must be stopped: what it committed after this read would be
     // missing from the new index at the switch (a push delete, a narrowed ACL; found by a
     // review: nothing checked it). Its writer's lock says whether one has it open.
@@ -944,6 +950,10 @@ mod tests {
             (0, 0, 0, 4)
         );
         assert_eq!(again.chunks_embedded, 0);
+        // Once a daemon has served it (the switch is done), a catch-up would roll it back.
+        std::fs::write(to.join(crate::index::SERVED_MARKER), "").unwrap();
+        let served = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
+        assert!(served.to_string().contains("since the switch"), "{served}");
     }
 
     /// An interrupted run resumes from its last commit: the next run embeds only what was not

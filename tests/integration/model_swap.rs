@@ -192,6 +192,14 @@ async fn an_index_refuses_another_model_and_reindex_answers_with_the_same_docume
         "{answer:?}"
     );
     r.stop().await;
+    // Served since the switch: a catch-up now would roll back what the daemon committed.
+    let late = reindex_with(&new_toml, &old_dir, &["--catch-up"]).await;
+    assert!(!late.status.success());
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("since the switch"),
+        "{}",
+        String::from_utf8_lossy(&late.stderr)
+    );
     // The old index still opens with its own model.
     env.start().await.stop().await;
 }
