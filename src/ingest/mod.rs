@@ -807,6 +807,23 @@ impl Pipeline {
         any
     }
 
+    /// After the backend dropped the uncommitted writes: withdraws again what they took away
+    /// or narrowed ([`Self::withdrawn_again`]), tells the sources that remember what they
+    /// accepted what was lost, and has the connectors that wrote reconcile. Returns whether a
+    /// withdrawal was written.
+    async fn after_rollback(
+        self: &Arc<Self>,
+        rolled: &mut Vec<(DocKey, Option<String>)>,
+        uncommitted: &mut Vec<LostChange>,
+        written: &mut BTreeSet<String>,
+    ) -> bool {
+        let dirty = self.withdrawn_again(rolled).await;
+        self.skips
+            .rolled_back(&self.lost(std::mem::take(uncommitted)));
+        self.owe_reconciliations(std::mem::take(written));
+        dirty
+    }
+
     /// Stops retrying a refused commit once `shutdown` is cancelled (a few more attempts, then
     /// the pipeline ends with the error instead of holding the daemon's shutdown).
     pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
@@ -948,28 +965,23 @@ impl Pipeline {
                         checkpoints.extend(cps);
                         dirty = true;
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                    // A failed write or a panic (a change that panics every time must not have
+                    // the reconciliations it causes send it again without a pause either).
+                    failed => {
+                        match failed {
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                            }
+                            Ok(Ok(_)) => unreachable!("matched above"),
+                        }
                         this.index.rollback()?;
-                        dirty = this.withdrawn_again(&mut rolled).await;
-                        this.skips
-                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
-                        this.owe_reconciliations(std::mem::take(&mut written));
+                        dirty = this
+                            .after_rollback(&mut rolled, &mut uncommitted, &mut written)
+                            .await;
                         checkpoints.clear();
-                        rollbacks_in_a_row += 1;
-                        paused_until = Some(rollback_pause(rollbacks_in_a_row));
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        this.index.rollback()?;
-                        dirty = this.withdrawn_again(&mut rolled).await;
-                        this.skips
-                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
-                        this.owe_reconciliations(std::mem::take(&mut written));
-                        checkpoints.clear();
-                        // As for a failed write: a change that panics every time must not have
-                        // the reconciliations it causes send it again without a pause.
                         rollbacks_in_a_row += 1;
                         paused_until = Some(rollback_pause(rollbacks_in_a_row));
                         continue;
@@ -990,10 +1002,9 @@ impl Pipeline {
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
                         tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
-                        dirty = this.withdrawn_again(&mut rolled).await;
-                        this.skips
-                            .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
-                        this.owe_reconciliations(std::mem::take(&mut written));
+                        dirty = this
+                            .after_rollback(&mut rolled, &mut uncommitted, &mut written)
+                            .await;
                         last_commit = Instant::now();
                         rollbacks_in_a_row += 1;
                         paused_until = Some(rollback_pause(rollbacks_in_a_row));
@@ -1033,10 +1044,9 @@ impl Pipeline {
                         );
                     }
                     this.index.rollback()?;
-                    dirty = this.withdrawn_again(&mut rolled).await;
-                    this.skips
-                        .rolled_back(&this.lost(std::mem::take(&mut uncommitted)));
-                    this.owe_reconciliations(std::mem::take(&mut written));
+                    dirty = this
+                        .after_rollback(&mut rolled, &mut uncommitted, &mut written)
+                        .await;
                     checkpoints.clear();
                 }
             }
