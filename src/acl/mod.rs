@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use docent_connector_api::Acl;
+use docent_connector_api::{Acl, fold_token};
 
 use crate::identity::Caller;
 
@@ -18,6 +18,9 @@ pub struct AclScope {
     user: String,
     /// Principal tokens: `user:<id>` and aliases, `group:<g>` (nested groups resolved), `everyone`.
     principals: Arc<BTreeSet<String>>,
+    /// The principals and their folded forms ([`fold_token`]): what deny entries are matched
+    /// against, so that a deny entry names its principal whatever the case either side uses.
+    deny_principals: Arc<BTreeSet<String>>,
     /// What guardrail audiences and exemptions match ([`Caller::guardrail_principals`]).
     guardrail_principals: Arc<BTreeSet<String>>,
     /// An audience (a channel's members, not one person), or any caller while a connector's
@@ -41,10 +44,19 @@ pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
     }
     Ok(AclScope {
         user: caller.user_id().to_string(),
+        deny_principals: Arc::new(with_folded(caller.principals())),
         principals: Arc::new(caller.principals().clone()),
         guardrail_principals: Arc::new(caller.guardrail_principals().clone()),
         strict_deny: caller.strict_deny(),
     })
+}
+
+/// `principals` and their folded forms.
+pub fn with_folded(principals: &BTreeSet<String>) -> BTreeSet<String> {
+    principals
+        .iter()
+        .flat_map(|p| [p.clone(), fold_token(p)])
+        .collect()
 }
 
 impl AclScope {
@@ -56,6 +68,12 @@ impl AclScope {
         self.principals.iter().map(String::as_str)
     }
 
+    /// What deny entries are matched against: the principals and their folded forms. An index
+    /// stores each deny entry with its folded form too ([`Acl::stored_deny`]).
+    pub fn deny_principals(&self) -> impl Iterator<Item = &str> {
+        self.deny_principals.iter().map(String::as_str)
+    }
+
     /// The principals guardrail audiences and exemptions match: the config's, without the
     /// groups only a connector reports ([`Caller::guardrail_principals`]).
     pub fn principal_set(&self) -> &BTreeSet<String> {
@@ -65,7 +83,13 @@ impl AclScope {
     /// Whether a document with `acl` is readable in this scope (deny wins).
     pub fn permits(&self, acl: &Acl) -> bool {
         let denies_someone = !acl.deny.is_empty();
-        !(self.strict_deny && denies_someone) && acl.permits(|t| self.principals.contains(t))
+        !(self.strict_deny && denies_someone)
+            && acl
+                .decide_folding(
+                    |t| self.principals.contains(t),
+                    |t| self.deny_principals.contains(t),
+                )
+                .allowed()
     }
 
     /// Whether any deny entry excludes a document (an audience's scope).
@@ -81,6 +105,7 @@ impl AclScope {
         Self {
             user: user.to_string(),
             guardrail_principals: principals.clone(),
+            deny_principals: Arc::new(with_folded(&principals)),
             principals,
             strict_deny: false,
         }
@@ -113,5 +138,22 @@ mod tests {
             "bob may be in the channel: the document is out of its scope"
         );
         assert!(channel.permits(&hr));
+    }
+
+    #[test]
+    fn a_deny_entry_excludes_its_principal_whatever_the_case() {
+        let hr_but_bob = Acl::new([Principal::group("hr")], [Principal::user("Bob")]);
+        for who in ["bob", "Bob", "BOB"] {
+            let token = format!("user:{who}");
+            let scope = AclScope::for_tests(who, &["everyone", "group:hr", &token]);
+            assert!(!scope.permits(&hr_but_bob), "{who}");
+        }
+        let hr_but_ext = Acl::new([Principal::group("hr")], [Principal::group("external")]);
+        let scope = AclScope::for_tests("ann", &["group:hr", "group:External", "user:ann"]);
+        assert!(!scope.permits(&hr_but_ext));
+        // Allow entries stay exact.
+        let bob_only = Acl::new([Principal::user("Bob")], []);
+        assert!(!AclScope::for_tests("bob", &["user:bob"]).permits(&bob_only));
+        assert!(AclScope::for_tests("Bob", &["user:Bob"]).permits(&bob_only));
     }
 }

@@ -852,7 +852,8 @@ impl IdentityStore {
     /// Whether `name` may read a document with `acl`, and which entry decided.
     pub fn explain(&self, name: &str, acl: &Acl) -> Option<AclDecision> {
         let c = self.resolve(name, ResolveReason::AccessExplanation)?;
-        Some(acl.decide(|t| c.principals.contains(t)))
+        let folded = crate::acl::with_folded(&c.principals);
+        Some(acl.decide_folding(|t| c.principals.contains(t), |t| folded.contains(t)))
     }
 
     fn caller(&self, spec: &IdentitySpec, scopes: Permissions, credential: String) -> Caller {

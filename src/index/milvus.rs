@@ -915,7 +915,8 @@ fn rows_of(doc: &DocumentRecord) -> Vec<ChunkRow> {
             text: c.text.clone(),
             dense: c.vector.clone(),
             allow: doc.acl.allow.iter().map(Principal::token).collect(),
-            deny: doc.acl.deny.iter().map(Principal::token).collect(),
+            // With each entry's folded form, which the scope's folded principals find.
+            deny: doc.acl.stored_deny().iter().map(Principal::token).collect(),
             attributes: doc.attributes.clone(),
             ordinal: i64::from(c.ord),
             span: c.span.start as i64..c.span.end as i64,
@@ -935,6 +936,7 @@ fn rows_of(doc: &DocumentRecord) -> Vec<ChunkRow> {
 fn scope_of(scope: &AclScope) -> docent_milvus::Scope {
     docent_milvus::Scope {
         principals: scope.principals().map(str::to_string).collect(),
+        deny_principals: scope.deny_principals().map(str::to_string).collect(),
         strict_deny: scope.strict_deny(),
     }
 }

@@ -268,7 +268,7 @@ fn check_terms(doc: &DocumentRecord) -> Result<(), String> {
         .acl
         .allow
         .iter()
-        .chain(&doc.acl.deny)
+        .chain(&doc.acl.stored_deny())
         .map(|p| p.token().len())
         .max()
         .unwrap_or(0);
@@ -634,6 +634,7 @@ impl Index {
         ));
         let attrs = serde_json::to_string(&doc.attributes).unwrap_or_else(|_| "{}".into());
         let n = doc.chunks.len() as u64;
+        let deny = doc.acl.stored_deny();
         for c in &doc.chunks {
             let mut d = TantivyDocument::default();
             d.add_text(f.chunk_id, format!("{key}#{}", c.ord));
@@ -646,7 +647,7 @@ impl Index {
             for p in &doc.acl.allow {
                 d.add_text(f.acl_allow, p.token());
             }
-            for p in &doc.acl.deny {
+            for p in &deny {
                 d.add_text(f.acl_deny, p.token());
             }
             d.add_u64(f.chunk_ord, c.ord as u64);
@@ -1180,10 +1181,9 @@ impl Snapshot<'_> {
         let f = &self.index.fields;
         // A union of term queries, not a TermSetQuery: principal sets are small, and a
         // TermSetQuery builds an FST per query.
-        let any_of = |field| -> Box<dyn Query> {
+        let any_of = |field, principals: &mut dyn Iterator<Item = &str>| -> Box<dyn Query> {
             Box::new(BooleanQuery::new(
-                scope
-                    .principals()
+                principals
                     .map(|p| {
                         let q: Box<dyn Query> = Box::new(TermQuery::new(
                             Term::from_field_text(field, p),
@@ -1197,7 +1197,10 @@ impl Snapshot<'_> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
                 Occur::Must,
-                Box::new(ConstScoreQuery::new(any_of(f.acl_allow), 0.0)),
+                Box::new(ConstScoreQuery::new(
+                    any_of(f.acl_allow, &mut scope.principals()),
+                    0.0,
+                )),
             ),
             (
                 Occur::MustNot,
@@ -1209,7 +1212,9 @@ impl Snapshot<'_> {
                             .expect("a constant, valid pattern"),
                     )
                 } else {
-                    any_of(f.acl_deny)
+                    // The deny field holds every entry's folded form too
+                    // ([`Acl::stored_deny`]): the caller's folded forms find it.
+                    any_of(f.acl_deny, &mut scope.deny_principals())
                 },
             ),
         ];

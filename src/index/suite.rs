@@ -202,6 +202,11 @@ fn acl_world(b: &dyn Backend) {
     b.upsert(doc("s", 4, 1, &[], &[])).unwrap();
     b.upsert(doc("s", 5, 1, &["group:hr"], &["group:contractors"]))
         .unwrap();
+    // Deny entries spelled otherwise than the identity: they match whatever the case.
+    b.upsert(doc("s", 6, 1, &["group:all"], &["user:Dave"]))
+        .unwrap();
+    b.upsert(doc("s", 7, 1, &["group:all"], &["user:erin"]))
+        .unwrap();
     b.commit(BTreeMap::new()).unwrap();
 }
 
@@ -209,11 +214,19 @@ fn scopes() -> Vec<(AclScope, BTreeSet<&'static str>)> {
     vec![
         (
             AclScope::for_tests("alice", &["user:alice", "group:all", "group:hr"]),
-            BTreeSet::from(["s:d0", "s:d1", "s:d2", "s:d3", "s:d5"]),
+            BTreeSet::from(["s:d0", "s:d1", "s:d2", "s:d3", "s:d5", "s:d6", "s:d7"]),
         ),
         (
             AclScope::for_tests("bob", &["user:bob", "group:all"]),
-            BTreeSet::from(["s:d0"]),
+            BTreeSet::from(["s:d0", "s:d6", "s:d7"]),
+        ),
+        (
+            AclScope::for_tests("dave", &["user:dave", "group:all"]),
+            BTreeSet::from(["s:d0", "s:d3", "s:d7"]),
+        ),
+        (
+            AclScope::for_tests("ERIN", &["user:ERIN", "group:all"]),
+            BTreeSet::from(["s:d0", "s:d3", "s:d6"]),
         ),
         (
             AclScope::for_tests("carol", &["user:carol", "group:hr", "group:contractors"]),
@@ -268,7 +281,10 @@ fn filters_only_narrow(b: Arc<dyn Backend>) {
         ..Default::default()
     };
     let (dense, bm25) = keys(&*b, &alice, &red);
-    let want: BTreeSet<String> = ["s:d0", "s:d2"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["s:d0", "s:d2", "s:d6"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert!(want.iter().all(|k| readable.contains(k.as_str())));
     assert_eq!(dense, want, "team = red among alice's documents");
     assert_eq!(bm25, want);

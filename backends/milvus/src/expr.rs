@@ -42,6 +42,9 @@ pub enum ExprError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
     pub principals: Vec<String>,
+    /// What `deny` is matched against: the principals and their case-folded forms (the rows
+    /// hold each deny entry's folded form too). Empty: the principals.
+    pub deny_principals: Vec<String>,
     /// An audience (a channel's members, not one person): a row with any deny entry is out of
     /// scope, whoever it names.
     pub strict_deny: bool,
@@ -51,6 +54,7 @@ impl Scope {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(principals: I) -> Self {
         Self {
             principals: principals.into_iter().map(Into::into).collect(),
+            deny_principals: Vec::new(),
             strict_deny: false,
         }
     }
@@ -199,8 +203,12 @@ pub fn scope_cond(scope: &Scope) -> Result<Cond, ExprError> {
         return Ok(Cond::False);
     }
     let list = quote_list("principal", &scope.principals)?;
+    let deny = match scope.deny_principals.is_empty() {
+        true => list.clone(),
+        false => quote_list("principal", &scope.deny_principals)?,
+    };
     let mut e =
-        format!("ARRAY_CONTAINS_ANY(allow, {list}) and not ARRAY_CONTAINS_ANY(deny, {list})");
+        format!("ARRAY_CONTAINS_ANY(allow, {list}) and not ARRAY_CONTAINS_ANY(deny, {deny})");
     if scope.strict_deny {
         e.push_str(" and ARRAY_LENGTH(deny) == 0");
     }
@@ -449,9 +457,19 @@ mod tests {
             expr(scope_cond(&Scope::new(["u:alice", "g:hr"])).unwrap()),
             r#"ARRAY_CONTAINS_ANY(allow, ["u:alice", "g:hr"]) and not ARRAY_CONTAINS_ANY(deny, ["u:alice", "g:hr"])"#
         );
+        let folded = Scope {
+            principals: vec!["u:Bob".into()],
+            deny_principals: vec!["u:Bob".into(), "u:bob".into()],
+            strict_deny: false,
+        };
+        assert_eq!(
+            expr(scope_cond(&folded).unwrap()),
+            r#"ARRAY_CONTAINS_ANY(allow, ["u:Bob"]) and not ARRAY_CONTAINS_ANY(deny, ["u:Bob", "u:bob"])"#
+        );
         let audience = Scope {
             principals: vec!["group:c1".into()],
             strict_deny: true,
+            ..Scope::default()
         };
         assert_eq!(
             expr(scope_cond(&audience).unwrap()),

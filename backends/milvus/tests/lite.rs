@@ -272,6 +272,7 @@ async fn scope_and_filters_agree_with_the_oracle() {
     scopes.push(Scope {
         principals: vec!["g:hr".into(), "u:alice".into()],
         strict_deny: true,
+        ..Scope::default()
     });
     let (mut dense_times, mut bm25_times) = (Vec::new(), Vec::new());
     for scope in &scopes {

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
 
 /// Who an ACL entry names. Its token form (`user:alice`, `group:hr`, `everyone`) is what the
 /// index stores and what a caller's principal set contains.
@@ -40,6 +41,53 @@ impl Principal {
             Self::Group(g) => format!("group:{g}"),
             Self::Everyone => "everyone".to_string(),
         }
+    }
+
+    /// The principal with its letters folded ([`fold_token`]): what a deny entry is also
+    /// matched by.
+    pub fn folded(&self) -> Self {
+        match self {
+            Self::User(u) => Self::User(fold_id(u)),
+            Self::Group(g) => Self::Group(fold_id(g)),
+            Self::Everyone => Self::Everyone,
+        }
+    }
+
+    /// The token of [`Principal::folded`].
+    pub fn folded_token(&self) -> String {
+        self.folded().token()
+    }
+}
+
+/// A principal token with its id folded: compatibility-normalised (NFKC) and lowercased, so
+/// that `Bob`, `BOB`, `ｂｏｂ` and a decomposed `José` all fold as `bob` / `josé` (the `user:` /
+/// `group:` prefixes and `everyone` fold to themselves). Deny entries match whatever spelling
+/// either side uses: a push client or a source that writes `user:Bob` for the identity `bob`
+/// would otherwise leave that deny unenforced. Allow entries stay exact: a different spelling
+/// there locks the person out, which fails closed.
+pub fn fold_token(token: &str) -> String {
+    // The id alone, as [`Principal::folded`] folds it: lowercasing depends on the letters
+    // around (a final Σ after `user:` would fold to ς, alone to σ).
+    match token.split_once(':') {
+        Some((kind, id)) => format!("{}:{}", kind.to_lowercase(), fold_id(id)),
+        None => token.to_lowercase(),
+    }
+}
+
+fn fold_id(id: &str) -> String {
+    // Lowercasing can leave a string that is not normalised again (it may decompose). NFKC
+    // turns a few letters into a space and a mark (¨ is U+0020 U+0308); the folded id must
+    // still read back as a principal, so whitespace is dropped (on both sides alike).
+    let folded: String = id
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfc()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    match folded.is_empty() {
+        true => id.to_lowercase(),
+        false => folded,
     }
 }
 
@@ -128,15 +176,32 @@ impl Acl {
     }
 
     /// True when a caller holding `has` (a principal-token predicate) may read: some allow entry
-    /// matches and no deny entry does.
+    /// matches and no deny entry does, a deny entry's folded token included ([`Acl::decide`]).
     pub fn permits(&self, has: impl Fn(&str) -> bool) -> bool {
-        !self.deny.iter().any(|p| has(&p.token())) && self.allow.iter().any(|p| has(&p.token()))
+        self.decide(has).allowed()
     }
 
     /// Why a caller holding `has` may or may not read: the deny entry that matched (deny wins),
-    /// else the allow entry that matched, else no entry. Agrees with [`Acl::permits`].
+    /// else the allow entry that matched, else no entry. A deny entry matches by its token or
+    /// its folded token ([`fold_token`]); a caller whose own tokens are not lowercase needs
+    /// [`Acl::decide_folding`] to be matched whatever the case.
     pub fn decide(&self, has: impl Fn(&str) -> bool) -> AclDecision {
-        if let Some(p) = self.deny.iter().find(|p| has(&p.token())) {
+        self.decide_folding(&has, &has)
+    }
+
+    /// [`Acl::decide`] with the caller's folded tokens apart: `has` answers for its exact tokens
+    /// (allow entries match only those), `has_folded` for its tokens and their folded forms, and
+    /// is asked each deny entry's folded token. So `user:Bob` denies `bob`, `Bob` and `BOB`.
+    pub fn decide_folding(
+        &self,
+        has: impl Fn(&str) -> bool,
+        has_folded: impl Fn(&str) -> bool,
+    ) -> AclDecision {
+        if let Some(p) = self
+            .deny
+            .iter()
+            .find(|p| has(&p.token()) || has_folded(&p.folded_token()))
+        {
             return AclDecision::Denied(p.clone());
         }
         match self.allow.iter().find(|p| has(&p.token())) {
@@ -150,7 +215,19 @@ impl Acl {
         self.allow.is_empty() || self.deny.contains(&Principal::Everyone)
     }
 
-    /// Stable hash of the ACL, to detect ACL-only changes without reading content.
+    /// The deny entries as an index stores and filters by them: every entry and its folded
+    /// form, so that a caller's folded tokens find the entry whatever its case. Idempotent, and
+    /// the entries themselves when they are lowercase already.
+    pub fn stored_deny(&self) -> BTreeSet<Principal> {
+        self.deny
+            .iter()
+            .flat_map(|p| [p.clone(), p.folded()])
+            .collect()
+    }
+
+    /// Stable hash of the ACL, to detect ACL-only changes without reading content. Over the
+    /// deny entries as an index stores them ([`Acl::stored_deny`]), so that an ACL read back
+    /// from an index hashes as the one its source gave.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for p in &self.allow {
@@ -158,7 +235,7 @@ impl Acl {
             h.update(p.token().as_bytes());
             h.update(b"\n");
         }
-        for p in &self.deny {
+        for p in self.stored_deny() {
             h.update(b"-");
             h.update(p.token().as_bytes());
             h.update(b"\n");
@@ -222,6 +299,64 @@ mod tests {
         for bad in ["", "user:", "alice", "role:x", "user:a b"] {
             assert!(bad.parse::<Principal>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_deny_entry_denies_its_name_in_any_case_and_an_allow_entry_admits_it_exactly() {
+        let acl = Acl::new([Principal::Everyone], [Principal::user("Bob")]);
+        // A caller whose tokens are lowercase: `decide` alone folds the entry.
+        assert!(!acl.permits(set(&["everyone", "user:bob"])));
+        // A caller spelled otherwise: its folded tokens meet the entry's folded token.
+        let caller = ["everyone", "user:BOB"];
+        let folded = ["everyone", "user:BOB", "user:bob"];
+        assert_eq!(
+            acl.decide_folding(set(&caller), set(&folded)),
+            AclDecision::Denied(Principal::user("Bob"))
+        );
+        assert!(
+            acl.decide(set(&caller)).allowed(),
+            "exact tokens alone miss it"
+        );
+        let allow = Acl::new([Principal::user("Bob")], []);
+        assert!(
+            !allow
+                .decide_folding(set(&["user:bob"]), set(&["user:bob"]))
+                .allowed()
+        );
+        assert!(allow.permits(set(&["user:Bob"])));
+    }
+
+    #[test]
+    fn folding_lowercases_the_id_alone() {
+        // Lowercasing "user:Σ" as one string gives a final ς (a letter before the colon).
+        let p = Principal::group("ΟΔΟΣ");
+        assert_eq!(p.folded_token(), fold_token(&p.token()));
+        let p = Principal::user("Σ");
+        assert_eq!(p.folded_token(), "user:σ");
+        assert_eq!(fold_token("user:Σ"), "user:σ");
+        assert_eq!(fold_token("everyone"), "everyone");
+        assert_eq!(fold_token("user:Jose\u{301}"), "user:jos\u{e9}");
+        assert_eq!(fold_token("group:ＨＲ"), "group:hr");
+        // NFKC gives ¨ a space; the folded token still reads back as a principal.
+        let p = Principal::user("a\u{a8}b");
+        assert_eq!(p.folded_token().parse::<Principal>(), Ok(p.folded()));
+    }
+
+    #[test]
+    fn an_acl_read_back_with_its_folded_deny_entries_hashes_as_the_source_gave_it() {
+        let source = Acl::new([Principal::group("hr")], [Principal::user("Bob")]);
+        let stored = Acl::new([Principal::group("hr")], source.stored_deny());
+        assert_eq!(stored.deny.len(), 2);
+        assert_eq!(source.fingerprint(), stored.fingerprint());
+        assert_eq!(stored.stored_deny(), stored.deny, "idempotent");
+        // Lowercase entries store as themselves: their hash is the one indexes already hold.
+        let lower = Acl::new(
+            [Principal::group("hr")],
+            [Principal::user("bob"), Principal::group("ext")],
+        );
+        let mut h = Sha256::new();
+        h.update(b"+group:hr\n-user:bob\n-group:ext\n");
+        assert_eq!(lower.fingerprint(), hex::encode(&h.finalize()[..16]));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod paths;
 pub mod registry;
 mod sent;
 
-pub use acl::{Acl, AclDecision, AclError, Principal};
+pub use acl::{Acl, AclDecision, AclError, Principal, fold_token};
 pub use log::{log_safe, set_log_redactor};
 pub use sent::SentLog;
 
