@@ -799,6 +799,17 @@ mod tests {
         assert!(counts[1] < counts[0], "{counts:?}");
     }
 
+    /// Found by a review: a full stop inside Markdown bold did not end the sentence, so the
+    /// answer "**Parking is free.** Contractors pay." was checked as one claim.
+    #[test]
+    fn a_bold_sentence_followed_by_another_is_two_claims() {
+        let d = drafts("**Parking is free.** Contractors pay [1].");
+        let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(texts, ["Parking is free.", "Contractors pay."]);
+        assert!(d[0].cites.is_empty());
+        assert_eq!(d[1].cites, vec![1]);
+    }
+
     #[test]
     fn an_error_message_that_quotes_the_prompt_is_left_out_of_the_log() {
         let messages = [Message {

