@@ -881,7 +881,7 @@ fn entry_of(row: &ChunkRow) -> DocEntry {
     let m = &row.meta;
     DocEntry {
         version: m["v"].as_str().unwrap_or_default().to_string(),
-        acl_fingerprint: acl.fingerprint(),
+        acl_fingerprint: crate::index::stored_fingerprint(&acl),
         acl,
         content_hash: m["h"].as_str().unwrap_or_default().to_string(),
         chunks: m["n"].as_u64().unwrap_or(0) as u32,

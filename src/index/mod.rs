@@ -569,7 +569,7 @@ impl Index {
                 key,
                 DocEntry {
                     version: get_str(&doc, f.version),
-                    acl_fingerprint: acl.fingerprint(),
+                    acl_fingerprint: stored_fingerprint(&acl),
                     acl,
                     content_hash: get_str(&doc, f.content_hash),
                     chunks: doc
@@ -1640,6 +1640,17 @@ fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
     stored_acl(tokens(f.acl_allow), tokens(f.acl_deny))
 }
 
+/// The fingerprint of an ACL as read back from an index. Rows written before deny entries were
+/// stored with their folded forms ([`Acl::stored_deny`]) lack them, so the index's deny filter
+/// misses a caller spelled otherwise: such an ACL gets a fingerprint no source's equals, so
+/// that the next sync sees its ACL as changed and writes the document again, with them.
+pub(crate) fn stored_fingerprint(acl: &Acl) -> String {
+    match acl.deny == acl.stored_deny() {
+        true => acl.fingerprint(),
+        false => "deny entries without their folded forms".to_string(),
+    }
+}
+
 /// An ACL read back from its stored principal tokens. Ingest refuses a principal that does not
 /// read back, but an index written before may hold one: an allow entry that does not parse
 /// admits nobody (dropped), and a deny entry that does not parse denies everyone, so that a
@@ -1727,6 +1738,22 @@ mod tests {
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
         super::Index::open(&old, "m", 4).unwrap();
         assert_eq!(mode(&old), 0o700);
+    }
+
+    /// Rows written before deny entries were stored folded read back as changed, so that a
+    /// sync writes them again (with the folded forms the deny filter needs).
+    #[test]
+    fn an_acl_stored_without_folded_deny_entries_reads_back_as_changed() {
+        let source = Acl::new([Principal::Everyone], [Principal::user("Bob")]);
+        let old_rows = stored_acl(["everyone"].into_iter(), ["user:Bob"].into_iter());
+        assert_ne!(stored_fingerprint(&old_rows), source.fingerprint());
+        let new_rows = stored_acl(
+            ["everyone"].into_iter(),
+            ["user:Bob", "user:bob"].into_iter(),
+        );
+        assert_eq!(stored_fingerprint(&new_rows), source.fingerprint());
+        let lower = stored_acl(["everyone"].into_iter(), ["user:bob"].into_iter());
+        assert_eq!(stored_fingerprint(&lower), lower.fingerprint());
     }
 
     /// A stored deny entry that does not read back as a principal (written before ingest
