@@ -92,6 +92,11 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// The largest message the unauthenticated services (health, reflection) decode.
 const UNAUTHENTICATED_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The largest Assistant or Admin request decoded. The largest valid one is about 25 KiB (a
+/// 4 KiB question, a 16 KiB filter, a feedback comment); tonic's default of 4 MiB let a request
+/// of two million empty filter strings decode to ~100 MB before the filter's own limits ran.
+pub const REQUEST_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// How long a stopping daemon waits for the last holders of its index to let go.
 const INDEX_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -549,17 +554,22 @@ pub async fn start_with(
             reflection_alpha.max_decoding_message_size(UNAUTHENTICATED_MESSAGE_BYTES),
         ))
         // Each service: authentication (and the service's requirement) on the headers, then
-        // the concurrency limits, then decoding (tonic's default limit of 4 MiB per message for
-        // the Assistant and Admin services) and the handler.
+        // the concurrency limits, then decoding (at most `REQUEST_MESSAGE_BYTES` per message for
+        // the Assistant and Admin services, the push sources' largest for Ingest) and the handler.
         .add_service(InterceptedService::new(
             tower_layer::Layer::layer(
                 &limits,
-                AssistantServer::new(AssistantService::new(state.clone())),
+                AssistantServer::new(AssistantService::new(state.clone()))
+                    .max_decoding_message_size(REQUEST_MESSAGE_BYTES),
             ),
             auth.requiring(Requirement::Authenticated),
         ))
         .add_service(InterceptedService::new(
-            tower_layer::Layer::layer(&limits, AdminServer::new(AdminService::new(state.clone()))),
+            tower_layer::Layer::layer(
+                &limits,
+                AdminServer::new(AdminService::new(state.clone()))
+                    .max_decoding_message_size(REQUEST_MESSAGE_BYTES),
+            ),
             auth.requiring(Requirement::Admin),
         ))
         .add_service(InterceptedService::new(

@@ -42,6 +42,8 @@ pub enum JwtError {
     WrongAudience,
     #[error("missing claim {0}")]
     MissingClaim(String),
+    #[error("the e-mail address is not verified (email_verified is not true)")]
+    UnverifiedEmail,
 }
 
 impl JwtError {
@@ -55,6 +57,7 @@ impl JwtError {
             Self::WrongIssuer => "JWT_WRONG_ISSUER",
             Self::WrongAudience => "JWT_WRONG_AUDIENCE",
             Self::MissingClaim(_) => "JWT_MISSING_CLAIM",
+            Self::UnverifiedEmail => "JWT_UNVERIFIED_EMAIL",
         }
     }
 }
@@ -211,6 +214,14 @@ impl JwtVerifier {
         {
             return Err(JwtError::NotYetValid);
         }
+        // An e-mail address names the identity only when the IdP says it verified it: some let
+        // users set their own address (an unverified `email` equal to an admin's alias would
+        // sign in as that admin).
+        if self.cfg.user_claim == "email"
+            && claims.get("email_verified") != Some(&serde_json::Value::Bool(true))
+        {
+            return Err(JwtError::UnverifiedEmail);
+        }
         claims
             .get(&self.cfg.user_claim)
             .and_then(serde_json::Value::as_str)
@@ -287,6 +298,29 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&forged, 700), Err(JwtError::BadSignature));
         assert_eq!(v.verify("a.b.c", 700), Err(JwtError::Malformed));
+    }
+
+    /// Found by a review: with `user_claim = "email"`, an address the IdP never verified named
+    /// the identity.
+    #[test]
+    fn an_email_claim_names_the_identity_only_when_verified() {
+        let mut v = verifier();
+        v.cfg.user_claim = "email".into();
+        let claims = |verified: serde_json::Value| {
+            serde_json::json!({"sub": "x1", "email": "alice@corp.example",
+                "email_verified": verified, "iss": "https://idp.test", "aud": "docent",
+                "exp": 1_000})
+        };
+        assert_eq!(
+            v.verify(&token(claims(true.into())), 700),
+            Ok("alice@corp.example".into())
+        );
+        for unverified in [false.into(), "true".into(), serde_json::Value::Null] {
+            assert_eq!(
+                v.verify(&token(claims(unverified)), 700),
+                Err(JwtError::UnverifiedEmail)
+            );
+        }
     }
 
     /// A token without `kid` is checked against every key of its algorithm (session 30's

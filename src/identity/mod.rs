@@ -458,11 +458,13 @@ fn add_credential(
     }
 }
 
+/// Seconds since the epoch. A clock before it reads as the end of time, so that every expiry
+/// has passed: an unknown time fails closed (0 would make no credential ever expire).
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .unwrap_or(i64::MAX)
 }
 
 impl IdentityStore {

@@ -147,6 +147,21 @@ impl AssistantService {
     }
 }
 
+/// A conversation id as an error may repeat it: ids Docent makes (32 hex digits, a turn number
+/// after them) as they are, anything else as a fixed text. The id is the caller's own input,
+/// but a megabyte of control characters would come back several times larger in the status
+/// headers, past the output guardrails.
+fn echoed_id(id: String) -> String {
+    let plausible = id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-');
+    match plausible {
+        true => id,
+        false => "(not a conversation id)".to_string(),
+    }
+}
+
 impl From<AssistantError> for ServiceError {
     fn from(e: AssistantError) -> Self {
         match e {
@@ -155,7 +170,7 @@ impl From<AssistantError> for ServiceError {
             AssistantError::ConversationNotFound(id) => ServiceError::NotFound {
                 reason: "CONVERSATION_NOT_FOUND",
                 what: "conversation",
-                name: id,
+                name: echoed_id(id),
             },
             AssistantError::QuotaExceeded(m) => ServiceError::QuotaExceeded(m),
             AssistantError::QuotaInUse(m) => ServiceError::QuotaInUse(m),

@@ -90,6 +90,22 @@ impl AuthInterceptor {
     fn authenticate(&self, req: &Request<()>) -> Result<Caller, AuthError> {
         let store = self.identities.load();
         let md = req.metadata();
+        // rustls has verified the chain against the configured client CA, and the revocation
+        // lists as they were at the handshake; they may have changed since. Checked whatever
+        // authenticates the call: a connection whose certificate was revoked goes on with
+        // nothing, a bearer token included.
+        if let Some(certs) = req.peer_certs()
+            && !certs.is_empty()
+            && let Some(r) = &self.revocations
+        {
+            r.check(&certs).map_err(|e| match e {
+                Revoked::Listed => AuthError::CertificateRevoked,
+                Revoked::Unknown(why) => {
+                    tracing::debug!(reason = %why, "client certificate no longer accepted");
+                    AuthError::RevocationUnknown
+                }
+            })?;
+        }
         if let Some(h) = md.get("authorization") {
             // Two of them: a proxy that checks or adds one sees another caller than this
             // daemon would. Refused rather than guessed.
@@ -107,17 +123,6 @@ impl AuthInterceptor {
         if let Some(certs) = req.peer_certs()
             && let Some(leaf) = certs.first()
         {
-            // rustls has verified the chain against the configured client CA, and the
-            // revocation lists as they were at the handshake; they may have changed since.
-            if let Some(r) = &self.revocations {
-                r.check(&certs).map_err(|e| match e {
-                    Revoked::Listed => AuthError::CertificateRevoked,
-                    Revoked::Unknown(why) => {
-                        tracing::debug!(reason = %why, "client certificate no longer accepted");
-                        AuthError::RevocationUnknown
-                    }
-                })?;
-            }
             return store.authenticate_cert(&cert_names(leaf.as_ref()));
         }
         if self.insecure_dev
@@ -155,14 +160,23 @@ impl tonic::service::Interceptor for AuthInterceptor {
     }
 }
 
-/// A certificate's names in mapping order: SAN e-mail addresses, SAN DNS names, SAN URIs, then
-/// the subject common name. An unparsable certificate has none (and so maps to nobody).
+/// A certificate's names in mapping order: SAN e-mail addresses, SAN DNS names, SAN URIs; the
+/// subject common name only when the certificate has no subject alternative name at all (as
+/// RFC 6125 reads names: a CA's name constraints bind SANs, not the CN, so a sub-CA limited to
+/// `@partner.example` could otherwise issue a CN of `alice`). An unparsable certificate has
+/// none (and so maps to nobody).
 pub fn cert_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let mut names = Vec::new();
+    let has_san = match cert.subject_alternative_name() {
+        Ok(Some(san)) => !san.value.general_names.is_empty(),
+        Ok(None) => false,
+        // Present but unreadable: no name is trusted.
+        Err(_) => return Vec::new(),
+    };
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for rank in 0..3 {
             for n in &san.value.general_names {
@@ -175,9 +189,11 @@ pub fn cert_names(der: &[u8]) -> Vec<String> {
             }
         }
     }
-    for cn in cert.subject().iter_common_name() {
-        if let Ok(s) = cn.as_str() {
-            names.push(s.to_string());
+    if !has_san {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_string());
+            }
         }
     }
     names
@@ -207,8 +223,14 @@ mod tests {
         let cert = p.self_signed(&key).unwrap();
         assert_eq!(
             cert_names(cert.der()),
-            ["bridge@corp.example", "bridge.corp.example", "slack-bridge"]
+            ["bridge@corp.example", "bridge.corp.example"],
+            "the common name counts only without SANs"
         );
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "slack-bridge");
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(cert_names(cert.der()), ["slack-bridge"]);
         assert!(cert_names(b"not a certificate").is_empty());
     }
 }

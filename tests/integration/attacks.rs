@@ -974,3 +974,48 @@ async fn two_authorization_headers_are_refused() {
     c.search(authed(HANA, search())).await.unwrap();
     d.stop().await;
 }
+
+/// Found by a review: the Assistant service decoded up to tonic's default 4 MiB, and two
+/// million empty filter strings decode to ~100 MB before the filter's own limits refuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_assistant_request_is_refused_before_it_is_decoded() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let req = pb::SearchRequest {
+        query: "vpn".into(),
+        filter: Some(pb::Filter {
+            sources: vec![String::new(); 100_000],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = c.search(authed(ALICE, req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // The daemon goes on answering.
+    assert!(
+        d.search(ALICE, "How do I connect to the VPN?", 3)
+            .await
+            .is_ok()
+    );
+    d.stop().await;
+}
+
+/// Found by a review: an unknown conversation id came back in the error, quoted with its
+/// control characters escaped (six bytes each), twice in the status headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_conversation_id_is_not_echoed_at_any_length() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = pb::assistant_client::AssistantClient::new(d.channel().await);
+    let junk = "\u{1}".repeat(30_000);
+    let req = pb::ConversationRequest {
+        conversation_id: junk.clone(),
+        ..Default::default()
+    };
+    let e = c.get_conversation(authed(ALICE, req)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().len() < 256, "{} bytes", e.message().len());
+    assert!(!e.message().contains('\u{1}') && !e.message().contains("\\u{1}"));
+    d.stop().await;
+}

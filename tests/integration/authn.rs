@@ -586,6 +586,12 @@ async fn revoked_client_certificates_are_refused_and_a_new_list_applies_to_open_
         (e.code(), reason(&e).as_str()),
         (Code::Unauthenticated, "CLIENT_CERT_REVOKED")
     );
+    // Nor with a bearer token on it (found by a review: a token skipped the check).
+    let e = hana.search(search_req(HANA, "")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::Unauthenticated, "CLIENT_CERT_REVOKED")
+    );
     assert!(
         refused_at_handshake(&hana_cert).await,
         "a revoked certificate connected"
