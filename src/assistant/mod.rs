@@ -847,8 +847,11 @@ impl Assistant {
             .collect();
         let terms = self.retriever.term_weights(scope, query);
         let analyze = |s: &str| self.retriever.analyze(s);
+        // Evidence without a sentence that could lead an answer (labels, table cells) is "not
+        // found" for the extractive answerer, and so for every answerer: one decision. Without
+        // evidence at all the answerers say so themselves.
         let Some(lead) = answer::lead_sentence(query, &evidence, &terms, &analyze, cfg) else {
-            return Ok(true);
+            return Ok(evidence.is_empty());
         };
         let v = self
             .retriever

@@ -824,11 +824,33 @@ pub fn support_fraction(
         return 1.0;
     }
     let terms = analyze(sentence);
-    if terms.is_empty() || !consistent(&s, &[passage], analyze) {
+    if terms.is_empty() || !consistent(&s, &[passage], analyze) || !long_runs_quoted(&s, &[passage])
+    {
         return 0.0;
     }
     let have: BTreeSet<String> = analyze(passage).into_iter().collect();
     terms.iter().filter(|t| have.contains(*t)).count() as f32 / terms.len() as f32
+}
+
+/// Bytes from which the analyzer drops a token (`RemoveLongFilter` in the index schema).
+const LONG_TOKEN_BYTES: usize = 40;
+
+/// Whether every run of letters and digits in `s` long enough for the analyzer to drop is
+/// written in one of `passages`. Term overlap cannot see such a run: a clause in a script
+/// written without spaces (14 CJK characters make 42 bytes) would otherwise pass unread.
+fn long_runs_quoted(s: &str, passages: &[&str]) -> bool {
+    let mut runs = s
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= LONG_TOKEN_BYTES)
+        .peekable();
+    if runs.peek().is_none() {
+        return true;
+    }
+    let lower: Vec<String> = passages.iter().map(|p| p.to_lowercase()).collect();
+    runs.all(|w| {
+        let w = w.to_lowercase();
+        lower.iter().any(|p| p.contains(&w))
+    })
 }
 
 /// Fewest words a sentence needs to count as quoted from a passage ("No" or "Yes" is in any
@@ -850,9 +872,86 @@ fn contains_words(hay: &str, needle: &str) -> bool {
     })
 }
 
-/// The numbers written in `text` with digits, thousands separators dropped ("1,500" → "1500").
+/// English number words and their values ("one" is left out: "no one", "one of them" state
+/// no number).
+const NUMBER_WORDS: &[(&str, u32)] = &[
+    ("zero", 0),
+    ("two", 2),
+    ("three", 3),
+    ("four", 4),
+    ("five", 5),
+    ("six", 6),
+    ("seven", 7),
+    ("eight", 8),
+    ("nine", 9),
+    ("ten", 10),
+    ("eleven", 11),
+    ("twelve", 12),
+    ("thirteen", 13),
+    ("fourteen", 14),
+    ("fifteen", 15),
+    ("sixteen", 16),
+    ("seventeen", 17),
+    ("eighteen", 18),
+    ("nineteen", 19),
+    ("twenty", 20),
+    ("thirty", 30),
+    ("forty", 40),
+    ("fifty", 50),
+    ("sixty", 60),
+    ("seventy", 70),
+    ("eighty", 80),
+    ("ninety", 90),
+];
+
+/// The numbers `text` writes in words ("forty" → "40", "twenty-five" and "twenty five" →
+/// "25"), so that a sentence cannot change a number by spelling it out.
+fn number_words(text: &str, out: &mut BTreeSet<String>) {
+    let value = |w: &str| {
+        NUMBER_WORDS
+            .iter()
+            .find(|(name, _)| w.eq_ignore_ascii_case(name))
+            .map(|&(_, v)| v)
+    };
+    let mut tens: Option<u32> = None;
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        if w.is_empty() {
+            continue;
+        }
+        match (tens, value(w)) {
+            (Some(t), Some(u)) if u < 10 && u > 0 => {
+                out.insert((t + u).to_string());
+                tens = None;
+            }
+            (t, v) => {
+                if let Some(t) = t {
+                    out.insert(t.to_string());
+                }
+                tens = v.filter(|v| *v >= 20);
+                if let Some(v) = v.filter(|v| *v < 20) {
+                    out.insert(v.to_string());
+                }
+            }
+        }
+    }
+    if let Some(t) = tens {
+        out.insert(t.to_string());
+    }
+}
+
+/// The numbers written in `text`, with digits (of any script's compatibility forms: "４０" is
+/// 40; thousands separators dropped, "1,500" → "1500") or in English words ([`number_words`]).
 fn numbers(text: &str) -> BTreeSet<String> {
+    let folded: String;
+    let text = match text.is_ascii() {
+        true => text,
+        false => {
+            folded = unicode_normalization::UnicodeNormalization::nfkc(text).collect();
+            &folded
+        }
+    };
     let mut out = BTreeSet::new();
+    number_words(text, &mut out);
     let mut cur = String::new();
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -954,7 +1053,7 @@ fn supported(
         return true;
     }
     let terms = analyze(sentence);
-    if terms.is_empty() || !consistent(&s, passages, analyze) {
+    if terms.is_empty() || !consistent(&s, passages, analyze) || !long_runs_quoted(&s, passages) {
         return false;
     }
     let have: BTreeSet<String> = passages.iter().flat_map(|p| analyze(p)).collect();
@@ -1260,6 +1359,17 @@ mod tests {
             ("Contractors may work remotely.", false),
             ("Contractors can't work remotely.", true),
             ("Employees get 26 vacation days per year.", false),
+            // Found by a review: a number spelled out, or in full-width digits, was not read.
+            ("Employees get forty vacation days per year.", false),
+            ("Employees get twenty-five vacation days per year.", true),
+            (
+                "Employees get \u{ff14}\u{ff10} vacation days per year.",
+                false,
+            ),
+            (
+                "Employees get \u{ff12}\u{ff15} vacation days per year.",
+                true,
+            ),
             // A leading number is stated, not a list marker.
             ("40 vacation days per year for employees.", false),
         ] {
@@ -1270,6 +1380,20 @@ mod tests {
                 "{draft}"
             );
         }
+        // Found by a review: a run the analyzer drops (40 bytes and more) was not read, and a
+        // clause written without spaces passed with the words around it.
+        let as_indexed = |s: &str| -> Vec<String> {
+            analyze(s)
+                .into_iter()
+                .filter(|w| w.len() < LONG_TOKEN_BYTES)
+                .collect()
+        };
+        let leave = "有給休暇は20日です。";
+        let invented = "有給休暇は20日です、ただし契約社員は無制限の休暇を取得できます。";
+        assert!(supported(leave, &[leave], 0.6, &as_indexed));
+        assert!(!supported(invented, &[leave], 0.6, &as_indexed));
+        assert!(support_fraction(invented, leave, &as_indexed) < 0.6);
+        assert!(supported(invented, &[invented], 0.6, &as_indexed), "quoted");
         // Thousands separators are read as the same number.
         assert!(supported(
             "The limit is 1500 EUR.",

@@ -1352,3 +1352,45 @@ async fn docent_chat_keeps_one_conversation_and_takes_feedback() {
     assert_eq!(export.records[0].reasons, ["incomplete"]);
     d.stop().await;
 }
+
+/// Found by a review: evidence that holds no sentence that could lead an answer (a page of
+/// labels and table cells) was "not found" for the extractive answerer, but the generative one
+/// went on and called the model. One decision for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_without_a_sentence_is_not_found_by_either_answerer() {
+    let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
+    let env = Env::empty();
+    std::fs::create_dir_all(env.corpus().join("company")).unwrap();
+    std::fs::write(
+        env.corpus().join("company/gym.md"),
+        "# Gym\n\nOpening hours\n\nWeekdays 7–22\n\nSaturday gym hours 9–17\n",
+    )
+    .unwrap();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let q = "What are the gym opening hours on Saturday?";
+    let hits = d.search(ALICE, q, 3).await.unwrap();
+    assert!(
+        hits.hits.first().is_some_and(|h| h
+            .citation
+            .as_ref()
+            .is_some_and(|c| c.document_key.ends_with("company/gym.md"))),
+        "{hits:?}"
+    );
+    let extractive = d.ask(ALICE, q).await.unwrap();
+    assert_eq!(
+        extractive.status,
+        pb::AnswerStatus::NoAnswer as i32,
+        "{extractive:?}"
+    );
+    let r = client(&d)
+        .await
+        .ask(authed(ALICE, generative(q)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::AnswerStatus::NoAnswer as i32, "{r:?}");
+    assert_eq!(fake.requests(), 0, "the model was not asked");
+    d.stop().await;
+}
