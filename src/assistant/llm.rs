@@ -628,9 +628,12 @@ pub const MIN_PASSAGE_TOKENS: usize = 256;
 /// Longest rewrite the model may write.
 pub const REWRITE_MAX_TOKENS: u32 = 64;
 
-/// Tokens held for a follow-up's rewrite against the caller's budget (an estimate: a few
-/// earlier questions, the instructions and the completion, at bytes / 4).
-pub const REWRITE_TOKENS: u64 = 4 * 1024 / 4 + 128 + REWRITE_MAX_TOKENS as u64;
+/// Tokens held for a follow-up's rewrite against the caller's budget (an estimate at bytes / 4:
+/// the three earlier questions and the question, each at most `MAX_QUESTION_BYTES`, the
+/// instructions and the completion). It held one question's worth before, so a rewrite could
+/// spend four times what it held.
+pub const REWRITE_TOKENS: u64 =
+    (4 * crate::guardrail::MAX_QUESTION_BYTES / 4) as u64 + 128 + REWRITE_MAX_TOKENS as u64;
 
 /// Drafts a whole text at once (non-streamed answers, tests).
 pub fn drafts(text: &str) -> Vec<Draft> {

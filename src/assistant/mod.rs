@@ -898,7 +898,14 @@ impl Assistant {
             if let Ok(hold) = hold {
                 let earlier = &earlier[earlier.len().saturating_sub(3)..];
                 match llm::rewrite(llm, earlier, question).await {
-                    Ok((r, u)) if !r.is_empty() && r.len() <= 4 * question.len() + 400 => {
+                    // Within the question's own limit too: a rewrite is searched, stored and
+                    // fed back as an earlier question.
+                    Ok((r, u))
+                        if !r.is_empty()
+                            && r.len()
+                                <= (4 * question.len() + 400)
+                                    .min(guardrail::MAX_QUESTION_BYTES) =>
+                    {
                         return Ok((Some(r), u, hold));
                     }
                     Ok((_, u)) => return Ok((Some(heuristic), u, hold)),

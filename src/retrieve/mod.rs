@@ -465,9 +465,13 @@ impl Retriever {
                 continue;
             }
             let chunk = snap.chunk(f.addr)?;
+            // Past the second stage's documents a hit has no relevance, and no similarity
+            // either: the stage judged it below the ones it ranked, and a cosine over the
+            // evidence threshold must not make it evidence after all ([`answer::is_evidence`]
+            // falls back to the cosine only where no second stage ran).
             let similarity = match &qvec {
-                Some(q) => snap.vector(f.addr)?.map(|v| crate::embed::dot(q, &v)),
-                None => None,
+                Some(q) if skip == 0 => snap.vector(f.addr)?.map(|v| crate::embed::dot(q, &v)),
+                _ => None,
             };
             let (bm25_rank, dense_rank) = match mode {
                 Mode::Bm25 => (f.ranks[0], None),
@@ -951,6 +955,49 @@ mod tests {
             "t:d0",
             "chunk by chunk it does not"
         );
+    }
+
+    /// Found by a review: hits past the second stage's documents kept their cosine, and a
+    /// cosine over `min_similarity` made one evidence although the stage ranked it below
+    /// documents it judged irrelevant.
+    #[test]
+    fn hits_past_the_second_stage_are_not_evidence_by_their_cosine() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs: Vec<Vec<String>> = ["garage permit", "garage permit office", "garage hours"]
+            .iter()
+            .map(|t| vec![t.to_string()])
+            .collect();
+        let index = index_of(dir.path(), &docs);
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let cfg = RetrievalConfig {
+            rerank_depth: 1,
+            ..RetrievalConfig::default()
+        };
+        let hits = retriever(&index, cfg)
+            .search(
+                &scope,
+                "garage permit",
+                Mode::Hybrid,
+                &SearchFilter::default(),
+                3,
+            )
+            .unwrap();
+        assert_eq!(hits.len(), 3);
+        assert!(hits[0].relevance.is_some(), "{:?}", hits[0]);
+        let everything = crate::answer::AnswerConfig {
+            min_relevance: 0.5,
+            support_ratio: 0.5,
+            other_document_ratio: 0.0,
+            min_similarity: -1.0,
+            max_sentences: 2,
+            max_passages: 5,
+            passages_per_document: 1,
+            min_sentence_similarity: None,
+        };
+        for h in &hits[1..] {
+            assert_eq!((h.relevance, h.similarity), (None, None), "{h:?}");
+            assert!(!crate::answer::is_evidence(h, &everything));
+        }
     }
 
     #[test]

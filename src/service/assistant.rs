@@ -212,6 +212,9 @@ struct Events {
     /// Why the answer failed after it had started: the stream's last item, so that a client
     /// never takes a stream cut short for a whole answer.
     failed: Option<tokio::sync::oneshot::Receiver<Status>>,
+    /// Whether the final event went out: a stream that ends without it and without a failure
+    /// (the answering task panicked) ends with an error, not with a plain end.
+    finished: bool,
     _guard: BudgetGuard,
 }
 
@@ -225,12 +228,19 @@ impl Stream for Events {
         use std::task::Poll;
         match self.rx.poll_recv(cx) {
             Poll::Ready(None) => {}
-            other => return other.map(|e| e.map(|e| Ok(event(e)))),
+            Poll::Ready(Some(e)) => {
+                self.finished |= matches!(e, AskEvent::Final(_));
+                return Poll::Ready(Some(Ok(event(e))));
+            }
+            Poll::Pending => return Poll::Pending,
         }
         // The answering task has ended (its sender is dropped), after it put its failure, if
         // any, in the oneshot.
         match self.failed.take().map(|mut f| f.try_recv()) {
             Some(Ok(status)) => Poll::Ready(Some(Err(status))),
+            Some(Err(_)) if !self.finished => Poll::Ready(Some(Err(Status::internal(
+                "the answer ended without its final event",
+            )))),
             _ => Poll::Ready(None),
         }
     }
@@ -271,13 +281,23 @@ impl pb::assistant_server::Assistant for AssistantService {
         // The answer runs on a task of its own, streaming to a receiver this handler holds: a
         // client that cancels drops the handler, and with it the receiver, which stops the
         // model call at once and still records what it spent (as for a left AskStream).
+        // The audit record is written there too: an answer a cancelled call leaves behind is
+        // still stored as a turn the caller can read back, and must be audited with it.
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let o =
-            tokio::spawn(async move { prepared.run(Some(&tx), Delivery::Whole, started).await })
-                .await
-                .map_err(ServiceError::internal)?
-                .map_err(ServiceError::from)?;
-        self.audit_ask("Ask", &caller, &req.get_ref().question, &o);
+        let svc = AssistantService {
+            state: self.state.clone(),
+        };
+        let (who, question) = (caller.clone(), req.get_ref().question.clone());
+        let o = tokio::spawn(async move {
+            let o = prepared.run(Some(&tx), Delivery::Whole, started).await;
+            if let Ok(o) = &o {
+                svc.audit_ask("Ask", &who, &question, o);
+            }
+            o
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::from)?;
         Ok(Response::new(convert::answer(&o)))
     }
 
@@ -333,6 +353,7 @@ impl pb::assistant_server::Assistant for AssistantService {
         Ok(Response::new(Box::pin(Events {
             rx,
             failed: Some(failed),
+            finished: false,
             _guard: guard,
         })))
     }
@@ -587,6 +608,7 @@ mod tests {
         let e = Events {
             rx,
             failed: Some(failed),
+            finished: false,
             _guard: guard,
         };
         (e, tx)
@@ -605,7 +627,32 @@ mod tests {
         assert!(e.next().await.is_none());
 
         let (mut e, tx) = events(None);
+        let outcome = crate::assistant::AskOutcome {
+            answer: crate::answer::Answer::no_answer(),
+            uncited: Vec::new(),
+            evidence_keys: Vec::new(),
+            verdicts: Vec::new(),
+            details: Default::default(),
+        };
+        tx.send(AskEvent::Final(Box::new(outcome))).unwrap();
         drop(tx);
-        assert!(e.next().await.is_none(), "no failure: a plain end");
+        assert!(matches!(e.next().await, Some(Ok(_))));
+        assert!(
+            e.next().await.is_none(),
+            "a final event, no failure: a plain end"
+        );
+    }
+
+    /// Found by a review: a panic in the answering task dropped both senders, and the stream
+    /// ended as if whole, without its final event.
+    #[tokio::test]
+    async fn a_stream_that_ends_without_its_final_event_ends_with_an_error() {
+        let (mut e, tx) = events(None);
+        tx.send(AskEvent::Citations(Vec::new())).unwrap();
+        drop(tx);
+        assert!(matches!(e.next().await, Some(Ok(_))));
+        let last = e.next().await.expect("an error item").unwrap_err();
+        assert_eq!(last.code(), tonic::Code::Internal);
+        assert!(e.next().await.is_none());
     }
 }

@@ -597,6 +597,13 @@ async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
     asked.abort();
     let hana = usage_of(&d, "hana", 1).await;
     assert!(hana.prompt_tokens > 0, "{hana:?}");
+    // What the call answered before it was left is audited (found by a review: the audit ran
+    // in the dropped handler).
+    eventually(10, "the cancelled Ask is audited", || {
+        let env = &env;
+        async move { env.audit_records().iter().any(|r| r["method"] == "Ask") }
+    })
+    .await;
     fake.set(Script::Write(vec!["{p1} [1].".into()]));
     let r = tokio::time::timeout(
         Duration::from_secs(15),
