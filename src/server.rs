@@ -318,7 +318,8 @@ pub async fn start_with(
                 connectors = ?pending,
                 "query role: these connectors report group memberships on the ingest node only; \
                  this node withholds every document with a deny entry. Give it the group \
-                 database as an identity source (format = \"group_file\") and set \
+                 database as an identity source (format = \"group_file\", with its \
+                 passwd file as passwd) and set \
                  report_memberships = false in its config"
             );
         }

@@ -115,6 +115,8 @@ impl Default for RawAuth {
 pub struct RawIdentitySource {
     pub format: String,
     pub path: String,
+    #[serde(default)]
+    pub passwd: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,10 +55,19 @@ pub(super) fn sources(
     raw.iter()
         .enumerate()
         .filter_map(|(i, s)| match SourceFormat::parse(&s.format) {
-            Some(format) => Some(IdentitySource {
-                format,
-                path: resolve(base, &s.path),
-            }),
+            Some(format) => {
+                if s.passwd.is_some() && format != SourceFormat::GroupFile {
+                    is.add(
+                        format!("identity_sources[{i}].passwd"),
+                        "only a \"group_file\" source reads a passwd file".to_string(),
+                    );
+                }
+                Some(IdentitySource {
+                    format,
+                    passwd: s.passwd.as_deref().map(|p| resolve(base, p)),
+                    path: resolve(base, &s.path),
+                })
+            }
             None => {
                 is.add(
                     format!("identity_sources[{i}].format"),

@@ -41,6 +41,10 @@ impl SourceFormat {
 pub struct IdentitySource {
     pub format: SourceFormat,
     pub path: PathBuf,
+    /// `group_file` only: the passwd file whose primary groups (its fourth field) count as
+    /// memberships too. `/etc/group` lists no one in a user's primary group, so a POSIX group
+    /// deny would miss its primary members without it.
+    pub passwd: Option<PathBuf>,
 }
 
 /// Where identity data came from (for error messages and the merge order).
@@ -245,8 +249,12 @@ pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
 fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, String> {
     let text =
         std::fs::read_to_string(&src.path).map_err(|e| format!("{}: {e}", src.path.display()))?;
+    let passwd = match &src.passwd {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
     let r = match src.format {
-        SourceFormat::GroupFile => group_file(&text),
+        SourceFormat::GroupFile => group_file(&text, passwd.as_deref()),
         SourceFormat::Json => json(&text),
         SourceFormat::Csv => csv_export(&text),
     };
@@ -258,11 +266,13 @@ fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, String> {
     Ok(l)
 }
 
-fn group_file(text: &str) -> Result<Loaded, String> {
+fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
     // Member name → (first line, groups).
     let mut members: HashMap<String, (usize, Vec<String>)> = HashMap::new();
     let mut out = Loaded::file();
     out.members_only = true;
+    // gid → the group's name, for the passwd file's primary groups.
+    let mut by_gid: HashMap<&str, &str> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -280,6 +290,7 @@ fn group_file(text: &str) -> Result<Loaded, String> {
             member_of: Vec::new(),
             reported: false,
         });
+        by_gid.insert(fields[2].trim(), fields[0]);
         for m in fields[3]
             .split(',')
             .map(str::trim)
@@ -293,6 +304,23 @@ fn group_file(text: &str) -> Result<Loaded, String> {
                 .or_insert_with(|| (n + 1, Vec::new()))
                 .1
                 .push(fields[0].to_string());
+        }
+    }
+    // Primary groups: name:password:uid:gid:... Lines naming a gid the group file does not,
+    // or a name that could not be an identity (a system account), add nothing.
+    for (n, line) in passwd.unwrap_or_default().lines().enumerate() {
+        let fields: Vec<&str> = line.trim().split(':').collect();
+        if line.trim_start().starts_with('#') || fields.len() < 4 || !person_id_ok(fields[0]) {
+            continue;
+        }
+        if let Some(group) = by_gid.get(fields[3].trim()) {
+            let groups = &mut members
+                .entry(fields[0].to_string())
+                .or_insert_with(|| (n + 1, Vec::new()))
+                .1;
+            if !groups.iter().any(|g| g == group) {
+                groups.push(group.to_string());
+            }
         }
     }
     let mut users: Vec<_> = members.into_iter().collect();
@@ -634,11 +662,35 @@ pub fn paths(sources: &[IdentitySource]) -> Vec<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn group_of(text: &str) -> Result<Loaded, String> {
+        group_file(text, None)
+    }
+
+    /// Found by a review: `/etc/group` lists no one in a user's primary group, so a query node
+    /// reading only it missed those memberships, and a POSIX group deny with them.
+    #[test]
+    fn a_group_file_with_its_passwd_counts_primary_groups() {
+        let passwd = "# users\nbob:x:1002:50::/home/bob:/bin/sh\nalice:x:1001:60::/:/bin/sh\n\
+                      svc:x:999:77::/:/bin/false\n";
+        let gf = group_file("staff:x:50:\nhr:x:60:alice\n", Some(passwd)).unwrap();
+        let groups = |id: &str| {
+            gf.identities
+                .iter()
+                .find(|e| e.spec.id == id)
+                .map(|e| e.spec.groups.clone())
+        };
+        assert_eq!(groups("bob"), Some(vec!["staff".to_string()]));
+        assert_eq!(groups("alice"), Some(vec!["hr".to_string()]), "once");
+        assert_eq!(groups("svc"), None, "a gid the group file does not name");
+        let without = group_of("staff:x:50:\nhr:x:60:alice\n").unwrap();
+        assert!(!without.identities.iter().any(|e| e.spec.id == "bob"));
+    }
     use crate::identity::IdentityStore;
 
     #[test]
     fn group_file_json_and_csv_merge_onto_configured_identities() {
-        let gf = group_file("# comment\nhr:x:1002:alice,bob\n\nops:x:1003:bob\n").unwrap();
+        let gf = group_of("# comment\nhr:x:1002:alice,bob\n\nops:x:1003:bob\n").unwrap();
         let js = json(
             r#"{"users":[{"id":"carol","aliases":["U024BE7LH"],"groups":["ops"]}],
                 "groups":[{"id":"ops","member_of":["staff"]}]}"#,
@@ -682,19 +734,19 @@ mod tests {
                 .contains("record 1")
         );
         assert!(
-            group_file("hr:x:1002:alice,everyone\n")
+            group_of("hr:x:1002:alice,everyone\n")
                 .unwrap_err()
                 .contains("line 1")
         );
         // A group may be called so: its principal is `group:everyone`, no audience's id.
-        assert!(group_file("everyone:x:1002:alice\n").is_ok());
+        assert!(group_of("everyone:x:1002:alice\n").is_ok());
     }
 
     #[test]
     fn malformed_files_name_the_line() {
-        assert!(group_file("hr:x:1002\n").unwrap_err().contains("line 1"));
+        assert!(group_of("hr:x:1002\n").unwrap_err().contains("line 1"));
         assert!(
-            group_file("ok:x:1:a\nbad line\n")
+            group_of("ok:x:1:a\nbad line\n")
                 .unwrap_err()
                 .contains("line 2")
         );
@@ -887,7 +939,7 @@ mod tests {
     fn entries_naming_an_identity_by_id_or_alias_enrich_it_in_any_source_order() {
         // The group file names carol by the alias a later JSON file gives her, and alice by her
         // configured alias: both enrich, nothing is a new identity or a conflict.
-        let gf = group_file("hr:x:1:posix-carol,alice@corp.example\n").unwrap();
+        let gf = group_of("hr:x:1:posix-carol,alice@corp.example\n").unwrap();
         let js = json(r#"{"users":[{"id":"carol","aliases":["posix-carol"],"groups":["ops"]}]}"#)
             .unwrap();
         let (ids, groups) = merge(
