@@ -851,6 +851,9 @@ impl Assistant {
         // found" for the extractive answerer, and so for every answerer: one decision. Without
         // evidence at all the answerers say so themselves.
         let Some(lead) = answer::lead_sentence(query, &evidence, &terms, &analyze, cfg) else {
+            if !evidence.is_empty() {
+                self.metrics.guardrail("sentence_check", "not_found", 1);
+            }
             return Ok(evidence.is_empty());
         };
         let v = self

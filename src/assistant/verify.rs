@@ -184,10 +184,14 @@ impl<'a> Verifier<'a> {
             }
         }
         // Every answerer's sentences, the extractive answerer's passage sentences included:
-        // a passage's own footnote numbers would read as Docent's citations.
+        // a passage's own footnote numbers would read as Docent's citations. A passage's
+        // sentence is still checked as the passage writes it (taking "推計される[2]が" out
+        // joins two runs of letters the passage does not hold joined).
+        let as_written = (!self.generated).then(|| text.clone());
         if let Some(unnumbered) = strip_footnotes(&text) {
             text = unnumbered;
         }
+        let grounded = as_written.as_deref().unwrap_or(&text).to_string();
         if !text.chars().any(char::is_alphanumeric) || self.generated && claims_nothing(&text) {
             return None;
         }
@@ -231,13 +235,15 @@ impl<'a> Verifier<'a> {
             .map(|&i| self.passages[i].chunk.text.as_str())
             .collect();
         let mut support: Vec<usize> = Vec::new();
-        if !cited.is_empty() && self.guardrails.supports(&text, &texts, analyze) {
+        if !cited.is_empty() && self.guardrails.supports(&grounded, &texts, analyze) {
             // Keep the cited passages that support the sentence on their own; when only
             // their union does, all of them.
             support = cited
                 .iter()
                 .copied()
-                .filter(|&i| support_fraction(&text, &self.passages[i].chunk.text, analyze) >= min)
+                .filter(|&i| {
+                    support_fraction(&grounded, &self.passages[i].chunk.text, analyze) >= min
+                })
                 .collect();
             if support.is_empty() {
                 support = cited;
@@ -249,7 +255,7 @@ impl<'a> Verifier<'a> {
                 if !self.may_read(i) {
                     continue;
                 }
-                let f = support_fraction(&text, &self.passages[i].chunk.text, analyze);
+                let f = support_fraction(&grounded, &self.passages[i].chunk.text, analyze);
                 if f > best.map_or(0.0, |b| b.1) {
                     best = Some((i, f));
                 }
@@ -483,11 +489,12 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
             // Contractors get an allowance [1]." was one claim, the unsupported second
             // sentence riding on the support of the first).
             let mut j = i + wide.map_or(1, |p| p.len());
-            j += s[j..]
+            let closers = s[j..]
                 .chars()
                 .take_while(|c| CLOSERS.contains(c))
                 .map(char::len_utf8)
                 .sum::<usize>();
+            j += closers;
             // Markers may follow: "… level two. [1] Next", "… level two.** [1] Next".
             let mut markers = 0;
             loop {
@@ -515,7 +522,14 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
                     // Not the end of a decimal or an abbreviation-like "e.g." inside words.
                     let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
                     let next_digit = b.get(j + 1).is_some_and(u8::is_ascii_digit);
-                    if !(prev_digit && next_digit) {
+                    // After a closing bracket or quote, a lowercase word goes on the same
+                    // sentence: "(ID, passport, etc.) to the office" (found by a review).
+                    let next = s[skip_spaces(b, j)..].chars().next();
+                    if closers > 0 && next.is_none() {
+                        return Err(i); // the next piece tells
+                    }
+                    let goes_on = closers > 0 && next.is_some_and(char::is_lowercase);
+                    if !(goes_on || prev_digit && next_digit) {
                         return Ok(j);
                     }
                 }
@@ -723,17 +737,16 @@ pub fn strip_links(text: &str, passages: &[Hit]) -> (String, u32) {
 
 /// Footnote numbers that are not Docent's markers: a passage's own (`[2]`, `[2, 3]`, as
 /// MediaWiki writes them), Markdown footnotes (`[^2]`), and the markers other tools write
-/// (`[Passage 2]`, `【2】`, `【4:0†source】`, `［2］`), with the whitespace before them.
+/// (`[Passage 2]`, `【2】`, `【4:0†source】`, `［2］`); [`strip_footnotes`] takes out those it may.
 static FOOTNOTE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)
-        \s*
-        (?: \[ \s* (?: \^ [-\w]{1,24}
+        (?P<square> \[ \s* (?: \^ [-\w]{1,24}
                    | (?: (?:passages?|sources?|refs?|notes?) \s* )? [1-9]\d{0,2} (?: \s* [-,;–] \s* [1-9]\d{0,2} )* )
-            \s* \]
+            \s* \] )
           | 【 \s* (?: (?:passages?|sources?) \s* )? [1-9]\d{0,2} (?: \s* [-,;:–] \s* \d{1,3} )*
             (?: † [^】]{0,40} )? \s* 】
-          | ［ \s* [1-9]\d{0,2} (?: \s* [-,;–] \s* [1-9]\d{0,2} )* \s* ］ )",
+          | ［ \s* [1-9]\d{0,2} (?: \s* [-,;–] \s* [1-9]\d{0,2} )* \s* ］",
     )
     .expect("a valid footnote pattern")
 });
@@ -743,12 +756,31 @@ static FOOTNOTE: LazyLock<Regex> = LazyLock::new(|| {
 /// ("Parking is free[2] for staff") survives into an extractive sentence, copied as it is,
 /// and into a model's, and would point at whatever Docent cites second. Docent's own markers
 /// are parsed out of a model's text before ([`parse_draft`]); an extractive sentence's
-/// citations are never in its text. Numbers start at 1: `[0, 1]` is an interval, not a note.
+/// citations are never in its text. Square brackets count only attached to what precedes them
+/// (`free[2]`, `free.[2]`) or opening the text: after a space they may be the sentence's own
+/// words ("press [1] for HR", "in [1, 10]"). Numbers start at 1: `[0, 1]` is an interval. The
+/// lenticular and full-width forms are citation markup wherever they stand.
 fn strip_footnotes(text: &str) -> Option<String> {
-    match FOOTNOTE.replace_all(text, "") {
-        std::borrow::Cow::Borrowed(_) => None,
-        std::borrow::Cow::Owned(s) => Some(s.trim().to_string()),
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for m in FOOTNOTE.captures_iter(text) {
+        let whole = m.get(0).expect("the whole match");
+        let attached = whole.start() == 0
+            || !text[..whole.start()]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_whitespace);
+        if m.name("square").is_some() && !attached {
+            continue;
+        }
+        out.push_str(text[last..whole.start()].trim_end());
+        last = whole.end();
     }
+    if last == 0 && out.is_empty() {
+        return None;
+    }
+    out.push_str(&text[last..]);
+    Some(crate::parse::collapse_ws(out.trim()))
 }
 
 /// Whether a drafted sentence claims nothing: a question (the question echoed back), or the
@@ -1294,11 +1326,11 @@ mod tests {
         }
         for (with, without) in [
             (
-                "Leave is 20 days [2, 3] per year.",
+                "Leave is 20 days[2, 3] per year.",
                 "Leave is 20 days per year.",
             ),
             ("Leave is 20 days[^2].", "Leave is 20 days."),
-            ("Leave is 20 days [Passage 2].", "Leave is 20 days."),
+            ("Leave is 20 days.[Passage 2]", "Leave is 20 days."),
             ("年假为二十天【2】。", "年假为二十天。"),
             (
                 "Leave is 20 days \u{3010}4:0\u{2020}source\u{3011}.",
@@ -1313,9 +1345,27 @@ mod tests {
             "Use form [A] from 2024.",
             "Bands are 80-95k.",
             "Scores lie in [0, 1].",
+            // After a space, brackets may be the sentence's own words (found by a review).
+            "Dial 9, then press [1] for HR.",
+            "Scores lie in [1, 10].",
         ] {
             assert!(strip_footnotes(unchanged).is_none(), "{unchanged}");
         }
+    }
+
+    /// An abbreviation closed by a bracket does not end its sentence when a lowercase word
+    /// follows (found by a review of the closing-marks change).
+    #[test]
+    fn an_abbreviation_inside_brackets_does_not_end_the_sentence() {
+        let d = crate::assistant::llm::drafts(
+            "Bring (ID, passport, etc.) to the office [1]. **Parking is free.** Contractors pay.",
+        );
+        let texts: Vec<&str> = d.iter().map(|d| d.text.trim()).collect();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(
+            texts[0].starts_with("Bring (ID") && texts[0].contains("office"),
+            "{texts:?}"
+        );
     }
 
     /// Found by a review: reference-style Markdown was not read as links. A model could write a

@@ -872,10 +872,10 @@ fn contains_words(hay: &str, needle: &str) -> bool {
     })
 }
 
-/// English number words and their values ("one" is left out: "no one", "one of them" state
-/// no number).
-const NUMBER_WORDS: &[(&str, u32)] = &[
+/// English number words and their values.
+const NUMBER_WORDS: &[(&str, u64)] = &[
     ("zero", 0),
+    ("one", 1),
     ("two", 2),
     ("three", 3),
     ("four", 4),
@@ -904,38 +904,64 @@ const NUMBER_WORDS: &[(&str, u32)] = &[
     ("ninety", 90),
 ];
 
-/// The numbers `text` writes in words ("forty" → "40", "twenty-five" and "twenty five" →
-/// "25"), so that a sentence cannot change a number by spelling it out.
+/// Words that multiply the number before them.
+const SCALE_WORDS: &[(&str, u64)] = &[
+    ("hundred", 100),
+    ("thousand", 1_000),
+    ("million", 1_000_000),
+    ("billion", 1_000_000_000),
+];
+
+/// The numbers `text` writes in words, each run of number words read as one number ("forty" →
+/// 40, "twenty-five" and "twenty five" → 25, "one hundred and twenty" → 120, "twenty
+/// thousand" → 20000), so that a sentence cannot change a number by spelling it out. "one"
+/// alone states no number ("no one", "one of them").
 fn number_words(text: &str, out: &mut BTreeSet<String>) {
-    let value = |w: &str| {
-        NUMBER_WORDS
+    let find = |table: &[(&str, u64)], w: &str| {
+        table
             .iter()
             .find(|(name, _)| w.eq_ignore_ascii_case(name))
             .map(|&(_, v)| v)
     };
-    let mut tens: Option<u32> = None;
-    for w in text.split(|c: char| !c.is_alphanumeric()) {
-        if w.is_empty() {
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut i = 0;
+    while i < words.len() {
+        if find(NUMBER_WORDS, words[i]).is_none() && find(SCALE_WORDS, words[i]).is_none() {
+            i += 1;
             continue;
         }
-        match (tens, value(w)) {
-            (Some(t), Some(u)) if u < 10 && u > 0 => {
-                out.insert((t + u).to_string());
-                tens = None;
-            }
-            (t, v) => {
-                if let Some(t) = t {
-                    out.insert(t.to_string());
+        // One run: number and scale words, "and" between two of them.
+        let (mut total, mut current, mut n) = (0u64, 0u64, 0usize);
+        while i < words.len() {
+            let w = words[i];
+            if let Some(v) = find(NUMBER_WORDS, w) {
+                current = current.saturating_add(v);
+            } else if let Some(scale) = find(SCALE_WORDS, w) {
+                if scale == 100 {
+                    current = current.max(1).saturating_mul(100);
+                } else {
+                    total = total.saturating_add(current.max(1).saturating_mul(scale));
+                    current = 0;
                 }
-                tens = v.filter(|v| *v >= 20);
-                if let Some(v) = v.filter(|v| *v < 20) {
-                    out.insert(v.to_string());
-                }
+            } else if w.eq_ignore_ascii_case("and")
+                && n > 0
+                && words.get(i + 1).is_some_and(|next| {
+                    find(NUMBER_WORDS, next).is_some() || find(SCALE_WORDS, next).is_some()
+                })
+            {
+            } else {
+                break;
             }
+            n += 1;
+            i += 1;
         }
-    }
-    if let Some(t) = tens {
-        out.insert(t.to_string());
+        let lone_one = n == 1 && total == 0 && current == 1;
+        if !lone_one {
+            out.insert(total.saturating_add(current).to_string());
+        }
     }
 }
 
@@ -1362,6 +1388,8 @@ mod tests {
             // Found by a review: a number spelled out, or in full-width digits, was not read.
             ("Employees get forty vacation days per year.", false),
             ("Employees get twenty-five vacation days per year.", true),
+            ("Employees get twenty-one vacation days per year.", false),
+            ("Employees get twenty five vacation days per year.", true),
             (
                 "Employees get \u{ff14}\u{ff10} vacation days per year.",
                 false,
@@ -1394,6 +1422,26 @@ mod tests {
         assert!(!supported(invented, &[leave], 0.6, &as_indexed));
         assert!(support_fraction(invented, leave, &as_indexed) < 0.6);
         assert!(supported(invented, &[invented], 0.6, &as_indexed), "quoted");
+        // A passage's number in words is read whole: "twenty thousand" is not 20.
+        let limit = "The travel limit is twenty thousand EUR.";
+        assert!(!supported(
+            "The travel limit is 20 EUR.",
+            &[limit],
+            0.6,
+            &analyze
+        ));
+        assert!(supported(
+            "The travel limit is 20000 EUR.",
+            &[limit],
+            0.6,
+            &analyze
+        ));
+        let mut n = BTreeSet::new();
+        number_words(
+            "one hundred and twenty people, no one else, one of them",
+            &mut n,
+        );
+        assert_eq!(n, BTreeSet::from(["120".to_string()]));
         // Thousands separators are read as the same number.
         assert!(supported(
             "The limit is 1500 EUR.",

@@ -307,7 +307,8 @@ fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
         }
     }
     // Primary groups: name:password:uid:gid:... Lines naming a gid the group file does not,
-    // or a name that could not be an identity (a system account), add nothing.
+    // or a name that is not a valid identity name, add nothing; like the group file's own
+    // members, these only add groups to identities known elsewhere (`members_only`).
     for (n, line) in passwd.unwrap_or_default().lines().enumerate() {
         let fields: Vec<&str> = line.trim().split(':').collect();
         if line.trim_start().starts_with('#') || fields.len() < 4 || !person_id_ok(fields[0]) {

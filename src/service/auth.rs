@@ -162,9 +162,9 @@ impl tonic::service::Interceptor for AuthInterceptor {
 
 /// A certificate's names in mapping order: SAN e-mail addresses, SAN DNS names, SAN URIs; the
 /// subject common name only when the certificate has no subject alternative name at all (as
-/// RFC 6125 reads names: a CA's name constraints bind SANs, not the CN, so a sub-CA limited to
-/// `@partner.example` could otherwise issue a CN of `alice`). An unparsable certificate has
-/// none (and so maps to nobody).
+/// RFC 6125 reads names: a certificate naming `mallory@partner.example` in a SAN is not also
+/// taken for the `alice` its CN may say). An unparsable certificate has none (and so maps to
+/// nobody).
 pub fn cert_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {

@@ -226,6 +226,15 @@ fn validate(
             "no principal may read this document (the ACL allows nobody); it is not indexed".into(),
         ));
     }
+    // The index stores each deny entry with its folded form ([`Acl::stored_deny`]): counted
+    // as stored, so that what is accepted here fits any backend's limit.
+    let stored = acl.allow.len() + acl.stored_deny().len();
+    if stored > MAX_ACL_ENTRIES {
+        return Err(reject(format!(
+            "{stored} ACL entries as stored (a deny entry that is not lowercase counts twice: \
+             it is stored with its lowercase form); at most {MAX_ACL_ENTRIES}"
+        )));
+    }
     if let Some(grantable) = &src.config.grantable
         && let Some(p) = acl.allow.iter().find(|p| !grantable.contains(p))
     {

@@ -435,7 +435,7 @@ scopes = ["query"]
         // Longer than any name: refused before it is looked up or logged.
         (
             ALICE,
-            &"x".repeat(100_000),
+            &"x".repeat(10_000),
             Code::InvalidArgument,
             "ON_BEHALF_OF_TOO_LONG",
         ),

@@ -75,22 +75,46 @@ pub fn fold_token(token: &str) -> String {
 }
 
 fn fold_id(id: &str) -> String {
-    // Lowercasing can leave a string that is not normalised again (it may decompose). NFKC
-    // turns a few letters into a space and a mark (¨ is U+0020 U+0308); the folded id must
-    // still read back as a principal, so whitespace is dropped (on both sides alike).
-    let folded: String = id
-        .nfkc()
-        .collect::<String>()
-        .to_lowercase()
-        .nfc()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    match folded.is_empty() {
-        true => id.to_lowercase(),
-        false => folded,
+    // ASCII is its own NFKC form: lowercase it and be done (the common case, on every check).
+    if id.is_ascii() {
+        let folded: String = id
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        return if folded.is_empty() {
+            id.to_ascii_lowercase()
+        } else {
+            folded
+        };
+    }
+    // NFKC, lowercase, without whitespace (NFKC turns a few letters into a space and a mark:
+    // ¨ is U+0020 U+0308, and the folded id must still read back as a principal), until
+    // nothing changes: each step can undo another's normal form (a mark left after a dropped
+    // space composes with the letter before it), and folding must be idempotent, or a folded
+    // entry read back from an index would fold again to something else.
+    let mut folded = id.to_string();
+    for _ in 0..4 {
+        let next: String = folded
+            .nfkc()
+            .collect::<String>()
+            .to_lowercase()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .nfkc()
+            .collect();
+        if next == folded {
+            break;
+        }
+        folded = next;
+    }
+    if folded.is_empty() {
+        id.to_lowercase()
+    } else {
+        folded
     }
 }
-
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.token())
@@ -340,6 +364,22 @@ mod tests {
         // NFKC gives ¨ a space; the folded token still reads back as a principal.
         let p = Principal::user("a\u{a8}b");
         assert_eq!(p.folded_token().parse::<Principal>(), Ok(p.folded()));
+        // Folding is idempotent (found by a review: a mark left after the dropped space
+        // composed only when folded again).
+        for id in [
+            "a\u{a8}b",
+            "İstanbul",
+            "ΟΔΟΣ",
+            "Straße",
+            "ＢＯＢ",
+            "jose\u{301}",
+            "ǅ",
+            "ﬁle",
+        ] {
+            let once = Principal::user(id).folded();
+            assert_eq!(once.folded(), once, "{id}");
+        }
+        assert_eq!(fold_token("user:a\u{a8}b"), "user:\u{e4}b");
     }
 
     #[test]
