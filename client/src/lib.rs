@@ -533,9 +533,23 @@ impl Client {
         Ok(())
     }
 
+    /// The first page of conversations (the 50 most recently updated); see
+    /// [`Client::list_conversations_page`] for the rest.
     pub async fn list_conversations(&self) -> Result<pb::ListConversationsResponse, Error> {
+        self.list_conversations_page(0, "").await
+    }
+
+    /// One page of conversations, most recently updated first: `page_size` of them (0: 50; at
+    /// most 200) after `page_token` (a response's `next_page_token`; empty for the first).
+    pub async fn list_conversations_page(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<pb::ListConversationsResponse, Error> {
         let req = pb::ListConversationsRequest {
             on_behalf_of: self.on_behalf_of.clone(),
+            page_size,
+            page_token: page_token.to_string(),
         };
         Ok(self
             .assistant()

@@ -324,6 +324,18 @@ const EVIDENCE_PASSAGES: usize = 10;
 /// the rewrite uses at most the last three questions).
 const EARLIER_TURNS_READ: usize = 8;
 
+/// Conversations per ListConversations page by default, and at most.
+pub const CONVERSATION_PAGE: usize = 50;
+pub const MAX_CONVERSATION_PAGE: usize = 200;
+
+/// The position a page token names: the last listed conversation's update time and id;
+/// `None` for a token this daemon would not give.
+pub fn page_position(token: &str) -> Option<(i64, &str)> {
+    let (ms, id) = token.split_once(':')?;
+    let ok = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    Some((ms.parse().ok()?, id)).filter(|_| ok)
+}
+
 /// The most turns one conversation holds (reading one back, and its storage, stay bounded).
 pub const MAX_CONVERSATION_TURNS: u32 = 1000;
 
@@ -1739,16 +1751,37 @@ impl Assistant {
         Ok((c, turns))
     }
 
+    /// One page of the caller's conversations, most recently updated first, after the position
+    /// of a page token ([`page_position`]), and the token of the next page (`None` on the
+    /// last). `page_size` 0 means [`CONVERSATION_PAGE`]; at most
+    /// [`MAX_CONVERSATION_PAGE`]. Only the page's titles are redacted.
     pub fn conversations(
         &self,
         caller: &Caller,
-    ) -> Result<Vec<store::ConversationRecord>, AssistantError> {
+        page_size: usize,
+        after: Option<(i64, &str)>,
+    ) -> Result<(Vec<store::ConversationRecord>, Option<String>), AssistantError> {
         let scope = authorize(caller)?;
-        let mut list = self.store_or_err()?.list(caller.user_id())?;
-        for c in &mut list {
+        let size = match page_size {
+            0 => CONVERSATION_PAGE,
+            n => n.min(MAX_CONVERSATION_PAGE),
+        };
+        let list = self.store_or_err()?.list(caller.user_id())?;
+        // The list's order: updated_ms descending, then id ascending.
+        let start = after.map_or(0, |(ms, id)| {
+            list.partition_point(|c| c.updated_ms > ms || c.updated_ms == ms && c.id.as_str() <= id)
+        });
+        let mut page: Vec<_> = list.into_iter().skip(start).take(size + 1).collect();
+        let next = (page.len() > size).then(|| {
+            page.truncate(size);
+            page.last()
+                .map(|c| format!("{}:{}", c.updated_ms, c.id))
+                .unwrap_or_default()
+        });
+        for c in &mut page {
             redact_title(&self.guardrails, scope.principal_set(), c);
         }
-        Ok(list)
+        Ok((page, next))
     }
 
     pub fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<(), AssistantError> {

@@ -128,6 +128,8 @@ pub struct Store {
     /// [`Store::usage_today`] and written with the next write that succeeds, so that a store
     /// refusing writes does not leave every token budget open (found by a review).
     unwritten: std::sync::Mutex<std::collections::HashMap<String, UsageCounts>>,
+    /// [`MAX_CONVERSATIONS_PER_OWNER`], lower in tests.
+    max_per_owner: usize,
 }
 
 fn turn_key(conv: &str, turn: u32) -> String {
@@ -143,6 +145,10 @@ fn parse<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
 }
 
 /// A new random conversation id (128 bits, hex).
+/// The most conversations one owner holds; a new one beyond replaces the least recently
+/// updated.
+pub const MAX_CONVERSATIONS_PER_OWNER: usize = 10_000;
+
 pub fn new_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("the OS random source works");
@@ -189,7 +195,15 @@ impl Store {
             db,
             failing: Default::default(),
             unwritten: Default::default(),
+            max_per_owner: MAX_CONVERSATIONS_PER_OWNER,
         })
+    }
+
+    /// The same store holding at most `n` conversations per owner (tests).
+    #[cfg(test)]
+    pub fn with_max_per_owner(mut self, n: usize) -> Self {
+        self.max_per_owner = n.max(1);
+        self
     }
 
     /// From now on every write fails, as on a full disk: lets tests see that an answer already
@@ -224,7 +238,17 @@ impl Store {
         Ok((c.owner == owner).then_some(c))
     }
 
+    /// Starts a conversation for `owner`. An owner holding [`MAX_CONVERSATIONS_PER_OWNER`]
+    /// already loses the least recently updated one first (an audience's, such as a Slack
+    /// channel's threads, grows with every thread; retention alone bounded it only in time).
     pub fn create(&self, owner: &str, title: &str) -> Result<ConversationRecord, StoreError> {
+        let held = self.count(owner)?;
+        if held >= self.max_per_owner {
+            let list = self.list(owner)?;
+            for old in list.iter().skip(self.max_per_owner - 1) {
+                self.remove(owner, &old.id, None)?;
+            }
+        }
         let now = now_ms();
         let c = ConversationRecord {
             id: new_id(),
@@ -324,6 +348,14 @@ impl Store {
             .map_err(err)?
             .map(|v| parse(v.value()))
             .transpose()
+    }
+
+    /// How many conversations `owner` holds (index entries).
+    fn count(&self, owner: &str) -> Result<usize, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let idx = tx.open_table(BY_OWNER).map_err(err)?;
+        let (lo, hi) = (format!("{owner}\0"), format!("{owner}\u{1}"));
+        Ok(idx.range(lo.as_str()..hi.as_str()).map_err(err)?.count())
     }
 
     /// `owner`'s conversations, most recently updated first.
@@ -563,6 +595,38 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a review: an owner's conversations were bounded only by retention, and every
+    /// ListConversations read (and redacted) all of them.
+    #[test]
+    fn an_owner_past_the_limit_loses_the_least_recently_updated_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"))
+            .unwrap()
+            .with_max_per_owner(3);
+        let ids: Vec<String> = (0..3)
+            .map(|i| {
+                let c = store.create("everyone", &format!("q{i}")).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                c.id
+            })
+            .collect();
+        // The first is touched last: the second is now the least recently updated.
+        let turn = turn("q");
+        store.append("everyone", &ids[0], &turn).unwrap();
+        store.create("everyone", "q3").unwrap();
+        let left: Vec<String> = store
+            .list("everyone")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(!left.contains(&ids[1]), "{left:?}");
+        assert!(left.contains(&ids[0]) && left.contains(&ids[2]));
+        assert!(store.create("alice", "mine").is_ok(), "per owner");
+        assert_eq!(store.list("alice").unwrap().len(), 1);
+    }
 
     fn turn(q: &str) -> TurnRecord {
         TurnRecord {

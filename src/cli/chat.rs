@@ -387,13 +387,26 @@ pub async fn conversations(
     let obo = on_behalf_of.unwrap_or_default();
     match cmd {
         ConversationsCmd::List => {
-            let r = client
-                .list_conversations(request(
-                    conn,
-                    pb::ListConversationsRequest { on_behalf_of: obo },
-                )?)
-                .await?
-                .into_inner();
+            // Every page, most recently updated first.
+            let mut r = pb::ListConversationsResponse::default();
+            loop {
+                let page = client
+                    .list_conversations(request(
+                        conn,
+                        pb::ListConversationsRequest {
+                            on_behalf_of: obo.clone(),
+                            page_size: 200,
+                            page_token: std::mem::take(&mut r.next_page_token),
+                        },
+                    )?)
+                    .await?
+                    .into_inner();
+                r.conversations.extend(page.conversations);
+                r.next_page_token = page.next_page_token;
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+            }
             if as_json {
                 let v: Vec<_> = r
                     .conversations

@@ -447,15 +447,28 @@ impl pb::assistant_server::Assistant for AssistantService {
         req: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let r = req.into_inner();
+        if !r.page_token.is_empty() && crate::assistant::page_position(&r.page_token).is_none() {
+            return Err(ServiceError::InvalidArgument {
+                reason: "INVALID_PAGE_TOKEN",
+                field: "page_token",
+                message: "not a token this daemon gave".into(),
+            }
+            .into());
+        }
         let st = self.state.clone();
         let c = caller.clone();
-        let list = tokio::task::spawn_blocking(move || st.assistant.conversations(&c))
-            .await
-            .map_err(ServiceError::internal)?
-            .map_err(ServiceError::from)?;
+        let (list, next) = tokio::task::spawn_blocking(move || {
+            let after = crate::assistant::page_position(&r.page_token);
+            st.assistant.conversations(&c, r.page_size as usize, after)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::from)?;
         self.state.record_ok("ListConversations", &caller, None);
         Ok(Response::new(pb::ListConversationsResponse {
             conversations: list.iter().map(convert::conversation_summary).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

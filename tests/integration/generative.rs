@@ -1401,3 +1401,61 @@ async fn evidence_without_a_sentence_is_not_found_by_either_answerer() {
     assert_eq!(fake.requests(), 0, "the model was not asked");
     d.stop().await;
 }
+
+/// Found by a review: ListConversations returned every conversation of its owner at once,
+/// each title redacted, however many there were. Pages now, most recently updated first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_are_listed_a_page_at_a_time() {
+    let env = Env::example();
+    let d = env.start().await;
+    let mut c = client(&d).await;
+    let mut ids = Vec::new();
+    for q in [
+        "How do I connect to the VPN?",
+        "When is the office closed?",
+        "How do I book a meeting room?",
+    ] {
+        let req = pb::AskRequest {
+            question: q.into(),
+            new_conversation: true,
+            ..Default::default()
+        };
+        let r = c.ask(authed(ALICE, req)).await.unwrap().into_inner();
+        ids.push(r.details.unwrap().conversation_id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let page = |size: u32, token: &str| pb::ListConversationsRequest {
+        page_size: size,
+        page_token: token.into(),
+        ..Default::default()
+    };
+    let first = c
+        .list_conversations(authed(ALICE, page(2, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<&str> = first
+        .conversations
+        .iter()
+        .map(|c| c.conversation_id.as_str())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    assert!(!first.next_page_token.is_empty());
+    let second = c
+        .list_conversations(authed(ALICE, page(2, &first.next_page_token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.conversations.len(), 1);
+    assert_eq!(second.conversations[0].conversation_id, ids[0]);
+    assert!(second.next_page_token.is_empty(), "the last page");
+    let e = c
+        .list_conversations(authed(ALICE, page(2, "not a token")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "INVALID_PAGE_TOKEN")
+    );
+    d.stop().await;
+}

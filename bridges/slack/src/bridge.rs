@@ -515,7 +515,13 @@ impl Bridge {
         if name.is_empty() || Audience::parse(name).is_some() {
             return Ok(false);
         }
-        match self.docent.act_as(name).list_conversations().await {
+        // One conversation is enough to tell: the call is what answers.
+        match self
+            .docent
+            .act_as(name)
+            .list_conversations_page(1, "")
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.reason() == Some(reasons::UNKNOWN_USER) => Ok(false),
             Err(e) if e.reason() == Some("NO_CONVERSATION_STORE") => Ok(true),
