@@ -58,7 +58,7 @@ api_key = "${{KEY}}"
 timeout_secs = 60
 [channels]
 default_audience = "everyone"
-audiences = {{ {STAFF_CHANNEL} = "group:staff" }}
+audiences = {{ {STAFF_CHANNEL} = "group:staff", C0EXPLICIT = "everyone" }}
 "#,
         slack.api_url()
     );
@@ -654,6 +654,69 @@ async fn a_channel_with_a_guest_gets_no_answer_from_the_default_audience() {
     .await;
     s.bridge.idle().await;
     assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
+/// Found by a review: a channel given `everyone` explicitly skipped the guest check that the
+/// same audience gets by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_given_everyone_explicitly_is_checked_for_guests_too() {
+    let s = setup().await;
+    s.slack.add_guest("U0GUEST", "C0EXPLICIT");
+    s.event(
+        "Ev70",
+        mention(
+            "U0ALICE",
+            "C0EXPLICIT",
+            "1700000070.000100",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked());
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
+/// Found by a review: a channel whose group the administrator chose was never checked for
+/// guests, who are no member of any group and would read what the group may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_a_chosen_groups_channel_ends_its_answers() {
+    let s = setup().await;
+    s.slack.add_guest("U0GUEST", STAFF_CHANNEL);
+    s.event(
+        "Ev72",
+        mention("U0HANA", STAFF_CHANNEL, "1700000072.000100", HR_QUESTION),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked());
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
+/// Found by a review: an account `users.list` showed deleted counted as a known employee, so a
+/// guest reactivated since the list was read was never asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_listed_as_deleted_is_looked_up_again() {
+    let s = setup().await;
+    s.slack.add_reactivated_guest("U0BACK", "C0BACK");
+    s.event(
+        "Ev71",
+        mention(
+            "U0ALICE",
+            "C0BACK",
+            "1700000071.000100",
+            "How do I connect to the VPN?",
+        ),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
     assert_eq!(s.refusals("guests_in_channel"), 1);
     s.stop().await;
 }

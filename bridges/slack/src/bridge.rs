@@ -405,7 +405,7 @@ impl Bridge {
     /// `is_ext_shared_channel` (Slack Connect: members of other organisations read it): only
     /// where an administrator chose the channel's audience, never by the default one.
     pub fn answers_in_shared_channel(&self, channel: &str) -> bool {
-        let ok = self.cfg.audiences.contains_key(channel);
+        let ok = self.chose_audience(channel);
         if !ok {
             self.metrics.inc(
                 "docent_slack_refusals_total",
@@ -413,6 +413,16 @@ impl Bridge {
             );
         }
         ok
+    }
+
+    /// Whether an administrator chose a group as `channel`'s audience. A channel given
+    /// `everyone` explicitly is the default audience's: checked for guests and other
+    /// organisations as the default is (found by a review: listing it skipped both checks).
+    fn chose_audience(&self, channel: &str) -> bool {
+        self.cfg
+            .audiences
+            .get(channel)
+            .is_some_and(|a| *a != Audience::Everyone)
     }
 
     /// True the first time a message is seen (an `app_mention` and a `message` event share it).
@@ -733,6 +743,11 @@ impl Bridge {
                     let Some(id) = u["id"].as_str().map(str::to_string) else {
                         continue;
                     };
+                    // A deleted account is neither: it may be live again by the time it is
+                    // in a channel, and is then looked up on its own (`users.info`).
+                    if u["deleted"].as_bool().unwrap_or(false) {
+                        continue;
+                    }
                     if guest_or_foreign(&self.cfg, u) {
                         accounts.guests.insert(id);
                     } else {
@@ -1045,21 +1060,21 @@ impl Bridge {
             }
             return;
         }
-        // The default audience speaks for the workspace's employees: a channel with a guest
-        // (a single- or multi-channel guest, not a Docent identity) gets no answer from it.
-        if !self.cfg.audiences.contains_key(channel) {
-            match self.channel_has_guests(channel).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    self.metrics.inc(
-                        "docent_slack_refusals_total",
-                        &[("reason", "guests_in_channel")],
-                    );
-                    return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
-                }
-                // Told to the asker alone (a missing scope, Slack refusing the lookup).
-                Err(f) => return self.fail(&asker, f).await,
+        // No audience speaks where a guest reads (a single- or multi-channel guest, not a
+        // Docent identity): not the default one, and not a group the administrator chose
+        // either, whose members a guest is not (found by a review: a chosen group's channel
+        // was never checked).
+        match self.channel_has_guests(channel).await {
+            Ok(false) => {}
+            Ok(true) => {
+                self.metrics.inc(
+                    "docent_slack_refusals_total",
+                    &[("reason", "guests_in_channel")],
+                );
+                return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
             }
+            // Told to the asker alone (a missing scope, Slack refusing the lookup).
+            Err(f) => return self.fail(&asker, f).await,
         }
         let audience = self.cfg.audience(channel).clone();
         let owner = audience.act_as();

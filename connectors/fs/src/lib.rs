@@ -1329,7 +1329,13 @@ impl Scanner {
         // By path first, to skip unchanged files without opening them: the file the path leads
         // to, and the root whose rules apply to it.
         let (acl_root, target) = self.resolve(root, path, walked)?;
-        let meta = std::fs::metadata(&target).map_err(|e| format!("unreadable: {e}"))?;
+        // A file that cannot even be looked at for a cause that says nothing about it (the
+        // server under it went away mid-walk) is as if the walk had not reached it: an indexed
+        // version stays (found by a review: every file listed before the outage was withdrawn).
+        let meta = std::fs::metadata(&target).map_err(|e| match is_transient(&e) {
+            true if prev.is_some() => Unread::Keep(io_reason(&e)),
+            _ => Unread::Skip(io_reason(&e)),
+        })?;
         if meta.nlink() > 1 {
             let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
             let (nlink, names) = links.names.entry((meta.dev(), meta.ino())).or_default();
@@ -1752,7 +1758,9 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// Whether an error opening or reading a file says nothing about the file: the device or the
-/// network under it failed (EIO, ESTALE, ETIMEDOUT), it is busy or locked (EAGAIN, EBUSY,
+/// network under it failed (EIO, ESTALE, ETIMEDOUT, a host or network down or unreachable, a
+/// connection reset or gone, as CIFS and FUSE mounts report a lost server; an expired
+/// Kerberos key), it is busy or locked (EAGAIN, EBUSY,
 /// ETXTBSY, ENOLCK), or this process ran short (EMFILE, ENFILE, ENOMEM, EINTR). Such a file
 /// keeps its indexed version when its ACL is confirmed unchanged; withdrawing it would let one
 /// bad read delete what an outage must not.
@@ -1763,6 +1771,14 @@ fn is_transient(e: &std::io::Error) -> bool {
             libc::EIO
                 | libc::ESTALE
                 | libc::ETIMEDOUT
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::ENOTCONN
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::EKEYEXPIRED
                 | libc::EAGAIN
                 | libc::EBUSY
                 | libc::ETXTBSY
@@ -2209,6 +2225,10 @@ mod tests {
             libc::EAGAIN,
             libc::EMFILE,
             libc::ETIMEDOUT,
+            // A lost server, as CIFS and FUSE mounts report it (found by a review).
+            libc::EHOSTDOWN,
+            libc::ENOTCONN,
+            libc::ECONNRESET,
         ] {
             let r = io_reason(&std::io::Error::from_raw_os_error(code));
             assert!(r.starts_with(TRANSIENT), "{r}");

@@ -22,12 +22,17 @@ impl PosixNames {
         }
     }
 
-    /// [`Self::load`], or `None` when either file cannot be read.
+    /// [`Self::load`], or `None` when either file cannot be read or names nobody. A passwd or
+    /// group file always names someone (root): an empty one is being rewritten, or a mount
+    /// failed, and read as it is it would turn every name into a number and every deny of a
+    /// name into a deny of nobody (found by a review: the whole index read again and
+    /// relabelled, documents withdrawn, then all read again when the file came back).
     pub fn try_load(passwd: &Path, group: &Path) -> Option<Self> {
-        Some(Self {
+        let names = Self {
             users: parse(&std::fs::read_to_string(passwd).ok()?),
             groups: parse(&std::fs::read_to_string(group).ok()?),
-        })
+        };
+        (!names.users.is_empty() && !names.groups.is_empty()).then_some(names)
     }
 
     pub fn user(&self, uid: u32) -> String {
@@ -134,6 +139,24 @@ pub fn memberships(passwd: &str, group: &str) -> Vec<GroupMembership> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a review: an empty (being rewritten) file read as no names at all.
+    #[test]
+    fn an_empty_or_missing_file_is_not_read_as_no_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(
+            &p,
+            "root:x:0:0::/root:/bin/sh\nalice:x:1001:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(&g, "root:x:0:\nstaff:x:50:alice\n").unwrap();
+        assert!(PosixNames::try_load(&p, &g).is_some());
+        std::fs::write(&g, "").unwrap();
+        assert!(PosixNames::try_load(&p, &g).is_none());
+        std::fs::remove_file(&g).unwrap();
+        assert!(PosixNames::try_load(&p, &g).is_none());
+    }
 
     #[test]
     fn an_id_two_names_share_is_treated_as_unnamed() {

@@ -207,6 +207,7 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         lists: HashMap::new(),
         lists_before: HashMap::new(),
         warned_nfsacl: false,
+        names: None,
         mounted: checkpoint
             .as_ref()
             .and_then(|c| c.get(MOUNTED_DIRS))
@@ -431,6 +432,9 @@ struct Syncer {
     /// listing them when last walked (a share mounted there on the server), from the
     /// checkpoint on: one that no longer is was unmounted, and its documents are kept.
     mounted: BTreeSet<String>,
+    /// The passwd and group names last read: kept while the files cannot be read (or are
+    /// empty), as the fs and smb connectors keep theirs.
+    names: Option<Arc<PosixNames>>,
 }
 
 /// The checkpoint's list of [`Syncer::mounted`].
@@ -569,7 +573,19 @@ impl Syncer {
     /// Walks the export, upserts what changed, and deletes what is gone unless deletion
     /// protection (or an outage) stops it.
     async fn reconcile(&mut self, force_deletions: bool) -> Result<Reconciled, SyncError> {
-        let names = PosixNames::load(&self.cfg.passwd_file, &self.cfg.group_file);
+        // Read again each pass (a uid given to someone else, a group renamed); a file that
+        // cannot be read keeps the last names, and without any an ACL cannot be told: an
+        // outage, not a relabelling of the whole export.
+        if let Some(n) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
+            self.names = Some(Arc::new(n));
+        }
+        let Some(names) = self.names.clone() else {
+            return Err(SyncError::Outage(format!(
+                "cannot read the names of users and groups ({} and {}): unreadable or empty",
+                self.cfg.passwd_file.display(),
+                self.cfg.group_file.display()
+            )));
+        };
         let mut session = Session::connect(&self.cfg).await?;
         let mut top = session.root.clone();
         let mut top_rel = String::new();
