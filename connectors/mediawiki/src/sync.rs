@@ -67,6 +67,15 @@ pub struct Position {
     /// reasons: a sweep alone sends none. Absent from older checkpoints.
     #[serde(default)]
     pub swept_to: u64,
+    /// Pages the polls' sweep deleted since the last reconciliation, and whether that
+    /// reconciliation's deletions were held back by deletion protection: carried so that a
+    /// restart neither gives the sweep a fresh allowance nor forgets a hold (found by a review:
+    /// each restart let the sweep delete another share of the index). Absent from older
+    /// checkpoints.
+    #[serde(default)]
+    pub swept_deleted: u64,
+    #[serde(default)]
+    pub deletions_held: bool,
 }
 
 impl Position {
@@ -214,6 +223,8 @@ pub struct Syncer {
     /// Pages the sweep deleted since the last reconciliation (deletion protection counts
     /// them together), and whether it has said since then that it holds deletions back.
     swept_deleted: AtomicU64,
+    /// The last reconciliation's deletions were held back (see [`Position::deletions_held`]).
+    deletions_held: AtomicBool,
     sweep_held_said: AtomicBool,
 }
 
@@ -228,6 +239,9 @@ impl Syncer {
         position: Option<Position>,
     ) -> Self {
         let sent = SentLog::new(cfg.id.clone(), indexed);
+        let (swept_deleted, held) = position
+            .as_ref()
+            .map_or((0, false), |p| (p.swept_deleted, p.deletions_held));
         Self {
             cfg,
             api,
@@ -240,7 +254,8 @@ impl Syncer {
             full: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(true),
             sent,
-            swept_deleted: AtomicU64::new(0),
+            swept_deleted: AtomicU64::new(swept_deleted),
+            deletions_held: AtomicBool::new(held),
             sweep_held_said: AtomicBool::new(false),
         }
     }
@@ -403,6 +418,10 @@ impl Syncer {
         if let Synced::DeletionsBlocked(why) = &outcome {
             tracing::warn!(connector = %self.cfg.id, "{why}");
         }
+        self.deletions_held.store(
+            matches!(outcome, Synced::DeletionsBlocked(_)),
+            Ordering::Relaxed,
+        );
         next.last_full_ms = unix_millis();
         Ok((outcome, next))
     }
@@ -578,7 +597,9 @@ impl Syncer {
 
     /// Why the sweep may not delete `gone` pages of a `batch` from an index of `total`, if so.
     fn sweep_holds_back(&self, gone: usize, batch: usize, total: usize) -> Option<String> {
-        if self.status.raised(Alarm::DeletionProtection) {
+        if self.status.raised(Alarm::DeletionProtection)
+            || self.deletions_held.load(Ordering::Relaxed)
+        {
             return Some("a deletion-protection alarm stands".into());
         }
         if gone == batch {
@@ -644,7 +665,10 @@ impl Syncer {
     async fn commit(&self, mut next: Position, force: bool) -> Result<(), SyncError> {
         next.scope = self.cfg.scope();
         next.swept_to = self.swept_to.load(Ordering::Relaxed);
-        // The sweep's cursor alone does not make a checkpoint (it moves at every poll).
+        next.swept_deleted = self.swept_deleted.load(Ordering::Relaxed);
+        next.deletions_held = self.deletions_held.load(Ordering::Relaxed);
+        // The sweep's cursor alone does not make a checkpoint (it moves at every poll); its
+        // deletions and a hold do.
         let moved = self
             .position
             .lock()
@@ -705,6 +729,8 @@ impl Syncer {
             last_full_ms: 0,
             scope: self.cfg.scope(),
             swept_to: 0,
+            swept_deleted: 0,
+            deletions_held: false,
         })
     }
 
@@ -1574,6 +1600,8 @@ mod tests {
             last_full_ms: 5,
             scope: "s".into(),
             swept_to: 42,
+            swept_deleted: 7,
+            deletions_held: true,
         };
         assert_eq!(
             Position::from_checkpoint(&p.to_checkpoint()),
@@ -1583,6 +1611,13 @@ mod tests {
         let mut old = p.to_checkpoint();
         old.as_object_mut().unwrap().remove("swept_to");
         assert_eq!(Position::from_checkpoint(&old).map(|p| p.swept_to), Some(0));
+        // Nor the sweep's deletions and a hold: none, as before.
+        old.as_object_mut().unwrap().remove("swept_deleted");
+        old.as_object_mut().unwrap().remove("deletions_held");
+        assert_eq!(
+            Position::from_checkpoint(&old).map(|p| (p.swept_deleted, p.deletions_held)),
+            Some((0, false))
+        );
         assert_eq!(
             Position::from_checkpoint(&serde_json::json!({"x": 1})),
             None
