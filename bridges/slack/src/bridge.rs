@@ -1079,8 +1079,25 @@ impl Bridge {
         let audience = self.cfg.audience(channel).clone();
         let owner = audience.act_as();
         let key = (channel.to_string(), thread_ts.to_string(), owner.clone());
+        let joins = self.state().joins;
         match self.ask(&owner, &question, Some(key)).await {
             Ok(r) => {
+                // Someone joined a channel while the answer was made (a generated one takes
+                // seconds): checked again before it is posted (found by a review: a guest
+                // added meanwhile read it). Untested: the join must land inside the ask.
+                if self.state().joins != joins {
+                    match self.channel_has_guests(channel).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            self.metrics.inc(
+                                "docent_slack_refusals_total",
+                                &[("reason", "guests_in_channel")],
+                            );
+                            return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
+                        }
+                        Err(f) => return self.fail(&asker, f).await,
+                    }
+                }
                 self.count_answer("channel", &r);
                 // Random: a counter and a process id repeat after a restart (and across
                 // replicas), so an old button would name a new question.

@@ -1307,7 +1307,9 @@ fn refused_list(stat: nfsstat3, answers: bool, why: &str) -> Result<Listed, Sync
             "has access control that NFSACL cannot show ({stat})"
         )));
     }
-    if !answers {
+    // JUKEBOX is the server saying "later" (a file being recalled from tape, a busy server):
+    // never the object's state (found by a review: a directory's withdrew its subtree).
+    if !answers || matches!(stat, nfsstat3::NFS3ERR_JUKEBOX) {
         return Err(SyncError::Outage(why.to_string()));
     }
     Ok(Listed::Unusable(format!(
@@ -1478,6 +1480,10 @@ mod tests {
         }
         assert!(matches!(
             refused_list(nfsstat3::NFS3ERR_IO, false, "x"),
+            Err(SyncError::Outage(_))
+        ));
+        assert!(matches!(
+            refused_list(nfsstat3::NFS3ERR_JUKEBOX, true, "x"),
             Err(SyncError::Outage(_))
         ));
     }

@@ -773,7 +773,7 @@ async fn read_acl(session: &Session, sids: &SidMap, cfg: &SmbConfig, rel: String
     };
     let (acl, unmapped) = dacl_of(&file, sids, cfg).await;
     let _ = file.close().await;
-    (rel, acl, unmapped)
+    (rel, acl.map_err(|e| e.reason), unmapped)
 }
 
 /// The ACL the open file's DACL gives (see [`dacl`]), intersected with the share permissions.
@@ -781,12 +781,17 @@ async fn dacl_of(
     file: &smb::File,
     sids: &SidMap,
     cfg: &SmbConfig,
-) -> (Result<Acl, String>, BTreeSet<String>) {
+) -> (Result<Acl, ReadError>, BTreeSet<String>) {
     let aces = match dacl_aces(file).await {
         Ok(aces) => aces,
         Err(e) => {
+            // A server short of time or resources says nothing about the file (found by a
+            // review: a timed-out security query withdrew the file).
             return (
-                Err(format!("cannot read the security descriptor (DACL): {e}")),
+                Err(ReadError {
+                    reason: format!("cannot read the security descriptor (DACL): {e}"),
+                    busy: is_busy(&e),
+                }),
                 BTreeSet::new(),
             );
         }
@@ -796,7 +801,7 @@ async fn dacl_of(
         Some(share) => dacl::intersect_share(acl, share),
         None => Ok(acl),
     });
-    (acl, computed.unmapped)
+    (acl.map_err(ReadError::from), computed.unmapped)
 }
 
 /// The ACEs of an open file's or folder's DACL; `None` for a NULL DACL.
@@ -1577,12 +1582,32 @@ impl Crawler {
                     let (_, acl, unmapped) =
                         read_acl(session, &self.sids, &self.cfg, f.rel.clone()).await;
                     self.unmapped.extend(unmapped);
-                    if let Ok(acl) = acl.and_then(|a| self.narrowed(f, a))
-                        && acl.fingerprint() == *fp
-                    {
-                        self.count(|j| j.counts.scanned += 1);
-                        self.count_failure(&f.rel, &format!("{reason}; the indexed version stays"));
-                        return Ok(());
+                    // Only the security query failing again keeps it unconfirmed: a folder
+                    // above that now refuses readers (`narrowed`) withdraws it as before.
+                    let acl = match acl {
+                        Ok(a) => self.narrowed(f, a).map_err(|_| None),
+                        Err(why) => Err(Some(why)),
+                    };
+                    match acl {
+                        Ok(acl) if acl.fingerprint() == *fp => {
+                            self.count(|j| j.counts.scanned += 1);
+                            self.count_failure(
+                                &f.rel,
+                                &format!("{reason}; the indexed version stays"),
+                            );
+                            return Ok(());
+                        }
+                        // The server, short of time or resources, cannot say the ACL either:
+                        // as if the walk had not reached the file (an outage keeps it too).
+                        Err(Some(why)) if session.alive().await && reason.contains("(DACL)") => {
+                            self.count(|j| j.counts.scanned += 1);
+                            self.count_failure(
+                                &f.rel,
+                                &format!("{reason}; {why}; the indexed version stays"),
+                            );
+                            return Ok(());
+                        }
+                        _ => {}
                     }
                 }
                 // A failure because the server went away, or could not say who may pass a
