@@ -245,8 +245,9 @@ impl Store {
         let held = self.count(owner)?;
         if held >= self.max_per_owner {
             let list = self.list(owner)?;
+            // Only if not updated since it was listed (a turn appended meanwhile keeps it).
             for old in list.iter().skip(self.max_per_owner - 1) {
-                self.remove(owner, &old.id, None)?;
+                self.remove(owner, &old.id, Some(old.updated_ms + 1))?;
             }
         }
         let now = now_ms();

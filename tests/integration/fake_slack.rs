@@ -39,8 +39,6 @@ struct State {
     /// Guest accounts (`is_restricted` in `users.list`), and the channels they are in.
     guests: std::collections::HashSet<String>,
     guest_channels: std::collections::HashSet<String>,
-    /// Accounts `users.list` still shows deleted (a list read before they were reactivated).
-    listed_deleted: std::collections::HashSet<String>,
     /// Method → (calls still to refuse with 429, Retry-After seconds).
     rate_limited: HashMap<String, (u32, u64)>,
     /// Method → calls still to carry out and then answer with HTTP 503 (a gateway that failed
@@ -119,13 +117,6 @@ impl FakeSlack {
         let mut st = self.lock();
         st.guests.insert(id.into());
         st.guest_channels.insert(channel.into());
-    }
-
-    /// A guest of `channel` whose account `users.list` shows deleted (it was reactivated after
-    /// the list was read); `users.info` shows it live.
-    pub fn add_reactivated_guest(&self, id: &str, channel: &str) {
-        self.add_guest(id, channel);
-        self.lock().listed_deleted.insert(id.into());
     }
 
     /// A guest account no channel's member list shows yet (Slack's lists can lag a join).
@@ -266,7 +257,7 @@ impl FakeSlack {
                     .iter()
                     .map(|id| {
                         let away = st.strangers.contains(*id) || st.foreign.contains(*id);
-                        json!({"id": id, "deleted": st.listed_deleted.contains(*id),
+                        json!({"id": id, "deleted": false,
                         "team_id": if away { "T0OTHER" } else { "T0FAKE" },
                         "enterprise_user": {"enterprise_id": if away { "E0OTHER" } else { "E0FAKE" }},
                         "is_stranger": st.strangers.contains(*id),

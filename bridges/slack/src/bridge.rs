@@ -743,11 +743,6 @@ impl Bridge {
                     let Some(id) = u["id"].as_str().map(str::to_string) else {
                         continue;
                     };
-                    // A deleted account is neither: it may be live again by the time it is
-                    // in a channel, and is then looked up on its own (`users.info`).
-                    if u["deleted"].as_bool().unwrap_or(false) {
-                        continue;
-                    }
                     if guest_or_foreign(&self.cfg, u) {
                         accounts.guests.insert(id);
                     } else {
@@ -1060,32 +1055,35 @@ impl Bridge {
             }
             return;
         }
-        // No audience speaks where a guest reads (a single- or multi-channel guest, not a
-        // Docent identity): not the default one, and not a group the administrator chose
-        // either, whose members a guest is not (found by a review: a chosen group's channel
-        // was never checked).
-        match self.channel_has_guests(channel).await {
-            Ok(false) => {}
-            Ok(true) => {
-                self.metrics.inc(
-                    "docent_slack_refusals_total",
-                    &[("reason", "guests_in_channel")],
-                );
-                return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
+        // The default audience speaks for the workspace's employees: a channel with a guest
+        // (a single- or multi-channel guest, not a Docent identity) gets no answer from it. An
+        // explicit `everyone` is the default audience (found by a review: it skipped this).
+        let checked = !self.chose_audience(channel);
+        let joins = self.state().joins;
+        if checked {
+            match self.channel_has_guests(channel).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.metrics.inc(
+                        "docent_slack_refusals_total",
+                        &[("reason", "guests_in_channel")],
+                    );
+                    return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
+                }
+                // Told to the asker alone (a missing scope, Slack refusing the lookup).
+                Err(f) => return self.fail(&asker, f).await,
             }
-            // Told to the asker alone (a missing scope, Slack refusing the lookup).
-            Err(f) => return self.fail(&asker, f).await,
         }
         let audience = self.cfg.audience(channel).clone();
         let owner = audience.act_as();
         let key = (channel.to_string(), thread_ts.to_string(), owner.clone());
-        let joins = self.state().joins;
         match self.ask(&owner, &question, Some(key)).await {
             Ok(r) => {
-                // Someone joined a channel while the answer was made (a generated one takes
-                // seconds): checked again before it is posted (found by a review: a guest
-                // added meanwhile read it). Untested: the join must land inside the ask.
-                if self.state().joins != joins {
+                // Someone joined a channel while the guests were checked or the answer made
+                // (a generated one takes seconds): checked again before it is posted (found
+                // by a review: a guest added meanwhile read it). Untested: the join must land
+                // inside the ask.
+                if checked && self.state().joins != joins {
                     match self.channel_has_guests(channel).await {
                         Ok(false) => {}
                         Ok(true) => {

@@ -379,8 +379,17 @@ pub fn report_memberships(
     sink: &dyn docent_connector_api::MembershipSink,
     status: &StatusHandle,
 ) {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    // An empty file is being rewritten (a group database always names someone): reported as
+    // it is, every group would lose its members and every deny of a group match no one.
+    let read = |p: &Path| match std::fs::read_to_string(p) {
+        Ok(t)
+            if t.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
+        {
+            Ok(t)
+        }
+        Ok(_) => Err(format!("{} is empty", p.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     };
     match read(passwd_file).and_then(|passwd| Ok((passwd, read(group_file)?))) {
         Ok((passwd, group)) => {
@@ -1332,7 +1341,7 @@ impl Scanner {
         // A file that cannot even be looked at for a cause that says nothing about it (the
         // server under it went away mid-walk) is as if the walk had not reached it: an indexed
         // version stays (found by a review: every file listed before the outage was withdrawn).
-        let meta = std::fs::metadata(&target).map_err(|e| match is_transient(&e) {
+        let meta = std::fs::metadata(&target).map_err(|e| match server_lost(&e) {
             true if prev.is_some() => Unread::Keep(io_reason(&e)),
             _ => Unread::Skip(io_reason(&e)),
         })?;
@@ -1787,6 +1796,25 @@ fn is_transient(e: &std::io::Error) -> bool {
                 | libc::ENFILE
                 | libc::ENOMEM
                 | libc::EINTR
+        )
+    )
+}
+
+/// Whether an error says the server under a network mount is gone (down, unreachable, the
+/// connection lost): no file's own state, and not lasting for one file while others are read.
+/// A file whose status cannot be read for such a cause keeps its indexed version unconfirmed;
+/// one with EIO or ESTALE (a damaged inode can give them for good) does not.
+fn server_lost(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::ENOTCONN
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
         )
     )
 }
@@ -2293,10 +2321,34 @@ mod tests {
         assert!(sink.0.lock().unwrap().is_empty());
         assert!(status.raised(Alarm::Memberships));
 
+        // Nor an empty one, being rewritten (found by a review).
+        std::fs::write(&group, "").unwrap();
+        report_memberships("share", &passwd, &group, &sink, &status);
+        assert!(sink.0.lock().unwrap().is_empty());
+        assert!(status.raised(Alarm::Memberships));
+
         std::fs::write(&group, "staff:x:20:\ncontractors:x:21:carol\n").unwrap();
         report_memberships("share", &passwd, &group, &sink, &status);
         assert_eq!(*sink.0.lock().unwrap(), [2]);
         assert!(!status.raised(Alarm::Memberships));
+    }
+
+    /// A file whose status cannot be read keeps its indexed version only when the server under
+    /// it is gone, not for an error a damaged inode can give for good (found by a review).
+    #[test]
+    fn only_a_lost_server_keeps_a_file_whose_status_cannot_be_read() {
+        for code in [libc::EHOSTDOWN, libc::ENOTCONN, libc::ECONNRESET] {
+            assert!(
+                server_lost(&std::io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
+        for code in [libc::EIO, libc::ESTALE, libc::ENOENT, libc::EACCES] {
+            assert!(
+                !server_lost(&std::io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
     }
 
     /// What a directory's access list says is kept for the reconciliation only once its change

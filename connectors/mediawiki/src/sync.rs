@@ -346,7 +346,6 @@ impl Syncer {
         self.check_public().await?;
         // Positions first: what changes while we list is seen again by the next poll.
         let mut next = self.heads().await?;
-        self.swept_deleted.store(0, Ordering::Relaxed);
         self.sweep_held_said.store(false, Ordering::Relaxed);
         let listed = self.list_all().await?;
         tracing::debug!(connector = %self.cfg.id, pages = listed.len(), "listed the wiki");
@@ -422,6 +421,9 @@ impl Syncer {
             matches!(outcome, Synced::DeletionsBlocked(_)),
             Ordering::Relaxed,
         );
+        // A completed reconciliation gives the sweep a new allowance (one that failed does
+        // not: found by a review).
+        self.swept_deleted.store(0, Ordering::Relaxed);
         next.last_full_ms = unix_millis();
         Ok((outcome, next))
     }

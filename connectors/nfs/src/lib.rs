@@ -934,6 +934,7 @@ impl Syncer {
                 refused_list(
                     stat,
                     answers,
+                    attr.type_ == ftype3::NF3DIR,
                     &format!(
                         "asking the access control list of {rel:?} on {}:{} failed: {stat}",
                         self.cfg.server, self.cfg.export
@@ -1301,15 +1302,16 @@ fn objects_own(stat: nfsstat3) -> bool {
 /// it does, the trouble is this object's (a bad block), which is skipped, its ACL unknown, and
 /// the sync goes on (session 34's review: one such object failed every sync at it, so later
 /// files kept ACLs changed since, as reads once did).
-fn refused_list(stat: nfsstat3, answers: bool, why: &str) -> Result<Listed, SyncError> {
+fn refused_list(stat: nfsstat3, answers: bool, dir: bool, why: &str) -> Result<Listed, SyncError> {
     if objects_own(stat) {
         return Ok(Listed::Unusable(format!(
             "has access control that NFSACL cannot show ({stat})"
         )));
     }
     // JUKEBOX is the server saying "later" (a file being recalled from tape, a busy server):
-    // never the object's state (found by a review: a directory's withdrew its subtree).
-    if !answers || matches!(stat, nfsstat3::NFS3ERR_JUKEBOX) {
+    // never the object's state. A directory's would withdraw its whole subtree (found by a
+    // review): an outage for the pass instead; a file's skips the file alone.
+    if !answers || dir && matches!(stat, nfsstat3::NFS3ERR_JUKEBOX) {
         return Err(SyncError::Outage(why.to_string()));
     }
     Ok(Listed::Unusable(format!(
@@ -1474,17 +1476,24 @@ mod tests {
             (nfsstat3::NFS3ERR_SERVERFAULT, true),
         ] {
             assert!(
-                matches!(refused_list(stat, answers, "x"), Ok(Listed::Unusable(_))),
+                matches!(
+                    refused_list(stat, answers, false, "x"),
+                    Ok(Listed::Unusable(_))
+                ),
                 "{stat}"
             );
         }
         assert!(matches!(
-            refused_list(nfsstat3::NFS3ERR_IO, false, "x"),
+            refused_list(nfsstat3::NFS3ERR_IO, false, false, "x"),
             Err(SyncError::Outage(_))
         ));
         assert!(matches!(
-            refused_list(nfsstat3::NFS3ERR_JUKEBOX, true, "x"),
+            refused_list(nfsstat3::NFS3ERR_JUKEBOX, true, true, "x"),
             Err(SyncError::Outage(_))
+        ));
+        assert!(matches!(
+            refused_list(nfsstat3::NFS3ERR_JUKEBOX, true, false, "x"),
+            Ok(Listed::Unusable(_))
         ));
     }
 

@@ -773,8 +773,20 @@ async fn read_acl(session: &Session, sids: &SidMap, cfg: &SmbConfig, rel: String
     };
     let (acl, unmapped) = dacl_of(&file, sids, cfg).await;
     let _ = file.close().await;
-    (rel, acl.map_err(|e| e.reason), unmapped)
+    (rel, acl.map_err(mark_busy), unmapped)
 }
+
+/// Marks a busy DACL failure's reason ([`BUSY_DACL`]), so that a caller holding only the
+/// text can tell it from the file's own state.
+fn mark_busy(e: ReadError) -> String {
+    match e.busy {
+        true => format!("{BUSY_DACL}{}", e.reason),
+        false => e.reason,
+    }
+}
+
+/// The start of the reason of a security query the server was too busy to answer.
+const BUSY_DACL: &str = "the server is busy: ";
 
 /// The ACL the open file's DACL gives (see [`dacl`]), intersected with the share permissions.
 async fn dacl_of(
@@ -1597,9 +1609,14 @@ impl Crawler {
                             );
                             return Ok(());
                         }
-                        // The server, short of time or resources, cannot say the ACL either:
-                        // as if the walk had not reached the file (an outage keeps it too).
-                        Err(Some(why)) if session.alive().await && reason.contains("(DACL)") => {
+                        // The server, short of time or resources, cannot say the ACL either
+                        // (both security queries busy, never a DACL that now refuses): as if
+                        // the walk had not reached the file (an outage keeps it too).
+                        Err(Some(why))
+                            if why.starts_with(BUSY_DACL)
+                                && reason.contains("(DACL)")
+                                && session.alive().await =>
+                        {
                             self.count(|j| j.counts.scanned += 1);
                             self.count_failure(
                                 &f.rel,
