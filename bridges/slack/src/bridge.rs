@@ -1060,19 +1060,8 @@ impl Bridge {
         // explicit `everyone` is the default audience (found by a review: it skipped this).
         let checked = !self.chose_audience(channel);
         let joins = self.state().joins;
-        if checked {
-            match self.channel_has_guests(channel).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    self.metrics.inc(
-                        "docent_slack_refusals_total",
-                        &[("reason", "guests_in_channel")],
-                    );
-                    return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
-                }
-                // Told to the asker alone (a missing scope, Slack refusing the lookup).
-                Err(f) => return self.fail(&asker, f).await,
-            }
+        if checked && self.refused_for_guests(channel, &asker).await {
+            return;
         }
         let audience = self.cfg.audience(channel).clone();
         let owner = audience.act_as();
@@ -1083,18 +1072,11 @@ impl Bridge {
                 // (a generated one takes seconds): checked again before it is posted (found
                 // by a review: a guest added meanwhile read it). Untested: the join must land
                 // inside the ask.
-                if checked && self.state().joins != joins {
-                    match self.channel_has_guests(channel).await {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            self.metrics.inc(
-                                "docent_slack_refusals_total",
-                                &[("reason", "guests_in_channel")],
-                            );
-                            return self.deliver(&asker, &Message::plain(text::GUESTS)).await;
-                        }
-                        Err(f) => return self.fail(&asker, f).await,
-                    }
+                if checked
+                    && self.state().joins != joins
+                    && self.refused_for_guests(channel, &asker).await
+                {
+                    return;
                 }
                 self.count_answer("channel", &r);
                 // Random: a counter and a process id repeat after a restart (and across
@@ -1126,6 +1108,26 @@ impl Bridge {
                 self.deliver(&public, &render::answer(&r, &offers)).await;
             }
             Err(e) => self.fail(&public, Failure::Docent(e)).await,
+        }
+    }
+
+    /// Whether `channel` has a guest, in which case the asker was told so privately (or told
+    /// why it could not be checked: a missing scope, Slack refusing the lookup).
+    async fn refused_for_guests(&self, channel: &str, asker: &Target<'_>) -> bool {
+        match self.channel_has_guests(channel).await {
+            Ok(false) => false,
+            Ok(true) => {
+                self.metrics.inc(
+                    "docent_slack_refusals_total",
+                    &[("reason", "guests_in_channel")],
+                );
+                self.deliver(asker, &Message::plain(text::GUESTS)).await;
+                true
+            }
+            Err(f) => {
+                self.fail(asker, f).await;
+                true
+            }
         }
     }
 

@@ -1774,30 +1774,24 @@ fn io_reason(e: &std::io::Error) -> String {
 /// keeps its indexed version when its ACL is confirmed unchanged; withdrawing it would let one
 /// bad read delete what an outage must not.
 fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EIO
-                | libc::ESTALE
-                | libc::ETIMEDOUT
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::ENETDOWN
-                | libc::ENOTCONN
-                | libc::ECONNRESET
-                | libc::ECONNABORTED
-                | libc::EKEYEXPIRED
-                | libc::EAGAIN
-                | libc::EBUSY
-                | libc::ETXTBSY
-                | libc::ENOLCK
-                | libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOMEM
-                | libc::EINTR
+    server_lost(e)
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EIO
+                    | libc::ESTALE
+                    | libc::ETIMEDOUT
+                    | libc::EKEYEXPIRED
+                    | libc::EAGAIN
+                    | libc::EBUSY
+                    | libc::ETXTBSY
+                    | libc::ENOLCK
+                    | libc::EMFILE
+                    | libc::ENFILE
+                    | libc::ENOMEM
+                    | libc::EINTR
+            )
         )
-    )
 }
 
 /// Whether an error says the server under a network mount is gone (down, unreachable, the
