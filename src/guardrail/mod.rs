@@ -917,46 +917,50 @@ const SCALE_WORDS: &[(&str, u64)] = &[
 /// thousand" → 20000), so that a sentence cannot change a number by spelling it out. "one"
 /// alone states no number ("no one", "one of them").
 fn number_words(text: &str, out: &mut BTreeSet<String>) {
+    // Number words are 3 to 9 ASCII letters: most words are passed over without a lookup.
     let find = |table: &[(&str, u64)], w: &str| {
+        (3..=9).contains(&w.len()).then_some(())?;
         table
             .iter()
             .find(|(name, _)| w.eq_ignore_ascii_case(name))
             .map(|&(_, v)| v)
     };
-    let words: Vec<&str> = text
+    let numeric = |w: &str| find(NUMBER_WORDS, w).is_some() || find(SCALE_WORDS, w).is_some();
+    let mut words = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .collect();
-    let mut i = 0;
-    while i < words.len() {
-        if find(NUMBER_WORDS, words[i]).is_none() && find(SCALE_WORDS, words[i]).is_none() {
-            i += 1;
+        .peekable();
+    while let Some(first) = words.next() {
+        if !numeric(first) {
             continue;
         }
         // One run: number and scale words, "and" between two of them.
         let (mut total, mut current, mut n) = (0u64, 0u64, 0usize);
-        while i < words.len() {
-            let w = words[i];
-            if let Some(v) = find(NUMBER_WORDS, w) {
+        let mut w = Some(first);
+        while let Some(word) = w {
+            if let Some(v) = find(NUMBER_WORDS, word) {
                 current = current.saturating_add(v);
-            } else if let Some(scale) = find(SCALE_WORDS, w) {
+            } else if let Some(scale) = find(SCALE_WORDS, word) {
                 if scale == 100 {
                     current = current.max(1).saturating_mul(100);
                 } else {
                     total = total.saturating_add(current.max(1).saturating_mul(scale));
                     current = 0;
                 }
-            } else if w.eq_ignore_ascii_case("and")
-                && n > 0
-                && words.get(i + 1).is_some_and(|next| {
-                    find(NUMBER_WORDS, next).is_some() || find(SCALE_WORDS, next).is_some()
-                })
-            {
-            } else {
-                break;
             }
             n += 1;
-            i += 1;
+            let next = words.peek().copied();
+            w = match next {
+                Some(next) if numeric(next) => words.next(),
+                Some(next)
+                    if next.eq_ignore_ascii_case("and")
+                        && words.clone().nth(1).is_some_and(numeric) =>
+                {
+                    words.next();
+                    words.next()
+                }
+                _ => None,
+            };
         }
         let lone_one = n == 1 && total == 0 && current == 1;
         if !lone_one {
