@@ -21,6 +21,7 @@
 set -euo pipefail
 
 PYENV=${DOCENT_PYENV:-$HOME/.cache/docent/pyenv}
+CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/python-constraints.txt"
 MILVUS_LITE_VERSION=${MILVUS_LITE_VERSION:-3.2.2}
 PYMILVUS_VERSION=${PYMILVUS_VERSION:-3.0.2}
 
@@ -44,7 +45,7 @@ cmd_install() {
         mkdir -p "$(dirname "$PYENV")"
         python3 -m venv "$PYENV"
     fi
-    "$PYENV/bin/pip" install --quiet --disable-pip-version-check \
+    "$PYENV/bin/pip" install --quiet --disable-pip-version-check -c "$CONSTRAINTS" \
         "milvus-lite==$MILVUS_LITE_VERSION" "pymilvus==$PYMILVUS_VERSION" >&2
     installed || die "install finished but milvus-lite $MILVUS_LITE_VERSION / pymilvus $PYMILVUS_VERSION are missing"
 }

@@ -8,6 +8,7 @@
 set -euo pipefail
 dir="${DOCENT_LLM_DIR:-$HOME/.cache/docent/llm}"
 venv="$dir/venv"
+CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/python-constraints.txt"
 gguf="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
 mkdir -p "$dir"
 if [ ! -x "$venv/bin/python" ]; then
@@ -30,7 +31,8 @@ if [ "$(cat "$venv/.docent-llm-build" 2>/dev/null)" != "$build_id" ] \
   fi
   echo "llm: installing llama-cpp-python[server]==0.3.36 from $wheels"
   "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheels"/llama_cpp_python-0.3.36-*.whl
-  "$venv/bin/pip" install --quiet --find-links "$wheels" 'llama-cpp-python[server]==0.3.36'
+  "$venv/bin/pip" install --quiet -c "$CONSTRAINTS" --find-links "$wheels" \
+    'llama-cpp-python[server]==0.3.36'
   echo "$build_id" > "$venv/.docent-llm-build"
 fi
 if [ ! -f "$gguf" ]; then

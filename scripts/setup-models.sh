@@ -111,7 +111,8 @@ import sys
 from importlib.metadata import version
 sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
 PY
-    "$pyenv/bin/pip" install --quiet --disable-pip-version-check "${e5_pins[@]}"
+    "$pyenv/bin/pip" install --quiet --disable-pip-version-check \
+      -c "$root/scripts/python-constraints.txt" "${e5_pins[@]}"
   fi
   local tmp="$dest/.multilingual-e5-small.tmp"
   rm -rf "$tmp"

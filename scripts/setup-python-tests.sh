@@ -6,11 +6,12 @@
 # cache makes reruns fast.
 set -euo pipefail
 PYENV="${DOCENT_PYENV:-$HOME/.cache/docent/pyenv}"
+CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/python-constraints.txt"
 if [[ ! -x "$PYENV/bin/python" ]]; then
   python3 -m venv "$PYENV"
 fi
 if ! "$PYENV/bin/python" -c 'import slack_sdk, grpc_tools, kubernetes_validate' 2>/dev/null; then
-  "$PYENV/bin/pip" install --quiet --disable-pip-version-check 'slack_sdk>=3.33,<4' \
+  "$PYENV/bin/pip" install --quiet --disable-pip-version-check -c "$CONSTRAINTS" 'slack_sdk>=3.33,<4' \
     'grpcio-tools>=1.66,<2' 'kubernetes-validate>=1.30,<2'
 fi
 echo "python test env: $PYENV"
