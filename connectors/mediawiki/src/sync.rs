@@ -242,6 +242,19 @@ impl Syncer {
         let (swept_deleted, held) = position
             .as_ref()
             .map_or((0, false), |p| (p.swept_deleted, p.deletions_held));
+        if held {
+            // The hold outlives a restart, and so does its alarm (before, the sweep held
+            // deletions back with no alarm until the next reconciliation raised it again).
+            status.raise(
+                Alarm::DeletionProtection,
+                format!(
+                    "deletion protection: the last reconciliation held back its deletions \
+                     (before a restart); nothing was deleted. If that is intended, run \
+                     `docent sync {} --force-deletions`",
+                    cfg.id
+                ),
+            );
+        }
         Self {
             cfg,
             api,

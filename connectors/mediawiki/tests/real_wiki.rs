@@ -1005,6 +1005,41 @@ async fn deletion_protection_blocks_a_mass_delete_until_an_admin_forces_it() {
     run.stop().await;
 }
 
+/// Session 36's note: a reconciliation's hold lasted through a restart (the sweep still held
+/// deletions back) but its alarm did not, until the next reconciliation raised it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_protection_alarm_outlasts_a_restart() {
+    let wiki = Wiki::start().await;
+    wiki.edit("Alpha", "Alpha body.").await;
+    let index = std::sync::Arc::new(TestIndex::default());
+    for g in 90_001..90_011u64 {
+        index.insert(&g.to_string(), "1");
+    }
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), None);
+    let (_, cp) = run.until_checkpoint().await;
+    run.wait_status("the reconciliation's alarm", |s| {
+        s.alarms.contains_key(&Alarm::DeletionProtection)
+    })
+    .await;
+    run.stop().await;
+
+    let mut run = Running::start(connector(&wiki, PUBLIC), index.clone(), Some(cp));
+    run.wait_status("the alarm stands after the restart", |s| {
+        s.alarms
+            .get(&Alarm::DeletionProtection)
+            .is_some_and(|why| why.contains("--force-deletions"))
+    })
+    .await;
+    // Raised by the restart itself: no reconciliation ran to raise it again.
+    let state = run.status.snapshot();
+    assert!(
+        state.jobs.iter().all(|j| j.kind != "reconcile"),
+        "{:?}",
+        state.jobs
+    );
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_listing_deletes_nothing_even_when_forced() {
     let wiki = Wiki::start().await;
