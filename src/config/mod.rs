@@ -9,6 +9,8 @@
 mod raw;
 mod security;
 
+pub use security::{Granted, GrantedIdentity, GrantedKey, granted};
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -1288,6 +1290,64 @@ onnxruntime_lib = "models/ort.so"
             "version = 1\n",
             &format!("version = 1\n[server]\n{tls}\n{server}\n"),
         )
+    }
+
+    /// What a file that does not validate still grants (read after a failed reload): keys
+    /// revoked by anything but `false`, listed twice, or without a secret grant nothing;
+    /// `${VAR}` is replaced as in a valid file.
+    #[test]
+    fn granted_reads_credentials_leniently_and_fails_closed() {
+        let path = std::env::var("PATH").expect("PATH is set");
+        let g = granted(
+            r#"
+version = "not a number"
+[[identities]]
+id = "alice"
+token_sha256 = "${PATH}"
+admin = "yes"
+[[identities]]
+id = "twin"
+act_as = true
+[[identities]]
+id = "twin"
+[[api_keys]]
+id = "ok"
+identity = "alice"
+sha256 = "EF01"
+[[api_keys]]
+id = "odd-revoked"
+identity = "alice"
+sha256 = "ef02"
+revoked = "no"
+[[api_keys]]
+id = "dup"
+identity = "alice"
+sha256 = "ef03"
+[[api_keys]]
+id = "dup"
+identity = "alice"
+sha256 = "ef03"
+[[api_keys]]
+id = "bad-scopes"
+identity = "alice"
+sha256 = "ef04"
+scopes = ["query", "everything"]
+"#,
+        )
+        .unwrap();
+        let alice = &g.identities["alice"];
+        assert_eq!(alice.token_sha256, Some(path.to_ascii_lowercase()));
+        assert!(!alice.admin, "only `true` grants");
+        assert!(!g.identities.contains_key("twin"));
+        assert_eq!(g.api_keys.keys().collect::<Vec<_>>(), ["bad-scopes", "ok"]);
+        let ok = &g.api_keys["ok"];
+        assert_eq!(
+            (ok.identity.as_str(), ok.sha256.as_str()),
+            ("alice", "ef01")
+        );
+        assert_eq!(ok.scopes.map(|s| (s.query, s.admin)), Some((true, false)));
+        assert_eq!(g.api_keys["bad-scopes"].scopes, None);
+        assert!(granted("version = ").is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Validation of the security sections: `[auth]`, `[[api_keys]]`, `[[identity_sources]]`,
 //! `[guardrails]` and `[audit]`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::raw::{RawApiKey, RawAudit, RawAuth, RawGuardrails, RawIdentitySource};
@@ -278,4 +279,107 @@ pub(super) fn audit(is: &mut Issues, base: &Path, a: &RawAudit) -> Option<AuditC
         max_bytes: is.range("audit.max_bytes", a.max_bytes, 4096, 1 << 40),
         keep: is.range("audit.keep", a.keep, 0, 1000),
     })
+}
+
+/// What a config file still grants, read leniently from a file that does not validate: after a
+/// failed reload, what it no longer grants is withdrawn anyway (a revocation must not wait for
+/// an unrelated error to be fixed). Only credentials and privileges are read; nothing here ever
+/// grants more than the current identities.
+#[derive(Debug, Default)]
+pub struct Granted {
+    /// Identity id → what the file gives it.
+    pub identities: BTreeMap<String, GrantedIdentity>,
+    /// API key id → the key as the file lists it (keys revoked or listed twice are absent).
+    pub api_keys: BTreeMap<String, GrantedKey>,
+}
+
+#[derive(Debug, Default)]
+pub struct GrantedIdentity {
+    /// Lowercase hex; `None` when the file gives it no token (or one that is not a string).
+    pub token_sha256: Option<String>,
+    pub admin: bool,
+    pub act_as: bool,
+    pub ingest: bool,
+}
+
+#[derive(Debug)]
+pub struct GrantedKey {
+    pub identity: String,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// `None` when the scopes cannot be read: the key is then withdrawn.
+    pub scopes: Option<Permissions>,
+}
+
+/// [`Granted`] from a config file's text; `None` when it is not TOML at all (nothing can be
+/// told, and nothing is withdrawn). A flag that is not `true` grants nothing; a key's
+/// `revoked` that is not `false` revokes it; an id listed twice grants nothing.
+pub fn granted(text: &str) -> Option<Granted> {
+    use toml::Value;
+    let table = super::raw::lenient_table(text)?;
+    let entries = |section: &str| -> Vec<toml::Table> {
+        table
+            .get(section)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_table).cloned().collect())
+            .unwrap_or_default()
+    };
+    let text_of = |t: &toml::Table, k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
+    let flag = |t: &toml::Table, k: &str| t.get(k).and_then(Value::as_bool) == Some(true);
+    let mut g = Granted::default();
+    let mut twice = BTreeSet::new();
+    for t in entries("identities") {
+        let Some(id) = text_of(&t, "id") else {
+            continue;
+        };
+        let spec = GrantedIdentity {
+            token_sha256: text_of(&t, "token_sha256").map(|h| h.to_ascii_lowercase()),
+            admin: flag(&t, "admin"),
+            act_as: flag(&t, "act_as"),
+            ingest: flag(&t, "ingest"),
+        };
+        if g.identities.insert(id.clone(), spec).is_some() {
+            twice.insert(id);
+        }
+    }
+    for id in &twice {
+        g.identities.remove(id);
+    }
+    let mut seen = BTreeSet::new();
+    for t in entries("api_keys") {
+        let Some(id) = text_of(&t, "id") else {
+            continue;
+        };
+        if !seen.insert(id.clone()) {
+            g.api_keys.remove(&id);
+            continue;
+        }
+        let revoked = t.get("revoked").is_some_and(|v| v.as_bool() != Some(false));
+        let (Some(identity), Some(sha256)) = (text_of(&t, "identity"), text_of(&t, "sha256"))
+        else {
+            continue;
+        };
+        if revoked {
+            continue;
+        }
+        let scopes = match t.get("scopes") {
+            None => Some(Permissions {
+                query: true,
+                ..Permissions::default()
+            }),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+                .and_then(|names| Permissions::from_scopes(names).ok()),
+        };
+        g.api_keys.insert(
+            id,
+            GrantedKey {
+                identity,
+                sha256: sha256.to_ascii_lowercase(),
+                scopes,
+            },
+        );
+    }
+    Some(g)
 }

@@ -105,6 +105,60 @@ impl IdentityRegistry {
         Ok(c)
     }
 
+    /// After a reload failed: withdraws from the current identities each credential and
+    /// privilege the config file no longer grants (see [`crate::config::Granted`]): an API
+    /// key revoked, removed, rebound or given another secret; a key's scopes narrowed; an
+    /// identity's token removed or changed; `admin`, `act_as` or `ingest` taken away. Nothing
+    /// is granted. Kept until a reload succeeds (later rebuilds start from it). Returns how
+    /// many were withdrawn.
+    pub fn withdraw_ungranted(&self, granted: &crate::config::Granted) -> Result<usize, String> {
+        let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        let mut withdraw = |have: &mut bool, keep: bool| {
+            if *have && !keep {
+                *have = false;
+                n += 1;
+            }
+        };
+        for id in &mut base.identities {
+            let now = granted.identities.get(&id.id);
+            let mut token = id.token_sha256.is_some();
+            withdraw(
+                &mut token,
+                now.and_then(|g| g.token_sha256.as_deref())
+                    .zip(id.token_sha256.as_deref())
+                    .is_some_and(|(new, old)| new.eq_ignore_ascii_case(old)),
+            );
+            if !token {
+                id.token_sha256 = None;
+            }
+            withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
+            withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
+            withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
+        }
+        for k in &mut base.api_keys {
+            let now = granted
+                .api_keys
+                .get(&k.id)
+                .filter(|g| g.identity == k.identity && g.sha256.eq_ignore_ascii_case(&k.sha256));
+            let mut live = !k.revoked;
+            withdraw(&mut live, now.is_some_and(|g| g.scopes.is_some()));
+            k.revoked = !live;
+            if let Some(scopes) = now.and_then(|g| g.scopes).filter(|_| live) {
+                let s = &mut k.scopes;
+                withdraw(&mut s.query, scopes.query);
+                withdraw(&mut s.admin, scopes.admin);
+                withdraw(&mut s.act_as, scopes.act_as);
+                withdraw(&mut s.ingest, scopes.ingest);
+            }
+        }
+        if n > 0 {
+            let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            self.rebuild(&base, &files)?;
+        }
+        Ok(n)
+    }
+
     /// Replaces the config part (a reload) and rebuilds; on error nothing changes.
     pub fn reload(&self, config: Config) -> Result<Counts, String> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +291,70 @@ aliases = ["bob@corp.example"]
                 && file.message.contains("identities[1].aliases[0]"),
             "{file}"
         );
+    }
+
+    /// Session 36's note: a reload that failed for an unrelated reason (here the version)
+    /// also held back the revocations written in the same file.
+    #[test]
+    fn a_failed_reload_still_withdraws_what_the_file_no_longer_grants() {
+        use crate::identity::token_hash;
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[]}"#);
+        let h = |t: &str| hex::encode(token_hash(t));
+        let people = |alice_admin: &str, bob_token: &str, k1: &str, k2_scopes: &str| {
+            format!(
+                "[[identities]]\nid = \"alice\"\ntoken_sha256 = \"{}\"\n{alice_admin}\n\
+                 [[identities]]\nid = \"bob\"\ntoken_sha256 = \"{}\"\n\
+                 [[identities]]\nid = \"carol\"\ningest = true\n\
+                 [[api_keys]]\nid = \"k1\"\nidentity = \"alice\"\nsha256 = \"{}\"\n{k1}\n\
+                 [[api_keys]]\nid = \"k2\"\nidentity = \"carol\"\nsha256 = \"{}\"\n\
+                 scopes = {k2_scopes}\n",
+                h("alice-token"),
+                h(bob_token),
+                h("key-one"),
+                h("key-two"),
+            )
+        };
+        let cfg = config(
+            dir.path(),
+            &people("admin = true", "bob-token", "", r#"["query", "ingest"]"#),
+        )
+        .unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let perms = |t: &str| reg.current().authenticate_token(t).map(|c| c.permissions());
+        assert!(perms("alice-token").unwrap().admin);
+        assert!(perms("bob-token").is_some() && perms("key-one").is_some());
+        assert!(perms("key-two").unwrap().ingest);
+
+        // Unchanged credentials: nothing is withdrawn.
+        let same = format!(
+            "version = 9\n{}",
+            people("admin = true", "bob-token", "", r#"["query", "ingest"]"#)
+        );
+        let g = crate::config::granted(&same).unwrap();
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(0));
+
+        // A broken file that takes alice's admin away, gives bob another token, revokes k1
+        // and narrows k2: each is withdrawn; alice's own token still works.
+        let broken = format!(
+            "version = 9\n{}",
+            people("", "bob-new-token", "revoked = true", r#"["query"]"#)
+        );
+        assert!(Config::parse(&broken, dir.path()).is_err());
+        let g = crate::config::granted(&broken).unwrap();
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(4));
+        assert!(!perms("alice-token").unwrap().admin);
+        assert_eq!(perms("bob-token"), None);
+        assert_eq!(perms("bob-new-token"), None, "nothing is granted");
+        assert_eq!(perms("key-one"), None);
+        let k2 = perms("key-two").unwrap();
+        assert!(k2.query && !k2.ingest);
+        // A later rebuild (a connector's group report) keeps the withdrawal.
+        reg.report("share", Vec::new()).unwrap();
+        assert_eq!(perms("key-one"), None);
+
+        // A file that is not TOML tells nothing: nothing more is withdrawn.
+        assert!(crate::config::granted("[[identities]\nid = ").is_none());
     }
 
     #[test]

@@ -77,14 +77,40 @@ pub struct Audited<'a> {
 
 impl AppState {
     /// Re-reads the identity sections, identity source files and JWKS from the config file and
-    /// swaps the store; on any error the current store stays. Returns (identities, groups, keys).
+    /// swaps the store; on any error the current store stays, less the credentials and
+    /// privileges the file no longer grants (an unrelated error must not hold a revocation
+    /// back). Returns (identities, groups, keys).
     pub fn reload_identities(&self) -> Result<(usize, usize, usize), String> {
         let path = self
             .config_path
             .as_ref()
             .ok_or("the daemon was not started from a config file")?;
-        let cfg = crate::config::Config::load(path).map_err(|e| e.to_string())?;
-        let counts = self.identities.reload(cfg)?;
+        let loaded = crate::config::Config::load(path).map_err(|e| e.to_string());
+        let counts = match loaded.and_then(|cfg| self.identities.reload(cfg)) {
+            Ok(c) => c,
+            Err(e) => {
+                let granted = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|text| crate::config::granted(&text));
+                return Err(
+                    match granted.map(|g| self.identities.withdraw_ungranted(&g)) {
+                        Some(Ok(n)) if n > 0 => {
+                            tracing::warn!(
+                                withdrawn = n,
+                                "identity reload failed; the credentials and privileges the config file no longer grants were withdrawn"
+                            );
+                            format!(
+                                "{e}\n(the current identities stay, less what the file no longer grants: {n} credentials or privileges withdrawn)"
+                            )
+                        }
+                        Some(Err(w)) => {
+                            format!("{e}\n(withdrawing what the file no longer grants failed: {w})")
+                        }
+                        _ => e,
+                    },
+                );
+            }
+        };
         tracing::info!(
             identities = counts.0,
             groups = counts.1,

@@ -164,14 +164,33 @@ async fn whois_check_access_reload_and_insecure_dev() {
         .into_inner();
     assert!(yes.allowed, "{yes:?}");
 
-    // A broken config is refused and the current identities stay.
-    std::fs::write(&cfg_path, text.replace("version = 1", "version = 9")).unwrap();
+    // A broken config is refused and the current identities stay, less the API key it
+    // revokes (session 36's note: an unrelated error held the revocation back).
+    const BRIDGE_KEY: &str = "slack-bridge-dev-key";
+    d.search(BRIDGE_KEY, "salary band", 1).await.unwrap();
+    std::fs::write(
+        &cfg_path,
+        text.replace("version = 1", "version = 9")
+            .replace("revoked = false", "revoked = true"),
+    )
+    .unwrap();
     let e = admin
         .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("version"), "{e:?}");
+    assert!(
+        e.message().contains("no longer grants: 1 credentials"),
+        "{e:?}"
+    );
+    assert_eq!(
+        d.search(BRIDGE_KEY, "salary band", 1)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
     assert!(sees_hr(
         &d.search(ALICE, "salary band senior engineer", 10)
             .await
