@@ -26,15 +26,27 @@ install() {
         || { apt-get update && apt-get install -y --no-install-recommends "${pkgs[@]}"; }
 }
 
+# Idempotent, and safe when two starts run it at once (tests start servers in parallel): each
+# step is skipped when done, and one that fails counts only if its result is still missing.
 ensure_accounts() {
+    local g u
     for g in hr eng; do
-        getent group "$g" >/dev/null || groupadd "$g"
+        getent group "$g" >/dev/null || groupadd -f "$g" || getent group "$g" >/dev/null
     done
     for u in crawler alice bob; do
-        id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u"
+        id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u" || id "$u" >/dev/null 2>&1
     done
-    usermod -a -G hr,eng alice
-    usermod -a -G hr bob
+    in_groups alice hr eng || usermod -a -G hr,eng alice || in_groups alice hr eng
+    in_groups bob hr || usermod -a -G hr bob || in_groups bob hr
+}
+
+# Whether user $1 is in every group named after it.
+in_groups() {
+    local u=$1 g
+    shift
+    for g in "$@"; do
+        [[ " $(id -nG "$u") " == *" $g "* ]] || return 1
+    done
 }
 
 start() {
@@ -97,7 +109,11 @@ EOF
           kill "$smbd_pid" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
     fi
     for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        # Alive first, and the listener must be this smbd (with ss): a port picked free by a
+        # test may have been taken by another process before smbd could bind it.
+        if kill -0 "$smbd_pid" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+            && { ! command -v ss >/dev/null \
+                 || ss -Hltnp "sport = :$port" | grep -F "127.0.0.1:$port " | grep -q "pid=$smbd_pid,"; }; then
             echo "smbd listening on 127.0.0.1:$port (state in $dir)"
             return 0
         fi
@@ -108,7 +124,8 @@ EOF
         fi
         sleep 0.1
     done
-    echo "smbd did not listen on port $port within 10 s" >&2
+    echo "smbd did not listen on 127.0.0.1:$port within 10 s" >&2
+    stop "$dir"
     return 1
 }
 
@@ -129,7 +146,7 @@ stop() {
 }
 
 case "${1:-}" in
-    install) install ;;
+    install) install; ensure_accounts ;;
     start) [ $# -eq 3 ] || { echo "usage: $0 start DIR PORT" >&2; exit 2; }; start "$2" "$3" ;;
     stop) [ $# -eq 2 ] || { echo "usage: $0 stop DIR" >&2; exit 2; }; stop "$2" ;;
     *) echo "usage: $0 install | start DIR PORT | stop DIR" >&2; exit 2 ;;

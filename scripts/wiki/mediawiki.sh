@@ -94,6 +94,11 @@ MW_BOT_PASS=$BOT_PASS
 ENV
 }
 
+# True when process PID listens on 127.0.0.1:PORT (or when ss is missing: no way to tell).
+listens() {
+  ! command -v ss >/dev/null || ss -Hltnp "sport = :$2" | grep -F "127.0.0.1:$2 " | grep -q "pid=$1,"
+}
+
 # True when api.php answers on PORT.
 answers() {
   php -r '$c = stream_context_create(["http" => ["timeout" => 2]]);
@@ -120,15 +125,17 @@ cmd_start() {
     >>"$D/server.log" 2>&1 </dev/null &
   echo $! >"$D/pid"
   for _ in $(seq 1 150); do
-    if answers "$PORT"; then
-      echo "mediawiki: serving $D on http://127.0.0.1:$PORT (pid $(cat "$D/pid"))"
-      return 0
-    fi
+    # Alive first, and the one listening (with ss): a port picked free may have been taken
+    # by another server, whose answers must not pass for this one's.
     if ! kill -0 "$(cat "$D/pid")" 2>/dev/null; then
       tail -20 "$D/server.log" >&2
       echo "mediawiki: the server exited (port $PORT in use?)" >&2
       rm -f "$D/pid"
       exit 1
+    fi
+    if answers "$PORT" && listens "$(cat "$D/pid")" "$PORT"; then
+      echo "mediawiki: serving $D on http://127.0.0.1:$PORT (pid $(cat "$D/pid"))"
+      return 0
     fi
     sleep 0.2
   done

@@ -207,9 +207,22 @@ impl Answerer for ExtractiveAnswerer {
         passages: &[Hit],
         sink: &mut (dyn DraftSink + Send),
     ) -> Result<Usage, AnswerError> {
-        let terms = self.retriever.term_weights(q.scope, q.text);
-        let analyze = |s: &str| self.retriever.analyze(s);
-        let a = answer::extractive(q.text, passages, &terms, &analyze, &self.cfg);
+        // Term statistics, sentence splitting and scoring are CPU work of a millisecond or
+        // more: off the async runtime's workers, which serve every other call meanwhile.
+        let (retriever, cfg) = (self.retriever.clone(), self.cfg);
+        let (scope, text, hits) = (q.scope.clone(), q.text.to_string(), passages.to_vec());
+        let a = match tokio::task::spawn_blocking(move || {
+            let terms = retriever.term_weights(&scope, &text);
+            let analyze = |s: &str| retriever.analyze(s);
+            answer::extractive(&text, &hits, &terms, &analyze, &cfg)
+        })
+        .await
+        {
+            Ok(a) => a,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: nothing is drafted.
+            Err(_) => return Ok(Usage::default()),
+        };
         for s in a.sentences {
             let cites = s
                 .citations

@@ -456,8 +456,9 @@ exit 2
         )
         .unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Long enough for the shell to write its pid on a loaded machine.
         let limits = crate::parse::ParseLimits {
-            timeout: Duration::from_millis(1500),
+            timeout: Duration::from_secs(4),
             ..Default::default()
         };
         let run = || {

@@ -1103,7 +1103,8 @@ fn pause_holds_syncs_and_resume_catches_up() {
             ids(&["b.txt"])
         );
         let s = c.status.snapshot();
-        assert_eq!(s.jobs[0].trigger, "resume");
+        // The job that caught up (a scheduled one may have started since).
+        assert!(s.jobs.iter().any(|j| j.trigger == "resume"), "{:?}", s.jobs);
         assert!(!s.paused);
         c.stop().await;
     });
