@@ -1123,6 +1123,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 admin: r.admin,
                 act_as: r.act_as,
                 ingest: r.ingest,
+                locked: false,
             }
         })
         .collect();

@@ -653,8 +653,6 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-/// The raw config (sections with errors replaced by defaults) and the issues found; only a TOML
-/// syntax error stops here.
 /// The file as a table with `${VAR}` replaced (a variable that is not set by nothing),
 /// validating nothing; `None` when it is not TOML.
 pub(super) fn lenient_table(text: &str) -> Option<toml::Table> {
@@ -667,6 +665,8 @@ pub(super) fn lenient_table(text: &str) -> Option<toml::Table> {
     }
 }
 
+/// The raw config (sections with errors replaced by defaults) and the issues found; only a TOML
+/// syntax error stops here.
 pub fn parse(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), Vec<ConfigIssue>> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let msg = match e.span() {

@@ -309,11 +309,14 @@ pub struct GrantedKey {
     pub sha256: String,
     /// `None` when the scopes cannot be read: the key is then withdrawn.
     pub scopes: Option<Permissions>,
+    /// Unix seconds (`None`: no expiry). A key whose expiry cannot be read is absent.
+    pub expires_at: Option<i64>,
 }
 
 /// [`Granted`] from a config file's text; `None` when it is not TOML at all (nothing can be
 /// told, and nothing is withdrawn). A flag that is not `true` grants nothing; a key's
-/// `revoked` that is not `false` revokes it; an id listed twice grants nothing.
+/// `revoked` that is not `false` revokes it, and so does an `expires_at` that is not an RFC
+/// 3339 time; an id listed twice grants nothing.
 pub fn granted(text: &str) -> Option<Granted> {
     use toml::Value;
     let table = super::raw::lenient_table(text)?;
@@ -362,6 +365,15 @@ pub fn granted(text: &str) -> Option<Granted> {
         if revoked {
             continue;
         }
+        let expires_at = match t.get("expires_at") {
+            None => None,
+            Some(v) => match v.as_str().map(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            }) {
+                Some(Ok(at)) => Some(at.unix_timestamp()),
+                _ => continue,
+            },
+        };
         let scopes = match t.get("scopes") {
             None => Some(Permissions {
                 query: true,
@@ -378,6 +390,7 @@ pub fn granted(text: &str) -> Option<Granted> {
                 identity,
                 sha256: sha256.to_ascii_lowercase(),
                 scopes,
+                expires_at,
             },
         );
     }

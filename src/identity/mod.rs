@@ -228,6 +228,10 @@ pub struct IdentitySpec {
     pub act_as: bool,
     /// May call the push API.
     pub ingest: bool,
+    /// Withdrawn by a reload that failed while its config entry was gone (see
+    /// `IdentityRegistry::withdraw_ungranted`): no credential authenticates it and no one may
+    /// act for it, until a reload succeeds.
+    pub locked: bool,
 }
 
 /// One group and the groups it belongs to.
@@ -493,6 +497,7 @@ impl IdentityStore {
                     m.admin |= spec.admin;
                     m.act_as |= spec.act_as;
                     m.ingest |= spec.ingest;
+                    m.locked |= spec.locked;
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
                 }
                 None => {
@@ -638,7 +643,7 @@ impl IdentityStore {
     /// identity provider's or a CA's names are another namespace that may hold the same
     /// string (a numeric `sub` equal to someone's uid), so they never authenticate.
     fn lookup_credential(&self, name: &str) -> Option<&IdentitySpec> {
-        let spec = self.lookup(name)?;
+        let spec = self.lookup(name).filter(|s| !s.locked)?;
         if spec.id == name || !is_account_alias(name) {
             return Some(spec);
         }
@@ -671,6 +676,9 @@ impl IdentityStore {
         }
         match self.by_token.get(&token_hash(token)) {
             None => Err(AuthError::InvalidToken),
+            Some(Credential::Personal(i)) if self.identities[*i].locked => {
+                Err(AuthError::InvalidToken)
+            }
             Some(Credential::Personal(i)) => {
                 Ok(self.caller(&self.identities[*i], Permissions::ALL, "token".into()))
             }
@@ -686,7 +694,7 @@ impl IdentityStore {
                 // changes, and the key must not move with it.
                 let spec = self
                     .lookup(&key.identity)
-                    .filter(|s| s.id == key.identity)
+                    .filter(|s| s.id == key.identity && !s.locked)
                     .ok_or(AuthError::UnknownIdentity)?;
                 Ok(self.caller(spec, key.scopes, format!("api_key:{}", key.id)))
             }
@@ -727,7 +735,10 @@ impl IdentityStore {
 
     /// `--insecure-dev`: the named identity without any credential.
     pub fn insecure_dev_user(&self, name: &str) -> Result<Caller, AuthError> {
-        let spec = self.lookup(name).ok_or(AuthError::UnknownIdentity)?;
+        let spec = self
+            .lookup(name)
+            .filter(|s| !s.locked)
+            .ok_or(AuthError::UnknownIdentity)?;
         Ok(self.caller(spec, Permissions::ALL, "insecure-dev".into()))
     }
 
@@ -750,6 +761,7 @@ impl IdentityStore {
         }
         let spec = self
             .lookup(user)
+            .filter(|s| !s.locked)
             .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
         // Acting for oneself is querying: a credential without the query scope may not.
         if spec.id == actor.user_id && !actor.perms.query {
@@ -765,7 +777,7 @@ impl IdentityStore {
     /// `act_as` from its identity, or revoked or narrowed its API key. (Expiry was checked
     /// at authentication, against the request's clock.)
     fn still_acts_as(&self, actor: &Caller) -> bool {
-        let Some(spec) = self.lookup(&actor.user_id) else {
+        let Some(spec) = self.lookup(&actor.user_id).filter(|s| !s.locked) else {
             return false;
         };
         match actor.credential.strip_prefix("api_key:") {

@@ -113,17 +113,32 @@ impl IdentityRegistry {
     /// many were withdrawn.
     pub fn withdraw_ungranted(&self, granted: &crate::config::Granted) -> Result<usize, String> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let mut n = 0;
-        let mut withdraw = |have: &mut bool, keep: bool| {
-            if *have && !keep {
-                *have = false;
-                n += 1;
-            }
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // An identity the identity files define stays one when the config drops it.
+        let in_files = |id: &str| {
+            files
+                .loaded
+                .iter()
+                .any(|l| l.identities.iter().any(|e| e.spec.id == id))
         };
+        // Clears `have` unless `keep`; 1 when it cleared it.
+        fn withdraw(have: &mut bool, keep: bool) -> usize {
+            let cleared = *have && !keep;
+            *have &= keep;
+            usize::from(cleared)
+        }
+        let mut n = 0;
         for id in &mut base.identities {
             let now = granted.identities.get(&id.id);
+            // Gone from the file: locked (no JWT, certificate or key authenticates it, no one
+            // acts for it). Kept in the store, with its groups: a deny naming one of them
+            // must still apply to it wherever it is still read.
+            if now.is_none() && !id.locked && !in_files(&id.id) {
+                id.locked = true;
+                n += 1;
+            }
             let mut token = id.token_sha256.is_some();
-            withdraw(
+            n += withdraw(
                 &mut token,
                 now.and_then(|g| g.token_sha256.as_deref())
                     .zip(id.token_sha256.as_deref())
@@ -132,9 +147,9 @@ impl IdentityRegistry {
             if !token {
                 id.token_sha256 = None;
             }
-            withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
-            withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
-            withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
+            n += withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
+            n += withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
+            n += withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
         }
         for k in &mut base.api_keys {
             let now = granted
@@ -142,18 +157,26 @@ impl IdentityRegistry {
                 .get(&k.id)
                 .filter(|g| g.identity == k.identity && g.sha256.eq_ignore_ascii_case(&k.sha256));
             let mut live = !k.revoked;
-            withdraw(&mut live, now.is_some_and(|g| g.scopes.is_some()));
+            n += withdraw(&mut live, now.is_some_and(|g| g.scopes.is_some()));
             k.revoked = !live;
-            if let Some(scopes) = now.and_then(|g| g.scopes).filter(|_| live) {
-                let s = &mut k.scopes;
-                withdraw(&mut s.query, scopes.query);
-                withdraw(&mut s.admin, scopes.admin);
-                withdraw(&mut s.act_as, scopes.act_as);
-                withdraw(&mut s.ingest, scopes.ingest);
+            if let Some(g) = now.filter(|_| live) {
+                if let Some(scopes) = g.scopes {
+                    let s = &mut k.scopes;
+                    n += withdraw(&mut s.query, scopes.query);
+                    n += withdraw(&mut s.admin, scopes.admin);
+                    n += withdraw(&mut s.act_as, scopes.act_as);
+                    n += withdraw(&mut s.ingest, scopes.ingest);
+                }
+                // An earlier expiry (how a key is often ended) holds; a later one waits.
+                if let Some(at) = g.expires_at
+                    && k.expires_at.is_none_or(|old| at < old)
+                {
+                    k.expires_at = Some(at);
+                    n += 1;
+                }
             }
         }
         if n > 0 {
-            let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
             self.rebuild(&base, &files)?;
         }
         Ok(n)
@@ -355,6 +378,85 @@ aliases = ["bob@corp.example"]
 
         // A file that is not TOML tells nothing: nothing more is withdrawn.
         assert!(crate::config::granted("[[identities]\nid = ").is_none());
+    }
+
+    /// Session 37's review: an identity gone from a file that fails (its key still listed,
+    /// which is why it fails) kept authenticating by its key, a JWT or a certificate, and an
+    /// earlier expiry (how a key is often ended) was not read.
+    #[test]
+    fn a_failed_reload_locks_an_identity_it_drops_and_holds_an_earlier_expiry() {
+        use crate::identity::token_hash;
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[{"id":"dave"}]}"#);
+        let h = |t: &str| hex::encode(token_hash(t));
+        let key = |id: &str, who: &str, secret: &str, extra: &str| {
+            format!(
+                "[[api_keys]]\nid = \"{id}\"\nidentity = \"{who}\"\nsha256 = \"{}\"\n\
+                 scopes = [\"query\", \"act_as\"]\n{extra}\n",
+                h(secret)
+            )
+        };
+        let bridge = "[[identities]]\nid = \"bridge\"\nact_as = true\n";
+        let erin = "[[identities]]\nid = \"erin\"\ngroups = [\"hr\"]\n";
+        let dave = "[[identities]]\nid = \"dave\"\n";
+        let both = format!(
+            "{bridge}{erin}{dave}{}{}{}",
+            key("kb", "bridge", "bridge-key", ""),
+            key("ke", "erin", "erin-key", ""),
+            key("kd", "dave", "dave-key", "")
+        );
+        let cfg = config(dir.path(), &both).unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let store = reg.current();
+        let actor = store.authenticate_token("bridge-key").unwrap();
+        assert!(store.act_as(&actor, "erin").is_ok());
+        assert!(store.authenticate_token("erin-key").is_some());
+        assert!(store.authenticate_cert(&["erin".to_string()]).is_ok());
+
+        // erin's and dave's entries are gone (their keys stay listed: that is why the file
+        // fails); bridge's key now ends in 2001.
+        let broken = format!(
+            "{bridge}{}{}{}",
+            key(
+                "kb",
+                "bridge",
+                "bridge-key",
+                "expires_at = \"2001-01-01T00:00:00Z\""
+            ),
+            key("ke", "erin", "erin-key", ""),
+            key("kd", "dave", "dave-key", "")
+        );
+        assert!(Config::parse(&broken, dir.path()).is_err());
+        let g = crate::config::granted(&broken).unwrap();
+        // erin locked; dave is an identity of users.json, so not; the expiry.
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(2));
+        let store = reg.current();
+        assert!(store.authenticate_token("erin-key").is_none());
+        assert!(store.authenticate_cert(&["erin".to_string()]).is_err());
+        assert!(store.authenticate_token("dave-key").is_some());
+        assert!(matches!(
+            store.authenticate_bearer("bridge-key"),
+            Err(crate::identity::AuthError::KeyExpired(_))
+        ));
+        // Still known with her groups (a deny naming them still applies), but no one acts
+        // for her.
+        assert!(
+            store
+                .resolve("erin", crate::identity::ResolveReason::Test)
+                .unwrap()
+                .principals()
+                .contains("group:hr")
+        );
+        assert!(store.act_as(&actor, "erin").is_err());
+        // A later expiry than the one held changes nothing.
+        let later = broken.replace("2001-01-01", "2099-01-01");
+        assert_eq!(
+            reg.withdraw_ungranted(&crate::config::granted(&later).unwrap()),
+            Ok(0)
+        );
+        // A reload that succeeds starts again from the file.
+        reg.reload(cfg).unwrap();
+        assert!(reg.current().authenticate_token("erin-key").is_some());
     }
 
     #[test]

@@ -239,31 +239,65 @@ pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
             "the filter has {ranges} range conditions; at most {MAX_FILTER_RANGES}"
         ));
     }
+    if out.sources.iter().any(|s| controlled(s))
+        || out.uri_prefix.as_deref().is_some_and(controlled)
+        || out.attributes.as_ref().is_some_and(has_control)
+    {
+        return Err("the filter holds a control character".to_string());
+    }
     Ok(out)
 }
 
 fn measure(a: &AttrFilter, bytes: &mut usize, terms: &mut usize, ranges: &mut usize) {
     *terms += 1;
+    *bytes += own_strings(a).map(str::len).sum::<usize>();
     match a {
-        AttrFilter::Equals { key, value } => *bytes += key.len() + value.len(),
-        AttrFilter::In { key, values } => {
-            *bytes += key.len() + values.iter().map(String::len).sum::<usize>();
-            *terms += values.len();
-        }
-        AttrFilter::Range { key, gte, lte } => {
-            *ranges += 1;
-            *bytes += key.len()
-                + gte.as_ref().map_or(0, String::len)
-                + lte.as_ref().map_or(0, String::len);
-        }
-        AttrFilter::Prefix { key, prefix } => *bytes += key.len() + prefix.len(),
+        AttrFilter::In { values, .. } => *terms += values.len(),
+        AttrFilter::Range { .. } => *ranges += 1,
         AttrFilter::And(fs) | AttrFilter::Or(fs) => {
             for f in fs {
                 measure(f, bytes, terms, ranges);
             }
         }
         AttrFilter::Not(f) => measure(f, bytes, terms, ranges),
+        AttrFilter::Equals { .. } | AttrFilter::Prefix { .. } => {}
     }
+}
+
+/// The strings `a` itself holds (not those of the filters under it).
+fn own_strings(a: &AttrFilter) -> Box<dyn Iterator<Item = &str> + '_> {
+    match a {
+        AttrFilter::Equals { key, value } => Box::new([key, value].into_iter().map(String::as_str)),
+        AttrFilter::In { key, values } => {
+            Box::new(std::iter::once(key.as_str()).chain(values.iter().map(String::as_str)))
+        }
+        AttrFilter::Range { key, gte, lte } => Box::new(
+            std::iter::once(key.as_str())
+                .chain(gte.as_deref())
+                .chain(lte.as_deref()),
+        ),
+        AttrFilter::Prefix { key, prefix } => {
+            Box::new([key, prefix].into_iter().map(String::as_str))
+        }
+        AttrFilter::And(_) | AttrFilter::Or(_) | AttrFilter::Not(_) => Box::new(std::iter::empty()),
+    }
+}
+
+/// Whether any string in `a` or under it holds a control character other than tab and line
+/// ends: no source, uri or attribute holds one, and the Milvus backend cannot carry one in an
+/// expression (it refused such a filter as an internal error, the value in its log).
+fn has_control(a: &AttrFilter) -> bool {
+    own_strings(a).any(controlled)
+        || match a {
+            AttrFilter::And(fs) | AttrFilter::Or(fs) => fs.iter().any(has_control),
+            AttrFilter::Not(f) => has_control(f),
+            _ => false,
+        }
+}
+
+fn controlled(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 fn attr_filter(a: pb::AttributeFilter, depth: usize) -> Result<AttrFilter, String> {
@@ -634,5 +668,39 @@ mod tests {
         assert!(filter(Some(ranges(MAX_FILTER_RANGES))).is_ok());
         let e = filter(Some(ranges(MAX_FILTER_RANGES + 1))).unwrap_err();
         assert!(e.contains("range conditions"), "{e}");
+    }
+
+    /// Session 37's review: a control character reached the Milvus expression builder, which
+    /// refused it as an internal error and logged the value; now both backends refuse it as a
+    /// bad filter, without echoing it. Tabs and line ends are text.
+    #[test]
+    fn a_filter_with_a_control_character_is_refused_without_its_value() {
+        use pb::attribute_filter::Op;
+        let nested = |value: &str| pb::Filter {
+            attributes: Some(pb::AttributeFilter {
+                op: Some(Op::Not(Box::new(pb::AttributeFilter {
+                    op: Some(Op::Equals(pb::AttributeEquals {
+                        key: "path".into(),
+                        value: value.into(),
+                    })),
+                }))),
+            }),
+            ..Default::default()
+        };
+        let e = filter(Some(nested("/srv/Secret_Project\u{1}"))).unwrap_err();
+        assert_eq!(e, "the filter holds a control character");
+        assert!(filter(Some(nested("a\tb\r\n"))).is_ok());
+        for f in [
+            pb::Filter {
+                uri_prefix: "https://wiki/x\u{7f}".into(),
+                ..Default::default()
+            },
+            pb::Filter {
+                sources: vec!["wiki\u{0}".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(filter(Some(f)).is_err());
+        }
     }
 }

@@ -52,7 +52,7 @@ impl IngestService {
             // Writers are granted by the config: a group a connector reports grants nothing.
             .filter(|s| s.writable_by(c.guardrail_principals()))
             .cloned()
-            .ok_or_else(|| ServiceError::SourceDenied(source.to_string()))?;
+            .ok_or_else(|| ServiceError::SourceDenied(echoed_source(source)))?;
         Ok((c, src))
     }
 }
@@ -319,7 +319,17 @@ fn validate(
         // under the ACL the client is changing.
         let acl_changes = newest.is_some_and(|(_, fp)| fp != acl.fingerprint());
         if !acl_changes {
-            return Err(result(&key, pb::ItemStatus::RetryLater, e.to_string()));
+            // How many parsers are stuck is the daemon's state, made by other sources'
+            // documents: a pusher is told only that they are busy (session 37's review).
+            let why = match e {
+                crate::parse::ParseError::ParsersStuck(n) => {
+                    tracing::warn!(stuck = n, "a pushed document waits: the parsers are busy");
+                    "the server's parsers are busy; not this document's fault: try again later"
+                        .to_string()
+                }
+                e => e.to_string(),
+            };
+            return Err(result(&key, pb::ItemStatus::RetryLater, why));
         }
     }
     let attributes: BTreeMap<String, String> = d.attributes.into_iter().collect();
@@ -489,5 +499,33 @@ impl pb::ingest_server::Ingest for IngestService {
             target: None,
         });
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
+    }
+}
+
+/// A push source name as an error may echo it: a connector id (letters, digits, `-`, `_`, at
+/// most 64 bytes), else a fixed text (a name of megabytes would go back in a header).
+fn echoed_source(source: &str) -> String {
+    let plausible = !source.is_empty()
+        && source.len() <= 64
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match plausible {
+        true => source.to_string(),
+        false => "(not a source name)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::echoed_source;
+
+    /// Session 37's review: a refused source name went back whole in the grpc-message header.
+    #[test]
+    fn a_refused_source_name_is_echoed_only_when_it_could_be_one() {
+        assert_eq!(echoed_source("hr-wiki_2"), "hr-wiki_2");
+        for odd in [String::new(), "x".repeat(65), "a:b".into(), "ünï".into()] {
+            assert_eq!(echoed_source(&odd), "(not a source name)");
+        }
     }
 }

@@ -85,6 +85,10 @@ impl AppState {
             .config_path
             .as_ref()
             .ok_or("the daemon was not started from a config file")?;
+        // One reload at a time (SIGHUP and the admin call): a failed one withdraws against
+        // the store it failed to replace, never against one a later reload installed.
+        static RELOADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = RELOADS.lock().unwrap_or_else(|p| p.into_inner());
         let loaded = crate::config::Config::load(path).map_err(|e| e.to_string());
         let counts = match loaded.and_then(|cfg| self.identities.reload(cfg)) {
             Ok(c) => c,

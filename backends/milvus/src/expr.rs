@@ -28,8 +28,9 @@ pub const ATTR_NUMBERS: &str = "n";
 /// Why a value cannot become part of an expression.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExprError {
+    // The value is not shown: it is a caller's text, and the message reaches the log.
     #[error(
-        "{what} {value:?} contains control character U+{code:04X}, which a filter expression cannot carry"
+        "a {what} contains control character U+{code:04X}, which a filter expression cannot carry"
     )]
     ControlCharacter {
         what: &'static str,

@@ -783,14 +783,14 @@ async fn until(
     }
 }
 
-/// A connector over `base` on `s` that watches (no scheduled reconciliation, so only
-/// notifications bring changes), after its first sync: what that sync sent, and the watch
-/// given a moment to register.
 /// How long a watch may take to reach the server after the first reconciliation's checkpoint
 /// (a new connection, a login, the share and the folder opened): a change made before that
 /// waits for the next reconciliation. Generous, for a loaded machine (500 ms was close).
 const WATCH_SETTLES: Duration = Duration::from_secs(2);
 
+/// A connector over `base` on `s` that watches (no scheduled reconciliation, so only
+/// notifications bring changes), after its first sync: what that sync sent, and the watch
+/// given a moment to register.
 async fn watching(s: &Server, id: &str, base: &str) -> (Running, Arc<Index>, Log) {
     let mut cfg = s.config(id, base);
     cfg.watch = true;
