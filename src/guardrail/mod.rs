@@ -1040,16 +1040,62 @@ fn consistent(sentence: &str, passages: &[&str], analyze: &dyn Fn(&str) -> Vec<S
     }
     let best = passages
         .iter()
-        .flat_map(|p| p.split_inclusive(['.', '!', '?', '\n']))
+        .flat_map(|p| statements(p))
         .map(|ps| {
-            let have: BTreeSet<String> = analyze(ps).into_iter().collect();
+            let have: BTreeSet<String> = analyze(&ps).into_iter().collect();
             (terms.intersection(&have).count(), ps)
         })
         .max_by_key(|(n, _)| *n);
     match best {
-        Some((n, ps)) if 2 * n >= terms.len() => negated(ps) == negated(sentence),
+        Some((n, ps)) if 2 * n >= terms.len() => negated(&ps) == negated(sentence),
         _ => true,
     }
+}
+
+/// A passage's sentences, each a statement on its own: a list item's carry the line that leads
+/// into the list ("Contractors are not eligible for:"), whose subject and negation are the
+/// item's. (Before, "Contractors are eligible for health insurance" matched the item "- health
+/// insurance" alone, and its lead-in's "not" was never compared.)
+fn statements(p: &str) -> Vec<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let mut out = Vec::new();
+    let mut lead: Option<&str> = None;
+    for line in p.split_inclusive('\n') {
+        let t = line.trim();
+        if t.is_empty() {
+            // A blank line between the lead-in and its list keeps the lead-in.
+            continue;
+        }
+        match list_item_body(t) {
+            Some(body) => out.extend(body.split_inclusive(['.', '!', '?']).map(|s| match lead {
+                Some(l) => Cow::Owned(format!("{l} {s}")),
+                None => Cow::Borrowed(s),
+            })),
+            None => {
+                out.extend(t.split_inclusive(['.', '!', '?']).map(Cow::Borrowed));
+                lead = t.ends_with(':').then_some(t);
+            }
+        }
+    }
+    out
+}
+
+/// The text of a list item line (`- x`, `* x`, `+ x`, `• x`, `1. x`, `1) x`; trimmed), or `None`.
+fn list_item_body(t: &str) -> Option<&str> {
+    if let Some(rest) = t
+        .strip_prefix(['-', '*', '+', '\u{2022}'])
+        .filter(|r| r.starts_with(' '))
+    {
+        return Some(rest.trim_start());
+    }
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = t.get(digits..)?;
+    (1..=3)
+        .contains(&digits)
+        .then(|| rest.strip_prefix(['.', ')']))
+        .flatten()
+        .filter(|r| r.starts_with(' '))
+        .map(str::trim_start)
 }
 
 fn pii_verdict(mut found: Vec<pii::Entity>) -> Option<Verdict> {
@@ -1404,6 +1450,30 @@ mod tests {
             ),
             // A leading number is stated, not a list marker.
             ("40 vacation days per year for employees.", false),
+        ] {
+            assert_eq!(supported(draft, &[passage], 0.6, &analyze), ok, "{draft}");
+        }
+        // Session 36's note: a list item was compared without the line leading into it.
+        let list = "Contractors are not eligible for:\n\n- health insurance\n- the pension plan\n\n\
+                    Employees are eligible for:\n1. health insurance\n2. the pension plan\n";
+        // Stop words dropped, as the index's analyzer does: the lead-in's "not" is not a term.
+        let indexed = |s: &str| -> Vec<String> {
+            analyze(s)
+                .into_iter()
+                .filter(|w| !["are", "for", "the", "not"].contains(&w.as_str()))
+                .collect()
+        };
+        for (draft, ok) in [
+            ("Contractors are eligible for health insurance.", false),
+            ("Contractors are not eligible for health insurance.", true),
+            ("Employees are eligible for the pension plan.", true),
+            ("Employees are not eligible for the pension plan.", false),
+        ] {
+            assert_eq!(supported(draft, &[list], 0.6, &indexed), ok, "{draft}");
+        }
+        for (draft, ok) in [
+            ("Employees get 25 vacation days per year", true),
+            ("Contractors may work remotely.", false),
         ] {
             assert_eq!(supported(draft, &[passage], 0.6, &analyze), ok, "{draft}");
             assert_eq!(
