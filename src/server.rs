@@ -236,10 +236,15 @@ pub async fn start_with(
                 // A daemon served it: a re-embedding's catch-up must not run on it any more.
                 let served = data_dir.join(crate::index::SERVED_MARKER);
                 if !served.exists() {
-                    std::fs::write(&served, b"").map_err(|source| IndexError::Io {
-                        path: served.clone(),
-                        source,
-                    })?;
+                    // Durable before anything is served: a marker lost in a crash would let a
+                    // catch-up roll the index back over what this daemon committed since.
+                    std::fs::File::create(&served)
+                        .and_then(|f| f.sync_all())
+                        .and_then(|()| std::fs::File::open(&data_dir)?.sync_all())
+                        .map_err(|source| IndexError::Io {
+                            path: served.clone(),
+                            source,
+                        })?;
                 }
                 let at = index.path().display().to_string();
                 (Arc::new(index) as Arc<dyn Backend>, at)

@@ -307,6 +307,8 @@ pub struct IngestArgs {
     pub delete: Vec<String>,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
+    /// `wait_for_commit` on every request.
+    pub wait: bool,
     pub json: bool,
 }
 
@@ -458,6 +460,7 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
                 pb::DeleteDocumentsRequest {
                     source: a.source.clone(),
                     keys: keys.to_vec(),
+                    wait_for_commit: a.wait,
                 },
             )?;
             match client.delete_documents(req).await {
@@ -500,8 +503,13 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
             };
             let full = batch.len() == 100 || bytes > 32 * 1024 * 1024;
             if !batch.is_empty() && (full || docs.peek().is_none() || unreadable.is_some()) {
-                let (r, failed) =
-                    put_fitting(&mut client, conn, &a.source, std::mem::take(&mut batch)).await?;
+                let (r, failed) = put_fitting(
+                    &mut client,
+                    conn,
+                    (&a.source, a.wait),
+                    std::mem::take(&mut batch),
+                )
+                .await?;
                 bar.inc(r.len() as u64);
                 results.extend(r);
                 bytes = 0;
@@ -582,7 +590,7 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
 async fn put_fitting(
     client: &mut pb::ingest_client::IngestClient<tonic::transport::Channel>,
     conn: &ClientArgs,
-    source: &str,
+    (source, wait): (&str, bool),
     docs: Vec<pb::PushDocument>,
 ) -> anyhow::Result<(Vec<pb::ItemResult>, Option<anyhow::Error>)> {
     use tonic_types::StatusExt;
@@ -594,6 +602,7 @@ async fn put_fitting(
             pb::PutDocumentsRequest {
                 source: source.to_string(),
                 documents: batch.clone(),
+                wait_for_commit: wait,
             },
         )?;
         match client.put_documents(req).await {

@@ -152,6 +152,10 @@ pub enum Command {
         allow: Vec<String>,
         #[arg(long)]
         deny: Vec<String>,
+        /// Answer only once what was accepted or deleted is committed (durable and
+        /// searchable); what the pipeline then failed is reported as refused.
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         json: bool,
     },
@@ -504,6 +508,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             delete,
             allow,
             deny,
+            wait,
             json,
         } => {
             let what = client::IngestArgs {
@@ -513,6 +518,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 delete,
                 allow,
                 deny,
+                wait,
                 json,
             };
             client::ingest(&conn, what).await

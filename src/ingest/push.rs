@@ -114,6 +114,19 @@ impl Last {
     }
 }
 
+/// What became of an accepted change ([`PushSource::fate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The committed index shows it.
+    Committed,
+    /// On its way: queued, or written and not yet committed.
+    Pending,
+    /// A later change of its key was accepted first.
+    Superseded,
+    /// The pipeline failed it, or a rollback lost it.
+    Failed,
+}
+
 /// Accepted changes remembered before the ones the index already shows are forgotten.
 const ACCEPTED_PRUNE_AT: usize = 4096;
 
@@ -300,6 +313,40 @@ impl PushSource {
             }
         };
         skips.on_failed_upsert(&self.config.id, crate::ingest::FailureHook(Arc::new(hook)));
+    }
+
+    /// What became of an accepted change of `key` (`state`: the upsert's version and ACL
+    /// fingerprint, `None` for a delete), for a client that waits for the commit.
+    pub fn fate(
+        &self,
+        key: &str,
+        state: Option<&(String, String)>,
+        index: &dyn crate::index::Backend,
+    ) -> Fate {
+        let doc_key = DocKey::new(&self.config.id, key).to_string();
+        let shows = |e: Option<crate::index::DocEntry>| {
+            e.map(|e| (e.version, e.acl_fingerprint)).as_ref() == state
+        };
+        if shows(index.doc_entry(&doc_key)) {
+            return Fate::Committed;
+        }
+        let sent = self.lock();
+        let mine = match state {
+            Some(s) => Last::Put(s.clone()),
+            None => Last::Deleted,
+        };
+        match sent.last.get(key) {
+            // Still the key's newest accepted change: queued, or written and not committed.
+            Some(last) if *last == mine => Fate::Pending,
+            // A later change of the key was accepted before this one was committed.
+            Some(Last::Put(_) | Last::Deleted) => Fate::Superseded,
+            // Failed, or lost in a rollback; or forgotten once the index showed it (pruned):
+            // then the index still holds it, uncommitted.
+            Some(Last::Failed(_)) | None => match shows(index.latest_entry(&doc_key)) {
+                true => Fate::Pending,
+                false => Fate::Failed,
+            },
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
@@ -750,6 +797,73 @@ mod tests {
             source.newest("good", &*index).map(|(v, _)| v),
             Some("1".to_string())
         );
+    }
+
+    /// `wait_for_commit` (session 37's review: ACCEPTED came before the commit, and a crash
+    /// in between lost what the client was told was accepted): what became of an accepted
+    /// change, as the waiting call reads it.
+    #[test]
+    fn an_accepted_change_is_pending_until_committed_and_failed_or_superseded_otherwise() {
+        use crate::embed::Embedder;
+        use crate::embed::test_embedder::BagOfWords;
+        let (source, _) = built();
+        let dir = tempfile::tempdir().unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
+        let index = Arc::new(
+            crate::index::Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap(),
+        );
+        let skips = Arc::new(crate::ingest::SkipLog::default());
+        source.forget_failures_from(&skips);
+        let pipeline = crate::ingest::Pipeline::new(
+            index.clone(),
+            embedder,
+            crate::ingest::PipelineConfig {
+                chunking: crate::chunk::ChunkerConfig {
+                    max_tokens: 64,
+                    overlap_tokens: 8,
+                },
+                commit_interval: std::time::Duration::from_secs(3600),
+                max_batch: 64,
+                limits: HashMap::new(),
+                retry: Default::default(),
+            },
+            Arc::default(),
+            skips,
+        );
+        let put = |key: &str, content: &[u8], allow: &str| {
+            let Change::Upsert(mut d) = doc(key, allow) else {
+                unreachable!()
+            };
+            d.content = content.to_vec();
+            let state = (d.version.clone(), d.acl.fingerprint());
+            source.record(key, Some(state.clone()), &*index);
+            (state, d)
+        };
+        let (good, d) = put("good", b"plain text about kestrels", "group:staff");
+        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Pending);
+        pipeline.process(vec![Change::Upsert(d)]).unwrap();
+        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Pending);
+        index.commit(Default::default()).unwrap();
+        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Committed);
+
+        let (bad, d) = put("bad", b"text\0more", "group:staff");
+        pipeline.process(vec![Change::Upsert(d)]).unwrap();
+        assert_eq!(source.fate("bad", Some(&bad), &*index), Fate::Failed);
+
+        // A narrower ACL accepted before the first was committed.
+        let (wide, _) = put("k", b"text", "group:staff");
+        let (narrow, _) = put("k", b"text", "group:hr");
+        assert_eq!(source.fate("k", Some(&wide), &*index), Fate::Superseded);
+        assert_eq!(source.fate("k", Some(&narrow), &*index), Fate::Pending);
+
+        // A delete: pending while the committed index still shows the document.
+        source.record("good", None, &*index);
+        assert_eq!(source.fate("good", None, &*index), Fate::Pending);
+        pipeline
+            .process(vec![Change::Delete(DocKey::new("crm", "good"))])
+            .unwrap();
+        index.commit(Default::default()).unwrap();
+        assert_eq!(source.fate("good", None, &*index), Fate::Committed);
     }
 
     /// Session 34's review: the failure of one ACL of a version forgot another ACL of that

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
 use docent_proto::v1 as pb;
@@ -389,11 +390,12 @@ impl pb::ingest_server::Ingest for IngestService {
             }
             .into());
         }
-        let (st, s2) = (self.state.clone(), src.clone());
+        let (st, s2, b2) = (self.state.clone(), src.clone(), budget.clone());
+        let wait_for_commit = msg.wait_for_commit;
         let checked = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(msg.documents.len());
             for d in msg.documents {
-                if budget.spent() {
+                if b2.spent() {
                     return Err(ServiceError::Cancelled);
                 }
                 out.push(validate(&st, &s2, d));
@@ -404,12 +406,14 @@ impl pb::ingest_server::Ingest for IngestService {
         .map_err(ServiceError::internal)??;
         let mut results = Vec::with_capacity(checked.len());
         let mut accepted = Vec::new();
+        let mut awaited = Vec::new();
         for c in checked {
             match c {
                 Ok(Validated { doc, was_newest }) => {
                     let key = doc.key.native_id.clone();
                     let doc_key = doc.key.to_string();
                     let state = (doc.version.clone(), doc.acl.fingerprint());
+                    awaited.push((results.len(), Some(state.clone())));
                     let change = Change::Upsert(Box::new(doc));
                     let queued = match was_newest {
                         // Queued only if an earlier item of this request, or another request,
@@ -448,6 +452,10 @@ impl pb::ingest_server::Ingest for IngestService {
             question: None,
             target: None,
         });
+        if wait_for_commit {
+            self.until_committed(&src, &mut results, awaited, &budget)
+                .await;
+        }
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
 
@@ -456,17 +464,22 @@ impl pb::ingest_server::Ingest for IngestService {
         req: Request<pb::DeleteDocumentsRequest>,
     ) -> Result<Response<pb::DeleteDocumentsResponse>, Status> {
         let (who, src) = self.source(&req, &req.get_ref().source)?;
-        let msg = req.into_inner();
-        if msg.keys.len() > MAX_DELETE {
+        if req.get_ref().keys.len() > MAX_DELETE {
             return Err(ServiceError::InvalidArgument {
                 reason: "BATCH_TOO_LARGE",
                 field: "keys",
-                message: format!("{} keys; at most {MAX_DELETE} per request", msg.keys.len()),
+                message: format!(
+                    "{} keys; at most {MAX_DELETE} per request",
+                    req.get_ref().keys.len()
+                ),
             }
             .into());
         }
+        let (budget, _guard) = super::limits::Budget::of(&req);
+        let msg = req.into_inner();
         let mut results = Vec::with_capacity(msg.keys.len());
         let mut deleted = Vec::new();
+        let mut awaited = Vec::new();
         for key in msg.keys {
             if let Some(p) = key_problem(&key) {
                 results.push(result(&key, pb::ItemStatus::Rejected, p));
@@ -486,6 +499,7 @@ impl pb::ingest_server::Ingest for IngestService {
             if src.accept(&key, None, change, index).await.is_none() {
                 return Err(Status::unavailable("the daemon is shutting down"));
             }
+            awaited.push((results.len(), None));
             results.push(result(&key, pb::ItemStatus::Deleted, ""));
         }
         self.state.record(Audited {
@@ -498,7 +512,95 @@ impl pb::ingest_server::Ingest for IngestService {
             question: None,
             target: None,
         });
+        if msg.wait_for_commit {
+            self.until_committed(&src, &mut results, awaited, &budget)
+                .await;
+        }
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
+    }
+}
+
+/// The longest a call with `wait_for_commit` waits for the commit (less when its deadline is
+/// nearer).
+pub const MAX_COMMIT_WAIT: Duration = Duration::from_secs(120);
+
+/// How often a waiting call looks at the index again.
+const COMMIT_POLL: Duration = Duration::from_millis(20);
+
+impl IngestService {
+    /// `wait_for_commit`: waits until each `awaited` item (its place in `results`, and its
+    /// upsert's version and ACL fingerprint, `None` for a delete) is committed, failed, or
+    /// superseded, or until the deadline; the results say which (see the proto). ACCEPTED or
+    /// UNCHANGED puts and DELETED keys are awaited; nothing else was queued.
+    async fn until_committed(
+        &self,
+        src: &PushSource,
+        results: &mut [pb::ItemResult],
+        mut awaited: Vec<(usize, Option<(String, String)>)>,
+        budget: &super::limits::Budget,
+    ) {
+        use crate::ingest::push::Fate;
+        let waits = |r: &pb::ItemResult| {
+            [
+                pb::ItemStatus::Accepted,
+                pb::ItemStatus::Unchanged,
+                pb::ItemStatus::Deleted,
+            ]
+            .contains(&r.status())
+        };
+        awaited.retain(|(i, _)| waits(&results[*i]));
+        // Some margin before the client's deadline, to answer in time.
+        let until = budget
+            .deadline()
+            .map(|d| d.checked_sub(COMMIT_POLL * 5).unwrap_or(d))
+            .into_iter()
+            .chain([std::time::Instant::now() + MAX_COMMIT_WAIT])
+            .min()
+            .expect("one deadline at least");
+        let index = &*self.state.index;
+        loop {
+            awaited.retain(|(i, state)| {
+                let r = &mut results[*i];
+                match src.fate(&r.key, state.as_ref(), index) {
+                    Fate::Committed => false,
+                    Fate::Pending => true,
+                    Fate::Superseded => {
+                        r.reason = "a later change of this key was accepted before this one \
+                                    was committed"
+                            .into();
+                        false
+                    }
+                    Fate::Failed => {
+                        let doc_key = DocKey::new(&src.config.id, r.key.as_str()).to_string();
+                        let why = self
+                            .state
+                            .skips
+                            .get(&src.config.id)
+                            .1
+                            .into_iter()
+                            .find(|(k, _)| *k == doc_key)
+                            .map_or_else(|| "it was not indexed".to_string(), |(_, why)| why);
+                        r.status = pb::ItemStatus::RetryLater as i32;
+                        r.reason = format!("accepted, then not committed: {why}");
+                        false
+                    }
+                }
+            });
+            if awaited.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() >= until || budget.spent() {
+                break;
+            }
+            tokio::time::sleep(COMMIT_POLL).await;
+        }
+        for (i, _) in awaited {
+            let r = &mut results[i];
+            r.status = pb::ItemStatus::RetryLater as i32;
+            r.reason = "not committed before the deadline; send it again (with \
+                        wait_for_commit it is then UNCHANGED and waits again)"
+                .into();
+        }
     }
 }
 

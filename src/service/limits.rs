@@ -342,6 +342,11 @@ impl Budget {
         }
     }
 
+    /// The client's deadline, if it sent one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// Whether the work should stop: the client gave up or its deadline passed.
     pub fn spent(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)

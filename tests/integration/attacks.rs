@@ -304,6 +304,7 @@ fn put(
         pb::PutDocumentsRequest {
             source: source.into(),
             documents,
+            ..Default::default()
         },
     )
 }
@@ -326,6 +327,7 @@ async fn a_push_delete_right_after_the_put_wins() {
             pb::DeleteDocumentsRequest {
                 source: "crm".into(),
                 keys: vec!["acct-9".into()],
+                ..Default::default()
             },
         ))
         .await
@@ -411,6 +413,7 @@ async fn push_trust_is_bound_to_sources_acls_uris_and_attributes() {
             pb::DeleteDocumentsRequest {
                 source: "crm".into(),
                 keys: vec!["acct-1".into()],
+                ..Default::default()
             },
         ))
         .await

@@ -33,6 +33,7 @@ fn put(docs: Vec<pb::PushDocument>) -> tonic::Request<pb::PutDocumentsRequest> {
         pb::PutDocumentsRequest {
             source: "crm".into(),
             documents: docs,
+            ..Default::default()
         },
     )
 }
@@ -83,6 +84,63 @@ async fn a_push_source_is_not_paused_and_never_holds_an_admin_call() {
         .filter(|r| r["outcome"] == "NOT_PAUSABLE" && r["refused"] == false)
         .count();
     assert_eq!(failed, 40);
+    d.stop().await;
+}
+
+/// Session 37's review: ACCEPTED and DELETED came before the commit, so a crash in between
+/// lost what the client had been told, and nothing told it. With `wait_for_commit` the answer
+/// comes once the change is committed (durable, and what searches see). A long commit
+/// interval: without the wait, the search right after the answer would not see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_commit_answers_once_the_change_is_committed() {
+    let env = Env::empty();
+    let text = (env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
+            hex::encode(docent::identity::token_hash(BOT))
+        ))
+    .replace("commit_interval_ms = 100\n", "commit_interval_ms = 3000\n");
+    assert!(text.contains("commit_interval_ms = 3000"));
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let sees = |needle: &'static str| {
+        let d = &d;
+        async move {
+            search_text(
+                &d.search(FELIX, "Initrode merger codename", 10)
+                    .await
+                    .unwrap(),
+            )
+            .contains(needle)
+        }
+    };
+    let mut req = put(vec![doc(
+        "deal",
+        "1",
+        Content::Text("The Initrode merger codename is Bluefin.".into()),
+        &["group:finance"],
+    )]);
+    req.get_mut().wait_for_commit = true;
+    let r = c.put_documents(req).await.unwrap().into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Accepted as i32);
+    assert_eq!(r.results[0].reason, "", "committed");
+    assert!(sees("push://crm/deal").await);
+
+    let r = c
+        .delete_documents(authed(
+            BOT,
+            pb::DeleteDocumentsRequest {
+                source: "crm".into(),
+                keys: vec!["deal".into()],
+                wait_for_commit: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Deleted as i32);
+    assert_eq!(r.results[0].reason, "", "committed");
+    assert!(!sees("push://crm/deal").await);
     d.stop().await;
 }
 
@@ -354,6 +412,7 @@ async fn push_documents_idempotently_with_per_item_results() {
             pb::DeleteDocumentsRequest {
                 source: "crm".into(),
                 keys: keys.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             },
         )
     };
@@ -381,6 +440,7 @@ async fn push_documents_idempotently_with_per_item_results() {
             pb::PutDocumentsRequest {
                 source: "crm".into(),
                 documents: vec![acme("3", "x")],
+                ..Default::default()
             },
         ))
         .await
@@ -392,6 +452,7 @@ async fn push_documents_idempotently_with_per_item_results() {
             pb::PutDocumentsRequest {
                 source: "share".into(),
                 documents: vec![],
+                ..Default::default()
             },
         ))
         .await
