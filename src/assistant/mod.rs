@@ -1317,19 +1317,18 @@ impl Prepared {
             response_scope,
             scope: &self.scope,
         };
-        // What the model reads is PII-redacted for the caller first (and verified against the
-        // same text); the extractive answerer reads the passages as indexed.
-        let mut for_model = Vec::new();
-        if let (AnswerMode::Generative, Some(_)) = (self.mode, &generative) {
-            for_model = evidence.to_vec();
-            a.guardrails
-                .redact_passages(self.scope.principal_set(), &mut for_model);
-        }
-        let for_model = &for_model[..];
-        // `model`: the model writes, from its copy of the passages; else the extractive
-        // answerer, from the passages as indexed.
+        // What either answerer reads is PII-redacted for the caller first, as whole passages
+        // (and verified against the same text): a value a line break cuts into two sentences,
+        // neither of which the per-sentence redaction recognises, is redacted whole (session
+        // 37's review: an extractive answer quoted both halves of an IBAN).
+        let mut redacted = evidence.to_vec();
+        let found = a
+            .guardrails
+            .redact_passages(self.scope.principal_set(), &mut redacted);
+        let evidence = &redacted[..];
+        let for_model = evidence;
+        // `model`: the model writes; else the extractive answerer.
         let attempt = |answerer: &dyn Answerer, model: bool| {
-            let evidence = if model { for_model } else { evidence };
             let n = answerer.passages(&q, evidence);
             Sink {
                 verifier: Verifier::new(
@@ -1415,8 +1414,27 @@ impl Prepared {
         if let Some(t) = s.first_piece {
             a.metrics.first_piece(t);
         }
-        let f = s.verifier.finish();
+        let mut f = s.verifier.finish();
         a.metrics.guardrail("acl", "drop", u64::from(f.acl_dropped));
+        // What the cited passages had redacted before the answerer read them.
+        let cited: BTreeSet<&str> = f.citations.iter().map(|c| c.chunk_id.as_str()).collect();
+        let mut before = crate::guardrail::PiiFindings::default();
+        for (h, fd) in evidence.iter().zip(found) {
+            if cited.contains(h.chunk.chunk_id.as_str()) {
+                before.extend(fd);
+            }
+        }
+        if let Some(v) = before.verdict() {
+            match f.verdicts.iter_mut().find(|x| x.code == v.code) {
+                Some(x) => {
+                    x.count += v.count;
+                    let mut rules: BTreeSet<&str> = x.rule.split(',').collect();
+                    rules.extend(v.rule.split(','));
+                    x.rule = rules.into_iter().collect::<Vec<_>>().join(",");
+                }
+                None => f.verdicts.push(v),
+            }
+        }
         let (mut sentences, mut uncited, mut citations) = (s.sentences, s.uncited, f.citations);
         if delivery == Delivery::Whole && !f.refused.is_empty() {
             // Nothing has left yet: the sentences that stand on a refused citation go whole.

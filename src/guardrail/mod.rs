@@ -618,27 +618,36 @@ impl Guardrails {
         c.snippet = crate::answer::snippet(&c.passage, crate::answer::SNIPPET_BYTES);
     }
 
-    /// Redacts PII in what a model reads of each passage (text, title, headings): a model is
-    /// another service, and what it sees it can repeat in pieces no per-sentence redaction
-    /// recognises (a card number split over two sentences). Keys and URIs are left for the ACL
-    /// recheck; they are redacted on the way out.
-    pub fn redact_passages(&self, principals: &BTreeSet<String>, hits: &mut [Hit]) {
+    /// Redacts PII in what an answerer reads of each passage (text, title, headings), whole
+    /// passages at a time: a model is another service, and what it sees it can repeat in
+    /// pieces no per-sentence redaction recognises (a card number split over two sentences);
+    /// an extractive answer's sentences end at line breaks, which can cut a value in two. Keys
+    /// and URIs are left for the ACL recheck; they are redacted on the way out. Returns what
+    /// was found in each passage (for the verdict of the answer that cites it).
+    pub fn redact_passages(
+        &self,
+        principals: &BTreeSet<String>,
+        hits: &mut [Hit],
+    ) -> Vec<PiiFindings> {
         let Some(entities) = self.pii_entities(principals) else {
-            return;
+            return hits.iter().map(|_| PiiFindings::default()).collect();
         };
-        let mut found = Vec::new();
-        for h in hits {
-            let c = &mut h.chunk;
-            redact_id(&mut c.title, entities, &mut found);
-            for p in &mut c.heading_path {
-                redact_field(p, entities, &mut found);
-            }
-            let (t, f) = pii::redact(&c.text, entities);
-            if !f.is_empty() {
-                c.text = t;
-                found.extend(f);
-            }
-        }
+        hits.iter_mut()
+            .map(|h| {
+                let mut found = Vec::new();
+                let c = &mut h.chunk;
+                redact_id(&mut c.title, entities, &mut found);
+                for p in &mut c.heading_path {
+                    redact_field(p, entities, &mut found);
+                }
+                let (t, f) = pii::redact(&c.text, entities);
+                if !f.is_empty() {
+                    c.text = t;
+                    found.extend(f);
+                }
+                PiiFindings(found)
+            })
+            .collect()
     }
 
     /// Redacts PII in everything of a search hit that leaves the daemon: document key, chunk id,
@@ -805,6 +814,14 @@ pub struct PiiFindings(Vec<pii::Entity>);
 impl PiiFindings {
     pub fn verdict(self) -> Option<Verdict> {
         pii_verdict(self.0)
+    }
+
+    pub fn extend(&mut self, other: PiiFindings) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

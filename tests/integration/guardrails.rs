@@ -19,6 +19,34 @@ fn pii_verdict(verdicts: &[pb::GuardrailVerdict]) -> &pb::GuardrailVerdict {
         .unwrap_or_else(|| panic!("no redaction verdict: {verdicts:?}"))
 }
 
+/// Session 37's review: a line break cut an IBAN into two sentences of a plain-text passage;
+/// the extractive answer checked each sentence on its own, neither half looked like an IBAN,
+/// and both halves were quoted. The passages an answerer reads are redacted whole first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_a_line_break_cuts_is_redacted_in_an_extractive_answer() {
+    let env = Env::example();
+    std::fs::write(
+        env.corpus().join("company/supplier-refunds.txt"),
+        "Supplier refunds are paid to the company account DE89 3704 0044\n\
+         0532 0130 00, the account registered for supplier refunds.\n",
+    )
+    .unwrap();
+    let d = env.start().await;
+    let r = d
+        .ask(ALICE, "Which account are supplier refunds paid to?")
+        .await
+        .unwrap();
+    let text = answer_text(&r);
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{text}");
+    assert!(text.contains("supplier-refunds.txt"), "{text}");
+    // Nowhere: the answer, its citation's snippet, or the title made from the first line.
+    for part in ["DE89", "3704", "0532", "0130"] {
+        assert!(!text.contains(part), "{text}");
+    }
+    assert!(codes(&r.guardrails).contains(&"PII_REDACTED"), "{r:?}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guardrail_chain_blocks_restricts_drops_and_redacts() {
     let env = Env::example();
