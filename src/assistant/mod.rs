@@ -1661,6 +1661,11 @@ fn screen_turn(
     if named(&t.rewritten) {
         t.rewritten.clear();
     }
+    // The question too: in a conversation an audience owns (a Slack channel's), it may be
+    // another member's, asked while exempt (session 37's review).
+    if named(&t.question) {
+        t.question = WITHHELD.to_string();
+    }
     let mut ok: Vec<bool> = t
         .citations
         .iter()
@@ -1712,10 +1717,18 @@ fn screen_turn(
 /// The most characters of a conversation's title shown.
 pub const TITLE_CHARS: usize = 80;
 
+/// What a stored question or a conversation's title is shown as when it names a phrase
+/// blocked for the reader now.
+pub const WITHHELD: &str = "(withheld: it names a blocked phrase)";
+
 /// PII redaction of a conversation's title (its first question) as it leaves the daemon, for
 /// the caller's principals now (see [`redact_turn`]), then the cut to [`TITLE_CHARS`]: cut
 /// first, an account number split at the cut would no longer read as one.
 fn redact_title(g: &Guardrails, principals: &BTreeSet<String>, c: &mut store::ConversationRecord) {
+    if g.blocked_phrase_in(principals, &c.title).is_some() {
+        c.title = WITHHELD.to_string();
+        return;
+    }
     g.redact_sentence(
         principals,
         &mut c.title,
@@ -2091,6 +2104,7 @@ mod tests {
         };
         let turn = store::TurnRecord {
             rewritten: "project falcon budget".into(),
+            question: "How large is the Project Falcon budget?".into(),
             ..stored_turn(
                 vec![
                     sentence("The budget is set yearly.", vec![0]),
@@ -2117,6 +2131,21 @@ mod tests {
         assert_eq!(seen.citations.len(), 1);
         assert_eq!(seen.answer, "The budget is set yearly. [1]");
         assert!(seen.rewritten.is_empty());
+        // Session 37's review: the question, and the conversation's title made from it.
+        assert_eq!(seen.question, WITHHELD);
+        let mut c = store::ConversationRecord {
+            id: "c1".into(),
+            owner: "everyone".into(),
+            title: "How large is the Project Falcon budget?".into(),
+            created_ms: 0,
+            updated_ms: 0,
+            turns: 1,
+        };
+        let mut exempt = c.clone();
+        redact_title(&g, &falcon, &mut exempt);
+        assert_eq!(exempt.title, c.title);
+        redact_title(&g, &left, &mut c);
+        assert_eq!(c.title, WITHHELD);
     }
 
     /// A phrase split across two sentences is caught as the answer-time check catches it

@@ -265,6 +265,39 @@ fn fold_char(c: char) -> Fold {
     }
 }
 
+/// Emphasis marks of Markdown and Slack's mrkdwn (`*bold*`, `_italic_`, `~strike~`): a renderer
+/// takes them away, so `4111 1111 1111 *1111*` shows a whole card number that no pattern reads
+/// as written (session 37's review). A run of them next to a digit is read as nothing.
+const MARKUP: [u8; 3] = [b'*', b'_', b'~'];
+
+/// Whether a run of [`MARKUP`] touches a digit anywhere in `b`. Each run is walked once.
+fn markup_by_a_digit(b: &[u8]) -> bool {
+    let mut checked_to = 0;
+    for i in memchr::memchr3_iter(MARKUP[0], MARKUP[1], MARKUP[2], b) {
+        if i < checked_to {
+            continue;
+        }
+        let (by_digit, end) = markup_run_from(b, i);
+        if by_digit {
+            return true;
+        }
+        checked_to = end;
+    }
+    false
+}
+
+/// The run of [`MARKUP`] that starts at byte `start`: whether a digit is right before or
+/// after it, and where it ends.
+fn markup_run_from(b: &[u8], start: usize) -> (bool, usize) {
+    let mut end = start;
+    while end < b.len() && MARKUP.contains(&b[end]) {
+        end += 1;
+    }
+    let by_digit = start.checked_sub(1).is_some_and(|j| b[j].is_ascii_digit())
+        || b.get(end).is_some_and(u8::is_ascii_digit);
+    (by_digit, end)
+}
+
 /// Whether ASCII whitespace makes the text read differently for detection: a run of it other
 /// than one plain space (a tab, a line break, two spaces) next to a digit or a bracket, or
 /// between two capitals, where it could split a number's groups. (Emails hold no spaces; a run
@@ -319,7 +352,9 @@ fn run_splits_a_number(b: &[u8], i: usize) -> (bool, usize) {
 /// included) made one space, and for each of its bytes the byte offset of the original
 /// character it came from; `None` when that changes nothing.
 fn fold(text: &str) -> Option<(String, Vec<u32>)> {
+    let b = text.as_bytes();
     if !ascii_needs_fold(text)
+        && !markup_by_a_digit(b)
         && (text.is_ascii()
             || !super::normalize::non_ascii(text).any(|c| !matches!(fold_char(c), Fold::Keep)))
     {
@@ -327,9 +362,17 @@ fn fold(text: &str) -> Option<(String, Vec<u32>)> {
     }
     let mut out = String::with_capacity(text.len());
     let mut from = Vec::with_capacity(text.len());
+    // The run of markup being read (its end), and whether it is dropped.
+    let mut run: (usize, bool) = (0, false);
     for (i, c) in text.char_indices() {
+        let markup = c.is_ascii() && MARKUP.contains(&(c as u8));
+        if markup && i >= run.0 {
+            let (by_digit, end) = markup_run_from(b, i);
+            run = (end, by_digit);
+        }
         match fold_char(c) {
             Fold::Keep if c == ' ' && out.ends_with(' ') => {}
+            Fold::Keep if markup && run.1 => {}
             Fold::Keep => out.push(c),
             Fold::Drop => {}
             Fold::Ascii(b' ') if out.ends_with(' ') => {}
@@ -764,6 +807,29 @@ mod tests {
             fp += usize::from(want.is_empty() && !got.is_empty());
         }
         assert_eq!((tp, fp), (pos, 0));
+    }
+
+    /// Session 37's review: Slack and Markdown render `*`, `_` and `~` away, so a number with
+    /// emphasis inside it shows whole where no pattern read it.
+    #[test]
+    fn emphasis_marks_inside_a_number_do_not_hide_it() {
+        for text in [
+            "Card 4111 1111 1111 *1111* on file.",
+            "Card **4111** 1111 1111 1111 on file.",
+            "Card ~4111~ 1111 1111 1111 on file.",
+            "Card 4111_1111_1111_1111 on file.",
+            "IBAN DE89 3704 _0044_ 0532 0130 00.",
+        ] {
+            let (r, found) = redact(text, &Entity::ALL);
+            assert!(
+                !found.is_empty() && !r.contains("1111 1111") && !r.contains("3704"),
+                "{r}"
+            );
+        }
+        // Emphasis away from digits changes nothing; a long run is read once.
+        assert!(detect("*bold* and _italic_ text", &Entity::ALL).is_empty());
+        let run = format!("1{}", "*".repeat(200_000));
+        assert!(detect(&run, &Entity::ALL).is_empty());
     }
 
     /// A value the pattern took too far is still found inside the match (found by a review:

@@ -45,11 +45,20 @@ impl AdminService {
 
     /// What `admin` may be shown of a document id (`id`) or of a reason or error naming one:
     /// PII-redacted for their groups, as everything else that leaves the daemon (an admin
-    /// outside the PII-exempt groups sees a card number in a file name redacted).
+    /// outside the PII-exempt groups sees a card number in a file name redacted), and withheld
+    /// whole when it names a phrase blocked for them (session 37's review: a feedback question
+    /// or a skipped file's name showed it).
     fn shown_to(&self, admin: &crate::identity::Caller) -> impl Fn(String, bool) -> String + '_ {
         let principals = admin.guardrail_principals().clone();
         let g = self.state.assistant.guardrails().clone();
         move |mut s: String, id: bool| {
+            let (texts, ids) = match id {
+                true => (None, Some(s.as_str())),
+                false => (Some(s.as_str()), None),
+            };
+            if g.blocked_phrase_among(&principals, texts, ids).is_some() {
+                return crate::assistant::WITHHELD.to_string();
+            }
             let mut found = crate::guardrail::PiiFindings::default();
             if id {
                 g.redact_key(&principals, &mut s, &mut found);

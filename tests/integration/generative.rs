@@ -998,6 +998,57 @@ async fn feedback_reasons_are_bounded_and_the_export_is_redacted() {
     d.stop().await;
 }
 
+/// Session 37's review: the feedback export showed an admin a question naming a phrase
+/// blocked for them (asked by someone exempt); it is withheld whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feedback_export_withholds_a_question_naming_a_phrase_blocked_for_the_admin() {
+    let env = Env::example();
+    let text = env.config_text()
+        + "\n[[guardrails.blocked_phrases]]\nphrases = [\"Project Falcon\"]\n\
+           applies_to = []\nexempt = [\"group:engineering\"]\n";
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = client(&d).await;
+    let r = c
+        .ask(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "Does Project Falcon use the VPN?".into(),
+                new_conversation: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        r.status,
+        pb::AnswerStatus::Blocked as i32,
+        "alice is exempt: {r:?}"
+    );
+    let id = r.details.unwrap().conversation_id;
+    c.feedback(authed(
+        ALICE,
+        pb::FeedbackRequest {
+            conversation_id: id,
+            turn: 0,
+            reasons: vec![pb::FeedbackReason::Incomplete as i32],
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let export = pb::admin_client::AdminClient::new(d.channel().await)
+        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(export.records.len(), 1, "{export:?}");
+    let f = &export.records[0];
+    assert_eq!(f.question, docent::assistant::WITHHELD, "{f:?}");
+    assert!(!format!("{f:?}").contains("Falcon"), "{f:?}");
+    d.stop().await;
+}
+
 /// A conversation holds at most `MAX_CONVERSATION_TURNS` turns: another is refused with
 /// CONVERSATION_FULL (session 30's review: a follow-up read, and `GetConversation` returned,
 /// a conversation of any length).
