@@ -1414,13 +1414,18 @@ impl Prepared {
         if let Some(t) = s.first_piece {
             a.metrics.first_piece(t);
         }
+        let cited = s.verifier.cited();
         let mut f = s.verifier.finish();
         a.metrics.guardrail("acl", "drop", u64::from(f.acl_dropped));
-        // What the cited passages had redacted before the answerer read them.
-        let cited: BTreeSet<&str> = f.citations.iter().map(|c| c.chunk_id.as_str()).collect();
+        // What the cited passages (those still readable) had redacted before the answerer
+        // read them. By passage: the citations' own ids are redacted by now.
+        let mut found: Vec<Option<crate::guardrail::PiiFindings>> =
+            found.into_iter().map(Some).collect();
         let mut before = crate::guardrail::PiiFindings::default();
-        for (h, fd) in evidence.iter().zip(found) {
-            if cited.contains(h.chunk.chunk_id.as_str()) {
+        for (p, c) in cited {
+            if !f.refused.contains(&c)
+                && let Some(fd) = found.get_mut(p).and_then(Option::take)
+            {
                 before.extend(fd);
             }
         }

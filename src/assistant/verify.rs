@@ -312,6 +312,11 @@ impl<'a> Verifier<'a> {
     /// The verified citations (PII-redacted) and the verdicts of everything removed or changed.
     /// Also returns how many citations the ACL recheck stopped.
     ///
+    /// The passages cited so far, each with its citation's index.
+    pub fn cited(&self) -> Vec<(usize, usize)> {
+        self.by_passage.iter().map(|(&p, &c)| (p, c)).collect()
+    }
+
     /// Each cited document is checked once more: one the caller can no longer read (access
     /// revoked, or the document withdrawn, while a model wrote on) keeps its place, since
     /// sentences already sent number their citations, but nothing of it: no key, title, uri,

@@ -1069,10 +1069,12 @@ fn consistent(sentence: &str, passages: &[&str], analyze: &dyn Fn(&str) -> Vec<S
     }
 }
 
-/// A passage's sentences, each a statement on its own: a list item's carry the line that leads
-/// into the list ("Contractors are not eligible for:"), whose subject and negation are the
-/// item's. (Before, "Contractors are eligible for health insurance" matched the item "- health
-/// insurance" alone, and its lead-in's "not" was never compared.)
+/// A passage's sentences, each a statement on its own: a list item's first sentence carries the
+/// last clause of the line that leads into the list ("Contractors are not eligible for:"),
+/// whose subject and negation are the item's. (Before, "Contractors are eligible for health
+/// insurance" matched the item "- health insurance" alone, and its lead-in's "not" was never
+/// compared.) Only the last clause: "If you don't have an account, follow these steps:" does
+/// not negate its steps.
 fn statements(p: &str) -> Vec<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
     let mut out = Vec::new();
@@ -1084,13 +1086,20 @@ fn statements(p: &str) -> Vec<std::borrow::Cow<'_, str>> {
             continue;
         }
         match list_item_body(t) {
-            Some(body) => out.extend(body.split_inclusive(['.', '!', '?']).map(|s| match lead {
-                Some(l) => Cow::Owned(format!("{l} {s}")),
-                None => Cow::Borrowed(s),
-            })),
+            Some(body) => {
+                for (i, s) in body.split_inclusive(['.', '!', '?']).enumerate() {
+                    out.push(match lead.filter(|_| i == 0) {
+                        Some(l) => Cow::Owned(format!("{l} {s}")),
+                        None => Cow::Borrowed(s),
+                    });
+                }
+            }
             None => {
                 out.extend(t.split_inclusive(['.', '!', '?']).map(Cow::Borrowed));
-                lead = t.ends_with(':').then_some(t);
+                lead = t.strip_suffix(':').map(|l| {
+                    let clause = l.rfind(['.', '!', '?', ',', ';']).map_or(0, |i| i + 1);
+                    l[clause..].trim()
+                });
             }
         }
     }
@@ -1488,6 +1497,15 @@ mod tests {
         ] {
             assert_eq!(supported(draft, &[list], 0.6, &indexed), ok, "{draft}");
         }
+        // Only the lead-in's last clause leads: a condition before it negates nothing.
+        let steps =
+            "If you don't have an account, follow these steps:\n1. Register at the portal.\n";
+        assert!(supported(
+            "Register on the portal.",
+            &[steps],
+            0.6,
+            &indexed
+        ));
         for (draft, ok) in [
             ("Employees get 25 vacation days per year", true),
             ("Contractors may work remotely.", false),

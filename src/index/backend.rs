@@ -137,6 +137,11 @@ pub trait Backend: IndexedState + Send + Sync {
     /// The committed checkpoints by source.
     fn checkpoints(&self) -> BTreeMap<String, serde_json::Value>;
 
+    /// One source's committed checkpoint (without copying the others').
+    fn checkpoint_of(&self, connector: &str) -> Option<serde_json::Value> {
+        self.checkpoints().remove(connector)
+    }
+
     /// A committed document's entry (version, ACL, chunk count): what searches see.
     fn doc_entry(&self, key: &str) -> Option<DocEntry>;
 

@@ -1158,6 +1158,14 @@ impl Backend for MilvusBackend {
             .clone()
     }
 
+    fn checkpoint_of(&self, connector: &str) -> Option<Value> {
+        self.checkpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(connector)
+            .cloned()
+    }
+
     /// Always from Milvus: the ACL recheck on every replica sees the current ACL. A failure
     /// reads as "no such document", so the recheck fails closed.
     fn doc_entry(&self, key: &str) -> Option<DocEntry> {

@@ -1548,6 +1548,10 @@ impl Backend for Index {
         Index::checkpoints(self)
     }
 
+    fn checkpoint_of(&self, connector: &str) -> Option<serde_json::Value> {
+        self.read_payload().checkpoints.get(connector).cloned()
+    }
+
     fn doc_entry(&self, key: &str) -> Option<DocEntry> {
         Index::doc_entry(self, key)
     }

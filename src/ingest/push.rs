@@ -45,6 +45,77 @@ pub struct PushSource {
     /// (`None`) — until the index shows the same, so "unchanged" and "not found" are judged
     /// against the newest state even while changes wait in the queue.
     sent: Arc<Mutex<Sent>>,
+    /// Changes that calls with `wait_for_commit` wait on ([`PushSource::watch`]): what the
+    /// pipeline fails, or a rollback loses, is flagged on them.
+    waiting: Arc<Mutex<Waiting>>,
+    /// The commit markers ([`PushSource::mark`]).
+    marks: Arc<Marks>,
+}
+
+/// Commit markers: checkpoints of the push source, `{"epoch", "seq"}`, sent behind a call's
+/// changes. The pipeline commits a checkpoint with every change sent before it, so once the
+/// committed one reaches a marker, every change before that marker is committed or failed.
+/// The epoch is this process's: a marker committed before a restart says nothing of now.
+struct Marks {
+    epoch: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Marks {
+    fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            epoch: now ^ (u64::from(std::process::id()) << 32),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+/// A watched change: its state (`None` for a delete) and its flag.
+type Watched = (Option<(String, String)>, Arc<std::sync::atomic::AtomicBool>);
+
+/// Watched changes by key.
+#[derive(Default)]
+struct Waiting(HashMap<String, Vec<Watched>>);
+
+impl Waiting {
+    /// Flags every watched change of `key` in `state`.
+    fn fail(&mut self, key: &str, state: Option<&(String, String)>) {
+        for (s, flag) in self.0.get(key).into_iter().flatten() {
+            if s.as_ref() == state {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Changes a call waits on ([`PushSource::watch`]); no longer watched once dropped.
+pub struct Watch {
+    waiting: Arc<Mutex<Waiting>>,
+    items: Vec<(String, Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl Watch {
+    /// Whether the pipeline failed item `i`, or a rollback lost it.
+    pub fn failed(&self, i: usize) -> bool {
+        self.items[i].1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, flag) in &self.items {
+            if let Some(v) = w.0.get_mut(key) {
+                v.retain(|(_, f)| !Arc::ptr_eq(f, flag));
+                if v.is_empty() {
+                    w.0.remove(key);
+                }
+            }
+        }
+    }
 }
 
 /// What the queue's changes may hold in content bytes, all together: `queue_capacity` changes
@@ -112,19 +183,6 @@ impl Last {
             Self::Deleted | Self::Failed(_) => None,
         }
     }
-}
-
-/// What became of an accepted change ([`PushSource::fate`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    /// The committed index shows it.
-    Committed,
-    /// On its way: queued, or written and not yet committed.
-    Pending,
-    /// A later change of its key was accepted first.
-    Superseded,
-    /// The pipeline failed it, or a rollback lost it.
-    Failed,
 }
 
 /// Accepted changes remembered before the ones the index already shows are forgotten.
@@ -276,7 +334,14 @@ impl PushSource {
     /// accepted change instead would forget those still queued).
     pub fn forget_failures_from(&self, skips: &crate::ingest::SkipLog) {
         let (all, id) = (self.sent.clone(), self.config.id.clone());
+        let waiting = self.waiting.clone();
         skips.on_rollback(crate::ingest::RollbackHook(Arc::new(move |lost| {
+            {
+                let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, state) in lost.iter().filter(|(k, _)| k.connector == id) {
+                    w.fail(&key.native_id, state.as_ref());
+                }
+            }
             let mut sent = all.lock().unwrap_or_else(|e| e.into_inner());
             for (key, state) in lost.iter().filter(|(k, _)| k.connector == id) {
                 let same = match (sent.last.get(&key.native_id), state) {
@@ -296,10 +361,15 @@ impl PushSource {
             }
         })));
         let sent = self.sent.clone();
+        let waiting = self.waiting.clone();
         // Only the very state that failed: another change of the same version (a narrower
         // ACL) accepted since may still be queued (session 34's review: forgetting it made the
         // client's delete NOT_FOUND, and the queued upsert was then indexed).
         let hook = move |key: &str, version: &str, acl: &str, kept_previous: bool| {
+            waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fail(key, Some(&(version.to_string(), acl.to_string())));
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(sent.last.get(key), Some(Last::Put((v, fp))) if v == version && fp == acl) {
                 if kept_previous {
@@ -315,38 +385,51 @@ impl PushSource {
         skips.on_failed_upsert(&self.config.id, crate::ingest::FailureHook(Arc::new(hook)));
     }
 
-    /// What became of an accepted change of `key` (`state`: the upsert's version and ACL
-    /// fingerprint, `None` for a delete), for a client that waits for the commit.
-    pub fn fate(
-        &self,
-        key: &str,
-        state: Option<&(String, String)>,
-        index: &dyn crate::index::Backend,
-    ) -> Fate {
-        let doc_key = DocKey::new(&self.config.id, key).to_string();
-        let shows = |e: Option<crate::index::DocEntry>| {
-            e.map(|e| (e.version, e.acl_fingerprint)).as_ref() == state
-        };
-        if shows(index.doc_entry(&doc_key)) {
-            return Fate::Committed;
+    /// Watches changes of `items` (key, and the upsert's version and ACL fingerprint or `None`
+    /// for a delete) from now on: register before queueing them, so that no failure comes
+    /// before the watch.
+    pub fn watch(&self, items: &[(String, Option<(String, String)>)]) -> Watch {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let items = items
+            .iter()
+            .map(|(key, state)| {
+                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                w.0.entry(key.clone())
+                    .or_default()
+                    .push((state.clone(), flag.clone()));
+                (key.clone(), flag)
+            })
+            .collect();
+        Watch {
+            waiting: self.waiting.clone(),
+            items,
         }
-        let sent = self.lock();
-        let mine = match state {
-            Some(s) => Last::Put(s.clone()),
-            None => Last::Deleted,
-        };
-        match sent.last.get(key) {
-            // Still the key's newest accepted change: queued, or written and not committed.
-            Some(last) if *last == mine => Fate::Pending,
-            // A later change of the key was accepted before this one was committed.
-            Some(Last::Put(_) | Last::Deleted) => Fate::Superseded,
-            // Failed, or lost in a rollback; or forgotten once the index showed it (pruned):
-            // then the index still holds it, uncommitted.
-            Some(Last::Failed(_)) | None => match shows(index.latest_entry(&doc_key)) {
-                true => Fate::Pending,
-                false => Fate::Failed,
-            },
-        }
+    }
+
+    /// Queues a commit marker behind everything queued so far (see [`Marks`]); its number, or
+    /// `None` when the daemon is shutting down.
+    pub async fn mark(&self) -> Option<u64> {
+        let seq = self
+            .marks
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let checkpoint = serde_json::json!({ "epoch": self.marks.epoch, "seq": seq });
+        self.send(Change::Checkpoint {
+            connector: self.config.id.clone(),
+            checkpoint,
+        })
+        .await
+        .then_some(seq)
+    }
+
+    /// The newest marker of this process that is committed (0: none).
+    pub fn committed_mark(&self, index: &dyn crate::index::Backend) -> u64 {
+        index
+            .checkpoint_of(&self.config.id)
+            .filter(|c| c["epoch"].as_u64() == Some(self.marks.epoch))
+            .and_then(|c| c["seq"].as_u64())
+            .unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
@@ -372,6 +455,8 @@ pub fn push_connector(config: PushConfig, limits: ParseLimits) -> (PushSource, P
             queue: tx,
             bytes: bytes.clone(),
             sent: Arc::default(),
+            waiting: Arc::default(),
+            marks: Arc::new(Marks::new()),
         },
         PushConnector { id, rx, bytes },
     )
@@ -799,14 +884,19 @@ mod tests {
         );
     }
 
-    /// `wait_for_commit` (session 37's review: ACCEPTED came before the commit, and a crash
-    /// in between lost what the client was told was accepted): what became of an accepted
-    /// change, as the waiting call reads it.
-    #[test]
-    fn an_accepted_change_is_pending_until_committed_and_failed_or_superseded_otherwise() {
+    /// `wait_for_commit` (session 37's reviews: ACCEPTED came before the commit, so a crash in
+    /// between lost what the client was told was accepted; and a first version took "the
+    /// committed index shows the same state" for "committed", which an older commit can
+    /// show): a marker queued behind the changes is committed only with them, and what the
+    /// pipeline fails is flagged on the watch.
+    #[tokio::test]
+    async fn a_marker_commits_with_the_changes_before_it_and_failures_are_flagged() {
         use crate::embed::Embedder;
         use crate::embed::test_embedder::BagOfWords;
-        let (source, _) = built();
+        let (source, connector) = built();
+        let (tx, mut rx) = mpsc::channel(64);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn(connector.run(context(tx, shutdown.clone())));
         let dir = tempfile::tempdir().unwrap();
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(
@@ -830,40 +920,53 @@ mod tests {
             Arc::default(),
             skips,
         );
-        let put = |key: &str, content: &[u8], allow: &str| {
-            let Change::Upsert(mut d) = doc(key, allow) else {
+        let change = |key: &str, content: &[u8]| {
+            let Change::Upsert(mut d) = doc(key, "group:staff") else {
                 unreachable!()
             };
             d.content = content.to_vec();
             let state = (d.version.clone(), d.acl.fingerprint());
-            source.record(key, Some(state.clone()), &*index);
-            (state, d)
+            (state, Change::Upsert(d))
         };
-        let (good, d) = put("good", b"plain text about kestrels", "group:staff");
-        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Pending);
-        pipeline.process(vec![Change::Upsert(d)]).unwrap();
-        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Pending);
-        index.commit(Default::default()).unwrap();
-        assert_eq!(source.fate("good", Some(&good), &*index), Fate::Committed);
-
-        let (bad, d) = put("bad", b"text\0more", "group:staff");
-        pipeline.process(vec![Change::Upsert(d)]).unwrap();
-        assert_eq!(source.fate("bad", Some(&bad), &*index), Fate::Failed);
-
-        // A narrower ACL accepted before the first was committed.
-        let (wide, _) = put("k", b"text", "group:staff");
-        let (narrow, _) = put("k", b"text", "group:hr");
-        assert_eq!(source.fate("k", Some(&wide), &*index), Fate::Superseded);
-        assert_eq!(source.fate("k", Some(&narrow), &*index), Fate::Pending);
-
-        // A delete: pending while the committed index still shows the document.
-        source.record("good", None, &*index);
-        assert_eq!(source.fate("good", None, &*index), Fate::Pending);
-        pipeline
-            .process(vec![Change::Delete(DocKey::new("crm", "good"))])
+        let (good, good_change) = change("good", b"plain text about kestrels");
+        // Parses here, not in the pipeline (a NUL byte: binary content).
+        let (bad, bad_change) = change("bad", b"text\0more");
+        let watch = source.watch(&[
+            ("good".to_string(), Some(good.clone())),
+            ("bad".to_string(), Some(bad.clone())),
+        ]);
+        for (key, state, c) in [("good", good, good_change), ("bad", bad, bad_change)] {
+            assert_eq!(
+                source.accept(key, Some(state), c, &*index).await,
+                Some(true)
+            );
+        }
+        let mark = source.mark().await.unwrap();
+        assert_eq!(source.committed_mark(&*index), 0);
+        let mut batch = Vec::new();
+        while batch.len() < 3 {
+            batch.push(rx.recv().await.unwrap());
+        }
+        let cps = pipeline.process(batch).unwrap();
+        assert!(watch.failed(1), "the bad one is flagged");
+        assert!(!watch.failed(0));
+        assert!(
+            source.committed_mark(&*index) < mark,
+            "written, not committed"
+        );
+        index.commit(cps).unwrap();
+        assert!(source.committed_mark(&*index) >= mark);
+        assert!(index.doc_entry("crm:good").is_some());
+        // Another process's marker (an earlier run's) says nothing of this one's.
+        index
+            .commit(std::collections::BTreeMap::from([(
+                "crm".to_string(),
+                serde_json::json!({ "epoch": 1, "seq": 999 }),
+            )]))
             .unwrap();
-        index.commit(Default::default()).unwrap();
-        assert_eq!(source.fate("good", None, &*index), Fate::Committed);
+        assert_eq!(source.committed_mark(&*index), 0);
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
     }
 
     /// Session 34's review: the failure of one ACL of a version forgot another ACL of that

@@ -482,8 +482,13 @@ pub(crate) fn first_line_title<'a>(lines: impl IntoIterator<Item = &'a str>) -> 
     // shown whole to no one but in part to everyone in the title, where no detector sees it
     // (session 37: "… account DE89 3704 0044" with the rest on the next line): the title ends
     // before it.
+    // The start of the next line is enough: no value is longer.
     let next = lines.next().unwrap_or_default();
-    let joined = format!("{title} {next}");
+    let mut end = next.len().min(128);
+    while !next.is_char_boundary(end) {
+        end -= 1;
+    }
+    let joined = format!("{title} {}", &next[..end]);
     let cut = crate::guardrail::pii::detect(&joined, &crate::guardrail::pii::Entity::ALL)
         .into_iter()
         .find(|f| f.range.start < title.len() && f.range.end > title.len())

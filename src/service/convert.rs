@@ -240,7 +240,10 @@ pub fn filter(f: Option<pb::Filter>) -> Result<SearchFilter, String> {
         ));
     }
     if out.sources.iter().any(|s| controlled(s))
-        || out.uri_prefix.as_deref().is_some_and(controlled)
+        || out
+            .uri_prefix
+            .as_deref()
+            .is_some_and(|p| controlled(p) || line_end(p))
         || out.attributes.as_ref().is_some_and(has_control)
     {
         return Err("the filter holds a control character".to_string());
@@ -291,8 +294,16 @@ fn has_control(a: &AttrFilter) -> bool {
         || match a {
             AttrFilter::And(fs) | AttrFilter::Or(fs) => fs.iter().any(has_control),
             AttrFilter::Not(f) => has_control(f),
+            AttrFilter::Prefix { prefix, .. } => line_end(prefix),
             _ => false,
         }
+}
+
+/// A prefix is a range up to its successor, which turns a final line end into a control
+/// character: no prefix holds one (a review found `uri_prefix = "…\n"` still refused by
+/// Milvus as an internal error).
+fn line_end(prefix: &str) -> bool {
+    prefix.contains(['\n', '\r'])
 }
 
 fn controlled(s: &str) -> bool {
@@ -690,6 +701,26 @@ mod tests {
         let e = filter(Some(nested("/srv/Secret_Project\u{1}"))).unwrap_err();
         assert_eq!(e, "the filter holds a control character");
         assert!(filter(Some(nested("a\tb\r\n"))).is_ok());
+        let prefix = |p: &str| pb::Filter {
+            attributes: Some(pb::AttributeFilter {
+                op: Some(Op::Prefix(pb::AttributePrefix {
+                    key: "path".into(),
+                    prefix: p.into(),
+                })),
+            }),
+            ..Default::default()
+        };
+        assert!(filter(Some(prefix("/srv/a\tb"))).is_ok());
+        for f in [
+            prefix("/srv/a\n"),
+            prefix("/srv/a\r"),
+            pb::Filter {
+                uri_prefix: "https://wiki/x\n".into(),
+                ..Default::default()
+            },
+        ] {
+            assert!(filter(Some(f)).is_err());
+        }
         for f in [
             pb::Filter {
                 uri_prefix: "https://wiki/x\u{7f}".into(),

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use docent_connector_api::{Acl, Change, DocKey, Principal, SourceDocument};
 use docent_proto::v1 as pb;
@@ -406,6 +406,19 @@ impl pb::ingest_server::Ingest for IngestService {
         .map_err(ServiceError::internal)??;
         let mut results = Vec::with_capacity(checked.len());
         let mut accepted = Vec::new();
+        // Watched before they are queued: a failure cannot come first.
+        let watch = wait_for_commit.then(|| {
+            let items: Vec<(String, Option<(String, String)>)> = checked
+                .iter()
+                .filter_map(|c| c.as_ref().ok())
+                .map(|v| {
+                    let d = &v.doc;
+                    let state = (d.version.clone(), d.acl.fingerprint());
+                    (d.key.native_id.clone(), Some(state))
+                })
+                .collect();
+            src.watch(&items)
+        });
         let mut awaited = Vec::new();
         for c in checked {
             match c {
@@ -413,7 +426,7 @@ impl pb::ingest_server::Ingest for IngestService {
                     let key = doc.key.native_id.clone();
                     let doc_key = doc.key.to_string();
                     let state = (doc.version.clone(), doc.acl.fingerprint());
-                    awaited.push((results.len(), Some(state.clone())));
+                    awaited.push((results.len(), awaited.len()));
                     let change = Change::Upsert(Box::new(doc));
                     let queued = match was_newest {
                         // Queued only if an earlier item of this request, or another request,
@@ -452,8 +465,8 @@ impl pb::ingest_server::Ingest for IngestService {
             question: None,
             target: None,
         });
-        if wait_for_commit {
-            self.until_committed(&src, &mut results, awaited, &budget)
+        if let Some(watch) = watch {
+            self.until_committed(&src, &mut results, awaited, &watch, &budget)
                 .await;
         }
         Ok(Response::new(pb::PutDocumentsResponse { results }))
@@ -479,8 +492,13 @@ impl pb::ingest_server::Ingest for IngestService {
         let msg = req.into_inner();
         let mut results = Vec::with_capacity(msg.keys.len());
         let mut deleted = Vec::new();
+        let watch = msg.wait_for_commit.then(|| {
+            let items: Vec<(String, Option<(String, String)>)> =
+                msg.keys.iter().map(|k| (k.clone(), None)).collect();
+            src.watch(&items)
+        });
         let mut awaited = Vec::new();
-        for key in msg.keys {
+        for (w, key) in msg.keys.into_iter().enumerate() {
             if let Some(p) = key_problem(&key) {
                 results.push(result(&key, pb::ItemStatus::Rejected, p));
                 continue;
@@ -499,7 +517,7 @@ impl pb::ingest_server::Ingest for IngestService {
             if src.accept(&key, None, change, index).await.is_none() {
                 return Err(Status::unavailable("the daemon is shutting down"));
             }
-            awaited.push((results.len(), None));
+            awaited.push((results.len(), w));
             results.push(result(&key, pb::ItemStatus::Deleted, ""));
         }
         self.state.record(Audited {
@@ -512,8 +530,8 @@ impl pb::ingest_server::Ingest for IngestService {
             question: None,
             target: None,
         });
-        if msg.wait_for_commit {
-            self.until_committed(&src, &mut results, awaited, &budget)
+        if let Some(watch) = watch {
+            self.until_committed(&src, &mut results, awaited, &watch, &budget)
                 .await;
         }
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
@@ -524,22 +542,26 @@ impl pb::ingest_server::Ingest for IngestService {
 /// nearer).
 pub const MAX_COMMIT_WAIT: Duration = Duration::from_secs(120);
 
-/// How often a waiting call looks at the index again.
+/// How often a waiting call looks at the committed marker again.
 const COMMIT_POLL: Duration = Duration::from_millis(20);
 
+/// How long a marker may stay uncommitted before another is sent: a batch whose embedding
+/// failed commits its writes without the checkpoints it carried.
+const REMARK_AFTER: Duration = Duration::from_secs(2);
+
 impl IngestService {
-    /// `wait_for_commit`: waits until each `awaited` item (its place in `results`, and its
-    /// upsert's version and ACL fingerprint, `None` for a delete) is committed, failed, or
-    /// superseded, or until the deadline; the results say which (see the proto). ACCEPTED or
-    /// UNCHANGED puts and DELETED keys are awaited; nothing else was queued.
+    /// `wait_for_commit`: sends a commit marker behind the call's changes and waits until it is
+    /// committed (then every change before it is committed, or failed and flagged on `watch`),
+    /// or until the deadline. `awaited`: (place in `results`, index in `watch`) of the items
+    /// to wait on; only ACCEPTED, UNCHANGED and DELETED ones are, nothing else was queued.
     async fn until_committed(
         &self,
         src: &PushSource,
         results: &mut [pb::ItemResult],
-        mut awaited: Vec<(usize, Option<(String, String)>)>,
+        mut awaited: Vec<(usize, usize)>,
+        watch: &crate::ingest::push::Watch,
         budget: &super::limits::Budget,
     ) {
-        use crate::ingest::push::Fate;
         let waits = |r: &pb::ItemResult| {
             [
                 pb::ItemStatus::Accepted,
@@ -549,47 +571,47 @@ impl IngestService {
             .contains(&r.status())
         };
         awaited.retain(|(i, _)| waits(&results[*i]));
+        if awaited.is_empty() {
+            return;
+        }
         // Some margin before the client's deadline, to answer in time.
         let until = budget
             .deadline()
             .map(|d| d.checked_sub(COMMIT_POLL * 5).unwrap_or(d))
             .into_iter()
-            .chain([std::time::Instant::now() + MAX_COMMIT_WAIT])
+            .chain([Instant::now() + MAX_COMMIT_WAIT])
             .min()
             .expect("one deadline at least");
         let index = &*self.state.index;
+        let mut mark = None;
+        let mut marked_at = Instant::now();
         loop {
-            awaited.retain(|(i, state)| {
-                let r = &mut results[*i];
-                match src.fate(&r.key, state.as_ref(), index) {
-                    Fate::Committed => false,
-                    Fate::Pending => true,
-                    Fate::Superseded => {
-                        r.reason = "a later change of this key was accepted before this one \
-                                    was committed"
-                            .into();
-                        false
-                    }
-                    Fate::Failed => {
-                        let doc_key = DocKey::new(&src.config.id, r.key.as_str()).to_string();
-                        let why = self
-                            .state
-                            .skips
-                            .get(&src.config.id)
-                            .1
-                            .into_iter()
-                            .find(|(k, _)| *k == doc_key)
-                            .map_or_else(|| "it was not indexed".to_string(), |(_, why)| why);
-                        r.status = pb::ItemStatus::RetryLater as i32;
-                        r.reason = format!("accepted, then not committed: {why}");
-                        false
-                    }
+            if mark.is_none() || marked_at.elapsed() >= REMARK_AFTER {
+                // Waits while the source's queue is full (backpressure), up to the deadline.
+                if let Ok(Some(seq)) = tokio::time::timeout_at(until.into(), src.mark()).await {
+                    mark = Some(seq);
                 }
-            });
-            if awaited.is_empty() {
-                return;
+                marked_at = Instant::now();
             }
-            if std::time::Instant::now() >= until || budget.spent() {
+            let committed = mark.is_some_and(|m| src.committed_mark(index) >= m);
+            awaited.retain(|&(i, w)| {
+                let r = &mut results[i];
+                if watch.failed(w) {
+                    let why = self
+                        .state
+                        .skips
+                        .get(&src.config.id)
+                        .1
+                        .into_iter()
+                        .find(|(k, _)| *k == r.key)
+                        .map_or_else(|| "it was not indexed".to_string(), |(_, why)| why);
+                    r.status = pb::ItemStatus::RetryLater as i32;
+                    r.reason = format!("accepted, then not committed: {why}");
+                    return false;
+                }
+                !committed
+            });
+            if awaited.is_empty() || Instant::now() >= until || budget.spent() {
                 break;
             }
             tokio::time::sleep(COMMIT_POLL).await;
