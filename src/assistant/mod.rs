@@ -1744,6 +1744,34 @@ fn redact_title(g: &Guardrails, principals: &BTreeSet<String>, c: &mut store::Co
     }
 }
 
+/// A stored snippet is its passage cut, and only the snippet is stored: a value the cut halved
+/// ("… account DE89 3704 0044 0532…") reads as nothing to the redaction. When PII is
+/// redacted for the reader, the words next to an ellipsis that could be part of a number or
+/// code (letters, digits and hyphens, with a digit among them) are dropped, up to the first
+/// word without a digit (session 37's review: a turn stored while the asker was exempt showed
+/// the fragment after the asker left the exempt group).
+fn trim_cut_value(snippet: &mut String) {
+    let part = |w: &&&str| {
+        w.bytes().any(|b| b.is_ascii_digit())
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b','))
+    };
+    if let Some(body) = snippet.strip_suffix('…') {
+        let words: Vec<&str> = body.split(' ').collect();
+        let keep = words.len() - words.iter().rev().take_while(part).count();
+        if keep < words.len() {
+            *snippet = format!("{}…", words[..keep].join(" "));
+        }
+    }
+    if let Some(body) = snippet.strip_prefix('…') {
+        let words: Vec<&str> = body.split(' ').collect();
+        let skip = words.iter().take_while(part).count();
+        if skip > 0 {
+            *snippet = format!("…{}", words[skip..].join(" "));
+        }
+    }
+}
+
 /// PII redaction of a stored turn as it leaves the daemon again: it was redacted for the
 /// asker's principals when asked, which may have changed since (left an exempt group), as may
 /// the PII settings.
@@ -1755,8 +1783,12 @@ fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::Tur
     {
         g.redact_sentence(principals, text, &mut found);
     }
+    let pii = g.redacts_pii_for(principals);
     for c in &mut t.citations {
         let anchored = c.heading_path.last().cloned();
+        if pii {
+            trim_cut_value(&mut c.snippet);
+        }
         for text in std::iter::once(&mut c.snippet).chain(c.heading_path.iter_mut()) {
             g.redact_sentence(principals, text, &mut found);
         }
@@ -2265,6 +2297,44 @@ mod tests {
         assert!(exempt.title.contains("3704"), "exempt: {}", exempt.title);
         redact_title(&g, &left, &mut c);
         assert!(!c.title.contains("3704"), "{}", c.title);
+    }
+
+    /// Session 37's review: only the cut snippet is stored, and a value the cut halved read
+    /// as nothing to the redaction when the turn was read again.
+    #[test]
+    fn a_value_a_stored_snippet_cut_in_half_is_dropped_for_a_reader_it_is_redacted_for() {
+        let mut cfg = crate::guardrail::GuardrailConfig::default();
+        cfg.pii.audience.exempt = vec!["group:payroll".into()];
+        let g = Guardrails::new(cfg, &crate::embed::test_embedder::BagOfWords).unwrap();
+        let turn = |snippet: &str| {
+            stored_turn(
+                vec![],
+                vec![store::StoredCitation {
+                    snippet: snippet.into(),
+                    ..cite("s:k", "s:k")
+                }],
+            )
+        };
+        let payroll: BTreeSet<String> = ["user:a".into(), "group:payroll".into()].into();
+        let left: BTreeSet<String> = ["user:a".into()].into();
+        for (stored, shown) in [
+            (
+                "Refunds go to the account DE89 3704 0044 0532…",
+                "Refunds go to the account…",
+            ),
+            (
+                "…0130 00, every month since 2020.",
+                "…every month since 2020.",
+            ),
+            ("Refunds are paid monthly.", "Refunds are paid monthly."),
+        ] {
+            let mut t = turn(stored);
+            redact_turn(&g, &payroll, &mut t);
+            assert_eq!(t.citations[0].snippet, stored, "exempt");
+            let mut t = turn(stored);
+            redact_turn(&g, &left, &mut t);
+            assert_eq!(t.citations[0].snippet, shown);
+        }
     }
 
     #[test]

@@ -535,6 +535,11 @@ impl Guardrails {
         !g.enabled || supported(sentence, passages, g.min_support, analyze)
     }
 
+    /// Whether PII is redacted for these principals.
+    pub fn redacts_pii_for(&self, principals: &BTreeSet<String>) -> bool {
+        self.pii_entities(principals).is_some()
+    }
+
     fn pii_entities(&self, principals: &BTreeSet<String>) -> Option<&[pii::Entity]> {
         let p = &self.cfg.pii;
         (p.enabled && !p.entities.is_empty() && p.audience.covers(principals))
