@@ -838,11 +838,16 @@ mod tests {
     /// A version accepted but then failed by the pipeline is forgotten as accepted: the
     /// client's retry of it is a change, not UNCHANGED (before, it stayed unindexed until a
     /// restart). A version the pipeline indexes stays remembered.
-    #[test]
-    fn a_version_the_pipeline_fails_is_not_remembered_as_accepted() {
+    /// An index and a pipeline (committed by hand) whose failures and rollbacks `source` hears.
+    fn pipeline_for(
+        source: &PushSource,
+    ) -> (
+        tempfile::TempDir,
+        Arc<crate::index::Index>,
+        crate::ingest::Pipeline,
+    ) {
         use crate::embed::Embedder;
         use crate::embed::test_embedder::BagOfWords;
-        let (source, _) = built();
         let dir = tempfile::tempdir().unwrap();
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(
@@ -866,6 +871,13 @@ mod tests {
             Arc::default(),
             skips,
         );
+        (dir, index, pipeline)
+    }
+
+    #[test]
+    fn a_version_the_pipeline_fails_is_not_remembered_as_accepted() {
+        let (source, _) = built();
+        let (_dir, index, pipeline) = pipeline_for(&source);
         let accepted = |key: &str, content: &[u8]| {
             let Change::Upsert(mut d) = doc(key, "group:staff") else {
                 unreachable!()
@@ -891,35 +903,11 @@ mod tests {
     /// pipeline fails is flagged on the watch.
     #[tokio::test]
     async fn a_marker_commits_with_the_changes_before_it_and_failures_are_flagged() {
-        use crate::embed::Embedder;
-        use crate::embed::test_embedder::BagOfWords;
         let (source, connector) = built();
         let (tx, mut rx) = mpsc::channel(64);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let run = tokio::spawn(connector.run(context(tx, shutdown.clone())));
-        let dir = tempfile::tempdir().unwrap();
-        let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
-        let index = Arc::new(
-            crate::index::Index::open(dir.path(), embedder.model_id(), embedder.dim()).unwrap(),
-        );
-        let skips = Arc::new(crate::ingest::SkipLog::default());
-        source.forget_failures_from(&skips);
-        let pipeline = crate::ingest::Pipeline::new(
-            index.clone(),
-            embedder,
-            crate::ingest::PipelineConfig {
-                chunking: crate::chunk::ChunkerConfig {
-                    max_tokens: 64,
-                    overlap_tokens: 8,
-                },
-                commit_interval: std::time::Duration::from_secs(3600),
-                max_batch: 64,
-                limits: HashMap::new(),
-                retry: Default::default(),
-            },
-            Arc::default(),
-            skips,
-        );
+        let (_dir, index, pipeline) = pipeline_for(&source);
         let change = |key: &str, content: &[u8]| {
             let Change::Upsert(mut d) = doc(key, "group:staff") else {
                 unreachable!()
