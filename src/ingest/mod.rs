@@ -576,6 +576,19 @@ impl RetryQueue {
     }
 }
 
+/// Makes `v` a vector of numbers: values that are NaN or infinite become 0 and the rest is
+/// normalised again. Whether it had to.
+fn finite(v: &mut [f32]) -> bool {
+    if v.iter().all(|x| x.is_finite()) {
+        return false;
+    }
+    for x in v.iter_mut().filter(|x| !x.is_finite()) {
+        *x = 0.0;
+    }
+    crate::embed::normalize(v);
+    true
+}
+
 /// Why a document was not prepared.
 struct Failure {
     key: DocKey,
@@ -1443,10 +1456,23 @@ impl Pipeline {
             match op {
                 Op::Write(p) => {
                     let mut record = p.record;
+                    let mut not_numbers = 0;
                     for c in &mut record.chunks {
                         if c.vector.is_empty() {
                             c.vector = vectors.next().unwrap_or_default();
+                            not_numbers += usize::from(finite(&mut c.vector));
                         }
+                    }
+                    if not_numbers > 0 {
+                        // The document stays searchable by its words; the dense leg ranks those
+                        // chunks by what is left of their vectors (session 37's review: a NaN
+                        // reached the index, and a backend that refuses it retried forever).
+                        tracing::warn!(
+                            connector = %record.key.connector,
+                            id = %crate::guardrail::pii::for_log(&record.key.native_id),
+                            chunks = not_numbers,
+                            "the model gave vectors with values that are not numbers; those values were taken as 0"
+                        );
                     }
                     let connector = record.key.connector.clone();
                     let first = recovering.remove(&record.key);
@@ -1827,6 +1853,8 @@ mod tests {
     struct Flaky {
         failing: std::sync::atomic::AtomicBool,
         short: bool,
+        /// The first vector's first values are NaN and infinite.
+        not_numbers: bool,
     }
 
     impl crate::embed::Embedder for Flaky {
@@ -1846,6 +1874,10 @@ mod tests {
             let mut v = BagOfWords.embed_passages(texts)?;
             if self.short {
                 v.pop();
+            }
+            if self.not_numbers {
+                v[0][0] = f32::NAN;
+                v[0][1] = f32::INFINITY;
             }
             Ok(v)
         }
@@ -1876,6 +1908,31 @@ mod tests {
         let (failed, recent) = p.skips.get("c");
         assert_eq!(failed, 1);
         assert!(recent[0].1.contains("vectors for"), "{recent:?}");
+    }
+
+    /// Session 37's review: a vector holding NaN or an infinity was written as it came (a
+    /// backend that refuses it retried the batch forever). Those values are taken as 0 and
+    /// the document is indexed.
+    #[test]
+    fn a_vector_that_is_not_numbers_is_made_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let odd = Flaky {
+            not_numbers: true,
+            ..Flaky::default()
+        };
+        let p = pipeline_with(&index, Arc::new(odd), None);
+        p.process(vec![Change::Upsert(Box::new(doc(0, 1)))])
+            .unwrap();
+        index.commit(BTreeMap::new()).unwrap();
+        assert!(index.doc_entry("c:doc0.md").is_some());
+        let vectors = index.chunk_vectors(&DocKey::new("c", "doc0.md")).unwrap();
+        assert!(!vectors.is_empty());
+        for v in vectors.values() {
+            assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+            let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3 || norm == 0.0, "{norm}");
+        }
     }
 
     /// A new version the model fails to embed keeps the indexed one only under the ACL it was
