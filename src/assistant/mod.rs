@@ -1320,12 +1320,20 @@ impl Prepared {
         // What either answerer reads is PII-redacted for the caller first, as whole passages
         // (and verified against the same text): a value a line break cuts into two sentences,
         // neither of which the per-sentence redaction recognises, is redacted whole (session
-        // 37's review: an extractive answer quoted both halves of an IBAN).
-        let mut redacted = evidence.to_vec();
-        let found = a
-            .guardrails
-            .redact_passages(self.scope.principal_set(), &mut redacted);
-        let evidence = &redacted[..];
+        // 37's review: an extractive answer quoted both halves of an IBAN). Copied only when
+        // a PII rule covers the caller.
+        let redacted: Vec<Hit>;
+        let mut found = Vec::new();
+        let evidence = if a.guardrails.redacts_pii_for(self.scope.principal_set()) {
+            let mut copy = evidence.to_vec();
+            found = a
+                .guardrails
+                .redact_passages(self.scope.principal_set(), &mut copy);
+            redacted = copy;
+            &redacted[..]
+        } else {
+            evidence
+        };
         let for_model = evidence;
         // `model`: the model writes; else the extractive answerer.
         let attempt = |answerer: &dyn Answerer, model: bool| {

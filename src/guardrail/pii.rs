@@ -272,15 +272,25 @@ fn fold_char(c: char) -> Fold {
 /// nothing.
 const MARKUP: [u8; 3] = [b'*', b'_', b'~'];
 
-/// Whether a run of [`MARKUP`] touches a digit anywhere in `b`. Each run is walked once.
+/// Whether a run of [`MARKUP`] touches a digit anywhere in `b`.
 fn markup_by_a_digit(b: &[u8]) -> bool {
+    any_run(
+        memchr::memchr3_iter(MARKUP[0], MARKUP[1], MARKUP[2], b),
+        |i| markup_run_from(b, i),
+    )
+}
+
+/// Whether `run` holds for a run found at one of `positions`: `run(i)` says whether it holds
+/// for the run at `i` and where that run ends, and positions inside a run already checked are
+/// skipped, so a long run is walked once, not once per byte of it.
+fn any_run(positions: impl Iterator<Item = usize>, run: impl Fn(usize) -> (bool, usize)) -> bool {
     let mut checked_to = 0;
-    for i in memchr::memchr3_iter(MARKUP[0], MARKUP[1], MARKUP[2], b) {
+    for i in positions {
         if i < checked_to {
             continue;
         }
-        let (by_digit, end) = markup_run_from(b, i);
-        if by_digit {
+        let (holds, end) = run(i);
+        if holds {
             return true;
         }
         checked_to = end;
@@ -310,25 +320,11 @@ fn markup_run_from(b: &[u8], start: usize) -> (bool, usize) {
 fn ascii_needs_fold(text: &str) -> bool {
     let b = text.as_bytes();
     // Found with memchr (vectorised): a byte loop over every passage cost as much as the
-    // patterns themselves. Each search skips the rest of a run it has checked, so a long run
-    // is walked once per search, not once per byte of it.
-    let splits = |positions: &mut dyn Iterator<Item = usize>| {
-        let mut checked_to = 0;
-        for i in positions {
-            if i < checked_to {
-                continue;
-            }
-            let (splits, end) = run_splits_a_number(b, i);
-            if splits {
-                return true;
-            }
-            checked_to = end;
-        }
-        false
-    };
-    splits(&mut memchr::memchr3_iter(b'\t', b'\n', b'\r', b))
-        || splits(&mut memchr::memchr2_iter(0x0B, 0x0C, b))
-        || splits(&mut memchr::memmem::find_iter(b, b"  "))
+    // patterns themselves.
+    let splits = |i| run_splits_a_number(b, i);
+    any_run(memchr::memchr3_iter(b'\t', b'\n', b'\r', b), splits)
+        || any_run(memchr::memchr2_iter(0x0B, 0x0C, b), splits)
+        || any_run(memchr::memmem::find_iter(b, b"  "), splits)
 }
 
 /// Whether the whitespace run around byte `i` touches a digit or a bracket, or lies between
