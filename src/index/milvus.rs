@@ -8,8 +8,10 @@
 //!   upserts every buffered chunk by chunk id (`<doc key>#<ordinal>`: idempotent, a replaced
 //!   document is overwritten in place), and only then writes the checkpoints: a checkpoint is
 //!   never stored before the data it covers is acknowledged. A crash in between replays from
-//!   the older checkpoint, which the idempotent upserts make harmless. Unlike tantivy, a commit
-//!   is not atomic for readers: a query running during one can see part of it.
+//!   the older checkpoint, which the idempotent upserts make harmless. The writer stores each
+//!   commit's plan before applying it ([`commit_log`]), and its next start applies a cut-off
+//!   commit again whole. Unlike tantivy, a commit is not atomic for readers: a query running
+//!   during one can see part of it.
 //! - **Both legs carry the scope and the filters** as one Milvus filter expression
 //!   (`docent_milvus::expr`, one escaper; an empty scope sends no request). Hybrid fusion, the
 //!   second stage and the answerers are Docent's, over the rows both searches return whole, so
@@ -43,6 +45,9 @@ use super::{
     IndexSnapshot, IndexStats, ModelSignature, Scored, SearchFilter, StoredChunk, schema,
 };
 use crate::acl::AclScope;
+
+mod commit_log;
+use commit_log::CommitPlan;
 
 /// How long a query node (a process that never commits) trusts its copy of the document table.
 pub const TABLE_TTL: Duration = Duration::from_secs(60);
@@ -133,6 +138,11 @@ pub struct MilvusBackend {
     writer: std::sync::atomic::AtomicBool,
     checkpoints: RwLock<BTreeMap<String, Value>>,
     last_commit: std::sync::atomic::AtomicI64,
+    /// Each commit stores its plan before applying it ([`commit_log`]): the ingest node's.
+    /// (`docent reindex` does not: its target is not served until it finishes, its repair
+    /// removes what a cut-off commit tore and the run reads those documents again, and a plan
+    /// would double what it writes.)
+    log_commits: bool,
     /// Failure injection for tests: reading the document table fails.
     #[cfg(test)]
     unreadable_table: std::sync::atomic::AtomicBool,
@@ -647,6 +657,7 @@ impl MilvusBackend {
             writer: false.into(),
             checkpoints: RwLock::new(checkpoints),
             last_commit: 0.into(),
+            log_commits: opening == Opening::Writer,
             #[cfg(test)]
             unreadable_table: Default::default(),
             #[cfg(test)]
@@ -656,19 +667,45 @@ impl MilvusBackend {
 
     /// For the node that writes the collection (not a query replica, which would cut into the
     /// writer's commit in progress), before its pipeline starts: a commit cut off between its
-    /// batches may have left a document's new rows beside its old first chunk (or without
-    /// one); each document it recorded (see `commit`) whose rows are not one whole version
-    /// (see [`whole`]) goes whole, a whole one keeps its rows (less any tail past its count),
-    /// and their connectors reconcile once (they send such documents again: the commit's
-    /// checkpoint may or may not have been written when it was cut off). Returns how many
-    /// documents went. (Session 34's review: every recorded document went, also those the
-    /// commit had finished writing, whose previous versions were committed before: a push
-    /// source, which does not reconcile, lost them for good.)
+    /// steps left a record of the documents it writes (see `commit`), and, as a rule, the
+    /// plan it was applying (see [`commit_log`]). That plan is applied again whole: the
+    /// commit ends as if it had not been cut off, its checkpoints included. Then each recorded
+    /// document (a plan may not cover them all: an earlier commit that failed left its own)
+    /// whose rows are not one whole version (see [`whole`]) goes whole, a whole one keeps its
+    /// rows (less any tail past its count), and the connectors of the documents no plan
+    /// covered reconcile once (they send such documents again: the commit's checkpoint may or
+    /// may not have been written when it was cut off). Returns how many documents went.
+    /// (Session 34's review: every recorded document went, also those the commit had finished
+    /// writing, whose previous versions were committed before: a push source, which does not
+    /// reconcile, lost them for good. Session 37's note: a torn one still went, its committed
+    /// version with it, until commits stored their plans.)
     pub fn repair_cut_off_commit(&self) -> Result<usize, IndexError> {
-        let recorded = self.run(|c| Box::pin(async move { c.intents().await }))?;
+        let (recorded, log) =
+            self.run(|c| Box::pin(async move { Ok((c.intents().await?, c.commit_log().await?)) }))?;
         if recorded.is_empty() {
+            if log.is_some() {
+                // A finished commit's plan (cut off just before it was cleared).
+                self.run(|c| Box::pin(async move { c.clear_commit_log().await }))?;
+            }
             return Ok(0);
         }
+        let plan = log.and_then(|bytes| match CommitPlan::decode(&bytes) {
+            Ok(plan) => Some(plan),
+            Err(why) => {
+                tracing::warn!(
+                    collection = %self.where_,
+                    reason = %why,
+                    "milvus: the plan of the commit that was cut off cannot be read: its torn \
+                     documents are removed instead"
+                );
+                None
+            }
+        });
+        let rolled_forward = plan.as_ref().map_or(0, |p| p.written.len());
+        if let Some(plan) = plan.clone() {
+            self.run(move |c| Box::pin(async move { plan.apply(&c).await }))?;
+        }
+        let covered: BTreeSet<&str> = plan.as_ref().map(CommitPlan::covers).unwrap_or_default();
         let mut keys = Vec::new();
         let mut trims = Vec::new();
         for k in &recorded {
@@ -693,31 +730,41 @@ impl MilvusBackend {
                 None => keys.push(k.clone()),
             }
         }
+        let uncovered: Vec<&String> = recorded
+            .iter()
+            .filter(|k| !covered.contains(k.as_str()))
+            .collect();
         tracing::warn!(
             collection = %self.where_,
             recorded = recorded.len(),
+            applied_again = rolled_forward,
             removed = keys.len(),
-            "milvus: a commit was cut off; documents it left in pieces are removed whole, and \
-             their connectors reconcile once"
+            "milvus: a commit was cut off; its plan is applied again, documents left in pieces \
+             are removed whole, and the connectors of documents its plan did not cover \
+             reconcile once"
         );
         // The reconciliations owed are stored before the record is forgotten: a crash in
         // between repairs again, never loses them.
-        let owed = {
-            let mut checkpoints = self.checkpoints.write().unwrap_or_else(|e| e.into_inner());
-            let mut owed: BTreeSet<String> = checkpoints
+        let mut stored = self.checkpoints.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = &plan {
+            stored.extend(plan.checkpoint_values());
+        }
+        let owed_now: BTreeSet<String> = uncovered
+            .iter()
+            .filter_map(|k| DocKey::parse(k))
+            .map(|k| k.connector)
+            .collect();
+        let owed = (!owed_now.is_empty()).then(|| {
+            let mut owed: BTreeSet<String> = stored
                 .get(crate::ingest::OWED_KEY)
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
-            owed.extend(
-                recorded
-                    .iter()
-                    .filter_map(|k| DocKey::parse(k))
-                    .map(|k| k.connector),
-            );
+            owed.extend(owed_now);
             let v = serde_json::to_value(owed).unwrap_or_default();
-            checkpoints.insert(crate::ingest::OWED_KEY.to_string(), v.clone());
+            stored.insert(crate::ingest::OWED_KEY.to_string(), v.clone());
             serde_json::to_vec(&v).unwrap_or_default()
-        };
+        });
+        drop(stored);
         let n = keys.len();
         self.run(move |c| {
             Box::pin(async move {
@@ -727,11 +774,86 @@ impl MilvusBackend {
                 for (k, n) in &trims {
                     c.delete_chunks_from(k, *n).await?;
                 }
-                c.put_checkpoint(crate::ingest::OWED_KEY, &owed).await?;
-                c.clear_intents().await
+                if let Some(owed) = &owed {
+                    c.put_checkpoint(crate::ingest::OWED_KEY, owed).await?;
+                }
+                c.clear_intents().await?;
+                c.clear_commit_log().await
             })
         })?;
+        // Read again on first use: the repair changed documents behind any copy.
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Table::default();
         Ok(n)
+    }
+
+    /// What committing `pending` with `checkpoints` does (see [`CommitPlan`]), against the
+    /// document table as this process knows it.
+    fn plan(
+        &self,
+        pending: &BTreeMap<String, Option<Written>>,
+        checkpoints: &BTreeMap<String, Value>,
+    ) -> CommitPlan {
+        let before: HashMap<&String, u32> = {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            // Unknown only when the table could not be read: then trim to be sure.
+            let unknown = if t.loaded.is_some() { 0 } else { u32::MAX };
+            pending
+                .keys()
+                .map(|k| (k, t.docs.get(k).map_or(unknown, |e| e.chunks)))
+                .collect()
+        };
+        // Every document's first chunk last: it carries the version and ACL the document table
+        // reads, so a commit cut off between the upsert's batches leaves the old first chunk
+        // (the replay writes the document again), never a new one over old chunks.
+        let (firsts, rest): (Vec<ChunkRow>, Vec<ChunkRow>) = pending
+            .values()
+            .flatten()
+            .flat_map(|w| w.rows.iter().cloned())
+            .partition(|r| r.ordinal == 0);
+        let rows: Vec<ChunkRow> = rest.into_iter().chain(firsts).collect();
+        // (key, first ordinal to delete): all of a deleted document (whatever the table says:
+        // deleting nothing is harmless, and a table that missed a write must not keep a
+        // document), the tail of a shorter one.
+        let trims: Vec<(String, i64)> = pending
+            .iter()
+            .filter_map(|(k, w)| {
+                let keep = w.as_ref().map_or(0, |w| w.entry.chunks);
+                (w.is_none() || before[k] > keep).then(|| (k.clone(), i64::from(keep)))
+            })
+            // A key no expression can carry (written before such keys were refused) cannot be
+            // trimmed: said loudly, and the rest of the commit goes on rather than every later
+            // commit failing on it.
+            .filter(|(k, _)| match docent_milvus::expr::quote("doc key", k) {
+                Ok(_) => true,
+                Err(e) => {
+                    // The error's text quotes the key: through the log's redaction too.
+                    tracing::error!(
+                        key = %crate::guardrail::pii::for_log(k),
+                        error = %crate::guardrail::pii::for_log(&e.to_string()),
+                        "milvus: cannot delete this document's old chunks"
+                    );
+                    false
+                }
+            })
+            .collect();
+        // The reconciliations owed first: a crash between two checkpoint writes may then leave
+        // a connector behind its new position, owing one, never past it owing none.
+        let mut encoded: Vec<(String, String)> = checkpoints
+            .iter()
+            .map(|(s, v)| (s.clone(), serde_json::to_string(v).unwrap_or_default()))
+            .collect();
+        encoded.sort_by_key(|(s, _)| s != crate::ingest::OWED_KEY);
+        let written: Vec<String> = pending
+            .iter()
+            .filter(|(_, w)| w.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        CommitPlan {
+            written,
+            trims,
+            rows,
+            checkpoints: encoded,
+        }
     }
 
     /// `uri/collection`, for logs.
@@ -1033,87 +1155,42 @@ impl Backend for MilvusBackend {
         // decides whether a shorter version leaves chunks to delete.
         self.refresh_table();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let before: HashMap<String, u32> = {
-            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
-            // Unknown only when the table could not be read: then trim to be sure.
-            let unknown = if t.loaded.is_some() { 0 } else { u32::MAX };
-            pending
-                .keys()
-                .map(|k| (k.clone(), t.docs.get(k).map_or(unknown, |e| e.chunks)))
-                .collect()
-        };
-        // Every document's first chunk last: it carries the version and ACL the document table
-        // reads, so a commit cut off between the upsert's batches leaves the old first chunk
-        // (the replay writes the document again), never a new one over old chunks.
-        let (firsts, rest): (Vec<ChunkRow>, Vec<ChunkRow>) = pending
-            .values()
-            .flatten()
-            .flat_map(|w| w.rows.iter().cloned())
-            .partition(|r| r.ordinal == 0);
-        let rows: Vec<ChunkRow> = rest.into_iter().chain(firsts).collect();
-        // (key, first ordinal to delete): all of a deleted document (whatever the table says:
-        // deleting nothing is harmless, and a table that missed a write must not keep a
-        // document), the tail of a shorter one.
-        let trims: Vec<(String, i64)> = pending
-            .iter()
-            .filter_map(|(k, w)| {
-                let keep = w.as_ref().map_or(0, |w| w.entry.chunks);
-                (w.is_none() || before[k] > keep).then(|| (k.clone(), i64::from(keep)))
-            })
-            // A key no expression can carry (written before such keys were refused) cannot be
-            // trimmed: said loudly, and the rest of the commit goes on rather than every later
-            // commit failing on it.
-            .filter(|(k, _)| match docent_milvus::expr::quote("doc key", k) {
-                Ok(_) => true,
-                Err(e) => {
-                    // The error's text quotes the key: through the log's redaction too.
-                    tracing::error!(
-                        key = %crate::guardrail::pii::for_log(k),
-                        error = %crate::guardrail::pii::for_log(&e.to_string()),
-                        "milvus: cannot delete this document's old chunks"
-                    );
-                    false
-                }
-            })
-            .collect();
+        let plan = self.plan(&pending, &checkpoints);
         let mut merged = self.checkpoints().clone();
-        merged.extend(checkpoints.clone());
-        // The reconciliations owed first: a crash between two checkpoint writes may then leave
-        // a connector behind its new position, owing one, never past it owing none.
-        let mut encoded: Vec<(String, Vec<u8>)> = checkpoints
-            .iter()
-            .map(|(s, v)| (s.clone(), serde_json::to_vec(v).unwrap_or_default()))
-            .collect();
-        encoded.sort_by_key(|(s, _)| s != crate::ingest::OWED_KEY);
+        merged.extend(checkpoints);
+        // The plan stored first, so that a commit cut off after its record of intents is
+        // applied again whole at the next open (see `commit_log`). Past the size a plan may
+        // have, the last one stored is cleared instead: it must never pair with these intents.
+        let log = (self.log_commits && !plan.written.is_empty()).then(|| plan.encode());
+        let log = match log {
+            Some(bytes) if bytes.len() > docent_milvus::CHECKPOINT_MAX_TOTAL => {
+                tracing::warn!(
+                    collection = %self.where_,
+                    bytes = bytes.len(),
+                    documents = plan.written.len(),
+                    "milvus: this commit is too large to store its plan first: cut off, its \
+                     torn documents would be removed and their connectors reconcile"
+                );
+                Some(None)
+            }
+            Some(bytes) => Some(Some(bytes)),
+            None => None,
+        };
         // The documents written, recorded first and forgotten last (see `open`'s repair).
-        let written: Vec<String> = pending
-            .iter()
-            .filter(|(_, w)| w.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        // What goes, then the data, then the checkpoints: each step only after the last was
-        // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
-        // document's first chunks still carry the old version, which the replay re-ingests
-        // (trimmed after, the old tail would outlive a crash under a table saying "current").
         // On failure the writes stay buffered (the pipeline rolls back).
         self.run(move |c| {
             Box::pin(async move {
-                if !written.is_empty() {
-                    c.put_intents(&written).await?;
+                match &log {
+                    Some(Some(bytes)) => c.put_commit_log(bytes).await?,
+                    Some(None) => c.clear_commit_log().await?,
+                    None => {}
                 }
-                for (key, first) in &trims {
-                    if *first == 0 {
-                        c.delete_document(key).await?;
-                    } else {
-                        c.delete_chunks_from(key, *first).await?;
-                    }
-                }
-                c.upsert(&rows).await?;
-                for (source, bytes) in &encoded {
-                    c.put_checkpoint(source, bytes).await?;
-                }
-                if !written.is_empty() {
+                plan.apply(&c).await?;
+                if !plan.written.is_empty() {
                     c.clear_intents().await?;
+                }
+                if let Some(Some(_)) = &log {
+                    c.clear_commit_log().await?;
                 }
                 Ok(())
             })
@@ -1938,6 +2015,172 @@ mod tests {
             "a torn one goes whole"
         );
         assert_eq!(b.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
+    }
+
+    /// Session 37's note: a torn document went whole at the repair, its committed version
+    /// with it, and a push source (which never sends a document again) lost it for good. A
+    /// commit now stores its plan before its record of intents, and the repair applies it
+    /// again: the new version is there whole, with the commit's checkpoint, and nobody owes a
+    /// reconciliation for it. A document recorded by an earlier commit that the plan does not
+    /// cover is still repaired the old way.
+    #[test]
+    fn a_commit_cut_off_in_the_middle_is_applied_again_whole_at_open() {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        let cfg = fresh("rollforward");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let two = |key: DocKey, version: &str, acl: Acl| {
+            let mut d = one_chunk(8, BTreeMap::new());
+            d.key = key;
+            d.version = version.into();
+            d.content_hash = format!("h{version}");
+            d.acl = acl;
+            let mut second = d.chunks[0].clone();
+            second.ord = 1;
+            second.text = format!("egret {version}");
+            d.chunks.push(second);
+            d
+        };
+        let everyone = || Acl::new([Principal::Everyone], []);
+        let pushed = DocKey::new("push", "memo");
+        let other = DocKey::new("c", "other.md");
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        first.upsert(two(pushed.clone(), "1", everyone())).unwrap();
+        first.upsert(two(other.clone(), "1", everyone())).unwrap();
+        first
+            .commit(BTreeMap::from([("push".to_string(), json!({"seq": 1}))]))
+            .unwrap();
+        assert!(
+            first
+                .run(|c| Box::pin(async move { c.commit_log().await }))
+                .unwrap()
+                .is_none(),
+            "a finished commit leaves no plan"
+        );
+        // The cut-off commit: version 2 of the pushed document, under a narrowed ACL. Its plan
+        // stored, its intents recorded (with "other", left by an earlier commit that failed),
+        // its second row written, then nothing: the first row still says version 1, whose
+        // second row is gone.
+        first
+            .upsert(two(
+                pushed.clone(),
+                "2",
+                Acl::new([Principal::group("hr")], []),
+            ))
+            .unwrap();
+        let plan = {
+            let pending = first.pending.lock().unwrap();
+            first.plan(
+                &pending,
+                &BTreeMap::from([("push".to_string(), json!({"seq": 2}))]),
+            )
+        };
+        let bytes = plan.encode();
+        let torn: Vec<ChunkRow> = plan
+            .rows
+            .iter()
+            .filter(|r| r.ordinal == 1)
+            .cloned()
+            .collect();
+        let recorded = vec![pushed.to_string(), other.to_string()];
+        let other_torn: Vec<ChunkRow> = rows_of(&two(other.clone(), "9", everyone()))
+            .into_iter()
+            .filter(|r| r.ordinal == 1)
+            .collect();
+        first
+            .run(move |c| {
+                Box::pin(async move {
+                    c.put_commit_log(&bytes).await?;
+                    c.put_intents(&recorded).await?;
+                    c.upsert(&other_torn).await?;
+                    c.upsert(&torn).await
+                })
+            })
+            .unwrap();
+        drop(first);
+
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(
+            b.repair_cut_off_commit().unwrap(),
+            1,
+            "only 'other' is torn"
+        );
+        let entry = b
+            .latest_entry(&pushed.to_string())
+            .expect("the pushed document stays");
+        assert_eq!(entry.version, "2");
+        assert_eq!(entry.acl, Acl::new([Principal::group("hr")], []));
+        let cond = format!(
+            "doc_key == {}",
+            docent_milvus::expr::quote("k", &pushed.to_string()).unwrap()
+        );
+        let mut rows = b
+            .run(move |c| Box::pin(async move { c.query_rows(&cond, None, 10, false).await }))
+            .unwrap();
+        rows.sort_by_key(|r| r.ordinal);
+        assert_eq!(whole(&rows), Some(2), "{rows:?}");
+        assert_eq!(rows[1].text, "egret 2");
+        assert!(
+            b.latest_entry(&other.to_string()).is_none(),
+            "a torn one goes whole"
+        );
+        let cps = b.checkpoints();
+        assert_eq!(
+            cps["push"],
+            json!({"seq": 2}),
+            "the plan's checkpoint is stored"
+        );
+        assert_eq!(
+            cps[crate::ingest::OWED_KEY],
+            json!(["c"]),
+            "only the uncovered document's connector reconciles"
+        );
+        let (intents, log) = b
+            .run(|c| Box::pin(async move { Ok((c.intents().await?, c.commit_log().await?)) }))
+            .unwrap();
+        assert!(
+            intents.is_empty() && log.is_none(),
+            "both records are cleared"
+        );
+        drop(b);
+        // Stored, not just this process's copy.
+        let again = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(again.repair_cut_off_commit().unwrap(), 0);
+        assert_eq!(again.checkpoints()["push"], json!({"seq": 2}));
+        assert_eq!(
+            again
+                .latest_entry(&pushed.to_string())
+                .map(|e| e.version)
+                .as_deref(),
+            Some("2")
+        );
+    }
+
+    /// A plan whose commit finished (cut off before it was cleared) pairs with no later
+    /// record of intents: the repair clears it, and a later commit stores its own first.
+    #[test]
+    fn a_finished_commits_plan_is_cleared_at_open() {
+        let cfg = fresh("staleplan");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        first.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        let plan = {
+            let pending = first.pending.lock().unwrap();
+            first.plan(&pending, &BTreeMap::new())
+        };
+        first.commit(BTreeMap::new()).unwrap();
+        let bytes = plan.encode();
+        first
+            .run(move |c| Box::pin(async move { c.put_commit_log(&bytes).await }))
+            .unwrap();
+        drop(first);
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 0);
+        assert!(
+            b.run(|c| Box::pin(async move { c.commit_log().await }))
+                .unwrap()
+                .is_none()
+        );
+        assert!(!b.checkpoints().contains_key(crate::ingest::OWED_KEY));
     }
 
     #[test]

@@ -957,24 +957,29 @@ impl ChunkCollection {
     /// `CHECKPOINT_MAX_TOTAL` bytes. Call it only after every write the checkpoint covers has
     /// been acknowledged.
     pub async fn put_checkpoint(&self, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
+        self.put_stored(CHECKPOINT, source, bytes).await
+    }
+
+    /// [`Self::put_checkpoint`] for any [`Stored`] kind.
+    async fn put_stored(&self, kind: Stored, name: &str, bytes: &[u8]) -> Result<(), MilvusError> {
         if bytes.len() <= schema::CHECKPOINT_MAX_BYTES && !bytes.starts_with(PARTS_MAGIC) {
-            return self.put_state("checkpoint", source, bytes).await;
+            return self.put_state(kind.kind, name, bytes).await;
         }
         if bytes.len() > schema::CHECKPOINT_MAX_TOTAL {
             return Err(MilvusError::CheckpointTooLarge {
-                source_id: source.to_string(),
+                source_id: name.to_string(),
                 len: bytes.len(),
                 max: schema::CHECKPOINT_MAX_TOTAL,
             });
         }
-        let current = self.get_state("checkpoint", source).await?;
+        let current = self.get_state(kind.kind, name).await?;
         let slot = match current.first().and_then(|(_, b)| Parts::read(b)) {
             Some(Ok(p)) if p.slot == 0 => 1,
             _ => 0,
         };
         let chunks: Vec<&[u8]> = bytes.chunks(schema::CHECKPOINT_MAX_BYTES).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            self.put_state("checkpoint_part", &part_name(source, slot, i), chunk)
+            self.put_state(kind.parts, &part_name(name, slot, i), chunk)
                 .await?;
         }
         let head = Parts {
@@ -983,43 +988,7 @@ impl ChunkCollection {
             len: bytes.len(),
             sha256: sha256_hex(bytes),
         };
-        self.put_state("checkpoint", source, &head.write()).await
-    }
-
-    /// A checkpoint row as stored: the checkpoint, or the parts it names put together; `None`
-    /// when the parts cannot be put together (a part missing or altered by hand): the source
-    /// then starts from no checkpoint (a full crawl, which loses nothing) rather than keeping
-    /// the whole collection from opening.
-    async fn whole_checkpoint(
-        &self,
-        source: &str,
-        row: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, MilvusError> {
-        let unusable = |why: String| {
-            tracing::warn!(source = %source, reason = %why, "a checkpoint stored in parts cannot be read: its source starts again from no checkpoint");
-            Ok(None)
-        };
-        let head = match Parts::read(&row) {
-            None => return Ok(Some(row)),
-            Some(Ok(head)) => head,
-            Some(Err(why)) => return unusable(why),
-        };
-        let mut out = Vec::with_capacity(head.len);
-        for i in 0..head.parts {
-            let Some((_, part)) = self
-                .get_state("checkpoint_part", &part_name(source, head.slot, i))
-                .await?
-                .into_iter()
-                .next()
-            else {
-                return unusable(format!("part {i} is missing"));
-            };
-            out.extend_from_slice(&part);
-        }
-        if out.len() != head.len || sha256_hex(&out) != head.sha256 {
-            return unusable("its parts do not match their record".into());
-        }
-        Ok(Some(out))
+        self.put_state(kind.kind, name, &head.write()).await
     }
 
     /// Stores `bytes` under `name` in `<collection>_state` (kind `meta`: what the caller records
@@ -1055,6 +1024,52 @@ impl ChunkCollection {
             .map_err(rpc("Delete"))?
             .into_inner();
         check("Delete", resp.status.as_ref())
+    }
+
+    /// A checkpoint row as stored: the checkpoint, or the parts it names put together; `None`
+    /// when the parts cannot be put together (a part missing or altered by hand): the source
+    /// then starts from no checkpoint (a full crawl, which loses nothing) rather than keeping
+    /// the whole collection from opening.
+    async fn whole_checkpoint(
+        &self,
+        source: &str,
+        row: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, MilvusError> {
+        self.whole_stored(CHECKPOINT, source, row).await
+    }
+
+    /// [`Self::whole_checkpoint`] for any [`Stored`] kind.
+    async fn whole_stored(
+        &self,
+        kind: Stored,
+        name: &str,
+        row: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, MilvusError> {
+        let unusable = |why: String| {
+            tracing::warn!(name = %name, reason = %why, "{}", kind.unusable);
+            Ok(None)
+        };
+        let head = match Parts::read(&row) {
+            None => return Ok(Some(row)),
+            Some(Ok(head)) => head,
+            Some(Err(why)) => return unusable(why),
+        };
+        let mut out = Vec::with_capacity(head.len);
+        for i in 0..head.parts {
+            let Some((_, part)) = self
+                .get_state(kind.parts, &part_name(name, head.slot, i))
+                .await?
+                .into_iter()
+                .next()
+            else {
+                return unusable(format!("part {i} is missing"));
+            };
+            out.extend_from_slice(&part);
+        }
+        if out.len() != head.len || sha256_hex(&out) != head.sha256 {
+            return unusable("its parts do not match their record".into());
+        }
+        Ok(Some(out))
     }
 
     /// Every stored checkpoint, by source.
@@ -1148,6 +1163,50 @@ impl ChunkCollection {
                 db_name: self.db(),
                 collection_name: self.state.clone(),
                 expr: format!("kind == {}", expr::quote("state kind", "intent")?),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("Delete"))?
+            .into_inner();
+        check("Delete", resp.status.as_ref())
+    }
+
+    /// Stores the whole of a commit about to be applied (`<collection>_state`, kind `commit`,
+    /// in parts as a large checkpoint, at most `CHECKPOINT_MAX_TOTAL` bytes), before
+    /// [`Self::put_intents`]: a commit cut off after its record of intents can then be applied
+    /// again whole at the next open, instead of torn documents being removed. One at a time:
+    /// the next replaces it.
+    pub async fn put_commit_log(&self, bytes: &[u8]) -> Result<(), MilvusError> {
+        self.put_stored(COMMIT_LOG, "", bytes).await
+    }
+
+    /// The commit stored by [`Self::put_commit_log`] and not yet cleared, if it can be read
+    /// whole (its parts all there and matching their record).
+    pub async fn commit_log(&self) -> Result<Option<Vec<u8>>, MilvusError> {
+        match self
+            .get_state(COMMIT_LOG.kind, "")
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some((_, row)) => self.whole_stored(COMMIT_LOG, "", row).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets the commit stored by [`Self::put_commit_log`] (its record and its parts): call
+    /// it after [`Self::clear_intents`].
+    pub async fn clear_commit_log(&self) -> Result<(), MilvusError> {
+        let resp = self
+            .grpc()
+            .delete(DeleteRequest {
+                db_name: self.db(),
+                collection_name: self.state.clone(),
+                expr: format!(
+                    "kind in [{}, {}]",
+                    expr::quote("state kind", COMMIT_LOG.kind)?,
+                    expr::quote("state kind", COMMIT_LOG.parts)?
+                ),
                 ..Default::default()
             })
             .await
@@ -1346,6 +1405,27 @@ impl Parts {
         })())
     }
 }
+
+/// A kind of state row that may be stored in parts: the kind of its row, the kind of its
+/// parts, and what a reader is told when its parts cannot be put together.
+#[derive(Clone, Copy)]
+struct Stored {
+    kind: &'static str,
+    parts: &'static str,
+    unusable: &'static str,
+}
+
+const CHECKPOINT: Stored = Stored {
+    kind: "checkpoint",
+    parts: "checkpoint_part",
+    unusable: "a checkpoint stored in parts cannot be read: its source starts again from no checkpoint",
+};
+
+const COMMIT_LOG: Stored = Stored {
+    kind: "commit",
+    parts: "commit_part",
+    unusable: "the record of a commit stored in parts cannot be read: the commit it records is repaired without it",
+};
 
 fn part_name(source: &str, slot: u8, i: usize) -> String {
     format!("{source}/{slot}/{i}")

@@ -1,0 +1,293 @@
+//! A commit on Milvus as one plan, stored whole before any of it is applied.
+//!
+//! Milvus has no transactions: a commit is a sequence of requests (record the documents it
+//! writes, delete what goes, upsert the rows, store the checkpoints, forget the record). A
+//! writer cut off in the middle leaves documents torn (new rows beside old ones), and the old
+//! rows a new version overwrote are gone. Without more, the repair at the next open can only
+//! remove a torn document whole and have its connector send it again. A push source cannot
+//! send it again, so its document was lost, its committed version included (session 37's note).
+//!
+//! So the writer stores the plan ([`CommitPlan::encode`], through
+//! `ChunkCollection::put_commit_log`) before it records its intents, and the repair applies
+//! that plan again: every step is idempotent (deletes by key and ordinal, upserts by chunk id,
+//! checkpoints replaced whole), so the commit ends as if it had never been cut off.
+//!
+//! Must never: apply a plan other than the one written just before the intents it pairs with
+//! (a commit that stores no plan clears the last one before it records its intents).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use docent_milvus::{ChunkCollection, ChunkRow, MilvusError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The format written; a plan of another format is not applied (the repair falls back to
+/// removing torn documents).
+const FORMAT: u32 = 1;
+
+/// What one commit does, in the order it does it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CommitPlan {
+    /// The documents it writes (its record of intents).
+    pub written: Vec<String>,
+    /// (document key, first ordinal to delete): 0 deletes the document.
+    pub trims: Vec<(String, i64)>,
+    /// Every row it writes, each document's first chunk last.
+    pub rows: Vec<ChunkRow>,
+    /// (source, checkpoint as JSON text), the reconciliations owed first.
+    pub checkpoints: Vec<(String, String)>,
+}
+
+impl CommitPlan {
+    /// Everything but forgetting the record of intents (and the stored plan), which the caller
+    /// does once nothing else remains to repair.
+    pub(super) async fn apply(&self, c: &ChunkCollection) -> Result<(), MilvusError> {
+        if !self.written.is_empty() {
+            c.put_intents(&self.written).await?;
+        }
+        // What goes, then the data, then the checkpoints: each step only after the last was
+        // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
+        // document's first chunks still carry the old version.
+        for (key, first) in &self.trims {
+            if *first == 0 {
+                c.delete_document(key).await?;
+            } else {
+                c.delete_chunks_from(key, *first).await?;
+            }
+        }
+        c.upsert(&self.rows).await?;
+        for (source, text) in &self.checkpoints {
+            c.put_checkpoint(source, text.as_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoints it stores, as values.
+    pub(super) fn checkpoint_values(&self) -> BTreeMap<String, Value> {
+        self.checkpoints
+            .iter()
+            .filter_map(|(s, t)| Some((s.clone(), serde_json::from_str(t).ok()?)))
+            .collect()
+    }
+
+    /// The documents it leaves as it means to: those it writes and those it deletes whole.
+    pub(super) fn covers(&self) -> BTreeSet<&str> {
+        let deleted = self
+            .trims
+            .iter()
+            .filter(|(_, first)| *first == 0)
+            .map(|(k, _)| k.as_str());
+        self.written
+            .iter()
+            .map(String::as_str)
+            .chain(deleted)
+            .collect()
+    }
+
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let plan = PlanOut {
+            format: FORMAT,
+            written: &self.written,
+            trims: &self.trims,
+            rows: self.rows.iter().map(RowOut::of).collect(),
+            checkpoints: &self.checkpoints,
+        };
+        serde_json::to_vec(&plan).unwrap_or_default()
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let plan: PlanIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if plan.format != FORMAT {
+            return Err(format!(
+                "format {} (this build reads {FORMAT})",
+                plan.format
+            ));
+        }
+        let rows = plan
+            .rows
+            .into_iter()
+            .map(RowIn::into_row)
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            written: plan.written,
+            trims: plan.trims,
+            rows,
+            checkpoints: plan.checkpoints,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct PlanOut<'a> {
+    format: u32,
+    written: &'a [String],
+    trims: &'a [(String, i64)],
+    rows: Vec<RowOut<'a>>,
+    checkpoints: &'a [(String, String)],
+}
+
+#[derive(Deserialize)]
+struct PlanIn {
+    format: u32,
+    written: Vec<String>,
+    trims: Vec<(String, i64)>,
+    rows: Vec<RowIn>,
+    checkpoints: Vec<(String, String)>,
+}
+
+/// A row as stored in a plan: its vector as little-endian `f32`s in base64 (exact, and about
+/// half the size of JSON numbers).
+#[derive(Serialize)]
+struct RowOut<'a> {
+    chunk_id: &'a str,
+    doc_key: &'a str,
+    source: &'a str,
+    uri: &'a str,
+    title: &'a str,
+    heading: &'a str,
+    text: &'a str,
+    dense: String,
+    allow: &'a [String],
+    deny: &'a [String],
+    attributes: &'a BTreeMap<String, String>,
+    ordinal: i64,
+    span: (i64, i64),
+    meta: &'a Value,
+}
+
+impl<'a> RowOut<'a> {
+    fn of(r: &'a ChunkRow) -> Self {
+        let bytes: Vec<u8> = r.dense.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Self {
+            chunk_id: &r.chunk_id,
+            doc_key: &r.doc_key,
+            source: &r.source,
+            uri: &r.uri,
+            title: &r.title,
+            heading: &r.heading,
+            text: &r.text,
+            dense: BASE64.encode(bytes),
+            allow: &r.allow,
+            deny: &r.deny,
+            attributes: &r.attributes,
+            ordinal: r.ordinal,
+            span: (r.span.start, r.span.end),
+            meta: &r.meta,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RowIn {
+    chunk_id: String,
+    doc_key: String,
+    source: String,
+    uri: String,
+    title: String,
+    heading: String,
+    text: String,
+    dense: String,
+    allow: Vec<String>,
+    deny: Vec<String>,
+    attributes: BTreeMap<String, String>,
+    ordinal: i64,
+    span: (i64, i64),
+    meta: Value,
+}
+
+impl RowIn {
+    fn into_row(self) -> Result<ChunkRow, String> {
+        let bytes = BASE64
+            .decode(&self.dense)
+            .map_err(|e| format!("row {}: its vector: {e}", self.chunk_id))?;
+        if bytes.len() % 4 != 0 {
+            return Err(format!("row {}: its vector is cut", self.chunk_id));
+        }
+        let dense = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(ChunkRow {
+            chunk_id: self.chunk_id,
+            doc_key: self.doc_key,
+            source: self.source,
+            uri: self.uri,
+            title: self.title,
+            heading: self.heading,
+            text: self.text,
+            dense,
+            allow: self.allow,
+            deny: self.deny,
+            attributes: self.attributes,
+            ordinal: self.ordinal,
+            span: self.span.0..self.span.1,
+            meta: self.meta,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ord: i64) -> ChunkRow {
+        ChunkRow {
+            chunk_id: format!("c:p.md#{ord}"),
+            doc_key: "c:p.md".into(),
+            source: "c".into(),
+            uri: "file:///p.md".into(),
+            title: "P \"quoted\"".into(),
+            heading: "A > B".into(),
+            text: "heron ünïcode \u{1F426}".into(),
+            dense: vec![0.1, -0.0, f32::MIN_POSITIVE, 1.0 / 3.0],
+            allow: vec!["group:hr".into()],
+            deny: vec!["user:eve".into()],
+            attributes: [("dept".to_string(), "hr".to_string())].into(),
+            ordinal: ord,
+            span: 3..40,
+            meta: serde_json::json!({"v": "2", "n": 2, "hp": ["A", "B"]}),
+        }
+    }
+
+    #[test]
+    fn a_plan_reads_back_exactly_as_written() {
+        let plan = CommitPlan {
+            written: vec!["c:p.md".into()],
+            trims: vec![("c:gone.md".into(), 0), ("c:p.md".into(), 2)],
+            rows: vec![row(1), row(0)],
+            checkpoints: vec![("c".into(), r#"{"cursor":7}"#.into())],
+        };
+        let back = CommitPlan::decode(&plan.encode()).unwrap();
+        assert_eq!(back, plan);
+        // Vectors bit for bit (negative zero included).
+        assert_eq!(back.rows[0].dense[1].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(
+            back.covers(),
+            BTreeSet::from(["c:p.md", "c:gone.md"]),
+            "a trimmed document is covered as written, a deleted one as deleted"
+        );
+        assert_eq!(
+            back.checkpoint_values()["c"],
+            serde_json::json!({"cursor": 7})
+        );
+    }
+
+    #[test]
+    fn a_plan_of_another_format_or_cut_short_is_refused() {
+        let plan = CommitPlan {
+            written: vec![],
+            trims: vec![],
+            rows: vec![row(0)],
+            checkpoints: vec![],
+        };
+        let bytes = plan.encode();
+        assert!(CommitPlan::decode(&bytes[..bytes.len() - 3]).is_err());
+        let other = String::from_utf8(bytes)
+            .unwrap()
+            .replacen("\"format\":1", "\"format\":2", 1);
+        let e = CommitPlan::decode(other.as_bytes()).unwrap_err();
+        assert!(e.contains("format 2"), "{e}");
+    }
+}
