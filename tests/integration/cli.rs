@@ -95,61 +95,78 @@ fn config_check_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_identities_on_sighup() {
     let env = Env::example();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = env
-        .config_text()
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace("metrics_listen = \"127.0.0.1:9464\"", "")
-        .replace(
-            "\"../models/",
-            &format!("\"{}/", repo().join("models").display()),
-        );
-    let cfg = env.dir.path().join("docent.toml");
-    std::fs::write(&cfg, &text).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_docent"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("http://127.0.0.1:{port}");
     let hr_key = format!(
         "share:{}",
         env.corpus().join("hr/compensation-bands-2027.md").display()
     );
-    let a = addr.clone();
-    let run = move |args: Vec<String>, token: &'static str| {
-        let a = a.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                docent(&args, &a, token)
-            })
-            .await
-            .unwrap()
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let run = |a: String| {
+        move |args: Vec<String>, token: &'static str| {
+            let a = a.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    docent(&args, &a, token)
+                })
+                .await
+                .unwrap()
+            }
         }
     };
-    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let mut ready = false;
-    for _ in 0..600 {
-        // The document table is complete once the crawl is committed.
-        let out = run(args(&["admin", "can-read", "hana", &hr_key]), ADMIN).await;
-        if out.status.success() {
-            ready = true;
+    // A port found free can be taken before the daemon binds it (the suite starts many
+    // servers): the daemon then exits, and starts again on another port.
+    let mut started = None;
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = env
+            .config_text()
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace("metrics_listen = \"127.0.0.1:9464\"", "")
+            .replace(
+                "\"../models/",
+                &format!("\"{}/", repo().join("models").display()),
+            );
+        let cfg = env.dir.path().join("docent.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_docent"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("http://127.0.0.1:{port}");
+        let mut ready = false;
+        for _ in 0..600 {
+            if server.try_wait().unwrap().is_some() {
+                break;
+            }
+            // The document table is complete once the crawl is committed.
+            let out = run(addr.clone())(args(&["admin", "can-read", "hana", &hr_key]), ADMIN).await;
+            if out.status.success() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        if ready {
+            started = Some((server, addr, text));
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let _ = server.kill();
+        let _ = server.wait();
     }
-    assert!(ready, "daemon did not come up");
+    let (mut server, addr, text) = started.expect("daemon did not come up");
+    let cfg = env.dir.path().join("docent.toml");
+    let run = run(addr.clone());
 
     let who = run(
         args(&["admin", "whois", "--json", "FERNHILL\\alice"]),

@@ -20,6 +20,20 @@ const HR_ONLY: &[&str] = &[
     "Compensation bands",
 ];
 
+/// For tests that count a UTC day's usage (budgets, the admin's usage of today): waits past
+/// midnight when it is under two minutes away, since the counters start again at UTC midnight
+/// and a test that crossed it would find its budget unspent.
+async fn away_from_utc_midnight() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 86_400 - now % 86_400;
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left + 1)).await;
+    }
+}
+
 fn with_llm(env: &Env, url: &str, extra: &str) -> String {
     format!(
         "{}\n[llm]\nbase_url = {url:?}\nmodel = \"smollm2\"\nfirst_token_timeout_ms = 20000\ntotal_timeout_ms = 60000\nmax_tokens = 96\n{extra}",
@@ -422,6 +436,7 @@ async fn weak_evidence_is_not_found_without_calling_the_model() {
 /// colleagues used (only an identity's own budget shows its figures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_group_budget_refuses_without_showing_the_group_s_usage() {
+    away_from_utc_midnight().await;
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
     let env = Env::example();
     let text = with_llm(
@@ -448,6 +463,7 @@ async fn a_spent_group_budget_refuses_without_showing_the_group_s_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
+    away_from_utc_midnight().await;
     let fake = FakeLlm::start(Script::Write(vec!["{p1} [1].".into()])).await;
     let env = Env::example();
     let text = with_llm(
@@ -518,6 +534,7 @@ async fn a_spent_token_budget_refuses_before_the_model_and_usage_is_reported() {
 /// is refused before the model (before, both passed the check and both spent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_cannot_overspend_a_token_budget() {
+    away_from_utc_midnight().await;
     let fake = gated_fake().await;
     let env = Env::example();
     // One request may spend up to the prompt budget and max_tokens (2,144 tokens here): while
@@ -583,6 +600,7 @@ async fn usage_of(d: &Running, identity: &str, requests: u64) -> pb::IdentityUsa
 /// so cancelling early spent tokens outside the budget), and the model is free for the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
+    away_from_utc_midnight().await;
     let fake = gated_fake().await;
     let env = Env::example();
     let d = env
@@ -623,6 +641,7 @@ async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
 /// The abandoned call's tokens are still counted, estimated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_an_ask_stream_frees_the_model_for_the_next_request() {
+    away_from_utc_midnight().await;
     let (fake, _env, d, first) = streaming_while_the_model_waits("max_concurrent = 1\n").await;
     let question = PARENTAL_LEAVE;
     let mut c = client(&d).await;
@@ -825,6 +844,7 @@ async fn an_llm_rewritten_question_passes_the_pii_redaction() {
 /// refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_rewrites_are_counted_and_stop_at_the_token_budget() {
+    away_from_utc_midnight().await;
     let fake = FakeLlm::start(Script::Write(vec![
         "Which account are contractor refunds paid from?".into(),
     ]))

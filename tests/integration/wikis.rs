@@ -144,21 +144,29 @@ impl DokuWiki {
             assert!(out.status.success(), "dokuwiki.sh install: {out:?}");
         }
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .args(["start", &dir.path().to_string_lossy(), &port.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dokuwiki.sh start: {out:?}");
-        Self {
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
+        // A port found free can be taken before the server binds it (the suite starts many
+        // servers): then another port.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .args(["start", &dir.path().to_string_lossy(), &port.to_string()])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Self {
+                    dir,
+                    url: format!("http://127.0.0.1:{port}"),
+                };
+            }
+            failures.push(out);
         }
+        panic!("dokuwiki.sh start: {failures:#?}");
     }
 
     fn admin(&self) -> docent_dokuwiki_connector::client::Client {

@@ -103,8 +103,10 @@ impl Wiki {
             if out.status.success() {
                 return Self { dir, port };
             }
+            // Taken between the probe and php's bind: "already in use" from the script's own
+            // check, or php -S dying on the bind.
             last = String::from_utf8_lossy(&out.stderr).into_owned();
-            if !last.contains("already in use") {
+            if !last.contains("already in use") && !last.contains("php -S died") {
                 break;
             }
         }
