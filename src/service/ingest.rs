@@ -29,11 +29,20 @@ pub const RESERVED_ATTRIBUTES: [&str; 4] = ["source", "path", "relative_path", "
 
 pub struct IngestService {
     state: Arc<AppState>,
+    /// Calls waiting for their commit without their concurrency permits (see
+    /// [`IngestService::until_committed`]); past [`MAX_WAITING`], a call waits holding them.
+    waiting: Arc<tokio::sync::Semaphore>,
 }
+
+/// Calls that may wait for their commit at once without holding concurrency permits.
+pub const MAX_WAITING: usize = 256;
 
 impl IngestService {
     pub fn new(state: Arc<AppState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
+        }
     }
 
     fn source<T>(
@@ -366,6 +375,7 @@ impl pb::ingest_server::Ingest for IngestService {
         // whose deadline passes stops it at the next document, so abandoned requests do not
         // pile up parses past the concurrency limits that were released with them.
         let (budget, _guard) = super::limits::Budget::of(&req);
+        let release = super::limits::Release::of(&req);
         let msg = req.into_inner();
         let size = prost::Message::encoded_len(&msg) as u64;
         if size > src.config.max_request_bytes {
@@ -466,7 +476,7 @@ impl pb::ingest_server::Ingest for IngestService {
             target: None,
         });
         if let Some(watch) = watch {
-            self.until_committed(&src, &mut results, awaited, &watch, &budget)
+            self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
         }
         Ok(Response::new(pb::PutDocumentsResponse { results }))
@@ -489,6 +499,7 @@ impl pb::ingest_server::Ingest for IngestService {
             .into());
         }
         let (budget, _guard) = super::limits::Budget::of(&req);
+        let release = super::limits::Release::of(&req);
         let msg = req.into_inner();
         let mut results = Vec::with_capacity(msg.keys.len());
         let mut deleted = Vec::new();
@@ -531,7 +542,7 @@ impl pb::ingest_server::Ingest for IngestService {
             target: None,
         });
         if let Some(watch) = watch {
-            self.until_committed(&src, &mut results, awaited, &watch, &budget)
+            self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
         }
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
@@ -554,6 +565,10 @@ impl IngestService {
     /// committed (then every change before it is committed, or failed and flagged on `watch`),
     /// or until the deadline. `awaited`: (place in `results`, index in `watch`) of the items
     /// to wait on; only ACCEPTED, UNCHANGED and DELETED ones are, nothing else was queued.
+    /// The call's concurrency permits are given back while it waits (`release`; session 37's
+    /// note: a waiting call held them up to [`MAX_COMMIT_WAIT`], so a few writers waiting on a
+    /// long commit interval refused every other request of theirs, and 64 refused everyone's),
+    /// unless [`MAX_WAITING`] calls wait already.
     async fn until_committed(
         &self,
         src: &PushSource,
@@ -561,6 +576,7 @@ impl IngestService {
         mut awaited: Vec<(usize, usize)>,
         watch: &crate::ingest::push::Watch,
         budget: &super::limits::Budget,
+        release: Option<super::limits::Release>,
     ) {
         let waits = |r: &pb::ItemResult| {
             [
@@ -574,6 +590,11 @@ impl IngestService {
         if awaited.is_empty() {
             return;
         }
+        let _waiting = self.waiting.clone().try_acquire_owned().ok().inspect(|_| {
+            if let Some(r) = &release {
+                r.now();
+            }
+        });
         // Some margin before the client's deadline, to answer in time.
         let until = budget
             .deadline()

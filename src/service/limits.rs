@@ -149,7 +149,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let held = match self.admit.admit(&req) {
             Ok(h) => h,
             Err(why) => {
@@ -157,6 +157,8 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
+        let held = Release(Arc::new(Mutex::new(Some(Box::new(held)))));
+        req.extensions_mut().insert(held.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
@@ -167,6 +169,24 @@ where
                 }))
             }))
         })
+    }
+}
+
+/// What an admitted request holds (see [`Admit`]), in its extensions: a handler whose request
+/// only waits from some point on (a push with `wait_for_commit`, waiting for the commit) gives
+/// it back there with [`Release::now`], so that waiting takes no place from requests that work.
+#[derive(Clone)]
+pub struct Release(Arc<Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>>);
+
+impl Release {
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<Self> {
+        req.extensions().get::<Self>().cloned()
+    }
+
+    /// Gives what the request holds back now, instead of when its response ends.
+    pub fn now(&self) {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(held);
     }
 }
 

@@ -144,6 +144,69 @@ async fn wait_for_commit_answers_once_the_change_is_committed() {
     d.stop().await;
 }
 
+/// Session 37's note: a call waiting for its commit held its concurrency permits until the
+/// commit, so with `max_concurrent_per_caller = 1` the writer's next request was refused
+/// (OVERLOADED) while a long document was embedded. Waiting now gives them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
+    let env = Env::empty();
+    let text = (env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
+            hex::encode(docent::identity::token_hash(BOT))
+        ))
+    .replace(
+        "max_concurrent_per_caller = 4",
+        "max_concurrent_per_caller = 1",
+    );
+    assert!(text.contains("max_concurrent_per_caller = 1"));
+    let d = env.start_with(env.config_from(&text)).await;
+    // Long enough that its embedding takes seconds on two cores.
+    let long: String = (0..3000)
+        .map(|i| format!("Clause {i} of the supplier agreement covers delivery terms. "))
+        .collect();
+    let mut req = put(vec![doc(
+        "contract",
+        "1",
+        Content::Text(long),
+        &["group:finance"],
+    )]);
+    req.get_mut().wait_for_commit = true;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let first = tokio::spawn(async move { c.put_documents(req).await });
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let mut admitted = false;
+    for i in 0..400 {
+        assert!(
+            !first.is_finished(),
+            "the first call ended before another was admitted"
+        );
+        match c
+            .put_documents(put(vec![doc(
+                &format!("note-{i}"),
+                "1",
+                Content::Text("A short note.".into()),
+                &["group:finance"],
+            )]))
+            .await
+        {
+            Ok(_) => {
+                admitted = true;
+                break;
+            }
+            Err(e) => {
+                assert_eq!(reason(&e), "OVERLOADED", "{e:?}");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+    assert!(admitted);
+    let r = first.await.unwrap().unwrap().into_inner();
+    assert_eq!(r.results[0].status, pb::ItemStatus::Accepted as i32);
+    assert_eq!(r.results[0].reason, "", "committed");
+    d.stop().await;
+}
+
 /// Session 34's review: every item of a request was compared with the state from before the
 /// request, so a repeat of the indexed state after a wider ACL in the same request was
 /// answered UNCHANGED and never queued, and the wider ACL stayed.
