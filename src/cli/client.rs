@@ -40,8 +40,15 @@ pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
 
 /// `msg` with `conn`'s credential: bearer token, else the client certificate (nothing to add),
 /// else the `--insecure-dev` user.
+/// With the deadline of `--timeout` (session 35's note: a daemon that accepted a call and
+/// never answered held the command forever). The channel enforces it too, not only the daemon
+/// (tonic's client ends a call past its `grpc-timeout`).
 pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
-    Ok(docent_client::authorized(&client_config(conn), msg)?)
+    let mut req = docent_client::authorized(&client_config(conn), msg)?;
+    if conn.timeout > 0 {
+        req.set_timeout(std::time::Duration::from_secs(conn.timeout));
+    }
+    Ok(req)
 }
 
 pub(super) fn verdicts_json(v: &[pb::GuardrailVerdict]) -> Vec<serde_json::Value> {

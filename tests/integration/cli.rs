@@ -249,3 +249,44 @@ async fn serve_reloads_identities_on_sighup() {
     );
     assert!(server.wait().unwrap().success());
 }
+
+/// Session 35's note: the CLI had no overall deadline, so a daemon (or a proxy in front of it)
+/// that accepted a call and never answered held the command forever (HTTP/2 keepalive pings
+/// are answered by the connection, not the call). `--timeout` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_is_never_answered_ends_at_the_timeout() {
+    // Speaks HTTP/2 far enough to take calls (its settings and ping answers), never answers one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let never = hyper::service::service_fn(|_req| async {
+                    std::future::pending::<
+                        Result<
+                            hyper::Response<http_body_util::Empty<bytes::Bytes>>,
+                            std::convert::Infallible,
+                        >,
+                    >()
+                    .await
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, never)
+                        .await;
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = docent_async(&["status", "--timeout", "2"], &addr, ADMIN).await;
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("timeout") || stderr.contains("timed out") || stderr.contains("deadline"),
+        "{stderr}"
+    );
+    // Well before the 20 s + 10 s keepalive would have ended it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
