@@ -201,6 +201,16 @@ fn connect(config: &MilvusConfig) -> Result<(tokio::runtime::Runtime, MilvusClie
     Ok((rt, client))
 }
 
+/// A name for one commit, unlike any other's: its start time and a count in this process.
+fn commit_id() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{n}", std::process::id())
+}
+
 /// A read-only view of a collection, for re-embedding it with another model into a new one:
 /// its model record and checkpoints, and every document with its chunks. It writes nothing,
 /// so query nodes may keep serving it; its ingest node should be stopped first, since what it
@@ -240,8 +250,12 @@ impl MilvusExport {
     /// such a change (its ingest node was running), and must not finish (found by a review).
     pub fn changed_since_open(&self) -> Result<bool, IndexError> {
         let c = self.coll.clone();
-        let intents = run(&self.rt, async move { c.intents().await })?;
-        Ok(!intents.is_empty() || documents_digest(&self.rt, &self.coll, |_| {})? != self.state)
+        let (intents, plan) = run(&self.rt, async move {
+            Ok((c.intents().await?, c.commit_log().await?))
+        })?;
+        Ok(!intents.is_empty()
+            || plan.is_some()
+            || documents_digest(&self.rt, &self.coll, |_| {})? != self.state)
     }
 
     pub fn open(config: &MilvusConfig) -> Result<Self, IndexError> {
@@ -680,31 +694,63 @@ impl MilvusBackend {
     /// reconcile, lost them for good. Session 37's note: a torn one still went, its committed
     /// version with it, until commits stored their plans.)
     pub fn repair_cut_off_commit(&self) -> Result<usize, IndexError> {
-        let (recorded, log) =
-            self.run(|c| Box::pin(async move { Ok((c.intents().await?, c.commit_log().await?)) }))?;
+        let (recorded, commits, log) = self.run(|c| {
+            Box::pin(async move {
+                Ok((
+                    c.intents().await?,
+                    c.intent_commits().await?,
+                    c.commit_log().await?,
+                ))
+            })
+        })?;
         if recorded.is_empty() {
-            if log.is_some() {
-                // A finished commit's plan (cut off just before it was cleared).
-                self.run(|c| Box::pin(async move { c.clear_commit_log().await }))?;
-            }
+            // A finished commit's plan (cut off just before it was cleared), or parts of one
+            // never finished: whatever is left goes (one delete).
+            self.run(|c| Box::pin(async move { c.clear_commit_log().await }))?;
             return Ok(0);
         }
+        let unusable = |why: String| {
+            tracing::warn!(
+                collection = %self.where_,
+                reason = %why,
+                "milvus: the plan of the commit that was cut off cannot be applied: its torn \
+                 documents are removed instead"
+            );
+            None
+        };
         let plan = log.and_then(|bytes| match CommitPlan::decode(&bytes) {
-            Ok(plan) => Some(plan),
-            Err(why) => {
-                tracing::warn!(
-                    collection = %self.where_,
-                    reason = %why,
-                    "milvus: the plan of the commit that was cut off cannot be read: its torn \
-                     documents are removed instead"
-                );
-                None
-            }
+            // Only with the intents of its own commit (see `CommitPlan::id`).
+            Ok(plan) if commits.contains(&plan.id) => Some(plan),
+            Ok(plan) => unusable(format!(
+                "it is not the plan of the recorded commit ({}, not one of {commits:?})",
+                plan.id
+            )),
+            Err(why) => unusable(why),
         });
+        // Applied again over the recorded intents, which stay as they are (see
+        // `CommitPlan::record`). A plan Milvus refuses (not one it cannot be reached for)
+        // would otherwise keep the writer from ever starting: it falls back to the removal.
+        let plan = match plan {
+            Some(plan) => {
+                let p = plan.clone();
+                match self.run(move |c| Box::pin(async move { p.apply(&c).await })) {
+                    Ok(()) => Some(plan),
+                    Err(IndexError::Milvus(e))
+                        if !matches!(
+                            *e,
+                            MilvusError::Connect { .. }
+                                | MilvusError::Rpc { .. }
+                                | MilvusError::LoadTimeout { .. }
+                        ) =>
+                    {
+                        unusable(e.to_string())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => None,
+        };
         let rolled_forward = plan.as_ref().map_or(0, |p| p.written.len());
-        if let Some(plan) = plan.clone() {
-            self.run(move |c| Box::pin(async move { plan.apply(&c).await }))?;
-        }
         let covered: BTreeSet<&str> = plan.as_ref().map(CommitPlan::covers).unwrap_or_default();
         let mut keys = Vec::new();
         let mut trims = Vec::new();
@@ -849,6 +895,7 @@ impl MilvusBackend {
             .map(|(k, _)| k.clone())
             .collect();
         CommitPlan {
+            id: commit_id(),
             written,
             trims,
             rows,
@@ -1185,12 +1232,17 @@ impl Backend for MilvusBackend {
                     Some(None) => c.clear_commit_log().await?,
                     None => {}
                 }
+                plan.record(&c).await?;
                 plan.apply(&c).await?;
                 if !plan.written.is_empty() {
                     c.clear_intents().await?;
                 }
-                if let Some(Some(_)) = &log {
-                    c.clear_commit_log().await?;
+                // The commit is whole: a plan left behind pairs with no intents, and the next
+                // start (or commit) clears it.
+                if let Some(Some(_)) = &log
+                    && let Err(e) = c.clear_commit_log().await
+                {
+                    tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
                 }
                 Ok(())
             })
@@ -2081,18 +2133,24 @@ mod tests {
             .filter(|r| r.ordinal == 1)
             .cloned()
             .collect();
-        let recorded = vec![pushed.to_string(), other.to_string()];
         let other_torn: Vec<ChunkRow> = rows_of(&two(other.clone(), "9", everyone()))
             .into_iter()
             .filter(|r| r.ordinal == 1)
             .collect();
+        let (p1, p2) = (plan.clone(), plan.clone());
+        let other_key = other.to_string();
         first
             .run(move |c| {
                 Box::pin(async move {
-                    c.put_commit_log(&bytes).await?;
-                    c.put_intents(&recorded).await?;
+                    // The earlier commit's record, and its torn row.
+                    c.put_intents_of("earlier", &[other_key]).await?;
                     c.upsert(&other_torn).await?;
-                    c.upsert(&torn).await
+                    c.put_commit_log(&bytes).await?;
+                    p1.record(&c).await?;
+                    c.upsert(&torn).await?;
+                    // A first repair, itself cut off once it had applied the plan: the
+                    // record of intents must still name "other".
+                    p2.apply(&c).await
                 })
             })
             .unwrap();
@@ -2153,6 +2211,60 @@ mod tests {
                 .as_deref(),
             Some("2")
         );
+    }
+
+    /// Found by a review: a plan must pair only with the intents of its own commit. Intents
+    /// recorded by a commit that stored no plan (an older release's, after a downgrade) beside
+    /// an old plan: the plan is not applied (it would put back an older version and older
+    /// checkpoints), and the torn document is removed as before.
+    #[test]
+    fn a_plan_is_not_applied_with_another_commits_intents() {
+        use docent_connector_api::{Acl, DocKey, Principal};
+        let cfg = fresh("otherplan");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let key = DocKey::new("c", "p.md");
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        let mut d = one_chunk(8, BTreeMap::new());
+        let mut second = d.chunks[0].clone();
+        second.ord = 1;
+        d.chunks.push(second);
+        first.upsert(d.clone()).unwrap();
+        let old_plan = {
+            let pending = first.pending.lock().unwrap();
+            first.plan(&pending, &BTreeMap::from([("c".to_string(), json!(1))]))
+        };
+        first
+            .commit(BTreeMap::from([("c".to_string(), json!(2))]))
+            .unwrap();
+        // The older release's commit: intents without a name, a torn row, then nothing.
+        let mut v3 = d.clone();
+        v3.version = "3".into();
+        v3.content_hash = "h3".into();
+        v3.acl = Acl::new([Principal::group("hr")], []);
+        let torn: Vec<ChunkRow> = rows_of(&v3)
+            .into_iter()
+            .filter(|r| r.ordinal == 1)
+            .collect();
+        let bytes = old_plan.encode();
+        first
+            .run(move |c| {
+                Box::pin(async move {
+                    c.put_commit_log(&bytes).await?;
+                    c.put_intents(&["c:p.md".to_string()]).await?;
+                    c.upsert(&torn).await
+                })
+            })
+            .unwrap();
+        drop(first);
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 1, "torn: removed");
+        assert!(b.latest_entry(&key.to_string()).is_none());
+        assert_eq!(
+            b.checkpoints()["c"],
+            json!(2),
+            "not the old plan's checkpoint"
+        );
+        assert_eq!(b.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
     }
 
     /// A plan whose commit finished (cut off before it was cleared) pairs with no later

@@ -9,7 +9,7 @@
 //! principals (when configured), and its uri must be http(s) (under the source's
 //! `uri_prefixes`, when configured): a pushed document cannot pose as a file of a share.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,19 +30,45 @@ pub const RESERVED_ATTRIBUTES: [&str; 4] = ["source", "path", "relative_path", "
 pub struct IngestService {
     state: Arc<AppState>,
     /// Calls waiting for their commit without their concurrency permits (see
-    /// [`IngestService::until_committed`]); past [`MAX_WAITING`], a call waits holding them.
+    /// [`IngestService::until_committed`]), in all and per push source; past
+    /// [`MAX_WAITING`] or [`MAX_WAITING_PER_SOURCE`], a call waits holding them.
     waiting: Arc<tokio::sync::Semaphore>,
+    waiting_by_source: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// Calls that may wait for their commit at once without holding concurrency permits.
 pub const MAX_WAITING: usize = 256;
+/// Of those, calls to one push source (a review: one writer could take every place).
+pub const MAX_WAITING_PER_SOURCE: usize = 32;
 
 impl IngestService {
     pub fn new(state: Arc<AppState>) -> Self {
         Self {
             state,
             waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
+            waiting_by_source: Default::default(),
         }
+    }
+
+    /// A place among the calls that wait without their permits, if one is free (see
+    /// [`Self::waiting`]).
+    fn waiting_place(
+        &self,
+        source: &str,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let pool = self
+            .waiting_by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(source.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_PER_SOURCE)))
+            .clone();
+        let own = pool.try_acquire_owned().ok()?;
+        let all = self.waiting.clone().try_acquire_owned().ok()?;
+        Some((own, all))
     }
 
     fn source<T>(
@@ -568,7 +594,7 @@ impl IngestService {
     /// The call's concurrency permits are given back while it waits (`release`; session 37's
     /// note: a waiting call held them up to [`MAX_COMMIT_WAIT`], so a few writers waiting on a
     /// long commit interval refused every other request of theirs, and 64 refused everyone's),
-    /// unless [`MAX_WAITING`] calls wait already.
+    /// unless [`MAX_WAITING`] calls, or [`MAX_WAITING_PER_SOURCE`] of its source, wait already.
     async fn until_committed(
         &self,
         src: &PushSource,
@@ -590,7 +616,7 @@ impl IngestService {
         if awaited.is_empty() {
             return;
         }
-        let _waiting = self.waiting.clone().try_acquire_owned().ok().inspect(|_| {
+        let _waiting = self.waiting_place(&src.config.id).inspect(|_| {
             if let Some(r) = &release {
                 r.now();
             }

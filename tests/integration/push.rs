@@ -174,6 +174,9 @@ async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
     req.get_mut().wait_for_commit = true;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let first = tokio::spawn(async move { c.put_documents(req).await });
+    // Its embedding takes seconds: give it the time to be admitted first (else the next call
+    // could be, with the old code too).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let mut admitted = false;
     for i in 0..400 {
@@ -201,6 +204,10 @@ async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
         }
     }
     assert!(admitted);
+    assert!(
+        !first.is_finished(),
+        "admitted while the first call still waits, not once it had ended"
+    );
     let r = first.await.unwrap().unwrap().into_inner();
     assert_eq!(r.results[0].status, pb::ItemStatus::Accepted as i32);
     assert_eq!(r.results[0].reason, "", "committed");

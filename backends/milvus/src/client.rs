@@ -1121,6 +1121,13 @@ impl ChunkCollection {
     /// in rows no larger than a state payload): a commit cut off before [`Self::clear_intents`]
     /// leaves them for the next open to repair.
     pub async fn put_intents(&self, keys: &[String]) -> Result<(), MilvusError> {
+        self.put_intents_of("", keys).await
+    }
+
+    /// [`Self::put_intents`] under the name of one commit (`commit`, no `/`), which
+    /// [`Self::intent_commits`] tells: a record of the commit's plan
+    /// ([`Self::put_commit_log`]) pairs with these intents, not with another commit's.
+    pub async fn put_intents_of(&self, commit: &str, keys: &[String]) -> Result<(), MilvusError> {
         let mut parts: Vec<Vec<&String>> = vec![Vec::new()];
         let mut size = 2;
         for k in keys {
@@ -1136,9 +1143,24 @@ impl ChunkCollection {
         }
         for (i, part) in parts.iter().enumerate() {
             let bytes = serde_json::to_vec(part).unwrap_or_default();
-            self.put_state("intent", &i.to_string(), &bytes).await?;
+            let name = match commit {
+                "" => i.to_string(),
+                c => format!("{c}/{i}"),
+            };
+            self.put_state("intent", &name, &bytes).await?;
         }
         Ok(())
+    }
+
+    /// The commits named by the intents recorded with [`Self::put_intents_of`] and not yet
+    /// cleared.
+    pub async fn intent_commits(&self) -> Result<std::collections::BTreeSet<String>, MilvusError> {
+        Ok(self
+            .get_state("intent", "")
+            .await?
+            .into_iter()
+            .filter_map(|(name, _)| Some(name.rsplit_once('/')?.0.to_string()))
+            .collect())
     }
 
     /// The documents of commits that were cut off (see [`Self::put_intents`]).

@@ -30,6 +30,10 @@ const FORMAT: u32 = 1;
 /// What one commit does, in the order it does it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct CommitPlan {
+    /// Names this commit in its record of intents (`put_intents_of`): a plan is applied again
+    /// only with the intents of its own commit, never with those of a commit that stored no
+    /// plan (an older release's, after a downgrade).
+    pub id: String,
     /// The documents it writes (its record of intents).
     pub written: Vec<String>,
     /// (document key, first ordinal to delete): 0 deletes the document.
@@ -41,12 +45,20 @@ pub(super) struct CommitPlan {
 }
 
 impl CommitPlan {
-    /// Everything but forgetting the record of intents (and the stored plan), which the caller
-    /// does once nothing else remains to repair.
-    pub(super) async fn apply(&self, c: &ChunkCollection) -> Result<(), MilvusError> {
-        if !self.written.is_empty() {
-            c.put_intents(&self.written).await?;
+    /// Records the documents it writes, under its id. Not part of [`Self::apply`]: the repair
+    /// applies a plan again over the intents it found, which name more documents when an
+    /// earlier commit failed (found by a review: writing the plan's alone over them lost the
+    /// others' record if the repair was cut off in turn).
+    pub(super) async fn record(&self, c: &ChunkCollection) -> Result<(), MilvusError> {
+        if self.written.is_empty() {
+            return Ok(());
         }
+        c.put_intents_of(&self.id, &self.written).await
+    }
+
+    /// Every step after [`Self::record`] but forgetting the record of intents (and the stored
+    /// plan), which the caller does once nothing else remains to repair.
+    pub(super) async fn apply(&self, c: &ChunkCollection) -> Result<(), MilvusError> {
         // What goes, then the data, then the checkpoints: each step only after the last was
         // acknowledged. Trimming before the upsert keeps a crash in between harmless: the
         // document's first chunks still carry the old version.
@@ -89,6 +101,7 @@ impl CommitPlan {
     pub(super) fn encode(&self) -> Vec<u8> {
         let plan = PlanOut {
             format: FORMAT,
+            id: &self.id,
             written: &self.written,
             trims: &self.trims,
             rows: self.rows.iter().map(RowOut::of).collect(),
@@ -111,6 +124,7 @@ impl CommitPlan {
             .map(RowIn::into_row)
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            id: plan.id,
             written: plan.written,
             trims: plan.trims,
             rows,
@@ -122,6 +136,7 @@ impl CommitPlan {
 #[derive(Serialize)]
 struct PlanOut<'a> {
     format: u32,
+    id: &'a str,
     written: &'a [String],
     trims: &'a [(String, i64)],
     rows: Vec<RowOut<'a>>,
@@ -131,6 +146,7 @@ struct PlanOut<'a> {
 #[derive(Deserialize)]
 struct PlanIn {
     format: u32,
+    id: String,
     written: Vec<String>,
     trims: Vec<(String, i64)>,
     rows: Vec<RowIn>,
@@ -254,6 +270,7 @@ mod tests {
     #[test]
     fn a_plan_reads_back_exactly_as_written() {
         let plan = CommitPlan {
+            id: "18c2f0a1-1".into(),
             written: vec!["c:p.md".into()],
             trims: vec![("c:gone.md".into(), 0), ("c:p.md".into(), 2)],
             rows: vec![row(1), row(0)],
@@ -277,6 +294,7 @@ mod tests {
     #[test]
     fn a_plan_of_another_format_or_cut_short_is_refused() {
         let plan = CommitPlan {
+            id: "x".into(),
             written: vec![],
             trims: vec![],
             rows: vec![row(0)],
