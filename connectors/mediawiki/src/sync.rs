@@ -76,6 +76,16 @@ pub struct Position {
     pub swept_deleted: u64,
     #[serde(default)]
     pub deletions_held: bool,
+    /// Ids of the recent-changes and log entries acted on whose timestamps lie within
+    /// [`LATE_ROW_MARGIN_SECS`] of the newest: a poll reaches back that far, and acts on an
+    /// entry there it has not acted on, below the position's id or not (session 36's note: an
+    /// entry whose id was taken before a later one's but that was committed after it was read
+    /// was skipped for good). Absent from older checkpoints (then ids up to the position's
+    /// count as acted on).
+    #[serde(default)]
+    pub rc_recent: Vec<u64>,
+    #[serde(default)]
+    pub log_recent: Vec<u64>,
 }
 
 impl Position {
@@ -746,6 +756,10 @@ impl Syncer {
             swept_to: 0,
             swept_deleted: 0,
             deletions_held: false,
+            // Everything up to the heads counts as acted on (the crawl that follows reads
+            // every page); the first poll's window then fills these.
+            rc_recent: Vec::new(),
+            log_recent: Vec::new(),
         })
     }
 
@@ -769,13 +783,17 @@ impl Syncer {
             q.push(("rcstart".into(), before_late_rows(&from.rc_timestamp)));
         }
         let mut position_seen = false;
+        let mut returned = Vec::new();
         self.api
             .query_all(q, |v| {
                 for e in list(v, "recentchanges") {
                     let rcid = e.get("rcid").and_then(Value::as_u64).unwrap_or(0);
+                    returned.push((rcid, str_at(e, "timestamp")));
                     if rcid <= from.rc_id {
                         // The checkpoint's own entry (or an older one of the same second).
                         position_seen = true;
+                    }
+                    if !acts_on(rcid, from.rc_id, &from.rc_recent) {
                         continue;
                     }
                     if let Some(p) = e.get("pageid").and_then(Value::as_u64).filter(|p| *p > 0) {
@@ -789,6 +807,7 @@ impl Syncer {
                 Ok(())
             })
             .await?;
+        next.rc_recent = recent_ids(&returned, next.rc_id, &next.rc_timestamp);
         if from.rc_id == 0 || position_seen {
             return Ok(false);
         }
@@ -829,11 +848,13 @@ impl Syncer {
         if !from.log_timestamp.is_empty() {
             q.push(("lestart".into(), before_late_rows(&from.log_timestamp)));
         }
+        let mut returned = Vec::new();
         self.api
             .query_all(q, |v| {
                 for e in list(v, "logevents") {
                     let logid = e.get("logid").and_then(Value::as_u64).unwrap_or(0);
-                    if logid <= from.log_id {
+                    returned.push((logid, str_at(e, "timestamp")));
+                    if !acts_on(logid, from.log_id, &from.log_recent) {
                         continue;
                     }
                     let kind = e.get("type").and_then(Value::as_str).unwrap_or("");
@@ -855,6 +876,7 @@ impl Syncer {
                 Ok(())
             })
             .await?;
+        next.log_recent = recent_ids(&returned, next.log_id, &next.log_timestamp);
         Ok(())
     }
 
@@ -1442,6 +1464,39 @@ fn unlisted_page(
 /// still skipped; the margin only reaches back for rows inserted late.
 pub const LATE_ROW_MARGIN_SECS: i64 = 300;
 
+/// Whether a poll acts on the change entry `id` (recent changes or log): one after the
+/// position's id, or one in the window a poll reaches back over that it has not acted on
+/// (`recent`: see [`Position::rc_recent`]; empty in a checkpoint from before it was kept, when
+/// everything up to the position's id counts as acted on).
+fn acts_on(id: u64, position: u64, recent: &[u64]) -> bool {
+    id > position || !recent.is_empty() && !recent.contains(&id)
+}
+
+/// At most this many ids of [`Position::rc_recent`] and [`Position::log_recent`] (the highest).
+const MAX_RECENT_IDS: usize = 10_000;
+
+/// Of the entries a poll was given (id, timestamp), the ids a later poll reaches back over
+/// (within [`LATE_ROW_MARGIN_SECS`] of the newest acted on, `newest_ts`), with `newest`.
+fn recent_ids(returned: &[(u64, String)], newest: u64, newest_ts: &str) -> Vec<u64> {
+    let from = crate::api::parse_timestamp(newest_ts).map(|t| t - LATE_ROW_MARGIN_SECS);
+    let mut ids: Vec<u64> = returned
+        .iter()
+        .filter(|(_, ts)| match (from, crate::api::parse_timestamp(ts)) {
+            (Some(from), Some(t)) => t >= from,
+            _ => true,
+        })
+        .map(|(id, _)| *id)
+        .chain([newest])
+        .filter(|id| *id > 0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > MAX_RECENT_IDS {
+        ids.drain(..ids.len() - MAX_RECENT_IDS);
+    }
+    ids
+}
+
 /// `ts` moved back by [`LATE_ROW_MARGIN_SECS`], as Unix seconds (which the API accepts for
 /// `rcstart` and `lestart`); `ts` itself if it does not parse.
 fn before_late_rows(ts: &str) -> String {
@@ -1454,6 +1509,32 @@ fn before_late_rows(ts: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 36's note: a change entry whose id was taken before a later entry's, but which
+    /// was committed (and listed) only after a poll had read the later one, was skipped for
+    /// good (its id lay below the position). Within the window a poll reaches back over, an
+    /// entry not acted on is acted on, whatever its id.
+    #[test]
+    fn a_change_listed_late_below_the_position_is_acted_on_once() {
+        let ts = |s: u32| format!("2024-05-01T12:{:02}:{:02}Z", s / 60, s % 60);
+        // First poll: entries 101 and 103 (102's transaction not yet committed).
+        let first = [(101, ts(0)), (103, ts(10))];
+        let recent = recent_ids(&first, 103, &ts(10));
+        assert_eq!(recent, [101, 103]);
+        // Next poll: 102 now listed, below the position (103).
+        assert!(acts_on(102, 103, &recent), "the late entry");
+        assert!(!acts_on(101, 103, &recent) && !acts_on(103, 103, &recent));
+        assert!(acts_on(104, 103, &recent));
+        let second = [(101, ts(0)), (102, ts(5)), (103, ts(10))];
+        let recent = recent_ids(&second, 103, &ts(10));
+        assert!(!acts_on(102, 103, &recent), "acted on once");
+        // Entries older than the window are dropped from it (the query no longer reaches them).
+        let old = [(90, ts(0)), (200, ts(600))];
+        assert_eq!(recent_ids(&old, 200, &ts(600)), [200]);
+        // A checkpoint from before: everything up to the position counts as acted on.
+        assert!(!acts_on(102, 103, &[]));
+        assert!(acts_on(104, 103, &[]));
+    }
 
     #[test]
     fn a_touched_page_is_deleted_only_when_the_wiki_says_it_is_gone() {
@@ -1617,6 +1698,8 @@ mod tests {
             swept_to: 42,
             swept_deleted: 7,
             deletions_held: true,
+            rc_recent: vec![3, 4],
+            log_recent: vec![],
         };
         assert_eq!(
             Position::from_checkpoint(&p.to_checkpoint()),
@@ -1632,6 +1715,13 @@ mod tests {
         assert_eq!(
             Position::from_checkpoint(&old).map(|p| (p.swept_deleted, p.deletions_held)),
             Some((0, false))
+        );
+        // Nor the ids acted on near the position: none, as before.
+        old.as_object_mut().unwrap().remove("rc_recent");
+        old.as_object_mut().unwrap().remove("log_recent");
+        assert_eq!(
+            Position::from_checkpoint(&old).map(|p| p.rc_recent),
+            Some(vec![])
         );
         assert_eq!(
             Position::from_checkpoint(&serde_json::json!({"x": 1})),
