@@ -290,6 +290,10 @@ struct Crawler {
     /// other path), the other not inside the first (a link back up the tree is not a second
     /// way in). A file below the walked path is narrowed by the other path's folders too.
     folder_aliases: Vec<(String, String)>,
+    /// Files the change notifications deleted since the last reconciliation that ended: their
+    /// deletion protection counts them all (session 36's note: each batch was counted alone,
+    /// so deletions arriving in many small batches were never held back).
+    watch_deleted: u64,
 }
 
 /// A file with more paths than this (a tree de-duplicated with hard links) is skipped: its
@@ -331,6 +335,7 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         folder_outage: None,
         files_by_id: HashMap::new(),
         folder_aliases: Vec::new(),
+        watch_deleted: 0,
     };
     crawler.acl_config = acl_config(&cfg);
     let shutdown = ctx.shutdown.clone();
@@ -1127,6 +1132,7 @@ impl Crawler {
                 if reconcile {
                     // A watch job's few paths say nothing of deletions a reconciliation held.
                     self.status.clear(Alarm::DeletionProtection);
+                    self.watch_deleted = 0;
                 }
                 if self.unmapped.is_empty() {
                     self.status.clear(Alarm::Unmapped);
@@ -1445,14 +1451,18 @@ impl Crawler {
             .filter(|id| !seen.contains(id.as_str()) && gone.iter().any(|g| is_below(id, g)))
             .cloned()
             .collect();
-        if let Some(why) = docent_connector_api::jobs::deletion_protection(
-            &self.cfg.id,
-            deletes.len() as u64,
-            indexed.len() as u64,
-            self.cfg.deletion_protection_percent,
-            self.cfg.deletion_protection_min_docs,
-        ) {
-            return Ok(Outcome::Blocked(why));
+        if !deletes.is_empty()
+            && let Some(why) = docent_connector_api::jobs::deletion_protection(
+                &self.cfg.id,
+                self.watch_deleted + deletes.len() as u64,
+                indexed.len() as u64 + self.watch_deleted,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            )
+        {
+            return Ok(Outcome::Blocked(format!(
+                "{why} (the change notifications since the last reconciliation)"
+            )));
         }
         for f in &visit {
             self.visit(session, f, false, None).await?;
@@ -1462,6 +1472,7 @@ impl Crawler {
             self.send(Change::Delete(DocKey::new(&self.cfg.id, id)))
                 .await?;
             self.count(|j| j.counts.deleted += 1);
+            self.watch_deleted += 1;
         }
         Ok(Outcome::Done)
     }

@@ -1308,3 +1308,59 @@ async fn a_link_back_up_the_tree_is_not_walked_forever() {
         st.jobs[0]
     );
 }
+
+/// Session 36's note: deletion protection counted each batch of notified deletions alone, so
+/// files deleted a few at a time (each batch under the share's limit) were all withdrawn, as a
+/// whole share emptying behind a watch would be. The notifications' deletions since the last
+/// reconciliation are counted together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_deletions_are_held_back_once_they_add_up_past_the_limit() {
+    let s = Server::start(free_port());
+    for i in 0..10 {
+        s.put(&format!("f{i}.txt"), &format!("file {i}"));
+    }
+    let mut cfg = s.config("smb", "");
+    cfg.watch = true;
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    cfg.deletion_protection_percent = 15;
+    cfg.deletion_protection_min_docs = 2;
+    let index = Arc::new(Index::default());
+    let mut r = spawn(cfg, &index, None, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    assert_eq!(indexed_ids(&index).len(), 10);
+    tokio::time::sleep(WATCH_SETTLES).await;
+
+    // One deletion: 10% of the share, under the limit.
+    s.rm("f0.txt");
+    until(&mut r, &index, &mut log, "the first deletion", |ix| {
+        !indexed_ids(ix).contains("f0.txt")
+    })
+    .await;
+    // Another, in its own batch: 2 of 10 since the reconciliation, past 15%.
+    s.rm("f1.txt");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let blocked = r.status.snapshot().jobs.iter().any(|j| {
+            j.kind == "watch" && matches!(j.state, docent_connector_api::jobs::JobState::Blocked(_))
+        });
+        if blocked {
+            break;
+        }
+        while let Ok(c) = r.rx.try_recv() {
+            log.apply(&index, c);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not held back: {:?}",
+            r.status.snapshot().jobs
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while let Ok(c) = r.rx.try_recv() {
+        log.apply(&index, c);
+    }
+    assert!(indexed_ids(&index).contains("f1.txt"), "{log:?}");
+    assert!(r.status.raised(Alarm::DeletionProtection));
+    r.stop().await;
+}
