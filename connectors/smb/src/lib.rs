@@ -1451,21 +1451,26 @@ impl Crawler {
             .filter(|id| !seen.contains(id.as_str()) && gone.iter().any(|g| is_below(id, g)))
             .cloned()
             .collect();
-        if !deletes.is_empty()
-            && let Some(why) = docent_connector_api::jobs::deletion_protection(
+        let held = if deletes.is_empty() {
+            None
+        } else {
+            docent_connector_api::jobs::deletion_protection(
                 &self.cfg.id,
                 self.watch_deleted + deletes.len() as u64,
                 indexed.len() as u64 + self.watch_deleted,
                 self.cfg.deletion_protection_percent,
                 self.cfg.deletion_protection_min_docs,
             )
-        {
+        };
+        // Held deletions hold back nothing else: an edit or a narrowed ACL among the notified
+        // files still reaches the index now.
+        for f in &visit {
+            self.visit(session, f, false, None).await?;
+        }
+        if let Some(why) = held {
             return Ok(Outcome::Blocked(format!(
                 "{why} (the change notifications since the last reconciliation)"
             )));
-        }
-        for f in &visit {
-            self.visit(session, f, false, None).await?;
         }
         for id in deletes {
             self.sent.remember(&id, None);

@@ -1337,8 +1337,10 @@ async fn notified_deletions_are_held_back_once_they_add_up_past_the_limit() {
         !indexed_ids(ix).contains("f0.txt")
     })
     .await;
-    // Another, in its own batch: 2 of 10 since the reconciliation, past 15%.
+    // Another, in its own batch: 2 of 10 since the reconciliation, past 15%; with an edit,
+    // which is not held back.
     s.rm("f1.txt");
+    s.put("f2.txt", "file 2, edited");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let blocked = r.status.snapshot().jobs.iter().any(|j| {
@@ -1362,5 +1364,16 @@ async fn notified_deletions_are_held_back_once_they_add_up_past_the_limit() {
     }
     assert!(indexed_ids(&index).contains("f1.txt"), "{log:?}");
     assert!(r.status.raised(Alarm::DeletionProtection));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log
+        .upserts
+        .get("f2.txt")
+        .is_none_or(|d| d.content != b"file 2, edited")
+    {
+        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
+            Ok(Some(c)) => log.apply(&index, c),
+            other => panic!("the edit did not arrive: {other:?}"),
+        }
+    }
     r.stop().await;
 }
