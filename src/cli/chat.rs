@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use docent_proto::v1 as pb;
 use serde_json::json;
 
-use super::client::{channel, citation_json, filter, request, status_name, verdicts_json};
+use super::client::{
+    answer_request, channel, citation_json, filter, request, status_name, verdicts_json,
+};
 use super::{AnswerModeArg, ClientArgs, FilterArgs};
 
 type Client = pb::assistant_client::AssistantClient<tonic::transport::Channel>;
@@ -96,7 +98,7 @@ async fn ask_once(
         new_conversation: a.new_conversation,
     };
     if a.json {
-        let resp = client.ask(request(conn, msg)?).await?.into_inner();
+        let resp = client.ask(answer_request(conn, msg)?).await?.into_inner();
         let v = json!({
             "answer": resp.answer,
             "status": status_name(resp.status),
@@ -109,7 +111,10 @@ async fn ask_once(
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(resp.details);
     }
-    let mut stream = client.ask_stream(request(conn, msg)?).await?.into_inner();
+    let mut stream = client
+        .ask_stream(answer_request(conn, msg)?)
+        .await?
+        .into_inner();
     let mut out = std::io::stdout();
     let mut citations = Vec::new();
     let mut first = true;

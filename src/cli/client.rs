@@ -40,13 +40,27 @@ pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
 
 /// `msg` with `conn`'s credential: bearer token, else the client certificate (nothing to add),
 /// else the `--insecure-dev` user.
-/// With the deadline of `--timeout` (session 35's note: a daemon that accepted a call and
-/// never answered held the command forever). The channel enforces it too, not only the daemon
-/// (tonic's client ends a call past its `grpc-timeout`).
+/// With the deadline of `--timeout`, [`DEFAULT_TIMEOUT_SECS`] when not given (session 35's
+/// note: a daemon that accepted a call and never answered held the command forever). The
+/// channel enforces it too, not only the daemon (tonic's client ends a call past its
+/// `grpc-timeout`, until the response's headers).
 pub(super) fn request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    with_deadline(conn, msg, conn.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))
+}
+
+/// [`request`] for an Ask: only a deadline given with `--timeout` (a generated answer takes
+/// what the model's settings allow, which may be far longer).
+pub(super) fn answer_request<T>(conn: &ClientArgs, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    with_deadline(conn, msg, conn.timeout.unwrap_or(0))
+}
+
+/// The deadline of a call when `--timeout` is not given.
+pub(super) const DEFAULT_TIMEOUT_SECS: u64 = 300;
+
+fn with_deadline<T>(conn: &ClientArgs, msg: T, secs: u64) -> anyhow::Result<tonic::Request<T>> {
     let mut req = docent_client::authorized(&client_config(conn), msg)?;
-    if conn.timeout > 0 {
-        req.set_timeout(std::time::Duration::from_secs(conn.timeout));
+    if secs > 0 {
+        req.set_timeout(std::time::Duration::from_secs(secs));
     }
     Ok(req)
 }

@@ -142,7 +142,7 @@ pub async fn qa(
         let mut fallbacks = 0usize;
         for item in &items {
             let r = client
-                .ask(super::client::request(
+                .ask(super::client::answer_request(
                     conn,
                     pb::AskRequest {
                         question: item.question.clone(),

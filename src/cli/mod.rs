@@ -373,10 +373,11 @@ pub struct ClientArgs {
     /// encrypted by other means). Refused without this flag.
     #[arg(long, global = true)]
     pub allow_plain_http: bool,
-    /// Deadline of each call to the daemon, in seconds (0: none). The daemon stops the call's
-    /// work past it; a waiting push (`ingest --wait`) answers RETRY_LATER before it.
-    #[arg(long, global = true, env = "DOCENT_TIMEOUT", default_value_t = 300)]
-    pub timeout: u64,
+    /// Deadline of each call to the daemon, in seconds (0: none; default 300, and none for
+    /// answers, whose time a slow model sets). The daemon stops the call's work past it; a
+    /// waiting push (`ingest --wait`) answers RETRY_LATER before it.
+    #[arg(long, global = true, env = "DOCENT_TIMEOUT")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]

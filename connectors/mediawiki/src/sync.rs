@@ -746,6 +746,15 @@ impl Syncer {
         };
         let (rc_timestamp, rc_id) = first("recentchanges", "rcid");
         let (log_timestamp, log_id) = first("logevents", "logid");
+        // The entries a poll from here reaches back over count as acted on (the crawl that
+        // follows reads every page): the first poll then acts only on what came after, and on
+        // an entry listed late below the heads.
+        let rc_recent = self
+            .window_ids("recentchanges", "rc", "rcid", &rc_timestamp, rc_id)
+            .await?;
+        let log_recent = self
+            .window_ids("logevents", "le", "logid", &log_timestamp, log_id)
+            .await?;
         Ok(Position {
             rc_timestamp,
             rc_id,
@@ -756,11 +765,44 @@ impl Syncer {
             swept_to: 0,
             swept_deleted: 0,
             deletions_held: false,
-            // Everything up to the heads counts as acted on (the crawl that follows reads
-            // every page); the first poll's window then fills these.
-            rc_recent: Vec::new(),
-            log_recent: Vec::new(),
+            rc_recent,
+            log_recent,
         })
+    }
+
+    /// The ids of `list`'s entries (`prefix`: its parameters' prefix, `id`: its id field) a
+    /// poll from the head (`head_ts`, `head`) reaches back over, up to the head.
+    async fn window_ids(
+        &self,
+        list: &str,
+        prefix: &str,
+        id: &str,
+        head_ts: &str,
+        head: u64,
+    ) -> Result<Vec<u64>, SyncError> {
+        if head == 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = params([("action", "query")]);
+        q.push(("list".into(), list.into()));
+        q.push((format!("{prefix}dir"), "newer".into()));
+        q.push((format!("{prefix}start"), before_late_rows(head_ts)));
+        q.push((format!("{prefix}end"), head_ts.into()));
+        q.push((format!("{prefix}prop"), "ids|timestamp".into()));
+        q.push((format!("{prefix}limit"), "max".into()));
+        let mut entries = Vec::new();
+        self.api
+            .query_all(q, |v| {
+                for e in self::list(v, list) {
+                    let n = e.get(id).and_then(Value::as_u64).unwrap_or(0);
+                    if n <= head {
+                        entries.push((n, str_at(e, "timestamp")));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(recent_ids(&entries, head, head_ts))
     }
 
     /// Reads recent changes after `from` into `touched` (page ids) and `next`; true when
@@ -789,6 +831,7 @@ impl Syncer {
                 for e in list(v, "recentchanges") {
                     let rcid = e.get("rcid").and_then(Value::as_u64).unwrap_or(0);
                     returned.push((rcid, str_at(e, "timestamp")));
+                    keep_recent(&mut returned);
                     if rcid <= from.rc_id {
                         // The checkpoint's own entry (or an older one of the same second).
                         position_seen = true;
@@ -854,6 +897,7 @@ impl Syncer {
                 for e in list(v, "logevents") {
                     let logid = e.get("logid").and_then(Value::as_u64).unwrap_or(0);
                     returned.push((logid, str_at(e, "timestamp")));
+                    keep_recent(&mut returned);
                     if !acts_on(logid, from.log_id, &from.log_recent) {
                         continue;
                     }
@@ -1469,7 +1513,27 @@ pub const LATE_ROW_MARGIN_SECS: i64 = 300;
 /// (`recent`: see [`Position::rc_recent`]; empty in a checkpoint from before it was kept, when
 /// everything up to the position's id counts as acted on).
 fn acts_on(id: u64, position: u64, recent: &[u64]) -> bool {
-    id > position || !recent.is_empty() && !recent.contains(&id)
+    id > 0 && (id > position || !recent.is_empty() && recent.binary_search(&id).is_err())
+}
+
+/// Bounds what a poll keeps of the entries it was given (id, timestamp) to find the next
+/// window's ([`recent_ids`]): entries come oldest first, so once there are many, those older
+/// than the newest's window go (a poll after a long outage may read millions).
+fn keep_recent(returned: &mut Vec<(u64, String)>) {
+    if returned.len() < 2 * MAX_RECENT_IDS {
+        return;
+    }
+    let newest = returned
+        .last()
+        .and_then(|(_, ts)| crate::api::parse_timestamp(ts));
+    if let Some(newest) = newest {
+        returned.retain(|(_, ts)| {
+            crate::api::parse_timestamp(ts).is_none_or(|t| t >= newest - LATE_ROW_MARGIN_SECS)
+        });
+    }
+    if returned.len() >= 2 * MAX_RECENT_IDS {
+        returned.drain(..returned.len() - MAX_RECENT_IDS);
+    }
 }
 
 /// At most this many ids of [`Position::rc_recent`] and [`Position::log_recent`] (the highest).
@@ -1534,6 +1598,31 @@ mod tests {
         // A checkpoint from before: everything up to the position counts as acted on.
         assert!(!acts_on(102, 103, &[]));
         assert!(acts_on(104, 103, &[]));
+        // An entry without an id is never acted on.
+        assert!(!acts_on(0, 103, &recent));
+    }
+
+    /// A poll after a long outage keeps only the entries of the newest window, not every
+    /// entry it reads.
+    #[test]
+    fn a_long_poll_keeps_a_bounded_tail_of_its_entries() {
+        let mut returned = Vec::new();
+        for i in 0..(3 * MAX_RECENT_IDS as u64) {
+            // One entry a second (within one day): the window holds the last 301.
+            let ts = format!(
+                "2024-05-01T{:02}:{:02}:{:02}Z",
+                i / 3600,
+                i / 60 % 60,
+                i % 60
+            );
+            returned.push((i + 1, ts));
+            keep_recent(&mut returned);
+            assert!(returned.len() < 2 * MAX_RECENT_IDS);
+        }
+        let (newest, newest_ts) = returned.last().cloned().unwrap();
+        let recent = recent_ids(&returned, newest, &newest_ts);
+        assert_eq!(recent.len(), LATE_ROW_MARGIN_SECS as usize + 1);
+        assert_eq!(recent.last(), Some(&newest));
     }
 
     #[test]

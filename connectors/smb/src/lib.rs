@@ -1453,6 +1453,16 @@ impl Crawler {
             .collect();
         let held = if deletes.is_empty() {
             None
+        } else if let Some(why) = self
+            .status
+            .snapshot()
+            .alarms
+            .get(&Alarm::DeletionProtection)
+        {
+            // A hold stands (a reconciliation's, also across a restart, which starts the count
+            // of the notifications' deletions again): until it is lifted, they wait too. Its
+            // reason as it is (the job's outcome raises the alarm again).
+            Some(why.clone())
         } else {
             docent_connector_api::jobs::deletion_protection(
                 &self.cfg.id,
@@ -1461,6 +1471,7 @@ impl Crawler {
                 self.cfg.deletion_protection_percent,
                 self.cfg.deletion_protection_min_docs,
             )
+            .map(|why| format!("{why} (the change notifications since the last reconciliation)"))
         };
         // Held deletions hold back nothing else: an edit or a narrowed ACL among the notified
         // files still reaches the index now.
@@ -1468,9 +1479,7 @@ impl Crawler {
             self.visit(session, f, false, None).await?;
         }
         if let Some(why) = held {
-            return Ok(Outcome::Blocked(format!(
-                "{why} (the change notifications since the last reconciliation)"
-            )));
+            return Ok(Outcome::Blocked(why));
         }
         for id in deletes {
             self.sent.remember(&id, None);

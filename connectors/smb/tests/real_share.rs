@@ -1377,3 +1377,69 @@ async fn notified_deletions_are_held_back_once_they_add_up_past_the_limit() {
     }
     r.stop().await;
 }
+
+/// Found by a review: a reconciliation's hold (its deletions past the limit) let the watch go
+/// on deleting, with a count started afresh. While the hold stands, notified deletions wait
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_deletions_wait_while_a_reconciliations_hold_stands() {
+    let s = Server::start(free_port());
+    for i in 0..10 {
+        s.put(&format!("f{i}.txt"), &format!("file {i}"));
+    }
+    let config = || {
+        let mut cfg = s.config("smb", "");
+        cfg.watch = true;
+        cfg.reconcile_interval = Duration::from_secs(3600);
+        cfg.deletion_protection_percent = 15;
+        cfg.deletion_protection_min_docs = 2;
+        cfg
+    };
+    let index = Arc::new(Index::default());
+    let first = sync(config(), &index, None).await;
+    assert_eq!(first.upserts.len(), 10);
+    // Half the share gone while the connector was stopped: its first reconciliation holds.
+    for i in 0..5 {
+        s.rm(&format!("f{i}.txt"));
+    }
+    let mut r = spawn(config(), &index, first.checkpoint, 64);
+    let mut log = Log::default();
+    r.until_checkpoint(&index, &mut log).await;
+    assert!(r.status.raised(Alarm::DeletionProtection));
+    assert_eq!(indexed_ids(&index).len(), 10);
+    tokio::time::sleep(WATCH_SETTLES).await;
+    // One more deletion: alone under the limit, but the hold stands.
+    s.rm("f9.txt");
+    s.put("f8.txt", "file 8, edited");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log
+        .upserts
+        .get("f8.txt")
+        .is_none_or(|d| d.content != b"file 8, edited")
+    {
+        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
+            Ok(Some(c)) => log.apply(&index, c),
+            other => panic!("the edit did not arrive: {other:?}"),
+        }
+    }
+    // The deletion's batch has ended (blocked) or comes with the edit's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !r.status.snapshot().jobs.iter().any(|j| {
+        j.kind == "watch" && matches!(j.state, docent_connector_api::jobs::JobState::Blocked(_))
+    }) {
+        while let Ok(c) = r.rx.try_recv() {
+            log.apply(&index, c);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            r.status.snapshot().jobs
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while let Ok(c) = r.rx.try_recv() {
+        log.apply(&index, c);
+    }
+    assert!(indexed_ids(&index).contains("f9.txt"), "{log:?}");
+    r.stop().await;
+}
