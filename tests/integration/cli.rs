@@ -117,11 +117,7 @@ async fn serve_reloads_identities_on_sighup() {
     // servers): the daemon then exits, and starts again on another port.
     let mut started = None;
     for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let text = env
             .config_text()
             .replace(

@@ -330,11 +330,7 @@ async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
     d.stop().await;
 
     // Nothing listening: unavailable.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let d = env
         .start_with(env.config_from(&with_llm(&env, &format!("http://127.0.0.1:{port}/v1"), "")))
         .await;

@@ -352,6 +352,15 @@ pub fn docent(args: &[&str], addr: &str, token: &str) -> std::process::Output {
         .expect("run docent")
 }
 
+/// A local port free when asked (it may be taken before it is bound: callers that start a
+/// server on it try another when that fails).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
 /// [`docent`] off the async runtime.
 pub async fn docent_async(args: &[&str], addr: &str, token: &str) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();

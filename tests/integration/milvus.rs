@@ -142,10 +142,7 @@ impl Drop for OwnLite {
 async fn a_milvus_outage_is_unavailable_and_the_daemon_recovers_with_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lite");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let uri = docent_milvus::lite::start(&dir, port);
     let _lite = OwnLite(dir.clone());
     let env = Env::example();

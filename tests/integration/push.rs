@@ -38,14 +38,19 @@ fn put(docs: Vec<pb::PushDocument>) -> tonic::Request<pb::PutDocumentsRequest> {
     )
 }
 
-/// A daemon with push source `crm`, written by the identity of [`BOT`].
-async fn with_push_source(env: &Env) -> Running {
-    let text = env.config_text()
+/// `env`'s configuration with push source `crm`, written by the identity of [`BOT`].
+fn push_config_text(env: &Env) -> String {
+    env.config_text()
         + &format!(
             "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
             hex::encode(docent::identity::token_hash(BOT))
-        );
-    env.start_with(env.config_from(&text)).await
+        )
+}
+
+/// A daemon with push source `crm`, written by the identity of [`BOT`].
+async fn with_push_source(env: &Env) -> Running {
+    env.start_with(env.config_from(&push_config_text(env)))
+        .await
 }
 
 /// A push source is neither paused nor synced by an admin: its clients decide when to send.
@@ -94,12 +99,8 @@ async fn a_push_source_is_not_paused_and_never_holds_an_admin_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_commit_answers_once_the_change_is_committed() {
     let env = Env::empty();
-    let text = (env.config_text()
-        + &format!(
-            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
-            hex::encode(docent::identity::token_hash(BOT))
-        ))
-    .replace("commit_interval_ms = 100\n", "commit_interval_ms = 3000\n");
+    let text =
+        push_config_text(&env).replace("commit_interval_ms = 100\n", "commit_interval_ms = 3000\n");
     assert!(text.contains("commit_interval_ms = 3000"));
     let d = env.start_with(env.config_from(&text)).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
@@ -150,12 +151,7 @@ async fn wait_for_commit_answers_once_the_change_is_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
     let env = Env::empty();
-    let text = (env.config_text()
-        + &format!(
-            "\n[[identities]]\nid = \"crm-bot\"\ningest = true\ntoken_sha256 = \"{}\"\n\n[[connectors]]\ntype = \"push\"\nid = \"crm\"\nwriters = [\"user:crm-bot\"]\n",
-            hex::encode(docent::identity::token_hash(BOT))
-        ))
-    .replace(
+    let text = push_config_text(&env).replace(
         "max_concurrent_per_caller = 4",
         "max_concurrent_per_caller = 1",
     );

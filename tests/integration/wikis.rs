@@ -148,11 +148,7 @@ impl DokuWiki {
         // servers): then another port.
         let mut failures = Vec::new();
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let out = std::process::Command::new("bash")
                 .arg(&script)
                 .args(["start", &dir.path().to_string_lossy(), &port.to_string()])

@@ -1009,15 +1009,21 @@ impl ChunkCollection {
 
     /// Forgets what was stored under `name` with [`Self::put_meta`].
     pub async fn delete_meta(&self, name: &str) -> Result<(), MilvusError> {
+        self.delete_state(format!(
+            "key == {}",
+            expr::quote("state key", &state_key("meta", name))?
+        ))
+        .await
+    }
+
+    /// Deletes the rows of `<collection>_state` that `expr` selects.
+    async fn delete_state(&self, expr: String) -> Result<(), MilvusError> {
         let resp = self
             .grpc()
             .delete(DeleteRequest {
                 db_name: self.db(),
                 collection_name: self.state.clone(),
-                expr: format!(
-                    "key == {}",
-                    expr::quote("state key", &state_key("meta", name))?
-                ),
+                expr,
                 ..Default::default()
             })
             .await
@@ -1179,18 +1185,8 @@ impl ChunkCollection {
 
     /// Forgets the documents recorded by [`Self::put_intents`]: the commit is whole.
     pub async fn clear_intents(&self) -> Result<(), MilvusError> {
-        let resp = self
-            .grpc()
-            .delete(DeleteRequest {
-                db_name: self.db(),
-                collection_name: self.state.clone(),
-                expr: format!("kind == {}", expr::quote("state kind", "intent")?),
-                ..Default::default()
-            })
+        self.delete_state(format!("kind == {}", expr::quote("state kind", "intent")?))
             .await
-            .map_err(rpc("Delete"))?
-            .into_inner();
-        check("Delete", resp.status.as_ref())
     }
 
     /// Stores the whole of a commit about to be applied (`<collection>_state`, kind `commit`,
@@ -1219,22 +1215,12 @@ impl ChunkCollection {
     /// Forgets the commit stored by [`Self::put_commit_log`] (its record and its parts): call
     /// it after [`Self::clear_intents`].
     pub async fn clear_commit_log(&self) -> Result<(), MilvusError> {
-        let resp = self
-            .grpc()
-            .delete(DeleteRequest {
-                db_name: self.db(),
-                collection_name: self.state.clone(),
-                expr: format!(
-                    "kind in [{}, {}]",
-                    expr::quote("state kind", COMMIT_LOG.kind)?,
-                    expr::quote("state kind", COMMIT_LOG.parts)?
-                ),
-                ..Default::default()
-            })
-            .await
-            .map_err(rpc("Delete"))?
-            .into_inner();
-        check("Delete", resp.status.as_ref())
+        self.delete_state(format!(
+            "kind in [{}, {}]",
+            expr::quote("state kind", COMMIT_LOG.kind)?,
+            expr::quote("state kind", COMMIT_LOG.parts)?
+        ))
+        .await
     }
 
     /// The checkpoint last stored for `source`, if any.

@@ -1341,40 +1341,10 @@ async fn notified_deletions_are_held_back_once_they_add_up_past_the_limit() {
     // which is not held back.
     s.rm("f1.txt");
     s.put("f2.txt", "file 2, edited");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let blocked = r.status.snapshot().jobs.iter().any(|j| {
-            j.kind == "watch" && matches!(j.state, docent_connector_api::jobs::JobState::Blocked(_))
-        });
-        if blocked {
-            break;
-        }
-        while let Ok(c) = r.rx.try_recv() {
-            log.apply(&index, c);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not held back: {:?}",
-            r.status.snapshot().jobs
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    while let Ok(c) = r.rx.try_recv() {
-        log.apply(&index, c);
-    }
+    until_a_watch_job_is_blocked(&mut r, &index, &mut log).await;
     assert!(indexed_ids(&index).contains("f1.txt"), "{log:?}");
     assert!(r.status.raised(Alarm::DeletionProtection));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while log
-        .upserts
-        .get("f2.txt")
-        .is_none_or(|d| d.content != b"file 2, edited")
-    {
-        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
-            Ok(Some(c)) => log.apply(&index, c),
-            other => panic!("the edit did not arrive: {other:?}"),
-        }
-    }
+    until_content(&mut r, &index, &mut log, "f2.txt", b"file 2, edited").await;
     r.stop().await;
 }
 
@@ -1411,35 +1381,45 @@ async fn notified_deletions_wait_while_a_reconciliations_hold_stands() {
     // One more deletion: alone under the limit, but the hold stands.
     s.rm("f9.txt");
     s.put("f8.txt", "file 8, edited");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while log
-        .upserts
-        .get("f8.txt")
-        .is_none_or(|d| d.content != b"file 8, edited")
-    {
-        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
-            Ok(Some(c)) => log.apply(&index, c),
-            other => panic!("the edit did not arrive: {other:?}"),
-        }
-    }
+    until_content(&mut r, &index, &mut log, "f8.txt", b"file 8, edited").await;
     // The deletion's batch has ended (blocked) or comes with the edit's.
+    until_a_watch_job_is_blocked(&mut r, &index, &mut log).await;
+    assert!(indexed_ids(&index).contains("f9.txt"), "{log:?}");
+    r.stop().await;
+}
+
+/// Applies changes until a watch job ends blocked (and the changes sent before), failing
+/// after 60 s.
+async fn until_a_watch_job_is_blocked(r: &mut Running, index: &Index, log: &mut Log) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !r.status.snapshot().jobs.iter().any(|j| {
-        j.kind == "watch" && matches!(j.state, docent_connector_api::jobs::JobState::Blocked(_))
-    }) {
+    let blocked = |r: &Running| {
+        r.status.snapshot().jobs.iter().any(|j| {
+            j.kind == "watch" && matches!(j.state, docent_connector_api::jobs::JobState::Blocked(_))
+        })
+    };
+    while !blocked(r) {
         while let Ok(c) = r.rx.try_recv() {
-            log.apply(&index, c);
+            log.apply(index, c);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{:?}",
+            "no watch job held back: {:?}",
             r.status.snapshot().jobs
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     while let Ok(c) = r.rx.try_recv() {
-        log.apply(&index, c);
+        log.apply(index, c);
     }
-    assert!(indexed_ids(&index).contains("f9.txt"), "{log:?}");
-    r.stop().await;
+}
+
+/// Applies changes until `name` was sent with `content`, failing after 60 s.
+async fn until_content(r: &mut Running, index: &Index, log: &mut Log, name: &str, content: &[u8]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log.upserts.get(name).is_none_or(|d| d.content != content) {
+        match tokio::time::timeout_at(deadline, r.rx.recv()).await {
+            Ok(Some(c)) => log.apply(index, c),
+            other => panic!("{name} did not arrive: {other:?}"),
+        }
+    }
 }
