@@ -621,10 +621,14 @@ impl IngestService {
                 r.now();
             }
         });
-        // Some margin before the client's deadline, to answer in time.
+        // Some margin before the client's deadline, to answer in time: a twentieth of the
+        // call's time, from 100 ms to 1 s (the answer crosses the network too).
+        let margin = budget.timeout().map_or(COMMIT_POLL * 5, |t| {
+            (t / 20).clamp(COMMIT_POLL * 5, Duration::from_secs(1))
+        });
         let until = budget
             .deadline()
-            .map(|d| d.checked_sub(COMMIT_POLL * 5).unwrap_or(d))
+            .map(|d| d.checked_sub(margin).unwrap_or(d))
             .into_iter()
             .chain([Instant::now() + MAX_COMMIT_WAIT])
             .min()

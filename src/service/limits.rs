@@ -159,6 +159,7 @@ where
         };
         let held = Release(Arc::new(Mutex::new(Some(Box::new(held)))));
         req.extensions_mut().insert(held.clone());
+        req.extensions_mut().insert(Arrived(Instant::now()));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
@@ -171,6 +172,11 @@ where
         })
     }
 }
+
+/// When a request's headers arrived (before its body, which may take long to upload), in its
+/// extensions: its deadline counts from then, as the client's does.
+#[derive(Clone, Copy)]
+pub struct Arrived(pub Instant);
 
 /// What an admitted request holds (see [`Admit`]), in its extensions: a handler whose request
 /// only waits from some point on (a push with `wait_for_commit`, waiting for the commit) gives
@@ -323,6 +329,7 @@ pub fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
 #[derive(Clone)]
 pub struct Budget {
     deadline: Option<Instant>,
+    timeout: Option<Duration>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -345,9 +352,17 @@ impl Budget {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let cancelled = Arc::new(AtomicBool::new(false));
+        // From the headers' arrival when the limit layer saw them (a review: counted from the
+        // handler's start, after a large body's upload, the daemon answered after the client
+        // had given up).
+        let arrived = req
+            .extensions()
+            .get::<Arrived>()
+            .map_or_else(Instant::now, |a| a.0);
         (
             Self {
-                deadline: timeout.map(|t| Instant::now() + t),
+                deadline: timeout.map(|t| arrived + t),
+                timeout,
                 cancelled: cancelled.clone(),
             },
             BudgetGuard(cancelled),
@@ -358,6 +373,7 @@ impl Budget {
     pub fn unlimited() -> Self {
         Self {
             deadline: None,
+            timeout: None,
             cancelled: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -365,6 +381,11 @@ impl Budget {
     /// The client's deadline, if it sent one.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// The time the client gave the call, if it sent one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Whether the work should stop: the client gave up or its deadline passed.
@@ -499,5 +520,23 @@ mod tests {
         let (b, _guard) = Budget::of(&req);
         std::thread::sleep(Duration::from_millis(1));
         assert!(b.spent(), "a passed deadline spends the budget");
+    }
+
+    /// A review: the deadline counted from the handler's start, after the body's upload, so
+    /// the daemon could answer after the client had given up. It counts from the headers'
+    /// arrival, which the limit layer records.
+    #[test]
+    fn the_deadline_counts_from_the_requests_arrival() {
+        let mut req = tonic::Request::new(());
+        req.metadata_mut()
+            .insert("grpc-timeout", "1S".parse().unwrap());
+        req.extensions_mut()
+            .insert(Arrived(Instant::now() - Duration::from_secs(2)));
+        let (b, _guard) = Budget::of(&req);
+        assert!(b.spent(), "its second had passed during the upload");
+        assert_eq!(b.timeout(), Some(Duration::from_secs(1)));
+        req.extensions_mut().insert(Arrived(Instant::now()));
+        let (b, _guard) = Budget::of(&req);
+        assert!(!b.spent());
     }
 }

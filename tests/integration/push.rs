@@ -157,8 +157,9 @@ async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
     );
     assert!(text.contains("max_concurrent_per_caller = 1"));
     let d = env.start_with(env.config_from(&text)).await;
-    // Long enough that its embedding takes seconds on two cores.
-    let long: String = (0..3000)
+    // Long enough that its embedding takes a second or two on two cores (~40 chunks; longer
+    // would slow the tests running beside it).
+    let long: String = (0..600)
         .map(|i| format!("Clause {i} of the supplier agreement covers delivery terms. "))
         .collect();
     let mut req = put(vec![doc(
@@ -170,9 +171,9 @@ async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
     req.get_mut().wait_for_commit = true;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let first = tokio::spawn(async move { c.put_documents(req).await });
-    // Its embedding takes seconds: give it the time to be admitted first (else the next call
-    // could be, with the old code too).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its embedding takes a second or more: give it the time to be admitted first (else the
+    // next call could be, with the old code too).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let mut admitted = false;
     for i in 0..400 {
