@@ -367,7 +367,13 @@ pub async fn start_with(
             status: status.clone(),
         };
         let id = cc.id().to_string();
+        let index = index.clone();
         connectors.push(tokio::spawn(async move {
+            // Not before the index can tell what it holds (a remote one reads its table).
+            let stop = ctx.shutdown.clone();
+            if !crate::ingest::until_index_known(index, &status, &stop).await {
+                return;
+            }
             // A panic is caught here, not in a task of its own: it is a stop like an error's,
             // shown on the connector's status (before, the connector went silent and its status
             // still read as syncing).

@@ -2295,6 +2295,61 @@ mod tests {
         assert!(!b.checkpoints().contains_key(crate::ingest::OWED_KEY));
     }
 
+    /// Session 36's note: with the document table unreadable at start, every document looked
+    /// new to the connectors, which read, parsed and embedded everything again. A connector
+    /// now waits until the table can be read, its status saying why.
+    #[test]
+    fn connectors_wait_until_the_document_table_can_be_read() {
+        use docent_connector_api::{Alarm, StatusHandle};
+        let cfg = fresh("known");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let b = Arc::new(MilvusBackend::open(&cfg, &model).unwrap());
+        let unreadable = |on: bool| {
+            b.unreadable_table
+                .store(on, std::sync::atomic::Ordering::Relaxed);
+            if on {
+                *b.table.write().unwrap() = Table::default();
+            }
+        };
+        unreadable(true);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = StatusHandle::default();
+        let wait = |token: tokio_util::sync::CancellationToken| {
+            let (index, status) = (b.clone() as Arc<dyn Backend>, status.clone());
+            rt.spawn(async move { crate::ingest::until_index_known(index, &status, &token).await })
+        };
+        let waiting = wait(Default::default());
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(
+            !waiting.is_finished(),
+            "waits while the table cannot be read"
+        );
+        assert!(status.raised(Alarm::Outage));
+        unreadable(false);
+        let known = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), waiting).await })
+            .expect("goes on once the table can be read")
+            .unwrap();
+        assert!(known);
+        assert!(!status.raised(Alarm::Outage));
+        // A shutdown ends the wait.
+        unreadable(true);
+        let token = tokio_util::sync::CancellationToken::new();
+        let waiting = wait(token.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        token.cancel();
+        let known = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), waiting).await })
+            .unwrap()
+            .unwrap();
+        assert!(!known);
+        rt.shutdown_background();
+    }
+
     #[test]
     fn a_query_node_refuses_a_collection_without_a_model_record_and_records_none() {
         let cfg = fresh("querynode");

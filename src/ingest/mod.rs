@@ -393,6 +393,44 @@ impl SkipLog {
     }
 }
 
+/// Waits until `index` knows every document it holds (a remote backend reads its document
+/// table first; the embedded one always does), so that a connector started meanwhile does not
+/// take every indexed document for new and read, parse and embed it all again (session 36's
+/// note: an unreadable Milvus document table at start did that for every connector). Tries
+/// again after 250 ms, then twice as long each time up to 30 s, with the connector's status
+/// saying why it waits. False when `shutdown` comes first.
+pub async fn until_index_known(
+    index: Arc<dyn Backend>,
+    status: &docent_connector_api::StatusHandle,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        if index.knows_every_document() {
+            status.clear(docent_connector_api::Alarm::Outage);
+            return true;
+        }
+        // An attempt to read the table (the entry asked for matters not).
+        let i = index.clone();
+        let _ = tokio::task::spawn_blocking(move || i.latest_entry("")).await;
+        if index.knows_every_document() {
+            continue;
+        }
+        status.set_phase("starting");
+        status.raise(
+            docent_connector_api::Alarm::Outage,
+            "the index cannot tell what it holds yet (its document table cannot be read): \
+             the connector waits for it rather than send every document again"
+                .to_string(),
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// What connectors see of the index: its state, and the versions the pipeline gave up on.
 pub struct IndexedView {
     pub index: Arc<dyn docent_connector_api::IndexedState>,
