@@ -368,10 +368,15 @@ pub async fn start_with(
         };
         let id = cc.id().to_string();
         let index = index.clone();
+        // A push source takes no part in it (it crawls nothing, and what its clients send
+        // must reach its queue's reader: a review).
+        let crawls = conn.kind() != "push";
         connectors.push(tokio::spawn(async move {
             // Not before the index can tell what it holds (a remote one reads its table).
             let stop = ctx.shutdown.clone();
-            if !crate::ingest::until_index_known(index, &status, &stop).await {
+            if crawls && !crate::ingest::until_index_known(index, &status, &stop).await {
+                status.clear(docent_connector_api::Alarm::Outage);
+                status.set_phase("stopped");
                 return;
             }
             // A panic is caught here, not in a task of its own: it is a stop like an error's,

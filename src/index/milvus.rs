@@ -2299,7 +2299,7 @@ mod tests {
     /// new to the connectors, which read, parsed and embedded everything again. A connector
     /// now waits until the table can be read, its status saying why.
     #[test]
-    fn connectors_wait_until_the_document_table_can_be_read() {
+    fn until_index_known_waits_for_the_document_table() {
         use docent_connector_api::{Alarm, StatusHandle};
         let cfg = fresh("known");
         let model = ModelSignature::plain("test-bag-of-words", 8);

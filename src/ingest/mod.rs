@@ -398,21 +398,36 @@ impl SkipLog {
 /// take every indexed document for new and read, parse and embed it all again (session 36's
 /// note: an unreadable Milvus document table at start did that for every connector). Tries
 /// again after 250 ms, then twice as long each time up to 30 s, with the connector's status
-/// saying why it waits. False when `shutdown` comes first.
+/// saying why it waits. False when `shutdown` comes first. Past [`MAX_INDEX_WAIT`] it gives
+/// up waiting, says so in the log, and lets the connector start (as before: everything is sent
+/// again) rather than hold it for good.
 pub async fn until_index_known(
     index: Arc<dyn Backend>,
     status: &docent_connector_api::StatusHandle,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> bool {
+    let started = Instant::now();
     let mut wait = Duration::from_millis(250);
     loop {
         if index.knows_every_document() {
             status.clear(docent_connector_api::Alarm::Outage);
             return true;
         }
+        if started.elapsed() >= MAX_INDEX_WAIT {
+            tracing::error!(
+                waited_secs = started.elapsed().as_secs(),
+                "the index still cannot tell what it holds: a connector starts anyway, and \
+                 sends every document it finds again"
+            );
+            status.clear(docent_connector_api::Alarm::Outage);
+            return true;
+        }
         // An attempt to read the table (the entry asked for matters not).
         let i = index.clone();
-        let _ = tokio::task::spawn_blocking(move || i.latest_entry("")).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::task::spawn_blocking(move || i.latest_entry("")) => {}
+        }
         if index.knows_every_document() {
             continue;
         }
@@ -430,6 +445,9 @@ pub async fn until_index_known(
         wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
+
+/// How long [`until_index_known`] holds a connector at most.
+pub const MAX_INDEX_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// What connectors see of the index: its state, and the versions the pipeline gave up on.
 pub struct IndexedView {

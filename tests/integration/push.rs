@@ -173,7 +173,7 @@ async fn a_call_waiting_for_its_commit_holds_no_concurrency_permit() {
     let first = tokio::spawn(async move { c.put_documents(req).await });
     // Its embedding takes a second or more: give it the time to be admitted first (else the
     // next call could be, with the old code too).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
     let mut admitted = false;
     for i in 0..400 {
