@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use docent_proto::v1 as pb;
 use futures::Stream;
@@ -268,7 +267,7 @@ fn event(e: AskEvent) -> pb::AskStreamEvent {
 #[tonic::async_trait]
 impl pb::assistant_server::Assistant for AssistantService {
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        let started = Instant::now();
+        let started = super::limits::Arrived::of(&req);
         let (budget, _guard) = Budget::of(&req);
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
         let input = Self::ask_input(req.get_ref())?;
@@ -307,7 +306,7 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::AskRequest>,
     ) -> Result<Response<AskStream>, Status> {
-        let started = Instant::now();
+        let started = super::limits::Arrived::of(&req);
         let (budget, guard) = Budget::of(&req);
         let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
         let input = Self::ask_input(req.get_ref())?;

@@ -178,6 +178,15 @@ where
 #[derive(Clone, Copy)]
 pub struct Arrived(pub Instant);
 
+impl Arrived {
+    /// When `req` arrived; now, for a request that did not pass the limit layer.
+    pub fn of<T>(req: &tonic::Request<T>) -> Instant {
+        req.extensions()
+            .get::<Self>()
+            .map_or_else(Instant::now, |a| a.0)
+    }
+}
+
 /// What an admitted request holds (see [`Admit`]), in its extensions: a handler whose request
 /// only waits from some point on (a push with `wait_for_commit`, waiting for the commit) gives
 /// it back there with [`Release::now`], so that waiting takes no place from requests that work.
@@ -355,10 +364,7 @@ impl Budget {
         // From the headers' arrival when the limit layer saw them (a review: counted from the
         // handler's start, after a large body's upload, the daemon answered after the client
         // had given up).
-        let arrived = req
-            .extensions()
-            .get::<Arrived>()
-            .map_or_else(Instant::now, |a| a.0);
+        let arrived = Arrived::of(req);
         (
             Self {
                 deadline: timeout.map(|t| arrived + t),
