@@ -978,9 +978,14 @@ impl ChunkCollection {
             _ => 0,
         };
         let chunks: Vec<&[u8]> = bytes.chunks(schema::CHECKPOINT_MAX_BYTES).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            self.put_state(kind.parts, &part_name(name, slot, i), chunk)
-                .await?;
+        // Several parts per upsert (each a round trip), within a request of a few MB.
+        let rows: Vec<(String, &[u8])> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| (part_name(name, slot, i), *chunk))
+            .collect();
+        for batch in rows.chunks(PARTS_PER_UPSERT) {
+            self.put_states(kind.parts, batch).await?;
         }
         let head = Parts {
             slot,
@@ -1090,9 +1095,17 @@ impl ChunkCollection {
     }
 
     async fn put_state(&self, kind: &str, source: &str, bytes: &[u8]) -> Result<(), MilvusError> {
-        if bytes.len() > schema::CHECKPOINT_MAX_BYTES {
+        self.put_states(kind, &[(source.to_string(), bytes)]).await
+    }
+
+    /// Rows of one `kind` (name, payload) in one upsert.
+    async fn put_states(&self, kind: &str, rows: &[(String, &[u8])]) -> Result<(), MilvusError> {
+        if let Some((name, bytes)) = rows
+            .iter()
+            .find(|(_, b)| b.len() > schema::CHECKPOINT_MAX_BYTES)
+        {
             return Err(MilvusError::CheckpointTooLarge {
-                source_id: source.to_string(),
+                source_id: name.clone(),
                 len: bytes.len(),
                 max: schema::CHECKPOINT_MAX_BYTES,
             });
@@ -1101,12 +1114,19 @@ impl ChunkCollection {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        let n = rows.len();
         let fields_data = vec![
-            strings("key", vec![state_key(kind, source)]),
-            strings("kind", vec![kind.to_string()]),
-            strings("payload", vec![BASE64.encode(bytes)]),
-            longs("updated_at", vec![updated_at]),
-            float_vectors("_v", schema::STATE_DIM, vec![1.0, 0.0]),
+            strings(
+                "key",
+                rows.iter().map(|(name, _)| state_key(kind, name)).collect(),
+            ),
+            strings("kind", vec![kind.to_string(); n]),
+            strings(
+                "payload",
+                rows.iter().map(|(_, b)| BASE64.encode(b)).collect(),
+            ),
+            longs("updated_at", vec![updated_at; n]),
+            float_vectors("_v", schema::STATE_DIM, [1.0, 0.0].repeat(n)),
         ];
         let resp = self
             .grpc()
@@ -1114,7 +1134,7 @@ impl ChunkCollection {
                 db_name: self.db(),
                 collection_name: self.state.clone(),
                 fields_data,
-                num_rows: 1,
+                num_rows: n as u32,
                 ..Default::default()
             })
             .await
@@ -1361,6 +1381,10 @@ impl ChunkCollection {
 fn state_key(kind: &str, name: &str) -> String {
     format!("{kind}:{name}")
 }
+
+/// Parts of a state row stored in one upsert: 64 of at most 48 KiB (64 KiB in base64), about
+/// 4 MiB per request.
+const PARTS_PER_UPSERT: usize = 64;
 
 /// How a checkpoint row that names its parts begins (a checkpoint itself is JSON; one that
 /// begins so is stored in parts too, so a row is never misread).

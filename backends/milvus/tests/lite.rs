@@ -529,6 +529,13 @@ async fn checkpoints_round_trip() {
     let four_parts = pattern(docent_milvus::CHECKPOINT_MAX_BYTES * 3 + 5, 3);
     coll.put_checkpoint("big", &four_parts).await.unwrap();
     assert_eq!(coll.get_checkpoint("big").await.unwrap(), Some(four_parts));
+    // More parts than one upsert carries (64).
+    let seventy_parts = pattern(docent_milvus::CHECKPOINT_MAX_BYTES * 69 + 3, 4);
+    coll.put_checkpoint("big", &seventy_parts).await.unwrap();
+    assert_eq!(
+        coll.get_checkpoint("big").await.unwrap(),
+        Some(seventy_parts)
+    );
     // Back to one row.
     coll.put_checkpoint("big", b"{}").await.unwrap();
     assert_eq!(
