@@ -376,7 +376,8 @@ pub struct ClientArgs {
     /// Deadline of each call to the daemon, in seconds (0: none; default 300, and none for
     /// answers, whose time a slow model sets). The daemon stops the call's work past it; a
     /// waiting push (`ingest --wait`) answers RETRY_LATER before it.
-    #[arg(long, global = true, env = "DOCENT_TIMEOUT")]
+    #[arg(long, global = true, env = "DOCENT_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub timeout: Option<u64>,
 }
 

@@ -143,6 +143,11 @@ pub struct MilvusBackend {
     /// removes what a cut-off commit tore and the run reads those documents again, and a plan
     /// would double what it writes.)
     log_commits: bool,
+    /// The id of the pending writes' commit ([`CommitPlan::id`]), until it succeeds or they are
+    /// rolled back.
+    commit_id: Mutex<Option<String>>,
+    /// A finished commit's plan could not be cleared: the next commit clears it.
+    plan_left: std::sync::atomic::AtomicBool,
     /// Failure injection for tests: reading the document table fails.
     #[cfg(test)]
     unreadable_table: std::sync::atomic::AtomicBool,
@@ -250,12 +255,10 @@ impl MilvusExport {
     /// such a change (its ingest node was running), and must not finish (found by a review).
     pub fn changed_since_open(&self) -> Result<bool, IndexError> {
         let c = self.coll.clone();
-        let (intents, plan) = run(&self.rt, async move {
-            Ok((c.intents().await?, c.commit_log().await?))
-        })?;
-        Ok(!intents.is_empty()
-            || plan.is_some()
-            || documents_digest(&self.rt, &self.coll, |_| {})? != self.state)
+        let intents = run(&self.rt, async move { c.intents().await })?;
+        // (A stored plan alone is no change: its commit writes nothing before its intents,
+        // and one left by a finished commit would block every re-embedding: a review.)
+        Ok(!intents.is_empty() || documents_digest(&self.rt, &self.coll, |_| {})? != self.state)
     }
 
     pub fn open(config: &MilvusConfig) -> Result<Self, IndexError> {
@@ -672,6 +675,8 @@ impl MilvusBackend {
             checkpoints: RwLock::new(checkpoints),
             last_commit: 0.into(),
             log_commits: opening == Opening::Writer,
+            commit_id: Mutex::new(None),
+            plan_left: false.into(),
             #[cfg(test)]
             unreadable_table: Default::default(),
             #[cfg(test)]
@@ -710,9 +715,10 @@ impl MilvusBackend {
             return Ok(0);
         }
         let unusable = |why: String| {
+            // The reason may name a document (a chunk id, a key): through the log's redaction.
             tracing::warn!(
                 collection = %self.where_,
-                reason = %why,
+                reason = %crate::guardrail::pii::for_log(&why),
                 "milvus: the plan of the commit that was cut off cannot be applied: its torn \
                  documents are removed instead"
             );
@@ -728,19 +734,23 @@ impl MilvusBackend {
             Err(why) => unusable(why),
         });
         // Applied again over the recorded intents, which stay as they are (see
-        // `CommitPlan::record`). A plan Milvus refuses (not one it cannot be reached for)
-        // would otherwise keep the writer from ever starting: it falls back to the removal.
+        // `CommitPlan::record`). A plan whose content Milvus refuses would otherwise keep the
+        // writer from ever starting: it falls back to the removal. Any other failure (the
+        // server down, not loaded, over a quota) is the server's, and fails this start: the
+        // next one tries again (a review: a refusal by status fell back, and removed torn
+        // documents a later start could have applied whole).
         let plan = match plan {
             Some(plan) => {
                 let p = plan.clone();
                 match self.run(move |c| Box::pin(async move { p.apply(&c).await })) {
                     Ok(()) => Some(plan),
                     Err(IndexError::Milvus(e))
-                        if !matches!(
+                        if matches!(
                             *e,
-                            MilvusError::Connect { .. }
-                                | MilvusError::Rpc { .. }
-                                | MilvusError::LoadTimeout { .. }
+                            MilvusError::InvalidRow { .. }
+                                | MilvusError::Expr(_)
+                                | MilvusError::Dimension { .. }
+                                | MilvusError::CheckpointTooLarge { .. }
                         ) =>
                     {
                         unusable(e.to_string())
@@ -894,8 +904,16 @@ impl MilvusBackend {
             .filter(|(_, w)| w.is_some())
             .map(|(k, _)| k.clone())
             .collect();
+        // One id for the pending writes, however often their commit is tried (a review: a new
+        // id per attempt let an attempt's plan miss the intents an earlier attempt recorded).
+        let id = self
+            .commit_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(commit_id)
+            .clone();
         CommitPlan {
-            id: commit_id(),
+            id,
             written,
             trims,
             rows,
@@ -1223,13 +1241,18 @@ impl Backend for MilvusBackend {
             Some(bytes) => Some(Some(bytes)),
             None => None,
         };
+        // A plan an earlier commit left (its clearing failed) goes with this one, whatever it
+        // writes (a review: it held documents' text and ACLs, and could pair with later
+        // intents).
+        let left = self.plan_left.load(std::sync::atomic::Ordering::Acquire);
         // The documents written, recorded first and forgotten last (see `open`'s repair).
         // On failure the writes stay buffered (the pipeline rolls back).
-        self.run(move |c| {
+        let cleared = self.run(move |c| {
             Box::pin(async move {
                 match &log {
                     Some(Some(bytes)) => c.put_commit_log(bytes).await?,
                     Some(None) => c.clear_commit_log().await?,
+                    None if left => c.clear_commit_log().await?,
                     None => {}
                 }
                 plan.record(&c).await?;
@@ -1237,16 +1260,25 @@ impl Backend for MilvusBackend {
                 if !plan.written.is_empty() {
                     c.clear_intents().await?;
                 }
-                // The commit is whole: a plan left behind pairs with no intents, and the next
-                // start (or commit) clears it.
-                if let Some(Some(_)) = &log
-                    && let Err(e) = c.clear_commit_log().await
-                {
-                    tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
-                }
-                Ok(())
+                // The commit is whole: a plan left behind pairs with no intents; the next
+                // commit, or start, clears it.
+                let cleared = match &log {
+                    Some(Some(_)) => match c.clear_commit_log().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
+                            false
+                        }
+                    },
+                    _ => true,
+                };
+                Ok(cleared)
             })
         })?;
+        self.plan_left
+            .store(!cleared, std::sync::atomic::Ordering::Release);
+        // The next pending writes are another commit.
+        *self.commit_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
         {
             let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
             for (k, w) in std::mem::take(&mut *pending) {
@@ -1277,6 +1309,7 @@ impl Backend for MilvusBackend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        *self.commit_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
     }
 
@@ -2265,6 +2298,30 @@ mod tests {
             "not the old plan's checkpoint"
         );
         assert_eq!(b.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
+    }
+
+    /// A review: each attempt at a commit took a new id, so an attempt's stored plan could miss
+    /// the intents an earlier attempt of the same writes had recorded. The pending writes keep
+    /// one id until their commit succeeds or they are rolled back.
+    #[test]
+    fn the_pending_writes_keep_one_commit_id_until_committed_or_rolled_back() {
+        let cfg = fresh("commitid");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        let id = |b: &MilvusBackend| {
+            let pending = b.pending.lock().unwrap();
+            b.plan(&pending, &BTreeMap::new()).id
+        };
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        let first = id(&b);
+        assert_eq!(id(&b), first, "tried again: the same commit");
+        b.rollback().unwrap();
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        let second = id(&b);
+        assert_ne!(second, first);
+        b.commit(BTreeMap::new()).unwrap();
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        assert_ne!(id(&b), second);
     }
 
     /// A plan whose commit finished (cut off before it was cleared) pairs with no later

@@ -797,6 +797,7 @@ impl Syncer {
                     let n = e.get(id).and_then(Value::as_u64).unwrap_or(0);
                     if n <= head {
                         entries.push((n, str_at(e, "timestamp")));
+                        keep_recent(&mut entries);
                     }
                 }
                 Ok(())

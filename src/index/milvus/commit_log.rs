@@ -110,18 +110,31 @@ impl CommitPlan {
         serde_json::to_vec(&plan).unwrap_or_default()
     }
 
+    /// Its errors name no data (no key, no text): the repair logs them.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let plan: PlanIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if plan.format != FORMAT {
+        // A JSON error's text may quote a value: only its kind and place.
+        let json = |e: serde_json::Error| {
+            format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        };
+        // The format first, so that a plan of another one fails as such.
+        let head: Head = serde_json::from_slice(bytes).map_err(json)?;
+        if head.format != FORMAT {
             return Err(format!(
                 "format {} (this build reads {FORMAT})",
-                plan.format
+                head.format
             ));
         }
+        let plan: PlanIn = serde_json::from_slice(bytes).map_err(json)?;
         let rows = plan
             .rows
             .into_iter()
-            .map(RowIn::into_row)
+            .enumerate()
+            .map(|(i, r)| r.into_row().map_err(|why| format!("row {i}: {why}")))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             id: plan.id,
@@ -144,8 +157,13 @@ struct PlanOut<'a> {
 }
 
 #[derive(Deserialize)]
-struct PlanIn {
+struct Head {
     format: u32,
+}
+
+/// (Its `format` is read by [`Head`].)
+#[derive(Deserialize)]
+struct PlanIn {
     id: String,
     written: Vec<String>,
     trims: Vec<(String, i64)>,
@@ -217,9 +235,9 @@ impl RowIn {
     fn into_row(self) -> Result<ChunkRow, String> {
         let bytes = BASE64
             .decode(&self.dense)
-            .map_err(|e| format!("row {}: its vector: {e}", self.chunk_id))?;
+            .map_err(|_| "its vector is not base64".to_string())?;
         if bytes.len() % 4 != 0 {
-            return Err(format!("row {}: its vector is cut", self.chunk_id));
+            return Err("its vector is cut".to_string());
         }
         let dense = bytes
             .chunks_exact(4)
@@ -307,5 +325,20 @@ mod tests {
             .replacen("\"format\":1", "\"format\":2", 1);
         let e = CommitPlan::decode(other.as_bytes()).unwrap_err();
         assert!(e.contains("format 2"), "{e}");
+        // An error names no data (the repair logs it): not the row's key, not a value.
+        let bytes = plan.encode();
+        let broken = String::from_utf8(bytes).unwrap().replacen(
+            "\"ordinal\":0",
+            "\"ordinal\":\"c:secret.md\"",
+            1,
+        );
+        let e = CommitPlan::decode(broken.as_bytes()).unwrap_err();
+        assert!(!e.contains("secret") && !e.contains("p.md"), "{e}");
+        let cut_vector =
+            String::from_utf8(plan.encode())
+                .unwrap()
+                .replacen("\"dense\":\"", "\"dense\":\"A", 1);
+        let e = CommitPlan::decode(cut_vector.as_bytes()).unwrap_err();
+        assert!(e.starts_with("row 0:") && !e.contains("p.md"), "{e}");
     }
 }
