@@ -1001,11 +1001,7 @@ async fn feedback_reasons_are_bounded_and_the_export_is_redacted() {
         pb::FeedbackReason::Incomplete as i32,
     ];
     c.feedback(authed(ALICE, fb(twice))).await.unwrap();
-    let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let export = d.feedback_export().await;
     assert_eq!(export.records.len(), 1, "{export:?}");
     let f = &export.records[0];
     assert_eq!(f.reasons, ["incomplete", "other"]);
@@ -1053,11 +1049,7 @@ async fn the_feedback_export_withholds_a_question_naming_a_phrase_blocked_for_th
     ))
     .await
     .unwrap();
-    let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let export = d.feedback_export().await;
     assert_eq!(export.records.len(), 1, "{export:?}");
     let f = &export.records[0];
     assert_eq!(f.question, docent::assistant::WITHHELD, "{f:?}");
@@ -1416,11 +1408,7 @@ async fn docent_chat_keeps_one_conversation_and_takes_feedback() {
         .into_inner();
     assert_eq!(list.conversations.len(), 1);
     assert_eq!(list.conversations[0].turns, 2);
-    let export = pb::admin_client::AdminClient::new(d.channel().await)
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let export = d.feedback_export().await;
     assert_eq!(export.records.len(), 1);
     assert_eq!(export.records[0].turn, 1);
     assert_eq!(export.records[0].reasons, ["incomplete"]);

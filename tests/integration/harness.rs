@@ -236,6 +236,15 @@ impl Running {
         (r, r2)
     }
 
+    /// The admin's feedback export (every record).
+    pub async fn feedback_export(&self) -> pb::ExportFeedbackResponse {
+        pb::admin_client::AdminClient::new(self.channel().await)
+            .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn search(
         &self,
         token: &str,

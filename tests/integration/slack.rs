@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use docent_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::fake_slack::{BOT_TOKEN, FakeSlack};
@@ -1015,13 +1014,7 @@ async fn a_feedback_button_is_stored_in_docent() {
     .await;
     s.bridge.idle().await;
     let d = s.daemon.as_ref().unwrap();
-    let mut admin = pb::admin_client::AdminClient::new(d.channel().await);
-    let records = admin
-        .export_feedback(authed(ADMIN, pb::ExportFeedbackRequest::default()))
-        .await
-        .unwrap()
-        .into_inner()
-        .records;
+    let records = d.feedback_export().await.records;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].identity, "hana");
     assert!(!records[0].up);
