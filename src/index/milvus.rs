@@ -107,6 +107,23 @@ struct Table {
     committed_during_load: Option<HashMap<String, Option<DocEntry>>>,
 }
 
+impl Table {
+    /// A committed document (`None`: deleted).
+    fn install(&mut self, key: String, entry: Option<DocEntry>) {
+        if let Some(since) = self.committed_during_load.as_mut() {
+            since.insert(key.clone(), entry.clone());
+        }
+        match entry {
+            Some(e) => {
+                self.docs.insert(key, e);
+            }
+            None => {
+                self.docs.remove(&key);
+            }
+        }
+    }
+}
+
 /// Who opens a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opening {
@@ -148,6 +165,13 @@ pub struct MilvusBackend {
     commit_id: Mutex<Option<String>>,
     /// A finished commit's plan could not be cleared: the next commit clears it.
     plan_left: std::sync::atomic::AtomicBool,
+    /// The size a commit's plan may have before the commit goes in parts
+    /// ([`CommitPlan::split`]; tests set less).
+    plan_target: std::sync::atomic::AtomicUsize,
+    /// Failure injection for tests: the commit's part of this place is cut off once its
+    /// intents are recorded.
+    #[cfg(test)]
+    cut_off_in_part: Mutex<Option<usize>>,
     /// Failure injection for tests: reading the document table fails.
     #[cfg(test)]
     unreadable_table: std::sync::atomic::AtomicBool,
@@ -205,6 +229,10 @@ fn connect(config: &MilvusConfig) -> Result<(tokio::runtime::Runtime, MilvusClie
     })?;
     Ok((rt, client))
 }
+
+/// The size of plan past which a commit goes in parts: a few round trips of state rows each,
+/// and a repair reads one back whole.
+const PLAN_TARGET: usize = 16 << 20;
 
 /// A name for one commit, unlike any other's: its start time and a count in this process.
 fn commit_id() -> String {
@@ -677,6 +705,9 @@ impl MilvusBackend {
             log_commits: opening == Opening::Writer,
             commit_id: Mutex::new(None),
             plan_left: false.into(),
+            plan_target: PLAN_TARGET.into(),
+            #[cfg(test)]
+            cut_off_in_part: Mutex::new(None),
             #[cfg(test)]
             unreadable_table: Default::default(),
             #[cfg(test)]
@@ -919,6 +950,87 @@ impl MilvusBackend {
             rows,
             checkpoints: encoded,
         }
+    }
+
+    /// Whether a test cuts off the commit's part `i`.
+    #[cfg(test)]
+    fn cut_off_in(&self, i: usize) -> bool {
+        let mut at = self
+            .cut_off_in_part
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        at.take_if(|n| *n == i).is_some()
+    }
+
+    #[cfg(not(test))]
+    fn cut_off_in(&self, _: usize) -> bool {
+        false
+    }
+
+    /// Stores `plan`, records its intents, applies it and forgets both: one commit (or one
+    /// part of a large one). On failure the writes stay pending (the pipeline rolls back).
+    /// `cut_off` (tests): it fails once its intents are recorded, as a writer cut off there.
+    fn commit_part(&self, plan: CommitPlan, cut_off: bool) -> Result<(), IndexError> {
+        // The plan stored first, so that a commit cut off after its record of intents is
+        // applied again whole at the next open (see `commit_log`). Past the size a plan may
+        // have, the last one stored is cleared instead: it must never pair with these intents.
+        let log = (self.log_commits && !plan.written.is_empty()).then(|| plan.encode());
+        let log = match log {
+            Some(bytes) if bytes.len() > docent_milvus::COMMIT_LOG_MAX_TOTAL => {
+                tracing::warn!(
+                    collection = %self.where_,
+                    bytes = bytes.len(),
+                    documents = plan.written.len(),
+                    "milvus: this document is too large to store its commit's plan first: cut \
+                     off, it would be removed and its connector reconcile"
+                );
+                Some(None)
+            }
+            Some(bytes) => Some(Some(bytes)),
+            None => None,
+        };
+        // A plan an earlier commit left (its clearing failed) goes with this one, whatever it
+        // writes (a review: it held documents' text and ACLs, and could pair with later
+        // intents).
+        let left = self.plan_left.load(std::sync::atomic::Ordering::Acquire);
+        // The documents written, recorded first and forgotten last (see `open`'s repair).
+        let cleared = self.run(move |c| {
+            Box::pin(async move {
+                match &log {
+                    Some(Some(bytes)) => c.put_commit_log(bytes).await?,
+                    Some(None) => c.clear_commit_log().await?,
+                    None if left => c.clear_commit_log().await?,
+                    None => {}
+                }
+                plan.record(&c).await?;
+                if cut_off {
+                    return Err(MilvusError::Protocol {
+                        method: "(test)",
+                        reason: "cut off".into(),
+                    });
+                }
+                plan.apply(&c).await?;
+                if !plan.written.is_empty() {
+                    c.clear_intents().await?;
+                }
+                // The commit is whole: a plan left behind pairs with no intents; the next
+                // commit, or start, clears it.
+                let cleared = match &log {
+                    Some(Some(_)) => match c.clear_commit_log().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
+                            false
+                        }
+                    },
+                    _ => true,
+                };
+                Ok(cleared)
+            })
+        })?;
+        self.plan_left
+            .store(!cleared, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// `uri/collection`, for logs.
@@ -1223,77 +1335,37 @@ impl Backend for MilvusBackend {
         let plan = self.plan(&pending, &checkpoints);
         let mut merged = self.checkpoints().clone();
         merged.extend(checkpoints);
-        // The plan stored first, so that a commit cut off after its record of intents is
-        // applied again whole at the next open (see `commit_log`). Past the size a plan may
-        // have, the last one stored is cleared instead: it must never pair with these intents.
-        let log = (self.log_commits && !plan.written.is_empty()).then(|| plan.encode());
-        let log = match log {
-            Some(bytes) if bytes.len() > docent_milvus::CHECKPOINT_MAX_TOTAL => {
-                tracing::warn!(
-                    collection = %self.where_,
-                    bytes = bytes.len(),
-                    documents = plan.written.len(),
-                    "milvus: this commit is too large to store its plan first: cut off, its \
-                     torn documents would be removed and their connectors reconcile"
-                );
-                Some(None)
-            }
-            Some(bytes) => Some(Some(bytes)),
-            None => None,
+        // A commit too large to store as one plan goes as several, by document, each a commit
+        // of its own, the checkpoints with the last (`CommitPlan::split`).
+        let parts = if self.log_commits {
+            plan.split(self.plan_target.load(std::sync::atomic::Ordering::Relaxed))
+        } else {
+            vec![plan]
         };
-        // A plan an earlier commit left (its clearing failed) goes with this one, whatever it
-        // writes (a review: it held documents' text and ACLs, and could pair with later
-        // intents).
-        let left = self.plan_left.load(std::sync::atomic::Ordering::Acquire);
-        // The documents written, recorded first and forgotten last (see `open`'s repair).
-        // On failure the writes stay buffered (the pipeline rolls back).
-        let cleared = self.run(move |c| {
-            Box::pin(async move {
-                match &log {
-                    Some(Some(bytes)) => c.put_commit_log(bytes).await?,
-                    Some(None) => c.clear_commit_log().await?,
-                    None if left => c.clear_commit_log().await?,
-                    None => {}
+        for (i, part) in parts.into_iter().enumerate() {
+            let keys: Vec<String> = part
+                .written
+                .iter()
+                .cloned()
+                .chain(part.trims.iter().map(|(k, _)| k.clone()))
+                .collect();
+            self.commit_part(part, self.cut_off_in(i))?;
+            // Its documents are committed: known as such, and no longer pending (a later part
+            // that fails leaves only its own and the next ones to write again).
+            let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+            for k in keys {
+                if let Some(w) = pending.remove(&k) {
+                    t.install(k, w.map(|w| w.entry));
                 }
-                plan.record(&c).await?;
-                plan.apply(&c).await?;
-                if !plan.written.is_empty() {
-                    c.clear_intents().await?;
-                }
-                // The commit is whole: a plan left behind pairs with no intents; the next
-                // commit, or start, clears it.
-                let cleared = match &log {
-                    Some(Some(_)) => match c.clear_commit_log().await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
-                            false
-                        }
-                    },
-                    _ => true,
-                };
-                Ok(cleared)
-            })
-        })?;
-        self.plan_left
-            .store(!cleared, std::sync::atomic::Ordering::Release);
+            }
+        }
         // The next pending writes are another commit.
         *self.commit_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
         {
+            // What no part named (a deletion whose key no expression can carry).
             let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
             for (k, w) in std::mem::take(&mut *pending) {
-                let entry = w.map(|w| w.entry);
-                if let Some(since) = t.committed_during_load.as_mut() {
-                    since.insert(k.clone(), entry.clone());
-                }
-                match entry {
-                    Some(e) => {
-                        t.docs.insert(k, e);
-                    }
-                    None => {
-                        t.docs.remove(&k);
-                    }
-                }
+                t.install(k, w.map(|w| w.entry));
             }
         }
         self.writer
@@ -2243,6 +2315,96 @@ mod tests {
                 .map(|e| e.version)
                 .as_deref(),
             Some("2")
+        );
+    }
+
+    /// Session 38's note: a commit too large to store its plan stored none, and a crash in it
+    /// removed the committed versions of the documents it tore. Such a commit now goes in
+    /// parts, by document, each with its plan: the parts before the one cut off are whole,
+    /// the one cut off is applied again at open, the later ones keep the old versions, and the
+    /// checkpoint (with the last part) is not advanced, so the connector sends them again.
+    #[test]
+    fn a_large_commit_goes_in_parts_and_the_part_cut_off_is_applied_again() {
+        use docent_connector_api::DocKey;
+        let cfg = fresh("inparts");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let doc = |name: &str, version: &str| {
+            let mut d = one_chunk(8, BTreeMap::new());
+            d.key = DocKey::new("c", name);
+            d.version = version.into();
+            d.content_hash = format!("h{version}");
+            let mut second = d.chunks[0].clone();
+            second.ord = 1;
+            second.text = format!("egret {version}");
+            d.chunks.push(second);
+            d
+        };
+        let names = ["a.md", "b.md", "c.md"];
+        let first = MilvusBackend::open(&cfg, &model).unwrap();
+        // Every document a part of its own.
+        first.plan_target.store(1, Ordering::Relaxed);
+        for n in names {
+            first.upsert(doc(n, "1")).unwrap();
+        }
+        first
+            .commit(BTreeMap::from([("c".to_string(), json!({"n": 1}))]))
+            .unwrap();
+        for n in names {
+            first.upsert(doc(n, "2")).unwrap();
+        }
+        *first.cut_off_in_part.lock().unwrap() = Some(1);
+        first
+            .commit(BTreeMap::from([("c".to_string(), json!({"n": 2}))]))
+            .expect_err("the second part is cut off");
+        assert!(
+            first.pending.lock().unwrap().contains_key("c:b.md"),
+            "the part cut off stays pending"
+        );
+        assert!(
+            !first.pending.lock().unwrap().contains_key("c:a.md"),
+            "a committed part is no longer pending"
+        );
+        drop(first);
+
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        assert_eq!(b.repair_cut_off_commit().unwrap(), 0, "nothing is torn");
+        let version = |n: &str| b.latest_entry(&format!("c:{n}")).map(|e| e.version);
+        assert_eq!(
+            version("a.md").as_deref(),
+            Some("2"),
+            "a part before: whole"
+        );
+        assert_eq!(
+            version("b.md").as_deref(),
+            Some("2"),
+            "the part cut off: applied again"
+        );
+        assert_eq!(
+            version("c.md").as_deref(),
+            Some("1"),
+            "a part after: the old version"
+        );
+        for n in names {
+            let cond = format!(
+                "doc_key == {}",
+                docent_milvus::expr::quote("k", &format!("c:{n}")).unwrap()
+            );
+            let rows = b
+                .run(move |c| Box::pin(async move { c.query_rows(&cond, None, 10, false).await }))
+                .unwrap();
+            let mut rows = rows;
+            rows.sort_by_key(|r| r.ordinal);
+            assert_eq!(whole(&rows), Some(2), "{n}: {rows:?}");
+        }
+        let cps = b.checkpoints();
+        assert_eq!(
+            cps["c"],
+            json!({"n": 1}),
+            "the checkpoint goes with the last part"
+        );
+        assert!(
+            !cps.contains_key(crate::ingest::OWED_KEY),
+            "every recorded document was covered: {cps:?}"
         );
     }
 

@@ -965,15 +965,15 @@ impl ChunkCollection {
         if bytes.len() <= schema::CHECKPOINT_MAX_BYTES && !bytes.starts_with(PARTS_MAGIC) {
             return self.put_state(kind.kind, name, bytes).await;
         }
-        if bytes.len() > schema::CHECKPOINT_MAX_TOTAL {
+        if bytes.len() > kind.max {
             return Err(MilvusError::CheckpointTooLarge {
                 source_id: name.to_string(),
                 len: bytes.len(),
-                max: schema::CHECKPOINT_MAX_TOTAL,
+                max: kind.max,
             });
         }
         let current = self.get_state(kind.kind, name).await?;
-        let slot = match current.first().and_then(|(_, b)| Parts::read(b)) {
+        let slot = match current.first().and_then(|(_, b)| Parts::read(b, kind.max)) {
             Some(Ok(p)) if p.slot == 0 => 1,
             _ => 0,
         };
@@ -1060,7 +1060,7 @@ impl ChunkCollection {
             tracing::warn!(name = %name, reason = %why, "{}", kind.unusable);
             Ok(None)
         };
-        let head = match Parts::read(&row) {
+        let head = match Parts::read(&row, kind.max) {
             None => return Ok(Some(row)),
             Some(Ok(head)) => head,
             Some(Err(why)) => return unusable(why),
@@ -1210,7 +1210,7 @@ impl ChunkCollection {
     }
 
     /// Stores the whole of a commit about to be applied (`<collection>_state`, kind `commit`,
-    /// in parts as a large checkpoint, at most `CHECKPOINT_MAX_TOTAL` bytes), before
+    /// in parts as a large checkpoint, at most `COMMIT_LOG_MAX_TOTAL` bytes), before
     /// [`Self::put_intents`]: a commit cut off after its record of intents can then be applied
     /// again whole at the next open, instead of torn documents being removed. One at a time:
     /// the next replaces it.
@@ -1412,8 +1412,8 @@ impl Parts {
         out
     }
 
-    /// `None` for a row that holds the checkpoint itself.
-    fn read(row: &[u8]) -> Option<Result<Self, String>> {
+    /// `None` for a row that holds the checkpoint itself. `max`: the most its kind may store.
+    fn read(row: &[u8], max: usize) -> Option<Result<Self, String>> {
         let rest = row.strip_prefix(PARTS_MAGIC)?;
         Some((|| {
             let v: serde_json::Value =
@@ -1428,9 +1428,7 @@ impl Parts {
                 len: num("len")? as usize,
                 sha256: v["sha256"].as_str().unwrap_or_default().to_string(),
             };
-            if parts.len > schema::CHECKPOINT_MAX_TOTAL
-                || parts.parts != parts.len.div_ceil(schema::CHECKPOINT_MAX_BYTES)
-            {
+            if parts.len > max || parts.parts != parts.len.div_ceil(schema::CHECKPOINT_MAX_BYTES) {
                 return Err(format!("its record of parts is inconsistent: {parts:?}"));
             }
             Ok(parts)
@@ -1445,18 +1443,22 @@ struct Stored {
     kind: &'static str,
     parts: &'static str,
     unusable: &'static str,
+    /// The most it may store, in bytes.
+    max: usize,
 }
 
 const CHECKPOINT: Stored = Stored {
     kind: "checkpoint",
     parts: "checkpoint_part",
     unusable: "a checkpoint stored in parts cannot be read: its source starts again from no checkpoint",
+    max: schema::CHECKPOINT_MAX_TOTAL,
 };
 
 const COMMIT_LOG: Stored = Stored {
     kind: "commit",
     parts: "commit_part",
     unusable: "the record of a commit stored in parts cannot be read: the commit it records is repaired without it",
+    max: schema::COMMIT_LOG_MAX_TOTAL,
 };
 
 fn part_name(source: &str, slot: u8, i: usize) -> String {
@@ -1639,18 +1641,43 @@ mod tests {
             len: schema::CHECKPOINT_MAX_BYTES * 2 + 1,
             sha256: sha256_hex(b"x"),
         };
-        assert_eq!(Parts::read(&head.write()), Some(Ok(head)));
+        assert_eq!(
+            Parts::read(&head.write(), schema::CHECKPOINT_MAX_TOTAL),
+            Some(Ok(head))
+        );
         // A checkpoint row that is the checkpoint.
-        assert_eq!(Parts::read(b"{\"pos\":1}"), None);
+        assert_eq!(
+            Parts::read(b"{\"pos\":1}", schema::CHECKPOINT_MAX_TOTAL),
+            None
+        );
         let wrong_count = Parts {
             slot: 0,
             parts: 1,
             len: schema::CHECKPOINT_MAX_BYTES + 1,
             sha256: String::new(),
         };
-        assert!(matches!(Parts::read(&wrong_count.write()), Some(Err(_))));
+        assert!(matches!(
+            Parts::read(&wrong_count.write(), schema::CHECKPOINT_MAX_TOTAL),
+            Some(Err(_))
+        ));
         let mut garbled = PARTS_MAGIC.to_vec();
         garbled.extend(b"{\"slot\":");
-        assert!(matches!(Parts::read(&garbled), Some(Err(_))));
+        assert!(matches!(
+            Parts::read(&garbled, schema::CHECKPOINT_MAX_TOTAL),
+            Some(Err(_))
+        ));
+        // Past what its kind may store: a checkpoint's record refuses it, a commit's reads it.
+        let len = schema::CHECKPOINT_MAX_TOTAL + 1;
+        let big = Parts {
+            slot: 0,
+            parts: len.div_ceil(schema::CHECKPOINT_MAX_BYTES),
+            len,
+            sha256: String::new(),
+        };
+        assert!(matches!(
+            Parts::read(&big.write(), CHECKPOINT.max),
+            Some(Err(_))
+        ));
+        assert_eq!(Parts::read(&big.write(), COMMIT_LOG.max), Some(Ok(big)));
     }
 }

@@ -23,7 +23,9 @@ mod schema;
 pub use client::{ChunkCollection, ChunkRow, ConnectOptions, MilvusClient, SearchHit, fits};
 pub use error::MilvusError;
 pub use expr::{AttrFilter, Filter, Scope};
-pub use schema::{CHECKPOINT_MAX_BYTES, CHECKPOINT_MAX_TOTAL, DENSE_INDEX, STATE_SUFFIX};
+pub use schema::{
+    CHECKPOINT_MAX_BYTES, CHECKPOINT_MAX_TOTAL, COMMIT_LOG_MAX_TOTAL, DENSE_INDEX, STATE_SUFFIX,
+};
 
 /// Generated from `proto/milvus.fds` (pymilvus's compiled Milvus API; see README.md): only the
 /// `MilvusService` client.

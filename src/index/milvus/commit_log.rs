@@ -98,6 +98,81 @@ impl CommitPlan {
             .collect()
     }
 
+    /// This plan as several, each encoding to at most about `target` bytes (a document
+    /// larger alone is a plan alone), for a commit too large to store as one: applied one
+    /// after the other, each a commit of its own (its id: this one's and its place), the
+    /// checkpoints with the last. A document's trims and rows stay in one plan, its first
+    /// chunk last, so each is whole after its plan; a plan cut off is applied again as any
+    /// (found in session 38: a commit over the stored size had no plan, and a crash in it
+    /// removed the committed versions of the documents it tore).
+    pub(super) fn split(self, target: usize) -> Vec<CommitPlan> {
+        let encoded = |r: &ChunkRow| serde_json::to_vec(&RowOut::of(r)).map_or(0, |v| v.len());
+        let whole = self.encode().len();
+        if whole <= target {
+            return vec![self];
+        }
+        let mut docs: BTreeMap<&str, (u64, Vec<&ChunkRow>)> = BTreeMap::new();
+        for k in &self.written {
+            docs.entry(k.as_str()).or_default().0 += k.len() as u64 + 8;
+        }
+        for (k, _) in &self.trims {
+            docs.entry(k.as_str()).or_default().0 += k.len() as u64 + 16;
+        }
+        for r in &self.rows {
+            let d = docs.entry(r.doc_key.as_str()).or_default();
+            d.0 += encoded(r) as u64 + 1;
+            d.1.push(r);
+        }
+        let fixed = self
+            .checkpoints
+            .iter()
+            .map(|(s, t)| s.len() + t.len() + 16)
+            .sum::<usize>()
+            + self.id.len()
+            + 128;
+        let room = target.saturating_sub(fixed).max(1) as u64;
+        let mut groups: Vec<(u64, Vec<&str>)> = vec![(0, Vec::new())];
+        for (k, (size, _)) in &docs {
+            let last = groups.last_mut().expect("one group at least");
+            if !last.1.is_empty() && last.0 + size > room {
+                groups.push((0, Vec::new()));
+            }
+            let last = groups.last_mut().expect("one group at least");
+            last.0 += size;
+            last.1.push(k);
+        }
+        let n = groups.len();
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, keys))| {
+                let keys: BTreeSet<&str> = keys.into_iter().collect();
+                let mine = |k: &str| keys.contains(k);
+                // Every document's first chunk last, as in the whole plan.
+                let (firsts, rest): (Vec<ChunkRow>, Vec<ChunkRow>) = keys
+                    .iter()
+                    .flat_map(|k| docs[k].1.iter().map(|r| (*r).clone()))
+                    .partition(|r| r.ordinal == 0);
+                CommitPlan {
+                    id: format!("{}.{i}", self.id),
+                    written: self.written.iter().filter(|k| mine(k)).cloned().collect(),
+                    trims: self
+                        .trims
+                        .iter()
+                        .filter(|(k, _)| mine(k))
+                        .cloned()
+                        .collect(),
+                    rows: rest.into_iter().chain(firsts).collect(),
+                    checkpoints: if i + 1 == n {
+                        self.checkpoints.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn encode(&self) -> Vec<u8> {
         let plan = PlanOut {
             format: FORMAT,
@@ -307,6 +382,97 @@ mod tests {
             back.checkpoint_values()["c"],
             serde_json::json!({"cursor": 7})
         );
+    }
+
+    fn row_of(key: &str, ord: i64, text_len: usize) -> ChunkRow {
+        ChunkRow {
+            chunk_id: format!("{key}#{ord}"),
+            doc_key: key.into(),
+            text: "x".repeat(text_len),
+            ordinal: ord,
+            ..row(ord)
+        }
+    }
+
+    #[test]
+    fn a_large_plan_splits_by_document_with_the_checkpoints_last() {
+        // Five documents of three chunks (~4 KB each), one deleted, one trimmed; a target of
+        // 10 KB holds two at most.
+        let keys = ["c:a", "c:b", "c:c", "c:d", "c:e"];
+        let mut rows: Vec<ChunkRow> = keys
+            .iter()
+            .flat_map(|k| (1..3).map(move |o| row_of(k, o, 1200)))
+            .collect();
+        rows.extend(keys.iter().map(|k| row_of(k, 0, 1200)));
+        let plan = CommitPlan {
+            id: "p".into(),
+            written: keys.iter().map(|k| k.to_string()).collect(),
+            trims: vec![("c:b".into(), 3), ("c:gone".into(), 0)],
+            rows,
+            checkpoints: vec![("c".into(), r#"{"cursor":9}"#.into())],
+        };
+        assert_eq!(
+            plan.clone().split(usize::MAX),
+            vec![plan.clone()],
+            "one that fits stays whole"
+        );
+        let parts = plan.clone().split(10_000);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.encode().len() <= 10_000, "part {i}: {}", p.encode().len());
+            assert_eq!(p.id, format!("p.{i}"));
+            assert_eq!(
+                p.checkpoints.is_empty(),
+                i + 1 < parts.len(),
+                "the checkpoints go with the last part only"
+            );
+            // Each document's first chunk after all its others.
+            for r in &p.rows {
+                let first = p
+                    .rows
+                    .iter()
+                    .position(|x| x.doc_key == r.doc_key && x.ordinal == 0);
+                let me = p.rows.iter().position(|x| x == r);
+                assert!(r.ordinal == 0 || first > me, "{} in part {i}", r.chunk_id);
+            }
+            // A document's trims and rows in the plan that writes it.
+            for (k, _) in &p.trims {
+                assert!(k == "c:gone" || p.written.contains(k));
+            }
+            for r in &p.rows {
+                assert!(p.written.contains(&r.doc_key));
+            }
+        }
+        let all = |f: &dyn Fn(&CommitPlan) -> Vec<String>| {
+            let mut v: Vec<String> = parts.iter().flat_map(f).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(all(&|p| p.written.clone()), plan.written);
+        assert_eq!(
+            all(&|p| p.rows.iter().map(|r| r.chunk_id.clone()).collect()),
+            {
+                let mut v: Vec<String> = plan.rows.iter().map(|r| r.chunk_id.clone()).collect();
+                v.sort();
+                v
+            }
+        );
+        assert_eq!(
+            all(&|p| p.trims.iter().map(|t| format!("{t:?}")).collect()),
+            {
+                let mut v: Vec<String> = plan.trims.iter().map(|t| format!("{t:?}")).collect();
+                v.sort();
+                v
+            }
+        );
+        // A document larger than the target alone is a plan alone.
+        let parts = plan.clone().split(100);
+        assert_eq!(
+            parts.len(),
+            6,
+            "five documents written and one deleted, one plan each"
+        );
+        assert!(parts.iter().all(|p| p.written.len() <= 1));
     }
 
     #[test]
