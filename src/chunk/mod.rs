@@ -4,7 +4,9 @@
 //! Structure first: a heading always starts a new chunk; chunks prefer to end at paragraph
 //! boundaries, then at sentence boundaries; only a sentence longer than the budget is split at
 //! word boundaries (and a "word" longer than the budget at char boundaries). Consecutive chunks of
-//! one section overlap by up to `overlap_tokens` of whole sentences.
+//! one section overlap by up to `overlap_tokens` of whole sentences (each counting one token at
+//! least, and holding `overlap_tokens` × [`MAX_BYTES_PER_TOKEN`] bytes at most), so the chunks
+//! of a text hold little more than it, whatever the tokenizer counts.
 //!
 //! Invariants (property-tested): every chunk's span lies on char boundaries of the text, chunk
 //! text is exactly `text[span]`, chunk starts strictly increase, every non-whitespace byte of
@@ -139,11 +141,18 @@ fn chunk_section(
         let early = starts_block && cur_tokens + whole_block > max && cur_tokens * 2 >= max;
         if has_new && (overflow || early) {
             out.push(make_chunk(&cur, &heading_path, page));
-            // Carry whole trailing sentences of this block as overlap.
+            // Carry whole trailing sentences of this block as overlap: at most `overlap`
+            // tokens, each unit counting one at least, and the bytes of as many. (A review:
+            // units a tokenizer counts as nothing, control characters it drops, never filled
+            // the overlap, so each chunk carried almost a whole chunk back and added one
+            // unit: a 5 MB file of "\x01\n" made 2.6 million chunks of 3 KB.)
             let mut carried = Vec::new();
             let mut t = 0;
+            let mut counted = 0;
+            let end = cur.last().map_or(u.span.start, |l| l.span.end);
             for prev in cur.iter().rev() {
-                if t + prev.tokens > overlap
+                if counted + prev.tokens.max(1) > overlap
+                    || end - prev.span.start > max_bytes(overlap)
                     || prev.block != u.block
                     || t + prev.tokens + u.tokens > max
                     || u.span.end - prev.span.start > max_bytes(max)
@@ -151,6 +160,7 @@ fn chunk_section(
                     break;
                 }
                 t += prev.tokens;
+                counted += prev.tokens.max(1);
                 carried.push(prev.clone());
             }
             carried.reverse();
@@ -481,7 +491,75 @@ mod tests {
         );
     }
 
+    /// A tokenizer that drops what it reads (BERT's normalizer drops control characters).
+    struct NothingCounter;
+
+    impl TokenCounter for NothingCounter {
+        fn count(&self, _: &str) -> usize {
+            0
+        }
+    }
+
+    /// A tokenizer that reads each run without spaces as one unknown token.
+    struct RunCounter;
+
+    impl TokenCounter for RunCounter {
+        fn count(&self, s: &str) -> usize {
+            s.split_whitespace().count().min(1)
+        }
+    }
+
+    fn chunk_bytes(chunks: &[Chunk]) -> usize {
+        chunks.iter().map(|c| c.span.len()).sum()
+    }
+
+    /// Found by a review: a tiny file of units the tokenizer counts as nothing made chunks of
+    /// almost the whole byte budget, one per unit (a 5 MB file: 2.6 million chunks, 20 GB).
+    #[test]
+    fn units_counted_as_nothing_do_not_multiply_the_text() {
+        let src = "\u{1}\n".repeat(50_000);
+        let doc = parse(src.as_bytes(), None, "a.txt").unwrap();
+        for counter in [&NothingCounter as &dyn TokenCounter, &RunCounter] {
+            let chunks = chunk(&doc, cfg(200, 32), counter);
+            assert!(
+                chunk_bytes(&chunks) <= doc.text.len() * 5 / 4 + max_bytes(200),
+                "{} bytes of chunks from {} of text",
+                chunk_bytes(&chunks),
+                doc.text.len()
+            );
+        }
+        // Lines of one long word (one unknown token each): the same.
+        let src = format!("{}\n", "x".repeat(120)).repeat(2_000);
+        let doc = parse(src.as_bytes(), None, "a.txt").unwrap();
+        let chunks = chunk(&doc, cfg(200, 32), &RunCounter);
+        assert!(chunk_bytes(&chunks) <= doc.text.len() * 5 / 4 + max_bytes(200));
+    }
+
     proptest! {
+        /// The chunks of a text hold little more than it, whatever the tokenizer counts.
+        #[test]
+        fn chunks_hold_little_more_than_the_text(
+            lines in prop::collection::vec("[a-z\u{1}]{0,40}[.]?", 1..400),
+            counter in 0usize..3,
+            max in 1usize..200, half in 0usize..=50,
+        ) {
+            // (An overlap near the budget multiplies the text by design: at most half here.)
+            let overlap = max * half / 100;
+            let src = lines.join("\n");
+            let counter: &dyn TokenCounter = match counter {
+                0 => &WordCounter,
+                1 => &NothingCounter,
+                _ => &RunCounter,
+            };
+            if let Ok(doc) = parse(src.as_bytes(), None, "a.txt") {
+                let chunks = chunk(&doc, cfg(max, overlap), counter);
+                // One new unit per chunk at least, next to at most the overlap's bytes.
+                let bound = doc.text.len() + chunks.len() * max_bytes(overlap);
+                prop_assert!(chunk_bytes(&chunks) <= bound);
+                prop_assert!(chunk_bytes(&chunks) <= doc.text.len() * 3 + max_bytes(max));
+            }
+        }
+
         #[test]
         fn words_are_packed_as_by_counting_each_one(
             words in prop::collection::vec("[a-z]{1,30}", 1..80),
