@@ -858,8 +858,11 @@ impl Scanner {
                     // directory's files were not listed, so they are not known to be gone.
                     unlisted.push(path.clone());
                     self.count_failure(&path.to_string_lossy(), &reason);
-                    // (A name that is not Unicode was never indexed: nothing to skip.)
-                    if path.to_str().is_some() {
+                    // (A name that is not Unicode was never indexed: nothing to skip.) The
+                    // server under it lost says nothing about it: what is indexed stays, as
+                    // when a file's own lookup fails so (`unread_of`; a review).
+                    let lost = e.io_error().is_some_and(server_lost);
+                    if path.to_str().is_some() && !lost {
                         self.send_blocking(Change::Skipped {
                             key: self.key(&path),
                             reason: reason.clone(),
@@ -1126,14 +1129,30 @@ impl Scanner {
             }) {
                 continue;
             }
-            match std::fs::symlink_metadata(path) {
-                Ok(m)
-                    if !self.cfg.follow_symlinks
-                        && (m.file_type().is_symlink() || !self.link_free(root, path)) =>
-                {
+            let meta = std::fs::symlink_metadata(path);
+            // Without `follow_symlinks`: whether the path is a link or passes through one
+            // (`None`: that cannot be told now).
+            let linked = match &meta {
+                Ok(m) if !self.cfg.follow_symlinks => match m.file_type().is_symlink() {
+                    true => Some(true),
+                    false => self.link_free(root, path).map(|free| !free),
+                },
+                _ => Some(false),
+            };
+            match meta {
+                Ok(_) if linked == Some(true) => {
                     // Not followed (a link, or a path through one): whatever was indexed under
                     // this path goes.
                     self.delete_under(path, |_| true)?;
+                }
+                Ok(_) if linked.is_none() => {
+                    // A review: this read as "through a link", and everything indexed under
+                    // the path went on one failed lookup. The next reconciliation decides.
+                    tracing::info!(
+                        connector = %self.cfg.id,
+                        "a changed path cannot be resolved now; a reconciliation looks at it"
+                    );
+                    reconcile = true;
                 }
                 Ok(_) if path.is_dir() => {
                     if self.excluded_dir(root, path) {
@@ -1301,11 +1320,12 @@ impl Scanner {
         }
     }
 
-    /// Whether `path` (under `root`) passes through no symbolic link below the root.
-    fn link_free(&self, root: &Path, path: &Path) -> bool {
+    /// Whether `path` (under `root`) passes through no symbolic link below the root; `None`
+    /// when that cannot be told (it cannot be resolved: an I/O error, or it went meanwhile).
+    fn link_free(&self, root: &Path, path: &Path) -> Option<bool> {
         let rel = path.strip_prefix(root).unwrap_or(path);
-        path.canonicalize()
-            .is_ok_and(|real| real == self.canonical_root(root).join(rel))
+        let real = path.canonicalize().ok()?;
+        Some(real == self.canonical_root(root).join(rel))
     }
 
     fn canonical_root<'a>(&'a self, root: &'a Path) -> &'a Path {
@@ -1337,14 +1357,11 @@ impl Scanner {
     ) -> Result<Option<SourceDocument>, Unread> {
         // By path first, to skip unchanged files without opening them: the file the path leads
         // to, and the root whose rules apply to it.
-        let (acl_root, target) = self.resolve(root, path, walked)?;
+        let (acl_root, target) = self.resolve(root, path, walked, prev.is_some())?;
         // A file that cannot even be looked at for a cause that says nothing about it (the
         // server under it went away mid-walk) is as if the walk had not reached it: an indexed
         // version stays (found by a review: every file listed before the outage was withdrawn).
-        let meta = std::fs::metadata(&target).map_err(|e| match server_lost(&e) {
-            true if prev.is_some() => Unread::Keep(io_reason(&e)),
-            _ => Unread::Skip(io_reason(&e)),
-        })?;
+        let meta = std::fs::metadata(&target).map_err(|e| unread_of(&e, prev.is_some()))?;
         if meta.nlink() > 1 {
             let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
             let (nlink, names) = links.names.entry((meta.dev(), meta.ino())).or_default();
@@ -1502,36 +1519,37 @@ impl Scanner {
     /// Where `path` (under `root`) really is, and the root whose ACL rules apply there.
     /// Without `follow_symlinks` a path through a link is refused; with it, the resolved path
     /// must lie inside a root (the one that then decides the ACL).
+    /// `known`: the index holds a version of it, which a lost server keeps ([`unread_of`]).
     fn resolve(
         &self,
         root: &Path,
         path: &Path,
         walked: bool,
-    ) -> Result<(PathBuf, PathBuf), String> {
+        known: bool,
+    ) -> Result<(PathBuf, PathBuf), Unread> {
+        // (A review: any error here withdrew the file, so with `follow_symlinks` a share lost
+        // mid-walk withdrew every file still listed.)
+        let canonical = || path.canonicalize().map_err(|e| unread_of(&e, known));
         if !self.cfg.follow_symlinks {
             if walked {
                 return Ok((root.to_path_buf(), path.to_path_buf()));
             }
-            let resolved = path
-                .canonicalize()
-                .map_err(|e| format!("unreadable: {e}"))?;
+            let resolved = canonical()?;
             let rel = path.strip_prefix(root).unwrap_or(path);
             if resolved != self.canonical_root(root).join(rel) {
                 return Err("symbolic link not followed (follow_symlinks = false)".into());
             }
             return Ok((root.to_path_buf(), path.to_path_buf()));
         }
-        let resolved = path
-            .canonicalize()
-            .map_err(|e| format!("unreadable: {e}"))?;
+        let resolved = canonical()?;
         match self.root_holding(&resolved) {
             // The globs apply to the target too: a link must not bring in an excluded file.
             Some(c) if self.selected(c, &resolved) => Ok((c.to_path_buf(), resolved)),
             Some(_) => Err("symbolic link target is excluded by include/exclude".into()),
-            None => Err(format!(
+            None => Err(Unread::Skip(format!(
                 "symbolic link target {} lies outside the crawled roots",
                 resolved.display()
-            )),
+            ))),
         }
     }
 
@@ -1758,6 +1776,17 @@ impl From<&str> for Unread {
 const TRANSIENT: &str = "unreadable for now: ";
 
 /// The reason an I/O error gives, marked when it is transient.
+/// A file that cannot be looked at (`e`): as if the walk had not reached it when the server
+/// under it went away and the index holds a version of it (`known`), which then stays; else
+/// skipped, which withdraws it.
+fn unread_of(e: &std::io::Error, known: bool) -> Unread {
+    if known && server_lost(e) {
+        Unread::Keep(io_reason(e))
+    } else {
+        Unread::Skip(io_reason(e))
+    }
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     if is_transient(e) {
         format!("{TRANSIENT}{e}")
@@ -2343,6 +2372,16 @@ mod tests {
                 "{code}"
             );
         }
+        // The same rule wherever a file is looked at: its status, or where its path leads
+        // (a review: with `follow_symlinks`, resolving the path withdrew it on any error).
+        let lost = std::io::Error::from_raw_os_error(libc::ENOTCONN);
+        let gone = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(matches!(unread_of(&lost, true), Unread::Keep(_)));
+        assert!(
+            matches!(unread_of(&lost, false), Unread::Skip(_)),
+            "nothing to keep"
+        );
+        assert!(matches!(unread_of(&gone, true), Unread::Skip(_)));
     }
 
     /// What a directory's access list says is kept for the reconciliation only once its change
