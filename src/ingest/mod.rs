@@ -654,6 +654,9 @@ struct Failure {
     keep_previous: bool,
     /// The document, when the failure was not its own and it may be tried again.
     retry: Option<Box<SourceDocument>>,
+    /// The failure was not its own (a parse timeout on a busy machine) though the pipeline
+    /// does not try it again: its connector sends it again, after a growing wait.
+    not_its_own: bool,
 }
 
 pub struct Pipeline {
@@ -1041,8 +1044,14 @@ impl Pipeline {
                             Ok(Err(e)) => {
                                 tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                             }
+                            // The panic is logged where it happened; its message (which
+                            // may quote a document) only at debug level (`telemetry`).
                             Err(e) => {
-                                tracing::error!(error = %e, retried, "ingest batch panicked; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                                tracing::error!(
+                                    panicked = e.is_panic(),
+                                    retried,
+                                    "ingest batch failed unexpectedly; uncommitted writes rolled back (their connectors send them again at their next sync)"
+                                );
                             }
                             Ok(Ok(_)) => unreachable!("matched above"),
                         }
@@ -1293,6 +1302,7 @@ impl Pipeline {
                             reason: "internal error while preparing it".into(),
                             keep_previous: false,
                             retry: None,
+                            not_its_own: false,
                         })
                     });
                     match prepared {
@@ -1318,6 +1328,7 @@ impl Pipeline {
                             mut reason,
                             keep_previous,
                             retry,
+                            not_its_own,
                         }) => {
                             // "Previous" was judged against the index, which does not show
                             // this batch's earlier writes: one of those (under another ACL)
@@ -1325,7 +1336,9 @@ impl Pipeline {
                             let keep_previous = keep_previous && !earlier_in_batch;
                             let was_indexed = self.index.latest_entry(&key.to_string()).is_some();
                             let first = first.unwrap_or(FirstFailure { job, was_indexed });
-                            let not_its_own = retry.is_some();
+                            // A timeout too (a review: it was never sent again, so the
+                            // new version, or a new document, stayed out until it changed).
+                            let not_its_own = not_its_own || retry.is_some();
                             let retrying = match retry.and_then(|doc| {
                                 self.retries().schedule(
                                     &self.cfg.retry,
@@ -1584,6 +1597,7 @@ impl Pipeline {
                 reason: "no principal may read this document (ACL allows nobody)".into(),
                 keep_previous: false,
                 retry: None,
+                not_its_own: false,
             });
         }
         // Every entry must read back as itself (the index stores tokens, and a rebuild or the
@@ -1605,6 +1619,7 @@ impl Pipeline {
                 ),
                 keep_previous: false,
                 retry: None,
+                not_its_own: false,
             });
         }
         let limits = self
@@ -1624,9 +1639,10 @@ impl Pipeline {
                 let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
                 let keep_previous = not_its_own && self.stays_under(previous.as_ref(), &doc.acl);
                 let key = doc.key.clone();
-                // A timeout is not retried: in process, each attempt would leave one more
+                // A timeout is not retried here: in process, each attempt would leave one more
                 // parser thread running (Rust cannot stop one), and a document that took the
-                // whole deadline once most likely takes it again.
+                // whole deadline once most likely takes it again. Its connector sends it again
+                // (`SkipLog::give_up`: at its next scan, then after 10 minutes to 8 hours).
                 let retry = e.is_transient().then(|| {
                     // An abandoned parser thread may still hold the bytes: then they are copied.
                     doc.content = Arc::try_unwrap(content).unwrap_or_else(|c| c.to_vec());
@@ -1637,6 +1653,7 @@ impl Pipeline {
                     reason: e.to_string(),
                     keep_previous,
                     retry,
+                    not_its_own,
                 });
             }
         };
@@ -1657,6 +1674,7 @@ impl Pipeline {
                 reason: "no text extracted".into(),
                 keep_previous: false,
                 retry: None,
+                not_its_own: false,
             });
         }
         // Vectors of the previous version, reusable for chunks whose embedded text is unchanged.
@@ -1715,6 +1733,7 @@ impl Pipeline {
                 reason: format!("the index cannot hold it: {reason}"),
                 keep_previous: false,
                 retry: None,
+                not_its_own: false,
             });
         }
         Ok(Some(Prepared { record, to_embed }))
@@ -1859,7 +1878,8 @@ mod tests {
     }
 
     /// A parse that times out (a busy machine, or the document) keeps the indexed version, as
-    /// long as the ACL is the one it was indexed under; with a changed ACL it is withdrawn.
+    /// long as the ACL is the one it was indexed under, and its connector sends it again; with
+    /// a changed ACL it is withdrawn.
     #[test]
     fn a_timed_out_parse_keeps_the_previous_version_under_an_unchanged_acl() {
         let dir = tempfile::tempdir().unwrap();
@@ -1893,6 +1913,14 @@ mod tests {
             indexed(),
             Some("1".to_string()),
             "a timeout keeps version 1"
+        );
+        // And its connector is to send version 2 again (a review: a timeout was never sent
+        // again, so the new version stayed out until the file changed).
+        assert_eq!(
+            slow.skips
+                .gave_up_on(&DocKey::new("c", "doc0.md"))
+                .as_deref(),
+            Some("2")
         );
         let narrowed = Acl::new([Principal::User("hana".into())], []);
         apply(&slow, version(2, narrowed));
