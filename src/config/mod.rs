@@ -1124,6 +1124,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 act_as: r.act_as,
                 ingest: r.ingest,
                 locked: false,
+                sign_in_withdrawn: Vec::new(),
             }
         })
         .collect();

@@ -300,6 +300,8 @@ pub struct GrantedIdentity {
     pub admin: bool,
     pub act_as: bool,
     pub ingest: bool,
+    /// Its aliases that are strings (a credential may sign in by them).
+    pub aliases: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -340,6 +342,16 @@ pub fn granted(text: &str) -> Option<Granted> {
             admin: flag(&t, "admin"),
             act_as: flag(&t, "act_as"),
             ingest: flag(&t, "ingest"),
+            aliases: t
+                .get("aliases")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         if g.identities.insert(id.clone(), spec).is_some() {
             twice.insert(id);

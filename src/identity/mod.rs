@@ -232,6 +232,11 @@ pub struct IdentitySpec {
     /// `IdentityRegistry::withdraw_ungranted`): no credential authenticates it and no one may
     /// act for it, until a reload succeeds.
     pub locked: bool,
+    /// Aliases a reload that failed found gone from its config entry (see
+    /// `IdentityRegistry::withdraw_ungranted`): no credential signs in by them (a JWT's user
+    /// claim, a certificate's name) until a reload succeeds. They still name it in ACLs, so a
+    /// deny naming one still applies (a failed reload grants nothing).
+    pub sign_in_withdrawn: Vec<String>,
 }
 
 /// One group and the groups it belongs to.
@@ -498,6 +503,7 @@ impl IdentityStore {
                     m.act_as |= spec.act_as;
                     m.ingest |= spec.ingest;
                     m.locked |= spec.locked;
+                    m.sign_in_withdrawn.extend(spec.sign_in_withdrawn);
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
                 }
                 None => {
@@ -643,7 +649,9 @@ impl IdentityStore {
     /// identity provider's or a CA's names are another namespace that may hold the same
     /// string (a numeric `sub` equal to someone's uid), so they never authenticate.
     fn lookup_credential(&self, name: &str) -> Option<&IdentitySpec> {
-        let spec = self.lookup(name).filter(|s| !s.locked)?;
+        let spec = self
+            .lookup(name)
+            .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == name))?;
         if spec.id == name || !is_account_alias(name) {
             return Some(spec);
         }
@@ -842,9 +850,22 @@ impl IdentityStore {
         })
     }
 
+    /// Whether `name` names an identity withdrawn until a reload succeeds: no credential signs
+    /// it in and no service may act as it.
+    pub fn is_locked(&self, name: &str) -> bool {
+        self.lookup(name).is_some_and(|s| s.locked)
+    }
+
+    /// Who `name` is. A withdrawn identity ([`Self::is_locked`]) has no permissions (a review:
+    /// they were shown as before, so an admin checking a revocation saw it had not taken).
     pub fn whois(&self, name: &str) -> Option<WhoIs> {
         let spec = self.lookup(name)?;
-        let c = self.caller(spec, Permissions::ALL, String::new());
+        let scopes = if spec.locked {
+            Permissions::default()
+        } else {
+            Permissions::ALL
+        };
+        let c = self.caller(spec, scopes, String::new());
         Some(WhoIs {
             id: spec.id.clone(),
             aliases: spec.aliases.clone(),

@@ -108,7 +108,8 @@ impl IdentityRegistry {
     /// After a reload failed: withdraws from the current identities each credential and
     /// privilege the config file no longer grants (see [`crate::config::Granted`]): an API
     /// key revoked, removed, rebound or given another secret; a key's scopes narrowed; an
-    /// identity's token removed or changed; `admin`, `act_as` or `ingest` taken away. Nothing
+    /// identity's token removed or changed; `admin`, `act_as` or `ingest` taken away; an alias
+    /// removed (no credential signs in by it; it still names the identity in ACLs). Nothing
     /// is granted. Kept until a reload succeeds (later rebuilds start from it). Returns how
     /// many were withdrawn.
     pub fn withdraw_ungranted(&self, granted: &crate::config::Granted) -> Result<usize, String> {
@@ -150,6 +151,16 @@ impl IdentityRegistry {
             n += withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
             n += withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
             n += withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
+            // An alias gone from its entry signs in no more (a review: a certificate or JWT
+            // mapped by it still did). It still names the identity in ACLs.
+            if let Some(g) = now {
+                for a in &id.aliases {
+                    if !g.aliases.contains(a) && !id.sign_in_withdrawn.contains(a) {
+                        id.sign_in_withdrawn.push(a.clone());
+                        n += 1;
+                    }
+                }
+            }
         }
         for k in &mut base.api_keys {
             let now = granted
@@ -380,6 +391,64 @@ aliases = ["bob@corp.example"]
         assert!(crate::config::granted("[[identities]\nid = ").is_none());
     }
 
+    /// Found by a review: a failed reload kept an alias its entry no longer lists, so a
+    /// certificate or JWT mapped by it still signed in (often how a departed on-call person is
+    /// cut off). The alias signs in no more; it still names the identity in ACLs, so a deny
+    /// naming it still applies (a failed reload grants nothing).
+    #[test]
+    fn a_failed_reload_withdraws_sign_in_by_an_alias_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[]}"#);
+        let ops = |aliases: &str| {
+            format!("[[identities]]\nid = \"ops\"\nadmin = true\naliases = [{aliases}]\n")
+        };
+        let cfg = config(
+            dir.path(),
+            &ops(r#""oncall@corp.example", "ops@corp.example""#),
+        )
+        .unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        assert!(
+            reg.current()
+                .authenticate_cert(&["oncall@corp.example".to_string()])
+                .is_ok()
+        );
+
+        let broken = format!("version = 9\n{}", ops(r#""ops@corp.example""#));
+        let g = crate::config::granted(&broken).unwrap();
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(1));
+        let store = reg.current();
+        assert!(
+            store
+                .authenticate_cert(&["oncall@corp.example".to_string()])
+                .is_err()
+        );
+        let kept = store
+            .authenticate_cert(&["ops@corp.example".to_string()])
+            .unwrap();
+        assert!(kept.perms.admin, "the rest of the identity is untouched");
+        assert!(
+            kept.principals().contains("user:oncall@corp.example"),
+            "still named by it in ACLs: {:?}",
+            kept.principals()
+        );
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(0), "withdrawn once");
+        // A later rebuild (a connector's group report) keeps it withdrawn.
+        reg.report("share", Vec::new()).unwrap();
+        assert!(
+            reg.current()
+                .authenticate_cert(&["oncall@corp.example".to_string()])
+                .is_err()
+        );
+        // A reload that succeeds starts again from the file.
+        reg.reload(cfg).unwrap();
+        assert!(
+            reg.current()
+                .authenticate_cert(&["oncall@corp.example".to_string()])
+                .is_ok()
+        );
+    }
+
     /// Session 37's review: an identity gone from a file that fails (its key still listed,
     /// which is why it fails) kept authenticating by its key, a JWT or a certificate, and an
     /// earlier expiry (how a key is often ended) was not read.
@@ -448,6 +517,10 @@ aliases = ["bob@corp.example"]
                 .contains("group:hr")
         );
         assert!(store.act_as(&actor, "erin").is_err());
+        // An admin asking sees the withdrawal (a review: WhoIs showed her permissions).
+        assert!(store.is_locked("erin") && !store.is_locked("dave"));
+        assert!(store.whois("erin").unwrap().permissions.names().is_empty());
+        assert!(!store.whois("dave").unwrap().permissions.names().is_empty());
         // A later expiry than the one held changes nothing.
         let later = broken.replace("2001-01-01", "2099-01-01");
         assert_eq!(

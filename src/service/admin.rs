@@ -450,6 +450,12 @@ impl pb::admin_server::Admin for AdminService {
         // memberships are not known yet).
         let withheld = match store.resolve(user, crate::identity::ResolveReason::AccessExplanation)
         {
+            // (A review: a withdrawn identity was explained as allowed.)
+            Some(_) if d.allowed() && store.is_locked(user) => Some(
+                "the identity is withdrawn until an identity reload succeeds: nothing signs \
+                 it in"
+                    .to_string(),
+            ),
             Some(c) if d.allowed() => match crate::acl::authorize(&c) {
                 Err(e) => Some(e.to_string()),
                 Ok(scope) if !scope.permits(&entry.acl) => Some(
