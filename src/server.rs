@@ -135,7 +135,7 @@ impl Daemon {
         let server = self
             .server
             .await
-            .map_err(|e| DaemonError::Join(e.to_string()))?;
+            .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
         self.shutdown.cancel();
         for c in self.connectors {
             let _ = c.await;
@@ -143,7 +143,7 @@ impl Daemon {
         let pipeline = self
             .pipeline
             .await
-            .map_err(|e| DaemonError::Join(e.to_string()))?;
+            .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
         // The index is released (its writer's lock with it) before this returns: a crawl's
         // blocking walk that saw the shutdown only between two files still holds it for a
         // moment, and a daemon started on the same index right after found it locked (seen
@@ -220,7 +220,7 @@ pub async fn start_with(
         Arc::new(
             tokio::task::spawn_blocking(move || crate::guardrail::Guardrails::new(cfg, e.as_ref()))
                 .await
-                .map_err(|e| DaemonError::Join(e.to_string()))?
+                .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?
                 .map_err(|e| DaemonError::Guardrails(e.to_string()))?,
         )
     };
@@ -264,7 +264,7 @@ pub async fn start_with(
         })
     })
     .await
-    .map_err(|e| DaemonError::Join(e.to_string()))??;
+    .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))??;
     tracing::info!(at = %location, documents = index.document_count(), ?role, "index open");
 
     let stats = Arc::new(IngestStats::default());
@@ -438,7 +438,7 @@ pub async fn start_with(
         Some(Arc::new(
             tokio::task::spawn_blocking(move || crate::assistant::Store::open(&path))
                 .await
-                .map_err(|e| DaemonError::Join(e.to_string()))??,
+                .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))??,
         ))
     } else {
         None

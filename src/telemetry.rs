@@ -1,5 +1,7 @@
 //! Logging: structured `tracing` to stderr; `RUST_LOG` filters (default `info`), `DOCENT_LOG_JSON=1`
-//! switches to JSON lines. Document and question text is never logged above debug.
+//! switches to JSON lines. Document and question text is never logged above debug: a panic
+//! too is logged where it happened, and its message (which may quote the text a bug met: a
+//! slice past a character boundary shows it) at debug level only ([`panic_lines`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,4 +17,67 @@ pub fn init() {
     } else {
         builder.try_init()
     };
+    // In place of the default hook, which printed the message to stderr (the log) whole
+    // (found by a review).
+    std::panic::set_hook(Box::new(|info| {
+        let (place, message) = panic_lines(info.location(), info.payload());
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(
+            at = %place,
+            thread,
+            "a thread panicked (a bug: please report it; its message is logged at debug level, \
+             since it may quote a document)"
+        );
+        tracing::debug!(at = %place, message = %message, "the panic's message");
+    }));
+}
+
+/// What a task that did not finish is told as: a panic without its message (logged where it
+/// happened, see [`init`]: it may quote a document), else the runtime's reason.
+pub fn task_failure(e: &tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        "a task panicked (a bug: the log says where)".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Where a panic happened, and its message through the log's redaction.
+pub fn panic_lines(
+    location: Option<&std::panic::Location<'_>>,
+    payload: &(dyn std::any::Any + Send),
+) -> (String, String) {
+    let place = location.map_or_else(
+        || "an unknown place".to_string(),
+        |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
+    );
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    (place, crate::guardrail::pii::for_log(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_placed_and_its_message_redacted() {
+        let here = std::panic::Location::caller();
+        let payload: Box<dyn std::any::Any + Send> = Box::new(String::from(
+            "byte index 3 is not a char boundary in `mail alice@corp.example`",
+        ));
+        let (place, message) = panic_lines(Some(here), payload.as_ref());
+        assert!(place.starts_with("src/telemetry.rs:"), "{place}");
+        assert!(!message.contains("alice@corp.example"), "{message}");
+        assert!(message.contains("char boundary"), "{message}");
+        let (place, message) = panic_lines(None, &7u8);
+        assert_eq!(
+            (place.as_str(), message.as_str()),
+            ("an unknown place", "(not a string)")
+        );
+    }
 }

@@ -654,7 +654,7 @@ impl Assistant {
             let tokens = self.request_tokens();
             let checked = tokio::task::spawn_blocking(move || me.check_quota(&c, Some(tokens)))
                 .await
-                .map_err(|e| AssistantError::Internal(e.to_string()))?;
+                .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))?;
             match checked {
                 // `auto` asks for the model where it can: over the budget, the extractive
                 // answer (which spends no token) is the answer, as when no model is configured.
@@ -701,7 +701,7 @@ impl Assistant {
                     )
                 })
                 .await
-                .map_err(|e| AssistantError::Internal(e.to_string()))??
+                .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))??
             }
             ConversationChoice::New => {
                 self.store_or_err()?;
@@ -709,9 +709,21 @@ impl Assistant {
             }
             ConversationChoice::None => Vec::new(),
         };
-        let (rewritten, rewrite_usage, rewrite_hold) = self
-            .rewrite(caller, mode, &earlier, &input.question)
-            .await?;
+        // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
+        // blocked phrase or leave an injection out): a question blocked as asked is searched as
+        // asked, where the screening refuses it; and it is not rewritten, so it never reaches
+        // the model server (a review: a blocked phrase went to it, and its tokens were charged).
+        let blocked_as_asked = matches!(
+            self.guardrails
+                .screen_question(scope.principal_set(), &input.question, None),
+            QuestionScreen::Block(_)
+        );
+        let (rewritten, rewrite_usage, rewrite_hold) = if blocked_as_asked {
+            (None, Usage::default(), None)
+        } else {
+            self.rewrite(caller, mode, &earlier, &input.question)
+                .await?
+        };
         let unpaid = Unpaid(
             self.store
                 .clone()
@@ -725,16 +737,6 @@ impl Assistant {
         );
         // An extractive answer's LLM rewrite holds its tokens until the request is recorded.
         let reservation = reservation.or(rewrite_hold);
-        // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
-        // blocked phrase or leave an injection out): a question blocked as asked is searched as
-        // asked, where the screening refuses it.
-        let rewritten = rewritten.filter(|_| {
-            !matches!(
-                self.guardrails
-                    .screen_question(scope.principal_set(), &input.question, None),
-                QuestionScreen::Block(_)
-            )
-        });
         let query = rewritten.clone().unwrap_or_else(|| input.question.clone());
         // The rewritten question leaves the daemon (the reply, the stored turn) and may be the
         // LLM's words: it passes the output guardrail's PII redaction like an answer sentence,
@@ -811,7 +813,7 @@ impl Assistant {
             Ok::<_, RetrieveError>((r, unsupported || off_subject))
         })
         .await
-        .map_err(|e| AssistantError::Internal(e.to_string()))??;
+        .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))??;
         Ok(Prepared {
             assistant: self.clone(),
             caller: caller.clone(),
@@ -920,7 +922,7 @@ impl Assistant {
                         me.check_quota(&c, Some(llm::REWRITE_TOKENS))
                     })
                     .await
-                    .map_err(|e| AssistantError::Internal(e.to_string()))?
+                    .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))?
                 }
             };
             if let Ok(hold) = hold {
@@ -1453,6 +1455,12 @@ impl Prepared {
             // Nothing has left yet: the sentences that stand on a refused citation go whole.
             drop_refused(&mut sentences, &mut uncited, &mut citations, &f.refused);
         }
+        if delivery == Delivery::Whole && f.given_unreadable {
+            // Nor any sentence of a model that read a passage the caller can no longer read.
+            sentences.clear();
+            uncited.clear();
+            citations.clear();
+        }
         if sentences.is_empty() {
             return (Answer::no_answer(), Vec::new(), f.verdicts);
         }
@@ -1501,7 +1509,7 @@ impl Prepared {
             Ok((n.map(|_| id), n.unwrap_or(0)))
         })
         .await
-        .map_err(|e| AssistantError::Internal(e.to_string()))??;
+        .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))??;
         o.details.conversation_id = id;
         o.details.turn = n;
         Ok(())

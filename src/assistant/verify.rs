@@ -70,6 +70,9 @@ pub struct Finished {
     /// The indexes of the citations the last check refused (the caller can no longer read
     /// their documents), in order.
     pub refused: Vec<usize>,
+    /// A model wrote the answer and the caller can no longer read a passage it was given,
+    /// cited or not: any of its sentences may carry that passage's words.
+    pub given_unreadable: bool,
 }
 
 /// A verified sentence: citations index into [`Verifier::finish`]'s list.
@@ -228,6 +231,13 @@ impl<'a> Verifier<'a> {
             self.removed += 1;
             return None;
         }
+        // A model's sentence may carry the words of any passage it was given, cited or not: it
+        // stands only while the caller may read them all (a review: only those it cited were
+        // checked, so a sentence citing [1] could carry a revoked [2]'s facts).
+        if self.generated && !(0..self.passages.len()).all(|i| self.may_read(i)) {
+            self.removed += 1;
+            return None;
+        }
         let analyze = self.analyze;
         let min = self.guardrails.config().grounding.min_support;
         let texts: Vec<&str> = cited
@@ -334,6 +344,8 @@ impl<'a> Verifier<'a> {
                 };
             }
         }
+        let given_unreadable =
+            self.generated && !(0..self.passages.len()).all(|i| self.may_read(i));
         for c in &mut self.citations {
             self.guardrails
                 .redact_citation(self.scope.principal_set(), c, &mut self.pii);
@@ -382,6 +394,7 @@ impl<'a> Verifier<'a> {
             verdicts,
             acl_dropped: self.acl_dropped,
             refused,
+            given_unreadable,
         }
     }
 }
@@ -1209,6 +1222,51 @@ mod tests {
             "{c:?}"
         );
         assert_eq!(c.access_key, "s:d0");
+    }
+
+    /// Found by a review: a model's sentence was checked only against the passages it cited,
+    /// though it may carry the words of any it was given. Once one of those goes, no sentence
+    /// of the model stands, and the end of the answer says so.
+    #[test]
+    fn a_model_s_sentences_stop_when_any_passage_it_read_goes() {
+        use crate::index::suite::doc;
+        let text = "The help desk answers on extension 4357 every working day.";
+        let (_dir, index, mut passages) = one_readable_passage(text);
+        index.upsert(doc("s", 1, 1, &["group:all"], &[])).unwrap();
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        let mut other = crate::retrieve::test_hit("s:d1", "Badges are renewed each March.", 0.8);
+        other.chunk.acl = passages[0].chunk.acl.clone();
+        passages.push(other);
+        let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
+        let analyze = words;
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        let verifier = |generated: bool| {
+            Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::EnterpriseOnly,
+            )
+            .generated(generated)
+        };
+        let draft = || Draft {
+            text: text.into(),
+            cites: vec![1],
+        };
+        let mut v = verifier(true);
+        assert!(v.check(draft()).is_some());
+        assert!(!v.finish().given_unreadable);
+        // The uncited passage's document goes while the model writes.
+        let (mut model, mut extractive) = (verifier(true), verifier(false));
+        index.delete(&docent_connector_api::DocKey::new("s", "d1"));
+        index.commit(std::collections::BTreeMap::new()).unwrap();
+        assert!(model.check(draft()).is_none(), "the model read it");
+        assert!(model.finish().given_unreadable);
+        // Docent's own extraction quotes only the passage it cites.
+        assert!(extractive.check(draft()).is_some());
+        assert!(!extractive.finish().given_unreadable);
     }
 
     /// Found by a review: a full stop followed by closing emphasis, quotes or brackets did not

@@ -639,7 +639,8 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
     let state = daemon.state().clone();
     tokio::spawn(crate::shutdown::on_reload(move || {
         if let Err(e) = state.reload_identities() {
-            tracing::error!(error = %e, "identity reload failed; keeping the current identities, less what the file no longer grants");
+            // The error can quote names and aliases (a name given to two identities).
+            tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "identity reload failed; keeping the current identities, less what the file no longer grants");
         }
     }));
     let token = daemon.shutdown_token();

@@ -56,7 +56,7 @@ impl AssistantService {
                 ActAsError::NotPermitted(_) => "ACT_AS_DENIED",
                 ActAsError::UnknownUser(_) => "UNKNOWN_USER",
             };
-            tracing::warn!(caller = authn.user_id(), on_behalf_of = %crate::guardrail::pii::for_log(on_behalf_of), outcome, "act_as refused");
+            tracing::warn!(caller = %crate::guardrail::pii::for_log(authn.user_id()), on_behalf_of = %crate::guardrail::pii::for_log(on_behalf_of), outcome, "act_as refused");
             e.into()
         })
     }

@@ -100,15 +100,20 @@ impl ServiceError {
         }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+    pub fn internal(e: impl std::fmt::Display + 'static) -> Self {
+        // A task that panicked: its message may quote a document or a question, and is logged
+        // (at debug level) where it happened (`telemetry`).
+        match (&e as &dyn std::any::Any).downcast_ref::<tokio::task::JoinError>() {
+            Some(j) => Self::Internal(crate::telemetry::task_failure(j)),
+            None => Self::Internal(e.to_string()),
+        }
     }
 }
 
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
         if let ServiceError::Internal(detail) = &e {
-            tracing::error!(error = %detail, "internal error");
+            tracing::error!(error = %crate::guardrail::pii::for_log(detail), "internal error");
         }
         let mut meta = HashMap::new();
         if let ServiceError::InvalidArgument { field, .. } = &e {
@@ -134,5 +139,28 @@ impl From<crate::guardrail::RequestError> for ServiceError {
             field,
             message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a review: a task's panic reached the log through its `JoinError`, whose text
+    /// quotes the panic's message (which can quote a document).
+    #[tokio::test]
+    async fn a_panicked_task_is_an_internal_error_without_its_message() {
+        let e = tokio::spawn(async { panic!("slice of `the secret memo`") })
+            .await
+            .unwrap_err();
+        let ServiceError::Internal(detail) = ServiceError::internal(e) else {
+            panic!("not internal");
+        };
+        assert!(!detail.contains("secret"), "{detail}");
+        assert!(detail.contains("panicked"), "{detail}");
+        let ServiceError::Internal(detail) = ServiceError::internal("disk full".to_string()) else {
+            panic!("not internal");
+        };
+        assert_eq!(detail, "disk full");
     }
 }

@@ -956,8 +956,8 @@ async fn the_model_reads_passages_with_pii_redacted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
-    // The model rewrites the follow-up into a harmless question.
-    let (_fake, _env, d, r2) = follow_up_rewritten_as(
+    // The model would rewrite the follow-up into a harmless question.
+    let (fake, _env, d, r2) = follow_up_rewritten_as(
         "How do I reset my VPN password?",
         "How do I reset my VPN password?",
         "And what is the home address of Bob?",
@@ -967,6 +967,12 @@ async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     assert!(
         r2.guardrails.iter().any(|v| v.code == "BLOCKED_PHRASE"),
         "{r2:?}"
+    );
+    // A review: the blocked follow-up went to the model server to be rewritten first.
+    assert_eq!(
+        fake.requests(),
+        0,
+        "a blocked question never reaches the model"
     );
     d.stop().await;
 }
