@@ -275,10 +275,14 @@ impl AclRules {
 
     /// Turns rules that DokuWiki may have expanded from `%USER%`/`%GROUP%` for the crawler
     /// (see the module doc) back into placeholder rules: a rule naming the crawler's login, a
-    /// scope with a segment that is the login's id, a scope with a segment named after one of
-    /// `crawler_groups` whose principal is that group, and a principal `@@…` (`@%GROUP%`
-    /// expanded). Wider than DokuWiki's expansion, which is the safe side: a rule read as a
-    /// placeholder only refuses pages (when it refuses) or is left out (when it grants).
+    /// scope with a segment that is the login's id or named after one of `crawler_groups`
+    /// (whatever its principal), a principal `@@…` (`@%GROUP%` expanded), and a refusal of one
+    /// of `crawler_groups` or of the login as a group (`%GROUP%` or `@%USER%` expanded in a
+    /// scope without placeholders: it refuses everyone, each by a group of their own). Wider
+    /// than DokuWiki's expansion, which is the safe side: a rule read as a placeholder only
+    /// refuses pages (when it refuses) or is left out (when it grants). (A review: a scope
+    /// named after a crawler group with another principal, `groups:%GROUP%:* @user 1`, and
+    /// `secret:* %GROUP% 0`, were read as plain rules, which let in readers DokuWiki refuses.)
     pub fn unexpand(mut self, crawler: &str, crawler_groups: &[&str]) -> Self {
         let login = clean_segment(crawler);
         let group_segments: Vec<(String, &str)> = crawler_groups
@@ -301,6 +305,19 @@ impl AclRules {
                         Some(("%GROUP%", "%GROUP%"))
                     }
                     _ if segments.iter().any(|s| by_user(s)) => Some(("%USER%", "")),
+                    _ if segments
+                        .iter()
+                        .any(|s| group_segments.iter().any(|(seg, _)| seg == s)) =>
+                    {
+                        Some(("%GROUP%", ""))
+                    }
+                    Who::Group(g)
+                        if *level == AUTH_NONE
+                            && (crawler_groups.contains(&g.as_str())
+                                || g.eq_ignore_ascii_case(crawler)) =>
+                    {
+                        Some(("%GROUP%", "%GROUP%"))
+                    }
                     _ => None,
                 };
                 let Some((ph, principal)) = placeholder else {
@@ -1045,6 +1062,55 @@ mod tests {
         // Rules that name neither the crawler nor its groups are left alone.
         let plain = AclRules::new([("reviews:bob:*", "bob", 0), ("hr:*", "@hr", 1)]);
         assert_eq!(plain.clone().unexpand("docent-crawler", &["admin"]), plain);
+    }
+
+    /// Found by a review: two more shapes of an expanded rule were read as plain rules.
+    /// `groups:%GROUP%:* @user 1` arrives as `groups:admin:* @user 1`: it lets in only the
+    /// members of each group, yet read as sent it let every `user` into the admin group's
+    /// pages. `secret:* %GROUP% 0` arrives as `secret:* @admin 0`: it refuses everyone (each
+    /// by a group of their own), yet read as sent it refused only admins.
+    #[test]
+    fn other_principals_in_a_group_s_scope_and_refusals_of_the_crawler_s_groups_are_placeholders() {
+        let su = Superusers::parse(&["@admin"]);
+        let m = PrincipalMapping::default();
+        let received = AclRules::new([
+            ("*", "@ALL", 1),
+            ("groups:*", "@ALL", 0),
+            ("groups:admin:*", "@user", 1),
+        ]);
+        let read_as_sent = received.page_acl("groups:admin:budget", &su, &m);
+        assert!(
+            matches!(&read_as_sent, PageAcl::Exact(a) if a.allow.contains(&"group:user".parse().unwrap())),
+            "{read_as_sent:?}"
+        );
+        let rules = received.unexpand("docent-crawler", &["admin"]);
+        // The grant is left out: only the superusers read it.
+        let read = rules.page_acl("groups:admin:budget", &su, &m);
+        assert!(
+            matches!(&read, PageAcl::Narrowed { acl: a, .. } if *a == acl(&["group:admin"], &[])),
+            "{read:?}"
+        );
+
+        let received = AclRules::new([("*", "@ALL", 1), ("secret:*", "@admin", 0)]);
+        let read_as_sent = received.page_acl("secret:plans", &su, &m);
+        // Read as sent, everyone but admins would read it.
+        assert!(
+            !matches!(read_as_sent, PageAcl::Unrepresentable(_)),
+            "{read_as_sent:?}"
+        );
+        for crawler in ["docent-crawler", "admin"] {
+            let rules = received.clone().unexpand(crawler, &["admin"]);
+            assert!(
+                matches!(
+                    rules.page_acl("secret:plans", &su, &m),
+                    PageAcl::Unrepresentable(_)
+                ),
+                "{crawler}"
+            );
+        }
+        // A grant to a crawler group in a plain scope is left as it is.
+        let grant = AclRules::new([("*", "@ALL", 0), ("ops:*", "@admin", 1)]);
+        assert_eq!(grant.clone().unexpand("docent-crawler", &["admin"]), grant);
     }
 
     #[test]
