@@ -168,6 +168,9 @@ pub struct MilvusBackend {
     /// The size a commit's plan may have before the commit goes in parts
     /// ([`CommitPlan::split`]; tests set less).
     plan_target: std::sync::atomic::AtomicUsize,
+    /// The groups of documents the pending writes' commit went in, when it went in parts and
+    /// failed ([`CommitPlan::split`]'s `earlier`), until it succeeds or they are rolled back.
+    part_groups: Mutex<Vec<Vec<String>>>,
     /// Failure injection for tests: the commit's part of this place is cut off once its
     /// intents are recorded.
     #[cfg(test)]
@@ -706,6 +709,7 @@ impl MilvusBackend {
             commit_id: Mutex::new(None),
             plan_left: false.into(),
             plan_target: PLAN_TARGET.into(),
+            part_groups: Mutex::new(Vec::new()),
             #[cfg(test)]
             cut_off_in_part: Mutex::new(None),
             #[cfg(test)]
@@ -1338,7 +1342,11 @@ impl Backend for MilvusBackend {
         // A commit too large to store as one plan goes as several, by document, each a commit
         // of its own, the checkpoints with the last (`CommitPlan::split`).
         let parts = if self.log_commits {
-            plan.split(self.plan_target.load(std::sync::atomic::Ordering::Relaxed))
+            let mut groups = self.part_groups.lock().unwrap_or_else(|e| e.into_inner());
+            let target = self.plan_target.load(std::sync::atomic::Ordering::Relaxed);
+            let (parts, new) = plan.split(target, &groups);
+            groups.extend(new);
+            parts
         } else {
             vec![plan]
         };
@@ -1361,6 +1369,10 @@ impl Backend for MilvusBackend {
         }
         // The next pending writes are another commit.
         *self.commit_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.part_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         {
             // What no part named (a deletion whose key no expression can carry).
             let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
@@ -1382,6 +1394,10 @@ impl Backend for MilvusBackend {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         *self.commit_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.part_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 

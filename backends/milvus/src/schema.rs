@@ -14,7 +14,7 @@ pub const CHECKPOINT_MAX_BYTES: usize = 65_535 / 4 * 3;
 /// Largest checkpoint `put_checkpoint` accepts in parts of `CHECKPOINT_MAX_BYTES`.
 pub const CHECKPOINT_MAX_TOTAL: usize = 16 << 20;
 /// Largest record of a commit `put_commit_log` accepts, in parts of `CHECKPOINT_MAX_BYTES`.
-/// Docent splits a larger commit into several, by document (each a few MiB), so only one
+/// Docent splits a larger commit into several, by document (each up to 16 MiB), so only one
 /// document larger than this (its rows: text and vectors) commits without its record.
 pub const COMMIT_LOG_MAX_TOTAL: usize = 256 << 20;
 

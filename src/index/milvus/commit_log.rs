@@ -101,15 +101,25 @@ impl CommitPlan {
     /// This plan as several, each encoding to at most about `target` bytes (a document
     /// larger alone is a plan alone), for a commit too large to store as one: applied one
     /// after the other, each a commit of its own (its id: this one's and its place), the
-    /// checkpoints with the last. A document's trims and rows stay in one plan, its first
-    /// chunk last, so each is whole after its plan; a plan cut off is applied again as any
-    /// (found in session 38: a commit over the stored size had no plan, and a crash in it
-    /// removed the committed versions of the documents it tore).
-    pub(super) fn split(self, target: usize) -> Vec<CommitPlan> {
+    /// checkpoints with the last (alone, when they do not fit beside its documents). A
+    /// document's trims and rows stay in one plan, its first chunk last, so each is whole
+    /// after its plan; a plan cut off is applied again as any (found in session 38: a commit
+    /// over the stored size had no plan, and a crash in it removed the committed versions of
+    /// the documents it tore).
+    ///
+    /// `earlier`: the groups of documents an earlier attempt at these writes split them into.
+    /// Each keeps its place, so its id names the same documents (a review: a retry that grouped
+    /// them otherwise overwrote the record of a part that failed with another part's
+    /// documents, and a document torn by the failed part went unrecorded); documents of no
+    /// earlier group go in new ones. Returns the parts and the new groups.
+    pub(super) fn split(
+        self,
+        target: usize,
+        earlier: &[Vec<String>],
+    ) -> (Vec<CommitPlan>, Vec<Vec<String>>) {
         let encoded = |r: &ChunkRow| serde_json::to_vec(&RowOut::of(r)).map_or(0, |v| v.len());
-        let whole = self.encode().len();
-        if whole <= target {
-            return vec![self];
+        if self.encode().len() <= target {
+            return (vec![self], Vec::new());
         }
         let mut docs: BTreeMap<&str, (u64, Vec<&ChunkRow>)> = BTreeMap::new();
         for k in &self.written {
@@ -123,29 +133,64 @@ impl CommitPlan {
             d.0 += encoded(r) as u64 + 1;
             d.1.push(r);
         }
-        let fixed = self
+        let room = target.saturating_sub(self.id.len() + 128).max(1) as u64;
+        let checkpoints = self
             .checkpoints
             .iter()
             .map(|(s, t)| s.len() + t.len() + 16)
-            .sum::<usize>()
-            + self.id.len()
-            + 128;
-        let room = target.saturating_sub(fixed).max(1) as u64;
-        let mut groups: Vec<(u64, Vec<&str>)> = vec![(0, Vec::new())];
-        for (k, (size, _)) in &docs {
-            let last = groups.last_mut().expect("one group at least");
-            if !last.1.is_empty() && last.0 + size > room {
-                groups.push((0, Vec::new()));
+            .sum::<usize>() as u64;
+        // (place, documents)
+        let mut groups: Vec<(usize, Vec<&str>)> = Vec::new();
+        let mut placed: BTreeSet<&str> = BTreeSet::new();
+        for (i, g) in earlier.iter().enumerate() {
+            let keys: Vec<&str> = g
+                .iter()
+                .map(String::as_str)
+                .filter(|k| docs.contains_key(k))
+                .collect();
+            placed.extend(keys.iter().copied());
+            if !keys.is_empty() {
+                groups.push((i, keys));
             }
-            let last = groups.last_mut().expect("one group at least");
-            last.0 += size;
-            last.1.push(k);
         }
+        let mut fresh: Vec<(u64, Vec<&str>)> = Vec::new();
+        for (k, (size, _)) in &docs {
+            if placed.contains(k) {
+                continue;
+            }
+            match fresh.last_mut() {
+                Some(last) if last.0 + size <= room => {
+                    last.0 += size;
+                    last.1.push(k);
+                }
+                _ => fresh.push((*size, vec![k])),
+            }
+        }
+        let last_size = match fresh.last() {
+            Some(g) => g.0,
+            None => groups
+                .last()
+                .map_or(0, |(_, keys)| keys.iter().map(|k| docs[k].0).sum()),
+        };
+        if last_size + checkpoints > room && !self.checkpoints.is_empty() {
+            fresh.push((0, Vec::new()));
+        }
+        let new_groups: Vec<Vec<String>> = fresh
+            .iter()
+            .map(|(_, keys)| keys.iter().map(|k| k.to_string()).collect())
+            .collect();
+        let first_new = earlier.len();
+        groups.extend(
+            fresh
+                .into_iter()
+                .enumerate()
+                .map(|(j, (_, keys))| (first_new + j, keys)),
+        );
         let n = groups.len();
-        groups
+        let parts = groups
             .into_iter()
             .enumerate()
-            .map(|(i, (_, keys))| {
+            .map(|(at, (place, keys))| {
                 let keys: BTreeSet<&str> = keys.into_iter().collect();
                 let mine = |k: &str| keys.contains(k);
                 // Every document's first chunk last, as in the whole plan.
@@ -154,7 +199,7 @@ impl CommitPlan {
                     .flat_map(|k| docs[k].1.iter().map(|r| (*r).clone()))
                     .partition(|r| r.ordinal == 0);
                 CommitPlan {
-                    id: format!("{}.{i}", self.id),
+                    id: format!("{}.{place}", self.id),
                     written: self.written.iter().filter(|k| mine(k)).cloned().collect(),
                     trims: self
                         .trims
@@ -163,14 +208,15 @@ impl CommitPlan {
                         .cloned()
                         .collect(),
                     rows: rest.into_iter().chain(firsts).collect(),
-                    checkpoints: if i + 1 == n {
+                    checkpoints: if at + 1 == n {
                         self.checkpoints.clone()
                     } else {
                         Vec::new()
                     },
                 }
             })
-            .collect()
+            .collect();
+        (parts, new_groups)
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
@@ -412,11 +458,12 @@ mod tests {
             checkpoints: vec![("c".into(), r#"{"cursor":9}"#.into())],
         };
         assert_eq!(
-            plan.clone().split(usize::MAX),
-            vec![plan.clone()],
+            plan.clone().split(usize::MAX, &[]),
+            (vec![plan.clone()], Vec::new()),
             "one that fits stays whole"
         );
-        let parts = plan.clone().split(10_000);
+        let (parts, groups) = plan.clone().split(10_000, &[]);
+        assert_eq!(groups.len(), parts.len());
         assert!(parts.len() >= 3, "{}", parts.len());
         for (i, p) in parts.iter().enumerate() {
             assert!(p.encode().len() <= 10_000, "part {i}: {}", p.encode().len());
@@ -465,14 +512,51 @@ mod tests {
                 v
             }
         );
-        // A document larger than the target alone is a plan alone.
-        let parts = plan.clone().split(100);
+        // A document larger than the target alone is a plan alone; the checkpoints, which
+        // do not fit beside the last, are a part of their own.
+        let (parts, _) = plan.clone().split(100, &[]);
         assert_eq!(
             parts.len(),
-            6,
-            "five documents written and one deleted, one plan each"
+            7,
+            "five documents written, one deleted, the checkpoints"
         );
         assert!(parts.iter().all(|p| p.written.len() <= 1));
+        let last = parts.last().unwrap();
+        assert!(last.written.is_empty() && last.trims.is_empty() && !last.checkpoints.is_empty());
+
+        // A retry after the first part committed: each earlier part keeps its id and its
+        // documents, and a document written meanwhile goes in a new part.
+        let committed: BTreeSet<String> = groups[0].iter().cloned().collect();
+        let mut rest = plan.clone();
+        rest.written.retain(|k| !committed.contains(k));
+        rest.written.push("c:f".into());
+        rest.trims.retain(|(k, _)| !committed.contains(k));
+        rest.rows.retain(|r| !committed.contains(&r.doc_key));
+        rest.rows.push(row_of("c:f", 0, 1200));
+        let (again, more) = rest.split(10_000, &groups);
+        assert_eq!(more, [vec!["c:f".to_string()]]);
+        for (p, i) in again.iter().zip(1..) {
+            if i < groups.len() {
+                assert_eq!(p.id, format!("p.{i}"));
+                let mut mine: Vec<String> = p
+                    .written
+                    .iter()
+                    .chain(p.trims.iter().map(|(k, _)| k))
+                    .cloned()
+                    .collect();
+                mine.sort();
+                mine.dedup();
+                assert_eq!(mine, groups[i]);
+            }
+        }
+        let last = again.last().unwrap();
+        assert_eq!(
+            (last.id.as_str(), last.written.as_slice()),
+            (
+                format!("p.{}", groups.len()).as_str(),
+                ["c:f".to_string()].as_slice()
+            )
+        );
     }
 
     #[test]
