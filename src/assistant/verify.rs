@@ -30,6 +30,10 @@ use crate::guardrail::{Guardrails, PiiFindings, Verdict, readable, support_fract
 use crate::index::Backend;
 use crate::retrieve::Hit;
 
+/// How long a passage found readable counts as such for the check of a model's sentences
+/// against every passage it was given ([`Verifier::may_read_all_given`]).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Whether generated text no passage supports may be shown (as uncited) or is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResponseScope {
@@ -92,6 +96,8 @@ pub struct Verifier<'a> {
     citations: Vec<Citation>,
     by_passage: HashMap<usize, usize>,
     unreadable: Vec<bool>,
+    /// When each passage was last found readable by [`Self::may_read_all_given`].
+    read_at: Vec<Option<std::time::Instant>>,
     seen: HashSet<String>,
     pii: PiiFindings,
     removed: u32,
@@ -131,6 +137,7 @@ impl<'a> Verifier<'a> {
             citations: Vec::new(),
             by_passage: HashMap::new(),
             unreadable: vec![false; passages.len()],
+            read_at: vec![None; passages.len()],
             seen: HashSet::new(),
             pii: PiiFindings::default(),
             removed: 0,
@@ -169,6 +176,23 @@ impl<'a> Verifier<'a> {
             self.unreadable[i] = true;
         }
         ok
+    }
+
+    /// Whether the caller may still read every passage given, each looked up again at most
+    /// every [`RECHECK`] (a review: a lookup per passage and sentence was a query each on
+    /// Milvus). [`Self::finish`] looks each up once more.
+    fn may_read_all_given(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        (0..self.passages.len()).all(|i| {
+            if !self.unreadable[i] && self.read_at[i].is_some_and(|t| now - t < RECHECK) {
+                return true;
+            }
+            let ok = self.may_read(i);
+            if ok {
+                self.read_at[i] = Some(now);
+            }
+            ok
+        })
     }
 
     /// The number of sentences kept so far.
@@ -234,7 +258,7 @@ impl<'a> Verifier<'a> {
         // A model's sentence may carry the words of any passage it was given, cited or not: it
         // stands only while the caller may read them all (a review: only those it cited were
         // checked, so a sentence citing [1] could carry a revoked [2]'s facts).
-        if self.generated && !(0..self.passages.len()).all(|i| self.may_read(i)) {
+        if self.generated && !self.may_read_all_given() {
             self.removed += 1;
             return None;
         }

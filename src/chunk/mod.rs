@@ -500,7 +500,7 @@ mod tests {
         }
     }
 
-    /// A tokenizer that reads each run without spaces as one unknown token.
+    /// A tokenizer that reads anything as one unknown token at most (each line a run).
     struct RunCounter;
 
     impl TokenCounter for RunCounter {

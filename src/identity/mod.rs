@@ -767,9 +767,10 @@ impl IdentityStore {
         if let Some(audience) = Audience::parse(user) {
             return self.audience_caller(actor, audience);
         }
+        // (Nor by an alias a failed reload withdrew: a review.)
         let spec = self
             .lookup(user)
-            .filter(|s| !s.locked)
+            .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == user))
             .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
         // Acting for oneself is querying: a credential without the query scope may not.
         if spec.id == actor.user_id && !actor.perms.query {

@@ -155,7 +155,13 @@ impl IdentityRegistry {
             // mapped by it still did). It still names the identity in ACLs.
             if let Some(g) = now {
                 for a in &id.aliases {
-                    if !g.aliases.contains(a) && !id.sign_in_withdrawn.contains(a) {
+                    // (One the identity files give it stays, as an identity they define.)
+                    let in_files = files.loaded.iter().any(|l| {
+                        l.identities
+                            .iter()
+                            .any(|e| e.spec.id == id.id && e.spec.aliases.contains(a))
+                    });
+                    if !g.aliases.contains(a) && !id.sign_in_withdrawn.contains(a) && !in_files {
                         id.sign_in_withdrawn.push(a.clone());
                         n += 1;
                     }
@@ -400,7 +406,10 @@ aliases = ["bob@corp.example"]
         let dir = tempfile::tempdir().unwrap();
         users(dir.path(), r#"{"users":[]}"#);
         let ops = |aliases: &str| {
-            format!("[[identities]]\nid = \"ops\"\nadmin = true\naliases = [{aliases}]\n")
+            format!(
+                "[[identities]]\nid = \"ops\"\nadmin = true\naliases = [{aliases}]\n\
+                 [[identities]]\nid = \"bridge\"\nact_as = true\n"
+            )
         };
         let cfg = config(
             dir.path(),
@@ -413,6 +422,11 @@ aliases = ["bob@corp.example"]
                 .authenticate_cert(&["oncall@corp.example".to_string()])
                 .is_ok()
         );
+        let bridge = reg
+            .current()
+            .authenticate_cert(&["bridge".to_string()])
+            .unwrap();
+        assert!(reg.current().act_as(&bridge, "oncall@corp.example").is_ok());
 
         let broken = format!("version = 9\n{}", ops(r#""ops@corp.example""#));
         let g = crate::config::granted(&broken).unwrap();
@@ -433,6 +447,12 @@ aliases = ["bob@corp.example"]
             kept.principals()
         );
         assert_eq!(reg.withdraw_ungranted(&g), Ok(0), "withdrawn once");
+        let actor = store.authenticate_cert(&["bridge".to_string()]).unwrap();
+        assert!(
+            store.act_as(&actor, "oncall@corp.example").is_err(),
+            "no one acts for it by the withdrawn alias either"
+        );
+        assert!(store.act_as(&actor, "ops@corp.example").is_ok());
         // A later rebuild (a connector's group report) keeps it withdrawn.
         reg.report("share", Vec::new()).unwrap();
         assert!(

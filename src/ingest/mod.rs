@@ -656,7 +656,7 @@ struct Failure {
     retry: Option<Box<SourceDocument>>,
     /// The failure was not its own (a parse timeout on a busy machine) though the pipeline
     /// does not try it again: its connector sends it again, after a growing wait.
-    not_its_own: bool,
+    send_again: bool,
 }
 
 pub struct Pipeline {
@@ -671,6 +671,9 @@ pub struct Pipeline {
     /// Failure injection for tests: this many parses fail as if the parser were unavailable.
     #[cfg(test)]
     unavailable_parses: AtomicU64,
+    /// Failure injection for tests: this many parses time out as in a parser process.
+    #[cfg(test)]
+    timed_out_parses: AtomicU64,
     /// Failure injection for tests: this many batches fail to write.
     #[cfg(test)]
     failing_writes: AtomicU64,
@@ -728,6 +731,8 @@ impl Pipeline {
             retries: Mutex::default(),
             #[cfg(test)]
             unavailable_parses: AtomicU64::new(0),
+            #[cfg(test)]
+            timed_out_parses: AtomicU64::new(0),
             #[cfg(test)]
             failing_writes: AtomicU64::new(0),
             owed: Mutex::new(owed.into_iter().map(|c| (c, 0)).collect()),
@@ -1200,7 +1205,7 @@ impl Pipeline {
             .await
             .unwrap_or_else(|e| {
                 Err(IndexError::Op(tantivy::TantivyError::InternalError(
-                    e.to_string(),
+                    crate::telemetry::task_failure(&e),
                 )))
             })?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -1302,7 +1307,7 @@ impl Pipeline {
                             reason: "internal error while preparing it".into(),
                             keep_previous: false,
                             retry: None,
-                            not_its_own: false,
+                            send_again: false,
                         })
                     });
                     match prepared {
@@ -1328,7 +1333,7 @@ impl Pipeline {
                             mut reason,
                             keep_previous,
                             retry,
-                            not_its_own,
+                            send_again,
                         }) => {
                             // "Previous" was judged against the index, which does not show
                             // this batch's earlier writes: one of those (under another ACL)
@@ -1338,7 +1343,7 @@ impl Pipeline {
                             let first = first.unwrap_or(FirstFailure { job, was_indexed });
                             // A timeout too (a review: it was never sent again, so the
                             // new version, or a new document, stayed out until it changed).
-                            let not_its_own = not_its_own || retry.is_some();
+                            let not_its_own = send_again || retry.is_some();
                             let retrying = match retry.and_then(|doc| {
                                 self.retries().schedule(
                                     &self.cfg.retry,
@@ -1597,7 +1602,7 @@ impl Pipeline {
                 reason: "no principal may read this document (ACL allows nobody)".into(),
                 keep_previous: false,
                 retry: None,
-                not_its_own: false,
+                send_again: false,
             });
         }
         // Every entry must read back as itself (the index stores tokens, and a rebuild or the
@@ -1619,7 +1624,7 @@ impl Pipeline {
                 ),
                 keep_previous: false,
                 retry: None,
-                not_its_own: false,
+                send_again: false,
             });
         }
         let limits = self
@@ -1636,13 +1641,15 @@ impl Pipeline {
                 // busy or unavailable parsers) keeps the indexed version, unless the ACL
                 // changed too: the old text may not stay readable under the old ACL. Busy or
                 // unavailable parsers are tried again soon.
-                let not_its_own = e.is_transient() || matches!(e, parse::ParseError::Timeout(_));
+                let not_its_own = e.is_transient() || e.timed_out();
                 let keep_previous = not_its_own && self.stays_under(previous.as_ref(), &doc.acl);
                 let key = doc.key.clone();
-                // A timeout is not retried here: in process, each attempt would leave one more
-                // parser thread running (Rust cannot stop one), and a document that took the
-                // whole deadline once most likely takes it again. Its connector sends it again
-                // (`SkipLog::give_up`: at its next scan, then after 10 minutes to 8 hours).
+                // A timeout is not retried here: a document that took the whole deadline once
+                // most likely takes it again. One parsed in a process (killed) is sent again by
+                // its connector (`SkipLog::give_up`: at its next scan, then after 10 minutes to
+                // 8 hours); one parsed in process is not, since each attempt would leave one
+                // more parser thread running (Rust cannot stop one), and four stop every
+                // in-process parse (a review): it waits for a change or a full sync.
                 let retry = e.is_transient().then(|| {
                     // An abandoned parser thread may still hold the bytes: then they are copied.
                     doc.content = Arc::try_unwrap(content).unwrap_or_else(|c| c.to_vec());
@@ -1653,7 +1660,7 @@ impl Pipeline {
                     reason: e.to_string(),
                     keep_previous,
                     retry,
-                    not_its_own,
+                    send_again: matches!(e, parse::ParseError::Timeout(_)),
                 });
             }
         };
@@ -1674,7 +1681,7 @@ impl Pipeline {
                 reason: "no text extracted".into(),
                 keep_previous: false,
                 retry: None,
-                not_its_own: false,
+                send_again: false,
             });
         }
         // Vectors of the previous version, reusable for chunks whose embedded text is unchanged.
@@ -1733,7 +1740,7 @@ impl Pipeline {
                 reason: format!("the index cannot hold it: {reason}"),
                 keep_previous: false,
                 retry: None,
-                not_its_own: false,
+                send_again: false,
             });
         }
         Ok(Some(Prepared { record, to_embed }))
@@ -1754,6 +1761,14 @@ impl Pipeline {
             .is_ok()
         {
             return Err(parse::ParseError::WorkerUnavailable("injected".into()));
+        }
+        #[cfg(test)]
+        if self
+            .timed_out_parses
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(parse::ParseError::Timeout(limits.timeout));
         }
         parse::parse_limited(content, doc.mime.clone(), doc.name_hint.clone(), limits)
     }
@@ -1914,14 +1929,16 @@ mod tests {
             Some("1".to_string()),
             "a timeout keeps version 1"
         );
-        // And its connector is to send version 2 again (a review: a timeout was never sent
-        // again, so the new version stayed out until the file changed).
-        assert_eq!(
-            slow.skips
-                .gave_up_on(&DocKey::new("c", "doc0.md"))
-                .as_deref(),
-            Some("2")
-        );
+        // In process, its parser thread still runs: it is not sent again, which would leave
+        // one more running each time.
+        let key = DocKey::new("c", "doc0.md");
+        assert_eq!(slow.skips.gave_up_on(&key), None);
+        // In a parser process (killed), its connector is to send version 2 again (a review: a
+        // timeout was never sent again, so the new version stayed out until the file changed).
+        slow.timed_out_parses.store(1, Ordering::Relaxed);
+        apply(&slow, version(2, everyone()));
+        assert_eq!(indexed(), Some("1".to_string()));
+        assert_eq!(slow.skips.gave_up_on(&key).as_deref(), Some("2"));
         let narrowed = Acl::new([Principal::User("hana".into())], []);
         apply(&slow, version(2, narrowed));
         assert_eq!(

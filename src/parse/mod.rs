@@ -66,8 +66,12 @@ pub enum ParseError {
     TooMuchText { len: usize, max: usize },
     #[error("more than {max} headings and pages, each of which starts a passage")]
     TooManySections { max: usize },
+    /// In a parser process, which was killed.
     #[error("parsing took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// In process: the parser thread keeps running (Rust cannot stop one) until it finishes.
+    #[error("parsing took longer than {0:?}")]
+    Abandoned(std::time::Duration),
     #[error(
         "{0} parsers are still running on documents that timed out; not this document's fault: try again later"
     )]
@@ -83,6 +87,11 @@ impl ParseError {
     /// previous version stays indexed and it is tried again.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::ParsersStuck(_) | Self::WorkerUnavailable(_))
+    }
+
+    /// The parse took longer than its deadline, in a process or in process.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Abandoned(_))
     }
 }
 
@@ -385,7 +394,7 @@ pub fn parse_limited(
                     "a parser timed out and keeps running"
                 );
             }
-            return Err(ParseError::Timeout(limits.timeout));
+            return Err(ParseError::Abandoned(limits.timeout));
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             return Err(ParseError::Malformed(

@@ -346,7 +346,7 @@ fn validate(
         // Busy or unavailable parsers, or a parse cut off by its timeout on a busy machine
         // (as the pipeline takes it too), are not the content's fault, and not what REJECTED
         // tells a client (bad content; do not send it again).
-        let transient = e.is_transient() || matches!(e, crate::parse::ParseError::Timeout(_));
+        let transient = e.is_transient() || e.timed_out();
         if !transient {
             return Err(reject(e.to_string()));
         }

@@ -426,7 +426,7 @@ async fn reconcile(
         .unwrap_or_else(|e| {
             Err(ConnectorError::Failed {
                 connector: "fs".into(),
-                message: format!("scan task panicked: {e}"),
+                message: task_failure(&e),
             })
         });
     let now_ms = unix_millis();
@@ -496,7 +496,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(ConnectorError::Failed {
             connector: "fs".into(),
-            message: format!("scan task panicked: {e}"),
+            message: task_failure(&e),
         })
     })
 }
@@ -1775,7 +1775,6 @@ impl From<&str> for Unread {
 /// How the reason of a transient read failure begins (see [`is_transient`]).
 const TRANSIENT: &str = "unreadable for now: ";
 
-/// The reason an I/O error gives, marked when it is transient.
 /// A file that cannot be looked at (`e`): as if the walk had not reached it when the server
 /// under it went away and the index holds a version of it (`known`), which then stays; else
 /// skipped, which withdraws it.
@@ -1787,6 +1786,17 @@ fn unread_of(e: &std::io::Error, known: bool) -> Unread {
     }
 }
 
+/// What a scan task that did not finish is told as: a panic without its message (the daemon
+/// logs it where it happened; it may quote a file), else the runtime's reason.
+fn task_failure(e: &tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        "the scan task panicked (a bug: the daemon's log says where)".to_string()
+    } else {
+        format!("the scan task did not finish: {e}")
+    }
+}
+
+/// The reason an I/O error gives, marked when it is transient.
 fn io_reason(e: &std::io::Error) -> String {
     if is_transient(e) {
         format!("{TRANSIENT}{e}")
