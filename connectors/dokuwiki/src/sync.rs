@@ -69,8 +69,8 @@ pub(crate) struct Cursor {
 /// The version of the rules deciding which page content may be indexed (see
 /// [`includes_other_pages`]). When it grows, the next pass reads every page again: a page
 /// indexed before a rule was added (session 30: text shown by who reads it) would otherwise
-/// stay until edited.
-pub(crate) const CONTENT_RULES: u32 = 1;
+/// stay until edited. 2: the isauth plugin's syntaxes (session 39).
+pub(crate) const CONTENT_RULES: u32 = 2;
 
 impl Cursor {
     pub fn from_checkpoint(v: &serde_json::Value) -> Option<Self> {

@@ -1216,7 +1216,7 @@ async fn pages_indexed_under_older_content_rules_are_read_again() {
     // pass is a poll again.
     let job = &run.jobs()[0];
     assert_eq!(job.kind, "reconcile");
-    assert_eq!(run.last_checkpoint().unwrap()["content_rules"], 1);
+    assert_eq!(run.last_checkpoint().unwrap()["content_rules"], 2);
     run.stop().await;
 }
 
