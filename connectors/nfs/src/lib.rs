@@ -611,11 +611,21 @@ impl Syncer {
             .enter(&mut session, &names, &top, &root_attr, "")
             .await?;
         let mut top_fsid = root_attr.fsid;
+        // A directory on the way to the crawled top that refuses the crawler: (the top, why).
+        // What is indexed below is withdrawn as below a top that refuses its listing (a
+        // review: it was an outage, so the old, wider ACLs were served for as long as it
+        // stayed closed).
+        let mut closed: Option<(String, String)> = None;
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
                 top_rel = join(&top_rel, part);
                 let (fh, attr) = match session.lookup(&top, part.as_bytes(), &top_rel).await? {
                     Ok(found) => found,
+                    Err(stat @ (nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM)) => {
+                        let whole = sub.split('/').fold(String::new(), |at, p| join(&at, p));
+                        closed = Some((whole, format!("{top_rel:?} cannot be entered: {stat}")));
+                        break;
+                    }
                     Err(stat) => {
                         return Err(SyncError::Outage(format!(
                             "sub_path {top_rel:?} cannot be opened on {}:{}: {stat}",
@@ -648,7 +658,16 @@ impl Syncer {
         // Directories the crawler is refused: what is indexed under them is withdrawn.
         let mut denied: Vec<(String, String)> = Vec::new();
         // Each directory below the top narrows further who may reach what it holds.
-        let mut dirs = vec![(top, top_rel.clone(), reach, above, top_fsid)];
+        let mut dirs = Vec::new();
+        match closed {
+            Some((whole, why)) => {
+                let reason = format!("directory cannot be listed: {why}");
+                self.count_failure(&whole, &reason);
+                denied.push((whole.clone(), reason));
+                unlisted.push(whole);
+            }
+            None => dirs.push((top, top_rel.clone(), reach, above, top_fsid)),
+        }
         let mut visited_dirs = BTreeSet::new();
         while let Some((dir, rel_dir, reach, above, fsid)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {

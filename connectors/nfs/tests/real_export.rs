@@ -1069,6 +1069,41 @@ fn a_top_closed_to_the_crawler_withdraws_everything_below_it() {
     });
 }
 
+/// A directory on the way to `sub_path` closed to the crawler: what is indexed below is
+/// withdrawn as below a closed top (a review: it was an outage, so the old, wider ACLs were
+/// served for as long as it stayed closed), and comes back when it opens.
+#[test]
+fn a_sub_path_closed_to_the_crawler_withdraws_everything_below_it() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("team/hr/a.txt", "a", 1001, 2001, 0o644);
+    server.put("team/hr/deep/b.txt", "b", 1001, 2001, 0o644);
+    let on_the_way = server.export().join("team");
+    runtime().block_on(async {
+        let extra = "uid = 1001\ngid = 2001\nsub_path = \"team/hr\"\n";
+        let mut c = Running::start(server.connector(extra));
+        let sent = c.next_sync().await;
+        assert_eq!(sent.upserts.len(), 2, "{sent:?}");
+        let indexed = c.index.docs.lock().unwrap().clone();
+        c.stop().await;
+
+        std::fs::set_permissions(&on_the_way, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut c = Running::start(server.connector(extra));
+        *c.index.docs.lock().unwrap() = indexed;
+        let sent = c.next_sync().await;
+        std::fs::set_permissions(&on_the_way, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        for id in ["team/hr/a.txt", "team/hr/deep/b.txt"] {
+            let why = &sent.skipped[id];
+            assert!(why.contains("withdrawn") && why.contains("team"), "{why}");
+        }
+        assert!(c.ids().is_empty(), "{:?}", c.ids());
+        let sent = c.sync_now().await;
+        assert_eq!(sent.upserts.len(), 2, "back once it opens: {sent:?}");
+        c.stop().await;
+    });
+}
+
 #[test]
 fn pause_holds_syncs_and_resume_catches_up() {
     let _serial = serial();
