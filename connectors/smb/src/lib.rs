@@ -1399,9 +1399,14 @@ impl Crawler {
                     match session.list(grand).await {
                         Ok(up)
                             if !parent.is_empty()
-                                && !up
-                                    .iter()
-                                    .any(|(c, _, _)| c.rsplit('/').next() == Some(pname)) =>
+                                // Names compared as the server does, ignoring case (a
+                                // review: `path = "team/hr"` on a folder `Team/HR` read the
+                                // crawl root as gone on a failed listing).
+                                && !up.iter().any(|(c, _, _)| {
+                                    c.rsplit('/')
+                                        .next()
+                                        .is_some_and(|n| n.to_lowercase() == pname.to_lowercase())
+                                }) =>
                         {
                             None
                         }
@@ -1620,9 +1625,28 @@ impl Crawler {
                         read_acl(session, &self.sids, &self.cfg, f.rel.clone()).await;
                     self.unmapped.extend(unmapped);
                     // Only the security query failing again keeps it unconfirmed: a folder
-                    // above that now refuses readers (`narrowed`) withdraws it as before.
+                    // above that now refuses readers (`narrowed`) withdraws it as before. Who
+                    // may pass each folder above is read first, as for an open that succeeds
+                    // (a review: unread, a busy file alone in its folder, or named by a
+                    // notification, was withdrawn).
                     let acl = match acl {
-                        Ok(a) => self.narrowed(f, a).map_err(|_| None),
+                        Ok(a) => {
+                            let mut reached = Ok(());
+                            match self.paths_of(f) {
+                                Ok(paths) => {
+                                    for rel in paths {
+                                        if let Err(e) =
+                                            self.folder_reach(session, &parent_of(&rel)).await
+                                        {
+                                            reached = Err(e);
+                                            break;
+                                        }
+                                    }
+                                }
+                                Err(e) => reached = Err(e),
+                            }
+                            reached.and_then(|()| self.narrowed(f, a)).map_err(|_| None)
+                        }
                         Err(why) => Err(Some(why)),
                     };
                     match acl {

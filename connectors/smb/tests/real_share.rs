@@ -411,6 +411,54 @@ async fn sync(cfg: SmbConfig, index: &Arc<Index>, checkpoint: Option<Checkpoint>
     log
 }
 
+/// A file on `server` held open without sharing it, by another SMB client
+/// (`fixtures/hold_open.py`, PyPI's smbprotocol), until dropped.
+struct HeldOpen(std::process::Child);
+
+impl HeldOpen {
+    fn start(server: &Server, rel: &str) -> HeldOpen {
+        use std::io::BufRead;
+        let venv = std::env::var_os("DOCENT_PYENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/docent/pyenv")
+            });
+        let py = venv.join("bin/python");
+        assert!(
+            py.exists(),
+            "{} missing: run scripts/setup-python-tests.sh",
+            py.display()
+        );
+        let mut child = Command::new(py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hold_open.py"))
+            .args([
+                "127.0.0.1",
+                &server.port.to_string(),
+                "docs",
+                "crawler",
+                PASS,
+                rel,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run hold_open.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held", "hold_open.py did not open {rel}");
+        HeldOpen(child)
+    }
+}
+
+impl Drop for HeldOpen {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 fn ids(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -1422,4 +1470,34 @@ async fn until_content(r: &mut Running, index: &Index, log: &mut Log, name: &str
             other => panic!("{name} did not arrive: {other:?}"),
         }
     }
+}
+
+/// Found by a review: a changed file held open without sharing it for reading (a mailbox),
+/// alone in its folder, was withdrawn at a reconciliation: the folder's permissions had not
+/// been read, so its ACL could not be narrowed. It keeps its indexed version, as a busy file
+/// whose ACL is unchanged does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_file_alone_in_its_folder_keeps_its_indexed_version() {
+    let server = Server::start(free_port());
+    server.put("note.txt", "a note");
+    server.put("mail/box.pst", "mail, first version");
+    let index = Arc::new(Index::default());
+    let log = sync(server.config("busy", ""), &index, None).await;
+    assert!(log.upserts.contains_key("mail/box.pst"), "{log:?}");
+    let before = index.get(&DocKey::new("busy", "mail/box.pst")).unwrap();
+
+    server.put("mail/box.pst", "mail, second and longer version");
+    let held = HeldOpen::start(&server, "mail/box.pst");
+    let log = sync(server.config("busy", ""), &index, None).await;
+    drop(held);
+    assert!(!log.skipped.contains_key("mail/box.pst"), "{log:?}");
+    assert!(!log.upserts.contains_key("mail/box.pst"), "{log:?}");
+    assert_eq!(
+        index.get(&DocKey::new("busy", "mail/box.pst")),
+        Some(before),
+        "the indexed version stays"
+    );
+    // Free again: the new version is read.
+    let log = sync(server.config("busy", ""), &index, None).await;
+    assert!(log.upserts.contains_key("mail/box.pst"), "{log:?}");
 }
