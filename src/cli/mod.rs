@@ -592,6 +592,15 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 if c.identities.len() == 1 { "y" } else { "ies" },
                 c.groups.len()
             );
+            // (Typos in group names went unchecked: a misspelt deny protects no one.)
+            if let (Ok(text), Ok(files)) = (std::fs::read_to_string(file), c.identity_files()) {
+                for (at, group) in crate::config::undefined_groups(&text, &c, &files) {
+                    eprintln!(
+                        "warning: {}",
+                        crate::config::undefined_group_warning(&at, &group)
+                    );
+                }
+            }
             for (p, what) in [
                 (&c.embedding.model.model_dir, "embedding.model_dir"),
                 (
@@ -617,6 +626,19 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config_path)?;
+    if let (Ok(text), Ok(files)) = (
+        std::fs::read_to_string(&config_path),
+        config.identity_files(),
+    ) {
+        for (at, group) in crate::config::undefined_groups(&text, &config, &files) {
+            tracing::warn!(
+                "{}",
+                crate::guardrail::pii::for_log(&crate::config::undefined_group_warning(
+                    &at, &group
+                ))
+            );
+        }
+    }
     let ecfg = config.embedding.clone();
     let t0 = std::time::Instant::now();
     let embedder = tokio::task::spawn_blocking(move || FastEmbedder::load(&ecfg))

@@ -278,6 +278,95 @@ pub struct IdentityFiles {
     pub jwt: Option<std::sync::Arc<JwtVerifier>>,
 }
 
+/// The groups a config file names that neither it nor its identity files define, most likely
+/// typos: `(where, group)`. Named: a principal `group:NAME` anywhere in the file (a connector's
+/// `allow` or `deny`, a guardrail's `applies_to` or `exempt`, a push source's `grantable`), and
+/// the keys of `answer.response_scope_groups` and `quotas.daily_tokens_per_group`. Defined: a
+/// `[[groups]]` entry or a group it belongs to, an identity's groups, and the same in the
+/// identity files. Not an error: a connector may report the group's members, and a file may be
+/// filled later; but a misspelt group in a deny or an `applies_to` quietly protects no one.
+pub fn undefined_groups(
+    text: &str,
+    config: &Config,
+    files: &IdentityFiles,
+) -> Vec<(String, String)> {
+    fn walk(v: &toml::Value, at: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(g) = s.strip_prefix("group:") {
+                    out.push((at.to_string(), g.to_string()));
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{at}[{i}]"), out);
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let here = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    walk(v, &here, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(table) = raw::lenient_table(text) else {
+        return Vec::new();
+    };
+    let mut named = Vec::new();
+    walk(&toml::Value::Table(table.clone()), "", &mut named);
+    for (section, key) in [
+        ("answer", "response_scope_groups"),
+        ("quotas", "daily_tokens_per_group"),
+    ] {
+        if let Some(t) = table
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(toml::Value::as_table)
+        {
+            named.extend(
+                t.keys()
+                    .map(|g| (format!("{section}.{key}.{g}"), g.clone())),
+            );
+        }
+    }
+    let mut defined: BTreeSet<&str> = BTreeSet::new();
+    let groups = config
+        .groups
+        .iter()
+        .chain(files.loaded.iter().flat_map(|l| l.groups.iter()));
+    for g in groups {
+        defined.insert(&g.id);
+        defined.extend(g.member_of.iter().map(String::as_str));
+    }
+    let identities = config.identities.iter().chain(
+        files
+            .loaded
+            .iter()
+            .flat_map(|l| l.identities.iter().map(|e| &e.spec)),
+    );
+    for i in identities {
+        defined.extend(i.groups.iter().map(String::as_str));
+    }
+    named
+        .into_iter()
+        .filter(|(_, g)| !defined.contains(g.as_str()))
+        .collect()
+}
+
+/// The warning for one of [`undefined_groups`].
+pub fn undefined_group_warning(at: &str, group: &str) -> String {
+    format!(
+        "{at}: group {group:?} is defined nowhere in this config or its identity files (a typo? \
+         fine if a connector reports its members)"
+    )
+}
+
 struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
@@ -1284,6 +1373,39 @@ data_dir = "data"
 model_dir = "models/m"
 onnxruntime_lib = "models/ort.so"
 "#;
+
+    /// Groups named but defined nowhere are found wherever they are named (a principal in any
+    /// section, a key of the per-group settings); those the config, an identity or an identity
+    /// file define are not (session 35's note: typos went unchecked).
+    #[test]
+    fn groups_named_but_defined_nowhere_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("users.json"),
+            r#"{"users": [{"id": "u", "groups": ["ops"]}], "groups": [{"id": "sre", "member_of": ["ops"]}]}"#,
+        )
+        .unwrap();
+        let text = format!(
+            "{MINIMAL}[[groups]]\nid = \"staff\"\n[[groups]]\nid = \"hr\"\nmember_of = [\"staff\"]\n\
+             [[identities]]\nid = \"a\"\ngroups = [\"eng\"]\n\
+             [[identity_sources]]\nformat = \"json\"\npath = \"users.json\"\n\
+             [answer]\nresponse_scope_groups = {{ engneering = \"allow_general_knowledge\", eng = \"allow_general_knowledge\" }}\n\
+             [[guardrails.blocked_phrases]]\nphrases = [\"x\"]\n\
+             applies_to = [\"group:staff\", \"group:sre\", \"group:ops\", \"group:hrr\", \"user:a\"]\n"
+        );
+        let c = Config::parse(&text, dir.path()).unwrap();
+        let files = c.identity_files().unwrap();
+        let mut found = undefined_groups(&text, &c, &files);
+        found.sort();
+        let at = |a: &str, g: &str| (a.to_string(), g.to_string());
+        assert_eq!(
+            found,
+            [
+                at("answer.response_scope_groups.engneering", "engneering"),
+                at("guardrails.blocked_phrases[0].applies_to[3]", "hrr"),
+            ]
+        );
+    }
 
     /// [`MINIMAL`] serving TLS, with these more `[server]` lines.
     fn with_tls(server: &str) -> String {

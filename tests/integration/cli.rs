@@ -74,6 +74,11 @@ fn config_check_exit_codes() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    assert!(
+        !String::from_utf8_lossy(&ok.stderr).contains("warning"),
+        "the example names only groups it defines: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "version = 1\nfoo = 1\n[chunking]\nmax_tokens = 1\n").unwrap();
@@ -86,6 +91,34 @@ fn config_check_exit_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("foo: unknown key") && err.contains("chunking.max_tokens"),
+        "{err}"
+    );
+    // A group named nowhere else: a warning, and the file is still valid.
+    let example = std::fs::read_to_string(repo().join("config/docent.example.toml")).unwrap();
+    let typo = example.replacen(
+        "exempt = [\"group:people-leads\"]",
+        "exempt = [\"group:people-lead\"]",
+        1,
+    );
+    assert_ne!(typo, example);
+    let typo_file = repo()
+        .join("config")
+        .join(format!("typo-{}.toml", std::process::id()));
+    std::fs::write(&typo_file, typo).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_docent"))
+        .args(["config", "check"])
+        .arg(&typo_file)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&typo_file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: guardrails.blocked_phrases[0].exempt[0]: group \"people-lead\""),
         "{err}"
     );
 }
