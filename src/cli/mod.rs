@@ -593,13 +593,20 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 c.groups.len()
             );
             // (Typos in group names went unchecked: a misspelt deny protects no one.)
-            if let (Ok(text), Ok(files)) = (std::fs::read_to_string(file), c.identity_files()) {
-                for (at, group) in crate::config::undefined_groups(&text, &c, &files) {
-                    eprintln!(
-                        "warning: {}",
-                        crate::config::undefined_group_warning(&at, &group)
-                    );
+            match (std::fs::read_to_string(file), c.identity_files()) {
+                (Ok(text), Ok(files)) => {
+                    for (at, group) in crate::config::undefined_groups(&text, &c, &files) {
+                        eprintln!(
+                            "warning: {}",
+                            crate::config::undefined_group_warning(&at, &group)
+                        );
+                    }
                 }
+                (_, Err(e)) => eprintln!(
+                    "warning: the identity files could not be read ({e}): group names were not \
+                     checked"
+                ),
+                (Err(e), _) => eprintln!("warning: {e}: group names were not checked"),
             }
             for (p, what) in [
                 (&c.embedding.model.model_dir, "embedding.model_dir"),

@@ -292,9 +292,10 @@ pub fn undefined_groups(
 ) -> Vec<(String, String)> {
     fn walk(v: &toml::Value, at: &str, out: &mut Vec<(String, String)>) {
         match v {
+            // Only a string that is a group principal (not free text that begins so).
             toml::Value::String(s) => {
-                if let Some(g) = s.strip_prefix("group:") {
-                    out.push((at.to_string(), g.to_string()));
+                if let Ok(Principal::Group(g)) = s.parse::<Principal>() {
+                    out.push((at.to_string(), g));
                 }
             }
             toml::Value::Array(a) => {

@@ -1649,7 +1649,8 @@ impl Pipeline {
                 // its connector (`SkipLog::give_up`: at its next scan, then after 10 minutes to
                 // 8 hours); one parsed in process is not, since each attempt would leave one
                 // more parser thread running (Rust cannot stop one), and four stop every
-                // in-process parse (a review): it waits for a change or a full sync.
+                // in-process parse (a review): it waits for its next change or a forced full
+                // sync (`docent sync --full`; a scheduled reconciliation takes it as sent).
                 let retry = e.is_transient().then(|| {
                     // An abandoned parser thread may still hold the bytes: then they are copied.
                     doc.content = Arc::try_unwrap(content).unwrap_or_else(|c| c.to_vec());

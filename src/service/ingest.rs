@@ -354,6 +354,15 @@ fn validate(
         // version if it cannot parse the new one, where RETRY_LATER would keep serving it
         // under the ACL the client is changing.
         let acl_changes = newest.is_some_and(|(_, fp)| fp != acl.fingerprint());
+        // A parse that timed out in process left its parser thread running (Rust cannot stop
+        // one): sent again, it would leave one more each time, and four stop every in-process
+        // parse (a review). Refused, unless it changes the ACL (see above).
+        if matches!(e, crate::parse::ParseError::Abandoned(_)) && !acl_changes {
+            return Err(reject(format!(
+                "{e} (parsed in process, it is not tried again: a parser that ran out of time \
+                 keeps running)"
+            )));
+        }
         if !acl_changes {
             // How many parsers are stuck is the daemon's state, made by other sources'
             // documents: a pusher is told only that they are busy (session 37's review).

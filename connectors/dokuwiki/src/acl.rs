@@ -163,6 +163,18 @@ fn clean_segment(name: &str) -> String {
         .collect()
 }
 
+/// Two levels of placeholder rules read under one (scope, principal): a refusal wins, since a
+/// refusal that reaches a page makes it unindexable and a grant is left out (a review: the
+/// higher level was kept, so a refusal merged with a grant disappeared, and the page fell to
+/// a wider rule).
+fn merged_level(a: i64, b: i64) -> i64 {
+    if a == AUTH_NONE || b == AUTH_NONE {
+        AUTH_NONE
+    } else {
+        a.max(b)
+    }
+}
+
 /// A wiki's ACL rules, as `plugin.acl.listAcls` returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AclRules {
@@ -190,7 +202,7 @@ impl AclRules {
         {
             self.templated
                 .entry((scope.to_string(), who.to_string()))
-                .and_modify(|l| *l = (*l).max(level))
+                .and_modify(|l| *l = merged_level(*l, level))
                 .or_insert(level);
         } else {
             self.scopes
@@ -275,8 +287,9 @@ impl AclRules {
 
     /// Turns rules that DokuWiki may have expanded from `%USER%`/`%GROUP%` for the crawler
     /// (see the module doc) back into placeholder rules: a rule naming the crawler's login, a
-    /// scope with a segment that is the login's id or named after one of `crawler_groups`
-    /// (whatever its principal), a principal `@@…` (`@%GROUP%` expanded), and a refusal of one
+    /// scope with a segment that is the login's id, a scope with a segment named after one of
+    /// `crawler_groups` whose principal is that group or that grants, a principal `@@…`
+    /// (`@%GROUP%` expanded), and a refusal of one
     /// of `crawler_groups` or of the login as a group (`%GROUP%` or `@%USER%` expanded in a
     /// scope without placeholders: it refuses everyone, each by a group of their own). Wider
     /// than DokuWiki's expansion, which is the safe side: a rule read as a placeholder only
@@ -305,9 +318,14 @@ impl AclRules {
                         Some(("%GROUP%", "%GROUP%"))
                     }
                     _ if segments.iter().any(|s| by_user(s)) => Some(("%USER%", "")),
-                    _ if segments
-                        .iter()
-                        .any(|s| group_segments.iter().any(|(seg, _)| seg == s)) =>
+                    // Only a grant: a refusal there is left as written (`admin:* @ALL 0`,
+                    // a hidden namespace, is common, and read as `%GROUP%:* @ALL 0` it would
+                    // make every page unindexable: a review), which refuses at least the
+                    // pages it names.
+                    _ if *level >= AUTH_READ
+                        && segments
+                            .iter()
+                            .any(|s| group_segments.iter().any(|(seg, _)| seg == s)) =>
                     {
                         Some(("%GROUP%", ""))
                     }
@@ -348,7 +366,7 @@ impl AclRules {
             self = self.without(&scope, &who);
             self.templated
                 .entry((pattern, principal))
-                .and_modify(|l| *l = (*l).max(level))
+                .and_modify(|l| *l = merged_level(*l, level))
                 .or_insert(level);
         }
         self
@@ -1111,6 +1129,40 @@ mod tests {
         // A grant to a crawler group in a plain scope is left as it is.
         let grant = AclRules::new([("*", "@ALL", 0), ("ops:*", "@admin", 1)]);
         assert_eq!(grant.clone().unexpand("docent-crawler", &["admin"]), grant);
+
+        // A review: a refusal in one superuser group's namespace and a grant in another's,
+        // read under one placeholder key, kept the grant, and the refused page fell to `*`.
+        let su = Superusers::parse(&["@admin", "@ops"]);
+        let rules = AclRules::new([
+            ("*", "@ALL", 1),
+            ("groups:admin:*", "@ALL", 0),
+            ("groups:ops:*", "@ALL", 1),
+        ])
+        .unexpand("docent-crawler", &["admin", "ops"]);
+        let read = rules.page_acl("groups:admin:x", &su, &m);
+        assert!(
+            !matches!(&read, PageAcl::Exact(a) | PageAcl::Narrowed { acl: a, .. } if a.allow.contains(&Principal::Everyone)),
+            "{read:?}"
+        );
+        // And a refusal in a namespace named after a superuser group (a hidden `admin:`) stays
+        // as written: it refuses that namespace, not every page of the wiki.
+        let rules = AclRules::new([("*", "@ALL", 1), ("admin:*", "@ALL", 0)])
+            .unexpand("docent-crawler", &["admin"]);
+        assert!(matches!(
+            rules.page_acl("admin:tools", &su, &m),
+            PageAcl::Exact(a) | PageAcl::Narrowed { acl: a, .. } if !a.allow.contains(&Principal::Everyone)
+        ));
+        assert!(matches!(
+            rules.page_acl("team:plan", &su, &m),
+            PageAcl::Exact(a) if a.allow.contains(&Principal::Everyone)
+        ));
+    }
+
+    #[test]
+    fn placeholder_rules_merged_under_one_key_keep_a_refusal() {
+        assert_eq!(merged_level(AUTH_NONE, AUTH_READ), AUTH_NONE);
+        assert_eq!(merged_level(AUTH_READ, AUTH_NONE), AUTH_NONE);
+        assert_eq!(merged_level(AUTH_READ, 8), 8);
     }
 
     #[test]

@@ -618,12 +618,18 @@ impl Syncer {
         let mut closed: Option<(String, String)> = None;
         if let Some(sub) = self.cfg.sub_path.clone() {
             for part in sub.split('/') {
+                let parent = top_rel.clone();
                 top_rel = join(&top_rel, part);
                 let (fh, attr) = match session.lookup(&top, part.as_bytes(), &top_rel).await? {
                     Ok(found) => found,
                     Err(stat @ (nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM)) => {
                         let whole = sub.split('/').fold(String::new(), |at, p| join(&at, p));
-                        closed = Some((whole, format!("{top_rel:?} cannot be entered: {stat}")));
+                        let at = if parent.is_empty() {
+                            "the export's root"
+                        } else {
+                            parent.as_str()
+                        };
+                        closed = Some((whole, format!("{at:?} cannot be entered: {stat}")));
                         break;
                     }
                     Err(stat) => {

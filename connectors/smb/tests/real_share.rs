@@ -443,11 +443,20 @@ impl HeldOpen {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("run hold_open.py");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "held", "hold_open.py did not open {rel}");
+        // Within a minute: a helper stuck connecting must not hang the suite.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60));
+        if line.as_deref().map(str::trim) != Ok("held") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hold_open.py did not open {rel}: {line:?}");
+        }
         HeldOpen(child)
     }
 }

@@ -133,6 +133,10 @@ impl CommitPlan {
             d.0 += encoded(r) as u64 + 1;
             d.1.push(r);
         }
+        // Checkpoints alone, however large: one plan (it stores none: it writes no document).
+        if docs.is_empty() {
+            return (vec![self], Vec::new());
+        }
         let room = target.saturating_sub(self.id.len() + 128).max(1) as u64;
         let checkpoints = self
             .checkpoints
