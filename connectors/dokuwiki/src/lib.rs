@@ -190,6 +190,21 @@ async fn run(conn: DokuWikiConnector, ctx: ConnectorContext) -> Result<(), Conne
         status,
         memberships: _,
     } = ctx;
+    // Rules DokuWiki filled in with `%GROUP%` for the crawler are recognised by its groups,
+    // known only as the configured superuser groups (a review: with none, nothing says so).
+    if !cfg
+        .superusers
+        .0
+        .iter()
+        .any(|w| matches!(w, acl::Who::Group(_)))
+    {
+        tracing::warn!(
+            connector = %cfg.id,
+            "no superuser group is configured: ACL rules the wiki fills in with %GROUP% for \
+             the crawler cannot be told from plain rules; put the crawler in a superuser group \
+             (and no other) and list that group in `superusers`"
+        );
+    }
     let syncer = Syncer::new(
         cfg.clone(),
         client.with_shutdown(shutdown.clone()),
