@@ -710,3 +710,39 @@ mod profile_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tokenizer_tests {
+    use super::*;
+
+    /// Found by a review: the model's tokenizer drops control characters (BERT's normalizer),
+    /// so lines of them count as nothing, and the chunker's overlap, bounded by tokens alone,
+    /// carried almost a whole chunk back for each one (a 5 MB file: millions of chunks). With
+    /// the real tokenizer, the chunks of such a text hold little more than it.
+    #[test]
+    fn with_the_model_s_tokenizer_dropped_characters_do_not_multiply_the_text() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+        let json = std::fs::read(dir.join("tokenizer.json"))
+            .expect("the model is installed (scripts/setup-models.sh)");
+        let counter = HfTokenCounter::new(&json, &dir).unwrap();
+        assert_eq!(
+            counter.count("\u{1}"),
+            0,
+            "the premise: the tokenizer drops it"
+        );
+        let text = "\u{1}\n".repeat(20_000);
+        let doc = crate::parse::parse(text.as_bytes(), None, "a.txt").unwrap();
+        let cfg = crate::chunk::ChunkerConfig {
+            max_tokens: 200,
+            overlap_tokens: 32,
+        };
+        let chunks = crate::chunk::chunk(&doc, cfg, &counter);
+        let bytes: usize = chunks.iter().map(|c| c.span.len()).sum();
+        assert!(
+            bytes <= doc.text.len() * 5 / 4 + 3200,
+            "{} chunks, {bytes} bytes, from {} bytes of text",
+            chunks.len(),
+            doc.text.len()
+        );
+    }
+}
