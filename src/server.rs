@@ -246,6 +246,9 @@ pub async fn start_with(
                             source,
                         })?;
                 }
+                // Rows an older release wrote without their deny entries' folded forms, written
+                // again before anything is served (a push source never sends them again).
+                index.fold_old_deny_entries()?;
                 let at = index.path().display().to_string();
                 (Arc::new(index) as Arc<dyn Backend>, at)
             }

@@ -406,6 +406,10 @@ pub struct Index {
     /// Failure injection for tests: the next commit, then the next rollback, fail.
     #[cfg(test)]
     pub(crate) fail_commit_and_rollback: std::sync::atomic::AtomicBool,
+    /// For tests: deny entries are stored as an older release stored them, without their
+    /// folded forms ([`Index::fold_old_deny_entries`]).
+    #[cfg(test)]
+    pub(crate) store_unfolded_deny: std::sync::atomic::AtomicBool,
 }
 
 impl Index {
@@ -525,6 +529,8 @@ impl Index {
             lost: Mutex::new(None),
             #[cfg(test)]
             fail_commit_and_rollback: false.into(),
+            #[cfg(test)]
+            store_unfolded_deny: false.into(),
             index,
         };
         if payload.is_none() {
@@ -635,6 +641,14 @@ impl Index {
         let attrs = serde_json::to_string(&doc.attributes).unwrap_or_else(|_| "{}".into());
         let n = doc.chunks.len() as u64;
         let deny = doc.acl.stored_deny();
+        #[cfg(test)]
+        let deny = match self
+            .store_unfolded_deny
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            true => doc.acl.deny.clone(),
+            false => deny,
+        };
         for c in &doc.chunks {
             let mut d = TantivyDocument::default();
             d.add_text(f.chunk_id, format!("{key}#{}", c.ord));
@@ -704,6 +718,50 @@ impl Index {
 
     /// Commits everything written so far together with `checkpoints` (merged into the previous
     /// ones), then makes it visible to searches.
+    /// Writes again, from their own rows, the documents whose deny entries were stored by an
+    /// older release without their folded forms ([`Acl::stored_deny`]), and commits; returns
+    /// how many. The index's deny filter misses such an entry for a caller spelt otherwise
+    /// (`user:Bob` for `bob`): the recheck after retrieval drops the document, but it took a
+    /// place in the top-k (fewer results) and counted in the caller's BM25 statistics. A
+    /// crawled source writes it again at its next sync ([`stored_fingerprint`]); a push source
+    /// never did (a review). Call before serving. A document whose rows cannot be read back
+    /// whole (a chunk without its vector) is left as it is, to its source.
+    pub fn fold_old_deny_entries(&self) -> Result<usize, IndexError> {
+        let old: Vec<String> = self
+            .docs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, e)| e.acl_fingerprint == UNFOLDED_DENY)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let export = Export::open(&self.path)?;
+        let dim = self.dim();
+        let mut n = 0;
+        for key in &old {
+            let Some(doc) = export.document_with_vectors(key)? else {
+                continue;
+            };
+            if doc.chunks.iter().any(|c| c.vector.len() != dim) {
+                continue;
+            }
+            // Written with the entries' folded forms (`upsert` stores `stored_deny`).
+            self.upsert(doc)?;
+            n += 1;
+        }
+        if n > 0 {
+            self.commit(BTreeMap::new())?;
+            tracing::info!(
+                documents = n,
+                "rewrote documents whose deny entries an older release stored without their folded forms"
+            );
+        }
+        Ok(n)
+    }
+
     pub fn commit(
         &self,
         checkpoints: BTreeMap<String, serde_json::Value>,
@@ -1644,6 +1702,9 @@ fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
     stored_acl(tokens(f.acl_allow), tokens(f.acl_deny))
 }
 
+/// The fingerprint [`stored_fingerprint`] gives rows whose deny entries lack their folded forms.
+const UNFOLDED_DENY: &str = "deny entries without their folded forms";
+
 /// The fingerprint of an ACL as read back from an index. Rows written before deny entries were
 /// stored with their folded forms ([`Acl::stored_deny`]) lack them, so the index's deny filter
 /// misses a caller spelled otherwise: such an ACL gets a fingerprint no source's equals, so
@@ -1651,7 +1712,7 @@ fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
 pub(crate) fn stored_fingerprint(acl: &Acl) -> String {
     match acl.deny == acl.stored_deny() {
         true => acl.fingerprint(),
-        false => "deny entries without their folded forms".to_string(),
+        false => UNFOLDED_DENY.to_string(),
     }
 }
 
@@ -1930,6 +1991,74 @@ mod tests {
             "t:short#0",
             "chunk by chunk, the short one ranks first"
         );
+    }
+
+    /// Found by a review: rows an older release wrote without the folded forms of their deny
+    /// entries let the index's deny filter admit a caller spelt otherwise (the recheck dropped
+    /// the document later, after it took a place in the top-k), and a push source never wrote
+    /// them again. They are written again from their own rows, vectors included.
+    #[test]
+    fn deny_entries_stored_without_their_folded_forms_are_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.store_unfolded_deny
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let acl = Acl::new([Principal::Everyone], [Principal::user("Bob")]);
+        idx.upsert(record("memo", "parking permit", acl.clone()))
+            .unwrap();
+        idx.upsert(record(
+            "open",
+            "parking rules",
+            Acl::new([Principal::Everyone], []),
+        ))
+        .unwrap();
+        idx.commit(BTreeMap::from([(
+            "t".to_string(),
+            serde_json::json!({"n": 7}),
+        )]))
+        .unwrap();
+        // Opened again, as after the upgrade.
+        drop(idx);
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let bob = AclScope::for_tests("bob", &["everyone", "user:bob"]);
+        let found = |idx: &Index| -> Vec<String> {
+            let snap = idx.snapshot();
+            snap.bm25(&bob, &SearchFilter::default(), "parking", 10, (0.0, 0.0))
+                .unwrap()
+                .iter()
+                .map(|h| snap.chunk(h.addr).unwrap().chunk_id)
+                .collect()
+        };
+        assert!(
+            found(&idx).contains(&"t:memo#0".to_string()),
+            "the premise: the index's filter misses the old row"
+        );
+
+        assert_eq!(idx.fold_old_deny_entries().unwrap(), 1);
+        assert_eq!(found(&idx), ["t:open#0"]);
+        let entry = idx.doc_entry("t:memo").unwrap();
+        assert_eq!(
+            entry.acl_fingerprint,
+            acl.fingerprint(),
+            "as its source gave it"
+        );
+        assert_eq!(entry.version, "v1");
+        let kept = Export::open(dir.path())
+            .unwrap()
+            .document_with_vectors("t:memo")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            kept.chunks[0].vector,
+            [1.0, 0.0, 0.0, 0.0],
+            "its vector too"
+        );
+        assert_eq!(
+            idx.checkpoints()["t"],
+            serde_json::json!({"n": 7}),
+            "the checkpoints stay"
+        );
+        assert_eq!(idx.fold_old_deny_entries().unwrap(), 0, "once");
     }
 
     #[test]
