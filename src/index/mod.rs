@@ -406,6 +406,9 @@ pub struct Index {
     /// Failure injection for tests: the next commit, then the next rollback, fail.
     #[cfg(test)]
     pub(crate) fail_commit_and_rollback: std::sync::atomic::AtomicBool,
+    /// Failure injection for tests: syncing the directory after the next commit fails.
+    #[cfg(test)]
+    pub(crate) fail_dir_sync: std::sync::atomic::AtomicBool,
     /// For tests: deny entries are stored as an older release stored them, without their
     /// folded forms ([`Index::fold_old_deny_entries`]).
     #[cfg(test)]
@@ -531,6 +534,8 @@ impl Index {
             fail_commit_and_rollback: false.into(),
             #[cfg(test)]
             store_unfolded_deny: false.into(),
+            #[cfg(test)]
+            fail_dir_sync: false.into(),
             index,
         };
         if payload.is_none() {
@@ -803,6 +808,41 @@ impl Index {
             return Err(IndexError::CommitRolledBack {
                 path: self.path.clone(),
                 source,
+            });
+        }
+        // tantivy renames the new `meta.json` into place without syncing the directory: until
+        // the file system writes that rename out, a power loss brings back the previous commit
+        // (an ACL a source narrowed, a document it deleted), though this one was acknowledged
+        // (a push with `wait_for_commit`; a review). Durable before anything is published; if
+        // it cannot be made so, no write is acknowledged any more until a restart reads the
+        // index from disk.
+        #[cfg(test)]
+        let injected = self
+            .fail_dir_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(not(test))]
+        let injected = false;
+        let synced = match injected {
+            true => Err(std::io::Error::other(
+                "a directory sync failure injected by a test",
+            )),
+            false => std::fs::File::open(&self.path).and_then(|d| d.sync_all()),
+        };
+        if let Err(e) = synced {
+            let reason = format!(
+                "the index directory could not be synced after a commit ({e}): what it committed \
+                 may not survive a power loss"
+            );
+            tracing::error!(index = %self.path.display(), error = %reason, "no more writes until a restart");
+            *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+            drop(writer);
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            return Err(IndexError::WriterLost {
+                path: self.path.clone(),
+                reason,
             });
         }
         drop(writer);
@@ -1991,6 +2031,34 @@ mod tests {
             "t:short#0",
             "chunk by chunk, the short one ranks first"
         );
+    }
+
+    /// Found by a review: tantivy does not sync the directory after it renames the new
+    /// `meta.json` into place, so an acknowledged commit could be lost to a power loss. Docent
+    /// syncs it before publishing anything; when it cannot, the commit is not published and no
+    /// write is taken any more (a restart reads the index from disk).
+    #[test]
+    fn a_commit_is_published_only_once_its_directory_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let everyone = || Acl::new([Principal::Everyone], []);
+        idx.upsert(record("a", "parking", everyone())).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        assert!(idx.doc_entry("t:a").is_some());
+
+        idx.upsert(record("b", "permit", everyone())).unwrap();
+        idx.fail_dir_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = idx
+            .commit(BTreeMap::from([("t".to_string(), serde_json::json!(2))]))
+            .unwrap_err();
+        assert!(matches!(e, IndexError::WriterLost { .. }), "{e:?}");
+        assert!(idx.doc_entry("t:b").is_none(), "not published");
+        assert!(!idx.checkpoints().contains_key("t"), "nor its checkpoint");
+        assert!(matches!(
+            idx.upsert(record("c", "x", everyone())),
+            Err(IndexError::WriterLost { .. })
+        ));
     }
 
     /// Found by a review: rows an older release wrote without the folded forms of their deny
