@@ -616,7 +616,9 @@ pub fn catch_up(
     // The old index's daemon must be stopped: what it committed after this read would be
     // missing from the new index at the switch (a push delete, a narrowed ACL; found by a
     // review: nothing checked it). Its writer's lock says whether one has it open.
-    source_not_in_use(from)?;
+    // Held until the catch-up ends: a daemon started on the old index meanwhile could commit
+    // what the new index would miss (a review: the lock was taken and dropped at once).
+    let _old_writer = source_not_in_use(from)?;
     let old = Export::open(from)?;
     // Its last commit as it stands, before this writes: the writer's lock makes sure no
     // daemon has it open.
@@ -696,7 +698,8 @@ pub fn catch_up(
 }
 
 /// Refuses when a daemon (or anything else) holds the writer's lock of the index in `dir`.
-fn source_not_in_use(dir: &Path) -> Result<(), ReembedError> {
+/// Returns the lock, which keeps any daemon from opening it for writing while it is held.
+fn source_not_in_use(dir: &Path) -> Result<tantivy::directory::DirectoryLock, ReembedError> {
     use tantivy::directory::{Directory, INDEX_WRITER_LOCK, MmapDirectory};
     let busy = |message: String| ReembedError::Target {
         path: dir.to_path_buf(),
@@ -704,10 +707,7 @@ fn source_not_in_use(dir: &Path) -> Result<(), ReembedError> {
     };
     let d = MmapDirectory::open(dir).map_err(|e| busy(e.to_string()))?;
     match d.acquire_lock(&INDEX_WRITER_LOCK) {
-        Ok(lock) => {
-            drop(lock);
-            Ok(())
-        }
+        Ok(lock) => Ok(lock),
         Err(_) => Err(busy(
             "the old index is open in a running daemon: stop it first (what it commits after the catch-up would be missing from the new index)".into(),
         )),
@@ -913,6 +913,24 @@ mod tests {
         let e = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
         assert!(e.to_string().contains("stop it first"), "{e}");
         drop(old);
+        // And the other way round: while a catch-up holds it, no daemon opens it for writing
+        // (a review: the lock was checked once and dropped).
+        let held = source_not_in_use(&from).unwrap();
+        let e = Index::open(&from, "old-model", 64)
+            .err()
+            .expect("the lock is held");
+        assert!(
+            matches!(
+                &e,
+                IndexError::Tantivy {
+                    source: tantivy::TantivyError::LockFailure(..),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        drop(held);
+        drop(Index::open(&from, "old-model", 64).unwrap());
 
         let mut calls = Vec::new();
         let r = catch_up(&from, &to, &BagOfWords, &mut |d, t| calls.push((d, t))).unwrap();
