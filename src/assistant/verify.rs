@@ -855,6 +855,25 @@ mod tests {
         (dir, index, vec![hit])
     }
 
+    /// A verifier of `passages` with the tests' analyzer, for enterprise-only answers.
+    fn verifier_for<'a>(
+        passages: &'a [Hit],
+        g: &'a Guardrails,
+        index: &'a dyn Backend,
+        scope: &'a AclScope,
+        generated: bool,
+    ) -> Verifier<'a> {
+        Verifier::new(
+            passages,
+            g,
+            index,
+            scope,
+            &words,
+            ResponseScope::EnterpriseOnly,
+        )
+        .generated(generated)
+    }
+
     /// Lowercased alphanumeric words: the tests' analyzer.
     fn words(s: &str) -> Vec<String> {
         s.split(|c: char| !c.is_alphanumeric())
@@ -1199,19 +1218,8 @@ mod tests {
             one_readable_passage("The help desk answers on extension 4357 every working day.");
         let key = docent_connector_api::DocKey::new("s", "d0");
         let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
-        let analyze = words;
         let scope = AclScope::for_tests("u", &["group:all"]);
-        let verifier = || {
-            Verifier::new(
-                &passages,
-                &g,
-                &index,
-                &scope,
-                &analyze,
-                ResponseScope::EnterpriseOnly,
-            )
-            .generated(true)
-        };
+        let verifier = || verifier_for(&passages, &g, &index, &scope, true);
         let draft = || Draft {
             text: "The help desk answers on extension 4357 every working day.".into(),
             cites: vec![1],
@@ -1262,19 +1270,8 @@ mod tests {
         other.chunk.acl = passages[0].chunk.acl.clone();
         passages.push(other);
         let g = crate::guardrail::with_phrase("nothing blocked here", "group:none");
-        let analyze = words;
         let scope = AclScope::for_tests("u", &["group:all"]);
-        let verifier = |generated: bool| {
-            Verifier::new(
-                &passages,
-                &g,
-                &index,
-                &scope,
-                &analyze,
-                ResponseScope::EnterpriseOnly,
-            )
-            .generated(generated)
-        };
+        let verifier = |generated: bool| verifier_for(&passages, &g, &index, &scope, generated);
         let draft = || Draft {
             text: text.into(),
             cites: vec![1],
