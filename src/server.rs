@@ -232,7 +232,16 @@ pub async fn start_with(
     let (index, location): (Arc<dyn Backend>, String) = tokio::task::spawn_blocking(move || {
         Ok::<_, IndexError>(match milvus {
             None => {
+                let new = !data_dir.join("meta.json").exists();
+                let existed = data_dir.is_dir();
                 let index = Index::open_with(&data_dir, &model)?;
+                if new && existed {
+                    // An empty directory: a first start, or a volume meant to be mounted there
+                    // that is not.
+                    tracing::warn!(path = %data_dir.display(), "no index in this directory: a new, empty index was created (if the index lives on a volume mounted here, it is not mounted: stop the daemon, mount it, start again)");
+                } else if new {
+                    tracing::info!(path = %data_dir.display(), "a new, empty index was created");
+                }
                 // A daemon served it: a re-embedding's catch-up must not run on it any more.
                 let served = data_dir.join(crate::index::SERVED_MARKER);
                 if !served.exists() {

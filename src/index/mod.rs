@@ -62,6 +62,13 @@ pub enum IndexError {
         found: Box<ModelSignature>,
         want: Box<ModelSignature>,
     },
+    /// The directory held an index and its `meta.json` is gone: creating a new index there
+    /// would serve nothing, crawl everything again, and leave the old segments to tantivy's
+    /// garbage collection.
+    #[error(
+        "index at {path}: {found} is there but meta.json is missing, so this directory held an index that cannot be opened: restore the directory (or its meta.json) from a backup, or move it away to build a new index"
+    )]
+    MetaMissing { path: PathBuf, found: String },
     /// A `docent reindex` is building this index, or was interrupted ([`INCOMPLETE_MARKER`]).
     #[error(
         "index at {path} is not complete: a docent reindex is building it or was interrupted; wait for it, or run it again (it resumes), or remove it"
@@ -465,6 +472,9 @@ impl Index {
         })?;
         let schema = schema::build();
         let exists = dir.join("meta.json").exists();
+        if !exists {
+            no_index_left_behind(dir)?;
+        }
         let mut index = if exists {
             tantivy::Index::open_in_dir(dir).map_err(tan)?
         } else {
@@ -1000,6 +1010,31 @@ pub const SERVED_MARKER: &str = "docent-served";
 /// documents deleted or narrowed since (found by a review).
 pub const CATCH_UP_MARKER: &str = "docent-reindex-catch-up-pending";
 
+/// Refuses a directory without `meta.json` that holds what an index leaves: its segments,
+/// tantivy's `.managed.json`, or the marker of a daemon that served it. An empty directory (a
+/// first start) is fine.
+fn no_index_left_behind(dir: &Path) -> Result<(), IndexError> {
+    let io = |source| IndexError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let segment = |name: &str| {
+        name.split_once('.')
+            .is_some_and(|(id, _)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        if name == SERVED_MARKER || name == ".managed.json" || segment(&name) {
+            return Err(IndexError::MetaMissing {
+                path: dir.to_path_buf(),
+                found: name.into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Export {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         if dir.join(INCOMPLETE_MARKER).exists() {
@@ -1013,6 +1048,23 @@ impl Export {
     /// [`Export::open`] of an index a `docent reindex` was building (its marker present), for
     /// the next run to resume from what it committed.
     pub(crate) fn open_incomplete(dir: &Path) -> Result<Self, IndexError> {
+        Self::read(dir)?.map_err(|nothing| IndexError::Payload {
+            path: dir.to_path_buf(),
+            message: nothing.into(),
+        })
+    }
+
+    /// What an interrupted `docent reindex` left in `dir` for the next run: its last commit,
+    /// or `None` where it committed nothing the next run could use (no index, an index without
+    /// a commit, or one of another schema version). An index that is there and cannot be read
+    /// (an I/O error, a damaged file) is an error: the next run must not take it for nothing
+    /// and clear what may be hours of embedding (found by a review).
+    pub(crate) fn open_interrupted(dir: &Path) -> Result<Option<Self>, IndexError> {
+        Ok(Self::read(dir)?.ok())
+    }
+
+    /// The index in `dir`, or why there is nothing to read.
+    fn read(dir: &Path) -> Result<Result<Self, &'static str>, IndexError> {
         let tan = |source| IndexError::Tantivy {
             path: dir.to_path_buf(),
             source,
@@ -1022,11 +1074,11 @@ impl Export {
             message,
         };
         if !dir.join("meta.json").exists() {
-            return Err(bad("no index here (meta.json is missing)".into()));
+            return Ok(Err("no index here (meta.json is missing)"));
         }
         let index = tantivy::Index::open_in_dir(dir).map_err(tan)?;
         if !schema::accepted().contains(&index.schema()) {
-            return Err(bad("written by another version of the schema".into()));
+            return Ok(Err("written by another version of the schema"));
         }
         schema::register_tokenizers(&index);
         let fields = Fields::resolve(&index.schema()).map_err(bad)?;
@@ -1045,7 +1097,7 @@ impl Export {
         };
         let payload: CommitPayload = match metas.payload {
             Some(p) => serde_json::from_str(&p).map_err(|e| bad(e.to_string()))?,
-            None => return Err(bad("no commit payload (no model recorded)".into())),
+            None => return Ok(Err("no commit payload (no model recorded)")),
         };
         let firsts = searcher.search(
             &TermQuery::new(
@@ -1061,12 +1113,12 @@ impl Export {
         }
         keys.sort();
         keys.dedup();
-        Ok(Self {
+        Ok(Ok(Self {
             fields,
             searcher,
             payload,
             keys,
-        })
+        }))
     }
 
     /// The commit's payload: the model it was built with and the connectors' checkpoints.
@@ -2059,6 +2111,46 @@ mod tests {
             idx.upsert(record("c", "x", everyone())),
             Err(IndexError::WriterLost { .. })
         ));
+    }
+
+    /// Found by a review: a directory that held an index and lost its `meta.json` was opened
+    /// as a new, empty index (everything crawled again, the old segments left to tantivy's
+    /// garbage collection). It is refused and left as it is; an empty directory is a first
+    /// start.
+    #[test]
+    fn a_directory_that_lost_its_meta_json_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("index");
+        let idx = Index::open(&at, "m", 4).unwrap();
+        idx.upsert(record("a", "parking", Acl::new([Principal::Everyone], [])))
+            .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        drop(idx);
+        let names = || -> std::collections::BTreeSet<_> {
+            std::fs::read_dir(&at)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        std::fs::remove_file(at.join("meta.json")).unwrap();
+        std::fs::remove_file(at.join(".managed.json")).unwrap();
+        let held = names();
+        assert!(held.len() > 3, "{held:?}");
+        let err = Index::open(&at, "m", 4).err().expect("refused");
+        assert!(matches!(err, IndexError::MetaMissing { .. }), "{err}");
+        assert_eq!(names(), held);
+        // Only the served marker left: refused too.
+        let marked = dir.path().join("served");
+        std::fs::create_dir(&marked).unwrap();
+        std::fs::write(marked.join(SERVED_MARKER), "").unwrap();
+        assert!(matches!(
+            Index::open(&marked, "m", 4),
+            Err(IndexError::MetaMissing { .. })
+        ));
+        // An empty directory is a new index.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(Index::open(&empty, "m", 4).unwrap().document_count(), 0);
     }
 
     /// Found by a review: rows an older release wrote without the folded forms of their deny

@@ -269,8 +269,11 @@ fn reembed_committing(
     // else is ours to clear (the entries, not the directory itself, which may be a mount
     // point).
     let written = match marker.exists() {
-        true => Export::open_incomplete(to)
-            .ok()
+        true => Export::open_interrupted(to)
+            .map_err(|e| ReembedError::Target {
+                path: to.to_path_buf(),
+                message: format!("what an interrupted run wrote here cannot be read to resume from ({e}): fix the cause and run again, or remove the directory's contents to start over"),
+            })?
             .filter(|w| w.payload().signature() == signature),
         false => None,
     };
@@ -1072,6 +1075,35 @@ mod tests {
         as_if_caught_up(&to);
         let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         assert_eq!(new.document_count(), 1);
+    }
+
+    /// An interrupted run's commit that cannot be read (here a damaged `meta.json`; as well an
+    /// I/O error of a moment) stops the next run and is kept: it was taken for nothing to
+    /// resume and cleared, hours of embedding with it (found by a review).
+    #[test]
+    fn an_unreadable_interrupted_target_is_kept_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("old"), dir.path().join("new"));
+        let _old = one_document_index(&from);
+        reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap();
+        // As an interrupted run leaves it, then damaged.
+        std::fs::write(to.join(crate::index::INCOMPLETE_MARKER), "").unwrap();
+        std::fs::write(to.join("meta.json"), "{ damaged").unwrap();
+        let held: BTreeSet<_> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let err = reembed(&from, &to, &BagOfWords, None, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, ReembedError::Target { .. }) && err.to_string().contains("resume"),
+            "{err}"
+        );
+        let after: BTreeSet<_> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(after, held);
+        assert!(held.len() > 3, "{held:?}");
     }
 
     /// Run as root beside an index the service user owns, both passes leave everything they
