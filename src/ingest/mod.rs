@@ -825,6 +825,26 @@ impl Pipeline {
         serde_json::json!(listed)
     }
 
+    /// Leaves out the checkpoint of each connector that does not reconcile (a push source)
+    /// while one of its documents waits in the retry queue: that change is in no commit, and
+    /// the queue lives in memory. A push source's checkpoint is its commit marker, which tells
+    /// a call waiting on it that its changes are committed (found by a review: a push was
+    /// answered committed, then lost with the retry queue in a crash). Connectors that
+    /// reconcile move on, and reconcile at the next start instead ([`Self::owed_now`]).
+    fn hold_back_past_retries(&self, checkpoints: &mut BTreeMap<String, serde_json::Value>) {
+        let retrying: BTreeSet<String> = self
+            .retries()
+            .pending
+            .keys()
+            .map(|k| k.connector.clone())
+            .collect();
+        if retrying.is_empty() {
+            return;
+        }
+        let reconciling = self.skips.lock_reconciling();
+        checkpoints.retain(|c, _| !retrying.contains(c) || reconciling.contains_key(c));
+    }
+
     fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
         self.retries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1160,6 +1180,7 @@ impl Pipeline {
         attempts: Option<u32>,
     ) -> Result<(), IndexError> {
         checkpoints.insert(OWED_KEY.to_string(), self.owed_now());
+        self.hold_back_past_retries(&mut checkpoints);
         let mut backoff = std::time::Duration::from_millis(500);
         let mut attempt = 1u32;
         let mut attempts = attempts;
@@ -2301,6 +2322,63 @@ mod tests {
             *heard.lock().unwrap(),
             vec![("doc0.md".to_string(), "1".to_string(), true)]
         );
+    }
+
+    /// A push source's checkpoint (its commit marker, which tells waiting calls their changes
+    /// are committed) stays out of the commit while one of its documents waits in the retry
+    /// queue, which lives in memory; a connector that reconciles moves on.
+    #[test]
+    fn a_connector_that_does_not_reconcile_keeps_its_checkpoint_while_a_retry_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let pipeline = Arc::new(pipeline_into(&index, None));
+        docent_connector_api::IndexedState::reconciliation_owed(
+            &IndexedView {
+                index: index.clone(),
+                skips: pipeline.skips.clone(),
+            },
+            "other",
+        );
+        let mut retried = doc(0, 1);
+        retried.key = DocKey::new("other", "doc0.md");
+        pipeline.unavailable_parses.store(2, Ordering::Relaxed);
+        let checkpoints = pipeline
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 1))),
+                Change::Upsert(Box::new(retried)),
+                Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"seq": 1}),
+                },
+                Change::Checkpoint {
+                    connector: "other".into(),
+                    checkpoint: serde_json::json!({"pos": 1}),
+                },
+            ])
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
+            .unwrap();
+        assert!(!index.checkpoints().contains_key("c"), "held back");
+        assert_eq!(index.checkpoints()["other"]["pos"], 1);
+
+        // The retry indexes it: the next marker is committed with it.
+        let checkpoints = pipeline
+            .process_with(
+                all_retries(&pipeline),
+                vec![Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"seq": 2}),
+                }],
+            )
+            .unwrap();
+        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
+            .unwrap();
+        assert_eq!(index.checkpoints()["c"]["seq"], 2);
+        assert_eq!(indexed_version(&index), Some("1".to_string()));
     }
 
     /// A newer change of the document (an edit, a delete, a skip, even later in the same
