@@ -106,6 +106,9 @@ pub struct Api {
 /// The most an API response may hold (a page's wikitext is capped far lower by the wiki).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
+/// Continuations one query may follow: 100,000 rounds of 500 titles list 50 million pages.
+pub const MAX_CONTINUATIONS: usize = 100_000;
+
 enum Attempt {
     Done(Value),
     /// Retry after the given delay (the server's `Retry-After`) or after backoff (`None`).
@@ -156,22 +159,29 @@ impl Api {
         }
     }
 
+    /// [`Self::get`] without the crawler's session: what a reader who is not logged in gets.
+    pub async fn get_anonymous(&self, params: &[(String, String)]) -> Result<Value, ApiError> {
+        self.request_via(&self.anonymous, false, params).await
+    }
+
     /// Runs a query and follows its continuation (`continue` objects) to the end, handing
-    /// each response to `each`.
+    /// each response to `each`. A wiki that gives the same continuation twice, or more than
+    /// [`MAX_CONTINUATIONS`], is an error (a review: a broken extension could loop forever, and
+    /// the sync would never end).
     pub async fn query_all(
         &self,
         base: Params,
         mut each: impl FnMut(&Value) -> Result<(), ApiError>,
     ) -> Result<(), ApiError> {
         let mut cont: Params = Vec::new();
-        loop {
+        for _ in 0..MAX_CONTINUATIONS {
             let mut p = base.clone();
             p.extend(cont.iter().cloned());
             let v = self.get(&p).await?;
             each(&v)?;
             match v.get("continue").and_then(Value::as_object) {
                 Some(c) if !c.is_empty() => {
-                    cont = c
+                    let next: Params = c
                         .iter()
                         .map(|(k, v)| {
                             let v = match v {
@@ -181,10 +191,21 @@ impl Api {
                             (k.clone(), v)
                         })
                         .collect();
+                    if next == cont {
+                        return Err(ApiError::Invalid {
+                            url: self.api_url.clone(),
+                            message: "the wiki gave the same continuation twice".into(),
+                        });
+                    }
+                    cont = next;
                 }
                 _ => return Ok(()),
             }
         }
+        Err(ApiError::Invalid {
+            url: self.api_url.clone(),
+            message: format!("a query went on past {MAX_CONTINUATIONS} continuations"),
+        })
     }
 
     async fn ensure_login(&self) -> Result<(), ApiError> {
@@ -581,6 +602,75 @@ mod tests {
             matches!(&err, ApiError::Invalid { message, .. } if message.contains("larger than")),
             "{err:?}"
         );
+    }
+
+    /// A stand-in wiki (a broken extension on a real one) that answers every query with the
+    /// same continuation: the query ends with an error instead of looping forever (found by a
+    /// review).
+    #[tokio::test]
+    async fn a_continuation_given_twice_is_an_error_not_an_endless_query() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = r#"{"continue":{"apcontinue":"B","continue":"-||"},"query":{"allpages":[]}}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if sock.write_all(head.as_bytes()).await.is_err()
+                            || sock.write_all(body.as_bytes()).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let table: toml::Table = format!("url = \"{url}\"\npermissions = \"public\"")
+            .parse()
+            .unwrap();
+        let env = docent_connector_api::registry::ConfigEnv {
+            id: "wiki".into(),
+            base_dir: ".".into(),
+            max_document_bytes: 1 << 20,
+            max_text_bytes: 1 << 20,
+            parse_timeout: Duration::from_secs(5),
+            parse_memory_bytes: 2 << 30,
+        };
+        let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
+        let api = Api::new(&cfg, CancellationToken::new()).unwrap();
+        let mut rounds = 0;
+        let err = api
+            .query_all(
+                vec![
+                    ("action".into(), "query".into()),
+                    ("list".into(), "allpages".into()),
+                ],
+                |_| {
+                    rounds += 1;
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Invalid { message, .. } if message.contains("same continuation")),
+            "{err:?}"
+        );
+        assert_eq!(rounds, 2);
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

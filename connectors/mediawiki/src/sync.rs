@@ -43,7 +43,10 @@ fn sweep_batch(pages: usize, poll: Duration, reconcile: Duration) -> usize {
     per_poll.div_ceil(STATE_BATCH).clamp(1, SWEEP_QUERIES_MAX) * STATE_BATCH
 }
 /// Log types whose events may change a page's existence, title, namespace or content.
-const PAGE_LOG_TYPES: &[&str] = &["delete", "move", "protect", "import", "merge", "upload"];
+/// (`suppress`: deletions by an oversighter, seen when the crawler may read that log.)
+const PAGE_LOG_TYPES: &[&str] = &[
+    "delete", "move", "protect", "import", "merge", "upload", "suppress",
+];
 
 /// The checkpoint: where the change streams were read up to, and when the last full
 /// reconciliation ran.
@@ -537,10 +540,14 @@ impl Syncer {
         let Some(&last) = batch.last() else {
             return Ok(());
         };
-        self.swept_to.store(last, Ordering::Relaxed);
         let wanted: BTreeSet<u64> = batch.iter().copied().collect();
         let (states, missing) = match self.page_states_and_missing(&wanted).await {
-            Ok(r) => r,
+            // Only a batch answered counts as swept: a failed one is asked again (a review:
+            // it waited a whole round).
+            Ok(r) => {
+                self.swept_to.store(last, Ordering::Relaxed);
+                r
+            }
             Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
             Err(e) => {
                 tracing::warn!(connector = %self.cfg.id, error = %e, "sweep failed; the next poll goes on");
@@ -548,6 +555,7 @@ impl Syncer {
             }
         };
         let mut gone = Vec::new();
+        let mut out_of_scope = Vec::new();
         let mut changed = Vec::new();
         for id in &batch {
             match states.get(id) {
@@ -555,7 +563,11 @@ impl Syncer {
                     changed.push(m.clone());
                 }
                 Some(m) if self.in_scope(m) => {}
-                Some(_) => gone.push(*id),
+                // There, and out of the scope (moved to another namespace, out of the
+                // categories): withdrawn whatever deletion protection says, as the
+                // reconciliation does (a review: held back, it stayed answerable under its old
+                // ACL).
+                Some(_) => out_of_scope.push(*id),
                 None if missing.contains(id) => gone.push(*id),
                 // Not answered at all: nothing is known.
                 None => {}
@@ -569,6 +581,7 @@ impl Syncer {
             }
             gone.clear();
         }
+        gone.extend(out_of_scope);
         if gone.is_empty() && changed.is_empty() {
             return Ok(());
         }
@@ -604,8 +617,16 @@ impl Syncer {
     fn sweep_rereads(&self, id: u64, m: &PageMeta, seen: &Position) -> bool {
         let version = m.version();
         let native = id.to_string();
+        // Its namespace's ACL now: a page moved without a revision or log entry (a script such
+        // as namespaceDupes.php) keeps its version and changes its ACL (a review: it kept the
+        // old one until the reconciliation). No ACL at all: read again, and skipped.
+        let Ok(acl) = self.cfg.permissions.acl_for(m.ns) else {
+            return true;
+        };
+        let acl = acl.fingerprint();
         if let Some(Some(sent)) = self.sent.record(&native)
             && sent.version == version
+            && sent.acl_fingerprint == acl
         {
             // Sent already (a version the pipeline gave up on waits for the reconciliation).
             return false;
@@ -617,7 +638,7 @@ impl Syncer {
             return false;
         }
         self.last_known(&DocKey::new(&self.cfg.id, native))
-            .is_some_and(|k| k.version != version)
+            .is_some_and(|k| k.version != version || k.acl_fingerprint != acl)
     }
 
     /// Why the sweep may not delete `gone` pages of a `batch` from an index of `total`, if so.
@@ -1163,17 +1184,21 @@ impl Syncer {
         // yet has nothing to withdraw.)
         let acl_stands = prev.is_none_or(|p| p.acl_fingerprint == acl.fingerprint());
         let id = meta.id.to_string();
-        let v = match self
-            .api
-            .get(&params([
-                ("action", "parse"),
-                ("pageid", &id),
-                ("prop", "text|sections|displaytitle|revid"),
-                ("disablelimitreport", "1"),
-                ("disableeditsection", "1"),
-            ]))
-            .await
-        {
+        let parse = params([
+            ("action", "parse"),
+            ("pageid", &id),
+            ("prop", "text|sections|displaytitle|revid"),
+            ("disablelimitreport", "1"),
+            ("disableeditsection", "1"),
+        ]);
+        // Given to everyone: rendered as a reader who is not logged in sees it, not as the
+        // crawler (a review: a sysop crawler's rendering of a special page or of text an
+        // extension shows by group went to everyone).
+        let rendered = match self.cfg.permissions {
+            Permissions::Public => self.api.get_anonymous(&parse).await,
+            _ => self.api.get(&parse).await,
+        };
+        let v = match rendered {
             Ok(v) => v,
             Err(e) => {
                 return Ok(match self.on_page_failure(meta, e).await? {
