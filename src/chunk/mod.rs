@@ -195,8 +195,13 @@ fn split_to_fit(
     out: &mut Vec<Unit>,
 ) {
     let s = &text[span.clone()];
-    let tokens = counter.count(s);
-    if tokens <= max && s.len() <= max_bytes(max) {
+    // Bytes first: a span too long for any chunk is not tokenized whole (a review: a 5 MB
+    // paragraph was encoded at every level of the split).
+    let tokens = match s.len() <= max_bytes(max) {
+        true => counter.count(s),
+        false => usize::MAX,
+    };
+    if tokens <= max {
         if !s.trim().is_empty() {
             out.push(Unit {
                 span,
@@ -226,7 +231,7 @@ fn split_to_fit(
                 // A single char over budget: nothing smaller exists.
                 out.push(Unit {
                     span,
-                    tokens,
+                    tokens: counter.count(s),
                     block,
                 });
                 return;
@@ -265,8 +270,11 @@ fn pack_words(
         // sentence of megabytes held the pipeline for minutes).
         let fits = |j: usize| {
             let span = base + start..base + words[j].end;
+            if span.len() > max_bytes(max) {
+                return None;
+            }
             let t = counter.count(&text[span.clone()]);
-            (t <= max && span.len() <= max_bytes(max)).then_some((j, span, t))
+            (t <= max).then_some((j, span, t))
         };
         let mut best = fits(i);
         if let Some((mut lo, ..)) = best {
@@ -533,6 +541,35 @@ mod tests {
         let doc = parse(src.as_bytes(), None, "a.txt").unwrap();
         let chunks = chunk(&doc, cfg(200, 32), &RunCounter);
         assert!(chunk_bytes(&chunks) <= doc.text.len() * 5 / 4 + max_bytes(200));
+    }
+
+    /// A text far longer than a chunk is never tokenized whole: what the counter is given
+    /// stays within a few chunks' bytes (found by a review: a 5 MB paragraph was encoded
+    /// whole at each level of the split, and a 5 MB word about ten times).
+    #[test]
+    fn long_spans_are_cut_by_bytes_before_they_are_counted() {
+        struct Longest(std::sync::atomic::AtomicUsize);
+        impl TokenCounter for Longest {
+            fn count(&self, text: &str) -> usize {
+                self.0
+                    .fetch_max(text.len(), std::sync::atomic::Ordering::Relaxed);
+                text.split_whitespace().count().max(text.len() / 8)
+            }
+        }
+        for src in [
+            "word ".repeat(400_000),
+            format!("{}.", "x".repeat(2_000_000)),
+        ] {
+            let doc = parse(src.as_bytes(), None, "a.txt").unwrap();
+            let counter = Longest(std::sync::atomic::AtomicUsize::new(0));
+            let chunks = chunk(&doc, cfg(200, 32), &counter);
+            assert!(!chunks.is_empty());
+            let longest = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                longest <= 2 * max_bytes(200),
+                "{longest} bytes counted at once"
+            );
+        }
     }
 
     proptest! {

@@ -220,11 +220,23 @@ impl Format {
     /// deadline cannot be stopped, and a 64 KB page can make it build tens of millions of
     /// nodes (each new text run reopens every open formatting element with other attributes),
     /// gigabytes the daemon would not survive (found by a review; before, HTML up to 64 KiB
-    /// was parsed in the daemon).
-    pub fn isolated(self, _len: usize) -> bool {
-        matches!(self, Self::Pdf | Self::Xlsx | Self::Html)
+    /// was parsed in the daemon). DOCX and PPTX too: a 65 KB archive can inflate a part to
+    /// 64 MiB, which the XML walk holds several times over. Markdown and CSV above
+    /// [`IN_PROCESS_MAX`]: pulldown-cmark builds its whole tree first (about 48 bytes a node,
+    /// one node per `*` of a run: a 50 MB file took gigabytes), and the CSV reader holds a
+    /// record's every field before its cells are counted (a review).
+    pub fn isolated(self, len: usize) -> bool {
+        match self {
+            Self::Pdf | Self::Xlsx | Self::Html | Self::Docx | Self::Pptx => true,
+            Self::Markdown | Self::Csv => len > IN_PROCESS_MAX,
+            Self::Text | Self::Code | Self::Json => false,
+        }
     }
 }
+
+/// Largest Markdown or CSV document parsed in the daemon's own process (see
+/// [`Format::isolated`]).
+pub const IN_PROCESS_MAX: usize = 1 << 20;
 
 thread_local! {
     /// Most bytes a [`TextBuilder`] on this thread may hold (text plus every block's heading
@@ -349,6 +361,9 @@ pub fn parse_limited(
         && Format::detect(mime.as_deref(), &name).is_ok_and(|f| f.isolated(bytes.len()))
     {
         let doc = isolate::parse_in_child(exe, bytes, mime, name, limits)?;
+        // Spans from another process (another build, after an upgrade in place) are checked
+        // before anything slices the text with them.
+        doc.validate().map_err(ParseError::Malformed)?;
         return within_text_limit(doc, limits);
     }
     let overdue = OVERDUE.load(Ordering::Relaxed);
@@ -886,15 +901,27 @@ mod tests {
         assert!(t.contains(card), "whole before the cut: {t}");
     }
 
-    /// PDFs, spreadsheets and HTML always go to the parser process (their parsers can abort
-    /// the process: calamine reserves what a file's counts claim, html5ever can be made to
-    /// build gigabytes from a small page); the rest stays in the daemon.
+    /// PDFs, spreadsheets, HTML and Office archives always go to the parser process (their
+    /// parsers can abort the process: calamine reserves what a file's counts claim, html5ever
+    /// can be made to build gigabytes from a small page, an archive part inflates a
+    /// thousandfold); Markdown and CSV once they are large enough to take gigabytes (a
+    /// review); plain text, code and JSON, read within the budget as they go, stay.
     #[test]
     fn hostile_capable_formats_are_parsed_in_a_child_process() {
-        assert!(Format::Pdf.isolated(1));
-        assert!(Format::Xlsx.isolated(1));
-        assert!(Format::Html.isolated(1));
-        for f in [Format::Markdown, Format::Text, Format::Docx, Format::Json] {
+        for f in [
+            Format::Pdf,
+            Format::Xlsx,
+            Format::Html,
+            Format::Docx,
+            Format::Pptx,
+        ] {
+            assert!(f.isolated(1), "{f:?}");
+        }
+        for f in [Format::Markdown, Format::Csv] {
+            assert!(!f.isolated(IN_PROCESS_MAX), "{f:?}");
+            assert!(f.isolated(IN_PROCESS_MAX + 1), "{f:?}");
+        }
+        for f in [Format::Text, Format::Code, Format::Json] {
             assert!(!f.isolated(100 << 20), "{f:?}");
         }
     }
