@@ -62,10 +62,13 @@ impl JwtError {
     }
 }
 
+#[derive(Clone)]
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
+    /// The JWK as the file gave it, to tell whether a later read still holds this key.
+    jwk: String,
 }
 
 /// The shortest HS256 secret accepted (RFC 7518 3.2: at least the hash's size).
@@ -117,9 +120,15 @@ impl JwtVerifier {
                     (Algorithm::HS256, KeyAlgorithm::HS256)
                 }
                 _ => {
-                    return Err(format!(
-                        "keys[{i}]: unsupported key type (RSA, EC P-256, oct)"
-                    ));
+                    // An IdP's JWKS often publishes keys of other types beside the one it signs
+                    // with: one such key does not make the file unreadable (a review: it failed
+                    // a reload, which kept keys the admin had removed).
+                    tracing::info!(
+                        key = i,
+                        kid = jwk.common.key_id.as_deref().unwrap_or(""),
+                        "JWKS key left out: unsupported key type (RSA, EC P-256 and oct are)"
+                    );
+                    continue;
                 }
             };
             let c = &jwk.common;
@@ -143,6 +152,7 @@ impl JwtVerifier {
                 kid: jwk.common.key_id.clone(),
                 alg,
                 key,
+                jwk: serde_json::to_string(jwk).unwrap_or_default(),
             });
         }
         if keys.is_empty() {
@@ -153,6 +163,27 @@ impl JwtVerifier {
         Ok(Self { keys, cfg })
     }
 
+    /// This verifier with only the keys `newer` (a later read of the JWKS file) still holds,
+    /// and how many it dropped: after a reload that failed, a key removed from the file (a
+    /// compromised one) stops verifying, and no key is added (a review: such a key went on
+    /// verifying until a reload succeeded).
+    pub fn keeping_only(&self, newer: &JwtVerifier) -> (JwtVerifier, usize) {
+        let keys: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|k| newer.keys.iter().any(|n| n.jwk == k.jwk))
+            .cloned()
+            .collect();
+        let dropped = self.keys.len() - keys.len();
+        (
+            JwtVerifier {
+                keys,
+                cfg: self.cfg.clone(),
+            },
+            dropped,
+        )
+    }
+
     pub fn path(&self) -> &Path {
         &self.cfg.jwks_file
     }
@@ -160,6 +191,9 @@ impl JwtVerifier {
     /// Verifies the token at time `now` (unix seconds) and returns the user claim.
     pub fn verify(&self, token: &str, now: i64) -> Result<String, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if names_critical_parameters(token) {
+            return Err(JwtError::Malformed);
+        }
         // A token without `kid` may be signed by any key of its algorithm (during a rotation
         // the JWKS holds two): each is tried until one's signature matches.
         let mut last = JwtError::UnknownKey;
@@ -186,8 +220,9 @@ impl JwtVerifier {
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_audience(&[&self.cfg.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        v.validate_nbf = true;
-        // Time checks are done here against `now` so tests can pin the clock.
+        // Time checks are done here against `now` so tests can pin the clock (and so a clock set
+        // before 1970 refuses rather than panics in the library's own reading of it; a review).
+        v.validate_nbf = false;
         v.validate_exp = false;
         v.leeway = self.cfg.leeway_secs;
         let data =
@@ -209,7 +244,12 @@ impl JwtVerifier {
         if now > exp.saturating_add(leeway) {
             return Err(JwtError::Expired);
         }
-        if let Some(nbf) = num("nbf")
+        // An `nbf` that is there and not a whole number of seconds is not ignored (a review).
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(_) => Some(num("nbf").ok_or(JwtError::Malformed)?),
+        };
+        if let Some(nbf) = nbf
             && now.saturating_add(leeway) < nbf
         {
             return Err(JwtError::NotYetValid);
@@ -229,6 +269,20 @@ impl JwtVerifier {
             .map(str::to_string)
             .ok_or_else(|| JwtError::MissingClaim(self.cfg.user_claim.clone()))
     }
+}
+
+/// Whether the token's header lists parameters the verifier must understand (`crit`, RFC 7515
+/// §4.1.11): Docent understands none, so such a token is refused rather than read without them
+/// (a review: the library's header has no such field, and dropped it). A header that does not
+/// decode counts as naming some.
+fn names_critical_parameters(token: &str) -> bool {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok())
+        .is_none_or(|h| h.contains_key("crit"))
 }
 
 #[cfg(test)]
@@ -298,6 +352,46 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&forged, 700), Err(JwtError::BadSignature));
         assert_eq!(v.verify("a.b.c", 700), Err(JwtError::Malformed));
+    }
+
+    /// Found by a review: a header's `crit` list (parameters the verifier must understand) was
+    /// dropped unread, and an `nbf` that is not a number was ignored. Both refuse now.
+    #[test]
+    fn critical_header_parameters_and_a_malformed_nbf_are_refused() {
+        let v = verifier();
+        let claims = serde_json::json!({"sub": "alice", "iss": "https://idp.test",
+            "aud": "docent", "exp": 1_000});
+        let signed = |header: serde_json::Value, claims: &serde_json::Value| {
+            let msg = format!(
+                "{}.{}",
+                base64url(header.to_string().as_bytes()),
+                base64url(claims.to_string().as_bytes())
+            );
+            let sig = jsonwebtoken::crypto::sign(
+                msg.as_bytes(),
+                &EncodingKey::from_secret(SECRET),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{msg}.{sig}")
+        };
+        let plain = serde_json::json!({"alg": "HS256", "kid": "hs1", "typ": "JWT"});
+        assert_eq!(
+            v.verify(&signed(plain.clone(), &claims), 700),
+            Ok("alice".into())
+        );
+        let critical = serde_json::json!({"alg": "HS256", "kid": "hs1", "crit": ["bound"],
+            "bound": true});
+        assert_eq!(
+            v.verify(&signed(critical, &claims), 700),
+            Err(JwtError::Malformed)
+        );
+        let mut later = claims.clone();
+        later["nbf"] = "9999999999".into();
+        assert_eq!(
+            v.verify(&signed(plain, &later), 700),
+            Err(JwtError::Malformed)
+        );
     }
 
     /// Found by a review: with `user_claim = "email"`, an address the IdP never verified named

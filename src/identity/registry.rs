@@ -114,11 +114,23 @@ impl IdentityRegistry {
     /// many were withdrawn.
     pub fn withdraw_ungranted(&self, granted: &crate::config::Granted) -> Result<usize, String> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The identity files as they read now, each on its own; one that cannot be read counts
+        // as it read last (a review: only the last good read was asked, so an identity removed
+        // from both the config and its file kept signing in).
+        let now_files: Vec<crate::identity::sources::Loaded> = base
+            .identity_sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, src)| {
+                crate::identity::sources::load_at(i, src)
+                    .ok()
+                    .or_else(|| files.loaded.get(i).cloned())
+            })
+            .collect();
         // An identity the identity files define stays one when the config drops it.
         let in_files = |id: &str| {
-            files
-                .loaded
+            now_files
                 .iter()
                 .any(|l| l.identities.iter().any(|e| e.spec.id == id))
         };
@@ -156,7 +168,7 @@ impl IdentityRegistry {
             if let Some(g) = now {
                 for a in &id.aliases {
                     // (One the identity files give it stays, as an identity they define.)
-                    let in_files = files.loaded.iter().any(|l| {
+                    let in_files = now_files.iter().any(|l| {
                         l.identities
                             .iter()
                             .any(|e| e.spec.id == id.id && e.spec.aliases.contains(a))
@@ -166,6 +178,41 @@ impl IdentityRegistry {
                         n += 1;
                     }
                 }
+            }
+        }
+        // An identity only the identity files defined, gone from them: locked as well (kept,
+        // with its groups, through an entry that locks it). Files that only name members (a
+        // group file) define none.
+        let dropped: Vec<String> = files
+            .loaded
+            .iter()
+            .filter(|l| !l.members_only)
+            .flat_map(|l| l.identities.iter().map(|e| e.spec.id.clone()))
+            .filter(|id| {
+                !in_files(id)
+                    && !granted.identities.contains_key(id)
+                    && !base.identities.iter().any(|i| &i.id == id)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for id in dropped {
+            base.identities.push(crate::identity::IdentitySpec {
+                id,
+                locked: true,
+                ..Default::default()
+            });
+            n += 1;
+        }
+        // A signing key gone from the JWKS file stops verifying; none is added.
+        if let (Some(old), Some(cfg)) = (&files.jwt, &base.jwt)
+            && let Ok(newer) = crate::identity::jwt::JwtVerifier::load(cfg.clone())
+        {
+            let (kept, dropped) = old.keeping_only(&newer);
+            if dropped > 0 {
+                files.jwt = Some(Arc::new(kept));
+                *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files.clone();
+                n += dropped;
             }
         }
         for k in &mut base.api_keys {
@@ -466,6 +513,117 @@ aliases = ["bob@corp.example"]
             reg.current()
                 .authenticate_cert(&["oncall@corp.example".to_string()])
                 .is_ok()
+        );
+    }
+
+    /// Found by a review: a failed reload asked only the identity files' last good read and the
+    /// JWKS as first read, so an identity removed from the config and its file, one removed
+    /// from its file alone, and a signing key removed from the JWKS (a compromised one) all
+    /// went on signing in until a reload succeeded.
+    #[test]
+    fn a_failed_reload_reads_the_identity_files_and_the_jwks_again() {
+        use base64::Engine;
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let dir = tempfile::tempdir().unwrap();
+        const OLD: &[u8] = b"test-only-hs256-secret-compromised";
+        const NEW: &[u8] = b"test-only-hs256-secret-still-good!";
+        let jwks = |secrets: &[(&str, &[u8])]| {
+            let keys: Vec<serde_json::Value> = secrets
+                .iter()
+                .map(|(kid, k)| {
+                    serde_json::json!({"kty": "oct", "kid": kid, "alg": "HS256",
+                        "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)})
+                })
+                .collect();
+            std::fs::write(
+                dir.path().join("jwks.json"),
+                serde_json::json!({ "keys": keys }).to_string(),
+            )
+            .unwrap();
+        };
+        let token = |kid: &str, secret: &[u8], sub: &str| {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(kid.into());
+            let claims = serde_json::json!({"sub": sub, "iss": "https://idp.test",
+                "aud": "docent", "exp": 4_000_000_000i64});
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).unwrap()
+        };
+        jwks(&[("old", OLD), ("new", NEW)]);
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"carol"},{"id":"frank"},{"id":"gina"}]}"#,
+        );
+        let auth = "[auth]
+jwks_file = \"jwks.json\"
+jwt_issuer = \"https://idp.test\"
+                    jwt_audience = \"docent\"
+";
+        let carol_key = "[[api_keys]]
+id = \"kc\"
+identity = \"carol\"
+sha256 = \""
+            .to_string()
+            + &hex::encode(crate::identity::token_hash("carol-key"))
+            + "\"
+scopes = [\"query\"]
+";
+        let carol = "[[identities]]
+id = \"carol\"
+";
+        let cfg = config(dir.path(), &format!("{carol}{carol_key}{auth}")).unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let at = 1_000_000_000;
+        for who in ["carol", "frank", "gina"] {
+            assert!(
+                reg.current()
+                    .authenticate_bearer_at(&token("old", OLD, who), at)
+                    .is_ok()
+            );
+        }
+
+        // carol leaves the config (her key stays listed: the reload fails) and the file; frank
+        // leaves the file; the old key leaves the JWKS.
+        users(dir.path(), r#"{"users":[{"id":"gina"}]}"#);
+        jwks(&[("new", NEW)]);
+        let broken = format!("{carol_key}{auth}");
+        assert!(config(dir.path(), &broken).is_err());
+        let g = crate::config::granted(&broken).unwrap();
+        // carol, frank, and one key.
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(3));
+        let store = reg.current();
+        for who in ["carol", "frank"] {
+            assert!(
+                store
+                    .authenticate_bearer_at(&token("new", NEW, who), at)
+                    .is_err(),
+                "{who}"
+            );
+            assert!(
+                store.authenticate_cert(&[who.to_string()]).is_err(),
+                "{who}"
+            );
+        }
+        assert!(
+            store
+                .authenticate_bearer_at(&token("new", NEW, "gina"), at)
+                .is_ok()
+        );
+        assert!(
+            store
+                .authenticate_bearer_at(&token("old", OLD, "gina"), at)
+                .is_err()
+        );
+        // Held by later rebuilds (a connector's report) until a reload succeeds.
+        reg.report("c", Vec::new()).unwrap();
+        assert!(
+            reg.current()
+                .authenticate_bearer_at(&token("old", OLD, "gina"), at)
+                .is_err()
+        );
+        assert!(
+            reg.current()
+                .authenticate_cert(&["frank".to_string()])
+                .is_err()
         );
     }
 

@@ -246,7 +246,7 @@ pub fn load(src: &IdentitySource) -> Result<Loaded, String> {
 }
 
 /// [`load`] for `identity_sources[index]`.
-fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, String> {
+pub(crate) fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, String> {
     let text =
         std::fs::read_to_string(&src.path).map_err(|e| format!("{}: {e}", src.path.display()))?;
     let passwd = match &src.passwd {
