@@ -1925,7 +1925,8 @@ mod tests {
             let mut d = doc(0, v);
             d.acl = acl;
             d.content
-                .extend("\n\nkestrels and more kestrels".repeat(50_000).bytes());
+                // (Under `parse::IN_PROCESS_MAX`: parsed in this process.)
+                .extend("\n\nkestrels and more kestrels".repeat(30_000).bytes());
             Change::Upsert(Box::new(d))
         };
         let everyone = || Acl::new([Principal::Everyone], []);
@@ -1937,7 +1938,7 @@ mod tests {
         apply(&pipeline_into(&index, None), version(1, everyone()));
         assert_eq!(indexed(), Some("1".to_string()));
 
-        // Far shorter than parsing 1.4 MB of Markdown takes.
+        // Far shorter than parsing 840 KB of Markdown takes.
         let slow = pipeline_into(
             &index,
             Some(crate::parse::ParseLimits {
