@@ -105,6 +105,9 @@ struct State {
     joined: TtlMap<String, Vec<String>>,
     /// Joins seen so far: a check that a join happened during is not cached.
     joins: u64,
+    /// Users told within [`BUSY_NOTE_EVERY`] that their work was refused (see
+    /// [`Bridge::tell_busy`]).
+    busy_noted: TtlMap<String, ()>,
 }
 
 /// How long a failed reading of the workspace's accounts is given again instead of read again.
@@ -113,6 +116,13 @@ const GUESTS_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Work waiting or running at once, in all and per Slack user (see [`Bridge::spawn`]).
 pub const MAX_QUEUED: usize = 1_000;
 pub const MAX_QUEUED_PER_USER: usize = 8;
+
+/// Notes that the bridge is busy (see [`Bridge::tell_busy`]) being sent at once, at most: past
+/// that, refused work goes without one.
+const MAX_BUSY_NOTES: usize = 16;
+
+/// A user told that the bridge is busy is not told again within this time.
+const BUSY_NOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counts of work waiting or running, in all and per user, each under its limit.
 pub struct Backlog {
@@ -191,7 +201,10 @@ pub struct Bridge {
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
     work: Semaphore,
+    /// Work and notes running or waiting, each counted by an [`InFlight`].
     in_flight: AtomicUsize,
+    /// Places for notes that the bridge is busy ([`MAX_BUSY_NOTES`]).
+    busy_notes: Arc<Semaphore>,
     /// Work waiting or running, in all and per Slack user: one user's flood of messages neither
     /// grows the backlog without bound nor holds everyone else behind it.
     backlog: Arc<Mutex<Backlog>>,
@@ -202,17 +215,22 @@ pub struct Bridge {
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Fixed user-facing strings (never document content).
 /// Messages the bridge sends through one `response_url` at most (Slack allows 5; one is kept
 /// for a failure note).
 const RESPONSE_URL_MESSAGES: usize = 4;
 
-mod text {
+/// Fixed user-facing strings (never document content).
+pub(crate) mod text {
     pub const UNMAPPED: &str = "Sorry, I can't match your Slack account to a Docent identity, so I can't answer. Please ask your Docent administrator to add your Slack ID or e-mail address as an alias.";
     pub const HELP: &str =
         "Ask me a question about our documents, e.g. \"@Docent how do I reset my VPN token?\"";
     pub const DOCENT_DOWN: &str = "Sorry, Docent is not reachable right now, so I couldn't answer. Please try again in a few minutes.";
     pub const DOCENT_BUSY: &str = "Sorry, Docent is busy right now. Please try again in a minute.";
+    pub const QUOTA_SPENT: &str = "Sorry, today's allowance of tokens for Docent's generated answers is used up, so I couldn't answer. Please try again tomorrow.";
+    pub const QUOTA_IN_USE: &str = "Sorry, what is left of today's allowance of tokens for Docent's generated answers is being used by other answers right now. Please try again in a few minutes.";
+    /// The bridge had no room for the work (see `Bridge::spawn`).
+    pub const BRIDGE_BUSY: &str = "Sorry, too many questions are waiting for an answer right now, so I couldn't take yours. Please try again in a minute.";
+    pub const RESPONSE_URL_REFUSED: &str = "Sorry, I can't answer this command: the address Slack gave for the answer is not one of Slack's. Please tell your Docent administrator.";
     pub const EXPIRED: &str = "That question is too old to answer privately now; please ask again.";
     pub const NOT_YOURS: &str = "You can only rate answers given to you or to this channel.";
     pub const THANKS: &str = "Thanks, your feedback was recorded.";
@@ -235,6 +253,10 @@ fn docent_error_text(e: &docent_client::Error) -> String {
         E::Connect { .. } => text::DOCENT_DOWN.into(),
         E::Api(a) if a.code() == tonic::Code::Unavailable => text::DOCENT_DOWN.into(),
         E::Api(a) if a.reason() == reasons::OVERLOADED => text::DOCENT_BUSY.into(),
+        // Found by a review: both read "something went wrong", though nothing did and trying
+        // later is all there is to do.
+        E::Api(a) if a.reason() == reasons::TOKEN_QUOTA_EXCEEDED => text::QUOTA_SPENT.into(),
+        E::Api(a) if a.reason() == reasons::TOKEN_QUOTA_IN_USE => text::QUOTA_IN_USE.into(),
         E::Api(a) if a.reason() == reasons::TEXT_TOO_LONG => {
             "Sorry, that question is too long for Docent. Please shorten it.".into()
         }
@@ -343,8 +365,10 @@ impl Bridge {
                 joins: 0,
                 guests: None,
                 guests_failed: None,
+                busy_noted: TtlMap::new(BUSY_NOTE_EVERY, 100_000),
             }),
             in_flight: AtomicUsize::new(0),
+            busy_notes: Arc::new(Semaphore::new(MAX_BUSY_NOTES)),
             backlog: Arc::new(Mutex::new(Backlog::new(MAX_QUEUED, MAX_QUEUED_PER_USER))),
             guest_refresh: tokio::sync::Mutex::new(()),
             idle: Notify::new(),
@@ -440,10 +464,14 @@ impl Bridge {
             .is_some()
     }
 
-    /// Runs `work` on its own task; the caller has already acknowledged the request. Work past
-    /// [`MAX_QUEUED`] in all, or [`MAX_QUEUED_PER_USER`] of one user, is dropped and counted
-    /// (`docent_slack_refusals_total{reason="busy"}`): a flood waits for nothing.
-    pub fn spawn(self: &Arc<Self>, work: Work) {
+    /// Runs `work` on its own task and returns true; the caller has already acknowledged the
+    /// request. Work past [`MAX_QUEUED`] in all, or [`MAX_QUEUED_PER_USER`] of one user, is
+    /// refused (false) and counted (`docent_slack_refusals_total{reason="busy"}`): a flood
+    /// waits for nothing. The asker of refused work is told so (`tell_busy`), except
+    /// for a slash command, whose HTTP response the caller gives that text (found by a review:
+    /// refused work got no reply at all, after "Looking that up…" for a command, and an event
+    /// already marked seen, so that Slack's retry was ignored).
+    pub fn spawn(self: &Arc<Self>, work: Work) -> bool {
         let user = match &work {
             Work::Question { user, .. }
             | Work::Action { user, .. }
@@ -453,20 +481,98 @@ impl Bridge {
             tracing::warn!("slack work dropped: too much waiting");
             self.metrics
                 .inc("docent_slack_refusals_total", &[("reason", "busy")]);
+            self.tell_busy(work);
+            return false;
+        };
+        let me = self.clone();
+        self.track(async move {
+            let _ticket = ticket;
+            let _permit = me.work.acquire().await;
+            me.run(work).await;
+        });
+        true
+    }
+
+    /// Runs `task` on its own task, counted in [`Self::idle`] until it ends, even by a panic
+    /// (found by a review: a panic left the count up, and shutdown waited for ever).
+    fn track(self: &Arc<Self>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let counted = InFlight::enter(self);
+        tokio::spawn(async move {
+            let _counted = counted;
+            task.await;
+        });
+    }
+
+    /// Tells the asker of work refused by [`Self::spawn`] that the bridge is busy, privately
+    /// and at best: once per [`BUSY_NOTE_EVERY`] per user, [`MAX_BUSY_NOTES`] at once, one
+    /// attempt, so that a flood of refused work makes no flood of notes. Nothing for a slash
+    /// command: its HTTP response says so.
+    fn tell_busy(self: &Arc<Self>, work: Work) {
+        let (channel, user, thread_ts, response_url) = match work {
+            Work::Question {
+                channel,
+                user,
+                thread_ts,
+                ..
+            } => (channel, user, Some(thread_ts), None),
+            Work::Action {
+                channel,
+                user,
+                thread_ts,
+                response_url,
+                ..
+            } => (channel, user, thread_ts, response_url),
+            Work::Command { .. } => return,
+        };
+        let Ok(place) = self.busy_notes.clone().try_acquire_owned() else {
             return;
         };
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self
+            .state()
+            .busy_noted
+            .first_sighting(user.clone(), (), Instant::now())
+        {
+            return;
+        }
         let me = self.clone();
-        tokio::spawn(async move {
-            {
-                let _permit = me.work.acquire().await;
-                me.run(work).await;
-            }
-            drop(ticket);
-            if me.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                me.idle.notify_waiters();
+        self.track(async move {
+            let _place = place;
+            let note = Message::plain(text::BRIDGE_BUSY);
+            let sent = match &response_url {
+                // A press on an ephemeral message can only be answered through its response_url.
+                Some(url) if channel.is_empty() => me
+                    .slack
+                    .respond(
+                        url,
+                        &json!({"response_type": "ephemeral", "text": note[0].text}),
+                    )
+                    .await
+                    .map(|_| ()),
+                _ => {
+                    me.post_ephemeral(&channel, &user, thread_ts.as_deref(), &note)
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(
+                    error = e.code(),
+                    "could not tell the user the bridge is busy"
+                );
             }
         });
+    }
+
+    /// Whether `url` may be a `response_url` Slack gave (see
+    /// [`crate::slack::response_url_allowed`]).
+    pub fn accepts_response_url(&self, url: &str) -> bool {
+        self.slack.accepts_response_url(url)
+    }
+
+    /// Every place `user` may still take in the backlog (tests: the bridge is then busy for
+    /// them until the tickets are dropped).
+    #[cfg(test)]
+    pub(crate) fn fill_backlog(&self, user: &str) -> Vec<Ticket> {
+        std::iter::from_fn(|| Backlog::enter(&self.backlog, user)).collect()
     }
 
     /// Waits until no work is in flight.
@@ -521,8 +627,14 @@ impl Bridge {
     }
 
     /// Whether Docent knows `name` as an identity id or alias (an audience name is not a person).
+    /// A name with `:` or whitespace (untrimmed included) is none, whatever Docent would make of
+    /// it: Docent trims `on_behalf_of` and reads prefixes such as `group:` (found by a review).
     async fn is_identity(&self, name: &str) -> Result<bool, docent_client::Error> {
-        if name.is_empty() || Audience::parse(name).is_some() {
+        if name.is_empty()
+            || name.contains(':')
+            || name.contains(char::is_whitespace)
+            || Audience::parse(name).is_some()
+        {
             return Ok(false);
         }
         // One conversation is enough to tell: the call is what answers.
@@ -1001,6 +1113,18 @@ impl Bridge {
         self.deliver(to, &Message::plain(text::UNMAPPED)).await;
     }
 
+    /// `e`, from asking as the Docent identity `user` was mapped to: `UNKNOWN_USER` means the
+    /// identity was removed or locked since, so the mapping is forgotten and the user gets the
+    /// unmapped refusal (found by a review: the cached mapping was used until its TTL ran
+    /// out, each question answered "something went wrong (error UNKNOWN_USER)").
+    async fn fail_as(&self, to: &Target<'_>, user: &str, e: docent_client::Error) {
+        if e.reason() == Some(reasons::UNKNOWN_USER) {
+            self.state().users.remove(&user.to_string());
+            return self.refuse(to).await;
+        }
+        self.fail(to, Failure::Docent(e)).await
+    }
+
     async fn question(
         &self,
         kind: QuestionKind,
@@ -1013,7 +1137,9 @@ impl Bridge {
         let question = strip_mentions(raw);
         let in_channel = kind != QuestionKind::Direct;
         let public = Target::Thread { channel, thread_ts };
-        // Refusals and lookup failures in a channel go to the asker alone.
+        // Refusals, and failures to check a channel's members, go to the asker alone in a
+        // channel; a failure to map the asker is told in the thread (below). Either text is
+        // fixed: nothing of anyone's access is in it.
         let asker = if in_channel {
             Target::Private {
                 channel,
@@ -1051,7 +1177,7 @@ impl Bridge {
                     };
                     self.deliver(&public, &render::answer(&r, &offers)).await;
                 }
-                Err(e) => self.fail(&public, Failure::Docent(e)).await,
+                Err(e) => self.fail_as(&public, user, e).await,
             }
             return;
         }
@@ -1179,7 +1305,7 @@ impl Bridge {
                         };
                         self.deliver(&to, &render::answer(&r, &offers)).await;
                     }
-                    Err(e) => self.fail(&to, Failure::Docent(e)).await,
+                    Err(e) => self.fail_as(&to, user, e).await,
                 }
             }
             render::ACTION_FEEDBACK_UP | render::ACTION_FEEDBACK_DOWN => {
@@ -1203,6 +1329,8 @@ impl Bridge {
                         self.metrics.inc("docent_slack_feedback_total", &[]);
                         self.deliver(&to, &Message::plain(text::THANKS)).await;
                     }
+                    // Given as the person who pressed: theirs to be refused.
+                    Err(e) if Audience::parse(&t.o).is_none() => self.fail_as(&to, user, e).await,
                     Err(e) => self.fail(&to, Failure::Docent(e)).await,
                 }
             }
@@ -1230,7 +1358,26 @@ impl Bridge {
                 };
                 self.deliver(&to, &render::answer(&r, &offers)).await;
             }
-            Err(e) => self.fail(&to, Failure::Docent(e)).await,
+            Err(e) => self.fail_as(&to, user, e).await,
+        }
+    }
+}
+
+/// One unit of [`Bridge::in_flight`], given back when dropped: when the task holding it ends,
+/// or unwinds from a panic.
+struct InFlight(Arc<Bridge>);
+
+impl InFlight {
+    fn enter(bridge: &Arc<Bridge>) -> Self {
+        bridge.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(bridge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
@@ -1388,7 +1535,7 @@ fn counts_as_guest(cfg: &Config, u: &Value) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Session 31's review: every event got its own task waiting for an answer slot, so one
@@ -1499,10 +1646,15 @@ mod tests {
 
     /// A bridge with `slack` added to its `[slack]` section; Docent's address is a port nothing
     /// listens on (the tests below must not reach it).
-    async fn test_bridge(slack: &str) -> Arc<Bridge> {
+    pub(crate) async fn test_bridge(slack: &str) -> Arc<Bridge> {
+        test_bridge_of(slack, "http://127.0.0.1:1").await
+    }
+
+    /// [`test_bridge`] asking the Docent at `docent` (see [`fake_docent`]).
+    async fn test_bridge_of(slack: &str, docent: &str) -> Arc<Bridge> {
         let text = format!(
             "version = 1\nlisten = \"127.0.0.1:0\"\n[slack]\nbot_token = \"xoxb-1\"\n\
-             signing_secret = \"s\"\n{slack}\n[docent]\naddr = \"http://127.0.0.1:1\"\n\
+             signing_secret = \"s\"\n{slack}\n[docent]\naddr = \"{docent}\"\n\
              api_key = \"k\"\n[channels]\ndefault_audience = \"everyone\"\n"
         );
         let cfg = Config::parse(&text, std::path::Path::new("."), &|_| None).unwrap();
@@ -1515,11 +1667,13 @@ mod tests {
     }
 
     /// Calls to the fake Web API: method and JSON body.
-    type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+    pub(crate) type Calls = Arc<Mutex<Vec<(String, Value)>>>;
 
     /// A stand-in for Slack's Web API (it cannot run here): `{"ok": true}` to every call, each
-    /// recorded. Returns its base URL (for `slack.api_url`), the calls, and what stops it.
-    async fn fake_web_api() -> (String, Calls, tokio_util::sync::CancellationToken) {
+    /// recorded (a `response_url` post under its path, such as `/response/cmd1`), except that a
+    /// path under `/redirect/` is answered with a redirect to `/api/redirected`. Returns its
+    /// base URL (for `slack.api_url`), the calls, and what stops it.
+    pub(crate) async fn fake_web_api() -> (String, Calls, tokio_util::sync::CancellationToken) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api", listener.local_addr().unwrap());
         let calls = Calls::default();
@@ -1530,6 +1684,7 @@ mod tests {
             async move {
                 use http_body_util::BodyExt;
                 let method = req.uri().path().trim_start_matches("/api/").to_string();
+                let redirect = method.starts_with("/redirect/");
                 let body = req
                     .into_body()
                     .collect()
@@ -1538,6 +1693,13 @@ mod tests {
                     .unwrap_or_default();
                 let args = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 seen.lock().unwrap().push((method, args));
+                if redirect {
+                    return ::http::Response::builder()
+                        .status(::http::StatusCode::TEMPORARY_REDIRECT)
+                        .header(::http::header::LOCATION, "/api/redirected")
+                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                        .unwrap();
+                }
                 ::http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
                     br#"{"ok": true}"#,
                 )))
@@ -1610,6 +1772,296 @@ mod tests {
             ),
             1
         );
+    }
+
+    /// What Docent says when it refuses a call: `reason` in a `google.rpc.ErrorInfo` of domain
+    /// `docent.v1`, in the status details the client reads. Encoded by hand (this crate has no
+    /// protobuf encoder): every part is under 128 bytes, so each length is one byte.
+    fn docent_refusal(reason: &str) -> tonic::Status {
+        fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+            assert!(bytes.len() < 128);
+            let mut f = vec![tag, bytes.len() as u8];
+            f.extend_from_slice(bytes);
+            f
+        }
+        // ErrorInfo { reason = 1, domain = 2 } in Any { type_url = 1, value = 2 } in
+        // Status { details = 3 }.
+        let info = [
+            field(0x0a, reason.as_bytes()),
+            field(0x12, docent_client::ERROR_DOMAIN.as_bytes()),
+        ]
+        .concat();
+        let any = [
+            field(0x0a, b"type.googleapis.com/google.rpc.ErrorInfo"),
+            field(0x12, &info),
+        ]
+        .concat();
+        tonic::Status::with_details(
+            tonic::Code::FailedPrecondition,
+            "refused by the fake Docent",
+            field(0x1a, &any).into(),
+        )
+    }
+
+    /// A Docent whose every Assistant call is refused with one reason.
+    struct RefusingDocent(&'static str);
+
+    type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
+
+    #[tonic::async_trait]
+    impl pb::assistant_server::Assistant for RefusingDocent {
+        async fn ask(&self, _: tonic::Request<pb::AskRequest>) -> Answer<pb::AskResponse> {
+            Err(docent_refusal(self.0))
+        }
+
+        type AskStreamStream =
+            tonic::codegen::tokio_stream::Empty<Result<pb::AskStreamEvent, tonic::Status>>;
+
+        async fn ask_stream(
+            &self,
+            _: tonic::Request<pb::AskRequest>,
+        ) -> Answer<Self::AskStreamStream> {
+            Err(docent_refusal(self.0))
+        }
+
+        async fn search(&self, _: tonic::Request<pb::SearchRequest>) -> Answer<pb::SearchResponse> {
+            Err(docent_refusal(self.0))
+        }
+
+        async fn list_conversations(
+            &self,
+            _: tonic::Request<pb::ListConversationsRequest>,
+        ) -> Answer<pb::ListConversationsResponse> {
+            Err(docent_refusal(self.0))
+        }
+
+        async fn get_conversation(
+            &self,
+            _: tonic::Request<pb::ConversationRequest>,
+        ) -> Answer<pb::Conversation> {
+            Err(docent_refusal(self.0))
+        }
+
+        async fn delete_conversation(
+            &self,
+            _: tonic::Request<pb::ConversationRequest>,
+        ) -> Answer<pb::DeleteConversationResponse> {
+            Err(docent_refusal(self.0))
+        }
+
+        async fn feedback(
+            &self,
+            _: tonic::Request<pb::FeedbackRequest>,
+        ) -> Answer<pb::FeedbackResponse> {
+            Err(docent_refusal(self.0))
+        }
+    }
+
+    /// A stand-in for Docent (the daemon is not built with this crate) that refuses every
+    /// question with `reason`. Returns its address (for `docent.addr`) and what stops it.
+    async fn fake_docent(reason: &'static str) -> (String, tokio_util::sync::CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let router = tonic::transport::Server::builder().add_service(
+            pb::assistant_server::AssistantServer::new(RefusingDocent(reason)),
+        );
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            stop.clone().cancelled_owned(),
+        ));
+        (addr, stop)
+    }
+
+    /// A question in a direct message from U0ALICE, whose mapping to a Docent identity (her
+    /// Slack id) is cached already, as after an earlier question.
+    async fn direct_question_of_a_mapped_user(b: &Arc<Bridge>) {
+        b.state()
+            .users
+            .insert("U0ALICE".into(), Some("U0ALICE".into()), Instant::now());
+        b.run(Work::Question {
+            kind: QuestionKind::Direct,
+            channel: "D0ALICE".into(),
+            user: "U0ALICE".into(),
+            text: "How do I connect to the VPN?".into(),
+            thread_ts: "1700000020.000100".into(),
+            shared: false,
+        })
+        .await;
+    }
+
+    /// Found by a review: an identity removed or locked in Docent stayed mapped for the user
+    /// cache's TTL, and each question got "something went wrong (error UNKNOWN_USER)".
+    #[tokio::test]
+    async fn an_identity_docent_no_longer_knows_is_forgotten_and_its_user_told_politely() {
+        let (api, calls, stop_slack) = fake_web_api().await;
+        let (docent, stop_docent) = fake_docent(reasons::UNKNOWN_USER).await;
+        let b = test_bridge_of(&format!("api_url = \"{api}\""), &docent).await;
+        direct_question_of_a_mapped_user(&b).await;
+        stop_slack.cancel();
+        stop_docent.cancel();
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].0, "chat.postMessage", "{calls:?}");
+        let posted = calls[0].1["text"].as_str().unwrap_or_default();
+        assert!(
+            posted.contains("can't match your Slack account"),
+            "{posted}"
+        );
+        assert!(
+            b.state()
+                .users
+                .get(&"U0ALICE".to_string(), Instant::now())
+                .is_none(),
+            "the mapping is still cached"
+        );
+        assert_eq!(
+            b.metrics.get(
+                "docent_slack_refusals_total",
+                &[("reason", "unmapped_user")]
+            ),
+            1
+        );
+    }
+
+    /// Found by a review: a spent, or wholly reserved, token allowance read "something went
+    /// wrong", as if trying later would not help.
+    #[tokio::test]
+    async fn a_spent_or_busy_token_allowance_is_told_as_such() {
+        for (reason, shown) in [
+            (reasons::TOKEN_QUOTA_EXCEEDED, "try again tomorrow"),
+            (reasons::TOKEN_QUOTA_IN_USE, "being used by other answers"),
+        ] {
+            let (api, calls, stop_slack) = fake_web_api().await;
+            let (docent, stop_docent) = fake_docent(reason).await;
+            let b = test_bridge_of(&format!("api_url = \"{api}\""), &docent).await;
+            direct_question_of_a_mapped_user(&b).await;
+            stop_slack.cancel();
+            stop_docent.cancel();
+            let calls = calls.lock().unwrap().clone();
+            assert_eq!(calls.len(), 1, "{reason}: {calls:?}");
+            let posted = calls[0].1["text"].as_str().unwrap_or_default().to_string();
+            assert!(posted.contains(shown), "{reason}: {posted}");
+            assert!(!posted.contains("went wrong"), "{reason}: {posted}");
+        }
+    }
+
+    /// Found by a review: Docent trims `on_behalf_of` and reads prefixes such as `group:`, so a
+    /// name that is not trimmed, or has a `:` or whitespace, might be taken for another.
+    #[tokio::test]
+    async fn a_name_with_a_colon_or_whitespace_is_no_identity_without_asking_docent() {
+        // This Docent keeps no conversations: any name it is asked about is an identity.
+        let (docent, stop) = fake_docent("NO_CONVERSATION_STORE").await;
+        let b = test_bridge_of("", &docent).await;
+        assert!(b.is_identity("U0ALICE").await.unwrap(), "a Slack id");
+        assert!(
+            b.is_identity("alice@corp.example").await.unwrap(),
+            "an e-mail"
+        );
+        for name in [
+            " U0ALICE",
+            "U0ALICE ",
+            "U0ALICE\n",
+            "alice smith@corp.example",
+            "a\tb",
+            "user:alice",
+            "group:hr:x",
+            "group: hr",
+            "mailto:alice@corp.example",
+            "everyone",
+            "",
+        ] {
+            assert!(!b.is_identity(name).await.unwrap(), "{name:?}");
+        }
+        stop.cancel();
+    }
+
+    /// Found by a review: work refused for want of room went without a word (the event marked
+    /// seen, so Slack's retry is ignored). The asker is told privately, once a minute at most.
+    #[tokio::test]
+    async fn work_the_bridge_has_no_room_for_gets_a_private_busy_note_once() {
+        let (api, calls, stop) = fake_web_api().await;
+        let b = test_bridge(&format!("api_url = \"{api}\"")).await;
+        let held = b.fill_backlog("U0ALICE");
+        assert_eq!(held.len(), MAX_QUEUED_PER_USER);
+        let question = |ts: &str| Work::Question {
+            kind: QuestionKind::Mention,
+            channel: "C0GENERAL".into(),
+            user: "U0ALICE".into(),
+            text: "<@U0BOT> How do I connect to the VPN?".into(),
+            thread_ts: ts.into(),
+            shared: false,
+        };
+        assert!(!b.spawn(question("1700000030.000100")));
+        b.idle().await;
+        assert!(!b.spawn(question("1700000031.000100")));
+        b.idle().await;
+        stop.cancel();
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let (method, args) = &calls[0];
+        assert_eq!(method, "chat.postEphemeral", "{calls:?}");
+        assert_eq!(args["user"], "U0ALICE");
+        assert_eq!(args["channel"], "C0GENERAL");
+        assert_eq!(args["thread_ts"], "1700000030.000100");
+        let posted = args["text"].as_str().unwrap_or_default();
+        assert!(
+            posted.contains("too many questions are waiting"),
+            "{posted}"
+        );
+        assert_eq!(
+            b.metrics
+                .get("docent_slack_refusals_total", &[("reason", "busy")]),
+            2
+        );
+        drop(held);
+    }
+
+    /// Found by a review: the count of work in flight came down only when the work returned,
+    /// so a panic in it left shutdown waiting for ever. (The panic is printed; it is this
+    /// test's.)
+    #[tokio::test]
+    async fn work_that_panics_still_lets_the_bridge_become_idle() {
+        let b = test_bridge("").await;
+        let ticket = Backlog::enter(&b.backlog, "U0ALICE").unwrap();
+        b.track(async move {
+            let _ticket = ticket;
+            panic!("a bug in the work (this test's)");
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), b.idle())
+            .await
+            .expect("idle after the panic");
+        assert_eq!(b.backlog.lock().unwrap().total, 0);
+    }
+
+    /// Found by a review: a redirect from a `response_url` was followed, to a host nobody
+    /// checked.
+    #[tokio::test]
+    async fn a_response_url_that_redirects_is_not_followed() {
+        let (api, calls, stop) = fake_web_api().await;
+        let b = test_bridge(&format!("api_url = \"{api}\"")).await;
+        let origin = api.trim_end_matches("/api");
+        let r = b
+            .slack
+            .respond(
+                &format!("{origin}/redirect/1"),
+                &json!({"response_type": "ephemeral", "text": "x"}),
+            )
+            .await;
+        assert!(r.is_err(), "{r:?}");
+        // Not on Slack's hosts: refused without a request.
+        let r = b
+            .slack
+            .respond(
+                "https://attacker.example/x",
+                &json!({"response_type": "ephemeral", "text": "x"}),
+            )
+            .await;
+        assert!(r.is_err(), "{r:?}");
+        stop.cancel();
+        let calls = calls.lock().unwrap().clone();
+        let methods: Vec<&str> = calls.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(methods, ["/redirect/1"]);
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub struct Config {
     /// Base URL of the Web API (`https://slack.com/api`), without a trailing slash; `http://`
     /// only to a loopback address (the bot token goes with every call).
     pub api_url: String,
+    /// The hosts a `response_url` (a slash command's, a button's) may name, over `https://`
+    /// on the default port (`hooks.slack.com`; GovSlack: `hooks.slack-gov.com`). The Web API's
+    /// own origin (`api_url`'s scheme, host and port) is accepted too: the bot token already
+    /// goes there (a test's fake Slack serves both). Found by a review: the form's URL was
+    /// posted to as given, so anyone holding the signing secret could name their own server
+    /// and receive any user's private answer.
+    pub response_url_hosts: Vec<String>,
     pub docent: docent_client::Config,
     pub docent_timeout: Duration,
     pub default_audience: Audience,
@@ -75,6 +82,7 @@ impl std::fmt::Debug for Config {
             .field("bot_token", &"<redacted>")
             .field("signing_secret", &"<redacted>")
             .field("api_url", &self.api_url)
+            .field("response_url_hosts", &self.response_url_hosts)
             .field("docent", &self.docent)
             .field("default_audience", &self.default_audience)
             .field("audiences", &self.audiences)
@@ -132,6 +140,8 @@ struct RawSlack {
     signing_secret: String,
     #[serde(default)]
     api_url: Option<String>,
+    #[serde(default)]
+    response_url_hosts: Option<Vec<String>>,
     #[serde(default)]
     attempts: Option<u32>,
     #[serde(default)]
@@ -362,6 +372,33 @@ impl Config {
                 format!("{api_url:?}: expected an http(s) URL"),
             ),
         }
+        let response_url_hosts: Vec<String> = raw
+            .slack
+            .response_url_hosts
+            .unwrap_or_else(|| vec!["hooks.slack.com".into()])
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        if response_url_hosts.is_empty() {
+            issue(
+                "slack.response_url_hosts",
+                "must name at least one host (Slack's is \"hooks.slack.com\")".into(),
+            );
+        }
+        // A bare DNS name: a scheme, port or path here would never match a URL's host.
+        for h in &response_url_hosts {
+            let name = !h.is_empty()
+                && !h.starts_with(['.', '-'])
+                && !h.ends_with(['.', '-'])
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !name {
+                issue(
+                    "slack.response_url_hosts",
+                    format!("{h:?}: expected a host name, such as \"hooks.slack.com\""),
+                );
+            }
+        }
         let docent_addr = raw.docent.addr.clone();
         let scheme = |p: &str| {
             docent_addr
@@ -471,6 +508,7 @@ impl Config {
             bot_token,
             signing_secret,
             api_url,
+            response_url_hosts,
             docent: docent_client::Config {
                 addr: docent_addr,
                 ca,
@@ -598,6 +636,36 @@ audiences = { C0HR = "group:hr" }
             };
             assert_eq!(issues.len(), 1, "{refused}: {issues:?}");
             assert_eq!(issues[0].path, "slack.api_url", "{refused}: {issues:?}");
+        }
+    }
+
+    /// Found by a review: a slash command's `response_url` was posted to wherever it pointed.
+    /// The hosts it may name are Slack's by default, another deployment's when configured, and
+    /// bare host names only.
+    #[test]
+    fn response_urls_may_name_slacks_hooks_host_or_the_configured_ones() {
+        let c = Config::parse(TEXT, Path::new("."), &env).unwrap();
+        assert_eq!(c.response_url_hosts, ["hooks.slack.com"]);
+        let with = |hosts: &str| {
+            TEXT.replace("[slack]", &format!("[slack]\nresponse_url_hosts = {hosts}"))
+        };
+        let gov = Config::parse(&with("['Hooks.Slack-Gov.com']"), Path::new("."), &env).unwrap();
+        assert_eq!(gov.response_url_hosts, ["hooks.slack-gov.com"]);
+        for refused in [
+            "[]",
+            "['https://hooks.slack.com']",
+            "['hooks.slack.com:443']",
+            "['hooks.slack.com/commands']",
+            "['']",
+            "['.slack.com']",
+        ] {
+            let Err(ConfigError::Invalid(issues)) =
+                Config::parse(&with(refused), Path::new("."), &env)
+            else {
+                panic!("{refused}: accepted")
+            };
+            assert_eq!(issues.len(), 1, "{refused}: {issues:?}");
+            assert_eq!(issues[0].path, "slack.response_url_hosts", "{refused}");
         }
     }
 

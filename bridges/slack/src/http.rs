@@ -3,6 +3,7 @@
 //! verified on its raw body before anything is parsed, acknowledged at once, and worked on by a
 //! spawned task. `/metrics` is served on its own listener.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -154,51 +155,89 @@ pub async fn slack(
             .inc("docent_slack_rejected_total", &[("reason", "replayed")]);
         return empty(StatusCode::OK);
     }
-    let form: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(&body).into_owned().collect();
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     if let Some(payload) = form.get("payload") {
         let Ok(p) = serde_json::from_str::<Value>(payload) else {
             return empty(StatusCode::BAD_REQUEST);
         };
-        if !bridge.serves_team(p["team"]["id"].as_str(), payload_enterprise(&p)) {
-            return empty(StatusCode::OK);
-        }
-        bridge
-            .metrics
-            .inc("docent_slack_events_total", &[("kind", "interaction")]);
-        if p["type"] == "block_actions"
-            && let Some(w) = bridge::action_work(&p)
-        {
-            bridge.spawn(w);
-        }
-        return empty(StatusCode::OK);
+        return interaction(&bridge, &p);
     }
     if form.contains_key("command") {
-        bridge
-            .metrics
-            .inc("docent_slack_events_total", &[("kind", "command")]);
-        let f = |k: &str| form.get(k).cloned().unwrap_or_default();
-        let field = |k: &str| form.get(k).map(String::as_str);
-        if !bridge.serves_team(field("team_id"), field("enterprise_id")) {
-            return empty(StatusCode::OK);
-        }
-        let url = f("response_url");
-        if url.is_empty() || f("user_id").is_empty() {
-            return empty(StatusCode::BAD_REQUEST);
-        }
-        bridge.spawn(Work::Command {
-            user: f("user_id"),
-            channel: f("channel_id"),
-            text: f("text"),
-            response_url: url,
-        });
-        return reply(
-            StatusCode::OK,
-            "application/json",
-            json!({"response_type": "ephemeral", "text": "Looking that up in Docent…"}).to_string(),
-        );
+        return command(&bridge, &form);
     }
     empty(StatusCode::BAD_REQUEST)
+}
+
+/// A `response_url` that is not Slack's (see [`crate::slack::response_url_allowed`]) refuses
+/// its request: only a sender holding the signing secret, or a wrong
+/// `slack.response_url_hosts`, makes one. Counted and logged.
+fn refused_response_url(bridge: &Bridge) {
+    tracing::warn!("request whose response_url is not on Slack's hosts refused");
+    bridge
+        .metrics
+        .inc("docent_slack_rejected_total", &[("reason", "response_url")]);
+}
+
+/// A verified interactivity payload `p`, acknowledged with an empty 200.
+fn interaction(bridge: &Arc<Bridge>, p: &Value) -> Response<Full<Bytes>> {
+    if !bridge.serves_team(p["team"]["id"].as_str(), payload_enterprise(p)) {
+        return empty(StatusCode::OK);
+    }
+    bridge
+        .metrics
+        .inc("docent_slack_events_total", &[("kind", "interaction")]);
+    if let Some(url) = p["response_url"].as_str()
+        && !bridge.accepts_response_url(url)
+    {
+        refused_response_url(bridge);
+        return empty(StatusCode::OK);
+    }
+    if p["type"] == "block_actions"
+        && let Some(w) = bridge::action_work(p)
+    {
+        // Refused work's presser is told by the bridge (see `Bridge::spawn`).
+        bridge.spawn(w);
+    }
+    empty(StatusCode::OK)
+}
+
+/// A verified slash command: answered at once in its HTTP response (ephemeral), with the
+/// answer to follow through its `response_url`, or with why there will be none.
+fn command(bridge: &Arc<Bridge>, form: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    bridge
+        .metrics
+        .inc("docent_slack_events_total", &[("kind", "command")]);
+    let f = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let field = |k: &str| form.get(k).map(String::as_str);
+    if !bridge.serves_team(field("team_id"), field("enterprise_id")) {
+        return empty(StatusCode::OK);
+    }
+    let url = f("response_url");
+    if url.is_empty() || f("user_id").is_empty() {
+        return empty(StatusCode::BAD_REQUEST);
+    }
+    let ephemeral = |text: &str| {
+        reply(
+            StatusCode::OK,
+            "application/json",
+            json!({"response_type": "ephemeral", "text": text}).to_string(),
+        )
+    };
+    // Found by a review: the answer was posted to whatever URL the form named.
+    if !bridge.accepts_response_url(&url) {
+        refused_response_url(bridge);
+        return ephemeral(bridge::text::RESPONSE_URL_REFUSED);
+    }
+    let taken = bridge.spawn(Work::Command {
+        user: f("user_id"),
+        channel: f("channel_id"),
+        text: f("text"),
+        response_url: url,
+    });
+    if !taken {
+        return ephemeral(bridge::text::BRIDGE_BUSY);
+    }
+    ephemeral("Looking that up in Docent…")
 }
 
 fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
@@ -233,6 +272,7 @@ fn events(bridge: &Arc<Bridge>, v: &Value) -> Response<Full<Bytes>> {
             let shared = v["is_ext_shared_channel"].as_bool().unwrap_or(true)
                 && v["event"]["channel_type"].as_str() != Some("im");
             if let Some(w) = bridge::event_work(bridge, &v["event"], shared) {
+                // Refused work's asker is told by the bridge (see `Bridge::spawn`).
                 bridge.spawn(w);
             }
             empty(StatusCode::OK)
@@ -273,6 +313,86 @@ pub async fn metrics(bridge: Arc<Bridge>, req: Request<Incoming>) -> Response<Fu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::tests::{fake_web_api, test_bridge};
+
+    /// A slash command's form from U0ALICE, answered through `response_url`.
+    fn command_form(response_url: &str) -> HashMap<String, String> {
+        [
+            ("command", "/docent"),
+            ("text", "How do I connect to the VPN?"),
+            ("user_id", "U0ALICE"),
+            ("channel_id", "C0GENERAL"),
+            ("response_url", response_url),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    async fn text_of(r: Response<Full<Bytes>>) -> String {
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        v["text"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Found by a review: the answer went to whatever `response_url` the form named, so a
+    /// request signed with a leaked signing secret could have anyone's private answer sent to
+    /// its own server. Such a command is answered with a short refusal, and nothing is asked.
+    #[tokio::test]
+    async fn a_slash_command_whose_response_url_is_not_slacks_is_refused_in_its_response() {
+        let (api, calls, stop) = fake_web_api().await;
+        let b = test_bridge(&format!("api_url = \"{api}\"")).await;
+        for url in [
+            "https://attacker.example/commands/T0A/1/x",
+            "http://hooks.slack.com/commands/T0A/1/x",
+            "https://hooks.slack.com.attacker.example/commands/T0A/1/x",
+        ] {
+            let r = command(&b, &command_form(url));
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            let text = text_of(r).await;
+            assert!(text.contains("not one of Slack's"), "{url}: {text}");
+        }
+        b.idle().await;
+        assert!(calls.lock().unwrap().is_empty());
+        assert_eq!(
+            b.metrics
+                .get("docent_slack_rejected_total", &[("reason", "response_url")]),
+            3
+        );
+        // The fake Slack's own (the Web API's origin) is accepted: the answer, here an error
+        // (no Docent listens), goes there.
+        let origin = api.trim_end_matches("/api");
+        let r = command(&b, &command_form(&format!("{origin}/response/cmd1")));
+        assert!(text_of(r).await.contains("Looking that up"));
+        tokio::time::timeout(std::time::Duration::from_secs(30), b.idle())
+            .await
+            .expect("the command is answered");
+        stop.cancel();
+        let calls = calls.lock().unwrap().clone();
+        assert!(
+            calls.iter().any(|(m, _)| m == "/response/cmd1"),
+            "{calls:?}"
+        );
+    }
+
+    /// Found by a review: a command the bridge had no room for was acknowledged with "Looking
+    /// that up…" and then dropped. It is told so in its HTTP response instead.
+    #[tokio::test]
+    async fn a_slash_command_the_bridge_has_no_room_for_is_told_so_in_its_response() {
+        let (api, calls, stop) = fake_web_api().await;
+        let b = test_bridge(&format!("api_url = \"{api}\"")).await;
+        let held = b.fill_backlog("U0ALICE");
+        let origin = api.trim_end_matches("/api");
+        let r = command(&b, &command_form(&format!("{origin}/response/cmd2")));
+        let text = text_of(r).await;
+        assert!(text.contains("too many questions"), "{text}");
+        assert!(!text.contains("Looking that up"), "{text}");
+        b.idle().await;
+        stop.cancel();
+        // Its HTTP response said it all: no note besides.
+        assert!(calls.lock().unwrap().is_empty());
+        drop(held);
+    }
 
     /// Where Slack puts the organisation: the envelope or its authorization for events, the
     /// `enterprise` object or the team for interactions; nothing outside Enterprise Grid.

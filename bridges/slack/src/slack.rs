@@ -5,6 +5,9 @@
 //! connection lost after the request was sent is retried (with backoff) only for a method that
 //! reads: a post may already have been made, and posting an answer twice is worse than
 //! reporting the failure. A connection that never opened is retried for every method.
+//!
+//! A `response_url` comes in the request's form: it is posted to only on Slack's hooks host
+//! (see [`response_url_allowed`]), and a redirect from there is not followed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,11 @@ impl SlackError {
 #[derive(Clone)]
 pub struct SlackApi {
     http: reqwest::Client,
+    /// For `response_url` posts: follows no redirect, so that the answer goes to the host that
+    /// was checked and nowhere else.
+    hooks: reqwest::Client,
+    /// The hosts a `response_url` may name ([`crate::Config::response_url_hosts`]).
+    hook_hosts: Vec<String>,
     base: String,
     token: String,
     attempts: u32,
@@ -52,6 +60,12 @@ impl SlackApi {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("reqwest client with rustls"),
+            hooks: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("reqwest client with rustls"),
+            hook_hosts: cfg.response_url_hosts.clone(),
             base: cfg.api_url.clone(),
             token: cfg.bot_token.clone(),
             attempts: cfg.slack_attempts,
@@ -82,9 +96,27 @@ impl SlackApi {
         .await
     }
 
+    /// Whether `url` may be a `response_url` Slack gave (see [`response_url_allowed`]).
+    pub fn accepts_response_url(&self, url: &str) -> bool {
+        response_url_allowed(url, &self.hook_hosts, &self.base)
+    }
+
     /// A message to an interaction's `response_url` (no token: the URL is the credential).
+    /// Refused without a request unless [`Self::accepts_response_url`]: the HTTP handler
+    /// refuses such a request first, this is the last line.
     pub async fn respond(&self, response_url: &str, body: &Value) -> Result<Value, SlackError> {
-        self.send("response_url", || self.http.post(response_url).json(body))
+        if !self.accepts_response_url(response_url) {
+            let e = SlackError::Api {
+                method: "response_url".into(),
+                error: "response_url_refused".into(),
+            };
+            tracing::warn!(
+                error = e.code(),
+                "response_url not on Slack's hosts refused"
+            );
+            return Err(e);
+        }
+        self.send("response_url", || self.hooks.post(response_url).json(body))
             .await
     }
 
@@ -193,10 +225,80 @@ impl SlackApi {
     }
 }
 
+/// Whether `url` may be a `response_url`: `https://` to one of `hosts` on the default port, or
+/// to the Web API's own origin (`api_url`'s scheme, host and port: the bot token already goes
+/// there; a test's fake Slack). No user name or password. Parsed as reqwest will parse it, so
+/// that the host judged is the one the answer is sent to.
+pub fn response_url_allowed(url: &str, hosts: &[String], api_url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        return false;
+    }
+    let on_hooks_host = u.scheme() == "https"
+        && u.port_or_known_default() == Some(443)
+        && u.host_str()
+            .is_some_and(|h| hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+    on_hooks_host || reqwest::Url::parse(api_url).is_ok_and(|api| api.origin() == u.origin())
+}
+
 /// Whether `method` only reads, so that repeating a call that may have been made is harmless.
 fn reads_only(method: &str) -> bool {
     matches!(
         method,
         "users.info" | "users.list" | "conversations.members" | "auth.test"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a review: a slash command's `response_url` was posted to as the form gave it,
+    /// so a request signed with a leaked signing secret could name any server and receive the
+    /// asker's private answer.
+    #[test]
+    fn a_response_url_is_accepted_only_on_slacks_hooks_host_or_the_web_apis_origin() {
+        let slack = ["hooks.slack.com".to_string()];
+        let api = "http://127.0.0.1:3999/api";
+        for ok in [
+            "https://hooks.slack.com/commands/T1DC2JH3J/397700885554/96rGlfmibIGlgcZRskXaIFfN",
+            "HTTPS://HOOKS.SLACK.COM/actions/T1/2/x",
+            "https://hooks.slack.com:443/commands/T1/2/x",
+            // The fake Slack of the tests, which serves the Web API too.
+            "http://127.0.0.1:3999/response/cmd1",
+        ] {
+            assert!(response_url_allowed(ok, &slack, api), "{ok}");
+        }
+        for refused in [
+            "https://attacker.example/",
+            "http://hooks.slack.com/commands/T1/2/x",
+            "https://hooks.slack.com:8443/commands/T1/2/x",
+            "https://hooks.slack.com.attacker.example/commands",
+            "https://attacker.example/hooks.slack.com",
+            "https://hooks.slack.com@attacker.example/",
+            "https://attacker.example\\@hooks.slack.com/",
+            "https://user:pw@hooks.slack.com/commands/T1/2/x",
+            "https://hooks.slack-gov.com/commands/T1/2/x",
+            "http://127.0.0.1:4000/response/cmd1",
+            "https://127.0.0.1:3999/response/cmd1",
+            "not a url",
+            "",
+        ] {
+            assert!(!response_url_allowed(refused, &slack, api), "{refused}");
+        }
+        // Another deployment's host, when configured (GovSlack).
+        let gov = ["hooks.slack-gov.com".to_string()];
+        assert!(response_url_allowed(
+            "https://hooks.slack-gov.com/commands/T1/2/x",
+            &gov,
+            "https://slack-gov.com/api"
+        ));
+        assert!(!response_url_allowed(
+            "https://hooks.slack.com/commands/T1/2/x",
+            &gov,
+            "https://slack-gov.com/api"
+        ));
+    }
 }
