@@ -1215,6 +1215,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 ingest: r.ingest,
                 locked: false,
                 sign_in_withdrawn: Vec::new(),
+                aliases_from_files: Vec::new(),
             }
         })
         .collect();
@@ -1992,6 +1993,20 @@ id = "x"
             parse("[llm]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmax_token = 9\n");
         assert_eq!(typo.len(), 1, "{typo:?}");
         assert_eq!(typo[0].0, "llm");
+        // A phrase of symbols alone matches every text (a review): refused; one with a word
+        // among symbols is fine.
+        for phrase in ["🦅", "—", "\\u200B", " * "] {
+            let blocked = parse(&format!(
+                "[[guardrails.blocked_phrases]]\nphrases = [\"{phrase}\"]\n"
+            ));
+            assert!(
+                blocked
+                    .iter()
+                    .any(|(p, _)| p == "guardrails.blocked_phrases[0].phrases"),
+                "{phrase}: {blocked:?}"
+            );
+        }
+        assert!(parse("[[guardrails.blocked_phrases]]\nphrases = [\"🦅 Falcon\"]\n").is_empty());
         let jwt = parse("[auth]\njwt_issuer = \"https://idp.example\"\n");
         assert!(jwt.iter().any(|(p, _)| p == "auth.jwt_issuer"), "{jwt:?}");
         let alpha = parse("[retrieval]\nfusion = \"rrf\"\nconvex_alpha = 5.0\n");

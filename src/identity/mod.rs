@@ -237,6 +237,11 @@ pub struct IdentitySpec {
     /// claim, a certificate's name) until a reload succeeds. They still name it in ACLs, so a
     /// deny naming one still applies (a failed reload grants nothing).
     pub sign_in_withdrawn: Vec<String>,
+    /// Aliases only an identity file gave it. They name it in ACLs and sign it in, unless it
+    /// holds `admin`, `act_as` or `ingest`: a file grants no privilege, so it may not hand a
+    /// privileged identity a new sign-in name either (a review: an export naming `root` with
+    /// someone else's address signed them in as root).
+    pub aliases_from_files: Vec<String>,
 }
 
 /// One group and the groups it belongs to.
@@ -504,6 +509,7 @@ impl IdentityStore {
                     m.ingest |= spec.ingest;
                     m.locked |= spec.locked;
                     m.sign_in_withdrawn.extend(spec.sign_in_withdrawn);
+                    m.aliases_from_files.extend(spec.aliases_from_files);
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
                 }
                 None => {
@@ -652,6 +658,14 @@ impl IdentityStore {
         let spec = self
             .lookup(name)
             .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == name))?;
+        let privileged = spec.admin || spec.act_as || spec.ingest;
+        if spec.id != name && privileged && spec.aliases_from_files.iter().any(|a| a == name) {
+            tracing::warn!(
+                identity = %spec.id,
+                "a credential names a privileged identity by an alias only an identity file gives                  it, which never signs in; list the alias in its [[identities]] entry"
+            );
+            return None;
+        }
         if spec.id == name || !is_account_alias(name) {
             return Some(spec);
         }
@@ -673,8 +687,11 @@ impl IdentityStore {
         if token.is_empty() {
             return Err(AuthError::MissingCredentials);
         }
+        // A configured token first: one with two dots is not taken for a JWT (a review: such
+        // an API key stopped working once a JWKS was configured).
         if let Some(v) = &self.jwt
             && token.bytes().filter(|&b| b == b'.').count() == 2
+            && !self.by_token.contains_key(&token_hash(token))
         {
             let subject = v.verify(token, now)?;
             let spec = self
@@ -716,27 +733,35 @@ impl IdentityStore {
 
     /// Maps a verified client certificate's names (SAN e-mail addresses and DNS names, then the
     /// subject common name) to the identity that has them as id or alias. Names no identity has
-    /// are skipped; names of two different identities refuse the certificate.
+    /// and account aliases are skipped; names of two different identities refuse the
+    /// certificate, whether or not each would sign in (a review: a name of a locked identity, or one that never signs in,
+    /// was skipped, so a certificate refused as ambiguous signed in as the other identity once
+    /// the first was locked). The identity must be signed in by one of its names.
     pub fn authenticate_cert(&self, names: &[String]) -> Result<Caller, AuthError> {
         let mut found: Option<usize> = None;
+        let mut signs_in = false;
         for n in names {
-            let by_name = self
-                .lookup_credential(n)
-                .and_then(|_| self.by_name.get(n.as_str()));
-            match (by_name, found) {
-                (Some(&i), Some(f)) if i != f => {
-                    let names: Vec<String> = names
-                        .iter()
-                        .map(|n| crate::guardrail::pii::for_log(n))
-                        .collect();
-                    tracing::warn!(names = ?names, "client certificate names two identities; refused");
-                    return Err(AuthError::AmbiguousCertificate);
-                }
-                (Some(&i), _) => found = Some(i),
-                (None, _) => {}
+            let Some(&i) = self.by_name.get(n.as_str()) else {
+                continue;
+            };
+            // An account alias (a uid, `DOMAIN\user`, a SID) is another namespace than a CA's
+            // names: it neither maps nor clashes.
+            if self.identities[i].id != *n && is_account_alias(n) {
+                continue;
             }
+            if found.is_some_and(|f| f != i) {
+                let names: Vec<String> = names
+                    .iter()
+                    .map(|n| crate::guardrail::pii::for_log(n))
+                    .collect();
+                tracing::warn!(names = ?names, "client certificate names two identities; refused");
+                return Err(AuthError::AmbiguousCertificate);
+            }
+            found = Some(i);
+            signs_in |= self.lookup_credential(n).is_some();
         }
         found
+            .filter(|_| signs_in)
             .map(|i| self.caller(&self.identities[i], Permissions::ALL, "mtls".into()))
             .ok_or(AuthError::UnknownCertificate)
     }
@@ -1431,6 +1456,61 @@ mod tests {
             .authenticate_cert(&["1001".into(), "alice".into(), "x".into()])
             .unwrap();
         assert_eq!(c.user_id(), "alice");
+        // Still refused once alice is locked (a review: her name was skipped, and the
+        // certificate signed in as the bridge).
+        let mut locked = store();
+        for i in &mut locked.identities {
+            i.locked |= i.id == "alice";
+        }
+        assert_eq!(
+            locked
+                .authenticate_cert(&["alice@corp.example".into(), "bridge".into()])
+                .unwrap_err(),
+            AuthError::AmbiguousCertificate
+        );
+        // A name that never signs in (alice's uid) is no identity to sign in by alone.
+        assert_eq!(
+            s.authenticate_cert(&["1001".into()]).unwrap_err(),
+            AuthError::UnknownCertificate
+        );
+    }
+
+    /// Found by a review: with a JWKS configured, a personal token or API key with two dots
+    /// was only tried as a JWT, and never signed in.
+    #[test]
+    fn a_configured_token_shaped_like_a_jwt_still_signs_in() {
+        use base64::Engine;
+        let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "k", "alg": "HS256",
+            "k": base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(b"test-only-hs256-secret-0123456789")}]});
+        let v = crate::identity::jwt::JwtVerifier::from_jwks(
+            &jwks.to_string(),
+            crate::identity::jwt::JwtConfig {
+                jwks_file: std::path::PathBuf::new(),
+                issuer: "https://idp.test".into(),
+                audience: "docent".into(),
+                user_claim: "sub".into(),
+                leeway_secs: 0,
+            },
+        )
+        .unwrap();
+        let s = store()
+            .with_api_keys(vec![ApiKeySpec {
+                id: "k-dots".into(),
+                identity: "alice".into(),
+                sha256: hex::encode(token_hash("dk.part.two")),
+                scopes: Permissions::from_scopes(["query"]).unwrap(),
+                expires_at: None,
+                revoked: false,
+            }])
+            .with_jwt(Arc::new(v));
+        assert_eq!(
+            s.authenticate_bearer_at("dk.part.two", 0)
+                .unwrap()
+                .user_id(),
+            "alice"
+        );
+        assert!(s.authenticate_bearer_at("not.a.token", 0).is_err());
     }
 
     #[test]

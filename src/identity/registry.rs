@@ -516,6 +516,53 @@ aliases = ["bob@corp.example"]
         );
     }
 
+    /// Found by a review: an identity file could give a configured admin a new alias, and a
+    /// certificate or JWT by that alias signed in as the admin. A file's alias signs in an
+    /// identity without privileges only; it names any identity in ACLs.
+    #[test]
+    fn an_alias_from_an_identity_file_never_signs_in_a_privileged_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"root","aliases":["mallory@corp.example"]},
+                         {"id":"alice","aliases":["alice@corp.example"]}]}"#,
+        );
+        let cfg = config(
+            dir.path(),
+            "[[identities]]\nid = \"root\"\nadmin = true\naliases = [\"root@corp.example\"]\n\
+             [[identities]]\nid = \"alice\"\n",
+        )
+        .unwrap();
+        let store = IdentityRegistry::new(&cfg).unwrap().current();
+        assert!(
+            store
+                .authenticate_cert(&["mallory@corp.example".to_string()])
+                .is_err()
+        );
+        assert_eq!(
+            store
+                .authenticate_cert(&["root@corp.example".to_string()])
+                .unwrap()
+                .user_id(),
+            "root"
+        );
+        assert_eq!(
+            store
+                .authenticate_cert(&["alice@corp.example".to_string()])
+                .unwrap()
+                .user_id(),
+            "alice"
+        );
+        // Still root in ACLs.
+        assert_eq!(
+            store
+                .resolve("mallory@corp.example", crate::identity::ResolveReason::Test)
+                .unwrap()
+                .user_id(),
+            "root"
+        );
+    }
+
     /// Found by a review: a failed reload asked only the identity files' last good read and the
     /// JWKS as first read, so an identity removed from the config and its file, one removed
     /// from its file alone, and a signing key removed from the JWKS (a compromised one) all

@@ -606,6 +606,9 @@ impl Merger {
                 let m = &mut self.identities[owner];
                 if *a != m.id && !m.aliases.contains(a) {
                     m.aliases.push(a.clone());
+                    if !configured {
+                        m.aliases_from_files.push(a.clone());
+                    }
                 }
             }
         }

@@ -113,9 +113,11 @@ impl AuthInterceptor {
                 return Err(AuthError::InvalidToken);
             }
             let h = h.to_str().map_err(|_| AuthError::InvalidToken)?;
+            // The scheme's case does not matter (RFC 9110 §11.1).
             let token = h
-                .strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
+                .get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &h[7..])
                 .ok_or(AuthError::InvalidToken)?
                 .trim();
             return store.authenticate_bearer(token);
