@@ -8,8 +8,15 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = docent::cli::Cli::parse();
-    // PDFs are parsed in child processes running this executable.
-    match std::env::current_exe() {
+    // PDFs are parsed in child processes running this executable: on Linux the image this
+    // process runs (`/proc/self/exe`), which stays this build after an upgrade replaces the
+    // file at the path (a review: children ran the new binary, or none).
+    let own = std::path::Path::new("/proc/self/exe");
+    let exe = match own.exists() {
+        true => Ok(own.to_path_buf()),
+        false => std::env::current_exe(),
+    };
+    match exe {
         Ok(exe) => docent::parse::isolate::use_worker_process(exe),
         Err(e) => eprintln!("warning: PDFs are parsed in this process (no path to it: {e})"),
     }

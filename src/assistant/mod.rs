@@ -713,11 +713,38 @@ impl Assistant {
         // blocked phrase or leave an injection out): a question blocked as asked is searched as
         // asked, where the screening refuses it; and it is not rewritten, so it never reaches
         // the model server (a review: a blocked phrase went to it, and its tokens were charged).
-        let blocked_as_asked = matches!(
+        let mut blocked_as_asked = matches!(
             self.guardrails
                 .screen_question(scope.principal_set(), &input.question, None),
             QuestionScreen::Block(_)
         );
+        // A follow-up the model would rewrite is compared with the topics first too (a review:
+        // one on a blocked topic reached the model server, and its tokens were charged).
+        if !blocked_as_asked
+            && !earlier.is_empty()
+            && self.cfg.rewrite == RewriteMode::Llm
+            && self.llm.is_some()
+            && self.guardrails.needs_question_vector(scope.principal_set())
+        {
+            let (me, s, own, b) = (
+                self.clone(),
+                scope.clone(),
+                input.question.clone(),
+                budget.clone(),
+            );
+            blocked_as_asked = tokio::task::spawn_blocking(move || {
+                let v = me
+                    .retriever
+                    .embed_query_until(&guardrail::normalize::for_embedding(&own), &|| b.spent())?;
+                Ok::<_, RetrieveError>(matches!(
+                    me.guardrails
+                        .screen_question(s.principal_set(), &own, Some(&v)),
+                    QuestionScreen::Block(_)
+                ))
+            })
+            .await
+            .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))??;
+        }
         let (rewritten, rewrite_usage, rewrite_hold) = if blocked_as_asked {
             (None, Usage::default(), None)
         } else {

@@ -159,10 +159,14 @@ pub(super) fn guardrails(
     let mut cfg = GuardrailConfig::default();
     for (i, r) in g.blocked_phrases.iter().enumerate() {
         let p = format!("guardrails.blocked_phrases[{i}]");
-        if r.phrases.is_empty() || r.phrases.iter().any(|s| s.trim().is_empty()) {
+        if r.phrases.is_empty()
+            || r.phrases
+                .iter()
+                .any(|s| !crate::guardrail::phrase_has_words(s))
+        {
             is.add(
                 format!("{p}.phrases"),
-                "needs at least one non-empty phrase",
+                "needs at least one phrase, each with a letter or digit (one of symbols alone matches every text)",
             );
         }
         cfg.phrases.push(PhraseRule {

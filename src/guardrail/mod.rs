@@ -224,6 +224,13 @@ fn words(s: &str) -> String {
     out
 }
 
+/// Whether a configured phrase has a word to match: one of symbols, dashes or invisible
+/// characters alone reads as nothing, which every text contains (a review: `phrases = ["🦅"]`
+/// refused every question and dropped every passage).
+pub fn phrase_has_words(phrase: &str) -> bool {
+    !words(&normalize::for_matching(phrase)).trim().is_empty()
+}
+
 impl Guardrails {
     /// Embeds every topic's description and examples with the query encoder.
     pub fn new(cfg: GuardrailConfig, embedder: &dyn Embedder) -> Result<Self, EmbedError> {
@@ -428,11 +435,18 @@ impl Guardrails {
         }
         drop_hits(hits, "blocked_phrases", "BLOCKED_PHRASE_IN_PASSAGE", |h| {
             let c = &h.chunk;
+            // The title and headings as a client shows them, one after the other ("Project ›
+            // Falcon launch"): a phrase across two of them is named too (a review).
+            let shown = std::iter::once(c.title.as_str())
+                .chain(c.heading_path.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
             let phrase = self.blocked_phrase_among(
                 principals,
                 std::iter::once(c.text.as_str())
                     .chain(std::iter::once(c.title.as_str()))
-                    .chain(c.heading_path.iter().map(String::as_str)),
+                    .chain(c.heading_path.iter().map(String::as_str))
+                    .chain(std::iter::once(shown.as_str())),
                 [c.uri.as_str(), c.doc_key.as_str()].into_iter().chain(
                     c.attributes
                         .iter()
@@ -669,10 +683,16 @@ impl Guardrails {
             redact_id(&mut c.doc_key, entities, &mut found);
             redact_id(&mut c.chunk_id, entities, &mut found);
             redact_id(&mut c.title, entities, &mut found);
-            redact_id(&mut c.uri, entities, &mut found);
+            // The link as it goes out, a wiki's section anchor made from the heading included
+            // (a review: the anchor was added after this, and never read as an identifier);
+            // as for a citation, the anchor goes when its heading is redacted.
+            c.uri = crate::answer::chunk_uri(c);
+            let anchored = c.heading_path.last().cloned();
             for p in &mut c.heading_path {
                 redact_field(p, entities, &mut found);
             }
+            drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
+            redact_id(&mut c.uri, entities, &mut found);
             // Names too: a push client chooses them (`[A-Za-z0-9_.-]`, room for a card number).
             c.attributes = std::mem::take(&mut c.attributes)
                 .into_iter()
@@ -1393,6 +1413,9 @@ mod tests {
         titled.chunk.title = "Project\u{A0}Falcon budget".into();
         let mut headed = hit("h", "Budget lines for next year.");
         headed.chunk.heading_path = vec!["Plans".into(), "PROJECT FALCON".into()];
+        // Across two headings, as a client shows them (a review).
+        let mut split = hit("s", "Budget lines for next year.");
+        split.chunk.heading_path = vec!["Project".into(), "Falcon launch".into()];
         let mut linked = hit("u", "Budget lines for next year.");
         linked.chunk.uri = "file:///srv/plans/project%2520falcon/budget.md".into();
         let mut attributed = hit("a", "Budget lines for next year.");
@@ -1405,6 +1428,7 @@ mod tests {
             hit("text", "The Project Falcon budget is 4 MEUR."),
             titled,
             headed,
+            split,
             linked,
             attributed,
         ];
@@ -1417,13 +1441,13 @@ mod tests {
             (
                 "blocked_phrases",
                 "BLOCKED_PHRASE_IN_PASSAGE",
-                5,
+                6,
                 "blocked_phrases[0].phrases[0]"
             )
         );
         // The rule's exempt group sees them all, and no verdict.
         let (kept, v) = g.screen_phrases(&set(&["user:b", "group:falcon"]), hits);
-        assert_eq!(kept.len(), 6);
+        assert_eq!(kept.len(), 7);
         assert!(v.is_none());
     }
 
@@ -1786,6 +1810,23 @@ mod tests {
         assert!(!a.citations[0].snippet.contains("4111"));
         g.redact_hits(&set(&["user:a"]), &mut hits).unwrap();
         assert!(!snippet(&hits[0].chunk.text, SNIPPET_BYTES).contains("4111"));
+    }
+
+    /// A wiki link's section anchor, made from the heading, goes out in a search hit's uri: it
+    /// is read as an identifier too (found by a review: it was added after the redaction).
+    #[test]
+    fn a_search_hit_s_section_anchor_is_redacted_as_its_uri() {
+        let g = chain();
+        let mut hits = vec![test_hit("a", "Payment details are below.", 0.9)];
+        let c = &mut hits[0].chunk;
+        c.uri = "https://wiki.example/index.php?title=Payments".into();
+        c.attributes
+            .insert("anchor_style".into(), "mediawiki".into());
+        c.heading_path = vec!["card_4111_1111_1111_1111".into()];
+        g.redact_hits(&set(&["user:a"]), &mut hits).unwrap();
+        // As `service::convert::hit` sends it.
+        let uri = crate::answer::chunk_uri(&hits[0].chunk);
+        assert!(uri.contains('#') && !uri.contains("4111"), "{uri}");
     }
 
     #[test]

@@ -279,7 +279,13 @@ impl PushSource {
             .ok()?;
         let place = self.queue.reserve().await.ok()?;
         let mut sent = self.lock();
-        if unless_unchanged && self.newest_in(&sent, key, index) == state {
+        // An index that cannot tell now (a remote backend whose document table is not loaded)
+        // is not asked under the lock, on the runtime's thread: it would load its table over
+        // the network (a review). The change is queued; an unchanged one is indexed again.
+        if unless_unchanged
+            && (sent.last.contains_key(key) || index.knows_every_document())
+            && self.newest_in(&sent, key, index) == state
+        {
             // The bytes and the place go back as they drop.
             return Some(false);
         }
@@ -308,7 +314,8 @@ impl PushSource {
         state: Option<(String, String)>,
         index: &dyn crate::index::Backend,
     ) {
-        if sent.last.len() >= sent.prune_at.max(ACCEPTED_PRUNE_AT) {
+        // (Not while the index cannot tell: each entry would load a remote backend's table.)
+        if sent.last.len() >= sent.prune_at.max(ACCEPTED_PRUNE_AT) && index.knows_every_document() {
             let id = &self.config.id;
             sent.last.retain(|k, last| {
                 let now = index

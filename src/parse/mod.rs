@@ -73,8 +73,10 @@ pub enum ParseError {
     #[error("parsing took longer than {0:?}")]
     Abandoned(std::time::Duration),
     #[error(
-        "{0} parsers are still running on documents that timed out; not this document's fault: try again later"
+        "the parsers are held by documents that timed out; not this document's fault: try again later"
     )]
+    // (The count, which other sources' documents make, is in `/metrics` and the log, not in
+    // a reason a pusher can read: a review.)
     ParsersStuck(usize),
     /// The parser process could not be started or read (see [`isolate`]): not the document's
     /// fault, so its previous version stays.

@@ -554,7 +554,9 @@ impl pb::ingest_server::Ingest for IngestService {
             // delete is queued behind that upsert and wins over it. An index that cannot tell
             // now (a remote backend whose document table is not loaded) gets the delete anyway.
             let index = &*self.state.index;
-            if src.newest(&key, index).is_none() && index.knows_every_document() {
+            // (Asked first: a backend that cannot tell would load its table over the network
+            // for each key, on the runtime's thread; a review.)
+            if index.knows_every_document() && src.newest(&key, index).is_none() {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }

@@ -977,6 +977,26 @@ async fn a_blocked_follow_up_stays_blocked_whatever_the_llm_rewrites() {
     d.stop().await;
 }
 
+/// A follow-up on a blocked topic is refused before the model is asked to rewrite it (a
+/// review: the topic was compared only after the rewrite, so the question reached the model
+/// server, and its tokens were charged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_on_a_blocked_topic_never_reaches_the_model() {
+    let (fake, _env, d, r2) = follow_up_rewritten_as(
+        "How do I reset my VPN password?",
+        "How do I reset my VPN password?",
+        "And should I take my landlord to court over the deposit?",
+    )
+    .await;
+    assert_eq!(r2.status, pb::AnswerStatus::Blocked as i32, "{r2:?}");
+    assert!(
+        r2.guardrails.iter().any(|v| v.code == "TOPIC_BLOCKED"),
+        "{r2:?}"
+    );
+    assert_eq!(fake.requests(), 0, "the model was asked to rewrite it");
+    d.stop().await;
+}
+
 /// Feedback gives each reason at most once, and the export shows the admin questions with PII
 /// redacted (session 30's review: reasons were unbounded, and the export skipped redaction).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
