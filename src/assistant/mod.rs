@@ -709,6 +709,19 @@ impl Assistant {
             }
             ConversationChoice::None => Vec::new(),
         };
+        // Earlier questions the caller's guardrails refuse now (a phrase blocked since, an
+        // exempt group left) are not carried into the follow-up: neither to the model that
+        // rewrites it nor into its search (a review: they reached the model server).
+        let earlier: Vec<String> = earlier
+            .into_iter()
+            .filter(|q| {
+                !matches!(
+                    self.guardrails
+                        .screen_question(scope.principal_set(), q, None),
+                    QuestionScreen::Block(_)
+                )
+            })
+            .collect();
         // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
         // blocked phrase or leave an injection out): a question blocked as asked is searched as
         // asked, where the screening refuses it; and it is not rewritten, so it never reaches
@@ -1186,7 +1199,11 @@ fn drop_refused(
     let mut stays = Vec::new();
     for mut s in std::mem::take(sentences) {
         let was_uncited = flags.next().unwrap_or(false);
-        let mapped: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
+        let mapped: Vec<usize> = s
+            .citations
+            .iter()
+            .filter_map(|&c| remap.get(c).copied().flatten())
+            .collect();
         if !was_uncited && !mapped.is_empty() && mapped.len() == s.citations.len() {
             s.citations = mapped;
             stays.push(s);
@@ -1668,7 +1685,11 @@ fn keep_citations(mut t: store::TurnRecord, ok: &[bool]) -> store::TurnRecord {
     // readable (its text may come from that one). An uncited sentence goes too: the answerer
     // wrote it with the now unreadable passages in front of it (cited or only given).
     t.sentences.retain_mut(|s| {
-        let kept: Vec<usize> = s.citations.iter().filter_map(|&c| remap[c]).collect();
+        let kept: Vec<usize> = s
+            .citations
+            .iter()
+            .filter_map(|&c| remap.get(c).copied().flatten())
+            .collect();
         let whole = kept.len() == s.citations.len() && !kept.is_empty();
         s.citations = kept;
         whole

@@ -144,6 +144,21 @@ fn parse<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(err)
 }
 
+/// A stored usage counter; one that cannot be read counts as nothing, and the next write
+/// replaces it (a review: one damaged counter failed every write of usage, everyone's, since
+/// the counters that failed are written again with each request, and every answer with a model
+/// failed with it).
+fn readable_usage(key: &str, stored: &[u8]) -> UsageCounts {
+    parse(stored).unwrap_or_else(|e| {
+        tracing::warn!(
+            counter = %crate::guardrail::pii::for_log(key),
+            error = %e,
+            "an unreadable usage counter counts as nothing and is replaced"
+        );
+        UsageCounts::default()
+    })
+}
+
 /// A new random conversation id (128 bits, hex).
 /// The most conversations one owner holds; a new one beyond replaces the least recently
 /// updated.
@@ -541,7 +556,7 @@ impl Store {
             let mut t = tx.open_table(USAGE).map_err(err)?;
             for (key, add) in usage {
                 let mut u: UsageCounts = match t.get(key.as_str()).map_err(err)? {
-                    Some(v) => parse(v.value())?,
+                    Some(v) => readable_usage(key, v.value()),
                     None => UsageCounts::default(),
                 };
                 u.add(add);
@@ -559,8 +574,7 @@ impl Store {
         let mut u: UsageCounts = t
             .get(key.as_str())
             .map_err(err)?
-            .map(|v| parse(v.value()))
-            .transpose()?
+            .map(|v| readable_usage(&key, v.value()))
             .unwrap_or_default();
         if let Some(more) = self
             .unwritten
@@ -687,6 +701,29 @@ mod tests {
         assert!(store.unwritten.lock().unwrap().is_empty());
         let u = store.usage_today("user:alice").unwrap();
         assert_eq!((u.tokens(), u.requests), (167, 3));
+    }
+
+    /// Found by a review: one damaged usage counter failed every write of usage (everyone's:
+    /// the counters that failed are written again with each request).
+    #[test]
+    fn a_damaged_usage_counter_is_replaced_and_stops_no_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let key = format!("{}\0user:mallory", day_of(now_ms()));
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(USAGE)
+            .unwrap()
+            .insert(key.as_str(), b"{damaged".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.usage_today("user:mallory").unwrap().tokens(), 0);
+        store
+            .add_usage(&["user:mallory".to_string()], 10, 5)
+            .unwrap();
+        store.add_usage(&["user:alice".to_string()], 1, 1).unwrap();
+        assert!(store.unwritten.lock().unwrap().is_empty());
+        assert_eq!(store.usage_today("user:mallory").unwrap().tokens(), 15);
+        assert_eq!(store.usage_today("user:alice").unwrap().tokens(), 2);
     }
 
     #[test]

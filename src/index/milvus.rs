@@ -1569,6 +1569,17 @@ impl MilvusSnapshot<'_> {
     }
 }
 
+/// The rows of a leg whose own ACL the scope permits. The server's filter admitted them all,
+/// but a row written before deny entries were stored with their folded forms (`user:Bob`
+/// without `user:bob`) is admitted for the caller it denies: dropped here, it takes no part in
+/// fusion, normalisation or reranking (a review; the recheck dropped only the row itself). The
+/// embedded index writes such rows again at open; here they wait for their source.
+fn permitted(scope: &AclScope, hits: Vec<(f32, ChunkRow)>) -> Vec<(f32, ChunkRow)> {
+    hits.into_iter()
+        .filter(|(_, row)| scope.permits(&acl_of(row)))
+        .collect()
+}
+
 impl IndexSnapshot for MilvusSnapshot<'_> {
     /// BM25 over the chunk text (the engine's analyzer; `boosts` do not apply: Milvus scores
     /// one text field), restricted to the scope and filter inside the search.
@@ -1587,7 +1598,7 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
         let hits = self.backend.run(move |c| {
             Box::pin(async move { c.bm25_search_rows(&q, &s, Some(&f), depth).await })
         })?;
-        Ok(self.addressed(hits))
+        Ok(self.addressed(permitted(scope, hits)))
     }
 
     fn dense(
@@ -1604,7 +1615,7 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
         let hits = self.backend.run(move |c| {
             Box::pin(async move { c.dense_search_rows(&q, &s, Some(&f), depth).await })
         })?;
-        Ok(self.addressed(hits))
+        Ok(self.addressed(permitted(scope, hits)))
     }
 
     fn doc_ids(&self, hits: &[Scored]) -> Result<Vec<u64>, IndexError> {
@@ -2135,6 +2146,44 @@ mod tests {
         let again = MilvusBackend::open(&cfg, &model).unwrap();
         assert_eq!(again.repair_cut_off_commit().unwrap(), 0);
         assert_eq!(again.checkpoints()[crate::ingest::OWED_KEY], json!(["c"]));
+    }
+
+    /// A row written before deny entries were stored with their folded forms (`user:Bob`
+    /// alone) is admitted by the server's filter for `bob`; the legs drop it by its own ACL (a
+    /// review: it took a place in fusion and reranking, and the recheck dropped only the row).
+    #[test]
+    fn a_row_whose_unfolded_deny_names_the_caller_leaves_the_legs() {
+        use docent_connector_api::{Acl, Principal};
+        let cfg = fresh("unfolded");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let b = MilvusBackend::open(&cfg, &model).unwrap();
+        let mut doc = one_chunk(8, BTreeMap::new());
+        doc.acl = Acl::new([Principal::Everyone], [Principal::user("Bob")]);
+        let mut rows = rows_of(&doc);
+        for r in &mut rows {
+            r.deny.retain(|d| d == "user:Bob");
+        }
+        assert_eq!(rows[0].deny, ["user:Bob"]);
+        b.run(move |c| Box::pin(async move { c.upsert(&rows).await }))
+            .unwrap();
+        let snap = b.snapshot();
+        let none = SearchFilter::default();
+        let carol = AclScope::for_tests("carol", &["user:carol", "everyone"]);
+        let bob = AclScope::for_tests("bob", &["user:bob", "everyone"]);
+        // (The premise: the server admits it for carol, whom it does not name.)
+        assert_eq!(
+            snap.bm25(&carol, &none, "heron", 10, (0.0, 0.0))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            snap.bm25(&bob, &none, "heron", 10, (0.0, 0.0))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(snap.dense(&bob, &none, &[0.125; 8], 10).unwrap().is_empty());
+        assert_eq!(snap.dense(&carol, &none, &[0.125; 8], 10).unwrap().len(), 1);
     }
 
     /// Session 34's review: the repair removed every document the cut-off commit recorded,
