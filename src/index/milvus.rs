@@ -1184,7 +1184,10 @@ fn entry_of(row: &ChunkRow) -> DocEntry {
     let m = &row.meta;
     DocEntry {
         version: m["v"].as_str().unwrap_or_default().to_string(),
-        acl_fingerprint: crate::index::stored_fingerprint(&acl),
+        acl_fingerprint: crate::index::read_back_fingerprint(
+            &acl,
+            row.deny.iter().map(String::as_str),
+        ),
         acl,
         content_hash: m["h"].as_str().unwrap_or_default().to_string(),
         chunks: m["n"].as_u64().unwrap_or(0) as u32,

@@ -586,11 +586,12 @@ impl Index {
             let doc: TantivyDocument = searcher.doc(addr)?;
             let key = get_str(&doc, f.doc_key);
             let acl = read_acl(&doc, f);
+            let deny = doc.get_all(f.acl_deny).filter_map(|v| v.as_str());
             table.insert(
                 key,
                 DocEntry {
                     version: get_str(&doc, f.version),
-                    acl_fingerprint: stored_fingerprint(&acl),
+                    acl_fingerprint: read_back_fingerprint(&acl, deny),
                     acl,
                     content_hash: get_str(&doc, f.content_hash),
                     chunks: doc
@@ -1794,8 +1795,25 @@ fn read_acl(doc: &TantivyDocument, f: &Fields) -> Acl {
     stored_acl(tokens(f.acl_allow), tokens(f.acl_deny))
 }
 
-/// The fingerprint [`stored_fingerprint`] gives rows whose deny entries lack their folded forms.
+/// The fingerprint [`stored_fingerprint`] gives rows whose deny entries lack their folded forms
+/// (and [`read_back_fingerprint`] rows with a deny entry that does not parse): rows to write
+/// again.
 const UNFOLDED_DENY: &str = "deny entries without their folded forms";
+
+/// [`stored_fingerprint`] of an ACL read back from its rows' `deny` tokens: a deny entry that
+/// does not parse reads back as `everyone` (it denies everyone in a recheck), but the index's
+/// filter matches its literal token, which no caller holds, so every caller's legs admitted the
+/// row (its statistics, a place in the top-k) until the recheck. Such a row is written again
+/// too, with `everyone` stored (a review).
+pub(crate) fn read_back_fingerprint<'a>(
+    acl: &Acl,
+    mut deny: impl Iterator<Item = &'a str>,
+) -> String {
+    match deny.any(|t| t.parse::<Principal>().is_err()) {
+        true => UNFOLDED_DENY.to_string(),
+        false => stored_fingerprint(acl),
+    }
+}
 
 /// The fingerprint of an ACL as read back from an index. Rows written before deny entries were
 /// stored with their folded forms ([`Acl::stored_deny`]) lack them, so the index's deny filter
@@ -2151,6 +2169,35 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         assert_eq!(Index::open(&empty, "m", 4).unwrap().document_count(), 0);
+    }
+
+    /// Found by a review: a deny entry stored in a form that does not parse (an older release's)
+    /// denies everyone in the recheck, but the index's filter matched its literal token and
+    /// admitted every caller. Such a row is written again at open, denying everyone in both.
+    #[test]
+    fn a_deny_entry_that_does_not_parse_is_written_again_denying_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.store_unfolded_deny
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let odd = Acl::new([Principal::Everyone], [Principal::group("night shift")]);
+        idx.upsert(record("rota", "parking rota", odd)).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        drop(idx);
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let bob = AclScope::for_tests("bob", &["everyone", "user:bob"]);
+        let found = |idx: &Index| {
+            idx.snapshot()
+                .bm25(&bob, &SearchFilter::default(), "parking", 10, (0.0, 0.0))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(found(&idx), 1, "the premise: the filter admits it");
+        assert_eq!(idx.fold_old_deny_entries().unwrap(), 1);
+        assert_eq!(found(&idx), 0);
+        let entry = idx.doc_entry("t:rota").unwrap();
+        assert_eq!(entry.acl.deny, [Principal::Everyone].into_iter().collect());
+        assert_ne!(entry.acl_fingerprint, UNFOLDED_DENY);
     }
 
     /// Found by a review: rows an older release wrote without the folded forms of their deny
