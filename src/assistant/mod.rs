@@ -1949,7 +1949,7 @@ impl Assistant {
         reasons: Vec<String>,
         comment: &str,
     ) -> Result<(), AssistantError> {
-        authorize(caller)?;
+        let scope = authorize(caller)?;
         let store = self.store_or_err()?;
         store
             .conversation(caller.user_id(), id)?
@@ -1957,11 +1957,23 @@ impl Assistant {
         let t = store
             .turn(id, turn)?
             .ok_or_else(|| AssistantError::ConversationNotFound(format!("{id} turn {turn}")))?;
+        // The documents as the voter sees the turn now, by the keys they are indexed under
+        // (a review: the keys as sent, which redaction may have changed, of every citation).
+        let t = visible_turn(&*self.index, &scope, t);
+        let documents = t
+            .citations
+            .into_iter()
+            .map(|c| match c.access_key.is_empty() {
+                true => c.document_key,
+                false => c.access_key,
+            })
+            .filter(|k| !k.is_empty())
+            .collect();
         let mut comment = comment.to_string();
         let mut found = guardrail::PiiFindings::default();
         self.guardrails
             .redact_sentence(caller.guardrail_principals(), &mut comment, &mut found);
-        store.put_feedback(&store::FeedbackRecord {
+        let written = store.put_feedback(&store::FeedbackRecord {
             identity: caller.user_id().to_string(),
             conversation_id: id.to_string(),
             turn,
@@ -1970,8 +1982,11 @@ impl Assistant {
             comment,
             time_ms: store::now_ms(),
             question: t.question,
-            documents: t.citations.into_iter().map(|c| c.document_key).collect(),
+            documents,
         })?;
+        if !written {
+            return Err(AssistantError::ConversationNotFound(id.to_string()));
+        }
         self.metrics.feedback(up);
         Ok(())
     }

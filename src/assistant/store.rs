@@ -476,14 +476,28 @@ impl Store {
         Ok(removed)
     }
 
-    pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
+    /// Returns `false`, writing nothing, when the conversation is gone or not the voter's
+    /// (checked in the same transaction: a deletion or the retention committing between the
+    /// caller's check and this write left a record nothing removes; a review).
+    pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<bool, StoreError> {
         let key = format!("{}/{}", turn_key(&f.conversation_id, f.turn), f.identity);
         let tx = self.begin_write()?;
+        {
+            let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            let owned = match convs.get(f.conversation_id.as_str()).map_err(err)? {
+                Some(v) => parse::<ConversationRecord>(v.value())?.owner == f.identity,
+                None => false,
+            };
+            if !owned {
+                return Ok(false);
+            }
+        }
         tx.open_table(FEEDBACK)
             .map_err(err)?
             .insert(key.as_str(), json(f).as_slice())
             .map_err(err)?;
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     /// One page of feedback records in key order (by conversation, turn, then voter), after
@@ -742,9 +756,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("a.redb")).unwrap();
         for i in 0..7u32 {
+            let owner = format!("user{}", i % 2);
+            let c = s.create(&owner, "").unwrap();
             s.put_feedback(&FeedbackRecord {
-                identity: format!("user{}", i % 2),
-                conversation_id: format!("c{}", i % 3),
+                identity: owner,
+                conversation_id: c.id,
                 turn: i,
                 up: i % 2 == 0,
                 reasons: vec![],
@@ -769,6 +785,25 @@ mod tests {
         assert_eq!(pages, 3);
         seen.sort();
         assert_eq!(seen, (0..7).map(|i| format!("q{i}")).collect::<Vec<_>>());
+        // Feedback on a conversation deleted meanwhile, or another's, is not written (a review:
+        // a deletion between the caller's check and the write left a record nothing removed).
+        let c = s.create("user0", "").unwrap();
+        let fb = |who: &str| FeedbackRecord {
+            identity: who.into(),
+            conversation_id: c.id.clone(),
+            turn: 0,
+            up: true,
+            reasons: vec![],
+            comment: String::new(),
+            time_ms: 0,
+            question: "late".into(),
+            documents: vec![],
+        };
+        assert!(!s.put_feedback(&fb("user1")).unwrap());
+        assert!(s.delete("user0", &c.id).unwrap());
+        assert!(!s.put_feedback(&fb("user0")).unwrap());
+        let (all, _) = s.feedback_page(None, 100, usize::MAX).unwrap();
+        assert!(all.iter().all(|f| f.question != "late"));
         // The byte budget ends a page early, but never before its first record.
         let (page, next) = s.feedback_page(None, 100, 1).unwrap();
         assert_eq!(page.len(), 1);
