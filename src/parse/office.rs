@@ -138,32 +138,51 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     let xml = part(&mut zip, "word/document.xml")?
         .ok_or_else(|| ParseError::Malformed("DOCX without word/document.xml".into()))?;
     let mut b = TextBuilder::default();
-    // A paragraph's style comes after its start tag: gather its text, emit it at the end.
-    let (mut para, mut style, mut in_text) = (String::new(), None::<u8>, false);
+    // A paragraph's style comes after its start tag: gather its text, emit it at the end. A
+    // paragraph may hold others (a text box's, inside one of its runs): each open paragraph
+    // gathers its own, and the inner one is emitted first (a review: the inner one cleared the
+    // outer one's text). A text box comes twice, as the drawing (`mc:Choice`) and as its
+    // fallback for older readers (`mc:Fallback`): the fallback is skipped.
+    let mut open: Vec<(String, Option<u8>)> = Vec::new();
+    let (mut in_text, mut fallback) = (false, 0usize);
+    let held = |open: &[(String, Option<u8>)]| open.iter().map(|(p, _)| p.len()).sum::<usize>();
     walk(&xml, |ev| match ev {
+        Ev::Start(e, false) if e.local_name().as_ref() == "Fallback" => fallback += 1,
+        Ev::End("Fallback") => fallback = fallback.saturating_sub(1),
+        _ if fallback > 0 => {}
         Ev::Start(e, empty) => match e.local_name().as_ref() {
-            "p" if !empty => {
-                para.clear();
-                style = None;
+            "p" if !empty => open.push((String::new(), None)),
+            "pStyle" => {
+                if let Some((_, style)) = open.last_mut() {
+                    *style = attr(e, "val").as_deref().and_then(heading_level);
+                }
             }
-            "pStyle" => style = attr(e, "val").as_deref().and_then(heading_level),
             "t" => in_text = !empty,
-            "tab" | "br" | "cr" if !super::over_budget(para.len() + 1) => para.push(' '),
+            "tab" | "br" | "cr" if !super::over_budget(held(&open) + 1) => {
+                if let Some((para, _)) = open.last_mut() {
+                    para.push(' ');
+                }
+            }
             _ => {}
         },
         Ev::End(name) => match name {
             "t" => in_text = false,
             "p" => {
-                if !para.trim().is_empty() {
+                if let Some((para, style)) = open.pop()
+                    && !para.trim().is_empty()
+                {
                     b.start(style.map_or(BlockKind::Paragraph, BlockKind::Heading));
                     b.push(&para, false);
                 }
-                para.clear();
             }
             _ => {}
         },
         // A paragraph is gathered before the builder sees it: held to the budget here too.
-        Ev::Text(t) if in_text && !super::over_budget(para.len() + t.len()) => para.push_str(t),
+        Ev::Text(t) if in_text && !super::over_budget(held(&open) + t.len()) => {
+            if let Some((para, _)) = open.last_mut() {
+                para.push_str(t);
+            }
+        }
         Ev::Text(_) => {}
     })?;
     let title = core_title(&mut zip)?;
@@ -276,6 +295,26 @@ mod tests {
         );
         assert_eq!(d.blocks[0].kind, BlockKind::Heading(1));
         assert_eq!(d.blocks[3].heading_path, ["Travel policy", "Hotels"]);
+    }
+
+    /// Found by a review: a text box's paragraph (inside a run of another) cleared the outer
+    /// paragraph's text, and its fallback copy gave its text twice.
+    #[test]
+    fn a_text_box_keeps_its_paragraph_s_text_and_comes_once() {
+        let body = "<w:p><w:r><w:t xml:space=\"preserve\">Intro </w:t></w:r><w:r>\
+            <mc:AlternateContent><mc:Choice Requires=\"wps\"><w:drawing><wps:txbx>\
+            <w:txbxContent><w:p><w:r><w:t>Box</w:t></w:r></w:p></w:txbxContent></wps:txbx>\
+            </w:drawing></mc:Choice><mc:Fallback><w:pict><v:textbox><w:txbxContent><w:p><w:r>\
+            <w:t>Box</w:t></w:r></w:p></w:txbxContent></v:textbox></w:pict></mc:Fallback>\
+            </mc:AlternateContent></w:r><w:r><w:t xml:space=\"preserve\"> tail</w:t></w:r></w:p>";
+        let doc = format!(
+            "<?xml version=\"1.0\"?><w:document xmlns:w=\"w\" xmlns:mc=\"mc\" xmlns:wps=\"wps\" \
+             xmlns:v=\"v\"><w:body>{body}</w:body></w:document>"
+        );
+        let bytes = crate::parse::samples::zip(&[("word/document.xml", doc.as_str())]);
+        let d = docx(&bytes).unwrap();
+        let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
+        assert_eq!(texts, ["Box", "Intro tail"]);
     }
 
     #[test]
