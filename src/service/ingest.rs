@@ -396,6 +396,34 @@ fn validate(
         job: None,
         reparse: false,
     };
+    // What the backend stores of every chunk, checked now (a Milvus field limit): such a
+    // document would be accepted, then fail in the pipeline at every try, and a waiting client
+    // be told to send it again (a review). The chunks are not known yet: a chunk of ordinal
+    // 99,999 stands for them (a document within the text limit has fewer).
+    let mut attributes = doc.attributes.clone();
+    attributes.insert("source".into(), src.config.id.clone());
+    let probe = crate::index::DocumentRecord {
+        key: doc.key.clone(),
+        uri: doc.uri.clone(),
+        title: doc.title.clone().unwrap_or_default(),
+        version: doc.version.clone(),
+        modified_at: doc.modified_at,
+        attributes,
+        acl: doc.acl.clone(),
+        content_hash: String::new(),
+        chunks: vec![crate::index::ChunkRecord {
+            ord: 99_999,
+            span: 0..0,
+            page: None,
+            heading_path: Vec::new(),
+            text: String::new(),
+            hash: String::new(),
+            vector: Vec::new(),
+        }],
+    };
+    if let Err(reason) = st.index.check(&probe) {
+        return Err(reject(format!("the index cannot hold it: {reason}")));
+    }
     Ok(Validated { doc, was_newest })
 }
 

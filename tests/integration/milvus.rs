@@ -9,13 +9,14 @@ use crate::harness::*;
 use docent_proto::v1 as pb;
 
 fn milvus_config(env: &Env, collection: &str, role: &str) -> String {
+    on_milvus(&env.config_text(), collection, role)
+}
+
+/// A config `text` moved to `collection` on the shared Milvus Lite, as a node of `role`.
+pub(crate) fn on_milvus(text: &str, collection: &str, role: &str) -> String {
     let uri = docent_milvus::lite::shared_server(&std::env::temp_dir());
     replaced(
-        &replaced(
-            &env.config_text(),
-            "backend = \"embedded\"",
-            "backend = \"milvus\"",
-        ),
+        &replaced(text, "backend = \"embedded\"", "backend = \"milvus\""),
         "role = \"all\"",
         &format!("role = \"{role}\""),
     ) + &format!(
@@ -23,7 +24,7 @@ fn milvus_config(env: &Env, collection: &str, role: &str) -> String {
     )
 }
 
-fn collection() -> String {
+pub(crate) fn collection() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
         "it_{}_{}",

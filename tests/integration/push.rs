@@ -53,6 +53,52 @@ async fn with_push_source(env: &Env) -> Running {
         .await
 }
 
+/// Found by a review: on Milvus, a key within the API's limit (1,024 bytes) but past the
+/// collection's (chunk ids of at most 512) was ACCEPTED, then failed in the pipeline at every
+/// try, and a waiting client was told to send it again. It is REJECTED at once, alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_index_cannot_hold_is_rejected_at_once() {
+    let env = Env::empty();
+    let text = crate::milvus::on_milvus(
+        &push_config_text(&env),
+        &crate::milvus::collection(),
+        "ingest",
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let long = "k".repeat(600);
+    let r = c
+        .put_documents(put(vec![
+            doc(
+                &long,
+                "1",
+                Content::Text("Kestrels nest.".into()),
+                &["everyone"],
+            ),
+            doc(
+                "short",
+                "1",
+                Content::Text("Kestrels nest.".into()),
+                &["everyone"],
+            ),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.results[0].status,
+        pb::ItemStatus::Rejected as i32,
+        "{r:?}"
+    );
+    assert!(r.results[0].reason.contains("cannot hold"), "{r:?}");
+    assert_eq!(
+        r.results[1].status,
+        pb::ItemStatus::Accepted as i32,
+        "{r:?}"
+    );
+    d.stop().await;
+}
+
 /// A push source is neither paused nor synced by an admin: its clients decide when to send.
 /// (Session 30's review: Pause answered "paused" while pushes went on, and from the 17th
 /// Pause or Resume each call waited forever on a command queue nobody read.)
