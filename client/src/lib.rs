@@ -146,6 +146,7 @@ pub enum Error {
         addr: String,
         source: tonic::transport::Error,
     },
+
     #[error("{0} has invalid characters")]
     InvalidHeader(&'static str),
     #[error("no credentials: pass --token (or set DOCENT_TOKEN), or --cert/--key for mTLS")]
@@ -335,7 +336,11 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
         let Some(ca) = &config.ca else {
             return Err(Error::HttpsWithoutCa { addr: addr.clone() });
         };
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        // The connect timeout covers the TCP connect only: a peer that accepts and then says
+        // nothing held the TLS handshake for ever (a review).
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .timeout(CONNECT_TIMEOUT);
         if let (Some(c), Some(k)) = (&config.cert, &config.key) {
             tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
         }

@@ -108,7 +108,7 @@ async fn ask_once(
             "guardrails": verdicts_json(&resp.guardrails),
             "details": details_json(&resp.details),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", super::pretty_json(&v)?);
         return Ok(resp.details);
     }
     let mut stream = client
@@ -125,7 +125,7 @@ async fn ask_once(
                 let marks: String = p
                     .citations
                     .iter()
-                    .map(|c| format!(" [{}]", c + 1))
+                    .map(|c| format!(" [{}]", u64::from(*c) + 1))
                     .collect();
                 let uncited = if p.uncited { " (unverified)" } else { "" };
                 write!(
@@ -418,7 +418,7 @@ pub async fn conversations(
                     .iter()
                     .map(|c| json!({"conversation_id": c.conversation_id, "title": c.title, "created_ms": c.created_ms, "updated_ms": c.updated_ms, "turns": c.turns}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", super::pretty_json(&v)?);
             } else {
                 for c in &r.conversations {
                     println!(
@@ -447,7 +447,7 @@ pub async fn conversations(
                     .iter()
                     .map(|t| json!({"question": t.question, "rewritten_question": t.rewritten_question, "answer": t.answer, "status": status_name(t.status), "mode": mode_name(t.mode), "citations": t.citations.iter().map(citation_json).collect::<Vec<_>>()}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", super::pretty_json(&v)?);
             } else {
                 for (i, t) in c.turns.iter().enumerate() {
                     println!("#{i} > {}", super::shown(&t.question));

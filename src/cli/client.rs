@@ -232,7 +232,7 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({
+            super::pretty_json(&json!({
                 "hits": hits,
                 "blocked": resp.blocked,
                 "message": resp.message,
@@ -286,7 +286,7 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
                 "skipped": c.skipped.iter().map(|s| json!({"id": s.id, "reason": s.reason})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", super::pretty_json(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -569,10 +569,7 @@ pub async fn ingest(conn: &ClientArgs, a: IngestArgs) -> anyhow::Result<ExitCode
             .iter()
             .map(|r| json!({"key": r.key, "status": name(r.status), "reason": r.reason}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "results": v }))?
-        );
+        println!("{}", super::pretty_json(&json!({ "results": v }))?);
     } else {
         let mut counts = std::collections::BTreeMap::new();
         for r in &results {
@@ -766,7 +763,7 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
     };
     bar.finish_and_clear();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+        println!("{}", super::pretty_json(&job_json(&job))?);
     } else {
         println!("{}", super::shown(&job_line(&job)));
     }
@@ -805,7 +802,7 @@ pub async fn jobs(
     }
     if as_json {
         let v: Vec<_> = jobs.iter().map(job_json).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "jobs": v }))?);
+        println!("{}", super::pretty_json(&json!({ "jobs": v }))?);
         return Ok(ExitCode::SUCCESS);
     }
     for j in &jobs {
@@ -884,7 +881,7 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                         conn,
                         pb::ExportFeedbackRequest {
                             page_size: 0,
-                            page_token,
+                            page_token: page_token.clone(),
                         },
                     )?)
                     .await?
@@ -892,13 +889,21 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                 for f in &r.records {
                     println!(
                         "{}",
-                        json!({"identity": f.identity, "conversation_id": f.conversation_id,
+                        super::terminal_safe_json(
+                            json!({"identity": f.identity, "conversation_id": f.conversation_id,
                             "turn": f.turn, "vote": if f.up { "up" } else { "down" },
                             "reasons": f.reasons, "comment": f.comment, "time_ms": f.time_ms,
                             "question": f.question, "documents": f.documents})
+                            .to_string()
+                        )
                     );
                 }
-                if r.next_page_token.is_empty() {
+                // A token given again, or a page of nothing with more to come, ends the export
+                // (a server looping it would otherwise run for ever).
+                if r.next_page_token.is_empty()
+                    || r.next_page_token == page_token
+                    || r.records.is_empty()
+                {
                     return Ok(ExitCode::SUCCESS);
                 }
                 page_token = r.next_page_token;
@@ -954,10 +959,8 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
             }
             println!(
                 "{}",
-                serde_json::to_string_pretty(
-                    &json!({"allowed": r.allowed, "decision": r.decision,
-                    "entry": r.entry, "explanation": r.explanation})
-                )?
+                super::pretty_json(&json!({"allowed": r.allowed, "decision": r.decision,
+                    "entry": r.entry, "explanation": r.explanation}))?
             );
             return Ok(if r.allowed {
                 ExitCode::SUCCESS
@@ -980,7 +983,7 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
             json!({"identities": r.identities, "groups": r.groups, "api_keys": r.api_keys})
         }
     };
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    println!("{}", super::pretty_json(&v)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -86,7 +86,7 @@ pub async fn beir(
                     )
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", super::pretty_json(&v)?);
         } else {
             println!("{} queries ({split} split)", rows[0].1.queries);
             println!(
@@ -186,7 +186,7 @@ pub async fn qa(
         } else {
             serde_json::Value::Object(v)
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", super::pretty_json(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{:<34}", "");

@@ -790,7 +790,7 @@ fn print_reindex(
             "seconds": r.elapsed.as_secs_f64(),
         });
         v[target.0] = target.1.into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", pretty_json(&v)?);
         return Ok(());
     }
     let into = match target.0 {
@@ -892,7 +892,7 @@ async fn reindex_catch_up(
             "unchanged": r.unchanged, "chunks_embedded": r.chunks_embedded,
             "seconds": r.elapsed.as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", pretty_json(&v)?);
     } else {
         println!(
             "caught up {}: {} added, {} changed, {} removed, {} unchanged ({} chunks embedded) in {:.1} s",
@@ -1019,6 +1019,31 @@ impl indicatif::TermLike for LogLines {
     }
 }
 
+/// `v` as pretty JSON that may be printed to a terminal: serde_json escapes only the controls
+/// below U+0020, so DEL, the C1 controls (U+009B is CSI, U+009D OSC) and bidirectional
+/// overrides in a title or a comment went to the terminal raw (a review). They are written as
+/// `\uXXXX` escapes, which read back as the same JSON.
+pub(crate) fn pretty_json<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    Ok(terminal_safe_json(serde_json::to_string_pretty(v)?))
+}
+
+/// Serialized JSON `s` with DEL, the C1 controls and bidirectional overrides escaped (see
+/// [`pretty_json`]). Outside its strings, serialized JSON is ASCII.
+pub(crate) fn terminal_safe_json(s: String) -> String {
+    let bad = |c: char| matches!(c, '\u{7F}'..='\u{9F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(bad) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match bad(c) {
+            true => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            false => out.push(c),
+        }
+    }
+    out
+}
+
 /// `s` as it may be printed to a terminal: control characters (ESC, C1, DEL; all but line
 /// breaks and tabs) and bidirectional overrides shown as U+FFFD. Document titles, snippets,
 /// answers and error reasons come from documents anyone with write access to a source may
@@ -1043,6 +1068,22 @@ pub(crate) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod shown_tests {
     use super::shown;
+
+    /// Found by a review: serde_json leaves DEL, the C1 controls and bidirectional overrides
+    /// as they are, so `--json` output sent them to the terminal raw. Escaped, the JSON reads
+    /// back the same.
+    #[test]
+    fn json_output_escapes_what_a_terminal_would_act_on() {
+        let v = serde_json::json!({"title": "Report\u{9d}52;c;ZXZpbA==\u{7} \u{9b}2J \u{7f} \u{202E}exe"});
+        let out = super::pretty_json(&v).unwrap();
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n') && !out.contains('\u{202E}'),
+            "{out:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(super::terminal_safe_json("{\"a\":1}".into()), "{\"a\":1}");
+    }
 
     #[test]
     fn escape_sequences_from_documents_are_not_printed() {

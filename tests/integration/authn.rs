@@ -94,6 +94,42 @@ impl Pki {
     }
 }
 
+/// Found by a review: the client's connect timeout covered the TCP connect only, so a peer
+/// that accepts and then says nothing (a stalled proxy) held `docent status` in the TLS
+/// handshake for ever. It is an error within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_fails_the_tls_handshake_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Test CA");
+    let ca = write(dir.path(), "ca.pem", &pki.ca.pem());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept() {
+            held.push(s);
+        }
+    });
+    let config = docent_client::Config {
+        ca: Some(ca.into()),
+        token: Some("k".into()),
+        ..docent_client::Config::new(&addr)
+    };
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        docent_client::Client::connect(&config),
+    )
+    .await
+    .expect("an answer, not a wait for ever");
+    assert!(r.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    drop(held);
+}
+
 /// Replaces a file whole, as a CA's publishing job would (a reader never sees half of it).
 fn replace(path: &str, text: &str) {
     let tmp = format!("{path}.new");
