@@ -5,9 +5,15 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The default log filter (`RUST_LOG` replaces it). Dependencies that log through `log` reach
+/// the daemon's log unredacted, so those that name paths are kept quiet: notify names watched
+/// paths in its warnings, smb logs the UNC path of each file opened through a DFS referral (a
+/// review).
+pub const DEFAULT_FILTER: &str = "info,tantivy=warn,ort=warn,smb=warn,notify=error";
+
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tantivy=warn,ort=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = std::env::var("DOCENT_LOG_JSON").is_ok_and(|v| v == "1");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

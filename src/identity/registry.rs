@@ -304,7 +304,7 @@ impl MembershipSink for IdentityRegistry {
                         tracing::error!(error = %e, "identity store not rebuilt without any report; the current store stays");
                     }
                 }
-                tracing::error!(connector, error = %e, "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
+                tracing::error!(connector, error = %crate::guardrail::pii::for_log(&e), "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
                 Err(format!(
                     "the reported group memberships could not be applied: {e}"
                 ))

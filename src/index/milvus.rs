@@ -1111,7 +1111,9 @@ impl MilvusBackend {
             // Callers see what they had (or nothing) and the next call tries again. While
             // nothing was ever read, `knows_every_document` says so: the pipeline then deletes
             // and withdraws without asking the table.
-            Err(e) => tracing::warn!(error = %e, "milvus: cannot read the document table"),
+            Err(e) => {
+                tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: cannot read the document table")
+            }
         }
     }
 
@@ -1430,7 +1432,7 @@ impl Backend for MilvusBackend {
         {
             Ok(rows) => rows.first().map(entry_of),
             Err(e) => {
-                tracing::warn!(error = %e, "milvus: document entry unavailable");
+                tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: document entry unavailable");
                 None
             }
         }

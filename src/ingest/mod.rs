@@ -1067,7 +1067,7 @@ impl Pipeline {
                     failed => {
                         match failed {
                             Ok(Err(e)) => {
-                                tracing::error!(error = %e, retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                                tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), retried, "index write failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                             }
                             // The panic is logged where it happened; its message (which
                             // may quote a document) only at debug level (`telemetry`).
@@ -1104,7 +1104,7 @@ impl Pipeline {
                     }
                     // The backend dropped the uncommitted writes: as for a failed batch.
                     Err(e) if e.rolled_back() => {
-                        tracing::error!(error = %e, "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
+                        tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "index commit failed; uncommitted writes rolled back (their connectors send them again at their next sync)");
                         dirty = this
                             .after_rollback(&mut rolled, &mut uncommitted, &mut written)
                             .await;
@@ -1140,7 +1140,7 @@ impl Pipeline {
                 }
                 failed => {
                     if let Ok(Err(e)) = &failed {
-                        tracing::error!(error = %e, "index write failed at shutdown; uncommitted writes rolled back");
+                        tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "index write failed at shutdown; uncommitted writes rolled back");
                     } else {
                         tracing::error!(
                             "the last retries panicked at shutdown; uncommitted writes rolled back"
@@ -1162,7 +1162,7 @@ impl Pipeline {
                 // Neither the writes nor their checkpoints were committed: connectors send
                 // them again after the restart.
                 Err(e) if e.rolled_back() => {
-                    tracing::error!(error = %e, "final index commit failed; uncommitted writes rolled back");
+                    tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "final index commit failed; uncommitted writes rolled back");
                 }
                 r => r?,
             }
@@ -1205,7 +1205,7 @@ impl Pipeline {
                 }
                 Err(e) => {
                     self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, attempt, retry_in = ?backoff, "index commit failed; retrying");
+                    tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), attempt, retry_in = ?backoff, "index commit failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.shutdown.cancelled() => {}

@@ -763,7 +763,7 @@ impl Retriever {
         terms.sort();
         terms.dedup();
         let idf = snap.idf(scope, &terms).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "term statistics unavailable; weighting terms uniformly");
+            tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "term statistics unavailable; weighting terms uniformly");
             vec![1.0; terms.len()]
         });
         terms.into_iter().zip(idf).collect()

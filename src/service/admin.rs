@@ -60,11 +60,13 @@ impl AdminService {
                 return crate::assistant::WITHHELD.to_string();
             }
             let mut found = crate::guardrail::PiiFindings::default();
-            if id {
-                g.redact_key(&principals, &mut s, &mut found);
-            } else {
+            if !id {
                 g.redact_sentence(&principals, &mut s, &mut found);
             }
+            // Text too is read as identifiers: a skip reason, a job's error or an alarm names
+            // paths and URLs (`refund_4111_1111_1111_1111`), which only that reading
+            // recognises (a review: the ids were redacted, the reasons quoting them were not).
+            g.redact_key(&principals, &mut s, &mut found);
             s
         }
     }
@@ -432,16 +434,43 @@ impl pb::admin_server::Admin for AdminService {
         let msg = req.get_ref();
         let user = msg.user.trim();
         let key = msg.document_key.trim();
+        // Every outcome is audited with the key and the user asked about, a probe for a key
+        // that does not exist too; and the user is asked first, so a made-up user tells
+        // nothing of the key (a review: only a rate-limited refusal without either was
+        // written, and UNKNOWN_DOCUMENT against UNKNOWN_USER told whether the key exists).
+        let audit = |outcome: &str| {
+            self.state.record(Audited {
+                method: "CheckAccess",
+                caller: &admin,
+                outcome,
+                documents: vec![key],
+                evidence: Vec::new(),
+                verdicts: &[],
+                question: None,
+                target: Some(user),
+            })
+        };
+        let store = self.state.identities.current();
+        if store
+            .resolve(user, crate::identity::ResolveReason::AccessExplanation)
+            .is_none()
+        {
+            audit("UNKNOWN_USER");
+            return Err(unknown_user(user).into());
+        }
         let (st, k) = (self.state.clone(), key.to_string());
-        let entry = tokio::task::spawn_blocking(move || st.index.doc_entry(&k))
+        let Some(entry) = tokio::task::spawn_blocking(move || st.index.doc_entry(&k))
             .await
             .map_err(ServiceError::internal)?
-            .ok_or_else(|| ServiceError::NotFound {
+        else {
+            audit("UNKNOWN_DOCUMENT");
+            return Err(ServiceError::NotFound {
                 reason: "UNKNOWN_DOCUMENT",
                 what: "document",
                 name: key.to_string(),
-            })?;
-        let store = self.state.identities.current();
+            }
+            .into());
+        };
         let d = store
             .explain(user, &entry.acl)
             .ok_or_else(|| unknown_user(user))?;
@@ -468,16 +497,7 @@ impl pb::admin_server::Admin for AdminService {
             _ => None,
         };
         let allowed = d.allowed() && withheld.is_none();
-        self.state.record(Audited {
-            method: "CheckAccess",
-            caller: &admin,
-            outcome: if allowed { "allowed" } else { "denied" },
-            documents: vec![key],
-            evidence: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: Some(user),
-        });
+        audit(if allowed { "allowed" } else { "denied" });
         let (decision, entry) = match &d {
             _ if withheld.is_some() => ("withheld", String::new()),
             AclDecision::Allowed(p) => ("allow", p.token()),
@@ -488,11 +508,13 @@ impl pb::admin_server::Admin for AdminService {
             Some(why) => format!("{d}, but withheld: {why}"),
             None => d.to_string(),
         };
+        // Principal tokens name people: through the output guardrails like the rest.
+        let shown = self.shown_to(&admin);
         Ok(Response::new(pb::CheckAccessResponse {
             allowed,
             decision: decision.into(),
-            entry,
-            explanation,
+            entry: shown(entry, true),
+            explanation: shown(explanation, false),
         }))
     }
 
@@ -509,7 +531,8 @@ impl pb::admin_server::Admin for AdminService {
         let (identities, groups, api_keys) =
             r.map_err(|message| ServiceError::FailedPrecondition {
                 reason: "RELOAD_FAILED",
-                message,
+                // (It may name identities and aliases: redacted as SIGHUP's log line is.)
+                message: self.shown_to(&admin)(message, false),
             })?;
         self.state.record_ok("ReloadIdentities", &admin, None);
         Ok(Response::new(pb::ReloadIdentitiesResponse {

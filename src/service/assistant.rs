@@ -135,8 +135,8 @@ impl AssistantService {
             target: None,
         });
         tracing::info!(
-            user = caller.user_id(),
-            actor = caller.actor(),
+            user = %crate::guardrail::pii::for_log(caller.user_id()),
+            actor = caller.actor().map(crate::guardrail::pii::for_log),
             status = outcome,
             mode = o.details.mode.name(),
             fallback = o.details.fallback_reason,
@@ -183,7 +183,7 @@ impl From<AssistantError> for ServiceError {
             },
             AssistantError::Retrieve(r) if r.is_cancelled() => ServiceError::Cancelled,
             AssistantError::Retrieve(r) if r.is_unavailable() => {
-                tracing::warn!(error = %r, "index unavailable");
+                tracing::warn!(error = %crate::guardrail::pii::for_log(&r.to_string()), "index unavailable");
                 ServiceError::Unavailable
             }
             AssistantError::Retrieve(r) => ServiceError::internal(r),
@@ -428,8 +428,8 @@ impl pb::assistant_server::Assistant for AssistantService {
             target: None,
         });
         tracing::info!(
-            user = caller.user_id(),
-            actor = caller.actor(),
+            user = %crate::guardrail::pii::for_log(caller.user_id()),
+            actor = caller.actor().map(crate::guardrail::pii::for_log),
             hits = r.hits.len(),
             "search"
         );

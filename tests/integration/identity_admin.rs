@@ -128,6 +128,28 @@ async fn whois_check_access_reload_and_insecure_dev() {
         e.get_details_error_info().unwrap().reason,
         "UNKNOWN_DOCUMENT"
     );
+    // A made-up user tells nothing of the key, whether it exists or not, and each probe is
+    // audited with the key and the user (a review: UNKNOWN_DOCUMENT against UNKNOWN_USER told
+    // which keys exist, and only a refusal without either was written).
+    for key in [key.clone(), "share:/no/such/doc".to_string()] {
+        let e = admin
+            .check_access(authed(
+                ADMIN,
+                pb::CheckAccessRequest {
+                    user: "nobody-at-all".into(),
+                    document_key: key,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.get_details_error_info().unwrap().reason, "UNKNOWN_USER");
+    }
+    let probes = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["method"] == "CheckAccess" && r["target"] == "nobody-at-all")
+        .count();
+    assert_eq!(probes, 2);
 
     // Reload: the group file now makes payroll part of hr, so alice reads HR documents.
     let sees_hr = |r: &pb::SearchResponse| search_text(r).contains(HR_DOC);

@@ -384,7 +384,7 @@ impl Api {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(after, why) => {
-                    tracing::debug!(api = %self.api_url, attempt, reason = %why, "request failed, retrying");
+                    tracing::debug!(api = %self.api_url, attempt, reason = %docent_connector_api::log_safe(&why.to_string()), "request failed, retrying");
                     last = why;
                     let b = backoff;
                     backoff = (backoff * 2).min(BACKOFF_CAP);
@@ -517,8 +517,13 @@ fn is_session_lost(e: &ApiError) -> bool {
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
-    // reqwest's own message is generic ("error sending request"); the cause says why.
+    // reqwest's own message is generic ("error sending request"); the cause says why. Its
+    // " for url (…)" goes: a GET's query names pages (a continuation is a page title), and this
+    // text reaches the log and the admin's alarms (a review).
     let mut s = e.to_string();
+    if let Some(at) = s.find(" for url (") {
+        s.truncate(at);
+    }
     let mut src = e.source();
     while let Some(inner) = src {
         s.push_str(": ");

@@ -550,7 +550,7 @@ impl Syncer {
             }
             Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
             Err(e) => {
-                tracing::warn!(connector = %self.cfg.id, error = %e, "sweep failed; the next poll goes on");
+                tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "sweep failed; the next poll goes on");
                 return Ok(());
             }
         };
@@ -604,7 +604,7 @@ impl Syncer {
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(connector = %self.cfg.id, error = %e, "sweep failed; the next poll goes on");
+                tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "sweep failed; the next poll goes on");
                 self.finish_failed(job, &e, unix_millis());
             }
         }
@@ -1058,7 +1058,7 @@ impl Syncer {
             .await;
         match probe {
             Ok(_) => {
-                tracing::warn!(connector = %self.cfg.id, page = meta.id, error = %e, "a page failed to render; its indexed version stays");
+                tracing::warn!(connector = %self.cfg.id, page = meta.id, error = %docent_connector_api::log_safe(&e.to_string()), "a page failed to render; its indexed version stays");
                 Ok(Action::Failed(format!(
                     "the wiki failed on this page while answering others: {e}"
                 )))
