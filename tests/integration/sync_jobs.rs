@@ -192,3 +192,29 @@ async fn check(env: &Env, d: &Running) {
     // The empty file failed once and is not read again until it changes: unchanged too.
     assert_eq!(v["counts"]["unchanged"], 29 - removed + 1);
 }
+
+/// Found by a review: the watch acted on an event naming a root itself, so `mv share
+/// share.old && mkdir share` (or a root moved away) deleted every document of the root at
+/// once, past deletion protection. It asks for a reconciliation, which sees a root that lists
+/// nothing and deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_moved_away_and_made_again_deletes_nothing() {
+    let env = Env::example();
+    let d = env.start().await;
+    let before = d.stats().await.documents;
+    let since = jobs(&d).await.iter().map(|j| j.id).max().unwrap_or(0);
+    let root = env.corpus();
+    std::fs::rename(&root, root.with_extension("old")).unwrap();
+    std::fs::create_dir(&root).unwrap();
+    let job = finished(&d, |j| {
+        j.id > since
+            && j.kind == "reconcile"
+            && j.failures
+                .iter()
+                .any(|f| f.reason.contains("listed no files"))
+    })
+    .await;
+    assert_eq!(job.counts.unwrap_or_default().deleted, 0, "{job:?}");
+    assert_eq!(d.stats().await.documents, before);
+    d.stop().await;
+}

@@ -221,9 +221,13 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     };
 
     // Start watching before the first scan so nothing changed during the crawl is missed.
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<PathBuf>();
+    // Bounded: events wait while a reconciliation runs (hours, on a large share), and a busy
+    // log written 10,000 times a second would fill the memory (a review). Past the bound they
+    // are dropped and counted as an overflow of the kernel's queue is: everything is walked.
+    let (ev_tx, mut ev_rx) = mpsc::channel::<PathBuf>(WATCH_QUEUE);
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _watcher = if cfg.watch {
-        match start_watcher(&cfg.roots, ev_tx) {
+        match start_watcher(&cfg.roots, ev_tx, dropped.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "watch unavailable, relying on reconciliation");
@@ -315,6 +319,9 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                         _ = &mut deadline => break,
                         Some(p) = ev_rx.recv() => { paths.insert(p); }
                     }
+                }
+                if dropped.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    paths.insert(rescan_marker());
                 }
                 if paused {
                     // Resuming reconciles, so nothing dropped here is lost.
@@ -501,13 +508,19 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Changed paths the watch loop holds before it drops them and walks everything instead.
+const WATCH_QUEUE: usize = 65_536;
+
 fn start_watcher(
     roots: &[PathBuf],
-    tx: mpsc::UnboundedSender<PathBuf>,
+    tx: mpsc::Sender<PathBuf>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         for p in watched_paths(res) {
-            let _ = tx.send(p);
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(p) {
+                dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     };
     // Never follow links while adding watches: a link planted in a root would otherwise take
@@ -1109,6 +1122,18 @@ impl Scanner {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
+            // An event on a root itself that leaves it missing, a link, or listing nothing
+            // (moved away, replaced by a link to its new place, deleted and made again): the reconciliation judges it, with its rule for a root
+            // that lists nothing and deletion protection (a review: `mv share share.old &&
+            // mkdir share` deleted every document of the root at once). A root that lists
+            // something (a chmod on it) is walked now, as before.
+            if path.as_path() == root
+                && (std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+                    || !std::fs::read_dir(path).is_ok_and(|mut e| e.next().is_some()))
+            {
+                reconcile = true;
+                continue;
+            }
             // Events in the directory left where a share was unmounted (at the root or below
             // it) say nothing of the share's files (the next reconciliation reports the outage).
             let recorded: Vec<PathBuf> = self
@@ -1879,7 +1904,11 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
     };
     // CIFS, SMB and FUSE mounts make mode bits up from mount options (`file_mode`, `umask`),
     // whatever extended attributes they answer (s3fs answers "none"): never trusted.
-    if let Some(k @ ("CIFS" | "SMB2" | "SMB" | "FUSE")) = kind(&c) {
+    if let Some(
+        k @ ("CIFS" | "SMB2" | "SMB" | "FUSE" | "FAT" | "exFAT" | "NTFS" | "ISO 9660" | "UDF"
+        | "HFS+"),
+    ) = kind(&c)
+    {
         return Err(untrusted_mount(k));
     }
     let get_named = |name: &std::ffi::CStr, buf: *mut libc::c_void, len: usize| -> isize {
@@ -2156,6 +2185,15 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
         0x00C3_6400 => Some("Ceph"),
         0x0102_1997 => Some("9P"),
         0x5346_414F => Some("AFS"),
+        // Not network file systems, but like CIFS their mode bits come from mount options
+        // (`umask`, `fmask`) and no ACL is kept (a review: an NTFS volume mounted with ntfs3
+        // was indexed with every file readable by everyone).
+        0x4D44 => Some("FAT"),
+        0x2011_BAB0 => Some("exFAT"),
+        0x7366_746E => Some("NTFS"),
+        0x9660 => Some("ISO 9660"),
+        0x1501_3346 => Some("UDF"),
+        0x482B => Some("HFS+"),
         _ => None,
     }
 }
