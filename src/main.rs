@@ -31,11 +31,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(docent::cli::run(cli)) {
+    let code = match rt.block_on(docent::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A blocking task held in a system call (a hung network mount) would keep the runtime's
+    // drop, and the process, waiting for ever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

@@ -137,8 +137,14 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
         self.shutdown.cancel();
-        for c in self.connectors {
-            let _ = c.await;
+        // A connector held in a system call (a hung network mount) may never see the shutdown:
+        // it is left behind past the pipeline's grace (a review: the daemon never stopped).
+        let until = tokio::time::Instant::now() + crate::ingest::SHUTDOWN_GRACE;
+        for mut c in self.connectors {
+            if tokio::time::timeout_at(until, &mut c).await.is_err() {
+                tracing::warn!("a connector did not stop within the shutdown grace; left behind");
+                c.abort();
+            }
         }
         let pipeline = self
             .pipeline

@@ -667,6 +667,8 @@ pub struct Pipeline {
     skips: Arc<SkipLog>,
     /// The daemon's shutdown: a commit retried without end stops retrying then.
     shutdown: tokio_util::sync::CancellationToken,
+    /// [`SHUTDOWN_GRACE`] (shorter in tests).
+    shutdown_grace: Duration,
     retries: Mutex<RetryQueue>,
     /// Failure injection for tests: this many parses fail as if the parser were unavailable.
     #[cfg(test)]
@@ -689,6 +691,10 @@ pub struct Pipeline {
     /// have sent those writes in an earlier batch.
     dropped: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How long the pipeline waits at shutdown for connectors to stop sending before it closes its
+/// queue (see the pipeline's loop).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
 /// committed either: connectors send them again after the restart).
@@ -728,6 +734,7 @@ impl Pipeline {
             stats,
             skips,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            shutdown_grace: SHUTDOWN_GRACE,
             retries: Mutex::default(),
             #[cfg(test)]
             unavailable_parses: AtomicU64::new(0),
@@ -963,6 +970,16 @@ impl Pipeline {
         let mut rollbacks_in_a_row: u32 = 0;
         let mut paused_until: Option<tokio::time::Instant> = None;
         let mut carry: Option<Change> = None;
+        // At shutdown, connectors stop between two files; one held in a system call (a hung
+        // network mount) never does, and its sender would keep this loop, and the daemon,
+        // waiting for ever (a review). Past the grace, the queue takes no more: what it holds
+        // is drained and committed, and such a connector's later sends fail.
+        let grace = async {
+            this.shutdown.cancelled().await;
+            tokio::time::sleep(this.shutdown_grace).await;
+        };
+        tokio::pin!(grace);
+        let mut closed = false;
         loop {
             // (The daemon's shutdown ends the pause: what remains is drained and committed.)
             if let Some(until) = paused_until.take()
@@ -1001,6 +1018,12 @@ impl Pipeline {
                     },
                     _ = tokio::time::sleep_until(deadline), if dirty => None,
                     _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
+                    _ = &mut grace, if !closed => {
+                        tracing::warn!("a connector has not stopped since the shutdown; the queue is closed and drained without it");
+                        rx.close();
+                        closed = true;
+                        None
+                    },
                 },
             };
             let due = this.retries().take_due(Instant::now(), this.cfg.max_batch);
@@ -2323,6 +2346,28 @@ mod tests {
             *heard.lock().unwrap(),
             vec![("doc0.md".to_string(), "1".to_string(), true)]
         );
+    }
+
+    /// Found by a review: a connector held in a system call (a hung network mount) kept its
+    /// sender, and the pipeline, and the daemon's shutdown, waiting for ever. Past the grace the
+    /// queue is closed, and what it held is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sender_that_never_stops_does_not_hold_the_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut pipeline = pipeline_into(&index, None).with_shutdown(token.clone());
+        pipeline.shutdown_grace = Duration::from_millis(200);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(Change::Upsert(Box::new(doc(0, 1)))).await.unwrap();
+        let run = tokio::spawn(pipeline.run(rx));
+        token.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the pipeline ends with a sender still held");
+        assert!(ended.unwrap().is_ok());
+        assert_eq!(indexed_version(&index), Some("1".to_string()));
+        assert!(tx.send(Change::Delete(doc(0, 0).key)).await.is_err());
     }
 
     /// A push source's checkpoint (its commit marker, which tells waiting calls their changes
