@@ -137,19 +137,23 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
         self.shutdown.cancel();
-        // A connector held in a system call (a hung network mount) may never see the shutdown:
-        // it is left behind past the pipeline's grace (a review: the daemon never stopped).
-        let until = tokio::time::Instant::now() + crate::ingest::SHUTDOWN_GRACE;
-        for mut c in self.connectors {
-            if tokio::time::timeout_at(until, &mut c).await.is_err() {
-                tracing::warn!("a connector did not stop within the shutdown grace; left behind");
-                c.abort();
-            }
-        }
+        // The pipeline first: it ends once every connector has stopped sending, or once
+        // nothing has come for its grace (a connector held in a system call, a hung network
+        // mount, may never see the shutdown; a review: the daemon never stopped). Such a
+        // connector is then left behind.
         let pipeline = self
             .pipeline
             .await
             .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
+        for mut c in self.connectors {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut c)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a connector did not stop after the pipeline ended; left behind");
+                c.abort();
+            }
+        }
         // The index is released (its writer's lock with it) before this returns: a crawl's
         // blocking walk that saw the shutdown only between two files still holds it for a
         // moment, and a daemon started on the same index right after found it locked (seen

@@ -709,19 +709,17 @@ impl Assistant {
             }
             ConversationChoice::None => Vec::new(),
         };
-        // Earlier questions the caller's guardrails refuse now (a phrase blocked since, an
-        // exempt group left) are not carried into the follow-up: neither to the model that
-        // rewrites it nor into its search (a review: they reached the model server).
-        let earlier: Vec<String> = earlier
-            .into_iter()
-            .filter(|q| {
-                !matches!(
-                    self.guardrails
-                        .screen_question(scope.principal_set(), q, None),
-                    QuestionScreen::Block(_)
-                )
-            })
-            .collect();
+        // An earlier question the caller's guardrails refuse now (a phrase blocked since, an
+        // exempt group left) is not sent to the model to rewrite the follow-up (a review: it
+        // reached the model server): the follow-up is joined to it without a model, and its
+        // search is refused as the earlier question would be.
+        let mut earlier_refused = earlier.iter().any(|q| {
+            matches!(
+                self.guardrails
+                    .screen_question(scope.principal_set(), q, None),
+                QuestionScreen::Block(_)
+            )
+        });
         // The caller's own words are screened, not only the rewrite (an LLM rewrite may reword a
         // blocked phrase or leave an injection out): a question blocked as asked is searched as
         // asked, where the screening refuses it; and it is not rewritten, so it never reaches
@@ -731,29 +729,45 @@ impl Assistant {
                 .screen_question(scope.principal_set(), &input.question, None),
             QuestionScreen::Block(_)
         );
-        // A follow-up the model would rewrite is compared with the topics first too (a review:
-        // one on a blocked topic reached the model server, and its tokens were charged).
+        // A follow-up the model would rewrite, and the earlier questions it would be given,
+        // are compared with the topics first too (a review: one on a blocked topic reached the
+        // model server, and its tokens were charged).
         if !blocked_as_asked
+            && !earlier_refused
             && !earlier.is_empty()
             && self.cfg.rewrite == RewriteMode::Llm
             && self.llm.is_some()
             && self.guardrails.needs_question_vector(scope.principal_set())
         {
-            let (me, s, own, b) = (
+            let (me, s, own, before, b) = (
                 self.clone(),
                 scope.clone(),
                 input.question.clone(),
+                earlier.clone(),
                 budget.clone(),
             );
-            blocked_as_asked = tokio::task::spawn_blocking(move || {
-                let v = me
-                    .retriever
-                    .embed_query_until(&guardrail::normalize::for_embedding(&own), &|| b.spent())?;
-                Ok::<_, RetrieveError>(matches!(
-                    me.guardrails
-                        .screen_question(s.principal_set(), &own, Some(&v)),
-                    QuestionScreen::Block(_)
-                ))
+            (blocked_as_asked, earlier_refused) = tokio::task::spawn_blocking(move || {
+                let blocked = |q: &str| {
+                    let v = me
+                        .retriever
+                        .embed_query_until(&guardrail::normalize::for_embedding(q), &|| {
+                            b.spent()
+                        })?;
+                    Ok::<_, RetrieveError>(matches!(
+                        me.guardrails
+                            .screen_question(s.principal_set(), q, Some(&v)),
+                        QuestionScreen::Block(_)
+                    ))
+                };
+                let own_blocked = blocked(&own)?;
+                let mut earlier_blocked = false;
+                for q in &before {
+                    if own_blocked || earlier_blocked {
+                        break;
+                    }
+                    earlier_blocked = blocked(q)?;
+                }
+                Ok::<_, RetrieveError>((own_blocked, earlier_blocked))
             })
             .await
             .map_err(|e| AssistantError::Internal(crate::telemetry::task_failure(&e)))??;
@@ -761,7 +775,7 @@ impl Assistant {
         let (rewritten, rewrite_usage, rewrite_hold) = if blocked_as_asked {
             (None, Usage::default(), None)
         } else {
-            self.rewrite(caller, mode, &earlier, &input.question)
+            self.rewrite(caller, mode, &earlier, &input.question, !earlier_refused)
                 .await?
         };
         let unpaid = Unpaid(
@@ -944,11 +958,13 @@ impl Assistant {
         mode: AnswerMode,
         earlier: &[String],
         question: &str,
+        model_allowed: bool,
     ) -> Result<(Option<String>, Usage, Option<Reservation>), AssistantError> {
         let Some(heuristic) = heuristic_rewrite(earlier, question) else {
             return Ok((None, Usage::default(), None));
         };
         if self.cfg.rewrite == RewriteMode::Llm
+            && model_allowed
             && let Some(llm) = &self.llm
         {
             // A generative request reserved its rewrite with its answer; an extractive one

@@ -89,7 +89,8 @@ impl std::fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    /// Reads the JWKS file. Keys of unsupported types are an error (not silently skipped).
+    /// Reads the JWKS file. Keys of unsupported types are left out (logged); a file with no key
+    /// Docent can use is an error.
     pub fn load(cfg: JwtConfig) -> Result<Self, String> {
         let text = std::fs::read_to_string(&cfg.jwks_file)
             .map_err(|e| format!("{}: {e}", cfg.jwks_file.display()))?;
@@ -152,7 +153,10 @@ impl JwtVerifier {
                 kid: jwk.common.key_id.clone(),
                 alg,
                 key,
-                jwk: serde_json::to_string(jwk).unwrap_or_default(),
+                // Its id, use and key material: not its certificate chain or other metadata an
+                // IdP renews without changing the key (a review).
+                jwk: serde_json::to_string(&(&jwk.common.key_id, &jwk.algorithm))
+                    .unwrap_or_default(),
             });
         }
         if keys.is_empty() {

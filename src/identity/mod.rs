@@ -121,6 +121,13 @@ fn expand(parents: &BTreeMap<String, Vec<String>>, direct: &[String]) -> BTreeSe
     out
 }
 
+/// Whether `name` is an alias only an identity file gives `spec`, an identity with `admin`,
+/// `act_as` or `ingest`: such an alias never signs it in nor is acted for (see
+/// [`IdentitySpec::aliases_from_files`]).
+fn file_alias_of_privileged(spec: &IdentitySpec, name: &str) -> bool {
+    (spec.admin || spec.act_as || spec.ingest) && spec.aliases_from_files.iter().any(|a| a == name)
+}
+
 /// Whether an alias is an account name of a file system or a domain, the way sources' ACLs
 /// name people: a number (a POSIX uid), `DOMAIN\\user`, or a Windows SID (`S-1-…`). Such an
 /// alias maps ACL entries to the identity but never authenticates it.
@@ -658,8 +665,7 @@ impl IdentityStore {
         let spec = self
             .lookup(name)
             .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == name))?;
-        let privileged = spec.admin || spec.act_as || spec.ingest;
-        if spec.id != name && privileged && spec.aliases_from_files.iter().any(|a| a == name) {
+        if spec.id != name && file_alias_of_privileged(spec, name) {
             tracing::warn!(
                 identity = %spec.id,
                 "a credential names a privileged identity by an alias only an identity file gives                  it, which never signs in; list the alias in its [[identities]] entry"
@@ -792,10 +798,12 @@ impl IdentityStore {
         if let Some(audience) = Audience::parse(user) {
             return self.audience_caller(actor, audience);
         }
-        // (Nor by an alias a failed reload withdrew: a review.)
+        // (Nor by an alias a failed reload withdrew, nor by one only an identity file gives a
+        // privileged identity, which a bridge mapping people by e-mail would act for: reviews.)
         let spec = self
             .lookup(user)
             .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == user))
+            .filter(|s| s.id == user || !file_alias_of_privileged(s, user))
             .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
         // Acting for oneself is querying: a credential without the query scope may not.
         if spec.id == actor.user_id && !actor.perms.query {

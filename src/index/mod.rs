@@ -1011,9 +1011,10 @@ pub const SERVED_MARKER: &str = "docent-served";
 /// documents deleted or narrowed since (found by a review).
 pub const CATCH_UP_MARKER: &str = "docent-reindex-catch-up-pending";
 
-/// Refuses a directory without `meta.json` that holds what an index leaves: its segments,
-/// tantivy's `.managed.json`, or the marker of a daemon that served it. An empty directory (a
-/// first start) is fine.
+/// Refuses a directory without `meta.json` that holds what an index leaves: its segments, or
+/// the marker of a daemon that served it. An empty directory (a first start) is fine, and so is
+/// one holding only tantivy's `.managed.json`, which it writes before the first `meta.json` (a
+/// first start cut off between the two; a review).
 fn no_index_left_behind(dir: &Path) -> Result<(), IndexError> {
     let io = |source| IndexError::Io {
         path: dir.to_path_buf(),
@@ -1026,7 +1027,7 @@ fn no_index_left_behind(dir: &Path) -> Result<(), IndexError> {
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let name = entry.map_err(io)?.file_name();
         let name = name.to_string_lossy();
-        if name == SERVED_MARKER || name == ".managed.json" || segment(&name) {
+        if name == SERVED_MARKER || segment(&name) {
             return Err(IndexError::MetaMissing {
                 path: dir.to_path_buf(),
                 found: name.into_owned(),
@@ -2151,7 +2152,6 @@ mod tests {
                 .collect()
         };
         std::fs::remove_file(at.join("meta.json")).unwrap();
-        std::fs::remove_file(at.join(".managed.json")).unwrap();
         let held = names();
         assert!(held.len() > 3, "{held:?}");
         let err = Index::open(&at, "m", 4).err().expect("refused");
@@ -2165,10 +2165,15 @@ mod tests {
             Index::open(&marked, "m", 4),
             Err(IndexError::MetaMissing { .. })
         ));
-        // An empty directory is a new index.
+        // An empty directory is a new index, and so is one a first start left with tantivy's
+        // `.managed.json` alone.
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         assert_eq!(Index::open(&empty, "m", 4).unwrap().document_count(), 0);
+        let cut = dir.path().join("cut");
+        std::fs::create_dir(&cut).unwrap();
+        std::fs::write(cut.join(".managed.json"), "[\"meta.json\"]").unwrap();
+        assert_eq!(Index::open(&cut, "m", 4).unwrap().document_count(), 0);
     }
 
     /// Found by a review: a deny entry stored in a form that does not parse (an older release's)

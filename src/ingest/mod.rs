@@ -226,8 +226,7 @@ impl SkipLog {
 
     /// A document the connector sent (and counted as added or modified) that the pipeline
     /// could not index: recorded, and moved to `failed` in the job that sent it. Its
-    /// connector's hook hears of it unless the pipeline is `retrying` it (until then the
-    /// version is still on its way).
+    /// connector's hook hears of it, also while a retry is pending (see below).
     #[allow(clippy::too_many_arguments)]
     pub fn record_failed_upsert(
         &self,
@@ -238,12 +237,13 @@ impl SkipLog {
         job: Option<u64>,
         was_indexed: bool,
         kept_previous: bool,
-        retrying: bool,
     ) {
         self.record(key, reason);
-        if !retrying {
-            self.failed(key, version, acl, kept_previous);
-        }
+        // Told while a retry is pending too: a push source's waiting call answers RETRY_LATER
+        // and forgets what it accepted, so the client sends it again (a review: it was answered
+        // committed, and the retry queue lives in memory, so a crash lost it). A crawler
+        // registers no hook: its sent log and the pipeline's `gave_up` cover it.
+        self.failed(key, version, acl, kept_previous);
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
             status.update_job(job, |j| {
@@ -273,7 +273,6 @@ impl SkipLog {
         acl: &str,
         reason: &str,
         kept_previous: bool,
-        retrying: bool,
     ) {
         tracing::info!(
             connector = %key.connector,
@@ -282,9 +281,7 @@ impl SkipLog {
             "document failed again"
         );
         self.note(key, reason, 0);
-        if !retrying {
-            self.failed(key, version, acl, kept_previous);
-        }
+        self.failed(key, version, acl, kept_previous);
     }
 
     /// A retried version was indexed: its failure leaves the skip log, and the job that sent
@@ -832,26 +829,6 @@ impl Pipeline {
         serde_json::json!(listed)
     }
 
-    /// Leaves out the checkpoint of each connector that does not reconcile (a push source)
-    /// while one of its documents waits in the retry queue: that change is in no commit, and
-    /// the queue lives in memory. A push source's checkpoint is its commit marker, which tells
-    /// a call waiting on it that its changes are committed (found by a review: a push was
-    /// answered committed, then lost with the retry queue in a crash). Connectors that
-    /// reconcile move on, and reconcile at the next start instead ([`Self::owed_now`]).
-    fn hold_back_past_retries(&self, checkpoints: &mut BTreeMap<String, serde_json::Value>) {
-        let retrying: BTreeSet<String> = self
-            .retries()
-            .pending
-            .keys()
-            .map(|k| k.connector.clone())
-            .collect();
-        if retrying.is_empty() {
-            return;
-        }
-        let reconciling = self.skips.lock_reconciling();
-        checkpoints.retain(|c, _| !retrying.contains(c) || reconciling.contains_key(c));
-    }
-
     fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
         self.retries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -972,13 +949,12 @@ impl Pipeline {
         let mut carry: Option<Change> = None;
         // At shutdown, connectors stop between two files; one held in a system call (a hung
         // network mount) never does, and its sender would keep this loop, and the daemon,
-        // waiting for ever (a review). Past the grace, the queue takes no more: what it holds
-        // is drained and committed, and such a connector's later sends fail.
-        let grace = async {
-            this.shutdown.cancelled().await;
-            tokio::time::sleep(this.shutdown_grace).await;
-        };
-        tokio::pin!(grace);
+        // waiting for ever (a review). Once nothing has come for the grace since the shutdown,
+        // the queue takes no more: what it holds is drained and committed, and such a
+        // connector's later sends fail. (Counted from the last change received, so a push
+        // source still forwarding what it accepted is not cut off.)
+        let mut shutdown_seen = false;
+        let mut last_received = tokio::time::Instant::now();
         let mut closed = false;
         loop {
             // (The daemon's shutdown ends the pause: what remains is drained and committed.)
@@ -1013,12 +989,21 @@ impl Pipeline {
                 Some(c) => Some(c),
                 None => tokio::select! {
                     msg = rx.recv() => match msg {
-                        Some(c) => Some(c),
+                        Some(c) => {
+                            last_received = tokio::time::Instant::now();
+                            Some(c)
+                        }
                         None => break,
                     },
                     _ = tokio::time::sleep_until(deadline), if dirty => None,
                     _ = tokio::time::sleep_until(retry_at), if next_retry.is_some() => None,
-                    _ = &mut grace, if !closed => {
+                    _ = this.shutdown.cancelled(), if !shutdown_seen => {
+                        shutdown_seen = true;
+                        last_received = tokio::time::Instant::now();
+                        None
+                    },
+                    _ = tokio::time::sleep_until(last_received + this.shutdown_grace),
+                        if shutdown_seen && !closed => {
                         tracing::warn!("a connector has not stopped since the shutdown; the queue is closed and drained without it");
                         rx.close();
                         closed = true;
@@ -1203,7 +1188,6 @@ impl Pipeline {
         attempts: Option<u32>,
     ) -> Result<(), IndexError> {
         checkpoints.insert(OWED_KEY.to_string(), self.owed_now());
-        self.hold_back_past_retries(&mut checkpoints);
         let mut backoff = std::time::Duration::from_millis(500);
         let mut attempt = 1u32;
         let mut attempts = attempts;
@@ -1430,7 +1414,6 @@ impl Pipeline {
                                     job,
                                     was_indexed,
                                     keep_previous,
-                                    retrying,
                                 );
                             } else {
                                 self.skips.record_failed_retry(
@@ -1439,7 +1422,6 @@ impl Pipeline {
                                     &acl_fp,
                                     &reason,
                                     keep_previous,
-                                    retrying,
                                 );
                             }
                             // A transient failure keeps the previous version; a retry, or else
@@ -2314,10 +2296,12 @@ mod tests {
         assert_eq!(view.gave_up(&empty.key), None);
     }
 
-    /// While a retry is pending the version is still on its way: the connector's failure hook
-    /// (the push source forgets what it accepted) hears of it only when no retry follows.
+    /// The connector's failure hook (a push source flags its waiting calls and forgets what it
+    /// accepted) hears of a version at its first failure, while a retry is pending (a review: a
+    /// push was answered committed while its retry waited in memory), and again when retries
+    /// are over.
     #[test]
-    fn the_failure_hook_hears_of_a_version_only_when_its_retries_are_over() {
+    fn the_failure_hook_hears_of_a_version_while_its_retry_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
         let mut pipeline = pipeline_into(&index, None);
@@ -2338,14 +2322,17 @@ mod tests {
         pipeline
             .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
             .unwrap();
-        assert!(heard.lock().unwrap().is_empty(), "a retry is pending");
+        let once = ("doc0.md".to_string(), "1".to_string(), true);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![once.clone()],
+            "a retry is pending"
+        );
         pipeline
             .process_with(all_retries(&pipeline), Vec::new())
             .unwrap();
-        assert_eq!(
-            *heard.lock().unwrap(),
-            vec![("doc0.md".to_string(), "1".to_string(), true)]
-        );
+        assert_eq!(*heard.lock().unwrap(), vec![once.clone(), once]);
+        assert!(all_retries(&pipeline).is_empty());
     }
 
     /// Found by a review: a connector held in a system call (a hung network mount) kept its
@@ -2368,63 +2355,6 @@ mod tests {
         assert!(ended.unwrap().is_ok());
         assert_eq!(indexed_version(&index), Some("1".to_string()));
         assert!(tx.send(Change::Delete(doc(0, 0).key)).await.is_err());
-    }
-
-    /// A push source's checkpoint (its commit marker, which tells waiting calls their changes
-    /// are committed) stays out of the commit while one of its documents waits in the retry
-    /// queue, which lives in memory; a connector that reconciles moves on.
-    #[test]
-    fn a_connector_that_does_not_reconcile_keeps_its_checkpoint_while_a_retry_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = test_index(dir.path());
-        let pipeline = Arc::new(pipeline_into(&index, None));
-        docent_connector_api::IndexedState::reconciliation_owed(
-            &IndexedView {
-                index: index.clone(),
-                skips: pipeline.skips.clone(),
-            },
-            "other",
-        );
-        let mut retried = doc(0, 1);
-        retried.key = DocKey::new("other", "doc0.md");
-        pipeline.unavailable_parses.store(2, Ordering::Relaxed);
-        let checkpoints = pipeline
-            .process(vec![
-                Change::Upsert(Box::new(doc(0, 1))),
-                Change::Upsert(Box::new(retried)),
-                Change::Checkpoint {
-                    connector: "c".into(),
-                    checkpoint: serde_json::json!({"seq": 1}),
-                },
-                Change::Checkpoint {
-                    connector: "other".into(),
-                    checkpoint: serde_json::json!({"pos": 1}),
-                },
-            ])
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
-            .unwrap();
-        assert!(!index.checkpoints().contains_key("c"), "held back");
-        assert_eq!(index.checkpoints()["other"]["pos"], 1);
-
-        // The retry indexes it: the next marker is committed with it.
-        let checkpoints = pipeline
-            .process_with(
-                all_retries(&pipeline),
-                vec![Change::Checkpoint {
-                    connector: "c".into(),
-                    checkpoint: serde_json::json!({"seq": 2}),
-                }],
-            )
-            .unwrap();
-        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
-            .unwrap();
-        assert_eq!(index.checkpoints()["c"]["seq"], 2);
-        assert_eq!(indexed_version(&index), Some("1".to_string()));
     }
 
     /// A newer change of the document (an edit, a delete, a skip, even later in the same

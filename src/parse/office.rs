@@ -145,7 +145,9 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     // fallback for older readers (`mc:Fallback`): the fallback is skipped.
     let mut open: Vec<(String, Option<u8>)> = Vec::new();
     let (mut in_text, mut fallback) = (false, 0usize);
-    let held = |open: &[(String, Option<u8>)]| open.iter().map(|(p, _)| p.len()).sum::<usize>();
+    // The bytes the open paragraphs hold, kept as they grow (summed at each event, a
+    // paragraph nested a million deep cost a million additions an event; a review).
+    let mut held = 0usize;
     walk(&xml, |ev| match ev {
         Ev::Start(e, false) if e.local_name().as_ref() == "Fallback" => fallback += 1,
         Ev::End("Fallback") => fallback = fallback.saturating_sub(1),
@@ -158,9 +160,10 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
                 }
             }
             "t" => in_text = !empty,
-            "tab" | "br" | "cr" if !super::over_budget(held(&open) + 1) => {
+            "tab" | "br" | "cr" if !super::over_budget(held + 1) => {
                 if let Some((para, _)) = open.last_mut() {
                     para.push(' ');
+                    held += 1;
                 }
             }
             _ => {}
@@ -168,19 +171,21 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         Ev::End(name) => match name {
             "t" => in_text = false,
             "p" => {
-                if let Some((para, style)) = open.pop()
-                    && !para.trim().is_empty()
-                {
-                    b.start(style.map_or(BlockKind::Paragraph, BlockKind::Heading));
-                    b.push(&para, false);
+                if let Some((para, style)) = open.pop() {
+                    held -= para.len();
+                    if !para.trim().is_empty() {
+                        b.start(style.map_or(BlockKind::Paragraph, BlockKind::Heading));
+                        b.push(&para, false);
+                    }
                 }
             }
             _ => {}
         },
         // A paragraph is gathered before the builder sees it: held to the budget here too.
-        Ev::Text(t) if in_text && !super::over_budget(held(&open) + t.len()) => {
+        Ev::Text(t) if in_text && !super::over_budget(held + t.len()) => {
             if let Some((para, _)) = open.last_mut() {
                 para.push_str(t);
+                held += t.len();
             }
         }
         Ev::Text(_) => {}

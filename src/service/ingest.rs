@@ -398,21 +398,23 @@ fn validate(
     };
     // What the backend stores of every chunk, checked now (a Milvus field limit): such a
     // document would be accepted, then fail in the pipeline at every try, and a waiting client
-    // be told to send it again (a review). The chunks are not known yet: a chunk of ordinal
-    // 99,999 stands for them (a document within the text limit has fewer).
+    // be told to send it again (a review). The title as the pipeline cuts it; the chunks are
+    // not known yet: the first stands for them.
     let mut attributes = doc.attributes.clone();
     attributes.insert("source".into(), src.config.id.clone());
+    let mut title = doc.title.clone().unwrap_or_default();
+    crate::parse::cap_heading(&mut title);
     let probe = crate::index::DocumentRecord {
         key: doc.key.clone(),
         uri: doc.uri.clone(),
-        title: doc.title.clone().unwrap_or_default(),
+        title,
         version: doc.version.clone(),
         modified_at: doc.modified_at,
         attributes,
         acl: doc.acl.clone(),
         content_hash: String::new(),
         chunks: vec![crate::index::ChunkRecord {
-            ord: 99_999,
+            ord: 0,
             span: 0..0,
             page: None,
             heading_path: Vec::new(),

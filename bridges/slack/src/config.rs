@@ -372,10 +372,20 @@ impl Config {
                 format!("{api_url:?}: expected an http(s) URL"),
             ),
         }
+        // GovSlack's Web API (slack-gov.com) sends its own hooks host: the default follows it
+        // (a review: a GovSlack deployment refused every slash command until it set this).
+        let gov = reqwest::Url::parse(&api_url).is_ok_and(|u| {
+            u.host_str()
+                .is_some_and(|h| h == "slack-gov.com" || h.ends_with(".slack-gov.com"))
+        });
+        let default_hooks = match gov {
+            true => "hooks.slack-gov.com",
+            false => "hooks.slack.com",
+        };
         let response_url_hosts: Vec<String> = raw
             .slack
             .response_url_hosts
-            .unwrap_or_else(|| vec!["hooks.slack.com".into()])
+            .unwrap_or_else(|| vec![default_hooks.into()])
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
@@ -650,6 +660,13 @@ audiences = { C0HR = "group:hr" }
             TEXT.replace("[slack]", &format!("[slack]\nresponse_url_hosts = {hosts}"))
         };
         let gov = Config::parse(&with("['Hooks.Slack-Gov.com']"), Path::new("."), &env).unwrap();
+        assert_eq!(gov.response_url_hosts, ["hooks.slack-gov.com"]);
+        // GovSlack's Web API gives GovSlack's hooks host by default (a later review).
+        let gov_api = TEXT.replace(
+            "[slack]",
+            "[slack]\napi_url = \"https://slack-gov.com/api\"",
+        );
+        let gov = Config::parse(&gov_api, Path::new("."), &env).unwrap();
         assert_eq!(gov.response_url_hosts, ["hooks.slack-gov.com"]);
         for refused in [
             "[]",

@@ -226,8 +226,11 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     // are dropped and counted as an overflow of the kernel's queue is: everything is walked.
     let (ev_tx, mut ev_rx) = mpsc::channel::<PathBuf>(WATCH_QUEUE);
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Paths in the queue: one changed again and again (a log appended to) takes one place, so
+    // the bound counts distinct paths and a long reconciliation does not overflow it (a review).
+    let queued: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>> = Arc::default();
     let _watcher = if cfg.watch {
-        match start_watcher(&cfg.roots, ev_tx, dropped.clone()) {
+        match start_watcher(&cfg.roots, ev_tx, dropped.clone(), queued.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "watch unavailable, relying on reconciliation");
@@ -311,13 +314,20 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
             },
             Some(first) = ev_rx.recv() => {
                 // Gather a burst of events, then act once per path on its current state.
+                let unqueue = |p: &PathBuf| {
+                    queued.lock().unwrap_or_else(|e| e.into_inner()).remove(p);
+                };
+                unqueue(&first);
                 let mut paths = BTreeSet::from([first]);
                 let deadline = tokio::time::sleep(cfg.debounce);
                 tokio::pin!(deadline);
                 loop {
                     tokio::select! {
                         _ = &mut deadline => break,
-                        Some(p) = ev_rx.recv() => { paths.insert(p); }
+                        Some(p) = ev_rx.recv() => {
+                            unqueue(&p);
+                            paths.insert(p);
+                        }
                     }
                 }
                 if dropped.swap(false, std::sync::atomic::Ordering::Relaxed) {
@@ -515,11 +525,22 @@ fn start_watcher(
     roots: &[PathBuf],
     tx: mpsc::Sender<PathBuf>,
     dropped: Arc<std::sync::atomic::AtomicBool>,
+    queued: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         for p in watched_paths(res) {
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(p) {
-                dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut q = queued.lock().unwrap_or_else(|e| e.into_inner());
+            if q.contains(&p) {
+                continue;
+            }
+            match tx.try_send(p.clone()) {
+                Ok(()) => {
+                    q.insert(p);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     };
@@ -2210,10 +2231,10 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
         // was indexed with every file readable by everyone).
         0x4D44 => Some("FAT"),
         0x2011_BAB0 => Some("exFAT"),
-        0x7366_746E => Some("NTFS"),
+        0x7366_746E | 0x5346_544E => Some("NTFS"),
         0x9660 => Some("ISO 9660"),
         0x1501_3346 => Some("UDF"),
-        0x482B => Some("HFS+"),
+        0x482B | 0x4244 => Some("HFS+"),
         _ => None,
     }
 }

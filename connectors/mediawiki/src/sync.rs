@@ -42,6 +42,9 @@ fn sweep_batch(pages: usize, poll: Duration, reconcile: Duration) -> usize {
     let per_poll = (pages as f64 / polls).ceil() as usize;
     per_poll.div_ceil(STATE_BATCH).clamp(1, SWEEP_QUERIES_MAX) * STATE_BATCH
 }
+/// Times a sweep batch is asked before the sweep moves past it.
+const SWEEP_TRIES: u32 = 3;
+
 /// Log types whose events may change a page's existence, title, namespace or content.
 /// (`suppress`: deletions by an oversighter, seen when the crawler may read that log.)
 const PAGE_LOG_TYPES: &[&str] = &[
@@ -233,6 +236,8 @@ pub struct Syncer {
     sent: SentLog,
     /// The sweep goes on after this page id (see [`Syncer::sweep`]).
     swept_to: AtomicU64,
+    /// Failures in a row of the sweep's batch at `swept_to` (see [`SWEEP_TRIES`]).
+    sweep_failures: std::sync::atomic::AtomicU32,
     /// Pages the sweep deleted since the last reconciliation (deletion protection counts
     /// them together), and whether it has said since then that it holds deletions back.
     swept_deleted: AtomicU64,
@@ -275,6 +280,7 @@ impl Syncer {
             sink,
             shutdown,
             swept_to: AtomicU64::new(position.as_ref().map_or(0, |p| p.swept_to)),
+            sweep_failures: std::sync::atomic::AtomicU32::new(0),
             position: Mutex::new(position),
             job: AtomicU64::new(0),
             full: AtomicBool::new(false),
@@ -543,13 +549,19 @@ impl Syncer {
         let wanted: BTreeSet<u64> = batch.iter().copied().collect();
         let (states, missing) = match self.page_states_and_missing(&wanted).await {
             // Only a batch answered counts as swept: a failed one is asked again (a review:
-            // it waited a whole round).
+            // it waited a whole round), up to three times in a row, then passed (a later review:
+            // one that always fails stopped the sweep for good).
             Ok(r) => {
                 self.swept_to.store(last, Ordering::Relaxed);
+                self.sweep_failures.store(0, Ordering::Relaxed);
                 r
             }
             Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
             Err(e) => {
+                if self.sweep_failures.fetch_add(1, Ordering::Relaxed) + 1 >= SWEEP_TRIES {
+                    self.sweep_failures.store(0, Ordering::Relaxed);
+                    self.swept_to.store(last, Ordering::Relaxed);
+                }
                 tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "sweep failed; the next poll goes on");
                 return Ok(());
             }
