@@ -705,6 +705,50 @@ id = \"carol\"
         );
     }
 
+    /// Found by a review of the fix above: an entry of the identity files that merged into a
+    /// configured identity (by an alias they share) was locked as an identity of its own when it
+    /// left the file, which no store could be built from; the failed reload's other withdrawals
+    /// were lost with it, and every later rebuild failed.
+    #[test]
+    fn a_failed_reload_still_withdraws_when_a_merged_file_entry_leaves() {
+        use crate::identity::token_hash;
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[{"id":"alice","groups":["hr"]}]}"#);
+        let key = |id: &str, who: &str, secret: &str| {
+            format!(
+                "[[api_keys]]\nid = \"{id}\"\nidentity = \"{who}\"\nsha256 = \"{}\"\n\
+                 scopes = [\"query\"]\n",
+                hex::encode(token_hash(secret))
+            )
+        };
+        let alice = "[[identities]]\nid = \"alice.smith\"\naliases = [\"alice\"]\n";
+        let bob = "[[identities]]\nid = \"bob\"\n";
+        let both = format!(
+            "{alice}{bob}{}{}",
+            key("ka", "alice.smith", "a-key"),
+            key("kb", "bob", "b-key")
+        );
+        let reg = IdentityRegistry::new(&config(dir.path(), &both).unwrap()).unwrap();
+        assert!(reg.current().authenticate_token("b-key").is_some());
+        // The file drops alice's entry; the config drops bob (his key still listed: the file
+        // fails).
+        users(dir.path(), r#"{"users":[]}"#);
+        let broken = format!(
+            "{alice}{}{}",
+            key("ka", "alice.smith", "a-key"),
+            key("kb", "bob", "b-key")
+        );
+        assert!(Config::parse(&broken, dir.path()).is_err());
+        let g = crate::config::granted(&broken).unwrap();
+        assert!(reg.withdraw_ungranted(&g).unwrap() >= 1);
+        let store = reg.current();
+        assert!(store.authenticate_token("b-key").is_none(), "bob locked");
+        assert!(store.authenticate_token("a-key").is_some());
+        // Later rebuilds still work.
+        reg.report("c", Vec::new()).unwrap();
+        assert!(reg.current().authenticate_token("b-key").is_none());
+    }
+
     /// Session 37's review: an identity gone from a file that fails (its key still listed,
     /// which is why it fails) kept authenticating by its key, a JWT or a certificate, and an
     /// earlier expiry (how a key is often ended) was not read.
