@@ -1380,17 +1380,7 @@ mod tests {
         use base64::Engine;
         let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "k", "k":
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET)}]});
-        let v = jwt::JwtVerifier::from_jwks(
-            &jwks.to_string(),
-            jwt::JwtConfig {
-                jwks_file: std::path::PathBuf::new(),
-                issuer: "https://idp.test".into(),
-                audience: "docent".into(),
-                user_claim: "sub".into(),
-                leeway_secs: 0,
-            },
-        )
-        .unwrap();
+        let v = test_verifier(&jwks);
         let s = store().with_jwt(Arc::new(v));
         let token = |sub: &str| {
             jsonwebtoken::encode(
@@ -1446,6 +1436,21 @@ mod tests {
         ));
     }
 
+    /// A JWT verifier of `jwks` for issuer `https://idp.test` and audience `docent`.
+    fn test_verifier(jwks: &serde_json::Value) -> jwt::JwtVerifier {
+        jwt::JwtVerifier::from_jwks(
+            &jwks.to_string(),
+            jwt::JwtConfig {
+                jwks_file: std::path::PathBuf::new(),
+                issuer: "https://idp.test".into(),
+                audience: "docent".into(),
+                user_claim: "sub".into(),
+                leeway_secs: 0,
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn cert_names_of_two_identities_are_refused() {
         let s = store();
@@ -1491,17 +1496,7 @@ mod tests {
         let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "k", "alg": "HS256",
             "k": base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(b"test-only-hs256-secret-0123456789")}]});
-        let v = crate::identity::jwt::JwtVerifier::from_jwks(
-            &jwks.to_string(),
-            crate::identity::jwt::JwtConfig {
-                jwks_file: std::path::PathBuf::new(),
-                issuer: "https://idp.test".into(),
-                audience: "docent".into(),
-                user_claim: "sub".into(),
-                leeway_secs: 0,
-            },
-        )
-        .unwrap();
+        let v = test_verifier(&jwks);
         let s = store()
             .with_api_keys(vec![ApiKeySpec {
                 id: "k-dots".into(),

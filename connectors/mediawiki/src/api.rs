@@ -560,6 +560,23 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// An [`Api`] for a public wiki at `url` (a stand-in server of a test).
+    fn stand_in_api(url: &str) -> Api {
+        let table: toml::Table = format!("url = \"{url}\"\npermissions = \"public\"")
+            .parse()
+            .unwrap();
+        let env = docent_connector_api::registry::ConfigEnv {
+            id: "wiki".into(),
+            base_dir: ".".into(),
+            max_document_bytes: 1 << 20,
+            max_text_bytes: 1 << 20,
+            parse_timeout: Duration::from_secs(5),
+            parse_memory_bytes: 2 << 30,
+        };
+        let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
+        Api::new(&cfg, CancellationToken::new()).unwrap()
+    }
+
     /// A stand-in wiki (the real one cannot be made to send this) whose every answer claims
     /// 300 MiB and streams zeros: the connector stops at its cap with an error.
     #[tokio::test]
@@ -586,19 +603,7 @@ mod tests {
                 });
             }
         });
-        let table: toml::Table = format!("url = \"{url}\"\npermissions = \"public\"")
-            .parse()
-            .unwrap();
-        let env = docent_connector_api::registry::ConfigEnv {
-            id: "wiki".into(),
-            base_dir: ".".into(),
-            max_document_bytes: 1 << 20,
-            max_text_bytes: 1 << 20,
-            parse_timeout: Duration::from_secs(5),
-            parse_memory_bytes: 2 << 30,
-        };
-        let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
-        let api = Api::new(&cfg, CancellationToken::new()).unwrap();
+        let api = stand_in_api(&url);
         let err = api
             .get(&[("action".into(), "query".into())])
             .await
@@ -643,19 +648,7 @@ mod tests {
                 });
             }
         });
-        let table: toml::Table = format!("url = \"{url}\"\npermissions = \"public\"")
-            .parse()
-            .unwrap();
-        let env = docent_connector_api::registry::ConfigEnv {
-            id: "wiki".into(),
-            base_dir: ".".into(),
-            max_document_bytes: 1 << 20,
-            max_text_bytes: 1 << 20,
-            parse_timeout: Duration::from_secs(5),
-            parse_memory_bytes: 2 << 30,
-        };
-        let cfg = crate::config::MediaWikiConfig::from_table(table, &env).unwrap();
-        let api = Api::new(&cfg, CancellationToken::new()).unwrap();
+        let api = stand_in_api(&url);
         let mut rounds = 0;
         let err = api
             .query_all(
