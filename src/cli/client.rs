@@ -411,9 +411,36 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
     }
     let files = a.files.iter().map(|f| {
         use std::io::Read;
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(f).with_context(|| format!("{}", f.display()))?;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let key = f.to_string_lossy().into_owned();
+        // Opened without following a link, and without waiting on a FIFO: only a regular file
+        // is read, and its version comes from the file read (a review: a link planted among
+        // uploads, `docent ingest /srv/uploads/*` run by a cron job, pushed what it pointed at,
+        // a private key, for everyone; and a FIFO held the run for ever).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(f);
+        let file = match file {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(anyhow::Error::new(Refused(pb::ItemResult {
+                    key: key.clone(),
+                    status: pb::ItemStatus::Rejected as i32,
+                    reason: "a symbolic link: not followed".into(),
+                })));
+            }
+            r => r.with_context(|| format!("{}", f.display()))?,
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("{}", f.display()))?;
+        if !meta.is_file() {
+            return Err(anyhow::Error::new(Refused(pb::ItemResult {
+                key: key.clone(),
+                status: pb::ItemStatus::Rejected as i32,
+                reason: "not a regular file (a directory, a FIFO, a device): not read".into(),
+            })));
+        }
         // Refused here, unread, when no request could carry it (found by a review: a file of
         // several GiB was read whole first, and the CLI ran out of memory).
         let too_large = |len: u64| {
@@ -429,11 +456,8 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
             return Err(too_large(meta.len()));
         }
         let mut data = Vec::new();
-        std::fs::File::open(f)
-            .and_then(|file| {
-                file.take(MAX_REQUEST_BYTES as u64 + 1)
-                    .read_to_end(&mut data)
-            })
+        file.take(MAX_REQUEST_BYTES as u64 + 1)
+            .read_to_end(&mut data)
             .with_context(|| format!("reading {}", f.display()))?;
         if data.len() > MAX_REQUEST_BYTES {
             return Err(too_large(data.len() as u64));

@@ -631,6 +631,36 @@ async fn push_documents_idempotently_with_per_item_results() {
     assert_eq!(v["results"][0]["status"], "accepted", "{v}");
     assert_eq!(out.status.code(), Some(0), "{v}");
 
+    // A link and a FIFO among the files are rejected unread (a review: a link planted among
+    // uploads pushed what it pointed at, and a FIFO held the run for ever).
+    let secret = env.dir.path().join("id_rsa");
+    std::fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    let link = env.dir.path().join("upload.md");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = env.dir.path().join("pipe.md");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        ingest(vec![
+            "--allow".into(),
+            "everyone".into(),
+            link.display().to_string(),
+            fifo.display().to_string(),
+        ]),
+    )
+    .await
+    .expect("a FIFO does not hold the run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["status"], "rejected", "{v}");
+    assert_eq!(v["results"][1]["status"], "rejected", "{v}");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+
     // Files are read as they are sent: one that cannot be read stops the run after the files
     // before it were sent and reported.
     let lunch = env.dir.path().join("lunch.md");
