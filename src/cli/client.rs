@@ -305,7 +305,11 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
     for c in &conns.connectors {
         println!(
             "connector {} ({}): {}, {} documents, {} skipped",
-            c.id, c.kind, c.state, c.documents, c.skipped_total
+            super::shown(&c.id),
+            super::shown(&c.kind),
+            super::shown(&c.state),
+            c.documents,
+            c.skipped_total
         );
         for alarm in &c.alarms {
             println!("  alarm: {}", super::shown(alarm));
@@ -881,12 +885,12 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                 for u in &r.identities {
                     println!(
                         "{:<24} {:>12} {:>12} {:>9} {:>8.4} {}",
-                        u.identity,
+                        super::shown(&u.identity),
                         u.prompt_tokens,
                         u.completion_tokens,
                         u.requests,
                         u.estimated_cost,
-                        r.currency
+                        super::shown(&r.currency)
                     );
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -939,15 +943,18 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                 .await?
                 .into_inner();
             if !json {
-                println!("{}", w.id);
-                println!("  aliases:     {}", w.aliases.join(", "));
+                // Group names may come from a connector's group database (a review: printed
+                // raw, an escape sequence in one acted on the admin's terminal).
+                let list = |v: &[String]| super::shown(&v.join(", ")).into_owned();
+                println!("{}", super::shown(&w.id));
+                println!("  aliases:     {}", list(&w.aliases));
                 println!(
                     "  groups:      {} (direct: {})",
-                    w.groups.join(", "),
-                    w.direct_groups.join(", ")
+                    list(&w.groups),
+                    list(&w.direct_groups)
                 );
-                println!("  principals:  {}", w.principals.join(", "));
-                println!("  permissions: {}", w.permissions.join(", "));
+                println!("  principals:  {}", list(&w.principals));
+                println!("  permissions: {}", list(&w.permissions));
                 return Ok(ExitCode::SUCCESS);
             }
             json!({"id": w.id, "aliases": w.aliases, "direct_groups": w.direct_groups,

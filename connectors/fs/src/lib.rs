@@ -568,8 +568,15 @@ fn rescan_marker() -> PathBuf {
 /// review: it was dropped, and a chmod among the lost events waited for the next scheduled
 /// reconciliation).
 fn watched_paths(res: notify::Result<notify::Event>) -> Vec<PathBuf> {
-    let Ok(ev) = res else {
-        return Vec::new();
+    let ev = match res {
+        Ok(ev) => ev,
+        // The watcher failed (a limit on watches reached, a watch lost): what it would have
+        // said is unknown, so everything is walked (a review: such errors were dropped, and a
+        // change waited for the scheduled reconciliation unseen).
+        Err(e) => {
+            tracing::warn!(error = %docent_connector_api::log_safe(&e.to_string()), "the file watcher failed; walking everything again");
+            return vec![rescan_marker()];
+        }
     };
     if ev.need_rescan() {
         return vec![rescan_marker()];
@@ -2403,6 +2410,10 @@ mod tests {
         let read = notify::Event::new(EventKind::Access(AccessKind::Read))
             .add_path("/srv/share/a.md".into());
         assert!(watched_paths(Ok(read)).is_empty());
+        // The watcher's own failure (a limit on watches reached): everything is walked (a
+        // review: it was dropped).
+        let failed = notify::Error::generic("inotify watch limit reached");
+        assert_eq!(watched_paths(Err(failed)), [rescan_marker()]);
     }
 
     /// Records the reports it gets.
