@@ -160,14 +160,18 @@ fn open(path: &Path) -> std::io::Result<Sink> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Created readable by the daemon's user only: it names users, documents and (with
-    // `include_question`) questions. An existing file keeps the mode it has.
-    use std::os::unix::fs::OpenOptionsExt;
+    // Readable by the daemon's user only: it names users, documents and (with
+    // `include_question`) questions. An existing file is narrowed to that too (a review: one
+    // created before, say 0644 by an installer, kept its mode).
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     let size = file.metadata()?.len();
     Ok(Sink { file, size })
 }
@@ -370,6 +374,21 @@ mod tests {
             );
         }
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // One that exists, readable by others (an installer's), is narrowed (a review).
+        let other = dir.path().join("made-before.log");
+        std::fs::write(&other, "").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(
+            AuditLog::open(AuditConfig {
+                path: other.clone(),
+                include_question: false,
+                max_bytes: 400,
+                keep: 1,
+            })
+            .unwrap(),
+        );
+        let mode = std::fs::metadata(&other).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
