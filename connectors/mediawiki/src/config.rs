@@ -186,8 +186,10 @@ impl MediaWikiConfig {
         validate(raw, env)
     }
 
-    /// What decides which pages are indexed and with which ACL; a checkpoint written under a
-    /// different scope is not trusted for incremental sync.
+    /// What decides which pages are indexed and with which ACL, and from which wiki; a
+    /// checkpoint written under a different scope is not trusted for incremental sync (a review:
+    /// pointed at another wiki, or a copy restored elsewhere, the old wiki's change positions
+    /// were read on the new one).
     pub(crate) fn scope(&self) -> String {
         let ns: Vec<String> = self.namespaces.iter().map(i64::to_string).collect();
         let cats = self
@@ -196,10 +198,11 @@ impl MediaWikiConfig {
             .map(|c| c.join("|"))
             .unwrap_or_default();
         format!(
-            "ns={};categories={};acl={}",
+            "ns={};categories={};acl={};wiki={}",
             ns.join(","),
             cats,
-            self.permissions.describe()
+            self.permissions.describe(),
+            self.api_url
         )
     }
 
@@ -649,6 +652,9 @@ mod tests {
         let a = parse("url = \"http://w\"\npermissions = \"public\"").unwrap();
         let b = parse("url = \"http://w\"\npermissions = \"group\"\ngroup = \"g\"").unwrap();
         assert_ne!(a.scope(), b.scope());
+        // And with the wiki (a review).
+        let c = parse("url = \"http://other\"\npermissions = \"public\"").unwrap();
+        assert_ne!(a.scope(), c.scope());
     }
 
     #[test]
