@@ -169,8 +169,12 @@ fn open(path: &Path) -> std::io::Result<Sink> {
         .append(true)
         .mode(0o600)
         .open(path)?;
-    if file.metadata()?.permissions().mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0
+        && let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    {
+        // A file the daemon may write but not own (a log shipper's group): written on, with a
+        // warning (a review: failing here stopped the daemon).
+        tracing::warn!(path = %path.display(), error = %e, "the audit log is readable by others and cannot be narrowed");
     }
     let size = file.metadata()?.len();
     Ok(Sink { file, size })

@@ -115,8 +115,9 @@ fn count_fields(msg: &[u8], inner: &mut dyn FnMut(&[u8])) -> Option<usize> {
     walk_fields(msg, &mut at, None, 0, inner)
 }
 
-/// Groups nested deeper than this are malformed here (prost stops at 100 levels of messages).
-const MAX_GROUP_DEPTH: u32 = 32;
+/// Groups nested deeper than this are malformed here, as for prost, which skips them up to its
+/// recursion limit (a review: at 32 here, a deeper one hid a document's fields from the count).
+const MAX_GROUP_DEPTH: u32 = 100;
 
 /// [`count_fields`] from `at`, inside the group of field `group` if any (ending at its end tag).
 fn walk_fields(

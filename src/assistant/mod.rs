@@ -1869,8 +1869,10 @@ fn redact_turn(g: &Guardrails, principals: &BTreeSet<String>, t: &mut store::Tur
         if pii {
             trim_cut_value(&mut c.snippet);
         }
-        for text in std::iter::once(&mut c.snippet).chain(c.heading_path.iter_mut()) {
-            g.redact_sentence(principals, text, &mut found);
+        g.redact_sentence(principals, &mut c.snippet, &mut found);
+        // Headings as identifiers, as when the turn was answered (a review).
+        for h in &mut c.heading_path {
+            g.redact_key(principals, h, &mut found);
         }
         guardrail::drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
         // A title, often a file name or page id, is read as one (see `redact_key`).

@@ -421,29 +421,45 @@ fn push_docs(a: &IngestArgs) -> anyhow::Result<PushDocs<'_>> {
         // is read, and its version comes from the file read (a review: a link planted among
         // uploads, `docent ingest /srv/uploads/*` run by a cron job, pushed what it pointed at,
         // a private key, for everyone; and a FIFO held the run for ever).
+        let refused = |reason: &str| {
+            anyhow::Error::new(Refused(pb::ItemResult {
+                key: key.clone(),
+                status: pb::ItemStatus::Rejected as i32,
+                reason: reason.into(),
+            }))
+        };
+        // Its type first, so a device is never opened (opening one can act).
+        let before = std::fs::symlink_metadata(f).with_context(|| format!("{}", f.display()))?;
+        if before.file_type().is_symlink() {
+            return Err(refused("a symbolic link: not followed"));
+        }
+        if !before.is_file() {
+            return Err(refused(
+                "not a regular file (a directory, a FIFO, a device): not read",
+            ));
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(f);
         let file = match file {
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(anyhow::Error::new(Refused(pb::ItemResult {
-                    key: key.clone(),
-                    status: pb::ItemStatus::Rejected as i32,
-                    reason: "a symbolic link: not followed".into(),
-                })));
+                return Err(refused("a symbolic link: not followed"));
+            }
+            // Another program holds a lease on it (a file server's oplock): this file only.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(refused("held by another program (a lease): try again"));
             }
             r => r.with_context(|| format!("{}", f.display()))?,
         };
         let meta = file
             .metadata()
             .with_context(|| format!("{}", f.display()))?;
-        if !meta.is_file() {
-            return Err(anyhow::Error::new(Refused(pb::ItemResult {
-                key: key.clone(),
-                status: pb::ItemStatus::Rejected as i32,
-                reason: "not a regular file (a directory, a FIFO, a device): not read".into(),
-            })));
+        // The file opened is the one looked at (not swapped for a FIFO in between).
+        if !meta.is_file() || (meta.dev(), meta.ino()) != (before.dev(), before.ino()) {
+            return Err(refused(
+                "not a regular file (a directory, a FIFO, a device): not read",
+            ));
         }
         // Refused here, unread, when no request could carry it (found by a review: a file of
         // several GiB was read whole first, and the CLI ran out of memory).

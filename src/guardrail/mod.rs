@@ -657,7 +657,7 @@ impl Guardrails {
                 let c = &mut h.chunk;
                 redact_id(&mut c.title, entities, &mut found);
                 for p in &mut c.heading_path {
-                    redact_field(p, entities, &mut found);
+                    redact_id(p, entities, &mut found);
                 }
                 let (t, f) = pii::redact(&c.text, entities);
                 if !f.is_empty() {
@@ -694,8 +694,10 @@ impl Guardrails {
             for p in &mut c.heading_path {
                 redact_id(p, entities, &mut found);
             }
-            if derived {
+            if derived && anchored.as_ref() != c.heading_path.last() {
                 drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
+                // Not made again from the redacted heading when the hit is sent.
+                c.attributes.remove("anchor_style");
             }
             redact_id(&mut c.uri, entities, &mut found);
             // Names too: a push client chooses them (`[A-Za-z0-9_.-]`, room for a card number).

@@ -265,7 +265,7 @@ fn iban_in_text_ok(s: &str) -> bool {
 }
 
 /// IBAN lengths by country (the IBAN registry).
-const IBAN_LENGTHS: [(&str, usize); 84] = [
+const IBAN_LENGTHS: [(&str, usize); 87] = [
     ("AD", 24),
     ("AE", 23),
     ("AL", 28),
@@ -350,6 +350,9 @@ const IBAN_LENGTHS: [(&str, usize); 84] = [
     ("TN", 24),
     ("TR", 26),
     ("UA", 29),
+    ("VA", 22),
+    ("VG", 24),
+    ("XK", 20),
 ];
 
 /// The phone number matched as `m`, as a range of `text`: `m`, or `m` with the one to three

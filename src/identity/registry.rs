@@ -183,6 +183,37 @@ impl IdentityRegistry {
                 }
             }
         }
+        // A file entry that merged into a configured identity (by a name they share), gone from
+        // its file: the aliases it gave stop signing that identity in (a review: they went on
+        // signing in until a reload succeeded). They still name it in ACLs.
+        for e in files
+            .loaded
+            .iter()
+            .filter(|l| !l.members_only)
+            .flat_map(|l| &l.identities)
+            .filter(|e| !in_files(&e.spec.id))
+        {
+            let Some(id) = base
+                .identities
+                .iter_mut()
+                .find(|i| i.id == e.spec.id || i.aliases.contains(&e.spec.id))
+            else {
+                continue;
+            };
+            for a in &e.spec.aliases {
+                let still_given = id.aliases.contains(a)
+                    || now_files.iter().any(|l| {
+                        l.identities.iter().any(|x| {
+                            (x.spec.id == id.id || id.aliases.contains(&x.spec.id))
+                                && x.spec.aliases.contains(a)
+                        })
+                    });
+                if !still_given && !id.sign_in_withdrawn.contains(a) {
+                    id.sign_in_withdrawn.push(a.clone());
+                    n += 1;
+                }
+            }
+        }
         // An identity only the identity files defined, gone from them: locked as well (kept,
         // with its groups, through an entry that locks it). Files that only name members (a
         // group file) define none.
@@ -713,7 +744,10 @@ id = \"carol\"
     fn a_failed_reload_still_withdraws_when_a_merged_file_entry_leaves() {
         use crate::identity::token_hash;
         let dir = tempfile::tempdir().unwrap();
-        users(dir.path(), r#"{"users":[{"id":"alice","groups":["hr"]}]}"#);
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"alice","aliases":["alice@corp.example"],"groups":["hr"]}]}"#,
+        );
         let key = |id: &str, who: &str, secret: &str| {
             format!(
                 "[[api_keys]]\nid = \"{id}\"\nidentity = \"{who}\"\nsha256 = \"{}\"\n\
@@ -730,6 +764,12 @@ id = \"carol\"
         );
         let reg = IdentityRegistry::new(&config(dir.path(), &both).unwrap()).unwrap();
         assert!(reg.current().authenticate_token("b-key").is_some());
+        let by_mail = || {
+            reg.current()
+                .authenticate_cert(&["alice@corp.example".to_string()])
+                .is_ok()
+        };
+        assert!(by_mail());
         // The file drops alice's entry; the config drops bob (his key still listed: the file
         // fails).
         users(dir.path(), r#"{"users":[]}"#);
@@ -744,6 +784,8 @@ id = \"carol\"
         let store = reg.current();
         assert!(store.authenticate_token("b-key").is_none(), "bob locked");
         assert!(store.authenticate_token("a-key").is_some());
+        // The alias the gone entry gave signs in no more (a later review).
+        assert!(!by_mail());
         // Later rebuilds still work.
         reg.report("c", Vec::new()).unwrap();
         assert!(reg.current().authenticate_token("b-key").is_none());

@@ -149,9 +149,9 @@ fn gave_up_wait(times: u32) -> Duration {
     }
 }
 
-/// Called with (native id, version, ACL fingerprint, whether the previous version stays) of a
-/// document the pipeline failed to index.
-pub type FailureFn = dyn Fn(&str, &str, &str, bool) + Send + Sync;
+/// Called with (native id, version, ACL fingerprint, whether the previous version stays, whether
+/// a retry is pending) of a document the pipeline failed to index.
+pub type FailureFn = dyn Fn(&str, &str, &str, bool, bool) + Send + Sync;
 
 /// A connector's [`FailureFn`].
 #[derive(Clone)]
@@ -212,7 +212,7 @@ impl SkipLog {
 
     /// Version `version` of `key` was sent but not indexed, its previous version kept or
     /// removed: its connector's hook hears of it.
-    fn failed(&self, key: &DocKey, version: &str, acl: &str, kept_previous: bool) {
+    fn failed(&self, key: &DocKey, version: &str, acl: &str, kept_previous: bool, retrying: bool) {
         let hook = self
             .failure_hooks
             .lock()
@@ -220,7 +220,7 @@ impl SkipLog {
             .get(&key.connector)
             .cloned();
         if let Some(hook) = hook {
-            (hook.0)(&key.native_id, version, acl, kept_previous);
+            (hook.0)(&key.native_id, version, acl, kept_previous, retrying);
         }
     }
 
@@ -237,13 +237,14 @@ impl SkipLog {
         job: Option<u64>,
         was_indexed: bool,
         kept_previous: bool,
+        retrying: bool,
     ) {
         self.record(key, reason);
         // Told while a retry is pending too: a push source's waiting call answers RETRY_LATER
-        // and forgets what it accepted, so the client sends it again (a review: it was answered
-        // committed, and the retry queue lives in memory, so a crash lost it). A crawler
-        // registers no hook: its sent log and the pipeline's `gave_up` cover it.
-        self.failed(key, version, acl, kept_previous);
+        // at once (a review: it was answered committed while the retry waited in memory); what
+        // the source accepted is forgotten only once no retry follows. A crawler registers no
+        // hook: its sent log and the pipeline's `gave_up` cover it.
+        self.failed(key, version, acl, kept_previous, retrying);
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(status), Some(job)) = (jobs.get(&key.connector), job) {
             status.update_job(job, |j| {
@@ -273,6 +274,7 @@ impl SkipLog {
         acl: &str,
         reason: &str,
         kept_previous: bool,
+        retrying: bool,
     ) {
         tracing::info!(
             connector = %key.connector,
@@ -281,7 +283,7 @@ impl SkipLog {
             "document failed again"
         );
         self.note(key, reason, 0);
-        self.failed(key, version, acl, kept_previous);
+        self.failed(key, version, acl, kept_previous, retrying);
     }
 
     /// A retried version was indexed: its failure leaves the skip log, and the job that sent
@@ -693,6 +695,10 @@ pub struct Pipeline {
 /// queue (see the pipeline's loop).
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The longest the pipeline takes changes after the daemon's shutdown, however steadily they
+/// come.
+pub const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Commit attempts at shutdown before the pending writes are given up (the checkpoints were not
 /// committed either: connectors send them again after the restart).
 const FINAL_COMMIT_ATTEMPTS: u32 = 3;
@@ -829,6 +835,26 @@ impl Pipeline {
         serde_json::json!(listed)
     }
 
+    /// Leaves out the checkpoint of each connector that does not reconcile (a push source)
+    /// while one of its documents waits in the retry queue: that change is in no commit, and
+    /// the queue lives in memory. A push source's checkpoint is its commit marker, which tells
+    /// a call waiting on it that its changes are committed (found by a review: a push was
+    /// answered committed, then lost with the retry queue in a crash). Connectors that
+    /// reconcile move on, and reconcile at the next start instead ([`Self::owed_now`]).
+    fn hold_back_past_retries(&self, checkpoints: &mut BTreeMap<String, serde_json::Value>) {
+        let retrying: BTreeSet<String> = self
+            .retries()
+            .pending
+            .keys()
+            .map(|k| k.connector.clone())
+            .collect();
+        if retrying.is_empty() {
+            return;
+        }
+        let reconciling = self.skips.lock_reconciling();
+        checkpoints.retain(|c, _| !retrying.contains(c) || reconciling.contains_key(c));
+    }
+
     fn retries(&self) -> std::sync::MutexGuard<'_, RetryQueue> {
         self.retries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -955,6 +981,7 @@ impl Pipeline {
         // source still forwarding what it accepted is not cut off.)
         let mut shutdown_seen = false;
         let mut last_received = tokio::time::Instant::now();
+        let mut shutdown_at = last_received;
         let mut closed = false;
         loop {
             // (The daemon's shutdown ends the pause: what remains is drained and committed.)
@@ -985,9 +1012,16 @@ impl Pipeline {
             let deadline = tokio::time::Instant::from_std(last_commit + this.cfg.commit_interval);
             let next_retry = this.retries().next_due();
             let retry_at = tokio::time::Instant::from_std(next_retry.unwrap_or(deadline.into()));
+            // The grace counts time spent waiting here only: a batch that took long after the
+            // shutdown is not silence (a review).
+            if shutdown_seen {
+                last_received = tokio::time::Instant::now();
+            }
             let first = match carry.take() {
                 Some(c) => Some(c),
                 None => tokio::select! {
+                    // A change ready wins over the grace's end (a slow batch is not silence).
+                    biased;
                     msg = rx.recv() => match msg {
                         Some(c) => {
                             last_received = tokio::time::Instant::now();
@@ -1000,10 +1034,13 @@ impl Pipeline {
                     _ = this.shutdown.cancelled(), if !shutdown_seen => {
                         shutdown_seen = true;
                         last_received = tokio::time::Instant::now();
+                        shutdown_at = last_received;
                         None
                     },
-                    _ = tokio::time::sleep_until(last_received + this.shutdown_grace),
-                        if shutdown_seen && !closed => {
+                    // Quiet for the grace, or past the longest wait after the shutdown.
+                    _ = tokio::time::sleep_until(
+                        (last_received + this.shutdown_grace).min(shutdown_at + SHUTDOWN_LIMIT)
+                    ), if shutdown_seen && !closed => {
                         tracing::warn!("a connector has not stopped since the shutdown; the queue is closed and drained without it");
                         rx.close();
                         closed = true;
@@ -1188,6 +1225,7 @@ impl Pipeline {
         attempts: Option<u32>,
     ) -> Result<(), IndexError> {
         checkpoints.insert(OWED_KEY.to_string(), self.owed_now());
+        self.hold_back_past_retries(&mut checkpoints);
         let mut backoff = std::time::Duration::from_millis(500);
         let mut attempt = 1u32;
         let mut attempts = attempts;
@@ -1414,6 +1452,7 @@ impl Pipeline {
                                     job,
                                     was_indexed,
                                     keep_previous,
+                                    retrying,
                                 );
                             } else {
                                 self.skips.record_failed_retry(
@@ -1422,6 +1461,7 @@ impl Pipeline {
                                     &acl_fp,
                                     &reason,
                                     keep_previous,
+                                    retrying,
                                 );
                             }
                             // A transient failure keeps the previous version; a retry, or else
@@ -1517,6 +1557,7 @@ impl Pipeline {
                                     &p.record.version,
                                     &p.record.acl.fingerprint(),
                                     !acl_changed,
+                                    false,
                                 );
                                 self.skips.give_up(&p.record.key, &p.record.version);
                             }
@@ -2311,10 +2352,10 @@ mod tests {
         pipeline.skips.on_failed_upsert(
             "c",
             FailureHook(Arc::new(
-                move |id: &str, v: &str, _acl: &str, kept: bool| {
+                move |id: &str, v: &str, _acl: &str, kept: bool, retrying: bool| {
                     h.lock()
                         .unwrap()
-                        .push((id.to_string(), v.to_string(), kept))
+                        .push((id.to_string(), v.to_string(), kept, retrying))
                 },
             )),
         );
@@ -2322,16 +2363,19 @@ mod tests {
         pipeline
             .process(vec![Change::Upsert(Box::new(doc(0, 1)))])
             .unwrap();
-        let once = ("doc0.md".to_string(), "1".to_string(), true);
+        let heard_as = |retrying| ("doc0.md".to_string(), "1".to_string(), true, retrying);
         assert_eq!(
             *heard.lock().unwrap(),
-            vec![once.clone()],
+            vec![heard_as(true)],
             "a retry is pending"
         );
         pipeline
             .process_with(all_retries(&pipeline), Vec::new())
             .unwrap();
-        assert_eq!(*heard.lock().unwrap(), vec![once.clone(), once]);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![heard_as(true), heard_as(false)]
+        );
         assert!(all_retries(&pipeline).is_empty());
     }
 
@@ -2355,6 +2399,63 @@ mod tests {
         assert!(ended.unwrap().is_ok());
         assert_eq!(indexed_version(&index), Some("1".to_string()));
         assert!(tx.send(Change::Delete(doc(0, 0).key)).await.is_err());
+    }
+
+    /// A push source's checkpoint (its commit marker, which tells waiting calls their changes
+    /// are committed) stays out of the commit while one of its documents waits in the retry
+    /// queue, which lives in memory; a connector that reconciles moves on.
+    #[test]
+    fn a_connector_that_does_not_reconcile_keeps_its_checkpoint_while_a_retry_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let pipeline = Arc::new(pipeline_into(&index, None));
+        docent_connector_api::IndexedState::reconciliation_owed(
+            &IndexedView {
+                index: index.clone(),
+                skips: pipeline.skips.clone(),
+            },
+            "other",
+        );
+        let mut retried = doc(0, 1);
+        retried.key = DocKey::new("other", "doc0.md");
+        pipeline.unavailable_parses.store(2, Ordering::Relaxed);
+        let checkpoints = pipeline
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 1))),
+                Change::Upsert(Box::new(retried)),
+                Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"seq": 1}),
+                },
+                Change::Checkpoint {
+                    connector: "other".into(),
+                    checkpoint: serde_json::json!({"pos": 1}),
+                },
+            ])
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
+            .unwrap();
+        assert!(!index.checkpoints().contains_key("c"), "held back");
+        assert_eq!(index.checkpoints()["other"]["pos"], 1);
+
+        // The retry indexes it: the next marker is committed with it.
+        let checkpoints = pipeline
+            .process_with(
+                all_retries(&pipeline),
+                vec![Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"seq": 2}),
+                }],
+            )
+            .unwrap();
+        rt.block_on(pipeline.commit_retrying(checkpoints, Some(1)))
+            .unwrap();
+        assert_eq!(index.checkpoints()["c"]["seq"], 2);
+        assert_eq!(indexed_version(&index), Some("1".to_string()));
     }
 
     /// A newer change of the document (an edit, a delete, a skip, even later in the same

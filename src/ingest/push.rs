@@ -372,11 +372,22 @@ impl PushSource {
         // Only the very state that failed: another change of the same version (a narrower
         // ACL) accepted since may still be queued (session 34's review: forgetting it made the
         // client's delete NOT_FOUND, and the queued upsert was then indexed).
-        let hook = move |key: &str, version: &str, acl: &str, kept_previous: bool| {
+        let hook = move |key: &str,
+                         version: &str,
+                         acl: &str,
+                         kept_previous: bool,
+                         retrying: bool| {
             waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .fail(key, Some(&(version.to_string(), acl.to_string())));
+            // While the pipeline retries it, it is still on its way: a call waiting on it is told
+            // (above), and what was accepted stays, so that a delete or a revert sent meanwhile is
+            // judged against it (a review: forgotten at once, a delete answered NOT_FOUND and the
+            // retry then indexed the document). The source's markers wait for the retry.
+            if retrying {
+                return;
+            }
             let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(sent.last.get(key), Some(Last::Put((v, fp))) if v == version && fp == acl) {
                 if kept_previous {
@@ -979,10 +990,10 @@ mod tests {
         let state = |fp: &str| Some(("1".to_string(), fp.to_string()));
         source.record("k", state("hr"), &index);
         source.record("k", state("hr+legal"), &index);
-        skips.failed(&key, "1", "hr", false);
+        skips.failed(&key, "1", "hr", false, false);
         assert_eq!(source.newest("k", &index), state("hr+legal"));
         // The state that is the newest failing: "not there" (its delete is on the way).
-        skips.failed(&key, "1", "hr+legal", false);
+        skips.failed(&key, "1", "hr+legal", false, false);
         assert_eq!(source.newest("k", &index), None);
     }
 

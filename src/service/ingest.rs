@@ -399,7 +399,8 @@ fn validate(
     // What the backend stores of every chunk, checked now (a Milvus field limit): such a
     // document would be accepted, then fail in the pipeline at every try, and a waiting client
     // be told to send it again (a review). The title as the pipeline cuts it; the chunks are
-    // not known yet: the first stands for them.
+    // not known yet: one of ordinal 99,999 stands for them (a document within the text limit
+    // has fewer, so a key that fits here fits every chunk id).
     let mut attributes = doc.attributes.clone();
     attributes.insert("source".into(), src.config.id.clone());
     let mut title = doc.title.clone().unwrap_or_default();
@@ -414,7 +415,7 @@ fn validate(
         acl: doc.acl.clone(),
         content_hash: String::new(),
         chunks: vec![crate::index::ChunkRecord {
-            ord: 0,
+            ord: 99_999,
             span: 0..0,
             page: None,
             heading_path: Vec::new(),

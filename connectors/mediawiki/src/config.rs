@@ -197,12 +197,19 @@ impl MediaWikiConfig {
             .as_ref()
             .map(|c| c.join("|"))
             .unwrap_or_default();
+        // The address without credentials it may carry (the scope is stored in checkpoints).
+        let wiki = reqwest::Url::parse(&self.api_url)
+            .map(|mut u| {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            })
+            .unwrap_or_default();
         format!(
-            "ns={};categories={};acl={};wiki={}",
+            "ns={};categories={};acl={};wiki={wiki}",
             ns.join(","),
             cats,
             self.permissions.describe(),
-            self.api_url
         )
     }
 
