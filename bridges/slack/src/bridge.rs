@@ -1775,31 +1775,17 @@ pub(crate) mod tests {
     }
 
     /// What Docent says when it refuses a call: `reason` in a `google.rpc.ErrorInfo` of domain
-    /// `docent.v1`, in the status details the client reads. Encoded by hand (this crate has no
-    /// protobuf encoder): every part is under 128 bytes, so each length is one byte.
+    /// `docent.v1`, in the status details the client reads (as the daemon builds it).
     fn docent_refusal(reason: &str) -> tonic::Status {
-        fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
-            assert!(bytes.len() < 128);
-            let mut f = vec![tag, bytes.len() as u8];
-            f.extend_from_slice(bytes);
-            f
-        }
-        // ErrorInfo { reason = 1, domain = 2 } in Any { type_url = 1, value = 2 } in
-        // Status { details = 3 }.
-        let info = [
-            field(0x0a, reason.as_bytes()),
-            field(0x12, docent_client::ERROR_DOMAIN.as_bytes()),
-        ]
-        .concat();
-        let any = [
-            field(0x0a, b"type.googleapis.com/google.rpc.ErrorInfo"),
-            field(0x12, &info),
-        ]
-        .concat();
-        tonic::Status::with_details(
+        use tonic_types::{ErrorDetails, StatusExt};
+        tonic::Status::with_error_details(
             tonic::Code::FailedPrecondition,
             "refused by the fake Docent",
-            field(0x1a, &any).into(),
+            ErrorDetails::with_error_info(
+                reason,
+                docent_client::ERROR_DOMAIN,
+                std::collections::HashMap::new(),
+            ),
         )
     }
 
