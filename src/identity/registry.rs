@@ -109,9 +109,11 @@ impl IdentityRegistry {
     /// privilege the config file no longer grants (see [`crate::config::Granted`]): an API
     /// key revoked, removed, rebound or given another secret; a key's scopes narrowed; an
     /// identity's token removed or changed; `admin`, `act_as` or `ingest` taken away; an alias
-    /// removed (no credential signs in by it; it still names the identity in ACLs). Nothing
-    /// is granted. Kept until a reload succeeds (later rebuilds start from it). Returns how
-    /// many were withdrawn.
+    /// removed (no credential signs in by it; it still names the identity in ACLs). Also what
+    /// the identity files, read again now, no longer give: an identity they defined (locked),
+    /// an alias they gave (no sign-in by it), and a key gone from the JWKS file. Nothing is
+    /// granted. Kept until a reload succeeds (later rebuilds start from it). Returns how many
+    /// were withdrawn.
     pub fn withdraw_ungranted(&self, granted: &crate::config::Granted) -> Result<usize, String> {
         let mut held = self.base.lock().unwrap_or_else(|p| p.into_inner());
         // Changed on a copy, kept only once a store is built from it (a review: a change that
