@@ -2007,6 +2007,12 @@ id = "x"
             );
         }
         assert!(parse("[[guardrails.blocked_phrases]]\nphrases = [\"🦅 Falcon\"]\n").is_empty());
+        // An empty entity list turned PII redaction off while `enabled` said on (session 40's
+        // note); turning it off is `enabled = false`.
+        let none = parse("[guardrails.pii]\nentities = []\n");
+        assert_eq!(none.len(), 1, "{none:?}");
+        assert_eq!(none[0].0, "guardrails.pii.entities");
+        assert!(parse("[guardrails.pii]\nenabled = false\nentities = []\n").is_empty());
         let jwt = parse("[auth]\njwt_issuer = \"https://idp.example\"\n");
         assert!(jwt.iter().any(|(p, _)| p == "auth.jwt_issuer"), "{jwt:?}");
         let alpha = parse("[retrieval]\nfusion = \"rrf\"\nconvex_alpha = 5.0\n");

@@ -258,6 +258,13 @@ pub(super) fn guardrails(
             ),
         }
     }
+    // An empty list would turn redaction off while `enabled` says it is on.
+    if g.pii.enabled && g.pii.entities.is_empty() {
+        is.add(
+            "guardrails.pii.entities",
+            "no entity types: list some, or set `enabled = false` to turn PII redaction off",
+        );
+    }
     cfg.pii = PiiConfig {
         enabled: g.pii.enabled,
         entities,

@@ -217,7 +217,13 @@ fn words(s: &str) -> String {
         if w.is_ascii() {
             out.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
         } else {
-            out.push_str(&w.to_lowercase());
+            // `ß` (and `ẞ`, lowercased to it) reads as `ss`, as German writes it without.
+            let lower = w.to_lowercase();
+            if lower.contains('ß') {
+                out.push_str(&lower.replace('ß', "ss"));
+            } else {
+                out.push_str(&lower);
+            }
         }
         out.push(' ');
     }
@@ -1698,6 +1704,9 @@ mod tests {
             "When does Pr\u{43E}ject F\u{430}lcon ship?",
             "When does Pr\u{3BF}ject Falc\u{3BF}n ship?",
             "When does Pr\u{F3}ject F\u{E1}lcon ship?",
+            // Lisu and Latin small capitals.
+            "When does \u{A4D1}roject \u{A4DD}alcon ship?",
+            "When does \u{1D18}\u{280}\u{1D0F}\u{1D0A}\u{1D07}\u{1D04}\u{1D1B} falcon ship?",
         ] {
             let QuestionScreen::Block(v) = screen(&g, &["user:a"], q) else {
                 panic!("phrase not blocked: {q:?}")
@@ -1728,6 +1737,12 @@ mod tests {
             message: String::new(),
             audience: Audience::default(),
         });
+        // `ß` and `ss` are one spelling.
+        cfg.phrases.push(PhraseRule {
+            phrases: vec!["Projekt Großmarkt".into()],
+            message: String::new(),
+            audience: Audience::default(),
+        });
         // A phrase in Cyrillic meets itself, and its spelling with Latin look-alikes.
         cfg.phrases.push(PhraseRule {
             phrases: vec!["Проект Сокол".into()],
@@ -1739,6 +1754,9 @@ mod tests {
             "what is operation nightjar",
             "Когда выйдет проект сокол?",
             "Когда выйдет \u{41F}poe\u{43A}\u{442} Сокол?",
+            "Wann startet Projekt Grossmarkt?",
+            "WANN STARTET PROJEKT GRO\u{1E9E}MARKT?",
+            "Wann startet Projekt Großmarkt?",
         ] {
             assert!(
                 matches!(screen(&g, &["user:a"], q), QuestionScreen::Block(_)),
