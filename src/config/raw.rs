@@ -96,6 +96,7 @@ pub struct RawAuth {
     pub jwt_audience: String,
     pub jwt_user_claim: String,
     pub jwt_leeway_secs: u64,
+    pub jwt_max_lifetime_secs: u64,
 }
 
 impl Default for RawAuth {
@@ -106,6 +107,7 @@ impl Default for RawAuth {
             jwt_audience: String::new(),
             jwt_user_claim: "sub".into(),
             jwt_leeway_secs: 30,
+            jwt_max_lifetime_secs: 86_400,
         }
     }
 }

@@ -45,6 +45,12 @@ pub(super) fn jwt(is: &mut Issues, base: &Path, a: &RawAuth) -> Option<JwtConfig
         audience: a.jwt_audience.clone(),
         user_claim: a.jwt_user_claim.clone(),
         leeway_secs: is.range("auth.jwt_leeway_secs", a.jwt_leeway_secs, 0, 3600),
+        max_lifetime_secs: is.range(
+            "auth.jwt_max_lifetime_secs",
+            a.jwt_max_lifetime_secs,
+            60,
+            366 * 86_400,
+        ),
     })
 }
 

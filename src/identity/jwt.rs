@@ -22,6 +22,9 @@ pub struct JwtConfig {
     pub user_claim: String,
     /// Clock skew tolerated on `exp` and `nbf`, seconds.
     pub leeway_secs: u64,
+    /// The longest a token may still be valid for when it is presented, seconds: a token that
+    /// expires later (a long-lived one an IdP misconfiguration or a leak minted) is refused.
+    pub max_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum JwtError {
     BadSignature,
     #[error("expired")]
     Expired,
+    #[error("valid for longer than the configured maximum lifetime")]
+    LifetimeTooLong,
     #[error("not valid yet (nbf)")]
     NotYetValid,
     #[error("wrong issuer")]
@@ -53,6 +58,7 @@ impl JwtError {
             Self::UnknownKey => "JWT_UNKNOWN_KEY",
             Self::BadSignature => "JWT_BAD_SIGNATURE",
             Self::Expired => "JWT_EXPIRED",
+            Self::LifetimeTooLong => "JWT_LIFETIME_TOO_LONG",
             Self::NotYetValid => "JWT_NOT_YET_VALID",
             Self::WrongIssuer => "JWT_WRONG_ISSUER",
             Self::WrongAudience => "JWT_WRONG_AUDIENCE",
@@ -248,6 +254,10 @@ impl JwtVerifier {
         if now > exp.saturating_add(leeway) {
             return Err(JwtError::Expired);
         }
+        let max = i64::try_from(self.cfg.max_lifetime_secs).unwrap_or(i64::MAX);
+        if exp > now.saturating_add(max).saturating_add(leeway) {
+            return Err(JwtError::LifetimeTooLong);
+        }
         // An `nbf` that is there and not a whole number of seconds is not ignored (a review).
         let nbf = match claims.get("nbf") {
             None => None,
@@ -309,6 +319,7 @@ mod tests {
                 audience: "docent".into(),
                 user_claim: "sub".into(),
                 leeway_secs: 0,
+                max_lifetime_secs: 86_400,
             },
         )
         .unwrap()
@@ -495,6 +506,32 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
+        // Refused for its lifetime, without overflowing; with no limit it signs in.
+        assert_eq!(v.verify(&t, 700), Err(JwtError::LifetimeTooLong));
+        v.cfg.max_lifetime_secs = u64::MAX;
         assert_eq!(v.verify(&t, 700), Ok("alice".into()));
+    }
+
+    /// Session 40's note: a token valid for years (minted by a leaked key or a misconfigured
+    /// IdP) was accepted for all of them.
+    #[test]
+    fn a_token_valid_for_longer_than_the_maximum_lifetime_is_refused() {
+        let mut v = verifier();
+        v.cfg.max_lifetime_secs = 3_600;
+        v.cfg.leeway_secs = 30;
+        let at = |exp: i64| {
+            token(
+                serde_json::json!({"sub": "alice", "iss": "https://idp.test",
+                "aud": "docent", "exp": exp}),
+            )
+        };
+        assert_eq!(v.verify(&at(1_000 + 3_630), 1_000), Ok("alice".into()));
+        assert_eq!(
+            v.verify(&at(1_000 + 3_631), 1_000),
+            Err(JwtError::LifetimeTooLong)
+        );
+        // The same token later in its life is within the limit.
+        assert_eq!(v.verify(&at(1_000 + 3_631), 1_100), Ok("alice".into()));
+        assert_eq!(JwtError::LifetimeTooLong.reason(), "JWT_LIFETIME_TOO_LONG");
     }
 }

@@ -1446,6 +1446,7 @@ mod tests {
                 audience: "docent".into(),
                 user_claim: "sub".into(),
                 leeway_secs: 0,
+                max_lifetime_secs: 86_400,
             },
         )
         .unwrap()

@@ -656,7 +656,7 @@ aliases = ["bob@corp.example"]
             let mut h = Header::new(Algorithm::HS256);
             h.kid = Some(kid.into());
             let claims = serde_json::json!({"sub": sub, "iss": "https://idp.test",
-                "aud": "docent", "exp": 4_000_000_000i64});
+                "aud": "docent", "exp": 1_000_003_600i64});
             jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).unwrap()
         };
         jwks(&[("old", OLD), ("new", NEW)]);

@@ -166,12 +166,25 @@ impl tonic::service::Interceptor for AuthInterceptor {
 /// subject common name only when the certificate has no subject alternative name at all (as
 /// RFC 6125 reads names: a certificate naming `mallory@partner.example` in a SAN is not also
 /// taken for the `alice` its CN may say). An unparsable certificate has none (and so maps to
-/// nobody).
+/// nobody), and so has one that does not state client authentication as an extended key usage:
+/// TLS accepts a certificate without that extension for any purpose, so a host certificate the
+/// same CA issued to a server (`DNS:reports`) would sign in as the identity its name names
+/// (session 40's note).
 pub fn cert_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.client_auth => {}
+        _ => {
+            tracing::warn!(
+                "client certificate does not state client authentication (extended key usage \
+                 clientAuth); it names nobody"
+            );
+            return Vec::new();
+        }
+    }
     let mut names = Vec::new();
     let has_san = match cert.subject_alternative_name() {
         Ok(Some(san)) => !san.value.general_names.is_empty(),
@@ -216,6 +229,7 @@ mod tests {
     #[test]
     fn cert_names_in_mapping_order() {
         let mut p = rcgen::CertificateParams::new(vec!["bridge.corp.example".to_string()]).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         p.subject_alt_names.push(rcgen::SanType::Rfc822Name(
             "bridge@corp.example".try_into().unwrap(),
         ));
@@ -229,10 +243,31 @@ mod tests {
             "the common name counts only without SANs"
         );
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         p.distinguished_name
             .push(rcgen::DnType::CommonName, "slack-bridge");
         let cert = p.self_signed(&key).unwrap();
         assert_eq!(cert_names(cert.der()), ["slack-bridge"]);
         assert!(cert_names(b"not a certificate").is_empty());
+    }
+
+    /// Session 40's note: a certificate without an extended key usage is valid for any purpose,
+    /// so a host certificate (`DNS:reports`) signed in as the identity `reports`.
+    #[test]
+    fn a_certificate_not_stating_client_authentication_names_nobody() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let with = |eku: Vec<rcgen::ExtendedKeyUsagePurpose>| {
+            let mut p = rcgen::CertificateParams::new(vec!["reports".to_string()]).unwrap();
+            p.extended_key_usages = eku;
+            cert_names(p.self_signed(&key).unwrap().der())
+        };
+        use rcgen::ExtendedKeyUsagePurpose::{Any, ClientAuth, ServerAuth};
+        assert!(with(vec![]).is_empty(), "no extended key usage");
+        assert!(with(vec![ServerAuth]).is_empty(), "a server's");
+        assert!(
+            with(vec![Any]).is_empty(),
+            "any purpose is not client authentication"
+        );
+        assert_eq!(with(vec![ServerAuth, ClientAuth]), ["reports"]);
     }
 }

@@ -10,7 +10,8 @@ use docent_proto::v1 as pb;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    IsCa, KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
@@ -42,12 +43,23 @@ impl Pki {
         }
     }
 
-    /// (certificate PEM, key PEM) for a leaf with these DNS SANs, e-mail SANs and CN.
+    /// (certificate PEM, key PEM) for a client's leaf with these DNS SANs, e-mail SANs and CN.
     fn leaf(&self, dns: &[&str], email: &[&str], cn: &str) -> (String, String) {
         self.numbered_leaf(None, dns, email, cn)
     }
 
-    /// The same with this serial number (else a random one).
+    /// The server's leaf, for `localhost`.
+    fn server_leaf(&self) -> (String, String) {
+        self.issue(
+            None,
+            &["localhost"],
+            &[],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client's leaf with this serial number (else a random one).
     fn numbered_leaf(
         &self,
         serial: Option<u64>,
@@ -55,9 +67,22 @@ impl Pki {
         email: &[&str],
         cn: &str,
     ) -> (String, String) {
+        // Docent maps only certificates stating client authentication.
+        self.issue(serial, dns, email, cn, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(
+        &self,
+        serial: Option<u64>,
+        dns: &[&str],
+        email: &[&str],
+        cn: &str,
+        purpose: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
         let mut p =
             CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         p.serial_number = serial.map(SerialNumber::from);
+        p.extended_key_usages = vec![purpose];
         for e in email {
             p.subject_alt_names
                 .push(SanType::Rfc822Name((*e).try_into().unwrap()));
@@ -178,7 +203,7 @@ async fn tls_api_keys_jwt_mtls_and_on_behalf_of() {
     let env = Env::example();
     let dir = env.dir.path();
     let server_pki = Pki::new("Docent test server CA");
-    let (server_cert, server_key) = server_pki.leaf(&["localhost"], &[], "localhost");
+    let (server_cert, server_key) = server_pki.server_leaf();
     let client_pki = Pki::new("Fernhill clients CA");
     let rogue_pki = Pki::new("Rogue CA");
 
@@ -337,6 +362,21 @@ scopes = ["query"]
                 ),
             ),
             "JWT_NOT_YET_VALID",
+        ),
+        (
+            sign(
+                Algorithm::ES256,
+                "ec-test",
+                &es,
+                &claims(
+                    "hana",
+                    "https://idp.fernhill.example",
+                    "docent",
+                    now + 10 * 365 * 86_400,
+                    now - 10,
+                ),
+            ),
+            "JWT_LIFETIME_TOO_LONG",
         ),
         (
             sign(
@@ -544,7 +584,7 @@ async fn revoked_client_certificates_are_refused_and_a_new_list_applies_to_open_
     let env = Env::example();
     let dir = env.dir.path();
     let server_pki = Pki::new("Docent test server CA");
-    let (server_cert, server_key) = server_pki.leaf(&["localhost"], &[], "localhost");
+    let (server_cert, server_key) = server_pki.server_leaf();
     let client_pki = Pki::new("Fernhill clients CA");
     let bridge_cert = client_pki.numbered_leaf(
         Some(BRIDGE_SERIAL),
