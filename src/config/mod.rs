@@ -738,6 +738,23 @@ fn embedding_section(e: &raw::RawEmbedding, base: &Path, is: &mut Issues) -> Emb
             expect_vocab = Some(m.vocab_size);
         }
         None => {
+            // A known model named by its id has its limits too (a review: only `model` checked
+            // them, and the example config names the default model by `model_id`).
+            if let Some(m) = crate::embed::KNOWN_MODELS
+                .iter()
+                .find(|m| m.model_id == model_id)
+            {
+                if max_length > m.max_length {
+                    is.add(
+                        "embedding.max_length",
+                        format!(
+                            "{} takes at most {} tokens, got {max_length}",
+                            m.model_id, m.max_length
+                        ),
+                    );
+                }
+                expect_vocab = Some(m.vocab_size);
+            }
             for (key, set) in [
                 ("query_prefix", &e.query_prefix),
                 ("passage_prefix", &e.passage_prefix),
@@ -775,7 +792,8 @@ fn embedding_section(e: &raw::RawEmbedding, base: &Path, is: &mut Issues) -> Emb
             onnxruntime_lib: resolve(base, &e.onnxruntime_lib),
             max_length,
             batch_size: is.range("embedding.batch_size", e.batch_size, 1, 1024),
-            threads: is.range("embedding.threads", e.threads, 1, 256),
+            // Each thread holds a copy of the model (a review: 256 was accepted, tens of GB).
+            threads: is.range("embedding.threads", e.threads, 1, 64),
         },
         text,
         expect_vocab,
@@ -1750,6 +1768,15 @@ scopes = ["query", "everything"]
         one(
             "model = \"multilingual-e5-small\"\nmax_length = 1024",
             "embedding.max_length: multilingual-e5-small takes at most 512 tokens",
+        );
+        // The same model named by its id (a review: only `model` was checked).
+        one(
+            "model_id = \"sentence-transformers/all-MiniLM-L6-v2\"\nmax_length = 1024",
+            "embedding.max_length: sentence-transformers/all-MiniLM-L6-v2 takes at most 512",
+        );
+        one(
+            "threads = 65",
+            "embedding.threads: must be between 1 and 64",
         );
         one(
             "pooling = \"max\"",

@@ -266,6 +266,21 @@ impl FastEmbedder {
             tokenizer_config_file: read("tokenizer_config.json")?,
         };
         let counter = HfTokenCounter::new(&tokenizer_files.tokenizer_file, &cfg.model_dir)?;
+        // Longer inputs than the model's position table fail in the runtime, a whole batch at a
+        // time, and again at every retry (a review: `max_length` was checked only for models
+        // named by `model`).
+        if let Some(positions) = max_positions(&tokenizer_files.config_file)
+            && cfg.max_length > positions
+        {
+            return Err(EmbedError::Model {
+                dir: cfg.model_dir.clone(),
+                message: format!(
+                    "embedding.max_length is {} but the model takes at most {positions} tokens \
+                     (max_position_embeddings in config.json)",
+                    cfg.max_length
+                ),
+            });
+        }
         if let Some(want) = full.expect_vocab {
             let found = counter.0.get_vocab_size(true);
             if found != want {
@@ -416,6 +431,16 @@ impl Embedder for FastEmbedder {
         order.sort_by_key(|&i| texts[i].len());
         let refs: Vec<&str> = order.iter().map(|&i| texts[i].as_str()).collect();
         let sorted = run(&self.passages, &refs, self.batch_size, &|| false)?;
+        // Every text its vector, of the model's size (a review: a short or odd answer from the
+        // runtime left empty vectors that the count check downstream could not see).
+        if sorted.len() != texts.len() || sorted.iter().any(|v| v.len() != self.dim) {
+            return Err(EmbedError::Inference(format!(
+                "the model returned {} vectors for {} texts, or vectors of another size than {}",
+                sorted.len(),
+                texts.len(),
+                self.dim
+            )));
+        }
         let mut out = vec![Vec::new(); texts.len()];
         for (v, &i) in sorted.into_iter().zip(&order) {
             out[i] = v;
@@ -481,8 +506,37 @@ impl FastEmbedder {
         };
         out.into_iter()
             .next()
-            .ok_or_else(|| EmbedError::Inference("no vector returned".into()))
+            .filter(|v| v.len() == self.dim)
+            .ok_or_else(|| EmbedError::Inference("no vector of the model's size returned".into()))
     }
+}
+
+#[cfg(test)]
+#[test]
+fn the_longest_input_is_read_from_the_model_s_config() {
+    let at = |j: &str| max_positions(j.as_bytes());
+    assert_eq!(
+        at(r#"{"model_type":"bert","max_position_embeddings":512}"#),
+        Some(512)
+    );
+    assert_eq!(
+        at(r#"{"model_type":"xlm-roberta","max_position_embeddings":514}"#),
+        Some(512)
+    );
+    assert_eq!(at(r#"{"model_type":"bert"}"#), None);
+    assert_eq!(at("not json"), None);
+}
+
+/// The longest input a model's `config.json` says it takes (`max_position_embeddings`, less the
+/// two positions RoBERTa-family models reserve, which say so with `pad_token_id` 1).
+fn max_positions(config_json: &[u8]) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_slice(config_json).ok()?;
+    let positions = usize::try_from(v.get("max_position_embeddings")?.as_u64()?).ok()?;
+    let reserved = match v.get("model_type").and_then(serde_json::Value::as_str) {
+        Some("roberta" | "xlm-roberta" | "camembert") => 2,
+        _ => 0,
+    };
+    Some(positions.saturating_sub(reserved))
 }
 
 /// Token counts from the model's own tokenizer, without truncation or special tokens.

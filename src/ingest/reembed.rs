@@ -107,8 +107,15 @@ pub fn check_paths(from: &Path, to: &Path) -> Result<(), ReembedError> {
             message: "no index here (meta.json is missing)".into(),
         });
     }
-    let (source, dest) = (from.canonicalize().ok(), absolute(to));
-    if let (Some(a), Some(b)) = (&source, &dest) {
+    // Both resolved, or no run: a check skipped (a target whose parents do not exist yet) let
+    // the new index be built inside the old one (a review).
+    let source = from.canonicalize().map_err(|e| ReembedError::Target {
+        path: from.to_path_buf(),
+        message: format!("cannot be resolved: {e}"),
+    })?;
+    let dest = absolute(to).ok_or_else(|| target("cannot be resolved to an absolute path"))?;
+    {
+        let (a, b) = (&source, &dest);
         if a == b {
             return Err(target(
                 "is the index being re-embedded; set index.data_dir in the new config to a new directory",
@@ -166,6 +173,12 @@ fn write_embedded(
                 .next()
                 .ok_or_else(|| EmbedError::Inference("fewer vectors than passages".into()))?;
         }
+        // As the pipeline writes them: values that are not numbers become 0, in new and
+        // copied vectors alike (a review: a backend refusing a NaN stopped every rerun at the
+        // same batch).
+        for c in &mut doc.chunks {
+            super::finite(&mut c.vector);
+        }
         index.upsert(doc)?;
     }
     Ok(texts.len() as u64)
@@ -207,14 +220,23 @@ impl RunLock {
     }
 }
 
-/// `p` made absolute with its parent resolved (the last component may not exist).
+/// `p` made absolute with its deepest existing ancestor resolved (links and all), the rest
+/// (which does not exist yet) appended; `None` when a part that does not exist is `..` or `.`.
 fn absolute(p: &Path) -> Option<PathBuf> {
-    let name = p.file_name()?;
-    let parent = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
-        _ => std::env::current_dir().ok()?,
+    let p = match p.is_absolute() {
+        true => p.to_path_buf(),
+        false => std::env::current_dir().ok()?.join(p),
     };
-    Some(parent.join(name))
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut resolved) = existing.canonicalize() {
+            resolved.extend(rest.iter().rev());
+            return Some(resolved);
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
 }
 
 /// Builds the index at `to` from the one at `from`, every chunk embedded with `embedder`; when
@@ -867,6 +889,8 @@ mod tests {
                 c.vector = vec![0.0; 64];
                 c.vector[i] = 1.0;
             }
+            // A value that is not a number, stored before the pipeline cleaned vectors.
+            d.chunks[0].vector[5] = f32::NAN;
             old.upsert(d).unwrap();
             old.commit(BTreeMap::new()).unwrap();
         }
@@ -876,6 +900,9 @@ mod tests {
         let new = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         let v = new.chunk_vectors(&DocKey::new("t", "d1")).unwrap();
         assert_eq!(v["d1-1"][1], 1.0, "the stored vector, not a new embedding");
+        // Copied as the pipeline writes vectors: numbers only (a review).
+        assert!(v["d1-0"].iter().all(|x| x.is_finite()), "{:?}", v["d1-0"]);
+        assert_eq!(v["d1-0"][0], 1.0);
         let snap = new.snapshot();
         let scope = crate::acl::AclScope::for_tests("u", &["group:hr"]);
         let hits = snap
@@ -1202,6 +1229,20 @@ mod tests {
                 .to_string()
                 .contains("lies inside the index being re-embedded")
         );
+        // Deeper, where the parents do not exist yet (a review: the check was skipped), and
+        // through a link to the old index.
+        assert!(
+            err(&from.join("v2/index"))
+                .to_string()
+                .contains("lies inside the index being re-embedded")
+        );
+        std::os::unix::fs::symlink(&from, dir.path().join("alias")).unwrap();
+        assert!(
+            err(&dir.path().join("alias/a/b"))
+                .to_string()
+                .contains("lies inside the index being re-embedded")
+        );
+        assert!(!from.join("v2").exists() && !from.join("a").exists());
         let missing = reembed(
             &dir.path().join("nothing"),
             &busy,

@@ -41,6 +41,9 @@ use crate::config::TlsConfig;
 /// for good.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TLS handshakes in progress at once; connections beyond are closed unanswered.
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// How long a call's verdict on a client chain stands before the next call verifies it again
 /// (a new list file is read at once; this bounds what only time changes: a certificate or a
 /// list reaching its end).
@@ -73,6 +76,7 @@ pub struct ServerTls {
 pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = read_certs(&tls.cert)?;
+    warn_if_shared(&tls.key);
     let key =
         PrivateKeyDer::from_pem_slice(&read(&tls.key)?).map_err(|e| TlsSetupError::Invalid {
             path: tls.key.clone(),
@@ -320,6 +324,9 @@ impl Revocations {
                 Err(e) => {
                     tracing::error!(error = %e, "client certificate revocation lists \
                         unreadable: refusing client certificates until they can be read");
+                    // Read again next time: a fix that changes only the file's owner or mode
+                    // (a new ctime, the same stamp) must not wait for a restart (a review).
+                    current.stamp = None;
                     Err(e.to_string())
                 }
             };
@@ -441,6 +448,21 @@ impl ClientCertVerifier for Revocations {
     }
 }
 
+/// Warns when the private key file may be read by other local accounts (the index and the
+/// audit log are made private; a key is the admin's file, so it is only warned about).
+fn warn_if_shared(key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(key)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %key.display(),
+            mode = format!("{:o}", m.permissions().mode() & 0o777),
+            "the TLS private key is readable by other local accounts; chmod 600 it"
+        );
+    }
+}
+
 /// The listener's connections after their TLS handshake, each handshake on its own task under
 /// [`HANDSHAKE_TIMEOUT`]; accepting stops when `shutdown` is cancelled. A failed handshake is
 /// logged at `debug` and costs nothing else.
@@ -450,6 +472,10 @@ pub fn incoming(
     shutdown: CancellationToken,
 ) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
+    // Handshakes in progress hold a descriptor each for up to the timeout: bounded, so that a
+    // peer opening idle connections cannot take every descriptor the index and connectors need
+    // (a review). Connections beyond it are closed at once.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -466,11 +492,16 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             // Small request/response pairs must not wait for delayed ACKs (Nagle).
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
