@@ -184,6 +184,12 @@ impl RawConfig {
                 "url",
                 "must be the wiki's base URL (the directory holding doku.php), not a PHP script",
             ),
+            // Every citation's link is made from it (a review): a password in it would be shown
+            // to every reader. The credentials go in `username` and `password`.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => issues.add(
+                "url",
+                "must not hold credentials (user:password@); set username and password instead",
+            ),
             Ok(_) => {}
             Err(e) => issues.add("url", format!("invalid URL {url:?}: {e}")),
         }
@@ -367,6 +373,16 @@ mod tests {
         let e = parse("url = 'http://w'\nusername = 'u'\npassword = 'p'\nlossy_acl = 'wide'")
             .unwrap_err();
         assert!(e[0].message.contains("wide"), "{e:?}");
+    }
+
+    /// Found by a review: every citation's link is made from `url`.
+    #[test]
+    fn a_url_holding_credentials_is_refused() {
+        let e = parse("url = 'https://crawler:pw@wiki.corp/'\nusername = 'u'\npassword = 'p'")
+            .unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "url");
+        assert!(!e[0].message.contains("pw"), "{e:?}");
     }
 
     #[test]

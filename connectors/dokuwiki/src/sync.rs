@@ -69,8 +69,9 @@ pub(crate) struct Cursor {
 /// The version of the rules deciding which page content may be indexed (see
 /// [`includes_other_pages`]). When it grows, the next pass reads every page again: a page
 /// indexed before a rule was added (session 30: text shown by who reads it) would otherwise
-/// stay until edited. 2: the isauth plugin's syntaxes (session 39).
-pub(crate) const CONTENT_RULES: u32 = 2;
+/// stay until edited. 2: the isauth plugin's syntaxes (session 39). 3: directives with
+/// arguments in any case (`~~GROUPMGR|…~~`, `~~groupmanager|…~~`) and `<php>` (session 41).
+pub(crate) const CONTENT_RULES: u32 = 3;
 
 impl Cursor {
     pub fn from_checkpoint(v: &serde_json::Value) -> Option<Self> {
@@ -138,6 +139,25 @@ pub(crate) enum PassError {
     SinkClosed,
     /// The wiki failed the pass; nothing after the failure was acted on.
     Wiki(String),
+}
+
+/// Why one page's sync stopped: the pass's own trouble, or a call about this page that failed
+/// (decided by [`Syncer::page_failed`]: this page's trouble or the wiki's).
+enum PageError {
+    Pass(PassError),
+    Call(CallError),
+}
+
+impl From<PassError> for PageError {
+    fn from(e: PassError) -> Self {
+        Self::Pass(e)
+    }
+}
+
+impl From<CallError> for PageError {
+    fn from(e: CallError) -> Self {
+        Self::Call(e)
+    }
 }
 
 impl From<CallError> for PassError {
@@ -538,6 +558,12 @@ impl Syncer {
         let mut h = Sha256::new();
         h.update(rules.fingerprint().as_bytes());
         h.update(format!("{:?}{:?}{:?}", superusers, c.mapping, c.lossy_acl).as_bytes());
+        // The namespaces decide which pages are served at all: narrowed, the next pass
+        // reconciles and withdraws what left them, not the scheduled one (a review). Hashed
+        // only when set, so that an upgrade keeps the fingerprints of wikis crawled whole.
+        if !c.namespaces.is_empty() {
+            h.update(format!("namespaces{:?}", c.namespaces).as_bytes());
+        }
         hex::encode(&h.finalize()[..16])
     }
 
@@ -627,8 +653,15 @@ impl Syncer {
         } else {
             self.cfg.namespaces.iter().map(String::as_str).collect()
         };
+        // Namespaces that listed nothing: DokuWiki lists a folder it cannot open (an unmounted
+        // share under `data/pages`) as empty, and its pages would all be confirmed gone.
+        let mut empty = Vec::new();
         for ns in namespaces {
-            for p in self.client.page_list(ns).await? {
+            let pages = self.client.page_list(ns).await?;
+            if pages.is_empty() && !ns.is_empty() {
+                empty.push(ns);
+            }
+            for p in pages {
                 if self.cfg.in_scope(&p.id) {
                     listed.insert(p.id, p.rev);
                 }
@@ -659,12 +692,30 @@ impl Syncer {
         .await?;
         let known = self.known_ids();
         let (n, total) = (gone.len() as u64, known.len() as u64);
+        let emptied: Vec<&str> = empty
+            .iter()
+            .copied()
+            .filter(|ns| {
+                gone.iter().any(|id| {
+                    id.strip_prefix(*ns)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                })
+            })
+            .collect();
         if n > 0 && !force_deletions {
             let why = if listed.is_empty() {
                 Some(format!(
                     "deletion protection: the wiki listed no pages, which would delete all {n} \
                      indexed pages; nothing was deleted. If that is intended, run `docent sync {} \
                      --force-deletions`",
+                    self.cfg.id
+                ))
+            } else if !emptied.is_empty() {
+                Some(format!(
+                    "deletion protection: the namespace(s) {} listed no pages while pages of \
+                     them are indexed (a folder the wiki cannot read lists as empty); nothing was \
+                     deleted. If that is intended, run `docent sync {} --force-deletions`",
+                    emptied.join(", "),
                     self.cfg.id
                 ))
             } else {
@@ -684,11 +735,21 @@ impl Syncer {
         // Each deletion is confirmed with the page itself: a page the listing missed is synced,
         // one outside the configured namespaces is deleted.
         self.for_each(gone, |id| async move {
-            match self.client.page_info(&id).await? {
-                Some(info) if self.cfg.in_scope(&id) => {
+            match self.client.page_info(&id).await {
+                Ok(Some(info)) if self.cfg.in_scope(&id) => {
                     self.sync_page(ctx, id, Some(info.rev)).await
                 }
-                _ => self.gone(ctx, &DocKey::new(&self.cfg.id, id)).await,
+                Ok(_) => self.gone(ctx, &DocKey::new(&self.cfg.id, id)).await,
+                // Not confirmed: kept, and asked again at the next reconciliation; the pass
+                // goes on to the other pages when the wiki still answers.
+                Err(e) => {
+                    let e = self.page_trouble(e).await?;
+                    ctx.job.failure(
+                        &id,
+                        &format!("its deletion could not be confirmed: {e}; kept"),
+                    );
+                    Ok(())
+                }
             }
         })
         .await?;
@@ -716,6 +777,11 @@ impl Syncer {
 
     /// Brings one page up to date: upsert when its content or ACL changed, delete when it is
     /// gone, skip when it cannot be indexed. `listed_rev`: its revision from a listing, if any.
+    /// A call about the page that fails while the wiki answers others is this page's trouble
+    /// ([`Self::page_failed`]), not the pass's: whichever call it was (its info, its text, its
+    /// rendering), the pass goes on to the pages after it (a review: only a failed rendering
+    /// was, so a page whose text the wiki could not give stopped every pass at it, and later
+    /// pages never got a narrowed ACL).
     async fn sync_page(
         &self,
         ctx: &PassCtx<'_>,
@@ -723,11 +789,35 @@ impl Syncer {
         listed_rev: Option<i64>,
     ) -> Result<(), PassError> {
         let key = DocKey::new(&self.cfg.id, id.as_str());
+        match self.sync_page_calls(ctx, id, listed_rev).await {
+            Ok(()) => Ok(()),
+            Err(PageError::Pass(e)) => Err(e),
+            Err(PageError::Call(e)) => {
+                let unchanged_acl = match (
+                    self.last_known(&key),
+                    self.page_acl(ctx.rules, ctx.superusers, &key.native_id),
+                ) {
+                    (Some(p), Ok((acl, _))) => p.acl_fingerprint == acl.fingerprint(),
+                    _ => false,
+                };
+                self.page_failed(ctx, key, unchanged_acl, e).await
+            }
+        }
+    }
+
+    /// [`Self::sync_page`]'s work, a failed call about the page returned as such.
+    async fn sync_page_calls(
+        &self,
+        ctx: &PassCtx<'_>,
+        id: String,
+        listed_rev: Option<i64>,
+    ) -> Result<(), PageError> {
+        let key = DocKey::new(&self.cfg.id, id.as_str());
         let prev = self.last_known(&key);
         ctx.job.update(|j| j.counts.scanned += 1);
         let (acl, narrowed) = match self.page_acl(ctx.rules, ctx.superusers, &id) {
             Ok(a) => a,
-            Err(reason) => return self.skip(ctx, key, reason).await,
+            Err(reason) => return Ok(self.skip(ctx, key, reason).await?),
         };
         let acl_fp = acl.fingerprint();
 
@@ -737,7 +827,7 @@ impl Syncer {
             Some(r) => r,
             None => match self.client.page_info(&id).await? {
                 Some(info) => *info_rev.insert(info.rev),
-                None => return self.gone(ctx, &key).await,
+                None => return Ok(self.gone(ctx, &key).await?),
             },
         };
         if !ctx.reparse
@@ -757,7 +847,7 @@ impl Syncer {
             Some(r) => r,
             None => match self.client.page_info(&id).await? {
                 Some(info) => info.rev,
-                None => return self.gone(ctx, &key).await,
+                None => return Ok(self.gone(ctx, &key).await?),
             },
         };
         // Plugins that include or list other pages render them with the crawler's rights, not
@@ -765,22 +855,18 @@ impl Syncer {
         // before and after the page is rendered, so an edit between the two that adds such
         // syntax is seen.
         if let Some(reason) = self.includes_check(&id).await? {
-            return self.skip(ctx, key, reason).await;
+            return Ok(self.skip(ctx, key, reason).await?);
         }
         let mut html = match self.client.page_html(&id).await {
             Ok(h) => h,
             Err(e) if e.is_page_refusal() => {
-                return self
-                    .skip(ctx, key, format!("the wiki cannot render it: {e}"))
-                    .await;
+                let reason = format!("the wiki cannot render it: {e}");
+                return Ok(self.skip(ctx, key, reason).await?);
             }
-            Err(e) => {
-                let unchanged_acl = prev.as_ref().is_some_and(|p| p.acl_fingerprint == acl_fp);
-                return self.render_failed(ctx, key, unchanged_acl, e).await;
-            }
+            Err(e) => return Err(e.into()),
         };
         if let Some(reason) = self.includes_check(&id).await? {
-            return self.skip(ctx, key, reason).await;
+            return Ok(self.skip(ctx, key, reason).await?);
         }
         if html.trim().is_empty() {
             // DokuWiki writes its render cache in place: a wiki stopped mid-write keeps an empty
@@ -794,10 +880,11 @@ impl Syncer {
         }
         if html.trim().is_empty() {
             // DokuWiki renders a missing page as nothing, and deletes pages emptied by an edit.
-            return match self.client.page_info(&id).await? {
+            let done = match self.client.page_info(&id).await? {
                 None => self.gone(ctx, &key).await,
                 Some(_) => self.skip(ctx, key, "the page renders empty".into()).await,
             };
+            return Ok(done?);
         }
         if html.len() as u64 > self.cfg.max_document_bytes {
             let reason = format!(
@@ -805,7 +892,7 @@ impl Syncer {
                 html.len(),
                 self.cfg.max_document_bytes
             );
-            return self.skip(ctx, key, reason).await;
+            return Ok(self.skip(ctx, key, reason).await?);
         }
         let entry = IndexedDoc {
             version: page::version(rev, &html),
@@ -845,7 +932,7 @@ impl Syncer {
                 j.counts.added += 1;
             }
         });
-        self.send(ctx, Change::Upsert(Box::new(doc))).await
+        Ok(self.send(ctx, Change::Upsert(Box::new(doc))).await?)
     }
 
     /// The page's ACL (and why it is narrowed, if it is), or why it cannot be indexed.
@@ -878,7 +965,7 @@ impl Syncer {
     }
 
     /// Why page `id` may not be indexed because of what its text pulls in, if it may not.
-    async fn includes_check(&self, id: &str) -> Result<Option<String>, PassError> {
+    async fn includes_check(&self, id: &str) -> Result<Option<String>, CallError> {
         match self.client.page_text(id).await {
             Ok(text) => Ok(includes_other_pages(&text).map(|syntax| {
                 format!(
@@ -889,24 +976,14 @@ impl Syncer {
             Err(e) if e.is_page_refusal() => {
                 Ok(Some(format!("the wiki cannot give its text: {e}")))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
-    /// A page whose rendering failed with a fault, an HTTP error or a broken answer: when the
-    /// wiki answers a light call now (`dokuwiki.getVersion`), the failure is this page's (a
-    /// plugin's fatal error on it, a render slower than the timeout), and the pass goes on: the
-    /// page keeps its indexed version if its ACL is unchanged, else it is skipped (old text
-    /// must not stay under an old ACL). When the wiki does not answer, it is down and the pass
-    /// fails. (Before, one such page failed every pass at it: later pages were never updated
-    /// and deleted ones never withdrawn.) The page is read again at the next reconciliation.
-    async fn render_failed(
-        &self,
-        ctx: &PassCtx<'_>,
-        key: DocKey,
-        unchanged_acl: bool,
-        e: CallError,
-    ) -> Result<(), PassError> {
+    /// Whether a failed call about one page is that page's trouble: the wiki answers a light
+    /// call now (`dokuwiki.getVersion`), and the failure is not about the crawler's access.
+    /// Otherwise the wiki is down or refusing, and the pass fails.
+    async fn page_trouble(&self, e: CallError) -> Result<CallError, PassError> {
         if matches!(
             e,
             CallError::Unauthorized { .. } | CallError::Forbidden { .. } | CallError::Cancelled
@@ -914,7 +991,27 @@ impl Syncer {
         {
             return Err(e.into());
         }
-        tracing::warn!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&key.native_id), error = %e, "a page failed to render");
+        Ok(e)
+    }
+
+    /// A call about a page (its info, its text, its rendering) failed with a fault, an HTTP
+    /// error or a broken answer: when it is this page's trouble ([`Self::page_trouble`]: a
+    /// plugin's fatal error on it, a render slower than the timeout, a text too large to
+    /// answer), the pass goes on: the page keeps its indexed version if its ACL is unchanged,
+    /// else it is skipped (old text must not stay under an old ACL). When the wiki does not
+    /// answer, it is down and the pass fails. (Before, one such page failed every pass at it:
+    /// later pages were never updated and deleted ones never withdrawn.) The page is read
+    /// again at the next reconciliation.
+    async fn page_failed(
+        &self,
+        ctx: &PassCtx<'_>,
+        key: DocKey,
+        unchanged_acl: bool,
+        e: CallError,
+    ) -> Result<(), PassError> {
+        let e = self.page_trouble(e).await?;
+        let shown = docent_connector_api::log_safe(&e.to_string());
+        tracing::warn!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&key.native_id), error = %shown, "the wiki failed on a page");
         let reason = format!("the wiki failed on this page while answering others: {e}");
         if unchanged_acl {
             ctx.job.failure(
@@ -1010,7 +1107,7 @@ const LISTING_TAGS: &[&str] = &["<nspages", "<pagelist", "<catlist", "<searchtab
 /// group): rendered for the crawler, a superuser, they show what only some readers may see,
 /// and showif and nodisp put hidden text in the HTML as `display:none`.
 const PER_READER_TAGS: &[&str] = &[
-    "<ifauth", "<isauth", "[isauth", "<showif", "<nodisp", "{nodisp",
+    "<ifauth", "<isauth", "[isauth", "<showif", "<nodisp", "{nodisp", "<php",
 ];
 
 /// Plugin syntax that may pull other pages' text or titles into a page, which the wiki renders
@@ -1040,14 +1137,20 @@ fn includes_other_pages(text: &str) -> Option<String> {
     }
     for (i, _) in text.match_indices("~~") {
         let rest = &text[i + 2..];
-        // Plugin directives are upper case (`~~DIR~~`, `~~INFO:…~~`).
+        // Plugin directives: upper case (`~~DIR~~`, `~~INFO:…~~`, `~~GROUPMGR|a|@b~~`), or
+        // any case with arguments (`~~groupmanager|a|b~~`, found by a review; a bare
+        // `~~word~~` in lower case is text).
         let name_len = rest
-            .find(|c: char| !c.is_ascii_uppercase())
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(rest.len());
         let name = &rest[..name_len];
+        let after = &rest[name_len..];
+        let upper = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && !name.contains(|c: char| c.is_ascii_lowercase());
+        let args = after.starts_with(':') || after.starts_with('|');
         if name_len > 0
-            && (rest[name_len..].starts_with(':') || rest[name_len..].starts_with("~~"))
-            && !SAFE_DIRECTIVES.contains(&name)
+            && (args || upper && after.starts_with("~~"))
+            && !SAFE_DIRECTIVES.contains(&name.to_ascii_uppercase().as_str())
         {
             return Some(format!("~~{name}"));
         }
@@ -1157,6 +1260,19 @@ mod tests {
         );
         assert_eq!(found("~~DIR:hr~~").as_deref(), Some("~~DIR"));
         assert_eq!(found("~~DIR~~").as_deref(), Some("~~DIR"));
+        // Directives with arguments in any case, and PHP blocks (a review: the groupmgr and
+        // groupmanager plugins render member lists for the crawler).
+        assert_eq!(
+            found("~~GROUPMGR|posters|@moderators~~").as_deref(),
+            Some("~~GROUPMGR")
+        );
+        assert_eq!(
+            found("~~groupmanager|hr|@admin~~").as_deref(),
+            Some("~~groupmanager")
+        );
+        assert_eq!(found("<php>echo 1;</php>").as_deref(), Some("<php"));
+        assert_eq!(found("<PHP>echo 1;</PHP>").as_deref(), Some("<php"));
+        assert_eq!(found("~~NOTOC~~ and ~~old~~ text").as_deref(), None);
         assert_eq!(
             found("---- datatable ----\ncols: %pageid%\n----").as_deref(),
             Some("---- datatable ----")
