@@ -224,6 +224,11 @@ impl Quantized {
 pub struct VectorCache {
     dim: usize,
     segments: Mutex<HashMap<SegmentId, Arc<SegmentVectors>>>,
+    /// The segments of the last searcher [`Self::retain`] saw (`None` before the first): a
+    /// query on an older snapshot that reaches a segment merged away since decodes it for
+    /// itself, without caching it again or queueing a graph build for it (a review: it stayed
+    /// cached, possibly gigabytes, and its build delayed the live segment's).
+    live: Mutex<Option<std::collections::HashSet<SegmentId>>>,
     /// The graph builds' queue: one worker thread (started with the first build) takes one
     /// segment at a time and skips those retired meanwhile (merged away: nothing holds them),
     /// so a burst of merges never starts competing builds or builds for dead segments.
@@ -249,6 +254,7 @@ impl VectorCache {
         Self {
             dim,
             segments: Mutex::new(HashMap::new()),
+            live: Mutex::new(None),
             builds: Mutex::new(None),
             ann_min_vectors: ANN_MIN_VECTORS,
             ann_min_admitted: ANN_MIN_ADMITTED,
@@ -305,19 +311,33 @@ impl VectorCache {
         {
             return Ok(v.clone());
         }
-        // Decode outside the lock; two racing loads produce identical data.
+        // Decode outside the lock; two racing loads produce identical data, and the first one
+        // cached is the one kept and built (a review: the second replaced it, and the build
+        // queued for the first was for vectors nothing read).
         let loaded = Arc::new(self.load(seg)?);
-        let fresh = self
+        let retired = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|live| !live.contains(&id));
+        if retired {
+            return Ok(loaded);
+        }
+        let (kept, fresh) = match self
             .segments
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, loaded.clone())
-            .is_none();
-        let vectors = loaded.scale.iter().filter(|s| **s != 0.0).count();
+            .entry(id)
+        {
+            std::collections::hash_map::Entry::Occupied(e) => (e.get().clone(), false),
+            std::collections::hash_map::Entry::Vacant(e) => (e.insert(loaded).clone(), true),
+        };
+        let vectors = kept.scale.iter().filter(|s| **s != 0.0).count();
         if fresh && vectors >= self.ann_min_vectors {
-            self.queue_build(Arc::downgrade(&loaded));
+            self.queue_build(Arc::downgrade(&kept));
         }
-        Ok(loaded)
+        Ok(kept)
     }
 
     fn queue_build(&self, segment: Weak<SegmentVectors>) {
@@ -433,7 +453,7 @@ impl VectorCache {
 
     /// Forgets segments that no longer exist (merged or deleted).
     pub fn retain(&self, searcher: &Searcher) {
-        let live: Vec<SegmentId> = searcher
+        let live: std::collections::HashSet<SegmentId> = searcher
             .segment_readers()
             .iter()
             .map(|s| s.segment_id())
@@ -442,6 +462,7 @@ impl VectorCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| live.contains(id));
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
 }
 
@@ -1261,6 +1282,29 @@ mod graph_tests {
         let held = cache.get(seg).unwrap();
         assert_eq!(cache.graphs().0 + cache.graphs().1, 1);
         drop(held);
+    }
+
+    /// Found by a review: a query on a snapshot older than the last commit decoded a segment
+    /// merged away since and cached it again, with a graph build queued for it; and two racing
+    /// loads kept the second while the first was built.
+    #[test]
+    fn a_retired_segment_is_not_cached_again_and_racing_loads_keep_one() {
+        let (old, new) = (segment(2000, 32), segment(10, 32));
+        let cache = VectorCache::new(32).with_ann_thresholds(1000, 100);
+        let (old_reader, new_reader) = (old.reader().unwrap(), new.reader().unwrap());
+        let (old_searcher, new_searcher) = (old_reader.searcher(), new_reader.searcher());
+        let seg = &old_searcher.segment_readers()[0];
+        // The live searcher no longer holds the old segment.
+        cache.retain(&new_searcher);
+        let a = cache.get(seg).unwrap();
+        let b = cache.get(seg).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b), "decoded for the query, not cached");
+        assert_eq!(cache.graphs(), (0, 0), "no build queued");
+        // A live segment is cached once, whoever loads it first.
+        cache.retain(&old_searcher);
+        let first = cache.get(seg).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(seg).unwrap()));
+        assert_eq!(cache.graphs().0 + cache.graphs().1, 1);
     }
 
     /// Deletes leave the segment (and its graph) in place; the deleted docs are walked through

@@ -1484,18 +1484,21 @@ impl IndexSnapshot for Snapshot<'_> {
     ) -> Result<Vec<Scored>, IndexError> {
         let f = &self.index.fields;
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let tokens = schema::analyze(&self.index.index, query);
+        let tokens = schema::analyze_counted(&self.index.index, query);
         // `boosts`: weights of title and heading matches relative to the text.
         for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
             if boost <= 0.0 {
                 continue;
             }
-            for token in &tokens {
+            for (token, count) in &tokens {
                 let q = TermQuery::new(
                     Term::from_field_text(field, token),
                     IndexRecordOption::WithFreqs,
                 );
-                should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost))));
+                should.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(q), boost * count)),
+                ));
             }
         }
         if should.is_empty() || depth == 0 {
@@ -1526,16 +1529,21 @@ impl IndexSnapshot for Snapshot<'_> {
         let Some(field) = self.index.fields.doc_text else {
             return Ok(None);
         };
-        let should: Vec<(Occur, Box<dyn Query>)> = schema::analyze(&self.index.index, query)
-            .into_iter()
-            .map(|token| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(field, &token),
-                    IndexRecordOption::WithFreqs,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
+        let should: Vec<(Occur, Box<dyn Query>)> =
+            schema::analyze_counted(&self.index.index, query)
+                .into_iter()
+                .map(|(token, count)| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(field, &token),
+                        IndexRecordOption::WithFreqs,
+                    ));
+                    let q: Box<dyn Query> = match count > 1.0 {
+                        true => Box::new(BoostQuery::new(q, count)),
+                        false => q,
+                    };
+                    (Occur::Should, q)
+                })
+                .collect();
         if should.is_empty() || depth == 0 {
             return Ok(Some(Vec::new()));
         }
@@ -2548,6 +2556,62 @@ mod tests {
         assert_eq!(found("kestrel"), 1, "the last committed version of a stays");
         assert_eq!(found("revised"), 0, "a's rolled-back version is gone");
         assert_eq!(found("bulky"), 0);
+    }
+
+    /// Found by a review: each repeat of a query word was its own term query (three in the
+    /// chunk leg, one in the document leg), reading the same postings again. A repeated word
+    /// is now one query weighted by its count: the same scores, one read.
+    #[test]
+    fn a_repeated_query_word_scores_as_its_repeats_with_one_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let everyone = || Acl::new([Principal::Everyone], []);
+        idx.upsert(record("a", "parking permit rules for staff", everyone()))
+            .unwrap();
+        idx.upsert(record("b", "parking near the north garage", everyone()))
+            .unwrap();
+        idx.upsert(record("c", "permit office hours", everyone()))
+            .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let scope = AclScope::for_tests("u", &["everyone"]);
+        let f = SearchFilter::default();
+        let once = snap
+            .bm25(&scope, &f, "parking permit", 10, (1.0, 1.0))
+            .unwrap();
+        let repeated = snap
+            .bm25(&scope, &f, &"parking ".repeat(800), 10, (1.0, 1.0))
+            .unwrap();
+        let single = snap.bm25(&scope, &f, "parking", 10, (1.0, 1.0)).unwrap();
+        assert_eq!(repeated.len(), single.len());
+        for (r, s) in repeated.iter().zip(&single) {
+            assert_eq!(r.addr, s.addr);
+            assert!(
+                (r.score - 800.0 * s.score).abs() <= 1e-3 * r.score,
+                "{r:?} {s:?}"
+            );
+        }
+        // Twice one word: that word counts twice, as two queries of it did.
+        let twice = snap
+            .bm25(&scope, &f, "parking permit parking", 10, (1.0, 1.0))
+            .unwrap();
+        let b = |hits: &[Scored]| {
+            hits.iter()
+                .find(|h| h.addr == single[1].addr)
+                .map(|h| h.score)
+        };
+        let (b_once, b_twice) = (b(&once).unwrap(), b(&twice).unwrap());
+        assert!((b_twice - 2.0 * b_once).abs() <= 1e-4, "{b_once} {b_twice}");
+        let docs = snap
+            .bm25_documents(&scope, &f, &"permit ".repeat(3), 10)
+            .unwrap()
+            .unwrap();
+        let one = snap
+            .bm25_documents(&scope, &f, "permit", 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(docs.len(), one.len());
+        assert!((docs[0].score - 3.0 * one[0].score).abs() <= 1e-4);
     }
 
     /// A failed commit whose rollback fails too leaves a writer that must not be used again
