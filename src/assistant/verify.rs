@@ -308,9 +308,15 @@ impl<'a> Verifier<'a> {
             .redact_sentence(self.scope.principal_set(), &mut text, &mut self.pii);
         if support.is_empty() {
             // General knowledge only while the model read nothing the caller cannot read now:
-            // else its unmarked sentence may be a revoked passage's.
+            // else its unmarked sentence may be a revoked passage's. Nor when a passage it was
+            // given says otherwise about the same thing (another number, a negation reversed):
+            // the sentence is then wrong, not general (a review: "40 days [1]" against a
+            // passage saying 25 was kept uncited).
             if self.response_scope == ResponseScope::AllowGeneralKnowledge
                 && (0..self.passages.len()).all(|i| self.may_read(i))
+                && !self.passages.iter().any(|p| {
+                    crate::guardrail::contradicted_by(&grounded, &p.chunk.text, min, analyze)
+                })
             {
                 self.uncited += 1;
                 self.kept += 1;
@@ -504,6 +510,7 @@ fn ends_a_sentence(s: &str) -> bool {
         rest = unmarked;
     }
     rest.ends_with(['.', '!', '?', '\u{3002}', '\u{FF01}', '\u{FF1F}'])
+        || OTHER_ENDS.iter().any(|e| rest.ends_with(e))
 }
 
 /// Byte offset just past the first complete sentence (and its trailing markers) in `s`, when
@@ -525,12 +532,18 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
         let wide = FULL_WIDTH_ENDS
             .iter()
             .find(|p| b[i..].starts_with(p.as_bytes()));
-        if matches!(c, b'.' | b'!' | b'?') && !list_number(b, i) || wide.is_some() {
+        let other = (c >= 0x80)
+            .then(|| OTHER_ENDS.iter().find(|p| b[i..].starts_with(p.as_bytes())))
+            .flatten();
+        if matches!(c, b'.' | b'!' | b'?') && !list_number(b, i)
+            || wide.is_some()
+            || other.is_some()
+        {
             // Closing quotes, brackets and emphasis may follow the punctuation, as
             // [`ends_a_sentence`] reads them (found by a review: "**Parking is free.**
             // Contractors get an allowance [1]." was one claim, the unsupported second
             // sentence riding on the support of the first).
-            let mut j = i + wide.map_or(1, |p| p.len());
+            let mut j = i + wide.or(other).map_or(1, |p| p.len());
             let closers = s[j..]
                 .chars()
                 .take_while(|c| CLOSERS.contains(c))
@@ -560,6 +573,11 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
                 None => return Err(i), // the next piece may bring a marker or more text
                 // Chinese and Japanese put no space after a full stop.
                 Some(_) if wide.is_some() => return Ok(j),
+                // A marker, then the next sentence with no space ("free.[1]Contractors"), or
+                // a no-break space after the punctuation: the sentence has ended (a review:
+                // both sentences were checked as one claim).
+                Some(c) if markers > 0 && c.is_ascii_uppercase() => return Ok(j),
+                Some(_) if s[j..].starts_with('\u{A0}') => return Ok(j),
                 Some(c) if c.is_ascii_whitespace() => {
                     // Not the end of a decimal or an abbreviation-like "e.g." inside words.
                     let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
@@ -598,14 +616,28 @@ const CLOSERS: [char; 11] = [
 /// full stop and the full-width marks; not the full-width `．`, a decimal point in `３．５`).
 const FULL_WIDTH_ENDS: [&str; 3] = ["\u{3002}", "\u{FF01}", "\u{FF1F}"];
 
+/// Sentence ends of other scripts, followed by a space as `.` is: the Devanagari danda and
+/// double danda, the Arabic question mark and full stop, the Armenian full stop, and the
+/// ellipsis (a review: an answer in those scripts was verified as one claim).
+const OTHER_ENDS: [&str; 6] = [
+    "\u{0964}", "\u{0965}", "\u{061F}", "\u{06D4}", "\u{0589}", "\u{2026}",
+];
+
+/// The most bytes a list number's line holds before its `.`: emphasis and three digits.
+const LIST_NUMBER_BYTES: usize = 8;
+
 /// Whether the `.` at `i` numbers a list item: only one to three digits between it and the
 /// start of its line ("1. Open the form"), Markdown emphasis aside ("**1.** Open the form":
-/// the `**` after the `.` would otherwise end a sentence "1.").
+/// the `**` after the `.` would otherwise end a sentence "1."). Looks back
+/// [`LIST_NUMBER_BYTES`] at most (a review: it scanned to the line's start at every `.`, so a
+/// hostile line of "a.a.a…" cost time quadratic in its length).
 fn list_number(b: &[u8], i: usize) -> bool {
-    let start = b[..i]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |n| n + 1);
+    let window = i.saturating_sub(LIST_NUMBER_BYTES);
+    let start = match b[window..i].iter().rposition(|&c| c == b'\n') {
+        Some(n) => window + n + 1,
+        None if window == 0 => 0,
+        None => return false,
+    };
     let line = &b[start..i];
     let digits = &line[line.iter().take_while(|c| matches!(c, b'*' | b'_')).count()..];
     b[i] == b'.' && (1..=3).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
@@ -1007,6 +1039,35 @@ mod tests {
         assert!(s.finish_cut(false).is_some());
         assert!(ends_a_sentence("It is free.\u{201D} [1, 2] "));
         assert!(!ends_a_sentence("It is free on level"));
+        assert!(ends_a_sentence("पार्किंग मुफ़्त है। [1]"));
+    }
+
+    /// Found by a review: after a marker with no space, after a no-break space, and after the
+    /// sentence ends of other scripts, two sentences were one claim.
+    #[test]
+    fn sentences_end_without_a_space_after_markers_and_in_other_scripts() {
+        let texts = |pieces: &[&str]| -> Vec<String> {
+            split_all(pieces).into_iter().map(|d| d.text).collect()
+        };
+        assert_eq!(
+            texts(&["Parking is free.[1]Contractors get a stipend.[1] ", "Done."]),
+            ["Parking is free.", "Contractors get a stipend.", "Done."]
+        );
+        assert_eq!(
+            texts(&["Parking is free.\u{A0}Contractors get a stipend. ", "Done."]).len(),
+            3
+        );
+        assert_eq!(
+            texts(&["पार्किंग मुफ़्त है। ठेकेदारों को भत्ता मिलता है। ", "Done."]).len(),
+            3
+        );
+        assert_eq!(texts(&["هل هو مجاني؟ نعم هو مجاني. ", "Done."]).len(), 3);
+        // Decimals and list numbers are still no ends; a long line of dots is read in time
+        // linear in its length (not asserted as a time: its split is).
+        assert_eq!(texts(&["It costs 3.5 euros. ", "Done."]).len(), 2);
+        assert_eq!(texts(&["1. Open the form.\n", "2. Sign it.\n"]).len(), 2);
+        let hostile = "a.".repeat(20_000);
+        assert_eq!(texts(&[hostile.as_str()]).len(), 1);
     }
 
     /// Found by a review: a list without full stops was one "sentence", so an invented item
@@ -1112,6 +1173,42 @@ mod tests {
                 .iter()
                 .all(|v| v.code != "BLOCKED_PHRASE_IN_ANSWER")
         );
+    }
+
+    /// Found by a review: under `allow_general_knowledge`, a sentence that a passage contradicts
+    /// (another number, a negation reversed) failed grounding and was kept as uncited general
+    /// knowledge. It is removed; a sentence about something no passage holds is still kept.
+    #[test]
+    fn a_sentence_a_passage_contradicts_is_not_kept_as_general_knowledge() {
+        let (_dir, index, passages) =
+            one_readable_passage("Employees get 25 vacation days per year.");
+        let g = crate::guardrail::Guardrails::new(
+            Default::default(),
+            &crate::embed::test_embedder::BagOfWords,
+        )
+        .unwrap();
+        let analyze = words;
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        let check = |text: &str| {
+            let mut v = Verifier::new(
+                &passages,
+                &g,
+                &index,
+                &scope,
+                &analyze,
+                ResponseScope::AllowGeneralKnowledge,
+            )
+            .generated(true);
+            v.check(Draft {
+                text: text.into(),
+                cites: vec![1],
+            })
+        };
+        assert!(check("Employees get 40 vacation days per year.").is_none());
+        assert!(check("Employees never get vacation days per year.").is_none());
+        let general = check("The office kitchen has a coffee machine.").expect("general knowledge");
+        assert!(general.uncited);
+        assert!(check("Employees get 25 vacation days per year.").is_some_and(|v| !v.uncited));
     }
 
     /// A passage's planted instruction can have a model put what it read into a link: a client

@@ -887,6 +887,29 @@ pub fn support_fraction(
     terms.iter().filter(|t| have.contains(*t)).count() as f32 / terms.len() as f32
 }
 
+/// Whether `passage` says otherwise than `sentence` about the same thing: at least `min` of the
+/// sentence's terms occur in it, yet the sentence states a number it does not, or reverses its
+/// negation (what [`support_fraction`] scores 0). Such a sentence is wrong about the passage,
+/// and is not kept as general knowledge either.
+pub fn contradicted_by(
+    sentence: &str,
+    passage: &str,
+    min: f32,
+    analyze: &dyn Fn(&str) -> Vec<String>,
+) -> bool {
+    let s = crate::parse::collapse_ws(sentence);
+    if s.is_empty() || verbatim(&s, passage) {
+        return false;
+    }
+    let terms = analyze(sentence);
+    if terms.is_empty() || consistent(&s, &[passage], analyze) {
+        return false;
+    }
+    let have: BTreeSet<String> = analyze(passage).into_iter().collect();
+    let hit = terms.iter().filter(|t| have.contains(*t)).count();
+    hit as f32 >= min * terms.len() as f32
+}
+
 /// Bytes from which the analyzer drops a token (`RemoveLongFilter` in the index schema).
 const LONG_TOKEN_BYTES: usize = 40;
 
