@@ -38,6 +38,30 @@ const BLOCKS: &[&str] = &[
     "hr",
 ];
 
+/// Whether a reader of the page never sees `el` as it loads: the `hidden` attribute, an inline
+/// `display: none` or `visibility: hidden`, a `<dialog>` not open (a review: such text was
+/// indexed).
+fn hidden(name: &str, el: &scraper::node::Element) -> bool {
+    if el.attr("hidden").is_some() || name == "dialog" && el.attr("open").is_none() {
+        return true;
+    }
+    el.attr("style").is_some_and(|s| {
+        let s: String = s
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        s.split(';')
+            .any(|d| d.starts_with("display:none") || d.starts_with("visibility:hidden"))
+    })
+}
+
+/// Elements whose text is one line: a `<br>` or `<hr>` inside one is a space, not a new block
+/// (a review: `<h2>Annual<br>Report</h2>` became the heading "Annual").
+const ONE_LINE: &[&str] = &[
+    "h1", "h2", "h3", "h4", "h5", "h6", "li", "td", "th", "dt", "dd", "caption",
+];
+
 pub fn parse(src: &str) -> ParsedDoc {
     let html = Html::parse_document(src);
     let mut b = TextBuilder::default();
@@ -86,6 +110,8 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
     // The element whose subtree is skipped (script, style, …), and how many `pre` are open.
     let mut skipping: Option<ego_tree::NodeId> = None;
     let mut pre = 0usize;
+    // How many [`ONE_LINE`] elements are open.
+    let mut one_line = 0usize;
     // The outermost open `h1` while no title is found, and its text so far: gathered on the
     // way (reading each heading's subtree again would cost the square of its nesting).
     let mut h1: Option<(ego_tree::NodeId, String)> = None;
@@ -102,10 +128,15 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
                 }
                 Node::Element(el) => {
                     let name = el.name();
-                    if SKIP.contains(&name) {
+                    if SKIP.contains(&name) || hidden(name, el) {
                         skipping = Some(node.id());
                         continue;
                     }
+                    if one_line > 0 && matches!(name, "br" | "hr") {
+                        b.push(" ", false);
+                        continue;
+                    }
+                    one_line += usize::from(ONE_LINE.contains(&name));
                     if name == "h1" && first_h1.is_none() && h1.is_none() {
                         h1 = Some((node.id(), String::new()));
                     }
@@ -128,6 +159,10 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
                     continue;
                 };
                 let name = el.name();
+                if one_line > 0 && matches!(name, "br" | "hr") {
+                    continue;
+                }
+                one_line -= usize::from(ONE_LINE.contains(&name));
                 if let Some((_, heading)) = block_of(name) {
                     if heading == Some(1)
                         && let Some((_, text)) = h1.take_if(|(id, _)| *id == node.id())
@@ -146,6 +181,43 @@ fn walk(root: NodeRef<'_, Node>, b: &mut TextBuilder, first_h1: &mut Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a review: elements a reader never sees were indexed, and a `<br>` inside a
+    /// heading ended it.
+    #[test]
+    fn hidden_elements_are_left_out_and_a_break_in_a_heading_is_a_space() {
+        let doc = parse(
+            "<body><h2>Annual<br>Report</h2><p>a</p><div hidden>secret one</div>\
+             <p style=\"color: red; DISPLAY : None\">secret two</p>\
+             <span style=\"visibility:hidden\">secret three</span>\
+             <dialog>secret four</dialog><dialog open>shown</dialog>\
+             <ul><li>one<br>line</li></ul><p>b<br>c</p></body>",
+        );
+        assert!(!doc.text.contains("secret"), "{}", doc.text);
+        let blocks: Vec<(&str, BlockKind)> = doc
+            .blocks
+            .iter()
+            .map(|b| (&doc.text[b.span.clone()], b.kind))
+            .collect();
+        assert_eq!(blocks[0], ("Annual Report", BlockKind::Heading(2)));
+        assert!(
+            blocks.contains(&("shown", BlockKind::Paragraph)),
+            "{blocks:?}"
+        );
+        assert!(
+            blocks.contains(&("one line", BlockKind::ListItem)),
+            "{blocks:?}"
+        );
+        // Outside one-line elements a break still starts a block.
+        assert!(blocks.contains(&("c", BlockKind::Paragraph)), "{blocks:?}");
+        assert!(
+            doc.blocks[1..]
+                .iter()
+                .all(|b| b.heading_path == ["Annual Report"]),
+            "{:?}",
+            doc.blocks
+        );
+    }
 
     /// Without a `<title>`, the first `h1` with text titles the page, its text gathered across
     /// the elements inside it (read once, on the way).

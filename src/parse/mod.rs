@@ -173,9 +173,16 @@ const CODE_EXTENSIONS: &[&str] = &[
 impl Format {
     /// From a media type if given, else from the name's extension.
     pub fn detect(mime: Option<&str>, name: &str) -> Result<Self, ParseError> {
+        let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+        let ext = base.rsplit_once('.').map(|(_, e)| e.to_string());
         if let Some(m) = mime {
             let m = m.split(';').next().unwrap_or(m).trim().to_ascii_lowercase();
             return match m.as_str() {
+                // Says nothing of the format: the name does (a review: `x.pdf` sent as
+                // octet-stream was refused).
+                "" | "application/octet-stream" | "binary/octet-stream" => Self::detect(None, name),
+                // What Windows reports for a `.csv` file.
+                "application/vnd.ms-excel" if ext.as_deref() == Some("csv") => Ok(Self::Csv),
                 "text/plain" => Ok(Self::Text),
                 "text/markdown" | "text/x-markdown" => Ok(Self::Markdown),
                 "text/html" | "application/xhtml+xml" => Ok(Self::Html),
@@ -195,8 +202,6 @@ impl Format {
                 other => Err(ParseError::Unsupported(other.to_string())),
             };
         }
-        let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
-        let ext = base.rsplit_once('.').map(|(_, e)| e.to_string());
         match ext.as_deref() {
             Some("txt" | "text" | "log" | "rst") => Ok(Self::Text),
             Some("md" | "markdown" | "mdx") => Ok(Self::Markdown),
@@ -800,6 +805,28 @@ pub(crate) fn assert_spans_valid(doc: &ParsedDoc) {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by a review: a media type that says nothing of the format (octet-stream) refused
+    /// a PDF, and the one Windows gives `.csv` files sent CSV to the spreadsheet reader.
+    #[test]
+    fn a_media_type_that_names_no_format_defers_to_the_name() {
+        use super::Format;
+        let at = |m: Option<&str>, n: &str| Format::detect(m, n).ok();
+        assert!(matches!(
+            at(Some("application/octet-stream"), "a.pdf"),
+            Some(Format::Pdf)
+        ));
+        assert!(matches!(at(Some(""), "notes.md"), Some(Format::Markdown)));
+        assert!(matches!(
+            at(Some("application/vnd.ms-excel"), "data.csv"),
+            Some(Format::Csv)
+        ));
+        assert!(matches!(
+            at(Some("application/vnd.ms-excel"), "book.xls"),
+            Some(Format::Xlsx)
+        ));
+        assert!(at(Some("application/octet-stream"), "blob.bin").is_none());
+    }
 
     /// Session 37's review: a plain-text file's first line became its title with the first
     /// half of an account number the line break cut; the title ends before such a value.

@@ -145,6 +145,12 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     // fallback for older readers (`mc:Fallback`): the fallback is skipped.
     let mut open: Vec<(String, Option<u8>)> = Vec::new();
     let (mut in_text, mut fallback) = (false, 0usize);
+    // Hidden text (`w:vanish` in a run's own properties) is not what a reader sees: left out,
+    // as deleted text is (a review). One entry per open run (a text box's runs sit inside
+    // one); the properties a tracked change replaced (`w:rPrChange`, `w:pPrChange`) and the
+    // paragraph mark's (`w:pPr/w:rPr`) are not the text's.
+    let mut runs: Vec<bool> = Vec::new();
+    let (mut in_rpr, mut in_ppr, mut changed) = (false, false, 0usize);
     // The bytes the open paragraphs hold, kept as they grow (summed at each event, a
     // paragraph nested a million deep cost a million additions an event; a review).
     let mut held = 0usize;
@@ -154,7 +160,19 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         _ if fallback > 0 => {}
         Ev::Start(e, empty) => match e.local_name().as_ref() {
             "p" if !empty => open.push((String::new(), None)),
-            "pStyle" => {
+            "r" if !empty => runs.push(false),
+            "rPr" if !empty => in_rpr = true,
+            "pPr" if !empty => in_ppr = true,
+            "rPrChange" | "pPrChange" if !empty => changed += 1,
+            "vanish" if in_rpr && !in_ppr && changed == 0 => {
+                let on = !matches!(attr(e, "val").as_deref(), Some("0" | "false" | "off"));
+                if let Some(hidden) = runs.last_mut() {
+                    *hidden = on;
+                }
+            }
+            // The style a tracked change replaced is not the paragraph's (a review: a demoted
+            // heading stayed one).
+            "pStyle" if changed == 0 => {
                 if let Some((_, style)) = open.last_mut() {
                     *style = attr(e, "val").as_deref().and_then(heading_level);
                 }
@@ -170,6 +188,12 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         },
         Ev::End(name) => match name {
             "t" => in_text = false,
+            "r" => {
+                runs.pop();
+            }
+            "rPr" => in_rpr = false,
+            "pPr" => in_ppr = false,
+            "rPrChange" | "pPrChange" => changed = changed.saturating_sub(1),
             "p" => {
                 if let Some((para, style)) = open.pop() {
                     held -= para.len();
@@ -182,7 +206,9 @@ pub fn docx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
             _ => {}
         },
         // A paragraph is gathered before the builder sees it: held to the budget here too.
-        Ev::Text(t) if in_text && !super::over_budget(held + t.len()) => {
+        Ev::Text(t)
+            if in_text && runs.last() != Some(&true) && !super::over_budget(held + t.len()) =>
+        {
             if let Some((para, _)) = open.last_mut() {
                 para.push_str(t);
                 held += t.len();
@@ -231,7 +257,9 @@ pub fn pptx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         let (mut para, mut in_text, mut title_shape) = (String::new(), false, false);
         walk(&xml, |ev| match ev {
             Ev::Start(e, empty) => match e.local_name().as_ref() {
-                "sp" if !empty => title_shape = false,
+                // Each shape, table frame, picture or group after the title is not it (a
+                // review: a table's cells after a title shape became headings).
+                "sp" | "graphicFrame" | "grpSp" | "cxnSp" | "pic" if !empty => title_shape = false,
                 "ph" => {
                     title_shape = matches!(attr(e, "type").as_deref(), Some("title" | "ctrTitle"))
                 }
@@ -320,6 +348,67 @@ mod tests {
         let d = docx(&bytes).unwrap();
         let texts: Vec<&str> = d.blocks.iter().map(|b| &d.text[b.span.clone()]).collect();
         assert_eq!(texts, ["Box", "Intro tail"]);
+    }
+
+    /// Found by a review: hidden text (`w:vanish`) was indexed, and a style a tracked change
+    /// replaced overrode the paragraph's own.
+    #[test]
+    fn hidden_runs_are_left_out_and_a_replaced_style_is_not_the_paragraph_s() {
+        let body = "<w:p><w:r><w:t xml:space=\"preserve\">Offer: 80k</w:t></w:r>\
+            <w:r><w:rPr><w:b/><w:vanish/></w:rPr><w:t xml:space=\"preserve\"> floor 95k</w:t></w:r>\
+            <w:r><w:rPr><w:vanish w:val=\"0\"/></w:rPr><w:t xml:space=\"preserve\">, net</w:t></w:r>\
+            <w:r><w:rPr><w:rPrChange><w:rPr><w:vanish/></w:rPr></w:rPrChange></w:rPr>\
+            <w:t xml:space=\"preserve\"> monthly</w:t></w:r></w:p>\
+            <w:p><w:pPr><w:rPr><w:vanish/></w:rPr></w:pPr><w:r><w:t>Shown.</w:t></w:r></w:p>\
+            <w:p><w:pPr><w:pStyle w:val=\"Heading2\"/><w:pPrChange><w:pPr>\
+            <w:pStyle w:val=\"Heading1\"/></w:pPr></w:pPrChange></w:pPr><w:r><w:t>Pay</w:t></w:r></w:p>\
+            <w:p><w:pPr><w:pStyle w:val=\"Normal\"/><w:pPrChange><w:pPr>\
+            <w:pStyle w:val=\"Heading1\"/></w:pPr></w:pPrChange></w:pPr><w:r><w:t>Body</w:t></w:r></w:p>";
+        let doc = format!(
+            "<?xml version=\"1.0\"?><w:document xmlns:w=\"w\"><w:body>{body}</w:body></w:document>"
+        );
+        let bytes = crate::parse::samples::zip(&[("word/document.xml", doc.as_str())]);
+        let d = docx(&bytes).unwrap();
+        let blocks: Vec<(&str, BlockKind)> = d
+            .blocks
+            .iter()
+            .map(|b| (&d.text[b.span.clone()], b.kind))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("Offer: 80k, net monthly", BlockKind::Paragraph),
+                ("Shown.", BlockKind::Paragraph),
+                ("Pay", BlockKind::Heading(2)),
+                ("Body", BlockKind::Paragraph),
+            ]
+        );
+    }
+
+    /// Found by a review: a table frame after a title shape had its cells read as headings.
+    #[test]
+    fn a_table_after_the_title_shape_is_not_a_heading() {
+        let slide = "<p:sld xmlns:p=\"p\" xmlns:a=\"a\"><p:cSld><p:spTree>\
+            <p:sp><p:nvSpPr><p:nvPr><p:ph type=\"title\"/></p:nvPr></p:nvSpPr><p:txBody>\
+            <a:p><a:r><a:t>Budget</a:t></a:r></a:p></p:txBody></p:sp>\
+            <p:graphicFrame><a:graphic><a:graphicData><a:tbl><a:tr><a:tc><a:txBody><a:p><a:r>\
+            <a:t>Travel 12k</a:t></a:r></a:p></a:txBody></a:tc></a:tr></a:tbl></a:graphicData>\
+            </a:graphic></p:graphicFrame></p:spTree></p:cSld></p:sld>";
+        let bytes = crate::parse::samples::zip(&[("ppt/slides/slide1.xml", slide)]);
+        let d = pptx(&bytes).unwrap();
+        let blocks: Vec<(&str, BlockKind)> = d
+            .blocks
+            .iter()
+            .map(|b| (&d.text[b.span.clone()], b.kind))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("Budget", BlockKind::Heading(1)),
+                ("Travel 12k", BlockKind::Paragraph)
+            ]
+        );
+        assert_eq!(d.blocks[1].heading_path, ["Budget"]);
     }
 
     #[test]

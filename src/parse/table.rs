@@ -71,6 +71,16 @@ fn cell(d: &Data) -> String {
     match d {
         Data::Empty => String::new(),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        // A date as the sheet shows it, not its serial number (a review: "Deadline: 46023").
+        Data::DateTime(dt) if dt.is_datetime() => {
+            let (y, mo, d, h, mi, s, _) = dt.to_ymd_hms_milli();
+            let time = format!("{h:02}:{mi:02}:{s:02}");
+            match (dt.as_f64() < 1.0, (h, mi, s) == (0, 0, 0)) {
+                (true, _) => time,
+                (false, true) => format!("{y:04}-{mo:02}-{d:02}"),
+                (false, false) => format!("{y:04}-{mo:02}-{d:02} {time}"),
+            }
+        }
         other => other.to_string(),
     }
 }
@@ -143,7 +153,18 @@ pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         .map_err(|e| ParseError::Malformed(format!("spreadsheet: {e}")))?;
     let mut b = TextBuilder::default();
     let mut cells_read = 0;
-    for name in wb.sheet_names() {
+    // What a reader sees when opening it: the visible worksheets. A hidden or "very hidden"
+    // sheet (a lookup table of salaries) is left out, and a chart sheet has no cells (a
+    // review: the first was indexed, the second failed the whole workbook).
+    let shown: Vec<String> = wb
+        .sheets_metadata()
+        .iter()
+        .filter(|s| {
+            s.visible == calamine::SheetVisible::Visible && s.typ == calamine::SheetType::WorkSheet
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    for name in shown {
         if b.over() {
             break;
         }
@@ -370,6 +391,65 @@ mod tests {
         assert_eq!(d.blocks[1].kind, BlockKind::TableCell);
         assert_eq!(d.blocks[1].heading_path, ["Budgets"]);
         assert_eq!(d.title, "budgets 2027");
+    }
+
+    /// Found by a review: a hidden or "very hidden" sheet was indexed, a chart sheet failed the
+    /// whole workbook, and a date was its serial number.
+    #[test]
+    fn only_visible_worksheets_are_read_and_dates_are_dates() {
+        let ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+        let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+        let rels = "http://schemas.openxmlformats.org/package/2006/relationships";
+        let sheet = |cells: &str| {
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{ns}"><sheetData>{cells}</sheetData></worksheet>"#
+            )
+        };
+        let budget = sheet(
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>Item</t></is></c><c r="B1" t="inlineStr"><is><t>Deadline</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>Travel</t></is></c><c r="B2" s="1"><v>46023</v></c></row>"#,
+        );
+        let pay = sheet(
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>Salary</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>secret 95k</t></is></c></row>"#,
+        );
+        let hidden = sheet(
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>Lookup</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>secret codes</t></is></c></row>"#,
+        );
+        let workbook = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{ns}" xmlns:r="{rel}"><sheets><sheet name="Budget" sheetId="1" r:id="rId1"/><sheet name="Pay" sheetId="2" state="veryHidden" r:id="rId2"/><sheet name="Lookup" sheetId="3" state="hidden" r:id="rId3"/><sheet name="Chart1" sheetId="4" r:id="rId4"/></sheets></workbook>"#
+        );
+        let wb_rels = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{rels}"><Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="{rel}/worksheet" Target="worksheets/sheet2.xml"/><Relationship Id="rId3" Type="{rel}/worksheet" Target="worksheets/sheet3.xml"/><Relationship Id="rId4" Type="{rel}/chartsheet" Target="chartsheets/sheet1.xml"/><Relationship Id="rId5" Type="{rel}/styles" Target="styles.xml"/></Relationships>"#
+        );
+        let styles = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><styleSheet xmlns="{ns}"><cellXfs count="2"><xf numFmtId="0"/><xf numFmtId="14" applyNumberFormat="1"/></cellXfs></styleSheet>"#
+        );
+        let chart = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><chartsheet xmlns="{ns}"><sheetViews><sheetView workbookViewId="0"/></sheetViews></chartsheet>"#
+        );
+        let bytes = crate::parse::samples::zip(&[
+            (
+                "[Content_Types].xml",
+                r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/></Types>"#,
+            ),
+            (
+                "_rels/.rels",
+                r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
+            ),
+            ("xl/workbook.xml", &workbook),
+            ("xl/_rels/workbook.xml.rels", &wb_rels),
+            ("xl/styles.xml", &styles),
+            ("xl/worksheets/sheet1.xml", &budget),
+            ("xl/worksheets/sheet2.xml", &pay),
+            ("xl/worksheets/sheet3.xml", &hidden),
+            ("xl/chartsheets/sheet1.xml", &chart),
+        ]);
+        let d = parse(&bytes, None, "budget.xlsx").unwrap();
+        assert!(!d.text.contains("secret"), "{}", d.text);
+        assert!(
+            d.text.contains("Item: Travel; Deadline: 2026-01-01"),
+            "{}",
+            d.text
+        );
     }
 
     /// Two cells far apart: read as two cells, not as the 1.7e10-cell rectangle between them
