@@ -157,6 +157,11 @@ struct Scanner {
     /// the file's mode made through one name is seen by events on that name only, and its
     /// other names are checked again with it.
     links: Arc<std::sync::Mutex<LinkNames>>,
+    /// With `follow_symlinks`: the paths met through a symbolic link, by the real path they
+    /// lead to. A change of the target's mode, or of a directory above it, is seen by events
+    /// on the real path only: the links' documents are checked again with it (a review: they
+    /// kept the wider ACL until the next reconciliation).
+    link_targets: Arc<std::sync::Mutex<BTreeMap<PathBuf, BTreeSet<PathBuf>>>>,
 }
 
 /// [`Scanner::links`] by (device, inode).
@@ -189,10 +194,15 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     let scanner = Scanner {
         cfg: cfg.clone(),
         filter,
-        names: Arc::new(std::sync::RwLock::new(Arc::new(PosixNames::load(
-            &cfg.passwd_file,
-            &cfg.group_file,
-        )))),
+        // An empty or unreadable file at start names nobody: every ACL would be read as
+        // numbers, then everything read again when the file is back (a review). Only a file
+        // that reads is taken, as at each later reconciliation.
+        names: Arc::new(std::sync::RwLock::new(Arc::new(
+            PosixNames::try_load(&cfg.passwd_file, &cfg.group_file).unwrap_or_else(|| {
+                tracing::warn!(connector = %cfg.id, "the passwd or group file is empty or unreadable: owners and groups are named by number until it reads");
+                PosixNames::load(&cfg.passwd_file, &cfg.group_file)
+            }),
+        ))),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -218,6 +228,7 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 .collect(),
         )),
         links: Arc::default(),
+        link_targets: Arc::default(),
     };
 
     // Start watching before the first scan so nothing changed during the crawl is missed.
@@ -231,7 +242,21 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     let queued: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>> = Arc::default();
     let _watcher = if cfg.watch {
         match start_watcher(&cfg.roots, ev_tx, dropped.clone(), queued.clone()) {
-            Ok(w) => Some(w),
+            Ok((w, partial)) => {
+                if !partial.is_empty() {
+                    let list: Vec<String> = partial
+                        .iter()
+                        .map(|(r, e)| format!("{}: {e}", r.display()))
+                        .collect();
+                    let why = format!(
+                        "watch incomplete (changes there wait for the reconciliation): {}",
+                        list.join("; ")
+                    );
+                    tracing::warn!(connector = %cfg.id, "{}", docent_connector_api::log_safe(&why));
+                    status.raise(Alarm::Watch, why);
+                }
+                Some(w)
+            }
             Err(e) => {
                 tracing::warn!(connector = %cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "watch unavailable, relying on reconciliation");
                 status.raise(Alarm::Watch, format!("watch unavailable: {e}"));
@@ -526,7 +551,7 @@ fn start_watcher(
     tx: mpsc::Sender<PathBuf>,
     dropped: Arc<std::sync::atomic::AtomicBool>,
     queued: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
-) -> notify::Result<notify::RecommendedWatcher> {
+) -> notify::Result<(notify::RecommendedWatcher, Vec<(PathBuf, notify::Error)>)> {
     let handler = move |res: notify::Result<notify::Event>| {
         for p in watched_paths(res) {
             let mut q = queued.lock().unwrap_or_else(|e| e.into_inner());
@@ -551,10 +576,17 @@ fn start_watcher(
         handler,
         notify::Config::default().with_follow_symlinks(false),
     )?;
+    // A root that cannot be watched whole (a directory below it the daemon may not read stops
+    // the recursive watch there) is watched as far as it could be, and said so; the other
+    // roots are watched all the same (a review: one such directory turned watching off for
+    // every root).
+    let mut partial = Vec::new();
     for r in roots {
-        watcher.watch(r, RecursiveMode::Recursive)?;
+        if let Err(e) = watcher.watch(r, RecursiveMode::Recursive) {
+            partial.push((r.clone(), e));
+        }
     }
-    Ok(watcher)
+    Ok((watcher, partial))
 }
 
 /// What the watch loop is sent for events the kernel dropped: no path names them, so everything
@@ -829,20 +861,37 @@ impl Scanner {
         Ok(())
     }
 
-    /// Withdraws (skips, with the reason) what is indexed or sent below `dir`.
-    fn withdraw_under(&self, dir: &Path, why: &str) -> Result<(), ConnectorError> {
-        for id in self.known_ids() {
-            if under(&id, dir) {
-                self.remember(&id, None);
-                self.count(|j| j.counts.failed += 1);
-                self.send_blocking(Change::Skipped {
-                    key: DocKey::new(&self.cfg.id, id),
-                    reason: format!(
-                        "withdrawn: the crawler may not list {} ({why})",
-                        dir.display()
-                    ),
-                })?;
-            }
+    /// Withdraws (skips, with the reason) what is indexed or sent below `dir`. `known`: the
+    /// known ids, listed on first use and shared by a walk's calls (a review: each refused
+    /// directory listed the whole index again, 5,000 private home folders 5,000 times).
+    fn withdraw_under(
+        &self,
+        dir: &Path,
+        why: &str,
+        known: &mut Option<BTreeSet<String>>,
+    ) -> Result<(), ConnectorError> {
+        let known = known.get_or_insert_with(|| self.known_ids());
+        let mut prefix = dir.to_string_lossy().into_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let doomed: Vec<String> = known
+            .range(prefix.clone()..)
+            .take_while(|id| id.starts_with(&prefix))
+            .filter(|id| under(id, dir))
+            .cloned()
+            .collect();
+        for id in doomed {
+            known.remove(&id);
+            self.remember(&id, None);
+            self.count(|j| j.counts.failed += 1);
+            self.send_blocking(Change::Skipped {
+                key: DocKey::new(&self.cfg.id, id),
+                reason: format!(
+                    "withdrawn: the crawler may not list {} ({why})",
+                    dir.display()
+                ),
+            })?;
         }
         Ok(())
     }
@@ -873,6 +922,7 @@ impl Scanner {
         // Recorded mount points not mounted now (canonical), asked when a link to a directory
         // is met.
         let mut vanished: Option<Vec<PathBuf>> = None;
+        let mut known: Option<BTreeSet<String>> = None;
         while let Some(entry) = walker.next() {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -880,10 +930,16 @@ impl Scanner {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let path = e
-                        .path()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| dir.to_path_buf());
+                    let Some(path) = e.path().map(Path::to_path_buf) else {
+                        // walkdir could not say which entry failed (its loop check could not
+                        // open a followed link): nothing is withdrawn or skipped for it, and
+                        // nothing below `dir` is deleted this pass (a review: the error was
+                        // put on `dir`, and a link to a directory the daemon may not open
+                        // withdrew the whole root).
+                        self.count_failure(&dir.to_string_lossy(), &format!("unreadable: {e}"));
+                        unlisted.push(dir.to_path_buf());
+                        continue;
+                    };
                     let reason = if e.loop_ancestor().is_some() {
                         "symlink loop".to_string()
                     } else {
@@ -915,7 +971,7 @@ impl Scanner {
                     // the directory can be listed again. Other errors (a missing mount, I/O)
                     // keep it.
                     if denied && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                        self.withdraw_under(&path, &reason)?;
+                        self.withdraw_under(&path, &reason, &mut known)?;
                     }
                     continue;
                 }
@@ -1151,6 +1207,9 @@ impl Scanner {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
+            // What links lead to here, or below here, is checked again too: the change (a
+            // chmod of the target or a directory above it) is theirs as well.
+            self.visit_links_into(root, path)?;
             // An event on a root itself that leaves it missing, a link, or listing nothing
             // (moved away, replaced by a link to its new place, deleted and made again): the reconciliation judges it, with its rule for a root
             // that lists nothing and deletion protection (a review: `mv share share.old &&
@@ -1243,6 +1302,34 @@ impl Scanner {
             }
         }
         Ok(reconcile)
+    }
+
+    /// Checks again the documents met through a symbolic link whose target is `path` (under
+    /// `root`) or lies below it (see [`Scanner::link_targets`]).
+    fn visit_links_into(&self, root: &Path, path: &Path) -> Result<(), ConnectorError> {
+        if !self.cfg.follow_symlinks {
+            return Ok(());
+        }
+        let real = self
+            .canonical_root(root)
+            .join(path.strip_prefix(root).unwrap_or(path));
+        let links: Vec<PathBuf> = {
+            let targets = self.link_targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets
+                .range(real.clone()..)
+                .take_while(|(t, _)| t.starts_with(&real))
+                .flat_map(|(_, links)| links.iter().cloned())
+                .filter(|l| l != path)
+                .collect()
+        };
+        for link in links {
+            if let Some(r) = self.root_of(&link)
+                && self.selected(r, &link)
+            {
+                self.visit_file(r, &link, false)?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks again the other names met of the file `path` names (several hard links, `meta`
@@ -1441,7 +1528,16 @@ impl Scanner {
             *nlink = (*nlink).max(meta.nlink());
             names.insert(path.to_path_buf());
         }
-        let (acl, version) = self.acl_and_version(&acl_root, &target, &meta, None)?;
+        // Permissions that could not be read because the server under them went away say
+        // nothing of the file either: an indexed version stays, as for its metadata (a review:
+        // a soft-mounted share losing its server mid-walk withdrew every file it reached).
+        let known = prev.is_some();
+        let (acl, version) = self
+            .acl_and_version(&acl_root, &target, &meta, None)
+            .map_err(|r| match known && r.contains(SERVER_LOST) {
+                true => Unread::Keep(r),
+                false => Unread::Skip(r),
+            })?;
         let full = self.full.load(std::sync::atomic::Ordering::Relaxed);
         // The ACL the index holds is still the file's: a read that fails for a cause that says
         // nothing about the file (see `is_transient`) keeps the indexed version.
@@ -1484,6 +1580,19 @@ impl Scanner {
             |(acl, _)| acl.fingerprint(),
         )
         .map_err(keep_if_transient)?;
+        // The directories above were read by path: the open file must still be where they are
+        // (a review: a directory renamed away and made again in between, `mv proj/secret
+        // proj/x && mkdir -m755 proj/secret`, lent the new directory's permissions to the old
+        // one's file). Its move raised events that read it again where it is now.
+        {
+            use std::os::fd::AsRawFd;
+            let now = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            if now.as_ref().ok() != Some(&real) {
+                return Err(Unread::Skip(
+                    "moved while it was read: read again where it is now".into(),
+                ));
+            }
+        }
         let name_hint = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -1615,6 +1724,17 @@ impl Scanner {
             return Ok((root.to_path_buf(), path.to_path_buf()));
         }
         let resolved = canonical()?;
+        let direct = self
+            .canonical_root(root)
+            .join(path.strip_prefix(root).unwrap_or(path));
+        if resolved != direct {
+            self.link_targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(resolved.clone())
+                .or_default()
+                .insert(path.to_path_buf());
+        }
         match self.root_holding(&resolved) {
             // The globs apply to the target too: a link must not bring in an excluded file.
             Some(c) if self.selected(c, &resolved) => Ok((c.to_path_buf(), resolved)),
@@ -1728,7 +1848,7 @@ static DIR_LISTS: std::sync::LazyLock<std::sync::Mutex<DirLists>> =
 /// [`path_access_list`] of directory `d`, from [`DIR_LISTS`] while its change time stands.
 fn dir_access_list(d: &Path) -> Result<(std::fs::Metadata, SharedList), String> {
     let key = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec());
-    let m = std::fs::symlink_metadata(d).map_err(|e| format!("unreadable: {e}"))?;
+    let m = std::fs::symlink_metadata(d).map_err(|e| unreadable(&e))?;
     let lists = || DIR_LISTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, list)) = lists().get(d)
         && *at == key(&m)
@@ -1775,9 +1895,9 @@ fn consistent(
 ) -> Result<(std::fs::Metadata, Option<Vec<ListEntry>>), String> {
     let key = |m: &std::fs::Metadata| (m.ino(), m.ctime(), m.ctime_nsec());
     for _ in 0..4 {
-        let before = stat().map_err(|e| format!("unreadable: {e}"))?;
+        let before = stat().map_err(|e| unreadable(&e))?;
         let l = list()?;
-        let after = stat().map_err(|e| format!("unreadable: {e}"))?;
+        let after = stat().map_err(|e| unreadable(&e))?;
         if key(&before) == key(&after) {
             return Ok((after, l));
         }
@@ -1866,6 +1986,19 @@ fn task_failure(e: &tokio::task::JoinError) -> String {
         "the scan task panicked (a bug: the daemon's log says where)".to_string()
     } else {
         format!("the scan task did not finish: {e}")
+    }
+}
+
+/// Marks a reason whose cause is the server under the file gone ([`server_lost`]).
+const SERVER_LOST: &str = "the server under it is unreachable: ";
+
+/// The reason a failed look at a file's or directory's metadata gives: marked when the server
+/// under it went away ([`SERVER_LOST`]).
+fn unreadable(e: &std::io::Error) -> String {
+    if server_lost(e) {
+        format!("{SERVER_LOST}{e}")
+    } else {
+        format!("unreadable: {e}")
     }
 }
 
@@ -1993,6 +2126,7 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
                     None => Ok(None),
                     Some(k) => Err(untrusted_mount(k)),
                 },
+                _ if server_lost(&e) => Err(format!("{SERVER_LOST}{e}")),
                 _ => Err(format!(
                     "cannot tell whether {} has an access control list: {e}",
                     path.display()

@@ -590,6 +590,41 @@ fn a_chmod_through_one_hard_link_narrows_the_other_name_at_once() {
     });
 }
 
+/// Found by a review: with `follow_symlinks`, a chmod of a link's target (or of a directory
+/// above it) raised events on the target's path only, and the link's document kept the wider
+/// ACL until the next reconciliation (an hour away here).
+#[test]
+fn a_chmod_of_a_link_s_target_narrows_the_link_s_document_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    for d in ["pub", "priv"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+        mode(&root.join(d), 0o755);
+    }
+    let (target, link) = (root.join("priv/pay.txt"), root.join("pub/pay.txt"));
+    std::fs::write(&target, "pay bands").unwrap();
+    mode(&target, 0o644);
+    std::os::unix::fs::symlink("../priv/pay.txt", &link).unwrap();
+    let connector = watching(&root);
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert!(up.iter().any(|id| *id == *link.to_string_lossy()), "{up:?}");
+        let everyone =
+            |acl: &docent_connector_api::Acl| acl.allow.iter().any(|p| p.token() == "everyone");
+        // The directory above the target closes: its events name `priv` only.
+        mode(&root.join("priv"), 0o700);
+        let narrowed = live.upserts(2).await;
+        let acl = narrowed
+            .get(&*link.to_string_lossy())
+            .unwrap_or_else(|| panic!("the link's document was not sent again: {narrowed:?}"));
+        assert!(!everyone(acl), "{narrowed:?}");
+        live.stop().await;
+    });
+}
+
 /// A hard link made to a file indexed with one name: the event names only the new name, so a
 /// reconciliation follows and finds the old one; a chmod through the new name then narrows
 /// both at once.
