@@ -983,7 +983,21 @@ impl Assistant {
             };
             if let Ok(hold) = hold {
                 let earlier = &earlier[earlier.len().saturating_sub(3)..];
-                match llm::rewrite(llm, earlier, question).await {
+                // Charged an estimate if the request is dropped while the model rewrites (the
+                // caller cancelled, its deadline passed): else a follow-up cancelled during
+                // its rewrite read the earlier questions for free (a review). Disarmed when
+                // the call returns: the caller then charges what it spent.
+                let mut pending = Unpaid(self.store.clone().map(|store| {
+                    let estimate = Usage {
+                        prompt: llm::rewrite_prompt_tokens(earlier, question),
+                        completion: u64::from(llm::REWRITE_MAX_TOKENS),
+                        estimated: true,
+                    };
+                    (store, self.usage_principals(caller), estimate)
+                }));
+                let answered = llm::rewrite(llm, earlier, question).await;
+                pending.paid();
+                match answered {
                     // Within the question's own limit too: a rewrite is searched, stored and
                     // fed back as an earlier question.
                     Ok((r, u))

@@ -611,7 +611,9 @@ impl Store {
             let Some((_, principal)) = k.value().split_once('\0') else {
                 continue;
             };
-            let u: UsageCounts = parse(v.value())?;
+            // One damaged counter counts as nothing, as for writes and quota checks (a review:
+            // it failed the whole report).
+            let u = readable_usage(k.value(), v.value());
             let s = totals.entry(principal.to_string()).or_default();
             s.prompt = s.prompt.saturating_add(u.prompt);
             s.completion = s.completion.saturating_add(u.completion);
@@ -731,6 +733,13 @@ mod tests {
             .unwrap();
         tx.commit().unwrap();
         assert_eq!(store.usage_today("user:mallory").unwrap().tokens(), 0);
+        // The admin's report reads past it too (a second review).
+        store.add_usage(&["user:bob".to_string()], 3, 4).unwrap();
+        let report = store.usage_since("2000-01-01").unwrap();
+        assert!(
+            report.iter().any(|(p, u)| p == "user:bob" && u.prompt == 3),
+            "{report:?}"
+        );
         store
             .add_usage(&["user:mallory".to_string()], 10, 5)
             .unwrap();

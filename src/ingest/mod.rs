@@ -3,8 +3,8 @@
 //!
 //! Changes arrive on one bounded channel (backpressure reaches the connectors). The pipeline
 //! gathers what is ready into a batch, does the CPU work off the async runtime, embeds all new
-//! chunks of the batch together, writes, and commits on a timer, on a checkpoint, or when enough
-//! has been written. Invariants:
+//! chunks of the batch together, writes, and commits on a timer (`commit_interval_ms`) or on a
+//! checkpoint. Invariants:
 //! - a failure on one document (parse error, oversize, binary) is recorded with its id and
 //!   reason and never stops the pipeline;
 //! - a document that becomes unindexable (skipped, unparseable) is removed, so stale text or a
@@ -582,11 +582,15 @@ impl RetryQueue {
         now: Instant,
     ) -> Option<Duration> {
         self.cancel(&doc.key);
-        if attempt > policy.attempts || self.bytes + doc.content.len() > policy.max_bytes {
+        // Every field the document holds counts, as in the pipeline's queue (a review: only
+        // the content did, so ACL changes of ten bytes of text with a thousand deny entries
+        // each held gigabytes under a 64 MiB bound).
+        let held = doc.held_bytes();
+        if attempt > policy.attempts || self.bytes + held > policy.max_bytes {
             return None;
         }
         let delay = policy.first * 4u32.saturating_pow(attempt - 1);
-        self.bytes += doc.content.len();
+        self.bytes += held;
         self.pending.insert(
             doc.key.clone(),
             Pending {
@@ -602,7 +606,7 @@ impl RetryQueue {
     /// A newer change of `key` arrived: its pending retry is stale.
     fn cancel(&mut self, key: &DocKey) {
         if let Some(p) = self.pending.remove(key) {
-            self.bytes -= p.doc.content.len();
+            self.bytes -= p.doc.held_bytes();
         }
     }
 
@@ -625,7 +629,7 @@ impl RetryQueue {
             .map(|(_, k)| k.clone())
             .collect();
         let mut due: Vec<Pending> = keys.iter().filter_map(|k| self.pending.remove(k)).collect();
-        self.bytes -= due.iter().map(|p| p.doc.content.len()).sum::<usize>();
+        self.bytes -= due.iter().map(|p| p.doc.held_bytes()).sum::<usize>();
         due.sort_by_key(|p| p.due);
         due
     }
@@ -1016,6 +1020,18 @@ impl Pipeline {
             // shutdown is not silence (a review).
             if shutdown_seen {
                 last_received = tokio::time::Instant::now();
+            }
+            // The longest wait holds even while changes keep coming: the biased select below
+            // never reaches its timer while one is always ready (a review).
+            if shutdown_seen
+                && !closed
+                && tokio::time::Instant::now() >= shutdown_at + SHUTDOWN_LIMIT
+            {
+                tracing::warn!(
+                    "connectors kept sending past the longest wait after the shutdown; the queue is closed and drained without them"
+                );
+                rx.close();
+                closed = true;
             }
             let first = match carry.take() {
                 Some(c) => Some(c),
@@ -2539,7 +2555,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = test_index(dir.path());
         let mut pipeline = pipeline_into(&index, None);
-        pipeline.cfg.retry.max_bytes = 2 * doc(0, 1).content.len();
+        pipeline.cfg.retry.max_bytes = 2 * doc(0, 1).held_bytes();
         pipeline.unavailable_parses.store(3, Ordering::Relaxed);
         pipeline
             .process(
@@ -2553,6 +2569,17 @@ mod tests {
         assert_eq!(pipeline.retries().take_due(now, 1).len(), 1);
         assert_eq!(all_retries(&pipeline).len(), 1);
         assert_eq!(pipeline.retries().bytes, 0);
+        // A document of little text and a large ACL counts all it holds (a review).
+        let mut wide = doc(7, 1);
+        wide.acl.deny = (0..1024)
+            .map(|i| docent_connector_api::Principal::user(format!("{i:0>250}")))
+            .collect();
+        assert!(wide.held_bytes() > pipeline.cfg.retry.max_bytes);
+        pipeline.unavailable_parses.store(1, Ordering::Relaxed);
+        pipeline
+            .process(vec![Change::Upsert(Box::new(wide))])
+            .unwrap();
+        assert_eq!(pipeline.retries().bytes, 0, "not held: it does not fit");
     }
 
     /// The running pipeline wakes up for a retry that comes due, with nothing else arriving.

@@ -661,6 +661,53 @@ async fn a_cancelled_ask_counts_its_tokens_and_frees_the_model() {
     d.stop().await;
 }
 
+/// Found by a review: a follow-up cancelled while the model rewrote it was charged nothing (the
+/// charge was armed only once the rewrite returned), so cancelled follow-ups read the earlier
+/// questions for free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_cancelled_while_the_model_rewrites_it_is_charged() {
+    away_from_utc_midnight().await;
+    let fake = FakeLlm::start(Script::Stall).await;
+    let env = Env::example();
+    let config =
+        with_llm(&env, &fake.url, "").replace("rewrite = \"heuristic\"", "rewrite = \"llm\"");
+    assert!(config.contains("rewrite = \"llm\""));
+    let d = env.start_with(env.config_from(&config)).await;
+    let mut c = client(&d).await;
+    let first = c
+        .ask(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "How many vacation days do employees get?".into(),
+                new_conversation: true,
+                mode: pb::AnswerMode::Extractive as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fake.requests(), 0, "no model call for the first question");
+    let conversation_id = first.details.unwrap().conversation_id;
+    let asked = tokio::spawn(async move {
+        c.ask(authed(
+            ALICE,
+            pb::AskRequest {
+                question: "And contractors?".into(),
+                conversation_id,
+                mode: pb::AnswerMode::Extractive as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+    });
+    wait_for_the_model(&fake).await;
+    asked.abort();
+    let alice = usage_of(&d, "alice", 1).await;
+    assert!(alice.prompt_tokens > 0, "{alice:?}");
+    d.stop().await;
+}
+
 /// A client that leaves an AskStream while the model writes ends the model call at once: its
 /// concurrency slot is free for the next request (before, it was held until the model's next
 /// piece, here never, so the next request waited for the slot and fell back to extractive).
