@@ -613,8 +613,16 @@ fn watched_paths(res: notify::Result<notify::Event>) -> Vec<PathBuf> {
     if ev.need_rescan() {
         return vec![rescan_marker()];
     }
-    // Opening and closing files for reading changes nothing.
-    if matches!(ev.kind, EventKind::Access(_)) {
+    // Opening and closing files for reading changes nothing; closing one written to may
+    // (a file written through a memory map raises no modify event; a review).
+    if matches!(ev.kind, EventKind::Access(_))
+        && !matches!(
+            ev.kind,
+            EventKind::Access(notify::event::AccessKind::Close(
+                notify::event::AccessMode::Write
+            ))
+        )
+    {
         return Vec::new();
     }
     ev.paths
@@ -1253,6 +1261,10 @@ impl Scanner {
                 _ => Some(false),
             };
             match meta {
+                // A name that is not Unicode was never indexed, and its lossy spelling may be
+                // another file's id (a review: a link named `report\xff.pdf` deleted the
+                // indexed `report\u{FFFD}.pdf`).
+                Ok(_) if linked == Some(true) && path.to_str().is_none() => {}
                 Ok(_) if linked == Some(true) => {
                     // Not followed (a link, or a path through one): whatever was indexed under
                     // this path goes.
@@ -2544,6 +2556,17 @@ mod tests {
         let read = notify::Event::new(EventKind::Access(AccessKind::Read))
             .add_path("/srv/share/a.md".into());
         assert!(watched_paths(Ok(read)).is_empty());
+        // Closing a file written to is a change (a write through a memory map raises nothing
+        // else; a review); closing one read is not.
+        let closed = |mode| {
+            notify::Event::new(EventKind::Access(AccessKind::Close(mode)))
+                .add_path("/srv/share/a.md".into())
+        };
+        assert_eq!(
+            watched_paths(Ok(closed(notify::event::AccessMode::Write))),
+            [PathBuf::from("/srv/share/a.md")]
+        );
+        assert!(watched_paths(Ok(closed(notify::event::AccessMode::Read))).is_empty());
         // The watcher's own failure (a limit on watches reached): everything is walked (a
         // review: it was dropped).
         let failed = notify::Error::generic("inotify watch limit reached");

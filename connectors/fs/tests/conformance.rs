@@ -988,6 +988,44 @@ fn a_name_that_is_not_unicode_is_not_indexed_under_another_files_id() {
     });
 }
 
+/// Found by a review: a link whose name is not valid UTF-8, made while watched (links not
+/// followed), deleted the document its lossy spelling names.
+#[test]
+fn a_link_whose_name_is_not_unicode_deletes_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    let real = root.join("caf\u{FFFD}.txt");
+    std::fs::write(&real, "the real one").unwrap();
+    mode(&real, 0o644);
+    let id = real.to_str().unwrap().to_string();
+    let connector = Box::new(
+        FsConnector::new(FsConfig {
+            watch: true,
+            follow_symlinks: false,
+            ..config_at(&[&root])
+        })
+        .unwrap(),
+    );
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up, vec![id.clone()]);
+        std::os::unix::fs::symlink(
+            "elsewhere",
+            root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let (_, _, deleted, _) = live.sync_now(true).await;
+        assert!(deleted.is_empty(), "{deleted:?}");
+        assert_eq!(index.native_ids("fs-conformance"), vec![id.clone()]);
+        live.stop().await;
+    });
+}
+
 /// With `follow_symlinks`, a link to a directory outside the roots is not walked (a link to `/`
 /// would have the walk read the machine's whole tree, refusing it file by file): it is reported
 /// once, and nothing under it is read, sent or indexed.
