@@ -32,6 +32,10 @@ pub struct ClientOptions {
     /// The first retry's delay; each further retry doubles it, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The most bytes read of a page's text or rendering: a page larger than the documents
+    /// Docent takes is refused as it arrives rather than held whole (a review: any answer
+    /// could be 256 MiB, several at once, decoded twice over).
+    pub max_page_response_bytes: usize,
 }
 
 impl Default for ClientOptions {
@@ -42,7 +46,33 @@ impl Default for ClientOptions {
             retries: 3,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_page_response_bytes: MAX_RESPONSE_BYTES,
         }
+    }
+}
+
+/// The response limit of page calls for documents of at most `max_document_bytes`: XML-RPC
+/// writes `<`, `>` and `&` as entities (up to five bytes each), plus the envelope.
+pub fn page_response_limit(max_document_bytes: u64) -> usize {
+    usize::try_from(max_document_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(5)
+        .saturating_add(64 << 10)
+        .min(MAX_RESPONSE_BYTES)
+}
+
+/// What kind of value `v` is, for messages (never the value: it may be a page's text).
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Int(_) => "int",
+        Value::Bool(_) => "boolean",
+        Value::Double(_) => "double",
+        Value::String(_) => "string",
+        Value::DateTime(_) => "dateTime",
+        Value::Base64(_) => "base64",
+        Value::Array(_) => "array",
+        Value::Struct(_) => "struct",
+        Value::Nil => "nil",
     }
 }
 
@@ -73,6 +103,9 @@ pub enum CallError {
     Transport { method: String, message: String },
     #[error("{method}: unexpected answer: {message}")]
     Protocol { method: String, message: String },
+    /// The answer ran past the bytes read for it.
+    #[error("{method}: the answer is larger than {limit} bytes")]
+    TooLarge { method: String, limit: usize },
     #[error("cancelled by shutdown")]
     Cancelled,
 }
@@ -87,7 +120,7 @@ impl CallError {
     /// An error reply about the page asked for, not the wiki's trouble: [`Self::Remote`] (any
     /// error before 2024-02-06) or [`Self::is_no_such_page`].
     pub fn is_page_refusal(&self) -> bool {
-        matches!(self, Self::Remote { .. }) || self.is_no_such_page()
+        matches!(self, Self::Remote { .. } | Self::TooLarge { .. }) || self.is_no_such_page()
     }
 
     /// Worth retrying: the wiki or the network may recover.
@@ -204,12 +237,22 @@ impl Client {
     /// Calls `method`, retrying transient failures. DokuWiki's `{}` error reply is returned as
     /// a value: what it means depends on the method.
     pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        self.call_within(method, params, MAX_RESPONSE_BYTES).await
+    }
+
+    /// [`Self::call`] reading at most `limit` bytes of response.
+    async fn call_within(
+        &self,
+        method: &str,
+        params: &[Value],
+        limit: usize,
+    ) -> Result<Value, CallError> {
         let body = xmlrpc::encode_call(method, params);
         let opts = &self.inner.opts;
         let mut delay = opts.backoff;
         let mut attempt = 0;
         loop {
-            match self.call_once(method, &body).await {
+            match self.call_once(method, &body, limit).await {
                 Ok(v) => return Ok(v),
                 Err(a) if a.error.is_transient() && attempt < opts.retries => {
                     let wait = a.retry_after.unwrap_or(delay).min(MAX_RETRY_AFTER);
@@ -231,7 +274,7 @@ impl Client {
         }
     }
 
-    async fn call_once(&self, method: &str, body: &str) -> Result<Value, Attempt> {
+    async fn call_once(&self, method: &str, body: &str, limit: usize) -> Result<Value, Attempt> {
         let inner = &*self.inner;
         let _permit = self
             .cancellable(inner.permits.acquire())
@@ -278,10 +321,10 @@ impl Client {
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = self.cancellable(resp.chunk()).await?.map_err(transport)? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(CallError::Protocol {
+            if bytes.len() + chunk.len() > limit {
+                return Err(CallError::TooLarge {
                     method: method.into(),
-                    message: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                    limit,
                 }
                 .into());
             }
@@ -310,6 +353,13 @@ impl Client {
         }
     }
 
+    /// `method` with the response size limit of page calls (see
+    /// [`ClientOptions::max_page_response_bytes`]).
+    async fn page_call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        self.call_within(method, params, self.inner.opts.max_page_response_bytes)
+            .await
+    }
+
     fn protocol(method: &str, message: impl Into<String>) -> CallError {
         CallError::Protocol {
             method: method.into(),
@@ -322,7 +372,7 @@ impl Client {
         const M: &str = "dokuwiki.getTime";
         let v = self.call(M, &[]).await?;
         v.as_i64()
-            .ok_or_else(|| Self::protocol(M, format!("expected an int, got {v:?}")))
+            .ok_or_else(|| Self::protocol(M, format!("expected an int, got {}", kind(&v))))
     }
 
     /// `dokuwiki.getVersion`: the wiki's release, as it names it (`Release 2022-07-31b "Igor"`).
@@ -331,7 +381,7 @@ impl Client {
         let v = self.call(M, &[]).await?;
         v.as_str()
             .map(str::to_string)
-            .ok_or_else(|| Self::protocol(M, format!("expected a string, got {v:?}")))
+            .ok_or_else(|| Self::protocol(M, format!("expected a string, got {}", kind(&v))))
     }
 
     /// `plugin.acl.listAcls` (superusers only): the wiki's ACL rules.
@@ -430,7 +480,7 @@ impl Client {
         let rev = v
             .get("version")
             .and_then(Value::as_i64)
-            .ok_or_else(|| Self::protocol(M, format!("no version in {v:?}")))?;
+            .ok_or_else(|| Self::protocol(M, format!("no version in a {}", kind(&v))))?;
         Ok(Some(PageInfo {
             rev,
             author: v.get("author").and_then(Value::as_str).map(str::to_string),
@@ -440,10 +490,13 @@ impl Client {
     /// `wiki.getPageHTML(id)`: the rendered page (empty for a missing page).
     pub async fn page_html(&self, id: &str) -> Result<String, CallError> {
         const M: &str = "wiki.getPageHTML";
-        match self.call(M, &[id.into()]).await? {
+        match self.page_call(M, &[id.into()]).await? {
             Value::String(s) => Ok(s),
             v if v.is_empty_struct() => Err(Self::remote(M, id)),
-            v => Err(Self::protocol(M, format!("expected a string, got {v:?}"))),
+            v => Err(Self::protocol(
+                M,
+                format!("expected a string, got {}", kind(&v)),
+            )),
         }
     }
 
@@ -451,20 +504,26 @@ impl Client {
     /// bypassing DokuWiki's render cache (empty when that revision is not kept).
     pub async fn page_html_version(&self, id: &str, rev: i64) -> Result<String, CallError> {
         const M: &str = "wiki.getPageHTMLVersion";
-        match self.call(M, &[id.into(), rev.into()]).await? {
+        match self.page_call(M, &[id.into(), rev.into()]).await? {
             Value::String(s) => Ok(s),
             v if v.is_empty_struct() => Err(Self::remote(M, id)),
-            v => Err(Self::protocol(M, format!("expected a string, got {v:?}"))),
+            v => Err(Self::protocol(
+                M,
+                format!("expected a string, got {}", kind(&v)),
+            )),
         }
     }
 
     /// `wiki.getPage(id)`: the page's wiki text.
     pub async fn page_text(&self, id: &str) -> Result<String, CallError> {
         const M: &str = "wiki.getPage";
-        match self.call(M, &[id.into()]).await? {
+        match self.page_call(M, &[id.into()]).await? {
             Value::String(s) => Ok(s),
             v if v.is_empty_struct() => Err(Self::remote(M, id)),
-            v => Err(Self::protocol(M, format!("expected a string, got {v:?}"))),
+            v => Err(Self::protocol(
+                M,
+                format!("expected a string, got {}", kind(&v)),
+            )),
         }
     }
 
@@ -506,7 +565,7 @@ impl Client {
         let groups = Value::Array(groups.iter().map(|g| (*g).into()).collect());
         let v = self.call(M, &[page.into(), user.into(), groups]).await?;
         v.as_i64()
-            .ok_or_else(|| Self::protocol(M, format!("expected an int, got {v:?}")))
+            .ok_or_else(|| Self::protocol(M, format!("expected an int, got {}", kind(&v))))
     }
 
     async fn expect_true(
@@ -518,7 +577,10 @@ impl Client {
         match self.call(method, params).await? {
             Value::Bool(true) => Ok(()),
             v if v.is_empty_struct() => Err(Self::remote(method, args)),
-            v => Err(Self::protocol(method, format!("expected true, got {v:?}"))),
+            v => Err(Self::protocol(
+                method,
+                format!("expected true, got {}", kind(&v)),
+            )),
         }
     }
 }
@@ -617,6 +679,37 @@ mod tests {
             backoff: Duration::from_millis(10),
             ..ClientOptions::default()
         }
+    }
+
+    /// Found by a review: a page's text or rendering was read up to 256 MiB whatever the
+    /// document limit. A page call now stops at its own limit and refuses the page; other
+    /// calls keep theirs; the message names no part of the answer.
+    #[tokio::test]
+    async fn a_page_answer_past_its_limit_refuses_the_page() {
+        let page = "<?xml version=\"1.0\"?><methodResponse><params><param><value><string>\
+                    secret text of a very long page</string></value></param></params></methodResponse>";
+        let (url, _) =
+            fake_server_with(vec![("HTTP/1.1 200 OK", page), ("HTTP/1.1 200 OK", page)]).await;
+        let client = Client::new(
+            &url,
+            "u",
+            "p",
+            ClientOptions {
+                max_page_response_bytes: 64,
+                ..quick()
+            },
+        )
+        .unwrap();
+        let e = client.page_text("big").await.unwrap_err();
+        assert!(matches!(e, CallError::TooLarge { limit: 64, .. }), "{e:?}");
+        assert!(e.is_page_refusal());
+        assert!(!e.to_string().contains("secret"), "{e}");
+        // An answer of another type is described by its type, not shown.
+        let e = client.server_time().await.unwrap_err();
+        assert!(e.to_string().contains("got string"), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert_eq!(page_response_limit(1 << 20), (5 << 20) + (64 << 10));
+        assert_eq!(page_response_limit(u64::MAX), MAX_RESPONSE_BYTES);
     }
 
     #[tokio::test]

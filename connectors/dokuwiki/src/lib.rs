@@ -149,6 +149,7 @@ impl DokuWikiConnector {
             ClientOptions {
                 max_concurrent_requests: cfg.max_concurrent_requests,
                 request_timeout: cfg.request_timeout,
+                max_page_response_bytes: client::page_response_limit(cfg.max_document_bytes),
                 ..ClientOptions::default()
             },
         )?;
