@@ -180,7 +180,15 @@ impl Format {
             return match m.as_str() {
                 // Says nothing of the format: the name does (a review: `x.pdf` sent as
                 // octet-stream was refused).
-                "" | "application/octet-stream" | "binary/octet-stream" => Self::detect(None, name),
+                ""
+                | "application/octet-stream"
+                | "binary/octet-stream"
+                | "application/binary"
+                | "application/unknown"
+                | "application/force-download"
+                | "application/x-download"
+                | "application/zip"
+                | "application/x-zip-compressed" => Self::detect(None, name),
                 // What Windows reports for a `.csv` file.
                 "application/vnd.ms-excel" if ext.as_deref() == Some("csv") => Ok(Self::Csv),
                 "text/plain" => Ok(Self::Text),
@@ -826,6 +834,12 @@ mod tests {
             Some(Format::Xlsx)
         ));
         assert!(at(Some("application/octet-stream"), "blob.bin").is_none());
+        // An Office file is a zip: some clients say so.
+        assert!(matches!(
+            at(Some("application/zip"), "a.docx"),
+            Some(Format::Docx)
+        ));
+        assert!(at(Some("application/zip"), "a.zip").is_none());
     }
 
     /// Session 37's review: a plain-text file's first line became its title with the first

@@ -32,48 +32,7 @@ fn check_page_tree(bytes: &[u8]) -> Result<(), ParseError> {
             cur = parent;
         }
     }
-    if layers_off(&doc) {
-        return Err(ParseError::Unsupported(
-            "PDF with layers (optional content) switched off: their text cannot be told from \
-             what a reader sees"
-                .into(),
-        ));
-    }
     Ok(())
-}
-
-/// Whether the PDF's default view switches some optional content (layers) off: its `/D`
-/// configuration lists groups `/OFF`, or starts from `/BaseState /OFF`. The text extractor
-/// reads every layer, so what a viewer hides ("Reviewer notes", a draft under a redaction)
-/// would be indexed (a review); such a file is refused instead.
-fn layers_off(doc: &lopdf::Document) -> bool {
-    fn deref<'a>(doc: &'a lopdf::Document, o: &'a lopdf::Object) -> Option<&'a lopdf::Object> {
-        doc.dereference(o).ok().map(|(_, o)| o)
-    }
-    fn get<'a>(
-        doc: &'a lopdf::Document,
-        d: &'a lopdf::Dictionary,
-        key: &[u8],
-    ) -> Option<&'a lopdf::Object> {
-        d.get(key).ok().and_then(|o| deref(doc, o))
-    }
-    let Some(props) = doc
-        .catalog()
-        .ok()
-        .and_then(|c| get(doc, c, b"OCProperties"))
-        .and_then(|o| o.as_dict().ok())
-    else {
-        return false;
-    };
-    let Some(d) = get(doc, props, b"D").and_then(|o| o.as_dict().ok()) else {
-        return false;
-    };
-    let off = get(doc, d, b"OFF")
-        .and_then(|o| o.as_array().ok())
-        .is_some_and(|a| !a.is_empty());
-    let base_off =
-        get(doc, d, b"BaseState").and_then(|o| o.as_name().ok()) == Some(b"OFF".as_slice());
-    off || base_off
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
@@ -105,33 +64,6 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
 #[cfg(test)]
 mod tests {
     use crate::parse::{ParseError, assert_spans_valid, parse};
-
-    /// Found by a review: the extractor reads every layer, so text a viewer hides by default
-    /// (a layer switched off) was indexed. Such a PDF is refused; one whose layers are all on
-    /// is read.
-    #[test]
-    fn a_pdf_with_layers_switched_off_is_refused() {
-        let with = |d: &str| {
-            let content = "BT /F1 12 Tf 72 720 Td (Quarterly report) Tj ET\n";
-            crate::parse::samples::pdf_from_objects(&[
-                format!(
-                    "<< /Type /Catalog /Pages 2 0 R /OCProperties << /OCGs [6 0 R] /D {d} >> >>"
-                )
-                .into_bytes(),
-                b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>".to_vec(),
-                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>".to_vec(),
-                format!("<< /Length {} >>\nstream\n{content}endstream", content.len()).into_bytes(),
-                b"<< /Type /OCG /Name (Reviewer notes) >>".to_vec(),
-            ])
-        };
-        for off in ["<< /OFF [6 0 R] >>", "<< /BaseState /OFF /ON [] >>"] {
-            let r = parse(&with(off), None, "layers.pdf");
-            assert!(matches!(r, Err(ParseError::Unsupported(_))), "{off}: {r:?}");
-        }
-        let on = parse(&with("<< /ON [6 0 R] /OFF [] >>"), None, "layers.pdf").unwrap();
-        assert!(on.text.contains("Quarterly report"));
-    }
 
     #[test]
     fn pages_are_carried_into_blocks() {

@@ -72,7 +72,8 @@ fn cell(d: &Data) -> String {
         Data::Empty => String::new(),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
         // A date as the sheet shows it, not its serial number (a review: "Deadline: 46023").
-        Data::DateTime(dt) if dt.is_datetime() => {
+        // (Not a negative one, a difference of dates, which reads as no date.)
+        Data::DateTime(dt) if dt.is_datetime() && dt.as_f64() >= 0.0 => {
             let (y, mo, d, h, mi, s, _) = dt.to_ymd_hms_milli();
             let time = format!("{h:02}:{mi:02}:{s:02}");
             match (dt.as_f64() < 1.0, (h, mi, s) == (0, 0, 0)) {
