@@ -173,9 +173,11 @@ impl RawConfig {
         let mut issues = Issues::default();
         let url = self.url.trim().trim_end_matches('/').to_string();
         match reqwest::Url::parse(&url) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                issues.add("url", format!("must be an http or https URL, got {url:?}"))
-            }
+            // The scheme alone: the URL may hold a password (a second review).
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => issues.add(
+                "url",
+                format!("must be an http or https URL, not {}:", u.scheme()),
+            ),
             Ok(u) if u.query().is_some() || u.fragment().is_some() => issues.add(
                 "url",
                 "must be the wiki's base URL, without a query or fragment (not .../doku.php?id=...)",

@@ -692,7 +692,7 @@ impl Syncer {
         .await?;
         let known = self.known_ids();
         let (n, total) = (gone.len() as u64, known.len() as u64);
-        let emptied: Vec<&str> = empty
+        let mut emptied: Vec<&str> = empty
             .iter()
             .copied()
             .filter(|ns| {
@@ -702,6 +702,23 @@ impl Syncer {
                 })
             })
             .collect();
+        // Any namespace, at any depth, that lists no page while at least
+        // `deletion_protection_min_docs` of its indexed pages would go: a sub-folder the wiki
+        // cannot read (an unmounted share under `data/pages`) lists as nothing in a crawl of
+        // the whole wiki too (a second review). A namespace of fewer pages emptied by their
+        // deletion is ordinary and goes.
+        let listed_ns: BTreeSet<&str> = listed.keys().flat_map(|id| namespaces_of(id)).collect();
+        let mut vanished: BTreeMap<&str, u64> = BTreeMap::new();
+        for id in &gone {
+            if let Some(top) = namespaces_of(id).find(|ns| !listed_ns.contains(ns)) {
+                *vanished.entry(top).or_default() += 1;
+            }
+        }
+        for (ns, pages) in vanished {
+            if pages >= self.cfg.deletion_protection_min_docs.max(2) && !emptied.contains(&ns) {
+                emptied.push(ns);
+            }
+        }
         if n > 0 && !force_deletions {
             let why = if listed.is_empty() {
                 Some(format!(
@@ -710,6 +727,14 @@ impl Syncer {
                      --force-deletions`",
                     self.cfg.id
                 ))
+            } else if let Some(why) = deletion_protection(
+                &self.cfg.id,
+                n,
+                total,
+                self.cfg.deletion_protection_percent,
+                self.cfg.deletion_protection_min_docs,
+            ) {
+                Some(why)
             } else if !emptied.is_empty() {
                 Some(format!(
                     "deletion protection: the namespace(s) {} listed no pages while pages of \
@@ -719,13 +744,7 @@ impl Syncer {
                     self.cfg.id
                 ))
             } else {
-                deletion_protection(
-                    &self.cfg.id,
-                    n,
-                    total,
-                    self.cfg.deletion_protection_percent,
-                    self.cfg.deletion_protection_min_docs,
-                )
+                None
             };
             if let Some(why) = why {
                 tracing::warn!(connector = %self.cfg.id, deleting = n, indexed = total, "deletion protection held deletions back");
@@ -740,15 +759,20 @@ impl Syncer {
                     self.sync_page(ctx, id, Some(info.rev)).await
                 }
                 Ok(_) => self.gone(ctx, &DocKey::new(&self.cfg.id, id)).await,
-                // Not confirmed: kept, and asked again at the next reconciliation; the pass
-                // goes on to the other pages when the wiki still answers.
+                // Not confirmed: kept while its ACL stands, else withdrawn, as any page the
+                // wiki fails on (a second review: it was kept under a narrowed ACL); asked
+                // again at the next reconciliation. The pass goes on to the other pages when
+                // the wiki still answers.
                 Err(e) => {
-                    let e = self.page_trouble(e).await?;
-                    ctx.job.failure(
-                        &id,
-                        &format!("its deletion could not be confirmed: {e}; kept"),
-                    );
-                    Ok(())
+                    let key = DocKey::new(&self.cfg.id, id.as_str());
+                    let unchanged_acl = match (
+                        self.last_known(&key),
+                        self.page_acl(ctx.rules, ctx.superusers, &id),
+                    ) {
+                        (Some(p), Ok((acl, _))) => p.acl_fingerprint == acl.fingerprint(),
+                        _ => false,
+                    };
+                    self.page_failed(ctx, key, unchanged_acl, e).await
                 }
             }
         })
@@ -1077,6 +1101,11 @@ impl Syncer {
     }
 }
 
+/// The namespaces page `id` lies in, outermost first (`a:b:c` → `a`, `a:b`).
+fn namespaces_of(id: &str) -> impl Iterator<Item = &str> {
+    id.match_indices(':').map(move |(i, _)| &id[..i])
+}
+
 pub(crate) fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1135,7 +1164,13 @@ fn includes_other_pages(text: &str) -> Option<String> {
             return Some(format!("{{{{{}>", &rest[..name_len]));
         }
     }
-    for (i, _) in text.match_indices("~~") {
+    // Every `~~`, overlapping ones too: `~~~DIR~~` is the directive after its first tilde (a
+    // second review).
+    let tildes = text
+        .match_indices('~')
+        .map(|(i, _)| i)
+        .filter(|&i| text[i + 1..].starts_with('~'));
+    for i in tildes {
         let rest = &text[i + 2..];
         // Plugin directives: upper case (`~~DIR~~`, `~~INFO:…~~`, `~~GROUPMGR|a|@b~~`), or
         // any case with arguments (`~~groupmanager|a|b~~`, found by a review; a bare
@@ -1147,9 +1182,15 @@ fn includes_other_pages(text: &str) -> Option<String> {
         let after = &rest[name_len..];
         let upper = name.starts_with(|c: char| c.is_ascii_uppercase())
             && !name.contains(|c: char| c.is_ascii_lowercase());
-        let args = after.starts_with(':') || after.starts_with('|');
+        // Lower case only with `|` arguments: `~~Note: old~~` and `~~https://…~~`, struck out
+        // the Markdown way, are text.
+        let directive = if upper {
+            after.starts_with(':') || after.starts_with('|') || after.starts_with("~~")
+        } else {
+            after.starts_with('|')
+        };
         if name_len > 0
-            && (args || upper && after.starts_with("~~"))
+            && directive
             && !SAFE_DIRECTIVES.contains(&name.to_ascii_uppercase().as_str())
         {
             return Some(format!("~~{name}"));
@@ -1273,6 +1314,13 @@ mod tests {
         assert_eq!(found("<php>echo 1;</php>").as_deref(), Some("<php"));
         assert_eq!(found("<PHP>echo 1;</PHP>").as_deref(), Some("<php"));
         assert_eq!(found("~~NOTOC~~ and ~~old~~ text").as_deref(), None);
+        // A tilde more in front hides nothing (a second review); struck-out text is text.
+        assert_eq!(found("~~~GROUPMGR|a|@b~~").as_deref(), Some("~~GROUPMGR"));
+        assert_eq!(found("~~~DIR~~").as_deref(), Some("~~DIR"));
+        assert_eq!(
+            found("~~Note: old~~ and ~~https://x.example~~").as_deref(),
+            None
+        );
         assert_eq!(
             found("---- datatable ----\ncols: %pageid%\n----").as_deref(),
             Some("---- datatable ----")

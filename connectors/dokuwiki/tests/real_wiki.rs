@@ -1331,6 +1331,39 @@ async fn a_configured_namespace_that_lists_nothing_deletes_nothing() {
     run.stop().await;
 }
 
+/// A second review: the hold above covered configured namespaces only. In a crawl of the whole
+/// wiki a namespace folder the wiki cannot read lists as nothing too; with the percentage
+/// rule off, its pages were deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_that_vanishes_from_a_whole_wiki_crawl_deletes_nothing() {
+    let wiki = Wiki::start();
+    wiki.seed().await;
+    let index = Arc::new(TestIndex::default());
+    let c = connector_with(
+        &wiki,
+        CONNECTOR,
+        "admin-pass",
+        "deletion_protection_percent = 100\ndeletion_protection_min_docs = 2\n",
+    );
+    let mut run = Running::start(c, index.clone(), None, 64);
+    run.next_checkpoint("the first reconciliation").await;
+    assert!(index.ids().contains("hr:salaries"), "{:?}", index.ids());
+    let pages = wiki.dir.path().join("data/pages");
+    std::fs::rename(pages.join("hr"), pages.join("hr.away")).unwrap();
+    wiki.admin().add_acl("eng:*", "@eng", 1).await.unwrap();
+    run.until_status("the reconciliation held back", |s| {
+        s.snapshot()
+            .jobs
+            .iter()
+            .any(|j| matches!(&j.state, JobState::Blocked(why) if why.contains("hr")))
+    })
+    .await;
+    assert!(deletes(&run.log).is_empty(), "{}", summary(&run.log));
+    assert!(index.ids().contains("hr:salaries") && index.ids().contains("hr:handbook"));
+    std::fs::rename(pages.join("hr.away"), pages.join("hr")).unwrap();
+    run.stop().await;
+}
+
 /// DokuWiki reads an emptied or unreadable `acl.auth.php` as no rules (then only superusers
 /// read). A wiki that lists no rules after listing some is held back like a listing of no pages:
 /// nothing is withdrawn; once the rules are back a reconciliation clears the alarm; an admin's

@@ -710,6 +710,12 @@ impl Scanner {
         // The walk meets every name again; files it was asked for stay asked (below).
         let asked =
             std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner())).asked;
+        // So do the links met: what a link led to before is forgotten (a second review: the
+        // map only grew, and links long gone were visited again at their old targets' events).
+        self.link_targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let table = mount_table();
         // A file that cannot be read now keeps the names read before (else every deny would
         // become a skip, and every name a number).
@@ -1215,9 +1221,6 @@ impl Scanner {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
-            // What links lead to here, or below here, is checked again too: the change (a
-            // chmod of the target or a directory above it) is theirs as well.
-            self.visit_links_into(root, path)?;
             // An event on a root itself that leaves it missing, a link, or listing nothing
             // (moved away, replaced by a link to its new place, deleted and made again): the reconciliation judges it, with its rule for a root
             // that lists nothing and deletion protection (a review: `mv share share.old &&
@@ -1250,6 +1253,11 @@ impl Scanner {
             }) {
                 continue;
             }
+            // What links lead to here, or below here, is checked again too: the change (a
+            // chmod of the target or a directory above it) is theirs as well. After the checks
+            // above: a root moved away or a share unmounted says nothing of the links' targets
+            // (a second review: their documents were withdrawn at once).
+            self.visit_links_into(root, path)?;
             let meta = std::fs::symlink_metadata(path);
             // Without `follow_symlinks`: whether the path is a link or passes through one
             // (`None`: that cannot be told now).
@@ -1563,9 +1571,12 @@ impl Scanner {
         {
             return Ok(None);
         }
-        let keep_if_transient = |reason: String| match reason.strip_prefix(TRANSIENT) {
-            Some(_) if acl_stands => Unread::Keep(reason),
-            _ => Unread::Skip(reason),
+        let keep_if_transient = |reason: String| {
+            let transient = reason.starts_with(TRANSIENT) || reason.contains(SERVER_LOST);
+            match transient {
+                true if acl_stands => Unread::Keep(reason),
+                _ => Unread::Skip(reason),
+            }
         };
         // Then what is indexed is decided by what is opened: the real path of the open file is
         // checked again, and its ACL and version come from the descriptor, so a path swapped
@@ -1600,9 +1611,15 @@ impl Scanner {
             use std::os::fd::AsRawFd;
             let now = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
             if now.as_ref().ok() != Some(&real) {
-                return Err(Unread::Skip(
-                    "moved while it was read: read again where it is now".into(),
-                ));
+                // Saved over by an editor (a new file renamed onto it), or moved: what is
+                // indexed stays while its ACL stands (a second review: it was withdrawn, and
+                // without a watch stayed so until the reconciliation); the events of the move
+                // read it again where it is.
+                let reason = "moved or replaced while it was read: read again where it is now";
+                return Err(match acl_stands {
+                    true => Unread::Keep(reason.into()),
+                    false => Unread::Skip(reason.into()),
+                });
             }
         }
         let name_hint = path

@@ -388,11 +388,19 @@ async fn run(conn: SmbConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
                         }
                     }
                     report();
-                    backoff = cfg.retry_initial;
-                    retry_at = None;
-                    // A reconciliation covers whatever was notified before it.
-                    changed.clear();
-                    changed_at = None;
+                    if crawler.held_unvisited {
+                        // Nothing was visited: tried again after a wait, as an outage is (a
+                        // second review: the rollback check started one every 5 s), and what
+                        // was notified is still to be done.
+                        retry_at = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(cfg.retry_max);
+                    } else {
+                        backoff = cfg.retry_initial;
+                        retry_at = None;
+                        // A reconciliation covers whatever was notified before it.
+                        changed.clear();
+                        changed_at = None;
+                    }
                     if cfg.watch && watcher.is_none() {
                         let cancel = shutdown.child_token();
                         tokio::spawn(watch(cfg.clone(), notice_tx.clone(), cancel.clone()));
@@ -1218,10 +1226,10 @@ impl Crawler {
         self.files_by_id = by_id(files);
         // A link's target that the filter leaves out (a review: `open/pay.txt -> ../hr/.pay.txt`
         // under the default `**/.*` exclude) is still a path of the file Samba checks.
+        // Recorded whether or not a selected file shares the id now: a link made later, while
+        // watched, finds its target's path here (a second review).
         for (id, rel) in &walked.unselected {
-            if let Some(paths) = self.files_by_id.get_mut(id) {
-                paths.push(rel.clone());
-            }
+            self.files_by_id.entry(*id).or_default().push(rel.clone());
         }
         self.folder_aliases = walked.folder_aliases.clone();
         let indexed = self.indexed.native_ids(&self.cfg.id);
@@ -1407,6 +1415,7 @@ impl Crawler {
         // Folders below the notified ones that could not be listed.
         let mut unlisted = Walked::default();
         let mut gone = BTreeSet::new();
+        let mut unselected_now: Vec<(u64, String)> = Vec::new();
         for rel in paths {
             let inside = root.is_empty() || rel.starts_with(&format!("{root}/"));
             if !inside
@@ -1472,6 +1481,11 @@ impl Crawler {
                     if self.selected(&child) {
                         visit.push(listed);
                     } else {
+                        // Not indexed, but still a path of its file: a link to it keeps
+                        // being narrowed by its folders (a second review).
+                        if self.cfg.folder_permissions && listed.file_id != 0 {
+                            unselected_now.push((listed.file_id, child.clone()));
+                        }
                         gone.insert(child);
                     }
                 }
@@ -1480,7 +1494,19 @@ impl Crawler {
                 }
             }
         }
-        self.other_paths_too(session, &mut visit, &gone).await?;
+        let gone_paths: BTreeSet<String> = gone
+            .iter()
+            .filter(|g| !unselected_now.iter().any(|(_, r)| r == *g))
+            .cloned()
+            .collect();
+        self.other_paths_too(session, &mut visit, &gone_paths)
+            .await?;
+        for (id, rel) in unselected_now {
+            let paths = self.files_by_id.entry(id).or_default();
+            if !paths.contains(&rel) {
+                paths.push(rel);
+            }
+        }
         let indexed = self.indexed.native_ids(&self.cfg.id);
         let known = self.sent.known_ids();
         self.withdraw_denied(&unlisted, &known).await?;

@@ -977,6 +977,40 @@ async fn a_link_made_while_watched_is_narrowed_by_its_targets_folders() {
     r.stop().await;
 }
 
+/// A second review: the path of a target the filter leaves out (a hidden file) was recorded
+/// only by a reconciliation, and only when a link to it existed then, so a link made while
+/// watched was narrowed by its own folders alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_while_watched_to_a_hidden_file_is_narrowed_by_its_folders() {
+    let s = shared();
+    let base = format!("watch-hidden-{}", rand_name());
+    s.mkdir(&base);
+    s.put(&format!("{base}/hr/.bonus.txt"), "bonus table");
+    s.put(&format!("{base}/open/readme.txt"), "readme");
+    let alice = uid("alice");
+    s.cacls(
+        &format!("{base}/hr/.bonus.txt"),
+        &["--set", "D:(A;;FR;;;S-1-1-0)"],
+    );
+    s.cacls(
+        &format!("{base}/hr"),
+        &["--set", &format!("D:P(A;;FA;;;S-1-22-1-{alice})")],
+    );
+    let (mut r, index, _) = watching(s, "smb-watch-hidden", &base).await;
+    let mut log = Log::default();
+    let staging = s.dir.path().join(format!("share/{base}/staging"));
+    std::fs::create_dir(&staging).unwrap();
+    std::os::unix::fs::symlink("../hr/.bonus.txt", staging.join("bonus.txt")).unwrap();
+    let link = format!("{base}/open/bonus.txt");
+    s.rename(&format!("{base}/staging/bonus.txt"), &link);
+    until(&mut r, &index, &mut log, "the link is indexed", |ix| {
+        ix.native_ids("smb-watch-hidden").contains(&link)
+    })
+    .await;
+    assert_eq!(log.upserts[&link].acl.allow, principals(&["user:alice"]));
+    r.stop().await;
+}
+
 /// A DACL narrowed through one path of a file the listing shows under two (a link to it):
 /// the notification names that path only, and the other path's document is narrowed with it
 /// (not at the next reconciliation).
