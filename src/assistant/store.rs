@@ -612,8 +612,8 @@ impl Store {
                 continue;
             };
             // One damaged counter counts as nothing, as for writes and quota checks (a review:
-            // it failed the whole report).
-            let u = readable_usage(k.value(), v.value());
+            // it failed the whole report); the write path replaces and logs it.
+            let u: UsageCounts = parse(v.value()).unwrap_or_default();
             let s = totals.entry(principal.to_string()).or_default();
             s.prompt = s.prompt.saturating_add(u.prompt);
             s.completion = s.completion.saturating_add(u.completion);

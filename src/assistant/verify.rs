@@ -312,11 +312,16 @@ impl<'a> Verifier<'a> {
             // given says otherwise about the same thing (another number, a negation reversed):
             // the sentence is then wrong, not general (a review: "40 days [1]" against a
             // passage saying 25 was kept uncited).
+            // (Only while grounding is on and asks for support: with it off, a cited
+            // sentence is kept whatever it says, and an uncited one is too.)
+            let contradicted = self.guardrails.config().grounding.enabled
+                && min > 0.0
+                && self.passages.iter().any(|p| {
+                    crate::guardrail::contradicted_by(&grounded, &p.chunk.text, min, analyze)
+                });
             if self.response_scope == ResponseScope::AllowGeneralKnowledge
                 && (0..self.passages.len()).all(|i| self.may_read(i))
-                && !self.passages.iter().any(|p| {
-                    crate::guardrail::contradicted_by(&grounded, &p.chunk.text, min, analyze)
-                })
+                && !contradicted
             {
                 self.uncited += 1;
                 self.kept += 1;
@@ -577,7 +582,12 @@ fn sentence_end(s: &str, from: usize) -> Result<usize, usize> {
                 // a no-break space after the punctuation: the sentence has ended (a review:
                 // both sentences were checked as one claim).
                 Some(c) if markers > 0 && c.is_ascii_uppercase() => return Ok(j),
-                Some(_) if s[j..].starts_with('\u{A0}') => return Ok(j),
+                // Any other space (a no-break, thin or ideographic space, a line separator).
+                Some(c)
+                    if !c.is_ascii() && s[j..].chars().next().is_some_and(char::is_whitespace) =>
+                {
+                    return Ok(j);
+                }
                 Some(c) if c.is_ascii_whitespace() => {
                     // Not the end of a decimal or an abbreviation-like "e.g." inside words.
                     let prev_digit = i > 0 && b[i - 1].is_ascii_digit();
@@ -1053,10 +1063,10 @@ mod tests {
             texts(&["Parking is free.[1]Contractors get a stipend.[1] ", "Done."]),
             ["Parking is free.", "Contractors get a stipend.", "Done."]
         );
-        assert_eq!(
-            texts(&["Parking is free.\u{A0}Contractors get a stipend. ", "Done."]).len(),
-            3
-        );
+        for space in ['\u{A0}', '\u{202F}', '\u{2009}', '\u{3000}', '\u{2028}'] {
+            let first = format!("Parking is free.{space}Contractors get a stipend. ");
+            assert_eq!(texts(&[first.as_str(), "Done."]).len(), 3, "{space:?}");
+        }
         assert_eq!(
             texts(&["पार्किंग मुफ़्त है। ठेकेदारों को भत्ता मिलता है। ", "Done."]).len(),
             3

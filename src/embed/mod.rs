@@ -528,12 +528,12 @@ fn the_longest_input_is_read_from_the_model_s_config() {
 }
 
 /// The longest input a model's `config.json` says it takes (`max_position_embeddings`, less the
-/// two positions RoBERTa-family models reserve, which say so with `pad_token_id` 1).
+/// two positions RoBERTa-family and MPNet models reserve, told by their `model_type`).
 fn max_positions(config_json: &[u8]) -> Option<usize> {
     let v: serde_json::Value = serde_json::from_slice(config_json).ok()?;
     let positions = usize::try_from(v.get("max_position_embeddings")?.as_u64()?).ok()?;
     let reserved = match v.get("model_type").and_then(serde_json::Value::as_str) {
-        Some("roberta" | "xlm-roberta" | "camembert") => 2,
+        Some("roberta" | "xlm-roberta" | "camembert" | "mpnet") => 2,
         _ => 0,
     };
     Some(positions.saturating_sub(reserved))

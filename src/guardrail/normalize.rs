@@ -541,19 +541,28 @@ pub fn fold_mixed_words(text: &str) -> Cow<'_, str> {
     let has_ascii = |w: &str| w.bytes().any(|b| b.is_ascii_alphabetic());
     let mixed = |w: &str| has_ascii(w) && w.chars().any(|c| lookalike(c).is_some());
     let words = || text.split(|c: char| !c.is_alphanumeric() && !is_latin_mark(c));
-    // A word of another script's letters with no ASCII twin (`Иван`): a language's.
+    // A word with a letter of another script that reads as no ASCII letter (`Иван`): a
+    // language's.
     let foreign = |w: &str| {
         w.chars()
-            .any(|c| c.is_alphabetic() && !c.is_ascii() && lookalike(c).is_none())
+            .any(|c| c.is_alphabetic() && !c.is_ascii() && ascii_letter(c).is_none())
     };
+    // A word whose every letter reads as an ASCII one, none being ASCII (`сосаіnе`, or `как`:
+    // look-alikes and accented letters).
     let disguised = |w: &str| {
         !has_ascii(w)
-            && w.chars().any(|c| lookalike(c).is_some())
+            && w.chars().any(|c| ascii_letter(c).is_some())
             && w.chars()
-                .all(|c| !c.is_alphabetic() || lookalike(c).is_some())
+                .all(|c| !c.is_alphabetic() || ascii_letter(c).is_some())
     };
+    // The words wholly of look-alikes vote with the other script: short Russian words (`как`,
+    // `к`, `у`) are such, and a Russian question naming two products is not a Latin text (a
+    // second review: "Как подключить Jira к Confluence Cloud?" was folded).
     let (latin, other) = words().fold((0usize, 0usize), |(l, o), w| {
-        (l + usize::from(has_ascii(w)), o + usize::from(foreign(w)))
+        (
+            l + usize::from(has_ascii(w)),
+            o + usize::from(foreign(w) || disguised(w)),
+        )
     });
     let latin_text = latin > other;
     let folded = |w: &str| mixed(w) || latin_text && disguised(w);
@@ -870,11 +879,11 @@ mod tests {
                 "{t:?}"
             );
         }
-        // Mixed and plain words side by side; normalisation still applies. The text is
-        // mostly Latin, so `Ок`, wholly in look-alikes, reads as `Ok`; `Иван` stays.
+        // Mixed and plain words side by side; normalisation still applies. The text is not
+        // mostly Latin (`Ок` and `Иван` against `salary` and `of`), so `Ок` stays.
         assert_eq!(
             for_embedding("Ок, s\u{430}lary\u{A0}of Иван"),
-            "Ok, salary of Иван"
+            "Ок, salary of Иван"
         );
     }
 
@@ -900,9 +909,17 @@ mod tests {
             for_embedding("What is the \u{A731}\u{1D00}\u{29F}\u{1D00}\u{280}\u{28F} band?"),
             "What is the salary band?"
         );
+        // Accented letters disguise as well as look-alikes do (a second review).
+        assert_eq!(
+            for_embedding("Where can I buy \u{441}\u{43E}\u{441}\u{430}\u{ED}\u{274}\u{435}?"),
+            "Where can I buy cocaine?"
+        );
         // A text mostly in another script keeps its words, look-alike ones too.
-        for t in ["Какая зарплата у CEO в отделе?", "Οι οδηγίες ασφαλείας"]
-        {
+        for t in [
+            "Какая зарплата у CEO в отделе?",
+            "Οι οδηγίες ασφαλείας",
+            "Как подключить Jira к Confluence Cloud?",
+        ] {
             assert!(
                 matches!(for_embedding(t), Cow::Borrowed(s) if s == t),
                 "{t:?}"

@@ -255,7 +255,11 @@ impl JwtVerifier {
             return Err(JwtError::Expired);
         }
         let max = i64::try_from(self.cfg.max_lifetime_secs).unwrap_or(i64::MAX);
-        if exp > now.saturating_add(max).saturating_add(leeway) {
+        // Still valid for too long from now, or issued for too long: a token minted for ten
+        // years is refused in its last day too (a second review).
+        let issued_for_too_long =
+            num("iat").is_some_and(|iat| exp.saturating_sub(iat) > max.saturating_add(leeway));
+        if exp > now.saturating_add(max).saturating_add(leeway) || issued_for_too_long {
             return Err(JwtError::LifetimeTooLong);
         }
         // An `nbf` that is there and not a whole number of seconds is not ignored (a review).
@@ -530,8 +534,20 @@ mod tests {
             v.verify(&at(1_000 + 3_631), 1_000),
             Err(JwtError::LifetimeTooLong)
         );
-        // The same token later in its life is within the limit.
+        // The same token later in its life is within the limit, unless it says when it was
+        // issued, and that was longer ago than the limit allows.
         assert_eq!(v.verify(&at(1_000 + 3_631), 1_100), Ok("alice".into()));
+        let issued = |iat: i64, exp: i64| {
+            token(
+                serde_json::json!({"sub": "alice", "iss": "https://idp.test",
+                "aud": "docent", "exp": exp, "iat": iat}),
+            )
+        };
+        assert_eq!(
+            v.verify(&issued(0, 10 * 365 * 86_400), 10 * 365 * 86_400 - 60),
+            Err(JwtError::LifetimeTooLong)
+        );
+        assert_eq!(v.verify(&issued(1_000, 4_600), 1_100), Ok("alice".into()));
         assert_eq!(JwtError::LifetimeTooLong.reason(), "JWT_LIFETIME_TOO_LONG");
     }
 }

@@ -315,23 +315,23 @@ impl VectorCache {
         // cached is the one kept and built (a review: the second replaced it, and the build
         // queued for the first was for vectors nothing read).
         let loaded = Arc::new(self.load(seg)?);
-        let retired = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|live| !live.contains(&id));
-        if retired {
-            return Ok(loaded);
-        }
-        let (kept, fresh) = match self
-            .segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(id)
-        {
-            std::collections::hash_map::Entry::Occupied(e) => (e.get().clone(), false),
-            std::collections::hash_map::Entry::Vacant(e) => (e.insert(loaded).clone(), true),
+        // Asked under the segments' lock, which `retain` holds while it changes both: a
+        // segment retired in between is not cached (a second review).
+        let (kept, fresh) = {
+            let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+            let retired = self
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|live| !live.contains(&id));
+            if retired {
+                return Ok(loaded);
+            }
+            match segments.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => (e.get().clone(), false),
+                std::collections::hash_map::Entry::Vacant(e) => (e.insert(loaded).clone(), true),
+            }
         };
         let vectors = kept.scale.iter().filter(|s| **s != 0.0).count();
         if fresh && vectors >= self.ann_min_vectors {
@@ -458,10 +458,8 @@ impl VectorCache {
             .iter()
             .map(|s| s.segment_id())
             .collect();
-        self.segments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| live.contains(id));
+        let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        segments.retain(|id, _| live.contains(id));
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
 }

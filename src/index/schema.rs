@@ -275,7 +275,6 @@ pub fn analyze_into(analyzer: &mut TextAnalyzer, text: &str, sink: &mut dyn FnMu
     }
 }
 
-/// Tokens of `text` as the BM25 fields index them.
 /// [`analyze`]'s tokens once each, in first-seen order, with how many times each came: one
 /// term query per token, weighted by its count, scores as one per occurrence did, without
 /// reading the same postings once per repeat (a review: a 4 KiB question of one word repeated
@@ -295,6 +294,7 @@ pub fn analyze_counted(index: &tantivy::Index, text: &str) -> Vec<(String, f32)>
     out
 }
 
+/// Tokens of `text` as the BM25 fields index them.
 pub fn analyze(index: &tantivy::Index, text: &str) -> Vec<String> {
     let mut a = index.tokenizers().get(ANALYZER).unwrap_or_else(analyzer);
     let mut stream = a.token_stream(text);

@@ -1022,7 +1022,13 @@ impl Pipeline {
                 last_received = tokio::time::Instant::now();
             }
             // The longest wait holds even while changes keep coming: the biased select below
-            // never reaches its timer while one is always ready (a review).
+            // never reaches its timer, nor its shutdown arm, while one is always ready (a
+            // review, and a second one: the shutdown was never seen then).
+            if !shutdown_seen && this.shutdown.is_cancelled() {
+                shutdown_seen = true;
+                last_received = tokio::time::Instant::now();
+                shutdown_at = last_received;
+            }
             if shutdown_seen
                 && !closed
                 && tokio::time::Instant::now() >= shutdown_at + SHUTDOWN_LIMIT

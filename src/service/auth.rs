@@ -178,7 +178,9 @@ pub fn cert_names(der: &[u8]) -> Vec<String> {
     match cert.extended_key_usage() {
         Ok(Some(eku)) if eku.value.client_auth => {}
         _ => {
-            tracing::warn!(
+            // At debug, as other refusals here: it is logged at every call the certificate
+            // makes (a second review).
+            tracing::debug!(
                 "client certificate does not state client authentication (extended key usage \
                  clientAuth); it names nobody"
             );

@@ -204,7 +204,14 @@ impl std::fmt::Debug for Revocations {
 struct Current {
     stamp: Option<Stamp>,
     lists: Result<Arc<Lists>, String>,
+    /// After a failed read of an unchanged file: when to read it again (a fix of its owner or
+    /// mode changes no stamp). Not at every call: any peer's handshake would cost a read, a
+    /// parse and an error line under the lock (a second review).
+    retry_at: Option<Instant>,
 }
+
+/// How long a revocation file whose read failed is left before it is read again unchanged.
+const CRL_RETRY: Duration = Duration::from_secs(30);
 
 /// What tells a file's new contents from its old: a replacement (new inode), a write (size,
 /// modification time).
@@ -268,6 +275,7 @@ impl Revocations {
             current: Mutex::new(Current {
                 stamp: Some(stamp),
                 lists: Ok(Arc::new(lists)),
+                retry_at: None,
             }),
         })
     }
@@ -281,6 +289,7 @@ impl Revocations {
             path: None,
             current: Mutex::new(Current {
                 stamp: None,
+                retry_at: None,
                 lists: Ok(Arc::new(Lists {
                     verifier,
                     count: 0,
@@ -310,8 +319,10 @@ impl Revocations {
                 return Err(why);
             }
         };
-        if current.stamp != Some(stamp) {
+        let retry = current.retry_at.is_some_and(|t| Instant::now() >= t);
+        if current.stamp != Some(stamp) || retry {
             current.stamp = Some(stamp);
+            current.retry_at = None;
             current.lists = match read_lists(&self.client, path) {
                 Ok(l) => {
                     tracing::info!(
@@ -324,9 +335,10 @@ impl Revocations {
                 Err(e) => {
                     tracing::error!(error = %e, "client certificate revocation lists \
                         unreadable: refusing client certificates until they can be read");
-                    // Read again next time: a fix that changes only the file's owner or mode
-                    // (a new ctime, the same stamp) must not wait for a restart (a review).
-                    current.stamp = None;
+                    // Read again in a while even unchanged: a fix that changes only the file's
+                    // owner or mode (a new ctime, the same stamp) must not wait for a restart
+                    // (a review).
+                    current.retry_at = Some(Instant::now() + CRL_RETRY);
                     Err(e.to_string())
                 }
             };
@@ -448,17 +460,18 @@ impl ClientCertVerifier for Revocations {
     }
 }
 
-/// Warns when the private key file may be read by other local accounts (the index and the
-/// audit log are made private; a key is the admin's file, so it is only warned about).
+/// Warns when the private key file may be read by every local account (the index and the
+/// audit log are made private; a key is the admin's file, so it is only warned about). A key
+/// its group reads (`root:ssl-cert 0640`, a Kubernetes secret with an `fsGroup`) is usual.
 fn warn_if_shared(key: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(key)
-        && m.permissions().mode() & 0o077 != 0
+        && m.permissions().mode() & 0o004 != 0
     {
         tracing::warn!(
             path = %key.display(),
             mode = format!("{:o}", m.permissions().mode() & 0o777),
-            "the TLS private key is readable by other local accounts; chmod 600 it"
+            "the TLS private key is readable by every local account; chmod o-r it"
         );
     }
 }
