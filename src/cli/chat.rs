@@ -203,11 +203,11 @@ pub async fn chat(
             }
             _ => {}
         }
-        if let Some(rest) = line
-            .strip_prefix("/up")
-            .or_else(|| line.strip_prefix("/down"))
-        {
-            let up = line.starts_with("/up");
+        // The command is the first word whole (session 40's note: "/update the docs?" was read
+        // as `/up` with the reason "date").
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        if matches!(word, "/up" | "/down") {
+            let up = word == "/up";
             let (Some(id), Some(turn)) = (&conversation, last_turn) else {
                 eprintln!("nothing to rate yet");
                 continue;
@@ -395,18 +395,23 @@ pub async fn conversations(
             // Every page, most recently updated first.
             let mut r = pb::ListConversationsResponse::default();
             loop {
+                let asked = std::mem::take(&mut r.next_page_token);
                 let page = client
                     .list_conversations(request(
                         conn,
                         pb::ListConversationsRequest {
                             on_behalf_of: obo.clone(),
                             page_size: 200,
-                            page_token: std::mem::take(&mut r.next_page_token),
+                            page_token: asked.clone(),
                         },
                     )?)
                     .await?
                     .into_inner();
                 r.conversations.extend(page.conversations);
+                // A token given twice would loop for ever (a review; as the feedback export).
+                if !page.next_page_token.is_empty() && page.next_page_token == asked {
+                    anyhow::bail!("the daemon gave the same page token twice; listing stopped");
+                }
                 r.next_page_token = page.next_page_token;
                 if r.next_page_token.is_empty() {
                     break;

@@ -16,7 +16,7 @@ fn client_config(conn: &ClientArgs) -> docent_client::Config {
         ca: conn.ca.clone(),
         cert: conn.cert.clone(),
         key: conn.key.clone(),
-        token: conn.token.clone(),
+        token: conn.token().map(str::to_string),
         dev_user: conn.dev_user.clone(),
         allow_plain_http: conn.allow_plain_http,
     }
@@ -26,7 +26,7 @@ fn client_config(conn: &ClientArgs) -> docent_client::Config {
 /// warning when a token would cross the network in plaintext.
 pub(super) async fn channel(conn: &ClientArgs) -> anyhow::Result<Channel> {
     // Refused by the client unless `--allow-plain-http`; then said once more.
-    let has_token = conn.token.as_deref().is_some_and(|t| !t.is_empty());
+    let has_token = conn.token().is_some_and(|t| !t.is_empty());
     if conn.allow_plain_http
         && let Some(w) = docent_client::plaintext_warning(&conn.addr, has_token)
     {
@@ -743,8 +743,14 @@ pub struct SyncHow {
     pub force_deletions: bool,
     pub full: bool,
     pub wait: bool,
+    /// With `wait`: the longest wait.
+    pub wait_timeout: Option<std::time::Duration>,
     pub json: bool,
 }
+
+/// How long `sync --wait` waits for a job the daemon listed running and then no longer lists
+/// (gone from its history, as after a restart) before it says so.
+const UNLISTED_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `docent sync`: starts a reconciliation; with `wait`, shows progress until it ends.
 pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::Result<ExitCode> {
@@ -752,6 +758,7 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
         force_deletions,
         full,
         wait,
+        wait_timeout,
         json: as_json,
     } = how;
     let mut client = pb::admin_client::AdminClient::new(channel(conn).await?);
@@ -781,7 +788,26 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
         super::progress_spinner()
     };
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    // Bounded (session 40's note: a job the daemon stopped listing was waited for forever):
+    // by --wait-timeout, and by how long the job may go unlisted.
+    let started = std::time::Instant::now();
+    let mut last_listed: Option<std::time::Instant> = None;
     let job = loop {
+        if wait_timeout.is_some_and(|t| started.elapsed() >= t) {
+            bar.finish_and_clear();
+            eprintln!("job {id} is still running; `docent jobs {connector} --id {id}` shows it");
+            return Ok(ExitCode::from(2));
+        }
+        // Only a job seen running and then gone: one queued behind a running crawl is not
+        // listed until it starts (a review).
+        if last_listed.is_some_and(|t| t.elapsed() >= UNLISTED_JOB_WAIT) {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "job {id} has not been listed for {} s (the daemon restarted, or the job left its \
+                 history); `docent jobs {connector}` shows the jobs it has",
+                UNLISTED_JOB_WAIT.as_secs()
+            );
+        }
         let jobs = client
             .list_jobs(request(
                 conn,
@@ -795,6 +821,7 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
         match jobs.into_iter().find(|j| j.id == id) {
             Some(j) if j.state != "running" => break j,
             Some(j) => {
+                last_listed = Some(std::time::Instant::now());
                 let c = j.counts.unwrap_or_default();
                 bar.set_message(format!(
                     "job {id}: {} scanned, {} added, {} modified, {} deleted, {} failed",

@@ -139,19 +139,46 @@ pub async fn qa(
         };
         let bar = crate::cli::progress_bar(items.len() as u64, name);
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut fallbacks = 0usize;
-        for item in &items {
-            let r = client
-                .ask(super::client::answer_request(
+        // The items answered, in order with `outcomes`: a question whose call fails is left
+        // out of the scores and counted (session 40's note: the first error ended the run).
+        let mut scored = Vec::with_capacity(items.len());
+        let (mut fallbacks, mut errors) = (0usize, 0usize);
+        for (i, item) in items.iter().enumerate() {
+            let ask = |client: &mut pb::assistant_client::AssistantClient<_>| {
+                let req = super::client::answer_request(
                     conn,
                     pb::AskRequest {
                         question: item.question.clone(),
                         mode: mode as i32,
                         ..Default::default()
                     },
-                )?)
-                .await?
-                .into_inner();
+                );
+                let mut client = client.clone();
+                async move { client.ask(req?).await.map_err(anyhow::Error::from) }
+            };
+            let mut answered = ask(&mut client).await;
+            // Once more after a pause, when the daemon was busy or away.
+            if let Err(e) = &answered
+                && e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+                    matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    )
+                })
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                answered = ask(&mut client).await;
+            }
+            let r = match answered {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    errors += 1;
+                    bar.println(super::shown(&format!("question {}: {e:#}", i + 1)));
+                    bar.inc(1);
+                    continue;
+                }
+            };
+            scored.push(item.clone());
             fallbacks += usize::from(
                 r.details
                     .as_ref()
@@ -169,14 +196,18 @@ pub async fn qa(
             bar.inc(1);
         }
         bar.finish_and_clear();
-        reports.push((name, qa::score(&items, &outcomes), fallbacks));
+        if errors == items.len() && !items.is_empty() {
+            anyhow::bail!("every question failed ({name}); the errors are above");
+        }
+        reports.push((name, qa::score(&scored, &outcomes), fallbacks, errors));
     }
     if as_json {
         let v: serde_json::Map<String, serde_json::Value> = reports
             .iter()
-            .map(|(n, r, f)| {
+            .map(|(n, r, f, e)| {
                 let mut v = serde_json::to_value(r).expect("report serialises");
                 v["fallbacks"] = (*f).into();
+                v["errors"] = (*e).into();
                 (n.to_string(), v)
             })
             .collect();
@@ -187,16 +218,21 @@ pub async fn qa(
             serde_json::Value::Object(v)
         };
         println!("{}", super::pretty_json(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        let failed = reports.iter().any(|(.., e)| *e > 0);
+        return Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     print!("{:<34}", "");
-    for (n, _, _) in &reports {
+    for (n, ..) in &reports {
         print!("{n:>12}");
     }
     println!();
     let row = |label: &str, f: &dyn Fn(&qa::QaReport) -> f64| {
         print!("{label:<34}");
-        for (_, r, _) in &reports {
+        for (_, r, ..) in &reports {
             print!("{:>12.3}", f(r));
         }
         println!();
@@ -212,9 +248,19 @@ pub async fn qa(
         r.no_answer_rate_answerable
     });
     print!("{:<34}", "fallbacks to extractive");
-    for (_, _, f) in &reports {
+    for (_, _, f, _) in &reports {
         print!("{f:>12}");
     }
     println!();
-    Ok(ExitCode::SUCCESS)
+    print!("{:<34}", "questions that failed (not scored)");
+    for (.., e) in &reports {
+        print!("{e:>12}");
+    }
+    println!();
+    let failed = reports.iter().any(|(.., e)| *e > 0);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -173,6 +173,9 @@ pub enum Command {
         full: bool,
         #[arg(long)]
         wait: bool,
+        /// With --wait: stop waiting after this many seconds (exit 2; the job goes on).
+        #[arg(long, value_name = "SECS", requires = "wait")]
+        wait_timeout: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -354,9 +357,20 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:7878"
     )]
     pub addr: String,
-    /// API token.
+    /// API token. A token on the command line shows in the process list and shell history:
+    /// prefer --token-file or DOCENT_TOKEN.
     #[arg(long, global = true, env = "DOCENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the API token (its first line; read once, at start).
+    #[arg(
+        long,
+        global = true,
+        env = "DOCENT_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "token",
+        value_parser = read_token_file
+    )]
+    pub token_file: Option<String>,
     /// CA certificate (PEM) to trust for https addresses.
     #[arg(long, global = true, env = "DOCENT_CA")]
     pub ca: Option<PathBuf>,
@@ -379,6 +393,24 @@ pub struct ClientArgs {
     #[arg(long, global = true, env = "DOCENT_TIMEOUT",
           value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub timeout: Option<u64>,
+}
+
+/// The token in the file at `path`: its first line, trimmed (a trailing newline, as `echo`
+/// writes, is not part of it). An empty one is an error.
+fn read_token_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("{path} holds no token"));
+    }
+    Ok(token)
+}
+
+impl ClientArgs {
+    /// The token given, by --token (or DOCENT_TOKEN) or --token-file.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().or(self.token_file.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -488,12 +520,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force_deletions,
             full,
             wait,
+            wait_timeout,
             json,
         } => {
             let how = client::SyncHow {
                 force_deletions,
                 full,
                 wait,
+                wait_timeout: wait_timeout.map(std::time::Duration::from_secs),
                 json,
             };
             client::sync(&conn, &connector, how).await

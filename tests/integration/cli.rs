@@ -59,6 +59,37 @@ async fn cli_client_commands() {
     assert!(String::from_utf8_lossy(&denied.stderr).contains("admin"));
     assert!(!unauth.status.success());
     assert!(String::from_utf8_lossy(&unauth.stderr).contains("DOCENT_TOKEN"));
+
+    // A token read from a file (session 40's note: only the command line or the environment
+    // could carry one); its trailing newline is not part of it; an empty file is an error.
+    let dir = tempfile::tempdir().unwrap();
+    let (good, empty) = (
+        dir.path().join("admin.token"),
+        dir.path().join("empty.token"),
+    );
+    std::fs::write(&good, format!("{ADMIN}\n")).unwrap();
+    std::fs::write(&empty, "\n").unwrap();
+    let url = d.url();
+    let with_file = move |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_docent"))
+            .args(["status", "--token-file"])
+            .arg(file)
+            .env("DOCENT_ADDR", &url)
+            .env_remove("DOCENT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let (ok, none) = tokio::task::spawn_blocking(move || (with_file(&good), with_file(&empty)))
+        .await
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("29 documents"));
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("holds no token"));
     d.stop().await;
 }
 
