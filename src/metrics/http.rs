@@ -2,8 +2,10 @@
 //!
 //! The endpoint takes no credentials, so it bounds what a peer can hold: a request's headers
 //! must arrive within [`HttpLimits::header_read`] (an idle keep-alive connection is closed after
-//! the same time), and at most [`HttpLimits::connections`] connections are served at once; one
-//! past that is closed as soon as it is accepted.
+//! the same time), a connection lasts at most [`HttpLimits::connection`] (a peer that never
+//! reads its answers held its place for ever: hyper has no write timeout), and at most
+//! [`HttpLimits::connections`] connections are served at once; one past that is closed as soon
+//! as it is accepted.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct HttpLimits {
     pub header_read: Duration,
     /// Connections served at once.
     pub connections: usize,
+    /// The longest one connection is served, however it behaves.
+    pub connection: Duration,
 }
 
 impl Default for HttpLimits {
@@ -32,6 +36,7 @@ impl Default for HttpLimits {
         Self {
             header_read: Duration::from_secs(10),
             connections: 32,
+            connection: Duration::from_secs(60),
         }
     }
 }
@@ -94,6 +99,7 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 _ = conn => {}
+                _ = tokio::time::sleep(limits.connection) => {}
                 _ = stop.cancelled() => {}
             }
         });
@@ -142,6 +148,7 @@ mod tests {
         let (addr, stop) = endpoint(HttpLimits {
             header_read: Duration::from_millis(200),
             connections: 4,
+            connection: Duration::from_secs(60),
         })
         .await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -160,6 +167,7 @@ mod tests {
         let (addr, stop) = endpoint(HttpLimits {
             header_read: Duration::from_millis(200),
             connections: 4,
+            connection: Duration::from_secs(60),
         })
         .await;
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -180,6 +188,7 @@ mod tests {
         let (addr, stop) = endpoint(HttpLimits {
             header_read: Duration::from_secs(60),
             connections: 1,
+            connection: Duration::from_secs(60),
         })
         .await;
         // The first connection holds the only slot by sending nothing.
@@ -188,6 +197,30 @@ mod tests {
         assert!(refused.is_empty(), "{refused}");
         drop(holder);
         // The slot frees once the server sees the holder go.
+        let mut served = String::new();
+        for _ in 0..200 {
+            served = scrape(addr).await;
+            if !served.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(served.contains("docent_up 1"), "{served}");
+        stop.cancel();
+    }
+
+    /// Found by a review: hyper has no write timeout, so a peer that never read its answers
+    /// held its slot for ever. A connection now lasts at most `connection`.
+    #[tokio::test]
+    async fn a_connection_held_past_its_time_is_closed_and_frees_its_slot() {
+        let (addr, stop) = endpoint(HttpLimits {
+            header_read: Duration::from_secs(60),
+            connections: 1,
+            connection: Duration::from_millis(300),
+        })
+        .await;
+        let mut holder = TcpStream::connect(addr).await.unwrap();
+        until_closed(&mut holder).await;
         let mut served = String::new();
         for _ in 0..200 {
             served = scrape(addr).await;

@@ -98,10 +98,15 @@ const MAX_ROW_CELLS: usize = 100_000;
 fn sheet_rows(
     wb: &mut calamine::Sheets<Cursor<&[u8]>>,
     name: &str,
+    index: usize,
     cells_read: &mut usize,
 ) -> Result<Vec<Row>, ParseError> {
     use std::collections::BTreeMap;
-    let bad = |e: &dyn std::fmt::Display| ParseError::Malformed(format!("sheet {name:?}: {e}"));
+    // The sheet by its place, not its name, and not the reader's words, which may quote a
+    // cell: skip reasons reach every admin, whatever the document's ACL (a review).
+    let bad = |_: &dyn std::fmt::Display| {
+        ParseError::Malformed(format!("sheet {} cannot be read", index + 1))
+    };
     let mut sparse: BTreeMap<u32, BTreeMap<u32, String>> = BTreeMap::new();
     let mut add = |(r, c): (u32, u32), v: Data| -> Result<(), ParseError> {
         *cells_read += 1;
@@ -165,11 +170,11 @@ pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         })
         .map(|s| s.name.clone())
         .collect();
-    for name in shown {
+    for (index, name) in shown.into_iter().enumerate() {
         if b.over() {
             break;
         }
-        let sheet = sheet_rows(&mut wb, &name, &mut cells_read)?;
+        let sheet = sheet_rows(&mut wb, &name, index, &mut cells_read)?;
         rows(&mut b, Some(&name), sheet.into_iter());
     }
     Ok(b.into_doc(String::new()))
