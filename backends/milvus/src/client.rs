@@ -37,7 +37,7 @@ const UPSERT_BATCH: usize = 1_000;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to reach the server beyond its URI.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// `user:password` or an API key; sent base64-encoded in `authorization`, as pymilvus does.
     pub token: Option<String>,
@@ -50,6 +50,19 @@ pub struct ConnectOptions {
     pub db_name: String,
     /// Deadline of each call.
     pub timeout: Duration,
+}
+
+/// The token redacted (a review: it was printed whole by `{:?}`).
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .field("db_name", &self.db_name)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -1021,8 +1034,19 @@ impl ChunkCollection {
         .await
     }
 
-    /// Deletes the rows of `<collection>_state` that `expr` selects.
+    /// Deletes the rows of `<collection>_state` that `expr` selects (loading the collection
+    /// first when a restarted server released it, as [`Self::get_state`]).
     async fn delete_state(&self, expr: String) -> Result<(), MilvusError> {
+        match self.delete_state_once(expr.clone()).await {
+            Err(e) if e.is_not_loaded() => {
+                self.client.load(&self.state).await?;
+                self.delete_state_once(expr).await
+            }
+            r => r,
+        }
+    }
+
+    async fn delete_state_once(&self, expr: String) -> Result<(), MilvusError> {
         let resp = self
             .grpc()
             .delete(DeleteRequest {
@@ -1256,8 +1280,25 @@ impl ChunkCollection {
         }
     }
 
-    /// State rows of `kind`: the one named `name`, or every one when `name` is empty.
+    /// State rows of `kind`: the one named `name`, or every one when `name` is empty. Once
+    /// more after loading the state collection when it was not loaded: a Milvus Lite restarted
+    /// under a running Docent releases it too, and only the chunk collection was loaded again
+    /// (a review: every commit then failed until the daemon restarted).
     async fn get_state(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, MilvusError> {
+        match self.get_state_once(kind, name).await {
+            Err(e) if e.is_not_loaded() => {
+                self.client.load(&self.state).await?;
+                self.get_state_once(kind, name).await
+            }
+            r => r,
+        }
+    }
+
+    async fn get_state_once(
         &self,
         kind: &str,
         name: &str,
@@ -1632,6 +1673,20 @@ fn hits(r: SearchResultData) -> Result<Vec<SearchHit>, MilvusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a review: `{:?}` printed the token.
+    #[test]
+    fn connect_options_do_not_print_their_token() {
+        let o = ConnectOptions {
+            token: Some("root:Milvus-secret".into()),
+            ..ConnectOptions::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("Milvus-secret") && shown.contains("***"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn a_record_of_parts_reads_back_and_an_inconsistent_one_is_refused() {

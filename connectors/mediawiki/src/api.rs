@@ -174,6 +174,9 @@ impl Api {
         mut each: impl FnMut(&Value) -> Result<(), ApiError>,
     ) -> Result<(), ApiError> {
         let mut cont: Params = Vec::new();
+        // Every continuation given: one given again, even after others, is a loop (a review:
+        // only the previous one was compared, so `A, B, A, B…` ran to the limit).
+        let mut seen: std::collections::HashSet<Params> = std::collections::HashSet::new();
         for _ in 0..MAX_CONTINUATIONS {
             let mut p = base.clone();
             p.extend(cont.iter().cloned());
@@ -191,7 +194,7 @@ impl Api {
                             (k.clone(), v)
                         })
                         .collect();
-                    if next == cont {
+                    if next == cont || !seen.insert(next.clone()) {
                         return Err(ApiError::Invalid {
                             url: self.api_url.clone(),
                             message: "the wiki gave the same continuation twice".into(),
@@ -633,8 +636,14 @@ mod tests {
                         if n == 0 {
                             return;
                         }
-                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let body = r#"{"continue":{"apcontinue":"B","continue":"-||"},"query":{"allpages":[]}}"#;
+                        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Alternating `A`, `B`, `A`, … (a second review: only a continuation
+                        // repeated back to back was caught).
+                        let body = if n.is_multiple_of(2) {
+                            r#"{"continue":{"apcontinue":"A","continue":"-||"},"query":{"allpages":[]}}"#
+                        } else {
+                            r#"{"continue":{"apcontinue":"B","continue":"-||"},"query":{"allpages":[]}}"#
+                        };
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                             body.len()
@@ -667,8 +676,8 @@ mod tests {
             matches!(&err, ApiError::Invalid { message, .. } if message.contains("same continuation")),
             "{err:?}"
         );
-        assert_eq!(rounds, 2);
-        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(rounds, 3);
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -255,8 +255,17 @@ fn validate(raw: RawSection, env: &ConfigEnv) -> Result<MediaWikiConfig, Vec<Con
     let url = raw.url.trim().trim_end_matches('/').to_string();
     match reqwest::Url::parse(&url) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-            issues.add("url", format!("must be an http or https URL, got {url:?}"));
+            issues.add(
+                "url",
+                format!("must be an http or https URL, not {}:", u.scheme()),
+            );
         }
+        // Every citation's link is made from it, and errors quote it (a review): credentials
+        // go in `username` and `password`.
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => issues.add(
+            "url",
+            "must not hold credentials (user:password@); set username and password instead",
+        ),
         Ok(u) if u.query().is_some() || u.fragment().is_some() => {
             issues.add(
                 "url",
@@ -678,5 +687,11 @@ mod tests {
         with("http://localhost:8080", "").unwrap();
         // Anonymous reading sends no secret.
         parse("url = \"http://wiki.corp\"\npermissions = \"public\"").unwrap();
+        // Credentials in the URL would be in every citation's link (a review).
+        let issues =
+            parse("url = \"https://bot:secret@wiki.corp\"\npermissions = \"public\"").unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "url");
+        assert!(!issues[0].message.contains("secret"), "{issues:?}");
     }
 }

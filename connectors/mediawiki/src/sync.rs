@@ -1221,12 +1221,20 @@ impl Syncer {
                 });
             }
         };
-        let parse = v.get("parse").ok_or_else(|| {
-            SyncError::Api(ApiError::Invalid {
+        // An answer without its parse object is this page's failure, as any broken answer
+        // (a review: it stopped every sync at this page).
+        let Some(parse) = v.get("parse") else {
+            let e = ApiError::Invalid {
                 url: self.cfg.api_url.clone(),
                 message: format!("action=parse for page {id} returned no parse object"),
-            })
-        })?;
+            };
+            return Ok(match self.on_page_failure(meta, e).await? {
+                Action::Failed(reason) if !acl_stands => Action::Skip(format!(
+                    "{reason}; its ACL changed since it was indexed, so that version is withdrawn"
+                )),
+                a => a,
+            });
+        };
         let title = str_at(parse, "title");
         if title != meta.title {
             return Ok(Action::Moved);
