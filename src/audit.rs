@@ -148,6 +148,9 @@ pub struct AuditLog {
     /// Each authenticated caller's own bucket: one caller's flood of refusals does not leave
     /// out the records of others.
     by_caller: Mutex<std::collections::HashMap<String, Bucket>>,
+    /// Records lost to a failed write, for `/metrics` (a review: the module said they were
+    /// counted, and nothing counted them).
+    failed: std::sync::atomic::AtomicU64,
 }
 
 pub fn now_rfc3339() -> String {
@@ -190,7 +193,13 @@ impl AuditLog {
             sink: Mutex::new(Some(sink)),
             refusals: std::array::from_fn(|_| Mutex::new(Bucket::full())),
             by_caller: Mutex::default(),
+            failed: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Records lost to a failed write since start.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn include_question(&self) -> bool {
@@ -246,6 +255,8 @@ impl AuditLog {
         let mut guard = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = self.write_locked(&mut guard, &line) {
             tracing::error!(path = %self.cfg.path.display(), error = %e, "audit write failed");
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Reopen on the next write.
             *guard = None;
         }

@@ -156,6 +156,8 @@ pub struct Metrics {
     first_piece: Histogram,
     answers: [AtomicU64; 3],
     guardrail: [AtomicU64; GUARDRAIL_ACTIONS.len()],
+    /// Audit records lost to a failed write, as the audit log last counted them.
+    audit_write_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -169,6 +171,7 @@ impl Default for Metrics {
             llm: Default::default(),
             llm_tokens: Default::default(),
             feedback: Default::default(),
+            audit_write_failures: AtomicU64::new(0),
         }
     }
 }
@@ -200,6 +203,11 @@ impl Metrics {
     pub fn llm_tokens(&self, prompt: u64, completion: u64) {
         self.llm_tokens[0].fetch_add(prompt, Ordering::Relaxed);
         self.llm_tokens[1].fetch_add(completion, Ordering::Relaxed);
+    }
+
+    /// The audit log's count of records lost to failed writes (see `AuditLog::failed_writes`).
+    pub fn note_audit_failures(&self, total: u64) {
+        self.audit_write_failures.store(total, Ordering::Relaxed);
     }
 
     pub fn feedback(&self, up: bool) {
@@ -312,6 +320,11 @@ impl Metrics {
                 "docent_documents_failed_total{{connector=\"{id}\"}} {failed}"
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP docent_audit_write_failures_total Audit records lost to a failed write.\n# TYPE docent_audit_write_failures_total counter\ndocent_audit_write_failures_total {}",
+            self.audit_write_failures.load(Ordering::Relaxed)
+        );
         let (docs, chunks, bytes) = index;
         let _ = writeln!(
             o,

@@ -187,6 +187,9 @@ impl AppState {
             })
             .collect();
         let s = self.index.stats();
+        if let Some(a) = &self.audit {
+            self.metrics.note_audit_failures(a.failed_writes());
+        }
         self.metrics
             .render(&connectors, (s.documents, s.chunks, s.disk_bytes))
     }

@@ -100,6 +100,20 @@ pub struct Api {
     /// Single-flight login: concurrent requests that find no session wait for one login
     /// instead of each starting their own (held across the login's requests on purpose).
     login_lock: Mutex<()>,
+    /// The most bytes read of one answer ([`response_limit`]).
+    max_response: usize,
+}
+
+/// The most bytes read of one answer for pages of at most `max_page_bytes`: the wiki's own
+/// result limit (`$wgAPIMaxResultSize`, 8 MiB by default) and a page's rendering with its JSON
+/// escaping, with room to spare; at most [`MAX_RESPONSE_BYTES`] (a review: every answer could
+/// be 256 MiB, parsed into a JSON tree many times larger, several at once).
+pub fn response_limit(max_page_bytes: u64) -> usize {
+    usize::try_from(max_page_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(6)
+        .saturating_add(32 << 20)
+        .min(MAX_RESPONSE_BYTES)
 }
 
 /// What one attempt of a request came to.
@@ -141,6 +155,7 @@ impl Api {
             shutdown,
             logged_in: AtomicBool::new(false),
             login_lock: Mutex::new(()),
+            max_response: response_limit(cfg.max_page_bytes),
         })
     }
 
@@ -437,7 +452,7 @@ impl Api {
             let mut resp = resp;
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await? {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                if body.len() + chunk.len() > self.max_response {
                     return Ok(Err(body.len() + chunk.len()));
                 }
                 body.extend_from_slice(&chunk);
@@ -451,7 +466,7 @@ impl Api {
                 Ok(Err(_)) => {
                     return Attempt::Fail(ApiError::Invalid {
                         url: self.api_url.clone(),
-                        message: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                        message: format!("response larger than {} bytes", self.max_response),
                     });
                 }
                 Err(e) => return Attempt::Retry(None, describe_reqwest(&e)),
@@ -615,6 +630,9 @@ mod tests {
             matches!(&err, ApiError::Invalid { message, .. } if message.contains("larger than")),
             "{err:?}"
         );
+        // The bound follows the pages taken, within the hard one.
+        assert_eq!(response_limit(1 << 20), (6 << 20) + (32 << 20));
+        assert_eq!(response_limit(u64::MAX), MAX_RESPONSE_BYTES);
     }
 
     /// A stand-in wiki (a broken extension on a real one) that answers every query with the
