@@ -281,12 +281,21 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::WhoIsResponse>, Status> {
         let admin = require_admin(&req)?;
         let user = req.get_ref().user.trim();
-        let w = self
-            .state
-            .identities
-            .current()
-            .whois(user)
-            .ok_or_else(|| unknown_user(user))?;
+        // Audited with the name asked, found or not (a review: a miss was left to the refusal
+        // records, rate-limited and without the name, as CheckAccess's were before).
+        let Some(w) = self.state.identities.current().whois(user) else {
+            self.state.record(Audited {
+                method: "WhoIs",
+                caller: &admin,
+                outcome: "UNKNOWN_USER",
+                documents: Vec::new(),
+                evidence: Vec::new(),
+                verdicts: &[],
+                question: None,
+                target: Some(user),
+            });
+            return Err(unknown_user(user).into());
+        };
         self.state.record_ok("WhoIs", &admin, Some(user));
         Ok(Response::new(pb::WhoIsResponse {
             id: w.id,

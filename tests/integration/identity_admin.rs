@@ -81,6 +81,15 @@ async fn whois_check_access_reload_and_insecure_dev() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    // The miss is audited with the name asked (a review: only the rate-limited refusal record,
+    // without it, was written).
+    assert!(
+        env.audit_records().iter().any(|r| r["method"] == "WhoIs"
+            && r["target"] == "ghost"
+            && r["outcome"] == "UNKNOWN_USER"),
+        "{:?}",
+        env.audit_records()
+    );
     let e = admin
         .who_is(authed(
             ALICE,
