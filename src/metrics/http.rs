@@ -135,6 +135,20 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// A scrape, tried again until a slot is free (it frees once the server sees its holder
+    /// go), for at most 5 s.
+    async fn scrape_once_served(addr: std::net::SocketAddr) -> String {
+        let mut served = String::new();
+        for _ in 0..200 {
+            served = scrape(addr).await;
+            if !served.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        served
+    }
+
     async fn scrape(addr: std::net::SocketAddr) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -197,14 +211,7 @@ mod tests {
         assert!(refused.is_empty(), "{refused}");
         drop(holder);
         // The slot frees once the server sees the holder go.
-        let mut served = String::new();
-        for _ in 0..200 {
-            served = scrape(addr).await;
-            if !served.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let served = scrape_once_served(addr).await;
         assert!(served.contains("docent_up 1"), "{served}");
         stop.cancel();
     }
@@ -221,14 +228,7 @@ mod tests {
         .await;
         let mut holder = TcpStream::connect(addr).await.unwrap();
         until_closed(&mut holder).await;
-        let mut served = String::new();
-        for _ in 0..200 {
-            served = scrape(addr).await;
-            if !served.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let served = scrape_once_served(addr).await;
         assert!(served.contains("docent_up 1"), "{served}");
         stop.cancel();
     }

@@ -764,15 +764,8 @@ impl Syncer {
                 // again at the next reconciliation. The pass goes on to the other pages when
                 // the wiki still answers.
                 Err(e) => {
-                    let key = DocKey::new(&self.cfg.id, id.as_str());
-                    let unchanged_acl = match (
-                        self.last_known(&key),
-                        self.page_acl(ctx.rules, ctx.superusers, &id),
-                    ) {
-                        (Some(p), Ok((acl, _))) => p.acl_fingerprint == acl.fingerprint(),
-                        _ => false,
-                    };
-                    self.page_failed(ctx, key, unchanged_acl, e).await
+                    self.page_failed(ctx, DocKey::new(&self.cfg.id, id.as_str()), e)
+                        .await
                 }
             }
         })
@@ -816,16 +809,7 @@ impl Syncer {
         match self.sync_page_calls(ctx, id, listed_rev).await {
             Ok(()) => Ok(()),
             Err(PageError::Pass(e)) => Err(e),
-            Err(PageError::Call(e)) => {
-                let unchanged_acl = match (
-                    self.last_known(&key),
-                    self.page_acl(ctx.rules, ctx.superusers, &key.native_id),
-                ) {
-                    (Some(p), Ok((acl, _))) => p.acl_fingerprint == acl.fingerprint(),
-                    _ => false,
-                };
-                self.page_failed(ctx, key, unchanged_acl, e).await
-            }
+            Err(PageError::Call(e)) => self.page_failed(ctx, key, e).await,
         }
     }
 
@@ -1030,10 +1014,17 @@ impl Syncer {
         &self,
         ctx: &PassCtx<'_>,
         key: DocKey,
-        unchanged_acl: bool,
         e: CallError,
     ) -> Result<(), PassError> {
         let e = self.page_trouble(e).await?;
+        // The ACL the index holds is still the page's.
+        let unchanged_acl = match (
+            self.last_known(&key),
+            self.page_acl(ctx.rules, ctx.superusers, &key.native_id),
+        ) {
+            (Some(p), Ok((acl, _))) => p.acl_fingerprint == acl.fingerprint(),
+            _ => false,
+        };
         let shown = docent_connector_api::log_safe(&e.to_string());
         tracing::warn!(connector = %self.cfg.id, page = %docent_connector_api::log_safe(&key.native_id), error = %shown, "the wiki failed on a page");
         let reason = format!("the wiki failed on this page while answering others: {e}");

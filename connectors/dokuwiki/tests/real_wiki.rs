@@ -1302,33 +1302,7 @@ async fn deletion_protection_blocks_a_reconciliation_until_an_admin_forces_it() 
 /// it are indexed is now held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_namespace_that_lists_nothing_deletes_nothing() {
-    let wiki = Wiki::start();
-    wiki.seed().await;
-    let index = Arc::new(TestIndex::default());
-    let c = connector_with(
-        &wiki,
-        CONNECTOR,
-        "admin-pass",
-        "namespaces = ['eng', 'hr']\n",
-    );
-    let mut run = Running::start(c, index.clone(), None, 64);
-    run.next_checkpoint("the first reconciliation").await;
-    assert!(index.ids().contains("hr:salaries"), "{:?}", index.ids());
-    let pages = wiki.dir.path().join("data/pages");
-    std::fs::rename(pages.join("hr"), pages.join("hr.away")).unwrap();
-    // A rule change makes the next pass a reconciliation.
-    wiki.admin().add_acl("eng:*", "@eng", 1).await.unwrap();
-    run.until_status("the reconciliation held back", |s| {
-        s.snapshot()
-            .jobs
-            .iter()
-            .any(|j| matches!(&j.state, JobState::Blocked(why) if why.contains("hr")))
-    })
-    .await;
-    assert!(deletes(&run.log).is_empty(), "{}", summary(&run.log));
-    assert!(index.ids().contains("hr:salaries") && index.ids().contains("hr:handbook"));
-    std::fs::rename(pages.join("hr.away"), pages.join("hr")).unwrap();
-    run.stop().await;
+    namespace_hr_vanishes("namespaces = ['eng', 'hr']\n").await;
 }
 
 /// A second review: the hold above covered configured namespaces only. In a crawl of the whole
@@ -1336,20 +1310,24 @@ async fn a_configured_namespace_that_lists_nothing_deletes_nothing() {
 /// rule off, its pages were deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_that_vanishes_from_a_whole_wiki_crawl_deletes_nothing() {
+    namespace_hr_vanishes("deletion_protection_percent = 100\ndeletion_protection_min_docs = 2\n")
+        .await;
+}
+
+/// Crawls the seeded wiki with `extra` config, moves the `hr` namespace's folder away (as an
+/// unmounted share would leave it), and checks that the reconciliation a rule change starts
+/// is held back with `hr` named and deletes nothing.
+async fn namespace_hr_vanishes(extra: &str) {
     let wiki = Wiki::start();
     wiki.seed().await;
     let index = Arc::new(TestIndex::default());
-    let c = connector_with(
-        &wiki,
-        CONNECTOR,
-        "admin-pass",
-        "deletion_protection_percent = 100\ndeletion_protection_min_docs = 2\n",
-    );
+    let c = connector_with(&wiki, CONNECTOR, "admin-pass", extra);
     let mut run = Running::start(c, index.clone(), None, 64);
     run.next_checkpoint("the first reconciliation").await;
     assert!(index.ids().contains("hr:salaries"), "{:?}", index.ids());
     let pages = wiki.dir.path().join("data/pages");
     std::fs::rename(pages.join("hr"), pages.join("hr.away")).unwrap();
+    // A rule change makes the next pass a reconciliation.
     wiki.admin().add_acl("eng:*", "@eng", 1).await.unwrap();
     run.until_status("the reconciliation held back", |s| {
         s.snapshot()
