@@ -272,14 +272,10 @@ fn parse_addr(addr: &str) -> Result<Uri, Error> {
         addr: addr.to_string(),
         message,
     };
-    // An address with `@` in it is refused before it is parsed: one that does not parse would
-    // be echoed whole in the error, and the part before `@` may be a password (a review).
-    let authority = addr.split_once("://").map_or(addr, |(_, rest)| rest);
-    if authority
-        .split(['/', '?', '#'])
-        .next()
-        .is_some_and(|a| a.contains('@'))
-    {
+    // An address with `@` anywhere is refused before it is parsed: one that does not parse
+    // would be echoed whole in the error, and what comes before `@` may be a password holding
+    // `/` or `?` (two reviews). A daemon's address has no path or query to need one.
+    if addr.contains('@') {
         return Err(Error::UserInfoInAddress);
     }
     let uri = addr.parse::<Uri>().map_err(|e| invalid(e.to_string()))?;
@@ -745,6 +741,7 @@ mod tests {
             hidden,
             "https://user:pw@docent.corp.example:7878",
             "https://svc:p^w@docent.corp.example:7878",
+            "https://svc:p/w@docent.corp.example:7878",
         ] {
             let r = Client::connect_lazy(&with(addr)).await.err();
             assert!(matches!(r, Some(Error::UserInfoInAddress)), "{addr}: {r:?}");

@@ -463,6 +463,38 @@ impl Drop for Unpaid {
 }
 
 impl Assistant {
+    /// `question` screened with its embedding (see `normalize::for_embedding`), and when that
+    /// allows it, again with the embedding of its reading with every look-alike letter folded
+    /// (when that differs): a question padded with words of look-alikes, so that it no longer
+    /// reads as a Latin text and its disguised word is not folded, still meets the topic it
+    /// disguises (a review). Blocks only; the first screen's allowance stands otherwise.
+    fn screen_embedded(
+        &self,
+        scope: &AclScope,
+        question: &str,
+        spent: &(dyn Fn() -> bool + Sync),
+    ) -> Result<QuestionScreen, RetrieveError> {
+        let embedded = guardrail::normalize::for_embedding(question);
+        let v = self.retriever.embed_query_until(&embedded, spent)?;
+        let first = self
+            .guardrails
+            .screen_question(scope.principal_set(), question, Some(&v));
+        if matches!(first, QuestionScreen::Block(_)) {
+            return Ok(first);
+        }
+        let folded = guardrail::normalize::for_matching(question);
+        if folded.as_ref() != embedded.as_ref() {
+            let v = self.retriever.embed_query_until(&folded, spent)?;
+            if let blocked @ QuestionScreen::Block(_) =
+                self.guardrails
+                    .screen_question(scope.principal_set(), question, Some(&v))
+            {
+                return Ok(blocked);
+            }
+        }
+        Ok(first)
+    }
+
     pub fn new(
         index: Arc<dyn Backend>,
         retriever: Arc<Retriever>,
@@ -748,14 +780,8 @@ impl Assistant {
             );
             (blocked_as_asked, earlier_refused) = tokio::task::spawn_blocking(move || {
                 let blocked = |q: &str| {
-                    let v = me
-                        .retriever
-                        .embed_query_until(&guardrail::normalize::for_embedding(q), &|| {
-                            b.spent()
-                        })?;
                     Ok::<_, RetrieveError>(matches!(
-                        me.guardrails
-                            .screen_question(s.principal_set(), q, Some(&v)),
+                        me.screen_embedded(&s, q, &|| b.spent())?,
                         QuestionScreen::Block(_)
                     ))
                 };
@@ -826,18 +852,11 @@ impl Assistant {
             per_document: self.cfg.answer.passages_per_document,
         };
         let (retrieved, unsupported) = tokio::task::spawn_blocking(move || {
-            if let Some(own) = own {
-                let v = me
-                    .retriever
-                    .embed_query_until(&guardrail::normalize::for_embedding(&own), &|| {
-                        budget.spent()
-                    })?;
-                if let QuestionScreen::Block(v) =
-                    me.guardrails
-                        .screen_question(s.principal_set(), &own, Some(&v))
-                {
-                    return Ok((SearchOutcome::blocked(v), false));
-                }
+            if let Some(own) = own
+                && let QuestionScreen::Block(v) =
+                    me.screen_embedded(&s, &own, &|| budget.spent())?
+            {
+                return Ok((SearchOutcome::blocked(v), false));
             }
             let keep = me.cfg.answer.min_sentence_similarity.is_some();
             let (mut r, qvec) =
@@ -1090,10 +1109,26 @@ impl Assistant {
         } else {
             None
         };
-        let mut verdicts = match self
+        let mut screened = self
             .guardrails
-            .screen_question(principals, query, qvec.as_deref())
+            .screen_question(principals, query, qvec.as_deref());
+        // Again in the reading with every look-alike folded, when it differs: a question
+        // written wholly in look-alikes, or padded so that it no longer reads as a Latin text,
+        // is embedded as written above (see `screen_embedded`; a review).
+        if matches!(screened, QuestionScreen::Allow { .. })
+            && self.guardrails.needs_question_vector(principals)
         {
+            let folded = guardrail::normalize::for_matching(query);
+            if folded.as_ref() != guardrail::normalize::for_embedding(query).as_ref() {
+                let v = self.retriever.embed_query_until(&folded, &spent)?;
+                if let blocked @ QuestionScreen::Block(_) =
+                    self.guardrails.screen_question(principals, query, Some(&v))
+                {
+                    screened = blocked;
+                }
+            }
+        }
+        let mut verdicts = match screened {
             QuestionScreen::Block(v) => return Ok((SearchOutcome::blocked(v), None)),
             QuestionScreen::Allow {
                 restrict_sources,

@@ -394,6 +394,7 @@ pub async fn conversations(
         ConversationsCmd::List => {
             // Every page, most recently updated first.
             let mut r = pb::ListConversationsResponse::default();
+            let mut tokens = std::collections::HashSet::new();
             loop {
                 let asked = std::mem::take(&mut r.next_page_token);
                 let page = client
@@ -408,8 +409,9 @@ pub async fn conversations(
                     .await?
                     .into_inner();
                 r.conversations.extend(page.conversations);
-                // A token given twice would loop for ever (a review; as the feedback export).
-                if !page.next_page_token.is_empty() && page.next_page_token == asked {
+                // A token given again, even after others, would loop for ever (two reviews).
+                if !page.next_page_token.is_empty() && !tokens.insert(page.next_page_token.clone())
+                {
                     anyhow::bail!("the daemon gave the same page token twice; listing stopped");
                 }
                 r.next_page_token = page.next_page_token;

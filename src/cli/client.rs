@@ -795,6 +795,9 @@ pub async fn sync(conn: &ClientArgs, connector: &str, how: SyncHow) -> anyhow::R
     let job = loop {
         if wait_timeout.is_some_and(|t| started.elapsed() >= t) {
             bar.finish_and_clear();
+            if as_json {
+                println!("{}", json!({ "job_id": id, "state": "running" }));
+            }
             eprintln!("job {id} is still running; `docent jobs {connector} --id {id}` shows it");
             return Ok(ExitCode::from(2));
         }
@@ -946,6 +949,7 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
         AdminCommand::FeedbackExport => {
             // JSON lines, one record each, page after page.
             let mut page_token = String::new();
+            let mut tokens = std::collections::HashSet::new();
             loop {
                 let r = client
                     .export_feedback(request(
@@ -969,10 +973,11 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                         )
                     );
                 }
-                // A token given again, or a page of nothing with more to come, ends the export
-                // (a server looping it would otherwise run for ever).
+                // A token given again (even after others: a second review), or a page of
+                // nothing with more to come, ends the export (a server looping it would
+                // otherwise run for ever).
                 if r.next_page_token.is_empty()
-                    || r.next_page_token == page_token
+                    || !tokens.insert(r.next_page_token.clone())
                     || r.records.is_empty()
                 {
                     return Ok(ExitCode::SUCCESS);

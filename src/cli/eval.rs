@@ -171,6 +171,22 @@ pub async fn qa(
             }
             let r = match answered {
                 Ok(r) => r.into_inner(),
+                // Errors that are not about this question end the run: the credential, the
+                // daemon gone or out of quota (a review: each question paid for them again).
+                Err(e)
+                    if e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+                        matches!(
+                            s.code(),
+                            tonic::Code::Unauthenticated
+                                | tonic::Code::PermissionDenied
+                                | tonic::Code::Unavailable
+                                | tonic::Code::ResourceExhausted
+                        )
+                    }) =>
+                {
+                    bar.finish_and_clear();
+                    return Err(e.context(format!("question {}", i + 1)));
+                }
                 Err(e) => {
                     errors += 1;
                     bar.println(super::shown(&format!("question {}: {e:#}", i + 1)));

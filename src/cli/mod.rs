@@ -361,13 +361,14 @@ pub struct ClientArgs {
     /// prefer --token-file or DOCENT_TOKEN.
     #[arg(long, global = true, env = "DOCENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// A file holding the API token (its first line; read once, at start).
+    /// A file holding the API token (its first line; read once, at start). Taken over --token
+    /// and DOCENT_TOKEN when both are given (an environment's token cannot be told from the
+    /// command line's, so neither refuses the other).
     #[arg(
         long,
         global = true,
         env = "DOCENT_TOKEN_FILE",
         value_name = "PATH",
-        conflicts_with = "token",
         value_parser = read_token_file
     )]
     pub token_file: Option<String>,

@@ -97,9 +97,15 @@ pub async fn serve(
                 .header_read_timeout(limits.header_read)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
-                _ = tokio::time::sleep(limits.connection) => {}
+                _ = conn.as_mut() => {}
+                // Past its time: the answer being written is finished if the peer reads it (a
+                // scraper faster than `header_read` keeps one connection), else it is dropped.
+                _ = tokio::time::sleep(limits.connection) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
                 _ = stop.cancelled() => {}
             }
         });

@@ -162,15 +162,17 @@ pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
     // What a reader sees when opening it: the visible worksheets. A hidden or "very hidden"
     // sheet (a lookup table of salaries) is left out, and a chart sheet has no cells (a
     // review: the first was indexed, the second failed the whole workbook).
-    let shown: Vec<String> = wb
+    let shown: Vec<(usize, String)> = wb
         .sheets_metadata()
         .iter()
-        .filter(|s| {
+        .enumerate()
+        .filter(|(_, s)| {
             s.visible == calamine::SheetVisible::Visible && s.typ == calamine::SheetType::WorkSheet
         })
-        .map(|s| s.name.clone())
+        .map(|(i, s)| (i, s.name.clone()))
         .collect();
-    for (index, name) in shown.into_iter().enumerate() {
+    // `index`: the sheet's place among all the workbook's sheets, as its tabs show them.
+    for (index, name) in shown {
         if b.over() {
             break;
         }

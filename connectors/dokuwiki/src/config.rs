@@ -193,7 +193,8 @@ impl RawConfig {
                 "must not hold credentials (user:password@); set username and password instead",
             ),
             Ok(_) => {}
-            Err(e) => issues.add("url", format!("invalid URL {url:?}: {e}")),
+            // Not quoted: a URL that does not parse may still hold a password (a review).
+            Err(e) => issues.add("url", format!("not a valid URL: {e}")),
         }
         if self.username.is_empty() {
             issues.add("username", "must not be empty");
@@ -385,6 +386,14 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].path, "url");
         assert!(!e[0].message.contains("pw"), "{e:?}");
+        // Nor when the URL does not parse, or names another scheme (a second review).
+        for url in [
+            "https://crawler:p/w9@wiki.corp/",
+            "ftp://crawler:pw9@wiki.corp/",
+        ] {
+            let e = parse(&format!("url = '{url}'\nusername = 'u'\npassword = 'p'")).unwrap_err();
+            assert!(e.iter().all(|i| !i.message.contains("w9")), "{e:?}");
+        }
     }
 
     #[test]

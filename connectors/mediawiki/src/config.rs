@@ -273,7 +273,8 @@ fn validate(raw: RawSection, env: &ConfigEnv) -> Result<MediaWikiConfig, Vec<Con
             );
         }
         Ok(_) => {}
-        Err(e) => issues.add("url", format!("invalid URL {url:?}: {e}")),
+        // Not quoted: a URL that does not parse may still hold a password (a review).
+        Err(e) => issues.add("url", format!("not a valid URL: {e}")),
     }
     if !raw.api_path.starts_with('/') {
         issues.add(
@@ -693,5 +694,18 @@ mod tests {
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!(issues[0].path, "url");
         assert!(!issues[0].message.contains("secret"), "{issues:?}");
+        // Nor when the URL does not parse (a second review: it was quoted whole).
+        for url in [
+            "https://bot:se/cret@wiki.corp",
+            "ftp://bot:secret@wiki.corp",
+        ] {
+            let issues = parse(&format!("url = \"{url}\"\npermissions = \"public\"")).unwrap_err();
+            assert!(
+                issues
+                    .iter()
+                    .all(|i| !i.message.contains("secret") && !i.message.contains("cret")),
+                "{issues:?}"
+            );
+        }
     }
 }
