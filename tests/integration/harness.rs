@@ -138,10 +138,22 @@ impl Env {
 
     pub async fn start_opts(&self, config: Config, opts: docent::server::StartOptions) -> Running {
         parse_pdfs_in_child_processes();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let daemon = docent::server::start_with(config, embedder(), listener, opts)
-            .await
-            .unwrap();
+        // A daemon stopped just before on the same index may still be letting go of its
+        // writer's lock under the whole suite's load (its wait for that is bounded): tried
+        // again for a while, as a restarted service would be (seen once in a full run).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let daemon = loop {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            match docent::server::start_with(config.clone(), embedder(), listener, opts.clone())
+                .await
+            {
+                Ok(d) => break d,
+                Err(e) if format!("{e:?}").contains("LockBusy") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the daemon did not start: {e:?}"),
+            }
+        };
         let r = Running { daemon };
         r.wait_until_watching().await;
         r
