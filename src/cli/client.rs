@@ -305,20 +305,20 @@ pub async fn status(conn: &ClientArgs, as_json: bool) -> anyhow::Result<ExitCode
     for c in &conns.connectors {
         println!(
             "connector {} ({}): {}, {} documents, {} skipped",
-            super::shown(&c.id),
-            super::shown(&c.kind),
-            super::shown(&c.state),
+            super::shown_line(&c.id),
+            super::shown_line(&c.kind),
+            super::shown_line(&c.state),
             c.documents,
             c.skipped_total
         );
         for alarm in &c.alarms {
-            println!("  alarm: {}", super::shown(alarm));
+            println!("  alarm: {}", super::shown_line(alarm));
         }
         for s in c.skipped.iter().take(10) {
             println!(
                 "  skipped {}: {}",
-                super::shown(&s.id),
-                super::shown(&s.reason)
+                super::shown_line(&s.id),
+                super::shown_line(&s.reason)
             );
         }
     }

@@ -1100,9 +1100,29 @@ pub(crate) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// [`shown`] for a value printed on a line of its own making: a line break in it is shown as
+/// `\n`, so that a file name holding one cannot print a line that looks like the command's own
+/// (a review: a skipped file named `x\nconnector hr (fs): watching, 0 documents` did).
+pub(crate) fn shown_line(s: &str) -> std::borrow::Cow<'_, str> {
+    match shown(s) {
+        std::borrow::Cow::Borrowed(b) if !b.contains('\n') => std::borrow::Cow::Borrowed(b),
+        other => std::borrow::Cow::Owned(other.replace('\n', "\\n")),
+    }
+}
+
 #[cfg(test)]
 mod shown_tests {
-    use super::shown;
+    use super::{shown, shown_line};
+
+    #[test]
+    fn a_value_on_a_line_of_its_own_cannot_break_it() {
+        assert_eq!(
+            shown_line("x\nconnector hr (fs): watching"),
+            "x\\nconnector hr (fs): watching"
+        );
+        assert_eq!(shown_line("plain.md"), "plain.md");
+        assert_eq!(shown_line("a\u{1B}[2Jb"), "a\u{FFFD}[2Jb");
+    }
 
     /// Found by a review: serde_json leaves DEL, the C1 controls and bidirectional overrides
     /// as they are, so `--json` output sent them to the terminal raw. Escaped, the JSON reads
