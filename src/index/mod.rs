@@ -2565,6 +2565,16 @@ mod tests {
     fn a_repeated_query_word_scores_as_its_repeats_with_one_query() {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(dir.path(), "m", 4).unwrap();
+        // One query per distinct word, weighted by its count (the scores below would be the
+        // same with one query per repeat: this is what the change is).
+        let counted = schema::analyze_counted(&idx.index, &"parking ".repeat(800));
+        assert_eq!(counted.len(), 1, "{counted:?}");
+        assert_eq!(counted[0].1, 800.0);
+        let mixed = schema::analyze_counted(&idx.index, "parking permit parking");
+        assert_eq!(
+            mixed.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            [2.0, 1.0]
+        );
         let everyone = || Acl::new([Principal::Everyone], []);
         idx.upsert(record("a", "parking permit rules for staff", everyone()))
             .unwrap();
