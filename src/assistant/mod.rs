@@ -479,20 +479,37 @@ impl Assistant {
         let first = self
             .guardrails
             .screen_question(scope.principal_set(), question, Some(&v));
+        self.screen_folded_too(scope.principal_set(), question, &embedded, first, spent)
+    }
+
+    /// `first` (the screen of `question` with the embedding of `embedded`), or, when that
+    /// allows it and the reading with every look-alike folded differs from `embedded`, a block
+    /// that reading's embedding meets (see [`Self::screen_embedded`]).
+    fn screen_folded_too(
+        &self,
+        principals: &BTreeSet<String>,
+        question: &str,
+        embedded: &str,
+        first: QuestionScreen,
+        spent: &(dyn Fn() -> bool + Sync),
+    ) -> Result<QuestionScreen, RetrieveError> {
         if matches!(first, QuestionScreen::Block(_)) {
             return Ok(first);
         }
         let folded = guardrail::normalize::for_matching(question);
-        if folded.as_ref() != embedded.as_ref() {
-            let v = self.retriever.embed_query_until(&folded, spent)?;
-            if let blocked @ QuestionScreen::Block(_) =
-                self.guardrails
-                    .screen_question(scope.principal_set(), question, Some(&v))
-            {
-                return Ok(blocked);
-            }
+        if folded.as_ref() == embedded {
+            return Ok(first);
         }
-        Ok(first)
+        let v = self.retriever.embed_query_until(&folded, spent)?;
+        Ok(
+            match self
+                .guardrails
+                .screen_question(principals, question, Some(&v))
+            {
+                blocked @ QuestionScreen::Block(_) => blocked,
+                _ => first,
+            },
+        )
     }
 
     pub fn new(
@@ -1103,30 +1120,18 @@ impl Assistant {
         // Topic guardrails compare this vector too: embed the normalised text, so invisible or
         // compatibility characters, or look-alike letters inside English words, cannot move a
         // question away from a blocked topic.
-        let qvec = if keep_vector || self.guardrails.needs_question_vector(principals) {
-            let normalized = guardrail::normalize::for_embedding(query);
-            Some(self.retriever.embed_query_until(&normalized, &spent)?)
-        } else {
-            None
+        let topics = self.guardrails.needs_question_vector(principals);
+        let normalized =
+            (keep_vector || topics).then(|| guardrail::normalize::for_embedding(query));
+        let qvec = match &normalized {
+            Some(n) => Some(self.retriever.embed_query_until(n, &spent)?),
+            None => None,
         };
         let mut screened = self
             .guardrails
             .screen_question(principals, query, qvec.as_deref());
-        // Again in the reading with every look-alike folded, when it differs: a question
-        // written wholly in look-alikes, or padded so that it no longer reads as a Latin text,
-        // is embedded as written above (see `screen_embedded`; a review).
-        if matches!(screened, QuestionScreen::Allow { .. })
-            && self.guardrails.needs_question_vector(principals)
-        {
-            let folded = guardrail::normalize::for_matching(query);
-            if folded.as_ref() != guardrail::normalize::for_embedding(query).as_ref() {
-                let v = self.retriever.embed_query_until(&folded, &spent)?;
-                if let blocked @ QuestionScreen::Block(_) =
-                    self.guardrails.screen_question(principals, query, Some(&v))
-                {
-                    screened = blocked;
-                }
-            }
+        if topics && let Some(n) = &normalized {
+            screened = self.screen_folded_too(principals, query, n, screened, &spent)?;
         }
         let mut verdicts = match screened {
             QuestionScreen::Block(v) => return Ok((SearchOutcome::blocked(v), None)),
