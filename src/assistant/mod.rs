@@ -296,6 +296,10 @@ pub struct AskInput {
     pub conversation: ConversationChoice,
 }
 
+/// [`Details::fallback_reason`] when the model answered but none of its sentences passed
+/// verification.
+pub const LLM_UNVERIFIED: &str = "LLM_UNVERIFIED";
+
 /// How an answer was made.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Details {
@@ -1499,6 +1503,19 @@ impl Prepared {
                 })
             });
             match answered {
+                // The model wrote nothing that passed verification (every sentence unsupported
+                // by the passages, or only "I don't know" and questions back): the extractive
+                // answer instead, so that "not found" is one decision whatever the mode (a
+                // review: a question the extractive answerer answers was "not found" when a
+                // small model said it did not know). Not when the caller lost access to a
+                // passage meanwhile: that answer is "not found" as before.
+                Ok(u) if s.verifier.kept() == 0 && !s.gone && !s.verifier.lost_access() => {
+                    details.usage.add(u);
+                    a.metrics.llm("ok");
+                    details.fallback_reason = Some(LLM_UNVERIFIED);
+                    details.mode = AnswerMode::Extractive;
+                    attempted = s.verifier.finish().verdicts;
+                }
                 Ok(u) => {
                     details.usage.add(u);
                     a.metrics.llm("ok");

@@ -200,6 +200,13 @@ impl<'a> Verifier<'a> {
         self.kept
     }
 
+    /// Whether the caller lost access to a passage given: one a sentence cited while the
+    /// answer was written, or (for a model's answer) any passage it read, looked up now.
+    pub fn lost_access(&mut self) -> bool {
+        self.acl_dropped > 0
+            || self.generated && !(0..self.passages.len()).all(|i| self.may_read(i))
+    }
+
     /// Verifies one drafted sentence; `None` when it is removed (or repeats an earlier one).
     pub fn check(&mut self, draft: Draft) -> Option<Verified> {
         let mut text = crate::parse::collapse_ws(draft.text.trim());

@@ -676,16 +676,7 @@ impl IngestService {
             .min()
             .expect("one deadline at least");
         let index = &*self.state.index;
-        let mut mark = None;
-        let mut marked_at = Instant::now();
-        loop {
-            if mark.is_none() || marked_at.elapsed() >= REMARK_AFTER {
-                // Waits while the source's queue is full (backpressure), up to the deadline.
-                if let Ok(Some(seq)) = tokio::time::timeout_at(until.into(), src.mark()).await {
-                    mark = Some(seq);
-                }
-                marked_at = Instant::now();
-            }
+        let check = |mark: Option<u64>| {
             let committed = mark.is_some_and(|m| src.committed_mark(index) >= m);
             awaited.retain(|&(i, w)| {
                 let r = &mut results[i];
@@ -704,17 +695,65 @@ impl IngestService {
                 }
                 !committed
             });
-            if awaited.is_empty() || Instant::now() >= until || budget.spent() {
-                break;
-            }
-            tokio::time::sleep(COMMIT_POLL).await;
-        }
+            awaited.is_empty() || budget.spent()
+        };
+        until_marked(|| src.mark(), check, until.into(), REMARK_AFTER).await;
         for (i, _) in awaited {
             let r = &mut results[i];
             r.status = pb::ItemStatus::RetryLater as i32;
             r.reason = "not committed before the deadline; send it again (with \
                         wait_for_commit it is then UNCHANGED and waits again)"
                 .into();
+        }
+    }
+}
+
+/// Sends commit markers (`marker`: queues one behind everything queued so far, `None` when the
+/// daemon is shutting down) and calls `check` with the newest marker queued, every
+/// [`COMMIT_POLL`], until it returns true or `until`. A marker still uncommitted after
+/// `remark_after` ([`REMARK_AFTER`]) is followed by another (a batch whose embedding failed commits without
+/// its checkpoints). A marker waits for its place while the queue is full, and the checks go
+/// on meanwhile with the marker before (a review: the wait for a second marker stopped them,
+/// so a call whose first marker committed meanwhile waited out its deadline and was told to
+/// retry).
+async fn until_marked<'a, F>(
+    mut marker: impl FnMut() -> F,
+    mut check: impl FnMut(Option<u64>) -> bool,
+    until: tokio::time::Instant,
+    remark_after: Duration,
+) where
+    F: std::future::Future<Output = Option<u64>> + Send + 'a,
+{
+    use tokio::time::Instant;
+    let mut mark = None;
+    let mut marking = Some(Box::pin(marker()));
+    let mut marked_at = Instant::now();
+    loop {
+        // Again after REMARK_AFTER; soon when the last one was not queued (shutting down).
+        let again = if mark.is_some() {
+            remark_after
+        } else {
+            COMMIT_POLL * 5
+        };
+        if marking.is_none() && marked_at.elapsed() >= again {
+            marking = Some(Box::pin(marker()));
+        }
+        let poll = tokio::time::sleep_until(until.min(Instant::now() + COMMIT_POLL));
+        match marking.as_mut() {
+            Some(m) => tokio::select! {
+                seq = m => {
+                    marking = None;
+                    marked_at = Instant::now();
+                    if seq.is_some() {
+                        mark = seq;
+                    }
+                }
+                () = poll => {}
+            },
+            None => poll.await,
+        }
+        if check(mark) || Instant::now() >= until {
+            return;
         }
     }
 }
@@ -736,6 +775,62 @@ fn echoed_source(source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::echoed_source;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A second marker waiting for its place in a full queue does not stop the checks: the
+    /// first one's commit ends the wait.
+    #[tokio::test]
+    async fn a_marker_waiting_for_a_full_queue_does_not_stop_the_commit_checks() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let remark = Duration::from_millis(50);
+        let sent = AtomicU64::new(0);
+        let marker = || {
+            let n = sent.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n > 1 {
+                    // The queue stays full.
+                    std::future::pending::<()>().await;
+                }
+                Some(n)
+            }
+        };
+        let started = Instant::now();
+        let commit_at = started + remark * 3;
+        let (mut checked, mut done) = (Vec::new(), false);
+        let check = |mark: Option<u64>| {
+            checked.push(mark);
+            done = mark == Some(1) && Instant::now() >= commit_at;
+            done
+        };
+        super::until_marked(marker, check, started + Duration::from_secs(30), remark).await;
+        assert!(done, "the wait ended at its deadline: {checked:?}");
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "one marker, then one more");
+        assert!(checked.iter().all(|m| *m == Some(1)), "{checked:?}");
+    }
+
+    /// A marker uncommitted after the re-mark interval is followed by another; the checks then
+    /// wait for the newer one; the deadline ends a wait that nothing commits.
+    #[tokio::test]
+    async fn an_uncommitted_marker_is_followed_by_another() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let remark = Duration::from_millis(50);
+        let sent = AtomicU64::new(0);
+        let marker = || {
+            let n = sent.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Some(n) }
+        };
+        let started = Instant::now();
+        let check = |mark: Option<u64>| mark == Some(2);
+        super::until_marked(marker, check, started + Duration::from_secs(30), remark).await;
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= remark);
+        let started = Instant::now();
+        let until = started + Duration::from_millis(300);
+        super::until_marked(marker, |_| false, until, remark).await;
+        assert!(Instant::now() >= until);
+        assert!(sent.load(Ordering::SeqCst) > 2, "markers went on");
+    }
 
     /// Session 37's review: a refused source name went back whole in the grpc-message header.
     #[test]

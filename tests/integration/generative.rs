@@ -407,9 +407,11 @@ async fn a_model_that_never_stops_is_cut_at_max_tokens() {
     d.stop().await;
 }
 
-/// A model that asks back a passage's words and says it does not know has answered nothing:
-/// "not found", even where general knowledge may be shown. (Before, the question passed the
-/// grounding check as a cited sentence, and "I don't know." was kept as general knowledge.)
+/// A model that asks back a passage's words and says it does not know has answered nothing,
+/// even where general knowledge may be shown: none of it is kept, and the question gets the
+/// extractive answer, as in extractive mode. (Before, the question passed the grounding check
+/// as a cited sentence, and "I don't know." was kept as general knowledge; later the answer
+/// was "not found" where the extractive answerer found one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questions_and_i_do_not_know_from_the_model_are_not_an_answer() {
     let fake = FakeLlm::start(Script::Write(vec![
@@ -431,8 +433,50 @@ async fn questions_and_i_do_not_know_from_the_model_are_not_an_answer() {
         .unwrap()
         .into_inner();
     assert_eq!(fake.requests(), 1);
-    assert_eq!(r.status, pb::AnswerStatus::NoAnswer as i32, "{r:?}");
-    assert!(r.citations.is_empty(), "{r:?}");
+    let details = r.details.clone().unwrap();
+    assert_eq!(details.mode, pb::AnswerMode::Extractive as i32, "{r:?}");
+    assert_eq!(details.fallback_reason, "LLM_UNVERIFIED", "{r:?}");
+    for s in ["know", "Do you mean", "provided passages"] {
+        assert!(!r.answer.contains(s), "{s:?} kept: {r:?}");
+    }
+    let extractive = d.ask(HANA, PARENTAL_LEAVE).await.unwrap();
+    assert_eq!(r.answer, extractive.answer, "{r:?}");
+    d.stop().await;
+}
+
+/// A model whose every sentence the passages do not support: the extractive answer instead,
+/// flagged, with the removal audited (before: "not found" for a question the extractive
+/// answerer answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_answer_with_no_supported_sentence_falls_back_to_the_extractive_answer() {
+    let fake = FakeLlm::start(Script::Write(vec![
+        "The cafeteria serves free lobster to every visitor on Fridays [1].".into(),
+    ]))
+    .await;
+    let env = Env::example();
+    let d = env
+        .start_with(env.config_from(&with_llm(&env, &fake.url, "")))
+        .await;
+    let r = client(&d)
+        .await
+        .ask(authed(HANA, generative(PARENTAL_LEAVE)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fake.requests(), 1);
+    assert_eq!(r.status, pb::AnswerStatus::Answered as i32, "{r:?}");
+    assert!(!r.answer.contains("lobster"), "{r:?}");
+    let details = r.details.clone().unwrap();
+    assert_eq!(details.mode, pb::AnswerMode::Extractive as i32, "{r:?}");
+    assert_eq!(details.fallback_reason, "LLM_UNVERIFIED", "{r:?}");
+    assert!(
+        r.guardrails
+            .iter()
+            .any(|v| v.code == "UNGROUNDED_SENTENCE" && v.count == 1),
+        "{:?}",
+        r.guardrails
+    );
+    assert_citations_readable(&d, HANA, PARENTAL_LEAVE, &r).await;
     d.stop().await;
 }
 

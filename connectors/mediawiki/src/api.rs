@@ -53,6 +53,9 @@ pub enum ApiError {
         url: String,
         attempts: u32,
         message: String,
+        /// The last refusal asked the crawler to slow down (HTTP 429, `ratelimited`, `maxlag`):
+        /// the whole wiki's answer, never one page's.
+        throttled: bool,
     },
     /// An HTTP status that retrying will not fix (404: a wrong `api_path`; 401/403).
     #[error("{url}: http status {status}")]
@@ -74,6 +77,18 @@ pub enum ApiError {
 impl ApiError {
     pub fn is_login(&self) -> bool {
         matches!(self, Self::Login { .. })
+    }
+
+    /// Whether the wiki kept asking the crawler to slow down ([`ApiError::Unreachable`]'s
+    /// `throttled`).
+    pub fn is_throttled(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable {
+                throttled: true,
+                ..
+            }
+        )
     }
 
     /// The API error code, when the wiki answered with one.
@@ -127,7 +142,26 @@ enum Attempt {
     Done(Value),
     /// Retry after the given delay (the server's `Retry-After`) or after backoff (`None`).
     Retry(Option<Duration>, String),
+    /// The wiki asks the crawler to slow down (HTTP 429, `ratelimited`, `maxlag`): retry after
+    /// its `Retry-After`, or after [`THROTTLE_WAIT`] at least.
+    Throttle(Option<Duration>, String),
     Fail(ApiError),
+}
+
+/// The least wait after a "slow down" without `Retry-After` (a review: a 429 without it was
+/// retried after the 0.5 s backoff, and after five tries became one page's failure while the
+/// sync went on at the same pace to the next page).
+pub const THROTTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The wait before the next attempt: the server's `after` (capped at [`RETRY_AFTER_CAP`]), else
+/// the `backoff`; at least [`THROTTLE_WAIT`] when the wiki asked to slow down without saying
+/// how long.
+fn retry_wait(after: Option<Duration>, backoff: Duration, throttled: bool) -> Duration {
+    match after {
+        Some(a) => a.min(RETRY_AFTER_CAP),
+        None if throttled => backoff.max(THROTTLE_WAIT),
+        None => backoff,
+    }
 }
 
 impl Api {
@@ -397,18 +431,19 @@ impl Api {
         }
         let mut backoff = BACKOFF_START;
         let mut last = String::new();
+        let mut throttled = false;
         for attempt in 1..=ATTEMPTS {
-            let wait = match self.attempt(client, post, &all).await {
+            let (after, why, slow_down) = match self.attempt(client, post, &all).await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(after, why) => {
-                    tracing::debug!(api = %self.api_url, attempt, reason = %docent_connector_api::log_safe(&why.to_string()), "request failed, retrying");
-                    last = why;
-                    let b = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                    after.map_or(b, |a| a.min(RETRY_AFTER_CAP))
-                }
+                Attempt::Retry(after, why) => (after, why, false),
+                Attempt::Throttle(after, why) => (after, why, true),
             };
+            tracing::debug!(api = %self.api_url, attempt, reason = %docent_connector_api::log_safe(&why), "request failed, retrying");
+            last = why;
+            throttled = slow_down;
+            let wait = retry_wait(after, backoff, slow_down);
+            backoff = (backoff * 2).min(BACKOFF_CAP);
             if attempt < ATTEMPTS {
                 self.sleep(wait).await?;
             }
@@ -417,6 +452,7 @@ impl Api {
             url: self.api_url.clone(),
             attempts: ATTEMPTS,
             message: last,
+            throttled,
         })
     }
 
@@ -472,8 +508,11 @@ impl Api {
                 Err(e) => return Attempt::Retry(None, describe_reqwest(&e)),
             },
         };
-        if status.as_u16() == 429 || status.as_u16() == 503 {
-            return Attempt::Retry(retry_after, format!("http status {}", status.as_u16()));
+        if status.as_u16() == 429 {
+            return Attempt::Throttle(retry_after, "http status 429".into());
+        }
+        if status.as_u16() == 503 {
+            return Attempt::Retry(retry_after, "http status 503".into());
         }
         if status.is_server_error() {
             return Attempt::Retry(None, format!("http status {}", status.as_u16()));
@@ -498,12 +537,10 @@ impl Api {
                 .to_string();
             return match code {
                 // The wiki asks us to slow down; these pass.
-                "maxlag" => Attempt::Retry(
-                    Some(retry_after.unwrap_or(Duration::from_secs(5))),
-                    format!("maxlag: {info}"),
-                ),
-                "ratelimited"
-                | "readonly"
+                "maxlag" | "ratelimited" => {
+                    Attempt::Throttle(retry_after, format!("{code}: {info}"))
+                }
+                "readonly"
                 | "internal_api_error_DBQueryError"
                 | "internal_api_error_DBConnectionError" => {
                     Attempt::Retry(retry_after, format!("{code}: {info}"))
@@ -696,6 +733,78 @@ mod tests {
         );
         assert_eq!(rounds, 3);
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// A stand-in wiki answering every request with `status` and `Retry-After: 0`.
+    async fn refusing_wiki(status: u16) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let head = format!(
+                            "HTTP/1.1 {status} No\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n"
+                        );
+                        if sock.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// A wiki that keeps answering 429 ends in an error that says it asked to slow down (the
+    /// sync then stops instead of failing page after page); a 503 does not.
+    #[tokio::test]
+    async fn a_wiki_that_keeps_refusing_with_429_is_throttling_not_failing_a_page() {
+        let query = [("action".to_string(), "query".to_string())];
+        let err = stand_in_api(&refusing_wiki(429).await)
+            .get(&query)
+            .await
+            .unwrap_err();
+        assert!(err.is_throttled(), "{err:?}");
+        let err = stand_in_api(&refusing_wiki(503).await)
+            .get(&query)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApiError::Unreachable {
+                    throttled: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// A "slow down" without `Retry-After` waits [`THROTTLE_WAIT`] at least, not the first
+    /// half-second backoff; the server's own wait is honoured, capped.
+    #[test]
+    fn a_slow_down_without_retry_after_waits_the_throttle_wait() {
+        assert_eq!(retry_wait(None, BACKOFF_START, true), THROTTLE_WAIT);
+        assert_eq!(
+            retry_wait(None, Duration::from_secs(16), true),
+            Duration::from_secs(16)
+        );
+        assert_eq!(retry_wait(None, BACKOFF_START, false), BACKOFF_START);
+        assert_eq!(
+            retry_wait(Some(Duration::ZERO), BACKOFF_START, true),
+            Duration::ZERO
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(3600)), BACKOFF_START, false),
+            RETRY_AFTER_CAP
+        );
     }
 
     #[test]

@@ -1059,6 +1059,12 @@ impl Syncer {
     /// wiki is down and the sync fails. (Before, one page that would not render stopped every
     /// sync at it: later pages never updated, deleted ones never withdrawn.)
     async fn on_page_failure(&self, meta: &PageMeta, e: ApiError) -> Result<Action, SyncError> {
+        // A wiki that keeps asking to slow down answers the light probe too, but the refusal
+        // is the whole wiki's: the sync stops (and its job backs off) instead of going on to
+        // the next page at the same pace, each failing in turn.
+        if e.is_throttled() {
+            return Err(e.into());
+        }
         if e.code().is_some()
             || !matches!(e, ApiError::Unreachable { .. } | ApiError::Invalid { .. })
         {
