@@ -22,6 +22,9 @@ const HR_ONLY: &[&str] = &[
 ];
 /// A channel whose audience is `group:staff` (everyone at Fernhill; not HR).
 const STAFF_CHANNEL: &str = "C0STAFF";
+/// A channel with the staff group's audience that an administrator opened to guests (a Slack
+/// Connect channel with a partner).
+const PARTNER_CHANNEL: &str = "C0PARTNER";
 
 /// The example config with hana's Slack id as an alias (alice is found by e-mail).
 fn daemon_env() -> (Env, docent::config::Config) {
@@ -57,7 +60,8 @@ api_key = "${{KEY}}"
 timeout_secs = 60
 [channels]
 default_audience = "everyone"
-audiences = {{ {STAFF_CHANNEL} = "group:staff", C0EXPLICIT = "everyone" }}
+audiences = {{ {STAFF_CHANNEL} = "group:staff", {PARTNER_CHANNEL} = "group:staff", C0EXPLICIT = "everyone" }}
+open_to_guests = ["{PARTNER_CHANNEL}"]
 "#,
         slack.api_url()
     );
@@ -786,6 +790,34 @@ async fn a_guest_invited_before_the_bot_joined_is_seen() {
     s.stop().await;
 }
 
+/// Session 42's review: a chosen group audience skipped the guest check, so a guest invited
+/// into `#hr-team` read the HR group's answers. Only a channel opened to guests skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_a_channel_with_a_chosen_audience_ends_its_answers_unless_it_is_open() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    s.slack.add_guest("U0INVITED", STAFF_CHANNEL);
+    s.event(
+        "Ev32",
+        mention("U0ALICE", STAFF_CHANNEL, "1700000032.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert!(s.nothing_asked(), "nothing was asked");
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.slack.add_guest("U0PARTNER", PARTNER_CHANNEL);
+    s.event(
+        "Ev33",
+        mention("U0ALICE", PARTNER_CHANNEL, "1700000033.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 /// Session 34's review: another organisation's member is none of Slack's guest kinds, so a
 /// channel with one, whose event did not say it was shared, was answered as `everyone`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -832,6 +864,16 @@ async fn an_event_that_does_not_say_whether_its_channel_is_shared_counts_as_shar
 async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chosen_audience() {
     let s = setup().await;
     let q = "How do I connect to the VPN?";
+    // A chosen audience alone is not enough: the channel must be open to guests.
+    s.event_in(
+        "Ev10b",
+        mention("U0ALICE", STAFF_CHANNEL, "1700000010.000200", q),
+        true,
+    )
+    .await;
+    s.bridge.idle().await;
+    assert!(s.slack.calls_to("chat.postMessage").is_empty());
+    assert_eq!(s.refusals("shared_channel"), 1);
     // No audience chosen for this Slack Connect channel: the default one is not used.
     s.event_in(
         "Ev10",
@@ -841,11 +883,12 @@ async fn a_channel_shared_with_another_organisation_is_answered_only_with_a_chos
     .await;
     s.bridge.idle().await;
     assert!(s.slack.calls_to("chat.postMessage").is_empty());
-    assert_eq!(s.refusals("shared_channel"), 1);
-    // The staff channel's audience was chosen by the administrator: answered.
+    assert_eq!(s.refusals("shared_channel"), 2);
+    // The partner channel's audience was chosen, and the channel opened to guests, by the
+    // administrator: answered.
     s.event_in(
         "Ev11",
-        mention("U0ALICE", STAFF_CHANNEL, "1700000011.000100", q),
+        mention("U0ALICE", PARTNER_CHANNEL, "1700000011.000100", q),
         true,
     )
     .await;

@@ -180,6 +180,9 @@ impl Drop for Ticket {
 /// At most this many joiners are kept per channel between two checks.
 const MAX_JOINERS: usize = 1_000;
 
+/// The longest a channel's "no guests" verdict is reused (less when `users.cache_ttl_secs` is).
+const GUEST_VERDICT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// At most this many channel members the account list does not know are asked about one by one
 /// (`users.info`) in one check; past that the list is read again, and members it still does not
 /// know count as guests.
@@ -360,7 +363,9 @@ impl Bridge {
                 pending: TtlMap::new(DAY, 100_000),
                 // Twice the signature's freshness window (± 5 minutes).
                 requests: TtlMap::new(std::time::Duration::from_secs(600), 100_000),
-                guest_channels: TtlMap::new(ttl, 100_000),
+                // At most a minute: a guest added without the join event reaching the
+                // bridge (the subscription missing, an event lost) reads answers that long.
+                guest_channels: TtlMap::new(ttl.min(GUEST_VERDICT_TTL), 100_000),
                 joined: TtlMap::new(ttl, 100_000),
                 joins: 0,
                 guests: None,
@@ -427,9 +432,10 @@ impl Bridge {
     }
 
     /// `is_ext_shared_channel` (Slack Connect: members of other organisations read it): only
-    /// where an administrator chose the channel's audience, never by the default one.
+    /// where an administrator chose the channel's audience and opened it to guests
+    /// (`open_to_guests`), never by the default one.
     pub fn answers_in_shared_channel(&self, channel: &str) -> bool {
-        let ok = self.chose_audience(channel);
+        let ok = self.chose_audience(channel) && self.cfg.open_to_guests.contains(channel);
         if !ok {
             self.metrics.inc(
                 "docent_slack_refusals_total",
@@ -1181,10 +1187,11 @@ impl Bridge {
             }
             return;
         }
-        // The default audience speaks for the workspace's employees: a channel with a guest
-        // (a single- or multi-channel guest, not a Docent identity) gets no answer from it. An
-        // explicit `everyone` is the default audience (found by a review: it skipped this).
-        let checked = !self.chose_audience(channel);
+        // An audience speaks for the workspace's employees: a channel with a guest (a single-
+        // or multi-channel guest, not a Docent identity) gets no answer from it, unless an
+        // administrator opened that channel, with a chosen group, to guests. (Found by
+        // reviews: an explicit `everyone`, then any chosen group, skipped this.)
+        let checked = !self.cfg.open_to_guests.contains(channel);
         let joins = self.state().joins;
         if checked && self.refused_for_guests(channel, &asker).await {
             return;

@@ -55,6 +55,11 @@ pub struct Config {
     pub docent_timeout: Duration,
     pub default_audience: Audience,
     pub audiences: BTreeMap<String, Audience>,
+    /// Channels with a chosen audience whose answers guests and other organisations' members
+    /// may read (a Slack Connect channel with a partner). Every other channel is checked for
+    /// them before each answer, whatever its audience (a review: a chosen audience skipped
+    /// the check, so a guest invited into `#hr-team` read the HR group's answers).
+    pub open_to_guests: std::collections::BTreeSet<String>,
     pub user_cache_ttl: Duration,
     /// Answers being produced at once; more events wait (they are acknowledged already).
     pub max_concurrent_answers: usize,
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Config {
             .field("docent", &self.docent)
             .field("default_audience", &self.default_audience)
             .field("audiences", &self.audiences)
+            .field("open_to_guests", &self.open_to_guests)
             .field("team_id", &self.team_id)
             .field("enterprise_id", &self.enterprise_id)
             .finish_non_exhaustive()
@@ -177,6 +183,8 @@ struct RawChannels {
     default_audience: Option<String>,
     #[serde(default)]
     audiences: BTreeMap<String, String>,
+    #[serde(default)]
+    open_to_guests: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -287,7 +295,17 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        // The line and the message, not toml's quote of the line: a line with a literal
+        // secret on it (a quote left open) would go to stderr and the journal.
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            ConfigError::Toml(match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {}", e.message().trim())
+                }
+                None => e.message().trim().to_string(),
+            })
+        })?;
         let mut issues = Vec::new();
         let mut issue = |path: &str, message: String| {
             issues.push(ConfigIssue {
@@ -483,6 +501,28 @@ impl Config {
                 audiences.insert(ch.clone(), a);
             }
         }
+        let mut open_to_guests = std::collections::BTreeSet::new();
+        for ch in &raw.channels.open_to_guests {
+            match audiences.get(ch) {
+                Some(Audience::Group(_)) => {
+                    open_to_guests.insert(ch.clone());
+                }
+                _ => issue(
+                    "channels.open_to_guests",
+                    format!(
+                        "{ch:?}: only a channel given a group in `audiences` (its answers are \
+                         that group's documents, which its guests may then read)"
+                    ),
+                ),
+            }
+        }
+        let docent_timeout = raw.docent.timeout_secs.unwrap_or(60);
+        if !(1..=3600).contains(&docent_timeout) {
+            issue(
+                "docent.timeout_secs",
+                format!("{docent_timeout}: must be 1 to 3600"),
+            );
+        }
         let max_concurrent_answers = raw.limits.max_concurrent_answers.unwrap_or(16);
         if max_concurrent_answers == 0 {
             issue("limits.max_concurrent_answers", "must be at least 1".into());
@@ -528,9 +568,10 @@ impl Config {
                 dev_user: None,
                 allow_plain_http: raw.docent.allow_plain_http,
             },
-            docent_timeout: Duration::from_secs(raw.docent.timeout_secs.unwrap_or(60)),
+            docent_timeout: Duration::from_secs(docent_timeout),
             default_audience: default_audience.expect("checked"),
             audiences,
+            open_to_guests,
             user_cache_ttl: Duration::from_secs(raw.users.cache_ttl_secs.unwrap_or(600)),
             max_concurrent_answers,
             slack_attempts,
@@ -611,6 +652,29 @@ audiences = { C0HR = "group:hr" }
         assert_eq!(issues[0].path, "docent.addr", "{issues:?}");
         let allowed = remote.replace("[docent]", "[docent]\nallow_plain_http = true");
         assert!(Config::parse(&allowed, Path::new("."), &env).is_ok());
+        // A channel open to guests must have a chosen group.
+        let open = TEXT.replace("[channels]", "[channels]\nopen_to_guests = [\"C0GENERAL\"]");
+        let Err(ConfigError::Invalid(issues)) = Config::parse(&open, Path::new("."), &env) else {
+            panic!("expected issues")
+        };
+        assert_eq!(issues[0].path, "channels.open_to_guests", "{issues:?}");
+        let open = TEXT.replace("[channels]", "[channels]\nopen_to_guests = [\"C0HR\"]");
+        let c = Config::parse(&open, Path::new("."), &env).unwrap();
+        assert!(c.open_to_guests.contains("C0HR"));
+        for secs in ["0", "400000000000"] {
+            let t = TEXT.replace("[docent]", &format!("[docent]\ntimeout_secs = {secs}"));
+            let Err(ConfigError::Invalid(issues)) = Config::parse(&t, Path::new("."), &env) else {
+                panic!("expected issues for {secs}")
+            };
+            assert_eq!(issues[0].path, "docent.timeout_secs", "{issues:?}");
+        }
+        // A syntax error names its line, and does not quote it (it may hold a secret).
+        let open_quote = TEXT.replace("\"${BOT}\"", "\"xoxb-secret-123");
+        let Err(ConfigError::Toml(m)) = Config::parse(&open_quote, Path::new("."), &env) else {
+            panic!("expected a syntax error")
+        };
+        assert!(m.starts_with("line 5:"), "{m}");
+        assert!(!m.contains("xoxb-secret-123"), "{m}");
         let unknown = TEXT.replace("[channels]", "[channels]\nfoo = 1");
         assert!(matches!(
             Config::parse(&unknown, Path::new("."), &env),

@@ -99,6 +99,7 @@ fn link_url(u: &str) -> String {
             '<' => out.push_str("%3C"),
             '>' => out.push_str("%3E"),
             ' ' => out.push_str("%20"),
+            '&' => out.push_str("&amp;"),
             c => out.push(c),
         }
     }
@@ -152,8 +153,19 @@ fn block_text(b: &Value) -> &str {
 pub fn citation_line(n: usize, c: &pb::Citation) -> String {
     let title = if c.title.is_empty() { &c.uri } else { &c.title };
     let title = escape(title).replace('|', "¦");
+    // A link only to a web or file address: Slack reads `<!channel|…>`, `<@U1|…>` and
+    // `<#C1|…>` as a mention (a review: a plugin connector's uri could ping a channel).
+    let linkable = ["http://", "https://", "file://", "smb://", "nfs://"]
+        .iter()
+        .any(|s| {
+            c.uri
+                .get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        });
     let mut line = if c.uri.is_empty() {
         format!("[{n}] {title}")
+    } else if !linkable {
+        format!("[{n}] {title} ({})", escape(&c.uri))
     } else {
         format!("[{n}] <{}|{title}>", link_url(&c.uri))
     };
@@ -390,6 +402,31 @@ mod tests {
             link_url("file:///share/100%/a%zz%4"),
             "file:///share/100%25/a%25zz%254"
         );
+        // Slack's escape for `&` in a message, links included.
+        assert_eq!(
+            link_url("https://wiki.example/?a=1&b=2"),
+            "https://wiki.example/?a=1&amp;b=2"
+        );
+    }
+
+    /// A uri that is no web or file address is shown as text, not made a link: `<!channel|…>`
+    /// would ping the channel.
+    #[test]
+    fn a_citation_uri_that_is_no_address_is_not_a_link() {
+        let cite = |uri: &str| pb::Citation {
+            uri: uri.into(),
+            title: "Pay".into(),
+            ..Default::default()
+        };
+        for uri in ["!channel", "@U123", "#C123", "javascript:alert(1)"] {
+            let line = citation_line(1, &cite(uri));
+            assert!(!line.contains('<'), "{line}");
+        }
+        assert_eq!(
+            citation_line(1, &cite("HTTPS://wiki.example/Pay")),
+            "[1] <HTTPS://wiki.example/Pay|Pay>"
+        );
+        assert_eq!(citation_line(1, &cite("!channel")), "[1] Pay (!channel)");
     }
 
     #[test]

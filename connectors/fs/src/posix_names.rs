@@ -60,6 +60,13 @@ impl PosixNames {
     }
 }
 
+/// The ids a server or kernel puts in for an owner or entry it cannot map (the overflow and
+/// anonymous id 65534, `nobody`/`nogroup`, and `(uid_t) -1`): never a person's, whatever
+/// line names them. Unnamed, a deny of one closes the file instead of denying `user:nobody`
+/// (a review: an NFS server's "deny bob", its bob unmapped, arrived as a deny of 65534 and
+/// left bob reading the file), and an allow of one grants nobody.
+pub const UNMAPPED_IDS: [u32; 2] = [65_534, u32::MAX];
+
 /// `name:x:id:...` lines; the id is the third field in both files. An id that two names share
 /// (`alice` and `alice-admin`, both uid 1001) is left out: one name would not reach the other's
 /// identity, so such an id is treated as unnamed (allowed by its number, and a deny of it
@@ -92,7 +99,7 @@ fn parse(text: &str) -> BTreeMap<u32, String> {
             }
         }
     }
-    for id in shared {
+    for id in shared.into_iter().chain(UNMAPPED_IDS) {
         out.remove(&id);
     }
     out
@@ -161,6 +168,23 @@ mod tests {
         assert!(PosixNames::try_load(&p, &g).is_none());
         std::fs::remove_file(&g).unwrap();
         assert!(PosixNames::try_load(&p, &g).is_none());
+    }
+
+    #[test]
+    fn the_anonymous_ids_are_never_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, g) = (dir.path().join("passwd"), dir.path().join("group"));
+        std::fs::write(
+            &p,
+            "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\nneg:x:4294967295:1::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(&g, "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        let n = PosixNames::load(&p, &g);
+        assert!(!n.knows_user(65_534) && !n.knows_user(u32::MAX));
+        assert!(!n.knows_group(65_534));
+        assert_eq!(n.user(65_534), "65534");
+        assert!(n.knows_user(0) && n.knows_group(0));
     }
 
     #[test]

@@ -58,7 +58,20 @@ pub struct Entry {
 /// sent with the last reply.
 pub struct ReadOutcome {
     pub data: Vec<u8>,
+    /// The attributes of the last reply that carried them.
     pub attr: Option<fattr3>,
+    /// Every reply's attributes agreed (size, mode, owner, group, modification and change
+    /// time), the file ended where its size says, and no reply came back empty before the
+    /// end: the bytes are one version of the file. Else it changed while it was read, and the
+    /// text may be part old, part new, under the last reply's permissions.
+    pub settled: bool,
+}
+
+/// Whether two attribute sets describe the same version of a file's content and access.
+fn same_state(a: &fattr3, b: &fattr3) -> bool {
+    (a.size, a.mode, a.uid, a.gid) == (b.size, b.mode, b.uid, b.gid)
+        && (a.mtime.seconds, a.mtime.nseconds) == (b.mtime.seconds, b.mtime.nseconds)
+        && (a.ctime.seconds, a.ctime.nseconds) == (b.ctime.seconds, b.ctime.nseconds)
 }
 
 pub struct Session {
@@ -378,7 +391,9 @@ impl Session {
         path: &str,
     ) -> Result<Result<ReadOutcome, nfsstat3>, NfsError> {
         let mut data = Vec::new();
-        let mut attr = None;
+        let mut attr: Option<fattr3> = None;
+        let mut settled = true;
+        let mut eof = false;
         loop {
             let args = nfs3::READ3args {
                 file: fh.clone(),
@@ -394,15 +409,33 @@ impl Session {
                 Nfs3Result::Err((stat, _)) => return Ok(Err(stat)),
             };
             if let Some(a) = option(ok.file_attributes) {
+                settled &= attr.as_ref().is_none_or(|before| same_state(before, &a));
                 attr = Some(a);
             }
             let chunk = ok.data.as_ref();
             data.extend_from_slice(chunk);
-            if ok.eof || chunk.is_empty() || data.len() as u64 > max {
+            if ok.eof {
+                eof = true;
+                break;
+            }
+            if data.len() as u64 > max {
+                break;
+            }
+            if chunk.is_empty() {
+                // Shorter than it was (truncated while read), or a server that stopped.
+                settled = false;
                 break;
             }
         }
-        Ok(Ok(ReadOutcome { data, attr }))
+        // A whole read ends at the file's size.
+        if eof && let Some(a) = &attr {
+            settled &= a.size == data.len() as u64;
+        }
+        Ok(Ok(ReadOutcome {
+            data,
+            attr,
+            settled,
+        }))
     }
 }
 
@@ -588,6 +621,51 @@ pub fn join(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What tells a read that the file changed under it: its size, mode, owner, group,
+    /// modification or change time; not its access time.
+    #[test]
+    fn a_file_changed_between_two_replies_is_not_the_same_state() {
+        use nfs3_client::nfs3_types::nfs3::{ftype3, nfstime3, specdata3};
+        let t = nfstime3 {
+            seconds: 100,
+            nseconds: 5,
+        };
+        let a = fattr3 {
+            type_: ftype3::NF3REG,
+            mode: 0o600,
+            nlink: 1,
+            uid: 1001,
+            gid: 2001,
+            size: 5 << 20,
+            used: 0,
+            rdev: specdata3 {
+                specdata1: 0,
+                specdata2: 0,
+            },
+            fsid: 0,
+            fileid: 7,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        };
+        let mut b = a.clone();
+        b.atime.seconds += 9;
+        assert!(same_state(&a, &b));
+        let changes: [fn(&mut fattr3); 6] = [
+            |x| x.mode = 0o644,
+            |x| x.size += 1,
+            |x| x.uid = 0,
+            |x| x.gid = 0,
+            |x| x.mtime.nseconds += 1,
+            |x| x.ctime.seconds += 1,
+        ];
+        for change in changes {
+            let mut b = a.clone();
+            change(&mut b);
+            assert!(!same_state(&a, &b), "{b:?}");
+        }
+    }
 
     #[test]
     fn a_listing_follows_new_cookies_to_the_end() {

@@ -402,7 +402,7 @@ impl Listed {
             Self::Unusable(CHANGED_WHILE_ASKED.to_string())
         } else if !list.consistent {
             Self::Unusable(ACL_LIST.to_string())
-        } else if list.extends_mode() {
+        } else if list.extends_mode() || list.disagrees_with(a.mode) {
             Self::List(list.entries.as_slice().into())
         } else {
             Self::Mode
@@ -1222,7 +1222,31 @@ impl Syncer {
             return Ok(Ok(None));
         }
         let max = self.cfg.max_file_size;
-        let read = match session.read(&f.fh, max, &f.rel).await? {
+        let mut tries = 0;
+        let read = loop {
+            tries += 1;
+            match session.read(&f.fh, max, &f.rel).await? {
+                // Changed while it was read (a review: part old, part new text was indexed
+                // under the last reply's permissions): read again, a few times.
+                Ok(r) if !r.settled && tries < UNSETTLED_READS => continue,
+                r => break r,
+            }
+        };
+        let read = match read {
+            Ok(r) if !r.settled => {
+                let why = format!(
+                    "{:?} kept changing while it was read ({UNSETTLED_READS} tries)",
+                    f.rel
+                );
+                let unchanged_acl = prev
+                    .as_ref()
+                    .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
+                return Ok(Err(if unchanged_acl {
+                    Unread::Keep(format!("{why}; the indexed version stays"))
+                } else {
+                    Unread::Skip(why)
+                }));
+            }
             Ok(r) => r,
             // Refused to the crawler, or gone since the listing: this file's own state.
             Err(
@@ -1306,6 +1330,10 @@ impl Syncer {
         })))
     }
 }
+
+/// How many times a file that changes while it is read is read before the sync gives up on
+/// it until the next one.
+const UNSETTLED_READS: u32 = 3;
 
 /// Whether a `GETACL` error is the object's own state (refused to the crawler, gone since the
 /// listing, or on a file system whose access control NFSACL cannot show, such as NFSv4 ACLs):
@@ -1552,6 +1580,16 @@ mod tests {
             Listed::from_answer(&list(listed), &a),
             Listed::List(_)
         ));
+        // A minimal list stricter than the listed mode decides.
+        use docent_fs_connector::posix_list::{GROUP_OBJ, OTHER, USER_OBJ};
+        let strict = nfsacl::AccessList {
+            entries: [(USER_OBJ, 7), (GROUP_OBJ, 5), (OTHER, 0)]
+                .map(|(tag, perm)| ListEntry { tag, id: 0, perm })
+                .to_vec(),
+            consistent: true,
+            owner_mode: None,
+        };
+        assert!(matches!(Listed::from_answer(&strict, &a), Listed::List(_)));
         // A chmod or chown between the listing and the list.
         for other in [
             (0o750, 1001, 2001),

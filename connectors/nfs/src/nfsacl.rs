@@ -102,6 +102,30 @@ impl AccessList {
     }
 }
 
+impl AccessList {
+    /// Whether the list's owner, group (its mask, when it has one) or other permission differs
+    /// from `mode`'s bits. A server that builds its lists (nfs-ganesha over a store that keeps
+    /// NFSv4 lists) can send a minimal list stricter than the mode it reports (`other::---`
+    /// under 0644): the list is what it enforces (a review: the mode bits were used, and the
+    /// file went to everyone). An empty list states nothing.
+    pub fn disagrees_with(&self, mode: u32) -> bool {
+        let perm = |tag| {
+            self.entries
+                .iter()
+                .find(|e| e.tag == tag)
+                .map(|e| e.perm & 0o7)
+        };
+        let group = perm(MASK).or(perm(GROUP_OBJ));
+        [
+            (perm(USER_OBJ), (mode >> 6) & 0o7),
+            (group, (mode >> 3) & 0o7),
+            (perm(OTHER), mode & 0o7),
+        ]
+        .into_iter()
+        .any(|(sent, bits)| sent.is_some_and(|p| p != bits))
+    }
+}
+
 /// Decodes a `GETACL` reply: `Ok(Err(status))` when the server refused it for this object,
 /// `Err` when the bytes are not a reply.
 pub fn parse_getacl(bytes: &[u8]) -> Result<Result<AccessList, nfsstat3>, String> {
@@ -204,6 +228,24 @@ mod tests {
             (GROUP_OBJ, NONE, 4),
             (OTHER, NONE, 4)
         ]));
+    }
+
+    #[test]
+    fn a_minimal_list_stricter_than_the_mode_disagrees_with_it() {
+        let l = |entries: &[(u32, u32, u32)]| parse_getacl(&reply(entries)).unwrap().unwrap();
+        let minimal = l(&[(USER_OBJ, NONE, 6), (GROUP_OBJ, NONE, 4), (OTHER, NONE, 0)]);
+        assert!(minimal.disagrees_with(0o644));
+        assert!(!minimal.disagrees_with(0o640));
+        // With a mask, the mode's group bits are the mask.
+        let masked = l(&[
+            (USER_OBJ, NONE, 6),
+            (GROUP_OBJ, NONE, 0),
+            (MASK, NONE, 4),
+            (OTHER, NONE, 0),
+        ]);
+        assert!(!masked.disagrees_with(0o640));
+        assert!(masked.disagrees_with(0o600));
+        assert!(!l(&[]).disagrees_with(0o644));
     }
 
     #[test]
