@@ -24,12 +24,35 @@ pub async fn signal() {
     }
 }
 
-/// Calls `reload` (off the async runtime) on every SIGHUP, for the life of the process.
-pub async fn on_reload(reload: impl Fn() + Send + Sync + Clone + 'static) {
+/// SIGHUP, taken over from its default action (which ends the process) when made: make it
+/// first thing at start, so that a `systemctl reload` while the model loads is a reload once
+/// the daemon is up, not the end of it (found by a review).
+pub struct ReloadSignal {
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl ReloadSignal {
+    pub fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+}
+
+impl Default for ReloadSignal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Calls `reload` (off the async runtime) on every SIGHUP since `signal` was made, for the life
+/// of the process.
+pub async fn on_reload(signal: ReloadSignal, reload: impl Fn() + Send + Sync + Clone + 'static) {
     #[cfg(unix)]
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Some(mut hup) = signal.hup else {
             return;
         };
         while hup.recv().await.is_some() {
@@ -38,5 +61,5 @@ pub async fn on_reload(reload: impl Fn() + Send + Sync + Clone + 'static) {
         }
     }
     #[cfg(not(unix))]
-    let _ = reload;
+    let _ = (signal, reload);
 }

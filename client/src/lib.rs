@@ -301,6 +301,10 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// The bounds of [`Client::with_timeout`].
+pub const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1);
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// How long connecting (TCP) may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often an HTTP/2 ping checks that the daemon still answers, and how long it may take.
@@ -365,8 +369,16 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
 }
 
 /// `msg` in a request carrying `config`'s credential (what [`Client::request`] does), for
-/// callers that manage their own channel.
+/// callers that manage their own channel, which must lead to `config.addr`: a token for a
+/// plaintext `http://` address off this machine is refused here as [`Client::connect`] refuses
+/// it, unless `allow_plain_http` (a review: this skipped the check).
 pub fn authorized<T>(config: &Config, msg: T) -> Result<tonic::Request<T>, Error> {
+    if config.token.as_deref().is_some_and(|t| !t.is_empty())
+        && !config.allow_plain_http
+        && let Some(host) = plaintext_host(&parse_addr(&config.addr)?, true)
+    {
+        return Err(Error::PlaintextRefused { host });
+    }
     let mut req = tonic::Request::new(msg);
     Auth::from_config(config)?.apply(&mut req);
     Ok(req)
@@ -465,10 +477,11 @@ impl Client {
     }
 
     /// The same connection with a deadline on every request (sent to Docent, which stops the
-    /// work when it passes).
+    /// work when it passes): at least a millisecond and at most a year (a review: tonic
+    /// panics on a deadline of 100 million hours or more, and zero fails every call).
     pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
         Self {
-            timeout: Some(timeout),
+            timeout: Some(timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT)),
             ..self
         }
     }
@@ -690,6 +703,13 @@ mod tests {
             ..remote.clone()
         };
         assert!(Client::connect_lazy(&allowed).await.is_ok());
+        // The same for a request built for the caller's own channel (a review: `authorized`
+        // skipped the check).
+        assert!(matches!(
+            authorized(&remote, ()),
+            Err(Error::PlaintextRefused { host }) if host == "docent.corp.example"
+        ));
+        assert!(authorized(&allowed, ()).is_ok());
         let local = Config {
             token: Some("k".into()),
             ..Config::new("http://127.0.0.1:7878")
@@ -709,6 +729,23 @@ mod tests {
             ..local
         };
         assert!(Client::connect_lazy(&local_ca).await.is_ok());
+    }
+
+    /// A deadline tonic cannot encode (it panics at 100 million hours) or zero is clamped.
+    #[tokio::test]
+    async fn a_request_deadline_is_clamped_to_what_can_be_sent() {
+        let c = Client::connect_lazy(&Config {
+            token: Some("k".into()),
+            ..Config::new("http://127.0.0.1:7878")
+        })
+        .await
+        .unwrap();
+        let huge = c
+            .clone()
+            .with_timeout(std::time::Duration::from_secs(400_000_000_000));
+        assert_eq!(huge.timeout, Some(MAX_TIMEOUT));
+        let zero = c.with_timeout(std::time::Duration::ZERO);
+        assert_eq!(zero.timeout, Some(MIN_TIMEOUT));
     }
 
     /// The address is judged as the transport parses it: a scheme tonic would carry in

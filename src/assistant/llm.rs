@@ -17,8 +17,8 @@ use super::verify::{Draft, ResponseScope, SentenceSplitter};
 use super::{AnswerError, Answerer, DraftSink, Question, Usage};
 use crate::retrieve::Hit;
 
-/// `[llm]` in the config.
-#[derive(Debug, Clone)]
+/// `[llm]` in the config. Its `Debug` shows no API key.
+#[derive(Clone)]
 pub struct LlmConfig {
     /// Up to and including the version segment: `http://127.0.0.1:8088/v1`; requests go to
     /// `{base_url}/chat/completions`.
@@ -40,6 +40,20 @@ pub struct LlmConfig {
     pub price_prompt_per_1k: f64,
     pub price_completion_per_1k: f64,
     pub currency: String,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for LlmConfig {
@@ -646,6 +660,20 @@ pub fn drafts(text: &str) -> Vec<Draft> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Session 42's review: `{:?}` of the config printed the API key.
+    #[test]
+    fn the_api_key_is_not_in_debug_output() {
+        let c = LlmConfig {
+            api_key: Some("sk-s3cret".into()),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 
     /// Session 34's review: a reported count was trusted as is; one near `u64::MAX` wrapped the
     /// day's counter (a budget reset) or spent every budget it counted against.

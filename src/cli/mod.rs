@@ -667,6 +667,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitCode> {
+    let reload = crate::shutdown::ReloadSignal::new();
     let config = Config::load(&config_path)?;
     if let (Ok(text), Ok(files)) = (
         std::fs::read_to_string(&config_path),
@@ -701,7 +702,7 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
     };
     let daemon = crate::server::start_with(config, Arc::new(embedder), listener, opts).await?;
     let state = daemon.state().clone();
-    tokio::spawn(crate::shutdown::on_reload(move || {
+    tokio::spawn(crate::shutdown::on_reload(reload, move || {
         if let Err(e) = state.reload_identities() {
             // The error can quote names and aliases (a name given to two identities).
             tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "identity reload failed; keeping the current identities, less what the file no longer grants");

@@ -1197,6 +1197,17 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                     ),
                 );
             }
+            // A group named as a principal (`group:hr`) would make the identity a member of
+            // `group:group:hr`, which no rule names (a review: such a member escaped a deny
+            // of `group:hr`, and the undefined-group warning counted it as defined).
+            for (k, g) in r.groups.iter().enumerate() {
+                if g.trim().is_empty() || g.contains(char::is_whitespace) || g.contains(':') {
+                    is.add(
+                        format!("{p}.groups[{k}]"),
+                        format!("{g:?}: a group id, without spaces or `group:` (as in [[groups]])"),
+                    );
+                }
+            }
             if !ids.insert(r.id.clone()) {
                 is.add(format!("{p}.id"), format!("duplicate identity {:?}", r.id));
             }
@@ -1674,6 +1685,20 @@ scopes = ["query", "everything"]
             assert_eq!(issues.len(), 1, "{issues:?}");
             assert_eq!(issues[0].path, "identities[0].id", "{issues:?}");
         }
+    }
+
+    /// Session 42's review: `groups = ["group:hr"]` made the identity a member of
+    /// `group:group:hr`, outside every rule about `group:hr`.
+    #[test]
+    fn an_identity_s_groups_are_group_ids() {
+        for g in ["group:hr", "", "h r"] {
+            let text = format!("{MINIMAL}[[identities]]\nid = \"ann\"\ngroups = [\"{g}\"]\n");
+            let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, "identities[0].groups[0]", "{issues:?}");
+        }
+        let text = format!("{MINIMAL}[[identities]]\nid = \"ann\"\ngroups = [\"hr\"]\n");
+        assert!(Config::parse(&text, Path::new("/etc/docent")).is_ok());
     }
 
     /// Session 31's review: blank aliases were taken (a certificate with an empty name mapped

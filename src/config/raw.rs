@@ -299,7 +299,7 @@ impl Default for RawIndex {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMilvus {
     pub uri: String,
@@ -446,7 +446,7 @@ pub struct RawAnswer {
     pub response_scope_groups: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLlm {
     pub base_url: String,
@@ -728,4 +728,27 @@ pub fn parse(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), Vec<ConfigIssu
         connectors: list(&table, "connectors", &mut issues),
     };
     Ok((raw, issues))
+}
+
+/// Shows no secret (`api_key`).
+impl std::fmt::Debug for RawLlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawLlm")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows no secret (`token`).
+impl std::fmt::Debug for RawMilvus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawMilvus")
+            .field("uri", &self.uri)
+            .field("collection", &self.collection)
+            .field("database", &self.database)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }

@@ -228,6 +228,12 @@ fn id_ok(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_whitespace)
 }
 
+/// A group id as a user's `groups` names it: not a principal (`group:hr` would make the user a
+/// member of `group:group:hr`, outside every rule about `group:hr`).
+fn group_id_ok(s: &str) -> bool {
+    id_ok(s) && !s.contains(':')
+}
+
 /// A person's id: also not an audience's name (`everyone`, `group:<id>`), which the
 /// conversations and usage of `act_as` audiences run under (as for `[[identities]]`).
 fn person_id_ok(s: &str) -> bool {
@@ -383,6 +389,11 @@ fn json(text: &str) -> Result<Loaded, String> {
                  group:<id>)"
             ));
         }
+        if let Some(j) = u.groups.iter().position(|g| !group_id_ok(g)) {
+            return Err(format!(
+                "users[{i}].groups[{j}]: must be a group id without spaces or `group:`"
+            ));
+        }
         out.identities.push(Entry {
             spec: IdentitySpec {
                 id: u.id,
@@ -442,11 +453,18 @@ fn csv_export(text: &str) -> Result<Loaded, String> {
                 i + 1
             ));
         }
+        let groups = list(&rec, groups_col);
+        if let Some(g) = groups.iter().find(|g| !group_id_ok(g)) {
+            return Err(format!(
+                "record {}: group {g:?} is not a group id (without spaces or `group:`)",
+                i + 1
+            ));
+        }
         out.identities.push(Entry {
             spec: IdentitySpec {
                 id: id.to_string(),
                 aliases,
-                groups: list(&rec, groups_col),
+                groups,
                 ..Default::default()
             },
             at: At::Line(line),
@@ -719,6 +737,17 @@ mod tests {
         let bob = s.whois("bob").unwrap();
         assert_eq!(bob.groups, ["hr", "ops", "staff"]);
         assert_eq!(s.whois("U024BE7LH").unwrap().id, "carol");
+    }
+
+    /// Session 42's review: a user's group written as a principal (`group:hr`) made them a
+    /// member of `group:group:hr`, outside every rule about `group:hr`.
+    #[test]
+    fn a_user_s_groups_in_a_file_are_group_ids() {
+        let err = json(r#"{"users":[{"id":"eve","groups":["group:hr"]}]}"#).unwrap_err();
+        assert!(err.contains("users[0].groups[0]"), "{err}");
+        let err = csv_export("id,aliases,groups\neve,,ops;group:hr\n").unwrap_err();
+        assert!(err.contains("group:hr"), "{err}");
+        assert!(json(r#"{"users":[{"id":"eve","groups":["hr"]}]}"#).is_ok());
     }
 
     /// Audiences (`act_as = "everyone"`, `"group:<id>"`) run under these ids: a person so
