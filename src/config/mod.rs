@@ -9,7 +9,7 @@
 mod raw;
 mod security;
 
-pub use security::{Granted, GrantedIdentity, GrantedKey, granted};
+pub use security::{Granted, GrantedIdentity, GrantedKey, granted, revoked_in_text};
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -1503,6 +1503,19 @@ scopes = ["query", "everything"]
         assert_eq!(ok.scopes.map(|s| (s.query, s.admin)), Some((true, false)));
         assert_eq!(g.api_keys["bad-scopes"].scopes, None);
         assert!(granted("version = ").is_none());
+    }
+
+    /// A file that is not TOML still revokes the keys it marks revoked (a review: a second
+    /// `revoked = true` under `revoked = false` made it not TOML, and the key kept working).
+    #[test]
+    fn a_file_that_is_not_toml_still_revokes_its_keys() {
+        let text = "version = 1\n[[api_keys]]\nid = \"bridge\"\nidentity = \"slack-bridge\"\n\
+                    revoked = false\nrevoked = true\n\n[[ api_keys ]]\nid = 'ci'\nrevoked = false\n\
+                    [[identities]]\nid = \"x\"\nrevoked = true\n[[api_keys]]\n  id = \"old\" # gone\n\
+                    revoked = yes\n";
+        assert!(granted(text).is_none(), "not TOML");
+        let revoked: Vec<String> = revoked_in_text(text).into_iter().collect();
+        assert_eq!(revoked, ["bridge", "old"]);
     }
 
     #[test]

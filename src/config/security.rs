@@ -332,6 +332,52 @@ pub struct GrantedKey {
     pub expires_at: Option<i64>,
 }
 
+/// The ids of the `[[api_keys]]` entries a config file that is not TOML marks revoked, read
+/// line by line: an `id = "…"` line and a `revoked = …` line whose value is not `false`, in
+/// one entry. It can only take keys away, so it reads loosely (a review: a revocation written
+/// as a second `revoked = true` under the example's `revoked = false` made the file not TOML,
+/// and the key kept working until a reload succeeded).
+pub fn revoked_in_text(text: &str) -> BTreeSet<String> {
+    fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+        let rest = line.trim().strip_prefix(key)?.trim_start();
+        let v = rest.strip_prefix('=')?;
+        // Up to a comment (a `#` inside a quoted id is rare and only loses the revocation of
+        // that one entry, as the file does).
+        Some(v.split('#').next().unwrap_or("").trim())
+    }
+    let mut out = BTreeSet::new();
+    let (mut in_keys, mut id, mut revoked) = (false, None::<String>, false);
+    let mut end = |in_keys: bool, id: &mut Option<String>, revoked: &mut bool| {
+        if in_keys
+            && *revoked
+            && let Some(id) = id.take()
+        {
+            out.insert(id);
+        }
+        *id = None;
+        *revoked = false;
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            end(in_keys, &mut id, &mut revoked);
+            let header: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+            in_keys = header.starts_with("[[api_keys]]");
+            continue;
+        }
+        if !in_keys {
+            continue;
+        }
+        if let Some(v) = value(t, "id") {
+            id = Some(v.trim_matches(|c| c == '"' || c == '\'').to_string());
+        } else if let Some(v) = value(t, "revoked") {
+            revoked |= v != "false";
+        }
+    }
+    end(in_keys, &mut id, &mut revoked);
+    out
+}
+
 /// [`Granted`] from a config file's text; `None` when it is not TOML at all (nothing can be
 /// told, and nothing is withdrawn). A flag that is not `true` grants nothing; a key's
 /// `revoked` that is not `false` revokes it, and so does an `expires_at` that is not an RFC

@@ -300,6 +300,26 @@ impl IdentityRegistry {
         Ok(n)
     }
 
+    /// Revokes the API keys with these ids (from a config file that is not TOML, see
+    /// [`crate::config::revoked_in_text`]); the number revoked. Nothing else changes.
+    pub fn revoke_keys(&self, ids: &BTreeSet<String>) -> Result<usize, String> {
+        let mut held = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        let mut base = held.clone();
+        let mut n = 0;
+        for k in &mut base.api_keys {
+            if ids.contains(&k.id) && !k.revoked {
+                k.revoked = true;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            self.rebuild(&base, &files)?;
+            *held = base;
+        }
+        Ok(n)
+    }
+
     /// Replaces the config part (a reload) and rebuilds; on error nothing changes.
     pub fn reload(&self, config: Config) -> Result<Counts, String> {
         let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());

@@ -93,26 +93,32 @@ impl AppState {
         let counts = match loaded.and_then(|cfg| self.identities.reload(cfg)) {
             Ok(c) => c,
             Err(e) => {
-                let granted = std::fs::read_to_string(path)
-                    .ok()
-                    .and_then(|text| crate::config::granted(&text));
-                return Err(
-                    match granted.map(|g| self.identities.withdraw_ungranted(&g)) {
-                        Some(Ok(n)) if n > 0 => {
-                            tracing::warn!(
-                                withdrawn = n,
-                                "identity reload failed; the credentials and privileges the config file no longer grants were withdrawn"
-                            );
-                            format!(
-                                "{e}\n(the current identities stay, less what the file no longer grants: {n} credentials or privileges withdrawn)"
-                            )
-                        }
-                        Some(Err(w)) => {
-                            format!("{e}\n(withdrawing what the file no longer grants failed: {w})")
-                        }
-                        _ => e,
-                    },
-                );
+                let text = std::fs::read_to_string(path).ok();
+                let granted = text.as_deref().and_then(crate::config::granted);
+                // Not TOML at all: only the keys it marks revoked are withdrawn.
+                let withdrawn = match (&granted, &text) {
+                    (Some(g), _) => Some(self.identities.withdraw_ungranted(g)),
+                    (None, Some(t)) => Some(
+                        self.identities
+                            .revoke_keys(&crate::config::revoked_in_text(t)),
+                    ),
+                    (None, None) => None,
+                };
+                return Err(match withdrawn {
+                    Some(Ok(n)) if n > 0 => {
+                        tracing::warn!(
+                            withdrawn = n,
+                            "identity reload failed; the credentials and privileges the config file no longer grants were withdrawn"
+                        );
+                        format!(
+                            "{e}\n(the current identities stay, less what the file no longer grants: {n} credentials or privileges withdrawn)"
+                        )
+                    }
+                    Some(Err(w)) => {
+                        format!("{e}\n(withdrawing what the file no longer grants failed: {w})")
+                    }
+                    _ => e,
+                });
             }
         };
         tracing::info!(
