@@ -499,6 +499,11 @@ pub async fn start_with(
         identities: identities.clone(),
         audit,
         config_path: opts.config_path.clone(),
+        started_sections: opts
+            .config_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| crate::config::start_only_sections(&t)),
         connectors: infos,
         push,
         skips,

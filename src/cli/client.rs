@@ -1057,9 +1057,16 @@ pub async fn admin(conn: &ClientArgs, cmd: super::AdminCommand) -> anyhow::Resul
                     "reloaded: {} identities, {} groups, {} API keys",
                     r.identities, r.groups, r.api_keys
                 );
+                if !r.needs_restart.is_empty() {
+                    println!(
+                        "changed since start, applied only after a restart: {}",
+                        r.needs_restart.join(", ")
+                    );
+                }
                 return Ok(ExitCode::SUCCESS);
             }
-            json!({"identities": r.identities, "groups": r.groups, "api_keys": r.api_keys})
+            json!({"identities": r.identities, "groups": r.groups, "api_keys": r.api_keys,
+                "needs_restart": r.needs_restart})
         }
     };
     println!("{}", super::pretty_json(&v)?);

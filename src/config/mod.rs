@@ -361,6 +361,38 @@ pub fn undefined_groups(
 }
 
 /// The warning for one of [`undefined_groups`].
+/// The sections a reload applies (`docent admin reload`, SIGHUP); every other one is read at
+/// start only.
+pub const RELOADED_SECTIONS: [&str; 5] = [
+    "auth",
+    "identities",
+    "groups",
+    "identity_sources",
+    "api_keys",
+];
+
+/// A config file's sections that a reload does not apply (see [`RELOADED_SECTIONS`]), as TOML
+/// (`${VAR}` replaced); `None` when the text is not TOML.
+pub fn start_only_sections(text: &str) -> Option<toml::Table> {
+    let mut t = raw::lenient_table(text)?;
+    t.retain(|k, _| !RELOADED_SECTIONS.contains(&k));
+    Some(t)
+}
+
+/// The names of the sections that differ between `then` and `now` (either from
+/// [`start_only_sections`]), sorted: changes a reload does not apply.
+pub fn changed_sections(then: &toml::Table, now: &toml::Table) -> Vec<String> {
+    let mut out: Vec<String> = then
+        .keys()
+        .chain(now.keys())
+        .filter(|k| then.get(*k) != now.get(*k))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 pub fn undefined_group_warning(at: &str, group: &str) -> String {
     format!(
         "{at}: group {group:?} is defined nowhere in this config or its identity files (a typo? \
@@ -1503,6 +1535,21 @@ scopes = ["query", "everything"]
         assert_eq!(ok.scopes.map(|s| (s.query, s.admin)), Some((true, false)));
         assert_eq!(g.api_keys["bad-scopes"].scopes, None);
         assert!(granted("version = ").is_none());
+    }
+
+    /// A reload applies the identity sections only: the others that changed are named.
+    #[test]
+    fn the_sections_a_reload_does_not_apply_are_named_when_changed() {
+        let then = start_only_sections(
+            "version = 1\n[guardrails]\nx = 1\n[[identities]]\nid = \"a\"\n[answer]\nmode = \"extractive\"\n",
+        )
+        .unwrap();
+        let now = start_only_sections(
+            "version = 1\n[guardrails]\nx = 2\n[[identities]]\nid = \"b\"\n[quotas]\ny = 1\n[answer]\nmode = \"extractive\"\n",
+        )
+        .unwrap();
+        assert_eq!(changed_sections(&then, &now), ["guardrails", "quotas"]);
+        assert!(changed_sections(&then, &then).is_empty());
     }
 
     /// A file that is not TOML still revokes the keys it marks revoked (a review: a second

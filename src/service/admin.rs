@@ -537,17 +537,17 @@ impl pb::admin_server::Admin for AdminService {
             .await
             .map_err(ServiceError::internal)?;
         // A failure (RELOAD_FAILED) is written by the audit layer.
-        let (identities, groups, api_keys) =
-            r.map_err(|message| ServiceError::FailedPrecondition {
-                reason: "RELOAD_FAILED",
-                // (It may name identities and aliases: redacted as SIGHUP's log line is.)
-                message: self.shown_to(&admin)(message, false),
-            })?;
+        let r = r.map_err(|message| ServiceError::FailedPrecondition {
+            reason: "RELOAD_FAILED",
+            // (It may name identities and aliases: redacted as SIGHUP's log line is.)
+            message: self.shown_to(&admin)(message, false),
+        })?;
         self.state.record_ok("ReloadIdentities", &admin, None);
         Ok(Response::new(pb::ReloadIdentitiesResponse {
-            identities: identities as u64,
-            groups: groups as u64,
-            api_keys: api_keys as u64,
+            identities: r.identities as u64,
+            groups: r.groups as u64,
+            api_keys: r.api_keys as u64,
+            needs_restart: r.needs_restart,
         }))
     }
 

@@ -51,6 +51,9 @@ pub struct AppState {
     pub audit: Option<Arc<AuditLog>>,
     /// The config file identities are reloaded from (none in tests built from text).
     pub config_path: Option<std::path::PathBuf>,
+    /// That file's sections a reload does not apply, as they read at start
+    /// ([`crate::config::start_only_sections`]): a reload names those changed since.
+    pub started_sections: Option<toml::Table>,
     pub connectors: Vec<ConnectorInfo>,
     /// Push sources by connector id (the push API's targets).
     pub push: std::collections::HashMap<String, crate::ingest::push::PushSource>,
@@ -75,12 +78,24 @@ pub struct Audited<'a> {
     pub target: Option<&'a str>,
 }
 
+/// What a reload applied, and what it did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub identities: usize,
+    pub groups: usize,
+    pub api_keys: usize,
+    /// Sections changed since start that a reload does not apply.
+    pub needs_restart: Vec<String>,
+}
+
 impl AppState {
     /// Re-reads the identity sections, identity source files and JWKS from the config file and
     /// swaps the store; on any error the current store stays, less the credentials and
     /// privileges the file no longer grants (an unrelated error must not hold a revocation
-    /// back). Returns (identities, groups, keys).
-    pub fn reload_identities(&self) -> Result<(usize, usize, usize), String> {
+    /// back). Returns the counts, and the other sections that changed since start (which a
+    /// reload does not apply: a review found them validated and silently left as they were,
+    /// after "identities reloaded").
+    pub fn reload_identities(&self) -> Result<Reloaded, String> {
         let path = self
             .config_path
             .as_ref()
@@ -127,7 +142,25 @@ impl AppState {
             api_keys = counts.2,
             "identities reloaded"
         );
-        Ok(counts)
+        let now = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| crate::config::start_only_sections(&t));
+        let needs_restart = match (&self.started_sections, &now) {
+            (Some(then), Some(now)) => crate::config::changed_sections(then, now),
+            _ => Vec::new(),
+        };
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                sections = %needs_restart.join(", "),
+                "these config sections changed since start and apply only after a restart"
+            );
+        }
+        Ok(Reloaded {
+            identities: counts.0,
+            groups: counts.1,
+            api_keys: counts.2,
+            needs_restart,
+        })
     }
 
     /// Audits a call that succeeded and touched no document: `target` is what it acted on.

@@ -183,6 +183,21 @@ async fn whois_check_access_reload_and_insecure_dev() {
         .unwrap()
         .into_inner();
     assert!(r.identities >= 6 && r.api_keys == 1, "{r:?}");
+    assert!(r.needs_restart.is_empty(), "{r:?}");
+    // A section a reload does not apply is named, not silently kept as it was.
+    assert!(text.contains("candidates = 300"));
+    std::fs::write(
+        &cfg_path,
+        text.replace("candidates = 300", "candidates = 200")
+            + "\n[[groups]]\nid = \"payroll\"\nmember_of = [\"hr\"]\n",
+    )
+    .unwrap();
+    let r = admin
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.needs_restart, ["retrieval"], "{r:?}");
     assert!(sees_hr(
         &d.search(ALICE, "salary band senior engineer", 10)
             .await
