@@ -54,6 +54,14 @@ pub struct Entry {
     pub attr: fattr3,
 }
 
+/// A directory's entries, and those the server listed without a handle or attributes and
+/// then would not look up (their names, and why).
+#[derive(Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub failed: Vec<(Vec<u8>, nfsstat3)>,
+}
+
 /// What a READ of a whole file gave: its bytes (at most `max + 1`) and the attributes the server
 /// sent with the last reply.
 pub struct ReadOutcome {
@@ -309,12 +317,16 @@ impl Session {
     }
 
     /// Every entry of a directory but `.` and `..`, following READDIRPLUS cookies to the end.
+    /// An entry the server left without its handle or attributes, and then would not look up
+    /// (an I/O error on its inode, a mount point refused), is that entry's failure, not the
+    /// directory's (a review: one such entry left its whole directory unlisted at every sync,
+    /// and at the top of the export failed every sync).
     pub async fn list(
         &mut self,
         dir: &nfs_fh3,
         path: &str,
-    ) -> Result<Result<Vec<Entry>, nfsstat3>, NfsError> {
-        let mut out = Vec::new();
+    ) -> Result<Result<Listing, nfsstat3>, NfsError> {
+        let mut out = Listing::default();
         let mut cookie = 0;
         let mut cookieverf = nfs3::cookieverf3::default();
         let mut pages = Pages::default();
@@ -356,15 +368,21 @@ impl Session {
                             Ok((fh, None)) => match self.getattr(&fh, &child).await? {
                                 Ok(attr) => (fh, attr),
                                 Err(nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE) => continue,
-                                Err(stat) => return Ok(Err(stat)),
+                                Err(stat) => {
+                                    out.failed.push((name, stat));
+                                    continue;
+                                }
                             },
                             // Gone between the listing and the lookup.
                             Err(nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE) => continue,
-                            Err(stat) => return Ok(Err(stat)),
+                            Err(stat) => {
+                                out.failed.push((name, stat));
+                                continue;
+                            }
                         }
                     }
                 };
-                out.push(Entry { name, fh, attr });
+                out.entries.push(Entry { name, fh, attr });
             }
             match next {
                 Next::From(c) => cookie = c,

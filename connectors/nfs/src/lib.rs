@@ -208,6 +208,10 @@ async fn run(conn: NfsConnector, ctx: ConnectorContext) -> Result<(), ConnectorE
         lists_before: HashMap::new(),
         warned_nfsacl: false,
         names: None,
+        top_dir: checkpoint
+            .as_ref()
+            .and_then(|c| c.get(TOP_DIR))
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
         mounted: checkpoint
             .as_ref()
             .and_then(|c| c.get(MOUNTED_DIRS))
@@ -432,6 +436,8 @@ struct Syncer {
     /// listing them when last walked (a share mounted there on the server), from the
     /// checkpoint on: one that no longer is was unmounted, and its documents are kept.
     mounted: BTreeSet<String>,
+    /// The crawled top directory as last walked (from the checkpoint on).
+    top_dir: Option<TopDir>,
     /// The passwd and group names last read: kept while the files cannot be read (or are
     /// empty), as the fs and smb connectors keep theirs.
     names: Option<Arc<PosixNames>>,
@@ -439,6 +445,28 @@ struct Syncer {
 
 /// The checkpoint's list of [`Syncer::mounted`].
 const MOUNTED_DIRS: &str = "mounted_dirs";
+
+/// The checkpoint's [`Syncer::top_dir`].
+const TOP_DIR: &str = "top_dir";
+
+/// Which directory the crawled top (the export's root, or `sub_path`) was: a file system the
+/// server mounted at the export path and no longer does shows the directory underneath, with
+/// another file id (and, without a fixed `fsid=` export option, another file system id).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct TopDir {
+    sub_path: Option<String>,
+    fsid: u64,
+    fileid: u64,
+}
+
+impl TopDir {
+    /// Why the walk may not go on: the top is another directory than at the last walk, for
+    /// the same `sub_path` (a review: only mounts below the top were tracked, so the stray
+    /// files of the directory underneath read as everything else deleted).
+    fn replaced_by(&self, now: &TopDir) -> bool {
+        self.sub_path == now.sub_path && (self.fsid, self.fileid) != (now.fsid, now.fileid)
+    }
+}
 
 impl Syncer {
     /// One reconciliation job. `Ok(false)`: it failed on an outage (recorded in the status) and
@@ -516,6 +544,7 @@ impl Syncer {
             checkpoint: serde_json::json!({
                 "last_full_scan_ms": full_scan_ms,
                 MOUNTED_DIRS: self.mounted,
+                TOP_DIR: self.top_dir,
             }),
         })
         .await
@@ -611,6 +640,7 @@ impl Syncer {
             .enter(&mut session, &names, &top, &root_attr, "")
             .await?;
         let mut top_fsid = root_attr.fsid;
+        let mut top_fileid = root_attr.fileid;
         // A directory on the way to the crawled top that refuses the crawler: (the top, why).
         // What is indexed below is withdrawn as below a top that refuses its listing (a
         // review: it was an outage, so the old, wider ACLs were served for as long as it
@@ -655,7 +685,31 @@ impl Syncer {
                 above = above.or(why);
                 top = fh;
                 top_fsid = attr.fsid;
+                top_fileid = attr.fileid;
             }
+        }
+        if closed.is_none() {
+            let now = TopDir {
+                sub_path: self.cfg.sub_path.clone(),
+                fsid: top_fsid,
+                fileid: top_fileid,
+            };
+            if let Some(was) = &self.top_dir
+                && was.replaced_by(&now)
+                && !force_deletions
+            {
+                let why = format!(
+                    "unmounted file system? the top of {}:{} ({}) is another directory than \
+                     when last walked: nothing was withdrawn or deleted; a sync with \
+                     force_deletions walks it as it is",
+                    self.cfg.server,
+                    self.cfg.export,
+                    self.cfg.sub_path.as_deref().unwrap_or("the export's root")
+                );
+                self.status.raise(Alarm::Unmounted, why.clone());
+                return Err(SyncError::Outage(why));
+            }
+            self.top_dir = Some(now);
         }
 
         let mut seen = BTreeSet::new();
@@ -677,7 +731,15 @@ impl Syncer {
         let mut visited_dirs = BTreeSet::new();
         while let Some((dir, rel_dir, reach, above, fsid)) = dirs.pop() {
             let entries = match session.list(&dir, &rel_dir).await? {
-                Ok(e) => e,
+                Ok(listing) => {
+                    // What is indexed at or under an entry that could not be looked up stays.
+                    for (name, stat) in listing.failed {
+                        let rel = join(&rel_dir, &String::from_utf8_lossy(&name));
+                        self.count_failure(&rel, &format!("cannot be looked up: {stat}"));
+                        unlisted.push(rel);
+                    }
+                    listing.entries
+                }
                 // The top refused to the crawler (an admin closed it) is withdrawn like a
                 // directory below it (next arm); any other error there is an outage.
                 Err(stat)
@@ -835,10 +897,12 @@ impl Syncer {
                 unlisted.push(m);
             }
         }
+        // (An entry that could not be looked up is in `unlisted` itself: a file's id is its
+        // path.)
         let under_unlisted = |id: &str| {
             unlisted
                 .iter()
-                .any(|d| d.is_empty() || id.starts_with(&format!("{d}/")))
+                .any(|d| d.is_empty() || id == d || id.starts_with(&format!("{d}/")))
         };
         // The walk is complete: mount points it could have met and did not are gone (or no
         // longer mount points, with force_deletions); vanished ones lie under `unlisted`.
@@ -1248,12 +1312,12 @@ impl Syncer {
                 }));
             }
             Ok(r) => r,
-            // Refused to the crawler, or gone since the listing: this file's own state.
+            // Refused to the crawler, or gone since the listing: this file's own state. (Not a
+            // stale handle: a file renamed over, or a server that failed over without a fixed
+            // fsid, makes it too; it keeps its indexed version below, and the next listing
+            // shows whether it is gone. A review: every such file was withdrawn.)
             Err(
-                stat @ (nfsstat3::NFS3ERR_ACCES
-                | nfsstat3::NFS3ERR_PERM
-                | nfsstat3::NFS3ERR_NOENT
-                | nfsstat3::NFS3ERR_STALE),
+                stat @ (nfsstat3::NFS3ERR_ACCES | nfsstat3::NFS3ERR_PERM | nfsstat3::NFS3ERR_NOENT),
             ) => return Ok(Err(Unread::Skip(format!("unreadable: {stat}")))),
             // The server's trouble (I/O error, JUKEBOX, …) is never a reason to drop what is
             // indexed. When the server still answers for the export's root, the trouble is this
@@ -1548,6 +1612,31 @@ mod tests {
             refused_list(nfsstat3::NFS3ERR_JUKEBOX, true, false, "x"),
             Ok(Listed::Unusable(_))
         ));
+    }
+
+    /// The top is another directory (a file system unmounted on the server): refused unless
+    /// `sub_path` changed, which makes another top on purpose.
+    #[test]
+    fn a_top_directory_replaced_since_the_last_walk_is_noticed() {
+        let top = |sub: Option<&str>, fsid, fileid| TopDir {
+            sub_path: sub.map(str::to_string),
+            fsid,
+            fileid,
+        };
+        let was = top(None, 7, 2);
+        assert!(!was.replaced_by(&top(None, 7, 2)));
+        assert!(
+            was.replaced_by(&top(None, 7, 1_234)),
+            "a fixed fsid, the directory under it"
+        );
+        assert!(was.replaced_by(&top(None, 3, 2)));
+        assert!(
+            !was.replaced_by(&top(Some("eng"), 7, 99)),
+            "another sub_path"
+        );
+        // Kept in the checkpoint.
+        let v = serde_json::to_value(&was).unwrap();
+        assert_eq!(serde_json::from_value::<TopDir>(v).unwrap(), was);
     }
 
     #[test]
