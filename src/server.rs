@@ -499,11 +499,9 @@ pub async fn start_with(
         identities: identities.clone(),
         audit,
         config_path: opts.config_path.clone(),
-        started_sections: opts
-            .config_path
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| crate::config::start_only_sections(&t)),
+        // The text the running config was parsed from (a review: read again here, after the
+        // model loaded, it could already hold an edit the daemon does not run).
+        started_sections: opts.config_path.as_ref().map(|_| config.start_only.clone()),
         connectors: infos,
         push,
         skips,

@@ -1511,7 +1511,7 @@ impl Prepared {
                 // passage meanwhile: that answer is "not found" as before.
                 Ok(u) if s.verifier.kept() == 0 && !s.gone && !s.verifier.lost_access() => {
                     details.usage.add(u);
-                    a.metrics.llm("ok");
+                    a.metrics.llm(LLM_UNVERIFIED);
                     details.fallback_reason = Some(LLM_UNVERIFIED);
                     details.mode = AnswerMode::Extractive;
                     attempted = s.verifier.finish().verdicts;

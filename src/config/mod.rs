@@ -184,6 +184,9 @@ pub struct Config {
     pub guardrails: GuardrailConfig,
     pub audit: Option<AuditConfig>,
     pub connectors: Vec<ConnectorConfig>,
+    /// The sections of the text this was parsed from that a reload does not apply
+    /// ([`start_only_sections`]): a reload names those changed since.
+    pub start_only: toml::Table,
 }
 
 impl Config {
@@ -206,7 +209,10 @@ impl Config {
     pub fn parse(text: &str, base: &Path) -> Result<Self, Vec<ConfigIssue>> {
         let (raw, mut issues) = raw::parse(text)?;
         match validate(raw, base) {
-            Ok(c) if issues.is_empty() => Ok(c),
+            Ok(mut c) if issues.is_empty() => {
+                c.start_only = start_only_sections(text).unwrap_or_default();
+                Ok(c)
+            }
             Ok(_) => Err(issues),
             Err(more) => {
                 // A section that could not be read was validated as its defaults: what that
@@ -360,7 +366,6 @@ pub fn undefined_groups(
         .collect()
 }
 
-/// The warning for one of [`undefined_groups`].
 /// The sections a reload applies (`docent admin reload`, SIGHUP); every other one is read at
 /// start only.
 pub const RELOADED_SECTIONS: [&str; 5] = [
@@ -393,6 +398,7 @@ pub fn changed_sections(then: &toml::Table, now: &toml::Table) -> Vec<String> {
     out
 }
 
+/// The warning for one of [`undefined_groups`].
 pub fn undefined_group_warning(at: &str, group: &str) -> String {
     format!(
         "{at}: group {group:?} is defined nowhere in this config or its identity files (a typo? \
@@ -1233,7 +1239,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             // `group:group:hr`, which no rule names (a review: such a member escaped a deny
             // of `group:hr`, and the undefined-group warning counted it as defined).
             for (k, g) in r.groups.iter().enumerate() {
-                if g.trim().is_empty() || g.contains(char::is_whitespace) || g.contains(':') {
+                if !crate::identity::sources::group_id_ok(g) {
                     is.add(
                         format!("{p}.groups[{k}]"),
                         format!("{g:?}: a group id, without spaces or `group:` (as in [[groups]])"),
@@ -1400,6 +1406,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         guardrails,
         audit,
         connectors,
+        start_only: toml::Table::new(),
     })
 }
 
@@ -1559,10 +1566,10 @@ scopes = ["query", "everything"]
         let text = "version = 1\n[[api_keys]]\nid = \"bridge\"\nidentity = \"slack-bridge\"\n\
                     revoked = false\nrevoked = true\n\n[[ api_keys ]]\nid = 'ci'\nrevoked = false\n\
                     [[identities]]\nid = \"x\"\nrevoked = true\n[[api_keys]]\n  id = \"old\" # gone\n\
-                    revoked = yes\n";
+                    revoked = yes\n[[api_keys]]\nid = \"a#b\"\nrevoked = true # now\n";
         assert!(granted(text).is_none(), "not TOML");
         let revoked: Vec<String> = revoked_in_text(text).into_iter().collect();
-        assert_eq!(revoked, ["bridge", "old"]);
+        assert_eq!(revoked, ["a#b", "bridge", "old"]);
     }
 
     #[test]
@@ -1751,13 +1758,14 @@ scopes = ["query", "everything"]
     /// `group:group:hr`, outside every rule about `group:hr`.
     #[test]
     fn an_identity_s_groups_are_group_ids() {
-        for g in ["group:hr", "", "h r"] {
+        for g in ["group:hr", "User:ann", "", "h r"] {
             let text = format!("{MINIMAL}[[identities]]\nid = \"ann\"\ngroups = [\"{g}\"]\n");
             let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
             assert_eq!(issues.len(), 1, "{issues:?}");
             assert_eq!(issues[0].path, "identities[0].groups[0]", "{issues:?}");
         }
-        let text = format!("{MINIMAL}[[identities]]\nid = \"ann\"\ngroups = [\"hr\"]\n");
+        let text =
+            format!("{MINIMAL}[[identities]]\nid = \"ann\"\ngroups = [\"hr\", \"corp:eng\"]\n");
         assert!(Config::parse(&text, Path::new("/etc/docent")).is_ok());
     }
 

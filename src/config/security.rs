@@ -340,9 +340,14 @@ pub struct GrantedKey {
 pub fn revoked_in_text(text: &str) -> BTreeSet<String> {
     fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         let rest = line.trim().strip_prefix(key)?.trim_start();
-        let v = rest.strip_prefix('=')?;
-        // Up to a comment (a `#` inside a quoted id is rare and only loses the revocation of
-        // that one entry, as the file does).
+        let v = rest.strip_prefix('=')?.trim_start();
+        // A quoted value up to its closing quote (a `#` inside is not a comment), else up to
+        // a comment.
+        for q in ['"', '\''] {
+            if let Some(inner) = v.strip_prefix(q) {
+                return inner.find(q).map(|end| &inner[..end]);
+            }
+        }
         Some(v.split('#').next().unwrap_or("").trim())
     }
     let mut out = BTreeSet::new();
@@ -369,7 +374,7 @@ pub fn revoked_in_text(text: &str) -> BTreeSet<String> {
             continue;
         }
         if let Some(v) = value(t, "id") {
-            id = Some(v.trim_matches(|c| c == '"' || c == '\'').to_string());
+            id = Some(v.to_string());
         } else if let Some(v) = value(t, "revoked") {
             revoked |= v != "false";
         }

@@ -228,10 +228,12 @@ fn id_ok(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_whitespace)
 }
 
-/// A group id as a user's `groups` names it: not a principal (`group:hr` would make the user a
-/// member of `group:group:hr`, outside every rule about `group:hr`).
-fn group_id_ok(s: &str) -> bool {
-    id_ok(s) && !s.contains(':')
+/// A group id as a user's `groups` or a group's `member_of` names it: not a principal
+/// (`group:hr` would make the user a member of `group:group:hr`, outside every rule about
+/// `group:hr`). Other colons are allowed, as in `[[groups]]` ids (`corp:eng`).
+pub(crate) fn group_id_ok(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    id_ok(s) && !["group:", "user:"].iter().any(|p| lower.starts_with(p))
 }
 
 /// A person's id: also not an audience's name (`everyone`, `group:<id>`), which the
@@ -408,6 +410,11 @@ fn json(text: &str) -> Result<Loaded, String> {
         if !id_ok(&g.id) {
             return Err(format!(
                 "groups[{i}].id: must be a non-empty id without spaces"
+            ));
+        }
+        if let Some(j) = g.member_of.iter().position(|p| !group_id_ok(p)) {
+            return Err(format!(
+                "groups[{i}].member_of[{j}]: must be a group id without spaces or `group:`"
             ));
         }
         out.groups.push(GroupSpec {
@@ -747,7 +754,9 @@ mod tests {
         assert!(err.contains("users[0].groups[0]"), "{err}");
         let err = csv_export("id,aliases,groups\neve,,ops;group:hr\n").unwrap_err();
         assert!(err.contains("group:hr"), "{err}");
-        assert!(json(r#"{"users":[{"id":"eve","groups":["hr"]}]}"#).is_ok());
+        assert!(json(r#"{"users":[{"id":"eve","groups":["hr","corp:eng"]}]}"#).is_ok());
+        let err = json(r#"{"groups":[{"id":"ops","member_of":["group:staff"]}]}"#).unwrap_err();
+        assert!(err.contains("groups[0].member_of[0]"), "{err}");
     }
 
     /// Audiences (`act_as = "everyone"`, `"group:<id>"`) run under these ids: a person so

@@ -139,12 +139,14 @@ pub const GUARDRAIL_ACTIONS: [(&str, &str); 15] = [
 ];
 
 /// Outcomes of LLM calls (`ok` or a fallback reason code).
-pub const LLM_OUTCOMES: [&str; 5] = [
+pub const LLM_OUTCOMES: [&str; 6] = [
     "ok",
     "LLM_UNAVAILABLE",
     "LLM_TIMEOUT",
     "LLM_ERROR",
     "LLM_BUSY",
+    // Answered, but no sentence passed verification (the extractive answer was given).
+    "LLM_UNVERIFIED",
 ];
 
 pub struct Metrics {

@@ -238,6 +238,34 @@ async fn whois_check_access_reload_and_insecure_dev() {
             .code(),
         Code::Unauthenticated
     );
+    // A valid file gives the key back; then one that is TOML but not a valid config revokes
+    // it again (the file read leniently).
+    let groups_text = "\n[[groups]]\nid = \"payroll\"\nmember_of = [\"hr\"]\n";
+    std::fs::write(&cfg_path, text.clone() + groups_text).unwrap();
+    admin
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap();
+    d.search(BRIDGE_KEY, "salary band", 1).await.unwrap();
+    std::fs::write(
+        &cfg_path,
+        text.replace("version = 1", "version = 9")
+            .replace("revoked = false", "revoked = true")
+            + groups_text,
+    )
+    .unwrap();
+    let e = admin
+        .reload_identities(authed(ADMIN, pb::ReloadIdentitiesRequest {}))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("version"), "{e:?}");
+    assert_eq!(
+        d.search(BRIDGE_KEY, "salary band", 1)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
     assert!(sees_hr(
         &d.search(ALICE, "salary band senior engineer", 10)
             .await

@@ -180,6 +180,20 @@ impl Drop for Ticket {
 /// At most this many joiners are kept per channel between two checks.
 const MAX_JOINERS: usize = 1_000;
 
+/// The longest work waits for an answer slot before its asker is told the bridge is busy.
+const MAX_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A permit of `slots` within `wait`, else `None`.
+async fn slot_within(
+    slots: &Semaphore,
+    wait: std::time::Duration,
+) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    tokio::time::timeout(wait, slots.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 /// The longest a channel's "no guests" verdict is reused (less when `users.cache_ttl_secs` is).
 const GUEST_VERDICT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -239,8 +253,8 @@ pub(crate) mod text {
     pub const THANKS: &str = "Thanks, your feedback was recorded.";
     pub const PRIVATE_NOTE: &str = "Answered with your own access; only you can see this.";
     pub const TOO_LONG_HERE: &str = "The rest of this answer is longer than Slack lets me show here: ask me in a direct message to read it whole.";
-    pub const GUESTS: &str = "This channel has guests, so I don't answer here from the documents everyone may read. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
-    pub const SHARED: &str = "This channel is shared with another organisation, so I don't answer here. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel.";
+    pub const GUESTS: &str = "This channel has guests, so I don't answer here. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel and open it to guests.";
+    pub const SHARED: &str = "This channel is shared with another organisation, so I don't answer here. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel and open it to guests.";
 }
 
 fn channel_note(a: &Audience) -> String {
@@ -493,10 +507,37 @@ impl Bridge {
         let me = self.clone();
         self.track(async move {
             let _ticket = ticket;
-            let _permit = me.work.acquire().await;
+            let Some(_permit) = slot_within(&me.work, MAX_SLOT_WAIT).await else {
+                // Answered this late, a command's response_url would have expired (30 min)
+                // and a channel question been left long ago (a review: work waited as long
+                // as the backlog took, up to about an hour).
+                tracing::warn!("slack work dropped: no answer slot within the wait");
+                me.metrics
+                    .inc("docent_slack_refusals_total", &[("reason", "busy")]);
+                me.tell_busy_late(work).await;
+                return;
+            };
             me.run(work).await;
         });
         true
+    }
+
+    /// [`Self::tell_busy`] for work that waited [`MAX_SLOT_WAIT`] in vain: a slash command,
+    /// whose HTTP response said "Looking that up…", is told through its response_url.
+    async fn tell_busy_late(self: &Arc<Self>, work: Work) {
+        match work {
+            Work::Command { response_url, .. } => {
+                let note = Message::plain(text::BRIDGE_BUSY);
+                let body = json!({"response_type": "ephemeral", "text": note[0].text});
+                if let Err(e) = self.slack.respond(&response_url, &body).await {
+                    tracing::warn!(
+                        error = e.code(),
+                        "could not tell the user the bridge is busy"
+                    );
+                }
+            }
+            other => self.tell_busy(other),
+        }
     }
 
     /// Runs `task` on its own task, counted in [`Self::idle`] until it ends, even by a panic
@@ -1544,6 +1585,23 @@ fn counts_as_guest(cfg: &Config, u: &Value) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Work waits for an answer slot for a bounded time (a review: up to about an hour).
+    #[tokio::test]
+    async fn an_answer_slot_is_waited_for_a_bounded_time() {
+        let wait = std::time::Duration::from_millis(50);
+        let none = Semaphore::new(0);
+        assert!(slot_within(&none, wait).await.is_none());
+        let one = Semaphore::new(1);
+        let held = slot_within(&one, wait).await;
+        assert!(held.is_some());
+        assert!(
+            slot_within(&one, wait).await.is_none(),
+            "the only slot is held"
+        );
+        drop(held);
+        assert!(slot_within(&one, wait).await.is_some());
+    }
 
     /// Session 31's review: every event got its own task waiting for an answer slot, so one
     /// user's flood grew the backlog without bound, everyone else behind it.

@@ -55,10 +55,14 @@ where
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // The connections being served: at a stop, each finishes the request it is on (a review:
+    // they were dropped, and a request whose body was being read got no acknowledgement).
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let slot = tokio::select! {
             s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -69,11 +73,11 @@ where
                     continue;
                 }
             },
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         };
         let h = handler.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let h = h.clone();
@@ -85,11 +89,15 @@ where
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => {}
+                _ = conn.as_mut() => return,
                 _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
             }
+            // The request being served finishes (bounded: a peer that never sends the rest
+            // of its body is cut off).
+            let _ = tokio::time::timeout(READ_TIMEOUT * 2, conn).await;
         });
     }
+    while conns.join_next().await.is_some() {}
 }
 
 /// The Slack-facing handler.

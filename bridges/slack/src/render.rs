@@ -149,10 +149,25 @@ fn block_text(b: &Value) -> &str {
         .unwrap_or("")
 }
 
+/// `s` cut to at most `max` characters, with `…` when cut.
+fn shortened(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The most characters of a citation's title, uri shown as text, or section path (before
+/// escaping, which at most quintuples them), and of a link's address: a citation line stays
+/// well within one section, so that the sources are split between lines, never inside a
+/// link (a review: a long title or address split `<url|title>` across two sections).
+const CITATION_PART_CHARS: usize = 100;
+const CITATION_LINK_CHARS: usize = 1_500;
+
 /// One citation line: `[n] <uri|title> · p. 3 · § A › B`.
 pub fn citation_line(n: usize, c: &pb::Citation) -> String {
     let title = if c.title.is_empty() { &c.uri } else { &c.title };
-    let title = escape(title).replace('|', "¦");
+    let title = escape(&shortened(title, CITATION_PART_CHARS)).replace('|', "¦");
     // A link only to a web or file address: Slack reads `<!channel|…>`, `<@U1|…>` and
     // `<#C1|…>` as a mention (a review: a plugin connector's uri could ping a channel).
     let linkable = ["http://", "https://", "file://", "smb://", "nfs://"]
@@ -162,20 +177,40 @@ pub fn citation_line(n: usize, c: &pb::Citation) -> String {
                 .get(..s.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(s))
         });
-    let mut line = if c.uri.is_empty() {
+    let link = link_url(&c.uri);
+    let mut line = if c.uri.is_empty() || linkable && link.chars().count() > CITATION_LINK_CHARS {
         format!("[{n}] {title}")
     } else if !linkable {
-        format!("[{n}] {title} ({})", escape(&c.uri))
+        format!(
+            "[{n}] {title} ({})",
+            escape(&shortened(&c.uri, CITATION_PART_CHARS))
+        )
     } else {
-        format!("[{n}] <{}|{title}>", link_url(&c.uri))
+        format!("[{n}] <{link}|{title}>")
     };
     if c.page > 0 {
         line.push_str(&format!(" · p. {}", c.page));
     }
     if !c.heading_path.is_empty() {
-        line.push_str(&format!(" · § {}", escape(&c.heading_path.join(" › "))));
+        let path = shortened(&c.heading_path.join(" › "), CITATION_PART_CHARS);
+        line.push_str(&format!(" · § {}", escape(&path)));
     }
     line
+}
+
+/// `*Sources*` and the citation lines, in sections of whole lines.
+fn source_sections(lines: &[String]) -> Vec<String> {
+    let mut out = vec![String::from("*Sources*")];
+    for l in lines {
+        let cur = out.last_mut().expect("one at least");
+        if cur.chars().count() + 1 + l.chars().count() <= MAX_SECTION_CHARS {
+            cur.push('\n');
+            cur.push_str(l);
+        } else {
+            out.push(l.clone());
+        }
+    }
+    out
 }
 
 /// The messages for one Docent answer.
@@ -199,8 +234,7 @@ pub fn answer(resp: &pb::AskResponse, offers: &Offers) -> Vec<Message> {
                 .enumerate()
                 .map(|(i, c)| citation_line(i + 1, c))
                 .collect();
-            let text = format!("*Sources*\n{}", lines.join("\n"));
-            blocks.extend(split(&text, MAX_SECTION_CHARS).into_iter().map(section));
+            blocks.extend(source_sections(&lines).into_iter().map(section));
         }
     } else {
         let msg = if resp.message.is_empty() {
@@ -407,6 +441,50 @@ mod tests {
             link_url("https://wiki.example/?a=1&b=2"),
             "https://wiki.example/?a=1&amp;b=2"
         );
+    }
+
+    /// Long titles, section paths and addresses are shortened, and the sources split between
+    /// lines: never inside a link.
+    #[test]
+    fn the_sources_are_split_between_lines_never_inside_a_link() {
+        let lines: Vec<String> = (1..=40)
+            .map(|n| {
+                citation_line(
+                    n,
+                    &pb::Citation {
+                        uri: format!("https://wiki.example/{}", "a".repeat(1_400)),
+                        title: format!("A title with spaces {}", "t ".repeat(200)),
+                        heading_path: vec!["h & h".repeat(100)],
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        assert!(
+            lines[0].chars().count() < MAX_SECTION_CHARS,
+            "{}",
+            lines[0].len()
+        );
+        let sections = source_sections(&lines);
+        assert!(sections.len() > 1);
+        for s in &sections {
+            assert!(s.chars().count() <= MAX_SECTION_CHARS);
+            assert_eq!(s.matches('<').count(), s.matches('>').count(), "{s}");
+        }
+        assert_eq!(
+            sections.join("\n"),
+            format!("*Sources*\n{}", lines.join("\n"))
+        );
+        // An address too long for a link is left out; the title stays.
+        let huge = citation_line(
+            1,
+            &pb::Citation {
+                uri: format!("https://wiki.example/{}", "a".repeat(2_000)),
+                title: "Pay".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(huge, "[1] Pay");
     }
 
     /// A uri that is no web or file address is shown as text, not made a link: `<!channel|…>`

@@ -406,7 +406,10 @@ impl Listed {
             Self::Unusable(CHANGED_WHILE_ASKED.to_string())
         } else if !list.consistent {
             Self::Unusable(ACL_LIST.to_string())
-        } else if list.extends_mode() || list.disagrees_with(a.mode) {
+        } else if list.against_mode(a.mode) == nfsacl::AgainstMode::Looser {
+            Self::Unusable(WIDER_THAN_MODE.to_string())
+        } else if list.extends_mode() || list.against_mode(a.mode) == nfsacl::AgainstMode::Stricter
+        {
             Self::List(list.entries.as_slice().into())
         } else {
             Self::Mode
@@ -1292,7 +1295,9 @@ impl Syncer {
             match session.read(&f.fh, max, &f.rel).await? {
                 // Changed while it was read (a review: part old, part new text was indexed
                 // under the last reply's permissions): read again, a few times.
-                Ok(r) if !r.settled && tries < UNSETTLED_READS => continue,
+                Ok(r) if !r.settled && tries < UNSETTLED_READS => {
+                    tokio::time::sleep(UNSETTLED_PAUSE * tries).await;
+                }
                 r => break r,
             }
         };
@@ -1302,9 +1307,15 @@ impl Syncer {
                     "{:?} kept changing while it was read ({UNSETTLED_READS} tries)",
                     f.rel
                 );
-                let unchanged_acl = prev
-                    .as_ref()
-                    .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
+                // Kept only while the access the replies show is the listing's too (a review:
+                // a chmod during the reads left the old text under the old, wider ACL).
+                let same_access = r.attr.as_ref().is_none_or(|a| {
+                    (a.mode, a.uid, a.gid) == (f.attr.mode, f.attr.uid, f.attr.gid)
+                });
+                let unchanged_acl = same_access
+                    && prev
+                        .as_ref()
+                        .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
                 return Ok(Err(if unchanged_acl {
                     Unread::Keep(format!("{why}; the indexed version stays"))
                 } else {
@@ -1395,9 +1406,17 @@ impl Syncer {
     }
 }
 
+/// Why an object whose list grants its owner, group or others more than its mode bits is
+/// skipped: one of the two is wrong, and the wider cannot be trusted.
+const WIDER_THAN_MODE: &str = "has an access control list that grants more than its mode \
+     bits: which one the server enforces cannot be told";
+
 /// How many times a file that changes while it is read is read before the sync gives up on
 /// it until the next one.
 const UNSETTLED_READS: u32 = 3;
+
+/// The pause before reading such a file again (times the tries so far).
+const UNSETTLED_PAUSE: Duration = Duration::from_millis(200);
 
 /// Whether a `GETACL` error is the object's own state (refused to the crawler, gone since the
 /// listing, or on a file system whose access control NFSACL cannot show, such as NFSv4 ACLs):
@@ -1669,16 +1688,25 @@ mod tests {
             Listed::from_answer(&list(listed), &a),
             Listed::List(_)
         ));
-        // A minimal list stricter than the listed mode decides.
+        // A minimal list stricter than the listed mode decides; a wider one is not used.
         use docent_fs_connector::posix_list::{GROUP_OBJ, OTHER, USER_OBJ};
-        let strict = nfsacl::AccessList {
-            entries: [(USER_OBJ, 7), (GROUP_OBJ, 5), (OTHER, 0)]
+        let minimal = |other| nfsacl::AccessList {
+            entries: [(USER_OBJ, 7), (GROUP_OBJ, 5), (OTHER, other)]
                 .map(|(tag, perm)| ListEntry { tag, id: 0, perm })
                 .to_vec(),
             consistent: true,
             owner_mode: None,
         };
-        assert!(matches!(Listed::from_answer(&strict, &a), Listed::List(_)));
+        assert!(matches!(
+            Listed::from_answer(&minimal(0), &a),
+            Listed::List(_)
+        ));
+        let mut narrow = a.clone();
+        narrow.mode = 0o750;
+        assert!(matches!(
+            Listed::from_answer(&minimal(5), &narrow),
+            Listed::Unusable(why) if why == WIDER_THAN_MODE
+        ));
         // A chmod or chown between the listing and the list.
         for other in [
             (0o750, 1001, 2001),

@@ -102,27 +102,45 @@ impl AccessList {
     }
 }
 
+/// How a list's owner, group (its mask, when it has one) and other read and search
+/// permissions compare with the mode's bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgainstMode {
+    /// The same (or an empty list, which states nothing).
+    Agrees,
+    /// Narrower in some class, wider in none.
+    Stricter,
+    /// Wider in some class.
+    Looser,
+}
+
 impl AccessList {
-    /// Whether the list's owner, group (its mask, when it has one) or other permission differs
-    /// from `mode`'s bits. A server that builds its lists (nfs-ganesha over a store that keeps
-    /// NFSv4 lists) can send a minimal list stricter than the mode it reports (`other::---`
-    /// under 0644): the list is what it enforces (a review: the mode bits were used, and the
-    /// file went to everyone). An empty list states nothing.
-    pub fn disagrees_with(&self, mode: u32) -> bool {
+    /// The list against `mode`. A server that builds its lists (nfs-ganesha over a store that
+    /// keeps NFSv4 lists) can send a minimal list stricter than the mode it reports
+    /// (`other::---` under 0644): that list is what it enforces (a review: the mode bits were
+    /// used, and the file went to everyone). One wider than the mode cannot be trusted to
+    /// widen it. Only read and search count (write does not decide who may read).
+    pub fn against_mode(&self, mode: u32) -> AgainstMode {
         let perm = |tag| {
             self.entries
                 .iter()
                 .find(|e| e.tag == tag)
-                .map(|e| e.perm & 0o7)
+                .map(|e| e.perm & 0o5)
         };
         let group = perm(MASK).or(perm(GROUP_OBJ));
-        [
-            (perm(USER_OBJ), (mode >> 6) & 0o7),
-            (group, (mode >> 3) & 0o7),
-            (perm(OTHER), mode & 0o7),
-        ]
-        .into_iter()
-        .any(|(sent, bits)| sent.is_some_and(|p| p != bits))
+        let mut out = AgainstMode::Agrees;
+        for (sent, bits) in [
+            (perm(USER_OBJ), (mode >> 6) & 0o5),
+            (group, (mode >> 3) & 0o5),
+            (perm(OTHER), mode & 0o5),
+        ] {
+            match sent {
+                Some(p) if p & !bits != 0 => return AgainstMode::Looser,
+                Some(p) if p != bits => out = AgainstMode::Stricter,
+                _ => {}
+            }
+        }
+        out
     }
 }
 
@@ -231,11 +249,16 @@ mod tests {
     }
 
     #[test]
-    fn a_minimal_list_stricter_than_the_mode_disagrees_with_it() {
+    fn a_minimal_list_is_compared_with_the_mode_in_read_and_search() {
+        use AgainstMode::*;
         let l = |entries: &[(u32, u32, u32)]| parse_getacl(&reply(entries)).unwrap().unwrap();
         let minimal = l(&[(USER_OBJ, NONE, 6), (GROUP_OBJ, NONE, 4), (OTHER, NONE, 0)]);
-        assert!(minimal.disagrees_with(0o644));
-        assert!(!minimal.disagrees_with(0o640));
+        assert_eq!(minimal.against_mode(0o644), Stricter);
+        assert_eq!(minimal.against_mode(0o640), Agrees);
+        // Wider than the mode (`group::r--` under 0600): not trusted.
+        assert_eq!(minimal.against_mode(0o600), Looser);
+        // Write bits do not count.
+        assert_eq!(minimal.against_mode(0o442), Agrees);
         // With a mask, the mode's group bits are the mask.
         let masked = l(&[
             (USER_OBJ, NONE, 6),
@@ -243,9 +266,9 @@ mod tests {
             (MASK, NONE, 4),
             (OTHER, NONE, 0),
         ]);
-        assert!(!masked.disagrees_with(0o640));
-        assert!(masked.disagrees_with(0o600));
-        assert!(!l(&[]).disagrees_with(0o644));
+        assert_eq!(masked.against_mode(0o640), Agrees);
+        assert_eq!(masked.against_mode(0o600), Looser);
+        assert_eq!(l(&[]).against_mode(0o644), Agrees);
     }
 
     #[test]
