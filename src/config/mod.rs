@@ -1023,6 +1023,15 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             "client certificates need tls_cert and tls_key",
         );
     }
+    // The daemon refuses this at start too; `docent config check` says so first (a review:
+    // it passed a config the daemon would not run).
+    if !listen.ip().is_loopback() && tls.is_none() {
+        is.add(
+            "server.listen",
+            "an address beyond this machine needs tls_cert and tls_key (tokens and answers \
+             would cross the network in plaintext)",
+        );
+    }
     if raw.server.tls_client_crl.is_some() && raw.server.tls_client_ca.is_none() {
         is.add(
             "server.tls_client_crl",
@@ -1650,6 +1659,52 @@ scopes = ["query", "everything"]
         assert_eq!(c.embedding.text.passage_prefix, "");
         assert_eq!(c.embedding.text.pooling, Pooling::Cls);
         assert_eq!(c.embedding.expect_vocab, None);
+    }
+
+    /// Settings of a part that is off are refused, not ignored (a review).
+    #[test]
+    fn settings_of_an_audit_log_or_jwts_that_are_off_are_refused() {
+        for (text, path) in [
+            (
+                "[audit]\ninclude_question = true\n",
+                "audit.include_question",
+            ),
+            ("[audit]\nkeep = 10\n", "audit.keep"),
+            (
+                "[auth]\njwt_user_claim = \"email\"\n",
+                "auth.jwt_user_claim",
+            ),
+            ("[auth]\njwt_leeway_secs = 5\n", "auth.jwt_leeway_secs"),
+        ] {
+            let issues =
+                Config::parse(&format!("{MINIMAL}{text}"), Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, path, "{issues:?}");
+        }
+    }
+
+    #[test]
+    fn a_listen_address_off_this_machine_needs_tls() {
+        let with = |server: &str| {
+            MINIMAL.replace(
+                "version = 1\n",
+                &format!("version = 1\n[server]\n{server}\n"),
+            )
+        };
+        let issues = Config::parse(&with("listen = \"0.0.0.0:7878\""), Path::new("/etc/docent"))
+            .unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "server.listen", "{issues:?}");
+        assert!(
+            Config::parse(
+                &with("listen = \"127.0.0.1:7878\""),
+                Path::new("/etc/docent")
+            )
+            .is_ok()
+        );
+        let tls =
+            with("listen = \"0.0.0.0:7878\"\ntls_cert = \"tls/c.pem\"\ntls_key = \"tls/k.pem\"");
+        assert!(Config::parse(&tls, Path::new("/etc/docent")).is_ok());
     }
 
     #[test]

@@ -572,6 +572,16 @@ fn issue(path: impl Into<String>, message: impl Into<String>) -> ConfigIssue {
 
 /// Replaces `${VAR}` in every string; a missing variable is an issue at that string's path.
 fn interpolate(v: &mut toml::Value, path: &str, issues: &mut Vec<ConfigIssue>) {
+    interpolate_with(v, path, issues, &|name| std::env::var(name).ok());
+}
+
+/// [`interpolate`] with the variables `env` gives.
+fn interpolate_with(
+    v: &mut toml::Value,
+    path: &str,
+    issues: &mut Vec<ConfigIssue>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     match v {
         toml::Value::String(s) => {
             let mut out = String::new();
@@ -584,7 +594,20 @@ fn interpolate(v: &mut toml::Value, path: &str, issues: &mut Vec<ConfigIssue>) {
                     return;
                 };
                 let name = &after[..end];
-                match std::env::var(name) {
+                match env(name).ok_or(()) {
+                    // A secret read from a file often ends with a newline, and an empty value
+                    // reads as no secret at all: both would fail later, at every request, far
+                    // from here (a review). The value itself is never quoted.
+                    Ok(val) if val.is_empty() => {
+                        issues.push(issue(path, format!("environment variable {name} is empty")))
+                    }
+                    Ok(val) if val.chars().any(char::is_control) => issues.push(issue(
+                        path,
+                        format!(
+                            "environment variable {name} holds a control character (a line \
+                             end at the end of a secret file?)"
+                        ),
+                    )),
                     Ok(val) => out.push_str(&val),
                     Err(_) => issues.push(issue(
                         path,
@@ -598,7 +621,7 @@ fn interpolate(v: &mut toml::Value, path: &str, issues: &mut Vec<ConfigIssue>) {
         }
         toml::Value::Array(a) => {
             for (i, x) in a.iter_mut().enumerate() {
-                interpolate(x, &format!("{path}[{i}]"), issues);
+                interpolate_with(x, &format!("{path}[{i}]"), issues, env);
             }
         }
         toml::Value::Table(t) => {
@@ -608,7 +631,7 @@ fn interpolate(v: &mut toml::Value, path: &str, issues: &mut Vec<ConfigIssue>) {
                 } else {
                     format!("{path}.{k}")
                 };
-                interpolate(x, &p, issues);
+                interpolate_with(x, &p, issues, env);
             }
         }
         _ => {}
@@ -750,5 +773,39 @@ impl std::fmt::Debug for RawMilvus {
             .field("database", &self.database)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A variable that is empty, or ends with a secret file's newline, is an error naming the
+    /// variable, never its value (a review: both failed later, at every request).
+    #[test]
+    fn an_empty_or_newline_ended_variable_is_an_error() {
+        let env = |name: &str| match name {
+            "EMPTY" => Some(String::new()),
+            "NL" => Some("s3cret\n".into()),
+            "OK" => Some("s3cret".into()),
+            _ => None,
+        };
+        for (var, says) in [
+            ("EMPTY", "is empty"),
+            ("NL", "control character"),
+            ("UNSET", "is not set"),
+        ] {
+            let mut v = toml::Value::String(format!("${{{var}}}"));
+            let mut issues = Vec::new();
+            interpolate_with(&mut v, "llm.api_key", &mut issues, &env);
+            assert_eq!(issues.len(), 1, "{var}");
+            assert!(issues[0].message.contains(says), "{:?}", issues[0]);
+            assert!(!issues[0].message.contains("s3cret"), "{:?}", issues[0]);
+        }
+        let mut v = toml::Value::String("Bearer ${OK}".into());
+        let mut issues = Vec::new();
+        interpolate_with(&mut v, "llm.api_key", &mut issues, &env);
+        assert!(issues.is_empty());
+        assert_eq!(v.as_str(), Some("Bearer s3cret"));
     }
 }
