@@ -71,6 +71,9 @@ pub struct RefusalRecord<'a> {
     pub caller: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<&'a str>,
+    /// The user or audience the caller asked to act for, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
     /// Docent's stable reason code (as `outcome` of other records holds an error reason).
@@ -138,6 +141,15 @@ impl Bucket {
 struct Sink {
     file: File,
     size: u64,
+    /// The open file's device and inode: a path that names another file (or none) was moved
+    /// or deleted from outside, and is opened again.
+    id: (u64, u64),
+}
+
+/// The device and inode `path` names now, if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 pub struct AuditLog {
@@ -151,6 +163,8 @@ pub struct AuditLog {
     /// Records lost to a failed write, for `/metrics` (a review: the module said they were
     /// counted, and nothing counted them).
     failed: std::sync::atomic::AtomicU64,
+    /// Refusals the rate limit left out ([`AuditLog::suppressed_refusals`]).
+    suppressed: std::sync::atomic::AtomicU64,
 }
 
 pub fn now_rfc3339() -> String {
@@ -179,8 +193,13 @@ fn open(path: &Path) -> std::io::Result<Sink> {
         // warning (a review: failing here stopped the daemon).
         tracing::warn!(path = %path.display(), error = %e, "the audit log is readable by others and cannot be narrowed");
     }
-    let size = file.metadata()?.len();
-    Ok(Sink { file, size })
+    let meta = file.metadata()?;
+    use std::os::unix::fs::MetadataExt;
+    Ok(Sink {
+        file,
+        size: meta.len(),
+        id: (meta.dev(), meta.ino()),
+    })
 }
 
 impl AuditLog {
@@ -194,7 +213,15 @@ impl AuditLog {
             refusals: std::array::from_fn(|_| Mutex::new(Bucket::full())),
             by_caller: Mutex::default(),
             failed: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Refusals the rate limit left out of the log since start (each written record also
+    /// counts those of its caller before it; these are counted at once, so that a flood whose
+    /// caller then stops is seen: a review).
+    pub fn suppressed_refusals(&self) -> u64 {
+        self.suppressed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records lost to a failed write since start.
@@ -238,7 +265,11 @@ impl AuditLog {
         };
         match taken {
             Some(suppressed) => rec.suppressed = suppressed,
-            None => return,
+            None => {
+                self.suppressed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
         }
         self.write(&rec);
     }
@@ -273,6 +304,14 @@ impl AuditLog {
             if let Err(e) = self.rotate() {
                 tracing::error!(path = %self.cfg.path.display(), error = %e, "audit log rotation failed; writing on past max_bytes");
             }
+        }
+        // Moved or deleted from outside (a log shipper): records would go to a file no one
+        // reads, with no error (a review). One metadata call per record.
+        if sink
+            .as_ref()
+            .is_some_and(|s| file_id(&self.cfg.path) != Some(s.id))
+        {
+            *sink = None;
         }
         if sink.is_none() {
             *sink = Some(open(&self.cfg.path)?);
@@ -362,6 +401,36 @@ mod tests {
         assert!(current.contains("share:doc11.md"));
     }
 
+    /// Session 42's review: a log moved or deleted from outside took every record after it
+    /// into a file no one reads, without an error.
+    #[test]
+    fn a_log_moved_or_deleted_from_outside_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            include_question: false,
+            max_bytes: 1 << 20,
+            keep: 2,
+        })
+        .unwrap();
+        log.write(&rec("share:one.md", &[]));
+        std::fs::rename(&path, dir.path().join("shipped.log")).unwrap();
+        log.write(&rec("share:two.md", &[]));
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.contains("share:two.md") && !now.contains("share:one.md"),
+            "{now}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        log.write(&rec("share:three.md", &[]));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("share:three.md")
+        );
+    }
+
     /// A rotation that fails loses no record (session 30's review: every second record was
     /// dropped), and the log is created readable by its owner only.
     #[test]
@@ -423,6 +492,7 @@ mod tests {
             method: "SyncNow",
             caller: Some("eve"),
             credential: Some("token"),
+            on_behalf_of: None,
             peer: None,
             outcome: "ADMIN_REQUIRED",
             code: "PermissionDenied",
@@ -445,6 +515,8 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["outcome"], "ADMIN_REQUIRED");
         assert_eq!(last["suppressed"].as_u64().unwrap() as usize, 1000 - lines);
+        // Counted at once too, for /metrics: a flood whose caller then stops is still seen.
+        assert_eq!(log.suppressed_refusals() as usize, 1000 - lines);
         // Anonymous refusals have a bucket of their own: a flood of them leaves room for the
         // next authenticated one (a shared bucket would be empty after the flood).
         std::thread::sleep(std::time::Duration::from_millis(150));

@@ -320,7 +320,7 @@ pub async fn start_with(
     let pipeline = tokio::spawn(async move {
         let r = pipeline.run(rx).await;
         if let Err(e) = &r {
-            tracing::error!(error = %e, "the ingest pipeline stopped; shutting the daemon down");
+            tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "the ingest pipeline stopped; shutting the daemon down");
             stop.cancel();
         }
         r

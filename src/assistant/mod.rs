@@ -296,6 +296,9 @@ pub struct AskInput {
     pub conversation: ConversationChoice,
 }
 
+/// How many days of token usage are kept at least (what `Admin.Usage` may ask for).
+const USAGE_KEPT_DAYS: i64 = 367;
+
 /// [`Details::fallback_reason`] when the model answered but none of its sentences passed
 /// verification.
 pub const LLM_UNVERIFIED: &str = "LLM_UNVERIFIED";
@@ -1050,7 +1053,7 @@ impl Assistant {
                     }
                     Ok((_, u)) => return Ok((Some(heuristic), u, hold)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "LLM rewrite failed; using the heuristic");
+                        tracing::warn!(error = %guardrail::pii::for_log(&e.to_string()), "LLM rewrite failed; using the heuristic");
                         if e.may_have_generated() {
                             // What the server may have spent counts (an estimate), as for a
                             // failed answer: else failing rewrites would be free.
@@ -1296,6 +1299,18 @@ struct Sink<'a> {
     started: std::time::Instant,
     first_piece: Option<std::time::Duration>,
     gone: bool,
+    /// Bytes of every sentence the answerer drafted, kept or not.
+    drafted: usize,
+}
+
+impl Sink<'_> {
+    /// The bytes a model wrote as far as is known, for an estimate of its completion tokens:
+    /// every drafted sentence, not only those verification kept (a review: a call abandoned or
+    /// failed after unsupported sentences cost nothing).
+    fn written(&self) -> usize {
+        let kept: usize = self.sentences.iter().map(|x| x.text.len()).sum();
+        kept.max(self.drafted)
+    }
 }
 
 impl DraftSink for Sink<'_> {
@@ -1307,6 +1322,7 @@ impl DraftSink for Sink<'_> {
         if self.gone {
             return false;
         }
+        self.drafted = self.drafted.saturating_add(d.text.len());
         if let Some(v) = self.verifier.check(d) {
             if self.first_piece.is_none() {
                 self.first_piece = Some(self.started.elapsed());
@@ -1474,6 +1490,7 @@ impl Prepared {
                 started,
                 first_piece: None,
                 gone: false,
+                drafted: 0,
             }
         };
         let mut sink = None;
@@ -1494,7 +1511,7 @@ impl Prepared {
             let answered = answered.unwrap_or_else(|| {
                 // Abandoned before the server reported its usage: count an estimate, so that
                 // leaving early does not spend tokens outside the budget.
-                let written: usize = s.sentences.iter().map(|x| x.text.len()).sum();
+                let written = s.written();
                 s.gone = true;
                 Ok(Usage {
                     prompt: g.prompt_tokens(&q, &for_model[..n]),
@@ -1522,12 +1539,12 @@ impl Prepared {
                     sink = Some(s);
                 }
                 Err(AnswerError::Llm(e)) => {
-                    tracing::warn!(error = %e, "LLM answer failed");
+                    tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "LLM answer failed");
                     a.metrics.llm(e.reason());
                     // Tokens the server may have spent count against the budget too (an
                     // estimate): else generations that keep failing would be free.
                     if e.may_have_generated() || !s.sentences.is_empty() {
-                        let written: usize = s.sentences.iter().map(|x| x.text.len()).sum();
+                        let written = s.written();
                         details.usage.add(Usage {
                             prompt: g.prompt_tokens(&q, &for_model[..n]),
                             completion: written.div_ceil(4) as u64,
@@ -2101,6 +2118,9 @@ impl Assistant {
             return Ok(0);
         };
         let cutoff = store::now_ms() - i64::from(self.cfg.retention_days) * 86_400_000;
+        // Usage counters for as long as `Admin.Usage` reports (366 days), or the retention.
+        let days = i64::from(self.cfg.retention_days).max(USAGE_KEPT_DAYS);
+        store.expire_usage(&store::day_of(store::now_ms() - days * 86_400_000))?;
         Ok(store.expire(cutoff)?)
     }
 }

@@ -175,6 +175,15 @@ pub fn now_ms() -> i64 {
 }
 
 /// `YYYY-MM-DD` (UTC) of a time in Unix milliseconds.
+/// A turn record, or `None` (logged) when it cannot be read.
+fn readable_turn(bytes: &[u8]) -> Option<TurnRecord> {
+    parse(bytes)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "a conversation turn that cannot be read was left out"),
+        )
+        .ok()
+}
+
 pub fn day_of(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -325,6 +334,8 @@ impl Store {
         Ok(Some(n))
     }
 
+    /// The turns of conversation `id` that can be read. One that cannot is left out, logged
+    /// (a review: one damaged turn failed every read of its conversation and every follow-up).
     pub fn turns(&self, id: &str) -> Result<Vec<TurnRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(TURNS).map_err(err)?;
@@ -332,7 +343,7 @@ impl Store {
         let mut out = Vec::new();
         for e in t.range(lo.as_str()..hi.as_str()).map_err(err)? {
             let (_, v) = e.map_err(err)?;
-            out.push(parse(v.value())?);
+            out.extend(readable_turn(v.value()));
         }
         Ok(out)
     }
@@ -351,7 +362,7 @@ impl Store {
             .take(n)
         {
             let (_, v) = e.map_err(err)?;
-            out.push(parse(v.value())?);
+            out.extend(readable_turn(v.value()));
         }
         out.reverse();
         Ok(out)
@@ -445,6 +456,23 @@ impl Store {
         Ok(true)
     }
 
+    /// Deletes usage counters of days before `first_day` (`YYYY-MM-DD`); returns how many
+    /// (a review: one record per principal and day was kept for ever).
+    pub fn expire_usage(&self, first_day: &str) -> Result<usize, StoreError> {
+        let tx = self.begin_write()?;
+        let mut n = 0;
+        {
+            let mut t = tx.open_table(USAGE).map_err(err)?;
+            t.retain_in(..first_day, |_, _| {
+                n += 1;
+                false
+            })
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
     /// Deletes conversations not updated since `cutoff_ms`; returns how many.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let old: Vec<ConversationRecord> = {
@@ -516,14 +544,23 @@ impl Store {
             None => t.range::<&str>(..),
         }
         .map_err(err)?;
-        let (mut out, mut bytes, mut last) = (Vec::new(), 0usize, None);
+        let (mut out, mut bytes, mut last, mut read) = (Vec::new(), 0usize, None, 0usize);
         for e in range {
-            if out.len() >= limit.max(1) || (!out.is_empty() && bytes >= max_bytes) {
+            // Records read, damaged ones included, bound the page.
+            if read >= limit.max(1) || (read > 0 && bytes >= max_bytes) {
                 return Ok((out, last));
             }
+            read += 1;
             let (k, v) = e.map_err(err)?;
             bytes += v.value().len();
-            out.push(parse(v.value())?);
+            // One damaged record is left out, and the page goes on past it (a review: it
+            // failed every page that reached it, so no record after it could be exported).
+            match parse(v.value()) {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a feedback record that cannot be read was left out of the export")
+                }
+            }
             last = Some(k.value().to_string());
         }
         Ok((out, None))
@@ -699,6 +736,77 @@ mod tests {
         assert_eq!(store.list("alice").unwrap().len(), 1);
         assert_eq!(store.expire(now_ms() + 1).unwrap(), 1);
         assert!(store.list("alice").unwrap().is_empty());
+    }
+
+    /// Session 42's review: one damaged turn failed every read of its conversation and every
+    /// follow-up; one damaged feedback record failed every export page that reached it.
+    #[test]
+    fn a_damaged_turn_or_feedback_record_is_left_out_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let c = store.create("alice", "").unwrap();
+        store.append("alice", &c.id, &turn("q1")).unwrap();
+        store.append("alice", &c.id, &turn("q2")).unwrap();
+        let vote = |n: u32| FeedbackRecord {
+            conversation_id: c.id.clone(),
+            turn: n,
+            identity: "alice".into(),
+            up: true,
+            reasons: Vec::new(),
+            comment: String::new(),
+            time_ms: now_ms(),
+            question: String::new(),
+            documents: Vec::new(),
+        };
+        assert!(store.put_feedback(&vote(0)).unwrap());
+        assert!(store.put_feedback(&vote(1)).unwrap());
+        let tx = store.db.begin_write().unwrap();
+        {
+            tx.open_table(TURNS)
+                .unwrap()
+                .insert(turn_key(&c.id, 0).as_str(), b"{not json".as_slice())
+                .unwrap();
+            let key = format!("{}/alice", turn_key(&c.id, 0));
+            tx.open_table(FEEDBACK)
+                .unwrap()
+                .insert(key.as_str(), b"{not json".as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        let questions = |v: Vec<TurnRecord>| v.into_iter().map(|t| t.question).collect::<Vec<_>>();
+        assert_eq!(questions(store.turns(&c.id).unwrap()), ["q2"]);
+        assert_eq!(questions(store.last_turns(&c.id, 2).unwrap()), ["q2"]);
+        let (page, more) = store.feedback_page(None, 1, usize::MAX).unwrap();
+        assert!(
+            page.is_empty() && more.is_some(),
+            "the damaged one is passed"
+        );
+        let (page, _) = store
+            .feedback_page(more.as_deref(), 10, usize::MAX)
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].turn, 1);
+    }
+
+    /// Usage counters older than the days kept are deleted (a review: kept for ever).
+    #[test]
+    fn old_usage_counters_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let who = ["user:alice".to_string()];
+        store.add_usage(&who, 10, 5).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(USAGE)
+            .unwrap()
+            .insert(
+                "2020-01-01\0user:alice",
+                json(&UsageCounts::default()).as_slice(),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.expire_usage("2021-01-01").unwrap(), 1);
+        assert_eq!(store.usage_since("2000-01-01").unwrap().len(), 1);
+        assert_eq!(store.usage_today("user:alice").unwrap().tokens(), 15);
     }
 
     #[test]

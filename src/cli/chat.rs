@@ -68,13 +68,13 @@ fn print_sources(citations: &[pb::Citation]) {
         let section = c
             .heading_path
             .last()
-            .map(|h| format!(" § {}", super::shown(h)))
+            .map(|h| format!(" § {}", super::shown_line(h)))
             .unwrap_or_default();
         println!(
             "  [{}] {}{section} — {} ({page}bytes {}..{})",
             i + 1,
-            super::shown(&c.title),
-            super::shown(&c.uri),
+            super::shown_line(&c.title),
+            super::shown_line(&c.uri),
             span.start,
             span.end
         );
@@ -432,7 +432,7 @@ pub async fn conversations(
                         "{}  {:>3} turns  {}",
                         c.conversation_id,
                         c.turns,
-                        super::shown(&c.title)
+                        super::shown_line(&c.title)
                     );
                 }
             }

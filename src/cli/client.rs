@@ -246,13 +246,15 @@ pub async fn search(conn: &ClientArgs, f: &FilterArgs, a: SearchArgs) -> anyhow:
     } else {
         for (i, h) in resp.hits.iter().enumerate() {
             let c = h.citation.clone().unwrap_or_default();
-            let shown = super::shown;
+            // A title or uri on one line (a review: a pushed title with a line break could
+            // print a forged hit line of its own).
+            let (shown, line) = (super::shown, super::shown_line);
             println!(
                 "{:>2}. {:.4}  {} — {}",
                 i + 1,
                 h.score,
-                shown(&c.title),
-                shown(&c.uri)
+                line(&c.title),
+                line(&c.uri)
             );
             println!("    {}", shown(&c.snippet));
         }

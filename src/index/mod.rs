@@ -844,7 +844,7 @@ impl Index {
                 "the index directory could not be synced after a commit ({e}): what it committed \
                  may not survive a power loss"
             );
-            tracing::error!(index = %self.path.display(), error = %reason, "no more writes until a restart");
+            tracing::error!(index = %self.path.display(), error = %crate::guardrail::pii::for_log(&reason), "no more writes until a restart");
             *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
             drop(writer);
             self.pending
@@ -919,7 +919,7 @@ impl Index {
         };
         reset.map_err(|e| {
             let reason = e.to_string();
-            tracing::error!(index = %self.path.display(), error = %reason, "the index writer could not be reset to the last commit: no more writes until a restart");
+            tracing::error!(index = %self.path.display(), error = %crate::guardrail::pii::for_log(&reason), "the index writer could not be reset to the last commit: no more writes until a restart");
             *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
             IndexError::WriterLost {
                 path: self.path.clone(),

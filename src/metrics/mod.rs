@@ -160,6 +160,8 @@ pub struct Metrics {
     guardrail: [AtomicU64; GUARDRAIL_ACTIONS.len()],
     /// Audit records lost to a failed write, as the audit log last counted them.
     audit_write_failures: AtomicU64,
+    /// Refusals the audit log's rate limit left out, as it last counted them.
+    audit_suppressed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -174,6 +176,7 @@ impl Default for Metrics {
             llm_tokens: Default::default(),
             feedback: Default::default(),
             audit_write_failures: AtomicU64::new(0),
+            audit_suppressed: AtomicU64::new(0),
         }
     }
 }
@@ -207,9 +210,11 @@ impl Metrics {
         self.llm_tokens[1].fetch_add(completion, Ordering::Relaxed);
     }
 
-    /// The audit log's count of records lost to failed writes (see `AuditLog::failed_writes`).
-    pub fn note_audit_failures(&self, total: u64) {
+    /// The audit log's count of records lost to failed writes (see `AuditLog::failed_writes`)
+    /// and of refusals its rate limit left out (`AuditLog::suppressed_refusals`).
+    pub fn note_audit_failures(&self, total: u64, suppressed: u64) {
         self.audit_write_failures.store(total, Ordering::Relaxed);
+        self.audit_suppressed.store(suppressed, Ordering::Relaxed);
     }
 
     pub fn feedback(&self, up: bool) {
@@ -326,6 +331,11 @@ impl Metrics {
             o,
             "# HELP docent_audit_write_failures_total Audit records lost to a failed write.\n# TYPE docent_audit_write_failures_total counter\ndocent_audit_write_failures_total {}",
             self.audit_write_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP docent_audit_refusals_suppressed_total Refusals the audit log's rate limit left out (each caller's next record counts its own).\n# TYPE docent_audit_refusals_suppressed_total counter\ndocent_audit_refusals_suppressed_total {}",
+            self.audit_suppressed.load(Ordering::Relaxed)
         );
         let (docs, chunks, bytes) = index;
         let _ = writeln!(

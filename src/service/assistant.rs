@@ -8,7 +8,7 @@ use docent_proto::v1 as pb;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::auth::caller;
+use super::auth::{CallerSlot, caller};
 use super::limits::{Budget, BudgetGuard};
 use super::{AppState, Audited, ServiceError, convert};
 use crate::assistant::{
@@ -36,7 +36,12 @@ impl AssistantService {
 
     /// The identity the request runs as: the caller, or the user it acts for (`on_behalf_of`,
     /// which needs the `act_as` permission). Refusals are audited by the refusal layer.
-    fn effective_caller(&self, authn: Caller, on_behalf_of: &str) -> Result<Caller, ServiceError> {
+    fn effective_caller(
+        &self,
+        authn: Caller,
+        on_behalf_of: &str,
+        slot: Option<CallerSlot>,
+    ) -> Result<Caller, ServiceError> {
         let on_behalf_of = on_behalf_of.trim();
         if on_behalf_of.is_empty() {
             return Ok(authn);
@@ -49,6 +54,9 @@ impl AssistantService {
                 field: "on_behalf_of",
                 message: format!("at most {MAX_ON_BEHALF_OF_BYTES} bytes"),
             });
+        }
+        if let Some(slot) = slot {
+            slot.set_acting_for(on_behalf_of);
         }
         let store = self.state.identities.current();
         store.act_as(&authn, on_behalf_of).map_err(|e| {
@@ -269,7 +277,11 @@ impl pb::assistant_server::Assistant for AssistantService {
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
         let started = super::limits::Arrived::of(&req);
         let (budget, _guard) = Budget::of(&req);
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let input = Self::ask_input(req.get_ref())?;
         let prepared = self
             .state
@@ -308,7 +320,11 @@ impl pb::assistant_server::Assistant for AssistantService {
     ) -> Result<Response<AskStream>, Status> {
         let started = super::limits::Arrived::of(&req);
         let (budget, guard) = Budget::of(&req);
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let input = Self::ask_input(req.get_ref())?;
         let prepared = self
             .state
@@ -363,8 +379,9 @@ impl pb::assistant_server::Assistant for AssistantService {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let authn = caller(&req)?;
         let (budget, _guard) = Budget::of(&req);
+        let slot = req.extensions().get::<CallerSlot>().cloned();
         let msg = req.into_inner();
-        let caller = self.effective_caller(authn, &msg.on_behalf_of)?;
+        let caller = self.effective_caller(authn, &msg.on_behalf_of, slot)?;
         let limit = match msg.limit as usize {
             0 => DEFAULT_LIMIT,
             n if n <= MAX_LIMIT => n,
@@ -445,7 +462,11 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::ListConversationsRequest>,
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let r = req.into_inner();
         if !r.page_token.is_empty() && crate::assistant::page_position(&r.page_token).is_none() {
             return Err(ServiceError::InvalidArgument {
@@ -475,7 +496,11 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::ConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let st = self.state.clone();
         let id = req.into_inner().conversation_id;
         let (who, target) = (caller.clone(), id.clone());
@@ -519,7 +544,11 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::ConversationRequest>,
     ) -> Result<Response<pb::DeleteConversationResponse>, Status> {
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let st = self.state.clone();
         let id = req.into_inner().conversation_id;
         let (c, target) = (caller.clone(), id.clone());
@@ -536,7 +565,11 @@ impl pb::assistant_server::Assistant for AssistantService {
         &self,
         req: Request<pb::FeedbackRequest>,
     ) -> Result<Response<pb::FeedbackResponse>, Status> {
-        let caller = self.effective_caller(caller(&req)?, &req.get_ref().on_behalf_of)?;
+        let caller = self.effective_caller(
+            caller(&req)?,
+            &req.get_ref().on_behalf_of,
+            req.extensions().get::<CallerSlot>().cloned(),
+        )?;
         let msg = req.into_inner();
         if msg.comment.len() > MAX_COMMENT_BYTES {
             return Err(ServiceError::InvalidArgument {

@@ -35,11 +35,17 @@ pub enum Requirement {
 /// Filled by the interceptor with who the caller is, for layers outside it (the refusal audit)
 /// that see the request before authentication and the response after it.
 #[derive(Debug, Clone, Default)]
-pub struct CallerSlot(std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>);
+pub struct CallerSlot(std::sync::Arc<std::sync::Mutex<Slot>>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    caller: Option<(String, String)>,
+    acting_for: Option<String>,
+}
 
 impl CallerSlot {
     fn set(&self, caller: &Caller) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).caller = Some((
             caller.user_id().to_string(),
             caller.credential().to_string(),
         ));
@@ -47,7 +53,26 @@ impl CallerSlot {
 
     /// (identity id, credential kind), if the request was authenticated.
     pub fn get(&self) -> Option<(String, String)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .caller
+            .clone()
+    }
+
+    /// Records the user or audience the request asks to act for (`on_behalf_of`), for the
+    /// refusal audit (a review: a refused one was named in a log line only, so a service key
+    /// walking through user names left "UNKNOWN_USER" records naming no one).
+    pub fn set_acting_for(&self, name: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).acting_for = Some(name.to_string());
+    }
+
+    pub fn acting_for(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .acting_for
+            .clone()
     }
 }
 

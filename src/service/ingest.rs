@@ -519,7 +519,12 @@ impl pb::ingest_server::Ingest for IngestService {
                         }
                     };
                     let status = match queued {
-                        None => return Err(Status::unavailable("the daemon is shutting down")),
+                        None => {
+                            // What was queued before is audited too (a review: the early return
+                            // skipped the record).
+                            self.audit_changes("PutDocuments", &who, "SHUTTING_DOWN", &accepted);
+                            return Err(Status::unavailable("the daemon is shutting down"));
+                        }
                         Some(false) => pb::ItemStatus::Unchanged,
                         Some(true) => {
                             accepted.push(doc_key);
@@ -531,16 +536,7 @@ impl pb::ingest_server::Ingest for IngestService {
                 Err(r) => results.push(r),
             }
         }
-        self.state.record(Audited {
-            method: "PutDocuments",
-            caller: &who,
-            outcome: "ok",
-            documents: accepted.iter().map(String::as_str).collect(),
-            evidence: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.audit_changes("PutDocuments", &who, "ok", &accepted);
         if let Some(watch) = watch {
             self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
@@ -591,24 +587,16 @@ impl pb::ingest_server::Ingest for IngestService {
                 results.push(result(&key, pb::ItemStatus::NotFound, ""));
                 continue;
             }
-            deleted.push(doc_key.to_string());
-            let change = Change::Delete(doc_key);
+            let change = Change::Delete(doc_key.clone());
             if src.accept(&key, None, change, index).await.is_none() {
+                self.audit_changes("DeleteDocuments", &who, "SHUTTING_DOWN", &deleted);
                 return Err(Status::unavailable("the daemon is shutting down"));
             }
+            deleted.push(doc_key.to_string());
             awaited.push((results.len(), w));
             results.push(result(&key, pb::ItemStatus::Deleted, ""));
         }
-        self.state.record(Audited {
-            method: "DeleteDocuments",
-            caller: &who,
-            outcome: "ok",
-            documents: deleted.iter().map(String::as_str).collect(),
-            evidence: Vec::new(),
-            verdicts: &[],
-            question: None,
-            target: None,
-        });
+        self.audit_changes("DeleteDocuments", &who, "ok", &deleted);
         if let Some(watch) = watch {
             self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
@@ -629,6 +617,26 @@ const COMMIT_POLL: Duration = Duration::from_millis(20);
 const REMARK_AFTER: Duration = Duration::from_secs(2);
 
 impl IngestService {
+    /// The audit record of a push call: the keys it queued (`documents`).
+    fn audit_changes(
+        &self,
+        method: &'static str,
+        who: &crate::identity::Caller,
+        outcome: &str,
+        keys: &[String],
+    ) {
+        self.state.record(Audited {
+            method,
+            caller: who,
+            outcome,
+            documents: keys.iter().map(String::as_str).collect(),
+            evidence: Vec::new(),
+            verdicts: &[],
+            question: None,
+            target: None,
+        });
+    }
+
     /// `wait_for_commit`: sends a commit marker behind the call's changes and waits until it is
     /// committed (then every change before it is committed, or failed and flagged on `watch`),
     /// or until the deadline. `awaited`: (place in `results`, index in `watch`) of the items

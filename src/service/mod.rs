@@ -227,7 +227,8 @@ impl AppState {
             .collect();
         let s = self.index.stats();
         if let Some(a) = &self.audit {
-            self.metrics.note_audit_failures(a.failed_writes());
+            self.metrics
+                .note_audit_failures(a.failed_writes(), a.suppressed_refusals());
         }
         self.metrics
             .render(&connectors, (s.documents, s.chunks, s.disk_bytes))

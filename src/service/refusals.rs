@@ -115,11 +115,13 @@ where
                     .map(|i| i.reason.clone())
                     .unwrap_or_else(|| code.clone());
                 let who = slot.get();
+                let acting_for = slot.acting_for();
                 log.refusal(RefusalRecord {
                     time: crate::audit::now_rfc3339(),
                     method,
                     caller: who.as_ref().map(|w| w.0.as_str()),
                     credential: who.as_ref().map(|w| w.1.as_str()),
+                    on_behalf_of: acting_for.as_deref(),
                     peer,
                     outcome: &reason,
                     code: &code,

@@ -563,11 +563,13 @@ scopes = ["query"]
         obo.iter()
             .any(|r| r["credential"] == "api_key:slack-bridge-2026")
     );
-    assert!(
-        records
-            .iter()
-            .any(|r| r["caller"] == "alice" && r["outcome"] == "ACT_AS_DENIED")
-    );
+    // A refused act_as names whom it asked for (session 42's review: only a log line did).
+    assert!(records.iter().any(|r| r["caller"] == "alice"
+        && r["outcome"] == "ACT_AS_DENIED"
+        && r["on_behalf_of"] == "hana"));
+    assert!(records.iter().any(|r| r["caller"] == "slack-bridge"
+        && r["outcome"] == "UNKNOWN_USER"
+        && r["on_behalf_of"] == "nobody"));
     assert!(records.iter().all(|r| r.get("question").is_none()));
     assert!(
         records

@@ -372,6 +372,11 @@ async fn what_a_failed_model_attempt_wrote_is_still_reported() {
     let codes: Vec<&str> = r.guardrails.iter().map(|v| v.code.as_str()).collect();
     assert!(codes.contains(&"LINK_REMOVED"), "{codes:?}");
     assert!(codes.contains(&"UNGROUNDED_SENTENCE"), "{codes:?}");
+    // What the model wrote counts against the budget, removed or not (session 42's review:
+    // only kept sentences were estimated, so this cost nothing).
+    let usage = details.usage.unwrap();
+    assert!(usage.estimated, "{usage:?}");
+    assert!(usage.completion_tokens >= 10, "{usage:?}");
     d.stop().await;
 }
 

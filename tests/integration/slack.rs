@@ -744,6 +744,42 @@ async fn a_join_ends_default_answers(guest: &str, add: impl FnOnce(&FakeSlack)) 
     s.stop().await;
 }
 
+/// Session 42's review: an employee made a guest stayed an employee for the caches' TTL. The
+/// `user_change` event makes the next question check the channel again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employee_made_a_guest_ends_default_answers_at_the_next_question() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    s.event(
+        "Ev17",
+        mention("U0ALICE", "C0GENERAL", "1700000017.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(s.slack.calls_to("chat.postMessage").len(), 1);
+    // U0NOBODY, a member of every channel, is made a guest.
+    s.slack.add_guest_account("U0NOBODY");
+    s.event(
+        "Ev18",
+        serde_json::json!({"type": "user_change", "event_ts": "1700000018.000100",
+            "user": {"id": "U0NOBODY", "deleted": false, "is_restricted": true}}),
+    )
+    .await;
+    s.event(
+        "Ev19",
+        mention("U0ALICE", "C0GENERAL", "1700000019.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        s.slack.calls_to("chat.postMessage").len(),
+        1,
+        "not answered again"
+    );
+    assert_eq!(s.refusals("guests_in_channel"), 1);
+    s.stop().await;
+}
+
 /// A guest account made after the bridge read the workspace's guests joins a channel it
 /// answered: the join (`member_joined_channel`) makes the next question check the channel
 /// again and ask about the new member alone, and the default audience is no longer used there.

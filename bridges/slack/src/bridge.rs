@@ -853,6 +853,19 @@ impl Bridge {
         Ok(any)
     }
 
+    /// An account changed (`user_change`): one that is now a guest or foreign (an employee
+    /// made a guest) makes every channel's verdict and the account list stale, asked again at
+    /// the next question (a review: it stayed an employee for the cache's TTL).
+    pub fn account_changed(&self, user: &Value) {
+        if !guest_or_foreign(&self.cfg, user) {
+            return;
+        }
+        let mut st = self.state();
+        st.joins += 1;
+        st.guests = None;
+        st.guest_channels.clear();
+    }
+
     /// The bot left `channel`, or someone left it (`channel_left`, `member_left_channel`):
     /// whatever was known of its members is asked again when the bot is back.
     pub fn members_left(&self, channel: &str) {
@@ -1463,6 +1476,10 @@ pub fn event_work(bridge: &Bridge, ev: &Value, shared: bool) -> Option<Work> {
         }
         Some("member_left_channel" | "channel_left") => {
             bridge.members_left(&s("channel")?);
+            return None;
+        }
+        Some("user_change") => {
+            bridge.account_changed(&ev["user"]);
             return None;
         }
         _ => {}

@@ -53,6 +53,11 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
         self.map.remove(k);
     }
 
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
     /// Inserts unless a live entry exists; true when inserted (the first sighting).
     pub fn first_sighting(&mut self, k: K, v: V, now: Instant) -> bool {
         if self.get(&k, now).is_some() {
