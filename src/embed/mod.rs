@@ -43,6 +43,11 @@ pub trait Embedder: Send + Sync {
     /// Identifies the model; the index refuses to serve vectors from another model.
     fn model_id(&self) -> &str;
     fn dim(&self) -> usize;
+    /// A digest of the model's files, when it has files (see
+    /// [`crate::index::ModelSignature::weights`]).
+    fn weights(&self) -> Option<&str> {
+        None
+    }
     /// Embeds passages in batches.
     fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
@@ -230,6 +235,8 @@ impl From<&EmbeddingConfig> for EmbeddingConfig {
 
 pub struct FastEmbedder {
     model_id: String,
+    /// [`Embedder::weights`]: sha256 of `model.onnx` and `tokenizer.json`, hex.
+    weights: String,
     dim: usize,
     text: TextProfile,
     batch_size: usize,
@@ -340,8 +347,18 @@ impl FastEmbedder {
                 message: "model produced an empty vector".into(),
             });
         }
+        let weights = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for part in [&onnx, &tokenizer_files.tokenizer_file] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            hex::encode(h.finalize())
+        };
         Ok(Self {
             model_id: cfg.model_id.clone(),
+            weights,
             dim,
             text: full.text.clone(),
             batch_size: cfg.batch_size.max(1),
@@ -415,6 +432,10 @@ fn run_on(
 impl Embedder for FastEmbedder {
     fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    fn weights(&self) -> Option<&str> {
+        Some(&self.weights)
     }
 
     fn dim(&self) -> usize {

@@ -623,6 +623,7 @@ impl MilvusBackend {
             query_prefix: model.text.query_prefix.clone(),
             passage_prefix: model.text.passage_prefix.clone(),
             pooling: model.text.pooling,
+            weights: model.weights.clone(),
             ..CommitPayload::default()
         };
         if let Some(bytes) = &record {
@@ -631,7 +632,7 @@ impl MilvusBackend {
                     path: PathBuf::from(&where_),
                     message: format!("model record: {e}"),
                 })?;
-            if found.signature() != *model {
+            if !model.serves(&found.signature()) {
                 if marked {
                     return Err(IndexError::Payload {
                         path: PathBuf::from(&where_),
@@ -665,6 +666,17 @@ impl MilvusBackend {
             // Before anything is written: a daemon started on it meanwhile refuses it.
             let c = coll.clone();
             run(&rt, async move { c.put_meta(REINDEX_MARKER, b"1").await })?;
+        }
+        // A record from before the model's files were recorded takes this model's (the ingest
+        // node writes it; a query node reads).
+        let adopt = record.as_deref().is_some_and(|bytes| {
+            serde_json::from_slice::<CommitPayload>(bytes)
+                .is_ok_and(|found| found.weights.is_none() && want.weights.is_some())
+        });
+        if adopt && opening != Opening::Query {
+            let c = coll.clone();
+            let bytes = serde_json::to_vec(&want).unwrap_or_default();
+            run(&rt, async move { c.put_meta("model", &bytes).await })?;
         }
         if record.is_none() {
             if opening == Opening::Query {

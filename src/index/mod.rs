@@ -136,12 +136,18 @@ impl From<docent_milvus::MilvusError> for IndexError {
     }
 }
 
-/// What decides the vectors: an index only opens with the same model, dimension and profile.
+/// What decides the vectors: an index only opens with the same model, dimension and profile,
+/// and the same model files where both sides know them ([`ModelSignature::serves`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSignature {
     pub model_id: String,
     pub dim: usize,
     pub text: TextProfile,
+    /// A digest of the model's files (`model.onnx`, `tokenizer.json`), when known: files
+    /// replaced in place under the same `model_id` and dimension are another model (a review:
+    /// their vectors were searched with the old ones). `None` for an index written before it
+    /// was recorded, and for embedders without files.
+    pub weights: Option<String>,
 }
 
 impl ModelSignature {
@@ -151,6 +157,7 @@ impl ModelSignature {
             model_id: model_id.to_string(),
             dim,
             text: TextProfile::default(),
+            weights: None,
         }
     }
 
@@ -159,7 +166,20 @@ impl ModelSignature {
             model_id: embedder.model_id().to_string(),
             dim: embedder.dim(),
             text: embedder.text_profile(),
+            weights: embedder.weights().map(str::to_string),
         }
+    }
+
+    /// Whether vectors made by `found` may be searched and extended with this model: the
+    /// same model id, dimension and profile, and the same files unless either side does not
+    /// know them (an index from before they were recorded takes this model's at its next
+    /// commit).
+    pub fn serves(&self, found: &ModelSignature) -> bool {
+        (&self.model_id, self.dim, &self.text) == (&found.model_id, found.dim, &found.text)
+            && match (&self.weights, &found.weights) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 }
 
@@ -169,7 +189,11 @@ impl std::fmt::Display for ModelSignature {
             f,
             "model {} ({} dims, {})",
             self.model_id, self.dim, self.text
-        )
+        )?;
+        match &self.weights {
+            Some(w) => write!(f, " with files {}", &w[..w.len().min(12)]),
+            None => Ok(()),
+        }
     }
 }
 
@@ -186,6 +210,9 @@ pub struct CommitPayload {
     pub passage_prefix: String,
     #[serde(default)]
     pub pooling: Pooling,
+    /// [`ModelSignature::weights`]; absent in indexes written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     /// Connector id → its checkpoint, committed with the data it covers.
     #[serde(default)]
     pub checkpoints: BTreeMap<String, serde_json::Value>,
@@ -204,6 +231,7 @@ impl CommitPayload {
                 passage_prefix: self.passage_prefix.clone(),
                 pooling: self.pooling,
             },
+            weights: self.weights.clone(),
         }
     }
 }
@@ -508,7 +536,7 @@ impl Index {
             None => None,
         };
         if let Some(p) = &payload
-            && p.signature() != *model
+            && !model.serves(&p.signature())
         {
             return Err(IndexError::ModelMismatch {
                 path: dir.to_path_buf(),
@@ -516,6 +544,13 @@ impl Index {
                 want: Box::new(model.clone()),
             });
         }
+        // An index from before the files were recorded takes this model's, from its next commit.
+        let payload = payload.map(|mut p| {
+            if p.weights.is_none() {
+                p.weights.clone_from(&model.weights);
+            }
+            p
+        });
         let writer: IndexWriter = index.writer_with_num_threads(1, 64 << 20).map_err(tan)?;
         let reader = index
             .reader_builder()
@@ -535,6 +570,7 @@ impl Index {
                 query_prefix: model.text.query_prefix.clone(),
                 passage_prefix: model.text.passage_prefix.clone(),
                 pooling: model.text.pooling,
+                weights: model.weights.clone(),
                 ..Default::default()
             })),
             vectors: Arc::new(VectorCache::new(dim)),
@@ -2339,6 +2375,33 @@ mod tests {
         assert_eq!(idx.checkpoints()["t"]["pos"], 7);
         assert_eq!(idx.document_count(), 1);
         assert_eq!(idx.doc_entry("t:a").unwrap().version, "v1");
+    }
+
+    /// Session 42's review: model files replaced in place under the same id and dimension
+    /// were searched with the old vectors. An index from before the files were recorded takes
+    /// the files it is next opened with.
+    #[test]
+    fn other_model_files_under_the_same_id_are_another_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |w: Option<&str>| ModelSignature {
+            weights: w.map(str::to_string),
+            ..ModelSignature::plain("m", 4)
+        };
+        // Written before the files were recorded.
+        drop(Index::open_with(dir.path(), &with(None)).unwrap());
+        let idx = Index::open_with(dir.path(), &with(Some("aaaa"))).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        drop(idx);
+        let err = Index::open_with(dir.path(), &with(Some("bbbb")))
+            .err()
+            .expect("other files must be refused");
+        assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("with files aaaa"), "{err}");
+        // The same files, or an embedder that knows none (a test's), open it.
+        drop(Index::open_with(dir.path(), &with(Some("aaaa"))).unwrap());
+        drop(Index::open_with(dir.path(), &with(None)).unwrap());
+        assert!(with(Some("aaaa")).serves(&with(None)));
+        assert!(!with(Some("aaaa")).serves(&with(Some("bbbb"))));
     }
 
     #[test]

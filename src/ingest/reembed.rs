@@ -296,7 +296,7 @@ fn reembed_committing(
                 path: to.to_path_buf(),
                 message: format!("what an interrupted run wrote here cannot be read to resume from ({e}): fix the cause and run again, or remove the directory's contents to start over"),
             })?
-            .filter(|w| w.payload().signature() == signature),
+            .filter(|w| signature.serves(&w.payload().signature())),
         false => None,
     };
     if marker.exists() && written.is_none() {
@@ -316,7 +316,7 @@ fn reembed_committing(
         .and_then(|f| f.sync_all())
         .map_err(io(&marker))?;
     sync_dir(to)?;
-    let same_model = export.payload().signature() == signature;
+    let same_model = signature.serves(&export.payload().signature());
     let index = Index::open_incomplete(to, &signature)?;
     let counter = embedder.token_counter();
     let profile = embedder.text_profile();
@@ -470,7 +470,7 @@ pub(crate) fn reembed_milvus_committing(
     let export = MilvusExport::open(from)?;
     let total = export.chunk_count();
     let signature = ModelSignature::of(embedder);
-    let same_model = export.payload().signature() == signature;
+    let same_model = signature.serves(&export.payload().signature());
     let target = MilvusBackend::open_for_reindex(to, &signature)?;
     // An interrupted run's commit that was cut off: its record would make the ingest node
     // delete those documents at its first start after the switch.
