@@ -799,10 +799,10 @@ fn end_to_end(
     let sentence_sweep = sentence_sweep()?;
     println!("\n## Extractive answers with the second stage (in process)");
     println!(
-        "| set | support ratio / other document | gold cited | citation precision | not found (unanswerable) | \
-         not found (answerable) | expected text |"
+        "| set | support ratio / other document | gold page cited | citation precision | not found (unanswerable) | \
+         not found (answerable) | expected text | precision by document | precision, all questions |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut explain = String::new();
     let mut sweep_rows: Vec<String> = Vec::new();
     // The sentence check's cost per question: embedding the lead sentence.
@@ -919,6 +919,7 @@ fn end_to_end(
                         }
                         QaOutcome {
                             answered: a.status == answer::AnswerStatus::Answered,
+                            blocked: false,
                             answer: a.text(),
                             citations: a
                                 .citations
@@ -970,13 +971,15 @@ fn end_to_end(
             }
             let s = qa::score(&set.items, &outcomes);
             println!(
-                "| {} | {ratio:.1} / {other:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {ratio:.1} / {other:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 set.name,
                 s.gold_cited_rate,
                 s.citation_precision,
                 s.no_answer_rate_unanswerable,
                 s.no_answer_rate_answerable,
-                s.answer_contains_rate
+                s.answer_contains_rate,
+                s.citation_precision_documents,
+                s.citation_precision_all
             );
         }
     }

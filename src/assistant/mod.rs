@@ -1543,7 +1543,7 @@ impl Prepared {
                     a.metrics.llm(e.reason());
                     // Tokens the server may have spent count against the budget too (an
                     // estimate): else generations that keep failing would be free.
-                    if e.may_have_generated() || !s.sentences.is_empty() {
+                    if e.may_have_generated() || s.drafted > 0 {
                         let written = s.written();
                         details.usage.add(Usage {
                             prompt: g.prompt_tokens(&q, &for_model[..n]),
@@ -2120,7 +2120,10 @@ impl Assistant {
         let cutoff = store::now_ms() - i64::from(self.cfg.retention_days) * 86_400_000;
         // Usage counters for as long as `Admin.Usage` reports (366 days), or the retention.
         let days = i64::from(self.cfg.retention_days).max(USAGE_KEPT_DAYS);
-        store.expire_usage(&store::day_of(store::now_ms() - days * 86_400_000))?;
+        // (Its failure holds back no conversation's expiry.)
+        if let Err(e) = store.expire_usage(&store::day_of(store::now_ms() - days * 86_400_000)) {
+            tracing::warn!(error = %e, "old usage counters could not be deleted");
+        }
         Ok(store.expire(cutoff)?)
     }
 }

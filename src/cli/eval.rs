@@ -202,6 +202,7 @@ pub async fn qa(
             );
             outcomes.push(qa::QaOutcome {
                 answered: r.status == pb::AnswerStatus::Answered as i32,
+                blocked: r.status == pb::AnswerStatus::Blocked as i32,
                 answer: r.answer,
                 citations: r
                     .citations
@@ -254,9 +255,16 @@ pub async fn qa(
         println!();
     };
     row("questions", &|r| r.questions as f64);
-    row("gold passage cited", &|r| r.gold_cited_rate);
+    row("gold page cited", &|r| r.gold_cited_rate);
     row("expected text in answer", &|r| r.answer_contains_rate);
     row("citation precision", &|r| r.citation_precision);
+    row("citation precision (documents)", &|r| {
+        r.citation_precision_documents
+    });
+    row("citation precision (all questions)", &|r| {
+        r.citation_precision_all
+    });
+    row("blocked by a guardrail", &|r| r.blocked as f64);
     row("no-answer rate (unanswerable)", &|r| {
         r.no_answer_rate_unanswerable
     });

@@ -595,12 +595,10 @@ fn interpolate_with(
                 };
                 let name = &after[..end];
                 match env(name).ok_or(()) {
-                    // A secret read from a file often ends with a newline, and an empty value
-                    // reads as no secret at all: both would fail later, at every request, far
-                    // from here (a review). The value itself is never quoted.
-                    Ok(val) if val.is_empty() => {
-                        issues.push(issue(path, format!("environment variable {name} is empty")))
-                    }
+                    // A secret read from a file often ends with a newline: it would fail later,
+                    // at every request, far from here (a review). The value itself is never
+                    // quoted. (An empty one is allowed: it means "none" for an optional secret,
+                    // such as a Milvus token or an LLM key.)
                     Ok(val) if val.chars().any(char::is_control) => issues.push(issue(
                         path,
                         format!(
@@ -780,21 +778,17 @@ impl std::fmt::Debug for RawMilvus {
 mod tests {
     use super::*;
 
-    /// A variable that is empty, or ends with a secret file's newline, is an error naming the
-    /// variable, never its value (a review: both failed later, at every request).
+    /// A variable that ends with a secret file's newline is an error naming the variable,
+    /// never its value (a review: it failed later, at every request); an empty one is "none".
     #[test]
-    fn an_empty_or_newline_ended_variable_is_an_error() {
+    fn a_newline_ended_variable_is_an_error_an_empty_one_is_none() {
         let env = |name: &str| match name {
             "EMPTY" => Some(String::new()),
             "NL" => Some("s3cret\n".into()),
             "OK" => Some("s3cret".into()),
             _ => None,
         };
-        for (var, says) in [
-            ("EMPTY", "is empty"),
-            ("NL", "control character"),
-            ("UNSET", "is not set"),
-        ] {
+        for (var, says) in [("NL", "control character"), ("UNSET", "is not set")] {
             let mut v = toml::Value::String(format!("${{{var}}}"));
             let mut issues = Vec::new();
             interpolate_with(&mut v, "llm.api_key", &mut issues, &env);
@@ -807,5 +801,10 @@ mod tests {
         interpolate_with(&mut v, "llm.api_key", &mut issues, &env);
         assert!(issues.is_empty());
         assert_eq!(v.as_str(), Some("Bearer s3cret"));
+        // Empty: "none", as before (a Milvus without authentication, a local LLM).
+        let mut v = toml::Value::String("${EMPTY}".into());
+        interpolate_with(&mut v, "index.milvus.token", &mut issues, &env);
+        assert!(issues.is_empty());
+        assert_eq!(v.as_str(), Some(""));
     }
 }

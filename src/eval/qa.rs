@@ -21,6 +21,8 @@ pub struct QaItem {
 #[derive(Debug, Clone)]
 pub struct QaOutcome {
     pub answered: bool,
+    /// Refused by a guardrail (BLOCKED): neither an answer nor a "not found".
+    pub blocked: bool,
     pub answer: String,
     /// (document key, uri, chunk id) of each citation.
     pub citations: Vec<(String, String, String)>,
@@ -29,21 +31,36 @@ pub struct QaOutcome {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct QaReport {
     pub questions: usize,
-    /// Answerable questions with gold whose answer cites a gold passage.
+    /// Answerable questions with gold whose answer cites a gold page (a cited document or
+    /// passage among the gold ones).
     pub gold_cited_rate: f64,
     /// Questions with expected text whose answer contains it.
     pub answer_contains_rate: f64,
     /// Cited passages that are gold, over all citations of questions with gold.
     pub citation_precision: f64,
+    /// The same over cited documents (several passages of one page count once).
+    pub citation_precision_documents: f64,
+    /// Cited passages that are gold, over every citation of every question: those of answered
+    /// unanswerable questions count too (all wrong).
+    pub citation_precision_all: f64,
+    /// Questions a guardrail refused (BLOCKED), counted as neither answered nor "not found".
+    pub blocked: usize,
     /// Unanswerable questions answered with "nothing relevant found".
     pub no_answer_rate_unanswerable: f64,
     /// Answerable questions wrongly answered with "nothing relevant found".
     pub no_answer_rate_answerable: f64,
 }
 
+/// A gold entry names a document key, a chunk id, or the end of a uri from a path boundary
+/// (`it/vpn.md` is not `legit/vpn.md`'s).
 fn is_gold(gold: &[String], key: &str, uri: &str, chunk: &str) -> bool {
-    gold.iter()
-        .any(|g| key == g || chunk == g || uri.ends_with(g.as_str()))
+    gold.iter().any(|g| {
+        key == g
+            || chunk == g
+            || uri
+                .strip_suffix(g.as_str())
+                .is_some_and(|head| head.is_empty() || head.ends_with('/') || g.starts_with('/'))
+    })
 }
 
 fn ratio(n: usize, d: usize) -> f64 {
@@ -54,16 +71,22 @@ pub fn score(items: &[QaItem], outcomes: &[QaOutcome]) -> QaReport {
     let (mut gold_q, mut gold_hit) = (0, 0);
     let (mut ans_q, mut ans_hit) = (0, 0);
     let (mut cites, mut good_cites) = (0, 0);
+    let (mut doc_cites, mut good_doc_cites) = (0, 0);
+    let (mut all_cites, mut all_good) = (0, 0);
     let (mut unans, mut unans_ok) = (0, 0);
     let (mut answerable, mut wrongly_empty) = (0, 0);
+    let mut blocked = 0;
     for (item, out) in items.iter().zip(outcomes) {
+        blocked += usize::from(out.blocked);
+        let not_found = !out.answered && !out.blocked;
         if item.unanswerable {
             unans += 1;
-            unans_ok += usize::from(!out.answered);
+            unans_ok += usize::from(not_found);
+            all_cites += out.citations.len();
             continue;
         }
         answerable += 1;
-        wrongly_empty += usize::from(!out.answered);
+        wrongly_empty += usize::from(not_found);
         if !item.gold.is_empty() {
             gold_q += 1;
             let good = out
@@ -74,6 +97,14 @@ pub fn score(items: &[QaItem], outcomes: &[QaOutcome]) -> QaReport {
             gold_hit += usize::from(good > 0);
             cites += out.citations.len();
             good_cites += good;
+            all_cites += out.citations.len();
+            all_good += good;
+            let mut docs: std::collections::BTreeMap<&str, bool> = Default::default();
+            for (k, u, c) in &out.citations {
+                *docs.entry(k.as_str()).or_default() |= is_gold(&item.gold, k, u, c);
+            }
+            doc_cites += docs.len();
+            good_doc_cites += docs.values().filter(|g| **g).count();
         }
         if let Some(a) = &item.answer {
             ans_q += 1;
@@ -85,6 +116,9 @@ pub fn score(items: &[QaItem], outcomes: &[QaOutcome]) -> QaReport {
         gold_cited_rate: ratio(gold_hit, gold_q),
         answer_contains_rate: ratio(ans_hit, ans_q),
         citation_precision: ratio(good_cites, cites),
+        citation_precision_documents: ratio(good_doc_cites, doc_cites),
+        citation_precision_all: ratio(all_good, all_cites),
+        blocked,
         no_answer_rate_unanswerable: ratio(unans_ok, unans),
         no_answer_rate_answerable: ratio(wrongly_empty, answerable),
     }
@@ -104,6 +138,7 @@ mod tests {
         };
         let out = |answered, answer: &str, cites: &[(&str, &str)]| QaOutcome {
             answered,
+            blocked: false,
             answer: answer.into(),
             citations: cites
                 .iter()
@@ -137,7 +172,55 @@ mod tests {
         assert_eq!(r.gold_cited_rate, 1.0);
         assert_eq!(r.answer_contains_rate, 0.5);
         assert!((r.citation_precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r.citation_precision_documents - 2.0 / 3.0).abs() < 1e-12);
+        // The answered unanswerable question's citation counts, wrong.
+        assert_eq!(r.citation_precision_all, 0.5);
         assert_eq!(r.no_answer_rate_unanswerable, 0.5);
         assert!((r.no_answer_rate_answerable - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(r.blocked, 0);
+    }
+
+    /// Session 42's review: two passages of the gold page counted twice, a uri suffix matched
+    /// across a path boundary, and a blocked question counted as a correct "not found".
+    #[test]
+    fn documents_count_once_paths_match_whole_and_blocked_is_not_not_found() {
+        let items = [
+            QaItem {
+                question: "q".into(),
+                gold: vec!["it/vpn.md".into()],
+                answer: None,
+                unanswerable: false,
+            },
+            QaItem {
+                question: "q".into(),
+                gold: Vec::new(),
+                answer: None,
+                unanswerable: true,
+            },
+        ];
+        let cite = |k: &str, u: &str, c: &str| (k.to_string(), u.to_string(), c.to_string());
+        let outcomes = [
+            QaOutcome {
+                answered: true,
+                blocked: false,
+                answer: "a".into(),
+                citations: vec![
+                    cite("s:1", "file:///x/it/vpn.md", "s:1#0"),
+                    cite("s:1", "file:///x/it/vpn.md", "s:1#1"),
+                    cite("s:2", "file:///x/legit/vpn.md", "s:2#0"),
+                ],
+            },
+            QaOutcome {
+                answered: false,
+                blocked: true,
+                answer: String::new(),
+                citations: Vec::new(),
+            },
+        ];
+        let r = score(&items, &outcomes);
+        assert!((r.citation_precision - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(r.citation_precision_documents, 0.5);
+        assert_eq!(r.no_answer_rate_unanswerable, 0.0);
+        assert_eq!(r.blocked, 1);
     }
 }

@@ -205,7 +205,7 @@ const MAX_UNKNOWN_MEMBERS: usize = 32;
 /// The workspace's accounts as `users.list` showed them: guests (see [`guest_or_foreign`]:
 /// restricted, strangers, another home) and everyone else. A channel member in neither is an account
 /// made (or invited) since the list was read, and is asked about alone.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Accounts {
     guests: std::collections::HashSet<String>,
     others: std::collections::HashSet<String>,
@@ -860,9 +860,23 @@ impl Bridge {
         if !guest_or_foreign(&self.cfg, user) {
             return;
         }
+        let Some(id) = user["id"].as_str() else {
+            return;
+        };
         let mut st = self.state();
+        // Slack sends this for any profile or status edit: an account already known as a
+        // guest changes nothing (a second review: every such edit re-read the whole account
+        // list). A new one is moved in the cached list, not read again.
+        if let Some((at, accounts)) = &st.guests {
+            if accounts.guests.contains(id) {
+                return;
+            }
+            let mut moved = (**accounts).clone();
+            moved.others.remove(id);
+            moved.guests.insert(id.to_string());
+            st.guests = Some((*at, Arc::new(moved)));
+        }
         st.joins += 1;
-        st.guests = None;
         st.guest_channels.clear();
     }
 

@@ -457,17 +457,24 @@ const TOP_DIR: &str = "top_dir";
 /// another file id (and, without a fixed `fsid=` export option, another file system id).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct TopDir {
+    #[serde(default)]
+    server: String,
+    #[serde(default)]
+    export: String,
     sub_path: Option<String>,
     fsid: u64,
     fileid: u64,
 }
 
 impl TopDir {
-    /// Why the walk may not go on: the top is another directory than at the last walk, for
-    /// the same `sub_path` (a review: only mounts below the top were tracked, so the stray
-    /// files of the directory underneath read as everything else deleted).
+    /// Why the walk may not go on: the top is another directory (another file id) than at the
+    /// last walk of the same server, export and `sub_path` (a review: only mounts below the
+    /// top were tracked, so the stray files of the directory underneath read as everything
+    /// else deleted). Not the file system id alone: a server that restarts or fails over
+    /// without a fixed `fsid=` reports a new one for the same directory (a second review).
     fn replaced_by(&self, now: &TopDir) -> bool {
-        self.sub_path == now.sub_path && (self.fsid, self.fileid) != (now.fsid, now.fileid)
+        (&self.server, &self.export, &self.sub_path) == (&now.server, &now.export, &now.sub_path)
+            && self.fileid != now.fileid
     }
 }
 
@@ -693,6 +700,8 @@ impl Syncer {
         }
         if closed.is_none() {
             let now = TopDir {
+                server: self.cfg.server.clone(),
+                export: self.cfg.export.clone(),
                 sub_path: self.cfg.sub_path.clone(),
                 fsid: top_fsid,
                 fileid: top_fileid,
@@ -1638,6 +1647,8 @@ mod tests {
     #[test]
     fn a_top_directory_replaced_since_the_last_walk_is_noticed() {
         let top = |sub: Option<&str>, fsid, fileid| TopDir {
+            server: "files".into(),
+            export: "/srv".into(),
             sub_path: sub.map(str::to_string),
             fsid,
             fileid,
@@ -1648,11 +1659,20 @@ mod tests {
             was.replaced_by(&top(None, 7, 1_234)),
             "a fixed fsid, the directory under it"
         );
-        assert!(was.replaced_by(&top(None, 3, 2)));
+        assert!(was.replaced_by(&top(None, 3, 1_234)));
+        assert!(
+            !was.replaced_by(&top(None, 3, 2)),
+            "a restart without a fixed fsid"
+        );
         assert!(
             !was.replaced_by(&top(Some("eng"), 7, 99)),
             "another sub_path"
         );
+        let other_export = TopDir {
+            export: "/data".into(),
+            ..top(None, 7, 99)
+        };
+        assert!(!was.replaced_by(&other_export), "another export");
         // Kept in the checkpoint.
         let v = serde_json::to_value(&was).unwrap();
         assert_eq!(serde_json::from_value::<TopDir>(v).unwrap(), was);

@@ -1038,6 +1038,36 @@ fn a_crawler_without_access_skips_what_it_cannot_read_and_withdraws_what_it_may_
     });
 }
 
+/// A directory the crawler may list but not search (`r--` for it, no `x`): what is indexed
+/// below it is withdrawn, as below one it may not list (a second review: entries the server
+/// would not look up were kept as their own trouble, under their old ACLs).
+#[test]
+fn a_directory_the_crawler_may_list_but_not_search_withdraws_what_is_below() {
+    let _serial = serial();
+    let server = Server::start();
+    server.put("open.txt", "open", 1001, 2001, 0o644);
+    server.put("listed/inside.txt", "inside", 1001, 2001, 0o644);
+    runtime().block_on(async {
+        let mut root = Running::start(server.connector(""));
+        root.next_sync().await;
+        let indexed = root.index.docs.lock().unwrap().clone();
+        root.stop().await;
+        assert_eq!(indexed.len(), 2, "{indexed:?}");
+        std::fs::set_permissions(
+            server.export().join("listed"),
+            std::fs::Permissions::from_mode(0o744),
+        )
+        .unwrap();
+        let mut c = Running::start(server.connector("uid = 1001\ngid = 2001\n"));
+        *c.index.docs.lock().unwrap() = indexed;
+        let sent = c.next_sync().await;
+        assert!(sent.deletes.is_empty(), "{sent:?}");
+        assert!(!c.ids().contains("listed/inside.txt"), "{sent:?}");
+        assert!(c.ids().contains("open.txt"), "{sent:?}");
+        c.stop().await;
+    });
+}
+
 /// The export's top closed to the crawler: everything below is withdrawn, not kept under its
 /// old ACLs as in an outage, and not deleted (a second review).
 #[test]
