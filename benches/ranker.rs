@@ -373,6 +373,14 @@ fn qa_sets(
             "handbook-test",
             false,
             qa_file("handbook-test.jsonl")?,
+            hb_r.clone(),
+        ),
+        // Written in session 42 without looking at any answer, and never used to decide
+        // anything: the held-out set (handbook-test's failures were read in earlier sessions).
+        (
+            "handbook-holdout",
+            false,
+            qa_file("handbook-holdout.jsonl")?,
             hb_r,
         ),
     ]

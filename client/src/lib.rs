@@ -200,6 +200,9 @@ impl ApiError {
     }
 
     /// Whether trying again later may succeed (load shedding, deadlines, the daemon down).
+    /// Not whether it is safe to: a deadline or a lost connection may come after the work was
+    /// done, so a retried Ask in a conversation, PutDocuments or Feedback may happen twice
+    /// (and spend tokens twice).
     pub fn is_transient(&self) -> bool {
         matches!(
             self.code,
@@ -327,6 +330,11 @@ async fn channel(config: &Config, lazy: bool) -> Result<Channel, Error> {
         if has_token && !config.allow_plain_http {
             return Err(Error::PlaintextRefused { host });
         }
+    }
+    // On this machine too, a client certificate that is the only credential would go nowhere
+    // over plaintext: every call would be MISSING_TOKEN, far from the cause (a review).
+    if !https && config.cert.is_some() && !has_token && config.dev_user.is_none() {
+        return Err(Error::TlsSettingsOverPlaintext { addr: addr.clone() });
     }
     // The endpoint is built from the URI checked above, not parsed again. A daemon that does
     // not accept the connection, or a connection that stops answering (a half-open one, a
@@ -492,7 +500,9 @@ impl Client {
     }
 
     /// `msg` wrapped in a request carrying the credential, for calling the generated clients
-    /// ([`Client::assistant`], [`Client::admin`], [`Client::ingest`]) directly.
+    /// ([`Client::assistant`], [`Client::admin`], [`Client::ingest`]) directly. It does not set
+    /// `on_behalf_of` (a [`Client::act_as`] client's user): set it in the message, or the call
+    /// runs as this client's own identity.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
         self.auth.apply(&mut req);
@@ -726,9 +736,20 @@ mod tests {
         // On this machine, settings left in the environment are ignored, as before.
         let local_ca = Config {
             ca: Some("ca.pem".into()),
-            ..local
+            ..local.clone()
         };
         assert!(Client::connect_lazy(&local_ca).await.is_ok());
+        // Unless a certificate is the only credential: it cannot be sent over plaintext.
+        let cert_only = Config {
+            token: None,
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+            ..local
+        };
+        assert!(matches!(
+            Client::connect_lazy(&cert_only).await,
+            Err(Error::TlsSettingsOverPlaintext { .. })
+        ));
     }
 
     /// A deadline tonic cannot encode (it panics at 100 million hours) or zero is clamped.

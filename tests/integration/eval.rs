@@ -114,6 +114,9 @@ fn eval_beir_reports_metrics_for_each_mode() {
         assert_eq!(m["recall_at_10"].as_f64().unwrap(), 1.0, "{mode}: {m}");
     }
     assert!(v["hybrid"]["mrr_at_10"].as_f64().unwrap() > 0.99, "{v}");
+    // Each answer first: the ideal ranking, whatever the grades (q3's grade-2 document and its
+    // grade-0 one count as in the standard definition).
+    assert!(v["hybrid"]["ndcg_at_10"].as_f64().unwrap() > 0.99, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,5 +154,9 @@ async fn eval_qa_scores_a_running_daemon() {
     assert_eq!(v["no_answer_rate_unanswerable"], 1.0, "{v}");
     assert_eq!(v["no_answer_rate_answerable"], 0.0, "{v}");
     assert!(v["citation_precision"].as_f64().unwrap() > 0.0);
+    // Nothing was blocked, and no unanswerable question cited anything: the precision over
+    // every question is the answerable questions' own.
+    assert_eq!(v["blocked"], 0, "{v}");
+    assert_eq!(v["citation_precision_all"], v["citation_precision"], "{v}");
     d.stop().await;
 }
