@@ -408,6 +408,14 @@ fn main() -> anyhow::Result<()> {
                     r.qps,
                     r.errors
                 );
+                if let Some((a, n, count)) = r.by_status {
+                    println!(
+                        "|   answered {count} of {}: p50 {:.2} ms; not found: p50 {:.2} ms | | | | | |",
+                        queries.len(),
+                        ms(a),
+                        ms(n)
+                    );
+                }
             }
         }
         if let Some(base) = arg("--bm25s-qps").and_then(|s| s.parse::<f64>().ok()) {
@@ -575,6 +583,10 @@ struct LoadResult {
     p99: Duration,
     qps: f64,
     errors: usize,
+    /// Ask only: the p50 of the calls answered and of those "not found", and how many were
+    /// answered (a review: a question without evidence skips the sentence check's embedding,
+    /// so the share of each decides the overall p50).
+    by_status: Option<(Duration, Duration, usize)>,
 }
 
 /// `clients` concurrent callers take queries from a shared cursor until all are asked once.
@@ -592,6 +604,7 @@ async fn load(
         let (mut client, queries, next) = (client.clone(), queries.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let (mut times, mut errors) = (Vec::new(), 0usize);
+            let (mut answered, mut not_found) = (Vec::new(), Vec::new());
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(q) = queries.get(i) else { break };
@@ -613,32 +626,58 @@ async fn load(
                             .await
                             .is_ok()
                     }
-                    Call::Ask => client
+                    Call::Ask => match client
                         .ask(authed(tonic::Request::new(pb::AskRequest {
                             question: q.clone(),
                             ..Default::default()
                         })))
                         .await
-                        .is_ok(),
+                    {
+                        Ok(r) => {
+                            let took = t.elapsed();
+                            if r.into_inner().status == pb::AnswerStatus::Answered as i32 {
+                                answered.push(took);
+                            } else {
+                                not_found.push(took);
+                            }
+                            true
+                        }
+                        Err(_) => false,
+                    },
                 };
                 times.push(t.elapsed());
                 errors += usize::from(!ok);
             }
-            (times, errors)
+            (times, errors, answered, not_found)
         }));
     }
     let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut answered, mut not_found) = (Vec::new(), Vec::new());
     for t in tasks {
-        let (times, e) = t.await.expect("load task");
+        let (times, e, a, n) = t.await.expect("load task");
         all.extend(times);
         errors += e;
+        answered.extend(a);
+        not_found.extend(n);
     }
+    let by_status = matches!(call, Call::Ask).then(|| {
+        let p50 = |v: &mut Vec<Duration>| {
+            if v.is_empty() {
+                Duration::ZERO
+            } else {
+                percentile(v, 0.5)
+            }
+        };
+        let n = answered.len();
+        (p50(&mut answered), p50(&mut not_found), n)
+    });
     let elapsed = t0.elapsed();
     LoadResult {
         p50: percentile(&mut all.clone(), 0.5),
         p99: percentile(&mut all, 0.99),
         qps: queries.len() as f64 / elapsed.as_secs_f64(),
         errors,
+        by_status,
     }
 }
 

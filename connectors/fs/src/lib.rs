@@ -137,6 +137,9 @@ struct Scanner {
     /// Read again at every reconciliation: a group created or renamed since must not leave a
     /// stale name in an ACL.
     names: Arc<std::sync::RwLock<Arc<PosixNames>>>,
+    /// Whether `names` was ever read from files that name someone: until then an ACL cannot be
+    /// told, and a reconciliation is an outage (as for the nfs connector).
+    names_read: Arc<std::sync::atomic::AtomicBool>,
     status: StatusHandle,
     /// The job the scanner's outcomes are counted in.
     job: Arc<std::sync::atomic::AtomicU64>,
@@ -191,17 +194,20 @@ const UNMOUNTED: &str = "unmounted share?";
 async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorError> {
     let FsConnector { cfg, filter } = conn;
     let status = ctx.status.clone();
+    // An empty or unreadable file at start names nobody: every ACL would be read as numbers,
+    // then everything read again when the file is back (a review; a later one: the numbers were
+    // still used at start). Only a file that reads is taken, and until one does, no
+    // reconciliation runs (an outage).
+    let names_at_start = PosixNames::try_load(&cfg.passwd_file, &cfg.group_file);
+    if names_at_start.is_none() {
+        tracing::warn!(connector = %cfg.id, "the passwd or group file is empty or unreadable: nothing is reconciled until it reads");
+    }
     let scanner = Scanner {
         cfg: cfg.clone(),
         filter,
-        // An empty or unreadable file at start names nobody: every ACL would be read as
-        // numbers, then everything read again when the file is back (a review). Only a file
-        // that reads is taken, as at each later reconciliation.
+        names_read: Arc::new(std::sync::atomic::AtomicBool::new(names_at_start.is_some())),
         names: Arc::new(std::sync::RwLock::new(Arc::new(
-            PosixNames::try_load(&cfg.passwd_file, &cfg.group_file).unwrap_or_else(|| {
-                tracing::warn!(connector = %cfg.id, "the passwd or group file is empty or unreadable: owners and groups are named by number until it reads");
-                PosixNames::load(&cfg.passwd_file, &cfg.group_file)
-            }),
+            names_at_start.unwrap_or_else(|| PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
         ))),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -479,13 +485,13 @@ async fn reconcile(
             return Err(e);
         }
     };
-    let paid = !matches!(outcome, Reconciled::Cancelled);
+    let paid = !matches!(outcome, Reconciled::Cancelled | Reconciled::NotWalked(_));
     let state = match outcome {
         Reconciled::Done => JobState::Succeeded,
         Reconciled::Cancelled => JobState::Cancelled,
         // The walk raised and cleared the alarms (`Scanner::reconcile_all`).
         Reconciled::DeletionsBlocked(why) => JobState::Blocked(why),
-        Reconciled::Outage(why) => {
+        Reconciled::Outage(why) | Reconciled::NotWalked(why) => {
             tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
             JobState::Failed(why)
         }
@@ -530,6 +536,9 @@ enum Reconciled {
     DeletionsBlocked(String),
     /// A root's share is not mounted: the rest was reconciled, nothing under it was touched.
     Outage(String),
+    /// Nothing was walked (the names of users and groups cannot be read): an outage, and the
+    /// reconciliation is still owed.
+    NotWalked(String),
 }
 
 async fn blocking<T: Send + 'static>(
@@ -707,6 +716,21 @@ impl Scanner {
     /// than deletion protection allows and `force_deletions` is off.
     fn reconcile_all(&self, force_deletions: bool) -> Result<Reconciled, ConnectorError> {
         forget_file_systems();
+        // A file that cannot be read now keeps the names read before (else every deny would
+        // become a skip, and every name a number).
+        if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
+            *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+            self.names_read
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !self.names_read.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Reconciled::NotWalked(format!(
+                "cannot read the names of users and groups ({} and {}): unreadable or empty; \
+                 nothing was reconciled",
+                self.cfg.passwd_file.display(),
+                self.cfg.group_file.display()
+            )));
+        }
         // The walk meets every name again; files it was asked for stay asked (below).
         let asked =
             std::mem::take(&mut *self.links.lock().unwrap_or_else(|e| e.into_inner())).asked;
@@ -717,11 +741,6 @@ impl Scanner {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         let table = mount_table();
-        // A file that cannot be read now keeps the names read before (else every deny would
-        // become a skip, and every name a number).
-        if let Some(names) = PosixNames::try_load(&self.cfg.passwd_file, &self.cfg.group_file) {
-            *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
-        }
         let mut seen = BTreeSet::new();
         // Directories the walk could not list: what is indexed under them is not deleted (an
         // error is not a deletion; one the crawler is refused has it withdrawn).

@@ -1069,3 +1069,56 @@ fn a_link_to_a_directory_outside_the_roots_is_not_walked() {
         live.stop().await;
     });
 }
+
+/// Session 41's note: a passwd or group file empty at start was used all the same, so every
+/// owner and group was named by number and every file indexed again (and again once the file
+/// read). Nothing is reconciled until the files name someone.
+#[test]
+fn nothing_is_reconciled_until_the_passwd_and_group_files_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let root = base.join("docs");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("a.txt"), "text").unwrap();
+    mode(&root.join("a.txt"), 0o640);
+    let (passwd, group) = (base.join("passwd"), base.join("group"));
+    std::fs::write(&passwd, "").unwrap();
+    std::fs::write(&group, "").unwrap();
+    let connector = || -> Box<dyn Connector> {
+        Box::new(
+            FsConnector::new(FsConfig {
+                passwd_file: passwd.clone(),
+                group_file: group.clone(),
+                ..config_at(&[&root])
+            })
+            .unwrap(),
+        )
+    };
+    let index = Arc::new(Index::default());
+    let rt = runtime();
+    rt.block_on(async {
+        let mut live = Live::start(connector(), &index, None);
+        let (up, skipped, _, _) = live.next_sync(true).await;
+        assert!(up.is_empty() && skipped.is_empty(), "{up:?} {skipped:?}");
+        let job = live.status.snapshot().jobs.front().cloned().unwrap();
+        assert!(
+            matches!(&job.state, docent_connector_api::jobs::JobState::Failed(why) if why.contains("names of users and groups")),
+            "{job:?}"
+        );
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(&group, "root:x:0:\n").unwrap();
+        let (up, _, _, _) = live.sync_now(true).await;
+        assert_eq!(up.len(), 1, "{up:?}");
+        live.stop().await;
+    });
+    let acl = index
+        .0
+        .lock()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .acl_fingerprint
+        .clone();
+    assert!(!acl.is_empty());
+}
