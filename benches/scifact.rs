@@ -409,11 +409,15 @@ fn main() -> anyhow::Result<()> {
                     r.errors
                 );
                 if let Some((a, n, count)) = r.by_status {
+                    let p = |d: Duration, any: bool| match any {
+                        true => format!("{:.2} ms", ms(d)),
+                        false => "none".to_string(),
+                    };
                     println!(
-                        "|   answered {count} of {}: p50 {:.2} ms; not found: p50 {:.2} ms | | | | | |",
+                        "|   answered {count} of {}: p50 {}; not answered (not found or blocked): p50 {} | | | | | |",
                         queries.len(),
-                        ms(a),
-                        ms(n)
+                        p(a, count > 0),
+                        p(n, count < queries.len())
                     );
                 }
             }

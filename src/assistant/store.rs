@@ -384,13 +384,14 @@ impl Store {
         Ok(out)
     }
 
+    /// One turn; one that cannot be read is the empty turn [`Self::turns`] shows in its place
+    /// (a review: feedback on it was an internal error).
     pub fn turn(&self, id: &str, turn: u32) -> Result<Option<TurnRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(TURNS).map_err(err)?;
-        t.get(turn_key(id, turn).as_str())
+        Ok(t.get(turn_key(id, turn).as_str())
             .map_err(err)?
-            .map(|v| parse(v.value()))
-            .transpose()
+            .map(|v| readable_turn(v.value()).unwrap_or_else(unreadable_turn)))
     }
 
     /// How many conversations `owner` holds (index entries).
@@ -796,6 +797,7 @@ mod tests {
         let questions = |v: Vec<TurnRecord>| v.into_iter().map(|t| t.question).collect::<Vec<_>>();
         // In its place, so that the turns after it keep their numbers.
         assert_eq!(questions(store.turns(&c.id).unwrap()), ["", "q2"]);
+        assert_eq!(store.turn(&c.id, 0).unwrap().unwrap().question, "");
         assert_eq!(questions(store.last_turns(&c.id, 2).unwrap()), ["q2"]);
         // The damaged feedback record is passed over within the page.
         let (page, more) = store.feedback_page(None, 1, usize::MAX).unwrap();

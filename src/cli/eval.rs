@@ -264,13 +264,18 @@ pub async fn qa(
     row("citation precision (all questions)", &|r| {
         r.citation_precision_all
     });
-    row("blocked by a guardrail", &|r| r.blocked as f64);
+
     row("no-answer rate (unanswerable)", &|r| {
         r.no_answer_rate_unanswerable
     });
     row("no-answer rate (answerable)", &|r| {
         r.no_answer_rate_answerable
     });
+    print!("{:<34}", "blocked by a guardrail");
+    for (_, r, ..) in &reports {
+        print!("{:>12}", r.blocked);
+    }
+    println!();
     print!("{:<34}", "fallbacks to extractive");
     for (_, _, f, _) in &reports {
         print!("{f:>12}");

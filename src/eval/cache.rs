@@ -113,6 +113,10 @@ impl Embedder for CachedEmbedder {
         self.inner.token_counter()
     }
 
+    fn weights(&self) -> Option<&str> {
+        self.inner.weights()
+    }
+
     fn text_profile(&self) -> crate::embed::TextProfile {
         self.inner.text_profile()
     }

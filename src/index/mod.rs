@@ -191,7 +191,7 @@ impl std::fmt::Display for ModelSignature {
             self.model_id, self.dim, self.text
         )?;
         match &self.weights {
-            Some(w) => write!(f, " with files {}", &w[..w.len().min(12)]),
+            Some(w) => write!(f, " with files {}", w.chars().take(12).collect::<String>()),
             None => Ok(()),
         }
     }

@@ -295,6 +295,10 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
     // per [`RELINK_GAP`], so a tree being hard-linked into a root does not walk it over and over.
     let mut relink_at: Option<tokio::time::Instant> = None;
     let mut last_relink: Option<tokio::time::Instant> = None;
+    // While the passwd and group files cannot be read, the reconciliation is tried again soon
+    // (1 s, doubling, at most the reconcile interval), not at the next scheduled one (a
+    // review: a file being rewritten at start left the connector idle for the interval).
+    let mut names_wait = Duration::from_secs(1);
     loop {
         let relink_due = async {
             match relink_at {
@@ -302,8 +306,20 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
                 None => std::future::pending::<()>().await,
             }
         };
+        let names_due = async {
+            match scanner.names_read() {
+                false => tokio::time::sleep(names_wait).await,
+                true => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
+            _ = names_due => {
+                if !paused {
+                    reconcile(&scanner, &status, None, "names", false).await?;
+                }
+                names_wait = (names_wait * 2).min(cfg.reconcile_interval);
+            }
             _ = relink_due => {
                 relink_at = None;
                 if !paused {
@@ -491,11 +507,20 @@ async fn reconcile(
         Reconciled::Cancelled => JobState::Cancelled,
         // The walk raised and cleared the alarms (`Scanner::reconcile_all`).
         Reconciled::DeletionsBlocked(why) => JobState::Blocked(why),
-        Reconciled::Outage(why) | Reconciled::NotWalked(why) => {
+        Reconciled::Outage(why) => {
             tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
             JobState::Failed(why)
         }
+        // Raised until a walk runs (a review: only a failed job said so).
+        Reconciled::NotWalked(why) => {
+            tracing::warn!(connector = %scanner.cfg.id, "{}", docent_connector_api::log_safe(&why));
+            status.raise(Alarm::Outage, why.clone());
+            JobState::Failed(why)
+        }
     };
+    if paid {
+        status.clear(Alarm::Outage);
+    }
     // A scan that left a root out is not a full one.
     let complete = !matches!(state, JobState::Failed(_));
     status.finish_job(id, state, now_ms);
@@ -652,6 +677,11 @@ const LINK_LEAVES_ROOTS: &str =
 const NOT_UNICODE: &str = "its path is not valid UTF-8 (a name in a legacy encoding): not indexed";
 
 impl Scanner {
+    /// Whether the passwd and group files were read (see [`Scanner::names_read`]'s field).
+    fn names_read(&self) -> bool {
+        self.names_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The document id of a path; only for a path that is valid UTF-8 (a lossy spelling of
     /// another could name a different file).
     fn key(&self, path: &Path) -> DocKey {
@@ -1232,6 +1262,11 @@ impl Scanner {
     /// Acts on each changed path according to what is there now.
     /// `true` when a reconciliation should follow (see [`Scanner::visit_other_names`]).
     fn apply_paths(&self, paths: &[PathBuf]) -> Result<bool, ConnectorError> {
+        // Until the passwd and group files read, no ACL can be told: the changes wait for the
+        // first reconciliation that walks (a review: they were indexed with numbers for names).
+        if !self.names_read() {
+            return Ok(false);
+        }
         let mut known = None;
         let mut unmounted = BTreeMap::new();
         let mut table = None;

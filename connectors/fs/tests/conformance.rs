@@ -1105,10 +1105,32 @@ fn nothing_is_reconciled_until_the_passwd_and_group_files_read() {
             matches!(&job.state, docent_connector_api::jobs::JobState::Failed(why) if why.contains("names of users and groups")),
             "{job:?}"
         );
+        let snapshot = live.status.snapshot();
+        assert!(
+            snapshot
+                .alarms
+                .contains_key(&docent_connector_api::Alarm::Outage),
+            "{snapshot:?}"
+        );
         std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
         std::fs::write(&group, "root:x:0:\n").unwrap();
-        let (up, _, _, _) = live.sync_now(true).await;
+        // Tried again soon, not at the next scheduled reconciliation (an hour here); a retry
+        // may have run before the files were written.
+        let mut up = Vec::new();
+        for _ in 0..5 {
+            up = live.next_sync(true).await.0;
+            if !up.is_empty() {
+                break;
+            }
+        }
         assert_eq!(up.len(), 1, "{up:?}");
+        assert!(
+            !live
+                .status
+                .snapshot()
+                .alarms
+                .contains_key(&docent_connector_api::Alarm::Outage)
+        );
         live.stop().await;
     });
     let acl = index

@@ -55,11 +55,14 @@ pub struct Entry {
 }
 
 /// A directory's entries, and those the server listed without a handle or attributes and
-/// then would not look up (their names, and why).
+/// then would not look up (their names, and why): failed (kept as they were indexed), or
+/// refused to the crawler in a directory it may search (a mount point of a nested export that
+/// refuses it: withdrawn).
 #[derive(Default)]
 pub struct Listing {
     pub entries: Vec<Entry>,
     pub failed: Vec<(Vec<u8>, nfsstat3)>,
+    pub refused: Vec<(Vec<u8>, nfsstat3)>,
 }
 
 /// What a READ of a whole file gave: its bytes (at most `max + 1`) and the attributes the server
@@ -296,6 +299,20 @@ impl Session {
         })
     }
 
+    /// Whether the server lets the crawler search `dir` (ACCESS3 with LOOKUP). An answer that
+    /// does not say counts as no (the refusal is then the directory's, as before).
+    async fn may_search(&mut self, dir: &nfs_fh3, path: &str) -> Result<bool, NfsError> {
+        let args = nfs3::ACCESS3args {
+            object: dir.clone(),
+            access: nfs3::ACCESS3_LOOKUP,
+        };
+        let res = with_deadline(self.timeout, "access", path, self.client.access(&args)).await?;
+        Ok(match res {
+            Nfs3Result::Ok(ok) => ok.access & nfs3::ACCESS3_LOOKUP != 0,
+            Nfs3Result::Err(_) => false,
+        })
+    }
+
     /// Whether the server answers for the export's root now (GETATTR): after one object's
     /// error, it tells that object's trouble from an outage.
     pub async fn answers(&mut self) -> bool {
@@ -318,15 +335,20 @@ impl Session {
 
     /// Every entry of a directory but `.` and `..`, following READDIRPLUS cookies to the end.
     /// An entry the server left without its handle or attributes, and then would not look up
-    /// (an I/O error on its inode, a mount point refused), is that entry's failure, not the
-    /// directory's (a review: one such entry left its whole directory unlisted at every sync,
-    /// and at the top of the export failed every sync).
+    /// (an I/O error on its inode), is that entry's failure, not the directory's (a review: one
+    /// such entry left its whole directory unlisted at every sync, and at the top of the export
+    /// failed every sync). One refused to the crawler is the directory's refusal when the
+    /// crawler may not search the directory (ACCESS), else that entry's (`Listing::refused`).
     pub async fn list(
         &mut self,
         dir: &nfs_fh3,
         path: &str,
     ) -> Result<Result<Listing, nfsstat3>, NfsError> {
         let mut out = Listing::default();
+        // Whether the crawler may search `dir` (ACCESS3 LOOKUP), asked at the first refused
+        // lookup: a refusal in a directory it may not search is the directory's (`r--`
+        // without `x`: every lookup is refused), else the entry's alone (a third review).
+        let mut searchable: Option<bool> = None;
         let mut cookie = 0;
         let mut cookieverf = nfs3::cookieverf3::default();
         let mut pages = Pages::default();
@@ -368,7 +390,11 @@ impl Session {
                             Ok((fh, None)) => match self.getattr(&fh, &child).await? {
                                 Ok(attr) => (fh, attr),
                                 Err(nfsstat3::NFS3ERR_NOENT | nfsstat3::NFS3ERR_STALE) => continue,
-                                Err(stat) if refused(stat) => return Ok(Err(stat)),
+                                // Looked up, so the directory is searchable: the entry's own.
+                                Err(stat) if refused(stat) => {
+                                    out.refused.push((name, stat));
+                                    continue;
+                                }
                                 Err(stat) => {
                                     out.failed.push((name, stat));
                                     continue;
@@ -380,7 +406,21 @@ impl Session {
                             // `x`): the directory's refusal, withdrawn as before (a second
                             // review: kept as one entry's trouble, its documents stayed under
                             // their old ACL).
-                            Err(stat) if refused(stat) => return Ok(Err(stat)),
+                            Err(stat) if refused(stat) => {
+                                let may_search = match searchable {
+                                    Some(s) => s,
+                                    None => {
+                                        let s = self.may_search(dir, path).await?;
+                                        searchable = Some(s);
+                                        s
+                                    }
+                                };
+                                if !may_search {
+                                    return Ok(Err(stat));
+                                }
+                                out.refused.push((name, stat));
+                                continue;
+                            }
                             Err(stat) => {
                                 out.failed.push((name, stat));
                                 continue;

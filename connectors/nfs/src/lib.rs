@@ -473,7 +473,11 @@ impl TopDir {
     /// else deleted). Not the file system id alone: a server that restarts or fails over
     /// without a fixed `fsid=` reports a new one for the same directory (a second review).
     fn replaced_by(&self, now: &TopDir) -> bool {
-        (&self.server, &self.export, &self.sub_path) == (&now.server, &now.export, &now.sub_path)
+        // (Empty: recorded before the server and export were.)
+        let same = |was: &str, is: &str| was.is_empty() || was == is;
+        same(&self.server, &now.server)
+            && same(&self.export, &now.export)
+            && self.sub_path == now.sub_path
             && self.fileid != now.fileid
     }
 }
@@ -750,6 +754,15 @@ impl Syncer {
                         self.count_failure(&rel, &format!("cannot be looked up: {stat}"));
                         unlisted.push(rel);
                     }
+                    // Refused to the crawler in a directory it may search: what is indexed at
+                    // or under that entry is withdrawn, as under a directory it may not list.
+                    for (name, stat) in listing.refused {
+                        let rel = join(&rel_dir, &String::from_utf8_lossy(&name));
+                        let reason = format!("cannot be looked up: {stat}");
+                        self.count_failure(&rel, &reason);
+                        denied.push((rel.clone(), reason));
+                        unlisted.push(rel);
+                    }
                     listing.entries
                 }
                 // The top refused to the crawler (an admin closed it) is withdrawn like a
@@ -947,10 +960,9 @@ impl Syncer {
         // usually closed to others too), so it stops being served until the directory can be
         // listed again. Not a deletion: nothing is known to be gone.
         for id in &known {
-            if let Some((dir, why)) = denied
-                .iter()
-                .find(|(d, _)| in_scope(id) && (d.is_empty() || id.starts_with(&format!("{d}/"))))
-            {
+            if let Some((dir, why)) = denied.iter().find(|(d, _)| {
+                in_scope(id) && (d.is_empty() || id == d || id.starts_with(&format!("{d}/")))
+            }) {
                 self.sent.remember(id, None);
                 self.count(|j| j.counts.failed += 1);
                 let reason = format!("withdrawn: the crawler may not list {dir:?} ({why})");
@@ -1325,11 +1337,7 @@ impl Syncer {
                     && prev
                         .as_ref()
                         .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
-                return Ok(Err(if unchanged_acl {
-                    Unread::Keep(format!("{why}; the indexed version stays"))
-                } else {
-                    Unread::Skip(why)
-                }));
+                return Ok(Err(Unread::kept_if(unchanged_acl, why)));
             }
             Ok(r) => r,
             // Refused to the crawler, or gone since the listing: this file's own state. (Not a
@@ -1356,11 +1364,7 @@ impl Syncer {
                 let unchanged_acl = prev
                     .as_ref()
                     .is_some_and(|p| p.acl_fingerprint == acl.fingerprint());
-                return Ok(Err(if unchanged_acl {
-                    Unread::Keep(format!("{why}; the indexed version stays"))
-                } else {
-                    Unread::Skip(why)
-                }));
+                return Ok(Err(Unread::kept_if(unchanged_acl, why)));
             }
         };
         if read.data.len() as u64 > max {
@@ -1504,6 +1508,16 @@ const MODE_ANSWERED: &str = "mode@";
 enum Unread {
     Skip(String),
     Keep(String),
+}
+
+impl Unread {
+    /// Kept (its indexed version stays) when `keep`, else skipped, for `why`.
+    fn kept_if(keep: bool, why: String) -> Self {
+        match keep {
+            true => Self::Keep(format!("{why}; the indexed version stays")),
+            false => Self::Skip(why),
+        }
+    }
 }
 
 /// The content's part of a recorded version.
