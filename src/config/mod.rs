@@ -186,7 +186,7 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     /// The sections of the text this was parsed from that a reload does not apply
     /// ([`start_only_sections`]): a reload names those changed since.
-    pub start_only: toml::Table,
+    pub start_only: SectionDigests,
 }
 
 impl Config {
@@ -376,17 +376,26 @@ pub const RELOADED_SECTIONS: [&str; 5] = [
     "api_keys",
 ];
 
-/// A config file's sections that a reload does not apply (see [`RELOADED_SECTIONS`]), as TOML
-/// (`${VAR}` replaced); `None` when the text is not TOML.
-pub fn start_only_sections(text: &str) -> Option<toml::Table> {
-    let mut t = raw::lenient_table(text)?;
-    t.retain(|k, _| !RELOADED_SECTIONS.contains(&k));
-    Some(t)
+/// A digest of each section of a config file that a reload does not apply (see
+/// [`RELOADED_SECTIONS`]), `${VAR}` replaced, by section name; `None` when the text is not
+/// TOML. Digests, not the values: the values hold the secrets, and this is kept for the life
+/// of the daemon in a `Config` whose `Debug` prints it.
+pub type SectionDigests = std::collections::BTreeMap<String, String>;
+
+pub fn start_only_sections(text: &str) -> Option<SectionDigests> {
+    use sha2::{Digest, Sha256};
+    let t = raw::lenient_table(text)?;
+    Some(
+        t.iter()
+            .filter(|(k, _)| !RELOADED_SECTIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), hex::encode(Sha256::digest(v.to_string()))))
+            .collect(),
+    )
 }
 
 /// The names of the sections that differ between `then` and `now` (either from
 /// [`start_only_sections`]), sorted: changes a reload does not apply.
-pub fn changed_sections(then: &toml::Table, now: &toml::Table) -> Vec<String> {
+pub fn changed_sections(then: &SectionDigests, now: &SectionDigests) -> Vec<String> {
     let mut out: Vec<String> = then
         .keys()
         .chain(now.keys())
@@ -1415,7 +1424,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
         guardrails,
         audit,
         connectors,
-        start_only: toml::Table::new(),
+        start_only: SectionDigests::new(),
     })
 }
 
@@ -1566,6 +1575,9 @@ scopes = ["query", "everything"]
         .unwrap();
         assert_eq!(changed_sections(&then, &now), ["guardrails", "quotas"]);
         assert!(changed_sections(&then, &then).is_empty());
+        // Digests only: the values (secrets among them) are not kept.
+        let secret = start_only_sections("version = 1\n[llm]\napi_key = \"sk-s3cret\"\n").unwrap();
+        assert!(!format!("{secret:?}").contains("s3cret"), "{secret:?}");
     }
 
     /// A file that is not TOML still revokes the keys it marks revoked (a review: a second

@@ -719,19 +719,17 @@ impl IngestService {
 /// Sends commit markers (`marker`: queues one behind everything queued so far, `None` when the
 /// daemon is shutting down) and calls `check` with the newest marker queued, every
 /// [`COMMIT_POLL`], until it returns true or `until`. A marker still uncommitted after
-/// `remark_after` ([`REMARK_AFTER`]) is followed by another (a batch whose embedding failed commits without
-/// its checkpoints). A marker waits for its place while the queue is full, and the checks go
-/// on meanwhile with the marker before (a review: the wait for a second marker stopped them,
-/// so a call whose first marker committed meanwhile waited out its deadline and was told to
-/// retry).
-async fn until_marked<'a, F>(
+/// `remark_after` ([`REMARK_AFTER`]) is followed by another (a batch whose embedding failed
+/// commits without its checkpoints). A marker waits for its place while the queue is full, and
+/// the checks go on meanwhile with the marker before (a review: the wait for a second marker
+/// stopped them, so a call whose first marker committed meanwhile waited out its deadline and
+/// was told to retry).
+async fn until_marked<F: std::future::Future<Output = Option<u64>>>(
     mut marker: impl FnMut() -> F,
     mut check: impl FnMut(Option<u64>) -> bool,
     until: tokio::time::Instant,
     remark_after: Duration,
-) where
-    F: std::future::Future<Output = Option<u64>> + Send + 'a,
-{
+) {
     use tokio::time::Instant;
     let mut mark = None;
     let mut marking = Some(Box::pin(marker()));

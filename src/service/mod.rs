@@ -53,7 +53,7 @@ pub struct AppState {
     pub config_path: Option<std::path::PathBuf>,
     /// That file's sections a reload does not apply, as they read at start
     /// ([`crate::config::start_only_sections`]): a reload names those changed since.
-    pub started_sections: Option<toml::Table>,
+    pub started_sections: Option<crate::config::SectionDigests>,
     pub connectors: Vec<ConnectorInfo>,
     /// Push sources by connector id (the push API's targets).
     pub push: std::collections::HashMap<String, crate::ingest::push::PushSource>,

@@ -207,7 +207,8 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         filter,
         names_read: Arc::new(std::sync::atomic::AtomicBool::new(names_at_start.is_some())),
         names: Arc::new(std::sync::RwLock::new(Arc::new(
-            names_at_start.unwrap_or_else(|| PosixNames::load(&cfg.passwd_file, &cfg.group_file)),
+            // (Unused until the files read: nothing reads it before.)
+            names_at_start.unwrap_or_default(),
         ))),
         status: ctx.status.clone(),
         job: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -753,7 +754,7 @@ impl Scanner {
             self.names_read
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if !self.names_read.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.names_read() {
             return Ok(Reconciled::NotWalked(format!(
                 "cannot read the names of users and groups ({} and {}): unreadable or empty; \
                  nothing was reconciled",

@@ -399,6 +399,7 @@ impl Listed {
     /// sync, which lists it again. (Not the change time: every write moves it, a directory's
     /// with every file made or removed in it.)
     fn from_answer(list: &nfsacl::AccessList, a: &fattr3) -> Self {
+        let against = list.against_mode(a.mode);
         if list
             .owner_mode
             .is_some_and(|m| m != (a.mode & 0o7777, a.uid, a.gid))
@@ -406,10 +407,9 @@ impl Listed {
             Self::Unusable(CHANGED_WHILE_ASKED.to_string())
         } else if !list.consistent {
             Self::Unusable(ACL_LIST.to_string())
-        } else if list.against_mode(a.mode) == nfsacl::AgainstMode::Looser {
+        } else if against == nfsacl::AgainstMode::Looser {
             Self::Unusable(WIDER_THAN_MODE.to_string())
-        } else if list.extends_mode() || list.against_mode(a.mode) == nfsacl::AgainstMode::Stricter
-        {
+        } else if list.extends_mode() || against == nfsacl::AgainstMode::Stricter {
             Self::List(list.entries.as_slice().into())
         } else {
             Self::Mode
@@ -462,7 +462,6 @@ struct TopDir {
     #[serde(default)]
     export: String,
     sub_path: Option<String>,
-    fsid: u64,
     fileid: u64,
 }
 
@@ -707,7 +706,6 @@ impl Syncer {
                 server: self.cfg.server.clone(),
                 export: self.cfg.export.clone(),
                 sub_path: self.cfg.sub_path.clone(),
-                fsid: top_fsid,
                 fileid: top_fileid,
             };
             if let Some(was) = &self.top_dir
@@ -1660,33 +1658,33 @@ mod tests {
     /// `sub_path` changed, which makes another top on purpose.
     #[test]
     fn a_top_directory_replaced_since_the_last_walk_is_noticed() {
-        let top = |sub: Option<&str>, fsid, fileid| TopDir {
+        let top = |sub: Option<&str>, fileid| TopDir {
             server: "files".into(),
             export: "/srv".into(),
             sub_path: sub.map(str::to_string),
-            fsid,
             fileid,
         };
-        let was = top(None, 7, 2);
-        assert!(!was.replaced_by(&top(None, 7, 2)));
+        let was = top(None, 2);
         assert!(
-            was.replaced_by(&top(None, 7, 1_234)),
-            "a fixed fsid, the directory under it"
-        );
-        assert!(was.replaced_by(&top(None, 3, 1_234)));
-        assert!(
-            !was.replaced_by(&top(None, 3, 2)),
-            "a restart without a fixed fsid"
+            !was.replaced_by(&top(None, 2)),
+            "the same directory, whatever its fsid"
         );
         assert!(
-            !was.replaced_by(&top(Some("eng"), 7, 99)),
-            "another sub_path"
+            was.replaced_by(&top(None, 1_234)),
+            "the directory under a mount"
         );
+        assert!(!was.replaced_by(&top(Some("eng"), 99)), "another sub_path");
         let other_export = TopDir {
             export: "/data".into(),
-            ..top(None, 7, 99)
+            ..top(None, 99)
         };
         assert!(!was.replaced_by(&other_export), "another export");
+        let recorded_before = TopDir {
+            server: String::new(),
+            export: String::new(),
+            ..top(None, 2)
+        };
+        assert!(recorded_before.replaced_by(&top(None, 1_234)));
         // Kept in the checkpoint.
         let v = serde_json::to_value(&was).unwrap();
         assert_eq!(serde_json::from_value::<TopDir>(v).unwrap(), was);
