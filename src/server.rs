@@ -84,6 +84,63 @@ pub struct StartOptions {
     pub insecure_dev: bool,
     /// The config file, for identity reloads (Admin ReloadIdentities, SIGHUP).
     pub config_path: Option<std::path::PathBuf>,
+    /// How long a stop lets open calls finish ([`SERVER_DRAIN`] when `None`; tests).
+    pub server_drain: Option<std::time::Duration>,
+    /// Set when an identity reload was asked for (SIGHUP) while the daemon was starting: it
+    /// is applied before the port opens (session 43's review: a key revoked during the start
+    /// kept working until the reload after it). One asked for after this check is applied by
+    /// the caller, once the daemon is up.
+    pub reload_pending: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Where the daemon serves: a socket already listening, or one only bound, which listens once
+/// everything it serves is ready (session 43's review: the port opened before the index did,
+/// and a TCP probe read the daemon as ready while calls waited in the backlog).
+pub enum Listener {
+    Listening(TcpListener),
+    Bound(tokio::net::TcpSocket),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Self::Listening(l)
+    }
+}
+
+impl From<tokio::net::TcpSocket> for Listener {
+    fn from(s: tokio::net::TcpSocket) -> Self {
+        Self::Bound(s)
+    }
+}
+
+impl Listener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Listening(l) => l.local_addr(),
+            Self::Bound(s) => s.local_addr(),
+        }
+    }
+
+    fn listen(self) -> std::io::Result<TcpListener> {
+        match self {
+            Self::Listening(l) => Ok(l),
+            Self::Bound(s) => s.listen(1024),
+        }
+    }
+}
+
+/// Cancels the daemon's token when a start fails after it started the pipeline and the
+/// connectors: they stop (the pipeline commits what it has if the process lives on), and
+/// nothing goes on crawling, or holding the index, for a daemon that never serves (session
+/// 43's review).
+struct StopUnlessStarted(Option<CancellationToken>);
+
+impl Drop for StopUnlessStarted {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
 }
 
 /// HTTP/2 streams one connection may hold open at once.
@@ -100,6 +157,11 @@ pub const REQUEST_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long a stopping daemon waits for the last holders of its index to let go.
 const INDEX_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a stopping daemon lets open calls finish before it closes their connections: a
+/// peer holding a stream open (a health Watch, a reflection stream) kept the server from
+/// stopping at all (session 43's review: every stop ended in the supervisor's SIGKILL).
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub struct Daemon {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
@@ -108,6 +170,10 @@ pub struct Daemon {
     pipeline: JoinHandle<Result<(), IndexError>>,
     connectors: Vec<JoinHandle<()>>,
     state: Arc<AppState>,
+    drain: std::time::Duration,
+    /// Closes every connection still open at the end of the drain
+    /// ([`crate::service::tls::Closable`]).
+    close_connections: CancellationToken,
 }
 
 impl Daemon {
@@ -132,11 +198,45 @@ impl Daemon {
     /// Waits until the daemon stops (after the shutdown token is cancelled), with everything
     /// ingested so far committed.
     pub async fn wait(self) -> Result<(), DaemonError> {
-        let server = self
-            .server
-            .await
-            .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
+        let mut server = self.server;
+        let early = tokio::select! {
+            r = &mut server => Some(r),
+            () = self.shutdown.cancelled() => None,
+        };
+        let drained_by = tokio::time::Instant::now() + self.drain;
+        let server = match early {
+            Some(r) => r,
+            None => match tokio::time::timeout(self.drain, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        secs = self.drain.as_secs_f64(),
+                        "calls still open after the drain; their connections are closed"
+                    );
+                    self.close_connections.cancel();
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            server.abort();
+                            Ok(Ok(()))
+                        }
+                    }
+                }
+            },
+        }
+        .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
         self.shutdown.cancel();
+        // Whatever way the server ended, no connection outlives it (each holds the state).
+        self.close_connections.cancel();
+        // Answers still being written (their clients may have left) store their turns and
+        // audit records, within the drain.
+        if tokio::time::timeout_at(drained_by, self.state.answers.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("answers still running after the drain are not stored or audited");
+        }
         // The pipeline first: it ends once every connector has stopped sending, or once
         // nothing has come for its grace (a connector held in a system call, a hung network
         // mount, may never see the shutdown; a review: the daemon never stopped). Such a
@@ -181,7 +281,7 @@ impl Daemon {
 pub async fn start(
     config: Config,
     embedder: Arc<dyn Embedder>,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
 ) -> Result<Daemon, DaemonError> {
     start_with(config, embedder, listener, StartOptions::default()).await
 }
@@ -189,9 +289,10 @@ pub async fn start(
 pub async fn start_with(
     config: Config,
     embedder: Arc<dyn Embedder>,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     opts: StartOptions,
 ) -> Result<Daemon, DaemonError> {
+    let listener = listener.into();
     // Connectors write page ids, paths and errors naming them through the guardrails' PII
     // redaction, like the daemon's own log lines.
     docent_connector_api::set_log_redactor(crate::guardrail::pii::for_log);
@@ -214,6 +315,7 @@ pub async fn start_with(
         );
     }
     let shutdown = CancellationToken::new();
+    let mut unless_started = StopUnlessStarted(Some(shutdown.clone()));
     let identities =
         Arc::new(crate::identity::IdentityRegistry::new(&config).map_err(DaemonError::Identity)?);
     let audit = match &config.audit {
@@ -318,7 +420,20 @@ pub async fn start_with(
     // exits non-zero for a supervisor to restart it (the index recovers at open).
     let stop = shutdown.clone();
     let pipeline = tokio::spawn(async move {
-        let r = pipeline.run(rx).await;
+        use futures::FutureExt;
+        // A panic stops the daemon too (session 43's review: it left the daemon serving with
+        // nothing indexed, and no exit for a supervisor to see).
+        let r = match std::panic::AssertUnwindSafe(pipeline.run(rx))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(panic) => {
+                tracing::error!("the ingest pipeline panicked; shutting the daemon down");
+                stop.cancel();
+                std::panic::resume_unwind(panic);
+            }
+        };
         if let Err(e) = &r {
             tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "the ingest pipeline stopped; shutting the daemon down");
             stop.cancel();
@@ -507,6 +622,7 @@ pub async fn start_with(
         skips,
         stats,
         metrics: metrics.clone(),
+        answers: Arc::default(),
     });
     let metrics_addr = match config.server.metrics_listen {
         Some(addr) => {
@@ -535,6 +651,24 @@ pub async fn start_with(
         .await;
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<IngestServer<IngestService>>().await;
+    // Stopping, the daemon says so to the health Watches still open (new connections are
+    // refused from then on, as the listener closes).
+    let (stopping, reporter) = (shutdown.clone(), health.clone());
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        reporter
+            .set_not_serving::<AssistantServer<AssistantService>>()
+            .await;
+        reporter
+            .set_not_serving::<AdminServer<AdminService>>()
+            .await;
+        reporter
+            .set_not_serving::<IngestServer<IngestService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(docent_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -622,21 +756,40 @@ pub async fn start_with(
             ),
             auth.requiring(Requirement::Ingest),
         ));
+    if opts
+        .reload_pending
+        .as_ref()
+        .is_some_and(|p| p.swap(false, std::sync::atomic::Ordering::SeqCst))
+    {
+        let st = state.clone();
+        let reloaded = tokio::task::spawn_blocking(move || st.reload_identities())
+            .await
+            .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))?;
+        if let Err(e) = reloaded {
+            tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "identity reload asked for during the start failed; keeping the identities read at the start, less what the file no longer grants");
+        }
+    }
+    let listener = listener
+        .listen()
+        .map_err(|source| DaemonError::Bind { addr, source })?;
     let token = shutdown.clone();
+    let close_connections = CancellationToken::new();
+    let closable = close_connections.clone();
     let server = match tls {
         // tonic's own TLS cannot check revocation lists; the handshakes are ours.
         Some(tls) => {
-            let incoming = crate::service::tls::incoming(listener, tls.acceptor, token.clone());
+            let incoming = crate::service::tls::incoming(listener, tls.acceptor, token.clone())
+                .map(move |s| s.map(|s| crate::service::tls::Closable::new(s, &closable)));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
         }
         None => {
             // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per
             // call.
-            let incoming = TcpListenerStream::new(listener).map(|s| {
-                if let Ok(s) = &s {
+            let incoming = TcpListenerStream::new(listener).map(move |s| {
+                s.map(|s| {
                     let _ = s.set_nodelay(true);
-                }
-                s
+                    crate::service::tls::Closable::new(s, &closable)
+                })
             });
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
         }
@@ -649,6 +802,7 @@ pub async fn start_with(
         insecure_dev = opts.insecure_dev,
         "serving"
     );
+    unless_started.0 = None;
     Ok(Daemon {
         addr,
         metrics_addr,
@@ -657,5 +811,7 @@ pub async fn start_with(
         pipeline,
         connectors,
         state,
+        drain: opts.server_drain.unwrap_or(SERVER_DRAIN),
+        close_connections,
     })
 }

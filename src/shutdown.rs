@@ -35,8 +35,13 @@ pub struct ReloadSignal {
 impl ReloadSignal {
     pub fn new() -> Self {
         Self {
+            // Said, not swallowed: without it a SIGHUP ends the daemon (session 43's review).
             #[cfg(unix)]
-            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "SIGHUP cannot be taken over: use docent admin reload, since a SIGHUP would end the daemon");
+                })
+                .ok(),
         }
     }
 }

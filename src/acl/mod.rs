@@ -44,7 +44,7 @@ pub fn authorize(caller: &Caller) -> Result<AclScope, AuthzError> {
     }
     Ok(AclScope {
         user: caller.user_id().to_string(),
-        deny_principals: Arc::new(with_folded(caller.principals())),
+        deny_principals: Arc::new(with_folded(&caller.deny_principals())),
         principals: Arc::new(caller.principals().clone()),
         guardrail_principals: Arc::new(caller.guardrail_principals().clone()),
         strict_deny: caller.strict_deny(),
@@ -108,6 +108,23 @@ impl AclScope {
             deny_principals: Arc::new(with_folded(&principals)),
             principals,
             strict_deny: false,
+        }
+    }
+
+    /// [`AclScope::for_tests`] with principals deny entries match and allow entries do not
+    /// (a withdrawn alias: [`crate::identity::Caller::deny_principals`]).
+    #[cfg(test)]
+    pub fn for_tests_deny_only(user: &str, principals: &[&str], deny_only: &[&str]) -> Self {
+        let s = Self::for_tests(user, principals);
+        let all: BTreeSet<String> = s
+            .principals
+            .iter()
+            .cloned()
+            .chain(deny_only.iter().map(|p| p.to_string()))
+            .collect();
+        Self {
+            deny_principals: Arc::new(with_folded(&all)),
+            ..s
         }
     }
 

@@ -730,7 +730,7 @@ impl Assistant {
         let earlier = match &input.conversation {
             ConversationChoice::Continue(id) => {
                 let store = self.store_or_err()?.clone();
-                let (owner, id) = (caller.user_id().to_string(), id.clone());
+                let (owner, id) = (caller.conversation_owner(), id.clone());
                 tokio::task::spawn_blocking(move || {
                     let c = store
                         .conversation(&owner, &id)?
@@ -1640,7 +1640,7 @@ impl Prepared {
         let Some(store) = a.store.clone() else {
             return Ok(());
         };
-        let owner = self.caller.user_id().to_string();
+        let owner = self.caller.conversation_owner();
         let principals = a.usage_principals(&self.caller);
         let conversation = self.conversation.clone();
         let turn = turn_record(&self.question, self.rewritten.as_deref(), o);
@@ -1650,10 +1650,13 @@ impl Prepared {
             }
             let id = match conversation {
                 ConversationChoice::None => return Ok::<_, AssistantError>((None, 0)),
-                ConversationChoice::New => store.create(&owner, "")?.id,
+                ConversationChoice::New => {
+                    return Ok((Some(store.create_with_turn(&owner, &turn)?), 0));
+                }
                 ConversationChoice::Continue(id) => id,
             };
-            // Deleted meanwhile (by its owner): the answer stands, the turn is not kept.
+            // Deleted meanwhile (by its owner), or filled by concurrent follow-ups: the
+            // answer stands, the turn is not kept.
             let n = store.append(&owner, &id, &turn)?;
             Ok((n.map(|_| id), n.unwrap_or(0)))
         })
@@ -2000,7 +2003,7 @@ impl Assistant {
         let scope = authorize(caller)?;
         let store = self.store_or_err()?;
         let mut c = store
-            .conversation(caller.user_id(), id)?
+            .conversation(&caller.conversation_owner(), id)?
             .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
         redact_title(&self.guardrails, scope.principal_set(), &mut c);
         let mut seen = HashMap::new();
@@ -2032,7 +2035,7 @@ impl Assistant {
             0 => CONVERSATION_PAGE,
             n => n.min(MAX_CONVERSATION_PAGE),
         };
-        let list = self.store_or_err()?.list(caller.user_id())?;
+        let list = self.store_or_err()?.list(&caller.conversation_owner())?;
         // The list's order: updated_ms descending, then id ascending.
         let start = after.map_or(0, |(ms, id)| {
             list.partition_point(|c| c.updated_ms > ms || c.updated_ms == ms && c.id.as_str() <= id)
@@ -2052,7 +2055,10 @@ impl Assistant {
 
     pub fn delete_conversation(&self, caller: &Caller, id: &str) -> Result<(), AssistantError> {
         authorize(caller)?;
-        if self.store_or_err()?.delete(caller.user_id(), id)? {
+        if self
+            .store_or_err()?
+            .delete(&caller.conversation_owner(), id)?
+        {
             Ok(())
         } else {
             Err(AssistantError::ConversationNotFound(id.to_string()))
@@ -2073,7 +2079,7 @@ impl Assistant {
         let scope = authorize(caller)?;
         let store = self.store_or_err()?;
         store
-            .conversation(caller.user_id(), id)?
+            .conversation(&caller.conversation_owner(), id)?
             .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
         let t = store
             .turn(id, turn)?
@@ -2094,17 +2100,20 @@ impl Assistant {
         let mut found = guardrail::PiiFindings::default();
         self.guardrails
             .redact_sentence(caller.guardrail_principals(), &mut comment, &mut found);
-        let written = store.put_feedback(&store::FeedbackRecord {
-            identity: caller.user_id().to_string(),
-            conversation_id: id.to_string(),
-            turn,
-            up,
-            reasons,
-            comment,
-            time_ms: store::now_ms(),
-            question: t.question,
-            documents,
-        })?;
+        let written = store.put_feedback(
+            &caller.conversation_owner(),
+            &store::FeedbackRecord {
+                identity: caller.user_id().to_string(),
+                conversation_id: id.to_string(),
+                turn,
+                up,
+                reasons,
+                comment,
+                time_ms: store::now_ms(),
+                question: t.question,
+                documents,
+            },
+        )?;
         if !written {
             return Err(AssistantError::ConversationNotFound(id.to_string()));
         }

@@ -130,6 +130,30 @@ pub struct Store {
     unwritten: std::sync::Mutex<std::collections::HashMap<String, UsageCounts>>,
     /// [`MAX_CONVERSATIONS_PER_OWNER`], lower in tests.
     max_per_owner: usize,
+    /// [`crate::assistant::MAX_CONVERSATION_TURNS`], lower in tests.
+    max_turns: u32,
+}
+
+/// In `tx`, removes conversation `id` of `owner` with its index entry, turns and feedback.
+fn remove_in(tx: &redb::WriteTransaction, owner: &str, id: &str) -> Result<(), StoreError> {
+    tx.open_table(CONVERSATIONS)
+        .map_err(err)?
+        .remove(id)
+        .map_err(err)?;
+    tx.open_table(BY_OWNER)
+        .map_err(err)?
+        .remove(format!("{owner}\0{id}").as_str())
+        .map_err(err)?;
+    let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+    tx.open_table(TURNS)
+        .map_err(err)?
+        .retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+        .map_err(err)?;
+    tx.open_table(FEEDBACK)
+        .map_err(err)?
+        .retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+        .map_err(err)?;
+    Ok(())
 }
 
 fn turn_key(conv: &str, turn: u32) -> String {
@@ -140,8 +164,23 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialise")
 }
 
+/// A stored record. The error names where the record stops reading, never what it holds:
+/// serde's messages quote the value they could not take, here a question, a title or a comment
+/// (session 43's review: they reached the log).
 fn parse<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(err)
+    serde_json::from_slice(b).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "cannot be read",
+            serde_json::error::Category::Syntax => "is not JSON",
+            serde_json::error::Category::Data => "does not have the expected fields",
+            serde_json::error::Category::Eof => "is cut short",
+        };
+        StoreError(format!(
+            "a stored record {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// A stored usage counter; one that cannot be read counts as nothing, and the next write
@@ -235,7 +274,15 @@ impl Store {
             failing: Default::default(),
             unwritten: Default::default(),
             max_per_owner: MAX_CONVERSATIONS_PER_OWNER,
+            max_turns: crate::assistant::MAX_CONVERSATION_TURNS,
         })
+    }
+
+    /// The same store keeping at most `n` turns per conversation (tests).
+    #[cfg(test)]
+    pub fn with_max_turns(mut self, n: u32) -> Self {
+        self.max_turns = n;
+        self
     }
 
     /// The same store holding at most `n` conversations per owner (tests).
@@ -281,16 +328,24 @@ impl Store {
     /// already loses the least recently updated one first (an audience's, such as a Slack
     /// channel's threads, grows with every thread; retention alone bounded it only in time).
     pub fn create(&self, owner: &str, title: &str) -> Result<ConversationRecord, StoreError> {
-        let held = self.count(owner)?;
-        if held >= self.max_per_owner {
-            let list = self.list(owner)?;
-            // Only if not updated since it was listed (a turn appended meanwhile keeps it).
-            for old in list.iter().skip(self.max_per_owner - 1) {
-                self.remove(owner, &old.id, Some(old.updated_ms + 1))?;
-            }
-        }
+        self.start(owner, title, None)
+    }
+
+    /// Starts a conversation for `owner` holding `first` as its turn 0, in one transaction
+    /// (session 43: created, then appended to in a second one, a failure between the two left
+    /// an empty conversation behind). Returns its id.
+    pub fn create_with_turn(&self, owner: &str, first: &TurnRecord) -> Result<String, StoreError> {
+        self.start(owner, "", Some(first)).map(|c| c.id)
+    }
+
+    fn start(
+        &self,
+        owner: &str,
+        title: &str,
+        first: Option<&TurnRecord>,
+    ) -> Result<ConversationRecord, StoreError> {
         let now = now_ms();
-        let c = ConversationRecord {
+        let mut c = ConversationRecord {
             id: new_id(),
             owner: owner.to_string(),
             title: title.to_string(),
@@ -298,7 +353,17 @@ impl Store {
             updated_ms: now,
             turns: 0,
         };
+        if let Some(t) = first {
+            c.turns = 1;
+            c.updated_ms = t.time_ms;
+            if c.title.is_empty() {
+                c.title = t.question.clone();
+            }
+        }
         let tx = self.begin_write()?;
+        // Counted and trimmed in the transaction that adds it (session 43: counted before it,
+        // concurrent starts all saw room and together passed the cap).
+        self.make_room(&tx, owner)?;
         {
             tx.open_table(CONVERSATIONS)
                 .map_err(err)?
@@ -308,12 +373,68 @@ impl Store {
                 .map_err(err)?
                 .insert(format!("{owner}\0{}", c.id).as_str(), ())
                 .map_err(err)?;
+            if let Some(t) = first {
+                tx.open_table(TURNS)
+                    .map_err(err)?
+                    .insert(turn_key(&c.id, 0).as_str(), json(t).as_slice())
+                    .map_err(err)?;
+            }
         }
         tx.commit().map_err(err)?;
         Ok(c)
     }
 
-    /// Appends a turn to one of `owner`'s conversations; returns its index.
+    /// In `tx`, removes `owner`'s least recently updated conversations until one more fits
+    /// under the cap. An index entry whose record is gone or another owner's is dropped alone;
+    /// a record that cannot be read is neither counted nor removed (as in [`Store::list`]).
+    fn make_room(&self, tx: &redb::WriteTransaction, owner: &str) -> Result<(), StoreError> {
+        let (lo, hi) = (format!("{owner}\0"), format!("{owner}\u{1}"));
+        // Index entries first (cheap): under the cap, nothing to read.
+        let entries = tx
+            .open_table(BY_OWNER)
+            .map_err(err)?
+            .range(lo.as_str()..hi.as_str())
+            .map_err(err)?
+            .count();
+        if entries < self.max_per_owner {
+            return Ok(());
+        }
+        let mut held = Vec::new();
+        let mut stray = Vec::new();
+        {
+            let idx = tx.open_table(BY_OWNER).map_err(err)?;
+            let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            for e in idx.range(lo.as_str()..hi.as_str()).map_err(err)? {
+                let (k, _) = e.map_err(err)?;
+                let id = k.value().split('\0').nth(1).unwrap_or("").to_string();
+                match convs.get(id.as_str()).map_err(err)? {
+                    Some(v) => match parse::<ConversationRecord>(v.value()) {
+                        Ok(c) if c.owner == owner => held.push((c.updated_ms, id)),
+                        Ok(_) => stray.push(id),
+                        Err(_) => {}
+                    },
+                    None => stray.push(id),
+                }
+            }
+        }
+        if !stray.is_empty() {
+            let mut idx = tx.open_table(BY_OWNER).map_err(err)?;
+            for id in &stray {
+                idx.remove(format!("{owner}\0{id}").as_str()).map_err(err)?;
+            }
+        }
+        if held.len() < self.max_per_owner {
+            return Ok(());
+        }
+        held.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, id) in held.iter().skip(self.max_per_owner - 1) {
+            remove_in(tx, owner, id)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a turn to one of `owner`'s conversations; returns its index, or `None` when the
+    /// conversation is not theirs, is gone, or is full.
     pub fn append(
         &self,
         owner: &str,
@@ -328,6 +449,15 @@ impl Store {
             };
             let mut c: ConversationRecord = parse(&v)?;
             if c.owner != owner {
+                return Ok(None);
+            }
+            // A full conversation keeps no more (session 43: the cap was checked only before
+            // the answer, so concurrent follow-ups could pass it).
+            if c.turns >= self.max_turns {
+                tracing::info!(
+                    turns = c.turns,
+                    "a turn past the conversation's limit is not kept (a follow-up asked at the same time filled it)"
+                );
                 return Ok(None);
             }
             let n = c.turns;
@@ -394,14 +524,6 @@ impl Store {
             .map(|v| readable_turn(v.value()).unwrap_or_else(unreadable_turn)))
     }
 
-    /// How many conversations `owner` holds (index entries).
-    fn count(&self, owner: &str) -> Result<usize, StoreError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let idx = tx.open_table(BY_OWNER).map_err(err)?;
-        let (lo, hi) = (format!("{owner}\0"), format!("{owner}\u{1}"));
-        Ok(idx.range(lo.as_str()..hi.as_str()).map_err(err)?.count())
-    }
-
     /// `owner`'s conversations, most recently updated first.
     pub fn list(&self, owner: &str) -> Result<Vec<ConversationRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(err)?;
@@ -443,32 +565,16 @@ impl Store {
     /// caller looked keeps it). True when removed.
     fn remove(&self, owner: &str, id: &str, stale_before: Option<i64>) -> Result<bool, StoreError> {
         let tx = self.begin_write()?;
-        {
-            let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
-            if let Some(cutoff) = stale_before {
-                let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
-                    return Ok(false);
-                };
-                let c: ConversationRecord = parse(&v)?;
-                if c.updated_ms >= cutoff {
-                    return Ok(false);
-                }
+        if let Some(cutoff) = stale_before {
+            let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
+                return Ok(false);
+            };
+            if parse::<ConversationRecord>(&v)?.updated_ms >= cutoff {
+                return Ok(false);
             }
-            convs.remove(id).map_err(err)?;
-            drop(convs);
-            tx.open_table(BY_OWNER)
-                .map_err(err)?
-                .remove(format!("{owner}\0{id}").as_str())
-                .map_err(err)?;
-            let (lo, hi) = (format!("{id}/"), format!("{id}0"));
-            let mut turns = tx.open_table(TURNS).map_err(err)?;
-            turns
-                .retain_in(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(err)?;
-            let mut fb = tx.open_table(FEEDBACK).map_err(err)?;
-            fb.retain_in(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(err)?;
         }
+        remove_in(&tx, owner, id)?;
         tx.commit().map_err(err)?;
         Ok(true)
     }
@@ -524,13 +630,15 @@ impl Store {
     /// Returns `false`, writing nothing, when the conversation is gone or not the voter's
     /// (checked in the same transaction: a deletion or the retention committing between the
     /// caller's check and this write left a record nothing removes; a review).
-    pub fn put_feedback(&self, f: &FeedbackRecord) -> Result<bool, StoreError> {
+    /// Writes feedback on a turn of `owner`'s conversation ([`crate::identity::Caller::conversation_owner`];
+    /// the voter is `f.identity`); false when the conversation is gone or not `owner`'s.
+    pub fn put_feedback(&self, owner: &str, f: &FeedbackRecord) -> Result<bool, StoreError> {
         let key = format!("{}/{}", turn_key(&f.conversation_id, f.turn), f.identity);
         let tx = self.begin_write()?;
         {
             let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
             let owned = match convs.get(f.conversation_id.as_str()).map_err(err)? {
-                Some(v) => parse::<ConversationRecord>(v.value())?.owner == f.identity,
+                Some(v) => parse::<ConversationRecord>(v.value())?.owner == owner,
                 None => false,
             };
             if !owned {
@@ -717,6 +825,78 @@ mod tests {
         assert_eq!(store.list("alice").unwrap().len(), 1);
     }
 
+    /// Session 43's review: a record that does not read says where, not what it holds.
+    #[test]
+    fn a_record_that_does_not_read_is_not_quoted() {
+        let e = parse::<TurnRecord>(br#"{"question": "my salary is 148,000", "answer": 7}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("salary") && !e.contains("148"), "{e}");
+        assert!(e.contains("expected fields"), "{e}");
+    }
+
+    /// Session 43: the cap was counted before the writing transaction, so starts at the same
+    /// moment all saw room. Counted inside it, they never pass it.
+    #[test]
+    fn concurrent_starts_never_pass_the_per_owner_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            Store::open(&dir.path().join("s.redb"))
+                .unwrap()
+                .with_max_per_owner(2),
+        );
+        let go = std::sync::Arc::new(std::sync::Barrier::new(12));
+        let threads: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, go) = (store.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    if i % 2 == 0 {
+                        store.create("everyone", "").unwrap();
+                    } else {
+                        store.create_with_turn("everyone", &turn("q")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(store.list("everyone").unwrap().len(), 2);
+        let tx = store.db.begin_read().unwrap();
+        let idx = tx.open_table(BY_OWNER).unwrap();
+        assert_eq!(idx.iter().unwrap().count(), 2, "index entries too");
+    }
+
+    #[test]
+    fn a_conversation_started_with_its_first_turn_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let first = turn("first?");
+        let id = store.create_with_turn("alice", &first).unwrap();
+        let c = store.conversation("alice", &id).unwrap().unwrap();
+        assert_eq!((c.turns, c.title.as_str()), (1, "first?"));
+        assert_eq!(c.updated_ms, first.time_ms);
+        assert_eq!(store.turns(&id).unwrap(), vec![first]);
+        assert_eq!(
+            store.append("alice", &id, &turn("second?")).unwrap(),
+            Some(1)
+        );
+    }
+
+    /// Session 43: the turn cap was checked only before the answer; the append now refuses a
+    /// turn past it.
+    #[test]
+    fn a_full_conversation_keeps_no_more_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"))
+            .unwrap()
+            .with_max_turns(2);
+        let id = store.create_with_turn("alice", &turn("1")).unwrap();
+        assert_eq!(store.append("alice", &id, &turn("2")).unwrap(), Some(1));
+        assert_eq!(store.append("alice", &id, &turn("3")).unwrap(), None);
+        assert_eq!(store.turns(&id).unwrap().len(), 2);
+        assert_eq!(store.conversation("alice", &id).unwrap().unwrap().turns, 2);
+    }
+
     fn turn(q: &str) -> TurnRecord {
         TurnRecord {
             question: q.into(),
@@ -779,8 +959,8 @@ mod tests {
             question: String::new(),
             documents: Vec::new(),
         };
-        assert!(store.put_feedback(&vote(0)).unwrap());
-        assert!(store.put_feedback(&vote(1)).unwrap());
+        assert!(store.put_feedback("alice", &vote(0)).unwrap());
+        assert!(store.put_feedback("alice", &vote(1)).unwrap());
         let tx = store.db.begin_write().unwrap();
         {
             tx.open_table(TURNS)
@@ -893,17 +1073,20 @@ mod tests {
         for i in 0..7u32 {
             let owner = format!("user{}", i % 2);
             let c = s.create(&owner, "").unwrap();
-            s.put_feedback(&FeedbackRecord {
-                identity: owner,
-                conversation_id: c.id,
-                turn: i,
-                up: i % 2 == 0,
-                reasons: vec![],
-                comment: "x".repeat(100),
-                time_ms: i64::from(i),
-                question: format!("q{i}"),
-                documents: vec![],
-            })
+            s.put_feedback(
+                &owner,
+                &FeedbackRecord {
+                    identity: owner.clone(),
+                    conversation_id: c.id,
+                    turn: i,
+                    up: i % 2 == 0,
+                    reasons: vec![],
+                    comment: "x".repeat(100),
+                    time_ms: i64::from(i),
+                    question: format!("q{i}"),
+                    documents: vec![],
+                },
+            )
             .unwrap();
         }
         let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
@@ -934,9 +1117,9 @@ mod tests {
             question: "late".into(),
             documents: vec![],
         };
-        assert!(!s.put_feedback(&fb("user1")).unwrap());
+        assert!(!s.put_feedback("user1", &fb("user1")).unwrap());
         assert!(s.delete("user0", &c.id).unwrap());
-        assert!(!s.put_feedback(&fb("user0")).unwrap());
+        assert!(!s.put_feedback("user0", &fb("user0")).unwrap());
         let (all, _) = s.feedback_page(None, 100, usize::MAX).unwrap();
         assert!(all.iter().all(|f| f.question != "late"));
         // The byte budget ends a page early, but never before its first record.

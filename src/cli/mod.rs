@@ -693,26 +693,79 @@ async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitC
         ms = t0.elapsed().as_millis() as u64,
         "model loaded"
     );
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {}", config.server.listen))?;
-    let opts = crate::server::StartOptions {
-        insecure_dev,
-        config_path: Some(config_path.clone()),
-    };
-    let daemon = crate::server::start_with(config, Arc::new(embedder), listener, opts).await?;
-    let state = daemon.state().clone();
-    tokio::spawn(crate::shutdown::on_reload(reload, move || {
+    // Bound now (a port in use fails the start at once), listening only once the daemon can
+    // answer (see `server::Listener`).
+    let addr = config.server.listen;
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(addr)?;
+        Ok(s)
+    })
+    .with_context(|| format!("binding {addr}"))?;
+    // A SIGHUP during the start is applied before the port opens; after, at once. The daemon's
+    // state is held weakly: a stopped daemon's state (its index above all) is released at once
+    // (session 43's review: this task held it, and every stop waited 10 s for the index).
+    let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started: Arc<std::sync::OnceLock<std::sync::Weak<crate::service::AppState>>> =
+        Arc::default();
+    let reload_now = |state: &crate::service::AppState| {
         if let Err(e) = state.reload_identities() {
             // The error can quote names and aliases (a name given to two identities).
             tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "identity reload failed; keeping the current identities, less what the file no longer grants");
         }
+    };
+    tokio::spawn(crate::shutdown::on_reload(reload, {
+        let (pending, started) = (pending.clone(), started.clone());
+        move || match started.get() {
+            Some(state) => {
+                if let Some(state) = state.upgrade() {
+                    reload_now(&state);
+                }
+            }
+            // Marked first, then asked again: either this or the start sees it (a review:
+            // the start could read the mark between the two).
+            None => {
+                pending.store(true, std::sync::atomic::Ordering::SeqCst);
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if let Some(state) = started.get().and_then(std::sync::Weak::upgrade)
+                    && pending.swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    reload_now(&state);
+                }
+            }
+        }
     }));
+    let opts = crate::server::StartOptions {
+        insecure_dev,
+        config_path: Some(config_path.clone()),
+        server_drain: None,
+        reload_pending: Some(pending.clone()),
+    };
+    let daemon = crate::server::start_with(config, Arc::new(embedder), socket, opts).await?;
+    let _ = started.set(Arc::downgrade(daemon.state()));
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    // One that came between the daemon's own check and now.
+    if pending.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let state = daemon.state().clone();
+        tokio::task::spawn_blocking(move || reload_now(&state)).await?;
+    }
     let token = daemon.shutdown_token();
     tokio::spawn(async move {
         crate::shutdown::signal().await;
         tracing::info!("shutting down");
         token.cancel();
+        // A second signal ends the process at once: the index is crash-safe, and the writes
+        // not yet committed are sent again (session 43's review: it was ignored, and a stop
+        // could take minutes). One within a second of the first is the same stop sent twice
+        // (a terminal and a process manager both passing on a ^C).
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        crate::shutdown::signal().await;
+        tracing::warn!("a second signal: exiting without waiting for the shutdown");
+        std::process::exit(143);
     });
     daemon.wait().await?;
     Ok(ExitCode::SUCCESS)

@@ -1300,6 +1300,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 ingest: r.ingest,
                 locked: false,
                 sign_in_withdrawn: Vec::new(),
+                privilege_withdrawn: false,
                 aliases_from_files: Vec::new(),
             }
         })

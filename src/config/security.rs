@@ -318,6 +318,8 @@ pub struct Granted {
     pub identities: BTreeMap<String, GrantedIdentity>,
     /// API key id → the key as the file lists it (keys revoked or listed twice are absent).
     pub api_keys: BTreeMap<String, GrantedKey>,
+    /// The file no longer sets `auth.jwks_file` (as a string): no JWT key is kept.
+    pub jwks_file_removed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -409,7 +411,14 @@ pub fn granted(text: &str) -> Option<Granted> {
     };
     let text_of = |t: &toml::Table, k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
     let flag = |t: &toml::Table, k: &str| t.get(k).and_then(Value::as_bool) == Some(true);
-    let mut g = Granted::default();
+    let mut g = Granted {
+        jwks_file_removed: table
+            .get("auth")
+            .and_then(|a| a.get("jwks_file"))
+            .and_then(Value::as_str)
+            .is_none(),
+        ..Granted::default()
+    };
     let mut twice = BTreeSet::new();
     for t in entries("identities") {
         let Some(id) = text_of(&t, "id") else {

@@ -944,7 +944,25 @@ pub fn redact(text: &str, enabled: &[Entity]) -> (String, Vec<Entity>) {
 /// An identifier (a key, a chunk id, a path) as written to the log: every kind of PII
 /// redacted, whoever reads the log.
 pub fn for_log(id: &str) -> String {
-    redact_escaped(id, &Entity::ALL).0
+    let s = redact_escaped(id, &Entity::ALL).0;
+    // Control and bidi characters escaped: a file named with a line break wrote a line of its
+    // choosing into the log (session 43's review).
+    let odd = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}')
+    };
+    if !s.chars().any(odd) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if odd(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// [`redact`] with [`detect_escaped`]: for uris, document keys and chunk ids.
@@ -1360,6 +1378,11 @@ mod tests {
         assert_eq!(
             for_log("share:/srv/refunds/card_4111_1111_1111_1111.md"),
             "share:/srv/refunds/card_[REDACTED:payment_card].md"
+        );
+        // Session 43's review: a name with a line break wrote a line of its choosing.
+        assert_eq!(
+            for_log("share:/srv/a\nERROR forged\u{202E}.md"),
+            "share:/srv/a\\u{a}ERROR forged\\u{202e}.md"
         );
     }
 

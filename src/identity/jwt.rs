@@ -68,6 +68,33 @@ impl JwtError {
     }
 }
 
+/// What tells one key from another across reads of the JWKS file: its id and its key material
+/// (its type's parameters), not its certificate chain or other metadata an IdP renews without
+/// changing the key (a review).
+fn key_identity(jwk: &jsonwebtoken::jwk::Jwk) -> String {
+    serde_json::to_string(&(&jwk.common.key_id, &jwk.algorithm)).unwrap_or_default()
+}
+
+/// The identities ([`key_identity`]) of the keys the JWKS file at `path` lists that read as
+/// JWKs one by one, whatever the others are: none when the file cannot be read as JSON. For a
+/// failed reload, where the file may not load whole (session 43's review: a new JWKS with one
+/// malformed or unsupported key kept every old key, one removed as compromised included).
+pub fn keys_listed_in(path: &Path) -> std::collections::BTreeSet<String> {
+    let Some(v) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Default::default();
+    };
+    v.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+        .map(|jwk| key_identity(&jwk))
+        .collect()
+}
+
 #[derive(Clone)]
 struct Key {
     kid: Option<String>,
@@ -159,10 +186,7 @@ impl JwtVerifier {
                 kid: jwk.common.key_id.clone(),
                 alg,
                 key,
-                // Its id, use and key material: not its certificate chain or other metadata an
-                // IdP renews without changing the key (a review).
-                jwk: serde_json::to_string(&(&jwk.common.key_id, &jwk.algorithm))
-                    .unwrap_or_default(),
+                jwk: key_identity(jwk),
             });
         }
         if keys.is_empty() {
@@ -178,10 +202,21 @@ impl JwtVerifier {
     /// compromised one) stops verifying, and no key is added (a review: such a key went on
     /// verifying until a reload succeeded).
     pub fn keeping_only(&self, newer: &JwtVerifier) -> (JwtVerifier, usize) {
+        let listed: std::collections::BTreeSet<String> =
+            newer.keys.iter().map(|k| k.jwk.clone()).collect();
+        self.keeping_listed(&listed)
+    }
+
+    /// The keys of this verifier whose identity ([`key_identity`]) is in `listed`, and how
+    /// many were dropped.
+    pub fn keeping_listed(
+        &self,
+        listed: &std::collections::BTreeSet<String>,
+    ) -> (JwtVerifier, usize) {
         let keys: Vec<Key> = self
             .keys
             .iter()
-            .filter(|k| newer.keys.iter().any(|n| n.jwk == k.jwk))
+            .filter(|k| listed.contains(&k.jwk))
             .cloned()
             .collect();
         let dropped = self.keys.len() - keys.len();

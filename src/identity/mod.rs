@@ -125,7 +125,8 @@ fn expand(parents: &BTreeMap<String, Vec<String>>, direct: &[String]) -> BTreeSe
 /// `act_as` or `ingest`: such an alias never signs it in nor is acted for (see
 /// [`IdentitySpec::aliases_from_files`]).
 fn file_alias_of_privileged(spec: &IdentitySpec, name: &str) -> bool {
-    (spec.admin || spec.act_as || spec.ingest) && spec.aliases_from_files.iter().any(|a| a == name)
+    (spec.admin || spec.act_as || spec.ingest || spec.privilege_withdrawn)
+        && spec.aliases_from_files.iter().any(|a| a == name)
 }
 
 /// Whether an alias is an account name of a file system or a domain, the way sources' ACLs
@@ -152,6 +153,12 @@ pub const ANY_MEMBER: &str = "audience:any-member";
 pub struct Caller {
     user_id: String,
     principals: BTreeSet<String>,
+    /// Principals that deny entries match and allow entries do not: the aliases a failed
+    /// reload withdrew ([`IdentitySpec::sign_in_withdrawn`]). A deny naming one still applies;
+    /// an allow by one, a grant the config no longer makes, does not (session 43's review: an
+    /// alias moved to another identity went on admitting its former holder to what it was
+    /// allowed).
+    deny_only: BTreeSet<String>,
     /// [`Self::principals`] with the groups only a connector's report gives marked
     /// [`REPORTED`] (see [`Self::guardrail_principals`]).
     guardrail_principals: BTreeSet<String>,
@@ -189,6 +196,11 @@ impl Caller {
         &self.principals
     }
 
+    /// What deny entries are matched against: [`Self::principals`] and the deny-only ones.
+    pub fn deny_principals(&self) -> BTreeSet<String> {
+        self.principals.union(&self.deny_only).cloned().collect()
+    }
+
     /// The principals guardrail audiences and response scopes match: those the config and
     /// identity files give as they are, and the groups only a connector reports marked with
     /// [`REPORTED`] (`reported:group:x`). A marked group counts where a rule restricts (a
@@ -214,6 +226,19 @@ impl Caller {
     /// The identity that asked on this user's behalf (`on_behalf_of`), if any.
     pub fn actor(&self) -> Option<&str> {
         self.actor.as_deref()
+    }
+
+    /// Whose conversations this caller reads and writes: the identity's own when it calls
+    /// for itself; acting for someone (a person or an audience), the pair, so that a service
+    /// reaches only the conversations it held for them, not those they held directly or
+    /// through another service (session 43's review: any service with `act_as` read the
+    /// questions of every Slack channel answered as the `everyone` audience). Identity ids
+    /// hold no whitespace, so the pair cannot be another identity's name.
+    pub fn conversation_owner(&self) -> String {
+        match &self.actor {
+            None => self.user_id.clone(),
+            Some(actor) => format!("{} via {actor}", self.user_id),
+        }
     }
 }
 
@@ -241,9 +266,13 @@ pub struct IdentitySpec {
     pub locked: bool,
     /// Aliases a reload that failed found gone from its config entry (see
     /// `IdentityRegistry::withdraw_ungranted`): no credential signs in by them (a JWT's user
-    /// claim, a certificate's name) until a reload succeeds. They still name it in ACLs, so a
-    /// deny naming one still applies (a failed reload grants nothing).
+    /// claim, a certificate's name) until a reload succeeds. In ACLs a deny naming one still
+    /// applies and an allow naming one no longer does (a failed reload grants nothing).
     pub sign_in_withdrawn: Vec<String>,
+    /// A reload that failed took its `admin`, `act_as` or `ingest` away: the aliases only
+    /// identity files give it still do not sign it in, as while it held one (session 43's
+    /// review).
+    pub privilege_withdrawn: bool,
     /// Aliases only an identity file gave it. They name it in ACLs and sign it in, unless it
     /// holds `admin`, `act_as` or `ingest`: a file grants no privilege, so it may not hand a
     /// privileged identity a new sign-in name either (a review: an export naming `root` with
@@ -515,6 +544,7 @@ impl IdentityStore {
                     m.act_as |= spec.act_as;
                     m.ingest |= spec.ingest;
                     m.locked |= spec.locked;
+                    m.privilege_withdrawn |= spec.privilege_withdrawn;
                     m.sign_in_withdrawn.extend(spec.sign_in_withdrawn);
                     m.aliases_from_files.extend(spec.aliases_from_files);
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
@@ -667,7 +697,7 @@ impl IdentityStore {
             .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == name))?;
         if spec.id != name && file_alias_of_privileged(spec, name) {
             tracing::warn!(
-                identity = %spec.id,
+                identity = %crate::guardrail::pii::for_log(&spec.id),
                 "a credential names a privileged identity by an alias only an identity file gives                  it, which never signs in; list the alias in its [[identities]] entry"
             );
             return None;
@@ -876,6 +906,7 @@ impl IdentityStore {
             user_id: audience.id(),
             guardrail_principals,
             principals,
+            deny_only: BTreeSet::new(),
             perms: Permissions::QUERY,
             credential: actor.credential.clone(),
             actor: Some(actor.user_id.clone()),
@@ -921,18 +952,29 @@ impl IdentityStore {
     /// Whether `name` may read a document with `acl`, and which entry decided.
     pub fn explain(&self, name: &str, acl: &Acl) -> Option<AclDecision> {
         let c = self.resolve(name, ResolveReason::AccessExplanation)?;
-        let folded = crate::acl::with_folded(&c.principals);
+        // Deny entries are matched through the folded forms, which hold every deny principal.
+        let folded = crate::acl::with_folded(&c.deny_principals());
         Some(acl.decide_folding(|t| c.principals.contains(t), |t| folded.contains(t)))
     }
 
     fn caller(&self, spec: &IdentitySpec, scopes: Permissions, credential: String) -> Caller {
         let mut principals = BTreeSet::from(["everyone".to_string(), format!("user:{}", spec.id)]);
+        let mut deny_only = BTreeSet::new();
         for a in &spec.aliases {
-            principals.insert(format!("user:{a}"));
+            if spec.sign_in_withdrawn.contains(a) {
+                deny_only.insert(format!("user:{a}"));
+            } else {
+                principals.insert(format!("user:{a}"));
+            }
         }
         // The config's groups through the config's links; everything else reached (a reported
-        // membership, or a link a connector reported) is marked for guardrails.
+        // membership, or a link a connector reported) is marked for guardrails. So are the
+        // deny-only aliases: a rule that restricts them still applies, one that exempts them
+        // no longer does (a review: they left the guardrail principals altogether).
         let mut guardrail_principals = principals.clone();
+        for p in &deny_only {
+            guardrail_principals.insert(format!("{REPORTED}{p}"));
+        }
         for g in expand(&self.config_parents, &spec.groups) {
             guardrail_principals.insert(format!("group:{g}"));
         }
@@ -952,6 +994,7 @@ impl IdentityStore {
         Caller {
             user_id: spec.id.clone(),
             principals,
+            deny_only,
             guardrail_principals,
             perms: own.intersect(scopes),
             credential,

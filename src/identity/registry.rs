@@ -109,7 +109,8 @@ impl IdentityRegistry {
     /// privilege the config file no longer grants (see [`crate::config::Granted`]): an API
     /// key revoked, removed, rebound or given another secret; a key's scopes narrowed; an
     /// identity's token removed or changed; `admin`, `act_as` or `ingest` taken away; an alias
-    /// removed (no credential signs in by it; it still names the identity in ACLs). Also what
+    /// removed (no credential signs in by it; in ACLs a deny naming it still applies, an allow
+    /// no longer does). Also what
     /// the identity files, read again now, no longer give: an identity they defined (locked),
     /// an alias they gave (no sign-in by it), and a key gone from the JWKS file. Nothing is
     /// granted. Kept until a reload succeeds (later rebuilds start from it). Returns how many
@@ -165,11 +166,19 @@ impl IdentityRegistry {
             if !token {
                 id.token_sha256 = None;
             }
+            let privileged = id.admin || id.act_as || id.ingest;
             n += withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
             n += withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
             n += withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
+            // Its last privilege withdrawn: the aliases only identity files give it, which
+            // never signed a privileged identity in, still do not (session 43's review: they
+            // began to, since the identity no longer held a privilege). They keep naming it in
+            // ACLs, allows included: they were not withdrawn.
+            if privileged && !(id.admin || id.act_as || id.ingest) {
+                id.privilege_withdrawn = true;
+            }
             // An alias gone from its entry signs in no more (a review: a certificate or JWT
-            // mapped by it still did). It still names the identity in ACLs.
+            // mapped by it still did). A deny naming it still applies; an allow no longer does.
             if let Some(g) = now {
                 for a in &id.aliases {
                     // (One the identity files give it stays, as an identity they define.)
@@ -187,7 +196,8 @@ impl IdentityRegistry {
         }
         // A file entry that merged into a configured identity (by a name they share), gone from
         // its file: the aliases it gave stop signing that identity in (a review: they went on
-        // signing in until a reload succeeded). They still name it in ACLs.
+        // signing in until a reload succeeded). Denies naming them still apply; allows no
+        // longer do.
         for e in files
             .loaded
             .iter()
@@ -243,11 +253,21 @@ impl IdentityRegistry {
                 ..Default::default()
             });
         }
-        // A signing key gone from the JWKS file stops verifying; none is added.
-        if let (Some(old), Some(cfg)) = (&files.jwt, &base.jwt)
-            && let Ok(newer) = crate::identity::jwt::JwtVerifier::load(cfg.clone())
-        {
-            let (kept, gone) = old.keeping_only(&newer);
+        // A signing key gone from the JWKS file stops verifying; none is added. A file that does
+        // not load whole now keeps the keys it still lists one by one (none when it is not
+        // JSON), and a config that no longer sets `auth.jwks_file` keeps none (session 43's
+        // review: both kept every key, a compromised one removed from the file included).
+        if let (Some(old), Some(cfg)) = (&files.jwt, &base.jwt) {
+            let (kept, gone) = if granted.jwks_file_removed {
+                old.keeping_listed(&BTreeSet::new())
+            } else {
+                match crate::identity::jwt::JwtVerifier::load(cfg.clone()) {
+                    Ok(newer) => old.keeping_only(&newer),
+                    Err(_) => {
+                        old.keeping_listed(&crate::identity::jwt::keys_listed_in(&cfg.jwks_file))
+                    }
+                }
+            };
             if gone > 0 {
                 files.jwt = Some(Arc::new(kept));
                 n += gone;
@@ -334,6 +354,10 @@ impl IdentityRegistry {
 impl MembershipSink for IdentityRegistry {
     fn report(&self, connector: &str, groups: Vec<GroupMembership>) -> Result<(), String> {
         let n = groups.len();
+        // Changed under the base's lock, which every rebuild holds (session 43's review: a
+        // reload's rebuild between the two changes below saw the connector neither reported
+        // nor pending, and published a store where its groups' denies matched no one).
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         self.reported
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -342,7 +366,6 @@ impl MembershipSink for IdentityRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(connector);
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self.rebuild(&base, &files) {
             Ok(_) => {
@@ -375,7 +398,7 @@ impl MembershipSink for IdentityRegistry {
                         .extend(all);
                     if let Err(e) = self.rebuild(&base, &files) {
                         // Unreachable while the config and files built a store before.
-                        tracing::error!(error = %e, "identity store not rebuilt without any report; the current store stays");
+                        tracing::error!(error = %crate::guardrail::pii::for_log(&e), "identity store not rebuilt without any report; the current store stays");
                     }
                 }
                 tracing::error!(connector, error = %crate::guardrail::pii::for_log(&e), "group memberships could not be applied; the connector's reported memberships were dropped and documents with deny entries are withheld until a report applies");
@@ -520,8 +543,8 @@ aliases = ["bob@corp.example"]
 
     /// Found by a review: a failed reload kept an alias its entry no longer lists, so a
     /// certificate or JWT mapped by it still signed in (often how a departed on-call person is
-    /// cut off). The alias signs in no more; it still names the identity in ACLs, so a deny
-    /// naming it still applies (a failed reload grants nothing).
+    /// cut off). The alias signs in no more; a deny naming it still applies, and an allow
+    /// naming it no longer does (a failed reload grants nothing).
     #[test]
     fn a_failed_reload_withdraws_sign_in_by_an_alias_it_drops() {
         let dir = tempfile::tempdir().unwrap();
@@ -562,11 +585,27 @@ aliases = ["bob@corp.example"]
             .authenticate_cert(&["ops@corp.example".to_string()])
             .unwrap();
         assert!(kept.perms.admin, "the rest of the identity is untouched");
+        // Still denied by it in ACLs, no longer allowed by it (session 43's review: the
+        // alias moved to another identity went on admitting ops to what it was allowed).
         assert!(
-            kept.principals().contains("user:oncall@corp.example"),
-            "still named by it in ACLs: {:?}",
-            kept.principals()
+            kept.deny_principals().contains("user:oncall@corp.example"),
+            "{kept:?}"
         );
+        assert!(
+            !kept.principals().contains("user:oncall@corp.example"),
+            "{kept:?}"
+        );
+        let scope = crate::acl::authorize(&kept).unwrap();
+        let oncall = || [docent_connector_api::Principal::user("oncall@corp.example")];
+        assert!(!scope.permits(&docent_connector_api::Acl::new(oncall(), [])));
+        assert!(!scope.permits(&docent_connector_api::Acl::new(
+            [docent_connector_api::Principal::Everyone],
+            oncall()
+        )));
+        assert!(scope.permits(&docent_connector_api::Acl::new(
+            [docent_connector_api::Principal::Everyone],
+            []
+        )));
         assert_eq!(reg.withdraw_ungranted(&g), Ok(0), "withdrawn once");
         let actor = store.authenticate_cert(&["bridge".to_string()]).unwrap();
         assert!(
@@ -586,6 +625,49 @@ aliases = ["bob@corp.example"]
         assert!(
             reg.current()
                 .authenticate_cert(&["oncall@corp.example".to_string()])
+                .is_ok()
+        );
+    }
+
+    /// Session 43's review: a failed reload that took root's admin away let the alias an
+    /// identity file gives root (never signing in a privileged identity) sign root in.
+    #[test]
+    fn a_privilege_withdrawn_by_a_failed_reload_lets_no_file_alias_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        users(
+            dir.path(),
+            r#"{"users":[{"id":"root","aliases":["mallory@corp.example"]}]}"#,
+        );
+        let root = "[[identities]]\nid = \"root\"\naliases = [\"root@corp.example\"]\n";
+        let cfg = config(dir.path(), &format!("{root}admin = true\n")).unwrap();
+        let reg = IdentityRegistry::new(&cfg).unwrap();
+        let mallory = || {
+            reg.current()
+                .authenticate_cert(&["mallory@corp.example".to_string()])
+                .is_ok()
+        };
+        assert!(!mallory());
+        let broken = format!("{root}ingest = \"maybe\"\n");
+        assert!(config(dir.path(), &broken).is_err());
+        assert_eq!(
+            reg.withdraw_ungranted(&crate::config::granted(&broken).unwrap()),
+            Ok(1),
+            "admin"
+        );
+        assert!(!mallory());
+        // The file's alias still names root in ACLs, allows included.
+        let root_caller = reg
+            .current()
+            .authenticate_cert(&["root@corp.example".to_string()])
+            .unwrap();
+        assert!(
+            root_caller
+                .principals()
+                .contains("user:mallory@corp.example")
+        );
+        assert!(
+            reg.current()
+                .authenticate_cert(&["root@corp.example".to_string()])
                 .is_ok()
         );
     }
@@ -645,6 +727,76 @@ aliases = ["bob@corp.example"]
                 .user_id(),
             "root"
         );
+    }
+
+    /// Session 43's review: a JWKS that no longer loads whole (the compromised key removed, a
+    /// malformed one added) kept every old key after a failed reload; and a config that no
+    /// longer sets `auth.jwks_file` kept them all too.
+    #[test]
+    fn a_failed_reload_keeps_only_the_jwt_keys_still_listed() {
+        use base64::Engine;
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        const OLD: &[u8] = b"test-only-hs256-secret-compromised";
+        const NEW: &[u8] = b"test-only-hs256-secret-still-good!";
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = |secrets: &[(&str, &[u8])], extra: &str| {
+            let mut keys: Vec<serde_json::Value> = secrets
+                .iter()
+                .map(|(kid, k)| {
+                    serde_json::json!({"kty": "oct", "kid": kid, "alg": "HS256",
+                        "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)})
+                })
+                .collect();
+            if !extra.is_empty() {
+                keys.push(serde_json::from_str(extra).unwrap());
+            }
+            std::fs::write(
+                dir.path().join("jwks.json"),
+                serde_json::json!({ "keys": keys }).to_string(),
+            )
+            .unwrap();
+        };
+        let token = |kid: &str, secret: &[u8]| {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(kid.into());
+            let claims = serde_json::json!({"sub": "gina", "iss": "https://idp.test",
+                "aud": "docent", "exp": 1_000_003_600i64});
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(secret)).unwrap()
+        };
+        let auth = "[auth]\njwks_file = \"jwks.json\"\njwt_issuer = \"https://idp.test\"\njwt_audience = \"docent\"\n";
+        let gina = "[[identities]]\nid = \"gina\"\n";
+        jwks(&[("old", OLD), ("new", NEW)], "");
+        users(dir.path(), r#"{"users":[]}"#);
+        let reg =
+            IdentityRegistry::new(&config(dir.path(), &format!("{gina}{auth}")).unwrap()).unwrap();
+        let at = 1_000_000_000;
+        let signs_in = |kid: &str, secret: &[u8]| {
+            reg.current()
+                .authenticate_bearer_at(&token(kid, secret), at)
+                .is_ok()
+        };
+        assert!(signs_in("old", OLD));
+        // The old key leaves; a key without its material joins: the file does not load.
+        jwks(
+            &[("new", NEW)],
+            r#"{"kty": "oct", "kid": "broken", "alg": "HS256"}"#,
+        );
+        let broken = format!("{gina}admin = \"maybe\"\n{auth}");
+        assert!(config(dir.path(), &broken).is_err());
+        assert_eq!(
+            reg.withdraw_ungranted(&crate::config::granted(&broken).unwrap()),
+            Ok(1)
+        );
+        assert!(!signs_in("old", OLD));
+        assert!(signs_in("new", NEW));
+        // `auth.jwks_file` removed in a config that still fails: no key verifies.
+        let no_jwt = format!("{gina}admin = \"maybe\"\n");
+        assert!(config(dir.path(), &no_jwt).is_err());
+        assert_eq!(
+            reg.withdraw_ungranted(&crate::config::granted(&no_jwt).unwrap()),
+            Ok(1)
+        );
+        assert!(!signs_in("new", NEW));
     }
 
     /// Found by a review: a failed reload asked only the identity files' last good read and the

@@ -261,6 +261,20 @@ pub(crate) fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, Stri
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => None,
     };
+    // An empty file is one being rewritten (`getent group > file` truncates it first), not a
+    // directory with no one in it: read as such, every membership it gave would vanish, and
+    // with them the deny entries naming those groups (session 43's review; the fs connector
+    // refuses empty name files for the same reason).
+    for (path, t) in std::iter::once((&src.path, Some(&text)))
+        .chain(src.passwd.as_ref().map(|p| (p, passwd.as_ref())))
+    {
+        if t.is_some_and(|t| !has_entries(t)) {
+            return Err(format!(
+                "{}: empty (no line but comments): not read, as if it were being rewritten",
+                path.display()
+            ));
+        }
+    }
     let r = match src.format {
         SourceFormat::GroupFile => group_file(&text, passwd.as_deref()),
         SourceFormat::Json => json(&text),
@@ -274,13 +288,21 @@ pub(crate) fn load_at(index: usize, src: &IdentitySource) -> Result<Loaded, Stri
     Ok(l)
 }
 
+/// Whether `text` has a line that is neither blank nor a `#` comment.
+fn has_entries(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#')
+    })
+}
+
 fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
     // Member name → (first line, groups).
     let mut members: HashMap<String, (usize, Vec<String>)> = HashMap::new();
     let mut out = Loaded::file();
     out.members_only = true;
     // gid → the group's name, for the passwd file's primary groups.
-    let mut by_gid: HashMap<&str, &str> = HashMap::new();
+    let mut by_gid: HashMap<&str, Option<&str>> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -298,7 +320,17 @@ fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
             member_of: Vec::new(),
             reported: false,
         });
-        by_gid.insert(fields[2].trim(), fields[0]);
+        // A gid two groups share names neither: a primary group by it could be either (the
+        // same line twice is one group).
+        let name = fields[0];
+        by_gid
+            .entry(fields[2].trim())
+            .and_modify(|g| {
+                if *g != Some(name) {
+                    *g = None;
+                }
+            })
+            .or_insert(Some(name));
         for m in fields[3]
             .split(',')
             .map(str::trim)
@@ -322,7 +354,7 @@ fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
         if line.trim_start().starts_with('#') || fields.len() < 4 || !person_id_ok(fields[0]) {
             continue;
         }
-        if let Some(group) = by_gid.get(fields[3].trim()) {
+        if let Some(Some(group)) = by_gid.get(fields[3].trim()) {
             let groups = &mut members
                 .entry(fields[0].to_string())
                 .or_insert_with(|| (n + 1, Vec::new()))
@@ -566,6 +598,11 @@ struct Merger {
     identities: Vec<IdentitySpec>,
     /// Every id and alias → (the identity it names, where it was first given).
     names: HashMap<String, (usize, Place)>,
+    /// The same, each name folded as deny entries fold it ([`docent_connector_api::fold_token`]):
+    /// two identities whose names differ only in case, spaces or compatibility forms would be
+    /// one for a deny and two for an allow, and a source writing a name in the other spelling
+    /// would grant the other identity (session 43's review).
+    folded: HashMap<String, (usize, Place)>,
     conflicts: Vec<Conflict>,
 }
 
@@ -574,6 +611,20 @@ impl Merger {
     fn claim(&mut self, name: &str, owner: usize, place: Place) -> bool {
         match self.names.get(name) {
             None => {
+                let folded = docent_connector_api::fold_token(&format!("user:{name}"));
+                if let Some((o, first)) = self.folded.get(&folded)
+                    && *o != owner
+                {
+                    self.conflicts.push(Conflict {
+                        name: name.to_string(),
+                        first: first.clone(),
+                        first_identity: self.identities[*o].id.clone(),
+                        second: place,
+                        second_identity: self.identities[owner].id.clone(),
+                    });
+                    return false;
+                }
+                self.folded.entry(folded).or_insert((owner, place.clone()));
                 self.names.insert(name.to_string(), (owner, place));
                 true
             }
@@ -714,6 +765,41 @@ mod tests {
         assert_eq!(groups("svc"), None, "a gid the group file does not name");
         let without = group_of("staff:x:50:\nhr:x:60:alice\n").unwrap();
         assert!(!without.identities.iter().any(|e| e.spec.id == "bob"));
+        // A gid two groups share names neither.
+        let shared = group_file("staff:x:50:\nops:x:50:\n", Some(passwd)).unwrap();
+        assert!(!shared.identities.iter().any(|e| e.spec.id == "bob"));
+        let twice = group_file("staff:x:50:\nstaff:x:50:\n", Some(passwd)).unwrap();
+        assert!(twice.identities.iter().any(|e| e.spec.id == "bob"));
+    }
+
+    /// Session 43's review: an empty group file (or passwd file, or any identity source) read
+    /// while being rewritten dropped every membership it gave, and the denies naming them.
+    #[test]
+    fn an_empty_identity_source_is_an_error_not_an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, passwd) = (dir.path().join("group"), dir.path().join("passwd"));
+        std::fs::write(&passwd, "bob:x:1002:50::/home/bob:/bin/sh\n").unwrap();
+        let src = |format, passwd: Option<&Path>| IdentitySource {
+            format,
+            path: group.clone(),
+            passwd: passwd.map(Path::to_path_buf),
+        };
+        for empty in ["", "\n  \n", "# nothing yet\n"] {
+            std::fs::write(&group, empty).unwrap();
+            for format in [
+                SourceFormat::GroupFile,
+                SourceFormat::Json,
+                SourceFormat::Csv,
+            ] {
+                let e = load(&src(format, None)).unwrap_err();
+                assert!(e.contains("empty"), "{e}");
+            }
+        }
+        std::fs::write(&group, "staff:x:50:alice\n").unwrap();
+        assert!(load(&src(SourceFormat::GroupFile, Some(&passwd))).is_ok());
+        std::fs::write(&passwd, "# rewritten\n").unwrap();
+        let e = load(&src(SourceFormat::GroupFile, Some(&passwd))).unwrap_err();
+        assert!(e.contains("passwd") && e.contains("empty"), "{e}");
     }
     use crate::identity::IdentityStore;
 
@@ -872,6 +958,32 @@ mod tests {
         );
     }
 
+    /// Session 43's review: names that differ only in case (or spaces, or compatibility
+    /// forms) were two identities, though a deny naming either matched both.
+    #[test]
+    fn names_equal_but_for_case_on_two_identities_are_refused() {
+        assert_eq!(
+            conflicts(
+                vec![
+                    id("alice", &["a@corp.example"]),
+                    id("mallory", &["A@Corp.Example"]),
+                ],
+                vec![],
+            ),
+            [conflict(
+                "A@Corp.Example",
+                "identities[0].aliases[0]",
+                "identities[1].aliases[0]"
+            )]
+        );
+        assert_eq!(
+            conflicts(vec![id("alice", &[]), id("ALICE", &[])], vec![]).len(),
+            1
+        );
+        // One identity may hold both spellings.
+        assert!(merge(vec![id("alice", &["Alice", "ALICE"])], vec![], vec![]).is_ok());
+    }
+
     #[test]
     fn config_alias_equal_to_another_identitys_alias_is_refused() {
         assert_eq!(
@@ -999,20 +1111,18 @@ mod tests {
 
     #[test]
     fn names_are_compared_exactly_like_lookups() {
-        // Lookups, principals and ACL matches are case-sensitive, so differently-cased names
-        // are different names: no conflict, and each resolves to its own identity.
+        // Lookups, principals and allow entries are case-sensitive: a name resolves only as
+        // spelt. (Two identities may not hold names that differ only in case: session 43,
+        // `names_equal_but_for_case_on_two_identities_are_refused`.)
         let (ids, groups) = merge(
-            vec![
-                id("alice", &["alice@corp.example"]),
-                id("alice2", &["Alice@corp.example"]),
-            ],
+            vec![id("alice", &["alice@corp.example"]), id("bob", &[])],
             vec![],
             vec![],
         )
         .unwrap();
         let s = IdentityStore::new(ids, groups);
         assert_eq!(s.whois("alice@corp.example").unwrap().id, "alice");
-        assert_eq!(s.whois("Alice@corp.example").unwrap().id, "alice2");
+        assert!(s.whois("Alice@corp.example").is_none());
         assert!(s.whois("ALICE@corp.example").is_none());
     }
 

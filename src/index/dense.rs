@@ -229,6 +229,13 @@ pub struct VectorCache {
     /// itself, without caching it again or queueing a graph build for it (a review: it stayed
     /// cached, possibly gigabytes, and its build delayed the live segment's).
     live: Mutex<Option<std::collections::HashSet<SegmentId>>>,
+    /// Retired segments some snapshot still holds: older snapshots reaching one share its
+    /// decode instead of each decoding it again (session 43's review: every query in flight
+    /// at a merge decoded the merged-away segments, gigabytes at 10⁶ vectors, once per read).
+    retired: Mutex<HashMap<SegmentId, Weak<SegmentVectors>>>,
+    /// Segments decoded by [`Self::get`] (tests).
+    #[cfg(test)]
+    decoded: std::sync::atomic::AtomicUsize,
     /// The graph builds' queue: one worker thread (started with the first build) takes one
     /// segment at a time and skips those retired meanwhile (merged away: nothing holds them),
     /// so a burst of merges never starts competing builds or builds for dead segments.
@@ -255,6 +262,9 @@ impl VectorCache {
             dim,
             segments: Mutex::new(HashMap::new()),
             live: Mutex::new(None),
+            retired: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            decoded: Default::default(),
             builds: Mutex::new(None),
             ann_min_vectors: ANN_MIN_VECTORS,
             ann_min_admitted: ANN_MIN_ADMITTED,
@@ -301,6 +311,12 @@ impl VectorCache {
         self
     }
 
+    /// How many segments [`Self::get`] decoded so far.
+    #[cfg(test)]
+    pub(crate) fn decoded(&self) -> usize {
+        self.decoded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn get(&self, seg: &SegmentReader) -> tantivy::Result<Arc<SegmentVectors>> {
         let id = seg.segment_id();
         if let Some(v) = self
@@ -311,6 +327,18 @@ impl VectorCache {
         {
             return Ok(v.clone());
         }
+        if let Some(v) = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .and_then(Weak::upgrade)
+        {
+            return Ok(v);
+        }
+        #[cfg(test)]
+        self.decoded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Decode outside the lock; two racing loads produce identical data, and the first one
         // cached is the one kept and built (a review: the second replaced it, and the build
         // queued for the first was for vectors nothing read).
@@ -326,6 +354,10 @@ impl VectorCache {
                 .as_ref()
                 .is_some_and(|live| !live.contains(&id));
             if retired {
+                self.retired
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, Arc::downgrade(&loaded));
                 return Ok(loaded);
             }
             match segments.entry(id) {
@@ -393,7 +425,10 @@ impl VectorCache {
                 if let Some(ord) = col.term_ords(doc).next() {
                     buf.clear();
                     col.ord_to_bytes(ord, &mut buf)?;
-                    if buf.len() == self.dim * 4 {
+                    // A vector with a value that is not finite (written by a release before the
+                    // pipeline checked them, and copied forward by re-ingestion since) is none:
+                    // its NaN score sorted first for every query (session 43's review).
+                    if buf.len() == self.dim * 4 && decode(&buf).all(f32::is_finite) {
                         let out = &mut data[doc as usize * self.dim..(doc as usize + 1) * self.dim];
                         for (o, x) in out.iter_mut().zip(decode(&buf)) {
                             *o = x;
@@ -459,7 +494,16 @@ impl VectorCache {
             .map(|s| s.segment_id())
             .collect();
         let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        segments.retain(|id, _| live.contains(id));
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        // Kept for the snapshots that hold them, only as long as one does.
+        retired.retain(|id, v| v.strong_count() > 0 && !live.contains(id));
+        segments.retain(|id, v| {
+            let keep = live.contains(id);
+            if !keep {
+                retired.insert(*id, Arc::downgrade(v));
+            }
+            keep
+        });
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
 }
@@ -966,6 +1010,40 @@ mod graph_tests {
         index
     }
 
+    /// Session 43's review: a stored vector with a non-finite value (NaN past its first slot,
+    /// or an infinity) was loaded as it was, and its NaN score sorted first for every query.
+    /// Such a vector counts as none.
+    #[test]
+    fn a_stored_vector_that_is_not_finite_counts_as_none() {
+        let mut sb = Schema::builder();
+        let vector = sb.add_bytes_field("vector", FAST);
+        let index = tantivy::Index::create_in_ram(sb.build());
+        let mut w = index.writer_with_num_threads(1, 50_000_000).unwrap();
+        for v in [
+            [0.6f32, 0.8, 0.0, 0.0],
+            [1.0, f32::NAN, 0.0, 0.0],
+            [0.0, 1.0, f32::INFINITY, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ] {
+            w.add_document(doc!(vector => encode(&v))).unwrap();
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let cache = Arc::new(VectorCache::new(4));
+        let seg = cache.get(&searcher.segment_readers()[0]).unwrap();
+        assert!(seg.vector(0).is_some() && seg.vector(3).is_some());
+        assert!(seg.vector(1).is_none() && seg.vector(2).is_none());
+        let top = searcher
+            .search(
+                &tantivy::query::AllQuery,
+                &DenseCollector::new(cache.clone(), vec![1.0, 0.0, 0.0, 0.0], 4),
+            )
+            .unwrap();
+        let docs: Vec<u32> = top.iter().map(|(_, a)| a.doc_id).collect();
+        assert_eq!(docs, [0, 3]);
+        assert!(top.iter().all(|(s, _)| s.is_finite()));
+    }
+
     /// The docs of any of `groups`.
     fn in_groups(searcher: &Searcher, groups: &[&str]) -> BooleanQuery {
         let field = searcher.schema().get_field("group").unwrap();
@@ -1295,8 +1373,18 @@ mod graph_tests {
         // The live searcher no longer holds the old segment.
         cache.retain(&new_searcher);
         let a = cache.get(seg).unwrap();
+        // Shared while a snapshot holds it (session 43), not cached past that.
         let b = cache.get(seg).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b), "decoded for the query, not cached");
+        assert!(Arc::ptr_eq(&a, &b), "one decode for the queries holding it");
+        let held = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(
+            held.upgrade().is_none(),
+            "decoded for the queries, not cached"
+        );
+        assert_eq!(cache.decoded(), 1);
+        drop(cache.get(seg).unwrap());
+        assert_eq!(cache.decoded(), 2, "decoded again once no one holds it");
         assert_eq!(cache.graphs(), (0, 0), "no build queued");
         // A live segment is cached once, whoever loads it first.
         cache.retain(&old_searcher);

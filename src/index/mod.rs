@@ -79,6 +79,12 @@ pub enum IndexError {
         "index at {path} was re-embedded and not caught up: stop the daemon serving the old index, then run docent reindex --catch-up (what the old index committed since it was read would be missing)"
     )]
     CatchUpPending { path: PathBuf },
+    /// `docent reindex --catch-up` copied this index into another one, which is to be served
+    /// from now on ([`SUPERSEDED_MARKER`]).
+    #[error(
+        "index at {path} was caught up into {by} by docent reindex --catch-up: serve that one (set [index] data_dir to it). To serve this one again instead (undoing the switch), remove {path}/{SUPERSEDED_MARKER}: what it commits then will be missing from {by}"
+    )]
+    Superseded { path: PathBuf, by: String },
     /// [`IndexError::ModelMismatch`] on a Milvus collection.
     #[error(
         "collection {path} was built with {found} but the config uses {want}: its vectors cannot be searched with this model; build a collection for the new model with docent reindex (see the README's Embedding models), or configure the model the collection was built with"
@@ -271,10 +277,24 @@ pub struct DocumentRecord {
 /// with a warning.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    let dot = Path::new(".");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    // A directory made now is durable only once its parent's entry is (session 43's review: a
+    // power loss could drop a new index directory, and the pushes acknowledged into it).
+    for made in missing {
+        let parent = made
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { dot } else { p });
+        if let Some(parent) = parent
+            && let Err(e) = std::fs::File::open(parent).and_then(|f| f.sync_all())
+        {
+            tracing::warn!(dir = %parent.display(), error = %e, "cannot sync the directory holding a new one: a power loss may drop it");
+        }
+    }
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0
         && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -469,6 +489,22 @@ impl Index {
             return Err(IndexError::CatchUpPending {
                 path: dir.to_path_buf(),
             });
+        }
+        // Present at all, readable or not (a review: one the daemon could not read was no
+        // marker).
+        let superseded = dir.join(SUPERSEDED_MARKER);
+        match std::fs::symlink_metadata(&superseded) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => {
+                return Err(IndexError::Superseded {
+                    path: dir.to_path_buf(),
+                    by: std::fs::read_to_string(&superseded)
+                        .ok()
+                        .map(|by| by.trim().to_string())
+                        .filter(|by| !by.is_empty())
+                        .unwrap_or_else(|| "another index (the marker cannot be read)".into()),
+                });
+            }
         }
         Self::open_incomplete(dir, model)
     }
@@ -957,7 +993,13 @@ impl Index {
                 "a rollback failure injected by a test".into(),
             ))
         } else {
-            writer.rollback().map(|_| ())
+            writer.rollback().map(|_| {
+                // Files the failed commit wrote (a delete file under an opstamp the writer
+                // reuses) would make a later commit fail on them (session 43's review).
+                if let Err(e) = writer.garbage_collect_files().wait() {
+                    tracing::warn!(index = %self.path.display(), error = %e, "files of the failed commit could not be removed");
+                }
+            })
         };
         reset.map_err(|e| {
             let reason = e.to_string();
@@ -1010,6 +1052,7 @@ impl Index {
         Snapshot {
             index: self,
             searcher: self.reader.searcher(),
+            vectors: Mutex::default(),
         }
     }
 
@@ -1052,6 +1095,12 @@ pub const SERVED_MARKER: &str = "docent-served";
 /// index committed since it was read: a daemon refuses the index meanwhile, which would serve
 /// documents deleted or narrowed since (found by a review).
 pub const CATCH_UP_MARKER: &str = "docent-reindex-catch-up-pending";
+
+/// Written into the old index by `docent reindex --catch-up`, holding the new index's path: a
+/// daemon refuses the old index from then on (session 43's review: a daemon started on it again
+/// after the catch-up committed deletes and narrowed ACLs the new index never saw, and the
+/// switch served what they removed). Removing it undoes the switch on purpose.
+pub const SUPERSEDED_MARKER: &str = "docent-superseded";
 
 /// Refuses a directory without `meta.json` that holds what an index leaves: its segments, or
 /// the marker of a daemon that served it. An empty directory (a first start) is fine, and so is
@@ -1300,6 +1349,11 @@ impl Analyzer {
 pub struct Snapshot<'a> {
     index: &'a Index,
     searcher: Searcher,
+    /// Segment ordinal → its vectors, once read: held for this snapshot's life, so that a
+    /// segment a later commit retires is decoded once for it, not at every read (session 43's
+    /// review: the second stage reads vectors hit by hit, each a whole decode of a retired
+    /// segment).
+    vectors: Mutex<HashMap<u32, Arc<dense::SegmentVectors>>>,
 }
 
 /// Address of a chunk within a snapshot, with its score in one leg.
@@ -1319,6 +1373,29 @@ fn doc_address(a: ChunkAddr) -> DocAddress {
 }
 
 impl Snapshot<'_> {
+    /// The vectors of segment `ord` of this snapshot (see [`Snapshot::vectors`]).
+    fn segment_vectors(&self, ord: u32) -> Result<Arc<dense::SegmentVectors>, IndexError> {
+        if let Some(v) = self
+            .vectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ord)
+        {
+            return Ok(v.clone());
+        }
+        let v = self
+            .index
+            .vectors
+            .get(&self.searcher.segment_readers()[ord as usize])?;
+        Ok(self
+            .vectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ord)
+            .or_insert(v)
+            .clone())
+    }
+
     /// The top `depth` of the text query `should` (a union) among the docs `scope` and `filter`
     /// admit ([`scope::top_k`]): ranked exactly as with the scope's own clauses intersected in.
     fn top_in_scope(
@@ -1623,6 +1700,13 @@ impl IndexSnapshot for Snapshot<'_> {
             .map(|s| s.max_doc() as usize)
             .sum();
         let admitted = self.admitted(scope, filter)?;
+        // Held by the snapshot for the reads after the leg (see [`Snapshot::vectors`]): the
+        // segments the leg searches, those with an admitted doc.
+        for (ord, a) in admitted.iter().enumerate() {
+            if a.count() > 0 {
+                self.segment_vectors(ord as u32)?;
+            }
+        }
         let collector =
             dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth)
                 .with_total_docs(total);
@@ -1687,11 +1771,8 @@ impl IndexSnapshot for Snapshot<'_> {
     /// The chunk's embedding, for answer-time relevance checks.
     fn vector(&self, addr: ChunkAddr) -> Result<Option<Vec<f32>>, IndexError> {
         let addr = doc_address(addr);
-        let seg = &self.searcher.segment_readers()[addr.segment_ord as usize];
         Ok(self
-            .index
-            .vectors
-            .get(seg)?
+            .segment_vectors(addr.segment_ord)?
             .vector(addr.doc_id)
             .map(<[f32]>::to_vec))
     }
@@ -2253,6 +2334,74 @@ mod tests {
         let entry = idx.doc_entry("t:rota").unwrap();
         assert_eq!(entry.acl.deny, [Principal::Everyone].into_iter().collect());
         assert_ne!(entry.acl_fingerprint, UNFOLDED_DENY);
+    }
+
+    /// Session 43's review: the scope cache's key held the principals and not the deny
+    /// principals, which a withdrawn alias no longer derives from them: a scope denied by it
+    /// reused the bitset of the same principals without it, and read what the deny excludes.
+    #[test]
+    fn a_deny_only_principal_gets_its_own_cached_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        let oncall = Acl::new(
+            [Principal::Everyone],
+            [Principal::user("oncall@corp.example")],
+        );
+        idx.upsert(record("rota", "parking rota", oncall)).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let found = |scope: &AclScope| {
+            idx.snapshot()
+                .bm25(scope, &SearchFilter::default(), "parking", 10, (0.0, 0.0))
+                .unwrap()
+                .len()
+        };
+        let ops = AclScope::for_tests("ops", &["everyone", "user:ops"]);
+        assert_eq!(found(&ops), 1, "cached for these principals");
+        let withdrawn = AclScope::for_tests_deny_only(
+            "ops",
+            &["everyone", "user:ops"],
+            &["user:oncall@corp.example"],
+        );
+        assert_eq!(found(&withdrawn), 0);
+        assert_eq!(found(&ops), 1);
+    }
+
+    /// Session 43's review: a snapshot taken before a commit that retired a segment decoded
+    /// that segment's vectors whole at every read (the second stage reads them hit by hit).
+    /// The snapshot holds them once read.
+    #[test]
+    fn a_snapshot_decodes_a_segment_retired_since_once() {
+        let everyone = || Acl::new([Principal::Everyone], []);
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), "m", 4).unwrap();
+        idx.upsert(record("a", "parking", everyone())).unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let snap = idx.snapshot();
+        let bob = AclScope::for_tests("bob", &["everyone", "user:bob"]);
+        let hit = snap
+            .bm25(&bob, &SearchFilter::default(), "parking", 10, (0.0, 0.0))
+            .unwrap()[0]
+            .addr;
+        // Its only document replaced: the snapshot's segment is retired.
+        idx.upsert(record("a", "parking garage", everyone()))
+            .unwrap();
+        idx.commit(BTreeMap::new()).unwrap();
+        let old = snap.searcher.segment_readers()[0].segment_id();
+        assert!(
+            !idx.reader
+                .searcher()
+                .segment_readers()
+                .iter()
+                .any(|s| s.segment_id() == old),
+            "the premise: the segment is retired"
+        );
+        let before = idx.vectors.decoded();
+        let first = snap.vector(hit).unwrap();
+        assert!(first.is_some());
+        for _ in 0..5 {
+            assert_eq!(snap.vector(hit).unwrap(), first);
+        }
+        assert_eq!(idx.vectors.decoded() - before, 1);
     }
 
     /// Found by a review: rows an older release wrote without the folded forms of their deny

@@ -129,14 +129,21 @@ struct Key {
     scope: Arc<str>,
 }
 
-/// The scope and filter as one exact key: every principal (the scope holds them sorted and
-/// distinct), the deny mode, and the filter's full value.
+/// The scope and filter as one exact key: every principal and every deny principal (the scope
+/// holds them sorted and distinct; deny principals are not all derived from the others: an
+/// alias a failed reload withdrew is deny-only), the deny mode, and the filter's full value.
 pub fn scope_key(scope: &AclScope, filter: &SearchFilter) -> Arc<str> {
     let mut s = String::with_capacity(64);
     s.push(if scope.strict_deny() { 'S' } else { 'P' });
     for p in scope.principals() {
         // A principal cannot contain NUL (identity tokens are printable); the length prefix
         // keeps the encoding unambiguous even if one did.
+        s.push_str(&p.len().to_string());
+        s.push(':');
+        s.push_str(p);
+    }
+    s.push('\u{1}');
+    for p in scope.deny_principals() {
         s.push_str(&p.len().to_string());
         s.push(':');
         s.push_str(p);

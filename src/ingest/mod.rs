@@ -635,6 +635,39 @@ impl RetryQueue {
     }
 }
 
+/// Rolls the index back off the async runtime: tantivy joins its indexing threads and removes
+/// files (session 43's review: on a slow or full disk, a runtime worker waited for it).
+async fn rollback_blocking(index: &Arc<dyn Backend>) -> Result<(), IndexError> {
+    let index = index.clone();
+    tokio::task::spawn_blocking(move || index.rollback())
+        .await
+        .unwrap_or_else(|e| {
+            Err(IndexError::Op(tantivy::TantivyError::InternalError(
+                crate::telemetry::task_failure(&e),
+            )))
+        })
+}
+
+/// The model's vectors for `texts`, one each: `Err(None)` when it panicked (its tokenizer or
+/// runtime on some text), `Err(Some(_))` when it failed or gave another number of vectors.
+fn embed_guarded(
+    embedder: &dyn Embedder,
+    texts: &[String],
+) -> Result<Vec<Vec<f32>>, Option<crate::embed::EmbedError>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        embedder.embed_passages(texts)
+    })) {
+        Err(_) => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Ok(Ok(v)) if v.len() == texts.len() => Ok(v),
+        Ok(Ok(v)) => Err(Some(crate::embed::EmbedError::Inference(format!(
+            "the model gave {} vectors for {} texts",
+            v.len(),
+            texts.len()
+        )))),
+    }
+}
+
 /// Makes `v` a vector of numbers: values that are NaN or infinite become 0 and the rest is
 /// normalised again. Whether it had to.
 fn finite(v: &mut [f32]) -> bool {
@@ -1147,7 +1180,7 @@ impl Pipeline {
                             }
                             Ok(Ok(_)) => unreachable!("matched above"),
                         }
-                        this.index.rollback()?;
+                        rollback_blocking(&this.index).await?;
                         dirty = this
                             .after_rollback(&mut rolled, &mut uncommitted, &mut written)
                             .await;
@@ -1213,7 +1246,7 @@ impl Pipeline {
                             "the last retries panicked at shutdown; uncommitted writes rolled back"
                         );
                     }
-                    this.index.rollback()?;
+                    rollback_blocking(&this.index).await?;
                     dirty = this
                         .after_rollback(&mut rolled, &mut uncommitted, &mut written)
                         .await;
@@ -1227,9 +1260,12 @@ impl Pipeline {
                 .await
             {
                 // Neither the writes nor their checkpoints were committed: connectors send
-                // them again after the restart.
+                // them again after the restart, but pushed documents accepted without waiting
+                // for their commit are lost, so the daemon exits with an error (session 43's
+                // review: it exited successfully).
                 Err(e) if e.rolled_back() => {
                     tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "final index commit failed; uncommitted writes rolled back");
+                    return Err(e);
                 }
                 r => r?,
             }
@@ -1520,6 +1556,16 @@ impl Pipeline {
             .iter()
             .map(|op| matches!(op, Op::Write(p) if p.to_embed.iter().any(Option::is_some)))
             .collect();
+        // Per op, how many of `texts` are its.
+        let counts: Vec<usize> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Write(p) => p.to_embed.iter().filter(|t| t.is_some()).count(),
+                Op::Delete(_) => 0,
+            })
+            .collect();
+        // Ops whose texts the model panicked on, alone (see below).
+        let mut panicked_on = std::collections::HashSet::new();
         let texts: Vec<String> = ops
             .iter_mut()
             .filter_map(|op| match op {
@@ -1533,17 +1579,34 @@ impl Pipeline {
         } else {
             // A model that answers with fewer (or more) vectors than texts failed too: a chunk
             // written without its vector could never be found by the dense leg.
-            let embedded = self.embedder.embed_passages(&texts).and_then(|v| {
-                if v.len() == texts.len() {
-                    Ok(v)
-                } else {
-                    Err(crate::embed::EmbedError::Inference(format!(
-                        "the model gave {} vectors for {} texts",
-                        v.len(),
-                        texts.len()
-                    )))
+            let embedded = match embed_guarded(&*self.embedder, &texts) {
+                // The model (its tokenizer, its runtime) panicked: each document is embedded
+                // alone, and those it panics on fail alone (session 43's review: one document
+                // failed every batch it was in, and each failure rolled the batch back).
+                // Any other failure there is the batch's, as before (a passing one must not
+                // give a document up).
+                Err(None) => {
+                    let mut out = Ok(Vec::with_capacity(texts.len()));
+                    let mut at = 0;
+                    for (i, &n) in counts.iter().enumerate() {
+                        if n == 0 {
+                            continue;
+                        }
+                        match (&mut out, embed_guarded(&*self.embedder, &texts[at..at + n])) {
+                            (Ok(out), Ok(v)) => out.extend(v),
+                            (_, Err(None)) => {
+                                panicked_on.insert(i);
+                            }
+                            (Ok(_), Err(Some(e))) => out = Err(e),
+                            (Err(_), _) => {}
+                        }
+                        at += n;
+                    }
+                    out
                 }
-            });
+                Err(Some(e)) => Err(e),
+                Ok(v) => Ok(v),
+            };
             match embedded {
                 Ok(v) => v,
                 Err(e) => {
@@ -1552,7 +1615,7 @@ impl Pipeline {
                     // what needed the model; still apply the deletions and the writes that need
                     // no model (removed content and narrowed ACLs must not wait), and claim no
                     // checkpoint and no reconciliation paid (the batch was not fully applied).
-                    tracing::error!(error = %e, "embedding failed for a batch");
+                    tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "embedding failed for a batch");
                     for (op, needs) in ops.into_iter().zip(needs_model) {
                         match op {
                             Op::Write(p) if needs => {
@@ -1560,28 +1623,7 @@ impl Pipeline {
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .insert(p.record.key.connector.clone());
-                                self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
-                                self.skips
-                                    .record(&p.record.key, &format!("embedding failed: {e}"));
-                                // Nothing is written for it: the previous version stays, and its
-                                // connector sends it again at its next scan; unless the ACL
-                                // changed, since the old text may not stay readable under the
-                                // old ACL (as for a parse that timed out).
-                                let previous = self.index.latest_entry(&p.record.key.to_string());
-                                let acl_changed =
-                                    !self.stays_under(previous.as_ref(), &p.record.acl);
-                                if acl_changed {
-                                    self.index.delete(&p.record.key);
-                                    self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
-                                }
-                                self.skips.failed(
-                                    &p.record.key,
-                                    &p.record.version,
-                                    &p.record.acl.fingerprint(),
-                                    !acl_changed,
-                                    false,
-                                );
-                                self.skips.give_up(&p.record.key, &p.record.version);
+                                self.not_embedded(&p.record, &format!("embedding failed: {e}"));
                             }
                             Op::Write(p) => {
                                 self.index.upsert(p.record)?;
@@ -1612,11 +1654,21 @@ impl Pipeline {
             }
         }
         .into_iter();
+        let unembedded: usize = panicked_on.iter().map(|&i| counts[i]).sum();
         self.stats
             .chunks_embedded
-            .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        for op in ops {
+            .fetch_add((texts.len() - unembedded) as u64, Ordering::Relaxed);
+        for (i, op) in ops.into_iter().enumerate() {
             match op {
+                // Its own failure, as for a document that does not parse: recorded, tried
+                // again when it changes or at a full sync.
+                Op::Write(p) if panicked_on.contains(&i) => {
+                    tracing::error!(
+                        document = %crate::guardrail::pii::for_log(&p.record.key.to_string()),
+                        "the model panicked on a document's text"
+                    );
+                    self.not_embedded(&p.record, "the model failed on its text (internal error)");
+                }
                 Op::Write(p) => {
                     let mut record = p.record;
                     let mut not_numbers = 0;
@@ -1671,6 +1723,28 @@ impl Pipeline {
             }
         }
         Ok(checkpoints)
+    }
+
+    /// A version the model could not embed: nothing is written for it. The previous version
+    /// stays, and its connector sends it again at its next scan; unless the ACL changed, since
+    /// the old text may not stay readable under the old ACL (as for a parse that timed out).
+    fn not_embedded(&self, record: &DocumentRecord, reason: &str) {
+        self.stats.documents_failed.fetch_add(1, Ordering::Relaxed);
+        self.skips.record(&record.key, reason);
+        let previous = self.index.latest_entry(&record.key.to_string());
+        let acl_changed = !self.stays_under(previous.as_ref(), &record.acl);
+        if acl_changed {
+            self.index.delete(&record.key);
+            self.stats.documents_deleted.fetch_add(1, Ordering::Relaxed);
+        }
+        self.skips.failed(
+            &record.key,
+            &record.version,
+            &record.acl.fingerprint(),
+            !acl_changed,
+            false,
+        );
+        self.skips.give_up(&record.key, &record.version);
     }
 
     /// Parses and chunks a document and finds reusable vectors. `Ok(None)`: nothing changed.
@@ -2044,6 +2118,8 @@ mod tests {
     #[derive(Default)]
     struct Flaky {
         failing: std::sync::atomic::AtomicBool,
+        /// Panics on a batch holding a text with this word.
+        panics_on: Option<&'static str>,
         short: bool,
         /// The first vector's first values are NaN and infinite.
         not_numbers: bool,
@@ -2062,6 +2138,11 @@ mod tests {
         ) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(crate::embed::EmbedError::Inference("out of memory".into()));
+            }
+            if let Some(w) = self.panics_on
+                && texts.iter().any(|t| t.contains(w))
+            {
+                panic!("a tokenizer bug on {w:?}");
             }
             let mut v = BagOfWords.embed_passages(texts)?;
             if self.short {
@@ -2100,6 +2181,63 @@ mod tests {
         let (failed, recent) = p.skips.get("c");
         assert_eq!(failed, 1);
         assert!(recent[0].1.contains("vectors for"), "{recent:?}");
+    }
+
+    /// Session 43's review: a model that panics on one document's text failed every batch it
+    /// was in (the batch rolled back, connectors reconciled, and the batch failed again). The
+    /// batch's documents are embedded one by one and that document alone fails.
+    #[test]
+    fn a_model_that_panics_on_one_text_fails_that_document_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let mut poisoned = doc(1, 1);
+        poisoned.content = b"# Poison\n\nThis text holds zzpoison for the tokenizer.".to_vec();
+        let model = Flaky {
+            panics_on: Some("zzpoison"),
+            ..Flaky::default()
+        };
+        let p = pipeline_with(&index, Arc::new(model), None);
+        let checkpoints = p
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 1))),
+                Change::Upsert(Box::new(poisoned)),
+                Change::Upsert(Box::new(doc(2, 1))),
+                Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"at": 3}),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            checkpoints.len(),
+            1,
+            "the batch applied, its checkpoint with it"
+        );
+        index.commit(checkpoints).unwrap();
+        assert!(index.doc_entry("c:doc1.md").is_none());
+        // The others, each with its own vectors: as a model that never panics gives them.
+        let plain_dir = tempfile::tempdir().unwrap();
+        let plain = test_index(plain_dir.path());
+        pipeline_into(&plain, None)
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 1))),
+                Change::Upsert(Box::new(doc(2, 1))),
+            ])
+            .unwrap();
+        plain.commit(BTreeMap::new()).unwrap();
+        for k in [0, 2] {
+            let key = doc(k, 1).key;
+            let vectors = index.chunk_vectors(&key).unwrap();
+            assert!(!vectors.is_empty());
+            assert_eq!(vectors, plain.chunk_vectors(&key).unwrap(), "doc{k}");
+        }
+        let (failed, recent) = p.skips.get("c");
+        assert_eq!(failed, 1);
+        assert!(recent[0].1.contains("the model failed"), "{recent:?}");
+        assert_eq!(
+            p.skips.gave_up_on(&DocKey::new("c", "doc1.md")).as_deref(),
+            Some("1")
+        );
     }
 
     /// Session 37's review: a vector holding NaN or an infinity was written as it came (a

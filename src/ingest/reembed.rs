@@ -300,6 +300,15 @@ fn reembed_committing(
         false => None,
     };
     if marker.exists() && written.is_none() {
+        // `meta.json` first, made durable: a crash in the middle of the clear leaves a
+        // directory that holds no index (cleared again by the next run), not one whose
+        // `meta.json` names files already gone, which every later run failed to open
+        // (session 43's review).
+        let meta = to.join("meta.json");
+        if meta.exists() {
+            std::fs::remove_file(&meta).map_err(io(&meta))?;
+            sync_dir(to)?;
+        }
         for entry in std::fs::read_dir(to).map_err(io(to))? {
             let path = entry.map_err(io(to))?.path();
             if path != marker {
@@ -658,6 +667,35 @@ pub fn catch_up(
         },
         other => other.into(),
     })?;
+    // Once both indexes opened and before anything is copied, durably: a daemon started on the
+    // old index after this would commit what the new one misses (a crash before the new index
+    // is caught up leaves both refused, and running the catch-up again finishes it). Owned
+    // like the old index, so that its daemon can read it (the catch-up may run as root).
+    // Made new, never through a link the old index's owner left there (the catch-up may run
+    // as root: a link to /etc/passwd would have been written and given away; a review).
+    let superseded = from.join(crate::index::SUPERSEDED_MARKER);
+    let marked = (|| {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::remove_file(&superseded) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&superseded)?;
+        f.write_all(format!("{}\n", to.display()).as_bytes())?;
+        f.sync_all()?;
+        let owner = std::fs::metadata(from)?;
+        let _ = std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid()));
+        Ok(())
+    })();
+    marked.map_err(|source| ReembedError::Io {
+        path: superseded.clone(),
+        source,
+    })?;
+    sync_dir(from)?;
     let mut report = CatchUpReport::default();
     let total = old.document_keys().len() as u64;
     let mut batch: Vec<DocumentRecord> = Vec::new();
@@ -998,6 +1036,15 @@ mod tests {
             (0, 0, 0, 4)
         );
         assert_eq!(again.chunks_embedded, 0);
+        // The old index is no longer opened to serve (session 43's review): what it would
+        // commit would be missing from the new one. Removing the marker undoes the switch.
+        let e = Index::open(&from, "old-model", 64)
+            .err()
+            .expect("superseded");
+        assert!(matches!(&e, IndexError::Superseded { .. }), "{e:?}");
+        assert!(e.to_string().contains(&to.display().to_string()), "{e}");
+        std::fs::remove_file(from.join(crate::index::SUPERSEDED_MARKER)).unwrap();
+        drop(Index::open(&from, "old-model", 64).unwrap());
         // Once a daemon has served it (the switch is done), a catch-up would roll it back.
         std::fs::write(to.join(crate::index::SERVED_MARKER), "").unwrap();
         let served = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();
@@ -1201,6 +1248,13 @@ mod tests {
             matches!(pending, Some(IndexError::CatchUpPending { .. })),
             "{pending:?}"
         );
+        // A catch-up that cannot run (here, the target looks unfinished) leaves the old index
+        // served: it is marked superseded only once both indexes opened (a review).
+        let unfinished = to.join(crate::index::INCOMPLETE_MARKER);
+        std::fs::write(&unfinished, "").unwrap();
+        assert!(catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).is_err());
+        drop(Index::open(&from, "old-model", 64).unwrap());
+        std::fs::remove_file(&unfinished).unwrap();
         catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap();
         let serving = Index::open(&to, BagOfWords.model_id(), 64).unwrap();
         let open = catch_up(&from, &to, &BagOfWords, &mut |_, _| {}).unwrap_err();

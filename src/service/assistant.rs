@@ -299,7 +299,9 @@ impl pb::assistant_server::Assistant for AssistantService {
             state: self.state.clone(),
         };
         let (who, question) = (caller.clone(), req.get_ref().question.clone());
+        let running = self.state.answers.enter();
         let o = tokio::spawn(async move {
+            let _running = running;
             let o = prepared.run(Some(&tx), Delivery::Whole, started).await;
             if let Ok(o) = &o {
                 svc.audit_ask("Ask", &who, &question, o);
@@ -336,8 +338,10 @@ impl pb::assistant_server::Assistant for AssistantService {
         let (failed_tx, failed) = tokio::sync::oneshot::channel();
         let st = self.state.clone();
         let question = req.into_inner().question;
+        let running = st.answers.enter();
         let svc = AssistantService { state: st };
         tokio::spawn(async move {
+            let _running = running;
             match prepared.run(Some(&tx), Delivery::Streamed, started).await {
                 Ok(o) => svc.audit_ask("AskStream", &caller, &question, &o),
                 Err(e) => {

@@ -60,6 +60,54 @@ pub struct AppState {
     pub skips: Arc<SkipLog>,
     pub stats: Arc<IngestStats>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Answers running on tasks of their own (Ask, AskStream).
+    pub answers: Arc<InFlight>,
+}
+
+/// Work running on tasks of its own that a stopping daemon waits for, within its drain: an
+/// answer's turn and audit record are written when it ends, after its client may have left
+/// (session 43's review: the runtime's end dropped them, and an answer partly sent was
+/// neither stored nor audited).
+#[derive(Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one piece of [`InFlight`] work until dropped.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Resolves once no work is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// What one request did, for the audit log.
@@ -232,5 +280,29 @@ impl AppState {
         }
         self.metrics
             .render(&connectors, (s.documents, s.chunks, s.disk_bytes))
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_the_last_piece_of_work() {
+        let work = Arc::new(InFlight::default());
+        work.idle().await;
+        let (a, b) = (work.enter(), work.enter());
+        let waiting = tokio::spawn({
+            let work = work.clone();
+            async move { work.idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one still runs");
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("idle once both ended")
+            .unwrap();
     }
 }

@@ -75,13 +75,12 @@ pub struct ServerTls {
 /// CA, client certificates (required or optional) checked against it and its revocation lists.
 pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = read_certs(&tls.cert)?;
     warn_if_shared(&tls.key);
-    let key =
-        PrivateKeyDer::from_pem_slice(&read(&tls.key)?).map_err(|e| TlsSetupError::Invalid {
-            path: tls.key.clone(),
-            message: format!("no private key: {e}"),
-        })?;
+    let own = Arc::new(ServerCert::load(
+        tls.cert.clone(),
+        tls.key.clone(),
+        provider.clone(),
+    )?);
     let mut revocations = None;
     let verifier = match &tls.client_ca {
         None => WebPkiClientVerifier::no_client_auth(),
@@ -113,11 +112,7 @@ pub fn server_tls(tls: &TlsConfig) -> Result<ServerTls, TlsSetupError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsSetupError::Invalid {
-            path: tls.cert.clone(),
-            message: format!("certificate and key do not make an identity: {e}"),
-        })?;
+        .with_cert_resolver(own);
     config.alpn_protocols = vec![b"h2".to_vec()];
     if tls.client_ca.is_some() {
         // A resumed session carries the certificate of the handshake it resumes, unverified:
@@ -136,6 +131,123 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// How often the server's certificate and key files are looked at for a new version.
+const SERVER_CERT_CHECK: Duration = Duration::from_secs(1);
+
+/// The server's certificate and key, read again when their files change (session 43's review:
+/// a certificate renewed in place, as cert-manager or certbot do, was served only after a
+/// restart, and the old one until it expired). A new pair that does not load (half written, a
+/// key for another certificate) is logged and the current one kept; the files are looked at
+/// again when they change.
+struct ServerCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    /// What handshakes are served: read without a lock.
+    served: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+    /// The files' last look, taken by one handshake at a time (the others serve what is there,
+    /// not waiting for a read of a slow mount).
+    check: Mutex<CertCheck>,
+}
+
+type CertStamps = (Option<Stamp>, Option<Stamp>);
+
+struct CertCheck {
+    /// The files as the pair served (or last refused) was read from them.
+    stamps: CertStamps,
+    /// New stamps seen at the last look: read only once a second look finds the same, so a
+    /// file still being written (a chain without its intermediates) is never served.
+    seen: Option<CertStamps>,
+    checked: Instant,
+}
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCert")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCert {
+    fn load(
+        cert: PathBuf,
+        key: PathBuf,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsSetupError> {
+        let stamps = (Stamp::of(&cert).ok(), Stamp::of(&key).ok());
+        let certified = Self::read(&cert, &key, &provider)?;
+        Ok(Self {
+            cert,
+            key,
+            provider,
+            served: arc_swap::ArcSwap::from_pointee(certified),
+            check: Mutex::new(CertCheck {
+                stamps,
+                seen: None,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    fn read(
+        cert: &Path,
+        key: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<rustls::sign::CertifiedKey, TlsSetupError> {
+        let chain = read_certs(cert)?;
+        let der =
+            PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsSetupError::Invalid {
+                path: key.to_path_buf(),
+                message: format!("no private key: {e}"),
+            })?;
+        rustls::sign::CertifiedKey::from_der(chain, der, provider).map_err(|e| {
+            TlsSetupError::Invalid {
+                path: cert.to_path_buf(),
+                message: format!("certificate and key do not make an identity: {e}"),
+            }
+        })
+    }
+
+    /// The pair to serve, read again first if its files changed since they were last looked at
+    /// (at most every [`SERVER_CERT_CHECK`]).
+    fn served(&self) -> Arc<rustls::sign::CertifiedKey> {
+        if let Ok(mut cur) = self.check.try_lock()
+            && cur.checked.elapsed() >= SERVER_CERT_CHECK
+        {
+            cur.checked = Instant::now();
+            let stamps = (Stamp::of(&self.cert).ok(), Stamp::of(&self.key).ok());
+            if stamps == cur.stamps {
+                cur.seen = None;
+            } else if cur.seen != Some(stamps) {
+                cur.seen = Some(stamps);
+            } else {
+                cur.seen = None;
+                cur.stamps = stamps;
+                match Self::read(&self.cert, &self.key, &self.provider) {
+                    Ok(k) => {
+                        tracing::info!(cert = %self.cert.display(), "the server's certificate was read again");
+                        self.served.store(Arc::new(k));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the server's new certificate or key cannot be used; the current one is served")
+                    }
+                }
+            }
+        }
+        self.served.load_full()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.served())
+    }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
@@ -220,6 +332,9 @@ struct Stamp {
     inode: u64,
     len: u64,
     modified: Option<SystemTime>,
+    /// The inode's change time: a fix of the file's owner or mode changes it (and nothing
+    /// else here), so a file that could not be read is read again.
+    changed: (i64, i64),
 }
 
 impl Stamp {
@@ -230,6 +345,7 @@ impl Stamp {
             inode: m.ino(),
             len: m.len(),
             modified: m.modified().ok(),
+            changed: (m.ctime(), m.ctime_nsec()),
         })
     }
 }
@@ -526,6 +642,117 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// A connection the daemon can close from its side, at the end of a stop's drain (session 43's
+/// review: tonic serves each connection on a task of its own, which a peer holding a stream
+/// open kept alive after the server stopped, and with it the daemon's state and index). Once
+/// `closed` fires, every read and write fails.
+pub struct Closable<IO> {
+    inner: IO,
+    closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    aborted: bool,
+}
+
+impl<IO> Closable<IO> {
+    pub fn new(inner: IO, closed: &CancellationToken) -> Self {
+        Self {
+            inner,
+            // A token of its own: every connection's reads would otherwise wait on one lock.
+            closed: Box::pin(closed.child_token().cancelled_owned()),
+            aborted: false,
+        }
+    }
+
+    fn aborted(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.aborted && self.closed.as_mut().poll(cx).is_ready() {
+            self.aborted = true;
+        }
+        self.aborted
+    }
+}
+
+fn closed_by_the_daemon() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "closed: the daemon is stopping",
+    )
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Closable<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return std::task::Poll::Ready(Err(closed_by_the_daemon()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Closable<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return std::task::Poll::Ready(Err(closed_by_the_daemon()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return std::task::Poll::Ready(Err(closed_by_the_daemon()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.aborted(cx) {
+            return std::task::Poll::Ready(Err(closed_by_the_daemon()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        // Closed: nothing more is sent (a TLS close_notify to a peer that reads nothing could
+        // wait for ever).
+        if this.aborted(cx) {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected for Closable<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
 }
 
 fn log_refusal(peer: SocketAddr, e: &std::io::Error) {

@@ -890,6 +890,50 @@ async fn relevance_does_not_count_a_word_in_documents_the_caller_cannot_read() {
     d.stop().await;
 }
 
+/// Session 43's review: a peer holding a health `Watch` open kept the daemon from ever
+/// stopping (the server waited for every connection to close; every stop ended in the
+/// supervisor's SIGKILL). Stopping, the daemon reports NOT_SERVING, and closes what is still
+/// open after its drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_health_watch_does_not_keep_the_daemon_from_stopping() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let env = Env::example();
+    let d = env
+        .start_opts(
+            env.config(),
+            docent::server::StartOptions {
+                server_drain: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut health = HealthClient::new(d.channel().await);
+    let all = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = health.watch(all).await.unwrap().into_inner();
+    let now = watch.message().await.unwrap().expect("the current status");
+    assert_eq!(now.status(), ServingStatus::Serving);
+    let stopping = tokio::spawn(d.stop());
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("told at once")
+        .unwrap()
+        .expect("a status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    // Closed by the daemon once the drain ends (a second review: the server task stopped, the
+    // connection did not, holding the daemon's index).
+    let ended = tokio::time::timeout(Duration::from_secs(8), watch.message())
+        .await
+        .expect("the stream ends after the drain");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(8), stopping)
+        .await
+        .expect("stopped, its index let go, with the watch held")
+        .unwrap();
+}
+
 /// Health `Watch` streams take no credentials and stay open as long as their peer keeps them:
 /// past `server.max_unauthenticated_streams` open at once, health and reflection requests are
 /// refused at once, one peer address holds at most `max_unauthenticated_streams_per_peer` of

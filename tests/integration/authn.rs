@@ -119,6 +119,43 @@ impl Pki {
     }
 }
 
+/// Session 43's review: a server certificate renewed in place was served only after a restart.
+/// The files are read again when they change; a new pair that does not load keeps the current
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_server_certificate_is_served_without_a_restart() {
+    let env = Env::example();
+    let dir = env.dir.path();
+    let (old_pki, new_pki) = (Pki::new("Old server CA"), Pki::new("New server CA"));
+    let (cert, key) = old_pki.server_leaf();
+    let (cert_path, key_path) = (
+        write(dir, "server.pem", &cert),
+        write(dir, "server.key", &key),
+    );
+    let text = env.config_text().replace(
+        "metrics_listen = \"127.0.0.1:9464\"",
+        &format!("tls_cert = {cert_path:?}\ntls_key = {key_path:?}"),
+    );
+    let d = env.start_with(env.config_from(&text)).await;
+    let addr = d.daemon.local_addr();
+    let (old_ca, new_ca) = (old_pki.ca.pem(), new_pki.ca.pem());
+    assert!(tls_channel(addr, &old_ca, None).await.is_ok());
+    assert!(tls_channel(addr, &new_ca, None).await.is_err());
+    // A key for another certificate: not served, the old pair stays.
+    let (renewed, renewed_key) = new_pki.server_leaf();
+    std::fs::write(&cert_path, &renewed).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(tls_channel(addr, &old_ca, None).await.is_ok());
+    // The matching key written: the new certificate is served.
+    std::fs::write(&key_path, &renewed_key).unwrap();
+    eventually(10, "the renewed certificate is served", || async {
+        tls_channel(addr, &new_ca, None).await.is_ok()
+    })
+    .await;
+    assert!(tls_channel(addr, &old_ca, None).await.is_err());
+    d.stop().await;
+}
+
 /// Found by a review: the client's connect timeout covered the TCP connect only, so a peer
 /// that accepts and then says nothing (a stalled proxy) held `docent status` in the TLS
 /// handshake for ever. It is an error within the timeout.

@@ -44,6 +44,9 @@ struct State {
     /// Method → calls still to carry out and then answer with HTTP 503 (a gateway that failed
     /// after Slack acted).
     lost_answers: HashMap<String, u32>,
+    /// When set, the second page of `users.list` is computed at once but answered only when
+    /// this is notified (a reading that a change overtakes).
+    list_gate: Option<Arc<tokio::sync::Notify>>,
     ts: u64,
 }
 
@@ -71,7 +74,16 @@ impl FakeSlack {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let f = f.clone();
-                        async move { Ok::<_, Infallible>(f.handle(req).await) }
+                        async move {
+                            let r = f.handle(req).await;
+                            if r.headers().contains_key("x-fake-hold") {
+                                let gate = f.lock().list_gate.clone();
+                                if let Some(gate) = gate {
+                                    gate.notified().await;
+                                }
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -122,6 +134,14 @@ impl FakeSlack {
     /// A guest account no channel's member list shows yet (Slack's lists can lag a join).
     pub fn add_guest_account(&self, id: &str) {
         self.lock().guests.insert(id.into());
+    }
+
+    /// From now on the second page of `users.list` is held, as read at the call, until the
+    /// returned gate is notified (once per page asked for: for one reading).
+    pub fn hold_users_list_page2(&self) -> Arc<tokio::sync::Notify> {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        self.lock().list_gate = Some(gate.clone());
+        gate
     }
 
     /// The next `n` calls of `method` get HTTP 429 with `Retry-After: secs`.
@@ -280,6 +300,13 @@ impl FakeSlack {
             "response_url" => json!({"ok": true}),
             _ => json!({"ok": false, "error": "unknown_method"}),
         };
+        if method == "users.list" && arg("cursor") == "page2" && st.list_gate.is_some() {
+            // Held by the connection's task (see `start`), this lock released.
+            let mut r = respond(200, v, None);
+            r.headers_mut()
+                .insert("x-fake-hold", hyper::header::HeaderValue::from_static("1"));
+            return r;
+        }
         if let Some(n) = st.lost_answers.get_mut(&method)
             && *n > 0
         {

@@ -794,6 +794,80 @@ async fn leaving_an_ask_stream_frees_the_model_for_the_next_request() {
     d.stop().await;
 }
 
+/// Session 43's review: a service acting for a person or an audience reached every
+/// conversation held under that name, so any service with `act_as` read the questions of every
+/// Slack channel answered as the `everyone` audience. A conversation held through a service
+/// belongs to the pair: neither the person alone nor another service sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_held_through_a_service_is_the_pairs_alone() {
+    let env = Env::example();
+    // A second service that may act for anyone.
+    let other = "other-service-key";
+    let text = env.config_text()
+        + &format!(
+            "\n[[identities]]\nid = \"other-service\"\nact_as = true\ntoken_sha256 = \"{}\"\n",
+            hex::encode(docent::identity::token_hash(other))
+        );
+    let d = env.start_with(env.config_from(&text)).await;
+    let mut c = client(&d).await;
+    let bridge = "slack-bridge-dev-key";
+    let as_ = |who: &str, q: &str| pb::AskRequest {
+        question: q.into(),
+        new_conversation: true,
+        on_behalf_of: who.into(),
+        ..Default::default()
+    };
+    let listed = |on_behalf_of: &str| pb::ListConversationsRequest {
+        on_behalf_of: on_behalf_of.into(),
+        ..Default::default()
+    };
+    for who in ["alice", "everyone"] {
+        let r = c
+            .ask(authed(bridge, as_(who, "How do I connect to the VPN?")))
+            .await
+            .unwrap()
+            .into_inner();
+        let id = r.details.unwrap().conversation_id;
+        assert!(!id.is_empty());
+        // Rated through the same service.
+        c.feedback(authed(
+            bridge,
+            pb::FeedbackRequest {
+                conversation_id: id,
+                turn: 0,
+                up: true,
+                on_behalf_of: who.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+        let seen = c
+            .list_conversations(authed(bridge, listed(who)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(seen.conversations.len(), 1, "{who}, through the bridge");
+        let elsewhere = c
+            .list_conversations(authed(other, listed(who)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            elsewhere.conversations.is_empty(),
+            "{who}, through another service"
+        );
+    }
+    // alice herself does not see the one the bridge holds for her.
+    let own = c
+        .list_conversations(authed(ALICE, listed("")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(own.conversations.is_empty(), "{own:?}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_belong_to_their_owner_and_feedback_is_exported() {
     let env = Env::example();
@@ -1352,6 +1426,7 @@ async fn a_user_who_loses_hr_mid_conversation_gets_nothing_from_hr_in_generative
             StartOptions {
                 insecure_dev: false,
                 config_path: Some(cfg_path.clone()),
+                ..Default::default()
             },
         )
         .await;

@@ -36,6 +36,7 @@ async fn whois_check_access_reload_and_insecure_dev() {
             StartOptions {
                 insecure_dev: false,
                 config_path: Some(cfg_path.clone()),
+                ..Default::default()
             },
         )
         .await;
@@ -295,6 +296,8 @@ async fn whois_check_access_reload_and_insecure_dev() {
             StartOptions {
                 insecure_dev: true,
                 config_path: None,
+                server_drain: None,
+                reload_pending: None,
             },
         )
         .await;
@@ -326,6 +329,8 @@ async fn whois_check_access_reload_and_insecure_dev() {
         StartOptions {
             insecure_dev: true,
             config_path: None,
+            server_drain: None,
+            reload_pending: None,
         },
     )
     .await

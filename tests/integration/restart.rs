@@ -75,3 +75,24 @@ async fn restart_keeps_index_and_reembeds_nothing_unchanged() {
     );
     d.stop().await;
 }
+
+/// Session 43's review: a start that failed after it had started the pipeline and the
+/// connectors (here: the metrics port is taken) left them crawling, and holding the index, for
+/// a daemon that never served. They stop, and the next start opens the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_late_stops_what_it_started() {
+    let env = Env::example();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = env.config();
+    config.server.metrics_listen = Some(taken.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = docent::server::start_with(config, embedder(), listener, Default::default())
+        .await
+        .err()
+        .expect("the metrics port is taken");
+    assert!(format!("{e:?}").contains("Bind"), "{e:?}");
+    // Started on the same index (the harness waits 30 s at most for its lock).
+    let d = env.start().await;
+    assert_eq!(d.stats().await.documents, 29);
+    d.stop().await;
+}

@@ -780,6 +780,82 @@ async fn an_employee_made_a_guest_ends_default_answers_at_the_next_question() {
     s.stop().await;
 }
 
+/// Session 43: an employee made a guest kept asking in direct messages as the employee for
+/// the user cache's TTL. The change drops the account's mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employee_made_a_guest_no_longer_asks_as_the_employee() {
+    let s = setup().await;
+    let dm = |ts: &str| {
+        json!({"type": "message", "channel_type": "im", "user": "U0ALICE",
+            "channel": "D0ALICE", "ts": ts, "text": "How do I connect to the VPN?"})
+    };
+    s.event("Ev24", dm("1700000024.000100")).await;
+    s.bridge.idle().await;
+    assert!(!s.nothing_asked(), "alice was answered");
+    assert_eq!(s.refusals("unmapped_user"), 0);
+    s.slack.add_guest_account("U0ALICE");
+    s.event(
+        "Ev25",
+        json!({"type": "user_change", "event_ts": "1700000025.000100",
+            "user": {"id": "U0ALICE", "deleted": false, "is_restricted": true}}),
+    )
+    .await;
+    s.event("Ev26", dm("1700000026.000100")).await;
+    s.bridge.idle().await;
+    assert_eq!(s.refusals("unmapped_user"), 1);
+    s.stop().await;
+}
+
+/// Session 43: an employee made a guest while the bridge was reading the account list (the
+/// page showing them read before the change) stayed an employee in the list kept, for the
+/// cache's TTL. The change is applied to the list read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_employee_made_a_guest_during_the_account_reading_stays_a_guest() {
+    let s = setup().await;
+    let q = "How do I connect to the VPN?";
+    let gate = s.slack.hold_users_list_page2();
+    s.event(
+        "Ev21",
+        mention("U0ALICE", "C0GENERAL", "1700000021.000100", q),
+    )
+    .await;
+    // The second page (U0NOBODY, an employee as read) is held.
+    for _ in 0..500 {
+        if s.slack.calls_to("users.list").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.slack.calls_to("users.list").len(), 2, "second page asked");
+    s.slack.add_guest_account("U0NOBODY");
+    s.event(
+        "Ev22",
+        serde_json::json!({"type": "user_change", "event_ts": "1700000022.000100",
+            "user": {"id": "U0NOBODY", "deleted": false, "is_restricted": true}}),
+    )
+    .await;
+    gate.notify_one();
+    s.bridge.idle().await;
+    s.event(
+        "Ev23",
+        mention("U0ALICE", "C0GENERAL", "1700000023.000100", q),
+    )
+    .await;
+    s.bridge.idle().await;
+    assert_eq!(
+        s.slack.calls_to("users.list").len(),
+        2,
+        "the list read once"
+    );
+    assert_eq!(
+        s.slack.calls_to("chat.postMessage").len(),
+        0,
+        "no answer with a guest in the channel"
+    );
+    assert_eq!(s.refusals("guests_in_channel"), 2);
+    s.stop().await;
+}
+
 /// A guest account made after the bridge read the workspace's guests joins a channel it
 /// answered: the join (`member_joined_channel`) makes the next question check the channel
 /// again and ask about the new member alone, and the default audience is no longer used there.

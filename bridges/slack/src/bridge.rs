@@ -98,6 +98,12 @@ struct State {
     /// than read again for every question (about a hundred pages on a large workspace, against
     /// Slack's rate limits; found by a review).
     guests_failed: Option<(Instant, SlackError)>,
+    /// Accounts made guests (`user_change`) while `users.list` is being read: the pages read
+    /// before the change show them as employees, so they are moved in the list read before it
+    /// is kept (a review: the list stored after the event undid the move for the cache's TTL).
+    /// Left `Some` by a reading whose question was dropped, until the next reading: bounded by
+    /// the changes in between.
+    made_guests_while_read: Option<Vec<String>>,
     /// Per channel, who joined it (`member_joined_channel`) since it was last checked: counted
     /// as members even before `conversations.members` lists them, and asked about alone
     /// (`users.info`) when the guest list does not know them (an account made since it was
@@ -105,6 +111,10 @@ struct State {
     joined: TtlMap<String, Vec<String>>,
     /// Joins seen so far: a check that a join happened during is not cached.
     joins: u64,
+    /// Per account, its changes (`user_change`) seen so far: a mapping looked up while its
+    /// account changed is not cached (a review: it could be the account as it was). Kept as
+    /// long as a mapping is.
+    account_changes: TtlMap<String, u64>,
     /// Users told within [`BUSY_NOTE_EVERY`] that their work was refused (see
     /// [`Bridge::tell_busy`]).
     busy_noted: TtlMap<String, ()>,
@@ -382,8 +392,10 @@ impl Bridge {
                 guest_channels: TtlMap::new(ttl.min(GUEST_VERDICT_TTL), 100_000),
                 joined: TtlMap::new(ttl, 100_000),
                 joins: 0,
+                account_changes: TtlMap::new(ttl, 100_000),
                 guests: None,
                 guests_failed: None,
+                made_guests_while_read: None,
                 busy_noted: TtlMap::new(BUSY_NOTE_EVERY, 100_000),
             }),
             in_flight: AtomicUsize::new(0),
@@ -702,9 +714,13 @@ impl Bridge {
     /// e-mail (`users.info`) if that is one and the account's home is pinned
     /// ([`Config::maps_by_email`]); `None` when neither. Cached with the configured TTL.
     async fn map_user(&self, user: &str) -> Result<Option<String>, Failure> {
-        if let Some(v) = self.state().users.get(&user.to_string(), Instant::now()) {
-            return Ok(v);
-        }
+        let changes = {
+            let mut st = self.state();
+            if let Some(v) = st.users.get(&user.to_string(), Instant::now()) {
+                return Ok(v);
+            }
+            st.account_changes.get(&user.to_string(), Instant::now())
+        };
         let found = if self.is_identity(user).await.map_err(Failure::Docent)? {
             Some(user.to_string())
         } else if !self.cfg.maps_by_email() {
@@ -726,9 +742,11 @@ impl Bridge {
                 _ => None,
             }
         };
-        self.state()
-            .users
-            .insert(user.to_string(), found.clone(), Instant::now());
+        let mut st = self.state();
+        if st.account_changes.get(&user.to_string(), Instant::now()) == changes {
+            st.users
+                .insert(user.to_string(), found.clone(), Instant::now());
+        }
         Ok(found)
     }
 
@@ -853,17 +871,30 @@ impl Bridge {
         Ok(any)
     }
 
-    /// An account changed (`user_change`): one that is now a guest or foreign (an employee
-    /// made a guest) makes every channel's verdict and the account list stale, asked again at
-    /// the next question (a review: it stayed an employee for the cache's TTL).
+    /// An account changed (`user_change`): its Docent name is asked again at its next
+    /// question; one that is now a guest or foreign (an employee made a guest) makes every
+    /// channel's verdict and the account list stale, asked again at the next question (a
+    /// review: it stayed an employee for the cache's TTL).
     pub fn account_changed(&self, user: &Value) {
-        if !guest_or_foreign(&self.cfg, user) {
-            return;
-        }
         let Some(id) = user["id"].as_str() else {
             return;
         };
+        // Whoever it maps to is asked again at its next question: an e-mail changed, or an
+        // employee made a guest (session 43: the mapping stayed for the user cache's TTL).
+        {
+            let mut st = self.state();
+            let now = Instant::now();
+            st.users.remove(&id.to_string());
+            let n = st.account_changes.get(&id.to_string(), now).unwrap_or(0);
+            st.account_changes.insert(id.to_string(), n + 1, now);
+        }
+        if !guest_or_foreign(&self.cfg, user) {
+            return;
+        }
         let mut st = self.state();
+        if let Some(made) = &mut st.made_guests_while_read {
+            made.push(id.to_string());
+        }
         // Slack sends this for any profile or status edit: an account already known as a
         // guest changes nothing (a second review: every such edit re-read the whole account
         // list). A new one is moved in the cached list, not read again.
@@ -923,6 +954,7 @@ impl Bridge {
             return Err(Failure::Slack(e.clone()));
         }
         let mut accounts = Accounts::default();
+        self.state().made_guests_while_read = Some(Vec::new());
         let read = self
             .each_page("users.list", &[("limit", "200")], |ms| {
                 for u in ms {
@@ -938,12 +970,19 @@ impl Bridge {
                 false
             })
             .await;
+        // Taken, applied and kept under one lock: a change handled in between would find
+        // neither the list being read nor the new one (a review).
+        let mut st = self.state();
+        let made_guests = st.made_guests_while_read.take();
         if let Err(Failure::Slack(e)) = &read {
-            self.state().guests_failed = Some((Instant::now(), e.clone()));
+            st.guests_failed = Some((Instant::now(), e.clone()));
         }
         read?;
+        for id in made_guests.into_iter().flatten() {
+            accounts.others.remove(&id);
+            accounts.guests.insert(id);
+        }
         let guests = Arc::new(accounts);
-        let mut st = self.state();
         st.guests = Some((Instant::now(), guests.clone()));
         st.guests_failed = None;
         Ok(guests)
