@@ -607,6 +607,18 @@ struct Merger {
 }
 
 impl Merger {
+    /// Records that `name`, given to identity `first.0` at `first.1`, was given again to
+    /// `second.0` at `second.1`.
+    fn conflict(&mut self, name: &str, first: (usize, Place), second: (usize, Place)) {
+        self.conflicts.push(Conflict {
+            name: name.to_string(),
+            first: first.1,
+            first_identity: self.identities[first.0].id.clone(),
+            second: second.1,
+            second_identity: self.identities[second.0].id.clone(),
+        });
+    }
+
     /// Gives `name` to identity `owner`; true when it is (now or already) `owner`'s.
     fn claim(&mut self, name: &str, owner: usize, place: Place) -> bool {
         match self.names.get(name) {
@@ -615,13 +627,8 @@ impl Merger {
                 if let Some((o, first)) = self.folded.get(&folded)
                     && *o != owner
                 {
-                    self.conflicts.push(Conflict {
-                        name: name.to_string(),
-                        first: first.clone(),
-                        first_identity: self.identities[*o].id.clone(),
-                        second: place,
-                        second_identity: self.identities[owner].id.clone(),
-                    });
+                    let (o, first) = (*o, first.clone());
+                    self.conflict(name, (o, first), (owner, place));
                     return false;
                 }
                 self.folded.entry(folded).or_insert((owner, place.clone()));
@@ -630,13 +637,8 @@ impl Merger {
             }
             Some((o, _)) if *o == owner => true,
             Some((o, first)) => {
-                self.conflicts.push(Conflict {
-                    name: name.to_string(),
-                    first: first.clone(),
-                    first_identity: self.identities[*o].id.clone(),
-                    second: place,
-                    second_identity: self.identities[owner].id.clone(),
-                });
+                let (o, first) = (*o, first.clone());
+                self.conflict(name, (o, first), (owner, place));
                 false
             }
         }
