@@ -428,10 +428,13 @@ impl VectorCache {
                     // A vector with a value that is not finite (written by a release before the
                     // pipeline checked them, and copied forward by re-ingestion since) is none:
                     // its NaN score sorted first for every query (session 43's review).
-                    if buf.len() == self.dim * 4 && decode(&buf).all(f32::is_finite) {
+                    if buf.len() == self.dim * 4 {
                         let out = &mut data[doc as usize * self.dim..(doc as usize + 1) * self.dim];
                         for (o, x) in out.iter_mut().zip(decode(&buf)) {
                             *o = x;
+                        }
+                        if !out.iter().all(|x| x.is_finite()) {
+                            out[0] = f32::NAN;
                         }
                     }
                 }

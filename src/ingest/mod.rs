@@ -648,6 +648,10 @@ async fn rollback_blocking(index: &Arc<dyn Backend>) -> Result<(), IndexError> {
         })
 }
 
+/// What a model that panicked on a batch is asked to embed, to tell a text that makes it panic
+/// from a model that fails on everything.
+const PROBE_TEXT: &str = "Docent checks that the model embeds this sentence.";
+
 /// The model's vectors for `texts`, one each: `Err(None)` when it panicked (its tokenizer or
 /// runtime on some text), `Err(Some(_))` when it failed or gave another number of vectors.
 fn embed_guarded(
@@ -1585,6 +1589,14 @@ impl Pipeline {
                 // failed every batch it was in, and each failure rolled the batch back).
                 // Any other failure there is the batch's, as before (a passing one must not
                 // give a document up).
+                // A model that panics on a text of its own choosing panics on anything: a
+                // failure of the batch, not of its documents (else every document it met would
+                // be given up).
+                Err(None) if embed_guarded(&*self.embedder, &[PROBE_TEXT.to_string()]).is_err() => {
+                    Err(crate::embed::EmbedError::Inference(
+                        "the model failed (it panicked)".into(),
+                    ))
+                }
                 Err(None) => {
                     let mut out = Ok(Vec::with_capacity(texts.len()));
                     let mut at = 0;
@@ -2118,7 +2130,7 @@ mod tests {
     #[derive(Default)]
     struct Flaky {
         failing: std::sync::atomic::AtomicBool,
-        /// Panics on a batch holding a text with this word.
+        /// Panics on a batch holding a text with this word ("" for every batch).
         panics_on: Option<&'static str>,
         short: bool,
         /// The first vector's first values are NaN and infinite.
@@ -2238,6 +2250,32 @@ mod tests {
             p.skips.gave_up_on(&DocKey::new("c", "doc1.md")).as_deref(),
             Some("1")
         );
+    }
+
+    /// A model that panics on everything fails the batch as a model failure (the previous
+    /// versions stay, the connector reconciles again), not each document as its own (they
+    /// would all be given up until they change).
+    #[test]
+    fn a_model_that_panics_on_everything_is_a_model_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = test_index(dir.path());
+        let model = Flaky {
+            panics_on: Some(""),
+            ..Flaky::default()
+        };
+        let p = pipeline_with(&index, Arc::new(model), None);
+        let checkpoints = p
+            .process(vec![
+                Change::Upsert(Box::new(doc(0, 1))),
+                Change::Checkpoint {
+                    connector: "c".into(),
+                    checkpoint: serde_json::json!({"at": 1}),
+                },
+            ])
+            .unwrap();
+        assert!(checkpoints.is_empty(), "no checkpoint past a model failure");
+        let (_, recent) = p.skips.get("c");
+        assert!(recent[0].1.contains("embedding failed"), "{recent:?}");
     }
 
     /// Session 37's review: a vector holding NaN or an infinity was written as it came (a
