@@ -10,8 +10,8 @@
 //! Refused requests (authentication failures, missing permissions, invalid arguments, shed
 //! load) are audited too, by [`AuditLog::refusal`]: method, caller if known, peer address and the
 //! reason code, never the request body. They are rate-limited by token buckets
-//! ([`REFUSALS_BURST`], [`REFUSALS_PER_SEC`]) so a flood cannot fill the disk: one bucket for
-//! refusals of authenticated callers and one for unauthenticated peers, so a flood of anonymous
+//! ([`REFUSALS_BURST`], [`REFUSALS_PER_SEC`]) so a flood cannot fill the disk: a bucket per
+//! authenticated caller and one per unauthenticated peer address, so a flood of anonymous
 //! requests cannot crowd out the record of an authenticated caller probing what it may not do.
 //! The number left out is written with the next refusal of the same bucket (`suppressed`).
 
@@ -97,7 +97,8 @@ pub const REFUSALS_BURST: f64 = 100.0;
 /// Refusal records per second in the long run.
 pub const REFUSALS_PER_SEC: f64 = 10.0;
 
-/// Callers with a refusal bucket of their own, at most (past it, new callers share one).
+/// Callers (and, apart, unauthenticated peers) with a refusal bucket of their own, at most
+/// (past it, new ones share one).
 const CALLER_BUCKETS: usize = 4096;
 
 #[derive(Debug)]
@@ -138,6 +139,42 @@ impl Bucket {
     }
 }
 
+/// Takes a token from `key`'s own bucket in `buckets`, or from `shared` once
+/// [`CALLER_BUCKETS`] others have one (idle ones are forgotten first).
+fn take_from<K, Q>(
+    buckets: &Mutex<std::collections::HashMap<K, Bucket>>,
+    key: &Q,
+    shared: &Mutex<Bucket>,
+) -> Option<u64>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    let mut m = buckets.lock().unwrap_or_else(|p| p.into_inner());
+    if m.len() >= CALLER_BUCKETS && !m.contains_key(key) {
+        m.retain(|_, b| !b.idle());
+    }
+    if m.len() < CALLER_BUCKETS || m.contains_key(key) {
+        return m.entry(key.to_owned()).or_insert_with(Bucket::full).take();
+    }
+    drop(m);
+    shared.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// The address a refusal's peer is counted by: its IP, an IPv6 one cut to its /64.
+fn peer_key(peer: &str) -> Option<std::net::IpAddr> {
+    use std::net::IpAddr;
+    match peer.parse::<std::net::SocketAddr>().ok()?.ip() {
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(a) & !((1u128 << 64) - 1),
+            ))),
+        },
+        v4 => Some(v4),
+    }
+}
+
 struct Sink {
     file: File,
     size: u64,
@@ -155,11 +192,16 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 pub struct AuditLog {
     cfg: AuditConfig,
     sink: Mutex<Option<Sink>>,
-    /// [authenticated callers past [`CALLER_BUCKETS`], unauthenticated peers]
+    /// [authenticated callers past [`CALLER_BUCKETS`], unauthenticated peers past it or without
+    /// an address]
     refusals: [Mutex<Bucket>; 2],
     /// Each authenticated caller's own bucket: one caller's flood of refusals does not leave
     /// out the records of others.
     by_caller: Mutex<std::collections::HashMap<String, Bucket>>,
+    /// Each unauthenticated peer's own bucket, by address (an IPv6 peer by its /64, which one
+    /// host holds whole): one peer's flood of bad credentials does not leave out another's
+    /// (session 43's review: every unauthenticated refusal shared one bucket).
+    by_peer: Mutex<std::collections::HashMap<std::net::IpAddr, Bucket>>,
     /// Records lost to a failed write, for `/metrics` (a review: the module said they were
     /// counted, and nothing counted them).
     failed: std::sync::atomic::AtomicU64,
@@ -212,6 +254,7 @@ impl AuditLog {
             sink: Mutex::new(Some(sink)),
             refusals: std::array::from_fn(|_| Mutex::new(Bucket::full())),
             by_caller: Mutex::default(),
+            by_peer: Mutex::default(),
             failed: std::sync::atomic::AtomicU64::new(0),
             suppressed: std::sync::atomic::AtomicU64::new(0),
         })
@@ -240,25 +283,10 @@ impl AuditLog {
     /// Writes a refused request's record unless the refusal rate limit is spent (then it is
     /// counted, and the count goes with the next record written).
     pub fn refusal(&self, mut rec: RefusalRecord<'_>) {
-        let taken = match rec.caller {
-            Some(caller) => {
-                let mut m = self.by_caller.lock().unwrap_or_else(|p| p.into_inner());
-                if m.len() >= CALLER_BUCKETS && !m.contains_key(caller) {
-                    m.retain(|_, b| !b.idle());
-                }
-                if m.len() < CALLER_BUCKETS || m.contains_key(caller) {
-                    m.entry(caller.to_string())
-                        .or_insert_with(Bucket::full)
-                        .take()
-                } else {
-                    drop(m);
-                    self.refusals[0]
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take()
-                }
-            }
-            None => self.refusals[1]
+        let taken = match (rec.caller, rec.peer.as_deref().and_then(peer_key)) {
+            (Some(caller), _) => take_from(&self.by_caller, caller, &self.refusals[0]),
+            (None, Some(peer)) => take_from(&self.by_peer, &peer, &self.refusals[1]),
+            (None, None) => self.refusals[1]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
@@ -548,5 +576,57 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), before + 1);
         assert!(text.lines().last().unwrap().contains("mallory"));
+    }
+
+    /// Session 43's review: unauthenticated refusals shared one bucket, so one peer's flood of
+    /// bad credentials left out the records of every other peer's.
+    #[test]
+    fn each_unauthenticated_peer_has_a_refusal_bucket_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            include_question: false,
+            max_bytes: 1 << 30,
+            keep: 1,
+        })
+        .unwrap();
+        let anonymous = |peer: &str| RefusalRecord {
+            time: now_rfc3339(),
+            method: "Search",
+            caller: None,
+            credential: None,
+            on_behalf_of: None,
+            peer: Some(peer.to_string()),
+            outcome: "UNAUTHENTICATED",
+            code: "Unauthenticated",
+            refused: true,
+            suppressed: 0,
+        };
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        // One peer's flood, from ports it varies, spends its own bucket.
+        for i in 0..1000 {
+            log.refusal(anonymous(&format!("192.0.2.7:{}", 1024 + i)));
+        }
+        let flooded = lines();
+        assert!(
+            flooded < 1000,
+            "the flood is rate-limited ({flooded} lines)"
+        );
+        log.refusal(anonymous("198.51.100.9:443"));
+        assert_eq!(
+            lines(),
+            flooded + 1,
+            "another peer's refusal is still written"
+        );
+        // Addresses of one IPv6 /64 are one peer; another /64 is another.
+        for i in 0..1000 {
+            log.refusal(anonymous(&format!("[2001:db8:0:1::{:x}]:5000", i + 1)));
+        }
+        let before = lines();
+        log.refusal(anonymous("[2001:db8:0:1:ffff::1]:5000"));
+        assert_eq!(lines(), before, "the same /64 shares its bucket");
+        log.refusal(anonymous("[2001:db8:0:2::1]:5000"));
+        assert_eq!(lines(), before + 1, "another /64 has its own");
     }
 }

@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -434,7 +433,10 @@ pub async fn start_with(
                 std::panic::resume_unwind(panic);
             }
         };
-        if let Err(e) = &r {
+        // At a stop, the pipeline has logged its own failure (the final commit's) already.
+        if let Err(e) = &r
+            && !stop.is_cancelled()
+        {
             tracing::error!(error = %crate::guardrail::pii::for_log(&e.to_string()), "the ingest pipeline stopped; shutting the daemon down");
             stop.cancel();
         }
@@ -783,14 +785,8 @@ pub async fn start_with(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
         }
         None => {
-            // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per
-            // call.
-            let incoming = TcpListenerStream::new(listener).map(move |s| {
-                s.map(|s| {
-                    let _ = s.set_nodelay(true);
-                    crate::service::tls::Closable::new(s, &closable)
-                })
-            });
+            let incoming = crate::service::tls::plain_incoming(listener, token.clone())
+                .map(move |s| s.map(|s| crate::service::tls::Closable::new(s, &closable)));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, token.cancelled_owned()))
         }
     };

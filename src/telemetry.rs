@@ -9,7 +9,10 @@ use tracing_subscriber::EnvFilter;
 /// the daemon's log unredacted, so those that name paths are kept quiet: notify names watched
 /// paths in its warnings, smb logs the UNC path of each file opened through a DFS referral (a
 /// review).
-pub const DEFAULT_FILTER: &str = "info,tantivy=warn,ort=warn,smb=warn,notify=error";
+/// Parser libraries are silenced: their warnings quote fonts, streams and part paths of the
+/// documents they read, which the log must not (session 43's review).
+pub const DEFAULT_FILTER: &str =
+    "info,tantivy=warn,ort=warn,smb=warn,notify=error,pdf_extract=off,lopdf=off,calamine=off";
 
 pub fn init() {
     let filter =

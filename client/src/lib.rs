@@ -49,6 +49,8 @@ pub mod reasons {
     pub const SCOPE_DENIED: &str = "SCOPE_DENIED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
     pub const ACT_AS_DENIED: &str = "ACT_AS_DENIED";
+    /// The service may act for others, but its `act_for` does not name this user or audience.
+    pub const ACT_FOR_DENIED: &str = "ACT_FOR_DENIED";
     pub const UNKNOWN_USER: &str = "UNKNOWN_USER";
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const TOKEN_QUOTA_EXCEEDED: &str = "TOKEN_QUOTA_EXCEEDED";

@@ -1871,14 +1871,21 @@ fn screen_turn(
             .is_none()
         })
         .collect();
-    // Each sentence, and each with the one kept before it (a phrase split across two, as the
-    // answer-time check reads them; found by a review: a stored turn read back showed it).
+    // Each sentence, and each with the ones kept before it (a phrase split across several, as
+    // the answer-time check reads them; found by a review: a stored turn read back showed it).
     let mut gone = Vec::new();
     let mut kept: Vec<store::StoredSentence> = Vec::new();
     for s in t.sentences.drain(..) {
-        let joined = kept
-            .last()
-            .is_some_and(|prev| named(&format!("{} {}", prev.text, s.text)));
+        let from = kept.len().saturating_sub(verify::PHRASE_SPAN);
+        let joined = !kept.is_empty()
+            && named(
+                &kept[from..]
+                    .iter()
+                    .map(|k| k.text.as_str())
+                    .chain([s.text.as_str()])
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         if joined || named(&s.text) {
             gone.push(s);
         } else {
@@ -2427,6 +2434,19 @@ mod tests {
             ["The budget is set yearly.", "The new name is Project."]
         );
         assert_eq!(seen.citations.len(), 1);
+        // And across three, one word each (session 43's review: only pairs were read).
+        let g = crate::guardrail::with_phrase("operation blue falcon", "group:falcon");
+        let turn = stored_turn(
+            vec![
+                sentence("Operation.", vec![0]),
+                sentence("Blue.", vec![0]),
+                sentence("Falcon.", vec![1]),
+            ],
+            vec![cite("s:a", "s:a"), cite("s:b", "s:b")],
+        );
+        let seen = screen_turn(&g, &left, turn);
+        let texts: Vec<&str> = seen.sentences.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["Operation.", "Blue."]);
     }
 
     #[test]

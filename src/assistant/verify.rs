@@ -111,12 +111,17 @@ pub struct Verifier<'a> {
     blocked: u32,
     blocked_rules: std::collections::BTreeSet<String>,
     kept: usize,
-    /// The last sentence kept, as it was screened: the answer joins sentences, and a blocked
-    /// phrase may span two of them.
-    last_kept: Option<String>,
+    /// The last sentences kept ([`PHRASE_SPAN`] at most), as they were screened: the answer
+    /// joins sentences, and a blocked phrase may span several of them (one word per line of a
+    /// list; session 43's review: only two were read together).
+    last_kept: std::collections::VecDeque<String>,
     /// The sentences are a model's: those that claim nothing are dropped.
     generated: bool,
 }
+
+/// How many kept sentences the next one is read with for blocked phrases: a phrase of up to
+/// this many words and one, written one word per sentence or line, is still seen.
+pub(crate) const PHRASE_SPAN: usize = 8;
 
 impl<'a> Verifier<'a> {
     pub fn new(
@@ -149,7 +154,7 @@ impl<'a> Verifier<'a> {
             blocked: 0,
             blocked_rules: std::collections::BTreeSet::new(),
             kept: 0,
-            last_kept: None,
+            last_kept: std::collections::VecDeque::new(),
             generated: false,
         }
     }
@@ -159,6 +164,14 @@ impl<'a> Verifier<'a> {
     pub fn generated(mut self, generated: bool) -> Self {
         self.generated = generated;
         self
+    }
+
+    /// Remembers a kept sentence for the phrase check of the next ones.
+    fn keep_recent(&mut self, screened: String) {
+        if self.last_kept.len() == PHRASE_SPAN {
+            self.last_kept.pop_front();
+        }
+        self.last_kept.push_back(screened);
     }
 
     /// Whether the caller may still read passage `i`'s document. The recheck runs for every
@@ -231,7 +244,14 @@ impl<'a> Verifier<'a> {
         }
         // What may not be asked about may not be answered either (a passage can name it), nor
         // spelled across two sentences of the answer ("… is Project. Falcon ships …").
-        let joined = self.last_kept.as_ref().map(|last| format!("{last} {text}"));
+        let joined = (!self.last_kept.is_empty()).then(|| {
+            let mut s = self
+                .last_kept
+                .iter()
+                .fold(String::new(), |s, k| s + k + " ");
+            s.push_str(&text);
+            s
+        });
         if let Some(rule) = [Some(&text), joined.as_ref()]
             .into_iter()
             .flatten()
@@ -332,7 +352,7 @@ impl<'a> Verifier<'a> {
             {
                 self.uncited += 1;
                 self.kept += 1;
-                self.last_kept = Some(screened);
+                self.keep_recent(screened);
                 return Some(Verified {
                     sentence: AnswerSentence {
                         text,
@@ -354,7 +374,7 @@ impl<'a> Verifier<'a> {
             })
             .collect();
         self.kept += 1;
-        self.last_kept = Some(screened);
+        self.keep_recent(screened);
         Some(Verified {
             sentence: AnswerSentence { text, citations },
             uncited: false,
@@ -1321,6 +1341,43 @@ mod tests {
         // Those the rule does not cover get both.
         let (first, second, _) = kept(&["group:all", "group:it"]);
         assert!(first && second);
+    }
+
+    /// Session 43's review: only two sentences were read together, so a phrase of three words
+    /// written one per line of a list ("- Operation", "- Blue", "- Falcon") went out.
+    #[test]
+    fn a_blocked_phrase_spelled_one_word_per_sentence_is_removed() {
+        let (_dir, index, passages) = one_readable_passage("Falcon ships in May to all customers.");
+        // (The second argument is the group exempt from the phrase.)
+        let g = crate::guardrail::with_phrase("operation blue falcon", "group:it");
+        let scope = AclScope::for_tests("u", &["group:all"]);
+        let mut v = Verifier::new(
+            &passages,
+            &g,
+            &index,
+            &scope,
+            &words,
+            ResponseScope::AllowGeneralKnowledge,
+        )
+        .generated(true);
+        let mut kept = Vec::new();
+        for line in [
+            "The codename is below.",
+            "Operation",
+            "Blue",
+            "Falcon",
+            "It ships in May.",
+        ] {
+            let d = Draft {
+                text: line.into(),
+                cites: vec![],
+            };
+            if v.check(d).is_some() {
+                kept.push(line);
+            }
+        }
+        assert!(!kept.contains(&"Falcon"), "{kept:?}");
+        assert!(kept.contains(&"It ships in May."), "{kept:?}");
     }
 
     /// Session 31's review: a citation's document was checked only when a sentence cited it,

@@ -261,6 +261,23 @@ fn pack_words(
     block: usize,
     out: &mut Vec<Unit>,
 ) {
+    // Values the PII detectors read (an IBAN, a card number), relative to `base`: a cut through
+    // one leaves two halves that no detector reads, each redacted alone and both shown (session
+    // 43's review: a long unpunctuated line of a table or a log, cut mid-IBAN). The cut moves
+    // before such a value instead.
+    let pii: Vec<Range<usize>> = match (words.first(), words.last()) {
+        (Some(first), Some(last)) => {
+            let at = first.start;
+            crate::guardrail::pii::detect(
+                &text[base + at..base + last.end],
+                &crate::guardrail::pii::Entity::ALL,
+            )
+            .into_iter()
+            .map(|f| f.range.start + at..f.range.end + at)
+            .collect()
+        }
+        _ => Vec::new(),
+    };
     let mut i = 0;
     while i < words.len() {
         let start = words[i].start;
@@ -300,6 +317,17 @@ fn pack_words(
                     None => hi = mid,
                 }
             }
+        }
+        // A cut inside a PII value moves before it, when a word ends there.
+        if let Some((j, ..)) = best
+            && j + 1 < words.len()
+            && let Some(v) = pii
+                .iter()
+                .find(|v| v.start < words[j].end && words[j].end < v.end)
+            && let Some(k) = (i..j).rev().find(|&k| words[k].end <= v.start)
+        {
+            let span = base + start..base + words[k].end;
+            best = Some((k, span.clone(), counter.count(&text[span])));
         }
         match best {
             Some((j, span, tokens)) => {
@@ -445,6 +473,28 @@ mod tests {
         let chunks = chunk(&doc, cfg(16, 0), &Chars);
         assert!(chunks.iter().all(|c| c.span.len() <= 16));
         assert_eq!(chunks.iter().map(|c| c.span.len()).sum::<usize>(), 50);
+    }
+
+    /// Session 43's review: a sentence longer than a chunk was cut at any word, an IBAN's
+    /// groups included, and neither half read as one to the PII redaction.
+    #[test]
+    fn a_long_sentence_is_not_cut_inside_a_pii_value() {
+        let iban = "DE89 3704 0044 0532 0130 00";
+        let filler = |n: usize| vec!["word"; n].join(" ");
+        // 198 words, then the IBAN's six groups: a cut at 200 words falls after "3704".
+        let src = format!("{} {iban} {}.\n", filler(198), filler(150));
+        let doc = parse(src.as_bytes(), None, "a.txt").unwrap();
+        let chunks = chunk(&doc, cfg(200, 32), &WordCounter);
+        check_invariants(&doc, &chunks, 200);
+        let texts: Vec<&str> = chunks.iter().map(|c| &doc.text[c.span.clone()]).collect();
+        assert!(texts.iter().any(|t| t.contains(iban)), "{:?}", texts.len());
+        for t in &texts {
+            assert!(
+                t.contains(iban) || !t.contains("3704"),
+                "a chunk holds part of the IBAN: …{}",
+                &t[t.len().saturating_sub(40)..]
+            );
+        }
     }
 
     /// The word packer's first version: one count per word added (the search above must give

@@ -643,6 +643,9 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 ),
                 (Err(e), _) => eprintln!("warning: {e}: group names were not checked"),
             }
+            for w in crate::config::warnings(&c) {
+                eprintln!("warning: {w}");
+            }
             for (p, what) in [
                 (&c.embedding.model.model_dir, "embedding.model_dir"),
                 (
@@ -669,6 +672,9 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 async fn serve(config_path: PathBuf, insecure_dev: bool) -> anyhow::Result<ExitCode> {
     let reload = crate::shutdown::ReloadSignal::new();
     let config = Config::load(&config_path)?;
+    for w in crate::config::warnings(&config) {
+        tracing::warn!("{w}");
+    }
     if let (Ok(text), Ok(files)) = (
         std::fs::read_to_string(&config_path),
         config.identity_files(),

@@ -415,6 +415,36 @@ pub fn undefined_group_warning(at: &str, group: &str) -> String {
     )
 }
 
+/// Claims identity providers commonly let users choose or change themselves (a display name, a
+/// username users may edit): naming one in `auth.jwt_user_claim` would let a user take another
+/// identity's id or alias by renaming themselves.
+const USER_EDITABLE_CLAIMS: [&str; 6] = [
+    "preferred_username",
+    "username",
+    "name",
+    "nickname",
+    "given_name",
+    "family_name",
+];
+
+/// Warnings about a valid config that `docent config check` prints and the daemon logs at
+/// start: a `jwt_user_claim` users may be able to change at their IdP (session 43's note: the
+/// claim was taken as the IdP gives it).
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(j) = &c.jwt
+        && USER_EDITABLE_CLAIMS.contains(&j.user_claim.as_str())
+    {
+        out.push(format!(
+            "auth.jwt_user_claim: {:?} is a claim many identity providers let users change; \
+             unless yours does not, use `sub` (with aliases) or `email` (checked against \
+             email_verified)",
+            j.user_claim
+        ));
+    }
+    out
+}
+
 struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
@@ -1275,6 +1305,20 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                     );
                 }
             }
+            for (k, a) in r.act_for.iter().enumerate() {
+                if !crate::identity::act_for_ok(a) {
+                    is.add(
+                        format!("{p}.act_for[{k}]"),
+                        format!("{a:?}: `group:<id>` or `user:<id>` (an identity's id)"),
+                    );
+                }
+            }
+            if !r.act_for.is_empty() && !r.act_as {
+                is.add(
+                    format!("{p}.act_for"),
+                    "only means something with `act_as = true`",
+                );
+            }
             let token = r.token_sha256.as_ref().map(|h| h.to_ascii_lowercase());
             if let Some(h) = &token {
                 if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1297,6 +1341,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 token_sha256: token,
                 admin: r.admin,
                 act_as: r.act_as,
+                act_for: r.act_for.clone(),
                 ingest: r.ingest,
                 locked: false,
                 sign_in_withdrawn: Vec::new(),
@@ -1592,6 +1637,30 @@ scopes = ["query", "everything"]
         assert!(granted(text).is_none(), "not TOML");
         let revoked: Vec<String> = revoked_in_text(text).into_iter().collect();
         assert_eq!(revoked, ["a#b", "bridge", "old"]);
+    }
+
+    #[test]
+    fn a_user_editable_jwt_claim_is_warned_of() {
+        let mut c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
+        assert!(warnings(&c).is_empty());
+        let jwt = |claim: &str| {
+            Some(crate::identity::jwt::JwtConfig {
+                jwks_file: "jwks.json".into(),
+                issuer: "https://idp.example".into(),
+                audience: "docent".into(),
+                user_claim: claim.into(),
+                leeway_secs: 0,
+                max_lifetime_secs: 3600,
+            })
+        };
+        c.jwt = jwt("preferred_username");
+        let w = warnings(&c);
+        assert!(
+            w.len() == 1 && w[0].contains("\"preferred_username\""),
+            "{w:?}"
+        );
+        c.jwt = jwt("sub");
+        assert!(warnings(&c).is_empty());
     }
 
     #[test]

@@ -551,6 +551,9 @@ pub struct RawIdentity {
     pub admin: bool,
     #[serde(default)]
     pub act_as: bool,
+    /// With `act_as`: whom it may act for (`group:<id>`, `user:<id>`); empty: anyone.
+    #[serde(default)]
+    pub act_for: Vec<String>,
     #[serde(default)]
     pub ingest: bool,
 }

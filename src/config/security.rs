@@ -328,6 +328,9 @@ pub struct GrantedIdentity {
     pub token_sha256: Option<String>,
     pub admin: bool,
     pub act_as: bool,
+    /// Its `act_for` entries (empty when absent: anyone); `None` when they cannot be read (a
+    /// value that is not a list of strings): then `act_as` is withdrawn.
+    pub act_for: Option<Vec<String>>,
     pub ingest: bool,
     /// Its aliases that are strings (a credential may sign in by them).
     pub aliases: BTreeSet<String>,
@@ -428,6 +431,14 @@ pub fn granted(text: &str) -> Option<Granted> {
             token_sha256: text_of(&t, "token_sha256").map(|h| h.to_ascii_lowercase()),
             admin: flag(&t, "admin"),
             act_as: flag(&t, "act_as"),
+            act_for: match t.get("act_for") {
+                None => Some(Vec::new()),
+                Some(v) => v.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                }),
+            },
             ingest: flag(&t, "ingest"),
             aliases: t
                 .get("aliases")

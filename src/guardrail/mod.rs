@@ -364,7 +364,7 @@ impl Guardrails {
         if inj.enabled
             && inj.screen_question
             && inj.audience.covers(principals)
-            && let Some(d) = forms.iter().find_map(injection::detect_normalized)
+            && let Some(d) = injection::detect_in(&forms)
         {
             return QuestionScreen::Block(Verdict {
                 stage: "injection",

@@ -278,6 +278,21 @@ fn lookalike_small(c: char) -> Option<char> {
         'հ' => 'h',
         'ո' => 'n',
         'զ' => 'q',
+        // Latin letters with a stroke or bar, which have no canonical decomposition to drop a
+        // mark from (`Ignøre`, `Fałcon`; session 43's review).
+        'ø' => 'o',
+        'ł' => 'l',
+        'đ' => 'd',
+        'ħ' => 'h',
+        'ŧ' => 't',
+        'ƶ' => 'z',
+        'ɨ' => 'i',
+        'ƀ' => 'b',
+        'ǥ' => 'g',
+        'ȼ' => 'c',
+        'ɇ' => 'e',
+        'ɍ' => 'r',
+        'ɏ' => 'y',
         // Latin small capitals (drawn as capitals at the height of small letters; the rules
         // and phrases ignore case) and IPA letters.
         'ı' | 'ɩ' | 'ɪ' => 'i',
@@ -816,7 +831,9 @@ mod tests {
         assert!(all[0].ends_with("previous"), "{all:?}");
         assert_eq!(forms("plain Greek-free text").iter().count(), 1);
         // Letters without an ASCII twin stay; plain ASCII is borrowed.
-        assert_eq!(read("λ ж ø ß"), "λ ж ø ß");
+        assert_eq!(read("λ ж ß"), "λ ж ß");
+        // Letters with a stroke read as their base letter (session 43's review).
+        assert_eq!(read("Prøject Fałcon"), "Project Falcon");
         assert!(matches!(forms("plain text").joined, Cow::Borrowed(_)));
     }
 

@@ -94,12 +94,17 @@ static EMAIL_P: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const CARD_P: &str = r"\b\d(?:[ -]?\d){12,18}\b";
+// Digits joined by spaces or hyphens; or groups of four joined by dots, slashes, en dashes or
+// a spaced hyphen (`4111.1111.1111.1111`, `4111 - 1111 - …`; found by a review: they went out
+// in clear). The Luhn check and the issuer prefixes still decide.
+const CARD_P: &str = r"\b\d(?:[ -]?\d){12,18}\b|\b\d{4}(?:(?: ?[./–] ?| - )\d{4}){2,3}(?:(?: ?[./–] ?| - )\d{1,3})?\b";
 // Hyphens, spaces or dots; the two must be the same (see `ssn_ok`).
 const SSN_P: &str = r"\b(\d{3})[ .-](\d{2})[ .-](\d{4})\b";
 // Either case: prose writes an IBAN in lower case too (`iban: de89 3704 …`), and `iban_ok`
 // reads it upper-cased.
-const IBAN_P: &str = r"\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?\b";
+// Groups joined by spaces, hyphens or dots (`DE89-3704-…`; a review).
+const IBAN_P: &str =
+    r"\b[A-Za-z]{2}\d{2}(?:[ .-]?[A-Za-z0-9]{4}){2,7}(?:[ .-]?[A-Za-z0-9]{1,4})?\b";
 // The last alternative: a national number written as trunk and area code, a space and the
 // subscriber number (`030 12345678`, `07700 900123`); its leading 0 keeps amounts out.
 const PHONE_P: &str = r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b|(?:\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}|\b\d{2,4}[ .-]\d{3,4}[ .-]\d{3,5}|\b0[1-9]\d{1,3} \d{6,8})\b";
@@ -217,7 +222,7 @@ fn ssn_ok(text: &str, c: &regex::Captures<'_>) -> bool {
 pub fn iban_ok(s: &str) -> bool {
     let compact: Vec<u8> = s
         .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
+        .filter(|b| !b.is_ascii_whitespace() && !matches!(b, b'.' | b'-'))
         .map(|b| b.to_ascii_uppercase())
         .collect();
     if !(15..=34).contains(&compact.len()) {
@@ -255,7 +260,7 @@ fn iban_in_text_ok(s: &str) -> bool {
     }
     let compact: String = s
         .chars()
-        .filter(|c| !c.is_ascii_whitespace())
+        .filter(|c| !c.is_ascii_whitespace() && !matches!(c, '.' | '-'))
         .map(|c| c.to_ascii_uppercase())
         .collect();
     digits(s).len() >= 10
@@ -647,7 +652,7 @@ fn checked_part(
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut open = None;
     for (i, c) in s.char_indices() {
-        match (c == ' ' || c == '-', open) {
+        match (matches!(c, ' ' | '-' | '.' | '/' | '–'), open) {
             (false, None) => open = Some(i),
             (true, Some(st)) => {
                 groups.push((st, i));
@@ -1464,6 +1469,62 @@ mod tests {
             "Row 120 35 4500 98 end",
         ] {
             assert!(detect(text, &Entity::ALL).is_empty(), "{text}");
+        }
+    }
+
+    /// Session 43's review: card numbers grouped by dots, slashes, en dashes or a spaced
+    /// hyphen, and IBANs grouped by hyphens or dots, went out in clear.
+    #[test]
+    fn cards_and_ibans_with_other_separators_are_found() {
+        assert_each_found_once(&[
+            (
+                "Card: 4111.1111.1111.1111.",
+                "4111.1111.1111.1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "card 4111/1111/1111/1111 ok",
+                "4111/1111/1111/1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "card 4111 - 1111 - 1111 - 1111",
+                "4111 - 1111 - 1111 - 1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "card 4111–1111–1111–1111 ok",
+                "4111–1111–1111–1111",
+                Entity::PaymentCard,
+            ),
+            // With a group after it that the pattern takes in: the card is found inside.
+            (
+                "ref 4111.1111.1111.1111.123 ok",
+                "4111.1111.1111.1111",
+                Entity::PaymentCard,
+            ),
+            (
+                "IBAN DE89-3704-0044-0532-0130-00 ok",
+                "DE89-3704-0044-0532-0130-00",
+                Entity::Iban,
+            ),
+            (
+                "IBAN DE89.3704.0044.0532.0130.00 ok",
+                "DE89.3704.0044.0532.0130.00",
+                Entity::Iban,
+            ),
+        ]);
+        // The checks still decide: not Luhn-valid, or a dotted version.
+        for text in [
+            "card 4111.1111.1111.1112",
+            "release 2024.0101.0001.0002 notes",
+        ] {
+            assert!(
+                !detect(text, &Entity::ALL)
+                    .iter()
+                    .any(|f| f.entity == Entity::PaymentCard),
+                "{text}"
+            );
         }
     }
 

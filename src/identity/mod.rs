@@ -258,6 +258,10 @@ pub struct IdentitySpec {
     pub admin: bool,
     /// May ask on behalf of other users.
     pub act_as: bool,
+    /// With `act_as`: the only people it may act for, by `group:<id>` (a group the config or an
+    /// identity file gives them, not one a connector reports) or `user:<id>`; an audience group
+    /// only if listed (`everyone` always: it reads what everyone may). Empty: anyone.
+    pub act_for: Vec<String>,
     /// May call the push API.
     pub ingest: bool,
     /// Withdrawn by a reload that failed while its config entry was gone (see
@@ -381,13 +385,36 @@ impl<'a> Audience<'a> {
     }
 }
 
+/// An `act_for` entry: `group:<id>` or `user:<id>`.
+pub(crate) fn act_for_ok(s: &str) -> bool {
+    match s.split_once(':') {
+        Some(("group", g)) => sources::group_id_ok(g),
+        Some(("user", u)) => !u.trim().is_empty() && !u.contains(char::is_whitespace),
+        _ => false,
+    }
+}
+
 /// Why an `act_as` request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActAsError {
     #[error("{0} may not act on behalf of other users")]
     NotPermitted(String),
+    /// The actor's `act_for` does not name the user or audience.
+    #[error("{0} may not act on behalf of {1:?}")]
+    NotFor(String, String),
     #[error("unknown user {0:?}")]
     UnknownUser(String),
+}
+
+impl ActAsError {
+    /// The API's reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotPermitted(_) => "ACT_AS_DENIED",
+            Self::NotFor(..) => "ACT_FOR_DENIED",
+            Self::UnknownUser(_) => "UNKNOWN_USER",
+        }
+    }
 }
 
 /// What the Admin API tells about one identity.
@@ -541,7 +568,17 @@ impl IdentityStore {
                         }
                     }
                     m.admin |= spec.admin;
-                    m.act_as |= spec.act_as;
+                    // (Config ids are unique and files grant no privilege, so two specs with
+                    // `act_as` never meet here; if they did with two lists, neither would be
+                    // widened to the other's: `act_as` is withdrawn.)
+                    match (m.act_as, spec.act_as) {
+                        (true, true) if m.act_for != spec.act_for => m.act_as = false,
+                        (false, true) => {
+                            m.act_as = true;
+                            m.act_for = spec.act_for;
+                        }
+                        _ => {}
+                    }
                     m.ingest |= spec.ingest;
                     m.locked |= spec.locked;
                     m.privilege_withdrawn |= spec.privilege_withdrawn;
@@ -826,6 +863,12 @@ impl IdentityStore {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
         }
         if let Some(audience) = Audience::parse(user) {
+            // `everyone` reads what everyone may; a group audience only if `act_for` lists it.
+            if let Audience::Group(_) = audience
+                && !self.may_act_for(actor, None, &BTreeSet::from([audience.id()]))
+            {
+                return Err(ActAsError::NotFor(actor.user_id.clone(), user.to_string()));
+            }
             return self.audience_caller(actor, audience);
         }
         // (Nor by an alias a failed reload withdrew, nor by one only an identity file gives a
@@ -840,8 +883,28 @@ impl IdentityStore {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
         }
         let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
+        if spec.id != actor.user_id
+            && !self.may_act_for(actor, Some(&spec.id), &c.guardrail_principals)
+        {
+            return Err(ActAsError::NotFor(actor.user_id.clone(), user.to_string()));
+        }
         c.actor = Some(actor.user_id.clone());
         Ok(c)
+    }
+
+    /// Whether `actor`'s `act_for` list (none: anyone) names the person `id` (by id, not by an
+    /// alias, which an identity file could give someone: a review) or one of the groups in
+    /// `principals`, as the config grants them (a group only a connector reports is marked in
+    /// them, and never matches: a report never widens what a service may do; session 43's
+    /// note: a service could act for anyone, privileged identities included).
+    fn may_act_for(&self, actor: &Caller, id: Option<&str>, principals: &BTreeSet<String>) -> bool {
+        self.lookup(&actor.user_id).is_some_and(|s| {
+            s.act_for.is_empty()
+                || s.act_for.iter().any(|p| match p.strip_prefix("user:") {
+                    Some(u) => id == Some(u),
+                    None => p.starts_with("group:") && principals.contains(p),
+                })
+        })
     }
 
     /// Whether this store still lets `actor` act for others. The actor was authenticated
@@ -1274,6 +1337,80 @@ mod tests {
         ));
         let alice = s.authenticate_token("secret-a").unwrap();
         assert!(s.act_as(&alice, "bridge").is_err());
+    }
+
+    /// Session 43's note: `act_as` let a service act for anyone, privileged identities
+    /// included. `act_for` names whom: people by a group the config gives them (not one a
+    /// connector reports) or by id, audiences by their group (`everyone` always).
+    #[test]
+    fn act_for_limits_whom_a_service_acts_for() {
+        let person = |id: &str, groups: &[&str], reported: &[&str]| IdentitySpec {
+            id: id.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            reported_groups: reported.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        };
+        let group = |id: &str, parent: &str| GroupSpec {
+            id: id.into(),
+            member_of: vec![parent.into()],
+            reported: false,
+        };
+        let s = IdentityStore::new(
+            vec![
+                person("alice", &["payroll"], &[]),
+                person("bob", &[], &["staff"]),
+                person("carol", &["contractors"], &[]),
+                person("root", &["contractors"], &[]),
+                IdentitySpec {
+                    aliases: vec!["ghost".into()],
+                    ..person("dave", &[], &[])
+                },
+                IdentitySpec {
+                    id: "bridge".into(),
+                    act_as: true,
+                    // `ghost`: an id no identity has (someone who left), which an identity
+                    // file has since given dave as an alias.
+                    act_for: vec![
+                        "group:staff".into(),
+                        "user:carol".into(),
+                        "user:ghost".into(),
+                    ],
+                    token_sha256: Some(hex::encode(token_hash("bridge-token"))),
+                    ..Default::default()
+                },
+            ],
+            vec![group("payroll", "staff"), group("contractors", "vendors")],
+        );
+        let bridge = s.authenticate_token("bridge-token").unwrap();
+        let refused = |who: &str| {
+            assert_eq!(
+                s.act_as(&bridge, who).unwrap_err(),
+                ActAsError::NotFor("bridge".into(), who.into()),
+                "{who}"
+            );
+        };
+        // Through a nested configured group, and by id.
+        assert_eq!(s.act_as(&bridge, "alice").unwrap().user_id(), "alice");
+        assert_eq!(s.act_as(&bridge, "carol").unwrap().user_id(), "carol");
+        // A group only a connector reports does not widen what the service may do.
+        refused("bob");
+        refused("root");
+        // `user:` entries name ids, not aliases.
+        refused("dave");
+        refused("ghost");
+        // Audiences: a listed group, and everyone; not another group.
+        assert!(s.act_as(&bridge, "group:staff").is_ok());
+        assert!(s.act_as(&bridge, "everyone").is_ok());
+        refused("group:vendors");
+        assert_eq!(
+            ActAsError::NotFor("b".into(), "c".into()).reason(),
+            "ACT_FOR_DENIED"
+        );
+        // Unknown people stay unknown (not "not for").
+        assert_eq!(
+            s.act_as(&bridge, "nobody").unwrap_err(),
+            ActAsError::UnknownUser("nobody".into())
+        );
     }
 
     #[test]

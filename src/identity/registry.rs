@@ -169,6 +169,32 @@ impl IdentityRegistry {
             let privileged = id.admin || id.act_as || id.ingest;
             n += withdraw(&mut id.admin, now.is_some_and(|g| g.admin));
             n += withdraw(&mut id.act_as, now.is_some_and(|g| g.act_as));
+            // Whom it acts for only narrows: to the entries both lists name (the file's alone
+            // when the current one is anyone); none in common, or a list that does not read,
+            // withdraws `act_as`. A list emptied by the file (anyone) widens, and stays.
+            if id.act_as {
+                match now.and_then(|g| g.act_for.as_ref()) {
+                    None => n += withdraw(&mut id.act_as, false),
+                    Some(file) if file.is_empty() => {}
+                    Some(file) => {
+                        let narrowed: Vec<String> = if id.act_for.is_empty() {
+                            file.clone()
+                        } else {
+                            id.act_for
+                                .iter()
+                                .filter(|p| file.contains(p))
+                                .cloned()
+                                .collect()
+                        };
+                        if narrowed.is_empty() {
+                            n += withdraw(&mut id.act_as, false);
+                        } else if narrowed != id.act_for {
+                            id.act_for = narrowed;
+                            n += 1;
+                        }
+                    }
+                }
+            }
             n += withdraw(&mut id.ingest, now.is_some_and(|g| g.ingest));
             // Its last privilege withdrawn: the aliases only identity files give it, which
             // never signed a privileged identity in, still do not (session 43's review: they
@@ -539,6 +565,59 @@ aliases = ["bob@corp.example"]
 
         // A file that is not TOML tells nothing: nothing more is withdrawn.
         assert!(crate::config::granted("[[identities]\nid = ").is_none());
+    }
+
+    /// `act_for` is checked when read, and a failed reload only narrows it: to what both lists
+    /// name; a list that does not read, or none in common, withdraws `act_as`; an emptied one
+    /// (anyone) widens, and is not applied.
+    #[test]
+    fn act_for_is_checked_and_a_failed_reload_only_narrows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        users(dir.path(), r#"{"users":[]}"#);
+        let with = |act_as: bool, act_for: &str| {
+            format!(
+                "{PEOPLE}[[groups]]\nid = \"staff\"\n[[identities]]\nid = \"carol\"\n\
+                 groups = [\"staff\"]\n[[identities]]\nid = \"bridge\"\nact_as = {act_as}\n\
+                 token_sha256 = \"{}\"\n{act_for}\n",
+                hex::encode(crate::identity::token_hash("bridge-token"))
+            )
+        };
+        let issues =
+            config(dir.path(), &with(true, "act_for = [\"staff\", \"user:\"]")).unwrap_err();
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["identities[3].act_for[0]", "identities[3].act_for[1]"],
+            "{issues:#?}"
+        );
+        let issues = config(dir.path(), &with(false, "act_for = [\"group:staff\"]")).unwrap_err();
+        assert_eq!(issues[0].path, "identities[3].act_for", "{issues:#?}");
+
+        let start = with(true, "act_for = [\"group:staff\", \"user:alice\"]");
+        let reg = IdentityRegistry::new(&config(dir.path(), &start).unwrap()).unwrap();
+        let acts_for = |who: &str| {
+            let store = reg.current();
+            let bridge = store.authenticate_token("bridge-token").unwrap();
+            store.act_as(&bridge, who).is_ok()
+        };
+        assert!(acts_for("alice") && acts_for("carol") && !acts_for("bob"));
+        let failed = |act_for: &str| {
+            let text = format!("version = 9\n{}", with(true, act_for));
+            crate::config::granted(&text).unwrap()
+        };
+        // Emptied (anyone): a failed reload widens nothing.
+        assert_eq!(reg.withdraw_ungranted(&failed("")), Ok(0));
+        assert!(!acts_for("bob"));
+        // Narrowed to carol's group, and a name not listed before: the common part only.
+        let g = failed("act_for = [\"group:staff\", \"user:bob\"]");
+        assert_eq!(reg.withdraw_ungranted(&g), Ok(1));
+        assert!(acts_for("carol") && !acts_for("alice") && !acts_for("bob"));
+        // A list that does not read: act_as is withdrawn.
+        assert_eq!(
+            reg.withdraw_ungranted(&failed("act_for = \"group:staff\"")),
+            Ok(1)
+        );
+        assert!(!acts_for("carol"));
     }
 
     /// Found by a review: a failed reload kept an alias its entry no longer lists, so a

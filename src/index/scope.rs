@@ -164,8 +164,25 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     map: HashMap<Key, Entry>,
+    /// Each entry's key by its last use (`Entry::used`, unique): the least recently used is the
+    /// first, found in O(log n) (session 43's review: each eviction scanned every entry under
+    /// the lock, so a caller varying its filters made every query wait on that scan).
+    order: std::collections::BTreeMap<u64, Key>,
     bytes: usize,
     tick: u64,
+}
+
+impl Inner {
+    /// Marks `k` used now; its bitset, if held.
+    fn touch(&mut self, k: &Key) -> Option<Arc<Admitted>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.map.get_mut(k)?;
+        self.order.remove(&e.used);
+        e.used = tick;
+        self.order.insert(tick, k.clone());
+        Some(e.bits.clone())
+    }
 }
 
 /// Scope bitsets by segment, deletes and scope, least recently used evicted past a budget.
@@ -207,16 +224,7 @@ impl ScopeCache {
             .collect();
         let mut out: Vec<Option<Arc<Admitted>>> = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.tick += 1;
-            let tick = inner.tick;
-            keys.iter()
-                .map(|k| {
-                    inner.map.get_mut(k).map(|e| {
-                        e.used = tick;
-                        e.bits.clone()
-                    })
-                })
-                .collect()
+            keys.iter().map(|k| inner.touch(k)).collect()
         };
         if out.iter().all(Option::is_some) {
             return Ok(out.into_iter().flatten().collect());
@@ -239,18 +247,15 @@ impl ScopeCache {
             if size > self.budget {
                 continue;
             }
+            inner.order.insert(used, k.clone());
             if let Some(old) = inner.map.insert(k, Entry { bits, used, size }) {
+                inner.order.remove(&old.used);
                 inner.bytes -= old.size;
             }
             inner.bytes += size;
         }
         while inner.bytes > self.budget {
-            let Some(oldest) = inner
-                .map
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
             };
             if let Some(e) = inner.map.remove(&oldest) {
@@ -610,6 +615,30 @@ mod tests {
         assert_eq!(
             admitted_keys(&index, &AclScope::for_tests("a", &["user:a", "group:all"])),
             BTreeSet::from(["s:d0".to_string(), "s:d3".to_string()])
+        );
+        // Held now: d (used last before a) and a. Using d again makes a the least recently
+        // used, which the next new scope evicts; d stays.
+        let scope = |u: &str| {
+            let p = format!("user:{u}");
+            AclScope::for_tests(u, &[&p, "group:all"])
+        };
+        let held = |u: &str| {
+            let k = scope_key(&scope(u), &SearchFilter::default());
+            let inner = index.scopes.inner.lock().unwrap();
+            inner.map.keys().any(|x| x.scope == k)
+        };
+        assert!(held("a") && held("d"));
+        admitted_keys(&index, &scope("d"));
+        admitted_keys(&index, &scope("e"));
+        assert!(
+            held("d") && held("e") && !held("a"),
+            "the least recently used went"
+        );
+        let inner = index.scopes.inner.lock().unwrap();
+        assert_eq!(
+            inner.order.len(),
+            inner.map.len(),
+            "one order entry per bitset"
         );
     }
 

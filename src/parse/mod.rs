@@ -378,7 +378,11 @@ pub fn parse_limited(
         let doc = isolate::parse_in_child(exe, bytes, mime, name, limits)?;
         // Spans from another process (another build, after an upgrade in place) are checked
         // before anything slices the text with them.
-        doc.validate().map_err(ParseError::Malformed)?;
+        // (Not `validate`'s words: they print a block, headings included; a skip reason
+        // never quotes a document.)
+        doc.validate().map_err(|_| {
+            ParseError::Malformed("the parser process returned invalid passage spans".into())
+        })?;
         return within_text_limit(doc, limits);
     }
     let overdue = OVERDUE.load(Ordering::Relaxed);

@@ -14,12 +14,58 @@ const MAX_PART_BYTES: u64 = 64 * 1024 * 1024;
 /// Most bytes decompressed from all the parts of one package (a zip bomb spreads over many).
 const MAX_PACKAGE_BYTES: usize = 256 * 1024 * 1024;
 
-fn malformed(what: &str, e: impl std::fmt::Display) -> ParseError {
-    ParseError::Malformed(format!("{what}: {e}"))
+// Skip reasons reach every admin and the log, whatever the document's ACL: they never quote a
+// library's words where those may quote the package (entry names in zip's, tag names in
+// quick-xml's: `expected </w:body>, but </Alice earns 120k> was found`; session 43's review).
+// Each error is named by its kind in words of ours.
+
+fn malformed(what: &str, why: impl std::fmt::Display) -> ParseError {
+    ParseError::Malformed(format!("{what}: {why}"))
+}
+
+fn zip_reason(e: &zip::result::ZipError) -> &'static str {
+    use zip::result::ZipError as Z;
+    match e {
+        Z::Io(e) => io_reason(e),
+        Z::InvalidArchive(_) => "invalid archive structure",
+        Z::UnsupportedArchive(_) => "an archive feature this parser does not read",
+        Z::FileNotFound => "part not found",
+        Z::InvalidPassword => "encrypted",
+        _ => "unreadable archive",
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => "corrupt compressed data or checksum",
+        std::io::ErrorKind::UnexpectedEof => "truncated",
+        std::io::ErrorKind::Unsupported => "unsupported compression or encryption",
+        _ => "read error",
+    }
+}
+
+fn xml_reason(e: &quick_xml::Error) -> String {
+    use quick_xml::Error as X;
+    use quick_xml::errors::IllFormedError as I;
+    match e {
+        // Fixed texts, and positions.
+        X::Syntax(s) => format!("syntax error: {s}"),
+        X::InvalidAttr(a) => format!("invalid attribute: {a}"),
+        X::IllFormed(I::MismatchedEndTag { .. }) => {
+            "an end tag does not match its start tag".into()
+        }
+        X::IllFormed(I::UnmatchedEndTag(_)) => "an end tag without a start tag".into(),
+        X::IllFormed(I::MissingEndTag(_)) => "a start tag is not closed".into(),
+        X::IllFormed(_) => "ill-formed document".into(),
+        X::Encoding(_) => "invalid text encoding".into(),
+        X::Escape(_) => "invalid entity or character reference".into(),
+        _ => "unreadable XML".into(),
+    }
 }
 
 pub(super) fn archive(bytes: &[u8]) -> Result<zip::ZipArchive<Cursor<&[u8]>>, ParseError> {
-    zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| malformed("not a valid zip archive", e))
+    zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| malformed("not a valid zip archive", zip_reason(&e)))
 }
 
 /// One part of the archive, or `None` if absent. Parts above [`MAX_PART_BYTES`] are an error.
@@ -30,12 +76,12 @@ pub(super) fn part(
     let f = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(malformed(name, e)),
+        Err(e) => return Err(malformed(name, zip_reason(&e))),
     };
     let mut out = Vec::new();
     f.take(MAX_PART_BYTES + 1)
         .read_to_end(&mut out)
-        .map_err(|e| malformed(name, e))?;
+        .map_err(|e| malformed(name, io_reason(&e)))?;
     if out.len() as u64 > MAX_PART_BYTES {
         return Err(ParseError::Malformed(format!(
             "{name}: more than {MAX_PART_BYTES} bytes uncompressed"
@@ -98,7 +144,7 @@ fn walk(xml: &[u8], mut on: impl FnMut(Ev<'_>)) -> Result<(), ParseError> {
             }
             Ok(Event::Eof) => return Ok(()),
             Ok(_) => {}
-            Err(e) => return Err(malformed("invalid XML", e)),
+            Err(e) => return Err(malformed("invalid XML", xml_reason(&e))),
         }
         buf.clear();
     }
@@ -438,6 +484,24 @@ mod tests {
                 (Some(2), "Open the Lisbon office."),
             ]
         );
+    }
+
+    /// Session 43's review: quick-xml's error quoted the closing tag it found, which a crafted
+    /// (or broken) part fills with the document's words, into a skip reason every admin reads.
+    #[test]
+    fn xml_errors_do_not_quote_the_document() {
+        for xml in [
+            "<w:document><w:body><w:p><w:t>x</w:t></w:p></Alice earns 120k></w:document>",
+            "<w:document><w:body></w:body></w:document></Alice earns 120k>",
+        ] {
+            let bytes = crate::parse::samples::zip(&[("word/document.xml", xml)]);
+            let e = parse(&bytes, None, "a.docx").unwrap_err();
+            let ParseError::Malformed(m) = &e else {
+                panic!("{e:?}")
+            };
+            assert!(m.starts_with("invalid XML: "), "{m}");
+            assert!(!m.contains("Alice") && !m.contains("120k"), "{m}");
+        }
     }
 
     #[test]

@@ -8,12 +8,34 @@ use super::{BlockKind, ParseError, ParsedDoc, TextBuilder};
 /// Deepest page-tree ancestry accepted (real documents have a handful of levels).
 const MAX_PAGE_TREE_DEPTH: usize = 64;
 
+/// What a skip reason says of a lopdf error: its words where they are fixed texts, offsets and
+/// object numbers, a phrase of ours where they may name a dictionary key or print an object of
+/// the file (`DictKey`, `InvalidOutline`, `Syntax`...): skip reasons reach every admin and the
+/// log, whatever the document's ACL (session 43's review).
+fn lopdf_reason(e: &lopdf::Error) -> String {
+    use lopdf::Error as E;
+    match e {
+        E::Parse(p) => format!("cannot parse it: {p}"),
+        E::Xref(x) => format!("a bad cross-reference table: {x}"),
+        E::IndirectObject { offset } => format!("an invalid indirect object at byte {offset}"),
+        E::Decryption(_) | E::UnsupportedSecurityHandler(_) | E::AlreadyEncrypted => {
+            "encrypted in a way this parser cannot read".into()
+        }
+        E::ObjectNotFound(_) | E::MissingXrefEntry | E::ObjectIdMismatch => {
+            "a referenced object is missing".into()
+        }
+        E::ReferenceCycle(_) | E::ReferenceLimit => "a reference cycle".into(),
+        E::Decompress(_) => "a stream cannot be decompressed".into(),
+        _ => "its structure cannot be read".into(),
+    }
+}
+
 /// Rejects page trees pdf-extract would loop on: a page whose `/Parent` chain has a cycle (it
 /// follows the chain for inherited attributes without a visited set; found by fuzzing) or is
 /// absurdly deep.
 fn check_page_tree(bytes: &[u8]) -> Result<(), ParseError> {
-    let doc =
-        lopdf::Document::load_mem(bytes).map_err(|e| ParseError::Malformed(format!("PDF: {e}")))?;
+    let doc = lopdf::Document::load_mem(bytes)
+        .map_err(|e| ParseError::Malformed(format!("PDF: {}", lopdf_reason(&e))))?;
     for (page, id) in doc.get_pages() {
         let mut seen = std::collections::HashSet::from([id]);
         let mut cur = id;
@@ -43,7 +65,12 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
         .map_err(|_| ParseError::Malformed("PDF: the parser failed on this file".into()))??;
     let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
         .map_err(|_| ParseError::Malformed("PDF: the parser failed on this file".into()))?
-        .map_err(|e| ParseError::Malformed(format!("PDF: {e}")))?;
+        .map_err(|e| {
+            ParseError::Malformed(match &e {
+                pdf_extract::OutputError::PdfError(e) => format!("PDF: {}", lopdf_reason(e)),
+                _ => "PDF: the text could not be extracted".into(),
+            })
+        })?;
     if pages.iter().all(|p| p.trim().is_empty()) {
         return Err(ParseError::NoTextLayer);
     }

@@ -155,8 +155,15 @@ fn sheet_rows(
 }
 
 pub fn xlsx(bytes: &[u8]) -> Result<ParsedDoc, ParseError> {
-    let mut wb = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-        .map_err(|e| ParseError::Malformed(format!("spreadsheet: {e}")))?;
+    let mut wb = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
+        ParseError::Malformed(match e {
+            // The one error calamine's format detection returns (a fixed text); the
+            // readers' own errors may quote sheet names, cells and attribute values, which
+            // skip reasons never do (session 43's review).
+            calamine::Error::Msg(m) => format!("spreadsheet: {m}"),
+            _ => "spreadsheet: the workbook cannot be opened".into(),
+        })
+    })?;
     let mut b = TextBuilder::default();
     let mut cells_read = 0;
     // What a reader sees when opening it: the visible worksheets. A hidden or "very hidden"
@@ -203,7 +210,20 @@ pub fn csv(src: &str) -> Result<ParsedDoc, ParseError> {
         }
         Ok(r) => Some(numbered(r.iter())),
         Err(e) => {
-            failed = Some(ParseError::Malformed(format!("CSV record {}: {e}", i + 1)));
+            // Positions and counts only: a deserialisation message may quote a field.
+            let why = match e.kind() {
+                csv::ErrorKind::Utf8 { err, .. } => {
+                    format!("invalid UTF-8 in field {}", err.field() + 1)
+                }
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("{len} fields, {expected_len} expected"),
+                _ => "unreadable".into(),
+            };
+            failed = Some(ParseError::Malformed(format!(
+                "CSV record {}: {why}",
+                i + 1
+            )));
             None
         }
     });
@@ -228,7 +248,18 @@ pub fn json(src: &str) -> Result<ParsedDoc, ParseError> {
     let mut de = serde_json::Deserializer::from_str(src);
     serde::de::DeserializeSeed::deserialize(&mut walk, &mut de)
         .and_then(|()| de.end())
-        .map_err(|e| ParseError::Malformed(format!("JSON: {e}")))?;
+        .map_err(|e| {
+            use serde_json::error::Category;
+            ParseError::Malformed(match e.classify() {
+                // Fixed texts with a line and column; a data error's message may quote a value.
+                Category::Syntax | Category::Eof => format!("JSON: {e}"),
+                Category::Data | Category::Io => format!(
+                    "JSON: an unexpected value at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+            })
+        })?;
     Ok(walk.b.into_doc(walk.title))
 }
 

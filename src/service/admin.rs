@@ -43,34 +43,6 @@ impl AdminService {
             })
     }
 
-    /// What `admin` may be shown of a document id (`id`) or of a reason or error naming one:
-    /// PII-redacted for their groups, as everything else that leaves the daemon (an admin
-    /// outside the PII-exempt groups sees a card number in a file name redacted), and withheld
-    /// whole when it names a phrase blocked for them (session 37's review: a feedback question
-    /// or a skipped file's name showed it).
-    fn shown_to(&self, admin: &crate::identity::Caller) -> impl Fn(String, bool) -> String + '_ {
-        let principals = admin.guardrail_principals().clone();
-        let g = self.state.assistant.guardrails().clone();
-        move |mut s: String, id: bool| {
-            let (texts, ids) = match id {
-                true => (None, Some(s.as_str())),
-                false => (Some(s.as_str()), None),
-            };
-            if g.blocked_phrase_among(&principals, texts, ids).is_some() {
-                return crate::assistant::WITHHELD.to_string();
-            }
-            let mut found = crate::guardrail::PiiFindings::default();
-            if !id {
-                g.redact_sentence(&principals, &mut s, &mut found);
-            }
-            // Text too is read as identifiers: a skip reason, a job's error or an alarm names
-            // paths and URLs (`refund_4111_1111_1111_1111`), which only that reading
-            // recognises (a review: the ids were redacted, the reasons quoting them were not).
-            g.redact_key(&principals, &mut s, &mut found);
-            s
-        }
-    }
-
     /// Documents per connector, off the async runtime (on Milvus the document table may be
     /// read again from the server).
     async fn document_counts(&self) -> Result<HashMap<String, u64>, ServiceError> {
@@ -86,7 +58,7 @@ impl AdminService {
         admin: &crate::identity::Caller,
         counts: &HashMap<String, u64>,
     ) -> pb::ConnectorStatus {
-        let shown = self.shown_to(admin);
+        let shown = self.state.shown_to(admin);
         let s = c.status.snapshot();
         let last_error = shown(s.last_error().unwrap_or_default(), false);
         let (skipped_total, recent) = self.state.skips.get(&c.id);
@@ -300,7 +272,7 @@ impl pb::admin_server::Admin for AdminService {
         // Names and groups pass the output guardrails for the admin, as CheckAccess's entry
         // does (a review: a group or e-mail alias CheckAccess withheld or redacted was shown
         // here as it is).
-        let shown = self.shown_to(&admin);
+        let shown = self.state.shown_to(&admin);
         let all = |v: Vec<String>| v.into_iter().map(|s| shown(s, true)).collect();
         Ok(Response::new(pb::WhoIsResponse {
             id: shown(w.id, true),
@@ -359,7 +331,7 @@ impl pb::admin_server::Admin for AdminService {
             None => (0.0, 0.0, String::new()),
         };
         self.state.record_ok("Usage", &admin, None);
-        let shown = self.shown_to(&admin);
+        let shown = self.state.shown_to(&admin);
         Ok(Response::new(pb::UsageResponse {
             identities: rows
                 .into_iter()
@@ -421,7 +393,7 @@ impl pb::admin_server::Admin for AdminService {
         self.state.record_ok("ExportFeedback", &admin, None);
         // The question, comment and cited keys are users' words and documents' names: they
         // pass the output guardrail's redaction for the admin, as other admin responses do.
-        let shown = self.shown_to(&admin);
+        let shown = self.state.shown_to(&admin);
         Ok(Response::new(pb::ExportFeedbackResponse {
             records: records
                 .into_iter()
@@ -524,7 +496,7 @@ impl pb::admin_server::Admin for AdminService {
             None => d.to_string(),
         };
         // Principal tokens name people: through the output guardrails like the rest.
-        let shown = self.shown_to(&admin);
+        let shown = self.state.shown_to(&admin);
         Ok(Response::new(pb::CheckAccessResponse {
             allowed,
             decision: decision.into(),
@@ -546,7 +518,7 @@ impl pb::admin_server::Admin for AdminService {
         let r = r.map_err(|message| ServiceError::FailedPrecondition {
             reason: "RELOAD_FAILED",
             // (It may name identities and aliases: redacted as SIGHUP's log line is.)
-            message: self.shown_to(&admin)(message, false),
+            message: self.state.shown_to(&admin)(message, false),
         })?;
         self.state.record_ok("ReloadIdentities", &admin, None);
         Ok(Response::new(pb::ReloadIdentitiesResponse {
@@ -569,7 +541,7 @@ impl pb::admin_server::Admin for AdminService {
             .snapshot()
             .jobs
             .iter()
-            .map(|j| job(&c.id, j, &self.shown_to(&admin)))
+            .map(|j| job(&c.id, j, &self.state.shown_to(&admin)))
             .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }

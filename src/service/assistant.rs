@@ -14,7 +14,7 @@ use super::{AppState, Audited, ServiceError, convert};
 use crate::assistant::{
     AnswerMode, AskEvent, AskInput, AskOutcome, AssistantError, ConversationChoice, Delivery,
 };
-use crate::identity::{ActAsError, Caller};
+use crate::identity::Caller;
 use crate::retrieve::Limit;
 
 const DEFAULT_LIMIT: usize = 10;
@@ -60,10 +60,7 @@ impl AssistantService {
         }
         let store = self.state.identities.current();
         store.act_as(&authn, on_behalf_of).map_err(|e| {
-            let outcome = match e {
-                ActAsError::NotPermitted(_) => "ACT_AS_DENIED",
-                ActAsError::UnknownUser(_) => "UNKNOWN_USER",
-            };
+            let outcome = e.reason();
             tracing::warn!(caller = %crate::guardrail::pii::for_log(authn.user_id()), on_behalf_of = %crate::guardrail::pii::for_log(on_behalf_of), outcome, "act_as refused");
             e.into()
         })

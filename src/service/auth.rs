@@ -165,7 +165,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.authenticate(&req).map_err(ServiceError::from)?;
         tracing::debug!(
-            user = caller.user_id(),
+            user = %crate::guardrail::pii::for_log(caller.user_id()),
             credential = caller.credential(),
             "authenticated"
         );

@@ -69,8 +69,7 @@ impl ServiceError {
             Self::Overloaded(_) => "OVERLOADED",
             Self::QuotaExceeded(_) => "TOKEN_QUOTA_EXCEEDED",
             Self::QuotaInUse(_) => "TOKEN_QUOTA_IN_USE",
-            Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => "ACT_AS_DENIED",
-            Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) => "UNKNOWN_USER",
+            Self::ActAs(e) => e.reason(),
             Self::NotFound { reason, .. } | Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument { reason, .. } => reason,
             Self::Cancelled => "DEADLINE_EXCEEDED",
@@ -88,10 +87,10 @@ impl ServiceError {
             Self::Overloaded(_) | Self::QuotaExceeded(_) | Self::QuotaInUse(_) => {
                 Code::ResourceExhausted
             }
-            Self::ActAs(crate::identity::ActAsError::NotPermitted(_)) => Code::PermissionDenied,
             Self::ActAs(crate::identity::ActAsError::UnknownUser(_)) | Self::NotFound { .. } => {
                 Code::NotFound
             }
+            Self::ActAs(_) => Code::PermissionDenied,
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::Cancelled => Code::DeadlineExceeded,

@@ -541,6 +541,7 @@ impl pb::ingest_server::Ingest for IngestService {
             self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
         }
+        self.screen_reasons(&who, &mut results);
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
 
@@ -601,6 +602,7 @@ impl pb::ingest_server::Ingest for IngestService {
             self.until_committed(&src, &mut results, awaited, &watch, &budget, release)
                 .await;
         }
+        self.screen_reasons(&who, &mut results);
         Ok(Response::new(pb::DeleteDocumentsResponse { results }))
     }
 }
@@ -617,6 +619,17 @@ const COMMIT_POLL: Duration = Duration::from_millis(20);
 const REMARK_AFTER: Duration = Duration::from_secs(2);
 
 impl IngestService {
+    /// Passes each item's reason through the output guardrails for the writer, as admin
+    /// responses are (session 43's review: a reason, which can quote a skip reason recorded for
+    /// another writer's version of the key, left the daemon unscreened). Keys are the writer's
+    /// own, echoed as sent so that results can be matched to items.
+    fn screen_reasons(&self, who: &crate::identity::Caller, results: &mut [pb::ItemResult]) {
+        let shown = self.state.shown_to(who);
+        for r in results.iter_mut().filter(|r| !r.reason.is_empty()) {
+            r.reason = shown(std::mem::take(&mut r.reason), false);
+        }
+    }
+
     /// The audit record of a push call: the keys it queued (`documents`).
     fn audit_changes(
         &self,

@@ -230,7 +230,7 @@ impl Admit for Arc<Limiter> {
             })
             .unwrap_or_default();
         self.try_admit(&who, service).inspect_err(|why| {
-            tracing::debug!(caller = %who, why, "request shed");
+            tracing::debug!(caller = %crate::guardrail::pii::for_log(&who), why, "request shed");
         })
     }
 }

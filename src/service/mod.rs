@@ -137,6 +137,39 @@ pub struct Reloaded {
 }
 
 impl AppState {
+    /// What `caller` may be shown of a document id (`id`) or of a reason or error naming one:
+    /// PII-redacted for their groups, as everything else that leaves the daemon (an admin
+    /// outside the PII-exempt groups sees a card number in a file name redacted), and withheld
+    /// whole when it names a phrase blocked for them (session 37's review: a feedback question
+    /// or a skipped file's name showed it). For admin responses and push results.
+    pub(crate) fn shown_to(
+        &self,
+        caller: &crate::identity::Caller,
+    ) -> impl Fn(String, bool) -> String + '_ {
+        let principals = caller.guardrail_principals().clone();
+        let g = self.assistant.guardrails().clone();
+        move |mut s: String, id: bool| {
+            // Text is read as identifiers too, percent-decoded (a skip reason quoting
+            // `file:///srv/Project%20Falcon/plan.pdf`; session 43's review).
+            let (texts, ids) = match id {
+                true => (None, Some(s.as_str())),
+                false => (Some(s.as_str()), Some(s.as_str())),
+            };
+            if g.blocked_phrase_among(&principals, texts, ids).is_some() {
+                return crate::assistant::WITHHELD.to_string();
+            }
+            let mut found = crate::guardrail::PiiFindings::default();
+            if !id {
+                g.redact_sentence(&principals, &mut s, &mut found);
+            }
+            // Text too is read as identifiers: a skip reason, a job's error or an alarm names
+            // paths and URLs (`refund_4111_1111_1111_1111`), which only that reading
+            // recognises (a review: the ids were redacted, the reasons quoting them were not).
+            g.redact_key(&principals, &mut s, &mut found);
+            s
+        }
+    }
+
     /// Re-reads the identity sections, identity source files and JWKS from the config file and
     /// swaps the store; on any error the current store stays, less the credentials and
     /// privileges the file no longer grants (an unrelated error must not hold a revocation

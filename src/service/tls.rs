@@ -606,21 +606,7 @@ pub fn incoming(
     // (a review). Connections beyond it are closed at once.
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait instead of spinning; the server
-                    // keeps serving the connections it has.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        while let Some((tcp, peer)) = accept(&listener, &shutdown).await {
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
                 continue;
@@ -642,6 +628,50 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The listener's connections without TLS (a loopback listener in development), until
+/// `shutdown` is cancelled; accept errors are waited out as in [`incoming`] (tonic retries an
+/// error of its incoming stream at once: out of descriptors, the accept loop spun on a core; a
+/// review).
+pub fn plain_incoming(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<TcpStream>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some((tcp, _)) = accept(&listener, &shutdown).await {
+            // Small request/response pairs must not wait for delayed ACKs (Nagle): ~40 ms per
+            // call.
+            let _ = tcp.set_nodelay(true);
+            if tx.send(Ok(tcp)).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The next connection, or `None` once `shutdown` is cancelled. An accept error (out of
+/// descriptors and the like) is logged and waited out instead of retried at once; the server
+/// keeps serving the connections it has.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// A connection the daemon can close from its side, at the end of a stop's drain (session 43's

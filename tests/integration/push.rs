@@ -786,3 +786,28 @@ async fn docent_ingest_splits_what_the_source_refuses_as_too_large() {
     assert_eq!(out.status.code(), Some(1));
     d.stop().await;
 }
+
+/// Session 43's review: per-item reasons left the daemon without the output guardrails every
+/// other string passes (a reason can quote what a writer or an earlier version named, or a skip
+/// reason recorded for another writer's version of the key). A card number in a media type the
+/// parsers refuse comes back redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_item_reasons_pass_the_output_guardrails() {
+    let env = Env::empty();
+    let d = with_push_source(&env).await;
+    let mut c = pb::ingest_client::IngestClient::new(d.channel().await);
+    let mut item = doc(
+        "card",
+        "1",
+        Content::Data(b"some bytes".to_vec()),
+        &["everyone"],
+    );
+    item.mime_type = "application/x-card-4111-1111-1111-1111".into();
+    let r = c.put_documents(put(vec![item])).await.unwrap().into_inner();
+    let item = &r.results[0];
+    assert_eq!(item.status, pb::ItemStatus::Rejected as i32, "{r:?}");
+    assert!(item.reason.contains("unsupported"), "{r:?}");
+    assert!(!item.reason.contains("4111"), "{r:?}");
+    assert!(item.reason.contains("[REDACTED:"), "{r:?}");
+    d.stop().await;
+}

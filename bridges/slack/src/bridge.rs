@@ -267,10 +267,17 @@ pub(crate) mod text {
     pub const SHARED: &str = "This channel is shared with another organisation, so I don't answer here. Ask me in a direct message or with /docent for an answer with your own access, or ask your Docent administrator to choose an audience for this channel and open it to guests.";
 }
 
-fn channel_note(a: &Audience) -> String {
+/// The note under a channel's answer. A group audience is not named: everyone in the channel
+/// reads the note, and a group's name (a project, a reorganisation) can say more than its
+/// members should share with them (session 43's review).
+fn channel_note(a: &Audience) -> &'static str {
     match a {
-        Audience::Everyone => "Answered from documents everyone may read. Use the button for an answer with your own access, visible only to you.".into(),
-        Audience::Group(g) => format!("Answered from documents all members of {g} may read. Use the button for an answer with your own access, visible only to you."),
+        Audience::Everyone => {
+            "Answered from documents everyone may read. Use the button for an answer with your own access, visible only to you."
+        }
+        Audience::Group(_) => {
+            "Answered from documents the audience your administrator chose for this channel may read. Use the button for an answer with your own access, visible only to you."
+        }
     }
 }
 
@@ -704,7 +711,13 @@ impl Bridge {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.reason() == Some(reasons::UNKNOWN_USER) => Ok(false),
+            // (A person the bridge's `act_for` leaves out is not one it answers for.)
+            Err(e)
+                if e.reason() == Some(reasons::UNKNOWN_USER)
+                    || e.reason() == Some(reasons::ACT_FOR_DENIED) =>
+            {
+                Ok(false)
+            }
             Err(e) if e.reason() == Some("NO_CONVERSATION_STORE") => Ok(true),
             Err(e) => Err(e),
         }
@@ -1231,7 +1244,8 @@ impl Bridge {
     /// unmapped refusal (found by a review: the cached mapping was used until its TTL ran
     /// out, each question answered "something went wrong (error UNKNOWN_USER)").
     async fn fail_as(&self, to: &Target<'_>, user: &str, e: docent_client::Error) {
-        if e.reason() == Some(reasons::UNKNOWN_USER) {
+        if e.reason() == Some(reasons::UNKNOWN_USER) || e.reason() == Some(reasons::ACT_FOR_DENIED)
+        {
             self.state().users.remove(&user.to_string());
             return self.refuse(to).await;
         }
@@ -1343,7 +1357,7 @@ impl Bridge {
                 let offers = Offers {
                     private: Some(id),
                     feedback: Self::feedback_value(&owner, &r),
-                    note: Some(channel_note(&audience)),
+                    note: Some(channel_note(&audience).into()),
                 };
                 self.deliver(&public, &render::answer(&r, &offers)).await;
             }
@@ -1655,6 +1669,15 @@ fn counts_as_guest(cfg: &Config, u: &Value) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Session 43's review: the note under a channel's answer named its audience's group to
+    /// everyone in the channel.
+    #[test]
+    fn a_channel_note_does_not_name_its_audience_group() {
+        let group = Audience::Group("reorg-2027-planning".into());
+        assert!(!channel_note(&group).contains("reorg"));
+        assert_ne!(channel_note(&group), channel_note(&Audience::Everyone));
+    }
 
     /// Work waits for an answer slot for a bounded time (a review: up to about an hour).
     #[tokio::test]
@@ -2015,34 +2038,38 @@ pub(crate) mod tests {
     /// cache's TTL, and each question got "something went wrong (error UNKNOWN_USER)".
     #[tokio::test]
     async fn an_identity_docent_no_longer_knows_is_forgotten_and_its_user_told_politely() {
-        let (api, calls, stop_slack) = fake_web_api().await;
-        let (docent, stop_docent) = fake_docent(reasons::UNKNOWN_USER).await;
-        let b = test_bridge_of(&format!("api_url = \"{api}\""), &docent).await;
-        direct_question_of_a_mapped_user(&b).await;
-        stop_slack.cancel();
-        stop_docent.cancel();
-        let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), 1, "{calls:?}");
-        assert_eq!(calls[0].0, "chat.postMessage", "{calls:?}");
-        let posted = calls[0].1["text"].as_str().unwrap_or_default();
-        assert!(
-            posted.contains("can't match your Slack account"),
-            "{posted}"
-        );
-        assert!(
-            b.state()
-                .users
-                .get(&"U0ALICE".to_string(), Instant::now())
-                .is_none(),
-            "the mapping is still cached"
-        );
-        assert_eq!(
-            b.metrics.get(
-                "docent_slack_refusals_total",
-                &[("reason", "unmapped_user")]
-            ),
-            1
-        );
+        // So is one the bridge's `act_for` leaves out (taken out of its group since).
+        for reason in [reasons::UNKNOWN_USER, reasons::ACT_FOR_DENIED] {
+            let (api, calls, stop_slack) = fake_web_api().await;
+            let (docent, stop_docent) = fake_docent(reason).await;
+            let b = test_bridge_of(&format!("api_url = \"{api}\""), &docent).await;
+            direct_question_of_a_mapped_user(&b).await;
+            stop_slack.cancel();
+            stop_docent.cancel();
+            let calls = calls.lock().unwrap().clone();
+            assert_eq!(calls.len(), 1, "{reason}: {calls:?}");
+            assert_eq!(calls[0].0, "chat.postMessage", "{reason}: {calls:?}");
+            let posted = calls[0].1["text"].as_str().unwrap_or_default();
+            assert!(
+                posted.contains("can't match your Slack account"),
+                "{reason}: {posted}"
+            );
+            assert!(
+                b.state()
+                    .users
+                    .get(&"U0ALICE".to_string(), Instant::now())
+                    .is_none(),
+                "{reason}: the mapping is still cached"
+            );
+            assert_eq!(
+                b.metrics.get(
+                    "docent_slack_refusals_total",
+                    &[("reason", "unmapped_user")]
+                ),
+                1,
+                "{reason}"
+            );
+        }
     }
 
     /// Found by a review: a spent, or wholly reserved, token allowance read "something went

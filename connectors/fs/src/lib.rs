@@ -1608,7 +1608,7 @@ impl Scanner {
         // a soft-mounted share losing its server mid-walk withdrew every file it reached).
         let known = prev.is_some();
         let (acl, version) = self
-            .acl_and_version(&acl_root, &target, &meta, None)
+            .acl_and_version(&acl_root, &target, path, &meta, None)
             .map_err(|r| match known && r.contains(SERVER_LOST) {
                 true => Unread::Keep(r),
                 false => Unread::Skip(r),
@@ -1654,7 +1654,7 @@ impl Scanner {
         let ((acl, version), meta, content) = read_settled(
             &file,
             self.cfg.max_file_size,
-            |meta| self.acl_and_version(&acl_root, rules_path, meta, Some(&file)),
+            |meta| self.acl_and_version(&acl_root, rules_path, path, meta, Some(&file)),
             |(acl, _)| acl.fingerprint(),
         )
         .map_err(keep_if_transient)?;
@@ -1711,10 +1711,12 @@ impl Scanner {
     }
 
     /// The ACL and version of a regular file from its metadata, or why it cannot be indexed.
+    /// `shown`: the document's own path (a link's, when `rules_path` is its target).
     fn acl_and_version(
         &self,
         acl_root: &Path,
         rules_path: &Path,
+        shown: &Path,
         meta: &std::fs::Metadata,
         opened: Option<&std::fs::File>,
     ) -> Result<(Acl, String), String> {
@@ -1736,7 +1738,31 @@ impl Scanner {
                 self.cfg.max_file_size
             ));
         }
-        let acl = self.acl_for(acl_root, rules_path, meta, opened)?;
+        let mut acl = self.acl_for(acl_root, rules_path, meta, opened)?;
+        // A link shows its own path (the document's key, uri and path attributes): the
+        // directories holding it narrow it too, after the rules (session 43's review: a link in
+        // a directory only its owner may list, to a world-readable file, showed its name to
+        // everyone).
+        // Each directory of the link's path as it really is, where that is not a directory
+        // of the target's: the link's own directory, and any directory its path reaches
+        // through a link to a directory (`secret/projects -> ../public/projects`; a review of
+        // this change). A root named through a link is not a link's.
+        if shown != rules_path {
+            let names = self.names.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let rel = rules_path.strip_prefix(acl_root).unwrap_or(rules_path);
+            let replaced = acl_rules::replaced(&self.cfg.acl_rules, rel);
+            let mut dir = shown.parent();
+            while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+                let real = d
+                    .canonicalize()
+                    .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+                if !rules_path.starts_with(&real) {
+                    let root = self.root_holding(&real);
+                    acl = entered(&names, Some(&real), replaced, root, acl)?;
+                }
+                dir = d.parent();
+            }
+        }
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
@@ -1830,8 +1856,8 @@ impl Scanner {
         }
     }
 
-    /// The file's POSIX ACL, narrowed by every directory between the root and the file (a
-    /// reader must be let into each: search permission), then the path rules. An error when a
+    /// The file's POSIX ACL, narrowed by every directory above the file, up to `/` (a reader
+    /// must be let into each: search permission), then the path rules. An error when a
     /// directory's permissions cannot be read: the ACL cannot be told. `opened`: the file's
     /// descriptor, whose own list is then read (`meta` is its metadata).
     fn acl_for(
@@ -1861,7 +1887,7 @@ fn file_acl(
     // read (their group bits are the list's mask): the list does (`posix_list`). A `replace`
     // rule states the access instead.
     let replaced = acl_rules::replaced(rules, rel);
-    let mut acl = if replaced {
+    let acl = if replaced {
         posix_acl(names, meta.uid(), meta.gid(), meta.mode())
     } else {
         // The list of what was opened, from its descriptor, or else of the path; either way
@@ -1876,15 +1902,41 @@ fn file_acl(
             None => posix_acl(names, meta.uid(), meta.gid(), meta.mode()),
         }
     };
-    let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+    let acl = entered(names, path.parent(), replaced, Some(root), acl)?;
+    Ok(acl_rules::apply(rules, rel, acl))
+}
+
+/// `acl` narrowed by every directory from `first` up to `/` (a reader must be let into each:
+/// search permission). Every directory, not only those under the root: a root inside a
+/// directory only a group may enter (`/srv/shares/hr` 0750, root `/srv/shares/hr/policies`) is
+/// that group's on this machine (session 43's review: its files were indexed for everyone).
+/// `dir_access_list` keeps what it read of each directory while its change time stands.
+/// `replaced`: a rule states the file's access, so only the directories' mode bits are read.
+/// `root`: the crawled root; a directory above it whose access list cannot be used (a root
+/// file system on fuse-overlayfs, 9P, a list naming an id without a name) counts by its mode
+/// bits instead of skipping every file of the root (a review of this change), which narrows
+/// all the same and only misses what such a list refuses beyond its mode bits.
+fn entered(
+    names: &PosixNames,
+    first: Option<&Path>,
+    replaced: bool,
+    root: Option<&Path>,
+    mut acl: Acl,
+) -> Result<Acl, String> {
+    let mut dir = first;
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        let mode_bits = || {
+            std::fs::symlink_metadata(d)
+                .map(|m| (m, None))
+                .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))
+        };
         // Not followed: a directory swapped for a link since the walk is not another's.
         let (m, list) = if replaced {
-            let m = std::fs::symlink_metadata(d)
-                .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
-            (m, None)
-        } else {
+            mode_bits()?
+        } else if root.is_some_and(|r| d.starts_with(r)) {
             dir_access_list(d).map_err(|why| format!("{}: {why}", d.display()))?
+        } else {
+            dir_access_list(d).or_else(|_| mode_bits())?
         };
         if !m.is_dir() {
             return Err(format!(
@@ -1900,7 +1952,7 @@ fn file_acl(
         acl = intersect(acl, enter);
         dir = d.parent();
     }
-    Ok(acl_rules::apply(rules, rel, acl))
+    Ok(acl)
 }
 
 /// Why a file or directory with a POSIX access list that cannot be used is skipped (shared with
@@ -3023,6 +3075,40 @@ mod tests {
             ["/s/bb/4.md"]
         );
         assert_eq!(gone(known, &seen, &[]).len(), 3);
+    }
+
+    /// Session 43's review: only the directories from the root down narrowed a file, so a root
+    /// inside a directory only a group may enter was indexed for everyone.
+    #[test]
+    fn a_directory_above_the_root_narrows_its_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().canonicalize().unwrap().join("hr");
+        let root = outer.join("policies");
+        std::fs::create_dir_all(&root).unwrap();
+        let p = root.join("leave.md");
+        std::fs::write(&p, "text").unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&root, 0o755);
+        mode(&p, 0o644);
+        std::os::unix::fs::chown(&outer, Some(10), Some(20)).unwrap();
+        mode(&outer, 0o750);
+        let acl_of = || {
+            file_acl(
+                &names(),
+                &[],
+                &root,
+                &p,
+                &std::fs::metadata(&p).unwrap(),
+                None,
+            )
+        };
+        let acl = acl_of().unwrap();
+        assert!(!acl.allow.contains(&Principal::Everyone), "{acl:?}");
+        assert_eq!(set(&acl.allow), ["group:20", "user:10"]);
+        mode(&outer, 0o755);
+        assert!(acl_of().unwrap().allow.contains(&Principal::Everyone));
     }
 
     #[test]

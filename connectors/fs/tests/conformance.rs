@@ -625,6 +625,49 @@ fn a_chmod_of_a_link_s_target_narrows_the_link_s_document_at_once() {
     });
 }
 
+/// Session 43's review: with `follow_symlinks`, a link's document shows the link's own path (its
+/// key, uri and path attributes) and took its target's ACL alone, so a link in a directory only
+/// its owner may list showed its name to everyone.
+#[test]
+fn a_link_s_own_directory_narrows_its_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    for d in ["public", "secret"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+        mode(&root.join(d), 0o755);
+    }
+    let (target, link) = (
+        root.join("public/template.txt"),
+        root.join("secret/layoffs-2027.txt"),
+    );
+    std::fs::write(&target, "a letter template").unwrap();
+    mode(&target, 0o644);
+    std::os::unix::fs::symlink("../public/template.txt", &link).unwrap();
+    // And through a link to a directory (a review of the fix: only the link's last directory
+    // was read, which resolves to the target's).
+    std::fs::create_dir(root.join("public/projects")).unwrap();
+    mode(&root.join("public/projects"), 0o755);
+    let plan = root.join("public/projects/plan.txt");
+    std::fs::write(&plan, "a plan").unwrap();
+    mode(&plan, 0o644);
+    std::os::unix::fs::symlink("../public/projects", root.join("secret/projects")).unwrap();
+    let through = root.join("secret/projects/plan.txt");
+    mode(&root.join("secret"), 0o700);
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector_at(&root), &index, None);
+        let acls = live.upserts(4).await;
+        let everyone =
+            |acl: &docent_connector_api::Acl| acl.allow.iter().any(|p| p.token() == "everyone");
+        assert!(everyone(&acls[&*target.to_string_lossy()]), "{acls:?}");
+        assert!(everyone(&acls[&*plan.to_string_lossy()]), "{acls:?}");
+        assert!(!everyone(&acls[&*link.to_string_lossy()]), "{acls:?}");
+        assert!(!everyone(&acls[&*through.to_string_lossy()]), "{acls:?}");
+        live.stop().await;
+    });
+}
+
 /// A hard link made to a file indexed with one name: the event names only the new name, so a
 /// reconciliation follows and finds the old one; a chmod through the new name then narrows
 /// both at once.
