@@ -2,7 +2,10 @@
 //! detection over SciFact abstracts (the passages Search and Ask screen on every request).
 //! Prints a table.
 //!
-//! cargo bench --bench guardrails [-- --data DIR]
+//! Then the same injection screening over the handbook's Markdown paragraphs, which keep their
+//! emphasis marks, with and without the readings that drop them (session 44).
+//!
+//! cargo bench --bench guardrails [-- --data DIR] [--handbook DIR]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -97,5 +100,71 @@ fn main() -> anyhow::Result<()> {
             !pii::detect(t, &[e]).is_empty()
         });
     }
+    let handbook = std::env::args()
+        .skip_while(|a| a != "--handbook")
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/handbook/content")
+        });
+    let mut paragraphs = Vec::new();
+    let mut stack = vec![handbook];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "md")
+                && let Ok(text) = std::fs::read_to_string(&p)
+            {
+                paragraphs.extend(
+                    text.split("\n\n")
+                        .map(str::trim)
+                        .filter(|s| s.len() > 80)
+                        .map(String::from),
+                );
+            }
+        }
+    }
+    paragraphs.sort();
+    let marked = paragraphs
+        .iter()
+        .filter(|p| p.contains(['*', '_', '~', '`']))
+        .count();
+    let bytes: usize = paragraphs.iter().map(String::len).sum();
+    println!(
+        "\nHandbook: {} paragraphs over 80 bytes, {marked} with emphasis or code marks",
+        paragraphs.len()
+    );
+    println!("| check | µs per paragraph | MB/s | flagged |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, f: &dyn Fn(&str) -> bool| {
+        let mut flagged = 0;
+        let t = Instant::now();
+        for _ in 0..3 {
+            flagged = paragraphs.iter().filter(|t| f(t)).count();
+        }
+        let secs = t.elapsed().as_secs_f64() / 3.0;
+        println!(
+            "| {name} | {:.1} | {:.0} | {flagged} |",
+            secs * 1e6 / paragraphs.len() as f64,
+            bytes as f64 / secs / 1e6
+        );
+    };
+    row("injection, normalised forms only (before)", &|t| {
+        docent::guardrail::normalize::forms(t)
+            .iter()
+            .find_map(injection::detect_normalized)
+            .is_some()
+    });
+    row("injection::detect (with the unmarked readings)", &|t| {
+        injection::detect(t).is_some()
+    });
+    row("pii::detect (all entities)", &|t| {
+        !pii::detect(t, &pii::Entity::ALL).is_empty()
+    });
     Ok(())
 }

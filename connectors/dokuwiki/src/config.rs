@@ -65,6 +65,12 @@ pub struct RawConfig {
     /// bypass is assumed (safe; superusers then see in Docent only what the rules give them).
     #[serde(default)]
     pub superusers: Vec<String>,
+    /// Take the superuser groups (`@admin`) as the config gives them on releases whose API
+    /// cannot check a group (2024-02-06 "Kaos" on). Default false: there, a group is left out
+    /// (with the `Unmapped` alarm) rather than trusted unchecked, since a group copied from an
+    /// example would read every page (a review).
+    #[serde(default)]
+    pub trust_superuser_groups: bool,
     /// The wiki's auth backend ignores the case of names (authldap, authad): DokuWiki then
     /// compares rules and superusers lowercased, and so does Docent. Give identities the
     /// lowercase logins and groups.
@@ -124,6 +130,8 @@ pub struct DokuWikiConfig {
     pub max_document_bytes: u64,
     pub mapping: PrincipalMapping,
     pub superusers: Superusers,
+    /// See the raw config's `trust_superuser_groups`.
+    pub trust_superuser_groups: bool,
     pub lossy_acl: LossyAcl,
 }
 
@@ -151,6 +159,7 @@ impl fmt::Debug for DokuWikiConfig {
             .field("max_document_bytes", &self.max_document_bytes)
             .field("mapping", &self.mapping)
             .field("superusers", &self.superusers)
+            .field("trust_superuser_groups", &self.trust_superuser_groups)
             .field("lossy_acl", &self.lossy_acl)
             .finish()
     }
@@ -287,6 +296,7 @@ impl RawConfig {
                 true => Superusers::parse(&self.superusers).fold_case(),
                 false => Superusers::parse(&self.superusers),
             },
+            trust_superuser_groups: self.trust_superuser_groups,
             lossy_acl: self.lossy_acl,
         })
     }

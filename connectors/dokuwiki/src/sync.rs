@@ -196,6 +196,33 @@ fn groups_reach_acl_check(version: &str) -> bool {
         .is_some_and(|date| date < "2024-02-06")
 }
 
+/// How a configured superuser is confirmed.
+#[derive(Debug, PartialEq)]
+enum Check<'a> {
+    /// Asked with `wiki.aclCheck` as this user in these groups.
+    Ask(&'a str, Vec<&'a str>),
+    /// Taken as configured.
+    Keep,
+    /// Left out, for this reason.
+    Refuse(String),
+}
+
+/// How `who` is confirmed: by asking the wiki, except a group on a release that cannot check
+/// one (`groups_checked` false), which is trusted only with `trust_superuser_groups` (a review:
+/// such groups were trusted always, and one copied from an example read every page).
+fn superuser_check(who: &Who, groups_checked: bool, trust_groups: bool) -> Check<'_> {
+    match who {
+        Who::User(u) => Check::Ask(u, vec![]),
+        Who::Group(_) if !groups_checked && trust_groups => Check::Keep,
+        Who::Group(_) if !groups_checked => Check::Refuse(format!(
+            "{who} (this release cannot check a group: set trust_superuser_groups if it is the \
+             wiki's superuser group)"
+        )),
+        Who::Group(g) => Check::Ask(SUPERUSER_PROBE, vec![g.as_str()]),
+        Who::All => Check::Ask(SUPERUSER_PROBE, vec![]),
+    }
+}
+
 /// A pass's job. A reconciliation is recorded from its start; a poll only once it sends
 /// something (or fails), so polls that find nothing to do leave no trace in the job history.
 struct Job<'a> {
@@ -581,8 +608,9 @@ impl Syncer {
                     tracing::info!(
                         connector = %self.cfg.id,
                         version = %docent_connector_api::log_safe(&version),
+                        trusted = self.cfg.trust_superuser_groups,
                         "this DokuWiki release's wiki.aclCheck ignores groups: superuser groups \
-                         are taken from the config unchecked"
+                         cannot be checked"
                     );
                 }
                 Ok::<_, CallError>(checked)
@@ -592,15 +620,18 @@ impl Syncer {
         let mut kept = Vec::new();
         let mut refused = Vec::new();
         for who in &self.cfg.superusers.0 {
-            let (user, groups) = match who {
-                Who::User(u) => (u.as_str(), vec![]),
-                Who::Group(_) if !groups_checked => {
-                    kept.push(who.clone());
-                    continue;
-                }
-                Who::Group(g) => (SUPERUSER_PROBE, vec![g.as_str()]),
-                Who::All => (SUPERUSER_PROBE, vec![]),
-            };
+            let (user, groups) =
+                match superuser_check(who, groups_checked, self.cfg.trust_superuser_groups) {
+                    Check::Ask(user, groups) => (user, groups),
+                    Check::Keep => {
+                        kept.push(who.clone());
+                        continue;
+                    }
+                    Check::Refuse(why) => {
+                        refused.push(why);
+                        continue;
+                    }
+                };
             let level = self.client.acl_check(&probe, user, &groups).await?;
             if level >= crate::acl::AUTH_ADMIN {
                 kept.push(who.clone());
@@ -1240,6 +1271,26 @@ mod tests {
     /// Whether a wiki that now lists no rules lost them (held back) or never had any.
     /// Releases from 2024-02-06 "Kaos" on drop the groups given to `wiki.aclCheck` (session
     /// 30's review: every superuser group would have failed its check there).
+    #[test]
+    fn a_superuser_group_the_release_cannot_check_is_trusted_only_when_told() {
+        let admins = Who::Group("admin".into());
+        assert_eq!(
+            superuser_check(&admins, true, false),
+            Check::Ask(SUPERUSER_PROBE, vec!["admin"])
+        );
+        assert_eq!(superuser_check(&admins, false, true), Check::Keep);
+        assert!(matches!(
+            superuser_check(&admins, false, false),
+            Check::Refuse(why) if why.contains("trust_superuser_groups")
+        ));
+        // People are always asked.
+        let root = Who::User("root".into());
+        assert_eq!(
+            superuser_check(&root, false, false),
+            Check::Ask("root", vec![])
+        );
+    }
+
     #[test]
     fn groups_reach_acl_check_before_kaos_only() {
         assert!(groups_reach_acl_check("Release 2022-07-31b \"Igor\""));

@@ -2503,6 +2503,9 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
         0x00C3_6400 => Some("Ceph"),
         0x0102_1997 => Some("9P"),
         0x5346_414F => Some("AFS"),
+        // IBM Storage Scale (GPFS) keeps NFSv4-style ACLs, which the POSIX list reading does
+        // not see: its mode bits would be trusted and its deny entries missed (a review).
+        0x4750_4653 => Some("GPFS"),
         // Not network file systems, but like CIFS their mode bits come from mount options
         // (`umask`, `fmask`) and no ACL is kept (a review: an NTFS volume mounted with ntfs3
         // was indexed with every file readable by everyone).

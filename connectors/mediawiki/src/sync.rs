@@ -585,6 +585,32 @@ impl Syncer {
                 None => {}
             }
         }
+        // In public mode, whether a reader who is not logged in may still open each indexed
+        // page the sweep does not read again: a restriction added without an edit (a Lockdown
+        // rule in LocalSettings, a hook) makes no revision, and such a page stayed everyone's
+        // until the reconciliation (session 41's note; a day by default). Those closed now are
+        // read again, which skips them.
+        if self.cfg.permissions == Permissions::Public {
+            let unread: Vec<PageMeta> = batch
+                .iter()
+                .filter_map(|id| states.get(id))
+                .filter(|m| self.in_scope(m) && !changed.iter().any(|c: &PageMeta| c.id == m.id))
+                .filter(|m| {
+                    self.last_known(&DocKey::new(&self.cfg.id, m.id.to_string()))
+                        .is_some()
+                })
+                .cloned()
+                .collect();
+            match self.hidden_from_everyone(&unread).await {
+                Ok(hidden) => {
+                    changed.extend(unread.into_iter().filter(|m| hidden.contains(&m.id)));
+                }
+                Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(connector = %self.cfg.id, error = %docent_connector_api::log_safe(&e.to_string()), "sweep: whether readers who are not logged in may still read its pages could not be asked; the next sweep asks again");
+                }
+            }
+        }
         if !gone.is_empty()
             && let Some(why) = self.sweep_holds_back(gone.len(), batch.len(), known.len())
         {

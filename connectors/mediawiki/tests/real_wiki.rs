@@ -490,6 +490,55 @@ async fn public_permissions_skip_a_page_closed_to_readers_who_are_not_logged_in(
     assert!(!format!("{sent:?}").contains("Bluebird"), "{sent:?}");
 }
 
+/// Session 41's note: in public mode, a page closed to readers who are not logged in without
+/// an edit (a Lockdown rule or a hook added to LocalSettings) makes no revision, so the polls'
+/// sweep did not read it again and it stayed everyone's until the reconciliation (a day by
+/// default). The sweep asks about every indexed page of its batch now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_closed_to_readers_not_logged_in_without_an_edit_leaves_at_the_next_sweep() {
+    let wiki = Wiki::start().await;
+    let open = wiki.edit("Open page", "Everyone may read this.").await;
+    let closed = wiki
+        .edit(
+            "Closed page",
+            "Members only soon: the merger code name is Bluebird.",
+        )
+        .await;
+    let section = format!("{PUBLIC}{}", bot_login());
+    let (index, sent, cp) = crawl(&wiki, &section).await;
+    let up: BTreeSet<String> = upserted(&sent)
+        .iter()
+        .map(|d| d.key.native_id.clone())
+        .collect();
+    assert!(up.contains(&closed.to_string()), "{sent:?}");
+    wiki.add_settings(
+        r#"$wgHooks['getUserPermissionsErrors'][] = function ($title, $user, $action, &$result) {
+    if ($action === 'read' && $title->getText() === 'Closed page' && !$user->isRegistered()) {
+        $result = 'badaccess-group0';
+        return false;
+    }
+    return true;
+};"#,
+    );
+    let skipped = |changes: &[Change], id: u64| {
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::Skipped { key, .. } if key.native_id == id.to_string()))
+    };
+    let mut run = Running::start(connector(&wiki, &section), index.clone(), Some(cp));
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let (changes, _) = run.until_checkpoint().await;
+        seen.extend(changes);
+        if skipped(&seen, closed) {
+            break;
+        }
+    }
+    assert!(skipped(&seen, closed), "{seen:?}");
+    assert!(!skipped(&seen, open), "{seen:?}");
+    run.stop().await;
+}
+
 // --- failures ----------------------------------------------------------------------------------
 
 /// Session 31's review: a page whose rendering fails with no API error (a PHP fatal error: HTTP
