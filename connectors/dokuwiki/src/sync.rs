@@ -1268,9 +1268,8 @@ mod tests {
         assert_eq!(old.content_rules, 0);
     }
 
-    /// Whether a wiki that now lists no rules lost them (held back) or never had any.
-    /// Releases from 2024-02-06 "Kaos" on drop the groups given to `wiki.aclCheck` (session
-    /// 30's review: every superuser group would have failed its check there).
+    /// A superuser group a release cannot check is left out unless the config says to trust it
+    /// (a review: such groups were trusted always).
     #[test]
     fn a_superuser_group_the_release_cannot_check_is_trusted_only_when_told() {
         let admins = Who::Group("admin".into());
@@ -1291,6 +1290,9 @@ mod tests {
         );
     }
 
+    /// Whether a wiki that now lists no rules lost them (held back) or never had any.
+    /// Releases from 2024-02-06 "Kaos" on drop the groups given to `wiki.aclCheck` (session
+    /// 30's review: every superuser group would have failed its check there).
     #[test]
     fn groups_reach_acl_check_before_kaos_only() {
         assert!(groups_reach_acl_check("Release 2022-07-31b \"Igor\""));

@@ -1749,13 +1749,25 @@ impl Scanner {
         // this change). A root named through a link is not a link's.
         if shown != rules_path {
             let names = self.names.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let rel = rules_path.strip_prefix(acl_root).unwrap_or(rules_path);
-            let replaced = acl_rules::replaced(&self.cfg.acl_rules, rel);
+            // The link's own path's rules too (a `replace` giving `hr/` to `group:hr` covers a
+            // link in `hr/` to a public file; a review), and whether they state its access.
+            let rel = self
+                .roots
+                .iter()
+                .map(|(r, _)| r.as_path())
+                .filter(|r| shown.starts_with(r))
+                .max_by_key(|r| r.as_os_str().len())
+                .and_then(|r| shown.strip_prefix(r).ok())
+                .ok_or("the link lies outside the crawled roots")?;
+            let rules = &self.cfg.acl_rules;
+            let everyone = Acl::new([Principal::Everyone], []);
+            acl = intersect(acl, acl_rules::apply(rules, rel, everyone));
+            let replaced = acl_rules::replaced(rules, rel);
             let mut dir = shown.parent();
             while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
                 let real = d
                     .canonicalize()
-                    .map_err(|e| format!("cannot tell who may enter {}: {e}", d.display()))?;
+                    .map_err(|e| format!("{}: {}", d.display(), unreadable(&e)))?;
                 if !rules_path.starts_with(&real) {
                     let root = self.root_holding(&real);
                     acl = entered(&names, Some(&real), replaced, root, acl)?;
@@ -1912,10 +1924,10 @@ fn file_acl(
 /// that group's on this machine (session 43's review: its files were indexed for everyone).
 /// `dir_access_list` keeps what it read of each directory while its change time stands.
 /// `replaced`: a rule states the file's access, so only the directories' mode bits are read.
-/// `root`: the crawled root; a directory above it whose access list cannot be used (a root
-/// file system on fuse-overlayfs, 9P, a list naming an id without a name) counts by its mode
-/// bits instead of skipping every file of the root (a review of this change), which narrows
-/// all the same and only misses what such a list refuses beyond its mode bits.
+/// `root`: the crawled root; a directory above it on a mount whose lists are not read (a root
+/// file system on fuse-overlayfs in a rootless container, 9P) counts by its mode bits instead
+/// of skipping every file of the root (a review of this change): it narrows all the same. Any
+/// other failure to read such a directory skips the file, as below the root.
 fn entered(
     names: &PosixNames,
     first: Option<&Path>,
@@ -1936,7 +1948,10 @@ fn entered(
         } else if root.is_some_and(|r| d.starts_with(r)) {
             dir_access_list(d).map_err(|why| format!("{}: {why}", d.display()))?
         } else {
-            dir_access_list(d).or_else(|_| mode_bits())?
+            dir_access_list(d).or_else(|why| match why.starts_with(UNTRUSTED_MOUNT) {
+                true => mode_bits(),
+                false => Err(format!("{}: {why}", d.display())),
+            })?
         };
         if !m.is_dir() {
             return Err(format!(
@@ -2223,7 +2238,7 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
     // whatever extended attributes they answer (s3fs answers "none"): never trusted.
     if let Some(
         k @ ("CIFS" | "SMB2" | "SMB" | "FUSE" | "FAT" | "exFAT" | "NTFS" | "ISO 9660" | "UDF"
-        | "HFS+"),
+        | "HFS+" | "GPFS"),
     ) = kind(&c)
     {
         return Err(untrusted_mount(k));
@@ -2293,10 +2308,13 @@ fn access_list(path: &Path, dev: u64, source: Source) -> Result<Option<Vec<ListE
     ))
 }
 
+/// How [`untrusted_mount`]'s reasons start.
+const UNTRUSTED_MOUNT: &str = "lies on a ";
+
 fn untrusted_mount(kind: &str) -> String {
     format!(
-        "lies on a {kind} mount, whose permissions the mode bits do not state: use the smb or \
-         nfs connector, or state its access with an acl_rules entry (mode = \"replace\")"
+        "{UNTRUSTED_MOUNT}{kind} mount, whose permissions the mode bits do not state: use the \
+         smb or nfs connector, or state its access with an acl_rules entry (mode = \"replace\")"
     )
 }
 
@@ -2504,7 +2522,8 @@ fn network_file_system(path: &std::ffi::CStr) -> Option<&'static str> {
         0x0102_1997 => Some("9P"),
         0x5346_414F => Some("AFS"),
         // IBM Storage Scale (GPFS) keeps NFSv4-style ACLs, which the POSIX list reading does
-        // not see: its mode bits would be trusted and its deny entries missed (a review).
+        // not see (it may answer "no list" for a file that has one): its mode bits would be
+        // trusted and its deny entries missed (a review). Never trusted, as CIFS is.
         0x4750_4653 => Some("GPFS"),
         // Not network file systems, but like CIFS their mode bits come from mount options
         // (`umask`, `fmask`) and no ACL is kept (a review: an NTFS volume mounted with ntfs3

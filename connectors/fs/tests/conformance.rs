@@ -668,6 +668,57 @@ fn a_link_s_own_directory_narrows_its_document() {
     });
 }
 
+/// A review of the fix above: the rules of a link's own path did not apply to it, so a link in
+/// `hr/` (whose files a rule gives to `group:hr`) to a public file showed its name to everyone.
+#[test]
+fn a_link_s_own_path_rules_narrow_its_document() {
+    use docent_fs_connector::{AclRule, RuleMode};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    mode(&root, 0o755);
+    for d in ["public", "hr"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+        mode(&root.join(d), 0o755);
+    }
+    let (target, link) = (
+        root.join("public/template.txt"),
+        root.join("hr/salaries-2027.txt"),
+    );
+    std::fs::write(&target, "a letter template").unwrap();
+    mode(&target, 0o644);
+    std::os::unix::fs::symlink("../public/template.txt", &link).unwrap();
+    let connector: Box<dyn Connector> = Box::new(
+        FsConnector::new(FsConfig {
+            acl_rules: vec![AclRule {
+                path_prefix: "hr".into(),
+                allow: vec!["group:hr".parse().unwrap()],
+                deny: vec![],
+                mode: RuleMode::Replace,
+            }],
+            ..config_at(&[&root])
+        })
+        .unwrap(),
+    );
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let acls = live.upserts(2).await;
+        let tokens = |p: &Path| -> Vec<String> {
+            acls[&*p.to_string_lossy()]
+                .allow
+                .iter()
+                .map(|p| p.token())
+                .collect()
+        };
+        assert!(
+            tokens(&target).contains(&"everyone".to_string()),
+            "{acls:?}"
+        );
+        assert_eq!(tokens(&link), ["group:hr"], "{acls:?}");
+        live.stop().await;
+    });
+}
+
 /// A hard link made to a file indexed with one name: the event names only the new name, so a
 /// reconciliation follows and finds the old one; a chmod through the new name then narrows
 /// both at once.

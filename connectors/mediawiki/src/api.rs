@@ -357,7 +357,22 @@ impl Api {
     /// that answers none of the pages with its `actions` (older than 1.27) or refuses the
     /// question is an error: the check cannot be made.
     pub async fn anonymous_readable(&self, ids: &[u64]) -> Result<BTreeSet<u64>, ApiError> {
+        Ok(self.anonymous_answers(ids).await?.0)
+    }
+
+    /// Of `ids`, the pages the wiki says a reader who is not logged in may not read (an explicit
+    /// `read: false`; a page missing from the answer is not among them).
+    pub async fn anonymous_refused(&self, ids: &[u64]) -> Result<BTreeSet<u64>, ApiError> {
+        Ok(self.anonymous_answers(ids).await?.1)
+    }
+
+    /// (readable, refused) of `ids` for a reader who is not logged in.
+    async fn anonymous_answers(
+        &self,
+        ids: &[u64],
+    ) -> Result<(BTreeSet<u64>, BTreeSet<u64>), ApiError> {
         let mut readable = BTreeSet::new();
+        let mut refused = BTreeSet::new();
         for batch in ids.chunks(50) {
             let list: Vec<String> = batch.iter().map(u64::to_string).collect();
             let q = params([
@@ -388,14 +403,20 @@ impl Api {
                         .into(),
                 });
             }
-            readable.extend(pages.iter().filter_map(|p| {
-                p.pointer("/actions/read")
-                    .and_then(Value::as_bool)
-                    .filter(|&read| read)?;
-                p.get("pageid")?.as_u64()
-            }));
+            for p in pages {
+                let (Some(read), Some(id)) = (
+                    p.pointer("/actions/read").and_then(Value::as_bool),
+                    p.get("pageid").and_then(Value::as_u64),
+                ) else {
+                    continue;
+                };
+                match read {
+                    true => readable.insert(id),
+                    false => refused.insert(id),
+                };
+            }
         }
-        Ok(readable)
+        Ok((readable, refused))
     }
 
     /// One request with its retries. `post`: a form POST (login), else a GET.

@@ -588,8 +588,10 @@ impl Syncer {
         // In public mode, whether a reader who is not logged in may still open each indexed
         // page the sweep does not read again: a restriction added without an edit (a Lockdown
         // rule in LocalSettings, a hook) makes no revision, and such a page stayed everyone's
-        // until the reconciliation (session 41's note; a day by default). Those closed now are
-        // read again, which skips them.
+        // until the reconciliation (session 41's note; a day by default). Those the wiki says
+        // are closed now are read again, which skips them; a page the answer leaves out is not
+        // taken as closed (a review: a wiki answering none of them would have withdrawn them
+        // all, past what holds deletions back).
         if self.cfg.permissions == Permissions::Public {
             let unread: Vec<PageMeta> = batch
                 .iter()
@@ -601,9 +603,18 @@ impl Syncer {
                 })
                 .cloned()
                 .collect();
-            match self.hidden_from_everyone(&unread).await {
-                Ok(hidden) => {
-                    changed.extend(unread.into_iter().filter(|m| hidden.contains(&m.id)));
+            let ids: Vec<u64> = unread.iter().map(|m| m.id).collect();
+            let refused = match ids.is_empty() {
+                true => Ok(BTreeSet::new()),
+                false => self
+                    .api
+                    .anonymous_refused(&ids)
+                    .await
+                    .map_err(SyncError::from),
+            };
+            match refused {
+                Ok(closed) => {
+                    changed.extend(unread.into_iter().filter(|m| closed.contains(&m.id)));
                 }
                 Err(e @ (SyncError::Cancelled | SyncError::SinkClosed)) => return Err(e),
                 Err(e) => {
