@@ -1775,6 +1775,13 @@ impl Scanner {
                 dir = d.parent();
             }
         }
+        if acl.is_closed() && shown != rules_path {
+            return Err(
+                "no principal both may see this link's name (its own directories and \
+                 path rules) and read its target: a link is read only by who may do both"
+                    .to_string(),
+            );
+        }
         if acl.is_closed() {
             return Err("no principal may read this file (ACL allows nobody)".to_string());
         }
