@@ -569,15 +569,29 @@ impl IdentityStore {
                     }
                     m.admin |= spec.admin;
                     // (Config ids are unique and files grant no privilege, so two specs with
-                    // `act_as` never meet here; if they did with two lists, neither would be
-                    // widened to the other's: `act_as` is withdrawn.)
-                    match (m.act_as, spec.act_as) {
-                        (true, true) if m.act_for != spec.act_for => m.act_as = false,
-                        (false, true) => {
-                            m.act_as = true;
-                            m.act_for = spec.act_for;
-                        }
-                        _ => {}
+                    // `act_as` never meet here; if they did, the lists would only narrow each
+                    // other: an empty list is anyone, and two lists sharing no entry keep one
+                    // that names no one, `user:`.)
+                    if spec.act_as {
+                        m.act_for = match (m.act_as, m.act_for.is_empty()) {
+                            (false, _) | (true, true) => spec.act_for,
+                            (true, false) if spec.act_for.is_empty() => {
+                                std::mem::take(&mut m.act_for)
+                            }
+                            (true, false) => {
+                                let both: Vec<String> = m
+                                    .act_for
+                                    .iter()
+                                    .filter(|p| spec.act_for.contains(p))
+                                    .cloned()
+                                    .collect();
+                                match both.is_empty() {
+                                    true => vec!["user:".to_string()],
+                                    false => both,
+                                }
+                            }
+                        };
+                        m.act_as = true;
                     }
                     m.ingest |= spec.ingest;
                     m.locked |= spec.locked;
@@ -1398,6 +1412,26 @@ mod tests {
         // `user:` entries name ids, not aliases.
         refused("dave");
         refused("ghost");
+        // Two specs of one id with `act_as` (not reachable from a config) only narrow.
+        let bridge_with = |act_for: &[&str]| IdentitySpec {
+            id: "bridge".into(),
+            act_as: true,
+            act_for: act_for.iter().map(|p| p.to_string()).collect(),
+            token_sha256: Some(hex::encode(token_hash("bridge-token"))),
+            ..Default::default()
+        };
+        let merged = |lists: &[&[&str]]| {
+            let mut ids = vec![person("alice", &[], &[]), person("carol", &[], &[])];
+            ids.extend(lists.iter().map(|l| bridge_with(l)));
+            let s = IdentityStore::new(ids, vec![]);
+            let b = s.authenticate_token("bridge-token").unwrap();
+            ["alice", "carol"].map(|who| s.act_as(&b, who).is_ok())
+        };
+        assert_eq!(merged(&[&[], &["user:alice"]]), [true, false]);
+        assert_eq!(
+            merged(&[&["user:alice"], &["user:carol"], &[]]),
+            [false, false]
+        );
         // Audiences: a listed group, and everyone; not another group.
         assert!(s.act_as(&bridge, "group:staff").is_ok());
         assert!(s.act_as(&bridge, "everyone").is_ok());
