@@ -891,7 +891,7 @@ impl IdentityStore {
             .lookup(user)
             .filter(|s| !s.locked && !s.sign_in_withdrawn.iter().any(|a| a == user))
             .filter(|s| s.id == user || !file_alias_of_privileged(s, user))
-            .ok_or_else(|| ActAsError::UnknownUser(user.to_string()))?;
+            .ok_or_else(|| self.unknown_to(actor, user))?;
         // Acting for oneself is querying: a credential without the query scope may not.
         if spec.id == actor.user_id && !actor.perms.query {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
@@ -904,6 +904,24 @@ impl IdentityStore {
         }
         c.actor = Some(actor.user_id.clone());
         Ok(c)
+    }
+
+    /// The refusal for a `user` no identity answers to. An actor whose `act_for` names the
+    /// user by id (or who may act for anyone) learns that it is unknown; any other actor is
+    /// told it may not act for them, as it is for a person who exists: otherwise a service
+    /// limited to some people could find out which ids and aliases exist beyond them
+    /// (session 44's note).
+    fn unknown_to(&self, actor: &Caller, user: &str) -> ActAsError {
+        let named = self.lookup(&actor.user_id).is_some_and(|s| {
+            s.act_for.is_empty()
+                || s.act_for
+                    .iter()
+                    .any(|p| p.strip_prefix("user:") == Some(user))
+        });
+        match named {
+            true => ActAsError::UnknownUser(user.to_string()),
+            false => ActAsError::NotFor(actor.user_id.clone(), user.to_string()),
+        }
     }
 
     /// Whether `actor`'s `act_for` list (none: anyone) names the person `id` (by id, not by an
@@ -1440,10 +1458,27 @@ mod tests {
             ActAsError::NotFor("b".into(), "c".into()).reason(),
             "ACT_FOR_DENIED"
         );
-        // Unknown people stay unknown (not "not for").
+        // Whether someone exists beyond the list is not told: an unknown id is refused as
+        // a known one is, unless the list names it.
+        refused("nobody");
+        let listed = IdentityStore::new(
+            vec![IdentitySpec {
+                id: "bridge".into(),
+                act_as: true,
+                act_for: vec!["user:gone".into()],
+                token_sha256: Some(hex::encode(token_hash("bridge-token"))),
+                ..Default::default()
+            }],
+            vec![],
+        );
+        let b = listed.authenticate_token("bridge-token").unwrap();
         assert_eq!(
-            s.act_as(&bridge, "nobody").unwrap_err(),
-            ActAsError::UnknownUser("nobody".into())
+            listed.act_as(&b, "gone").unwrap_err(),
+            ActAsError::UnknownUser("gone".into())
+        );
+        assert_eq!(
+            listed.act_as(&b, "nobody").unwrap_err(),
+            ActAsError::NotFor("bridge".into(), "nobody".into())
         );
     }
 
