@@ -1,6 +1,7 @@
 //! File-share connector: crawls one or more roots, then watches them with `notify` and rescans
 //! them periodically (network mounts drop events; the periodic reconciliation is what makes the
-//! index converge regardless).
+//! index converge regardless). Each directory above a root is watched too, for its own
+//! changes: who may enter it narrows every file below, and a change walks those roots at once.
 //!
 //! Invariants:
 //! - every upsert carries an ACL derived from the file's POSIX owner, group and mode, narrowed
@@ -165,6 +166,48 @@ struct Scanner {
     /// on the real path only: the links' documents are checked again with it (a review: they
     /// kept the wider ACL until the next reconciliation).
     link_targets: Arc<std::sync::Mutex<BTreeMap<PathBuf, BTreeSet<PathBuf>>>>,
+    /// The directories above the roots (not inside one), each with who may enter it as last
+    /// seen ([`Above`]). They narrow every file below ([`entered`]); the watch has each one's
+    /// own events, and a change of its owner, mode or list walks the roots below it at once
+    /// (session 44's note: such a change waited for the next reconciliation).
+    above: Arc<std::sync::Mutex<BTreeMap<PathBuf, Option<Above>>>>,
+}
+
+/// What decides who may enter a directory: its identity, owner, mode bits and access list.
+/// `None` in [`Scanner::above`]: it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Above {
+    dev: u64,
+    ino: u64,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    list: Option<Vec<ListEntry>>,
+}
+
+impl Above {
+    fn read(d: &Path) -> Option<Self> {
+        let (m, list) = path_access_list(d, std::fs::symlink_metadata(d).ok()?.dev()).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode(),
+            list,
+        })
+    }
+}
+
+/// The directories above `roots` up to `/`, leaving out those inside a root (its own watch
+/// has their events).
+fn dirs_above(roots: &[PathBuf]) -> BTreeSet<PathBuf> {
+    roots
+        .iter()
+        .flat_map(|r| r.ancestors().skip(1))
+        .filter(|d| !d.as_os_str().is_empty() && !roots.iter().any(|r| d.starts_with(r)))
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// [`Scanner::links`] by (device, inode).
@@ -236,6 +279,18 @@ async fn run(conn: FsConnector, ctx: ConnectorContext) -> Result<(), ConnectorEr
         )),
         links: Arc::default(),
         link_targets: Arc::default(),
+        // Read before the watch starts and the first reconciliation walks: a change after
+        // this is either seen by that walk or differs from what is kept here.
+        above: Arc::new(std::sync::Mutex::new(match cfg.watch {
+            true => dirs_above(&cfg.roots)
+                .into_iter()
+                .map(|d| {
+                    let seen = Above::read(&d);
+                    (d, seen)
+                })
+                .collect(),
+            false => BTreeMap::new(),
+        })),
     };
 
     // Start watching before the first scan so nothing changed during the crawl is missed.
@@ -587,8 +642,14 @@ fn start_watcher(
     dropped: Arc<std::sync::atomic::AtomicBool>,
     queued: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 ) -> notify::Result<(notify::RecommendedWatcher, Vec<(PathBuf, notify::Error)>)> {
+    let above = dirs_above(roots);
+    let inside = roots.to_vec();
     let handler = move |res: notify::Result<notify::Event>| {
-        for p in watched_paths(res) {
+        // A directory above the roots is watched for its own events: those of its other
+        // entries are not the connector's.
+        for p in watched_paths(res).into_iter().filter(|p| {
+            p.as_os_str().is_empty() || above.contains(p) || inside.iter().any(|r| p.starts_with(r))
+        }) {
             let mut q = queued.lock().unwrap_or_else(|e| e.into_inner());
             if q.contains(&p) {
                 continue;
@@ -619,6 +680,13 @@ fn start_watcher(
     for r in roots {
         if let Err(e) = watcher.watch(r, RecursiveMode::Recursive) {
             partial.push((r.clone(), e));
+        }
+    }
+    // Each directory above them alone (its events name it, or an entry of it); one the
+    // daemon may not read cannot be watched, and a change of it waits for the reconciliation.
+    for d in dirs_above(roots) {
+        if let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
+            tracing::debug!(dir = %docent_connector_api::log_safe(&d.to_string_lossy()), error = %docent_connector_api::log_safe(&e.to_string()), "a directory above a root is not watched");
         }
     }
     Ok((watcher, partial))
@@ -1272,7 +1340,8 @@ impl Scanner {
         let mut unmounted = BTreeMap::new();
         let mut table = None;
         let mut reconcile = false;
-        for path in paths {
+        let paths = self.roots_below_changed(paths);
+        for path in &paths {
             let Some(root) = self.root_of(path) else {
                 continue;
             };
@@ -1377,6 +1446,42 @@ impl Scanner {
             }
         }
         Ok(reconcile)
+    }
+
+    /// `paths` with each directory above the roots ([`Scanner::above`]) among them replaced by
+    /// the roots below it when who may enter it changed (each then walked whole, as for a
+    /// chmod of the root), or left out when it did not (a `touch`, another entry's event).
+    fn roots_below_changed(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            if self.root_of(path).is_some() {
+                out.push(path.clone());
+                continue;
+            }
+            let changed = {
+                let mut above = self.above.lock().unwrap_or_else(|e| e.into_inner());
+                match above.get_mut(path) {
+                    Some(seen) => {
+                        let now = Above::read(path);
+                        std::mem::replace(seen, now.clone()) != now
+                    }
+                    None => false,
+                }
+            };
+            if changed {
+                tracing::info!(connector = %self.cfg.id, "who may enter a directory above a root changed; walking the roots below it");
+                out.extend(
+                    self.cfg
+                        .roots
+                        .iter()
+                        .filter(|r| r.starts_with(path))
+                        .cloned(),
+                );
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Checks again the documents met through a symbolic link whose target is `path` (under

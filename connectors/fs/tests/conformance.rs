@@ -625,6 +625,41 @@ fn a_chmod_of_a_link_s_target_narrows_the_link_s_document_at_once() {
     });
 }
 
+/// Session 44's note: every directory above a root narrows its files, but a chmod of one raised
+/// no event the watch had (it watched the roots only), and the files kept the wider ACL until
+/// the next reconciliation (an hour away here).
+#[test]
+fn a_chmod_of_a_directory_above_the_root_narrows_its_files_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let outer = dir.path().canonicalize().unwrap();
+    mode(&outer, 0o755);
+    let root = outer.join("share");
+    std::fs::create_dir(&root).unwrap();
+    mode(&root, 0o755);
+    let file = root.join("plan.txt");
+    std::fs::write(&file, "plan").unwrap();
+    mode(&file, 0o644);
+    let connector = watching(&root);
+    let index = Arc::new(Index::default());
+    runtime().block_on(async {
+        let mut live = Live::start(connector, &index, None);
+        let (up, ..) = live.next_sync(true).await;
+        assert_eq!(up, [file.to_string_lossy()], "{up:?}");
+        // Another entry of the directory above changes: not the connector's.
+        std::fs::write(outer.join("elsewhere.txt"), "x").unwrap();
+        mode(&outer, 0o700);
+        let narrowed = live.upserts(1).await;
+        let acl = narrowed
+            .get(&*file.to_string_lossy())
+            .unwrap_or_else(|| panic!("the file was not sent again: {narrowed:?}"));
+        assert!(
+            !acl.allow.is_empty() && acl.allow.iter().all(|p| p.token() == "user:root"),
+            "{narrowed:?}"
+        );
+        live.stop().await;
+    });
+}
+
 /// Session 43's review: with `follow_symlinks`, a link's document shows the link's own path (its
 /// key, uri and path attributes) and took its target's ACL alone, so a link in a directory only
 /// its owner may list showed its name to everyone.
