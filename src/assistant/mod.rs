@@ -745,7 +745,10 @@ impl Assistant {
                         store
                             .last_turns(&id, EARLIER_TURNS_READ)?
                             .into_iter()
-                            .filter(|t| t.status != status_name(AnswerStatus::Blocked))
+                            .filter(|t| {
+                                t.status != status_name(AnswerStatus::Blocked)
+                                    && t.status != store::EXPIRED
+                            })
                             .map(|t| {
                                 if t.rewritten.is_empty() {
                                     t.question
@@ -2088,8 +2091,10 @@ impl Assistant {
         store
             .conversation(&caller.conversation_owner(), id)?
             .ok_or_else(|| AssistantError::ConversationNotFound(id.to_string()))?;
+        // (A turn the retention emptied takes none: its question is gone.)
         let t = store
             .turn(id, turn)?
+            .filter(|t| t.status != store::EXPIRED)
             .ok_or_else(|| AssistantError::ConversationNotFound(format!("{id} turn {turn}")))?;
         // The documents as the voter sees the turn now, by the keys they are indexed under
         // (a review: the keys as sent, which redaction may have changed, of every citation).
@@ -2399,6 +2404,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             turns: 1,
+            expired_turns: 0,
+            kept_from_ms: 0,
         };
         let mut exempt = c.clone();
         redact_title(&g, &falcon, &mut exempt);
@@ -2526,6 +2533,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             turns: 1,
+            expired_turns: 0,
+            kept_from_ms: 0,
         };
         let mut exempt = c.clone();
         redact_title(&g, &payroll, &mut exempt);
@@ -2590,6 +2599,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             turns: 1,
+            expired_turns: 0,
+            kept_from_ms: 0,
         };
         redact_title(&g, &BTreeSet::new(), &mut c);
         assert!(c.title.chars().count() <= TITLE_CHARS, "{}", c.title);

@@ -40,7 +40,20 @@ pub struct ConversationRecord {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub turns: u32,
+    /// How many of the first turns the retention has emptied ([`Store::expire`]): a
+    /// conversation still in use loses its turns older than the retention one by one, not
+    /// only whole when it goes quiet (session 42's note: a conversation added to every day
+    /// kept its first question for ever).
+    #[serde(default)]
+    pub expired_turns: u32,
+    /// When the first turn the retention kept was asked (0 until it emptied or kept one:
+    /// `created_ms` stands for it then).
+    #[serde(default)]
+    pub kept_from_ms: i64,
 }
+
+/// The status of a turn the retention emptied ([`expired_turn`]).
+pub const EXPIRED: &str = "expired";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredCitation {
@@ -237,6 +250,15 @@ fn unreadable_turn() -> TurnRecord {
     }
 }
 
+/// What the retention leaves in a turn's place: nothing asked, answered or cited, no time,
+/// status [`EXPIRED`]. The place stays: feedback and clients name turns by their number.
+fn expired_turn() -> TurnRecord {
+    TurnRecord {
+        status: EXPIRED.into(),
+        ..unreadable_turn()
+    }
+}
+
 /// `YYYY-MM-DD` (UTC) of a time in Unix milliseconds.
 pub fn day_of(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
@@ -352,6 +374,8 @@ impl Store {
             created_ms: now,
             updated_ms: now,
             turns: 0,
+            expired_turns: 0,
+            kept_from_ms: 0,
         };
         if let Some(t) = first {
             c.turns = 1;
@@ -596,18 +620,26 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes conversations not updated since `cutoff_ms`; returns how many.
+    /// Deletes conversations not updated since `cutoff_ms`, and empties the turns asked
+    /// before it in the others ([`Self::expire_turns`]); returns how many conversations were
+    /// deleted.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let old: Vec<ConversationRecord> = {
+        let (old, aging): (Vec<ConversationRecord>, Vec<ConversationRecord>) = {
             let tx = self.db.begin_read().map_err(err)?;
             let t = tx.open_table(CONVERSATIONS).map_err(err)?;
-            let mut v = Vec::new();
+            let (mut v, mut aging) = (Vec::new(), Vec::new());
             let mut unreadable = 0usize;
             for e in t.iter().map_err(err)? {
                 let (_, c) = e.map_err(err)?;
                 // One record that does not read must not stop retention for everyone else.
                 match parse::<ConversationRecord>(c.value()) {
                     Ok(c) if c.updated_ms < cutoff_ms => v.push(c),
+                    Ok(c)
+                        if c.expired_turns < c.turns
+                            && c.created_ms.max(c.kept_from_ms) < cutoff_ms =>
+                    {
+                        aging.push(c)
+                    }
                     Ok(_) => {}
                     Err(_) => unreadable += 1,
                 }
@@ -618,13 +650,67 @@ impl Store {
                     "conversation records that cannot be read were not expired"
                 );
             }
-            v
+            (v, aging)
         };
         let mut removed = 0;
         for c in &old {
             removed += usize::from(self.remove(&c.owner, &c.id, Some(cutoff_ms))?);
         }
+        for c in &aging {
+            self.expire_turns(&c.id, cutoff_ms)?;
+        }
         Ok(removed)
+    }
+
+    /// Empties the turns of conversation `id` asked before `cutoff_ms` (the first ones: turns
+    /// are appended in time order) in one transaction: each becomes an [`expired_turn`] and
+    /// its feedback (which holds the question) goes. The title, the first question, becomes
+    /// the first kept one. A turn that cannot be read is emptied too (its time is unknown, and
+    /// it must not hold the retention back). Returns how many turns were emptied.
+    fn expire_turns(&self, id: &str, cutoff_ms: i64) -> Result<u32, StoreError> {
+        let tx = self.begin_write()?;
+        let emptied = {
+            let mut convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            let Some(v) = convs.get(id).map_err(err)?.map(|v| v.value().to_vec()) else {
+                return Ok(0);
+            };
+            let mut c: ConversationRecord = parse(&v)?;
+            let mut turns = tx.open_table(TURNS).map_err(err)?;
+            let mut feedback = tx.open_table(FEEDBACK).map_err(err)?;
+            let mut kept = None;
+            let first = c.expired_turns;
+            while c.expired_turns < c.turns {
+                let key = turn_key(id, c.expired_turns);
+                let t = turns
+                    .get(key.as_str())
+                    .map_err(err)?
+                    .and_then(|v| readable_turn(v.value()));
+                if let Some(t) = t.filter(|t| t.time_ms >= cutoff_ms) {
+                    kept = Some(t);
+                    break;
+                }
+                turns
+                    .insert(key.as_str(), json(&expired_turn()).as_slice())
+                    .map_err(err)?;
+                let (lo, hi) = (format!("{key}/"), format!("{key}0"));
+                feedback
+                    .retain_in(lo.as_str()..hi.as_str(), |_, _| false)
+                    .map_err(err)?;
+                c.expired_turns += 1;
+            }
+            let emptied = c.expired_turns - first;
+            if emptied > 0 {
+                c.title = kept
+                    .as_ref()
+                    .map(|t| t.question.clone())
+                    .unwrap_or_default();
+            }
+            c.kept_from_ms = kept.map_or(cutoff_ms, |t| t.time_ms);
+            convs.insert(id, json(&c).as_slice()).map_err(err)?;
+            emptied
+        };
+        tx.commit().map_err(err)?;
+        Ok(emptied)
     }
 
     /// Returns `false`, writing nothing, when the conversation is gone or not the voter's
@@ -895,6 +981,76 @@ mod tests {
         assert_eq!(store.append("alice", &id, &turn("3")).unwrap(), None);
         assert_eq!(store.turns(&id).unwrap().len(), 2);
         assert_eq!(store.conversation("alice", &id).unwrap().unwrap().turns, 2);
+    }
+
+    /// Session 42's note: retention deleted whole conversations once quiet, so one added to
+    /// every day kept its first questions, answers and feedback for ever.
+    #[test]
+    fn retention_empties_the_old_turns_of_a_conversation_still_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Times after the conversation's creation (now).
+        let base = now_ms();
+        let at = |q: &str, ms: i64| TurnRecord {
+            time_ms: base + ms,
+            ..turn(q)
+        };
+        let c = store.create("alice", "").unwrap();
+        for (q, ms) in [
+            ("salary of bob?", 1_000),
+            ("and carol?", 2_000),
+            ("vpn?", 5_000),
+        ] {
+            store.append("alice", &c.id, &at(q, ms)).unwrap();
+        }
+        let vote = |n: u32| FeedbackRecord {
+            conversation_id: c.id.clone(),
+            turn: n,
+            identity: "alice".into(),
+            up: true,
+            reasons: Vec::new(),
+            comment: String::new(),
+            time_ms: 0,
+            question: "salary of bob?".into(),
+            documents: Vec::new(),
+        };
+        assert!(store.put_feedback("alice", &vote(0)).unwrap());
+        assert!(store.put_feedback("alice", &vote(2)).unwrap());
+        // Created before the cutoff, last asked after it: kept, its first two turns emptied.
+        assert_eq!(store.expire(base + 3_000).unwrap(), 0);
+        let turns = store.turns(&c.id).unwrap();
+        assert_eq!(turns.len(), 3, "the places stay");
+        for t in &turns[..2] {
+            assert_eq!(
+                (
+                    t.status.as_str(),
+                    t.question.as_str(),
+                    t.answer.as_str(),
+                    t.time_ms
+                ),
+                (EXPIRED, "", "", 0)
+            );
+        }
+        assert_eq!(turns[2].question, "vpn?");
+        let conv = store.conversation("alice", &c.id).unwrap().unwrap();
+        assert_eq!((conv.title.as_str(), conv.expired_turns), ("vpn?", 2));
+        let (votes, _) = store.feedback_page(None, 10, 1 << 20).unwrap();
+        assert_eq!(votes.iter().map(|f| f.turn).collect::<Vec<_>>(), [2]);
+        // The next turn takes the next number; a later run reads on from the kept turn.
+        assert_eq!(
+            store.append("alice", &c.id, &at("next?", 6_000)).unwrap(),
+            Some(3)
+        );
+        assert_eq!(store.expire(base + 5_500).unwrap(), 0);
+        let turns = store.turns(&c.id).unwrap();
+        assert_eq!(
+            turns.iter().map(|t| t.status.as_str()).collect::<Vec<_>>(),
+            [EXPIRED, EXPIRED, EXPIRED, "answered"]
+        );
+        assert_eq!(
+            store.conversation("alice", &c.id).unwrap().unwrap().title,
+            "next?"
+        );
     }
 
     fn turn(q: &str) -> TurnRecord {

@@ -452,11 +452,15 @@ pub async fn conversations(
                 let v: Vec<_> = c
                     .turns
                     .iter()
-                    .map(|t| json!({"question": t.question, "rewritten_question": t.rewritten_question, "answer": t.answer, "status": status_name(t.status), "mode": mode_name(t.mode), "citations": t.citations.iter().map(citation_json).collect::<Vec<_>>()}))
+                    .map(|t| json!({"question": t.question, "rewritten_question": t.rewritten_question, "answer": t.answer, "status": status_name(t.status), "expired": t.expired, "mode": mode_name(t.mode), "citations": t.citations.iter().map(citation_json).collect::<Vec<_>>()}))
                     .collect();
                 println!("{}", super::pretty_json(&v)?);
             } else {
                 for (i, t) in c.turns.iter().enumerate() {
+                    if t.expired {
+                        println!("#{i} (deleted by the retention)\n");
+                        continue;
+                    }
                     println!("#{i} > {}", super::shown(&t.question));
                     println!("{}", super::shown(&t.answer));
                     print_sources(&t.citations);

@@ -172,6 +172,7 @@ pub fn turn(t: &store::TurnRecord) -> pb::Turn {
             .collect(),
         status: status as i32,
         mode: answer_mode(mode) as i32,
+        expired: t.status == store::EXPIRED,
         usage: Some(pb::TokenUsage {
             prompt_tokens: t.prompt_tokens,
             completion_tokens: t.completion_tokens,
