@@ -1257,6 +1257,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 id: g.id.clone(),
                 member_of: g.member_of.clone(),
                 reported: false,
+                from_file: false,
             }
         })
         .collect();
@@ -1347,6 +1348,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
                 sign_in_withdrawn: Vec::new(),
                 privilege_withdrawn: false,
                 aliases_from_files: Vec::new(),
+                groups_from_files: Vec::new(),
             }
         })
         .collect();

@@ -125,8 +125,13 @@ fn expand(parents: &BTreeMap<String, Vec<String>>, direct: &[String]) -> BTreeSe
 /// `act_as` or `ingest`: such an alias never signs it in nor is acted for (see
 /// [`IdentitySpec::aliases_from_files`]).
 fn file_alias_of_privileged(spec: &IdentitySpec, name: &str) -> bool {
-    (spec.admin || spec.act_as || spec.ingest || spec.privilege_withdrawn)
-        && spec.aliases_from_files.iter().any(|a| a == name)
+    is_privileged(spec) && spec.aliases_from_files.iter().any(|a| a == name)
+}
+
+/// Whether `spec` holds (or a failed reload took) `admin`, `act_as` or `ingest`, which only the
+/// config grants.
+fn is_privileged(spec: &IdentitySpec) -> bool {
+    spec.admin || spec.act_as || spec.ingest || spec.privilege_withdrawn
 }
 
 /// Whether an alias is an account name of a file system or a domain, the way sources' ACLs
@@ -259,7 +264,8 @@ pub struct IdentitySpec {
     /// May ask on behalf of other users.
     pub act_as: bool,
     /// With `act_as`: the only people it may act for, by `group:<id>` (a group the config or an
-    /// identity file gives them, not one a connector reports) or `user:<id>`; an audience group
+    /// identity file gives them, not one a connector reports; for a privileged person the
+    /// config's own groups and links only: [`Self::groups_from_files`]) or `user:<id>`; an audience group
     /// only if listed (`everyone` always: it reads what everyone may). Empty: anyone.
     pub act_for: Vec<String>,
     /// May call the push API.
@@ -282,6 +288,11 @@ pub struct IdentitySpec {
     /// privileged identity a new sign-in name either (a review: an export naming `root` with
     /// someone else's address signed them in as root).
     pub aliases_from_files: Vec<String>,
+    /// Groups only an identity file gave it. They count as the config's do, except for
+    /// `act_for` when it holds `admin`, `act_as` or `ingest`: a file grants no privilege, so
+    /// it may not put a privileged identity into a group a service acts for either (session
+    /// 44's review: an export listing an admin in `staff` let the Slack bridge ask as them).
+    pub groups_from_files: Vec<String>,
 }
 
 /// One group and the groups it belongs to.
@@ -292,6 +303,9 @@ pub struct GroupSpec {
     /// A connector reported these links (its group database): they count as reported groups
     /// do ([`IdentitySpec::reported_groups`]).
     pub reported: bool,
+    /// An identity file gave these links: they count as the config's do, except for
+    /// `act_for` when the person acted for is privileged ([`IdentitySpec::groups_from_files`]).
+    pub from_file: bool,
 }
 
 /// An API key: a hashed secret bound to an identity, with scopes, an optional expiry and a
@@ -468,6 +482,9 @@ pub struct IdentityStore {
     parents: BTreeMap<String, Vec<String>>,
     /// [`Self::parents`] from the config and identity files only (no connector's report).
     config_parents: BTreeMap<String, Vec<String>>,
+    /// The links the config itself states (none from an identity file or a connector): what a
+    /// privileged identity's groups reach for `act_for`.
+    own_parents: BTreeMap<String, Vec<String>>,
     jwt: Option<Arc<jwt::JwtVerifier>>,
     /// Connectors that report group memberships and have not yet (fail closed: see
     /// [`Caller::strict_deny`]).
@@ -598,6 +615,7 @@ impl IdentityStore {
                     m.privilege_withdrawn |= spec.privilege_withdrawn;
                     m.sign_in_withdrawn.extend(spec.sign_in_withdrawn);
                     m.aliases_from_files.extend(spec.aliases_from_files);
+                    m.groups_from_files.extend(spec.groups_from_files);
                     m.token_sha256 = m.token_sha256.take().or(spec.token_sha256);
                 }
                 None => {
@@ -653,10 +671,12 @@ impl IdentityStore {
         }
         let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut config_parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut own_parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for g in groups {
             for map in [
                 Some(&mut parents),
                 (!g.reported).then_some(&mut config_parents),
+                (!g.reported && !g.from_file).then_some(&mut own_parents),
             ]
             .into_iter()
             .flatten()
@@ -677,6 +697,7 @@ impl IdentityStore {
             keys: Vec::new(),
             parents,
             config_parents,
+            own_parents,
             jwt: None,
             pending: Vec::new(),
         }
@@ -897,9 +918,26 @@ impl IdentityStore {
             return Err(ActAsError::NotPermitted(actor.user_id.clone()));
         }
         let mut c = self.caller(spec, Permissions::QUERY, actor.credential.clone());
-        if spec.id != actor.user_id
-            && !self.may_act_for(actor, Some(&spec.id), &c.guardrail_principals)
-        {
+        // A privileged identity's groups as the config alone gives them (see
+        // [`IdentitySpec::groups_from_files`]).
+        let configured;
+        let principals = match is_privileged(spec) {
+            true => {
+                let direct: Vec<String> = spec
+                    .groups
+                    .iter()
+                    .filter(|g| !spec.groups_from_files.contains(g))
+                    .cloned()
+                    .collect();
+                configured = expand(&self.own_parents, &direct)
+                    .into_iter()
+                    .map(|g| format!("group:{g}"))
+                    .collect::<BTreeSet<_>>();
+                &configured
+            }
+            false => &c.guardrail_principals,
+        };
+        if spec.id != actor.user_id && !self.may_act_for(actor, Some(&spec.id), principals) {
             return Err(ActAsError::NotFor(actor.user_id.clone(), user.to_string()));
         }
         c.actor = Some(actor.user_id.clone());
@@ -1247,16 +1285,19 @@ mod tests {
                     id: "payroll".into(),
                     member_of: vec!["hr".into()],
                     reported: false,
+                    from_file: false,
                 },
                 GroupSpec {
                     id: "hr".into(),
                     member_of: vec!["staff".into()],
                     reported: false,
+                    from_file: false,
                 },
                 GroupSpec {
                     id: "staff".into(),
                     member_of: vec!["hr".into()],
                     reported: false,
+                    from_file: false,
                 },
             ],
         )
@@ -1386,6 +1427,7 @@ mod tests {
             id: id.into(),
             member_of: vec![parent.into()],
             reported: false,
+            from_file: false,
         };
         let s = IdentityStore::new(
             vec![
@@ -1397,6 +1439,28 @@ mod tests {
                     aliases: vec!["ghost".into()],
                     ..person("dave", &[], &[])
                 },
+                // An identity file puts people into `staff` (nested in the config's `payroll`
+                // for `fay`): it counts for a person, not for an admin.
+                IdentitySpec {
+                    groups_from_files: vec!["staff".into()],
+                    ..person("erin", &["staff"], &[])
+                },
+                IdentitySpec {
+                    admin: true,
+                    groups_from_files: vec!["staff".into()],
+                    ..person("root2", &["staff"], &[])
+                },
+                IdentitySpec {
+                    admin: true,
+                    groups_from_files: vec!["staff".into()],
+                    ..person("fay", &["staff", "payroll"], &[])
+                },
+                // A file nests the config's `ops` in `staff`.
+                IdentitySpec {
+                    admin: true,
+                    ..person("gus", &["ops"], &[])
+                },
+                person("hal", &["ops"], &[]),
                 IdentitySpec {
                     id: "bridge".into(),
                     act_as: true,
@@ -1411,7 +1475,14 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            vec![group("payroll", "staff"), group("contractors", "vendors")],
+            vec![
+                group("payroll", "staff"),
+                group("contractors", "vendors"),
+                GroupSpec {
+                    from_file: true,
+                    ..group("ops", "staff")
+                },
+            ],
         );
         let bridge = s.authenticate_token("bridge-token").unwrap();
         let refused = |who: &str| {
@@ -1430,6 +1501,13 @@ mod tests {
         // `user:` entries name ids, not aliases.
         refused("dave");
         refused("ghost");
+        // A group only a file gives counts for a person, not for a privileged identity,
+        // unless the config's own groups reach it.
+        assert!(s.act_as(&bridge, "erin").is_ok());
+        refused("root2");
+        assert!(s.act_as(&bridge, "fay").is_ok());
+        assert!(s.act_as(&bridge, "hal").is_ok());
+        refused("gus");
         // Two specs of one id with `act_as` (not reachable from a config) only narrow.
         let bridge_with = |act_for: &[&str]| IdentitySpec {
             id: "bridge".into(),
@@ -1531,11 +1609,13 @@ mod tests {
                     id: "hr".into(),
                     member_of: vec!["staff".into()],
                     reported: false,
+                    from_file: false,
                 },
                 GroupSpec {
                     id: "hr".into(),
                     member_of: vec!["exempt-club".into()],
                     reported: true,
+                    from_file: false,
                 },
             ],
         )
@@ -1893,17 +1973,20 @@ mod tests {
                 id: name(i),
                 member_of: (0..40).filter(|&j| j != i).map(name).collect(),
                 reported: false,
+                from_file: false,
             })
             .collect();
         groups.push(GroupSpec {
             id: "solo".into(),
             member_of: vec!["solo".into()],
             reported: false,
+            from_file: false,
         });
         groups.push(GroupSpec {
             id: "leaf".into(),
             member_of: vec!["g00".into()],
             reported: false,
+            from_file: false,
         });
         let s = IdentityStore::new(Vec::new(), groups);
         assert_eq!(

@@ -125,6 +125,7 @@ impl Loaded {
                         id: sub.clone(),
                         member_of: vec![g.group.clone()],
                         reported: true,
+                        from_file: false,
                     }),
                     Principal::Everyone => {}
                 }
@@ -319,6 +320,7 @@ fn group_file(text: &str, passwd: Option<&str>) -> Result<Loaded, String> {
             id: fields[0].to_string(),
             member_of: Vec::new(),
             reported: false,
+            from_file: true,
         });
         // A gid two groups share names neither: a primary group by it could be either (the
         // same line twice is one group).
@@ -453,6 +455,7 @@ fn json(text: &str) -> Result<Loaded, String> {
             id: g.id,
             member_of: g.member_of,
             reported: false,
+            from_file: true,
         });
     }
     Ok(out)
@@ -659,6 +662,9 @@ impl Merger {
                 for g in &spec.groups {
                     if !m.groups.contains(g) {
                         m.groups.push(g.clone());
+                        if !configured {
+                            m.groups_from_files.push(g.clone());
+                        }
                     }
                 }
                 m.admin |= spec.admin;
@@ -673,6 +679,10 @@ impl Merger {
                 let o = self.identities.len();
                 self.identities.push(IdentitySpec {
                     aliases: Vec::new(),
+                    groups_from_files: match configured {
+                        true => Vec::new(),
+                        false => spec.groups.clone(),
+                    },
                     ..spec.clone()
                 });
                 self.claim(&spec.id, o, Place::new(source, &at, None));
@@ -829,6 +839,10 @@ mod tests {
         let alice = s.whois("FERNHILL\\alice").unwrap();
         assert_eq!(alice.id, "alice");
         assert_eq!(alice.groups, ["finance", "hr"]);
+        // Every group of hers is a file's (the config gives her none).
+        let mut from_files = s.lookup("alice").unwrap().groups_from_files.clone();
+        from_files.sort();
+        assert_eq!(from_files, ["finance", "hr"]);
         let bob = s.whois("bob").unwrap();
         assert_eq!(bob.groups, ["hr", "ops", "staff"]);
         assert_eq!(s.whois("U024BE7LH").unwrap().id, "carol");

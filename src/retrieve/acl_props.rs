@@ -251,6 +251,7 @@ fn check_case_on(
             id: format!("g{g}"),
             member_of: parents[g].iter().map(|p| format!("g{p}")).collect(),
             reported: false,
+            from_file: false,
         })
         .collect();
     let store = IdentityStore::new(identities, groups);
