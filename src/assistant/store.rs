@@ -704,6 +704,22 @@ impl Store {
                     .as_ref()
                     .map(|t| t.question.clone())
                     .unwrap_or_default();
+                // A follow-up's rewrite carries the questions before it, and the next one's
+                // carries that rewrite on: every kept turn's goes (a review: the emptied
+                // questions lived on in them, and in the follow-ups built from them).
+                for n in c.expired_turns..c.turns {
+                    let key = turn_key(id, n);
+                    let t = turns
+                        .get(key.as_str())
+                        .map_err(err)?
+                        .and_then(|v| readable_turn(v.value()));
+                    if let Some(mut t) = t.filter(|t| !t.rewritten.is_empty()) {
+                        t.rewritten.clear();
+                        turns
+                            .insert(key.as_str(), json(&t).as_slice())
+                            .map_err(err)?;
+                    }
+                }
             }
             c.kept_from_ms = kept.map_or(cutoff_ms, |t| t.time_ms);
             convs.insert(id, json(&c).as_slice()).map_err(err)?;
@@ -723,8 +739,14 @@ impl Store {
         let tx = self.begin_write()?;
         {
             let convs = tx.open_table(CONVERSATIONS).map_err(err)?;
+            // Nor on a turn the retention emptied, or one not written: checked here, in the
+            // transaction that writes (a review: a vote racing the retention kept the question
+            // of a turn it had emptied, and later runs start past it).
             let owned = match convs.get(f.conversation_id.as_str()).map_err(err)? {
-                Some(v) => parse::<ConversationRecord>(v.value())?.owner == owner,
+                Some(v) => {
+                    let c = parse::<ConversationRecord>(v.value())?;
+                    c.owner == owner && (c.expired_turns..c.turns).contains(&f.turn)
+                }
                 None => false,
             };
             if !owned {
@@ -1001,7 +1023,12 @@ mod tests {
             ("and carol?", 2_000),
             ("vpn?", 5_000),
         ] {
-            store.append("alice", &c.id, &at(q, ms)).unwrap();
+            let mut t = at(q, ms);
+            // A follow-up's rewrite holds the questions before it.
+            if ms > 1_000 {
+                t.rewritten = format!("salary of bob? {q}");
+            }
+            store.append("alice", &c.id, &t).unwrap();
         }
         let vote = |n: u32| FeedbackRecord {
             conversation_id: c.id.clone(),
@@ -1032,10 +1059,13 @@ mod tests {
             );
         }
         assert_eq!(turns[2].question, "vpn?");
+        assert_eq!(turns[2].rewritten, "", "it carried an emptied question");
         let conv = store.conversation("alice", &c.id).unwrap().unwrap();
         assert_eq!((conv.title.as_str(), conv.expired_turns), ("vpn?", 2));
         let (votes, _) = store.feedback_page(None, 10, 1 << 20).unwrap();
         assert_eq!(votes.iter().map(|f| f.turn).collect::<Vec<_>>(), [2]);
+        // A vote on an emptied turn (one racing the retention) is not written.
+        assert!(!store.put_feedback("alice", &vote(1)).unwrap());
         // The next turn takes the next number; a later run reads on from the kept turn.
         assert_eq!(
             store.append("alice", &c.id, &at("next?", 6_000)).unwrap(),
@@ -1228,13 +1258,13 @@ mod tests {
         let s = Store::open(&dir.path().join("a.redb")).unwrap();
         for i in 0..7u32 {
             let owner = format!("user{}", i % 2);
-            let c = s.create(&owner, "").unwrap();
+            let c = s.create_with_turn(&owner, &turn("q")).unwrap();
             s.put_feedback(
                 &owner,
                 &FeedbackRecord {
                     identity: owner.clone(),
-                    conversation_id: c.id,
-                    turn: i,
+                    conversation_id: c,
+                    turn: 0,
                     up: i % 2 == 0,
                     reasons: vec![],
                     comment: "x".repeat(100),
@@ -1261,10 +1291,10 @@ mod tests {
         assert_eq!(seen, (0..7).map(|i| format!("q{i}")).collect::<Vec<_>>());
         // Feedback on a conversation deleted meanwhile, or another's, is not written (a review:
         // a deletion between the caller's check and the write left a record nothing removed).
-        let c = s.create("user0", "").unwrap();
+        let c = s.create_with_turn("user0", &turn("q")).unwrap();
         let fb = |who: &str| FeedbackRecord {
             identity: who.into(),
-            conversation_id: c.id.clone(),
+            conversation_id: c.clone(),
             turn: 0,
             up: true,
             reasons: vec![],
@@ -1274,7 +1304,7 @@ mod tests {
             documents: vec![],
         };
         assert!(!s.put_feedback("user1", &fb("user1")).unwrap());
-        assert!(s.delete("user0", &c.id).unwrap());
+        assert!(s.delete("user0", &c).unwrap());
         assert!(!s.put_feedback("user0", &fb("user0")).unwrap());
         let (all, _) = s.feedback_page(None, 100, usize::MAX).unwrap();
         assert!(all.iter().all(|f| f.question != "late"));

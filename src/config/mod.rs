@@ -442,6 +442,34 @@ pub fn warnings(c: &Config) -> Vec<String> {
             j.user_claim
         ));
     }
+    // `user:` entries of `act_for` match identity ids only: an alias there names no one (the
+    // service is refused for that person), and a name the config does not know is matched only
+    // if an identity file gives someone that id.
+    for (i, spec) in c.identities.iter().enumerate() {
+        for (k, entry) in spec.act_for.iter().enumerate() {
+            let Some(user) = entry.strip_prefix("user:") else {
+                continue;
+            };
+            if c.identities.iter().any(|s| s.id == user) {
+                continue;
+            }
+            let what = match c
+                .identities
+                .iter()
+                .find(|s| s.aliases.iter().any(|a| a == user))
+            {
+                Some(owner) => format!(
+                    "is an alias of identity {:?}; `user:` entries name ids, so it matches no one \
+                     (write \"user:{}\")",
+                    owner.id, owner.id
+                ),
+                None => "names no identity of the config; it matches only an id an identity \
+                         file gives"
+                    .to_string(),
+            };
+            out.push(format!("identities[{i}].act_for[{k}]: {user:?} {what}"));
+        }
+    }
     out
 }
 
@@ -1663,6 +1691,40 @@ scopes = ["query", "everything"]
         );
         c.jwt = jwt("sub");
         assert!(warnings(&c).is_empty());
+    }
+
+    /// Session 44's note: an alias in `act_for` (which matches ids only) was taken silently.
+    #[test]
+    fn an_act_for_user_that_is_an_alias_or_unknown_is_warned_of() {
+        let mut c = Config::parse(MINIMAL, Path::new("/etc/docent")).unwrap();
+        let person = |id: &str, aliases: &[&str]| IdentitySpec {
+            id: id.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        c.identities = vec![
+            person("alice", &["alice@corp.example"]),
+            IdentitySpec {
+                act_as: true,
+                act_for: vec![
+                    "user:alice".into(),
+                    "group:staff".into(),
+                    "user:alice@corp.example".into(),
+                    "user:nobody".into(),
+                ],
+                ..person("bridge", &[])
+            },
+        ];
+        let w = warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("identities[1].act_for[2]") && w[0].contains("\"user:alice\""),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("identities[1].act_for[3]") && w[1].contains("no identity"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -186,8 +186,12 @@ struct Above {
 }
 
 impl Above {
+    /// `None` when it cannot be read at all. Where its list cannot be read (a mount whose
+    /// lists are not trusted), its mode bits, as [`entered`] counts it (a review: such a
+    /// directory read as `None` always, so no change of it was ever seen).
     fn read(d: &Path) -> Option<Self> {
-        let (m, list) = path_access_list(d, std::fs::symlink_metadata(d).ok()?.dev()).ok()?;
+        let meta = std::fs::symlink_metadata(d).ok()?;
+        let (m, list) = path_access_list(d, meta.dev()).unwrap_or((meta, None));
         Some(Self {
             dev: m.dev(),
             ino: m.ino(),
