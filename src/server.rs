@@ -595,10 +595,16 @@ pub async fn start_with(
         // Conversations past their retention go at start and then hourly.
         let a = assistant.clone();
         let stop = shutdown.clone();
+        let ids = identities.clone();
         tokio::spawn(async move {
             loop {
                 let x = a.clone();
-                match tokio::task::spawn_blocking(move || x.expire_conversations()).await {
+                let now = ids.current();
+                match tokio::task::spawn_blocking(move || {
+                    x.expire_conversations(&|id| now.has_id(id))
+                })
+                .await
+                {
                     Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "conversations expired"),
                     Ok(Err(e)) => tracing::warn!(error = %e, "conversation expiry failed"),
                     _ => {}

@@ -359,6 +359,11 @@ pub fn page_position(token: &str) -> Option<(i64, &str)> {
 /// The most turns one conversation holds (reading one back, and its storage, stay bounded).
 pub const MAX_CONVERSATION_TURNS: u32 = 1000;
 
+/// How long an owner's identity may be gone (a reload left it out) before its conversations
+/// are deleted ([`store::Store::expire_absent`]): an id given to someone else later must not
+/// hand them the conversations, and an identity file cut short for a day must not delete them.
+pub const ABSENT_GRACE_DAYS: i64 = 7;
+
 pub struct SearchOutcome {
     pub hits: Vec<Hit>,
     pub verdicts: Vec<Verdict>,
@@ -2133,11 +2138,17 @@ impl Assistant {
         Ok(())
     }
 
-    /// Deletes conversations past the retention; returns how many.
-    pub fn expire_conversations(&self) -> Result<usize, AssistantError> {
+    /// Deletes conversations past the retention, and those of owners whose identity (as
+    /// `exists` tells) has been gone for [`ABSENT_GRACE_DAYS`]; returns how many.
+    pub fn expire_conversations(
+        &self,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, AssistantError> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let orphaned =
+            store.expire_absent(exists, store::now_ms(), ABSENT_GRACE_DAYS * 86_400_000)?;
         let cutoff = store::now_ms() - i64::from(self.cfg.retention_days) * 86_400_000;
         // Usage counters for as long as `Admin.Usage` reports (366 days), or the retention.
         let days = i64::from(self.cfg.retention_days).max(USAGE_KEPT_DAYS);
@@ -2145,7 +2156,7 @@ impl Assistant {
         if let Err(e) = store.expire_usage(&store::day_of(store::now_ms() - days * 86_400_000)) {
             tracing::warn!(error = %e, "old usage counters could not be deleted");
         }
-        Ok(store.expire(cutoff)?)
+        Ok(orphaned + store.expire(cutoff)?)
     }
 }
 

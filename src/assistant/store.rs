@@ -22,6 +22,9 @@ const TURNS: TableDefinition<&str, &[u8]> = TableDefinition::new("turns");
 const BY_OWNER: TableDefinition<&str, ()> = TableDefinition::new("by_owner");
 const FEEDBACK: TableDefinition<&str, &[u8]> = TableDefinition::new("feedback");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Owners of conversations whose identity is gone, with when that was first seen
+/// ([`Store::expire_absent`]).
+const ABSENT: TableDefinition<&str, i64> = TableDefinition::new("absent_owners");
 
 #[derive(Debug, thiserror::Error)]
 #[error("assistant store: {0}")]
@@ -289,6 +292,7 @@ impl Store {
             tx.open_table(BY_OWNER).map_err(err)?;
             tx.open_table(FEEDBACK).map_err(err)?;
             tx.open_table(USAGE).map_err(err)?;
+            tx.open_table(ABSENT).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Self {
@@ -659,6 +663,80 @@ impl Store {
         for c in &aging {
             self.expire_turns(&c.id, cutoff_ms)?;
         }
+        Ok(removed)
+    }
+
+    /// Deletes the conversations of owners whose identity has been gone for `grace_ms`:
+    /// an owner is an identity id, or `<user> via <service>` ([`crate::identity::Caller::
+    /// conversation_owner`]), and it is gone when `exists` denies the user (an audience,
+    /// `everyone` or `group:<id>`, always exists) or the service. An id given later to someone
+    /// else must not hand them the questions and answers of the one who held it (session 42's
+    /// note); the grace keeps a person a reload left out for a while (an export cut short).
+    /// When an owner's identity is first seen gone is kept in the store; one back before the
+    /// grace ends starts over. Returns how many conversations were deleted.
+    pub fn expire_absent(
+        &self,
+        exists: &dyn Fn(&str) -> bool,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let gone = |owner: &str| {
+            let (user, service) = match owner.split_once(" via ") {
+                Some((u, s)) => (u, Some(s)),
+                None => (owner, None),
+            };
+            (crate::identity::Audience::parse(user).is_none() && !exists(user))
+                || service.is_some_and(|s| !exists(s))
+        };
+        let (owners, marked) = {
+            let tx = self.db.begin_read().map_err(err)?;
+            let mut owners: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for e in tx.open_table(BY_OWNER).map_err(err)?.iter().map_err(err)? {
+                let (k, _) = e.map_err(err)?;
+                if let Some((owner, id)) = k.value().split_once('\0') {
+                    owners
+                        .entry(owner.to_string())
+                        .or_default()
+                        .push(id.to_string());
+                }
+            }
+            let mut marked = std::collections::BTreeMap::new();
+            for e in tx.open_table(ABSENT).map_err(err)?.iter().map_err(err)? {
+                let (k, v) = e.map_err(err)?;
+                marked.insert(k.value().to_string(), v.value());
+            }
+            (owners, marked)
+        };
+        let tx = self.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut absent = tx.open_table(ABSENT).map_err(err)?;
+            for owner in marked.keys() {
+                // Back, or nothing left of theirs: forgotten.
+                if !owners.contains_key(owner) || !gone(owner) {
+                    absent.remove(owner.as_str()).map_err(err)?;
+                }
+            }
+            for (owner, ids) in &owners {
+                if !gone(owner) {
+                    continue;
+                }
+                match marked.get(owner) {
+                    Some(&since) if now_ms - since >= grace_ms => {
+                        for id in ids {
+                            remove_in(&tx, owner, id)?;
+                            removed += 1;
+                        }
+                        absent.remove(owner.as_str()).map_err(err)?;
+                    }
+                    Some(_) => {}
+                    None => {
+                        absent.insert(owner.as_str(), now_ms).map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
         Ok(removed)
     }
 
@@ -1081,6 +1159,59 @@ mod tests {
             store.conversation("alice", &c.id).unwrap().unwrap().title,
             "next?"
         );
+    }
+
+    /// Session 42's note: conversations were keyed by identity id alone, so an id given to a
+    /// new person (a recycled user name) handed them the old holder's conversations.
+    #[test]
+    fn the_conversations_of_an_identity_gone_past_the_grace_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mine = store
+            .create_with_turn("jsmith", &turn("my salary?"))
+            .unwrap();
+        let via = store
+            .create_with_turn("jsmith via slack", &turn("vpn?"))
+            .unwrap();
+        let channel = store
+            .create_with_turn("everyone via slack", &turn("holidays?"))
+            .unwrap();
+        let other = store.create_with_turn("alice", &turn("q")).unwrap();
+        let present = |ids: &'static [&'static str]| move |id: &str| ids.contains(&id);
+        const HOUR: i64 = 3_600_000;
+        let all = present(&["alice", "slack"]);
+        // First seen gone: marked, nothing deleted.
+        assert_eq!(store.expire_absent(&all, 0, 24 * HOUR).unwrap(), 0);
+        // Back within the grace (an export cut short), then gone again: the clock starts over.
+        let back = present(&["alice", "slack", "jsmith"]);
+        assert_eq!(store.expire_absent(&back, 2 * HOUR, 24 * HOUR).unwrap(), 0);
+        assert_eq!(store.expire_absent(&all, 20 * HOUR, 24 * HOUR).unwrap(), 0);
+        assert_eq!(store.expire_absent(&all, 30 * HOUR, 24 * HOUR).unwrap(), 0);
+        assert!(store.conversation("jsmith", &mine).unwrap().is_some());
+        // Past the grace: both of jsmith's go; the channel's and alice's stay.
+        assert_eq!(store.expire_absent(&all, 44 * HOUR, 24 * HOUR).unwrap(), 2);
+        assert!(store.list("jsmith").unwrap().is_empty());
+        assert!(store.list("jsmith via slack").unwrap().is_empty());
+        assert!(store.turns(&via).unwrap().is_empty());
+        assert!(
+            store
+                .conversation("everyone via slack", &channel)
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.conversation("alice", &other).unwrap().is_some());
+        // The service gone takes what it held for others.
+        let no_slack = present(&["alice", "jsmith"]);
+        store
+            .expire_absent(&no_slack, 50 * HOUR, 24 * HOUR)
+            .unwrap();
+        assert_eq!(
+            store
+                .expire_absent(&no_slack, 75 * HOUR, 24 * HOUR)
+                .unwrap(),
+            1
+        );
+        assert!(store.conversation("alice", &other).unwrap().is_some());
     }
 
     fn turn(q: &str) -> TurnRecord {

@@ -754,6 +754,12 @@ impl IdentityStore {
         self.keys.len()
     }
 
+    /// Whether an identity has the id `id` (an alias does not count; a locked one does: a
+    /// failed reload withdrew it, and the next may bring it back).
+    pub fn has_id(&self, id: &str) -> bool {
+        self.lookup(id).is_some_and(|s| s.id == id)
+    }
+
     fn lookup(&self, name: &str) -> Option<&IdentitySpec> {
         self.by_name.get(name).map(|&i| &self.identities[i])
     }
