@@ -8,6 +8,13 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = docent::cli::Cli::parse();
+    if cli.dies_with_its_reader() {
+        // SAFETY: restores the default disposition of one signal before any thread starts.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // PDFs are parsed in child processes running this executable: on Linux the image this
     // process runs (`/proc/self/exe`), which stays this build after an upgrade replaces the
     // file at the path (a review: children ran the new binary, or none).

@@ -26,6 +26,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command only talks to the daemon and prints: such a command may end as
+    /// other Unix tools do when its reader goes (`docent search … | head`), by SIGPIPE,
+    /// instead of failing a write (`println!` panics on it: a session 45 walkthrough showed
+    /// "a thread panicked (a bug: please report it)" for `docent ask … | head -1`). Not for
+    /// the commands that may run parser processes or write an index (`serve`, `ingest`,
+    /// `reindex`, `eval`): a parser dying under them must be an error they report, not their
+    /// end. (Their sockets are written with MSG_NOSIGNAL, as Rust's standard library does on
+    /// Linux, so only the output pipe raises the signal.)
+    pub fn dies_with_its_reader(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Serve { .. }
+                | Command::Ingest { .. }
+                | Command::Reindex { .. }
+                | Command::Eval { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: index the configured sources and serve the gRPC API.

@@ -93,6 +93,28 @@ async fn cli_client_commands() {
     d.stop().await;
 }
 
+/// A session 45 walkthrough: `docent ask … | head -1` ended with "a thread panicked (a bug:
+/// please report it)" when `head` closed the pipe. A command that only prints ends by SIGPIPE,
+/// quietly, as other Unix tools do.
+#[test]
+fn a_printing_command_ends_quietly_when_its_reader_goes() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_docent"))
+        .args(["hash-token", "a-token"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn config_check_exit_codes() {
     let ok = Command::new(env!("CARGO_BIN_EXE_docent"))
