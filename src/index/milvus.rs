@@ -1035,7 +1035,7 @@ impl MilvusBackend {
                     Some(Some(_)) => match c.clear_commit_log().await {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::warn!(error = %e, "milvus: a finished commit's plan was not cleared");
+                            tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: a finished commit's plan was not cleared");
                             false
                         }
                     },

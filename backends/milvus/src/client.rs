@@ -921,7 +921,15 @@ impl ChunkCollection {
         } = search;
         let dsl = match expr::search_cond(scope, *filter)? {
             Cond::False => return Ok(None),
-            Cond::True => String::new(),
+            // An empty expression is a search of every row: a scope always states one, and one
+            // that does not is refused, never sent (a review: a later scope that admits
+            // everything, or a folding of its terms, would have dropped the ACL filter).
+            Cond::True => {
+                return Err(MilvusError::Protocol {
+                    method: "Search",
+                    reason: "a search without an ACL condition is refused".into(),
+                });
+            }
             Cond::Expr(e) => e,
         };
         let k = (*k).min(MAX_TOP_K);
