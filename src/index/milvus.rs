@@ -171,6 +171,9 @@ pub struct MilvusBackend {
     /// The groups of documents the pending writes' commit went in, when it went in parts and
     /// failed ([`CommitPlan::split`]'s `earlier`), until it succeeds or they are rolled back.
     part_groups: Mutex<Vec<Vec<String>>>,
+    /// The ingest node's hold on the collection ([`Lease`]); `None` on a query node and for
+    /// `docent reindex`.
+    lease: Option<Lease>,
     /// Failure injection for tests: the commit's part of this place is cut off once its
     /// intents are recorded.
     #[cfg(test)]
@@ -185,6 +188,23 @@ pub struct MilvusBackend {
 
 impl Drop for MilvusBackend {
     fn drop(&mut self) {
+        // A clean stop gives the collection up at once (a node started next need not wait
+        // for the heartbeat to stop); at most a moment is spent on it.
+        if let (Some(rt), Some(lease)) = (&self.rt, &self.lease)
+            && !lease.lost()
+        {
+            let (c, node) = (self.coll.clone(), lease.node.clone());
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            rt.spawn(async move {
+                if let Ok(Some(row)) = c.get_meta(WRITER_LEASE).await
+                    && LeaseRow::parse(&row).is_some_and(|r| r.node == node)
+                {
+                    let _ = c.delete_meta(WRITER_LEASE).await;
+                }
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+        }
         // Dropping a runtime blocks, which panics inside another runtime: let it wind down.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
@@ -245,6 +265,158 @@ fn commit_id() -> String {
         .map_or(0, |d| d.as_nanos());
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{nanos:x}-{:x}-{n}", std::process::id())
+}
+
+/// The meta row that names the node writing the collection, with its heartbeat ([`Lease`]).
+const WRITER_LEASE: &str = "writer";
+
+/// How often the writing node's heartbeat is written.
+const LEASE_BEAT: Duration = Duration::from_secs(10);
+
+/// How many beats a node starting as the writer waits for another node's heartbeat to move
+/// before it takes the collection over.
+const LEASE_TAKEOVER_BEATS: u32 = 3;
+
+/// What [`WRITER_LEASE`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LeaseRow {
+    node: String,
+    beat: u64,
+}
+
+impl LeaseRow {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// This process, as a writer of collections: its host, its process id and its start.
+fn this_node() -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        format!("{host}/{}", commit_id())
+    })
+    .clone()
+}
+
+/// One ingest node writes a collection (a review: nothing stopped two, as two replicas of a
+/// default config with `role = "all"` would be, and a commit of one carrying an older crawl
+/// could put back the wider ACL of a document the other had just narrowed). The writer keeps
+/// a heartbeat in [`WRITER_LEASE`]; a node starting as the writer where another's heartbeat
+/// still moves is refused, and one whose row another node took over writes nothing more
+/// ([`IndexError::WriterLost`]): the row is checked again before every commit. A crashed
+/// writer's row stops moving, and the next writer takes over after
+/// [`LEASE_TAKEOVER_BEATS`] beats; a clean stop removes it.
+struct Lease {
+    node: String,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lease {
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the collection for `node` (waiting to see whether another node's heartbeat
+    /// moves), then beats on `rt` every `beat`.
+    fn acquire(
+        rt: &tokio::runtime::Runtime,
+        coll: &ChunkCollection,
+        node: String,
+        beat: Duration,
+        where_: &str,
+    ) -> Result<Self, IndexError> {
+        let read = |rt: &tokio::runtime::Runtime| {
+            let c = coll.clone();
+            run(rt, async move { c.get_meta(WRITER_LEASE).await })
+                .map(|row| row.and_then(|b| LeaseRow::parse(&b)))
+        };
+        let found = read(rt)?;
+        if let Some(theirs) = found.filter(|r| r.node != node) {
+            tracing::info!(
+                collection = %where_,
+                node = %theirs.node,
+                "milvus: another node's writer heartbeat is on the collection; waiting to see \
+                 whether it still beats"
+            );
+            std::thread::sleep(beat * LEASE_TAKEOVER_BEATS);
+            if let Some(now) = read(rt)?.filter(|r| r.node != node && *r != theirs) {
+                return Err(IndexError::AnotherWriter {
+                    path: PathBuf::from(where_),
+                    node: now.node,
+                });
+            }
+            tracing::warn!(collection = %where_, node = %theirs.node, "milvus: the previous writer's heartbeat stopped; taking the collection over");
+        }
+        let write = |row: &LeaseRow| serde_json::to_vec(row).unwrap_or_default();
+        let first = write(&LeaseRow {
+            node: node.clone(),
+            beat: 0,
+        });
+        let c = coll.clone();
+        run(rt, async move { c.put_meta(WRITER_LEASE, &first).await })?;
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, me, gone, at) = (coll.clone(), node.clone(), lost.clone(), where_.to_string());
+        rt.spawn(async move {
+            let mut n = 0u64;
+            loop {
+                tokio::time::sleep(beat).await;
+                match c.get_meta(WRITER_LEASE).await {
+                    Ok(Some(b)) if LeaseRow::parse(&b).is_some_and(|r| r.node != me) => {
+                        gone.store(true, std::sync::atomic::Ordering::SeqCst);
+                        tracing::error!(collection = %at, "milvus: another node took over writing the collection: this node commits nothing more (run one ingest node; the others with role = \"query\")");
+                        return;
+                    }
+                    Ok(_) => {}
+                    // Missed beats are what a takeover waits for: a node cut off from Milvus
+                    // for that long finds the row taken when it is back.
+                    Err(e) => {
+                        tracing::warn!(collection = %at, error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: the writer heartbeat could not be read");
+                        continue;
+                    }
+                }
+                n += 1;
+                let row = write(&LeaseRow {
+                    node: me.clone(),
+                    beat: n,
+                });
+                if let Err(e) = c.put_meta(WRITER_LEASE, &row).await {
+                    tracing::warn!(collection = %at, error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: the writer heartbeat could not be written");
+                }
+            }
+        });
+        Ok(Self { node, lost })
+    }
+
+    /// Before a commit: whether the row still names this node (read now, not only at the
+    /// last beat).
+    fn check(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        coll: &ChunkCollection,
+        where_: &str,
+    ) -> Result<(), IndexError> {
+        if !self.lost() {
+            let c = coll.clone();
+            let row = run(rt, async move { c.get_meta(WRITER_LEASE).await })?;
+            if row
+                .and_then(|b| LeaseRow::parse(&b))
+                .is_some_and(|r| r.node != self.node)
+            {
+                self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        match self.lost() {
+            true => Err(IndexError::WriterLost {
+                path: PathBuf::from(where_),
+                reason: "another node took over writing this collection".into(),
+            }),
+            false => Ok(()),
+        }
+    }
 }
 
 /// A read-only view of a collection, for re-embedding it with another model into a new one:
@@ -594,6 +766,17 @@ impl MilvusBackend {
         model: &ModelSignature,
         opening: Opening,
     ) -> Result<Self, IndexError> {
+        Self::open_as_node(config, model, opening, this_node(), LEASE_BEAT)
+    }
+
+    /// [`Self::open_as`] as the node `node`, beating every `beat` (tests: other nodes).
+    fn open_as_node(
+        config: &MilvusConfig,
+        model: &ModelSignature,
+        opening: Opening,
+        node: String,
+        beat: Duration,
+    ) -> Result<Self, IndexError> {
         let reindex = opening == Opening::Reindex;
         let (rt, client) = connect(config)?;
         let (name, dim) = (config.collection.clone(), model.dim);
@@ -705,7 +888,12 @@ impl MilvusBackend {
         }
         let analysis = tantivy::Index::create_in_ram(schema::build());
         schema::register_tokenizers(&analysis);
+        let lease = match opening {
+            Opening::Writer => Some(Lease::acquire(&rt, &coll, node, beat, &where_)?),
+            Opening::Query | Opening::Reindex => None,
+        };
         Ok(Self {
+            lease,
             rt: Some(rt),
             coll,
             model: model.clone(),
@@ -1349,6 +1537,9 @@ impl Backend for MilvusBackend {
     }
 
     fn commit(&self, checkpoints: BTreeMap<String, Value>) -> Result<(), IndexError> {
+        if let (Some(lease), Some(rt)) = (&self.lease, &self.rt) {
+            lease.check(rt, &self.coll, &self.where_)?;
+        }
         // The table first (outside the pending lock): what each written document held before
         // decides whether a shorter version leaves chunks to delete.
         self.refresh_table();
@@ -1730,6 +1921,45 @@ mod tests {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ))
+    }
+
+    /// A review: nothing stopped two nodes writing one collection (two replicas of a default
+    /// config), and a commit of one could put back an ACL the other had narrowed.
+    #[test]
+    fn one_node_writes_a_collection_and_a_crashed_writer_is_taken_over() {
+        let cfg = fresh("lease");
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let beat = Duration::from_millis(200);
+        let open = |node: &str, opening| {
+            MilvusBackend::open_as_node(&cfg, &model, opening, node.into(), beat)
+        };
+        let mut a = open("a", Opening::Writer).unwrap();
+        match open("b", Opening::Writer) {
+            Err(IndexError::AnotherWriter { node, .. }) => assert_eq!(node, "a"),
+            other => panic!("a second writer opened: {:?}", other.err()),
+        }
+        // Query nodes do not write.
+        assert!(open("q", Opening::Query).is_ok());
+        // A crash: `a`'s heartbeat stops and its row stays (no clean release).
+        a.lease = None;
+        drop(a);
+        let b = open("b", Opening::Writer).expect("the stopped writer is taken over");
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        b.commit(BTreeMap::new()).unwrap();
+        // Another node took the row meanwhile (two starting at once): `b` commits no more.
+        let c = b.coll.clone();
+        let row = serde_json::to_vec(&LeaseRow {
+            node: "c".into(),
+            beat: 0,
+        })
+        .unwrap();
+        run(b.rt.as_ref().unwrap(), async move {
+            c.put_meta(WRITER_LEASE, &row).await
+        })
+        .unwrap();
+        b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        let e = b.commit(BTreeMap::new()).unwrap_err();
+        assert!(e.writer_lost(), "{e}");
     }
 
     /// Document `c:p.md`, readable by everyone, of one chunk ("heron") with a `dim` vector.

@@ -105,6 +105,11 @@ pub enum IndexError {
     },
     #[error("index on Milvus: {0}")]
     Milvus(Box<docent_milvus::MilvusError>),
+    /// Another node writes this Milvus collection (its heartbeat moves).
+    #[error(
+        "collection {path} is written by another node ({node}), whose heartbeat still moves: one ingest node writes a collection; start the others with role = \"query\", or stop that node first"
+    )]
+    AnotherWriter { path: PathBuf, node: String },
     /// A commit failed and the writes since the last commit were rolled back (retrying it
     /// cannot succeed): the pipeline takes it as a failed batch.
     #[error("index at {path}: commit failed, uncommitted writes rolled back: {source}")]
