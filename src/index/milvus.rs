@@ -1343,7 +1343,8 @@ impl MilvusBackend {
 }
 
 /// Hands `each` the first chunk of every document (each carries its document's entry), page
-/// by page (one page held at a time).
+/// by page (one page held at a time), without its text ([`ChunkCollection::query_entries`]:
+/// the key, ACL, ordinal and `meta` only).
 fn each_first_row(
     rt: &tokio::runtime::Runtime,
     coll: &ChunkCollection,
@@ -1352,9 +1353,9 @@ fn each_first_row(
     let mut after: Option<String> = None;
     loop {
         let (c, a) = (coll.clone(), after.clone());
+        // Keys, ACLs and `meta` only: no node needs every document's text to know its entry.
         let page = run(rt, async move {
-            c.query_rows("ordinal == 0", a.as_deref(), PAGE, false)
-                .await
+            c.query_entries("ordinal == 0", a.as_deref(), PAGE).await
         })?;
         let Some(last) = page.last() else {
             return Ok(());
@@ -1631,8 +1632,7 @@ impl Backend for MilvusBackend {
             Ok(q) => format!("doc_key == {q} and ordinal == 0"),
             Err(_) => return None,
         };
-        match self.run(move |c| Box::pin(async move { c.query_rows(&cond, None, 1, false).await }))
-        {
+        match self.run(move |c| Box::pin(async move { c.query_entries(&cond, None, 1).await })) {
             Ok(rows) => rows.first().map(entry_of),
             Err(e) => {
                 tracing::warn!(error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: document entry unavailable");
@@ -1960,6 +1960,44 @@ mod tests {
         b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
         let e = b.commit(BTreeMap::new()).unwrap_err();
         assert!(e.writer_lost(), "{e}");
+    }
+
+    /// A review: every node's table of documents (and each recheck of a hit's document) read
+    /// each document's first chunk whole, text included; they read its key, ACL and `meta`.
+    #[test]
+    fn the_document_table_and_entries_are_read_without_the_text() {
+        let b = MilvusBackend::open(
+            &fresh("lean"),
+            &ModelSignature::plain("test-bag-of-words", 8),
+        )
+        .unwrap();
+        let doc = one_chunk(8, BTreeMap::new());
+        let key = doc.key.to_string();
+        b.upsert(doc).unwrap();
+        b.commit(BTreeMap::new()).unwrap();
+        let mut seen = Vec::new();
+        each_first_row(b.rt.as_ref().unwrap(), &b.coll, &mut |r| {
+            seen.push(r.clone())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 1);
+        let r = &seen[0];
+        assert_eq!(
+            (r.text.as_str(), r.title.as_str(), r.uri.as_str()),
+            ("", "", "")
+        );
+        assert_eq!(
+            (r.doc_key.as_str(), entry_of(r).version.as_str()),
+            (key.as_str(), "1")
+        );
+        let entry = b.doc_entry(&key).expect("its entry");
+        assert!(
+            entry
+                .acl
+                .allow
+                .contains(&docent_connector_api::Principal::Everyone)
+        );
+        assert_eq!(entry.chunks, 1);
     }
 
     /// Document `c:p.md`, readable by everyone, of one chunk ("heron") with a `dim` vector.

@@ -100,7 +100,7 @@ pub struct MilvusClient {
 }
 
 /// One chunk as stored in the chunk collection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChunkRow {
     pub chunk_id: String,
     pub doc_key: String,
@@ -1375,7 +1375,26 @@ impl ChunkCollection {
         limit: usize,
         vectors: bool,
     ) -> Result<Vec<ChunkRow>, MilvusError> {
-        self.loaded(|| self.query_rows_once(cond, after, limit, vectors))
+        let fields = match vectors {
+            true => Fields::WithVectors,
+            false => Fields::Rows,
+        };
+        self.loaded(|| self.query_rows_once(cond, after, limit, fields))
+            .await
+    }
+
+    /// [`Self::query_rows`] without the text a caller could read (`text`, `title`, `uri`,
+    /// `heading` and `attributes` come back empty): for what needs a row's key, ACL and
+    /// `meta` only, such as the table of documents every node keeps and the recheck of a
+    /// hit's document (a review: those read every document's first chunk whole, text
+    /// included).
+    pub async fn query_entries(
+        &self,
+        cond: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChunkRow>, MilvusError> {
+        self.loaded(|| self.query_rows_once(cond, after, limit, Fields::Entries))
             .await
     }
 
@@ -1384,8 +1403,9 @@ impl ChunkCollection {
         cond: &str,
         after: Option<&str>,
         limit: usize,
-        vectors: bool,
+        fields: Fields,
     ) -> Result<Vec<ChunkRow>, MilvusError> {
+        let vectors = fields == Fields::WithVectors;
         let mut parts = Vec::new();
         if !cond.is_empty() {
             parts.push(format!("({cond})"));
@@ -1402,7 +1422,10 @@ impl ChunkCollection {
                 db_name: self.db(),
                 collection_name: self.name.clone(),
                 expr: parts.join(" and "),
-                output_fields: row_fields(vectors),
+                output_fields: match fields {
+                    Fields::Entries => ENTRY_FIELDS.map(String::from).to_vec(),
+                    _ => row_fields(vectors),
+                },
                 // As pymilvus's query iterator: primary-key order, so `after` pages.
                 query_params: vec![
                     kv("limit", limit.min(MAX_TOP_K).to_string()),
@@ -1416,12 +1439,15 @@ impl ChunkCollection {
             .map_err(rpc("Query"))?
             .into_inner();
         check("Query", resp.status.as_ref())?;
-        let mut rows = rows(
-            "Query",
-            &resp.fields_data,
-            None,
-            if vectors { self.dim } else { 0 },
-        )?;
+        let mut rows = match fields {
+            Fields::Entries => entries("Query", &resp.fields_data)?,
+            _ => rows(
+                "Query",
+                &resp.fields_data,
+                None,
+                if vectors { self.dim } else { 0 },
+            )?,
+        };
         rows.sort_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
         Ok(rows)
     }
@@ -1517,6 +1543,73 @@ fn part_name(source: &str, slot: u8, i: usize) -> String {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// What a query reads of each row ([`ChunkCollection::query_rows`], [`ChunkCollection::query_entries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    Rows,
+    WithVectors,
+    Entries,
+}
+
+/// The fields [`ChunkCollection::query_entries`] reads.
+const ENTRY_FIELDS: [&str; 6] = [
+    "chunk_id",
+    "doc_key",
+    "allow",
+    "deny",
+    "ordinal",
+    schema::META_FIELD,
+];
+
+/// Column-wise rows of [`ENTRY_FIELDS`] → [`ChunkRow`]s with no text.
+fn entries(method: &'static str, fields: &[FieldData]) -> Result<Vec<ChunkRow>, MilvusError> {
+    let bad = |what: &str| protocol(method, format!("column {what} missing or malformed"));
+    let chunk_ids = string_column(fields, "chunk_id").ok_or_else(|| bad("chunk_id"))?;
+    let doc_keys = string_column(fields, "doc_key").ok_or_else(|| bad("doc_key"))?;
+    let n = chunk_ids.len();
+    if doc_keys.len() != n {
+        return Err(bad("doc_key"));
+    }
+    let arrays = |name: &'static str| -> Result<Vec<Vec<String>>, MilvusError> {
+        match scalar_data(fields, name) {
+            Some(scalar_field::Data::ArrayData(a)) if a.data.len() == n => a
+                .data
+                .iter()
+                .map(|f| match &f.data {
+                    Some(scalar_field::Data::StringData(s)) => Ok(s.data.clone()),
+                    None => Ok(Vec::new()),
+                    _ => Err(bad(name)),
+                })
+                .collect(),
+            _ => Err(bad(name)),
+        }
+    };
+    let (allow, deny) = (arrays("allow")?, arrays("deny")?);
+    let ordinal = match scalar_data(fields, "ordinal") {
+        Some(scalar_field::Data::LongData(l)) if l.data.len() == n => l.data.as_slice(),
+        _ => return Err(bad("ordinal")),
+    };
+    let meta: Vec<serde_json::Value> = match scalar_data(fields, schema::META_FIELD) {
+        Some(scalar_field::Data::JsonData(j)) if j.data.len() == n => j
+            .data
+            .iter()
+            .map(|b| serde_json::from_slice(b).map_err(|_| bad(schema::META_FIELD)))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad(schema::META_FIELD)),
+    };
+    Ok((0..n)
+        .map(|i| ChunkRow {
+            chunk_id: chunk_ids[i].clone(),
+            doc_key: doc_keys[i].clone(),
+            allow: allow[i].clone(),
+            deny: deny[i].clone(),
+            ordinal: ordinal[i],
+            meta: meta[i].clone(),
+            ..ChunkRow::default()
+        })
+        .collect())
 }
 
 fn row_fields(vectors: bool) -> Vec<String> {
