@@ -8,12 +8,8 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = docent::cli::Cli::parse();
-    if cli.dies_with_its_reader() {
-        // SAFETY: restores the default disposition of one signal before any thread starts.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+    if cli.ends_with_its_reader() {
+        docent::telemetry::end_quietly_when_stdout_closes();
     }
     // PDFs are parsed in child processes running this executable: on Linux the image this
     // process runs (`/proc/self/exe`), which stays this build after an upgrade replaces the

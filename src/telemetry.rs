@@ -30,6 +30,19 @@ pub fn init() {
     // (found by a review).
     std::panic::set_hook(Box::new(|info| {
         let (place, message) = panic_lines(info.location(), info.payload());
+        let raw = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if END_WHEN_STDOUT_CLOSES.load(std::sync::atomic::Ordering::Relaxed)
+            && raw.starts_with("failed printing to stdout")
+            && raw.contains("os error 32")
+        {
+            // The reader of the output went (`| head`): the end a pipe's writer has.
+            std::process::exit(141);
+        }
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
         tracing::error!(
@@ -40,6 +53,17 @@ pub fn init() {
         );
         tracing::debug!(at = %place, message = %message, "the panic's message");
     }));
+}
+
+/// See [`end_quietly_when_stdout_closes`].
+static END_WHEN_STDOUT_CLOSES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A command-line tool's output is read through a pipe that may close (`docent search … |
+/// head`): printing to it then ends the process with status 141, as SIGPIPE ends other tools,
+/// instead of a panic logged as a bug. Not for the daemon, whose stdout is not its output.
+pub fn end_quietly_when_stdout_closes() {
+    END_WHEN_STDOUT_CLOSES.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What a task that did not finish is told as: a panic without its message (logged where it

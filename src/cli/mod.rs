@@ -27,22 +27,15 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Whether the command only talks to the daemon and prints: such a command may end as
-    /// other Unix tools do when its reader goes (`docent search … | head`), by SIGPIPE,
-    /// instead of failing a write (`println!` panics on it: a session 45 walkthrough showed
-    /// "a thread panicked (a bug: please report it)" for `docent ask … | head -1`). Not for
-    /// the commands that may run parser processes or write an index (`serve`, `ingest`,
-    /// `reindex`, `eval`): a parser dying under them must be an error they report, not their
-    /// end. (Their sockets are written with MSG_NOSIGNAL, as Rust's standard library does on
-    /// Linux, so only the output pipe raises the signal.)
-    pub fn dies_with_its_reader(&self) -> bool {
-        !matches!(
-            self.command,
-            Command::Serve { .. }
-                | Command::Ingest { .. }
-                | Command::Reindex { .. }
-                | Command::Eval { .. }
-        )
+    /// Whether the command ends, quietly and with status 141 as a tool killed by SIGPIPE
+    /// does, when the reader of its output goes (`docent search … | head`): `println!` panics
+    /// on a closed stdout, and a session 45 walkthrough showed "a thread panicked (a bug:
+    /// please report it)" for `docent ask … | head -1`. Every command but `serve`, whose
+    /// output is its log. (SIGPIPE itself stays ignored, as Rust sets it: HTTP/2 writes the
+    /// daemon's socket with `writev`, which would raise it when the daemon resets the
+    /// connection: a review of a first version that restored it.)
+    pub fn ends_with_its_reader(&self) -> bool {
+        !matches!(self.command, Command::Serve { .. })
     }
 }
 
