@@ -2147,8 +2147,13 @@ impl Assistant {
         let Some(store) = &self.store else {
             return Ok(0);
         };
-        let orphaned =
-            store.expire_absent(exists, store::now_ms(), ABSENT_GRACE_DAYS * 86_400_000)?;
+        // (Its failure holds back no retention.)
+        let orphaned = store
+            .expire_absent(exists, store::now_ms(), ABSENT_GRACE_DAYS * 86_400_000)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "conversations of identities gone could not be expired");
+                0
+            });
         let cutoff = store::now_ms() - i64::from(self.cfg.retention_days) * 86_400_000;
         // Usage counters for as long as `Admin.Usage` reports (366 days), or the retention.
         let days = i64::from(self.cfg.retention_days).max(USAGE_KEPT_DAYS);

@@ -22,6 +22,10 @@ const TURNS: TableDefinition<&str, &[u8]> = TableDefinition::new("turns");
 const BY_OWNER: TableDefinition<&str, ()> = TableDefinition::new("by_owner");
 const FEEDBACK: TableDefinition<&str, &[u8]> = TableDefinition::new("feedback");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Owners found gone in one run from which, when they are also more than half of all owners,
+/// the run is taken for an incomplete identity source ([`Store::expire_absent`]).
+const MASS_ABSENCE_MIN: usize = 5;
+
 /// Owners of conversations whose identity is gone, with when that was first seen
 /// ([`Store::expire_absent`]).
 const ABSENT: TableDefinition<&str, i64> = TableDefinition::new("absent_owners");
@@ -707,6 +711,29 @@ impl Store {
             }
             (owners, marked)
         };
+        // Most owners gone at once is an identity source cut short (an export that lost its
+        // users but still reads), not people leaving: no clock starts (a review: a week of
+        // such an export deleted everyone's conversations).
+        let newly: Vec<&String> = owners
+            .keys()
+            .filter(|o| !marked.contains_key(*o) && gone(o))
+            .collect();
+        let outage = newly.len() >= MASS_ABSENCE_MIN && newly.len() * 2 > owners.len();
+        if outage {
+            tracing::warn!(
+                gone = newly.len(),
+                owners = owners.len(),
+                "most conversation owners are missing from the identities: an identity source \
+                 is probably incomplete; no conversation is scheduled for deletion"
+            );
+        } else if !newly.is_empty() {
+            tracing::info!(
+                gone = newly.len(),
+                grace_days = grace_ms / 86_400_000,
+                "conversation owners whose identity is gone: their conversations are deleted \
+                 if it does not come back within the grace"
+            );
+        }
         let tx = self.begin_write()?;
         let mut removed = 0;
         {
@@ -730,6 +757,7 @@ impl Store {
                         absent.remove(owner.as_str()).map_err(err)?;
                     }
                     Some(_) => {}
+                    None if outage => {}
                     None => {
                         absent.insert(owner.as_str(), now_ms).map_err(err)?;
                     }
@@ -1200,6 +1228,18 @@ mod tests {
                 .is_some()
         );
         assert!(store.conversation("alice", &other).unwrap().is_some());
+        // Most owners gone at once is an incomplete identity source: no clock starts.
+        let many = dir.path().join("many.redb");
+        let crowd = Store::open(&many).unwrap();
+        for i in 0..6 {
+            crowd
+                .create_with_turn(&format!("p{i}"), &turn("q"))
+                .unwrap();
+        }
+        let nobody = |_: &str| false;
+        assert_eq!(crowd.expire_absent(&nobody, 0, HOUR).unwrap(), 0);
+        assert_eq!(crowd.expire_absent(&nobody, 10 * HOUR, HOUR).unwrap(), 0);
+        assert_eq!(crowd.list("p0").unwrap().len(), 1);
         // The service gone takes what it held for others.
         let no_slack = present(&["alice", "jsmith"]);
         store

@@ -190,6 +190,9 @@ impl Drop for MilvusBackend {
     fn drop(&mut self) {
         // A clean stop gives the collection up at once (a node started next need not wait
         // for the heartbeat to stop); at most a moment is spent on it.
+        if let Some(lease) = &self.lease {
+            lease.beating.abort();
+        }
         if let (Some(rt), Some(lease)) = (&self.rt, &self.lease)
             && !lease.lost()
         {
@@ -307,12 +310,15 @@ fn this_node() -> String {
 /// could put back the wider ACL of a document the other had just narrowed). The writer keeps
 /// a heartbeat in [`WRITER_LEASE`]; a node starting as the writer where another's heartbeat
 /// still moves is refused, and one whose row another node took over writes nothing more
-/// ([`IndexError::WriterLost`]): the row is checked again before every commit. A crashed
+/// ([`IndexError::TakenOver`]): the row is checked again before every commit. A crashed
 /// writer's row stops moving, and the next writer takes over after
 /// [`LEASE_TAKEOVER_BEATS`] beats; a clean stop removes it.
 struct Lease {
     node: String,
     lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The heartbeat; stopped before a clean stop removes the row (a beat in flight would
+    /// write it again).
+    beating: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
@@ -327,6 +333,7 @@ impl Lease {
         coll: &ChunkCollection,
         node: String,
         beat: Duration,
+        timeout: Duration,
         where_: &str,
     ) -> Result<Self, IndexError> {
         let read = |rt: &tokio::runtime::Runtime| {
@@ -342,7 +349,9 @@ impl Lease {
                 "milvus: another node's writer heartbeat is on the collection; waiting to see \
                  whether it still beats"
             );
-            std::thread::sleep(beat * LEASE_TAKEOVER_BEATS);
+            // Beats, and one request's time: a writer alive but held up by one slow request
+            // is not taken for gone (a review).
+            std::thread::sleep(beat * LEASE_TAKEOVER_BEATS + timeout);
             if let Some(now) = read(rt)?.filter(|r| r.node != node && *r != theirs) {
                 return Err(IndexError::AnotherWriter {
                     path: PathBuf::from(where_),
@@ -357,10 +366,22 @@ impl Lease {
             beat: 0,
         });
         let c = coll.clone();
+        let wrote = Instant::now();
         run(rt, async move { c.put_meta(WRITER_LEASE, &first).await })?;
+        // Two nodes starting at once both find the row empty and both write it: the later
+        // write stands. Each reads it back after a few of its own round trips (the other's
+        // read and write fall in that time), before it repairs or commits anything, and the
+        // one it does not name gives way (a review).
+        std::thread::sleep((wrote.elapsed() * 4).clamp(Duration::from_millis(100), beat));
+        if let Some(theirs) = read(rt)?.filter(|r| r.node != node) {
+            return Err(IndexError::AnotherWriter {
+                path: PathBuf::from(where_),
+                node: theirs.node,
+            });
+        }
         let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c, me, gone, at) = (coll.clone(), node.clone(), lost.clone(), where_.to_string());
-        rt.spawn(async move {
+        let beating = rt.spawn(async move {
             let mut n = 0u64;
             loop {
                 tokio::time::sleep(beat).await;
@@ -385,10 +406,25 @@ impl Lease {
                 });
                 if let Err(e) = c.put_meta(WRITER_LEASE, &row).await {
                     tracing::warn!(collection = %at, error = %crate::guardrail::pii::for_log(&e.to_string()), "milvus: the writer heartbeat could not be written");
+                    continue;
+                }
+                // Read back: a read of this beat that came before another node's takeover
+                // wrote over it (a review); the row then names this node again, and the
+                // other finds its own gone at its next beat. Both cannot hold on.
+                if let Ok(Some(b)) = c.get_meta(WRITER_LEASE).await
+                    && LeaseRow::parse(&b).is_some_and(|r| r.node != me)
+                {
+                    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!(collection = %at, "milvus: another node took over writing the collection: this node commits nothing more (run one ingest node; the others with role = \"query\")");
+                    return;
                 }
             }
         });
-        Ok(Self { node, lost })
+        Ok(Self {
+            node,
+            lost,
+            beating,
+        })
     }
 
     /// Before a commit: whether the row still names this node (read now, not only at the
@@ -410,9 +446,8 @@ impl Lease {
             }
         }
         match self.lost() {
-            true => Err(IndexError::WriterLost {
+            true => Err(IndexError::TakenOver {
                 path: PathBuf::from(where_),
-                reason: "another node took over writing this collection".into(),
             }),
             false => Ok(()),
         }
@@ -770,6 +805,8 @@ impl MilvusBackend {
     }
 
     /// [`Self::open_as`] as the node `node`, beating every `beat` (tests: other nodes).
+    /// A writer takes [`LEASE_TAKEOVER_BEATS`] beats and one request timeout to take a
+    /// collection over from a node whose heartbeat stopped.
     fn open_as_node(
         config: &MilvusConfig,
         model: &ModelSignature,
@@ -889,7 +926,14 @@ impl MilvusBackend {
         let analysis = tantivy::Index::create_in_ram(schema::build());
         schema::register_tokenizers(&analysis);
         let lease = match opening {
-            Opening::Writer => Some(Lease::acquire(&rt, &coll, node, beat, &where_)?),
+            Opening::Writer => Some(Lease::acquire(
+                &rt,
+                &coll,
+                node,
+                beat,
+                config.timeout,
+                &where_,
+            )?),
             Opening::Query | Opening::Reindex => None,
         };
         Ok(Self {
@@ -1566,6 +1610,12 @@ impl Backend for MilvusBackend {
                 .cloned()
                 .chain(part.trims.iter().map(|(k, _)| k.clone()))
                 .collect();
+            // Before each part, not only the first: a commit in parts outlasts a beat.
+            if i > 0
+                && let (Some(lease), Some(rt)) = (&self.lease, &self.rt)
+            {
+                lease.check(rt, &self.coll, &self.where_)?;
+            }
             self.commit_part(part, self.cut_off_in(i))?;
             // Its documents are committed: known as such, and no longer pending (a later part
             // that fails leaves only its own and the next ones to write again).
@@ -1927,7 +1977,11 @@ mod tests {
     /// config), and a commit of one could put back an ACL the other had narrowed.
     #[test]
     fn one_node_writes_a_collection_and_a_crashed_writer_is_taken_over() {
-        let cfg = fresh("lease");
+        // (The takeover waits three beats and one request timeout.)
+        let cfg = MilvusConfig {
+            timeout: Duration::from_secs(2),
+            ..fresh("lease")
+        };
         let model = ModelSignature::plain("test-bag-of-words", 8);
         let beat = Duration::from_millis(200);
         let open = |node: &str, opening| {
@@ -1959,7 +2013,8 @@ mod tests {
         .unwrap();
         b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
         let e = b.commit(BTreeMap::new()).unwrap_err();
-        assert!(e.writer_lost(), "{e}");
+        assert!(matches!(e, IndexError::TakenOver { .. }), "{e}");
+        assert!(e.writer_lost());
     }
 
     /// A review: every node's table of documents (and each recheck of a hit's document) read

@@ -110,6 +110,13 @@ pub enum IndexError {
         "collection {path} is written by another node ({node}), whose heartbeat still moves: one ingest node writes a collection; start the others with role = \"query\", or stop that node first"
     )]
     AnotherWriter { path: PathBuf, node: String },
+    /// Another node took over writing this Milvus collection (this node's heartbeat stopped
+    /// for longer than the takeover wait, or both started at once): this one writes nothing
+    /// more; restarted beside the other, it is refused ([`IndexError::AnotherWriter`]).
+    #[error(
+        "collection {path}: another node took over writing it, so this node commits nothing more: one ingest node writes a collection; start the others with role = \"query\""
+    )]
+    TakenOver { path: PathBuf },
     /// A commit failed and the writes since the last commit were rolled back (retrying it
     /// cannot succeed): the pipeline takes it as a failed batch.
     #[error("index at {path}: commit failed, uncommitted writes rolled back: {source}")]
@@ -137,7 +144,7 @@ impl IndexError {
     /// Whether the index can take no more writes until a restart (see
     /// [`IndexError::WriterLost`]): retrying cannot help.
     pub fn writer_lost(&self) -> bool {
-        matches!(self, Self::WriterLost { .. })
+        matches!(self, Self::WriterLost { .. } | Self::TakenOver { .. })
     }
 }
 
