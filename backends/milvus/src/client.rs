@@ -1572,20 +1572,7 @@ fn entries(method: &'static str, fields: &[FieldData]) -> Result<Vec<ChunkRow>, 
     if doc_keys.len() != n {
         return Err(bad("doc_key"));
     }
-    let arrays = |name: &'static str| -> Result<Vec<Vec<String>>, MilvusError> {
-        match scalar_data(fields, name) {
-            Some(scalar_field::Data::ArrayData(a)) if a.data.len() == n => a
-                .data
-                .iter()
-                .map(|f| match &f.data {
-                    Some(scalar_field::Data::StringData(s)) => Ok(s.data.clone()),
-                    None => Ok(Vec::new()),
-                    _ => Err(bad(name)),
-                })
-                .collect(),
-            _ => Err(bad(name)),
-        }
-    };
+    let arrays = |name: &'static str| array_column(fields, name, n).ok_or_else(|| bad(name));
     let (allow, deny) = (arrays("allow")?, arrays("deny")?);
     let ordinal = match scalar_data(fields, "ordinal") {
         Some(scalar_field::Data::LongData(l)) if l.data.len() == n => l.data.as_slice(),
@@ -1610,6 +1597,22 @@ fn entries(method: &'static str, fields: &[FieldData]) -> Result<Vec<ChunkRow>, 
             ..ChunkRow::default()
         })
         .collect())
+}
+
+/// The `n` values of an ARRAY<VARCHAR> column; `None` when it is missing or of another shape.
+fn array_column(fields: &[FieldData], name: &str, n: usize) -> Option<Vec<Vec<String>>> {
+    match scalar_data(fields, name)? {
+        scalar_field::Data::ArrayData(a) if a.data.len() == n => a
+            .data
+            .iter()
+            .map(|f| match &f.data {
+                Some(scalar_field::Data::StringData(s)) => Some(s.data.clone()),
+                None => Some(Vec::new()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
 }
 
 fn row_fields(vectors: bool) -> Vec<String> {
@@ -1664,20 +1667,7 @@ fn rows(
             _ => Err(bad(name)),
         }
     };
-    let arrays = |name: &'static str| -> Result<Vec<Vec<String>>, MilvusError> {
-        match scalar_data(fields, name) {
-            Some(scalar_field::Data::ArrayData(a)) if a.data.len() == n => a
-                .data
-                .iter()
-                .map(|f| match &f.data {
-                    Some(scalar_field::Data::StringData(s)) => Ok(s.data.clone()),
-                    None => Ok(Vec::new()),
-                    _ => Err(bad(name)),
-                })
-                .collect(),
-            _ => Err(bad(name)),
-        }
-    };
+    let arrays = |name: &'static str| array_column(fields, name, n).ok_or_else(|| bad(name));
     let dense: &[f32] = if dim == 0 {
         &[]
     } else {
