@@ -49,7 +49,9 @@ pub mod reasons {
     pub const SCOPE_DENIED: &str = "SCOPE_DENIED";
     pub const ADMIN_REQUIRED: &str = "ADMIN_REQUIRED";
     pub const ACT_AS_DENIED: &str = "ACT_AS_DENIED";
-    /// The service may act for others, but its `act_for` does not name this user or audience.
+    /// The service may act for others, but its `act_for` does not name this user or audience
+    /// (nor does any identity answer to a name the list does not name: such a service is not
+    /// told who exists beyond its list).
     pub const ACT_FOR_DENIED: &str = "ACT_FOR_DENIED";
     pub const UNKNOWN_USER: &str = "UNKNOWN_USER";
     pub const OVERLOADED: &str = "OVERLOADED";

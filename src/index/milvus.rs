@@ -189,24 +189,13 @@ pub struct MilvusBackend {
 impl Drop for MilvusBackend {
     fn drop(&mut self) {
         // A clean stop gives the collection up at once (a node started next need not wait
-        // for the heartbeat to stop); at most a moment is spent on it.
-        if let Some(lease) = &self.lease {
-            lease.beating.abort();
-        }
-        if let (Some(rt), Some(lease)) = (&self.rt, &self.lease)
-            && !lease.lost()
-        {
-            let (c, node) = (self.coll.clone(), lease.node.clone());
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            rt.spawn(async move {
-                if let Ok(Some(row)) = c.get_meta(WRITER_LEASE).await
-                    && LeaseRow::parse(&row).is_some_and(|r| r.node == node)
-                {
-                    let _ = c.delete_meta(WRITER_LEASE).await;
-                }
-                let _ = tx.send(());
-            });
-            let _ = rx.recv_timeout(Duration::from_secs(2));
+        // for the heartbeat to stop).
+        let lease = self.lease.take();
+        if let (Some(rt), Some(lease)) = (&self.rt, lease) {
+            match lease.lost() {
+                true => lease.beating.abort(),
+                false => lease.release(rt.handle(), &self.coll),
+            }
         }
         // Dropping a runtime blocks, which panics inside another runtime: let it wind down.
         if let Some(rt) = self.rt.take() {
@@ -321,6 +310,31 @@ struct Lease {
     beating: tokio::task::JoinHandle<()>,
 }
 
+/// A lease taken by an open that has not finished: released if the open fails.
+struct Held {
+    lease: Option<Lease>,
+    rt: tokio::runtime::Handle,
+    coll: ChunkCollection,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release(&self.rt, &self.coll);
+        }
+    }
+}
+
+/// Whose a lease row is, as this node reads it: `None` when there is none; a row that does not
+/// parse (a later release's format) is someone else's (a review: it read as free, and as this
+/// node's own).
+fn row_owner(bytes: Option<&[u8]>) -> Option<String> {
+    bytes.map(|b| LeaseRow::parse(b).map_or_else(|| UNREADABLE_OWNER.to_string(), |r| r.node))
+}
+
+/// Who an unreadable lease row is taken to name.
+const UNREADABLE_OWNER: &str = "(a writer row this release cannot read)";
+
 impl Lease {
     fn lost(&self) -> bool {
         self.lost.load(std::sync::atomic::Ordering::SeqCst)
@@ -339,26 +353,29 @@ impl Lease {
         let read = |rt: &tokio::runtime::Runtime| {
             let c = coll.clone();
             run(rt, async move { c.get_meta(WRITER_LEASE).await })
-                .map(|row| row.and_then(|b| LeaseRow::parse(&b)))
         };
+        let mine = node.clone();
+        let theirs =
+            move |row: &Option<Vec<u8>>| row_owner(row.as_deref()).filter(|owner| *owner != mine);
         let found = read(rt)?;
-        if let Some(theirs) = found.filter(|r| r.node != node) {
+        if let Some(other) = theirs(&found) {
             tracing::info!(
                 collection = %where_,
-                node = %theirs.node,
+                node = %other,
                 "milvus: another node's writer heartbeat is on the collection; waiting to see \
                  whether it still beats"
             );
             // Beats, and one request's time: a writer alive but held up by one slow request
             // is not taken for gone (a review).
             std::thread::sleep(beat * LEASE_TAKEOVER_BEATS + timeout);
-            if let Some(now) = read(rt)?.filter(|r| r.node != node && *r != theirs) {
+            let now = read(rt)?;
+            if let Some(still) = theirs(&now).filter(|_| now != found) {
                 return Err(IndexError::AnotherWriter {
                     path: PathBuf::from(where_),
-                    node: now.node,
+                    node: still,
                 });
             }
-            tracing::warn!(collection = %where_, node = %theirs.node, "milvus: the previous writer's heartbeat stopped; taking the collection over");
+            tracing::warn!(collection = %where_, node = %other, "milvus: the previous writer's heartbeat stopped; taking the collection over");
         }
         let write = |row: &LeaseRow| serde_json::to_vec(row).unwrap_or_default();
         let first = write(&LeaseRow {
@@ -368,29 +385,18 @@ impl Lease {
         let c = coll.clone();
         let wrote = Instant::now();
         run(rt, async move { c.put_meta(WRITER_LEASE, &first).await })?;
-        // Two nodes starting at once both find the row empty and both write it: the later
-        // write stands. Each reads it back after a few of its own round trips (the other's
-        // read and write fall in that time), before it repairs or commits anything, and the
-        // one it does not name gives way (a review).
-        std::thread::sleep((wrote.elapsed() * 4).clamp(Duration::from_millis(100), beat));
-        if let Some(theirs) = read(rt)?.filter(|r| r.node != node) {
-            return Err(IndexError::AnotherWriter {
-                path: PathBuf::from(where_),
-                node: theirs.node,
-            });
-        }
         let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c, me, gone, at) = (coll.clone(), node.clone(), lost.clone(), where_.to_string());
         let beating = rt.spawn(async move {
             let mut n = 0u64;
+            let taken = |row: Option<Vec<u8>>| row_owner(row.as_deref()).is_some_and(|o| o != me);
             loop {
                 tokio::time::sleep(beat).await;
+                if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 match c.get_meta(WRITER_LEASE).await {
-                    Ok(Some(b)) if LeaseRow::parse(&b).is_some_and(|r| r.node != me) => {
-                        gone.store(true, std::sync::atomic::Ordering::SeqCst);
-                        tracing::error!(collection = %at, "milvus: another node took over writing the collection: this node commits nothing more (run one ingest node; the others with role = \"query\")");
-                        return;
-                    }
+                    Ok(row) if taken(row.clone()) => break,
                     Ok(_) => {}
                     // Missed beats are what a takeover waits for: a node cut off from Milvus
                     // for that long finds the row taken when it is back.
@@ -411,24 +417,49 @@ impl Lease {
                 // Read back: a read of this beat that came before another node's takeover
                 // wrote over it (a review); the row then names this node again, and the
                 // other finds its own gone at its next beat. Both cannot hold on.
-                if let Ok(Some(b)) = c.get_meta(WRITER_LEASE).await
-                    && LeaseRow::parse(&b).is_some_and(|r| r.node != me)
+                if let Ok(row) = c.get_meta(WRITER_LEASE).await
+                    && (taken(row) || gone.load(std::sync::atomic::Ordering::SeqCst))
                 {
-                    gone.store(true, std::sync::atomic::Ordering::SeqCst);
-                    tracing::error!(collection = %at, "milvus: another node took over writing the collection: this node commits nothing more (run one ingest node; the others with role = \"query\")");
-                    return;
+                    break;
                 }
             }
+            gone.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(collection = %at, "milvus: another node took over writing the collection: this node commits nothing more (run one ingest node; the others with role = \"query\")");
         });
-        Ok(Self {
+        let lease = Self {
             node,
             lost,
             beating,
-        })
+        };
+        // Two nodes starting at once both find the row empty and both write it: the later
+        // write stands. Each reads it back after a few of its own round trips (the other's
+        // read and write fall in that time), before it repairs or commits anything, and the
+        // one it does not name gives way (a review).
+        let wait = (wrote.elapsed() * 4)
+            .max(Duration::from_millis(100))
+            .min(beat);
+        std::thread::sleep(wait);
+        match read(rt) {
+            Ok(now) => match theirs(&now) {
+                Some(other) => {
+                    lease.beating.abort();
+                    Err(IndexError::AnotherWriter {
+                        path: PathBuf::from(where_),
+                        node: other,
+                    })
+                }
+                None => Ok(lease),
+            },
+            Err(e) => {
+                // Its row is not left to hold the next start back.
+                lease.release(rt.handle(), coll);
+                Err(e)
+            }
+        }
     }
 
     /// Before a commit: whether the row still names this node (read now, not only at the
-    /// last beat).
+    /// last beat); when not, the heartbeat stops too.
     fn check(
         &self,
         rt: &tokio::runtime::Runtime,
@@ -438,11 +469,9 @@ impl Lease {
         if !self.lost() {
             let c = coll.clone();
             let row = run(rt, async move { c.get_meta(WRITER_LEASE).await })?;
-            if row
-                .and_then(|b| LeaseRow::parse(&b))
-                .is_some_and(|r| r.node != self.node)
-            {
+            if row_owner(row.as_deref()).is_some_and(|o| o != self.node) {
                 self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                self.beating.abort();
             }
         }
         match self.lost() {
@@ -451,6 +480,25 @@ impl Lease {
             }),
             false => Ok(()),
         }
+    }
+
+    /// Stops the heartbeat (waiting for a beat in flight), then removes the row if it still
+    /// names this node: a clean stop, or an open that failed after taking the collection.
+    /// At most a moment is spent on it.
+    fn release(self, rt: &tokio::runtime::Handle, coll: &ChunkCollection) {
+        let (c, node, beating) = (coll.clone(), self.node, self.beating);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            beating.abort();
+            let _ = beating.await;
+            if let Ok(Some(row)) = c.get_meta(WRITER_LEASE).await
+                && LeaseRow::parse(&row).is_some_and(|r| r.node == node)
+            {
+                let _ = c.delete_meta(WRITER_LEASE).await;
+            }
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(2));
     }
 }
 
@@ -822,6 +870,25 @@ impl MilvusBackend {
             async move { client.ensure_collection(&name, dim).await },
         )?;
         let where_ = format!("{}/{}", config.uri, config.collection);
+        // The lease first: what a writer reads and records below (the model record, the
+        // checkpoints) is then its own (a review: a node refused after writing the model
+        // record, or holding checkpoints read before another's last commit). Given up again
+        // if the open fails after it.
+        let mut held = Held {
+            lease: match opening {
+                Opening::Writer => Some(Lease::acquire(
+                    &rt,
+                    &coll,
+                    node,
+                    beat,
+                    config.timeout,
+                    &where_,
+                )?),
+                Opening::Query | Opening::Reindex => None,
+            },
+            rt: rt.handle().clone(),
+            coll: coll.clone(),
+        };
         let (marked, record) = {
             let c = coll.clone();
             run(&rt, async move {
@@ -925,19 +992,8 @@ impl MilvusBackend {
         }
         let analysis = tantivy::Index::create_in_ram(schema::build());
         schema::register_tokenizers(&analysis);
-        let lease = match opening {
-            Opening::Writer => Some(Lease::acquire(
-                &rt,
-                &coll,
-                node,
-                beat,
-                config.timeout,
-                &where_,
-            )?),
-            Opening::Query | Opening::Reindex => None,
-        };
         Ok(Self {
-            lease,
+            lease: held.lease.take(),
             rt: Some(rt),
             coll,
             model: model.clone(),
@@ -2015,6 +2071,16 @@ mod tests {
         let e = b.commit(BTreeMap::new()).unwrap_err();
         assert!(matches!(e, IndexError::TakenOver { .. }), "{e}");
         assert!(e.writer_lost());
+        // A row this release cannot read (a later one's) is another node's, never free.
+        assert_eq!(row_owner(None), None);
+        assert_eq!(
+            row_owner(Some(b"{\"v\":2}")).as_deref(),
+            Some(UNREADABLE_OWNER)
+        );
+        assert_eq!(
+            row_owner(Some(br#"{"node":"a","beat":3}"#)).as_deref(),
+            Some("a")
+        );
     }
 
     /// A review: every node's table of documents (and each recheck of a hit's document) read
