@@ -342,7 +342,7 @@ const EVIDENCE_PASSAGES: usize = 10;
 
 /// How many of a conversation's latest turns a follow-up reads (blocked ones are then left out;
 /// the rewrite uses at most the last three questions).
-const EARLIER_TURNS_READ: usize = 8;
+pub(crate) const EARLIER_TURNS_READ: usize = 8;
 
 /// Conversations per ListConversations page by default, and at most.
 pub const CONVERSATION_PAGE: usize = 50;

@@ -493,6 +493,24 @@ impl Store {
                 return Ok(None);
             }
             let n = c.turns;
+            // A follow-up's rewrite was built from the turns before it, read before its answer:
+            // where the retention has emptied one of those since, the rewrite may hold its
+            // question, and is not kept (a review).
+            let window = u32::try_from(crate::assistant::EARLIER_TURNS_READ).unwrap_or(u32::MAX);
+            let stale = c.expired_turns > 0
+                && c.expired_turns.saturating_add(window) > n
+                && !turn.rewritten.is_empty();
+            let cleared;
+            let turn = match stale {
+                true => {
+                    cleared = TurnRecord {
+                        rewritten: String::new(),
+                        ..turn.clone()
+                    };
+                    &cleared
+                }
+                false => turn,
+            };
             c.turns += 1;
             c.updated_ms = turn.time_ms;
             // Kept whole: the title is cut for display only after redaction, which a cut
@@ -1172,11 +1190,15 @@ mod tests {
         assert_eq!(votes.iter().map(|f| f.turn).collect::<Vec<_>>(), [2]);
         // A vote on an emptied turn (one racing the retention) is not written.
         assert!(!store.put_feedback("alice", &vote(1)).unwrap());
-        // The next turn takes the next number; a later run reads on from the kept turn.
-        assert_eq!(
-            store.append("alice", &c.id, &at("next?", 6_000)).unwrap(),
-            Some(3)
-        );
+        // The next turn takes the next number; a later run reads on from the kept turn. Its
+        // rewrite was built before the retention ran and may hold an emptied question: not
+        // kept.
+        let late = TurnRecord {
+            rewritten: "salary of bob? next?".into(),
+            ..at("next?", 6_000)
+        };
+        assert_eq!(store.append("alice", &c.id, &late).unwrap(), Some(3));
+        assert_eq!(store.turns(&c.id).unwrap()[3].rewritten, "");
         assert_eq!(store.expire(base + 5_500).unwrap(), 0);
         let turns = store.turns(&c.id).unwrap();
         assert_eq!(
