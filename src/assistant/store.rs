@@ -1154,17 +1154,7 @@ mod tests {
             }
             store.append("alice", &c.id, &t).unwrap();
         }
-        let vote = |n: u32| FeedbackRecord {
-            conversation_id: c.id.clone(),
-            turn: n,
-            identity: "alice".into(),
-            up: true,
-            reasons: Vec::new(),
-            comment: String::new(),
-            time_ms: 0,
-            question: "salary of bob?".into(),
-            documents: Vec::new(),
-        };
+        let vote = |n: u32| alice_votes(&c.id, n, "salary of bob?");
         assert!(store.put_feedback("alice", &vote(0)).unwrap());
         assert!(store.put_feedback("alice", &vote(2)).unwrap());
         // Created before the cutoff, last asked after it: kept, its first two turns emptied.
@@ -1276,6 +1266,21 @@ mod tests {
         assert!(store.conversation("alice", &other).unwrap().is_some());
     }
 
+    /// Alice's vote up on turn `turn` of conversation `id`, recording `question`.
+    fn alice_votes(id: &str, turn: u32, question: &str) -> FeedbackRecord {
+        FeedbackRecord {
+            conversation_id: id.to_string(),
+            turn,
+            identity: "alice".into(),
+            up: true,
+            reasons: Vec::new(),
+            comment: String::new(),
+            time_ms: now_ms(),
+            question: question.into(),
+            documents: Vec::new(),
+        }
+    }
+
     fn turn(q: &str) -> TurnRecord {
         TurnRecord {
             question: q.into(),
@@ -1327,17 +1332,7 @@ mod tests {
         let c = store.create("alice", "").unwrap();
         store.append("alice", &c.id, &turn("q1")).unwrap();
         store.append("alice", &c.id, &turn("q2")).unwrap();
-        let vote = |n: u32| FeedbackRecord {
-            conversation_id: c.id.clone(),
-            turn: n,
-            identity: "alice".into(),
-            up: true,
-            reasons: Vec::new(),
-            comment: String::new(),
-            time_ms: now_ms(),
-            question: String::new(),
-            documents: Vec::new(),
-        };
+        let vote = |n: u32| alice_votes(&c.id, n, "");
         assert!(store.put_feedback("alice", &vote(0)).unwrap());
         assert!(store.put_feedback("alice", &vote(1)).unwrap());
         let tx = store.db.begin_write().unwrap();
