@@ -503,12 +503,15 @@ impl Lease {
 }
 
 /// A read-only view of a collection, for re-embedding it with another model into a new one:
-/// its model record and checkpoints, and every document with its chunks. It writes nothing,
-/// so query nodes may keep serving it; its ingest node should be stopped first, since what it
-/// writes meanwhile may or may not be read.
+/// its model record and checkpoints, and every document with its chunks. It writes no data, so
+/// query nodes may keep serving it; opened for a re-embedding it holds the writer lease, so
+/// its ingest node must be stopped first ([`Self::open_for_reindex`]).
 pub struct MilvusExport {
     rt: tokio::runtime::Runtime,
     coll: ChunkCollection,
+    /// The collection's writer lease, when opened to be re-embedded
+    /// ([`Self::open_for_reindex`]): no ingest node writes it meanwhile.
+    lease: Option<Lease>,
     payload: CommitPayload,
     keys: Vec<String>,
     chunks: u64,
@@ -535,11 +538,24 @@ fn documents_digest(
     Ok(h.finalize().into())
 }
 
+impl Drop for MilvusExport {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release(self.rt.handle(), &self.coll);
+        }
+    }
+}
+
 impl MilvusExport {
     /// Whether the collection changed since this was opened: a document written, deleted or
     /// given another ACL, or a commit in flight. A re-embedding that read it meanwhile may miss
     /// such a change (its ingest node was running), and must not finish (found by a review).
     pub fn changed_since_open(&self) -> Result<bool, IndexError> {
+        // An ingest node took the lease over (this one's beats were missed): it may have
+        // written.
+        if self.lease.as_ref().is_some_and(Lease::lost) {
+            return Ok(true);
+        }
         let c = self.coll.clone();
         let intents = run(&self.rt, async move { c.intents().await })?;
         // (A stored plan alone is no change: its commit writes nothing before its intents,
@@ -548,6 +564,22 @@ impl MilvusExport {
     }
 
     pub fn open(config: &MilvusConfig) -> Result<Self, IndexError> {
+        Self::open_holding(config, None)
+    }
+
+    /// [`Self::open`], holding the collection's writer lease until dropped, as an ingest node
+    /// does: refused ([`IndexError::AnotherWriter`]) while its ingest node runs, and no ingest
+    /// node starts on it until the re-embedding is done (a review: nothing checked that the
+    /// ingest node was stopped until the whole copy had been read).
+    pub fn open_for_reindex(config: &MilvusConfig) -> Result<Self, IndexError> {
+        Self::open_holding(config, Some((this_node(), LEASE_BEAT)))
+    }
+
+    /// `lease`: the node taking the writer lease and its beat (tests: other nodes).
+    fn open_holding(
+        config: &MilvusConfig,
+        lease: Option<(String, Duration)>,
+    ) -> Result<Self, IndexError> {
         let (rt, client) = connect(config)?;
         let where_ = PathBuf::from(format!("{}/{}", config.uri, config.collection));
         let bad = |message: &str| IndexError::Payload {
@@ -557,6 +589,22 @@ impl MilvusExport {
         let name = config.collection.clone();
         let coll = run(&rt, async move { client.existing_collection(&name).await })?
             .ok_or_else(|| bad("no such collection"))?;
+        // The lease before anything is read (the checkpoints are then the last node's last).
+        let mut held = Held {
+            lease: match lease {
+                Some((node, beat)) => Some(Lease::acquire(
+                    &rt,
+                    &coll,
+                    node,
+                    beat,
+                    config.timeout,
+                    &where_.to_string_lossy(),
+                )?),
+                None => None,
+            },
+            rt: rt.handle().clone(),
+            coll: coll.clone(),
+        };
         let c = coll.clone();
         let (marker, record, stored, intents) = run(&rt, async move {
             Ok((
@@ -592,6 +640,7 @@ impl MilvusExport {
         keys.sort();
         keys.dedup();
         Ok(Self {
+            lease: held.lease.take(),
             rt,
             coll,
             payload,
@@ -2080,6 +2129,49 @@ mod tests {
         assert_eq!(
             row_owner(Some(br#"{"node":"a","beat":3}"#)).as_deref(),
             Some("a")
+        );
+    }
+
+    /// A review: `docent reindex` did not check that the old collection's ingest node was
+    /// stopped until it had read the whole collection, and a node started meanwhile wrote
+    /// what the copy may miss. It holds the collection's writer lease for its run.
+    #[test]
+    fn a_reindex_holds_the_old_collections_writer_lease() {
+        let cfg = MilvusConfig {
+            timeout: Duration::from_secs(2),
+            ..fresh("reindex-lease")
+        };
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let beat = Duration::from_millis(200);
+        let writer = |node: &str| {
+            MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, node.into(), beat)
+        };
+        let reindex = || MilvusExport::open_holding(&cfg, Some(("reindex".into(), beat)));
+        let ingest = writer("ingest").unwrap();
+        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        ingest.commit(BTreeMap::new()).unwrap();
+        match reindex() {
+            Err(IndexError::AnotherWriter { node, .. }) => assert_eq!(node, "ingest"),
+            other => panic!("read while its ingest node runs: {:?}", other.err()),
+        }
+        // A plain export (tests, checks) takes no lease.
+        assert!(MilvusExport::open(&cfg).is_ok());
+        // Stopped, the node lets the re-embedding in, and cannot start again until it ends.
+        drop(ingest);
+        let export = reindex().expect("the ingest node is stopped");
+        assert_eq!(export.document_keys().len(), 1);
+        match writer("ingest") {
+            Err(IndexError::AnotherWriter { node, .. }) => assert_eq!(node, "reindex"),
+            other => panic!(
+                "an ingest node started during the re-embedding: {:?}",
+                other.err()
+            ),
+        }
+        assert!(!export.changed_since_open().unwrap());
+        drop(export);
+        assert!(
+            writer("ingest").is_ok(),
+            "the lease is given back at the end"
         );
     }
 

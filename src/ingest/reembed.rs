@@ -434,9 +434,10 @@ fn reembed_committing(
 /// [`reembed`] for the Milvus backend: builds the collection `to` (which must not exist yet, or
 /// be one an interrupted run left) from the collection `from`, every chunk embedded with
 /// `embedder` (or its vectors copied, with the same model), with `from`'s checkpoints. Stop the
-/// ingest node first (query nodes may keep serving `from`): what it writes meanwhile may or may
-/// not be read. The collection is marked until the last commit ([`MilvusBackend::open`]
-/// refuses it); what is written is committed every [`COMMIT_EVERY`]; a run after an
+/// ingest node first (query nodes may keep serving `from`): the run holds `from`'s writer lease
+/// ([`crate::index::milvus::MilvusExport::open_for_reindex`]), so it is refused while that node
+/// runs, and the node is refused until the run ends. The collection is marked until the last
+/// commit ([`MilvusBackend::open`] refuses it); what is written is committed every [`COMMIT_EVERY`]; a run after an
 /// interruption writes every document again (in place) and deletes those `from` no longer
 /// holds.
 pub fn reembed_milvus(
@@ -467,8 +468,9 @@ pub(crate) fn reembed_milvus_committing(
             message: "is the collection being re-embedded; set index.milvus.collection in the new config to a new collection".into(),
         });
     }
-    // One run per collection from this machine (Milvus has nothing to lock a collection
-    // with): a second would repair, write and finish under the first.
+    // One run per target collection from this machine (the target is marked, not leased): a
+    // second would repair, write and finish under the first. The old collection's writer
+    // lease is held for the run (`open_for_reindex`).
     let lock_name = {
         use sha2::{Digest, Sha256};
         let id = format!("{}\0{}\0{}", to.uri, to.database, to.collection);
@@ -476,7 +478,15 @@ pub(crate) fn reembed_milvus_committing(
     };
     let _lock =
         RunLock::take(&std::env::temp_dir().join(format!("docent-reindex-{lock_name}.lock")))?;
-    let export = MilvusExport::open(from)?;
+    let export = MilvusExport::open_for_reindex(from).map_err(|e| match e {
+        IndexError::AnotherWriter { node, .. } => ReembedError::Target {
+            path: from.collection.clone().into(),
+            message: format!(
+                "its ingest node ({node}) is running: stop it (query nodes may keep serving), then run docent reindex again"
+            ),
+        },
+        e => e.into(),
+    })?;
     let total = export.chunk_count();
     let signature = ModelSignature::of(embedder);
     let same_model = signature.serves(&export.payload().signature());
