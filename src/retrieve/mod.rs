@@ -637,38 +637,64 @@ impl Retriever {
         let all: Vec<Signals> = cands.iter().map(|&(d, a)| signals(d, a, None)).collect();
         let best = rerank::Best::of(&all);
         // Only query terms are looked for: the rest of the text needs no stemming.
-        let mut analyzer = snap.matching_analyzer(&q.terms().collect::<Vec<_>>());
-        // Loading and featurising the candidates is most of this stage. It runs on this thread:
-        // a second thread for half of them started on this thread's core and waited there until
-        // this half was done, so the halves hardly overlapped (benches/RESULTS.md, session 17).
-        let mut loaded: Vec<Loaded> = Vec::with_capacity(cands.len());
-        for &(d, addr) in &cands {
-            let chunk = snap.chunk(addr)?;
-            let cosine = match qvec {
-                Some(q) => snap.vector(addr)?.map(|v| crate::embed::dot(q, &v)),
-                None => None,
-            };
-            loaded.push((d, addr, chunk, cosine, [0.0; rerank::FEATURES]));
-        }
-        let passages: Vec<(Passage<'_>, Signals)> = loaded
-            .iter()
-            .map(|(d, addr, c, cosine, _)| {
-                let passage = Passage {
-                    text: &c.text,
-                    title: &c.title,
-                    headings: &c.heading_path,
-                    ordinal: rerank::ordinal(&c.chunk_id),
+        let analyzer = snap.matching_analyzer(&q.terms().collect::<Vec<_>>());
+        // Loading and featurising the candidates is most of this stage. This thread and a
+        // helper (a core is idle again once the embedding returns) take them one by one, so
+        // neither waits long for the other (a thread started per search for half of them
+        // began on this thread's core: benches/RESULTS.md, sessions 17 and 46).
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = |mut analyzer: crate::index::Analyzer| {
+            let mut out: Vec<(usize, Loaded)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(d, addr)) = cands.get(i) else {
+                    return Ok::<_, RetrieveError>(out);
                 };
-                (passage, signals(*d, *addr, *cosine))
-            })
-            .collect();
-        let features = rerank::features(&q, &passages, best, &mut |t, sink| {
-            analyzer.analyze_into(t, sink)
-        });
-        drop(passages);
-        for (l, f) in loaded.iter_mut().zip(features) {
-            l.4 = f;
-        }
+                let chunk = snap.chunk(addr)?;
+                let cosine = match qvec {
+                    Some(q) => snap.vector(addr)?.map(|v| crate::embed::dot(q, &v)),
+                    None => None,
+                };
+                let passage = Passage {
+                    text: &chunk.text,
+                    title: &chunk.title,
+                    headings: &chunk.heading_path,
+                    ordinal: rerank::ordinal(&chunk.chunk_id),
+                };
+                let f = rerank::features(
+                    &q,
+                    &[(passage, signals(d, addr, cosine))],
+                    best,
+                    &mut |t, sink| analyzer.analyze_into(t, sink),
+                )[0];
+                out.push((i, (d, addr, chunk, cosine, f)));
+            }
+        };
+        let pool = self
+            .index
+            .in_process()
+            .then(crate::threads::helpers)
+            .flatten();
+        let mut done = match pool {
+            Some(pool) if cands.len() > 1 => {
+                let mut other = None;
+                let out = &mut other;
+                let (work, helper_analyzer) = (&work, analyzer.clone());
+                let mine = pool.in_place_scope(|s| {
+                    s.spawn(move |_| *out = Some(work(helper_analyzer)));
+                    work(analyzer)
+                })?;
+                // The helper's job has run by now (a scope waits for its jobs, and a panic in
+                // one resumes here).
+                let mut theirs = other.unwrap_or_else(|| Ok(Vec::new()))?;
+                theirs.extend(mine);
+                theirs
+            }
+            _ => work(analyzer)?,
+        };
+        done.sort_by_key(|(i, _)| *i);
+        debug_assert_eq!(done.len(), cands.len());
+        let loaded: Vec<Loaded> = done.into_iter().map(|(_, l)| l).collect();
         let features: Vec<[f32; rerank::FEATURES]> = loaded.iter().map(|l| l.4).collect();
         let scores: Vec<f32> = features.iter().map(|f| model.score(f)).collect();
         if let Some(out) = features_out {
@@ -1155,6 +1181,15 @@ mod tests {
             }
             self.inner.bm25(scope, filter, query, depth, boosts)
         }
+        fn bm25_documents(
+            &self,
+            scope: &AclScope,
+            filter: &SearchFilter,
+            query: &str,
+            depth: usize,
+        ) -> Result<Option<Vec<crate::index::Scored>>, IndexError> {
+            self.inner.bm25_documents(scope, filter, query, depth)
+        }
         fn dense(
             &self,
             scope: &AclScope,
@@ -1316,6 +1351,80 @@ mod tests {
         // Released, the hung searches finish normally.
         for t in stalled {
             assert!(!t.join().unwrap().unwrap().is_empty());
+        }
+    }
+
+    /// The second stage shares its candidates with a helper thread in process; it ranks
+    /// exactly as on one thread (a remote backend's), features, scores and order.
+    #[test]
+    fn the_second_stage_on_two_threads_ranks_as_on_one() {
+        const WORDS: [&str; 24] = [
+            "parking", "permit", "garage", "vpn", "token", "reset", "salary", "review", "budget",
+            "holiday", "calendar", "travel", "hotel", "expense", "claim", "laptop", "refresh",
+            "bicycle", "office", "desk", "policy", "march", "renewal", "approve",
+        ];
+        // 40 documents of three chunks, each chunk five words of a different mix.
+        let texts: Vec<Vec<String>> = (0..40)
+            .map(|i| {
+                (0..3)
+                    .map(|o| {
+                        (0..5)
+                            .map(|k| WORDS[(i * 7 + o * 5 + k * k * 3 + i * k) % WORDS.len()])
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), &texts);
+        let cfg = RetrievalConfig {
+            rerank_depth: 12,
+            ..RetrievalConfig::default()
+        };
+        let two = retriever(&index, cfg);
+        // `Stalling` is a remote backend to the retriever; its gate is open.
+        let one = Retriever::new(
+            Arc::new(Stalling {
+                inner: index.clone(),
+                gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+                entered: Default::default(),
+            }),
+            Arc::new(BagOfWords),
+            cfg,
+        )
+        .with_ranker(RankerModel::builtin().clone());
+        let scope = crate::eval::run::eval_scope();
+        let f = SearchFilter::default();
+        for per_document in [1, 2] {
+            let limit = Limit {
+                hits: 10,
+                per_document,
+            };
+            for q in [
+                "parking permit garage",
+                "vpn token reset desk",
+                "salary review budget march",
+                "holiday travel hotel policy",
+                "expense claim approve",
+                "laptop refresh office",
+            ] {
+                let (a_hits, a) = two.search_with_features(&scope, q, &f, limit).unwrap();
+                let (b_hits, b) = one.search_with_features(&scope, q, &f, limit).unwrap();
+                assert!(a.len() > 2, "{q}: {} candidates", a.len());
+                let key = |s: &Scoring| (s.fused_rank, s.chunk_id.clone(), s.features, s.score);
+                assert_eq!(
+                    a.iter().map(key).collect::<Vec<_>>(),
+                    b.iter().map(key).collect::<Vec<_>>(),
+                    "{q}"
+                );
+                let hit = |h: &Hit| (h.chunk.chunk_id.clone(), h.score, h.similarity);
+                assert_eq!(
+                    a_hits.iter().map(hit).collect::<Vec<_>>(),
+                    b_hits.iter().map(hit).collect::<Vec<_>>(),
+                    "{q}"
+                );
+            }
         }
     }
 
