@@ -60,6 +60,25 @@ pub trait IndexSnapshot: Send + Sync {
         Ok(None)
     }
 
+    /// The chunk leg ([`Self::bm25`]) for a page of the document leg (`documents`, its hits):
+    /// at least each document's best matching chunk, scored and ordered as `bm25` scores and
+    /// orders them, and no chunk of another document. A BM25-only search needs no more to pick
+    /// each document's passage. By default the chunk leg itself, `depth` deep (which may miss
+    /// a document's chunk; the caller then keeps the document's own address).
+    #[allow(clippy::too_many_arguments)]
+    fn bm25_passages(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        documents: &[Scored],
+        depth: usize,
+        boosts: (f32, f32),
+    ) -> Result<Vec<Scored>, IndexError> {
+        let _ = documents;
+        self.bm25(scope, filter, query, depth, boosts)
+    }
+
     /// Nearest chunks by cosine among those the scope and filter admit.
     fn dense(
         &self,

@@ -453,6 +453,9 @@ pub struct IndexStats {
 /// a chunk is ~1–2 KB, and the compression lost is a few percent of the store.
 pub const STORE_BLOCK_BYTES: usize = 4096;
 
+/// [`IndexSnapshot::bm25_passages`] ranks at least this many matching chunks per document.
+const PASSAGES_SCANNED_PER_DOCUMENT: usize = 64;
+
 pub struct Index {
     path: PathBuf,
     index: tantivy::Index,
@@ -1408,6 +1411,54 @@ impl Snapshot<'_> {
             .clone())
     }
 
+    /// The chunk leg's text query: each query term in the title, headings and text, weighted by
+    /// `boosts` (title and heading matches relative to the text) and by its count in the query.
+    fn chunk_text_query(&self, query: &str, boosts: (f32, f32)) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = &self.index.fields;
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let tokens = schema::analyze_counted(&self.index.index, query);
+        for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
+            if boost <= 0.0 {
+                continue;
+            }
+            for (token, count) in &tokens {
+                let q = TermQuery::new(
+                    Term::from_field_text(field, token),
+                    IndexRecordOption::WithFreqs,
+                );
+                should.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(q), boost * count)),
+                ));
+            }
+        }
+        should
+    }
+
+    /// The top `depth` chunks of `clauses` in scope, scored with the scope's chunk statistics.
+    fn chunk_leg(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        clauses: Vec<(Occur, Box<dyn Query>)>,
+        depth: usize,
+    ) -> Result<Vec<Scored>, IndexError> {
+        if clauses.is_empty() || depth == 0 {
+            return Ok(Vec::new());
+        }
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
+        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
+        let top = self.top_in_scope(scope, filter, clauses, scoring, depth)?;
+        Ok(top
+            .into_iter()
+            .map(|(score, addr)| Scored {
+                addr: chunk_addr(addr),
+                score,
+            })
+            .collect())
+    }
+
     /// The top `depth` of the text query `should` (a union) among the docs `scope` and `filter`
     /// admit ([`scope::top_k`]): ranked exactly as with the scope's own clauses intersected in.
     fn top_in_scope(
@@ -1613,39 +1664,67 @@ impl IndexSnapshot for Snapshot<'_> {
         depth: usize,
         boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError> {
-        let f = &self.index.fields;
-        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let tokens = schema::analyze_counted(&self.index.index, query);
-        // `boosts`: weights of title and heading matches relative to the text.
-        for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
-            if boost <= 0.0 {
-                continue;
+        let should = self.chunk_text_query(query, boosts);
+        self.chunk_leg(scope, filter, should, depth)
+    }
+
+    /// The chunk leg's query, with a clause that admits only the chunks of `documents`: the
+    /// scores are the chunk leg's (the clause adds 0, and the statistics are the scope's),
+    /// and the walk is over a few documents' chunks instead of every chunk that matches.
+    fn bm25_passages(
+        &self,
+        scope: &AclScope,
+        filter: &SearchFilter,
+        query: &str,
+        documents: &[Scored],
+        depth: usize,
+        boosts: (f32, f32),
+    ) -> Result<Vec<Scored>, IndexError> {
+        let mut keys: Vec<Box<dyn Query>> = Vec::with_capacity(documents.len());
+        let mut columns: HashMap<u32, Option<tantivy::columnar::StrColumn>> = HashMap::new();
+        let mut key = String::new();
+        for d in documents {
+            let addr = doc_address(d.addr);
+            let col = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    self.searcher.segment_readers()[addr.segment_ord as usize]
+                        .fast_fields()
+                        .str("doc_key")?,
+                ),
+            };
+            let Some(ord) = col.as_ref().and_then(|c| c.term_ords(addr.doc_id).next()) else {
+                // No key to restrict by: the whole chunk leg.
+                return self.bm25(scope, filter, query, depth, boosts);
+            };
+            key.clear();
+            if let Some(c) = col {
+                c.ord_to_str(ord, &mut key)
+                    .map_err(|e| IndexError::Op(tantivy::TantivyError::from(e)))?;
             }
-            for (token, count) in &tokens {
-                let q = TermQuery::new(
-                    Term::from_field_text(field, token),
-                    IndexRecordOption::WithFreqs,
-                );
-                should.push((
-                    Occur::Should,
-                    Box::new(BoostQuery::new(Box::new(q), boost * count)),
-                ));
-            }
+            keys.push(Box::new(TermQuery::new(
+                Term::from_field_text(self.index.fields.doc_key, &key),
+                IndexRecordOption::Basic,
+            )));
         }
-        if should.is_empty() || depth == 0 {
+        let text = self.chunk_text_query(query, boosts);
+        if text.is_empty() || keys.is_empty() {
             return Ok(Vec::new());
         }
-        let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
-        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
-        let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
-        Ok(top
-            .into_iter()
-            .map(|(score, addr)| Scored {
-                addr: chunk_addr(addr),
-                score,
-            })
-            .collect())
+        let within: Box<dyn Query> = Box::new(ConstScoreQuery::new(
+            Box::new(BooleanQuery::union(keys)),
+            0.0,
+        ));
+        let should = vec![
+            (
+                Occur::Must,
+                Box::new(BooleanQuery::new(text)) as Box<dyn Query>,
+            ),
+            (Occur::Must, within),
+        ];
+        // Deep enough for every document's best chunk but where one holds very many.
+        let depth = depth.max(documents.len() * PASSAGES_SCANNED_PER_DOCUMENT);
+        self.chunk_leg(scope, filter, should, depth)
     }
 
     /// BM25 on `doc_text`, which only each document's first chunk carries: statistics count

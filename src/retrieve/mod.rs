@@ -534,13 +534,14 @@ impl Retriever {
             }
             _ => depth,
         };
-        let chunks = snap.bm25(
-            scope,
-            filter,
-            query,
-            chunk_depth,
-            (self.cfg.title_boost, self.cfg.heading_boost),
-        )?;
+        let boosts = (self.cfg.title_boost, self.cfg.heading_boost);
+        let chunks = match &documents {
+            // A page of documents (BM25 alone) needs each one's passage only.
+            Some(docs) if document_depth < depth => {
+                snap.bm25_passages(scope, filter, query, docs, chunk_depth, boosts)?
+            }
+            _ => snap.bm25(scope, filter, query, chunk_depth, boosts)?,
+        };
         Ok((chunks, documents))
     }
 
@@ -1425,6 +1426,58 @@ mod tests {
                     "{q}"
                 );
             }
+        }
+    }
+
+    /// BM25 alone asks the chunk leg only for its page's documents (session 46): their chunks
+    /// come scored and ordered as the whole chunk leg has them, and no other document's.
+    #[test]
+    fn the_passages_of_a_page_of_documents_are_the_chunk_legs_own() {
+        const WORDS: [&str; 12] = [
+            "parking", "permit", "garage", "vpn", "token", "reset", "salary", "review", "budget",
+            "holiday", "travel", "hotel",
+        ];
+        // 30 documents of four chunks, each chunk six words of a different mix.
+        let texts: Vec<Vec<String>> = (0..30)
+            .map(|i| {
+                (0..4)
+                    .map(|o| {
+                        (0..6)
+                            .map(|k| WORDS[(i * 5 + o * 7 + k * k + i * k * o) % WORDS.len()])
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let index = index_of(dir.path(), &texts);
+        let snap = index.snapshot();
+        let scope = crate::eval::run::eval_scope();
+        let f = SearchFilter::default();
+        let boosts = (0.15, 0.3);
+        for q in [
+            "parking permit",
+            "vpn reset budget",
+            "holiday hotel",
+            "salary",
+        ] {
+            let docs = snap.bm25_documents(&scope, &f, q, 5).unwrap().unwrap();
+            assert!(!docs.is_empty(), "{q}");
+            let page: BTreeSet<u64> = snap.doc_ids(&docs).unwrap().into_iter().collect();
+            let all = snap.bm25(&scope, &f, q, 10_000, boosts).unwrap();
+            let all_keys = snap.doc_ids(&all).unwrap();
+            let want: Vec<(ChunkAddr, f32)> = all
+                .iter()
+                .zip(&all_keys)
+                .filter(|(_, k)| page.contains(k))
+                .map(|(s, _)| (s.addr, s.score))
+                .collect();
+            // Fewer than the whole leg holds (else nothing was left out).
+            assert!(want.len() < all.len(), "{q}");
+            let got = snap.bm25_passages(&scope, &f, q, &docs, 1, boosts).unwrap();
+            let got: Vec<(ChunkAddr, f32)> = got.iter().map(|s| (s.addr, s.score)).collect();
+            assert_eq!(got, want, "{q}");
         }
     }
 
