@@ -28,7 +28,9 @@ struct Entry<V> {
 }
 
 struct Inner<V> {
-    map: HashMap<Arc<str>, Entry<V>>,
+    /// Hashed with a per-process random seed (foldhash: a passage is hashed whole at every
+    /// lookup, and SipHash cost more than the rest of the lookup).
+    map: HashMap<Arc<str>, Entry<V>, foldhash::fast::RandomState>,
     /// Last use → key, oldest first.
     order: BTreeMap<u64, Arc<str>>,
     tick: u64,
@@ -38,7 +40,7 @@ struct Inner<V> {
 impl<V> Default for Inner<V> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: BTreeMap::new(),
             tick: 0,
             bytes: 0,
