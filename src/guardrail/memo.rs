@@ -17,8 +17,9 @@ pub const MAX_TEXT: usize = 16 * 1024;
 /// Bytes a memo holds at most, by default.
 pub const DEFAULT_BUDGET: usize = 16 * 1024 * 1024;
 
-/// What one entry costs besides its text and value: the map's and the order's nodes.
-const OVERHEAD: usize = 96;
+/// What one entry costs besides its text and value, counted high: the map's bucket with its
+/// spare capacity, the order's slot, the shared text's header and the allocator's rounding.
+const OVERHEAD: usize = 256;
 
 struct Entry<V> {
     key: Arc<str>,
@@ -186,6 +187,14 @@ mod tests {
             None
         });
         assert!(again.get(), "1 was evicted");
+    }
+
+    #[test]
+    fn a_value_larger_than_the_budget_is_returned_and_not_kept() {
+        let m = memo(OVERHEAD + 8);
+        let v = m.get_or("a text", || Some("a long redacted value".into()));
+        assert_eq!(v.as_deref(), Some("a long redacted value"));
+        assert_eq!((m.len(), m.bytes()), (0, 0));
     }
 
     #[test]

@@ -807,7 +807,8 @@ pub fn drop_redacted_anchor(before: Option<&String>, headings: &[String], uri: &
 
 /// What a kept redaction holds besides its text.
 fn redaction_bytes((text, found): &(Option<String>, Vec<pii::Entity>)) -> usize {
-    text.as_ref().map_or(0, String::len) + found.len()
+    text.as_ref().map_or(0, String::capacity)
+        + found.capacity() * std::mem::size_of::<pii::Entity>()
 }
 
 impl Guardrails {

@@ -61,10 +61,12 @@ pub trait IndexSnapshot: Send + Sync {
     }
 
     /// The chunk leg ([`Self::bm25`]) for a page of the document leg (`documents`, its hits):
-    /// at least each document's best matching chunk, scored and ordered as `bm25` scores and
-    /// orders them, and no chunk of another document. A BM25-only search needs no more to pick
-    /// each document's passage. By default the chunk leg itself, `depth` deep (which may miss
-    /// a document's chunk; the caller then keeps the document's own address).
+    /// the page's best matching chunks, scored and ordered as `bm25` scores and orders them,
+    /// and no chunk of another document; deep enough for each document's best one unless one
+    /// document of the page holds very many chunks that outscore another's best (that
+    /// document then keeps its own address, as a document the chunk leg misses does). A
+    /// BM25-only search needs no more to pick each document's passage. By default the chunk
+    /// leg itself, `depth` deep.
     #[allow(clippy::too_many_arguments)]
     fn bm25_passages(
         &self,

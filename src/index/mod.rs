@@ -1698,9 +1698,14 @@ impl IndexSnapshot for Snapshot<'_> {
                 return self.bm25(scope, filter, query, depth, boosts);
             };
             key.clear();
-            if let Some(c) = col {
-                c.ord_to_str(ord, &mut key)
-                    .map_err(|e| IndexError::Op(tantivy::TantivyError::from(e)))?;
+            let found = match col {
+                Some(c) => c
+                    .ord_to_str(ord, &mut key)
+                    .map_err(|e| IndexError::Op(tantivy::TantivyError::from(e)))?,
+                None => false,
+            };
+            if !found {
+                return self.bm25(scope, filter, query, depth, boosts);
             }
             keys.push(Box::new(TermQuery::new(
                 Term::from_field_text(self.index.fields.doc_key, &key),

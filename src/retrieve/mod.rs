@@ -151,6 +151,19 @@ pub struct Retriever {
     /// The second stage's model: the one shipped for the embedder's model
     /// ([`RankerModel::for_model`]); `None` (no second stage) for a model Docent ships none for.
     ranker: Option<Arc<RankerModel>>,
+    /// Second stages running now: one shares its candidates with a helper only when it runs
+    /// alone (under load the helpers are busy with other searches' legs, and waiting for one
+    /// to start would cost more than it saves).
+    staging: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a running second stage while it lives.
+struct Staging<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Retriever {
@@ -160,6 +173,7 @@ impl Retriever {
             ranker: RankerModel::for_model(embedder.model_id()).map(|m| Arc::new(m.clone())),
             embedder,
             cfg,
+            staging: Default::default(),
         }
     }
 
@@ -671,9 +685,12 @@ impl Retriever {
                 out.push((i, (d, addr, chunk, cosine, f)));
             }
         };
-        let pool = self
-            .index
-            .in_process()
+        let alone = self
+            .staging
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0;
+        let _staging = Staging(&self.staging);
+        let pool = (alone && self.index.in_process())
             .then(crate::threads::helpers)
             .flatten();
         let mut done = match pool {
