@@ -1378,6 +1378,16 @@ pub struct Scored {
     pub score: f32,
 }
 
+/// tantivy's top docs as the backend-neutral hits.
+fn scored(top: Vec<(f32, DocAddress)>) -> Vec<Scored> {
+    top.into_iter()
+        .map(|(score, addr)| Scored {
+            addr: chunk_addr(addr),
+            score,
+        })
+        .collect()
+}
+
 /// tantivy's address of a chunk as the backend-neutral one, and back.
 fn chunk_addr(a: DocAddress) -> ChunkAddr {
     ChunkAddr(((a.segment_ord as u64) << 32) | a.doc_id as u64)
@@ -1450,13 +1460,7 @@ impl Snapshot<'_> {
         let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
         let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
         let top = self.top_in_scope(scope, filter, clauses, scoring, depth)?;
-        Ok(top
-            .into_iter()
-            .map(|(score, addr)| Scored {
-                addr: chunk_addr(addr),
-                score,
-            })
-            .collect())
+        Ok(scored(top))
     }
 
     /// The top `depth` of the text query `should` (a union) among the docs `scope` and `filter`
@@ -1768,14 +1772,7 @@ impl IndexSnapshot for Snapshot<'_> {
             .counting(Term::from_field_u64(self.index.fields.chunk_ord, 0));
         let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
         let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
-        Ok(Some(
-            top.into_iter()
-                .map(|(score, addr)| Scored {
-                    addr: chunk_addr(addr),
-                    score,
-                })
-                .collect(),
-        ))
+        Ok(Some(scored(top)))
     }
 
     /// Exact nearest neighbours by cosine over the chunks in scope (brute force per segment).
@@ -1807,13 +1804,7 @@ impl IndexSnapshot for Snapshot<'_> {
             dense::DenseCollector::new(self.index.vectors.clone(), query.to_vec(), depth)
                 .with_total_docs(total);
         let top = collector.search_admitted(&self.searcher, &admitted)?;
-        Ok(top
-            .into_iter()
-            .map(|(score, addr)| Scored {
-                addr: chunk_addr(addr),
-                score,
-            })
-            .collect())
+        Ok(scored(top))
     }
 
     /// A document identity for each scored chunk, valid within this snapshot: the segment and

@@ -951,6 +951,35 @@ mod tests {
         index
     }
 
+    const WORDS: [&str; 24] = [
+        "parking", "permit", "garage", "vpn", "token", "reset", "salary", "review", "budget",
+        "holiday", "travel", "hotel", "calendar", "expense", "claim", "laptop", "refresh",
+        "bicycle", "office", "desk", "policy", "march", "renewal", "approve",
+    ];
+
+    /// `docs` documents of `chunks` chunks, each chunk `per_chunk` of `words` in a different mix.
+    fn mixed_texts(
+        words: &[&str],
+        docs: usize,
+        chunks: usize,
+        per_chunk: usize,
+    ) -> Vec<Vec<String>> {
+        (0..docs)
+            .map(|i| {
+                (0..chunks)
+                    .map(|o| {
+                        (0..per_chunk)
+                            .map(|k| {
+                                words[(i * 7 + o * 5 + k * k * 3 + i * k * (o + 1)) % words.len()]
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn retriever(index: &Arc<Index>, cfg: RetrievalConfig) -> Retriever {
         Retriever::new(index.clone(), Arc::new(BagOfWords), cfg)
             .with_ranker(RankerModel::builtin().clone())
@@ -1376,24 +1405,7 @@ mod tests {
     /// exactly as on one thread (a remote backend's), features, scores and order.
     #[test]
     fn the_second_stage_on_two_threads_ranks_as_on_one() {
-        const WORDS: [&str; 24] = [
-            "parking", "permit", "garage", "vpn", "token", "reset", "salary", "review", "budget",
-            "holiday", "calendar", "travel", "hotel", "expense", "claim", "laptop", "refresh",
-            "bicycle", "office", "desk", "policy", "march", "renewal", "approve",
-        ];
-        // 40 documents of three chunks, each chunk five words of a different mix.
-        let texts: Vec<Vec<String>> = (0..40)
-            .map(|i| {
-                (0..3)
-                    .map(|o| {
-                        (0..5)
-                            .map(|k| WORDS[(i * 7 + o * 5 + k * k * 3 + i * k) % WORDS.len()])
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .collect()
-            })
-            .collect();
+        let texts = mixed_texts(&WORDS, 40, 3, 5);
         let dir = tempfile::tempdir().unwrap();
         let index = index_of(dir.path(), &texts);
         let cfg = RetrievalConfig {
@@ -1450,23 +1462,7 @@ mod tests {
     /// come scored and ordered as the whole chunk leg has them, and no other document's.
     #[test]
     fn the_passages_of_a_page_of_documents_are_the_chunk_legs_own() {
-        const WORDS: [&str; 12] = [
-            "parking", "permit", "garage", "vpn", "token", "reset", "salary", "review", "budget",
-            "holiday", "travel", "hotel",
-        ];
-        // 30 documents of four chunks, each chunk six words of a different mix.
-        let texts: Vec<Vec<String>> = (0..30)
-            .map(|i| {
-                (0..4)
-                    .map(|o| {
-                        (0..6)
-                            .map(|k| WORDS[(i * 5 + o * 7 + k * k + i * k * o) % WORDS.len()])
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .collect()
-            })
-            .collect();
+        let texts = mixed_texts(&WORDS[..12], 30, 4, 6);
         let dir = tempfile::tempdir().unwrap();
         let index = index_of(dir.path(), &texts);
         let snap = index.snapshot();
