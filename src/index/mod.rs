@@ -471,6 +471,8 @@ pub struct Index {
     vectors: Arc<VectorCache>,
     /// The docs each recent scope admits, per segment ([`scope`]).
     scopes: scope::ScopeCache,
+    /// BM25 statistics of recent collections ([`stats::StatisticsCache`]).
+    statistics: stats::StatisticsCache,
     /// Why the writer is lost, once a rollback failed ([`IndexError::WriterLost`]).
     lost: Mutex<Option<String>>,
     /// Failure injection for tests: the next commit, then the next rollback, fail.
@@ -631,6 +633,7 @@ impl Index {
             })),
             vectors: Arc::new(VectorCache::new(dim)),
             scopes: scope::ScopeCache::default(),
+            statistics: stats::StatisticsCache::default(),
             lost: Mutex::new(None),
             #[cfg(test)]
             fail_commit_and_rollback: false.into(),
@@ -1378,6 +1381,9 @@ pub struct Scored {
     pub score: f32,
 }
 
+/// A BM25 text query's clauses, and the terms whose statistics score it.
+type TextQuery = (Vec<(Occur, Box<dyn Query>)>, Vec<Term>);
+
 /// tantivy's top docs as the backend-neutral hits.
 fn scored(top: Vec<(f32, DocAddress)>) -> Vec<Scored> {
     top.into_iter()
@@ -1422,43 +1428,53 @@ impl Snapshot<'_> {
     }
 
     /// The chunk leg's text query: each query term in the title, headings and text, weighted by
-    /// `boosts` (title and heading matches relative to the text) and by its count in the query.
-    fn chunk_text_query(&self, query: &str, boosts: (f32, f32)) -> Vec<(Occur, Box<dyn Query>)> {
+    /// `boosts` (title and heading matches relative to the text) and by its count in the query;
+    /// and its terms.
+    fn chunk_text_query(&self, query: &str, boosts: (f32, f32)) -> TextQuery {
         let f = &self.index.fields;
         let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut terms = Vec::new();
         let tokens = schema::analyze_counted(&self.index.index, query);
         for (field, boost) in [(f.title, boosts.0), (f.heading, boosts.1), (f.text, 1.0)] {
             if boost <= 0.0 {
                 continue;
             }
             for (token, count) in &tokens {
-                let q = TermQuery::new(
-                    Term::from_field_text(field, token),
-                    IndexRecordOption::WithFreqs,
-                );
+                let term = Term::from_field_text(field, token);
+                terms.push(term.clone());
+                let q = TermQuery::new(term, IndexRecordOption::WithFreqs);
                 should.push((
                     Occur::Should,
                     Box::new(BoostQuery::new(Box::new(q), boost * count)),
                 ));
             }
         }
-        should
+        (should, terms)
     }
 
-    /// The top `depth` chunks of `clauses` in scope, scored with the scope's chunk statistics.
+    /// The chunk leg's statistics: BM25 over the chunks the scope admits.
+    fn chunk_statistics<'a>(
+        &'a self,
+        collection: &'a [Arc<scope::Admitted>],
+    ) -> stats::ScopedStatistics<'a> {
+        stats::ScopedStatistics::new(&self.searcher, collection)
+    }
+
+    /// The top `depth` chunks of `clauses` in scope, scored with the scope's chunk statistics
+    /// `stats`, those of `terms` kept across queries ([`stats::StatisticsCache`]).
     fn chunk_leg(
         &self,
         scope: &AclScope,
         filter: &SearchFilter,
-        clauses: Vec<(Occur, Box<dyn Query>)>,
+        stats: &stats::ScopedStatistics<'_>,
+        (clauses, terms): TextQuery,
         depth: usize,
     ) -> Result<Vec<Scored>, IndexError> {
         if clauses.is_empty() || depth == 0 {
             return Ok(Vec::new());
         }
-        let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
-        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
+        let kept = self.index.statistics.kept(stats, false, &terms)?;
+        let scoring = EnableScoring::enabled_from_statistics_provider(&kept, &self.searcher);
         let top = self.top_in_scope(scope, filter, clauses, scoring, depth)?;
         Ok(scored(top))
     }
@@ -1668,8 +1684,10 @@ impl IndexSnapshot for Snapshot<'_> {
         depth: usize,
         boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError> {
-        let should = self.chunk_text_query(query, boosts);
-        self.chunk_leg(scope, filter, should, depth)
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = self.chunk_statistics(&collection);
+        let text = self.chunk_text_query(query, boosts);
+        self.chunk_leg(scope, filter, &stats, text, depth)
     }
 
     /// The chunk leg's query, with a clause that admits only the chunks of `documents`: the
@@ -1716,7 +1734,9 @@ impl IndexSnapshot for Snapshot<'_> {
                 IndexRecordOption::Basic,
             )));
         }
-        let text = self.chunk_text_query(query, boosts);
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = self.chunk_statistics(&collection);
+        let (text, terms) = self.chunk_text_query(query, boosts);
         if text.is_empty() || keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -1733,7 +1753,7 @@ impl IndexSnapshot for Snapshot<'_> {
         ];
         // Deep enough for every document's best chunk but where one holds very many.
         let depth = depth.max(documents.len() * PASSAGES_SCANNED_PER_DOCUMENT);
-        self.chunk_leg(scope, filter, should, depth)
+        self.chunk_leg(scope, filter, &stats, (should, terms), depth)
     }
 
     /// BM25 on `doc_text`, which only each document's first chunk carries: statistics count
@@ -1748,29 +1768,31 @@ impl IndexSnapshot for Snapshot<'_> {
         let Some(field) = self.index.fields.doc_text else {
             return Ok(None);
         };
-        let should: Vec<(Occur, Box<dyn Query>)> =
-            schema::analyze_counted(&self.index.index, query)
-                .into_iter()
-                .map(|(token, count)| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(field, &token),
-                        IndexRecordOption::WithFreqs,
-                    ));
-                    let q: Box<dyn Query> = match count > 1.0 {
-                        true => Box::new(BoostQuery::new(q, count)),
-                        false => q,
-                    };
-                    (Occur::Should, q)
-                })
-                .collect();
-        if should.is_empty() || depth == 0 {
+        let tokens = schema::analyze_counted(&self.index.index, query);
+        if tokens.is_empty() || depth == 0 {
             return Ok(Some(Vec::new()));
         }
         // The collection is the documents: their first chunks, which alone carry `doc_text`.
         let collection = self.admitted(scope, &SearchFilter::default())?;
         let stats = stats::ScopedStatistics::new(&self.searcher, &collection)
             .counting(Term::from_field_u64(self.index.fields.chunk_ord, 0));
-        let scoring = EnableScoring::enabled_from_statistics_provider(&stats, &self.searcher);
+        let mut terms = Vec::with_capacity(tokens.len());
+        let should: Vec<(Occur, Box<dyn Query>)> = tokens
+            .into_iter()
+            .map(|(token, count)| {
+                let term = Term::from_field_text(field, &token);
+                terms.push(term.clone());
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                let q: Box<dyn Query> = match count > 1.0 {
+                    true => Box::new(BoostQuery::new(q, count)),
+                    false => q,
+                };
+                (Occur::Should, q)
+            })
+            .collect();
+        let kept = self.index.statistics.kept(&stats, true, &terms)?;
+        let scoring = EnableScoring::enabled_from_statistics_provider(&kept, &self.searcher);
         let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(Some(scored(top)))
     }
@@ -1867,12 +1889,13 @@ impl IndexSnapshot for Snapshot<'_> {
     /// Inverse document frequencies of query tokens in the text field, over the scope.
     fn idf(&self, scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError> {
         let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
+        let stats = self.chunk_statistics(&collection);
         let field = self.index.fields.text;
-        Ok(tokens
+        let terms: Vec<Term> = tokens
             .iter()
-            .map(|t| stats.idf(&Term::from_field_text(field, t)))
-            .collect::<tantivy::Result<_>>()?)
+            .map(|t| Term::from_field_text(field, t))
+            .collect();
+        Ok(self.index.statistics.kept(&stats, false, &terms)?.idfs())
     }
 
     /// Analyzes text the way the BM25 text field does.
