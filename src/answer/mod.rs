@@ -141,7 +141,29 @@ pub const SNIPPET_BYTES: usize = 320;
 /// the window, else the end of the last whole word (a cut inside a word could leave a shorter
 /// word that the guardrails never saw, "falcon" out of "falconry"), else the window.
 pub fn snippet(text: &str, max: usize) -> String {
-    let t = crate::parse::collapse_ws(text);
+    cut(collapsed_head(text, max), max)
+}
+
+/// The start of `text` collapsed ([`crate::parse::collapse_ws`]), long enough to decide a
+/// snippet of `max` bytes: the window and the character after it. Collapsing a prefix gives a
+/// prefix of the whole text's collapse (but for a trailing space), and most passages are
+/// several times longer than a snippet, so only a prefix is collapsed when that suffices.
+fn collapsed_head(text: &str, max: usize) -> String {
+    let mut head = max.saturating_mul(2).saturating_add(16).min(text.len());
+    while !text.is_char_boundary(head) {
+        head += 1;
+    }
+    if head < text.len() {
+        let t = crate::parse::collapse_ws(&text[..head]);
+        if t.len() > max + 4 {
+            return t;
+        }
+    }
+    crate::parse::collapse_ws(text)
+}
+
+/// Cuts collapsed text `t` to a snippet of about `max` bytes (see [`snippet`]).
+fn cut(t: String, max: usize) -> String {
     if t.len() <= max {
         return t;
     }
@@ -782,5 +804,29 @@ mod tests {
         );
         let han = "文".repeat(200);
         assert_eq!(snippet(&han, 320), format!("{}…", "文".repeat(106)));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Collapsing only the head of a long text cuts the snippet the whole text would give.
+        #[test]
+        fn a_snippet_from_the_head_is_the_whole_texts(
+            s in proptest::collection::vec(
+                // Mostly whitespace: a head that collapses to less than the window.
+                prop_oneof![
+                    6 => Just(' '), 3 => Just('\n'), 1 => Just('\u{a0}'), 1 => Just('\u{3000}'),
+                    2 => Just('a'), 1 => Just('é'), 1 => Just('字'), 1 => Just('/'),
+                    1 => any::<char>(),
+                ],
+                0..200,
+            ).prop_map(|v| v.into_iter().collect::<String>()),
+            max in 1usize..40,
+        ) {
+            prop_assert_eq!(
+                snippet(&s, max),
+                cut(crate::parse::collapse_ws(&s), max)
+            );
+        }
     }
 }

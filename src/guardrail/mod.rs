@@ -490,19 +490,14 @@ impl Guardrails {
             // The title and headings reach the prompt beside the text: screened alike. So are
             // the attributes and the uri, which a Search hit carries to whatever reads it (a
             // client's own agent; session 43's review: a push client's attribute was not).
-            // The text, the longest by far, comes back in answer to many questions: its
-            // detection is kept.
-            let text = &h.chunk.text;
-            let d = self
-                .injection_memo
-                .get_or(text, || injection::detect(text))
-                .or_else(|| {
-                    std::iter::once(&h.chunk.title)
-                        .chain(&h.chunk.heading_path)
-                        .chain(std::iter::once(&h.chunk.uri))
-                        .chain(h.chunk.attributes.iter().flat_map(|(k, v)| [k, v]))
-                        .find_map(|t| injection::detect(t))
-                })?;
+            // Each comes back in answer to many questions: its detection is kept by text.
+            let detect = |t: &str| self.injection_memo.get_or(t, || injection::detect(t));
+            let d = std::iter::once(&h.chunk.text)
+                .chain(std::iter::once(&h.chunk.title))
+                .chain(&h.chunk.heading_path)
+                .chain(std::iter::once(&h.chunk.uri))
+                .chain(h.chunk.attributes.iter().flat_map(|(k, v)| [k, v]))
+                .find_map(|t| detect(t))?;
             tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
             Some(d.rule.to_string())
         })
@@ -1541,7 +1536,8 @@ mod tests {
             );
             assert_eq!(kept[1].chunk.title, "Account [REDACTED:iban]");
         }
-        assert_eq!((g.injection_memo.len(), g.pii_memo.len()), (3, 2));
+        assert!(g.injection_memo.len() > 3, "texts, titles, uris");
+        assert_eq!(g.pii_memo.len(), 2);
         assert!(g.id_memo.len() >= 4, "keys, chunk ids, titles, uris");
         // A caller the PII screen does not cover is not given the kept redaction, nor
         // counted: the audience decides before the memo is read.
