@@ -205,6 +205,9 @@ pub struct Guardrails {
     phrase_words: Vec<Vec<String>>,
     /// [`injection::detect`] of passage texts, by text.
     injection_memo: memo::Memo<Option<injection::Detection>>,
+    /// [`injection::detect`] of a hit's labels (title, headings, uri, attributes), by text: kept
+    /// apart, so that many short labels do not push out the passages' verdicts.
+    label_memo: memo::Memo<Option<injection::Detection>>,
     /// [`redact_passage`] of passage texts with the configured entities, by text.
     pii_memo: memo::Memo<(Option<String>, Vec<pii::Entity>)>,
     /// [`pii::redact_escaped`] of a hit's identifiers and labels (keys, chunk ids, titles,
@@ -274,6 +277,7 @@ impl Guardrails {
             topic_vectors,
             phrase_words,
             injection_memo: memo::Memo::new(memo::DEFAULT_BUDGET, |_| 0),
+            label_memo: memo::Memo::new(memo::DEFAULT_BUDGET / 4, |_| 0),
             pii_memo: memo::Memo::new(memo::DEFAULT_BUDGET, redaction_bytes),
             id_memo: memo::Memo::new(memo::DEFAULT_BUDGET / 4, redaction_bytes),
         })
@@ -491,13 +495,18 @@ impl Guardrails {
             // the attributes and the uri, which a Search hit carries to whatever reads it (a
             // client's own agent; session 43's review: a push client's attribute was not).
             // Each comes back in answer to many questions: its detection is kept by text.
-            let detect = |t: &str| self.injection_memo.get_or(t, || injection::detect(t));
-            let d = std::iter::once(&h.chunk.text)
-                .chain(std::iter::once(&h.chunk.title))
-                .chain(&h.chunk.heading_path)
-                .chain(std::iter::once(&h.chunk.uri))
-                .chain(h.chunk.attributes.iter().flat_map(|(k, v)| [k, v]))
-                .find_map(|t| detect(t))?;
+            let text = &h.chunk.text;
+            let label = |t: &str| self.label_memo.get_or(t, || injection::detect(t));
+            let d = self
+                .injection_memo
+                .get_or(text, || injection::detect(text))
+                .or_else(|| {
+                    std::iter::once(&h.chunk.title)
+                        .chain(&h.chunk.heading_path)
+                        .chain(std::iter::once(&h.chunk.uri))
+                        .chain(h.chunk.attributes.iter().flat_map(|(k, v)| [k, v]))
+                        .find_map(|t| label(t))
+                })?;
             tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
             Some(d.rule.to_string())
         })
@@ -1536,8 +1545,8 @@ mod tests {
             );
             assert_eq!(kept[1].chunk.title, "Account [REDACTED:iban]");
         }
-        assert!(g.injection_memo.len() > 3, "texts, titles, uris");
-        assert_eq!(g.pii_memo.len(), 2);
+        assert_eq!((g.injection_memo.len(), g.pii_memo.len()), (3, 2));
+        assert!(g.label_memo.len() >= 2, "titles, uris");
         assert!(g.id_memo.len() >= 4, "keys, chunk ids, titles, uris");
         // A caller the PII screen does not cover is not given the kept redaction, nor
         // counted: the audience decides before the memo is read.

@@ -1473,7 +1473,7 @@ impl Snapshot<'_> {
         if clauses.is_empty() || depth == 0 {
             return Ok(Vec::new());
         }
-        let kept = self.index.statistics.kept(stats, false, &terms)?;
+        let kept = self.index.statistics.kept(stats, &terms)?;
         let scoring = EnableScoring::enabled_from_statistics_provider(&kept, &self.searcher);
         let top = self.top_in_scope(scope, filter, clauses, scoring, depth)?;
         Ok(scored(top))
@@ -1684,9 +1684,12 @@ impl IndexSnapshot for Snapshot<'_> {
         depth: usize,
         boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError> {
+        let text = self.chunk_text_query(query, boosts);
+        if text.0.is_empty() || depth == 0 {
+            return Ok(Vec::new());
+        }
         let collection = self.admitted(scope, &SearchFilter::default())?;
         let stats = self.chunk_statistics(&collection);
-        let text = self.chunk_text_query(query, boosts);
         self.chunk_leg(scope, filter, &stats, text, depth)
     }
 
@@ -1734,12 +1737,12 @@ impl IndexSnapshot for Snapshot<'_> {
                 IndexRecordOption::Basic,
             )));
         }
-        let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = self.chunk_statistics(&collection);
         let (text, terms) = self.chunk_text_query(query, boosts);
         if text.is_empty() || keys.is_empty() {
             return Ok(Vec::new());
         }
+        let collection = self.admitted(scope, &SearchFilter::default())?;
+        let stats = self.chunk_statistics(&collection);
         let within: Box<dyn Query> = Box::new(ConstScoreQuery::new(
             Box::new(BooleanQuery::union(keys)),
             0.0,
@@ -1791,7 +1794,7 @@ impl IndexSnapshot for Snapshot<'_> {
                 (Occur::Should, q)
             })
             .collect();
-        let kept = self.index.statistics.kept(&stats, true, &terms)?;
+        let kept = self.index.statistics.kept(&stats, &terms)?;
         let scoring = EnableScoring::enabled_from_statistics_provider(&kept, &self.searcher);
         let top = self.top_in_scope(scope, filter, should, scoring, depth)?;
         Ok(Some(scored(top)))
@@ -1895,7 +1898,7 @@ impl IndexSnapshot for Snapshot<'_> {
             .iter()
             .map(|t| Term::from_field_text(field, t))
             .collect();
-        Ok(self.index.statistics.kept(&stats, false, &terms)?.idfs())
+        Ok(self.index.statistics.kept(&stats, &terms)?.idfs())
     }
 
     /// Analyzes text the way the BM25 text field does.

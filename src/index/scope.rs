@@ -29,6 +29,9 @@ pub const DEFAULT_BUDGET: usize = 8 << 20;
 /// The docs a scope admits in one segment (deleted docs excluded), and how many.
 #[derive(Debug, Default)]
 pub struct Admitted {
+    /// Unique in the process, never reused: what a bitset is known by where holding it would
+    /// keep it alive ([`super::stats::StatisticsCache`]).
+    id: u64,
     words: Vec<u64>,
     count: usize,
     /// Per field, the admitted docs' token count (the sum of their field norms), computed on
@@ -51,10 +54,15 @@ impl Admitted {
             }
         })?;
         Ok(Self {
+            id: next_id(),
             words,
             count,
             tokens: Mutex::default(),
         })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether these are all of the segment's docs and it has no deleted ones: then the
@@ -119,6 +127,12 @@ impl Admitted {
     fn bytes(&self) -> usize {
         self.words.len() * 8 + std::mem::size_of::<Self>()
     }
+}
+
+/// A new [`Admitted::id`].
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What makes a bitset valid: the segment, its deletes, and the scope and filter in full.
@@ -742,6 +756,7 @@ mod tests {
             words[d as usize / 64] |= 1 << (d % 64);
         }
         let bits = Arc::new(Admitted {
+            id: next_id(),
             words,
             count: set.len(),
             tokens: Mutex::default(),

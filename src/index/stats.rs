@@ -143,11 +143,12 @@ const COLLECTIONS: usize = 16;
 /// Terms kept per collection; past it the collection's terms start again.
 const TERMS: usize = 16_384;
 
-/// One collection's statistics: the docs it is (by identity: the scope cache's bitsets, held so
-/// that their addresses are not reused), and what was computed over it.
+/// One collection's statistics: the docs it is (the scope cache's bitsets, by their ids, which
+/// are never reused; and the term the collection is counted by, if any), and what was computed
+/// over it.
 struct Collection {
-    admitted: Vec<Arc<Admitted>>,
-    documents: bool,
+    admitted: Vec<u64>,
+    collection: Option<Term>,
     used: u64,
     /// Its size (BM25's N).
     docs: Option<u64>,
@@ -161,8 +162,8 @@ struct Collection {
 /// term's document frequency.
 ///
 /// These are functions of the collection's docs alone, and a collection here is the scope
-/// cache's exact bitsets per segment (keyed by segment, deletes and scope): a reload, a delete
-/// or another scope is another collection. Counting them costs a term dictionary lookup per
+/// cache's exact bitsets per segment (keyed by segment, deletes and scope, each with its own
+/// id): a reload, a delete or another scope is another collection. Counting them costs a term dictionary lookup per
 /// term and segment (a walk of the postings where the scope is partial), and most queries
 /// repeat most of their terms (benches/RESULTS.md, session 47).
 #[derive(Default)]
@@ -222,21 +223,19 @@ impl KeptStatistics<'_> {
 
 impl StatisticsCache {
     /// The statistics of `terms` over the collection of `scoped`, those kept read and the
-    /// others counted (outside the lock) and kept. `documents`: whether `scoped` counts
-    /// documents ([`ScopedStatistics::counting`]), another collection of the same docs.
+    /// others counted (outside the lock) and kept.
     pub fn kept<'a>(
         &self,
         scoped: &'a ScopedStatistics<'a>,
-        documents: bool,
         terms: &[Term],
     ) -> tantivy::Result<KeptStatistics<'a>> {
         let same = |c: &Collection| {
-            c.documents == documents
+            c.collection == scoped.collection
                 && c.admitted.len() == scoped.admitted.len()
                 && c.admitted
                     .iter()
                     .zip(scoped.admitted)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
+                    .all(|(&a, b)| a == b.id())
         };
         let mut fields: Vec<Field> = Vec::new();
         for t in terms {
@@ -299,8 +298,8 @@ impl StatisticsCache {
                         collections.swap_remove(oldest);
                     }
                     collections.push(Collection {
-                        admitted: scoped.admitted.to_vec(),
-                        documents,
+                        admitted: scoped.admitted.iter().map(|a| a.id()).collect(),
+                        collection: scoped.collection.clone(),
                         used: *tick,
                         docs: None,
                         tokens: Vec::new(),
@@ -319,7 +318,8 @@ impl StatisticsCache {
             if c.terms.len() + new_terms.len() > TERMS {
                 c.terms.clear();
             }
-            c.terms.extend(new_terms);
+            // A question of more distinct words than that keeps its first ones.
+            c.terms.extend(new_terms.into_iter().take(TERMS));
         }
         Ok(KeptStatistics {
             scoped,
@@ -353,6 +353,7 @@ mod tests {
     use crate::acl::AclScope;
     use crate::index::suite::{DIM, doc};
     use crate::index::{Index, SearchFilter, schema};
+    use docent_connector_api::DocKey;
 
     const WORDS: [&str; 8] = [
         "budget", "salary", "vpn", "parking", "holiday", "report", "laptop", "permit",
@@ -435,7 +436,7 @@ mod tests {
                     }
                 }
                 for round in 0..2 {
-                    let kept = cache.kept(&scoped, documents, &terms).unwrap();
+                    let kept = cache.kept(&scoped, &terms).unwrap();
                     let want =
                         EnableScoring::enabled_from_statistics_provider(&scoped, &snap.searcher);
                     let got =
@@ -482,9 +483,7 @@ mod tests {
             let snap = index.snapshot();
             let collection = snap.admitted(&scope, &SearchFilter::default()).unwrap();
             let scoped = ScopedStatistics::new(&snap.searcher, &collection);
-            let kept = cache
-                .kept(&scoped, false, std::slice::from_ref(&t))
-                .unwrap();
+            let kept = cache.kept(&scoped, std::slice::from_ref(&t)).unwrap();
             (
                 kept.total_num_docs().unwrap(),
                 kept.total_num_tokens(index.fields.text).unwrap(),
@@ -496,5 +495,11 @@ mod tests {
         let after = read(&cache);
         assert_ne!(after, before, "more documents, other statistics");
         assert_eq!(after, read(&StatisticsCache::default()));
+        // A delete changes a segment's deletes, not its id.
+        index.delete(&DocKey::new("s", "d13"));
+        index.commit(BTreeMap::new()).unwrap();
+        let deleted = read(&cache);
+        assert_ne!(deleted, after, "a document fewer, other statistics");
+        assert_eq!(deleted, read(&StatisticsCache::default()));
     }
 }
