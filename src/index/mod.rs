@@ -1452,14 +1452,6 @@ impl Snapshot<'_> {
         (should, terms)
     }
 
-    /// The chunk leg's statistics: BM25 over the chunks the scope admits.
-    fn chunk_statistics<'a>(
-        &'a self,
-        collection: &'a [Arc<scope::Admitted>],
-    ) -> stats::ScopedStatistics<'a> {
-        stats::ScopedStatistics::new(&self.searcher, collection)
-    }
-
     /// The top `depth` chunks of `clauses` in scope, scored with the scope's chunk statistics
     /// `stats`, those of `terms` kept across queries ([`stats::StatisticsCache`]).
     fn chunk_leg(
@@ -1689,7 +1681,7 @@ impl IndexSnapshot for Snapshot<'_> {
             return Ok(Vec::new());
         }
         let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = self.chunk_statistics(&collection);
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
         self.chunk_leg(scope, filter, &stats, text, depth)
     }
 
@@ -1742,7 +1734,7 @@ impl IndexSnapshot for Snapshot<'_> {
             return Ok(Vec::new());
         }
         let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = self.chunk_statistics(&collection);
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
         let within: Box<dyn Query> = Box::new(ConstScoreQuery::new(
             Box::new(BooleanQuery::union(keys)),
             0.0,
@@ -1892,7 +1884,7 @@ impl IndexSnapshot for Snapshot<'_> {
     /// Inverse document frequencies of query tokens in the text field, over the scope.
     fn idf(&self, scope: &AclScope, tokens: &[String]) -> Result<Vec<f32>, IndexError> {
         let collection = self.admitted(scope, &SearchFilter::default())?;
-        let stats = self.chunk_statistics(&collection);
+        let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
         let field = self.index.fields.text;
         let terms: Vec<Term> = tokens
             .iter()
