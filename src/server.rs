@@ -132,13 +132,43 @@ impl Listener {
 /// connectors: they stop (the pipeline commits what it has if the process lives on), and
 /// nothing goes on crawling, or holding the index, for a daemon that never serves (session
 /// 43's review).
-struct StopUnlessStarted(Option<CancellationToken>);
+struct StopUnlessStarted {
+    token: Option<CancellationToken>,
+    /// The index once open: a failed start returns only once it is let go.
+    index: Option<std::sync::Weak<dyn Backend>>,
+}
+
+impl StopUnlessStarted {
+    /// A start that failed: what it started stops, and the index (and the conversation store,
+    /// which only the assistant holds, with the index) is let go before the error returns,
+    /// as at a stop. Otherwise a start tried again at once found the store locked by the
+    /// hourly expiry task still seeing the cancel (CI, stop 57).
+    async fn release(mut self) {
+        if let Some(t) = self.token.take() {
+            t.cancel();
+        }
+        if let Some(index) = self.index.take() {
+            wait_released(&index).await;
+        }
+    }
+}
 
 impl Drop for StopUnlessStarted {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
+        if let Some(t) = self.token.take() {
             t.cancel();
         }
+    }
+}
+
+/// Waits, [`INDEX_RELEASE_WAIT`] at most, until nothing holds the index any more.
+async fn wait_released(index: &std::sync::Weak<dyn Backend>) {
+    let deadline = tokio::time::Instant::now() + INDEX_RELEASE_WAIT;
+    while index.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if index.strong_count() > 0 {
+        tracing::warn!("the index is still held after shutdown");
     }
 }
 
@@ -259,13 +289,7 @@ impl Daemon {
         // once in the suite).
         let index = Arc::downgrade(&self.state.index);
         drop(self.state);
-        let deadline = tokio::time::Instant::now() + INDEX_RELEASE_WAIT;
-        while index.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        if index.strong_count() > 0 {
-            tracing::warn!("the index is still held after shutdown");
-        }
+        wait_released(&index).await;
         server?;
         pipeline?;
         Ok(())
@@ -291,7 +315,29 @@ pub async fn start_with(
     listener: impl Into<Listener>,
     opts: StartOptions,
 ) -> Result<Daemon, DaemonError> {
-    let listener = listener.into();
+    let mut started = StopUnlessStarted {
+        token: None,
+        index: None,
+    };
+    match start_guarded(config, embedder, listener.into(), opts, &mut started).await {
+        Ok(d) => {
+            started.token = None;
+            Ok(d)
+        }
+        Err(e) => {
+            started.release().await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_guarded(
+    config: Config,
+    embedder: Arc<dyn Embedder>,
+    listener: Listener,
+    opts: StartOptions,
+    started: &mut StopUnlessStarted,
+) -> Result<Daemon, DaemonError> {
     // Connectors write page ids, paths and errors naming them through the guardrails' PII
     // redaction, like the daemon's own log lines.
     docent_connector_api::set_log_redactor(crate::guardrail::pii::for_log);
@@ -314,7 +360,7 @@ pub async fn start_with(
         );
     }
     let shutdown = CancellationToken::new();
-    let mut unless_started = StopUnlessStarted(Some(shutdown.clone()));
+    started.token = Some(shutdown.clone());
     let identities =
         Arc::new(crate::identity::IdentityRegistry::new(&config).map_err(DaemonError::Identity)?);
     let audit = match &config.audit {
@@ -389,6 +435,7 @@ pub async fn start_with(
     .await
     .map_err(|e| DaemonError::Join(crate::telemetry::task_failure(&e)))??;
     tracing::info!(at = %location, documents = index.document_count(), ?role, "index open");
+    started.index = Some(Arc::downgrade(&index));
 
     let stats = Arc::new(IngestStats::default());
     let skips = Arc::new(SkipLog::default());
@@ -804,7 +851,6 @@ pub async fn start_with(
         insecure_dev = opts.insecure_dev,
         "serving"
     );
-    unless_started.0 = None;
     Ok(Daemon {
         addr,
         metrics_addr,

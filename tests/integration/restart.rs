@@ -86,12 +86,28 @@ async fn a_start_that_fails_late_stops_what_it_started() {
     let mut config = env.config();
     config.server.metrics_listen = Some(taken.local_addr().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let e = docent::server::start_with(config, embedder(), listener, Default::default())
+    let e = docent::server::start_with(config.clone(), embedder(), listener, Default::default())
         .await
         .err()
         .expect("the metrics port is taken");
     assert!(format!("{e:?}").contains("Bind"), "{e:?}");
-    // Started on the same index (the harness waits 30 s at most for its lock).
+    // Let go before the error returned: the conversation store (held by the hourly expiry
+    // task until it saw the cancel; CI, stop 57) and the index open at once.
+    assert!(
+        config.conversations,
+        "the example config stores conversations"
+    );
+    drop(
+        docent::assistant::Store::open(&config.index.data_dir.join("assistant.redb"))
+            .expect("the failed start let the conversation store go"),
+    );
+    drop(
+        docent::index::Index::open_with(
+            &config.index.data_dir,
+            &docent::index::ModelSignature::of(embedder().as_ref()),
+        )
+        .expect("the failed start let the index go"),
+    );
     let d = env.start().await;
     assert_eq!(d.stats().await.documents, 29);
     d.stop().await;
