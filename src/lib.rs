@@ -19,6 +19,7 @@ pub mod guardrail;
 pub mod identity;
 pub mod index;
 pub mod ingest;
+pub mod lru;
 pub mod metrics;
 pub mod parse;
 pub mod retrieve;

@@ -8,8 +8,9 @@
 //! in full: no hash collision can hand one text another's verdict. The memo is bounded in bytes
 //! and drops the least recently used first; texts longer than [`MAX_TEXT`] are not kept.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+
+use crate::lru::ByteLru;
 
 /// Texts longer than this are screened every time (a chunk is far shorter).
 pub const MAX_TEXT: usize = 16 * 1024;
@@ -21,38 +22,11 @@ pub const DEFAULT_BUDGET: usize = 16 * 1024 * 1024;
 /// spare capacity, the order's slot, the shared text's header and the allocator's rounding.
 const OVERHEAD: usize = 256;
 
-struct Entry<V> {
-    key: Arc<str>,
-    value: V,
-    used: u64,
-    size: usize,
-}
-
-struct Inner<V> {
-    /// Hashed with a per-process random seed (foldhash: a passage is hashed whole at every
-    /// lookup, and SipHash cost more than the rest of the lookup).
-    map: HashMap<Arc<str>, Entry<V>, foldhash::fast::RandomState>,
-    /// Last use → key, oldest first.
-    order: BTreeMap<u64, Arc<str>>,
-    tick: u64,
-    bytes: usize,
-}
-
-impl<V> Default for Inner<V> {
-    fn default() -> Self {
-        Self {
-            map: HashMap::default(),
-            order: BTreeMap::new(),
-            tick: 0,
-            bytes: 0,
-        }
-    }
-}
-
 /// A screen's results by text, least recently used evicted past a byte budget.
 pub struct Memo<V> {
-    inner: Mutex<Inner<V>>,
-    budget: usize,
+    /// Hashed with a per-process random seed (foldhash: a passage is hashed whole at every
+    /// lookup, and SipHash cost more than the rest of the lookup).
+    inner: Mutex<ByteLru<Arc<str>, V, foldhash::fast::RandomState>>,
     /// The heap bytes a value holds besides the text.
     weight: fn(&V) -> usize,
 }
@@ -60,8 +34,7 @@ pub struct Memo<V> {
 impl<V: Clone> Memo<V> {
     pub fn new(budget: usize, weight: fn(&V) -> usize) -> Self {
         Self {
-            inner: Mutex::default(),
-            budget,
+            inner: Mutex::new(ByteLru::new(budget)),
             weight,
         }
     }
@@ -72,65 +45,33 @@ impl<V: Clone> Memo<V> {
         if text.len() > MAX_TEXT {
             return compute();
         }
-        {
-            let mut inner = self.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            let Inner { map, order, .. } = &mut *inner;
-            if let Some(e) = map.get_mut(text) {
-                order.remove(&e.used);
-                e.used = tick;
-                order.insert(tick, e.key.clone());
-                return e.value.clone();
-            }
+        if let Some(v) = self.lock().get(text) {
+            return v.clone();
         }
         let value = compute();
         let size = text.len() + (self.weight)(&value) + OVERHEAD;
-        if size > self.budget {
-            return value;
-        }
+        // Another screen of the same text may have kept it meanwhile: the insert replaces it.
         let mut inner = self.lock();
-        inner.tick += 1;
-        let used = inner.tick;
-        let key: Arc<str> = Arc::from(text);
-        inner.order.insert(used, key.clone());
-        let entry = Entry {
-            key: key.clone(),
-            value: value.clone(),
-            used,
-            size,
-        };
-        // Another screen of the same text may have kept it meanwhile: one entry stays.
-        if let Some(old) = inner.map.insert(key, entry) {
-            inner.order.remove(&old.used);
-            inner.bytes -= old.size;
-        }
-        inner.bytes += size;
-        while inner.bytes > self.budget {
-            let Some((_, oldest)) = inner.order.pop_first() else {
-                break;
-            };
-            if let Some(e) = inner.map.remove(&oldest) {
-                inner.bytes -= e.size;
-            }
+        if inner.fits(size) {
+            inner.insert(Arc::from(text), value.clone(), size);
         }
         value
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<V>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteLru<Arc<str>, V, foldhash::fast::RandomState>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Texts held (tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().len()
     }
 
     /// Bytes held (tests).
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes()
     }
 }
 

@@ -22,6 +22,7 @@ use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINA
 
 use super::SearchFilter;
 use crate::acl::AclScope;
+use crate::lru::ByteLru;
 
 /// Bytes of bitsets kept by default: 64 scopes at 10⁶ chunks.
 pub const DEFAULT_BUDGET: usize = 8 << 20;
@@ -167,42 +168,12 @@ pub fn scope_key(scope: &AclScope, filter: &SearchFilter) -> Arc<str> {
     s.into()
 }
 
-struct Entry {
-    bits: Arc<Admitted>,
-    used: u64,
-    /// What the entry counts against the budget: its bitset and its key's text (a key holds the
-    /// caller's filter in full, which can be far larger than a small segment's bitset).
-    size: usize,
-}
-
-#[derive(Default)]
-struct Inner {
-    map: HashMap<Key, Entry>,
-    /// Each entry's key by its last use (`Entry::used`, unique): the least recently used is the
-    /// first, found in O(log n) (session 43's review: each eviction scanned every entry under
-    /// the lock, so a caller varying its filters made every query wait on that scan).
-    order: std::collections::BTreeMap<u64, Key>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl Inner {
-    /// Marks `k` used now; its bitset, if held.
-    fn touch(&mut self, k: &Key) -> Option<Arc<Admitted>> {
-        self.tick += 1;
-        let tick = self.tick;
-        let e = self.map.get_mut(k)?;
-        self.order.remove(&e.used);
-        e.used = tick;
-        self.order.insert(tick, k.clone());
-        Some(e.bits.clone())
-    }
-}
-
 /// Scope bitsets by segment, deletes and scope, least recently used evicted past a budget.
+///
+/// An entry counts its bitset and its key's text against the budget (a key holds the caller's
+/// filter in full, which can be far larger than a small segment's bitset).
 pub struct ScopeCache {
-    inner: Mutex<Inner>,
-    budget: usize,
+    inner: Mutex<ByteLru<Key, Arc<Admitted>>>,
 }
 
 impl Default for ScopeCache {
@@ -214,8 +185,7 @@ impl Default for ScopeCache {
 impl ScopeCache {
     pub fn new(budget: usize) -> Self {
         Self {
-            inner: Mutex::default(),
-            budget,
+            inner: Mutex::new(ByteLru::new(budget)),
         }
     }
 
@@ -238,7 +208,7 @@ impl ScopeCache {
             .collect();
         let mut out: Vec<Option<Arc<Admitted>>> = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            keys.iter().map(|k| inner.touch(k)).collect()
+            keys.iter().map(|k| inner.get(k).cloned()).collect()
         };
         if out.iter().all(Option::is_some) {
             return Ok(out.into_iter().flatten().collect());
@@ -255,26 +225,8 @@ impl ScopeCache {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for (k, bits) in fresh {
-            inner.tick += 1;
-            let used = inner.tick;
             let size = bits.bytes() + k.scope.len() + std::mem::size_of::<Key>();
-            if size > self.budget {
-                continue;
-            }
-            inner.order.insert(used, k.clone());
-            if let Some(old) = inner.map.insert(k, Entry { bits, used, size }) {
-                inner.order.remove(&old.used);
-                inner.bytes -= old.size;
-            }
-            inner.bytes += size;
-        }
-        while inner.bytes > self.budget {
-            let Some((_, oldest)) = inner.order.pop_first() else {
-                break;
-            };
-            if let Some(e) = inner.map.remove(&oldest) {
-                inner.bytes -= e.size;
-            }
+            inner.insert(k, bits, size);
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -282,7 +234,7 @@ impl ScopeCache {
     /// Bitsets held (for tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().map.len()
+        self.inner.lock().unwrap().len()
     }
 }
 
@@ -639,7 +591,7 @@ mod tests {
         let held = |u: &str| {
             let k = scope_key(&scope(u), &SearchFilter::default());
             let inner = index.scopes.inner.lock().unwrap();
-            inner.map.keys().any(|x| x.scope == k)
+            inner.keys().any(|x| x.scope == k)
         };
         assert!(held("a") && held("d"));
         admitted_keys(&index, &scope("d"));
@@ -647,12 +599,6 @@ mod tests {
         assert!(
             held("d") && held("e") && !held("a"),
             "the least recently used went"
-        );
-        let inner = index.scopes.inner.lock().unwrap();
-        assert_eq!(
-            inner.order.len(),
-            inner.map.len(),
-            "one order entry per bitset"
         );
     }
 
