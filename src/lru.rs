@@ -48,12 +48,11 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> ByteLru<K, V, S> {
     {
         let e = self.map.get_mut(key)?;
         self.tick += 1;
-        let k = self
-            .order
-            .remove(&e.used)
-            .expect("every entry has its slot in the use order");
-        e.used = self.tick;
-        self.order.insert(self.tick, k);
+        // Every entry has its slot (`insert` keeps the two together).
+        if let Some(k) = self.order.remove(&e.used) {
+            e.used = self.tick;
+            self.order.insert(self.tick, k);
+        }
         Some(&e.value)
     }
 
@@ -142,14 +141,15 @@ mod tests {
             (get(&mut l, "a"), get(&mut l, "c"), get(&mut l, "d")),
             (Some(0), Some(2), Some(3))
         );
-        // Now c was used before a: a larger entry evicts as many as it needs, oldest first.
-        get(&mut l, "c");
+        // Used a, d, c (c after d, though inserted before it): a larger entry evicts as many
+        // as it needs, least recently used first.
         get(&mut l, "d");
+        get(&mut l, "c");
         assert!(l.insert("e".into(), 4, 20));
         consistent(&l);
         assert_eq!(l.len(), 2);
-        assert_eq!((get(&mut l, "a"), get(&mut l, "c")), (None, None));
-        assert_eq!((get(&mut l, "d"), get(&mut l, "e")), (Some(3), Some(4)));
+        assert_eq!((get(&mut l, "a"), get(&mut l, "d")), (None, None));
+        assert_eq!((get(&mut l, "c"), get(&mut l, "e")), (Some(2), Some(4)));
     }
 
     #[test]

@@ -136,6 +136,9 @@ struct StopUnlessStarted {
     token: Option<CancellationToken>,
     /// The index once open: a failed start returns only once it is let go.
     index: Option<std::sync::Weak<dyn Backend>>,
+    /// The pipeline once started (a [`Daemon`] takes it over): a failed start waits for its
+    /// end as a stop does (it ends once the connectors stop sending, or after its grace).
+    pipeline: Option<JoinHandle<Result<(), IndexError>>>,
 }
 
 impl StopUnlessStarted {
@@ -146,6 +149,10 @@ impl StopUnlessStarted {
     async fn release(mut self) {
         if let Some(t) = self.token.take() {
             t.cancel();
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            // Its failure, if any, is logged by its task; the start's own error is returned.
+            let _ = pipeline.await;
         }
         if let Some(index) = self.index.take() {
             wait_released(&index).await;
@@ -168,7 +175,7 @@ async fn wait_released(index: &std::sync::Weak<dyn Backend>) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     if index.strong_count() > 0 {
-        tracing::warn!("the index is still held after shutdown");
+        tracing::warn!("the index is still held after the daemon stopped");
     }
 }
 
@@ -318,6 +325,7 @@ pub async fn start_with(
     let mut started = StopUnlessStarted {
         token: None,
         index: None,
+        pipeline: None,
     };
     match start_guarded(config, embedder, listener.into(), opts, &mut started).await {
         Ok(d) => {
@@ -489,6 +497,7 @@ async fn start_guarded(
         }
         r
     });
+    started.pipeline = Some(pipeline);
 
     let checkpoints = index.checkpoints();
     let mut infos = Vec::new();
@@ -856,7 +865,10 @@ async fn start_guarded(
         metrics_addr,
         shutdown,
         server,
-        pipeline,
+        pipeline: started
+            .pipeline
+            .take()
+            .expect("the pipeline was started above"),
         connectors,
         state,
         drain: opts.server_drain.unwrap_or(SERVER_DRAIN),

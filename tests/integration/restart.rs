@@ -78,8 +78,9 @@ async fn restart_keeps_index_and_reembeds_nothing_unchanged() {
 
 /// Session 43's review: a start that failed after it had started the pipeline and the
 /// connectors (here: the metrics port is taken) left them crawling, and holding the index, for
-/// a daemon that never served. They stop, and the next start opens the index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// a daemon that never served. They stop, and the next start opens the index. One thread: no
+/// task of the failed start can let go between its error and the checks below.
+#[tokio::test]
 async fn a_start_that_fails_late_stops_what_it_started() {
     let env = Env::example();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
