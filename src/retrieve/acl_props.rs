@@ -336,6 +336,20 @@ fn check_case_on(
                         h.chunk.doc_key
                     );
                 }
+                if mode == Mode::Bm25 {
+                    // A page shallower than the candidates: BM25 alone asks the chunk leg for
+                    // that page's documents only (`bm25_passages`).
+                    let page = retriever
+                        .search(&scope, q, mode, &SearchFilter::default(), 3)
+                        .unwrap();
+                    for h in &page {
+                        prop_assert!(
+                            readable.contains(&h.chunk.doc_key),
+                            "user u{u} got unreadable {} on a page of BM25 alone",
+                            h.chunk.doc_key
+                        );
+                    }
+                }
                 if mode == Mode::Dense {
                     let got: BTreeSet<String> =
                         hits.iter().map(|h| h.chunk.doc_key.clone()).collect();
