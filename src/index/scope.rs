@@ -28,7 +28,9 @@ use crate::lru::ByteLru;
 pub const DEFAULT_BUDGET: usize = 8 << 20;
 
 /// The docs a scope admits in one segment (deleted docs excluded), and how many.
-#[derive(Debug, Default)]
+#[derive(Debug)]
+// Test bitsets only: every other one gets its own id.
+#[cfg_attr(test, derive(Default))]
 pub struct Admitted {
     /// Unique in the process, never reused: what a bitset is known by where holding it would
     /// keep it alive ([`super::stats::StatisticsCache`]).
