@@ -22,6 +22,7 @@
 //! Usage: scripts/train-ranker.sh [--model NAME], or cargo bench --bench ranker -- [--write FILE]
 //!        [--model NAME] [--scifact-index DIR] [--embed-cache FILE] [--qa-index DIR] [--queries N]
 //!        [--qa-only] [--explain FILE] [--per-document N] [--passages N] [--sentence-sweep T,T,..]
+//!        [--depth-sweep]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,20 @@ use docent::index::{Index, SearchFilter};
 use docent::retrieve::rerank::{FEATURE_NAMES, FEATURES, RankerModel, sigmoid};
 use docent::retrieve::{Mode, RetrievalConfig, Retriever, Scoring};
 use docent_connector_api::{Acl, DocKey, Principal, SourceDocument};
+
+/// What the QA scoring reads of an answer.
+fn outcome(a: &answer::Answer) -> QaOutcome {
+    QaOutcome {
+        answered: a.status == answer::AnswerStatus::Answered,
+        blocked: false,
+        answer: a.text(),
+        citations: a
+            .citations
+            .iter()
+            .map(|c| (c.document_key.clone(), c.uri.clone(), c.chunk_id.clone()))
+            .collect(),
+    }
+}
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -761,6 +776,9 @@ fn main() -> anyhow::Result<()> {
         sentence_threshold: docent::embed::known_model(&model_name)
             .and_then(|k| RankerModel::for_model(k.model_id))
             .and_then(|m| m.sentence_threshold),
+        sentence_check_depth: docent::embed::known_model(&model_name)
+            .and_then(|k| RankerModel::for_model(k.model_id))
+            .map_or(1, |m| m.sentence_check_depth),
         trained_on: format!(
             "benches/ranker.rs (scripts/train-ranker.sh --model {model_name}): pairwise logistic \
              regression on {model_name}'s first stage over SciFact train ({} queries) and the QA \
@@ -820,7 +838,15 @@ fn end_to_end(
         .and_then(|s| s.parse().ok())
         .unwrap_or(answer::DEFAULT_PASSAGES_PER_DOCUMENT);
     let max_passages: usize = arg("--passages").and_then(|s| s.parse().ok()).unwrap_or(5);
+    // `--depth-sweep`: the sentence check over the best 1..4 sentences at each threshold, on
+    // the sets that may be read (the held-out set is left out: it is only run at the defaults).
+    let depth_sweep = std::env::args().any(|a| a == "--depth-sweep");
+    let depth = model.sentence_check_depth;
+    let mut depth_rows: Vec<String> = Vec::new();
     for set in sets {
+        if depth_sweep && set.name == "handbook-holdout" {
+            continue;
+        }
         let r = Retriever::new(set.retriever.index().clone(), embedder.clone(), cfg)
             .with_ranker(model.clone());
         let mut hits_of = Vec::new();
@@ -836,8 +862,6 @@ fn end_to_end(
                 },
             )?);
         }
-        // The sentence check's input: the lead sentence's cosine with the question (it does not
-        // depend on the support ratios).
         let base = AnswerConfig {
             min_relevance: threshold,
             support_ratio: answer::DEFAULT_SUPPORT_RATIO,
@@ -847,8 +871,14 @@ fn end_to_end(
             max_passages,
             passages_per_document: per_document,
             min_sentence_similarity: model.sentence_threshold,
+            check_sentences: depth,
         };
-        let mut lead_cos: Vec<Option<f32>> = Vec::new();
+        // The sentence check's input: the cosines of the answer's best sentences with the
+        // question (`depth` of them, or 4 for the depth sweep; they do not depend on the
+        // support ratios). Empty: no statement in the evidence. Its cost is timed as the
+        // daemon pays it, with the model itself: one embedding per sentence until one reaches
+        // the threshold.
+        let mut check_cos: Vec<Vec<f32>> = Vec::new();
         for (item, hits) in set.items.iter().zip(&hits_of) {
             let evidence: Vec<_> = hits
                 .iter()
@@ -857,22 +887,81 @@ fn end_to_end(
                 .collect();
             let terms = r.term_weights(scope, &item.question);
             let analyze = |s: &str| r.analyze(s);
-            lead_cos.push(
-                match answer::lead_sentence(&item.question, &evidence, &terms, &analyze, &base) {
-                    Some(lead) => {
-                        let q = embedder.embed_query(&item.question)?;
-                        let v = embedder.embed_passage_until(&lead, &|| false)?;
-                        let started = Instant::now();
-                        raw.embed_query(&item.question)?;
-                        query_ms.push(started.elapsed().as_secs_f64() * 1e3);
-                        let started = Instant::now();
-                        raw.embed_passage_until(&lead, &|| false)?;
-                        check_ms.push(started.elapsed().as_secs_f64() * 1e3);
-                        Some(docent::embed::dot(&q, &v))
-                    }
-                    None => None,
-                },
-            );
+            let k = if depth_sweep { 4 } else { depth };
+            let sentences =
+                answer::check_sentences(&item.question, &evidence, &terms, &analyze, &base, k);
+            let q = embedder.embed_query(&item.question)?;
+            let mut cos = Vec::new();
+            for s in &sentences {
+                cos.push(docent::embed::dot(
+                    &q,
+                    &embedder.embed_passage_until(s, &|| false)?,
+                ));
+            }
+            if !sentences.is_empty() {
+                let started = Instant::now();
+                raw.embed_query(&item.question)?;
+                query_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                let started = Instant::now();
+                answer::any_sentence_supports(
+                    &sentences[..depth.min(sentences.len())],
+                    &base,
+                    |s| {
+                        let v = raw.embed_passage_until(s, &|| false)?;
+                        Ok::<_, anyhow::Error>(docent::embed::dot(&q, &v))
+                    },
+                )?;
+                check_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            check_cos.push(cos);
+        }
+        // Whether the check at threshold `t` over the best `k` sentences refuses.
+        let refused = |cos: &[f32], k: usize, t: Option<f32>| {
+            t.is_some_and(|t| !cos.iter().take(k).any(|&c| c >= t))
+        };
+        if depth_sweep {
+            for k in 1..=4usize {
+                for &t in &sentence_sweep {
+                    let outs: Vec<QaOutcome> = set
+                        .items
+                        .iter()
+                        .zip(&hits_of)
+                        .zip(&check_cos)
+                        .map(|((item, hits), cos)| {
+                            let evidence: Vec<_> = hits
+                                .iter()
+                                .filter(|h| answer::is_evidence(h, &base))
+                                .cloned()
+                                .collect();
+                            let terms = r.term_weights(scope, &item.question);
+                            let analyze = |s: &str| r.analyze(s);
+                            let mut a = answer::extractive(
+                                &item.question,
+                                &evidence,
+                                &terms,
+                                &analyze,
+                                &base,
+                            );
+                            if refused(cos, k, t) {
+                                a = answer::Answer::no_answer();
+                            }
+                            outcome(&a)
+                        })
+                        .collect();
+                    let s = qa::score(&set.items, &outs);
+                    depth_rows.push(format!(
+                        "| {} | {k} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                        set.name,
+                        t.map_or("off".to_string(), |t| format!("{t:.2}")),
+                        s.gold_cited_rate,
+                        s.citation_precision,
+                        s.no_answer_rate_unanswerable,
+                        s.no_answer_rate_answerable,
+                        s.answer_contains_rate,
+                    ));
+                }
+            }
+            continue;
         }
         // (support ratio, ratio for another document's sentence).
         let variants = [
@@ -897,6 +986,7 @@ fn end_to_end(
                 max_passages,
                 passages_per_document: per_document,
                 min_sentence_similarity: model.sentence_threshold,
+                check_sentences: depth,
             };
             let is_default = (ratio - answer::DEFAULT_SUPPORT_RATIO).abs() < 1e-6
                 && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6;
@@ -904,14 +994,10 @@ fn end_to_end(
             let sweep: &[Option<f32>] = if is_default { &sentence_sweep } else { &[] };
             // Every question's extractive answer under `acfg`, with the sentence check at `t`.
             let outcomes_at = |t: Option<f32>| -> Vec<QaOutcome> {
-                let gate = AnswerConfig {
-                    min_sentence_similarity: t,
-                    ..acfg
-                };
                 set.items
                     .iter()
                     .zip(&hits_of)
-                    .zip(&lead_cos)
+                    .zip(&check_cos)
                     .map(|((item, hits), cos)| {
                         let evidence: Vec<_> = hits
                             .iter()
@@ -922,21 +1008,10 @@ fn end_to_end(
                         let analyze = |s: &str| r.analyze(s);
                         let mut a =
                             answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
-                        if cos.is_some_and(|c| !answer::sentence_supports(c, &gate)) {
+                        if refused(cos, depth, t) {
                             a = answer::Answer::no_answer();
                         }
-                        QaOutcome {
-                            answered: a.status == answer::AnswerStatus::Answered,
-                            blocked: false,
-                            answer: a.text(),
-                            citations: a
-                                .citations
-                                .iter()
-                                .map(|c| {
-                                    (c.document_key.clone(), c.uri.clone(), c.chunk_id.clone())
-                                })
-                                .collect(),
-                        }
+                        outcome(&a)
                     })
                     .collect()
             };
@@ -954,15 +1029,19 @@ fn end_to_end(
             }
             let outcomes = outcomes_at(model.sentence_threshold);
             if is_default {
-                for (((item, out), hits), cos) in
-                    set.items.iter().zip(&outcomes).zip(&hits_of).zip(&lead_cos)
+                for (((item, out), hits), cos) in set
+                    .items
+                    .iter()
+                    .zip(&outcomes)
+                    .zip(&hits_of)
+                    .zip(&check_cos)
                 {
                     let terms = r.term_weights(scope, &item.question);
                     let answer_terms: std::collections::HashSet<String> =
                         r.analyze(&out.answer).into_iter().collect();
                     let line = serde_json::json!({
                         "top_relevance": hits.first().and_then(|h| h.relevance),
-                        "lead_cosine": cos,
+                        "check_cosines": cos,
                         "terms": terms,
                         "answer_terms": terms.iter().filter(|(t, _)| answer_terms.contains(t)).map(|(t, _)| t).collect::<Vec<_>>(),
                         "set": set.name,
@@ -991,18 +1070,34 @@ fn end_to_end(
             );
         }
     }
-    println!("\n## The sentence check (lead sentence's cosine with the question; default ratios)");
-    println!(
-        "| set | min sentence similarity | gold cited | citation precision | not found (unanswerable) | not found (answerable) |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for row in &sweep_rows {
-        println!("{row}");
+    if depth_sweep {
+        println!(
+            "\n## The sentence check over the best k sentences (one close enough answers; default ratios)"
+        );
+        println!(
+            "| set | k | min sentence similarity | gold cited | citation precision | not found (unanswerable) | \
+             not found (answerable) | expected text |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for row in &depth_rows {
+            println!("{row}");
+        }
+    } else {
+        println!(
+            "\n## The sentence check (the best {depth} sentences' cosine with the question; default ratios)"
+        );
+        println!(
+            "| set | min sentence similarity | gold cited | citation precision | not found (unanswerable) | not found (answerable) |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for row in &sweep_rows {
+            println!("{row}");
+        }
     }
     for (what, ms) in [
         ("question embedding", &mut query_ms),
         (
-            "lead sentence embedding (the sentence check)",
+            "the sentence check's embeddings (until one is close enough)",
             &mut check_ms,
         ),
     ] {

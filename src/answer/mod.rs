@@ -47,6 +47,9 @@ pub struct AnswerConfig {
     /// the topic share the question's words; their best sentence states something else. `None`:
     /// off.
     pub min_sentence_similarity: Option<f32>,
+    /// How many of the answer's best sentences the sentence check compares with the question
+    /// ([`check_sentences`]); one reaching `min_sentence_similarity` is enough.
+    pub check_sentences: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -399,8 +402,7 @@ pub const LEAD_SENTENCE_BYTES: usize = 160;
 
 /// The sentence an extractive answer would lead with (whitespace collapsed, cut to
 /// [`LEAD_SENTENCE_BYTES`] at a word boundary): the evidence's best match for the question.
-/// `None` when the evidence holds no statement. The sentence check
-/// ([`AnswerConfig::min_sentence_similarity`]) compares it with the question.
+/// `None` when the evidence holds no statement.
 pub fn lead_sentence(
     question: &str,
     hits: &[Hit],
@@ -408,8 +410,31 @@ pub fn lead_sentence(
     analyze: &dyn Fn(&str) -> Vec<String>,
     cfg: &AnswerConfig,
 ) -> Option<String> {
+    check_sentences(question, hits, terms, analyze, cfg, 1)
+        .into_iter()
+        .next()
+}
+
+/// The first `k` distinct sentences an extractive answer would choose from, best first, each
+/// whitespace-collapsed and cut to [`LEAD_SENTENCE_BYTES`] at a word boundary: the sentence
+/// check ([`AnswerConfig::min_sentence_similarity`]) compares them with the question, and the
+/// evidence supports an answer when one of them is close enough. The best by shared terms is
+/// not always the one that states the asked fact (a paraphrase shares fewer words). Empty when
+/// the evidence holds no statement.
+pub fn check_sentences(
+    question: &str,
+    hits: &[Hit],
+    terms: &[(String, f32)],
+    analyze: &dyn Fn(&str) -> Vec<String>,
+    cfg: &AnswerConfig,
+    k: usize,
+) -> Vec<String> {
     let (_, candidates) = ranked_sentences(question, hits, terms, analyze, cfg);
-    candidates.first().map(|c| {
+    let mut out: Vec<String> = Vec::with_capacity(k);
+    for c in &candidates {
+        if out.len() == k {
+            break;
+        }
         let mut s = crate::parse::collapse_ws(c.text);
         if s.len() > LEAD_SENTENCE_BYTES {
             let mut end = LEAD_SENTENCE_BYTES;
@@ -419,15 +444,36 @@ pub fn lead_sentence(
             let cut = s[..end].rfind(' ').filter(|&i| i > end / 2).unwrap_or(end);
             s.truncate(cut);
         }
-        s
-    })
+        // Overlapping chunks repeat sentences: each is compared once.
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
-/// Whether the lead sentence, at cosine `similarity` with the question, answers it: always
-/// when the sentence check is off.
+/// Whether a sentence at cosine `similarity` with the question answers it: always when the
+/// sentence check is off.
 pub fn sentence_supports(similarity: f32, cfg: &AnswerConfig) -> bool {
     cfg.min_sentence_similarity
         .is_none_or(|min| similarity >= min)
+}
+
+/// The sentence check over [`check_sentences`]' output: whether one of `sentences` reaches the
+/// threshold, asking `similarity` (an embedding each) in order and stopping at the first that
+/// does, so a question whose best sentence answers it pays for one. False when there is none
+/// (evidence without a statement is "not found").
+pub fn any_sentence_supports<E>(
+    sentences: &[String],
+    cfg: &AnswerConfig,
+    mut similarity: impl FnMut(&str) -> Result<f32, E>,
+) -> Result<bool, E> {
+    for s in sentences {
+        if sentence_supports(similarity(s)?, cfg) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Builds an extractive answer to `question` (its wording tells the kind of fact asked:
@@ -510,6 +556,7 @@ mod tests {
         max_passages: 5,
         passages_per_document: 1,
         min_sentence_similarity: None,
+        check_sentences: 1,
     };
 
     /// Two passages about staff parking, the first more relevant.
@@ -560,6 +607,78 @@ mod tests {
         assert!(!sentence_supports(0.39, &on));
         // Off: any similarity answers.
         assert!(sentence_supports(-1.0, &CFG));
+    }
+
+    #[test]
+    fn the_check_compares_the_answers_best_sentences_in_order_each_once() {
+        // Two overlapping chunks repeat a sentence; the check lists it once.
+        let hits = [
+            hit(
+                "a",
+                "Parking is free for staff on level two. Staff get a parking card.",
+                0.6,
+            ),
+            hit(
+                "b",
+                "Staff get a parking card. Staff parking permits are issued by facilities.",
+                0.5,
+            ),
+        ];
+        let terms = vec![("parking".to_string(), 1.0), ("staff".to_string(), 0.5)];
+        let cfg = AnswerConfig {
+            max_sentences: 5,
+            ..CFG
+        };
+        let all = check_sentences("staff parking", &hits, &terms, &words, &cfg, 10);
+        let a = extractive("staff parking", &hits, &terms, &words, &cfg);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[0], a.sentences[0].text);
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        // `k` takes the best first.
+        assert_eq!(
+            check_sentences("staff parking", &hits, &terms, &words, &cfg, 2),
+            all[..2]
+        );
+        assert_eq!(
+            lead_sentence("staff parking", &hits, &terms, &words, &cfg).as_ref(),
+            all.first()
+        );
+    }
+
+    #[test]
+    fn one_close_sentence_is_enough_and_the_check_stops_there() {
+        let on = AnswerConfig {
+            min_sentence_similarity: Some(0.4),
+            ..CFG
+        };
+        let sentences: Vec<String> = ["far", "close", "closer"].map(String::from).into();
+        let sims = |s: &str| match s {
+            "far" => 0.2,
+            "close" => 0.45,
+            _ => 0.9,
+        };
+        let mut asked = Vec::new();
+        let ok = any_sentence_supports::<()>(&sentences, &on, |s| {
+            asked.push(s.to_string());
+            Ok(sims(s))
+        });
+        assert_eq!(ok, Ok(true));
+        assert_eq!(asked, ["far", "close"]);
+        // None close enough, or none at all: not supported.
+        assert_eq!(
+            any_sentence_supports::<()>(&sentences[..1], &on, |s| Ok(sims(s))),
+            Ok(false)
+        );
+        assert_eq!(
+            any_sentence_supports::<()>(&[], &on, |_| Ok(1.0)),
+            Ok(false)
+        );
+        // An embedding error ends the check with it.
+        assert_eq!(
+            any_sentence_supports(&sentences, &on, |_| Err("embedder")),
+            Err("embedder")
+        );
     }
 
     #[test]

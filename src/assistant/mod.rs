@@ -114,6 +114,8 @@ impl Default for AssistantConfig {
                 passages_per_document: answer::DEFAULT_PASSAGES_PER_DOCUMENT,
                 min_sentence_similarity: crate::retrieve::rerank::RankerModel::builtin()
                     .sentence_threshold,
+                check_sentences: crate::retrieve::rerank::RankerModel::builtin()
+                    .sentence_check_depth,
             },
             default_mode: AnswerMode::Extractive,
             response_scope: ResponseScope::EnterpriseOnly,
@@ -937,9 +939,6 @@ impl Assistant {
         })
     }
 
-    /// The sentence check ([`AnswerConfig::min_sentence_similarity`]): whether the evidence's
-    /// best sentence is close enough to the question (`qvec`) to answer it. True when the check
-    /// is off or there is no evidence (that is "not found" anyway). Blocking.
     /// Whether the evidence among `hits` (text, title or headings) holds any analyzed term of
     /// `question` (true when it has none: nothing but stop words).
     fn evidence_holds_a_word_of(&self, question: &str, hits: &[Hit]) -> bool {
@@ -959,6 +958,11 @@ impl Assistant {
             })
     }
 
+    /// The sentence check ([`AnswerConfig::min_sentence_similarity`]): whether one of the
+    /// answer's best sentences ([`AnswerConfig::check_sentences`] of them, embedded one at a
+    /// time until one is close enough) is close enough to the question (`qvec`) to answer it.
+    /// True when the check is off or there is no evidence (that is "not found" anyway).
+    /// Blocking.
     fn sentence_check(
         &self,
         scope: &AclScope,
@@ -982,17 +986,18 @@ impl Assistant {
         // Evidence without a sentence that could lead an answer (labels, table cells) is "not
         // found" for the extractive answerer, and so for every answerer: one decision. Without
         // evidence at all the answerers say so themselves.
-        let Some(lead) = answer::lead_sentence(query, &evidence, &terms, &analyze, cfg) else {
+        let sentences =
+            answer::check_sentences(query, &evidence, &terms, &analyze, cfg, cfg.check_sentences);
+        if sentences.is_empty() {
             if !evidence.is_empty() {
                 self.metrics.guardrail("sentence_check", "not_found", 1);
             }
             return Ok(evidence.is_empty());
-        };
-        let v = self
-            .retriever
-            .embed_passage_until(&lead, &|| budget.spent())?;
-        let similarity = crate::embed::dot(qvec, &v);
-        let supported = answer::sentence_supports(similarity, cfg);
+        }
+        let supported = answer::any_sentence_supports(&sentences, cfg, |s| {
+            let v = self.retriever.embed_passage_until(s, &|| budget.spent())?;
+            Ok::<_, RetrieveError>(crate::embed::dot(qvec, &v))
+        })?;
         if !supported {
             self.metrics.guardrail("sentence_check", "not_found", 1);
         }

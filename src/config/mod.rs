@@ -1260,6 +1260,16 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             None => crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)
                 .and_then(|m| m.sentence_threshold),
         },
+        check_sentences: match raw.answer.check_sentences {
+            Some(n) => is.range(
+                "answer.check_sentences",
+                n,
+                1,
+                crate::retrieve::rerank::MAX_CHECK_SENTENCES,
+            ),
+            None => crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)
+                .map_or(1, |m| m.sentence_check_depth),
+        },
     };
     let (assistant, llm) = assistant_config(&mut is, &raw, answer, base);
 
@@ -2122,6 +2132,34 @@ scopes = ["query", "everything"]
             let text = format!("{MINIMAL}\n[answer]\nmin_sentence_similarity = {bad}\n");
             let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
             assert_eq!(issues[0].path, "answer.min_sentence_similarity", "{bad}");
+        }
+    }
+
+    /// How many sentences the check compares comes with the model's threshold (MiniLM's was
+    /// chosen over three, e5's over one), and a configured number is bounded.
+    #[test]
+    fn the_sentence_check_compares_as_many_sentences_as_its_threshold_was_chosen_with() {
+        let depth = |text: &str| {
+            Config::parse(text, Path::new("/etc/docent"))
+                .unwrap()
+                .assistant
+                .answer
+                .check_sentences
+        };
+        assert_eq!(depth(MINIMAL), 3);
+        let e5 = MINIMAL.replace(
+            "[embedding]\n",
+            "[embedding]\nmodel = \"multilingual-e5-small\"\n",
+        );
+        assert_eq!(depth(&e5), 1);
+        assert_eq!(
+            depth(&format!("{MINIMAL}\n[answer]\ncheck_sentences = 5\n")),
+            5
+        );
+        for bad in [0, 11] {
+            let text = format!("{MINIMAL}\n[answer]\ncheck_sentences = {bad}\n");
+            let issues = Config::parse(&text, Path::new("/etc/docent")).unwrap_err();
+            assert_eq!(issues[0].path, "answer.check_sentences", "{bad}");
         }
     }
 

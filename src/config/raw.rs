@@ -438,6 +438,9 @@ pub struct RawAnswer {
     /// else "not found" (default: the value chosen for the embedding model on labelled data;
     /// -1 turns it off).
     pub min_sentence_similarity: Option<f32>,
+    /// How many of the answer's best sentences the sentence check compares (one close enough
+    /// is enough; each costs an embedding). Default: the number chosen with the threshold.
+    pub check_sentences: Option<usize>,
     /// "extractive", "generative" or "auto".
     pub mode: String,
     /// "enterprise_only" or "allow_general_knowledge".
@@ -530,6 +533,7 @@ impl Default for RawAnswer {
             max_passages: 5,
             passages_per_document: crate::answer::DEFAULT_PASSAGES_PER_DOCUMENT,
             min_sentence_similarity: None,
+            check_sentences: None,
             mode: "extractive".into(),
             response_scope: "enterprise_only".into(),
             response_scope_groups: Default::default(),

@@ -272,6 +272,7 @@ fn check_case_on(
         max_passages: 10,
         passages_per_document: 2,
         min_sentence_similarity: None,
+        check_sentences: 1,
     };
 
     for (u, direct) in memberships.iter().enumerate() {

@@ -1066,6 +1066,7 @@ mod tests {
             max_passages: 5,
             passages_per_document: 1,
             min_sentence_similarity: None,
+            check_sentences: 1,
         };
         for h in &hits[1..] {
             assert_eq!((h.relevance, h.similarity), (None, None), "{h:?}");

@@ -288,6 +288,10 @@ pub struct RankerModel {
     /// `answer.min_sentence_similarity`). `None`: not chosen for this model, the check is off.
     #[serde(default)]
     pub sentence_threshold: Option<f32>,
+    /// How many of the answer's best sentences the sentence check compares with the question
+    /// (`answer.check_sentences`): the threshold above was chosen with this many.
+    #[serde(default = "one")]
+    pub sentence_check_depth: usize,
     /// How the model was made (data, command), for people reading the file.
     #[serde(default)]
     pub trained_on: String,
@@ -299,6 +303,13 @@ pub enum ModelError {
     Parse(#[from] serde_json::Error),
     #[error("ranker model: {0}")]
     Invalid(String),
+}
+
+/// The most sentences the sentence check may compare (each costs an embedding).
+pub const MAX_CHECK_SENTENCES: usize = 10;
+
+fn one() -> usize {
+    1
 }
 
 impl RankerModel {
@@ -326,6 +337,11 @@ impl RankerModel {
         }
         if !(0.0..=1.0).contains(&m.threshold) {
             return Err(ModelError::Invalid("threshold must be within 0..1".into()));
+        }
+        if !(1..=MAX_CHECK_SENTENCES).contains(&m.sentence_check_depth) {
+            return Err(ModelError::Invalid(format!(
+                "sentence_check_depth must be within 1..{MAX_CHECK_SENTENCES}"
+            )));
         }
         Ok(m)
     }
