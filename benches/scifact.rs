@@ -9,7 +9,8 @@
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
 //!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--model NAME] [--calls hybrid,bm25,ask]
-//!        [--rounds N] [--pause-ms N] [--no-sentence-check] [retrieval flags, see `retrieval` below]
+//!        [--rounds N] [--pause-ms N] [--no-sentence-check | --sentence-check K,T]
+//!        [retrieval flags, see `retrieval` below]
 //! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
 //! run (a longer load, for a profiler); `--pause-ms N`: the in-process timings idle N ms before
 //! each search (caches as cold as between sporadic questions).
@@ -336,11 +337,17 @@ fn main() -> anyhow::Result<()> {
             m.uri, m.collection
         ),
     };
-    // `--no-sentence-check`: Ask without the answer's sentence check (its cost, compared).
+    // `--no-sentence-check`: Ask without the answer's sentence check (its cost, compared);
+    // `--sentence-check K,T`: the check over the best K sentences at threshold T.
     let answer = if std::env::args().any(|a| a == "--no-sentence-check") {
-        "[answer]\nmin_sentence_similarity = -1\n"
+        "[answer]\nmin_sentence_similarity = -1\n".to_string()
+    } else if let Some(kt) = arg("--sentence-check") {
+        let (k, t) = kt
+            .split_once(',')
+            .ok_or_else(|| anyhow::anyhow!("--sentence-check K,T"))?;
+        format!("[answer]\ncheck_sentences = {k}\nmin_sentence_similarity = {t}\n")
     } else {
-        ""
+        String::new()
     };
     let config = Config::parse(
         &format!(
