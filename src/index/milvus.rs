@@ -507,7 +507,7 @@ impl Lease {
 /// query nodes may keep serving it; opened for a re-embedding it holds the writer lease, so
 /// its ingest node must be stopped first ([`Self::open_for_reindex`]).
 pub struct MilvusExport {
-    rt: tokio::runtime::Runtime,
+    rt: OwnRuntime,
     coll: ChunkCollection,
     /// The collection's writer lease, when opened to be re-embedded
     /// ([`Self::open_for_reindex`]): no ingest node writes it meanwhile.
@@ -517,6 +517,28 @@ pub struct MilvusExport {
     chunks: u64,
     /// What each document was when this was opened ([`Self::changed_since_open`]).
     state: [u8; 32],
+}
+
+/// A runtime of an export's own that winds down without blocking when dropped: dropping a
+/// runtime blocks, which panics inside another runtime (an export dropped, or an open that
+/// failed, in async code: found by a review).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        // Taken only by `drop`.
+        self.0.as_ref().expect("the runtime is held until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A digest of the documents as their first rows state them (key, version, ACL), in scan order.
@@ -581,6 +603,7 @@ impl MilvusExport {
         lease: Option<(String, Duration)>,
     ) -> Result<Self, IndexError> {
         let (rt, client) = connect(config)?;
+        let rt = OwnRuntime(Some(rt));
         let where_ = PathBuf::from(format!("{}/{}", config.uri, config.collection));
         let bad = |message: &str| IndexError::Payload {
             path: where_.clone(),
@@ -2194,6 +2217,33 @@ mod tests {
         })
         .unwrap();
         assert_eq!(row_owner(row.as_deref()).as_deref(), Some("reindex"));
+    }
+
+    /// A review: an export owned its runtime, and dropping a runtime blocks, which panics
+    /// inside another runtime. A re-embedding's export dropped in async code winds down, and
+    /// gives the writer lease back.
+    #[test]
+    fn an_export_dropped_in_async_code_gives_its_lease_back() {
+        let cfg = MilvusConfig {
+            timeout: Duration::from_secs(2),
+            ..fresh("export-drop")
+        };
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let beat = Duration::from_millis(200);
+        let writer = |node: &str| {
+            MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, node.into(), beat)
+        };
+        let ingest = writer("ingest").unwrap();
+        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        ingest.commit(BTreeMap::new()).unwrap();
+        drop(ingest);
+        let export = MilvusExport::open_holding(&cfg, Some(("reindex".into(), beat))).unwrap();
+        assert_eq!(export.document_keys().len(), 1);
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async move { drop(export) });
+        assert!(writer("ingest").is_ok(), "the lease is given back");
     }
 
     /// A review: every node's table of documents (and each recheck of a hit's document) read
