@@ -919,35 +919,34 @@ fn end_to_end(
         let refused = |cos: &[f32], k: usize, t: Option<f32>| {
             t.is_some_and(|t| !cos.iter().take(k).any(|&c| c >= t))
         };
+        // Every question's extractive answer under `acfg`, "not found" where the check over the
+        // best `k` sentences at `t` refuses.
+        let outcomes = |acfg: &AnswerConfig, k: usize, t: Option<f32>| -> Vec<QaOutcome> {
+            set.items
+                .iter()
+                .zip(&hits_of)
+                .zip(&check_cos)
+                .map(|((item, hits), cos)| {
+                    let evidence: Vec<_> = hits
+                        .iter()
+                        .filter(|h| answer::is_evidence(h, acfg))
+                        .cloned()
+                        .collect();
+                    let terms = r.term_weights(scope, &item.question);
+                    let analyze = |s: &str| r.analyze(s);
+                    let mut a =
+                        answer::extractive(&item.question, &evidence, &terms, &analyze, acfg);
+                    if refused(cos, k, t) {
+                        a = answer::Answer::no_answer();
+                    }
+                    outcome(&a)
+                })
+                .collect()
+        };
         if depth_sweep {
             for k in 1..=4usize {
                 for &t in &sentence_sweep {
-                    let outs: Vec<QaOutcome> = set
-                        .items
-                        .iter()
-                        .zip(&hits_of)
-                        .zip(&check_cos)
-                        .map(|((item, hits), cos)| {
-                            let evidence: Vec<_> = hits
-                                .iter()
-                                .filter(|h| answer::is_evidence(h, &base))
-                                .cloned()
-                                .collect();
-                            let terms = r.term_weights(scope, &item.question);
-                            let analyze = |s: &str| r.analyze(s);
-                            let mut a = answer::extractive(
-                                &item.question,
-                                &evidence,
-                                &terms,
-                                &analyze,
-                                &base,
-                            );
-                            if refused(cos, k, t) {
-                                a = answer::Answer::no_answer();
-                            }
-                            outcome(&a)
-                        })
-                        .collect();
+                    let outs = outcomes(&base, k, t);
                     let s = qa::score(&set.items, &outs);
                     depth_rows.push(format!(
                         "| {} | {k} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
@@ -993,28 +992,7 @@ fn end_to_end(
             // At the default ratios, the sentence check is swept: each threshold's outcomes.
             let sweep: &[Option<f32>] = if is_default { &sentence_sweep } else { &[] };
             // Every question's extractive answer under `acfg`, with the sentence check at `t`.
-            let outcomes_at = |t: Option<f32>| -> Vec<QaOutcome> {
-                set.items
-                    .iter()
-                    .zip(&hits_of)
-                    .zip(&check_cos)
-                    .map(|((item, hits), cos)| {
-                        let evidence: Vec<_> = hits
-                            .iter()
-                            .filter(|h| answer::is_evidence(h, &acfg))
-                            .cloned()
-                            .collect();
-                        let terms = r.term_weights(scope, &item.question);
-                        let analyze = |s: &str| r.analyze(s);
-                        let mut a =
-                            answer::extractive(&item.question, &evidence, &terms, &analyze, &acfg);
-                        if refused(cos, depth, t) {
-                            a = answer::Answer::no_answer();
-                        }
-                        outcome(&a)
-                    })
-                    .collect()
-            };
+            let outcomes_at = |t: Option<f32>| outcomes(&acfg, depth, t);
             for &t in sweep {
                 let s = qa::score(&set.items, &outcomes_at(t));
                 sweep_rows.push(format!(

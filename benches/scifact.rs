@@ -9,7 +9,7 @@
 //!
 //! Usage: cargo bench --bench scifact -- [--docs N] [--queries N] [--data DIR] [--index DIR]
 //!        [--embed-cache FILE] [--quality-only] [--milvus lite|URI] [--model NAME] [--calls hybrid,bm25,ask]
-//!        [--rounds N] [--pause-ms N] [--no-sentence-check | --sentence-check K,T]
+//!        [--rounds N] [--pause-ms N] [--no-sentence-check | --sentence-check K,T] [--connections N]
 //!        [retrieval flags, see `retrieval` below]
 //! `--calls`: the gRPC calls measured (default all three); `--rounds N`: each query N times per
 //! run (a longer load, for a profiler); `--pause-ms N`: the in-process timings idle N ms before
@@ -367,12 +367,21 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let daemon = docent::server::start(config, embedder.clone(), listener).await?;
-        let ch = tonic::transport::Channel::from_shared(format!("http://{}", daemon.local_addr()))?
-            .connect()
-            .await?;
-        let client = pb::assistant_client::AssistantClient::new(ch);
+        // `--connections N`: the clients spread over N HTTP/2 connections (default one, shared),
+        // as separate callers' programs would be.
+        let connections: usize = arg("--connections").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            let ch = tonic::transport::Channel::from_shared(format!("http://{}", daemon.local_addr()))?
+                .connect()
+                .await?;
+            clients.push(pb::assistant_client::AssistantClient::new(ch));
+        }
         let queries: Arc<Vec<String>> = Arc::new(queries.iter().map(|q| q.text.clone()).collect());
-        println!("\n## Over gRPC ({} queries per run; one HTTP/2 connection shared by the clients)", queries.len());
+        println!(
+            "\n## Over gRPC ({} queries per run; {connections} HTTP/2 connection(s) shared by the clients)",
+            queries.len()
+        );
         println!(
             "query embedding alone, in-process: p50 {:.2} ms, p99 {:.2} ms; in-process hybrid search p50 {:.2} ms (embedding {:.2} ms)",
             ms(percentile(&mut embed_times.clone(), 0.5)),
@@ -394,12 +403,13 @@ fn main() -> anyhow::Result<()> {
         let queries: Arc<Vec<String>> = Arc::new(
             (0..rounds).flat_map(|_| queries.iter().cloned()).collect(),
         );
+        let clients_of = clients;
         for call in [Call::SearchHybrid, Call::SearchBm25, Call::Ask]
             .into_iter()
             .filter(|c| calls.split(',').any(|n| n.trim() == c.flag()))
         {
             for clients in [1usize, 8, 32] {
-                let r = load(&client, &queries, call, clients).await;
+                let r = load(&clients_of, &queries, call, clients).await;
                 if matches!(call, Call::SearchBm25) {
                     bm25_qps.push((clients, r.qps));
                 }
@@ -603,7 +613,7 @@ struct LoadResult {
 /// `clients` concurrent callers take queries from a shared cursor until all are asked once.
 /// Every non-OK status is counted, not hidden.
 async fn load(
-    client: &pb::assistant_client::AssistantClient<tonic::transport::Channel>,
+    connections: &[pb::assistant_client::AssistantClient<tonic::transport::Channel>],
     queries: &Arc<Vec<String>>,
     call: Call,
     clients: usize,
@@ -611,8 +621,9 @@ async fn load(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (mut client, queries, next) = (client.clone(), queries.clone(), next.clone());
+    for c in 0..clients {
+        let client = connections[c % connections.len()].clone();
+        let (mut client, queries, next) = (client, queries.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let (mut times, mut errors) = (Vec::new(), 0usize);
             let (mut answered, mut not_found) = (Vec::new(), Vec::new());

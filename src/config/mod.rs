@@ -2136,7 +2136,7 @@ scopes = ["query", "everything"]
     }
 
     /// How many sentences the check compares comes with the model's threshold (MiniLM's was
-    /// chosen over three, e5's over one), and a configured number is bounded.
+    /// chosen over three, e5's over four), and a configured number is bounded.
     #[test]
     fn the_sentence_check_compares_as_many_sentences_as_its_threshold_was_chosen_with() {
         let depth = |text: &str| {
@@ -2151,7 +2151,7 @@ scopes = ["query", "everything"]
             "[embedding]\n",
             "[embedding]\nmodel = \"multilingual-e5-small\"\n",
         );
-        assert_eq!(depth(&e5), 1);
+        assert_eq!(depth(&e5), 4);
         assert_eq!(
             depth(&format!("{MINIMAL}\n[answer]\ncheck_sentences = 5\n")),
             5
