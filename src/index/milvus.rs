@@ -517,6 +517,8 @@ pub struct MilvusExport {
     chunks: u64,
     /// What each document was when this was opened ([`Self::changed_since_open`]).
     state: [u8; 32],
+    /// `uri/collection`, for errors.
+    where_: PathBuf,
 }
 
 /// A runtime of an export's own that winds down without blocking when dropped: dropping a
@@ -681,6 +683,7 @@ impl MilvusExport {
             keys,
             chunks,
             state,
+            where_,
         })
     }
 
@@ -746,7 +749,10 @@ impl MilvusExport {
     /// handed to `each` once its rows `0..n` are all in (`n` as its first chunk says), agreeing
     /// on the version. Returns how many documents were not handed over: rows missing (a commit
     /// cut off, or deleted during the scan), versions that disagree, a key that is no document
-    /// key, or a document listed at open that the scan did not meet.
+    /// key, or a document listed at open that the scan did not meet. Opened for a re-embedding,
+    /// the scan stops ([`IndexError::TakenOver`]) at the first page after an ingest node took
+    /// the writer lease over: what it reads from then on may change under it, and the run
+    /// could not finish anyway ([`Self::changed_since_open`]).
     pub fn each_document(
         &self,
         vectors: bool,
@@ -760,6 +766,11 @@ impl MilvusExport {
         let mut bad = 0u64;
         let mut after: Option<String> = None;
         loop {
+            if self.lease.as_ref().is_some_and(Lease::lost) {
+                return Err(IndexError::TakenOver {
+                    path: self.where_.clone(),
+                });
+            }
             let (c, a) = (self.coll.clone(), after.clone());
             let page = run(&self.rt, async move {
                 c.query_rows("", a.as_deref(), EXPORT_PAGE, vectors).await
@@ -2244,6 +2255,62 @@ mod tests {
             .unwrap();
         outer.block_on(async move { drop(export) });
         assert!(writer("ingest").is_ok(), "the lease is given back");
+    }
+
+    /// A re-embedding whose old collection an ingest node took over stops its scan at the next
+    /// page, instead of reading the whole collection before it refuses to finish.
+    #[test]
+    fn an_export_whose_lease_is_taken_over_stops_its_scan() {
+        let cfg = MilvusConfig {
+            timeout: Duration::from_secs(2),
+            ..fresh("export-taken")
+        };
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let beat = Duration::from_millis(200);
+        let ingest =
+            MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, "ingest".into(), beat)
+                .unwrap();
+        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        ingest.commit(BTreeMap::new()).unwrap();
+        drop(ingest);
+        let export = MilvusExport::open_holding(&cfg, Some(("reindex".into(), beat))).unwrap();
+        let mut handed = 0;
+        let mut count = |_| {
+            handed += 1;
+            Ok(())
+        };
+        assert_eq!(export.each_document(false, &mut count).unwrap(), 0);
+        assert_eq!(handed, 1);
+        // Another node writes the lease row (a takeover); the export's heartbeat sees it.
+        let row = serde_json::to_vec(&LeaseRow {
+            node: "ingest".into(),
+            beat: 0,
+        })
+        .unwrap();
+        let c = export.coll.clone();
+        run(
+            &export.rt,
+            async move { c.put_meta(WRITER_LEASE, &row).await },
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        while !export.lease.as_ref().is_some_and(Lease::lost) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the heartbeat did not see the takeover"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut handed = 0;
+        let mut count = |_| {
+            handed += 1;
+            Ok(())
+        };
+        match export.each_document(false, &mut count) {
+            Err(IndexError::TakenOver { .. }) => {}
+            other => panic!("scanned after a takeover: {other:?}"),
+        }
+        assert_eq!(handed, 0);
     }
 
     /// A review: every node's table of documents (and each recheck of a hit's document) read

@@ -549,16 +549,17 @@ pub(crate) fn reembed_milvus_committing(
     if let Some(e) = failed {
         return Err(e);
     }
-    report.unreadable = scanned?;
+    // An ingest node that took the old collection over stops the scan at once.
+    report.unreadable = scanned.map_err(|e| match e {
+        IndexError::TakenOver { .. } => changed_during_run(from),
+        e => e.into(),
+    })?;
     flush(&mut batch, &mut report)?;
     progress(report.chunks, total);
     // A change the scan may have missed (the ingest node was running): the target stays
     // marked, and the next run (with the node stopped) completes it.
     if export.changed_since_open()? {
-        return Err(ReembedError::Target {
-            path: from.collection.clone().into(),
-            message: "the old collection changed during the run (its ingest node is running?): stop the ingest node and run docent reindex again; it resumes".into(),
-        });
+        return Err(changed_during_run(from));
     }
     // Written by an interrupted run and deleted from `from` since.
     for key in target.document_keys()? {
@@ -572,6 +573,14 @@ pub(crate) fn reembed_milvus_committing(
     target.finish_reindex()?;
     report.elapsed = t0.elapsed();
     Ok(report)
+}
+
+/// The old collection changed, or its ingest node took it over, during a run.
+fn changed_during_run(from: &crate::index::milvus::MilvusConfig) -> ReembedError {
+    ReembedError::Target {
+        path: from.collection.clone().into(),
+        message: "the old collection changed during the run (its ingest node is running?): stop the ingest node and run docent reindex again; it resumes".into(),
+    }
 }
 
 /// How a document compares with what the target already holds under its key.
