@@ -53,6 +53,19 @@ fn outcome(a: &answer::Answer) -> QaOutcome {
     }
 }
 
+/// A sentence-check table row's cells: the threshold (or "off"), gold cited, citation
+/// precision, "not found" on unanswerable and on answerable questions.
+fn check_cells(t: Option<f32>, s: &qa::QaReport) -> String {
+    format!(
+        "{} | {:.3} | {:.3} | {:.3} | {:.3}",
+        t.map_or("off".to_string(), |t| format!("{t:.2}")),
+        s.gold_cited_rate,
+        s.citation_precision,
+        s.no_answer_rate_unanswerable,
+        s.no_answer_rate_answerable,
+    )
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -946,16 +959,11 @@ fn end_to_end(
         if depth_sweep {
             for k in 1..=4usize {
                 for &t in &sentence_sweep {
-                    let outs = outcomes(&base, k, t);
-                    let s = qa::score(&set.items, &outs);
+                    let s = qa::score(&set.items, &outcomes(&base, k, t));
                     depth_rows.push(format!(
-                        "| {} | {k} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                        "| {} | {k} | {} | {:.3} |",
                         set.name,
-                        t.map_or("off".to_string(), |t| format!("{t:.2}")),
-                        s.gold_cited_rate,
-                        s.citation_precision,
-                        s.no_answer_rate_unanswerable,
-                        s.no_answer_rate_answerable,
+                        check_cells(t, &s),
                         s.answer_contains_rate,
                     ));
                 }
@@ -991,19 +999,10 @@ fn end_to_end(
                 && (other - answer::DEFAULT_OTHER_DOCUMENT_RATIO).abs() < 1e-6;
             // At the default ratios, the sentence check is swept: each threshold's outcomes.
             let sweep: &[Option<f32>] = if is_default { &sentence_sweep } else { &[] };
-            // Every question's extractive answer under `acfg`, with the sentence check at `t`.
             let outcomes_at = |t: Option<f32>| outcomes(&acfg, depth, t);
             for &t in sweep {
                 let s = qa::score(&set.items, &outcomes_at(t));
-                sweep_rows.push(format!(
-                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                    set.name,
-                    t.map_or("off".to_string(), |t| format!("{t:.2}")),
-                    s.gold_cited_rate,
-                    s.citation_precision,
-                    s.no_answer_rate_unanswerable,
-                    s.no_answer_rate_answerable,
-                ));
+                sweep_rows.push(format!("| {} | {} |", set.name, check_cells(t, &s)));
             }
             let outcomes = outcomes_at(model.sentence_threshold);
             if is_default {

@@ -370,12 +370,12 @@ fn main() -> anyhow::Result<()> {
         // `--connections N`: the clients spread over N HTTP/2 connections (default one, shared),
         // as separate callers' programs would be.
         let connections: usize = arg("--connections").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
-        let mut clients = Vec::new();
+        let mut channels = Vec::new();
         for _ in 0..connections {
             let ch = tonic::transport::Channel::from_shared(format!("http://{}", daemon.local_addr()))?
                 .connect()
                 .await?;
-            clients.push(pb::assistant_client::AssistantClient::new(ch));
+            channels.push(pb::assistant_client::AssistantClient::new(ch));
         }
         let queries: Arc<Vec<String>> = Arc::new(queries.iter().map(|q| q.text.clone()).collect());
         println!(
@@ -403,13 +403,12 @@ fn main() -> anyhow::Result<()> {
         let queries: Arc<Vec<String>> = Arc::new(
             (0..rounds).flat_map(|_| queries.iter().cloned()).collect(),
         );
-        let clients_of = clients;
         for call in [Call::SearchHybrid, Call::SearchBm25, Call::Ask]
             .into_iter()
             .filter(|c| calls.split(',').any(|n| n.trim() == c.flag()))
         {
             for clients in [1usize, 8, 32] {
-                let r = load(&clients_of, &queries, call, clients).await;
+                let r = load(&channels, &queries, call, clients).await;
                 if matches!(call, Call::SearchBm25) {
                     bm25_qps.push((clients, r.qps));
                 }
@@ -622,8 +621,11 @@ async fn load(
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let client = connections[c % connections.len()].clone();
-        let (mut client, queries, next) = (client, queries.clone(), next.clone());
+        let (mut client, queries, next) = (
+            connections[c % connections.len()].clone(),
+            queries.clone(),
+            next.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut times, mut errors) = (Vec::new(), 0usize);
             let (mut answered, mut not_found) = (Vec::new(), Vec::new());

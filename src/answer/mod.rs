@@ -42,10 +42,10 @@ pub struct AnswerConfig {
     /// Passages of one document retrieval may hand the answerer (its best chunks by the second
     /// stage): an answer often sits in a document's second-best chunk.
     pub passages_per_document: usize,
-    /// The sentence check: the evidence's best sentence ([`lead_sentence`]) must reach this
-    /// cosine with the question, or the answer is "not found" (both answerers). Passages near
-    /// the topic share the question's words; their best sentence states something else. `None`:
-    /// off.
+    /// The sentence check: one of the answer's best sentences ([`check_sentences`]) must reach
+    /// this cosine with the question, or the answer is "not found" (both answerers). Passages
+    /// near the topic share the question's words; their sentences state something else.
+    /// `None`: off.
     pub min_sentence_similarity: Option<f32>,
     /// How many of the answer's best sentences the sentence check compares with the question
     /// ([`check_sentences`]); one reaching `min_sentence_similarity` is enough.
@@ -396,24 +396,9 @@ fn ranked_sentences<'h>(
     (evidence, candidates)
 }
 
-/// The sentence check embeds at most this much of the lead sentence (cut at a word): its cost
+/// The sentence check embeds at most this much of each sentence (cut at a word): its cost
 /// grows with the sentence's length, and a sentence's opening words carry its subject.
 pub const LEAD_SENTENCE_BYTES: usize = 160;
-
-/// The sentence an extractive answer would lead with (whitespace collapsed, cut to
-/// [`LEAD_SENTENCE_BYTES`] at a word boundary): the evidence's best match for the question.
-/// `None` when the evidence holds no statement.
-pub fn lead_sentence(
-    question: &str,
-    hits: &[Hit],
-    terms: &[(String, f32)],
-    analyze: &dyn Fn(&str) -> Vec<String>,
-    cfg: &AnswerConfig,
-) -> Option<String> {
-    check_sentences(question, hits, terms, analyze, cfg, 1)
-        .into_iter()
-        .next()
-}
 
 /// The first `k` distinct sentences an extractive answer would choose from, best first, each
 /// whitespace-collapsed and cut to [`LEAD_SENTENCE_BYTES`] at a word boundary: the sentence
@@ -576,19 +561,19 @@ mod tests {
     }
 
     #[test]
-    fn the_lead_sentence_is_the_one_the_answer_starts_with() {
+    fn the_first_sentence_checked_is_the_one_the_answer_starts_with() {
         let hits = parking_hits();
         let terms = vec![("parking".to_string(), 1.0), ("staff".to_string(), 0.5)];
         let a = extractive("staff parking", &hits, &terms, &words, &CFG);
-        let lead = lead_sentence("staff parking", &hits, &terms, &words, &CFG);
-        assert_eq!(lead.as_deref(), Some(a.sentences[0].text.as_str()));
-        // No evidence, no lead sentence.
+        let lead = check_sentences("staff parking", &hits, &terms, &words, &CFG, 1);
+        assert_eq!(lead, [a.sentences[0].text.as_str()]);
+        // No evidence, no sentence to check.
         let weak = [hit("c", "Parking is free.", 0.1)];
-        assert_eq!(lead_sentence("parking", &weak, &terms, &words, &CFG), None);
+        assert!(check_sentences("parking", &weak, &terms, &words, &CFG, 3).is_empty());
         // A long sentence is embedded by its opening words only, cut at a word.
         let long = format!("Staff parking is {} free.", "really ".repeat(40));
         let hits = [hit("d", &long, 0.6)];
-        let lead = lead_sentence("staff parking", &hits, &terms, &words, &CFG).unwrap();
+        let lead = check_sentences("staff parking", &hits, &terms, &words, &CFG, 1).remove(0);
         assert!(lead.len() <= LEAD_SENTENCE_BYTES, "{lead}");
         assert!(
             long.starts_with(&lead) && lead.ends_with("really"),
@@ -639,10 +624,6 @@ mod tests {
         assert_eq!(
             check_sentences("staff parking", &hits, &terms, &words, &cfg, 2),
             all[..2]
-        );
-        assert_eq!(
-            lead_sentence("staff parking", &hits, &terms, &words, &cfg).as_ref(),
-            all.first()
         );
     }
 

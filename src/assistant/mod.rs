@@ -435,7 +435,7 @@ pub struct Prepared {
     conversation: ConversationChoice,
     rewritten: Option<String>,
     retrieved: SearchOutcome,
-    /// The sentence check found the evidence's best sentence far from the question: "not
+    /// The sentence check found the answer's best sentences far from the question: "not
     /// found" whatever the answerer.
     unsupported: bool,
     /// What the LLM rewrite of a follow-up spent.
@@ -1122,7 +1122,7 @@ impl Assistant {
     }
 
     /// [`Self::retrieve`], also handing back the question's vector when `keep_vector` (the
-    /// sentence check compares it with the answer's lead sentence). The question is then
+    /// sentence check compares it with the answer's best sentences). The question is then
     /// embedded before the search instead of beside its BM25 legs.
     #[allow(clippy::too_many_arguments)]
     fn retrieve_keeping(

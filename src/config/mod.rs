@@ -1254,7 +1254,7 @@ fn validate(raw: raw::RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>
             10,
         ),
         min_sentence_similarity: match raw.answer.min_sentence_similarity {
-            // -1 (no cosine is lower): off, and the lead sentence is not embedded at all.
+            // -1 (no cosine is lower): off, and no sentence is embedded at all.
             Some(v) if v <= -1.0 => None,
             Some(v) => Some(is.range("answer.min_sentence_similarity", v, -1.0, 1.0)),
             None => crate::retrieve::rerank::RankerModel::for_model(&embedding.model.model_id)

@@ -434,8 +434,8 @@ pub struct RawAnswer {
     pub max_passages: usize,
     /// Passages of one document the answerer may draw from.
     pub passages_per_document: usize,
-    /// The sentence check: the cosine the evidence's best sentence must reach with the question,
-    /// else "not found" (default: the value chosen for the embedding model on labelled data;
+    /// The sentence check: the cosine one of the answer's best sentences must reach with the
+    /// question, else "not found" (default: the value chosen for the embedding model on labelled data;
     /// -1 turns it off).
     pub min_sentence_similarity: Option<f32>,
     /// How many of the answer's best sentences the sentence check compares (one close enough

@@ -64,8 +64,8 @@ pub trait Embedder: Send + Sync {
         }
         self.embed_query(text)
     }
-    /// One passage-side text (with the passage prefix) embedded at question time, e.g. the
-    /// answer's lead sentence for the sentence check: on the query path's sessions, never
+    /// One passage-side text (with the passage prefix) embedded at question time, e.g. one of
+    /// the answer's sentences for the sentence check: on the query path's sessions, never
     /// queued behind an ingestion batch.
     fn embed_passage_until(
         &self,

@@ -139,7 +139,7 @@ enum Opening {
 pub struct MilvusBackend {
     /// Its own runtime: the seam is synchronous and may be called from any thread, inside the
     /// daemon's runtime or not.
-    rt: Option<tokio::runtime::Runtime>,
+    rt: OwnRuntime,
     coll: ChunkCollection,
     model: ModelSignature,
     where_: String,
@@ -190,16 +190,11 @@ impl Drop for MilvusBackend {
     fn drop(&mut self) {
         // A clean stop gives the collection up at once (a node started next need not wait
         // for the heartbeat to stop).
-        let lease = self.lease.take();
-        if let (Some(rt), Some(lease)) = (&self.rt, lease) {
+        if let Some(lease) = self.lease.take() {
             match lease.lost() {
                 true => lease.beating.abort(),
-                false => lease.release(rt.handle(), &self.coll),
+                false => lease.release(self.rt.handle(), &self.coll),
             }
-        }
-        // Dropping a runtime blocks, which panics inside another runtime: let it wind down.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
         }
     }
 }
@@ -221,16 +216,40 @@ fn run<T: Send + 'static>(
 }
 
 /// The runtime Milvus requests run on, and a client connected on it.
-fn connect(config: &MilvusConfig) -> Result<(tokio::runtime::Runtime, MilvusClient), IndexError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("docent-milvus")
-        .enable_all()
-        .build()
-        .map_err(|source| IndexError::Io {
-            path: PathBuf::from(&config.uri),
-            source,
-        })?;
+/// The Milvus client's own runtime, wound down without blocking when dropped: dropping a
+/// runtime blocks, which panics inside another runtime (a backend or export dropped, or an open
+/// that failed, in async code: found by a review).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        // Taken only by `drop`.
+        self.0.as_ref().expect("the runtime is held until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn connect(config: &MilvusConfig) -> Result<(OwnRuntime, MilvusClient), IndexError> {
+    let rt = OwnRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("docent-milvus")
+            .enable_all()
+            .build()
+            .map_err(|source| IndexError::Io {
+                path: PathBuf::from(&config.uri),
+                source,
+            })?,
+    ));
     let uri = config.uri.clone();
     let options = ConnectOptions {
         token: config.token.clone(),
@@ -521,28 +540,6 @@ pub struct MilvusExport {
     where_: PathBuf,
 }
 
-/// A runtime of an export's own that winds down without blocking when dropped: dropping a
-/// runtime blocks, which panics inside another runtime (an export dropped, or an open that
-/// failed, in async code: found by a review).
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
-
-impl std::ops::Deref for OwnRuntime {
-    type Target = tokio::runtime::Runtime;
-
-    fn deref(&self) -> &Self::Target {
-        // Taken only by `drop`.
-        self.0.as_ref().expect("the runtime is held until dropped")
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// A digest of the documents as their first rows state them (key, version, ACL), in scan order.
 fn documents_digest(
     rt: &tokio::runtime::Runtime,
@@ -605,7 +602,6 @@ impl MilvusExport {
         lease: Option<(String, Duration)>,
     ) -> Result<Self, IndexError> {
         let (rt, client) = connect(config)?;
-        let rt = OwnRuntime(Some(rt));
         let where_ = PathBuf::from(format!("{}/{}", config.uri, config.collection));
         let bad = |message: &str| IndexError::Payload {
             path: where_.clone(),
@@ -1088,7 +1084,7 @@ impl MilvusBackend {
         schema::register_tokenizers(&analysis);
         Ok(Self {
             lease: held.lease.take(),
-            rt: Some(rt),
+            rt,
             coll,
             model: model.clone(),
             where_,
@@ -1456,7 +1452,7 @@ impl MilvusBackend {
         )
             -> std::pin::Pin<Box<dyn Future<Output = Result<T, MilvusError>> + Send>>,
     ) -> Result<T, IndexError> {
-        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        let rt = &*self.rt;
         run(rt, f(self.coll.clone()))
     }
 
@@ -1523,7 +1519,7 @@ impl MilvusBackend {
             });
         }
         let mut docs = HashMap::new();
-        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        let rt = &*self.rt;
         each_first_row(rt, &self.coll, &mut |row| {
             docs.insert(row.doc_key.clone(), entry_of(row));
         })?;
@@ -1732,8 +1728,8 @@ impl Backend for MilvusBackend {
     }
 
     fn commit(&self, checkpoints: BTreeMap<String, Value>) -> Result<(), IndexError> {
-        if let (Some(lease), Some(rt)) = (&self.lease, &self.rt) {
-            lease.check(rt, &self.coll, &self.where_)?;
+        if let Some(lease) = &self.lease {
+            lease.check(&self.rt, &self.coll, &self.where_)?;
         }
         // The table first (outside the pending lock): what each written document held before
         // decides whether a shorter version leaves chunks to delete.
@@ -1762,9 +1758,9 @@ impl Backend for MilvusBackend {
                 .collect();
             // Before each part, not only the first: a commit in parts outlasts a beat.
             if i > 0
-                && let (Some(lease), Some(rt)) = (&self.lease, &self.rt)
+                && let Some(lease) = &self.lease
             {
-                lease.check(rt, &self.coll, &self.where_)?;
+                lease.check(&self.rt, &self.coll, &self.where_)?;
             }
             self.commit_part(part, self.cut_off_in(i))?;
             // Its documents are committed: known as such, and no longer pending (a later part
@@ -2157,10 +2153,7 @@ mod tests {
             beat: 0,
         })
         .unwrap();
-        run(b.rt.as_ref().unwrap(), async move {
-            c.put_meta(WRITER_LEASE, &row).await
-        })
-        .unwrap();
+        run(&b.rt, async move { c.put_meta(WRITER_LEASE, &row).await }).unwrap();
         b.upsert(one_chunk(8, BTreeMap::new())).unwrap();
         let e = b.commit(BTreeMap::new()).unwrap_err();
         assert!(matches!(e, IndexError::TakenOver { .. }), "{e}");
@@ -2223,11 +2216,25 @@ mod tests {
         let own = writer("reindex").unwrap();
         drop(reindex().expect("under this process's own lease"));
         let c = own.coll.clone();
-        let row = run(own.rt.as_ref().unwrap(), async move {
-            c.get_meta(WRITER_LEASE).await
-        })
-        .unwrap();
+        let row = run(&own.rt, async move { c.get_meta(WRITER_LEASE).await }).unwrap();
         assert_eq!(row_owner(row.as_deref()).as_deref(), Some("reindex"));
+    }
+
+    /// A fresh collection (short timeout and heartbeat) with one document, committed by an
+    /// ingest node that has stopped: its config, model and beat.
+    fn one_document_written(prefix: &str) -> (MilvusConfig, ModelSignature, Duration) {
+        let cfg = MilvusConfig {
+            timeout: Duration::from_secs(2),
+            ..fresh(prefix)
+        };
+        let model = ModelSignature::plain("test-bag-of-words", 8);
+        let beat = Duration::from_millis(200);
+        let ingest =
+            MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, "ingest".into(), beat)
+                .unwrap();
+        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
+        ingest.commit(BTreeMap::new()).unwrap();
+        (cfg, model, beat)
     }
 
     /// A review: an export owned its runtime, and dropping a runtime blocks, which panics
@@ -2235,19 +2242,10 @@ mod tests {
     /// gives the writer lease back.
     #[test]
     fn an_export_dropped_in_async_code_gives_its_lease_back() {
-        let cfg = MilvusConfig {
-            timeout: Duration::from_secs(2),
-            ..fresh("export-drop")
-        };
-        let model = ModelSignature::plain("test-bag-of-words", 8);
-        let beat = Duration::from_millis(200);
+        let (cfg, model, beat) = one_document_written("export-drop");
         let writer = |node: &str| {
             MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, node.into(), beat)
         };
-        let ingest = writer("ingest").unwrap();
-        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
-        ingest.commit(BTreeMap::new()).unwrap();
-        drop(ingest);
         let export = MilvusExport::open_holding(&cfg, Some(("reindex".into(), beat))).unwrap();
         assert_eq!(export.document_keys().len(), 1);
         let outer = tokio::runtime::Builder::new_current_thread()
@@ -2261,18 +2259,7 @@ mod tests {
     /// page, instead of reading the whole collection before it refuses to finish.
     #[test]
     fn an_export_whose_lease_is_taken_over_stops_its_scan() {
-        let cfg = MilvusConfig {
-            timeout: Duration::from_secs(2),
-            ..fresh("export-taken")
-        };
-        let model = ModelSignature::plain("test-bag-of-words", 8);
-        let beat = Duration::from_millis(200);
-        let ingest =
-            MilvusBackend::open_as_node(&cfg, &model, Opening::Writer, "ingest".into(), beat)
-                .unwrap();
-        ingest.upsert(one_chunk(8, BTreeMap::new())).unwrap();
-        ingest.commit(BTreeMap::new()).unwrap();
-        drop(ingest);
+        let (cfg, _, beat) = one_document_written("export-taken");
         let export = MilvusExport::open_holding(&cfg, Some(("reindex".into(), beat))).unwrap();
         let mut handed = 0;
         let mut count = |_| {
@@ -2327,10 +2314,7 @@ mod tests {
         b.upsert(doc).unwrap();
         b.commit(BTreeMap::new()).unwrap();
         let mut seen = Vec::new();
-        each_first_row(b.rt.as_ref().unwrap(), &b.coll, &mut |r| {
-            seen.push(r.clone())
-        })
-        .unwrap();
+        each_first_row(&b.rt, &b.coll, &mut |r| seen.push(r.clone())).unwrap();
         assert_eq!(seen.len(), 1);
         let r = &seen[0];
         assert_eq!(

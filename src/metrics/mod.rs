@@ -134,7 +134,7 @@ pub const GUARDRAIL_ACTIONS: [(&str, &str); 15] = [
     // pair was missing, so a debug build panicked on it and a release build did not count it).
     ("grounding", "strip"),
     ("pii", "redact"),
-    // The answer's sentence check found the evidence's best sentence far from the question.
+    // The answer's sentence check found the answer's best sentences far from the question.
     ("sentence_check", "not_found"),
 ];
 

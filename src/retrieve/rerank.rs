@@ -283,8 +283,8 @@ pub struct RankerModel {
     pub calibration: (f32, f32),
     /// The relevance under which a question counts as unanswered (chosen on labelled data).
     pub threshold: f32,
-    /// The sentence check's threshold for this embedding model: the cosine under which the
-    /// evidence's best sentence does not answer the question (chosen on labelled data;
+    /// The sentence check's threshold for this embedding model: the cosine under which a
+    /// sentence of the answer does not answer the question (chosen on labelled data;
     /// `answer.min_sentence_similarity`). `None`: not chosen for this model, the check is off.
     #[serde(default)]
     pub sentence_threshold: Option<f32>,
