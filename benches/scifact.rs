@@ -393,8 +393,8 @@ fn main() -> anyhow::Result<()> {
             "query embedding alone p50 (in-process)",
             format!("{:.2} ms", ms(percentile(&mut embed_times.clone(), 0.5))),
         );
-        println!("| call | clients | p50 ms | p99 ms | queries/s | non-OK |");
-        println!("|---|---|---|---|---|---|");
+        println!("| call | clients | p50 ms | p99 ms | queries/s | CPU µs/query | non-OK |");
+        println!("|---|---|---|---|---|---|---|");
         let mut bm25_qps: Vec<(usize, f64)> = Vec::new();
         // `--calls bm25,hybrid,ask` picks the calls measured (default: all three), `--rounds N`
         // asks every query N times per run (a longer load, for a profiler).
@@ -413,15 +413,23 @@ fn main() -> anyhow::Result<()> {
                     bm25_qps.push((clients, r.qps));
                 }
                 note(
-                    format!("{} @ {clients} client(s): p50 / p99 ms, queries/s, non-OK", call.name()),
-                    format!("{:.2} / {:.2}, {:.0}, {}", ms(r.p50), ms(r.p99), r.qps, r.errors),
+                    format!("{} @ {clients} client(s): p50 / p99 ms, queries/s, CPU µs/query, non-OK", call.name()),
+                    format!(
+                        "{:.2} / {:.2}, {:.0}, {:.0}, {}",
+                        ms(r.p50),
+                        ms(r.p99),
+                        r.qps,
+                        r.cpu_per_query.as_secs_f64() * 1e6,
+                        r.errors
+                    ),
                 );
                 println!(
-                    "| {} | {clients} | {:.2} | {:.2} | {:.0} | {} |",
+                    "| {} | {clients} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
                     call.name(),
                     ms(r.p50),
                     ms(r.p99),
                     r.qps,
+                    r.cpu_per_query.as_secs_f64() * 1e6,
                     r.errors
                 );
                 if let Some((a, n, count)) = r.by_status {
@@ -430,7 +438,7 @@ fn main() -> anyhow::Result<()> {
                         false => "none".to_string(),
                     };
                     println!(
-                        "|   answered {count} of {}: p50 {}; not answered (not found or blocked): p50 {} | | | | | |",
+                        "|   answered {count} of {}: p50 {}; not answered (not found or blocked): p50 {} | | | | | | |",
                         queries.len(),
                         p(a, count > 0),
                         p(n, count < queries.len())
@@ -602,6 +610,9 @@ struct LoadResult {
     p50: Duration,
     p99: Duration,
     qps: f64,
+    /// CPU time of the whole process (daemon and load driver alike) per query: steadier than
+    /// queries/s on a machine whose other work takes cores away at times.
+    cpu_per_query: Duration,
     errors: usize,
     /// Ask only: the p50 of the calls answered and of those "not found", and how many were
     /// answered (a review: a question without evidence skips the sentence check's embedding,
@@ -618,6 +629,7 @@ async fn load(
     clients: usize,
 ) -> LoadResult {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu0 = process_cpu();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -696,13 +708,26 @@ async fn load(
         (p50(&mut answered), p50(&mut not_found), n)
     });
     let elapsed = t0.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu0);
     LoadResult {
         p50: percentile(&mut all.clone(), 0.5),
         p99: percentile(&mut all, 0.99),
         qps: queries.len() as f64 / elapsed.as_secs_f64(),
+        cpu_per_query: cpu / queries.len().max(1) as u32,
         errors,
         by_status,
     }
+}
+
+/// User and system CPU time this process has used, all threads (`/proc/self/stat`, in clock
+/// ticks of 10 ms: a load of a few seconds reads it to a fraction of a percent).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
 }
 
 /// One query's raw legs for the sweep: (document key, chunk score) in chunk rank order.

@@ -3,38 +3,29 @@
 //! ([`crate::guardrail::memo`]). Not synchronised: each owner holds it under its own lock, and
 //! computes what it inserts outside that lock.
 //!
-//! Invariants: every entry has exactly one slot in the use order (its last use, unique), `bytes`
-//! is the sum of the sizes of the entries held, and after an insert `bytes ≤ budget`. An entry
-//! whose own size passes the budget is not kept.
+//! Invariants: `bytes` is the sum of the sizes of the entries held, and after an insert
+//! `bytes ≤ budget`. An entry whose own size passes the budget is not kept.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 
-struct Entry<V> {
-    value: V,
-    used: u64,
-    size: usize,
-}
-
 /// Entries by key, least recently used evicted past a byte budget.
+///
+/// The use order is the `lru` crate's linked list: a lookup moves its entry to the front in
+/// O(1) without allocating (session 50: the ordered map of last uses this replaced took two
+/// tree operations per lookup, and the guardrails' memos look up some 25 short texts for each
+/// hit a Search returns).
 pub struct ByteLru<K, V, S = std::hash::RandomState> {
-    map: HashMap<K, Entry<V>, S>,
-    /// Each entry's key by its last use, oldest first: the entry to evict is found in
-    /// O(log n) (session 43's review: an eviction that scanned every entry under the lock made
-    /// every query of a caller varying its filters wait on that scan).
-    order: BTreeMap<u64, K>,
-    tick: u64,
+    /// Each value with its size in bytes, as counted by `insert`.
+    map: lru::LruCache<K, (V, usize), S>,
     bytes: usize,
     budget: usize,
 }
 
-impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> ByteLru<K, V, S> {
+impl<K: Hash + Eq, V, S: BuildHasher + Default> ByteLru<K, V, S> {
     pub fn new(budget: usize) -> Self {
         Self {
-            map: HashMap::default(),
-            order: BTreeMap::new(),
-            tick: 0,
+            map: lru::LruCache::unbounded_with_hasher(S::default()),
             bytes: 0,
             budget,
         }
@@ -46,14 +37,7 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> ByteLru<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let e = self.map.get_mut(key)?;
-        self.tick += 1;
-        // Every entry has its slot (`insert` keeps the two together).
-        if let Some(k) = self.order.remove(&e.used) {
-            e.used = self.tick;
-            self.order.insert(self.tick, k);
-        }
-        Some(&e.value)
+        self.map.get(key).map(|(v, _)| v)
     }
 
     /// Keeps `value` under `key` (replacing what was held), counted as `size` bytes, then drops
@@ -63,21 +47,16 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> ByteLru<K, V, S> {
         if !self.fits(size) {
             return false;
         }
-        self.tick += 1;
-        let used = self.tick;
-        self.order.insert(used, key.clone());
-        if let Some(old) = self.map.insert(key, Entry { value, used, size }) {
-            self.order.remove(&old.used);
-            self.bytes -= old.size;
+        // Unbounded in count: `push` only hands back the entry it replaced.
+        if let Some((_, (_, old))) = self.map.push(key, (value, size)) {
+            self.bytes -= old;
         }
         self.bytes += size;
         while self.bytes > self.budget {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            let Some((_, (_, evicted))) = self.map.pop_lru() else {
                 break;
             };
-            if let Some(e) = self.map.remove(&oldest) {
-                self.bytes -= e.size;
-            }
+            self.bytes -= evicted;
         }
         true
     }
@@ -103,7 +82,7 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> ByteLru<K, V, S> {
 
     /// The keys held, in no order.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.map.keys()
+        self.map.iter().map(|(k, _)| k)
     }
 }
 
@@ -118,11 +97,10 @@ mod tests {
     }
 
     fn consistent(l: &Lru) {
-        assert_eq!(l.order.len(), l.map.len(), "one use slot per entry");
-        for (used, k) in &l.order {
-            assert_eq!(l.map[k].used, *used);
-        }
-        assert_eq!(l.bytes, l.map.values().map(|e| e.size).sum::<usize>());
+        assert_eq!(
+            l.bytes,
+            l.map.iter().map(|(_, (_, size))| size).sum::<usize>()
+        );
         assert!(l.bytes <= l.budget);
     }
 

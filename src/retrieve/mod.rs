@@ -917,38 +917,42 @@ mod tests {
     fn index_of<S: AsRef<str>>(dir: &std::path::Path, texts: &[Vec<S>]) -> Arc<Index> {
         let embedder: Arc<dyn Embedder> = Arc::new(BagOfWords);
         let index = Arc::new(Index::open(dir, embedder.model_id(), embedder.dim()).unwrap());
-        {
-            for (i, parts) in texts.iter().enumerate() {
-                let chunks = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(o, t)| ChunkRecord {
-                        page: None,
-                        ord: o as u32,
-                        span: 0..t.as_ref().len(),
-                        heading_path: vec![],
-                        text: t.as_ref().to_string(),
-                        hash: format!("{i}-{o}"),
-                        vector: embedder.embed_query(t.as_ref()).unwrap(),
-                    })
-                    .collect();
-                index
-                    .upsert(DocumentRecord {
-                        key: DocKey::new("t", format!("d{i}")),
-                        uri: format!("file:///d{i}"),
-                        title: format!("doc {i}"),
-                        version: "1".into(),
-                        modified_at: None,
-                        attributes: BTreeMap::new(),
-                        acl: Acl::new([Principal::Everyone], []),
-                        content_hash: format!("{i}"),
-                        chunks,
-                    })
-                    .unwrap();
-            }
-            index.commit(BTreeMap::new()).unwrap();
+        for (i, parts) in texts.iter().enumerate() {
+            put(&index, i, parts);
         }
+        index.commit(BTreeMap::new()).unwrap();
         index
+    }
+
+    /// Writes (or replaces) document `d{i}` with the chunks `parts` (not committed).
+    fn put<S: AsRef<str>>(index: &Index, i: usize, parts: &[S]) {
+        let embedder = BagOfWords;
+        let chunks = parts
+            .iter()
+            .enumerate()
+            .map(|(o, t)| ChunkRecord {
+                page: None,
+                ord: o as u32,
+                span: 0..t.as_ref().len(),
+                heading_path: vec![],
+                text: t.as_ref().to_string(),
+                hash: format!("{i}-{o}"),
+                vector: embedder.embed_query(t.as_ref()).unwrap(),
+            })
+            .collect();
+        index
+            .upsert(DocumentRecord {
+                key: DocKey::new("t", format!("d{i}")),
+                uri: format!("file:///d{i}"),
+                title: format!("doc {i}"),
+                version: "1".into(),
+                modified_at: None,
+                attributes: BTreeMap::new(),
+                acl: Acl::new([Principal::Everyone], []),
+                content_hash: format!("{i}"),
+                chunks,
+            })
+            .unwrap();
     }
 
     const WORDS: [&str; 24] = [
@@ -1460,39 +1464,62 @@ mod tests {
     }
 
     /// BM25 alone asks the chunk leg only for its page's documents (session 46): their chunks
-    /// come scored and ordered as the whole chunk leg has them, and no other document's.
+    /// come scored and ordered as the whole chunk leg has them, and no other document's. Also
+    /// where documents were replaced, by more or fewer chunks, in later segments and twice in
+    /// one (session 50: a document's chunks are found as the docs beside its address that
+    /// carry its key).
     #[test]
     fn the_passages_of_a_page_of_documents_are_the_chunk_legs_own() {
         let texts = mixed_texts(&WORDS[..12], 30, 4, 6);
         let dir = tempfile::tempdir().unwrap();
         let index = index_of(dir.path(), &texts);
-        let snap = index.snapshot();
-        let scope = crate::eval::run::eval_scope();
-        let f = SearchFilter::default();
-        let boosts = (0.15, 0.3);
-        for q in [
-            "parking permit",
-            "vpn reset budget",
-            "holiday hotel",
-            "salary",
-        ] {
-            let docs = snap.bm25_documents(&scope, &f, q, 5).unwrap().unwrap();
-            assert!(!docs.is_empty(), "{q}");
-            let page: BTreeSet<u64> = snap.doc_ids(&docs).unwrap().into_iter().collect();
-            let all = snap.bm25(&scope, &f, q, 10_000, boosts).unwrap();
-            let all_keys = snap.doc_ids(&all).unwrap();
-            let want: Vec<(ChunkAddr, f32)> = all
-                .iter()
-                .zip(&all_keys)
-                .filter(|(_, k)| page.contains(k))
-                .map(|(s, _)| (s.addr, s.score))
-                .collect();
-            // Fewer than the whole leg holds (else nothing was left out).
-            assert!(want.len() < all.len(), "{q}");
-            let got = snap.bm25_passages(&scope, &f, q, &docs, 1, boosts).unwrap();
-            let got: Vec<(ChunkAddr, f32)> = got.iter().map(|s| (s.addr, s.score)).collect();
-            assert_eq!(got, want, "{q}");
+        let page_is_the_legs_own = |index: &Index| {
+            let snap = index.snapshot();
+            let scope = crate::eval::run::eval_scope();
+            let f = SearchFilter::default();
+            let boosts = (0.15, 0.3);
+            for q in [
+                "parking permit",
+                "vpn reset budget",
+                "holiday hotel",
+                "salary",
+            ] {
+                let docs = snap.bm25_documents(&scope, &f, q, 5).unwrap().unwrap();
+                assert!(!docs.is_empty(), "{q}");
+                let page: BTreeSet<u64> = snap.doc_ids(&docs).unwrap().into_iter().collect();
+                let all = snap.bm25(&scope, &f, q, 10_000, boosts).unwrap();
+                let all_keys = snap.doc_ids(&all).unwrap();
+                let want: Vec<(ChunkAddr, f32)> = all
+                    .iter()
+                    .zip(&all_keys)
+                    .filter(|(_, k)| page.contains(k))
+                    .map(|(s, _)| (s.addr, s.score))
+                    .collect();
+                // Fewer than the whole leg holds (else nothing was left out).
+                assert!(want.len() < all.len(), "{q}");
+                let got = snap.bm25_passages(&scope, &f, q, &docs, 1, boosts).unwrap();
+                let got: Vec<(ChunkAddr, f32)> = got.iter().map(|s| (s.addr, s.score)).collect();
+                assert_eq!(got, want, "{q}");
+            }
+        };
+        page_is_the_legs_own(&index);
+        let more = mixed_texts(&WORDS[..12], 30, 7, 5);
+        for round in 0..4 {
+            for i in (round..30).step_by(4) {
+                // More chunks, fewer, then the document again in the same segment.
+                let n = 1 + (i + round) % 7;
+                put(&index, i, &more[(i + round) % 30][..n]);
+                if i % 3 == 0 {
+                    put(&index, i, &texts[(i + 1) % 30][..2]);
+                }
+            }
+            index.commit(BTreeMap::new()).unwrap();
+            page_is_the_legs_own(&index);
         }
+        assert!(
+            index.stats().segments > 1,
+            "documents replaced in later segments"
+        );
     }
 
     #[test]
