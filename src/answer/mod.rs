@@ -150,13 +150,21 @@ pub fn snippet(text: &str, max: usize) -> String {
 /// The start of `text` collapsed ([`crate::parse::collapse_ws`]), long enough to decide a
 /// snippet of `max` bytes: the window and the character after it. Collapsing a prefix gives a
 /// prefix of the whole text's collapse (but for a trailing space), and most passages are
-/// several times longer than a snippet, so only a prefix is collapsed when that suffices.
+/// several times longer than a snippet, so only a prefix is collapsed when that suffices: the
+/// window and a little more first (text with regular spacing loses nothing to the collapse),
+/// then twice the window, then the whole text.
 fn collapsed_head(text: &str, max: usize) -> String {
-    let mut head = max.saturating_mul(2).saturating_add(16).min(text.len());
-    while !text.is_char_boundary(head) {
-        head += 1;
-    }
-    if head < text.len() {
+    for head in [
+        max.saturating_add(32),
+        max.saturating_mul(2).saturating_add(16),
+    ] {
+        let mut head = head.min(text.len());
+        while !text.is_char_boundary(head) {
+            head += 1;
+        }
+        if head == text.len() {
+            break;
+        }
         let t = crate::parse::collapse_ws(&text[..head]);
         if t.len() > max + 4 {
             return t;
@@ -202,12 +210,20 @@ fn cut(t: String, max: usize) -> String {
 /// innermost section when the source names its anchor style (attribute `anchor_style`:
 /// `mediawiki` or `dokuwiki`), so a wiki citation opens at its section.
 pub fn chunk_uri(c: &crate::index::StoredChunk) -> String {
-    let (Some(style), Some(heading)) = (c.attributes.get("anchor_style"), c.heading_path.last())
-    else {
-        return c.uri.clone();
+    anchored_uri(&c.uri, &c.heading_path, &c.attributes)
+}
+
+/// [`chunk_uri`] from the three fields it reads.
+pub fn anchored_uri(
+    uri: &str,
+    heading_path: &[String],
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let (Some(style), Some(heading)) = (attributes.get("anchor_style"), heading_path.last()) else {
+        return uri.to_string();
     };
-    if c.uri.contains('#') {
-        return c.uri.clone();
+    if uri.contains('#') {
+        return uri.to_string();
     }
     let anchor = match style.as_str() {
         // MediaWiki (HTML5 fragments): spaces become underscores; '#', '%', '?' and spaces
@@ -231,12 +247,12 @@ pub fn chunk_uri(c: &crate::index::StoredChunk) -> String {
             }
             out.trim_matches('_').to_string()
         }
-        _ => return c.uri.clone(),
+        _ => return uri.to_string(),
     };
     if anchor.is_empty() {
-        c.uri.clone()
+        uri.to_string()
     } else {
-        format!("{}#{anchor}", c.uri)
+        format!("{uri}#{anchor}")
     }
 }
 

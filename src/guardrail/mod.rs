@@ -205,14 +205,16 @@ pub struct Guardrails {
     phrase_words: Vec<Vec<String>>,
     /// [`injection::detect`] of passage texts, by text.
     injection_memo: memo::Memo<Option<injection::Detection>>,
-    /// [`injection::detect`] of a hit's labels (title, headings, uri, attributes), by text: kept
-    /// apart, so that many short labels do not push out the passages' verdicts.
+    /// [`injection::detect`] of a hit's labels (title, headings, uri, attributes): the first
+    /// detection among them, by all of them together ([`labels_key`]); kept apart, so that
+    /// many short labels do not push out the passages' verdicts.
     label_memo: memo::Memo<Option<injection::Detection>>,
     /// [`redact_passage`] of passage texts with the configured entities, by text.
     pii_memo: memo::Memo<(Option<String>, Vec<pii::Entity>)>,
-    /// [`pii::redact_escaped`] of a hit's identifiers and labels (keys, chunk ids, titles,
-    /// uris, headings, attributes) with the configured entities, by text.
-    id_memo: memo::Memo<(Option<String>, Vec<pii::Entity>)>,
+    /// [`redact_ids`] of a hit's identifiers and labels (key, chunk id, title, uri, headings,
+    /// attributes) with the configured entities, by all of them together ([`ids_key`]): what
+    /// they become where something was found, and what was found.
+    id_memo: memo::Memo<(Option<HitIds>, Vec<pii::Entity>)>,
 }
 
 /// Lowercase words joined by single spaces, padded, so phrase matching respects word boundaries.
@@ -279,7 +281,7 @@ impl Guardrails {
             injection_memo: memo::Memo::new(memo::DEFAULT_BUDGET, |_| 0),
             label_memo: memo::Memo::new(memo::DEFAULT_BUDGET / 4, |_| 0),
             pii_memo: memo::Memo::new(memo::DEFAULT_BUDGET, redaction_bytes),
-            id_memo: memo::Memo::new(memo::DEFAULT_BUDGET / 4, redaction_bytes),
+            id_memo: memo::Memo::new(memo::DEFAULT_BUDGET / 4, ids_bytes),
         })
     }
 
@@ -495,17 +497,16 @@ impl Guardrails {
             // the attributes and the uri, which a Search hit carries to whatever reads it (a
             // client's own agent; session 43's review: a push client's attribute was not).
             // Each comes back in answer to many questions: its detection is kept by text.
+            // One lookup for all the labels of a hit (session 50: one per label was some 5 % of
+            // a BM25 Search's CPU under load).
             let text = &h.chunk.text;
-            let label = |t: &str| self.label_memo.get_or(t, || injection::detect(t));
             let d = self
                 .injection_memo
                 .get_or(text, || injection::detect(text))
                 .or_else(|| {
-                    std::iter::once(&h.chunk.title)
-                        .chain(&h.chunk.heading_path)
-                        .chain(std::iter::once(&h.chunk.uri))
-                        .chain(h.chunk.attributes.iter().flat_map(|(k, v)| [k, v]))
-                        .find_map(|t| label(t))
+                    self.label_memo.get_or(&labels_key(&h.chunk), || {
+                        labels(&h.chunk).find_map(injection::detect)
+                    })
                 })?;
             tracing::warn!(chunk = %pii::for_log(&h.chunk.chunk_id), rule = d.rule, "passage dropped: prompt injection");
             Some(d.rule.to_string())
@@ -712,35 +713,19 @@ impl Guardrails {
         let mut found = Vec::new();
         for h in hits {
             let c = &mut h.chunk;
-            self.redact_id_kept(&mut c.doc_key, entities, &mut found);
-            self.redact_id_kept(&mut c.chunk_id, entities, &mut found);
-            self.redact_id_kept(&mut c.title, entities, &mut found);
-            // The link as it goes out, a wiki's section anchor made from the heading included
-            // (a review: the anchor was added after this, and never read as an identifier);
-            // as for a citation, the anchor goes when its heading is redacted. Headings are read
-            // as identifiers too: a wiki heading is often a name (`card_4111_…`), and the anchor
-            // is made from it (a later review).
-            let derived = !c.uri.contains('#');
-            c.uri = crate::answer::chunk_uri(c);
-            let anchored = c.heading_path.last().cloned();
-            for p in &mut c.heading_path {
-                self.redact_id_kept(p, entities, &mut found);
+            // The identifiers together, by one lookup (session 50).
+            let (ids, f) = self.id_memo.get_or(&ids_key(c), || {
+                let mut ids = HitIds::of(c);
+                let mut f = Vec::new();
+                redact_ids(&mut ids, entities, &mut f);
+                ((!f.is_empty()).then_some(ids), f)
+            });
+            found.extend(f);
+            match ids {
+                Some(ids) => ids.apply(c),
+                // Nothing to redact: the link as it goes out.
+                None => c.uri = crate::answer::chunk_uri(c),
             }
-            if derived && anchored.as_ref() != c.heading_path.last() {
-                drop_redacted_anchor(anchored.as_ref(), &c.heading_path, &mut c.uri);
-                // Not made again from the redacted heading when the hit is sent.
-                c.attributes.remove("anchor_style");
-            }
-            self.redact_id_kept(&mut c.uri, entities, &mut found);
-            // Names too: a push client chooses them (`[A-Za-z0-9_.-]`, room for a card number).
-            c.attributes = std::mem::take(&mut c.attributes)
-                .into_iter()
-                .map(|(mut k, mut v)| {
-                    self.redact_id_kept(&mut k, entities, &mut found);
-                    self.redact_id_kept(&mut v, entities, &mut found);
-                    (k, v)
-                })
-                .collect();
             // Kept by text: the entities are the configured ones whoever reads it (the
             // audience only decides whether they apply, above).
             let (redacted, f) = self.pii_memo.get_or(&c.text, || {
@@ -815,23 +800,147 @@ fn redaction_bytes((text, found): &(Option<String>, Vec<pii::Entity>)) -> usize 
         + found.capacity() * std::mem::size_of::<pii::Entity>()
 }
 
-impl Guardrails {
-    /// [`redact_id`], with what it finds in `s` kept by text ([`Self::id_memo`]).
-    fn redact_id_kept(
-        &self,
-        s: &mut String,
-        entities: &[pii::Entity],
-        found: &mut Vec<pii::Entity>,
-    ) {
-        let (redacted, f) = self.id_memo.get_or(s, || {
-            let (r, f) = pii::redact_escaped(s, entities);
-            ((!f.is_empty()).then_some(r), f)
-        });
-        found.extend(f);
-        if let Some(r) = redacted {
-            *s = r;
+/// A hit's identifiers and labels, as [`Guardrails::redact_hits`] sends them.
+#[derive(Debug, Clone)]
+pub(crate) struct HitIds {
+    doc_key: String,
+    chunk_id: String,
+    title: String,
+    uri: String,
+    heading_path: Vec<String>,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl HitIds {
+    fn of(c: &crate::index::StoredChunk) -> Self {
+        Self {
+            doc_key: c.doc_key.clone(),
+            chunk_id: c.chunk_id.clone(),
+            title: c.title.clone(),
+            uri: c.uri.clone(),
+            heading_path: c.heading_path.clone(),
+            attributes: c.attributes.clone(),
         }
     }
+
+    fn apply(self, c: &mut crate::index::StoredChunk) {
+        c.doc_key = self.doc_key;
+        c.chunk_id = self.chunk_id;
+        c.title = self.title;
+        c.uri = self.uri;
+        c.heading_path = self.heading_path;
+        c.attributes = self.attributes;
+    }
+}
+
+/// Redacts a hit's identifiers and labels in place, recording what it finds: the key, the
+/// chunk id, the title, the link as it goes out (a wiki's section anchor made from the
+/// heading included; as for a citation, the anchor goes when its heading is redacted: a
+/// review found the anchor added after the redaction, and never read), the headings (a wiki
+/// heading is often a name, `card_4111_…`, and the anchor is made from it: a later review),
+/// and the attributes' names and values (a push client chooses names, `[A-Za-z0-9_.-]`, room
+/// for a card number).
+fn redact_ids(ids: &mut HitIds, entities: &[pii::Entity], found: &mut Vec<pii::Entity>) {
+    let mut redact = |s: &mut String| {
+        let (r, f) = pii::redact_escaped(s, entities);
+        if !f.is_empty() {
+            *s = r;
+            found.extend(f);
+        }
+    };
+    redact(&mut ids.doc_key);
+    redact(&mut ids.chunk_id);
+    redact(&mut ids.title);
+    let derived = !ids.uri.contains('#');
+    ids.uri = crate::answer::anchored_uri(&ids.uri, &ids.heading_path, &ids.attributes);
+    let anchored = ids.heading_path.last().cloned();
+    for p in &mut ids.heading_path {
+        redact(p);
+    }
+    if derived && anchored.as_ref() != ids.heading_path.last() {
+        drop_redacted_anchor(anchored.as_ref(), &ids.heading_path, &mut ids.uri);
+        // Not made again from the redacted heading when the hit is sent.
+        ids.attributes.remove("anchor_style");
+    }
+    redact(&mut ids.uri);
+    ids.attributes = std::mem::take(&mut ids.attributes)
+        .into_iter()
+        .map(|(mut k, mut v)| {
+            redact(&mut k);
+            redact(&mut v);
+            (k, v)
+        })
+        .collect();
+}
+
+/// What a kept [`redact_ids`] holds besides its key.
+fn ids_bytes((ids, found): &(Option<HitIds>, Vec<pii::Entity>)) -> usize {
+    let strings = |ids: &HitIds| {
+        [&ids.doc_key, &ids.chunk_id, &ids.title, &ids.uri]
+            .into_iter()
+            .chain(&ids.heading_path)
+            .chain(ids.attributes.iter().flat_map(|(k, v)| [k, v]))
+            .map(|s| s.capacity() + std::mem::size_of::<String>())
+            .sum::<usize>()
+    };
+    ids.as_ref().map_or(0, strings) + found.capacity() * std::mem::size_of::<pii::Entity>()
+}
+
+/// A hit's labels in the order the injection screen reads them: title, headings, uri,
+/// attributes' names and values.
+fn labels(c: &crate::index::StoredChunk) -> impl Iterator<Item = &str> {
+    std::iter::once(c.title.as_str())
+        .chain(c.heading_path.iter().map(String::as_str))
+        .chain(std::iter::once(c.uri.as_str()))
+        .chain(
+            c.attributes
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        )
+}
+
+/// Texts joined into one memo key that no other list of texts gives: each text's length in
+/// bytes before it.
+fn joined_key<'a>(capacity: usize, texts: impl IntoIterator<Item = &'a str>) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(capacity);
+    for t in texts {
+        let _ = write!(key, "{}:", t.len());
+        key.push_str(t);
+    }
+    key
+}
+
+/// The label memo's key for a hit: its [`labels`].
+fn labels_key(c: &crate::index::StoredChunk) -> String {
+    joined_key(256, labels(c))
+}
+
+/// The identifier memo's key for a hit: how many headings and attributes, then every field
+/// [`redact_ids`] reads, in its order.
+fn ids_key(c: &crate::index::StoredChunk) -> String {
+    let counts = [
+        c.heading_path.len().to_string(),
+        c.attributes.len().to_string(),
+    ];
+    joined_key(
+        256,
+        counts
+            .iter()
+            .map(String::as_str)
+            .chain([
+                c.doc_key.as_str(),
+                c.chunk_id.as_str(),
+                c.title.as_str(),
+                c.uri.as_str(),
+            ])
+            .chain(c.heading_path.iter().map(String::as_str))
+            .chain(
+                c.attributes
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            ),
+    )
 }
 
 /// Redacts one field in place, recording what it found.
@@ -1551,9 +1660,9 @@ mod tests {
             assert_eq!(kept[1].chunk.title, "Account [REDACTED:iban]");
         }
         assert_eq!((g.injection_memo.len(), g.pii_memo.len()), (4, 2));
-        // a's and c's titles and uris, d's title and heading (b stopped at its text).
-        assert_eq!(g.label_memo.len(), 6);
-        assert!(g.id_memo.len() >= 4, "keys, chunk ids, titles, uris");
+        // a's, c's and d's labels, each hit's together (b stopped at its text).
+        assert_eq!(g.label_memo.len(), 3);
+        assert_eq!(g.id_memo.len(), 2, "a's and c's identifiers");
         // A caller the PII screen does not cover is not given the kept redaction, nor
         // counted: the audience decides before the memo is read.
         let mut cfg = GuardrailConfig::default();
@@ -1566,6 +1675,30 @@ mod tests {
             assert_eq!(redacted, v.is_some(), "{who:?}");
             assert_eq!(redacted, !who.contains("group:finance"), "{who:?}");
         }
+    }
+
+    /// A memo key names its texts: no other list of texts, nor the same texts in other
+    /// fields, gives it.
+    #[test]
+    fn a_memo_key_names_its_texts_unambiguously() {
+        assert_ne!(joined_key(0, ["ab", "c"]), joined_key(0, ["a", "bc"]));
+        assert_ne!(joined_key(0, ["1:a"]), joined_key(0, ["a", ""]));
+        let hit = test_hit("k", "text", 0.9);
+        let mut headed = hit.clone();
+        headed.chunk.heading_path = vec!["x".into()];
+        let mut attributed = hit.clone();
+        attributed
+            .chunk
+            .attributes
+            .insert("x".into(), String::new());
+        let mut titled = hit.clone();
+        titled.chunk.title = "x".into();
+        let keys: BTreeSet<String> = [&hit, &headed, &attributed, &titled]
+            .iter()
+            .map(|h| ids_key(&h.chunk))
+            .collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert_ne!(labels_key(&hit.chunk), labels_key(&titled.chunk));
     }
 
     #[test]
