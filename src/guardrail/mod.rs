@@ -841,13 +841,7 @@ impl HitIds {
 /// and the attributes' names and values (a push client chooses names, `[A-Za-z0-9_.-]`, room
 /// for a card number).
 fn redact_ids(ids: &mut HitIds, entities: &[pii::Entity], found: &mut Vec<pii::Entity>) {
-    let mut redact = |s: &mut String| {
-        let (r, f) = pii::redact_escaped(s, entities);
-        if !f.is_empty() {
-            *s = r;
-            found.extend(f);
-        }
-    };
+    let mut redact = |s: &mut String| redact_id(s, entities, found);
     redact(&mut ids.doc_key);
     redact(&mut ids.chunk_id);
     redact(&mut ids.title);

@@ -1699,6 +1699,10 @@ impl IndexSnapshot for Snapshot<'_> {
         depth: usize,
         boosts: (f32, f32),
     ) -> Result<Vec<Scored>, IndexError> {
+        let (text, terms) = self.chunk_text_query(query, boosts);
+        if text.is_empty() || documents.is_empty() {
+            return Ok(Vec::new());
+        }
         // Each document's chunks: the docs around its address with its key. A document's chunks
         // are written in one batch by the index's one indexing thread (`upsert`), so they are
         // consecutive docs of one segment, and merges keep their order; the key is compared by
@@ -1736,10 +1740,6 @@ impl IndexSnapshot for Snapshot<'_> {
                 .into_iter()
                 .map(|(seg, (_, list))| (readers[seg as usize].segment_id(), list)),
         );
-        let (text, terms) = self.chunk_text_query(query, boosts);
-        if text.is_empty() || documents.is_empty() {
-            return Ok(Vec::new());
-        }
         let collection = self.admitted(scope, &SearchFilter::default())?;
         let stats = stats::ScopedStatistics::new(&self.searcher, &collection);
         let within: Box<dyn Query> = Box::new(listed);
