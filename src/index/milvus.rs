@@ -2078,7 +2078,7 @@ impl IndexSnapshot for MilvusSnapshot<'_> {
     }
 
     fn matching_analyzer(&self, terms: &[&str]) -> Analyzer {
-        Analyzer(schema::matching_analyzer(terms.iter().copied()))
+        Analyzer(schema::MatchingAnalyzer::new(terms.iter().copied()))
     }
 }
 

@@ -1356,12 +1356,13 @@ impl Export {
 /// A BM25 text field analyzer for analyzing many texts (see
 /// [`IndexSnapshot::matching_analyzer`]).
 #[derive(Clone)]
-pub struct Analyzer(tantivy::tokenizer::TextAnalyzer);
+pub struct Analyzer(schema::MatchingAnalyzer);
 
 impl Analyzer {
-    /// Hands each token of `text` with its byte offset to `sink`.
-    pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, &str)) {
-        schema::analyze_into(&mut self.0, text, sink)
+    /// Hands the tokens of `text` that may be one of the terms looked for to `sink`, each with
+    /// its token position and byte offset ([`schema::MatchingAnalyzer`]).
+    pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, usize, &str)) {
+        self.0.analyze_into(text, sink)
     }
 }
 
@@ -1902,7 +1903,7 @@ impl IndexSnapshot for Snapshot<'_> {
     }
 
     fn matching_analyzer(&self, terms: &[&str]) -> Analyzer {
-        Analyzer(schema::matching_analyzer(terms.iter().copied()))
+        Analyzer(schema::MatchingAnalyzer::new(terms.iter().copied()))
     }
 }
 

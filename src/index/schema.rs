@@ -7,7 +7,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-    TextAnalyzerBuilder, Token, TokenFilter, TokenStream, Tokenizer,
+    TextAnalyzerBuilder, TokenStream, Tokenizer,
 };
 
 /// The analyzer of the BM25 fields: words, lowercased, English stop words removed, stemmed.
@@ -157,122 +157,240 @@ fn analyzer() -> TextAnalyzer {
     unstemmed().filter(Stemmer::new(Language::English)).build()
 }
 
-/// [`analyzer`] for finding given terms in many texts: it stems only the tokens whose first
-/// character starts one of `terms`, and passes the rest unstemmed. English Snowball stemming
-/// keeps a word's first character (property-tested below), so a token passed unstemmed could
-/// not have stemmed to any of `terms`: it finds exactly what the full analyzer finds, for a
-/// fraction of the stemming.
-pub fn matching_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAnalyzer {
-    let mut initials: Vec<char> = terms.into_iter().filter_map(|t| t.chars().next()).collect();
-    initials.sort_unstable();
-    initials.dedup();
-    unstemmed()
-        .filter(StemInitials {
-            initials: initials.into(),
-        })
-        .build()
+/// tantivy's English stop words (`StopWordFilter::new(Language::English)`; a test compares).
+fn is_english_stop_word(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"a" | b"an"
+            | b"and"
+            | b"are"
+            | b"as"
+            | b"at"
+            | b"be"
+            | b"but"
+            | b"by"
+            | b"for"
+            | b"if"
+            | b"in"
+            | b"into"
+            | b"is"
+            | b"it"
+            | b"no"
+            | b"not"
+            | b"of"
+            | b"on"
+            | b"or"
+            | b"such"
+            | b"that"
+            | b"the"
+            | b"their"
+            | b"then"
+            | b"there"
+            | b"these"
+            | b"they"
+            | b"this"
+            | b"to"
+            | b"was"
+            | b"will"
+            | b"with"
+    )
 }
 
-/// At most this many words' stems are remembered per matching analyzer (one search's
-/// candidates repeat their words: a search stems each distinct word once).
-const STEM_MEMO: usize = 4096;
+/// Tokens of at least this many bytes are dropped (`RemoveLongFilter::limit` above).
+const LONG_TOKEN: usize = 40;
 
-/// The English stemmer, applied to tokens starting with one of `initials` only.
+/// Finds given terms in many texts (the second stage's 40–60 passages a search) as
+/// [`analyzer`] would: the same tokens at the same offsets, in one pass over the text into a
+/// reused buffer, instead of a chain of token filters that copies each token (a fifth of a
+/// hybrid Search's CPU before, session 51). A word is stemmed only when its first character
+/// starts one of the terms: English Snowball stemming keeps a word's first character
+/// (property-tested below), so a word passed unstemmed could not have stemmed to any of them.
+/// Stems are remembered for the search, then in [`STEMS`] across searches.
 #[derive(Clone)]
-struct StemInitials {
-    initials: std::sync::Arc<[char]>,
+pub struct MatchingAnalyzer {
+    /// ASCII first characters of the terms looked for (one bit per byte value).
+    ascii: u128,
+    /// The others, sorted.
+    other: std::sync::Arc<[char]>,
+    /// The terms looked for.
+    terms: std::sync::Arc<[Box<str>]>,
+    /// Lowercased word → the term it stems to (an index into `terms`), or none, for the words
+    /// seen in this search.
+    memo: rustc_hash::FxHashMap<String, Option<u32>>,
 }
 
-impl TokenFilter for StemInitials {
-    type Tokenizer<T: Tokenizer> = StemInitialsFilter<T>;
-
-    fn transform<T: Tokenizer>(self, tokenizer: T) -> StemInitialsFilter<T> {
-        StemInitialsFilter {
-            initials: self.initials,
-            inner: tokenizer,
+impl MatchingAnalyzer {
+    pub fn new<'a>(terms: impl IntoIterator<Item = &'a str>) -> Self {
+        let terms: std::sync::Arc<[Box<str>]> = terms.into_iter().map(Box::from).collect();
+        let mut ascii = 0u128;
+        let mut other = Vec::new();
+        for c in terms.iter().filter_map(|t| t.chars().next()) {
+            if c.is_ascii() {
+                ascii |= 1 << c as u32;
+            } else {
+                other.push(c);
+            }
+        }
+        other.sort_unstable();
+        other.dedup();
+        Self {
+            ascii,
+            other: other.into(),
+            terms,
             memo: Default::default(),
         }
     }
-}
 
-#[derive(Clone)]
-struct StemInitialsFilter<T> {
-    initials: std::sync::Arc<[char]>,
-    inner: T,
-    /// Lowercased word → its stem, for the words stemmed so far.
-    memo: rustc_hash::FxHashMap<String, String>,
-}
-
-impl<T: Tokenizer> Tokenizer for StemInitialsFilter<T> {
-    type TokenStream<'a> = StemInitialsStream<'a, T::TokenStream<'a>>;
-
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        StemInitialsStream {
-            tail: self.inner.token_stream(text),
-            initials: &self.initials,
-            stemmer: frostem::Stemmer::new(frostem::Algorithm::English),
-            memo: &mut self.memo,
+    fn wanted(&self, first: char) -> bool {
+        if first.is_ascii() {
+            self.ascii & (1 << first as u32) != 0
+        } else {
+            self.other.binary_search(&first).is_ok()
         }
     }
-}
 
-struct StemInitialsStream<'a, T> {
-    tail: T,
-    initials: &'a [char],
-    stemmer: frostem::Stemmer,
-    memo: &'a mut rustc_hash::FxHashMap<String, String>,
-}
-
-impl<T: TokenStream> TokenStream for StemInitialsStream<'_, T> {
-    fn advance(&mut self) -> bool {
-        if !self.tail.advance() {
-            return false;
-        }
-        let token = self.tail.token_mut();
-        let wanted = token
-            .text
-            .chars()
-            .next()
-            .is_some_and(|c| self.initials.binary_search(&c).is_ok());
-        if wanted {
-            let stem = match self.memo.get(&token.text) {
-                Some(stem) => stem.as_str(),
+    /// Hands the tokens of `text` that are one of the terms looked for (as the full analyzer
+    /// stems them) to `sink`, each with its position among all the tokens, the byte offset where
+    /// it starts, and the term.
+    pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, usize, &str)) {
+        let b = text.as_bytes();
+        // `char::is_alphanumeric` (tantivy's `SimpleTokenizer`), with the char's length.
+        let alnum_at = |i: usize| -> (bool, usize) {
+            if b[i].is_ascii() {
+                (b[i].is_ascii_alphanumeric(), 1)
+            } else {
+                let c = text[i..].chars().next().expect("a char boundary");
+                (c.is_alphanumeric(), c.len_utf8())
+            }
+        };
+        let mut word = String::new();
+        let mut position = 0;
+        let mut i = 0;
+        while i < b.len() {
+            let (alnum, len) = alnum_at(i);
+            if !alnum {
+                i += len;
+                continue;
+            }
+            let start = i;
+            i += len;
+            while i < b.len() {
+                let (alnum, len) = alnum_at(i);
+                if !alnum {
+                    break;
+                }
+                i += len;
+            }
+            let token = &text[start..i];
+            if token.len() >= LONG_TOKEN {
+                continue;
+            }
+            word.clear();
+            if token.is_ascii() {
+                word.push_str(token);
+                word.make_ascii_lowercase();
+            } else {
+                // As tantivy's `LowerCaser` (no final-sigma rule).
+                word.extend(token.chars().flat_map(char::to_lowercase));
+            }
+            if is_english_stop_word(word.as_bytes()) {
+                continue;
+            }
+            position += 1;
+            if !word.chars().next().is_some_and(|c| self.wanted(c)) {
+                continue;
+            }
+            let term = match self.memo.get(word.as_str()) {
+                Some(&term) => term,
                 None => {
-                    let stem = self.stemmer.stem(&token.text).into_owned();
-                    if self.memo.len() >= STEM_MEMO {
-                        token.text = stem;
-                        return true;
+                    let term = stem_english(&word, |stem| {
+                        self.terms
+                            .iter()
+                            .position(|t| **t == *stem)
+                            .map(|i| i as u32)
+                    });
+                    if self.memo.len() < STEM_MEMO {
+                        self.memo.insert(word.clone(), term);
                     }
-                    self.memo.entry(token.text.clone()).or_insert(stem).as_str()
+                    term
                 }
             };
-            token.text.clear();
-            token.text.push_str(stem);
+            if let Some(term) = term {
+                sink(position - 1, start, &self.terms[term as usize]);
+            }
         }
-        true
+    }
+}
+
+/// At most this many words' stems are remembered per matching analyzer.
+const STEM_MEMO: usize = 4096;
+
+/// Stems remembered across searches: a word's English stem never changes, and the
+/// second stage stems the same few thousand words again and again. Words and stems are kept
+/// inline ([`ShortWord`]: a lookup reads no other memory than the table's). Sharded by the
+/// word's hash; a shard that fills up starts again empty.
+static STEMS: std::sync::LazyLock<[std::sync::RwLock<StemShard>; 16]> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One [`STEMS`] shard. It hashes with another function than the one that picks the shard
+/// (with the same, the words of a shard would share hash bits and crowd the same buckets).
+type StemShard = std::collections::HashMap<ShortWord, ShortWord, foldhash::fast::FixedState>;
+
+/// Words per [`STEMS`] shard (about 64k words in all, a few MiB).
+const STEMS_PER_SHARD: usize = 4096;
+
+/// A word of at most 23 bytes, held inline (longer words are stemmed every time).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ShortWord {
+    len: u8,
+    bytes: [u8; 23],
+}
+
+impl ShortWord {
+    fn new(s: &str) -> Option<Self> {
+        let mut bytes = [0; 23];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Self {
+            len: s.len() as u8,
+            bytes,
+        })
     }
 
-    fn token(&self) -> &Token {
-        self.tail.token()
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("copied from a str")
     }
+}
 
-    fn token_mut(&mut self) -> &mut Token {
-        self.tail.token_mut()
+/// `f` of the English Snowball stem of a lowercased word, remembered in [`STEMS`].
+fn stem_english<T>(word: &str, f: impl FnOnce(&str) -> T) -> T {
+    use std::hash::BuildHasher;
+    let Some(key) = ShortWord::new(word) else {
+        return f(&frostem::Stemmer::new(frostem::Algorithm::English).stem(word));
+    };
+    let shard = &STEMS[(rustc_hash::FxBuildHasher.hash_one(word) >> 60) as usize];
+    if let Some(stem) = shard
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return f(stem.as_str());
     }
+    let stem = frostem::Stemmer::new(frostem::Algorithm::English).stem(word);
+    let out = f(&stem);
+    if let Some(stem) = ShortWord::new(&stem) {
+        let mut shard = shard
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shard.len() >= STEMS_PER_SHARD {
+            shard.clear();
+        }
+        shard.insert(key, stem);
+    }
+    out
 }
 
 pub fn register_tokenizers(index: &tantivy::Index) {
     index.tokenizers().register(ANALYZER, analyzer());
-}
-
-/// Hands each token of `text` (as the BM25 fields index it) with the byte offset where it
-/// starts to `sink`, without allocating per token; one analyzer instance for many texts.
-pub fn analyze_into(analyzer: &mut TextAnalyzer, text: &str, sink: &mut dyn FnMut(usize, &str)) {
-    let mut stream = analyzer.token_stream(text);
-    while stream.advance() {
-        let t = stream.token();
-        sink(t.offset_from, &t.text);
-    }
 }
 
 /// [`analyze`]'s tokens once each, in first-seen order, with how many times each came: one
@@ -310,9 +428,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The tokens of `text` with the byte offsets where they start.
     fn tokens(a: &mut TextAnalyzer, text: &str) -> Vec<(usize, String)> {
         let mut out = Vec::new();
-        analyze_into(a, text, &mut |o, t| out.push((o, t.to_string())));
+        let mut stream = a.token_stream(text);
+        while stream.advance() {
+            let t = stream.token();
+            out.push((t.offset_from, t.text.clone()));
+        }
         out
     }
 
@@ -331,6 +454,72 @@ mod tests {
         }
     }
 
+    /// The fast path's stop words are the filter's: each of them, and any other word of up to
+    /// five letters, is dropped by one exactly when by the other.
+    #[test]
+    fn the_fast_path_drops_the_stop_words_the_filter_drops() {
+        let mut filter = unstemmed().build();
+        let mut dropped = |w: &str| tokens(&mut filter, w).is_empty();
+        let listed = [
+            "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into",
+            "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then",
+            "there", "these", "they", "this", "to", "was", "will", "with",
+        ];
+        for w in listed {
+            assert!(dropped(w), "{w}");
+            assert!(is_english_stop_word(w.as_bytes()), "{w}");
+        }
+        // Every word of one or two letters, and near misses of the longer ones.
+        let letters: Vec<char> = ('a'..='z').collect();
+        let mut words: Vec<String> = letters.iter().map(char::to_string).collect();
+        for a in &letters {
+            for b in &letters {
+                words.push(format!("{a}{b}"));
+            }
+        }
+        for w in listed {
+            words.push(format!("{w}s"));
+            words.push(w[1..].to_string());
+            words.push(w[..w.len() - 1].to_string());
+        }
+        for w in words.iter().filter(|w| !w.is_empty()) {
+            assert_eq!(dropped(w), is_english_stop_word(w.as_bytes()), "{w}");
+        }
+    }
+
+    /// A stem remembered across searches is the stemmer's, also after its shard filled up and
+    /// started again.
+    #[test]
+    fn a_remembered_stem_is_the_stemmers() {
+        let stemmer = frostem::Stemmer::new(frostem::Algorithm::English);
+        let words: Vec<String> = (0..STEMS_PER_SHARD * 20)
+            .map(|i| format!("generalization{i}s"))
+            .collect();
+        // Each word stemmed, then looked up; then the whole list, far more than the shards hold.
+        for w in [
+            "studies",
+            "running",
+            "skies",
+            "generalizations",
+            "internationalizationsxyz",
+            "électroencéphalographies",
+        ] {
+            for _ in 0..2 {
+                assert_eq!(stem_english(w, str::to_owned), stemmer.stem(w), "{w}");
+            }
+        }
+        for _ in 0..2 {
+            for w in &words {
+                assert_eq!(stem_english(w, str::to_owned), stemmer.stem(w), "{w}");
+            }
+        }
+        assert!(
+            STEMS
+                .iter()
+                .all(|s| s.read().unwrap().len() <= STEMS_PER_SHARD)
+        );
+    }
+
     proptest! {
         #[test]
         fn english_stemming_keeps_the_first_character(w in "[a-z0-9]{1,24}") {
@@ -339,34 +528,42 @@ mod tests {
             prop_assert_eq!(s.chars().next(), w.chars().next());
         }
 
-        /// The matching analyzer finds the query's terms where the full analyzer does, and
-        /// yields the same number of tokens at the same offsets, whether it stems a word or
-        /// remembers its stem.
+        /// The matching analyzer finds the query's terms exactly where the full analyzer does
+        /// (positions and offsets), whether it stems a word or remembers its stem: mixed case, digits,
+        /// punctuation, stop words, tokens too long to index, letters of other scripts and
+        /// characters that lowercase to more than one.
         #[test]
         fn the_matching_analyzer_finds_what_the_full_one_finds(
             words in proptest::collection::vec(
-                "(running|runs|ran|studies|studying|tying|ties|cells|cell|The|A|of|gene|genes|generously|Xyz|über|Über|naïve|42|skies|sky)",
+                "(running|Runs|RAN|studies|studying|tying|ties|cells|The|THE|a|An|of|into|such|There|gene|genes|Generously|Xyz|x|I|42|4x4|skies|sky|[a-z]{1,12}|[A-Za-z0-9]{38,41}|über|Über|naïve|ÜBERALL|İstanbul|Ωmega|ωmega|x²|ǅemal|[a-zé]{38,40})",
                 0..40,
             ),
-            query in proptest::collection::vec("(run|studi|tie|cell|gene|sky|über|naïv|42|generous)", 1..5),
+            seps in proptest::collection::vec("( |, |\\. |-|\\n|'|\\(|\\)|/|_|  |·|—|\u{a0})", 40),
+            query in proptest::collection::vec("(run|studi|tie|cell|gene|sky|über|naïv|42|generous|x|i|ωmega|istanbul|[a-z]{1,6})", 1..6),
         ) {
-            let text = words.join(" ");
-            let mut full = analyzer();
-            let mut matching = matching_analyzer(query.iter().map(String::as_str));
-            let a = tokens(&mut full, &text);
-            let b = tokens(&mut matching, &text);
-            // Again, with every word's stem remembered from the first pass.
-            prop_assert_eq!(&tokens(&mut matching, &text), &b);
-            prop_assert_eq!(a.len(), b.len());
-            for ((oa, ta), (ob, tb)) in a.iter().zip(&b) {
-                prop_assert_eq!(oa, ob);
-                let hit_a = query.contains(ta);
-                let hit_b = query.contains(tb);
-                prop_assert_eq!(hit_a, hit_b, "{} vs {}", ta, tb);
-                if hit_a {
-                    prop_assert_eq!(ta, tb);
-                }
+            let mut text = String::new();
+            for (w, s) in words.iter().zip(&seps) {
+                text.push_str(w);
+                text.push_str(s);
             }
+            let mut full = analyzer();
+            let mut matching = MatchingAnalyzer::new(query.iter().map(String::as_str));
+            let a = tokens(&mut full, &text);
+            let mut b = Vec::new();
+            matching.analyze_into(&text, &mut |p, o, t| b.push((p, o, t.to_string())));
+            // Again, with every word's stem remembered from the first pass.
+            let mut again = Vec::new();
+            matching.analyze_into(&text, &mut |p, o, t| again.push((p, o, t.to_string())));
+            prop_assert_eq!(&again, &b);
+            // Each token handed over is a term the full analyzer has at that position and offset,
+            // and every term the full analyzer finds is handed over.
+            let want: Vec<(usize, usize, String)> = a
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, t))| query.contains(t))
+                .map(|(p, (o, t))| (p, *o, t.clone()))
+                .collect();
+            prop_assert_eq!(&b, &want);
         }
     }
 }

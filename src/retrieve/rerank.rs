@@ -45,9 +45,10 @@ pub struct QueryTerms {
     total: f32,
 }
 
-/// A tokenizer: hands each token of a text, with its byte offset, to the sink (the way BM25
-/// analyzes text).
-pub type Analyze<'a> = dyn FnMut(&str, &mut dyn FnMut(usize, &str)) + 'a;
+/// A tokenizer: hands the tokens of a text (the way BM25 analyzes text) to the sink, each with
+/// its token position and byte offset. It may leave out tokens that cannot be a query term
+/// (their positions still count).
+pub type Analyze<'a> = dyn FnMut(&str, &mut dyn FnMut(usize, usize, &str)) + 'a;
 
 /// Where a query term occurs in a text: token position, byte offset, term index.
 #[derive(Debug, Clone, Copy)]
@@ -85,8 +86,7 @@ impl QueryTerms {
     /// The query-term occurrences in `text`, tokenized by `analyze`.
     fn hits(&self, text: &str, analyze: &mut Analyze<'_>) -> Vec<Hit> {
         let mut out = Vec::new();
-        let mut position = 0;
-        analyze(text, &mut |offset, t| {
+        analyze(text, &mut |position, offset, t| {
             if let Some(&term) = self.index.get(t) {
                 out.push(Hit {
                     position,
@@ -94,7 +94,6 @@ impl QueryTerms {
                     term,
                 });
             }
-            position += 1;
         });
         out
     }
@@ -400,17 +399,19 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         let mut out = Vec::new();
-        words_at(s, &mut |_, w| out.push(w.to_string()));
+        words_at(s, &mut |_, _, w| out.push(w.to_string()));
         out
     }
 
-    fn words_at(s: &str, sink: &mut dyn FnMut(usize, &str)) {
+    fn words_at(s: &str, sink: &mut dyn FnMut(usize, usize, &str)) {
         let mut start = None;
+        let mut position = 0;
         for (i, c) in s.char_indices().chain([(s.len(), ' ')]) {
             match (c.is_alphanumeric(), start) {
                 (true, None) => start = Some(i),
                 (false, Some(b)) => {
-                    sink(b, &s[b..i].to_lowercase());
+                    sink(position, b, &s[b..i].to_lowercase());
+                    position += 1;
                     start = None;
                 }
                 _ => {}
