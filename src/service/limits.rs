@@ -165,7 +165,13 @@ where
             let res = fut.await?;
             Ok(res.map(|body| {
                 tonic::body::Body::new(body.map_frame(move |f| {
-                    let _held = &held;
+                    // The place is given back as the trailers (the call's end) go out, so a
+                    // caller that saw its call end can count on the place; else when the
+                    // body is dropped, which may come just after the caller read the trailers
+                    // (an attack test that opened a watch after a check was refused so).
+                    if f.is_trailers() {
+                        held.now();
+                    }
                     f
                 }))
             }))
