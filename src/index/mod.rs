@@ -1359,8 +1359,8 @@ impl Export {
 pub struct Analyzer(schema::MatchingAnalyzer);
 
 impl Analyzer {
-    /// Hands the tokens of `text` that may be one of the terms looked for to `sink`, each with
-    /// its token position and byte offset ([`schema::MatchingAnalyzer`]).
+    /// Hands the tokens of `text` that are one of the terms looked for to `sink`, each with its
+    /// token position and byte offset ([`schema::MatchingAnalyzer`]).
     pub fn analyze_into(&mut self, text: &str, sink: &mut dyn FnMut(usize, usize, &str)) {
         self.0.analyze_into(text, sink)
     }

@@ -165,10 +165,11 @@ where
             let res = fut.await?;
             Ok(res.map(|body| {
                 tonic::body::Body::new(body.map_frame(move |f| {
-                    // The place is given back as the trailers (the call's end) go out, so a
-                    // caller that saw its call end can count on the place; else when the
-                    // body is dropped, which may come just after the caller read the trailers
-                    // (an attack test that opened a watch after a check was refused so).
+                    // The place is given back as the trailers (the call's end) go out: a
+                    // caller that saw its call end may start the next one at once. Dropping
+                    // the body could come just after the caller read the trailers (a health
+                    // watch opened right after a check was refused). A call without trailers
+                    // gives it back when its body is dropped.
                     if f.is_trailers() {
                         held.now();
                     }
