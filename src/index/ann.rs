@@ -496,6 +496,25 @@ impl Hnsw {
         .collect()
     }
 
+    /// The share of the level-0 links of `docs` that lead to docs `allowed` admits. Over a
+    /// sample of a scope's docs: about the scope's share of the segment for a scope drawn at
+    /// random, far more for one that follows a subject (its docs lie together). It says
+    /// nothing of any one question: every question in that scope and segment gets the same.
+    pub fn admitted_link_share(&self, docs: &[u32], allowed: &dyn Fn(u32) -> bool) -> f64 {
+        let (mut links, mut admitted) = (0usize, 0usize);
+        for &d in docs {
+            for &nb in self.links(d, 0) {
+                links += 1;
+                admitted += usize::from(allowed(nb));
+            }
+        }
+        if links == 0 {
+            0.0
+        } else {
+            admitted as f64 / links as f64
+        }
+    }
+
     /// The graph as bytes (little-endian u32s: m, m0, max level, entry, node count, the level-0
     /// slots, then per node its upper levels' lengths and links), for benchmarks that reuse a
     /// graph across runs. The daemon does not persist graphs (see the module docs).

@@ -21,13 +21,18 @@
 //!   near the query (the best of a sample of the scope): a scope that follows a subject may
 //!   admit nothing around the query, and a search begun there finds few or none of its docs.
 //!   A search that still runs out of admitted docs before its beam fills hands the segment to
-//!   the paths below. Below that fraction the graph's recall falls, most for a scope that
+//!   the paths below. A scope of at most [`SUBJECT_MAX_FRACTION`] of the segment that follows
+//!   a subject (its sampled docs' links lead to admitted docs far more often than its share
+//!   would: [`follows_a_subject`], a property of the scope, not of the question) goes to the
+//!   sign-code pass instead: there the filtered search found 0.86–0.95 of the top 10 at
+//!   20–35% of 10⁶ vectors, the pass ≥ 0.99. Below that fraction the graph's recall falls, most for a scope that
 //!   follows a subject (0.91–0.92 at 13–20% of 10⁶ vectors, against 0.985 for a scope drawn at
 //!   random; with the fixed beam of 64 before session 26, 0.92–0.96 at 5–12% and 0.54 at 1%).
 //! - the sign-code pass ([`super::signs`]): in a segment of at least [`ANN_MIN_VECTORS`]
 //!   vectors, a scope admitting at least [`SIGN_MIN_ADMITTED`] docs that the graph does not
-//!   search (under [`ANN_MIN_FRACTION`], the graph not built yet, or a graph search that ran
-//!   out of admitted docs: slower there, 4–8 ms from 50% up at 10⁶) is first narrowed to the
+//!   search (under [`ANN_MIN_FRACTION`], the graph not built yet, a scope that follows a
+//!   subject, or a graph search that ran out of admitted docs: slower there, 4–8 ms from 50%
+//!   up at 10⁶) is first narrowed to the
 //!   docs nearest the query by Hamming distance between one-bit-per-dimension codes (at least
 //!   [`SIGN_KEEP`]), and only those are scanned as above: recall@10 ≥ 0.987, 0.36–2.0 ms from
 //!   2% to 20% of 10⁶ vectors (the distances of 32k docs or more on two threads), where the
@@ -82,6 +87,28 @@ pub const ANN_MIN_ADMITTED: usize = 20_000;
 /// the sign-code pass, its distances on two threads, answers there within ~2 ms at 10⁶
 /// vectors, recall ≥ 0.987 (above it the pass outgrows 2 ms: 2.0–2.6 ms at 25%).
 pub const ANN_MIN_FRACTION: f64 = 0.2;
+/// A scope admitting at most this share of a segment whose docs lie together (it follows a
+/// subject: [`follows_a_subject`]) takes the sign-code pass instead of the graph where the pass
+/// serves. There the filtered graph search found 0.86–0.95 of the top 10 at 20–35% of 10⁶
+/// vectors, the sign pass ≥ 0.99 in 1.9–2.9 ms; above it the graph finds ≥ 0.98 again (0.981
+/// at 50%) and the pass outgrows it (3–4.5 ms). `benches/RESULTS.md`, session 52.
+pub const SUBJECT_MAX_FRACTION: f64 = 0.4;
+/// A scope whose sampled docs' graph links lead to admitted docs this much more often than its
+/// share of the segment would (a scope drawn at random: about its share) follows a subject.
+pub const SUBJECT_LINK_RATIO: f64 = 2.0;
+/// Admitted docs sampled for [`Hnsw::admitted_link_share`](super::ann::Hnsw::admitted_link_share)
+/// (their ~2,000 links put a random scope's share within ±0.02 of its own).
+pub const LINK_SAMPLE: usize = 64;
+
+/// Whether a scope admitting `fraction` of a segment, whose docs' graph links lead to admitted
+/// docs at `link_share`, is better served by the sign pass than by the graph (see
+/// [`SUBJECT_MAX_FRACTION`]). A property of the scope alone, never of a question: which path a
+/// question takes (and so how long it takes) cannot tell where the docs the caller may not read
+/// lie around it.
+pub fn follows_a_subject(link_share: f64, fraction: f64) -> bool {
+    fraction <= SUBJECT_MAX_FRACTION && link_share >= SUBJECT_LINK_RATIO * fraction
+}
+
 /// A scope admitting at least this many of a segment's docs (of at least [`ANN_MIN_VECTORS`]),
 /// and not searched by the graph, is first narrowed by sign codes ([`super::signs`]) to the
 /// [`SIGN_KEEP`] docs (or more) nearest by Hamming distance, and only those are scored. Below
@@ -254,6 +281,9 @@ pub struct VectorCache {
     /// The graph searches without entry points in the scope (tests of the fallback).
     #[cfg(test)]
     no_seeds: bool,
+    /// The graph takes scopes that follow a subject too (tests of the hand-over).
+    #[cfg(test)]
+    never_by_subject: bool,
 }
 
 impl VectorCache {
@@ -275,6 +305,8 @@ impl VectorCache {
             paths: Arc::default(),
             #[cfg(test)]
             no_seeds: false,
+            #[cfg(test)]
+            never_by_subject: false,
         }
     }
 
@@ -289,6 +321,13 @@ impl VectorCache {
     #[cfg(test)]
     fn without_seeds(mut self) -> Self {
         self.no_seeds = true;
+        self
+    }
+
+    /// The graph takes every scope it may, also those that follow a subject.
+    #[cfg(test)]
+    fn never_by_subject(mut self) -> Self {
+        self.never_by_subject = true;
         self
     }
 
@@ -612,6 +651,8 @@ pub struct DenseSegmentCollector {
     paths: Arc<Mutex<Vec<&'static str>>>,
     #[cfg(test)]
     no_seeds: bool,
+    #[cfg(test)]
+    never_by_subject: bool,
     vectors: Arc<SegmentVectors>,
     query: Arc<Vec<f32>>,
     quantized: Arc<Quantized>,
@@ -672,6 +713,8 @@ impl DenseCollector {
             paths: self.cache.paths.clone(),
             #[cfg(test)]
             no_seeds: self.cache.no_seeds,
+            #[cfg(test)]
+            never_by_subject: self.cache.never_by_subject,
             signs: self.signs.clone(),
             vectors: self.cache.get(reader)?,
             query: self.query.clone(),
@@ -727,9 +770,15 @@ impl DenseSegmentCollector {
     fn search(&self, bits: &[u64], count: usize) -> Vec<(f32, DocAddress)> {
         let pool = candidate_pool(self.k);
         let fraction = count as f64 / self.vectors.scale.len().max(1) as f64;
-        let by_graph = match self.vectors.graph.get() {
-            Some(graph) if count >= self.min_admitted && fraction >= ANN_MIN_FRACTION => {
-                let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
+        let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
+        let graph = self
+            .vectors
+            .graph
+            .get()
+            .filter(|_| count >= self.min_admitted && fraction >= ANN_MIN_FRACTION)
+            .filter(|g| !self.subject_scope(g, bits, &allowed, count, fraction, pool));
+        let by_graph = match graph {
+            Some(graph) => {
                 // The beam is this segment's depth (at least the scope's `graph_beam`): the
                 // graph's candidates are rescored exactly anyway, and a beam of 4 × depth made a
                 // 300-deep leg (hybrid fusion's default) cost 12 ms at 10⁵ chunks. Top-10 recall
@@ -765,10 +814,7 @@ impl DenseSegmentCollector {
             // Only where the codes narrow the scope to half or less (a deep list keeps so
             // many that scanning them all is as fast), in a segment that has codes (one of
             // `sign_min_vectors` or more).
-            _ if count >= self.sign_min_admitted
-                && count >= self.kept_by_signs(pool).saturating_mul(2)
-                && !self.vectors.signs.is_empty() =>
-            {
+            _ if self.signs_serve(count, pool) => {
                 self.took("signs");
                 self.sign_scan(bits, count, pool)
             }
@@ -813,6 +859,45 @@ impl DenseSegmentCollector {
             .into_iter()
             .map(|h| h.1.doc_id)
             .collect()
+    }
+
+    /// Whether the scope, a small enough share of the segment for the sign pass to serve it,
+    /// follows a subject in `graph` ([`follows_a_subject`]): the sign pass then finds more of
+    /// the top 10. Costs a walk over the scope's bitset and ~2k link tests.
+    fn subject_scope(
+        &self,
+        graph: &super::ann::Hnsw,
+        bits: &[u64],
+        allowed: &dyn Fn(u32) -> bool,
+        count: usize,
+        fraction: f64,
+        pool: usize,
+    ) -> bool {
+        #[cfg(test)]
+        if self.never_by_subject {
+            return false;
+        }
+        let subject = fraction <= SUBJECT_MAX_FRACTION
+            && self.signs_serve(count, pool)
+            && follows_a_subject(
+                graph.admitted_link_share(
+                    &every_nth(bits, count.div_ceil(LINK_SAMPLE).max(1)),
+                    allowed,
+                ),
+                fraction,
+            );
+        if subject {
+            self.took("subject");
+        }
+        subject
+    }
+
+    /// Whether the sign pass serves a scope of `count` docs for a list of `pool` candidates:
+    /// the segment has codes, the scope is large enough, and the codes keep at most half of it.
+    fn signs_serve(&self, count: usize, pool: usize) -> bool {
+        count >= self.sign_min_admitted
+            && count >= self.kept_by_signs(pool).saturating_mul(2)
+            && !self.vectors.signs.is_empty()
     }
 
     /// How many docs the sign codes keep for a list of `pool` candidates.
@@ -998,6 +1083,7 @@ mod graph_tests {
         let vector = sb.add_bytes_field("vector", FAST);
         let group = sb.add_text_field("group", STRING);
         let parity = sb.add_text_field("parity", STRING);
+        let band = sb.add_text_field("band", STRING);
         let index = tantivy::Index::create_in_ram(sb.build());
         let vs = super::super::ann::clustered_vectors(n, dim, 11);
         let mut w = index.writer_with_num_threads(1, 50_000_000).unwrap();
@@ -1006,6 +1092,8 @@ mod graph_tests {
                 vector => encode(v),
                 group => format!("g{}", d % 10),
                 parity => if d % 2 == 0 { "even" } else { "odd" },
+                // A fifth of every cluster: a scope that follows no subject.
+                band => format!("b{}", d / 20 % 5),
             ))
             .unwrap();
         }
@@ -1172,11 +1260,81 @@ mod graph_tests {
             8000,
             VectorCache::new(32)
                 .without_seeds()
+                .never_by_subject()
                 .with_sign_thresholds(1000, 100, 400),
         );
         let recall = recall_in_four_clusters(&index, &cache);
         assert!(recall >= 0.9, "recall {recall}");
         handed_over_to(&cache, "signs");
+    }
+
+    /// The docs of `field` = `value`.
+    fn having(searcher: &Searcher, field: &str, value: &str) -> TermQuery {
+        TermQuery::new(
+            Term::from_field_text(searcher.schema().get_field(field).unwrap(), value),
+            IndexRecordOption::Basic,
+        )
+    }
+
+    /// Queries beside the corpus's own docs `docs` (their vectors, slightly moved).
+    fn beside(n: usize, docs: impl Iterator<Item = usize>) -> Vec<Vec<f32>> {
+        let vs = super::super::ann::clustered_vectors(n, 32, 11);
+        let noise = super::super::ann::clustered_vectors(100, 32, 5);
+        docs.zip(noise)
+            .map(|(d, e)| {
+                let v: Vec<f32> = vs[d].iter().zip(&e).map(|(x, y)| x + 0.05 * y).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.into_iter().map(|x| x / norm).collect()
+            })
+            .collect()
+    }
+
+    /// A segment of 8,000 clustered docs with its graph, whose sign pass serves scopes of 100
+    /// docs or more (keeping 640 at least).
+    fn with_graph_and_signs() -> (tantivy::Index, Arc<VectorCache>) {
+        with_graph(
+            8000,
+            VectorCache::new(32).with_sign_thresholds(1000, 100, 400),
+        )
+    }
+
+    /// Session 52: a scope of 20% that follows subjects (clusters 3, 4, 13 and 14) takes the
+    /// sign pass, where the filtered graph search found 0.86 of the top 10 at 10⁶ vectors for
+    /// questions on other subjects, and it does so for every question, on its subjects or not.
+    #[test]
+    fn a_scope_that_follows_a_subject_takes_the_sign_pass() {
+        let (index, cache) = with_graph_and_signs();
+        let searcher = index.reader().unwrap().searcher();
+        let scan = Arc::new(VectorCache::new(32));
+        let recall = recall_of_exact(
+            beside(8000, (0..8000).step_by(97).take(30)),
+            |q| top(&searcher, &scan, q, &["g3", "g4"]),
+            |q| top(&searcher, &cache, q, &["g3", "g4"]),
+            |d| [3, 4].contains(&(d % 10)),
+        );
+        assert!(recall >= 0.9, "recall {recall}");
+        assert_eq!(cache.paths(), ["subject", "signs"].repeat(30));
+    }
+
+    #[test]
+    fn a_scope_that_follows_no_subject_keeps_the_graph() {
+        let (index, cache) = with_graph_and_signs();
+        let searcher = index.reader().unwrap().searcher();
+        let b0 = having(&searcher, "band", "b0");
+        for q in beside(8000, (0..8000).step_by(331).take(20)) {
+            top_of(&searcher, &cache, &q, &b0);
+        }
+        took_only(&cache, "graph");
+    }
+
+    #[test]
+    fn a_subject_needs_a_small_scope_whose_links_stay_inside_it() {
+        assert!(follows_a_subject(0.4, 0.2));
+        assert!(follows_a_subject(0.9, 0.2));
+        assert!(!follows_a_subject(0.39, 0.2));
+        assert!(!follows_a_subject(0.2, 0.2));
+        assert!(follows_a_subject(0.8, SUBJECT_MAX_FRACTION));
+        assert!(!follows_a_subject(1.0, 0.41));
     }
 
     /// Some graph search through `cache` gave up, and each that did was followed by `path`.
