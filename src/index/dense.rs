@@ -90,7 +90,7 @@ pub const ANN_MIN_FRACTION: f64 = 0.2;
 /// A scope admitting at most this share of a segment whose docs lie together (it follows a
 /// subject: [`follows_a_subject`]) takes the sign-code pass instead of the graph where the pass
 /// serves. There the filtered graph search found 0.86–0.95 of the top 10 at 20–35% of 10⁶
-/// vectors, the sign pass ≥ 0.99 in 1.9–2.9 ms; above it the graph finds ≥ 0.98 again (0.981
+/// vectors, the sign pass ≥ 0.99 in 1.9–3.6 ms; above it the graph finds ≥ 0.98 again (0.981
 /// at 50%) and the pass outgrows it (3–4.5 ms). `benches/RESULTS.md`, session 52.
 pub const SUBJECT_MAX_FRACTION: f64 = 0.4;
 /// A scope whose sampled docs' graph links lead to admitted docs this much more often than its
@@ -1401,11 +1401,7 @@ mod graph_tests {
         // Every scope of 100 docs or more goes through the codes, which keep 1000 of the 2000
         // even docs (synthetic clusters: their codes say less than real embeddings').
         let signs = Arc::new(VectorCache::new(64).with_sign_thresholds(1000, 100, 1000));
-        let field = searcher.schema().get_field("parity").unwrap();
-        let even = TermQuery::new(
-            Term::from_field_text(field, "even"),
-            IndexRecordOption::Basic,
-        );
+        let even = having(&searcher, "parity", "even");
         let recall = recall_of_exact(
             super::super::ann::clustered_vectors(30, 64, 77),
             |q| top_of(&searcher, &scan, q, &even),
