@@ -19,17 +19,13 @@
 //!
 //!     cargo bench --bench ann -- [--sizes 10000,100000,1000000] [--ef 64,128 (default: the dense leg's beam for each scope)] [--queries 200]
 //!         [--m 16] [--efc 128] [--threads 2] [--vectors FILE] [--scopes 100,10,1] [--no-graph]
-//!         [--correlated] [--seeds 512] [--seed-count 8] [--prefix-words 3 --first-keep 16384]
+//!         [--correlated] [--seeds 512] [--seed-count 8]
 //!         [--out-of-domain]
 //!
 //! The cache must hold SciFact's chunks (`cargo bench --bench ranker` embeds them into it): the
 //! bench stops when the questions' mean best cosine among the real vectors shows they are not
 //! (questions asked of another corpus have no near neighbour; `--out-of-domain` measures that
 //! case on purpose).
-//!
-//! `--prefix-words N` tries a two-stage sign pass (not what the dense leg does): the first N
-//! words of each code, in their own array, keep `--first-keep` docs before the full codes keep
-//! 2,048 of those (benches/RESULTS.md, session 28).
 //!
 //! `--correlated` draws each scope as the docs nearest one topic instead of at random: the
 //! graph's hard case, where the docs around the query are all refused. The graph starts, as
@@ -242,10 +238,10 @@ fn main() -> anyhow::Result<()> {
     );
     let with_graph = !std::env::args().any(|a| a == "--no-graph");
     println!(
-        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | signs p50 | signs recall | ef | seed sample | HNSW p50 | HNSW p99 | HNSW recall@10 | HNSW short | link share | dense leg takes | its p50 | its recall@10 |"
+        "| vectors | scope | admitted | build | graph MiB | RSS MiB | scan p50 | scan recall | signs p50 | signs recall | signs p50, seen before | its recall | ef | seed sample | HNSW p50 | HNSW p99 | HNSW recall@10 | HNSW short | link share | dense leg takes | its p50 | its recall@10 |"
     );
     println!(
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let synth_seed = 0x5_1c7u64;
     for &n in &sizes {
@@ -278,23 +274,12 @@ fn main() -> anyhow::Result<()> {
             scale: &scale,
         };
         let words = signs::words(dim);
-        let mut codes = Vec::with_capacity(n * words);
-        for v in &vs {
-            signs::encode_into(v, &mut codes);
+        // As the dense leg keeps them: on huge pages where the kernel allows.
+        let mut codes = vec![0u64; n * words];
+        advise_huge_pages(&mut codes);
+        for (v, c) in vs.iter().zip(codes.chunks_exact_mut(words)) {
+            c.copy_from_slice(&signs::encode(v));
         }
-        // `--prefix-words N --first-keep K`: a first pass over the first N words of each code
-        // (kept in their own array, so it reads N/words of the bytes), keeping K docs, before
-        // the full codes keep 2,048 of those.
-        let prefix_words = list("--prefix-words", &[0])[0];
-        let first_keep = list("--first-keep", &[16_384])[0];
-        let prefix: std::sync::Arc<Vec<u64>> = std::sync::Arc::new(if prefix_words > 0 {
-            codes
-                .chunks_exact(words)
-                .flat_map(|c| c[..prefix_words].iter().copied())
-                .collect()
-        } else {
-            Vec::new()
-        });
         let codes = std::sync::Arc::new(codes);
         // `--graph-cache DIR`: reuse a graph built earlier with the same data and parameters
         // (its build time is then the one recorded with it).
@@ -371,6 +356,10 @@ fn main() -> anyhow::Result<()> {
             };
             let allowed = |d: u32| admit[d as usize];
             let admitted: Vec<u32> = (0..n as u32).filter(|d| allowed(*d)).collect();
+            let mut scope_bits = vec![0u64; n.div_ceil(64)];
+            for &d in &admitted {
+                scope_bits[d as usize / 64] |= 1 << (d % 64);
+            }
             // Per query: the 10th best admitted similarity. A returned doc counts as a true
             // neighbour when its exact similarity reaches it (ties between equal vectors, such
             // as duplicated pages, count either way).
@@ -433,22 +422,11 @@ fn main() -> anyhow::Result<()> {
             for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
                 let qq = quantize(q);
                 let qs = signs::encode(q);
-                // The dense leg lists the admitted docs afresh for each search (not timed here).
-                let docs = admitted.clone();
+                // The dense leg masks the scope's bitset afresh for each search (not timed here).
+                let bits = std::sync::Arc::new(scope_bits.clone());
                 let t = Instant::now();
-                let near = if prefix_words > 0 {
-                    let first = signs::nearest_split(
-                        docent::threads::helpers(),
-                        &prefix,
-                        prefix_words,
-                        &qs[..prefix_words],
-                        docs,
-                        first_keep,
-                    );
-                    signs::nearest(&codes, words, &qs, &first, 2048, &mut Vec::new())
-                } else {
-                    signs::nearest_split(docent::threads::helpers(), &codes, words, &qs, docs, 2048)
-                };
+                let near =
+                    signs::nearest(docent::threads::helpers(), &codes, words, &qs, bits, 2048);
                 let got = rescore(q, &vs, int8_top(&qq, &near));
                 sign_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 let r = recall_of(qi, &got, want);
@@ -456,14 +434,46 @@ fn main() -> anyhow::Result<()> {
                 sign_each.push((*sign_ms.last().expect("pushed"), r));
             }
             sign_ms.sort_by(f64::total_cmp);
+            // The same pass over the scope's compact copy, which the dense leg reads once it
+            // has searched the scope before (`dense::COMPACT_MIN_ADMITTED` docs or more).
+            let copy = std::sync::Arc::new(signs::Compact::new(
+                &codes,
+                words,
+                std::sync::Arc::new(scope_bits.clone()),
+            ));
+            let mut copy_ms = Vec::new();
+            let mut copy_recall = 0.0;
+            let mut copy_each: Vec<(f64, f64)> = Vec::new();
+            for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
+                let qq = quantize(q);
+                let qs = signs::encode(q);
+                // Timed as the leg finds the copy: the scope's hash, then the bitsets compared.
+                let bits = scope_bits.clone();
+                let t = Instant::now();
+                std::hint::black_box(signs::scope_hash(&bits));
+                assert!(std::hint::black_box(&bits) == &scope_bits);
+                let near = signs::nearest_compact(docent::threads::helpers(), &copy, &qs, 2048);
+                let got = rescore(q, &vs, int8_top(&qq, &near));
+                copy_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let r = recall_of(qi, &got, want);
+                copy_recall += r;
+                copy_each.push((*copy_ms.last().expect("pushed"), r));
+            }
+            copy_ms.sort_by(f64::total_cmp);
+            // From a scope's second search on, the dense leg reads its copy (the graph is not
+            // asked).
+            let copied = admitted.len() >= docent::index::dense::COMPACT_MIN_ADMITTED
+                && admitted.len() as f64 / n as f64 <= docent::index::dense::COMPACT_MAX_FRACTION;
             // The columns from the memory to the sign codes' recall, alike on every row.
             let scanned = format!(
-                "{:.0} | {:.3} ms | {:.3} | {:.3} ms | {:.3}",
+                "{:.0} | {:.3} ms | {:.3} | {:.3} ms | {:.3} | {:.3} ms | {:.3}",
                 rss_mib(),
                 pct(&scan_ms, 0.5),
                 scan_recall / queries.len() as f64,
                 pct(&sign_ms, 0.5),
                 sign_recall / queries.len() as f64,
+                pct(&copy_ms, 0.5),
+                copy_recall / queries.len() as f64,
             );
             let Some((g, _)) = &built else {
                 println!(
@@ -517,6 +527,8 @@ fn main() -> anyhow::Result<()> {
                 let (takes, other) =
                     if below && admitted.len() < docent::index::dense::SIGN_MIN_ADMITTED {
                         ("scan", Some(&scan_each))
+                    } else if copied {
+                        ("signs (copy)", Some(&copy_each))
                     } else if below || subject {
                         ("signs", Some(&sign_each))
                     } else {
@@ -527,7 +539,7 @@ fn main() -> anyhow::Result<()> {
                 for (qi, (q, want)) in queries.iter().zip(&truth).enumerate() {
                     let qq = quantize(q);
                     if let Some(each) = other {
-                        let share_ms = if below { 0.0 } else { share_ms };
+                        let share_ms = if below || copied { 0.0 } else { share_ms };
                         leg_ms.push(share_ms + each[qi].0);
                         leg_recall += each[qi].1;
                     }

@@ -71,8 +71,13 @@ pub struct SegmentVectors {
     q8: Vec<i8>,
     scale: Vec<f32>,
     /// Sign codes ([`super::signs`]), `signs::words(dim)` words per doc (zeros for a doc
-    /// without a vector, which the int8 pass then skips).
+    /// without a vector), or none where the segment is too small for the sign pass.
     signs: Vec<u64>,
+    /// The docs that have a code (a vector), one bit each as in a scope's bitset: the sign
+    /// pass reads only these.
+    coded: Vec<u64>,
+    /// Compact copies of the codes of scopes the sign pass served lately.
+    scopes: Mutex<super::signs::Recent>,
     /// Set by a background build for large segments.
     graph: OnceLock<super::ann::Hnsw>,
 }
@@ -114,6 +119,16 @@ pub fn follows_a_subject(link_share: f64, fraction: f64) -> bool {
 /// [`SIGN_KEEP`] docs (or more) nearest by Hamming distance, and only those are scored. Below
 /// it the int8 scan of every admitted doc takes under ~1 ms and is exact.
 pub const SIGN_MIN_ADMITTED: usize = 16_384;
+
+/// Admitted docs from which a scope searched twice gets a compact copy of its codes
+/// ([`super::signs::Compact`]) for the sign pass: a pass over fewer scattered codes takes well
+/// under the latency budget (0.5 ms at 5% of 10⁶, RESULTS.md session 52).
+pub const COMPACT_MIN_ADMITTED: usize = 65_536;
+
+/// The largest share of its segment a scope may admit for the sign pass to read its compact
+/// copy instead of searching the graph: up to half the segment, the copy's pass is faster than
+/// the graph's search and finds as much (RESULTS.md, session 53).
+pub const COMPACT_MAX_FRACTION: f64 = 0.5;
 /// How many docs the sign codes keep at least (or 16 × the candidate pool, if more): recall@10
 /// ≥ 0.99 from 2% to 50% of 10⁶ real-derived MiniLM vectors; a 300-deep list (hybrid
 /// fusion's) keeps 4,800, recall@300 0.96–0.98 (`benches/RESULTS.md`, session 25).
@@ -153,6 +168,13 @@ impl SegmentVectors {
             values: &self.q8,
             scale: &self.scale,
         }
+    }
+
+    /// Bytes the compact copies of scopes may hold ([`super::signs::Recent`]): four times the
+    /// segment's own codes (half its int8 copy, a tenth of its f32 vectors), 192 MiB at 10⁶
+    /// 384-dimension vectors: eight copies of 50% scopes, twenty of 20%.
+    fn copy_budget(&self) -> usize {
+        self.signs.len() * 8 * 4
     }
 
     /// Whether the segment's graph is built.
@@ -275,6 +297,7 @@ pub struct VectorCache {
     /// [`ANN_MIN_VECTORS`] for the sign pass and [`SIGN_KEEP`] (lowered by tests).
     sign_min_vectors: usize,
     sign_keep: usize,
+    copy_min_admitted: usize,
     /// Which path searched each segment, in order (tests only).
     #[cfg(test)]
     paths: Arc<Mutex<Vec<&'static str>>>,
@@ -301,6 +324,7 @@ impl VectorCache {
             sign_min_admitted: SIGN_MIN_ADMITTED,
             sign_min_vectors: ANN_MIN_VECTORS,
             sign_keep: SIGN_KEEP,
+            copy_min_admitted: COMPACT_MIN_ADMITTED,
             #[cfg(test)]
             paths: Arc::default(),
             #[cfg(test)]
@@ -347,6 +371,13 @@ impl VectorCache {
         self.sign_min_vectors = min_vectors;
         self.sign_min_admitted = min_admitted;
         self.sign_keep = keep;
+        self
+    }
+
+    /// Another least scope for the compact copies of scopes' codes (tests use small segments).
+    #[cfg(test)]
+    fn with_copy_threshold(mut self, min_admitted: usize) -> Self {
+        self.copy_min_admitted = min_admitted;
         self
     }
 
@@ -485,20 +516,22 @@ impl VectorCache {
         // Codes only where the sign pass may run (see `DenseSegmentCollector::search`).
         let words = super::signs::words(self.dim);
         let coded = max >= self.sign_min_vectors;
-        let mut signs = Vec::with_capacity(if coded { max * words } else { 0 });
+        let mut signs = vec![0u64; if coded { max * words } else { 0 }];
+        super::simd::advise_huge_pages(&mut signs);
+        let mut with_code = vec![0u64; if coded { max.div_ceil(64) } else { 0 }];
+        let mut code = Vec::with_capacity(words);
         for d in 0..max {
             let v = &data[d * self.dim..(d + 1) * self.dim];
-            if v[0].is_nan() {
-                if coded {
-                    signs.resize(signs.len() + words, 0);
-                }
-            } else {
+            if !v[0].is_nan() {
                 let q = quantize(v);
                 // A zero scale marks "no vector" (an all-zero vector scores 0 anyway).
                 scale[d] = q.scale;
                 q8[d * self.dim..(d + 1) * self.dim].copy_from_slice(&q.to_i8());
-                if coded {
-                    super::signs::encode_into(v, &mut signs);
+                if coded && q.scale != 0.0 {
+                    code.clear();
+                    super::signs::encode_into(v, &mut code);
+                    signs[d * words..(d + 1) * words].copy_from_slice(&code);
+                    with_code[d / 64] |= 1 << (d % 64);
                 }
             }
         }
@@ -508,6 +541,8 @@ impl VectorCache {
             q8,
             scale,
             signs,
+            coded: with_code,
+            scopes: Mutex::default(),
             graph: OnceLock::new(),
         })
     }
@@ -646,6 +681,7 @@ pub struct DenseSegmentCollector {
     min_admitted: usize,
     sign_min_admitted: usize,
     sign_keep: usize,
+    copy_min_admitted: usize,
     signs: Arc<Vec<u64>>,
     #[cfg(test)]
     paths: Arc<Mutex<Vec<&'static str>>>,
@@ -709,6 +745,7 @@ impl DenseCollector {
             min_admitted: self.cache.ann_min_admitted,
             sign_min_admitted: self.cache.sign_min_admitted,
             sign_keep: self.cache.sign_keep,
+            copy_min_admitted: self.cache.copy_min_admitted,
             #[cfg(test)]
             paths: self.cache.paths.clone(),
             #[cfg(test)]
@@ -771,10 +808,12 @@ impl DenseSegmentCollector {
         let pool = candidate_pool(self.k);
         let fraction = count as f64 / self.vectors.scale.len().max(1) as f64;
         let allowed = |d: u32| bits[d as usize / 64] & (1 << (d % 64)) != 0;
+        let copy = self.scope_copy(bits, count, fraction, pool);
         let graph = self
             .vectors
             .graph
             .get()
+            .filter(|_| copy.is_none())
             .filter(|_| count >= self.min_admitted && fraction >= ANN_MIN_FRACTION)
             .filter(|g| !self.subject_scope(g, bits, &allowed, count, fraction, pool));
         let by_graph = match graph {
@@ -809,14 +848,20 @@ impl DenseSegmentCollector {
             }
             _ => None,
         };
-        let candidates: Vec<Hit> = match by_graph {
-            Some(candidates) => candidates,
+        let candidates: Vec<Hit> = match (by_graph, copy) {
+            (Some(candidates), _) => candidates,
+            (_, Some(copy)) => {
+                let keep = self.kept_by_signs(pool);
+                let helpers = crate::threads::helpers();
+                let near = super::signs::nearest_compact(helpers, &copy, &self.signs, keep);
+                self.score(&near, &[], pool)
+            }
             // Only where the codes narrow the scope to half or less (a deep list keeps so
             // many that scanning them all is as fast), in a segment that has codes (one of
             // `sign_min_vectors` or more).
             _ if self.signs_serve(count, pool) => {
                 self.took("signs");
-                self.sign_scan(bits, count, pool)
+                self.sign_scan(bits, pool)
             }
             _ => {
                 self.took("scan");
@@ -914,27 +959,74 @@ impl DenseSegmentCollector {
             .push(_path);
     }
 
+    /// The scope's bitset without the docs that have no code (no vector: the int8 pass would
+    /// skip them anyway, so they take no kept place in the sign pass).
+    fn coded(&self, bits: &[u64]) -> Vec<u64> {
+        let coded = &self.vectors.coded;
+        bits.iter().zip(coded).map(|(a, c)| a & c).collect()
+    }
+
+    /// The compact copy of the scope's codes ([`super::signs::Compact`]) where the sign pass
+    /// is to read it: a scope of [`COMPACT_MIN_ADMITTED`] docs or more, and at most
+    /// [`COMPACT_MAX_FRACTION`] of the segment, that the sign pass serves and that was
+    /// searched lately. The scope's second search copies it; its first takes the path it would
+    /// take without copies (the graph, or the sign pass over the scattered codes). Which
+    /// depends on the searches made lately (this scope's, and how many other large scopes
+    /// share the copies' budget: [`super::signs::Recent`]), never on the question or on which
+    /// docs lie outside the scope.
+    fn scope_copy(
+        &self,
+        bits: &[u64],
+        count: usize,
+        fraction: f64,
+        pool: usize,
+    ) -> Option<Arc<super::signs::Compact>> {
+        if count < self.copy_min_admitted
+            || fraction > COMPACT_MAX_FRACTION
+            || !self.signs_serve(count, pool)
+        {
+            return None;
+        }
+        let admitted = self.coded(bits);
+        let hash = super::signs::scope_hash(&admitted);
+        let scopes = || {
+            self.vectors
+                .scopes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let found = scopes().find(hash, &admitted);
+        match found {
+            super::signs::Found::Copy(copy) => {
+                self.took("copy");
+                Some(copy)
+            }
+            super::signs::Found::SeenBefore => {
+                let words = super::signs::words(self.vectors.dim);
+                let copy = Arc::new(super::signs::Compact::new(
+                    &self.vectors.signs,
+                    words,
+                    Arc::new(admitted),
+                ));
+                scopes().keep(hash, copy.clone(), self.vectors.copy_budget());
+                self.took("copied");
+                Some(copy)
+            }
+            super::signs::Found::New => None,
+        }
+    }
+
     /// [`Self::scan`] of only the admitted docs nearest the query by sign code (at least
     /// [`SIGN_KEEP`], or 16 × `pool`): those hold the nearest by cosine (recall in the
     /// constant's note), for a fraction of the memory traffic.
-    fn sign_scan(&self, bits: &[u64], count: usize, pool: usize) -> Vec<Hit> {
-        // Docs without a vector (a zero scale) have no code, and none past the slots (none in
-        // a loaded segment): the int8 pass would skip them anyway, so they take no kept place.
-        let scale = &self.vectors.scale;
-        let mut docs = Vec::with_capacity(count);
-        for (w, word) in bits.iter().enumerate() {
-            push_docs_where(&mut docs, w, *word, |d| {
-                scale.get(d as usize).is_some_and(|&s| s != 0.0)
-            });
-        }
-        let keep = self.kept_by_signs(pool);
-        let near = super::signs::nearest_split(
+    fn sign_scan(&self, bits: &[u64], pool: usize) -> Vec<Hit> {
+        let near = super::signs::nearest(
             crate::threads::helpers(),
             &self.vectors,
             super::signs::words(self.vectors.dim),
             &self.signs,
-            docs,
-            keep,
+            Arc::new(self.coded(bits)),
+            self.kept_by_signs(pool),
         );
         self.score(&near, &[], pool)
     }
@@ -1014,7 +1106,7 @@ fn push_docs_where(docs: &mut Vec<u32>, w: usize, mut word: u64, keep: impl Fn(u
 }
 
 /// Every `stride`-th set bit of `bits` (the first, the `stride + 1`-th, …), ascending.
-fn every_nth(bits: &[u64], stride: usize) -> Vec<u32> {
+pub(super) fn every_nth(bits: &[u64], stride: usize) -> Vec<u32> {
     let mut out = Vec::new();
     let (mut rank, mut next) = (0, 0);
     for (w, &word) in bits.iter().enumerate() {
@@ -1325,6 +1417,120 @@ mod graph_tests {
             top_of(&searcher, &cache, &q, &b0);
         }
         took_only(&cache, "graph");
+    }
+
+    /// Session 53: from a scope's second search on, the sign pass reads a compact copy of the
+    /// scope's codes, and finds what the pass over the scattered codes found.
+    #[test]
+    fn a_scope_searched_again_reads_a_copy_of_its_codes_and_finds_the_same() {
+        let (index, cache) = with_graph(
+            8000,
+            VectorCache::new(32)
+                .with_sign_thresholds(1000, 100, 400)
+                .with_copy_threshold(100),
+        );
+        let searcher = index.reader().unwrap().searcher();
+        let queries = beside(8000, (0..8000).step_by(97).take(10));
+        let first: Vec<Vec<DocId>> = queries
+            .iter()
+            .map(|q| top(&searcher, &cache, q, &["g3", "g4"]))
+            .collect();
+        for _ in 0..2 {
+            for (q, want) in queries.iter().zip(&first) {
+                assert_eq!(&top(&searcher, &cache, q, &["g3", "g4"]), want);
+            }
+        }
+        let mut paths = vec!["subject", "signs", "copied"];
+        paths.extend(["copy"; 28]);
+        assert_eq!(cache.paths(), paths);
+        assert!(first.iter().flatten().all(|d| [3, 4].contains(&(d % 10))));
+        // Every question through the scattered codes (no copies) finds the same.
+        let scattered = Arc::new(VectorCache::new(32).with_sign_thresholds(1000, 100, 400));
+        for (q, want) in queries.iter().zip(&first) {
+            assert_eq!(&top(&searcher, &scattered, q, &["g3", "g4"]), want);
+        }
+        // (Its graph may be built meanwhile: the scope follows a subject, so it is not taken.)
+        let paths = scattered.paths();
+        assert_eq!(
+            paths.iter().filter(|p| **p == "signs").count(),
+            10,
+            "{paths:?}"
+        );
+        assert!(
+            paths.iter().all(|p| ["signs", "subject"].contains(p)),
+            "{paths:?}"
+        );
+    }
+
+    /// A scope the graph searches the first time reads its copy from the second on, and finds
+    /// what the exact scan finds.
+    #[test]
+    fn a_scope_searched_again_leaves_the_graph_for_its_copy() {
+        let (index, cache) = with_graph(
+            8000,
+            VectorCache::new(32)
+                .with_sign_thresholds(1000, 100, 400)
+                .with_copy_threshold(100),
+        );
+        let searcher = index.reader().unwrap().searcher();
+        let scan = Arc::new(VectorCache::new(32));
+        let b0 = having(&searcher, "band", "b0");
+        let queries = beside(8000, (0..8000).step_by(331).take(20));
+        let recall = recall_of_exact(
+            queries,
+            |q| top_of(&searcher, &scan, q, &b0),
+            |q| top_of(&searcher, &cache, q, &b0),
+            |d| d / 20 % 5 == 0,
+        );
+        assert!(recall >= 0.9, "recall {recall}");
+        let mut paths = vec!["graph", "copied"];
+        paths.extend(["copy"; 18]);
+        assert_eq!(cache.paths(), paths);
+    }
+
+    /// Scopes searched in turn each get their own copy: no search returns a doc of another
+    /// scope, and each scope's later searches find what its first copied search found.
+    #[test]
+    fn scopes_searched_in_turn_never_read_each_others_copies() {
+        let (index, cache) = with_graph(
+            8000,
+            VectorCache::new(32)
+                .with_sign_thresholds(1000, 100, 400)
+                .with_copy_threshold(100),
+        );
+        let searcher = index.reader().unwrap().searcher();
+        // Each scope's query, and which docs it admits.
+        type Scope = (Box<dyn tantivy::query::Query>, fn(DocId) -> bool);
+        let scopes: Vec<Scope> = vec![
+            (Box::new(in_groups(&searcher, &["g3", "g4"])), |d| {
+                [3, 4].contains(&(d % 10))
+            }),
+            (Box::new(in_groups(&searcher, &["g3", "g5"])), |d| {
+                [3, 5].contains(&(d % 10))
+            }),
+            (Box::new(having(&searcher, "band", "b0")), |d| {
+                d / 20 % 5 == 0
+            }),
+            (Box::new(having(&searcher, "band", "b1")), |d| {
+                d / 20 % 5 == 1
+            }),
+        ];
+        let q = &beside(8000, [4321].into_iter())[0];
+        let mut seen: Vec<Vec<Vec<DocId>>> = vec![Vec::new(); scopes.len()];
+        for _ in 0..4 {
+            for (i, (scope, admits)) in scopes.iter().enumerate() {
+                let got = top_of(&searcher, &cache, q, scope.as_ref());
+                assert_eq!(got.len(), 10);
+                assert!(got.iter().all(|&d| admits(d)), "scope {i}: {got:?}");
+                seen[i].push(got);
+            }
+        }
+        for (i, rounds) in seen.iter().enumerate() {
+            assert!(rounds[2..].iter().all(|r| *r == rounds[1]), "scope {i}");
+        }
+        let paths = cache.paths();
+        assert_eq!(paths.iter().filter(|p| **p == "copied").count(), 4);
+        assert_eq!(paths.iter().filter(|p| **p == "copy").count(), 8);
     }
 
     #[test]
