@@ -1533,6 +1533,66 @@ mod graph_tests {
         assert_eq!(paths.iter().filter(|p| **p == "copy").count(), 8);
     }
 
+    /// ACL property over every path of the leg at once: random scopes (some groups, perhaps
+    /// one parity) searched in random order, many of them again, through a cache whose graph,
+    /// sign pass and compact copies all serve (the copies' budget of this small segment holds
+    /// a few, so copies are also dropped and made again): every result lies in its scope.
+    #[test]
+    fn random_scopes_searched_again_and_again_never_leave_their_scope() {
+        let (index, cache) = with_graph(
+            8000,
+            VectorCache::new(32)
+                .with_sign_thresholds(1000, 100, 400)
+                .with_copy_threshold(100),
+        );
+        let searcher = index.reader().unwrap().searcher();
+        let group = searcher.schema().get_field("group").unwrap();
+        let parity = searcher.schema().get_field("parity").unwrap();
+        let term = |f, v: &str| -> Box<dyn tantivy::query::Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(f, v),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        // Twelve scopes, each a set of groups (bit g) and a parity or none.
+        let scopes: Vec<(u64, u64)> = (0..12).map(|_| (next() % 1023 + 1, next() % 3)).collect();
+        let queries = beside(8000, (0..8000).step_by(53).take(40));
+        for case in 0..240 {
+            let (groups, par) = scopes[next() as usize % scopes.len()];
+            let mut must: Vec<(tantivy::query::Occur, Box<dyn tantivy::query::Query>)> = vec![(
+                tantivy::query::Occur::Must,
+                Box::new(BooleanQuery::new(
+                    (0..10)
+                        .filter(|g| groups >> g & 1 == 1)
+                        .map(|g| (tantivy::query::Occur::Should, term(group, &format!("g{g}"))))
+                        .collect(),
+                )),
+            )];
+            if par > 0 {
+                let p = if par == 1 { "even" } else { "odd" };
+                must.push((tantivy::query::Occur::Must, term(parity, p)));
+            }
+            let admits =
+                |d: DocId| groups >> (d % 10) & 1 == 1 && (par == 0 || d % 2 == (par - 1) as u32);
+            let q = &queries[next() as usize % queries.len()];
+            let got = top_of(&searcher, &cache, q, &BooleanQuery::new(must));
+            let admitted = (0..8000).filter(|&d| admits(d)).count();
+            assert_eq!(got.len(), admitted.min(10), "case {case}");
+            assert!(got.iter().all(|&d| admits(d)), "case {case}: {got:?}");
+        }
+        let paths = cache.paths();
+        for path in ["copy", "copied"] {
+            assert!(paths.contains(&path), "{path} never taken: {paths:?}");
+        }
+    }
+
     #[test]
     fn a_subject_needs_a_small_scope_whose_links_stay_inside_it() {
         assert!(follows_a_subject(0.4, 0.2));
