@@ -1419,16 +1419,21 @@ mod graph_tests {
         took_only(&cache, "graph");
     }
 
-    /// Session 53: from a scope's second search on, the sign pass reads a compact copy of the
-    /// scope's codes, and finds what the pass over the scattered codes found.
-    #[test]
-    fn a_scope_searched_again_reads_a_copy_of_its_codes_and_finds_the_same() {
-        let (index, cache) = with_graph(
+    /// [`with_graph_and_signs`], with compact copies of scopes of 100 docs or more.
+    fn with_copies() -> (tantivy::Index, Arc<VectorCache>) {
+        with_graph(
             8000,
             VectorCache::new(32)
                 .with_sign_thresholds(1000, 100, 400)
                 .with_copy_threshold(100),
-        );
+        )
+    }
+
+    /// Session 53: from a scope's second search on, the sign pass reads a compact copy of the
+    /// scope's codes, and finds what the pass over the scattered codes found.
+    #[test]
+    fn a_scope_searched_again_reads_a_copy_of_its_codes_and_finds_the_same() {
+        let (index, cache) = with_copies();
         let searcher = index.reader().unwrap().searcher();
         let queries = beside(8000, (0..8000).step_by(97).take(10));
         let first: Vec<Vec<DocId>> = queries
@@ -1466,12 +1471,7 @@ mod graph_tests {
     /// what the exact scan finds.
     #[test]
     fn a_scope_searched_again_leaves_the_graph_for_its_copy() {
-        let (index, cache) = with_graph(
-            8000,
-            VectorCache::new(32)
-                .with_sign_thresholds(1000, 100, 400)
-                .with_copy_threshold(100),
-        );
+        let (index, cache) = with_copies();
         let searcher = index.reader().unwrap().searcher();
         let scan = Arc::new(VectorCache::new(32));
         let b0 = having(&searcher, "band", "b0");
@@ -1492,12 +1492,7 @@ mod graph_tests {
     /// scope, and each scope's later searches find what its first copied search found.
     #[test]
     fn scopes_searched_in_turn_never_read_each_others_copies() {
-        let (index, cache) = with_graph(
-            8000,
-            VectorCache::new(32)
-                .with_sign_thresholds(1000, 100, 400)
-                .with_copy_threshold(100),
-        );
+        let (index, cache) = with_copies();
         let searcher = index.reader().unwrap().searcher();
         // Each scope's query, and which docs it admits.
         type Scope = (Box<dyn tantivy::query::Query>, fn(DocId) -> bool);
@@ -1539,12 +1534,7 @@ mod graph_tests {
     /// a few, so copies are also dropped and made again): every result lies in its scope.
     #[test]
     fn random_scopes_searched_again_and_again_never_leave_their_scope() {
-        let (index, cache) = with_graph(
-            8000,
-            VectorCache::new(32)
-                .with_sign_thresholds(1000, 100, 400)
-                .with_copy_threshold(100),
-        );
+        let (index, cache) = with_copies();
         let searcher = index.reader().unwrap().searcher();
         let group = searcher.schema().get_field("group").unwrap();
         let parity = searcher.schema().get_field("parity").unwrap();

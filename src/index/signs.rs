@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::simd::Within;
+
 /// 64-bit words per code of a `dim`-dimension vector.
 pub fn words(dim: usize) -> usize {
     dim.div_ceil(64)
@@ -118,7 +120,18 @@ where
             0 => (&bits[..half], 0),
             _ => (&bits[half..], half),
         };
-        super::simd::hamming_under((*codes).as_ref(), words, &q, bits, first, cut, out);
+        let codes = (*codes).as_ref();
+        super::simd::hamming_under(
+            Within {
+                codes,
+                words,
+                q: &q,
+                cut,
+            },
+            bits,
+            first,
+            out,
+        );
     });
     (count, sample, pass)
 }
@@ -197,7 +210,13 @@ pub fn nearest_compact(
             _ => half..scope.docs.len(),
         };
         let codes = &scope.codes[docs.start * words..docs.end * words];
-        super::simd::hamming_listed(codes, words, &q, &scope.docs[docs], cut, out);
+        let within = Within {
+            codes,
+            words,
+            q: &q,
+            cut,
+        };
+        super::simd::hamming_listed(within, &scope.docs[docs], out);
     });
     nearest_by(pool, words, count, keep, sample, pass)
 }
@@ -511,7 +530,13 @@ mod tests {
         assert!(sample.len() >= CUT_SAMPLE && sample.len() <= CUT_SAMPLE * 2);
         let cut = sampled_cut(sample, count, 500);
         let mut within = Vec::new();
-        super::super::simd::hamming_under(&codes, 2, &q, &bits, 0, cut, &mut within);
+        let w = Within {
+            codes: &codes,
+            words: 2,
+            q: &q,
+            cut,
+        };
+        super::super::simd::hamming_under(w, &bits, 0, &mut within);
         assert!(
             within.len() >= 500 && within.len() <= 500 * CUT_MARGIN * 2,
             "{} within the cut {cut}",
@@ -679,8 +704,14 @@ mod tests {
         // with codes (a third of them).
         let (bits, first) = (&bits[7..], 7);
         let (mut six, mut any) = (Vec::new(), Vec::new());
-        super::super::simd::hamming_under(&codes, 6, &q6, bits, first, 190, &mut six);
-        super::super::simd::under_any_for_tests(&codes, 6, &q6, bits, first, 190, &mut any);
+        let w = Within {
+            codes: &codes,
+            words: 6,
+            q: &q6,
+            cut: 190,
+        };
+        super::super::simd::hamming_under(w, bits, first, &mut six);
+        super::super::simd::under_any(w, bits, first, &mut any);
         assert!(
             six.len() > 100 && six.len() < docs.len() / 6,
             "{}",

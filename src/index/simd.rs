@@ -79,72 +79,56 @@ fn hamming_popcnt(a: &[u64], b: &[u64]) -> u32 {
     hamming_portable(a, b)
 }
 
-/// Appends `(doc, distance)` to `out` for each doc set in `bits` whose sign code
-/// (`codes[doc * words..]`, `words` u64 each) is within `cut` of `q`, ascending by doc. Bit
-/// `i` of `bits[w]` is doc `(first + w) * 64 + i`; a doc past the codes is skipped. One pass,
-/// no list of the admitted docs or of their distances: the codes are read in ascending order
-/// (the hardware's stream prefetch follows them) and the loop is unrolled for the usual 384
+/// What a pass over sign codes compares: the docs' codes (`words` u64 each, doc `d`'s at
+/// `codes[d * words..]`, or the codes of a list in its order), the query's code `q`, and the
+/// largest distance kept.
+#[derive(Clone, Copy)]
+pub struct Within<'a> {
+    pub codes: &'a [u64],
+    pub words: usize,
+    pub q: &'a [u64],
+    pub cut: u32,
+}
+
+/// Appends `(doc, distance)` to `out` for each doc set in `bits` whose code is within the cut,
+/// ascending by doc. Bit `i` of `bits[w]` is doc `(first + w) * 64 + i`; a doc past the codes
+/// is skipped. One pass, no list of the admitted docs or of their distances: the codes are
+/// read in ascending order, prefetched ahead, and the loop is unrolled for the usual 384
 /// dimensions (6 words). POPCNT when the CPU has it.
-pub fn hamming_under(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    bits: &[u64],
-    first: usize,
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
+pub fn hamming_under(w: Within<'_>, bits: &[u64], first: usize, out: &mut Vec<(u32, u32)>) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports POPCNT (checked just above); safe indexing only.
-        return unsafe { hamming_under_popcnt(codes, words, q, bits, first, cut, out) };
+        return unsafe { hamming_under_popcnt(w, bits, first, out) };
     }
-    hamming_under_portable(codes, words, q, bits, first, cut, out)
+    hamming_under_portable(w, bits, first, out)
 }
 
 #[inline(always)]
-fn hamming_under_portable(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    bits: &[u64],
-    first: usize,
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    match words {
-        6 => under_fixed::<6>(codes, q, bits, first, cut, out),
-        _ => under_any(codes, words, q, bits, first, cut, out),
+fn hamming_under_portable(w: Within<'_>, bits: &[u64], first: usize, out: &mut Vec<(u32, u32)>) {
+    match w.words {
+        6 => under_fixed::<6>(w, bits, first, out),
+        _ => under_any(w, bits, first, out),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-fn hamming_under_popcnt(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    bits: &[u64],
-    first: usize,
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    hamming_under_portable(codes, words, q, bits, first, cut, out)
+fn hamming_under_popcnt(w: Within<'_>, bits: &[u64], first: usize, out: &mut Vec<(u32, u32)>) {
+    hamming_under_portable(w, bits, first, out)
 }
 
 #[inline(always)]
 fn under_fixed<const W: usize>(
-    codes: &[u64],
-    q: &[u64],
+    within: Within<'_>,
     bits: &[u64],
     first: usize,
-    cut: u32,
     out: &mut Vec<(u32, u32)>,
 ) {
-    let Some(q) = q.first_chunk::<W>() else {
-        return under_any(codes, W, q, bits, first, cut, out);
+    let Some(q) = within.q.first_chunk::<W>() else {
+        return under_any(within, bits, first, out);
     };
-    let (codes, _) = codes.as_chunks::<W>();
+    let (codes, _) = within.codes.as_chunks::<W>();
     // A second cursor over the set bits, `AHEAD` docs in front, prefetches their codes: the
     // admitted docs of a scope lie scattered, and their codes' loads, not the arithmetic,
     // bound the pass (perf: two thirds of its time on the first load of each code).
@@ -173,84 +157,49 @@ fn under_fixed<const W: usize>(
             for j in 0..W {
                 h += (c[j] ^ q[j]).count_ones();
             }
-            if h <= cut {
+            if h <= within.cut {
                 out.push((d as u32, h));
             }
         }
     }
 }
 
-/// The word-by-word pass of [`hamming_under`], for tests of the unrolled one.
-#[cfg(test)]
-pub fn under_any_for_tests(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    bits: &[u64],
-    first: usize,
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    under_any(codes, words, q, bits, first, cut, out)
-}
-
-/// Appends `(docs[i], distance)` to `out` for each consecutive code `i` of `codes` (`words`
-/// u64 each, one per doc of `docs`) within `cut` of `q`. A contiguous read the hardware's
-/// stream prefetch follows; unrolled for 6 words, POPCNT when the CPU has it.
-pub fn hamming_listed(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    docs: &[u32],
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
+/// Appends `(docs[i], distance)` to `out` for each consecutive code `i` of the codes (one per
+/// doc of `docs`) within the cut. A contiguous read the hardware's stream prefetch follows;
+/// unrolled for 6 words, POPCNT when the CPU has it.
+pub fn hamming_listed(w: Within<'_>, docs: &[u32], out: &mut Vec<(u32, u32)>) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports POPCNT (checked just above); safe indexing only.
-        return unsafe { hamming_listed_popcnt(codes, words, q, docs, cut, out) };
+        return unsafe { hamming_listed_popcnt(w, docs, out) };
     }
-    hamming_listed_portable(codes, words, q, docs, cut, out)
+    hamming_listed_portable(w, docs, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-fn hamming_listed_popcnt(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    docs: &[u32],
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    hamming_listed_portable(codes, words, q, docs, cut, out)
+fn hamming_listed_popcnt(w: Within<'_>, docs: &[u32], out: &mut Vec<(u32, u32)>) {
+    hamming_listed_portable(w, docs, out)
 }
 
 #[inline(always)]
-fn hamming_listed_portable(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    docs: &[u32],
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    if let (6, Some(q6)) = (words, q.first_chunk::<6>()) {
-        let (codes, _) = codes.as_chunks::<6>();
+fn hamming_listed_portable(w: Within<'_>, docs: &[u32], out: &mut Vec<(u32, u32)>) {
+    if let (6, Some(q6)) = (w.words, w.q.first_chunk::<6>()) {
+        let (codes, _) = w.codes.as_chunks::<6>();
         for (c, &d) in codes.iter().zip(docs) {
             let mut h = 0;
             for j in 0..6 {
                 h += (c[j] ^ q6[j]).count_ones();
             }
-            if h <= cut {
+            if h <= w.cut {
                 out.push((d, h));
             }
         }
         return;
     }
-    for (c, &d) in codes.chunks_exact(words.max(1)).zip(docs) {
-        let h = hamming_portable(c, q);
-        if h <= cut {
+    for (c, &d) in w.codes.chunks_exact(w.words.max(1)).zip(docs) {
+        let h = hamming_portable(c, w.q);
+        if h <= w.cut {
             out.push((d, h));
         }
     }
@@ -293,27 +242,21 @@ fn prefetch_code<const W: usize>(codes: &[[u64; W]], d: usize) {
     let _ = (codes, d);
 }
 
+/// [`hamming_under`] word by word, for any code length (tests check the unrolled loop
+/// against it).
 #[inline(always)]
-fn under_any(
-    codes: &[u64],
-    words: usize,
-    q: &[u64],
-    bits: &[u64],
-    first: usize,
-    cut: u32,
-    out: &mut Vec<(u32, u32)>,
-) {
-    for (w, &word) in bits.iter().enumerate() {
+pub(super) fn under_any(w: Within<'_>, bits: &[u64], first: usize, out: &mut Vec<(u32, u32)>) {
+    for (i, &word) in bits.iter().enumerate() {
         let mut word = word;
-        let base = (first + w) * 64;
+        let base = (first + i) * 64;
         while word != 0 {
             let d = base + word.trailing_zeros() as usize;
             word &= word - 1;
-            let Some(c) = codes.get(d * words..(d + 1) * words) else {
+            let Some(c) = w.codes.get(d * w.words..(d + 1) * w.words) else {
                 return;
             };
-            let h = hamming_portable(c, q);
-            if h <= cut {
+            let h = hamming_portable(c, w.q);
+            if h <= w.cut {
                 out.push((d as u32, h));
             }
         }
