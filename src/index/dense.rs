@@ -1089,7 +1089,7 @@ impl DenseSegmentCollector {
 }
 
 /// Appends the docs of bitset word `w` (`word`'s set bits) to `docs`, in ascending order.
-fn push_docs(docs: &mut Vec<u32>, w: usize, word: u64) {
+pub(super) fn push_docs(docs: &mut Vec<u32>, w: usize, word: u64) {
     push_docs_where(docs, w, word, |_| true);
 }
 

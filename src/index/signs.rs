@@ -154,15 +154,10 @@ impl Compact {
         let count: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
         let mut docs = Vec::with_capacity(count);
         for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                let d = w * 64 + word.trailing_zeros() as usize;
-                word &= word - 1;
-                if (d + 1) * words <= codes.len() {
-                    docs.push(d as u32);
-                }
-            }
+            super::dense::push_docs(&mut docs, w, word);
         }
+        let held = codes.len() / words.max(1);
+        docs.retain(|&d| (d as usize) < held);
         let mut out = vec![0u64; docs.len() * words];
         super::simd::advise_huge_pages(&mut out);
         for (o, &d) in out.chunks_exact_mut(words.max(1)).zip(&docs) {
